@@ -1,0 +1,11 @@
+"""The Python DSL: layers, `Sequential`, the functional `Network`, and the lecture's template.
+
+Layers infer their input sizes (channels, features) from the tensor they are applied to, so only
+output sizes are given: `Conv(16, 3)`, `Linear(10)`.
+"""
+
+from __future__ import annotations
+
+from graphnet.nn.core import Layer, Network, Sequential, Tensor, add, concat
+
+__all__ = ["Layer", "Network", "Sequential", "Tensor", "add", "concat"]

@@ -1,0 +1,239 @@
+"""The DSL's core: a `Network` builds a `Graph`; `Tensor`s are its symbolic values; `Layer`s are
+callables that emit nodes when applied to tensors; `Sequential` chains layers.
+
+Functional style (residual and concat graphs):
+
+    net = Network("block", seed=0)
+    x = net.input("x", (None, 16, 8, 8))          # None: dynamic batch
+    y = ReLU()(Conv(16, 3, padding="same")(x))
+    net.output(add(x, y), name="y")
+    graph = net.graph
+
+Sequential style (chains):
+
+    graph = Sequential([Conv(16, 3), ReLU(), MaxPool(2)]).build((None, 3, 32, 32))
+
+Shapes are inferred as each node is added, so a mismatch fails on the line that made it, and the
+error names the layer. Parameters are created on a layer's first call, from the network's seeded
+generator (reproducible); calling the same layer object again reuses (shares) its parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from graphnet.errors import GraphError
+from graphnet.ir import Graph, format_shape
+
+__all__ = ["Network", "Tensor", "Layer", "Sequential", "add", "concat"]
+
+
+class Tensor:
+    """A symbolic value of a `Network` under construction."""
+
+    __slots__ = ("net", "name")
+
+    def __init__(self, net: "Network", name: str) -> None:
+        self.net = net
+        self.name = name
+
+    @property
+    def shape(self) -> tuple:
+        return self.net.graph.values[self.name].shape
+
+    @property
+    def dtype(self) -> str:
+        return self.net.graph.values[self.name].dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __add__(self, other: "Tensor") -> "Tensor":
+        return add(self, other)
+
+    def __repr__(self) -> str:
+        return f"Tensor(%{self.name}: {self.dtype}{format_shape(self.shape)})"
+
+
+class Network:
+    """Builds a graph: declare inputs, apply layers to tensors, declare outputs."""
+
+    def __init__(self, name: str = "net", *, seed: int | None = 0) -> None:
+        self.graph = Graph(name)
+        self.rng = np.random.default_rng(seed)
+        self._counts: dict[str, int] = {}
+
+    def input(self, name: str, shape: Sequence[int | None], dtype: str = "float32") -> Tensor:
+        """Declare a graph input; `None` in `shape` is a dynamic dim (the batch, usually)."""
+        self.graph.add_input(name, tuple(shape), dtype)
+        return Tensor(self, name)
+
+    def output(self, tensor: Tensor, name: str | None = None) -> Tensor:
+        """Declare a graph output, renaming its value to `name` if given."""
+        self._own(tensor, "output")
+        if name is not None and name != tensor.name:
+            rename_value(self.graph, tensor.name, name)
+            tensor = Tensor(self, name)
+        self.graph.mark_output(tensor.name)
+        return tensor
+
+    def unique(self, kind: str) -> str:
+        """A fresh layer name: conv1, conv2, ..."""
+        while True:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+            name = f"{kind}{self._counts[kind]}"
+            if name not in self.graph.values and all(n.name != name for n in self.graph.nodes):
+                return name
+
+    def param(self, name: str, array: np.ndarray) -> str:
+        """Add a parameter (float32 unless the array says otherwise) and return its name."""
+        self.graph.add_param(name, np.asarray(array))
+        return name
+
+    def emit(
+        self,
+        op: str,
+        inputs: Sequence["Tensor | str | None"],
+        attrs: dict[str, Any] | None = None,
+        *,
+        name: str,
+        num_outputs: int | None = None,
+    ) -> Tensor | list[Tensor]:
+        """Add a node; returns its output tensor (a list when `num_outputs` is given)."""
+        names = []
+        for i in inputs:
+            if isinstance(i, Tensor):
+                self._own(i, f"input of '{name}'")
+                names.append(i.name)
+            else:
+                names.append(i or "")
+        outputs = None
+        if num_outputs is not None:
+            outputs = [f"{name}.out"] if num_outputs == 1 else [f"{name}.out{k}" for k in range(num_outputs)]
+        node = self.graph.add_node(op, names, attrs or {}, name=self.graph.fresh_name(name), outputs=outputs)
+        outs = [Tensor(self, o) for o in node.outputs]
+        return outs if num_outputs is not None else outs[0]
+
+    def _own(self, t: Tensor, what: str) -> None:
+        if not isinstance(t, Tensor):
+            raise GraphError(f"{what}: expected a Tensor of network '{self.graph.name}', got {type(t).__name__}")
+        if t.net is not self:
+            raise GraphError(f"{what}: tensor '{t.name}' belongs to network '{t.net.graph.name}', not '{self.graph.name}'")
+
+
+def rename_value(graph: Graph, old: str, new: str) -> None:
+    """Rename a value everywhere it is read or written."""
+    if new in graph.values:
+        raise GraphError(f"cannot rename '{old}' to '{new}': that name is already used")
+    v = graph.values.pop(old)
+    v.name = new
+    graph.values[new] = v
+    for n in graph.nodes:
+        n.inputs = [new if i == old else i for i in n.inputs]
+        n.outputs = [new if o == old else o for o in n.outputs]
+    graph.inputs = [new if i == old else i for i in graph.inputs]
+    graph.outputs = [new if o == old else o for o in graph.outputs]
+    if old in graph.params:
+        graph.params[new] = graph.params.pop(old)
+
+
+class Layer:
+    """Base class of the DSL's layers.
+
+    Subclasses set `kind` (the name prefix, e.g. "conv") and implement `forward(net, *xs)`, which
+    emits nodes through `net.emit` and creates parameters through `self.param`."""
+
+    kind = "layer"
+
+    def __init__(self, *, name: str | None = None) -> None:
+        self.name = name
+        self._params: dict[tuple[int, str], str] = {}
+
+    def __call__(self, *xs: Tensor) -> Tensor:
+        if not xs or not isinstance(xs[0], Tensor):
+            raise GraphError(f"{type(self).__name__} must be applied to a Tensor, got {xs!r}")
+        net = xs[0].net
+        if self.name is None:
+            self.name = net.unique(self.kind)
+        return self.forward(net, *xs)
+
+    def forward(self, net: Network, *xs: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def param(self, net: Network, key: str, make) -> str:
+        """The parameter `<layer>.<key>`, created on first use by calling `make()` (an array)."""
+        k = (id(net), key)
+        if k not in self._params:
+            arr = np.asarray(make())
+            if arr.dtype == np.float64:
+                arr = arr.astype(np.float32)
+            self._params[k] = net.param(net.graph.fresh_name(f"{self.name}.{key}"), arr)
+        return self._params[k]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class Sequential(Layer):
+    """Layers applied one after another. Usable as a layer inside a functional network too."""
+
+    kind = "seq"
+
+    def __init__(self, layers: Sequence[Layer], *, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.layers = list(layers)
+        for k, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise GraphError(f"Sequential item {k} is a {type(layer).__name__}, not a Layer")
+
+    def forward(self, net: Network, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def build(
+        self,
+        input_shape: Sequence[int | None],
+        *,
+        name: str | None = None,
+        seed: int | None = 0,
+        input_name: str = "input",
+        output_name: str = "output",
+        dtype: str = "float32",
+    ) -> Graph:
+        """A graph with one input of `input_shape` and one output."""
+        net = Network(name or self.name or "sequential", seed=seed)
+        x = net.input(input_name, input_shape, dtype)
+        net.output(self(x), name=output_name)
+        return net.graph
+
+
+class _Add(Layer):
+    kind = "add"
+
+    def forward(self, net: Network, a: Tensor, b: Tensor) -> Tensor:
+        return net.emit("Add", [a, b], name=self.name)
+
+
+class _Concat(Layer):
+    kind = "concat"
+
+    def __init__(self, axis: int, *, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.axis = axis
+
+    def forward(self, net: Network, *xs: Tensor) -> Tensor:
+        return net.emit("Concat", list(xs), {"axis": self.axis}, name=self.name)
+
+
+def add(a: Tensor, b: Tensor, *, name: str | None = None) -> Tensor:
+    """Element-wise sum (a residual connection); shapes must broadcast."""
+    return _Add(name=name)(a, b)
+
+
+def concat(xs: Sequence[Tensor], axis: int = 1, *, name: str | None = None) -> Tensor:
+    """Concatenate along `axis` (channels by default): Inception-style branch merging."""
+    return _Concat(axis, name=name)(*xs)

@@ -1,0 +1,169 @@
+"""IR -> `onnx.ModelProto`.
+
+Each IR node is handed to its export rule (`registry.export_rule`), which emits one or more ONNX
+nodes through an `ExportContext`. Parameters become initializers. A `None` dim (dynamic batch) is
+written as the symbolic dim `N`. Inference mode writes the inference graph; train mode writes
+BatchNormalization with `training_mode=1` (its new running statistics become extra graph outputs)
+and Dropout with `training_mode=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from graphnet import ops
+from graphnet.errors import GraphNetError
+from graphnet.ir import Graph, Node
+from graphnet.onnx_io import DEFAULT_OPSET
+from graphnet.onnx_io.registry import get_export_rule
+
+__all__ = ["ExportContext", "to_onnx", "save", "atomic_write"]
+
+MIN_OPSET = 17  # LayerNormalization appears in opset 17
+
+
+class ExportContext:
+    """What an export rule writes through: ONNX nodes, constant initializers, fresh names."""
+
+    def __init__(self, graph: Graph, *, mode: str, opset: int) -> None:
+        from onnx import numpy_helper
+
+        self._numpy_helper = numpy_helper
+        self.graph = graph
+        self.mode = mode
+        self.training = mode == "train"
+        self.opset = opset
+        self.nodes: list = []
+        self.initializers: dict[str, Any] = {}
+        self.extra_outputs: list = []  # (name, shape, dtype)
+        self._taken: set[str] = set(graph.values) | {n.name for n in graph.nodes}
+
+    def fresh(self, hint: str) -> str:
+        """A name unused by any value or node of the graph or of the export so far."""
+        name, k = hint, 1
+        while name in self._taken:
+            name = f"{hint}_{k}"
+            k += 1
+        self._taken.add(name)
+        return name
+
+    def emit(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], *, name: str, **attrs: Any) -> list[str]:
+        """Append an ONNX node; attributes set to None are left out."""
+        from onnx import helper
+
+        attrs = {k: _onnx_attr(v) for k, v in attrs.items() if v is not None}
+        self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name=name, **attrs))
+        return list(outputs)
+
+    def const(self, array: np.ndarray, hint: str) -> str:
+        """Add a constant initializer; returns its name."""
+        name = self.fresh(hint)
+        self.initializers[name] = self._numpy_helper.from_array(np.asarray(array), name)
+        return name
+
+    def add_output(self, name: str, shape: Sequence | None, dtype: str) -> None:
+        """Declare an extra graph output (train mode: updated running statistics)."""
+        self.extra_outputs.append((name, shape, dtype))
+
+    def value(self, name: str):
+        return self.graph.values[name]
+
+
+def _onnx_attr(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (np.integer, bool)):
+        return int(v)
+    return v
+
+
+def _value_info(name: str, shape: Sequence | None, dtype: str):
+    from onnx import helper
+
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    if shape is None:
+        return helper.make_tensor_value_info(name, elem, None)
+    dims = ["N" if d is None else int(d) for d in shape]
+    return helper.make_tensor_value_info(name, elem, dims)
+
+
+def to_onnx(
+    graph: Graph,
+    *,
+    mode: str = "inference",
+    opset: int | None = None,
+    producer: str = "graphnet",
+    doc: str = "",
+):
+    """Export `graph` to an `onnx.ModelProto` for the given mode ("inference" | "train")."""
+    import onnx
+    from onnx import helper
+
+    from graphnet import __version__
+
+    if mode not in ("inference", "train"):
+        raise GraphNetError(f"export mode must be 'inference' or 'train', got {mode!r}")
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if opset < MIN_OPSET:
+        raise GraphNetError(f"graphnet exports opset {MIN_OPSET} or newer, got opset {opset}")
+    graph.verify()
+    ctx = ExportContext(graph, mode=mode, opset=opset)
+    for name, arr in graph.params.items():
+        ctx.initializers[name] = ctx._numpy_helper.from_array(arr, name)
+    for node in graph.nodes:
+        attrs = ops.attrs_of(node, [graph.values.get(i) if i else None for i in node.inputs])
+        get_export_rule(node.op, node.name)(ctx, node, attrs)
+    inputs = [_value_info(i, graph.values[i].shape, graph.values[i].dtype) for i in graph.inputs]
+    outputs = [_value_info(o, graph.values[o].shape, graph.values[o].dtype) for o in graph.outputs]
+    outputs += [_value_info(n, s, d) for n, s, d in ctx.extra_outputs]
+    g = helper.make_graph(
+        ctx.nodes, graph.name, inputs, outputs, initializer=list(ctx.initializers.values()), doc_string=doc
+    )
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(
+        g,
+        opset_imports=opsets,
+        producer_name=producer,
+        producer_version=__version__,
+        ir_version=helper.find_min_ir_version_for(opsets),
+    )
+    return model
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, then rename: readers
+    never see a half-written file, and a failure (or Ctrl-C) leaves the old file as it was."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".graphnet-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if isinstance(data, (bytes, bytearray)):
+                fh.write(data)
+            else:
+                for chunk in data:
+                    fh.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save(graph: Graph, path: str | os.PathLike, *, mode: str = "inference", opset: int | None = None, **kw: Any) -> None:
+    """Export `graph` and write it to `path` atomically."""
+    model = to_onnx(graph, mode=mode, opset=opset, **kw)
+    atomic_write(path, model.SerializeToString())
+
+
+def node_attrs(node: Node, attrs: dict, names: Iterable[str]) -> dict:
+    """The subset `names` of resolved attributes, for rules that pass attributes straight through."""
+    return {k: attrs[k] for k in names if k in attrs}

@@ -1,0 +1,1 @@
+"""Per-family ONNX export and import rules."""

@@ -1,0 +1,25 @@
+"""The op table: one `OpSpec` per op, the single source of truth for attributes and their defaults,
+input and output arity, and shape/dtype inference. The DSL, the runtime, the passes and ONNX I/O
+look ops up here by name.
+
+Families live in their own modules (`conv`, `pooling`, `activation`, `linear`, `normalization`,
+`tensor`) and register their specs explicitly with `register(OpSpec(...))`.
+"""
+
+from __future__ import annotations
+
+from graphnet.ops.spec import (
+    REQUIRED,
+    OpSpec,
+    all_specs,
+    attrs_of,
+    get,
+    has,
+    infer,
+    register,
+)
+
+# Registration happens on import; each family module is listed explicitly.
+from graphnet.ops import activation, conv, linear, normalization, opaque, pooling, tensor  # noqa: E402,F401
+
+__all__ = ["REQUIRED", "OpSpec", "all_specs", "attrs_of", "get", "has", "infer", "register"]

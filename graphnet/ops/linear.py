@@ -1,0 +1,3 @@
+"""linear ops (filled in by the linear family)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""normalization ops (filled in by the normalization family)."""
+
+from __future__ import annotations

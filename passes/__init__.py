@@ -1,0 +1,1 @@
+"""Graph passes: functions over the IR, each in its own module (see passes.manager)."""

@@ -1,0 +1,174 @@
+"""The executor: plan a graph once (node order, resolved attributes, when each buffer dies), then
+run it many times.
+
+- Inputs are checked by name, dtype and shape before anything runs.
+- Each intermediate value is released right after its last reader ran (unless `keep_all`).
+- A kernel failure is re-raised as `KernelError` naming the node, its op, input shapes and attributes.
+- Train mode: Dropout draws from the session's seeded generator; BatchNorm normalizes with batch
+  statistics and writes its new running averages into the graph's parameters (the graph is state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from graphnet import ops
+from graphnet.errors import GraphNetError, InputError, KernelError, UnsupportedOpError
+from graphnet.ir import Graph, Node, format_shape
+from runtime.kernels import Kernel, get_kernel
+
+__all__ = ["Session", "run", "MODES"]
+
+MODES = ("inference", "train")
+
+
+@dataclass
+class _Step:
+    node: Node
+    kernel: Kernel
+    attrs: dict[str, Any]
+    free_after: list[str]  # values whose last reader is this node
+    state: dict[int, str]  # train mode: extra kernel output index -> parameter name it replaces
+
+
+class Session:
+    """A planned graph, ready to run many times.
+
+    `Session(graph).run({"x": array}, mode="train", seed=0)` returns {output name: array}.
+    The session reads the graph's parameters at run time, so train-mode updates of BatchNorm
+    statistics are seen by the next run. Rebuild the session after changing the graph's structure.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        graph.verify()
+        self.graph = graph
+        self._rng = np.random.default_rng()
+        self._steps: list[_Step] = []
+        last_use: dict[str, int] = {}
+        for k, n in enumerate(graph.nodes):
+            for i in n.inputs:
+                if i:
+                    last_use[i] = k
+        keep = set(graph.outputs) | set(graph.params)
+        frees: dict[int, list[str]] = {}
+        for name, k in last_use.items():
+            if name not in keep:
+                frees.setdefault(k, []).append(name)
+        for k, n in enumerate(graph.nodes):
+            spec = ops.get(n.op)
+            if n.op == "Opaque":
+                domain = n.attrs.get("domain") or "ai.onnx"
+                raise UnsupportedOpError(f"no kernel for op '{n.attrs.get('op_type')}' ({domain}) at node '{n.name}'")
+            kern = get_kernel(n.op, n.name)
+            attrs = ops.attrs_of(n, [graph.values.get(i) if i else None for i in n.inputs])
+            state = {}
+            for out_k, in_k in spec.state.items():
+                if in_k < len(n.inputs) and n.inputs[in_k] in graph.params:
+                    state[out_k] = n.inputs[in_k]
+            self._steps.append(_Step(n, kern, attrs, frees.get(k, []), state))
+
+    def seed(self, seed: int | None) -> None:
+        """Reset the generator that train-mode kernels (Dropout) draw from."""
+        self._rng = np.random.default_rng(seed)
+
+    def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate the feeds against the graph's inputs; return them as arrays."""
+        g = self.graph
+        unknown = sorted(set(feeds) - set(g.inputs))
+        missing = [i for i in g.inputs if i not in feeds]
+        if unknown or missing:
+            parts = []
+            if missing:
+                parts.append(f"missing input(s) {missing}")
+            if unknown:
+                parts.append(f"unknown input(s) {unknown}")
+            raise InputError(f"graph '{g.name}': {'; '.join(parts)}; expected {list(g.inputs)}")
+        out = {}
+        for name in g.inputs:
+            arr = np.asarray(feeds[name])
+            want = g.values[name]
+            if str(arr.dtype) != want.dtype:
+                raise InputError(f"input '{name}' must be {want.dtype}, got {arr.dtype}")
+            if want.shape is not None:
+                ok = len(arr.shape) == len(want.shape) and all(
+                    d is None or d == a for d, a in zip(want.shape, arr.shape)
+                )
+                if not ok:
+                    raise InputError(
+                        f"input '{name}' must have shape {format_shape(want.shape)}, got {format_shape(arr.shape)}"
+                    )
+            out[name] = arr
+        return out
+
+    def run(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        *,
+        mode: str = "inference",
+        seed: int | None = None,
+        keep_all: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Run the graph. `mode` is "inference" or "train"; `seed` reseeds the generator that
+        train-mode Dropout draws from (None keeps drawing from the current one). With `keep_all`,
+        every intermediate value is returned too (keyed by value name)."""
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+        training = mode == "train"
+        if seed is not None:
+            self.seed(seed)
+        g = self.graph
+        env: dict[str, np.ndarray] = dict(self.check_inputs(feeds))
+        params = g.params
+        for step in self._steps:
+            n = step.node
+            args = [None if not i else (env[i] if i in env else params[i]) for i in n.inputs]
+            kwargs = dict(step.attrs)
+            if step.kernel.context:
+                kwargs["training"] = training
+                kwargs["rng"] = self._rng
+            try:
+                result = step.kernel.fn(*args, **kwargs)
+            except GraphNetError as exc:
+                raise type(exc)(f"while executing {_describe(n, args, step.attrs)}: {exc}") from exc
+            except Exception as exc:  # a kernel bug or an input the infer rules let through
+                raise KernelError(
+                    f"while executing {_describe(n, args, step.attrs)}: {type(exc).__name__}: {exc}"
+                ) from exc
+            outs = list(result) if isinstance(result, (tuple, list)) else [result]
+            for name, arr in zip(n.outputs, outs):
+                env[name] = arr
+            if training:
+                for out_k, pname in step.state.items():
+                    params[pname] = outs[out_k].astype(params[pname].dtype, copy=False)
+            if not keep_all:
+                for name in step.free_after:
+                    env.pop(name, None)
+        if keep_all:
+            return env
+        return {o: env[o] if o in env else params[o] for o in g.outputs}
+
+
+def _describe(n: Node, args: list, attrs: Mapping[str, Any]) -> str:
+    spec = ops.get(n.op)
+    names = [s.strip("*?") for s in spec.inputs]
+    shapes = []
+    for k, a in enumerate(args):
+        label = names[k] if k < len(names) else names[-1] if names else f"in{k}"
+        shapes.append(f"{label.lower()}{format_shape(a.shape) if a is not None else '<none>'}")
+    at = " ".join(f"{k}={v}" for k, v in attrs.items())
+    return f"{n.name} ({n.op}): {' '.join(shapes)}{(' ' + at) if at else ''}"
+
+
+def run(
+    graph: Graph,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    mode: str = "inference",
+    seed: int | None = None,
+    keep_all: bool = False,
+) -> dict[str, np.ndarray]:
+    """Plan and run a graph once (see `Session.run`)."""
+    return Session(graph).run(feeds, mode=mode, seed=seed, keep_all=keep_all)

@@ -1,0 +1,3 @@
+"""conv kernels (filled in by the conv family)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""linear kernels (filled in by the linear family)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""normalization kernels (filled in by the normalization family)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""pooling kernels (filled in by the pooling family)."""
+
+from __future__ import annotations
