@@ -140,7 +140,7 @@ class Graph:
             self._claim(o, f"output of node '{name}'")
         node = Node(op, inputs, list(outputs), dict(attrs or {}), name)
         if infer:
-            types = ops.infer(node, [self.values.get(i) if i else None for i in inputs])
+            types = ops.infer(node, [self.values.get(i) if i else None for i in inputs], self._consts(inputs))
             for o, (shape, dtype) in zip(outputs, types):
                 self.values[o] = Value(o, shape, dtype)
         else:
@@ -148,6 +148,9 @@ class Graph:
                 self.values.setdefault(o, Value(o, None, "float32"))
         self.nodes.append(node)
         return node
+
+    def _consts(self, inputs: Iterable[str]) -> list:
+        return [self.params.get(i) if i else None for i in inputs]
 
     def mark_output(self, name: str) -> None:
         """Declare an existing value a graph output."""
@@ -312,7 +315,7 @@ class Graph:
         from graphnet import ops
 
         for n in self.nodes:
-            types = ops.infer(n, [self.values.get(i) if i else None for i in n.inputs])
+            types = ops.infer(n, [self.values.get(i) if i else None for i in n.inputs], self._consts(n.inputs))
             for o, (shape, dtype) in zip(n.outputs, types):
                 self.values[o] = Value(o, shape, dtype)
 

@@ -42,6 +42,11 @@ class OpSpec:
       `ShapeError("...")` with a message about shapes; the node's name is added by `infer()`.
     - `resolve(inputs, attrs) -> attrs` fills the defaults that depend on the inputs (e.g. a
       Conv's `strides` of 1 per spatial axis), so kernels and exporters always see full attributes.
+    - `consts`: set it when `infer` needs the values of constant inputs (Reshape's shape):
+      `infer(inputs, attrs, consts)` then gets a list with the array of each input that is a
+      parameter, None for the others.
+    - `macs(inputs, outputs, attrs) -> int`: multiply-accumulates of one run (summary, reports);
+      omit for ops whose cost is negligible next to conv and matrix products.
     - `state`: for ops with running state (BatchNorm), {kernel output index -> input index}: in
       train mode the kernel returns extra outputs that replace those input parameters.
     - `mode_dependent`: the op computes something else in train mode (BatchNorm, Dropout).
@@ -54,6 +59,8 @@ class OpSpec:
     outputs: tuple[str, ...] = ("Y",)
     attrs: Mapping[str, Any] = field(default_factory=dict)
     resolve: ResolveFn | None = None
+    consts: bool = False
+    macs: Callable[..., int] | None = None
     state: Mapping[int, int] = field(default_factory=dict)
     mode_dependent: bool = False
     family: str = ""
@@ -132,12 +139,16 @@ def attrs_of(node: "Node", inputs: Sequence["Value | None"]) -> dict:
     return attrs
 
 
-def infer(node: "Node", inputs: Sequence["Value | None"]) -> list:
-    """Output (shape, dtype) pairs of a node; errors name the node, the op and the shapes."""
+def infer(node: "Node", inputs: Sequence["Value | None"], consts: Sequence | None = None) -> list:
+    """Output (shape, dtype) pairs of a node; errors name the node, the op and the shapes.
+    `consts` holds the array of each input that is a constant (None elsewhere)."""
     spec = get(node.op)
     attrs = attrs_of(node, inputs)
     try:
-        types = spec.infer(inputs, attrs)
+        if spec.consts:
+            types = spec.infer(inputs, attrs, list(consts) if consts is not None else [None] * len(inputs))
+        else:
+            types = spec.infer(inputs, attrs)
     except (ShapeError, AttributeValueError) as exc:
         shapes = ", ".join(_fmt(v) for v in inputs)
         raise type(exc)(f"{_where(node)}: {exc} [inputs: {shapes}]") from None
