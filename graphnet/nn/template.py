@@ -1,0 +1,72 @@
+"""The lecture's template of a deep CNN, as a `Sequential`:
+
+    INPUT -> [[CONV -> RELU] * N -> POOL?] * M -> [FC -> RELU] * K -> Softmax
+
+with optional BatchNorm after every conv (before its ReLU, as the lecture places it) and Dropout
+before every hidden FC layer.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from graphnet.errors import AttributeValueError
+from graphnet.nn.core import Layer, Sequential
+
+__all__ = ["template"]
+
+
+def template(
+    *,
+    n: int = 2,
+    m: int = 2,
+    k: int = 1,
+    channels: Sequence[int] = (16, 32),
+    hidden: Sequence[int] = (64,),
+    classes: int = 10,
+    kernel_size: int = 3,
+    pool: bool = True,
+    batchnorm: bool = True,
+    dropout: float | None = 0.5,
+    name: str = "template",
+) -> Sequential:
+    """Build the template: M stages of N (conv [-> BN] -> ReLU) followed by a 2x2 max pool
+    (if `pool`), then Flatten, K (dropout -> FC -> ReLU) and a final FC to `classes` + Softmax.
+
+    `channels` gives each stage's conv width (one per stage, or one for all); `hidden` gives each
+    hidden FC width likewise. `dropout` is the DROP probability (None or 0: no dropout layers).
+    """
+    from graphnet.nn import BatchNorm, Conv, Dropout, Flatten, Linear, MaxPool, ReLU, Softmax
+
+    for label, v in (("n", n), ("m", m), ("k", k)):
+        if v < 0:
+            raise AttributeValueError(f"template: {label} must be >= 0, got {v}")
+    channels = _per_stage(channels, m, "channels")
+    hidden = _per_stage(hidden, k, "hidden")
+    layers: list[Layer] = []
+    for stage in range(m):
+        for _ in range(n):
+            layers.append(Conv(channels[stage], kernel_size, padding="same", bias=not batchnorm))
+            if batchnorm:
+                layers.append(BatchNorm())
+            layers.append(ReLU())
+        if pool:
+            layers.append(MaxPool(2))
+    layers.append(Flatten())
+    for width in hidden:
+        if dropout:
+            layers.append(Dropout(drop=dropout))
+        layers += [Linear(width), ReLU()]
+    layers += [Linear(classes), Softmax(axis=-1)]
+    return Sequential(layers, name=name)
+
+
+def _per_stage(widths: Sequence[int] | int, count: int, what: str) -> list[int]:
+    if isinstance(widths, int):
+        return [widths] * count
+    widths = list(widths)
+    if len(widths) == 1:
+        return widths * count
+    if len(widths) != count:
+        raise AttributeValueError(f"template: {what} has {len(widths)} entries for {count} stages")
+    return widths
