@@ -7,5 +7,6 @@ output sizes are given: `Conv(16, 3)`, `Linear(10)`.
 from __future__ import annotations
 
 from graphnet.nn.core import Layer, Network, Sequential, Tensor, add, concat
+from graphnet.nn.template import template
 
-__all__ = ["Layer", "Network", "Sequential", "Tensor", "add", "concat"]
+__all__ = ["Layer", "Network", "Sequential", "Tensor", "add", "concat", "template"]
