@@ -1,3 +1,181 @@
-"""linear ops (filled in by the linear family)."""
+"""Linear ops: `Gemm` (fully connected), `MatMul` (NumPy matmul) and `Maxout`.
+
+- Gemm follows ONNX: Y = alpha * A' B' + beta * C, with A' = A^T if transA, B' = B^T if transB,
+  A' of shape (M, K), B' of shape (K, N) and C (optional) broadcasting unidirectionally to (M, N).
+  The DSL's `Linear` is a Gemm with transB=1 and W of shape (out, in), PyTorch's layout.
+- MatMul follows ONNX (= `numpy.matmul`): 1-D operands are promoted and the promoted axis removed,
+  leading (batch) axes broadcast.
+- Maxout is the lecture's max over k affine pieces: Y[n, o] = max_j (sum_i W[j, o, i] X[n, i] + B[j, o]),
+  X (N, in), W (k, out, in), B (k, out). ONNX has no such op; it exports as Gemm -> Reshape -> ReduceMax.
+"""
 
 from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+from graphnet.errors import AttributeValueError, ShapeError
+from graphnet.ir import Value, format_shape
+from graphnet.ops._shapes import broadcast, need_float, need_rank
+from graphnet.ops.spec import REQUIRED, OpSpec, register
+
+__all__ = ["gemm_shape", "matmul_shape", "maxout_shape"]
+
+
+def _same_dtype(values: Sequence[Value | None]) -> str:
+    """The common dtype of the given (non-omitted) values, or a ShapeError naming the odd one."""
+    present = [v for v in values if v is not None]
+    first = present[0]
+    for v in present[1:]:
+        if v.dtype != first.dtype:
+            raise ShapeError(f"dtypes differ: '{first.name}' is {first.dtype}, '{v.name}' is {v.dtype}")
+    return first.dtype
+
+
+def _prod(dims: Sequence[int | None]) -> int:
+    # MACs are counted per example by the summary, which already replaced dynamic dims by 1;
+    # treating a leftover None as 1 keeps the rule total rather than raising.
+    out = 1
+    for d in dims:
+        out *= 1 if d is None else int(d)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ Gemm
+def _check_flag(attrs: dict, key: str) -> None:
+    if attrs[key] not in (0, 1):
+        raise AttributeValueError(f"{key} must be 0 or 1, got {attrs[key]!r}")
+
+
+def gemm_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
+    """(M, N) from A (M, K) or (K, M) and B (K, N) or (N, K); C must broadcast to (M, N)."""
+    a, b = inputs[0], inputs[1]
+    c = inputs[2] if len(inputs) > 2 else None
+    _check_flag(attrs, "transA")
+    _check_flag(attrs, "transB")
+    need_rank(a, (2,), "A")
+    need_rank(b, (2,), "B")
+    need_float(a, "A")
+    dtype = _same_dtype([a, b, c])
+    m, ka = (a.shape[1], a.shape[0]) if attrs["transA"] else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if attrs["transB"] else b.shape
+    a_desc = f"A{format_shape(a.shape)}{' (transA=1)' if attrs['transA'] else ''}"
+    b_desc = f"B{format_shape(b.shape)}{' (transB=1)' if attrs['transB'] else ''}"
+    if ka is not None and kb is not None and ka != kb:
+        raise ShapeError(f"{a_desc} has K={ka} but {b_desc} has K={kb}")
+    if c is not None:
+        if c.shape is None:
+            raise ShapeError(f"C '{c.name}' has an unknown shape")
+        # Unidirectional: C may be stretched to (M, N), never the other way round.
+        if len(c.shape) > 2 or not all(
+            dc == 1 or dc is None or dt is None or dc == dt for dc, dt in zip(reversed(c.shape), (n, m))
+        ):
+            raise ShapeError(f"C{format_shape(c.shape)} does not broadcast to the output {format_shape((m, n))}")
+    return [((m, n), dtype)]
+
+
+def _gemm_macs(inputs: Sequence[Value | None], outputs: Sequence[Value], attrs: dict) -> int:
+    a = inputs[0]
+    k = a.shape[0] if attrs["transA"] else a.shape[1]
+    return _prod(outputs[0].shape) * _prod([k])
+
+
+register(
+    OpSpec(
+        "Gemm",
+        "Y = alpha * A' @ B' + beta * C (ONNX Gemm; A' = A^T if transA, B' = B^T if transB).",
+        ("A", "B", "C?"),
+        gemm_shape,
+        attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0},
+        macs=_gemm_macs,
+        family="linear",
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------- MatMul
+def matmul_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
+    """numpy.matmul's shape rule, with None for dynamic dims."""
+    a, b = inputs
+    for v, what in ((a, "A"), (b, "B")):
+        if v.shape is None:
+            raise ShapeError(f"{what} '{v.name}' has an unknown shape")
+        if len(v.shape) == 0:
+            raise ShapeError(f"{what} '{v.name}' is a scalar; MatMul needs rank >= 1")
+    dtype = _same_dtype([a, b])
+    sa = (1,) + tuple(a.shape) if len(a.shape) == 1 else tuple(a.shape)
+    sb = tuple(b.shape) + (1,) if len(b.shape) == 1 else tuple(b.shape)
+    if sa[-1] is not None and sb[-2] is not None and sa[-1] != sb[-2]:
+        raise ShapeError(
+            f"A{format_shape(a.shape)} has {sa[-1]} columns but B{format_shape(b.shape)} has {sb[-2]} rows"
+        )
+    try:
+        batch = broadcast(sa[:-2], sb[:-2])
+    except ShapeError:
+        raise ShapeError(
+            f"batch dims of A{format_shape(a.shape)} and B{format_shape(b.shape)} do not broadcast"
+        ) from None
+    out = batch + (sa[-2], sb[-1])
+    # A 1-D operand's promoted axis is removed again (numpy / ONNX semantics).
+    if len(b.shape) == 1:
+        out = out[:-1]
+    if len(a.shape) == 1:
+        out = out[:-2] + out[-1:] if len(b.shape) > 1 else out[:-1]
+    return [(out, dtype)]
+
+
+def _matmul_macs(inputs: Sequence[Value | None], outputs: Sequence[Value], attrs: dict) -> int:
+    return _prod(outputs[0].shape) * _prod([inputs[0].shape[-1]])
+
+
+register(
+    OpSpec(
+        "MatMul",
+        "numpy.matmul (ONNX MatMul): batched, broadcast leading axes, 1-D operands promoted.",
+        ("A", "B"),
+        matmul_shape,
+        macs=_matmul_macs,
+        family="linear",
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------- Maxout
+def maxout_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
+    """(N, out) from X (N, in), W (k, out, in), B (k, out) with k = pieces."""
+    x, w = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    k = attrs["pieces"]
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+        raise AttributeValueError(f"pieces must be a positive int, got {k!r}")
+    need_rank(x, (2,), "X")
+    need_rank(w, (3,), "W")
+    need_float(x, "X")
+    dtype = _same_dtype([x, w, bias])
+    if w.shape[0] is not None and w.shape[0] != k:
+        raise ShapeError(f"W{format_shape(w.shape)} holds {w.shape[0]} pieces but pieces={k}")
+    if x.shape[1] is not None and w.shape[2] is not None and x.shape[1] != w.shape[2]:
+        raise ShapeError(f"W{format_shape(w.shape)} takes {w.shape[2]} inputs but X{format_shape(x.shape)} has {x.shape[1]}")
+    if bias is not None:
+        need_rank(bias, (2,), "B")
+        if any(db is not None and dw is not None and db != dw for db, dw in zip(bias.shape, (k, w.shape[1]))):
+            raise ShapeError(f"B{format_shape(bias.shape)} must have shape {format_shape((k, w.shape[1]))} to match W{format_shape(w.shape)}")
+    return [((x.shape[0], w.shape[1]), dtype)]
+
+
+def _maxout_macs(inputs: Sequence[Value | None], outputs: Sequence[Value], attrs: dict) -> int:
+    x, w = inputs[0], inputs[1]
+    return _prod([x.shape[0]]) * _prod(w.shape)
+
+
+register(
+    OpSpec(
+        "Maxout",
+        "max over k affine pieces: Y[n,o] = max_j (X @ W[j].T + B[j])[n,o]; W (k,out,in), B (k,out).",
+        ("X", "W", "B?"),
+        maxout_shape,
+        attrs={"pieces": REQUIRED},
+        macs=_maxout_macs,
+        family="linear",
+    )
+)

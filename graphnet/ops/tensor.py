@@ -1,10 +1,19 @@
-"""Tensor ops: Add, Concat, Flatten, and the helpers imported ONNX models use."""
+"""Tensor ops: Add, Concat, Flatten, and the helpers imported ONNX models use.
+
+Axis attributes may be negative (ONNX opset 11+ semantics); `resolve` turns them into the
+non-negative axis when the input rank is known, so kernels and exporters see one spelling.
+"""
 
 from __future__ import annotations
 
-from graphnet.errors import ShapeError
+from typing import Sequence
+
+from graphnet.errors import AttributeValueError, ShapeError
+from graphnet.ir import Value, format_shape
 from graphnet.ops._shapes import broadcast
-from graphnet.ops.spec import OpSpec, register
+from graphnet.ops.spec import REQUIRED, OpSpec, register
+
+__all__ = ["concat_shape", "flatten_shape"]
 
 
 def _binary(inputs, attrs):
@@ -14,4 +23,116 @@ def _binary(inputs, attrs):
     return [(broadcast(a.shape, b.shape), a.dtype)]
 
 
-register(OpSpec("Add", "a + b with NumPy broadcasting (residual connections).", ("A", "B"), _binary, family="tensor"))
+# Add's cost (one add per element) is negligible next to conv and matrix products: no MACs rule.
+register(
+    OpSpec(
+        "Add",
+        "a + b with NumPy broadcasting (residual connections).",
+        ("A", "B"),
+        _binary,
+        macs=None,
+        family="tensor",
+    )
+)
+
+
+def _normalize_axis(axis: int, rank: int, lo: int, hi: int) -> int:
+    """`axis` in [lo, hi] (both may depend on rank) -> non-negative; AttributeValueError otherwise."""
+    if not lo <= axis <= hi:
+        raise AttributeValueError(f"axis {axis} is out of range [{lo}, {hi}] for a rank-{rank} input")
+    return axis + rank if axis < 0 else axis
+
+
+def _resolve_axis(lo_of, hi_of):
+    """A `resolve` that makes `axis` non-negative when the first input's rank is known."""
+
+    def resolve(inputs: Sequence[Value | None], attrs: dict) -> dict:
+        x = inputs[0] if inputs else None
+        axis = attrs["axis"]
+        if x is not None and x.shape is not None and isinstance(axis, int):
+            r = len(x.shape)
+            if lo_of(r) <= axis <= hi_of(r) and axis < 0:
+                attrs = dict(attrs, axis=axis + r)
+        return attrs  # out-of-range axes are reported by `infer`, which names the shapes
+
+    return resolve
+
+
+# ------------------------------------------------------------------------------------- Flatten
+def flatten_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
+    """(prod(d[:axis]), prod(d[axis:])); a dynamic dim makes its side dynamic."""
+    (x,) = inputs
+    if x.shape is None:
+        raise ShapeError(f"input '{x.name}' has an unknown shape")
+    r = len(x.shape)
+    try:
+        axis = _normalize_axis(attrs["axis"], r, -r, r)
+    except AttributeValueError as exc:
+        raise AttributeValueError(f"{exc}: X{format_shape(x.shape)}") from None
+
+    def prod(dims):
+        out = 1
+        for d in dims:
+            if d is None:
+                return None
+            out *= d
+        return out
+
+    return [((prod(x.shape[:axis]), prod(x.shape[axis:])), x.dtype)]
+
+
+register(
+    OpSpec(
+        "Flatten",
+        "Reshape to 2-D: (d0*...*d[axis-1], d[axis]*...*d[n-1]) (ONNX Flatten).",
+        ("X",),
+        flatten_shape,
+        attrs={"axis": 1},
+        resolve=_resolve_axis(lambda r: -r, lambda r: r),
+        family="tensor",
+    )
+)
+
+
+# -------------------------------------------------------------------------------------- Concat
+def concat_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
+    """Same rank and dtype everywhere, same dims except along `axis`, whose sizes add up."""
+    first = inputs[0]
+    for v in inputs:
+        if v.shape is None:
+            raise ShapeError(f"input '{v.name}' has an unknown shape")
+    r = len(first.shape)
+    if r == 0:
+        raise ShapeError(f"input '{first.name}' is a scalar; Concat needs rank >= 1")
+    try:
+        axis = _normalize_axis(attrs["axis"], r, -r, r - 1)
+    except AttributeValueError as exc:
+        raise AttributeValueError(f"{exc}: {first.name}{format_shape(first.shape)}") from None
+    out = list(first.shape)
+    for v in inputs[1:]:
+        where = f"'{v.name}'{format_shape(v.shape)} vs '{first.name}'{format_shape(first.shape)}"
+        if v.dtype != first.dtype:
+            raise ShapeError(f"dtypes differ: '{first.name}' is {first.dtype}, '{v.name}' is {v.dtype}")
+        if len(v.shape) != r:
+            raise ShapeError(f"ranks differ: {where}")
+        for k, (d, o) in enumerate(zip(v.shape, out)):
+            if k == axis:
+                out[k] = None if d is None or o is None else o + d
+            elif d is not None and o is not None and d != o:
+                raise ShapeError(f"dim {k} differs ({d} != {o}) off the concat axis {axis}: {where}")
+            elif o is None:
+                out[k] = d
+    return [(tuple(out), first.dtype)]
+
+
+register(
+    OpSpec(
+        "Concat",
+        "Join tensors along `axis` (negative counts from the end); other dims must agree.",
+        ("*inputs",),
+        concat_shape,
+        attrs={"axis": REQUIRED},
+        resolve=_resolve_axis(lambda r: -r, lambda r: r - 1),
+        family="tensor",
+    )
+)
