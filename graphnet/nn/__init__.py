@@ -6,8 +6,9 @@ output sizes are given: `Conv(16, 3)`, `Linear(10)`.
 
 from __future__ import annotations
 
+from graphnet.nn.activation import ELU, Dropout, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Tanh
 from graphnet.nn.core import Layer, Network, Sequential, Tensor, add, concat
 from graphnet.nn.linear import FC, Flatten, Linear, Maxout
 from graphnet.nn.template import template
 
-__all__ = ["FC", "Flatten", "Linear", "Maxout", "Layer", "Network", "Sequential", "Tensor", "add", "concat", "template"]
+__all__ = ["ELU", "Dropout", "LeakyReLU", "LogSoftmax", "PReLU", "ReLU", "Sigmoid", "Softmax", "Tanh", "FC", "Flatten", "Linear", "Maxout", "Layer", "Network", "Sequential", "Tensor", "add", "concat", "template"]

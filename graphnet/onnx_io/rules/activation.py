@@ -1,15 +1,162 @@
-"""ONNX export/import rules of the activation family."""
+"""ONNX export/import rules of the activation family.
+
+Export writes opset >= 17, where every op here has its modern form (Softmax-13 semantics,
+Dropout-12 ratio/training_mode inputs). Import reads opsets 7 to 21+:
+
+- Softmax/LogSoftmax below opset 13 flattened the input to 2-D at `axis` (default 1) and
+  normalized over all trailing dims at once. When every dim after `axis` is 1 (e.g. `axis` is
+  the last axis) that is the one-axis op; otherwise it becomes Flatten + op(axis=-1) + Reshape
+  back, if the op table has Flatten and Reshape and at most one input dim is dynamic; else the
+  node stays opaque.
+- PRelu (opset 7+): the slope broadcasts unidirectionally from the right, as in the IR; 1:1.
+- Dropout is always imported as scheme "inverted" (ONNX scales by 1/keep in training).
+  Opsets 7-11 carry `ratio` as an attribute; opsets 7-9 type the mask like the data (float), which
+  the IR's bool mask cannot express, so a node that uses that mask stays opaque. From opset 12
+  `ratio` and `training_mode` are inputs: they must be constants. A constant `training_mode` of
+  True makes the ONNX node drop units even at inference, which an IR Dropout (whose mode is chosen
+  at run time) cannot express exactly: such a node stays opaque, as does one with a non-constant
+  ratio or training_mode. The `seed` attribute is dropped (graphnet draws from its own generator).
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
+from graphnet import ops
 from graphnet.onnx_io.registry import export_rule, import_rule
 
+__all__: list[str] = []
 
-@export_rule("Relu")
-def _export_relu(ctx, node, attrs):
-    ctx.emit("Relu", node.inputs, node.outputs, name=node.name)
+_PLAIN = ("Relu", "Sigmoid", "Tanh")
 
 
-@import_rule("Relu")
-def _import_relu(ctx, node):
-    ctx.add("Relu", node.input, node.output, name=node.name)
+# ------------------------------------------------------------------------------------------ export
+def _export_plain(ctx, node, attrs):
+    ctx.emit(node.op, node.inputs, node.outputs, name=node.name)
+
+
+def _export_alpha(ctx, node, attrs):
+    ctx.emit(node.op, node.inputs, node.outputs, name=node.name, alpha=float(attrs["alpha"]))
+
+
+def _export_axis(ctx, node, attrs):
+    ctx.emit(node.op, node.inputs, node.outputs, name=node.name, axis=int(attrs["axis"]))
+
+
+for _op in _PLAIN + ("PRelu",):
+    export_rule(_op)(_export_plain)
+for _op in ("LeakyRelu", "Elu"):
+    export_rule(_op)(_export_alpha)
+for _op in ("Softmax", "LogSoftmax"):
+    export_rule(_op)(_export_axis)
+
+
+@export_rule("Dropout")
+def _export_dropout(ctx, node, attrs):
+    """inverted/inference: Dropout(x, ratio) (no training_mode: an identity in every runtime);
+    classic/inference: Mul(x, keep); train: Dropout(x, ratio, training_mode=True), followed for
+    classic by Mul(., keep) since ONNX's training Dropout divides the kept units by keep."""
+    dtype = np.dtype(ctx.value(node.inputs[0]).dtype)
+    drop = float(attrs["drop_prob"])
+    classic = attrs["scheme"] == "classic"
+    y = node.outputs[0]
+    mask = node.outputs[1:2]
+    if classic and not ctx.training and not mask:
+        keep = ctx.const(np.asarray(1.0 - drop, dtype=dtype), f"{node.name}.keep")
+        ctx.emit("Mul", [node.inputs[0], keep], [y], name=node.name)
+        return
+    inputs = [node.inputs[0], ctx.const(np.asarray(drop, dtype=dtype), f"{node.name}.ratio")]
+    if ctx.training:
+        inputs.append(ctx.const(np.asarray(True), f"{node.name}.training_mode"))
+    dropped = ctx.fresh(f"{node.name}.dropped") if classic else y
+    ctx.emit("Dropout", inputs, [dropped, *mask], name=node.name)
+    if classic:
+        keep = ctx.const(np.asarray(1.0 - drop, dtype=dtype), f"{node.name}.keep")
+        ctx.emit("Mul", [dropped, keep], [y], name=ctx.fresh(f"{node.name}.scale"))
+
+
+# ------------------------------------------------------------------------------------------ import
+def _outputs(node) -> list[str]:
+    """The node's outputs without trailing omitted ("") ones."""
+    outs = list(node.output)
+    while outs and not outs[-1]:
+        outs.pop()
+    return outs
+
+
+@import_rule(*_PLAIN)
+def _import_plain(ctx, node):
+    ctx.add(node.op_type, node.input[:1], _outputs(node), name=node.name)
+
+
+@import_rule("LeakyRelu", "Elu")
+def _import_alpha(ctx, node):
+    default = {"LeakyRelu": 0.01, "Elu": 1.0}[node.op_type]
+    alpha = float(ctx.attrs(node).get("alpha", default))
+    ctx.add(node.op_type, node.input[:1], _outputs(node), {"alpha": alpha}, name=node.name)
+
+
+@import_rule("PRelu")
+def _import_prelu(ctx, node):
+    if ctx.opset < 7:  # PRelu-6 and older predate ONNX's broadcasting rules
+        ctx.opaque(node)
+        return
+    ctx.add("PRelu", list(node.input[:2]), _outputs(node), name=node.name)
+
+
+@import_rule("Softmax", "LogSoftmax")
+def _import_softmax(ctx, node):
+    op, x, outs = node.op_type, node.input[0], _outputs(node)
+    attrs = ctx.attrs(node)
+    if ctx.opset >= 13:
+        ctx.add(op, [x], outs, {"axis": int(attrs.get("axis", -1))}, name=node.name)
+        return
+    axis = int(attrs.get("axis", 1))
+    shape = ctx.graph.values[x].shape
+    if shape is None:
+        ctx.opaque(node)  # the rank is needed to know which dims the old op normalized over
+        return
+    r = len(shape)
+    a = axis + r if axis < 0 else axis
+    if not 0 <= a < r:  # let the op table name the node and the shapes
+        ctx.add(op, [x], outs, {"axis": axis}, name=node.name)
+        return
+    if all(d == 1 for d in shape[a + 1:]):
+        # Normalizing over d[a:] with every dim after `a` of size 1 is normalizing along `a`.
+        ctx.add(op, [x], outs, {"axis": -1 if a == r - 1 else a}, name=node.name)
+        return
+    if not (ops.has("Flatten") and ops.has("Reshape")) or sum(d is None for d in shape) > 1:
+        ctx.opaque(node)
+        return
+    base = node.name or outs[0]
+    flat = ctx.graph.fresh_name(f"{base}.flat")
+    ctx.add("Flatten", [x], [flat], {"axis": a}, name=flat)
+    normed = ctx.graph.fresh_name(f"{base}.2d")
+    ctx.add(op, [flat], [normed], {"axis": -1}, name=node.name or normed)
+    back = ctx.param(np.array([-1 if d is None else d for d in shape], dtype=np.int64), f"{base}.shape")
+    ctx.add("Reshape", [normed, back], outs, name=ctx.graph.fresh_name(f"{base}.unflat"))
+
+
+@import_rule("Dropout")
+def _import_dropout(ctx, node):
+    outs = _outputs(node)
+    if ctx.opset < 7 or (ctx.opset < 10 and len(outs) > 1 and outs[1]):
+        ctx.opaque(node)  # is_test attribute (< 7) / a float mask (7-9)
+        return
+    drop = 0.5
+    if ctx.opset < 12:
+        drop = float(ctx.attrs(node).get("ratio", 0.5))
+    else:
+        ins = list(node.input)
+        if len(ins) > 1 and ins[1]:
+            ratio = ctx.const(ins[1])
+            if ratio is None or np.size(ratio) != 1:
+                ctx.opaque(node)
+                return
+            drop = float(np.asarray(ratio).reshape(()))
+        if len(ins) > 2 and ins[2]:
+            training = ctx.const(ins[2])
+            if training is None or np.size(training) != 1 or bool(np.asarray(training).reshape(())):
+                ctx.opaque(node)
+                return
+    ctx.add("Dropout", node.input[:1], outs, {"drop_prob": drop, "scheme": "inverted"}, name=node.name)
