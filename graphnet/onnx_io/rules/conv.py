@@ -1,3 +1,163 @@
-"""ONNX export/import rules of the conv family."""
+"""ONNX export/import rules of the conv family.
+
+Export: Conv and ConvTranspose map 1:1 with explicit, complete attributes. WSConv, which ONNX
+lacks, becomes ReduceMean / Sub / Mul / ReduceMean / Add / Sqrt / Div computing the standardized
+kernel from W, then a Conv (ReduceMean takes `axes` as an input from opset 18, an attribute before).
+
+Import (opsets 1..22 share the same attributes for both ops: Conv-1/11/22, ConvTranspose-1/11/22):
+`auto_pad` and ConvTranspose's `output_shape` become explicit `pads` (and `output_padding`), which
+needs the input's static spatial shape; without it the node is kept opaque. The conventions are
+those of ONNX opset 11's text, which onnxruntime implements for every opset:
+- Conv SAME_*: out = ceil(in / s); total = max(0, (out-1)*s + d*(k-1)+1 - in); the odd pad goes
+  at the end for SAME_UPPER, at the beginning for SAME_LOWER.
+- ConvTranspose: total = s*(in-1) + output_padding + d*(k-1)+1 - out, with out = output_shape or
+  in*s (SAME_*). SAME_UPPER puts the odd pad at the end, anything else at the beginning. (Opset 1's
+  text swaps the two, contradicting its own auto_pad description; onnxruntime ignores that text.)
+  A negative total means the output is longer than the computed one: onnxruntime appends
+  bias-only positions at the end, which is exactly `output_padding`, so it is added there.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from graphnet.onnx_io.registry import export_rule, import_rule
+
+__all__ = ["same_pads", "conv_transpose_pads"]
+
+_PASS_THROUGH = ("strides", "pads", "dilations", "group", "kernel_shape")
+
+
+def _inputs(names: list[str]) -> list[str]:
+    """Drop trailing omitted optional inputs (ONNX allows them, but they say nothing)."""
+    names = list(names)
+    while names and not names[-1]:
+        names.pop()
+    return names
+
+
+# ------------------------------------------------------------------------------ export
+@export_rule("Conv")
+def _export_conv(ctx, node, attrs):
+    ctx.emit("Conv", _inputs(node.inputs), node.outputs, name=node.name, **{k: attrs.get(k) for k in _PASS_THROUGH})
+
+
+@export_rule("ConvTranspose")
+def _export_conv_transpose(ctx, node, attrs):
+    out_pad = attrs.get("output_padding")
+    ctx.emit(
+        "ConvTranspose",
+        _inputs(node.inputs),
+        node.outputs,
+        name=node.name,
+        output_padding=out_pad if out_pad is not None and any(out_pad) else None,
+        **{k: attrs.get(k) for k in _PASS_THROUGH},
+    )
+
+
+@export_rule("WSConv")
+def _export_wsconv(ctx, node, attrs):
+    x, w = node.inputs[0], node.inputs[1]
+    wv = ctx.value(w)
+    shape = wv.shape if wv.shape is not None else ctx.value(x).shape
+    axes = list(range(1, len(shape)))  # every axis but the output map's
+    dtype = np.dtype(wv.dtype)
+    base = node.name
+
+    def reduce_mean(src: str, hint: str) -> str:
+        out = ctx.fresh(f"{base}.{hint}")
+        if ctx.opset >= 18:
+            ax = ctx.const(np.asarray(axes, dtype=np.int64), f"{base}.axes")
+            ctx.emit("ReduceMean", [src, ax], [out], name=ctx.fresh(f"{base}/{hint}"), keepdims=1)
+        else:
+            ctx.emit("ReduceMean", [src], [out], name=ctx.fresh(f"{base}/{hint}"), axes=axes, keepdims=1)
+        return out
+
+    def step(op: str, ins: list[str], hint: str) -> str:
+        out = ctx.fresh(f"{base}.{hint}")
+        ctx.emit(op, ins, [out], name=ctx.fresh(f"{base}/{hint}"))
+        return out
+
+    mean = reduce_mean(w, "w_mean")
+    centered = step("Sub", [w, mean], "w_centered")
+    square = step("Mul", [centered, centered], "w_sq")
+    var = reduce_mean(square, "w_var")  # biased: a mean, not a sum / (n-1)
+    eps = ctx.const(np.asarray(attrs["epsilon"], dtype=dtype), f"{base}.epsilon")
+    std = step("Sqrt", [step("Add", [var, eps], "w_var_eps")], "w_std")
+    w_hat = step("Div", [centered, std], "w_hat")
+    ins = [x, w_hat] + _inputs(node.inputs[2:])
+    ctx.emit("Conv", ins, node.outputs, name=node.name, **{k: attrs.get(k) for k in _PASS_THROUGH})
+
+
+# ------------------------------------------------------------------------------ import
+def same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
+    """(begin, end) pads of a Conv with auto_pad SAME_UPPER (`upper`) or SAME_LOWER along one axis:
+    the output has ceil(size / stride) positions."""
+    out = -(-size // stride)
+    total = max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - size)
+    begin = total // 2 if upper else total - total // 2
+    return begin, total - begin
+
+
+def conv_transpose_pads(
+    size: int, kernel: int, stride: int, dilation: int, out_pad: int, target: int, upper: bool
+) -> tuple[int, int, int]:
+    """(pad_begin, pad_end, output_padding) giving a ConvTranspose output of length `target` along
+    one axis (see the module docstring for the convention)."""
+    total = stride * (size - 1) + out_pad + dilation * (kernel - 1) + 1 - target
+    if total < 0:
+        return 0, 0, out_pad - total
+    begin = total // 2 if upper else total - total // 2
+    return begin, total - begin, out_pad
+
+
+def _static(shape: tuple | None, start: int) -> tuple[int, ...] | None:
+    if shape is None or len(shape) <= start or any(d is None for d in shape[start:]):
+        return None
+    return tuple(int(d) for d in shape[start:])
+
+
+@import_rule("Conv", "ConvTranspose")
+def _import_conv(ctx, node):
+    a: dict[str, Any] = ctx.attrs(node)
+    transpose = node.op_type == "ConvTranspose"
+    known = {"auto_pad", *_PASS_THROUGH} | ({"output_padding", "output_shape"} if transpose else set())
+    if set(a) - known:
+        return ctx.opaque(node)
+    auto_pad = a.pop("auto_pad", "NOTSET") or "NOTSET"
+    output_shape = a.pop("output_shape", None)
+    ins = _inputs(node.input)
+    xv = ctx.graph.values.get(ins[0])
+    wv = ctx.graph.values.get(ins[1])
+    attrs = {key: (tuple(int(v) for v in a[key]) if key != "group" else int(a[key])) for key in a}
+    if auto_pad == "VALID":
+        attrs.pop("pads", None)  # VALID means no padding whatever `pads` says
+    elif auto_pad not in ("NOTSET", "SAME_UPPER", "SAME_LOWER"):
+        return ctx.opaque(node)
+    elif auto_pad != "NOTSET" or output_shape:
+        spatial = _static(xv.shape if xv is not None else None, 2)
+        kernel = attrs.get("kernel_shape") or _static(wv.shape if wv is not None else None, 2)
+        if spatial is None or kernel is None or len(kernel) != len(spatial):
+            return ctx.opaque(node)  # the pads depend on sizes we do not know
+        k = len(spatial)
+        strides = attrs.get("strides", (1,) * k)
+        dilations = attrs.get("dilations", (1,) * k)
+        upper = auto_pad == "SAME_UPPER"
+        if not transpose:
+            pairs = [same_pads(spatial[i], kernel[i], strides[i], dilations[i], upper) for i in range(k)]
+        else:
+            out_pad = attrs.get("output_padding", (0,) * k)
+            if output_shape:
+                target = tuple(int(v) for v in output_shape)[-k:]  # some writers include N and C
+            else:
+                target = tuple(spatial[i] * strides[i] for i in range(k))
+            triples = [
+                conv_transpose_pads(spatial[i], kernel[i], strides[i], dilations[i], out_pad[i], target[i], upper)
+                for i in range(k)
+            ]
+            pairs = [t[:2] for t in triples]
+            attrs["output_padding"] = tuple(t[2] for t in triples)
+        attrs["pads"] = tuple(p[0] for p in pairs) + tuple(p[1] for p in pairs)
+    ctx.add(node.op_type, ins, list(node.output), attrs, name=node.name or None)
