@@ -9,7 +9,8 @@ from __future__ import annotations
 from graphnet.nn.activation import ELU, Dropout, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Tanh
 from graphnet.nn.core import Layer, Network, Sequential, Tensor, add, concat
 from graphnet.nn.linear import FC, Flatten, Linear, Maxout
+from graphnet.nn.normalization import LRN, BatchNorm, GroupNorm, InstanceNorm, LayerNorm
 from graphnet.nn.pooling import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool
 from graphnet.nn.template import template
 
-__all__ = ["ELU", "Dropout", "LeakyReLU", "LogSoftmax", "PReLU", "ReLU", "Sigmoid", "Softmax", "Tanh", "FC", "Flatten", "Linear", "Maxout", "AvgPool", "GlobalAvgPool", "GlobalMaxPool", "MaxPool", "Layer", "Network", "Sequential", "Tensor", "add", "concat", "template"]
+__all__ = ["ELU", "Dropout", "LeakyReLU", "LogSoftmax", "PReLU", "ReLU", "Sigmoid", "Softmax", "Tanh", "FC", "Flatten", "Linear", "Maxout", "AvgPool", "GlobalAvgPool", "GlobalMaxPool", "MaxPool", "Layer", "Network", "Sequential", "Tensor", "add", "concat", "template", "BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "LRN"]

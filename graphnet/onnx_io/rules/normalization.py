@@ -1,3 +1,189 @@
-"""ONNX export/import rules of the normalization family."""
+"""ONNX export/import rules of the normalization family.
+
+Export (opset 17+):
+- BatchNormalization: inference -> the opset-15 form (no `spatial`, training_mode=0); train mode
+  -> training_mode=1 with outputs (Y, running_mean, running_var), the two statistics becoming
+  extra graph outputs named "<mean input>.updated" and "<var input>.updated".
+- Layer/Instance/GroupNormalization: an omitted (non-affine) scale or bias is written as ones or
+  zeros, since ONNX requires them (LayerNormalization's B excepted).
+- GroupNormalization below opset 21 (where ONNX's scale and bias are per GROUP, or the op does not
+  exist) is written exactly as Reshape(N, G, -1) -> InstanceNormalization -> Reshape back -> Mul,
+  Add with the per-channel scale and bias.
+
+Import (opset 9 to 21+): the inference forms map 1:1. Kept opaque, because the IR cannot say the
+same thing: BatchNormalization in training mode (training_mode=1, is_test=0 before opset 7) or
+asking for its optional statistics outputs, `spatial=0` (per-activation statistics, opsets 7-8)
+or an X rank outside 2..5; LayerNormalization asking for Mean / InvStdDev; GroupNormalization of
+opsets 18-20 whose per-group scale/bias are not constants (constants are expanded to per-channel).
+"""
 
 from __future__ import annotations
+
+import numpy as np
+
+from graphnet.errors import ShapeError
+from graphnet.onnx_io.registry import export_rule, import_rule
+
+__all__: list[str] = []
+
+
+# ------------------------------------------------------------------------------------------ export
+def _static_dims(ctx, node, dims: tuple, what: str) -> tuple:
+    if any(d is None for d in dims):
+        raise ShapeError(
+            f"node '{node.name}' ({node.op}): exporting a non-affine {what} needs static dims, got {dims}"
+        )
+    return tuple(int(d) for d in dims)
+
+
+def _scale_bias(ctx, node, dims: tuple, *, need_bias: bool = True) -> list[str]:
+    """The node's [X, scale, bias] with ones / zeros constants where the IR omits them."""
+    x = ctx.value(node.inputs[0])
+    ins = list(node.inputs) + [""] * (3 - len(node.inputs))
+    if not ins[1]:
+        ins[1] = ctx.const(np.ones(_static_dims(ctx, node, dims, "scale"), x.dtype), f"{node.name}.ones")
+    if not ins[2] and need_bias:
+        ins[2] = ctx.const(np.zeros(_static_dims(ctx, node, dims, "bias"), x.dtype), f"{node.name}.zeros")
+    return ins if ins[2] else ins[:2]
+
+
+@export_rule("BatchNormalization")
+def _export_batchnorm(ctx, node, attrs):
+    common = {"epsilon": float(attrs["epsilon"]), "momentum": float(attrs["momentum"])}
+    if not ctx.training:
+        ctx.emit("BatchNormalization", node.inputs, node.outputs, name=node.name, **common)
+        return
+    outputs = list(node.outputs)
+    for k in (3, 4):  # input_mean, input_var -> their updated running averages
+        src = ctx.value(node.inputs[k])
+        name = ctx.fresh(f"{node.inputs[k]}.updated")
+        ctx.add_output(name, src.shape, src.dtype)
+        outputs.append(name)
+    ctx.emit("BatchNormalization", node.inputs, outputs, name=node.name, training_mode=1, **common)
+
+
+@export_rule("LayerNormalization")
+def _export_layernorm(ctx, node, attrs):
+    x = ctx.value(node.inputs[0])
+    ins = _scale_bias(ctx, node, tuple(x.shape[attrs["axis"]:]), need_bias=False)
+    ctx.emit(
+        "LayerNormalization", ins, node.outputs, name=node.name,
+        axis=int(attrs["axis"]), epsilon=float(attrs["epsilon"]), stash_type=int(attrs["stash_type"]),
+    )
+
+
+@export_rule("InstanceNormalization")
+def _export_instancenorm(ctx, node, attrs):
+    x = ctx.value(node.inputs[0])
+    ins = _scale_bias(ctx, node, (x.shape[1],))
+    ctx.emit("InstanceNormalization", ins, node.outputs, name=node.name, epsilon=float(attrs["epsilon"]))
+
+
+@export_rule("GroupNormalization")
+def _export_groupnorm(ctx, node, attrs):
+    x = ctx.value(node.inputs[0])
+    g, eps = int(attrs["num_groups"]), float(attrs["epsilon"])
+    if ctx.opset >= 21:
+        ins = _scale_bias(ctx, node, (x.shape[1],))
+        ctx.emit(
+            "GroupNormalization", ins, node.outputs, name=node.name,
+            num_groups=g, epsilon=eps, stash_type=int(attrs["stash_type"]),
+        )
+        return
+    # Opsets 17-20: instance norm over (N, G, C/G * positions) IS group norm (one "channel" per
+    # group); the per-channel affine follows as Mul/Add on (C, 1, ..., 1) constants.
+    name, xin = node.name, node.inputs[0]
+    grouped = ctx.fresh(f"{name}.grouped")
+    ctx.emit("Reshape", [xin, ctx.const(np.array([0, g, -1], np.int64), f"{name}.group_shape")], [grouped], name=ctx.fresh(f"{name}.group"))
+    normed = ctx.fresh(f"{name}.normed")
+    ones = ctx.const(np.ones(g, x.dtype), f"{name}.ones")
+    zeros = ctx.const(np.zeros(g, x.dtype), f"{name}.zeros")
+    ctx.emit("InstanceNormalization", [grouped, ones, zeros], [normed], name=ctx.fresh(f"{name}.norm"), epsilon=eps)
+    shape = ctx.fresh(f"{name}.shape")
+    ctx.emit("Shape", [xin], [shape], name=ctx.fresh(f"{name}.shape_of"))
+    steps = [("Mul", node.inputs[1] if len(node.inputs) > 1 else ""), ("Add", node.inputs[2] if len(node.inputs) > 2 else "")]
+    steps = [(op, p) for op, p in steps if p]
+    cur = ctx.fresh(f"{name}.ungrouped") if steps else node.outputs[0]
+    ctx.emit("Reshape", [normed, shape], [cur], name=ctx.fresh(f"{name}.ungroup"))
+    per_channel = np.array([1, -1] + [1] * (len(x.shape) - 2), np.int64)
+    for k, (op, p) in enumerate(steps):
+        col = ctx.fresh(f"{p}.per_channel")
+        ctx.emit("Reshape", [p, ctx.const(per_channel, f"{name}.channel_shape")], [col], name=ctx.fresh(f"{name}.{op.lower()}_shape"))
+        out = node.outputs[0] if k == len(steps) - 1 else ctx.fresh(f"{name}.scaled")
+        ctx.emit(op, [cur, col], [out], name=ctx.fresh(f"{name}.{op.lower()}"))
+        cur = out
+
+
+@export_rule("LRN")
+def _export_lrn(ctx, node, attrs):
+    ctx.emit(
+        "LRN", node.inputs, node.outputs, name=node.name, size=int(attrs["size"]),
+        alpha=float(attrs["alpha"]), beta=float(attrs["beta"]), bias=float(attrs["bias"]),
+    )
+
+
+# ------------------------------------------------------------------------------------------ import
+def _extra_outputs(node) -> bool:
+    """Does the ONNX node ask for any output beyond Y?"""
+    return any(o for o in node.output[1:])
+
+
+def _rank(ctx, name: str) -> int | None:
+    v = ctx.graph.values.get(name)
+    return None if v is None or v.shape is None else len(v.shape)
+
+
+@import_rule("BatchNormalization")
+def _import_batchnorm(ctx, node):
+    a = ctx.attrs(node)
+    # `consumed_inputs` (opset < 6) was only an in-place hint: safe to drop.
+    training = a.get("training_mode", 0) == 1 or (ctx.opset < 7 and a.get("is_test", 0) == 0)
+    rank = _rank(ctx, node.input[0])
+    if training or _extra_outputs(node) or a.get("spatial", 1) != 1 or (rank is not None and not 2 <= rank <= 5):
+        return ctx.opaque(node)
+    attrs = {k: float(a[k]) for k in ("epsilon", "momentum") if k in a}
+    ctx.add("BatchNormalization", node.input, node.output[:1], attrs, name=node.name)
+
+
+@import_rule("LayerNormalization")
+def _import_layernorm(ctx, node):
+    if _extra_outputs(node):
+        return ctx.opaque(node)
+    a = ctx.attrs(node)
+    attrs = {k: a[k] for k in ("axis", "epsilon", "stash_type") if k in a}
+    ctx.add("LayerNormalization", node.input, node.output[:1], attrs, name=node.name)
+
+
+@import_rule("InstanceNormalization")
+def _import_instancenorm(ctx, node):
+    a = ctx.attrs(node)
+    rank = _rank(ctx, node.input[0])
+    if rank is not None and not 3 <= rank <= 5:
+        return ctx.opaque(node)
+    attrs = {"epsilon": float(a["epsilon"])} if "epsilon" in a else {}
+    ctx.add("InstanceNormalization", node.input, node.output, attrs, name=node.name)
+
+
+@import_rule("GroupNormalization")
+def _import_groupnorm(ctx, node):
+    a = ctx.attrs(node)
+    attrs = {k: a[k] for k in ("num_groups", "epsilon", "stash_type") if k in a}
+    inputs = list(node.input)
+    if ctx.opset < 21:
+        # Opsets 18-20: scale and bias hold one value per GROUP. Repeating each C/G times gives the
+        # per-channel form exactly (channel c belongs to group c // (C/G)).
+        x = ctx.graph.values.get(inputs[0])
+        c = None if x is None or x.shape is None or len(x.shape) < 2 else x.shape[1]
+        g = attrs.get("num_groups")
+        arrays = [ctx.const(i) for i in inputs[1:3]]
+        if c is None or not g or c % g or any(arr is None or arr.shape != (g,) for arr in arrays):
+            return ctx.opaque(node)
+        inputs[1:3] = [ctx.param(np.repeat(arr, c // g), f"{name}.per_channel") for arr, name in zip(arrays, inputs[1:3])]
+    ctx.add("GroupNormalization", inputs, node.output, attrs, name=node.name)
+
+
+@import_rule("LRN")
+def _import_lrn(ctx, node):
+    a = ctx.attrs(node)
+    attrs = {k: a[k] for k in ("size", "alpha", "beta", "bias") if k in a}
+    ctx.add("LRN", node.input, node.output, attrs, name=node.name)
