@@ -39,7 +39,7 @@ def import_rule(*onnx_ops: str) -> Callable[[Callable], Callable]:
 
 def load_rules() -> None:
     """Import every family's rule module (registration happens on import)."""
-    from graphnet.onnx_io.rules import activation, conv, linear, normalization, opaque, pooling, tensor  # noqa: F401
+    from graphnet.onnx_io.rules import activation, conv, linear, math, normalization, opaque, pooling, shape, tensor  # noqa: F401
 
 
 def get_export_rule(op: str, node_name: str = "") -> Callable:

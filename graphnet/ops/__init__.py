@@ -20,6 +20,6 @@ from graphnet.ops.spec import (
 )
 
 # Registration happens on import; each family module is listed explicitly.
-from graphnet.ops import activation, conv, linear, normalization, opaque, pooling, tensor  # noqa: E402,F401
+from graphnet.ops import activation, conv, linear, math, normalization, opaque, pooling, shape, tensor  # noqa: E402,F401
 
 __all__ = ["REQUIRED", "OpSpec", "all_specs", "attrs_of", "get", "has", "infer", "register"]

@@ -55,4 +55,4 @@ def all_kernels() -> dict[str, Kernel]:
     return dict(_KERNELS)
 
 
-from runtime.kernels import activation, conv, linear, normalization, pooling, tensor  # noqa: E402,F401
+from runtime.kernels import activation, conv, linear, math, normalization, pooling, shape, tensor  # noqa: E402,F401
