@@ -20,7 +20,11 @@ def gemm(
     transA: int,  # noqa: N803 - ONNX's attribute name
     transB: int,  # noqa: N803
 ) -> np.ndarray:
-    """alpha * A' @ B' + beta * C, C broadcast to (M, N)."""
+    """alpha * A' @ B' + beta * C, C broadcast to (M, N).
+
+    alpha and beta are rounded to float32 first: ONNX stores them as float32 attributes, so that
+    is what an exported model (and onnxruntime, even on float64 data) computes with."""
+    alpha, beta = float(np.float32(alpha)), float(np.float32(beta))
     a2 = a.T if transA else a
     b2 = b.T if transB else b
     y = np.matmul(a2, b2)
