@@ -123,6 +123,13 @@ def _export_lrn(ctx, node, attrs):
 
 
 # ------------------------------------------------------------------------------------------ import
+def _f32(v: float) -> float:
+    """An ONNX float attribute (stored as float32) as the shortest decimal that rounds to it:
+    1e-5 comes back as 1e-05, not 9.999999747378752e-06, so a round trip keeps attributes equal
+    and re-export writes the same float32 bits."""
+    return float(str(np.float32(v)))
+
+
 def _extra_outputs(node) -> bool:
     """Does the ONNX node ask for any output beyond Y?"""
     return any(o for o in node.output[1:])
@@ -141,7 +148,7 @@ def _import_batchnorm(ctx, node):
     rank = _rank(ctx, node.input[0])
     if training or _extra_outputs(node) or a.get("spatial", 1) != 1 or (rank is not None and not 2 <= rank <= 5):
         return ctx.opaque(node)
-    attrs = {k: float(a[k]) for k in ("epsilon", "momentum") if k in a}
+    attrs = {k: _f32(a[k]) for k in ("epsilon", "momentum") if k in a}
     ctx.add("BatchNormalization", node.input, node.output[:1], attrs, name=node.name)
 
 
@@ -150,7 +157,7 @@ def _import_layernorm(ctx, node):
     if _extra_outputs(node):
         return ctx.opaque(node)
     a = ctx.attrs(node)
-    attrs = {k: a[k] for k in ("axis", "epsilon", "stash_type") if k in a}
+    attrs = {k: _f32(v) if k == "epsilon" else v for k, v in a.items() if k in ("axis", "epsilon", "stash_type")}
     ctx.add("LayerNormalization", node.input, node.output[:1], attrs, name=node.name)
 
 
@@ -160,14 +167,14 @@ def _import_instancenorm(ctx, node):
     rank = _rank(ctx, node.input[0])
     if rank is not None and not 3 <= rank <= 5:
         return ctx.opaque(node)
-    attrs = {"epsilon": float(a["epsilon"])} if "epsilon" in a else {}
+    attrs = {"epsilon": _f32(a["epsilon"])} if "epsilon" in a else {}
     ctx.add("InstanceNormalization", node.input, node.output, attrs, name=node.name)
 
 
 @import_rule("GroupNormalization")
 def _import_groupnorm(ctx, node):
     a = ctx.attrs(node)
-    attrs = {k: a[k] for k in ("num_groups", "epsilon", "stash_type") if k in a}
+    attrs = {k: _f32(v) if k == "epsilon" else v for k, v in a.items() if k in ("num_groups", "epsilon", "stash_type")}
     inputs = list(node.input)
     if ctx.opset < 21:
         # Opsets 18-20: scale and bias hold one value per GROUP. Repeating each C/G times gives the
@@ -185,5 +192,5 @@ def _import_groupnorm(ctx, node):
 @import_rule("LRN")
 def _import_lrn(ctx, node):
     a = ctx.attrs(node)
-    attrs = {k: a[k] for k in ("size", "alpha", "beta", "bias") if k in a}
+    attrs = {k: v if k == "size" else _f32(v) for k, v in a.items() if k in ("size", "alpha", "beta", "bias")}
     ctx.add("LRN", node.input, node.output, attrs, name=node.name)
