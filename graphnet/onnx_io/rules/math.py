@@ -85,7 +85,7 @@ def _export_reduce(ctx, node, attrs):
 def _import_reduce(ctx, node):
     attrs = ctx.attrs(node)
     inputs = list(node.input)
-    if ctx.opset < _AXES_INPUT_SINCE[node.op]:
+    if ctx.opset < _AXES_INPUT_SINCE[node.op_type]:
         axes = attrs.pop("axes", None)
         if axes is not None:
             inputs = [inputs[0], ctx.param(np.array(axes, np.int64).reshape(-1), f"{node.output[0]}_axes")]
