@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from graphnet.errors import AttributeValueError, ShapeError, UnsupportedOpError
 from graphnet.onnx_io.registry import export_rule, import_rule
-from graphnet.ops.pooling import SPATIAL_RANKS, check_pool_attrs, same_pads
+from graphnet.ops.pooling import SPATIAL_RANKS, check_pool_attrs, pool_out_size, same_pads
 
 __all__: list[str] = []
 
@@ -33,28 +35,77 @@ _WINDOW_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode")
 
 
 # ----------------------------------------------------------------------------- export
+def _floor_form(ctx, node, attrs: dict[str, Any], include_pad: bool) -> tuple[tuple[int, ...], bool] | None:
+    """An equivalent ceil_mode=0 form of a ceil_mode=1 pool whose last window would start in the
+    end padding, as (pads, pad_first); None when the node can be written as it is (or must be).
+
+    Why: the spec, onnxruntime and PyTorch drop such a window, but onnx's shape inference (1.23)
+    still counts it, so `onnx.checker` (full_check) and every tool built on that inference would
+    see the wrong output shape. The floor form has the same windows and the same divisors:
+    end pads become r = (out - 1) * stride + extent - size - pad_begin, just what the last window
+    reads. Padding never wins a max nor counts with count_include_pad=0, so growing or trimming it
+    is exact; with count_include_pad=1, trimming padding no window reads is exact, and growing it
+    is not, so then the explicit padding is written as a Pad node (pad_first) and the pool reads
+    it as real zeros (count_include_pad=0), which counts exactly the taps on the explicit padding.
+    """
+    x = ctx.value(node.inputs[0])
+    spatial = x.shape[2:] if x.shape is not None else (None,)
+    if not attrs["ceil_mode"] or any(n is None for n in spatial):
+        return None  # dynamic sizes: shape inference cannot disagree on a dimension it cannot know
+    ks, st, dl, pads = attrs["kernel_shape"], attrs["strides"], attrs["dilations"], attrs["pads"]
+    k = len(ks)
+    ext = [d * (kk - 1) + 1 for kk, d in zip(ks, dl)]
+    out = [pool_out_size(n, kk, s, d, pads[i], pads[k + i], True) for i, (n, kk, s, d) in enumerate(zip(spatial, ks, st, dl))]
+    undropped = [-(-(n + pads[i] + pads[k + i] - e) // s) + 1 for i, (n, e, s) in enumerate(zip(spatial, ext, st))]
+    if out == undropped:
+        return None
+    reach = [max(0, (o - 1) * s + e - n - pads[i]) for i, (o, s, e, n) in enumerate(zip(out, st, ext, spatial))]
+    pad_first = include_pad and any(r > pads[k + i] for i, r in enumerate(reach))
+    if pad_first:  # pool the padded input; the windows only reach past its end
+        new = (0,) * k + tuple(max(0, r - pads[k + i]) for i, r in enumerate(reach))
+    else:
+        new = tuple(pads[:k]) + tuple(reach)
+    if any(p >= kk for p, kk in zip(new[:k] + new[k:], ks + ks)):
+        return None  # onnxruntime refuses pads >= kernel; keep the literal form
+    return new, pad_first
+
+
+def _emit_pool(ctx, node, attrs: dict[str, Any], op: str, *, dilations: bool = True, **extra: Any) -> None:
+    """Write the pool (in its floor form when `_floor_form` finds one); without `dilations` the
+    attribute is left out (all ones: AveragePool before opset 19)."""
+    out = {k: attrs[k] for k in _WINDOW_ATTRS if dilations or k != "dilations"}
+    include_pad = bool(extra.get("count_include_pad", 0))
+    form = _floor_form(ctx, node, attrs, include_pad)
+    x = node.inputs[0]
+    if form is not None:
+        out["pads"], pad_first = form
+        out["ceil_mode"] = 0
+        if pad_first:
+            k = len(attrs["kernel_shape"])
+            pb, pe = attrs["pads"][:k], attrs["pads"][k:]
+            onnx_pads = np.array((0, 0) + tuple(pb) + (0, 0) + tuple(pe), dtype=np.int64)
+            padded = ctx.fresh(f"{node.name}.padded")
+            ctx.emit("Pad", [x, ctx.const(onnx_pads, f"{node.name}.pads")], [padded], name=ctx.fresh(f"{node.name}.pad"),
+                     mode="constant")
+            x, extra = padded, dict(extra, count_include_pad=0)
+    ctx.emit(op, [x], node.outputs, name=node.name, **out, **extra)
+
+
 @export_rule("MaxPool")
 def _export_max_pool(ctx, node, attrs):
-    ctx.emit(
-        "MaxPool", node.inputs, node.outputs, name=node.name,
-        **{k: attrs[k] for k in _WINDOW_ATTRS},
-        # storage_order is always 0 (the only value the op table accepts), ONNX's default.
-    )
+    # storage_order is always 0 (the only value the op table accepts), ONNX's default: not written.
+    _emit_pool(ctx, node, attrs, "MaxPool")
 
 
 @export_rule("AveragePool")
 def _export_average_pool(ctx, node, attrs):
-    out = {k: attrs[k] for k in _WINDOW_ATTRS}
-    if ctx.opset < 19:
+    if ctx.opset < 19 and any(d != 1 for d in attrs["dilations"]):
         # AveragePool gained dilations in opset 19; before that only the undilated form exists.
-        if any(d != 1 for d in attrs["dilations"]):
-            raise UnsupportedOpError(
-                f"node '{node.name}' (AveragePool): dilations {list(attrs['dilations'])} need opset 19 "
-                f"or newer, exporting opset {ctx.opset}"
-            )
-        out.pop("dilations")
-    ctx.emit("AveragePool", node.inputs, node.outputs, name=node.name,
-             count_include_pad=attrs["count_include_pad"], **out)
+        raise UnsupportedOpError(
+            f"node '{node.name}' (AveragePool): dilations {list(attrs['dilations'])} need opset 19 "
+            f"or newer, exporting opset {ctx.opset}"
+        )
+    _emit_pool(ctx, node, attrs, "AveragePool", dilations=ctx.opset >= 19, count_include_pad=attrs["count_include_pad"])
 
 
 @export_rule("GlobalAveragePool")
