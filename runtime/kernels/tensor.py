@@ -24,8 +24,6 @@ def concat(*xs: np.ndarray, axis: int) -> np.ndarray:
 
 @kernel("Flatten")
 def flatten(x: np.ndarray, *, axis: int) -> np.ndarray:
-    """(prod(shape[:axis]), prod(shape[axis:])). Both sizes are given explicitly: with a zero-size
-    dim, reshape(rows, -1) would be ambiguous."""
-    if axis < 0:
-        axis += x.ndim
+    """(prod(shape[:axis]), prod(shape[axis:])); a negative axis slices the same way. Both sizes
+    are given explicitly: with a zero-size dim, reshape(rows, -1) would be ambiguous."""
     return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
