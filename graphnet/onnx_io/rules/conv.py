@@ -46,15 +46,37 @@ def _export_conv(ctx, node, attrs):
 
 @export_rule("ConvTranspose")
 def _export_conv_transpose(ctx, node, attrs):
-    out_pad = attrs.get("output_padding")
-    ctx.emit(
-        "ConvTranspose",
-        _inputs(node.inputs),
-        node.outputs,
-        name=node.name,
-        output_padding=out_pad if out_pad is not None and any(out_pad) else None,
-        **{k: attrs.get(k) for k in _PASS_THROUGH},
-    )
+    ins = _inputs(node.inputs)
+    out_pad, pads, strides = attrs.get("output_padding"), attrs.get("pads"), attrs.get("strides")
+    if out_pad is None or not any(out_pad):
+        ctx.emit("ConvTranspose", ins, node.outputs, name=node.name, **{k: attrs.get(k) for k in _PASS_THROUGH})
+        return
+    # ONNX allows output_padding < stride *or* dilation; onnxruntime only < stride. Write the
+    # same output in the form every runtime takes: output_padding first cancels end pads (both
+    # only move the output's end), and what is left past the computed output (bias-only
+    # positions) is either a legal output_padding or an explicit zero Pad followed by the bias.
+    k = len(out_pad)
+    ends, rest = list(pads[k:]), list(out_pad)
+    for i in range(k):
+        used = min(ends[i], rest[i])
+        ends[i] -= used
+        rest[i] -= used
+    extra = [r if r >= s else 0 for r, s in zip(rest, strides)]
+    kept = [0 if e else r for r, e in zip(rest, extra)]
+    fields = {key: attrs.get(key) for key in _PASS_THROUGH}
+    fields["pads"] = tuple(pads[:k]) + tuple(ends)
+    fields["output_padding"] = tuple(kept) if any(kept) else None
+    if not any(extra):
+        ctx.emit("ConvTranspose", ins, node.outputs, name=node.name, **fields)
+        return
+    bare = ctx.emit("ConvTranspose", ins[:2], [ctx.fresh(f"{node.name}.no_pad")], name=node.name, **fields)[0]
+    pad_amounts = np.asarray([0] * (k + 2) + [0, 0] + extra, dtype=np.int64)
+    padded = node.outputs[0] if len(ins) < 3 else ctx.fresh(f"{node.name}.padded")
+    ctx.emit("Pad", [bare, ctx.const(pad_amounts, f"{node.name}.pads")], [padded], name=ctx.fresh(f"{node.name}/pad"))
+    if len(ins) == 3:  # the bias reaches the padded positions too, as in the fused op
+        shape = ctx.const(np.asarray([-1] + [1] * k, dtype=np.int64), f"{node.name}.bias_shape")
+        bias = ctx.emit("Reshape", [ins[2], shape], [ctx.fresh(f"{node.name}.bias")], name=ctx.fresh(f"{node.name}/bias_reshape"))[0]
+        ctx.emit("Add", [padded, bias], node.outputs, name=ctx.fresh(f"{node.name}/bias"))
 
 
 @export_rule("WSConv")
