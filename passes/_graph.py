@@ -1,0 +1,156 @@
+"""Graph surgery shared by the passes: who reads what, rewiring, copy-on-write parameters.
+
+Every helper keeps the invariants `Graph.verify` checks (single producers, defined inputs, nodes
+in topological order) and one more the passes promise: graph output names never change. When a
+node that writes a graph output is removed, the value it forwarded is renamed to the output's
+name instead (its producer writes the output directly).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from graphnet import ops
+from graphnet.ir import Graph, Node, Value
+
+__all__ = [
+    "readers",
+    "other_uses",
+    "is_param",
+    "bypass",
+    "rename_value",
+    "remove_node",
+    "emit_at",
+    "write_param",
+    "const_input",
+    "resolved_attrs",
+    "fmt",
+]
+
+
+def readers(graph: Graph, value: str) -> list[Node]:
+    """The nodes that read `value`, in graph order (each once)."""
+    return [n for n in graph.nodes if value in n.inputs]
+
+
+def other_uses(graph: Graph, value: str, node: Node) -> str | None:
+    """Why `value` is not private to `node`: None if `node` is its only reader and it is not a
+    graph output, else a phrase such as "also feeds add_7, relu2" or "is a graph output"."""
+    others = [n.name for n in readers(graph, value) if n is not node]
+    why = []
+    if others:
+        why.append("also feeds " + ", ".join(others))
+    if value in graph.outputs:
+        why.append("is a graph output")
+    return " and ".join(why) or None
+
+
+def is_param(graph: Graph, name: str) -> bool:
+    return bool(name) and name in graph.params
+
+
+def const_input(graph: Graph, node: Node, k: int) -> np.ndarray | None:
+    """The array of the node's k-th input if it is a parameter, else None (also when absent)."""
+    if k >= len(node.inputs) or not node.inputs[k]:
+        return None
+    return graph.params.get(node.inputs[k])
+
+
+def resolved_attrs(graph: Graph, node: Node) -> dict[str, Any]:
+    """The node's attributes with defaults filled in and resolved (as kernels see them)."""
+    return ops.attrs_of(node, [graph.values.get(i) if i else None for i in node.inputs])
+
+
+def fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def remove_node(graph: Graph, node: Node) -> None:
+    """Drop a node and the values only it defined (the caller rewired their readers)."""
+    graph.nodes = [n for n in graph.nodes if n is not node]
+    for o in node.outputs:
+        if o and o not in graph.outputs and not readers(graph, o):
+            graph.values.pop(o, None)
+
+
+def rename_value(graph: Graph, old: str, new: str) -> None:
+    """Rename a value produced by a node (and every read of it) to the unused name `new`."""
+    v = graph.values.pop(old)
+    graph.values[new] = Value(new, v.shape, v.dtype)
+    for n in graph.nodes:
+        n.inputs = [new if i == old else i for i in n.inputs]
+        n.outputs = [new if o == old else o for o in n.outputs]
+    graph.outputs = [new if o == old else o for o in graph.outputs]
+
+
+def bypass(graph: Graph, node: Node, src: str, dst: str) -> str | None:
+    """Remove `node`, whose output `dst` equals its input `src`, by making `dst`'s readers read
+    `src`. Returns None when done, else the reason it is impossible (nothing changed then).
+
+    If `dst` is a graph output its name must survive: `src`'s producer is made to write `dst`
+    directly. That needs `src` to come from a node and not to be a graph output itself."""
+    if dst in graph.outputs:
+        if src in graph.inputs:
+            return f"output '{dst}' would be graph input '{src}' unchanged; the node keeps both names apart"
+        if src in graph.params:
+            return f"output '{dst}' would be parameter '{src}' unchanged; the node keeps both names apart"
+        if src in graph.outputs:
+            return f"'{src}' and '{dst}' are both graph outputs; the node keeps both names"
+        shape = graph.values[dst].shape
+        remove_node(graph, node)
+        graph.values.pop(dst, None)
+        rename_value(graph, src, dst)
+        if graph.values[dst].shape is None:  # keep the better-known shape
+            graph.values[dst].shape = shape
+        return None
+    for n in graph.nodes:
+        if n is not node:
+            n.inputs = [src if i == dst else i for i in n.inputs]
+    remove_node(graph, node)
+    return None
+
+
+def emit_at(
+    graph: Graph,
+    index: int,
+    op: str,
+    inputs: Sequence[str],
+    attrs: dict[str, Any] | None,
+    *,
+    name: str,
+    outputs: list[str] | None = None,
+) -> Node:
+    """Add a node (shapes inferred, names checked) and move it to position `index`."""
+    node = graph.add_node(op, inputs, attrs or {}, name=graph.fresh_name(name), outputs=outputs)
+    graph.nodes.pop()
+    graph.nodes.insert(index, node)
+    return node
+
+
+def write_param(graph: Graph, node: Node, k: int, array: np.ndarray, hint: str) -> str | None:
+    """Make `node`'s k-th input the constant `array` (cast to the old parameter's dtype).
+
+    Copy-on-write: the parameter is overwritten in place only when `node` is its only reader and
+    it is not a graph output; otherwise (and when the input is absent) the node gets a fresh
+    parameter named after `hint`. Returns a phrase for the report when a shared parameter was
+    copied, else None."""
+    old = node.inputs[k] if k < len(node.inputs) else ""
+    if old and old in graph.params:
+        array = np.asarray(array).astype(graph.params[old].dtype, copy=False)
+        others = [n.name for n in readers(graph, old) if n is not node]
+        if not others and old not in graph.outputs and node.inputs.count(old) == 1:
+            graph.set_param(old, array)
+            return None
+        name = graph.fresh_name(hint)
+        graph.add_param(name, array)
+        node.inputs[k] = name
+        users = others + (["a graph output"] if old in graph.outputs else [])
+        return f"'{old}' is shared with {', '.join(users) or 'another input of the same node'}, so {node.name} got a copy '{name}'"
+    name = graph.fresh_name(hint)
+    graph.add_param(name, np.asarray(array))
+    while len(node.inputs) <= k:
+        node.inputs.append("")
+    node.inputs[k] = name
+    return None

@@ -1,0 +1,188 @@
+"""fold-constants: evaluate what does not depend on the graph inputs, once, at compile time.
+
+Rewrites, in one sweep in topological order (so a chain folds link by link):
+- a node whose inputs are all parameters (omitted optional inputs allowed) is run with its
+  runtime kernel (`runtime.kernels.get_kernel`, inference mode) and its outputs become parameters
+  of the same names, so no reader needs rewiring: e.g. the ReduceMean -> Sub -> Mul -> ReduceMean
+  -> Add -> Sqrt -> Div chain an exporter writes for weight standardization of a constant kernel;
+- `WSConv(X, W, B)` with a constant W becomes `Conv(X, W_hat, B)` with
+  W_hat = (W - mean_k) / sqrt(var_k + eps) per output map k (biased variance over input maps and
+  taps; LECTURE.md), computed in float64 and cast back. Afterwards `fold-batchnorm` may scale the
+  plain Conv, which it must never do to a WSConv (standardization would undo the scale);
+- `Shape(x)` of a value whose shape is fully static becomes the constant int64 vector
+  shape[start:end] (Python slicing clamps exactly like ONNX's `start`/`end`).
+Parameters that only folded nodes read are dropped at the end.
+
+It must NOT fold:
+- a node whose output is a graph output (the output stays computed by a node; some runtimes
+  reject a graph output that is an initializer);
+- a mode-dependent op (BatchNormalization, Dropout): its value depends on the mode the graph runs
+  in; `fold-batchnorm` and `drop-dropout` handle them for inference;
+- an Opaque node or an op without a kernel (nothing can evaluate it);
+- a result much bigger than its inputs. The limit: a result of more than
+  max(GROWTH_LIMIT x (elements of its inputs), SMALL_RESULT) elements stays a node, so
+  ConstantOfShape(shape=[64, 256, 56, 56]) or an Expand of a scalar to a feature map is not turned
+  into megabytes of initializer; results of up to SMALL_RESULT elements always fold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphnet import ops
+from graphnet.errors import GraphNetError
+from graphnet.ir import Graph, Node, Value, format_shape
+from passes._graph import readers, resolved_attrs, write_param
+from passes.base import PassReport, register_pass
+
+__all__ = ["fold_constants", "standardize_weight", "GROWTH_LIMIT", "SMALL_RESULT"]
+
+GROWTH_LIMIT = 2
+"""A folded result may have at most this many times the elements of the node's inputs..."""
+SMALL_RESULT = 1024
+"""...unless it has at most this many elements (shape vectors, scalars, small tables)."""
+
+
+def standardize_weight(w: np.ndarray, eps: float) -> np.ndarray:
+    """W_hat = (W - mean_k) / sqrt(var_k + eps) per output map k = axis 0, mean and biased
+    variance over every other axis; computed in float64, returned in W's dtype."""
+    w64 = np.asarray(w, dtype=np.float64)
+    axes = tuple(range(1, w64.ndim))
+    mean = w64.mean(axis=axes, keepdims=True)
+    var = ((w64 - mean) ** 2).mean(axis=axes, keepdims=True)
+    return ((w64 - mean) / np.sqrt(var + float(eps))).astype(np.asarray(w).dtype)
+
+
+@register_pass("fold-constants")
+def fold_constants(graph: Graph, report: PassReport) -> None:
+    """Evaluate nodes whose inputs are all constants, turn WSConv with a constant kernel into
+    Conv, and static Shape into a constant (results much bigger than their inputs are kept)."""
+    from runtime.kernels import has_kernel
+
+    folded_inputs: set[str] = set()
+    for node in list(graph.nodes):
+        if node.op == "WSConv":
+            _wsconv_to_conv(graph, node, report)
+            continue
+        if node.op == "Shape":
+            if _fold_shape(graph, node, report):
+                folded_inputs.update(i for i in node.inputs if i)
+            continue
+        ins = [i for i in node.inputs if i]
+        if not ins or not all(i in graph.params for i in ins):
+            continue
+        spec = ops.get(node.op)
+        if node.op == "Opaque" or not has_kernel(node.op):
+            what = node.attrs.get("op_type") if node.op == "Opaque" else node.op
+            report.declined(f"{node.name}: all inputs are constant, but there is no kernel for {what}")
+            continue
+        if spec.mode_dependent:
+            report.declined(f"{node.name}: all inputs are constant, but {node.op} depends on the run mode")
+            continue
+        if _fold_node(graph, node, report):
+            folded_inputs.update(ins)
+    dead = [p for p in folded_inputs if p in graph.params and not readers(graph, p) and p not in graph.outputs]
+    for p in dead:
+        del graph.params[p]
+        graph.values.pop(p, None)
+    if dead:
+        report.did(f"dropped {len(dead)} parameter(s) only folded nodes read: {', '.join(sorted(dead))}")
+
+
+def _keeps_output(graph: Graph, node: Node, report: PassReport, what: str) -> bool:
+    outs = [o for o in node.outputs if o in graph.outputs]
+    if outs:
+        report.declined(f"{node.name}: {what}, but its output '{outs[0]}' is a graph output")
+        return True
+    return False
+
+
+def _fold_node(graph: Graph, node: Node, report: PassReport) -> bool:
+    from runtime.kernels import get_kernel
+
+    if _keeps_output(graph, node, report, "all inputs are constant"):
+        return False
+    args = [graph.params[i] if i else None for i in node.inputs]
+    n_in = sum(a.size for a in args if a is not None)
+    kern = get_kernel(node.op, node.name)
+    attrs = resolved_attrs(graph, node)
+    if kern.context:
+        attrs.update(training=False, rng=np.random.default_rng(0))
+    # The size limit is checked on the inferred shapes first, so a huge result is never built.
+    limit = max(GROWTH_LIMIT * n_in, SMALL_RESULT)
+    n_out = _static_size([graph.values.get(o) for o in node.outputs if o])
+    if n_out is not None and n_out > limit:
+        report.declined(f"{node.name}: all inputs are constant, but its result ({n_out:,} elements) would be "
+                        f"more than {limit:,} (max({GROWTH_LIMIT} x {n_in:,} input elements, {SMALL_RESULT}))")
+        return False
+    try:
+        result = kern.fn(*args, **attrs)
+    except (GraphNetError, ValueError, TypeError, ArithmeticError) as exc:
+        report.declined(f"{node.name}: all inputs are constant, but its kernel failed: {type(exc).__name__}: {exc}")
+        return False
+    outs = [np.asarray(r) for r in (result if isinstance(result, (tuple, list)) else [result])]
+    n_out = sum(o.size for o in outs)
+    if n_out > limit:
+        report.declined(f"{node.name}: all inputs are constant, but its result ({n_out:,} elements) is more "
+                        f"than {limit:,} (max({GROWTH_LIMIT} x {n_in:,} input elements, {SMALL_RESULT}))")
+        return False
+    for name, arr in zip(node.outputs, outs):
+        v = graph.values.get(name)
+        if name and v is not None and (v.dtype != str(arr.dtype) or not _fits(v.shape, arr.shape)):
+            report.declined(f"{node.name}: its kernel returned {arr.dtype}{format_shape(arr.shape)} for '{name}', "
+                            f"but the graph says {v.dtype}{format_shape(v.shape)}")
+            return False
+    graph.nodes.remove(node)
+    for name, arr in zip(node.outputs, outs):
+        if name:
+            graph.values.pop(name, None)
+            graph.add_param(name, arr)
+    report.did(f"folded {node.name} ({node.op}) into constant(s) {', '.join(o for o in node.outputs if o)}")
+    return True
+
+
+def _static_size(values: list[Value | None]) -> int | None:
+    total = 0
+    for v in values:
+        if v is None or v.shape is None or any(d is None for d in v.shape):
+            return None
+        total += int(np.prod(v.shape, dtype=np.int64))
+    return total
+
+
+def _fits(declared: tuple | None, actual: tuple) -> bool:
+    if declared is None:
+        return True
+    return len(declared) == len(actual) and all(d is None or d == a for d, a in zip(declared, actual))
+
+
+def _fold_shape(graph: Graph, node: Node, report: PassReport) -> bool:
+    x = graph.values.get(node.inputs[0])
+    if x is None or x.shape is None or any(d is None for d in x.shape):
+        return False  # a dynamic shape is only known at run time: nothing to decline
+    if _keeps_output(graph, node, report, f"the shape {format_shape(x.shape)} is static"):
+        return False
+    attrs = resolved_attrs(graph, node)
+    start = attrs.get("start", 0)
+    end = attrs.get("end")
+    dims = np.asarray(list(x.shape)[start:end], dtype=np.int64)
+    out = node.outputs[0]
+    graph.nodes.remove(node)
+    graph.values.pop(out, None)
+    graph.add_param(out, dims)
+    report.did(f"folded {node.name} (Shape of {format_shape(x.shape)}) into the constant {dims.tolist()}")
+    return True
+
+
+def _wsconv_to_conv(graph: Graph, node: Node, report: PassReport) -> None:
+    w_name = node.inputs[1]
+    if w_name not in graph.params:
+        report.declined(f"{node.name}: WSConv's kernel '{w_name}' is not a constant, so it cannot be standardized once")
+        return
+    eps = resolved_attrs(graph, node)["epsilon"]
+    w_hat = standardize_weight(graph.params[w_name], eps)
+    note = write_param(graph, node, 1, w_hat, f"{w_name}_std")
+    node.op = "Conv"
+    node.attrs.pop("epsilon", None)
+    report.did(f"{node.name}: WSConv -> Conv with the standardized constant kernel (eps {eps:g})"
+               + (f"; {note}" if note else ""))

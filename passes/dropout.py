@@ -1,0 +1,203 @@
+"""drop-dropout: remove inference-mode Dropout.
+
+The maths (LECTURE.md, "Dropout"). With keep = 1 - drop_prob (the lecture's p), Dropout at
+inference is
+- inverted scheme (ONNX, PyTorch): y = x, an identity: the node is removed, its readers read x;
+- classic scheme: y = keep * x, a scale. A scale commutes with any linear map L:
+  keep * L(x) = L(keep * x), so it folds into a neighbour instead of costing a multiply per element:
+  - the layer BEFORE it, whose output feeds only the Dropout: Conv/ConvTranspose
+    (W' = keep * W, b' = keep * b), Gemm (alpha' = keep * alpha, beta' = keep * beta: no parameter
+    changes), MatMul with a constant operand (that operand times keep), BatchNormalization
+    (gamma' = keep * gamma, beta' = keep * beta: BN is affine per channel);
+  - else the layer AFTER it, its only reader, reading it as data: Conv/ConvTranspose
+    (W' = keep * W; exact even with padding: keep * 0 = 0), Gemm (alpha' = keep * alpha, whichever
+    operand it is), MatMul with a constant other operand;
+  - else a `Mul(x, keep)` with a scalar constant of x's dtype.
+- the optional mask output of an inference Dropout is all True: when something reads it (or it
+  is a graph output) it is replaced by `ConstantOfShape(shape, value=True)` (bool), with the
+  constant shape of x when x's shape is fully static, else with `Shape(x)`.
+
+It must NOT:
+- remove a Dropout whose output is a graph output by renaming that output: the producer of x is
+  made to write the output's name; if x is a graph input, a parameter or another graph output,
+  an inverted Dropout becomes an `Identity` (it keeps the two names apart);
+- fold into a neighbour whose output or input is shared (x read by another node, or a graph
+  output), nor into a WSConv (standardizing the weight would undo the scale), nor change a
+  weight another node also reads in place (copy-on-write: a fresh parameter);
+- touch train-mode semantics: the rewritten graph is for inference only (this pass is in the
+  `inference` pipeline, never in a training one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphnet import ops
+from graphnet.ir import Graph, Node, format_shape
+from passes._graph import bypass, const_input, emit_at, other_uses, readers, resolved_attrs, write_param
+from passes.base import PassReport, register_pass
+
+__all__ = ["drop_dropout"]
+
+
+@register_pass("drop-dropout")
+def drop_dropout(graph: Graph, report: PassReport) -> None:
+    """Inference Dropout: inverted -> removed; classic -> its scale (1 - drop_prob) folded into
+    the neighbouring Conv/Gemm/MatMul/BN or kept as a Mul; a read mask -> constant ones."""
+    for node in [n for n in graph.nodes if n.op == "Dropout"]:
+        attrs = resolved_attrs(graph, node)
+        keep = 1.0 - float(attrs["drop_prob"])
+        if not _replace_mask(graph, node, report):
+            continue
+        x, y = node.inputs[0], node.outputs[0]
+        if attrs["scheme"] == "classic" and keep != 1.0:
+            _classic(graph, node, keep, report)
+            continue
+        what = f"{node.name} ({attrs['scheme']}, drop_prob {attrs['drop_prob']:g})"
+        reason = bypass(graph, node, x, y)
+        if reason is None:
+            report.did(f"removed {what}: identity at inference")
+        elif ops.has("Identity"):
+            node.op, node.attrs = "Identity", {}
+            report.did(f"replaced {what} by an Identity: {reason}")
+        else:
+            report.declined(f"{what}: {reason}")
+
+
+def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
+    """Give a read mask output its own constant-ones producer. False when that is impossible."""
+    if len(node.outputs) < 2 or not node.outputs[1]:
+        return True
+    mask = node.outputs[1]
+    if not readers(graph, mask) and mask not in graph.outputs:
+        node.outputs = node.outputs[:1]
+        graph.values.pop(mask, None)
+        return True
+    x = graph.values[node.inputs[0]]
+    missing = [op for op in ("ConstantOfShape", "Shape") if not ops.has(op)]
+    if missing or x.shape is None:
+        why = f"op(s) {missing} not in the op table" if missing else f"the rank of '{x.name}' is unknown"
+        report.declined(f"{node.name}: its mask '{mask}' is read, and it cannot be made constant: {why}")
+        return False
+    dtype = graph.values[mask].dtype
+    index = graph.nodes.index(node) + 1
+    node.outputs = node.outputs[:1]
+    graph.values.pop(mask)
+    static = all(d is not None for d in x.shape)
+    if static:
+        shape = graph.fresh_name(f"{node.name}.mask_shape")
+        graph.add_param(shape, np.asarray(x.shape, dtype=np.int64))
+    else:
+        shape = emit_at(graph, index, "Shape", [x.name], None, name=f"{node.name}_mask_shape",
+                        outputs=[graph.fresh_name(f"{node.name}.mask_shape")]).outputs[0]
+        index += 1
+    ones = np.ones(1, dtype=np.dtype(dtype))
+    cos = emit_at(graph, index, "ConstantOfShape", [shape], {"value": ones}, name=f"{node.name}_mask", outputs=[mask])
+    how = f"the static shape {format_shape(x.shape)}" if static else f"Shape({x.name})"
+    report.did(f"{node.name}: its mask '{mask}' (all {ones[0]!r} at inference) now comes from {cos.name} "
+               f"(ConstantOfShape of {how})")
+    return True
+
+
+def _classic(graph: Graph, node: Node, keep: float, report: PassReport) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    why_before = _scale_producer(graph, node, keep)
+    if isinstance(why_before, tuple):
+        bypass(graph, node, x, y)  # x is private to the Dropout (checked), so this cannot fail
+        report.did(f"removed {node.name} (classic): its scale {keep:g} folded into {why_before[0]}"
+                   + (f" ({why_before[1]})" if why_before[1] else ""))
+        return
+    why_after = _scale_consumer(graph, node, keep)
+    if isinstance(why_after, tuple):
+        bypass(graph, node, x, y)
+        report.declined(f"{node.name}: scale not folded into the layer before it: {why_before}")
+        report.did(f"removed {node.name} (classic): its scale {keep:g} folded into the following {why_after[0]}"
+                   + (f" ({why_after[1]})" if why_after[1] else ""))
+        return
+    report.declined(f"{node.name}: scale not folded into the layer before it: {why_before}")
+    report.declined(f"{node.name}: scale not folded into the layer after it: {why_after}")
+    if not ops.has("Mul"):
+        report.declined(f"{node.name}: kept: op Mul is not in the op table")
+        return
+    xv = graph.values[x]
+    k = graph.fresh_name(f"{node.name}.keep")
+    graph.add_param(k, np.asarray(keep, dtype=np.dtype(xv.dtype)))
+    index = graph.nodes.index(node)
+    graph.nodes.remove(node)
+    graph.values.pop(y)
+    mul = emit_at(graph, index, "Mul", [x, k], None, name=f"{node.name}_scale", outputs=[y])
+    report.did(f"rewrote {node.name} (classic) as {mul.name} (Mul by keep = {keep:g})")
+
+
+def _scale(graph: Graph, target: Node, k: int, keep: float) -> str | None:
+    arr = const_input(graph, target, k)
+    return write_param(graph, target, k, np.asarray(arr, np.float64) * keep, f"{target.inputs[k]}_keep")
+
+
+def _scale_producer(graph: Graph, node: Node, keep: float) -> tuple[str, str | None] | str:
+    """Fold the scale into the node before; (its description, note) when done, else why not."""
+    x = node.inputs[0]
+    prod = next((n for n in graph.nodes if x in n.outputs), None)
+    if prod is None:
+        return f"its input '{x}' is a {'graph input' if x in graph.inputs else 'parameter'}"
+    busy = other_uses(graph, x, node)
+    if busy:
+        return f"{prod.name} output {busy}"
+    if prod.outputs.index(x) != 0:
+        return f"'{x}' is not the main output of {prod.name}"
+    return _scale_linear(graph, prod, keep, before=True)
+
+
+def _scale_consumer(graph: Graph, node: Node, keep: float) -> tuple[str, str | None] | str:
+    y = node.outputs[0]
+    if y in graph.outputs:
+        return f"its output '{y}' is a graph output"
+    users = readers(graph, y)
+    if len(users) != 1:
+        return f"its output feeds {len(users)} nodes" if users else "its output is not read"
+    nxt = users[0]
+    if nxt.inputs.count(y) != 1:
+        return f"{nxt.name} reads it twice"
+    if nxt.op in ("Conv", "ConvTranspose") and nxt.inputs[0] != y:
+        return f"{nxt.name} ({nxt.op}) reads it as its weight"
+    if nxt.op == "BatchNormalization":
+        return f"{nxt.name} is a BatchNormalization (folding would change its statistics)"
+    return _scale_linear(graph, nxt, keep, before=False, operand=nxt.inputs.index(y))
+
+
+def _scale_linear(graph: Graph, target: Node, keep: float, *, before: bool, operand: int = 0):
+    """Scale the output of the linear op `target` by keep (it is linear in each operand)."""
+    desc = f"{target.name} ({target.op})"
+    if target.op in ("Conv", "ConvTranspose"):
+        need = [1, 2] if before else [1]
+        bad = [target.inputs[k] for k in need if k < len(target.inputs) and target.inputs[k]
+               and target.inputs[k] not in graph.params]
+        if bad:
+            return f"{target.name}'s '{bad[0]}' is not a constant"
+        notes = [_scale(graph, target, k, keep) for k in need if k < len(target.inputs) and target.inputs[k]]
+        return desc, "; ".join(n for n in notes if n) or None
+    if target.op == "Gemm":
+        attrs = resolved_attrs(graph, target)
+        if before or operand < 2:  # alpha * (keep A) B = (keep alpha) A B, likewise for B
+            target.attrs["alpha"] = float(attrs["alpha"]) * keep
+        if before or operand == 2:  # the whole output scales, bias term included; or C itself
+            target.attrs["beta"] = float(attrs["beta"]) * keep
+        return desc, None
+    if target.op == "MatMul":
+        other = 1 if (before or operand == 0) else 0
+        if target.inputs[other] not in graph.params:
+            if before and target.inputs[0] in graph.params:
+                other = 0
+            else:
+                return f"{target.name} (MatMul) has no constant operand to scale"
+        return desc, _scale(graph, target, other, keep)
+    if target.op == "BatchNormalization" and before:
+        bad = [target.inputs[k] for k in (1, 2) if target.inputs[k] not in graph.params]
+        if bad:
+            return f"{target.name}'s '{bad[0]}' is not a constant"
+        notes = [_scale(graph, target, k, keep) for k in (1, 2)]
+        return desc, "; ".join(n for n in notes if n) or None
+    if target.op == "WSConv":
+        return f"{target.name} is a WSConv: standardizing its weight would undo the scale"
+    kinds = "Conv, ConvTranspose, Gemm, MatMul or BatchNormalization" if before else "Conv, ConvTranspose, Gemm or MatMul"
+    return f"{target.name} is a {target.op}, not a {kinds}"

@@ -1,0 +1,431 @@
+"""fold-batchnorm: fold inference BatchNormalization into a neighbouring linear op.
+
+The maths (LECTURE.md, "Batch normalization"). At inference BN is an affine map per channel c:
+    Y = gamma * (X - mean) / sqrt(var + eps) + beta = s * X + t,
+    s = gamma / sqrt(var + eps),   t = beta - mean * s.
+If X = W (*) A + b is linear in A with output feature c, then
+    W' = W * s (per output feature),   b' = (b - mean) * s + beta = s * b + t,
+and if the BN feeds a linear op instead, Z = W (*) Y + b = (W * s_in) (*) X + (b + W (*) t),
+exact only when every output sees every tap (no padding: a padded zero of Y is not s*0 + t).
+The array maths are pure functions below (`bn_scale_shift`, `fuse_conv_bn_weights`,
+`fold_affine_into_conv`, `fold_affine_into_matrix`), float64 inside, cast back to the weight's
+dtype, tested on their own; `fold_batchnorm` is the graph surgery.
+
+Rewrites, for each BatchNormalization whose four statistics are constants:
+1. into its producer P, when P's output feeds only the BN and is not a graph output:
+   - Conv (1/2/3-D, grouped, depthwise, with or without bias): W (M, C/g, k...) scaled on axis 0;
+   - ConvTranspose: W (C, M/g, k...): output channel g*M/g + j is column j of row block g;
+   - Gemm (any transA/transB/alpha/beta, C absent, (F,), (1, F), (M, F), scalar...): B scaled
+     on its feature axis (1, or 0 if transB), C' = s * (beta * C) + t, beta' = 1;
+   - MatMul(A, B) with a constant 2-D B and a 2-D output: B' = B * s and a fresh `Add(t)`;
+   - Add(MatMul(A, B), c) with constant B and c (the MatMul feeding only the Add): B' = B * s,
+     c' = s * c + t.
+   Chains Conv -> BN -> BN fold one after the other.
+2. otherwise into the op that reads it, when that op is its only reader and reads it as data:
+   - Conv whose pads are all zero (W' = W * s per input channel, b' = b + sum W * t);
+   - Gemm with transA = 0 (B scaled on its K axis, C' = beta * C + alpha * t @ B');
+   - MatMul(Y, B) of a 2-D Y with constant 2-D B (B' = s[:, None] * B, plus a fresh Add(t @ B)).
+3. otherwise it becomes the per-channel affine Mul(X, s) -> Add(t), constants of shape
+   (C, 1, ..., 1), which is what BN computes at inference, with two simple ops.
+
+It must NOT fold (and the report says which reason applied):
+- when P's output has another reader or is a graph output (the other reader needs the unscaled
+  value): "conv_3 output also feeds add_7";
+- when P is a WSConv: standardization W_hat = (W - mu) / sigma would undo a scale of W
+  (`fold-constants` first turns a WSConv with a constant kernel into a plain Conv);
+- when the BN's channel axis (1) is not P's output-feature axis: MatMul of a 3-D input
+  (N, T, K) x (K, F) has features on axis 2, while BN normalizes axis 1;
+- into a following Conv with non-zero pads, a following ConvTranspose (its border outputs see
+  fewer taps, so t does not become a per-channel bias) or WSConv, or a Gemm with transA = 1;
+- when a weight or bias is not a constant. A weight another node also reads is never changed in
+  place: the folded node gets a fresh copy (copy-on-write), which the report mentions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphnet import ops
+from graphnet.ir import Graph, Node, Value, format_shape
+from graphnet.ops._shapes import broadcast
+from passes._graph import (
+    const_input,
+    emit_at,
+    other_uses,
+    readers,
+    rename_value,
+    resolved_attrs,
+    write_param,
+)
+from passes.base import PassReport, register_pass
+
+__all__ = [
+    "bn_scale_shift",
+    "fuse_conv_bn_weights",
+    "fold_affine_into_conv",
+    "fold_affine_into_matrix",
+    "fold_batchnorm",
+]
+
+
+# ------------------------------------------------------------------------------ the maths
+def bn_scale_shift(mean, var, eps: float, gamma, beta) -> tuple[np.ndarray, np.ndarray]:
+    """(s, t) in float64 with BN(x) = s * x + t per channel: s = gamma / sqrt(var + eps),
+    t = beta - mean * s."""
+    mean, var, gamma, beta = (np.asarray(a, dtype=np.float64) for a in (mean, var, gamma, beta))
+    s = gamma / np.sqrt(var + float(eps))
+    return s, beta - mean * s
+
+
+def _feature_factor(shape: tuple, s: np.ndarray, axis: int, group: int) -> np.ndarray:
+    """`s` shaped to multiply an array of `shape` whose output features are on `axis`; with
+    axis 1 and group > 1 (ConvTranspose's (C, M/g, k...)), axis 0 is split into `group` row blocks
+    and block g holds output features g*M/g .. (g+1)*M/g - 1."""
+    ndim = len(shape)
+    if axis == 1 and group > 1:
+        rows, per_group = shape[0], shape[1]
+        factor = np.repeat(s.reshape(group, per_group), rows // group, axis=0)  # (C, M/g)
+        return factor.reshape(factor.shape + (1,) * (ndim - 2))
+    view = [1] * ndim
+    view[axis] = s.shape[0]
+    return s.reshape(view)
+
+
+def fuse_conv_bn_weights(
+    w: np.ndarray,
+    b: np.ndarray | None,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    axis: int = 0,
+    group: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights of the linear op followed by BN, as one linear op:
+    W' = W * s along `axis` (the output-feature axis of W), b' = (b - mean) * s + beta
+    (b = 0 when None). `axis` is 0 for Conv (M, C/g, k...), 1 for ConvTranspose (C, M/g, k...) and
+    for a (K, F) matrix, 0 for a (F, K) one; `group` only matters for ConvTranspose (axis 1).
+    Computed in float64, returned in W's dtype."""
+    s, _ = bn_scale_shift(mean, var, eps, gamma, beta)
+    w64 = np.asarray(w, dtype=np.float64)
+    w_new = w64 * _feature_factor(w64.shape, s, axis, group)
+    b64 = np.zeros_like(s) if b is None else np.asarray(b, dtype=np.float64)
+    b_new = (b64 - np.asarray(mean, dtype=np.float64)) * s + np.asarray(beta, dtype=np.float64)
+    dtype = np.asarray(w).dtype
+    return w_new.astype(dtype), b_new.astype(dtype)
+
+
+def fold_affine_into_conv(
+    w: np.ndarray, b: np.ndarray | None, s: np.ndarray, t: np.ndarray, group: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Conv(s*X + t, W, b) = Conv(X, W', b') for a conv WITHOUT padding: input channel
+    c = (o // (M/g)) * (C/g) + m of weight W[o, m] gets W'[o, m] = W[o, m] * s[c], and
+    b'[o] = b[o] + sum_{m, taps} W[o, m, taps] * t[c]. float64 inside, W's dtype out."""
+    w64 = np.asarray(w, dtype=np.float64)
+    out_ch, in_per_group = w64.shape[:2]
+    per_out = np.asarray(s, np.float64).reshape(group, in_per_group)[np.arange(out_ch) // (out_ch // group)]
+    shift = np.asarray(t, np.float64).reshape(group, in_per_group)[np.arange(out_ch) // (out_ch // group)]
+    tail = (1,) * (w64.ndim - 2)
+    w_new = w64 * per_out.reshape(per_out.shape + tail)
+    b64 = np.zeros(out_ch) if b is None else np.asarray(b, dtype=np.float64)
+    b_new = b64 + (w64 * shift.reshape(shift.shape + tail)).reshape(out_ch, -1).sum(axis=1)
+    dtype = np.asarray(w).dtype
+    return w_new.astype(dtype), b_new.astype(dtype)
+
+
+def fold_affine_into_matrix(
+    w: np.ndarray, s: np.ndarray, t: np.ndarray, in_axis: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(s*X + t) @ W' = X @ W'' + t @ W' for the matrix W' = W (in_axis 0, W is (K, F)) or W.T
+    (in_axis 1, W is (F, K)). Returns (W scaled by s on `in_axis`, the bias t @ W' of length F),
+    float64 inside, W's dtype out."""
+    w64 = np.asarray(w, dtype=np.float64)
+    s64, t64 = np.asarray(s, np.float64), np.asarray(t, np.float64)
+    w_new = w64 * (s64[:, None] if in_axis == 0 else s64[None, :])
+    bias = t64 @ (w64 if in_axis == 0 else w64.T)
+    dtype = np.asarray(w).dtype
+    return w_new.astype(dtype), bias.astype(dtype)
+
+
+# ------------------------------------------------------------------------- the surgery
+_CONV_OPS = ("Conv", "ConvTranspose")
+
+
+@register_pass("fold-batchnorm")
+def fold_batchnorm(graph: Graph, report: PassReport) -> None:
+    """Fold inference BatchNormalization into the single-consumer Conv/ConvTranspose/Gemm/
+    MatMul(+Add) before it, else into a following pad-free Conv/Gemm/MatMul, else rewrite it
+    as a per-channel Mul + Add."""
+    for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
+        if bn in graph.nodes:
+            _fold_one(graph, bn, report)
+
+
+def _fold_one(graph: Graph, bn: Node, report: PassReport) -> None:
+    stats = [const_input(graph, bn, k) for k in range(1, 5)]
+    names = ("scale", "B", "input_mean", "input_var")
+    missing = [f"{nm} '{bn.inputs[k + 1]}'" for k, (nm, a) in enumerate(zip(names, stats)) if a is None]
+    if missing:
+        report.declined(f"{bn.name}: its {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not constant")
+        return
+    if len(bn.outputs) > 1:
+        report.declined(f"{bn.name}: it has {len(bn.outputs)} outputs (training statistics); only Y folds")
+        return
+    x = graph.values[bn.inputs[0]]
+    if x.shape is None:
+        report.declined(f"{bn.name}: the rank of its input '{x.name}' is unknown")
+        return
+    gamma, beta, mean, var = stats
+    eps = float(resolved_attrs(graph, bn)["epsilon"])
+    s, t = bn_scale_shift(mean, var, eps, gamma, beta)
+    bn_stats = (mean, var, eps, gamma, beta)
+
+    why_not_before = _into_producer(graph, bn, bn_stats, s, t, report)
+    if why_not_before is None:
+        return
+    why_not_after = _into_consumer(graph, bn, s, t, report)
+    if why_not_after is None:
+        report.declined(f"{bn.name}: not folded into the layer before it: {why_not_before}")
+        return
+    report.declined(f"{bn.name}: not folded into the layer before it: {why_not_before}")
+    report.declined(f"{bn.name}: not folded into the layer after it: {why_not_after}")
+    _to_affine(graph, bn, s, t, report)
+
+
+# ----------------------------------------------------------------- into the producer
+def _into_producer(graph: Graph, bn: Node, bn_stats: tuple, s, t, report: PassReport) -> str | None:
+    """Fold into the node that writes the BN's input; None when done, else why not."""
+    xname = bn.inputs[0]
+    prod = next((n for n in graph.nodes if xname in n.outputs), None)
+    if prod is None:
+        kind = "graph input" if xname in graph.inputs else "parameter"
+        return f"its input '{xname}' is a {kind}"
+    busy = other_uses(graph, xname, bn)
+    if busy:
+        return f"{prod.name} output {busy}"
+    if prod.op == "WSConv":
+        return (f"{prod.name} is a WSConv: standardizing its weight would undo the scale "
+                f"(its kernel is not a constant fold-constants could turn into a plain Conv)")
+    if prod.outputs.index(xname) != 0:
+        return f"'{xname}' is not the main output of {prod.name} ({prod.op})"
+    rank = len(graph.values[xname].shape)
+    notes: list[str] = []
+    if prod.op in _CONV_OPS:
+        why = _need_consts(graph, prod, {1: "weight", 2: "bias"})
+        if why:
+            return why
+        w = const_input(graph, prod, 1)
+        group = resolved_attrs(graph, prod)["group"]
+        axis = 0 if prod.op == "Conv" else 1
+        w_new, b_new = fuse_conv_bn_weights(w, const_input(graph, prod, 2), *bn_stats, axis=axis, group=group)
+        notes += [write_param(graph, prod, 1, w_new, f"{prod.inputs[1]}_bn"),
+                  write_param(graph, prod, 2, b_new, f"{prod.name}.bias_bn")]
+    elif prod.op == "Gemm":
+        why = _need_consts(graph, prod, {1: "B", 2: "C"})
+        if why:
+            return why
+        if rank != 2:
+            return f"{prod.name} (Gemm) output has rank {rank}"
+        attrs = resolved_attrs(graph, prod)
+        b = const_input(graph, prod, 1)
+        c = const_input(graph, prod, 2)
+        b_new = (np.asarray(b, np.float64) * _feature_factor(b.shape, s, 0 if attrs["transB"] else 1, 1)).astype(b.dtype)
+        c64 = np.zeros(1) if c is None else float(attrs["beta"]) * np.asarray(c, np.float64)
+        c_new = (s * c64 + t).astype(b.dtype)
+        if c is not None and not _broadcasts_to(c_new.shape, graph.values[xname].shape):
+            return f"{prod.name}'s C {format_shape(c.shape)} does not broadcast with the per-feature shift"
+        notes += [write_param(graph, prod, 1, b_new, f"{prod.inputs[1]}_bn"),
+                  write_param(graph, prod, 2, c_new, f"{prod.name}.C_bn")]
+        prod.attrs["beta"] = 1.0
+    elif prod.op == "MatMul":
+        return _into_matmul(graph, bn, prod, s, t, report)
+    elif prod.op == "Add":
+        return _into_matmul_add(graph, bn, prod, s, t, report)
+    else:
+        return f"{prod.name} is a {prod.op}, not a Conv, ConvTranspose, Gemm or MatMul(+Add)"
+    _drop_bn(graph, bn, prod)
+    _did(report, f"folded {bn.name} into {prod.name} ({prod.op})", notes)
+    return None
+
+
+def _need_consts(graph: Graph, node: Node, which: dict[int, str]) -> str | None:
+    for k, what in which.items():
+        if k < len(node.inputs) and node.inputs[k] and node.inputs[k] not in graph.params:
+            return f"{node.name}'s {what} '{node.inputs[k]}' is not a constant"
+    return None
+
+
+def _broadcasts_to(small: tuple, big: tuple) -> bool:
+    if len(small) > len(big):
+        return False
+    try:
+        return broadcast(tuple(big), tuple(small)) == tuple(big)
+    except Exception:  # ShapeError: shapes that do not broadcast at all
+        return False
+
+
+def _matmul_weight(graph: Graph, mm: Node, feature_rank: int) -> tuple[np.ndarray | None, str | None]:
+    """The constant (K, F) weight of a MatMul whose 2-D output's features are on axis 1."""
+    b = const_input(graph, mm, 1)
+    if b is None:
+        return None, f"{mm.name}'s weight '{mm.inputs[1]}' (second input) is not a constant"
+    if b.ndim != 2 or feature_rank != 2:
+        out = graph.values[mm.outputs[0]].shape
+        return None, (f"BN normalizes axis 1 but {mm.name} (MatMul) output {format_shape(out)} has its "
+                      f"features on the last axis")
+    return b, None
+
+
+def _into_matmul(graph: Graph, bn: Node, mm: Node, s, t, report: PassReport) -> str | None:
+    b, why = _matmul_weight(graph, mm, len(graph.values[mm.outputs[0]].shape))
+    if why:
+        return why
+    if "Add" not in ops.all_specs():
+        return "op 'Add' is not in the op table"
+    b_new = (np.asarray(b, np.float64) * s[None, :]).astype(b.dtype)
+    note = write_param(graph, mm, 1, b_new, f"{mm.inputs[1]}_bn")
+    shift = graph.fresh_name(f"{bn.name}.shift")
+    graph.add_param(shift, t.astype(b.dtype))
+    index, y = graph.nodes.index(bn), bn.outputs[0]
+    graph.nodes.remove(bn)
+    shape = graph.values.pop(y).shape
+    add = emit_at(graph, index, "Add", [bn.inputs[0], shift], None, name=f"{bn.name}_bias", outputs=[y])
+    graph.values[y].shape = graph.values[y].shape or shape
+    _did(report, f"folded {bn.name} into {mm.name} (MatMul) and a bias {add.name} (Add)", [note])
+    return None
+
+
+def _into_matmul_add(graph: Graph, bn: Node, add: Node, s, t, report: PassReport) -> str | None:
+    prods = {o: n for n in graph.nodes for o in n.outputs}
+    mm_k = next((k for k, i in enumerate(add.inputs) if i in prods and prods[i].op == "MatMul"), None)
+    if mm_k is None:
+        return f"{add.name} (Add) does not add a bias to a MatMul"
+    mm = prods[add.inputs[mm_k]]
+    c = const_input(graph, add, 1 - mm_k)
+    if c is None:
+        return f"{add.name} adds '{add.inputs[1 - mm_k]}', which is not a constant, to {mm.name}"
+    busy = other_uses(graph, mm.outputs[0], add)
+    if busy:
+        return f"{mm.name} output {busy}"
+    y_shape = graph.values[add.outputs[0]].shape
+    b, why = _matmul_weight(graph, mm, len(y_shape))
+    if why:
+        return why
+    c_new = (s * np.asarray(c, np.float64) + t).astype(c.dtype)
+    if not _broadcasts_to(c_new.shape, y_shape) or not _broadcasts_to(c.shape, graph.values[mm.outputs[0]].shape):
+        return f"{add.name}'s bias {format_shape(c.shape)} does not broadcast to {format_shape(y_shape)} per feature"
+    b_new = (np.asarray(b, np.float64) * s[None, :]).astype(b.dtype)
+    notes = [write_param(graph, mm, 1, b_new, f"{mm.inputs[1]}_bn"),
+             write_param(graph, add, 1 - mm_k, c_new, f"{add.inputs[1 - mm_k]}_bn")]
+    _drop_bn(graph, bn, add)
+    _did(report, f"folded {bn.name} into {mm.name} (MatMul) and its bias {add.name} (Add)", notes)
+    return None
+
+
+def _drop_bn(graph: Graph, bn: Node, prod: Node) -> None:
+    """Remove the BN; its producer writes the BN's output name (a graph output name survives)."""
+    x, y = bn.inputs[0], bn.outputs[0]
+    shape = graph.values[y].shape
+    graph.nodes.remove(bn)
+    graph.values.pop(y)
+    rename_value(graph, x, y)
+    graph.values[y].shape = graph.values[y].shape or shape
+
+
+def _did(report: PassReport, line: str, notes: list[str | None]) -> None:
+    extra = [n for n in notes if n]
+    report.did(line + (f" ({'; '.join(extra)})" if extra else ""))
+
+
+# ----------------------------------------------------------------- into the consumer
+def _into_consumer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | None:
+    y = bn.outputs[0]
+    if y in graph.outputs:
+        return f"its output '{y}' is a graph output"
+    users = readers(graph, y)
+    if len(users) != 1:
+        return f"its output feeds {len(users)} nodes" if users else "its output is not read"
+    nxt = users[0]
+    if nxt.inputs.count(y) != 1 or nxt.inputs[0] != y:
+        return f"{nxt.name} ({nxt.op}) reads it other than as its data input"
+    rank = len(graph.values[y].shape)
+    notes: list[str | None] = []
+    if nxt.op == "Conv":
+        why = _need_consts(graph, nxt, {1: "weight", 2: "bias"})
+        if why:
+            return why
+        attrs = resolved_attrs(graph, nxt)
+        if any(attrs["pads"]):
+            return (f"{nxt.name} (Conv) has pads {list(attrs['pads'])}: its padded zeros would not be "
+                    f"shifted by the BN's t")
+        w_new, b_new = fold_affine_into_conv(const_input(graph, nxt, 1), const_input(graph, nxt, 2), s, t, attrs["group"])
+        notes += [write_param(graph, nxt, 1, w_new, f"{nxt.inputs[1]}_bn"),
+                  write_param(graph, nxt, 2, b_new, f"{nxt.name}.bias_bn")]
+    elif nxt.op == "Gemm":
+        why = _need_consts(graph, nxt, {1: "B", 2: "C"})
+        if why:
+            return why
+        attrs = resolved_attrs(graph, nxt)
+        if attrs["transA"]:
+            return f"{nxt.name} (Gemm) has transA=1: the BN's channels would be its output rows"
+        b = const_input(graph, nxt, 1)
+        c = const_input(graph, nxt, 2)
+        b_new, shift = fold_affine_into_matrix(b, s, t, in_axis=1 if attrs["transB"] else 0)
+        c64 = np.zeros(1) if c is None else float(attrs["beta"]) * np.asarray(c, np.float64)
+        c_new = (c64 + float(attrs["alpha"]) * np.asarray(shift, np.float64)).astype(b.dtype)
+        notes += [write_param(graph, nxt, 1, b_new, f"{nxt.inputs[1]}_bn"),
+                  write_param(graph, nxt, 2, c_new, f"{nxt.name}.C_bn")]
+        nxt.attrs["beta"] = 1.0
+    elif nxt.op == "MatMul":
+        b = const_input(graph, nxt, 1)
+        if b is None or b.ndim != 2 or rank != 2:
+            return f"{nxt.name} (MatMul) does not multiply the 2-D BN output by a constant matrix"
+        b_new, shift = fold_affine_into_matrix(b, s, t, in_axis=0)
+        notes.append(write_param(graph, nxt, 1, b_new, f"{nxt.inputs[1]}_bn"))
+        # MatMul now writes a fresh value; a new Add(t @ B) writes the old name (readers and a
+        # graph output keep it).
+        out = nxt.outputs[0]
+        mm_out = graph.fresh_name(f"{nxt.name}.nobias")
+        old = graph.values.pop(out)
+        graph.values[mm_out] = Value(mm_out, old.shape, old.dtype)
+        nxt.outputs[0] = mm_out
+        bias = graph.fresh_name(f"{bn.name}.shift")
+        graph.add_param(bias, shift)
+        emit_at(graph, graph.nodes.index(nxt) + 1, "Add", [mm_out, bias], None, name=f"{nxt.name}_bias", outputs=[out])
+    elif nxt.op in ("ConvTranspose", "WSConv"):
+        why = ("its border outputs see fewer taps, so t is not a per-channel bias" if nxt.op == "ConvTranspose"
+               else "standardizing its weight would undo the scale")
+        return f"{nxt.name} is a {nxt.op}: {why}"
+    else:
+        return f"{nxt.name} is a {nxt.op}, not a Conv, Gemm or MatMul"
+    nxt.inputs[0] = bn.inputs[0]
+    graph.nodes.remove(bn)
+    graph.values.pop(bn.outputs[0], None)
+    _did(report, f"folded {bn.name} into the following {nxt.name} ({nxt.op})", notes)
+    return None
+
+
+# ----------------------------------------------------------------- per-channel affine
+def _to_affine(graph: Graph, bn: Node, s, t, report: PassReport) -> None:
+    specs = ops.all_specs()
+    if "Mul" not in specs or "Add" not in specs:
+        report.declined(f"{bn.name}: kept: ops Mul and Add are needed for the per-channel affine form")
+        return
+    x = graph.values[bn.inputs[0]]
+    dtype = np.dtype(x.dtype)
+    view = (s.shape[0],) + (1,) * (len(x.shape) - 2)
+    s_name = graph.fresh_name(f"{bn.name}.mul")
+    graph.add_param(s_name, s.reshape(view).astype(dtype))
+    t_name = graph.fresh_name(f"{bn.name}.add")
+    graph.add_param(t_name, t.reshape(view).astype(dtype))
+    index, y = graph.nodes.index(bn), bn.outputs[0]
+    graph.nodes.remove(bn)
+    shape = graph.values.pop(y).shape
+    mul = emit_at(graph, index, "Mul", [x.name, s_name], None, name=f"{bn.name}_mul",
+                  outputs=[graph.fresh_name(f"{bn.name}.scaled")])
+    add = emit_at(graph, index + 1, "Add", [mul.outputs[0], t_name], None, name=f"{bn.name}_add", outputs=[y])
+    graph.values[y].shape = graph.values[y].shape or shape
+    report.did(f"rewrote {bn.name} as the per-channel affine {mul.name} (Mul) -> {add.name} (Add), "
+               f"constants {format_shape(view)}")
+

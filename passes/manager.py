@@ -1,0 +1,184 @@
+"""The pass manager: `optimize(graph, pipeline="inference")` -> (new graph, report).
+
+`optimize` never touches the graph it is given: it works on `graph.copy()`. After every pass it
+runs `Graph.verify()`, checks that the graph's inputs and output names are unchanged and that a
+pass which reported "no change" really changed nothing. With `verify=True` it also runs the
+graph on the NumPy runtime (seeded random inputs, dynamic dims of size `batch`) before the
+pipeline and after every pass that changed something, and compares each output with the run
+before that pass; a difference beyond `atol + rtol * |before|` raises `PassError` naming the pass,
+the passes that ran before it, the output and the difference:
+
+    pass 'fold-batchnorm' (after ['drop-dropout']) changed output 'logits': max|diff| = 3.1e-02 > atol 1e-05 ...
+
+The `inference` pipeline, and why this order (each pass only rewrites what is exactly equivalent):
+1. fold-constants: WSConv with a constant kernel -> Conv (so that step 4 may fold BN into it),
+   static Shape -> constant and constant sub-graphs (the Shape -> Gather -> Concat -> Reshape
+   chains exporters write) -> parameters, so that step 2 can see a no-op Reshape;
+2. eliminate: Identity / no-op Reshape / Flatten / Dropout(p=0) between a Conv and its BN would
+   hide the pair from step 4;
+3. drop-dropout: an inverted Dropout between Conv and BN is removed and a classic one is folded
+   into its neighbour (a BN included) BEFORE BN folding, so that step 4 sees Conv -> BN directly.
+   Running fold-batchnorm first would instead turn that BN into a Mul + Add it can no longer fold
+   (the brief's "fold-batchnorm again" is then unnecessary: one run after dropout suffices);
+4. fold-batchnorm: BN into its producer, else its (pad-free) consumer, else a Mul + Add;
+5. eliminate again: the parameters the folds left unread (BN statistics, replaced weights) and
+   anything they made dead.
+No pass creates work for an earlier one (fold-batchnorm and drop-dropout never create constant
+sub-graphs, identities or Dropouts), so the result is a fixed point: running the pipeline on its
+own output changes nothing (tested on every model of tests/test_passes_pipeline.py).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from graphnet.errors import GraphError, GraphNetError, PassError
+from graphnet.ir import Graph, format_shape
+from passes.base import PipelineReport, get_pass, graph_macs, run_pass
+
+__all__ = ["PIPELINES", "optimize", "resolve_pipeline", "describe_passes"]
+
+PIPELINES: dict[str, tuple[str, ...]] = {
+    "inference": ("fold-constants", "eliminate", "drop-dropout", "fold-batchnorm", "eliminate"),
+}
+
+
+def resolve_pipeline(pipeline: str | Sequence[str]) -> tuple[str, list[str]]:
+    """(label, pass names) of a pipeline name, a single pass name, or a list of pass names;
+    unknown names raise `PassError` listing the known ones."""
+    if isinstance(pipeline, str):
+        if pipeline in PIPELINES:
+            names, label = list(PIPELINES[pipeline]), pipeline
+        else:
+            names, label = [pipeline], pipeline
+    else:
+        names = list(pipeline)
+        label = "[" + ", ".join(names) + "]"
+    for n in names:
+        get_pass(n)  # raises with the list of known passes
+    return label, names
+
+
+def describe_passes() -> str:
+    """One line per registered pass and per pipeline (for `graphnet optimize --list-passes`)."""
+    from passes.base import all_passes
+
+    lines = ["passes:"]
+    for name, p in sorted(all_passes().items()):
+        lines.append(f"  {name:16s} {p.doc}")
+    lines.append("pipelines:")
+    for name, steps in PIPELINES.items():
+        lines.append(f"  {name:16s} {' -> '.join(steps)}")
+    return "\n".join(lines)
+
+
+def optimize(
+    graph: Graph,
+    pipeline: str | Sequence[str] = "inference",
+    *,
+    verify: bool = False,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+    seed: int = 0,
+    batch: int = 2,
+) -> tuple[Graph, PipelineReport]:
+    """Run a pipeline of passes on a copy of `graph`; returns (optimized graph, report).
+
+    `pipeline`: "inference" (the default; see the module docstring), a pass name, or a list of
+    pass names. `verify`: compare the runtime outputs before and after each pass on seeded random
+    inputs (`seed`; dynamic dims of size `batch`) with tolerance `atol + rtol * |before|` (the
+    defaults are the whole-model tolerances of README.md: float32 folds in a different order)."""
+    label, names = resolve_pipeline(pipeline)
+    g = graph.copy()
+    g.verify()
+    report = PipelineReport(label, g.name, verified=verify)
+    report.nodes_before, report.params_before, report.macs_before = len(g.nodes), g.num_params(), graph_macs(g)
+    report.ops_before = g.op_counts()
+    inputs, outputs = list(g.inputs), list(g.outputs)
+    feeds = reference = None
+    if verify:
+        feeds = _random_feeds(g, seed, batch)
+        reference = _run(g, feeds, "the graph given to optimize")
+    done: list[str] = []
+    for name in names:
+        p = get_pass(name)
+        where = f"pass '{name}' (after {done})"
+        params_before = dict(g.params)
+        shape_before = _structure(g)
+        try:
+            r = run_pass(p, g)
+        except PassError:
+            raise
+        except GraphNetError as exc:
+            raise PassError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            g.verify()
+        except GraphError as exc:
+            raise PassError(f"{where} left a broken graph: {exc}") from exc
+        if g.inputs != inputs or g.outputs != outputs:
+            raise PassError(f"{where} changed the graph's interface: inputs {inputs} -> {g.inputs}, "
+                            f"outputs {outputs} -> {g.outputs}")
+        same = _structure(g) == shape_before and g.params.keys() == params_before.keys() and all(
+            g.params[k] is params_before[k] for k in params_before
+        )
+        if not r.changed and not same:
+            raise PassError(f"{where} changed the graph but reported no change")
+        if verify and r.changed:
+            after = _run(g, feeds, f"the graph after {where}")
+            _compare(reference, after, where, rtol, atol)
+            reference = after
+        report.passes.append(r)
+        done.append(name)
+    report.nodes_after, report.params_after, report.macs_after = len(g.nodes), g.num_params(), graph_macs(g)
+    report.ops_after = g.op_counts()
+    return g, report
+
+
+def _structure(g: Graph) -> tuple:
+    """Everything but parameter contents: nodes (op, inputs, outputs, attributes), names."""
+    nodes = tuple((n.name, n.op, tuple(n.inputs), tuple(n.outputs), repr(sorted(n.attrs.items()))) for n in g.nodes)
+    return nodes, tuple(g.inputs), tuple(g.outputs)
+
+
+def _random_feeds(g: Graph, seed: int, batch: int) -> dict[str, np.ndarray]:
+    from runtime.feeds import random_inputs
+
+    try:
+        return random_inputs(g, batch=batch, seed=seed)
+    except GraphNetError as exc:
+        raise PassError(f"cannot verify numerics: {exc}") from exc
+
+
+def _run(g: Graph, feeds: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    import runtime
+
+    try:
+        return runtime.Session(g).run(feeds)
+    except GraphNetError as exc:
+        raise PassError(f"cannot verify numerics: running {what} failed: {exc}") from exc
+
+
+def _compare(before: dict, after: dict, where: str, rtol: float, atol: float) -> None:
+    for name, b in before.items():
+        a = after[name]
+        b, a = np.asarray(b), np.asarray(a)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            raise PassError(f"{where} changed output '{name}' from {b.dtype}{format_shape(b.shape)} "
+                            f"to {a.dtype}{format_shape(a.shape)}")
+        if a.dtype.kind not in "fc":
+            if not np.array_equal(a, b):
+                bad = int(np.count_nonzero(a != b))
+                raise PassError(f"{where} changed output '{name}': {bad} of {a.size} values differ")
+            continue
+        ok = np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+        if not ok.all():
+            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+            diff[np.isnan(diff)] = np.inf
+            at = np.unravel_index(int(np.argmax(np.where(ok, 0, diff))), a.shape)
+            raise PassError(
+                f"{where} changed output '{name}': max|diff| = {diff[~ok].max():.1e} > atol {atol:.0e} "
+                f"(+ rtol {rtol:.0e} x |before|; worst at index {tuple(int(i) for i in at)}: "
+                f"{b[at]!r} -> {a[at]!r})"
+            )
