@@ -316,6 +316,10 @@ def test_maxout_export_matches_onnxruntime(opset, bias, k):
     g.mark_output("mx.out")
     model = export_checked(g, opset=opset)
     assert [n.op_type for n in model.graph.node] == ["Gemm", "Reshape", "ReduceMax"]
+    # W and B are read by this node only: rewritten in place as (k*out, in) and (k*out,), no copy.
+    inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    assert inits["W"] == (k * 4, 6) and inits.get("B", (k * 4,)) == (k * 4,)
+    assert len(inits) == 2 + bias + (opset >= 18)  # W, B?, the Reshape target, ReduceMax axes (18+)
     for batch in (1, 5):
         x = rand(rng, batch, 6)
         theirs = ort_run(model, {"X": x})["mx.out"]
@@ -515,6 +519,8 @@ def test_dsl_errors_name_the_layer():
     x1 = net.input("v", (8,))
     with pytest.raises(ShapeError, match=r"classifier \(Linear\): input has shape \(8\); expected \(N, features\)"):
         Linear(10, name="classifier")(x1)
+    with pytest.raises(ShapeError, match=r"fc\d+ \(Linear\): input has shape \(2,N\); its feature count must be known"):
+        Linear(10)(net.input("u", (2, None)))
     # A layer reused on an input of another width: the Gemm's error names the layer's node.
     fc = Linear(3)
     fc(net.input("p", (2, 5)))

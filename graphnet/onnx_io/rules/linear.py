@@ -45,8 +45,10 @@ def _flat_operand(ctx, node, name: str, shape: tuple, hint: str) -> str:
     gets a Reshape node, which onnxruntime folds when its input is constant."""
     readers = [n for n in ctx.graph.nodes if name in n.inputs]
     if name in ctx.graph.params and len(readers) == 1 and name not in ctx.graph.outputs:
+        from onnx import numpy_helper
+
         arr = np.asarray(ctx.graph.params[name]).reshape(shape)
-        ctx.initializers[name] = ctx._numpy_helper.from_array(arr, name)
+        ctx.initializers[name] = numpy_helper.from_array(arr, name)
         return name
     target = ctx.const(np.asarray(shape, dtype=np.int64), f"{node.name}.{hint}_shape")
     out = ctx.fresh(f"{node.name}.{hint}_flat")
