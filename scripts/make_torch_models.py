@@ -33,6 +33,8 @@ Models (all in eval mode except `bn_train`; channels 4-16, inputs about (N, 3, 1
 - bn_train: exported with TrainingMode.TRAINING (BatchNormalization and Dropout in training
   mode). Its `features` output (BN with batch statistics) is deterministic; `dropped` is the
   dropout of `features` with ratio `BN_TRAIN_DROPOUT`, random, so only its pattern is testable.
+  Its .npz also holds PyTorch's eval-mode outputs under `b{B}/eval/<output name>` (running
+  statistics as stored in the file), i.e. what the graph computes in inference mode.
 - conv3d_video: Conv3d + BatchNorm3d + ReLU + MaxPool3d + AvgPool3d on (N, 3, 4, 8, 8).
 """
 
@@ -295,6 +297,7 @@ def export(
                 output_names=outputs, dynamic_shapes=({0: torch.export.Dim("N")},),
                 external_data=False, optimize=True,
             )
+            _strip_debug_metadata(path)
         else:
             torch.onnx.export(
                 model, example, path, dynamo=False, opset_version=opset, input_names=["input"],
@@ -305,7 +308,43 @@ def export(
                 training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.PRESERVE,
                 do_constant_folding=fold and not training,
             )
+    if not dynamo:  # the dynamo export folds BN into the conv weights and keeps their names
+        _check_params_written(model, path)
+    if training:
+        # The traced forward pass updated the BN running statistics that the file stores; the
+        # eval-mode reference (what the graph computes in inference mode) must use those.
+        model.eval()
+        with torch.no_grad():
+            for b, x in xs.items():
+                for out, y in zip(outputs, model(torch.from_numpy(x))):
+                    data[f"b{b}/eval/{out}"] = y.numpy()
     np.savez(os.path.join(OUT_DIR, f"{name}.npz"), **data)
+
+
+def _strip_debug_metadata(path: str) -> None:
+    """Drop the dynamo exporter's per-node debug metadata (stack traces with this machine's paths
+    and line numbers): the file then depends only on the model, and semantics are unchanged."""
+    import onnx
+
+    model = onnx.load(path)
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        del vi.metadata_props[:]
+    for t in model.graph.initializer:
+        del t.metadata_props[:]
+    onnx.save(model, path)
+
+
+def _check_params_written(model: nn.Module, path: str) -> None:
+    """Every initializer named after a state_dict entry holds that entry's current value."""
+    import onnx
+    from onnx import numpy_helper
+
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    for t in onnx.load(path).graph.initializer:
+        if t.name in state:
+            np.testing.assert_array_equal(numpy_helper.to_array(t), state[t.name], err_msg=t.name)
 
 
 def main() -> None:
