@@ -76,6 +76,12 @@ def _export_dropout(ctx, node, attrs):
 
 
 # ------------------------------------------------------------------------------------------ import
+def _f32(v: float) -> float:
+    """An ONNX float attribute (stored as float32) as the shortest decimal that rounds to it, so
+    alpha=0.2 imports as 0.2 (not 0.20000000298) and re-export writes the same float32 bits."""
+    return float(str(np.float32(v)))
+
+
 def _outputs(node) -> list[str]:
     """The node's outputs without trailing omitted ("") ones."""
     outs = list(node.output)
@@ -92,7 +98,7 @@ def _import_plain(ctx, node):
 @import_rule("LeakyRelu", "Elu")
 def _import_alpha(ctx, node):
     default = {"LeakyRelu": 0.01, "Elu": 1.0}[node.op_type]
-    alpha = float(ctx.attrs(node).get("alpha", default))
+    alpha = _f32(ctx.attrs(node).get("alpha", default))
     ctx.add(node.op_type, node.input[:1], _outputs(node), {"alpha": alpha}, name=node.name)
 
 
@@ -145,7 +151,7 @@ def _import_dropout(ctx, node):
         return
     drop = 0.5
     if ctx.opset < 12:
-        drop = float(ctx.attrs(node).get("ratio", 0.5))
+        drop = _f32(ctx.attrs(node).get("ratio", 0.5))
     else:
         ins = list(node.input)
         if len(ins) > 1 and ins[1]:
@@ -153,7 +159,8 @@ def _import_dropout(ctx, node):
             if ratio is None or np.size(ratio) != 1:
                 ctx.opaque(node)
                 return
-            drop = float(np.asarray(ratio).reshape(()))
+            ratio = np.asarray(ratio).reshape(())
+            drop = _f32(ratio) if ratio.dtype == np.float32 else float(ratio)
         if len(ins) > 2 and ins[2]:
             training = ctx.const(ins[2])
             if training is None or np.size(training) != 1 or bool(np.asarray(training).reshape(())):
