@@ -27,6 +27,8 @@ __all__ = [
     "const_input",
     "resolved_attrs",
     "fmt",
+    "params_read",
+    "drop_params_made_dead",
 ]
 
 
@@ -65,6 +67,22 @@ def resolved_attrs(graph: Graph, node: Node) -> dict[str, Any]:
 
 def fmt(x: float) -> str:
     return f"{x:.6g}"
+
+
+def params_read(graph: Graph) -> set[str]:
+    """The parameters some node reads."""
+    return {i for n in graph.nodes for i in n.inputs if i in graph.params}
+
+
+def drop_params_made_dead(graph: Graph, read_before: set[str]) -> list[str]:
+    """Delete the parameters that were read before a rewrite and no longer are (and are not
+    graph outputs); returns their names, in the graph's parameter order."""
+    now = params_read(graph)
+    dead = [p for p in graph.params if p in read_before and p not in now and p not in graph.outputs]
+    for p in dead:
+        del graph.params[p]
+        graph.values.pop(p, None)
+    return dead
 
 
 def remove_node(graph: Graph, node: Node) -> None:

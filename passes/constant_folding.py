@@ -32,7 +32,7 @@ import numpy as np
 from graphnet import ops
 from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Node, Value, format_shape
-from passes._graph import readers, resolved_attrs, write_param
+from passes._graph import drop_params_made_dead, params_read, resolved_attrs, write_param
 from passes.base import PassReport, register_pass
 
 __all__ = ["fold_constants", "standardize_weight", "GROWTH_LIMIT", "SMALL_RESULT"]
@@ -59,14 +59,13 @@ def fold_constants(graph: Graph, report: PassReport) -> None:
     Conv, and static Shape into a constant (results much bigger than their inputs are kept)."""
     from runtime.kernels import has_kernel
 
-    folded_inputs: set[str] = set()
+    read_before = params_read(graph)
     for node in list(graph.nodes):
         if node.op == "WSConv":
             _wsconv_to_conv(graph, node, report)
             continue
         if node.op == "Shape":
-            if _fold_shape(graph, node, report):
-                folded_inputs.update(i for i in node.inputs if i)
+            _fold_shape(graph, node, report)
             continue
         ins = [i for i in node.inputs if i]
         if not ins or not all(i in graph.params for i in ins):
@@ -79,14 +78,10 @@ def fold_constants(graph: Graph, report: PassReport) -> None:
         if spec.mode_dependent:
             report.declined(f"{node.name}: all inputs are constant, but {node.op} depends on the run mode")
             continue
-        if _fold_node(graph, node, report):
-            folded_inputs.update(ins)
-    dead = [p for p in folded_inputs if p in graph.params and not readers(graph, p) and p not in graph.outputs]
-    for p in dead:
-        del graph.params[p]
-        graph.values.pop(p, None)
+        _fold_node(graph, node, report)
+    dead = drop_params_made_dead(graph, read_before)
     if dead:
-        report.did(f"dropped {len(dead)} parameter(s) only folded nodes read: {', '.join(sorted(dead))}")
+        report.did(f"dropped {len(dead)} parameter(s) only folded nodes read: {', '.join(dead)}")
 
 
 def _keeps_output(graph: Graph, node: Node, report: PassReport, what: str) -> bool:

@@ -34,7 +34,17 @@ import numpy as np
 
 from graphnet import ops
 from graphnet.ir import Graph, Node, format_shape
-from passes._graph import bypass, const_input, emit_at, other_uses, readers, resolved_attrs, write_param
+from passes._graph import (
+    bypass,
+    const_input,
+    drop_params_made_dead,
+    emit_at,
+    other_uses,
+    params_read,
+    readers,
+    resolved_attrs,
+    write_param,
+)
 from passes.base import PassReport, register_pass
 
 __all__ = ["drop_dropout"]
@@ -44,6 +54,7 @@ __all__ = ["drop_dropout"]
 def drop_dropout(graph: Graph, report: PassReport) -> None:
     """Inference Dropout: inverted -> removed; classic -> its scale (1 - drop_prob) folded into
     the neighbouring Conv/Gemm/MatMul/BN or kept as a Mul; a read mask -> constant ones."""
+    read_before = params_read(graph)
     for node in [n for n in graph.nodes if n.op == "Dropout"]:
         attrs = resolved_attrs(graph, node)
         keep = 1.0 - float(attrs["drop_prob"])
@@ -62,6 +73,9 @@ def drop_dropout(graph: Graph, report: PassReport) -> None:
             report.did(f"replaced {what} by an Identity: {reason}")
         else:
             report.declined(f"{what}: {reason}")
+    dead = drop_params_made_dead(graph, read_before)
+    if dead:
+        report.did(f"dropped {len(dead)} parameter(s) the folds left unread: {', '.join(dead)}")
 
 
 def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:

@@ -50,8 +50,10 @@ from graphnet.ir import Graph, Node, Value, format_shape
 from graphnet.ops._shapes import broadcast
 from passes._graph import (
     const_input,
+    drop_params_made_dead,
     emit_at,
     other_uses,
+    params_read,
     readers,
     rename_value,
     resolved_attrs,
@@ -157,9 +159,13 @@ def fold_batchnorm(graph: Graph, report: PassReport) -> None:
     """Fold inference BatchNormalization into the single-consumer Conv/ConvTranspose/Gemm/
     MatMul(+Add) before it, else into a following pad-free Conv/Gemm/MatMul, else rewrite it
     as a per-channel Mul + Add."""
+    read_before = params_read(graph)
     for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
         if bn in graph.nodes:
             _fold_one(graph, bn, report)
+    dead = drop_params_made_dead(graph, read_before)
+    if dead:
+        report.did(f"dropped {len(dead)} parameter(s) the folds left unread: {', '.join(dead)}")
 
 
 def _fold_one(graph: Graph, bn: Node, report: PassReport) -> None:
@@ -205,8 +211,9 @@ def _into_producer(graph: Graph, bn: Node, bn_stats: tuple, s, t, report: PassRe
     if busy:
         return f"{prod.name} output {busy}"
     if prod.op == "WSConv":
-        return (f"{prod.name} is a WSConv: standardizing its weight would undo the scale "
-                f"(its kernel is not a constant fold-constants could turn into a plain Conv)")
+        hint = ("fold-constants turns it into a plain Conv first" if prod.inputs[1] in graph.params
+                else f"its kernel '{prod.inputs[1]}' is not a constant, so it stays a WSConv")
+        return f"{prod.name} is a WSConv: standardizing its weight would undo the scale ({hint})"
     if prod.outputs.index(xname) != 0:
         return f"'{xname}' is not the main output of {prod.name} ({prod.op})"
     rank = len(graph.values[xname].shape)
