@@ -364,3 +364,17 @@ def test_conv_transpose_output_padding_past_stride_exports_for_onnxruntime(bias,
     absref = naive_conv_transpose(np.abs(x), np.abs(w), None if b is None else np.abs(b), **attrs)
     _check_f32(runtime.run(g, {"x": x})["convtranspose.out"], ref, absref, 2 * 6, "ours vs loops")
     _check_f32(ort_run(model, {"x": x})["convtranspose.out"], ref, absref, 2 * 6, "onnxruntime vs loops")
+
+
+def test_conv_transpose_output_padding_past_stride_with_large_begin_pad():
+    # Found by hypothesis: the begin pad (2) crops all of the computed positions (2) and only the
+    # output_padding position is left. The export must not go through an empty intermediate.
+    x = np.array([[[0.5, -1.0]]], np.float32)
+    w = np.array([[[2.0]]], np.float32)
+    b = np.array([0.25], np.float32)
+    attrs = dict(strides=(1,), dilations=(2,), pads=(2, 0), output_padding=(1,))
+    g = _graph("ConvTranspose", x.shape, w, b, attrs)
+    expected = naive_conv_transpose(x, w, b, **attrs)
+    np.testing.assert_array_equal(expected, [[[0.25]]])  # full [1, -2] cropped, + 1 bias-only
+    np.testing.assert_array_equal(runtime.run(g, {"x": x})["convtranspose.out"], expected)
+    np.testing.assert_array_equal(ort_run(export_checked(g), {"x": x})["convtranspose.out"], expected)

@@ -52,28 +52,26 @@ def _export_conv_transpose(ctx, node, attrs):
         ctx.emit("ConvTranspose", ins, node.outputs, name=node.name, **{k: attrs.get(k) for k in _PASS_THROUGH})
         return
     # ONNX allows output_padding < stride *or* dilation; onnxruntime only < stride. Write the
-    # same output in the form every runtime takes: output_padding first cancels end pads (both
-    # only move the output's end), and what is left past the computed output (bias-only
-    # positions) is either a legal output_padding or an explicit zero Pad followed by the bias.
+    # same output in a form every runtime takes. Pads and output_padding only choose where the
+    # output starts and ends along the full result, so output_padding may first cancel end pads.
     k = len(out_pad)
-    ends, rest = list(pads[k:]), list(out_pad)
-    for i in range(k):
-        used = min(ends[i], rest[i])
-        ends[i] -= used
-        rest[i] -= used
-    extra = [r if r >= s else 0 for r, s in zip(rest, strides)]
-    kept = [0 if e else r for r, e in zip(rest, extra)]
+    ends = [p - min(p, o) for p, o in zip(pads[k:], out_pad)]
+    rest = [o - min(p, o) for p, o in zip(pads[k:], out_pad)]
     fields = {key: attrs.get(key) for key in _PASS_THROUGH}
-    fields["pads"] = tuple(pads[:k]) + tuple(ends)
-    fields["output_padding"] = tuple(kept) if any(kept) else None
-    if not any(extra):
+    if all(r < s for r, s in zip(rest, strides)):
+        fields["pads"] = tuple(pads[:k]) + tuple(ends)
+        fields["output_padding"] = tuple(rest) if any(rest) else None
         ctx.emit("ConvTranspose", ins, node.outputs, name=node.name, **fields)
         return
-    bare = ctx.emit("ConvTranspose", ins[:2], [ctx.fresh(f"{node.name}.no_pad")], name=node.name, **fields)[0]
-    pad_amounts = np.asarray([0] * (k + 2) + [0, 0] + extra, dtype=np.int64)
+    # Otherwise: the full, unpadded result, then one Pad whose negative amounts crop the pads and
+    # whose positive ones add the zero (bias-only) positions, then the bias over all of it.
+    fields["pads"] = (0,) * (2 * k)
+    full = ctx.emit("ConvTranspose", ins[:2], [ctx.fresh(f"{node.name}.full")], name=node.name, **fields)[0]
+    amounts = [0, 0] + [-p for p in pads[:k]] + [0, 0] + [o - p for p, o in zip(pads[k:], out_pad)]
     padded = node.outputs[0] if len(ins) < 3 else ctx.fresh(f"{node.name}.padded")
-    ctx.emit("Pad", [bare, ctx.const(pad_amounts, f"{node.name}.pads")], [padded], name=ctx.fresh(f"{node.name}/pad"))
-    if len(ins) == 3:  # the bias reaches the padded positions too, as in the fused op
+    ctx.emit("Pad", [full, ctx.const(np.asarray(amounts, dtype=np.int64), f"{node.name}.pads")], [padded],
+             name=ctx.fresh(f"{node.name}/pad"))
+    if len(ins) == 3:
         shape = ctx.const(np.asarray([-1] + [1] * k, dtype=np.int64), f"{node.name}.bias_shape")
         bias = ctx.emit("Reshape", [ins[2], shape], [ctx.fresh(f"{node.name}.bias")], name=ctx.fresh(f"{node.name}/bias_reshape"))[0]
         ctx.emit("Add", [padded, bias], node.outputs, name=ctx.fresh(f"{node.name}/bias"))
@@ -172,7 +170,9 @@ def _import_conv(ctx, node):
         else:
             out_pad = attrs.get("output_padding", (0,) * k)
             if output_shape:
-                target = tuple(int(v) for v in output_shape)[-k:]  # some writers include N and C
+                if len(output_shape) != k:  # spatial dims only, says the spec: do not guess
+                    return ctx.opaque(node)
+                target = tuple(int(v) for v in output_shape)
             else:
                 target = tuple(spatial[i] * strides[i] for i in range(k))
             triples = [
