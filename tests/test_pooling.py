@@ -98,6 +98,16 @@ def test_resolve_fills_rank_dependent_defaults():
     assert g.values[n.outputs[0]].shape == (1, 2, 4, 4, 7)
 
 
+def test_macs_count_one_op_per_tap():
+    g = single_node("MaxPool", {"x": (None, 3, 4, 4)}, attrs={"kernel_shape": [2, 2], "strides": [2, 2]})
+    n = g.nodes[0]
+    spec = ops.get("MaxPool")
+    attrs = ops.attrs_of(n, [g.values["x"]])
+    assert spec.macs([g.values["x"]], [g.values[n.outputs[0]]], attrs) == 3 * 2 * 2 * 4  # per example
+    gap = single_node("GlobalAveragePool", {"x": (2, 3, 4, 5)})
+    assert ops.get("GlobalAveragePool").macs([gap.values["x"]], [gap.values[gap.outputs[0]]], {}) == 2 * 3 * 4 * 5
+
+
 def test_dynamic_dims_stay_dynamic():
     g = single_node("AveragePool", {"x": (None, 3, None, 9)}, attrs={"kernel_shape": [3, 3], "strides": [2, 2]})
     assert g.values[g.outputs[0]].shape == (None, 3, None, 4)
