@@ -130,6 +130,23 @@ def _f32(v: float) -> float:
     return float(str(np.float32(v)))
 
 
+def _opaque(ctx, node):
+    """`ctx.opaque`, working around its refusal of omitted ("") optional outputs: trailing ones
+    are dropped (exactly the same node), inner ones get a fresh name (an output nobody reads)."""
+    outs = list(node.output)
+    if "" in outs:
+        while outs and not outs[-1]:
+            outs.pop()
+        base = node.name or outs[0]
+        outs = [o or ctx.graph.fresh_name(f"{base}.unused{k}") for k, o in enumerate(outs)]
+        copy = type(node)()
+        copy.CopyFrom(node)
+        del copy.output[:]
+        copy.output.extend(outs)
+        node = copy
+    return ctx.opaque(node)
+
+
 def _extra_outputs(node) -> bool:
     """Does the ONNX node ask for any output beyond Y?"""
     return any(o for o in node.output[1:])
@@ -147,7 +164,7 @@ def _import_batchnorm(ctx, node):
     training = a.get("training_mode", 0) == 1 or (ctx.opset < 7 and a.get("is_test", 0) == 0)
     rank = _rank(ctx, node.input[0])
     if training or _extra_outputs(node) or a.get("spatial", 1) != 1 or (rank is not None and not 2 <= rank <= 5):
-        return ctx.opaque(node)
+        return _opaque(ctx, node)
     attrs = {k: _f32(a[k]) for k in ("epsilon", "momentum") if k in a}
     ctx.add("BatchNormalization", node.input, node.output[:1], attrs, name=node.name)
 
@@ -155,7 +172,7 @@ def _import_batchnorm(ctx, node):
 @import_rule("LayerNormalization")
 def _import_layernorm(ctx, node):
     if _extra_outputs(node):
-        return ctx.opaque(node)
+        return _opaque(ctx, node)
     a = ctx.attrs(node)
     attrs = {k: _f32(v) if k == "epsilon" else v for k, v in a.items() if k in ("axis", "epsilon", "stash_type")}
     ctx.add("LayerNormalization", node.input, node.output[:1], attrs, name=node.name)
@@ -166,7 +183,7 @@ def _import_instancenorm(ctx, node):
     a = ctx.attrs(node)
     rank = _rank(ctx, node.input[0])
     if rank is not None and not 3 <= rank <= 5:
-        return ctx.opaque(node)
+        return _opaque(ctx, node)
     attrs = {"epsilon": _f32(a["epsilon"])} if "epsilon" in a else {}
     ctx.add("InstanceNormalization", node.input, node.output, attrs, name=node.name)
 
@@ -184,7 +201,7 @@ def _import_groupnorm(ctx, node):
         g = attrs.get("num_groups")
         arrays = [ctx.const(i) for i in inputs[1:3]]
         if c is None or not g or c % g or any(arr is None or arr.shape != (g,) for arr in arrays):
-            return ctx.opaque(node)
+            return _opaque(ctx, node)
         inputs[1:3] = [ctx.param(np.repeat(arr, c // g), f"{name}.per_channel") for arr, name in zip(arrays, inputs[1:3])]
     ctx.add("GroupNormalization", inputs, node.output, attrs, name=node.name)
 
