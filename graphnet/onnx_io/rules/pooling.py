@@ -1,6 +1,7 @@
 """ONNX export/import rules of the pooling family.
 
-Export writes the resolved attributes as they are (opset 17+). Import reads every opset from 7:
+Export writes the resolved attributes (opset 17+), except a ceil_mode window the spec drops,
+which is written in an equivalent floor form (see `_floor_form`). Import reads every opset from 7:
 
 | op          | since | what changed                                                        |
 |-------------|-------|---------------------------------------------------------------------|
