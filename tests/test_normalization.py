@@ -189,17 +189,24 @@ def test_instancenorm_import(opset):
 
 
 # ------------------------------------------------------------------------------- GroupNorm
-@given(rank=st.integers(2, 5), groups=st.sampled_from([1, 2, 3, 6]), affine=st.booleans(),
+@given(rank=st.integers(2, 5), groups=st.sampled_from([1, 2, 3, 6]), scale=st.booleans(), bias=st.booleans(),
        opset=st.sampled_from([17, 18, 20, 21]))
 @settings(max_examples=30, deadline=None)
-def test_groupnorm(rank, groups, affine, opset):
-    """Opset 21 writes GroupNormalization; 17-20 the exact Reshape/InstanceNorm decomposition."""
+def test_groupnorm(rank, groups, scale, bias, opset):
+    """Opset 21 writes GroupNormalization; 17-20 the exact Reshape/InstanceNorm decomposition.
+    Either of scale and bias may be omitted (the IR's non-affine form)."""
     rng = np.random.default_rng(rank * 100 + groups * 10 + opset)
     shape = SHAPES[rank]
-    params = {"s": rand(rng, 6), "b": rand(rng, 6)} if affine else {}
+    s, b = (rand(rng, 6) if on else None for on in (scale, bias))
+    # single_node: an input named "" is omitted; trailing omitted inputs are simply left out.
+    params = {"s" if s is not None else "": s}
+    if b is not None:
+        params["b"] = b
+    elif s is None:
+        params = {}
     g = single_node("GroupNormalization", {"x": shape}, params, {"num_groups": groups, "epsilon": EPS})
     x = rand(rng, *shape, scale=2.0) + 0.5
-    check(g, x, group_norm_ref(x, params.get("s"), params.get("b"), groups, EPS), opset=opset)
+    check(g, x, group_norm_ref(x, s, b, groups, EPS), opset=opset)
 
 
 def test_groupnorm_limits_are_instance_and_layer_norm():

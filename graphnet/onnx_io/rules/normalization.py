@@ -91,25 +91,23 @@ def _export_groupnorm(ctx, node, attrs):
         )
         return
     # Opsets 17-20: instance norm over (N, G, C/G * positions) IS group norm (one "channel" per
-    # group); the per-channel affine follows as Mul/Add on (C, 1, ..., 1) constants.
+    # group); the per-channel affine follows as Mul/Add with scale/bias reshaped to (1, C, 1, ...).
     name, xin = node.name, node.inputs[0]
-    grouped = ctx.fresh(f"{name}.grouped")
-    ctx.emit("Reshape", [xin, ctx.const(np.array([0, g, -1], np.int64), f"{name}.group_shape")], [grouped], name=ctx.fresh(f"{name}.group"))
-    normed = ctx.fresh(f"{name}.normed")
-    ones = ctx.const(np.ones(g, x.dtype), f"{name}.ones")
-    zeros = ctx.const(np.zeros(g, x.dtype), f"{name}.zeros")
+    grouped, normed, shape = (ctx.fresh(f"{name}.{s}") for s in ("grouped", "normed", "shape"))
+    group_shape = ctx.const(np.array([0, g, -1], np.int64), f"{name}.group_shape")
+    ctx.emit("Reshape", [xin, group_shape], [grouped], name=ctx.fresh(f"{name}.group"))
+    ones, zeros = ctx.const(np.ones(g, x.dtype), f"{name}.ones"), ctx.const(np.zeros(g, x.dtype), f"{name}.zeros")
     ctx.emit("InstanceNormalization", [grouped, ones, zeros], [normed], name=ctx.fresh(f"{name}.norm"), epsilon=eps)
-    shape = ctx.fresh(f"{name}.shape")
     ctx.emit("Shape", [xin], [shape], name=ctx.fresh(f"{name}.shape_of"))
-    steps = [("Mul", node.inputs[1] if len(node.inputs) > 1 else ""), ("Add", node.inputs[2] if len(node.inputs) > 2 else "")]
-    steps = [(op, p) for op, p in steps if p]
-    cur = ctx.fresh(f"{name}.ungrouped") if steps else node.outputs[0]
+    affine = [(op, p) for op, p in zip(("Mul", "Add"), node.inputs[1:]) if p]
+    cur = ctx.fresh(f"{name}.ungrouped") if affine else node.outputs[0]
     ctx.emit("Reshape", [normed, shape], [cur], name=ctx.fresh(f"{name}.ungroup"))
-    per_channel = np.array([1, -1] + [1] * (len(x.shape) - 2), np.int64)
-    for k, (op, p) in enumerate(steps):
+    if affine:
+        channel_shape = ctx.const(np.array([1, -1] + [1] * (len(x.shape) - 2), np.int64), f"{name}.channel_shape")
+    for k, (op, p) in enumerate(affine):
         col = ctx.fresh(f"{p}.per_channel")
-        ctx.emit("Reshape", [p, ctx.const(per_channel, f"{name}.channel_shape")], [col], name=ctx.fresh(f"{name}.{op.lower()}_shape"))
-        out = node.outputs[0] if k == len(steps) - 1 else ctx.fresh(f"{name}.scaled")
+        ctx.emit("Reshape", [p, channel_shape], [col], name=ctx.fresh(f"{name}.{op.lower()}_shape"))
+        out = node.outputs[0] if k == len(affine) - 1 else ctx.fresh(f"{name}.scaled")
         ctx.emit(op, [cur, col], [out], name=ctx.fresh(f"{name}.{op.lower()}"))
         cur = out
 
