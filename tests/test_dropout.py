@@ -179,10 +179,10 @@ def test_train_export_without_mask_output():
 
 
 # ---------------------------------------------------------------------------------- import
-def onnx_dropout(opset, *, ratio_attr=None, ratio=None, training=None, mask=False, ratio_as="init", ratio_dtype=np.float32):
-    """Dropout at `opset`. ratio/training: constants given as initializers (or, for ratio with
-    ratio_as="input", a graph input; "constant", a Constant node)."""
-    shape = (2, 3, 4)
+def onnx_dropout(opset, *, ratio_attr=None, ratio=None, training=None, mask=False, ratio_as="init",
+                 ratio_dtype=np.float32, training_as="init", shape=(2, 3, 4)):
+    """Dropout at `opset`. ratio/training: constants given as initializers (or, with
+    ratio_as/training_as="input", graph inputs; ratio_as="constant", a Constant node)."""
     mask_type = TensorProto.BOOL if opset >= 10 else TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)]
@@ -200,7 +200,10 @@ def onnx_dropout(opset, *, ratio_attr=None, ratio=None, training=None, mask=Fals
     if training is not None:
         if len(node_in) == 1:
             node_in.append("")
-        inits.append(numpy_helper.from_array(np.array(training), "training_mode"))
+        if training_as == "input":
+            inputs.append(helper.make_tensor_value_info("training_mode", TensorProto.BOOL, []))
+        else:
+            inits.append(numpy_helper.from_array(np.array(training), "training_mode"))
         node_in.append("training_mode")
     attrs = {} if ratio_attr is None else {"ratio": ratio_attr}
     nodes.append(helper.make_node("Dropout", node_in, ["y", "mask"] if mask else ["y"], name="d", **attrs))
@@ -258,9 +261,8 @@ def test_import_maps_to_inverted_dropout(opset, kw, drop):
 
 @pytest.mark.parametrize("opset, kw, why", [
     (9, dict(ratio_attr=0.3, mask=True), "opset-9 mask is a float tensor"),
-    (13, dict(ratio=0.3, training=True), "training_mode=True drops even at inference"),
-    (21, dict(ratio=0.3, training=True, mask=True), "training_mode=True drops even at inference"),
     (13, dict(ratio=0.3, ratio_as="input"), "the ratio is only known at run time"),
+    (21, dict(ratio=0.3, training=True, training_as="input"), "training_mode is only known at run time"),
 ])
 def test_import_keeps_inexpressible_forms_opaque(opset, kw, why):
     model = onnx_dropout(opset, **kw)
@@ -279,3 +281,35 @@ def test_export_import_round_trip(drop):
     (node,) = back.nodes
     assert node.op == "Dropout" and node.attrs == {"drop_prob": drop, "scheme": "inverted"}
     assert node.outputs == ["y0", "y1"]
+
+
+@pytest.mark.parametrize("opset, mask", [(12, False), (13, True), (21, True)])
+def test_import_training_mode_true_is_the_mode_independent_dropout(opset, mask):
+    """A training export (training_mode=True) imports as the IR's Dropout: train mode reproduces
+    the ONNX node (same ratio, inverted scaling, ~drop of the units zeroed); inference mode is its
+    inference form (identity), since the IR chooses the mode at run time."""
+    n, drop = 20_000, 0.3
+    model = onnx_dropout(opset, ratio=drop, training=True, mask=mask, shape=(n,))
+    g = graphnet.load(model)
+    assert g.op_counts() == {"Dropout": 1}
+    assert g.nodes[0].attrs == {"drop_prob": drop, "scheme": "inverted"}
+    x = positive((n,), seed=opset)
+    np.testing.assert_array_equal(runtime.run(g, {"x": x})["y"], x)
+    sd = math.sqrt(drop * (1 - drop) / n)
+    theirs = ort_run(model, {"x": x})
+    ours = runtime.run(g, {"x": x}, mode="train", seed=opset)
+    for who, out in (("onnxruntime", theirs), ("graphnet", ours)):
+        kept = out["y"] != 0
+        assert_close(out["y"][kept], x[kept].astype(np.float64) / (1 - drop), rtol=RTOL_SCALE, atol=0, what=who)
+        assert abs(1 - kept.mean() - drop) < SIGMAS * sd, (who, kept.mean())
+        if mask:
+            np.testing.assert_array_equal(out["mask"], kept)
+
+
+def test_train_export_import_round_trip():
+    g = dropout_graph((None, 5), 0.4, "inverted", mask=True)
+    exported = export_checked(g, mode="train")
+    back = graphnet.load(exported)
+    assert [(n.op, n.attrs) for n in back.nodes] == [("Dropout", {"drop_prob": 0.4, "scheme": "inverted"})]
+    again = export_checked(back, mode="train")
+    assert [n.op_type for n in again.graph.node] == [n.op_type for n in exported.graph.node] == ["Dropout"]

@@ -12,10 +12,13 @@ Dropout-12 ratio/training_mode inputs). Import reads opsets 7 to 21+:
 - Dropout is always imported as scheme "inverted" (ONNX scales by 1/keep in training).
   Opsets 7-11 carry `ratio` as an attribute; opsets 7-9 type the mask like the data (float), which
   the IR's bool mask cannot express, so a node that uses that mask stays opaque. From opset 12
-  `ratio` and `training_mode` are inputs: they must be constants. A constant `training_mode` of
-  True makes the ONNX node drop units even at inference, which an IR Dropout (whose mode is chosen
-  at run time) cannot express exactly: such a node stays opaque, as does one with a non-constant
-  ratio or training_mode. The `seed` attribute is dropped (graphnet draws from its own generator).
+  `ratio` and `training_mode` are inputs, and both must be constants (else the node stays opaque).
+  A constant `training_mode` of True (a training export, e.g. PyTorch's TrainingMode.TRAINING, or
+  graphnet's own train-mode export) maps to the same mode-independent IR Dropout as False: the IR
+  does not bake the mode into nodes (DESIGN.md, "IR choices"), so running or exporting in train
+  mode reproduces the ONNX node exactly and inference mode gives its inference form, and
+  export(mode="train") -> import round-trips. The `seed` attribute is dropped (graphnet draws
+  from its own generator).
 """
 
 from __future__ import annotations
@@ -161,9 +164,11 @@ def _import_dropout(ctx, node):
                 return
             ratio = np.asarray(ratio).reshape(())
             drop = _f32(ratio) if ratio.dtype == np.float32 else float(ratio)
+        # training_mode only has to be a constant: its value is the mode of the export, which the
+        # IR chooses at run/export time instead (see the module docstring).
         if len(ins) > 2 and ins[2]:
             training = ctx.const(ins[2])
-            if training is None or np.size(training) != 1 or bool(np.asarray(training).reshape(())):
+            if training is None or np.size(training) != 1:
                 ctx.opaque(node)
                 return
     ctx.add("Dropout", node.input[:1], outs, {"drop_prob": drop, "scheme": "inverted"}, name=node.name)
