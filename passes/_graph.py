@@ -74,11 +74,13 @@ def params_read(graph: Graph) -> set[str]:
     return {i for n in graph.nodes for i in n.inputs if i in graph.params}
 
 
-def drop_params_made_dead(graph: Graph, read_before: set[str]) -> list[str]:
-    """Delete the parameters that were read before a rewrite and no longer are (and are not
-    graph outputs); returns their names, in the graph's parameter order."""
+def drop_params_made_dead(graph: Graph, read_before: set[str], existed_before: set[str]) -> list[str]:
+    """Delete the parameters a rewrite left unread: read before it, or made by it (folded
+    intermediate results), and read by no node now (graph outputs are kept). Returns their names
+    in the graph's parameter order."""
     now = params_read(graph)
-    dead = [p for p in graph.params if p in read_before and p not in now and p not in graph.outputs]
+    dead = [p for p in graph.params
+            if (p in read_before or p not in existed_before) and p not in now and p not in graph.outputs]
     for p in dead:
         del graph.params[p]
         graph.values.pop(p, None)

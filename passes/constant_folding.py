@@ -59,7 +59,7 @@ def fold_constants(graph: Graph, report: PassReport) -> None:
     Conv, and static Shape into a constant (results much bigger than their inputs are kept)."""
     from runtime.kernels import has_kernel
 
-    read_before = params_read(graph)
+    read_before, existed_before = params_read(graph), set(graph.params)
     for node in list(graph.nodes):
         if node.op == "WSConv":
             _wsconv_to_conv(graph, node, report)
@@ -79,7 +79,7 @@ def fold_constants(graph: Graph, report: PassReport) -> None:
             report.declined(f"{node.name}: all inputs are constant, but {node.op} depends on the run mode")
             continue
         _fold_node(graph, node, report)
-    dead = drop_params_made_dead(graph, read_before)
+    dead = drop_params_made_dead(graph, read_before, existed_before)
     if dead:
         report.did(f"dropped {len(dead)} parameter(s) only folded nodes read: {', '.join(dead)}")
 

@@ -54,7 +54,7 @@ __all__ = ["drop_dropout"]
 def drop_dropout(graph: Graph, report: PassReport) -> None:
     """Inference Dropout: inverted -> removed; classic -> its scale (1 - drop_prob) folded into
     the neighbouring Conv/Gemm/MatMul/BN or kept as a Mul; a read mask -> constant ones."""
-    read_before = params_read(graph)
+    read_before, existed_before = params_read(graph), set(graph.params)
     for node in [n for n in graph.nodes if n.op == "Dropout"]:
         attrs = resolved_attrs(graph, node)
         keep = 1.0 - float(attrs["drop_prob"])
@@ -73,7 +73,7 @@ def drop_dropout(graph: Graph, report: PassReport) -> None:
             report.did(f"replaced {what} by an Identity: {reason}")
         else:
             report.declined(f"{what}: {reason}")
-    dead = drop_params_made_dead(graph, read_before)
+    dead = drop_params_made_dead(graph, read_before, existed_before)
     if dead:
         report.did(f"dropped {len(dead)} parameter(s) the folds left unread: {', '.join(dead)}")
 

@@ -19,8 +19,9 @@ Rewrites, for each BatchNormalization whose four statistics are constants:
      on its feature axis (1, or 0 if transB), C' = s * (beta * C) + t, beta' = 1;
    - MatMul(A, B) with a constant 2-D B and a 2-D output: B' = B * s and a fresh `Add(t)`;
    - Add(MatMul(A, B), c) with constant B and c (the MatMul feeding only the Add): B' = B * s,
-     c' = s * c + t.
-   Chains Conv -> BN -> BN fold one after the other.
+     c' = s * c + t;
+   - another BatchNormalization (BN2 after BN1): gamma1' = s2 * gamma1, beta1' = s2 * beta1 + t2.
+   BNs are visited last first, so Conv -> BN -> BN folds BN2 into BN1, then BN1 into the Conv.
 2. otherwise into the op that reads it, when that op is its only reader and reads it as data:
    - Conv whose pads are all zero (W' = W * s per input channel, b' = b + sum W * t);
    - Gemm with transA = 0 (B scaled on its K axis, C' = beta * C + alpha * t @ B');
@@ -159,11 +160,13 @@ def fold_batchnorm(graph: Graph, report: PassReport) -> None:
     """Fold inference BatchNormalization into the single-consumer Conv/ConvTranspose/Gemm/
     MatMul(+Add) before it, else into a following pad-free Conv/Gemm/MatMul, else rewrite it
     as a per-channel Mul + Add."""
-    read_before = params_read(graph)
-    for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
+    read_before, existed_before = params_read(graph), set(graph.params)
+    # Last BN first: in BN1 -> BN2, BN2 must fold into BN1 while BN1 is still a BN (once BN1
+    # is a Mul + Add nothing folds into it); a Conv -> BN1 -> BN2 chain then folds BN1 into the Conv.
+    for bn in [n for n in reversed(graph.nodes) if n.op == "BatchNormalization"]:
         if bn in graph.nodes:
             _fold_one(graph, bn, report)
-    dead = drop_params_made_dead(graph, read_before)
+    dead = drop_params_made_dead(graph, read_before, existed_before)
     if dead:
         report.did(f"dropped {len(dead)} parameter(s) the folds left unread: {', '.join(dead)}")
 
@@ -245,12 +248,20 @@ def _into_producer(graph: Graph, bn: Node, bn_stats: tuple, s, t, report: PassRe
         notes += [write_param(graph, prod, 1, b_new, f"{prod.inputs[1]}_bn"),
                   write_param(graph, prod, 2, c_new, f"{prod.name}.C_bn")]
         prod.attrs["beta"] = 1.0
+    elif prod.op == "BatchNormalization":
+        # BN2(BN1(x)) = s2 * (gamma1 (x - m1) / sd1 + beta1) + t2: gamma1' = s2 gamma1, beta1' = s2 beta1 + t2.
+        why = _need_consts(graph, prod, {1: "scale", 2: "B"})
+        if why or len(prod.outputs) > 1:
+            return why or f"{prod.name} has training outputs"
+        gamma1, beta1 = const_input(graph, prod, 1), const_input(graph, prod, 2)
+        notes += [write_param(graph, prod, 1, s * np.asarray(gamma1, np.float64), f"{prod.inputs[1]}_bn"),
+                  write_param(graph, prod, 2, s * np.asarray(beta1, np.float64) + t, f"{prod.inputs[2]}_bn")]
     elif prod.op == "MatMul":
         return _into_matmul(graph, bn, prod, s, t, report)
     elif prod.op == "Add":
         return _into_matmul_add(graph, bn, prod, s, t, report)
     else:
-        return f"{prod.name} is a {prod.op}, not a Conv, ConvTranspose, Gemm or MatMul(+Add)"
+        return f"{prod.name} is a {prod.op}, not a Conv, ConvTranspose, Gemm, MatMul(+Add) or BatchNormalization"
     _drop_bn(graph, bn, prod)
     _did(report, f"folded {bn.name} into {prod.name} ({prod.op})", notes)
     return None

@@ -216,7 +216,19 @@ def test_conv_bn_bn_chain_folds_twice_and_keeps_the_output_name():
     g.mark_output(y2)
     opt, report = _fold(g)
     assert ops_of(opt) == ["Conv"] and opt.nodes[0].outputs == [y2]
-    assert report.changes[:2] == ["folded bn1 into conv (Conv)", "folded bn2 into conv (Conv)"]
+    assert report.changes[:2] == ["folded bn2 into bn1 (BatchNormalization)", "folded bn1 into conv (Conv)"]
+    check_same(g, opt, _feeds(g, rng))
+
+
+def test_bn_bn_without_a_linear_layer_becomes_one_affine():
+    rng = np.random.default_rng(15)
+    g = Graph("bnbn")
+    g.add_input("x", (None, 3, 4, 4))
+    r = g.add_node("Relu", ["x"], name="relu")
+    g.mark_output(add_bn(g, add_bn(g, r.outputs[0], "bn1", rng), "bn2", rng))
+    opt, report = _fold(g)
+    assert ops_of(opt) == ["Relu", "Mul", "Add"]
+    assert report.changes[0] == "folded bn2 into bn1 (BatchNormalization)"
     check_same(g, opt, _feeds(g, rng))
 
 
