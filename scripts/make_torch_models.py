@@ -13,14 +13,15 @@ PyTorch's own outputs under `b{B}/<ONNX graph output name>`.
 
 TorchScript exports (dynamo=False) of eval-mode models use TrainingMode.PRESERVE: the same
 graph as the default EVAL except that the exporter does not fuse Conv+BN itself, so the files
-keep their BatchNormalization nodes. The dynamo export keeps its defaults (optimize=True, which
-folds BN into the convs): it is the file a user gets. Eval-mode exports contain no Dropout node
+keep their BatchNormalization nodes. The dynamo export cnn_dynamo keeps its defaults (optimize=True,
+which folds BN into the convs): it is the file a user gets. Eval-mode exports contain no Dropout node
 (both exporters drop it), only `bn_train` has one.
 
 Models (all in eval mode except `bn_train`; channels 4-16, inputs about (N, 3, 16, 16)):
 - cnn_ts_op9/13/17: Conv-BN-ReLU-MaxPool x2 -> AdaptiveAvgPool(1) -> flatten -> Dropout ->
   Linear -> ReLU -> Linear -> Softmax, TorchScript exporter at opsets 9, 13 and 17.
-- cnn_dynamo: the same model through the dynamo exporter (torch.export + onnxscript).
+- cnn_dynamo: the same model through the dynamo exporter (torch.export + onnxscript);
+  cnn_dynamo_raw: the same with the exporter's optimize=False.
 - resnet_block: residual blocks (identity and 1x1-conv shortcuts), depthwise, grouped and
   transposed (groups=2) convs each followed by BN, conv without bias + BN, BN->BN, BatchNorm1d
   after a Linear.
@@ -271,6 +272,7 @@ def export(
     dynamo: bool = False,
     training: bool = False,
     fold: bool = True,
+    optimize: bool = True,
 ) -> None:
     """Export `model` to `<name>.onnx` and save inputs + PyTorch outputs to `<name>.npz`."""
     path = os.path.join(OUT_DIR, f"{name}.onnx")
@@ -295,7 +297,7 @@ def export(
             torch.onnx.export(
                 model, example, path, dynamo=True, opset_version=opset, input_names=["input"],
                 output_names=outputs, dynamic_shapes=({0: torch.export.Dim("N")},),
-                external_data=False, optimize=True,
+                external_data=False, optimize=optimize,
             )
             _strip_debug_metadata(path)
         else:
@@ -308,7 +310,7 @@ def export(
                 training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.PRESERVE,
                 do_constant_folding=fold and not training,
             )
-    if not dynamo:  # the dynamo export folds BN into the conv weights and keeps their names
+    if not (dynamo and optimize):  # the dynamo optimizer folds BN into conv weights, same names
         _check_params_written(model, path)
     if training:
         # The traced forward pass updated the BN running statistics that the file stores; the
@@ -358,6 +360,9 @@ def main() -> None:
         print("skipping cnn_dynamo: onnxscript is not installed (pip install onnxscript)")
     else:
         export("cnn_dynamo", _seeded(SmallCNN, 0), x2d, ["probs"], seed=0, opset=18, dynamo=True)
+        # Without onnxscript's graph optimizer: BatchNormalization, Identity and the shape
+        # arithmetic of the flatten stay, as a user exporting with optimize=False gets them.
+        export("cnn_dynamo_raw", _seeded(SmallCNN, 0), x2d, ["probs"], seed=0, opset=18, dynamo=True, optimize=False)
     export("resnet_block", _seeded(ResNetBlock, 1), x2d, ["features", "logits"], seed=1)
     export("view_flatten", _seeded(ViewFlatten, 2), x2d, ["logits_view", "logits_flatten"], seed=2)
     export("norms_acts", _seeded(NormsActs, 3), x2d, ["log_probs", "max_pooled"], seed=3)
