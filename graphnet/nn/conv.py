@@ -23,6 +23,7 @@ import numpy as np
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import format_shape
 from graphnet.nn.core import Layer, Network, Tensor
+from graphnet.ops.conv import same_pads
 
 __all__ = ["Conv", "Conv1d", "Conv2d", "Conv3d", "WSConv", "ConvTranspose"]
 
@@ -131,13 +132,8 @@ class Conv(_ConvBase):
             spatial = x.shape[2:]
             if any(d is None for d in spatial):
                 raise ShapeError(f"{self._where()}: padding='same' needs a static spatial shape, input '{x.name}' is {format_shape(x.shape)}")
-            begins, ends = [], []
-            for size, kk, s, d in zip(spatial, kernel, strides, dilations):
-                out = -(-size // s)  # ceil(size / s)
-                total = max(0, (out - 1) * s + d * (kk - 1) + 1 - size)
-                begins.append(total // 2)  # SAME_UPPER: the odd pixel at the end
-                ends.append(total - total // 2)
-            return tuple(begins + ends)
+            pairs = [same_pads(n, kk, s, d, upper=True) for n, kk, s, d in zip(spatial, kernel, strides, dilations)]
+            return tuple(p[0] for p in pairs) + tuple(p[1] for p in pairs)
         if isinstance(p, (tuple, list)) and len(p) == 2 * k:
             if not all(_is_int(v) and v >= 0 for v in p):
                 raise AttributeValueError(f"{self._where()}: padding must hold ints >= 0, got {p!r}")

@@ -28,6 +28,7 @@ __all__ = [
     "conv_transpose_shape",
     "conv_out_size",
     "conv_transpose_out_size",
+    "same_pads",
 ]
 
 _CONV_ATTRS = {"strides": None, "pads": None, "dilations": None, "group": 1, "kernel_shape": None}
@@ -46,6 +47,16 @@ def conv_transpose_out_size(size: int | None, k: int, s: int, d: int, pad_b: int
     if size is None:
         return None
     return s * (size - 1) + out_pad + d * (k - 1) + 1 - pad_b - pad_e
+
+
+def same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool = True) -> tuple[int, int]:
+    """(begin, end) pads giving ceil(size / stride) outputs along one axis (ONNX auto_pad SAME_*):
+    total = max(0, (out-1)*s + d*(k-1)+1 - size); the odd pixel goes at the end for SAME_UPPER
+    (`upper`, also the DSL's "same"), at the beginning for SAME_LOWER."""
+    out = -(-size // stride)
+    total = max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - size)
+    begin = total // 2 if upper else total - total // 2
+    return begin, total - begin
 
 
 # ------------------------------------------------------------------------- resolve

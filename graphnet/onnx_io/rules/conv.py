@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from graphnet.onnx_io.registry import export_rule, import_rule
+from graphnet.ops.conv import same_pads
 
-__all__ = ["same_pads", "conv_transpose_pads"]
+__all__ = ["conv_transpose_pads"]
 
 _PASS_THROUGH = ("strides", "pads", "dilations", "group", "kernel_shape")
 
@@ -112,15 +113,6 @@ def _export_wsconv(ctx, node, attrs):
 
 
 # ------------------------------------------------------------------------------ import
-def same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
-    """(begin, end) pads of a Conv with auto_pad SAME_UPPER (`upper`) or SAME_LOWER along one axis:
-    the output has ceil(size / stride) positions."""
-    out = -(-size // stride)
-    total = max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - size)
-    begin = total // 2 if upper else total - total // 2
-    return begin, total - begin
-
-
 def conv_transpose_pads(
     size: int, kernel: int, stride: int, dilation: int, out_pad: int, target: int, upper: bool
 ) -> tuple[int, int, int]:
