@@ -89,10 +89,10 @@ class Graph:
         self.meta: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- building
-    def add_input(self, name: str, shape: Shape, dtype: str = "float32") -> Value:
-        """Declare a graph input."""
+    def add_input(self, name: str, shape: Shape | None, dtype: str = "float32") -> Value:
+        """Declare a graph input (`shape` None: even the rank is unknown)."""
         self._claim(name, "graph input")
-        value = Value(name, tuple(shape), str(np.dtype(dtype)))
+        value = Value(name, None if shape is None else tuple(shape), str(np.dtype(dtype)))
         self.values[name] = value
         self.inputs.append(name)
         return value

@@ -163,13 +163,14 @@ class Layer:
     def forward(self, net: Network, *xs: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def param(self, net: Network, key: str, make) -> str:
-        """The parameter `<layer>.<key>`, created on first use by calling `make()` (an array)."""
+    def param(self, net: Network, key: str, make, dtype: str | None = None) -> str:
+        """The parameter `<layer>.<key>`, created on first use by calling `make()` (an array).
+        Floats are stored as `dtype` (pass the input's dtype), float32 when not given."""
         k = (id(net), key)
         if k not in self._params:
             arr = np.asarray(make())
-            if arr.dtype == np.float64:
-                arr = arr.astype(np.float32)
+            if arr.dtype.kind == "f":
+                arr = arr.astype(dtype or np.float32)
             self._params[k] = net.param(net.graph.fresh_name(f"{self.name}.{key}"), arr)
         return self._params[k]
 

@@ -31,7 +31,9 @@ class ImportContext:
 
     @staticmethod
     def attrs(node) -> dict[str, Any]:
-        """The ONNX node's attributes as Python values (strings decoded, tensors as arrays)."""
+        """The ONNX node's attributes as Python values (strings decoded, tensors as arrays).
+        FLOAT attributes are stored as float32: they come back as the shortest decimal that is
+        that float32 (alpha=0.2 reads as 0.2, not 0.20000000298023224)."""
         from onnx import helper, numpy_helper
 
         out: dict[str, Any] = {}
@@ -43,6 +45,10 @@ class ImportContext:
                 v = tuple(x.decode() if isinstance(x, bytes) else x for x in v)
             elif a.type == a.TENSOR:
                 v = numpy_helper.to_array(v)
+            elif a.type == a.FLOAT:
+                v = float(str(np.float32(v)))
+            elif a.type == a.FLOATS:
+                v = tuple(float(str(np.float32(x))) for x in v)
             out[a.name] = v
         return out
 
@@ -148,7 +154,7 @@ def from_onnx(model) -> Graph:
     g.meta["initializer_inputs"] = [i.name for i in mg.input if i.name in init_names]
     for i in mg.input:
         if i.name not in init_names:
-            g.add_input(i.name, _dims(i.type) or (), _dtype(i.type))
+            g.add_input(i.name, _dims(i.type), _dtype(i.type))
     ctx = ImportContext(g, opset, shapes)
     for node in mg.node:
         try:
