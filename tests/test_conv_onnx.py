@@ -232,3 +232,12 @@ def test_imported_graph_matches_loop_reference(op):
     g = graphnet.load(_model(op, 21, x.shape, w, b, **attrs))
     ref = (naive_conv if op == "Conv" else naive_conv_transpose)(x, w, b, strides=(2, 1), pads=(1, 0, 0, 1), group=2)
     np.testing.assert_array_equal(runtime.run(g, {"x": x})["y"], ref)
+
+
+def test_malformed_attribute_is_an_import_error_naming_the_node():
+    from graphnet.errors import ImportError_
+
+    model = _model("Conv", 13, (1, 2, 5, 5), np.ones((2, 2, 3, 3), np.float32), check=False,
+                   auto_pad="SAME_UPPER", strides=[1])
+    with pytest.raises(ImportError_, match=r"'node' \(Conv\).*strides=\[1\] has 1 values, expected 2"):
+        graphnet.load(model)

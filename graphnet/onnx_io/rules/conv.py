@@ -151,9 +151,12 @@ def _import_conv(ctx, node):
     elif auto_pad != "NOTSET" or output_shape:
         spatial = _static(xv.shape if xv is not None else None, 2)
         kernel = attrs.get("kernel_shape") or _static(wv.shape if wv is not None else None, 2)
-        if spatial is None or kernel is None or len(kernel) != len(spatial):
+        if spatial is None or kernel is None:
             return ctx.opaque(node)  # the pads depend on sizes we do not know
         k = len(spatial)
+        if any(len(attrs.get(key, (0,) * k)) != k for key in ("kernel_shape", "strides", "dilations", "output_padding")):
+            # malformed: let the op table's check say which attribute has the wrong length
+            return ctx.add(node.op_type, ins, list(node.output), attrs, name=node.name or None)
         strides = attrs.get("strides", (1,) * k)
         dilations = attrs.get("dilations", (1,) * k)
         upper = auto_pad == "SAME_UPPER"
