@@ -202,3 +202,19 @@ def test_unknown_op_kept_opaque_and_written_back():
 def test_runtime_names_the_unknown_op():
     with pytest.raises(UnsupportedOpError, match=r"no kernel for op 'Erf' \(ai.onnx\) at node 'erf'"):
         runtime.Session(load(_model_with_unknown_op()))
+
+
+def test_opaque_node_from_old_opset_is_converted_on_export():
+    # Upsample (opset 9) no longer exists at opset 21: the opaque node is carried over by onnx's
+    # version converter (to Resize), and the model computes the same thing.
+    f = onnx.TensorProto.FLOAT
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Upsample", ["r", "sc"], ["y"], mode="nearest")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", f, [1, 2, 3, 3])], [helper.make_tensor_value_info("y", f, [1, 2, 6, 6])],
+        initializer=[onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    out = export_checked(load(model))
+    assert "Upsample" not in [n.op_type for n in out.graph.node]
+    x = np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(ort_run(out, {"x": x})["y"], ort_run(model, {"x": x})["y"])
