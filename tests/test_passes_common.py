@@ -15,7 +15,7 @@ import numpy as np
 
 import runtime
 from graphnet.ir import Graph
-from tests.helpers import assert_close, export_checked, ort_run
+from tests.helpers import ATOL32, RTOL32, assert_close, export_checked, ort_run
 
 FOLD_RTOL, FOLD_ATOL = 1e-5, 1e-5
 
@@ -75,9 +75,12 @@ def check_same(
     for o in before.outputs:
         assert_close(ours[o], ref[o], rtol=rtol, atol=atol, what=f"output '{o}' after vs before (NumPy)")
     if ort:
+        # onnxruntime's kernels round differently from NumPy's (Sigmoid, long sums), so this
+        # comparison is never tighter than the single-op float32 tolerance, even for exact rewrites.
+        ort_rtol, ort_atol = max(rtol, RTOL32), max(atol, ATOL32)
         theirs = ort_run(export_checked(after), feeds)
         for o in before.outputs:
-            assert_close(theirs[o], ref[o], rtol=rtol, atol=atol, what=f"output '{o}': onnxruntime(optimized) vs before")
+            assert_close(theirs[o], ref[o], rtol=ort_rtol, atol=ort_atol, what=f"output '{o}': onnxruntime(optimized) vs before")
     return ref
 
 
