@@ -13,14 +13,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import runtime
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.nn import Conv, Conv1d, Conv2d, Conv3d, ConvTranspose, Network, ReLU, Sequential, WSConv, add, concat
-from tests.helpers import assert_close, compare_with_ort, export_checked, ort_run
+from tests.helpers import compare_with_ort, export_checked, ort_run
 from tests.test_conv_reference import float32_bound, naive_conv, naive_conv_transpose, naive_standardize
 
 

@@ -115,7 +115,7 @@ conv_transpose_resolve = conv_resolve  # output_padding is filled because it is 
 
 # -------------------------------------------------------------------------- checks
 def _check_common(inputs: Sequence[Value | None], attrs: dict) -> tuple[Value, Value, Value | None, int]:
-    """Ranks, dtypes, bias shape and attribute values shared by Conv and ConvTranspose."""
+    """Ranks, dtypes and attribute values shared by Conv and ConvTranspose."""
     x, w = inputs[0], inputs[1]
     b = inputs[2] if len(inputs) > 2 else None
     for v, what in ((x, "X"), (w, "W")):
