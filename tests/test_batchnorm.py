@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphnet
 import runtime
-from graphnet.errors import AttributeValueError, ShapeError
+from graphnet.errors import AttributeValueError, ShapeError, UnsupportedOpError
 from graphnet.nn import BatchNorm, Network, ReLU, Sequential
 from tests.helpers import ATOL32, RTOL32, assert_close, export_checked, ort_run, rand, single_node
 
@@ -274,21 +274,44 @@ def test_import_opset6_test_mode_vs_formula():
     assert_close(runtime.run(g, {"x": x})["y"], bn_formula(x, p["s"], p["b"], p["m"], p["v"], 0.25))
 
 
-@pytest.mark.parametrize("opset, attrs, outputs, why", [
-    (7, {"spatial": 0}, 1, "per-activation statistics (opsets 1-8 only)"),
-    (6, {"is_test": 0}, 1, "is_test=0 is training mode before opset 7"),
-    (9, {}, 5, "training outputs (mean, var, saved mean, saved var) requested"),
-    (14, {"training_mode": 1}, 3, "training mode"),
-    (15, {"training_mode": 1, "momentum": 0.5}, 3, "training mode"),
+@pytest.mark.parametrize("opset, attrs, outputs, why, export", [
+    (7, {"spatial": 0}, 1, "per-activation statistics (opsets 1-8 only)", "error"),
+    (6, {"is_test": 0}, 1, "is_test=0 is training mode before opset 7", "error"),
+    (9, {}, 5, "training outputs (mean, var, saved mean, saved var) are graph outputs", "error"),
+    (14, {"training_mode": 1}, 3, "running statistics are graph outputs", "converted"),
+    (15, {"training_mode": 1, "momentum": 0.5}, 3, "running statistics are graph outputs", "converted"),
+    (21, {"training_mode": 1}, 3, "running statistics are graph outputs", "unchanged"),
 ])
-def test_import_training_forms_stay_opaque(opset, attrs, outputs, why):
+def test_import_training_forms_stay_opaque(opset, attrs, outputs, why, export):
     model = _bn_model(opset, (2, 3, 4, 4), np.random.default_rng(0), outputs=outputs, **attrs)
     g = graphnet.load(model)
     (node,) = g.nodes
     assert node.op == "Opaque" and node.attrs["op_type"] == "BatchNormalization", why
-    # Written back unchanged: the re-exported node is the original one.
-    (back,) = g.to_onnx().graph.node
-    assert back.SerializeToString() == model.graph.node[0].SerializeToString()
+    if export == "unchanged":  # same opset: the re-exported node is the original one
+        (back,) = g.to_onnx(opset=opset).graph.node
+        assert back.SerializeToString() == model.graph.node[0].SerializeToString()
+    elif export == "converted":  # carried to opset 21 by onnx's version converter
+        out = g.to_onnx()
+        onnx.checker.check_model(out, full_check=True)
+        assert [n.op_type for n in out.graph.node] == ["BatchNormalization"]
+    else:  # the converter cannot carry it: a clear error naming the node
+        with pytest.raises(UnsupportedOpError, match=rf"node 'bn' \(BatchNormalization\) was read at opset {opset}"):
+            g.to_onnx()
+
+
+def test_import_training_mode_with_unread_statistics_maps_to_the_ir_op():
+    """PyTorch's TRAINING export writes training_mode=1 with running-statistics outputs nobody
+    reads: that is the IR's BatchNormalization, whose mode is chosen at run/export time."""
+    rng = np.random.default_rng(3)
+    model = _bn_model(15, (4, 3, 5, 5), rng, outputs=3, training_mode=1, momentum=0.8)
+    del model.graph.output[1:]  # the running statistics are written but nobody reads them
+    g = graphnet.load(model)
+    (node,) = g.nodes
+    assert node.op == "BatchNormalization" and node.outputs == ["y"] and node.attrs["momentum"] == 0.8
+    x = rand(rng, 4, 3, 5, 5)
+    # Train mode normalizes with batch statistics, like the original training-mode node in ORT.
+    ours = runtime.run(g, {"x": x}, mode="train")["y"]
+    assert_close(ours, ort_run(model, {"x": x})["y"], rtol=1e-4, atol=1e-5, what="train mode vs ORT training BN")
 
 
 def test_import_mixed_dtypes_opset15():

@@ -58,19 +58,7 @@ MUST_FOLD_IN = {"ws_conv": {"ReduceMean", "Pow", "Sqrt", "Div", "Sub"}}
 
 # "<test>:<case>" -> the exact gap that makes that case fail today. Strict: closing a gap makes
 # the case XPASS, which fails the run until its entry is removed here.
-_TRAIN_OPAQUE = (
-    "importer keeps BatchNormalization(training_mode=1) and Dropout(training_mode=True) as Opaque "
-    "(rules/normalization.py _import_batchnorm, rules/activation.py _import_dropout) instead of the "
-    "mode-independent IR ops, so "
-)
-GAPS: dict[str, str] = {
-    "bn_train runtime:train": _TRAIN_OPAQUE + "the runtime has no kernel for them",
-    "bn_train runtime:inference": _TRAIN_OPAQUE + "the runtime has no kernel for them",
-    "bn_train export:inference": _TRAIN_OPAQUE
-    + "an inference-mode export writes them back in training mode (batch statistics, random mask)",
-    "bn_train optimize:bn_train": _TRAIN_OPAQUE + "the inference pipeline can neither fold the BN "
-    "nor drop the Dropout",
-}
+GAPS: dict[str, str] = {}
 _USED_GAPS: set[str] = set()
 
 

@@ -126,6 +126,9 @@ def to_onnx(
         ctx.nodes, graph.name, inputs, outputs, initializer=list(ctx.initializers.values()), doc_string=doc
     )
     opsets = [helper.make_opsetid("", opset)]
+    for domain, version in graph.meta.get("opset_import", []):
+        if domain not in ("", "ai.onnx"):  # opaque nodes of other domains keep their opsets
+            opsets.append(helper.make_opsetid(domain, version))
     model = helper.make_model(
         g,
         opset_imports=opsets,
@@ -133,7 +136,26 @@ def to_onnx(
         producer_version=__version__,
         ir_version=helper.find_min_ir_version_for(opsets),
     )
+    _fill_unknown_output_shapes(model)
     return model
+
+
+def _fill_unknown_output_shapes(model) -> None:
+    """The checker wants a shape on every graph output; where graphnet does not know one (an
+    opaque node's output), take onnx's inferred one."""
+    import onnx
+
+    missing = [o for o in model.graph.output if not o.type.tensor_type.HasField("shape")]
+    if not missing:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return
+    known = {o.name: o for o in inferred.graph.output}
+    for o in missing:
+        if o.name in known and known[o.name].type.tensor_type.HasField("shape"):
+            o.type.CopyFrom(known[o.name].type)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:

@@ -17,17 +17,28 @@ from graphnet.errors import GraphNetError, ImportError_
 from graphnet.ir import Graph, Node
 from graphnet.onnx_io.registry import get_import_rule
 
-__all__ = ["ImportContext", "from_onnx", "load"]
+__all__ = ["ImportContext", "from_onnx", "load", "f32_decimal"]
+
+
+def f32_decimal(v) -> float:
+    """A float32 value as the shortest decimal that rounds to it: ONNX stores FLOAT attributes as
+    float32, so alpha=0.2 comes back as 0.2 (not 0.20000000298) and re-export writes the same bits."""
+    return float(str(np.float32(v)))
 
 
 class ImportContext:
     """What an import rule works with: the ONNX opset, attribute decoding, constants, and
     `add` to write IR nodes."""
 
-    def __init__(self, graph: Graph, opset: int, shapes: dict[str, tuple]) -> None:
+    def __init__(self, graph: Graph, opset: int, shapes: dict[str, tuple], used: set[str] | None = None) -> None:
         self.graph = graph
         self.opset = opset
         self._shapes = shapes  # value name -> (shape, dtype) from ONNX shape inference
+        self._used = used if used is not None else set()
+
+    def is_used(self, name: str) -> bool:
+        """Does any node of the model read `name`, or is it a graph output?"""
+        return bool(name) and name in self._used
 
     @staticmethod
     def attrs(node) -> dict[str, Any]:
@@ -46,9 +57,9 @@ class ImportContext:
             elif a.type == a.TENSOR:
                 v = numpy_helper.to_array(v)
             elif a.type == a.FLOAT:
-                v = float(str(np.float32(v)))
+                v = f32_decimal(v)
             elif a.type == a.FLOATS:
-                v = tuple(float(str(np.float32(x))) for x in v)
+                v = tuple(f32_decimal(x) for x in v)
             out[a.name] = v
         return out
 
@@ -88,14 +99,17 @@ class ImportContext:
         """Keep an ONNX node as it is (an `Opaque` IR node)."""
         g = self.graph
         name = g.fresh_name(node.name or (node.output[0] if node.output else node.op_type))
-        n = g.add_node(
-            "Opaque",
-            list(node.input),
-            {"node": node.SerializeToString(), "op_type": node.op_type, "domain": node.domain},
-            name=name,
-            outputs=[o for o in node.output],
-            infer=False,
-        )
+        outputs = list(node.output)
+        while outputs and not outputs[-1]:
+            outputs.pop()
+        # An omitted optional output in the middle gets a placeholder name, written back as "".
+        omitted = tuple(k for k, o in enumerate(outputs) if not o)
+        for k in omitted:
+            outputs[k] = g.fresh_name(f"{name}.unused{k}")
+        attrs = {"node": node.SerializeToString(), "op_type": node.op_type, "domain": node.domain}
+        if omitted:
+            attrs["omitted"] = omitted
+        n = g.add_node("Opaque", list(node.input), attrs, name=name, outputs=outputs, infer=False)
         for o in n.outputs:
             if o and o in self._shapes:
                 shape, dtype = self._shapes[o]
@@ -155,7 +169,8 @@ def from_onnx(model) -> Graph:
     for i in mg.input:
         if i.name not in init_names:
             g.add_input(i.name, _dims(i.type), _dtype(i.type))
-    ctx = ImportContext(g, opset, shapes)
+    used = {i for n in mg.node for i in n.input if i} | {o.name for o in mg.output}
+    ctx = ImportContext(g, opset, shapes, used)
     for node in mg.node:
         try:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):

@@ -13,11 +13,12 @@ def _unknown(inputs, attrs):
 register(
     OpSpec(
         "Opaque",
-        "An ONNX node kept verbatim (attrs: serialized `node`, `op_type`, `domain`); no kernel.",
+        "An ONNX node kept verbatim (attrs: serialized `node`, `op_type`, `domain`, and the "
+        "positions of omitted optional outputs, `omitted`); no kernel.",
         ("*inputs?",),
         _unknown,
         outputs=("*outputs",),
-        attrs={"node": b"", "op_type": "", "domain": ""},
+        attrs={"node": b"", "op_type": "", "domain": "", "omitted": ()},
         family="opaque",
     )
 )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet import ops
+from graphnet.onnx_io.importer import f32_decimal
 from graphnet.onnx_io.registry import export_rule, import_rule
 
 __all__: list[str] = []
@@ -79,12 +80,6 @@ def _export_dropout(ctx, node, attrs):
 
 
 # ------------------------------------------------------------------------------------------ import
-def _f32(v: float) -> float:
-    """An ONNX float attribute (stored as float32) as the shortest decimal that rounds to it, so
-    alpha=0.2 imports as 0.2 (not 0.20000000298) and re-export writes the same float32 bits."""
-    return float(str(np.float32(v)))
-
-
 def _outputs(node) -> list[str]:
     """The node's outputs without trailing omitted ("") ones."""
     outs = list(node.output)
@@ -101,7 +96,7 @@ def _import_plain(ctx, node):
 @import_rule("LeakyRelu", "Elu")
 def _import_alpha(ctx, node):
     default = {"LeakyRelu": 0.01, "Elu": 1.0}[node.op_type]
-    alpha = _f32(ctx.attrs(node).get("alpha", default))
+    alpha = f32_decimal(ctx.attrs(node).get("alpha", default))
     ctx.add(node.op_type, node.input[:1], _outputs(node), {"alpha": alpha}, name=node.name)
 
 
@@ -154,7 +149,7 @@ def _import_dropout(ctx, node):
         return
     drop = 0.5
     if ctx.opset < 12:
-        drop = _f32(ctx.attrs(node).get("ratio", 0.5))
+        drop = f32_decimal(ctx.attrs(node).get("ratio", 0.5))
     else:
         ins = list(node.input)
         if len(ins) > 1 and ins[1]:
@@ -163,7 +158,7 @@ def _import_dropout(ctx, node):
                 ctx.opaque(node)
                 return
             ratio = np.asarray(ratio).reshape(())
-            drop = _f32(ratio) if ratio.dtype == np.float32 else float(ratio)
+            drop = f32_decimal(ratio) if ratio.dtype == np.float32 else float(ratio)
         # training_mode only has to be a constant: its value is the mode of the export, which the
         # IR chooses at run/export time instead (see the module docstring).
         if len(ins) > 2 and ins[2]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import ShapeError
+from graphnet.onnx_io.importer import f32_decimal
 from graphnet.onnx_io.registry import export_rule, import_rule
 
 __all__: list[str] = []
@@ -121,30 +122,6 @@ def _export_lrn(ctx, node, attrs):
 
 
 # ------------------------------------------------------------------------------------------ import
-def _f32(v: float) -> float:
-    """An ONNX float attribute (stored as float32) as the shortest decimal that rounds to it:
-    1e-5 comes back as 1e-05, not 9.999999747378752e-06, so a round trip keeps attributes equal
-    and re-export writes the same float32 bits."""
-    return float(str(np.float32(v)))
-
-
-def _opaque(ctx, node):
-    """`ctx.opaque`, working around its refusal of omitted ("") optional outputs: trailing ones
-    are dropped (exactly the same node), inner ones get a fresh name (an output nobody reads)."""
-    outs = list(node.output)
-    if "" in outs:
-        while outs and not outs[-1]:
-            outs.pop()
-        base = node.name or outs[0]
-        outs = [o or ctx.graph.fresh_name(f"{base}.unused{k}") for k, o in enumerate(outs)]
-        copy = type(node)()
-        copy.CopyFrom(node)
-        del copy.output[:]
-        copy.output.extend(outs)
-        node = copy
-    return ctx.opaque(node)
-
-
 def _extra_outputs(node) -> bool:
     """Does the ONNX node ask for any output beyond Y?"""
     return any(o for o in node.output[1:])
@@ -159,20 +136,25 @@ def _rank(ctx, name: str) -> int | None:
 def _import_batchnorm(ctx, node):
     a = ctx.attrs(node)
     # `consumed_inputs` (opset < 6) was only an in-place hint: safe to drop.
-    training = a.get("training_mode", 0) == 1 or (ctx.opset < 7 and a.get("is_test", 0) == 0)
+    # A training-mode BatchNormalization (training_mode=1, as PyTorch's TRAINING export writes it)
+    # maps onto the IR op, whose mode is chosen when the graph runs or is exported (DESIGN.md),
+    # as long as nothing reads its running-statistics outputs. Before opset 7 (is_test=0) the
+    # statistics outputs were the way to train, so that form stays opaque.
+    old_training = ctx.opset < 7 and a.get("is_test", 0) == 0
     rank = _rank(ctx, node.input[0])
-    if training or _extra_outputs(node) or a.get("spatial", 1) != 1 or (rank is not None and not 2 <= rank <= 5):
-        return _opaque(ctx, node)
-    attrs = {k: _f32(a[k]) for k in ("epsilon", "momentum") if k in a}
+    stats_read = any(ctx.is_used(o) for o in node.output[1:])
+    if old_training or stats_read or a.get("spatial", 1) != 1 or (rank is not None and not 2 <= rank <= 5):
+        return ctx.opaque(node)
+    attrs = {k: f32_decimal(a[k]) for k in ("epsilon", "momentum") if k in a}
     ctx.add("BatchNormalization", node.input, node.output[:1], attrs, name=node.name)
 
 
 @import_rule("LayerNormalization")
 def _import_layernorm(ctx, node):
     if _extra_outputs(node):
-        return _opaque(ctx, node)
+        return ctx.opaque(node)
     a = ctx.attrs(node)
-    attrs = {k: _f32(v) if k == "epsilon" else v for k, v in a.items() if k in ("axis", "epsilon", "stash_type")}
+    attrs = {k: f32_decimal(v) if k == "epsilon" else v for k, v in a.items() if k in ("axis", "epsilon", "stash_type")}
     ctx.add("LayerNormalization", node.input, node.output[:1], attrs, name=node.name)
 
 
@@ -181,15 +163,15 @@ def _import_instancenorm(ctx, node):
     a = ctx.attrs(node)
     rank = _rank(ctx, node.input[0])
     if rank is not None and not 3 <= rank <= 5:
-        return _opaque(ctx, node)
-    attrs = {"epsilon": _f32(a["epsilon"])} if "epsilon" in a else {}
+        return ctx.opaque(node)
+    attrs = {"epsilon": f32_decimal(a["epsilon"])} if "epsilon" in a else {}
     ctx.add("InstanceNormalization", node.input, node.output, attrs, name=node.name)
 
 
 @import_rule("GroupNormalization")
 def _import_groupnorm(ctx, node):
     a = ctx.attrs(node)
-    attrs = {k: _f32(v) if k == "epsilon" else v for k, v in a.items() if k in ("num_groups", "epsilon", "stash_type")}
+    attrs = {k: f32_decimal(v) if k == "epsilon" else v for k, v in a.items() if k in ("num_groups", "epsilon", "stash_type")}
     inputs = list(node.input)
     if ctx.opset < 21:
         # Opsets 18-20: scale and bias hold one value per GROUP. Repeating each C/G times gives the
@@ -199,7 +181,7 @@ def _import_groupnorm(ctx, node):
         g = attrs.get("num_groups")
         arrays = [ctx.const(i) for i in inputs[1:3]]
         if c is None or not g or c % g or any(arr is None or arr.shape != (g,) for arr in arrays):
-            return _opaque(ctx, node)
+            return ctx.opaque(node)
         inputs[1:3] = [ctx.param(np.repeat(arr, c // g), f"{name}.per_channel") for arr, name in zip(arrays, inputs[1:3])]
     ctx.add("GroupNormalization", inputs, node.output, attrs, name=node.name)
 
@@ -207,5 +189,5 @@ def _import_groupnorm(ctx, node):
 @import_rule("LRN")
 def _import_lrn(ctx, node):
     a = ctx.attrs(node)
-    attrs = {k: v if k == "size" else _f32(v) for k, v in a.items() if k in ("size", "alpha", "beta", "bias")}
+    attrs = {k: v if k == "size" else f32_decimal(v) for k, v in a.items() if k in ("size", "alpha", "beta", "bias")}
     ctx.add("LRN", node.input, node.output, attrs, name=node.name)

@@ -23,7 +23,7 @@ def _export_opaque(ctx, node, attrs):
     del proto.input[:]
     proto.input.extend(node.inputs)
     del proto.output[:]
-    proto.output.extend(node.outputs)
+    proto.output.extend("" if k in attrs["omitted"] else o for k, o in enumerate(node.outputs))
     proto.name = node.name
     source = ctx.graph.meta.get("opset")
     if source is not None and source != ctx.opset and proto.domain in ("", "ai.onnx"):
