@@ -10,7 +10,11 @@ Rewrites, in one sweep in topological order (so a chain folds link by link):
   taps; LECTURE.md), computed in float64 and cast back. Afterwards `fold-batchnorm` may scale the
   plain Conv, which it must never do to a WSConv (standardization would undo the scale);
 - `Shape(x)` of a value whose shape is fully static becomes the constant int64 vector
-  shape[start:end] (Python slicing clamps exactly like ONNX's `start`/`end`).
+  shape[start:end] (Python slicing clamps exactly like ONNX's `start`/`end`);
+- shape arithmetic on partly dynamic shapes (`passes.shape_arith`): Gather/Slice/Concat/... of
+  `Shape(x)` entries that are all static become constants, and a Reshape target made of static
+  entries and of its own input's dims at their own position becomes a constant with 0 ("copy")
+  there: `x.view(x.size(0), -1)` -> Reshape(x, [0, -1]).
 Parameters that only folded nodes read are dropped at the end.
 
 It must NOT fold:
@@ -34,6 +38,7 @@ from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Node, Value, format_shape
 from passes._graph import drop_params_made_dead, params_read, resolved_attrs, write_param
 from passes.base import PassReport, register_pass
+from passes.shape_arith import MOVERS, ShapeSymbols
 
 __all__ = ["fold_constants", "standardize_weight", "GROWTH_LIMIT", "SMALL_RESULT"]
 
@@ -60,12 +65,21 @@ def fold_constants(graph: Graph, report: PassReport) -> None:
     from runtime.kernels import has_kernel
 
     read_before, existed_before = params_read(graph), set(graph.params)
+    symbols = ShapeSymbols()
     for node in list(graph.nodes):
         if node.op == "WSConv":
             _wsconv_to_conv(graph, node, report)
             continue
         if node.op == "Shape":
-            _fold_shape(graph, node, report)
+            if not _fold_shape(graph, node, report):
+                symbols.shape_of(graph, node)
+            continue
+        if node.op == "Reshape" and node.inputs[1] in symbols.vectors:
+            symbols.reshape_target(graph, node, report)
+        if node.op in MOVERS and any(i in symbols.vectors for i in node.inputs):
+            vec = symbols.move(graph, node)
+            if vec is not None and symbols.is_constant(vec) and _vector_to_param(graph, node, vec, report):
+                del symbols.vectors[node.outputs[0]]  # a plain constant from now on
             continue
         ins = [i for i in node.inputs if i]
         if not ins or not all(i in graph.params for i in ins):
@@ -133,6 +147,18 @@ def _fold_node(graph: Graph, node: Node, report: PassReport) -> bool:
             graph.values.pop(name, None)
             graph.add_param(name, arr)
     report.did(f"folded {node.name} ({node.op}) into constant(s) {', '.join(o for o in node.outputs if o)}")
+    return True
+
+
+def _vector_to_param(graph: Graph, node: Node, vec: np.ndarray, report: PassReport) -> bool:
+    out = node.outputs[0]
+    if _keeps_output(graph, node, report, f"its shape entries {vec.tolist()} are all static"):
+        return False
+    arr = np.array(vec.tolist(), dtype=np.dtype(graph.values[out].dtype))
+    graph.nodes.remove(node)
+    graph.values.pop(out, None)
+    graph.add_param(out, arr)
+    report.did(f"folded {node.name} ({node.op} of static shape entries) into the constant {arr.tolist()}")
     return True
 
 

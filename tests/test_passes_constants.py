@@ -202,3 +202,62 @@ def test_folded_values_match_the_runtime():
     assert ops_of(opt) == ["MatMul"]
     np.testing.assert_array_equal(opt.params["e.out"], before["e.out"])
     check_same(g, opt, feeds)
+
+
+# ===================================================================== partly dynamic shapes
+def _view_graph(shape_of: str = "r", position: int = 0, allowzero: int = 0, dyn_first: bool = True) -> Graph:
+    """r = Relu(x); Reshape(r, Concat(Unsqueeze(Gather(Shape(shape_of), 0)), [-1])) - the
+    `x.view(x.size(0), -1)` an exporter writes (entries swapped when position is 1)."""
+    g = Graph("view")
+    g.add_input("x", (None, 2, 3, 4))
+    g.add_input("x2", (None, 5))
+    r = g.add_node("Relu", ["x"], name="relu", outputs=["r"])
+    s = g.add_node("Shape", [shape_of], name="shape")
+    n = g.add_node("Gather", [s.outputs[0], param(g, "zero", np.array(0, np.int64))], {"axis": 0}, name="gather")
+    u = g.add_node("Unsqueeze", [n.outputs[0], param(g, "axes", np.array([0], np.int64))], name="unsq")
+    rest = param(g, "rest", np.array([-1], np.int64))
+    parts = [u.outputs[0], rest] if position == 0 else [rest, u.outputs[0]]
+    cat = g.add_node("Concat", parts, {"axis": 0}, name="cat")
+    rs = g.add_node("Reshape", [r.outputs[0], cat.outputs[0]], {"allowzero": allowzero}, name="view")
+    g.mark_output(rs.outputs[0])
+    g.mark_output(g.add_node("Neg", ["x2"], name="neg").outputs[0])
+    return g
+
+
+def test_view_of_the_batch_dim_becomes_a_constant_target():
+    g = _view_graph()
+    opt, report = passes.optimize(g, verify=True)
+    assert [n.op for n in opt.nodes] == ["Relu", "Reshape", "Neg"]
+    assert opt.params[opt.node("view").inputs[1]].tolist() == [0, -1]
+    assert "copies its own input's dims: the constant [0, -1] (0 = copy)" in report["fold-constants"].changes[0]
+    for batch in (1, 2, 5):  # exact for every batch size, not just the one verify used
+        rng = np.random.default_rng(batch)
+        check_same(g, opt, {"x": rng.standard_normal((batch, 2, 3, 4)).astype(np.float32),
+                            "x2": rng.standard_normal((batch, 5)).astype(np.float32)}, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("variant", ["another tensor's dim", "other position", "allowzero"])
+def test_view_targets_that_are_not_copies_stay(variant):
+    g = {"another tensor's dim": lambda: _view_graph(shape_of="x2"),
+         "other position": lambda: _view_graph(position=1),
+         "allowzero": lambda: _view_graph(allowzero=1)}[variant]()
+    opt, report = _fold(g)
+    assert "Shape" in ops_of(opt) and "Concat" in ops_of(opt) and not report.changed
+
+
+def test_static_entries_of_a_dynamic_shape_fold():
+    # Shape(x)[1:] of an (N, 3, 4) x is the constant [3, 4] although N is dynamic.
+    g = Graph("tail")
+    g.add_input("x", (None, 3, 4))
+    s = g.add_node("Shape", ["x"], name="shape")
+    sl = g.add_node("Slice", [s.outputs[0], param(g, "one", np.array([1], np.int64)),
+                              param(g, "big", np.array([100], np.int64))], name="tail")
+    cat = g.add_node("Concat", [param(g, "m1", np.array([-1], np.int64)), sl.outputs[0]], {"axis": 0}, name="cat")
+    rs = g.add_node("Reshape", ["x", cat.outputs[0]], name="rs")
+    g.mark_output(g.add_node("Relu", [rs.outputs[0]], name="relu").outputs[0])
+    opt, report = _fold(g)
+    assert opt.params["cat.out"].tolist() == [-1, 3, 4] and opt.params["cat.out"].dtype == np.int64
+    assert ops_of(opt) == ["Shape", "Reshape", "Relu"]  # the Shape is dead now; eliminate removes it
+    full, _ = passes.optimize(g, verify=True)
+    assert ops_of(full) == ["Relu"]  # and the Reshape to [-1, 3, 4] of (N, 3, 4) is a no-op
+    check_same(g, full, {"x": np.random.default_rng(8).standard_normal((3, 3, 4)).astype(np.float32)}, rtol=0, atol=0)
