@@ -72,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=None)
 
     o = sub.add_parser("optimize", help="optimize an ONNX model for inference")
-    o.add_argument("model")
-    o.add_argument("-o", "--output", required=True)
+    o.add_argument("model", nargs="?", help="the ONNX model to optimize (never modified)")
+    o.add_argument("-o", "--output", help="where to write the optimized model (required)")
     o.add_argument("--passes", help="comma-separated pass names (default: the 'inference' pipeline)")
     o.add_argument("--verify", action="store_true", help="run before/after on seeded inputs; refuse to write a result that differs")
     o.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
@@ -91,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("graphnet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `graphnet ... | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
     except Exception as exc:  # one clear line, never a traceback unless asked for
         if args.debug:
             raise

@@ -1,0 +1,141 @@
+"""`graphnet optimize`: the written model is valid, smaller and equivalent; the input is never
+touched; failures (bad pass, broken numerics, Ctrl-C) write nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from graphnet.cli import main
+from tests.helpers import ort_run
+from tests.test_cli import _small_model
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch")
+
+
+def _sha(path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _feeds(model, batch=3, seed=0):
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else batch for d in i.type.tensor_type.shape.dim]
+        feeds[i.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+def test_optimize_small_model_with_verify_and_report(tmp_path, capsys):
+    src = _small_model(tmp_path / "m.onnx")
+    before = _sha(src)
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    code = main(["optimize", src, "-o", str(out), "--verify", "--report", str(rep)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert _sha(src) == before  # the input is untouched
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n.op_type for n in model.graph.node]
+    assert "BatchNormalization" not in ops and "Dropout" not in ops
+    assert ops == ["Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm"]
+    feeds = _feeds(model)
+    np.testing.assert_allclose(ort_run(model, feeds)["y"], ort_run(onnx.load(src), feeds)["y"], rtol=1e-4, atol=1e-5)
+    assert "nodes  7 -> 5" in text and "verified:" in text
+    doc = json.loads(rep.read_text())
+    assert doc["totals"]["nodes"] == [7, 5] and doc["verify"][0]["ok"] is True
+    assert [p["name"] for p in doc["passes"]][:1] == ["fold-constants"]
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(DATA) if f.endswith(".onnx")))
+def test_optimize_pytorch_exports(tmp_path, capsys, name):
+    src = os.path.join(DATA, name)
+    out = tmp_path / "o.onnx"
+    assert main(["optimize", src, "-o", str(out), "--verify"]) == 0, capsys.readouterr().err
+    model, orig = onnx.load(str(out)), onnx.load(src)
+    assert len(model.graph.node) <= len(orig.graph.node)
+    assert [i.name for i in model.graph.input] == [i.name for i in orig.graph.input]
+    assert [o.name for o in model.graph.output] == [o.name for o in orig.graph.output]
+
+
+def test_output_may_overwrite_input_only_when_named(tmp_path, capsys):
+    src = _small_model(tmp_path / "m.onnx")
+    assert main(["optimize", src, "-o", src]) == 0
+    assert "BatchNormalization" not in [n.op_type for n in onnx.load(src).graph.node]
+
+
+def test_unknown_pass_is_usage_error(tmp_path, capsys):
+    src = _small_model(tmp_path / "m.onnx")
+    code = main(["optimize", src, "-o", str(tmp_path / "o.onnx"), "--passes", "fold-batchnorm,nope"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no pass named 'nope'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_pass_that_breaks_numerics_writes_nothing(tmp_path, capsys):
+    from passes.base import register_pass, unregister_pass
+
+    @register_pass("test-break-weights", doc="scales every Conv weight by 2 (deliberately wrong)")
+    def _break(graph, report):
+        for n in graph.nodes:
+            if n.op == "Conv":
+                graph.set_param(n.inputs[1], graph.params[n.inputs[1]] * 2)
+                report.did(f"broke {n.name}")
+
+    try:
+        src = _small_model(tmp_path / "m.onnx")
+        out = tmp_path / "o.onnx"
+        code = main(["optimize", src, "-o", str(out), "--passes", "test-break-weights", "--verify"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert "pass 'test-break-weights'" in err and "nothing written" in err
+        assert not out.exists()
+    finally:
+        unregister_pass("test-break-weights")
+
+
+def test_interrupt_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    import graphnet.onnx_io.export as ex
+
+    src = _small_model(tmp_path / "m.onnx")
+    out = tmp_path / "o.onnx"
+    out.write_bytes(b"previous")
+    real_replace = ex.os.replace
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex.os, "replace", interrupted)
+    assert main(["optimize", src, "-o", str(out)]) == 130
+    monkeypatch.setattr(ex.os, "replace", real_replace)
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "o.onnx"]
+
+
+def test_opaque_model_is_optimized_and_verified_with_onnxruntime(tmp_path, capsys):
+    """A model with an op graphnet has no kernel for: the NumPy runtime cannot run it, so
+    --verify compares under onnxruntime; the known parts are still optimized."""
+    src = _small_model(tmp_path / "m.onnx")
+    model = onnx.load(src)
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type = "Softplus"  # no graphnet mapping: kept opaque
+    onnx.save(model, src)
+    out = tmp_path / "o.onnx"
+    code = main(["optimize", src, "-o", str(out), "--verify"])
+    text = capsys.readouterr().out
+    assert code == 0 and "the NumPy runtime cannot run it" in text
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "Softplus" in ops and "BatchNormalization" not in ops
+
+
+def test_list_passes(capsys):
+    assert main(["optimize", "--list-passes"]) == 0
+    out = capsys.readouterr().out
+    assert "fold-batchnorm" in out and "inference" in out
