@@ -240,7 +240,7 @@ def _into_producer(graph: Graph, bn: Node, bn_stats: tuple, s, t, report: PassRe
         attrs = resolved_attrs(graph, prod)
         b = const_input(graph, prod, 1)
         c = const_input(graph, prod, 2)
-        b_new = (np.asarray(b, np.float64) * _feature_factor(b.shape, s, 0 if attrs["transB"] else 1, 1)).astype(b.dtype)
+        b_new, _ = fuse_conv_bn_weights(b, None, *bn_stats, axis=0 if attrs["transB"] else 1)
         c64 = np.zeros(1) if c is None else float(attrs["beta"]) * np.asarray(c, np.float64)
         c_new = (s * c64 + t).astype(b.dtype)
         if c is not None and not _broadcasts_to(c_new.shape, graph.values[xname].shape):
@@ -257,9 +257,9 @@ def _into_producer(graph: Graph, bn: Node, bn_stats: tuple, s, t, report: PassRe
         notes += [write_param(graph, prod, 1, s * np.asarray(gamma1, np.float64), f"{prod.inputs[1]}_bn"),
                   write_param(graph, prod, 2, s * np.asarray(beta1, np.float64) + t, f"{prod.inputs[2]}_bn")]
     elif prod.op == "MatMul":
-        return _into_matmul(graph, bn, prod, s, t, report)
+        return _into_matmul(graph, bn, prod, bn_stats, t, report)
     elif prod.op == "Add":
-        return _into_matmul_add(graph, bn, prod, s, t, report)
+        return _into_matmul_add(graph, bn, prod, bn_stats, s, t, report)
     else:
         return f"{prod.name} is a {prod.op}, not a Conv, ConvTranspose, Gemm, MatMul(+Add) or BatchNormalization"
     _drop_bn(graph, bn, prod)
@@ -295,13 +295,13 @@ def _matmul_weight(graph: Graph, mm: Node, feature_rank: int) -> tuple[np.ndarra
     return b, None
 
 
-def _into_matmul(graph: Graph, bn: Node, mm: Node, s, t, report: PassReport) -> str | None:
+def _into_matmul(graph: Graph, bn: Node, mm: Node, bn_stats: tuple, t, report: PassReport) -> str | None:
     b, why = _matmul_weight(graph, mm, len(graph.values[mm.outputs[0]].shape))
     if why:
         return why
     if "Add" not in ops.all_specs():
         return "op 'Add' is not in the op table"
-    b_new = (np.asarray(b, np.float64) * s[None, :]).astype(b.dtype)
+    b_new, _ = fuse_conv_bn_weights(b, None, *bn_stats, axis=1)  # B is (K, F)
     note = write_param(graph, mm, 1, b_new, f"{mm.inputs[1]}_bn")
     shift = graph.fresh_name(f"{bn.name}.shift")
     graph.add_param(shift, t.astype(b.dtype))
@@ -314,7 +314,7 @@ def _into_matmul(graph: Graph, bn: Node, mm: Node, s, t, report: PassReport) -> 
     return None
 
 
-def _into_matmul_add(graph: Graph, bn: Node, add: Node, s, t, report: PassReport) -> str | None:
+def _into_matmul_add(graph: Graph, bn: Node, add: Node, bn_stats: tuple, s, t, report: PassReport) -> str | None:
     prods = {o: n for n in graph.nodes for o in n.outputs}
     mm_k = next((k for k, i in enumerate(add.inputs) if i in prods and prods[i].op == "MatMul"), None)
     if mm_k is None:
@@ -333,7 +333,7 @@ def _into_matmul_add(graph: Graph, bn: Node, add: Node, s, t, report: PassReport
     c_new = (s * np.asarray(c, np.float64) + t).astype(c.dtype)
     if not _broadcasts_to(c_new.shape, y_shape) or not _broadcasts_to(c.shape, graph.values[mm.outputs[0]].shape):
         return f"{add.name}'s bias {format_shape(c.shape)} does not broadcast to {format_shape(y_shape)} per feature"
-    b_new = (np.asarray(b, np.float64) * s[None, :]).astype(b.dtype)
+    b_new, _ = fuse_conv_bn_weights(b, None, *bn_stats, axis=1)  # B is (K, F)
     notes = [write_param(graph, mm, 1, b_new, f"{mm.inputs[1]}_bn"),
              write_param(graph, add, 1 - mm_k, c_new, f"{add.inputs[1 - mm_k]}_bn")]
     _drop_bn(graph, bn, add)
