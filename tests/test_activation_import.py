@@ -156,3 +156,18 @@ def test_export_then_import_round_trips(op, attrs):
         assert node.attrs[k] == v
     x = rand((2, 3, 4), 5)
     assert_close(runtime.run(back, {"x": x})[back.outputs[0]], runtime.run(g, {"x": x})[g.outputs[0]], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("opset", [7, 9])
+def test_import_old_dropout_with_unread_mask_maps_to_dropout(opset):
+    """Old zoo models (AlexNet, VGG, SqueezeNet at opset 9) list a float mask output nobody reads."""
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Dropout", ["x"], ["d", "mask"], ratio=0.3), helper.make_node("Relu", ["d"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [2, 5])],
+                              [helper.make_tensor_value_info("y", f, [2, 5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    g = graphnet.load(model)
+    assert g.op_counts() == {"Dropout": 1, "Relu": 1}
+    assert g.nodes[0].attrs["drop_prob"] == 0.3 and g.nodes[0].outputs == ["d"]
+    x = np.linspace(-1, 1, 10, dtype=np.float32).reshape(2, 5)
+    assert_close(runtime.run(g, {"x": x})["y"], np.maximum(x, 0), what="inference dropout is the identity")

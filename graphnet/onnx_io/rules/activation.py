@@ -144,8 +144,10 @@ def _import_softmax(ctx, node):
 @import_rule("Dropout")
 def _import_dropout(ctx, node):
     outs = _outputs(node)
-    if ctx.opset < 7 or (ctx.opset < 10 and len(outs) > 1 and outs[1]):
-        ctx.opaque(node)  # is_test attribute (< 7) / a float mask (7-9)
+    if ctx.opset < 10 and len(outs) > 1 and not ctx.is_used(outs[1]):
+        outs = outs[:1]  # old zoo models list a mask output that nothing reads
+    if ctx.opset < 7 or (ctx.opset < 10 and len(outs) > 1):
+        ctx.opaque(node)  # is_test attribute (< 7) / a float mask that is read (7-9)
         return
     drop = 0.5
     if ctx.opset < 12:
