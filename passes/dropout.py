@@ -108,7 +108,7 @@ def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
     ones = np.ones(1, dtype=np.dtype(dtype))
     cos = emit_at(graph, index, "ConstantOfShape", [shape], {"value": ones}, name=f"{node.name}_mask", outputs=[mask])
     how = f"the static shape {format_shape(x.shape)}" if static else f"Shape({x.name})"
-    report.did(f"{node.name}: its mask '{mask}' (all {ones[0]!r} at inference) now comes from {cos.name} "
+    report.did(f"{node.name}: its mask '{mask}' (all {ones[0].item()!r} at inference) now comes from {cos.name} "
                f"(ConstantOfShape of {how})")
     return True
 
