@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from graphnet import ops
 from graphnet.ir import Graph, Value, format_shape
 
-__all__ = ["LayerRow", "summarize", "format_summary"]
+__all__ = ["LayerRow", "summarize", "format_summary", "node_macs", "graph_macs"]
 
 
 @dataclass
@@ -34,6 +34,24 @@ def _per_example(v: Value | None) -> Value | None:
     return Value(v.name, tuple(1 if d is None else d for d in v.shape), v.dtype)
 
 
+def node_macs(graph: Graph, n) -> int:
+    """Multiply-accumulates of one node per example (dynamic dims count 1), from its op's `macs`
+    rule; 0 for ops without one and for nodes whose shapes are unknown."""
+    spec = ops.get(n.op)
+    if spec.macs is None:
+        return 0
+    ins = [_per_example(graph.values.get(i)) if i else None for i in n.inputs]
+    outs = [_per_example(graph.values.get(o)) for o in n.outputs]
+    if any(v is None for v in outs) or any(v is not None and v.shape is None for v in ins + outs):
+        return 0
+    return int(spec.macs(ins, outs, ops.attrs_of(n, ins)))
+
+
+def graph_macs(graph: Graph) -> int:
+    """Multiply-accumulates of one run per example."""
+    return sum(node_macs(graph, n) for n in graph.nodes)
+
+
 def summarize(graph: Graph) -> list[LayerRow]:
     """One row per node, in graph order."""
     seen: set[str] = set()
@@ -44,13 +62,7 @@ def summarize(graph: Graph) -> list[LayerRow]:
             if i in graph.params and i not in seen:
                 seen.add(i)
                 params += int(graph.params[i].size)
-        macs = 0
-        spec = ops.get(n.op)
-        if spec.macs is not None:
-            ins = [_per_example(graph.values.get(i)) if i else None for i in n.inputs]
-            outs = [_per_example(graph.values.get(o)) for o in n.outputs]
-            if all(v is None or v.shape is not None for v in ins + outs):
-                macs = int(spec.macs(ins, outs, ops.attrs_of(n, ins)))
+        macs = node_macs(graph, n)
         shape = ", ".join(format_shape(graph.values[o].shape) for o in n.outputs if o in graph.values)
         op = n.op if n.op != "Opaque" else f"Opaque[{n.attrs.get('op_type')}]"
         rows.append(LayerRow(n.name, op, shape, params, macs))

@@ -18,9 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from graphnet import ops
 from graphnet.errors import PassError
-from graphnet.ir import Graph, Value
+from graphnet.ir import Graph
 
 __all__ = [
     "PassFn",
@@ -238,26 +237,8 @@ def _sizes(graph: Graph) -> tuple[int, int, int]:
     return len(graph.nodes), graph.num_params(), graph_macs(graph)
 
 
-def _per_example(v: Value | None) -> Value | None:
-    if v is None or v.shape is None:
-        return v
-    return Value(v.name, tuple(1 if d is None else d for d in v.shape), v.dtype)
-
-
 def graph_macs(graph: Graph) -> int:
-    """Multiply-accumulates of one run per example (dynamic dims counted as 1), from each op's
-    `macs` rule; nodes whose op has none, or whose shapes are unknown, count 0 (as in
-    `graphnet.summary`)."""
-    total = 0
-    for n in graph.nodes:
-        if not ops.has(n.op):
-            continue
-        spec = ops.get(n.op)
-        if spec.macs is None:
-            continue
-        ins = [_per_example(graph.values.get(i)) if i else None for i in n.inputs]
-        outs = [_per_example(graph.values.get(o)) for o in n.outputs]
-        if any(v is not None and v.shape is None for v in ins + outs) or any(v is None for v in outs):
-            continue
-        total += int(spec.macs(ins, outs, ops.attrs_of(n, ins)))
-    return total
+    """Multiply-accumulates of one run per example (see `graphnet.summary`)."""
+    from graphnet.summary import graph_macs as _macs
+
+    return _macs(graph)
