@@ -70,17 +70,20 @@ def cmd_demo(args) -> int:
     maps = [graph.values[n.inputs[1]].shape[0] for n in bn]
     print(f"BatchNorm: {len(bn)} layers, {sum(maps)} maps, {4 * sum(maps)} parameters (4 per map)")
 
+    # Image-like inputs (pixel values in [0, 1]) so that the BatchNorm statistics move visibly.
     rng = np.random.default_rng(seed)
     sess = runtime.Session(graph)
-    steps = 3
+    steps = 5
     for _ in range(steps):
-        xb = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+        xb = rng.random((8, 3, 32, 32), dtype=np.float32)
         sess.run({"input": xb}, mode="train", seed=seed)
-    mean0 = graph.params[bn[0].inputs[3]] if bn else None
-    print(f"\ntrain mode: {steps} steps on random batches of 8; running statistics updated "
-          f"(first BN mean[:3] = {np.array2string(mean0[:3], precision=4) if mean0 is not None else '-'})")
+    if bn:
+        mean0, var0 = graph.params[bn[0].inputs[3]], graph.params[bn[0].inputs[4]]
+        print(f"\ntrain mode: {steps} steps on random batches of 8 updated the running statistics "
+              f"(smoothing 0.9; from mean 0, var 1): {bn[0].name} mean[:3] = {np.array2string(mean0[:3], precision=4)}, "
+              f"var[:3] = {np.array2string(var0[:3], precision=4)}")
 
-    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    x = rng.random((batch, 3, 32, 32), dtype=np.float32)
     ours = runtime.Session(graph).run({"input": x})["output"]
     model = graph.to_onnx()
     onnx.checker.check_model(model, full_check=True)
