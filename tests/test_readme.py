@@ -1,0 +1,34 @@
+"""The README's code works as written: the Python example runs, and the set-up commands are the
+ones .ci/run executes."""
+
+from __future__ import annotations
+
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _readme() -> str:
+    with open(os.path.join(ROOT, "README.md")) as fh:
+        return fh.read()
+
+
+def test_python_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (code,) = re.findall(r"```python\n(.*?)```", _readme(), re.S)[:1]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["out"]["output"].shape == (2, 10)
+    assert (tmp_path / "net.onnx").exists()
+    assert scope["b"].graph.op_counts() == {"Conv": 3, "Relu": 1, "Concat": 1, "Add": 1}
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    lines = _readme().splitlines()
+    fence = lines.index("```")
+    first, second = lines[fence + 1], lines[fence + 2]
+    assert lines[fence + 3] == "```"
+    assert first.endswith("graphnet demo") and "pytest" in second
+    with open(os.path.join(ROOT, ".ci", "run")) as fh:
+        assert second in fh.read().splitlines()
