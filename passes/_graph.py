@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from graphnet import ops
+from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Node, Value
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "emit_at",
     "write_param",
     "const_input",
+    "constant_value",
     "resolved_attrs",
     "fmt",
     "params_read",
@@ -58,6 +60,53 @@ def const_input(graph: Graph, node: Node, k: int) -> np.ndarray | None:
     if k >= len(node.inputs) or not node.inputs[k]:
         return None
     return graph.params.get(node.inputs[k])
+
+
+def constant_value(graph: Graph, name: str, max_elements: int, *, _depth: int = 0) -> np.ndarray | None:
+    """The value of `name` if it is a parameter, or if it is computed from parameters alone by
+    nodes that have a kernel and do not depend on the run mode, each result having at most
+    `max_elements` elements; else None. Nothing in the graph changes.
+
+    Why: `fold-constants` keeps a result much bigger than its inputs as a node (a 2048-element
+    `ConstantOfShape` of a 1-element shape stays, as the ONNX zoo's light models write every
+    parameter), but a pass that is about to fold a per-channel vector of that size into
+    parameters of the same size (a BatchNormalization's statistics) may evaluate it here."""
+    if not name:
+        return None
+    if name in graph.params:
+        return graph.params[name]
+    producer = next((n for n in graph.nodes if name in n.outputs), None)
+    if producer is None or producer.op == "Opaque" or _depth > 16:
+        return None
+    from runtime.kernels import get_kernel, has_kernel
+
+    if not has_kernel(producer.op) or ops.get(producer.op).mode_dependent:
+        return None
+    for o in producer.outputs:
+        v = graph.values.get(o)
+        if o and v is not None and v.shape is not None and all(d is not None for d in v.shape):
+            if int(np.prod(v.shape, dtype=np.int64)) > max_elements:
+                return None
+    args = []
+    for i in producer.inputs:
+        if not i:
+            args.append(None)
+            continue
+        a = constant_value(graph, i, max_elements, _depth=_depth + 1)
+        if a is None:
+            return None
+        args.append(a)
+    kern = get_kernel(producer.op, producer.name)
+    attrs = resolved_attrs(graph, producer)
+    if kern.context:
+        attrs.update(training=False, rng=np.random.default_rng(0))
+    try:
+        result = kern.fn(*args, **attrs)
+    except (GraphNetError, ValueError, TypeError, ArithmeticError):
+        return None
+    outs = result if isinstance(result, (tuple, list)) else [result]
+    value = np.asarray(outs[producer.outputs.index(name)])
+    return value if value.size <= max_elements else None
 
 
 def resolved_attrs(graph: Graph, node: Node) -> dict[str, Any]:

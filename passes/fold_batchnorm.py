@@ -50,7 +50,9 @@ from graphnet import ops
 from graphnet.ir import Graph, Node, Value, format_shape
 from graphnet.ops._shapes import broadcast
 from passes._graph import (
+    bypass,
     const_input,
+    constant_value,
     drop_params_made_dead,
     emit_at,
     other_uses,
@@ -67,6 +69,7 @@ __all__ = [
     "fuse_conv_bn_weights",
     "fold_affine_into_conv",
     "fold_affine_into_matrix",
+    "per_channel_vector",
     "fold_batchnorm",
 ]
 
@@ -172,7 +175,11 @@ def fold_batchnorm(graph: Graph, report: PassReport) -> None:
 
 
 def _fold_one(graph: Graph, bn: Node, report: PassReport) -> None:
-    stats = [const_input(graph, bn, k) for k in range(1, 5)]
+    x = graph.values[bn.inputs[0]]
+    # Statistics computed by a constant sub-graph (ConstantOfShape, as the ONNX zoo's light models
+    # write them) are evaluated: they are per-channel vectors, the size of the s and t written here.
+    limit = _channels(graph, bn)
+    stats = [constant_value(graph, bn.inputs[k], limit) if k < len(bn.inputs) else None for k in range(1, 5)]
     names = ("scale", "B", "input_mean", "input_var")
     missing = [f"{nm} '{bn.inputs[k + 1]}'" for k, (nm, a) in enumerate(zip(names, stats)) if a is None]
     if missing:
@@ -181,11 +188,11 @@ def _fold_one(graph: Graph, bn: Node, report: PassReport) -> None:
     if len(bn.outputs) > 1:
         report.declined(f"{bn.name}: it has {len(bn.outputs)} outputs (training statistics); only Y folds")
         return
-    x = graph.values[bn.inputs[0]]
     if x.shape is None:
         report.declined(f"{bn.name}: the rank of its input '{x.name}' is unknown")
         return
     gamma, beta, mean, var = stats
+    gamma, beta = _absorb_affine_readers(graph, bn, gamma, beta, report)
     eps = float(resolved_attrs(graph, bn)["epsilon"])
     s, t = bn_scale_shift(mean, var, eps, gamma, beta)
     bn_stats = (mean, var, eps, gamma, beta)
@@ -200,6 +207,72 @@ def _fold_one(graph: Graph, bn: Node, report: PassReport) -> None:
     report.declined(f"{bn.name}: not folded into the layer before it: {why_not_before}")
     report.declined(f"{bn.name}: not folded into the layer after it: {why_not_after}")
     _to_affine(graph, bn, s, t, report)
+
+
+def _channels(graph: Graph, bn: Node) -> int:
+    """How many elements a BN statistic has: the channel count (axis 1), else the declared length
+    of its scale; 1024 (fold-constants' SMALL_RESULT) when neither is known."""
+    x = graph.values[bn.inputs[0]].shape
+    if x is not None and len(x) > 1 and x[1] is not None:
+        return int(x[1])
+    g = graph.values.get(bn.inputs[1]) if len(bn.inputs) > 1 else None
+    if g is not None and g.shape and g.shape[0] is not None:
+        return int(g.shape[0])
+    return 1024
+
+
+# ------------------------------------------------------- per-channel Mul / Add after the BN
+def per_channel_vector(c: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
+    """`c` as a (channels,) float64 vector if `y op c` (op = Mul or Add, y of rank `rank` with
+    `channels` on axis 1) applies one number per channel and leaves y's shape unchanged: c has at
+    most `rank` dims and, right-aligned against y, size 1 on every axis but axis 1, where it has
+    1 or `channels` (a scalar, (C, 1, 1), (1, C, 1, 1), ...). Else None."""
+    c = np.asarray(c)
+    if c.ndim > rank or rank < 2:
+        return None
+    full = (1,) * (rank - c.ndim) + c.shape
+    if any(d != 1 for k, d in enumerate(full) if k != 1) or full[1] not in (1, channels):
+        return None
+    return np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (channels,)).copy()
+
+
+def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassReport):
+    """Fold the Mul / Add by per-channel constants that follow the BN (Caffe2's BN -> scale
+    layer, as DenseNet-121 and Inception v2 of the ONNX zoo write it: BN -> Mul(gamma2) ->
+    Add(beta2)) into the BN itself:
+        (gamma (x - mean) / sd + beta) * c + d = (gamma c) (x - mean) / sd + (beta c + d),
+    so gamma' = gamma * c, beta' = beta * c (Mul) and beta' = beta + d (Add). The BN's readers
+    must be that one Mul / Add (not a graph output) and the other operand a per-channel constant
+    (`per_channel_vector`). Each absorbed node is removed and the BN writes its output; the new
+    gamma and beta are written into the BN at once (the graph stays valid at every step).
+    Returns the (possibly new) gamma and beta in float64."""
+    gamma, beta = np.asarray(gamma, np.float64), np.asarray(beta, np.float64)
+    rank, channels = len(graph.values[bn.inputs[0]].shape), gamma.shape[0]
+    dtype = np.dtype(graph.values[bn.inputs[0]].dtype)
+    while True:
+        y = bn.outputs[0]
+        users = readers(graph, y)
+        if y in graph.outputs or len(users) != 1 or users[0].op not in ("Mul", "Add"):
+            return gamma, beta
+        nxt = users[0]
+        if nxt.inputs.count(y) != 1 or len(nxt.inputs) != 2:
+            return gamma, beta
+        other = nxt.inputs[1 - nxt.inputs.index(y)]
+        c = constant_value(graph, other, channels)
+        vec = None if c is None else per_channel_vector(c, rank, channels)
+        out = nxt.outputs[0]
+        if vec is None or np.asarray(c).dtype != np.dtype(graph.values[y].dtype):
+            return gamma, beta
+        if nxt.op == "Mul":
+            gamma, beta = gamma * vec, beta * vec
+        else:
+            beta = beta + vec
+        if bypass(graph, nxt, y, out) is not None:  # cannot happen: y is written by the BN
+            return gamma, beta
+        write_param(graph, bn, 1, gamma.astype(dtype), f"{bn.name}.scale")
+        write_param(graph, bn, 2, beta.astype(dtype), f"{bn.name}.B")
+        report.did(f"absorbed {nxt.name} ({nxt.op} by the per-channel constant '{other}') into "
+                   f"{bn.name}'s {'scale and B' if nxt.op == 'Mul' else 'B'}")
 
 
 # ----------------------------------------------------------------- into the producer
@@ -250,12 +323,16 @@ def _into_producer(graph: Graph, bn: Node, bn_stats: tuple, s, t, report: PassRe
         prod.attrs["beta"] = 1.0
     elif prod.op == "BatchNormalization":
         # BN2(BN1(x)) = s2 * (gamma1 (x - m1) / sd1 + beta1) + t2: gamma1' = s2 gamma1, beta1' = s2 beta1 + t2.
-        why = _need_consts(graph, prod, {1: "scale", 2: "B"})
-        if why or len(prod.outputs) > 1:
-            return why or f"{prod.name} has training outputs"
-        gamma1, beta1 = const_input(graph, prod, 1), const_input(graph, prod, 2)
-        notes += [write_param(graph, prod, 1, s * np.asarray(gamma1, np.float64), f"{prod.inputs[1]}_bn"),
-                  write_param(graph, prod, 2, s * np.asarray(beta1, np.float64) + t, f"{prod.inputs[2]}_bn")]
+        limit = _channels(graph, prod)
+        gamma1, beta1 = (constant_value(graph, prod.inputs[k], limit) for k in (1, 2))
+        if gamma1 is None or beta1 is None:
+            k = 1 if gamma1 is None else 2
+            return f"{prod.name}'s {('scale', 'B')[k - 1]} '{prod.inputs[k]}' is not a constant"
+        if len(prod.outputs) > 1:
+            return f"{prod.name} has training outputs"
+        dtype = np.dtype(graph.values[xname].dtype)
+        notes += [write_param(graph, prod, 1, (s * np.asarray(gamma1, np.float64)).astype(dtype), f"{prod.inputs[1]}_bn"),
+                  write_param(graph, prod, 2, (s * np.asarray(beta1, np.float64) + t).astype(dtype), f"{prod.inputs[2]}_bn")]
     elif prod.op == "MatMul":
         return _into_matmul(graph, bn, prod, bn_stats, t, report)
     elif prod.op == "Add":
