@@ -11,7 +11,11 @@ The array maths are pure functions below (`bn_scale_shift`, `fuse_conv_bn_weight
 `fold_affine_into_conv`, `fold_affine_into_matrix`), float64 inside, cast back to the weight's
 dtype, tested on their own; `fold_batchnorm` is the graph surgery.
 
-Rewrites, for each BatchNormalization whose four statistics are constants:
+Rewrites, for each BatchNormalization whose four statistics are constants (parameters, or
+per-channel vectors a constant sub-graph computes, such as the `ConstantOfShape` fills of the ONNX
+zoo's light models, evaluated here with `passes._graph.constant_value`):
+0. first, a Mul / Add by a per-channel constant that is the BN's only reader (Caffe2's
+   BN -> scale layer) is absorbed into the BN: gamma' = gamma * c, beta' = beta * c + d;
 1. into its producer P, when P's output feeds only the BN and is not a graph output:
    - Conv (1/2/3-D, grouped, depthwise, with or without bias): W (M, C/g, k...) scaled on axis 0;
    - ConvTranspose: W (C, M/g, k...): output channel g*M/g + j is column j of row block g;
