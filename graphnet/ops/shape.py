@@ -85,22 +85,26 @@ def reshape_shape(in_shape: Sequence[int | None], target: Sequence[int], allowze
             out.append(in_shape[i])
         else:
             out.append(t)
-    total = _prod(in_shape)
-    if -1 in out:
-        k = out.index(-1)
-        rest = _prod([d for j, d in enumerate(out) if j != k])
+    # A dynamic dim copied by a 0 is the same factor on both sides: cancel it, so that
+    # (N,4,3) -> [0, -1] still gives (N, 12).
+    same = {i for i, t in enumerate(target) if t == 0 and not allowzero and in_shape[i] is None}
+    total = _prod([d for i, d in enumerate(in_shape) if i not in same])
+    k = out.index(-1) if -1 in out else None
+    rest = _prod([d for j, d in enumerate(out) if j != k and j not in same])
+    if k is not None:
         if rest == 0:
             raise ShapeError(f"shape {list(target)}: -1 is ambiguous next to a zero dim")
         if total is None or rest is None:
             out[k] = None
         elif total % rest:
-            raise ShapeError(f"cannot reshape {format_shape(tuple(in_shape))} ({total} elements) to {list(target)}")
+            raise ShapeError(f"cannot reshape {format_shape(tuple(in_shape))} to {list(target)}: "
+                             f"{total} elements do not split into parts of {rest}")
         else:
             out[k] = total // rest
-    elif total is not None and _prod(out) is not None and total != _prod(out):
+    elif total is not None and rest is not None and total != rest:
         raise ShapeError(
             f"cannot reshape {format_shape(tuple(in_shape))} ({total} elements) to "
-            f"{format_shape(tuple(out))} ({_prod(out)} elements)"
+            f"{format_shape(tuple(out))} ({rest} elements)"
         )
     return tuple(out)
 
@@ -332,13 +336,22 @@ def _pad(inputs, attrs, consts):
     if len(pads) != 2 * len(axes):
         raise ShapeError(f"pads has {len(pads)} entries; {2 * len(axes)} expected for {len(axes)} axes")
     out = list(x.shape)
+    mode = attrs["mode"]
     for k, ax in enumerate(axes):
-        if out[ax] is not None:
-            out[ax] += pads[k] + pads[k + len(axes)]
-            if out[ax] < 0:
-                raise ShapeError(f"pads {pads} crop axis {ax} of size {x.shape[ax]} below zero")
-            if attrs["mode"] == "reflect" and max(pads[k], pads[k + len(axes)]) >= x.shape[ax]:
-                raise ShapeError(f"reflect pads {pads} must be smaller than axis {ax} of size {x.shape[ax]}")
+        if out[ax] is None:
+            continue
+        begin, end = pads[k], pads[k + len(axes)]
+        kept = out[ax] - max(-begin, 0) - max(-end, 0)  # negative pads crop first
+        if kept < 0:
+            raise ShapeError(f"pads {pads} crop axis {ax} of size {x.shape[ax]} below zero")
+        grow = max(begin, 0, end)
+        # reflect and edge read from what is kept: reflect needs a pad below its size, the
+        # other non-constant modes need something to read (onnxruntime rejects both otherwise).
+        if mode == "reflect" and grow and grow >= kept:
+            raise ShapeError(f"reflect pads {pads} must be smaller than axis {ax} of size {kept} after cropping")
+        if mode != "constant" and kept == 0:
+            raise ShapeError(f"{mode} pads {pads} leave nothing of axis {ax} of size {x.shape[ax]} to pad from")
+        out[ax] = kept + max(begin, 0) + max(end, 0)
     return [(tuple(out), x.dtype)]
 
 
