@@ -423,3 +423,26 @@ def test_mixed_dtypes_rejected():
     g.add_input("b", (2,), "float64")
     with pytest.raises(ShapeError, match=r"node 'sub' \(Sub\).*float32.*float64"):
         g.add_node("Sub", ["a", "b"], name="sub")
+
+
+@pytest.mark.parametrize("dtype, lowest", [("float32", -np.inf), ("int32", np.iinfo(np.int32).min), ("bool", False)])
+def test_reduce_max_empty_axis_gives_lowest_value(dtype, lowest):
+    # The max over an empty set is the dtype's lowest value (ONNX ReduceMax-18/20 spec).
+    x = np.zeros((2, 0, 3), dtype)
+    g = single_node("ReduceMax", {"x": (2, 0, 3)}, {"axes": np.array([1], np.int64)}, dtype=dtype)
+    ours = compare_with_ort(g, {"x": x})[g.outputs[0]]
+    assert ours.dtype == np.dtype(dtype) and ours.shape == (2, 1, 3)
+    assert (ours == lowest).all()
+
+
+def test_reduce_max_bool_opset20():
+    x = np.array([[True, False], [False, False], [True, True]])
+    _, ours = _run_import("ReduceMax", 20, x, {"keepdims": 0}, [("axes", np.array([1], np.int64))], exact=True)
+    np.testing.assert_array_equal(ours["y"], naive_reduce(x, [1], 0, any))
+
+
+def test_import_cast_from_unsupported_dtype_stays_opaque():
+    node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)
+    x_info = helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2])
+    g = graphnet.load(onnx_model([node], [x_info], [vi("y", [2])], 13))
+    assert g.nodes[0].op == "Opaque"

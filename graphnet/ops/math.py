@@ -149,7 +149,7 @@ def _reduce(allowed: Sequence[str]):
 
 for _name, _doc, _allowed in (
     ("ReduceMean", "Mean", FLOAT_DTYPES + ("int32", "int64")),
-    ("ReduceMax", "Maximum", NUMERIC_DTYPES),
+    ("ReduceMax", "Maximum", NUMERIC_DTYPES + ("bool",)),  # bool since opset 20
     ("ReduceSum", "Sum", NUMERIC_DTYPES),
 ):
     register(OpSpec(

@@ -120,9 +120,17 @@ def reduce_mean(x: np.ndarray, axes: np.ndarray | None = None, *, keepdims: int,
     return _reduction(np.mean, x, axes, keepdims, noop_with_empty_axes)
 
 
+def _lowest(dtype: np.dtype):
+    if dtype == np.bool_:
+        return False
+    return -np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min
+
+
 @kernel("ReduceMax")
 def reduce_max(x: np.ndarray, axes: np.ndarray | None = None, *, keepdims: int, noop_with_empty_axes: int) -> np.ndarray:
-    return _reduction(np.max, x, axes, keepdims, noop_with_empty_axes)
+    # The maximum of an empty set is the dtype's lowest value (-inf for floats), as ONNX defines;
+    # NumPy needs it as `initial` to reduce over a zero-size axis at all.
+    return _reduction(lambda a, **kw: np.max(a, initial=_lowest(a.dtype), **kw), x, axes, keepdims, noop_with_empty_axes)
 
 
 @kernel("ReduceSum")

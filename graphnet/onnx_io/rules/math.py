@@ -114,8 +114,10 @@ def _import_cast(ctx, node):
     attrs = ctx.attrs(node)
     to = ONNX_DTYPES.get(attrs.get("to"))
     # saturate (opset 19) only changes float8 targets, which are not among ONNX_DTYPES; any other
-    # attribute (round_mode, opset 24) or target dtype (string, bfloat16, float8) stays opaque.
-    if to is None or set(attrs) - {"to", "saturate"}:
+    # attribute (round_mode, opset 24) or source/target dtype (string, bfloat16, float8, int4)
+    # stays opaque.
+    source = ctx.graph.values[node.input[0]].dtype
+    if to is None or source not in ONNX_DTYPES.values() or set(attrs) - {"to", "saturate"}:
         ctx.opaque(node)
         return
     ctx.add("Cast", list(node.input), list(node.output), {"to": to}, name=node.name or None)
