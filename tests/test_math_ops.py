@@ -430,7 +430,10 @@ def test_reduce_max_empty_axis_gives_lowest_value(dtype, lowest):
     # The max over an empty set is the dtype's lowest value (ONNX ReduceMax-18/20 spec).
     x = np.zeros((2, 0, 3), dtype)
     g = single_node("ReduceMax", {"x": (2, 0, 3)}, {"axes": np.array([1], np.int64)}, dtype=dtype)
-    ours = compare_with_ort(g, {"x": x})[g.outputs[0]]
+    if dtype == "bool":  # onnxruntime 1.32: "ReduceMax is not defined for empty set with bool type"
+        ours = runtime.run(g, {"x": x})[g.outputs[0]]
+    else:
+        ours = compare_with_ort(g, {"x": x})[g.outputs[0]]
     assert ours.dtype == np.dtype(dtype) and ours.shape == (2, 1, 3)
     assert (ours == lowest).all()
 
