@@ -16,7 +16,7 @@ import onnx
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import graphnet
 import runtime
@@ -275,12 +275,13 @@ def test_gather(shape, data):
     np.testing.assert_array_equal(y, naive_gather(x, indices, axis))
 
 
-@pytest.mark.parametrize("opset", [9, 11, 13, 21])
-@pytest.mark.parametrize("axis, indices", [(0, np.array(1, I64)), (1, np.array([[2, 0], [1, 1]], I64)),
-                                           (-1, np.array([3, -1], np.int32))])
+GATHER_CASES = [(0, np.array(1, I64)), (1, np.array([[2, 0], [1, 1]], I64)), (-1, np.array([3, -1], np.int32))]
+
+
+# Negative axis and indices are defined from Gather-11 on: opset 9 gets the non-negative cases only.
+@pytest.mark.parametrize("opset, axis, indices", [(o, a, i) for o in (9, 11, 13, 21) for a, i in GATHER_CASES
+                                                  if o >= 11 or (a >= 0 and (i >= 0).all())])
 def test_import_gather(opset, axis, indices):
-    if opset < 11 and (axis < 0 or (indices < 0).any()):
-        pytest.skip("negative axis and indices are defined from Gather-11 on")
     x = arange(3, 4)
     run_import("Gather", opset, x, {"axis": axis}, [("i", indices)], reference=naive_gather(x, indices, axis))
 
@@ -404,17 +405,19 @@ def test_pad_wrap_needs_opset19():
 
 
 # ------------------------------------------------------- ConstantOfShape, Expand
-@pytest.mark.parametrize("value", [None, np.array([3.5], np.float32), np.array([-2], np.int64), np.array([1], np.int32)])
-def test_constant_of_shape(value):
+@pytest.mark.parametrize("value, dims", [(None, [2, 3]), (np.array([3.5], np.float32), [2, 3]),
+                                         (np.array([-2], np.int64), [4]), (np.array([1], np.int32), [2, 0, 3])])
+def test_constant_of_shape(value, dims):
     g = Graph("cos")
     g.add_input("unused", (1,))
-    g.add_param("s", np.array([2, 0, 3] if value is not None and value.dtype == np.int32 else [2, 3], I64))
+    g.add_param("s", np.array(dims, I64))
     node = g.add_node("ConstantOfShape", ["s"], {} if value is None else {"value": value}, name="cos")
     g.mark_output(node.outputs[0])
+    assert g.values[node.outputs[0]].shape == tuple(dims)
     y = compare_with_ort(g, {"unused": np.zeros(1, np.float32)}, **EXACT)[node.outputs[0]]
-    fill = 0.0 if value is None else value[0]
+    fill = 0.0 if value is None else value[0]  # the default value is a float32 zero
     assert y.dtype == (np.float32 if value is None else value.dtype)
-    assert y.shape == tuple(g.params["s"]) and all(v == fill for v in y.flatten().tolist())
+    assert y.shape == tuple(dims) and all(v == fill for v in y.flatten().tolist())
 
 
 @pytest.mark.parametrize("opset", [9, 20, 21])

@@ -12,7 +12,10 @@ import numpy as np
 
 from runtime.kernels import kernel
 
-__all__ = ["div", "reduce_axes"]
+__all__ = [
+    "mul", "sub", "div", "max_", "min_", "neg", "sqrt", "exp", "log", "reciprocal", "pow_", "identity",
+    "clip", "reduce_mean", "reduce_max", "reduce_sum", "cast", "reduce_axes",
+]
 
 
 def _keep(y: np.ndarray | np.generic, like: np.ndarray) -> np.ndarray:

@@ -10,7 +10,8 @@ import numpy as np
 from graphnet.ops.shape import reshape_shape, slice_bounds
 from runtime.kernels import kernel
 
-__all__ = ["pad"]
+__all__ = ["reshape", "transpose", "squeeze", "unsqueeze", "shape", "gather", "slice_", "pad",
+           "constant_of_shape", "expand"]
 
 
 def _ints(a: np.ndarray | None) -> list[int]:
