@@ -1,0 +1,112 @@
+"""The array maths of BatchNormalization folding, apart from the graph surgery (FX keeps
+`fuse_conv_bn_weights` apart from its rewrite in the same way) so each formula is tested alone.
+
+At inference BN is the per-channel affine map Y = s * X + t with s = gamma / sqrt(var + eps) and
+t = beta - mean * s (LECTURE.md, "Batch normalization"); `passes.fold_batchnorm` explains where
+each function is used. Everything is computed in float64 and cast back to the weight's dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "bn_scale_shift",
+    "fuse_conv_bn_weights",
+    "fold_affine_into_conv",
+    "fold_affine_into_matrix",
+    "per_channel_vector",
+]
+
+
+def bn_scale_shift(mean, var, eps: float, gamma, beta) -> tuple[np.ndarray, np.ndarray]:
+    """(s, t) in float64 with BN(x) = s * x + t per channel: s = gamma / sqrt(var + eps),
+    t = beta - mean * s."""
+    mean, var, gamma, beta = (np.asarray(a, dtype=np.float64) for a in (mean, var, gamma, beta))
+    s = gamma / np.sqrt(var + float(eps))
+    return s, beta - mean * s
+
+
+def _feature_factor(shape: tuple, s: np.ndarray, axis: int, group: int) -> np.ndarray:
+    """`s` shaped to multiply an array of `shape` whose output features are on `axis`; with
+    axis 1 and group > 1 (ConvTranspose's (C, M/g, k...)), axis 0 is split into `group` row blocks
+    and block g holds output features g*M/g .. (g+1)*M/g - 1."""
+    ndim = len(shape)
+    if axis == 1 and group > 1:
+        rows, per_group = shape[0], shape[1]
+        factor = np.repeat(s.reshape(group, per_group), rows // group, axis=0)  # (C, M/g)
+        return factor.reshape(factor.shape + (1,) * (ndim - 2))
+    view = [1] * ndim
+    view[axis] = s.shape[0]
+    return s.reshape(view)
+
+
+def fuse_conv_bn_weights(
+    w: np.ndarray,
+    b: np.ndarray | None,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    axis: int = 0,
+    group: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights of the linear op followed by BN, as one linear op:
+    W' = W * s along `axis` (the output-feature axis of W), b' = (b - mean) * s + beta
+    (b = 0 when None). `axis` is 0 for Conv (M, C/g, k...), 1 for ConvTranspose (C, M/g, k...) and
+    for a (K, F) matrix, 0 for a (F, K) one; `group` only matters for ConvTranspose (axis 1).
+    Computed in float64, returned in W's dtype."""
+    s, _ = bn_scale_shift(mean, var, eps, gamma, beta)
+    w64 = np.asarray(w, dtype=np.float64)
+    w_new = w64 * _feature_factor(w64.shape, s, axis, group)
+    b64 = np.zeros_like(s) if b is None else np.asarray(b, dtype=np.float64)
+    b_new = (b64 - np.asarray(mean, dtype=np.float64)) * s + np.asarray(beta, dtype=np.float64)
+    dtype = np.asarray(w).dtype
+    return w_new.astype(dtype), b_new.astype(dtype)
+
+
+def fold_affine_into_conv(
+    w: np.ndarray, b: np.ndarray | None, s: np.ndarray, t: np.ndarray, group: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Conv(s*X + t, W, b) = Conv(X, W', b') for a conv WITHOUT padding: input channel
+    c = (o // (M/g)) * (C/g) + m of weight W[o, m] gets W'[o, m] = W[o, m] * s[c], and
+    b'[o] = b[o] + sum_{m, taps} W[o, m, taps] * t[c]. float64 inside, W's dtype out."""
+    w64 = np.asarray(w, dtype=np.float64)
+    out_ch, in_per_group = w64.shape[:2]
+    per_out = np.asarray(s, np.float64).reshape(group, in_per_group)[np.arange(out_ch) // (out_ch // group)]
+    shift = np.asarray(t, np.float64).reshape(group, in_per_group)[np.arange(out_ch) // (out_ch // group)]
+    tail = (1,) * (w64.ndim - 2)
+    w_new = w64 * per_out.reshape(per_out.shape + tail)
+    b64 = np.zeros(out_ch) if b is None else np.asarray(b, dtype=np.float64)
+    b_new = b64 + (w64 * shift.reshape(shift.shape + tail)).reshape(out_ch, -1).sum(axis=1)
+    dtype = np.asarray(w).dtype
+    return w_new.astype(dtype), b_new.astype(dtype)
+
+
+def fold_affine_into_matrix(
+    w: np.ndarray, s: np.ndarray, t: np.ndarray, in_axis: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(s*X + t) @ W' = X @ W'' + t @ W' for the matrix W' = W (in_axis 0, W is (K, F)) or W.T
+    (in_axis 1, W is (F, K)). Returns (W scaled by s on `in_axis`, the bias t @ W' of length F),
+    float64 inside, W's dtype out."""
+    w64 = np.asarray(w, dtype=np.float64)
+    s64, t64 = np.asarray(s, np.float64), np.asarray(t, np.float64)
+    w_new = w64 * (s64[:, None] if in_axis == 0 else s64[None, :])
+    bias = t64 @ (w64 if in_axis == 0 else w64.T)
+    dtype = np.asarray(w).dtype
+    return w_new.astype(dtype), bias.astype(dtype)
+
+
+def per_channel_vector(c: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
+    """`c` as a (channels,) float64 vector if `y op c` (op = Mul or Add, y of rank `rank` with
+    `channels` on axis 1) applies one number per channel and leaves y's shape unchanged: c has at
+    most `rank` dims and, right-aligned against y, size 1 on every axis but axis 1, where it has
+    1 or `channels` (a scalar, (C, 1, 1), (1, C, 1, 1), ...). Else None."""
+    c = np.asarray(c)
+    if c.ndim > rank or rank < 2:
+        return None
+    full = (1,) * (rank - c.ndim) + c.shape
+    if any(d != 1 for k, d in enumerate(full) if k != 1) or full[1] not in (1, channels):
+        return None
+    return np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (channels,)).copy()
