@@ -130,22 +130,68 @@ def test_layernorm_dsl_and_non_affine_export():
     assert g.params["ln1.scale"].shape == (4, 3, 3) and g.num_params() == 2 * 36
 
 
-def test_layernorm_import_and_opaque_stats():
-    rng = np.random.default_rng(1)
+def layer_norm_stats_ref(x, axis, eps):
+    """Mean and 1/sqrt(sigma2 + eps) per example t (every index before `axis`), the normalized
+    axes kept as size 1 (ONNX's Mean and InvStdDev outputs)."""
+    lead = int(np.prod(x.shape[:axis]))
+    rows = x.reshape(lead, -1).astype(np.float64)
+    mean = np.array([sum(r) / r.size for r in rows])
+    var = np.array([sum((v - m) ** 2 for v in r) / r.size for r, m in zip(rows, mean)])
+    keep = x.shape[:axis] + (1,) * (x.ndim - axis)
+    return mean.reshape(keep), (1 / np.sqrt(var + eps)).reshape(keep)
+
+
+@pytest.mark.parametrize("outputs", [["y"], ["y", "mean"], ["y", "", "inv"], ["y", "mean", "inv"]])
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_layernorm_import_with_statistics(outputs, axis):
+    """LayerNormalization's optional Mean / InvStdDev outputs map onto the IR op's (an omitted
+    one in the middle gets a placeholder name): each output vs the formula and onnxruntime, and
+    the re-export writes them back."""
+    rng = np.random.default_rng(len(outputs) + axis)
     shape = (2, 3, 4)
-    inits = [numpy_helper.from_array(rand(rng, 4), "s"), numpy_helper.from_array(rand(rng, 4), "b")]
-    for outputs, opaque in ((["y"], False), (["y", "mean"], True), (["y", "", "inv"], True)):
-        node = helper.make_node("LayerNormalization", ["x", "s", "b"], outputs, axis=-1, epsilon=1e-3)
-        outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)] + [
-            helper.make_tensor_value_info(o, TensorProto.FLOAT, (2, 3, 1)) for o in outputs[1:] if o
-        ]
-        model = _model([node], {"x": shape}, outs, inits, 17)
-        g = graphnet.load(model)
-        assert (g.nodes[0].op == "Opaque") == opaque
-        if not opaque:
-            assert g.nodes[0].attrs == {"axis": -1, "epsilon": 1e-3}
-            x = rand(rng, *shape)
-            assert_close(runtime.run(g, {"x": x})["y"], ort_run(model, {"x": x})["y"])
+    norm = shape[axis:]  # Scale / B: the normalized shape
+    inits = [numpy_helper.from_array(rand(rng, *norm), "s"), numpy_helper.from_array(rand(rng, *norm), "b")]
+    node = helper.make_node("LayerNormalization", ["x", "s", "b"], outputs, axis=axis, epsilon=1e-3)
+    a = axis % len(shape)
+    stats = shape[:a] + (1,) * (len(shape) - a)
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)] + [
+        helper.make_tensor_value_info(o, TensorProto.FLOAT, stats) for o in outputs[1:] if o
+    ]
+    model = _model([node], {"x": shape}, outs, inits, 17)
+    g = graphnet.load(model)
+    (n,) = g.nodes
+    assert n.op == "LayerNormalization" and n.attrs == {"axis": axis, "epsilon": 1e-3}
+    assert len(n.outputs) == len(outputs) and all(o in n.outputs for o in outputs if o)
+    x = rand(rng, *shape)
+    ours, theirs = runtime.run(g, {"x": x}), ort_run(model, {"x": x})
+    p = {t.name: numpy_helper.to_array(t) for t in inits}
+    mean, inv = layer_norm_stats_ref(x, a, 1e-3)
+    want = {"y": layer_norm_ref(x, p["s"], p["b"], a, 1e-3), "mean": mean, "inv": inv}
+    back = ort_run(export_checked(g), {"x": x})
+    for o in filter(None, outputs):
+        assert ours[o].dtype == np.float32 and ours[o].shape == want[o].shape
+        assert_close(ours[o], want[o], what=f"{o} vs the formula")
+        # onnxruntime's float32 statistics over 4-12 values differ by a few ulps: atol 1e-5.
+        assert_close(ours[o], theirs[o], rtol=RTOL32, atol=1e-5, what=f"{o} vs onnxruntime")
+        assert_close(back[o], theirs[o], rtol=RTOL32, atol=1e-5, what=f"{o}: our export vs onnxruntime")
+
+
+def test_layernorm_statistics_dtype_follows_stash_type():
+    """stash_type=11 (double) makes Mean / InvStdDev float64 while Y stays float32; bfloat16
+    statistics (16) have no NumPy dtype, so a node reading them stays opaque."""
+    g = single_node("LayerNormalization", {"x": (2, 5)}, attrs={"stash_type": 11}, num_outputs=3)
+    assert [g.values[o].dtype for o in g.nodes[0].outputs] == ["float32", "float64", "float64"]
+    x = rand(np.random.default_rng(0), 2, 5)
+    out = runtime.run(g, {"x": x})
+    mean, inv = layer_norm_stats_ref(x, 1, 1e-5)
+    assert [out[o].dtype for o in g.outputs] == [np.float32, np.float64, np.float64]
+    assert_close(out[g.outputs[1]], mean, rtol=1e-12, atol=1e-12)
+    assert_close(out[g.outputs[2]], inv, rtol=1e-12, atol=1e-12)
+    node = helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"], stash_type=16)
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2, 5)),
+            helper.make_tensor_value_info("mean", TensorProto.BFLOAT16, (2, 1))]
+    inits = [numpy_helper.from_array(np.ones(5, np.float32), "s")]
+    assert graphnet.load(_model([node], {"x": (2, 5)}, outs, inits, 17)).nodes[0].op == "Opaque"
 
 
 # ----------------------------------------------------------------------------- InstanceNorm

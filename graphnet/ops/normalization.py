@@ -17,11 +17,15 @@ from graphnet.ir import Value, format_shape
 from graphnet.ops._shapes import broadcast, need_float, need_rank
 from graphnet.ops.spec import REQUIRED, OpSpec, register
 
-__all__ = ["STASH_TYPES"]
+__all__ = ["STASH_TYPES", "STASH_DTYPES"]
 
 STASH_TYPES = (1, 10, 11, 16)
 """ONNX element types allowed for `stash_type` (float, float16, double, bfloat16). Our kernels
 always compute statistics in float64, which is at least as precise as any of them."""
+
+STASH_DTYPES = {1: "float32", 10: "float16", 11: "float64", 16: "float32"}
+"""dtype of LayerNormalization's optional Mean / InvStdDev outputs per `stash_type`. NumPy has no
+bfloat16: with 16 they are float32 (the importer keeps a node that reads them opaque)."""
 
 _RANKS = range(2, 6)  # (N,C), (N,C,L), (N,C,H,W), (N,C,T,H,W)
 
@@ -78,7 +82,7 @@ def _batchnorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
     # ONNX (opset 15+) lets scale/B (T1) and the running statistics (T2) differ from X (T).
     _same_dtype(scale, b)
     _same_dtype(mean, var)
-    return [(x.shape, x.dtype)]
+    return [(x.shape, x.dtype), (mean.shape, mean.dtype), (var.shape, var.dtype)]
 
 
 def _affine_macs(inputs, outputs, attrs) -> int:
@@ -93,6 +97,9 @@ register(
         "Per-channel normalization with batch statistics (train) or running averages (inference).",
         ("X", "scale", "B", "input_mean", "input_var"),
         _batchnorm_infer,
+        # ONNX's optional outputs: the running statistics after this run (updated in train mode,
+        # the inputs unchanged in inference mode).
+        outputs=("Y", "running_mean?", "running_var?"),
         attrs={"epsilon": 1e-5, "momentum": 0.9},
         macs=_affine_macs,
         # Train mode: kernel outputs 1 and 2 (new running mean / variance) replace inputs 3 and 4.
@@ -139,15 +146,21 @@ def _layernorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
                 f"{what} '{p.name}' {format_shape(p.shape)} does not broadcast to X '{x.name}' "
                 f"{format_shape(x.shape)} (normalized shape {norm} from axis {attrs['axis']})"
             )
-    return [(x.shape, x.dtype)]
+    # Mean and InvStdDev keep the leading dims and reduce the normalized ones to size 1 (ONNX).
+    axis = attrs["axis"]
+    stats = None if x.shape is None else tuple(x.shape[:axis]) + (1,) * (len(x.shape) - axis)
+    stash = STASH_DTYPES[attrs["stash_type"]]
+    return [(x.shape, x.dtype), (stats, stash), (stats, stash)]
 
 
 register(
     OpSpec(
         "LayerNormalization",
-        "Per example, normalize over the axes from `axis` on, then scale and shift (ONNX opset 17).",
+        "Per example, normalize over the axes from `axis` on, then scale and shift (ONNX opset 17); "
+        "optional Mean and InvStdDev = 1/sqrt(var + eps) outputs.",
         ("X", "Scale?", "B?"),
         _layernorm_infer,
+        outputs=("Y", "Mean?", "InvStdDev?"),
         attrs={"axis": -1, "epsilon": 1e-5, "stash_type": 1},
         resolve=_layernorm_resolve,
         macs=_affine_macs,

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from graphnet.ops.normalization import STASH_DTYPES
 from runtime.kernels import kernel
 
 __all__ = [
@@ -62,17 +63,20 @@ def batch_normalization(
     momentum: float,
     training: bool,
     rng: np.random.Generator,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inference: Y = scale * (X - mean_avg) / sqrt(var_avg + eps) + B (batch statistics ignored).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns (Y, running mean, running variance) after this run.
+
+    Inference: Y = scale * (X - mean_avg) / sqrt(var_avg + eps) + B (batch statistics ignored);
+    the running statistics are returned unchanged.
 
     Train: Y is normalized with the BIASED batch statistics mu_B, sigma2_B over the batch and
-    spatial axes; returns (Y, new running mean, new running variance) with the lecture's update
+    spatial axes; the running statistics get the lecture's update
     running = alpha * running + (1 - alpha) * batch, alpha = `momentum` (ONNX's name)."""
     nd = x.ndim
     if not training:
         inv = 1.0 / np.sqrt(_per_channel(input_var, nd) + epsilon)
         y = (x.astype(np.float64, copy=False) - _per_channel(input_mean, nd)) * inv
-        return _scale_shift(y, scale, b, nd).astype(x.dtype, copy=False)
+        return _scale_shift(y, scale, b, nd).astype(x.dtype, copy=False), input_mean, input_var
     mu, var = moments(x, (0,) + tuple(range(2, nd)))
     y = (x.astype(np.float64, copy=False) - mu) / np.sqrt(var + epsilon)
     y = _scale_shift(y, scale, b, nd).astype(x.dtype, copy=False)
@@ -90,17 +94,20 @@ def layer_normalization(
     axis: int,
     epsilon: float,
     stash_type: int,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalize each example over the axes `axis..rank-1` (the lecture's LN is axis=1: all maps
     and positions), then multiply by Scale and add B, both broadcast against X as ONNX does.
-    `stash_type` is accepted; statistics are float64 whatever it says."""
+    Returns (Y, Mean, InvStdDev = 1 / sqrt(var + eps)), the statistics with the normalized axes
+    kept as size 1 and in `stash_type`'s dtype (they are computed in float64 whatever it says)."""
     mean, var = moments(x, tuple(range(axis, x.ndim)))
-    y = (x.astype(np.float64, copy=False) - mean) / np.sqrt(var + epsilon)
+    inv_std = 1.0 / np.sqrt(var + epsilon)
+    y = (x.astype(np.float64, copy=False) - mean) * inv_std
     if scale is not None:
         y = y * scale.astype(np.float64, copy=False)
     if b is not None:
         y = y + b.astype(np.float64, copy=False)
-    return y.astype(x.dtype, copy=False)
+    stash = np.dtype(STASH_DTYPES[stash_type])
+    return y.astype(x.dtype, copy=False), mean.astype(stash), inv_std.astype(stash)
 
 
 @kernel("GroupNormalization")

@@ -1,9 +1,10 @@
 """ONNX export/import rules of the normalization family.
 
 Export (opset 17+):
-- BatchNormalization: inference -> the opset-15 form (no `spatial`, training_mode=0); train mode
-  -> training_mode=1 with outputs (Y, running_mean, running_var), the two statistics becoming
-  extra graph outputs named "<mean input>.updated" and "<var input>.updated".
+- BatchNormalization: inference -> the opset-15 form (no `spatial`, training_mode=0), a node's
+  own running-statistics outputs written as Identity of its inputs (ONNX forbids them there);
+  train mode -> training_mode=1 with outputs (Y, running_mean, running_var): the node's own, or
+  else extra graph outputs named "<mean input>.updated" and "<var input>.updated".
 - Layer/Instance/GroupNormalization: an omitted (non-affine) scale or bias is written as ones or
   zeros, since ONNX requires them (LayerNormalization's B excepted).
 - GroupNormalization below opset 21 (where ONNX's scale and bias are per GROUP, or the op does not
@@ -11,10 +12,11 @@ Export (opset 17+):
   Add with the per-channel scale and bias.
 
 Import (opset 9 to 21+): the inference forms map 1:1. Kept opaque, because the IR cannot say the
-same thing: BatchNormalization in training mode (training_mode=1, is_test=0 before opset 7) or
-asking for its optional statistics outputs, `spatial=0` (per-activation statistics, opsets 7-8)
-or an X rank outside 2..5; LayerNormalization asking for Mean / InvStdDev; GroupNormalization of
-opsets 18-20 whose per-group scale/bias are not constants (constants are expanded to per-channel).
+same thing: BatchNormalization in its opset < 7 training form (is_test=0) or reading its
+saved_mean / saved_var outputs (opsets 7-13), `spatial=0` (per-activation statistics, opsets 7-8)
+or an X rank outside 2..5; LayerNormalization asking for bfloat16 (stash_type=16) Mean / InvStdDev;
+GroupNormalization of opsets 18-20 whose per-group scale/bias are not constants (constants are
+expanded to per-channel). LayerNormalization's Mean / InvStdDev outputs map onto the IR op's.
 """
 
 from __future__ import annotations
@@ -51,13 +53,17 @@ def _scale_bias(ctx, node, dims: tuple, *, need_bias: bool = True) -> list[str]:
 @export_rule("BatchNormalization")
 def _export_batchnorm(ctx, node, attrs):
     common = {"epsilon": float(attrs["epsilon"]), "momentum": float(attrs["momentum"])}
+    stats = list(node.outputs[1:])  # the node's own running-statistics outputs, if it has them
     if not ctx.training:
-        ctx.emit("BatchNormalization", node.inputs, node.outputs, name=node.name, **common)
+        # ONNX forbids the statistics outputs in inference mode; there they are the inputs.
+        ctx.emit("BatchNormalization", node.inputs, node.outputs[:1], name=node.name, **common)
+        for k, out in enumerate(stats):
+            ctx.emit("Identity", [node.inputs[3 + k]], [out], name=ctx.fresh(f"{node.name}.{out}"))
         return
     outputs = list(node.outputs)
-    for k in (3, 4):  # input_mean, input_var -> their updated running averages
-        src = ctx.value(node.inputs[k])
-        name = ctx.fresh(f"{node.inputs[k]}.updated")
+    for k in range(1 + len(stats), 3):  # input_mean, input_var -> their updated running averages
+        src = ctx.value(node.inputs[k + 2])
+        name = ctx.fresh(f"{node.inputs[k + 2]}.updated")
         ctx.add_output(name, src.shape, src.dtype)
         outputs.append(name)
     ctx.emit("BatchNormalization", node.inputs, outputs, name=node.name, training_mode=1, **common)
@@ -136,26 +142,42 @@ def _rank(ctx, name: str) -> int | None:
 def _import_batchnorm(ctx, node):
     a = ctx.attrs(node)
     # `consumed_inputs` (opset < 6) was only an in-place hint: safe to drop.
-    # A training-mode BatchNormalization (training_mode=1, as PyTorch's TRAINING export writes it)
-    # maps onto the IR op, whose mode is chosen when the graph runs or is exported (DESIGN.md),
-    # as long as nothing reads its running-statistics outputs. Before opset 7 (is_test=0) the
-    # statistics outputs were the way to train, so that form stays opaque.
+    # A training-mode BatchNormalization (training_mode=1 from opset 14; from 7 to 13, the presence
+    # of the statistics outputs) maps onto the IR op, whose mode is chosen when the graph runs or
+    # is exported (DESIGN.md); its running-statistics outputs, when something reads them, become
+    # the IR node's optional outputs. Kept opaque: before opset 7 (is_test=0) the statistics
+    # outputs were the way to train; the saved_mean / saved_var outputs (opsets 7-13).
     old_training = ctx.opset < 7 and a.get("is_test", 0) == 0
     rank = _rank(ctx, node.input[0])
-    stats_read = any(ctx.is_used(o) for o in node.output[1:])
-    if old_training or stats_read or a.get("spatial", 1) != 1 or (rank is not None and not 2 <= rank <= 5):
+    saved_read = any(ctx.is_used(o) for o in node.output[3:])
+    if old_training or saved_read or a.get("spatial", 1) != 1 or (rank is not None and not 2 <= rank <= 5):
         return ctx.opaque(node)
     attrs = {k: f32_decimal(a[k]) for k in ("epsilon", "momentum") if k in a}
-    ctx.add("BatchNormalization", node.input, node.output[:1], attrs, name=node.name)
+    outputs = list(node.output[:3])
+    while len(outputs) > 1 and not ctx.is_used(outputs[-1]):
+        outputs.pop()
+    outputs = [o if o and (k == 0 or ctx.is_used(o)) else ctx.graph.fresh_name(f"{node.name or node.output[0]}.unused{k}")
+               for k, o in enumerate(outputs)]
+    ctx.add("BatchNormalization", node.input, outputs, attrs, name=node.name)
+
+
+def _named_outputs(ctx, node) -> list[str]:
+    """The node's outputs without trailing omitted ones; an omitted one in the middle (ONNX's "")
+    gets a fresh placeholder name, since IR values are named (nothing reads it)."""
+    outs = list(node.output)
+    while outs and not outs[-1]:
+        outs.pop()
+    base = node.name or outs[0]
+    return [o or ctx.graph.fresh_name(f"{base}.unused{k}") for k, o in enumerate(outs)]
 
 
 @import_rule("LayerNormalization")
 def _import_layernorm(ctx, node):
-    if _extra_outputs(node):
-        return ctx.opaque(node)
     a = ctx.attrs(node)
+    if _extra_outputs(node) and a.get("stash_type", 1) == 16:
+        return ctx.opaque(node)  # bfloat16 statistics: NumPy has no bfloat16
     attrs = {k: f32_decimal(v) if k == "epsilon" else v for k, v in a.items() if k in ("axis", "epsilon", "stash_type")}
-    ctx.add("LayerNormalization", node.input, node.output[:1], attrs, name=node.name)
+    ctx.add("LayerNormalization", node.input, _named_outputs(ctx, node), attrs, name=node.name)
 
 
 @import_rule("InstanceNormalization")
