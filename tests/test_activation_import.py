@@ -171,3 +171,41 @@ def test_import_old_dropout_with_unread_mask_maps_to_dropout(opset):
     assert g.nodes[0].attrs["drop_prob"] == 0.3 and g.nodes[0].outputs == ["d"]
     x = np.linspace(-1, 1, 10, dtype=np.float32).reshape(2, 5)
     assert_close(runtime.run(g, {"x": x})["y"], np.maximum(x, 0), what="inference dropout is the identity")
+
+
+def _prelu6_model(shape, slope):
+    """PRelu at opset 6 (IR 3, where initializers are also listed as graph inputs), as PyTorch's
+    opset-6 exports write it."""
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+           helper.make_tensor_value_info("slope", TensorProto.FLOAT, slope.shape)]
+    node = helper.make_node("PRelu", ["x", "slope"], ["y"], name="n")
+    graph = helper.make_graph([node], "g", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                              initializer=[numpy_helper.from_array(slope, "slope")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=3)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (2, 3, 4), (2, 3, 3), (2, 3, 4, 5), (2, 3, 2, 4, 3)])
+@pytest.mark.parametrize("shared", [False, True])
+def test_import_prelu_opset6_slope_is_per_channel(shape, shared):
+    """Before opset 7 a PRelu slope of size C applies along the CHANNEL axis (size 1: shared),
+    not from the right: checked against that rule written as a loop over channels (onnxruntime
+    has no PRelu-6 kernel). A (C,) slope on (N, C, W) with W == C would be wrong from the right."""
+    c = shape[1]
+    slope = np.array([0.5] if shared else [0.1 * (k + 1) for k in range(c)], np.float32)
+    g = graphnet.load(_prelu6_model(shape, slope))
+    assert g.op_counts() == {"PRelu": 1}
+    x = rand(shape, len(shape))
+    y = runtime.run(g, {"x": x})["y"]
+    want = np.empty(shape, np.float64)
+    for m in range(c):
+        a = slope[0] if shared else slope[m]
+        want[:, m] = np.where(x[:, m] >= 0, x[:, m], a * x[:, m].astype(np.float64))
+    assert_close(y, want, what="PRelu-6 per channel")
+
+
+def test_import_prelu_opset6_run_time_slope_stays_opaque():
+    model = _prelu6_model((2, 3, 4), np.ones(3, np.float32))
+    del model.graph.initializer[:]  # the slope becomes a plain graph input, known only at run time
+    assert graphnet.load(model).op_counts() == {"Opaque": 1}

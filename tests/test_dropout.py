@@ -259,19 +259,93 @@ def test_import_maps_to_inverted_dropout(opset, kw, drop):
         np.testing.assert_array_equal(out["mask"], kept)
 
 
-@pytest.mark.parametrize("opset, kw, why", [
-    (9, dict(ratio_attr=0.3, mask=True), "opset-9 mask is a float tensor"),
-    (13, dict(ratio=0.3, ratio_as="input"), "the ratio is only known at run time"),
-    (21, dict(ratio=0.3, training=True, training_as="input"), "training_mode is only known at run time"),
-])
-def test_import_keeps_inexpressible_forms_opaque(opset, kw, why):
-    model = onnx_dropout(opset, **kw)
+def test_import_keeps_the_opset9_float_mask_opaque():
+    model = onnx_dropout(9, ratio_attr=0.3, mask=True)
     g = graphnet.load(model)
-    assert g.op_counts() == {"Opaque": 1}, why
-    if opset >= 13:  # written back untouched (an opset-9 node has no valid place in an opset-17+ export)
-        back = export_checked(g)
-        assert [n.op_type for n in back.graph.node] == ["Dropout"]
-        assert list(back.graph.node[0].input) == list(model.graph.node[-1].input)
+    assert g.op_counts() == {"Opaque": 1}, "opset-9 mask is a float tensor"
+
+
+def _kept_fraction_ok(out, x, drop, who):
+    """Every output is 0 or x / keep, and the dropped fraction is drop within 5 sigma."""
+    kept = out["y"] != 0
+    assert_close(out["y"][kept], x[kept].astype(np.float64) / (1 - drop), rtol=RTOL_SCALE, atol=0, what=who)
+    assert abs(1 - kept.mean() - drop) < SIGMAS * math.sqrt(drop * (1 - drop) / x.size), (who, kept.mean())
+    if "mask" in out:
+        np.testing.assert_array_equal(out["mask"], kept)
+
+
+@pytest.mark.parametrize("opset", [12, 13, 21])
+def test_import_run_time_ratio_is_an_input(opset):
+    """A ratio computed at run time (here a graph input) becomes the IR Dropout's `ratio` input:
+    inference mode is the identity whatever it is; train mode drops with the FED ratio."""
+    n = 20_000
+    model = onnx_dropout(opset, ratio=0.0, ratio_as="input", mask=True, shape=(n,))
+    g = graphnet.load(model)
+    (node,) = g.nodes
+    assert node.op == "Dropout" and node.inputs == ["x", "ratio"]
+    x = positive((n,), seed=opset)
+    for r in (0.2, 0.6):
+        feeds = {"x": x, "ratio": np.array(r, np.float32)}
+        ours, theirs = runtime.run(g, feeds), ort_run(model, feeds)
+        np.testing.assert_array_equal(ours["y"], theirs["y"])
+        np.testing.assert_array_equal(ours["mask"], theirs["mask"])
+        _kept_fraction_ok(runtime.run(g, feeds, mode="train", seed=opset), x, r, f"graphnet train, ratio {r}")
+    back = export_checked(g)  # written back with its ratio input, and onnxruntime agrees
+    assert list(back.graph.node[0].input) == ["x", "ratio"]
+    np.testing.assert_array_equal(ort_run(back, {"x": x, "ratio": np.array(0.5, np.float32)})["y"], x)
+
+
+@pytest.mark.parametrize("opset", [12, 21])
+def test_import_run_time_training_mode_is_an_input(opset):
+    """A training_mode computed at run time becomes the IR Dropout's `training_mode` input, which
+    decides for this node whatever mode the graph runs in (ONNX's semantics)."""
+    n, drop = 20_000, 0.3
+    model = onnx_dropout(opset, ratio=drop, training=True, training_as="input", mask=True, shape=(n,))
+    g = graphnet.load(model)
+    (node,) = g.nodes
+    assert node.inputs == ["x", "", "training_mode"] and node.attrs["drop_prob"] == drop
+    x = positive((n,), seed=opset)
+    off, on = {"x": x, "training_mode": np.array(False)}, {"x": x, "training_mode": np.array(True)}
+    for mode in ("inference", "train"):
+        out = runtime.run(g, off, mode=mode)
+        np.testing.assert_array_equal(out["y"], x)
+        assert out["mask"].all()
+        _kept_fraction_ok(runtime.run(g, on, mode=mode, seed=opset), x, drop, f"graphnet, training_mode=True, {mode}")
+    _kept_fraction_ok(ort_run(model, on), x, drop, "onnxruntime, training_mode=True")
+    np.testing.assert_array_equal(ort_run(model, off)["y"], x)
+    back = export_checked(g)
+    assert list(back.graph.node[0].input)[2] == "training_mode"
+    _kept_fraction_ok(ort_run(back, on), x, drop, "onnxruntime on our export, training_mode=True")
+
+
+def test_run_time_ratio_zero_in_training_is_exactly_the_identity():
+    """ratio 0 with training_mode True keeps every unit: deterministic, so equal to onnxruntime."""
+    model = onnx_dropout(13, ratio=0.0, ratio_as="input", training=True, training_as="input", mask=True)
+    g = graphnet.load(model)
+    assert g.nodes[0].inputs == ["x", "ratio", "training_mode"]
+    feeds = {"x": positive((2, 3, 4)), "ratio": np.array(0.0, np.float32), "training_mode": np.array(True)}
+    ours, theirs = runtime.run(g, feeds), ort_run(model, feeds)
+    for k in ("y", "mask"):
+        np.testing.assert_array_equal(ours[k], theirs[k])
+    np.testing.assert_array_equal(ours["y"], feeds["x"])
+
+
+def test_run_time_inputs_errors():
+    """A ratio of the wrong type or rank fails where the graph is built; an out-of-range ratio
+    fed at run time fails naming the node."""
+    from graphnet.errors import KernelError, ShapeError
+
+    g = Graph("g")
+    g.add_input("x", (2, 3))
+    g.add_input("r", (2,))
+    with pytest.raises(ShapeError, match=r"node 'd' \(Dropout\): ratio 'r' must be a scalar, got shape \(2\)"):
+        g.add_node("Dropout", ["x", "r"], name="d")
+    g.add_input("t", (), "float32")
+    with pytest.raises(ShapeError, match=r"node 'd' \(Dropout\): training_mode 't' must be bool, got float32"):
+        g.add_node("Dropout", ["x", "", "t"], name="d")
+    model = onnx_dropout(13, ratio=0.0, ratio_as="input")
+    with pytest.raises(KernelError, match=r"while executing d \(Dropout\).*ratio .* must be in \[0, 1\), got 1.0"):
+        runtime.run(graphnet.load(model), {"x": positive((2, 3, 4)), "ratio": np.array(1.0, np.float32)}, mode="train")
 
 
 @pytest.mark.parametrize("drop", [0.0, 0.3, 0.75])

@@ -12,6 +12,10 @@ Conventions (they are the IR's, and close to ONNX's so that export and import ar
   lecture's p is the KEEP probability `1 - drop_prob`. `scheme` is "inverted" (train: x*mask/keep,
   inference: x) or "classic" (train: x*mask, inference: x*keep). `drop_prob` lies in [0, 1): at 1
   every unit is dropped, the inverted scale 1/keep is undefined and ONNX forbids ratio = 1.
+  Two optional inputs, named and placed as in ONNX (opset 12+), exist only for imported models
+  that compute them at run time (e.g. graph inputs): `ratio` (a scalar) replaces `drop_prob`, and
+  `training_mode` (a scalar bool) replaces the mode the graph runs in, for this node only. A
+  constant ratio or training_mode is imported as the attribute / the run-time mode instead.
 """
 
 from __future__ import annotations
@@ -84,9 +88,20 @@ def _softmax(inputs: Sequence[Value | None], attrs: dict) -> list:
     return [(x.shape, x.dtype)]
 
 
+def _scalar_input(v: Value | None, what: str, dtypes: tuple[str, ...]) -> None:
+    if v is None:
+        return
+    if v.dtype not in dtypes:
+        raise ShapeError(f"{what} '{v.name}' must be {' or '.join(dtypes)}, got {v.dtype}")
+    if v.shape is not None and any(d != 1 for d in v.shape):
+        raise ShapeError(f"{what} '{v.name}' must be a scalar, got shape {format_shape(v.shape)}")
+
+
 def _dropout(inputs: Sequence[Value | None], attrs: dict) -> list:
     x = inputs[0]
     need_float(x, "input")
+    _scalar_input(inputs[1] if len(inputs) > 1 else None, "ratio", ("float16", "float32", "float64"))
+    _scalar_input(inputs[2] if len(inputs) > 2 else None, "training_mode", ("bool",))
     p = _real(attrs, "drop_prob")
     if not 0.0 <= p < 1.0:
         raise AttributeValueError(
@@ -140,8 +155,9 @@ register(
     OpSpec(
         "Dropout",
         "Zero each unit with probability drop_prob in training (scheme inverted: scale by 1/keep; "
-        "classic: scale by keep at inference); optional bool `mask` output.",
-        ("X",),
+        "classic: scale by keep at inference); optional bool `mask` output; optional run-time "
+        "`ratio` / `training_mode` inputs (ONNX's) override drop_prob / the run mode.",
+        ("X", "ratio?", "training_mode?"),
         _dropout,
         outputs=("Y", "mask?"),
         attrs={"drop_prob": 0.5, "scheme": "inverted"},

@@ -75,15 +75,29 @@ def log_softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
 
 @kernel("Dropout", context=True)
 def dropout(
-    x: np.ndarray, *, drop_prob: float, scheme: str, training: bool, rng: np.random.Generator
+    x: np.ndarray,
+    ratio: np.ndarray | None = None,
+    training_mode: np.ndarray | None = None,
+    *,
+    drop_prob: float,
+    scheme: str,
+    training: bool,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns (y, mask); mask is bool, True where a unit is kept (all True at inference).
 
-    keep = 1 - drop_prob (the lecture's p).
+    keep = 1 - drop_prob (the lecture's p). A run-time `ratio` input replaces drop_prob and a
+    `training_mode` input replaces the run mode (ONNX's Dropout-12 inputs).
     - inference: inverted -> x; classic -> x * keep.
     - train: mask ~ Bernoulli(keep) drawn from `rng`; inverted -> x * mask / keep;
       classic -> x * mask.
     """
+    if ratio is not None:
+        drop_prob = float(np.asarray(ratio).reshape(()))
+        if not 0.0 <= drop_prob < 1.0:  # the attribute is checked by the op table; this comes at run time
+            raise ValueError(f"ratio (the DROP probability) must be in [0, 1), got {drop_prob!r}")
+    if training_mode is not None:
+        training = bool(np.asarray(training_mode).reshape(()))
     keep = 1.0 - float(drop_prob)
     if not training:
         mask = np.ones(x.shape, dtype=bool)

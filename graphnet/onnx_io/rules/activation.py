@@ -9,10 +9,14 @@ Dropout-12 ratio/training_mode inputs). Import reads opsets 7 to 21+:
   back, if the op table has Flatten and Reshape and at most one input dim is dynamic; else the
   node stays opaque.
 - PRelu (opset 7+): the slope broadcasts unidirectionally from the right, as in the IR; 1:1.
+  Before opset 7 the slope was per CHANNEL (size C, along axis 1) or shared (size 1), as PyTorch's
+  opset-6 exports write it: a constant slope is reshaped to (C, 1, ..., 1); a run-time one stays
+  opaque.
 - Dropout is always imported as scheme "inverted" (ONNX scales by 1/keep in training).
   Opsets 7-11 carry `ratio` as an attribute; opsets 7-9 type the mask like the data (float), which
   the IR's bool mask cannot express, so a node that uses that mask stays opaque. From opset 12
-  `ratio` and `training_mode` are inputs, and both must be constants (else the node stays opaque).
+  `ratio` and `training_mode` are inputs; a constant one becomes `drop_prob` / is dropped (below),
+  one computed at run time (e.g. a graph input) stays an input of the IR Dropout, which reads it.
   A constant `training_mode` of True (a training export, e.g. PyTorch's TrainingMode.TRAINING, or
   graphnet's own train-mode export) maps to the same mode-independent IR Dropout as False: the IR
   does not bake the mode into nodes (DESIGN.md, "IR choices"), so running or exporting in train
@@ -26,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet import ops
+from graphnet.errors import UnsupportedOpError
 from graphnet.onnx_io.importer import f32_decimal
 from graphnet.onnx_io.registry import export_rule, import_rule
 
@@ -59,18 +64,27 @@ for _op in ("Softmax", "LogSoftmax"):
 def _export_dropout(ctx, node, attrs):
     """inverted/inference: Dropout(x, ratio) (no training_mode: an identity in every runtime);
     classic/inference: Mul(x, keep); train: Dropout(x, ratio, training_mode=True), followed for
-    classic by Mul(., keep) since ONNX's training Dropout divides the kept units by keep."""
+    classic by Mul(., keep) since ONNX's training Dropout divides the kept units by keep.
+    Run-time `ratio` / `training_mode` inputs (imported ones) are written back as they are."""
     dtype = np.dtype(ctx.value(node.inputs[0]).dtype)
     drop = float(attrs["drop_prob"])
     classic = attrs["scheme"] == "classic"
     y = node.outputs[0]
     mask = node.outputs[1:2]
+    ratio_in, mode_in = (list(node.inputs[1:]) + ["", ""])[:2]
+    if classic and (ratio_in or mode_in):
+        raise UnsupportedOpError(
+            f"node '{node.name}' (Dropout): a classic-scheme Dropout with run-time ratio/training_mode "
+            "inputs has no ONNX form (ONNX's Dropout is inverted); graphnet never builds one"
+        )
     if classic and not ctx.training and not mask:
         keep = ctx.const(np.asarray(1.0 - drop, dtype=dtype), f"{node.name}.keep")
         ctx.emit("Mul", [node.inputs[0], keep], [y], name=node.name)
         return
-    inputs = [node.inputs[0], ctx.const(np.asarray(drop, dtype=dtype), f"{node.name}.ratio")]
-    if ctx.training:
+    inputs = [node.inputs[0], ratio_in or ctx.const(np.asarray(drop, dtype=dtype), f"{node.name}.ratio")]
+    if mode_in:
+        inputs.append(mode_in)
+    elif ctx.training:
         inputs.append(ctx.const(np.asarray(True), f"{node.name}.training_mode"))
     dropped = ctx.fresh(f"{node.name}.dropped") if classic else y
     ctx.emit("Dropout", inputs, [dropped, *mask], name=node.name)
@@ -102,10 +116,17 @@ def _import_alpha(ctx, node):
 
 @import_rule("PRelu")
 def _import_prelu(ctx, node):
-    if ctx.opset < 7:  # PRelu-6 and older predate ONNX's broadcasting rules
+    x, slope_name = node.input[0], node.input[1]
+    if ctx.opset >= 7:
+        ctx.add("PRelu", [x, slope_name], _outputs(node), name=node.name)
+        return
+    # PRelu-1/6 predate ONNX's broadcasting: the slope is shared (size 1) or per channel (size C).
+    slope, shape = ctx.const(slope_name), ctx.graph.values[x].shape
+    if slope is None or shape is None or len(shape) < 2 or slope.size not in (1, shape[1]):
         ctx.opaque(node)
         return
-    ctx.add("PRelu", list(node.input[:2]), _outputs(node), name=node.name)
+    per_channel = slope.reshape((-1,) + (1,) * (len(shape) - 2)) if slope.size > 1 else slope.reshape(1)
+    ctx.add("PRelu", [x, ctx.param(per_channel, f"{slope_name}.per_channel")], _outputs(node), name=node.name)
 
 
 @import_rule("Softmax", "LogSoftmax")
@@ -150,22 +171,32 @@ def _import_dropout(ctx, node):
         ctx.opaque(node)  # is_test attribute (< 7) / a float mask that is read (7-9)
         return
     drop = 0.5
+    inputs = [node.input[0]]
     if ctx.opset < 12:
         drop = f32_decimal(ctx.attrs(node).get("ratio", 0.5))
     else:
-        ins = list(node.input)
-        if len(ins) > 1 and ins[1]:
+        ins = list(node.input) + ["", ""]
+        runtime_inputs = ["", ""]  # ratio, training_mode: wired only when not constants
+        if ins[1]:
             ratio = ctx.const(ins[1])
-            if ratio is None or np.size(ratio) != 1:
+            if ratio is None:
+                runtime_inputs[0] = ins[1]
+            elif np.size(ratio) != 1:
                 ctx.opaque(node)
                 return
-            ratio = np.asarray(ratio).reshape(())
-            drop = f32_decimal(ratio) if ratio.dtype == np.float32 else float(ratio)
-        # training_mode only has to be a constant: its value is the mode of the export, which the
-        # IR chooses at run/export time instead (see the module docstring).
-        if len(ins) > 2 and ins[2]:
+            else:
+                ratio = np.asarray(ratio).reshape(())
+                drop = f32_decimal(ratio) if ratio.dtype == np.float32 else float(ratio)
+        # A constant training_mode is the mode of the export, which the IR chooses at run/export
+        # time instead (see the module docstring); one computed at run time stays an input.
+        if ins[2]:
             training = ctx.const(ins[2])
-            if training is None or np.size(training) != 1:
+            if training is None:
+                runtime_inputs[1] = ins[2]
+            elif np.size(training) != 1:
                 ctx.opaque(node)
                 return
-    ctx.add("Dropout", node.input[:1], outs, {"drop_prob": drop, "scheme": "inverted"}, name=node.name)
+        while runtime_inputs and not runtime_inputs[-1]:
+            runtime_inputs.pop()
+        inputs += runtime_inputs
+    ctx.add("Dropout", inputs, outs, {"drop_prob": drop, "scheme": "inverted"}, name=node.name)
