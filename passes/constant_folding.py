@@ -11,6 +11,10 @@ Rewrites, in one sweep in topological order (so a chain folds link by link):
   plain Conv, which it must never do to a WSConv (standardization would undo the scale);
 - `Shape(x)` of a value whose shape is fully static becomes the constant int64 vector
   shape[start:end] (Python slicing clamps exactly like ONNX's `start`/`end`);
+- a Reshape / Flatten / Squeeze / Unsqueeze / Expand of a `ConstantOfShape` fill, with constant
+  shape arguments and a static result shape, becomes `ConstantOfShape(result shape)` with the same
+  value (the fill is the same whatever the layout): the ONNX zoo's light Inception v1 reshapes its
+  ConstantOfShape classifier weight this way. The result stays a node, so its size does not matter;
 - shape arithmetic on partly dynamic shapes (`passes.shape_arith`): Gather/Slice/Concat/... of
   `Shape(x)` entries that are all static become constants, and a Reshape target made of static
   entries and of its own input's dims at their own position becomes a constant with 0 ("copy")
@@ -40,12 +44,14 @@ from passes._graph import drop_params_made_dead, params_read, resolved_attrs, wr
 from passes.base import PassReport, register_pass
 from passes.shape_arith import MOVERS, ShapeSymbols
 
-__all__ = ["fold_constants", "standardize_weight", "GROWTH_LIMIT", "SMALL_RESULT"]
+__all__ = ["fold_constants", "standardize_weight", "GROWTH_LIMIT", "SMALL_RESULT", "FILL_MOVERS"]
 
 GROWTH_LIMIT = 2
 """A folded result may have at most this many times the elements of the node's inputs..."""
 SMALL_RESULT = 1024
 """...unless it has at most this many elements (shape vectors, scalars, small tables)."""
+FILL_MOVERS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand")
+"""Ops whose result, on a constant fill, is the same fill in another (static) shape."""
 
 
 def standardize_weight(w: np.ndarray, eps: float) -> np.ndarray:
@@ -80,6 +86,8 @@ def fold_constants(graph: Graph, report: PassReport) -> None:
             vec = symbols.move(graph, node)
             if vec is not None and symbols.is_constant(vec) and _vector_to_param(graph, node, vec, report):
                 del symbols.vectors[node.outputs[0]]  # a plain constant from now on
+            continue
+        if node.op in FILL_MOVERS and _refill(graph, node, report):
             continue
         ins = [i for i in node.inputs if i]
         if not ins or not all(i in graph.params for i in ins):
@@ -147,6 +155,39 @@ def _fold_node(graph: Graph, node: Node, report: PassReport) -> bool:
             graph.values.pop(name, None)
             graph.add_param(name, arr)
     report.did(f"folded {node.name} ({node.op}) into constant(s) {', '.join(o for o in node.outputs if o)}")
+    return True
+
+
+def _refill(graph: Graph, node: Node, report: PassReport) -> bool:
+    """`node` (a FILL_MOVER) reads a ConstantOfShape fill: make it a ConstantOfShape itself."""
+    from passes._graph import emit_at, readers
+
+    src = node.inputs[0]
+    fill = next((n for n in graph.nodes if src in n.outputs), None)
+    if fill is None or fill.op != "ConstantOfShape":
+        return False
+    if not all(i in graph.params for i in node.inputs[1:] if i):
+        return False
+    out = graph.values[node.outputs[0]]
+    if out.shape is None or any(d is None for d in out.shape):
+        return False
+    if _keeps_output(graph, node, report, f"it {node.op.lower()}s the fill '{src}'"):
+        return False
+    value = np.asarray(resolved_attrs(graph, fill)["value"])
+    if str(value.dtype) != out.dtype:
+        return False
+    index = graph.nodes.index(node)
+    graph.nodes.remove(node)
+    graph.values.pop(out.name)
+    shape = graph.fresh_name(f"{node.name}.shape")
+    graph.add_param(shape, np.array(out.shape, np.int64))
+    emit_at(graph, index, "ConstantOfShape", [shape], {"value": value}, name=node.name, outputs=[out.name])
+    gone = ""
+    if not readers(graph, src) and src not in graph.outputs:
+        graph.nodes.remove(fill)
+        graph.values.pop(src, None)
+        gone = f"; {fill.name} is no longer read and was removed"
+    report.did(f"{node.name} ({node.op} of the fill '{src}') became ConstantOfShape{format_shape(out.shape)}{gone}")
     return True
 
 

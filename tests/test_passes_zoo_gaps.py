@@ -1,11 +1,13 @@
-"""fold-batchnorm, the two gaps the ONNX zoo's light models exposed:
+"""The optimizer gaps the ONNX zoo's light models (tests/test_zoo_models.py) exposed:
 
 - statistics computed by a constant sub-graph: the light models write every parameter as
   `ConstantOfShape(shape)`, and fold-constants keeps results much bigger than their inputs as
   nodes (a 2048-channel ResNet-50 statistic from a 1-element shape), so fold-batchnorm evaluates
   per-channel vectors itself (`passes._graph.constant_value`);
 - a per-channel Mul / Add after the BN (Caffe2's BN -> scale layer, as DenseNet-121 and
-  Inception v2 write it) is absorbed into the BN's gamma / beta before the BN folds.
+  Inception v2 write it) is absorbed into the BN's gamma / beta before the BN folds;
+- fold-constants: a Reshape (Unsqueeze, Squeeze, Flatten, Expand) of a ConstantOfShape fill is
+  the fill in the new shape (Inception v1 reshapes its classifier weight).
 
 Each rewrite is checked for structure (which ops remain) and numerics (NumPy before/after and
 onnxruntime on the optimized export, FOLD_RTOL/ATOL of tests/test_passes_common.py), and the pure
@@ -21,6 +23,7 @@ import runtime
 from graphnet.ir import Graph
 from passes._graph import constant_value
 from passes.base import run_pass
+from passes.constant_folding import SMALL_RESULT
 from passes.fold_batchnorm import per_channel_vector
 from passes.manager import optimize
 from tests.test_passes_common import add_bn, bn_reference, bn_stats, check_same, ops_of, param
@@ -228,3 +231,54 @@ def test_bn_statistics_keep_float32_after_absorbing():
     assert all(a.dtype == np.float32 for k, a in opt.params.items() if a.dtype.kind == "f")
     out = runtime.run(opt, _feeds(g))["y"]
     assert out.dtype == np.float32
+
+
+# ======================================================== fold-constants: moved fills
+def _moved_fill(op: str, args: dict, fill_shape: tuple, x_shape: tuple) -> Graph:
+    """y = x + op(ConstantOfShape(fill_shape), *args): the fill has more than SMALL_RESULT
+    elements, so fold-constants keeps it as a node."""
+    g = Graph(f"fill_{op}")
+    g.add_input("x", x_shape)
+    w = _cos(g, list(fill_shape), 0.25, "w")
+    moved = g.add_node(op, [w] + [param(g, k, np.asarray(v, np.int64)) for k, v in args.items()], name="mv").outputs[0]
+    g.mark_output(g.add_node("Add", ["x", moved], name="add", outputs=["y"]).outputs[0])
+    return g
+
+
+@pytest.mark.parametrize("op,args,fill_shape,new_shape", [
+    ("Reshape", {"target": [40, 64]}, (2560,), (40, 64)),
+    ("Reshape", {"target": [-1, 64]}, (4, 10, 64), (40, 64)),
+    ("Unsqueeze", {"axes": [0]}, (40, 64), (1, 40, 64)),
+    ("Squeeze", {"axes": [0]}, (1, 40, 64), (40, 64)),
+    ("Flatten", {}, (40, 8, 8), (40, 64)),
+    ("Expand", {"shape": [2, 1, 1]}, (40, 64), (2, 40, 64)),
+])
+def test_a_moved_fill_is_a_fill_of_the_new_shape(op, args, fill_shape, new_shape):
+    assert int(np.prod(fill_shape)) > SMALL_RESULT
+    g = _moved_fill(op, args, fill_shape, (None, *new_shape[1:]) if len(new_shape) == 3 else new_shape)
+    opt, report = optimize(g)
+    assert ops_of(opt) == ["ConstantOfShape", "Add"], report
+    np.testing.assert_array_equal(opt.params[opt.nodes[0].inputs[0]], new_shape)  # the new fill's shape
+    assert any("became ConstantOfShape" in line for line in report.passes[0].lines), report.passes[0].lines
+    feeds = _feeds(g)
+    ref = check_same(g, opt, feeds)
+    np.testing.assert_array_equal(ref["y"], feeds["x"] + np.float32(0.25))  # x + the fill, exactly
+
+
+def test_a_fill_with_another_reader_stays_and_the_move_still_goes():
+    g = _moved_fill("Reshape", {"target": [40, 64]}, (40, 64), (40, 64))
+    g.mark_output(g.add_node("Relu", ["w"], name="r").outputs[0])  # the fill itself is read again
+    opt, _ = optimize(g)
+    assert ops_of(opt) == ["ConstantOfShape", "ConstantOfShape", "Add", "Relu"]
+    check_same(g, opt, _feeds(g))
+
+
+def test_a_moved_fill_that_is_a_graph_output_stays():
+    g = Graph("fill_out")
+    g.add_input("x", (None, 3))
+    w = _cos(g, [40, 64], 0.25, "w")
+    g.mark_output(g.add_node("Reshape", [w, param(g, "t", np.array([64, 40]))], name="mv", outputs=["y"]).outputs[0])
+    g.mark_output(g.add_node("Relu", ["x"], name="r").outputs[0])
+    opt, report = optimize(g)
+    assert ops_of(opt) == ["ConstantOfShape", "Reshape", "Relu"]
+    assert any("is a graph output" in line for line in report.passes[0].lines)
