@@ -426,6 +426,23 @@ def test_import_gemm(opset, c_shape, trans_a, trans_b):
     assert g.node("Y").attrs == {"alpha": 0.75, "beta": -1.25, "transA": trans_a, "transB": trans_b}
 
 
+@pytest.mark.parametrize("broadcast, c_shape", [(1, (4,)), (1, ()), (1, (3, 1)), (0, (3, 4))])
+def test_import_gemm_opset6_broadcast_attribute(broadcast, c_shape):
+    """Gemm-6's `broadcast` only allowed what Gemm-7+ always does (with 0, C is already (M, N)):
+    dropped on import. Checked against the formula (onnxruntime has no Gemm-6 kernel)."""
+    rng = RNG(6 + len(c_shape))
+    a, b, c = rand(rng, 3, 5), rand(rng, 4, 5), rand(rng, *c_shape)
+    node = helper.make_node("Gemm", ["A", "B", "C"], ["Y"], alpha=0.5, beta=2.0, transB=1, broadcast=broadcast)
+    inits = [onnx.numpy_helper.from_array(b, "B"), onnx.numpy_helper.from_array(c, "C")]
+    inputs = [_f32("A", a.shape), _f32("B", b.shape), _f32("C", c_shape)]  # IR 3: initializers are inputs
+    graph = helper.make_graph([node], "m", inputs, [_f32("Y", (3, 4))], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=3)
+    onnx.checker.check_model(model, full_check=True)
+    g = graphnet.load(model)
+    assert [(n.op, n.attrs) for n in g.nodes] == [("Gemm", {"alpha": 0.5, "beta": 2.0, "transB": 1})]
+    assert_close(runtime.run(g, {"A": a})["Y"], gemm_ref(a, b, c, 0.5, 2.0, 0, 1), what="Gemm-6")
+
+
 def test_import_gemm_defaults_and_round_trip():
     rng = RNG(2)
     node = helper.make_node("Gemm", ["A", "B"], ["Y"], name="fc")

@@ -300,6 +300,66 @@ def test_import_add(opset, a_shape, b_shape):
     _check_import(model, {"a": rand(rng, *a_shape), "b": rand(rng, *b_shape)}, ["Add"])
 
 
+def legacy_add_ref(a: np.ndarray, b: np.ndarray, axis: int | None) -> np.ndarray:
+    """Add-1/6 with broadcast=1: B's dims sit at A's dims axis..axis+rank(B)-1 (the trailing ones
+    without `axis`); a size-1 B dim repeats. Written as an element loop over A."""
+    start = a.ndim - b.ndim if axis is None else axis
+    out = np.empty(a.shape, np.float64)
+    for idx in np.ndindex(*a.shape):
+        bidx = tuple(0 if b.shape[k] == 1 else idx[start + k] for k in range(b.ndim))
+        out[idx] = float(a[idx]) + float(b[bidx])
+    return out
+
+
+def _opset6_model(nodes, inputs, outputs, inits=()):
+    """IR 3 (opset 6): initializers are listed among the graph inputs too."""
+    ins = list(inputs) + [_f32(t.name, tuple(t.dims)) for t in inits]
+    graph = helper.make_graph(list(nodes), "m", ins, outputs, initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=3)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+LEGACY_ADD = [  # (A shape, B shape, attributes)
+    ((2, 3), (3,), {"broadcast": 1, "axis": 1}),
+    ((2, 3), (2, 1), {"broadcast": 1, "axis": 0}),
+    ((2, 3), (1, 3), {"broadcast": 1, "axis": 0}),
+    ((2, 3, 4, 5), (3, 4), {"broadcast": 1, "axis": 1}),  # needs 1 trailing size-1 dim on B
+    ((2, 3, 4, 5), (2,), {"broadcast": 1, "axis": 0}),  # needs 3
+    ((2, 3, 4, 5), (3,), {"broadcast": 1, "axis": -3}),
+    ((2, 3, 4, 5), (4, 5), {"broadcast": 1}),  # no axis: the trailing dims (today's rule)
+    ((2, 3, 4, 5), (), {"broadcast": 1}),
+    ((2, 3), (2, 3), {}),
+]
+
+
+@pytest.mark.parametrize("a_shape, b_shape, attrs", LEGACY_ADD)
+@pytest.mark.parametrize("b_const", [False, True])
+def test_import_add_opset6_legacy_broadcast(a_shape, b_shape, attrs, b_const):
+    """Add-6's `broadcast`/`axis` (PyTorch's opset-6 exports) vs the old rule written as a loop
+    (onnxruntime has no Add-6 kernel). A constant B is reshaped; a run-time one goes through
+    Unsqueeze when it needs trailing size-1 dims."""
+    rng = RNG(len(a_shape) * 10 + len(b_shape))
+    a, b = rand(rng, *a_shape), rand(rng, *b_shape)
+    node = helper.make_node("Add", ["a", "b"], ["y"], **attrs)
+    inits = [onnx.numpy_helper.from_array(b, "b")] if b_const else []
+    inputs = [_f32("a", a_shape)] + ([] if b_const else [_f32("b", b_shape)])
+    model = _opset6_model([node], inputs, [_f32("y", a_shape)], inits)
+    g = graphnet.load(model)
+    axis = attrs.get("axis")
+    extra = 0 if axis is None else len(a_shape) - (axis % len(a_shape)) - len(b_shape)
+    assert [n.op for n in g.nodes] == (["Unsqueeze", "Add"] if extra and not b_const else ["Add"])
+    feeds = {"a": a} if b_const else {"a": a, "b": b}
+    assert_close(runtime.run(g, feeds)["y"], legacy_add_ref(a, b, axis), what=f"Add-6 {attrs}")
+
+
+def test_import_add_opset6_inexpressible_stays_opaque():
+    """B's dims cannot start at `axis` when they would run past A's last dim."""
+    node = helper.make_node("Add", ["a", "b"], ["y"], broadcast=1, axis=2)
+    model = _opset6_model([node], [_f32("a", (2, 3, 4)), _f32("b", (4, 5))], [_f32("y", (2, 3, 4))])
+    assert graphnet.load(model).op_counts() == {"Opaque": 1}
+
+
 @pytest.mark.parametrize("opset", [9, 13, 21])
 @pytest.mark.parametrize("n_inputs", [2, 3, 4])
 def test_import_sum_becomes_add_chain(opset, n_inputs):

@@ -79,9 +79,12 @@ def _export_maxout(ctx, node, attrs):
 
 @import_rule("Gemm")
 def _import_gemm(ctx, node):
-    # Opsets 9/10 require C, 11+ make it optional; 7+ always broadcast C (opset 6's `broadcast`
-    # attribute is older than the opsets we read). Integer Gemm (opset 11+) has no IR form.
+    # Opsets 9/10 require C, 11+ make it optional; 7+ always broadcast C. Opset 6's `broadcast`
+    # only allowed that broadcast (with 0, C must already be (M, N), the same sum), so it is
+    # dropped. Integer Gemm (opset 11+) has no IR form.
     a = ctx.attrs(node)
+    if ctx.opset < 7:
+        a.pop("broadcast", None)
     if set(a) - {"alpha", "beta", "transA", "transB"} or ctx.graph.values[node.input[0]].dtype not in _FLOATS:
         ctx.opaque(node)
         return
