@@ -10,6 +10,7 @@ run it many times.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -32,6 +33,7 @@ class _Step:
     attrs: dict[str, Any]
     free_after: list[str]  # values whose last reader is this node
     state: dict[int, str]  # train mode: extra kernel output index -> parameter name it replaces
+    extra: dict[str, Any]  # {"num_outputs": n} for kernels that take it (skip optional outputs)
 
 
 class Session:
@@ -68,7 +70,10 @@ class Session:
             for out_k, in_k in spec.state.items():
                 if in_k < len(n.inputs) and n.inputs[in_k] in graph.params:
                     state[out_k] = n.inputs[in_k]
-            self._steps.append(_Step(n, kern, attrs, frees.get(k, []), state))
+            # A kernel with a `num_outputs` parameter can skip work for optional outputs the node
+            # does not have (MaxPool's Indices).
+            extra = {"num_outputs": len(n.outputs)} if "num_outputs" in inspect.signature(kern.fn).parameters else {}
+            self._steps.append(_Step(n, kern, attrs, frees.get(k, []), state, extra))
 
     def seed(self, seed: int | None) -> None:
         """Reset the generator that train-mode kernels (Dropout) draw from."""
@@ -125,7 +130,7 @@ class Session:
         for step in self._steps:
             n = step.node
             args = [None if not i else (env[i] if i in env else params[i]) for i in n.inputs]
-            kwargs = dict(step.attrs)
+            kwargs = dict(step.attrs, **step.extra)
             if step.kernel.context:
                 kwargs["training"] = training
                 kwargs["rng"] = self._rng
