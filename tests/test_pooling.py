@@ -79,6 +79,32 @@ def naive_pool(x, kernel, strides, pads, dilations, ceil_mode, mode, count_inclu
     return y
 
 
+def naive_indices(x, kernel, strides, pads, dilations, ceil_mode, storage_order):
+    """ONNX's MaxPool Indices, written out: for each output, the first real tap (taps in row-major
+    window order) holding the window's max, numbered over X as (n*C + c) * plane + the spatial
+    position in row-major (storage_order 0) or column-major (1, first spatial axis fastest)."""
+    k = len(kernel)
+    sizes = x.shape[2:]
+    outs = [naive_out_len(sizes[i], kernel[i], strides[i], dilations[i], pads[i], pads[k + i], bool(ceil_mode))
+            for i in range(k)]
+    plane = math.prod(sizes)
+    out = np.zeros(x.shape[:2] + tuple(outs), dtype=np.int64)
+    for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+        for pos in itertools.product(*map(range, outs)):
+            best, where = None, None
+            for taps in itertools.product(*map(range, kernel)):
+                idx = [pos[i] * strides[i] - pads[i] + taps[i] * dilations[i] for i in range(k)]
+                if all(0 <= idx[i] < sizes[i] for i in range(k)) and (best is None or x[(n, c, *idx)] > best):
+                    best, where = x[(n, c, *idx)], idx
+            flat, step = 0, 1
+            axes = range(k - 1, -1, -1) if storage_order == 0 else range(k)
+            for i in axes:  # the fastest axis first
+                flat += where[i] * step
+                step *= sizes[i]
+            out[(n, c, *pos)] = (n * x.shape[1] + c) * plane + flat
+    return out
+
+
 # --------------------------------------------------------------------------- op table
 @pytest.mark.parametrize("op", POOL_OPS)
 def test_every_pool_op_has_spec_kernel_and_rules(op):
@@ -293,7 +319,7 @@ def test_global_pool_rejects_rank_2():
     ({"kernel_shape": [2, 2], "dilations": [3, 1]}, (1, 1, 3, 3), ShapeError,
      r"dilated kernel \(4,2\) larger than padded input \(3,3\)"),
     ({"kernel_shape": [2, 2]}, (1, 1, 5), ShapeError, r"kernel_shape \(2,2\) is 2-D.*rank 4.*\(1,1,5\)"),
-    ({"kernel_shape": [2, 2], "storage_order": 1}, (1, 1, 4, 4), AttributeValueError, r"storage_order=1"),
+    ({"kernel_shape": [2, 2], "storage_order": 2}, (1, 1, 4, 4), AttributeValueError, r"storage_order must be 0 or 1, got 2"),
     ({"kernel_shape": [2, 2], "pads": [2, 0, 0, 0]}, (1, 1, 4, 4), AttributeValueError,
      r"pads \[2, 0, 0, 0\] must be smaller than kernel \(2,2\)"),
     ({"kernel_shape": [2, 2], "pads": [-1, 0, 0, 0]}, (1, 1, 4, 4), AttributeValueError, r"pads must be >= 0"),
@@ -328,6 +354,56 @@ def test_export_opsets(opset):
         g = single_node(op, {"x": x.shape}, attrs={"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1],
                                                       "ceil_mode": 1, **extra})
         compare_with_ort(g, {"x": x}, opset=opset)
+
+
+INDICES_CASES = [  # (x shape, attributes)
+    ((2, 3, 9), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
+    ((2, 3, 6, 7), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ((1, 2, 7, 8), {"kernel_shape": [3, 3], "strides": [2, 1], "pads": [1, 2, 2, 1]}),
+    ((1, 2, 7, 7), {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1], "ceil_mode": 1, "dilations": [2, 1]}),
+    ((1, 2, 5, 6, 4), {"kernel_shape": [2, 3, 2], "strides": [2, 2, 1], "pads": [1, 1, 0, 0, 1, 1]}),
+]
+
+
+@pytest.mark.parametrize("shape, attrs", INDICES_CASES)
+@pytest.mark.parametrize("storage_order", [0, 1])
+def test_max_pool_indices_match_reference_and_onnxruntime(shape, attrs, storage_order):
+    """The optional Indices output (storage_order 0 and 1, with pads, strides, dilations,
+    ceil_mode, 1-D to 3-D) vs the loop reference, and vs onnxruntime on our export."""
+    attrs = {**attrs, "storage_order": storage_order}
+    g = single_node("MaxPool", {"x": shape}, attrs=attrs, num_outputs=2)
+    assert [g.values[o].dtype for o in g.outputs] == ["float32", "int64"]
+    x = np.random.default_rng(len(shape) + storage_order).standard_normal(shape).astype(np.float32)
+    args = (attrs["kernel_shape"], attrs.get("strides", [1] * (len(shape) - 2)), attrs.get("pads", [0] * 2 * (len(shape) - 2)),
+            attrs.get("dilations", [1] * (len(shape) - 2)), attrs.get("ceil_mode", 0))
+    ours = compare_with_ort(g, {"x": x})  # both outputs vs onnxruntime (indices exactly: ints)
+    np.testing.assert_array_equal(ours["y1"], naive_indices(x, *args, storage_order))
+    assert_close(ours["y0"], naive_pool(x, *args, "max"))
+    assert ours["y1"].dtype == np.int64
+
+
+def test_max_pool_indices_never_point_at_padding():
+    """uint8 padding is the dtype's minimum, 0: a window whose real values are all 0 ties with its
+    padding, and Indices must still name a real element (the loop reference only sees real taps)."""
+    x = np.zeros((1, 1, 3, 3), np.uint8)
+    x[0, 0, 2, 2] = 7
+    attrs = {"kernel_shape": [2, 2], "pads": [1, 1, 1, 1], "strides": [1, 1]}
+    g = single_node("MaxPool", {"x": x.shape}, attrs=attrs, dtype="uint8", num_outputs=2)
+    idx = runtime.run(g, {"x": x})["y1"]
+    np.testing.assert_array_equal(idx, naive_indices(x, [2, 2], [1, 1], [1, 1, 1, 1], [1, 1], 0, 0))
+    assert idx.min() >= 0 and idx.max() < x.size
+
+
+def test_max_pool_without_indices_skips_them():
+    """The executor tells the kernel how many outputs the node has: one means Y alone."""
+    from runtime.kernels.pooling import max_pool
+
+    x = np.random.default_rng(0).standard_normal((1, 1, 4, 4)).astype(np.float32)
+    kw = dict(kernel_shape=(2, 2), strides=(2, 2), pads=(0,) * 4, dilations=(1, 1), ceil_mode=0, storage_order=0)
+    assert isinstance(max_pool(x, **kw, num_outputs=1), np.ndarray)
+    y, idx = max_pool(x, **kw)  # a caller that does not say gets both
+    g = single_node("MaxPool", {"x": x.shape}, attrs={"kernel_shape": [2, 2], "strides": [2, 2]})
+    np.testing.assert_array_equal(runtime.run(g, {"x": x})["maxpool.out"], y)
 
 
 def test_export_writes_defaults_explicitly_and_no_storage_order():

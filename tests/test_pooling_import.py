@@ -162,9 +162,23 @@ def test_same_auto_pad_with_dilations_stays_opaque():
     assert_opaque_round_trip(model, x32(1, 1, 6))
 
 
-def test_max_pool_indices_output_stays_opaque():
-    model = pool_model("MaxPool", 12, (1, 2, 4, 4), {"kernel_shape": [2, 2], "strides": [2, 2]}, outputs=("y", "idx"))
-    assert_opaque_round_trip(model, x32(1, 2, 4, 4))
+@pytest.mark.parametrize("opset", [8, 10, 12, 21, 22])
+@pytest.mark.parametrize("storage_order", [0, 1])
+def test_import_max_pool_indices(opset, storage_order):
+    """The Indices output maps onto the IR MaxPool's (with its storage_order): both outputs equal
+    onnxruntime's on the original model, and on our re-export."""
+    attrs = {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1], "storage_order": storage_order}
+    model = pool_model("MaxPool", opset, (2, 3, 7, 8), attrs, outputs=("y", "idx"))
+    g = graphnet.load(model)
+    (node,) = g.nodes
+    assert node.op == "MaxPool" and node.outputs == ["y", "idx"] and node.attrs["storage_order"] == storage_order
+    x = x32(2, 3, 7, 8)
+    ours, theirs = runtime.run(g, {"x": x}), ort_run(model, {"x": x})
+    back = ort_run(g.to_onnx(), {"x": x})
+    for k in ("y", "idx"):
+        assert ours[k].dtype == theirs[k].dtype
+        np.testing.assert_array_equal(ours[k], theirs[k])
+        np.testing.assert_array_equal(back[k], theirs[k])
 
 
 def test_storage_order_without_indices_is_mapped():

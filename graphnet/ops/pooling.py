@@ -111,12 +111,8 @@ def _resolve_window(inputs: Sequence[Value | None], attrs: dict) -> dict:
     if "count_include_pad" in attrs:
         out["count_include_pad"] = _flag("count_include_pad", attrs["count_include_pad"])
     if "storage_order" in attrs:
+        # Only the optional Indices output depends on it: 0 row-major, 1 column-major.
         out["storage_order"] = _flag("storage_order", attrs["storage_order"])
-        if out["storage_order"] != 0:
-            raise AttributeValueError(
-                "storage_order=1 (column-major Indices) is not supported; graphnet's MaxPool has no "
-                "Indices output, so only storage_order=0 is accepted"
-            )
     return out
 
 
@@ -159,14 +155,16 @@ def _tup(t: Sequence) -> str:
     return "(" + ",".join("?" if v is None else str(v) for v in t) + ")"
 
 
-def _window_infer(dtypes: Sequence[str]):
+def _window_infer(dtypes: Sequence[str], *, indices: bool = False):
     def infer(inputs: Sequence[Value | None], attrs: dict) -> list:
         x = inputs[0]
         if x.shape is None:
             raise ShapeError(f"input '{x.name}' has an unknown shape")
         if x.dtype not in dtypes:
             raise ShapeError(f"input '{x.name}' must be one of {list(dtypes)}, got {x.dtype}")
-        return [(check_pool_attrs(x.shape, attrs), x.dtype)]
+        y = check_pool_attrs(x.shape, attrs)
+        # MaxPool's optional Indices: one int64 per output element.
+        return [(y, x.dtype), (y, "int64")] if indices else [(y, x.dtype)]
 
     return infer
 
@@ -206,9 +204,11 @@ _WINDOW = {"kernel_shape": REQUIRED, "strides": None, "pads": None, "dilations":
 
 register(OpSpec(
     "MaxPool",
-    "Max over sliding windows of the spatial axes (padding never wins: it is -inf).",
+    "Max over sliding windows of the spatial axes (padding never wins: it is -inf); optional "
+    "Indices output: where each max is, as a flat index into X (storage_order 0: row-major).",
     ("X",),
-    _window_infer(MAXPOOL_DTYPES),
+    _window_infer(MAXPOOL_DTYPES, indices=True),
+    outputs=("Y", "Indices?"),
     attrs={**_WINDOW, "storage_order": 0},
     resolve=_resolve_window,
     macs=_window_macs,

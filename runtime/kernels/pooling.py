@@ -14,7 +14,7 @@ import numpy as np
 from runtime.kernels import kernel
 from runtime.kernels._windows import out_size, pad_spatial, windows
 
-__all__ = ["max_pool", "average_pool", "global_average_pool", "global_max_pool", "tap_counts"]
+__all__ = ["max_pool", "max_pool_indices", "average_pool", "global_average_pool", "global_max_pool", "tap_counts"]
 
 
 def _window_view(
@@ -59,14 +59,61 @@ def max_pool(
     dilations: Sequence[int],
     ceil_mode: int,
     storage_order: int,
-) -> np.ndarray:
+    num_outputs: int = 2,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Y[n, c, o...] = max over the window's taps; padding is the dtype's lowest value (-inf for
-    floats) so it never wins. `storage_order` only concerns the Indices output, which graphnet
-    does not produce (the op table accepts 0 only)."""
+    floats) so it never wins. With `num_outputs` 2 (the executor passes how many outputs the node
+    has; callers that do not say get both) also Indices: see `max_pool_indices`."""
     low = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
     v = _window_view(x, kernel_shape, strides, pads, dilations, ceil_mode, low)
     k = len(kernel_shape)
-    return v.max(axis=tuple(range(-k, 0)))
+    y = v.max(axis=tuple(range(-k, 0)))
+    if num_outputs < 2:
+        return y
+    return y, max_pool_indices(x.shape, v, y, kernel_shape, strides, pads, dilations, storage_order)
+
+
+def max_pool_indices(
+    x_shape: Sequence[int],
+    v: np.ndarray,
+    y: np.ndarray,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    storage_order: int,
+) -> np.ndarray:
+    """ONNX's MaxPool Indices: for each output, the first tap (in row-major window order) that is
+    a real element of X equal to the max, as a flat int64 index into X: row-major over all of
+    (N, C, spatial...) with storage_order 0; with 1, (N, C) row-major then the spatial position
+    column-major (first spatial axis fastest), as onnx.reference and onnxruntime number it.
+    Padding taps are excluded explicitly, so an integer X equal to the padding value (its dtype's
+    minimum) still points at a real element."""
+    k = len(kernel_shape)
+    n, c, sizes = x_shape[0], x_shape[1], tuple(x_shape[2:])
+    outs = y.shape[2:]
+    # Per axis i, the input coordinate of output o and tap t is o * stride - pad_begin + t * dilation;
+    # `valid` (broadcasting against (*out, *kernel)) says which taps are real elements.
+    valid = np.ones((1,) * (2 * k), dtype=bool)
+    for i in range(k):  # a loop over the spatial rank
+        shape = [1] * (2 * k)
+        shape[i], shape[k + i] = outs[i], kernel_shape[i]
+        pos = (np.arange(outs[i])[:, None] * strides[i] - pads[i] + np.arange(kernel_shape[i])[None, :] * dilations[i])
+        pos = pos.reshape(shape)
+        valid = valid & (pos >= 0) & (pos < sizes[i])
+    hits = (v == y[(...,) + (None,) * k]) & valid  # (N, C, *out, *kernel)
+    tap = hits.reshape(hits.shape[: 2 + k] + (-1,)).argmax(axis=-1)  # first hit, row-major taps
+    taps = np.unravel_index(tap, tuple(kernel_shape))
+    # Spatial flat offset of the chosen tap.
+    order = range(k) if storage_order == 0 else reversed(range(k))
+    offset = np.zeros(tap.shape, dtype=np.int64)
+    for i in order:  # Horner: row-major makes the LAST axis fastest, column-major the first
+        o = np.arange(outs[i], dtype=np.int64).reshape((1, 1) + tuple(outs[i] if j == i else 1 for j in range(k)))
+        pos = o * strides[i] - pads[i] + taps[i].astype(np.int64) * dilations[i]
+        offset = offset * sizes[i] + pos
+    plane = int(np.prod(sizes, dtype=np.int64))
+    nc = (np.arange(n, dtype=np.int64)[:, None] * c + np.arange(c, dtype=np.int64)[None, :]) * plane
+    return offset + nc.reshape((n, c) + (1,) * k)
 
 
 @kernel("AveragePool")

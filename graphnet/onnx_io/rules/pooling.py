@@ -5,7 +5,7 @@ which is written in an equivalent floor form (see `_floor_form`). Import reads e
 
 | op          | since | what changed                                                        |
 |-------------|-------|---------------------------------------------------------------------|
-| MaxPool     | 8     | storage_order and the optional Indices output                       |
+| MaxPool     | 8     | storage_order and the optional Indices output (both mapped)         |
 | MaxPool     | 10    | ceil_mode, dilations                                                |
 | MaxPool     | 11/12 | pads semantics clarified; int8/uint8 (12) — nothing to map          |
 | AveragePool | 7     | count_include_pad (default 0)                                       |
@@ -14,7 +14,7 @@ which is written in an equivalent floor form (see `_floor_form`). Import reads e
 
 An attribute absent at a node's opset takes its ONNX default, which is ours too. `auto_pad`
 becomes explicit pads when the input's spatial shape is known. Kept opaque (written back as
-read): a MaxPool asking for its Indices output; SAME padding on a dynamic spatial shape; SAME
+read): SAME padding on a dynamic spatial shape; SAME
 padding with dilations (onnxruntime sizes that padding with the undilated kernel, against the
 spec, so no explicit pads match both); forms the op table refuses (pads >= kernel, windows that
 see only padding, ranks other than 3-5).
@@ -94,8 +94,10 @@ def _emit_pool(ctx, node, attrs: dict[str, Any], op: str, *, dilations: bool = T
 
 @export_rule("MaxPool")
 def _export_max_pool(ctx, node, attrs):
-    # storage_order is always 0 (the only value the op table accepts), ONNX's default: not written.
-    _emit_pool(ctx, node, attrs, "MaxPool")
+    # storage_order (only meaningful with Indices) is written when it is not ONNX's default 0.
+    # The floor form of a ceil_mode pool keeps pad_begin, so Indices are unchanged by it.
+    extra = {"storage_order": 1} if attrs["storage_order"] and len(node.outputs) > 1 else {}
+    _emit_pool(ctx, node, attrs, "MaxPool", **extra)
 
 
 @export_rule("AveragePool")
@@ -177,14 +179,13 @@ def _mappable(ctx, node, op: str, attrs: dict[str, Any]) -> bool:
 
 @import_rule("MaxPool")
 def _import_max_pool(ctx, node):
-    # The Indices output (opset 8+) is out of scope; storage_order only affects Indices, so a
-    # node without them maps exactly whatever its storage_order.
+    # storage_order only affects the Indices output (opset 8+): kept only for a node that has it.
     wants_indices = len(node.output) > 1 and bool(node.output[1])
-    attrs = None if wants_indices else _window_attrs(ctx, node, ())
+    attrs = _window_attrs(ctx, node, ("storage_order",) if wants_indices else ())
     if attrs is None or not _mappable(ctx, node, "MaxPool", attrs):
         ctx.opaque(node)
         return
-    ctx.add("MaxPool", node.input[:1], node.output[:1], attrs, name=node.name or None)
+    ctx.add("MaxPool", node.input[:1], node.output[: 2 if wants_indices else 1], attrs, name=node.name or None)
 
 
 @import_rule("AveragePool")
