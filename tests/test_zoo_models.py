@@ -264,6 +264,9 @@ def test_optimize_shipped_model(zoo, name):
             # (Inception v1 reshapes its classifier weight before the Gemm.)
             allowed = {("Conv", 1), ("Conv", 2), ("Gemm", 1), ("Gemm", 2), ("Reshape", 0)}
             assert users and set(users) <= allowed, users
+    # The pipeline is a fixed point (passes/manager.py): a second run changes nothing.
+    _, again = optimize(r.optimized)
+    assert [p.name for p in again.passes if p.changed] == []
 
 
 # ================================================================================ random weights
