@@ -140,6 +140,66 @@ def _collect() -> dict[str, type]:
 globals().update(_collect())
 
 
+# ------------------------------------------------------------ the node cases at older opsets
+# The suite writes each node case at the op's newest opset. To check the import of the older
+# forms too, every selected node case is carried by onnx's version converter down to each opset
+# (9 and up) where its op's schema changed, wherever the converter has the adapters. The oracle is
+# onnxruntime on that converted model, not the suite's expected values: the converter may change
+# the meaning (Softmax 13 -> 11 keeps `axis`, whose meaning changed), and both runtimes must read
+# the converted model the same way.
+def _schema_versions() -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for schema in onnx.defs.get_all_schemas_with_history():
+        if schema.domain == "":
+            out.setdefault(schema.name, set()).add(schema.since_version)
+    return out
+
+
+def _older_opset_variants() -> list:
+    from onnx import version_converter
+
+    since, variants = _schema_versions(), []
+    for case in load_model_tests(kind="node"):
+        if not selected(case.name) or case.name in XFAIL:
+            continue
+        opset = next(o.version for o in case.model.opset_import if o.domain in ("", "ai.onnx"))
+        ops = {n.op_type for n in case.model.graph.node}
+        for target in sorted({max(v, 9) for op in ops for v in since[op] if v < opset}):
+            try:
+                model = version_converter.convert_version(case.model, target)
+                onnx.checker.check_model(model, full_check=True)
+            except Exception:  # no adapter for this op and version: this variant does not exist
+                continue
+            variants.append(pytest.param(case, model, id=f"{case.name}-opset{target}"))
+    return variants
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the converter warns about adapters it lacks
+    OLDER_OPSET_VARIANTS = _older_opset_variants()
+
+
+@pytest.mark.parametrize("case, model", OLDER_OPSET_VARIANTS)
+def test_node_case_at_older_opset_matches_onnxruntime(case, model):
+    from tests.helpers import ort_session
+
+    rep = gb.prepare(model)
+    sess = ort_session(model)
+    names = [i.name for i in sess.get_inputs()]
+    for inputs, _ in case.data_sets:
+        feeds = [np.asarray(v) for v in inputs]
+        ours, theirs = rep.run(feeds), sess.run(None, dict(zip(names, feeds)))
+        # float32 single ops: rtol 1e-5, atol 1e-6 (the suite itself allows rtol 1e-3).
+        backend_test.assert_similar_outputs(theirs, list(ours), rtol=1e-5, atol=1e-6)
+
+
+def test_older_opset_variants_exist():
+    """The converter has adapters for most in-scope ops: a sanity bound, so that an onnx upgrade
+    that loses them shows up instead of silently shrinking the check."""
+    ops = {n.op_type for p in OLDER_OPSET_VARIANTS for n in p.values[1].graph.node}
+    assert len(OLDER_OPSET_VARIANTS) >= 300 and {"Conv", "MaxPool", "AveragePool", "Softmax", "Dropout", "Reshape"} <= ops
+
+
 # ------------------------------------------------------------------------- checks of the scope
 def _all_cases() -> list:
     kinds = ("node", "real", "simple", "pytorch-converted", "pytorch-operator")  # BackendTest's
