@@ -331,7 +331,7 @@ def _dropout_model(training):
 def test_mode_rule(model, mode):
     """The backend runs a model in train mode iff a node asks for training (graphnet.backend)."""
     assert gb.model_mode(model) == mode
-    rep = gb.prepare(model)
+    rep = gb.prepare(model, seed=0)  # seeded: the train-mode Dropout check below is reproducible
     assert rep.mode == mode
     x = (np.arange(24, dtype=np.float32).reshape(4, 3, 2) - 11) / 4
     y = rep.run([x])[0]
