@@ -405,9 +405,12 @@ def _mb(mb: float) -> str:
 def render(title: str, header: list[str], rows: list[list[str]], markdown: bool) -> str:
     """A table as aligned plain text, or as markdown (bold title, right-aligned numbers)."""
     if markdown:
-        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
+        def row(cells: list[str]) -> str:  # a '|' inside a cell ("max |diff|") would split it
+            return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+        lines = [f"**{title}**", "", row(header),
                  "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines += [row(r) for r in rows]
         return "\n".join(lines)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
 
