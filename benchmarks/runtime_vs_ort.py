@@ -36,7 +36,6 @@ import tracemalloc
 import warnings
 from typing import Callable
 
-import numpy as np
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
