@@ -57,6 +57,13 @@ def drop_dropout(graph: Graph, report: PassReport) -> None:
     read_before, existed_before = params_read(graph), set(graph.params)
     for node in [n for n in graph.nodes if n.op == "Dropout"]:
         attrs = resolved_attrs(graph, node)
+        extra = node.inputs[1:] + [""] * (3 - len(node.inputs))
+        if extra[1]:  # the mode itself is decided at run time: it may be training
+            report.declined(f"{node.name}: its training_mode '{extra[1]}' is computed at run time")
+            continue
+        if extra[0] and attrs["scheme"] == "classic":  # the inference scale is unknown here
+            report.declined(f"{node.name}: classic dropout with a ratio '{extra[0]}' computed at run time")
+            continue
         keep = 1.0 - float(attrs["drop_prob"])
         if not _replace_mask(graph, node, report):
             continue
@@ -69,7 +76,7 @@ def drop_dropout(graph: Graph, report: PassReport) -> None:
         if reason is None:
             report.did(f"removed {what}: identity at inference")
         elif ops.has("Identity"):
-            node.op, node.attrs = "Identity", {}
+            node.op, node.attrs, node.inputs = "Identity", {}, node.inputs[:1]
             report.did(f"replaced {what} by an Identity: {reason}")
         else:
             report.declined(f"{what}: {reason}")

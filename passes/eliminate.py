@@ -82,7 +82,7 @@ def _why_noop(graph: Graph, node: Node) -> str | None:
             if str(np.dtype(attrs["to"])) == x.dtype:
                 return f"Cast to {x.dtype}, which x already is"
         elif node.op == "Dropout":
-            if float(attrs["drop_prob"]) == 0.0:
+            if float(attrs["drop_prob"]) == 0.0 and not any(node.inputs[1:]):  # no run-time ratio/mode
                 return "Dropout with drop_prob 0"
     return None
 

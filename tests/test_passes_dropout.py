@@ -280,3 +280,47 @@ def test_pipeline_removes_dropout_between_conv_and_bn_before_folding():
     opt, report = passes.optimize(g, verify=True)
     assert ops_of(opt) == ["Conv"]
     check_same(g, opt, _feeds(g))
+
+
+# ====================================================== run-time ratio / training_mode inputs
+def _runtime_dropout_graph(with_mode: bool, scheme: str = "inverted") -> Graph:
+    """Dropout(x, ratio, training_mode) whose ratio (and mode) are graph inputs, as an imported
+    ONNX Dropout-12+ may have them."""
+    g = Graph("rt")
+    g.add_input("x", (None, 6))
+    g.add_input("ratio", (), "float32")
+    ins = ["x", "ratio"]
+    if with_mode:
+        g.add_input("training_mode", (), "bool")
+        ins.append("training_mode")
+    d = g.add_node("Dropout", ins, {"drop_prob": 0.5, "scheme": scheme}, name="drop")
+    g.mark_output(g.add_node("Relu", [d.outputs[0]], name="relu", outputs=["y"]).outputs[0])
+    return g
+
+
+def _rt_feeds(g: Graph) -> dict:
+    feeds = {"x": np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6), "ratio": np.array(0.25, np.float32)}
+    if "training_mode" in g.inputs:
+        feeds["training_mode"] = np.array(False)
+    return feeds
+
+
+def test_dropout_with_run_time_training_mode_is_kept():
+    g = _runtime_dropout_graph(with_mode=True)
+    opt, report = _run_pass(g)
+    assert ops_of(opt) == ["Dropout", "Relu"]
+    assert report.declines == ["drop: its training_mode 'training_mode' is computed at run time"]
+    runtime.Session(opt)  # still plans
+
+
+def test_inverted_dropout_with_run_time_ratio_is_removed():
+    g = _runtime_dropout_graph(with_mode=False)
+    opt, _ = _run_pass(g)
+    assert ops_of(opt) == ["Relu"]
+    check_same(g, opt, _rt_feeds(g))
+
+
+def test_classic_dropout_with_run_time_ratio_is_kept():
+    g = _runtime_dropout_graph(with_mode=False, scheme="classic")
+    opt, report = _run_pass(g)
+    assert ops_of(opt) == ["Dropout", "Relu"] and "computed at run time" in report.declines[0]
