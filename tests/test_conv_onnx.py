@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 import graphnet
 import runtime
 from graphnet.onnx_io.rules.conv import conv_transpose_pads
-from graphnet.ops.conv import same_pads
+from graphnet.ops._shapes import same_pad as same_pads
 from tests.helpers import export_checked, ort_run
 from tests.test_conv_reference import naive_conv, naive_conv_transpose
 

@@ -23,7 +23,7 @@ import numpy as np
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import format_shape
 from graphnet.nn.core import Layer, Network, Tensor
-from graphnet.ops.conv import same_pads
+from graphnet.ops._shapes import same_pads
 
 __all__ = ["Conv", "Conv1d", "Conv2d", "Conv3d", "WSConv", "ConvTranspose"]
 
@@ -132,8 +132,7 @@ class Conv(_ConvBase):
             spatial = x.shape[2:]
             if any(d is None for d in spatial):
                 raise ShapeError(f"{self._where()}: padding='same' needs a static spatial shape, input '{x.name}' is {format_shape(x.shape)}")
-            pairs = [same_pads(n, kk, s, d, upper=True) for n, kk, s, d in zip(spatial, kernel, strides, dilations)]
-            return tuple(p[0] for p in pairs) + tuple(p[1] for p in pairs)
+            return same_pads(spatial, kernel, strides, dilations)
         if isinstance(p, (tuple, list)) and len(p) == 2 * k:
             if not all(_is_int(v) and v >= 0 for v in p):
                 raise AttributeValueError(f"{self._where()}: padding must hold ints >= 0, got {p!r}")

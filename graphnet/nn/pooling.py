@@ -12,7 +12,8 @@ from typing import Sequence, Union
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.nn.core import Layer, Network, Tensor
-from graphnet.ops.pooling import SPATIAL_RANKS, same_pads
+from graphnet.ops._shapes import same_pads
+from graphnet.ops.pooling import SPATIAL_RANKS
 
 __all__ = ["MaxPool", "AvgPool", "GlobalAvgPool", "GlobalMaxPool"]
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Value, format_shape
-from graphnet.ops._shapes import FLOAT_DTYPES
+from graphnet.ops._shapes import FLOAT_DTYPES, window_out_size
 from graphnet.ops.spec import OpSpec, register
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "conv_transpose_shape",
     "conv_out_size",
     "conv_transpose_out_size",
-    "same_pads",
 ]
 
 _CONV_ATTRS = {"strides": None, "pads": None, "dilations": None, "group": 1, "kernel_shape": None}
@@ -39,7 +38,7 @@ def conv_out_size(size: int | None, k: int, s: int, d: int, pad_b: int, pad_e: i
     """Output length of a conv along one axis (None if the input length is dynamic)."""
     if size is None:
         return None
-    return (size + pad_b + pad_e - (d * (k - 1) + 1)) // s + 1
+    return window_out_size(size, k, s, d, pad_b, pad_e)
 
 
 def conv_transpose_out_size(size: int | None, k: int, s: int, d: int, pad_b: int, pad_e: int, out_pad: int) -> int | None:
@@ -47,16 +46,6 @@ def conv_transpose_out_size(size: int | None, k: int, s: int, d: int, pad_b: int
     if size is None:
         return None
     return s * (size - 1) + out_pad + d * (k - 1) + 1 - pad_b - pad_e
-
-
-def same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool = True) -> tuple[int, int]:
-    """(begin, end) pads giving ceil(size / stride) outputs along one axis (ONNX auto_pad SAME_*):
-    total = max(0, (out-1)*s + d*(k-1)+1 - size); the odd pixel goes at the end for SAME_UPPER
-    (`upper`, also the DSL's "same"), at the beginning for SAME_LOWER."""
-    out = -(-size // stride)
-    total = max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - size)
-    begin = total // 2 if upper else total - total // 2
-    return begin, total - begin
 
 
 # ------------------------------------------------------------------------- resolve

@@ -1,7 +1,7 @@
 """Pooling ops: MaxPool, AveragePool (windowed, 1-D/2-D/3-D) and the global pools.
 
 Attribute names and defaults follow ONNX. `auto_pad` is not an IR attribute: the importer and the
-DSL turn it into explicit `pads` (see `same_pads`), so kernels and exporters see one form only.
+DSL turn it into explicit `pads` (see `graphnet.ops._shapes.same_pads`), so kernels and exporters see one form only.
 
 Output length along a spatial axis (ONNX, PyTorch):
 
@@ -21,30 +21,15 @@ from typing import Any, Sequence
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Value, format_shape
-from graphnet.ops._shapes import FLOAT_DTYPES
+from graphnet.ops._shapes import FLOAT_DTYPES, window_out_size
 from graphnet.ops.spec import REQUIRED, OpSpec, register
 
-__all__ = ["pool_out_size", "same_pads", "check_pool_attrs", "MAXPOOL_DTYPES", "SPATIAL_RANKS"]
+__all__ = ["check_pool_attrs", "MAXPOOL_DTYPES", "SPATIAL_RANKS"]
 
 SPATIAL_RANKS = (1, 2, 3)
 """Spatial ranks of the windowed pools: 1-D, 2-D and 3-D (inputs of rank 3, 4, 5)."""
 
 MAXPOOL_DTYPES = FLOAT_DTYPES + ("int8", "uint8")  # ONNX MaxPool-12 added int8/uint8
-
-
-def pool_out_size(size: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int, ceil: bool) -> int:
-    """Output length along one axis. Same rule as `runtime.kernels._windows.out_size` (ops may not
-    import the runtime): with `ceil`, a last window starting inside the end padding is dropped."""
-    extent = dilation * (kernel - 1) + 1
-    span = size + pad_begin + pad_end - extent
-    if span < 0:
-        return 0
-    if ceil:
-        n = -(-span // stride) + 1
-        if (n - 1) * stride >= size + pad_begin:
-            n -= 1
-        return n
-    return span // stride + 1
 
 
 def _pad_only_window(size: int, out: int, kernel: int, stride: int, dilation: int, pad_begin: int) -> int | None:
@@ -58,20 +43,6 @@ def _pad_only_window(size: int, out: int, kernel: int, stride: int, dilation: in
         if not any(0 <= start + t * dilation < size for t in range(kernel)):
             return o
     return None
-
-
-def same_pads(sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], lower: bool = False) -> tuple[int, ...]:
-    """Explicit ONNX pads (begins then ends) for auto_pad SAME_UPPER (or SAME_LOWER with `lower`):
-    out = ceil(in / stride) and total pad = (out - 1) * stride + extent - in, the odd pixel at the
-    end (SAME_UPPER) or at the beginning (SAME_LOWER)."""
-    begins, ends = [], []
-    for n, k, s, d in zip(sizes, kernel, strides, dilations):
-        out = -(-n // s)
-        total = max(0, (out - 1) * s + d * (k - 1) + 1 - n)
-        small, big = total // 2, total - total // 2
-        begins.append(big if lower else small)
-        ends.append(small if lower else big)
-    return tuple(begins) + tuple(ends)
 
 
 def _ints(name: str, value: Any, length: int, minimum: int) -> tuple[int, ...]:
@@ -135,7 +106,7 @@ def check_pool_attrs(shape: Sequence[int | None], attrs: dict) -> tuple[int | No
         if n is None:
             out.append(None)
             continue
-        o = pool_out_size(n, ks[i], st[i], dl[i], begins[i], ends[i], bool(attrs["ceil_mode"]))
+        o = window_out_size(n, ks[i], st[i], dl[i], begins[i], ends[i], bool(attrs["ceil_mode"]))
         if o < 1:
             extent = tuple(d * (kk - 1) + 1 for kk, d in zip(ks, dl))
             padded = tuple(None if m is None else m + b + e for m, b, e in zip(spatial, begins, ends))

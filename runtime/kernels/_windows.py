@@ -6,20 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
+from graphnet.ops._shapes import window_out_size as out_size  # one formula for shapes and kernels
+
 __all__ = ["pad_spatial", "windows", "out_size"]
-
-
-def out_size(size: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int, ceil: bool = False) -> int:
-    """Output length along one spatial axis (ONNX / PyTorch formula). With `ceil`, a last window
-    that would start inside the right padding is dropped, as ONNX and PyTorch do."""
-    extent = dilation * (kernel - 1) + 1
-    span = size + pad_begin + pad_end - extent
-    if ceil:
-        n = -(-span // stride) + 1
-        if (n - 1) * stride >= size + pad_begin:
-            n -= 1
-        return n
-    return span // stride + 1
 
 
 def pad_spatial(x: np.ndarray, pads: Sequence[int], value: float = 0.0) -> np.ndarray:

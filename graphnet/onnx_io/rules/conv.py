@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from graphnet.onnx_io.registry import export_rule, import_rule
-from graphnet.ops.conv import same_pads
+from graphnet.ops._shapes import same_pad
 
 __all__ = ["conv_transpose_pads"]
 
@@ -161,7 +161,7 @@ def _import_conv(ctx, node):
         dilations = attrs.get("dilations", (1,) * k)
         upper = auto_pad == "SAME_UPPER"
         if not transpose:
-            pairs = [same_pads(spatial[i], kernel[i], strides[i], dilations[i], upper) for i in range(k)]
+            pairs = [same_pad(spatial[i], kernel[i], strides[i], dilations[i], upper) for i in range(k)]
         else:
             out_pad = attrs.get("output_padding", (0,) * k)
             if output_shape:

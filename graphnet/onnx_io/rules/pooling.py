@@ -28,7 +28,8 @@ import numpy as np
 
 from graphnet.errors import AttributeValueError, ShapeError, UnsupportedOpError
 from graphnet.onnx_io.registry import export_rule, import_rule
-from graphnet.ops.pooling import SPATIAL_RANKS, check_pool_attrs, pool_out_size, same_pads
+from graphnet.ops._shapes import same_pads, window_out_size
+from graphnet.ops.pooling import SPATIAL_RANKS, check_pool_attrs
 
 __all__: list[str] = []
 
@@ -56,7 +57,7 @@ def _floor_form(ctx, node, attrs: dict[str, Any], include_pad: bool) -> tuple[tu
     ks, st, dl, pads = attrs["kernel_shape"], attrs["strides"], attrs["dilations"], attrs["pads"]
     k = len(ks)
     ext = [d * (kk - 1) + 1 for kk, d in zip(ks, dl)]
-    out = [pool_out_size(n, kk, s, d, pads[i], pads[k + i], True) for i, (n, kk, s, d) in enumerate(zip(spatial, ks, st, dl))]
+    out = [window_out_size(n, kk, s, d, pads[i], pads[k + i], ceil=True) for i, (n, kk, s, d) in enumerate(zip(spatial, ks, st, dl))]
     undropped = [-(-(n + pads[i] + pads[k + i] - e) // s) + 1 for i, (n, e, s) in enumerate(zip(spatial, ext, st))]
     if out == undropped:
         return None
@@ -153,7 +154,7 @@ def _window_attrs(ctx, node, extra: tuple[str, ...]) -> dict[str, Any] | None:
         spatial = None if x is None or x.shape is None or len(x.shape) != 2 + k else x.shape[2:]
         if spatial is None or any(d is None for d in spatial):
             return None  # the pads depend on the spatial size, which is not known here
-        attrs["pads"] = same_pads(spatial, attrs["kernel_shape"], strides, dilations, lower=auto_pad == "SAME_LOWER")
+        attrs["pads"] = same_pads(spatial, attrs["kernel_shape"], strides, dilations, upper=auto_pad != "SAME_LOWER")
     else:
         return None
     return attrs
