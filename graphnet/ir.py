@@ -87,6 +87,12 @@ class Graph:
         self.values: dict[str, Value] = {}
         # Where a graph came from (an ONNX import keeps opset, IR version and metadata here).
         self.meta: dict[str, Any] = {}
+        # Names claimed through this API (`_names`) and handed out by `fresh_name` but not yet
+        # claimed (`_reserved`). They only grow, so a name they hold may no longer be in use:
+        # `fresh_name` stays correct (merely conservative) and costs O(1) instead of a scan of
+        # the whole graph per call; `verify()` remains the full check.
+        self._names: set[str] = set()
+        self._reserved: set[str] = set()
 
     # ----------------------------------------------------------------- building
     def add_input(self, name: str, shape: Shape | None, dtype: str = "float32") -> Value:
@@ -126,8 +132,10 @@ class Graph:
         so a wrong shape fails here, naming the node."""
         from graphnet import ops  # the op table; imported here to keep ir free of import cycles
 
-        if any(n.name == name for n in self.nodes):
+        if name in self._names and any(n.name == name for n in self.nodes):
             raise GraphError(f"a node named '{name}' already exists in graph '{self.name}'")
+        self._names.add(name)
+        self._reserved.discard(name)
         inputs = list(inputs)
         for i in inputs:
             if i and i not in self.values:
@@ -164,16 +172,18 @@ class Graph:
             raise GraphError(f"a {what} needs a non-empty name")
         if name in self.values:
             raise GraphError(f"value name '{name}' ({what}) is already used in graph '{self.name}'")
+        self._names.add(name)
+        self._reserved.discard(name)
 
     def fresh_name(self, hint: str) -> str:
-        """A value or node name not yet used in the graph, built from `hint`."""
-        taken = set(self.values) | {n.name for n in self.nodes}
-        if hint not in taken:
-            return hint
-        k = 1
-        while f"{hint}_{k}" in taken:
+        """A value or node name not yet used in the graph, built from `hint`; the name is reserved,
+        so two calls never return the same name."""
+        name, k = hint, 1
+        while name in self._names or name in self._reserved or name in self.values:
+            name = f"{hint}_{k}"
             k += 1
-        return f"{hint}_{k}"
+        self._reserved.add(name)
+        return name
 
     # ---------------------------------------------------------------- queries
     def producers(self) -> dict[str, Node]:
@@ -247,7 +257,8 @@ class Graph:
             if any(o in live for o in n.outputs):
                 keep.append(n)
                 live.update(i for i in n.inputs if i)
-        removed = [n for n in self.nodes if n not in keep]
+        kept = {id(n) for n in keep}
+        removed = [n for n in self.nodes if id(n) not in kept]
         self.nodes = list(reversed(keep))
         dead_params = [p for p in self.params if p not in live]
         for p in dead_params:
@@ -308,6 +319,7 @@ class Graph:
         g.params = {k: v.copy() for k, v in self.params.items()}
         g.values = {k: Value(v.name, v.shape, v.dtype) for k, v in self.values.items()}
         g.meta = _copy.deepcopy(self.meta)
+        g._names, g._reserved = set(self._names), set(self._reserved)
         return g
 
     def infer_shapes(self) -> None:

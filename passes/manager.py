@@ -137,9 +137,18 @@ def optimize(
 
 
 def _structure(g: Graph) -> tuple:
-    """Everything but parameter contents: nodes (op, inputs, outputs, attributes), names."""
-    nodes = tuple((n.name, n.op, tuple(n.inputs), tuple(n.outputs), repr(sorted(n.attrs.items()))) for n in g.nodes)
+    """Everything but parameter contents: nodes (op, inputs, outputs, attributes), names.
+    Array-valued attributes count by identity: rendering them after every pass was the slowest
+    part of optimizing a large model, and a pass that changes one assigns a new array."""
+    nodes = tuple(
+        (n.name, n.op, tuple(n.inputs), tuple(n.outputs), tuple(sorted((k, _attr_key(v)) for k, v in n.attrs.items())))
+        for n in g.nodes
+    )
     return nodes, tuple(g.inputs), tuple(g.outputs)
+
+
+def _attr_key(v) -> object:
+    return ("array", id(v)) if isinstance(v, np.ndarray) else repr(v)
 
 
 def _random_feeds(g: Graph, seed: int, batch: int) -> dict[str, np.ndarray]:

@@ -218,3 +218,12 @@ def test_opaque_node_from_old_opset_is_converted_on_export():
     assert "Upsample" not in [n.op_type for n in out.graph.node]
     x = np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)
     np.testing.assert_array_equal(ort_run(out, {"x": x})["y"], ort_run(model, {"x": x})["y"])
+
+
+def test_fresh_names_are_unique_and_reserved():
+    g = _chain()
+    a, b = g.fresh_name("r1"), g.fresh_name("r1")
+    assert a != b and {a, b}.isdisjoint({"r1", "x", "b"})
+    g.add_node("Relu", ["x"], name=a)  # a reserved name can be claimed once
+    with pytest.raises(GraphError, match=f"a node named '{a}' already exists"):
+        g.add_node("Relu", ["x"], name=a)
