@@ -252,14 +252,14 @@ def _to_graph(obj: Any, input_shape: str | None):
 
 
 def cmd_export(args) -> int:
-    from graphnet.onnx_io.export import atomic_write, to_onnx
+    from graphnet.onnx_io.export import to_onnx, write_model
 
     graph = _to_graph(_import_target(args.target), args.input_shape)
     model = to_onnx(graph, mode=args.mode, opset=args.opset)
     import onnx
 
     onnx.checker.check_model(model, full_check=True)
-    atomic_write(args.output, model.SerializeToString())
+    write_model(model, args.output)
     print(f"wrote {args.output}: graph '{graph.name}', {len(graph.nodes)} nodes, {graph.num_params():,} parameters, "
           f"opset {model.opset_import[0].version}, {args.mode} mode")
     return EXIT_OK

@@ -87,7 +87,7 @@ def run_optimize(args) -> int:
     import onnx
 
     from graphnet.errors import PassError
-    from graphnet.onnx_io.export import atomic_write, to_onnx
+    from graphnet.onnx_io.export import atomic_write, to_onnx, write_model
     from graphnet.onnx_io.importer import from_onnx
     from passes.manager import describe_passes, optimize, resolve_pipeline
 
@@ -138,22 +138,21 @@ def run_optimize(args) -> int:
             raise CliError(f"verification failed, nothing written: onnxruntime outputs differ ({what}; "
                            f"rtol {CHECK_RTOL:g}, atol {CHECK_ATOL:g})", EXIT_DIFF)
 
-    data = model.SerializeToString()
-    atomic_write(args.output, data)
+    size = write_model(model, args.output)
     print(report.format())
     if args.verify:
         how = "NumPy runtime after every pass and " if runnable else "(the NumPy runtime cannot run it: opaque ops) "
         against = " (against the input written in inference mode: it was exported in training mode)" if training else ""
         print(f"verified: {how}onnxruntime end to end{against}: "
               + ", ".join(f"{k} max|diff| = {d:.3g}" for k, d, _ in checks))
-    print(f"wrote {args.output} ({len(data):,} bytes, opset {model.opset_import[0].version}) in {elapsed * 1e3:.0f} ms")
+    print(f"wrote {args.output} ({size:,} bytes, opset {model.opset_import[0].version}) in {elapsed * 1e3:.0f} ms")
 
     if args.report:
         doc = report.to_dict()
         doc.update({
             "input": src,
             "output": args.output,
-            "output_bytes": len(data),
+            "output_bytes": size,
             "opset": model.opset_import[0].version,
             "seconds": elapsed,
             "verify": [{"output": k, "max_abs_diff": d, "ok": ok} for k, d, ok in checks] if args.verify else None,

@@ -227,3 +227,21 @@ def test_fresh_names_are_unique_and_reserved():
     g.add_node("Relu", ["x"], name=a)  # a reserved name can be claimed once
     with pytest.raises(GraphError, match=f"a node named '{a}' already exists"):
         g.add_node("Relu", ["x"], name=a)
+
+
+def test_save_with_external_data(tmp_path):
+    g = Graph("big")
+    g.add_input("x", (None, 3))
+    g.add_param("b", np.arange(3, dtype=np.float32))
+    g.add_param("w", np.linspace(-1, 1, 3 * 512, dtype=np.float32).reshape(3, 512))  # 6 KiB: written aside
+    g.add_node("Add", ["x", "b"], name="a1")
+    g.add_node("MatMul", ["a1.out", "w"], name="mm", outputs=["r2.out"])
+    g.mark_output("r2.out")
+    path = tmp_path / "m.onnx"
+    g.save(str(path), external_data=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    onnx.checker.check_model(str(path), full_check=True)
+    back = load(str(path))
+    np.testing.assert_array_equal(back.params["b"], g.params["b"])
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(runtime.run(back, {"x": x})["r2.out"], runtime.run(g, {"x": x})["r2.out"])

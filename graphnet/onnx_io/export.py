@@ -21,9 +21,13 @@ from graphnet.ir import Graph, Node
 from graphnet.onnx_io import DEFAULT_OPSET
 from graphnet.onnx_io.registry import get_export_rule
 
-__all__ = ["ExportContext", "to_onnx", "save", "atomic_write"]
+__all__ = ["ExportContext", "to_onnx", "save", "write_model", "atomic_write", "EXTERNAL_DATA_THRESHOLD"]
 
 MIN_OPSET = 17  # LayerNormalization appears in opset 17
+
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+"""Initializer bytes above which a model is written with its tensors in a side file: protobuf
+cannot serialize a message of 2 GiB or more."""
 
 
 class ExportContext:
@@ -180,10 +184,43 @@ def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None
         raise
 
 
-def save(graph: Graph, path: str | os.PathLike, *, mode: str = "inference", opset: int | None = None, **kw: Any) -> None:
-    """Export `graph` and write it to `path` atomically."""
-    model = to_onnx(graph, mode=mode, opset=opset, **kw)
-    atomic_write(path, model.SerializeToString())
+def save(graph: Graph, path: str | os.PathLike, *, mode: str = "inference", opset: int | None = None,
+         external_data: bool | None = None, **kw: Any) -> None:
+    """Export `graph` and write it to `path` atomically (see `write_model` for external data)."""
+    write_model(to_onnx(graph, mode=mode, opset=opset, **kw), path, external_data=external_data)
+
+
+def write_model(model, path: str | os.PathLike, *, external_data: bool | None = None) -> int:
+    """Write an ONNX model atomically; returns the bytes written. With `external_data` (by default:
+    when the initializers exceed `EXTERNAL_DATA_THRESHOLD`) the tensors go to `<name>.data` beside
+    the model, as `onnx.load` and onnxruntime expect; both files appear only once complete."""
+    import onnx
+
+    path = os.fspath(path)
+    if external_data is None:
+        external_data = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
+    if not external_data:
+        data = model.SerializeToString()
+        atomic_write(path, data)
+        return len(data)
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    tmpdir = tempfile.mkdtemp(prefix=".graphnet-", dir=folder)
+    try:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        tmp_model = os.path.join(tmpdir, name)
+        onnx.save_model(copy, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{name}.data", size_threshold=1024)
+        written = 0
+        for f in sorted(os.listdir(tmpdir), key=lambda f: f == name):  # the model file last
+            written += os.path.getsize(os.path.join(tmpdir, f))
+            os.replace(os.path.join(tmpdir, f), os.path.join(folder, f))
+        return written
+    finally:
+        for f in os.listdir(tmpdir):
+            os.unlink(os.path.join(tmpdir, f))
+        os.rmdir(tmpdir)
 
 
 def node_attrs(node: Node, attrs: dict, names: Iterable[str]) -> dict:
