@@ -7,6 +7,10 @@ did into `report` (`report.did(...)`) and what it declined, with the reason
     @register_pass("fold-batchnorm")
     def fold_batchnorm(graph: Graph, report: PassReport) -> None: ...
 
+A pass may also take keyword-only options after `report` (e.g. fold-constants'
+`max_constant_bytes`); `run_pass(p, graph, **options)` hands each pass only the options its
+signature names, so the manager can offer one set of options to a whole pipeline.
+
 `run_pass(name, graph)` (or calling the registered `Pass`) fills in the before/after sizes.
 The manager (`passes.manager.optimize`) works on a copy and checks the graph after every pass, so
 a pass may assume a valid graph on entry and must leave one behind.
@@ -14,6 +18,7 @@ a pass may assume a valid graph on entry and must leave one behind.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -178,14 +183,16 @@ class PipelineReport:
 
 @dataclass(frozen=True)
 class Pass:
-    """A registered pass: its name, its body and the first paragraph of its docstring."""
+    """A registered pass: its name, its body, the first paragraph of its docstring and the
+    keyword-only options its body accepts."""
 
     name: str
     fn: PassFn
     doc: str = ""
+    options: frozenset[str] = frozenset()
 
-    def __call__(self, graph: Graph) -> PassReport:
-        return run_pass(self, graph)
+    def __call__(self, graph: Graph, **options: Any) -> PassReport:
+        return run_pass(self, graph, **options)
 
 
 _PASSES: dict[str, Pass] = {}
@@ -198,7 +205,8 @@ def register_pass(name: str, *, doc: str | None = None) -> Callable[[PassFn], Pa
         if name in _PASSES:
             raise PassError(f"a pass named '{name}' is registered twice")
         text = doc if doc is not None else (fn.__doc__ or "").strip().split("\n\n")[0]
-        _PASSES[name] = Pass(name, fn, " ".join(text.split()))
+        opts = frozenset(k for k, prm in inspect.signature(fn).parameters.items() if prm.kind is prm.KEYWORD_ONLY)
+        _PASSES[name] = Pass(name, fn, " ".join(text.split()), opts)
         return fn
 
     return deco
@@ -221,15 +229,23 @@ def all_passes() -> dict[str, Pass]:
     return dict(_PASSES)
 
 
-def run_pass(p: Pass | str, graph: Graph) -> PassReport:
-    """Run one pass in place on `graph` and return its report (sizes filled in)."""
+def run_pass(p: Pass | str, graph: Graph, *, sizes: tuple[int, int, int] | None = None, **options: Any) -> PassReport:
+    """Run one pass in place on `graph` and return its report (sizes filled in).
+
+    `options` the pass does not accept are ignored (see the module docstring). `sizes`: the
+    graph's (nodes, parameter scalars, MACs) when the caller already knows them (the manager
+    passes the previous pass's "after"): counting MACs walks every node, and doing it twice per
+    pass was a third of optimizing a small model. A pass that reports no change keeps them."""
     p = get_pass(p) if isinstance(p, str) else p
     report = PassReport(p.name)
-    report.nodes_before, report.params_before, report.macs_before = _sizes(graph)
+    before = _sizes(graph) if sizes is None else sizes
+    report.nodes_before, report.params_before, report.macs_before = before
     t0 = time.perf_counter()
-    p.fn(graph, report)
+    p.fn(graph, report, **{k: v for k, v in options.items() if k in p.options})
     report.seconds = time.perf_counter() - t0
-    report.nodes_after, report.params_after, report.macs_after = _sizes(graph)
+    # The manager checks that "no change" is true; run alone, a pass is trusted on it.
+    after = _sizes(graph) if report.changed else before
+    report.nodes_after, report.params_after, report.macs_after = after
     return report
 
 

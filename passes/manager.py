@@ -83,18 +83,25 @@ def optimize(
     atol: float = 1e-5,
     seed: int = 0,
     batch: int = 2,
+    max_constant_bytes: int | None = None,
 ) -> tuple[Graph, PipelineReport]:
     """Run a pipeline of passes on a copy of `graph`; returns (optimized graph, report).
 
     `pipeline`: "inference" (the default; see the module docstring), a pass name, or a list of
     pass names. `verify`: compare the runtime outputs before and after each pass on seeded random
     inputs (`seed`; dynamic dims of size `batch`) with tolerance `atol + rtol * |before|` (the
-    defaults are the whole-model tolerances of README.md: float32 folds in a different order)."""
+    defaults are the whole-model tolerances of README.md: float32 folds in a different order).
+    `max_constant_bytes`: opt-in materialisation: fold-constants writes a folded result of at
+    most this many bytes even when it is much bigger than its inputs (a `ConstantOfShape`
+    weight becomes an initializer, so BN folds into its Conv: fewer nodes, a bigger file; see
+    passes/constant_folding.py). None (the default) keeps such results as nodes."""
     label, names = resolve_pipeline(pipeline)
+    options = {} if max_constant_bytes is None else {"max_constant_bytes": int(max_constant_bytes)}
     g = graph.copy()
     g.verify()
     report = PipelineReport(label, g.name, verified=verify)
-    report.nodes_before, report.params_before, report.macs_before = len(g.nodes), g.num_params(), graph_macs(g)
+    sizes = len(g.nodes), g.num_params(), graph_macs(g)
+    report.nodes_before, report.params_before, report.macs_before = sizes
     report.ops_before = g.op_counts()
     inputs, outputs = list(g.inputs), list(g.outputs)
     feeds = reference = None
@@ -102,13 +109,14 @@ def optimize(
         feeds = _random_feeds(g, seed, batch)
         reference = _run(g, feeds, "the graph given to optimize")
     done: list[str] = []
+    structure = None  # the graph's `_structure`, when known (computed once per pass at most)
     for name in names:
         p = get_pass(name)
         where = f"pass '{name}' (after {done})"
         params_before = dict(g.params)
-        shape_before = _structure(g)
+        shape_before = structure if structure is not None else _structure(g)
         try:
-            r = run_pass(p, g)
+            r = run_pass(p, g, sizes=sizes, **options)
         except PassError:
             raise
         except GraphNetError as exc:
@@ -120,18 +128,23 @@ def optimize(
         if g.inputs != inputs or g.outputs != outputs:
             raise PassError(f"{where} changed the graph's interface: inputs {inputs} -> {g.inputs}, "
                             f"outputs {outputs} -> {g.outputs}")
-        same = _structure(g) == shape_before and g.params.keys() == params_before.keys() and all(
-            g.params[k] is params_before[k] for k in params_before
-        )
-        if not r.changed and not same:
-            raise PassError(f"{where} changed the graph but reported no change")
+        if not r.changed:
+            structure = _structure(g)
+            same = structure == shape_before and g.params.keys() == params_before.keys() and all(
+                g.params[k] is params_before[k] for k in params_before
+            )
+            if not same:
+                raise PassError(f"{where} changed the graph but reported no change")
+        else:
+            structure = None
+        sizes = r.nodes_after, r.params_after, r.macs_after
         if verify and r.changed:
             after = _run(g, feeds, f"the graph after {where}")
             _compare(reference, after, where, rtol, atol)
             reference = after
         report.passes.append(r)
         done.append(name)
-    report.nodes_after, report.params_after, report.macs_after = len(g.nodes), g.num_params(), graph_macs(g)
+    report.nodes_after, report.params_after, report.macs_after = sizes
     report.ops_after = g.op_counts()
     return g, report
 
