@@ -16,6 +16,7 @@ __all__ = [
     "fold_affine_into_conv",
     "fold_affine_into_matrix",
     "per_channel_vector",
+    "feature_factor",
 ]
 
 
@@ -27,7 +28,7 @@ def bn_scale_shift(mean, var, eps: float, gamma, beta) -> tuple[np.ndarray, np.n
     return s, beta - mean * s
 
 
-def _feature_factor(shape: tuple, s: np.ndarray, axis: int, group: int) -> np.ndarray:
+def feature_factor(shape: tuple, s: np.ndarray, axis: int, group: int) -> np.ndarray:
     """`s` shaped to multiply an array of `shape` whose output features are on `axis`; with
     axis 1 and group > 1 (ConvTranspose's (C, M/g, k...)), axis 0 is split into `group` row blocks
     and block g holds output features g*M/g .. (g+1)*M/g - 1."""
@@ -59,7 +60,7 @@ def fuse_conv_bn_weights(
     Computed in float64, returned in W's dtype."""
     s, _ = bn_scale_shift(mean, var, eps, gamma, beta)
     w64 = np.asarray(w, dtype=np.float64)
-    w_new = w64 * _feature_factor(w64.shape, s, axis, group)
+    w_new = w64 * feature_factor(w64.shape, s, axis, group)
     b64 = np.zeros_like(s) if b is None else np.asarray(b, dtype=np.float64)
     b_new = (b64 - np.asarray(mean, dtype=np.float64)) * s + np.asarray(beta, dtype=np.float64)
     dtype = np.asarray(w).dtype

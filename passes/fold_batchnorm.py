@@ -53,20 +53,18 @@ import numpy as np
 
 from graphnet import ops
 from graphnet.ir import Graph, Node, Value, format_shape
-from graphnet.ops._shapes import broadcast
 from passes._graph import (
     bypass,
     const_input,
     constant_value,
     drop_params_made_dead,
     emit_at,
-    other_uses,
     params_read,
     readers,
-    rename_value,
     resolved_attrs,
     write_param,
 )
+from passes._linear import did, fold_into_producer
 from passes.base import PassReport, register_pass
 from passes.bn_maths import (
     bn_scale_shift,
@@ -127,9 +125,8 @@ def _fold_one(graph: Graph, bn: Node, report: PassReport) -> None:
     gamma, beta = _absorb_affine_readers(graph, bn, gamma, beta, report)
     eps = float(resolved_attrs(graph, bn)["epsilon"])
     s, t = bn_scale_shift(mean, var, eps, gamma, beta)
-    bn_stats = (mean, var, eps, gamma, beta)
 
-    why_not_before = _into_producer(graph, bn, bn_stats, s, t, report)
+    why_not_before = _into_producer(graph, bn, s, t, report)
     if why_not_before is None:
         return
     why_not_after = _into_consumer(graph, bn, s, t, report)
@@ -194,72 +191,9 @@ def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassRepo
 
 
 # ----------------------------------------------------------------- into the producer
-def _into_producer(graph: Graph, bn: Node, bn_stats: tuple, s, t, report: PassReport) -> str | None:
-    """Fold into the node that writes the BN's input; None when done, else why not."""
-    xname = bn.inputs[0]
-    prod = next((n for n in graph.nodes if xname in n.outputs), None)
-    if prod is None:
-        kind = "graph input" if xname in graph.inputs else "parameter"
-        return f"its input '{xname}' is a {kind}"
-    busy = other_uses(graph, xname, bn)
-    if busy:
-        return f"{prod.name} output {busy}"
-    if prod.op == "WSConv":
-        hint = ("fold-constants turns it into a plain Conv first" if prod.inputs[1] in graph.params
-                else f"its kernel '{prod.inputs[1]}' is not a constant, so it stays a WSConv")
-        return f"{prod.name} is a WSConv: standardizing its weight would undo the scale ({hint})"
-    if prod.outputs.index(xname) != 0:
-        return f"'{xname}' is not the main output of {prod.name} ({prod.op})"
-    rank = len(graph.values[xname].shape)
-    notes: list[str] = []
-    if prod.op in _CONV_OPS:
-        why = _need_consts(graph, prod, {1: "weight", 2: "bias"})
-        if why:
-            return why
-        w = const_input(graph, prod, 1)
-        group = resolved_attrs(graph, prod)["group"]
-        axis = 0 if prod.op == "Conv" else 1
-        w_new, b_new = fuse_conv_bn_weights(w, const_input(graph, prod, 2), *bn_stats, axis=axis, group=group)
-        notes += [write_param(graph, prod, 1, w_new, f"{prod.inputs[1]}_bn"),
-                  write_param(graph, prod, 2, b_new, f"{prod.name}.bias_bn")]
-    elif prod.op == "Gemm":
-        why = _need_consts(graph, prod, {1: "B", 2: "C"})
-        if why:
-            return why
-        if rank != 2:
-            return f"{prod.name} (Gemm) output has rank {rank}"
-        attrs = resolved_attrs(graph, prod)
-        b = const_input(graph, prod, 1)
-        c = const_input(graph, prod, 2)
-        b_new, _ = fuse_conv_bn_weights(b, None, *bn_stats, axis=0 if attrs["transB"] else 1)
-        c64 = np.zeros(1) if c is None else float(attrs["beta"]) * np.asarray(c, np.float64)
-        c_new = (s * c64 + t).astype(b.dtype)
-        if c is not None and not _broadcasts_to(c_new.shape, graph.values[xname].shape):
-            return f"{prod.name}'s C {format_shape(c.shape)} does not broadcast with the per-feature shift"
-        notes += [write_param(graph, prod, 1, b_new, f"{prod.inputs[1]}_bn"),
-                  write_param(graph, prod, 2, c_new, f"{prod.name}.C_bn")]
-        prod.attrs["beta"] = 1.0
-    elif prod.op == "BatchNormalization":
-        # BN2(BN1(x)) = s2 * (gamma1 (x - m1) / sd1 + beta1) + t2: gamma1' = s2 gamma1, beta1' = s2 beta1 + t2.
-        limit = _channels(graph, prod)
-        gamma1, beta1 = (constant_value(graph, prod.inputs[k], limit) for k in (1, 2))
-        if gamma1 is None or beta1 is None:
-            k = 1 if gamma1 is None else 2
-            return f"{prod.name}'s {('scale', 'B')[k - 1]} '{prod.inputs[k]}' is not a constant"
-        if len(prod.outputs) > 1:
-            return f"{prod.name} has training outputs"
-        dtype = np.dtype(graph.values[xname].dtype)
-        notes += [write_param(graph, prod, 1, (s * np.asarray(gamma1, np.float64)).astype(dtype), f"{prod.inputs[1]}_bn"),
-                  write_param(graph, prod, 2, (s * np.asarray(beta1, np.float64) + t).astype(dtype), f"{prod.inputs[2]}_bn")]
-    elif prod.op == "MatMul":
-        return _into_matmul(graph, bn, prod, bn_stats, t, report)
-    elif prod.op == "Add":
-        return _into_matmul_add(graph, bn, prod, bn_stats, s, t, report)
-    else:
-        return f"{prod.name} is a {prod.op}, not a Conv, ConvTranspose, Gemm, MatMul(+Add) or BatchNormalization"
-    _drop_bn(graph, bn, prod)
-    _did(report, f"folded {bn.name} into {prod.name} ({prod.op})", notes)
-    return None
+def _into_producer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | None:
+    """Fold into the node that writes the BN's input (`passes._linear`); None when done, else why not."""
+    return fold_into_producer(graph, bn.inputs[0], [bn], s, t, report, bn.name)
 
 
 def _need_consts(graph: Graph, node: Node, which: dict[int, str]) -> str | None:
@@ -267,88 +201,6 @@ def _need_consts(graph: Graph, node: Node, which: dict[int, str]) -> str | None:
         if k < len(node.inputs) and node.inputs[k] and node.inputs[k] not in graph.params:
             return f"{node.name}'s {what} '{node.inputs[k]}' is not a constant"
     return None
-
-
-def _broadcasts_to(small: tuple, big: tuple) -> bool:
-    if len(small) > len(big):
-        return False
-    try:
-        return broadcast(tuple(big), tuple(small)) == tuple(big)
-    except Exception:  # ShapeError: shapes that do not broadcast at all
-        return False
-
-
-def _matmul_weight(graph: Graph, mm: Node, feature_rank: int) -> tuple[np.ndarray | None, str | None]:
-    """The constant (K, F) weight of a MatMul whose 2-D output's features are on axis 1."""
-    b = const_input(graph, mm, 1)
-    if b is None:
-        return None, f"{mm.name}'s weight '{mm.inputs[1]}' (second input) is not a constant"
-    if b.ndim != 2 or feature_rank != 2:
-        out = graph.values[mm.outputs[0]].shape
-        return None, (f"BN normalizes axis 1 but {mm.name} (MatMul) output {format_shape(out)} has its "
-                      f"features on the last axis")
-    return b, None
-
-
-def _into_matmul(graph: Graph, bn: Node, mm: Node, bn_stats: tuple, t, report: PassReport) -> str | None:
-    b, why = _matmul_weight(graph, mm, len(graph.values[mm.outputs[0]].shape))
-    if why:
-        return why
-    if "Add" not in ops.all_specs():
-        return "op 'Add' is not in the op table"
-    b_new, _ = fuse_conv_bn_weights(b, None, *bn_stats, axis=1)  # B is (K, F)
-    note = write_param(graph, mm, 1, b_new, f"{mm.inputs[1]}_bn")
-    shift = graph.fresh_name(f"{bn.name}.shift")
-    graph.add_param(shift, t.astype(b.dtype))
-    index, y = graph.nodes.index(bn), bn.outputs[0]
-    graph.nodes.remove(bn)
-    shape = graph.values.pop(y).shape
-    add = emit_at(graph, index, "Add", [bn.inputs[0], shift], None, name=f"{bn.name}_bias", outputs=[y])
-    graph.values[y].shape = graph.values[y].shape or shape
-    _did(report, f"folded {bn.name} into {mm.name} (MatMul) and a bias {add.name} (Add)", [note])
-    return None
-
-
-def _into_matmul_add(graph: Graph, bn: Node, add: Node, bn_stats: tuple, s, t, report: PassReport) -> str | None:
-    prods = {o: n for n in graph.nodes for o in n.outputs}
-    mm_k = next((k for k, i in enumerate(add.inputs) if i in prods and prods[i].op == "MatMul"), None)
-    if mm_k is None:
-        return f"{add.name} (Add) does not add a bias to a MatMul"
-    mm = prods[add.inputs[mm_k]]
-    c = const_input(graph, add, 1 - mm_k)
-    if c is None:
-        return f"{add.name} adds '{add.inputs[1 - mm_k]}', which is not a constant, to {mm.name}"
-    busy = other_uses(graph, mm.outputs[0], add)
-    if busy:
-        return f"{mm.name} output {busy}"
-    y_shape = graph.values[add.outputs[0]].shape
-    b, why = _matmul_weight(graph, mm, len(y_shape))
-    if why:
-        return why
-    c_new = (s * np.asarray(c, np.float64) + t).astype(c.dtype)
-    if not _broadcasts_to(c_new.shape, y_shape) or not _broadcasts_to(c.shape, graph.values[mm.outputs[0]].shape):
-        return f"{add.name}'s bias {format_shape(c.shape)} does not broadcast to {format_shape(y_shape)} per feature"
-    b_new, _ = fuse_conv_bn_weights(b, None, *bn_stats, axis=1)  # B is (K, F)
-    notes = [write_param(graph, mm, 1, b_new, f"{mm.inputs[1]}_bn"),
-             write_param(graph, add, 1 - mm_k, c_new, f"{add.inputs[1 - mm_k]}_bn")]
-    _drop_bn(graph, bn, add)
-    _did(report, f"folded {bn.name} into {mm.name} (MatMul) and its bias {add.name} (Add)", notes)
-    return None
-
-
-def _drop_bn(graph: Graph, bn: Node, prod: Node) -> None:
-    """Remove the BN; its producer writes the BN's output name (a graph output name survives)."""
-    x, y = bn.inputs[0], bn.outputs[0]
-    shape = graph.values[y].shape
-    graph.nodes.remove(bn)
-    graph.values.pop(y)
-    rename_value(graph, x, y)
-    graph.values[y].shape = graph.values[y].shape or shape
-
-
-def _did(report: PassReport, line: str, notes: list[str | None]) -> None:
-    extra = [n for n in notes if n]
-    report.did(line + (f" ({'; '.join(extra)})" if extra else ""))
 
 
 # ----------------------------------------------------------------- into the consumer
@@ -415,7 +267,7 @@ def _into_consumer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | No
     nxt.inputs[0] = bn.inputs[0]
     graph.nodes.remove(bn)
     graph.values.pop(bn.outputs[0], None)
-    _did(report, f"folded {bn.name} into the following {nxt.name} ({nxt.op})", notes)
+    did(report, f"folded {bn.name} into the following {nxt.name} ({nxt.op})", notes)
     return None
 
 
