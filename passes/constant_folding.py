@@ -31,6 +31,10 @@ It must NOT fold:
   max(GROWTH_LIMIT x (elements of its inputs), SMALL_RESULT) elements stays a node, so
   ConstantOfShape(shape=[64, 256, 56, 56]) or an Expand of a scalar to a feature map is not turned
   into megabytes of initializer; results of up to SMALL_RESULT elements always fold.
+  Opt-in materialisation (`max_constant_bytes`, `optimize(..., max_constant_bytes=N)`): a result
+  of at most N bytes folds whatever its growth. That is what onnxsim / onnxslim / onnxruntime do
+  to the zoo's ConstantOfShape weights: every weight becomes an initializer (a file of 3.5-550 MB
+  instead of 0.1 MB), and then BN folds into the Conv as plain weights, so no fill nodes remain.
 """
 
 from __future__ import annotations
@@ -65,14 +69,18 @@ def standardize_weight(w: np.ndarray, eps: float) -> np.ndarray:
 
 
 @register_pass("fold-constants")
-def fold_constants(graph: Graph, report: PassReport) -> None:
+def fold_constants(graph: Graph, report: PassReport, *, max_constant_bytes: int | None = None) -> None:
     """Evaluate nodes whose inputs are all constants, turn WSConv with a constant kernel into
-    Conv, and static Shape into a constant (results much bigger than their inputs are kept)."""
+    Conv, and static Shape into a constant (results much bigger than their inputs are kept
+    unless `max_constant_bytes` allows them)."""
     from runtime.kernels import has_kernel
 
     read_before, existed_before = params_read(graph), set(graph.params)
     symbols = ShapeSymbols()
+    refined: set[str] = set()  # values whose shape this sweep made better known
     for node in list(graph.nodes):
+        if refined:
+            _refine_shapes(graph, node, refined)
         if node.op == "WSConv":
             _wsconv_to_conv(graph, node, report)
             continue
@@ -81,7 +89,8 @@ def fold_constants(graph: Graph, report: PassReport) -> None:
                 symbols.shape_of(graph, node)
             continue
         if node.op == "Reshape" and node.inputs[1] in symbols.vectors:
-            symbols.reshape_target(graph, node, report)
+            if symbols.reshape_target(graph, node, report):
+                refined.add(node.outputs[0])
         if node.op in MOVERS and any(i in symbols.vectors for i in node.inputs):
             vec = symbols.move(graph, node)
             if vec is not None and symbols.is_constant(vec) and _vector_to_param(graph, node, vec, report):
@@ -100,10 +109,36 @@ def fold_constants(graph: Graph, report: PassReport) -> None:
         if spec.mode_dependent:
             report.declined(f"{node.name}: all inputs are constant, but {node.op} depends on the run mode")
             continue
-        _fold_node(graph, node, report)
+        _fold_node(graph, node, report, max_constant_bytes)
     dead = drop_params_made_dead(graph, read_before, existed_before)
     if dead:
         report.did(f"dropped {len(dead)} parameter(s) only folded nodes read: {', '.join(dead)}")
+
+
+def _refine_shapes(graph: Graph, node: Node, refined: set[str]) -> None:
+    """Re-infer `node`'s output shapes when an input's shape got better known in this sweep (a
+    Reshape target that became constant: everything after it had dynamic dims), so that a Shape
+    further down sees static dims. Only a strictly better-known shape of the same rank is kept."""
+    if not any(i in refined for i in node.inputs):
+        return
+    try:
+        types = ops.infer(node, [graph.values.get(i) if i else None for i in node.inputs],
+                          [graph.params.get(i) if i else None for i in node.inputs])
+    except GraphNetError:
+        return
+    for o, (shape, _dtype) in zip(node.outputs, types):
+        v = graph.values.get(o) if o else None
+        if v is not None and shape is not None and _better(shape, v.shape):
+            v.shape = tuple(shape)
+            refined.add(o)
+
+
+def _better(new: tuple, old: tuple | None) -> bool:
+    if old is None:
+        return True
+    if len(new) != len(old) or any(o is not None and n != o for n, o in zip(new, old)):
+        return False
+    return sum(d is None for d in new) < sum(d is None for d in old)
 
 
 def _keeps_output(graph: Graph, node: Node, report: PassReport, what: str) -> bool:
@@ -114,7 +149,7 @@ def _keeps_output(graph: Graph, node: Node, report: PassReport, what: str) -> bo
     return False
 
 
-def _fold_node(graph: Graph, node: Node, report: PassReport) -> bool:
+def _fold_node(graph: Graph, node: Node, report: PassReport, max_bytes: int | None = None) -> bool:
     from runtime.kernels import get_kernel
 
     if _keeps_output(graph, node, report, "all inputs are constant"):
@@ -127,10 +162,12 @@ def _fold_node(graph: Graph, node: Node, report: PassReport) -> bool:
         attrs.update(training=False, rng=np.random.default_rng(0))
     # The size limit is checked on the inferred shapes first, so a huge result is never built.
     limit = max(GROWTH_LIMIT * n_in, SMALL_RESULT)
-    n_out = _static_size([graph.values.get(o) for o in node.outputs if o])
-    if n_out is not None and n_out > limit:
+    outs_v = [graph.values.get(o) for o in node.outputs if o]
+    n_out = _static_size(outs_v)
+    if n_out is not None and n_out > limit and not _allowed_bytes(outs_v, max_bytes):
         report.declined(f"{node.name}: all inputs are constant, but its result ({n_out:,} elements) would be "
-                        f"more than {limit:,} (max({GROWTH_LIMIT} x {n_in:,} input elements, {SMALL_RESULT}))")
+                        f"more than {limit:,} (max({GROWTH_LIMIT} x {n_in:,} input elements, {SMALL_RESULT}))"
+                        + ("" if max_bytes is None else f" and more than max_constant_bytes {max_bytes:,}"))
         return False
     try:
         result = kern.fn(*args, **attrs)
@@ -139,7 +176,7 @@ def _fold_node(graph: Graph, node: Node, report: PassReport) -> bool:
         return False
     outs = [np.asarray(r) for r in (result if isinstance(result, (tuple, list)) else [result])]
     n_out = sum(o.size for o in outs)
-    if n_out > limit:
+    if n_out > limit and (max_bytes is None or sum(o.nbytes for o in outs) > max_bytes):
         report.declined(f"{node.name}: all inputs are constant, but its result ({n_out:,} elements) is more "
                         f"than {limit:,} (max({GROWTH_LIMIT} x {n_in:,} input elements, {SMALL_RESULT}))")
         return False
@@ -201,6 +238,18 @@ def _vector_to_param(graph: Graph, node: Node, vec: np.ndarray, report: PassRepo
     graph.add_param(out, arr)
     report.did(f"folded {node.name} ({node.op} of static shape entries) into the constant {arr.tolist()}")
     return True
+
+
+def _allowed_bytes(values: list[Value | None], max_bytes: int | None) -> bool:
+    """Whether the opt-in materialisation allows results of these (static) shapes."""
+    if max_bytes is None:
+        return False
+    total = 0
+    for v in values:
+        if v is None or v.shape is None or any(d is None for d in v.shape):
+            return False
+        total += int(np.prod(v.shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
+    return total <= max_bytes
 
 
 def _static_size(values: list[Value | None]) -> int | None:

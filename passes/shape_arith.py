@@ -14,7 +14,14 @@ target) are run with their own runtime kernels on these object arrays, so their 
 - a vector whose entries are all ints is a constant: the node becomes a parameter (e.g.
   `Shape(x)[1:]` of an (N, 3, 8, 8) x is [3, 8, 8]);
 - a Reshape target whose entries are ints or dims of the Reshape's own input at their own
-  position becomes a constant with 0 there (only when allowzero = 0, where 0 means "copy").
+  position becomes a constant with 0 there (only when allowzero = 0, where 0 means "copy");
+- a Reshape target with exactly ONE other dynamic entry (typically the batch dim of another
+  value: `y.view(x.size(0), 16)`, or `view(x.shape)` of a reshaped x) becomes a constant with -1
+  there: -1 is "total / product of the other entries", and whenever the original Reshape succeeds
+  that quotient IS the entry's value (size(y) = d * rest). Only when every other entry is a static
+  positive int (a 0 or a copied dynamic dim could be 0 at run time, and -1 beside a 0 is an
+  error where the original was not) and the target has no -1 of its own. A target the original
+  would reject (wrong total) may then be accepted: onnxsim and onnxslim make the same trade.
 Arithmetic on shape entries (Mul, Div of dims) is not tracked: such values are left alone.
 """
 
@@ -93,14 +100,21 @@ class ShapeSymbols:
 
     def reshape_target(self, graph: Graph, node: Node, report: PassReport) -> bool:
         """Make a Reshape's tracked target constant where its dynamic entries copy its own
-        input's dims at the same position. True when rewritten."""
+        input's dims at the same position (0), or where it has one dynamic entry (-1). True when
+        rewritten."""
         target = self.vectors.get(node.inputs[1])
-        if target is None or target.ndim != 1 or resolved_attrs(graph, node).get("allowzero", 0):
+        if target is None or target.ndim != 1:
             return False
         data = node.inputs[0]
-        if not all(isinstance(e, (int, np.integer)) or (e.value == data and e.axis == k) for k, e in enumerate(target)):
-            return False
-        const = np.array([0 if isinstance(e, Dim) else int(e) for e in target], dtype=np.int64)
+        # 0 means "copy" only with allowzero = 0; the -1 form has no 0 in it, so any allowzero.
+        copies = not resolved_attrs(graph, node).get("allowzero", 0) and all(
+            isinstance(e, (int, np.integer)) or (e.value == data and e.axis == k) for k, e in enumerate(target))
+        if copies:
+            const = np.array([0 if isinstance(e, Dim) else int(e) for e in target], dtype=np.int64)
+        else:
+            const = _minus_one_target(target)
+            if const is None:
+                return False
         name = graph.fresh_name(f"{node.name}.shape")
         graph.add_param(name, const)
         old = node.inputs[1]
@@ -111,6 +125,16 @@ class ShapeSymbols:
         ins = [graph.values.get(i) if i else None for i in node.inputs]
         (shape, dtype), = ops.infer(node, ins, [graph.params.get(i) for i in node.inputs])
         graph.values[node.outputs[0]].shape = shape
-        report.did(f"{node.name}: Reshape target '{old}' = {list(target)} copies its own input's dims: "
-                   f"the constant {const.tolist()} (0 = copy)")
+        how = ("copies its own input's dims: the constant {} (0 = copy)" if copies
+               else "has one dynamic entry: the constant {} (-1 = the rest)")
+        report.did(f"{node.name}: Reshape target '{old}' = {list(target)} " + how.format(const.tolist()))
         return True
+
+
+def _minus_one_target(target: np.ndarray) -> np.ndarray | None:
+    """The target with its single dynamic entry replaced by -1, when that is exact (see the
+    module docstring): every other entry a static int > 0. Else None."""
+    dynamic = [k for k, e in enumerate(target) if isinstance(e, Dim)]
+    if len(dynamic) != 1 or not all(isinstance(e, Dim) or int(e) > 0 for e in target):
+        return None
+    return np.array([-1 if isinstance(e, Dim) else int(e) for e in target], dtype=np.int64)
