@@ -5,13 +5,13 @@
     print(report.format())
 
 Passes (registered by name in `passes.base`): `fold-constants`, `eliminate`, `drop-dropout`,
-`fold-batchnorm`. Each module's docstring gives the maths, what it rewrites and when it must not.
+`fold-batchnorm`, `fold-affine`, `cse`. Each module's docstring gives the maths, what it rewrites and when it must not.
 """
 
 from __future__ import annotations
 
 # Registration happens on import; each pass module is listed explicitly.
-from passes import constant_folding, dropout, eliminate, fold_batchnorm  # noqa: F401
+from passes import constant_folding, cse, dropout, eliminate, fold_affine, fold_batchnorm  # noqa: F401
 from passes.base import (
     Pass,
     PassReport,

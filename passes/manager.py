@@ -41,7 +41,7 @@ from passes.base import PipelineReport, get_pass, graph_macs, run_pass
 __all__ = ["PIPELINES", "optimize", "resolve_pipeline", "describe_passes"]
 
 PIPELINES: dict[str, tuple[str, ...]] = {
-    "inference": ("fold-constants", "eliminate", "drop-dropout", "fold-batchnorm", "eliminate"),
+    "inference": ("fold-constants", "eliminate", "drop-dropout", "fold-batchnorm", "fold-affine", "cse", "eliminate"),
 }
 
 

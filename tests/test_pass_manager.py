@@ -96,7 +96,7 @@ def test_pipeline_by_list_and_by_single_name():
 
 
 def test_unknown_pass_name_lists_the_known_ones():
-    with pytest.raises(PassError, match=r"no pass named 'fold-everything'; known passes: \['drop-dropout', 'eliminate', 'fold-batchnorm', 'fold-constants'"):
+    with pytest.raises(PassError, match=r"no pass named 'fold-everything'; known passes: \['cse', 'drop-dropout', 'eliminate', 'fold-affine', 'fold-batchnorm', 'fold-constants'"):
         optimize(_model(), ["eliminate", "fold-everything"])
 
 
@@ -223,9 +223,10 @@ def test_run_pass_fills_sizes_and_timing():
 
 def test_describe_lists_every_pass_and_pipeline():
     text = passes.describe_passes()
-    for name in ("fold-constants", "eliminate", "drop-dropout", "fold-batchnorm"):
+    for name in ("fold-constants", "eliminate", "drop-dropout", "fold-batchnorm", "fold-affine", "cse"):
         assert re.search(rf"^  {name}\s+\S", text, re.M), text
-    assert "inference        fold-constants -> eliminate -> drop-dropout -> fold-batchnorm -> eliminate" in text
+    assert ("inference        fold-constants -> eliminate -> drop-dropout -> fold-batchnorm -> fold-affine -> cse "
+            "-> eliminate") in text
 
 
 def test_optimized_graph_runs_with_other_batch_sizes():
