@@ -22,9 +22,38 @@ import numpy as np
 
 from graphnet.errors import GraphError
 
-__all__ = ["Value", "Node", "Graph", "Shape", "format_shape"]
+__all__ = ["Value", "Node", "Graph", "Shape", "format_shape", "dtype_name"]
 
 Shape = tuple  # tuple[int | None, ...]
+
+
+def _op_table():
+    """`graphnet.ops`, imported on first use (ir must not import it at module level: import
+    cycle) and then kept: a function-level import per `add_node` was a tenth of an import."""
+    global _OPS
+    if _OPS is None:
+        from graphnet import ops
+
+        _OPS = ops
+    return _OPS
+
+
+_OPS = None
+_DTYPE_NAMES: dict = {}
+
+
+def dtype_name(dtype) -> str:
+    """`str(np.dtype(dtype))`, cached: NumPy builds the name anew on every call, and the IR asks
+    for it once per value (a tenth of importing a 1,700-node model)."""
+    try:
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):
+        name = str(np.dtype(dtype))
+        try:
+            _DTYPE_NAMES[dtype] = name
+        except TypeError:  # an unhashable dtype-like
+            pass
+        return name
 
 
 def format_shape(shape: Shape | None) -> str:
@@ -46,9 +75,12 @@ class Value:
         return f"%{self.name}: {self.dtype}{format_shape(self.shape)}"
 
 
-@dataclass
+@dataclass(eq=False)
 class Node:
-    """One op application: `outputs = op(inputs) {attrs}`."""
+    """One op application: `outputs = op(inputs) {attrs}`. Nodes compare (and hash) by identity:
+    `graph.nodes.remove(node)` / `.index(node)` / `node in graph.nodes` mean THIS node, and a
+    field-by-field comparison per list entry made them the slowest part of optimizing a large
+    model (800k comparisons on DenseNet-121)."""
 
     op: str
     inputs: list[str]
@@ -98,7 +130,7 @@ class Graph:
     def add_input(self, name: str, shape: Shape | None, dtype: str = "float32") -> Value:
         """Declare a graph input (`shape` None: even the rank is unknown)."""
         self._claim(name, "graph input")
-        value = Value(name, None if shape is None else tuple(shape), str(np.dtype(dtype)))
+        value = Value(name, None if shape is None else tuple(shape), dtype_name(dtype))
         self.values[name] = value
         self.inputs.append(name)
         return value
@@ -108,7 +140,7 @@ class Graph:
         self._claim(name, "parameter")
         array = np.asarray(array)
         self.params[name] = array
-        value = Value(name, tuple(array.shape), str(array.dtype))
+        value = Value(name, tuple(array.shape), dtype_name(array.dtype))
         self.values[name] = value
         return value
 
@@ -116,7 +148,7 @@ class Graph:
         """Replace a parameter's array; its Value follows the new shape and dtype."""
         array = np.asarray(array)
         self.params[name] = array
-        self.values[name] = Value(name, tuple(array.shape), str(array.dtype))
+        self.values[name] = Value(name, tuple(array.shape), dtype_name(array.dtype))
 
     def add_node(
         self,
@@ -130,7 +162,7 @@ class Graph:
     ) -> Node:
         """Append a node; with `infer` (the default) its output shapes are inferred at once,
         so a wrong shape fails here, naming the node."""
-        from graphnet import ops  # the op table; imported here to keep ir free of import cycles
+        ops = _op_table()
 
         if name in self._names and any(n.name == name for n in self.nodes):
             raise GraphError(f"a node named '{name}' already exists in graph '{self.name}'")
