@@ -124,11 +124,20 @@ def _dims(type_proto) -> tuple | None:
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
 
 
-def _dtype(type_proto) -> str:
-    from onnx import helper
+_ELEM_DTYPES: dict[int, str] = {}
 
+
+def _dtype(type_proto) -> str:
+    # Cached per ONNX element type: NumPy builds a dtype's name anew on each str().
     elem = type_proto.tensor_type.elem_type
-    return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem))) if elem else "float32"
+    if not elem:
+        return "float32"
+    name = _ELEM_DTYPES.get(elem)
+    if name is None:
+        from onnx import helper
+
+        name = _ELEM_DTYPES[elem] = str(np.dtype(helper.tensor_dtype_to_np_dtype(elem)))
+    return name
 
 
 def from_onnx(model) -> Graph:
