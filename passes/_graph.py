@@ -148,9 +148,11 @@ def rename_value(graph: Graph, old: str, new: str) -> None:
     """Rename a value produced by a node (and every read of it) to the unused name `new`."""
     v = graph.values.pop(old)
     graph.values[new] = Value(new, v.shape, v.dtype)
-    for n in graph.nodes:
-        n.inputs = [new if i == old else i for i in n.inputs]
-        n.outputs = [new if o == old else o for o in n.outputs]
+    for n in graph.nodes:  # rebuild only the lists that hold `old` (most hold nothing to change)
+        if old in n.inputs:
+            n.inputs = [new if i == old else i for i in n.inputs]
+        if old in n.outputs:
+            n.outputs = [new if o == old else o for o in n.outputs]
     graph.outputs = [new if o == old else o for o in graph.outputs]
 
 
@@ -175,7 +177,7 @@ def bypass(graph: Graph, node: Node, src: str, dst: str) -> str | None:
             graph.values[dst].shape = shape
         return None
     for n in graph.nodes:
-        if n is not node:
+        if n is not node and dst in n.inputs:
             n.inputs = [src if i == dst else i for i in n.inputs]
     remove_node(graph, node)
     return None
