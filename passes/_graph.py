@@ -8,6 +8,7 @@ name instead (its producer writes the output directly).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Node, Value
 
 __all__ = [
+    "producer",
     "readers",
     "other_uses",
     "is_param",
@@ -32,6 +34,29 @@ __all__ = [
     "params_read",
     "drop_params_made_dead",
 ]
+
+
+_PRODUCERS: "weakref.WeakKeyDictionary[Graph, dict[str, Node]]" = weakref.WeakKeyDictionary()
+
+
+def producer(graph: Graph, name: str) -> Node | None:
+    """The node that writes `name` (None for graph inputs, parameters and unknown names).
+
+    Passes look producers up thousands of times on a large model, and a scan of every node per
+    lookup made folding DenseNet-121 quadratic. So a name -> node map is kept per graph and each
+    answer is CHECKED before it is returned: the node must still be in the graph (an identity
+    test, in C) and still list `name` among its outputs. A stale or missing entry rebuilds the
+    map from the nodes, so the answer is always the one a scan would give: nothing has to tell
+    the cache about rewrites."""
+    if not name or name in graph.params or name in graph.inputs:
+        return None
+    table = _PRODUCERS.get(graph)
+    node = table.get(name) if table is not None else None
+    if node is not None and name in node.outputs and node in graph.nodes:
+        return node
+    table = {o: n for n in graph.nodes for o in n.outputs}
+    _PRODUCERS[graph] = table
+    return table.get(name)
 
 
 def readers(graph: Graph, value: str) -> list[Node]:
@@ -75,20 +100,20 @@ def constant_value(graph: Graph, name: str, max_elements: int, *, _depth: int = 
         return None
     if name in graph.params:
         return graph.params[name]
-    producer = next((n for n in graph.nodes if name in n.outputs), None)
-    if producer is None or producer.op == "Opaque" or _depth > 16:
+    node = producer(graph, name)
+    if node is None or node.op == "Opaque" or _depth > 16:
         return None
     from runtime.kernels import get_kernel, has_kernel
 
-    if not has_kernel(producer.op) or ops.get(producer.op).mode_dependent:
+    if not has_kernel(node.op) or ops.get(node.op).mode_dependent:
         return None
-    for o in producer.outputs:
+    for o in node.outputs:
         v = graph.values.get(o)
         if o and v is not None and v.shape is not None and all(d is not None for d in v.shape):
             if int(np.prod(v.shape, dtype=np.int64)) > max_elements:
                 return None
     args = []
-    for i in producer.inputs:
+    for i in node.inputs:
         if not i:
             args.append(None)
             continue
@@ -96,8 +121,8 @@ def constant_value(graph: Graph, name: str, max_elements: int, *, _depth: int = 
         if a is None:
             return None
         args.append(a)
-    kern = get_kernel(producer.op, producer.name)
-    attrs = resolved_attrs(graph, producer)
+    kern = get_kernel(node.op, node.name)
+    attrs = resolved_attrs(graph, node)
     if kern.context:
         attrs.update(training=False, rng=np.random.default_rng(0))
     try:
@@ -105,7 +130,7 @@ def constant_value(graph: Graph, name: str, max_elements: int, *, _depth: int = 
     except (GraphNetError, ValueError, TypeError, ArithmeticError):
         return None
     outs = result if isinstance(result, (tuple, list)) else [result]
-    value = np.asarray(outs[producer.outputs.index(name)])
+    value = np.asarray(outs[node.outputs.index(name)])
     return value if value.size <= max_elements else None
 
 
@@ -138,7 +163,7 @@ def drop_params_made_dead(graph: Graph, read_before: set[str], existed_before: s
 
 def remove_node(graph: Graph, node: Node) -> None:
     """Drop a node and the values only it defined (the caller rewired their readers)."""
-    graph.nodes = [n for n in graph.nodes if n is not node]
+    graph.nodes.remove(node)  # nodes compare by identity: this is THE node, found in C
     for o in node.outputs:
         if o and o not in graph.outputs and not readers(graph, o):
             graph.values.pop(o, None)

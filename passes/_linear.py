@@ -33,6 +33,7 @@ from graphnet.ir import Graph, Node, format_shape
 from graphnet.ops._shapes import broadcast
 from passes._graph import (
     constant_value,
+    producer,
     emit_at,
     other_uses,
     readers,
@@ -51,7 +52,7 @@ LINEAR_PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalizati
 
 def producer_of(graph: Graph, name: str) -> Node | None:
     """The node that writes `name` (None for graph inputs and parameters)."""
-    return next((n for n in graph.nodes if name in n.outputs), None)
+    return producer(graph, name)
 
 
 # ------------------------------------------------------------------------------ fills
@@ -268,11 +269,11 @@ def _into_matmul(graph, mm, x, chain, s, t, report, label) -> str | None:
 
 
 def _into_matmul_add(graph, add, x, chain, s, t, report, label) -> str | None:
-    prods = {o: n for n in graph.nodes for o in n.outputs}
-    mm_k = next((k for k, i in enumerate(add.inputs) if i in prods and prods[i].op == "MatMul"), None)
+    prods = [producer(graph, i) for i in add.inputs]
+    mm_k = next((k for k, p in enumerate(prods) if p is not None and p.op == "MatMul"), None)
     if mm_k is None or len(add.inputs) != 2:
         return f"{add.name} (Add) does not add a bias to a MatMul"
-    mm = prods[add.inputs[mm_k]]
+    mm = prods[mm_k]
     c = graph.params.get(add.inputs[1 - mm_k])
     if c is None:
         return f"{add.name} adds '{add.inputs[1 - mm_k]}', which is not a constant, to {mm.name}"

@@ -253,8 +253,36 @@ def _sizes(graph: Graph) -> tuple[int, int, int]:
     return len(graph.nodes), graph.num_params(), graph_macs(graph)
 
 
-def graph_macs(graph: Graph) -> int:
-    """Multiply-accumulates of one run per example (see `graphnet.summary`)."""
-    from graphnet.summary import graph_macs as _macs
+_MACS_CACHE: dict[tuple, int] = {}
 
-    return _macs(graph)
+
+def graph_macs(graph: Graph) -> int:
+    """Multiply-accumulates of one run per example (see `graphnet.summary.node_macs`).
+
+    The report counts MACs after every pass that changed something, and resolving every node's
+    attributes each time was a tenth of optimizing a large model. A node's MACs are a function of
+    its op, its attributes and its input / output shapes, so they are cached under exactly that
+    key (nodes whose attributes are not hashable, e.g. hold arrays, are counted afresh)."""
+    from graphnet import ops
+    from graphnet.summary import node_macs
+
+    total = 0
+    values = graph.values
+    for n in graph.nodes:
+        if ops.get(n.op).macs is None:
+            continue
+        shapes = tuple(values[i].shape if i and i in values else None for i in n.inputs)
+        key = (n.op, shapes, tuple(values[o].shape if o in values else None for o in n.outputs),
+               tuple(sorted(n.attrs.items())))
+        try:
+            macs = _MACS_CACHE.get(key)
+        except TypeError:  # an unhashable attribute (an array): no caching
+            total += node_macs(graph, n)
+            continue
+        if macs is None:
+            macs = node_macs(graph, n)
+            if len(_MACS_CACHE) > 50_000:
+                _MACS_CACHE.clear()
+            _MACS_CACHE[key] = macs
+        total += macs
+    return total

@@ -197,10 +197,10 @@ def _fold_node(graph: Graph, node: Node, report: PassReport, max_bytes: int | No
 
 def _refill(graph: Graph, node: Node, report: PassReport) -> bool:
     """`node` (a FILL_MOVER) reads a ConstantOfShape fill: make it a ConstantOfShape itself."""
-    from passes._graph import emit_at, readers
+    from passes._graph import emit_at, producer, readers
 
     src = node.inputs[0]
-    fill = next((n for n in graph.nodes if src in n.outputs), None)
+    fill = producer(graph, src)
     if fill is None or fill.op != "ConstantOfShape":
         return False
     if not all(i in graph.params for i in node.inputs[1:] if i):

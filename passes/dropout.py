@@ -41,6 +41,7 @@ from passes._graph import (
     emit_at,
     other_uses,
     params_read,
+    producer,
     readers,
     resolved_attrs,
     write_param,
@@ -158,7 +159,7 @@ def _scale(graph: Graph, target: Node, k: int, keep: float) -> str | None:
 def _scale_producer(graph: Graph, node: Node, keep: float) -> tuple[str, str | None] | str:
     """Fold the scale into the node before; (its description, note) when done, else why not."""
     x = node.inputs[0]
-    prod = next((n for n in graph.nodes if x in n.outputs), None)
+    prod = producer(graph, x)
     if prod is None:
         return f"its input '{x}' is a {'graph input' if x in graph.inputs else 'parameter'}"
     busy = other_uses(graph, x, node)

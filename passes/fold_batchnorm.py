@@ -54,7 +54,6 @@ import numpy as np
 from graphnet import ops
 from graphnet.ir import Graph, Node, Value, format_shape
 from passes._graph import (
-    bypass,
     const_input,
     constant_value,
     drop_params_made_dead,
@@ -158,36 +157,43 @@ def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassRepo
         (gamma (x - mean) / sd + beta) * c + d = (gamma c) (x - mean) / sd + (beta c + d),
     so gamma' = gamma * c, beta' = beta * c (Mul) and beta' = beta + d (Add). The BN's readers
     must be that one Mul / Add (not a graph output) and the other operand a per-channel constant
-    (`per_channel_vector`). Each absorbed node is removed and the BN writes its output; the new
-    gamma and beta are written into the BN at once (the graph stays valid at every step).
+    (`per_channel_vector`). Each absorbed node is removed and the BN writes its output (the
+    graph's values are only ever read through the BN: its output had that node as only reader);
+    the new gamma and beta are written into the BN once, after the last absorbed node.
     Returns the (possibly new) gamma and beta in float64."""
     gamma, beta = np.asarray(gamma, np.float64), np.asarray(beta, np.float64)
     rank, channels = len(graph.values[bn.inputs[0]].shape), gamma.shape[0]
     dtype = np.dtype(graph.values[bn.inputs[0]].dtype)
+    absorbed = False
     while True:
         y = bn.outputs[0]
         users = readers(graph, y)
         if y in graph.outputs or len(users) != 1 or users[0].op not in ("Mul", "Add"):
-            return gamma, beta
+            break
         nxt = users[0]
         if nxt.inputs.count(y) != 1 or len(nxt.inputs) != 2:
-            return gamma, beta
+            break
         other = nxt.inputs[1 - nxt.inputs.index(y)]
         c = constant_value(graph, other, channels)
         vec = None if c is None else per_channel_vector(c, rank, channels)
-        out = nxt.outputs[0]
         if vec is None or np.asarray(c).dtype != np.dtype(graph.values[y].dtype):
-            return gamma, beta
+            break
         if nxt.op == "Mul":
             gamma, beta = gamma * vec, beta * vec
         else:
             beta = beta + vec
-        if bypass(graph, nxt, y, out) is not None:  # cannot happen: y is written by the BN
-            return gamma, beta
-        write_param(graph, bn, 1, gamma.astype(dtype), f"{bn.name}.scale")
-        write_param(graph, bn, 2, beta.astype(dtype), f"{bn.name}.B")
+        # y is private to nxt: the BN writes nxt's output from now on (its readers, and a graph
+        # output name, are untouched).
+        graph.nodes.remove(nxt)
+        graph.values.pop(y, None)
+        bn.outputs[0] = nxt.outputs[0]
+        absorbed = True
         report.did(f"absorbed {nxt.name} ({nxt.op} by the per-channel constant '{other}') into "
                    f"{bn.name}'s {'scale and B' if nxt.op == 'Mul' else 'B'}")
+    if absorbed:
+        write_param(graph, bn, 1, gamma.astype(dtype), f"{bn.name}.scale")
+        write_param(graph, bn, 2, beta.astype(dtype), f"{bn.name}.B")
+    return gamma, beta
 
 
 # ----------------------------------------------------------------- into the producer

@@ -164,7 +164,14 @@ def _structure(g: Graph) -> tuple:
 
 
 def _attr_key(v) -> object:
-    return ("array", id(v)) if isinstance(v, np.ndarray) else repr(v)
+    # Immutable values are kept as they are (comparing them is cheaper than rendering them, and
+    # a NaN compares equal to itself inside a tuple: same object); mutable ones are rendered,
+    # since a pass may change them in place.
+    if isinstance(v, np.ndarray):
+        return ("array", id(v))
+    if isinstance(v, (list, dict, set, bytearray)):
+        return repr(v)
+    return v
 
 
 def _random_feeds(g: Graph, seed: int, batch: int) -> dict[str, np.ndarray]:
