@@ -7,6 +7,9 @@ Tools (a peer that is not installed says so in its column; a tool that fails on 
 "error: <reason>" in that cell and the run goes on):
 - graphnet       `graphnet.load(path)` -> `passes.manager.optimize(graph, "inference")` ->
                  `graph.to_onnx()` (opset 21);
+- graphnet-fold  the same with the opt-in `max_constant_bytes` (no practical limit): constant
+                 results of any size are materialised, as the folding peers do (so the zoo's
+                 ConstantOfShape weights become initializers and the file grows);
 - ort-basic,     onnxruntime's offline optimization: an `InferenceSession` with
   ort-extended   `graph_optimization_level` ORT_ENABLE_BASIC / ORT_ENABLE_EXTENDED and
                  `optimized_model_filepath` (extended may write com.microsoft contrib ops such as
@@ -60,6 +63,8 @@ if _ROOT not in sys.path:
 __all__ = ["Model", "collect_models", "random_feeds", "ort_run", "TOOLS", "Result", "bench_model", "main"]
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+OURS = ("graphnet", "graphnet-fold")
+"""Our own columns: never counted as peers of each other."""
 
 
 # ----------------------------------------------------------------------------------------- models
@@ -173,12 +178,20 @@ def ort_run(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------------------ tools
 # A tool is `fn(path, out_path) -> onnx.ModelProto | None`; None means "written to out_path"
 # (onnxruntime's offline mode only writes a file). Everything inside `fn` is timed.
-def _graphnet(path: str, out_path: str):
+def _graphnet(path: str, out_path: str, **options):
     import graphnet
     from passes.manager import optimize
 
-    graph, _report = optimize(graphnet.load(path), "inference")
+    graph, _report = optimize(graphnet.load(path), "inference", **options)
     return graph.to_onnx()
+
+
+MATERIALISE_BYTES = 2**31
+"""graphnet-fold's `max_constant_bytes`: any constant a protobuf file can hold."""
+
+
+def _graphnet_fold(path: str, out_path: str):
+    return _graphnet(path, out_path, max_constant_bytes=MATERIALISE_BYTES)
 
 
 def _ort(level: str) -> Callable:
@@ -218,6 +231,7 @@ def _onnxslim(path: str, out_path: str):
 # name -> (module whose absence means "not installed", function)
 TOOLS: dict[str, tuple[str, Callable]] = {
     "graphnet": ("graphnet", _graphnet),
+    "graphnet-fold": ("graphnet", _graphnet_fold),
     "ort-basic": ("onnxruntime", _ort("basic")),
     "ort-extended": ("onnxruntime", _ort("extended")),
     "onnxoptimizer": ("onnxoptimizer", _onnxoptimizer),
@@ -421,36 +435,41 @@ def render(title: str, header: list[str], rows: list[list[str]], markdown: bool)
 
 
 def gaps(all_results: dict[str, dict], tools: list[str]) -> list[str]:
-    """Where graphnet misses the aims, at most three lines per model: BN left after a linear op;
-    more nodes than the best peer writing standard ONNX (with the op types that make the
+    """Where our columns miss the aims, at most three lines per model and column: BN left after a
+    linear op; more nodes than the best peer writing standard ONNX (with the op types that make the
     difference, both ways) and than a peer writing contrib ops; slower than some peers."""
     lines = []
     for name, res in all_results.items():
-        ours = res.get("graphnet")
-        if ours is None or ours.error == "not installed":
-            continue
-        if ours.error:
-            lines.append(f"{name}: graphnet {ours.error}")
-            continue
-        if ours.bn_after_linear:
-            lines.append(f"{name}: graphnet leaves {ours.bn_after_linear} BatchNormalization after "
-                         f"{'/'.join(LINEAR_OPS)}")
-        peers = [t for t in tools if t != "graphnet" and not res[t].error]
-        standard = [t for t in peers if not _contrib(res[t])]
-        best = min(standard, key=lambda t: res[t].nodes, default=None)
-        if best is not None and res[best].nodes < ours.nodes:
-            peer = res[best]
-            line = f"{name}: {ours.nodes} nodes vs {best} {peer.nodes}: graphnet has more {_fmt(ours.ops - peer.ops)}"
-            if peer.ops - ours.ops:
-                line += f"; {best} has more {_fmt(peer.ops - ours.ops)}"
-            lines.append(line)
-        for t in peers:
-            if _contrib(res[t]) and res[t].nodes < ours.nodes and (best is None or res[t].nodes < res[best].nodes):
-                lines.append(f"{name}: {t} {res[t].nodes} nodes with contrib ops "
-                             f"{_fmt(Counter({k: v for k, v in res[t].ops.items() if '.' in k}))}")
-        faster = [f"{t} {res[t].ms:.0f}" for t in peers if res[t].ms < ours.ms]
-        if faster:
-            lines.append(f"{name}: graphnet {ours.ms:.0f} ms, slower than " + ", ".join(faster) + " ms")
+        for me in (t for t in OURS if t in tools):
+            lines += _gaps_of(name, res, me, tools)
+    return lines
+
+
+def _gaps_of(name: str, res: dict, me: str, tools: list[str]) -> list[str]:
+    lines: list[str] = []
+    ours = res.get(me)
+    if ours is None or ours.error == "not installed":
+        return lines
+    if ours.error:
+        return [f"{name}: {me} {ours.error}"]
+    if ours.bn_after_linear:
+        lines.append(f"{name}: {me} leaves {ours.bn_after_linear} BatchNormalization after {'/'.join(LINEAR_OPS)}")
+    peers = [t for t in tools if t not in OURS and not res[t].error]
+    standard = [t for t in peers if not _contrib(res[t])]
+    best = min(standard, key=lambda t: res[t].nodes, default=None)
+    if best is not None and res[best].nodes < ours.nodes:
+        peer = res[best]
+        line = f"{name}: {me} {ours.nodes} nodes vs {best} {peer.nodes}: {me} has more {_fmt(ours.ops - peer.ops)}"
+        if peer.ops - ours.ops:
+            line += f"; {best} has more {_fmt(peer.ops - ours.ops)}"
+        lines.append(line)
+    for t in peers:
+        if _contrib(res[t]) and res[t].nodes < ours.nodes and (best is None or res[t].nodes < res[best].nodes):
+            lines.append(f"{name}: {t} {res[t].nodes} nodes (vs {me} {ours.nodes}) with contrib ops "
+                         f"{_fmt(Counter({k: v for k, v in res[t].ops.items() if '.' in k}))}")
+    faster = [f"{t} {res[t].ms:.0f}" for t in peers if res[t].ms < ours.ms]
+    if faster:
+        lines.append(f"{name}: {me} {ours.ms:.0f} ms, slower than " + ", ".join(faster) + " ms")
     return lines
 
 
@@ -463,21 +482,24 @@ def _fmt(c: Counter) -> str:
     return ", ".join(f"{op} +{k}" for op, k in c.most_common())
 
 
-def summary(all_results: dict[str, dict], tools: list[str]) -> str:
-    """On how many models graphnet has no more nodes than every peer (also counting only peers
-    whose output is standard ONNX, since graphnet writes no contrib ops), and is fastest."""
-    fewest = fewest_std = fastest = total = 0
-    for res in all_results.values():
-        ours = res.get("graphnet")
-        if ours is None or ours.error:
-            continue
-        total += 1
-        peers = [res[t] for t in tools if t != "graphnet" and not res[t].error]
-        fewest += all(ours.nodes <= p.nodes for p in peers)
-        fewest_std += all(ours.nodes <= p.nodes for p in peers if not _contrib(p))
-        fastest += all(ours.ms <= p.ms for p in peers)
-    return (f"graphnet has no more nodes than any peer on {fewest}/{total} models "
-            f"({fewest_std}/{total} against peers whose output is standard ONNX), is fastest on {fastest}/{total}")
+def summary(all_results: dict[str, dict], tools: list[str]) -> list[str]:
+    """Per column of ours: on how many models it has no more nodes than every peer (also counting
+    only peers whose output is standard ONNX, since graphnet writes no contrib ops), and is fastest."""
+    out = []
+    for me in (t for t in OURS if t in tools):
+        fewest = fewest_std = fastest = total = 0
+        for res in all_results.values():
+            ours = res.get(me)
+            if ours is None or ours.error:
+                continue
+            total += 1
+            peers = [res[t] for t in tools if t not in OURS and not res[t].error]
+            fewest += all(ours.nodes <= p.nodes for p in peers)
+            fewest_std += all(ours.nodes <= p.nodes for p in peers if not _contrib(p))
+            fastest += all(ours.ms <= p.ms for p in peers)
+        out.append(f"{me} has no more nodes than any peer on {fewest}/{total} models "
+                   f"({fewest_std}/{total} against peers whose output is standard ONNX), is fastest on {fastest}/{total}")
+    return out
 
 
 def training_mode(model) -> bool:
@@ -535,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     bullet = "- " if args.markdown else "  "
     print()
     print(f"{bullet.strip() + ' ' if args.markdown else ''}{LEGEND}")
-    print(f"{bullet.strip() + ' ' if args.markdown else ''}{summary(all_results, tools)}")
+    for line in summary(all_results, tools):
+        print(f"{bullet.strip() + ' ' if args.markdown else ''}{line}")
     for name, res in all_results.items():
         if res["original"].note:
             print(f"{bullet.strip() + ' ' if args.markdown else ''}{name}: {res['original'].note}")

@@ -18,7 +18,9 @@ Rewrites, in one sweep in topological order (so a chain folds link by link):
 - shape arithmetic on partly dynamic shapes (`passes.shape_arith`): Gather/Slice/Concat/... of
   `Shape(x)` entries that are all static become constants, and a Reshape target made of static
   entries and of its own input's dims at their own position becomes a constant with 0 ("copy")
-  there: `x.view(x.size(0), -1)` -> Reshape(x, [0, -1]).
+  there: `x.view(x.size(0), -1)` -> Reshape(x, [0, -1]); one other dynamic entry becomes -1
+  (`y.view(x.size(0), 16)` -> Reshape(y, [-1, 16])). Shapes a rewritten target makes static
+  are propagated to the nodes after it in the same sweep, so a Shape further down folds too.
 Parameters that only folded nodes read are dropped at the end.
 
 It must NOT fold:

@@ -3,7 +3,8 @@
 Rewrites:
 1. parameters with the same dtype, shape and bytes are one parameter: readers of the later ones
    read the first (bytes compared, so -0.0 and 0.0, or two NaN payloads, stay apart). Hashing
-   the bytes (blake2b) makes this one pass over the data, not a comparison of every pair;
+   the bytes (blake2b) of the arrays whose dtype and shape some other array shares makes this
+   one pass over the data, not a comparison of every pair;
 2. then, in graph order, a node with the same op, the same inputs (after step 1 and after the
    merges before it) and the same resolved attributes (defaults filled in, so `strides=[1, 1]`
    spelled out equals the default) as an earlier node is the same function of the same values:
@@ -70,8 +71,14 @@ def _dedupe_params(graph: Graph, report: PassReport) -> dict[str, str]:
     """Map every duplicate parameter to the first equal one, rewire its readers, delete it."""
     first: dict[tuple, str] = {}
     merged: dict[str, str] = {}
+    # Only arrays that share a dtype and shape with another one can be equal: the rest (e.g. the
+    # one 400 MB classifier weight of a materialised VGG) are never hashed.
+    same_layout: dict[tuple, int] = {}
     for name, array in graph.params.items():
-        if name in graph.outputs:
+        k = (array.dtype.str, array.shape)
+        same_layout[k] = same_layout.get(k, 0) + 1
+    for name, array in graph.params.items():
+        if name in graph.outputs or same_layout[(array.dtype.str, array.shape)] < 2:
             continue
         key = param_key(array)
         keep = first.setdefault(key, name)

@@ -27,6 +27,8 @@ zoo's light models, evaluated here with `passes._graph.constant_value`):
      c' = s * c + t;
    - another BatchNormalization (BN2 after BN1): gamma1' = s2 * gamma1, beta1' = s2 * beta1 + t2.
    BNs are visited last first, so Conv -> BN -> BN folds BN2 into BN1, then BN1 into the Conv.
+   This surgery is `passes._linear.fold_into_producer` (fold-affine uses it too); a weight that is
+   a ConstantOfShape / Expand fill (the zoo's) becomes `Expand(v * s', shape)`, not materialised.
 2. otherwise into the op that reads it, when that op is its only reader and reads it as data:
    - Conv whose pads are all zero (W' = W * s per input channel, b' = b + sum W * t);
    - Gemm with transA = 0 (B scaled on its K axis, C' = beta * C + alpha * t @ B');
@@ -43,7 +45,8 @@ It must NOT fold (and the report says which reason applied):
   (N, T, K) x (K, F) has features on axis 2, while BN normalizes axis 1;
 - into a following Conv with non-zero pads, a following ConvTranspose (its border outputs see
   fewer taps, so t does not become a per-channel bias) or WSConv, or a Gemm with transA = 1;
-- when a weight or bias is not a constant. A weight another node also reads is never changed in
+- when a weight or bias is not a constant (a parameter, a small constant sub-graph, or for a
+  weight a fill whose scaled vector stays well below the weight's size). A weight another node also reads is never changed in
   place: the folded node gets a fresh copy (copy-on-write), which the report mentions.
 """
 
