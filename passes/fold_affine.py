@@ -44,7 +44,6 @@ from passes._graph import (
     drop_params_made_dead,
     emit_at,
     params_read,
-    readers,
     remove_node,
 )
 from passes._linear import LINEAR_PRODUCERS, fold_into_producer, producer_of
@@ -130,9 +129,12 @@ def fold_affine(graph: Graph, report: PassReport) -> None:
     steps = {id(n): st for n in graph.nodes if (st := affine_step(graph, n)) is not None}
     if not steps:
         return
-    heads = [n for n in graph.nodes if id(n) in steps and not _continues_a_chain(graph, n, steps)]
-    for head in heads:
-        chain = _chain_from(graph, head, steps)
+    # Chains are found before anything is rewritten (one consumer map instead of a scan per
+    # question): they are disjoint, and rewriting one never changes which nodes form another.
+    uses = graph.consumers()
+    chains = [_chain_from(graph, n, steps, uses) for n in graph.nodes
+              if id(n) in steps and not _continues_a_chain(graph, n, steps, uses)]
+    for chain in chains:
         _fold_chain(graph, chain, [steps[id(n)] for n in chain], report)
     dead = drop_params_made_dead(graph, read_before, existed_before)
     if dead:
@@ -143,23 +145,23 @@ def _x(node: Node, steps: dict) -> str:
     return node.inputs[steps[id(node)].data]
 
 
-def _private(graph: Graph, value: str, node: Node) -> bool:
-    return value not in graph.outputs and readers(graph, value) == [node] and node.inputs.count(value) == 1
+def _private(graph: Graph, value: str, node: Node, uses: dict[str, list[Node]]) -> bool:
+    return value not in graph.outputs and uses.get(value) == [node] and node.inputs.count(value) == 1
 
 
-def _continues_a_chain(graph: Graph, node: Node, steps: dict) -> bool:
+def _continues_a_chain(graph: Graph, node: Node, steps: dict, uses: dict[str, list[Node]]) -> bool:
     """Whether `node` reads a step whose only reader it is (then the chain starts earlier)."""
     prod = producer_of(graph, _x(node, steps))
-    return prod is not None and id(prod) in steps and _private(graph, prod.outputs[0], node)
+    return prod is not None and id(prod) in steps and _private(graph, prod.outputs[0], node, uses)
 
 
-def _chain_from(graph: Graph, head: Node, steps: dict) -> list[Node]:
+def _chain_from(graph: Graph, head: Node, steps: dict, uses: dict[str, list[Node]]) -> list[Node]:
     """The steps from `head` on, each the only reader (as data) of the one before."""
     chain = [head]
     while True:
         out = chain[-1].outputs[0]
-        users = readers(graph, out)
-        if len(users) != 1 or id(users[0]) not in steps or not _private(graph, out, users[0]) \
+        users = uses.get(out, [])
+        if len(users) != 1 or id(users[0]) not in steps or not _private(graph, out, users[0], uses) \
                 or _x(users[0], steps) != out:
             return chain
         chain.append(users[0])
