@@ -44,7 +44,7 @@ from passes._graph import (
 from passes.base import PassReport
 from passes.bn_maths import feature_factor
 
-__all__ = ["Fill", "fill_of", "producer_of", "fold_into_producer", "LINEAR_PRODUCERS"]
+__all__ = ["Fill", "fill_of", "producer_of", "fold_into_producer", "broadcasts_to", "did", "LINEAR_PRODUCERS"]
 
 LINEAR_PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization")
 """Ops a per-feature affine map folds into (plus Add(MatMul, c), a MatMul's bias)."""

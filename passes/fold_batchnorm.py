@@ -46,8 +46,9 @@ It must NOT fold (and the report says which reason applied):
 - into a following Conv with non-zero pads, a following ConvTranspose (its border outputs see
   fewer taps, so t does not become a per-channel bias) or WSConv, or a Gemm with transA = 1;
 - when a weight or bias is not a constant (a parameter, a small constant sub-graph, or for a
-  weight a fill whose scaled vector stays well below the weight's size). A weight another node also reads is never changed in
-  place: the folded node gets a fresh copy (copy-on-write), which the report mentions.
+  weight a fill whose scaled vector stays well below the weight's size). A weight another node
+  also reads is never changed in place: the folded node gets a fresh copy (copy-on-write), which
+  the report mentions.
 """
 
 from __future__ import annotations
