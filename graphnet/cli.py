@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--passes", help="comma-separated pass names (default: the 'inference' pipeline)")
     o.add_argument("--verify", action="store_true", help="run before/after on seeded inputs; refuse to write a result that differs")
     o.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
+    o.add_argument("--fold-large-constants", nargs="?", type=int, const=2**31, default=None, metavar="BYTES",
+                   help="also materialise constant results up to BYTES (default 2 GiB): fewer nodes, bigger file")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--list-passes", action="store_true", help="list the passes and pipelines, then exit")
     return p

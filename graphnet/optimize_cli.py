@@ -114,7 +114,8 @@ def run_optimize(args) -> int:
     except PassError as exc:  # an unknown pass name is bad usage
         raise CliError(str(exc)) from None
     try:
-        opt, report = optimize(graph, pipeline, verify=bool(args.verify and runnable), seed=args.seed)
+        opt, report = optimize(graph, pipeline, verify=bool(args.verify and runnable), seed=args.seed,
+                               max_constant_bytes=args.fold_large_constants)
     except PassError as exc:  # a pass broke the graph or its numerics
         raise CliError(f"{exc}; nothing written", EXIT_DIFF) from None
     model = to_onnx(opt, opset=output_opset(graph))

@@ -139,3 +139,17 @@ def test_list_passes(capsys):
     assert main(["optimize", "--list-passes"]) == 0
     out = capsys.readouterr().out
     assert "fold-batchnorm" in out and "inference" in out
+
+
+def test_fold_large_constants_materialises_generated_weights(tmp_path, capsys):
+    """The light zoo SqueezeNet makes its weights with ConstantOfShape: kept as nodes by default
+    (small file), materialised with --fold-large-constants (fewer nodes, bigger file)."""
+    src = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_squeezenet.onnx")
+    small, big = tmp_path / "small.onnx", tmp_path / "big.onnx"
+    assert main(["optimize", src, "-o", str(small)]) == 0
+    assert main(["optimize", src, "-o", str(big), "--fold-large-constants", "--verify"]) == 0, capsys.readouterr().err
+    m_small, m_big = onnx.load(str(small)), onnx.load(str(big))
+    assert "ConstantOfShape" in [n.op_type for n in m_small.graph.node]
+    assert "ConstantOfShape" not in [n.op_type for n in m_big.graph.node]
+    assert len(m_big.graph.node) < len(m_small.graph.node)
+    assert os.path.getsize(big) > 10 * os.path.getsize(small)

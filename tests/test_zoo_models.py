@@ -244,7 +244,9 @@ def _check_optimized(r: ZooRun) -> None:
     assert len(r.optimized.nodes) < len(r.graph.nodes), r.report
     for op in ("BatchNormalization", "Dropout", "Opaque", "Unsqueeze"):
         assert op not in after, f"{r.name}: {after.get(op)} {op} left"
-    assert after.get("Conv") == before.get("Conv") and after.get("Gemm") == before.get("Gemm")
+    # No linear layer is lost by folding; cse may merge identical Convs (same input, same fill
+    # weights: Inception's branches), as the peers do.
+    assert 0 < after.get("Conv", 0) <= before.get("Conv", 0) and after.get("Gemm") == before.get("Gemm")
     assert r.optimized.inputs == r.graph.inputs and r.optimized.outputs == r.graph.outputs
     assert_close(r.ort_optimized, r.ort, **TOL, what=f"{r.name}: onnxruntime, optimized vs original")
 

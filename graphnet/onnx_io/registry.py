@@ -37,9 +37,18 @@ def import_rule(*onnx_ops: str) -> Callable[[Callable], Callable]:
     return deco
 
 
+_loaded = False
+
+
 def load_rules() -> None:
-    """Import every family's rule module (registration happens on import)."""
+    """Import every family's rule module once (registration happens on import). Deferred to the
+    first lookup so that `import graphnet` does not pull in onnx."""
+    global _loaded
+    if _loaded:
+        return
     from graphnet.onnx_io.rules import activation, conv, linear, math, normalization, opaque, pooling, shape, tensor  # noqa: F401
+
+    _loaded = True
 
 
 def get_export_rule(op: str, node_name: str = "") -> Callable:
