@@ -12,7 +12,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphnet
 import runtime
-from graphnet import ops
 from tests.helpers import assert_close, export_checked, ort_run, single_node
 
 OPSETS = [9, 11, 13, 21]
@@ -98,13 +97,6 @@ def test_import_softmax_old_opset_trailing_ones_is_one_node(opset):
     assert g.nodes[0].attrs["axis"] == 1
 
 
-needs_flatten_reshape = pytest.mark.skipif(
-    not (ops.has("Flatten") and ops.has("Reshape")),
-    reason="Flatten/Reshape are not in the op table yet (tensor/shape families): the node stays opaque",
-)
-
-
-@needs_flatten_reshape
 @pytest.mark.parametrize("opset", [9, 11])
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize("axis", [None, 0, 1, 2, -2, -3])
@@ -124,7 +116,6 @@ def test_import_softmax_old_opset_flattens_trailing_dims(op, opset, axis):
     assert_close(runtime.run(g, {"x": x})["y"], expect, what="flattened softmax formula")
 
 
-@needs_flatten_reshape
 def test_import_softmax_old_opset_dynamic_batch():
     model = make_model("Softmax", 11, ("N", 3, 4, 5), {"axis": 2})
     import_and_compare(model, rand((6, 3, 4, 5), 4))

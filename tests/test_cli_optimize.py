@@ -10,7 +10,6 @@ import os
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 
 from graphnet.cli import main
 from tests.helpers import ort_run

@@ -26,7 +26,7 @@ from passes.base import run_pass
 from passes.constant_folding import SMALL_RESULT
 from passes.fold_batchnorm import per_channel_vector
 from passes.manager import optimize
-from tests.test_passes_common import add_bn, bn_reference, bn_stats, check_same, ops_of, param
+from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param
 
 
 def _fold(g: Graph):

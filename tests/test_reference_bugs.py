@@ -31,7 +31,7 @@ from onnx.reference import ReferenceEvaluator
 
 import graphnet
 import runtime
-from tests.helpers import ATOL32, RTOL32, assert_close, ort_run
+from tests.helpers import assert_close, ort_run
 from tests.test_conv_reference import naive_conv_transpose
 
 BUG = 1e-2  # the smallest max|reference - onnxruntime| we call "the bug shows"

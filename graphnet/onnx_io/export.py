@@ -106,7 +106,6 @@ def to_onnx(
     doc: str = "",
 ):
     """Export `graph` to an `onnx.ModelProto` for the given mode ("inference" | "train")."""
-    import onnx
     from onnx import helper
 
     from graphnet import __version__
