@@ -89,3 +89,25 @@ def single_node(op: str, shapes: Mapping[str, tuple], params: Mapping[str, np.nd
 
 def rand(rng: np.random.Generator, *shape: int, dtype: str = "float32", scale: float = 1.0) -> np.ndarray:
     return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def onnx_model(nodes, inputs, outputs, opset: int, inits=()):
+    """A one-graph ModelProto at `opset` with the smallest IR version that opset needs; ONNX's
+    shape inference fills in the graph outputs' shapes (the checker wants them), then the full
+    checker runs."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    ids = [helper.make_opsetid("", opset)]
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits])
+    m = helper.make_model(g, opset_imports=ids, ir_version=helper.find_min_ir_version_for(ids))
+    m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def vi(name: str, shape, dtype=np.float32):
+    """A tensor value-info of a NumPy dtype."""
+    from onnx import helper
+
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)

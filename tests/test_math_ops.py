@@ -14,17 +14,16 @@ import itertools
 import math
 
 import numpy as np
-import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import graphnet
 import runtime
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Graph
-from tests.helpers import ATOL32, RTOL32, assert_close, compare_with_ort, export_checked, ort_run, single_node
+from tests.helpers import ATOL32, RTOL32, assert_close, compare_with_ort, export_checked, ort_run, single_node, onnx_model, vi
 
 HYP = settings(max_examples=20, deadline=None)
 
@@ -75,19 +74,6 @@ def trunc_div(a: int, b: int) -> int:
     return q if (a < 0) == (b < 0) else -q
 
 
-def onnx_model(nodes, inputs, outputs, opset, inits=()):
-    """A one-graph ModelProto at `opset` with the smallest IR version that opset needs."""
-    ids = [helper.make_opsetid("", opset)]
-    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits])
-    m = helper.make_model(g, opset_imports=ids, ir_version=helper.find_min_ir_version_for(ids))
-    # The checker wants every graph output to carry a shape: let ONNX's inference fill them in.
-    m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
-    onnx.checker.check_model(m, full_check=True)
-    return m
-
-
-def vi(name, shape, dtype=np.float32):
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
 
 
 def check_import(model, feeds, *, exact=False, rtol=RTOL32, atol=ATOL32):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import onnx
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -22,7 +21,7 @@ import graphnet
 import runtime
 from graphnet.errors import AttributeValueError, GraphError, ShapeError, UnsupportedOpError
 from graphnet.ir import Graph
-from tests.helpers import compare_with_ort, export_checked, ort_run, single_node
+from tests.helpers import compare_with_ort, export_checked, ort_run, single_node, onnx_model, vi
 
 HYP = settings(max_examples=25, deadline=None)
 EXACT = {"rtol": 0, "atol": 0}
@@ -122,18 +121,6 @@ def naive_expand(x, shape):
     return out
 
 
-def onnx_model(nodes, inputs, outputs, opset, inits=()):
-    ids = [helper.make_opsetid("", opset)]
-    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits])
-    m = helper.make_model(g, opset_imports=ids, ir_version=helper.find_min_ir_version_for(ids))
-    # The checker wants every graph output to carry a shape: let ONNX's inference fill them in.
-    m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
-    onnx.checker.check_model(m, full_check=True)
-    return m
-
-
-def vi(name, shape, dtype=np.float32):
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
 
 
 def run_import(op, opset, x, kwargs=None, inits=(), out_dtype=None, reference=None):
