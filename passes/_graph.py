@@ -76,6 +76,16 @@ def other_uses(graph: Graph, value: str, node: Node) -> str | None:
     return " and ".join(why) or None
 
 
+def sole_reader(graph: Graph, value: str) -> Node | str:
+    """The one node that reads `value` (not a graph output), or why there is none."""
+    if value in graph.outputs:
+        return f"its output '{value}' is a graph output"
+    users = readers(graph, value)
+    if len(users) != 1:
+        return f"its output feeds {len(users)} nodes" if users else "its output is not read"
+    return users[0]
+
+
 def is_param(graph: Graph, name: str) -> bool:
     return bool(name) and name in graph.params
 

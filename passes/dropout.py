@@ -43,6 +43,7 @@ from passes._graph import (
     params_read,
     producer,
     readers,
+    sole_reader,
     resolved_attrs,
     write_param,
 )
@@ -172,12 +173,9 @@ def _scale_producer(graph: Graph, node: Node, keep: float) -> tuple[str, str | N
 
 def _scale_consumer(graph: Graph, node: Node, keep: float) -> tuple[str, str | None] | str:
     y = node.outputs[0]
-    if y in graph.outputs:
-        return f"its output '{y}' is a graph output"
-    users = readers(graph, y)
-    if len(users) != 1:
-        return f"its output feeds {len(users)} nodes" if users else "its output is not read"
-    nxt = users[0]
+    nxt = sole_reader(graph, y)
+    if isinstance(nxt, str):
+        return nxt
     if nxt.inputs.count(y) != 1:
         return f"{nxt.name} reads it twice"
     if nxt.op in ("Conv", "ConvTranspose") and nxt.inputs[0] != y:

@@ -64,6 +64,7 @@ from passes._graph import (
     emit_at,
     params_read,
     readers,
+    sole_reader,
     resolved_attrs,
     write_param,
 )
@@ -216,12 +217,9 @@ def _need_consts(graph: Graph, node: Node, which: dict[int, str]) -> str | None:
 # ----------------------------------------------------------------- into the consumer
 def _into_consumer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | None:
     y = bn.outputs[0]
-    if y in graph.outputs:
-        return f"its output '{y}' is a graph output"
-    users = readers(graph, y)
-    if len(users) != 1:
-        return f"its output feeds {len(users)} nodes" if users else "its output is not read"
-    nxt = users[0]
+    nxt = sole_reader(graph, y)
+    if isinstance(nxt, str):
+        return nxt
     if nxt.inputs.count(y) != 1 or nxt.inputs[0] != y:
         return f"{nxt.name} ({nxt.op}) reads it other than as its data input"
     rank = len(graph.values[y].shape)
