@@ -68,10 +68,10 @@ def _has_training_nodes(model) -> bool:
     """Does the model run BatchNormalization or Dropout in training mode (PyTorch's TRAINING export)?"""
     from onnx import helper, numpy_helper
 
+    from graphnet.onnx_io.importer import constant_value
+
     consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.output:
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t) if n.attribute[0].type == n.attribute[0].TENSOR else None
+    consts.update((n.output[0], constant_value(n)) for n in model.graph.node if n.op_type == "Constant" and n.output)
     for n in model.graph.node:
         if n.op_type == "BatchNormalization":
             if any(a.name == "training_mode" and helper.get_attribute_value(a) for a in n.attribute):

@@ -17,7 +17,7 @@ from graphnet.errors import GraphNetError, ImportError_
 from graphnet.ir import Graph, Node
 from graphnet.onnx_io.registry import get_import_rule
 
-__all__ = ["ImportContext", "from_onnx", "load", "f32_decimal"]
+__all__ = ["ImportContext", "from_onnx", "load", "f32_decimal", "constant_value"]
 
 
 def f32_decimal(v) -> float:
@@ -183,7 +183,7 @@ def from_onnx(model) -> Graph:
     for node in mg.node:
         try:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-                g.add_param(node.output[0], _constant_value(ctx, node))
+                g.add_param(node.output[0], constant_value(node))
                 continue
             rule = get_import_rule(node.op_type) if node.domain in ("", "ai.onnx") else None
             if rule is None:
@@ -202,8 +202,9 @@ def from_onnx(model) -> Graph:
     return g
 
 
-def _constant_value(ctx: ImportContext, node) -> np.ndarray:
-    attrs = ctx.attrs(node)
+def constant_value(node) -> np.ndarray:
+    """The array an ONNX `Constant` node holds."""
+    attrs = ImportContext.attrs(node)
     if "value" in attrs:
         return np.asarray(attrs["value"])
     for key, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64), ("value_ints", np.int64)):
