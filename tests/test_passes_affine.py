@@ -21,23 +21,14 @@ from passes.base import run_pass
 from passes.fold_affine import Step, compose_steps
 from passes.manager import optimize
 from tests.test_conv_reference import naive_conv, naive_conv_transpose
-from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param
+from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REF_TOL = dict(rtol=1e-5, atol=1e-5)  # float32 graph vs the float64 formula: a sum of <= 72 products
 
 
 def _fold(g: Graph):
-    opt = g.copy()
-    report = run_pass("fold-affine", opt)
-    opt.verify()
-    return opt, report
-
-
-def _feeds(g: Graph, seed: int = 0, batch: int = 2) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {i: rng.standard_normal(tuple(batch if d is None else d for d in g.values[i].shape)).astype(np.float32)
-            for i in g.inputs}
+    return run_on_copy("fold-affine", g)
 
 
 def _apply(y: np.ndarray, steps: list[tuple[str, np.ndarray]]) -> np.ndarray:

@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 import passes
 import runtime
 from graphnet.ir import Graph
-from passes.base import run_pass
 from passes.fold_batchnorm import bn_scale_shift, fold_affine_into_conv, fold_affine_into_matrix, fuse_conv_bn_weights
 from tests.test_conv_reference import naive_conv, naive_conv_transpose
-from tests.test_passes_common import add_bn, bn_reference, bn_stats, check_same, ops_of, param
+from tests.test_passes_common import add_bn, bn_reference, bn_stats, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOL64 = dict(rtol=1e-10, atol=1e-10)
@@ -145,15 +144,7 @@ def test_fold_affine_into_following_matrix(in_axis):
 
 # ============================================================================ graph helpers
 def _fold(g: Graph):
-    opt = g.copy()
-    report = run_pass("fold-batchnorm", opt)
-    opt.verify()
-    return opt, report
-
-
-def _feeds(g: Graph, rng, batch=2):
-    return {i: rng.standard_normal(tuple(batch if d is None else d for d in g.values[i].shape)).astype(g.values[i].dtype)
-            for i in g.inputs}
+    return run_on_copy("fold-batchnorm", g)
 
 
 def _conv_graph(op, rank, group, bias, *, pads=None, stride=1, cin=4, cout=6, dtype="float32", seed=0):

@@ -20,6 +20,25 @@ from tests.helpers import ATOL32, RTOL32, assert_close, export_checked, ort_run
 FOLD_RTOL, FOLD_ATOL = 1e-5, 1e-5
 
 
+def run_on_copy(name: str, g: Graph):
+    """(copy of `g` after the pass `name`, its report); the result must verify."""
+    from passes.base import run_pass
+
+    opt = g.copy()
+    report = run_pass(name, opt)
+    opt.verify()
+    return opt, report
+
+
+def feeds(g: Graph, seed: int | np.random.Generator = 0, batch: int = 2) -> dict[str, np.ndarray]:
+    """Seeded random inputs (`runtime.feeds.random_inputs`); dynamic dims of size `batch`."""
+    from runtime.feeds import random_inputs
+
+    if isinstance(seed, np.random.Generator):
+        seed = int(seed.integers(2**31))
+    return random_inputs(g, batch=batch, seed=seed)
+
+
 def bn_stats(rng: np.random.Generator, c: int, dtype: str = "float32") -> dict[str, np.ndarray]:
     """Nontrivial inference statistics: gamma, beta, mean ~ N(0, 1) (gamma kept away from 0),
     var ~ U[0.5, 2]."""

@@ -13,17 +13,13 @@ import pytest
 import passes
 import runtime
 from graphnet.ir import Graph
-from passes.base import run_pass
 from passes.constant_folding import GROWTH_LIMIT, SMALL_RESULT, standardize_weight
 from tests.test_conv_reference import naive_standardize
-from tests.test_passes_common import check_same, ops_of, param
+from tests.test_passes_common import check_same, ops_of, param, run_on_copy
 
 
 def _fold(g: Graph):
-    opt = g.copy()
-    report = run_pass("fold-constants", opt)
-    opt.verify()
-    return opt, report
+    return run_on_copy("fold-constants", g)
 
 
 def _decline(report, needle):

@@ -17,22 +17,13 @@ from graphnet.ir import Graph
 from passes.base import run_pass
 from passes.cse import attrs_key, param_key
 from passes.manager import optimize
-from tests.test_passes_common import check_same, ops_of, param
+from tests.test_passes_common import check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _cse(g: Graph):
-    opt = g.copy()
-    report = run_pass("cse", opt)
-    opt.verify()
-    return opt, report
-
-
-def _feeds(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {i: rng.standard_normal(tuple(2 if d is None else d for d in g.values[i].shape)).astype(np.float32)
-            for i in g.inputs}
+    return run_on_copy("cse", g)
 
 
 # ==================================================================================== keys

@@ -12,8 +12,7 @@ import pytest
 import passes
 import runtime
 from graphnet.ir import Graph
-from passes.base import run_pass
-from tests.test_passes_common import add_bn, check_same, ops_of, param
+from tests.test_passes_common import add_bn, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 KEEP = 0.7  # drop_prob 0.3
 
@@ -24,16 +23,7 @@ def _dropout(g: Graph, x: str, *, scheme: str, drop: float = 1 - KEEP, name: str
 
 
 def _run_pass(g: Graph):
-    opt = g.copy()
-    report = run_pass("drop-dropout", opt)
-    opt.verify()
-    return opt, report
-
-
-def _feeds(g: Graph, seed=0, batch=2):
-    rng = np.random.default_rng(seed)
-    return {i: rng.standard_normal(tuple(batch if d is None else d for d in g.values[i].shape)).astype(np.float32)
-            for i in g.inputs}
+    return run_on_copy("drop-dropout", g)
 
 
 def _conv(g: Graph, x: str, name: str, rng, cin=3, cout=4, bias=True, pads=(1, 1, 1, 1), w=None):

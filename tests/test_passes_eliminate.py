@@ -13,24 +13,14 @@ from hypothesis import strategies as st
 
 import runtime
 from graphnet.ir import Graph
-from passes.base import run_pass
 from passes.eliminate import flatten_is_noop, reshape_is_noop
-from tests.test_passes_common import check_same, ops_of, param
+from tests.test_passes_common import check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 EXACT = dict(rtol=0, atol=0)
 
 
 def _elim(g: Graph):
-    opt = g.copy()
-    report = run_pass("eliminate", opt)
-    opt.verify()
-    return opt, report
-
-
-def _feeds(g: Graph, batch=2):
-    rng = np.random.default_rng(0)
-    return {i: rng.standard_normal(tuple(batch if d is None else d for d in g.values[i].shape)).astype(g.values[i].dtype)
-            for i in g.inputs}
+    return run_on_copy("eliminate", g)
 
 
 def _decline(report, needle):

@@ -22,13 +22,7 @@ from passes._linear import fill_of
 from passes.base import run_pass
 from passes.manager import optimize
 from tests.test_conv_reference import naive_conv
-from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param
-
-
-def _feeds(g: Graph, seed: int = 0, batch: int = 2) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {i: rng.standard_normal(tuple(batch if d is None else d for d in g.values[i].shape)).astype(np.float32)
-            for i in g.inputs}
+from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param, feeds as _feeds
 
 
 def _cos(g: Graph, shape, fill: float, name: str) -> str:

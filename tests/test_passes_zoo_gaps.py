@@ -22,24 +22,14 @@ import pytest
 import runtime
 from graphnet.ir import Graph
 from passes._graph import constant_value
-from passes.base import run_pass
 from passes.constant_folding import SMALL_RESULT
 from passes.fold_batchnorm import per_channel_vector
 from passes.manager import optimize
-from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param
+from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 
 def _fold(g: Graph):
-    opt = g.copy()
-    report = run_pass("fold-batchnorm", opt)
-    opt.verify()
-    return opt, report
-
-
-def _feeds(g: Graph, seed: int = 0, batch: int = 2) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {i: rng.standard_normal(tuple(batch if d is None else d for d in g.values[i].shape)).astype(np.float32)
-            for i in g.inputs}
+    return run_on_copy("fold-batchnorm", g)
 
 
 # ======================================================================= per_channel_vector
