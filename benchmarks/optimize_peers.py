@@ -122,7 +122,7 @@ def random_feeds(path: str, *, seed: int = 0, batch: int = 1) -> dict[str, np.nd
 
     try:
         import graphnet
-        from runtime.feeds import random_inputs
+        from graphnet.runtime.feeds import random_inputs
 
         return random_inputs(graphnet.load(path), batch=batch, seed=seed)
     except Exception:
@@ -180,7 +180,7 @@ def ort_run(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # (onnxruntime's offline mode only writes a file). Everything inside `fn` is timed.
 def _graphnet(path: str, out_path: str, **options):
     import graphnet
-    from passes.manager import optimize
+    from graphnet.passes.manager import optimize
 
     graph, _report = optimize(graphnet.load(path), "inference", **options)
     return graph.to_onnx()

@@ -101,8 +101,8 @@ def measure(make: Callable[[], Callable[[], dict]], repeat: int, budget: float) 
 
 def _graphnet_runner(path: str, feeds: dict, optimize: bool) -> Callable[[], dict]:
     import graphnet
-    import runtime
-    from passes.manager import optimize as run_passes
+    from graphnet import runtime
+    from graphnet.passes.manager import optimize as run_passes
 
     graph = graphnet.load(path)
     if optimize:

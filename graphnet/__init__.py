@@ -1,7 +1,7 @@
 """graphnet: a graph compiler and NumPy runtime for convolutional networks.
 
 `import graphnet` stays light: the IR and the op table. The DSL is `graphnet.nn`, ONNX I/O is
-`graphnet.onnx_io`, the runtime is the top-level `runtime` package and the passes are `passes`.
+`graphnet.onnx_io`, the NumPy runtime is `graphnet.runtime` and the passes are `graphnet.passes`.
 """
 
 from __future__ import annotations

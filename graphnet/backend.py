@@ -76,8 +76,7 @@ class GraphnetRep(BackendRep):
     """A model imported into the IR and planned once (`runtime.Session`), ready to run many times."""
 
     def __init__(self, graph: Graph, *, mode: str, seed: int | None = None) -> None:
-        import runtime
-
+        from graphnet import runtime
         self.graph = graph
         self.mode = mode
         self.session = runtime.Session(graph)

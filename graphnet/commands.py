@@ -55,7 +55,7 @@ def _close(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> bool:
 def cmd_demo(args) -> int:
     import onnx
 
-    import runtime
+    from graphnet import runtime
     from graphnet.nn.template import template
     from graphnet.summary import format_summary
 
@@ -108,11 +108,10 @@ def cmd_demo(args) -> int:
 
 def _demo_optimize(graph, x: np.ndarray, reference: np.ndarray, save_dir: str | None) -> bool:
     try:
-        from passes.manager import optimize
+        from graphnet.passes.manager import optimize
     except ImportError:  # the passes package is optional for the demo
         return True
-    import runtime
-
+    from graphnet import runtime
     opt, report = optimize(graph)
     ours = runtime.run(opt, {"input": x})["output"]
     model = opt.to_onnx()
@@ -169,8 +168,7 @@ def _savez_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def cmd_run(args) -> int:
-    import runtime
-
+    from graphnet import runtime
     graph = _load(args.model)
     feeds = _parse_inputs(args.input)
     outs = runtime.Session(graph).run(feeds, mode=args.mode, seed=args.seed)
@@ -182,8 +180,8 @@ def cmd_run(args) -> int:
 
 # --------------------------------------------------------------------------------------- check
 def cmd_check(args) -> int:
-    import runtime
-    from runtime.feeds import random_inputs
+    from graphnet import runtime
+    from graphnet.runtime.feeds import random_inputs
 
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")

@@ -43,7 +43,7 @@ def _full_check_ok(model) -> bool:
 
 
 def _runnable(graph) -> bool:
-    import runtime
+    from graphnet import runtime
     from graphnet.errors import UnsupportedOpError
 
     try:
@@ -56,7 +56,7 @@ def _runnable(graph) -> bool:
 def _ort_compare(original, optimized, graph, seed: int) -> list[tuple[str, float, bool]]:
     """(output, max|diff|, ok) per graph output, onnxruntime on both models, seeded inputs."""
     from graphnet.commands import _close, _diff, _ort_outputs
-    from runtime.feeds import random_inputs
+    from graphnet.runtime.feeds import random_inputs
 
     feeds = random_inputs(graph, batch=2, seed=seed)
     a = _ort_outputs(original.SerializeToString(), feeds)
@@ -89,7 +89,7 @@ def run_optimize(args) -> int:
     from graphnet.errors import PassError
     from graphnet.onnx_io.export import atomic_write, to_onnx, write_model
     from graphnet.onnx_io.importer import from_onnx
-    from passes.manager import describe_passes, optimize, resolve_pipeline
+    from graphnet.passes.manager import describe_passes, optimize, resolve_pipeline
 
     if args.list_passes:
         print(describe_passes())

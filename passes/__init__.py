@@ -1,6 +1,6 @@
 """Graph passes: functions over the IR, each in its own module, run by `passes.manager.optimize`.
 
-    from passes import optimize
+    from graphnet.passes import optimize
     opt, report = optimize(graph)                 # the "inference" pipeline, on a copy
     print(report.format())
 
@@ -11,8 +11,8 @@ Passes (registered by name in `passes.base`): `fold-constants`, `eliminate`, `dr
 from __future__ import annotations
 
 # Registration happens on import; each pass module is listed explicitly.
-from passes import constant_folding, cse, dropout, eliminate, fold_affine, fold_batchnorm  # noqa: F401
-from passes.base import (
+from graphnet.passes import constant_folding, cse, dropout, eliminate, fold_affine, fold_batchnorm  # noqa: F401
+from graphnet.passes.base import (
     Pass,
     PassReport,
     PipelineReport,
@@ -22,7 +22,7 @@ from passes.base import (
     run_pass,
     unregister_pass,
 )
-from passes.manager import PIPELINES, describe_passes, optimize, resolve_pipeline
+from graphnet.passes.manager import PIPELINES, describe_passes, optimize, resolve_pipeline
 
 __all__ = [
     "optimize",

@@ -113,7 +113,7 @@ def constant_value(graph: Graph, name: str, max_elements: int, *, _depth: int = 
     node = producer(graph, name)
     if node is None or node.op == "Opaque" or _depth > 16:
         return None
-    from runtime.kernels import get_kernel, has_kernel
+    from graphnet.runtime.kernels import get_kernel, has_kernel
 
     if not has_kernel(node.op) or ops.get(node.op).mode_dependent:
         return None

@@ -31,7 +31,7 @@ import numpy as np
 from graphnet import ops
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.ops._shapes import broadcast
-from passes._graph import (
+from graphnet.passes._graph import (
     constant_value,
     producer,
     emit_at,
@@ -41,8 +41,8 @@ from passes._graph import (
     resolved_attrs,
     write_param,
 )
-from passes.base import PassReport
-from passes.bn_maths import feature_factor
+from graphnet.passes.base import PassReport
+from graphnet.passes.bn_maths import feature_factor
 
 __all__ = ["Fill", "fill_of", "producer_of", "fold_into_producer", "broadcasts_to", "did", "LINEAR_PRODUCERS"]
 

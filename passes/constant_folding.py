@@ -46,9 +46,9 @@ import numpy as np
 from graphnet import ops
 from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Node, Value, format_shape
-from passes._graph import drop_params_made_dead, params_read, resolved_attrs, write_param
-from passes.base import PassReport, register_pass
-from passes.shape_arith import MOVERS, ShapeSymbols
+from graphnet.passes._graph import drop_params_made_dead, params_read, resolved_attrs, write_param
+from graphnet.passes.base import PassReport, register_pass
+from graphnet.passes.shape_arith import MOVERS, ShapeSymbols
 
 __all__ = ["fold_constants", "standardize_weight", "GROWTH_LIMIT", "SMALL_RESULT", "FILL_MOVERS"]
 
@@ -75,7 +75,7 @@ def fold_constants(graph: Graph, report: PassReport, *, max_constant_bytes: int 
     """Evaluate nodes whose inputs are all constants, turn WSConv with a constant kernel into
     Conv, and static Shape into a constant (results much bigger than their inputs are kept
     unless `max_constant_bytes` allows them)."""
-    from runtime.kernels import has_kernel
+    from graphnet.runtime.kernels import has_kernel
 
     read_before, existed_before = params_read(graph), set(graph.params)
     symbols = ShapeSymbols()
@@ -152,7 +152,7 @@ def _keeps_output(graph: Graph, node: Node, report: PassReport, what: str) -> bo
 
 
 def _fold_node(graph: Graph, node: Node, report: PassReport, max_bytes: int | None = None) -> bool:
-    from runtime.kernels import get_kernel
+    from graphnet.runtime.kernels import get_kernel
 
     if _keeps_output(graph, node, report, "all inputs are constant"):
         return False
@@ -199,7 +199,7 @@ def _fold_node(graph: Graph, node: Node, report: PassReport, max_bytes: int | No
 
 def _refill(graph: Graph, node: Node, report: PassReport) -> bool:
     """`node` (a FILL_MOVER) reads a ConstantOfShape fill: make it a ConstantOfShape itself."""
-    from passes._graph import emit_at, producer, readers
+    from graphnet.passes._graph import emit_at, producer, readers
 
     src = node.inputs[0]
     fill = producer(graph, src)

@@ -30,8 +30,8 @@ import numpy as np
 
 from graphnet import ops
 from graphnet.ir import Graph, Node
-from passes._graph import rename_value, resolved_attrs
-from passes.base import PassReport, register_pass
+from graphnet.passes._graph import rename_value, resolved_attrs
+from graphnet.passes.base import PassReport, register_pass
 
 __all__ = ["cse", "param_key", "attrs_key"]
 

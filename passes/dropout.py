@@ -34,7 +34,7 @@ import numpy as np
 
 from graphnet import ops
 from graphnet.ir import Graph, Node, format_shape
-from passes._graph import (
+from graphnet.passes._graph import (
     bypass,
     const_input,
     drop_params_made_dead,
@@ -47,7 +47,7 @@ from passes._graph import (
     resolved_attrs,
     write_param,
 )
-from passes.base import PassReport, register_pass
+from graphnet.passes.base import PassReport, register_pass
 
 __all__ = ["drop_dropout"]
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.ir import Graph, Node, format_shape
-from passes._graph import bypass, const_input, readers, resolved_attrs
-from passes.base import PassReport, register_pass
+from graphnet.passes._graph import bypass, const_input, readers, resolved_attrs
+from graphnet.passes.base import PassReport, register_pass
 
 __all__ = ["eliminate", "reshape_is_noop", "flatten_is_noop"]
 

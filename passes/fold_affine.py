@@ -38,7 +38,7 @@ import numpy as np
 
 from graphnet import ops
 from graphnet.ir import Graph, Node, format_shape
-from passes._graph import (
+from graphnet.passes._graph import (
     bypass,
     constant_value,
     drop_params_made_dead,
@@ -46,9 +46,9 @@ from passes._graph import (
     params_read,
     remove_node,
 )
-from passes._linear import LINEAR_PRODUCERS, fold_into_producer, producer_of
-from passes.base import PassReport, register_pass
-from passes.bn_maths import per_channel_vector
+from graphnet.passes._linear import LINEAR_PRODUCERS, fold_into_producer, producer_of
+from graphnet.passes.base import PassReport, register_pass
+from graphnet.passes.bn_maths import per_channel_vector
 
 __all__ = ["fold_affine", "affine_step", "compose_steps"]
 

@@ -57,7 +57,7 @@ import numpy as np
 
 from graphnet import ops
 from graphnet.ir import Graph, Node, Value, format_shape
-from passes._graph import (
+from graphnet.passes._graph import (
     const_input,
     constant_value,
     drop_params_made_dead,
@@ -68,9 +68,9 @@ from passes._graph import (
     resolved_attrs,
     write_param,
 )
-from passes._linear import did, fold_into_producer
-from passes.base import PassReport, register_pass
-from passes.bn_maths import (
+from graphnet.passes._linear import did, fold_into_producer
+from graphnet.passes.base import PassReport, register_pass
+from graphnet.passes.bn_maths import (
     bn_scale_shift,
     fold_affine_into_conv,
     fold_affine_into_matrix,

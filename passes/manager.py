@@ -46,7 +46,7 @@ import numpy as np
 
 from graphnet.errors import GraphError, GraphNetError, PassError
 from graphnet.ir import Graph, format_shape
-from passes.base import PipelineReport, get_pass, graph_macs, run_pass
+from graphnet.passes.base import PipelineReport, get_pass, graph_macs, run_pass
 
 __all__ = ["PIPELINES", "optimize", "resolve_pipeline", "describe_passes"]
 
@@ -73,7 +73,7 @@ def resolve_pipeline(pipeline: str | Sequence[str]) -> tuple[str, list[str]]:
 
 def describe_passes() -> str:
     """One line per registered pass and per pipeline (for `graphnet optimize --list-passes`)."""
-    from passes.base import all_passes
+    from graphnet.passes.base import all_passes
 
     lines = ["passes:"]
     for name, p in sorted(all_passes().items()):
@@ -185,7 +185,7 @@ def _attr_key(v) -> object:
 
 
 def _random_feeds(g: Graph, seed: int, batch: int) -> dict[str, np.ndarray]:
-    from runtime.feeds import random_inputs
+    from graphnet.runtime.feeds import random_inputs
 
     try:
         return random_inputs(g, batch=batch, seed=seed)
@@ -194,8 +194,7 @@ def _random_feeds(g: Graph, seed: int, batch: int) -> dict[str, np.ndarray]:
 
 
 def _run(g: Graph, feeds: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
-    import runtime
-
+    from graphnet import runtime
     try:
         return runtime.Session(g).run(feeds)
     except GraphNetError as exc:

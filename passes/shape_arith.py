@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphnet.ir import Graph, Node
-from passes._graph import resolved_attrs
-from passes.base import PassReport
+from graphnet.passes._graph import resolved_attrs
+from graphnet.passes.base import PassReport
 
 __all__ = ["Dim", "ShapeSymbols", "MOVERS"]
 
@@ -70,7 +70,7 @@ class ShapeSymbols:
 
     def move(self, graph: Graph, node: Node) -> np.ndarray | None:
         """The vector a mover computes from tracked vectors and constants, or None."""
-        from runtime.kernels import get_kernel
+        from graphnet.runtime.kernels import get_kernel
 
         if node.op not in MOVERS or not any(i in self.vectors for i in node.inputs):
             return None

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from runtime.executor import MODES, Session, run
+from graphnet.runtime.executor import MODES, Session, run
 
 __all__ = ["MODES", "Session", "run"]

@@ -19,7 +19,7 @@ import numpy as np
 from graphnet import ops
 from graphnet.errors import GraphNetError, InputError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
-from runtime.kernels import Kernel, get_kernel
+from graphnet.runtime.kernels import Kernel, get_kernel
 
 __all__ = ["Session", "run", "MODES"]
 

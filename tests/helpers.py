@@ -12,8 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from graphnet.ir import Graph
-import runtime
-
+from graphnet import runtime
 RTOL32, ATOL32 = 1e-5, 1e-6
 RTOL64, ATOL64 = 1e-12, 1e-12
 

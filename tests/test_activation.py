@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import runtime
+from graphnet import runtime
 from graphnet import AttributeValueError, Graph, ShapeError
 from tests.helpers import ATOL32, RTOL32, assert_close, compare_with_ort, export_checked, ort_run, single_node
 

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphnet
-import runtime
+from graphnet import runtime
 from tests.helpers import assert_close, export_checked, ort_run, single_node
 
 OPSETS = [9, 11, 13, 21]

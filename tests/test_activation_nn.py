@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
-import runtime
+from graphnet import runtime
 from graphnet import AttributeValueError, ShapeError
 from graphnet.ir import format_shape
 from graphnet.nn import (

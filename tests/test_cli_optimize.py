@@ -79,7 +79,7 @@ def test_unknown_pass_is_usage_error(tmp_path, capsys):
 
 
 def test_a_pass_that_breaks_numerics_writes_nothing(tmp_path, capsys):
-    from passes.base import register_pass, unregister_pass
+    from graphnet.passes.base import register_pass, unregister_pass
 
     @register_pass("test-break-weights", doc="scales every Conv weight by 2 (deliberately wrong)")
     def _break(graph, report):

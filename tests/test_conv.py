@@ -24,11 +24,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import runtime
+from graphnet import runtime
 from graphnet import ops
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Graph
-from runtime.kernels.conv import conv, conv_transpose, standardize_weight
+from graphnet.runtime.kernels.conv import conv, conv_transpose, standardize_weight
 from tests.helpers import ATOL64, RTOL64, assert_close, export_checked, ort_run, single_node
 from tests.test_conv_reference import float32_bound, naive_conv, naive_conv_transpose, naive_standardize
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import runtime
+from graphnet import runtime
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.nn import Conv, Conv1d, Conv2d, Conv3d, ConvTranspose, Network, ReLU, Sequential, WSConv, add, concat
 from tests.helpers import compare_with_ort, export_checked, ort_run

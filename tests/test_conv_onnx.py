@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphnet
-import runtime
+from graphnet import runtime
 from graphnet.onnx_io.rules.conv import conv_transpose_pads
 from graphnet.ops._shapes import same_pad as same_pads
 from tests.helpers import export_checked, ort_run

@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphnet
-import runtime
+from graphnet import runtime
 from graphnet import AttributeValueError, Graph
 from tests.helpers import assert_close, export_checked, ort_run, single_node
 

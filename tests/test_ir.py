@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import helper
 
-import runtime
+from graphnet import runtime
 from graphnet import Graph, GraphError, InputError, KernelError, ShapeError, UnsupportedOpError, load
 from graphnet.ir import Node
 from tests.helpers import export_checked, ort_run
@@ -135,7 +135,7 @@ def test_bad_mode():
 
 
 def test_kernel_failure_names_node(monkeypatch):
-    from runtime import kernels
+    from graphnet.runtime import kernels
 
     def broken(x):
         raise FloatingPointError("boom")

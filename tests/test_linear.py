@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import graphnet
-import runtime
+from graphnet import runtime
 from graphnet import ops
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Graph, Value

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import graphnet
-import runtime
+from graphnet import runtime
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Graph
 from tests.helpers import ATOL32, RTOL32, assert_close, compare_with_ort, export_checked, ort_run, single_node, onnx_model, vi

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import graphnet
-import runtime
+from graphnet import runtime
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.nn import LRN, GroupNorm, InstanceNorm, LayerNorm, Network, Sequential
 from tests.helpers import ATOL32, RTOL32, assert_close, export_checked, ort_run, rand, single_node

@@ -7,7 +7,7 @@ import pytest
 
 from graphnet import ops
 from graphnet.onnx_io.registry import has_export_rule, has_import_rule
-from runtime.kernels import all_kernels, has_kernel
+from graphnet.runtime.kernels import all_kernels, has_kernel
 
 # IR ops that ONNX has no op for: they export as subgraphs of standard ops, and an imported copy of
 # such a subgraph is folded by the passes rather than matched back into the op.

@@ -10,12 +10,12 @@ import re
 import numpy as np
 import pytest
 
-import passes
-import runtime
+from graphnet import passes
+from graphnet import runtime
 from graphnet.errors import PassError
 from graphnet.ir import Graph
-from passes import PIPELINES, optimize, register_pass, unregister_pass
-from passes.base import PassReport, get_pass, run_pass
+from graphnet.passes import PIPELINES, optimize, register_pass, unregister_pass
+from graphnet.passes.base import PassReport, get_pass, run_pass
 from tests.test_passes_common import add_bn, param
 
 

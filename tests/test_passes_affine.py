@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import runtime
+from graphnet import runtime
 from graphnet.ir import Graph
-from passes.base import run_pass
-from passes.fold_affine import Step, compose_steps
-from passes.manager import optimize
+from graphnet.passes.base import run_pass
+from graphnet.passes.fold_affine import Step, compose_steps
+from graphnet.passes.manager import optimize
 from tests.test_conv_reference import naive_conv, naive_conv_transpose
 from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param, run_on_copy, feeds as _feeds
 

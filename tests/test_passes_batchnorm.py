@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import passes
-import runtime
+from graphnet import passes
+from graphnet import runtime
 from graphnet.ir import Graph
-from passes.fold_batchnorm import bn_scale_shift, fold_affine_into_conv, fold_affine_into_matrix, fuse_conv_bn_weights
+from graphnet.passes.fold_batchnorm import bn_scale_shift, fold_affine_into_conv, fold_affine_into_matrix, fuse_conv_bn_weights
 from tests.test_conv_reference import naive_conv, naive_conv_transpose
 from tests.test_passes_common import add_bn, bn_reference, bn_stats, check_same, ops_of, param, run_on_copy, feeds as _feeds
 

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-import runtime
+from graphnet import runtime
 from graphnet.ir import Graph
 from tests.helpers import ATOL32, RTOL32, assert_close, export_checked, ort_run
 
@@ -22,7 +22,7 @@ FOLD_RTOL, FOLD_ATOL = 1e-5, 1e-5
 
 def run_on_copy(name: str, g: Graph):
     """(copy of `g` after the pass `name`, its report); the result must verify."""
-    from passes.base import run_pass
+    from graphnet.passes.base import run_pass
 
     opt = g.copy()
     report = run_pass(name, opt)
@@ -32,7 +32,7 @@ def run_on_copy(name: str, g: Graph):
 
 def feeds(g: Graph, seed: int | np.random.Generator = 0, batch: int = 2) -> dict[str, np.ndarray]:
     """Seeded random inputs (`runtime.feeds.random_inputs`); dynamic dims of size `batch`."""
-    from runtime.feeds import random_inputs
+    from graphnet.runtime.feeds import random_inputs
 
     if isinstance(seed, np.random.Generator):
         seed = int(seed.integers(2**31))

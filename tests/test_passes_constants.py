@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import passes
-import runtime
+from graphnet import passes
+from graphnet import runtime
 from graphnet.ir import Graph
-from passes.constant_folding import GROWTH_LIMIT, SMALL_RESULT, standardize_weight
+from graphnet.passes.constant_folding import GROWTH_LIMIT, SMALL_RESULT, standardize_weight
 from tests.test_conv_reference import naive_standardize
 from tests.test_passes_common import check_same, ops_of, param, run_on_copy
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import runtime
+from graphnet import runtime
 from graphnet.ir import Graph
-from passes.base import run_pass
-from passes.cse import attrs_key, param_key
-from passes.manager import optimize
+from graphnet.passes.base import run_pass
+from graphnet.passes.cse import attrs_key, param_key
+from graphnet.passes.manager import optimize
 from tests.test_passes_common import check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import passes
-import runtime
+from graphnet import passes
+from graphnet import runtime
 from graphnet.ir import Graph
 from tests.test_passes_common import add_bn, check_same, ops_of, param, run_on_copy, feeds as _feeds
 

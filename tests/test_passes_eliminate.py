@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import runtime
+from graphnet import runtime
 from graphnet.ir import Graph
-from passes.eliminate import flatten_is_noop, reshape_is_noop
+from graphnet.passes.eliminate import flatten_is_noop, reshape_is_noop
 from tests.test_passes_common import check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 EXACT = dict(rtol=0, atol=0)

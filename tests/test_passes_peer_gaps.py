@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import runtime
+from graphnet import runtime
 from graphnet.ir import Graph
-from passes._linear import fill_of
-from passes.base import run_pass
-from passes.manager import optimize
+from graphnet.passes._linear import fill_of
+from graphnet.passes.base import run_pass
+from graphnet.passes.manager import optimize
 from tests.test_conv_reference import naive_conv
 from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param, feeds as _feeds
 

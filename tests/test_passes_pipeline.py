@@ -18,10 +18,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphnet
-import runtime
+from graphnet import runtime
 from graphnet import nn
 from graphnet.ir import Graph
-from passes import optimize
+from graphnet.passes import optimize
 from tests.helpers import assert_close, ort_run
 from tests.test_passes_common import bn_stats, check_same
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import runtime
+from graphnet import runtime
 from graphnet.ir import Graph
-from passes._graph import constant_value
-from passes.constant_folding import SMALL_RESULT
-from passes.fold_batchnorm import per_channel_vector
-from passes.manager import optimize
+from graphnet.passes._graph import constant_value
+from graphnet.passes.constant_folding import SMALL_RESULT
+from graphnet.passes.fold_batchnorm import per_channel_vector
+from graphnet.passes.manager import optimize
 from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 

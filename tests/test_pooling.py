@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import runtime
+from graphnet import runtime
 from graphnet import ops
 from graphnet.errors import AttributeValueError, InputError, ShapeError, UnsupportedOpError
 from graphnet.onnx_io.registry import has_export_rule, has_import_rule
-from runtime.kernels import has_kernel
+from graphnet.runtime.kernels import has_kernel
 from tests.helpers import ATOL32, ATOL64, RTOL32, RTOL64, assert_close, compare_with_ort, export_checked, single_node
 
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
@@ -396,7 +396,7 @@ def test_max_pool_indices_never_point_at_padding():
 
 def test_max_pool_without_indices_skips_them():
     """The executor tells the kernel how many outputs the node has: one means Y alone."""
-    from runtime.kernels.pooling import max_pool
+    from graphnet.runtime.kernels.pooling import max_pool
 
     x = np.random.default_rng(0).standard_normal((1, 1, 4, 4)).astype(np.float32)
     kw = dict(kernel_shape=(2, 2), strides=(2, 2), pads=(0,) * 4, dilations=(1, 1), ceil_mode=0, storage_order=0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import runtime
+from graphnet import runtime
 from graphnet import ops
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.nn import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool, Network, Sequential

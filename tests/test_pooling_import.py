@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import graphnet
-import runtime
+from graphnet import runtime
 from tests.helpers import assert_close, ort_run
 
 RNG = np.random.default_rng(11)

@@ -30,7 +30,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 import graphnet
-import runtime
+from graphnet import runtime
 from tests.helpers import assert_close, ort_run
 from tests.test_conv_reference import naive_conv_transpose
 

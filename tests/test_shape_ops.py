@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 import graphnet
-import runtime
+from graphnet import runtime
 from graphnet.errors import AttributeValueError, GraphError, ShapeError, UnsupportedOpError
 from graphnet.ir import Graph
 from tests.helpers import compare_with_ort, export_checked, ort_run, single_node, onnx_model, vi

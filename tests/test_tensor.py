@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import graphnet
-import runtime
+from graphnet import runtime
 from graphnet import ops
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Graph
@@ -113,7 +113,7 @@ def test_flatten_bad_axis_names_node_and_shape(axis):
 def test_kernels_accept_negative_axes(axis):
     """`resolve` makes axes non-negative when the rank is known; a node whose input shape was
     unknown at plan time (an import without shape information) hands the kernel the raw axis."""
-    from runtime.kernels import get_kernel
+    from graphnet.runtime.kernels import get_kernel
 
     x = rand(RNG(0), 2, 3, 4)
     np.testing.assert_array_equal(get_kernel("Flatten").fn(x, axis=axis), flatten_ref(x, axis))

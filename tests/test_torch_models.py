@@ -25,7 +25,7 @@ import onnx
 import pytest
 
 import graphnet
-import runtime
+from graphnet import runtime
 from graphnet.ir import Graph
 from tests.helpers import ort_run
 
@@ -214,7 +214,7 @@ def assert_optimized(g: Graph) -> None:
 
 @pytest.mark.parametrize("name", cases("optimize", INFERENCE_MODELS))
 def test_optimize_folds_and_keeps_outputs(name):
-    from passes.manager import optimize
+    from graphnet.passes.manager import optimize
 
     g = load(name)
     opt, report = optimize(g)
@@ -281,7 +281,7 @@ def test_bn_train_export_round_trip(mode):
 @pytest.mark.parametrize("_", cases("bn_train optimize", ["bn_train"]))
 def test_bn_train_optimize_for_inference(_):
     """The inference pipeline on a training-mode export gives PyTorch's eval-mode model."""
-    from passes.manager import optimize
+    from graphnet.passes.manager import optimize
 
     opt, _report = optimize(load("bn_train"))
     assert_optimized(opt)

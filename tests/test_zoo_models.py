@@ -41,8 +41,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 import graphnet
-import runtime
-from passes.manager import optimize
+from graphnet import runtime
+from graphnet.passes.manager import optimize
 from tests.helpers import assert_close, ort_run
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")

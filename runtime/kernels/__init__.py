@@ -56,4 +56,4 @@ def all_kernels() -> dict[str, Kernel]:
     return dict(_KERNELS)
 
 
-from runtime.kernels import activation, conv, linear, math, normalization, pooling, shape, tensor  # noqa: E402,F401
+from graphnet.runtime.kernels import activation, conv, linear, math, normalization, pooling, shape, tensor  # noqa: E402,F401

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels import kernel
+from graphnet.runtime.kernels import kernel
 
 __all__ = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "prelu", "softmax", "log_softmax", "dropout"]
 

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.kernels import kernel
-from runtime.kernels._windows import out_size, pad_spatial, windows
+from graphnet.runtime.kernels import kernel
+from graphnet.runtime.kernels._windows import out_size, pad_spatial, windows
 
 __all__ = ["conv", "conv_transpose", "ws_conv", "standardize_weight"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels import kernel
+from graphnet.runtime.kernels import kernel
 
 __all__ = ["gemm", "matmul", "maxout"]
 

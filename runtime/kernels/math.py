@@ -10,7 +10,7 @@ from functools import reduce
 
 import numpy as np
 
-from runtime.kernels import kernel
+from graphnet.runtime.kernels import kernel
 
 __all__ = [
     "mul", "sub", "div", "max_", "min_", "neg", "sqrt", "exp", "log", "reciprocal", "pow_", "identity",

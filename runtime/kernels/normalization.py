@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from graphnet.ops.normalization import STASH_DTYPES
-from runtime.kernels import kernel
+from graphnet.runtime.kernels import kernel
 
 __all__ = [
     "moments",

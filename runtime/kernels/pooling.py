@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.kernels import kernel
-from runtime.kernels._windows import out_size, pad_spatial, windows
+from graphnet.runtime.kernels import kernel
+from graphnet.runtime.kernels._windows import out_size, pad_spatial, windows
 
 __all__ = ["max_pool", "max_pool_indices", "average_pool", "global_average_pool", "global_max_pool", "tap_counts"]
 

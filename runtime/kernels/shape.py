@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from graphnet.ops.shape import reshape_shape, slice_bounds
-from runtime.kernels import kernel
+from graphnet.runtime.kernels import kernel
 
 __all__ = ["reshape", "transpose", "squeeze", "unsqueeze", "shape", "gather", "slice_", "pad",
            "constant_of_shape", "expand"]

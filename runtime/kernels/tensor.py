@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from runtime.kernels import kernel
+from graphnet.runtime.kernels import kernel
 
 __all__ = ["add", "concat", "flatten"]
 

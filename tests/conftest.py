@@ -1,6 +1,0 @@
-"""Make the repo root importable when the tests run from a checkout without installing."""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
