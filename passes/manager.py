@@ -32,7 +32,7 @@ The `inference` pipeline, and why this order (each pass only rewrites what is ex
 No pass creates work for an earlier one (fold-batchnorm, fold-affine and drop-dropout never create
 constant sub-graphs, identities or Dropouts; cse only merges), so the result is a fixed point:
 running the pipeline on its own output changes nothing (tested on every model of
-tests/test_passes_pipeline.py and on the ONNX zoo's light models).
+tests/passes/test_pipeline.py and on the ONNX zoo's light models).
 
 `max_constant_bytes` (opt-in) is handed to every pass that takes it (fold-constants): see
 `optimize`.

@@ -28,8 +28,9 @@ import graphnet
 from graphnet import runtime
 from graphnet.ir import Graph
 from tests.helpers import ort_run
+from tests import helpers
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch")
+DATA = helpers.TORCH_DATA
 RTOL, ATOL = 1e-4, 1e-5  # whole models, see the module docstring
 BATCHES = (1, 3)  # as saved by scripts/make_torch_models.py
 MAX_BYTES = 200_000

@@ -2,7 +2,7 @@
 on graphs (which ops remain, what the report says, NumPy and onnxruntime numerics before/after).
 
 Tolerances: float64 maths 1e-10 (a handful of float64 roundings); float32 graphs FOLD_RTOL/ATOL
-(tests/test_passes_common.py says why).
+(tests/helpers.py says why).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from graphnet import passes
 from graphnet import runtime
 from graphnet.ir import Graph
 from graphnet.passes.fold_batchnorm import bn_scale_shift, fold_affine_into_conv, fold_affine_into_matrix, fuse_conv_bn_weights
-from tests.test_conv_reference import naive_conv, naive_conv_transpose
-from tests.test_passes_common import add_bn, bn_reference, bn_stats, check_same, ops_of, param, run_on_copy, feeds as _feeds
+from tests.oracles import naive_conv, naive_conv_transpose
+from tests.helpers import add_bn, bn_reference, bn_stats, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOL64 = dict(rtol=1e-10, atol=1e-10)

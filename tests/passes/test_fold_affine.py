@@ -4,7 +4,7 @@ them, chains merged into one Mul + Add, and every case where it must not fold.
 Each graph is checked for structure (which ops remain, what the report says) and numerics: our
 runtime and onnxruntime on the optimized export against our runtime on the original
 (`check_same`, FOLD_RTOL/ATOL = 1e-5: a fold re-rounds the weight to float32 once, see
-tests/test_passes_common.py), and the original against a plain float64 formula written here
+tests/helpers.py), and the original against a plain float64 formula written here
 (naive convolution, matrix product, then the steps one by one).
 """
 
@@ -20,8 +20,8 @@ from graphnet.ir import Graph
 from graphnet.passes.base import run_pass
 from graphnet.passes.fold_affine import Step, compose_steps
 from graphnet.passes.manager import optimize
-from tests.test_conv_reference import naive_conv, naive_conv_transpose
-from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param, run_on_copy, feeds as _feeds
+from tests.oracles import naive_conv, naive_conv_transpose
+from tests.helpers import add_bn, bn_reference, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REF_TOL = dict(rtol=1e-5, atol=1e-5)  # float32 graph vs the float64 formula: a sum of <= 72 products

@@ -44,6 +44,9 @@ import graphnet
 from graphnet import runtime
 from graphnet.passes.manager import optimize
 from tests.helpers import assert_close, ort_run
+from tests import helpers
+
+pytestmark = pytest.mark.slow  # real models / the whole conformance suite: `-m "not slow"` skips them
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
@@ -319,7 +322,7 @@ def test_cli_optimize_verify(zoo, tmp_path, name):
     else:
         model = zoo.random(name).model
         onnx.save(model, str(src))
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = helpers.ROOT
         proc = subprocess.run([sys.executable, "-m", "graphnet", "optimize", str(src), "-o", str(out), "--verify"],
                               cwd=root, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr

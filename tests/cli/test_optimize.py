@@ -12,10 +12,10 @@ import onnx
 import pytest
 
 from graphnet.cli import main
-from tests.helpers import ort_run
-from tests.test_cli import _small_model
+from tests.helpers import ort_run, small_onnx_model
+from tests import helpers
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch")
+DATA = helpers.TORCH_DATA
 
 
 def _sha(path) -> str:
@@ -33,7 +33,7 @@ def _feeds(model, batch=3, seed=0):
 
 
 def test_optimize_small_model_with_verify_and_report(tmp_path, capsys):
-    src = _small_model(tmp_path / "m.onnx")
+    src = small_onnx_model(tmp_path / "m.onnx")
     before = _sha(src)
     out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
     code = main(["optimize", src, "-o", str(out), "--verify", "--report", str(rep)])
@@ -65,13 +65,13 @@ def test_optimize_pytorch_exports(tmp_path, capsys, name):
 
 
 def test_output_may_overwrite_input_only_when_named(tmp_path, capsys):
-    src = _small_model(tmp_path / "m.onnx")
+    src = small_onnx_model(tmp_path / "m.onnx")
     assert main(["optimize", src, "-o", src]) == 0
     assert "BatchNormalization" not in [n.op_type for n in onnx.load(src).graph.node]
 
 
 def test_unknown_pass_is_usage_error(tmp_path, capsys):
-    src = _small_model(tmp_path / "m.onnx")
+    src = small_onnx_model(tmp_path / "m.onnx")
     code = main(["optimize", src, "-o", str(tmp_path / "o.onnx"), "--passes", "fold-batchnorm,nope"])
     err = capsys.readouterr().err
     assert code == 2 and "no pass named 'nope'" in err and len(err.strip().splitlines()) == 1
@@ -89,7 +89,7 @@ def test_a_pass_that_breaks_numerics_writes_nothing(tmp_path, capsys):
                 report.did(f"broke {n.name}")
 
     try:
-        src = _small_model(tmp_path / "m.onnx")
+        src = small_onnx_model(tmp_path / "m.onnx")
         out = tmp_path / "o.onnx"
         code = main(["optimize", src, "-o", str(out), "--passes", "test-break-weights", "--verify"])
         err = capsys.readouterr().err
@@ -103,7 +103,7 @@ def test_a_pass_that_breaks_numerics_writes_nothing(tmp_path, capsys):
 def test_interrupt_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
     import graphnet.onnx_io.export as ex
 
-    src = _small_model(tmp_path / "m.onnx")
+    src = small_onnx_model(tmp_path / "m.onnx")
     out = tmp_path / "o.onnx"
     out.write_bytes(b"previous")
     real_replace = ex.os.replace
@@ -121,7 +121,7 @@ def test_interrupt_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
 def test_opaque_model_is_optimized_and_verified_with_onnxruntime(tmp_path, capsys):
     """A model with an op graphnet has no kernel for: the NumPy runtime cannot run it, so
     --verify compares under onnxruntime; the known parts are still optimized."""
-    src = _small_model(tmp_path / "m.onnx")
+    src = small_onnx_model(tmp_path / "m.onnx")
     model = onnx.load(src)
     relu = next(n for n in model.graph.node if n.op_type == "Relu")
     relu.op_type = "Softplus"  # no graphnet mapping: kept opaque

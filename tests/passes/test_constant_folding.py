@@ -1,7 +1,7 @@
 """fold-constants: constant sub-graphs become parameters, WSConv with a constant kernel becomes a
 Conv on the standardized kernel, static Shape becomes a constant, and what must not fold stays
 (graph outputs, mode-dependent ops, Opaque nodes, results much bigger than their inputs).
-Numerics before/after on our runtime and onnxruntime (FOLD_RTOL/ATOL, tests/test_passes_common.py:
+Numerics before/after on our runtime and onnxruntime (FOLD_RTOL/ATOL, tests/helpers.py:
 the standardized kernel is computed in float64 here but in float32 by the WSConv kernel).
 """
 
@@ -14,8 +14,8 @@ from graphnet import passes
 from graphnet import runtime
 from graphnet.ir import Graph
 from graphnet.passes.constant_folding import GROWTH_LIMIT, SMALL_RESULT, standardize_weight
-from tests.test_conv_reference import naive_standardize
-from tests.test_passes_common import check_same, ops_of, param, run_on_copy
+from tests.oracles import naive_standardize
+from tests.helpers import check_same, ops_of, param, run_on_copy
 
 
 def _fold(g: Graph):

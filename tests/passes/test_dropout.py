@@ -1,7 +1,7 @@
 """drop-dropout: inverted Dropout removed, classic Dropout's scale folded into a neighbour (or a
 Mul), a read mask replaced by constant ones; structure, report and numerics before/after (our
 runtime and onnxruntime on the exported optimized model). Tolerances: FOLD_RTOL/ATOL
-(tests/test_passes_common.py), since a folded weight keep * W is rounded to float32 once more.
+(tests/helpers.py), since a folded weight keep * W is rounded to float32 once more.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from graphnet import passes
 from graphnet import runtime
 from graphnet.ir import Graph
-from tests.test_passes_common import add_bn, check_same, ops_of, param, run_on_copy, feeds as _feeds
+from tests.helpers import add_bn, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 KEEP = 0.7  # drop_prob 0.3
 

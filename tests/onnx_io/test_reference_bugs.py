@@ -32,7 +32,7 @@ from onnx.reference import ReferenceEvaluator
 import graphnet
 from graphnet import runtime
 from tests.helpers import assert_close, ort_run
-from tests.test_conv_reference import naive_conv_transpose
+from tests.oracles import naive_conv_transpose
 
 BUG = 1e-2  # the smallest max|reference - onnxruntime| we call "the bug shows"
 

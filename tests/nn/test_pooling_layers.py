@@ -14,7 +14,7 @@ from graphnet import ops
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.nn import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool, Network, Sequential
 from tests.helpers import assert_close, compare_with_ort
-from tests.test_pooling import naive_pool
+from tests.oracles import naive_pool
 
 RNG = np.random.default_rng(21)
 

@@ -23,10 +23,11 @@ from graphnet import nn
 from graphnet.ir import Graph
 from graphnet.passes import optimize
 from tests.helpers import assert_close, ort_run
-from tests.test_passes_common import bn_stats, check_same
+from tests.helpers import bn_stats, check_same
+from tests import helpers
 
 MODEL_RTOL, MODEL_ATOL = 1e-4, 1e-5
-TORCH = os.path.join(os.path.dirname(__file__), "data", "torch")
+TORCH = helpers.TORCH_DATA
 
 
 def _randomize_bn(g: Graph, seed: int = 0) -> Graph:

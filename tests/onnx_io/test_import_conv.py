@@ -19,7 +19,7 @@ from graphnet import runtime
 from graphnet.onnx_io.rules.conv import conv_transpose_pads
 from graphnet.ops._shapes import same_pad as same_pads
 from tests.helpers import export_checked, ort_run
-from tests.test_conv_reference import naive_conv, naive_conv_transpose
+from tests.oracles import naive_conv, naive_conv_transpose
 
 OPSETS = [9, 11, 13, 17, 21]
 

@@ -16,7 +16,7 @@ from graphnet.errors import PassError
 from graphnet.ir import Graph
 from graphnet.passes import PIPELINES, optimize, register_pass, unregister_pass
 from graphnet.passes.base import PassReport, get_pass, run_pass
-from tests.test_passes_common import add_bn, param
+from tests.helpers import add_bn, param
 
 
 def _model(seed: int = 0) -> Graph:

@@ -21,8 +21,9 @@ from graphnet.ir import Graph
 from graphnet.passes._linear import fill_of
 from graphnet.passes.base import run_pass
 from graphnet.passes.manager import optimize
-from tests.test_conv_reference import naive_conv
-from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param, feeds as _feeds
+from tests.oracles import naive_conv
+from tests.helpers import add_bn, bn_reference, check_same, ops_of, param, feeds as _feeds
+from tests import helpers
 
 
 def _cos(g: Graph, shape, fill: float, name: str) -> str:
@@ -198,7 +199,7 @@ def test_peer_node_counts_on_the_torch_exports():
 
     import graphnet
 
-    here = os.path.join(os.path.dirname(__file__), "data", "torch")
+    here = helpers.TORCH_DATA
     for name, peers in (("cnn_dynamo_raw", 12), ("ws_conv", 17)):
         g = graphnet.load(os.path.join(here, f"{name}.onnx"))
         opt, _ = optimize(g)

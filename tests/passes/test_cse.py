@@ -17,7 +17,7 @@ from graphnet.ir import Graph
 from graphnet.passes.base import run_pass
 from graphnet.passes.cse import attrs_key, param_key
 from graphnet.passes.manager import optimize
-from tests.test_passes_common import check_same, ops_of, param, run_on_copy, feeds as _feeds
+from tests.helpers import check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -14,7 +14,7 @@ Every selected case must pass, except those listed in `XFAIL` (name -> reason), 
 expected failures. Only the CPU variant of each case is collected (graphnet has no other device),
 and nothing outside the selection is collected, so pytest's counts are the honest ones.
 
-Rerun: python -m pytest tests/test_onnx_backend.py -q
+Rerun: python -m pytest tests/onnx_io/test_backend_conformance.py -q
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from onnx.backend.test.loader import load_model_tests
 import graphnet.backend as gb
 from graphnet.backend import GraphnetBackend
 from graphnet.errors import InputError, UnsupportedOpError
+
+pytestmark = pytest.mark.slow  # real models / the whole conformance suite: `-m "not slow"` skips them
 
 # ----------------------------------------------------------------------------------- the scope
 # Operator -> regex over test names (without the device suffix). `(?!.*_expanded)` drops the

@@ -14,43 +14,10 @@ import pytest
 from onnx import helper
 
 from graphnet.cli import main
-from tests.helpers import ort_run
+from tests.helpers import ort_run, small_onnx_model
+from tests import helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _small_model(path) -> str:
-    """Conv -> BN -> Relu -> Dropout -> GlobalAveragePool -> Flatten -> Gemm, written with onnx.helper."""
-    rng = np.random.default_rng(0)
-    f = onnx.TensorProto.FLOAT
-    inits = {
-        "w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
-        "cb": rng.standard_normal(4).astype(np.float32),
-        "s": rng.uniform(0.5, 1.5, 4).astype(np.float32),
-        "b": rng.standard_normal(4).astype(np.float32),
-        "m": rng.standard_normal(4).astype(np.float32),
-        "v": rng.uniform(0.5, 2.0, 4).astype(np.float32),
-        "fw": rng.standard_normal((5, 4)).astype(np.float32),
-        "fb": rng.standard_normal(5).astype(np.float32),
-    }
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "cb"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["bn"], name="bn"),
-        helper.make_node("Relu", ["bn"], ["r"], name="relu"),
-        helper.make_node("Dropout", ["r"], ["d"], name="drop"),
-        helper.make_node("GlobalAveragePool", ["d"], ["p"], name="gap"),
-        helper.make_node("Flatten", ["p"], ["fl"], name="flatten"),
-        helper.make_node("Gemm", ["fl", "fw", "fb"], ["y"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "small", [helper.make_tensor_value_info("x", f, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", f, ["N", 5])],
-        initializer=[onnx.numpy_helper.from_array(a, k) for k, a in inits.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return str(path)
+ROOT = helpers.ROOT
 
 
 def _run(argv, capsys):
@@ -67,7 +34,7 @@ def test_demo_runs_and_agrees(capsys):
 
 
 def test_summary_table_and_json(tmp_path, capsys):
-    path = _small_model(tmp_path / "m.onnx")
+    path = small_onnx_model(tmp_path / "m.onnx")
     code, out, _ = _run(["summary", path], capsys)
     assert code == 0
     assert "Conv" in out and "BatchNormalization" in out and "total" in out
@@ -81,7 +48,7 @@ def test_summary_table_and_json(tmp_path, capsys):
 
 
 def test_run_writes_npz_keyed_by_output(tmp_path, capsys):
-    path = _small_model(tmp_path / "m.onnx")
+    path = small_onnx_model(tmp_path / "m.onnx")
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     code, _, err = _run(["run", path, "-i", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "out.npz")], capsys)
@@ -91,7 +58,7 @@ def test_run_writes_npz_keyed_by_output(tmp_path, capsys):
 
 
 def test_check_agrees(tmp_path, capsys):
-    path = _small_model(tmp_path / "m.onnx")
+    path = small_onnx_model(tmp_path / "m.onnx")
     code, out, _ = _run(["check", path, "--batch", "3"], capsys)
     assert code == 0 and "agree" in out
 
@@ -124,7 +91,7 @@ def test_export_from_module(tmp_path, capsys):
     ],
 )
 def test_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
-    model = _small_model(tmp_path / "m.onnx")
+    model = small_onnx_model(tmp_path / "m.onnx")
     argv = [a.format(model=model, tmp=tmp_path) for a in argv]
     code, _, err = _run(argv, capsys)
     assert code == 2
@@ -141,7 +108,7 @@ def test_invalid_onnx_file(tmp_path, capsys):
 
 
 def test_python_dash_m_entry_point(tmp_path):
-    path = _small_model(tmp_path / "m.onnx")
+    path = small_onnx_model(tmp_path / "m.onnx")
     proc = subprocess.run([sys.executable, "-m", "graphnet", "summary", path], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Gemm" in proc.stdout

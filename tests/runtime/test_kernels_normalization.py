@@ -1,7 +1,7 @@
 """Layer, Instance and Group normalization and LRN: kernels vs the lecture's formulas written as
 plain loops, exported single-node models vs onnxruntime (2-D to 5-D), GroupNormalization import at
 opsets 18 (per-group scale) and 21 (per-channel), the non-affine export, and error messages.
-BatchNormalization has its own file, tests/test_batchnorm.py.
+BatchNormalization has its own file, tests/runtime/test_kernels_batchnorm.py.
 """
 
 from __future__ import annotations

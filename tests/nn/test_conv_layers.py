@@ -20,7 +20,7 @@ from graphnet import runtime
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.nn import Conv, Conv1d, Conv2d, Conv3d, ConvTranspose, Network, ReLU, Sequential, WSConv, add, concat
 from tests.helpers import compare_with_ort, export_checked, ort_run
-from tests.test_conv_reference import float32_bound, naive_conv, naive_conv_transpose, naive_standardize
+from tests.oracles import float32_bound, naive_conv, naive_conv_transpose, naive_standardize
 
 
 def _ints(rng: np.random.Generator, shape) -> np.ndarray:

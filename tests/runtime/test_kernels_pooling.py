@@ -21,91 +21,13 @@ from graphnet import ops
 from graphnet.errors import AttributeValueError, InputError, ShapeError, UnsupportedOpError
 from graphnet.onnx_io.registry import has_export_rule, has_import_rule
 from graphnet.runtime.kernels import has_kernel
+from tests.oracles import literal_fallback, naive_indices, naive_out_len, naive_pool
 from tests.helpers import ATOL32, ATOL64, RTOL32, RTOL64, assert_close, compare_with_ort, export_checked, single_node
 
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 
 
 # --------------------------------------------------------------------------- reference
-def naive_out_len(n: int, k: int, s: int, d: int, pb: int, pe: int, ceil: bool) -> int:
-    """ONNX's output length, written from the spec text (ceil_mode: drop a window that would
-    start in the end padding)."""
-    span = n + pb + pe - (d * (k - 1) + 1)
-    if not ceil:
-        return span // s + 1
-    out = math.ceil(span / s) + 1
-    if (out - 1) * s >= n + pb:
-        out -= 1
-    return out
-
-
-def literal_fallback(sizes, kernel, strides, pads, dilations, ceil) -> bool:
-    """The one form exported literally although onnx's shape inference miscounts it (see
-    test_export_ceil_literal_fallback): a window dropped on one axis, and on another a dilated
-    last window reaching `kernel` or more past the input end (a floor-form end pad that
-    onnxruntime would refuse)."""
-    if not ceil:
-        return False
-    k = len(kernel)
-    drops, far = False, False
-    for i in range(k):
-        n, kk, s, d, pb, pe = sizes[i], kernel[i], strides[i], dilations[i], pads[i], pads[k + i]
-        out = naive_out_len(n, kk, s, d, pb, pe, True)
-        drops |= out != math.ceil((n + pb + pe - d * (kk - 1) - 1) / s) + 1
-        far |= (out - 1) * s + d * (kk - 1) + 1 - n - pb >= kk
-    return drops and far
-
-
-def naive_pool(x, kernel, strides, pads, dilations, ceil_mode, mode, count_include_pad=0):
-    """Loop over every (n, c, output position, tap). Average: divide by the taps that land on the
-    input, plus (count_include_pad) those on explicit padding, never the ceil_mode overhang."""
-    k = len(kernel)
-    sizes = x.shape[2:]
-    outs = [naive_out_len(sizes[i], kernel[i], strides[i], dilations[i], pads[i], pads[k + i], bool(ceil_mode))
-            for i in range(k)]
-    y = np.zeros(x.shape[:2] + tuple(outs), dtype=np.float64)
-    for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
-        for pos in itertools.product(*map(range, outs)):
-            vals, count = [], 0
-            for taps in itertools.product(*map(range, kernel)):
-                idx = [pos[i] * strides[i] - pads[i] + taps[i] * dilations[i] for i in range(k)]
-                real = all(0 <= idx[i] < sizes[i] for i in range(k))
-                padded = all(-pads[i] <= idx[i] < sizes[i] + pads[k + i] for i in range(k))
-                if real:
-                    vals.append(float(x[(n, c, *idx)]))
-                if real or (count_include_pad and padded):
-                    count += 1
-            y[(n, c, *pos)] = max(vals) if mode == "max" else sum(vals) / count
-    return y
-
-
-def naive_indices(x, kernel, strides, pads, dilations, ceil_mode, storage_order):
-    """ONNX's MaxPool Indices, written out: for each output, the first real tap (taps in row-major
-    window order) holding the window's max, numbered over X as (n*C + c) * plane + the spatial
-    position in row-major (storage_order 0) or column-major (1, first spatial axis fastest)."""
-    k = len(kernel)
-    sizes = x.shape[2:]
-    outs = [naive_out_len(sizes[i], kernel[i], strides[i], dilations[i], pads[i], pads[k + i], bool(ceil_mode))
-            for i in range(k)]
-    plane = math.prod(sizes)
-    out = np.zeros(x.shape[:2] + tuple(outs), dtype=np.int64)
-    for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
-        for pos in itertools.product(*map(range, outs)):
-            best, where = None, None
-            for taps in itertools.product(*map(range, kernel)):
-                idx = [pos[i] * strides[i] - pads[i] + taps[i] * dilations[i] for i in range(k)]
-                if all(0 <= idx[i] < sizes[i] for i in range(k)) and (best is None or x[(n, c, *idx)] > best):
-                    best, where = x[(n, c, *idx)], idx
-            flat, step = 0, 1
-            axes = range(k - 1, -1, -1) if storage_order == 0 else range(k)
-            for i in axes:  # the fastest axis first
-                flat += where[i] * step
-                step *= sizes[i]
-            out[(n, c, *pos)] = (n * x.shape[1] + c) * plane + flat
-    return out
-
-
-# --------------------------------------------------------------------------- op table
 @pytest.mark.parametrize("op", POOL_OPS)
 def test_every_pool_op_has_spec_kernel_and_rules(op):
     spec = ops.get(op)

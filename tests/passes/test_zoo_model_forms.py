@@ -1,4 +1,4 @@
-"""The optimizer gaps the ONNX zoo's light models (tests/test_zoo_models.py) exposed:
+"""The optimizer gaps the ONNX zoo's light models (tests/onnx_io/test_zoo_models.py) exposed:
 
 - statistics computed by a constant sub-graph: the light models write every parameter as
   `ConstantOfShape(shape)`, and fold-constants keeps results much bigger than their inputs as
@@ -10,7 +10,7 @@
   the fill in the new shape (Inception v1 reshapes its classifier weight).
 
 Each rewrite is checked for structure (which ops remain) and numerics (NumPy before/after and
-onnxruntime on the optimized export, FOLD_RTOL/ATOL of tests/test_passes_common.py), and the pure
+onnxruntime on the optimized export, FOLD_RTOL/ATOL of tests/helpers.py), and the pure
 helpers against NumPy's own broadcasting.
 """
 
@@ -25,7 +25,7 @@ from graphnet.passes._graph import constant_value
 from graphnet.passes.constant_folding import SMALL_RESULT
 from graphnet.passes.fold_batchnorm import per_channel_vector
 from graphnet.passes.manager import optimize
-from tests.test_passes_common import add_bn, bn_reference, check_same, ops_of, param, run_on_copy, feeds as _feeds
+from tests.helpers import add_bn, bn_reference, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 
 def _fold(g: Graph):

@@ -30,7 +30,7 @@ from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Graph
 from graphnet.runtime.kernels.conv import conv, conv_transpose, standardize_weight
 from tests.helpers import ATOL64, RTOL64, assert_close, export_checked, ort_run, single_node
-from tests.test_conv_reference import float32_bound, naive_conv, naive_conv_transpose, naive_standardize
+from tests.oracles import float32_bound, naive_conv, naive_conv_transpose, naive_standardize
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from graphnet import runtime
 from graphnet.ir import Graph
 from graphnet.passes.eliminate import flatten_is_noop, reshape_is_noop
-from tests.test_passes_common import check_same, ops_of, param, run_on_copy, feeds as _feeds
+from tests.helpers import check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 EXACT = dict(rtol=0, atol=0)
 
