@@ -50,8 +50,8 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -60,7 +60,16 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-__all__ = ["Model", "collect_models", "random_feeds", "ort_run", "TOOLS", "Result", "bench_model", "main"]
+__all__ = [
+    "Model",
+    "collect_models",
+    "random_feeds",
+    "ort_run",
+    "TOOLS",
+    "Result",
+    "bench_model",
+    "main",
+]
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 OURS = ("graphnet", "graphnet-fold")
@@ -82,9 +91,15 @@ def collect_models(workdir: str, *, seed: int = 0) -> list[Model]:
     (written into `workdir`)."""
     import onnx
 
-    models = [Model("torch/" + _stem(p), p) for p in sorted(glob.glob(os.path.join(_ROOT, "tests/data/torch/*.onnx")))]
+    models = [
+        Model("torch/" + _stem(p), p)
+        for p in sorted(glob.glob(os.path.join(_ROOT, "tests/data/torch/*.onnx")))
+    ]
     zoo = os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light")
-    models += [Model("zoo/" + _stem(p).removeprefix("light_"), p) for p in sorted(glob.glob(os.path.join(zoo, "*.onnx")))]
+    models += [
+        Model("zoo/" + _stem(p).removeprefix("light_"), p)
+        for p in sorted(glob.glob(os.path.join(zoo, "*.onnx")))
+    ]
     models.append(Model("dsl/template", _template(workdir, seed)))
     return models
 
@@ -151,7 +166,11 @@ def dead_inputs(model, feeds: dict[str, np.ndarray]) -> list:
     ConstantOfShape weights and drops the shape initializers, but not their graph-input entries."""
     inits = {i.name for i in model.graph.initializer}
     read = {i for n in model.graph.node for i in n.input}
-    return [vi for vi in model.graph.input if vi.name not in feeds and vi.name not in inits and vi.name not in read]
+    return [
+        vi
+        for vi in model.graph.input
+        if vi.name not in feeds and vi.name not in inits and vi.name not in read
+    ]
 
 
 def ort_run(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -172,7 +191,7 @@ def ort_run(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in sess.get_inputs()}
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted})))
+    return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
 
 
 # ------------------------------------------------------------------------------------------ tools
@@ -199,7 +218,9 @@ def _ort(level: str) -> Callable:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{level.upper()}")
+        so.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, f"ORT_ENABLE_{level.upper()}"
+        )
         so.optimized_model_filepath = out_path
         so.log_severity_level = 3  # warnings about unused initializers would flood the table
         ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
@@ -282,9 +303,14 @@ def count(model) -> tuple[int, Counter, int]:
     """(top-level nodes, op counter keyed 'Conv' or 'com.microsoft.FusedConv', BN nodes whose X
     is made by a Conv/ConvTranspose/Gemm/MatMul)."""
     made_by = {o: n.op_type for n in model.graph.node for o in n.output}
-    ops = Counter((f"{n.domain}." if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in model.graph.node)
+    ops = Counter(
+        (f"{n.domain}." if n.domain not in ("", "ai.onnx") else "") + n.op_type
+        for n in model.graph.node
+    )
     bn_after = sum(
-        1 for n in model.graph.node if n.op_type == "BatchNormalization" and made_by.get(n.input[0]) in LINEAR_OPS
+        1
+        for n in model.graph.node
+        if n.op_type == "BatchNormalization" and made_by.get(n.input[0]) in LINEAR_OPS
     )
     return len(model.graph.node), ops, bn_after
 
@@ -292,11 +318,13 @@ def count(model) -> tuple[int, Counter, int]:
 def max_diff(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> float:
     """max |a - b| over every output (matched by name, else by position), in float64."""
     names = list(reference)
-    got = [outputs[n] for n in names] if all(n in outputs for n in names) else list(outputs.values())
+    got = (
+        [outputs[n] for n in names] if all(n in outputs for n in names) else list(outputs.values())
+    )
     if len(got) != len(names):
         raise ValueError(f"{len(got)} outputs instead of {len(names)}")
     worst = 0.0
-    for name, a, b in zip(names, reference.values(), got):
+    for name, a, b in zip(names, reference.values(), got, strict=True):
         if np.shape(a) != np.shape(b):
             raise ValueError(f"output {name} has shape {np.shape(b)} instead of {np.shape(a)}")
         if np.size(a):
@@ -322,17 +350,37 @@ def time_tool(fn: Callable, path: str, out_path: str, repeat: int, budget: float
     return out, times
 
 
-def bench_model(model: Model, tools: list[str], *, repeat: int = 3, budget: float = 4.0, workdir: str,
-                seed: int = 0, batch: int = 1) -> dict[str, Result]:
+def bench_model(
+    model: Model,
+    tools: list[str],
+    *,
+    repeat: int = 3,
+    budget: float = 4.0,
+    workdir: str,
+    seed: int = 0,
+    batch: int = 1,
+) -> dict[str, Result]:
     """Every tool on one model; {"original": Result, tool: Result, ...}."""
     import onnx
 
     original = onnx.load(model.path)
     n, ops, bn_after = count(original)
-    results = {"original": Result(n, ops["BatchNormalization"], ops["Dropout"], ops=ops, bn_after_linear=bn_after,
-                                  mb=original.ByteSize() / 2**20)}
+    results = {
+        "original": Result(
+            n,
+            ops["BatchNormalization"],
+            ops["Dropout"],
+            ops=ops,
+            bn_after_linear=bn_after,
+            mb=original.ByteSize() / 2**20,
+        )
+    }
     if training_mode(original):
-        results["original"].note = "training-mode export: outputs use batch statistics/random masks, any diff expected"
+        results[
+            "original"
+        ].note = (
+            "training-mode export: outputs use batch statistics/random masks, any diff expected"
+        )
     feeds = random_feeds(model.path, seed=seed, batch=batch)
     reference = ort_run(original, feeds)
     for tool in tools:
@@ -393,15 +441,23 @@ def _cells(results: dict[str, Result], tools: list[str], what: str, repeat: int)
     return out
 
 
-def tables(all_results: dict[str, dict], tools: list[str], repeat: int) -> list[tuple[str, list[str], list[list[str]]]]:
+def tables(
+    all_results: dict[str, dict], tools: list[str], repeat: int
+) -> list[tuple[str, list[str], list[list[str]]]]:
     """The three tables: (title, header, rows)."""
     header = ["model", "original"] + tools
     out = []
     for what, title in (
         ("nodes", "nodes after / BatchNormalization left / Dropout left"),
-        ("diff", "max |diff| vs the original (onnxruntime, optimizations off, seeded random inputs)"),
+        (
+            "diff",
+            "max |diff| vs the original (onnxruntime, optimizations off, seeded random inputs)",
+        ),
         ("ms", "median wall time, ms (file on disk -> optimized model)"),
-        ("mb", "model size, MB (serialized; folding the zoo's ConstantOfShape weights materialises them)"),
+        (
+            "mb",
+            "model size, MB (serialized; folding the zoo's ConstantOfShape weights materialises them)",
+        ),
     ):
         rows = []
         for name, res in all_results.items():
@@ -419,19 +475,29 @@ def _mb(mb: float) -> str:
 def render(title: str, header: list[str], rows: list[list[str]], markdown: bool) -> str:
     """A table as aligned plain text, or as markdown (bold title, right-aligned numbers)."""
     if markdown:
+
         def row(cells: list[str]) -> str:  # a '|' inside a cell ("max |diff|") would split it
             return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
-        lines = [f"**{title}**", "", row(header),
-                 "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+        lines = [
+            f"**{title}**",
+            "",
+            row(header),
+            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+        ]
         lines += [row(r) for r in rows]
         return "\n".join(lines)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
 
     def fmt(r: list[str]) -> str:
-        return "  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
+        return "  ".join(
+            str(x).ljust(w) if i == 0 else str(x).rjust(w)
+            for i, (x, w) in enumerate(zip(r, widths, strict=True))
+        )
 
-    return "\n".join([title, fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+    return "\n".join(
+        [title, fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    )
 
 
 def gaps(all_results: dict[str, dict], tools: list[str]) -> list[str]:
@@ -453,7 +519,9 @@ def _gaps_of(name: str, res: dict, me: str, tools: list[str]) -> list[str]:
     if ours.error:
         return [f"{name}: {me} {ours.error}"]
     if ours.bn_after_linear:
-        lines.append(f"{name}: {me} leaves {ours.bn_after_linear} BatchNormalization after {'/'.join(LINEAR_OPS)}")
+        lines.append(
+            f"{name}: {me} leaves {ours.bn_after_linear} BatchNormalization after {'/'.join(LINEAR_OPS)}"
+        )
     peers = [t for t in tools if t not in OURS and not res[t].error]
     standard = [t for t in peers if not _contrib(res[t])]
     best = min(standard, key=lambda t: res[t].nodes, default=None)
@@ -464,9 +532,15 @@ def _gaps_of(name: str, res: dict, me: str, tools: list[str]) -> list[str]:
             line += f"; {best} has more {_fmt(peer.ops - ours.ops)}"
         lines.append(line)
     for t in peers:
-        if _contrib(res[t]) and res[t].nodes < ours.nodes and (best is None or res[t].nodes < res[best].nodes):
-            lines.append(f"{name}: {t} {res[t].nodes} nodes (vs {me} {ours.nodes}) with contrib ops "
-                         f"{_fmt(Counter({k: v for k, v in res[t].ops.items() if '.' in k}))}")
+        if (
+            _contrib(res[t])
+            and res[t].nodes < ours.nodes
+            and (best is None or res[t].nodes < res[best].nodes)
+        ):
+            lines.append(
+                f"{name}: {t} {res[t].nodes} nodes (vs {me} {ours.nodes}) with contrib ops "
+                f"{_fmt(Counter({k: v for k, v in res[t].ops.items() if '.' in k}))}"
+            )
     faster = [f"{t} {res[t].ms:.0f}" for t in peers if res[t].ms < ours.ms]
     if faster:
         lines.append(f"{name}: {me} {ours.ms:.0f} ms, slower than " + ", ".join(faster) + " ms")
@@ -497,8 +571,10 @@ def summary(all_results: dict[str, dict], tools: list[str]) -> list[str]:
             fewest += all(ours.nodes <= p.nodes for p in peers)
             fewest_std += all(ours.nodes <= p.nodes for p in peers if not _contrib(p))
             fastest += all(ours.ms <= p.ms for p in peers)
-        out.append(f"{me} has no more nodes than any peer on {fewest}/{total} models "
-                   f"({fewest_std}/{total} against peers whose output is standard ONNX), is fastest on {fastest}/{total}")
+        out.append(
+            f"{me} has no more nodes than any peer on {fewest}/{total} models "
+            f"({fewest_std}/{total} against peers whose output is standard ONNX), is fastest on {fastest}/{total}"
+        )
     return out
 
 
@@ -507,53 +583,89 @@ def training_mode(model) -> bool:
     training_mode input)? Then its outputs use batch statistics / random masks, and an
     inference optimizer is expected to change them."""
     for n in model.graph.node:
-        if n.op_type == "BatchNormalization" and any(a.name == "training_mode" and a.i for a in n.attribute):
+        if n.op_type == "BatchNormalization" and any(
+            a.name == "training_mode" and a.i for a in n.attribute
+        ):
             return True
         if n.op_type == "Dropout" and len(n.input) > 2 and n.input[2]:
             return True
     return False
 
 
-LEGEND = ("nodes cell: nodes/BN/Dropout as written (ops of other domains, e.g. onnxruntime's com.microsoft "
-          "FusedConv, count as one node each); * = the written model declares graph inputs that no node reads "
-          "(fed zeros to run it); time cell (kx) = median of only k runs, the --budget was spent")
+LEGEND = (
+    "nodes cell: nodes/BN/Dropout as written (ops of other domains, e.g. onnxruntime's com.microsoft "
+    "FusedConv, count as one node each); * = the written model declares graph inputs that no node reads "
+    "(fed zeros to run it); time cell (kx) = median of only k runs, the --budget was spent"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; prints the tables to stdout, progress to stderr."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", help="comma-separated substrings of model names (e.g. 'zoo/,template')")
+    ap.add_argument(
+        "--models", help="comma-separated substrings of model names (e.g. 'zoo/,template')"
+    )
     ap.add_argument("--tools", help=f"comma-separated subset of {','.join(TOOLS)}")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per tool and model; the median is shown (default 3)")
-    ap.add_argument("--budget", type=float, default=4.0,
-                    help="stop repeating a cell once this many seconds are spent on it (default 4)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per tool and model; the median is shown (default 3)",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=4.0,
+        help="stop repeating a cell once this many seconds are spent on it (default 4)",
+    )
     ap.add_argument("--markdown", action="store_true", help="print markdown tables (for README.md)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the random inputs and of the template")
-    ap.add_argument("--batch", type=int, default=1, help="size of dynamic dims in the random inputs")
+    ap.add_argument(
+        "--seed", type=int, default=0, help="seed of the random inputs and of the template"
+    )
+    ap.add_argument(
+        "--batch", type=int, default=1, help="size of dynamic dims in the random inputs"
+    )
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
-    tools = list(TOOLS) if not args.tools else [t.strip() for t in args.tools.split(",") if t.strip()]
+    tools = (
+        list(TOOLS) if not args.tools else [t.strip() for t in args.tools.split(",") if t.strip()]
+    )
     unknown = [t for t in tools if t not in TOOLS]
     if unknown:
         ap.error(f"unknown tools {unknown}; known: {list(TOOLS)}")
-    wanted = [m.strip().lower() for m in args.models.split(",") if m.strip()] if args.models else None
+    wanted = (
+        [m.strip().lower() for m in args.models.split(",") if m.strip()] if args.models else None
+    )
 
     versions = {t: _version(TOOLS[t][0]) for t in tools}
     print("tools: " + ", ".join(f"{t} {v}" for t, v in versions.items()), file=sys.stderr)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gn-bench-") as workdir:
         everything = collect_models(workdir, seed=args.seed)
-        models = [m for m in everything if wanted is None or any(w in m.name.lower() for w in wanted)]
+        models = [
+            m for m in everything if wanted is None or any(w in m.name.lower() for w in wanted)
+        ]
         if not models:
             ap.error(f"no model matches --models; models: {', '.join(m.name for m in everything)}")
         warm_up(min(everything, key=lambda m: os.path.getsize(m.path)), tools, workdir)
         all_results = {}
         for m in models:
             print(f"  {m.name} ...", file=sys.stderr, flush=True)
-            all_results[m.name] = bench_model(m, tools, repeat=args.repeat, budget=args.budget, workdir=workdir,
-                                              seed=args.seed, batch=args.batch)
-    print("\n\n".join(render(*t, markdown=args.markdown) for t in tables(all_results, tools, args.repeat)))
+            all_results[m.name] = bench_model(
+                m,
+                tools,
+                repeat=args.repeat,
+                budget=args.budget,
+                workdir=workdir,
+                seed=args.seed,
+                batch=args.batch,
+            )
+    print(
+        "\n\n".join(
+            render(*t, markdown=args.markdown) for t in tables(all_results, tools, args.repeat)
+        )
+    )
     bullet = "- " if args.markdown else "  "
     print()
     print(f"{bullet.strip() + ' ' if args.markdown else ''}{LEGEND}")
@@ -565,9 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("**Where graphnet loses**" if args.markdown else "where graphnet loses:")
     print("\n".join(bullet + g for g in gaps(all_results, tools) or ["nowhere"]))
-    print(f"\n{args.repeat} runs per cell (median), budget {args.budget:g} s per cell; "
-          + ", ".join(f"{t} {v}" for t, v in versions.items())
-          + f"; total {time.perf_counter() - started:.0f} s")
+    print(
+        f"\n{args.repeat} runs per cell (median), budget {args.budget:g} s per cell; "
+        + ", ".join(f"{t} {v}" for t, v in versions.items())
+        + f"; total {time.perf_counter() - started:.0f} s"
+    )
     return 0
 
 

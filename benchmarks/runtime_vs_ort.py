@@ -34,8 +34,7 @@ import tempfile
 import time
 import tracemalloc
 import warnings
-from typing import Callable
-
+from collections.abc import Callable
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
@@ -77,7 +76,9 @@ def measure(make: Callable[[], Callable[[], dict]], repeat: int, budget: float) 
     outputs = run()  # warm-up: first-call costs (caches, ORT's arena growth) are not latency
     gc.collect()
     rss_before = _status_kib("VmRSS")
-    held = None if rss_start is None or rss_before is None else max(0, rss_before - rss_start) / 1024
+    held = (
+        None if rss_start is None or rss_before is None else max(0, rss_before - rss_start) / 1024
+    )
     rss_peak = None
     if _reset_peak_rss() and rss_before is not None:
         run()
@@ -95,8 +96,14 @@ def measure(make: Callable[[], Callable[[], dict]], repeat: int, budget: float) 
         t0 = time.perf_counter()
         outputs = run()
         times.append(time.perf_counter() - t0)
-    return {"ms": statistics.median(times) * 1e3, "runs": len(times), "held": held, "rss": rss_peak,
-            "traced": traced / 2**20, "outputs": outputs}
+    return {
+        "ms": statistics.median(times) * 1e3,
+        "runs": len(times),
+        "held": held,
+        "rss": rss_peak,
+        "traced": traced / 2**20,
+        "outputs": outputs,
+    }
 
 
 def _graphnet_runner(path: str, feeds: dict, optimize: bool) -> Callable[[], dict]:
@@ -123,13 +130,15 @@ def _ort_runner(path: str, feeds: dict, optimize: bool) -> Callable[[], dict]:
     names = [o.name for o in sess.get_outputs()]
     wanted = {i.name for i in sess.get_inputs()}
     ins = {k: v for k, v in feeds.items() if k in wanted}
-    return lambda: dict(zip(names, sess.run(names, ins)))
+    return lambda: dict(zip(names, sess.run(names, ins), strict=True))
 
 
 RUNNERS = {"graphnet": _graphnet_runner, "onnxruntime": _ort_runner}
 
 
-def _measure_one(runtime_name: str, path: str, feeds: dict, optimize: bool, repeat: int, budget: float) -> dict:
+def _measure_one(
+    runtime_name: str, path: str, feeds: dict, optimize: bool, repeat: int, budget: float
+) -> dict:
     """`measure` one runtime on one model, errors as {"error": ...}; runs in a child process."""
     try:
         with warnings.catch_warnings():
@@ -139,7 +148,9 @@ def _measure_one(runtime_name: str, path: str, feeds: dict, optimize: bool, repe
         return {"error": short_error(exc)}
 
 
-def bench_model(path: str, *, repeat: int, budget: float, optimize: bool, seed: int, batch: int) -> dict:
+def bench_model(
+    path: str, *, repeat: int, budget: float, optimize: bool, seed: int, batch: int
+) -> dict:
     """{"graphnet": measurement or {"error": ...}, "onnxruntime": ..., "diff": float | str}.
 
     Each measurement runs in a fresh forked process, so that resident-memory figures start from
@@ -150,9 +161,13 @@ def bench_model(path: str, *, repeat: int, budget: float, optimize: bool, seed: 
     feeds = random_feeds(path, seed=seed, batch=batch)
     out: dict = {}
     for name in RUNNERS:
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("fork")
+        ) as pool:
             try:
-                out[name] = pool.submit(_measure_one, name, path, feeds, optimize, repeat, budget).result()
+                out[name] = pool.submit(
+                    _measure_one, name, path, feeds, optimize, repeat, budget
+                ).result()
             except Exception as exc:  # the child died (e.g. out of memory)
                 out[name] = {"error": short_error(exc)}
     ours, theirs = out["graphnet"], out["onnxruntime"]
@@ -177,47 +192,100 @@ def _cell(r: dict, key: str, fmt: str, repeat: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; the table goes to stdout, progress to stderr."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", help="comma-separated substrings of model names (e.g. 'zoo/,template')")
-    ap.add_argument("--repeat", type=int, default=5, help="timed runs per model and runtime (default 5)")
-    ap.add_argument("--budget", type=float, default=5.0,
-                    help="stop repeating once this many seconds are spent (default 5)")
-    ap.add_argument("--no-optimize", action="store_true",
-                    help="run the graph as imported (ours) / with ORT_DISABLE_ALL (onnxruntime)")
-    ap.add_argument("--markdown", action="store_true", help="print a markdown table (for README.md)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the random inputs and of the template")
-    ap.add_argument("--batch", type=int, default=1, help="size of dynamic dims in the random inputs")
+    ap.add_argument(
+        "--models", help="comma-separated substrings of model names (e.g. 'zoo/,template')"
+    )
+    ap.add_argument(
+        "--repeat", type=int, default=5, help="timed runs per model and runtime (default 5)"
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=5.0,
+        help="stop repeating once this many seconds are spent (default 5)",
+    )
+    ap.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="run the graph as imported (ours) / with ORT_DISABLE_ALL (onnxruntime)",
+    )
+    ap.add_argument(
+        "--markdown", action="store_true", help="print a markdown table (for README.md)"
+    )
+    ap.add_argument(
+        "--seed", type=int, default=0, help="seed of the random inputs and of the template"
+    )
+    ap.add_argument(
+        "--batch", type=int, default=1, help="size of dynamic dims in the random inputs"
+    )
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
-    wanted = [m.strip().lower() for m in args.models.split(",") if m.strip()] if args.models else None
+    wanted = (
+        [m.strip().lower() for m in args.models.split(",") if m.strip()] if args.models else None
+    )
     started = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="gn-bench-") as workdir:
         everything = collect_models(workdir, seed=args.seed)
-        models = [m for m in everything if wanted is None or any(w in m.name.lower() for w in wanted)]
+        models = [
+            m for m in everything if wanted is None or any(w in m.name.lower() for w in wanted)
+        ]
         if not models:
             ap.error(f"no model matches --models; models: {', '.join(m.name for m in everything)}")
         for m in models:
             print(f"  {m.name} ...", file=sys.stderr, flush=True)
-            r = bench_model(m.path, repeat=args.repeat, budget=args.budget, optimize=not args.no_optimize,
-                            seed=args.seed, batch=args.batch)
+            r = bench_model(
+                m.path,
+                repeat=args.repeat,
+                budget=args.budget,
+                optimize=not args.no_optimize,
+                seed=args.seed,
+                batch=args.batch,
+            )
             g, o = r["graphnet"], r["onnxruntime"]
-            ratio = f"{g['ms'] / o['ms']:.1f}" if "error" not in g and "error" not in o and o["ms"] > 0 else "n/a"
-            rows.append([m.name,
-                         _cell(g, "ms", ".2f", args.repeat), _cell(o, "ms", ".2f", args.repeat), ratio,
-                         _cell(g, "held", ".1f", args.repeat), _cell(o, "held", ".1f", args.repeat),
-                         _cell(g, "rss", ".1f", args.repeat), _cell(o, "rss", ".1f", args.repeat),
-                         _cell(g, "traced", ".1f", args.repeat),
-                         r["diff"]])
-    header = ["model", "graphnet ms", "ORT ms", "ratio", "graphnet held MiB", "ORT held MiB",
-              "graphnet run peak MiB", "ORT run peak MiB", "graphnet tracemalloc MiB", "max |diff|"]
-    mode = "optimized (graphnet optimize / ORT_ENABLE_ALL)" if not args.no_optimize else "unoptimized"
+            ratio = (
+                f"{g['ms'] / o['ms']:.1f}"
+                if "error" not in g and "error" not in o and o["ms"] > 0
+                else "n/a"
+            )
+            rows.append(
+                [
+                    m.name,
+                    _cell(g, "ms", ".2f", args.repeat),
+                    _cell(o, "ms", ".2f", args.repeat),
+                    ratio,
+                    _cell(g, "held", ".1f", args.repeat),
+                    _cell(o, "held", ".1f", args.repeat),
+                    _cell(g, "rss", ".1f", args.repeat),
+                    _cell(o, "rss", ".1f", args.repeat),
+                    _cell(g, "traced", ".1f", args.repeat),
+                    r["diff"],
+                ]
+            )
+    header = [
+        "model",
+        "graphnet ms",
+        "ORT ms",
+        "ratio",
+        "graphnet held MiB",
+        "ORT held MiB",
+        "graphnet run peak MiB",
+        "ORT run peak MiB",
+        "graphnet tracemalloc MiB",
+        "max |diff|",
+    ]
+    mode = (
+        "optimized (graphnet optimize / ORT_ENABLE_ALL)" if not args.no_optimize else "unoptimized"
+    )
     title = f"inference latency (median) and peak memory of one run, {mode}, batch {args.batch}"
     print(render(title, header, rows, args.markdown))
-    print(f"\nratio = graphnet ms / ORT ms; held = resident memory the session keeps; run peak = rise of "
-          f"the peak resident memory during one warmed-up run; tracemalloc = peak of NumPy/Python "
-          f"allocations during one run (blind to ORT's C++ arena, hence graphnet only); total "
-          f"{time.perf_counter() - started:.0f} s")
+    print(
+        f"\nratio = graphnet ms / ORT ms; held = resident memory the session keeps; run peak = rise of "
+        f"the peak resident memory during one warmed-up run; tracemalloc = peak of NumPy/Python "
+        f"allocations during one run (blind to ORT's C++ arena, hence graphnet only); total "
+        f"{time.perf_counter() - started:.0f} s"
+    )
     return 0
 
 

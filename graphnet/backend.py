@@ -25,7 +25,8 @@ they cannot equal another runtime's).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -34,7 +35,15 @@ from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupl
 from graphnet.errors import InputError
 from graphnet.ir import Graph
 
-__all__ = ["GraphnetBackend", "GraphnetRep", "prepare", "run_model", "run_node", "supports_device", "model_mode"]
+__all__ = [
+    "GraphnetBackend",
+    "GraphnetRep",
+    "prepare",
+    "run_model",
+    "run_node",
+    "supports_device",
+    "model_mode",
+]
 
 
 def _constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
@@ -54,7 +63,7 @@ def _constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
 
 
 def model_mode(model: onnx.ModelProto) -> str:
-    """"train" if a node of `model` asks for training (see the module docstring), else "inference"."""
+    """ "train" if a node of `model` asks for training (see the module docstring), else "inference"."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     for n in model.graph.node:
         if n.domain not in ("", "ai.onnx"):
@@ -77,6 +86,7 @@ class GraphnetRep(BackendRep):
 
     def __init__(self, graph: Graph, *, mode: str, seed: int | None = None) -> None:
         from graphnet import runtime
+
         self.graph = graph
         self.mode = mode
         self.session = runtime.Session(graph)
@@ -94,12 +104,14 @@ class GraphnetRep(BackendRep):
             raise InputError(
                 f"graph '{self.graph.name}' takes {len(names)} input(s) {list(names)}, got {len(inputs)}"
             )
-        return {name: np.asarray(arr) for name, arr in zip(names, inputs)}
+        return {name: np.asarray(arr) for name, arr in zip(names, inputs, strict=True)}
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Run on `inputs` (list in graph-input order, dict by name, or one array); returns the
         outputs in graph-output order as a namedtuple-like tuple."""
-        outs = self.session.run(self._feeds(inputs), mode=kwargs.get("mode", self.mode), seed=kwargs.get("seed"))
+        outs = self.session.run(
+            self._feeds(inputs), mode=kwargs.get("mode", self.mode), seed=kwargs.get("seed")
+        )
         names = list(self.graph.outputs)
         values = [np.asarray(outs[n]) for n in names]
         # namedtupledict accepts any output name (it maps names that are not identifiers).
@@ -119,13 +131,17 @@ class GraphnetBackend(Backend):
         return cls._rep(model, **kwargs)
 
     @staticmethod
-    def _rep(model: onnx.ModelProto, *, mode: str | None = None, seed: int | None = None, **_: Any) -> GraphnetRep:
+    def _rep(
+        model: onnx.ModelProto, *, mode: str | None = None, seed: int | None = None, **_: Any
+    ) -> GraphnetRep:
         from graphnet.onnx_io.importer import from_onnx
 
         return GraphnetRep(from_onnx(model), mode=mode or model_mode(model), seed=seed)
 
     @classmethod
-    def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple[Any, ...]:
+    def run_model(
+        cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any
+    ) -> tuple[Any, ...]:
         """Prepare and run once."""
         return cls.prepare(model, device, **kwargs).run(inputs)
 
@@ -152,15 +168,18 @@ class GraphnetBackend(Backend):
         if isinstance(inputs, Mapping):
             feeds = {k: np.asarray(v) for k, v in inputs.items()}
         else:
-            feeds = {name: np.asarray(v) for name, v in zip(names, inputs)}
+            feeds = {name: np.asarray(v) for name, v in zip(names, inputs, strict=True)}
         graph_inputs = [
-            helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()
+            helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+            for k, v in feeds.items()
         ]
         graph_outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
         if outputs_info is not None:
             graph_outputs = [
-                helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(np.dtype(dt)), shape)
-                for o, (dt, shape) in zip([o for o in node.output if o], outputs_info)
+                helper.make_tensor_value_info(
+                    o, helper.np_dtype_to_tensor_dtype(np.dtype(dt)), shape
+                )
+                for o, (dt, shape) in zip([o for o in node.output if o], outputs_info, strict=True)
             ]
         graph = helper.make_graph([node], "run_node", graph_inputs, graph_outputs)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["main"]
 
@@ -36,15 +36,21 @@ class CliError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="graphnet", description="graph compiler and NumPy runtime for CNNs")
+    p = argparse.ArgumentParser(
+        prog="graphnet", description="graph compiler and NumPy runtime for CNNs"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    d = sub.add_parser("demo", help="build the lecture's template CNN, run it, export it, compare with onnxruntime")
+    d = sub.add_parser(
+        "demo", help="build the lecture's template CNN, run it, export it, compare with onnxruntime"
+    )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--batch", type=int, default=4)
-    d.add_argument("--save", metavar="DIR", help="also write the exported and optimized .onnx files here")
+    d.add_argument(
+        "--save", metavar="DIR", help="also write the exported and optimized .onnx files here"
+    )
 
     s = sub.add_parser("summary", help="per-layer table of an ONNX model")
     s.add_argument("model")
@@ -65,7 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--atol", type=float, default=CHECK_ATOL)
 
     e = sub.add_parser("export", help="export a network defined with the DSL to ONNX")
-    e.add_argument("target", metavar="MODULE:ATTR", help="a module (dotted name or .py path) and a Graph, Network, Sequential or function in it")
+    e.add_argument(
+        "target",
+        metavar="MODULE:ATTR",
+        help="a module (dotted name or .py path) and a Graph, Network, Sequential or function in it",
+    )
     e.add_argument("-o", "--output", required=True)
     e.add_argument("--input-shape", help="for a Sequential: e.g. N,3,32,32 (N = dynamic batch)")
     e.add_argument("--mode", choices=("inference", "train"), default="inference")
@@ -74,13 +84,28 @@ def _parser() -> argparse.ArgumentParser:
     o = sub.add_parser("optimize", help="optimize an ONNX model for inference")
     o.add_argument("model", nargs="?", help="the ONNX model to optimize (never modified)")
     o.add_argument("-o", "--output", help="where to write the optimized model (required)")
-    o.add_argument("--passes", help="comma-separated pass names (default: the 'inference' pipeline)")
-    o.add_argument("--verify", action="store_true", help="run before/after on seeded inputs; refuse to write a result that differs")
+    o.add_argument(
+        "--passes", help="comma-separated pass names (default: the 'inference' pipeline)"
+    )
+    o.add_argument(
+        "--verify",
+        action="store_true",
+        help="run before/after on seeded inputs; refuse to write a result that differs",
+    )
     o.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
-    o.add_argument("--fold-large-constants", nargs="?", type=int, const=2**31, default=None, metavar="BYTES",
-                   help="also materialise constant results up to BYTES (default 2 GiB): fewer nodes, bigger file")
+    o.add_argument(
+        "--fold-large-constants",
+        nargs="?",
+        type=int,
+        const=2**31,
+        default=None,
+        metavar="BYTES",
+        help="also materialise constant results up to BYTES (default 2 GiB): fewer nodes, bigger file",
+    )
     o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--list-passes", action="store_true", help="list the passes and pipelines, then exit")
+    o.add_argument(
+        "--list-passes", action="store_true", help="list the passes and pipelines, then exit"
+    )
     return p
 
 
@@ -105,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(exc) or type(exc).__name__
         print(f"graphnet {args.command}: error: {msg}", file=sys.stderr)
         if code == 3:
-            print("graphnet: this looks like a bug in graphnet; rerun with --debug for the traceback", file=sys.stderr)
+            print(
+                "graphnet: this looks like a bug in graphnet; rerun with --debug for the traceback",
+                file=sys.stderr,
+            )
         return code
 
 

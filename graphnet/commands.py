@@ -8,7 +8,8 @@ import io
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def _ort_outputs(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> dict[str, 
     sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in sess.get_inputs()}
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted})))
+    return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -48,7 +49,9 @@ def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def _close(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> bool:
-    return a.shape == b.shape and bool(np.allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol, atol=atol))
+    return a.shape == b.shape and bool(
+        np.allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol, atol=atol)
+    )
 
 
 # ---------------------------------------------------------------------------------------- demo
@@ -62,9 +65,20 @@ def cmd_demo(args) -> int:
     seed, batch = args.seed, args.batch
     if batch < 1:
         raise CliError(f"--batch must be >= 1, got {batch}")
-    net = template(n=2, m=2, k=1, channels=(8, 16), hidden=(32,), classes=10, dropout=0.5, name="lecture_template")
+    net = template(
+        n=2,
+        m=2,
+        k=1,
+        channels=(8, 16),
+        hidden=(32,),
+        classes=10,
+        dropout=0.5,
+        name="lecture_template",
+    )
     graph = net.build((None, 3, 32, 32), seed=seed)
-    print("The lecture's template: INPUT -> [[CONV -> BN -> RELU] * 2 -> POOL] * 2 -> [DROPOUT -> FC -> RELU] * 1 -> FC -> Softmax")
+    print(
+        "The lecture's template: INPUT -> [[CONV -> BN -> RELU] * 2 -> POOL] * 2 -> [DROPOUT -> FC -> RELU] * 1 -> FC -> Softmax"
+    )
     print(format_summary(graph))
     bn = [n for n in graph.nodes if n.op == "BatchNormalization"]
     maps = [graph.values[n.inputs[1]].shape[0] for n in bn]
@@ -79,9 +93,11 @@ def cmd_demo(args) -> int:
         sess.run({"input": xb}, mode="train", seed=seed)
     if bn:
         mean0, var0 = graph.params[bn[0].inputs[3]], graph.params[bn[0].inputs[4]]
-        print(f"\ntrain mode: {steps} steps on random batches of 8 updated the running statistics "
-              f"(smoothing 0.9; from mean 0, var 1): {bn[0].name} mean[:3] = {np.array2string(mean0[:3], precision=4)}, "
-              f"var[:3] = {np.array2string(var0[:3], precision=4)}")
+        print(
+            f"\ntrain mode: {steps} steps on random batches of 8 updated the running statistics "
+            f"(smoothing 0.9; from mean 0, var 1): {bn[0].name} mean[:3] = {np.array2string(mean0[:3], precision=4)}, "
+            f"var[:3] = {np.array2string(var0[:3], precision=4)}"
+        )
 
     x = rng.random((batch, 3, 32, 32), dtype=np.float32)
     ours = runtime.Session(graph).run({"input": x})["output"]
@@ -91,10 +107,14 @@ def cmd_demo(args) -> int:
     theirs = _ort_outputs(data, {"input": x})["output"]
     abs_d, rel_d = _diff(ours, theirs)
     ok = _close(ours, theirs, CHECK_RTOL, CHECK_ATOL)
-    print(f"inference on a batch of {batch}: NumPy runtime vs onnxruntime (opset {model.opset_import[0].version}, "
-          f"{len(model.graph.node)} ONNX nodes): max|diff| = {abs_d:.3g}, max rel = {rel_d:.3g}  "
-          f"{'OK' if ok else 'MISMATCH'}")
-    print(f"  class probabilities of example 0: {np.array2string(ours[0], precision=3, suppress_small=True)}")
+    print(
+        f"inference on a batch of {batch}: NumPy runtime vs onnxruntime (opset {model.opset_import[0].version}, "
+        f"{len(model.graph.node)} ONNX nodes): max|diff| = {abs_d:.3g}, max rel = {rel_d:.3g}  "
+        f"{'OK' if ok else 'MISMATCH'}"
+    )
+    print(
+        f"  class probabilities of example 0: {np.array2string(ours[0], precision=3, suppress_small=True)}"
+    )
 
     if args.save:
         os.makedirs(args.save, exist_ok=True)
@@ -112,21 +132,30 @@ def _demo_optimize(graph, x: np.ndarray, reference: np.ndarray, save_dir: str | 
     except ImportError:  # the passes package is optional for the demo
         return True
     from graphnet import runtime
+
     opt, report = optimize(graph)
     ours = runtime.run(opt, {"input": x})["output"]
     model = opt.to_onnx()
     theirs = _ort_outputs(model.SerializeToString(), {"input": x})["output"]
     a1, _ = _diff(ours, reference)
     a2, _ = _diff(theirs, reference)
-    ok = _close(ours, reference, CHECK_RTOL, CHECK_ATOL) and _close(theirs, reference, CHECK_RTOL, CHECK_ATOL)
-    print(f"\noptimize (inference pipeline): {len(graph.nodes)} -> {len(opt.nodes)} nodes, "
-          f"{graph.num_params():,} -> {opt.num_params():,} parameters; ops left: "
-          + ", ".join(f"{k} x{v}" for k, v in opt.op_counts().items()))
-    print(f"  optimized vs original: NumPy max|diff| = {a1:.3g}, onnxruntime max|diff| = {a2:.3g}  {'OK' if ok else 'MISMATCH'}")
+    ok = _close(ours, reference, CHECK_RTOL, CHECK_ATOL) and _close(
+        theirs, reference, CHECK_RTOL, CHECK_ATOL
+    )
+    print(
+        f"\noptimize (inference pipeline): {len(graph.nodes)} -> {len(opt.nodes)} nodes, "
+        f"{graph.num_params():,} -> {opt.num_params():,} parameters; ops left: "
+        + ", ".join(f"{k} x{v}" for k, v in opt.op_counts().items())
+    )
+    print(
+        f"  optimized vs original: NumPy max|diff| = {a1:.3g}, onnxruntime max|diff| = {a2:.3g}  {'OK' if ok else 'MISMATCH'}"
+    )
     if save_dir:
         from graphnet.onnx_io.export import atomic_write
 
-        atomic_write(os.path.join(save_dir, "lecture_template.optimized.onnx"), model.SerializeToString())
+        atomic_write(
+            os.path.join(save_dir, "lecture_template.optimized.onnx"), model.SerializeToString()
+        )
     return ok
 
 
@@ -137,7 +166,16 @@ def cmd_summary(args) -> int:
     graph = _load(args.model)
     rows = summarize(graph)
     if args.json:
-        print(json.dumps({"graph": graph.name, "params": graph.num_params(), "layers": [r.to_dict() for r in rows]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "graph": graph.name,
+                    "params": graph.num_params(),
+                    "layers": [r.to_dict() for r in rows],
+                },
+                indent=2,
+            )
+        )
     else:
         print(format_summary(graph, rows))
     return EXIT_OK
@@ -169,6 +207,7 @@ def _savez_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 def cmd_run(args) -> int:
     from graphnet import runtime
+
     graph = _load(args.model)
     feeds = _parse_inputs(args.input)
     outs = runtime.Session(graph).run(feeds, mode=args.mode, seed=args.seed)
@@ -196,7 +235,9 @@ def cmd_check(args) -> int:
         abs_d, rel_d = _diff(a, b)
         good = _close(a, b, args.rtol, args.atol)
         ok &= good
-        print(f"{name}: shape {tuple(a.shape)}  max|diff| = {abs_d:.3g}  max rel = {rel_d:.3g}  {'OK' if good else 'MISMATCH'}")
+        print(
+            f"{name}: shape {tuple(a.shape)}  max|diff| = {abs_d:.3g}  max rel = {rel_d:.3g}  {'OK' if good else 'MISMATCH'}"
+        )
     print(f"{'agree' if ok else 'DIFFER'} (rtol {args.rtol:g}, atol {args.atol:g})")
     return EXIT_OK if ok else EXIT_DIFF
 
@@ -205,12 +246,16 @@ def cmd_check(args) -> int:
 def _import_target(target: str) -> Any:
     mod_name, sep, attr = target.partition(":")
     if not sep or not mod_name or not attr:
-        raise CliError(f"expected MODULE:ATTR (e.g. mynets:resnet or path/to/nets.py:model), got {target!r}")
+        raise CliError(
+            f"expected MODULE:ATTR (e.g. mynets:resnet or path/to/nets.py:model), got {target!r}"
+        )
     try:
         if mod_name.endswith(".py") or os.sep in mod_name:
             if not os.path.isfile(mod_name):
                 raise CliError(f"{mod_name}: no such file")
-            spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(mod_name))[0], mod_name)
+            spec = importlib.util.spec_from_file_location(
+                os.path.splitext(os.path.basename(mod_name))[0], mod_name
+            )
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         else:
@@ -240,13 +285,19 @@ def _to_graph(obj: Any, input_shape: str | None):
         if not input_shape:
             raise CliError(f"{type(obj).__name__} needs --input-shape (e.g. N,3,32,32)")
         try:
-            shape = tuple(None if d.strip().upper() == "N" else int(d) for d in input_shape.split(","))
+            shape = tuple(
+                None if d.strip().upper() == "N" else int(d) for d in input_shape.split(",")
+            )
         except ValueError:
-            raise CliError(f"--input-shape: expected comma-separated ints or N, got {input_shape!r}") from None
+            raise CliError(
+                f"--input-shape: expected comma-separated ints or N, got {input_shape!r}"
+            ) from None
         return obj.build(shape)
     if callable(obj):
         return _to_graph(obj(), input_shape)
-    raise CliError(f"the target is a {type(obj).__name__}, not a Graph, Network, Layer or function returning one")
+    raise CliError(
+        f"the target is a {type(obj).__name__}, not a Graph, Network, Layer or function returning one"
+    )
 
 
 def cmd_export(args) -> int:
@@ -258,8 +309,10 @@ def cmd_export(args) -> int:
 
     onnx.checker.check_model(model, full_check=True)
     write_model(model, args.output)
-    print(f"wrote {args.output}: graph '{graph.name}', {len(graph.nodes)} nodes, {graph.num_params():,} parameters, "
-          f"opset {model.opset_import[0].version}, {args.mode} mode")
+    print(
+        f"wrote {args.output}: graph '{graph.name}', {len(graph.nodes)} nodes, {graph.num_params():,} parameters, "
+        f"opset {model.opset_import[0].version}, {args.mode} mode"
+    )
     return EXIT_OK
 
 

@@ -15,8 +15,9 @@ them by hand. `Graph.verify()` checks every invariant and names the node that br
 from __future__ import annotations
 
 import copy as _copy
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +96,9 @@ class Node:
         if self.op == "Opaque":
             return f"{outs} = Opaque[{self.attrs.get('op_type')}]({ins})  # {self.name}"
         if self.attrs:
-            attrs = " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(self.attrs.items())) + "}"
+            attrs = (
+                " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(self.attrs.items())) + "}"
+            )
         return f"{outs} = {self.op}({ins}){attrs}  # {self.name}"
 
 
@@ -107,7 +110,9 @@ def _copy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     tuples of them): `copy.deepcopy` of every attribute dict was a tenth of `optimize`."""
     out = {}
     for k, v in attrs.items():
-        if isinstance(v, _IMMUTABLE) or (type(v) is tuple and all(isinstance(x, _IMMUTABLE) for x in v)):
+        if isinstance(v, _IMMUTABLE) or (
+            type(v) is tuple and all(isinstance(x, _IMMUTABLE) for x in v)
+        ):
             out[k] = v
         elif isinstance(v, np.ndarray):
             out[k] = v.copy()
@@ -188,7 +193,9 @@ class Graph:
         inputs = list(inputs)
         for i in inputs:
             if i and i not in self.values:
-                raise GraphError(f"input '{i}' of node '{name}' ({op}) is not defined in graph '{self.name}'")
+                raise GraphError(
+                    f"input '{i}' of node '{name}' ({op}) is not defined in graph '{self.name}'"
+                )
         spec = ops.get(op)
         n_out = spec.num_outputs(attrs or {}) if outputs is None else len(outputs)
         if outputs is None:
@@ -197,8 +204,10 @@ class Graph:
             self._claim(o, f"output of node '{name}'")
         node = Node(op, inputs, list(outputs), dict(attrs or {}), name)
         if infer:
-            types = ops.infer(node, [self.values.get(i) if i else None for i in inputs], self._consts(inputs))
-            for o, (shape, dtype) in zip(outputs, types):
+            types = ops.infer(
+                node, [self.values.get(i) if i else None for i in inputs], self._consts(inputs)
+            )
+            for o, (shape, dtype) in zip(outputs, types, strict=True):
                 self.values[o] = Value(o, shape, dtype)
         else:
             for o in outputs:
@@ -359,12 +368,15 @@ class Graph:
         if len(set(self.outputs)) != len(self.outputs):
             raise GraphError(f"graph '{self.name}' lists an output twice: {self.outputs}")
 
-    def copy(self) -> "Graph":
+    def copy(self) -> Graph:
         """A deep copy (parameters copied too), so a pass can work on it freely."""
         g = Graph(self.name)
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)
-        g.nodes = [Node(n.op, list(n.inputs), list(n.outputs), _copy_attrs(n.attrs), n.name) for n in self.nodes]
+        g.nodes = [
+            Node(n.op, list(n.inputs), list(n.outputs), _copy_attrs(n.attrs), n.name)
+            for n in self.nodes
+        ]
         g.params = {k: v.copy() for k, v in self.params.items()}
         g.values = {k: Value(v.name, v.shape, v.dtype) for k, v in self.values.items()}
         g.meta = _copy.deepcopy(self.meta)
@@ -376,8 +388,10 @@ class Graph:
         from graphnet import ops
 
         for n in self.nodes:
-            types = ops.infer(n, [self.values.get(i) if i else None for i in n.inputs], self._consts(n.inputs))
-            for o, (shape, dtype) in zip(n.outputs, types):
+            types = ops.infer(
+                n, [self.values.get(i) if i else None for i in n.inputs], self._consts(n.inputs)
+            )
+            for o, (shape, dtype) in zip(n.outputs, types, strict=True):
                 self.values[o] = Value(o, shape, dtype)
 
     # ------------------------------------------------------------------ output
@@ -387,7 +401,9 @@ class Graph:
 
         return to_onnx(self, mode=mode, opset=opset, **kwargs)
 
-    def save(self, path: str, *, mode: str = "inference", opset: int | None = None, **kwargs: Any) -> None:
+    def save(
+        self, path: str, *, mode: str = "inference", opset: int | None = None, **kwargs: Any
+    ) -> None:
         """Export and write an ONNX file atomically."""
         from graphnet.onnx_io.export import save
 

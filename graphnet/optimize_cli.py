@@ -71,10 +71,16 @@ def _has_training_nodes(model) -> bool:
     from graphnet.onnx_io.importer import constant_value
 
     consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    consts.update((n.output[0], constant_value(n)) for n in model.graph.node if n.op_type == "Constant" and n.output)
+    consts.update(
+        (n.output[0], constant_value(n))
+        for n in model.graph.node
+        if n.op_type == "Constant" and n.output
+    )
     for n in model.graph.node:
         if n.op_type == "BatchNormalization":
-            if any(a.name == "training_mode" and helper.get_attribute_value(a) for a in n.attribute):
+            if any(
+                a.name == "training_mode" and helper.get_attribute_value(a) for a in n.attribute
+            ):
                 return True
         if n.op_type == "Dropout" and len(n.input) > 2 and n.input[2]:
             flag = consts.get(n.input[2])
@@ -96,7 +102,9 @@ def run_optimize(args) -> int:
         return EXIT_OK
     src = args.model
     if not src or not args.output:
-        raise CliError("usage: graphnet optimize IN.onnx -o OUT.onnx [--passes a,b] [--verify] [--report R.json]")
+        raise CliError(
+            "usage: graphnet optimize IN.onnx -o OUT.onnx [--passes a,b] [--verify] [--report R.json]"
+        )
     if not os.path.isfile(src):
         raise CliError(f"{src}: no such file")
     try:
@@ -107,15 +115,22 @@ def run_optimize(args) -> int:
 
     t0 = time.perf_counter()
     graph = from_onnx(original)
-    pipeline = [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes else "inference"
+    pipeline = (
+        [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes else "inference"
+    )
     runnable = _runnable(graph)
     try:
         resolve_pipeline(pipeline)
     except PassError as exc:  # an unknown pass name is bad usage
         raise CliError(str(exc)) from None
     try:
-        opt, report = optimize(graph, pipeline, verify=bool(args.verify and runnable), seed=args.seed,
-                               max_constant_bytes=args.fold_large_constants)
+        opt, report = optimize(
+            graph,
+            pipeline,
+            verify=bool(args.verify and runnable),
+            seed=args.seed,
+            max_constant_bytes=args.fold_large_constants,
+        )
     except PassError as exc:  # a pass broke the graph or its numerics
         raise CliError(f"{exc}; nothing written", EXIT_DIFF) from None
     model = to_onnx(opt, opset=output_opset(graph))
@@ -124,7 +139,10 @@ def run_optimize(args) -> int:
     try:
         onnx.checker.check_model(model, full_check=was_valid)
     except Exception as exc:
-        raise CliError(f"the optimized model fails onnx's checker ({str(exc).splitlines()[0]}); nothing written", 3) from None
+        raise CliError(
+            f"the optimized model fails onnx's checker ({str(exc).splitlines()[0]}); nothing written",
+            3,
+        ) from None
 
     checks = []
     if args.verify:
@@ -136,29 +154,50 @@ def run_optimize(args) -> int:
         bad = [(k, d) for k, d, ok in checks if not ok]
         if bad:
             what = ", ".join(f"'{k}' max|diff| = {d:.3g}" for k, d in bad)
-            raise CliError(f"verification failed, nothing written: onnxruntime outputs differ ({what}; "
-                           f"rtol {CHECK_RTOL:g}, atol {CHECK_ATOL:g})", EXIT_DIFF)
+            raise CliError(
+                f"verification failed, nothing written: onnxruntime outputs differ ({what}; "
+                f"rtol {CHECK_RTOL:g}, atol {CHECK_ATOL:g})",
+                EXIT_DIFF,
+            )
 
     size = write_model(model, args.output)
     print(report.format())
     if args.verify:
-        how = "NumPy runtime after every pass and " if runnable else "(the NumPy runtime cannot run it: opaque ops) "
-        against = " (against the input written in inference mode: it was exported in training mode)" if training else ""
-        print(f"verified: {how}onnxruntime end to end{against}: "
-              + ", ".join(f"{k} max|diff| = {d:.3g}" for k, d, _ in checks))
-    print(f"wrote {args.output} ({size:,} bytes, opset {model.opset_import[0].version}) in {elapsed * 1e3:.0f} ms")
+        how = (
+            "NumPy runtime after every pass and "
+            if runnable
+            else "(the NumPy runtime cannot run it: opaque ops) "
+        )
+        against = (
+            " (against the input written in inference mode: it was exported in training mode)"
+            if training
+            else ""
+        )
+        print(
+            f"verified: {how}onnxruntime end to end{against}: "
+            + ", ".join(f"{k} max|diff| = {d:.3g}" for k, d, _ in checks)
+        )
+    print(
+        f"wrote {args.output} ({size:,} bytes, opset {model.opset_import[0].version}) in {elapsed * 1e3:.0f} ms"
+    )
 
     if args.report:
         doc = report.to_dict()
-        doc.update({
-            "input": src,
-            "output": args.output,
-            "output_bytes": size,
-            "opset": model.opset_import[0].version,
-            "seconds": elapsed,
-            "verify": [{"output": k, "max_abs_diff": d, "ok": ok} for k, d, ok in checks] if args.verify else None,
-        })
-        atomic_write(args.report, (json.dumps(doc, indent=2, default=_json_default) + "\n").encode())
+        doc.update(
+            {
+                "input": src,
+                "output": args.output,
+                "output_bytes": size,
+                "opset": model.opset_import[0].version,
+                "seconds": elapsed,
+                "verify": [{"output": k, "max_abs_diff": d, "ok": ok} for k, d, ok in checks]
+                if args.verify
+                else None,
+            }
+        )
+        atomic_write(
+            args.report, (json.dumps(doc, indent=2, default=_json_default) + "\n").encode()
+        )
     return EXIT_OK
 
 

@@ -63,7 +63,9 @@ def summarize(graph: Graph) -> list[LayerRow]:
                 seen.add(i)
                 params += int(graph.params[i].size)
         macs = node_macs(graph, n)
-        shape = ", ".join(format_shape(graph.values[o].shape) for o in n.outputs if o in graph.values)
+        shape = ", ".join(
+            format_shape(graph.values[o].shape) for o in n.outputs if o in graph.values
+        )
         op = n.op if n.op != "Opaque" else f"Opaque[{n.attrs.get('op_type')}]"
         rows.append(LayerRow(n.name, op, shape, params, macs))
     return rows
@@ -85,5 +87,12 @@ def format_summary(graph: Graph, rows: list[LayerRow] | None = None) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     ins = ", ".join(f"{i}{format_shape(graph.values[i].shape)}" for i in graph.inputs)
-    out = [f"graph '{graph.name}'  inputs: {ins}", line(head), rule, *map(line, body), rule, line(foot)]
+    out = [
+        f"graph '{graph.name}'  inputs: {ins}",
+        line(head),
+        rule,
+        *map(line, body),
+        rule,
+        line(foot),
+    ]
     return "\n".join(out)

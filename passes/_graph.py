@@ -9,7 +9,8 @@ name instead (its producer writes the output directly).
 from __future__ import annotations
 
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-_PRODUCERS: "weakref.WeakKeyDictionary[Graph, dict[str, Node]]" = weakref.WeakKeyDictionary()
+_PRODUCERS: weakref.WeakKeyDictionary[Graph, dict[str, Node]] = weakref.WeakKeyDictionary()
 
 
 def producer(graph: Graph, name: str) -> Node | None:
@@ -97,7 +98,9 @@ def const_input(graph: Graph, node: Node, k: int) -> np.ndarray | None:
     return graph.params.get(node.inputs[k])
 
 
-def constant_value(graph: Graph, name: str, max_elements: int, *, _depth: int = 0) -> np.ndarray | None:
+def constant_value(
+    graph: Graph, name: str, max_elements: int, *, _depth: int = 0
+) -> np.ndarray | None:
     """The value of `name` if it is a parameter, or if it is computed from parameters alone by
     nodes that have a kernel and do not depend on the run mode, each result having at most
     `max_elements` elements; else None. Nothing in the graph changes.
@@ -158,13 +161,18 @@ def params_read(graph: Graph) -> set[str]:
     return {i for n in graph.nodes for i in n.inputs if i in graph.params}
 
 
-def drop_params_made_dead(graph: Graph, read_before: set[str], existed_before: set[str]) -> list[str]:
+def drop_params_made_dead(
+    graph: Graph, read_before: set[str], existed_before: set[str]
+) -> list[str]:
     """Delete the parameters a rewrite left unread: read before it, or made by it (folded
     intermediate results), and read by no node now (graph outputs are kept). Returns their names
     in the graph's parameter order."""
     now = params_read(graph)
-    dead = [p for p in graph.params
-            if (p in read_before or p not in existed_before) and p not in now and p not in graph.outputs]
+    dead = [
+        p
+        for p in graph.params
+        if (p in read_before or p not in existed_before) and p not in now and p not in graph.outputs
+    ]
     for p in dead:
         del graph.params[p]
         graph.values.pop(p, None)

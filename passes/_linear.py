@@ -33,9 +33,9 @@ from graphnet.ir import Graph, Node, format_shape
 from graphnet.ops._shapes import broadcast
 from graphnet.passes._graph import (
     constant_value,
-    producer,
     emit_at,
     other_uses,
+    producer,
     readers,
     rename_value,
     resolved_attrs,
@@ -44,7 +44,15 @@ from graphnet.passes._graph import (
 from graphnet.passes.base import PassReport
 from graphnet.passes.bn_maths import feature_factor
 
-__all__ = ["Fill", "fill_of", "producer_of", "fold_into_producer", "broadcasts_to", "did", "LINEAR_PRODUCERS"]
+__all__ = [
+    "Fill",
+    "fill_of",
+    "producer_of",
+    "fold_into_producer",
+    "broadcasts_to",
+    "did",
+    "LINEAR_PRODUCERS",
+]
 
 LINEAR_PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization")
 """Ops a per-feature affine map folds into (plus Add(MatMul, c), a MatMul's bias)."""
@@ -94,7 +102,9 @@ def fill_of(graph: Graph, name: str) -> Fill | None:
     return Fill(node, vec, shape, shape_name)
 
 
-def _write_fill(graph: Graph, user: Node, k: int, fill: Fill, vec: np.ndarray, hint: str) -> str | None:
+def _write_fill(
+    graph: Graph, user: Node, k: int, fill: Fill, vec: np.ndarray, hint: str
+) -> str | None:
     """Make `user`'s k-th input broadcast(vec, fill.shape): the fill node itself is rewritten when
     `user` is its only reader, else `user` gets a new node (copy-on-write, said in the note)."""
     out = fill.node.outputs[0]
@@ -109,7 +119,9 @@ def _write_fill(graph: Graph, user: Node, k: int, fill: Fill, vec: np.ndarray, h
         vec_name = graph.fresh_name(f"{hint}.vec")
         graph.add_param(vec_name, vec)
         op, inputs, attrs = "Expand", [vec_name, fill.shape_name], {}
-    private = out not in graph.outputs and user.inputs.count(out) == 1 and readers(graph, out) == [user]
+    private = (
+        out not in graph.outputs and user.inputs.count(out) == 1 and readers(graph, out) == [user]
+    )
     if private:
         fill.node.op, fill.node.inputs, fill.node.attrs = op, inputs, attrs
         return None
@@ -118,27 +130,35 @@ def _write_fill(graph: Graph, user: Node, k: int, fill: Fill, vec: np.ndarray, h
     return f"the fill '{out}' is shared, so {user.name} got its own {node.name} ({op})"
 
 
-def _scale_weight(graph: Graph, node: Node, k: int, s: np.ndarray, axis: int, group: int, hint: str):
+def _scale_weight(
+    graph: Graph, node: Node, k: int, s: np.ndarray, axis: int, group: int, hint: str
+):
     """Scale the weight `node.inputs[k]` by s along its output-feature `axis`: returns
     (note or None, None) when done, (None, why not) otherwise (nothing changed then)."""
     name = node.inputs[k]
     if name in graph.params:
         w = graph.params[name]
-        w_new = (np.asarray(w, np.float64) * feature_factor(w.shape, s, axis, group)).astype(w.dtype)
+        w_new = (np.asarray(w, np.float64) * feature_factor(w.shape, s, axis, group)).astype(
+            w.dtype
+        )
         return write_param(graph, node, k, w_new, hint), None
     fill = fill_of(graph, name)
     if fill is None:
         return None, f"{node.name}'s weight '{name}' is not a constant"
     vec = np.asarray(fill.vec, np.float64) * feature_factor(fill.shape, s, axis, group)
     if vec.size * 2 > fill.size:
-        return None, (f"{node.name}'s weight '{name}' is a {fill.node.op} fill {format_shape(fill.shape)}: the scaled "
-                      f"weight would need {vec.size:,} of its {fill.size:,} values stored (materialise it with "
-                      f"max_constant_bytes)")
+        return None, (
+            f"{node.name}'s weight '{name}' is a {fill.node.op} fill {format_shape(fill.shape)}: the scaled "
+            f"weight would need {vec.size:,} of its {fill.size:,} values stored (materialise it with "
+            f"max_constant_bytes)"
+        )
     return _write_fill(graph, node, k, fill, vec, hint), None
 
 
 # ------------------------------------------------------------------------ the fold
-def fold_into_producer(graph: Graph, x: str, chain: list[Node], s, t, report: PassReport, label: str) -> str | None:
+def fold_into_producer(
+    graph: Graph, x: str, chain: list[Node], s, t, report: PassReport, label: str
+) -> str | None:
     """Fold y = s * x + t, computed by the nodes `chain` (chain[0] reads x, chain[-1] writes y =
     chain[-1].outputs[0], each node the only reader of the one before), into x's producer.
     None when done (the chain is gone, the producer writes y, the report says so), else why not
@@ -151,8 +171,11 @@ def fold_into_producer(graph: Graph, x: str, chain: list[Node], s, t, report: Pa
     if busy:
         return f"{prod.name} output {busy}"
     if prod.op == "WSConv":
-        hint = ("fold-constants turns it into a plain Conv first" if prod.inputs[1] in graph.params
-                else f"its kernel '{prod.inputs[1]}' is not a constant, so it stays a WSConv")
+        hint = (
+            "fold-constants turns it into a plain Conv first"
+            if prod.inputs[1] in graph.params
+            else f"its kernel '{prod.inputs[1]}' is not a constant, so it stays a WSConv"
+        )
         return f"{prod.name} is a WSConv: standardizing its weight would undo the scale ({hint})"
     if prod.outputs.index(x) != 0:
         return f"'{x}' is not the main output of {prod.name} ({prod.op})"
@@ -171,7 +194,9 @@ def fold_into_producer(graph: Graph, x: str, chain: list[Node], s, t, report: Pa
     return f"{prod.name} is a {prod.op}, not a Conv, ConvTranspose, Gemm, MatMul(+Add) or BatchNormalization"
 
 
-def _bias(graph: Graph, node: Node, k: int, size: int, what: str) -> tuple[np.ndarray | None, str | None]:
+def _bias(
+    graph: Graph, node: Node, k: int, size: int, what: str
+) -> tuple[np.ndarray | None, str | None]:
     """The node's optional k-th input as a constant (a parameter, or a small constant sub-graph
     such as a ConstantOfShape bias), (None, None) when absent, (None, why) when not constant."""
     if k >= len(node.inputs) or not node.inputs[k]:
@@ -188,7 +213,9 @@ def _into_conv(graph, prod, x, chain, s, t, report, label) -> str | None:
         return why
     group = resolved_attrs(graph, prod)["group"]
     dtype = np.dtype(graph.values[prod.outputs[0]].dtype)
-    note, why = _scale_weight(graph, prod, 1, s, 0 if prod.op == "Conv" else 1, group, _hint(prod, 1))
+    note, why = _scale_weight(
+        graph, prod, 1, s, 0 if prod.op == "Conv" else 1, group, _hint(prod, 1)
+    )
     if why:
         return why
     b_new = s * (0.0 if b is None else np.asarray(b, np.float64)) + t
@@ -228,8 +255,22 @@ def _into_bn(graph, prod, x, chain, s, t, report, label) -> str | None:
     if len(prod.outputs) > 1:
         return f"{prod.name} has training outputs"
     dtype = np.dtype(graph.values[prod.outputs[0]].dtype)
-    notes = [write_param(graph, prod, 1, (s * np.asarray(gamma1, np.float64)).astype(dtype), f"{prod.inputs[1]}_bn"),
-             write_param(graph, prod, 2, (s * np.asarray(beta1, np.float64) + t).astype(dtype), f"{prod.inputs[2]}_bn")]
+    notes = [
+        write_param(
+            graph,
+            prod,
+            1,
+            (s * np.asarray(gamma1, np.float64)).astype(dtype),
+            f"{prod.inputs[1]}_bn",
+        ),
+        write_param(
+            graph,
+            prod,
+            2,
+            (s * np.asarray(beta1, np.float64) + t).astype(dtype),
+            f"{prod.inputs[2]}_bn",
+        ),
+    ]
     _finish(graph, prod, x, chain, report, label, notes)
     return None
 
@@ -241,8 +282,10 @@ def _matmul_weight_ok(graph: Graph, mm: Node, out_rank: int) -> str | None:
         return f"{mm.name}'s weight '{mm.inputs[1]}' (second input) is not a constant"
     if b is None or b.shape is None or len(b.shape) != 2 or out_rank != 2:
         out = graph.values[mm.outputs[0]].shape
-        return (f"the affine map is per axis-1 feature but {mm.name} (MatMul) output {format_shape(out)} has its "
-                f"features on the last axis")
+        return (
+            f"the affine map is per axis-1 feature but {mm.name} (MatMul) output {format_shape(out)} has its "
+            f"features on the last axis"
+        )
     return None
 
 
@@ -285,13 +328,24 @@ def _into_matmul_add(graph, add, x, chain, s, t, report, label) -> str | None:
     if why:
         return why
     c_new = (s * np.asarray(c, np.float64) + t).astype(c.dtype)
-    if not broadcasts_to(c_new.shape, y_shape) or not broadcasts_to(c.shape, graph.values[mm.outputs[0]].shape):
+    if not broadcasts_to(c_new.shape, y_shape) or not broadcasts_to(
+        c.shape, graph.values[mm.outputs[0]].shape
+    ):
         return f"{add.name}'s bias {format_shape(c.shape)} does not broadcast to {format_shape(y_shape)} per feature"
     note, why = _scale_weight(graph, mm, 1, s, 1, 1, _hint(mm, 1))
     if why:
         return why
     notes = [note, write_param(graph, add, 1 - mm_k, c_new, f"{add.inputs[1 - mm_k]}_bn")]
-    _finish(graph, add, x, chain, report, label, notes, what=f"{mm.name} (MatMul) and its bias {add.name} (Add)")
+    _finish(
+        graph,
+        add,
+        x,
+        chain,
+        report,
+        label,
+        notes,
+        what=f"{mm.name} (MatMul) and its bias {add.name} (Add)",
+    )
     return None
 
 
@@ -317,8 +371,16 @@ def _remove_chain(graph: Graph, chain: list[Node]) -> None:
         graph.values.pop(n.outputs[0], None)
 
 
-def _finish(graph: Graph, prod: Node, x: str, chain: list[Node], report: PassReport, label: str,
-            notes: list[str | None], what: str | None = None) -> None:
+def _finish(
+    graph: Graph,
+    prod: Node,
+    x: str,
+    chain: list[Node],
+    report: PassReport,
+    label: str,
+    notes: list[str | None],
+    what: str | None = None,
+) -> None:
     """Remove the folded chain; its producer writes the chain's output (a graph output name survives)."""
     y = chain[-1].outputs[0]
     shape = graph.values[y].shape

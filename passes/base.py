@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from graphnet.errors import PassError
 from graphnet.ir import Graph
@@ -43,7 +44,7 @@ __all__ = [
 class PassFn(Protocol):
     """The signature of a pass body: rewrite `graph` in place, describe it in `report`."""
 
-    def __call__(self, graph: Graph, report: "PassReport") -> None: ...
+    def __call__(self, graph: Graph, report: PassReport) -> None: ...
 
 
 @dataclass
@@ -84,7 +85,7 @@ class PassReport:
 
     @property
     def declines(self) -> list[str]:
-        return [ln[len(self.DECLINED):] for ln in self.lines if ln.startswith(self.DECLINED)]
+        return [ln[len(self.DECLINED) :] for ln in self.lines if ln.startswith(self.DECLINED)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,8 +173,16 @@ class PipelineReport:
             f"  MACs   {self.macs_before:,} -> {self.macs_after:,} per example"
             f"{pct(self.macs_before, self.macs_after)}"
         )
-        gone = {k: v - self.ops_after.get(k, 0) for k, v in self.ops_before.items() if v > self.ops_after.get(k, 0)}
-        new = {k: v - self.ops_before.get(k, 0) for k, v in self.ops_after.items() if v > self.ops_before.get(k, 0)}
+        gone = {
+            k: v - self.ops_after.get(k, 0)
+            for k, v in self.ops_before.items()
+            if v > self.ops_after.get(k, 0)
+        }
+        new = {
+            k: v - self.ops_before.get(k, 0)
+            for k, v in self.ops_after.items()
+            if v > self.ops_before.get(k, 0)
+        }
         if gone:
             head += "\n  removed ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(gone.items()))
         if new:
@@ -205,7 +214,9 @@ def register_pass(name: str, *, doc: str | None = None) -> Callable[[PassFn], Pa
         if name in _PASSES:
             raise PassError(f"a pass named '{name}' is registered twice")
         text = doc if doc is not None else (fn.__doc__ or "").strip().split("\n\n")[0]
-        opts = frozenset(k for k, prm in inspect.signature(fn).parameters.items() if prm.kind is prm.KEYWORD_ONLY)
+        opts = frozenset(
+            k for k, prm in inspect.signature(fn).parameters.items() if prm.kind is prm.KEYWORD_ONLY
+        )
         _PASSES[name] = Pass(name, fn, " ".join(text.split()), opts)
         return fn
 
@@ -229,7 +240,9 @@ def all_passes() -> dict[str, Pass]:
     return dict(_PASSES)
 
 
-def run_pass(p: Pass | str, graph: Graph, *, sizes: tuple[int, int, int] | None = None, **options: Any) -> PassReport:
+def run_pass(
+    p: Pass | str, graph: Graph, *, sizes: tuple[int, int, int] | None = None, **options: Any
+) -> PassReport:
     """Run one pass in place on `graph` and return its report (sizes filled in).
 
     `options` the pass does not accept are ignored (see the module docstring). `sizes`: the
@@ -272,8 +285,12 @@ def graph_macs(graph: Graph) -> int:
         if ops.get(n.op).macs is None:
             continue
         shapes = tuple(values[i].shape if i and i in values else None for i in n.inputs)
-        key = (n.op, shapes, tuple(values[o].shape if o in values else None for o in n.outputs),
-               tuple(sorted(n.attrs.items())))
+        key = (
+            n.op,
+            shapes,
+            tuple(values[o].shape if o in values else None for o in n.outputs),
+            tuple(sorted(n.attrs.items())),
+        )
         try:
             macs = _MACS_CACHE.get(key)
         except TypeError:  # an unhashable attribute (an array): no caching

@@ -75,8 +75,12 @@ def fold_affine_into_conv(
     b'[o] = b[o] + sum_{m, taps} W[o, m, taps] * t[c]. float64 inside, W's dtype out."""
     w64 = np.asarray(w, dtype=np.float64)
     out_ch, in_per_group = w64.shape[:2]
-    per_out = np.asarray(s, np.float64).reshape(group, in_per_group)[np.arange(out_ch) // (out_ch // group)]
-    shift = np.asarray(t, np.float64).reshape(group, in_per_group)[np.arange(out_ch) // (out_ch // group)]
+    per_out = np.asarray(s, np.float64).reshape(group, in_per_group)[
+        np.arange(out_ch) // (out_ch // group)
+    ]
+    shift = np.asarray(t, np.float64).reshape(group, in_per_group)[
+        np.arange(out_ch) // (out_ch // group)
+    ]
     tail = (1,) * (w64.ndim - 2)
     w_new = w64 * per_out.reshape(per_out.shape + tail)
     b64 = np.zeros(out_ch) if b is None else np.asarray(b, dtype=np.float64)

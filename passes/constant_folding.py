@@ -71,7 +71,9 @@ def standardize_weight(w: np.ndarray, eps: float) -> np.ndarray:
 
 
 @register_pass("fold-constants")
-def fold_constants(graph: Graph, report: PassReport, *, max_constant_bytes: int | None = None) -> None:
+def fold_constants(
+    graph: Graph, report: PassReport, *, max_constant_bytes: int | None = None
+) -> None:
     """Evaluate nodes whose inputs are all constants, turn WSConv with a constant kernel into
     Conv, and static Shape into a constant (results much bigger than their inputs are kept
     unless `max_constant_bytes` allows them)."""
@@ -95,7 +97,11 @@ def fold_constants(graph: Graph, report: PassReport, *, max_constant_bytes: int 
                 refined.add(node.outputs[0])
         if node.op in MOVERS and any(i in symbols.vectors for i in node.inputs):
             vec = symbols.move(graph, node)
-            if vec is not None and symbols.is_constant(vec) and _vector_to_param(graph, node, vec, report):
+            if (
+                vec is not None
+                and symbols.is_constant(vec)
+                and _vector_to_param(graph, node, vec, report)
+            ):
                 del symbols.vectors[node.outputs[0]]  # a plain constant from now on
             continue
         if node.op in FILL_MOVERS and _refill(graph, node, report):
@@ -106,10 +112,14 @@ def fold_constants(graph: Graph, report: PassReport, *, max_constant_bytes: int 
         spec = ops.get(node.op)
         if node.op == "Opaque" or not has_kernel(node.op):
             what = node.attrs.get("op_type") if node.op == "Opaque" else node.op
-            report.declined(f"{node.name}: all inputs are constant, but there is no kernel for {what}")
+            report.declined(
+                f"{node.name}: all inputs are constant, but there is no kernel for {what}"
+            )
             continue
         if spec.mode_dependent:
-            report.declined(f"{node.name}: all inputs are constant, but {node.op} depends on the run mode")
+            report.declined(
+                f"{node.name}: all inputs are constant, but {node.op} depends on the run mode"
+            )
             continue
         _fold_node(graph, node, report, max_constant_bytes)
     dead = drop_params_made_dead(graph, read_before, existed_before)
@@ -124,11 +134,14 @@ def _refine_shapes(graph: Graph, node: Node, refined: set[str]) -> None:
     if not any(i in refined for i in node.inputs):
         return
     try:
-        types = ops.infer(node, [graph.values.get(i) if i else None for i in node.inputs],
-                          [graph.params.get(i) if i else None for i in node.inputs])
+        types = ops.infer(
+            node,
+            [graph.values.get(i) if i else None for i in node.inputs],
+            [graph.params.get(i) if i else None for i in node.inputs],
+        )
     except GraphNetError:
         return
-    for o, (shape, _dtype) in zip(node.outputs, types):
+    for o, (shape, _dtype) in zip(node.outputs, types, strict=True):
         v = graph.values.get(o) if o else None
         if v is not None and shape is not None and _better(shape, v.shape):
             v.shape = tuple(shape)
@@ -138,7 +151,7 @@ def _refine_shapes(graph: Graph, node: Node, refined: set[str]) -> None:
 def _better(new: tuple, old: tuple | None) -> bool:
     if old is None:
         return True
-    if len(new) != len(old) or any(o is not None and n != o for n, o in zip(new, old)):
+    if len(new) != len(old) or any(o is not None and n != o for n, o in zip(new, old, strict=True)):
         return False
     return sum(d is None for d in new) < sum(d is None for d in old)
 
@@ -167,33 +180,43 @@ def _fold_node(graph: Graph, node: Node, report: PassReport, max_bytes: int | No
     outs_v = [graph.values.get(o) for o in node.outputs if o]
     n_out = _static_size(outs_v)
     if n_out is not None and n_out > limit and not _allowed_bytes(outs_v, max_bytes):
-        report.declined(f"{node.name}: all inputs are constant, but its result ({n_out:,} elements) would be "
-                        f"more than {limit:,} (max({GROWTH_LIMIT} x {n_in:,} input elements, {SMALL_RESULT}))"
-                        + ("" if max_bytes is None else f" and more than max_constant_bytes {max_bytes:,}"))
+        report.declined(
+            f"{node.name}: all inputs are constant, but its result ({n_out:,} elements) would be "
+            f"more than {limit:,} (max({GROWTH_LIMIT} x {n_in:,} input elements, {SMALL_RESULT}))"
+            + ("" if max_bytes is None else f" and more than max_constant_bytes {max_bytes:,}")
+        )
         return False
     try:
         result = kern.fn(*args, **attrs)
     except (GraphNetError, ValueError, TypeError, ArithmeticError) as exc:
-        report.declined(f"{node.name}: all inputs are constant, but its kernel failed: {type(exc).__name__}: {exc}")
+        report.declined(
+            f"{node.name}: all inputs are constant, but its kernel failed: {type(exc).__name__}: {exc}"
+        )
         return False
     outs = [np.asarray(r) for r in (result if isinstance(result, (tuple, list)) else [result])]
     n_out = sum(o.size for o in outs)
     if n_out > limit and (max_bytes is None or sum(o.nbytes for o in outs) > max_bytes):
-        report.declined(f"{node.name}: all inputs are constant, but its result ({n_out:,} elements) is more "
-                        f"than {limit:,} (max({GROWTH_LIMIT} x {n_in:,} input elements, {SMALL_RESULT}))")
+        report.declined(
+            f"{node.name}: all inputs are constant, but its result ({n_out:,} elements) is more "
+            f"than {limit:,} (max({GROWTH_LIMIT} x {n_in:,} input elements, {SMALL_RESULT}))"
+        )
         return False
-    for name, arr in zip(node.outputs, outs):
+    for name, arr in zip(node.outputs, outs, strict=True):
         v = graph.values.get(name)
         if name and v is not None and (v.dtype != str(arr.dtype) or not _fits(v.shape, arr.shape)):
-            report.declined(f"{node.name}: its kernel returned {arr.dtype}{format_shape(arr.shape)} for '{name}', "
-                            f"but the graph says {v.dtype}{format_shape(v.shape)}")
+            report.declined(
+                f"{node.name}: its kernel returned {arr.dtype}{format_shape(arr.shape)} for '{name}', "
+                f"but the graph says {v.dtype}{format_shape(v.shape)}"
+            )
             return False
     graph.nodes.remove(node)
-    for name, arr in zip(node.outputs, outs):
+    for name, arr in zip(node.outputs, outs, strict=True):
         if name:
             graph.values.pop(name, None)
             graph.add_param(name, arr)
-    report.did(f"folded {node.name} ({node.op}) into constant(s) {', '.join(o for o in node.outputs if o)}")
+    report.did(
+        f"folded {node.name} ({node.op}) into constant(s) {', '.join(o for o in node.outputs if o)}"
+    )
     return True
 
 
@@ -220,13 +243,23 @@ def _refill(graph: Graph, node: Node, report: PassReport) -> bool:
     graph.values.pop(out.name)
     shape = graph.fresh_name(f"{node.name}.shape")
     graph.add_param(shape, np.array(out.shape, np.int64))
-    emit_at(graph, index, "ConstantOfShape", [shape], {"value": value}, name=node.name, outputs=[out.name])
+    emit_at(
+        graph,
+        index,
+        "ConstantOfShape",
+        [shape],
+        {"value": value},
+        name=node.name,
+        outputs=[out.name],
+    )
     gone = ""
     if not readers(graph, src) and src not in graph.outputs:
         graph.nodes.remove(fill)
         graph.values.pop(src, None)
         gone = f"; {fill.name} is no longer read and was removed"
-    report.did(f"{node.name} ({node.op} of the fill '{src}') became ConstantOfShape{format_shape(out.shape)}{gone}")
+    report.did(
+        f"{node.name} ({node.op} of the fill '{src}') became ConstantOfShape{format_shape(out.shape)}{gone}"
+    )
     return True
 
 
@@ -238,7 +271,9 @@ def _vector_to_param(graph: Graph, node: Node, vec: np.ndarray, report: PassRepo
     graph.nodes.remove(node)
     graph.values.pop(out, None)
     graph.add_param(out, arr)
-    report.did(f"folded {node.name} ({node.op} of static shape entries) into the constant {arr.tolist()}")
+    report.did(
+        f"folded {node.name} ({node.op} of static shape entries) into the constant {arr.tolist()}"
+    )
     return True
 
 
@@ -266,7 +301,9 @@ def _static_size(values: list[Value | None]) -> int | None:
 def _fits(declared: tuple | None, actual: tuple) -> bool:
     if declared is None:
         return True
-    return len(declared) == len(actual) and all(d is None or d == a for d, a in zip(declared, actual))
+    return len(declared) == len(actual) and all(
+        d is None or d == a for d, a in zip(declared, actual, strict=True)
+    )
 
 
 def _fold_shape(graph: Graph, node: Node, report: PassReport) -> bool:
@@ -283,19 +320,25 @@ def _fold_shape(graph: Graph, node: Node, report: PassReport) -> bool:
     graph.nodes.remove(node)
     graph.values.pop(out, None)
     graph.add_param(out, dims)
-    report.did(f"folded {node.name} (Shape of {format_shape(x.shape)}) into the constant {dims.tolist()}")
+    report.did(
+        f"folded {node.name} (Shape of {format_shape(x.shape)}) into the constant {dims.tolist()}"
+    )
     return True
 
 
 def _wsconv_to_conv(graph: Graph, node: Node, report: PassReport) -> None:
     w_name = node.inputs[1]
     if w_name not in graph.params:
-        report.declined(f"{node.name}: WSConv's kernel '{w_name}' is not a constant, so it cannot be standardized once")
+        report.declined(
+            f"{node.name}: WSConv's kernel '{w_name}' is not a constant, so it cannot be standardized once"
+        )
         return
     eps = resolved_attrs(graph, node)["epsilon"]
     w_hat = standardize_weight(graph.params[w_name], eps)
     note = write_param(graph, node, 1, w_hat, f"{w_name}_std")
     node.op = "Conv"
     node.attrs.pop("epsilon", None)
-    report.did(f"{node.name}: WSConv -> Conv with the standardized constant kernel (eps {eps:g})"
-               + (f"; {note}" if note else ""))
+    report.did(
+        f"{node.name}: WSConv -> Conv with the standardized constant kernel (eps {eps:g})"
+        + (f"; {note}" if note else "")
+    )

@@ -40,7 +40,11 @@ def param_key(array: np.ndarray) -> tuple:
     """(dtype, shape, blake2b digest of the bytes): equal keys mean equal arrays, bit for bit
     (up to a 128-bit hash collision; `_dedupe_params` compares the bytes of a match anyway)."""
     a = np.ascontiguousarray(array)
-    return str(a.dtype), a.shape, hashlib.blake2b(a.view(np.uint8).reshape(-1), digest_size=16).digest()
+    return (
+        str(a.dtype),
+        a.shape,
+        hashlib.blake2b(a.view(np.uint8).reshape(-1), digest_size=16).digest(),
+    )
 
 
 def attrs_key(value: Any) -> Any:
@@ -82,7 +86,9 @@ def _dedupe_params(graph: Graph, report: PassReport) -> dict[str, str]:
             continue
         key = param_key(array)
         keep = first.setdefault(key, name)
-        if keep != name and np.array_equal(graph.params[keep].view(np.uint8), np.ascontiguousarray(array).view(np.uint8)):
+        if keep != name and np.array_equal(
+            graph.params[keep].view(np.uint8), np.ascontiguousarray(array).view(np.uint8)
+        ):
             merged[name] = keep
     if not merged:
         return merged
@@ -96,7 +102,9 @@ def _dedupe_params(graph: Graph, report: PassReport) -> dict[str, str]:
     for dup, keep in merged.items():
         groups.setdefault(keep, []).append(dup)
     shown = [f"{keep} <- {', '.join(dups)}" for keep, dups in groups.items()]
-    report.did(f"merged {len(merged)} duplicate parameter(s) into {len(groups)}: " + "; ".join(shown))
+    report.did(
+        f"merged {len(merged)} duplicate parameter(s) into {len(groups)}: " + "; ".join(shown)
+    )
     return merged
 
 
@@ -114,7 +122,9 @@ def _merge_nodes(graph: Graph, report: PassReport) -> None:
         spec = ops.get(node.op) if ops.has(node.op) else None
         if spec is None or spec.mode_dependent:
             continue
-        bucket = seen.setdefault((node.op, tuple(node.inputs), tuple(bool(o) for o in node.outputs)), [])
+        bucket = seen.setdefault(
+            (node.op, tuple(node.inputs), tuple(bool(o) for o in node.outputs)), []
+        )
         entry = [node, None]
         for other in bucket:
             if entry[1] is None:
@@ -143,8 +153,10 @@ def _merge_nodes(graph: Graph, report: PassReport) -> None:
     for k, d in named.items():  # a removed node's graph output name: the kept node writes it now
         rename_value(graph, k, d)
     if opaque_pairs:
-        report.declined("same op type, inputs and attributes, but Opaque nodes are kept (nothing proves them "
-                        "deterministic): " + "; ".join(opaque_pairs))
+        report.declined(
+            "same op type, inputs and attributes, but Opaque nodes are kept (nothing proves them "
+            "deterministic): " + "; ".join(opaque_pairs)
+        )
 
 
 def _node_attrs_key(graph: Graph, node: Node) -> Any:
@@ -152,11 +164,13 @@ def _node_attrs_key(graph: Graph, node: Node) -> Any:
     return attrs_key(attrs)
 
 
-def _alias_outputs(graph: Graph, keep: Node, dup: Node, alias: dict[str, str], named: dict[str, str]) -> str | None:
+def _alias_outputs(
+    graph: Graph, keep: Node, dup: Node, alias: dict[str, str], named: dict[str, str]
+) -> str | None:
     """Record `dup`'s outputs as aliases of `keep`'s; None when done, else why not (nothing
     recorded). A graph output of `dup` is recorded in `named`: `keep`'s output is renamed to it
     once the sweep is over (renaming now would change inputs the buckets already hold)."""
-    pairs = [(k, d) for k, d in zip(keep.outputs, dup.outputs) if d]
+    pairs = [(k, d) for k, d in zip(keep.outputs, dup.outputs, strict=True) if d]
     for k, d in pairs:
         if d in graph.outputs and (k in graph.outputs or k in named):
             return f"'{named.get(k, k)}' and '{d}' are both graph outputs"

@@ -43,8 +43,8 @@ from graphnet.passes._graph import (
     params_read,
     producer,
     readers,
-    sole_reader,
     resolved_attrs,
+    sole_reader,
     write_param,
 )
 from graphnet.passes.base import PassReport, register_pass
@@ -64,7 +64,9 @@ def drop_dropout(graph: Graph, report: PassReport) -> None:
             report.declined(f"{node.name}: its training_mode '{extra[1]}' is computed at run time")
             continue
         if extra[0] and attrs["scheme"] == "classic":  # the inference scale is unknown here
-            report.declined(f"{node.name}: classic dropout with a ratio '{extra[0]}' computed at run time")
+            report.declined(
+                f"{node.name}: classic dropout with a ratio '{extra[0]}' computed at run time"
+            )
             continue
         keep = 1.0 - float(attrs["drop_prob"])
         if not _replace_mask(graph, node, report):
@@ -99,8 +101,14 @@ def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
     x = graph.values[node.inputs[0]]
     missing = [op for op in ("ConstantOfShape", "Shape") if not ops.has(op)]
     if missing or x.shape is None:
-        why = f"op(s) {missing} not in the op table" if missing else f"the rank of '{x.name}' is unknown"
-        report.declined(f"{node.name}: its mask '{mask}' is read, and it cannot be made constant: {why}")
+        why = (
+            f"op(s) {missing} not in the op table"
+            if missing
+            else f"the rank of '{x.name}' is unknown"
+        )
+        report.declined(
+            f"{node.name}: its mask '{mask}' is read, and it cannot be made constant: {why}"
+        )
         return False
     dtype = graph.values[mask].dtype
     index = graph.nodes.index(node) + 1
@@ -111,14 +119,31 @@ def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
         shape = graph.fresh_name(f"{node.name}.mask_shape")
         graph.add_param(shape, np.asarray(x.shape, dtype=np.int64))
     else:
-        shape = emit_at(graph, index, "Shape", [x.name], None, name=f"{node.name}_mask_shape",
-                        outputs=[graph.fresh_name(f"{node.name}.mask_shape")]).outputs[0]
+        shape = emit_at(
+            graph,
+            index,
+            "Shape",
+            [x.name],
+            None,
+            name=f"{node.name}_mask_shape",
+            outputs=[graph.fresh_name(f"{node.name}.mask_shape")],
+        ).outputs[0]
         index += 1
     ones = np.ones(1, dtype=np.dtype(dtype))
-    cos = emit_at(graph, index, "ConstantOfShape", [shape], {"value": ones}, name=f"{node.name}_mask", outputs=[mask])
+    cos = emit_at(
+        graph,
+        index,
+        "ConstantOfShape",
+        [shape],
+        {"value": ones},
+        name=f"{node.name}_mask",
+        outputs=[mask],
+    )
     how = f"the static shape {format_shape(x.shape)}" if static else f"Shape({x.name})"
-    report.did(f"{node.name}: its mask '{mask}' (all {ones[0].item()!r} at inference) now comes from {cos.name} "
-               f"(ConstantOfShape of {how})")
+    report.did(
+        f"{node.name}: its mask '{mask}' (all {ones[0].item()!r} at inference) now comes from {cos.name} "
+        f"(ConstantOfShape of {how})"
+    )
     return True
 
 
@@ -127,15 +152,19 @@ def _classic(graph: Graph, node: Node, keep: float, report: PassReport) -> None:
     why_before = _scale_producer(graph, node, keep)
     if isinstance(why_before, tuple):
         bypass(graph, node, x, y)  # x is private to the Dropout (checked), so this cannot fail
-        report.did(f"removed {node.name} (classic): its scale {keep:g} folded into {why_before[0]}"
-                   + (f" ({why_before[1]})" if why_before[1] else ""))
+        report.did(
+            f"removed {node.name} (classic): its scale {keep:g} folded into {why_before[0]}"
+            + (f" ({why_before[1]})" if why_before[1] else "")
+        )
         return
     why_after = _scale_consumer(graph, node, keep)
     if isinstance(why_after, tuple):
         bypass(graph, node, x, y)
         report.declined(f"{node.name}: scale not folded into the layer before it: {why_before}")
-        report.did(f"removed {node.name} (classic): its scale {keep:g} folded into the following {why_after[0]}"
-                   + (f" ({why_after[1]})" if why_after[1] else ""))
+        report.did(
+            f"removed {node.name} (classic): its scale {keep:g} folded into the following {why_after[0]}"
+            + (f" ({why_after[1]})" if why_after[1] else "")
+        )
         return
     report.declined(f"{node.name}: scale not folded into the layer before it: {why_before}")
     report.declined(f"{node.name}: scale not folded into the layer after it: {why_after}")
@@ -154,7 +183,9 @@ def _classic(graph: Graph, node: Node, keep: float, report: PassReport) -> None:
 
 def _scale(graph: Graph, target: Node, k: int, keep: float) -> str | None:
     arr = const_input(graph, target, k)
-    return write_param(graph, target, k, np.asarray(arr, np.float64) * keep, f"{target.inputs[k]}_keep")
+    return write_param(
+        graph, target, k, np.asarray(arr, np.float64) * keep, f"{target.inputs[k]}_keep"
+    )
 
 
 def _scale_producer(graph: Graph, node: Node, keep: float) -> tuple[str, str | None] | str:
@@ -190,11 +221,18 @@ def _scale_linear(graph: Graph, target: Node, keep: float, *, before: bool, oper
     desc = f"{target.name} ({target.op})"
     if target.op in ("Conv", "ConvTranspose"):
         need = [1, 2] if before else [1]
-        bad = [target.inputs[k] for k in need if k < len(target.inputs) and target.inputs[k]
-               and target.inputs[k] not in graph.params]
+        bad = [
+            target.inputs[k]
+            for k in need
+            if k < len(target.inputs) and target.inputs[k] and target.inputs[k] not in graph.params
+        ]
         if bad:
             return f"{target.name}'s '{bad[0]}' is not a constant"
-        notes = [_scale(graph, target, k, keep) for k in need if k < len(target.inputs) and target.inputs[k]]
+        notes = [
+            _scale(graph, target, k, keep)
+            for k in need
+            if k < len(target.inputs) and target.inputs[k]
+        ]
         return desc, "; ".join(n for n in notes if n) or None
     if target.op == "Gemm":
         attrs = resolved_attrs(graph, target)
@@ -219,5 +257,9 @@ def _scale_linear(graph: Graph, target: Node, keep: float, *, before: bool, oper
         return desc, "; ".join(n for n in notes if n) or None
     if target.op == "WSConv":
         return f"{target.name} is a WSConv: standardizing its weight would undo the scale"
-    kinds = "Conv, ConvTranspose, Gemm, MatMul or BatchNormalization" if before else "Conv, ConvTranspose, Gemm or MatMul"
+    kinds = (
+        "Conv, ConvTranspose, Gemm, MatMul or BatchNormalization"
+        if before
+        else "Conv, ConvTranspose, Gemm or MatMul"
+    )
     return f"{target.name} is a {target.op}, not a {kinds}"

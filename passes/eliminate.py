@@ -39,7 +39,7 @@ def reshape_is_noop(in_shape: tuple | None, target: np.ndarray | None, allowzero
     if len(t) != len(in_shape):
         return False
     unmatched = []
-    for k, (d, want) in enumerate(zip(in_shape, t)):
+    for k, (d, want) in enumerate(zip(in_shape, t, strict=True)):
         if want == 0 and not allowzero:
             continue  # copies the input's dim, static or not
         if d is not None and want == d:
@@ -82,7 +82,9 @@ def _why_noop(graph: Graph, node: Node) -> str | None:
             if str(np.dtype(attrs["to"])) == x.dtype:
                 return f"Cast to {x.dtype}, which x already is"
         elif node.op == "Dropout":
-            if float(attrs["drop_prob"]) == 0.0 and not any(node.inputs[1:]):  # no run-time ratio/mode
+            if float(attrs["drop_prob"]) == 0.0 and not any(
+                node.inputs[1:]
+            ):  # no run-time ratio/mode
                 return "Dropout with drop_prob 0"
     return None
 
@@ -99,8 +101,10 @@ def eliminate(graph: Graph, report: PassReport) -> None:
         why = _why_noop(graph, node)
         if why is None:
             continue
-        if len(node.outputs) > 1 and node.outputs[1] and (
-            readers(graph, node.outputs[1]) or node.outputs[1] in graph.outputs
+        if (
+            len(node.outputs) > 1
+            and node.outputs[1]
+            and (readers(graph, node.outputs[1]) or node.outputs[1] in graph.outputs)
         ):
             report.declined(f"{node.name}: {why}, but its mask output '{node.outputs[1]}' is read")
             continue
@@ -112,6 +116,8 @@ def eliminate(graph: Graph, report: PassReport) -> None:
             report.declined(f"{node.name}: {why}, but {reason}")
     removed, dead_params = graph.remove_unused()
     if removed:
-        report.did(f"removed {len(removed)} dead node(s) no output depends on: {', '.join(n.name for n in removed)}")
+        report.did(
+            f"removed {len(removed)} dead node(s) no output depends on: {', '.join(n.name for n in removed)}"
+        )
     if dead_params:
         report.did(f"removed {len(dead_params)} unused parameter(s): {', '.join(dead_params)}")

@@ -66,14 +66,25 @@ class Step(NamedTuple):
 def affine_step(graph: Graph, node: Node) -> Step | None:
     """The `Step` `node` applies to its data input (the one input that is not a constant), or
     None when it is not a per-channel step (see the module docstring)."""
-    if node.op not in STEP_OPS or len(node.inputs) != 2 or len(node.outputs) != 1 or not all(node.inputs):
+    if (
+        node.op not in STEP_OPS
+        or len(node.inputs) != 2
+        or len(node.outputs) != 1
+        or not all(node.inputs)
+    ):
         return None
     const = [_is_constant(graph, i) for i in node.inputs]
     if const.count(True) != 1:
         return None  # two constants: fold-constants' business; none: not a step
     data_k = const.index(False)
     x = graph.values.get(node.inputs[data_k])
-    if x is None or x.shape is None or len(x.shape) < 2 or x.shape[1] is None or np.dtype(x.dtype).kind != "f":
+    if (
+        x is None
+        or x.shape is None
+        or len(x.shape) < 2
+        or x.shape[1] is None
+        or np.dtype(x.dtype).kind != "f"
+    ):
         return None
     channels = int(x.shape[1])
     c = constant_value(graph, node.inputs[1 - data_k], channels)
@@ -97,11 +108,22 @@ def _is_constant(graph: Graph, name: str) -> bool:
     if name in graph.params:
         return True
     prod = producer_of(graph, name)
-    return prod is not None and prod.op in _CONST_MAKERS and all(
-        not i or _is_constant(graph, i) for i in prod.inputs)
+    return (
+        prod is not None
+        and prod.op in _CONST_MAKERS
+        and all(not i or _is_constant(graph, i) for i in prod.inputs)
+    )
 
 
-_CONST_MAKERS = ("ConstantOfShape", "Unsqueeze", "Reshape", "Expand", "Identity", "Squeeze", "Flatten")
+_CONST_MAKERS = (
+    "ConstantOfShape",
+    "Unsqueeze",
+    "Reshape",
+    "Expand",
+    "Identity",
+    "Squeeze",
+    "Flatten",
+)
 
 
 def compose_steps(steps: list[Step], channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +154,11 @@ def fold_affine(graph: Graph, report: PassReport) -> None:
     # Chains are found before anything is rewritten (one consumer map instead of a scan per
     # question): they are disjoint, and rewriting one never changes which nodes form another.
     uses = graph.consumers()
-    chains = [_chain_from(graph, n, steps, uses) for n in graph.nodes
-              if id(n) in steps and not _continues_a_chain(graph, n, steps, uses)]
+    chains = [
+        _chain_from(graph, n, steps, uses)
+        for n in graph.nodes
+        if id(n) in steps and not _continues_a_chain(graph, n, steps, uses)
+    ]
     for chain in chains:
         _fold_chain(graph, chain, [steps[id(n)] for n in chain], report)
     dead = drop_params_made_dead(graph, read_before, existed_before)
@@ -146,7 +171,9 @@ def _x(node: Node, steps: dict) -> str:
 
 
 def _private(graph: Graph, value: str, node: Node, uses: dict[str, list[Node]]) -> bool:
-    return value not in graph.outputs and uses.get(value) == [node] and node.inputs.count(value) == 1
+    return (
+        value not in graph.outputs and uses.get(value) == [node] and node.inputs.count(value) == 1
+    )
 
 
 def _continues_a_chain(graph: Graph, node: Node, steps: dict, uses: dict[str, list[Node]]) -> bool:
@@ -161,8 +188,12 @@ def _chain_from(graph: Graph, head: Node, steps: dict, uses: dict[str, list[Node
     while True:
         out = chain[-1].outputs[0]
         users = uses.get(out, [])
-        if len(users) != 1 or id(users[0]) not in steps or not _private(graph, out, users[0], uses) \
-                or _x(users[0], steps) != out:
+        if (
+            len(users) != 1
+            or id(users[0]) not in steps
+            or not _private(graph, out, users[0], uses)
+            or _x(users[0], steps) != out
+        ):
             return chain
         chain.append(users[0])
 
@@ -176,13 +207,23 @@ def _fold_chain(graph: Graph, chain: list[Node], kinds: list[Step], report: Pass
         why = fold_into_producer(graph, x.name, chain, s, t, report, label)
         if why is None:
             return
-        if prod.op != "Add" or "MatMul" not in why:  # a plain Add (no MatMul bias) is not worth a line
+        if (
+            prod.op != "Add" or "MatMul" not in why
+        ):  # a plain Add (no MatMul bias) is not worth a line
             report.declined(f"{label}: not folded into {prod.name} ({prod.op}): {why}")
     _canonical(graph, x.name, chain, kinds[-1].data, s, t, label, report)
 
 
-def _canonical(graph: Graph, x: str, chain: list[Node], data_k: int, s: np.ndarray, t: np.ndarray, label: str,
-               report: PassReport) -> None:
+def _canonical(
+    graph: Graph,
+    x: str,
+    chain: list[Node],
+    data_k: int,
+    s: np.ndarray,
+    t: np.ndarray,
+    label: str,
+    report: PassReport,
+) -> None:
     """Rewrite a chain as Mul(s) -> Add(t) when that has fewer nodes; an identity chain (s = 1,
     t = 0: x * 1, x + 0) is bypassed."""
     need_mul, need_add = bool(np.any(s != 1.0)), bool(np.any(t != 0.0))
@@ -190,7 +231,11 @@ def _canonical(graph: Graph, x: str, chain: list[Node], data_k: int, s: np.ndarr
     if not need_mul and not need_add:
         _bypass_chain(graph, x, chain, data_k, label, report)
         return
-    if need_mul + need_add >= len(chain) or "Mul" not in ops.all_specs() or "Add" not in ops.all_specs():
+    if (
+        need_mul + need_add >= len(chain)
+        or "Mul" not in ops.all_specs()
+        or "Add" not in ops.all_specs()
+    ):
         return  # already as short as it gets (a lone step, Mul -> Add)
     xv = graph.values[x]
     dtype = np.dtype(xv.dtype)
@@ -209,19 +254,31 @@ def _canonical(graph: Graph, x: str, chain: list[Node], data_k: int, s: np.ndarr
         c_name = graph.fresh_name(f"{chain[0].name}.{op.lower()}")
         graph.add_param(c_name, vec.reshape(view).astype(dtype))
         out = y if last else graph.fresh_name(f"{chain[0].name}.scaled")
-        node = emit_at(graph, index, op, [src, c_name], None, name=f"{chain[0].name}_{op.lower()}", outputs=[out])
+        node = emit_at(
+            graph,
+            index,
+            op,
+            [src, c_name],
+            None,
+            name=f"{chain[0].name}_{op.lower()}",
+            outputs=[out],
+        )
         made.append(f"{node.name} ({op})")
         src, index = out, index + 1
     graph.values[y].shape = graph.values[y].shape or shape
     report.did(f"merged {label} into {' -> '.join(made)}, constants {format_shape(view)}")
 
 
-def _bypass_chain(graph: Graph, x: str, chain: list[Node], data_k: int, label: str, report: PassReport) -> None:
+def _bypass_chain(
+    graph: Graph, x: str, chain: list[Node], data_k: int, label: str, report: PassReport
+) -> None:
     """Remove a chain that computes y = x (x * 1, x + 0, ...): readers of y read x."""
     y = chain[-1].outputs[0]
     if y in graph.outputs and (x in graph.inputs or x in graph.params or x in graph.outputs):
-        report.declined(f"{label}: computes its input unchanged, but output '{y}' would be '{x}' "
-                        f"(a graph input, parameter or output): the last node keeps both names")
+        report.declined(
+            f"{label}: computes its input unchanged, but output '{y}' would be '{x}' "
+            f"(a graph input, parameter or output): the last node keeps both names"
+        )
         return
     chain[-1].inputs[data_k] = x
     for n in reversed(chain[:-1]):  # inner values are private to the chain: each dies with its node

@@ -64,8 +64,8 @@ from graphnet.passes._graph import (
     emit_at,
     params_read,
     readers,
-    sole_reader,
     resolved_attrs,
+    sole_reader,
     write_param,
 )
 from graphnet.passes._linear import did, fold_into_producer
@@ -113,14 +113,23 @@ def _fold_one(graph: Graph, bn: Node, report: PassReport) -> None:
     # Statistics computed by a constant sub-graph (ConstantOfShape, as the ONNX zoo's light models
     # write them) are evaluated: they are per-channel vectors, the size of the s and t written here.
     limit = _channels(graph, bn)
-    stats = [constant_value(graph, bn.inputs[k], limit) if k < len(bn.inputs) else None for k in range(1, 5)]
+    stats = [
+        constant_value(graph, bn.inputs[k], limit) if k < len(bn.inputs) else None
+        for k in range(1, 5)
+    ]
     names = ("scale", "B", "input_mean", "input_var")
-    missing = [f"{nm} '{bn.inputs[k + 1]}'" for k, (nm, a) in enumerate(zip(names, stats)) if a is None]
+    missing = [
+        f"{nm} '{bn.inputs[k + 1]}'" for k, (nm, a) in enumerate(zip(names, stats, strict=True)) if a is None
+    ]
     if missing:
-        report.declined(f"{bn.name}: its {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not constant")
+        report.declined(
+            f"{bn.name}: its {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not constant"
+        )
         return
     if len(bn.outputs) > 1:
-        report.declined(f"{bn.name}: it has {len(bn.outputs)} outputs (training statistics); only Y folds")
+        report.declined(
+            f"{bn.name}: it has {len(bn.outputs)} outputs (training statistics); only Y folds"
+        )
         return
     if x.shape is None:
         report.declined(f"{bn.name}: the rank of its input '{x.name}' is unknown")
@@ -193,8 +202,10 @@ def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassRepo
         graph.values.pop(y, None)
         bn.outputs[0] = nxt.outputs[0]
         absorbed = True
-        report.did(f"absorbed {nxt.name} ({nxt.op} by the per-channel constant '{other}') into "
-                   f"{bn.name}'s {'scale and B' if nxt.op == 'Mul' else 'B'}")
+        report.did(
+            f"absorbed {nxt.name} ({nxt.op} by the per-channel constant '{other}') into "
+            f"{bn.name}'s {'scale and B' if nxt.op == 'Mul' else 'B'}"
+        )
     if absorbed:
         write_param(graph, bn, 1, gamma.astype(dtype), f"{bn.name}.scale")
         write_param(graph, bn, 2, beta.astype(dtype), f"{bn.name}.B")
@@ -230,11 +241,17 @@ def _into_consumer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | No
             return why
         attrs = resolved_attrs(graph, nxt)
         if any(attrs["pads"]):
-            return (f"{nxt.name} (Conv) has pads {list(attrs['pads'])}: its padded zeros would not be "
-                    f"shifted by the BN's t")
-        w_new, b_new = fold_affine_into_conv(const_input(graph, nxt, 1), const_input(graph, nxt, 2), s, t, attrs["group"])
-        notes += [write_param(graph, nxt, 1, w_new, f"{nxt.inputs[1]}_bn"),
-                  write_param(graph, nxt, 2, b_new, f"{nxt.name}.bias_bn")]
+            return (
+                f"{nxt.name} (Conv) has pads {list(attrs['pads'])}: its padded zeros would not be "
+                f"shifted by the BN's t"
+            )
+        w_new, b_new = fold_affine_into_conv(
+            const_input(graph, nxt, 1), const_input(graph, nxt, 2), s, t, attrs["group"]
+        )
+        notes += [
+            write_param(graph, nxt, 1, w_new, f"{nxt.inputs[1]}_bn"),
+            write_param(graph, nxt, 2, b_new, f"{nxt.name}.bias_bn"),
+        ]
     elif nxt.op == "Gemm":
         why = _need_consts(graph, nxt, {1: "B", 2: "C"})
         if why:
@@ -247,8 +264,10 @@ def _into_consumer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | No
         b_new, shift = fold_affine_into_matrix(b, s, t, in_axis=1 if attrs["transB"] else 0)
         c64 = np.zeros(1) if c is None else float(attrs["beta"]) * np.asarray(c, np.float64)
         c_new = (c64 + float(attrs["alpha"]) * np.asarray(shift, np.float64)).astype(b.dtype)
-        notes += [write_param(graph, nxt, 1, b_new, f"{nxt.inputs[1]}_bn"),
-                  write_param(graph, nxt, 2, c_new, f"{nxt.name}.C_bn")]
+        notes += [
+            write_param(graph, nxt, 1, b_new, f"{nxt.inputs[1]}_bn"),
+            write_param(graph, nxt, 2, c_new, f"{nxt.name}.C_bn"),
+        ]
         nxt.attrs["beta"] = 1.0
     elif nxt.op == "MatMul":
         b = const_input(graph, nxt, 1)
@@ -265,10 +284,21 @@ def _into_consumer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | No
         nxt.outputs[0] = mm_out
         bias = graph.fresh_name(f"{bn.name}.shift")
         graph.add_param(bias, shift)
-        emit_at(graph, graph.nodes.index(nxt) + 1, "Add", [mm_out, bias], None, name=f"{nxt.name}_bias", outputs=[out])
+        emit_at(
+            graph,
+            graph.nodes.index(nxt) + 1,
+            "Add",
+            [mm_out, bias],
+            None,
+            name=f"{nxt.name}_bias",
+            outputs=[out],
+        )
     elif nxt.op in ("ConvTranspose", "WSConv"):
-        why = ("its border outputs see fewer taps, so t is not a per-channel bias" if nxt.op == "ConvTranspose"
-               else "standardizing its weight would undo the scale")
+        why = (
+            "its border outputs see fewer taps, so t is not a per-channel bias"
+            if nxt.op == "ConvTranspose"
+            else "standardizing its weight would undo the scale"
+        )
         return f"{nxt.name} is a {nxt.op}: {why}"
     else:
         return f"{nxt.name} is a {nxt.op}, not a Conv, Gemm or MatMul"
@@ -283,7 +313,9 @@ def _into_consumer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | No
 def _to_affine(graph: Graph, bn: Node, s, t, report: PassReport) -> None:
     specs = ops.all_specs()
     if "Mul" not in specs or "Add" not in specs:
-        report.declined(f"{bn.name}: kept: ops Mul and Add are needed for the per-channel affine form")
+        report.declined(
+            f"{bn.name}: kept: ops Mul and Add are needed for the per-channel affine form"
+        )
         return
     x = graph.values[bn.inputs[0]]
     dtype = np.dtype(x.dtype)
@@ -295,10 +327,20 @@ def _to_affine(graph: Graph, bn: Node, s, t, report: PassReport) -> None:
     index, y = graph.nodes.index(bn), bn.outputs[0]
     graph.nodes.remove(bn)
     shape = graph.values.pop(y).shape
-    mul = emit_at(graph, index, "Mul", [x.name, s_name], None, name=f"{bn.name}_mul",
-                  outputs=[graph.fresh_name(f"{bn.name}.scaled")])
-    add = emit_at(graph, index + 1, "Add", [mul.outputs[0], t_name], None, name=f"{bn.name}_add", outputs=[y])
+    mul = emit_at(
+        graph,
+        index,
+        "Mul",
+        [x.name, s_name],
+        None,
+        name=f"{bn.name}_mul",
+        outputs=[graph.fresh_name(f"{bn.name}.scaled")],
+    )
+    add = emit_at(
+        graph, index + 1, "Add", [mul.outputs[0], t_name], None, name=f"{bn.name}_add", outputs=[y]
+    )
     graph.values[y].shape = graph.values[y].shape or shape
-    report.did(f"rewrote {bn.name} as the per-channel affine {mul.name} (Mul) -> {add.name} (Add), "
-               f"constants {format_shape(view)}")
-
+    report.did(
+        f"rewrote {bn.name} as the per-channel affine {mul.name} (Mul) -> {add.name} (Add), "
+        f"constants {format_shape(view)}"
+    )

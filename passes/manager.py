@@ -40,7 +40,7 @@ tests/passes/test_pipeline.py and on the ONNX zoo's light models).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,7 +51,15 @@ from graphnet.passes.base import PipelineReport, get_pass, graph_macs, run_pass
 __all__ = ["PIPELINES", "optimize", "resolve_pipeline", "describe_passes"]
 
 PIPELINES: dict[str, tuple[str, ...]] = {
-    "inference": ("fold-constants", "eliminate", "drop-dropout", "fold-batchnorm", "fold-affine", "cse", "eliminate"),
+    "inference": (
+        "fold-constants",
+        "eliminate",
+        "drop-dropout",
+        "fold-batchnorm",
+        "fold-affine",
+        "cse",
+        "eliminate",
+    ),
 }
 
 
@@ -139,12 +147,16 @@ def optimize(
         except GraphError as exc:
             raise PassError(f"{where} left a broken graph: {exc}") from exc
         if g.inputs != inputs or g.outputs != outputs:
-            raise PassError(f"{where} changed the graph's interface: inputs {inputs} -> {g.inputs}, "
-                            f"outputs {outputs} -> {g.outputs}")
+            raise PassError(
+                f"{where} changed the graph's interface: inputs {inputs} -> {g.inputs}, "
+                f"outputs {outputs} -> {g.outputs}"
+            )
         if not r.changed:
             structure = _structure(g)
-            same = structure == shape_before and g.params.keys() == params_before.keys() and all(
-                g.params[k] is params_before[k] for k in params_before
+            same = (
+                structure == shape_before
+                and g.params.keys() == params_before.keys()
+                and all(g.params[k] is params_before[k] for k in params_before)
             )
             if not same:
                 raise PassError(f"{where} changed the graph but reported no change")
@@ -167,7 +179,13 @@ def _structure(g: Graph) -> tuple:
     Array-valued attributes count by identity: rendering them after every pass was the slowest
     part of optimizing a large model, and a pass that changes one assigns a new array."""
     nodes = tuple(
-        (n.name, n.op, tuple(n.inputs), tuple(n.outputs), tuple(sorted((k, _attr_key(v)) for k, v in n.attrs.items())))
+        (
+            n.name,
+            n.op,
+            tuple(n.inputs),
+            tuple(n.outputs),
+            tuple(sorted((k, _attr_key(v)) for k, v in n.attrs.items())),
+        )
         for n in g.nodes
     )
     return nodes, tuple(g.inputs), tuple(g.outputs)
@@ -195,6 +213,7 @@ def _random_feeds(g: Graph, seed: int, batch: int) -> dict[str, np.ndarray]:
 
 def _run(g: Graph, feeds: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
     from graphnet import runtime
+
     try:
         return runtime.Session(g).run(feeds)
     except GraphNetError as exc:
@@ -206,8 +225,10 @@ def _compare(before: dict, after: dict, where: str, rtol: float, atol: float) ->
         a = after[name]
         b, a = np.asarray(b), np.asarray(a)
         if a.shape != b.shape or a.dtype != b.dtype:
-            raise PassError(f"{where} changed output '{name}' from {b.dtype}{format_shape(b.shape)} "
-                            f"to {a.dtype}{format_shape(a.shape)}")
+            raise PassError(
+                f"{where} changed output '{name}' from {b.dtype}{format_shape(b.shape)} "
+                f"to {a.dtype}{format_shape(a.shape)}"
+            )
         if a.dtype.kind not in "fc":
             if not np.array_equal(a, b):
                 bad = int(np.count_nonzero(a != b))

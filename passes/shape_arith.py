@@ -66,7 +66,7 @@ class ShapeSymbols:
         entries = [d if d is not None else Dim(x.name, i) for i, d in enumerate(x.shape)]
         vec = np.empty(len(entries), dtype=object)
         vec[:] = entries
-        self.vectors[node.outputs[0]] = vec[attrs.get("start", 0):attrs.get("end")]
+        self.vectors[node.outputs[0]] = vec[attrs.get("start", 0) : attrs.get("end")]
 
     def move(self, graph: Graph, node: Node) -> np.ndarray | None:
         """The vector a mover computes from tracked vectors and constants, or None."""
@@ -108,7 +108,9 @@ class ShapeSymbols:
         data = node.inputs[0]
         # 0 means "copy" only with allowzero = 0; the -1 form has no 0 in it, so any allowzero.
         copies = not resolved_attrs(graph, node).get("allowzero", 0) and all(
-            isinstance(e, (int, np.integer)) or (e.value == data and e.axis == k) for k, e in enumerate(target))
+            isinstance(e, (int, np.integer)) or (e.value == data and e.axis == k)
+            for k, e in enumerate(target)
+        )
         if copies:
             const = np.array([0 if isinstance(e, Dim) else int(e) for e in target], dtype=np.int64)
         else:
@@ -123,11 +125,16 @@ class ShapeSymbols:
         from graphnet import ops
 
         ins = [graph.values.get(i) if i else None for i in node.inputs]
-        (shape, dtype), = ops.infer(node, ins, [graph.params.get(i) for i in node.inputs])
+        ((shape, dtype),) = ops.infer(node, ins, [graph.params.get(i) for i in node.inputs])
         graph.values[node.outputs[0]].shape = shape
-        how = ("copies its own input's dims: the constant {} (0 = copy)" if copies
-               else "has one dynamic entry: the constant {} (-1 = the rest)")
-        report.did(f"{node.name}: Reshape target '{old}' = {list(target)} " + how.format(const.tolist()))
+        how = (
+            "copies its own input's dims: the constant {} (0 = copy)"
+            if copies
+            else "has one dynamic entry: the constant {} (-1 = the rest)"
+        )
+        report.did(
+            f"{node.name}: Reshape target '{old}' = {list(target)} " + how.format(const.tolist())
+        )
         return True
 
 

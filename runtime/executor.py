@@ -11,8 +11,9 @@ run it many times.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,9 @@ class Session:
             spec = ops.get(n.op)
             if n.op == "Opaque":
                 domain = n.attrs.get("domain") or "ai.onnx"
-                raise UnsupportedOpError(f"no kernel for op '{n.attrs.get('op_type')}' ({domain}) at node '{n.name}'")
+                raise UnsupportedOpError(
+                    f"no kernel for op '{n.attrs.get('op_type')}' ({domain}) at node '{n.name}'"
+                )
             kern = get_kernel(n.op, n.name)
             attrs = ops.attrs_of(n, [graph.values.get(i) if i else None for i in n.inputs])
             state = {}
@@ -72,7 +75,11 @@ class Session:
                     state[out_k] = n.inputs[in_k]
             # A kernel with a `num_outputs` parameter can skip work for optional outputs the node
             # does not have (MaxPool's Indices).
-            extra = {"num_outputs": len(n.outputs)} if "num_outputs" in inspect.signature(kern.fn).parameters else {}
+            extra = (
+                {"num_outputs": len(n.outputs)}
+                if "num_outputs" in inspect.signature(kern.fn).parameters
+                else {}
+            )
             self._steps.append(_Step(n, kern, attrs, frees.get(k, []), state, extra))
 
     def seed(self, seed: int | None) -> None:
@@ -99,7 +106,7 @@ class Session:
                 raise InputError(f"input '{name}' must be {want.dtype}, got {arr.dtype}")
             if want.shape is not None:
                 ok = len(arr.shape) == len(want.shape) and all(
-                    d is None or d == a for d, a in zip(want.shape, arr.shape)
+                    d is None or d == a for d, a in zip(want.shape, arr.shape, strict=True)
                 )
                 if not ok:
                     raise InputError(
@@ -143,7 +150,7 @@ class Session:
                     f"while executing {_describe(n, args, step.attrs)}: {type(exc).__name__}: {exc}"
                 ) from exc
             outs = list(result) if isinstance(result, (tuple, list)) else [result]
-            for name, arr in zip(n.outputs, outs):
+            for name, arr in zip(n.outputs, outs, strict=False):
                 env[name] = arr
             if training:
                 for out_k, pname in step.state.items():

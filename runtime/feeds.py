@@ -19,7 +19,9 @@ def random_inputs(graph: Graph, *, batch: int = 1, seed: int = 0) -> dict[str, n
     for name in graph.inputs:
         v = graph.values[name]
         if v.shape is None:
-            raise InputError(f"input '{name}' has an unknown rank; cannot make a random input for it")
+            raise InputError(
+                f"input '{name}' has an unknown rank; cannot make a random input for it"
+            )
         shape = tuple(batch if d is None else d for d in v.shape)
         dt = np.dtype(v.dtype)
         if dt.kind == "f":
@@ -29,5 +31,7 @@ def random_inputs(graph: Graph, *, batch: int = 1, seed: int = 0) -> dict[str, n
         elif dt.kind == "b":
             feeds[name] = rng.random(shape) < 0.5
         else:
-            raise InputError(f"input '{name}' has dtype {v.dtype}, for which no random input is defined")
+            raise InputError(
+                f"input '{name}' has dtype {v.dtype}, for which no random input is defined"
+            )
     return feeds

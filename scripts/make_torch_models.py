@@ -45,7 +45,7 @@ import copy
 import os
 import sys
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -58,7 +58,9 @@ except ImportError:  # pragma: no cover - a message beats a traceback for a gene
 
 __all__ = ["BATCHES", "BN_TRAIN_DROPOUT", "OUT_DIR", "main"]
 
-OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "torch")
+OUT_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "torch"
+)
 BATCHES = (1, 3)
 """Batch sizes saved per model: 1 exercises broadcasting over a unit batch, 3 a real one."""
 BN_TRAIN_DROPOUT = 0.25
@@ -79,7 +81,9 @@ def randomize_bn(model: nn.Module, gen: torch.Generator) -> None:
                 m.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
                 m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
                 m.bias.copy_(torch.randn(c, generator=gen) * 0.2)
-        elif isinstance(m, (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)) and m.weight is not None:
+        elif (
+            isinstance(m, (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)) and m.weight is not None
+        ):
             with torch.no_grad():  # the defaults (1, 0) would hide a wrong scale/shift order
                 m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.2)
@@ -95,8 +99,10 @@ class SmallCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            *conv_bn_relu(3, 8), nn.MaxPool2d(2),
-            *conv_bn_relu(8, 16), nn.MaxPool2d(2),
+            *conv_bn_relu(3, 8),
+            nn.MaxPool2d(2),
+            *conv_bn_relu(8, 16),
+            nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(1),
         )
         self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
@@ -131,12 +137,18 @@ class ResNetBlock(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()
+        )
         self.block1 = ResBlock(8, 8, 1)
         self.block2 = ResBlock(8, 16, 2)
-        self.depthwise = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU()
+        )
         self.grouped = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=4), nn.BatchNorm2d(16))
-        self.up = nn.Sequential(nn.ConvTranspose2d(16, 8, 2, stride=2, groups=2), nn.BatchNorm2d(8), nn.ReLU())
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(16, 8, 2, stride=2, groups=2), nn.BatchNorm2d(8), nn.ReLU()
+        )
         self.bnbn = nn.Sequential(nn.BatchNorm2d(8), nn.BatchNorm2d(8))
         self.fc = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
 
@@ -208,8 +220,12 @@ class WSNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            WSConv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(),
-            WSConv2d(8, 8, 3, stride=2, padding=1, bias=False), nn.GroupNorm(4, 8), nn.ReLU(),
+            WSConv2d(3, 8, 3, padding=1),
+            nn.GroupNorm(2, 8),
+            nn.ReLU(),
+            WSConv2d(8, 8, 3, stride=2, padding=1, bias=False),
+            nn.GroupNorm(4, 8),
+            nn.ReLU(),
         )
         self.fc = nn.Linear(8, 5)
 
@@ -235,9 +251,11 @@ class Video3D(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(),
+            nn.Conv3d(3, 8, 3, padding=1),
+            nn.BatchNorm3d(8),
+            nn.ReLU(),
             nn.MaxPool3d((1, 2, 2)),  # (N, 8, 4, 4, 4)
-            nn.AvgPool3d(2),          # (N, 8, 2, 2, 2)
+            nn.AvgPool3d(2),  # (N, 8, 2, 2, 2)
         )
         self.fc = nn.Linear(64, 5)
 
@@ -287,7 +305,7 @@ def export(
             ys = ref(torch.from_numpy(x))
             ys = ys if isinstance(ys, tuple) else (ys,)
             data[f"b{b}/input"] = x
-            for out, y in zip(outputs, ys):
+            for out, y in zip(outputs, ys, strict=True):
                 data[f"b{b}/{out}"] = y.numpy()
     model.train(training)
     example = (torch.from_numpy(xs[BATCHES[-1]]),)
@@ -295,19 +313,34 @@ def export(
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         if dynamo:
             torch.onnx.export(
-                model, example, path, dynamo=True, opset_version=opset, input_names=["input"],
-                output_names=outputs, dynamic_shapes=({0: torch.export.Dim("N")},),
-                external_data=False, optimize=optimize,
+                model,
+                example,
+                path,
+                dynamo=True,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=outputs,
+                dynamic_shapes=({0: torch.export.Dim("N")},),
+                external_data=False,
+                optimize=optimize,
             )
             _strip_debug_metadata(path)
         else:
             torch.onnx.export(
-                model, example, path, dynamo=False, opset_version=opset, input_names=["input"],
-                output_names=outputs, dynamic_axes={"input": {0: "N"}, **{o: {0: "N"} for o in outputs}},
+                model,
+                example,
+                path,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=outputs,
+                dynamic_axes={"input": {0: "N"}, **{o: {0: "N"} for o in outputs}},
                 # PRESERVE on an eval-mode model writes the same inference graph as EVAL, minus
                 # the exporter's own Conv+BN fusion (EVAL only), so BatchNormalization nodes stay
                 # for graphnet's importer and folding pass to deal with.
-                training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.PRESERVE,
+                training=torch.onnx.TrainingMode.TRAINING
+                if training
+                else torch.onnx.TrainingMode.PRESERVE,
                 do_constant_folding=fold and not training,
             )
     if not (dynamo and optimize):  # the dynamo optimizer folds BN into conv weights, same names
@@ -318,7 +351,7 @@ def export(
         model.eval()
         with torch.no_grad():
             for b, x in xs.items():
-                for out, y in zip(outputs, model(torch.from_numpy(x))):
+                for out, y in zip(outputs, model(torch.from_numpy(x)), strict=True):
                     data[f"b{b}/eval/{out}"] = y.numpy()
     np.savez(os.path.join(OUT_DIR, f"{name}.npz"), **data)
 
@@ -362,7 +395,16 @@ def main() -> None:
         export("cnn_dynamo", _seeded(SmallCNN, 0), x2d, ["probs"], seed=0, opset=18, dynamo=True)
         # Without onnxscript's graph optimizer: BatchNormalization, Identity and the shape
         # arithmetic of the flatten stay, as a user exporting with optimize=False gets them.
-        export("cnn_dynamo_raw", _seeded(SmallCNN, 0), x2d, ["probs"], seed=0, opset=18, dynamo=True, optimize=False)
+        export(
+            "cnn_dynamo_raw",
+            _seeded(SmallCNN, 0),
+            x2d,
+            ["probs"],
+            seed=0,
+            opset=18,
+            dynamo=True,
+            optimize=False,
+        )
     export("resnet_block", _seeded(ResNetBlock, 1), x2d, ["features", "logits"], seed=1)
     export("view_flatten", _seeded(ViewFlatten, 2), x2d, ["logits_view", "logits_flatten"], seed=2)
     export("norms_acts", _seeded(NormsActs, 3), x2d, ["log_probs", "max_pooled"], seed=3)

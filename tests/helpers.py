@@ -8,7 +8,7 @@ in onnxruntime and in NumPy's BLAS; those tests state their own bound).
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
@@ -19,7 +19,9 @@ from graphnet.ir import Graph
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)  # the repository
-TORCH_DATA = os.path.join(TESTS, "data", "torch")  # small PyTorch exports, scripts/make_torch_models.py
+TORCH_DATA = os.path.join(
+    TESTS, "data", "torch"
+)  # small PyTorch exports, scripts/make_torch_models.py
 
 RTOL32, ATOL32 = 1e-5, 1e-6
 RTOL64, ATOL64 = 1e-12, 1e-12
@@ -36,10 +38,12 @@ def ort_session(model, *, optimize: bool = False):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def ort_run(model, feeds: Mapping[str, np.ndarray], *, optimize: bool = False) -> dict[str, np.ndarray]:
+def ort_run(
+    model, feeds: Mapping[str, np.ndarray], *, optimize: bool = False
+) -> dict[str, np.ndarray]:
     sess = ort_session(model, optimize=optimize)
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, dict(feeds))))
+    return dict(zip(names, sess.run(names, dict(feeds)), strict=True))
 
 
 def export_checked(graph: Graph, *, mode: str = "inference", opset: int | None = None):
@@ -51,7 +55,14 @@ def export_checked(graph: Graph, *, mode: str = "inference", opset: int | None =
     return model
 
 
-def assert_close(actual: np.ndarray, expected: np.ndarray, *, rtol: float = RTOL32, atol: float = ATOL32, what: str = "") -> None:
+def assert_close(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    *,
+    rtol: float = RTOL32,
+    atol: float = ATOL32,
+    what: str = "",
+) -> None:
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
@@ -70,11 +81,21 @@ def compare_with_ort(
     ours = runtime.run(graph, feeds)
     theirs = ort_run(export_checked(graph, opset=opset), feeds)
     for name in graph.outputs:
-        assert_close(ours[name], theirs[name], rtol=rtol, atol=atol, what=f"output '{name}' vs onnxruntime")
+        assert_close(
+            ours[name], theirs[name], rtol=rtol, atol=atol, what=f"output '{name}' vs onnxruntime"
+        )
     return ours
 
 
-def single_node(op: str, shapes: Mapping[str, tuple], params: Mapping[str, np.ndarray] | None = None, attrs: dict | None = None, *, dtype: str = "float32", num_outputs: int | None = None) -> Graph:
+def single_node(
+    op: str,
+    shapes: Mapping[str, tuple],
+    params: Mapping[str, np.ndarray] | None = None,
+    attrs: dict | None = None,
+    *,
+    dtype: str = "float32",
+    num_outputs: int | None = None,
+) -> Graph:
     """A graph with one node: graph inputs `shapes` (name -> shape, in order), then parameters
     `params` (name -> array) as the node's further inputs, in the given order. An input or param
     whose name is "" is an omitted optional input."""
@@ -94,7 +115,9 @@ def single_node(op: str, shapes: Mapping[str, tuple], params: Mapping[str, np.nd
     return g
 
 
-def rand(rng: np.random.Generator, *shape: int, dtype: str = "float32", scale: float = 1.0) -> np.ndarray:
+def rand(
+    rng: np.random.Generator, *shape: int, dtype: str = "float32", scale: float = 1.0
+) -> np.ndarray:
     return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
@@ -106,7 +129,13 @@ def onnx_model(nodes, inputs, outputs, opset: int, inits=()):
     from onnx import helper, numpy_helper
 
     ids = [helper.make_opsetid("", opset)]
-    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits])
+    g = helper.make_graph(
+        nodes,
+        "g",
+        inputs,
+        outputs,
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits],
+    )
     m = helper.make_model(g, opset_imports=ids, ir_version=helper.find_min_ir_version_for(ids))
     m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
     onnx.checker.check_model(m, full_check=True)
@@ -117,7 +146,9 @@ def vi(name: str, shape, dtype=np.float32):
     """A tensor value-info of a NumPy dtype."""
     from onnx import helper
 
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
+    return helper.make_tensor_value_info(
+        name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape
+    )
 
 
 # ------------------------------------------------- before/after comparisons of the pass tests
@@ -160,16 +191,22 @@ def bn_stats(rng: np.random.Generator, c: int, dtype: str = "float32") -> dict[s
     }
 
 
-def bn_reference(x: np.ndarray, st: Mapping[str, np.ndarray], eps: float, axis: int = 1) -> np.ndarray:
+def bn_reference(
+    x: np.ndarray, st: Mapping[str, np.ndarray], eps: float, axis: int = 1
+) -> np.ndarray:
     """The lecture's inference BN, written out: gamma * (x - mean) / sqrt(var + eps) + beta, per
     channel on `axis`, in float64."""
     view = [1] * x.ndim
     view[axis] = -1
-    g, b, m, v = (np.asarray(st[k], np.float64).reshape(view) for k in ("scale", "B", "mean", "var"))
+    g, b, m, v = (
+        np.asarray(st[k], np.float64).reshape(view) for k in ("scale", "B", "mean", "var")
+    )
     return g * (np.asarray(x, np.float64) - m) / np.sqrt(v + eps) + b
 
 
-def add_bn(g: Graph, x: str, name: str, rng: np.random.Generator, eps: float = 1e-5, c: int | None = None) -> str:
+def add_bn(
+    g: Graph, x: str, name: str, rng: np.random.Generator, eps: float = 1e-5, c: int | None = None
+) -> str:
     """Append an inference BatchNormalization over axis 1 of `x`; returns its output name."""
     c = g.values[x].shape[1] if c is None else c
     st = bn_stats(rng, c, g.values[x].dtype)
@@ -197,18 +234,28 @@ def check_same(
     """The optimized graph computes what the original did: on our runtime, and with onnxruntime
     on the exported optimized model (full onnx checker), both against our runtime on the original.
     Returns the original's outputs."""
-    assert after.outputs == before.outputs, f"graph outputs renamed: {before.outputs} -> {after.outputs}"
+    assert after.outputs == before.outputs, (
+        f"graph outputs renamed: {before.outputs} -> {after.outputs}"
+    )
     ref = runtime.run(before, feeds)
     ours = runtime.run(after, feeds)
     for o in before.outputs:
-        assert_close(ours[o], ref[o], rtol=rtol, atol=atol, what=f"output '{o}' after vs before (NumPy)")
+        assert_close(
+            ours[o], ref[o], rtol=rtol, atol=atol, what=f"output '{o}' after vs before (NumPy)"
+        )
     if ort:
         # onnxruntime's kernels round differently from NumPy's (Sigmoid, long sums), so this
         # comparison is never tighter than the single-op float32 tolerance, even for exact rewrites.
         ort_rtol, ort_atol = max(rtol, RTOL32), max(atol, ATOL32)
         theirs = ort_run(export_checked(after), feeds)
         for o in before.outputs:
-            assert_close(theirs[o], ref[o], rtol=ort_rtol, atol=ort_atol, what=f"output '{o}': onnxruntime(optimized) vs before")
+            assert_close(
+                theirs[o],
+                ref[o],
+                rtol=ort_rtol,
+                atol=ort_atol,
+                what=f"output '{o}': onnxruntime(optimized) vs before",
+            )
     return ref
 
 
@@ -240,7 +287,9 @@ def small_onnx_model(path) -> str:
         helper.make_node("Gemm", ["fl", "fw", "fb"], ["y"], name="fc", transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "small", [helper.make_tensor_value_info("x", f, ["N", 3, 8, 8])],
+        nodes,
+        "small",
+        [helper.make_tensor_value_info("x", f, ["N", 3, 8, 8])],
         [helper.make_tensor_value_info("y", f, ["N", 5])],
         initializer=[onnx.numpy_helper.from_array(a, k) for k, a in inits.items()],
     )

@@ -17,11 +17,17 @@ import math
 import numpy as np
 
 __all__ = [
-    "naive_conv", "naive_conv_transpose", "naive_standardize", "float32_bound",
-    "naive_out_len", "literal_fallback", "naive_pool", "naive_indices",
+    "naive_conv",
+    "naive_conv_transpose",
+    "naive_standardize",
+    "float32_bound",
+    "naive_out_len",
+    "literal_fallback",
+    "naive_pool",
+    "naive_indices",
 ]
 
-U32 = 2.0 ** -24  # unit roundoff of float32
+U32 = 2.0**-24  # unit roundoff of float32
 
 
 def naive_conv(x, w, b=None, strides=None, pads=None, dilations=None, group=1) -> np.ndarray:
@@ -31,7 +37,10 @@ def naive_conv(x, w, b=None, strides=None, pads=None, dilations=None, group=1) -
     dilations = dilations or (1,) * k
     pads = pads or (0,) * (2 * k)
     sizes, kernel = x.shape[2:], w.shape[2:]
-    outs = [(sizes[i] + pads[i] + pads[k + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(k)]
+    outs = [
+        (sizes[i] + pads[i] + pads[k + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1
+        for i in range(k)
+    ]
     n_out, c_in = w.shape[0], x.shape[1]
     cg, mg = c_in // group, n_out // group
     y = np.zeros((x.shape[0], n_out, *outs))
@@ -48,7 +57,9 @@ def naive_conv(x, w, b=None, strides=None, pads=None, dilations=None, group=1) -
     return y
 
 
-def naive_conv_transpose(x, w, b=None, strides=None, pads=None, dilations=None, group=1, output_padding=None) -> np.ndarray:
+def naive_conv_transpose(
+    x, w, b=None, strides=None, pads=None, dilations=None, group=1, output_padding=None
+) -> np.ndarray:
     """ONNX ConvTranspose by scattering every input element through every tap (float64 result)."""
     k = x.ndim - 2
     strides = strides or (1,) * k
@@ -57,7 +68,10 @@ def naive_conv_transpose(x, w, b=None, strides=None, pads=None, dilations=None, 
     output_padding = output_padding or (0,) * k
     sizes, kernel = x.shape[2:], w.shape[2:]
     cg, mg = x.shape[1] // group, w.shape[1]
-    full = [(sizes[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 + output_padding[i] for i in range(k)]
+    full = [
+        (sizes[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 + output_padding[i]
+        for i in range(k)
+    ]
     acc = np.zeros((x.shape[0], mg * group, *full))
     for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
         g = c // cg
@@ -128,8 +142,12 @@ def naive_pool(x, kernel, strides, pads, dilations, ceil_mode, mode, count_inclu
     input, plus (count_include_pad) those on explicit padding, never the ceil_mode overhang."""
     k = len(kernel)
     sizes = x.shape[2:]
-    outs = [naive_out_len(sizes[i], kernel[i], strides[i], dilations[i], pads[i], pads[k + i], bool(ceil_mode))
-            for i in range(k)]
+    outs = [
+        naive_out_len(
+            sizes[i], kernel[i], strides[i], dilations[i], pads[i], pads[k + i], bool(ceil_mode)
+        )
+        for i in range(k)
+    ]
     y = np.zeros(x.shape[:2] + tuple(outs), dtype=np.float64)
     for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
         for pos in itertools.product(*map(range, outs)):
@@ -152,8 +170,12 @@ def naive_indices(x, kernel, strides, pads, dilations, ceil_mode, storage_order)
     position in row-major (storage_order 0) or column-major (1, first spatial axis fastest)."""
     k = len(kernel)
     sizes = x.shape[2:]
-    outs = [naive_out_len(sizes[i], kernel[i], strides[i], dilations[i], pads[i], pads[k + i], bool(ceil_mode))
-            for i in range(k)]
+    outs = [
+        naive_out_len(
+            sizes[i], kernel[i], strides[i], dilations[i], pads[i], pads[k + i], bool(ceil_mode)
+        )
+        for i in range(k)
+    ]
     plane = math.prod(sizes)
     out = np.zeros(x.shape[:2] + tuple(outs), dtype=np.int64)
     for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
@@ -161,7 +183,9 @@ def naive_indices(x, kernel, strides, pads, dilations, ceil_mode, storage_order)
             best, where = None, None
             for taps in itertools.product(*map(range, kernel)):
                 idx = [pos[i] * strides[i] - pads[i] + taps[i] * dilations[i] for i in range(k)]
-                if all(0 <= idx[i] < sizes[i] for i in range(k)) and (best is None or x[(n, c, *idx)] > best):
+                if all(0 <= idx[i] < sizes[i] for i in range(k)) and (
+                    best is None or x[(n, c, *idx)] > best
+                ):
                     best, where = x[(n, c, *idx)], idx
             flat, step = 0, 1
             axes = range(k - 1, -1, -1) if storage_order == 0 else range(k)

@@ -58,7 +58,11 @@ def test_max_diff_matches_by_name_then_position_and_rejects_shape_changes():
 
 def test_dead_inputs_are_fed_zeros_so_ort_can_run_the_model():
     # What onnxruntime's offline optimizer writes for the IR-3 zoo models: an input nothing reads.
-    m = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [2]), _vi("unused", [3, 1])], [_vi("y", [2])])
+    m = _model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [_vi("x", [2]), _vi("unused", [3, 1])],
+        [_vi("y", [2])],
+    )
     feeds = {"x": np.array([-1.0, 2.0], np.float32)}
     assert [vi.name for vi in bench.dead_inputs(m, feeds)] == ["unused"]
     out = bench.ort_run(m, feeds)
@@ -76,18 +80,23 @@ def test_training_mode_detection():
 def test_random_feeds_follow_runtime_feeds_and_fall_back_for_unimportable_models(tmp_path):
     path = os.path.join(ROOT, "tests/data/torch/cnn_ts_op13.onnx")
     feeds = bench.random_feeds(path, seed=3, batch=2)
-    (name, x), = feeds.items()
+    ((name, x),) = feeds.items()
     expected = np.random.default_rng(3).standard_normal(x.shape).astype(np.float32)
     assert x.shape[0] == 2 and np.array_equal(x, expected)
     # An op graphnet has no mapping for, in a domain it cannot import: the ONNX-only fallback.
-    odd = _model([helper.make_node("Weird", ["x"], ["y"], domain="example.org")], [_vi("x", ["N", 3])],
-                 [_vi("y", None)])
+    odd = _model(
+        [helper.make_node("Weird", ["x"], ["y"], domain="example.org")],
+        [_vi("x", ["N", 3])],
+        [_vi("y", None)],
+    )
     odd.opset_import.append(helper.make_opsetid("example.org", 1))
     p = tmp_path / "odd.onnx"
     onnx.save(odd, p)
     fb = bench.random_feeds(str(p), seed=1, batch=4)
     assert fb["x"].shape == (4, 3)
-    np.testing.assert_array_equal(fb["x"], np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32))
+    np.testing.assert_array_equal(
+        fb["x"], np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+    )
 
 
 def _rows(text: str, title: str) -> dict[str, list[str]]:
@@ -102,8 +111,21 @@ def test_end_to_end_table_against_the_files(capsys, monkeypatch):
     monkeypatch.setitem(bench.TOOLS, "ort-extended", ("a_module_that_is_not_there", broken))
     monkeypatch.setitem(bench.TOOLS, "onnxoptimizer", ("numpy", broken))
     models = ["torch/cnn_ts_op13", "torch/view_flatten"]
-    assert bench.main(["--models", ",".join(models), "--tools", "graphnet,ort-basic,ort-extended,onnxoptimizer",
-                       "--repeat", "2", "--budget", "60"]) == 0
+    assert (
+        bench.main(
+            [
+                "--models",
+                ",".join(models),
+                "--tools",
+                "graphnet,ort-basic,ort-extended,onnxoptimizer",
+                "--repeat",
+                "2",
+                "--budget",
+                "60",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     nodes = _rows(out, "nodes after / BatchNormalization left / Dropout left")
     diffs = _rows(out, "max |diff|")
@@ -111,20 +133,36 @@ def test_end_to_end_table_against_the_files(capsys, monkeypatch):
     for name in models:
         m = onnx.load(os.path.join(ROOT, "tests/data", name + ".onnx"))
         ops = [n.op_type for n in m.graph.node]
-        assert nodes[name][0] == f"{len(ops)}/{ops.count('BatchNormalization')}/{ops.count('Dropout')}"
+        assert (
+            nodes[name][0] == f"{len(ops)}/{ops.count('BatchNormalization')}/{ops.count('Dropout')}"
+        )
         ours = re.fullmatch(r"(\d+)/(\d+)/(\d+)", nodes[name][1])
         assert ours and int(ours[1]) < len(ops) and ours[2] == "0" and ours[3] == "0"
-        assert float(diffs[name][0]) <= 1e-5  # whole-model tolerance (README): folds reorder float32 sums
+        assert (
+            float(diffs[name][0]) <= 1e-5
+        )  # whole-model tolerance (README): folds reorder float32 sums
         assert float(times[name][0]) > 0
         row = " ".join(nodes[name])
-        assert "not installed" in row and "error: boom: this tool always fails" in row and "second" not in row
+        assert (
+            "not installed" in row
+            and "error: boom: this tool always fails" in row
+            and "second" not in row
+        )
     assert "where graphnet loses" in out
 
 
 def test_markdown_output(capsys):
-    assert bench.main(["--models", "torch/view_flatten", "--tools", "graphnet", "--repeat", "1", "--markdown"]) == 0
+    assert (
+        bench.main(
+            ["--models", "torch/view_flatten", "--tools", "graphnet", "--repeat", "1", "--markdown"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     table = [ln for ln in out.splitlines() if ln.startswith("|")]
     assert table[0] == "| model | original | graphnet |" and table[1] == "|---|---:|---:|"
-    ops = [n.op_type for n in onnx.load(os.path.join(ROOT, "tests/data/torch/view_flatten.onnx")).graph.node]
+    ops = [
+        n.op_type
+        for n in onnx.load(os.path.join(ROOT, "tests/data/torch/view_flatten.onnx")).graph.node
+    ]
     assert any(ln.startswith(f"| torch/view_flatten | {len(ops)}/0/0 |") for ln in table)

@@ -32,7 +32,9 @@ def test_naive_conv_transpose_hand_example():
     x = np.array([[[1.0, 10.0]]])
     w = np.array([[[1.0, 2.0, 3.0]]])
     np.testing.assert_array_equal(naive_conv_transpose(x, w, strides=(2,)), [[[1, 2, 13, 20, 30]]])
-    np.testing.assert_array_equal(naive_conv_transpose(x, w, strides=(2,), pads=(1, 0)), [[[2, 13, 20, 30]]])
+    np.testing.assert_array_equal(
+        naive_conv_transpose(x, w, strides=(2,), pads=(1, 0)), [[[2, 13, 20, 30]]]
+    )
     # output_padding adds a position past the end that no input reaches (bias only).
     y = naive_conv_transpose(x, w, np.array([0.5]), strides=(2,), output_padding=(1,))
     np.testing.assert_array_equal(y, [[[1.5, 2.5, 13.5, 20.5, 30.5, 0.5]]])
@@ -43,5 +45,7 @@ def test_naive_standardize_hand_example():
     w = np.array([[[1.0, 3.0]], [[5.0, 5.0]]])
     np.testing.assert_allclose(naive_standardize(w[:1], 0.0), [[[-1.0, 1.0]]], rtol=0, atol=1e-15)
     out = naive_standardize(w, 1e-5)
-    np.testing.assert_allclose(out[0], [[-1.0 / np.sqrt(1 + 1e-5), 1.0 / np.sqrt(1 + 1e-5)]], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(
+        out[0], [[-1.0 / np.sqrt(1 + 1e-5), 1.0 / np.sqrt(1 + 1e-5)]], rtol=1e-15, atol=0
+    )
     np.testing.assert_array_equal(out[1], [[0.0, 0.0]])  # a constant map standardizes to zeros

@@ -17,7 +17,17 @@ from graphnet.ir import format_shape
 from graphnet.nn.core import Layer, Network, Tensor
 from graphnet.ops.activation import DROPOUT_SCHEMES
 
-__all__ = ["ReLU", "Sigmoid", "Tanh", "LeakyReLU", "PReLU", "ELU", "Softmax", "LogSoftmax", "Dropout"]
+__all__ = [
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "Softmax",
+    "LogSoftmax",
+    "Dropout",
+]
 
 
 class _Elementwise(Layer):
@@ -108,7 +118,9 @@ class PReLU(Layer):
 
     kind = "prelu"
 
-    def __init__(self, shared: bool = False, init: float = 0.25, *, name: str | None = None) -> None:
+    def __init__(
+        self, shared: bool = False, init: float = 0.25, *, name: str | None = None
+    ) -> None:
         super().__init__(name=name)
         self.shared = shared
         self.init = init
@@ -159,11 +171,17 @@ class Dropout(Layer):
             raise AttributeValueError(f"Dropout {given}= must be a number, got {value!r}")
         value = float(value)
         if given == "drop" and not 0.0 <= value < 1.0:
-            raise AttributeValueError(f"Dropout drop= (DROP probability) must be in [0, 1), got {value!r}")
+            raise AttributeValueError(
+                f"Dropout drop= (DROP probability) must be in [0, 1), got {value!r}"
+            )
         if given == "keep" and not 0.0 < value <= 1.0:
-            raise AttributeValueError(f"Dropout keep= (KEEP probability) must be in (0, 1], got {value!r}")
+            raise AttributeValueError(
+                f"Dropout keep= (KEEP probability) must be in (0, 1], got {value!r}"
+            )
         if scheme not in DROPOUT_SCHEMES:
-            raise AttributeValueError(f"Dropout scheme must be one of {DROPOUT_SCHEMES}, got {scheme!r}")
+            raise AttributeValueError(
+                f"Dropout scheme must be one of {DROPOUT_SCHEMES}, got {scheme!r}"
+            )
         self.drop = value if given == "drop" else 1.0 - value
         self.keep = value if given == "keep" else 1.0 - value
         self.scheme = scheme

@@ -15,8 +15,9 @@ W's second axis, (output channels per group) * taps, and so do we.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import prod, sqrt
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 
@@ -42,8 +43,18 @@ class _ConvBase(Layer):
     op = "Conv"
     ranks: tuple[int, ...] = (3, 4, 5)
 
-    def __init__(self, out_channels: int, kernel_size: Size, *, stride: Size, padding: Padding,
-                 dilation: Size, groups: int, bias: bool, name: str | None) -> None:
+    def __init__(
+        self,
+        out_channels: int,
+        kernel_size: Size,
+        *,
+        stride: Size,
+        padding: Padding,
+        dilation: Size,
+        groups: int,
+        bias: bool,
+        name: str | None,
+    ) -> None:
         super().__init__(name=name)
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -55,17 +66,29 @@ class _ConvBase(Layer):
         # Checked here so that a bad argument fails on the line that wrote it (no name yet).
         for what, v in (("out_channels", out_channels), ("groups", groups)):
             if not _is_int(v) or v < 1:
-                raise AttributeValueError(f"{type(self).__name__}: {what} must be a positive int, got {v!r}")
+                raise AttributeValueError(
+                    f"{type(self).__name__}: {what} must be a positive int, got {v!r}"
+                )
 
     def _where(self) -> str:
         return f"{self.name} ({type(self).__name__})"
 
     def _per_axis(self, what: str, value: Size, k: int, minimum: int) -> tuple[int, ...]:
-        vals = (value,) * k if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
+        vals = (
+            (value,) * k
+            if _is_int(value)
+            else tuple(value)
+            if isinstance(value, (tuple, list))
+            else None
+        )
         if vals is None or len(vals) != k or not all(_is_int(v) for v in vals):
-            raise AttributeValueError(f"{self._where()}: {what} must be an int or {k} ints for a {k}-D input, got {value!r}")
+            raise AttributeValueError(
+                f"{self._where()}: {what} must be an int or {k} ints for a {k}-D input, got {value!r}"
+            )
         if any(v < minimum for v in vals):
-            raise AttributeValueError(f"{self._where()}: {what} must be >= {minimum}, got {value!r}")
+            raise AttributeValueError(
+                f"{self._where()}: {what} must be >= {minimum}, got {value!r}"
+            )
         return tuple(int(v) for v in vals)
 
     def _geometry(self, x: Tensor) -> tuple[int, int, tuple, tuple, tuple]:
@@ -75,11 +98,15 @@ class _ConvBase(Layer):
             want = " or ".join(str(r) for r in self.ranks)
             layout = {3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}
             hint = layout[self.ranks[0]] if len(self.ranks) == 1 else "(N, C, 1 to 3 spatial axes)"
-            raise ShapeError(f"{self._where()}: expects an input of rank {want} {hint}, got '{x.name}'{format_shape(shape)}")
+            raise ShapeError(
+                f"{self._where()}: expects an input of rank {want} {hint}, got '{x.name}'{format_shape(shape)}"
+            )
         k = len(shape) - 2
         c = shape[1]
         if c is None:
-            raise ShapeError(f"{self._where()}: input '{x.name}'{format_shape(shape)} has a dynamic channel count")
+            raise ShapeError(
+                f"{self._where()}: input '{x.name}'{format_shape(shape)} has a dynamic channel count"
+            )
         kernel = self._per_axis("kernel_size", self.kernel_size, k, 1)
         strides = self._per_axis("stride", self.stride, k, 1)
         dilations = self._per_axis("dilation", self.dilation, k, 1)
@@ -88,9 +115,13 @@ class _ConvBase(Layer):
     def _check_groups(self, c: int, x: Tensor) -> None:
         g = self.groups
         if c % g:
-            raise ShapeError(f"{self._where()}: input has {c} channels, not divisible by groups={g} (input '{x.name}'{format_shape(x.shape)})")
+            raise ShapeError(
+                f"{self._where()}: input has {c} channels, not divisible by groups={g} (input '{x.name}'{format_shape(x.shape)})"
+            )
         if self.out_channels % g:
-            raise ShapeError(f"{self._where()}: out_channels={self.out_channels} is not divisible by groups={g}")
+            raise ShapeError(
+                f"{self._where()}: out_channels={self.out_channels} is not divisible by groups={g}"
+            )
 
     def _uniform(self, net: Network, shape: tuple, fan_in: int) -> np.ndarray:
         bound = 1.0 / sqrt(fan_in)
@@ -99,7 +130,9 @@ class _ConvBase(Layer):
     def _weights(self, net: Network, w_shape: tuple, fan_in: int) -> list[str]:
         names = [self.param(net, "weight", lambda: self._uniform(net, w_shape, fan_in))]
         if self.bias:
-            names.append(self.param(net, "bias", lambda: self._uniform(net, (self.out_channels,), fan_in)))
+            names.append(
+                self.param(net, "bias", lambda: self._uniform(net, (self.out_channels,), fan_in))
+            )
         return names
 
 
@@ -109,10 +142,28 @@ class Conv(_ConvBase):
     `Conv(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups=1, bias=True)`;
     `groups=C` with `out_channels` a multiple of C is a depthwise conv."""
 
-    def __init__(self, out_channels: int, kernel_size: Size, *, stride: Size = 1, padding: Padding = 0,
-                 dilation: Size = 1, groups: int = 1, bias: bool = True, name: str | None = None) -> None:
-        super().__init__(out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups, bias=bias, name=name)
+    def __init__(
+        self,
+        out_channels: int,
+        kernel_size: Size,
+        *,
+        stride: Size = 1,
+        padding: Padding = 0,
+        dilation: Size = 1,
+        groups: int = 1,
+        bias: bool = True,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            name=name,
+        )
 
     def conv_attrs(self, x: Tensor) -> tuple[dict, int, tuple]:
         """(ONNX attributes, input channels, kernel) for input `x`, checking shapes and arguments."""
@@ -122,20 +173,28 @@ class Conv(_ConvBase):
         attrs = {"strides": strides, "pads": pads, "dilations": dilations, "group": self.groups}
         return attrs, c, kernel
 
-    def _pads(self, x: Tensor, k: int, kernel: tuple, strides: tuple, dilations: tuple) -> tuple[int, ...]:
+    def _pads(
+        self, x: Tensor, k: int, kernel: tuple, strides: tuple, dilations: tuple
+    ) -> tuple[int, ...]:
         p = self.padding
         if isinstance(p, str):
             if p == "valid":
                 return (0,) * (2 * k)
             if p != "same":
-                raise AttributeValueError(f"{self._where()}: padding must be an int, ints, 'same' or 'valid', got {p!r}")
+                raise AttributeValueError(
+                    f"{self._where()}: padding must be an int, ints, 'same' or 'valid', got {p!r}"
+                )
             spatial = x.shape[2:]
             if any(d is None for d in spatial):
-                raise ShapeError(f"{self._where()}: padding='same' needs a static spatial shape, input '{x.name}' is {format_shape(x.shape)}")
+                raise ShapeError(
+                    f"{self._where()}: padding='same' needs a static spatial shape, input '{x.name}' is {format_shape(x.shape)}"
+                )
             return same_pads(spatial, kernel, strides, dilations)
         if isinstance(p, (tuple, list)) and len(p) == 2 * k:
             if not all(_is_int(v) and v >= 0 for v in p):
-                raise AttributeValueError(f"{self._where()}: padding must hold ints >= 0, got {p!r}")
+                raise AttributeValueError(
+                    f"{self._where()}: padding must hold ints >= 0, got {p!r}"
+                )
             return tuple(int(v) for v in p)
         half = self._per_axis("padding", p, k, 0)
         return half + half
@@ -176,11 +235,29 @@ class WSConv(Conv):
     kind = "wsconv"
     op = "WSConv"
 
-    def __init__(self, out_channels: int, kernel_size: Size, *, stride: Size = 1, padding: Padding = 0,
-                 dilation: Size = 1, groups: int = 1, bias: bool = True, eps: float = 1e-5,
-                 name: str | None = None) -> None:
-        super().__init__(out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups, bias=bias, name=name)
+    def __init__(
+        self,
+        out_channels: int,
+        kernel_size: Size,
+        *,
+        stride: Size = 1,
+        padding: Padding = 0,
+        dilation: Size = 1,
+        groups: int = 1,
+        bias: bool = True,
+        eps: float = 1e-5,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            name=name,
+        )
         if not eps > 0:
             raise AttributeValueError(f"WSConv: eps must be > 0, got {eps!r}")
         self.eps = float(eps)
@@ -199,11 +276,29 @@ class ConvTranspose(_ConvBase):
     kind = "convt"
     op = "ConvTranspose"
 
-    def __init__(self, out_channels: int, kernel_size: Size, *, stride: Size = 1, padding: Size = 0,
-                 output_padding: Size = 0, groups: int = 1, bias: bool = True, dilation: Size = 1,
-                 name: str | None = None) -> None:
-        super().__init__(out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups, bias=bias, name=name)
+    def __init__(
+        self,
+        out_channels: int,
+        kernel_size: Size,
+        *,
+        stride: Size = 1,
+        padding: Size = 0,
+        output_padding: Size = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: Size = 1,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            name=name,
+        )
         self.output_padding = output_padding
 
     def forward(self, net: Network, x: Tensor) -> Tensor:
@@ -211,7 +306,10 @@ class ConvTranspose(_ConvBase):
         self._check_groups(c, x)
         p = self.padding
         if isinstance(p, (tuple, list)) and len(p) == 2 * k:
-            pads = tuple(self._per_axis("padding", tuple(p[:k]), k, 0) + self._per_axis("padding", tuple(p[k:]), k, 0))
+            pads = tuple(
+                self._per_axis("padding", tuple(p[:k]), k, 0)
+                + self._per_axis("padding", tuple(p[k:]), k, 0)
+            )
         else:
             half = self._per_axis("padding", p, k, 0)
             pads = half + half
@@ -225,6 +323,11 @@ class ConvTranspose(_ConvBase):
         mg = self.out_channels // self.groups
         w_shape = (c, mg, *kernel)
         inputs = [x, *self._weights(net, w_shape, mg * prod(kernel))]
-        attrs = {"strides": strides, "pads": pads, "dilations": dilations, "group": self.groups,
-                 "output_padding": out_pad}
+        attrs = {
+            "strides": strides,
+            "pads": pads,
+            "dilations": dilations,
+            "group": self.groups,
+            "output_padding": out_pad,
+        }
         return net.emit("ConvTranspose", inputs, attrs, name=self.name)

@@ -20,7 +20,8 @@ generator (reproducible); calling the same layer object again reuses (shares) it
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class Tensor:
 
     __slots__ = ("net", "name")
 
-    def __init__(self, net: "Network", name: str) -> None:
+    def __init__(self, net: Network, name: str) -> None:
         self.net = net
         self.name = name
 
@@ -51,7 +52,7 @@ class Tensor:
     def ndim(self) -> int:
         return len(self.shape)
 
-    def __add__(self, other: "Tensor") -> "Tensor":
+    def __add__(self, other: Tensor) -> Tensor:
         return add(self, other)
 
     def __repr__(self) -> str:
@@ -96,7 +97,7 @@ class Network:
     def emit(
         self,
         op: str,
-        inputs: Sequence["Tensor | str | None"],
+        inputs: Sequence[Tensor | str | None],
         attrs: dict[str, Any] | None = None,
         *,
         name: str,
@@ -112,16 +113,26 @@ class Network:
                 names.append(i or "")
         outputs = None
         if num_outputs is not None:
-            outputs = [f"{name}.out"] if num_outputs == 1 else [f"{name}.out{k}" for k in range(num_outputs)]
-        node = self.graph.add_node(op, names, attrs or {}, name=self.graph.fresh_name(name), outputs=outputs)
+            outputs = (
+                [f"{name}.out"]
+                if num_outputs == 1
+                else [f"{name}.out{k}" for k in range(num_outputs)]
+            )
+        node = self.graph.add_node(
+            op, names, attrs or {}, name=self.graph.fresh_name(name), outputs=outputs
+        )
         outs = [Tensor(self, o) for o in node.outputs]
         return outs if num_outputs is not None else outs[0]
 
     def _own(self, t: Tensor, what: str) -> None:
         if not isinstance(t, Tensor):
-            raise GraphError(f"{what}: expected a Tensor of network '{self.graph.name}', got {type(t).__name__}")
+            raise GraphError(
+                f"{what}: expected a Tensor of network '{self.graph.name}', got {type(t).__name__}"
+            )
         if t.net is not self:
-            raise GraphError(f"{what}: tensor '{t.name}' belongs to network '{t.net.graph.name}', not '{self.graph.name}'")
+            raise GraphError(
+                f"{what}: tensor '{t.name}' belongs to network '{t.net.graph.name}', not '{self.graph.name}'"
+            )
 
 
 def rename_value(graph: Graph, old: str, new: str) -> None:

@@ -42,7 +42,9 @@ def _features(layer: Layer, x: Tensor) -> int:
     if x.shape is None or len(x.shape) != 2:
         raise ShapeError(f"{who}: input has shape {format_shape(x.shape)}; expected (N, features)")
     if x.shape[1] is None:
-        raise ShapeError(f"{who}: input has shape {format_shape(x.shape)}; its feature count must be known")
+        raise ShapeError(
+            f"{who}: input has shape {format_shape(x.shape)}; its feature count must be known"
+        )
     return int(x.shape[1])
 
 
@@ -78,7 +80,9 @@ class Maxout(Layer):
 
     kind = "maxout"
 
-    def __init__(self, out_features: int, pieces: int = 2, *, bias: bool = True, name: str | None = None) -> None:
+    def __init__(
+        self, out_features: int, pieces: int = 2, *, bias: bool = True, name: str | None = None
+    ) -> None:
         super().__init__(name=name)
         self.out_features = _positive_int(out_features, "out_features", type(self).__name__)
         self.pieces = _positive_int(pieces, "pieces", type(self).__name__)

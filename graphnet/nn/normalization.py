@@ -34,10 +34,14 @@ class _Norm(Layer):
     def _channels(self, x: Tensor) -> int:
         if x.shape is None or len(x.shape) not in self.ranks:
             want = " or ".join(map(str, self.ranks))
-            raise ShapeError(f"{self._label()}: input '{x.name}' must have rank {want} (N, C, ...), got {format_shape(x.shape)}")
+            raise ShapeError(
+                f"{self._label()}: input '{x.name}' must have rank {want} (N, C, ...), got {format_shape(x.shape)}"
+            )
         c = x.shape[1]
         if c is None:
-            raise ShapeError(f"{self._label()}: input '{x.name}' {format_shape(x.shape)} has a dynamic channel count")
+            raise ShapeError(
+                f"{self._label()}: input '{x.name}' {format_shape(x.shape)} has a dynamic channel count"
+            )
         return int(c)
 
 
@@ -64,8 +68,10 @@ class BatchNorm(_Norm):
             raise AttributeValueError(
                 f"{self._label()}: give smoothing (alpha) or torch_momentum (1 - alpha), not both"
             )
-        alpha = 0.9 if smoothing is None and torch_momentum is None else (
-            smoothing if smoothing is not None else 1.0 - torch_momentum
+        alpha = (
+            0.9
+            if smoothing is None and torch_momentum is None
+            else (smoothing if smoothing is not None else 1.0 - torch_momentum)
         )
         if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             which = "smoothing" if smoothing is not None else "1 - torch_momentum"
@@ -100,7 +106,9 @@ class LayerNorm(_Norm):
         self._channels(x)
         shape = tuple(x.shape[1:])
         if any(d is None for d in shape):
-            raise ShapeError(f"{self._label()}: input '{x.name}' {format_shape(x.shape)} needs static dims after the batch")
+            raise ShapeError(
+                f"{self._label()}: input '{x.name}' {format_shape(x.shape)} needs static dims after the batch"
+            )
         ins: list = [x]
         if self.affine:
             ins += [
@@ -138,17 +146,23 @@ class GroupNorm(_Norm):
 
     kind = "gn"
 
-    def __init__(self, groups: int, *, eps: float = 1e-5, affine: bool = True, name: str | None = None) -> None:
+    def __init__(
+        self, groups: int, *, eps: float = 1e-5, affine: bool = True, name: str | None = None
+    ) -> None:
         super().__init__(eps=eps, name=name)
         if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
-            raise AttributeValueError(f"{self._label()}: groups must be an int >= 1, got {groups!r}")
+            raise AttributeValueError(
+                f"{self._label()}: groups must be an int >= 1, got {groups!r}"
+            )
         self.groups = int(groups)
         self.affine = bool(affine)
 
     def forward(self, net: Network, x: Tensor) -> Tensor:
         c = self._channels(x)
         if c % self.groups:
-            raise ShapeError(f"{self._label()}: {c} channels not divisible by {self.groups} groups (input {format_shape(x.shape)})")
+            raise ShapeError(
+                f"{self._label()}: {c} channels not divisible by {self.groups} groups (input {format_shape(x.shape)})"
+            )
         ins: list = [x]
         if self.affine:
             ins += [
@@ -165,12 +179,23 @@ class LRN(_Norm):
     kind = "lrn"
 
     def __init__(
-        self, size: int, *, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0, name: str | None = None
+        self,
+        size: int,
+        *,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        bias: float = 1.0,
+        name: str | None = None,
     ) -> None:
         super().__init__(eps=0.0, name=name)
         if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
             raise AttributeValueError(f"{self._label()}: size must be an int >= 1, got {size!r}")
-        self.size, self.alpha, self.beta, self.bias = int(size), float(alpha), float(beta), float(bias)
+        self.size, self.alpha, self.beta, self.bias = (
+            int(size),
+            float(alpha),
+            float(beta),
+            float(bias),
+        )
 
     def forward(self, net: Network, x: Tensor) -> Tensor:
         self._channels(x)

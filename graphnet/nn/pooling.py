@@ -8,7 +8,8 @@ The spatial rank (1-D, 2-D, 3-D) comes from the input tensor (rank 3, 4 or 5); s
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.nn.core import Layer, Network, Tensor
@@ -25,8 +26,16 @@ class _WindowPool(Layer):
     kind = "pool"
     op = ""
 
-    def __init__(self, kernel_size: Size, stride: Size | None, padding: Padding, dilation: Size,
-                 ceil_mode: bool, *, name: str | None) -> None:
+    def __init__(
+        self,
+        kernel_size: Size,
+        stride: Size | None,
+        padding: Padding,
+        dilation: Size,
+        ceil_mode: bool,
+        *,
+        name: str | None,
+    ) -> None:
         super().__init__(name=name)
         self.kernel_size = kernel_size
         self.stride = stride
@@ -60,14 +69,23 @@ class _WindowPool(Layer):
         strides = kernel if self.stride is None else self._per_axis("stride", self.stride, k)
         dilations = self._per_axis("dilation", self.dilation, k)
         pads = self._pads(x, k, kernel, strides, dilations)
-        return {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dilations,
-                "ceil_mode": int(self.ceil_mode)}
+        return {
+            "kernel_shape": kernel,
+            "strides": strides,
+            "pads": pads,
+            "dilations": dilations,
+            "ceil_mode": int(self.ceil_mode),
+        }
 
-    def _pads(self, x: Tensor, k: int, kernel: tuple, strides: tuple, dilations: tuple) -> tuple[int, ...]:
+    def _pads(
+        self, x: Tensor, k: int, kernel: tuple, strides: tuple, dilations: tuple
+    ) -> tuple[int, ...]:
         p = self.padding
         if isinstance(p, str):
             if p != "same":
-                raise AttributeValueError(f"{self._where()}: padding must be an int, ints or 'same', got {p!r}")
+                raise AttributeValueError(
+                    f"{self._where()}: padding must be an int, ints or 'same', got {p!r}"
+                )
             spatial = x.shape[2:]
             if any(d is None for d in spatial):
                 raise ShapeError(
@@ -87,8 +105,16 @@ class MaxPool(_WindowPool):
     """Max pooling (ONNX MaxPool). `stride` defaults to `kernel_size` (PyTorch's and the
     lecture's non-overlapping windows); padding never wins the max."""
 
-    def __init__(self, kernel_size: Size, stride: Size | None = None, padding: Padding = 0,
-                 dilation: Size = 1, ceil_mode: bool = False, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        kernel_size: Size,
+        stride: Size | None = None,
+        padding: Padding = 0,
+        dilation: Size = 1,
+        ceil_mode: bool = False,
+        *,
+        name: str | None = None,
+    ) -> None:
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode, name=name)
 
     def forward(self, net: Network, x: Tensor) -> Tensor:
@@ -102,9 +128,17 @@ class AvgPool(_WindowPool):
     ONNX's default (count_include_pad=0); PyTorch's `nn.AvgPool2d` defaults to True. Either way
     the part of a ceil_mode window past the end padding never counts."""
 
-    def __init__(self, kernel_size: Size, stride: Size | None = None, padding: Padding = 0,
-                 ceil_mode: bool = False, count_include_pad: bool = False, *,
-                 dilation: Size = 1, name: str | None = None) -> None:
+    def __init__(
+        self,
+        kernel_size: Size,
+        stride: Size | None = None,
+        padding: Padding = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = False,
+        *,
+        dilation: Size = 1,
+        name: str | None = None,
+    ) -> None:
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode, name=name)
         self.count_include_pad = bool(count_include_pad)
 

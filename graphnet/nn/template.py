@@ -8,7 +8,7 @@ before every hidden FC layer.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from graphnet.errors import AttributeValueError
 from graphnet.nn.core import Layer, Sequential

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,14 @@ from graphnet.ir import Graph, Node
 from graphnet.onnx_io import DEFAULT_OPSET
 from graphnet.onnx_io.registry import get_export_rule
 
-__all__ = ["ExportContext", "to_onnx", "save", "write_model", "atomic_write", "EXTERNAL_DATA_THRESHOLD"]
+__all__ = [
+    "ExportContext",
+    "to_onnx",
+    "save",
+    "write_model",
+    "atomic_write",
+    "EXTERNAL_DATA_THRESHOLD",
+]
 
 MIN_OPSET = 17  # LayerNormalization appears in opset 17
 
@@ -55,12 +63,22 @@ class ExportContext:
         self._taken.add(name)
         return name
 
-    def emit(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], *, name: str, **attrs: Any) -> list[str]:
+    def emit(
+        self,
+        op_type: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        *,
+        name: str,
+        **attrs: Any,
+    ) -> list[str]:
         """Append an ONNX node; attributes set to None are left out."""
         from onnx import helper
 
         attrs = {k: _onnx_attr(v) for k, v in attrs.items() if v is not None}
-        self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name=name, **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), list(outputs), name=name, **attrs)
+        )
         return list(outputs)
 
     def const(self, array: np.ndarray, hint: str) -> str:
@@ -126,7 +144,12 @@ def to_onnx(
     outputs = [_value_info(o, graph.values[o].shape, graph.values[o].dtype) for o in graph.outputs]
     outputs += [_value_info(n, s, d) for n, s, d in ctx.extra_outputs]
     g = helper.make_graph(
-        ctx.nodes, graph.name, inputs, outputs, initializer=list(ctx.initializers.values()), doc_string=doc
+        ctx.nodes,
+        graph.name,
+        inputs,
+        outputs,
+        initializer=list(ctx.initializers.values()),
+        doc_string=doc,
     )
     opsets = [helper.make_opsetid("", opset)]
     for domain, version in graph.meta.get("opset_import", []):
@@ -183,8 +206,15 @@ def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None
         raise
 
 
-def save(graph: Graph, path: str | os.PathLike, *, mode: str = "inference", opset: int | None = None,
-         external_data: bool | None = None, **kw: Any) -> None:
+def save(
+    graph: Graph,
+    path: str | os.PathLike,
+    *,
+    mode: str = "inference",
+    opset: int | None = None,
+    external_data: bool | None = None,
+    **kw: Any,
+) -> None:
     """Export `graph` and write it to `path` atomically (see `write_model` for external data)."""
     write_model(to_onnx(graph, mode=mode, opset=opset, **kw), path, external_data=external_data)
 
@@ -197,7 +227,9 @@ def write_model(model, path: str | os.PathLike, *, external_data: bool | None = 
 
     path = os.fspath(path)
     if external_data is None:
-        external_data = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
+        external_data = (
+            sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
+        )
     if not external_data:
         data = model.SerializeToString()
         atomic_write(path, data)
@@ -209,8 +241,14 @@ def write_model(model, path: str | os.PathLike, *, external_data: bool | None = 
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         tmp_model = os.path.join(tmpdir, name)
-        onnx.save_model(copy, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=f"{name}.data", size_threshold=1024)
+        onnx.save_model(
+            copy,
+            tmp_model,
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{name}.data",
+            size_threshold=1024,
+        )
         written = 0
         for f in sorted(os.listdir(tmpdir), key=lambda f: f == name):  # the model file last
             written += os.path.getsize(os.path.join(tmpdir, f))

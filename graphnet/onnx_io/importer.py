@@ -9,7 +9,8 @@ any model and write such nodes back untouched. Graph input, output and parameter
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,9 @@ class ImportContext:
     """What an import rule works with: the ONNX opset, attribute decoding, constants, and
     `add` to write IR nodes."""
 
-    def __init__(self, graph: Graph, opset: int, shapes: dict[str, tuple], used: set[str] | None = None) -> None:
+    def __init__(
+        self, graph: Graph, opset: int, shapes: dict[str, tuple], used: set[str] | None = None
+    ) -> None:
         self.graph = graph
         self.opset = opset
         self._shapes = shapes  # value name -> (shape, dtype) from ONNX shape inference
@@ -87,7 +90,9 @@ class ImportContext:
         g = self.graph
         name = g.fresh_name(name or (outputs[0] if outputs else op))
         known = all(not i or g.values[i].shape is not None for i in inputs)
-        node = g.add_node(op, list(inputs), attrs or {}, name=name, outputs=list(outputs), infer=known)
+        node = g.add_node(
+            op, list(inputs), attrs or {}, name=name, outputs=list(outputs), infer=known
+        )
         if not known:
             for o in node.outputs:
                 if o in self._shapes:
@@ -191,7 +196,9 @@ def from_onnx(model) -> Graph:
             else:
                 rule(ctx, node)
         except GraphNetError as exc:
-            raise ImportError_(f"ONNX node '{node.name or node.output[0]}' ({node.op_type}): {exc}") from exc
+            raise ImportError_(
+                f"ONNX node '{node.name or node.output[0]}' ({node.op_type}): {exc}"
+            ) from exc
     for o in mg.output:
         if o.name not in g.values:
             raise ImportError_(f"graph output '{o.name}' is not produced by any node")
@@ -207,7 +214,12 @@ def constant_value(node) -> np.ndarray:
     attrs = ImportContext.attrs(node)
     if "value" in attrs:
         return np.asarray(attrs["value"])
-    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64), ("value_ints", np.int64)):
+    for key, dtype in (
+        ("value_float", np.float32),
+        ("value_floats", np.float32),
+        ("value_int", np.int64),
+        ("value_ints", np.int64),
+    ):
         if key in attrs:
             return np.asarray(attrs[key], dtype=dtype)
     raise ImportError_(f"Constant '{node.output[0]}' has an unsupported form: {sorted(attrs)}")

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from graphnet.errors import UnsupportedOpError
 
-__all__ = ["export_rule", "get_export_rule", "has_export_rule", "import_rule", "get_import_rule", "has_import_rule", "load_rules"]
+__all__ = [
+    "export_rule",
+    "get_export_rule",
+    "has_export_rule",
+    "import_rule",
+    "get_import_rule",
+    "has_import_rule",
+    "load_rules",
+]
 
 _EXPORT: dict[str, Callable] = {}
 _IMPORT: dict[str, Callable] = {}
@@ -46,7 +54,17 @@ def load_rules() -> None:
     global _loaded
     if _loaded:
         return
-    from graphnet.onnx_io.rules import activation, conv, linear, math, normalization, opaque, pooling, shape, tensor  # noqa: F401
+    from graphnet.onnx_io.rules import (  # noqa: F401
+        activation,
+        conv,
+        linear,
+        math,
+        normalization,
+        opaque,
+        pooling,
+        shape,
+        tensor,
+    )
 
     _loaded = True
 

@@ -8,6 +8,18 @@ Families live in their own modules (`conv`, `pooling`, `activation`, `linear`, `
 
 from __future__ import annotations
 
+# Registration happens on import; each family module is listed explicitly.
+from graphnet.ops import (  # noqa: E402,F401
+    activation,
+    conv,
+    linear,
+    math,
+    normalization,
+    opaque,
+    pooling,
+    shape,
+    tensor,
+)
 from graphnet.ops.spec import (
     REQUIRED,
     OpSpec,
@@ -18,8 +30,5 @@ from graphnet.ops.spec import (
     infer,
     register,
 )
-
-# Registration happens on import; each family module is listed explicitly.
-from graphnet.ops import activation, conv, linear, math, normalization, opaque, pooling, shape, tensor  # noqa: E402,F401
 
 __all__ = ["REQUIRED", "OpSpec", "all_specs", "attrs_of", "get", "has", "infer", "register"]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from graphnet.errors import ShapeError
 from graphnet.ir import Value, format_shape
 
 __all__ = [
-    "broadcast", "same_dim", "need_rank", "need_float", "elementwise", "FLOAT_DTYPES",
-    "window_out_size", "same_pad", "same_pads",
+    "broadcast",
+    "same_dim",
+    "need_rank",
+    "need_float",
+    "elementwise",
+    "FLOAT_DTYPES",
+    "window_out_size",
+    "same_pad",
+    "same_pads",
 ]
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
@@ -37,7 +44,9 @@ def broadcast(a: Sequence, b: Sequence) -> tuple:
         elif da is None or db is None:
             out.append(da if db is None else db)
         else:
-            raise ShapeError(f"shapes {format_shape(tuple(a))} and {format_shape(tuple(b))} do not broadcast")
+            raise ShapeError(
+                f"shapes {format_shape(tuple(a))} and {format_shape(tuple(b))} do not broadcast"
+            )
     return tuple(reversed(out))
 
 
@@ -63,7 +72,15 @@ def elementwise(inputs: Sequence[Value | None], attrs: dict) -> list:
 
 
 # ------------------------------------------------------------------ window arithmetic (conv, pool)
-def window_out_size(size: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int, ceil: bool = False) -> int:
+def window_out_size(
+    size: int,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    pad_begin: int,
+    pad_end: int,
+    ceil: bool = False,
+) -> int:
     """Number of windows along one axis (ONNX / PyTorch formula), 0 if the dilated kernel does
     not fit. With `ceil`, a last window that would start inside the end padding is dropped, as
     ONNX and PyTorch do."""
@@ -79,7 +96,9 @@ def window_out_size(size: int, kernel: int, stride: int, dilation: int, pad_begi
     return span // stride + 1
 
 
-def same_pad(size: int, kernel: int, stride: int, dilation: int, upper: bool = True) -> tuple[int, int]:
+def same_pad(
+    size: int, kernel: int, stride: int, dilation: int, upper: bool = True
+) -> tuple[int, int]:
     """(begin, end) pads giving ceil(size / stride) windows along one axis (ONNX auto_pad SAME_*):
     total = max(0, (out-1)*s + d*(k-1)+1 - size); the odd pixel goes at the end for SAME_UPPER
     (`upper`, also the DSL's "same"), at the beginning for SAME_LOWER."""
@@ -89,7 +108,13 @@ def same_pad(size: int, kernel: int, stride: int, dilation: int, upper: bool = T
     return begin, total - begin
 
 
-def same_pads(sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], upper: bool = True) -> tuple[int, ...]:
+def same_pads(
+    sizes: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    upper: bool = True,
+) -> tuple[int, ...]:
     """`same_pad` over every spatial axis, as ONNX pads (all begins, then all ends)."""
-    pairs = [same_pad(n, k, s, d, upper) for n, k, s, d in zip(sizes, kernel, strides, dilations)]
+    pairs = [same_pad(n, k, s, d, upper) for n, k, s, d in zip(sizes, kernel, strides, dilations, strict=True)]
     return tuple(p[0] for p in pairs) + tuple(p[1] for p in pairs)

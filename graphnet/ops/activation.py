@@ -20,8 +20,9 @@ Conventions (they are the IR's, and close to ONNX's so that export and import ar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Real
-from typing import Any, Sequence
+from typing import Any
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Value, format_shape
@@ -57,7 +58,7 @@ def _prelu(inputs: Sequence[Value | None], attrs: dict) -> list:
     # Unidirectional broadcasting: the output keeps X's shape, so every slope dim (right-aligned)
     # is 1 or equals X's; a dynamic dim on either side is accepted (the runtime checks it).
     ok = len(ss) <= len(xs) and all(
-        s == 1 or s is None or d is None or s == d for d, s in zip(xs[len(xs) - len(ss):], ss)
+        s == 1 or s is None or d is None or s == d for d, s in zip(xs[len(xs) - len(ss) :], ss, strict=True)
     )
     if not ok:
         hint = ""
@@ -100,7 +101,9 @@ def _scalar_input(v: Value | None, what: str, dtypes: tuple[str, ...]) -> None:
 def _dropout(inputs: Sequence[Value | None], attrs: dict) -> list:
     x = inputs[0]
     need_float(x, "input")
-    _scalar_input(inputs[1] if len(inputs) > 1 else None, "ratio", ("float16", "float32", "float64"))
+    _scalar_input(
+        inputs[1] if len(inputs) > 1 else None, "ratio", ("float16", "float32", "float64")
+    )
     _scalar_input(inputs[2] if len(inputs) > 2 else None, "training_mode", ("bool",))
     p = _real(attrs, "drop_prob")
     if not 0.0 <= p < 1.0:
@@ -108,7 +111,9 @@ def _dropout(inputs: Sequence[Value | None], attrs: dict) -> list:
             f"drop_prob (the DROP probability) must be in [0, 1), got {attrs['drop_prob']!r}"
         )
     if attrs["scheme"] not in DROPOUT_SCHEMES:
-        raise AttributeValueError(f"scheme must be one of {DROPOUT_SCHEMES}, got {attrs['scheme']!r}")
+        raise AttributeValueError(
+            f"scheme must be one of {DROPOUT_SCHEMES}, got {attrs['scheme']!r}"
+        )
     return [(x.shape, x.dtype), (x.shape, "bool")]
 
 
@@ -118,10 +123,16 @@ def _elementwise_spec(name: str, doc: str, attrs: dict[str, Any] | None = None) 
 
 
 register(_elementwise_spec("Relu", "max(0, x), element-wise."))
-register(_elementwise_spec("Sigmoid", "1 / (1 + exp(-x)), element-wise (computed without overflow)."))
+register(
+    _elementwise_spec("Sigmoid", "1 / (1 + exp(-x)), element-wise (computed without overflow).")
+)
 register(_elementwise_spec("Tanh", "tanh(x) = 2 * sigmoid(2x) - 1, element-wise."))
-register(_elementwise_spec("LeakyRelu", "x if x >= 0 else alpha * x, element-wise.", {"alpha": 0.01}))
-register(_elementwise_spec("Elu", "x if x >= 0 else alpha * (exp(x) - 1), element-wise.", {"alpha": 1.0}))
+register(
+    _elementwise_spec("LeakyRelu", "x if x >= 0 else alpha * x, element-wise.", {"alpha": 0.01})
+)
+register(
+    _elementwise_spec("Elu", "x if x >= 0 else alpha * (exp(x) - 1), element-wise.", {"alpha": 1.0})
+)
 register(
     OpSpec(
         "PRelu",

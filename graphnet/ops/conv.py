@@ -13,8 +13,9 @@ Spatial sizes follow ONNX (floor mode):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import prod
-from typing import Any, Sequence
+from typing import Any
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Value, format_shape
@@ -41,7 +42,9 @@ def conv_out_size(size: int | None, k: int, s: int, d: int, pad_b: int, pad_e: i
     return window_out_size(size, k, s, d, pad_b, pad_e)
 
 
-def conv_transpose_out_size(size: int | None, k: int, s: int, d: int, pad_b: int, pad_e: int, out_pad: int) -> int | None:
+def conv_transpose_out_size(
+    size: int | None, k: int, s: int, d: int, pad_b: int, pad_e: int, out_pad: int
+) -> int | None:
     """Output length of a transposed conv along one axis (None if the input length is dynamic)."""
     if size is None:
         return None
@@ -54,7 +57,13 @@ def _spatial_rank(inputs: Sequence[Value | None], attrs: dict) -> int | None:
     for v in inputs[:2]:
         if v is not None and v.shape is not None and len(v.shape) >= 3:
             return len(v.shape) - 2
-    for key, per_axis in (("kernel_shape", 1), ("strides", 1), ("dilations", 1), ("pads", 2), ("output_padding", 1)):
+    for key, per_axis in (
+        ("kernel_shape", 1),
+        ("strides", 1),
+        ("dilations", 1),
+        ("pads", 2),
+        ("output_padding", 1),
+    ):
         if attrs.get(key) is not None:
             return len(attrs[key]) // per_axis
     return None
@@ -88,7 +97,12 @@ def conv_resolve(inputs: Sequence[Value | None], attrs: dict) -> dict:
         attrs["output_padding"] = _int_tuple(attrs, "output_padding", k, 0)
     w = inputs[1] if len(inputs) > 1 else None
     if attrs.get("kernel_shape") is None:
-        if w is not None and w.shape is not None and len(w.shape) == k + 2 and None not in w.shape[2:]:
+        if (
+            w is not None
+            and w.shape is not None
+            and len(w.shape) == k + 2
+            and None not in w.shape[2:]
+        ):
             attrs["kernel_shape"] = tuple(int(d) for d in w.shape[2:])
     else:
         attrs["kernel_shape"] = _int_tuple(attrs, "kernel_shape", k, 1)
@@ -103,7 +117,9 @@ conv_transpose_resolve = conv_resolve  # output_padding is filled because it is 
 
 
 # -------------------------------------------------------------------------- checks
-def _check_common(inputs: Sequence[Value | None], attrs: dict) -> tuple[Value, Value, Value | None, int]:
+def _check_common(
+    inputs: Sequence[Value | None], attrs: dict
+) -> tuple[Value, Value, Value | None, int]:
     """Ranks, dtypes and attribute values shared by Conv and ConvTranspose."""
     x, w = inputs[0], inputs[1]
     b = inputs[2] if len(inputs) > 2 else None
@@ -111,7 +127,9 @@ def _check_common(inputs: Sequence[Value | None], attrs: dict) -> tuple[Value, V
         if v.shape is None:
             raise ShapeError(f"{what} '{v.name}' has an unknown shape")
     if len(x.shape) not in (3, 4, 5):
-        raise ShapeError(f"X must be N,C + 1 to 3 spatial axes (rank 3, 4 or 5), got X{format_shape(x.shape)}")
+        raise ShapeError(
+            f"X must be N,C + 1 to 3 spatial axes (rank 3, 4 or 5), got X{format_shape(x.shape)}"
+        )
     if len(w.shape) != len(x.shape):
         raise ShapeError(f"W{format_shape(w.shape)} must have the rank of X{format_shape(x.shape)}")
     for v, what in ((x, "X"), (w, "W"), (b, "B")):
@@ -130,7 +148,7 @@ def _check_common(inputs: Sequence[Value | None], attrs: dict) -> tuple[Value, V
         # ONNX requires pads >= 0 for both ops (onnxruntime rejects negative ones at load time).
         raise AttributeValueError(f"pads must be >= 0, got {list(attrs['pads'])}")
     ks = attrs.get("kernel_shape")
-    if ks is not None and any(a is not None and a != int(e) for a, e in zip(w.shape[2:], ks)):
+    if ks is not None and any(a is not None and a != int(e) for a, e in zip(w.shape[2:], ks, strict=True)):
         raise ShapeError(f"kernel_shape={list(ks)} does not match W{format_shape(w.shape)}")
     if any(a is not None and a < 1 for a in w.shape[2:]):
         raise ShapeError(f"W{format_shape(w.shape)} has an empty kernel axis")
@@ -140,8 +158,14 @@ def _check_common(inputs: Sequence[Value | None], attrs: dict) -> tuple[Value, V
 def _check_bias(b: Value | None, channels: int | None, w: Value) -> None:
     if b is None:
         return
-    if b.shape is None or len(b.shape) != 1 or (channels is not None and b.shape[0] not in (None, channels)):
-        raise ShapeError(f"B must have shape ({channels},) (one per output channel of W{format_shape(w.shape)}), got B{format_shape(b.shape)}")
+    if (
+        b.shape is None
+        or len(b.shape) != 1
+        or (channels is not None and b.shape[0] not in (None, channels))
+    ):
+        raise ShapeError(
+            f"B must have shape ({channels},) (one per output channel of W{format_shape(w.shape)}), got B{format_shape(b.shape)}"
+        )
 
 
 def conv_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
@@ -150,7 +174,9 @@ def conv_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     n, c = x.shape[:2]
     m, c_per_group = w.shape[:2]
     if m is not None and m % group:
-        raise ShapeError(f"W{format_shape(w.shape)} has {m} output channels, not divisible by group {group}")
+        raise ShapeError(
+            f"W{format_shape(w.shape)} has {m} output channels, not divisible by group {group}"
+        )
     if c is not None and c_per_group is not None and c != c_per_group * group:
         raise ShapeError(
             f"W{format_shape(w.shape)} has {c_per_group} input channels per group "
@@ -158,7 +184,9 @@ def conv_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
         )
     _check_bias(b, m, w)
     out = []
-    for axis, (size, kk, s, d) in enumerate(zip(x.shape[2:], w.shape[2:], attrs["strides"], attrs["dilations"])):
+    for axis, (size, kk, s, d) in enumerate(
+        zip(x.shape[2:], w.shape[2:], attrs["strides"], attrs["dilations"], strict=True)
+    ):
         pb, pe = attrs["pads"][axis], attrs["pads"][axis + len(x.shape) - 2]
         if kk is None:
             out.append(None)
@@ -179,7 +207,9 @@ def conv_transpose_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     n, c = x.shape[:2]
     c_w, m_per_group = w.shape[:2]
     if c is not None and c % group:
-        raise ShapeError(f"X{format_shape(x.shape)} has {c} channels, not divisible by group {group}")
+        raise ShapeError(
+            f"X{format_shape(x.shape)} has {c} channels, not divisible by group {group}"
+        )
     if c is not None and c_w is not None and c != c_w:
         raise ShapeError(
             f"W{format_shape(w.shape)} has {c_w} input channels (its first axis) but X{format_shape(x.shape)} has {c}"
@@ -202,7 +232,9 @@ def conv_transpose_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
         pb, pe = attrs["pads"][axis], attrs["pads"][axis + k]
         o = conv_transpose_out_size(x.shape[2 + axis], kk, s, d, pb, pe, op_)
         if o is not None and o < 1:
-            raise ShapeError(f"pads ({pb}, {pe}) leave no output on spatial axis {axis} of X{format_shape(x.shape)}")
+            raise ShapeError(
+                f"pads ({pb}, {pe}) leave no output on spatial axis {axis} of X{format_shape(x.shape)}"
+            )
         out.append(o)
     return [((n, m, *out), x.dtype)]
 
@@ -225,7 +257,9 @@ def _conv_macs(inputs: Sequence[Value | None], outputs: Sequence[Any], attrs: di
     return prod(_dims(outputs[0])) * prod(w[1:])
 
 
-def _conv_transpose_macs(inputs: Sequence[Value | None], outputs: Sequence[Any], attrs: dict) -> int:
+def _conv_transpose_macs(
+    inputs: Sequence[Value | None], outputs: Sequence[Any], attrs: dict
+) -> int:
     """Every input element meets every tap of its group's output channels: |X| * M/group * prod(k)."""
     w = _dims(inputs[1])
     return prod(_dims(inputs[0])) * prod(w[1:])

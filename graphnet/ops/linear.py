@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Value, format_shape
@@ -28,7 +28,9 @@ def _same_dtype(values: Sequence[Value | None]) -> str:
     first = present[0]
     for v in present[1:]:
         if v.dtype != first.dtype:
-            raise ShapeError(f"dtypes differ: '{first.name}' is {first.dtype}, '{v.name}' is {v.dtype}")
+            raise ShapeError(
+                f"dtypes differ: '{first.name}' is {first.dtype}, '{v.name}' is {v.dtype}"
+            )
     return first.dtype
 
 
@@ -68,9 +70,12 @@ def gemm_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
             raise ShapeError(f"C '{c.name}' has an unknown shape")
         # Unidirectional: C may be stretched to (M, N), never the other way round.
         if len(c.shape) > 2 or not all(
-            dc == 1 or dc is None or dt is None or dc == dt for dc, dt in zip(reversed(c.shape), (n, m))
+            dc == 1 or dc is None or dt is None or dc == dt
+            for dc, dt in zip(reversed(c.shape), (n, m), strict=False)
         ):
-            raise ShapeError(f"C{format_shape(c.shape)} does not broadcast to the output {format_shape((m, n))}")
+            raise ShapeError(
+                f"C{format_shape(c.shape)} does not broadcast to the output {format_shape((m, n))}"
+            )
     return [((m, n), dtype)]
 
 
@@ -155,11 +160,18 @@ def maxout_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     if w.shape[0] is not None and w.shape[0] != k:
         raise ShapeError(f"W{format_shape(w.shape)} holds {w.shape[0]} pieces but pieces={k}")
     if x.shape[1] is not None and w.shape[2] is not None and x.shape[1] != w.shape[2]:
-        raise ShapeError(f"W{format_shape(w.shape)} takes {w.shape[2]} inputs but X{format_shape(x.shape)} has {x.shape[1]}")
+        raise ShapeError(
+            f"W{format_shape(w.shape)} takes {w.shape[2]} inputs but X{format_shape(x.shape)} has {x.shape[1]}"
+        )
     if bias is not None:
         need_rank(bias, (2,), "B")
-        if any(db is not None and dw is not None and db != dw for db, dw in zip(bias.shape, (k, w.shape[1]))):
-            raise ShapeError(f"B{format_shape(bias.shape)} must have shape {format_shape((k, w.shape[1]))} to match W{format_shape(w.shape)}")
+        if any(
+            db is not None and dw is not None and db != dw
+            for db, dw in zip(bias.shape, (k, w.shape[1]), strict=True)
+        ):
+            raise ShapeError(
+                f"B{format_shape(bias.shape)} must have shape {format_shape((k, w.shape[1]))} to match W{format_shape(w.shape)}"
+            )
     return [((x.shape[0], w.shape[1]), dtype)]
 
 

@@ -7,7 +7,7 @@ turned into a constant parameter by the import rule. Shapes of unknown inputs pr
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Value, format_shape
@@ -25,14 +25,26 @@ CAST_DTYPES = ALL_DTYPES
 # ONNX TensorProto.DataType numbers of the dtypes graphnet handles (stable across onnx versions);
 # kept here so that `import graphnet` needs no onnx. Cast's `to` is held as a NumPy dtype name.
 ONNX_DTYPES = {
-    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
-    9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64",
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
 }
 
 
 def _need_dtype(v: Value, allowed: Sequence[str], what: str) -> None:
     if v.dtype not in allowed:
-        raise ShapeError(f"{what} '{v.name}' has dtype {v.dtype}; expected one of {', '.join(allowed)}")
+        raise ShapeError(
+            f"{what} '{v.name}' has dtype {v.dtype}; expected one of {', '.join(allowed)}"
+        )
 
 
 def _broadcast_all(values: Sequence[Value]) -> tuple | None:
@@ -53,7 +65,9 @@ def _elementwise_n(allowed: Sequence[str]):
         _need_dtype(first, allowed, "input")
         for v in values[1:]:
             if v.dtype != first.dtype:
-                raise ShapeError(f"dtypes differ: '{first.name}' is {first.dtype}, '{v.name}' is {v.dtype}")
+                raise ShapeError(
+                    f"dtypes differ: '{first.name}' is {first.dtype}, '{v.name}' is {v.dtype}"
+                )
         return [(_broadcast_all(values), first.dtype)]
 
     return infer
@@ -76,25 +90,65 @@ def _pow(inputs, attrs):
     return [(_broadcast_all([x, y]), x.dtype)]
 
 
-for _name, _doc in (("Mul", "a * b"), ("Sub", "a - b"), ("Div", "a / b (integers: truncated toward zero)")):
-    register(OpSpec(_name, f"{_doc}, element-wise with NumPy broadcasting.", ("A", "B"),
-                    _elementwise_n(NUMERIC_DTYPES), family="math"))
+for _name, _doc in (
+    ("Mul", "a * b"),
+    ("Sub", "a - b"),
+    ("Div", "a / b (integers: truncated toward zero)"),
+):
+    register(
+        OpSpec(
+            _name,
+            f"{_doc}, element-wise with NumPy broadcasting.",
+            ("A", "B"),
+            _elementwise_n(NUMERIC_DTYPES),
+            family="math",
+        )
+    )
 for _name, _doc in (("Max", "Element-wise maximum"), ("Min", "Element-wise minimum")):
-    register(OpSpec(_name, f"{_doc} of one or more inputs, with NumPy broadcasting.", ("*data",),
-                    _elementwise_n(NUMERIC_DTYPES), family="math"))
-register(OpSpec("Neg", "-x, element-wise.", ("X",), _unary(FLOAT_DTYPES + SIGNED_DTYPES), family="math"))
-for _name, _doc in (("Sqrt", "sqrt(x)"), ("Exp", "exp(x)"), ("Log", "ln(x)"), ("Reciprocal", "1 / x")):
+    register(
+        OpSpec(
+            _name,
+            f"{_doc} of one or more inputs, with NumPy broadcasting.",
+            ("*data",),
+            _elementwise_n(NUMERIC_DTYPES),
+            family="math",
+        )
+    )
+register(
+    OpSpec("Neg", "-x, element-wise.", ("X",), _unary(FLOAT_DTYPES + SIGNED_DTYPES), family="math")
+)
+for _name, _doc in (
+    ("Sqrt", "sqrt(x)"),
+    ("Exp", "exp(x)"),
+    ("Log", "ln(x)"),
+    ("Reciprocal", "1 / x"),
+):
     register(OpSpec(_name, f"{_doc}, element-wise.", ("X",), _unary(FLOAT_DTYPES), family="math"))
-register(OpSpec("Pow", "x ** y with NumPy broadcasting; the result has x's dtype.", ("X", "Y"), _pow, family="math"))
-register(OpSpec("Identity", "y = x.", ("input",), lambda inputs, attrs: [(inputs[0].shape, inputs[0].dtype)],
-                family="math"))
+register(
+    OpSpec(
+        "Pow",
+        "x ** y with NumPy broadcasting; the result has x's dtype.",
+        ("X", "Y"),
+        _pow,
+        family="math",
+    )
+)
+register(
+    OpSpec(
+        "Identity",
+        "y = x.",
+        ("input",),
+        lambda inputs, attrs: [(inputs[0].shape, inputs[0].dtype)],
+        family="math",
+    )
+)
 
 
 # ------------------------------------------------------------------------------ Clip
 def _clip(inputs, attrs):
     x = inputs[0]
     _need_dtype(x, NUMERIC_DTYPES, "input")
-    for v, what in zip(inputs[1:], ("min", "max")):
+    for v, what in zip(inputs[1:], ("min", "max"), strict=False):
         if v is None:
             continue
         if v.dtype != x.dtype:
@@ -104,13 +158,24 @@ def _clip(inputs, attrs):
     return [(x.shape, x.dtype)]
 
 
-register(OpSpec("Clip", "x limited to [min, max] (an omitted bound does not limit).",
-                ("input", "min?", "max?"), _clip, family="math"))
+register(
+    OpSpec(
+        "Clip",
+        "x limited to [min, max] (an omitted bound does not limit).",
+        ("input", "min?", "max?"),
+        _clip,
+        family="math",
+    )
+)
 
 
 # ------------------------------------------------------------------------ reductions
-def reduce_shape(shape: Sequence[int | None], axes: Sequence[int] | None, keepdims: int,
-                 noop_with_empty_axes: int) -> tuple:
+def reduce_shape(
+    shape: Sequence[int | None],
+    axes: Sequence[int] | None,
+    keepdims: int,
+    noop_with_empty_axes: int,
+) -> tuple:
     """Output shape of a reduction over `axes` (None or empty: all axes, unless the no-op flag)."""
     rank = len(shape)
     if not axes:
@@ -142,7 +207,9 @@ def _reduce(allowed: Sequence[str]):
             if attrs["keepdims"]:
                 return [((None,) * len(x.shape), x.dtype)]
             return [(None, x.dtype)]
-        return [(reduce_shape(x.shape, axes, attrs["keepdims"], attrs["noop_with_empty_axes"]), x.dtype)]
+        return [
+            (reduce_shape(x.shape, axes, attrs["keepdims"], attrs["noop_with_empty_axes"]), x.dtype)
+        ]
 
     return infer
 
@@ -152,11 +219,17 @@ for _name, _doc, _allowed in (
     ("ReduceMax", "Maximum", NUMERIC_DTYPES + ("bool",)),  # bool since opset 20
     ("ReduceSum", "Sum", NUMERIC_DTYPES),
 ):
-    register(OpSpec(
-        _name, f"{_doc} over axes (all axes if none are given, unless noop_with_empty_axes).",
-        ("data", "axes?"), _reduce(_allowed), attrs={"keepdims": 1, "noop_with_empty_axes": 0},
-        consts=True, family="math",
-    ))
+    register(
+        OpSpec(
+            _name,
+            f"{_doc} over axes (all axes if none are given, unless noop_with_empty_axes).",
+            ("data", "axes?"),
+            _reduce(_allowed),
+            attrs={"keepdims": 1, "noop_with_empty_axes": 0},
+            consts=True,
+            family="math",
+        )
+    )
 
 
 # ------------------------------------------------------------------------------ Cast
@@ -178,7 +251,16 @@ def _cast(inputs, attrs):
     return [(x.shape, attrs["to"])]
 
 
-register(OpSpec("Cast", "x converted to dtype `to` (a NumPy dtype name; floats truncate toward zero).",
-                ("input",), _cast, attrs={"to": REQUIRED}, resolve=_resolve_cast, family="math"))
+register(
+    OpSpec(
+        "Cast",
+        "x converted to dtype `to` (a NumPy dtype name; floats truncate toward zero).",
+        ("input",),
+        _cast,
+        attrs={"to": REQUIRED},
+        resolve=_resolve_cast,
+        family="math",
+    )
+)
 
 del _name, _doc, _allowed

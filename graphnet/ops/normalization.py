@@ -10,7 +10,7 @@ Names, inputs and attributes follow ONNX. Two deliberate differences, both invis
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Value, format_shape
@@ -45,7 +45,9 @@ def _check_epsilon(attrs: dict) -> None:
 
 def _check_stash(attrs: dict) -> None:
     if attrs["stash_type"] not in STASH_TYPES:
-        raise AttributeValueError(f"stash_type must be one of {STASH_TYPES} (ONNX float types), got {attrs['stash_type']!r}")
+        raise AttributeValueError(
+            f"stash_type must be one of {STASH_TYPES} (ONNX float types), got {attrs['stash_type']!r}"
+        )
 
 
 def _per_channel(x: Value, p: Value | None, what: str, channels: int | None) -> None:
@@ -54,7 +56,9 @@ def _per_channel(x: Value, p: Value | None, what: str, channels: int | None) -> 
         return
     need_float(p, what)
     if p.shape is None or len(p.shape) != 1:
-        raise ShapeError(f"{what} '{p.name}' must be 1-D (one value per channel), got {format_shape(p.shape)}")
+        raise ShapeError(
+            f"{what} '{p.name}' must be 1-D (one value per channel), got {format_shape(p.shape)}"
+        )
     if channels is not None and p.shape[0] is not None and p.shape[0] != channels:
         raise ShapeError(
             f"{what} '{p.name}' has {p.shape[0]} values but X '{x.name}' has {channels} channels {format_shape(x.shape)}"
@@ -63,7 +67,9 @@ def _per_channel(x: Value, p: Value | None, what: str, channels: int | None) -> 
 
 def _same_dtype(a: Value | None, b: Value | None) -> None:
     if a is not None and b is not None and a.dtype != b.dtype:
-        raise ShapeError(f"'{a.name}' is {a.dtype} but '{b.name}' is {b.dtype}; they must share a dtype")
+        raise ShapeError(
+            f"'{a.name}' is {a.dtype} but '{b.name}' is {b.dtype}; they must share a dtype"
+        )
 
 
 # ------------------------------------------------------------------------------ BatchNormalization
@@ -74,7 +80,9 @@ def _batchnorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
     _check_epsilon(attrs)
     m = attrs["momentum"]
     if not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0:
-        raise AttributeValueError(f"momentum (the smoothing factor alpha) must be in [0, 1], got {m!r}")
+        raise AttributeValueError(
+            f"momentum (the smoothing factor alpha) must be in [0, 1], got {m!r}"
+        )
     c = x.shape[1]
     for p, what in ((scale, "scale"), (b, "B"), (mean, "input_mean"), (var, "input_var")):
         _per_channel(x, p, what, c)
@@ -117,7 +125,9 @@ def _layernorm_resolve(inputs: Sequence[Value | None], attrs: dict) -> dict:
     if x is not None and x.shape is not None:
         r = len(x.shape)
         if not isinstance(axis, int) or not -r <= axis < r:
-            raise AttributeValueError(f"axis must be in [{-r}, {r - 1}] for X of rank {r}, got {axis!r}")
+            raise AttributeValueError(
+                f"axis must be in [{-r}, {r - 1}] for X of rank {r}, got {axis!r}"
+            )
         axis = axis % r
     return {**attrs, "axis": axis}
 
@@ -141,7 +151,7 @@ def _layernorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
             except ShapeError:
                 ok = False
         if not ok:
-            norm = format_shape(tuple(x.shape[attrs["axis"]:]))
+            norm = format_shape(tuple(x.shape[attrs["axis"] :]))
             raise ShapeError(
                 f"{what} '{p.name}' {format_shape(p.shape)} does not broadcast to X '{x.name}' "
                 f"{format_shape(x.shape)} (normalized shape {norm} from axis {attrs['axis']})"
@@ -175,7 +185,7 @@ def _instancenorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
     need_rank(x, range(3, 6), "X")
     need_float(x, "X")
     _check_epsilon(attrs)
-    for p, what in zip(inputs[1:], ("scale", "B")):
+    for p, what in zip(inputs[1:], ("scale", "B"), strict=False):
         _per_channel(x, p, what, x.shape[1])
         _same_dtype(x, p)
     return [(x.shape, x.dtype)]
@@ -205,8 +215,10 @@ def _groupnorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
         raise AttributeValueError(f"num_groups must be an int >= 1, got {g!r}")
     c = x.shape[1]
     if c is not None and c % g:
-        raise ShapeError(f"X '{x.name}' {format_shape(x.shape)} has {c} channels, not divisible by {g} groups")
-    for p, what in zip(inputs[1:], ("scale", "bias")):
+        raise ShapeError(
+            f"X '{x.name}' {format_shape(x.shape)} has {c} channels, not divisible by {g} groups"
+        )
+    for p, what in zip(inputs[1:], ("scale", "bias"), strict=False):
         # Opset-21 form: one value per CHANNEL (opset 18-20 per-group values are expanded on import).
         _per_channel(x, p, what, c)
         _same_dtype(x, p)
@@ -233,7 +245,9 @@ def _lrn_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
     need_float(x, "X")
     size = attrs["size"]
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise AttributeValueError(f"size must be an int >= 1 (channels in the window), got {size!r}")
+        raise AttributeValueError(
+            f"size must be an int >= 1 (channels in the window), got {size!r}"
+        )
     for key in ("alpha", "beta", "bias"):
         if not isinstance(attrs[key], (int, float)):
             raise AttributeValueError(f"{key} must be a number, got {attrs[key]!r}")

@@ -17,7 +17,8 @@ Two restrictions beyond the ONNX text, both where the runtimes disagree or refus
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Value, format_shape
@@ -32,7 +33,9 @@ SPATIAL_RANKS = (1, 2, 3)
 MAXPOOL_DTYPES = FLOAT_DTYPES + ("int8", "uint8")  # ONNX MaxPool-12 added int8/uint8
 
 
-def _pad_only_window(size: int, out: int, kernel: int, stride: int, dilation: int, pad_begin: int) -> int | None:
+def _pad_only_window(
+    size: int, out: int, kernel: int, stride: int, dilation: int, pad_begin: int
+) -> int | None:
     """The first window (index) along an axis whose taps all miss the real input, or None.
     Only dilated kernels can skip the whole input: with dilation 1 and pads < kernel, every
     window overlaps it (shape-time arithmetic over one axis, not a kernel loop)."""
@@ -73,11 +76,19 @@ def _resolve_window(inputs: Sequence[Value | None], attrs: dict) -> dict:
     except TypeError:
         raise AttributeValueError(f"kernel_shape must be a list of ints, got {ks!r}") from None
     if k not in SPATIAL_RANKS:
-        raise AttributeValueError(f"kernel_shape must have 1, 2 or 3 entries (1-D/2-D/3-D pooling), got {list(ks)}")
+        raise AttributeValueError(
+            f"kernel_shape must have 1, 2 or 3 entries (1-D/2-D/3-D pooling), got {list(ks)}"
+        )
     out["kernel_shape"] = _ints("kernel_shape", ks, k, 1)
-    out["strides"] = _ints("strides", (1,) * k if attrs["strides"] is None else attrs["strides"], k, 1)
-    out["pads"] = _ints("pads", (0,) * (2 * k) if attrs["pads"] is None else attrs["pads"], 2 * k, 0)
-    out["dilations"] = _ints("dilations", (1,) * k if attrs["dilations"] is None else attrs["dilations"], k, 1)
+    out["strides"] = _ints(
+        "strides", (1,) * k if attrs["strides"] is None else attrs["strides"], k, 1
+    )
+    out["pads"] = _ints(
+        "pads", (0,) * (2 * k) if attrs["pads"] is None else attrs["pads"], 2 * k, 0
+    )
+    out["dilations"] = _ints(
+        "dilations", (1,) * k if attrs["dilations"] is None else attrs["dilations"], k, 1
+    )
     out["ceil_mode"] = _flag("ceil_mode", attrs["ceil_mode"])
     if "count_include_pad" in attrs:
         out["count_include_pad"] = _flag("count_include_pad", attrs["count_include_pad"])
@@ -98,8 +109,10 @@ def check_pool_attrs(shape: Sequence[int | None], attrs: dict) -> tuple[int | No
             f"got {format_shape(tuple(shape))}"
         )
     begins, ends = pads[:k], pads[k:]
-    if any(b >= kk or e >= kk for b, e, kk in zip(begins, ends, ks)):
-        raise AttributeValueError(f"pads {list(pads)} must be smaller than kernel {_tup(ks)} on every axis")
+    if any(b >= kk or e >= kk for b, e, kk in zip(begins, ends, ks, strict=True)):
+        raise AttributeValueError(
+            f"pads {list(pads)} must be smaller than kernel {_tup(ks)} on every axis"
+        )
     spatial = shape[2:]
     out: list[int | None] = []
     for i, n in enumerate(spatial):
@@ -108,8 +121,10 @@ def check_pool_attrs(shape: Sequence[int | None], attrs: dict) -> tuple[int | No
             continue
         o = window_out_size(n, ks[i], st[i], dl[i], begins[i], ends[i], bool(attrs["ceil_mode"]))
         if o < 1:
-            extent = tuple(d * (kk - 1) + 1 for kk, d in zip(ks, dl))
-            padded = tuple(None if m is None else m + b + e for m, b, e in zip(spatial, begins, ends))
+            extent = tuple(d * (kk - 1) + 1 for kk, d in zip(ks, dl, strict=True))
+            padded = tuple(
+                None if m is None else m + b + e for m, b, e in zip(spatial, begins, ends, strict=True)
+            )
             what = "dilated kernel" if extent != tuple(ks) else "kernel"
             raise ShapeError(f"{what} {_tup(extent)} larger than padded input {_tup(padded)}")
         bad = _pad_only_window(n, o, ks[i], st[i], dl[i], begins[i])
@@ -145,7 +160,9 @@ def _global_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
     if x.shape is None:
         raise ShapeError(f"input '{x.name}' has an unknown shape")
     if len(x.shape) < 3:
-        raise ShapeError(f"input '{x.name}' must be N,C,spatial... (rank >= 3), got {format_shape(x.shape)}")
+        raise ShapeError(
+            f"input '{x.name}' must be N,C,spatial... (rank >= 3), got {format_shape(x.shape)}"
+        )
     if x.dtype not in FLOAT_DTYPES:
         raise ShapeError(f"input '{x.name}' must be a float tensor, got {x.dtype}")
     return [(tuple(x.shape[:2]) + (1,) * (len(x.shape) - 2), x.dtype)]
@@ -171,43 +188,57 @@ def _global_macs(inputs: Sequence, outputs: Sequence, attrs: dict) -> int:
     return _numel(inputs[0])
 
 
-_WINDOW = {"kernel_shape": REQUIRED, "strides": None, "pads": None, "dilations": None, "ceil_mode": 0}
+_WINDOW = {
+    "kernel_shape": REQUIRED,
+    "strides": None,
+    "pads": None,
+    "dilations": None,
+    "ceil_mode": 0,
+}
 
-register(OpSpec(
-    "MaxPool",
-    "Max over sliding windows of the spatial axes (padding never wins: it is -inf); optional "
-    "Indices output: where each max is, as a flat index into X (storage_order 0: row-major).",
-    ("X",),
-    _window_infer(MAXPOOL_DTYPES, indices=True),
-    outputs=("Y", "Indices?"),
-    attrs={**_WINDOW, "storage_order": 0},
-    resolve=_resolve_window,
-    macs=_window_macs,
-    family="pooling",
-))
-register(OpSpec(
-    "AveragePool",
-    "Mean over sliding windows; count_include_pad=0 (ONNX default) divides by the real elements only.",
-    ("X",),
-    _window_infer(FLOAT_DTYPES),
-    attrs={**_WINDOW, "count_include_pad": 0},
-    resolve=_resolve_window,
-    macs=_window_macs,
-    family="pooling",
-))
-register(OpSpec(
-    "GlobalAveragePool",
-    "Mean over all spatial positions per channel: (N,C,...) -> (N,C,1,...).",
-    ("X",),
-    _global_infer,
-    macs=_global_macs,
-    family="pooling",
-))
-register(OpSpec(
-    "GlobalMaxPool",
-    "Max over all spatial positions per channel: (N,C,...) -> (N,C,1,...).",
-    ("X",),
-    _global_infer,
-    macs=_global_macs,
-    family="pooling",
-))
+register(
+    OpSpec(
+        "MaxPool",
+        "Max over sliding windows of the spatial axes (padding never wins: it is -inf); optional "
+        "Indices output: where each max is, as a flat index into X (storage_order 0: row-major).",
+        ("X",),
+        _window_infer(MAXPOOL_DTYPES, indices=True),
+        outputs=("Y", "Indices?"),
+        attrs={**_WINDOW, "storage_order": 0},
+        resolve=_resolve_window,
+        macs=_window_macs,
+        family="pooling",
+    )
+)
+register(
+    OpSpec(
+        "AveragePool",
+        "Mean over sliding windows; count_include_pad=0 (ONNX default) divides by the real elements only.",
+        ("X",),
+        _window_infer(FLOAT_DTYPES),
+        attrs={**_WINDOW, "count_include_pad": 0},
+        resolve=_resolve_window,
+        macs=_window_macs,
+        family="pooling",
+    )
+)
+register(
+    OpSpec(
+        "GlobalAveragePool",
+        "Mean over all spatial positions per channel: (N,C,...) -> (N,C,1,...).",
+        ("X",),
+        _global_infer,
+        macs=_global_macs,
+        family="pooling",
+    )
+)
+register(
+    OpSpec(
+        "GlobalMaxPool",
+        "Max over all spatial positions per channel: (N,C,...) -> (N,C,1,...).",
+        ("X",),
+        _global_infer,
+        macs=_global_macs,
+        family="pooling",
+    )
+)

@@ -10,7 +10,7 @@ tuple of `None`s when only its rank is known.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,8 +22,18 @@ __all__ = ["norm_axes", "INDEX_DTYPES", "reshape_shape", "slice_bounds", "ALL_DT
 
 INDEX_DTYPES = ("int32", "int64")
 ALL_DTYPES = (
-    "float16", "float32", "float64", "int8", "int16", "int32", "int64",
-    "uint8", "uint16", "uint32", "uint64", "bool",
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
 )
 
 
@@ -81,7 +91,9 @@ def reshape_shape(in_shape: Sequence[int | None], target: Sequence[int], allowze
     for i, t in enumerate(target):
         if t == 0 and not allowzero:
             if i >= len(in_shape):
-                raise ShapeError(f"shape {list(target)} copies dim {i} (0) but the input has rank {len(in_shape)}")
+                raise ShapeError(
+                    f"shape {list(target)} copies dim {i} (0) but the input has rank {len(in_shape)}"
+                )
             out.append(in_shape[i])
         else:
             out.append(t)
@@ -97,8 +109,10 @@ def reshape_shape(in_shape: Sequence[int | None], target: Sequence[int], allowze
         if total is None or rest is None:
             out[k] = None
         elif total % rest:
-            raise ShapeError(f"cannot reshape {format_shape(tuple(in_shape))} to {list(target)}: "
-                             f"{total} elements do not split into parts of {rest}")
+            raise ShapeError(
+                f"cannot reshape {format_shape(tuple(in_shape))} to {list(target)}: "
+                f"{total} elements do not split into parts of {rest}"
+            )
         else:
             out[k] = total // rest
     elif total is not None and rest is not None and total != rest:
@@ -126,10 +140,17 @@ def _reshape(inputs, attrs, consts):
     return [(reshape_shape(x.shape, target, attrs["allowzero"]), x.dtype)]
 
 
-register(OpSpec(
-    "Reshape", "x viewed with a new shape (0 copies a dim unless allowzero, -1 infers one).",
-    ("data", "shape"), _reshape, attrs={"allowzero": 0}, consts=True, family="shape",
-))
+register(
+    OpSpec(
+        "Reshape",
+        "x viewed with a new shape (0 copies a dim unless allowzero, -1 infers one).",
+        ("data", "shape"),
+        _reshape,
+        attrs={"allowzero": 0},
+        consts=True,
+        family="shape",
+    )
+)
 
 
 # ------------------------------------------------------------------------- Transpose
@@ -149,14 +170,23 @@ def _transpose(inputs, attrs):
         return [(None, x.dtype)]
     perm = attrs["perm"]
     if sorted(perm) != list(range(len(x.shape))):
-        raise AttributeValueError(f"perm {list(perm)} is not a permutation of the axes of a rank-{len(x.shape)} input")
+        raise AttributeValueError(
+            f"perm {list(perm)} is not a permutation of the axes of a rank-{len(x.shape)} input"
+        )
     return [(tuple(x.shape[p] for p in perm), x.dtype)]
 
 
-register(OpSpec(
-    "Transpose", "Axes permuted by perm (default: reversed).", ("data",), _transpose,
-    attrs={"perm": None}, resolve=_resolve_transpose, family="shape",
-))
+register(
+    OpSpec(
+        "Transpose",
+        "Axes permuted by perm (default: reversed).",
+        ("data",),
+        _transpose,
+        attrs={"perm": None},
+        resolve=_resolve_transpose,
+        family="shape",
+    )
+)
 
 
 # ---------------------------------------------------------------- Squeeze, Unsqueeze
@@ -198,14 +228,26 @@ def _unsqueeze(inputs, attrs, consts):
     return [(tuple(1 if i in axes else next(rest) for i in range(rank)), x.dtype)]
 
 
-register(OpSpec(
-    "Squeeze", "Drop the listed size-1 axes (all size-1 axes without axes).",
-    ("data", "axes?"), _squeeze, consts=True, family="shape",
-))
-register(OpSpec(
-    "Unsqueeze", "Insert size-1 axes at the listed positions of the output.",
-    ("data", "axes"), _unsqueeze, consts=True, family="shape",
-))
+register(
+    OpSpec(
+        "Squeeze",
+        "Drop the listed size-1 axes (all size-1 axes without axes).",
+        ("data", "axes?"),
+        _squeeze,
+        consts=True,
+        family="shape",
+    )
+)
+register(
+    OpSpec(
+        "Unsqueeze",
+        "Insert size-1 axes at the listed positions of the output.",
+        ("data", "axes"),
+        _unsqueeze,
+        consts=True,
+        family="shape",
+    )
+)
 
 
 # ----------------------------------------------------------------------------- Shape
@@ -218,10 +260,16 @@ def _shape(inputs, attrs):
     return [((len(range(r)[start:end]),), "int64")]
 
 
-register(OpSpec(
-    "Shape", "The input's shape as an int64 vector (dims start..end).", ("data",), _shape,
-    attrs={"start": 0, "end": None}, family="shape",
-))
+register(
+    OpSpec(
+        "Shape",
+        "The input's shape as an int64 vector (dims start..end).",
+        ("data",),
+        _shape,
+        attrs={"start": 0, "end": None},
+        family="shape",
+    )
+)
 
 
 # ---------------------------------------------------------------------------- Gather
@@ -235,13 +283,19 @@ def _gather(inputs, attrs):
     (axis,) = norm_axes([attrs["axis"]], len(x.shape), "axis")
     if idx.shape is None:
         return [(None, x.dtype)]
-    return [(tuple(x.shape[:axis]) + tuple(idx.shape) + tuple(x.shape[axis + 1:]), x.dtype)]
+    return [(tuple(x.shape[:axis]) + tuple(idx.shape) + tuple(x.shape[axis + 1 :]), x.dtype)]
 
 
-register(OpSpec(
-    "Gather", "Entries of data at indices along axis (negative indices count from the end).",
-    ("data", "indices"), _gather, attrs={"axis": 0}, family="shape",
-))
+register(
+    OpSpec(
+        "Gather",
+        "Entries of data at indices along axis (negative indices count from the end).",
+        ("data", "indices"),
+        _gather,
+        attrs={"axis": 0},
+        family="shape",
+    )
+)
 
 
 # ----------------------------------------------------------------------------- Slice
@@ -295,10 +349,16 @@ def _slice(inputs, attrs, consts):
     return [(tuple(out), x.dtype)]
 
 
-register(OpSpec(
-    "Slice", "x[starts:ends:steps] on the listed axes (ONNX clamping of out-of-range bounds).",
-    ("data", "starts", "ends", "axes?", "steps?"), _slice, consts=True, family="shape",
-))
+register(
+    OpSpec(
+        "Slice",
+        "x[starts:ends:steps] on the listed axes (ONNX clamping of out-of-range bounds).",
+        ("data", "starts", "ends", "axes?", "steps?"),
+        _slice,
+        consts=True,
+        family="shape",
+    )
+)
 
 
 # ------------------------------------------------------------------------------- Pad
@@ -319,7 +379,9 @@ def _pad(inputs, attrs, consts):
         if cv.dtype != x.dtype:
             raise ShapeError(f"constant_value '{cv.name}' is {cv.dtype} but the input is {x.dtype}")
         if cv.shape is not None and int(np.prod(cv.shape, dtype=np.int64)) != 1:
-            raise ShapeError(f"constant_value '{cv.name}' must hold one value, got {format_shape(cv.shape)}")
+            raise ShapeError(
+                f"constant_value '{cv.name}' must hold one value, got {format_shape(cv.shape)}"
+            )
     if x.shape is None:
         return [(None, x.dtype)]
     r = len(x.shape)
@@ -334,7 +396,9 @@ def _pad(inputs, attrs, consts):
     if pads is None:
         return [(tuple(None if i in axes else d for i, d in enumerate(x.shape)), x.dtype)]
     if len(pads) != 2 * len(axes):
-        raise ShapeError(f"pads has {len(pads)} entries; {2 * len(axes)} expected for {len(axes)} axes")
+        raise ShapeError(
+            f"pads has {len(pads)} entries; {2 * len(axes)} expected for {len(axes)} axes"
+        )
     out = list(x.shape)
     mode = attrs["mode"]
     for k, ax in enumerate(axes):
@@ -348,18 +412,28 @@ def _pad(inputs, attrs, consts):
         # reflect and edge read from what is kept: reflect needs a pad below its size, the
         # other non-constant modes need something to read (onnxruntime rejects both otherwise).
         if mode == "reflect" and grow and grow >= kept:
-            raise ShapeError(f"reflect pads {pads} must be smaller than axis {ax} of size {kept} after cropping")
+            raise ShapeError(
+                f"reflect pads {pads} must be smaller than axis {ax} of size {kept} after cropping"
+            )
         if mode != "constant" and kept == 0:
-            raise ShapeError(f"{mode} pads {pads} leave nothing of axis {ax} of size {x.shape[ax]} to pad from")
+            raise ShapeError(
+                f"{mode} pads {pads} leave nothing of axis {ax} of size {x.shape[ax]} to pad from"
+            )
         out[ax] = kept + max(begin, 0) + max(end, 0)
     return [(tuple(out), x.dtype)]
 
 
-register(OpSpec(
-    "Pad", "x padded (or cropped, pads < 0) on the listed axes; modes constant/reflect/edge/wrap.",
-    ("data", "pads", "constant_value?", "axes?"), _pad, attrs={"mode": "constant"}, consts=True,
-    family="shape",
-))
+register(
+    OpSpec(
+        "Pad",
+        "x padded (or cropped, pads < 0) on the listed axes; modes constant/reflect/edge/wrap.",
+        ("data", "pads", "constant_value?", "axes?"),
+        _pad,
+        attrs={"mode": "constant"},
+        consts=True,
+        family="shape",
+    )
+)
 
 
 # ------------------------------------------------------------ ConstantOfShape, Expand
@@ -406,12 +480,25 @@ def _expand(inputs, attrs, consts):
     return [(broadcast(x.shape, dims), x.dtype)]
 
 
-register(OpSpec(
-    "ConstantOfShape", "A tensor of the given shape filled with value (a 1-element tensor).",
-    ("input",), _constant_of_shape, attrs={"value": None}, resolve=_resolve_cos, consts=True,
-    family="shape",
-))
-register(OpSpec(
-    "Expand", "x broadcast against shape (ONNX bidirectional broadcasting).",
-    ("input", "shape"), _expand, consts=True, family="shape",
-))
+register(
+    OpSpec(
+        "ConstantOfShape",
+        "A tensor of the given shape filled with value (a 1-element tensor).",
+        ("input",),
+        _constant_of_shape,
+        attrs={"value": None},
+        resolve=_resolve_cos,
+        consts=True,
+        family="shape",
+    )
+)
+register(
+    OpSpec(
+        "Expand",
+        "x broadcast against shape (ONNX bidirectional broadcasting).",
+        ("input", "shape"),
+        _expand,
+        consts=True,
+        family="shape",
+    )
+)

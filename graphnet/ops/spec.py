@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from graphnet.errors import AttributeValueError, GraphError, GraphNetError, ShapeError, UnsupportedOpError
+from graphnet.errors import (
+    AttributeValueError,
+    GraphError,
+    GraphNetError,
+    ShapeError,
+    UnsupportedOpError,
+)
 
 if TYPE_CHECKING:
     from graphnet.ir import Node, Value
 
-__all__ = ["REQUIRED", "OpSpec", "register", "get", "has", "all_specs", "infer", "attrs_of", "TensorType"]
+__all__ = [
+    "REQUIRED",
+    "OpSpec",
+    "register",
+    "get",
+    "has",
+    "all_specs",
+    "infer",
+    "attrs_of",
+    "TensorType",
+]
 
 
 class _Required:
@@ -106,11 +123,11 @@ def all_specs() -> dict[str, OpSpec]:
     return dict(_SPECS)
 
 
-def _where(node: "Node") -> str:
+def _where(node: Node) -> str:
     return f"node '{node.name}' ({node.op})"
 
 
-def attrs_of(node: "Node", inputs: Sequence["Value | None"]) -> dict:
+def attrs_of(node: Node, inputs: Sequence[Value | None]) -> dict:
     """The node's attributes with every default filled in and resolved against its inputs."""
     spec = get(node.op)
     unknown = sorted(set(node.attrs) - set(spec.attrs))
@@ -139,25 +156,29 @@ def attrs_of(node: "Node", inputs: Sequence["Value | None"]) -> dict:
     return attrs
 
 
-def infer(node: "Node", inputs: Sequence["Value | None"], consts: Sequence | None = None) -> list:
+def infer(node: Node, inputs: Sequence[Value | None], consts: Sequence | None = None) -> list:
     """Output (shape, dtype) pairs of a node; errors name the node, the op and the shapes.
     `consts` holds the array of each input that is a constant (None elsewhere)."""
     spec = get(node.op)
     attrs = attrs_of(node, inputs)
     try:
         if spec.consts:
-            types = spec.infer(inputs, attrs, list(consts) if consts is not None else [None] * len(inputs))
+            types = spec.infer(
+                inputs, attrs, list(consts) if consts is not None else [None] * len(inputs)
+            )
         else:
             types = spec.infer(inputs, attrs)
     except (ShapeError, AttributeValueError) as exc:
         shapes = ", ".join(_fmt(v) for v in inputs)
         raise type(exc)(f"{_where(node)}: {exc} [inputs: {shapes}]") from None
     if len(types) < len(node.outputs):
-        raise GraphError(f"{_where(node)}: has {len(node.outputs)} outputs, the op defines {len(types)}")
+        raise GraphError(
+            f"{_where(node)}: has {len(node.outputs)} outputs, the op defines {len(types)}"
+        )
     return list(types[: len(node.outputs)])
 
 
-def _fmt(v: "Value | None") -> str:
+def _fmt(v: Value | None) -> str:
     if v is None:
         return "<none>"
     from graphnet.ir import format_shape

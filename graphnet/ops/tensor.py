@@ -6,7 +6,7 @@ non-negative axis when the input rank is known, so kernels and exporters see one
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Value, format_shape
@@ -39,7 +39,9 @@ register(
 def _normalize_axis(axis: int, rank: int, lo: int, hi: int) -> int:
     """`axis` in [lo, hi] (both may depend on rank) -> non-negative; AttributeValueError otherwise."""
     if not lo <= axis <= hi:
-        raise AttributeValueError(f"axis {axis} is out of range [{lo}, {hi}] for a rank-{rank} input")
+        raise AttributeValueError(
+            f"axis {axis} is out of range [{lo}, {hi}] for a rank-{rank} input"
+        )
     return axis + rank if axis < 0 else axis
 
 
@@ -112,14 +114,18 @@ def concat_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     for v in inputs[1:]:
         where = f"'{v.name}'{format_shape(v.shape)} vs '{first.name}'{format_shape(first.shape)}"
         if v.dtype != first.dtype:
-            raise ShapeError(f"dtypes differ: '{first.name}' is {first.dtype}, '{v.name}' is {v.dtype}")
+            raise ShapeError(
+                f"dtypes differ: '{first.name}' is {first.dtype}, '{v.name}' is {v.dtype}"
+            )
         if len(v.shape) != r:
             raise ShapeError(f"ranks differ: {where}")
-        for k, (d, o) in enumerate(zip(v.shape, out)):
+        for k, (d, o) in enumerate(zip(v.shape, out, strict=True)):
             if k == axis:
                 out[k] = None if d is None or o is None else o + d
             elif d is not None and o is not None and d != o:
-                raise ShapeError(f"dim {k} differs ({d} != {o}) off the concat axis {axis}: {where}")
+                raise ShapeError(
+                    f"dim {k} differs ({d} != {o}) off the concat axis {axis}: {where}"
+                )
             elif o is None:
                 out[k] = d
     return [(tuple(out), first.dtype)]

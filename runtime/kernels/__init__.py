@@ -10,8 +10,8 @@ node has (so MaxPool computes Indices only when asked). No kernel loops in Pytho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from graphnet.errors import UnsupportedOpError
 
@@ -56,4 +56,13 @@ def all_kernels() -> dict[str, Kernel]:
     return dict(_KERNELS)
 
 
-from graphnet.runtime.kernels import activation, conv, linear, math, normalization, pooling, shape, tensor  # noqa: E402,F401
+from graphnet.runtime.kernels import (  # noqa: E402,F401
+    activation,
+    conv,
+    linear,
+    math,
+    normalization,
+    pooling,
+    shape,
+    tensor,
+)

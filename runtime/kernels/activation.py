@@ -10,7 +10,17 @@ import numpy as np
 
 from graphnet.runtime.kernels import kernel
 
-__all__ = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "prelu", "softmax", "log_softmax", "dropout"]
+__all__ = [
+    "relu",
+    "sigmoid",
+    "tanh",
+    "leaky_relu",
+    "elu",
+    "prelu",
+    "softmax",
+    "log_softmax",
+    "dropout",
+]
 
 
 @kernel("Relu")
@@ -94,7 +104,9 @@ def dropout(
     """
     if ratio is not None:
         drop_prob = float(np.asarray(ratio).reshape(()))
-        if not 0.0 <= drop_prob < 1.0:  # the attribute is checked by the op table; this comes at run time
+        if (
+            not 0.0 <= drop_prob < 1.0
+        ):  # the attribute is checked by the op table; this comes at run time
             raise ValueError(f"ratio (the DROP probability) must be in [0, 1), got {drop_prob!r}")
     if training_mode is not None:
         training = bool(np.asarray(training_mode).reshape(()))

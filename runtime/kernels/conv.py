@@ -9,7 +9,7 @@ per group: the textbook identity, which reuses the Conv kernel instead of a seco
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -86,16 +86,28 @@ def conv_transpose(
     g = int(group)
     cg, mg = c // g, w.shape[1]
     # Dilate the input by the stride: s-1 zeros between neighbours.
-    dilated = np.zeros((n, c, *[(x.shape[2 + i] - 1) * strides[i] + 1 for i in range(k)]), dtype=x.dtype)
+    dilated = np.zeros(
+        (n, c, *[(x.shape[2 + i] - 1) * strides[i] + 1 for i in range(k)]), dtype=x.dtype
+    )
     dilated[(slice(None), slice(None), *[slice(None, None, s) for s in strides])] = x
     # A tap reaching d*(k-1) before the first input still lands on an output: pad by that, minus
     # the cropped pads; output_padding adds (bias-only) rows at the end. Negative pads crop.
     reach = [dilations[i] * (ks[i] - 1) for i in range(k)]
-    conv_pads = [reach[i] - pads[i] for i in range(k)] + [reach[i] - pads[k + i] + output_padding[i] for i in range(k)]
+    conv_pads = [reach[i] - pads[i] for i in range(k)] + [
+        reach[i] - pads[k + i] + output_padding[i] for i in range(k)
+    ]
     # W (C, Mg, *k) -> per group (G, Cg, Mg, *k) -> (G, Mg, Cg, *k) -> (M, Cg, *k), flipped in space.
     wt = w.reshape(g, cg, mg, *ks).swapaxes(1, 2).reshape(g * mg, cg, *ks)
     wt = wt[(slice(None), slice(None), *[slice(None, None, -1)] * k)]
-    return conv(pad_spatial(dilated, conv_pads), wt, b, strides=(1,) * k, pads=(0,) * (2 * k), dilations=dilations, group=g)
+    return conv(
+        pad_spatial(dilated, conv_pads),
+        wt,
+        b,
+        strides=(1,) * k,
+        pads=(0,) * (2 * k),
+        dilations=dilations,
+        group=g,
+    )
 
 
 def standardize_weight(w: np.ndarray, epsilon: float) -> np.ndarray:
@@ -104,7 +116,9 @@ def standardize_weight(w: np.ndarray, epsilon: float) -> np.ndarray:
     axes = tuple(range(1, w.ndim))
     centered = w - w.mean(axis=axes, keepdims=True)
     var = (centered * centered).mean(axis=axes, keepdims=True)
-    return (centered / np.sqrt(var + np.asarray(epsilon, dtype=w.dtype))).astype(w.dtype, copy=False)
+    return (centered / np.sqrt(var + np.asarray(epsilon, dtype=w.dtype))).astype(
+        w.dtype, copy=False
+    )
 
 
 @kernel("WSConv")
@@ -121,4 +135,12 @@ def ws_conv(
     kernel_shape: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Conv with the weight-standardized kernel `standardize_weight(w, epsilon)`."""
-    return conv(x, standardize_weight(w, epsilon), b, strides=strides, pads=pads, dilations=dilations, group=group)
+    return conv(
+        x,
+        standardize_weight(w, epsilon),
+        b,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        group=group,
+    )

@@ -13,8 +13,24 @@ import numpy as np
 from graphnet.runtime.kernels import kernel
 
 __all__ = [
-    "mul", "sub", "div", "max_", "min_", "neg", "sqrt", "exp", "log", "reciprocal", "pow_", "identity",
-    "clip", "reduce_mean", "reduce_max", "reduce_sum", "cast", "reduce_axes",
+    "mul",
+    "sub",
+    "div",
+    "max_",
+    "min_",
+    "neg",
+    "sqrt",
+    "exp",
+    "log",
+    "reciprocal",
+    "pow_",
+    "identity",
+    "clip",
+    "reduce_mean",
+    "reduce_max",
+    "reduce_sum",
+    "cast",
+    "reduce_axes",
 ]
 
 
@@ -104,7 +120,9 @@ def clip(x: np.ndarray, min: np.ndarray | None = None, max: np.ndarray | None = 
     return _keep(y, x) if y is not x else x.copy()
 
 
-def reduce_axes(x: np.ndarray, axes: np.ndarray | None, noop_with_empty_axes: int) -> tuple[int, ...] | None:
+def reduce_axes(
+    x: np.ndarray, axes: np.ndarray | None, noop_with_empty_axes: int
+) -> tuple[int, ...] | None:
     """Axes of a reduction as a tuple; None for "all axes"; () for the no-op case."""
     if axes is None or np.asarray(axes).size == 0:
         return () if noop_with_empty_axes else None
@@ -119,7 +137,9 @@ def _reduction(fn, x, axes, keepdims, noop_with_empty_axes):
 
 
 @kernel("ReduceMean")
-def reduce_mean(x: np.ndarray, axes: np.ndarray | None = None, *, keepdims: int, noop_with_empty_axes: int) -> np.ndarray:
+def reduce_mean(
+    x: np.ndarray, axes: np.ndarray | None = None, *, keepdims: int, noop_with_empty_axes: int
+) -> np.ndarray:
     return _reduction(np.mean, x, axes, keepdims, noop_with_empty_axes)
 
 
@@ -130,14 +150,24 @@ def _lowest(dtype: np.dtype):
 
 
 @kernel("ReduceMax")
-def reduce_max(x: np.ndarray, axes: np.ndarray | None = None, *, keepdims: int, noop_with_empty_axes: int) -> np.ndarray:
+def reduce_max(
+    x: np.ndarray, axes: np.ndarray | None = None, *, keepdims: int, noop_with_empty_axes: int
+) -> np.ndarray:
     # The maximum of an empty set is the dtype's lowest value (-inf for floats), as ONNX defines;
     # NumPy needs it as `initial` to reduce over a zero-size axis at all.
-    return _reduction(lambda a, **kw: np.max(a, initial=_lowest(a.dtype), **kw), x, axes, keepdims, noop_with_empty_axes)
+    return _reduction(
+        lambda a, **kw: np.max(a, initial=_lowest(a.dtype), **kw),
+        x,
+        axes,
+        keepdims,
+        noop_with_empty_axes,
+    )
 
 
 @kernel("ReduceSum")
-def reduce_sum(x: np.ndarray, axes: np.ndarray | None = None, *, keepdims: int, noop_with_empty_axes: int) -> np.ndarray:
+def reduce_sum(
+    x: np.ndarray, axes: np.ndarray | None = None, *, keepdims: int, noop_with_empty_axes: int
+) -> np.ndarray:
     return _reduction(np.sum, x, axes, keepdims, noop_with_empty_axes)
 
 

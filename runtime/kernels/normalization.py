@@ -9,7 +9,7 @@ reduction over the trailing axes from `axis`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,7 +43,9 @@ def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
     return np.asarray(v, dtype=np.float64).reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _scale_shift(y: np.ndarray, scale: np.ndarray | None, bias: np.ndarray | None, ndim: int) -> np.ndarray:
+def _scale_shift(
+    y: np.ndarray, scale: np.ndarray | None, bias: np.ndarray | None, ndim: int
+) -> np.ndarray:
     if scale is not None:
         y = y * _per_channel(scale, ndim)
     if bias is not None:

@@ -7,14 +7,21 @@ over pixels, channels or batch items (only over the spatial rank when building t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from graphnet.runtime.kernels import kernel
 from graphnet.runtime.kernels._windows import out_size, pad_spatial, windows
 
-__all__ = ["max_pool", "max_pool_indices", "average_pool", "global_average_pool", "global_max_pool", "tap_counts"]
+__all__ = [
+    "max_pool",
+    "max_pool_indices",
+    "average_pool",
+    "global_average_pool",
+    "global_max_pool",
+    "tap_counts",
+]
 
 
 def _window_view(
@@ -32,15 +39,28 @@ def _window_view(
     k = len(kernel_shape)
     sizes = x.shape[2:]
     begins, ends = pads[:k], pads[k:]
-    outs = [out_size(n, kk, s, d, b, e, ceil=bool(ceil_mode))
-            for n, kk, s, d, b, e in zip(sizes, kernel_shape, strides, dilations, begins, ends)]
-    overhang = [max(0, (o - 1) * s + d * (kk - 1) + 1 - (n + b + e))
-                for o, n, kk, s, d, b, e in zip(outs, sizes, kernel_shape, strides, dilations, begins, ends)]
-    xp = pad_spatial(x, tuple(begins) + tuple(e + h for e, h in zip(ends, overhang)), value)
+    outs = [
+        out_size(n, kk, s, d, b, e, ceil=bool(ceil_mode))
+        for n, kk, s, d, b, e in zip(sizes, kernel_shape, strides, dilations, begins, ends, strict=True)
+    ]
+    overhang = [
+        max(0, (o - 1) * s + d * (kk - 1) + 1 - (n + b + e))
+        for o, n, kk, s, d, b, e in zip(outs, sizes, kernel_shape, strides, dilations, begins, ends, strict=True)
+    ]
+    xp = pad_spatial(x, tuple(begins) + tuple(e + h for e, h in zip(ends, overhang, strict=True)), value)
     return windows(xp, kernel_shape, strides, dilations, outs)
 
 
-def tap_counts(size: int, out: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int, include_pad: bool) -> np.ndarray:
+def tap_counts(
+    size: int,
+    out: int,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    pad_begin: int,
+    pad_end: int,
+    include_pad: bool,
+) -> np.ndarray:
     """Per window along one axis, the number of taps that count for the average: the real
     elements, plus the explicit padding if `include_pad`. The ceil_mode overhang past the end
     padding never counts (what onnxruntime and PyTorch do)."""
@@ -98,7 +118,11 @@ def max_pool_indices(
     for i in range(k):  # a loop over the spatial rank
         shape = [1] * (2 * k)
         shape[i], shape[k + i] = outs[i], kernel_shape[i]
-        pos = (np.arange(outs[i])[:, None] * strides[i] - pads[i] + np.arange(kernel_shape[i])[None, :] * dilations[i])
+        pos = (
+            np.arange(outs[i])[:, None] * strides[i]
+            - pads[i]
+            + np.arange(kernel_shape[i])[None, :] * dilations[i]
+        )
         pos = pos.reshape(shape)
         valid = valid & (pos >= 0) & (pos < sizes[i])
     hits = (v == y[(...,) + (None,) * k]) & valid  # (N, C, *out, *kernel)
@@ -108,7 +132,9 @@ def max_pool_indices(
     order = range(k) if storage_order == 0 else reversed(range(k))
     offset = np.zeros(tap.shape, dtype=np.int64)
     for i in order:  # Horner: row-major makes the LAST axis fastest, column-major the first
-        o = np.arange(outs[i], dtype=np.int64).reshape((1, 1) + tuple(outs[i] if j == i else 1 for j in range(k)))
+        o = np.arange(outs[i], dtype=np.int64).reshape(
+            (1, 1) + tuple(outs[i] if j == i else 1 for j in range(k))
+        )
         pos = o * strides[i] - pads[i] + taps[i].astype(np.int64) * dilations[i]
         offset = offset * sizes[i] + pos
     plane = int(np.prod(sizes, dtype=np.int64))
@@ -139,8 +165,16 @@ def average_pool(
     divisor = np.ones((1,) * k, dtype=acc)
     begins, ends = pads[:k], pads[k:]
     for i in range(k):  # a loop over the spatial rank
-        c = tap_counts(x.shape[2 + i], total.shape[2 + i], kernel_shape[i], strides[i], dilations[i],
-                       begins[i], ends[i], bool(count_include_pad)).astype(acc)
+        c = tap_counts(
+            x.shape[2 + i],
+            total.shape[2 + i],
+            kernel_shape[i],
+            strides[i],
+            dilations[i],
+            begins[i],
+            ends[i],
+            bool(count_include_pad),
+        ).astype(acc)
         divisor = divisor * c.reshape((1,) * i + (-1,) + (1,) * (k - 1 - i))
     return (total / divisor).astype(x.dtype, copy=False)
 
@@ -149,7 +183,9 @@ def average_pool(
 def global_average_pool(x: np.ndarray) -> np.ndarray:
     """Mean over every spatial axis, kept as size-1 axes."""
     acc = np.float32 if x.dtype == np.float16 else x.dtype
-    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=acc).astype(x.dtype, copy=False)
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=acc).astype(
+        x.dtype, copy=False
+    )
 
 
 @kernel("GlobalMaxPool")

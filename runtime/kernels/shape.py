@@ -3,15 +3,25 @@ ConstantOfShape, Expand. Attributes that are inputs in ONNX's newest form arrive
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from graphnet.ops.shape import reshape_shape, slice_bounds
 from graphnet.runtime.kernels import kernel
 
-__all__ = ["reshape", "transpose", "squeeze", "unsqueeze", "shape", "gather", "slice_", "pad",
-           "constant_of_shape", "expand"]
+__all__ = [
+    "reshape",
+    "transpose",
+    "squeeze",
+    "unsqueeze",
+    "shape",
+    "gather",
+    "slice_",
+    "pad",
+    "constant_of_shape",
+    "expand",
+]
 
 
 def _ints(a: np.ndarray | None) -> list[int]:
@@ -56,21 +66,32 @@ def gather(x: np.ndarray, indices: np.ndarray, *, axis: int) -> np.ndarray:
 
 
 @kernel("Slice")
-def slice_(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, axes: np.ndarray | None = None,
-           steps: np.ndarray | None = None) -> np.ndarray:
+def slice_(
+    x: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    axes: np.ndarray | None = None,
+    steps: np.ndarray | None = None,
+) -> np.ndarray:
     st, en = _ints(starts), _ints(ends)
     ax = _ints(axes) if axes is not None else list(range(len(st)))
     sp = _ints(steps) if steps is not None else [1] * len(st)
     index = [slice(None)] * x.ndim
-    for a, s, e, k in zip(ax, st, en, sp):
+    for a, s, e, k in zip(ax, st, en, sp, strict=True):
         a %= x.ndim
         index[a] = slice(*slice_bounds(x.shape[a], s, e, k))
     return x[tuple(index)].copy()
 
 
 @kernel("Pad")
-def pad(x: np.ndarray, pads: np.ndarray, constant_value: np.ndarray | None = None,
-        axes: np.ndarray | None = None, *, mode: str) -> np.ndarray:
+def pad(
+    x: np.ndarray,
+    pads: np.ndarray,
+    constant_value: np.ndarray | None = None,
+    axes: np.ndarray | None = None,
+    *,
+    mode: str,
+) -> np.ndarray:
     """ONNX Pad. Negative pads crop; the crop comes first, so reflect/edge/wrap pad around what
     is kept (onnxruntime's order)."""
     p = _ints(pads)

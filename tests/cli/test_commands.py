@@ -4,18 +4,16 @@ exit code 2 for bad usage or input, never a traceback, never a partial or change
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 
 from graphnet.cli import main
-from tests.helpers import ort_run, small_onnx_model
 from tests import helpers
+from tests.helpers import ort_run, small_onnx_model
 
 ROOT = helpers.ROOT
 
@@ -51,7 +49,9 @@ def test_run_writes_npz_keyed_by_output(tmp_path, capsys):
     path = small_onnx_model(tmp_path / "m.onnx")
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    code, _, err = _run(["run", path, "-i", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "out.npz")], capsys)
+    code, _, err = _run(
+        ["run", path, "-i", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "out.npz")], capsys
+    )
     assert code == 0, err
     got = np.load(tmp_path / "out.npz")["y"]
     np.testing.assert_allclose(got, ort_run(onnx.load(path), {"x": x})["y"], rtol=1e-4, atol=1e-5)
@@ -74,7 +74,10 @@ def test_export_from_module(tmp_path, capsys):
     code, out, err = _run(["export", f"{mod}:build", "-o", str(out_path)], capsys)
     assert code == 0, err
     onnx.checker.check_model(onnx.load(str(out_path)), full_check=True)
-    code, _, err = _run(["export", f"{mod}:net", "-o", str(tmp_path / "o2.onnx"), "--input-shape", "N,1,6,6"], capsys)
+    code, _, err = _run(
+        ["export", f"{mod}:net", "-o", str(tmp_path / "o2.onnx"), "--input-shape", "N,1,6,6"],
+        capsys,
+    )
     assert code == 0, err
     code, _, err = _run(["export", f"{mod}:net", "-o", str(tmp_path / "o3.onnx")], capsys)
     assert code == 2 and "--input-shape" in err
@@ -109,6 +112,12 @@ def test_invalid_onnx_file(tmp_path, capsys):
 
 def test_python_dash_m_entry_point(tmp_path):
     path = small_onnx_model(tmp_path / "m.onnx")
-    proc = subprocess.run([sys.executable, "-m", "graphnet", "summary", path], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "graphnet", "summary", path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Gemm" in proc.stdout

@@ -12,8 +12,8 @@ import onnx
 import pytest
 
 from graphnet.cli import main
-from tests.helpers import ort_run, small_onnx_model
 from tests import helpers
+from tests.helpers import ort_run, small_onnx_model
 
 DATA = helpers.TORCH_DATA
 
@@ -27,7 +27,9 @@ def _feeds(model, batch=3, seed=0):
     rng = np.random.default_rng(seed)
     feeds = {}
     for i in model.graph.input:
-        dims = [d.dim_value if d.HasField("dim_value") else batch for d in i.type.tensor_type.shape.dim]
+        dims = [
+            d.dim_value if d.HasField("dim_value") else batch for d in i.type.tensor_type.shape.dim
+        ]
         feeds[i.name] = rng.standard_normal(dims).astype(np.float32)
     return feeds
 
@@ -46,7 +48,9 @@ def test_optimize_small_model_with_verify_and_report(tmp_path, capsys):
     assert "BatchNormalization" not in ops and "Dropout" not in ops
     assert ops == ["Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm"]
     feeds = _feeds(model)
-    np.testing.assert_allclose(ort_run(model, feeds)["y"], ort_run(onnx.load(src), feeds)["y"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        ort_run(model, feeds)["y"], ort_run(onnx.load(src), feeds)["y"], rtol=1e-4, atol=1e-5
+    )
     assert "nodes  7 -> 5" in text and "verified:" in text
     doc = json.loads(rep.read_text())
     assert doc["totals"]["nodes"] == [7, 5] and doc["verify"][0]["ok"] is True
@@ -72,7 +76,9 @@ def test_output_may_overwrite_input_only_when_named(tmp_path, capsys):
 
 def test_unknown_pass_is_usage_error(tmp_path, capsys):
     src = small_onnx_model(tmp_path / "m.onnx")
-    code = main(["optimize", src, "-o", str(tmp_path / "o.onnx"), "--passes", "fold-batchnorm,nope"])
+    code = main(
+        ["optimize", src, "-o", str(tmp_path / "o.onnx"), "--passes", "fold-batchnorm,nope"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "no pass named 'nope'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.onnx").exists()
@@ -143,10 +149,14 @@ def test_list_passes(capsys):
 def test_fold_large_constants_materialises_generated_weights(tmp_path, capsys):
     """The light zoo SqueezeNet makes its weights with ConstantOfShape: kept as nodes by default
     (small file), materialised with --fold-large-constants (fewer nodes, bigger file)."""
-    src = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_squeezenet.onnx")
+    src = os.path.join(
+        os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_squeezenet.onnx"
+    )
     small, big = tmp_path / "small.onnx", tmp_path / "big.onnx"
     assert main(["optimize", src, "-o", str(small)]) == 0
-    assert main(["optimize", src, "-o", str(big), "--fold-large-constants", "--verify"]) == 0, capsys.readouterr().err
+    assert main(["optimize", src, "-o", str(big), "--fold-large-constants", "--verify"]) == 0, (
+        capsys.readouterr().err
+    )
     m_small, m_big = onnx.load(str(small)), onnx.load(str(big))
     assert "ConstantOfShape" in [n.op_type for n in m_small.graph.node]
     assert "ConstantOfShape" not in [n.op_type for n in m_big.graph.node]

@@ -7,8 +7,16 @@ import onnx
 import pytest
 from onnx import helper
 
-from graphnet import runtime
-from graphnet import Graph, GraphError, InputError, KernelError, ShapeError, UnsupportedOpError, load
+from graphnet import (
+    Graph,
+    GraphError,
+    InputError,
+    KernelError,
+    ShapeError,
+    UnsupportedOpError,
+    load,
+    runtime,
+)
 from graphnet.ir import Node
 from tests.helpers import export_checked, ort_run
 
@@ -34,7 +42,9 @@ def test_shape_error_names_node_and_shapes():
     g = Graph("bad")
     g.add_input("x", (None, 3))
     g.add_param("b", np.zeros(4, np.float32))
-    with pytest.raises(ShapeError, match=r"node 'add' \(Add\).*\(N,3\) and \(4\).*x\(N,3\), b\(4\)"):
+    with pytest.raises(
+        ShapeError, match=r"node 'add' \(Add\).*\(N,3\) and \(4\).*x\(N,3\), b\(4\)"
+    ):
         g.add_node("Add", ["x", "b"], name="add")
 
 
@@ -51,7 +61,10 @@ def test_undefined_input_and_duplicate_names_rejected():
 def test_verify_names_use_before_produce():
     g = _chain()
     g.nodes[0], g.nodes[1] = g.nodes[1], g.nodes[0]
-    with pytest.raises(GraphError, match="input 'r1.out' of node 'a1' is used before it is produced \\(by node 'r1'\\)"):
+    with pytest.raises(
+        GraphError,
+        match="input 'r1.out' of node 'a1' is used before it is produced \\(by node 'r1'\\)",
+    ):
         g.verify()
     g.toposort()
     g.verify()
@@ -103,7 +116,9 @@ def test_repr_reads_like_ir():
 def test_run_matches_formula():
     x = np.array([[-1.0, 0.5, 2.0], [3.0, -4.0, 0.0]], np.float32)
     out = runtime.run(_chain(), {"x": x})["r2.out"]
-    np.testing.assert_array_equal(out, np.maximum(np.maximum(x, 0) + np.array([1, -2, 3], np.float32), 0))
+    np.testing.assert_array_equal(
+        out, np.maximum(np.maximum(x, 0) + np.array([1, -2, 3], np.float32), 0)
+    )
 
 
 def test_intermediates_freed_unless_keep_all():
@@ -141,7 +156,9 @@ def test_kernel_failure_names_node(monkeypatch):
         raise FloatingPointError("boom")
 
     monkeypatch.setitem(kernels._KERNELS, "Relu", kernels.Kernel("Relu", broken))
-    with pytest.raises(KernelError, match=r"while executing r1 \(Relu\): x\(2,3\).*FloatingPointError: boom"):
+    with pytest.raises(
+        KernelError, match=r"while executing r1 \(Relu\): x\(2,3\).*FloatingPointError: boom"
+    ):
         runtime.run(_chain(), {"x": np.ones((2, 3), np.float32)})
 
 
@@ -152,7 +169,9 @@ def test_export_runs_in_onnxruntime_with_symbolic_batch():
     dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_param == "N"
     x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
-    np.testing.assert_allclose(ort_run(model, {"x": x})["r2.out"], runtime.run(g, {"x": x})["r2.out"], rtol=1e-6)
+    np.testing.assert_allclose(
+        ort_run(model, {"x": x})["r2.out"], runtime.run(g, {"x": x})["r2.out"], rtol=1e-6
+    )
 
 
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
@@ -182,7 +201,9 @@ def _model_with_unknown_op():
         helper.make_node("Relu", ["e"], ["y"], name="relu2"),
     ]
     g = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])],
     )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -196,11 +217,15 @@ def test_unknown_op_kept_opaque_and_written_back():
     out = export_checked(g)
     assert [n.op_type for n in out.graph.node] == ["Relu", "Erf", "Relu"]
     x = np.linspace(-2, 2, 8, dtype=np.float32).reshape(2, 4)
-    np.testing.assert_allclose(ort_run(out, {"x": x})["y"], ort_run(model, {"x": x})["y"], rtol=1e-6)
+    np.testing.assert_allclose(
+        ort_run(out, {"x": x})["y"], ort_run(model, {"x": x})["y"], rtol=1e-6
+    )
 
 
 def test_runtime_names_the_unknown_op():
-    with pytest.raises(UnsupportedOpError, match=r"no kernel for op 'Erf' \(ai.onnx\) at node 'erf'"):
+    with pytest.raises(
+        UnsupportedOpError, match=r"no kernel for op 'Erf' \(ai.onnx\) at node 'erf'"
+    ):
         runtime.Session(load(_model_with_unknown_op()))
 
 
@@ -208,9 +233,15 @@ def test_opaque_node_from_old_opset_is_converted_on_export():
     # Upsample (opset 9) no longer exists at opset 21: the opaque node is carried over by onnx's
     # version converter (to Resize), and the model computes the same thing.
     f = onnx.TensorProto.FLOAT
-    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Upsample", ["r", "sc"], ["y"], mode="nearest")]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Upsample", ["r", "sc"], ["y"], mode="nearest"),
+    ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", f, [1, 2, 3, 3])], [helper.make_tensor_value_info("y", f, [1, 2, 6, 6])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", f, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", f, [1, 2, 6, 6])],
         initializer=[onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
@@ -233,7 +264,9 @@ def test_save_with_external_data(tmp_path):
     g = Graph("big")
     g.add_input("x", (None, 3))
     g.add_param("b", np.arange(3, dtype=np.float32))
-    g.add_param("w", np.linspace(-1, 1, 3 * 512, dtype=np.float32).reshape(3, 512))  # 6 KiB: written aside
+    g.add_param(
+        "w", np.linspace(-1, 1, 3 * 512, dtype=np.float32).reshape(3, 512)
+    )  # 6 KiB: written aside
     g.add_node("Add", ["x", "b"], name="a1")
     g.add_node("MatMul", ["a1.out", "w"], name="mm", outputs=["r2.out"])
     g.mark_output("r2.out")
@@ -244,4 +277,6 @@ def test_save_with_external_data(tmp_path):
     back = load(str(path))
     np.testing.assert_array_equal(back.params["b"], g.params["b"])
     x = np.ones((2, 3), np.float32)
-    np.testing.assert_array_equal(runtime.run(back, {"x": x})["r2.out"], runtime.run(g, {"x": x})["r2.out"])
+    np.testing.assert_array_equal(
+        runtime.run(back, {"x": x})["r2.out"], runtime.run(g, {"x": x})["r2.out"]
+    )

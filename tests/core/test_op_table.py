@@ -16,7 +16,9 @@ NO_IMPORT_RULE = {
     "WSConv": "exported as ReduceMean/Sub/Div on the kernel + Conv; constant folding undoes it on import",
     "Opaque": "is itself the import of an op without a rule",
 }
-NO_KERNEL = {"Opaque": "an unmapped ONNX op has no semantics in graphnet; running it is a clear error"}
+NO_KERNEL = {
+    "Opaque": "an unmapped ONNX op has no semantics in graphnet; running it is a clear error"
+}
 
 SPECS = sorted(ops.all_specs().items())
 
@@ -39,10 +41,30 @@ def test_no_kernel_without_an_op():
 
 def test_lecture_layers_are_all_in_the_table():
     lecture = {
-        "Conv", "WSConv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu",
-        "Sigmoid", "Tanh", "LeakyRelu", "PRelu", "Elu", "Maxout", "Gemm", "Flatten", "Softmax",
-        "LogSoftmax", "Dropout", "BatchNormalization", "LayerNormalization",
-        "InstanceNormalization", "GroupNormalization", "Add", "Concat",
+        "Conv",
+        "WSConv",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "Relu",
+        "Sigmoid",
+        "Tanh",
+        "LeakyRelu",
+        "PRelu",
+        "Elu",
+        "Maxout",
+        "Gemm",
+        "Flatten",
+        "Softmax",
+        "LogSoftmax",
+        "Dropout",
+        "BatchNormalization",
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "Add",
+        "Concat",
     }
     missing = sorted(lecture - set(ops.all_specs()))
     assert not missing, f"lecture layers missing from the op table: {missing}"

@@ -10,23 +10,36 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
-from graphnet import runtime
-from graphnet import AttributeValueError, ShapeError
+from graphnet import AttributeValueError, ShapeError, runtime
 from graphnet.ir import format_shape
 from graphnet.nn import (
-    ELU, Dropout, LeakyReLU, LogSoftmax, Network, PReLU, ReLU, Sequential, Sigmoid, Softmax, Tanh,
+    ELU,
+    Dropout,
+    LeakyReLU,
+    LogSoftmax,
+    Network,
+    PReLU,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
 )
 from tests.helpers import assert_close, compare_with_ort, export_checked, ort_run
 
 
-@pytest.mark.parametrize("layer, op, attrs, formula", [
-    (ReLU(), "Relu", {}, lambda v: max(v, 0.0)),
-    (Sigmoid(), "Sigmoid", {}, lambda v: 1 / (1 + math.exp(-v))),
-    (Tanh(), "Tanh", {}, lambda v: 2 / (1 + math.exp(-2 * v)) - 1),
-    (LeakyReLU(0.1), "LeakyRelu", {"alpha": 0.1}, lambda v: v if v >= 0 else 0.1 * v),
-    (LeakyReLU(), "LeakyRelu", {"alpha": 0.01}, lambda v: v if v >= 0 else 0.01 * v),
-    (ELU(0.5), "Elu", {"alpha": 0.5}, lambda v: v if v >= 0 else 0.5 * (math.exp(v) - 1)),
-], ids=["relu", "sigmoid", "tanh", "leaky0.1", "leaky-default", "elu0.5"])
+@pytest.mark.parametrize(
+    "layer, op, attrs, formula",
+    [
+        (ReLU(), "Relu", {}, lambda v: max(v, 0.0)),
+        (Sigmoid(), "Sigmoid", {}, lambda v: 1 / (1 + math.exp(-v))),
+        (Tanh(), "Tanh", {}, lambda v: 2 / (1 + math.exp(-2 * v)) - 1),
+        (LeakyReLU(0.1), "LeakyRelu", {"alpha": 0.1}, lambda v: v if v >= 0 else 0.1 * v),
+        (LeakyReLU(), "LeakyRelu", {"alpha": 0.01}, lambda v: v if v >= 0 else 0.01 * v),
+        (ELU(0.5), "Elu", {"alpha": 0.5}, lambda v: v if v >= 0 else 0.5 * (math.exp(v) - 1)),
+    ],
+    ids=["relu", "sigmoid", "tanh", "leaky0.1", "leaky-default", "elu0.5"],
+)
 def test_elementwise_layer_builds_one_node(layer, op, attrs, formula):
     g = Sequential([layer]).build((None, 3, 4))
     (node,) = g.nodes
@@ -43,7 +56,7 @@ def test_softmax_layer_on_logits(cls, log):
     assert g.nodes[0].attrs == {"axis": -1}
     x = np.random.default_rng(1).standard_normal((4, 10)).astype(np.float32) * 5
     y = compare_with_ort(g, {"input": x})["output"]
-    for row, out in zip(x.astype(np.float64), y):
+    for row, out in zip(x.astype(np.float64), y, strict=True):
         total = math.fsum(math.exp(v) for v in row)
         assert_close(out, [v - math.log(total) if log else math.exp(v) / total for v in row])
 
@@ -120,30 +133,44 @@ def test_dropout_takes_exactly_one_of_drop_or_keep():
         Dropout(0.5)  # positional: would be ambiguous, so it is not accepted
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"drop": 1.0}, r"drop= \(DROP probability\) must be in \[0, 1\), got 1.0"),
-    ({"drop": -0.2}, r"must be in \[0, 1\)"),
-    ({"keep": 0.0}, r"keep= \(KEEP probability\) must be in \(0, 1\], got 0.0"),
-    ({"keep": 1.5}, r"must be in \(0, 1\]"),
-    ({"keep": "0.5"}, r"keep= must be a number"),
-    ({"drop": 0.5, "scheme": "Inverted"}, r"scheme must be one of"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"drop": 1.0}, r"drop= \(DROP probability\) must be in \[0, 1\), got 1.0"),
+        ({"drop": -0.2}, r"must be in \[0, 1\)"),
+        ({"keep": 0.0}, r"keep= \(KEEP probability\) must be in \(0, 1\], got 0.0"),
+        ({"keep": 1.5}, r"must be in \(0, 1\]"),
+        ({"keep": "0.5"}, r"keep= must be a number"),
+        ({"drop": 0.5, "scheme": "Inverted"}, r"scheme must be one of"),
+    ],
+)
 def test_dropout_bad_arguments(kw, match):
     with pytest.raises(AttributeValueError, match=match):
         Dropout(**kw)
 
 
-@pytest.mark.parametrize("kw, drop, keep", [({"drop": 0.3}, 0.3, 0.7), ({"keep": 0.7}, 0.3, 0.7),
-                                            ({"keep": 1.0}, 0.0, 1.0), ({"drop": 0}, 0.0, 1.0)])
+@pytest.mark.parametrize(
+    "kw, drop, keep",
+    [
+        ({"drop": 0.3}, 0.3, 0.7),
+        ({"keep": 0.7}, 0.3, 0.7),
+        ({"keep": 1.0}, 0.0, 1.0),
+        ({"drop": 0}, 0.0, 1.0),
+    ],
+)
 def test_dropout_drop_and_keep_describe_the_same_layer(kw, drop, keep):
     layer = Dropout(**kw, scheme="classic")
-    assert layer.drop == pytest.approx(drop, abs=1e-15) and layer.keep == pytest.approx(keep, abs=1e-15)
+    assert layer.drop == pytest.approx(drop, abs=1e-15) and layer.keep == pytest.approx(
+        keep, abs=1e-15
+    )
     assert repr(layer) == f"Dropout(drop={drop:g}, keep={keep:g}, scheme='classic')"
     g = Sequential([layer]).build((None, 6))
     assert g.nodes[0].attrs == {"drop_prob": pytest.approx(drop, abs=1e-15), "scheme": "classic"}
     x = np.random.default_rng(3).standard_normal((2, 6)).astype(np.float32)
     # classic at inference: x * keep (the lecture's p), whichever of drop/keep was given
-    assert_close(runtime.run(g, {"input": x})["output"], x.astype(np.float64) * keep, rtol=3e-7, atol=0)
+    assert_close(
+        runtime.run(g, {"input": x})["output"], x.astype(np.float64) * keep, rtol=3e-7, atol=0
+    )
 
 
 def test_dropout_return_mask():

@@ -33,7 +33,9 @@ import graphnet.backend as gb
 from graphnet.backend import GraphnetBackend
 from graphnet.errors import InputError, UnsupportedOpError
 
-pytestmark = pytest.mark.slow  # real models / the whole conformance suite: `-m "not slow"` skips them
+pytestmark = (
+    pytest.mark.slow
+)  # real models / the whole conformance suite: `-m "not slow"` skips them
 
 # ----------------------------------------------------------------------------------- the scope
 # Operator -> regex over test names (without the device suffix). `(?!.*_expanded)` drops the
@@ -133,7 +135,11 @@ def _collect() -> dict[str, type]:
                 continue
             kept += 1
             if base in XFAIL:
-                setattr(cls, attr, pytest.mark.xfail(reason=XFAIL[base], strict=True)(getattr(cls, attr)))
+                setattr(
+                    cls,
+                    attr,
+                    pytest.mark.xfail(reason=XFAIL[base], strict=True)(getattr(cls, attr)),
+                )
         if kept:
             out[cls_name] = cls
     return out
@@ -190,7 +196,7 @@ def test_node_case_at_older_opset_matches_onnxruntime(case, model):
     names = [i.name for i in sess.get_inputs()]
     for inputs, _ in case.data_sets:
         feeds = [np.asarray(v) for v in inputs]
-        ours, theirs = rep.run(feeds), sess.run(None, dict(zip(names, feeds)))
+        ours, theirs = rep.run(feeds), sess.run(None, dict(zip(names, feeds, strict=True)))
         # float32 single ops: rtol 1e-5, atol 1e-6 (the suite itself allows rtol 1e-3).
         backend_test.assert_similar_outputs(theirs, list(ours), rtol=1e-5, atol=1e-6)
 
@@ -199,7 +205,10 @@ def test_older_opset_variants_exist():
     """The converter has adapters for most in-scope ops: a sanity bound, so that an onnx upgrade
     that loses them shows up instead of silently shrinking the check."""
     ops = {n.op_type for p in OLDER_OPSET_VARIANTS for n in p.values[1].graph.node}
-    assert len(OLDER_OPSET_VARIANTS) >= 300 and {"Conv", "MaxPool", "AveragePool", "Softmax", "Dropout", "Reshape"} <= ops
+    assert (
+        len(OLDER_OPSET_VARIANTS) >= 300
+        and {"Conv", "MaxPool", "AveragePool", "Softmax", "Dropout", "Reshape"} <= ops
+    )
 
 
 # ------------------------------------------------------------------------- checks of the scope
@@ -232,7 +241,9 @@ def test_selection_matches_the_models():
 
 def test_every_xfail_is_selected():
     names = {c.name for c in _all_cases()}
-    assert all(n in names and selected(n) for n in XFAIL), sorted(n for n in XFAIL if n not in names or not selected(n))
+    assert all(n in names and selected(n) for n in XFAIL), sorted(
+        n for n in XFAIL if n not in names or not selected(n)
+    )
 
 
 # ----------------------------------------------------------------------- the backend interface
@@ -253,8 +264,15 @@ def _two_in_two_out():
 def test_rep_run_takes_list_dict_and_returns_outputs_in_graph_order():
     rep = gb.prepare(_two_in_two_out())
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)
-    for out in (rep.run([a, b]), rep.run({"b": b, "a": a}), gb.run_model(_two_in_two_out(), [a, b])):
+    a, b = (
+        rng.standard_normal((2, 3)).astype(np.float32),
+        rng.standard_normal((2, 3)).astype(np.float32),
+    )
+    for out in (
+        rep.run([a, b]),
+        rep.run({"b": b, "a": a}),
+        gb.run_model(_two_in_two_out(), [a, b]),
+    ):
         assert len(out) == 2
         np.testing.assert_array_equal(out[0], a + b)  # graph output order: s, then d
         np.testing.assert_array_equal(out[1], a - b)
@@ -267,8 +285,13 @@ def test_rep_run_takes_list_dict_and_returns_outputs_in_graph_order():
 
 def test_rep_run_single_array_and_initializers_are_not_inputs():
     w = np.arange(6, dtype=np.float32).reshape(2, 3)
-    model = _model([helper.make_node("Mul", ["x", "w"], ["y"])], [_f("x", (2, 3)), _f("w", (2, 3))], [_f("y", (2, 3))],
-                   13, [onnx.numpy_helper.from_array(w, "w")])
+    model = _model(
+        [helper.make_node("Mul", ["x", "w"], ["y"])],
+        [_f("x", (2, 3)), _f("w", (2, 3))],
+        [_f("y", (2, 3))],
+        13,
+        [onnx.numpy_helper.from_array(w, "w")],
+    )
     x = np.full((2, 3), 2.0, np.float32)
     (y,) = gb.prepare(model).run(x)
     np.testing.assert_array_equal(y, 2 * w)
@@ -289,16 +312,26 @@ def test_run_node_builds_the_model_at_the_given_opset(opset):
 
 
 def test_devices():
-    assert gb.supports_device("CPU") and not gb.supports_device("CUDA") and not gb.supports_device("nonsense")
+    assert (
+        gb.supports_device("CPU")
+        and not gb.supports_device("CUDA")
+        and not gb.supports_device("nonsense")
+    )
     with pytest.raises(InputError, match=r"CPU only, not on 'CUDA'"):
         gb.prepare(_two_in_two_out(), "CUDA")
 
 
 def _bn_model(training_mode: int | None, opset: int, extra_outputs: bool):
     c = 3
-    inits = [onnx.numpy_helper.from_array(v, k) for k, v in
-             {"s": np.ones(c, np.float32), "b": np.zeros(c, np.float32), "m": np.zeros(c, np.float32),
-              "v": np.ones(c, np.float32)}.items()]
+    inits = [
+        onnx.numpy_helper.from_array(v, k)
+        for k, v in {
+            "s": np.ones(c, np.float32),
+            "b": np.zeros(c, np.float32),
+            "m": np.zeros(c, np.float32),
+            "v": np.ones(c, np.float32),
+        }.items()
+    ]
     outs = ["y", "rm", "rv"] if extra_outputs else ["y"]
     if extra_outputs and opset < 14:
         outs += ["", ""]  # opsets 7-13: 1 or 5 outputs
@@ -313,23 +346,30 @@ def _dropout_model(training):
     ins = ["x", "r"]
     nodes = []
     if training is not None:
-        nodes.append(helper.make_node("Constant", [], ["t"], value=onnx.numpy_helper.from_array(np.array(training))))
+        nodes.append(
+            helper.make_node(
+                "Constant", [], ["t"], value=onnx.numpy_helper.from_array(np.array(training))
+            )
+        )
         ins.append("t")
     nodes.append(helper.make_node("Dropout", ins, ["y"]))
     return _model(nodes, [_f("x", (4, 3, 2))], [_f("y", (4, 3, 2))], 13, inits)
 
 
-@pytest.mark.parametrize("model, mode", [
-    (_bn_model(None, 15, False), "inference"),
-    (_bn_model(0, 15, False), "inference"),
-    (_bn_model(1, 15, True), "train"),
-    (_bn_model(1, 15, False), "train"),
-    (_bn_model(None, 9, True), "train"),  # opsets 7-13: the statistics outputs mean training
-    (_bn_model(None, 9, False), "inference"),
-    (_dropout_model(None), "inference"),
-    (_dropout_model(False), "inference"),
-    (_dropout_model(True), "train"),
-])
+@pytest.mark.parametrize(
+    "model, mode",
+    [
+        (_bn_model(None, 15, False), "inference"),
+        (_bn_model(0, 15, False), "inference"),
+        (_bn_model(1, 15, True), "train"),
+        (_bn_model(1, 15, False), "train"),
+        (_bn_model(None, 9, True), "train"),  # opsets 7-13: the statistics outputs mean training
+        (_bn_model(None, 9, False), "inference"),
+        (_dropout_model(None), "inference"),
+        (_dropout_model(False), "inference"),
+        (_dropout_model(True), "train"),
+    ],
+)
 def test_mode_rule(model, mode):
     """The backend runs a model in train mode iff a node asks for training (graphnet.backend)."""
     assert gb.model_mode(model) == mode
@@ -356,5 +396,7 @@ def test_mode_rule(model, mode):
 
 def test_prepare_reports_an_operator_graphnet_cannot_run():
     model = _model([helper.make_node("Selu", ["x"], ["y"])], [_f("x", (2,))], [_f("y", (2,))], 13)
-    with pytest.raises(UnsupportedOpError, match=r"no kernel for op 'Selu' \(ai.onnx\) at node 'y'"):
+    with pytest.raises(
+        UnsupportedOpError, match=r"no kernel for op 'Selu' \(ai.onnx\) at node 'y'"
+    ):
         gb.prepare(model)

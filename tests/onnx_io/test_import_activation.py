@@ -22,12 +22,16 @@ def make_model(op, opset, shape, attrs=None, inits=(), outputs=("y",)):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
     # Old IR versions require a shape on every graph output; every op here keeps X's shape.
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, shape) for o in outputs]
-    node = helper.make_node(op, ["x", *(n for n, _ in inits)], list(outputs), name="n", **(attrs or {}))
+    node = helper.make_node(
+        op, ["x", *(n for n, _ in inits)], list(outputs), name="n", **(attrs or {})
+    )
     graph = helper.make_graph(
         [node], "g", [x], outs, initializer=[numpy_helper.from_array(a, n) for n, a in inits]
     )
     opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    model = helper.make_model(
+        graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -39,7 +43,9 @@ def import_and_compare(model, x, *, expect_ops=None):
     ours = runtime.run(g, {"x": x})
     theirs = ort_run(model, {"x": x})
     for name in theirs:
-        assert_close(ours[name], theirs[name], what=f"output '{name}' vs onnxruntime on the original model")
+        assert_close(
+            ours[name], theirs[name], what=f"output '{name}' vs onnxruntime on the original model"
+        )
     return g
 
 
@@ -48,13 +54,23 @@ def rand(shape, seed=0, scale=3.0):
 
 
 @pytest.mark.parametrize("opset", OPSETS)
-@pytest.mark.parametrize("op, attrs", [
-    ("Relu", {}), ("Sigmoid", {}), ("Tanh", {}), ("LeakyRelu", {}), ("LeakyRelu", {"alpha": 0.2}),
-    ("Elu", {}), ("Elu", {"alpha": 0.3}),
-])
+@pytest.mark.parametrize(
+    "op, attrs",
+    [
+        ("Relu", {}),
+        ("Sigmoid", {}),
+        ("Tanh", {}),
+        ("LeakyRelu", {}),
+        ("LeakyRelu", {"alpha": 0.2}),
+        ("Elu", {}),
+        ("Elu", {"alpha": 0.3}),
+    ],
+)
 def test_import_elementwise(op, attrs, opset):
     shape = (2, 3, 4, 5)
-    g = import_and_compare(make_model(op, opset, shape, attrs), rand(shape, opset), expect_ops={op: 1})
+    g = import_and_compare(
+        make_model(op, opset, shape, attrs), rand(shape, opset), expect_ops={op: 1}
+    )
     (node,) = g.nodes
     if "alpha" in attrs:  # stored as float32 in ONNX, read back as the shortest decimal
         assert node.attrs["alpha"] == attrs["alpha"]
@@ -76,7 +92,9 @@ def test_import_softmax_opset13_every_axis(op, opset):
     shape = (2, 3, 4, 5)
     for axis in [None, *range(-4, 4)]:
         attrs = {} if axis is None else {"axis": axis}
-        g = import_and_compare(make_model(op, opset, shape, attrs), rand(shape, 10 + (axis or 0)), expect_ops={op: 1})
+        g = import_and_compare(
+            make_model(op, opset, shape, attrs), rand(shape, 10 + (axis or 0)), expect_ops={op: 1}
+        )
         assert g.nodes[0].attrs["axis"] == (-1 if axis is None else axis)
 
 
@@ -85,7 +103,9 @@ def test_import_softmax_opset13_every_axis(op, opset):
 @pytest.mark.parametrize("axis", [3, -1])
 def test_import_softmax_old_opset_last_axis_is_one_node(op, opset, axis):
     shape = (2, 3, 4, 5)
-    g = import_and_compare(make_model(op, opset, shape, {"axis": axis}), rand(shape, 1), expect_ops={op: 1})
+    g = import_and_compare(
+        make_model(op, opset, shape, {"axis": axis}), rand(shape, 1), expect_ops={op: 1}
+    )
     assert g.nodes[0].attrs["axis"] == -1
 
 
@@ -93,7 +113,9 @@ def test_import_softmax_old_opset_last_axis_is_one_node(op, opset, axis):
 def test_import_softmax_old_opset_trailing_ones_is_one_node(opset):
     """Old semantics normalize over dims 1..3 jointly; dims 2, 3 of size 1 make that axis 1 alone."""
     shape = (4, 6, 1, 1)
-    g = import_and_compare(make_model("Softmax", opset, shape), rand(shape, 2), expect_ops={"Softmax": 1})
+    g = import_and_compare(
+        make_model("Softmax", opset, shape), rand(shape, 2), expect_ops={"Softmax": 1}
+    )
     assert g.nodes[0].attrs["axis"] == 1
 
 
@@ -131,13 +153,25 @@ def test_import_softmax_old_opset_two_dynamic_dims_stays_opaque():
     out = export_checked(g)
     assert [n.op_type for n in out.graph.node][-2:] == ["Softmax", "Reshape"]
     x = rand((2, 3, 4, 5), 5)
-    assert_close(ort_run(out, {"x": x})["y"], ort_run(model, {"x": x})["y"], what="converted opaque Softmax-11")
+    assert_close(
+        ort_run(out, {"x": x})["y"],
+        ort_run(model, {"x": x})["y"],
+        what="converted opaque Softmax-11",
+    )
 
 
-@pytest.mark.parametrize("op, attrs", [
-    ("Relu", {}), ("Sigmoid", {}), ("Tanh", {}), ("LeakyRelu", {"alpha": 0.3}), ("Elu", {"alpha": 0.7}),
-    ("Softmax", {"axis": 1}), ("LogSoftmax", {"axis": -2}),
-])
+@pytest.mark.parametrize(
+    "op, attrs",
+    [
+        ("Relu", {}),
+        ("Sigmoid", {}),
+        ("Tanh", {}),
+        ("LeakyRelu", {"alpha": 0.3}),
+        ("Elu", {"alpha": 0.7}),
+        ("Softmax", {"axis": 1}),
+        ("LogSoftmax", {"axis": -2}),
+    ],
+)
 def test_export_then_import_round_trips(op, attrs):
     g = single_node(op, {"x": (None, 3, 4)}, attrs=attrs)
     back = graphnet.load(export_checked(g))
@@ -146,32 +180,53 @@ def test_export_then_import_round_trips(op, attrs):
     for k, v in attrs.items():
         assert node.attrs[k] == v
     x = rand((2, 3, 4), 5)
-    assert_close(runtime.run(back, {"x": x})[back.outputs[0]], runtime.run(g, {"x": x})[g.outputs[0]], rtol=0, atol=0)
+    assert_close(
+        runtime.run(back, {"x": x})[back.outputs[0]],
+        runtime.run(g, {"x": x})[g.outputs[0]],
+        rtol=0,
+        atol=0,
+    )
 
 
 @pytest.mark.parametrize("opset", [7, 9])
 def test_import_old_dropout_with_unread_mask_maps_to_dropout(opset):
     """Old zoo models (AlexNet, VGG, SqueezeNet at opset 9) list a float mask output nobody reads."""
     f = TensorProto.FLOAT
-    nodes = [helper.make_node("Dropout", ["x"], ["d", "mask"], ratio=0.3), helper.make_node("Relu", ["d"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [2, 5])],
-                              [helper.make_tensor_value_info("y", f, [2, 5])])
+    nodes = [
+        helper.make_node("Dropout", ["x"], ["d", "mask"], ratio=0.3),
+        helper.make_node("Relu", ["d"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", f, [2, 5])],
+        [helper.make_tensor_value_info("y", f, [2, 5])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     g = graphnet.load(model)
     assert g.op_counts() == {"Dropout": 1, "Relu": 1}
     assert g.nodes[0].attrs["drop_prob"] == 0.3 and g.nodes[0].outputs == ["d"]
     x = np.linspace(-1, 1, 10, dtype=np.float32).reshape(2, 5)
-    assert_close(runtime.run(g, {"x": x})["y"], np.maximum(x, 0), what="inference dropout is the identity")
+    assert_close(
+        runtime.run(g, {"x": x})["y"], np.maximum(x, 0), what="inference dropout is the identity"
+    )
 
 
 def _prelu6_model(shape, slope):
     """PRelu at opset 6 (IR 3, where initializers are also listed as graph inputs), as PyTorch's
     opset-6 exports write it."""
-    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
-           helper.make_tensor_value_info("slope", TensorProto.FLOAT, slope.shape)]
+    ins = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+        helper.make_tensor_value_info("slope", TensorProto.FLOAT, slope.shape),
+    ]
     node = helper.make_node("PRelu", ["x", "slope"], ["y"], name="n")
-    graph = helper.make_graph([node], "g", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-                              initializer=[numpy_helper.from_array(slope, "slope")])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        ins,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        initializer=[numpy_helper.from_array(slope, "slope")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=3)
     onnx.checker.check_model(model, full_check=True)
     return model

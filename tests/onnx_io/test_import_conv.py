@@ -28,8 +28,16 @@ def _ints(rng: np.random.Generator, shape) -> np.ndarray:
     return rng.integers(-3, 4, size=shape).astype(np.float32)
 
 
-def _model(op: str, opset: int, x_shape, w: np.ndarray, b: np.ndarray | None = None, pre_relu: bool = False,
-           check: bool = True, **attrs):
+def _model(
+    op: str,
+    opset: int,
+    x_shape,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    pre_relu: bool = False,
+    check: bool = True,
+    **attrs,
+):
     """A one-node ONNX model (optionally Relu -> op, so X's shape comes from inference)."""
     inits = [numpy_helper.from_array(w, "w")]
     ins = ["x", "w"]
@@ -43,12 +51,20 @@ def _model(op: str, opset: int, x_shape, w: np.ndarray, b: np.ndarray | None = N
     nodes.append(helper.make_node(op, ins, ["y"], name="node", **attrs))
     dims = ["N" if d is None else d for d in x_shape]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"o{i}" for i in range(len(x_shape))])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [
+            helper.make_tensor_value_info(
+                "y", TensorProto.FLOAT, [f"o{i}" for i in range(len(x_shape))]
+            )
+        ],
         initializer=inits,
     )
     opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    model = helper.make_model(
+        graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)
+    )
     if check:
         onnx.checker.check_model(model, full_check=True)
     return model
@@ -67,16 +83,51 @@ def _import_and_compare(model, x: np.ndarray) -> graphnet.Graph:
 
 # ------------------------------------------------------------------------------------ Conv
 CONV_CASES = {
-    "explicit-2d": ((2, 4, 7, 6), (6, 2, 3, 2), True, dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 2, 1], dilations=[1, 2], group=2)),
+    "explicit-2d": (
+        (2, 4, 7, 6),
+        (6, 2, 3, 2),
+        True,
+        dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 2, 1], dilations=[1, 2], group=2),
+    ),
     "no-kernel-shape-defaults": ((1, 3, 5, 5), (2, 3, 3, 3), False, {}),
     "depthwise-1d": ((1, 4, 9), (8, 1, 3), True, dict(group=4, pads=[1, 1])),
-    "3d": ((1, 2, 4, 5, 3), (3, 2, 2, 3, 2), True, dict(strides=[1, 2, 1], pads=[0, 1, 1, 1, 0, 0])),
-    "same-upper-2d": ((1, 2, 7, 8), (3, 2, 4, 3), True, dict(auto_pad="SAME_UPPER", strides=[2, 3])),
-    "same-lower-2d": ((1, 2, 7, 8), (3, 2, 4, 3), True, dict(auto_pad="SAME_LOWER", strides=[2, 3])),
+    "3d": (
+        (1, 2, 4, 5, 3),
+        (3, 2, 2, 3, 2),
+        True,
+        dict(strides=[1, 2, 1], pads=[0, 1, 1, 1, 0, 0]),
+    ),
+    "same-upper-2d": (
+        (1, 2, 7, 8),
+        (3, 2, 4, 3),
+        True,
+        dict(auto_pad="SAME_UPPER", strides=[2, 3]),
+    ),
+    "same-lower-2d": (
+        (1, 2, 7, 8),
+        (3, 2, 4, 3),
+        True,
+        dict(auto_pad="SAME_LOWER", strides=[2, 3]),
+    ),
     "same-upper-1d-odd": ((2, 1, 6), (2, 1, 4), False, dict(auto_pad="SAME_UPPER")),
-    "same-lower-3d": ((1, 1, 5, 4, 6), (2, 1, 2, 3, 3), False, dict(auto_pad="SAME_LOWER", strides=[2, 1, 2])),
-    "same-stride-beyond-kernel": ((1, 1, 9), (1, 1, 2), False, dict(auto_pad="SAME_UPPER", strides=[4])),
-    "valid-ignores-pads-attr": ((1, 2, 6, 6), (2, 2, 3, 3), True, dict(auto_pad="VALID", strides=[2, 2])),
+    "same-lower-3d": (
+        (1, 1, 5, 4, 6),
+        (2, 1, 2, 3, 3),
+        False,
+        dict(auto_pad="SAME_LOWER", strides=[2, 1, 2]),
+    ),
+    "same-stride-beyond-kernel": (
+        (1, 1, 9),
+        (1, 1, 2),
+        False,
+        dict(auto_pad="SAME_UPPER", strides=[4]),
+    ),
+    "valid-ignores-pads-attr": (
+        (1, 2, 6, 6),
+        (2, 2, 3, 3),
+        True,
+        dict(auto_pad="VALID", strides=[2, 2]),
+    ),
 }
 
 
@@ -107,7 +158,9 @@ def test_import_same_pads_become_explicit_attributes():
     w = np.ones((1, 1, 4), np.float32)
     g = graphnet.load(_model("Conv", 13, (1, 1, 7), w, auto_pad="SAME_LOWER"))
     (node,) = g.nodes
-    assert node.op == "Conv" and tuple(node.attrs["pads"]) == (2, 1) and "auto_pad" not in node.attrs
+    assert (
+        node.op == "Conv" and tuple(node.attrs["pads"]) == (2, 1) and "auto_pad" not in node.attrs
+    )
     assert g.values["y"].shape == (1, 1, 7)
 
 
@@ -130,7 +183,9 @@ def test_import_same_with_dilation_against_onnx_reference(opset, auto_pad):
 def test_import_same_when_x_shape_comes_from_inference():
     rng = np.random.default_rng(6)
     x, w = _ints(rng, (2, 3, 6, 5)), _ints(rng, (4, 3, 3, 3))
-    model = _model("Conv", 17, (None, 3, 6, 5), w, pre_relu=True, auto_pad="SAME_UPPER", strides=[2, 2])
+    model = _model(
+        "Conv", 17, (None, 3, 6, 5), w, pre_relu=True, auto_pad="SAME_UPPER", strides=[2, 2]
+    )
     g = _import_and_compare(model, x)
     assert g.values["y"].shape == (None, 4, 3, 3)
 
@@ -145,7 +200,9 @@ def test_auto_pad_without_static_spatial_shape_stays_opaque(op):
     # written back as it came
     out = g.to_onnx(opset=17)
     assert [n.op_type for n in out.graph.node] == [op]
-    assert {a.name: helper.get_attribute_value(a) for a in out.graph.node[0].attribute}["auto_pad"] == b"SAME_UPPER"
+    assert {a.name: helper.get_attribute_value(a) for a in out.graph.node[0].attribute}[
+        "auto_pad"
+    ] == b"SAME_UPPER"
 
 
 def test_explicit_pads_with_dynamic_spatial_shape_import_and_run():
@@ -161,19 +218,51 @@ def test_explicit_pads_with_dynamic_spatial_shape_import_and_run():
 
 # --------------------------------------------------------------------------- ConvTranspose
 CONVT_CASES = {
-    "explicit-2d": ((2, 4, 3, 4), (4, 3, 3, 2), True, dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 2, 1], output_padding=[1, 2], group=2)),
+    "explicit-2d": (
+        (2, 4, 3, 4),
+        (4, 3, 3, 2),
+        True,
+        dict(
+            kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 2, 1], output_padding=[1, 2], group=2
+        ),
+    ),
     "dilated-1d": ((1, 2, 4), (2, 2, 3), False, dict(strides=[2], dilations=[2], pads=[1, 2])),
     "no-kernel-shape-3d": ((1, 2, 2, 3, 2), (2, 1, 2, 2, 3), True, dict(strides=[2, 1, 2])),
     "depthwise": ((1, 3, 4), (3, 1, 3), True, dict(group=3, strides=[2])),
     "output-shape-even": ((1, 1, 3), (1, 1, 3), False, dict(strides=[2], output_shape=[5])),
-    "output-shape-odd": ((1, 2, 3, 3), (2, 2, 3, 3), True, dict(strides=[2, 2], output_shape=[6, 5])),
-    "output-shape-odd-upper": ((1, 2, 3, 3), (2, 2, 3, 3), False, dict(strides=[2, 2], output_shape=[6, 6], auto_pad="SAME_UPPER")),
-    "output-shape-odd-lower": ((1, 2, 3, 3), (2, 2, 3, 3), False, dict(strides=[2, 2], output_shape=[6, 6], auto_pad="SAME_LOWER")),
+    "output-shape-odd": (
+        (1, 2, 3, 3),
+        (2, 2, 3, 3),
+        True,
+        dict(strides=[2, 2], output_shape=[6, 5]),
+    ),
+    "output-shape-odd-upper": (
+        (1, 2, 3, 3),
+        (2, 2, 3, 3),
+        False,
+        dict(strides=[2, 2], output_shape=[6, 6], auto_pad="SAME_UPPER"),
+    ),
+    "output-shape-odd-lower": (
+        (1, 2, 3, 3),
+        (2, 2, 3, 3),
+        False,
+        dict(strides=[2, 2], output_shape=[6, 6], auto_pad="SAME_LOWER"),
+    ),
     "output-shape-longer": ((1, 1, 3), (1, 1, 3), True, dict(strides=[2], output_shape=[8])),
-    "output-shape-with-output-padding": ((1, 1, 4), (1, 1, 3), False, dict(strides=[3], output_shape=[10], output_padding=[1])),
+    "output-shape-with-output-padding": (
+        (1, 1, 4),
+        (1, 1, 3),
+        False,
+        dict(strides=[3], output_shape=[10], output_padding=[1]),
+    ),
     "same-upper": ((1, 2, 3, 4), (2, 3, 3, 4), True, dict(strides=[2, 2], auto_pad="SAME_UPPER")),
     "same-lower": ((1, 2, 3, 4), (2, 3, 3, 4), True, dict(strides=[2, 2], auto_pad="SAME_LOWER")),
-    "same-dilated": ((1, 1, 3), (1, 1, 3), False, dict(strides=[2], dilations=[2], auto_pad="SAME_UPPER")),
+    "same-dilated": (
+        (1, 1, 3),
+        (1, 1, 3),
+        False,
+        dict(strides=[2], dilations=[2], auto_pad="SAME_UPPER"),
+    ),
     "valid": ((1, 2, 3, 3), (2, 2, 2, 2), False, dict(strides=[2, 2], auto_pad="VALID")),
 }
 
@@ -185,7 +274,9 @@ def test_import_conv_transpose(opset, case):
     rng = np.random.default_rng(len(case) * 7 + opset)
     w = _ints(rng, w_shape)
     b = _ints(rng, w_shape[1] * attrs.get("group", 1)) if bias else None
-    g = _import_and_compare(_model("ConvTranspose", opset, x_shape, w, b, **attrs), _ints(rng, x_shape))
+    g = _import_and_compare(
+        _model("ConvTranspose", opset, x_shape, w, b, **attrs), _ints(rng, x_shape)
+    )
     if "output_shape" in attrs:
         assert g.values["y"].shape[2:] == tuple(attrs["output_shape"])
 
@@ -218,8 +309,15 @@ def test_conv_transpose_same_with_kernel_shorter_than_stride():
 def test_output_shape_with_batch_and_channels_stays_opaque():
     # output_shape must list spatial dims only (onnx's checker and onnxruntime reject (N, C, ...),
     # hence check=False to build it): such a node is kept as it is rather than guessed at.
-    model = _model("ConvTranspose", 17, (1, 1, 3), np.ones((1, 1, 3), np.float32), check=False,
-                   strides=[2], output_shape=[1, 1, 6])
+    model = _model(
+        "ConvTranspose",
+        17,
+        (1, 1, 3),
+        np.ones((1, 1, 3), np.float32),
+        check=False,
+        strides=[2],
+        output_shape=[1, 1, 6],
+    )
     assert graphnet.load(model).nodes[0].op == "Opaque"
 
 
@@ -230,14 +328,25 @@ def test_imported_graph_matches_loop_reference(op):
     x, w, b = _ints(rng, (1, 4, 5, 4)), _ints(rng, (4, 2, 3, 2)), _ints(rng, 4)
     attrs = dict(strides=[2, 1], pads=[1, 0, 0, 1], group=2)
     g = graphnet.load(_model(op, 21, x.shape, w, b, **attrs))
-    ref = (naive_conv if op == "Conv" else naive_conv_transpose)(x, w, b, strides=(2, 1), pads=(1, 0, 0, 1), group=2)
+    ref = (naive_conv if op == "Conv" else naive_conv_transpose)(
+        x, w, b, strides=(2, 1), pads=(1, 0, 0, 1), group=2
+    )
     np.testing.assert_array_equal(runtime.run(g, {"x": x})["y"], ref)
 
 
 def test_malformed_attribute_is_an_import_error_naming_the_node():
     from graphnet.errors import ImportError_
 
-    model = _model("Conv", 13, (1, 2, 5, 5), np.ones((2, 2, 3, 3), np.float32), check=False,
-                   auto_pad="SAME_UPPER", strides=[1])
-    with pytest.raises(ImportError_, match=r"'node' \(Conv\).*strides=\[1\] has 1 values, expected 2"):
+    model = _model(
+        "Conv",
+        13,
+        (1, 2, 5, 5),
+        np.ones((2, 2, 3, 3), np.float32),
+        check=False,
+        auto_pad="SAME_UPPER",
+        strides=[1],
+    )
+    with pytest.raises(
+        ImportError_, match=r"'node' \(Conv\).*strides=\[1\] has 1 values, expected 2"
+    ):
         graphnet.load(model)

@@ -39,7 +39,8 @@ BUG = 1e-2  # the smallest max|reference - onnxruntime| we call "the bug shows"
 
 def _model(node: onnx.NodeProto, x_shape, y_shape, opset: int, inits=()) -> onnx.ModelProto:
     graph = helper.make_graph(
-        [node], f"{node.op_type.lower()}_{opset}",
+        [node],
+        f"{node.op_type.lower()}_{opset}",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
         initializer=[onnx.numpy_helper.from_array(a, n) for n, a in inits],
@@ -60,7 +61,9 @@ def _three_ways(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, np.n
 
 def _bug_shows(ref: np.ndarray, theirs: np.ndarray) -> float:
     diff = float(np.max(np.abs(np.asarray(ref, np.float64) - theirs)))
-    assert diff > BUG, f"onnx.reference now agrees with onnxruntime (max|diff| = {diff:.3g}): fixed upstream?"
+    assert diff > BUG, (
+        f"onnx.reference now agrees with onnxruntime (max|diff| = {diff:.3g}): fixed upstream?"
+    )
     return diff
 
 
@@ -69,8 +72,12 @@ def _bug_shows(ref: np.ndarray, theirs: np.ndarray) -> float:
 def test_batchnorm_is_inference_mode_not_batch_statistics(opset):
     rng = np.random.default_rng(opset)
     c = 3
-    stats = {"scale": rng.uniform(0.5, 2, c), "B": rng.standard_normal(c),
-             "mean": rng.standard_normal(c), "var": rng.uniform(0.5, 2, c)}
+    stats = {
+        "scale": rng.uniform(0.5, 2, c),
+        "B": rng.standard_normal(c),
+        "mean": rng.standard_normal(c),
+        "var": rng.uniform(0.5, 2, c),
+    }
     inits = [(k, v.astype(np.float32)) for k, v in stats.items()]
     node = helper.make_node("BatchNormalization", ["x", *stats], ["y"], epsilon=1e-3)
     model = _model(node, [4, c, 5, 5], [4, c, 5, 5], opset, inits)
@@ -80,7 +87,9 @@ def test_batchnorm_is_inference_mode_not_batch_statistics(opset):
     _bug_shows(ref, theirs)
     view = (1, c, 1, 1)
     g, b, m, v = (stats[k].reshape(view) for k in ("scale", "B", "mean", "var"))
-    formula = g * (x.astype(np.float64) - m) / np.sqrt(v + 1e-3) + b  # inference BN, running statistics
+    formula = (
+        g * (x.astype(np.float64) - m) / np.sqrt(v + 1e-3) + b
+    )  # inference BN, running statistics
     assert_close(theirs, formula, what="onnxruntime vs the inference formula")
     assert_close(ours, theirs, what=f"BatchNormalization opset {opset}: ours vs onnxruntime")
 
@@ -107,8 +116,11 @@ def test_softmax_below_13_normalizes_the_flattened_trailing_axes(op, opset, axis
     x = rng.standard_normal(shape).astype(np.float32)
     ours, theirs, ref = _three_ways(model, x)
     _bug_shows(ref, theirs)
-    assert_close(theirs, _softmax_2d(x, 1 if axis is None else axis, op == "LogSoftmax"),
-                 what="onnxruntime vs the 2-D coercion formula")
+    assert_close(
+        theirs,
+        _softmax_2d(x, 1 if axis is None else axis, op == "LogSoftmax"),
+        what="onnxruntime vs the 2-D coercion formula",
+    )
     assert_close(ours, theirs, what=f"{op} opset {opset} axis {axis}: ours vs onnxruntime")
 
 
@@ -121,7 +133,7 @@ def _lrn(x: np.ndarray, size: int, alpha: float, beta: float, bias: float) -> np
     C = x.shape[1]
     for c in range(C):
         lo, hi = max(0, c - (size - 1) // 2), min(C - 1, c + -(-(size - 1) // 2))
-        sq[:, c] = (x64[:, lo:hi + 1] ** 2).sum(axis=1)
+        sq[:, c] = (x64[:, lo : hi + 1] ** 2).sum(axis=1)
     return x64 / (bias + alpha / size * sq) ** beta
 
 
@@ -140,20 +152,41 @@ def test_lrn_normalizes_across_channels_not_the_batch(opset, size):
 
 
 # ============================================================= 4. ConvTranspose with group > 1
-@pytest.mark.parametrize("c,m,group,bias,reference_raises", [
-    (4, 2, 2, False, True),   # W (4, 1, k): sliced as W[0:1] for 2 input channels -> reshape error
-    (2, 4, 2, True, True),    # W (2, 2, k): sliced as W[0:2] (all of it) for 1 input channel
-    (6, 6, 3, True, True),    # W (6, 2, k): W[0:2] fits, but the groups' outputs are stored 1 channel wide
-    (3, 3, 3, True, False),   # depthwise: the right weight slice, but B[0] added to every group
-])
+@pytest.mark.parametrize(
+    "c,m,group,bias,reference_raises",
+    [
+        (
+            4,
+            2,
+            2,
+            False,
+            True,
+        ),  # W (4, 1, k): sliced as W[0:1] for 2 input channels -> reshape error
+        (2, 4, 2, True, True),  # W (2, 2, k): sliced as W[0:2] (all of it) for 1 input channel
+        (
+            6,
+            6,
+            3,
+            True,
+            True,
+        ),  # W (6, 2, k): W[0:2] fits, but the groups' outputs are stored 1 channel wide
+        (3, 3, 3, True, False),  # depthwise: the right weight slice, but B[0] added to every group
+    ],
+)
 @pytest.mark.parametrize("opset", [9, 21])
 def test_conv_transpose_with_groups(c, m, group, bias, reference_raises, opset):
     rng = np.random.default_rng(c * 10 + m)
     w = rng.standard_normal((c, m // group, 3, 3)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
     inits = [("w", w)] + ([("b", b)] if bias else [])
-    node = helper.make_node("ConvTranspose", ["x", "w"] + (["b"] if bias else []), ["y"],
-                            group=group, strides=[2, 2], pads=[1, 0, 0, 1])
+    node = helper.make_node(
+        "ConvTranspose",
+        ["x", "w"] + (["b"] if bias else []),
+        ["y"],
+        group=group,
+        strides=[2, 2],
+        pads=[1, 0, 0, 1],
+    )
     model = _model(node, [2, c, 3, 4], [2, m, 6, 8], opset, inits)
     x = rng.standard_normal((2, c, 3, 4)).astype(np.float32)
     ours = runtime.run(graphnet.load(model), {"x": x})["y"]
@@ -164,6 +197,8 @@ def test_conv_transpose_with_groups(c, m, group, bias, reference_raises, opset):
             ReferenceEvaluator(model).run(None, {"x": x})
     else:
         _bug_shows(ReferenceEvaluator(model).run(None, {"x": x})[0], theirs)
-    formula = naive_conv_transpose(x, w, b if bias else None, strides=(2, 2), pads=(1, 0, 0, 1), group=group)
+    formula = naive_conv_transpose(
+        x, w, b if bias else None, strides=(2, 2), pads=(1, 0, 0, 1), group=group
+    )
     assert_close(theirs, formula, what="onnxruntime vs the scatter formula")
     assert_close(ours, theirs, what=f"ConvTranspose group {group}: ours vs onnxruntime")

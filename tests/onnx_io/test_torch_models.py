@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import os
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import onnx
@@ -27,8 +27,8 @@ import pytest
 import graphnet
 from graphnet import runtime
 from graphnet.ir import Graph
-from tests.helpers import ort_run
 from tests import helpers
+from tests.helpers import ort_run
 
 DATA = helpers.TORCH_DATA
 RTOL, ATOL = 1e-4, 1e-5  # whole models, see the module docstring
@@ -78,12 +78,12 @@ def cases(test: str, values: list[str]) -> list:
 # ----------------------------------------------------------------------------- data
 
 
-@lru_cache(maxsize=None)
+@cache
 def onnx_model(name: str) -> onnx.ModelProto:
     return onnx.load(os.path.join(DATA, f"{name}.onnx"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference(name: str) -> dict[str, np.ndarray]:
     with np.load(os.path.join(DATA, f"{name}.npz")) as z:
         return {k: z[k] for k in z.files}
@@ -98,9 +98,9 @@ def expected(name: str, batch: int, prefix: str = "") -> dict[str, np.ndarray]:
     eval-mode outputs of a training-mode export)."""
     head = f"b{batch}/{prefix}"
     return {
-        k[len(head):]: v
+        k[len(head) :]: v
         for k, v in reference(name).items()
-        if k.startswith(head) and "/" not in k[len(head):] and k != f"{head}input"
+        if k.startswith(head) and "/" not in k[len(head) :] and k != f"{head}input"
     }
 
 
@@ -118,7 +118,9 @@ def assert_matches(actual: dict[str, np.ndarray], want: dict[str, np.ndarray], w
         got = np.asarray(actual[out])
         assert got.shape == ref.shape, f"{what} '{out}': shape {got.shape} != PyTorch's {ref.shape}"
         assert got.dtype == np.float32, f"{what} '{out}': dtype {got.dtype}"
-        np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL, err_msg=f"{what} '{out}' vs PyTorch")
+        np.testing.assert_allclose(
+            got, ref, rtol=RTOL, atol=ATOL, err_msg=f"{what} '{out}' vs PyTorch"
+        )
 
 
 def assert_dropout_of(dropped: np.ndarray, features: np.ndarray, ratio: float, what: str) -> None:
@@ -128,7 +130,10 @@ def assert_dropout_of(dropped: np.ndarray, features: np.ndarray, ratio: float, w
     assert dropped.shape == features.shape, f"{what}: {dropped.shape} != {features.shape}"
     kept = dropped != 0
     np.testing.assert_allclose(
-        dropped[kept], features[kept] / np.float32(1 - ratio), rtol=1e-6, atol=1e-7,
+        dropped[kept],
+        features[kept] / np.float32(1 - ratio),
+        rtol=1e-6,
+        atol=1e-7,
         err_msg=f"{what}: kept elements are not scaled by 1/(1-ratio)",
     )
     live = features != 0
@@ -162,7 +167,9 @@ def test_committed_files_are_small_and_complete(name):
 def test_onnxruntime_reproduces_pytorch(name):
     """Sanity of the committed data: the exporter's file, run by onnxruntime, is PyTorch."""
     for b in BATCHES:
-        assert_matches(ort_run(onnx_model(name), feeds(name, b)), expected(name, b), f"onnxruntime, batch {b}")
+        assert_matches(
+            ort_run(onnx_model(name), feeds(name, b)), expected(name, b), f"onnxruntime, batch {b}"
+        )
 
 
 @pytest.mark.parametrize("name", cases("import", ALL_MODELS))
@@ -175,7 +182,9 @@ def test_import_keeps_interface_and_parameters(name):
     want = tuple(d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim)
     assert shape == want and shape[0] is None, f"input shape {shape}, file says {want}"
     for t in model.graph.initializer:
-        np.testing.assert_array_equal(g.params[t.name], onnx.numpy_helper.to_array(t), err_msg=t.name)
+        np.testing.assert_array_equal(
+            g.params[t.name], onnx.numpy_helper.to_array(t), err_msg=t.name
+        )
     opaque = sorted({n.attrs["op_type"] for n in g.nodes if n.op == "Opaque"})
     if name != "bn_train":  # bn_train may keep its training-mode nodes opaque (see its tests)
         assert not opaque, f"ONNX ops imported as opaque: {opaque}"
@@ -185,7 +194,9 @@ def test_import_keeps_interface_and_parameters(name):
 def test_numpy_runtime_reproduces_pytorch(name):
     session = runtime.Session(load(name))
     for b in BATCHES:
-        assert_matches(session.run(feeds(name, b)), expected(name, b), f"graphnet runtime, batch {b}")
+        assert_matches(
+            session.run(feeds(name, b)), expected(name, b), f"graphnet runtime, batch {b}"
+        )
 
 
 @pytest.mark.parametrize("name", cases("roundtrip", INFERENCE_MODELS))
@@ -197,7 +208,9 @@ def test_export_round_trip_runs_in_onnxruntime(name):
     assert graph_output_names(exported) == graph_output_names(original)
     assert exported.graph.input[0].type.tensor_type.shape.dim[0].dim_param, "batch axis lost"
     for b in BATCHES:
-        assert_matches(ort_run(exported, feeds(name, b)), expected(name, b), f"re-exported, batch {b}")
+        assert_matches(
+            ort_run(exported, feeds(name, b)), expected(name, b), f"re-exported, batch {b}"
+        )
 
 
 def assert_optimized(g: Graph) -> None:
@@ -228,8 +241,16 @@ def test_optimize_folds_and_keeps_outputs(name):
     onnx.checker.check_model(exported, full_check=True)
     session = runtime.Session(opt)
     for b in BATCHES:
-        assert_matches(session.run(feeds(name, b)), expected(name, b), f"optimized, graphnet runtime, batch {b}")
-        assert_matches(ort_run(exported, feeds(name, b)), expected(name, b), f"optimized, onnxruntime, batch {b}")
+        assert_matches(
+            session.run(feeds(name, b)),
+            expected(name, b),
+            f"optimized, graphnet runtime, batch {b}",
+        )
+        assert_matches(
+            ort_run(exported, feeds(name, b)),
+            expected(name, b),
+            f"optimized, onnxruntime, batch {b}",
+        )
 
 
 # ----------------------------------------------------------------------------- bn_train
@@ -246,7 +267,9 @@ def check_train_outputs(outs: dict[str, np.ndarray], batch: int, what: str) -> N
 
 def test_bn_train_onnxruntime_reproduces_pytorch():
     for b in BATCHES:
-        check_train_outputs(ort_run(onnx_model("bn_train"), feeds("bn_train", b)), b, f"onnxruntime, batch {b}")
+        check_train_outputs(
+            ort_run(onnx_model("bn_train"), feeds("bn_train", b)), b, f"onnxruntime, batch {b}"
+        )
 
 
 @pytest.mark.parametrize("mode", cases("bn_train runtime", ["train", "inference"]))
@@ -259,7 +282,9 @@ def test_bn_train_numpy_runtime(mode):
         if mode == "train":
             check_train_outputs(outs, b, f"graphnet runtime (train), batch {b}")
         else:
-            assert_matches(outs, expected("bn_train", b, "eval/"), f"graphnet runtime (inference), batch {b}")
+            assert_matches(
+                outs, expected("bn_train", b, "eval/"), f"graphnet runtime (inference), batch {b}"
+            )
 
 
 @pytest.mark.parametrize("mode", cases("bn_train export", ["train", "inference"]))
@@ -289,8 +314,12 @@ def test_bn_train_optimize_for_inference(_):
     exported = opt.to_onnx()
     for b in BATCHES:
         want = expected("bn_train", b, "eval/")
-        assert_matches(runtime.run(opt, feeds("bn_train", b)), want, f"optimized, graphnet runtime, batch {b}")
-        assert_matches(ort_run(exported, feeds("bn_train", b)), want, f"optimized, onnxruntime, batch {b}")
+        assert_matches(
+            runtime.run(opt, feeds("bn_train", b)), want, f"optimized, graphnet runtime, batch {b}"
+        )
+        assert_matches(
+            ort_run(exported, feeds("bn_train", b)), want, f"optimized, onnxruntime, batch {b}"
+        )
 
 
 # ----------------------------------------------------------------------------- the checks can fail

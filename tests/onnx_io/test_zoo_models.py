@@ -43,14 +43,25 @@ from onnx import helper, numpy_helper
 import graphnet
 from graphnet import runtime
 from graphnet.passes.manager import optimize
-from tests.helpers import assert_close, ort_run
 from tests import helpers
+from tests.helpers import assert_close, ort_run
 
-pytestmark = pytest.mark.slow  # real models / the whole conformance suite: `-m "not slow"` skips them
+pytestmark = (
+    pytest.mark.slow
+)  # real models / the whole conformance suite: `-m "not slow"` skips them
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
-MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
-          "shufflenet", "squeezenet", "vgg19", "zfnet512")
+MODELS = (
+    "bvlc_alexnet",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "resnet50",
+    "shufflenet",
+    "squeezenet",
+    "vgg19",
+    "zfnet512",
+)
 # With random weights: every model but the three whose 61-144 M parameters are almost all
 # fully-connected weights (AlexNet, ZFNet-512, VGG-19). Materializing those costs 5-20 s and
 # ~4 GB per model, and each of their op types (Conv with bias, LRN, MaxPool, Gemm, Dropout,
@@ -66,8 +77,11 @@ def backend_input(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     from onnx.backend.test.runner import Runner
 
     inits = {t.name for t in model.graph.initializer}
-    return {i.name: Runner.generate_dummy_data(i, seed=0, name=model.graph.name, random=False)
-            for i in model.graph.input if i.name not in inits}
+    return {
+        i.name: Runner.generate_dummy_data(i, seed=0, name=model.graph.name, random=False)
+        for i in model.graph.input
+        if i.name not in inits
+    }
 
 
 def randomized(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
@@ -93,12 +107,18 @@ def randomized(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
             continue
         shape = tuple(int(d) for d in inits[n.input[0]])
         reader, k = readers[n.output[0]][0]
-        if reader.op_type == "Unsqueeze":  # DenseNet / Inception v2 scale layer: Unsqueeze -> Mul / Add
+        if (
+            reader.op_type == "Unsqueeze"
+        ):  # DenseNet / Inception v2 scale layer: Unsqueeze -> Mul / Add
             reader, k = readers[reader.output[0]][0]
         if len(shape) >= 2:
             bound = np.sqrt(6.0 / int(np.prod(shape[1:])))
             arr = rng.uniform(-bound, bound, shape)
-        elif (reader.op_type, k) in (("BatchNormalization", 1), ("BatchNormalization", 4), ("Mul", 1)):
+        elif (reader.op_type, k) in (
+            ("BatchNormalization", 1),
+            ("BatchNormalization", 4),
+            ("Mul", 1),
+        ):
             arr = rng.uniform(0.5, 1.5, shape)
         else:
             arr = rng.uniform(-0.1, 0.1, shape)
@@ -121,11 +141,20 @@ def _rescale_logits(m: onnx.ModelProto, rng: np.random.Generator) -> None:
         return
     producers = {o: n for n in g.node for o in n.output}
     node = producers[softmax.input[0]]
-    while node.op_type in ("Relu", "GlobalAveragePool", "AveragePool", "MaxPool", "Reshape", "Flatten"):
+    while node.op_type in (
+        "Relu",
+        "GlobalAveragePool",
+        "AveragePool",
+        "MaxPool",
+        "Reshape",
+        "Flatten",
+    ):
         node = producers[node.input[0]]
     probe = onnx.ModelProto()
     probe.CopyFrom(m)
-    probe.graph.output.append(helper.make_tensor_value_info(softmax.input[0], onnx.TensorProto.FLOAT, None))
+    probe.graph.output.append(
+        helper.make_tensor_value_info(softmax.input[0], onnx.TensorProto.FLOAT, None)
+    )
     feeds = {k: rng.random(v.shape, dtype=np.float32) for k, v in backend_input(m).items()}
     factor = 2.0 / float(ort_run(probe, feeds)[softmax.input[0]].std())
     if node.op_type == "Gemm":
@@ -137,7 +166,9 @@ def _rescale_logits(m: onnx.ModelProto, rng: np.random.Generator) -> None:
     else:  # Conv: weight and bias are initializers now
         for t in g.initializer:
             if t.name in node.input[1:]:
-                t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * np.float32(factor), t.name))
+                t.CopyFrom(
+                    numpy_helper.from_array(numpy_helper.to_array(t) * np.float32(factor), t.name)
+                )
 
 
 @dataclass
@@ -183,7 +214,9 @@ class Zoo:
         return onnx.load(os.path.join(LIGHT, f"light_{name}.onnx"))
 
     def expected(self, name: str) -> np.ndarray:
-        return numpy_helper.to_array(onnx.load_tensor(os.path.join(LIGHT, f"light_{name}_output_0.pb")))
+        return numpy_helper.to_array(
+            onnx.load_tensor(os.path.join(LIGHT, f"light_{name}_output_0.pb"))
+        )
 
     def shipped(self, name: str) -> ZooRun:
         if (name, False) not in self._runs:
@@ -195,7 +228,9 @@ class Zoo:
         if (name, True) not in self._runs:
             model = randomized(self.model(name))
             rng = np.random.default_rng(1)
-            feeds = {k: rng.random(v.shape, dtype=np.float32) for k, v in backend_input(model).items()}
+            feeds = {
+                k: rng.random(v.shape, dtype=np.float32) for k, v in backend_input(model).items()
+            }
             self._runs[name, True] = _run(name, model, feeds)
         return self._runs[name, True]
 
@@ -222,8 +257,9 @@ def test_import_maps_every_node(zoo, name):
     model, g = zoo.model(name), zoo.shipped(name).graph
     assert "Opaque" not in g.op_counts(), g.op_counts()
     # One IR node per ONNX node; Sum of two inputs (ResNet-50, ShuffleNet) is the IR's Add.
-    want = collections.Counter("Add" if n.op_type == "Sum" and len(n.input) == 2 else n.op_type
-                               for n in model.graph.node)
+    want = collections.Counter(
+        "Add" if n.op_type == "Sum" and len(n.input) == 2 else n.op_type for n in model.graph.node
+    )
     assert dict(want) == g.op_counts()
     assert g.inputs == list(backend_input(model)) and g.outputs == [model.graph.output[0].name]
 
@@ -231,14 +267,18 @@ def test_import_maps_every_node(zoo, name):
 @pytest.mark.parametrize("name", MODELS)
 def test_numpy_runtime_gives_the_shipped_output(zoo, name):
     r = zoo.shipped(name)
-    assert_close(r.ours, zoo.expected(name), **SHIPPED_TOL, what=f"{name}: NumPy runtime vs shipped output")
+    assert_close(
+        r.ours, zoo.expected(name), **SHIPPED_TOL, what=f"{name}: NumPy runtime vs shipped output"
+    )
     assert r.ours.dtype == np.float32
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_onnxruntime_agrees_on_the_shipped_model(zoo, name):
     r = zoo.shipped(name)
-    assert_close(r.ort, zoo.expected(name), **SHIPPED_TOL, what=f"{name}: onnxruntime vs shipped output")
+    assert_close(
+        r.ort, zoo.expected(name), **SHIPPED_TOL, what=f"{name}: onnxruntime vs shipped output"
+    )
     assert_close(r.ours, r.ort, **TOL, what=f"{name}: NumPy runtime vs onnxruntime")
 
 
@@ -249,9 +289,13 @@ def _check_optimized(r: ZooRun) -> None:
         assert op not in after, f"{r.name}: {after.get(op)} {op} left"
     # No linear layer is lost by folding; cse may merge identical Convs (same input, same fill
     # weights: Inception's branches), as the peers do.
-    assert 0 < after.get("Conv", 0) <= before.get("Conv", 0) and after.get("Gemm") == before.get("Gemm")
+    assert 0 < after.get("Conv", 0) <= before.get("Conv", 0) and after.get("Gemm") == before.get(
+        "Gemm"
+    )
     assert r.optimized.inputs == r.graph.inputs and r.optimized.outputs == r.graph.outputs
-    assert_close(r.ort_optimized, r.ort, **TOL, what=f"{r.name}: onnxruntime, optimized vs original")
+    assert_close(
+        r.ort_optimized, r.ort, **TOL, what=f"{r.name}: onnxruntime, optimized vs original"
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -265,7 +309,9 @@ def test_optimize_shipped_model(zoo, name):
     for n in g.nodes:
         if n.op == "ConstantOfShape":
             assert int(np.prod(g.values[n.outputs[0]].shape)) > 1024
-            users = [(m.op, m.inputs.index(n.outputs[0])) for m in g.nodes if n.outputs[0] in m.inputs]
+            users = [
+                (m.op, m.inputs.index(n.outputs[0])) for m in g.nodes if n.outputs[0] in m.inputs
+            ]
             # (Inception v1 reshapes its classifier weight before the Gemm.)
             allowed = {("Conv", 1), ("Conv", 2), ("Gemm", 1), ("Gemm", 2), ("Reshape", 0)}
             assert users and set(users) <= allowed, users
@@ -279,7 +325,11 @@ def _bns_without_a_linear_producer(model: onnx.ModelProto) -> int:
     """BatchNormalization nodes whose input is not written by a Conv (DenseNet's pre-activation
     BN after Concat / pooling): nothing to fold into, so each must become one Mul + Add."""
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    return sum(1 for n in model.graph.node if n.op_type == "BatchNormalization" and producers.get(n.input[0]) != "Conv")
+    return sum(
+        1
+        for n in model.graph.node
+        if n.op_type == "BatchNormalization" and producers.get(n.input[0]) != "Conv"
+    )
 
 
 @pytest.mark.parametrize("name", RANDOMIZED)
@@ -290,7 +340,9 @@ def test_randomized_model_runs_like_onnxruntime(zoo, name):
         assert 2e-3 < r.ort.max() < 0.99 and r.ort.std() > 1e-4, (r.ort.max(), r.ort.std())
     else:
         assert r.ort.std() > 0.1, r.ort.std()
-    assert_close(r.ours, r.ort, **TOL, what=f"{name} (random weights): NumPy runtime vs onnxruntime")
+    assert_close(
+        r.ours, r.ort, **TOL, what=f"{name} (random weights): NumPy runtime vs onnxruntime"
+    )
 
 
 @pytest.mark.parametrize("name", RANDOMIZED)
@@ -323,8 +375,13 @@ def test_cli_optimize_verify(zoo, tmp_path, name):
         model = zoo.random(name).model
         onnx.save(model, str(src))
         root = helpers.ROOT
-        proc = subprocess.run([sys.executable, "-m", "graphnet", "optimize", str(src), "-o", str(out), "--verify"],
-                              cwd=root, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "graphnet", "optimize", str(src), "-o", str(out), "--verify"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         assert "verified:" in proc.stdout
     written = onnx.load(str(out))
@@ -334,4 +391,9 @@ def test_cli_optimize_verify(zoo, tmp_path, name):
     assert "BatchNormalization" not in ops and "Dropout" not in ops
     feeds = backend_input(model)
     o = model.graph.output[0].name
-    assert_close(ort_run(written, feeds)[o], ort_run(model, feeds)[o], **TOL, what=f"{name}: CLI output vs input")
+    assert_close(
+        ort_run(written, feeds)[o],
+        ort_run(model, feeds)[o],
+        **TOL,
+        what=f"{name}: CLI output vs input",
+    )

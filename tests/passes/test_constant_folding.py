@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphnet import passes
-from graphnet import runtime
+from graphnet import passes, runtime
 from graphnet.ir import Graph
 from graphnet.passes.constant_folding import GROWTH_LIMIT, SMALL_RESULT, standardize_weight
-from tests.oracles import naive_standardize
 from tests.helpers import check_same, ops_of, param, run_on_copy
+from tests.oracles import naive_standardize
 
 
 def _fold(g: Graph):
@@ -23,14 +22,18 @@ def _fold(g: Graph):
 
 
 def _decline(report, needle):
-    assert any(needle in d for d in report.declines), f"no decline containing {needle!r} in {report.lines}"
+    assert any(needle in d for d in report.declines), (
+        f"no decline containing {needle!r} in {report.lines}"
+    )
 
 
 def test_standardize_weight_is_the_lecture_formula():
     w = np.random.default_rng(0).standard_normal((4, 3, 2, 2)).astype(np.float32)
     got = standardize_weight(w, 1e-3)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, naive_standardize(w, 1e-3), rtol=1e-6, atol=1e-6)  # float32 rounding of O(1) values
+    np.testing.assert_allclose(
+        got, naive_standardize(w, 1e-3), rtol=1e-6, atol=1e-6
+    )  # float32 rounding of O(1) values
 
 
 @pytest.mark.parametrize("group,bias", [(1, False), (2, True), (4, True)])
@@ -39,11 +42,19 @@ def test_wsconv_with_constant_kernel_becomes_conv(group, bias):
     g = Graph("ws")
     g.add_input("x", (None, 4, 6, 6))
     w = rng.standard_normal((4, 4 // group, 3, 3)).astype(np.float32)
-    ins = ["x", param(g, "w", w)] + ([param(g, "b", rng.standard_normal(4).astype(np.float32))] if bias else [])
-    g.mark_output(g.add_node("WSConv", ins, {"group": group, "pads": (1, 1, 1, 1), "epsilon": 1e-4}, name="ws").outputs[0])
+    ins = ["x", param(g, "w", w)] + (
+        [param(g, "b", rng.standard_normal(4).astype(np.float32))] if bias else []
+    )
+    g.mark_output(
+        g.add_node(
+            "WSConv", ins, {"group": group, "pads": (1, 1, 1, 1), "epsilon": 1e-4}, name="ws"
+        ).outputs[0]
+    )
     opt, report = _fold(g)
     assert ops_of(opt) == ["Conv"] and "epsilon" not in opt.nodes[0].attrs
-    assert report.changes == ["ws: WSConv -> Conv with the standardized constant kernel (eps 0.0001)"]
+    assert report.changes == [
+        "ws: WSConv -> Conv with the standardized constant kernel (eps 0.0001)"
+    ]
     np.testing.assert_allclose(opt.params["w"], naive_standardize(w, 1e-4), rtol=1e-6, atol=1e-6)
     check_same(g, opt, {"x": rng.standard_normal((2, 4, 6, 6)).astype(np.float32)})
 
@@ -83,19 +94,27 @@ def test_constant_chain_folds_link_by_link_into_one_parameter():
     c = g.add_node("Sub", [w, mean], name="center").outputs[0]
     sq = g.add_node("Mul", [c, c], name="square").outputs[0]
     var = g.add_node("ReduceMean", [sq, axes], {"keepdims": 1}, name="var").outputs[0]
-    sd = g.add_node("Sqrt", [g.add_node("Add", [var, param(g, "eps", np.float32(1e-5))], name="plus_eps").outputs[0]], name="sd").outputs[0]
+    sd = g.add_node(
+        "Sqrt",
+        [g.add_node("Add", [var, param(g, "eps", np.float32(1e-5))], name="plus_eps").outputs[0]],
+        name="sd",
+    ).outputs[0]
     w_hat = g.add_node("Div", [c, sd], name="std").outputs[0]
     g.mark_output(g.add_node("Add", ["x", w_hat], name="use").outputs[0])
     opt, report = _fold(g)
     assert ops_of(opt) == ["Add"] and sorted(opt.params) == ["std.out"]
     wv = g.params["w"].astype(np.float64)
     want = (wv - wv.mean()) / np.sqrt(((wv - wv.mean()) ** 2).mean() + 1e-5)
-    np.testing.assert_allclose(opt.params["std.out"], want, rtol=1e-6, atol=1e-6)  # float32 chain vs float64 formula
+    np.testing.assert_allclose(
+        opt.params["std.out"], want, rtol=1e-6, atol=1e-6
+    )  # float32 chain vs float64 formula
     assert len(report.changes) == 8  # 7 folds + the dropped intermediates
     check_same(g, opt, {"x": rng.standard_normal((2, 6)).astype(np.float32)})
 
 
-@pytest.mark.parametrize("start,end", [(0, None), (1, None), (-2, None), (0, -1), (1, 100), (3, None)])
+@pytest.mark.parametrize(
+    "start,end", [(0, None), (1, None), (-2, None), (0, -1), (1, 100), (3, None)]
+)
 def test_static_shape_becomes_a_constant(start, end):
     g = Graph("shape")
     g.add_input("x", (2, 3, 4))
@@ -128,20 +147,29 @@ def test_result_much_bigger_than_its_inputs_is_not_folded():
     g.mark_output(g.add_node("Add", ["x", ones.outputs[0]], name="add").outputs[0])
     opt, report = _fold(g)
     assert ops_of(opt) == ["ConstantOfShape", "Add"]
-    _decline(report, f"ones: all inputs are constant, but its result (16,384 elements) would be more than {SMALL_RESULT:,}")
+    _decline(
+        report,
+        f"ones: all inputs are constant, but its result (16,384 elements) would be more than {SMALL_RESULT:,}",
+    )
     check_same(g, opt, {"x": np.zeros((2, 16, 32, 32), np.float32)})
 
 
 def test_small_result_folds_even_when_it_grows():
     g = Graph("small")
     g.add_input("x", (None, 4, 4))
-    ones = g.add_node("ConstantOfShape", [param(g, "shape", np.array([4, 4], np.int64))],
-                      {"value": np.full(1, 2.5, np.float32)}, name="fill")
+    ones = g.add_node(
+        "ConstantOfShape",
+        [param(g, "shape", np.array([4, 4], np.int64))],
+        {"value": np.full(1, 2.5, np.float32)},
+        name="fill",
+    )
     g.mark_output(g.add_node("Mul", ["x", ones.outputs[0]], name="mul").outputs[0])
     opt, _ = _fold(g)
     assert ops_of(opt) == ["Mul"] and GROWTH_LIMIT * 2 < 16 <= SMALL_RESULT
     np.testing.assert_array_equal(opt.params["fill.out"], np.full((4, 4), 2.5, np.float32))
-    check_same(g, opt, {"x": np.random.default_rng(4).standard_normal((2, 4, 4)).astype(np.float32)})
+    check_same(
+        g, opt, {"x": np.random.default_rng(4).standard_normal((2, 4, 4)).astype(np.float32)}
+    )
 
 
 def test_graph_outputs_and_mode_dependent_ops_are_not_folded():
@@ -163,8 +191,14 @@ def test_graph_outputs_and_mode_dependent_ops_are_not_folded():
 def test_opaque_node_is_not_folded():
     g = Graph("opaque")
     a = param(g, "a", np.ones(3, np.float32))
-    op = g.add_node("Opaque", [a], {"node": b"", "op_type": "Mystery", "domain": "com.example"}, name="m",
-                    outputs=["m.out"], infer=False)
+    op = g.add_node(
+        "Opaque",
+        [a],
+        {"node": b"", "op_type": "Mystery", "domain": "com.example"},
+        name="m",
+        outputs=["m.out"],
+        infer=False,
+    )
     g.add_input("x", (3,))
     g.mark_output(g.add_node("Add", ["x", op.outputs[0]], name="add", infer=False).outputs[0])
     opt, report = _fold(g)
@@ -180,7 +214,9 @@ def test_pipeline_removes_a_reshape_to_its_own_static_shape():
     g.mark_output(g.add_node("Relu", [rs.outputs[0]], name="relu").outputs[0])
     opt, report = passes.optimize(g, verify=True)
     assert ops_of(opt) == ["Relu"] and opt.params == {}
-    check_same(g, opt, {"x": np.random.default_rng(6).standard_normal((2, 3, 4)).astype(np.float32)})
+    check_same(
+        g, opt, {"x": np.random.default_rng(6).standard_normal((2, 3, 4)).astype(np.float32)}
+    )
 
 
 def test_folded_values_match_the_runtime():
@@ -201,7 +237,9 @@ def test_folded_values_match_the_runtime():
 
 
 # ===================================================================== partly dynamic shapes
-def _view_graph(shape_of: str = "r", position: int = 0, allowzero: int = 0, dyn_first: bool = True) -> Graph:
+def _view_graph(
+    shape_of: str = "r", position: int = 0, allowzero: int = 0, dyn_first: bool = True
+) -> Graph:
     """r = Relu(x); Reshape(r, Concat(Unsqueeze(Gather(Shape(shape_of), 0)), [-1])) - the
     `x.view(x.size(0), -1)` an exporter writes (entries swapped when position is 1)."""
     g = Graph("view")
@@ -209,12 +247,21 @@ def _view_graph(shape_of: str = "r", position: int = 0, allowzero: int = 0, dyn_
     g.add_input("x2", (None, 5))
     r = g.add_node("Relu", ["x"], name="relu", outputs=["r"])
     s = g.add_node("Shape", [shape_of], name="shape")
-    n = g.add_node("Gather", [s.outputs[0], param(g, "zero", np.array(0, np.int64))], {"axis": 0}, name="gather")
-    u = g.add_node("Unsqueeze", [n.outputs[0], param(g, "axes", np.array([0], np.int64))], name="unsq")
+    n = g.add_node(
+        "Gather",
+        [s.outputs[0], param(g, "zero", np.array(0, np.int64))],
+        {"axis": 0},
+        name="gather",
+    )
+    u = g.add_node(
+        "Unsqueeze", [n.outputs[0], param(g, "axes", np.array([0], np.int64))], name="unsq"
+    )
     rest = param(g, "rest", np.array([-1], np.int64))
     parts = [u.outputs[0], rest] if position == 0 else [rest, u.outputs[0]]
     cat = g.add_node("Concat", parts, {"axis": 0}, name="cat")
-    rs = g.add_node("Reshape", [r.outputs[0], cat.outputs[0]], {"allowzero": allowzero}, name="view")
+    rs = g.add_node(
+        "Reshape", [r.outputs[0], cat.outputs[0]], {"allowzero": allowzero}, name="view"
+    )
     g.mark_output(rs.outputs[0])
     g.mark_output(g.add_node("Neg", ["x2"], name="neg").outputs[0])
     return g
@@ -225,18 +272,31 @@ def test_view_of_the_batch_dim_becomes_a_constant_target():
     opt, report = passes.optimize(g, verify=True)
     assert [n.op for n in opt.nodes] == ["Relu", "Reshape", "Neg"]
     assert opt.params[opt.node("view").inputs[1]].tolist() == [0, -1]
-    assert "copies its own input's dims: the constant [0, -1] (0 = copy)" in report["fold-constants"].changes[0]
+    assert (
+        "copies its own input's dims: the constant [0, -1] (0 = copy)"
+        in report["fold-constants"].changes[0]
+    )
     for batch in (1, 2, 5):  # exact for every batch size, not just the one verify used
         rng = np.random.default_rng(batch)
-        check_same(g, opt, {"x": rng.standard_normal((batch, 2, 3, 4)).astype(np.float32),
-                            "x2": rng.standard_normal((batch, 5)).astype(np.float32)}, rtol=0, atol=0)
+        check_same(
+            g,
+            opt,
+            {
+                "x": rng.standard_normal((batch, 2, 3, 4)).astype(np.float32),
+                "x2": rng.standard_normal((batch, 5)).astype(np.float32),
+            },
+            rtol=0,
+            atol=0,
+        )
 
 
 @pytest.mark.parametrize("variant", ["another tensor's dim", "other position", "allowzero"])
 def test_view_targets_that_are_not_copies_stay(variant):
-    g = {"another tensor's dim": lambda: _view_graph(shape_of="x2"),
-         "other position": lambda: _view_graph(position=1),
-         "allowzero": lambda: _view_graph(allowzero=1)}[variant]()
+    g = {
+        "another tensor's dim": lambda: _view_graph(shape_of="x2"),
+        "other position": lambda: _view_graph(position=1),
+        "allowzero": lambda: _view_graph(allowzero=1),
+    }[variant]()
     opt, report = _fold(g)
     assert "Shape" in ops_of(opt) and "Concat" in ops_of(opt) and not report.changed
 
@@ -246,14 +306,33 @@ def test_static_entries_of_a_dynamic_shape_fold():
     g = Graph("tail")
     g.add_input("x", (None, 3, 4))
     s = g.add_node("Shape", ["x"], name="shape")
-    sl = g.add_node("Slice", [s.outputs[0], param(g, "one", np.array([1], np.int64)),
-                              param(g, "big", np.array([100], np.int64))], name="tail")
-    cat = g.add_node("Concat", [param(g, "m1", np.array([-1], np.int64)), sl.outputs[0]], {"axis": 0}, name="cat")
+    sl = g.add_node(
+        "Slice",
+        [
+            s.outputs[0],
+            param(g, "one", np.array([1], np.int64)),
+            param(g, "big", np.array([100], np.int64)),
+        ],
+        name="tail",
+    )
+    cat = g.add_node(
+        "Concat", [param(g, "m1", np.array([-1], np.int64)), sl.outputs[0]], {"axis": 0}, name="cat"
+    )
     rs = g.add_node("Reshape", ["x", cat.outputs[0]], name="rs")
     g.mark_output(g.add_node("Relu", [rs.outputs[0]], name="relu").outputs[0])
     opt, report = _fold(g)
     assert opt.params["cat.out"].tolist() == [-1, 3, 4] and opt.params["cat.out"].dtype == np.int64
-    assert ops_of(opt) == ["Shape", "Reshape", "Relu"]  # the Shape is dead now; eliminate removes it
+    assert ops_of(opt) == [
+        "Shape",
+        "Reshape",
+        "Relu",
+    ]  # the Shape is dead now; eliminate removes it
     full, _ = passes.optimize(g, verify=True)
     assert ops_of(full) == ["Relu"]  # and the Reshape to [-1, 3, 4] of (N, 3, 4) is a no-op
-    check_same(g, full, {"x": np.random.default_rng(8).standard_normal((3, 3, 4)).astype(np.float32)}, rtol=0, atol=0)
+    check_same(
+        g,
+        full,
+        {"x": np.random.default_rng(8).standard_normal((3, 3, 4)).astype(np.float32)},
+        rtol=0,
+        atol=0,
+    )

@@ -17,7 +17,8 @@ from graphnet.ir import Graph
 from graphnet.passes.base import run_pass
 from graphnet.passes.cse import attrs_key, param_key
 from graphnet.passes.manager import optimize
-from tests.helpers import check_same, ops_of, param, run_on_copy, feeds as _feeds
+from tests.helpers import check_same, ops_of, param, run_on_copy
+from tests.helpers import feeds as _feeds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -30,10 +31,14 @@ def _cse(g: Graph):
 def test_param_key_is_bitwise():
     a = np.array([0.0, 1.0], np.float32)
     assert param_key(a) == param_key(a.copy())
-    assert param_key(a) != param_key(np.array([-0.0, 1.0], np.float32))  # -0.0 is another bit pattern
+    assert param_key(a) != param_key(
+        np.array([-0.0, 1.0], np.float32)
+    )  # -0.0 is another bit pattern
     assert param_key(a) != param_key(a.astype(np.float64))
     assert param_key(a) != param_key(a.reshape(2, 1))
-    assert param_key(np.asfortranarray(np.arange(6.0).reshape(2, 3))) == param_key(np.arange(6.0).reshape(2, 3))
+    assert param_key(np.asfortranarray(np.arange(6.0).reshape(2, 3))) == param_key(
+        np.arange(6.0).reshape(2, 3)
+    )
 
 
 def test_attrs_key_separates_what_differs():
@@ -41,7 +46,9 @@ def test_attrs_key_separates_what_differs():
     assert attrs_key({"pads": (1, 1)}) != attrs_key({"pads": (1, 0)})
     assert attrs_key({"alpha": 0.0}) != attrs_key({"alpha": -0.0})
     assert attrs_key({"alpha": float("nan")}) == attrs_key({"alpha": float("nan")})
-    assert attrs_key({"value": np.array([1.0], np.float32)}) != attrs_key({"value": np.array([1.0], np.float64)})
+    assert attrs_key({"value": np.array([1.0], np.float32)}) != attrs_key(
+        {"value": np.array([1.0], np.float64)}
+    )
     assert attrs_key({"to": 1}) != attrs_key({"to": 1.0})
 
 
@@ -52,17 +59,26 @@ def test_equal_parameters_are_merged_and_others_kept():
     g = Graph("params")
     g.add_input("x", (None, 3))
     a = g.add_node("MatMul", ["x", param(g, "w1", w)], name="a").outputs[0]
-    b = g.add_node("MatMul", ["x", param(g, "w2", w.copy())], name="b").outputs[0]  # same bytes: merged
-    c = g.add_node("MatMul", ["x", param(g, "w3", w.astype(np.float64).astype(np.float32) + 1)], name="c").outputs[0]
+    b = g.add_node("MatMul", ["x", param(g, "w2", w.copy())], name="b").outputs[
+        0
+    ]  # same bytes: merged
+    c = g.add_node(
+        "MatMul", ["x", param(g, "w3", w.astype(np.float64).astype(np.float32) + 1)], name="c"
+    ).outputs[0]
     d = g.add_node("Add", [param(g, "z1", np.zeros(3, np.float32)), a], name="d").outputs[0]
-    e = g.add_node("Add", [param(g, "z2", -np.zeros(3, np.float32)), b], name="e").outputs[0]  # -0.0: kept
+    e = g.add_node("Add", [param(g, "z2", -np.zeros(3, np.float32)), b], name="e").outputs[
+        0
+    ]  # -0.0: kept
     for o in (c, d, e):
         g.mark_output(o)
     opt, report = _cse(g)
     assert set(opt.params) == {"w1", "w3", "z1", "z2"}, report.lines
     assert "merged 1 duplicate parameter(s) into 1: w1 <- w2" in report.changes
     # a and b now read the same weight and input: b is merged into a (its reader e reads a).
-    assert ops_of(opt) == ["MatMul", "MatMul", "Add", "Add"] and opt.node("e").inputs == ["z2", "a.out"]
+    assert ops_of(opt) == ["MatMul", "MatMul", "Add", "Add"] and opt.node("e").inputs == [
+        "z2",
+        "a.out",
+    ]
     check_same(g, opt, _feeds(g))
 
 
@@ -92,26 +108,45 @@ def test_duplicate_branches_merge_in_one_sweep():
     g = Graph("branches")
     g.add_input("x", (None, 3, 5, 5))
     # Spelled differently, resolved the same: explicit default strides/dilations/group.
-    a, b = _branches(g, "x", {"pads": (1, 1, 1, 1)},
-                     {"pads": (1, 1, 1, 1), "strides": (1, 1), "dilations": (1, 1), "group": 1})
+    a, b = _branches(
+        g,
+        "x",
+        {"pads": (1, 1, 1, 1)},
+        {"pads": (1, 1, 1, 1), "strides": (1, 1), "dilations": (1, 1), "group": 1},
+    )
     g.mark_output(g.add_node("Add", [a, b], name="sum", outputs=["y"]).outputs[0])
     opt, report = _cse(g)
     assert ops_of(opt) == ["Conv", "Relu", "Add"], report.lines
     assert opt.nodes[-1].inputs == ["relu_a.out", "relu_a.out"]
-    assert report.changes == ["merged conv_b into conv_a (Conv)", "merged relu_b into relu_a (Relu)"]
+    assert report.changes == [
+        "merged conv_b into conv_a (Conv)",
+        "merged relu_b into relu_a (Relu)",
+    ]
     check_same(g, opt, _feeds(g))
 
 
 def test_different_attributes_are_not_merged():
     g = Graph("diff")
     g.add_input("x", (None, 3, 5, 5))
-    a, b = _branches(g, "x", {"pads": (1, 1, 1, 1)}, {"pads": (1, 1, 1, 1), "dilations": (1, 1), "strides": (1, 1),
-                                                       "group": 1, "kernel_shape": (3, 3)})
+    a, b = _branches(
+        g,
+        "x",
+        {"pads": (1, 1, 1, 1)},
+        {
+            "pads": (1, 1, 1, 1),
+            "dilations": (1, 1),
+            "strides": (1, 1),
+            "group": 1,
+            "kernel_shape": (3, 3),
+        },
+    )
     c = g.add_node("Conv", ["x", "w"], {"pads": (0, 0, 0, 0)}, name="conv_c").outputs[0]
     g.mark_output(g.add_node("Add", [a, b], name="sum").outputs[0])
     g.mark_output(c)
     opt, _ = _cse(g)
-    assert ops_of(opt).count("Conv") == 2  # a = b (kernel_shape is what the weight implies); c has other pads
+    assert (
+        ops_of(opt).count("Conv") == 2
+    )  # a = b (kernel_shape is what the weight implies); c has other pads
 
 
 @pytest.mark.parametrize("op", ["Dropout", "BatchNormalization"])
@@ -121,7 +156,10 @@ def test_mode_dependent_nodes_are_never_merged(op):
     if op == "Dropout":
         ins, attrs = ["x"], {"drop_prob": 0.5}
     else:
-        ins = ["x"] + [param(g, k, np.full(3, v, np.float32)) for k, v in (("s", 1.5), ("b", 0.1), ("m", 0.2), ("v", 2.0))]
+        ins = ["x"] + [
+            param(g, k, np.full(3, v, np.float32))
+            for k, v in (("s", 1.5), ("b", 0.1), ("m", 0.2), ("v", 2.0))
+        ]
         attrs = {}
     a = g.add_node(op, ins, attrs, name="n1").outputs[0]
     b = g.add_node(op, ins, attrs, name="n2").outputs[0]
@@ -139,14 +177,20 @@ def test_opaque_nodes_are_declined_with_the_reason():
     g = Graph("opaque")
     g.add_input("x", (None, 3))
     attrs = {"node": b"", "op_type": "RandomLike", "domain": "com.example"}
-    a = g.add_node("Opaque", ["x"], dict(attrs), name="o1", outputs=["o1.out"], infer=False).outputs[0]
-    b = g.add_node("Opaque", ["x"], dict(attrs), name="o2", outputs=["o2.out"], infer=False).outputs[0]
+    a = g.add_node(
+        "Opaque", ["x"], dict(attrs), name="o1", outputs=["o1.out"], infer=False
+    ).outputs[0]
+    b = g.add_node(
+        "Opaque", ["x"], dict(attrs), name="o2", outputs=["o2.out"], infer=False
+    ).outputs[0]
     g.mark_output(a)
     g.mark_output(b)
     opt, report = _cse(g)
     assert ops_of(opt) == ["Opaque", "Opaque"] and not report.changed
-    assert report.declines == ["same op type, inputs and attributes, but Opaque nodes are kept (nothing proves them "
-                               "deterministic): o1 and o2 (RandomLike)"]
+    assert report.declines == [
+        "same op type, inputs and attributes, but Opaque nodes are kept (nothing proves them "
+        "deterministic): o1 and o2 (RandomLike)"
+    ]
 
 
 def test_a_removed_graph_output_name_survives():
@@ -188,7 +232,9 @@ def test_multi_output_nodes_merge_every_output():
     assert ops_of(opt) == ["MaxPool", "Add", "Sub"] and opt.node("d").inputs == ["i1", "i1"]
     x = np.random.default_rng(2).standard_normal((1, 2, 4, 4)).astype(np.float32)
     np.testing.assert_array_equal(runtime.run(opt, {"x": x})["d.out"], 0)
-    np.testing.assert_array_equal(runtime.run(opt, {"x": x})["s.out"], runtime.run(g, {"x": x})["s.out"])
+    np.testing.assert_array_equal(
+        runtime.run(opt, {"x": x})["s.out"], runtime.run(g, {"x": x})["s.out"]
+    )
 
 
 # ============================================================================ randomized
@@ -205,7 +251,12 @@ def graphs_with_duplicates(draw):
         if draw(st.booleans()):
             plan.append((draw(st.sampled_from(UNARY)), [draw(st.integers(-1, k - 1))]))
         else:
-            plan.append((draw(st.sampled_from(["Add", "Mul", "Sub"])), [draw(st.integers(-1, k - 1)) for _ in range(2)]))
+            plan.append(
+                (
+                    draw(st.sampled_from(["Add", "Mul", "Sub"])),
+                    [draw(st.integers(-1, k - 1)) for _ in range(2)],
+                )
+            )
     dups = draw(st.sets(st.integers(0, n - 1), max_size=n))
     picks = draw(st.lists(st.booleans(), min_size=2 * n, max_size=2 * n))
     return plan, dups, picks
@@ -252,7 +303,9 @@ def test_inference_pipeline_merges_the_duplicated_convs_of_a_fill_model():
     outs = []
     for k in range(2):
         shape = param(g, f"shape{k}", np.array([64, 3, 3, 3], np.int64))
-        w = g.add_node("ConstantOfShape", [shape], {"value": np.array([0.02], np.float32)}, name=f"w{k}").outputs[0]
+        w = g.add_node(
+            "ConstantOfShape", [shape], {"value": np.array([0.02], np.float32)}, name=f"w{k}"
+        ).outputs[0]
         c = g.add_node("Conv", ["x", w], {"pads": (1, 1, 1, 1)}, name=f"conv{k}").outputs[0]
         outs.append(g.add_node("Relu", [c], name=f"relu{k}").outputs[0])
     g.mark_output(g.add_node("Concat", outs, {"axis": 1}, name="cat", outputs=["y"]).outputs[0])

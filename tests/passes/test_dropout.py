@@ -9,17 +9,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphnet import passes
-from graphnet import runtime
+from graphnet import passes, runtime
 from graphnet.ir import Graph
-from tests.helpers import add_bn, check_same, ops_of, param, run_on_copy, feeds as _feeds
+from tests.helpers import add_bn, check_same, ops_of, param, run_on_copy
+from tests.helpers import feeds as _feeds
 
 KEEP = 0.7  # drop_prob 0.3
 
 
-def _dropout(g: Graph, x: str, *, scheme: str, drop: float = 1 - KEEP, name: str = "drop", mask: bool = False, out=None):
+def _dropout(
+    g: Graph,
+    x: str,
+    *,
+    scheme: str,
+    drop: float = 1 - KEEP,
+    name: str = "drop",
+    mask: bool = False,
+    out=None,
+):
     outputs = [out or f"{name}.y"] + ([f"{name}.mask"] if mask else [])
-    return g.add_node("Dropout", [x], {"drop_prob": drop, "scheme": scheme}, name=name, outputs=outputs)
+    return g.add_node(
+        "Dropout", [x], {"drop_prob": drop, "scheme": scheme}, name=name, outputs=outputs
+    )
 
 
 def _run_pass(g: Graph):
@@ -27,14 +38,19 @@ def _run_pass(g: Graph):
 
 
 def _conv(g: Graph, x: str, name: str, rng, cin=3, cout=4, bias=True, pads=(1, 1, 1, 1), w=None):
-    ins = [x, w or param(g, f"{name}.w", rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) * 0.3)]
+    ins = [
+        x,
+        w or param(g, f"{name}.w", rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) * 0.3),
+    ]
     if bias:
         ins.append(param(g, f"{name}.b", rng.standard_normal(cout).astype(np.float32)))
     return g.add_node("Conv", ins, {"pads": pads}, name=name)
 
 
 def _decline(report, needle):
-    assert any(needle in d for d in report.declines), f"no decline containing {needle!r} in {report.lines}"
+    assert any(needle in d for d in report.declines), (
+        f"no decline containing {needle!r} in {report.lines}"
+    )
 
 
 # ================================================================================= inverted
@@ -95,7 +111,9 @@ def test_classic_scale_folds_into_the_conv_before():
     assert ops_of(opt) == ["Conv", "Relu"]
     assert report.changes == ["removed drop (classic): its scale 0.7 folded into conv (Conv)"]
     for k in ("conv.w", "conv.b"):  # keep * W and keep * b, in float64 then cast
-        np.testing.assert_array_equal(opt.params[k], (g.params[k].astype(np.float64) * KEEP).astype(np.float32))
+        np.testing.assert_array_equal(
+            opt.params[k], (g.params[k].astype(np.float64) * KEEP).astype(np.float32)
+        )
     check_same(g, opt, _feeds(g))
 
 
@@ -103,13 +121,22 @@ def test_classic_scale_folds_into_gemm_alpha_and_beta():
     rng = np.random.default_rng(3)
     g = Graph("classic_gemm")
     g.add_input("a", (None, 4))
-    fc = g.add_node("Gemm", ["a", param(g, "W", rng.standard_normal((5, 4)).astype(np.float32)),
-                             param(g, "C", rng.standard_normal(5).astype(np.float32))],
-                    {"transB": 1, "alpha": 2.0, "beta": 0.5}, name="fc")
+    fc = g.add_node(
+        "Gemm",
+        [
+            "a",
+            param(g, "W", rng.standard_normal((5, 4)).astype(np.float32)),
+            param(g, "C", rng.standard_normal(5).astype(np.float32)),
+        ],
+        {"transB": 1, "alpha": 2.0, "beta": 0.5},
+        name="fc",
+    )
     g.mark_output(_dropout(g, fc.outputs[0], scheme="classic").outputs[0])
     opt, _ = _run_pass(g)
     assert ops_of(opt) == ["Gemm"]
-    assert opt.nodes[0].attrs["alpha"] == pytest.approx(2.0 * KEEP) and opt.nodes[0].attrs["beta"] == pytest.approx(0.5 * KEEP)
+    assert opt.nodes[0].attrs["alpha"] == pytest.approx(2.0 * KEEP) and opt.nodes[0].attrs[
+        "beta"
+    ] == pytest.approx(0.5 * KEEP)
     np.testing.assert_array_equal(opt.params["W"], g.params["W"])  # no parameter changes
     check_same(g, opt, _feeds(g))
 
@@ -124,7 +151,9 @@ def test_classic_scale_folds_into_the_constant_operand_of_matmul(const_side):
     g.mark_output(_dropout(g, mm.outputs[0], scheme="classic").outputs[0])
     opt, _ = _run_pass(g)
     assert ops_of(opt) == ["MatMul"]
-    np.testing.assert_array_equal(opt.params["W"], (g.params["W"].astype(np.float64) * KEEP).astype(np.float32))
+    np.testing.assert_array_equal(
+        opt.params["W"], (g.params["W"].astype(np.float64) * KEEP).astype(np.float32)
+    )
     check_same(g, opt, _feeds(g))
 
 
@@ -138,7 +167,10 @@ def test_classic_scale_folds_into_batchnorm_then_bn_into_conv():
     g.mark_output(g.add_node("Relu", [d.outputs[0]], name="relu").outputs[0])
     opt, report = _run_pass(g)
     assert ops_of(opt) == ["Conv", "BatchNormalization", "Relu"]
-    assert report.changes[0] == "removed drop (classic): its scale 0.7 folded into bn (BatchNormalization)"
+    assert (
+        report.changes[0]
+        == "removed drop (classic): its scale 0.7 folded into bn (BatchNormalization)"
+    )
     check_same(g, opt, _feeds(g))
     full, _ = passes.optimize(g, verify=True)
     assert ops_of(full) == ["Conv", "Relu"]
@@ -174,7 +206,10 @@ def test_classic_scale_folds_into_the_following_padded_conv():
     opt, report = _run_pass(g)
     assert ops_of(opt) == ["Relu", "Conv"]
     _decline(report, "drop: scale not folded into the layer before it: relu is a Relu")
-    assert report.changes[0] == "removed drop (classic): its scale 0.7 folded into the following conv (Conv)"
+    assert (
+        report.changes[0]
+        == "removed drop (classic): its scale 0.7 folded into the following conv (Conv)"
+    )
     np.testing.assert_array_equal(opt.params["conv.b"], g.params["conv.b"])  # only W scales
     check_same(g, opt, _feeds(g))
 
@@ -205,7 +240,9 @@ def test_classic_with_no_linear_neighbour_becomes_a_mul():
     assert ops_of(opt) == ["Relu", "Mul", "Sigmoid"]
     _decline(report, "not folded into the layer after it: sig is a Sigmoid")
     mul = opt.nodes[1]
-    assert opt.params[mul.inputs[1]].dtype == np.float32 and float(opt.params[mul.inputs[1]]) == np.float32(KEEP)
+    assert opt.params[mul.inputs[1]].dtype == np.float32 and float(
+        opt.params[mul.inputs[1]]
+    ) == np.float32(KEEP)
     check_same(g, opt, _feeds(g))
 
 
@@ -215,8 +252,12 @@ def test_classic_next_to_shared_values_and_wsconv_is_not_folded():
     g.add_input("x", (None, 3, 5, 5))
     c = _conv(g, "x", "conv", rng, cout=3)
     d = _dropout(g, c.outputs[0], scheme="classic")
-    ws = g.add_node("WSConv", [d.outputs[0], param(g, "ws.w", rng.standard_normal((3, 3, 3, 3)).astype(np.float32))],
-                    {"pads": (1, 1, 1, 1)}, name="ws")
+    ws = g.add_node(
+        "WSConv",
+        [d.outputs[0], param(g, "ws.w", rng.standard_normal((3, 3, 3, 3)).astype(np.float32))],
+        {"pads": (1, 1, 1, 1)},
+        name="ws",
+    )
     g.mark_output(g.add_node("Add", [ws.outputs[0], c.outputs[0]], name="add").outputs[0])
     opt, report = _run_pass(g)
     _decline(report, "conv output also feeds add")
@@ -289,7 +330,10 @@ def _runtime_dropout_graph(with_mode: bool, scheme: str = "inverted") -> Graph:
 
 
 def _rt_feeds(g: Graph) -> dict:
-    feeds = {"x": np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6), "ratio": np.array(0.25, np.float32)}
+    feeds = {
+        "x": np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6),
+        "ratio": np.array(0.25, np.float32),
+    }
     if "training_mode" in g.inputs:
         feeds["training_mode"] = np.array(False)
     return feeds

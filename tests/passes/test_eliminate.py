@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from graphnet import runtime
 from graphnet.ir import Graph
 from graphnet.passes.eliminate import flatten_is_noop, reshape_is_noop
-from tests.helpers import check_same, ops_of, param, run_on_copy, feeds as _feeds
+from tests.helpers import check_same, ops_of, param, run_on_copy
+from tests.helpers import feeds as _feeds
 
 EXACT = dict(rtol=0, atol=0)
 
@@ -24,7 +25,9 @@ def _elim(g: Graph):
 
 
 def _decline(report, needle):
-    assert any(needle in d for d in report.declines), f"no decline containing {needle!r} in {report.lines}"
+    assert any(needle in d for d in report.declines), (
+        f"no decline containing {needle!r} in {report.lines}"
+    )
 
 
 # ================================================================================ identities
@@ -54,11 +57,14 @@ def test_identity_writing_a_graph_output_renames_the_producer_output():
     check_same(g, opt, _feeds(g), **EXACT)
 
 
-@pytest.mark.parametrize("source,needle", [
-    ("input", "output 'y' would be graph input 'x' unchanged"),
-    ("param", "output 'y' would be parameter 'p' unchanged"),
-    ("output", "'r' and 'y' are both graph outputs"),
-])
+@pytest.mark.parametrize(
+    "source,needle",
+    [
+        ("input", "output 'y' would be graph input 'x' unchanged"),
+        ("param", "output 'y' would be parameter 'p' unchanged"),
+        ("output", "'r' and 'y' are both graph outputs"),
+    ],
+)
 def test_identity_that_must_keep_two_names_stays(source, needle):
     g = Graph("id_keep")
     g.add_input("x", (None, 4))
@@ -75,20 +81,23 @@ def test_identity_that_must_keep_two_names_stays(source, needle):
 
 
 # =================================================================================== reshape
-@pytest.mark.parametrize("in_shape,target,noop", [
-    ((None, 3, 4), [0, 3, 4], True),
-    ((None, 3, 4), [-1, 3, 4], True),
-    ((None, 3, 4), [0, -1, 4], True),
-    ((None, 3, 4), [0, 0, 0], True),
-    ((2, 3, 4), [2, 3, 4], True),
-    ((2, 3, 4), [2, -1, 4], True),
-    ((None, 3, 4), [0, 4, 3], False),
-    ((None, 3, 4), [-1, 12], False),
-    ((None, 3, 4), [0, 3, -1], True),
-    ((None, None, 4), [0, -1, 4], True),   # the -1 is the only unmatched axis
-    ((None, None, 4), [-1, 0, 4], True),
-    ((2, 6), [3, 4], False),
-])
+@pytest.mark.parametrize(
+    "in_shape,target,noop",
+    [
+        ((None, 3, 4), [0, 3, 4], True),
+        ((None, 3, 4), [-1, 3, 4], True),
+        ((None, 3, 4), [0, -1, 4], True),
+        ((None, 3, 4), [0, 0, 0], True),
+        ((2, 3, 4), [2, 3, 4], True),
+        ((2, 3, 4), [2, -1, 4], True),
+        ((None, 3, 4), [0, 4, 3], False),
+        ((None, 3, 4), [-1, 12], False),
+        ((None, 3, 4), [0, 3, -1], True),
+        ((None, None, 4), [0, -1, 4], True),  # the -1 is the only unmatched axis
+        ((None, None, 4), [-1, 0, 4], True),
+        ((2, 6), [3, 4], False),
+    ],
+)
 def test_reshape_noop_rule_and_pass(in_shape, target, noop):
     assert reshape_is_noop(in_shape, np.array(target), 0) is noop
     g = Graph("reshape")
@@ -118,7 +127,9 @@ def test_reshape_noop_rule_is_sound(in_shape, data):
     noop = reshape_is_noop(tuple(in_shape), np.array(target), 0)
     for dyn in (1, 2, 3):
         concrete = tuple(dyn if d is None else d for d in in_shape)
-        numpy_target = [concrete[i] if t == 0 else t for i, t in enumerate(target)]  # allowzero=0: copy
+        numpy_target = [
+            concrete[i] if t == 0 else t for i, t in enumerate(target)
+        ]  # allowzero=0: copy
         try:
             same = np.zeros(concrete).reshape(numpy_target).shape == concrete
         except ValueError:  # not a valid reshape of this input at all
@@ -130,10 +141,18 @@ def test_reshape_noop_rule_is_sound(in_shape, data):
 
 
 # =============================================================================== flatten etc.
-@pytest.mark.parametrize("in_shape,axis,noop", [
-    ((None, 5), 1, True), ((None, 5), -1, True), ((1, 5), 0, True), ((None, 1), 2, True),
-    ((None, 5), 0, False), ((None, 5), 2, False), ((None, 3, 4), 1, False),
-])
+@pytest.mark.parametrize(
+    "in_shape,axis,noop",
+    [
+        ((None, 5), 1, True),
+        ((None, 5), -1, True),
+        ((1, 5), 0, True),
+        ((None, 1), 2, True),
+        ((None, 5), 0, False),
+        ((None, 5), 2, False),
+        ((None, 3, 4), 1, False),
+    ],
+)
 def test_flatten_noop(in_shape, axis, noop):
     g = Graph("flatten")
     g.add_input("x", in_shape)
@@ -145,15 +164,22 @@ def test_flatten_noop(in_shape, axis, noop):
 
 
 def test_flatten_rule_on_its_own():
-    assert flatten_is_noop((None, 7), 1) and not flatten_is_noop((None, 7, 1), 1) and not flatten_is_noop(None, 1)
+    assert (
+        flatten_is_noop((None, 7), 1)
+        and not flatten_is_noop((None, 7, 1), 1)
+        and not flatten_is_noop(None, 1)
+    )
 
 
-@pytest.mark.parametrize("op,attrs,x_dtype,noop", [
-    ("Transpose", {"perm": (0, 1, 2)}, "float32", True),
-    ("Transpose", {"perm": (0, 2, 1)}, "float32", False),
-    ("Cast", {"to": "float32"}, "float32", True),
-    ("Cast", {"to": "float64"}, "float32", False),
-])
+@pytest.mark.parametrize(
+    "op,attrs,x_dtype,noop",
+    [
+        ("Transpose", {"perm": (0, 1, 2)}, "float32", True),
+        ("Transpose", {"perm": (0, 2, 1)}, "float32", False),
+        ("Cast", {"to": "float32"}, "float32", True),
+        ("Cast", {"to": "float64"}, "float32", False),
+    ],
+)
 def test_transpose_and_cast_noops(op, attrs, x_dtype, noop):
     g = Graph(op)
     g.add_input("x", (None, 3, 3), x_dtype)
@@ -176,8 +202,10 @@ def test_zero_dropout_is_removed_and_train_mode_is_unchanged(scheme):
     feeds = _feeds(g)
     check_same(g, opt, feeds, **EXACT)
     # eliminate is mode-independent: a Dropout that drops nothing is an identity in training too
-    np.testing.assert_array_equal(runtime.run(opt, feeds, mode="train", seed=1)["relu.out"],
-                                  runtime.run(g, feeds, mode="train", seed=1)["relu.out"])
+    np.testing.assert_array_equal(
+        runtime.run(opt, feeds, mode="train", seed=1)["relu.out"],
+        runtime.run(g, feeds, mode="train", seed=1)["relu.out"],
+    )
 
 
 def test_zero_dropout_whose_mask_is_read_stays():
@@ -211,8 +239,10 @@ def test_dead_nodes_and_unused_parameters_are_removed():
     g.mark_output(g.add_node("Sigmoid", ["x"], name="sig").outputs[0])
     opt, report = _elim(g)
     assert ops_of(opt) == ["Sigmoid"] and opt.params == {}
-    assert report.changes == ["removed 2 dead node(s) no output depends on: unused_mm, unused_relu",
-                              "removed 2 unused parameter(s): w, orphan"]
+    assert report.changes == [
+        "removed 2 dead node(s) no output depends on: unused_mm, unused_relu",
+        "removed 2 unused parameter(s): w, orphan",
+    ]
     assert report.nodes_before == 3 and report.nodes_after == 1
     assert report.params_before == 19 and report.params_after == 0
     check_same(g, opt, _feeds(g), **EXACT)

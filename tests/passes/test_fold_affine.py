@@ -20,11 +20,14 @@ from graphnet.ir import Graph
 from graphnet.passes.base import run_pass
 from graphnet.passes.fold_affine import Step, compose_steps
 from graphnet.passes.manager import optimize
+from tests.helpers import add_bn, bn_reference, check_same, ops_of, param, run_on_copy
+from tests.helpers import feeds as _feeds
 from tests.oracles import naive_conv, naive_conv_transpose
-from tests.helpers import add_bn, bn_reference, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-REF_TOL = dict(rtol=1e-5, atol=1e-5)  # float32 graph vs the float64 formula: a sum of <= 72 products
+REF_TOL = dict(
+    rtol=1e-5, atol=1e-5
+)  # float32 graph vs the float64 formula: a sum of <= 72 products
 
 
 def _fold(g: Graph):
@@ -47,7 +50,9 @@ def _apply(y: np.ndarray, steps: list[tuple[str, np.ndarray]]) -> np.ndarray:
     return y
 
 
-def _add_steps(g: Graph, src: str, steps: list[tuple[str, np.ndarray, bool]], out: str = "y") -> str:
+def _add_steps(
+    g: Graph, src: str, steps: list[tuple[str, np.ndarray, bool]], out: str = "y"
+) -> str:
     """Append steps (op, constant, constant-is-first-operand) after `src`; the last writes `out`."""
     for k, (op, c, first) in enumerate(steps):
         cname = param(g, f"c{k}", c.astype(np.float32))
@@ -59,7 +64,10 @@ def _add_steps(g: Graph, src: str, steps: list[tuple[str, np.ndarray, bool]], ou
 
 # ================================================================================ the maths
 @SETTINGS
-@given(st.lists(st.sampled_from(["mul", "add", "sub", "rsub", "div"]), min_size=1, max_size=5), st.integers(0, 2**31))
+@given(
+    st.lists(st.sampled_from(["mul", "add", "sub", "rsub", "div"]), min_size=1, max_size=5),
+    st.integers(0, 2**31),
+)
 def test_compose_steps_is_the_steps_in_order(kinds, seed):
     rng = np.random.default_rng(seed)
     c_n = 3
@@ -68,7 +76,13 @@ def test_compose_steps_is_the_steps_in_order(kinds, seed):
     s, t = compose_steps(steps, c_n)
     want = x.copy()
     for k, c, _ in steps:  # plainly, one after the other
-        want = {"mul": want * c, "add": want + c, "sub": want - c, "rsub": c - want, "div": want / c}[k]
+        want = {
+            "mul": want * c,
+            "add": want + c,
+            "sub": want - c,
+            "rsub": c - want,
+            "div": want / c,
+        }[k]
     np.testing.assert_allclose(s * x + t, want, rtol=1e-12, atol=1e-12)
 
 
@@ -104,15 +118,22 @@ def test_sub_div_chain_folds_into_conv_transpose(group):
     g = Graph("convt_affine")
     g.add_input("x", (None, 4, 3, 3))
     w = rng.standard_normal((4, 6 // group, 2, 2)).astype(np.float32) * 0.5
-    conv = g.add_node("ConvTranspose", ["x", param(g, "w", w)], {"group": group, "strides": (2, 2)}, name="ct").outputs[0]
-    steps = [("Sub", rng.standard_normal((6, 1, 1)), False), ("Div", rng.uniform(0.5, 2, (1, 6, 1, 1)), False),
-             ("Sub", rng.standard_normal((6, 1, 1)), True)]  # (c - x): a negative scale
+    conv = g.add_node(
+        "ConvTranspose", ["x", param(g, "w", w)], {"group": group, "strides": (2, 2)}, name="ct"
+    ).outputs[0]
+    steps = [
+        ("Sub", rng.standard_normal((6, 1, 1)), False),
+        ("Div", rng.uniform(0.5, 2, (1, 6, 1, 1)), False),
+        ("Sub", rng.standard_normal((6, 1, 1)), True),
+    ]  # (c - x): a negative scale
     g.mark_output(_add_steps(g, conv, steps))
     opt, report = _fold(g)
     assert ops_of(opt) == ["ConvTranspose"], report.lines
     feeds = _feeds(g)
     ref = check_same(g, opt, feeds)
-    want = _apply(naive_conv_transpose(feeds["x"].astype(np.float64), w, strides=(2, 2), group=group), steps)
+    want = _apply(
+        naive_conv_transpose(feeds["x"].astype(np.float64), w, strides=(2, 2), group=group), steps
+    )
     np.testing.assert_allclose(ref["y"], want, **REF_TOL)
 
 
@@ -125,7 +146,9 @@ def test_gemm_scale_folds(trans_b, with_c):
     b = rng.standard_normal((4, 5) if trans_b else (5, 4)).astype(np.float32)
     c = rng.standard_normal(4).astype(np.float32)
     ins = ["x", param(g, "B", b)] + ([param(g, "C", c)] if with_c else [])
-    y = g.add_node("Gemm", ins, {"transB": trans_b, "alpha": 0.5, "beta": 2.0}, name="fc").outputs[0]
+    y = g.add_node("Gemm", ins, {"transB": trans_b, "alpha": 0.5, "beta": 2.0}, name="fc").outputs[
+        0
+    ]
     steps = [("Mul", rng.uniform(0.5, 2, (4,)), False), ("Add", rng.standard_normal((1, 4)), False)]
     g.mark_output(_add_steps(g, y, steps))
     opt, report = _fold(g)
@@ -147,10 +170,14 @@ def test_matmul_scale_folds_into_the_weight_and_a_bias_add():
     g.mark_output(_add_steps(g, y, steps))
     opt, report = _fold(g)
     assert ops_of(opt) == ["MatMul", "Add"], report.lines
-    assert report.changes[0] == "folded s0 (Mul), s1 (Add) into mm (MatMul) and a bias s0_bias (Add)"
+    assert (
+        report.changes[0] == "folded s0 (Mul), s1 (Add) into mm (MatMul) and a bias s0_bias (Add)"
+    )
     feeds = _feeds(g)
     ref = check_same(g, opt, feeds)
-    np.testing.assert_allclose(ref["y"], _apply(feeds["x"].astype(np.float64) @ b, steps), **REF_TOL)
+    np.testing.assert_allclose(
+        ref["y"], _apply(feeds["x"].astype(np.float64) @ b, steps), **REF_TOL
+    )
 
 
 def test_scale_after_matmul_plus_bias_folds_into_both():
@@ -165,10 +192,15 @@ def test_scale_after_matmul_plus_bias_folds_into_both():
     opt, report = _fold(g)
     assert ops_of(opt) == ["MatMul", "Add"], report.lines
     # The bias Add is itself a per-feature step: the chain bias_add -> s0 folds into B and a new bias.
-    assert report.changes[0] == "folded bias_add (Add), s0 (Mul) into mm (MatMul) and a bias bias_add_bias (Add)"
+    assert (
+        report.changes[0]
+        == "folded bias_add (Add), s0 (Mul) into mm (MatMul) and a bias bias_add_bias (Add)"
+    )
     feeds = _feeds(g)
     ref = check_same(g, opt, feeds)
-    np.testing.assert_allclose(ref["y"], _apply(feeds["x"].astype(np.float64) @ b + c, steps), **REF_TOL)
+    np.testing.assert_allclose(
+        ref["y"], _apply(feeds["x"].astype(np.float64) @ b + c, steps), **REF_TOL
+    )
 
 
 def test_scale_after_a_bn_goes_into_its_gamma_and_beta():
@@ -177,14 +209,19 @@ def test_scale_after_a_bn_goes_into_its_gamma_and_beta():
     g.add_input("x", (None, 3, 4, 4))
     r = g.add_node("Relu", ["x"], name="relu").outputs[0]
     y = add_bn(g, r, "bn", rng)
-    steps = [("Add", rng.standard_normal((3, 1, 1)), False), ("Mul", rng.uniform(0.5, 2, (3, 1, 1)), False)]
+    steps = [
+        ("Add", rng.standard_normal((3, 1, 1)), False),
+        ("Mul", rng.uniform(0.5, 2, (3, 1, 1)), False),
+    ]
     g.mark_output(_add_steps(g, y, steps))
     opt, report = _fold(g)
     assert ops_of(opt) == ["Relu", "BatchNormalization"], report.lines
     feeds = _feeds(g)
     ref = check_same(g, opt, feeds)
     st_ = {k: g.params[f"bn.{k}"] for k in ("scale", "B", "mean", "var")}
-    np.testing.assert_allclose(ref["y"], _apply(bn_reference(np.maximum(feeds["x"], 0), st_, 1e-5), steps), **REF_TOL)
+    np.testing.assert_allclose(
+        ref["y"], _apply(bn_reference(np.maximum(feeds["x"], 0), st_, 1e-5), steps), **REF_TOL
+    )
 
 
 def test_graph_output_name_survives_the_fold():
@@ -198,8 +235,13 @@ def _conv_steps_graph(steps=None, seed=8):
     g = Graph("conv_steps")
     g.add_input("x", (None, 3, 4, 4))
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3
-    conv = g.add_node("Conv", ["x", param(g, "w", w)], {"pads": (1, 1, 1, 1)}, name="conv").outputs[0]
-    steps = steps or [("Mul", rng.uniform(0.5, 2, (4, 1, 1)), False), ("Add", rng.standard_normal((4, 1, 1)), False)]
+    conv = g.add_node("Conv", ["x", param(g, "w", w)], {"pads": (1, 1, 1, 1)}, name="conv").outputs[
+        0
+    ]
+    steps = steps or [
+        ("Mul", rng.uniform(0.5, 2, (4, 1, 1)), False),
+        ("Add", rng.standard_normal((4, 1, 1)), False),
+    ]
     g.mark_output(_add_steps(g, conv, steps))
     return g, conv
 
@@ -210,8 +252,10 @@ def test_conv_output_read_elsewhere_is_not_scaled():
     g.mark_output(g.add_node("Relu", [conv], name="other").outputs[0])
     opt, report = _fold(g)
     assert ops_of(opt) == ["Conv", "Mul", "Add", "Relu"]
-    assert any("s0 (Mul), s1 (Add): not folded into conv (Conv): conv output also feeds other" in d
-               for d in report.declines), report.lines
+    assert any(
+        "s0 (Mul), s1 (Add): not folded into conv (Conv): conv output also feeds other" in d
+        for d in report.declines
+    ), report.lines
     check_same(g, opt, _feeds(g))
 
 
@@ -224,11 +268,14 @@ def test_an_intermediate_read_elsewhere_splits_the_chain():
     check_same(g, opt, _feeds(g))
 
 
-@pytest.mark.parametrize("shape,why", [
-    ((1, 1, 4, 4), "a per-pixel map"),
-    ((4,), "a 1-D vector lines up with the width"),
-    ((2, 4, 1, 1), "per batch item: changes the shape"),
-])
+@pytest.mark.parametrize(
+    "shape,why",
+    [
+        ((1, 1, 4, 4), "a per-pixel map"),
+        ((4,), "a 1-D vector lines up with the width"),
+        ((2, 4, 1, 1), "per batch item: changes the shape"),
+    ],
+)
 def test_constants_that_are_not_per_channel_are_left(shape, why):
     rng = np.random.default_rng(9)
     g, _ = _conv_steps_graph([("Mul", rng.uniform(0.5, 2, shape), False)])
@@ -252,15 +299,22 @@ def test_wsconv_is_not_scaled():
     g.mark_output(_add_steps(g, ws, [("Mul", rng.uniform(0.5, 2, (4, 1, 1)), False)]))
     opt, report = _fold(g)
     assert ops_of(opt) == ["WSConv", "Mul"]
-    assert any("ws is a WSConv: standardizing its weight would undo the scale" in d for d in report.declines)
+    assert any(
+        "ws is a WSConv: standardizing its weight would undo the scale" in d
+        for d in report.declines
+    )
 
 
 def test_matmul_with_features_on_the_last_axis_is_not_scaled():
     rng = np.random.default_rng(12)
     g = Graph("mm3d")
     g.add_input("x", (None, 3, 5))
-    y = g.add_node("MatMul", ["x", param(g, "B", rng.standard_normal((5, 3)).astype(np.float32))], name="mm").outputs[0]
-    g.mark_output(_add_steps(g, y, [("Mul", rng.uniform(0.5, 2, (3, 1)), False)]))  # per axis 1 (T), not per feature
+    y = g.add_node(
+        "MatMul", ["x", param(g, "B", rng.standard_normal((5, 3)).astype(np.float32))], name="mm"
+    ).outputs[0]
+    g.mark_output(
+        _add_steps(g, y, [("Mul", rng.uniform(0.5, 2, (3, 1)), False)])
+    )  # per axis 1 (T), not per feature
     opt, report = _fold(g)
     assert ops_of(opt) == ["MatMul", "Mul"]
     assert any("has its features on the last axis" in d for d in report.declines), report.lines
@@ -273,12 +327,18 @@ def test_a_chain_after_relu_merges_into_one_mul_and_add():
     g = Graph("chain")
     g.add_input("x", (None, 3, 4, 4))
     r = g.add_node("Relu", ["x"], name="relu").outputs[0]
-    steps = [("Mul", rng.uniform(0.5, 2, (3, 1, 1)), False), ("Add", rng.standard_normal((3, 1, 1)), False),
-             ("Mul", rng.uniform(0.5, 2, (1, 3, 1, 1)), True), ("Sub", rng.standard_normal(()), False)]
+    steps = [
+        ("Mul", rng.uniform(0.5, 2, (3, 1, 1)), False),
+        ("Add", rng.standard_normal((3, 1, 1)), False),
+        ("Mul", rng.uniform(0.5, 2, (1, 3, 1, 1)), True),
+        ("Sub", rng.standard_normal(()), False),
+    ]
     g.mark_output(_add_steps(g, r, steps))
     opt, report = _fold(g)
     assert ops_of(opt) == ["Relu", "Mul", "Add"], report.lines
-    assert report.changes[0].startswith("merged s0 (Mul), s1 (Add), s2 (Mul), s3 (Sub) into s0_mul (Mul) -> s0_add (Add)")
+    assert report.changes[0].startswith(
+        "merged s0 (Mul), s1 (Add), s2 (Mul), s3 (Sub) into s0_mul (Mul) -> s0_add (Add)"
+    )
     feeds = _feeds(g)
     ref = check_same(g, opt, feeds)
     np.testing.assert_allclose(ref["y"], _apply(np.maximum(feeds["x"], 0), steps), **REF_TOL)
@@ -290,10 +350,17 @@ def test_two_adds_become_one_and_a_lone_step_stays():
     g = Graph("adds")
     g.add_input("x", (None, 3, 2))
     r = g.add_node("Relu", ["x"], name="relu").outputs[0]
-    steps = [("Add", rng.standard_normal((3, 1)), False), ("Add", rng.standard_normal((3, 1)), False)]
+    steps = [
+        ("Add", rng.standard_normal((3, 1)), False),
+        ("Add", rng.standard_normal((3, 1)), False),
+    ]
     y = _add_steps(g, r, steps, out="y")
     g.mark_output(y)
-    g.mark_output(g.add_node("Mul", ["x", param(g, "k", np.full((3, 1), 2.0, np.float32))], name="lone").outputs[0])
+    g.mark_output(
+        g.add_node(
+            "Mul", ["x", param(g, "k", np.full((3, 1), 2.0, np.float32))], name="lone"
+        ).outputs[0]
+    )
     opt, report = _fold(g)
     assert ops_of(opt) == ["Relu", "Add", "Mul"], report.lines
     feeds = _feeds(g)
@@ -305,7 +372,11 @@ def test_an_identity_chain_is_removed():
     g = Graph("ident")
     g.add_input("x", (None, 3, 2))
     r = g.add_node("Relu", ["x"], name="relu").outputs[0]
-    steps = [("Mul", np.full((3, 1), 2.0), False), ("Div", np.full((1, 3, 1), 2.0), False), ("Sub", np.zeros(()), False)]
+    steps = [
+        ("Mul", np.full((3, 1), 2.0), False),
+        ("Div", np.full((1, 3, 1), 2.0), False),
+        ("Sub", np.zeros(()), False),
+    ]
     g.mark_output(_add_steps(g, r, steps))
     opt, report = _fold(g)
     assert ops_of(opt) == ["Relu"] and opt.outputs == ["y"], report.lines
@@ -315,7 +386,11 @@ def test_an_identity_chain_is_removed():
 def test_an_identity_step_on_a_graph_input_that_is_an_output_stays():
     g = Graph("ident_io")
     g.add_input("x", (None, 3, 2))
-    g.mark_output(g.add_node("Mul", ["x", param(g, "one", np.ones((3, 1), np.float32))], name="m", outputs=["y"]).outputs[0])
+    g.mark_output(
+        g.add_node(
+            "Mul", ["x", param(g, "one", np.ones((3, 1), np.float32))], name="m", outputs=["y"]
+        ).outputs[0]
+    )
     opt, report = _fold(g)
     assert ops_of(opt) == ["Mul"] and not report.changed
     assert any("would be 'x'" in d for d in report.declines)
@@ -327,11 +402,17 @@ def test_float64_graph_keeps_its_dtype():
     g.add_input("x", (None, 3, 4), "float64")
     w = param(g, "w", rng.standard_normal((2, 3, 1)))
     conv = g.add_node("Conv", ["x", w], name="conv").outputs[0]
-    g.mark_output(g.add_node("Mul", [conv, param(g, "c", rng.uniform(0.5, 2, (2, 1)))], name="m", outputs=["y"]).outputs[0])
+    g.mark_output(
+        g.add_node(
+            "Mul", [conv, param(g, "c", rng.uniform(0.5, 2, (2, 1)))], name="m", outputs=["y"]
+        ).outputs[0]
+    )
     opt, _ = _fold(g)
     assert ops_of(opt) == ["Conv"] and all(a.dtype == np.float64 for a in opt.params.values())
     x = rng.standard_normal((2, 3, 4))
-    np.testing.assert_allclose(runtime.run(opt, {"x": x})["y"], runtime.run(g, {"x": x})["y"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        runtime.run(opt, {"x": x})["y"], runtime.run(g, {"x": x})["y"], rtol=1e-12, atol=1e-12
+    )
 
 
 def test_inference_pipeline_folds_a_scale_layer_and_is_a_fixed_point():

@@ -12,12 +12,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graphnet import passes
-from graphnet import runtime
+from graphnet import passes, runtime
 from graphnet.ir import Graph
-from graphnet.passes.fold_batchnorm import bn_scale_shift, fold_affine_into_conv, fold_affine_into_matrix, fuse_conv_bn_weights
+from graphnet.passes.fold_batchnorm import (
+    bn_scale_shift,
+    fold_affine_into_conv,
+    fold_affine_into_matrix,
+    fuse_conv_bn_weights,
+)
+from tests.helpers import add_bn, bn_reference, bn_stats, check_same, ops_of, param, run_on_copy
+from tests.helpers import feeds as _feeds
 from tests.oracles import naive_conv, naive_conv_transpose
-from tests.helpers import add_bn, bn_reference, bn_stats, check_same, ops_of, param, run_on_copy, feeds as _feeds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOL64 = dict(rtol=1e-10, atol=1e-10)
@@ -33,7 +38,9 @@ def test_scale_shift_is_the_bn_formula():
     st_ = _stats64(rng, 5)
     x = rng.standard_normal((3, 5, 4))
     s, t = bn_scale_shift(st_["mean"], st_["var"], 1e-3, st_["scale"], st_["B"])
-    np.testing.assert_allclose(s[None, :, None] * x + t[None, :, None], bn_reference(x, st_, 1e-3), **TOL64)
+    np.testing.assert_allclose(
+        s[None, :, None] * x + t[None, :, None], bn_reference(x, st_, 1e-3), **TOL64
+    )
 
 
 @st.composite
@@ -60,7 +67,9 @@ def test_fuse_conv_weights_per_channel_formula(case):
     for o in range(cout):  # W'[o] = W[o] * gamma / sqrt(var + eps); b' = (b - mean) * that + beta
         s = st_["scale"][o] / np.sqrt(st_["var"][o] + 1e-5)
         np.testing.assert_allclose(w2[o], w[o] * s, **TOL64)
-        np.testing.assert_allclose(b2[o], ((b[o] if bias else 0.0) - st_["mean"][o]) * s + st_["B"][o], **TOL64)
+        np.testing.assert_allclose(
+            b2[o], ((b[o] if bias else 0.0) - st_["mean"][o]) * s + st_["B"][o], **TOL64
+        )
 
 
 @SETTINGS
@@ -72,7 +81,9 @@ def test_fuse_conv_weights_bn_after_conv(case):
     w = rng.standard_normal((cout, cin // group, *k))
     b = rng.standard_normal(cout) if bias else None
     st_ = _stats64(rng, cout)
-    w2, b2 = fuse_conv_bn_weights(w, b, st_["mean"], st_["var"], 1e-5, st_["scale"], st_["B"], axis=0)
+    w2, b2 = fuse_conv_bn_weights(
+        w, b, st_["mean"], st_["var"], 1e-5, st_["scale"], st_["B"], axis=0
+    )
     want = bn_reference(naive_conv(x, w, b, pads=pads, group=group), st_, 1e-5)
     np.testing.assert_allclose(naive_conv(x, w2, b2, pads=pads, group=group), want, **TOL64)
 
@@ -88,10 +99,14 @@ def test_fuse_conv_transpose_weights_grouped(case, stride):
     w = rng.standard_normal((cin, cout // group, *k))
     b = rng.standard_normal(cout) if bias else None
     st_ = _stats64(rng, cout)
-    w2, b2 = fuse_conv_bn_weights(w, b, st_["mean"], st_["var"], 1e-5, st_["scale"], st_["B"], axis=1, group=group)
+    w2, b2 = fuse_conv_bn_weights(
+        w, b, st_["mean"], st_["var"], 1e-5, st_["scale"], st_["B"], axis=1, group=group
+    )
     strides = (stride,) * rank
     want = bn_reference(naive_conv_transpose(x, w, b, strides=strides, group=group), st_, 1e-5)
-    np.testing.assert_allclose(naive_conv_transpose(x, w2, b2, strides=strides, group=group), want, **TOL64)
+    np.testing.assert_allclose(
+        naive_conv_transpose(x, w2, b2, strides=strides, group=group), want, **TOL64
+    )
 
 
 @pytest.mark.parametrize("trans", [False, True])
@@ -100,7 +115,9 @@ def test_fuse_matrix_weights(trans):
     a, wkf, c = rng.standard_normal((4, 3)), rng.standard_normal((3, 5)), rng.standard_normal(5)
     st_ = _stats64(rng, 5)
     w = wkf.T if trans else wkf
-    w2, c2 = fuse_conv_bn_weights(w, c, st_["mean"], st_["var"], 1e-5, st_["scale"], st_["B"], axis=0 if trans else 1)
+    w2, c2 = fuse_conv_bn_weights(
+        w, c, st_["mean"], st_["var"], 1e-5, st_["scale"], st_["B"], axis=0 if trans else 1
+    )
     got = a @ (w2.T if trans else w2) + c2
     np.testing.assert_allclose(got, bn_reference(a @ wkf + c, st_, 1e-5), **TOL64)
 
@@ -147,7 +164,9 @@ def _fold(g: Graph):
     return run_on_copy("fold-batchnorm", g)
 
 
-def _conv_graph(op, rank, group, bias, *, pads=None, stride=1, cin=4, cout=6, dtype="float32", seed=0):
+def _conv_graph(
+    op, rank, group, bias, *, pads=None, stride=1, cin=4, cout=6, dtype="float32", seed=0
+):
     rng = np.random.default_rng(seed)
     g = Graph(f"{op}_bn")
     size = (5, 4, 3)[:rank]
@@ -169,11 +188,15 @@ def _conv_graph(op, rank, group, bias, *, pads=None, stride=1, cin=4, cout=6, dt
 @pytest.mark.parametrize("group", [1, 2, 4])
 @pytest.mark.parametrize("bias", [False, True])
 def test_conv_bn_folds(rank, group, bias):
-    g, rng = _conv_graph("Conv", rank, group, bias, cout=4 if group == 4 else 6)  # group 4 = depthwise
+    g, rng = _conv_graph(
+        "Conv", rank, group, bias, cout=4 if group == 4 else 6
+    )  # group 4 = depthwise
     opt, report = _fold(g)
     assert ops_of(opt) == ["Conv", "Relu"]
     assert report.changes[0] == "folded bn into conv (Conv)"
-    assert sorted(opt.params) == (["b", "w"] if bias else ["conv.bias_bn", "w"])  # BN statistics gone
+    assert sorted(opt.params) == (
+        ["b", "w"] if bias else ["conv.bias_bn", "w"]
+    )  # BN statistics gone
     check_same(g, opt, _feeds(g, rng))
 
 
@@ -201,13 +224,20 @@ def test_conv_bn_bn_chain_folds_twice_and_keeps_the_output_name():
     rng = np.random.default_rng(4)
     g = Graph("chain")
     g.add_input("x", (None, 3, 6, 6))
-    conv = g.add_node("Conv", ["x", param(g, "w", rng.standard_normal((5, 3, 3, 3)).astype(np.float32))], name="conv")
+    conv = g.add_node(
+        "Conv",
+        ["x", param(g, "w", rng.standard_normal((5, 3, 3, 3)).astype(np.float32))],
+        name="conv",
+    )
     y1 = add_bn(g, conv.outputs[0], "bn1", rng)
     y2 = add_bn(g, y1, "bn2", rng)
     g.mark_output(y2)
     opt, report = _fold(g)
     assert ops_of(opt) == ["Conv"] and opt.nodes[0].outputs == [y2]
-    assert report.changes[:2] == ["folded bn2 into bn1 (BatchNormalization)", "folded bn1 into conv (Conv)"]
+    assert report.changes[:2] == [
+        "folded bn2 into bn1 (BatchNormalization)",
+        "folded bn1 into conv (Conv)",
+    ]
     check_same(g, opt, _feeds(g, rng))
 
 
@@ -249,7 +279,9 @@ def test_matmul_bn_gets_a_fresh_bias_add():
     rng = np.random.default_rng(6)
     g = Graph("mm_bn")
     g.add_input("a", (None, 4))
-    mm = g.add_node("MatMul", ["a", param(g, "B", rng.standard_normal((4, 5)).astype(np.float32))], name="mm")
+    mm = g.add_node(
+        "MatMul", ["a", param(g, "B", rng.standard_normal((4, 5)).astype(np.float32))], name="mm"
+    )
     g.mark_output(add_bn(g, mm.outputs[0], "bn", rng))
     opt, report = _fold(g)
     assert ops_of(opt) == ["MatMul", "Add"]
@@ -262,7 +294,9 @@ def test_matmul_add_bn_folds_into_the_existing_bias(bias_first):
     rng = np.random.default_rng(7)
     g = Graph("mm_add_bn")
     g.add_input("a", (None, 4))
-    mm = g.add_node("MatMul", ["a", param(g, "B", rng.standard_normal((4, 5)).astype(np.float32))], name="mm")
+    mm = g.add_node(
+        "MatMul", ["a", param(g, "B", rng.standard_normal((4, 5)).astype(np.float32))], name="mm"
+    )
     c = param(g, "c", rng.standard_normal((1, 5)).astype(np.float32))
     add = g.add_node("Add", [c, mm.outputs[0]] if bias_first else [mm.outputs[0], c], name="bias")
     g.mark_output(add_bn(g, add.outputs[0], "bn", rng))
@@ -275,15 +309,21 @@ def test_matmul_add_bn_folds_into_the_existing_bias(bias_first):
 
 # ================================================================ must not fold into producer
 def _decline(report, needle):
-    assert any(needle in d for d in report.declines), f"no decline containing {needle!r} in {report.lines}"
+    assert any(needle in d for d in report.declines), (
+        f"no decline containing {needle!r} in {report.lines}"
+    )
 
 
 def test_conv_output_with_another_reader_is_not_folded():
     rng = np.random.default_rng(8)
     g = Graph("residual")
     g.add_input("x", (None, 4, 5, 5))
-    conv = g.add_node("Conv", ["x", param(g, "w", rng.standard_normal((4, 4, 3, 3)).astype(np.float32))],
-                      {"pads": (1, 1, 1, 1)}, name="conv_3")
+    conv = g.add_node(
+        "Conv",
+        ["x", param(g, "w", rng.standard_normal((4, 4, 3, 3)).astype(np.float32))],
+        {"pads": (1, 1, 1, 1)},
+        name="conv_3",
+    )
     y = add_bn(g, conv.outputs[0], "bn", rng)
     r = g.add_node("Relu", [y], name="relu")
     g.mark_output(g.add_node("Add", [conv.outputs[0], r.outputs[0]], name="add_7").outputs[0])
@@ -311,7 +351,9 @@ def test_shared_weight_is_copied_not_changed():
     w = param(g, "w", rng.standard_normal((3, 3, 3, 3)).astype(np.float32))
     c1 = g.add_node("Conv", ["x", w], {"pads": (1, 1, 1, 1)}, name="conv1")
     y1 = add_bn(g, c1.outputs[0], "bn", rng)
-    c2 = g.add_node("Conv", [y1, w], {"pads": (1, 1, 1, 1)}, name="conv2")  # the same layer, applied twice
+    c2 = g.add_node(
+        "Conv", [y1, w], {"pads": (1, 1, 1, 1)}, name="conv2"
+    )  # the same layer, applied twice
     g.mark_output(c2.outputs[0])
     opt, report = _fold(g)
     assert ops_of(opt) == ["Conv", "Conv"]
@@ -351,8 +393,12 @@ def test_matmul_on_3d_input_is_not_folded_on_axis_1():
     rng = np.random.default_rng(11)
     g = Graph("mm3")
     g.add_input("a", (None, 6, 4))
-    mm = g.add_node("MatMul", ["a", param(g, "B", rng.standard_normal((4, 5)).astype(np.float32))], name="mm")
-    g.mark_output(add_bn(g, mm.outputs[0], "bn", rng))  # normalizes axis 1 (size 6), not the features
+    mm = g.add_node(
+        "MatMul", ["a", param(g, "B", rng.standard_normal((4, 5)).astype(np.float32))], name="mm"
+    )
+    g.mark_output(
+        add_bn(g, mm.outputs[0], "bn", rng)
+    )  # normalizes axis 1 (size 6), not the features
     opt, report = _fold(g)
     _decline(report, "has its features on the last axis")
     assert ops_of(opt) == ["MatMul", "Mul", "Add"]
@@ -365,9 +411,17 @@ def test_non_constant_statistics_are_left_alone():
     g = Graph("dyn_stats")
     g.add_input("x", (None, 3, 4))
     g.add_input("mean", (3,))
-    conv = g.add_node("Conv", ["x", param(g, "w", rng.standard_normal((3, 3, 1)).astype(np.float32))], name="conv")
+    conv = g.add_node(
+        "Conv", ["x", param(g, "w", rng.standard_normal((3, 3, 1)).astype(np.float32))], name="conv"
+    )
     st_ = bn_stats(rng, 3)
-    ins = [conv.outputs[0], param(g, "g", st_["scale"]), param(g, "b", st_["B"]), "mean", param(g, "v", st_["var"])]
+    ins = [
+        conv.outputs[0],
+        param(g, "g", st_["scale"]),
+        param(g, "b", st_["B"]),
+        "mean",
+        param(g, "v", st_["var"]),
+    ]
     g.mark_output(g.add_node("BatchNormalization", ins, name="bn").outputs[0])
     opt, report = _fold(g)
     assert ops_of(opt) == ["Conv", "BatchNormalization"] and not report.changed
@@ -388,7 +442,9 @@ def _bn_then(op, attrs, wshape, *, xshape=(None, 4, 6, 6), bias_len=None, seed=1
     return g, rng
 
 
-@pytest.mark.parametrize("group,strides,dilations", [(1, (1, 1), (1, 1)), (2, (2, 1), (1, 2)), (4, (1, 1), (2, 2))])
+@pytest.mark.parametrize(
+    "group,strides,dilations", [(1, (1, 1), (1, 1)), (2, (2, 1), (1, 2)), (4, (1, 1), (2, 2))]
+)
 @pytest.mark.parametrize("bias", [False, True])
 def test_bn_folds_into_following_unpadded_conv(group, strides, dilations, bias):
     attrs = {"group": group, "strides": strides, "dilations": dilations}
@@ -418,8 +474,13 @@ def test_bn_does_not_fold_into_following_conv_transpose():
 @pytest.mark.parametrize("trans_b", [0, 1])
 @pytest.mark.parametrize("bias", [False, True])
 def test_bn_folds_into_following_gemm(trans_b, bias):
-    g, rng = _bn_then("Gemm", {"transB": trans_b, "alpha": 1.5, "beta": 0.5}, (5, 4) if trans_b else (4, 5),
-                      xshape=(None, 4), bias_len=5 if bias else None)
+    g, rng = _bn_then(
+        "Gemm",
+        {"transB": trans_b, "alpha": 1.5, "beta": 0.5},
+        (5, 4) if trans_b else (4, 5),
+        xshape=(None, 4),
+        bias_len=5 if bias else None,
+    )
     opt, report = _fold(g)
     assert ops_of(opt) == ["Gemm"], report.lines
     check_same(g, opt, _feeds(g, rng))
@@ -449,13 +510,17 @@ def test_lone_bn_between_graph_input_and_output_becomes_an_affine():
     opt, report = _fold(g)
     assert ops_of(opt) == ["Mul", "Add"] and opt.outputs == [y]
     _decline(report, "bn: not folded into the layer before it: its input 'x' is a graph input")
-    _decline(report, "bn: not folded into the layer after it: its output 'bn.out' is a graph output")
+    _decline(
+        report, "bn: not folded into the layer after it: its output 'bn.out' is a graph output"
+    )
     assert opt.params["bn.mul"].shape == (3, 1, 1)
     feeds = _feeds(g, rng)
     check_same(g, opt, feeds)
     st_ = {k: g.params[f"bn.{k}"] for k in ("scale", "B", "mean", "var")}
     # and against the formula itself, float32 output of a float64 reference: 1e-5 bound
-    np.testing.assert_allclose(runtime.run(opt, feeds)[y], bn_reference(feeds["x"], st_, 1e-3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        runtime.run(opt, feeds)[y], bn_reference(feeds["x"], st_, 1e-3), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_nothing_to_fold_reports_no_change():
@@ -463,4 +528,8 @@ def test_nothing_to_fold_reports_no_change():
     g.add_input("x", (None, 3))
     g.mark_output(g.add_node("Relu", ["x"], name="relu").outputs[0])
     opt, report = _fold(g)
-    assert not report.changed and report.lines == [] and report.summary() == "fold-batchnorm: no change"
+    assert (
+        not report.changed
+        and report.lines == []
+        and report.summary() == "fold-batchnorm: no change"
+    )

@@ -21,15 +21,17 @@ from graphnet.ir import Graph
 from graphnet.passes._linear import fill_of
 from graphnet.passes.base import run_pass
 from graphnet.passes.manager import optimize
-from tests.oracles import naive_conv
-from tests.helpers import add_bn, bn_reference, check_same, ops_of, param, feeds as _feeds
 from tests import helpers
+from tests.helpers import add_bn, bn_reference, check_same, ops_of, param
+from tests.helpers import feeds as _feeds
+from tests.oracles import naive_conv
 
 
 def _cos(g: Graph, shape, fill: float, name: str) -> str:
     s = param(g, f"{name}.shape", np.array(shape, np.int64))
-    return g.add_node("ConstantOfShape", [s], {"value": np.array([fill], np.float32)}, name=name,
-                      outputs=[name]).outputs[0]
+    return g.add_node(
+        "ConstantOfShape", [s], {"value": np.array([fill], np.float32)}, name=name, outputs=[name]
+    ).outputs[0]
 
 
 def _fill_conv_bn(weight: str = "cos", shared: bool = False, seed: int = 0):
@@ -42,11 +44,17 @@ def _fill_conv_bn(weight: str = "cos", shared: bool = False, seed: int = 0):
         w = _cos(g, [16, 8, 3, 3], 0.05, "w")
     else:  # Expand of a per-output-channel column
         v = param(g, "v", rng.uniform(-0.1, 0.1, (16, 1, 1, 1)).astype(np.float32))
-        w = g.add_node("Expand", [v, param(g, "wshape", np.array([16, 8, 3, 3], np.int64))], name="w",
-                       outputs=["w"]).outputs[0]
+        w = g.add_node(
+            "Expand",
+            [v, param(g, "wshape", np.array([16, 8, 3, 3], np.int64))],
+            name="w",
+            outputs=["w"],
+        ).outputs[0]
     b = param(g, "b", rng.standard_normal(16).astype(np.float32))
     conv = g.add_node("Conv", ["x", w, b], {"pads": (1, 1, 1, 1)}, name="conv").outputs[0]
-    g.mark_output(g.add_node("Relu", [add_bn(g, conv, "bn", rng)], name="relu", outputs=["y"]).outputs[0])
+    g.mark_output(
+        g.add_node("Relu", [add_bn(g, conv, "bn", rng)], name="relu", outputs=["y"]).outputs[0]
+    )
     if shared:
         g.mark_output(g.add_node("Conv", ["x", w], name="conv2", outputs=["z"]).outputs[0])
     return g
@@ -66,7 +74,12 @@ def test_bn_after_a_fill_weight_folds_into_an_expand(weight):
     ref = check_same(g, opt, feeds)
     w = runtime.run(g, {"x": feeds["x"]}, keep_all=True)["w"].astype(np.float64)
     st = {k: g.params[f"bn.{k}"] for k in ("scale", "B", "mean", "var")}
-    want = np.maximum(bn_reference(naive_conv(feeds["x"].astype(np.float64), w, g.params["b"], pads=(1, 1, 1, 1)), st, 1e-5), 0)
+    want = np.maximum(
+        bn_reference(
+            naive_conv(feeds["x"].astype(np.float64), w, g.params["b"], pads=(1, 1, 1, 1)), st, 1e-5
+        ),
+        0,
+    )
     np.testing.assert_allclose(ref["y"], want, rtol=1e-5, atol=1e-5)
     assert not optimize(opt)[1].changed
 
@@ -76,7 +89,10 @@ def test_a_shared_fill_is_not_changed_in_place():
     opt, report = optimize(g, verify=True)
     assert ops_of(opt) == ["ConstantOfShape", "Expand", "Conv", "Relu", "Conv"], report.format()
     assert opt.node("conv2").inputs[1] == "w" and opt.node("conv").inputs[1] != "w"
-    assert any("the fill 'w' is shared, so conv got its own" in line for line in report["fold-batchnorm"].changes)
+    assert any(
+        "the fill 'w' is shared, so conv got its own" in line
+        for line in report["fold-batchnorm"].changes
+    )
     check_same(g, opt, _feeds(g))
 
 
@@ -85,11 +101,24 @@ def test_a_fill_whose_scaled_vector_is_as_big_as_the_weight_is_declined():
     rng = np.random.default_rng(1)
     g = Graph("dw")
     g.add_input("x", (None, 8, 3, 3))
-    w = g.add_node("Expand", [param(g, "v", np.full((1, 1, 1, 1), 0.5, np.float32)),
-                              param(g, "s", np.array([8, 1, 1, 1], np.int64))], name="w", outputs=["w"]).outputs[0]
+    w = g.add_node(
+        "Expand",
+        [
+            param(g, "v", np.full((1, 1, 1, 1), 0.5, np.float32)),
+            param(g, "s", np.array([8, 1, 1, 1], np.int64)),
+        ],
+        name="w",
+        outputs=["w"],
+    ).outputs[0]
     conv = g.add_node("Conv", ["x", w], {"group": 8}, name="conv").outputs[0]
-    g.mark_output(g.add_node("Mul", [conv, param(g, "c", rng.uniform(0.5, 2, (8, 1, 1)).astype(np.float32))],
-                             name="m", outputs=["y"]).outputs[0])
+    g.mark_output(
+        g.add_node(
+            "Mul",
+            [conv, param(g, "c", rng.uniform(0.5, 2, (8, 1, 1)).astype(np.float32))],
+            name="m",
+            outputs=["y"],
+        ).outputs[0]
+    )
     opt = g.copy()
     report = run_pass("fold-affine", opt)
     assert ops_of(opt) == ["Expand", "Conv", "Mul"] and not report.changed
@@ -100,8 +129,11 @@ def test_fill_of_recognises_only_constant_fills():
     g = Graph("f")
     g.add_input("x", (None, 3))
     a = _cos(g, [2, 3], 1.0, "a")
-    b = g.add_node("Expand", [param(g, "v", np.ones((2, 1), np.float32)), param(g, "s", np.array([2, 3]))],
-                   name="b").outputs[0]
+    b = g.add_node(
+        "Expand",
+        [param(g, "v", np.ones((2, 1), np.float32)), param(g, "s", np.array([2, 3]))],
+        name="b",
+    ).outputs[0]
     c = g.add_node("Expand", ["x", param(g, "s2", np.array([2, 3]))], name="c").outputs[0]
     fa, fb = fill_of(g, a), fill_of(g, b)
     assert fa.vec.shape == (1, 1) and fa.shape == (2, 3) and fb.vec.shape == (2, 1)
@@ -121,13 +153,19 @@ def test_max_constant_bytes_materialises_fills_and_bn_folds_as_usual():
 
 def test_max_constant_bytes_is_a_limit():
     g = _fill_conv_bn("cos")
-    opt, report = optimize(g, max_constant_bytes=16 * 8 * 9 * 4 - 1)  # one byte short of the float32 weight
+    opt, report = optimize(
+        g, max_constant_bytes=16 * 8 * 9 * 4 - 1
+    )  # one byte short of the float32 weight
     assert ops_of(opt) == ["Expand", "Conv", "Relu"]
-    assert any("and more than max_constant_bytes 4,607" in d for d in report["fold-constants"].declines)
+    assert any(
+        "and more than max_constant_bytes 4,607" in d for d in report["fold-constants"].declines
+    )
 
 
 # ========================================================================= Reshape targets
-def _reshape_of_shape(target_dims, data_shape=(None, 16, 1, 1), allowzero=0, src_shape=(None, 3, 4, 4)):
+def _reshape_of_shape(
+    target_dims, data_shape=(None, 16, 1, 1), allowzero=0, src_shape=(None, 3, 4, 4)
+):
     """y = Reshape(data, Concat(Shape(x)[dims] or static ints)), as exporters write x.view(...)."""
     g = Graph("view")
     g.add_input("x", src_shape)
@@ -141,7 +179,9 @@ def _reshape_of_shape(target_dims, data_shape=(None, 16, 1, 1), allowzero=0, src
         else:
             parts.append(param(g, f"c{k}", np.array([t], np.int64)))
     target = g.add_node("Concat", parts, {"axis": 0}, name="cat").outputs[0]
-    r = g.add_node("Reshape", ["d", target], {"allowzero": allowzero}, name="view", infer=True).outputs[0]
+    r = g.add_node(
+        "Reshape", ["d", target], {"allowzero": allowzero}, name="view", infer=True
+    ).outputs[0]
     g.mark_output(g.add_node("Relu", [r], name="relu", outputs=["y"]).outputs[0])
     return g
 
@@ -153,20 +193,27 @@ def test_one_dynamic_entry_becomes_minus_one(allowzero):
     assert ops_of(opt) == ["Reshape", "Relu"], report.format()
     np.testing.assert_array_equal(opt.params[opt.nodes[0].inputs[1]], [-1, 16])
     assert opt.values["y"].shape == (None, 16)
-    assert any("has one dynamic entry: the constant [-1, 16] (-1 = the rest)" in line
-               for line in report["fold-constants"].changes)
+    assert any(
+        "has one dynamic entry: the constant [-1, 16] (-1 = the rest)" in line
+        for line in report["fold-constants"].changes
+    )
     for batch in (1, 3):  # the -1 equals x's batch for every batch size the original accepts
-        feeds = {"x": np.zeros((batch, 3, 4, 4), np.float32),
-                 "d": np.random.default_rng(batch).standard_normal((batch, 16, 1, 1)).astype(np.float32)}
+        feeds = {
+            "x": np.zeros((batch, 3, 4, 4), np.float32),
+            "d": np.random.default_rng(batch).standard_normal((batch, 16, 1, 1)).astype(np.float32),
+        }
         ref = check_same(g, opt, feeds)
         np.testing.assert_array_equal(ref["y"], np.maximum(feeds["d"].reshape(batch, 16), 0))
 
 
-@pytest.mark.parametrize("dims,why", [
-    (["x0", "x2", 4], "two dynamic entries: -1 can stand for one"),
-    (["x0", -1], "already has a -1"),
-    (["x0", 0, 16], "a 0 beside the -1 (copy or literal zero) can be 0 at run time"),
-])
+@pytest.mark.parametrize(
+    "dims,why",
+    [
+        (["x0", "x2", 4], "two dynamic entries: -1 can stand for one"),
+        (["x0", -1], "already has a -1"),
+        (["x0", 0, 16], "a 0 beside the -1 (copy or literal zero) can be 0 at run time"),
+    ],
+)
 def test_targets_that_minus_one_cannot_express_stay(dims, why):
     g = _reshape_of_shape(dims, data_shape=(None, 4, 4), src_shape=(None, 3, None, 4))
     opt, _ = optimize(g)
@@ -180,17 +227,28 @@ def test_shapes_made_static_reach_the_next_shape_node():
     g.add_input("x", (None, 4, 4, 4))
     src = "x"
     for k in range(2):
-        flat = g.add_node("Reshape", [src, param(g, f"t{k}", np.array([0, 2, -1], np.int64))], name=f"flat{k}").outputs[0]
+        flat = g.add_node(
+            "Reshape", [src, param(g, f"t{k}", np.array([0, 2, -1], np.int64))], name=f"flat{k}"
+        ).outputs[0]
         shp = g.add_node("Shape", [src], name=f"shape{k}").outputs[0]
-        src = g.add_node("Reshape", [g.add_node("Neg", [flat], name=f"neg{k}").outputs[0], shp], name=f"back{k}").outputs[0]
+        src = g.add_node(
+            "Reshape", [g.add_node("Neg", [flat], name=f"neg{k}").outputs[0], shp], name=f"back{k}"
+        ).outputs[0]
     g.mark_output(g.add_node("Relu", [src], name="relu", outputs=["y"]).outputs[0])
-    assert g.values["back0.out"].shape == (None, None, None, None)  # the target was dynamic on import
+    assert g.values["back0.out"].shape == (
+        None,
+        None,
+        None,
+        None,
+    )  # the target was dynamic on import
     opt, report = optimize(g, verify=True)
     assert "Shape" not in ops_of(opt), report.format()
     assert opt.values["y"].shape == (None, 4, 4, 4)
     feeds = _feeds(g)
     ref = check_same(g, opt, feeds)
-    np.testing.assert_array_equal(ref["y"], np.maximum(feeds["x"], 0))  # two Negs cancel, reshapes move nothing
+    np.testing.assert_array_equal(
+        ref["y"], np.maximum(feeds["x"], 0)
+    )  # two Negs cancel, reshapes move nothing
 
 
 def test_peer_node_counts_on_the_torch_exports():
@@ -218,14 +276,20 @@ def test_materialised_zoo_model_has_no_more_nodes_than_the_peers(name, peers):
     import graphnet
     from tests.helpers import ort_run
 
-    path = os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light", f"light_{name}.onnx")
+    path = os.path.join(
+        os.path.dirname(onnx.__file__), "backend/test/data/light", f"light_{name}.onnx"
+    )
     model = onnx.load(path)
     g = graphnet.load(model)
     opt, report = optimize(g, max_constant_bytes=1 << 30)
     written = opt.to_onnx()
     ops = [n.op_type for n in written.graph.node]
     assert len(ops) <= peers and "ConstantOfShape" not in ops, report.format()
-    feeds = {g.inputs[0]: np.random.default_rng(0).standard_normal(g.values[g.inputs[0]].shape).astype(np.float32)}
+    feeds = {
+        g.inputs[0]: np.random.default_rng(0)
+        .standard_normal(g.values[g.inputs[0]].shape)
+        .astype(np.float32)
+    }
     want = ort_run(model, feeds)
     got = ort_run(written, feeds)
     for k in want:

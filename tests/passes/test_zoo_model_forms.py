@@ -25,7 +25,8 @@ from graphnet.passes._graph import constant_value
 from graphnet.passes.constant_folding import SMALL_RESULT
 from graphnet.passes.fold_batchnorm import per_channel_vector
 from graphnet.passes.manager import optimize
-from tests.helpers import add_bn, bn_reference, check_same, ops_of, param, run_on_copy, feeds as _feeds
+from tests.helpers import add_bn, bn_reference, check_same, ops_of, param, run_on_copy
+from tests.helpers import feeds as _feeds
 
 
 def _fold(g: Graph):
@@ -44,13 +45,16 @@ def test_per_channel_vector_accepts_what_broadcasts_per_channel(shape):
     np.testing.assert_array_equal(y * c, y * vec[None, :, None, None])
 
 
-@pytest.mark.parametrize("shape,why", [
-    ((4,), "a 1-D (4,) lines up with the LAST axis (width), not the channels"),
-    ((1, 1, 3, 5), "spatial map"),
-    ((2, 4, 1, 1), "per batch item"),
-    ((1, 1, 4, 1, 1), "rank 5 > 4: broadcasting would add an axis"),
-    ((3, 1, 1), "3 channels != 4"),
-])
+@pytest.mark.parametrize(
+    "shape,why",
+    [
+        ((4,), "a 1-D (4,) lines up with the LAST axis (width), not the channels"),
+        ((1, 1, 3, 5), "spatial map"),
+        ((2, 4, 1, 1), "per batch item"),
+        ((1, 1, 4, 1, 1), "rank 5 > 4: broadcasting would add an axis"),
+        ((3, 1, 1), "3 channels != 4"),
+    ],
+)
 def test_per_channel_vector_rejects_other_shapes(shape, why):
     assert per_channel_vector(np.ones(shape), 4, 4) is None, why
 
@@ -59,8 +63,9 @@ def test_per_channel_vector_rejects_other_shapes(shape, why):
 def _cos(g: Graph, shape: list[int], fill: float, name: str) -> str:
     """ConstantOfShape(shape) filled with `fill`, as the light zoo models write parameters."""
     s = param(g, f"{name}__SHAPE", np.array(shape, np.int64))
-    return g.add_node("ConstantOfShape", [s], {"value": np.array([fill], np.float32)}, name=name,
-                      outputs=[name]).outputs[0]
+    return g.add_node(
+        "ConstantOfShape", [s], {"value": np.array([fill], np.float32)}, name=name, outputs=[name]
+    ).outputs[0]
 
 
 def test_constant_value_evaluates_a_constant_chain_within_the_limit():
@@ -79,7 +84,9 @@ def test_constant_value_evaluates_a_constant_chain_within_the_limit():
 def test_constant_value_does_not_evaluate_mode_dependent_ops():
     g = Graph("cv_drop")
     g.add_input("x", (None, 3))
-    d = g.add_node("Dropout", [param(g, "c", np.ones(3, np.float32))], {"drop_prob": 0.5}, name="drop").outputs[0]
+    d = g.add_node(
+        "Dropout", [param(g, "c", np.ones(3, np.float32))], {"drop_prob": 0.5}, name="drop"
+    ).outputs[0]
     g.mark_output(g.add_node("Add", ["x", d], name="add").outputs[0])
     assert constant_value(g, d, 100) is None
 
@@ -92,11 +99,18 @@ def _cos_bn_graph(channels: int, *, conv_weight: bool) -> tuple[Graph, dict]:
     g = Graph("cos_bn")
     g.add_input("x", (1, 3, 4, 4))
     w = rng.standard_normal((channels, 3, 1, 1)).astype(np.float32) * 0.5
-    conv = g.add_node("Conv", ["x", param(g, "w", w) if conv_weight else _cos(g, [channels, 3, 1, 1], 0.02, "w")],
-                      name="conv")
+    conv = g.add_node(
+        "Conv",
+        ["x", param(g, "w", w) if conv_weight else _cos(g, [channels, 3, 1, 1], 0.02, "w")],
+        name="conv",
+    )
     fills = {"scale": 1.5, "B": -0.25, "mean": 0.125, "var": 2.0}
     st = [_cos(g, [channels], v, f"bn_{k}") for k, v in fills.items()]
-    g.mark_output(g.add_node("BatchNormalization", [conv.outputs[0], *st], name="bn", outputs=["y"]).outputs[0])
+    g.mark_output(
+        g.add_node("BatchNormalization", [conv.outputs[0], *st], name="bn", outputs=["y"]).outputs[
+            0
+        ]
+    )
     return g, fills
 
 
@@ -108,7 +122,9 @@ def test_bn_with_constant_of_shape_statistics_folds_into_conv(channels):
     feeds = _feeds(g)
     ref = check_same(g, opt, feeds)
     # ... and against the BN formula on a plain 1x1 conv (float64 reference, float32 output)
-    conv = np.einsum("nchw,oc->nohw", feeds["x"].astype(np.float64), g.params["w"][:, :, 0, 0].astype(np.float64))
+    conv = np.einsum(
+        "nchw,oc->nohw", feeds["x"].astype(np.float64), g.params["w"][:, :, 0, 0].astype(np.float64)
+    )
     st = {k: np.full(channels, v) for k, v in fills.items()}
     np.testing.assert_allclose(ref["y"], bn_reference(conv, st, 1e-5), rtol=1e-5, atol=1e-5)
 
@@ -136,20 +152,28 @@ def _bn_scale_graph(mul_shape, add_shape, *, mul_first_operand=False, producer="
     src = "x"
     if producer == "Conv":
         w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3
-        src = g.add_node("Conv", ["x", param(g, "w", w)], {"pads": (1, 1, 1, 1)}, name="conv").outputs[0]
+        src = g.add_node(
+            "Conv", ["x", param(g, "w", w)], {"pads": (1, 1, 1, 1)}, name="conv"
+        ).outputs[0]
     elif producer == "Relu":
         src = g.add_node("Relu", ["x"], name="r0").outputs[0]
     y = add_bn(g, src, "bn", rng)
     c = param(g, "c", rng.uniform(0.5, 2, mul_shape).astype(np.float32))
     m = g.add_node("Mul", [c, y] if mul_first_operand else [y, c], name="mul").outputs[0]
-    a = g.add_node("Add", [m, param(g, "d", rng.standard_normal(add_shape).astype(np.float32))], name="add").outputs[0]
+    a = g.add_node(
+        "Add", [m, param(g, "d", rng.standard_normal(add_shape).astype(np.float32))], name="add"
+    ).outputs[0]
     g.mark_output(g.add_node("Relu", [a], name="relu", outputs=["y"]).outputs[0])
     return g
 
 
-@pytest.mark.parametrize("mul_shape,add_shape", [((4, 1, 1), (4, 1, 1)), ((1, 4, 1, 1), ()), ((), (1, 4, 1, 1))])
+@pytest.mark.parametrize(
+    "mul_shape,add_shape", [((4, 1, 1), (4, 1, 1)), ((1, 4, 1, 1), ()), ((), (1, 4, 1, 1))]
+)
 @pytest.mark.parametrize("mul_first_operand", [False, True])
-def test_scale_layer_is_absorbed_then_the_bn_folds_into_the_conv(mul_shape, add_shape, mul_first_operand):
+def test_scale_layer_is_absorbed_then_the_bn_folds_into_the_conv(
+    mul_shape, add_shape, mul_first_operand
+):
     g = _bn_scale_graph(mul_shape, add_shape, mul_first_operand=mul_first_operand)
     opt, report = _fold(g)
     assert ops_of(opt) == ["Conv", "Relu"], report.lines
@@ -168,13 +192,17 @@ def test_scale_layer_after_a_bn_with_nothing_to_fold_into_leaves_one_affine():
     check_same(g, opt, _feeds(g))
 
 
-@pytest.mark.parametrize("mul_shape,why", [((1, 1, 5, 5), "a spatial map is not per channel"),
-                                           ((5,), "(5,) multiplies the width axis")])
+@pytest.mark.parametrize(
+    "mul_shape,why",
+    [((1, 1, 5, 5), "a spatial map is not per channel"), ((5,), "(5,) multiplies the width axis")],
+)
 def test_a_mul_that_is_not_per_channel_stays(mul_shape, why):
     g = _bn_scale_graph(mul_shape, (4, 1, 1))
     opt, report = _fold(g)
     assert not any(line.startswith("absorbed") for line in report.changes), why
-    assert ops_of(opt) == ["Conv", "Mul", "Add", "Relu"], why  # BN folded into the Conv, Mul/Add kept
+    assert ops_of(opt) == ["Conv", "Mul", "Add", "Relu"], (
+        why
+    )  # BN folded into the Conv, Mul/Add kept
     check_same(g, opt, _feeds(g))
 
 
@@ -216,7 +244,9 @@ def test_scale_layer_with_constant_of_shape_operands_is_absorbed_through_unsquee
     ref = check_same(g, opt, _feeds(g))
     st = {k: g.params[f"bn.{k}"] for k in ("scale", "B", "mean", "var")}
     relu = np.maximum(_feeds(g)["x"], 0)
-    np.testing.assert_allclose(ref["y"], bn_reference(relu, st, 1e-5) * 1.5 + 0.25, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ref["y"], bn_reference(relu, st, 1e-5) * 1.5 + 0.25, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_bn_statistics_keep_float32_after_absorbing():
@@ -234,26 +264,37 @@ def _moved_fill(op: str, args: dict, fill_shape: tuple, x_shape: tuple) -> Graph
     g = Graph(f"fill_{op}")
     g.add_input("x", x_shape)
     w = _cos(g, list(fill_shape), 0.25, "w")
-    moved = g.add_node(op, [w] + [param(g, k, np.asarray(v, np.int64)) for k, v in args.items()], name="mv").outputs[0]
+    moved = g.add_node(
+        op, [w] + [param(g, k, np.asarray(v, np.int64)) for k, v in args.items()], name="mv"
+    ).outputs[0]
     g.mark_output(g.add_node("Add", ["x", moved], name="add", outputs=["y"]).outputs[0])
     return g
 
 
-@pytest.mark.parametrize("op,args,fill_shape,new_shape", [
-    ("Reshape", {"target": [40, 64]}, (2560,), (40, 64)),
-    ("Reshape", {"target": [-1, 64]}, (4, 10, 64), (40, 64)),
-    ("Unsqueeze", {"axes": [0]}, (40, 64), (1, 40, 64)),
-    ("Squeeze", {"axes": [0]}, (1, 40, 64), (40, 64)),
-    ("Flatten", {}, (40, 8, 8), (40, 64)),
-    ("Expand", {"shape": [2, 1, 1]}, (40, 64), (2, 40, 64)),
-])
+@pytest.mark.parametrize(
+    "op,args,fill_shape,new_shape",
+    [
+        ("Reshape", {"target": [40, 64]}, (2560,), (40, 64)),
+        ("Reshape", {"target": [-1, 64]}, (4, 10, 64), (40, 64)),
+        ("Unsqueeze", {"axes": [0]}, (40, 64), (1, 40, 64)),
+        ("Squeeze", {"axes": [0]}, (1, 40, 64), (40, 64)),
+        ("Flatten", {}, (40, 8, 8), (40, 64)),
+        ("Expand", {"shape": [2, 1, 1]}, (40, 64), (2, 40, 64)),
+    ],
+)
 def test_a_moved_fill_is_a_fill_of_the_new_shape(op, args, fill_shape, new_shape):
     assert int(np.prod(fill_shape)) > SMALL_RESULT
-    g = _moved_fill(op, args, fill_shape, (None, *new_shape[1:]) if len(new_shape) == 3 else new_shape)
+    g = _moved_fill(
+        op, args, fill_shape, (None, *new_shape[1:]) if len(new_shape) == 3 else new_shape
+    )
     opt, report = optimize(g)
     assert ops_of(opt) == ["ConstantOfShape", "Add"], report
-    np.testing.assert_array_equal(opt.params[opt.nodes[0].inputs[0]], new_shape)  # the new fill's shape
-    assert any("became ConstantOfShape" in line for line in report.passes[0].lines), report.passes[0].lines
+    np.testing.assert_array_equal(
+        opt.params[opt.nodes[0].inputs[0]], new_shape
+    )  # the new fill's shape
+    assert any("became ConstantOfShape" in line for line in report.passes[0].lines), report.passes[
+        0
+    ].lines
     feeds = _feeds(g)
     ref = check_same(g, opt, feeds)
     np.testing.assert_array_equal(ref["y"], feeds["x"] + np.float32(0.25))  # x + the fill, exactly
@@ -272,7 +313,11 @@ def test_a_moved_fill_that_is_a_graph_output_stays():
     g = Graph("fill_out")
     g.add_input("x", (None, 3))
     w = _cos(g, [40, 64], 0.25, "w")
-    g.mark_output(g.add_node("Reshape", [w, param(g, "t", np.array([64, 40]))], name="mv", outputs=["y"]).outputs[0])
+    g.mark_output(
+        g.add_node(
+            "Reshape", [w, param(g, "t", np.array([64, 40]))], name="mv", outputs=["y"]
+        ).outputs[0]
+    )
     g.mark_output(g.add_node("Relu", ["x"], name="r").outputs[0])
     opt, report = optimize(g)
     assert ops_of(opt) == ["ConstantOfShape", "Reshape", "Relu"]

@@ -17,9 +17,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphnet import runtime
-from graphnet import AttributeValueError, Graph, ShapeError
-from tests.helpers import ATOL32, RTOL32, assert_close, compare_with_ort, export_checked, ort_run, single_node
+from graphnet import AttributeValueError, Graph, ShapeError, runtime
+from tests.helpers import (
+    ATOL32,
+    RTOL32,
+    assert_close,
+    compare_with_ort,
+    export_checked,
+    ort_run,
+    single_node,
+)
 
 SETTINGS = settings(max_examples=20, deadline=None)
 
@@ -67,7 +74,9 @@ def ref_softmax(x: np.ndarray, axis: int, log: bool = False) -> np.ndarray:
     return np.moveaxis(out, -1, axis)
 
 
-def run_single(op: str, x: np.ndarray, attrs: dict | None = None, params: dict | None = None) -> np.ndarray:
+def run_single(
+    op: str, x: np.ndarray, attrs: dict | None = None, params: dict | None = None
+) -> np.ndarray:
     g = single_node(op, {"x": x.shape}, params, attrs, dtype=str(x.dtype))
     return runtime.run(g, {"x": x})[g.outputs[0]]
 
@@ -124,7 +133,9 @@ def test_elementwise_keeps_dtype(op, attrs, dtype):
     assert y.dtype == np.dtype(dtype)
     # float64: the kernel is exact to a few ulp; float16: one half-precision ulp is ~1e-3 relative.
     rtol, atol = (1e-12, 1e-14) if dtype == "float64" else (2e-3, 2e-3)
-    assert_close(y, ref_elementwise(op, x, {"alpha": DEFAULT_ALPHA.get(op)} | attrs), rtol=rtol, atol=atol)
+    assert_close(
+        y, ref_elementwise(op, x, {"alpha": DEFAULT_ALPHA.get(op)} | attrs), rtol=rtol, atol=atol
+    )
 
 
 # ------------------------------------------------------------------------------------ PRelu
@@ -139,13 +150,22 @@ def test_prelu_per_channel_matches_formula_and_ort(shape):
     g = single_node("PRelu", {"x": shape}, {"slope": slope})
     y = compare_with_ort(g, {"x": x})[g.outputs[0]]
     assert_close(y, ref_prelu(x, lambda idx: slope.ravel()[idx[1]]), what="PRelu per channel")
-    assert len(set(np.round(slope.ravel(), 6))) == c, "distinct slopes per channel, or the test proves nothing"
+    assert len(set(np.round(slope.ravel(), 6))) == c, (
+        "distinct slopes per channel, or the test proves nothing"
+    )
 
 
 @pytest.mark.parametrize(
     "xshape, sshape",
-    [((2, 3, 4, 5), (1,)), ((2, 3, 4, 5), (5,)), ((2, 3, 4, 5), (4, 5)), ((2, 3, 4, 5), (3, 4, 5)),
-     ((2, 3, 4, 5), (2, 3, 4, 5)), ((6, 7), (7,)), ((6, 7), (1, 7))],
+    [
+        ((2, 3, 4, 5), (1,)),
+        ((2, 3, 4, 5), (5,)),
+        ((2, 3, 4, 5), (4, 5)),
+        ((2, 3, 4, 5), (3, 4, 5)),
+        ((2, 3, 4, 5), (2, 3, 4, 5)),
+        ((6, 7), (7,)),
+        ((6, 7), (1, 7)),
+    ],
 )
 def test_prelu_onnx_broadcast_shapes(xshape, sshape):
     """Any slope that broadcasts to X from the right, as ONNX defines it."""
@@ -154,10 +174,11 @@ def test_prelu_onnx_broadcast_shapes(xshape, sshape):
     slope = rng.uniform(0.05, 0.9, sshape).astype(np.float32)
     g = single_node("PRelu", {"x": xshape}, {"slope": slope})
     y = compare_with_ort(g, {"x": x})[g.outputs[0]]
+
     # Right-aligned indexing written out: the slope's k-th dim from the end reads X's k-th from the end.
     def slope_of(idx):
-        tail = idx[len(idx) - len(sshape):]
-        return slope[tuple(0 if s == 1 else i for i, s in zip(tail, sshape))]
+        tail = idx[len(idx) - len(sshape) :]
+        return slope[tuple(0 if s == 1 else i for i, s in zip(tail, sshape, strict=True))]
 
     assert_close(y, ref_prelu(x, slope_of), what=f"PRelu slope {sshape}")
 
@@ -193,12 +214,19 @@ def test_softmax_every_axis_matches_formula_and_ort(op, rank):
         assert_close(y, ref_softmax(x, axis, log=op == "LogSoftmax"), what=f"{op} axis={axis}")
         compare_with_ort(single_node(op, {"x": shape}, attrs={"axis": axis}), {"x": x})
         if op == "Softmax":
-            assert_close(y.sum(axis=axis), np.ones_like(y.sum(axis=axis)), what="probabilities sum to 1")
+            assert_close(
+                y.sum(axis=axis), np.ones_like(y.sum(axis=axis)), what="probabilities sum to 1"
+            )
 
 
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @SETTINGS
-@given(shape=shapes, scale=st.sampled_from([1.0, 100.0, 1e4]), seed=st.integers(0, 2**31), data=st.data())
+@given(
+    shape=shapes,
+    scale=st.sampled_from([1.0, 100.0, 1e4]),
+    seed=st.integers(0, 2**31),
+    data=st.data(),
+)
 def test_softmax_large_logits(op, shape, scale, seed, data):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
     x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
@@ -225,7 +253,9 @@ def test_softmax_keeps_float64(op):
 
 
 # ------------------------------------------------------------------------------ bad input
-@pytest.mark.parametrize("op", ["Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Softmax", "LogSoftmax", "Dropout"])
+@pytest.mark.parametrize(
+    "op", ["Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Softmax", "LogSoftmax", "Dropout"]
+)
 def test_integer_input_is_a_shape_error_naming_node_and_shape(op):
     g = Graph("g")
     g.add_input("x", (None, 4), "int32")
@@ -243,11 +273,23 @@ def test_softmax_axis_out_of_range(op, axis):
     with pytest.raises(AttributeValueError) as e:
         g.add_node(op, ["x"], {"axis": axis}, name="sm")
     msg = str(e.value)
-    assert f"node 'sm' ({op})" in msg and f"axis {axis}" in msg and "(N,3,4,4)" in msg and "rank 4" in msg, msg
+    assert (
+        f"node 'sm' ({op})" in msg
+        and f"axis {axis}" in msg
+        and "(N,3,4,4)" in msg
+        and "rank 4" in msg
+    ), msg
 
 
-@pytest.mark.parametrize("op, attrs", [("LeakyRelu", {"alpha": "big"}), ("Elu", {"alpha": True}),
-                                       ("Softmax", {"axis": 1.5}), ("Relu", {"alpha": 0.1})])
+@pytest.mark.parametrize(
+    "op, attrs",
+    [
+        ("LeakyRelu", {"alpha": "big"}),
+        ("Elu", {"alpha": True}),
+        ("Softmax", {"axis": 1.5}),
+        ("Relu", {"alpha": 0.1}),
+    ],
+)
 def test_bad_attribute_values(op, attrs):
     g = Graph("g")
     g.add_input("x", (2, 3))
@@ -256,11 +298,19 @@ def test_bad_attribute_values(op, attrs):
 
 
 # ------------------------------------------------------------------------------ export shape
-@pytest.mark.parametrize("op, attrs, onnx_attrs", [
-    ("LeakyRelu", {"alpha": 0.2}, {"alpha": 0.2}), ("LeakyRelu", {}, {"alpha": 0.01}),
-    ("Elu", {}, {"alpha": 1.0}), ("Softmax", {"axis": 1}, {"axis": 1}), ("LogSoftmax", {"axis": -2}, {"axis": -2}),
-    ("Relu", {}, {}), ("Sigmoid", {}, {}), ("Tanh", {}, {}),
-])
+@pytest.mark.parametrize(
+    "op, attrs, onnx_attrs",
+    [
+        ("LeakyRelu", {"alpha": 0.2}, {"alpha": 0.2}),
+        ("LeakyRelu", {}, {"alpha": 0.01}),
+        ("Elu", {}, {"alpha": 1.0}),
+        ("Softmax", {"axis": 1}, {"axis": 1}),
+        ("LogSoftmax", {"axis": -2}, {"axis": -2}),
+        ("Relu", {}, {}),
+        ("Sigmoid", {}, {}),
+        ("Tanh", {}, {}),
+    ],
+)
 @pytest.mark.parametrize("opset", [17, 21])
 def test_export_writes_one_node_with_explicit_attributes(op, attrs, onnx_attrs, opset):
     from onnx import helper

@@ -41,7 +41,9 @@ def bn_formula(x, gamma, beta, mu, var, eps) -> np.ndarray:
     """Y = gamma * (X - mu) / sqrt(var + eps) + beta, one feature map at a time, in float64."""
     y = np.empty(x.shape, np.float64)
     for m in range(x.shape[1]):
-        y[:, m] = gamma[m] * (x[:, m].astype(np.float64) - mu[m]) / np.sqrt(float(var[m]) + eps) + beta[m]
+        y[:, m] = (
+            gamma[m] * (x[:, m].astype(np.float64) - mu[m]) / np.sqrt(float(var[m]) + eps) + beta[m]
+        )
     return y
 
 
@@ -53,7 +55,13 @@ def bn_graph(shape, rng, *, eps=1e-5, momentum=0.9, dtype="float32"):
         "mean": rand(rng, c, dtype=dtype),
         "var": (rng.uniform(0.2, 2.0, c)).astype(dtype),
     }
-    g = single_node("BatchNormalization", {"x": shape}, params, {"epsilon": eps, "momentum": momentum}, dtype=dtype)
+    g = single_node(
+        "BatchNormalization",
+        {"x": shape},
+        params,
+        {"epsilon": eps, "momentum": momentum},
+        dtype=dtype,
+    )
     return g, params
 
 
@@ -69,7 +77,9 @@ def test_inference_formula_and_onnxruntime(rank, dtype):
     ours = runtime.run(g, {"x": x})["batchnormalization.out"]
     assert ours.dtype == np.dtype(dtype)
     tol = dict(rtol=RTOL32, atol=ATOL32) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
-    assert_close(ours, bn_formula(x, p["scale"], p["B"], p["mean"], p["var"], eps), **tol, what="vs formula")
+    assert_close(
+        ours, bn_formula(x, p["scale"], p["B"], p["mean"], p["var"], eps), **tol, what="vs formula"
+    )
     theirs = ort_run(export_checked(g), {"x": x})["batchnormalization.out"]
     assert_close(ours, theirs, **tol, what="vs onnxruntime")
 
@@ -101,7 +111,11 @@ def test_train_step_formula(rank):
     y = runtime.run(g, {"x": x}, mode="train")["batchnormalization.out"]
     mu_b, var_b = batch_stats(x)
     assert y.dtype == np.float32
-    assert_close(y, bn_formula(x, p["scale"], p["B"], mu_b, var_b, 1e-5), what="train Y uses biased batch stats")
+    assert_close(
+        y,
+        bn_formula(x, p["scale"], p["B"], mu_b, var_b, 1e-5),
+        what="train Y uses biased batch stats",
+    )
     assert_close(g.params["mean"], alpha * p["mean"] + (1 - alpha) * mu_b, what="running mean")
     assert_close(g.params["var"], alpha * p["var"] + (1 - alpha) * var_b, what="running var")
     assert g.params["mean"].dtype == np.float32 and g.params["var"].dtype == np.float32
@@ -118,8 +132,11 @@ def test_train_mode_keeps_float64():
 
 
 @given(
-    n=st.integers(2, 5), c=st.integers(1, 4), hw=st.integers(1, 4),
-    shift=st.floats(-50, 50), spread=st.floats(0.01, 20),
+    n=st.integers(2, 5),
+    c=st.integers(1, 4),
+    hw=st.integers(1, 4),
+    shift=st.floats(-50, 50),
+    spread=st.floats(0.01, 20),
 )
 @settings(max_examples=25, deadline=None)
 def test_identity_when_gamma_beta_undo_the_batch(n, c, hw, shift, spread):
@@ -129,8 +146,10 @@ def test_identity_when_gamma_beta_undo_the_batch(n, c, hw, shift, spread):
     mu_b, var_b = batch_stats(x)
     eps = 1e-5
     params = {
-        "gamma": np.sqrt(var_b + eps).astype(np.float32), "beta": mu_b.astype(np.float32),
-        "mean": np.zeros(c, np.float32), "var": np.ones(c, np.float32),
+        "gamma": np.sqrt(var_b + eps).astype(np.float32),
+        "beta": mu_b.astype(np.float32),
+        "mean": np.zeros(c, np.float32),
+        "var": np.ones(c, np.float32),
     }
     g = single_node("BatchNormalization", {"x": x.shape}, params, {"epsilon": eps})
     y = runtime.run(g, {"x": x}, mode="train")["batchnormalization.out"]
@@ -138,11 +157,15 @@ def test_identity_when_gamma_beta_undo_the_batch(n, c, hw, shift, spread):
     assert_close(y, x, rtol=RTOL32, atol=1e-6 * (1 + abs(shift)), what="BN as identity")
 
 
-@pytest.mark.parametrize("smoothing, torch_momentum, alpha", [(0.8, None, 0.8), (None, 0.25, 0.75), (None, None, 0.9)])
+@pytest.mark.parametrize(
+    "smoothing, torch_momentum, alpha", [(0.8, None, 0.8), (None, 0.25, 0.75), (None, None, 0.9)]
+)
 def test_running_statistics_after_k_steps(smoothing, torch_momentum, alpha):
     """mu_avg,k = alpha mu_avg,k-1 + (1-alpha) mu_B (mu_avg,0 = 0); same for sigma2 from 1."""
     rng = np.random.default_rng(7)
-    g = Sequential([BatchNorm(smoothing=smoothing, torch_momentum=torch_momentum)]).build((None, 3, 4, 4))
+    g = Sequential([BatchNorm(smoothing=smoothing, torch_momentum=torch_momentum)]).build(
+        (None, 3, 4, 4)
+    )
     assert g.node("bn1").attrs["momentum"] == pytest.approx(alpha)
     mu_avg, var_avg = np.zeros(3), np.ones(3)
     sess = runtime.Session(g)
@@ -153,7 +176,9 @@ def test_running_statistics_after_k_steps(smoothing, torch_momentum, alpha):
         mu_avg = alpha * mu_avg + (1 - alpha) * mu_b
         var_avg = alpha * var_avg + (1 - alpha) * var_b
         # gamma = 1, beta = 0: train output is the plain standardization with batch statistics.
-        assert_close(y, bn_formula(x, np.ones(3), np.zeros(3), mu_b, var_b, 1e-5), what=f"Y at step {k + 1}")
+        assert_close(
+            y, bn_formula(x, np.ones(3), np.zeros(3), mu_b, var_b, 1e-5), what=f"Y at step {k + 1}"
+        )
         assert_close(g.params["bn1.running_mean"], mu_avg, what=f"running mean after {k + 1} steps")
         assert_close(g.params["bn1.running_var"], var_avg, what=f"running var after {k + 1} steps")
     # Inference afterwards uses exactly those averages.
@@ -178,7 +203,9 @@ def test_parameter_count_is_4_L_M(layers, maps):
         seq += [BatchNorm(), ReLU()]
     g = Sequential(seq).build((None, maps, 6, 6))
     per_node = {
-        n.name: sum(g.params[i].size for i in n.inputs if i in g.params) for n in g.nodes if n.op == "BatchNormalization"
+        n.name: sum(g.params[i].size for i in n.inputs if i in g.params)
+        for n in g.nodes
+        if n.op == "BatchNormalization"
     }
     assert len(per_node) == layers
     assert all(v == 4 * maps for v in per_node.values()), per_node
@@ -206,8 +233,14 @@ def test_train_export_matches_onnxruntime(rank):
     x = rand(rng, *shape, scale=2.0)
     model = export_checked(g, mode="train")
     (node,) = model.graph.node
-    assert [helper.get_attribute_value(a) for a in node.attribute if a.name == "training_mode"] == [1]
-    assert [o.name for o in model.graph.output] == ["batchnormalization.out", "mean.updated", "var.updated"]
+    assert [helper.get_attribute_value(a) for a in node.attribute if a.name == "training_mode"] == [
+        1
+    ]
+    assert [o.name for o in model.graph.output] == [
+        "batchnormalization.out",
+        "mean.updated",
+        "var.updated",
+    ]
     theirs = ort_run(model, {"x": x})
     ours_y = runtime.run(g, {"x": x}, mode="train")["batchnormalization.out"]
     assert_close(ours_y, theirs["batchnormalization.out"], what="train Y vs onnxruntime")
@@ -225,16 +258,23 @@ def _bn_model(opset: int, shape, rng, *, outputs=1, dtype=TensorProto.FLOAT, **a
     c = shape[1]
     np_dtype = helper.tensor_dtype_to_np_dtype(dtype)
     inits = {
-        "s": rand(rng, c, dtype=np_dtype), "b": rand(rng, c, dtype=np_dtype),
-        "m": rand(rng, c, dtype=np_dtype), "v": rng.uniform(0.5, 2, c).astype(np_dtype),
+        "s": rand(rng, c, dtype=np_dtype),
+        "b": rand(rng, c, dtype=np_dtype),
+        "m": rand(rng, c, dtype=np_dtype),
+        "v": rng.uniform(0.5, 2, c).astype(np_dtype),
     }
     outs = ["y", "rm", "rv", "sm", "sv"][:outputs]
-    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], outs, name="bn", **attrs)
+    node = helper.make_node(
+        "BatchNormalization", ["x", "s", "b", "m", "v"], outs, name="bn", **attrs
+    )
     out_info = [helper.make_tensor_value_info("y", dtype, shape)] + [
         helper.make_tensor_value_info(o, dtype, (c,)) for o in outs[1:]
     ]
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", dtype, shape)], out_info,
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", dtype, shape)],
+        out_info,
         initializer=[numpy_helper.from_array(a, k) for k, a in inits.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -242,11 +282,18 @@ def _bn_model(opset: int, shape, rng, *, outputs=1, dtype=TensorProto.FLOAT, **a
     return model
 
 
-@pytest.mark.parametrize("opset, attrs", [
-    (7, {"spatial": 1}), (7, {"spatial": 1, "momentum": 0.5}), (9, {}),
-    (9, {"momentum": 0.5}), (14, {"training_mode": 0}),
-    (15, {"epsilon": 1e-3}), (21, {}),
-])
+@pytest.mark.parametrize(
+    "opset, attrs",
+    [
+        (7, {"spatial": 1}),
+        (7, {"spatial": 1, "momentum": 0.5}),
+        (9, {}),
+        (9, {"momentum": 0.5}),
+        (14, {"training_mode": 0}),
+        (15, {"epsilon": 1e-3}),
+        (21, {}),
+    ],
+)
 @pytest.mark.parametrize("rank", [2, 4, 5])
 def test_import_inference_forms(opset, attrs, rank):
     rng = np.random.default_rng(opset + rank)
@@ -258,7 +305,9 @@ def test_import_inference_forms(opset, attrs, rank):
     assert set(node.attrs) <= {"epsilon", "momentum"}
     assert node.attrs.get("momentum", 0.9) == pytest.approx(attrs.get("momentum", 0.9))
     x = rand(rng, *shape)
-    assert_close(runtime.run(g, {"x": x})["y"], ort_run(model, {"x": x})["y"], what=f"opset {opset} import")
+    assert_close(
+        runtime.run(g, {"x": x})["y"], ort_run(model, {"x": x})["y"], what=f"opset {opset} import"
+    )
 
 
 def test_import_opset6_test_mode_vs_formula():
@@ -274,11 +323,14 @@ def test_import_opset6_test_mode_vs_formula():
     assert_close(runtime.run(g, {"x": x})["y"], bn_formula(x, p["s"], p["b"], p["m"], p["v"], 0.25))
 
 
-@pytest.mark.parametrize("opset, attrs, outputs, why, export", [
-    (7, {"spatial": 0}, 1, "per-activation statistics (opsets 1-8 only)", "error"),
-    (6, {"is_test": 0}, 1, "is_test=0 is training mode before opset 7", "error"),
-    (9, {}, 5, "saved mean / saved var (opsets 7-13) are graph outputs", "error"),
-])
+@pytest.mark.parametrize(
+    "opset, attrs, outputs, why, export",
+    [
+        (7, {"spatial": 0}, 1, "per-activation statistics (opsets 1-8 only)", "error"),
+        (6, {"is_test": 0}, 1, "is_test=0 is training mode before opset 7", "error"),
+        (9, {}, 5, "saved mean / saved var (opsets 7-13) are graph outputs", "error"),
+    ],
+)
 def test_import_training_forms_stay_opaque(opset, attrs, outputs, why, export):
     model = _bn_model(opset, (2, 3, 4, 4), np.random.default_rng(0), outputs=outputs, **attrs)
     g = graphnet.load(model)
@@ -292,7 +344,9 @@ def test_import_training_forms_stay_opaque(opset, attrs, outputs, why, export):
         onnx.checker.check_model(out, full_check=True)
         assert [n.op_type for n in out.graph.node] == ["BatchNormalization"]
     else:  # the converter cannot carry it: a clear error naming the node
-        with pytest.raises(UnsupportedOpError, match=rf"node 'bn' \(BatchNormalization\) was read at opset {opset}"):
+        with pytest.raises(
+            UnsupportedOpError, match=rf"node 'bn' \(BatchNormalization\) was read at opset {opset}"
+        ):
             g.to_onnx()
 
 
@@ -304,17 +358,30 @@ def test_import_training_mode_with_unread_statistics_maps_to_the_ir_op():
     del model.graph.output[1:]  # the running statistics are written but nobody reads them
     g = graphnet.load(model)
     (node,) = g.nodes
-    assert node.op == "BatchNormalization" and node.outputs == ["y"] and node.attrs["momentum"] == 0.8
+    assert (
+        node.op == "BatchNormalization" and node.outputs == ["y"] and node.attrs["momentum"] == 0.8
+    )
     x = rand(rng, 4, 3, 5, 5)
     # Train mode normalizes with batch statistics, like the original training-mode node in ORT.
     ours = runtime.run(g, {"x": x}, mode="train")["y"]
-    assert_close(ours, ort_run(model, {"x": x})["y"], rtol=1e-4, atol=1e-5, what="train mode vs ORT training BN")
+    assert_close(
+        ours,
+        ort_run(model, {"x": x})["y"],
+        rtol=1e-4,
+        atol=1e-5,
+        what="train mode vs ORT training BN",
+    )
 
 
-@pytest.mark.parametrize("opset, attrs", [
-    (9, {"momentum": 0.7}),  # opsets 7-13: the statistics outputs themselves mean training
-    (14, {"training_mode": 1}), (15, {"training_mode": 1, "momentum": 0.5}), (21, {"training_mode": 1}),
-])
+@pytest.mark.parametrize(
+    "opset, attrs",
+    [
+        (9, {"momentum": 0.7}),  # opsets 7-13: the statistics outputs themselves mean training
+        (14, {"training_mode": 1}),
+        (15, {"training_mode": 1, "momentum": 0.5}),
+        (21, {"training_mode": 1}),
+    ],
+)
 def test_import_training_mode_with_read_statistics(opset, attrs):
     """A training BatchNormalization whose running statistics are graph outputs maps onto the IR
     op with its optional outputs: train mode gives ONNX's values (the lecture's update with the
@@ -351,7 +418,11 @@ def test_import_training_mode_with_read_statistics(opset, attrs):
     assert_close(inf["y"], bn_formula(x, p["s"], p["b"], p["m"], p["v"], 1e-5))
     assert np.array_equal(inf["rm"], p["m"]) and np.array_equal(inf["rv"], p["v"])
     exported = export_checked(g)
-    assert [n.op_type for n in exported.graph.node] == ["BatchNormalization", "Identity", "Identity"]
+    assert [n.op_type for n in exported.graph.node] == [
+        "BatchNormalization",
+        "Identity",
+        "Identity",
+    ]
     back = ort_run(exported, {"x": x})
     assert_close(back["y"], inf["y"]) and np.array_equal(back["rm"], p["m"])
 
@@ -367,7 +438,10 @@ def test_import_training_mode_reading_only_the_variance():
     x = rand(np.random.default_rng(3), 2, 3, 4)
     p = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     mu, var = batch_stats(x)
-    want = {"y": bn_formula(x, p["s"], p["b"], mu, var, 1e-5), "rv": 0.9 * p["v"].astype(np.float64) + 0.1 * var}
+    want = {
+        "y": bn_formula(x, p["s"], p["b"], mu, var, 1e-5),
+        "rv": 0.9 * p["v"].astype(np.float64) + 0.1 * var,
+    }
     # onnxruntime 1.32 crashes (segfault) on this original node with its omitted running_mean, so
     # the formula is the oracle; our re-export (which names every output) runs in onnxruntime.
     ours = runtime.run(g.copy(), {"x": x}, mode="train")  # a copy: train mode updates m and v
@@ -381,11 +455,17 @@ def test_import_mixed_dtypes_opset15():
     """Opset 15 lets scale/B and the statistics have their own float types."""
     rng = np.random.default_rng(5)
     shape = (3, 2, 4)
-    inits = {"s": rand(rng, 2, dtype="float64"), "b": rand(rng, 2, dtype="float64"),
-             "m": rand(rng, 2), "v": rng.uniform(0.5, 2, 2).astype(np.float32)}
+    inits = {
+        "s": rand(rng, 2, dtype="float64"),
+        "b": rand(rng, 2, dtype="float64"),
+        "m": rand(rng, 2),
+        "v": rng.uniform(0.5, 2, 2).astype(np.float32),
+    }
     node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
         initializer=[numpy_helper.from_array(a, k) for k, a in inits.items()],
     )
@@ -400,11 +480,23 @@ def test_import_mixed_dtypes_opset15():
 # ----------------------------------------------------------------------------------------- errors
 def test_error_channel_mismatch_names_node_and_shapes():
     with pytest.raises(ShapeError) as e:
-        single_node("BatchNormalization", {"x": (2, 3, 4, 4)},
-                    {"s": np.ones(4, np.float32), "b": np.zeros(3, np.float32),
-                     "m": np.zeros(3, np.float32), "v": np.ones(3, np.float32)})
+        single_node(
+            "BatchNormalization",
+            {"x": (2, 3, 4, 4)},
+            {
+                "s": np.ones(4, np.float32),
+                "b": np.zeros(3, np.float32),
+                "m": np.zeros(3, np.float32),
+                "v": np.ones(3, np.float32),
+            },
+        )
     msg = str(e.value)
-    assert "batchnormalization" in msg and "(2,3,4,4)" in msg and "4 values" in msg and "3 channels" in msg
+    assert (
+        "batchnormalization" in msg
+        and "(2,3,4,4)" in msg
+        and "4 values" in msg
+        and "3 channels" in msg
+    )
 
 
 def test_error_rank_and_momentum():
@@ -422,8 +514,12 @@ def test_dsl_errors_name_the_layer():
         BatchNorm(smoothing=1.2)
     net = Network("n")
     x = net.input("x", (None, None, 4))
-    with pytest.raises(ShapeError, match=r"bn1 \(BatchNorm\): input 'x' \(N,N,4\) has a dynamic channel count"):
+    with pytest.raises(
+        ShapeError, match=r"bn1 \(BatchNorm\): input 'x' \(N,N,4\) has a dynamic channel count"
+    ):
         BatchNorm()(x)
     y = net.input("y", (2,))
-    with pytest.raises(ShapeError, match=r"bn2 \(BatchNorm\): input 'y' must have rank 2 or 3 or 4 or 5.*\(2\)"):
+    with pytest.raises(
+        ShapeError, match=r"bn2 \(BatchNorm\): input 'y' must have rank 2 or 3 or 4 or 5.*\(2\)"
+    ):
         BatchNorm()(y)

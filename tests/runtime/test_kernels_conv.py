@@ -24,8 +24,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from graphnet import runtime
-from graphnet import ops
+from graphnet import ops, runtime
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Graph
 from graphnet.runtime.kernels.conv import conv, conv_transpose, standardize_weight
@@ -46,7 +45,9 @@ def _check_f32(ours, ref, absref, terms, what):
     bound = float32_bound(absref, terms)
     assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
     err = np.abs(ours.astype(np.float64) - ref)
-    assert np.all(err <= bound), f"{what}: max excess {np.max(err - bound):.3g} (max err {err.max():.3g})"
+    assert np.all(err <= bound), (
+        f"{what}: max excess {np.max(err - bound):.3g} (max err {err.max():.3g})"
+    )
 
 
 def _impulses(c: int, sizes: tuple) -> tuple[np.ndarray, list]:
@@ -101,7 +102,10 @@ def test_conv_impulse(c, m, group, sizes, kernel, strides, pads, dilations):
             if ch // cg != mm // mg:  # output map mm's group does not read channel ch
                 continue
             for o in itertools.product(*map(range, outs)):
-                taps = [_tap(o[i], pos[i], strides[i], dilations[i], pads[i], kernel[i]) for i in range(k)]
+                taps = [
+                    _tap(o[i], pos[i], strides[i], dilations[i], pads[i], kernel[i])
+                    for i in range(k)
+                ]
                 if None not in taps:
                     expected[(n, mm, *o)] = w[(mm, ch - (ch // cg) * cg, *taps)]
     np.testing.assert_array_equal(y, expected)
@@ -123,16 +127,30 @@ IMPULSE_CONVT = [
 ]
 
 
-@pytest.mark.parametrize("c, m, group, sizes, kernel, strides, pads, dilations, output_padding", IMPULSE_CONVT)
-def test_conv_transpose_impulse(c, m, group, sizes, kernel, strides, pads, dilations, output_padding):
+@pytest.mark.parametrize(
+    "c, m, group, sizes, kernel, strides, pads, dilations, output_padding", IMPULSE_CONVT
+)
+def test_conv_transpose_impulse(
+    c, m, group, sizes, kernel, strides, pads, dilations, output_padding
+):
     k = len(sizes)
     x, where = _impulses(c, sizes)
     cg, mg = c // group, m // group
     w = _powers_of_two((c, mg, *kernel))
-    attrs = dict(strides=strides, pads=pads, dilations=dilations, group=group, output_padding=output_padding)
+    attrs = dict(
+        strides=strides, pads=pads, dilations=dilations, group=group, output_padding=output_padding
+    )
     y = conv_transpose(x, w, **attrs)
     outs = y.shape[2:]
-    want = [(sizes[i] - 1) * strides[i] + output_padding[i] + dilations[i] * (kernel[i] - 1) + 1 - pads[i] - pads[k + i] for i in range(k)]
+    want = [
+        (sizes[i] - 1) * strides[i]
+        + output_padding[i]
+        + dilations[i] * (kernel[i] - 1)
+        + 1
+        - pads[i]
+        - pads[k + i]
+        for i in range(k)
+    ]
     assert list(outs) == want
     expected = np.zeros_like(y)
     for n, (ch, *pos) in enumerate(where):
@@ -144,12 +162,18 @@ def test_conv_transpose_impulse(c, m, group, sizes, kernel, strides, pads, dilat
                 taps = []
                 for i in range(k):
                     num = o[i] + pads[i] - pos[i] * strides[i]
-                    taps.append(num // dilations[i] if num % dilations[i] == 0 and 0 <= num // dilations[i] < kernel[i] else None)
+                    taps.append(
+                        num // dilations[i]
+                        if num % dilations[i] == 0 and 0 <= num // dilations[i] < kernel[i]
+                        else None
+                    )
                 if None not in taps:
                     expected[(n, mm, *o)] = w[(ch, mm - (mm // mg) * mg, *taps)]
     np.testing.assert_array_equal(y, expected)
     g = _graph("ConvTranspose", x.shape, w, attrs=attrs)
-    np.testing.assert_array_equal(ort_run(export_checked(g), {"x": x})["convtranspose.out"], expected)
+    np.testing.assert_array_equal(
+        ort_run(export_checked(g), {"x": x})["convtranspose.out"], expected
+    )
 
 
 # --------------------------------------------------------------------- random vs loops + ORT
@@ -168,11 +192,25 @@ def conv_cases(draw, transpose: bool = False):
     bias = draw(st.booleans())
     attrs = dict(strides=strides, pads=pads, dilations=dilations, group=group)
     if transpose:
-        attrs["output_padding"] = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(strides, dilations))
-        outs = [(sizes[i] - 1) * strides[i] + attrs["output_padding"][i] + dilations[i] * (kernel[i] - 1) + 1 - pads[i] - pads[k + i] for i in range(k)]
+        attrs["output_padding"] = tuple(
+            draw(st.integers(0, max(s, d) - 1)) for s, d in zip(strides, dilations, strict=True)
+        )
+        outs = [
+            (sizes[i] - 1) * strides[i]
+            + attrs["output_padding"][i]
+            + dilations[i] * (kernel[i] - 1)
+            + 1
+            - pads[i]
+            - pads[k + i]
+            for i in range(k)
+        ]
         w_shape = (cg * group, mg, *kernel)
     else:
-        outs = [(sizes[i] + pads[i] + pads[k + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(k)]
+        outs = [
+            (sizes[i] + pads[i] + pads[k + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i]
+            + 1
+            for i in range(k)
+        ]
         w_shape = (mg * group, cg, *kernel)
     assume(all(o >= 1 for o in outs))
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))
@@ -232,8 +270,15 @@ def test_float64_stays_float64_and_matches_loops(transpose):
 def test_bias_is_added_per_output_map():
     # A zero input isolates the bias: every output position of map m is exactly b[m].
     b = np.array([1.5, -2.0, 0.25], np.float32)
-    y = conv(np.zeros((1, 2, 4, 4), np.float32), np.ones((3, 2, 3, 3), np.float32), b,
-             strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), group=1)
+    y = conv(
+        np.zeros((1, 2, 4, 4), np.float32),
+        np.ones((3, 2, 3, 3), np.float32),
+        b,
+        strides=(1, 1),
+        pads=(1, 1, 1, 1),
+        dilations=(1, 1),
+        group=1,
+    )
     np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], (1, 3, 4, 4)))
 
 
@@ -247,11 +292,14 @@ def test_standardize_weight_is_the_lecture_formula():
 
 
 @pytest.mark.parametrize("opset", [17, 18, 21])
-@pytest.mark.parametrize("x_shape, w_shape, attrs", [
-    ((2, 4, 7, 6), (6, 2, 3, 3), dict(strides=(2, 1), pads=(1, 1, 0, 1), group=2)),
-    ((1, 3, 9), (4, 3, 3), dict(dilations=(2,))),
-    ((1, 2, 4, 5, 4), (3, 2, 2, 3, 2), dict(pads=(0, 1, 0, 1, 0, 1))),
-])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, attrs",
+    [
+        ((2, 4, 7, 6), (6, 2, 3, 3), dict(strides=(2, 1), pads=(1, 1, 0, 1), group=2)),
+        ((1, 3, 9), (4, 3, 3), dict(dilations=(2,))),
+        ((1, 2, 4, 5, 4), (3, 2, 2, 3, 2), dict(pads=(0, 1, 0, 1, 0, 1))),
+    ],
+)
 def test_wsconv_matches_formula_and_onnxruntime(opset, x_shape, w_shape, attrs):
     rng = np.random.default_rng(3)
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -271,49 +319,174 @@ def test_wsconv_matches_formula_and_onnxruntime(opset, x_shape, w_shape, attrs):
     reduce = model.graph.node[0]
     # axes moved from an attribute to an input in opset 18
     has_axes_attr = any(a.name == "axes" for a in reduce.attribute)
-    assert (len(reduce.input) == 2, has_axes_attr) == ((True, False) if opset >= 18 else (False, True))
+    assert (len(reduce.input) == 2, has_axes_attr) == (
+        (True, False) if opset >= 18 else (False, True)
+    )
     theirs = ort_run(model, {"x": x})["wsconv.out"]
     _check_f32(theirs, ref, absref, w[0].size + 1, "onnxruntime WSConv vs loops")
 
 
 # -------------------------------------------------------------------------------- MACs
 def test_macs_count_group_taps():
-    g = _graph("Conv", (None, 6, 8, 8), np.zeros((4, 3, 3, 3), np.float32), attrs={"group": 2, "pads": (1, 1, 1, 1)})
+    g = _graph(
+        "Conv",
+        (None, 6, 8, 8),
+        np.zeros((4, 3, 3, 3), np.float32),
+        attrs={"group": 2, "pads": (1, 1, 1, 1)},
+    )
     node = g.nodes[0]
     spec = ops.get("Conv")
     ins = [g.values[i] for i in node.inputs]
     # per example: 4 maps x 8x8 positions x (3 channels of the group x 9 taps)
     assert spec.macs(ins, [g.values[node.outputs[0]]], ops.attrs_of(node, ins)) == 4 * 64 * 3 * 9
-    g = _graph("ConvTranspose", (None, 6, 4, 4), np.zeros((6, 2, 3, 3), np.float32), attrs={"group": 3, "strides": (2, 2)})
+    g = _graph(
+        "ConvTranspose",
+        (None, 6, 4, 4),
+        np.zeros((6, 2, 3, 3), np.float32),
+        attrs={"group": 3, "strides": (2, 2)},
+    )
     node = g.nodes[0]
     ins = [g.values[i] for i in node.inputs]
     # every input element (6 x 4 x 4) meets 2 output maps of its group x 9 taps
-    assert ops.get("ConvTranspose").macs(ins, [g.values[node.outputs[0]]], ops.attrs_of(node, ins)) == 6 * 16 * 2 * 9
+    assert (
+        ops.get("ConvTranspose").macs(ins, [g.values[node.outputs[0]]], ops.attrs_of(node, ins))
+        == 6 * 16 * 2 * 9
+    )
 
 
 # -------------------------------------------------------------------------- bad inputs
 BAD = [
-    ("Conv", (1, 6, 8, 8), (4, 4, 3, 3), None, {}, ShapeError, "W(4,4,3,3) has 4 input channels per group but X(1,6,8,8) has 6 channels / group 1"),
-    ("Conv", (1, 6, 8, 8), (4, 3, 3, 3), None, {"group": 3}, ShapeError, "4 output channels, not divisible by group 3"),
-    ("Conv", (1, 3, 8), (4, 3, 3, 3), None, {}, ShapeError, "W(4,3,3,3) must have the rank of X(1,3,8)"),
+    (
+        "Conv",
+        (1, 6, 8, 8),
+        (4, 4, 3, 3),
+        None,
+        {},
+        ShapeError,
+        "W(4,4,3,3) has 4 input channels per group but X(1,6,8,8) has 6 channels / group 1",
+    ),
+    (
+        "Conv",
+        (1, 6, 8, 8),
+        (4, 3, 3, 3),
+        None,
+        {"group": 3},
+        ShapeError,
+        "4 output channels, not divisible by group 3",
+    ),
+    (
+        "Conv",
+        (1, 3, 8),
+        (4, 3, 3, 3),
+        None,
+        {},
+        ShapeError,
+        "W(4,3,3,3) must have the rank of X(1,3,8)",
+    ),
     ("Conv", (1, 3), (4, 3), None, {}, ShapeError, "(rank 3, 4 or 5), got X(1,3)"),
     ("Conv", (1, 3, 8, 8), (4, 3, 3, 3), (5,), {}, ShapeError, "B must have shape (4,)"),
     ("Conv", (1, 3, 2, 8), (4, 3, 3, 3), None, {}, ShapeError, "smaller than the dilated kernel 3"),
-    ("Conv", (1, 3, 8, 8), (4, 3, 3, 3), None, {"strides": (1,)}, AttributeValueError, "strides=[1] has 1 values, expected 2"),
-    ("Conv", (1, 3, 8, 8), (4, 3, 3, 3), None, {"pads": (1, 1, -1, 1)}, AttributeValueError, "pads must be >= 0"),
-    ("Conv", (1, 3, 8, 8), (4, 3, 3, 3), None, {"strides": (0, 1)}, AttributeValueError, "strides must be >= 1"),
-    ("Conv", (1, 3, 8, 8), (4, 3, 3, 3), None, {"group": 0}, AttributeValueError, "group must be >= 1"),
-    ("Conv", (1, 3, 8, 8), (4, 3, 3, 3), None, {"kernel_shape": (3, 2)}, ShapeError, "kernel_shape=[3, 2] does not match W(4,3,3,3)"),
-    ("ConvTranspose", (1, 6, 4, 4), (4, 2, 3, 3), None, {}, ShapeError, "W(4,2,3,3) has 4 input channels (its first axis) but X(1,6,4,4) has 6"),
-    ("ConvTranspose", (1, 6, 4, 4), (6, 2, 3, 3), None, {"group": 4}, ShapeError, "6 channels, not divisible by group 4"),
-    ("ConvTranspose", (1, 2, 4, 4), (2, 2, 3, 3), None, {"strides": (2, 2), "output_padding": (2, 0)}, AttributeValueError, "output_padding=[2, 0] must be >= 0 and smaller than the stride"),
-    ("ConvTranspose", (1, 2, 1), (2, 2, 1), None, {"pads": (1, 0)}, ShapeError, "leave no output on spatial axis 0"),
-    ("WSConv", (1, 3, 8, 8), (4, 3, 3, 3), None, {"epsilon": 0.0}, AttributeValueError, "epsilon must be > 0"),
+    (
+        "Conv",
+        (1, 3, 8, 8),
+        (4, 3, 3, 3),
+        None,
+        {"strides": (1,)},
+        AttributeValueError,
+        "strides=[1] has 1 values, expected 2",
+    ),
+    (
+        "Conv",
+        (1, 3, 8, 8),
+        (4, 3, 3, 3),
+        None,
+        {"pads": (1, 1, -1, 1)},
+        AttributeValueError,
+        "pads must be >= 0",
+    ),
+    (
+        "Conv",
+        (1, 3, 8, 8),
+        (4, 3, 3, 3),
+        None,
+        {"strides": (0, 1)},
+        AttributeValueError,
+        "strides must be >= 1",
+    ),
+    (
+        "Conv",
+        (1, 3, 8, 8),
+        (4, 3, 3, 3),
+        None,
+        {"group": 0},
+        AttributeValueError,
+        "group must be >= 1",
+    ),
+    (
+        "Conv",
+        (1, 3, 8, 8),
+        (4, 3, 3, 3),
+        None,
+        {"kernel_shape": (3, 2)},
+        ShapeError,
+        "kernel_shape=[3, 2] does not match W(4,3,3,3)",
+    ),
+    (
+        "ConvTranspose",
+        (1, 6, 4, 4),
+        (4, 2, 3, 3),
+        None,
+        {},
+        ShapeError,
+        "W(4,2,3,3) has 4 input channels (its first axis) but X(1,6,4,4) has 6",
+    ),
+    (
+        "ConvTranspose",
+        (1, 6, 4, 4),
+        (6, 2, 3, 3),
+        None,
+        {"group": 4},
+        ShapeError,
+        "6 channels, not divisible by group 4",
+    ),
+    (
+        "ConvTranspose",
+        (1, 2, 4, 4),
+        (2, 2, 3, 3),
+        None,
+        {"strides": (2, 2), "output_padding": (2, 0)},
+        AttributeValueError,
+        "output_padding=[2, 0] must be >= 0 and smaller than the stride",
+    ),
+    (
+        "ConvTranspose",
+        (1, 2, 1),
+        (2, 2, 1),
+        None,
+        {"pads": (1, 0)},
+        ShapeError,
+        "leave no output on spatial axis 0",
+    ),
+    (
+        "WSConv",
+        (1, 3, 8, 8),
+        (4, 3, 3, 3),
+        None,
+        {"epsilon": 0.0},
+        AttributeValueError,
+        "epsilon must be > 0",
+    ),
 ]
 
 
-@pytest.mark.parametrize("op, x_shape, w_shape, b_shape, attrs, exc, fragment", BAD, ids=[f"{b[0]}-{b[-1][:30]}" for b in BAD])
-def test_bad_shapes_and_attributes_name_the_node(op, x_shape, w_shape, b_shape, attrs, exc, fragment):
+@pytest.mark.parametrize(
+    "op, x_shape, w_shape, b_shape, attrs, exc, fragment",
+    BAD,
+    ids=[f"{b[0]}-{b[-1][:30]}" for b in BAD],
+)
+def test_bad_shapes_and_attributes_name_the_node(
+    op, x_shape, w_shape, b_shape, attrs, exc, fragment
+):
     g = Graph("bad")
     g.add_input("x", x_shape)
     g.add_param("w", np.zeros(w_shape, np.float32))
@@ -337,17 +510,33 @@ def test_dtype_mismatch_is_a_shape_error():
 
 
 def test_dynamic_dims_propagate():
-    g = _graph("Conv", (None, 3, None, 9), np.zeros((8, 3, 3, 3), np.float32), attrs={"strides": (2, 2)})
+    g = _graph(
+        "Conv", (None, 3, None, 9), np.zeros((8, 3, 3, 3), np.float32), attrs={"strides": (2, 2)}
+    )
     assert g.values["conv.out"].shape == (None, 8, None, 4)
-    g = _graph("ConvTranspose", (None, 3, 5, None), np.zeros((3, 2, 3, 3), np.float32), attrs={"strides": (2, 2)})
+    g = _graph(
+        "ConvTranspose",
+        (None, 3, 5, None),
+        np.zeros((3, 2, 3, 3), np.float32),
+        attrs={"strides": (2, 2)},
+    )
     assert g.values["convtranspose.out"].shape == (None, 2, 11, None)
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("pads, want_ops", [
-    ((0, 0, 0, 0), ["ConvTranspose", "Pad"]),  # bias-only positions past the end: an explicit Pad
-    ((1, 0, 1, 1), ["ConvTranspose"]),  # output_padding only cancels an end pad: folded into pads
-])
+@pytest.mark.parametrize(
+    "pads, want_ops",
+    [
+        (
+            (0, 0, 0, 0),
+            ["ConvTranspose", "Pad"],
+        ),  # bias-only positions past the end: an explicit Pad
+        (
+            (1, 0, 1, 1),
+            ["ConvTranspose"],
+        ),  # output_padding only cancels an end pad: folded into pads
+    ],
+)
 def test_conv_transpose_output_padding_past_stride_exports_for_onnxruntime(bias, pads, want_ops):
     # output_padding (1) >= stride (1) is legal ONNX when < dilation (2), but onnxruntime rejects
     # it; the export rewrites it into an equivalent form, checked here on onnxruntime.
@@ -359,11 +548,15 @@ def test_conv_transpose_output_padding_past_stride_exports_for_onnxruntime(bias,
     g = _graph("ConvTranspose", x.shape, w, b, attrs)
     model = export_checked(g)
     kinds = [n.op_type for n in model.graph.node]
-    assert kinds[: len(want_ops)] == want_ops and len(kinds) == len(want_ops) + (2 if bias and "Pad" in want_ops else 0), kinds
+    assert kinds[: len(want_ops)] == want_ops and len(kinds) == len(want_ops) + (
+        2 if bias and "Pad" in want_ops else 0
+    ), kinds
     ref = naive_conv_transpose(x, w, b, **attrs)
     absref = naive_conv_transpose(np.abs(x), np.abs(w), None if b is None else np.abs(b), **attrs)
     _check_f32(runtime.run(g, {"x": x})["convtranspose.out"], ref, absref, 2 * 6, "ours vs loops")
-    _check_f32(ort_run(model, {"x": x})["convtranspose.out"], ref, absref, 2 * 6, "onnxruntime vs loops")
+    _check_f32(
+        ort_run(model, {"x": x})["convtranspose.out"], ref, absref, 2 * 6, "onnxruntime vs loops"
+    )
 
 
 def test_conv_transpose_output_padding_past_stride_with_large_begin_pad():
@@ -377,4 +570,6 @@ def test_conv_transpose_output_padding_past_stride_with_large_begin_pad():
     expected = naive_conv_transpose(x, w, b, **attrs)
     np.testing.assert_array_equal(expected, [[[0.25]]])  # full [1, -2] cropped, + 1 bias-only
     np.testing.assert_array_equal(runtime.run(g, {"x": x})["convtranspose.out"], expected)
-    np.testing.assert_array_equal(ort_run(export_checked(g), {"x": x})["convtranspose.out"], expected)
+    np.testing.assert_array_equal(
+        ort_run(export_checked(g), {"x": x})["convtranspose.out"], expected
+    )

@@ -17,8 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphnet
-from graphnet import runtime
-from graphnet import AttributeValueError, Graph
+from graphnet import AttributeValueError, Graph, runtime
 from tests.helpers import assert_close, export_checked, ort_run, single_node
 
 SIGMAS = 5.0
@@ -28,7 +27,9 @@ RTOL_SCALE = 3e-7
 
 def dropout_graph(shape, drop, scheme="inverted", *, mask=False, dtype="float32") -> Graph:
     attrs = {"drop_prob": drop, "scheme": scheme}
-    return single_node("Dropout", {"x": shape}, attrs=attrs, dtype=dtype, num_outputs=2 if mask else 1)  # outputs y0 (, y1)
+    return single_node(
+        "Dropout", {"x": shape}, attrs=attrs, dtype=dtype, num_outputs=2 if mask else 1
+    )  # outputs y0 (, y1)
 
 
 def positive(shape, seed=0, dtype=np.float32):
@@ -41,7 +42,10 @@ def positive(shape, seed=0, dtype=np.float32):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_inference_inverted_is_identity_and_classic_scales_by_keep(drop, dtype):
     x = np.random.default_rng(1).standard_normal((3, 4, 5)).astype(dtype)
-    for scheme, expect in (("inverted", x.astype(np.float64)), ("classic", x.astype(np.float64) * (1 - drop))):
+    for scheme, expect in (
+        ("inverted", x.astype(np.float64)),
+        ("classic", x.astype(np.float64) * (1 - drop)),
+    ):
         out = runtime.run(dropout_graph(x.shape, drop, scheme, mask=True, dtype=dtype), {"x": x})
         y, mask = out["y0"], out["y1"]
         assert y.dtype == np.dtype(dtype) and mask.dtype == np.bool_ and mask.all()
@@ -71,7 +75,9 @@ def test_train_is_reproducible_with_a_seed(scheme):
 @pytest.mark.parametrize("scheme", ["inverted", "classic"])
 def test_train_output_is_the_masked_formula(drop, scheme):
     x = positive((8, 16, 32), seed=2)
-    out = runtime.run(dropout_graph(x.shape, drop, scheme, mask=True), {"x": x}, mode="train", seed=5)
+    out = runtime.run(
+        dropout_graph(x.shape, drop, scheme, mask=True), {"x": x}, mode="train", seed=5
+    )
     y, mask = out["y0"], out["y1"]
     keep = 1 - drop
     assert mask.dtype == np.bool_ and y.dtype == np.float32
@@ -86,7 +92,9 @@ def test_train_statistics(drop, scheme):
     """Fraction of zeros ~ drop; E[y] = keep * x (classic) or x (inverted), as the lecture says."""
     n = 200_000
     x = positive((n,), seed=4).astype(np.float64)
-    y = runtime.run(dropout_graph((n,), drop, scheme, dtype="float64"), {"x": x}, mode="train", seed=9)["y0"]
+    y = runtime.run(
+        dropout_graph((n,), drop, scheme, dtype="float64"), {"x": x}, mode="train", seed=9
+    )["y0"]
     keep = 1 - drop
     zeros = np.mean(y == 0)
     sd_frac = math.sqrt(drop * keep / n)  # binomial: Var(#zeros / n) = drop * keep / n
@@ -104,19 +112,24 @@ def test_train_statistics(drop, scheme):
 def test_train_drop_zero_keeps_everything():
     x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
     for scheme in ("inverted", "classic"):
-        out = runtime.run(dropout_graph(x.shape, 0.0, scheme, mask=True), {"x": x}, mode="train", seed=1)
+        out = runtime.run(
+            dropout_graph(x.shape, 0.0, scheme, mask=True), {"x": x}, mode="train", seed=1
+        )
         np.testing.assert_array_equal(out["y0"], x)
         assert out["y1"].all()
 
 
 # ------------------------------------------------------------------------------ bad attributes
-@pytest.mark.parametrize("attrs, match", [
-    ({"drop_prob": 1.0}, r"drop_prob \(the DROP probability\) must be in \[0, 1\), got 1.0"),
-    ({"drop_prob": -0.1}, r"must be in \[0, 1\)"),
-    ({"drop_prob": "0.5"}, r"drop_prob must be a real number"),
-    ({"scheme": "keep"}, r"scheme must be one of \('inverted', 'classic'\), got 'keep'"),
-    ({"ratio": 0.5}, r"unknown attribute"),
-])
+@pytest.mark.parametrize(
+    "attrs, match",
+    [
+        ({"drop_prob": 1.0}, r"drop_prob \(the DROP probability\) must be in \[0, 1\), got 1.0"),
+        ({"drop_prob": -0.1}, r"must be in \[0, 1\)"),
+        ({"drop_prob": "0.5"}, r"drop_prob must be a real number"),
+        ({"scheme": "keep"}, r"scheme must be one of \('inverted', 'classic'\), got 'keep'"),
+        ({"ratio": 0.5}, r"unknown attribute"),
+    ],
+)
 def test_bad_attributes_name_the_node(attrs, match):
     g = Graph("g")
     g.add_input("x", (None, 8))
@@ -130,7 +143,10 @@ def test_bad_attributes_name_the_node(attrs, match):
 @pytest.mark.parametrize("mask", [False, True])
 def test_inference_export_in_onnxruntime(opset, mask):
     x = np.random.default_rng(opset).standard_normal((2, 3, 4, 5)).astype(np.float32)
-    for scheme, ops_expected in (("inverted", ["Dropout"]), ("classic", ["Dropout", "Mul"] if mask else ["Mul"])):
+    for scheme, ops_expected in (
+        ("inverted", ["Dropout"]),
+        ("classic", ["Dropout", "Mul"] if mask else ["Mul"]),
+    ):
         g = dropout_graph((None, 3, 4, 5), 0.3, scheme, mask=mask)
         model = export_checked(g, opset=opset)
         assert [n.op_type for n in model.graph.node] == ops_expected
@@ -140,7 +156,9 @@ def test_inference_export_in_onnxruntime(opset, mask):
             np.testing.assert_array_equal(y, x)
         else:
             assert_close(y, x.astype(np.float64) * 0.7, rtol=RTOL_SCALE, atol=0)
-        assert_close(y, runtime.run(g, {"x": x})[g.outputs[0]], rtol=0, atol=0, what="ours vs onnxruntime")
+        assert_close(
+            y, runtime.run(g, {"x": x})[g.outputs[0]], rtol=0, atol=0, what="ours vs onnxruntime"
+        )
         if mask:
             assert theirs["y1"].dtype == np.bool_ and theirs["y1"].all()
 
@@ -179,8 +197,18 @@ def test_train_export_without_mask_output():
 
 
 # ---------------------------------------------------------------------------------- import
-def onnx_dropout(opset, *, ratio_attr=None, ratio=None, training=None, mask=False, ratio_as="init",
-                 ratio_dtype=np.float32, training_as="init", shape=(2, 3, 4)):
+def onnx_dropout(
+    opset,
+    *,
+    ratio_attr=None,
+    ratio=None,
+    training=None,
+    mask=False,
+    ratio_as="init",
+    ratio_dtype=np.float32,
+    training_as="init",
+    shape=(2, 3, 4),
+):
     """Dropout at `opset`. ratio/training: constants given as initializers (or, with
     ratio_as/training_as="input", graph inputs; ratio_as="constant", a Constant node)."""
     mask_type = TensorProto.BOOL if opset >= 10 else TensorProto.FLOAT
@@ -193,7 +221,11 @@ def onnx_dropout(opset, *, ratio_attr=None, ratio=None, training=None, mask=Fals
         if ratio_as == "input":
             inputs.append(helper.make_tensor_value_info("ratio", TensorProto.FLOAT, []))
         elif ratio_as == "constant":
-            nodes.append(helper.make_node("Constant", [], ["ratio"], value=numpy_helper.from_array(np.float32(ratio))))
+            nodes.append(
+                helper.make_node(
+                    "Constant", [], ["ratio"], value=numpy_helper.from_array(np.float32(ratio))
+                )
+            )
         else:
             inits.append(numpy_helper.from_array(np.array(ratio, ratio_dtype), "ratio"))
         node_in.append("ratio")
@@ -206,10 +238,14 @@ def onnx_dropout(opset, *, ratio_attr=None, ratio=None, training=None, mask=Fals
             inits.append(numpy_helper.from_array(np.array(training), "training_mode"))
         node_in.append("training_mode")
     attrs = {} if ratio_attr is None else {"ratio": ratio_attr}
-    nodes.append(helper.make_node("Dropout", node_in, ["y", "mask"] if mask else ["y"], name="d", **attrs))
+    nodes.append(
+        helper.make_node("Dropout", node_in, ["y", "mask"] if mask else ["y"], name="d", **attrs)
+    )
     graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits)
     opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    model = helper.make_model(
+        graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -246,7 +282,9 @@ def test_import_maps_to_inverted_dropout(opset, kw, drop):
         # "don't care"), so below opset 12 the oracle for the mask is onnx's reference evaluator.
         from onnx.reference import ReferenceEvaluator
 
-        oracle = theirs["mask"] if opset >= 12 else ReferenceEvaluator(model).run(["mask"], {"x": x})[0]
+        oracle = (
+            theirs["mask"] if opset >= 12 else ReferenceEvaluator(model).run(["mask"], {"x": x})[0]
+        )
         assert ours["mask"].dtype == oracle.dtype == np.bool_
         np.testing.assert_array_equal(ours["mask"], oracle)
         assert ours["mask"].all()
@@ -268,8 +306,13 @@ def test_import_keeps_the_opset9_float_mask_opaque():
 def _kept_fraction_ok(out, x, drop, who):
     """Every output is 0 or x / keep, and the dropped fraction is drop within 5 sigma."""
     kept = out["y"] != 0
-    assert_close(out["y"][kept], x[kept].astype(np.float64) / (1 - drop), rtol=RTOL_SCALE, atol=0, what=who)
-    assert abs(1 - kept.mean() - drop) < SIGMAS * math.sqrt(drop * (1 - drop) / x.size), (who, kept.mean())
+    assert_close(
+        out["y"][kept], x[kept].astype(np.float64) / (1 - drop), rtol=RTOL_SCALE, atol=0, what=who
+    )
+    assert abs(1 - kept.mean() - drop) < SIGMAS * math.sqrt(drop * (1 - drop) / x.size), (
+        who,
+        kept.mean(),
+    )
     if "mask" in out:
         np.testing.assert_array_equal(out["mask"], kept)
 
@@ -289,10 +332,14 @@ def test_import_run_time_ratio_is_an_input(opset):
         ours, theirs = runtime.run(g, feeds), ort_run(model, feeds)
         np.testing.assert_array_equal(ours["y"], theirs["y"])
         np.testing.assert_array_equal(ours["mask"], theirs["mask"])
-        _kept_fraction_ok(runtime.run(g, feeds, mode="train", seed=opset), x, r, f"graphnet train, ratio {r}")
+        _kept_fraction_ok(
+            runtime.run(g, feeds, mode="train", seed=opset), x, r, f"graphnet train, ratio {r}"
+        )
     back = export_checked(g)  # written back with its ratio input, and onnxruntime agrees
     assert list(back.graph.node[0].input) == ["x", "ratio"]
-    np.testing.assert_array_equal(ort_run(back, {"x": x, "ratio": np.array(0.5, np.float32)})["y"], x)
+    np.testing.assert_array_equal(
+        ort_run(back, {"x": x, "ratio": np.array(0.5, np.float32)})["y"], x
+    )
 
 
 @pytest.mark.parametrize("opset", [12, 21])
@@ -300,7 +347,9 @@ def test_import_run_time_training_mode_is_an_input(opset):
     """A training_mode computed at run time becomes the IR Dropout's `training_mode` input, which
     decides for this node whatever mode the graph runs in (ONNX's semantics)."""
     n, drop = 20_000, 0.3
-    model = onnx_dropout(opset, ratio=drop, training=True, training_as="input", mask=True, shape=(n,))
+    model = onnx_dropout(
+        opset, ratio=drop, training=True, training_as="input", mask=True, shape=(n,)
+    )
     g = graphnet.load(model)
     (node,) = g.nodes
     assert node.inputs == ["x", "", "training_mode"] and node.attrs["drop_prob"] == drop
@@ -310,7 +359,12 @@ def test_import_run_time_training_mode_is_an_input(opset):
         out = runtime.run(g, off, mode=mode)
         np.testing.assert_array_equal(out["y"], x)
         assert out["mask"].all()
-        _kept_fraction_ok(runtime.run(g, on, mode=mode, seed=opset), x, drop, f"graphnet, training_mode=True, {mode}")
+        _kept_fraction_ok(
+            runtime.run(g, on, mode=mode, seed=opset),
+            x,
+            drop,
+            f"graphnet, training_mode=True, {mode}",
+        )
     _kept_fraction_ok(ort_run(model, on), x, drop, "onnxruntime, training_mode=True")
     np.testing.assert_array_equal(ort_run(model, off)["y"], x)
     back = export_checked(g)
@@ -320,10 +374,16 @@ def test_import_run_time_training_mode_is_an_input(opset):
 
 def test_run_time_ratio_zero_in_training_is_exactly_the_identity():
     """ratio 0 with training_mode True keeps every unit: deterministic, so equal to onnxruntime."""
-    model = onnx_dropout(13, ratio=0.0, ratio_as="input", training=True, training_as="input", mask=True)
+    model = onnx_dropout(
+        13, ratio=0.0, ratio_as="input", training=True, training_as="input", mask=True
+    )
     g = graphnet.load(model)
     assert g.nodes[0].inputs == ["x", "ratio", "training_mode"]
-    feeds = {"x": positive((2, 3, 4)), "ratio": np.array(0.0, np.float32), "training_mode": np.array(True)}
+    feeds = {
+        "x": positive((2, 3, 4)),
+        "ratio": np.array(0.0, np.float32),
+        "training_mode": np.array(True),
+    }
     ours, theirs = runtime.run(g, feeds), ort_run(model, feeds)
     for k in ("y", "mask"):
         np.testing.assert_array_equal(ours[k], theirs[k])
@@ -338,14 +398,24 @@ def test_run_time_inputs_errors():
     g = Graph("g")
     g.add_input("x", (2, 3))
     g.add_input("r", (2,))
-    with pytest.raises(ShapeError, match=r"node 'd' \(Dropout\): ratio 'r' must be a scalar, got shape \(2\)"):
+    with pytest.raises(
+        ShapeError, match=r"node 'd' \(Dropout\): ratio 'r' must be a scalar, got shape \(2\)"
+    ):
         g.add_node("Dropout", ["x", "r"], name="d")
     g.add_input("t", (), "float32")
-    with pytest.raises(ShapeError, match=r"node 'd' \(Dropout\): training_mode 't' must be bool, got float32"):
+    with pytest.raises(
+        ShapeError, match=r"node 'd' \(Dropout\): training_mode 't' must be bool, got float32"
+    ):
         g.add_node("Dropout", ["x", "", "t"], name="d")
     model = onnx_dropout(13, ratio=0.0, ratio_as="input")
-    with pytest.raises(KernelError, match=r"while executing d \(Dropout\).*ratio .* must be in \[0, 1\), got 1.0"):
-        runtime.run(graphnet.load(model), {"x": positive((2, 3, 4)), "ratio": np.array(1.0, np.float32)}, mode="train")
+    with pytest.raises(
+        KernelError, match=r"while executing d \(Dropout\).*ratio .* must be in \[0, 1\), got 1.0"
+    ):
+        runtime.run(
+            graphnet.load(model),
+            {"x": positive((2, 3, 4)), "ratio": np.array(1.0, np.float32)},
+            mode="train",
+        )
 
 
 @pytest.mark.parametrize("drop", [0.0, 0.3, 0.75])
@@ -374,7 +444,13 @@ def test_import_training_mode_true_is_the_mode_independent_dropout(opset, mask):
     ours = runtime.run(g, {"x": x}, mode="train", seed=opset)
     for who, out in (("onnxruntime", theirs), ("graphnet", ours)):
         kept = out["y"] != 0
-        assert_close(out["y"][kept], x[kept].astype(np.float64) / (1 - drop), rtol=RTOL_SCALE, atol=0, what=who)
+        assert_close(
+            out["y"][kept],
+            x[kept].astype(np.float64) / (1 - drop),
+            rtol=RTOL_SCALE,
+            atol=0,
+            what=who,
+        )
         assert abs(1 - kept.mean() - drop) < SIGMAS * sd, (who, kept.mean())
         if mask:
             np.testing.assert_array_equal(out["mask"], kept)
@@ -384,6 +460,12 @@ def test_train_export_import_round_trip():
     g = dropout_graph((None, 5), 0.4, "inverted", mask=True)
     exported = export_checked(g, mode="train")
     back = graphnet.load(exported)
-    assert [(n.op, n.attrs) for n in back.nodes] == [("Dropout", {"drop_prob": 0.4, "scheme": "inverted"})]
+    assert [(n.op, n.attrs) for n in back.nodes] == [
+        ("Dropout", {"drop_prob": 0.4, "scheme": "inverted"})
+    ]
     again = export_checked(back, mode="train")
-    assert [n.op_type for n in again.graph.node] == [n.op_type for n in exported.graph.node] == ["Dropout"]
+    assert (
+        [n.op_type for n in again.graph.node]
+        == [n.op_type for n in exported.graph.node]
+        == ["Dropout"]
+    )

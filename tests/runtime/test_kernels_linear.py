@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import graphnet
-from graphnet import runtime
-from graphnet import ops
+from graphnet import ops, runtime
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Graph, Value
 from graphnet.nn import FC, Flatten, Linear, Maxout, Network, Sequential
@@ -42,7 +41,9 @@ from tests.helpers import (
 RNG = np.random.default_rng
 
 
-def ints(rng: np.random.Generator, *shape: int, dtype: str = "float32", lo: int = -4, hi: int = 4) -> np.ndarray:
+def ints(
+    rng: np.random.Generator, *shape: int, dtype: str = "float32", lo: int = -4, hi: int = 4
+) -> np.ndarray:
     """Integer-valued floats: products and sums of these are exact in float32."""
     return rng.integers(lo, hi + 1, size=shape).astype(dtype)
 
@@ -97,7 +98,14 @@ def maxout_ref(x, w, b):
 
 
 # --------------------------------------------------------------------------------------- Gemm
-C_SHAPES = {"none": None, "scalar": (), "one": (1,), "row": ("N",), "col": ("M", 1), "full": ("M", "N")}
+C_SHAPES = {
+    "none": None,
+    "scalar": (),
+    "one": (1,),
+    "row": ("N",),
+    "col": ("M", 1),
+    "full": ("M", "N"),
+}
 ALPHA_BETA = [(1.0, 1.0), (0.5, -2.0), (-1.5, 0.0)]
 
 
@@ -136,10 +144,15 @@ def test_gemm_matches_formula_and_onnxruntime(trans_a, trans_b, alpha, beta, c_k
 
 @settings(max_examples=25, deadline=None)
 @given(
-    m=st.integers(1, 6), k=st.integers(1, 9), n=st.integers(1, 6),
-    trans_a=st.sampled_from((0, 1)), trans_b=st.sampled_from((0, 1)),
-    alpha=st.sampled_from((1.0, 2.0, -0.25)), beta=st.sampled_from((1.0, 0.5, -4.0)),
-    c_kind=st.sampled_from(sorted(C_SHAPES)), seed=st.integers(0, 2**16),
+    m=st.integers(1, 6),
+    k=st.integers(1, 9),
+    n=st.integers(1, 6),
+    trans_a=st.sampled_from((0, 1)),
+    trans_b=st.sampled_from((0, 1)),
+    alpha=st.sampled_from((1.0, 2.0, -0.25)),
+    beta=st.sampled_from((1.0, 0.5, -4.0)),
+    c_kind=st.sampled_from(sorted(C_SHAPES)),
+    seed=st.integers(0, 2**16),
 )
 def test_gemm_random_shapes_exact(m, k, n, trans_a, trans_b, alpha, beta, c_kind, seed):
     rng = RNG(seed)
@@ -173,16 +186,27 @@ def test_gemm_dynamic_batch_shape_and_macs():
     g.add_node("Gemm", ["x", "w"], {"transB": 1}, name="fc")
     assert g.values["fc.out"].shape == (None, 5)
     spec = ops.get("Gemm")
-    macs = spec.macs([Value("x", (2, 8)), Value("w", (5, 8))], [Value("y", (2, 5))], {"transA": 0, "transB": 1})
+    macs = spec.macs(
+        [Value("x", (2, 8)), Value("w", (5, 8))], [Value("y", (2, 5))], {"transA": 0, "transB": 1}
+    )
     assert macs == 2 * 5 * 8
-    macs_t = spec.macs([Value("a", (8, 2)), Value("b", (8, 5))], [Value("y", (2, 5))], {"transA": 1, "transB": 0})
+    macs_t = spec.macs(
+        [Value("a", (8, 2)), Value("b", (8, 5))], [Value("y", (2, 5))], {"transA": 1, "transB": 0}
+    )
     assert macs_t == 2 * 5 * 8
 
 
 @pytest.mark.parametrize(
     "a_shape, b_shape, c_shape, attrs, error, words",
     [
-        ((3, 4), (5, 6), None, {}, ShapeError, ["'gemm' (Gemm)", "A(3,4) has K=4", "B(5,6) has K=5"]),
+        (
+            (3, 4),
+            (5, 6),
+            None,
+            {},
+            ShapeError,
+            ["'gemm' (Gemm)", "A(3,4) has K=4", "B(5,6) has K=5"],
+        ),
         ((3, 4), (6, 5), None, {"transB": 1}, ShapeError, ["B(6,5) (transB=1) has K=5"]),
         ((3, 4), (4, 5), (3, 2), {}, ShapeError, ["C(3,2) does not broadcast", "(3,5)"]),
         ((3, 4), (4, 5), (2, 3, 5), {}, ShapeError, ["C(2,3,5) does not broadcast"]),
@@ -223,13 +247,17 @@ MATMUL_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("a_shape, b_shape", MATMUL_SHAPES, ids=[f"{a}@{b}" for a, b in MATMUL_SHAPES])
+@pytest.mark.parametrize(
+    "a_shape, b_shape", MATMUL_SHAPES, ids=[f"{a}@{b}" for a, b in MATMUL_SHAPES]
+)
 def test_matmul_matches_reference_and_onnxruntime(a_shape, b_shape):
     rng = RNG(len(a_shape) * 10 + len(b_shape))
     a, b = ints(rng, *a_shape), ints(rng, *b_shape)
     g = single_node("MatMul", {"A": a_shape, "B": b_shape})
     expected = matmul_ref(a, b)
-    assert g.values["matmul.out"].shape == expected.shape  # shape inference agrees with the semantics
+    assert (
+        g.values["matmul.out"].shape == expected.shape
+    )  # shape inference agrees with the semantics
     ours = runtime.run(g, {"A": a, "B": b})["matmul.out"]
     assert ours.dtype == np.float32
     assert_close(ours, expected, what="MatMul vs reference")
@@ -247,7 +275,12 @@ def test_matmul_int64_and_float64():
     compare_with_ort(g, {"A": a, "B": b}, rtol=0, atol=0)
     a64, b64 = rng.standard_normal((3, 5)), rng.standard_normal((5, 2))
     g64 = single_node("MatMul", {"A": a64.shape, "B": b64.shape}, dtype="float64")
-    assert_close(runtime.run(g64, {"A": a64, "B": b64})["matmul.out"], matmul_ref(a64, b64), rtol=RTOL64, atol=ATOL64)
+    assert_close(
+        runtime.run(g64, {"A": a64, "B": b64})["matmul.out"],
+        matmul_ref(a64, b64),
+        rtol=RTOL64,
+        atol=ATOL64,
+    )
 
 
 def test_matmul_dynamic_batch_and_macs():
@@ -256,7 +289,9 @@ def test_matmul_dynamic_batch_and_macs():
     g.add_param("w", np.zeros((8, 3), np.float32))
     g.add_node("MatMul", ["x", "w"], name="mm")
     assert g.values["mm.out"].shape == (None, 7, 3)
-    macs = ops.get("MatMul").macs([Value("x", (2, 7, 8)), Value("w", (8, 3))], [Value("y", (2, 7, 3))], {})
+    macs = ops.get("MatMul").macs(
+        [Value("x", (2, 7, 8)), Value("w", (8, 3))], [Value("y", (2, 7, 3))], {}
+    )
     assert macs == 2 * 7 * 3 * 8
 
 
@@ -281,13 +316,19 @@ def _maxout_graph(x_shape, w, b, pieces=None):
     params = {"W": w}
     if b is not None:
         params["B"] = b
-    return single_node("Maxout", {"X": x_shape}, params, {"pieces": w.shape[0] if pieces is None else pieces})
+    return single_node(
+        "Maxout", {"X": x_shape}, params, {"pieces": w.shape[0] if pieces is None else pieces}
+    )
 
 
 @settings(max_examples=25, deadline=None)
 @given(
-    n=st.integers(1, 5), n_in=st.integers(1, 8), n_out=st.integers(1, 6), k=st.integers(1, 4),
-    bias=st.booleans(), seed=st.integers(0, 2**16),
+    n=st.integers(1, 5),
+    n_in=st.integers(1, 8),
+    n_out=st.integers(1, 6),
+    k=st.integers(1, 4),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
 )
 def test_maxout_matches_lecture_formula(n, n_in, n_out, k, bias, seed):
     rng = RNG(seed)
@@ -342,7 +383,9 @@ def test_maxout_export_with_shared_or_input_weights_reshapes_in_graph():
     g.mark_output("sum.out")
     feeds = {"X": rand(rng, 4, 5), "W": rand(rng, 3, 2, 5)}
     model = export_checked(g)
-    assert sum(n.op_type == "Reshape" for n in model.graph.node) == 2 + 2 + 2  # W, B, pieces per node
+    assert (
+        sum(n.op_type == "Reshape" for n in model.graph.node) == 2 + 2 + 2
+    )  # W, B, pieces per node
     theirs = ort_run(model, feeds)["sum.out"]
     ours = runtime.run(g, feeds)["sum.out"]
     assert_close(ours, theirs, what="shared-weight Maxout vs onnxruntime")
@@ -351,14 +394,23 @@ def test_maxout_export_with_shared_or_input_weights_reshapes_in_graph():
 
 def test_maxout_macs():
     spec = ops.get("Maxout")
-    macs = spec.macs([Value("x", (2, 6)), Value("w", (3, 4, 6)), None], [Value("y", (2, 4))], {"pieces": 3})
+    macs = spec.macs(
+        [Value("x", (2, 6)), Value("w", (3, 4, 6)), None], [Value("y", (2, 4))], {"pieces": 3}
+    )
     assert macs == 2 * 3 * 4 * 6
 
 
 @pytest.mark.parametrize(
     "x_shape, w_shape, b_shape, pieces, error, words",
     [
-        ((2, 6), (3, 4, 6), None, 2, ShapeError, ["'maxout' (Maxout)", "W(3,4,6) holds 3 pieces but pieces=2"]),
+        (
+            (2, 6),
+            (3, 4, 6),
+            None,
+            2,
+            ShapeError,
+            ["'maxout' (Maxout)", "W(3,4,6) holds 3 pieces but pieces=2"],
+        ),
         ((2, 5), (3, 4, 6), None, 3, ShapeError, ["W(3,4,6) takes 6 inputs but X(2,5) has 5"]),
         ((2, 6), (3, 4, 6), (3, 5), 3, ShapeError, ["B(3,5) must have shape (3,4)"]),
         ((2, 6, 1, 1), (3, 4, 6), None, 3, ShapeError, ["X 'X' must have rank 2", "(2,6,1,1)"]),
@@ -397,7 +449,9 @@ def _check_import(model, feeds, ops_expected, rtol=RTOL32, atol=ATOL32):
     ours = runtime.run(g, feeds)
     theirs = ort_run(model, feeds)
     for name, arr in theirs.items():
-        assert_close(ours[name], arr, rtol=rtol, atol=atol, what=f"imported '{name}' vs onnxruntime")
+        assert_close(
+            ours[name], arr, rtol=rtol, atol=atol, what=f"imported '{name}' vs onnxruntime"
+        )
     return g
 
 
@@ -420,7 +474,9 @@ def test_import_gemm(opset, c_shape, trans_a, trans_b):
     if c_shape is not None:
         inits.append(onnx.numpy_helper.from_array(rand(rng, *c_shape), "C"))
         names.append("C")
-    node = helper.make_node("Gemm", names, ["Y"], alpha=0.75, beta=-1.25, transA=trans_a, transB=trans_b)
+    node = helper.make_node(
+        "Gemm", names, ["Y"], alpha=0.75, beta=-1.25, transA=trans_a, transB=trans_b
+    )
     model = _model(node, [_f32("A", a.shape)], [_f32("Y", (3, 4))], inits, opset)
     g = _check_import(model, {"A": a}, ["Gemm"])
     assert g.node("Y").attrs == {"alpha": 0.75, "beta": -1.25, "transA": trans_a, "transB": trans_b}
@@ -432,14 +488,22 @@ def test_import_gemm_opset6_broadcast_attribute(broadcast, c_shape):
     dropped on import. Checked against the formula (onnxruntime has no Gemm-6 kernel)."""
     rng = RNG(6 + len(c_shape))
     a, b, c = rand(rng, 3, 5), rand(rng, 4, 5), rand(rng, *c_shape)
-    node = helper.make_node("Gemm", ["A", "B", "C"], ["Y"], alpha=0.5, beta=2.0, transB=1, broadcast=broadcast)
+    node = helper.make_node(
+        "Gemm", ["A", "B", "C"], ["Y"], alpha=0.5, beta=2.0, transB=1, broadcast=broadcast
+    )
     inits = [onnx.numpy_helper.from_array(b, "B"), onnx.numpy_helper.from_array(c, "C")]
-    inputs = [_f32("A", a.shape), _f32("B", b.shape), _f32("C", c_shape)]  # IR 3: initializers are inputs
+    inputs = [
+        _f32("A", a.shape),
+        _f32("B", b.shape),
+        _f32("C", c_shape),
+    ]  # IR 3: initializers are inputs
     graph = helper.make_graph([node], "m", inputs, [_f32("Y", (3, 4))], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=3)
     onnx.checker.check_model(model, full_check=True)
     g = graphnet.load(model)
-    assert [(n.op, n.attrs) for n in g.nodes] == [("Gemm", {"alpha": 0.5, "beta": 2.0, "transB": 1})]
+    assert [(n.op, n.attrs) for n in g.nodes] == [
+        ("Gemm", {"alpha": 0.5, "beta": 2.0, "transB": 1})
+    ]
     assert_close(runtime.run(g, {"A": a})["Y"], gemm_ref(a, b, c, 0.5, 2.0, 0, 1), what="Gemm-6")
 
 
@@ -452,14 +516,21 @@ def test_import_gemm_defaults_and_round_trip():
     assert g.values["Y"].shape == (None, 4)
     again = graphnet.load(export_checked(g))
     x = rand(rng, 3, 5)
-    assert_close(runtime.run(again, {"A": x})["Y"], ort_run(model, {"A": x})["Y"], what="round trip")
+    assert_close(
+        runtime.run(again, {"A": x})["Y"], ort_run(model, {"A": x})["Y"], what="round trip"
+    )
 
 
 def test_import_int_gemm_stays_opaque():
     node = helper.make_node("Gemm", ["A", "B"], ["Y"])
     i64 = TensorProto.INT64
     graph = helper.make_graph(
-        [node], "m", [helper.make_tensor_value_info("A", i64, (2, 3)), helper.make_tensor_value_info("B", i64, (3, 2))],
+        [node],
+        "m",
+        [
+            helper.make_tensor_value_info("A", i64, (2, 3)),
+            helper.make_tensor_value_info("B", i64, (3, 2)),
+        ],
         [helper.make_tensor_value_info("Y", i64, (2, 2))],
     )
     g = graphnet.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
@@ -467,12 +538,16 @@ def test_import_int_gemm_stays_opaque():
 
 
 @pytest.mark.parametrize("opset", [9, 11, 13, 21])
-@pytest.mark.parametrize("a_shape, b_shape", [((2, 3, 4), (4, 5)), ((4,), (2, 4, 3)), ((3, 4), (4,))])
+@pytest.mark.parametrize(
+    "a_shape, b_shape", [((2, 3, 4), (4, 5)), ((4,), (2, 4, 3)), ((3, 4), (4,))]
+)
 def test_import_matmul(opset, a_shape, b_shape):
     rng = RNG(opset)
     out_shape = np.matmul(np.zeros(a_shape), np.zeros(b_shape)).shape
     node = helper.make_node("MatMul", ["A", "B"], ["Y"])
-    model = _model(node, [_f32("A", a_shape), _f32("B", b_shape)], [_f32("Y", out_shape)], [], opset)
+    model = _model(
+        node, [_f32("A", a_shape), _f32("B", b_shape)], [_f32("Y", out_shape)], [], opset
+    )
     _check_import(model, {"A": rand(rng, *a_shape), "B": rand(rng, *b_shape)}, ["MatMul"])
 
 
@@ -501,7 +576,9 @@ def test_linear_without_bias_and_fc_alias():
     (node,) = g.nodes
     assert len(node.inputs) == 2 and list(g.params) == ["fc1.W"]
     x = rand(RNG(1), 2, 4)
-    assert_close(runtime.run(g, {"input": x})["output"], gemm_ref(x, g.params["fc1.W"], None, 1, 1, 0, 1))
+    assert_close(
+        runtime.run(g, {"input": x})["output"], gemm_ref(x, g.params["fc1.W"], None, 1, 1, 0, 1)
+    )
 
 
 def test_mlp_with_flatten_linear_maxout_vs_onnxruntime():
@@ -529,19 +606,31 @@ def test_shared_linear_reuses_parameters():
 def test_dsl_errors_name_the_layer():
     net = Network("errs")
     x4 = net.input("x", (None, 16, 4, 4))
-    with pytest.raises(ShapeError, match=r"^fc1 \(Linear\): input has shape \(N,16,4,4\); add Flatten\(\) first$"):
+    with pytest.raises(
+        ShapeError, match=r"^fc1 \(Linear\): input has shape \(N,16,4,4\); add Flatten\(\) first$"
+    ):
         Linear(10)(x4)
-    with pytest.raises(ShapeError, match=r"maxout1 \(Maxout\): input has shape \(N,16,4,4\); add Flatten\(\) first"):
+    with pytest.raises(
+        ShapeError, match=r"maxout1 \(Maxout\): input has shape \(N,16,4,4\); add Flatten\(\) first"
+    ):
         Maxout(10)(x4)
     x1 = net.input("v", (8,))
-    with pytest.raises(ShapeError, match=r"classifier \(Linear\): input has shape \(8\); expected \(N, features\)"):
+    with pytest.raises(
+        ShapeError, match=r"classifier \(Linear\): input has shape \(8\); expected \(N, features\)"
+    ):
         Linear(10, name="classifier")(x1)
-    with pytest.raises(ShapeError, match=r"fc\d+ \(Linear\): input has shape \(2,N\); its feature count must be known"):
+    with pytest.raises(
+        ShapeError,
+        match=r"fc\d+ \(Linear\): input has shape \(2,N\); its feature count must be known",
+    ):
         Linear(10)(net.input("u", (2, None)))
     # A layer reused on an input of another width: the Gemm's error names the layer's node.
     fc = Linear(3)
     fc(net.input("p", (2, 5)))
-    with pytest.raises(ShapeError, match=r"node 'fc\d+_1' \(Gemm\): A\(2,6\) has K=6 but B\(3,5\) \(transB=1\) has K=5"):
+    with pytest.raises(
+        ShapeError,
+        match=r"node 'fc\d+_1' \(Gemm\): A\(2,6\) has K=6 but B\(3,5\) \(transB=1\) has K=5",
+    ):
         fc(net.input("q", (2, 6)))
     for bad in (0, -3, 2.5, True):
         with pytest.raises(AttributeValueError, match="out_features must be a positive int"):

@@ -47,7 +47,7 @@ def group_norm_ref(x, scale, bias, groups, eps):
     y = np.empty(x.shape, np.float64)
     for t in range(n):
         for g in range(groups):
-            y[t, g * per:(g + 1) * per] = standardize(x[t, g * per:(g + 1) * per], eps)
+            y[t, g * per : (g + 1) * per] = standardize(x[t, g * per : (g + 1) * per], eps)
     for m in range(c):
         y[:, m] = y[:, m] * (1 if scale is None else scale[m]) + (0 if bias is None else bias[m])
     return y
@@ -58,7 +58,9 @@ def instance_norm_ref(x, scale, bias, eps):
     y = np.empty(x.shape, np.float64)
     for t in range(x.shape[0]):
         for m in range(x.shape[1]):
-            y[t, m] = standardize(x[t, m], eps) * (1 if scale is None else scale[m]) + (0 if bias is None else bias[m])
+            y[t, m] = standardize(x[t, m], eps) * (1 if scale is None else scale[m]) + (
+                0 if bias is None else bias[m]
+            )
     return y
 
 
@@ -99,18 +101,26 @@ def test_layernorm_lecture_axis1(rank, dtype):
     rng = np.random.default_rng(rank)
     shape = SHAPES[rank]
     scale, bias = rand(rng, *shape[1:], dtype=dtype), rand(rng, *shape[1:], dtype=dtype)
-    g = single_node("LayerNormalization", {"x": shape}, {"s": scale, "b": bias}, {"axis": 1, "epsilon": EPS}, dtype=dtype)
+    g = single_node(
+        "LayerNormalization",
+        {"x": shape},
+        {"s": scale, "b": bias},
+        {"axis": 1, "epsilon": EPS},
+        dtype=dtype,
+    )
     x = rand(rng, *shape, dtype=dtype, scale=2.0) + 1.0
     check(g, x, layer_norm_ref(x, scale, bias, 1, EPS), dtype=dtype)
 
 
-@given(rank=st.integers(2, 5), data=st.data(), with_bias=st.booleans(), broadcast_scale=st.booleans())
+@given(
+    rank=st.integers(2, 5), data=st.data(), with_bias=st.booleans(), broadcast_scale=st.booleans()
+)
 @settings(max_examples=25, deadline=None)
 def test_layernorm_any_axis(rank, data, with_bias, broadcast_scale):
     shape = SHAPES[rank]
     axis = data.draw(st.integers(-rank, rank - 1), label="axis")
     rng = np.random.default_rng(rank * 10 + axis)
-    norm_shape = shape[axis % rank:]
+    norm_shape = shape[axis % rank :]
     # ONNX broadcasts Scale against X: a scale with size-1 dims is legal too.
     s_shape = (1,) + norm_shape[1:] if broadcast_scale else norm_shape
     scale = rand(rng, *s_shape)
@@ -136,7 +146,7 @@ def layer_norm_stats_ref(x, axis, eps):
     lead = int(np.prod(x.shape[:axis]))
     rows = x.reshape(lead, -1).astype(np.float64)
     mean = np.array([sum(r) / r.size for r in rows])
-    var = np.array([sum((v - m) ** 2 for v in r) / r.size for r, m in zip(rows, mean)])
+    var = np.array([sum((v - m) ** 2 for v in r) / r.size for r, m in zip(rows, mean, strict=True)])
     keep = x.shape[:axis] + (1,) * (x.ndim - axis)
     return mean.reshape(keep), (1 / np.sqrt(var + eps)).reshape(keep)
 
@@ -150,7 +160,10 @@ def test_layernorm_import_with_statistics(outputs, axis):
     rng = np.random.default_rng(len(outputs) + axis)
     shape = (2, 3, 4)
     norm = shape[axis:]  # Scale / B: the normalized shape
-    inits = [numpy_helper.from_array(rand(rng, *norm), "s"), numpy_helper.from_array(rand(rng, *norm), "b")]
+    inits = [
+        numpy_helper.from_array(rand(rng, *norm), "s"),
+        numpy_helper.from_array(rand(rng, *norm), "b"),
+    ]
     node = helper.make_node("LayerNormalization", ["x", "s", "b"], outputs, axis=axis, epsilon=1e-3)
     a = axis % len(shape)
     stats = shape[:a] + (1,) * (len(shape) - a)
@@ -173,7 +186,9 @@ def test_layernorm_import_with_statistics(outputs, axis):
         assert_close(ours[o], want[o], what=f"{o} vs the formula")
         # onnxruntime's float32 statistics over 4-12 values differ by a few ulps: atol 1e-5.
         assert_close(ours[o], theirs[o], rtol=RTOL32, atol=1e-5, what=f"{o} vs onnxruntime")
-        assert_close(back[o], theirs[o], rtol=RTOL32, atol=1e-5, what=f"{o}: our export vs onnxruntime")
+        assert_close(
+            back[o], theirs[o], rtol=RTOL32, atol=1e-5, what=f"{o}: our export vs onnxruntime"
+        )
 
 
 def test_layernorm_statistics_dtype_follows_stash_type():
@@ -188,8 +203,10 @@ def test_layernorm_statistics_dtype_follows_stash_type():
     assert_close(out[g.outputs[1]], mean, rtol=1e-12, atol=1e-12)
     assert_close(out[g.outputs[2]], inv, rtol=1e-12, atol=1e-12)
     node = helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"], stash_type=16)
-    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2, 5)),
-            helper.make_tensor_value_info("mean", TensorProto.BFLOAT16, (2, 1))]
+    outs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, (2, 5)),
+        helper.make_tensor_value_info("mean", TensorProto.BFLOAT16, (2, 1)),
+    ]
     inits = [numpy_helper.from_array(np.ones(5, np.float32), "s")]
     assert graphnet.load(_model([node], {"x": (2, 5)}, outs, inits, 17)).nodes[0].op == "Opaque"
 
@@ -201,7 +218,13 @@ def test_instancenorm(rank, dtype):
     rng = np.random.default_rng(rank)
     shape = SHAPES[rank]
     scale, bias = rand(rng, shape[1], dtype=dtype), rand(rng, shape[1], dtype=dtype)
-    g = single_node("InstanceNormalization", {"x": shape}, {"s": scale, "b": bias}, {"epsilon": EPS}, dtype=dtype)
+    g = single_node(
+        "InstanceNormalization",
+        {"x": shape},
+        {"s": scale, "b": bias},
+        {"epsilon": EPS},
+        dtype=dtype,
+    )
     x = rand(rng, *shape, dtype=dtype, scale=3.0) - 2.0
     # onnxruntime's CPU InstanceNormalization has no float64 kernel: float64 is checked vs the formula.
     check(g, x, instance_norm_ref(x, scale, bias, EPS), dtype=dtype, ort=dtype == "float32")
@@ -227,7 +250,13 @@ def test_instancenorm_import(opset):
     shape = (2, 3, 4, 5)
     inits = [numpy_helper.from_array(rand(rng, 3), "s"), numpy_helper.from_array(rand(rng, 3), "b")]
     node = helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"], epsilon=0.01)
-    model = _model([node], {"x": shape}, [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits, opset)
+    model = _model(
+        [node],
+        {"x": shape},
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        inits,
+        opset,
+    )
     g = graphnet.load(model)
     assert g.nodes[0].op == "InstanceNormalization" and g.nodes[0].attrs == {"epsilon": 0.01}
     x = rand(rng, *shape)
@@ -235,8 +264,13 @@ def test_instancenorm_import(opset):
 
 
 # ------------------------------------------------------------------------------- GroupNorm
-@given(rank=st.integers(2, 5), groups=st.sampled_from([1, 2, 3, 6]), scale=st.booleans(), bias=st.booleans(),
-       opset=st.sampled_from([17, 18, 20, 21]))
+@given(
+    rank=st.integers(2, 5),
+    groups=st.sampled_from([1, 2, 3, 6]),
+    scale=st.booleans(),
+    bias=st.booleans(),
+    opset=st.sampled_from([17, 18, 20, 21]),
+)
 @settings(max_examples=30, deadline=None)
 def test_groupnorm(rank, groups, scale, bias, opset):
     """Opset 21 writes GroupNormalization; 17-20 the exact Reshape/InstanceNorm decomposition.
@@ -250,7 +284,9 @@ def test_groupnorm(rank, groups, scale, bias, opset):
         params["b"] = b
     elif s is None:
         params = {}
-    g = single_node("GroupNormalization", {"x": shape}, params, {"num_groups": groups, "epsilon": EPS})
+    g = single_node(
+        "GroupNormalization", {"x": shape}, params, {"num_groups": groups, "epsilon": EPS}
+    )
     x = rand(rng, *shape, scale=2.0) + 0.5
     check(g, x, group_norm_ref(x, s, b, groups, EPS), opset=opset)
 
@@ -259,7 +295,9 @@ def test_groupnorm_limits_are_instance_and_layer_norm():
     """One map per group is instance norm; one group (no affine) is the lecture's layer norm."""
     rng = np.random.default_rng(2)
     x = rand(rng, 2, 4, 3, 3)
-    gn = lambda k: runtime.run(single_node("GroupNormalization", {"x": x.shape}, {}, {"num_groups": k}), {"x": x})
+    gn = lambda k: runtime.run(
+        single_node("GroupNormalization", {"x": x.shape}, {}, {"num_groups": k}), {"x": x}
+    )
     assert_close(gn(4)["groupnormalization.out"], instance_norm_ref(x, None, None, 1e-5))
     assert_close(gn(1)["groupnormalization.out"], layer_norm_ref(x, None, None, 1, 1e-5))
 
@@ -283,7 +321,9 @@ def test_groupnorm_float64_and_dsl(rank):
 
 
 def _gn_model(opset, shape, groups, scale, bias, *, const=True):
-    node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=groups, epsilon=1e-3)
+    node = helper.make_node(
+        "GroupNormalization", ["x", "s", "b"], ["y"], num_groups=groups, epsilon=1e-3
+    )
     inputs = {"x": shape}
     inits = []
     if const:
@@ -313,9 +353,16 @@ def test_groupnorm_import_18_vs_21(rank):
     np.testing.assert_array_equal(g18.params[n18.inputs[2]], np.repeat(b_g, 2))
     ort18, ort21 = ort_run(m18, {"x": x})["y"], ort_run(m21, {"x": x})["y"]
     assert_close(ort18, ort21, atol=1e-5, what="onnxruntime 18 vs 21 (float32 statistics in both)")
-    assert_close(runtime.run(g18, {"x": x})["y"], ort18, atol=1e-5, what="opset 18 import vs onnxruntime")
-    assert_close(runtime.run(g21, {"x": x})["y"], ort21, atol=1e-5, what="opset 21 import vs onnxruntime")
-    assert_close(runtime.run(g18, {"x": x})["y"], group_norm_ref(x, np.repeat(s_g, 2), np.repeat(b_g, 2), groups, 1e-3))
+    assert_close(
+        runtime.run(g18, {"x": x})["y"], ort18, atol=1e-5, what="opset 18 import vs onnxruntime"
+    )
+    assert_close(
+        runtime.run(g21, {"x": x})["y"], ort21, atol=1e-5, what="opset 21 import vs onnxruntime"
+    )
+    assert_close(
+        runtime.run(g18, {"x": x})["y"],
+        group_norm_ref(x, np.repeat(s_g, 2), np.repeat(b_g, 2), groups, 1e-3),
+    )
 
 
 def test_groupnorm_import_18_non_constant_scale_stays_opaque():
@@ -326,14 +373,21 @@ def test_groupnorm_import_18_non_constant_scale_stays_opaque():
 
 
 # ------------------------------------------------------------------------------------- LRN
-@given(size=st.sampled_from([1, 3, 5, 7]), c=st.integers(1, 9), alpha=st.floats(1e-4, 2.0), beta=st.floats(0.1, 1.5),
-       bias=st.floats(0.5, 3.0))
+@given(
+    size=st.sampled_from([1, 3, 5, 7]),
+    c=st.integers(1, 9),
+    alpha=st.floats(1e-4, 2.0),
+    beta=st.floats(0.1, 1.5),
+    bias=st.floats(0.5, 3.0),
+)
 @settings(max_examples=30, deadline=None)
 def test_lrn_vs_formula_and_onnxruntime(size, c, alpha, beta, bias):
     """Across CHANNELS, against the formula and onnxruntime (whose CPU LRN takes odd sizes only:
     lrn.h `size_ % 2 == 1`; even sizes are tested below against the formula)."""
     rng = np.random.default_rng(size * 10 + c)
-    g = single_node("LRN", {"x": (2, c, 3, 4)}, {}, {"size": size, "alpha": alpha, "beta": beta, "bias": bias})
+    g = single_node(
+        "LRN", {"x": (2, c, 3, 4)}, {}, {"size": size, "alpha": alpha, "beta": beta, "bias": bias}
+    )
     x = rand(rng, 2, c, 3, 4, scale=2.0)
     # Attributes are float32 in ONNX: the reference uses the float32-rounded values ORT sees.
     a, b_, k = (float(np.float32(v)) for v in (alpha, beta, bias))
@@ -341,14 +395,18 @@ def test_lrn_vs_formula_and_onnxruntime(size, c, alpha, beta, bias):
     check(g, x, lrn_ref(x, size, a, b_, k))
 
 
-@pytest.mark.parametrize("rank, dtype", [(2, "float32"), (3, "float32"), (5, "float32"), (4, "float64"), (3, "float64")])
+@pytest.mark.parametrize(
+    "rank, dtype", [(2, "float32"), (3, "float32"), (5, "float32"), (4, "float64"), (3, "float64")]
+)
 @pytest.mark.parametrize("size", [2, 3, 4, 8])
 def test_lrn_other_ranks_even_sizes_float64(rank, dtype, size):
     """onnxruntime's CPU LRN takes 4-D float32 input and odd sizes only (lrn.cc
     `X_shape.NumDimensions() == 4`, lrn.h `size_ % 2 == 1`, no float64 kernel), so these cases are
     checked against the formula alone. Even sizes: the window leans towards higher channels."""
     rng = np.random.default_rng(rank)
-    g = single_node("LRN", {"x": SHAPES[rank]}, {}, {"size": size, "alpha": 0.5, "bias": 2.0}, dtype=dtype)
+    g = single_node(
+        "LRN", {"x": SHAPES[rank]}, {}, {"size": size, "alpha": 0.5, "bias": 2.0}, dtype=dtype
+    )
     x = rand(rng, *SHAPES[rank], dtype=dtype)
     check(g, x, lrn_ref(x, size, 0.5, 0.75, 2.0), dtype=dtype, ort=False)
 
@@ -358,9 +416,20 @@ def test_lrn_import(opset):
     rng = np.random.default_rng(opset)
     shape = (2, 5, 3, 3)
     node = helper.make_node("LRN", ["x"], ["y"], size=3, alpha=0.5, beta=0.5, bias=2.0)
-    model = _model([node], {"x": shape}, [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [], opset)
+    model = _model(
+        [node],
+        {"x": shape},
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [],
+        opset,
+    )
     g = graphnet.load(model)
-    assert g.nodes[0].op == "LRN" and g.nodes[0].attrs == {"size": 3, "alpha": 0.5, "beta": 0.5, "bias": 2.0}
+    assert g.nodes[0].op == "LRN" and g.nodes[0].attrs == {
+        "size": 3,
+        "alpha": 0.5,
+        "beta": 0.5,
+        "bias": 2.0,
+    }
     x = rand(rng, *shape)
     assert_close(runtime.run(g, {"x": x})["y"], ort_run(model, {"x": x})["y"])
 
@@ -376,42 +445,69 @@ def test_lrn_dsl():
 def test_groupnorm_dsl_error_names_layer():
     net = Network("n")
     x = net.input("x", (None, 6, 4, 4))
-    with pytest.raises(ShapeError, match=r"gn1 \(GroupNorm\): 6 channels not divisible by 4 groups"):
+    with pytest.raises(
+        ShapeError, match=r"gn1 \(GroupNorm\): 6 channels not divisible by 4 groups"
+    ):
         GroupNorm(4)(x)
-    with pytest.raises(AttributeValueError, match=r"GroupNorm\): groups must be an int >= 1, got 0"):
+    with pytest.raises(
+        AttributeValueError, match=r"GroupNorm\): groups must be an int >= 1, got 0"
+    ):
         GroupNorm(0)
 
 
 def test_op_level_errors_name_node_and_shapes():
-    with pytest.raises(ShapeError, match=r"node 'groupnormalization' \(GroupNormalization\).*6 channels, not divisible by 4"):
+    with pytest.raises(
+        ShapeError,
+        match=r"node 'groupnormalization' \(GroupNormalization\).*6 channels, not divisible by 4",
+    ):
         single_node("GroupNormalization", {"x": (2, 6, 3)}, {}, {"num_groups": 4})
-    with pytest.raises(ShapeError, match=r"scale 's' has 3 values but X 'x' has 6 channels \(2,6,3\)"):
-        single_node("GroupNormalization", {"x": (2, 6, 3)}, {"s": np.ones(3, np.float32)}, {"num_groups": 3})
-    with pytest.raises(ShapeError, match=r"Scale 's' \(3\) does not broadcast to X 'x' \(2,6,4\).*\(4\) from axis 2"):
+    with pytest.raises(
+        ShapeError, match=r"scale 's' has 3 values but X 'x' has 6 channels \(2,6,3\)"
+    ):
+        single_node(
+            "GroupNormalization", {"x": (2, 6, 3)}, {"s": np.ones(3, np.float32)}, {"num_groups": 3}
+        )
+    with pytest.raises(
+        ShapeError,
+        match=r"Scale 's' \(3\) does not broadcast to X 'x' \(2,6,4\).*\(4\) from axis 2",
+    ):
         single_node("LayerNormalization", {"x": (2, 6, 4)}, {"s": np.ones(3, np.float32)})
-    with pytest.raises(AttributeValueError, match=r"layernormalization.*axis must be in \[-3, 2\].*got 3"):
-        single_node("LayerNormalization", {"x": (2, 6, 4)}, {"s": np.ones(4, np.float32)}, {"axis": 3})
+    with pytest.raises(
+        AttributeValueError, match=r"layernormalization.*axis must be in \[-3, 2\].*got 3"
+    ):
+        single_node(
+            "LayerNormalization", {"x": (2, 6, 4)}, {"s": np.ones(4, np.float32)}, {"axis": 3}
+        )
     with pytest.raises(ShapeError, match=r"instancenormalization.*rank 3 or 4 or 5, got \(2,6\)"):
         single_node("InstanceNormalization", {"x": (2, 6)}, {})
     with pytest.raises(AttributeValueError, match=r"lrn.*size must be an int >= 1.*got 0"):
         single_node("LRN", {"x": (1, 3, 2, 2)}, {}, {"size": 0})
-    with pytest.raises(ShapeError, match=r"'s' is float64 but .*'x' is float32|'x' is float32 but 's' is float64"):
+    with pytest.raises(
+        ShapeError, match=r"'s' is float64 but .*'x' is float32|'x' is float32 but 's' is float64"
+    ):
         single_node("InstanceNormalization", {"x": (1, 3, 2)}, {"s": np.ones(3)})
 
 
 def test_dsl_rank_and_eps_errors():
     net = Network("n")
     x = net.input("x", (None, 6))
-    with pytest.raises(ShapeError, match=r"in1 \(InstanceNorm\): input 'x' must have rank 3 or 4 or 5.*\(N,6\)"):
+    with pytest.raises(
+        ShapeError, match=r"in1 \(InstanceNorm\): input 'x' must have rank 3 or 4 or 5.*\(N,6\)"
+    ):
         InstanceNorm()(x)
-    with pytest.raises(AttributeValueError, match=r"LayerNorm\): eps must be a number >= 0, got -1"):
+    with pytest.raises(
+        AttributeValueError, match=r"LayerNorm\): eps must be a number >= 0, got -1"
+    ):
         LayerNorm(eps=-1)
 
 
 # ---------------------------------------------------------------------------------- helpers
 def _model(nodes, inputs: dict, outputs: list, inits: list, opset: int, *, check: bool = True):
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info(k, TensorProto.FLOAT, s) for k, s in inputs.items()], outputs,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, s) for k, s in inputs.items()],
+        outputs,
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -435,7 +531,7 @@ def test_round_trip_through_onnx(opset):
         g.set_param(k, (rng.uniform(0.5, 1.5, g.params[k].shape)).astype(np.float32))
     back = graphnet.load(export_checked(g, opset=opset))
     assert [n.op for n in back.nodes] == [n.op for n in g.nodes]
-    for a, b in zip(g.nodes, back.nodes):
+    for a, b in zip(g.nodes, back.nodes, strict=True):
         assert {k: v for k, v in b.attrs.items() if k != "stash_type"} == a.attrs, a.name
     x = rand(rng, 2, 4, 3, 5)
     assert_close(runtime.run(back, {"input": x})["output"], runtime.run(g, {"input": x})["output"])

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import graphnet
-from graphnet import runtime
-from graphnet import ops
+from graphnet import ops, runtime
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import Graph
 from graphnet.nn import Conv, Flatten, Linear, Network, ReLU, add, concat
@@ -57,11 +56,11 @@ def add_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Broadcasting written out: every output index reads a and b at that index, size-1 axes pinned."""
     r = max(a.ndim, b.ndim)
     a_, b_ = a.reshape((1,) * (r - a.ndim) + a.shape), b.reshape((1,) * (r - b.ndim) + b.shape)
-    shape = tuple(max(da, db) for da, db in zip(a_.shape, b_.shape))
+    shape = tuple(max(da, db) for da, db in zip(a_.shape, b_.shape, strict=True))
     out = np.empty(shape, a.dtype)
     for idx in np.ndindex(*shape):
-        ia = tuple(0 if d == 1 else i for i, d in zip(idx, a_.shape))
-        ib = tuple(0 if d == 1 else i for i, d in zip(idx, b_.shape))
+        ia = tuple(0 if d == 1 else i for i, d in zip(idx, a_.shape, strict=True))
+        ib = tuple(0 if d == 1 else i for i, d in zip(idx, b_.shape, strict=True))
         out[idx] = a_[ia] + b_[ib]
     return out
 
@@ -71,7 +70,9 @@ FLATTEN_SHAPES = [(2, 3, 4), (2, 3, 4, 5), (2, 1, 3, 2, 2)]
 FLATTEN_CASES = [(s, axis) for s in FLATTEN_SHAPES for axis in range(-len(s), len(s) + 1)]
 
 
-@pytest.mark.parametrize("shape, axis", FLATTEN_CASES, ids=[f"{s}-axis{a}" for s, a in FLATTEN_CASES])
+@pytest.mark.parametrize(
+    "shape, axis", FLATTEN_CASES, ids=[f"{s}-axis{a}" for s, a in FLATTEN_CASES]
+)
 def test_flatten_matches_reference_and_onnxruntime(shape, axis):
     x = rand(RNG(len(shape)), *shape)
     g = single_node("Flatten", {"x": shape}, attrs={"axis": axis})
@@ -94,7 +95,11 @@ def test_flatten_default_axis_dynamic_batch_and_zero_size():
         g.mark_output(o)
     # An empty batch: reshape(rows, -1) would be ambiguous, the kernel gives both sizes.
     out = runtime.run(g, {"x": np.zeros((0, 3, 4), np.float32)})
-    assert out["f1.out"].shape == (0, 12) and out["f2.out"].shape == (0, 4) and out["f0.out"].shape == (1, 0)
+    assert (
+        out["f1.out"].shape == (0, 12)
+        and out["f2.out"].shape == (0, 4)
+        and out["f0.out"].shape == (1, 0)
+    )
     x = rand(RNG(0), 5, 3, 4)
     compare_with_ort(g, {"x": x}, rtol=0, atol=0)
     assert ops.get("Flatten").macs is None
@@ -118,7 +123,9 @@ def test_kernels_accept_negative_axes(axis):
     x = rand(RNG(0), 2, 3, 4)
     np.testing.assert_array_equal(get_kernel("Flatten").fn(x, axis=axis), flatten_ref(x, axis))
     y = rand(RNG(1), 2, 3, 4)
-    np.testing.assert_array_equal(get_kernel("Concat").fn(x, y, axis=axis), concat_ref([x, y], axis))
+    np.testing.assert_array_equal(
+        get_kernel("Concat").fn(x, y, axis=axis), concat_ref([x, y], axis)
+    )
 
 
 def test_flatten_keeps_int_dtype():
@@ -140,7 +147,9 @@ def test_flatten_keeps_int_dtype():
 def test_concat_matches_reference_and_onnxruntime(rank, n_inputs, axis_pick, data):
     axis = axis_pick % (2 * rank) - rank  # every axis in [-rank, rank)
     base = data.draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank), label="base")
-    sizes = data.draw(st.lists(st.integers(1, 4), min_size=n_inputs, max_size=n_inputs), label="sizes")
+    sizes = data.draw(
+        st.lists(st.integers(1, 4), min_size=n_inputs, max_size=n_inputs), label="sizes"
+    )
     shapes = []
     for s in sizes:
         shape = list(base)
@@ -180,10 +189,23 @@ def test_concat_dynamic_dims_and_params():
 @pytest.mark.parametrize(
     "shapes, axis, error, words",
     [
-        ([(2, 3, 4), (2, 5, 5)], 1, ShapeError,
-         ["node 'concat' (Concat)", "dim 2 differs (5 != 4) off the concat axis 1", "'x1'(2,5,5) vs 'x0'(2,3,4)"]),
+        (
+            [(2, 3, 4), (2, 5, 5)],
+            1,
+            ShapeError,
+            [
+                "node 'concat' (Concat)",
+                "dim 2 differs (5 != 4) off the concat axis 1",
+                "'x1'(2,5,5) vs 'x0'(2,3,4)",
+            ],
+        ),
         ([(2, 3, 4), (2, 3)], 0, ShapeError, ["ranks differ: 'x1'(2,3) vs 'x0'(2,3,4)"]),
-        ([(2, 3, 4), (2, 3, 4)], 3, AttributeValueError, ["axis 3 is out of range [-3, 2]", "x0(2,3,4)"]),
+        (
+            [(2, 3, 4), (2, 3, 4)],
+            3,
+            AttributeValueError,
+            ["axis 3 is out of range [-3, 2]", "x0(2,3,4)"],
+        ),
         ([(2, 3, 4), (2, 3, 4)], -4, AttributeValueError, ["axis -4 is out of range [-3, 2]"]),
         ([(), ()], 0, ShapeError, ["is a scalar"]),
     ],
@@ -196,7 +218,9 @@ def test_concat_bad_input_names_node_and_shapes(shapes, axis, error, words):
 
 
 def test_concat_requires_axis_and_same_dtype():
-    with pytest.raises(AttributeValueError, match=r"node 'concat' \(Concat\): required attribute\(s\) \['axis'\]"):
+    with pytest.raises(
+        AttributeValueError, match=r"node 'concat' \(Concat\): required attribute\(s\) \['axis'\]"
+    ):
         single_node("Concat", {"a": (2, 3), "b": (2, 3)})
     g = Graph("d")
     g.add_input("a", (2, 3))
@@ -206,7 +230,13 @@ def test_concat_requires_axis_and_same_dtype():
 
 
 # ---------------------------------------------------------------------------------------- Add
-ADD_SHAPES = [((2, 3, 4, 5), (2, 3, 4, 5)), ((2, 3, 4, 5), (3, 1, 1)), ((1, 3, 1), (2, 1, 4)), ((5,), (2, 3, 5)), ((), (2, 3))]
+ADD_SHAPES = [
+    ((2, 3, 4, 5), (2, 3, 4, 5)),
+    ((2, 3, 4, 5), (3, 1, 1)),
+    ((1, 3, 1), (2, 1, 4)),
+    ((5,), (2, 3, 5)),
+    ((), (2, 3)),
+]
 
 
 @pytest.mark.parametrize("a_shape, b_shape", ADD_SHAPES)
@@ -221,7 +251,9 @@ def test_add_broadcasts_like_reference_and_onnxruntime(a_shape, b_shape):
 
 
 def test_add_bad_shapes_and_no_macs():
-    with pytest.raises(ShapeError, match=r"node 'add' \(Add\): shapes \(2,3\) and \(4,3\) do not broadcast"):
+    with pytest.raises(
+        ShapeError, match=r"node 'add' \(Add\): shapes \(2,3\) and \(4,3\) do not broadcast"
+    ):
         single_node("Add", {"a": (2, 3), "b": (4, 3)})
     assert ops.get("Add").macs is None  # one add per element: negligible next to conv/matmul
 
@@ -258,7 +290,9 @@ def test_import_flatten(opset, axis):
     x = rand(RNG(opset), 2, 3, 2, 2)
     node = helper.make_node("Flatten", ["x"], ["y"], axis=axis)
     shape = flatten_ref(x, axis).shape
-    g = _check_import(_model([node], [_f32("x", x.shape)], [_f32("y", shape)], opset), {"x": x}, ["Flatten"])
+    g = _check_import(
+        _model([node], [_f32("x", x.shape)], [_f32("y", shape)], opset), {"x": x}, ["Flatten"]
+    )
     assert g.values["y"].shape == shape
 
 
@@ -266,11 +300,17 @@ def test_import_flatten(opset, axis):
 def test_import_flatten_default_axis(opset):
     x = rand(RNG(1), 3, 2, 4)
     node = helper.make_node("Flatten", ["x"], ["y"])
-    g = _check_import(_model([node], [_f32("x", ("N", 2, 4))], [_f32("y", ("N", 8))], opset), {"x": x}, ["Flatten"])
+    g = _check_import(
+        _model([node], [_f32("x", ("N", 2, 4))], [_f32("y", ("N", 8))], opset),
+        {"x": x},
+        ["Flatten"],
+    )
     assert g.values["y"].shape == (None, 8)
 
 
-@pytest.mark.parametrize("opset, axis", [(9, 1), (9, 0), (11, -1), (11, 2), (13, -3), (21, 1), (21, -2)])
+@pytest.mark.parametrize(
+    "opset, axis", [(9, 1), (9, 0), (11, -1), (11, 2), (13, -3), (21, 1), (21, -2)]
+)
 def test_import_concat(opset, axis):
     rng = RNG(opset)
     shapes = [[2, 3, 4], [2, 3, 4], [2, 3, 4]]
@@ -279,19 +319,25 @@ def test_import_concat(opset, axis):
     xs = [rand(rng, *s) for s in shapes]
     out_shape = concat_ref(xs, axis).shape
     node = helper.make_node("Concat", ["a", "b", "c"], ["y"], axis=axis)
-    model = _model([node], [_f32(n, s) for n, s in zip("abc", shapes)], [_f32("y", out_shape)], opset)
-    _check_import(model, dict(zip("abc", xs)), ["Concat"])
+    model = _model(
+        [node], [_f32(n, s) for n, s in zip("abc", shapes, strict=True)], [_f32("y", out_shape)], opset
+    )
+    _check_import(model, dict(zip("abc", xs, strict=True)), ["Concat"])
 
 
 def test_import_concat_with_constant_input():
     c = rand(RNG(3), 1, 2)
     node = helper.make_node("Concat", ["x", "c"], ["y"], axis=1)
-    model = _model([node], [_f32("x", (1, 3))], [_f32("y", (1, 5))], 13, [onnx.numpy_helper.from_array(c, "c")])
+    model = _model(
+        [node], [_f32("x", (1, 3))], [_f32("y", (1, 5))], 13, [onnx.numpy_helper.from_array(c, "c")]
+    )
     _check_import(model, {"x": rand(RNG(4), 1, 3)}, ["Concat"])
 
 
 @pytest.mark.parametrize("opset", [9, 13, 14, 21])
-@pytest.mark.parametrize("a_shape, b_shape", [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (3, 1)), ((4,), (2, 3, 4))])
+@pytest.mark.parametrize(
+    "a_shape, b_shape", [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (3, 1)), ((4,), (2, 3, 4))]
+)
 def test_import_add(opset, a_shape, b_shape):
     rng = RNG(opset)
     out = np.broadcast_shapes(a_shape, b_shape)
@@ -366,9 +412,11 @@ def test_import_sum_becomes_add_chain(opset, n_inputs):
     rng = RNG(opset * 10 + n_inputs)
     shapes = [(2, 3, 4), (3, 4), (2, 1, 4), (4,)][:n_inputs]  # Sum broadcasts from opset 8 on
     names = [f"x{k}" for k in range(n_inputs)]
-    feeds = {n: rand(rng, *s) for n, s in zip(names, shapes)}
+    feeds = {n: rand(rng, *s) for n, s in zip(names, shapes, strict=True)}
     node = helper.make_node("Sum", names, ["y"], name="total")
-    model = _model([node], [_f32(n, s) for n, s in zip(names, shapes)], [_f32("y", (2, 3, 4))], opset)
+    model = _model(
+        [node], [_f32(n, s) for n, s in zip(names, shapes, strict=True)], [_f32("y", (2, 3, 4))], opset
+    )
     g = _check_import(model, feeds, ["Add"] * (n_inputs - 1))
     assert g.nodes[-1].outputs == ["y"] and g.nodes[-1].name == "total"
     expected = feeds[names[0]]
@@ -391,7 +439,10 @@ def test_import_single_input_sum():
 
 def test_import_without_shape_information_runs_negative_axes():
     """No shapes in the model: the axes reach the kernels unresolved (still negative)."""
-    nodes = [helper.make_node("Concat", ["a", "b"], ["c"], axis=-2), helper.make_node("Flatten", ["c"], ["y"], axis=-1)]
+    nodes = [
+        helper.make_node("Concat", ["a", "b"], ["c"], axis=-2),
+        helper.make_node("Flatten", ["c"], ["y"], axis=-1),
+    ]
     model = _model(nodes, [_f32("a", None), _f32("b", None)], [_f32("y", None)], 13, check=False)
     # (onnx's checker insists on graph input shapes; onnxruntime runs the model without them)
     rng = RNG(9)
@@ -410,7 +461,12 @@ def test_import_export_round_trip_of_tensor_ops():
         helper.make_node("Sum", ["c", "c", "d"], ["s"]),
         helper.make_node("Flatten", ["s"], ["y"], axis=-1),
     ]
-    model = _model(nodes, [_f32("a", ("N", 3, 2)), _f32("b", ("N", 3, 1)), _f32("d", (3, 3))], [_f32("y", ("M", 3))], 13)
+    model = _model(
+        nodes,
+        [_f32("a", ("N", 3, 2)), _f32("b", ("N", 3, 1)), _f32("d", (3, 3))],
+        [_f32("y", ("M", 3))],
+        13,
+    )
     feeds = {"a": rand(rng, 2, 3, 2), "b": rand(rng, 2, 3, 1), "d": rand(rng, 3, 3)}
     g = _check_import(model, feeds, ["Concat", "Add", "Add", "Flatten"])
     again = export_checked(g)
@@ -437,7 +493,9 @@ def test_residual_block_with_add():
     feeds = {"x": rand(RNG(0), 2, 4, 6, 6)}
     ours = compare_with_ort(g, feeds, atol=BLOCK_ATOL)["y"]
     inner = runtime.run(g, feeds, keep_all=True)
-    assert_close(ours, np.maximum(feeds["x"] + inner[g.nodes[2].outputs[0]], 0), what="relu(x + F(x))")
+    assert_close(
+        ours, np.maximum(feeds["x"] + inner[g.nodes[2].outputs[0]], 0), what="relu(x + F(x))"
+    )
 
 
 def test_inception_block_with_concat_and_classifier():
@@ -466,10 +524,17 @@ def test_dsl_concat_and_add_errors_name_the_layer():
     b = net.input("b", (None, 5, 2, 2))
     with pytest.raises(ShapeError) as info:
         concat([a, b], axis=1)
-    assert "node 'concat1' (Concat)" in str(info.value) and "'b'(N,5,2,2) vs 'a'(N,3,4,4)" in str(info.value)
-    with pytest.raises(ShapeError, match=r"node 'skip' \(Add\): shapes \(N,3,4,4\) and \(N,5,2,2\) do not broadcast"):
+    assert "node 'concat1' (Concat)" in str(info.value) and "'b'(N,5,2,2) vs 'a'(N,3,4,4)" in str(
+        info.value
+    )
+    with pytest.raises(
+        ShapeError,
+        match=r"node 'skip' \(Add\): shapes \(N,3,4,4\) and \(N,5,2,2\) do not broadcast",
+    ):
         add(a, b, name="skip")
-    with pytest.raises(AttributeValueError, match=r"node 'flatten1' \(Flatten\): axis 5 is out of range"):
+    with pytest.raises(
+        AttributeValueError, match=r"node 'flatten1' \(Flatten\): axis 5 is out of range"
+    ):
         Flatten(5)(a)
     with pytest.raises(AttributeValueError, match="Flatten: axis must be an int"):
         Flatten(1.5)

@@ -81,7 +81,10 @@ def _export_dropout(ctx, node, attrs):
         keep = ctx.const(np.asarray(1.0 - drop, dtype=dtype), f"{node.name}.keep")
         ctx.emit("Mul", [node.inputs[0], keep], [y], name=node.name)
         return
-    inputs = [node.inputs[0], ratio_in or ctx.const(np.asarray(drop, dtype=dtype), f"{node.name}.ratio")]
+    inputs = [
+        node.inputs[0],
+        ratio_in or ctx.const(np.asarray(drop, dtype=dtype), f"{node.name}.ratio"),
+    ]
     if mode_in:
         inputs.append(mode_in)
     elif ctx.training:
@@ -125,8 +128,15 @@ def _import_prelu(ctx, node):
     if slope is None or shape is None or len(shape) < 2 or slope.size not in (1, shape[1]):
         ctx.opaque(node)
         return
-    per_channel = slope.reshape((-1,) + (1,) * (len(shape) - 2)) if slope.size > 1 else slope.reshape(1)
-    ctx.add("PRelu", [x, ctx.param(per_channel, f"{slope_name}.per_channel")], _outputs(node), name=node.name)
+    per_channel = (
+        slope.reshape((-1,) + (1,) * (len(shape) - 2)) if slope.size > 1 else slope.reshape(1)
+    )
+    ctx.add(
+        "PRelu",
+        [x, ctx.param(per_channel, f"{slope_name}.per_channel")],
+        _outputs(node),
+        name=node.name,
+    )
 
 
 @import_rule("Softmax", "LogSoftmax")
@@ -146,7 +156,7 @@ def _import_softmax(ctx, node):
     if not 0 <= a < r:  # let the op table name the node and the shapes
         ctx.add(op, [x], outs, {"axis": axis}, name=node.name)
         return
-    if all(d == 1 for d in shape[a + 1:]):
+    if all(d == 1 for d in shape[a + 1 :]):
         # Normalizing over d[a:] with every dim after `a` of size 1 is normalizing along `a`.
         ctx.add(op, [x], outs, {"axis": -1 if a == r - 1 else a}, name=node.name)
         return
@@ -158,7 +168,9 @@ def _import_softmax(ctx, node):
     ctx.add("Flatten", [x], [flat], {"axis": a}, name=flat)
     normed = ctx.graph.fresh_name(f"{base}.2d")
     ctx.add(op, [flat], [normed], {"axis": -1}, name=node.name or normed)
-    back = ctx.param(np.array([-1 if d is None else d for d in shape], dtype=np.int64), f"{base}.shape")
+    back = ctx.param(
+        np.array([-1 if d is None else d for d in shape], dtype=np.int64), f"{base}.shape"
+    )
     ctx.add("Reshape", [normed, back], outs, name=ctx.graph.fresh_name(f"{base}.unflat"))
 
 

@@ -42,7 +42,13 @@ def _inputs(names: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------ export
 @export_rule("Conv")
 def _export_conv(ctx, node, attrs):
-    ctx.emit("Conv", _inputs(node.inputs), node.outputs, name=node.name, **{k: attrs.get(k) for k in _PASS_THROUGH})
+    ctx.emit(
+        "Conv",
+        _inputs(node.inputs),
+        node.outputs,
+        name=node.name,
+        **{k: attrs.get(k) for k in _PASS_THROUGH},
+    )
 
 
 @export_rule("ConvTranspose")
@@ -50,16 +56,22 @@ def _export_conv_transpose(ctx, node, attrs):
     ins = _inputs(node.inputs)
     out_pad, pads, strides = attrs.get("output_padding"), attrs.get("pads"), attrs.get("strides")
     if out_pad is None or not any(out_pad):
-        ctx.emit("ConvTranspose", ins, node.outputs, name=node.name, **{k: attrs.get(k) for k in _PASS_THROUGH})
+        ctx.emit(
+            "ConvTranspose",
+            ins,
+            node.outputs,
+            name=node.name,
+            **{k: attrs.get(k) for k in _PASS_THROUGH},
+        )
         return
     # ONNX allows output_padding < stride *or* dilation; onnxruntime only < stride. Write the
     # same output in a form every runtime takes. Pads and output_padding only choose where the
     # output starts and ends along the full result, so output_padding may first cancel end pads.
     k = len(out_pad)
-    ends = [p - min(p, o) for p, o in zip(pads[k:], out_pad)]
-    rest = [o - min(p, o) for p, o in zip(pads[k:], out_pad)]
+    ends = [p - min(p, o) for p, o in zip(pads[k:], out_pad, strict=True)]
+    rest = [o - min(p, o) for p, o in zip(pads[k:], out_pad, strict=True)]
     fields = {key: attrs.get(key) for key in _PASS_THROUGH}
-    if all(r < s for r, s in zip(rest, strides)):
+    if all(r < s for r, s in zip(rest, strides, strict=True)):
         fields["pads"] = tuple(pads[:k]) + tuple(ends)
         fields["output_padding"] = tuple(rest) if any(rest) else None
         ctx.emit("ConvTranspose", ins, node.outputs, name=node.name, **fields)
@@ -67,14 +79,25 @@ def _export_conv_transpose(ctx, node, attrs):
     # Otherwise: the full, unpadded result, then one Pad whose negative amounts crop the pads and
     # whose positive ones add the zero (bias-only) positions, then the bias over all of it.
     fields["pads"] = (0,) * (2 * k)
-    full = ctx.emit("ConvTranspose", ins[:2], [ctx.fresh(f"{node.name}.full")], name=node.name, **fields)[0]
-    amounts = [0, 0] + [-p for p in pads[:k]] + [0, 0] + [o - p for p, o in zip(pads[k:], out_pad)]
+    full = ctx.emit(
+        "ConvTranspose", ins[:2], [ctx.fresh(f"{node.name}.full")], name=node.name, **fields
+    )[0]
+    amounts = [0, 0] + [-p for p in pads[:k]] + [0, 0] + [o - p for p, o in zip(pads[k:], out_pad, strict=True)]
     padded = node.outputs[0] if len(ins) < 3 else ctx.fresh(f"{node.name}.padded")
-    ctx.emit("Pad", [full, ctx.const(np.asarray(amounts, dtype=np.int64), f"{node.name}.pads")], [padded],
-             name=ctx.fresh(f"{node.name}/pad"))
+    ctx.emit(
+        "Pad",
+        [full, ctx.const(np.asarray(amounts, dtype=np.int64), f"{node.name}.pads")],
+        [padded],
+        name=ctx.fresh(f"{node.name}/pad"),
+    )
     if len(ins) == 3:
         shape = ctx.const(np.asarray([-1] + [1] * k, dtype=np.int64), f"{node.name}.bias_shape")
-        bias = ctx.emit("Reshape", [ins[2], shape], [ctx.fresh(f"{node.name}.bias")], name=ctx.fresh(f"{node.name}/bias_reshape"))[0]
+        bias = ctx.emit(
+            "Reshape",
+            [ins[2], shape],
+            [ctx.fresh(f"{node.name}.bias")],
+            name=ctx.fresh(f"{node.name}/bias_reshape"),
+        )[0]
         ctx.emit("Add", [padded, bias], node.outputs, name=ctx.fresh(f"{node.name}/bias"))
 
 
@@ -93,7 +116,9 @@ def _export_wsconv(ctx, node, attrs):
             ax = ctx.const(np.asarray(axes, dtype=np.int64), f"{base}.axes")
             ctx.emit("ReduceMean", [src, ax], [out], name=ctx.fresh(f"{base}/{hint}"), keepdims=1)
         else:
-            ctx.emit("ReduceMean", [src], [out], name=ctx.fresh(f"{base}/{hint}"), axes=axes, keepdims=1)
+            ctx.emit(
+                "ReduceMean", [src], [out], name=ctx.fresh(f"{base}/{hint}"), axes=axes, keepdims=1
+            )
         return out
 
     def step(op: str, ins: list[str], hint: str) -> str:
@@ -135,7 +160,9 @@ def _static(shape: tuple | None, start: int) -> tuple[int, ...] | None:
 def _import_conv(ctx, node):
     a: dict[str, Any] = ctx.attrs(node)
     transpose = node.op_type == "ConvTranspose"
-    known = {"auto_pad", *_PASS_THROUGH} | ({"output_padding", "output_shape"} if transpose else set())
+    known = {"auto_pad", *_PASS_THROUGH} | (
+        {"output_padding", "output_shape"} if transpose else set()
+    )
     if set(a) - known:
         return ctx.opaque(node)
     auto_pad = a.pop("auto_pad", "NOTSET") or "NOTSET"
@@ -154,14 +181,19 @@ def _import_conv(ctx, node):
         if spatial is None or kernel is None:
             return ctx.opaque(node)  # the pads depend on sizes we do not know
         k = len(spatial)
-        if any(len(attrs.get(key, (0,) * k)) != k for key in ("kernel_shape", "strides", "dilations", "output_padding")):
+        if any(
+            len(attrs.get(key, (0,) * k)) != k
+            for key in ("kernel_shape", "strides", "dilations", "output_padding")
+        ):
             # malformed: let the op table's check say which attribute has the wrong length
             return ctx.add(node.op_type, ins, list(node.output), attrs, name=node.name or None)
         strides = attrs.get("strides", (1,) * k)
         dilations = attrs.get("dilations", (1,) * k)
         upper = auto_pad == "SAME_UPPER"
         if not transpose:
-            pairs = [same_pad(spatial[i], kernel[i], strides[i], dilations[i], upper) for i in range(k)]
+            pairs = [
+                same_pad(spatial[i], kernel[i], strides[i], dilations[i], upper) for i in range(k)
+            ]
         else:
             out_pad = attrs.get("output_padding", (0,) * k)
             if output_shape:
@@ -171,7 +203,9 @@ def _import_conv(ctx, node):
             else:
                 target = tuple(spatial[i] * strides[i] for i in range(k))
             triples = [
-                conv_transpose_pads(spatial[i], kernel[i], strides[i], dilations[i], out_pad[i], target[i], upper)
+                conv_transpose_pads(
+                    spatial[i], kernel[i], strides[i], dilations[i], out_pad[i], target[i], upper
+                )
                 for i in range(k)
             ]
             pairs = [t[:2] for t in triples]

@@ -85,7 +85,10 @@ def _import_gemm(ctx, node):
     a = ctx.attrs(node)
     if ctx.opset < 7:
         a.pop("broadcast", None)
-    if set(a) - {"alpha", "beta", "transA", "transB"} or ctx.graph.values[node.input[0]].dtype not in _FLOATS:
+    if (
+        set(a) - {"alpha", "beta", "transA", "transB"}
+        or ctx.graph.values[node.input[0]].dtype not in _FLOATS
+    ):
         ctx.opaque(node)
         return
     ctx.add("Gemm", node.input, node.output, a, name=node.name)

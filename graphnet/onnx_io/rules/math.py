@@ -16,7 +16,21 @@ from graphnet.ops.math import ONNX_DTYPES
 
 __all__ = ["passthrough"]
 
-_SAME = ("Mul", "Sub", "Div", "Max", "Min", "Neg", "Sqrt", "Pow", "Exp", "Log", "Reciprocal", "Identity", "Clip")
+_SAME = (
+    "Mul",
+    "Sub",
+    "Div",
+    "Max",
+    "Min",
+    "Neg",
+    "Sqrt",
+    "Pow",
+    "Exp",
+    "Log",
+    "Reciprocal",
+    "Identity",
+    "Clip",
+)
 
 # First opset where the reduction's axes are an input rather than an attribute.
 _AXES_INPUT_SINCE = {"ReduceMean": 18, "ReduceMax": 18, "ReduceSum": 13}
@@ -52,7 +66,11 @@ def _import_clip(ctx, node):
     inputs = [node.input[0]]
     for key in ("min", "max"):
         # An absent bound is FLT_MAX / -FLT_MAX in Clip-6, i.e. no bound: leave the input empty.
-        inputs.append(ctx.param(np.array(attrs[key], dtype), f"{node.output[0]}_{key}") if key in attrs else "")
+        inputs.append(
+            ctx.param(np.array(attrs[key], dtype), f"{node.output[0]}_{key}")
+            if key in attrs
+            else ""
+        )
     while inputs[-1] == "":
         inputs.pop()
     ctx.add("Clip", inputs, list(node.output), name=node.name or None)
@@ -78,8 +96,14 @@ def _export_reduce(ctx, node, attrs):
     if axes is None and attrs["noop_with_empty_axes"]:
         ctx.emit("Identity", node.inputs[:1], node.outputs, name=node.name)
         return
-    ctx.emit(node.op, node.inputs[:1], node.outputs, name=node.name,
-             axes=None if axes is None else [int(a) for a in axes.reshape(-1)], **keep)
+    ctx.emit(
+        node.op,
+        node.inputs[:1],
+        node.outputs,
+        name=node.name,
+        axes=None if axes is None else [int(a) for a in axes.reshape(-1)],
+        **keep,
+    )
 
 
 def _import_reduce(ctx, node):
@@ -88,7 +112,10 @@ def _import_reduce(ctx, node):
     if ctx.opset < _AXES_INPUT_SINCE[node.op_type]:
         axes = attrs.pop("axes", None)
         if axes is not None:
-            inputs = [inputs[0], ctx.param(np.array(axes, np.int64).reshape(-1), f"{node.output[0]}_axes")]
+            inputs = [
+                inputs[0],
+                ctx.param(np.array(axes, np.int64).reshape(-1), f"{node.output[0]}_axes"),
+            ]
     if set(attrs) - {"keepdims", "noop_with_empty_axes"}:
         ctx.opaque(node)
         return

@@ -44,9 +44,13 @@ def _scale_bias(ctx, node, dims: tuple, *, need_bias: bool = True) -> list[str]:
     x = ctx.value(node.inputs[0])
     ins = list(node.inputs) + [""] * (3 - len(node.inputs))
     if not ins[1]:
-        ins[1] = ctx.const(np.ones(_static_dims(ctx, node, dims, "scale"), x.dtype), f"{node.name}.ones")
+        ins[1] = ctx.const(
+            np.ones(_static_dims(ctx, node, dims, "scale"), x.dtype), f"{node.name}.ones"
+        )
     if not ins[2] and need_bias:
-        ins[2] = ctx.const(np.zeros(_static_dims(ctx, node, dims, "bias"), x.dtype), f"{node.name}.zeros")
+        ins[2] = ctx.const(
+            np.zeros(_static_dims(ctx, node, dims, "bias"), x.dtype), f"{node.name}.zeros"
+        )
     return ins if ins[2] else ins[:2]
 
 
@@ -72,10 +76,15 @@ def _export_batchnorm(ctx, node, attrs):
 @export_rule("LayerNormalization")
 def _export_layernorm(ctx, node, attrs):
     x = ctx.value(node.inputs[0])
-    ins = _scale_bias(ctx, node, tuple(x.shape[attrs["axis"]:]), need_bias=False)
+    ins = _scale_bias(ctx, node, tuple(x.shape[attrs["axis"] :]), need_bias=False)
     ctx.emit(
-        "LayerNormalization", ins, node.outputs, name=node.name,
-        axis=int(attrs["axis"]), epsilon=float(attrs["epsilon"]), stash_type=int(attrs["stash_type"]),
+        "LayerNormalization",
+        ins,
+        node.outputs,
+        name=node.name,
+        axis=int(attrs["axis"]),
+        epsilon=float(attrs["epsilon"]),
+        stash_type=int(attrs["stash_type"]),
     )
 
 
@@ -83,7 +92,9 @@ def _export_layernorm(ctx, node, attrs):
 def _export_instancenorm(ctx, node, attrs):
     x = ctx.value(node.inputs[0])
     ins = _scale_bias(ctx, node, (x.shape[1],))
-    ctx.emit("InstanceNormalization", ins, node.outputs, name=node.name, epsilon=float(attrs["epsilon"]))
+    ctx.emit(
+        "InstanceNormalization", ins, node.outputs, name=node.name, epsilon=float(attrs["epsilon"])
+    )
 
 
 @export_rule("GroupNormalization")
@@ -93,8 +104,13 @@ def _export_groupnorm(ctx, node, attrs):
     if ctx.opset >= 21:
         ins = _scale_bias(ctx, node, (x.shape[1],))
         ctx.emit(
-            "GroupNormalization", ins, node.outputs, name=node.name,
-            num_groups=g, epsilon=eps, stash_type=int(attrs["stash_type"]),
+            "GroupNormalization",
+            ins,
+            node.outputs,
+            name=node.name,
+            num_groups=g,
+            epsilon=eps,
+            stash_type=int(attrs["stash_type"]),
         )
         return
     # Opsets 17-20: instance norm over (N, G, C/G * positions) IS group norm (one "channel" per
@@ -103,14 +119,25 @@ def _export_groupnorm(ctx, node, attrs):
     grouped, normed, shape = (ctx.fresh(f"{name}.{s}") for s in ("grouped", "normed", "shape"))
     group_shape = ctx.const(np.array([0, g, -1], np.int64), f"{name}.group_shape")
     ctx.emit("Reshape", [xin, group_shape], [grouped], name=ctx.fresh(f"{name}.group"))
-    ones, zeros = ctx.const(np.ones(g, x.dtype), f"{name}.ones"), ctx.const(np.zeros(g, x.dtype), f"{name}.zeros")
-    ctx.emit("InstanceNormalization", [grouped, ones, zeros], [normed], name=ctx.fresh(f"{name}.norm"), epsilon=eps)
+    ones, zeros = (
+        ctx.const(np.ones(g, x.dtype), f"{name}.ones"),
+        ctx.const(np.zeros(g, x.dtype), f"{name}.zeros"),
+    )
+    ctx.emit(
+        "InstanceNormalization",
+        [grouped, ones, zeros],
+        [normed],
+        name=ctx.fresh(f"{name}.norm"),
+        epsilon=eps,
+    )
     ctx.emit("Shape", [xin], [shape], name=ctx.fresh(f"{name}.shape_of"))
-    affine = [(op, p) for op, p in zip(("Mul", "Add"), node.inputs[1:]) if p]
+    affine = [(op, p) for op, p in zip(("Mul", "Add"), node.inputs[1:], strict=False) if p]
     cur = ctx.fresh(f"{name}.ungrouped") if affine else node.outputs[0]
     ctx.emit("Reshape", [normed, shape], [cur], name=ctx.fresh(f"{name}.ungroup"))
     if affine:
-        channel_shape = ctx.const(np.array([1, -1] + [1] * (len(x.shape) - 2), np.int64), f"{name}.channel_shape")
+        channel_shape = ctx.const(
+            np.array([1, -1] + [1] * (len(x.shape) - 2), np.int64), f"{name}.channel_shape"
+        )
     for k, (op, p) in enumerate(affine):
         col = ctx.fresh(f"{p}.per_channel")
         ctx.emit("Reshape", [p, channel_shape], [col], name=ctx.fresh(f"{name}.{op.lower()}_shape"))
@@ -122,8 +149,14 @@ def _export_groupnorm(ctx, node, attrs):
 @export_rule("LRN")
 def _export_lrn(ctx, node, attrs):
     ctx.emit(
-        "LRN", node.inputs, node.outputs, name=node.name, size=int(attrs["size"]),
-        alpha=float(attrs["alpha"]), beta=float(attrs["beta"]), bias=float(attrs["bias"]),
+        "LRN",
+        node.inputs,
+        node.outputs,
+        name=node.name,
+        size=int(attrs["size"]),
+        alpha=float(attrs["alpha"]),
+        beta=float(attrs["beta"]),
+        bias=float(attrs["bias"]),
     )
 
 
@@ -150,14 +183,23 @@ def _import_batchnorm(ctx, node):
     old_training = ctx.opset < 7 and a.get("is_test", 0) == 0
     rank = _rank(ctx, node.input[0])
     saved_read = any(ctx.is_used(o) for o in node.output[3:])
-    if old_training or saved_read or a.get("spatial", 1) != 1 or (rank is not None and not 2 <= rank <= 5):
+    if (
+        old_training
+        or saved_read
+        or a.get("spatial", 1) != 1
+        or (rank is not None and not 2 <= rank <= 5)
+    ):
         return ctx.opaque(node)
     attrs = {k: f32_decimal(a[k]) for k in ("epsilon", "momentum") if k in a}
     outputs = list(node.output[:3])
     while len(outputs) > 1 and not ctx.is_used(outputs[-1]):
         outputs.pop()
-    outputs = [o if o and (k == 0 or ctx.is_used(o)) else ctx.graph.fresh_name(f"{node.name or node.output[0]}.unused{k}")
-               for k, o in enumerate(outputs)]
+    outputs = [
+        o
+        if o and (k == 0 or ctx.is_used(o))
+        else ctx.graph.fresh_name(f"{node.name or node.output[0]}.unused{k}")
+        for k, o in enumerate(outputs)
+    ]
     ctx.add("BatchNormalization", node.input, outputs, attrs, name=node.name)
 
 
@@ -176,7 +218,11 @@ def _import_layernorm(ctx, node):
     a = ctx.attrs(node)
     if _extra_outputs(node) and a.get("stash_type", 1) == 16:
         return ctx.opaque(node)  # bfloat16 statistics: NumPy has no bfloat16
-    attrs = {k: f32_decimal(v) if k == "epsilon" else v for k, v in a.items() if k in ("axis", "epsilon", "stash_type")}
+    attrs = {
+        k: f32_decimal(v) if k == "epsilon" else v
+        for k, v in a.items()
+        if k in ("axis", "epsilon", "stash_type")
+    }
     ctx.add("LayerNormalization", node.input, _named_outputs(ctx, node), attrs, name=node.name)
 
 
@@ -193,7 +239,11 @@ def _import_instancenorm(ctx, node):
 @import_rule("GroupNormalization")
 def _import_groupnorm(ctx, node):
     a = ctx.attrs(node)
-    attrs = {k: f32_decimal(v) if k == "epsilon" else v for k, v in a.items() if k in ("num_groups", "epsilon", "stash_type")}
+    attrs = {
+        k: f32_decimal(v) if k == "epsilon" else v
+        for k, v in a.items()
+        if k in ("num_groups", "epsilon", "stash_type")
+    }
     inputs = list(node.input)
     if ctx.opset < 21:
         # Opsets 18-20: scale and bias hold one value per GROUP. Repeating each C/G times gives the
@@ -204,12 +254,19 @@ def _import_groupnorm(ctx, node):
         arrays = [ctx.const(i) for i in inputs[1:3]]
         if c is None or not g or c % g or any(arr is None or arr.shape != (g,) for arr in arrays):
             return ctx.opaque(node)
-        inputs[1:3] = [ctx.param(np.repeat(arr, c // g), f"{name}.per_channel") for arr, name in zip(arrays, inputs[1:3])]
+        inputs[1:3] = [
+            ctx.param(np.repeat(arr, c // g), f"{name}.per_channel")
+            for arr, name in zip(arrays, inputs[1:3], strict=True)
+        ]
     ctx.add("GroupNormalization", inputs, node.output, attrs, name=node.name)
 
 
 @import_rule("LRN")
 def _import_lrn(ctx, node):
     a = ctx.attrs(node)
-    attrs = {k: v if k == "size" else f32_decimal(v) for k, v in a.items() if k in ("size", "alpha", "beta", "bias")}
+    attrs = {
+        k: v if k == "size" else f32_decimal(v)
+        for k, v in a.items()
+        if k in ("size", "alpha", "beta", "bias")
+    }
     ctx.add("LRN", node.input, node.output, attrs, name=node.name)

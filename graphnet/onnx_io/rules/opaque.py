@@ -46,7 +46,15 @@ def _convert(ctx, node, proto, source: int) -> list:
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(v.dtype if v else "float32"))
         if i in g.params:
             inits.append(numpy_helper.from_array(g.params[i], i))
-        inputs.append(helper.make_tensor_value_info(i, elem, None if v is None or v.shape is None else [d if d is not None else "N" for d in v.shape]))
+        inputs.append(
+            helper.make_tensor_value_info(
+                i,
+                elem,
+                None
+                if v is None or v.shape is None
+                else [d if d is not None else "N" for d in v.shape],
+            )
+        )
     outputs = []
     for o in proto.output:
         if o:

@@ -37,7 +37,9 @@ _WINDOW_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode")
 
 
 # ----------------------------------------------------------------------------- export
-def _floor_form(ctx, node, attrs: dict[str, Any], include_pad: bool) -> tuple[tuple[int, ...], bool] | None:
+def _floor_form(
+    ctx, node, attrs: dict[str, Any], include_pad: bool
+) -> tuple[tuple[int, ...], bool] | None:
     """An equivalent ceil_mode=0 form of a ceil_mode=1 pool whose last window would start in the
     end padding, as (pads, pad_first); None when the node can be written as it is (or must be).
 
@@ -56,23 +58,34 @@ def _floor_form(ctx, node, attrs: dict[str, Any], include_pad: bool) -> tuple[tu
         return None  # dynamic sizes: shape inference cannot disagree on a dimension it cannot know
     ks, st, dl, pads = attrs["kernel_shape"], attrs["strides"], attrs["dilations"], attrs["pads"]
     k = len(ks)
-    ext = [d * (kk - 1) + 1 for kk, d in zip(ks, dl)]
-    out = [window_out_size(n, kk, s, d, pads[i], pads[k + i], ceil=True) for i, (n, kk, s, d) in enumerate(zip(spatial, ks, st, dl))]
-    undropped = [-(-(n + pads[i] + pads[k + i] - e) // s) + 1 for i, (n, e, s) in enumerate(zip(spatial, ext, st))]
+    ext = [d * (kk - 1) + 1 for kk, d in zip(ks, dl, strict=True)]
+    out = [
+        window_out_size(n, kk, s, d, pads[i], pads[k + i], ceil=True)
+        for i, (n, kk, s, d) in enumerate(zip(spatial, ks, st, dl, strict=True))
+    ]
+    undropped = [
+        -(-(n + pads[i] + pads[k + i] - e) // s) + 1
+        for i, (n, e, s) in enumerate(zip(spatial, ext, st, strict=True))
+    ]
     if out == undropped:
         return None
-    reach = [max(0, (o - 1) * s + e - n - pads[i]) for i, (o, s, e, n) in enumerate(zip(out, st, ext, spatial))]
+    reach = [
+        max(0, (o - 1) * s + e - n - pads[i])
+        for i, (o, s, e, n) in enumerate(zip(out, st, ext, spatial, strict=True))
+    ]
     pad_first = include_pad and any(r > pads[k + i] for i, r in enumerate(reach))
     if pad_first:  # pool the padded input; the windows only reach past its end
         new = (0,) * k + tuple(max(0, r - pads[k + i]) for i, r in enumerate(reach))
     else:
         new = tuple(pads[:k]) + tuple(reach)
-    if any(p >= kk for p, kk in zip(new[:k] + new[k:], ks + ks)):
+    if any(p >= kk for p, kk in zip(new[:k] + new[k:], ks + ks, strict=True)):
         return None  # onnxruntime refuses pads >= kernel; keep the literal form
     return new, pad_first
 
 
-def _emit_pool(ctx, node, attrs: dict[str, Any], op: str, *, dilations: bool = True, **extra: Any) -> None:
+def _emit_pool(
+    ctx, node, attrs: dict[str, Any], op: str, *, dilations: bool = True, **extra: Any
+) -> None:
     """Write the pool (in its floor form when `_floor_form` finds one); without `dilations` the
     attribute is left out (all ones: AveragePool before opset 19)."""
     out = {k: attrs[k] for k in _WINDOW_ATTRS if dilations or k != "dilations"}
@@ -87,8 +100,13 @@ def _emit_pool(ctx, node, attrs: dict[str, Any], op: str, *, dilations: bool = T
             pb, pe = attrs["pads"][:k], attrs["pads"][k:]
             onnx_pads = np.array((0, 0) + tuple(pb) + (0, 0) + tuple(pe), dtype=np.int64)
             padded = ctx.fresh(f"{node.name}.padded")
-            ctx.emit("Pad", [x, ctx.const(onnx_pads, f"{node.name}.pads")], [padded], name=ctx.fresh(f"{node.name}.pad"),
-                     mode="constant")
+            ctx.emit(
+                "Pad",
+                [x, ctx.const(onnx_pads, f"{node.name}.pads")],
+                [padded],
+                name=ctx.fresh(f"{node.name}.pad"),
+                mode="constant",
+            )
             x, extra = padded, dict(extra, count_include_pad=0)
     ctx.emit(op, [x], node.outputs, name=node.name, **out, **extra)
 
@@ -109,7 +127,14 @@ def _export_average_pool(ctx, node, attrs):
             f"node '{node.name}' (AveragePool): dilations {list(attrs['dilations'])} need opset 19 "
             f"or newer, exporting opset {ctx.opset}"
         )
-    _emit_pool(ctx, node, attrs, "AveragePool", dilations=ctx.opset >= 19, count_include_pad=attrs["count_include_pad"])
+    _emit_pool(
+        ctx,
+        node,
+        attrs,
+        "AveragePool",
+        dilations=ctx.opset >= 19,
+        count_include_pad=attrs["count_include_pad"],
+    )
 
 
 @export_rule("GlobalAveragePool")
@@ -154,7 +179,9 @@ def _window_attrs(ctx, node, extra: tuple[str, ...]) -> dict[str, Any] | None:
         spatial = None if x is None or x.shape is None or len(x.shape) != 2 + k else x.shape[2:]
         if spatial is None or any(d is None for d in spatial):
             return None  # the pads depend on the spatial size, which is not known here
-        attrs["pads"] = same_pads(spatial, attrs["kernel_shape"], strides, dilations, upper=auto_pad != "SAME_LOWER")
+        attrs["pads"] = same_pads(
+            spatial, attrs["kernel_shape"], strides, dilations, upper=auto_pad != "SAME_LOWER"
+        )
     else:
         return None
     return attrs
@@ -186,7 +213,13 @@ def _import_max_pool(ctx, node):
     if attrs is None or not _mappable(ctx, node, "MaxPool", attrs):
         ctx.opaque(node)
         return
-    ctx.add("MaxPool", node.input[:1], node.output[: 2 if wants_indices else 1], attrs, name=node.name or None)
+    ctx.add(
+        "MaxPool",
+        node.input[:1],
+        node.output[: 2 if wants_indices else 1],
+        attrs,
+        name=node.name or None,
+    )
 
 
 @import_rule("AveragePool")

@@ -37,7 +37,9 @@ def _import_reshape(ctx, node):
 
 @export_rule("Reshape")
 def _export_reshape(ctx, node, attrs):
-    ctx.emit("Reshape", node.inputs, node.outputs, name=node.name, allowzero=attrs["allowzero"] or None)
+    ctx.emit(
+        "Reshape", node.inputs, node.outputs, name=node.name, allowzero=attrs["allowzero"] or None
+    )
 
 
 @import_rule("Transpose")
@@ -67,8 +69,14 @@ def _import_shape(ctx, node):
 
 @export_rule("Shape")
 def _export_shape(ctx, node, attrs):
-    ctx.emit("Shape", node.inputs, node.outputs, name=node.name,
-             start=attrs["start"] or None, end=attrs["end"])
+    ctx.emit(
+        "Shape",
+        node.inputs,
+        node.outputs,
+        name=node.name,
+        start=attrs["start"] or None,
+        end=attrs["end"],
+    )
 
 
 @import_rule("ConstantOfShape")
@@ -80,8 +88,13 @@ def _import_constant_of_shape(ctx, node):
 def _export_constant_of_shape(ctx, node, attrs):
     from onnx import numpy_helper
 
-    ctx.emit("ConstantOfShape", node.inputs, node.outputs, name=node.name,
-             value=numpy_helper.from_array(np.asarray(attrs["value"]).reshape(1), "value"))
+    ctx.emit(
+        "ConstantOfShape",
+        node.inputs,
+        node.outputs,
+        name=node.name,
+        value=numpy_helper.from_array(np.asarray(attrs["value"]).reshape(1), "value"),
+    )
 
 
 def _attr_param(ctx, node, key: str, values, dtype) -> str:
@@ -139,7 +152,9 @@ def _import_pad(ctx, node):
 def _export_pad(ctx, node, attrs):
     mode = attrs["mode"]
     if mode == "wrap" and ctx.opset < 19:
-        raise UnsupportedOpError(f"node '{node.name}' (Pad): mode 'wrap' needs opset >= 19, exporting opset {ctx.opset}")
+        raise UnsupportedOpError(
+            f"node '{node.name}' (Pad): mode 'wrap' needs opset >= 19, exporting opset {ctx.opset}"
+        )
     inputs = list(node.inputs)
     if len(inputs) > 3 and inputs[3] and ctx.opset < 18:
         # Opset 17 has no axes input: write pads for every axis (zeros on the others).
