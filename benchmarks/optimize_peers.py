@@ -191,7 +191,9 @@ def ort_run(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in sess.get_inputs()}
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
+    return dict(
+        zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True)
+    )
 
 
 # ------------------------------------------------------------------------------------------ tools
@@ -456,7 +458,8 @@ def tables(
         ("ms", "median wall time, ms (file on disk -> optimized model)"),
         (
             "mb",
-            "model size, MB (serialized; folding the zoo's ConstantOfShape weights materialises them)",
+            "model size, MB (serialized; folding the zoo's ConstantOfShape weights "
+            "materialises them)",
         ),
     ):
         rows = []
@@ -520,14 +523,18 @@ def _gaps_of(name: str, res: dict, me: str, tools: list[str]) -> list[str]:
         return [f"{name}: {me} {ours.error}"]
     if ours.bn_after_linear:
         lines.append(
-            f"{name}: {me} leaves {ours.bn_after_linear} BatchNormalization after {'/'.join(LINEAR_OPS)}"
+            f"{name}: {me} leaves {ours.bn_after_linear} BatchNormalization after "
+            f"{'/'.join(LINEAR_OPS)}"
         )
     peers = [t for t in tools if t not in OURS and not res[t].error]
     standard = [t for t in peers if not _contrib(res[t])]
     best = min(standard, key=lambda t: res[t].nodes, default=None)
     if best is not None and res[best].nodes < ours.nodes:
         peer = res[best]
-        line = f"{name}: {me} {ours.nodes} nodes vs {best} {peer.nodes}: {me} has more {_fmt(ours.ops - peer.ops)}"
+        line = (
+            f"{name}: {me} {ours.nodes} nodes vs {best} {peer.nodes}: {me} has more "
+            f"{_fmt(ours.ops - peer.ops)}"
+        )
         if peer.ops - ours.ops:
             line += f"; {best} has more {_fmt(peer.ops - ours.ops)}"
         lines.append(line)
@@ -558,7 +565,8 @@ def _fmt(c: Counter) -> str:
 
 def summary(all_results: dict[str, dict], tools: list[str]) -> list[str]:
     """Per column of ours: on how many models it has no more nodes than every peer (also counting
-    only peers whose output is standard ONNX, since graphnet writes no contrib ops), and is fastest."""
+    only peers whose output is standard ONNX, since graphnet writes no contrib ops), and is
+    fastest."""
     out = []
     for me in (t for t in OURS if t in tools):
         fewest = fewest_std = fastest = total = 0
@@ -573,7 +581,8 @@ def summary(all_results: dict[str, dict], tools: list[str]) -> list[str]:
             fastest += all(ours.ms <= p.ms for p in peers)
         out.append(
             f"{me} has no more nodes than any peer on {fewest}/{total} models "
-            f"({fewest_std}/{total} against peers whose output is standard ONNX), is fastest on {fastest}/{total}"
+            f"({fewest_std}/{total} against peers whose output is standard ONNX), is fastest on "
+            f"{fastest}/{total}"
         )
     return out
 
@@ -593,9 +602,10 @@ def training_mode(model) -> bool:
 
 
 LEGEND = (
-    "nodes cell: nodes/BN/Dropout as written (ops of other domains, e.g. onnxruntime's com.microsoft "
-    "FusedConv, count as one node each); * = the written model declares graph inputs that no node reads "
-    "(fed zeros to run it); time cell (kx) = median of only k runs, the --budget was spent"
+    "nodes cell: nodes/BN/Dropout as written (ops of other domains, e.g. onnxruntime's "
+    "com.microsoft FusedConv, count as one node each); * = the written model declares graph inputs "
+    "that no node reads (fed zeros to run it); time cell (kx) = median of only k runs, the "
+    "--budget was spent"
 )
 
 

@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     title = f"inference latency (median) and peak memory of one run, {mode}, batch {args.batch}"
     print(render(title, header, rows, args.markdown))
     print(
-        f"\nratio = graphnet ms / ORT ms; held = resident memory the session keeps; run peak = rise of "
-        f"the peak resident memory during one warmed-up run; tracemalloc = peak of NumPy/Python "
-        f"allocations during one run (blind to ORT's C++ arena, hence graphnet only); total "
-        f"{time.perf_counter() - started:.0f} s"
+        "\nratio = graphnet ms / ORT ms; held = resident memory the session keeps; run peak = "
+        "rise of the peak resident memory during one warmed-up run; tracemalloc = peak of "
+        "NumPy/Python allocations during one run (blind to ORT's C++ arena, hence graphnet only); "
+        f"total {time.perf_counter() - started:.0f} s"
     )
     return 0
 

@@ -13,14 +13,15 @@ order of the model's graph outputs (also indexable by output name).
 The mode rule. ONNX bakes the train/inference choice into some nodes; graphnet's IR does not (the
 mode is chosen when a graph runs, DESIGN.md "IR choices"), so the backend chooses it from the model:
 the graph runs in train mode iff some node asks for training, i.e.
-- a BatchNormalization with `training_mode=1` (opset 14+) or, at opsets 7-13, with running-statistics
-  outputs (their presence was what asked for training then), or
+- a BatchNormalization with `training_mode=1` (opset 14+) or, at opsets 7-13, with
+  running-statistics outputs (their presence was what asked for training then), or
 - a Dropout (opset 12+) whose `training_mode` input is a constant True (initializer or Constant);
 otherwise it runs in inference mode. The mode is the whole graph's: in a model that also has
 Dropouts without a training_mode (inference ones in ONNX), those drop too, as in graphnet's own
 train mode. A Dropout whose training_mode is computed at run time follows that value whatever the
-mode. `prepare(model, mode="train" | "inference")` overrides the rule; `seed=` seeds the generator that train-mode Dropout draws from (its masks are graphnet's own:
-they cannot equal another runtime's).
+mode. `prepare(model, mode="train" | "inference")` overrides the rule; `seed=` seeds the generator
+that train-mode Dropout draws from (its masks are graphnet's own: they cannot equal another
+runtime's).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def _constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
 
 
 def model_mode(model: onnx.ModelProto) -> str:
-    """ "train" if a node of `model` asks for training (see the module docstring), else "inference"."""
+    """ "train" if a node of `model` asks for training (see the module docstring), else
+    "inference"."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     for n in model.graph.node:
         if n.domain not in ("", "ai.onnx"):
@@ -82,7 +84,8 @@ def model_mode(model: onnx.ModelProto) -> str:
 
 
 class GraphnetRep(BackendRep):
-    """A model imported into the IR and planned once (`runtime.Session`), ready to run many times."""
+    """A model imported into the IR and planned once (`runtime.Session`), ready to run many
+    times."""
 
     def __init__(self, graph: Graph, *, mode: str, seed: int | None = None) -> None:
         from graphnet import runtime
@@ -102,7 +105,8 @@ class GraphnetRep(BackendRep):
         inputs = list(inputs)
         if len(inputs) != len(names):
             raise InputError(
-                f"graph '{self.graph.name}' takes {len(names)} input(s) {list(names)}, got {len(inputs)}"
+                f"graph '{self.graph.name}' takes {len(names)} input(s) {list(names)}, "
+                f"got {len(inputs)}"
             )
         return {name: np.asarray(arr) for name, arr in zip(names, inputs, strict=True)}
 

@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "target",
         metavar="MODULE:ATTR",
-        help="a module (dotted name or .py path) and a Graph, Network, Sequential or function in it",
+        help=(
+            "a module (dotted name or .py path) and a Graph, Network, Sequential or function in it"
+        ),
     )
     e.add_argument("-o", "--output", required=True)
     e.add_argument("--input-shape", help="for a Sequential: e.g. N,3,32,32 (N = dynamic batch)")
@@ -100,7 +102,10 @@ def _parser() -> argparse.ArgumentParser:
         const=2**31,
         default=None,
         metavar="BYTES",
-        help="also materialise constant results up to BYTES (default 2 GiB): fewer nodes, bigger file",
+        help=(
+            "also materialise constant results up to BYTES (default 2 GiB): fewer "
+            "nodes, bigger file"
+        ),
     )
     o.add_argument("--seed", type=int, default=0)
     o.add_argument(

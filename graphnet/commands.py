@@ -34,7 +34,9 @@ def _ort_outputs(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> dict[str, 
     sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in sess.get_inputs()}
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
+    return dict(
+        zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True)
+    )
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -77,7 +79,8 @@ def cmd_demo(args) -> int:
     )
     graph = net.build((None, 3, 32, 32), seed=seed)
     print(
-        "The lecture's template: INPUT -> [[CONV -> BN -> RELU] * 2 -> POOL] * 2 -> [DROPOUT -> FC -> RELU] * 1 -> FC -> Softmax"
+        "The lecture's template: INPUT -> [[CONV -> BN -> RELU] * 2 -> POOL] * 2 -> "
+        "[DROPOUT -> FC -> RELU] * 1 -> FC -> Softmax"
     )
     print(format_summary(graph))
     bn = [n for n in graph.nodes if n.op == "BatchNormalization"]
@@ -95,8 +98,9 @@ def cmd_demo(args) -> int:
         mean0, var0 = graph.params[bn[0].inputs[3]], graph.params[bn[0].inputs[4]]
         print(
             f"\ntrain mode: {steps} steps on random batches of 8 updated the running statistics "
-            f"(smoothing 0.9; from mean 0, var 1): {bn[0].name} mean[:3] = {np.array2string(mean0[:3], precision=4)}, "
-            f"var[:3] = {np.array2string(var0[:3], precision=4)}"
+            f"(smoothing 0.9; from mean 0, var 1): {bn[0].name} mean[:3] = "
+            f"{np.array2string(mean0[:3], precision=4)}, var[:3] = "
+            f"{np.array2string(var0[:3], precision=4)}"
         )
 
     x = rng.random((batch, 3, 32, 32), dtype=np.float32)
@@ -108,12 +112,13 @@ def cmd_demo(args) -> int:
     abs_d, rel_d = _diff(ours, theirs)
     ok = _close(ours, theirs, CHECK_RTOL, CHECK_ATOL)
     print(
-        f"inference on a batch of {batch}: NumPy runtime vs onnxruntime (opset {model.opset_import[0].version}, "
-        f"{len(model.graph.node)} ONNX nodes): max|diff| = {abs_d:.3g}, max rel = {rel_d:.3g}  "
-        f"{'OK' if ok else 'MISMATCH'}"
+        f"inference on a batch of {batch}: NumPy runtime vs onnxruntime (opset "
+        f"{model.opset_import[0].version}, {len(model.graph.node)} ONNX nodes): max|diff| = "
+        f"{abs_d:.3g}, max rel = {rel_d:.3g}  {'OK' if ok else 'MISMATCH'}"
     )
     print(
-        f"  class probabilities of example 0: {np.array2string(ours[0], precision=3, suppress_small=True)}"
+        "  class probabilities of example 0: "
+        f"{np.array2string(ours[0], precision=3, suppress_small=True)}"
     )
 
     if args.save:
@@ -148,7 +153,8 @@ def _demo_optimize(graph, x: np.ndarray, reference: np.ndarray, save_dir: str | 
         + ", ".join(f"{k} x{v}" for k, v in opt.op_counts().items())
     )
     print(
-        f"  optimized vs original: NumPy max|diff| = {a1:.3g}, onnxruntime max|diff| = {a2:.3g}  {'OK' if ok else 'MISMATCH'}"
+        f"  optimized vs original: NumPy max|diff| = {a1:.3g}, onnxruntime max|diff| = {a2:.3g}  "
+        f"{'OK' if ok else 'MISMATCH'}"
     )
     if save_dir:
         from graphnet.onnx_io.export import atomic_write
@@ -236,7 +242,8 @@ def cmd_check(args) -> int:
         good = _close(a, b, args.rtol, args.atol)
         ok &= good
         print(
-            f"{name}: shape {tuple(a.shape)}  max|diff| = {abs_d:.3g}  max rel = {rel_d:.3g}  {'OK' if good else 'MISMATCH'}"
+            f"{name}: shape {tuple(a.shape)}  max|diff| = {abs_d:.3g}  max rel = {rel_d:.3g}  "
+            f"{'OK' if good else 'MISMATCH'}"
         )
     print(f"{'agree' if ok else 'DIFFER'} (rtol {args.rtol:g}, atol {args.atol:g})")
     return EXIT_OK if ok else EXIT_DIFF
@@ -296,7 +303,8 @@ def _to_graph(obj: Any, input_shape: str | None):
     if callable(obj):
         return _to_graph(obj(), input_shape)
     raise CliError(
-        f"the target is a {type(obj).__name__}, not a Graph, Network, Layer or function returning one"
+        f"the target is a {type(obj).__name__}, not a Graph, Network, Layer or "
+        "function returning one"
     )
 
 
@@ -310,8 +318,9 @@ def cmd_export(args) -> int:
     onnx.checker.check_model(model, full_check=True)
     write_model(model, args.output)
     print(
-        f"wrote {args.output}: graph '{graph.name}', {len(graph.nodes)} nodes, {graph.num_params():,} parameters, "
-        f"opset {model.opset_import[0].version}, {args.mode} mode"
+        f"wrote {args.output}: graph '{graph.name}', {len(graph.nodes)} nodes, "
+        f"{graph.num_params():,} parameters, opset {model.opset_import[0].version}, "
+        f"{args.mode} mode"
     )
     return EXIT_OK
 

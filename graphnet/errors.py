@@ -1,4 +1,5 @@
-"""Typed errors. Every message names the node (or layer), the op, what was expected and what came."""
+"""Typed errors. Every message names the node (or layer), the op, what was expected and what
+came."""
 
 from __future__ import annotations
 

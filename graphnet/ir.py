@@ -2,9 +2,9 @@
 
 - A `Value` is a named tensor: its shape (a tuple whose entries are ints, or `None` for a dynamic
   dim such as the batch) and its dtype (a NumPy dtype name, "float32" by default).
-- A `Node` applies one op of the op table (`graphnet.ops`) to input values and defines output values.
-  An empty string in `inputs` marks an omitted optional input. `attrs` holds only what differs from
-  the op's defaults or what the builder chose to spell out.
+- A `Node` applies one op of the op table (`graphnet.ops`) to input values and defines output
+  values. An empty string in `inputs` marks an omitted optional input. `attrs` holds only what
+  differs from the op's defaults or what the builder chose to spell out.
 - A `Graph` holds its input values, its nodes (kept in topological order), its output names and its
   parameters: NumPy arrays held by name, read by nodes like any other value (ONNX's initializers).
 
@@ -279,7 +279,8 @@ class Graph:
         return int(sum(a.size for a in self.params.values()))
 
     def to_networkx(self):
-        """A `networkx.DiGraph` over node names; an edge per value passed from one node to another."""
+        """A `networkx.DiGraph` over node names; an edge per value passed from one node to
+        another."""
         import networkx as nx
 
         dg = nx.DiGraph()

@@ -65,7 +65,8 @@ def _ort_compare(original, optimized, graph, seed: int) -> list[tuple[str, float
 
 
 def _has_training_nodes(model) -> bool:
-    """Does the model run BatchNormalization or Dropout in training mode (PyTorch's TRAINING export)?"""
+    """Does the model run BatchNormalization or Dropout in training mode (PyTorch's TRAINING
+    export)?"""
     from onnx import helper, numpy_helper
 
     from graphnet.onnx_io.importer import constant_value
@@ -103,7 +104,8 @@ def run_optimize(args) -> int:
     src = args.model
     if not src or not args.output:
         raise CliError(
-            "usage: graphnet optimize IN.onnx -o OUT.onnx [--passes a,b] [--verify] [--report R.json]"
+            "usage: graphnet optimize IN.onnx -o OUT.onnx [--passes a,b] [--verify] "
+            "[--report R.json]"
         )
     if not os.path.isfile(src):
         raise CliError(f"{src}: no such file")
@@ -140,7 +142,8 @@ def run_optimize(args) -> int:
         onnx.checker.check_model(model, full_check=was_valid)
     except Exception as exc:
         raise CliError(
-            f"the optimized model fails onnx's checker ({str(exc).splitlines()[0]}); nothing written",
+            f"the optimized model fails onnx's checker ({str(exc).splitlines()[0]}); "
+            "nothing written",
             3,
         ) from None
 
@@ -178,7 +181,8 @@ def run_optimize(args) -> int:
             + ", ".join(f"{k} max|diff| = {d:.3g}" for k, d, _ in checks)
         )
     print(
-        f"wrote {args.output} ({size:,} bytes, opset {model.opset_import[0].version}) in {elapsed * 1e3:.0f} ms"
+        f"wrote {args.output} ({size:,} bytes, opset {model.opset_import[0].version}) in "
+        f"{elapsed * 1e3:.0f} ms"
     )
 
     if args.report:

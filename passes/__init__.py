@@ -5,7 +5,8 @@
     print(report.format())
 
 Passes (registered by name in `passes.base`): `fold-constants`, `eliminate`, `drop-dropout`,
-`fold-batchnorm`, `fold-affine`, `cse`. Each module's docstring gives the maths, what it rewrites and when it must not.
+`fold-batchnorm`, `fold-affine`, `cse`. Each module's docstring gives the maths, what it rewrites
+and when it must not.
 """
 
 from __future__ import annotations

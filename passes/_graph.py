@@ -207,9 +207,15 @@ def bypass(graph: Graph, node: Node, src: str, dst: str) -> str | None:
     directly. That needs `src` to come from a node and not to be a graph output itself."""
     if dst in graph.outputs:
         if src in graph.inputs:
-            return f"output '{dst}' would be graph input '{src}' unchanged; the node keeps both names apart"
+            return (
+                f"output '{dst}' would be graph input '{src}' unchanged; the node keeps "
+                "both names apart"
+            )
         if src in graph.params:
-            return f"output '{dst}' would be parameter '{src}' unchanged; the node keeps both names apart"
+            return (
+                f"output '{dst}' would be parameter '{src}' unchanged; the node keeps "
+                "both names apart"
+            )
         if src in graph.outputs:
             return f"'{src}' and '{dst}' are both graph outputs; the node keeps both names"
         shape = graph.values[dst].shape
@@ -261,7 +267,10 @@ def write_param(graph: Graph, node: Node, k: int, array: np.ndarray, hint: str) 
         graph.add_param(name, array)
         node.inputs[k] = name
         users = others + (["a graph output"] if old in graph.outputs else [])
-        return f"'{old}' is shared with {', '.join(users) or 'another input of the same node'}, so {node.name} got a copy '{name}'"
+        return (
+            f"'{old}' is shared with {', '.join(users) or 'another input of the same node'}, so "
+            f"{node.name} got a copy '{name}'"
+        )
     name = graph.fresh_name(hint)
     graph.add_param(name, np.asarray(array))
     while len(node.inputs) <= k:

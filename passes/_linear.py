@@ -148,9 +148,9 @@ def _scale_weight(
     vec = np.asarray(fill.vec, np.float64) * feature_factor(fill.shape, s, axis, group)
     if vec.size * 2 > fill.size:
         return None, (
-            f"{node.name}'s weight '{name}' is a {fill.node.op} fill {format_shape(fill.shape)}: the scaled "
-            f"weight would need {vec.size:,} of its {fill.size:,} values stored (materialise it with "
-            f"max_constant_bytes)"
+            f"{node.name}'s weight '{name}' is a {fill.node.op} fill {format_shape(fill.shape)}: "
+            f"the scaled weight would need {vec.size:,} of its {fill.size:,} values stored "
+            "(materialise it with max_constant_bytes)"
         )
     return _write_fill(graph, node, k, fill, vec, hint), None
 
@@ -191,7 +191,10 @@ def fold_into_producer(
         return _into_matmul(graph, prod, x, chain, s, t, report, label)
     if prod.op == "Add":
         return _into_matmul_add(graph, prod, x, chain, s, t, report, label)
-    return f"{prod.name} is a {prod.op}, not a Conv, ConvTranspose, Gemm, MatMul(+Add) or BatchNormalization"
+    return (
+        f"{prod.name} is a {prod.op}, not a Conv, ConvTranspose, Gemm, MatMul(+Add) or "
+        "BatchNormalization"
+    )
 
 
 def _bias(
@@ -234,7 +237,10 @@ def _into_gemm(graph, prod, x, chain, s, t, rank, report, label) -> str | None:
     c64 = np.zeros(1) if c is None else float(attrs["beta"]) * np.asarray(c, np.float64)
     c_new = s * c64 + t
     if c is not None and not broadcasts_to(c_new.shape, graph.values[prod.outputs[0]].shape):
-        return f"{prod.name}'s C {format_shape(np.shape(c))} does not broadcast with the per-feature shift"
+        return (
+            f"{prod.name}'s C {format_shape(np.shape(c))} does not broadcast with "
+            "the per-feature shift"
+        )
     dtype = np.dtype(graph.values[prod.outputs[0]].dtype)
     note, why = _scale_weight(graph, prod, 1, s, 0 if attrs["transB"] else 1, 1, _hint(prod, 1))
     if why:
@@ -283,8 +289,8 @@ def _matmul_weight_ok(graph: Graph, mm: Node, out_rank: int) -> str | None:
     if b is None or b.shape is None or len(b.shape) != 2 or out_rank != 2:
         out = graph.values[mm.outputs[0]].shape
         return (
-            f"the affine map is per axis-1 feature but {mm.name} (MatMul) output {format_shape(out)} has its "
-            f"features on the last axis"
+            f"the affine map is per axis-1 feature but {mm.name} (MatMul) output "
+            f"{format_shape(out)} has its features on the last axis"
         )
     return None
 
@@ -331,7 +337,10 @@ def _into_matmul_add(graph, add, x, chain, s, t, report, label) -> str | None:
     if not broadcasts_to(c_new.shape, y_shape) or not broadcasts_to(
         c.shape, graph.values[mm.outputs[0]].shape
     ):
-        return f"{add.name}'s bias {format_shape(c.shape)} does not broadcast to {format_shape(y_shape)} per feature"
+        return (
+            f"{add.name}'s bias {format_shape(c.shape)} does not broadcast to "
+            f"{format_shape(y_shape)} per feature"
+        )
     note, why = _scale_weight(graph, mm, 1, s, 1, 1, _hint(mm, 1))
     if why:
         return why
@@ -381,7 +390,8 @@ def _finish(
     notes: list[str | None],
     what: str | None = None,
 ) -> None:
-    """Remove the folded chain; its producer writes the chain's output (a graph output name survives)."""
+    """Remove the folded chain; its producer writes the chain's output (a graph output name
+    survives)."""
     y = chain[-1].outputs[0]
     shape = graph.values[y].shape
     _remove_chain(graph, chain)

@@ -168,8 +168,10 @@ class PipelineReport:
         head = (
             f"optimize '{self.graph}' (pipeline {self.pipeline}"
             f"{', numerics verified after every pass' if self.verified else ''}):\n"
-            f"  nodes  {self.nodes_before:,} -> {self.nodes_after:,}{pct(self.nodes_before, self.nodes_after)}\n"
-            f"  params {self.params_before:,} -> {self.params_after:,}{pct(self.params_before, self.params_after)}\n"
+            f"  nodes  {self.nodes_before:,} -> "
+            f"{self.nodes_after:,}{pct(self.nodes_before, self.nodes_after)}\n"
+            f"  params {self.params_before:,} -> "
+            f"{self.params_after:,}{pct(self.params_before, self.params_after)}\n"
             f"  MACs   {self.macs_before:,} -> {self.macs_after:,} per example"
             f"{pct(self.macs_before, self.macs_after)}"
         )

@@ -190,7 +190,8 @@ def _fold_node(graph: Graph, node: Node, report: PassReport, max_bytes: int | No
         result = kern.fn(*args, **attrs)
     except (GraphNetError, ValueError, TypeError, ArithmeticError) as exc:
         report.declined(
-            f"{node.name}: all inputs are constant, but its kernel failed: {type(exc).__name__}: {exc}"
+            f"{node.name}: all inputs are constant, but its kernel failed: "
+            f"{type(exc).__name__}: {exc}"
         )
         return False
     outs = [np.asarray(r) for r in (result if isinstance(result, (tuple, list)) else [result])]
@@ -205,8 +206,8 @@ def _fold_node(graph: Graph, node: Node, report: PassReport, max_bytes: int | No
         v = graph.values.get(name)
         if name and v is not None and (v.dtype != str(arr.dtype) or not _fits(v.shape, arr.shape)):
             report.declined(
-                f"{node.name}: its kernel returned {arr.dtype}{format_shape(arr.shape)} for '{name}', "
-                f"but the graph says {v.dtype}{format_shape(v.shape)}"
+                f"{node.name}: its kernel returned {arr.dtype}{format_shape(arr.shape)} for "
+                f"'{name}', but the graph says {v.dtype}{format_shape(v.shape)}"
             )
             return False
     graph.nodes.remove(node)
@@ -258,7 +259,8 @@ def _refill(graph: Graph, node: Node, report: PassReport) -> bool:
         graph.values.pop(src, None)
         gone = f"; {fill.name} is no longer read and was removed"
     report.did(
-        f"{node.name} ({node.op} of the fill '{src}') became ConstantOfShape{format_shape(out.shape)}{gone}"
+        f"{node.name} ({node.op} of the fill '{src}') became "
+        f"ConstantOfShape{format_shape(out.shape)}{gone}"
     )
     return True
 
@@ -330,7 +332,8 @@ def _wsconv_to_conv(graph: Graph, node: Node, report: PassReport) -> None:
     w_name = node.inputs[1]
     if w_name not in graph.params:
         report.declined(
-            f"{node.name}: WSConv's kernel '{w_name}' is not a constant, so it cannot be standardized once"
+            f"{node.name}: WSConv's kernel '{w_name}' is not a constant, so it cannot be "
+            "standardized once"
         )
         return
     eps = resolved_attrs(graph, node)["epsilon"]

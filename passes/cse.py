@@ -78,7 +78,7 @@ def _dedupe_params(graph: Graph, report: PassReport) -> dict[str, str]:
     # Only arrays that share a dtype and shape with another one can be equal: the rest (e.g. the
     # one 400 MB classifier weight of a materialised VGG) are never hashed.
     same_layout: dict[tuple, int] = {}
-    for name, array in graph.params.items():
+    for _name, array in graph.params.items():
         k = (array.dtype.str, array.shape)
         same_layout[k] = same_layout.get(k, 0) + 1
     for name, array in graph.params.items():

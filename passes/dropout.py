@@ -141,8 +141,8 @@ def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
     )
     how = f"the static shape {format_shape(x.shape)}" if static else f"Shape({x.name})"
     report.did(
-        f"{node.name}: its mask '{mask}' (all {ones[0].item()!r} at inference) now comes from {cos.name} "
-        f"(ConstantOfShape of {how})"
+        f"{node.name}: its mask '{mask}' (all {ones[0].item()!r} at inference) now comes from "
+        f"{cos.name} (ConstantOfShape of {how})"
     )
     return True
 
@@ -162,8 +162,8 @@ def _classic(graph: Graph, node: Node, keep: float, report: PassReport) -> None:
         bypass(graph, node, x, y)
         report.declined(f"{node.name}: scale not folded into the layer before it: {why_before}")
         report.did(
-            f"removed {node.name} (classic): its scale {keep:g} folded into the following {why_after[0]}"
-            + (f" ({why_after[1]})" if why_after[1] else "")
+            f"removed {node.name} (classic): its scale {keep:g} folded into the "
+            f"following {why_after[0]}" + (f" ({why_after[1]})" if why_after[1] else "")
         )
         return
     report.declined(f"{node.name}: scale not folded into the layer before it: {why_before}")

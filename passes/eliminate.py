@@ -117,7 +117,8 @@ def eliminate(graph: Graph, report: PassReport) -> None:
     removed, dead_params = graph.remove_unused()
     if removed:
         report.did(
-            f"removed {len(removed)} dead node(s) no output depends on: {', '.join(n.name for n in removed)}"
+            f"removed {len(removed)} dead node(s) no output depends on: "
+            f"{', '.join(n.name for n in removed)}"
         )
     if dead_params:
         report.did(f"removed {len(dead_params)} unused parameter(s): {', '.join(dead_params)}")

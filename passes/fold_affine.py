@@ -2,10 +2,10 @@
 and merge a chain of them into one Mul + Add.
 
 The maths. A STEP is a node that applies one number per channel (axis 1, as BN does) to its data
-input x: `Mul(x, c)` / `Mul(c, x)`, `Add(x, c)` / `Add(c, x)`, `Sub(x, c)`, `Sub(c, x)`, `Div(x, c)`,
-c a constant that `passes.bn_maths.per_channel_vector` accepts (a scalar, (C, 1, 1), (1, C, 1, 1),
-...: it never changes x's shape). Each step is y = a * x + b per channel, and a chain of steps
-(each the only reader of the one before) composes, in float64, into one map y = s * x + t:
+input x: `Mul(x, c)` / `Mul(c, x)`, `Add(x, c)` / `Add(c, x)`, `Sub(x, c)`, `Sub(c, x)`,
+`Div(x, c)`, c a constant that `passes.bn_maths.per_channel_vector` accepts (a scalar, (C, 1, 1),
+(1, C, 1, 1), ...: it never changes x's shape). Each step is y = a * x + b per channel, and a chain
+of steps (each the only reader of the one before) composes, in float64, into one map y = s * x + t:
     Mul c: (s, t) -> (c s, c t);  Add c: t -> t + c;  Sub(x, c): t -> t - c;
     Sub(c, x): (s, t) -> (-s, c - t);  Div(x, c): (s, t) -> (s / c, t / c).
 Rewrites:

@@ -99,7 +99,8 @@ def fold_batchnorm(graph: Graph, report: PassReport) -> None:
     as a per-channel Mul + Add."""
     read_before, existed_before = params_read(graph), set(graph.params)
     # Last BN first: in BN1 -> BN2, BN2 must fold into BN1 while BN1 is still a BN (once BN1
-    # is a Mul + Add nothing folds into it); a Conv -> BN1 -> BN2 chain then folds BN1 into the Conv.
+    # is a Mul + Add nothing folds into it); a Conv -> BN1 -> BN2 chain then folds BN1 into the
+    # Conv.
     for bn in [n for n in reversed(graph.nodes) if n.op == "BatchNormalization"]:
         if bn in graph.nodes:
             _fold_one(graph, bn, report)
@@ -119,11 +120,14 @@ def _fold_one(graph: Graph, bn: Node, report: PassReport) -> None:
     ]
     names = ("scale", "B", "input_mean", "input_var")
     missing = [
-        f"{nm} '{bn.inputs[k + 1]}'" for k, (nm, a) in enumerate(zip(names, stats, strict=True)) if a is None
+        f"{nm} '{bn.inputs[k + 1]}'"
+        for k, (nm, a) in enumerate(zip(names, stats, strict=True))
+        if a is None
     ]
     if missing:
         report.declined(
-            f"{bn.name}: its {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not constant"
+            f"{bn.name}: its {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not constant"
         )
         return
     if len(bn.outputs) > 1:
@@ -214,7 +218,8 @@ def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassRepo
 
 # ----------------------------------------------------------------- into the producer
 def _into_producer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | None:
-    """Fold into the node that writes the BN's input (`passes._linear`); None when done, else why not."""
+    """Fold into the node that writes the BN's input (`passes._linear`); None when done, else why
+    not."""
     return fold_into_producer(graph, bn.inputs[0], [bn], s, t, report, bn.name)
 
 

@@ -8,7 +8,8 @@ pipeline and after every pass that changed something, and compares each output w
 before that pass; a difference beyond `atol + rtol * |before|` raises `PassError` naming the pass,
 the passes that ran before it, the output and the difference:
 
-    pass 'fold-batchnorm' (after ['drop-dropout']) changed output 'logits': max|diff| = 3.1e-02 > atol 1e-05 ...
+    pass 'fold-batchnorm' (after ['drop-dropout']) changed output 'logits':
+    max|diff| = 3.1e-02 > atol 1e-05 ...
 
 The `inference` pipeline, and why this order (each pass only rewrites what is exactly equivalent):
 1. fold-constants: WSConv with a constant kernel -> Conv (so that step 4 may fold BN into it),
@@ -240,7 +241,7 @@ def _compare(before: dict, after: dict, where: str, rtol: float, atol: float) ->
             diff[np.isnan(diff)] = np.inf
             at = np.unravel_index(int(np.argmax(np.where(ok, 0, diff))), a.shape)
             raise PassError(
-                f"{where} changed output '{name}': max|diff| = {diff[~ok].max():.1e} > atol {atol:.0e} "
-                f"(+ rtol {rtol:.0e} x |before|; worst at index {tuple(int(i) for i in at)}: "
-                f"{b[at]!r} -> {a[at]!r})"
+                f"{where} changed output '{name}': max|diff| = {diff[~ok].max():.1e} "
+                f"> atol {atol:.0e} (+ rtol {rtol:.0e} x |before|; worst at index "
+                f"{tuple(int(i) for i in at)}: {b[at]!r} -> {a[at]!r})"
             )

@@ -3,7 +3,8 @@ run it many times.
 
 - Inputs are checked by name, dtype and shape before anything runs.
 - Each intermediate value is released right after its last reader ran (unless `keep_all`).
-- A kernel failure is re-raised as `KernelError` naming the node, its op, input shapes and attributes.
+- A kernel failure is re-raised as `KernelError` naming the node, its op, input shapes and
+  attributes.
 - Train mode: Dropout draws from the session's seeded generator; BatchNorm normalizes with batch
   statistics and writes its new running averages into the graph's parameters (the graph is state).
 """
@@ -110,7 +111,8 @@ class Session:
                 )
                 if not ok:
                     raise InputError(
-                        f"input '{name}' must have shape {format_shape(want.shape)}, got {format_shape(arr.shape)}"
+                        f"input '{name}' must have shape {format_shape(want.shape)}, got "
+                        f"{format_shape(arr.shape)}"
                     )
             out[name] = arr
         return out

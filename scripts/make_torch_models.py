@@ -14,8 +14,8 @@ PyTorch's own outputs under `b{B}/<ONNX graph output name>`.
 TorchScript exports (dynamo=False) of eval-mode models use TrainingMode.PRESERVE: the same
 graph as the default EVAL except that the exporter does not fuse Conv+BN itself, so the files
 keep their BatchNormalization nodes. The dynamo export cnn_dynamo keeps its defaults (optimize=True,
-which folds BN into the convs): it is the file a user gets. Eval-mode exports contain no Dropout node
-(both exporters drop it), only `bn_train` has one.
+which folds BN into the convs): it is the file a user gets. Eval-mode exports contain no Dropout
+node (both exporters drop it), only `bn_train` has one.
 
 Models (all in eval mode except `bn_train`; channels 4-16, inputs about (N, 3, 16, 16)):
 - cnn_ts_op9/13/17: Conv-BN-ReLU-MaxPool x2 -> AdaptiveAvgPool(1) -> flatten -> Dropout ->

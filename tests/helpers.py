@@ -264,7 +264,8 @@ def ops_of(g: Graph) -> list[str]:
 
 
 def small_onnx_model(path) -> str:
-    """Conv -> BN -> Relu -> Dropout -> GlobalAveragePool -> Flatten -> Gemm, written with onnx.helper."""
+    """Conv -> BN -> Relu -> Dropout -> GlobalAveragePool -> Flatten -> Gemm, written with
+    onnx.helper."""
     rng = np.random.default_rng(0)
     f = onnx.TensorProto.FLOAT
     inits = {

@@ -91,7 +91,8 @@ class ELU(_Elementwise):
 
 
 class Softmax(_Elementwise):
-    """exp(x_i) / sum_k exp(x_k) along `axis` (the last one by default: logits of shape (N, classes))."""
+    """exp(x_i) / sum_k exp(x_k) along `axis` (the last one by default:
+    logits of shape (N, classes))."""
 
     kind, op = "softmax", "Softmax"
 
@@ -132,8 +133,9 @@ class PReLU(Layer):
         else:
             if x.shape is None or len(x.shape) < 2 or x.shape[1] is None:
                 raise ShapeError(
-                    f"layer '{self.name}' (PReLU): a per-channel slope needs a static channel axis 1, "
-                    f"got input '{x.name}'{format_shape(x.shape)}; use PReLU(shared=True)"
+                    f"layer '{self.name}' (PReLU): a per-channel slope needs a static "
+                    f"channel axis 1, got input '{x.name}'{format_shape(x.shape)}; "
+                    "use PReLU(shared=True)"
                 )
             shape = (x.shape[1],) + (1,) * (len(x.shape) - 2)
         slope = self.param(net, "slope", lambda: np.full(shape, self.init, dtype=dtype))
@@ -163,8 +165,9 @@ class Dropout(Layer):
         super().__init__(name=name)
         if (drop is None) == (keep is None):
             raise AttributeValueError(
-                "Dropout takes exactly one of drop= (the DROP probability, like ONNX ratio / PyTorch p / "
-                f"Keras rate) or keep= (the KEEP probability, the lecture's p); got drop={drop!r}, keep={keep!r}"
+                "Dropout takes exactly one of drop= (the DROP probability, like ONNX ratio / "
+                "PyTorch p / Keras rate) or keep= (the KEEP probability, the lecture's p); got "
+                f"drop={drop!r}, keep={keep!r}"
             )
         given, value = ("drop", drop) if drop is not None else ("keep", keep)
         if isinstance(value, bool) or not isinstance(value, Real):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import prod, sqrt
-from typing import Union
 
 import numpy as np
 
@@ -28,8 +27,8 @@ from graphnet.ops._shapes import same_pads
 
 __all__ = ["Conv", "Conv1d", "Conv2d", "Conv3d", "WSConv", "ConvTranspose"]
 
-Size = Union[int, Sequence[int]]
-Padding = Union[int, Sequence[int], str]
+Size = int | Sequence[int]
+Padding = int | Sequence[int] | str
 
 
 def _is_int(v: object) -> bool:
@@ -83,7 +82,8 @@ class _ConvBase(Layer):
         )
         if vals is None or len(vals) != k or not all(_is_int(v) for v in vals):
             raise AttributeValueError(
-                f"{self._where()}: {what} must be an int or {k} ints for a {k}-D input, got {value!r}"
+                f"{self._where()}: {what} must be an int or {k} ints for a {k}-D "
+                f"input, got {value!r}"
             )
         if any(v < minimum for v in vals):
             raise AttributeValueError(
@@ -99,13 +99,15 @@ class _ConvBase(Layer):
             layout = {3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}
             hint = layout[self.ranks[0]] if len(self.ranks) == 1 else "(N, C, 1 to 3 spatial axes)"
             raise ShapeError(
-                f"{self._where()}: expects an input of rank {want} {hint}, got '{x.name}'{format_shape(shape)}"
+                f"{self._where()}: expects an input of rank {want} {hint}, got "
+                f"'{x.name}'{format_shape(shape)}"
             )
         k = len(shape) - 2
         c = shape[1]
         if c is None:
             raise ShapeError(
-                f"{self._where()}: input '{x.name}'{format_shape(shape)} has a dynamic channel count"
+                f"{self._where()}: input '{x.name}'{format_shape(shape)} has a "
+                "dynamic channel count"
             )
         kernel = self._per_axis("kernel_size", self.kernel_size, k, 1)
         strides = self._per_axis("stride", self.stride, k, 1)
@@ -116,7 +118,8 @@ class _ConvBase(Layer):
         g = self.groups
         if c % g:
             raise ShapeError(
-                f"{self._where()}: input has {c} channels, not divisible by groups={g} (input '{x.name}'{format_shape(x.shape)})"
+                f"{self._where()}: input has {c} channels, not divisible by groups={g} (input "
+                f"'{x.name}'{format_shape(x.shape)})"
             )
         if self.out_channels % g:
             raise ShapeError(
@@ -166,7 +169,8 @@ class Conv(_ConvBase):
         )
 
     def conv_attrs(self, x: Tensor) -> tuple[dict, int, tuple]:
-        """(ONNX attributes, input channels, kernel) for input `x`, checking shapes and arguments."""
+        """(ONNX attributes, input channels, kernel) for input `x`, checking shapes and
+        arguments."""
         k, c, kernel, strides, dilations = self._geometry(x)
         self._check_groups(c, x)
         pads = self._pads(x, k, kernel, strides, dilations)
@@ -187,7 +191,8 @@ class Conv(_ConvBase):
             spatial = x.shape[2:]
             if any(d is None for d in spatial):
                 raise ShapeError(
-                    f"{self._where()}: padding='same' needs a static spatial shape, input '{x.name}' is {format_shape(x.shape)}"
+                    f"{self._where()}: padding='same' needs a static spatial shape, input "
+                    f"'{x.name}' is {format_shape(x.shape)}"
                 )
             return same_pads(spatial, kernel, strides, dilations)
         if isinstance(p, (tuple, list)) and len(p) == 2 * k:
@@ -269,7 +274,8 @@ class WSConv(Conv):
 class ConvTranspose(_ConvBase):
     """Transposed convolution (ONNX ConvTranspose), e.g. learned upsampling.
 
-    Output length per axis: (in-1)*stride - pad_begin - pad_end + dilation*(k-1) + 1 + output_padding.
+    Output length per axis:
+    (in-1)*stride - pad_begin - pad_end + dilation*(k-1) + 1 + output_padding.
     `padding` is an int, one int per axis (both sides) or 2k ints in ONNX order; `output_padding`
     must be smaller than the stride or the dilation of its axis."""
 
@@ -317,8 +323,8 @@ class ConvTranspose(_ConvBase):
         for i in range(k):
             if out_pad[i] >= strides[i] and out_pad[i] >= dilations[i]:
                 raise AttributeValueError(
-                    f"{self._where()}: output_padding={out_pad} must be smaller than the stride {strides} "
-                    f"or the dilation {dilations} of its axis"
+                    f"{self._where()}: output_padding={out_pad} must be smaller than the stride "
+                    f"{strides} or the dilation {dilations} of its axis"
                 )
         mg = self.out_channels // self.groups
         w_shape = (c, mg, *kernel)

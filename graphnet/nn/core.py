@@ -131,7 +131,8 @@ class Network:
             )
         if t.net is not self:
             raise GraphError(
-                f"{what}: tensor '{t.name}' belongs to network '{t.net.graph.name}', not '{self.graph.name}'"
+                f"{what}: tensor '{t.name}' belongs to network '{t.net.graph.name}', not "
+                f"'{self.graph.name}'"
             )
 
 

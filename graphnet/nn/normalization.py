@@ -35,12 +35,14 @@ class _Norm(Layer):
         if x.shape is None or len(x.shape) not in self.ranks:
             want = " or ".join(map(str, self.ranks))
             raise ShapeError(
-                f"{self._label()}: input '{x.name}' must have rank {want} (N, C, ...), got {format_shape(x.shape)}"
+                f"{self._label()}: input '{x.name}' must have rank {want} (N, C, ...), got "
+                f"{format_shape(x.shape)}"
             )
         c = x.shape[1]
         if c is None:
             raise ShapeError(
-                f"{self._label()}: input '{x.name}' {format_shape(x.shape)} has a dynamic channel count"
+                f"{self._label()}: input '{x.name}' {format_shape(x.shape)} has a "
+                "dynamic channel count"
             )
         return int(c)
 
@@ -107,7 +109,8 @@ class LayerNorm(_Norm):
         shape = tuple(x.shape[1:])
         if any(d is None for d in shape):
             raise ShapeError(
-                f"{self._label()}: input '{x.name}' {format_shape(x.shape)} needs static dims after the batch"
+                f"{self._label()}: input '{x.name}' {format_shape(x.shape)} needs static dims "
+                "after the batch"
             )
         ins: list = [x]
         if self.affine:
@@ -161,7 +164,8 @@ class GroupNorm(_Norm):
         c = self._channels(x)
         if c % self.groups:
             raise ShapeError(
-                f"{self._label()}: {c} channels not divisible by {self.groups} groups (input {format_shape(x.shape)})"
+                f"{self._label()}: {c} channels not divisible by {self.groups} groups (input "
+                f"{format_shape(x.shape)})"
             )
         ins: list = [x]
         if self.affine:

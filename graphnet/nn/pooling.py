@@ -9,7 +9,6 @@ The spatial rank (1-D, 2-D, 3-D) comes from the input tensor (rank 3, 4 or 5); s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.nn.core import Layer, Network, Tensor
@@ -18,8 +17,8 @@ from graphnet.ops.pooling import SPATIAL_RANKS
 
 __all__ = ["MaxPool", "AvgPool", "GlobalAvgPool", "GlobalMaxPool"]
 
-Size = Union[int, Sequence[int]]
-Padding = Union[int, Sequence[int], str]
+Size = int | Sequence[int]
+Padding = int | Sequence[int] | str
 
 
 class _WindowPool(Layer):
@@ -52,7 +51,8 @@ class _WindowPool(Layer):
         vals = tuple(value) if isinstance(value, (tuple, list)) else None
         if vals is None or len(vals) != k or not all(isinstance(v, int) for v in vals):
             raise AttributeValueError(
-                f"{self._where()}: {what} must be an int or {k} ints for a {k}-D input, got {value!r}"
+                f"{self._where()}: {what} must be an int or {k} ints for a {k}-D "
+                f"input, got {value!r}"
             )
         return vals
 
@@ -61,8 +61,8 @@ class _WindowPool(Layer):
         shape = x.shape
         if shape is None or len(shape) - 2 not in SPATIAL_RANKS:
             raise ShapeError(
-                f"{self._where()}: input '{x.name}' must be N,C + 1, 2 or 3 spatial axes (rank 3-5), "
-                f"got {'?' if shape is None else tuple(shape)}"
+                f"{self._where()}: input '{x.name}' must be N,C + 1, 2 or 3 spatial axes "
+                f"(rank 3-5), got {'?' if shape is None else tuple(shape)}"
             )
         k = len(shape) - 2
         kernel = self._per_axis("kernel_size", self.kernel_size, k)
@@ -89,8 +89,8 @@ class _WindowPool(Layer):
             spatial = x.shape[2:]
             if any(d is None for d in spatial):
                 raise ShapeError(
-                    f"{self._where()}: padding='same' needs a static spatial shape, input '{x.name}' "
-                    f"has {tuple(x.shape)}"
+                    f"{self._where()}: padding='same' needs a static spatial shape, input "
+                    f"'{x.name}' has {tuple(x.shape)}"
                 )
             return same_pads(spatial, kernel, strides, dilations)
         if isinstance(p, (tuple, list)) and len(p) == 2 * k:

@@ -261,5 +261,6 @@ def write_model(model, path: str | os.PathLike, *, external_data: bool | None = 
 
 
 def node_attrs(node: Node, attrs: dict, names: Iterable[str]) -> dict:
-    """The subset `names` of resolved attributes, for rules that pass attributes straight through."""
+    """The subset `names` of resolved attributes, for rules that pass attributes straight
+    through."""
     return {k: attrs[k] for k in names if k in attrs}

@@ -23,7 +23,8 @@ __all__ = ["ImportContext", "from_onnx", "load", "f32_decimal", "constant_value"
 
 def f32_decimal(v) -> float:
     """A float32 value as the shortest decimal that rounds to it: ONNX stores FLOAT attributes as
-    float32, so alpha=0.2 comes back as 0.2 (not 0.20000000298) and re-export writes the same bits."""
+    float32, so alpha=0.2 comes back as 0.2 (not 0.20000000298) and re-export writes the same
+    bits."""
     return float(str(np.float32(v)))
 
 

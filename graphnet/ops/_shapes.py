@@ -55,7 +55,8 @@ def need_rank(v: Value, ranks: Sequence[int] | range, what: str) -> None:
         raise ShapeError(f"{what} '{v.name}' has an unknown shape")
     if len(v.shape) not in ranks:
         raise ShapeError(
-            f"{what} '{v.name}' must have rank {' or '.join(map(str, ranks))}, got {format_shape(v.shape)}"
+            f"{what} '{v.name}' must have rank {' or '.join(map(str, ranks))}, got "
+            f"{format_shape(v.shape)}"
         )
 
 
@@ -116,5 +117,8 @@ def same_pads(
     upper: bool = True,
 ) -> tuple[int, ...]:
     """`same_pad` over every spatial axis, as ONNX pads (all begins, then all ends)."""
-    pairs = [same_pad(n, k, s, d, upper) for n, k, s, d in zip(sizes, kernel, strides, dilations, strict=True)]
+    pairs = [
+        same_pad(n, k, s, d, upper)
+        for n, k, s, d in zip(sizes, kernel, strides, dilations, strict=True)
+    ]
     return tuple(p[0] for p in pairs) + tuple(p[1] for p in pairs)

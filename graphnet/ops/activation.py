@@ -35,7 +35,8 @@ DROPOUT_SCHEMES = ("inverted", "classic")
 
 
 def _real(attrs: dict, key: str) -> float:
-    """The attribute `key` as a float, or AttributeValueError (a bool or a string is not a number)."""
+    """The attribute `key` as a float, or AttributeValueError (a bool or a string is not a
+    number)."""
     v = attrs[key]
     if isinstance(v, bool) or not isinstance(v, Real):
         raise AttributeValueError(f"{key} must be a real number, got {v!r}")
@@ -58,7 +59,8 @@ def _prelu(inputs: Sequence[Value | None], attrs: dict) -> list:
     # Unidirectional broadcasting: the output keeps X's shape, so every slope dim (right-aligned)
     # is 1 or equals X's; a dynamic dim on either side is accepted (the runtime checks it).
     ok = len(ss) <= len(xs) and all(
-        s == 1 or s is None or d is None or s == d for d, s in zip(xs[len(xs) - len(ss) :], ss, strict=True)
+        s == 1 or s is None or d is None or s == d
+        for d, s in zip(xs[len(xs) - len(ss) :], ss, strict=True)
     )
     if not ok:
         hint = ""
@@ -84,7 +86,8 @@ def _softmax(inputs: Sequence[Value | None], attrs: dict) -> list:
         r = len(x.shape)
         if not -r <= axis < r:
             raise AttributeValueError(
-                f"axis {axis} is out of range for input '{x.name}'{format_shape(x.shape)} of rank {r}"
+                f"axis {axis} is out of range for input "
+                f"'{x.name}'{format_shape(x.shape)} of rank {r}"
             )
     return [(x.shape, x.dtype)]
 
@@ -136,7 +139,8 @@ register(
 register(
     OpSpec(
         "PRelu",
-        "x if x >= 0 else slope * x; slope broadcasts to X from the right (per channel: (C,1,...,1)).",
+        "x if x >= 0 else slope * x; slope broadcasts to X from the right "
+        "(per channel: (C,1,...,1)).",
         ("X", "slope"),
         _prelu,
         family="activation",

@@ -79,7 +79,8 @@ def _int_tuple(attrs: dict, key: str, length: int, default: int) -> tuple[int, .
         raise AttributeValueError(f"{key} must be a sequence of ints, got {value!r}") from None
     if len(out) != length:
         raise AttributeValueError(
-            f"{key}={list(out)} has {len(out)} values, expected {length} for {length // (2 if key == 'pads' else 1)} spatial axes"
+            f"{key}={list(out)} has {len(out)} values, expected {length} for "
+            f"{length // (2 if key == 'pads' else 1)} spatial axes"
         )
     return out
 
@@ -148,7 +149,9 @@ def _check_common(
         # ONNX requires pads >= 0 for both ops (onnxruntime rejects negative ones at load time).
         raise AttributeValueError(f"pads must be >= 0, got {list(attrs['pads'])}")
     ks = attrs.get("kernel_shape")
-    if ks is not None and any(a is not None and a != int(e) for a, e in zip(w.shape[2:], ks, strict=True)):
+    if ks is not None and any(
+        a is not None and a != int(e) for a, e in zip(w.shape[2:], ks, strict=True)
+    ):
         raise ShapeError(f"kernel_shape={list(ks)} does not match W{format_shape(w.shape)}")
     if any(a is not None and a < 1 for a in w.shape[2:]):
         raise ShapeError(f"W{format_shape(w.shape)} has an empty kernel axis")
@@ -164,7 +167,8 @@ def _check_bias(b: Value | None, channels: int | None, w: Value) -> None:
         or (channels is not None and b.shape[0] not in (None, channels))
     ):
         raise ShapeError(
-            f"B must have shape ({channels},) (one per output channel of W{format_shape(w.shape)}), got B{format_shape(b.shape)}"
+            f"B must have shape ({channels},) (one per output channel of "
+            f"W{format_shape(w.shape)}), got B{format_shape(b.shape)}"
         )
 
 
@@ -194,8 +198,9 @@ def conv_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
         o = conv_out_size(size, kk, s, d, pb, pe)
         if o is not None and o < 1:
             raise ShapeError(
-                f"spatial axis {axis} of X{format_shape(x.shape)} padded by ({pb}, {pe}) is {size + pb + pe}, "
-                f"smaller than the dilated kernel {d * (kk - 1) + 1} of W{format_shape(w.shape)}"
+                f"spatial axis {axis} of X{format_shape(x.shape)} padded by ({pb}, {pe}) is "
+                f"{size + pb + pe}, smaller than the dilated kernel {d * (kk - 1) + 1} of "
+                f"W{format_shape(w.shape)}"
             )
         out.append(o)
     return [((n, m, *out), x.dtype)]
@@ -212,7 +217,8 @@ def conv_transpose_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
         )
     if c is not None and c_w is not None and c != c_w:
         raise ShapeError(
-            f"W{format_shape(w.shape)} has {c_w} input channels (its first axis) but X{format_shape(x.shape)} has {c}"
+            f"W{format_shape(w.shape)} has {c_w} input channels (its first axis) but "
+            f"X{format_shape(x.shape)} has {c}"
         )
     m = None if m_per_group is None else m_per_group * group
     _check_bias(b, m, w)
@@ -222,8 +228,9 @@ def conv_transpose_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
         s, d, op_ = attrs["strides"][axis], attrs["dilations"][axis], attrs["output_padding"][axis]
         if op_ < 0 or (op_ >= s and op_ >= d):
             raise AttributeValueError(
-                f"output_padding={list(attrs['output_padding'])} must be >= 0 and smaller than the stride "
-                f"or the dilation of its axis (strides={list(attrs['strides'])}, dilations={list(attrs['dilations'])})"
+                f"output_padding={list(attrs['output_padding'])} must be >= 0 and smaller than the "
+                f"stride or the dilation of its axis (strides={list(attrs['strides'])}, "
+                f"dilations={list(attrs['dilations'])})"
             )
         kk = w.shape[2 + axis]
         if kk is None:
@@ -233,7 +240,8 @@ def conv_transpose_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
         o = conv_transpose_out_size(x.shape[2 + axis], kk, s, d, pb, pe, op_)
         if o is not None and o < 1:
             raise ShapeError(
-                f"pads ({pb}, {pe}) leave no output on spatial axis {axis} of X{format_shape(x.shape)}"
+                f"pads ({pb}, {pe}) leave no output on spatial axis {axis} of "
+                f"X{format_shape(x.shape)}"
             )
         out.append(o)
     return [((n, m, *out), x.dtype)]
@@ -260,7 +268,8 @@ def _conv_macs(inputs: Sequence[Value | None], outputs: Sequence[Any], attrs: di
 def _conv_transpose_macs(
     inputs: Sequence[Value | None], outputs: Sequence[Any], attrs: dict
 ) -> int:
-    """Every input element meets every tap of its group's output channels: |X| * M/group * prod(k)."""
+    """Every input element meets every tap of its group's output channels:
+    |X| * M/group * prod(k)."""
     w = _dims(inputs[1])
     return prod(_dims(inputs[0])) * prod(w[1:])
 

@@ -5,8 +5,9 @@
   The DSL's `Linear` is a Gemm with transB=1 and W of shape (out, in), PyTorch's layout.
 - MatMul follows ONNX (= `numpy.matmul`): 1-D operands are promoted and the promoted axis removed,
   leading (batch) axes broadcast.
-- Maxout is the lecture's max over k affine pieces: Y[n, o] = max_j (sum_i W[j, o, i] X[n, i] + B[j, o]),
-  X (N, in), W (k, out, in), B (k, out). ONNX has no such op; it exports as Gemm -> Reshape -> ReduceMax.
+- Maxout is the lecture's max over k affine pieces:
+  Y[n, o] = max_j (sum_i W[j, o, i] X[n, i] + B[j, o]), X (N, in), W (k, out, in), B (k, out).
+  ONNX has no such op; it exports as Gemm -> Reshape -> ReduceMax.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def matmul_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     sb = tuple(b.shape) + (1,) if len(b.shape) == 1 else tuple(b.shape)
     if sa[-1] is not None and sb[-2] is not None and sa[-1] != sb[-2]:
         raise ShapeError(
-            f"A{format_shape(a.shape)} has {sa[-1]} columns but B{format_shape(b.shape)} has {sb[-2]} rows"
+            f"A{format_shape(a.shape)} has {sa[-1]} columns but B{format_shape(b.shape)} "
+            f"has {sb[-2]} rows"
         )
     try:
         batch = broadcast(sa[:-2], sb[:-2])
@@ -161,7 +163,8 @@ def maxout_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
         raise ShapeError(f"W{format_shape(w.shape)} holds {w.shape[0]} pieces but pieces={k}")
     if x.shape[1] is not None and w.shape[2] is not None and x.shape[1] != w.shape[2]:
         raise ShapeError(
-            f"W{format_shape(w.shape)} takes {w.shape[2]} inputs but X{format_shape(x.shape)} has {x.shape[1]}"
+            f"W{format_shape(w.shape)} takes {w.shape[2]} inputs but X{format_shape(x.shape)} "
+            f"has {x.shape[1]}"
         )
     if bias is not None:
         need_rank(bias, (2,), "B")
@@ -170,7 +173,8 @@ def maxout_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
             for db, dw in zip(bias.shape, (k, w.shape[1]), strict=True)
         ):
             raise ShapeError(
-                f"B{format_shape(bias.shape)} must have shape {format_shape((k, w.shape[1]))} to match W{format_shape(w.shape)}"
+                f"B{format_shape(bias.shape)} must have shape {format_shape((k, w.shape[1]))} to "
+                f"match W{format_shape(w.shape)}"
             )
     return [((x.shape[0], w.shape[1]), dtype)]
 
@@ -183,7 +187,8 @@ def _maxout_macs(inputs: Sequence[Value | None], outputs: Sequence[Value], attrs
 register(
     OpSpec(
         "Maxout",
-        "max over k affine pieces: Y[n,o] = max_j (X @ W[j].T + B[j])[n,o]; W (k,out,in), B (k,out).",
+        "max over k affine pieces: Y[n,o] = max_j (X @ W[j].T + B[j])[n,o]; "
+        "W (k,out,in), B (k,out).",
         ("X", "W", "B?"),
         maxout_shape,
         attrs={"pieces": REQUIRED},

@@ -57,7 +57,8 @@ def _broadcast_all(values: Sequence[Value]) -> tuple | None:
 
 
 def _elementwise_n(allowed: Sequence[str]):
-    """Infer rule of a broadcasting op whose inputs all share one dtype (Mul, Sub, Div, Max, Min)."""
+    """Infer rule of a broadcasting op whose inputs all share one dtype (Mul, Sub, Div, Max,
+    Min)."""
 
     def infer(inputs, attrs):
         values = [v for v in inputs if v is not None]

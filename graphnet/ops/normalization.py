@@ -46,7 +46,8 @@ def _check_epsilon(attrs: dict) -> None:
 def _check_stash(attrs: dict) -> None:
     if attrs["stash_type"] not in STASH_TYPES:
         raise AttributeValueError(
-            f"stash_type must be one of {STASH_TYPES} (ONNX float types), got {attrs['stash_type']!r}"
+            f"stash_type must be one of {STASH_TYPES} (ONNX float types), got "
+            f"{attrs['stash_type']!r}"
         )
 
 
@@ -61,7 +62,8 @@ def _per_channel(x: Value, p: Value | None, what: str, channels: int | None) -> 
         )
     if channels is not None and p.shape[0] is not None and p.shape[0] != channels:
         raise ShapeError(
-            f"{what} '{p.name}' has {p.shape[0]} values but X '{x.name}' has {channels} channels {format_shape(x.shape)}"
+            f"{what} '{p.name}' has {p.shape[0]} values but X '{x.name}' has {channels} channels "
+            f"{format_shape(x.shape)}"
         )
 
 
@@ -166,8 +168,8 @@ def _layernorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
 register(
     OpSpec(
         "LayerNormalization",
-        "Per example, normalize over the axes from `axis` on, then scale and shift (ONNX opset 17); "
-        "optional Mean and InvStdDev = 1/sqrt(var + eps) outputs.",
+        "Per example, normalize over the axes from `axis` on, then scale and "
+        "shift (ONNX opset 17); optional Mean and InvStdDev = 1/sqrt(var + eps) outputs.",
         ("X", "Scale?", "B?"),
         _layernorm_infer,
         outputs=("Y", "Mean?", "InvStdDev?"),
@@ -219,7 +221,8 @@ def _groupnorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
             f"X '{x.name}' {format_shape(x.shape)} has {c} channels, not divisible by {g} groups"
         )
     for p, what in zip(inputs[1:], ("scale", "bias"), strict=False):
-        # Opset-21 form: one value per CHANNEL (opset 18-20 per-group values are expanded on import).
+        # Opset-21 form: one value per CHANNEL (opset 18-20 per-group values are expanded on
+        # import).
         _per_channel(x, p, what, c)
         _same_dtype(x, p)
     return [(x.shape, x.dtype)]

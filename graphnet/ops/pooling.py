@@ -1,7 +1,8 @@
 """Pooling ops: MaxPool, AveragePool (windowed, 1-D/2-D/3-D) and the global pools.
 
 Attribute names and defaults follow ONNX. `auto_pad` is not an IR attribute: the importer and the
-DSL turn it into explicit `pads` (see `graphnet.ops._shapes.same_pads`), so kernels and exporters see one form only.
+DSL turn it into explicit `pads` (see `graphnet.ops._shapes.same_pads`), so kernels and exporters
+see one form only.
 
 Output length along a spatial axis (ONNX, PyTorch):
 
@@ -105,8 +106,8 @@ def check_pool_attrs(shape: Sequence[int | None], attrs: dict) -> tuple[int | No
     k = len(ks)
     if len(shape) != 2 + k:
         raise ShapeError(
-            f"kernel_shape {_tup(ks)} is {k}-D, so the input must have rank {2 + k} (N,C + {k} spatial), "
-            f"got {format_shape(tuple(shape))}"
+            f"kernel_shape {_tup(ks)} is {k}-D, so the input must have rank {2 + k} "
+            f"(N,C + {k} spatial), got {format_shape(tuple(shape))}"
         )
     begins, ends = pads[:k], pads[k:]
     if any(b >= kk or e >= kk for b, e, kk in zip(begins, ends, ks, strict=True)):
@@ -123,7 +124,8 @@ def check_pool_attrs(shape: Sequence[int | None], attrs: dict) -> tuple[int | No
         if o < 1:
             extent = tuple(d * (kk - 1) + 1 for kk, d in zip(ks, dl, strict=True))
             padded = tuple(
-                None if m is None else m + b + e for m, b, e in zip(spatial, begins, ends, strict=True)
+                None if m is None else m + b + e
+                for m, b, e in zip(spatial, begins, ends, strict=True)
             )
             what = "dilated kernel" if extent != tuple(ks) else "kernel"
             raise ShapeError(f"{what} {_tup(extent)} larger than padded input {_tup(padded)}")
@@ -213,7 +215,8 @@ register(
 register(
     OpSpec(
         "AveragePool",
-        "Mean over sliding windows; count_include_pad=0 (ONNX default) divides by the real elements only.",
+        "Mean over sliding windows; count_include_pad=0 (ONNX default) divides by the "
+        "real elements only.",
         ("X",),
         _window_infer(FLOAT_DTYPES),
         attrs={**_WINDOW, "count_include_pad": 0},

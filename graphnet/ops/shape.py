@@ -92,7 +92,8 @@ def reshape_shape(in_shape: Sequence[int | None], target: Sequence[int], allowze
         if t == 0 and not allowzero:
             if i >= len(in_shape):
                 raise ShapeError(
-                    f"shape {list(target)} copies dim {i} (0) but the input has rank {len(in_shape)}"
+                    f"shape {list(target)} copies dim {i} (0) but the input has rank "
+                    f"{len(in_shape)}"
                 )
             out.append(in_shape[i])
         else:

@@ -37,7 +37,8 @@ register(
 
 
 def _normalize_axis(axis: int, rank: int, lo: int, hi: int) -> int:
-    """`axis` in [lo, hi] (both may depend on rank) -> non-negative; AttributeValueError otherwise."""
+    """`axis` in [lo, hi] (both may depend on rank) -> non-negative; AttributeValueError
+    otherwise."""
     if not lo <= axis <= hi:
         raise AttributeValueError(
             f"axis {axis} is out of range [{lo}, {hi}] for a rank-{rank} input"

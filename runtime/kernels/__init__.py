@@ -5,7 +5,8 @@ attributes as keyword-only arguments named like the op table's. Kernels register
 `context=True` also receive `training: bool` and `rng: numpy.random.Generator`. In train mode
 a kernel of an op with `state` (BatchNorm) returns its outputs followed by the new values of the
 state inputs. A kernel with a keyword `num_outputs` parameter is told how many outputs its
-node has (so MaxPool computes Indices only when asked). No kernel loops in Python over pixels, channels or batch items.
+node has (so MaxPool computes Indices only when asked). No kernel loops in Python over pixels,
+channels or batch items.
 """
 
 from __future__ import annotations

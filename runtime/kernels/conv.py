@@ -37,7 +37,8 @@ def conv(
     group: int = 1,
     kernel_shape: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """ONNX Conv: y[n, m, o...] = b[m] + sum_{c in group(m), t...} x_pad[n, c, o*s + t*d] * w[m, c, t...]."""
+    """ONNX Conv: y[n, m, o...] = b[m] + sum_{c in group(m), t...} x_pad[n, c, o*s + t*d]
+    * w[m, c, t...]."""
     k = x.ndim - 2
     strides, dilations = _full(strides, k, 1), _full(dilations, k, 1)
     pads = _full(pads, 2 * k, 0)
@@ -96,7 +97,8 @@ def conv_transpose(
     conv_pads = [reach[i] - pads[i] for i in range(k)] + [
         reach[i] - pads[k + i] + output_padding[i] for i in range(k)
     ]
-    # W (C, Mg, *k) -> per group (G, Cg, Mg, *k) -> (G, Mg, Cg, *k) -> (M, Cg, *k), flipped in space.
+    # W (C, Mg, *k) -> per group (G, Cg, Mg, *k) -> (G, Mg, Cg, *k) -> (M, Cg, *k), flipped in
+    # space.
     wt = w.reshape(g, cg, mg, *ks).swapaxes(1, 2).reshape(g * mg, cg, *ks)
     wt = wt[(slice(None), slice(None), *[slice(None, None, -1)] * k)]
     return conv(

@@ -28,7 +28,8 @@ def gemm(
     a2 = a.T if transA else a
     b2 = b.T if transB else b
     y = np.matmul(a2, b2)
-    # Skip the no-op scalings: they cost a pass over Y and (for alpha) a rounding step ORT skips too.
+    # Skip the no-op scalings: they cost a pass over Y and (for alpha) a rounding step ORT skips
+    # too.
     if alpha != 1.0:
         y = y * y.dtype.type(alpha)
     if c is not None and beta != 0.0:

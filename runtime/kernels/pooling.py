@@ -41,13 +41,19 @@ def _window_view(
     begins, ends = pads[:k], pads[k:]
     outs = [
         out_size(n, kk, s, d, b, e, ceil=bool(ceil_mode))
-        for n, kk, s, d, b, e in zip(sizes, kernel_shape, strides, dilations, begins, ends, strict=True)
+        for n, kk, s, d, b, e in zip(
+            sizes, kernel_shape, strides, dilations, begins, ends, strict=True
+        )
     ]
     overhang = [
         max(0, (o - 1) * s + d * (kk - 1) + 1 - (n + b + e))
-        for o, n, kk, s, d, b, e in zip(outs, sizes, kernel_shape, strides, dilations, begins, ends, strict=True)
+        for o, n, kk, s, d, b, e in zip(
+            outs, sizes, kernel_shape, strides, dilations, begins, ends, strict=True
+        )
     ]
-    xp = pad_spatial(x, tuple(begins) + tuple(e + h for e, h in zip(ends, overhang, strict=True)), value)
+    xp = pad_spatial(
+        x, tuple(begins) + tuple(e + h for e, h in zip(ends, overhang, strict=True)), value
+    )
     return windows(xp, kernel_shape, strides, dilations, outs)
 
 
@@ -112,7 +118,8 @@ def max_pool_indices(
     k = len(kernel_shape)
     n, c, sizes = x_shape[0], x_shape[1], tuple(x_shape[2:])
     outs = y.shape[2:]
-    # Per axis i, the input coordinate of output o and tap t is o * stride - pad_begin + t * dilation;
+    # Per axis i, the input coordinate of output o and tap t is
+    # o * stride - pad_begin + t * dilation;
     # `valid` (broadcasting against (*out, *kernel)) says which taps are real elements.
     valid = np.ones((1,) * (2 * k), dtype=bool)
     for i in range(k):  # a loop over the spatial rank

@@ -18,7 +18,8 @@ def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @kernel("Concat")
 def concat(*xs: np.ndarray, axis: int) -> np.ndarray:
-    """Join along `axis` (negative allowed: an imported graph may have unknown ranks at plan time)."""
+    """Join along `axis` (negative allowed: an imported graph may have unknown ranks at plan
+    time)."""
     return np.concatenate(xs, axis=axis)
 
 

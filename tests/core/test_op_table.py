@@ -13,7 +13,9 @@ from graphnet.runtime.kernels import all_kernels, has_kernel
 # such a subgraph is folded by the passes rather than matched back into the op.
 NO_IMPORT_RULE = {
     "Maxout": "exported as Gemm + Reshape + ReduceMax; ONNX has no Maxout op",
-    "WSConv": "exported as ReduceMean/Sub/Div on the kernel + Conv; constant folding undoes it on import",
+    "WSConv": (
+        "exported as ReduceMean/Sub/Div on the kernel + Conv; constant folding undoes it on import"
+    ),
     "Opaque": "is itself the import of an op without a rule",
 }
 NO_KERNEL = {

@@ -102,7 +102,8 @@ def test_same_padding_gives_ceil_and_matches_onnxruntime_same_upper(
 
 
 def test_same_padding_with_dilation_gives_ceil():
-    # onnxruntime has no SAME with dilation; the loop reference with the pads written out is the check.
+    # onnxruntime has no SAME with dilation; the loop reference with the pads written out is the
+    # check.
     net = Network("same_dil", seed=0)
     x = net.input("x", (1, 2, 9))
     net.output(Conv(3, 3, stride=2, dilation=3, padding="same")(x), name="y")
@@ -182,7 +183,8 @@ def test_wsconv_layer_standardizes_and_matches_onnxruntime():
     w_hat = naive_standardize(w, 1e-4)
     ref = naive_conv(xv, w_hat, b, (1, 1), (1, 1, 1, 1))
     absref = naive_conv(np.abs(xv), np.abs(w_hat), np.abs(b), (1, 1), (1, 1, 1, 1))
-    # float32 sum of 27 products (+ W_hat's own rounding): the gamma_n bound, see test_conv_reference
+    # float32 sum of 27 products (+ W_hat's own rounding): the gamma_n bound, see
+    # test_conv_reference
     bound = float32_bound(absref, 28)
     for out in (
         runtime.run(g, {"input": xv})["output"],
@@ -332,7 +334,8 @@ ERRORS = [
         lambda: Conv(8, 5, name="c"),
         (1, 3, 4, 8),
         ShapeError,
-        "node 'c' (Conv): spatial axis 0 of X(1,3,4,8) padded by (0, 0) is 4, smaller than the dilated kernel 5",
+        "node 'c' (Conv): spatial axis 0 of X(1,3,4,8) padded by (0, 0) is 4, smaller than the "
+        "dilated kernel 5",
     ),
     (
         lambda: ConvTranspose(4, 3, stride=2, output_padding=2, name="up"),
@@ -376,6 +379,9 @@ def test_channel_mismatch_on_reuse_names_the_node():
     conv(net.input("a", (1, 3, 5, 5)))
     with pytest.raises(
         ShapeError,
-        match=r"node 'shared_1' \(Conv\): W\(4,3,3,3\) has 3 input channels per group but X\(1,4,5,5\) has 4",
+        match=(
+            r"node 'shared_1' \(Conv\): W\(4,3,3,3\) has 3 input channels per group but "
+            r"X\(1,4,5,5\) has 4"
+        ),
     ):
         conv(net.input("b", (1, 4, 5, 5)))

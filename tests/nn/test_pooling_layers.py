@@ -109,7 +109,8 @@ def test_avgpool_default_is_onnx_count_include_pad_0():
 @pytest.mark.parametrize(
     "shape, kernel, stride, want_pads",
     [
-        # out = ceil(in / stride); total = (out - 1) * stride + kernel - in, the odd pixel at the end
+        # out = ceil(in / stride); total = (out - 1) * stride + kernel - in, the odd pixel at the
+        # end
         ((1, 1, 7, 6), 3, 2, (1, 0, 1, 1)),  # 7: out 4, total 2; 6: out 3, total 1
         ((1, 1, 5), 2, 1, (0, 1)),  # 5: out 5, total 1
         ((1, 1, 4, 4, 4), 3, 1, (1,) * 6),

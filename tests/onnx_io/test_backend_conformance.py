@@ -67,7 +67,8 @@ INCLUDE: dict[str, str] = {
     "Mul": r"test_mul(_bcast|_example|_u?int\d+)?|test_operator_non_float_params",
     "Div": r"test_div(_bcast|_example|_u?int\d+(_trunc)?)?",
     "Sum": r"test_sum_.*",
-    "Max": r"test_max_.*|test_operator_max",  # test_maxpool / test_reduce_max / test_argmax excluded
+    # test_maxpool / test_reduce_max / test_argmax excluded
+    "Max": r"test_max_.*|test_operator_max",
     "Clip": rf"test_clip{_NE}.*|test_operator_clip",
     # normalization
     "BatchNormalization": r"test_batchnorm_.*|test_BatchNorm[123]d_.*",
@@ -84,7 +85,10 @@ INCLUDE: dict[str, str] = {
     "Transpose": r"test_transpose_.*|test_operator_permute2",
     "Unsqueeze": r"test_unsqueeze_.*",
     "Squeeze": r"test_squeeze(_.*)?",  # not the real model test_squeezenet
-    "Pad": r"test_(constant|edge|reflect|wrap)_pad.*|test_(Constant|Zero|Reflection|Replication)Pad2d|test_operator_pad",
+    "Pad": (
+        r"test_(constant|edge|reflect|wrap)_pad.*"
+        r"|test_(Constant|Zero|Reflection|Replication)Pad2d|test_operator_pad"
+    ),
 }
 
 SCOPE = frozenset(INCLUDE)
@@ -96,7 +100,9 @@ _RANDOM_MASK = (
     "cannot be equal (the deterministic ratio-0 training cases pass)"
 )
 XFAIL: dict[str, str] = {
-    "test_identity_opt": "Identity of an optional(tensor) value: graphnet's IR values are tensors only",
+    "test_identity_opt": (
+        "Identity of an optional(tensor) value: graphnet's IR values are tensors only"
+    ),
     "test_identity_sequence": "Identity of a sequence value: graphnet's IR values are tensors only",
     "test_training_dropout": _RANDOM_MASK,
     "test_training_dropout_default": _RANDOM_MASK,

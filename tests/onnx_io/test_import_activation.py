@@ -111,7 +111,8 @@ def test_import_softmax_old_opset_last_axis_is_one_node(op, opset, axis):
 
 @pytest.mark.parametrize("opset", [9, 11])
 def test_import_softmax_old_opset_trailing_ones_is_one_node(opset):
-    """Old semantics normalize over dims 1..3 jointly; dims 2, 3 of size 1 make that axis 1 alone."""
+    """Old semantics normalize over dims 1..3 jointly; dims 2, 3 of size 1 make that axis 1
+    alone."""
     shape = (4, 6, 1, 1)
     g = import_and_compare(
         make_model("Softmax", opset, shape), rand(shape, 2), expect_ops={"Softmax": 1}
@@ -190,7 +191,8 @@ def test_export_then_import_round_trips(op, attrs):
 
 @pytest.mark.parametrize("opset", [7, 9])
 def test_import_old_dropout_with_unread_mask_maps_to_dropout(opset):
-    """Old zoo models (AlexNet, VGG, SqueezeNet at opset 9) list a float mask output nobody reads."""
+    """Old zoo models (AlexNet, VGG, SqueezeNet at opset 9) list a float mask output nobody
+    reads."""
     f = TensorProto.FLOAT
     nodes = [
         helper.make_node("Dropout", ["x"], ["d", "mask"], ratio=0.3),

@@ -313,7 +313,8 @@ def test_import_int8_max_pool():
 
 
 def test_round_trip_reexport_matches():
-    """Import at opset 10, export at 21, and the re-export agrees with the original on onnxruntime."""
+    """Import at opset 10, export at 21, and the re-export agrees with the original on
+    onnxruntime."""
     model = pool_model(
         "AveragePool",
         10,

@@ -149,7 +149,8 @@ def test_result_much_bigger_than_its_inputs_is_not_folded():
     assert ops_of(opt) == ["ConstantOfShape", "Add"]
     _decline(
         report,
-        f"ones: all inputs are constant, but its result (16,384 elements) would be more than {SMALL_RESULT:,}",
+        "ones: all inputs are constant, but its result (16,384 elements) would be more than "
+        f"{SMALL_RESULT:,}",
     )
     check_same(g, opt, {"x": np.zeros((2, 16, 32, 32), np.float32)})
 

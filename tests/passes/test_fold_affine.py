@@ -35,7 +35,8 @@ def _fold(g: Graph):
 
 
 def _apply(y: np.ndarray, steps: list[tuple[str, np.ndarray]]) -> np.ndarray:
-    """The steps one by one in float64, each constant broadcast as given (NumPy's rules = ONNX's)."""
+    """The steps one by one in float64, each constant broadcast as given (NumPy's rules =
+    ONNX's)."""
     y = np.asarray(y, np.float64)
     for op, c, first in steps:
         c = np.asarray(c, np.float64)
@@ -191,7 +192,8 @@ def test_scale_after_matmul_plus_bias_folds_into_both():
     g.mark_output(_add_steps(g, y, steps))
     opt, report = _fold(g)
     assert ops_of(opt) == ["MatMul", "Add"], report.lines
-    # The bias Add is itself a per-feature step: the chain bias_add -> s0 folds into B and a new bias.
+    # The bias Add is itself a per-feature step: the chain bias_add -> s0 folds into B and a new
+    # bias.
     assert (
         report.changes[0]
         == "folded bias_add (Add), s0 (Mul) into mm (MatMul) and a bias bias_add_bias (Add)"

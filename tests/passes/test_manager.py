@@ -120,7 +120,10 @@ def test_pipeline_by_list_and_by_single_name():
 def test_unknown_pass_name_lists_the_known_ones():
     with pytest.raises(
         PassError,
-        match=r"no pass named 'fold-everything'; known passes: \['cse', 'drop-dropout', 'eliminate', 'fold-affine', 'fold-batchnorm', 'fold-constants'",
+        match=(
+            r"no pass named 'fold-everything'; known passes: \['cse', 'drop-dropout', 'eliminate', "
+            r"'fold-affine', 'fold-batchnorm', 'fold-constants'"
+        ),
     ):
         optimize(_model(), ["eliminate", "fold-everything"])
 
@@ -179,7 +182,10 @@ def test_verify_catches_a_changed_output_dtype(throwaway):
     throwaway("test-cast", cast)
     with pytest.raises(
         PassError,
-        match=r"pass 'test-cast' \(after \[\]\) changed output 'logits' from float32\(2,5\) to float64\(2,5\)",
+        match=(
+            r"pass 'test-cast' \(after \[\]\) changed output 'logits' from float32\(2,5\) to "
+            r"float64\(2,5\)"
+        ),
     ):
         optimize(_model(), ["test-cast"], verify=True)
 
@@ -208,7 +214,10 @@ def test_a_pass_that_renames_a_graph_output_is_refused(throwaway):
     throwaway("test-rename", rename)
     with pytest.raises(
         PassError,
-        match=r"changed the graph's interface: inputs \['x'\] -> \['x'\], outputs \['logits'\] -> \['scores'\]",
+        match=(
+            r"changed the graph's interface: inputs \['x'\] -> \['x'\], outputs \['logits'\] -> "
+            r"\['scores'\]"
+        ),
     ):
         optimize(_model(), ["test-rename"])
 
@@ -293,8 +302,8 @@ def test_describe_lists_every_pass_and_pipeline():
     ):
         assert re.search(rf"^  {name}\s+\S", text, re.M), text
     assert (
-        "inference        fold-constants -> eliminate -> drop-dropout -> fold-batchnorm -> fold-affine -> cse "
-        "-> eliminate"
+        "inference        fold-constants -> eliminate -> drop-dropout -> fold-batchnorm -> "
+        "fold-affine -> cse -> eliminate"
     ) in text
 
 

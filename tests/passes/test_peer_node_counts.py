@@ -97,7 +97,8 @@ def test_a_shared_fill_is_not_changed_in_place():
 
 
 def test_a_fill_whose_scaled_vector_is_as_big_as_the_weight_is_declined():
-    # Depthwise 1x1 conv: W (8, 1, 1, 1) = 8 values; a per-channel vector has 8 too: that is the weight.
+    # Depthwise 1x1 conv: W (8, 1, 1, 1) = 8 values; a per-channel vector has 8 too: that is the
+    # weight.
     rng = np.random.default_rng(1)
     g = Graph("dw")
     g.add_input("x", (None, 8, 3, 3))
@@ -221,8 +222,8 @@ def test_targets_that_minus_one_cannot_express_stay(dims, why):
 
 
 def test_shapes_made_static_reach_the_next_shape_node():
-    # ws_conv's pattern twice: Reshape(IN(Reshape(conv)), Shape(conv)); the second Shape reads a value
-    # whose dims were unknown until the first target became constant.
+    # ws_conv's pattern twice: Reshape(IN(Reshape(conv)), Shape(conv)); the second Shape reads a
+    # value whose dims were unknown until the first target became constant.
     g = Graph("twice")
     g.add_input("x", (None, 4, 4, 4))
     src = "x"
@@ -252,7 +253,8 @@ def test_shapes_made_static_reach_the_next_shape_node():
 
 
 def test_peer_node_counts_on_the_torch_exports():
-    """onnxsim and onnxslim write cnn_dynamo_raw in 12 nodes and ws_conv in 17 (benchmarks/README.md)."""
+    """onnxsim and onnxslim write cnn_dynamo_raw in 12 nodes and ws_conv in 17
+    (benchmarks/README.md)."""
     import os
 
     import graphnet

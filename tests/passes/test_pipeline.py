@@ -134,12 +134,15 @@ def _onnx_model(opset: int) -> onnx.ModelProto:
         inits += [
             numpy_helper.from_array(st[k], f"{prefix}.{k}") for k in ("scale", "B", "mean", "var")
         ]
-    bn = lambda i, o, p: helper.make_node(
-        "BatchNormalization",
-        [i, f"{p}.scale", f"{p}.B", f"{p}.mean", f"{p}.var"],
-        [o],
-        epsilon=1e-3,
-    )  # noqa: E731
+
+    def bn(i, o, p):
+        return helper.make_node(
+            "BatchNormalization",
+            [i, f"{p}.scale", f"{p}.B", f"{p}.mean", f"{p}.var"],
+            [o],
+            epsilon=1e-3,
+        )
+
     if opset >= 13:
         unsq = helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"])
         inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes0"))

@@ -62,8 +62,9 @@ def ref_prelu(x: np.ndarray, slope_of) -> np.ndarray:
 
 
 def ref_softmax(x: np.ndarray, axis: int, log: bool = False) -> np.ndarray:
-    """p_i = exp(l_i) / sum_k exp(l_k) along `axis`, one row at a time. exp(l_i - m)/sum exp(l_k - m)
-    is the same number for any m; m = max keeps math.exp finite for logits in the thousands."""
+    """p_i = exp(l_i) / sum_k exp(l_k) along `axis`, one row at a time.
+    exp(l_i - m)/sum exp(l_k - m) is the same number for any m; m = max keeps math.exp finite for
+    logits in the thousands."""
     moved = np.moveaxis(x.astype(np.float64), axis, -1)
     out = np.empty(moved.shape, dtype=np.float64)
     for idx in np.ndindex(*moved.shape[:-1]):
@@ -83,7 +84,8 @@ def run_single(
 
 @contextlib.contextmanager
 def no_fp_warnings():
-    """Overflow / invalid / divide-by-zero in NumPy raise inside this block, and warnings are errors."""
+    """Overflow / invalid / divide-by-zero in NumPy raise inside this block, and warnings are
+    errors."""
     with np.errstate(over="raise", invalid="raise", divide="raise"), warnings.catch_warnings():
         warnings.simplefilter("error")
         yield
@@ -121,7 +123,8 @@ def test_sigmoid_saturates_exactly_at_huge_inputs():
     x = np.array([-1e30, -1e4, -50.0, 0.0, 50.0, 1e4, 1e30, -np.inf, np.inf], dtype=np.float32)
     with no_fp_warnings():
         y = run_single("Sigmoid", x)
-    # sigmoid(-50) = 1.9e-22: the naive 1 - 1/(1+exp(-x)) family would round it to 0; atol=0 sees that.
+    # sigmoid(-50) = 1.9e-22: the naive 1 - 1/(1+exp(-x)) family would round it to 0; atol=0 sees
+    # that.
     assert_close(y, [0, 0, 1 / (1 + math.exp(50)), 0.5, 1, 1, 1, 0, 1], rtol=1e-6, atol=0)
 
 
@@ -142,7 +145,8 @@ def test_elementwise_keeps_dtype(op, attrs, dtype):
 @pytest.mark.parametrize("shape", [(2, 3, 5), (2, 4, 3, 5), (1, 3, 2, 4, 3)])
 def test_prelu_per_channel_matches_formula_and_ort(shape):
     """The broadcast trap: a per-channel slope is (C, 1, ..., 1); ORT must agree channel by channel
-    (shapes chosen so that no other axis has C elements, which would let a wrong (C,) slope pass)."""
+    (shapes chosen so that no other axis has C elements, which would let a wrong (C,) slope
+    pass)."""
     rng = np.random.default_rng(sum(shape))
     x = rng.standard_normal(shape).astype(np.float32)
     c = shape[1]
@@ -175,7 +179,8 @@ def test_prelu_onnx_broadcast_shapes(xshape, sshape):
     g = single_node("PRelu", {"x": xshape}, {"slope": slope})
     y = compare_with_ort(g, {"x": x})[g.outputs[0]]
 
-    # Right-aligned indexing written out: the slope's k-th dim from the end reads X's k-th from the end.
+    # Right-aligned indexing written out: the slope's k-th dim from the end reads X's k-th from the
+    # end.
     def slope_of(idx):
         tail = idx[len(idx) - len(sshape) :]
         return slope[tuple(0 if s == 1 else i for i, s in zip(tail, sshape, strict=True))]

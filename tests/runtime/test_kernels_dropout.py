@@ -99,8 +99,8 @@ def test_train_statistics(drop, scheme):
     zeros = np.mean(y == 0)
     sd_frac = math.sqrt(drop * keep / n)  # binomial: Var(#zeros / n) = drop * keep / n
     assert abs(zeros - drop) < SIGMAS * sd_frac, (zeros, drop, sd_frac)
-    # sum(y) = sum_i s * m_i * x_i with m_i ~ Bernoulli(keep) and s = 1/keep (inverted) or 1 (classic):
-    # E = s * keep * sum(x), Var = s^2 * keep * drop * sum(x^2).
+    # sum(y) = sum_i s * m_i * x_i with m_i ~ Bernoulli(keep) and s = 1/keep (inverted)
+    # or 1 (classic): E = s * keep * sum(x), Var = s^2 * keep * drop * sum(x^2).
     s = 1 / keep if scheme == "inverted" else 1.0
     mean_expected = s * keep * x.sum()
     sd_sum = s * math.sqrt(keep * drop * float(np.sum(x * x)))
@@ -277,9 +277,10 @@ def test_import_maps_to_inverted_dropout(opset, kw, drop):
     np.testing.assert_array_equal(ours["y"], theirs["y"])
     np.testing.assert_array_equal(ours["y"], x)
     if kw.get("mask"):
-        # The spec (and onnx.reference) says an inference mask is all True. onnxruntime's Dropout 7-11
-        # kernel (IdentityOp) writes all False instead (microsoft/onnxruntime#1507 calls the value a
-        # "don't care"), so below opset 12 the oracle for the mask is onnx's reference evaluator.
+        # The spec (and onnx.reference) says an inference mask is all True. onnxruntime's Dropout
+        # 7-11 kernel (IdentityOp) writes all False instead (microsoft/onnxruntime#1507 calls the
+        # value a "don't care"), so below opset 12 the oracle for the mask is onnx's reference
+        # evaluator.
         from onnx.reference import ReferenceEvaluator
 
         oracle = (

@@ -66,7 +66,8 @@ def instance_norm_ref(x, scale, bias, eps):
 
 def lrn_ref(x, size, alpha, beta, bias):
     """ONNX LRN: square_sum[n, c] = sum of X[n, i]^2 for i in
-    [max(0, c - floor((size-1)/2)), min(C-1, c + ceil((size-1)/2))]; Y = X / (bias + alpha/size * square_sum)^beta."""
+    [max(0, c - floor((size-1)/2)), min(C-1, c + ceil((size-1)/2))];
+    Y = X / (bias + alpha/size * square_sum)^beta."""
     c_total = x.shape[1]
     y = np.empty(x.shape, np.float64)
     for c in range(c_total):
@@ -226,7 +227,8 @@ def test_instancenorm(rank, dtype):
         dtype=dtype,
     )
     x = rand(rng, *shape, dtype=dtype, scale=3.0) - 2.0
-    # onnxruntime's CPU InstanceNormalization has no float64 kernel: float64 is checked vs the formula.
+    # onnxruntime's CPU InstanceNormalization has no float64 kernel: float64 is checked vs the
+    # formula.
     check(g, x, instance_norm_ref(x, scale, bias, EPS), dtype=dtype, ort=dtype == "float32")
 
 
@@ -295,9 +297,12 @@ def test_groupnorm_limits_are_instance_and_layer_norm():
     """One map per group is instance norm; one group (no affine) is the lecture's layer norm."""
     rng = np.random.default_rng(2)
     x = rand(rng, 2, 4, 3, 3)
-    gn = lambda k: runtime.run(
-        single_node("GroupNormalization", {"x": x.shape}, {}, {"num_groups": k}), {"x": x}
-    )
+
+    def gn(k):
+        return runtime.run(
+            single_node("GroupNormalization", {"x": x.shape}, {}, {"num_groups": k}), {"x": x}
+        )
+
     assert_close(gn(4)["groupnormalization.out"], instance_norm_ref(x, None, None, 1e-5))
     assert_close(gn(1)["groupnormalization.out"], layer_norm_ref(x, None, None, 1, 1e-5))
 

@@ -110,7 +110,8 @@ def test_ceil_mode_drops_window_starting_in_end_padding():
 @pytest.mark.parametrize(
     "cip, expected",
     [
-        # x = 1..6, kernel 3, stride 2, pads (1, 1), ceil: windows at -1, 1, 3, 5 (the last: 6, pad, past-end).
+        # x = 1..6, kernel 3, stride 2, pads (1, 1), ceil: windows at -1, 1, 3, 5
+        # (the last: 6, pad, past-end).
         (
             1,
             [(0 + 1 + 2) / 3, (2 + 3 + 4) / 3, (4 + 5 + 6) / 3, (6 + 0) / 2],
@@ -188,7 +189,7 @@ def test_impulse_window_positions(op, spatial, kernel, strides, pads, dilations,
             assert y[o] == pytest.approx(want, rel=RTOL32, abs=ATOL32), f"input {p}, output {o}"
 
 
-# --------------------------------------------------------------------------- randomized vs naive + ORT
+# ------------------------------------------------------------------------ randomized vs naive + ORT
 @st.composite
 def window_configs(draw, max_rank=3):
     k = draw(st.integers(1, max_rank))
@@ -353,7 +354,8 @@ def test_global_pool_rejects_rank_2():
             {"kernel_shape": [3, 3]},
             (1, 1, 2, 2),
             ShapeError,
-            r"node 'maxpool' \(MaxPool\): kernel \(3,3\) larger than padded input \(2,2\).*x\(1,1,2,2\)",
+            r"node 'maxpool' \(MaxPool\): kernel \(3,3\) larger than padded input "
+            r"\(2,2\).*x\(1,1,2,2\)",
         ),
         (
             {"kernel_shape": [2, 2], "dilations": [3, 1]},

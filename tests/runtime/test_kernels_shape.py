@@ -75,9 +75,9 @@ def naive_slice(x, starts, ends, axes=None, steps=None):
     lists = [list(range(d)) for d in x.shape]
     for a, s, e, k in zip(axes, starts, ends, steps, strict=True):
         lists[a] = onnx_slice_indices(x.shape[a], s, e, k)
-    out = np.empty([len(l) for l in lists], x.dtype)
+    out = np.empty([len(indices) for indices in lists], x.dtype)
     for idx in cells(out.shape):
-        out[idx] = x[tuple(l[i] for l, i in zip(lists, idx, strict=True))]
+        out[idx] = x[tuple(indices[i] for indices, i in zip(lists, idx, strict=True))]
     return out
 
 
@@ -603,8 +603,8 @@ def test_import_expand(opset):
 # ----------------------------------------------- the PyTorch flatten chain before FC
 @pytest.mark.parametrize("opset", [9, 11, 13, 21])
 def test_pytorch_flatten_chain_dynamic_batch(opset):
-    """x(N,4,3,3) -> Shape -> Gather(0) -> Unsqueeze -> Concat([-1]) -> Reshape -> Gemm, as torch.onnx
-    writes `x.view(x.size(0), -1)` before a Linear layer."""
+    """x(N,4,3,3) -> Shape -> Gather(0) -> Unsqueeze -> Concat([-1]) -> Reshape -> Gemm, as
+    torch.onnx writes `x.view(x.size(0), -1)` before a Linear layer."""
     rng = np.random.default_rng(0)
     w, b = (
         rng.standard_normal((5, 36)).astype(np.float32),

@@ -53,7 +53,8 @@ def concat_ref(xs: list[np.ndarray], axis: int) -> np.ndarray:
 
 
 def add_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Broadcasting written out: every output index reads a and b at that index, size-1 axes pinned."""
+    """Broadcasting written out: every output index reads a and b at that index, size-1 axes
+    pinned."""
     r = max(a.ndim, b.ndim)
     a_, b_ = a.reshape((1,) * (r - a.ndim) + a.shape), b.reshape((1,) * (r - b.ndim) + b.shape)
     shape = tuple(max(da, db) for da, db in zip(a_.shape, b_.shape, strict=True))
@@ -320,7 +321,10 @@ def test_import_concat(opset, axis):
     out_shape = concat_ref(xs, axis).shape
     node = helper.make_node("Concat", ["a", "b", "c"], ["y"], axis=axis)
     model = _model(
-        [node], [_f32(n, s) for n, s in zip("abc", shapes, strict=True)], [_f32("y", out_shape)], opset
+        [node],
+        [_f32(n, s) for n, s in zip("abc", shapes, strict=True)],
+        [_f32("y", out_shape)],
+        opset,
     )
     _check_import(model, dict(zip("abc", xs, strict=True)), ["Concat"])
 
@@ -415,7 +419,10 @@ def test_import_sum_becomes_add_chain(opset, n_inputs):
     feeds = {n: rand(rng, *s) for n, s in zip(names, shapes, strict=True)}
     node = helper.make_node("Sum", names, ["y"], name="total")
     model = _model(
-        [node], [_f32(n, s) for n, s in zip(names, shapes, strict=True)], [_f32("y", (2, 3, 4))], opset
+        [node],
+        [_f32(n, s) for n, s in zip(names, shapes, strict=True)],
+        [_f32("y", (2, 3, 4))],
+        opset,
     )
     g = _check_import(model, feeds, ["Add"] * (n_inputs - 1))
     assert g.nodes[-1].outputs == ["y"] and g.nodes[-1].name == "total"

@@ -74,8 +74,9 @@ def _export_dropout(ctx, node, attrs):
     ratio_in, mode_in = (list(node.inputs[1:]) + ["", ""])[:2]
     if classic and (ratio_in or mode_in):
         raise UnsupportedOpError(
-            f"node '{node.name}' (Dropout): a classic-scheme Dropout with run-time ratio/training_mode "
-            "inputs has no ONNX form (ONNX's Dropout is inverted); graphnet never builds one"
+            f"node '{node.name}' (Dropout): a classic-scheme Dropout with run-time "
+            "ratio/training_mode inputs has no ONNX form (ONNX's Dropout is inverted); graphnet "
+            "never builds one"
         )
     if classic and not ctx.training and not mask:
         keep = ctx.const(np.asarray(1.0 - drop, dtype=dtype), f"{node.name}.keep")

@@ -82,7 +82,12 @@ def _export_conv_transpose(ctx, node, attrs):
     full = ctx.emit(
         "ConvTranspose", ins[:2], [ctx.fresh(f"{node.name}.full")], name=node.name, **fields
     )[0]
-    amounts = [0, 0] + [-p for p in pads[:k]] + [0, 0] + [o - p for p, o in zip(pads[k:], out_pad, strict=True)]
+    amounts = (
+        [0, 0]
+        + [-p for p in pads[:k]]
+        + [0, 0]
+        + [o - p for p, o in zip(pads[k:], out_pad, strict=True)]
+    )
     padded = node.outputs[0] if len(ins) < 3 else ctx.fresh(f"{node.name}.padded")
     ctx.emit(
         "Pad",

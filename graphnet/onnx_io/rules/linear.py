@@ -3,7 +3,7 @@
 Gemm and MatMul are 1:1. Maxout has no ONNX op; it exports as
 
     Gemm(X, W as (k*out, in), B as (k*out,), transB=1)  -> (N, k*out)
-    Reshape(.., [0, k, out])                             -> (N, k, out)   (0 keeps the batch dynamic)
+    Reshape(.., [0, k, out])                             -> (N, k, out) (0 keeps the batch dynamic)
     ReduceMax(.., axes=[1], keepdims=0)                  -> (N, out)
 
 Row j*out + o of the reshaped W is W[j, o], so the Reshape splits the Gemm's columns by piece.

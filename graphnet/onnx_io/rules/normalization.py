@@ -34,7 +34,8 @@ __all__: list[str] = []
 def _static_dims(ctx, node, dims: tuple, what: str) -> tuple:
     if any(d is None for d in dims):
         raise ShapeError(
-            f"node '{node.name}' ({node.op}): exporting a non-affine {what} needs static dims, got {dims}"
+            f"node '{node.name}' ({node.op}): exporting a non-affine {what} needs static "
+            f"dims, got {dims}"
         )
     return tuple(int(d) for d in dims)
 

@@ -70,8 +70,9 @@ def _convert(ctx, node, proto, source: int) -> list:
         onnx.checker.check_model(converted)
     except Exception as exc:
         raise UnsupportedOpError(
-            f"node '{node.name}' ({proto.op_type}) was read at opset {source} and has no graphnet mapping; "
-            f"onnx's version converter cannot carry it to opset {ctx.opset}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"node '{node.name}' ({proto.op_type}) was read at opset {source} and has no graphnet "
+            f"mapping; onnx's version converter cannot carry it to opset {ctx.opset}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
     known = set(proto.input) | set(proto.output)
     # Values the converter introduced (Constant outputs, new initializers) get fresh names.

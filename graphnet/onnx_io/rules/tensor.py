@@ -2,8 +2,8 @@
 as a chain of Adds).
 
 Opset notes for import: Add changed only its type lists from opset 7 on (7, 13, 14); before 7 its
-`broadcast`/`axis` attributes meant a left-aligned broadcast, mapped by `legacy_broadcast` (PyTorch's
-opset-6 exports use it). Concat's `axis` is required from opset 4 and
+`broadcast`/`axis` attributes meant a left-aligned broadcast, mapped by `legacy_broadcast`
+(PyTorch's opset-6 exports use it). Concat's `axis` is required from opset 4 and
 may be negative from 11. Flatten's `axis` may be negative from 11 (our op accepts both). Sum
 broadcasts from opset 8; a chain of broadcasting Adds computes the same thing.
 """
@@ -94,8 +94,8 @@ def _import_flatten(ctx, node):
 
 @import_rule("Sum")
 def _import_sum(ctx, node):
-    """Sum(x0, x1, ..., xn) -> Add(...Add(Add(x0, x1), x2)..., xn), the last Add writing Sum's output.
-    A one-input Sum is an Identity where that op exists, else it stays opaque."""
+    """Sum(x0, x1, ..., xn) -> Add(...Add(Add(x0, x1), x2)..., xn), the last Add writing Sum's
+    output. A one-input Sum is an Identity where that op exists, else it stays opaque."""
     xs = list(node.input)
     base = node.name or node.output[0]
     if len(xs) == 1:
