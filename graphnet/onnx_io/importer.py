@@ -16,16 +16,10 @@ import numpy as np
 
 from graphnet.errors import GraphNetError, ImportError_
 from graphnet.ir import Graph, Node
+from graphnet.onnx_io.decode import constant_value, f32_decimal, onnx_attrs
 from graphnet.onnx_io.registry import get_import_rule
 
 __all__ = ["ImportContext", "from_onnx", "load", "f32_decimal", "constant_value"]
-
-
-def f32_decimal(v) -> float:
-    """A float32 value as the shortest decimal that rounds to it: ONNX stores FLOAT attributes as
-    float32, so alpha=0.2 comes back as 0.2 (not 0.20000000298) and re-export writes the same
-    bits."""
-    return float(str(np.float32(v)))
 
 
 class ImportContext:
@@ -46,26 +40,8 @@ class ImportContext:
 
     @staticmethod
     def attrs(node) -> dict[str, Any]:
-        """The ONNX node's attributes as Python values (strings decoded, tensors as arrays).
-        FLOAT attributes are stored as float32: they come back as the shortest decimal that is
-        that float32 (alpha=0.2 reads as 0.2, not 0.20000000298023224)."""
-        from onnx import helper, numpy_helper
-
-        out: dict[str, Any] = {}
-        for a in node.attribute:
-            v = helper.get_attribute_value(a)
-            if isinstance(v, bytes):
-                v = v.decode()
-            elif isinstance(v, list):
-                v = tuple(x.decode() if isinstance(x, bytes) else x for x in v)
-            elif a.type == a.TENSOR:
-                v = numpy_helper.to_array(v)
-            elif a.type == a.FLOAT:
-                v = f32_decimal(v)
-            elif a.type == a.FLOATS:
-                v = tuple(f32_decimal(x) for x in v)
-            out[a.name] = v
-        return out
+        """The ONNX node's attributes as Python values (see `decode.onnx_attrs`)."""
+        return onnx_attrs(node)
 
     def const(self, name: str) -> np.ndarray | None:
         """The value of `name` if it is a parameter (initializer or folded Constant), else None."""
@@ -208,22 +184,6 @@ def from_onnx(model) -> Graph:
             g.values[o.name].shape = _dims(o.type)
     g.verify()
     return g
-
-
-def constant_value(node) -> np.ndarray:
-    """The array an ONNX `Constant` node holds."""
-    attrs = ImportContext.attrs(node)
-    if "value" in attrs:
-        return np.asarray(attrs["value"])
-    for key, dtype in (
-        ("value_float", np.float32),
-        ("value_floats", np.float32),
-        ("value_int", np.int64),
-        ("value_ints", np.int64),
-    ):
-        if key in attrs:
-            return np.asarray(attrs[key], dtype=dtype)
-    raise ImportError_(f"Constant '{node.output[0]}' has an unsupported form: {sorted(attrs)}")
 
 
 def load(path_or_model) -> Graph:

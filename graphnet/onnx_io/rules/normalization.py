@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import ShapeError
-from graphnet.onnx_io.importer import f32_decimal
+from graphnet.onnx_io.decode import f32_decimal
 from graphnet.onnx_io.registry import export_rule, import_rule
 
 __all__: list[str] = []
