@@ -10,6 +10,12 @@
 
 Producer and consumer maps are derived from the nodes each time they are asked for; nothing keeps
 them by hand. `Graph.verify()` checks every invariant and names the node that breaks it.
+
+Layering: this module sits in the core with `graphnet.ops` (which it imports) and `graphnet.value`
+(`Value` and the shape helpers, re-exported here). `Graph.to_onnx` and `Graph.save` are the one
+documented exception to "the core imports nothing above it": conveniences that forward to
+`graphnet.onnx_io.export`, imported when called; the import contract in pyproject.toml lists
+exactly this edge as ignored.
 """
 
 from __future__ import annotations
@@ -21,59 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from graphnet import ops
 from graphnet.errors import GraphError
+from graphnet.value import Shape, Value, dtype_name, format_shape
 
 __all__ = ["Value", "Node", "Graph", "Shape", "format_shape", "dtype_name"]
-
-Shape = tuple  # tuple[int | None, ...]
-
-
-def _op_table():
-    """`graphnet.ops`, imported on first use (ir must not import it at module level: import
-    cycle) and then kept: a function-level import per `add_node` was a tenth of an import."""
-    global _OPS
-    if _OPS is None:
-        from graphnet import ops
-
-        _OPS = ops
-    return _OPS
-
-
-_OPS = None
-_DTYPE_NAMES: dict = {}
-
-
-def dtype_name(dtype) -> str:
-    """`str(np.dtype(dtype))`, cached: NumPy builds the name anew on every call, and the IR asks
-    for it once per value (a tenth of importing a 1,700-node model)."""
-    try:
-        return _DTYPE_NAMES[dtype]
-    except (KeyError, TypeError):
-        name = str(np.dtype(dtype))
-        try:
-            _DTYPE_NAMES[dtype] = name
-        except TypeError:  # an unhashable dtype-like
-            pass
-        return name
-
-
-def format_shape(shape: Shape | None) -> str:
-    """`(None, 3, 32, 32)` -> `"(N,3,32,32)"`; an unknown shape -> `"?"`."""
-    if shape is None:
-        return "?"
-    return "(" + ",".join("N" if d is None else str(d) for d in shape) + ")"
-
-
-@dataclass
-class Value:
-    """A named tensor with a (possibly partly dynamic) shape and a dtype."""
-
-    name: str
-    shape: Shape | None
-    dtype: str = "float32"
-
-    def __repr__(self) -> str:
-        return f"%{self.name}: {self.dtype}{format_shape(self.shape)}"
 
 
 @dataclass(eq=False)
@@ -184,8 +142,6 @@ class Graph:
     ) -> Node:
         """Append a node; with `infer` (the default) its output shapes are inferred at once,
         so a wrong shape fails here, naming the node."""
-        ops = _op_table()
-
         if name in self._names and any(n.name == name for n in self.nodes):
             raise GraphError(f"a node named '{name}' already exists in graph '{self.name}'")
         self._names.add(name)
@@ -332,8 +288,6 @@ class Graph:
 
     def verify(self) -> None:
         """Check the invariants; raise `GraphError` naming the node and what is broken."""
-        from graphnet import ops
-
         defined: dict[str, str] = {i: "graph input" for i in self.inputs}
         for p in self.params:
             if p in defined:
@@ -386,8 +340,6 @@ class Graph:
 
     def infer_shapes(self) -> None:
         """Re-run shape inference over every node in order (after a pass rewrote the graph)."""
-        from graphnet import ops
-
         for n in self.nodes:
             types = ops.infer(
                 n, [self.values.get(i) if i else None for i in n.inputs], self._consts(n.inputs)
@@ -397,7 +349,8 @@ class Graph:
 
     # ------------------------------------------------------------------ output
     def to_onnx(self, *, mode: str = "inference", opset: int | None = None, **kwargs: Any):
-        """Export to an `onnx.ModelProto` (see `graphnet.onnx_io.export`)."""
+        """Export to an `onnx.ModelProto` (see `graphnet.onnx_io.export`). With `save`, the one
+        place the core imports a layer above it (see the module docstring)."""
         from graphnet.onnx_io.export import to_onnx
 
         return to_onnx(self, mode=mode, opset=opset, **kwargs)

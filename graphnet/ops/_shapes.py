@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from graphnet.errors import ShapeError
-from graphnet.ir import Value, format_shape
+from graphnet.value import Value, format_shape
 
 __all__ = [
     "broadcast",

@@ -25,9 +25,9 @@ from numbers import Real
 from typing import Any
 
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ir import Value, format_shape
 from graphnet.ops._shapes import elementwise, need_float
 from graphnet.ops.spec import OpSpec, register
+from graphnet.value import Value, format_shape
 
 __all__ = ["DROPOUT_SCHEMES"]
 

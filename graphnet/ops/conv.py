@@ -18,9 +18,9 @@ from math import prod
 from typing import Any
 
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ir import Value, format_shape
 from graphnet.ops._shapes import FLOAT_DTYPES, window_out_size
 from graphnet.ops.spec import OpSpec, register
+from graphnet.value import Value, format_shape
 
 __all__ = [
     "conv_resolve",

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ir import Value, format_shape
 from graphnet.ops._shapes import FLOAT_DTYPES, broadcast
 from graphnet.ops.shape import ALL_DTYPES, _ints, _need_1d, norm_axes
 from graphnet.ops.spec import REQUIRED, OpSpec, register
+from graphnet.value import Value, format_shape
 
 __all__ = ["CAST_DTYPES", "ONNX_DTYPES", "reduce_shape"]
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ir import Value, format_shape
 from graphnet.ops._shapes import broadcast, need_float, need_rank
 from graphnet.ops.spec import REQUIRED, OpSpec, register
+from graphnet.value import Value, format_shape
 
 __all__ = ["STASH_TYPES", "STASH_DTYPES"]
 

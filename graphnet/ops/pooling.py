@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ir import Value, format_shape
 from graphnet.ops._shapes import FLOAT_DTYPES, window_out_size
 from graphnet.ops.spec import REQUIRED, OpSpec, register
+from graphnet.value import Value, format_shape
 
 __all__ = ["check_pool_attrs", "MAXPOOL_DTYPES", "SPATIAL_RANKS"]
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ir import Value, format_shape
 from graphnet.ops.spec import OpSpec, register
+from graphnet.value import Value, format_shape
 
 __all__ = ["norm_axes", "INDEX_DTYPES", "reshape_shape", "slice_bounds", "ALL_DTYPES"]
 

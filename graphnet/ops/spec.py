@@ -15,7 +15,8 @@ from graphnet.errors import (
 )
 
 if TYPE_CHECKING:
-    from graphnet.ir import Node, Value
+    from graphnet.ir import Node
+    from graphnet.value import Value
 
 __all__ = [
     "REQUIRED",
@@ -181,6 +182,6 @@ def infer(node: Node, inputs: Sequence[Value | None], consts: Sequence | None = 
 def _fmt(v: Value | None) -> str:
     if v is None:
         return "<none>"
-    from graphnet.ir import format_shape
+    from graphnet.value import format_shape
 
     return f"{v.name}{format_shape(v.shape)}"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ir import Value, format_shape
 from graphnet.ops._shapes import broadcast
 from graphnet.ops.spec import REQUIRED, OpSpec, register
+from graphnet.value import Value, format_shape
 
 __all__ = ["concat_shape", "flatten_shape"]
 
