@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from graphnet.onnx_io.registry import export_rule, import_rule
+from graphnet.onnx_io.rules.table import export_rule, import_rule
 from graphnet.ops._shapes import same_pad
 
 __all__ = ["conv_transpose_pads"]

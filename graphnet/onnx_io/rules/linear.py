@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphnet.onnx_io.registry import export_rule, import_rule
+from graphnet.onnx_io.rules.table import export_rule, import_rule
 
 _FLOATS = ("float16", "float32", "float64")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import UnsupportedOpError
-from graphnet.onnx_io.registry import export_rule, import_rule
+from graphnet.onnx_io.rules.table import export_rule, import_rule
 from graphnet.ops.math import ONNX_DTYPES
 
 __all__ = ["passthrough"]

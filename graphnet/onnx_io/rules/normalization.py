@@ -25,7 +25,7 @@ import numpy as np
 
 from graphnet.errors import ShapeError
 from graphnet.onnx_io.decode import f32_decimal
-from graphnet.onnx_io.registry import export_rule, import_rule
+from graphnet.onnx_io.rules.table import export_rule, import_rule
 
 __all__: list[str] = []
 

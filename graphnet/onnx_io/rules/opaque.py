@@ -10,7 +10,7 @@ example). A node the converter cannot carry over is a clear error naming it, nev
 from __future__ import annotations
 
 from graphnet.errors import UnsupportedOpError
-from graphnet.onnx_io.registry import export_rule
+from graphnet.onnx_io.rules.table import export_rule
 
 
 @export_rule("Opaque")

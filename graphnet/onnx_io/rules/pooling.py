@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from graphnet.errors import AttributeValueError, ShapeError, UnsupportedOpError
-from graphnet.onnx_io.registry import export_rule, import_rule
+from graphnet.onnx_io.rules.table import export_rule, import_rule
 from graphnet.ops._shapes import same_pads, window_out_size
 from graphnet.ops.pooling import SPATIAL_RANKS, check_pool_attrs
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import UnsupportedOpError
-from graphnet.onnx_io.registry import export_rule, import_rule
 from graphnet.onnx_io.rules.math import passthrough
+from graphnet.onnx_io.rules.table import export_rule, import_rule
 
 __all__: list[str] = []
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet import ops
-from graphnet.onnx_io.registry import export_rule, import_rule
+from graphnet.onnx_io.rules.table import export_rule, import_rule
 
 __all__ = ["legacy_broadcast"]
 
