@@ -68,6 +68,56 @@ def assert_close(
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
 
 
+def log_softmax64(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log softmax in float64 over the axes from `axis` on taken as one (ONNX's Softmax before
+    opset 13; the same as per-axis softmax when the later axes have size 1)."""
+    z = np.asarray(logits, np.float64)
+    axis = axis % z.ndim
+    flat = z.reshape(*z.shape[:axis], -1)
+    flat = flat - flat.max(axis=-1, keepdims=True)
+    flat = flat - np.log(np.exp(flat).sum(axis=-1, keepdims=True))
+    return flat.reshape(z.shape)
+
+
+def assert_softmax_close(
+    logits: np.ndarray,
+    expected_probs: np.ndarray,
+    *,
+    axis: int = -1,
+    rtol: float = RTOL32,
+    atol: float = ATOL32,
+    what: str = "",
+) -> None:
+    """Softmax probabilities compared as well as their logits determine them.
+
+    Softmax is exactly as well conditioned as the absolute error of its input: logits known to
+    +-d give log-probabilities known to +-2d. Logits are sums computed to a relative precision, so
+    d = rtol * max|logit| + atol on each side (ours, and the reference's own logits), and the
+    log-probabilities must agree to 4d (+ rtol for the reference's own rounding). With moderate
+    logits this is the usual relative comparison of the probabilities; with logits of 1e10 (a zoo
+    model whose weights are all 0.02) the probabilities are undetermined by float32 arithmetic
+    (which classes tie for the maximum depends on the BLAS's summation order), and only what the
+    logits do determine is compared: that they are equal to within 4d. A reference probability
+    that underflowed to 0 only bounds ours from above."""
+    logits = np.asarray(logits)
+    expected_probs = np.asarray(expected_probs, np.float64)
+    assert logits.shape == expected_probs.shape, (
+        f"{what}: shape {logits.shape} != {expected_probs.shape}"
+    )
+    d = rtol * float(np.abs(logits).max()) + atol
+    bound = 4 * d + rtol
+    ours = log_softmax64(logits, axis)
+    tiny = np.finfo(np.float32).tiny
+    ref = np.log(np.maximum(expected_probs, tiny))
+    under = expected_probs < tiny
+    err = np.where(under, np.maximum(ours - ref, 0.0), np.abs(ours - ref))
+    worst = float(err.max())
+    assert worst <= bound, (
+        f"{what}: log-probabilities differ by {worst:.3g} > {bound:.3g} "
+        f"(logits up to {float(np.abs(logits).max()):.3g}, rtol {rtol}, atol {atol})"
+    )
+
+
 def compare_with_ort(
     graph: Graph,
     feeds: Mapping[str, np.ndarray],
