@@ -212,36 +212,39 @@ def _random_feeds(g: Graph, seed: int, batch: int) -> dict[str, np.ndarray]:
         raise PassError(f"cannot verify numerics: {exc}") from exc
 
 
-def _run(g: Graph, feeds: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+def _run(g: Graph, feeds: dict[str, np.ndarray], what: str) -> tuple[dict, dict, list]:
+    """(values, softmax outputs, output names): the values also hold the logits of Softmax
+    outputs, which `compare_outputs` compares them through (graphnet.runtime.compare)."""
     from graphnet import runtime
+    from graphnet.runtime.compare import with_logits
 
+    probe, softmax = with_logits(g)
     try:
-        return runtime.Session(g).run(feeds)
+        return runtime.Session(probe).run(feeds), softmax, list(g.outputs)
     except GraphNetError as exc:
         raise PassError(f"cannot verify numerics: running {what} failed: {exc}") from exc
 
 
-def _compare(before: dict, after: dict, where: str, rtol: float, atol: float) -> None:
-    for name, b in before.items():
-        a = after[name]
-        b, a = np.asarray(b), np.asarray(a)
+def _compare(before: tuple, after: tuple, where: str, rtol: float, atol: float) -> None:
+    from graphnet.runtime.compare import compare_outputs
+
+    (b_out, b_sm, names), (a_out, a_sm, _) = before, after
+    for c in compare_outputs(
+        a_out, b_out, names=names, rtol=rtol, atol=atol, softmax=b_sm, actual_softmax=a_sm
+    ):
+        if c.ok:
+            continue
+        a, b = np.asarray(a_out[c.name]), np.asarray(b_out[c.name])
         if a.shape != b.shape or a.dtype != b.dtype:
             raise PassError(
-                f"{where} changed output '{name}' from {b.dtype}{format_shape(b.shape)} "
+                f"{where} changed output '{c.name}' from {b.dtype}{format_shape(b.shape)} "
                 f"to {a.dtype}{format_shape(a.shape)}"
             )
-        if a.dtype.kind not in "fc":
-            if not np.array_equal(a, b):
-                bad = int(np.count_nonzero(a != b))
-                raise PassError(f"{where} changed output '{name}': {bad} of {a.size} values differ")
-            continue
-        ok = np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
-        if not ok.all():
-            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-            diff[np.isnan(diff)] = np.inf
-            at = np.unravel_index(int(np.argmax(np.where(ok, 0, diff))), a.shape)
-            raise PassError(
-                f"{where} changed output '{name}': max|diff| = {diff[~ok].max():.1e} "
-                f"> atol {atol:.0e} (+ rtol {rtol:.0e} x |before|; worst at index "
-                f"{tuple(int(i) for i in at)}: {b[at]!r} -> {a[at]!r})"
-            )
+        if c.problem:
+            raise PassError(f"{where} changed output '{c.name}': {c.problem}")
+        at = c.worst if c.worst is not None else ()
+        raise PassError(
+            f"{where} changed output '{c.name}': max|diff| = {c.max_abs:.1e} "
+            f"> atol {atol:.0e} (+ rtol {rtol:.0e} x |before|; worst at index "
+            f"{tuple(at)}: {b[at]!r} -> {a[at]!r}){f'; {c.note}' if c.note else ''}"
+        )
