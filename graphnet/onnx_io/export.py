@@ -10,6 +10,7 @@ and Dropout with `training_mode=True`.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "save",
     "write_model",
     "atomic_write",
+    "file_mode",
     "EXTERNAL_DATA_THRESHOLD",
 ]
 
@@ -184,12 +186,42 @@ def _fill_unknown_output_shapes(model) -> None:
             o.type.CopyFrom(known[o.name].type)
 
 
+def file_mode(path: str | os.PathLike) -> int:
+    """The permission bits a file written to `path` gets: those of the file it replaces, else
+    what any tool creating a file gets (0666 minus the umask). `mkstemp` alone would give 0600."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    mask = _umask()
+    return 0o666 & ~mask
+
+
+def _umask() -> int:
+    # Linux reports the umask without changing it; elsewhere set-and-restore is the only way.
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:
     """Write `data` to `path` through a temporary file in the same folder, then rename: readers
-    never see a half-written file, and a failure (or Ctrl-C) leaves the old file as it was."""
+    never see a half-written file, and a failure (or Ctrl-C) leaves the old file as it was. The
+    file gets the permissions of `file_mode`; an error names `path`, never the temporary file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".graphnet-", suffix=".tmp", dir=folder)
+    mode = file_mode(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".graphnet-", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             if isinstance(data, (bytes, bytearray)):
@@ -197,12 +229,15 @@ def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None
             else:
                 for chunk in data:
                     fh.write(chunk)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, path) from None
         raise
 
 
@@ -236,7 +271,11 @@ def write_model(model, path: str | os.PathLike, *, external_data: bool | None = 
         return len(data)
     folder = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
-    tmpdir = tempfile.mkdtemp(prefix=".graphnet-", dir=folder)
+    mode = file_mode(path)
+    try:
+        tmpdir = tempfile.mkdtemp(prefix=".graphnet-", dir=folder)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
     try:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
@@ -252,8 +291,11 @@ def write_model(model, path: str | os.PathLike, *, external_data: bool | None = 
         written = 0
         for f in sorted(os.listdir(tmpdir), key=lambda f: f == name):  # the model file last
             written += os.path.getsize(os.path.join(tmpdir, f))
+            os.chmod(os.path.join(tmpdir, f), mode)
             os.replace(os.path.join(tmpdir, f), os.path.join(folder, f))
         return written
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
     finally:
         for f in os.listdir(tmpdir):
             os.unlink(os.path.join(tmpdir, f))
