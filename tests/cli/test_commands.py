@@ -4,6 +4,7 @@ exit code 2 for bad usage or input, never a traceback, never a partial or change
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -36,13 +37,43 @@ def test_summary_table_and_json(tmp_path, capsys):
     code, out, _ = _run(["summary", path], capsys)
     assert code == 0
     assert "Conv" in out and "BatchNormalization" in out and "total" in out
+    assert "inputs:  x float32(N,3,8,8)" in out and "outputs: y float32(N,5)" in out
+    # 4*27+4 conv, 4*4 BN, 5*4+5 Gemm scalars, float32; the file's own size.
+    assert f"parameters: 153 (612 B); file: {os.path.getsize(path):,} bytes" in out
     code, out, _ = _run(["summary", path, "--json"], capsys)
-    rows = json.loads(out)["layers"]
+    doc = json.loads(out)
+    rows = doc["layers"]
     conv = next(r for r in rows if r["op"] == "Conv")
     # conv MACs per example: out 4x8x8 positions x (3*3*3) taps; params 4*3*3*3 + 4.
     assert conv["macs"] == 4 * 8 * 8 * 27 and conv["params"] == 4 * 27 + 4
+    assert conv["output_shapes"] == [[None, 4, 8, 8]]
     bn = next(r for r in rows if r["op"] == "BatchNormalization")
     assert bn["params"] == 4 * 4  # four arrays per map, as the lecture counts
+    assert doc["params"] == sum(r["params"] for r in rows) == 153
+    assert doc["param_bytes"] == 4 * 153 and doc["file_bytes"] == os.path.getsize(path)
+    assert doc["inputs"] == [{"name": "x", "dtype": "float32", "shape": [None, 3, 8, 8]}]
+    assert doc["outputs"] == [{"name": "y", "dtype": "float32", "shape": [None, 5]}]
+
+
+@pytest.mark.slow  # reads and imports a 61 M-parameter model's graph (its weights are generated)
+def test_summary_counts_generated_weights(capsys):
+    """The light AlexNet makes every weight with ConstantOfShape: they are its parameters (the
+    published 60,965,224), not the shape vectors that ConstantOfShape reads."""
+    path = os.path.join(
+        os.path.dirname(onnx.__file__),
+        "backend",
+        "test",
+        "data",
+        "light",
+        "light_bvlc_alexnet.onnx",
+    )
+    code, out, _ = _run(["summary", path, "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["params"] == 60_965_224
+    assert sum(r["params"] for r in doc["layers"]) == doc["params"]
+    fc6 = [r for r in doc["layers"] if r["op"] == "Gemm"][0]
+    assert fc6["params"] == 9216 * 4096 + 4096
+    assert all(r["params"] == 0 for r in doc["layers"] if r["op"] == "ConstantOfShape")
 
 
 def test_run_writes_npz_keyed_by_output(tmp_path, capsys):
@@ -61,6 +92,21 @@ def test_check_agrees(tmp_path, capsys):
     path = small_onnx_model(tmp_path / "m.onnx")
     code, out, _ = _run(["check", path, "--batch", "3"], capsys)
     assert code == 0 and "agree" in out
+
+
+@pytest.mark.slow  # the light SqueezeNet: 10 s
+def test_check_compares_a_softmax_through_its_logits(capsys):
+    """The light SqueezeNet's weights are all 0.02: its logits are ~1e10 and equal, so which
+    classes each runtime's float32 softmax keeps depends on its BLAS. `check` compares the
+    logits (they agree) and says so, instead of reporting a false difference."""
+    path = os.path.join(
+        os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_squeezenet.onnx"
+    )
+    code, out, _ = _run(["check", path], capsys)
+    assert code == 0, out
+    assert "compared through 'r65'" in out and out.strip().endswith(
+        "agree (rtol 0.0001, atol 1e-05)"
+    )
 
 
 def test_export_from_module(tmp_path, capsys):
@@ -101,6 +147,105 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
     assert message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.npz").exists() and not (tmp_path / "o.onnx").exists()
+
+
+def test_version(capsys):
+    from graphnet import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"graphnet {__version__}"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_accepted_before_or_after_the_command(capsys, where):
+    argv = ["summary", "does/not/exist.onnx"]
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    from graphnet.cli.common import CliError
+
+    with pytest.raises(CliError, match="no such file"):  # --debug: the exception itself
+        main(argv)
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["optimize", "--no-such-option"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_every_exit_code_is_named_and_in_the_readme():
+    from graphnet.cli import common
+
+    named = {v for k, v in vars(common).items() if k.startswith("EXIT_") and isinstance(v, int)}
+    assert named == set(common.EXIT_CODES) == {0, 1, 2, 3, 130}
+    with open(os.path.join(ROOT, "README.md")) as fh:
+        readme = fh.read()
+    section = readme[readme.index("Exit codes") :]
+    for code in common.EXIT_CODES:
+        assert f"`{code}`" in section[:1500], f"exit code {code} is not listed in the README"
+
+
+def test_export_error_in_user_code_names_their_file_and_line(tmp_path, capsys):
+    mod = tmp_path / "mynets.py"
+    mod.write_text(
+        "from graphnet import nn\n"
+        "def build():\n"
+        "    widths = []\n"
+        "    return nn.Sequential([nn.Linear(widths[0])]).build((None, 4))\n"
+    )
+    code, _, err = _run(["export", f"{mod}:build", "-o", str(tmp_path / "o.onnx")], capsys)
+    assert code == 2, err
+    assert f"{mod}, line 4, in build: IndexError: list index out of range" in err
+    assert "your code" in err and "bug in graphnet" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_export_error_at_import_and_dsl_errors_name_the_line(tmp_path, capsys):
+    bad = tmp_path / "broken.py"
+    bad.write_text("x = 1\ny = 1 / 0\n")
+    code, _, err = _run(["export", f"{bad}:x", "-o", str(tmp_path / "o.onnx")], capsys)
+    assert code == 2 and f"{bad}, line 2, in <module>: ZeroDivisionError" in err, err
+    shape = tmp_path / "shape.py"
+    shape.write_text(
+        "from graphnet import nn\n"
+        "def build():\n"
+        "    return nn.Sequential([nn.Linear(3)]).build((None, 4, 5, 5))\n"
+    )
+    code, _, err = _run(["export", f"{shape}:build", "-o", str(tmp_path / "o.onnx")], capsys)
+    assert code == 2 and f"{shape}, line 3, in build: ShapeError" in err, err
+    assert "add Flatten() first" in err
+
+
+def test_export_says_what_it_built(tmp_path, capsys):
+    mod = tmp_path / "nets.py"
+    mod.write_text(
+        "from graphnet import nn\n"
+        "net = nn.Sequential([nn.Conv(4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2)])\n"
+    )
+    out = tmp_path / "o.onnx"
+    code, text, err = _run(
+        ["export", f"{mod}:net", "-o", str(out), "--input-shape", "N,3,8,8"], capsys
+    )
+    assert code == 0 and "input 'input' float32(N,3,8,8) (2-D convolutions)" in text
+    assert "parameters" in text and err == ""
+    # The batch forgotten: a fixed batch of 3 and 1-D convolutions, said on stderr.
+    code, text, err = _run(
+        ["export", f"{mod}:net", "-o", str(out), "--input-shape", "3,8,8"], capsys
+    )
+    assert code == 0 and "float32(3,8,8) (1-D convolutions)" in text
+    assert "has no N" in err and "N,3,8,8" in err
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, capsys, monkeypatch):
+    import graphnet.cli.common as common
+
+    path = small_onnx_model(tmp_path / "m.onnx")
+    code, _, err = _run(["check", path], capsys)
+    assert code == 0 and err == ""  # not a terminal: no bar
+    monkeypatch.setattr(common, "_stderr_is_terminal", lambda: True)
+    code, _, err = _run(["check", path], capsys)
+    assert code == 0 and "check:" in err and "onnxruntime" in err
 
 
 def test_invalid_onnx_file(tmp_path, capsys):

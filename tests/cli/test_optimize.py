@@ -51,7 +51,7 @@ def test_optimize_small_model_with_verify_and_report(tmp_path, capsys):
     np.testing.assert_allclose(
         ort_run(model, feeds)["y"], ort_run(onnx.load(src), feeds)["y"], rtol=1e-4, atol=1e-5
     )
-    assert "nodes  7 -> 5" in text and "verified:" in text
+    assert "nodes 7 -> 5" in text and "BatchNormalization 1 -> 0" in text and "verified:" in text
     doc = json.loads(rep.read_text())
     assert doc["totals"]["nodes"] == [7, 5] and doc["verify"][0]["ok"] is True
     assert [p["name"] for p in doc["passes"]][:1] == ["fold-constants"]
@@ -68,12 +68,6 @@ def test_optimize_pytorch_exports(tmp_path, capsys, name):
     assert [o.name for o in model.graph.output] == [o.name for o in orig.graph.output]
 
 
-def test_output_may_overwrite_input_only_when_named(tmp_path, capsys):
-    src = small_onnx_model(tmp_path / "m.onnx")
-    assert main(["optimize", src, "-o", src]) == 0
-    assert "BatchNormalization" not in [n.op_type for n in onnx.load(src).graph.node]
-
-
 def test_unknown_pass_is_usage_error(tmp_path, capsys):
     src = small_onnx_model(tmp_path / "m.onnx")
     code = main(
@@ -82,6 +76,40 @@ def test_unknown_pass_is_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "no pass named 'nope'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_misspelled_pass_gets_a_suggestion(tmp_path, capsys):
+    src = small_onnx_model(tmp_path / "m.onnx")
+    code = main(["optimize", src, "-o", str(tmp_path / "o.onnx"), "--passes", "fold-batchnrom"])
+    err = capsys.readouterr().err
+    assert code == 2 and "did you mean 'fold-batchnorm'?" in err, err
+
+
+@pytest.mark.parametrize("passes", ["inference", "inference,cse", "eliminate,inference"])
+def test_passes_accepts_the_pipeline_names_list_passes_lists(tmp_path, capsys, passes):
+    src = small_onnx_model(tmp_path / "m.onnx")
+    code = main(["optimize", src, "-o", str(tmp_path / "o.onnx"), "--passes", passes, "-v"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "fold-batchnorm:" in out  # the pipeline was expanded into its passes
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "o.onnx")).graph.node]
+    assert "BatchNormalization" not in ops
+
+
+def test_default_output_is_short_verbose_has_details_quiet_has_nothing(tmp_path, capsys):
+    src = os.path.join(DATA, "resnet_block.onnx")
+    assert main(["optimize", src, "-o", str(tmp_path / "a.onnx")]) == 0
+    short = capsys.readouterr().out.strip().splitlines()
+    assert len(short) <= 3, short
+    assert "BatchNormalization 12 -> 0" in short[0] and "ms" in short[0]
+    assert short[-1].startswith("wrote ")
+    assert main(["optimize", src, "-o", str(tmp_path / "b.onnx"), "-v"]) == 0
+    verbose = capsys.readouterr().out
+    assert "fold-batchnorm:" in verbose and "  - " in verbose
+    assert len(verbose.splitlines()) > 3 * len(short)
+    assert main(["optimize", src, "-o", str(tmp_path / "c.onnx"), "-q"]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert (tmp_path / "c.onnx").exists()
 
 
 def test_a_pass_that_breaks_numerics_writes_nothing(tmp_path, capsys):
@@ -154,6 +182,9 @@ def test_fold_large_constants_materialises_generated_weights(tmp_path, capsys):
     )
     small, big = tmp_path / "small.onnx", tmp_path / "big.onnx"
     assert main(["optimize", src, "-o", str(small)]) == 0
+    # The default summary counts the declined folds and names the option that allows them.
+    text = capsys.readouterr().out
+    assert "too large to write by default: --fold-large-constants writes them" in text, text
     assert main(["optimize", src, "-o", str(big), "--fold-large-constants", "--verify"]) == 0, (
         capsys.readouterr().err
     )

@@ -1,0 +1,82 @@
+"""`graphnet run MODEL.onnx -i NAME=X.npy -o OUT.npz [--mode inference|train] [--seed S]`: run a
+model on the NumPy runtime and save its outputs, keyed by output name."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+
+import numpy as np
+
+from graphnet.cli.common import EXIT_OK, CliError, check_inputs_exist, check_output, load_graph
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "run a model on the NumPy runtime"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model")
+    p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=PATH.npy")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
+    p.add_argument("--mode", choices=("inference", "train"), default="inference")
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _input_paths(items: list[str]) -> dict[str, str]:
+    paths = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CliError(f"-i expects NAME=PATH.npy, got {item!r}")
+        if name in paths:
+            raise CliError(f"input '{name}' is given twice")
+        paths[name] = path
+    return paths
+
+
+def _read_inputs(paths: dict[str, str]) -> dict[str, np.ndarray]:
+    feeds = {}
+    for name, path in paths.items():
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise CliError(f"input '{name}': {path} is not a readable .npy file ({exc})") from None
+        if not isinstance(feeds[name], np.ndarray):
+            raise CliError(f"input '{name}': {path} holds several arrays (.npz); give one .npy")
+    return feeds
+
+
+def run(args: argparse.Namespace) -> int:
+    from graphnet import runtime
+
+    paths = _input_paths(args.input)
+    for name, path in paths.items():
+        if not os.path.isfile(path):
+            raise CliError(f"input '{name}': {path}: no such file")
+    check_inputs_exist([args.model])
+    check_output(args.output, inputs=[args.model, *paths.values()])
+    graph = load_graph(args.model)
+    feeds = _read_inputs(paths)
+    outs = runtime.Session(graph).run(feeds, mode=args.mode, seed=args.seed)
+    _savez_atomic(args.output, outs)
+    for k, v in outs.items():
+        print(f"{k}: {v.dtype}{tuple(v.shape)}")
+    return EXIT_OK
+
+
+def _savez_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz of `arrays` keyed by output name, written atomically. The zip is written here
+    rather than by `np.savez(file, **arrays)`, whose own parameter names (`file`) an output
+    name could collide with."""
+    import zipfile
+
+    from graphnet.onnx_io.export import atomic_write
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
+    atomic_write(path, buf.getvalue())
