@@ -21,7 +21,7 @@ exactly this edge as ignored.
 from __future__ import annotations
 
 import copy as _copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,6 +233,13 @@ class Graph:
     def num_params(self) -> int:
         """Number of scalars held in parameters."""
         return int(sum(a.size for a in self.params.values()))
+
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
+        """Print the per-layer table (op, output shape, parameters, MACs), as Keras's
+        `model.summary()`; `print_fn` receives the text (see `graphnet.summary`)."""
+        from graphnet.summary import format_summary
+
+        print_fn(format_summary(self))
 
     def to_networkx(self):
         """A `networkx.DiGraph` over node names; an edge per value passed from one node to

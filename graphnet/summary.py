@@ -16,12 +16,15 @@ as 1), from each op's `macs` rule; ops without one count 0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from graphnet import ops
-from graphnet.ir import Graph, Value, format_shape
+from graphnet.value import Value, format_shape
+
+if TYPE_CHECKING:  # `Graph.summary` imports this module: no import of graphnet.ir back
+    from graphnet.ir import Graph
 
 __all__ = [
     "LayerRow",

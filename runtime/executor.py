@@ -90,6 +90,12 @@ class Session:
     def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate the feeds against the graph's inputs; return them as arrays."""
         g = self.graph
+        if not isinstance(feeds, Mapping):
+            example = ", ".join(f"{i!r}: ..." for i in g.inputs)
+            raise InputError(
+                f"graph '{g.name}': feeds must be a mapping {{input name: array}}, not a "
+                f"{type(feeds).__name__}: e.g. run(graph, {{{example}}})"
+            )
         unknown = sorted(set(feeds) - set(g.inputs))
         missing = [i for i in g.inputs if i not in feeds]
         if unknown or missing:

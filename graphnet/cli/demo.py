@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         channels=(8, 16),
         hidden=(32,),
         classes=10,
-        dropout=0.5,
+        drop=0.5,
         name="lecture_template",
     )
     graph = net.build((None, 3, 32, 32), seed=seed)

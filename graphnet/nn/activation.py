@@ -155,7 +155,7 @@ class Dropout(Layer):
 
     def __init__(
         self,
-        *,
+        *positional: object,
         drop: float | None = None,
         keep: float | None = None,
         scheme: str = "inverted",
@@ -163,6 +163,14 @@ class Dropout(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
+        if positional:
+            # A bare number is ambiguous: the lecture's p keeps, PyTorch's p drops.
+            v = positional[0]
+            raise TypeError(
+                f"Dropout takes its probability as a keyword, never positionally: "
+                f"Dropout(drop={v!r}) drops {v!r} of the units (ONNX ratio, PyTorch p, Keras "
+                f"rate), Dropout(keep={v!r}) keeps {v!r} of them (the lecture's p)"
+            )
         if (drop is None) == (keep is None):
             raise AttributeValueError(
                 "Dropout takes exactly one of drop= (the DROP probability, like ONNX ratio / "

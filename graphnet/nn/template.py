@@ -27,17 +27,32 @@ def template(
     kernel_size: int = 3,
     pool: bool = True,
     batchnorm: bool = True,
-    dropout: float | None = 0.5,
+    drop: float | None = None,
+    keep: float | None = None,
     name: str = "template",
+    dropout: object = None,
 ) -> Sequential:
     """Build the template: M stages of N (conv [-> BN] -> ReLU) followed by a 2x2 max pool
     (if `pool`), then Flatten, K (dropout -> FC -> ReLU) and a final FC to `classes` + Softmax.
 
     `channels` gives each stage's conv width (one per stage, or one for all); `hidden` gives each
-    hidden FC width likewise. `dropout` is the DROP probability (None or 0: no dropout layers).
+    hidden FC width likewise. Dropout before each hidden FC layer is given as for `Dropout`: at
+    most one of `drop=` (the DROP probability) or `keep=` (the KEEP probability, the lecture's
+    p); neither gives drop=0.5, and drop=0 (or keep=1) gives no dropout layers.
     """
     from graphnet.nn import BatchNorm, Conv, Dropout, Flatten, Linear, MaxPool, ReLU, Softmax
 
+    if dropout is not None:
+        raise AttributeValueError(
+            f"template takes drop= (the DROP probability) or keep= (the KEEP probability, the "
+            f"lecture's p), not dropout={dropout!r}"
+        )
+    if drop is not None and keep is not None:
+        raise AttributeValueError(f"template takes drop= or keep=, not both ({drop}, {keep})")
+    if drop is None and keep is None:
+        drop = 0.5
+    # drop=0 / keep=1: no dropout layers (Dropout itself checks the ranges).
+    with_dropout = (keep is not None and keep != 1) or (drop is not None and drop != 0)
     for label, v in (("n", n), ("m", m), ("k", k)):
         if v < 0:
             raise AttributeValueError(f"template: {label} must be >= 0, got {v}")
@@ -54,8 +69,8 @@ def template(
             layers.append(MaxPool(2))
     layers.append(Flatten())
     for width in hidden:
-        if dropout:
-            layers.append(Dropout(drop=dropout))
+        if with_dropout:
+            layers.append(Dropout(keep=keep) if keep is not None else Dropout(drop=drop))
         layers += [Linear(width), ReLU()]
     layers += [Linear(classes), Softmax(axis=-1)]
     return Sequential(layers, name=name)
