@@ -11,6 +11,7 @@ from graphnet.cli.common import (
     EXIT_DIFF,
     EXIT_OK,
     CliError,
+    declared_mode,
     load_graph,
     load_model,
     ort_outputs,
@@ -28,10 +29,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rtol", type=float, default=CHECK_RTOL)
     p.add_argument("--atol", type=float, default=CHECK_ATOL)
+    p.add_argument(
+        "--mode",
+        choices=("inference", "train"),
+        default=None,
+        help="run both sides in this mode (default: the mode the model declares: train when "
+        "it has training-mode BatchNormalization or Dropout)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from graphnet import runtime
+    from graphnet.cli.train_mode import (
+        UPDATED,
+        onnx_updated_statistics,
+        zero_dropout,
+        zero_onnx_dropout,
+    )
+    from graphnet.onnx_io.export import to_onnx
     from graphnet.runtime.compare import compare_outputs, with_logits
     from graphnet.runtime.feeds import random_inputs
 
@@ -42,16 +57,51 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.model)
         graph = load_graph(args.model, model)
         feeds = random_inputs(graph, batch=args.batch, seed=args.seed)
+        declared = declared_mode(model)
+        mode = args.mode or declared
+        notes = [
+            f"mode: {mode} ("
+            + ("declared by the model" if mode == declared else f"the model declares {declared}")
+            + ")"
+        ]
+        stats: dict[str, str] = {}
+        probe = graph.copy() if mode == "train" else graph
+        if mode == "train":
+            dropped = zero_dropout(probe)
+            if declared == "train":
+                reference, _ = zero_onnx_dropout(model)
+            else:  # like with like: onnxruntime runs the graph's train-mode export
+                reference = to_onnx(probe, mode="train")
+            reference, stats = onnx_updated_statistics(reference)
+            if dropped:
+                notes.append(
+                    f"{dropped} Dropout compared with ratio 0 on both sides (their masks are "
+                    "random)"
+                )
+            if stats:
+                notes.append(f"{len(stats)} updated BatchNorm running statistics compared")
+        else:
+            # A model exported in training mode means its inference form here (BN with running
+            # statistics, Dropout the identity): onnxruntime runs that form, written by graphnet.
+            reference = to_onnx(graph, mode="inference") if declared == "train" else model
         # Softmax outputs are compared through their logits (graphnet.runtime.compare).
-        probe, softmax = with_logits(graph)
+        probe, softmax = with_logits(probe)
         step("NumPy runtime")
-        ours = runtime.Session(probe).run(feeds)
+        ours = runtime.Session(probe).run(feeds, mode=mode, seed=args.seed)
         step("onnxruntime")
-        theirs = ort_outputs(model, feeds, extra=[s.logits for s in softmax.values()])
+        extra = [s.logits for s in softmax.values()] + list(stats.values())
+        theirs = ort_outputs(reference, feeds, extra=extra)
+        for param, value in stats.items():
+            if param in probe.params and value in theirs:
+                ours[UPDATED.format(param)] = probe.params[param]
+                theirs[UPDATED.format(param)] = theirs[value]
         step("comparing")
+        names = list(graph.outputs) + [k for k in ours if k.endswith(UPDATED.format(""))]
         results = compare_outputs(
-            ours, theirs, names=graph.outputs, softmax=softmax, rtol=args.rtol, atol=args.atol
+            ours, theirs, names=names, softmax=softmax, rtol=args.rtol, atol=args.atol
         )
+    for line in notes:
+        print(line)
     for c in results:
         shape = tuple(ours[c.name].shape) if c.name in ours else "?"
         verdict = "OK" if c.ok else "MISMATCH"

@@ -35,6 +35,8 @@ __all__ = [
     "check_distinct",
     "check_inputs_exist",
     "onnx_softmax_outputs",
+    "declares_training",
+    "declared_mode",
     "write_text",
     "Steps",
     "steps",
@@ -131,6 +133,38 @@ def onnx_softmax_outputs(model: Any) -> dict[str, Any]:
         for n in model.graph.node
         if n.op_type in ("Softmax", "LogSoftmax") and n.output and n.output[0] in outputs
     }
+
+
+def declares_training(model: Any) -> bool:
+    """Does the ONNX model run BatchNormalization or Dropout in training mode (PyTorch's TRAINING
+    export, graphnet's train-mode export)? Its declared mode is then "train"."""
+    from onnx import helper, numpy_helper
+
+    from graphnet.onnx_io.decode import constant_value
+
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    consts.update(
+        (n.output[0], constant_value(n))
+        for n in model.graph.node
+        if n.op_type == "Constant" and n.output
+    )
+    for n in model.graph.node:
+        if n.op_type == "BatchNormalization":
+            if any(
+                a.name == "training_mode" and helper.get_attribute_value(a) for a in n.attribute
+            ):
+                return True
+        if n.op_type == "Dropout" and len(n.input) > 2 and n.input[2]:
+            flag = consts.get(n.input[2])
+            if flag is None or bool(np.asarray(flag).reshape(-1)[0]):
+                return True
+    return False
+
+
+def declared_mode(model: Any) -> str:
+    """ "train" when the model declares training-mode nodes (`declares_training`), else
+    "inference": the mode `check` and `run` use unless `--mode` says otherwise."""
+    return "train" if declares_training(model) else "inference"
 
 
 # ---------------------------------------------------------------------------------- outputs

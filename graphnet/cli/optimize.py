@@ -37,6 +37,7 @@ from graphnet.cli.common import (
     check_distinct,
     check_inputs_exist,
     check_output,
+    declares_training,
     load_model,
     onnx_softmax_outputs,
     ort_outputs,
@@ -165,32 +166,6 @@ def _ort_compare(original, optimized, graph, seed: int):
     )
 
 
-def _has_training_nodes(model) -> bool:
-    """Does the model run BatchNormalization or Dropout in training mode (PyTorch's TRAINING
-    export)?"""
-    from onnx import helper, numpy_helper
-
-    from graphnet.onnx_io.decode import constant_value
-
-    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    consts.update(
-        (n.output[0], constant_value(n))
-        for n in model.graph.node
-        if n.op_type == "Constant" and n.output
-    )
-    for n in model.graph.node:
-        if n.op_type == "BatchNormalization":
-            if any(
-                a.name == "training_mode" and helper.get_attribute_value(a) for a in n.attribute
-            ):
-                return True
-        if n.op_type == "Dropout" and len(n.input) > 2 and n.input[2]:
-            flag = consts.get(n.input[2])
-            if flag is None or bool(np.asarray(flag).reshape(-1)[0]):
-                return True
-    return False
-
-
 # The phrase fold-constants uses when a result is too big to materialise by default.
 _LARGE_CONSTANT = "all inputs are constant, but its result"
 
@@ -277,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
             step("verifying with onnxruntime")
             # A model exported in training mode computes batch statistics and random masks under
             # onnxruntime; its inference meaning is the imported graph written in inference mode.
-            training = _has_training_nodes(original)
+            training = declares_training(original)
             reference = to_onnx(graph, opset=output_opset(graph)) if training else original
             checks = _ort_compare(reference, model, graph, args.seed)
             bad = [c for c in checks if not c.ok]

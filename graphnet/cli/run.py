@@ -9,7 +9,15 @@ import os
 
 import numpy as np
 
-from graphnet.cli.common import EXIT_OK, CliError, check_inputs_exist, check_output, load_graph
+from graphnet.cli.common import (
+    EXIT_OK,
+    CliError,
+    check_inputs_exist,
+    check_output,
+    declared_mode,
+    load_graph,
+    load_model,
+)
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -20,7 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model")
     p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=PATH.npy")
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
-    p.add_argument("--mode", choices=("inference", "train"), default="inference")
+    p.add_argument(
+        "--mode",
+        choices=("inference", "train"),
+        default=None,
+        help="default: the mode the model declares (train when it has training-mode "
+        "BatchNormalization or Dropout)",
+    )
     p.add_argument("--seed", type=int, default=None)
 
 
@@ -49,7 +63,7 @@ def _read_inputs(paths: dict[str, str]) -> dict[str, np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphnet import runtime
+    from graphnet import ops, runtime
 
     paths = _input_paths(args.input)
     for name, path in paths.items():
@@ -57,10 +71,21 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"input '{name}': {path}: no such file")
     check_inputs_exist([args.model])
     check_output(args.output, inputs=[args.model, *paths.values()])
-    graph = load_graph(args.model)
+    model = load_model(args.model)
+    graph = load_graph(args.model, model)
+    mode = args.mode or declared_mode(model)
     feeds = _read_inputs(paths)
-    outs = runtime.Session(graph).run(feeds, mode=args.mode, seed=args.seed)
+    outs = runtime.Session(graph).run(feeds, mode=mode, seed=args.seed)
+    if mode == "train":
+        # The running statistics BatchNorm updated, also when the model does not output them.
+        for n in graph.nodes:
+            for in_k in ops.get(n.op).state.values():
+                param = n.inputs[in_k] if in_k < len(n.inputs) else ""
+                key = f"{param}.updated"
+                if param in graph.params and key not in outs and key not in graph.values:
+                    outs[key] = graph.params[param]
     _savez_atomic(args.output, outs)
+    print(f"mode: {mode}" + ("" if args.mode else " (declared by the model)"))
     for k, v in outs.items():
         print(f"{k}: {v.dtype}{tuple(v.shape)}")
     return EXIT_OK

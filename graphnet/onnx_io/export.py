@@ -55,6 +55,16 @@ class ExportContext:
         self.initializers: dict[str, Any] = {}
         self.extra_outputs: list = []  # (name, shape, dtype)
         self._taken: set[str] = set(graph.values) | {n.name for n in graph.nodes}
+        # Train mode: a parameter that a node updates (BatchNormalization's running statistics,
+        # the op table's `state`) is read by every later node as its newest update, as the
+        # runtime does: a BN applied twice updates its statistics twice, one after the other.
+        self._latest: dict[str, str] = {}  # parameter -> value holding its newest update
+        self._last_writer: dict[str, str] = {}  # parameter -> name of the last node updating it
+        if self.training:
+            for n in graph.nodes:
+                for in_k in ops.get(n.op).state.values():
+                    if in_k < len(n.inputs) and n.inputs[in_k] in graph.params:
+                        self._last_writer[n.inputs[in_k]] = n.name
 
     def fresh(self, hint: str) -> str:
         """A name unused by any value or node of the graph or of the export so far."""
@@ -74,14 +84,22 @@ class ExportContext:
         name: str,
         **attrs: Any,
     ) -> list[str]:
-        """Append an ONNX node; attributes set to None are left out."""
+        """Append an ONNX node; attributes set to None are left out. In train mode an input
+        naming a parameter that an earlier node updated reads that update (`updated`)."""
         from onnx import helper
 
         attrs = {k: _onnx_attr(v) for k, v in attrs.items() if v is not None}
-        self.nodes.append(
-            helper.make_node(op_type, list(inputs), list(outputs), name=name, **attrs)
-        )
+        ins = [self._latest.get(i, i) for i in inputs] if self._latest else list(inputs)
+        self.nodes.append(helper.make_node(op_type, ins, list(outputs), name=name, **attrs))
         return list(outputs)
+
+    def updated(self, param: str, value: str) -> None:
+        """Train mode: `value` holds the new value of parameter `param` from here on."""
+        self._latest[param] = value
+
+    def last_update(self, node: Node, param: str) -> bool:
+        """Train mode: is `node` the last node that updates parameter `param`?"""
+        return self._last_writer.get(param) == node.name
 
     def const(self, array: np.ndarray, hint: str) -> str:
         """Add a constant initializer; returns its name."""

@@ -4,7 +4,9 @@ Export (opset 17+):
 - BatchNormalization: inference -> the opset-15 form (no `spatial`, training_mode=0), a node's
   own running-statistics outputs written as Identity of its inputs (ONNX forbids them there);
   train mode -> training_mode=1 with outputs (Y, running_mean, running_var): the node's own, or
-  else extra graph outputs named "<mean input>.updated" and "<var input>.updated".
+  else extra graph outputs named "<mean input>.updated" and "<var input>.updated". A BN applied
+  twice to the same statistics (shared layer) updates them twice, one after the other, as the
+  runtime does: the second reads the first's update, and only the last update is a graph output.
 - Layer/Instance/GroupNormalization: an omitted (non-affine) scale or bias is written as ones or
   zeros, since ONNX requires them (LayerNormalization's B excepted).
 - GroupNormalization below opset 21 (where ONNX's scale and bias are per GROUP, or the op does not
@@ -67,11 +69,18 @@ def _export_batchnorm(ctx, node, attrs):
         return
     outputs = list(node.outputs)
     for k in range(1 + len(stats), 3):  # input_mean, input_var -> their updated running averages
-        src = ctx.value(node.inputs[k + 2])
-        name = ctx.fresh(f"{node.inputs[k + 2]}.updated")
-        ctx.add_output(name, src.shape, src.dtype)
+        param = node.inputs[k + 2]
+        src = ctx.value(param)
+        if ctx.last_update(node, param):  # the statistics' final value: a graph output
+            name = ctx.fresh(f"{param}.updated")
+            ctx.add_output(name, src.shape, src.dtype)
+        else:  # a BN applied again later reads this update (ExportContext.updated)
+            name = ctx.fresh(f"{param}.updated_by_{node.name}")
         outputs.append(name)
     ctx.emit("BatchNormalization", node.inputs, outputs, name=node.name, training_mode=1, **common)
+    for k in (1, 2):
+        if node.inputs[k + 2] in ctx.graph.params:
+            ctx.updated(node.inputs[k + 2], outputs[k])
 
 
 @export_rule("LayerNormalization")
