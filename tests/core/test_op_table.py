@@ -7,6 +7,7 @@ import pytest
 
 from graphnet import ops
 from graphnet.onnx_io.registry import has_export_rule, has_import_rule
+from graphnet.runtime.gradients import has_gradient, non_differentiable_ops
 from graphnet.runtime.kernels import all_kernels, has_kernel
 
 # IR ops that ONNX has no op for: they export as subgraphs of standard ops, and an imported copy of
@@ -34,6 +35,9 @@ def test_every_op_is_complete(name, spec):
     assert has_export_rule(name), f"no ONNX export rule for {name}"
     if name not in NO_IMPORT_RULE:
         assert has_import_rule(name), f"no ONNX import rule for {name}"
+    # Training: a backward rule, or a reason why the op has none.
+    reason = non_differentiable_ops().get(name, "").strip()
+    assert has_gradient(name) or reason, f"no gradient for {name} and no reason why not"
 
 
 def test_no_kernel_without_an_op():

@@ -1,0 +1,118 @@
+"""Every op's gradient against central finite differences in float64.
+
+Each case is one node; the loss is sum(Y * R) for a fixed random R, so d loss / dY = R and every
+element of every checked input is perturbed by +-h. With h = 1e-6 in float64 the truncation error
+is O(h^2) ~ 1e-12 and the rounding error ~ 1e-16 * |loss| / h ~ 1e-9: tolerances 1e-6 relative
+and 1e-7 absolute leave room for both and still catch any wrong term (they are O(1))."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet import ops
+from graphnet.ir import Graph
+from graphnet.runtime.gradients import (
+    Backprop,
+    all_gradients,
+    get_gradient,
+    non_differentiable_ops,
+)
+from tests.train.gradient_cases import CASES, Case
+
+H = 1e-6
+RTOL, ATOL = 1e-6, 1e-7
+
+
+def _build(case: Case) -> tuple[Graph, dict[str, np.ndarray], list[str]]:
+    """A one-node graph; the checked float inputs are graph inputs, the rest parameters."""
+    g = Graph(f"{case.op}-{case.id}")
+    names, feeds, checked = [], {}, []
+    rule = get_gradient(case.op)
+    for k, a in enumerate(case.inputs):
+        if a is None:
+            names.append("")
+            continue
+        name = f"in{k}"
+        a = np.asarray(a)
+        is_checked = a.dtype.kind == "f" and k not in case.constant and k not in rule.nondiff
+        if is_checked:
+            g.add_input(name, a.shape, "float64")
+            feeds[name] = a
+            checked.append(name)
+        else:
+            g.add_param(name, a)
+        names.append(name)
+    node = g.add_node(case.op, names, case.attrs, name="node")
+    g.mark_output(node.outputs[0])
+    return g, feeds, checked
+
+
+def _loss(bp: Backprop, feeds: dict, case: Case, weights: np.ndarray) -> float:
+    params = {k: v.copy() for k, v in bp.graph.params.items()}
+    # The same seed every time: Dropout draws the same mask, as backward reuses it.
+    tape = bp.forward(feeds, training=case.training, rng=np.random.default_rng(7), params=params)
+    y = tape.values[bp.graph.outputs[0]]
+    return float(np.sum(y * weights))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.op}-{c.id}" for c in CASES])
+def test_gradient_matches_finite_differences(case: Case) -> None:
+    g, feeds, checked = _build(case)
+    assert checked, "a case must check at least one input"
+    bp = Backprop(g)
+    params = {k: v.copy() for k, v in g.params.items()}
+    tape = bp.forward(feeds, training=case.training, rng=np.random.default_rng(7), params=params)
+    y = tape.values[g.outputs[0]]
+    assert y.dtype == np.float64
+    weights = np.random.default_rng(99).standard_normal(y.shape)
+    grads = bp.backward(tape, {g.outputs[0]: weights}, checked)
+    for name in checked:
+        x = feeds[name]
+        numeric = np.zeros_like(x)
+        for idx in np.ndindex(x.shape):  # the reference: one perturbation per element
+            for sign in (1, -1):
+                shifted = dict(feeds)
+                xs = x.copy()
+                xs[idx] += sign * H
+                shifted[name] = xs
+                numeric[idx] += sign * _loss(bp, shifted, case, weights) / (2 * H)
+        analytic = grads[name]
+        assert analytic.shape == x.shape and analytic.dtype == np.float64
+        np.testing.assert_allclose(
+            analytic, numeric, rtol=RTOL, atol=ATOL, err_msg=f"d loss / d {name}"
+        )
+
+
+DIFFERENTIABLE = sorted(all_gradients())
+
+
+@pytest.mark.parametrize("op", DIFFERENTIABLE)
+def test_every_differentiable_op_has_a_case(op: str) -> None:
+    ids = [c.id for c in CASES if c.op == op]
+    assert ids, f"{op} has a gradient rule but no finite-difference case"
+
+
+def test_cases_cover_the_op_table() -> None:
+    """Every op is checked here or declared non-differentiable (with a reason)."""
+    nondiff = non_differentiable_ops()
+    for op in ops.all_specs():
+        assert op in all_gradients() or nondiff.get(op, "").strip(), op
+
+
+def test_gradients_are_float32_for_float32_inputs() -> None:
+    """Training runs in float32: every rule keeps its operand's dtype (no silent float64)."""
+    for case in CASES:
+        g, feeds, checked = _build(case)
+        bp = Backprop(g)
+        f32 = {k: v.astype(np.float32) for k, v in feeds.items()}
+        params = {
+            k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in g.params.items()
+        }
+        if case.op == "Cast":
+            continue  # Cast's own `to` says float64: its output is float64 by definition
+        tape = bp.forward(f32, training=case.training, rng=np.random.default_rng(7), params=params)
+        y = tape.values[g.outputs[0]]
+        grads = bp.backward(tape, {g.outputs[0]: np.ones_like(y)}, checked)
+        for name, gr in grads.items():
+            assert gr.dtype == np.float32, f"{case.op}-{case.id}: d/d{name} is {gr.dtype}"
