@@ -1,0 +1,127 @@
+"""The reverse-mode engine on whole graphs: gradients summed over several readers, the train-mode
+forward identical to the runtime's, only the needed nodes differentiated, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet import nn, runtime
+from graphnet.errors import GraphNetError
+from graphnet.runtime.gradients import Backprop, trainable_params
+
+H = 1e-6
+
+
+def _residual_net() -> nn.Network:
+    """conv -> BN -> PReLU, a residual add, a layer applied twice (shared weights), concat, global
+    pool, dropout, FC: every way a value can be read by several nodes."""
+    net = nn.Network("res", seed=3)
+    x = net.input("x", (None, 2, 5, 5))
+    y = nn.PReLU()(nn.BatchNorm()(nn.Conv(2, 3, padding="same")(x)))
+    shared = nn.Conv(2, 1)
+    z = nn.add(x, y)
+    z = nn.concat([shared(z), shared(x), z])
+    z = nn.Flatten()(nn.GlobalAvgPool()(nn.Tanh()(z)))
+    z = nn.Dropout(drop=0.25)(z)
+    net.output(nn.Linear(3)(z), name="y")
+    return net
+
+
+def _float64(graph) -> dict[str, np.ndarray]:
+    return {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in graph.params.items()}
+
+
+def _loss(bp, feeds, params, weights) -> float:
+    tape = bp.forward(feeds, rng=np.random.default_rng(5), params=dict(params))
+    return float(np.sum(tape.values["y"] * weights))
+
+
+def test_whole_network_gradient_matches_finite_differences():
+    g = _residual_net().graph
+    bp = Backprop(g)
+    params = _float64(g)
+    x = np.random.default_rng(0).standard_normal((3, 2, 5, 5))
+    weights = np.random.default_rng(1).standard_normal((3, 3))
+    tape = bp.forward({"x": x}, rng=np.random.default_rng(5), params=dict(params))
+    wrt = trainable_params(g) + ["x"]
+    grads = bp.backward(tape, {"y": weights}, wrt)
+    rng = np.random.default_rng(2)
+    for name in wrt:
+        base = params[name] if name in params else x
+        # A few random elements of each tensor (every element of every op is checked in
+        # test_gradients.py); here what is tested is the summing over readers.
+        for flat in rng.choice(base.size, size=min(4, base.size), replace=False):
+            idx = np.unravel_index(flat, base.shape)
+            vals = []
+            for sign in (1, -1):
+                shifted = base.copy()
+                shifted[idx] += sign * H
+                if name == "x":
+                    vals.append(_loss(bp, {"x": shifted}, params, weights))
+                else:
+                    vals.append(_loss(bp, {"x": x}, {**params, name: shifted}, weights))
+            numeric = (vals[0] - vals[1]) / (2 * H)
+            np.testing.assert_allclose(
+                grads[name][idx], numeric, rtol=1e-6, atol=1e-8, err_msg=name
+            )
+
+
+def test_train_forward_is_the_runtime_train_mode():
+    """Same outputs, same dropout masks (same seed), same running statistics afterwards."""
+    g1 = _residual_net().graph
+    g2 = _residual_net().graph
+    x = np.random.default_rng(0).standard_normal((4, 2, 5, 5)).astype(np.float32)
+    ours = Backprop(g1).forward({"x": x}, training=True, rng=np.random.default_rng(11))
+    theirs = runtime.run(g2, {"x": x}, mode="train", seed=11)
+    np.testing.assert_array_equal(ours.values["y"], theirs["y"])
+    for name in g1.params:
+        np.testing.assert_array_equal(g1.params[name], g2.params[name], err_msg=name)
+    moved = [n for n in g1.params if "running" in n]
+    assert moved and not np.allclose(g1.params[moved[0]], _residual_net().graph.params[moved[0]])
+
+
+def test_inference_forward_matches_the_runtime():
+    g = _residual_net().graph
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    ours = Backprop(g).forward({"x": x}, training=False).values["y"]
+    np.testing.assert_array_equal(ours, runtime.run(g, {"x": x})["y"])
+
+
+def test_trainable_params_excludes_running_statistics():
+    g = _residual_net().graph
+    names = trainable_params(g)
+    assert not [n for n in names if "running" in n]
+    assert {n for n in g.params if "running" not in n} == set(names)
+
+
+def test_first_conv_skips_the_image_gradient():
+    """A rule told that X needs no gradient does not compute it (the first layer's dX)."""
+    g = nn.Sequential([nn.Conv(2, 3), nn.Flatten(), nn.Linear(2)]).build((None, 1, 5, 5))
+    bp = Backprop(g)
+    seen = {}
+    from graphnet.runtime.gradients import conv as conv_rules
+
+    original = conv_rules._input_grad
+
+    def spy(*a, **k):
+        seen["called"] = True
+        return original(*a, **k)
+
+    conv_rules._input_grad = spy
+    try:
+        tape = bp.forward({"input": np.ones((1, 1, 5, 5), np.float32)})
+        bp.backward(tape, {"output": np.ones((1, 2), np.float32)}, trainable_params(g))
+        assert "called" not in seen
+        bp.backward(tape, {"output": np.ones((1, 2), np.float32)}, ["input"])
+        assert seen.get("called")
+    finally:
+        conv_rules._input_grad = original
+
+
+def test_unknown_value_is_a_clear_error():
+    g = nn.Sequential([nn.Linear(2)]).build((None, 3))
+    bp = Backprop(g)
+    tape = bp.forward({"input": np.ones((1, 3), np.float32)})
+    with pytest.raises(GraphNetError, match="unknown value"):
+        bp.backward(tape, {"output": np.ones((1, 2), np.float32)}, ["nope"])
