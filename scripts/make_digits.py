@@ -48,8 +48,10 @@ def main() -> int:
     out = os.path.join(os.path.dirname(__file__), "..", "graphnet", "data", "digits.npz")
     with open(out, "wb") as fh:
         fh.write(buf.getvalue())
-    print(f"wrote {os.path.normpath(out)}: {(~test).sum()} train + {test.sum()} test images, "
-          f"{len(buf.getvalue()) / 1024:.0f} KiB")
+    print(
+        f"wrote {os.path.normpath(out)}: {(~test).sum()} train + {test.sum()} test images, "
+        f"{len(buf.getvalue()) / 1024:.0f} KiB"
+    )
     return 0
 
 

@@ -48,12 +48,15 @@ def weight_grad(
     out = dy.shape[2:]
     npix, taps = int(np.prod(out)), int(np.prod(ks))
     view = windows(pad_spatial(x, pads), ks, strides, dilations, out)  # (N, C, *out, *k)
-    # (N, G, Cg, *out, *k) -> (G, N, *out, Cg, *k) -> (G, N*P, Cg*K): im2col, one copy.
-    v = np.moveaxis(view.reshape(n, g, cg, *out, *ks), (1, 2), (0, 2 + k))
-    cols = v.reshape(g, n * npix, cg * taps)
-    # dY (N, G, Mg, *out) -> (G, Mg, N*P)
-    d = np.moveaxis(dy.reshape(n, g, mg, npix), 0, 2).reshape(g, mg, n * npix)
-    dw = np.matmul(d, cols)  # (G, Mg, Cg*K)
+    # (N, G, Cg, *out, *k) -> (N, G, Cg, *k, *out) -> (N, G, Cg*K, P): im2col, one copy; then
+    # one small product per example, summed. A single (Cg*K, N*P) @ (N*P, Mg) product does the
+    # same arithmetic, but its long inner dimension makes OpenBLAS go multi-threaded, and on a
+    # busy machine that was 10-50x slower (measured) than the batch of small products.
+    v = view.reshape(n, g, cg, *out, *ks)
+    order = (0, 1, 2) + tuple(range(3 + k, 3 + 2 * k)) + tuple(range(3, 3 + k))
+    cols = v.transpose(order).reshape(n, g, cg * taps, npix)
+    d = dy.reshape(n, g, mg, npix).transpose(0, 1, 3, 2)  # (N, G, P, Mg)
+    dw = np.matmul(cols, d).sum(axis=0).transpose(0, 2, 1)  # (G, Mg, Cg*K)
     return dw.reshape(tuple(w_shape)).astype(x.dtype, copy=False)
 
 
