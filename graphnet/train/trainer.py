@@ -87,17 +87,21 @@ class Trainer:
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """One update on a batch; returns (loss, number of correct predictions in train mode)."""
         self._check_batch(x)
-        tape = self.backprop.forward({self.input: x}, training=True, rng=self.rng)
-        pred = tape.values[self.prediction]
-        loss, dpred = self.loss_fn(pred, y)
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"the loss became {loss} at step {self.steps + 1}: the learning rate is too "
-                "high for this model, or the data holds inf/nan"
-            )
-        grads = self.backprop.backward(tape, {self.prediction: dpred}, self.trainable)
-        params = {n: self.graph.params[n] for n in self.trainable}
-        for name, value in self.optimizer.step(params, grads).items():
+        # Overflow shows up as a non-finite loss, reported below with its likely cause; NumPy's
+        # own warnings (one per kernel) would only bury that message.
+        with np.errstate(over="ignore", invalid="ignore"):
+            tape = self.backprop.forward({self.input: x}, training=True, rng=self.rng)
+            pred = tape.values[self.prediction]
+            loss, dpred = self.loss_fn(pred, y)
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"the loss became {loss} at step {self.steps + 1}: the learning rate is too "
+                    "high for this model, or the data holds inf/nan"
+                )
+            grads = self.backprop.backward(tape, {self.prediction: dpred}, self.trainable)
+            params = {n: self.graph.params[n] for n in self.trainable}
+            updated = self.optimizer.step(params, grads)
+        for name, value in updated.items():
             self.graph.set_param(name, value)
         self.steps += 1
         correct = int((pred.argmax(axis=1) == y).sum()) if self.loss_name == "cross_entropy" else 0
