@@ -1,0 +1,162 @@
+"""The BatchNorm and dropout experiment on the shipped digits (benchmarks/bn_dropout.py runs the
+full version, `graphnet demo` a short one).
+
+BatchNorm: the lecture's template CNN without BN at a base learning rate, and with BN at 1x, 5x
+and 30x that rate (Ioffe & Szegedy's comparison); for each seed, the number of steps each run
+takes to first reach the best test accuracy the no-BN run reaches, and the best accuracy it
+reaches. Dropout: the template with BN, with and without dropout, and the gap between training
+accuracy (inference mode) and test accuracy at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphnet.data import Dataset, digits
+from graphnet.train.optim import SGD
+from graphnet.train.trainer import fit
+
+__all__ = ["Run", "BN_CONFIGS", "DROPOUT_CONFIGS", "run_config", "bn_table", "dropout_table"]
+
+
+@dataclass
+class Run:
+    """One training run: its configuration, seed and measurements."""
+
+    name: str
+    seed: int
+    lr: float
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, test accuracy)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def best(self) -> float:
+        return max(a for _, a in self.curve) if self.curve else float("nan")
+
+    def steps_to(self, target: float) -> int | None:
+        """The first evaluated step with test accuracy >= target (None if never)."""
+        for step, acc in self.curve:
+            if acc >= target - 1e-12:
+                return step
+        return None
+
+
+# (name, batchnorm, dropout DROP probability, learning-rate multiple)
+BN_CONFIGS = [
+    ("no BN", False, None, 1),
+    ("BN", True, None, 1),
+    ("BN, lr x5", True, None, 5),
+    ("BN, lr x30", True, None, 30),
+]
+DROPOUT_CONFIGS = [
+    ("BN, no dropout", True, None, 1),
+    ("BN + dropout 0.5", True, 0.5, 1),
+]
+
+
+def run_config(
+    name: str,
+    batchnorm: bool,
+    dropout: float | None,
+    lr_multiple: float,
+    *,
+    seed: int,
+    base_lr: float = 0.01,
+    epochs: int = 15,
+    batch_size: int = 64,
+    eval_every: int = 10,
+    data: Dataset | None = None,
+    channels: Sequence[int] = (16, 32),
+    hidden: Sequence[int] = (64,),
+    eval_train: bool = False,
+    progress: bool | None = False,
+    keep_graph: Callable[[Any], None] | None = None,
+) -> Run:
+    """Train the template (2 stages of 2 convs, one hidden FC) with SGD momentum 0.9 at
+    `base_lr * lr_multiple`; test accuracy every `eval_every` steps."""
+    from graphnet.nn.template import template
+
+    data = data if data is not None else digits()
+    graph = template(
+        n=2,
+        m=2,
+        k=1,
+        channels=channels,
+        hidden=hidden,
+        classes=10,
+        batchnorm=batchnorm,
+        dropout=dropout,
+        name=name.replace(" ", "_").replace(",", ""),
+    ).build((None,) + tuple(data.x.shape[1:]), seed=seed)
+    lr = base_lr * lr_multiple
+    hist = fit(
+        graph,
+        data,
+        optimizer=SGD(lr, momentum=0.9),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        eval_every=eval_every,
+        eval_train=eval_train,
+        progress=progress,
+    )
+    run = Run(name, seed, lr)
+    run.curve = [(0, 0.0)] + [(s["step"], s["test_accuracy"]) for s in hist.steps]
+    run.epochs = hist.epochs
+    run.seconds = sum(e["seconds"] for e in hist.epochs)
+    if keep_graph is not None:
+        keep_graph(graph)
+    return run
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
+
+
+def bn_table(runs: Sequence[Run]) -> str:
+    """Markdown: per configuration, steps to the no-BN run's best test accuracy (same seed),
+    best test accuracy, mean ± standard deviation over seeds."""
+    by_seed_target = {r.seed: r.best for r in runs if r.name == BN_CONFIGS[0][0]}
+    lines = [
+        "| network | lr | steps to no-BN's best test accuracy | runs reaching it | best test "
+        "accuracy (%) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, *_ in BN_CONFIGS:
+        rs = [r for r in runs if r.name == name]
+        if not rs:
+            continue
+        steps = [r.steps_to(by_seed_target[r.seed]) for r in rs if r.seed in by_seed_target]
+        reached = [s for s in steps if s is not None]
+        lines.append(
+            f"| {name} | {rs[0].lr:g} | {_mean_sd([float(s) for s in reached])} | "
+            f"{len(reached)}/{len(steps)} | {_mean_sd([100 * r.best for r in rs])} |"
+        )
+    return "\n".join(lines)
+
+
+def dropout_table(runs: Sequence[Run]) -> str:
+    """Markdown: final training accuracy (inference mode), test accuracy and their gap."""
+    lines = [
+        "| network | train accuracy (%) | test accuracy (%) | gap (points) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, *_ in DROPOUT_CONFIGS:
+        rs = [r for r in runs if r.name == name]
+        if not rs:
+            continue
+        train = [100 * r.epochs[-1]["train_eval_accuracy"] for r in rs]
+        test = [100 * r.epochs[-1]["test_accuracy"] for r in rs]
+        gap = [a - b for a, b in zip(train, test, strict=True)]
+        lines.append(f"| {name} | {_mean_sd(train)} | {_mean_sd(test)} | {_mean_sd(gap)} |")
+    return "\n".join(lines)
