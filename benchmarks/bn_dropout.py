@@ -37,12 +37,17 @@ from graphnet.train.experiment import (  # noqa: E402
     DROPOUT_CONFIGS,
     Run,
     bn_table,
+    curve_of,
     dropout_table,
     run_config,
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLORS = ["#444444", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def _points(curve: list) -> list[dict]:
+    return [{"step": s, "test_accuracy": a} for s, a in curve]
 
 
 def machine() -> str:
@@ -159,7 +164,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--out", default=os.path.join(HERE, "results", "bn_dropout.json"))
     p.add_argument("--svg", default=os.path.join(HERE, "bn_dropout.svg"))
+    p.add_argument(
+        "--from-json",
+        metavar="RESULTS.json",
+        help="do not train: print the tables and draw the plot of a previous run's results",
+    )
     args = p.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as fh:
+            saved = json.load(fh)
+        runs = [
+            Run(
+                r["name"],
+                r["seed"],
+                r["lr"],
+                curve_of(_points(r["curve"]), r["epochs"]),
+                r["epochs"],
+            )
+            for r in saved["runs"]
+        ]
+        print(f"machine: {saved['machine']}\n")
+        print(bn_table(runs))
+        print()
+        print(dropout_table(runs))
+        svg_curves(runs, [c[0] for c in BN_CONFIGS], args.svg)
+        return 0
     data = digits()
     print(f"machine: {machine()}")
     print(
