@@ -79,9 +79,12 @@ class Trainer:
             not isinstance(d, int) or d == a for d, a in zip(want, x.shape, strict=True)
         )
         if not ok:
+            hint = ""
+            if len(want) == x.ndim and isinstance(want[0], int) and want[1:] == x.shape[1:]:
+                hint = " (a static batch dim: export the model with a dynamic batch axis)"
             raise InputError(
                 f"input '{self.input}' of the model has shape {format_shape(want)}; the data "
-                f"gives batches of shape {format_shape(x.shape)}"
+                f"gives batches of shape {format_shape(x.shape)}{hint}"
             )
 
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
