@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = digits()
     x, y = data.x[: args.batch], data.y[: args.batch]
-    graph = nn.template(channels=(16, 32), hidden=(64,), dropout=0.5).build((None, 1, 8, 8))
+    graph = nn.template(channels=(16, 32), hidden=(64,), drop=0.5).build((None, 1, 8, 8))
     trainer = Trainer(graph, optimizer=SGD(0.01, momentum=0.9))
     bp = trainer.backprop
     so = ort.SessionOptions()

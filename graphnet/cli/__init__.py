@@ -6,6 +6,7 @@
     graphnet check MODEL.onnx [--batch N] [--seed S]     NumPy runtime vs onnxruntime
     graphnet export MODULE:ATTR -o OUT.onnx              a network defined with the DSL
     graphnet optimize IN.onnx -o OUT.onnx [--passes a,b] [--verify] [--report R.json]
+    graphnet train MODEL --data DATA.npz -o OUT.onnx [--epochs E] ...   backpropagation
 
 One module per command (`graphnet.cli.<command>`: `add_arguments(parser)` and `run(args) -> exit
 code`); what they share (errors, exit codes, tolerances, file checks) is `graphnet.cli.common`.
@@ -26,7 +27,7 @@ from graphnet.cli.common import EXIT_BUG, EXIT_DIFF, EXIT_INTERRUPTED, EXIT_OK, 
 
 __all__ = ["main", "COMMANDS"]
 
-COMMANDS = ("demo", "summary", "run", "check", "export", "optimize")
+COMMANDS = ("demo", "summary", "run", "check", "export", "optimize", "train")
 
 
 class _Parser(argparse.ArgumentParser):

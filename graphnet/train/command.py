@@ -1,26 +1,26 @@
-"""What `graphnet train` does, as a function the CLI module calls (and tests can call directly).
+"""What `graphnet train` does once its model and data are loaded (`graphnet.cli.train` loads
+them: an ONNX file through `load_for_training`, MODULE:ATTR as `export` does).
 
     graphnet train MODEL --data DATA.npz -o OUT.onnx [--epochs E] [--batch-size B] [--lr LR]
         [--optimizer sgd|adam] [--momentum M] [--weight-decay W] [--no-shuffle] [--seed S]
         [--history H.json]
 
-MODEL is an ONNX file (BatchNorm layers of an eval-mode PyTorch export train in train mode) or
-`module.py:attr` naming a Graph, Network, Sequential/layer (its input shape taken from the data)
-or a function returning one. The loss is softmax cross-entropy, mean over the batch, on the model's
+The loss is softmax cross-entropy, mean over the batch, on the model's
 output, or on the input of a final Softmax (fused). OUT keeps the parameter names and is written
 atomically; the input file is never written.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from graphnet.data import Dataset
 from graphnet.errors import InputError
+from graphnet.ir import Graph
+from graphnet.train.history import History
 
-__all__ = ["TrainOptions", "train_model", "load_model_spec"]
+__all__ = ["TrainOptions", "train_model"]
 
 
 @dataclass
@@ -37,59 +37,6 @@ class TrainOptions:
     seed: int = 0
     history: str | None = None
     progress: bool | None = None
-
-
-def load_model_spec(spec: str, data_shape: tuple[int, ...]) -> tuple[Any, list[str] | None]:
-    """(graph, trainable parameter names or None for all) from an ONNX path or MODULE:ATTR."""
-    from graphnet.train.onnx_model import load_for_training
-
-    if spec.endswith(".onnx") or (os.path.isfile(spec) and ":" not in spec):
-        return load_for_training(spec)
-    from graphnet.ir import Graph
-    from graphnet.nn.core import Layer, Network
-
-    obj = _import_target(spec)
-    for _ in range(2):  # a function returning a graph, network or layer
-        if isinstance(obj, Graph):
-            return obj, None
-        if isinstance(obj, Network):
-            return obj.graph, None
-        if isinstance(obj, Layer):
-            return obj.build((None,) + tuple(data_shape[1:])), None
-        if callable(obj):
-            obj = obj()
-    raise InputError(
-        f"{spec} is a {type(obj).__name__}, not a Graph, Network, Layer or function returning one"
-    )
-
-
-def _import_target(target: str) -> Any:
-    import importlib
-    import importlib.util
-    import sys
-
-    mod_name, sep, attr = target.partition(":")
-    if not sep or not mod_name or not attr:
-        raise InputError(f"MODEL must be an .onnx file or MODULE:ATTR, got {target!r}")
-    if mod_name.endswith(".py") or os.sep in mod_name:
-        if not os.path.isfile(mod_name):
-            raise InputError(f"{mod_name}: no such file")
-        spec = importlib.util.spec_from_file_location(
-            os.path.splitext(os.path.basename(mod_name))[0], mod_name
-        )
-        if spec is None or spec.loader is None:
-            raise InputError(f"{mod_name}: not a Python module")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        sys.path.insert(0, os.getcwd())
-        module = importlib.import_module(mod_name)
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise InputError(f"{mod_name} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    return obj
 
 
 def _optimizer(opts: TrainOptions):
@@ -109,28 +56,26 @@ def _optimizer(opts: TrainOptions):
 
 
 def train_model(
-    model: str,
-    data: str,
+    graph: Graph,
+    trainable: list[str] | None,
+    dataset: Dataset,
     output: str,
     opts: TrainOptions,
     *,
     log: Callable[[str], None] = print,
-):
-    """Train MODEL on DATA and write OUT; returns the `History`. Nothing is written before
-    training succeeded, and then atomically."""
-    from graphnet.data import load
+) -> History:
+    """Train `graph` on `dataset` (`trainable`: the parameters that learn, None for all), then
+    write it to `output`; returns the `History`. Nothing is written before training succeeded,
+    and then atomically."""
     from graphnet.train.trainer import fit
 
     if opts.epochs < 1:
         raise InputError(f"--epochs must be >= 1, got {opts.epochs}")
     if opts.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {opts.batch_size}")
-    dataset = load(data)
-    graph, trainable = load_model_spec(model, dataset.x.shape)
     optimizer = _optimizer(opts)
-    total = len(dataset.x)
     log(
-        f"training '{graph.name}' on {total} examples"
+        f"training '{graph.name}' on {len(dataset.x)} examples"
         + (f" ({len(dataset.x_test)} test)" if dataset.has_test else "")
         + f": {opts.epochs} epochs, batch {opts.batch_size}, {optimizer!r}"
     )

@@ -111,7 +111,7 @@ def run_config(
         hidden=hidden,
         classes=10,
         batchnorm=batchnorm,
-        dropout=dropout,
+        drop=dropout,
         name=name.replace(" ", "_").replace(",", ""),
     ).build((None,) + tuple(data.x.shape[1:]), seed=seed)
     lr = base_lr * lr_multiple

@@ -16,7 +16,7 @@ from graphnet.train import SGD, Adam, StepLR, fit
 
 
 def _small(batchnorm=True, dropout=None):
-    return nn.template(channels=(8, 16), hidden=(32,), batchnorm=batchnorm, dropout=dropout).build(
+    return nn.template(channels=(8, 16), hidden=(32,), batchnorm=batchnorm, drop=dropout).build(
         (None, 1, 8, 8), seed=0
     )
 
@@ -24,7 +24,7 @@ def _small(batchnorm=True, dropout=None):
 @pytest.fixture(scope="module")
 def trained():
     """The template CNN with BN and dropout, trained 4 epochs on the digits."""
-    g = nn.template(channels=(16, 32), hidden=(64,), dropout=0.25).build((None, 1, 8, 8), seed=0)
+    g = nn.template(channels=(16, 32), hidden=(64,), drop=0.25).build((None, 1, 8, 8), seed=0)
     data = digits()
     hist = fit(g, data, optimizer=SGD(0.05, momentum=0.9), epochs=4, batch_size=64, seed=0)
     return g, data, hist
