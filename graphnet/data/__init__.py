@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -99,9 +100,9 @@ def save(data: Dataset, path: str | os.PathLike) -> None:
     """Write a data `.npz` in the form `load` and `graphnet train --data` read (atomically)."""
     from graphnet.onnx_io.export import atomic_write
 
-    arrays = {"x": data.x, "y": data.y}
-    if data.has_test:
+    arrays: dict[str, Any] = {"x": data.x, "y": data.y}
+    if data.x_test is not None:
         arrays.update(x_test=data.x_test, y_test=data.y_test)
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, allow_pickle=False, **arrays)
     atomic_write(path, buf.getvalue())

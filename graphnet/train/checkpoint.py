@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def save(
 ) -> None:
     from graphnet.onnx_io.export import atomic_write
 
-    arrays = {f"param/{k}": v for k, v in graph.params.items()}
+    arrays: dict[str, Any] = {f"param/{k}": v for k, v in graph.params.items()}
     arrays.update({f"opt/{k}": v for k, v in trainer.optimizer.state_arrays().items()})
     meta = {
         "format": _FORMAT,
@@ -51,7 +51,7 @@ def save(
     }
     arrays["meta"] = np.array(json.dumps(meta))
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)
     atomic_write(path, buf.getvalue())
 
 

@@ -76,7 +76,7 @@ def train_model(
     optimizer = _optimizer(opts)
     log(
         f"training '{graph.name}' on {len(dataset.x)} examples"
-        + (f" ({len(dataset.x_test)} test)" if dataset.has_test else "")
+        + (f" ({len(dataset.x_test)} test)" if dataset.x_test is not None else "")
         + f": {opts.epochs} epochs, batch {opts.batch_size}, {optimizer!r}"
     )
 

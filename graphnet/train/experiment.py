@@ -195,6 +195,7 @@ def short_demo(
     (8/16 channels, 32 hidden) trained `steps` steps on the digits without and with BN at the
     same learning rate; prints test accuracy along the way. Returns the trained BN graph and the
     data, for the deployment check that follows in the demo."""
+    import functools
     import time
 
     data = digits()
@@ -202,9 +203,10 @@ def short_demo(
     epochs = max(1, -(-steps // per_epoch))
     every = max(1, steps // 4)
     kept: dict[str, Any] = {}
+    n_test = 0 if data.y_test is None else len(data.y_test)
     log(
         f"training the template (8/16 channels) on {len(data.x)} digits, {epochs * per_epoch} "
-        f"steps of 64, SGD momentum 0.9; test accuracy on {len(data.x_test)} held-out digits:"
+        f"steps of 64, SGD momentum 0.9; test accuracy on {n_test} held-out digits:"
     )
     for name, bn, drop, mult in BN_CONFIGS[:2]:
         t0 = time.perf_counter()
@@ -220,7 +222,7 @@ def short_demo(
             data=data,
             channels=(8, 16),
             hidden=(32,),
-            keep_graph=lambda g, name=name: kept.__setitem__(name, g),
+            keep_graph=functools.partial(kept.__setitem__, name),
         )
         shown = [(s, a) for s, a in run.curve[1:] if s % every == 0 or s == run.curve[-1][0]]
         points = "  ".join(f"step {s}: {100 * a:5.1f}%" for s, a in shown)

@@ -218,6 +218,7 @@ def fit(
         if state is not None:
             start, hist = state
     n = len(data.x)
+    x_test, y_test = data.x_test, data.y_test
     per_epoch = math.ceil(n / batch_size)
     for epoch in range(start, epochs):
         trainer.optimizer.lr = schedule(base_lr, epoch)
@@ -233,8 +234,13 @@ def fit(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_v:.4f}")
-            if eval_every and data.has_test and trainer.steps % eval_every == 0:
-                tl, ta = trainer.evaluate(data.x_test, data.y_test)
+            if (
+                eval_every
+                and x_test is not None
+                and y_test is not None
+                and (trainer.steps % eval_every == 0)
+            ):
+                tl, ta = trainer.evaluate(x_test, y_test)
                 hist.steps.append({"step": trainer.steps, "test_loss": tl, "test_accuracy": ta})
         if bar is not None:
             bar.close()
@@ -248,8 +254,8 @@ def fit(
             row["accuracy"] = correct / n
         if eval_train:
             row["train_eval_loss"], row["train_eval_accuracy"] = trainer.evaluate(data.x, data.y)
-        if data.has_test:
-            row["test_loss"], row["test_accuracy"] = trainer.evaluate(data.x_test, data.y_test)
+        if x_test is not None and y_test is not None:
+            row["test_loss"], row["test_accuracy"] = trainer.evaluate(x_test, y_test)
         row["seconds"] = time.perf_counter() - t0
         hist.epochs.append(row)
         if history:

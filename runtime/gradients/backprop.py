@@ -128,7 +128,7 @@ class Backprop:
         tape = Tape(env, [], training)
         for step in self._steps:
             n = step.node
-            args = []
+            args: list[np.ndarray | None] = []
             for i in n.inputs:
                 if not i:
                     args.append(None)
@@ -224,13 +224,14 @@ class Backprop:
                     f"while differentiating {_describe(n, args)}: {type(exc).__name__}: {exc}"
                 ) from exc
             for s, (name, g) in enumerate(zip(n.inputs, result, strict=False)):
-                if not needs[s] or g is None:
+                arg = args[s]
+                if not needs[s] or g is None or arg is None:
                     continue
-                if g.shape != args[s].shape:
+                if g.shape != arg.shape:
                     raise ShapeError(
                         f"gradient rule of node '{n.name}' ({n.op}) returned "
                         f"{format_shape(g.shape)} for input '{name}' of shape "
-                        f"{format_shape(args[s].shape)}"
+                        f"{format_shape(arg.shape)}"
                     )
                 grads[name] = grads[name] + g if name in grads else g
         out = {}

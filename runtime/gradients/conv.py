@@ -14,6 +14,7 @@ im2col of the padded input on a strided view, then one batched matmul per group.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def conv(
 ) -> tuple:
     """Y = conv(X, W) + B:  dX = conv_transpose(dY, W);  dW = weight_grad(X, dY);
     dB = sum of dY over batch and positions."""
-    geo = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
+    geo: dict[str, Any] = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
     dx = _input_grad(dy, w, x.shape, **geo) if needs[0] else None
     dw = weight_grad(x, dy, w.shape, **geo) if needs[1] else None
     return dx, dw, _bias_grad(dy, b)
@@ -144,7 +145,7 @@ def conv_transpose(
     dX = conv(dY, W) (cropped to X's size);  dW = weight_grad(dY, X) (the correlation of dY,
     as that conv's input, with X as its output gradient);  dB = sum of dY over batch and
     positions."""
-    geo = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
+    geo: dict[str, Any] = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
     dx = None
     if needs[0]:
         dx = conv_kernel(dy, w, None, kernel_shape=w.shape[2:], **geo)
@@ -175,7 +176,7 @@ def ws_conv(
     dW = (dW_hat - mean(dW_hat) - W_hat * mean(dW_hat * W_hat)) / sigma_k."""
     w64 = w.astype(np.float64)
     w_hat = standardize_weight(w64, epsilon)
-    geo = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
+    geo: dict[str, Any] = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
     w_used = w_hat.astype(x.dtype)
     dx = _input_grad(dy, w_used, x.shape, **geo) if needs[0] else None
     dw = None

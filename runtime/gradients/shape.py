@@ -5,6 +5,7 @@ Shape and ConstantOfShape compute from shapes only: they have no gradient."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -17,6 +18,13 @@ non_differentiable(
     "Shape", "its output is the input's shape (integers), not a function of its values"
 )
 non_differentiable("ConstantOfShape", "its output is a constant; its input is a shape (integers)")
+
+
+_PAD_MODES: dict[str, Literal["reflect", "edge", "wrap"]] = {
+    "reflect": "reflect",
+    "edge": "edge",
+    "wrap": "wrap",
+}
 
 
 def _ints(a: np.ndarray | None) -> list[int]:
@@ -116,9 +124,7 @@ def pad(
     if mode == "constant":
         source = np.pad(source, widths, mode="constant", constant_values=-1)
     else:
-        source = np.pad(
-            source, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode]
-        )
+        source = np.pad(source, widths, mode=_PAD_MODES[mode])
     real = source >= 0
     dx = np.bincount(source[real], weights=dy[real], minlength=x.size)
     return dx.reshape(x.shape).astype(dy.dtype, copy=False), None, None, None
