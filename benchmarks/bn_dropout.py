@@ -38,6 +38,7 @@ from graphnet.train.experiment import (  # noqa: E402
     Run,
     bn_table,
     curve_of,
+    deploy_check,
     dropout_table,
     run_config,
 )
@@ -124,29 +125,6 @@ def svg_curves(runs: list[Run], names: list[str], path: str, y_low: float = 0.8)
     out.append("</svg>")
     with open(path, "w") as fh:
         fh.write("\n".join(out) + "\n")
-
-
-def check_deploy(graph, data) -> str:
-    """optimize the trained BN network, run it on onnxruntime: same classes as the training graph
-    in inference mode on every test image?"""
-    import onnxruntime as ort
-
-    from graphnet import runtime
-    from graphnet.passes.manager import optimize
-
-    ours = runtime.run(graph, {"input": data.x_test})["output"]
-    opt, _ = optimize(graph)
-    sess = ort.InferenceSession(
-        opt.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    theirs = sess.run(None, {"input": data.x_test})[0]
-    same = int((theirs.argmax(1) == ours.argmax(1)).sum())
-    return (
-        f"optimize: {len(graph.nodes)} -> {len(opt.nodes)} nodes "
-        f"({', '.join(sorted(opt.op_counts()))}); "
-        f"onnxruntime predicts the same class as the training graph (inference mode) for "
-        f"{same}/{len(ours)} test images; max |prob diff| {np.abs(theirs - ours).max():.2g}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(dropout_table(runs))
     print()
-    print(check_deploy(kept["bn"], data))
+    print(deploy_check(kept["bn"], data.x_test))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(

@@ -28,6 +28,9 @@ __all__ = [
     "run_config",
     "bn_table",
     "dropout_table",
+    "short_demo",
+    "Deployment",
+    "deploy_check",
 ]
 
 
@@ -228,3 +231,52 @@ def short_demo(
         points = "  ".join(f"step {s}: {100 * a:5.1f}%" for s, a in shown)
         log(f"  {name:10s} lr {run.lr:<5g} {points}  ({time.perf_counter() - t0:.1f} s)")
     return kept[BN_CONFIGS[1][0]], data
+
+
+@dataclass
+class Deployment:
+    """What `deploy_check` found: the optimized graph and how its onnxruntime predictions compare
+    with the training graph's in inference mode."""
+
+    nodes_before: int
+    nodes_after: int
+    ops_after: list[str]
+    same_class: int
+    total: int
+    max_abs_diff: float
+
+    def __str__(self) -> str:
+        return (
+            f"optimize: {self.nodes_before} -> {self.nodes_after} nodes "
+            f"({', '.join(self.ops_after)}); onnxruntime predicts the same class as the training "
+            f"graph (inference mode, NumPy runtime) for {self.same_class}/{self.total} test "
+            f"images; max |probability diff| {self.max_abs_diff:.2g}"
+        )
+
+
+def deploy_check(graph: Any, x: Any) -> Deployment:
+    """`optimize` a trained graph (BN folded, dropout gone), export it, run onnxruntime on `x`
+    and compare its classes with the training graph's on the NumPy runtime in inference mode."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from graphnet import runtime
+    from graphnet.passes.manager import optimize
+
+    name = graph.inputs[0]
+    ours = runtime.run(graph, {name: x})[graph.outputs[0]]
+    opt, _ = optimize(graph)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(
+        opt.to_onnx().SerializeToString(), so, providers=["CPUExecutionProvider"]
+    )
+    theirs = sess.run(None, {name: x})[0]
+    return Deployment(
+        len(graph.nodes),
+        len(opt.nodes),
+        sorted(opt.op_counts()),
+        int((theirs.argmax(axis=1) == ours.argmax(axis=1)).sum()),
+        len(x),
+        float(np.abs(theirs.astype(np.float64) - ours).max()),
+    )
