@@ -138,13 +138,14 @@ def run_config(
     return run
 
 
-def _mean_sd(values: Sequence[float]) -> str:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
+def _mean_sd(values: Sequence[float | None], decimals: int = 2) -> str:
+    """ "mean ± sd" over the values that exist (just the value when there is one; "-" if none)."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
         return "-"
-    if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
+    if len(vals) == 1:
+        return f"{vals[0]:.{decimals}f}"
+    return f"{statistics.mean(vals):.{decimals}f} ± {statistics.stdev(vals):.{decimals}f}"
 
 
 def bn_table(runs: Sequence[Run], threshold: float = 0.98) -> str:
@@ -164,11 +165,11 @@ def bn_table(runs: Sequence[Run], threshold: float = 0.98) -> str:
         steps = [r.steps_to(by_seed_target[r.seed]) for r in rs if r.seed in by_seed_target]
         reached = [s for s in steps if s is not None]
         fixed = [r.steps_to(threshold) for r in rs]
-        fixed_reached = [s for s in fixed if s is not None]
+        hit = [s for s in fixed if s is not None]
         lines.append(
             f"| {name} | {rs[0].lr:g} | {rs[0].epochs[-1]['steps']} | "
-            f"{_mean_sd([float(s) for s in reached])} ({len(reached)}/{len(steps)}) | "
-            f"{_mean_sd([float(s) for s in fixed_reached])} ({len(fixed_reached)}/{len(fixed)}) | "
+            f"{_mean_sd([float(s) for s in reached], 0)} ({len(reached)}/{len(steps)}) | "
+            f"{_mean_sd([float(s) for s in hit], 0)} ({len(hit)}/{len(fixed)}) | "
             f"{_mean_sd([100 * r.best for r in rs])} |"
         )
     return "\n".join(lines)

@@ -2,24 +2,71 @@
 the global pools.
 
 MaxPool sends each output's gradient to the element its window picked: the first maximum in
-row-major window order, which is exactly ONNX's Indices output, so the kernel's own indices are
-reused and summed with one `bincount` (overlapping windows that pick the same element add up).
-AveragePool spreads dY / (number of taps that count) over every tap of its window: one strided
-add per kernel tap (a loop over the few taps of the window, never over pixels or channels).
+row-major window order (ONNX's Indices, PyTorch's choice), found with one argmax over a strided
+window view. AveragePool spreads dY / (number of taps that count) over every tap of its window.
+Both go back to X with one strided add per kernel tap (a loop over the few taps of the window,
+never over pixels or channels); overlapping windows add up.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from graphnet.runtime.gradients import gradient
-from graphnet.runtime.kernels.pooling import max_pool as max_pool_kernel
+from graphnet.runtime.kernels._windows import pad_spatial, windows
 from graphnet.runtime.kernels.pooling import tap_counts
 
 __all__ = ["max_pool", "average_pool", "global_average_pool", "global_max_pool"]
+
+
+def _frame(
+    sizes: Sequence[int],
+    outs: Sequence[int],
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    pads: Sequence[int],
+) -> list[int]:
+    """Per spatial axis, the length of the padded frame that holds every tap of every window,
+    the ceil_mode overhang past the end padding included."""
+    k = len(kernel_shape)
+    return [
+        max(
+            sizes[i] + pads[i] + pads[k + i],
+            (outs[i] - 1) * strides[i] + dilations[i] * (kernel_shape[i] - 1) + 1,
+        )
+        for i in range(k)
+    ]
+
+
+def _scatter_taps(
+    x_shape: Sequence[int],
+    frame: Sequence[int],
+    pads: Sequence[int],
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    share: Callable[[int], np.ndarray],
+    dtype: np.dtype,
+) -> np.ndarray:
+    """dX from what each window sends to each of its taps: `share(j)` (shaped like dY) is what
+    every window sends to its j-th tap (row-major over the kernel). One strided add per tap into
+    the padded frame, then the padding is cropped away."""
+    k = len(kernel_shape)
+    dxp = np.zeros(tuple(x_shape[:2]) + tuple(frame), dtype=dtype)
+    for j, tap in enumerate(itertools.product(*[range(kk) for kk in kernel_shape])):
+        g = share(j)
+        outs = g.shape[2:]
+        index = tuple(
+            slice(t * d, t * d + (o - 1) * s + 1, s)
+            for t, d, o, s in zip(tap, dilations, outs, strides, strict=True)
+        )
+        dxp[(slice(None), slice(None), *index)] += g
+    crop = tuple(slice(pads[i], pads[i] + x_shape[2 + i]) for i in range(k))
+    return np.ascontiguousarray(dxp[(slice(None), slice(None), *crop)])
 
 
 @gradient("MaxPool")
@@ -35,20 +82,28 @@ def max_pool(
     ceil_mode: int,
     storage_order: int,
 ) -> tuple:
-    """dX[i] = sum of dY[o] over the outputs o whose window's first maximum is element i
-    (ONNX's Indices with storage_order 0, a flat index into X)."""
-    _, idx = max_pool_kernel(
-        x,
-        kernel_shape=kernel_shape,
-        strides=strides,
-        pads=pads,
-        dilations=dilations,
-        ceil_mode=ceil_mode,
-        storage_order=0,
-        num_outputs=2,
+    """dX[i] = sum of dY[o] over the windows o whose first maximum (row-major over the kernel,
+    as ONNX's Indices and PyTorch pick it) is element i. Padding is -inf: never a maximum."""
+    k = len(kernel_shape)
+    sizes, outs = x.shape[2:], dy.shape[2:]
+    frame = _frame(sizes, outs, kernel_shape, strides, dilations, pads)
+    ends = [frame[i] - sizes[i] - pads[i] for i in range(k)]
+    xp = pad_spatial(x, tuple(pads[:k]) + tuple(ends), -np.inf)
+    view = windows(xp, kernel_shape, strides, dilations, outs)  # (N, C, *out, *k)
+    first = view.reshape(view.shape[: 2 + k] + (-1,)).argmax(axis=-1)  # the first maximum
+    zero = np.zeros((), dy.dtype)
+    return (
+        _scatter_taps(
+            x.shape,
+            frame,
+            pads,
+            kernel_shape,
+            strides,
+            dilations,
+            lambda j: np.where(first == j, dy, zero),
+            dy.dtype,
+        ),
     )
-    dx = np.bincount(idx.reshape(-1), weights=dy.reshape(-1), minlength=x.size)
-    return (dx.reshape(x.shape).astype(x.dtype, copy=False),)
 
 
 @gradient("AveragePool")
@@ -65,12 +120,10 @@ def average_pool(
     count_include_pad: int,
 ) -> tuple:
     """Y[o] = sum of the window's taps / count[o] (count: the taps that count, as in the
-    kernel), so every tap t of window o gets dY[o] / count[o]; taps in the padding (and in the
-    ceil_mode overhang) are dropped."""
+    kernel), so every tap of window o gets dY[o] / count[o]; taps in the padding (and in the
+    ceil_mode overhang) are cropped away."""
     k = len(kernel_shape)
-    sizes = x.shape[2:]
-    outs = dy.shape[2:]
-    begins, ends = pads[:k], pads[k:]
+    sizes, outs = x.shape[2:], dy.shape[2:]
     divisor = np.ones((1,) * k, dtype=np.float64)
     for i in range(k):  # a loop over the spatial rank
         c = tap_counts(
@@ -79,29 +132,18 @@ def average_pool(
             kernel_shape[i],
             strides[i],
             dilations[i],
-            begins[i],
-            ends[i],
+            pads[i],
+            pads[k + i],
             bool(count_include_pad),
         )
         divisor = divisor * c.reshape((1,) * i + (-1,) + (1,) * (k - 1 - i))
     share = dy / divisor.astype(dy.dtype)
-    # The padded frame holds every tap of every window, the ceil_mode overhang included.
-    frame = [
-        max(
-            sizes[i] + begins[i] + ends[i],
-            (outs[i] - 1) * strides[i] + dilations[i] * (kernel_shape[i] - 1) + 1,
-        )
-        for i in range(k)
-    ]
-    dxp = np.zeros(x.shape[:2] + tuple(frame), dtype=dy.dtype)
-    for tap in itertools.product(*[range(kk) for kk in kernel_shape]):  # the window's taps
-        index = tuple(
-            slice(t * d, t * d + (o - 1) * s + 1, s)
-            for t, d, o, s in zip(tap, dilations, outs, strides, strict=True)
-        )
-        dxp[(slice(None), slice(None), *index)] += share
-    crop = tuple(slice(begins[i], begins[i] + sizes[i]) for i in range(k))
-    return (np.ascontiguousarray(dxp[(slice(None), slice(None), *crop)]),)
+    frame = _frame(sizes, outs, kernel_shape, strides, dilations, pads)
+    return (
+        _scatter_taps(
+            x.shape, frame, pads, kernel_shape, strides, dilations, lambda j: share, dy.dtype
+        ),
+    )
 
 
 @gradient("GlobalAveragePool")

@@ -116,3 +116,20 @@ def test_gradients_are_float32_for_float32_inputs() -> None:
         grads = bp.backward(tape, {g.outputs[0]: np.ones_like(y)}, checked)
         for name, gr in grads.items():
             assert gr.dtype == np.float32, f"{case.op}-{case.id}: d/d{name} is {gr.dtype}"
+
+
+def test_max_pool_tie_goes_to_the_first_maximum():
+    """A window of equal values (zeros after a ReLU) sends its gradient to its first element in
+    row-major order, as ONNX's Indices and PyTorch's max_pool backward do; never to all of them."""
+    g = Graph("tie")
+    g.add_input("x", (1, 1, 4, 4), "float32")
+    node = g.add_node("MaxPool", ["x"], {"kernel_shape": (2, 2), "strides": (2, 2)}, name="p")
+    g.mark_output(node.outputs[0])
+    bp = Backprop(g)
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 3, 3] = 1.0  # the last window has a unique maximum in its last tap
+    tape = bp.forward({"x": x})
+    dx = bp.backward(tape, {node.outputs[0]: np.ones((1, 1, 2, 2), np.float32)}, ["x"])["x"]
+    want = np.zeros((4, 4), np.float32)
+    want[0, 0] = want[0, 2] = want[2, 0] = want[3, 3] = 1.0
+    np.testing.assert_array_equal(dx[0, 0], want)
