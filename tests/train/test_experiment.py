@@ -1,0 +1,65 @@
+"""The BN/dropout experiment's bookkeeping (benchmarks/bn_dropout.py): steps-to-accuracy, the
+tables, the plot, and the README's tables being what the committed results give."""
+
+from __future__ import annotations
+
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+from graphnet.train.experiment import Run, bn_table, curve_of, dropout_table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_curve_and_steps_to():
+    steps = [{"step": 10, "test_accuracy": 0.5}, {"step": 20, "test_accuracy": 0.9}]
+    epochs = [{"steps": 23, "test_accuracy": 0.95}]
+    curve = curve_of(steps, epochs)
+    assert curve == [(0, 0.0), (10, 0.5), (20, 0.9), (23, 0.95)]
+    run = Run("BN", 0, 0.01, curve, epochs)
+    assert run.best == 0.95 and run.steps_to(0.9) == 20 and run.steps_to(0.99) is None
+
+
+def test_bn_table_measures_against_the_same_seeds_no_bn_best():
+    def run(name, seed, curve):
+        return Run(name, seed, 0.01, curve, [{"steps": curve[-1][0]}])
+
+    runs = [
+        run("no BN", 0, [(0, 0.0), (100, 0.9), (200, 0.95)]),
+        run("no BN", 1, [(0, 0.0), (100, 0.97), (200, 0.96)]),
+        run("BN", 0, [(0, 0.0), (10, 0.95), (20, 0.99)]),  # reaches 0.95 at step 10
+        run("BN", 1, [(0, 0.0), (10, 0.95), (20, 0.96)]),  # never reaches its seed's 0.97
+    ]
+    rows = {line.split(" | ")[0].strip("| "): line for line in bn_table(runs).splitlines()}
+    # no BN reaches its own best at steps 200 and 100: 150 ± 71; BN only for seed 0, at step 10.
+    assert "| 150 ± 71 (2/2) |" in rows["no BN"]
+    assert "| 10 (1/2) |" in rows["BN"]
+
+
+def test_readme_tables_are_the_committed_results(tmp_path, capsys):
+    """The README shows what `bn_dropout.py --from-json` prints for the committed results."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import bn_dropout
+    finally:
+        sys.path.pop(0)
+    svg = tmp_path / "c.svg"
+    results = os.path.join(ROOT, "benchmarks", "results", "bn_dropout.json")
+    assert bn_dropout.main(["--from-json", results, "--svg", str(svg)]) == 0
+    printed = capsys.readouterr().out
+    with open(os.path.join(ROOT, "README.md")) as fh:
+        readme = fh.read()
+    tables = [t for t in printed.split("\n\n") if t.startswith("| network")]
+    assert len(tables) == 2
+    for table in tables:
+        assert table.strip() in readme
+    root = ET.parse(svg).getroot()  # well-formed SVG with one curve per BN configuration
+    assert root.tag.endswith("svg")
+    assert len([e for e in root.iter() if e.tag.endswith("polyline")]) == 4
+
+
+def test_dropout_table_gap():
+    rows = [{"train_eval_accuracy": 1.0, "test_accuracy": 0.99}]
+    runs = [Run("BN, no dropout", s, 0.01, [(0, 0.0)], rows) for s in (0, 1)]
+    assert "| 1.00 ± 0.00 |" in dropout_table(runs)
