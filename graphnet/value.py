@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = ["Value", "Shape", "format_shape", "dtype_name"]
 
-Shape = tuple  # tuple[int | None, ...]
+Shape = tuple  # tuple[int | str | None, ...]: static, symbolic, unknown (graphnet.dims)
 
 _DTYPE_NAMES: dict = {}
 
@@ -33,10 +33,11 @@ def dtype_name(dtype) -> str:
 
 
 def format_shape(shape: Shape | None) -> str:
-    """`(None, 3, 32, 32)` -> `"(N,3,32,32)"`; an unknown shape -> `"?"`."""
+    """`("N", 3, 32, None)` -> `"(N,3,32,?)"`: symbolic dims as written, an unknown dim (None)
+    as "?"; an unknown shape -> `"?"`."""
     if shape is None:
         return "?"
-    return "(" + ",".join("N" if d is None else str(d) for d in shape) + ")"
+    return "(" + ",".join("?" if d is None else str(d) for d in shape) + ")"
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from graphnet import ops
+from graphnet.dims import is_static
 from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Node, Value
 
@@ -122,7 +123,7 @@ def constant_value(
         return None
     for o in node.outputs:
         v = graph.values.get(o)
-        if o and v is not None and v.shape is not None and all(d is not None for d in v.shape):
+        if o and v is not None and v.shape is not None and all(is_static(d) for d in v.shape):
             if int(np.prod(v.shape, dtype=np.int64)) > max_elements:
                 return None
     args = []

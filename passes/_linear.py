@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphnet import ops
+from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.ops._shapes import broadcast
 from graphnet.passes._graph import (
@@ -84,7 +85,9 @@ def fill_of(graph: Graph, name: str) -> Fill | None:
     docstring); its shape must be static and its vector of `name`'s dtype."""
     node = producer_of(graph, name)
     v = graph.values.get(name)
-    if node is None or len(node.outputs) != 1 or v is None or v.shape is None or None in v.shape:
+    if node is None or len(node.outputs) != 1 or v is None or v.shape is None:
+        return None
+    if not all(is_static(d) for d in v.shape):
         return None
     shape = tuple(int(d) for d in v.shape)
     if node.op == "ConstantOfShape":

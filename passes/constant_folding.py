@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet import ops
+from graphnet.dims import is_static, is_symbolic
 from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Node, Value, format_shape
 from graphnet.passes._graph import drop_params_made_dead, params_read, resolved_attrs, write_param
@@ -149,11 +150,20 @@ def _refine_shapes(graph: Graph, node: Node, refined: set[str]) -> None:
 
 
 def _better(new: tuple, old: tuple | None) -> bool:
+    """A re-inferred shape says more than the old one: same rank, every known dim kept (a
+    symbol may only become static), and more dims static or symbolic than before."""
     if old is None:
         return True
-    if len(new) != len(old) or any(o is not None and n != o for n, o in zip(new, old, strict=True)):
+    if len(new) != len(old):
         return False
-    return sum(d is None for d in new) < sum(d is None for d in old)
+    for n, o in zip(new, old, strict=True):
+        if o is not None and not (n == o or (is_symbolic(o) and is_static(n))):
+            return False
+
+    def known(shape: tuple) -> int:
+        return sum(2 if is_static(d) else 1 if is_symbolic(d) else 0 for d in shape)
+
+    return known(new) > known(old)
 
 
 def _keeps_output(graph: Graph, node: Node, report: PassReport, what: str) -> bool:
@@ -232,7 +242,7 @@ def _refill(graph: Graph, node: Node, report: PassReport) -> bool:
     if not all(i in graph.params for i in node.inputs[1:] if i):
         return False
     out = graph.values[node.outputs[0]]
-    if out.shape is None or any(d is None for d in out.shape):
+    if out.shape is None or not all(is_static(d) for d in out.shape):
         return False
     if _keeps_output(graph, node, report, f"it {node.op.lower()}s the fill '{src}'"):
         return False
@@ -285,7 +295,7 @@ def _allowed_bytes(values: list[Value | None], max_bytes: int | None) -> bool:
         return False
     total = 0
     for v in values:
-        if v is None or v.shape is None or any(d is None for d in v.shape):
+        if v is None or v.shape is None or not all(is_static(d) for d in v.shape):
             return False
         total += int(np.prod(v.shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
     return total <= max_bytes
@@ -294,7 +304,7 @@ def _allowed_bytes(values: list[Value | None], max_bytes: int | None) -> bool:
 def _static_size(values: list[Value | None]) -> int | None:
     total = 0
     for v in values:
-        if v is None or v.shape is None or any(d is None for d in v.shape):
+        if v is None or v.shape is None or not all(is_static(d) for d in v.shape):
             return None
         total += int(np.prod(v.shape, dtype=np.int64))
     return total
@@ -304,13 +314,13 @@ def _fits(declared: tuple | None, actual: tuple) -> bool:
     if declared is None:
         return True
     return len(declared) == len(actual) and all(
-        d is None or d == a for d, a in zip(declared, actual, strict=True)
+        not is_static(d) or d == a for d, a in zip(declared, actual, strict=True)
     )
 
 
 def _fold_shape(graph: Graph, node: Node, report: PassReport) -> bool:
     x = graph.values.get(node.inputs[0])
-    if x is None or x.shape is None or any(d is None for d in x.shape):
+    if x is None or x.shape is None or not all(is_static(d) for d in x.shape):
         return False  # a dynamic shape is only known at run time: nothing to decline
     if _keeps_output(graph, node, report, f"the shape {format_shape(x.shape)} is static"):
         return False

@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet import ops
+from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.passes._graph import (
     bypass,
@@ -114,7 +115,7 @@ def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
     index = graph.nodes.index(node) + 1
     node.outputs = node.outputs[:1]
     graph.values.pop(mask)
-    static = all(d is not None for d in x.shape)
+    static = all(is_static(d) for d in x.shape)
     if static:
         shape = graph.fresh_name(f"{node.name}.mask_shape")
         graph.add_param(shape, np.asarray(x.shape, dtype=np.int64))
@@ -139,6 +140,7 @@ def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
         name=f"{node.name}_mask",
         outputs=[mask],
     )
+    graph.values[mask].shape = x.shape  # Shape(x) is x's shape, symbolic dims included
     how = f"the static shape {format_shape(x.shape)}" if static else f"Shape({x.name})"
     report.did(
         f"{node.name}: its mask '{mask}' (all {ones[0].item()!r} at inference) now comes from "

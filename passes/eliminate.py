@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.passes._graph import bypass, const_input, readers, resolved_attrs
 from graphnet.passes.base import PassReport, register_pass
@@ -42,7 +43,7 @@ def reshape_is_noop(in_shape: tuple | None, target: np.ndarray | None, allowzero
     for k, (d, want) in enumerate(zip(in_shape, t, strict=True)):
         if want == 0 and not allowzero:
             continue  # copies the input's dim, static or not
-        if d is not None and want == d:
+        if is_static(d) and want == d:
             continue
         unmatched.append((k, want))
     # The one -1 takes total / (product of the rest); every other axis equals the input's, so it

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from graphnet import ops
+from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.passes._graph import (
     bypass,
@@ -82,7 +83,7 @@ def affine_step(graph: Graph, node: Node) -> Step | None:
         x is None
         or x.shape is None
         or len(x.shape) < 2
-        or x.shape[1] is None
+        or not is_static(x.shape[1])
         or np.dtype(x.dtype).kind != "f"
     ):
         return None

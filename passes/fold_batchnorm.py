@@ -56,6 +56,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet import ops
+from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, Value, format_shape
 from graphnet.passes._graph import (
     const_input,
@@ -159,10 +160,10 @@ def _channels(graph: Graph, bn: Node) -> int:
     """How many elements a BN statistic has: the channel count (axis 1), else the declared length
     of its scale; 1024 (fold-constants' SMALL_RESULT) when neither is known."""
     x = graph.values[bn.inputs[0]].shape
-    if x is not None and len(x) > 1 and x[1] is not None:
+    if x is not None and len(x) > 1 and is_static(x[1]):
         return int(x[1])
     g = graph.values.get(bn.inputs[1]) if len(bn.inputs) > 1 else None
-    if g is not None and g.shape and g.shape[0] is not None:
+    if g is not None and g.shape and is_static(g.shape[0]):
         return int(g.shape[0])
     return 1024
 

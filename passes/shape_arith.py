@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphnet.dims import is_static
 from graphnet.ir import Graph, Node
 from graphnet.passes._graph import resolved_attrs
 from graphnet.passes.base import PassReport
@@ -63,7 +64,7 @@ class ShapeSymbols:
         if x is None or x.shape is None:
             return
         attrs = resolved_attrs(graph, node)
-        entries = [d if d is not None else Dim(x.name, i) for i, d in enumerate(x.shape)]
+        entries = [d if is_static(d) else Dim(x.name, i) for i, d in enumerate(x.shape)]
         vec = np.empty(len(entries), dtype=object)
         vec[:] = entries
         self.vectors[node.outputs[0]] = vec[attrs.get("start", 0) : attrs.get("end")]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from graphnet import ops
+from graphnet.dims import bind_shape
 from graphnet.errors import GraphNetError, InputError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.runtime.kernels import Kernel, get_kernel
@@ -106,19 +107,18 @@ class Session:
                 parts.append(f"unknown input(s) {unknown}")
             raise InputError(f"graph '{g.name}': {'; '.join(parts)}; expected {list(g.inputs)}")
         out = {}
+        sizes: dict[str, int] = {}  # symbol -> its size in this run: every "N" is one size
         for name in g.inputs:
             arr = np.asarray(feeds[name])
             want = g.values[name]
             if str(arr.dtype) != want.dtype:
                 raise InputError(f"input '{name}' must be {want.dtype}, got {arr.dtype}")
             if want.shape is not None:
-                ok = len(arr.shape) == len(want.shape) and all(
-                    d is None or d == a for d, a in zip(want.shape, arr.shape, strict=True)
-                )
-                if not ok:
+                wrong = bind_shape(want.shape, arr.shape, sizes)
+                if wrong:
                     raise InputError(
                         f"input '{name}' must have shape {format_shape(want.shape)}, got "
-                        f"{format_shape(arr.shape)}"
+                        f"{format_shape(arr.shape)} ({wrong})"
                     )
             out[name] = arr
         return out

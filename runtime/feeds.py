@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphnet import dims
 from graphnet.errors import InputError
 from graphnet.ir import Graph
 
@@ -13,7 +14,8 @@ __all__ = ["random_inputs"]
 
 def random_inputs(graph: Graph, *, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
     """One array per graph input: standard normal floats, small non-negative ints, random bools.
-    Dynamic dims (None) take the size `batch`."""
+    Every symbol (graphnet.dims: "N", "H") and every unknown dim takes the size `batch`; an
+    expression of symbols ("2*N") takes its value for those sizes."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name in graph.inputs:
@@ -22,7 +24,8 @@ def random_inputs(graph: Graph, *, batch: int = 1, seed: int = 0) -> dict[str, n
             raise InputError(
                 f"input '{name}' has an unknown rank; cannot make a random input for it"
             )
-        shape = tuple(batch if d is None else d for d in v.shape)
+        sizes = {s: batch for d in v.shape for s in dims.atoms(d)}
+        shape = tuple(_size(d, sizes, batch) for d in v.shape)
         dt = np.dtype(v.dtype)
         if dt.kind == "f":
             feeds[name] = rng.standard_normal(shape).astype(dt)
@@ -35,3 +38,10 @@ def random_inputs(graph: Graph, *, batch: int = 1, seed: int = 0) -> dict[str, n
                 f"input '{name}' has dtype {v.dtype}, for which no random input is defined"
             )
     return feeds
+
+
+def _size(d: dims.Dim, sizes: dict[str, int], batch: int) -> int:
+    if dims.is_static(d):
+        return int(d)  # type: ignore[arg-type]
+    value = dims.evaluate(d, sizes)
+    return value if value is not None and value > 0 else batch

@@ -12,6 +12,7 @@ from numbers import Real
 
 import numpy as np
 
+from graphnet.dims import is_static
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import format_shape
 from graphnet.nn.core import Layer, Network, Tensor
@@ -131,7 +132,7 @@ class PReLU(Layer):
         if self.shared:
             shape: tuple = (1,)
         else:
-            if x.shape is None or len(x.shape) < 2 or x.shape[1] is None:
+            if x.shape is None or len(x.shape) < 2 or not is_static(x.shape[1]):
                 raise ShapeError(
                     f"layer '{self.name}' (PReLU): a per-channel slope needs a static "
                     f"channel axis 1, got input '{x.name}'{format_shape(x.shape)}; "

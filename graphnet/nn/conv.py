@@ -20,6 +20,7 @@ from math import prod, sqrt
 
 import numpy as np
 
+from graphnet.dims import is_static
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import format_shape
 from graphnet.nn.core import Layer, Network, Tensor
@@ -104,7 +105,7 @@ class _ConvBase(Layer):
             )
         k = len(shape) - 2
         c = shape[1]
-        if c is None:
+        if not is_static(c):
             raise ShapeError(
                 f"{self._where()}: input '{x.name}'{format_shape(shape)} has a "
                 "dynamic channel count"
@@ -189,7 +190,7 @@ class Conv(_ConvBase):
                     f"{self._where()}: padding must be an int, ints, 'same' or 'valid', got {p!r}"
                 )
             spatial = x.shape[2:]
-            if any(d is None for d in spatial):
+            if not all(is_static(d) for d in spatial):
                 raise ShapeError(
                     f"{self._where()}: padding='same' needs a static spatial shape, input "
                     f"'{x.name}' is {format_shape(x.shape)}"

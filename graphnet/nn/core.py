@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from graphnet.dims import BATCH, parse_dim
 from graphnet.errors import GraphError
 from graphnet.ir import Graph, format_shape
 
@@ -32,13 +33,18 @@ __all__ = ["Network", "Tensor", "Layer", "Sequential", "add", "concat"]
 
 
 class Tensor:
-    """A symbolic value of a `Network` under construction."""
+    """A symbolic value of a `Network` under construction. Its name follows a rename by
+    `Network.output(t, name=...)`, so a tensor stays usable after it became an output."""
 
-    __slots__ = ("net", "name")
+    __slots__ = ("net", "_name")
 
     def __init__(self, net: Network, name: str) -> None:
         self.net = net
-        self.name = name
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self.net._renamed.get(self._name, self._name)
 
     @property
     def shape(self) -> tuple:
@@ -66,17 +72,29 @@ class Network:
         self.graph = Graph(name)
         self.rng = np.random.default_rng(seed)
         self._counts: dict[str, int] = {}
+        self._renamed: dict[str, str] = {}  # value names changed by `output(..., name=)`
 
-    def input(self, name: str, shape: Sequence[int | None], dtype: str = "float32") -> Tensor:
-        """Declare a graph input; `None` in `shape` is a dynamic dim (the batch, usually)."""
-        self.graph.add_input(name, tuple(shape), dtype)
+    def input(self, name: str, shape: Sequence[int | str | None], dtype: str = "float32") -> Tensor:
+        """Declare a graph input. Dims are ints (static) or symbols (str, e.g. "N", "H"); `None`
+        is a dynamic dim: the batch "N" on axis 0, a symbol of its own ("<input>_<axis>")
+        elsewhere (graphnet.dims). Every input's "N" is the same batch."""
+        dims = tuple(
+            parse_dim(d) if d is not None else BATCH if k == 0 else f"{name}_{k}"
+            for k, d in enumerate(shape)
+        )
+        self.graph.add_input(name, dims, dtype)
         return Tensor(self, name)
 
     def output(self, tensor: Tensor, name: str | None = None) -> Tensor:
         """Declare a graph output, renaming its value to `name` if given."""
         self._own(tensor, "output")
         if name is not None and name != tensor.name:
-            rename_value(self.graph, tensor.name, name)
+            old = tensor.name
+            rename_value(self.graph, old, name)
+            for k, v in self._renamed.items():  # earlier renames now end at the new name
+                if v == old:
+                    self._renamed[k] = name
+            self._renamed[old] = name
             tensor = Tensor(self, name)
         self.graph.mark_output(tensor.name)
         return tensor

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from graphnet.dims import is_static
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import format_shape
 from graphnet.nn.core import Layer, Network, Tensor
@@ -41,7 +42,7 @@ def _features(layer: Layer, x: Tensor) -> int:
         raise ShapeError(f"{who}: input has shape {format_shape(x.shape)}; add Flatten() first")
     if x.shape is None or len(x.shape) != 2:
         raise ShapeError(f"{who}: input has shape {format_shape(x.shape)}; expected (N, features)")
-    if x.shape[1] is None:
+    if not is_static(x.shape[1]):
         raise ShapeError(
             f"{who}: input has shape {format_shape(x.shape)}; its feature count must be known"
         )

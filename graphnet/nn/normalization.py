@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphnet.dims import is_static
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ir import format_shape
 from graphnet.nn.core import Layer, Network, Tensor
@@ -39,7 +40,7 @@ class _Norm(Layer):
                 f"{format_shape(x.shape)}"
             )
         c = x.shape[1]
-        if c is None:
+        if not is_static(c):
             raise ShapeError(
                 f"{self._label()}: input '{x.name}' {format_shape(x.shape)} has a "
                 "dynamic channel count"
@@ -107,7 +108,7 @@ class LayerNorm(_Norm):
     def forward(self, net: Network, x: Tensor) -> Tensor:
         self._channels(x)
         shape = tuple(x.shape[1:])
-        if any(d is None for d in shape):
+        if not all(is_static(d) for d in shape):
             raise ShapeError(
                 f"{self._label()}: input '{x.name}' {format_shape(x.shape)} needs static dims "
                 "after the batch"

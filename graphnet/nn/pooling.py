@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from graphnet.dims import is_static
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.nn.core import Layer, Network, Tensor
 from graphnet.ops._shapes import same_pads
 from graphnet.ops.pooling import SPATIAL_RANKS
+from graphnet.value import format_shape
 
 __all__ = ["MaxPool", "AvgPool", "GlobalAvgPool", "GlobalMaxPool"]
 
@@ -62,7 +64,7 @@ class _WindowPool(Layer):
         if shape is None or len(shape) - 2 not in SPATIAL_RANKS:
             raise ShapeError(
                 f"{self._where()}: input '{x.name}' must be N,C + 1, 2 or 3 spatial axes "
-                f"(rank 3-5), got {'?' if shape is None else tuple(shape)}"
+                f"(rank 3-5), got {format_shape(shape)}"
             )
         k = len(shape) - 2
         kernel = self._per_axis("kernel_size", self.kernel_size, k)
@@ -87,10 +89,10 @@ class _WindowPool(Layer):
                     f"{self._where()}: padding must be an int, ints or 'same', got {p!r}"
                 )
             spatial = x.shape[2:]
-            if any(d is None for d in spatial):
+            if not all(is_static(d) for d in spatial):
                 raise ShapeError(
                     f"{self._where()}: padding='same' needs a static spatial shape, input "
-                    f"'{x.name}' has {tuple(x.shape)}"
+                    f"'{x.name}' has {format_shape(x.shape)}"
                 )
             return same_pads(spatial, kernel, strides, dilations)
         if isinstance(p, (tuple, list)) and len(p) == 2 * k:

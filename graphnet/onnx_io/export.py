@@ -1,8 +1,10 @@
 """IR -> `onnx.ModelProto`.
 
 Each IR node is handed to its export rule (`registry.export_rule`), which emits one or more ONNX
-nodes through an `ExportContext`. Parameters become initializers. A `None` dim (dynamic batch) is
-written as the symbolic dim `N`. Inference mode writes the inference graph; train mode writes
+nodes through an `ExportContext`. Parameters become initializers. A symbolic dim ("N", "4*N") is
+written as a dim_param, an unknown one (None) as a dim with neither value nor name: a declared
+shape is a contract onnxruntime relies on, so only what holds for every input is written.
+Inference mode writes the inference graph; train mode writes
 BatchNormalization with `training_mode=1` (its new running statistics become extra graph outputs)
 and Dropout with `training_mode=True`.
 """
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from graphnet import ops
+from graphnet import dims, ops
 from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Node
 from graphnet.onnx_io import DEFAULT_OPSET
@@ -126,13 +128,22 @@ def _onnx_attr(v: Any) -> Any:
 
 
 def _value_info(name: str, shape: Sequence | None, dtype: str):
+    """A graph input's or output's declared type: static dims as values, symbolic ones as
+    dim_params (their expression: a contract that holds for every input), unknown ones as
+    dims with neither (graphnet.dims)."""
     from onnx import helper
 
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     if shape is None:
         return helper.make_tensor_value_info(name, elem, None)
-    dims = ["N" if d is None else int(d) for d in shape]
-    return helper.make_tensor_value_info(name, elem, dims)
+    vi = helper.make_tensor_value_info(name, elem, [1] * len(shape))
+    for d, dim in zip(shape, vi.type.tensor_type.shape.dim, strict=True):
+        dim.Clear()
+        if dims.is_static(d):
+            dim.dim_value = int(d)
+        elif dims.is_symbolic(d):
+            dim.dim_param = str(d)
+    return vi
 
 
 def to_onnx(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from graphnet.dims import parse_dim
 from graphnet.errors import GraphNetError, ImportError_
 from graphnet.ir import Graph, Node
 from graphnet.onnx_io.decode import constant_value, f32_decimal, onnx_attrs
@@ -100,10 +101,19 @@ class ImportContext:
 
 
 def _dims(type_proto) -> tuple | None:
+    """A declared ONNX shape in the IR's terms (graphnet.dims): dim_value -> int, dim_param ->
+    its symbol or expression, neither -> unknown (None, never taken for another dim)."""
     t = type_proto.tensor_type
     if not t.HasField("shape"):
         return None
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+    return tuple(
+        d.dim_value
+        if d.HasField("dim_value")
+        else parse_dim(d.dim_param)
+        if d.HasField("dim_param")
+        else None
+        for d in t.shape.dim
+    )
 
 
 _ELEM_DTYPES: dict[int, str] = {}

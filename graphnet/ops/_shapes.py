@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from graphnet import dims
+from graphnet.dims import Dim
 from graphnet.errors import ShapeError
 from graphnet.value import Value, format_shape
 
 __all__ = [
     "broadcast",
+    "broadcasts_to",
     "same_dim",
     "need_rank",
     "need_float",
     "elementwise",
     "FLOAT_DTYPES",
     "window_out_size",
+    "window_out_dim",
     "same_pad",
     "same_pads",
 ]
@@ -22,32 +26,38 @@ __all__ = [
 FLOAT_DTYPES = ("float16", "float32", "float64")
 
 
-def same_dim(a: int | None, b: int | None, what: str) -> int | None:
-    """Unify two dims (None is dynamic and matches anything)."""
-    if a is None:
-        return b
-    if b is None or a == b:
-        return a
-    raise ShapeError(f"{what}: {a} != {b}")
+def same_dim(a: Dim, b: Dim, what: str) -> Dim:
+    """Unify two dims that must be equal: ShapeError when they provably differ (see
+    `graphnet.dims.unify`)."""
+    if dims.differ(a, b):
+        raise ShapeError(f"{what}: {dims.format_dim(a)} != {dims.format_dim(b)}")
+    return dims.unify(a, b)
 
 
 def broadcast(a: Sequence, b: Sequence) -> tuple:
-    """NumPy/ONNX multidirectional broadcasting of two shapes; None dims are dynamic."""
+    """NumPy/ONNX multidirectional broadcasting of two shapes, dims as `graphnet.dims` has them:
+    an error only for dims that provably cannot broadcast (two static sizes > 1 that differ, or
+    a static size > 1 against an expression that provably differs from it and from 1)."""
     out = []
     for k in range(max(len(a), len(b))):
         da = a[len(a) - 1 - k] if k < len(a) else 1
         db = b[len(b) - 1 - k] if k < len(b) else 1
-        if da == 1:
-            out.append(db)
-        elif db == 1 or da == db:
-            out.append(da)
-        elif da is None or db is None:
-            out.append(da if db is None else db)
-        else:
+        if dims.differ(da, db) and dims.differ(da, 1) and dims.differ(db, 1):
             raise ShapeError(
                 f"shapes {format_shape(tuple(a))} and {format_shape(tuple(b))} do not broadcast"
             )
+        out.append(dims.broadcast_dim(da, db))
     return tuple(reversed(out))
+
+
+def broadcasts_to(small: Sequence, big: Sequence) -> bool:
+    """Unidirectional broadcasting (PRelu's slope, Gemm's C, LayerNorm's scale): can `small`
+    be stretched to `big` without changing `big`? Every right-aligned dim of `small` is 1 or may
+    equal `big`'s (a dynamic dim is accepted unless it provably differs: the runtime checks)."""
+    if len(small) > len(big):
+        return False
+    tail = big[len(big) - len(small) :]
+    return all(ds == 1 or not dims.differ(ds, db) for ds, db in zip(small, tail, strict=True))
 
 
 def need_rank(v: Value, ranks: Sequence[int] | range, what: str) -> None:
@@ -95,6 +105,27 @@ def window_out_size(
             n -= 1
         return n
     return span // stride + 1
+
+
+def window_out_dim(
+    size: Dim,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    pad_begin: int,
+    pad_end: int,
+    ceil: bool = False,
+) -> Dim:
+    """`window_out_size` of any dim: static as there; an expression gives
+    floor((size + pads - extent) / stride) + 1 (ceil mode's rule for a last window in the
+    padding depends on the size: unknown); unknown stays unknown."""
+    if dims.is_static(size):
+        return window_out_size(int(size), kernel, stride, dilation, pad_begin, pad_end, ceil)  # type: ignore[arg-type]
+    if size is None or ceil:
+        return None
+    extent = dilation * (kernel - 1) + 1
+    span = dims.add(size, pad_begin + pad_end - extent)
+    return dims.add(dims.floordiv(span, stride), 1)
 
 
 def same_pad(

@@ -25,7 +25,7 @@ from numbers import Real
 from typing import Any
 
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import elementwise, need_float
+from graphnet.ops._shapes import broadcasts_to, elementwise, need_float
 from graphnet.ops.spec import OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -58,10 +58,7 @@ def _prelu(inputs: Sequence[Value | None], attrs: dict) -> list:
     xs, ss = tuple(x.shape), tuple(slope.shape)
     # Unidirectional broadcasting: the output keeps X's shape, so every slope dim (right-aligned)
     # is 1 or equals X's; a dynamic dim on either side is accepted (the runtime checks it).
-    ok = len(ss) <= len(xs) and all(
-        s == 1 or s is None or d is None or s == d
-        for d, s in zip(xs[len(xs) - len(ss) :], ss, strict=True)
-    )
+    ok = broadcasts_to(ss, xs)
     if not ok:
         hint = ""
         if len(xs) >= 3 and len(ss) == 1 and ss[0] == xs[1]:

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from math import prod
 from typing import Any
 
+from graphnet import dims
+from graphnet.dims import Dim
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import FLOAT_DTYPES, window_out_size
+from graphnet.ops._shapes import FLOAT_DTYPES, window_out_dim
 from graphnet.ops.spec import OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -35,20 +37,18 @@ _CONV_ATTRS = {"strides": None, "pads": None, "dilations": None, "group": 1, "ke
 
 
 # --------------------------------------------------------------------------- sizes
-def conv_out_size(size: int | None, k: int, s: int, d: int, pad_b: int, pad_e: int) -> int | None:
-    """Output length of a conv along one axis (None if the input length is dynamic)."""
-    if size is None:
-        return None
-    return window_out_size(size, k, s, d, pad_b, pad_e)
+def conv_out_size(size: Dim, k: int, s: int, d: int, pad_b: int, pad_e: int) -> Dim:
+    """Output length of a conv along one axis: an int for a static input length, an expression
+    of a symbolic one (`window_out_dim`), unknown for an unknown one."""
+    return window_out_dim(size, k, s, d, pad_b, pad_e)
 
 
 def conv_transpose_out_size(
-    size: int | None, k: int, s: int, d: int, pad_b: int, pad_e: int, out_pad: int
-) -> int | None:
-    """Output length of a transposed conv along one axis (None if the input length is dynamic)."""
-    if size is None:
-        return None
-    return s * (size - 1) + out_pad + d * (k - 1) + 1 - pad_b - pad_e
+    size: Dim, k: int, s: int, d: int, pad_b: int, pad_e: int, out_pad: int
+) -> Dim:
+    """Output length of a transposed conv along one axis (an expression of a symbolic input
+    length, unknown for an unknown one)."""
+    return dims.add(dims.mul(s, dims.sub(size, 1)), out_pad + d * (k - 1) + 1 - pad_b - pad_e)
 
 
 # ------------------------------------------------------------------------- resolve
@@ -102,7 +102,7 @@ def conv_resolve(inputs: Sequence[Value | None], attrs: dict) -> dict:
             w is not None
             and w.shape is not None
             and len(w.shape) == k + 2
-            and None not in w.shape[2:]
+            and all(dims.is_static(d) for d in w.shape[2:])
         ):
             attrs["kernel_shape"] = tuple(int(d) for d in w.shape[2:])
     else:
@@ -150,22 +150,18 @@ def _check_common(
         raise AttributeValueError(f"pads must be >= 0, got {list(attrs['pads'])}")
     ks = attrs.get("kernel_shape")
     if ks is not None and any(
-        a is not None and a != int(e) for a, e in zip(w.shape[2:], ks, strict=True)
+        dims.is_static(a) and a != int(e) for a, e in zip(w.shape[2:], ks, strict=True)
     ):
         raise ShapeError(f"kernel_shape={list(ks)} does not match W{format_shape(w.shape)}")
-    if any(a is not None and a < 1 for a in w.shape[2:]):
+    if any(dims.is_static(a) and a < 1 for a in w.shape[2:]):
         raise ShapeError(f"W{format_shape(w.shape)} has an empty kernel axis")
     return x, w, b, group
 
 
-def _check_bias(b: Value | None, channels: int | None, w: Value) -> None:
+def _check_bias(b: Value | None, channels: Dim, w: Value) -> None:
     if b is None:
         return
-    if (
-        b.shape is None
-        or len(b.shape) != 1
-        or (channels is not None and b.shape[0] not in (None, channels))
-    ):
+    if b.shape is None or len(b.shape) != 1 or dims.differ(b.shape[0], channels):
         raise ShapeError(
             f"B must have shape ({channels},) (one per output channel of "
             f"W{format_shape(w.shape)}), got B{format_shape(b.shape)}"
@@ -177,11 +173,11 @@ def conv_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     x, w, b, group = _check_common(inputs, attrs)
     n, c = x.shape[:2]
     m, c_per_group = w.shape[:2]
-    if m is not None and m % group:
+    if dims.is_static(m) and m % group:
         raise ShapeError(
             f"W{format_shape(w.shape)} has {m} output channels, not divisible by group {group}"
         )
-    if c is not None and c_per_group is not None and c != c_per_group * group:
+    if dims.differ(c, dims.mul(c_per_group, group)):
         raise ShapeError(
             f"W{format_shape(w.shape)} has {c_per_group} input channels per group "
             f"but X{format_shape(x.shape)} has {c} channels / group {group}"
@@ -192,11 +188,11 @@ def conv_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
         zip(x.shape[2:], w.shape[2:], attrs["strides"], attrs["dilations"], strict=True)
     ):
         pb, pe = attrs["pads"][axis], attrs["pads"][axis + len(x.shape) - 2]
-        if kk is None:
+        if not dims.is_static(kk):
             out.append(None)
             continue
         o = conv_out_size(size, kk, s, d, pb, pe)
-        if o is not None and o < 1:
+        if dims.is_static(o) and o < 1:
             raise ShapeError(
                 f"spatial axis {axis} of X{format_shape(x.shape)} padded by ({pb}, {pe}) is "
                 f"{size + pb + pe}, smaller than the dilated kernel {d * (kk - 1) + 1} of "
@@ -211,16 +207,16 @@ def conv_transpose_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     x, w, b, group = _check_common(inputs, attrs)
     n, c = x.shape[:2]
     c_w, m_per_group = w.shape[:2]
-    if c is not None and c % group:
+    if dims.is_static(c) and c % group:
         raise ShapeError(
             f"X{format_shape(x.shape)} has {c} channels, not divisible by group {group}"
         )
-    if c is not None and c_w is not None and c != c_w:
+    if dims.differ(c, c_w):
         raise ShapeError(
             f"W{format_shape(w.shape)} has {c_w} input channels (its first axis) but "
             f"X{format_shape(x.shape)} has {c}"
         )
-    m = None if m_per_group is None else m_per_group * group
+    m = dims.mul(m_per_group, group)
     _check_bias(b, m, w)
     out = []
     k = len(x.shape) - 2
@@ -233,12 +229,12 @@ def conv_transpose_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
                 f"dilations={list(attrs['dilations'])})"
             )
         kk = w.shape[2 + axis]
-        if kk is None:
+        if not dims.is_static(kk):
             out.append(None)
             continue
         pb, pe = attrs["pads"][axis], attrs["pads"][axis + k]
         o = conv_transpose_out_size(x.shape[2 + axis], kk, s, d, pb, pe, op_)
-        if o is not None and o < 1:
+        if dims.is_static(o) and o < 1:
             raise ShapeError(
                 f"pads ({pb}, {pe}) leave no output on spatial axis {axis} of "
                 f"X{format_shape(x.shape)}"
@@ -256,7 +252,7 @@ def _wsconv_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
 # ---------------------------------------------------------------------------- MACs
 def _dims(v: Any) -> tuple:
     shape = v.shape if hasattr(v, "shape") else v[0]
-    return tuple(1 if d is None else d for d in shape)
+    return tuple(d if dims.is_static(d) else 1 for d in shape)  # dynamic dims count 1
 
 
 def _conv_macs(inputs: Sequence[Value | None], outputs: Sequence[Any], attrs: dict) -> int:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+from graphnet import dims
+from graphnet.dims import Dim
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import broadcast, need_float, need_rank
+from graphnet.ops._shapes import broadcast, broadcasts_to, need_float, need_rank
 from graphnet.ops.spec import REQUIRED, OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -35,12 +37,12 @@ def _same_dtype(values: Sequence[Value | None]) -> str:
     return first.dtype
 
 
-def _prod(dims: Sequence[int | None]) -> int:
+def _prod(shape: Sequence[Dim]) -> int:
     # MACs are counted per example by the summary, which already replaced dynamic dims by 1;
-    # treating a leftover None as 1 keeps the rule total rather than raising.
+    # treating a leftover dynamic dim as 1 keeps the rule total rather than raising.
     out = 1
-    for d in dims:
-        out *= 1 if d is None else int(d)
+    for d in shape:
+        out *= int(d) if dims.is_static(d) else 1
     return out
 
 
@@ -64,16 +66,13 @@ def gemm_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     kb, n = (b.shape[1], b.shape[0]) if attrs["transB"] else b.shape
     a_desc = f"A{format_shape(a.shape)}{' (transA=1)' if attrs['transA'] else ''}"
     b_desc = f"B{format_shape(b.shape)}{' (transB=1)' if attrs['transB'] else ''}"
-    if ka is not None and kb is not None and ka != kb:
+    if dims.differ(ka, kb):
         raise ShapeError(f"{a_desc} has K={ka} but {b_desc} has K={kb}")
     if c is not None:
         if c.shape is None:
             raise ShapeError(f"C '{c.name}' has an unknown shape")
         # Unidirectional: C may be stretched to (M, N), never the other way round.
-        if len(c.shape) > 2 or not all(
-            dc == 1 or dc is None or dt is None or dc == dt
-            for dc, dt in zip(reversed(c.shape), (n, m), strict=False)
-        ):
+        if len(c.shape) > 2 or not broadcasts_to(c.shape, (m, n)):
             raise ShapeError(
                 f"C{format_shape(c.shape)} does not broadcast to the output {format_shape((m, n))}"
             )
@@ -101,7 +100,7 @@ register(
 
 # ---------------------------------------------------------------------------------------- MatMul
 def matmul_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
-    """numpy.matmul's shape rule, with None for dynamic dims."""
+    """numpy.matmul's shape rule over static, symbolic and unknown dims (graphnet.dims)."""
     a, b = inputs
     for v, what in ((a, "A"), (b, "B")):
         if v.shape is None:
@@ -111,7 +110,7 @@ def matmul_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     dtype = _same_dtype([a, b])
     sa = (1,) + tuple(a.shape) if len(a.shape) == 1 else tuple(a.shape)
     sb = tuple(b.shape) + (1,) if len(b.shape) == 1 else tuple(b.shape)
-    if sa[-1] is not None and sb[-2] is not None and sa[-1] != sb[-2]:
+    if dims.differ(sa[-1], sb[-2]):
         raise ShapeError(
             f"A{format_shape(a.shape)} has {sa[-1]} columns but B{format_shape(b.shape)} "
             f"has {sb[-2]} rows"
@@ -159,19 +158,16 @@ def maxout_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     need_rank(w, (3,), "W")
     need_float(x, "X")
     dtype = _same_dtype([x, w, bias])
-    if w.shape[0] is not None and w.shape[0] != k:
+    if dims.differ(w.shape[0], k):
         raise ShapeError(f"W{format_shape(w.shape)} holds {w.shape[0]} pieces but pieces={k}")
-    if x.shape[1] is not None and w.shape[2] is not None and x.shape[1] != w.shape[2]:
+    if dims.differ(x.shape[1], w.shape[2]):
         raise ShapeError(
             f"W{format_shape(w.shape)} takes {w.shape[2]} inputs but X{format_shape(x.shape)} "
             f"has {x.shape[1]}"
         )
     if bias is not None:
         need_rank(bias, (2,), "B")
-        if any(
-            db is not None and dw is not None and db != dw
-            for db, dw in zip(bias.shape, (k, w.shape[1]), strict=True)
-        ):
+        if any(dims.differ(db, dw) for db, dw in zip(bias.shape, (k, w.shape[1]), strict=True)):
             raise ShapeError(
                 f"B{format_shape(bias.shape)} must have shape {format_shape((k, w.shape[1]))} to "
                 f"match W{format_shape(w.shape)}"

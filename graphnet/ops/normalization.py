@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from graphnet import dims
+from graphnet.dims import Dim
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import broadcast, need_float, need_rank
+from graphnet.ops._shapes import broadcasts_to, need_float, need_rank
 from graphnet.ops.spec import REQUIRED, OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -33,7 +35,7 @@ _RANKS = range(2, 6)  # (N,C), (N,C,L), (N,C,H,W), (N,C,T,H,W)
 def _numel(v: Value) -> int:
     n = 1
     for d in v.shape:
-        n *= 1 if d is None else d
+        n *= int(d) if dims.is_static(d) else 1  # per example: dynamic dims count 1
     return n
 
 
@@ -51,7 +53,7 @@ def _check_stash(attrs: dict) -> None:
         )
 
 
-def _per_channel(x: Value, p: Value | None, what: str, channels: int | None) -> None:
+def _per_channel(x: Value, p: Value | None, what: str, channels: Dim) -> None:
     """A per-channel parameter: 1-D of length C, float."""
     if p is None:
         return
@@ -60,7 +62,7 @@ def _per_channel(x: Value, p: Value | None, what: str, channels: int | None) -> 
         raise ShapeError(
             f"{what} '{p.name}' must be 1-D (one value per channel), got {format_shape(p.shape)}"
         )
-    if channels is not None and p.shape[0] is not None and p.shape[0] != channels:
+    if dims.differ(p.shape[0], channels):
         raise ShapeError(
             f"{what} '{p.name}' has {p.shape[0]} values but X '{x.name}' has {channels} channels "
             f"{format_shape(x.shape)}"
@@ -88,7 +90,7 @@ def _batchnorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
     c = x.shape[1]
     for p, what in ((scale, "scale"), (b, "B"), (mean, "input_mean"), (var, "input_var")):
         _per_channel(x, p, what, c)
-        c = c if c is not None else p.shape[0]
+        c = dims.unify(c, p.shape[0])
     # ONNX (opset 15+) lets scale/B (T1) and the running statistics (T2) differ from X (T).
     _same_dtype(scale, b)
     _same_dtype(mean, var)
@@ -146,13 +148,7 @@ def _layernorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
             continue
         _same_dtype(x, p)
         # ONNX multiplies the normalized X by Scale with broadcasting: Scale must broadcast TO X.
-        ok = p.shape is not None and len(p.shape) <= len(x.shape)
-        if ok:
-            try:
-                ok = broadcast(x.shape, p.shape) == tuple(x.shape)
-            except ShapeError:
-                ok = False
-        if not ok:
+        if p.shape is None or not broadcasts_to(p.shape, x.shape):
             norm = format_shape(tuple(x.shape[attrs["axis"] :]))
             raise ShapeError(
                 f"{what} '{p.name}' {format_shape(p.shape)} does not broadcast to X '{x.name}' "
@@ -216,7 +212,7 @@ def _groupnorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
     if not isinstance(g, int) or isinstance(g, bool) or g < 1:
         raise AttributeValueError(f"num_groups must be an int >= 1, got {g!r}")
     c = x.shape[1]
-    if c is not None and c % g:
+    if dims.is_static(c) and c % g:
         raise ShapeError(
             f"X '{x.name}' {format_shape(x.shape)} has {c} channels, not divisible by {g} groups"
         )

@@ -21,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from graphnet import dims
+from graphnet.dims import Dim
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import FLOAT_DTYPES, window_out_size
+from graphnet.ops._shapes import FLOAT_DTYPES, window_out_dim, window_out_size
 from graphnet.ops.spec import REQUIRED, OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -99,7 +101,7 @@ def _resolve_window(inputs: Sequence[Value | None], attrs: dict) -> dict:
     return out
 
 
-def check_pool_attrs(shape: Sequence[int | None], attrs: dict) -> tuple[int | None, ...]:
+def check_pool_attrs(shape: Sequence[Dim], attrs: dict) -> tuple[Dim, ...]:
     """Validate resolved window attributes against an input shape (N, C, *spatial); return the
     output shape. Raises ShapeError / AttributeValueError with messages about the shapes."""
     ks, st, pads, dl = attrs["kernel_shape"], attrs["strides"], attrs["pads"], attrs["dilations"]
@@ -115,17 +117,18 @@ def check_pool_attrs(shape: Sequence[int | None], attrs: dict) -> tuple[int | No
             f"pads {list(pads)} must be smaller than kernel {_tup(ks)} on every axis"
         )
     spatial = shape[2:]
-    out: list[int | None] = []
+    out: list[Dim] = []
     for i, n in enumerate(spatial):
-        if n is None:
-            out.append(None)
+        if not dims.is_static(n):  # an expression of a symbolic size, or unknown
+            out.append(
+                window_out_dim(n, ks[i], st[i], dl[i], begins[i], ends[i], bool(attrs["ceil_mode"]))
+            )
             continue
         o = window_out_size(n, ks[i], st[i], dl[i], begins[i], ends[i], bool(attrs["ceil_mode"]))
         if o < 1:
             extent = tuple(d * (kk - 1) + 1 for kk, d in zip(ks, dl, strict=True))
             padded = tuple(
-                None if m is None else m + b + e
-                for m, b, e in zip(spatial, begins, ends, strict=True)
+                dims.add(m, b + e) for m, b, e in zip(spatial, begins, ends, strict=True)
             )
             what = "dilated kernel" if extent != tuple(ks) else "kernel"
             raise ShapeError(f"{what} {_tup(extent)} larger than padded input {_tup(padded)}")
@@ -174,7 +177,7 @@ def _numel(v: Any) -> int:
     shape = v.shape if hasattr(v, "shape") else v[0]  # a Value or a (shape, dtype) pair
     n = 1
     for d in shape or ():
-        n *= 1 if d is None else int(d)  # a dynamic batch counts as 1: cost per example
+        n *= int(d) if dims.is_static(d) else 1  # a dynamic dim counts as 1: cost per example
     return n
 
 

@@ -3,9 +3,10 @@
 Attributes follow the newest ONNX form: what later opsets moved from attributes to inputs (axes,
 starts/ends, pads, the shape of Reshape) is an INPUT here; import rules turn an older opset's
 attribute into a constant parameter. Shape inference reads the values of constant inputs (`consts`)
-and degrades gracefully: a dynamic dim stays `None`, and an output whose shape depends on a
-non-constant input (a shape computed at run time by Shape -> Gather -> Concat) is `None`, or a
-tuple of `None`s when only its rank is known.
+and degrades gracefully: a symbolic dim stays an expression where the op's arithmetic allows
+(graphnet.dims), else unknown (`None`), and an output whose shape depends on a non-constant input
+(a shape computed at run time by Shape -> Gather -> Concat) is `None`, or a tuple of `None`s when
+only its rank is known.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from graphnet import dims
+from graphnet.dims import Dim
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ops.spec import OpSpec, register
 from graphnet.value import Value, format_shape
@@ -66,28 +69,24 @@ def _need_1d(v: Value | None, what: str) -> None:
 
 def _length(v: Value | None) -> int | None:
     """Static length of a 1-D input (None if unknown)."""
-    if v is None or v.shape is None or len(v.shape) != 1:
+    if v is None or v.shape is None or len(v.shape) != 1 or not dims.is_static(v.shape[0]):
         return None
-    return v.shape[0]
-
-
-def _prod(dims: Sequence[int | None]) -> int | None:
-    if any(d is None for d in dims):
-        return None
-    return int(np.prod(dims, dtype=np.int64)) if dims else 1
+    return int(v.shape[0])
 
 
 # --------------------------------------------------------------------------- Reshape
-def reshape_shape(in_shape: Sequence[int | None], target: Sequence[int], allowzero: int) -> tuple:
+def reshape_shape(in_shape: Sequence[Dim], target: Sequence[int], allowzero: int) -> tuple:
     """Output shape of Reshape(in_shape -> target): 0 copies the input dim (unless `allowzero`),
-    one -1 takes what is left. Dynamic dims give None where they make a dim unknowable."""
+    one -1 takes what is left: total / rest as an expression when the input is symbolic
+    ((N,4,3) -> [0, -1] gives (N, 12), (N,4,3) -> [-1, 3] gives (4*N, 3)), unknown when that
+    division is not exact or a dim is unknown."""
     if sum(1 for t in target if t == -1) > 1:
         raise ShapeError(f"shape {list(target)} has more than one -1")
     if any(t < -1 for t in target):
         raise ShapeError(f"shape {list(target)} has a dim below -1")
     if allowzero and 0 in target and -1 in target:
         raise ShapeError(f"shape {list(target)} has both 0 and -1 with allowzero=1")
-    out: list[int | None] = []
+    out: list[Dim] = []
     for i, t in enumerate(target):
         if t == 0 and not allowzero:
             if i >= len(in_shape):
@@ -98,25 +97,19 @@ def reshape_shape(in_shape: Sequence[int | None], target: Sequence[int], allowze
             out.append(in_shape[i])
         else:
             out.append(t)
-    # A dynamic dim copied by a 0 is the same factor on both sides: cancel it, so that
-    # (N,4,3) -> [0, -1] still gives (N, 12).
-    same = {i for i, t in enumerate(target) if t == 0 and not allowzero and in_shape[i] is None}
-    total = _prod([d for i, d in enumerate(in_shape) if i not in same])
+    total = dims.prod(in_shape)
     k = out.index(-1) if -1 in out else None
-    rest = _prod([d for j, d in enumerate(out) if j != k and j not in same])
+    rest = dims.prod([d for j, d in enumerate(out) if j != k])
     if k is not None:
         if rest == 0:
             raise ShapeError(f"shape {list(target)}: -1 is ambiguous next to a zero dim")
-        if total is None or rest is None:
-            out[k] = None
-        elif total % rest:
+        if dims.is_static(total) and dims.is_static(rest) and total % rest:  # type: ignore[operator]
             raise ShapeError(
                 f"cannot reshape {format_shape(tuple(in_shape))} to {list(target)}: "
                 f"{total} elements do not split into parts of {rest}"
             )
-        else:
-            out[k] = total // rest
-    elif total is not None and rest is not None and total != rest:
+        out[k] = dims.exact_div(total, rest)
+    elif dims.differ(total, rest):
         raise ShapeError(
             f"cannot reshape {format_shape(tuple(in_shape))} ({total} elements) to "
             f"{format_shape(tuple(out))} ({rest} elements)"
@@ -203,12 +196,12 @@ def _squeeze(inputs, attrs, consts):
         n = _length(a)
         return [(None if n is None else (None,) * (len(x.shape) - n), x.dtype)]
     if axes is None:
-        if any(d is None for d in x.shape):  # a dynamic dim may or may not be 1 at run time
+        if not all(dims.is_static(d) for d in x.shape):  # a dynamic dim may be 1 at run time
             return [(None, x.dtype)]
         return [(tuple(d for d in x.shape if d != 1), x.dtype)]
     axes = norm_axes(axes, len(x.shape), "axis")
     for ax in axes:
-        if x.shape[ax] not in (1, None):
+        if dims.differ(x.shape[ax], 1):
             raise ShapeError(f"cannot squeeze axis {ax} of size {x.shape[ax]} (not 1)")
     return [(tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype)]
 
@@ -342,8 +335,13 @@ def _slice(inputs, attrs, consts):
         raise AttributeValueError(f"steps {steps} contain a 0")
     out = list(x.shape)
     for k, ax in enumerate(axes):
-        if starts is None or ends is None or out[ax] is None:
+        if starts is None or ends is None:
             out[ax] = None
+            continue
+        if not dims.is_static(out[ax]):
+            # The whole of a dynamic axis keeps it; any other slice of it is unknown here.
+            whole = starts[k] == 0 and ends[k] >= 2**31 - 1 and (steps is None or steps[k] == 1)
+            out[ax] = out[ax] if whole else None
             continue
         step = 1 if steps is None else steps[k]
         out[ax] = len(range(out[ax])[slice(*slice_bounds(out[ax], starts[k], ends[k], step))])
@@ -379,7 +377,7 @@ def _pad(inputs, attrs, consts):
     if cv is not None:
         if cv.dtype != x.dtype:
             raise ShapeError(f"constant_value '{cv.name}' is {cv.dtype} but the input is {x.dtype}")
-        if cv.shape is not None and int(np.prod(cv.shape, dtype=np.int64)) != 1:
+        if cv.shape is not None and dims.differ(dims.prod(cv.shape), 1):
             raise ShapeError(
                 f"constant_value '{cv.name}' must hold one value, got {format_shape(cv.shape)}"
             )
@@ -403,9 +401,10 @@ def _pad(inputs, attrs, consts):
     out = list(x.shape)
     mode = attrs["mode"]
     for k, ax in enumerate(axes):
-        if out[ax] is None:
-            continue
         begin, end = pads[k], pads[k + len(axes)]
+        if not dims.is_static(out[ax]):  # a symbolic size grows (or shrinks) by the pads
+            out[ax] = dims.add(out[ax], begin + end)
+            continue
         kept = out[ax] - max(-begin, 0) - max(-end, 0)  # negative pads crop first
         if kept < 0:
             raise ShapeError(f"pads {pads} crop axis {ax} of size {x.shape[ax]} below zero")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from graphnet import dims
 from graphnet.errors import AttributeValueError, ShapeError
 from graphnet.ops._shapes import broadcast
 from graphnet.ops.spec import REQUIRED, OpSpec, register
@@ -63,7 +64,8 @@ def _resolve_axis(lo_of, hi_of):
 
 # ------------------------------------------------------------------------------------- Flatten
 def flatten_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
-    """(prod(d[:axis]), prod(d[axis:])); a dynamic dim makes its side dynamic."""
+    """(prod(d[:axis]), prod(d[axis:])): a symbolic dim makes its side an expression ("4*N"),
+    an unknown one makes it unknown."""
     (x,) = inputs
     if x.shape is None:
         raise ShapeError(f"input '{x.name}' has an unknown shape")
@@ -73,15 +75,7 @@ def flatten_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     except AttributeValueError as exc:
         raise AttributeValueError(f"{exc}: X{format_shape(x.shape)}") from None
 
-    def prod(dims):
-        out = 1
-        for d in dims:
-            if d is None:
-                return None
-            out *= d
-        return out
-
-    return [((prod(x.shape[:axis]), prod(x.shape[axis:])), x.dtype)]
+    return [((dims.prod(x.shape[:axis]), dims.prod(x.shape[axis:])), x.dtype)]
 
 
 register(
@@ -99,7 +93,8 @@ register(
 
 # -------------------------------------------------------------------------------------- Concat
 def concat_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
-    """Same rank and dtype everywhere, same dims except along `axis`, whose sizes add up."""
+    """Same rank and dtype everywhere, same dims except along `axis`, whose sizes add up (as
+    expressions when symbolic: two batches N make 2*N)."""
     first = inputs[0]
     for v in inputs:
         if v.shape is None:
@@ -122,13 +117,13 @@ def concat_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
             raise ShapeError(f"ranks differ: {where}")
         for k, (d, o) in enumerate(zip(v.shape, out, strict=True)):
             if k == axis:
-                out[k] = None if d is None or o is None else o + d
-            elif d is not None and o is not None and d != o:
+                out[k] = dims.add(o, d)
+            elif dims.differ(d, o):
                 raise ShapeError(
                     f"dim {k} differs ({d} != {o}) off the concat axis {axis}: {where}"
                 )
-            elif o is None:
-                out[k] = d
+            else:
+                out[k] = dims.unify(o, d)
     return [(tuple(out), first.dtype)]
 
 

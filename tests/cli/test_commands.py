@@ -46,13 +46,13 @@ def test_summary_table_and_json(tmp_path, capsys):
     conv = next(r for r in rows if r["op"] == "Conv")
     # conv MACs per example: out 4x8x8 positions x (3*3*3) taps; params 4*3*3*3 + 4.
     assert conv["macs"] == 4 * 8 * 8 * 27 and conv["params"] == 4 * 27 + 4
-    assert conv["output_shapes"] == [[None, 4, 8, 8]]
+    assert conv["output_shapes"] == [["N", 4, 8, 8]]
     bn = next(r for r in rows if r["op"] == "BatchNormalization")
     assert bn["params"] == 4 * 4  # four arrays per map, as the lecture counts
     assert doc["params"] == sum(r["params"] for r in rows) == 153
     assert doc["param_bytes"] == 4 * 153 and doc["file_bytes"] == os.path.getsize(path)
-    assert doc["inputs"] == [{"name": "x", "dtype": "float32", "shape": [None, 3, 8, 8]}]
-    assert doc["outputs"] == [{"name": "y", "dtype": "float32", "shape": [None, 5]}]
+    assert doc["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["N", 3, 8, 8]}]
+    assert doc["outputs"] == [{"name": "y", "dtype": "float32", "shape": ["N", 5]}]
 
 
 @pytest.mark.slow  # reads and imports a 61 M-parameter model's graph (its weights are generated)

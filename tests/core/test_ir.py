@@ -23,7 +23,7 @@ from tests.helpers import export_checked, ort_run
 
 def _chain() -> Graph:
     g = Graph("chain")
-    g.add_input("x", (None, 3))
+    g.add_input("x", ("N", 3))
     g.add_param("b", np.array([1.0, -2.0, 3.0], np.float32))
     g.add_node("Relu", ["x"], name="r1")
     g.add_node("Add", ["r1.out", "b"], name="a1")
@@ -34,13 +34,13 @@ def _chain() -> Graph:
 
 def test_shapes_inferred_when_built_and_broadcast():
     g = _chain()
-    assert g.values["a1.out"].shape == (None, 3)
+    assert g.values["a1.out"].shape == ("N", 3)
     assert g.values["r2.out"].dtype == "float32"
 
 
 def test_shape_error_names_node_and_shapes():
     g = Graph("bad")
-    g.add_input("x", (None, 3))
+    g.add_input("x", ("N", 3))
     g.add_param("b", np.zeros(4, np.float32))
     with pytest.raises(
         ShapeError, match=r"node 'add' \(Add\).*\(N,3\) and \(4\).*x\(N,3\), b\(4\)"
@@ -213,7 +213,7 @@ def test_unknown_op_kept_opaque_and_written_back():
     model = _model_with_unknown_op()
     g = load(model)
     assert [n.op for n in g.nodes] == ["Relu", "Opaque", "Relu"]
-    assert g.values["e"].shape == (None, 4)  # from onnx's shape inference
+    assert g.values["e"].shape == ("N", 4)  # from onnx's shape inference
     out = export_checked(g)
     assert [n.op_type for n in out.graph.node] == ["Relu", "Erf", "Relu"]
     x = np.linspace(-2, 2, 8, dtype=np.float32).reshape(2, 4)

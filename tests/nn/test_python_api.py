@@ -32,3 +32,26 @@ def test_graph_summary_prints_the_table_like_keras(capsys):
     lines: list[str] = []
     g.summary(print_fn=lines.append)
     assert lines == [out.rstrip("\n")]
+
+
+def test_a_tensor_stays_usable_after_output_renamed_it():
+    net = nn.Network("n")
+    x = net.input("x", (None, 4))
+    h = nn.ReLU()(x)
+    out = net.output(h, name="features")
+    assert h.name == out.name == "features"
+    y = nn.Linear(2)(h)  # used to raise a raw KeyError: 'relu1.out'
+    net.output(y, name="logits")
+    net.output(out, name="renamed_again")  # a rename of a rename follows too
+    assert h.name == "renamed_again" and net.graph.outputs == ["renamed_again", "logits"]
+    got = runtime.run(net.graph, {"x": np.ones((3, 4), np.float32)})
+    assert got["logits"].shape == (3, 2) and got["renamed_again"].shape == (3, 4)
+
+
+def test_none_in_an_input_shape_is_the_batch_on_axis_0_and_a_symbol_elsewhere():
+    net = nn.Network("n")
+    x = net.input("x", (None, 3, None))
+    w = net.input("w", (None, 5))
+    assert x.shape == ("N", 3, "x_2") and w.shape == ("N", 5)
+    y = nn.Flatten()(x)
+    assert y.shape == ("N", "3*x_2")

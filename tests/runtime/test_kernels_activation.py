@@ -190,7 +190,7 @@ def test_prelu_onnx_broadcast_shapes(xshape, sshape):
 
 def test_prelu_rejects_channel_vector_on_nchw_with_a_hint():
     g = Graph("g")
-    g.add_input("x", (None, 3, 8, 8))
+    g.add_input("x", ("N", 3, 8, 8))
     g.add_param("s", np.full(3, 0.25, np.float32))
     with pytest.raises(ShapeError) as e:
         g.add_node("PRelu", ["x", "s"], name="prelu1")
@@ -263,7 +263,7 @@ def test_softmax_keeps_float64(op):
 )
 def test_integer_input_is_a_shape_error_naming_node_and_shape(op):
     g = Graph("g")
-    g.add_input("x", (None, 4), "int32")
+    g.add_input("x", ("N", 4), "int32")
     with pytest.raises(ShapeError) as e:
         g.add_node(op, ["x"], name="act7")
     msg = str(e.value)
@@ -274,7 +274,7 @@ def test_integer_input_is_a_shape_error_naming_node_and_shape(op):
 @pytest.mark.parametrize("axis", [4, -5])
 def test_softmax_axis_out_of_range(op, axis):
     g = Graph("g")
-    g.add_input("x", (None, 3, 4, 4))
+    g.add_input("x", ("N", 3, 4, 4))
     with pytest.raises(AttributeValueError) as e:
         g.add_node(op, ["x"], {"axis": axis}, name="sm")
     msg = str(e.value)

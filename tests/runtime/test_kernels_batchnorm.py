@@ -515,7 +515,7 @@ def test_dsl_errors_name_the_layer():
     net = Network("n")
     x = net.input("x", (None, None, 4))
     with pytest.raises(
-        ShapeError, match=r"bn1 \(BatchNorm\): input 'x' \(N,N,4\) has a dynamic channel count"
+        ShapeError, match=r"bn1 \(BatchNorm\): input 'x' \(N,x_1,4\) has a dynamic channel count"
     ):
         BatchNorm()(x)
     y = net.input("y", (2,))

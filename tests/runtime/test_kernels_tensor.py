@@ -306,7 +306,7 @@ def test_import_flatten_default_axis(opset):
         {"x": x},
         ["Flatten"],
     )
-    assert g.values["y"].shape == (None, 8)
+    assert g.values["y"].shape == ("N", 8)
 
 
 @pytest.mark.parametrize(
@@ -514,7 +514,7 @@ def test_inception_block_with_concat_and_classifier():
     b2 = Conv(3, (3, 1), padding=(1, 0))(Conv(3, (1, 3), padding=(0, 1))(x))
     b3 = Conv(4, 3, padding=1)(x)
     merged = concat([b1, b2, b3, x], axis=1)
-    assert merged.shape == (None, 2 + 3 + 4 + 3, 5, 5)
+    assert merged.shape == ("N", 2 + 3 + 4 + 3, 5, 5)
     logits = Linear(6)(Flatten()(merged))
     net.output(logits, name="logits")
     net.output(merged, name="merged")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet import ops
+from graphnet.dims import is_static
 from graphnet.errors import UnsupportedOpError
 from graphnet.onnx_io.decode import f32_decimal
 from graphnet.onnx_io.rules.table import export_rule, import_rule
@@ -161,7 +162,7 @@ def _import_softmax(ctx, node):
         # Normalizing over d[a:] with every dim after `a` of size 1 is normalizing along `a`.
         ctx.add(op, [x], outs, {"axis": -1 if a == r - 1 else a}, name=node.name)
         return
-    if not (ops.has("Flatten") and ops.has("Reshape")) or sum(d is None for d in shape) > 1:
+    if not (ops.has("Flatten") and ops.has("Reshape")) or sum(not is_static(d) for d in shape) > 1:
         ctx.opaque(node)
         return
     base = node.name or outs[0]
@@ -170,7 +171,7 @@ def _import_softmax(ctx, node):
     normed = ctx.graph.fresh_name(f"{base}.2d")
     ctx.add(op, [flat], [normed], {"axis": -1}, name=node.name or normed)
     back = ctx.param(
-        np.array([-1 if d is None else d for d in shape], dtype=np.int64), f"{base}.shape"
+        np.array([d if is_static(d) else -1 for d in shape], dtype=np.int64), f"{base}.shape"
     )
     ctx.add("Reshape", [normed, back], outs, name=ctx.graph.fresh_name(f"{base}.unflat"))
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from graphnet.dims import is_static
 from graphnet.onnx_io.rules.table import export_rule, import_rule
 from graphnet.ops._shapes import same_pad
 
@@ -156,7 +157,7 @@ def conv_transpose_pads(
 
 
 def _static(shape: tuple | None, start: int) -> tuple[int, ...] | None:
-    if shape is None or len(shape) <= start or any(d is None for d in shape[start:]):
+    if shape is None or len(shape) <= start or not all(is_static(d) for d in shape[start:]):
         return None
     return tuple(int(d) for d in shape[start:])
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphnet.dims import is_static
 from graphnet.errors import ShapeError
 from graphnet.onnx_io.decode import f32_decimal
 from graphnet.onnx_io.rules.table import export_rule, import_rule
@@ -34,7 +35,7 @@ __all__: list[str] = []
 
 # ------------------------------------------------------------------------------------------ export
 def _static_dims(ctx, node, dims: tuple, what: str) -> tuple:
-    if any(d is None for d in dims):
+    if not all(is_static(d) for d in dims):
         raise ShapeError(
             f"node '{node.name}' ({node.op}): exporting a non-affine {what} needs static "
             f"dims, got {dims}"
@@ -262,7 +263,12 @@ def _import_groupnorm(ctx, node):
         c = None if x is None or x.shape is None or len(x.shape) < 2 else x.shape[1]
         g = attrs.get("num_groups")
         arrays = [ctx.const(i) for i in inputs[1:3]]
-        if c is None or not g or c % g or any(arr is None or arr.shape != (g,) for arr in arrays):
+        if (
+            not is_static(c)
+            or not g
+            or c % g
+            or any(arr is None or arr.shape != (g,) for arr in arrays)
+        ):
             return ctx.opaque(node)
         inputs[1:3] = [
             ctx.param(np.repeat(arr, c // g), f"{name}.per_channel")

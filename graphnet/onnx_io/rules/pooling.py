@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from graphnet.dims import is_static
 from graphnet.errors import AttributeValueError, ShapeError, UnsupportedOpError
 from graphnet.onnx_io.rules.table import export_rule, import_rule
 from graphnet.ops._shapes import same_pads, window_out_size
@@ -177,7 +178,7 @@ def _window_attrs(ctx, node, extra: tuple[str, ...]) -> dict[str, Any] | None:
             return None
         x = ctx.graph.values.get(node.input[0])
         spatial = None if x is None or x.shape is None or len(x.shape) != 2 + k else x.shape[2:]
-        if spatial is None or any(d is None for d in spatial):
+        if spatial is None or not all(is_static(d) for d in spatial):
             return None  # the pads depend on the spatial size, which is not known here
         attrs["pads"] = same_pads(
             spatial, attrs["kernel_shape"], strides, dilations, upper=auto_pad != "SAME_LOWER"
