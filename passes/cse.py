@@ -87,7 +87,10 @@ def _dedupe_params(graph: Graph, report: PassReport) -> dict[str, str]:
         key = param_key(array)
         keep = first.setdefault(key, name)
         if keep != name and np.array_equal(
-            graph.params[keep].view(np.uint8), np.ascontiguousarray(array).view(np.uint8)
+            # (ascontiguousarray also makes a 0-d array 1-d: a 0-d array cannot be viewed as
+            # bytes of another itemsize)
+            np.ascontiguousarray(graph.params[keep]).view(np.uint8),
+            np.ascontiguousarray(array).view(np.uint8),
         ):
             merged[name] = keep
     if not merged:

@@ -84,9 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(exc: BaseException) -> bool:
+    """graphnet's own errors (which name the node, op and shapes), files, and CliError are about
+    the input; anything else (a NumPy ValueError, a KeyError...) escaped graphnet: a bug."""
     from graphnet.errors import GraphNetError
 
-    return isinstance(exc, (CliError, GraphNetError, OSError, ValueError))
+    return isinstance(exc, (CliError, GraphNetError, OSError))
 
 
 if __name__ == "__main__":  # pragma: no cover

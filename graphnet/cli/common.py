@@ -115,10 +115,18 @@ def ort_outputs(
         model = copy
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    wanted = {i.name for i in sess.get_inputs()}
-    names = [o.name for o in sess.get_outputs()]
-    outs = sess.run(names, {k: v for k, v in feeds.items() if k in wanted})
+    try:
+        sess = ort.InferenceSession(
+            model.SerializeToString(), so, providers=["CPUExecutionProvider"]
+        )
+        wanted = {i.name for i in sess.get_inputs()}
+        names = [o.name for o in sess.get_outputs()]
+        outs = sess.run(names, {k: v for k, v in feeds.items() if k in wanted})
+    except Exception as exc:  # onnxruntime's own limits (an op or dtype it has no kernel for)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(
+            f"onnxruntime cannot run the model, so nothing compares with it: {first}"
+        ) from None
     return dict(zip(names, outs, strict=True))
 
 
