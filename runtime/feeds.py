@@ -3,6 +3,8 @@ benchmarks and tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from graphnet import dims
@@ -12,10 +14,12 @@ from graphnet.ir import Graph
 __all__ = ["random_inputs"]
 
 
-def random_inputs(graph: Graph, *, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(
+    graph: Graph, *, batch: int = 1, seed: int = 0, sizes: Mapping[str, int] | None = None
+) -> dict[str, np.ndarray]:
     """One array per graph input: standard normal floats, small non-negative ints, random bools.
-    Every symbol (graphnet.dims: "N", "H") and every unknown dim takes the size `batch`; an
-    expression of symbols ("2*N") takes its value for those sizes."""
+    Every symbol (graphnet.dims: "N", "H") takes its size in `sizes`, else `batch`, and so does
+    every unknown dim; an expression of symbols ("2*N") takes its value for those sizes."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name in graph.inputs:
@@ -24,8 +28,8 @@ def random_inputs(graph: Graph, *, batch: int = 1, seed: int = 0) -> dict[str, n
             raise InputError(
                 f"input '{name}' has an unknown rank; cannot make a random input for it"
             )
-        sizes = {s: batch for d in v.shape for s in dims.atoms(d)}
-        shape = tuple(_size(d, sizes, batch) for d in v.shape)
+        env = {s: batch for d in v.shape for s in dims.atoms(d)} | dict(sizes or {})
+        shape = tuple(_size(d, env, batch) for d in v.shape)
         dt = np.dtype(v.dtype)
         if dt.kind == "f":
             feeds[name] = rng.standard_normal(shape).astype(dt)

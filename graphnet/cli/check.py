@@ -26,6 +26,13 @@ HELP = "compare the NumPy runtime with onnxruntime on seeded inputs"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model")
     p.add_argument("--batch", type=int, default=1, help="size of dynamic dims (default 1)")
+    p.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE",
+        help="size of the symbolic input dim NAME (e.g. --dim height=224); others take --batch",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rtol", type=float, default=CHECK_RTOL)
     p.add_argument("--atol", type=float, default=CHECK_ATOL)
@@ -56,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         step("importing")
         model = load_model(args.model)
         graph = load_graph(args.model, model)
-        feeds = random_inputs(graph, batch=args.batch, seed=args.seed)
+        feeds = random_inputs(
+            graph, batch=args.batch, seed=args.seed, sizes=_dim_sizes(args.dim, graph)
+        )
         declared = declared_mode(model)
         mode = args.mode or declared
         notes = [
@@ -109,3 +118,22 @@ def run(args: argparse.Namespace) -> int:
     ok = all(c.ok for c in results)
     print(f"{'agree' if ok else 'DIFFER'} (rtol {args.rtol:g}, atol {args.atol:g})")
     return EXIT_OK if ok else EXIT_DIFF
+
+
+def _dim_sizes(items: list[str], graph) -> dict[str, int]:
+    """`--dim NAME=SIZE` options; NAME must be a symbol of the graph's inputs."""
+    from graphnet import dims
+
+    known = {s for i in graph.inputs for d in graph.values[i].shape or () for s in dims.atoms(d)}
+    sizes = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit() or int(value) < 1:
+            raise CliError(f"--dim expects NAME=SIZE with a size >= 1, got {item!r}")
+        if name not in known:
+            raise CliError(
+                f"--dim {name}: the inputs have no dim named {name!r} (symbolic dims: "
+                f"{', '.join(sorted(known)) or 'none'})"
+            )
+        sizes[name] = int(value)
+    return sizes

@@ -109,6 +109,21 @@ def test_check_compares_a_softmax_through_its_logits(capsys):
     )
 
 
+def test_check_sizes_symbolic_dims_with_dim(tmp_path, capsys):
+    from graphnet import nn
+
+    net = nn.Network("spatial", seed=0)
+    x = net.input("x", (None, 2, "H", "W"))
+    net.output(nn.Conv(3, 3)(x), name="y")
+    path = tmp_path / "m.onnx"
+    net.graph.save(str(path))
+    # With every symbol at --batch 1 the 3x3 kernel does not fit: say so, sized per symbol.
+    code, out, err = _run(["check", str(path), "--dim", "H=6", "--dim", "W=5"], capsys)
+    assert code == 0 and "y: shape (1, 3, 4, 3)" in out, out + err
+    code, _, err = _run(["check", str(path), "--dim", "D=6"], capsys)
+    assert code == 2 and "no dim named 'D' (symbolic dims: H, N, W)" in err
+
+
 def test_export_from_module(tmp_path, capsys):
     mod = tmp_path / "mynet.py"
     mod.write_text(

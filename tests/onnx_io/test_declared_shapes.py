@@ -30,8 +30,11 @@ BATCHES = (2, 3)
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
-def check_declared(model: onnx.ModelProto, actual: dict[str, np.ndarray], batch: int) -> None:
-    """Declared input/output shapes of `model` against the arrays of one run at `batch`."""
+def check_declared(
+    model: onnx.ModelProto, actual: dict[str, np.ndarray], batch: int, **symbols: int
+) -> None:
+    """Declared input/output shapes of `model` against the arrays of one run at `batch` (and
+    other input symbols of the given sizes)."""
     sizes: dict[str, int] = {}
     for vi in list(model.graph.input) + list(model.graph.output):
         if vi.name not in actual:
@@ -45,7 +48,8 @@ def check_declared(model: onnx.ModelProto, actual: dict[str, np.ndarray], batch:
                 assert d.dim_value == a, f"{where}: declared {d.dim_value}"
             elif d.HasField("dim_param"):
                 expr = d.dim_param
-                want = eval(expr, {"__builtins__": {}}, {"N": batch, "floor": math.floor})
+                env = {"N": batch, "floor": math.floor, **symbols}
+                want = eval(expr, {"__builtins__": {}}, env)
                 assert want == a, f"{where}: declared {expr!r} = {want}"
                 assert sizes.setdefault(expr, a) == a, f"{where}: {expr!r} was {sizes[expr]}"
 
@@ -134,3 +138,28 @@ def test_an_unknown_dim_is_never_taken_for_the_batch():
     assert all(not d.HasField("dim_param") for d in y.type.tensor_type.shape.dim)
     x = np.ones((3, 4), np.float32)
     _compare(out, {"y": x}, {"x": x}, ["y"], "run-time reshape")
+
+
+def test_dynamic_spatial_dims_are_declared_as_expressions():
+    """An input (N, 3, H, W): valid and strided convs and pooling give expressions of H and W
+    (H - 2, floor((H - 3)/2) + 1, ...), which hold at any size."""
+    net = nn.Network("spatial", seed=0)
+    x = net.input("x", (None, 3, "H", "W"))
+    a = nn.Conv(4, 3)(x)  # (N, 4, H - 2, W - 2)
+    b = nn.Conv(4, 3, stride=2, padding=1)(nn.ReLU()(a))
+    c = nn.MaxPool(2)(b)
+    d = nn.Linear(5)(nn.Flatten()(nn.GlobalAvgPool()(c)))
+    for t, name in ((a, "a"), (c, "c"), (d, "d")):
+        net.output(t, name=name)
+    g = net.graph
+    assert g.values["a"].shape == ("N", 4, "H - 2", "W - 2")
+    assert g.values["d"].shape == ("N", 5)
+    model = g.to_onnx()
+    onnx.checker.check_model(model, full_check=True)
+    for n, h, w in ((2, 9, 8), (1, 12, 7)):
+        xs = np.random.default_rng(h).standard_normal((n, 3, h, w)).astype(np.float32)
+        theirs = ort_run(model, {"x": xs}, optimize=True)
+        check_declared(model, {"x": xs, **theirs}, n, H=h, W=w)
+        ours = runtime.run(g, {"x": xs})
+        for o in g.outputs:
+            assert_close(ours[o], theirs[o], **TOL, what=f"output '{o}' at H={h}, W={w}")
