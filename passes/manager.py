@@ -41,7 +41,7 @@ tests/passes/test_pipeline.py and on the ONNX zoo's light models).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -103,6 +103,7 @@ def optimize(
     seed: int = 0,
     batch: int = 2,
     max_constant_bytes: int | None = None,
+    progress: Callable[[str], object] | None = None,
 ) -> tuple[Graph, PipelineReport]:
     """Run a pipeline of passes on a copy of `graph`; returns (optimized graph, report).
 
@@ -113,7 +114,8 @@ def optimize(
     `max_constant_bytes`: opt-in materialisation: fold-constants writes a folded result of at
     most this many bytes even when it is much bigger than its inputs (a `ConstantOfShape`
     weight becomes an initializer, so BN folds into its Conv: fewer nodes, a bigger file; see
-    passes/constant_folding.py). None (the default) keeps such results as nodes."""
+    passes/constant_folding.py). None (the default) keeps such results as nodes. `progress`
+    is called with each pass's name before it runs (the CLI's progress bar)."""
     label, names = resolve_pipeline(pipeline)
     options = {} if max_constant_bytes is None else {"max_constant_bytes": int(max_constant_bytes)}
     g = graph.copy()
@@ -130,6 +132,8 @@ def optimize(
     done: list[str] = []
     structure = None  # the graph's `_structure`, when known (computed once per pass at most)
     for name in names:
+        if progress is not None:
+            progress(name)
         p = get_pass(name)
         where = f"pass '{name}' (after {done})"
         params_before = dict(g.params)

@@ -218,7 +218,11 @@ def run(args: argparse.Namespace) -> int:
     # With the report on stdout, the human-readable lines go to stderr.
     say = _printer(quiet=args.quiet, stream=sys.stderr if args.report == "-" else sys.stdout)
 
-    with steps(5 if args.verify else 4, enabled=not args.quiet, desc="optimize") as step:
+    from graphnet.passes.manager import resolve_pipeline
+
+    _, names = resolve_pipeline(pipeline)
+    total = len(names) + (5 if args.verify else 4)
+    with steps(total, enabled=not args.quiet, desc="optimize") as step:
         step("reading")
         original = load_model(src)
         was_valid = _full_check_ok(original)
@@ -226,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         step("importing")
         graph = from_onnx(original)
         runnable = _runnable(graph)
-        step("optimizing" + (" and verifying every pass" if args.verify and runnable else ""))
+        checked = " (and verifying it)" if args.verify and runnable else ""
         try:
             opt, report = optimize(
                 graph,
@@ -234,9 +238,11 @@ def run(args: argparse.Namespace) -> int:
                 verify=bool(args.verify and runnable),
                 seed=args.seed,
                 max_constant_bytes=args.fold_large_constants,
+                progress=lambda name: step(f"pass {name}{checked}"),
             )
         except PassError as exc:  # a pass broke the graph or its numerics
             raise CliError(f"{exc}; nothing written", EXIT_DIFF) from None
+        step("exporting")
         model = to_onnx(opt, opset=output_opset(graph))
         elapsed = time.perf_counter() - t0
         try:

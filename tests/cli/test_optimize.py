@@ -193,3 +193,15 @@ def test_fold_large_constants_materialises_generated_weights(tmp_path, capsys):
     assert "ConstantOfShape" not in [n.op_type for n in m_big.graph.node]
     assert len(m_big.graph.node) < len(m_small.graph.node)
     assert os.path.getsize(big) > 10 * os.path.getsize(small)
+
+
+def test_progress_bar_names_each_pass_on_a_terminal(tmp_path, capsys, monkeypatch):
+    import graphnet.cli.common as common
+
+    src = small_onnx_model(tmp_path / "m.onnx")
+    monkeypatch.setattr(common, "_stderr_is_terminal", lambda: True)
+    assert main(["optimize", src, "-o", str(tmp_path / "o.onnx"), "--verify"]) == 0
+    err = capsys.readouterr().err
+    assert "optimize:" in err and "pass fold-batchnorm (and verifying it)" in err
+    assert main(["optimize", src, "-o", str(tmp_path / "p.onnx"), "-q"]) == 0
+    assert capsys.readouterr().err == ""  # -q: no bar either
