@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
+from typing import TypeGuard
 
 __all__ = [
     "Dim",
@@ -58,12 +59,12 @@ _Poly = tuple[tuple[tuple[str, ...], int], ...]
 _INT = re.compile(r"^[0-9]+$")
 
 
-def is_static(d: object) -> bool:
+def is_static(d: object) -> TypeGuard[int]:
     """An int dim (not a bool): known now."""
     return isinstance(d, int) and not isinstance(d, bool)
 
 
-def is_symbolic(d: object) -> bool:
+def is_symbolic(d: object) -> TypeGuard[str]:
     return isinstance(d, str)
 
 
@@ -156,7 +157,7 @@ def parse_dim(d: object) -> Dim:
     """A dim from a shape written anywhere (ints, numeric strings, expressions, None), in the
     canonical form: "2*N + 0" -> "2*N", "3" -> 3, "" -> None."""
     if d is None or is_static(d):
-        return d  # type: ignore[return-value]
+        return d
     if isinstance(d, str):
         if not d.strip():
             return None
@@ -174,7 +175,7 @@ def _combine(a: Dim, b: Dim, sign: int) -> Dim:
     if a is None or b is None:
         return None
     if is_static(a) and is_static(b):
-        return int(a) + sign * int(b)  # type: ignore[arg-type]
+        return int(a) + sign * int(b)
     terms = dict(_poly(a))
     for m, c in _poly(b):
         terms[m] = terms.get(m, 0) + sign * c
@@ -193,7 +194,7 @@ def mul(a: Dim, b: Dim) -> Dim:
     if a is None or b is None:
         return None
     if is_static(a) and is_static(b):
-        return int(a) * int(b)  # type: ignore[arg-type]
+        return int(a) * int(b)
     terms: dict[tuple[str, ...], int] = {}
     for ma, ca in _poly(a):
         for mb, cb in _poly(b):
@@ -215,7 +216,7 @@ def floordiv(a: Dim, k: int) -> Dim:
     if a is None:
         return None
     if is_static(a):
-        return int(a) // k  # type: ignore[arg-type]
+        return int(a) // k
     if k == 1:
         return a
     p = _poly(a)
@@ -235,7 +236,7 @@ def exact_div(a: Dim, b: Dim) -> Dim:
     if a is None or b is None:
         return None
     if is_static(a) and is_static(b):
-        return int(a) // int(b) if b and int(a) % int(b) == 0 else None  # type: ignore[arg-type]
+        return int(a) // int(b) if b and int(a) % int(b) == 0 else None
     pb = _poly(b)
     if len(pb) != 1 or pb[0][1] == 0:
         return None
@@ -306,7 +307,7 @@ def atoms(d: Dim) -> set[str]:
     """The symbols (and floor-division atoms) a dim is made of."""
     if not is_symbolic(d):
         return set()
-    return {a for m, _ in _poly(d) for a in m}  # type: ignore[arg-type]
+    return {a for m, _ in _poly(d) for a in m}
 
 
 def evaluate(d: Dim, env: Mapping[str, int]) -> int | None:
@@ -314,7 +315,7 @@ def evaluate(d: Dim, env: Mapping[str, int]) -> int | None:
     if d is None:
         return None
     if is_static(d):
-        return int(d)  # type: ignore[arg-type]
+        return int(d)
     total = 0
     for m, c in _poly(d):
         v = c

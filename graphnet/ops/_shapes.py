@@ -12,6 +12,8 @@ from graphnet.value import Value, format_shape
 __all__ = [
     "broadcast",
     "broadcasts_to",
+    "required",
+    "known_shape",
     "same_dim",
     "need_rank",
     "need_float",
@@ -60,7 +62,23 @@ def broadcasts_to(small: Sequence, big: Sequence) -> bool:
     return all(ds == 1 or not dims.differ(ds, db) for ds, db in zip(small, tail, strict=True))
 
 
-def need_rank(v: Value, ranks: Sequence[int] | range, what: str) -> None:
+def required(v: Value | None, what: str = "input") -> Value:
+    """A required input of a node (the op table has checked that the node gives it; this is the
+    type's narrowing, and a clear error if a caller passed None anyway)."""
+    if v is None:
+        raise ShapeError(f"{what} is required but missing")
+    return v
+
+
+def known_shape(v: Value, what: str = "input") -> tuple:
+    """`v`'s shape, or ShapeError when it is unknown."""
+    if v.shape is None:
+        raise ShapeError(f"{what} '{v.name}' has an unknown shape")
+    return tuple(v.shape)
+
+
+def need_rank(v: Value, ranks: Sequence[int] | range, what: str) -> tuple:
+    """`v`'s shape, after checking that it is known and of one of the `ranks`."""
     if v.shape is None:
         raise ShapeError(f"{what} '{v.name}' has an unknown shape")
     if len(v.shape) not in ranks:
@@ -68,6 +86,7 @@ def need_rank(v: Value, ranks: Sequence[int] | range, what: str) -> None:
             f"{what} '{v.name}' must have rank {' or '.join(map(str, ranks))}, got "
             f"{format_shape(v.shape)}"
         )
+    return tuple(v.shape)
 
 
 def need_float(v: Value, what: str) -> None:
@@ -77,7 +96,7 @@ def need_float(v: Value, what: str) -> None:
 
 def elementwise(inputs: Sequence[Value | None], attrs: dict) -> list:
     """Infer rule of a one-input element-wise op: same shape and dtype as the input."""
-    x = inputs[0]
+    x = required(inputs[0])
     need_float(x, "input")
     return [(x.shape, x.dtype)]
 
@@ -120,7 +139,7 @@ def window_out_dim(
     floor((size + pads - extent) / stride) + 1 (ceil mode's rule for a last window in the
     padding depends on the size: unknown); unknown stays unknown."""
     if dims.is_static(size):
-        return window_out_size(int(size), kernel, stride, dilation, pad_begin, pad_end, ceil)  # type: ignore[arg-type]
+        return window_out_size(int(size), kernel, stride, dilation, pad_begin, pad_end, ceil)
     if size is None or ceil:
         return None
     extent = dilation * (kernel - 1) + 1

@@ -25,7 +25,7 @@ from numbers import Real
 from typing import Any
 
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import broadcasts_to, elementwise, need_float
+from graphnet.ops._shapes import broadcasts_to, elementwise, need_float, required
 from graphnet.ops.spec import OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -49,7 +49,7 @@ def _alpha_elementwise(inputs: Sequence[Value | None], attrs: dict) -> list:
 
 
 def _prelu(inputs: Sequence[Value | None], attrs: dict) -> list:
-    x, slope = inputs
+    x, slope = required(inputs[0]), required(inputs[1])
     need_float(x, "input")
     if slope.dtype != x.dtype:
         raise ShapeError(f"slope '{slope.name}' is {slope.dtype} but X '{x.name}' is {x.dtype}")
@@ -74,7 +74,7 @@ def _prelu(inputs: Sequence[Value | None], attrs: dict) -> list:
 
 
 def _softmax(inputs: Sequence[Value | None], attrs: dict) -> list:
-    x = inputs[0]
+    x = required(inputs[0])
     need_float(x, "input")
     axis = attrs["axis"]
     if isinstance(axis, bool) or not isinstance(axis, int):
@@ -99,7 +99,7 @@ def _scalar_input(v: Value | None, what: str, dtypes: tuple[str, ...]) -> None:
 
 
 def _dropout(inputs: Sequence[Value | None], attrs: dict) -> list:
-    x = inputs[0]
+    x = required(inputs[0])
     need_float(x, "input")
     _scalar_input(
         inputs[1] if len(inputs) > 1 else None, "ratio", ("float16", "float32", "float64")

@@ -20,7 +20,7 @@ from typing import Any
 from graphnet import dims
 from graphnet.dims import Dim
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import FLOAT_DTYPES, window_out_dim
+from graphnet.ops._shapes import FLOAT_DTYPES, known_shape, required, window_out_dim
 from graphnet.ops.spec import OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -120,19 +120,18 @@ conv_transpose_resolve = conv_resolve  # output_padding is filled because it is 
 # -------------------------------------------------------------------------- checks
 def _check_common(
     inputs: Sequence[Value | None], attrs: dict
-) -> tuple[Value, Value, Value | None, int]:
-    """Ranks, dtypes and attribute values shared by Conv and ConvTranspose."""
-    x, w = inputs[0], inputs[1]
+) -> tuple[Value, tuple, tuple, Value | None, int]:
+    """Ranks, dtypes and attribute values shared by Conv and ConvTranspose: (X, X's shape, W's
+    shape, B, group)."""
+    x, w = required(inputs[0]), required(inputs[1])
     b = inputs[2] if len(inputs) > 2 else None
-    for v, what in ((x, "X"), (w, "W")):
-        if v.shape is None:
-            raise ShapeError(f"{what} '{v.name}' has an unknown shape")
-    if len(x.shape) not in (3, 4, 5):
+    xs, ws = known_shape(x, "X"), known_shape(w, "W")
+    if len(xs) not in (3, 4, 5):
         raise ShapeError(
-            f"X must be N,C + 1 to 3 spatial axes (rank 3, 4 or 5), got X{format_shape(x.shape)}"
+            f"X must be N,C + 1 to 3 spatial axes (rank 3, 4 or 5), got X{format_shape(xs)}"
         )
-    if len(w.shape) != len(x.shape):
-        raise ShapeError(f"W{format_shape(w.shape)} must have the rank of X{format_shape(x.shape)}")
+    if len(ws) != len(xs):
+        raise ShapeError(f"W{format_shape(ws)} must have the rank of X{format_shape(xs)}")
     for v, what in ((x, "X"), (w, "W"), (b, "B")):
         if v is not None and v.dtype not in FLOAT_DTYPES:
             raise ShapeError(f"{what} '{v.name}' must be a float tensor, got {v.dtype}")
@@ -150,53 +149,53 @@ def _check_common(
         raise AttributeValueError(f"pads must be >= 0, got {list(attrs['pads'])}")
     ks = attrs.get("kernel_shape")
     if ks is not None and any(
-        dims.is_static(a) and a != int(e) for a, e in zip(w.shape[2:], ks, strict=True)
+        dims.is_static(a) and a != int(e) for a, e in zip(ws[2:], ks, strict=True)
     ):
-        raise ShapeError(f"kernel_shape={list(ks)} does not match W{format_shape(w.shape)}")
-    if any(dims.is_static(a) and a < 1 for a in w.shape[2:]):
-        raise ShapeError(f"W{format_shape(w.shape)} has an empty kernel axis")
-    return x, w, b, group
+        raise ShapeError(f"kernel_shape={list(ks)} does not match W{format_shape(ws)}")
+    if any(dims.is_static(a) and a < 1 for a in ws[2:]):
+        raise ShapeError(f"W{format_shape(ws)} has an empty kernel axis")
+    return x, xs, ws, b, group
 
 
-def _check_bias(b: Value | None, channels: Dim, w: Value) -> None:
+def _check_bias(b: Value | None, channels: Dim, ws: tuple) -> None:
     if b is None:
         return
     if b.shape is None or len(b.shape) != 1 or dims.differ(b.shape[0], channels):
         raise ShapeError(
             f"B must have shape ({channels},) (one per output channel of "
-            f"W{format_shape(w.shape)}), got B{format_shape(b.shape)}"
+            f"W{format_shape(ws)}), got B{format_shape(b.shape)}"
         )
 
 
 def conv_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     """Infer rule of Conv (and WSConv): Y is (N, M, *out) for W (M, C/group, *k)."""
-    x, w, b, group = _check_common(inputs, attrs)
-    n, c = x.shape[:2]
-    m, c_per_group = w.shape[:2]
+    x, xs, ws, b, group = _check_common(inputs, attrs)
+    n, c = xs[:2]
+    m, c_per_group = ws[:2]
     if dims.is_static(m) and m % group:
         raise ShapeError(
-            f"W{format_shape(w.shape)} has {m} output channels, not divisible by group {group}"
+            f"W{format_shape(ws)} has {m} output channels, not divisible by group {group}"
         )
     if dims.differ(c, dims.mul(c_per_group, group)):
         raise ShapeError(
-            f"W{format_shape(w.shape)} has {c_per_group} input channels per group "
-            f"but X{format_shape(x.shape)} has {c} channels / group {group}"
+            f"W{format_shape(ws)} has {c_per_group} input channels per group "
+            f"but X{format_shape(xs)} has {c} channels / group {group}"
         )
-    _check_bias(b, m, w)
-    out = []
+    _check_bias(b, m, ws)
+    out: list[Dim] = []
     for axis, (size, kk, s, d) in enumerate(
-        zip(x.shape[2:], w.shape[2:], attrs["strides"], attrs["dilations"], strict=True)
+        zip(xs[2:], ws[2:], attrs["strides"], attrs["dilations"], strict=True)
     ):
-        pb, pe = attrs["pads"][axis], attrs["pads"][axis + len(x.shape) - 2]
+        pb, pe = attrs["pads"][axis], attrs["pads"][axis + len(xs) - 2]
         if not dims.is_static(kk):
             out.append(None)
             continue
         o = conv_out_size(size, kk, s, d, pb, pe)
         if dims.is_static(o) and o < 1:
             raise ShapeError(
-                f"spatial axis {axis} of X{format_shape(x.shape)} padded by ({pb}, {pe}) is "
-                f"{size + pb + pe}, smaller than the dilated kernel {d * (kk - 1) + 1} of "
-                f"W{format_shape(w.shape)}"
+                f"spatial axis {axis} of X{format_shape(xs)} padded by ({pb}, {pe}) is "
+                f"{dims.add(size, pb + pe)}, smaller than the dilated kernel {d * (kk - 1) + 1} of "
+                f"W{format_shape(ws)}"
             )
         out.append(o)
     return [((n, m, *out), x.dtype)]
@@ -204,22 +203,20 @@ def conv_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
 
 def conv_transpose_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     """Infer rule of ConvTranspose: W is (C, M/group, *k); Y is (N, M, *out)."""
-    x, w, b, group = _check_common(inputs, attrs)
-    n, c = x.shape[:2]
-    c_w, m_per_group = w.shape[:2]
+    x, xs, ws, b, group = _check_common(inputs, attrs)
+    n, c = xs[:2]
+    c_w, m_per_group = ws[:2]
     if dims.is_static(c) and c % group:
-        raise ShapeError(
-            f"X{format_shape(x.shape)} has {c} channels, not divisible by group {group}"
-        )
+        raise ShapeError(f"X{format_shape(xs)} has {c} channels, not divisible by group {group}")
     if dims.differ(c, c_w):
         raise ShapeError(
-            f"W{format_shape(w.shape)} has {c_w} input channels (its first axis) but "
-            f"X{format_shape(x.shape)} has {c}"
+            f"W{format_shape(ws)} has {c_w} input channels (its first axis) but "
+            f"X{format_shape(xs)} has {c}"
         )
     m = dims.mul(m_per_group, group)
-    _check_bias(b, m, w)
-    out = []
-    k = len(x.shape) - 2
+    _check_bias(b, m, ws)
+    out: list[Dim] = []
+    k = len(xs) - 2
     for axis in range(k):
         s, d, op_ = attrs["strides"][axis], attrs["dilations"][axis], attrs["output_padding"][axis]
         if op_ < 0 or (op_ >= s and op_ >= d):
@@ -228,16 +225,15 @@ def conv_transpose_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
                 f"stride or the dilation of its axis (strides={list(attrs['strides'])}, "
                 f"dilations={list(attrs['dilations'])})"
             )
-        kk = w.shape[2 + axis]
+        kk = ws[2 + axis]
         if not dims.is_static(kk):
             out.append(None)
             continue
         pb, pe = attrs["pads"][axis], attrs["pads"][axis + k]
-        o = conv_transpose_out_size(x.shape[2 + axis], kk, s, d, pb, pe, op_)
+        o = conv_transpose_out_size(xs[2 + axis], kk, s, d, pb, pe, op_)
         if dims.is_static(o) and o < 1:
             raise ShapeError(
-                f"pads ({pb}, {pe}) leave no output on spatial axis {axis} of "
-                f"X{format_shape(x.shape)}"
+                f"pads ({pb}, {pe}) leave no output on spatial axis {axis} of X{format_shape(xs)}"
             )
         out.append(o)
     return [((n, m, *out), x.dtype)]

@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from graphnet import dims
 from graphnet.dims import Dim
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import broadcast, broadcasts_to, need_float, need_rank
+from graphnet.ops._shapes import (
+    broadcast,
+    broadcasts_to,
+    known_shape,
+    need_float,
+    need_rank,
+    required,
+)
 from graphnet.ops.spec import REQUIRED, OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -54,18 +61,18 @@ def _check_flag(attrs: dict, key: str) -> None:
 
 def gemm_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     """(M, N) from A (M, K) or (K, M) and B (K, N) or (N, K); C must broadcast to (M, N)."""
-    a, b = inputs[0], inputs[1]
+    a, b = required(inputs[0]), required(inputs[1])
     c = inputs[2] if len(inputs) > 2 else None
     _check_flag(attrs, "transA")
     _check_flag(attrs, "transB")
-    need_rank(a, (2,), "A")
-    need_rank(b, (2,), "B")
+    sa = need_rank(a, (2,), "A")
+    sb = need_rank(b, (2,), "B")
     need_float(a, "A")
     dtype = _same_dtype([a, b, c])
-    m, ka = (a.shape[1], a.shape[0]) if attrs["transA"] else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if attrs["transB"] else b.shape
-    a_desc = f"A{format_shape(a.shape)}{' (transA=1)' if attrs['transA'] else ''}"
-    b_desc = f"B{format_shape(b.shape)}{' (transB=1)' if attrs['transB'] else ''}"
+    m, ka = (sa[1], sa[0]) if attrs["transA"] else sa
+    kb, n = (sb[1], sb[0]) if attrs["transB"] else sb
+    a_desc = f"A{format_shape(sa)}{' (transA=1)' if attrs['transA'] else ''}"
+    b_desc = f"B{format_shape(sb)}{' (transB=1)' if attrs['transB'] else ''}"
     if dims.differ(ka, kb):
         raise ShapeError(f"{a_desc} has K={ka} but {b_desc} has K={kb}")
     if c is not None:
@@ -80,9 +87,9 @@ def gemm_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
 
 
 def _gemm_macs(inputs: Sequence[Value | None], outputs: Sequence[Value], attrs: dict) -> int:
-    a = inputs[0]
-    k = a.shape[0] if attrs["transA"] else a.shape[1]
-    return _prod(outputs[0].shape) * _prod([k])
+    sa = known_shape(required(inputs[0]))
+    k = sa[0] if attrs["transA"] else sa[1]
+    return _prod(known_shape(outputs[0])) * _prod([k])
 
 
 register(
@@ -101,15 +108,14 @@ register(
 # ---------------------------------------------------------------------------------------- MatMul
 def matmul_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     """numpy.matmul's shape rule over static, symbolic and unknown dims (graphnet.dims)."""
-    a, b = inputs
+    a, b = required(inputs[0]), required(inputs[1])
+    shape_a, shape_b = known_shape(a, "A"), known_shape(b, "B")
     for v, what in ((a, "A"), (b, "B")):
-        if v.shape is None:
-            raise ShapeError(f"{what} '{v.name}' has an unknown shape")
-        if len(v.shape) == 0:
+        if v.shape is not None and len(v.shape) == 0:
             raise ShapeError(f"{what} '{v.name}' is a scalar; MatMul needs rank >= 1")
     dtype = _same_dtype([a, b])
-    sa = (1,) + tuple(a.shape) if len(a.shape) == 1 else tuple(a.shape)
-    sb = tuple(b.shape) + (1,) if len(b.shape) == 1 else tuple(b.shape)
+    sa = (1, *shape_a) if len(shape_a) == 1 else shape_a
+    sb = (*shape_b, 1) if len(shape_b) == 1 else shape_b
     if dims.differ(sa[-1], sb[-2]):
         raise ShapeError(
             f"A{format_shape(a.shape)} has {sa[-1]} columns but B{format_shape(b.shape)} "
@@ -123,15 +129,15 @@ def matmul_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
         ) from None
     out = batch + (sa[-2], sb[-1])
     # A 1-D operand's promoted axis is removed again (numpy / ONNX semantics).
-    if len(b.shape) == 1:
+    if len(shape_b) == 1:
         out = out[:-1]
-    if len(a.shape) == 1:
-        out = out[:-2] + out[-1:] if len(b.shape) > 1 else out[:-1]
+    if len(shape_a) == 1:
+        out = out[:-2] + out[-1:] if len(shape_b) > 1 else out[:-1]
     return [(out, dtype)]
 
 
 def _matmul_macs(inputs: Sequence[Value | None], outputs: Sequence[Value], attrs: dict) -> int:
-    return _prod(outputs[0].shape) * _prod([inputs[0].shape[-1]])
+    return _prod(known_shape(outputs[0])) * _prod([known_shape(required(inputs[0]))[-1]])
 
 
 register(
@@ -149,35 +155,34 @@ register(
 # ---------------------------------------------------------------------------------------- Maxout
 def maxout_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     """(N, out) from X (N, in), W (k, out, in), B (k, out) with k = pieces."""
-    x, w = inputs[0], inputs[1]
+    x, w = required(inputs[0]), required(inputs[1])
     bias = inputs[2] if len(inputs) > 2 else None
     k = attrs["pieces"]
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
         raise AttributeValueError(f"pieces must be a positive int, got {k!r}")
-    need_rank(x, (2,), "X")
-    need_rank(w, (3,), "W")
+    sx = need_rank(x, (2,), "X")
+    sw = need_rank(w, (3,), "W")
     need_float(x, "X")
     dtype = _same_dtype([x, w, bias])
-    if dims.differ(w.shape[0], k):
-        raise ShapeError(f"W{format_shape(w.shape)} holds {w.shape[0]} pieces but pieces={k}")
-    if dims.differ(x.shape[1], w.shape[2]):
+    if dims.differ(sw[0], int(k)):
+        raise ShapeError(f"W{format_shape(sw)} holds {sw[0]} pieces but pieces={k}")
+    if dims.differ(sx[1], sw[2]):
         raise ShapeError(
-            f"W{format_shape(w.shape)} takes {w.shape[2]} inputs but X{format_shape(x.shape)} "
-            f"has {x.shape[1]}"
+            f"W{format_shape(sw)} takes {sw[2]} inputs but X{format_shape(sx)} has {sx[1]}"
         )
     if bias is not None:
-        need_rank(bias, (2,), "B")
-        if any(dims.differ(db, dw) for db, dw in zip(bias.shape, (k, w.shape[1]), strict=True)):
+        sbias = need_rank(bias, (2,), "B")
+        if any(dims.differ(db, dw) for db, dw in zip(sbias, (int(k), sw[1]), strict=True)):
             raise ShapeError(
-                f"B{format_shape(bias.shape)} must have shape {format_shape((k, w.shape[1]))} to "
-                f"match W{format_shape(w.shape)}"
+                f"B{format_shape(sbias)} must have shape {format_shape((k, sw[1]))} to "
+                f"match W{format_shape(sw)}"
             )
-    return [((x.shape[0], w.shape[1]), dtype)]
+    return [((sx[0], sw[1]), dtype)]
 
 
 def _maxout_macs(inputs: Sequence[Value | None], outputs: Sequence[Value], attrs: dict) -> int:
-    x, w = inputs[0], inputs[1]
-    return _prod([x.shape[0]]) * _prod(w.shape)
+    x, w = required(inputs[0]), required(inputs[1])
+    return _prod([known_shape(x)[0]]) * _prod(known_shape(w))
 
 
 register(

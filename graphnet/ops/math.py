@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import FLOAT_DTYPES, broadcast
+from graphnet.ops._shapes import FLOAT_DTYPES, broadcast, required
 from graphnet.ops.shape import ALL_DTYPES, _ints, _need_1d, norm_axes
 from graphnet.ops.spec import REQUIRED, OpSpec, register
 from graphnet.value import Value, format_shape
@@ -48,11 +48,11 @@ def _need_dtype(v: Value, allowed: Sequence[str], what: str) -> None:
 
 
 def _broadcast_all(values: Sequence[Value]) -> tuple | None:
-    if any(v.shape is None for v in values):
-        return None
-    shape: tuple = tuple(values[0].shape)
-    for v in values[1:]:
-        shape = broadcast(shape, v.shape)
+    shape: tuple | None = None
+    for v in values:
+        if v.shape is None:
+            return None
+        shape = tuple(v.shape) if shape is None else broadcast(shape, v.shape)
     return shape
 
 
@@ -76,7 +76,7 @@ def _elementwise_n(allowed: Sequence[str]):
 
 def _unary(allowed: Sequence[str]):
     def infer(inputs, attrs):
-        x = inputs[0]
+        x = required(inputs[0])
         _need_dtype(x, allowed, "input")
         return [(x.shape, x.dtype)]
 
@@ -84,7 +84,7 @@ def _unary(allowed: Sequence[str]):
 
 
 def _pow(inputs, attrs):
-    x, y = inputs
+    x, y = required(inputs[0]), required(inputs[1])
     # Since opset 12 the exponent may have another dtype; the result has the base's.
     _need_dtype(x, ("float16", "float32", "float64", "int32", "int64"), "base")
     _need_dtype(y, NUMERIC_DTYPES, "exponent")
@@ -147,7 +147,7 @@ register(
 
 # ------------------------------------------------------------------------------ Clip
 def _clip(inputs, attrs):
-    x = inputs[0]
+    x = required(inputs[0])
     _need_dtype(x, NUMERIC_DTYPES, "input")
     for v, what in zip(inputs[1:], ("min", "max"), strict=False):
         if v is None:
@@ -191,7 +191,7 @@ def reduce_shape(
 
 def _reduce(allowed: Sequence[str]):
     def infer(inputs, attrs, consts):
-        x = inputs[0]
+        x = required(inputs[0])
         a = inputs[1] if len(inputs) > 1 else None
         _need_dtype(x, allowed, "input")
         for key in ("keepdims", "noop_with_empty_axes"):
@@ -247,7 +247,7 @@ def _resolve_cast(inputs, attrs):
 
 
 def _cast(inputs, attrs):
-    x = inputs[0]
+    x = required(inputs[0])
     _need_dtype(x, CAST_DTYPES, "input")
     return [(x.shape, attrs["to"])]
 

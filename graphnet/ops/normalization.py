@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from graphnet import dims
 from graphnet.dims import Dim
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import broadcasts_to, need_float, need_rank
+from graphnet.ops._shapes import broadcasts_to, need_float, need_rank, required
 from graphnet.ops.spec import REQUIRED, OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -34,7 +34,7 @@ _RANKS = range(2, 6)  # (N,C), (N,C,L), (N,C,H,W), (N,C,T,H,W)
 
 def _numel(v: Value) -> int:
     n = 1
-    for d in v.shape:
+    for d in v.shape or ():
         n *= int(d) if dims.is_static(d) else 1  # per example: dynamic dims count 1
     return n
 
@@ -53,10 +53,11 @@ def _check_stash(attrs: dict) -> None:
         )
 
 
-def _per_channel(x: Value, p: Value | None, what: str, channels: Dim) -> None:
-    """A per-channel parameter: 1-D of length C, float."""
+def _per_channel(x: Value, p: Value | None, what: str, channels: Dim) -> Dim:
+    """A per-channel parameter: 1-D of length C, float; returns its length (the channels when
+    it is omitted)."""
     if p is None:
-        return
+        return channels
     need_float(p, what)
     if p.shape is None or len(p.shape) != 1:
         raise ShapeError(
@@ -67,6 +68,7 @@ def _per_channel(x: Value, p: Value | None, what: str, channels: Dim) -> None:
             f"{what} '{p.name}' has {p.shape[0]} values but X '{x.name}' has {channels} channels "
             f"{format_shape(x.shape)}"
         )
+    return p.shape[0]
 
 
 def _same_dtype(a: Value | None, b: Value | None) -> None:
@@ -78,8 +80,8 @@ def _same_dtype(a: Value | None, b: Value | None) -> None:
 
 # ------------------------------------------------------------------------------ BatchNormalization
 def _batchnorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
-    x, scale, b, mean, var = inputs
-    need_rank(x, _RANKS, "X")
+    x, scale, b, mean, var = (required(v) for v in inputs)
+    shape = need_rank(x, _RANKS, "X")
     need_float(x, "X")
     _check_epsilon(attrs)
     m = attrs["momentum"]
@@ -87,10 +89,9 @@ def _batchnorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
         raise AttributeValueError(
             f"momentum (the smoothing factor alpha) must be in [0, 1], got {m!r}"
         )
-    c = x.shape[1]
+    c = shape[1]
     for p, what in ((scale, "scale"), (b, "B"), (mean, "input_mean"), (var, "input_var")):
-        _per_channel(x, p, what, c)
-        c = dims.unify(c, p.shape[0])
+        c = dims.unify(c, _per_channel(x, p, what, c))
     # ONNX (opset 15+) lets scale/B (T1) and the running statistics (T2) differ from X (T).
     _same_dtype(scale, b)
     _same_dtype(mean, var)
@@ -137,9 +138,9 @@ def _layernorm_resolve(inputs: Sequence[Value | None], attrs: dict) -> dict:
 
 
 def _layernorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
-    x, scale = inputs[0], inputs[1] if len(inputs) > 1 else None
+    x, scale = required(inputs[0]), inputs[1] if len(inputs) > 1 else None
     b = inputs[2] if len(inputs) > 2 else None
-    need_rank(x, range(1, 9), "X")
+    shape = need_rank(x, range(1, 9), "X")
     need_float(x, "X")
     _check_epsilon(attrs)
     _check_stash(attrs)
@@ -148,15 +149,15 @@ def _layernorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
             continue
         _same_dtype(x, p)
         # ONNX multiplies the normalized X by Scale with broadcasting: Scale must broadcast TO X.
-        if p.shape is None or not broadcasts_to(p.shape, x.shape):
-            norm = format_shape(tuple(x.shape[attrs["axis"] :]))
+        if p.shape is None or not broadcasts_to(p.shape, shape):
+            norm = format_shape(shape[attrs["axis"] :])
             raise ShapeError(
                 f"{what} '{p.name}' {format_shape(p.shape)} does not broadcast to X '{x.name}' "
-                f"{format_shape(x.shape)} (normalized shape {norm} from axis {attrs['axis']})"
+                f"{format_shape(shape)} (normalized shape {norm} from axis {attrs['axis']})"
             )
     # Mean and InvStdDev keep the leading dims and reduce the normalized ones to size 1 (ONNX).
     axis = attrs["axis"]
-    stats = None if x.shape is None else tuple(x.shape[:axis]) + (1,) * (len(x.shape) - axis)
+    stats = shape[:axis] + (1,) * (len(shape) - axis)
     stash = STASH_DTYPES[attrs["stash_type"]]
     return [(x.shape, x.dtype), (stats, stash), (stats, stash)]
 
@@ -179,12 +180,12 @@ register(
 
 # --------------------------------------------------------------------------- Instance/GroupNorm
 def _instancenorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
-    x = inputs[0]
-    need_rank(x, range(3, 6), "X")
+    x = required(inputs[0])
+    shape = need_rank(x, range(3, 6), "X")
     need_float(x, "X")
     _check_epsilon(attrs)
     for p, what in zip(inputs[1:], ("scale", "B"), strict=False):
-        _per_channel(x, p, what, x.shape[1])
+        _per_channel(x, p, what, shape[1])
         _same_dtype(x, p)
     return [(x.shape, x.dtype)]
 
@@ -203,15 +204,15 @@ register(
 
 
 def _groupnorm_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
-    x = inputs[0]
-    need_rank(x, _RANKS, "X")
+    x = required(inputs[0])
+    shape = need_rank(x, _RANKS, "X")
     need_float(x, "X")
     _check_epsilon(attrs)
     _check_stash(attrs)
     g = attrs["num_groups"]
     if not isinstance(g, int) or isinstance(g, bool) or g < 1:
         raise AttributeValueError(f"num_groups must be an int >= 1, got {g!r}")
-    c = x.shape[1]
+    c = shape[1]
     if dims.is_static(c) and c % g:
         raise ShapeError(
             f"X '{x.name}' {format_shape(x.shape)} has {c} channels, not divisible by {g} groups"
@@ -239,7 +240,7 @@ register(
 
 # ------------------------------------------------------------------------------------------- LRN
 def _lrn_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
-    x = inputs[0]
+    x = required(inputs[0])
     need_rank(x, _RANKS, "X")
     need_float(x, "X")
     size = attrs["size"]

@@ -24,7 +24,7 @@ from typing import Any
 from graphnet import dims
 from graphnet.dims import Dim
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import FLOAT_DTYPES, window_out_dim, window_out_size
+from graphnet.ops._shapes import FLOAT_DTYPES, required, window_out_dim, window_out_size
 from graphnet.ops.spec import REQUIRED, OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -148,7 +148,7 @@ def _tup(t: Sequence) -> str:
 
 def _window_infer(dtypes: Sequence[str], *, indices: bool = False):
     def infer(inputs: Sequence[Value | None], attrs: dict) -> list:
-        x = inputs[0]
+        x = required(inputs[0])
         if x.shape is None:
             raise ShapeError(f"input '{x.name}' has an unknown shape")
         if x.dtype not in dtypes:
@@ -161,7 +161,7 @@ def _window_infer(dtypes: Sequence[str], *, indices: bool = False):
 
 
 def _global_infer(inputs: Sequence[Value | None], attrs: dict) -> list:
-    x = inputs[0]
+    x = required(inputs[0])
     if x.shape is None:
         raise ShapeError(f"input '{x.name}' has an unknown shape")
     if len(x.shape) < 3:

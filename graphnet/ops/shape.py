@@ -18,6 +18,7 @@ import numpy as np
 from graphnet import dims
 from graphnet.dims import Dim
 from graphnet.errors import AttributeValueError, ShapeError
+from graphnet.ops._shapes import required
 from graphnet.ops.spec import OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -103,7 +104,7 @@ def reshape_shape(in_shape: Sequence[Dim], target: Sequence[int], allowzero: int
     if k is not None:
         if rest == 0:
             raise ShapeError(f"shape {list(target)}: -1 is ambiguous next to a zero dim")
-        if dims.is_static(total) and dims.is_static(rest) and total % rest:  # type: ignore[operator]
+        if dims.is_static(total) and dims.is_static(rest) and total % rest:
             raise ShapeError(
                 f"cannot reshape {format_shape(tuple(in_shape))} to {list(target)}: "
                 f"{total} elements do not split into parts of {rest}"
@@ -118,7 +119,7 @@ def reshape_shape(in_shape: Sequence[Dim], target: Sequence[int], allowzero: int
 
 
 def _reshape(inputs, attrs, consts):
-    x, s = inputs
+    x, s = required(inputs[0]), required(inputs[1])
     _need_index(s, "shape")
     _need_1d(s, "shape")
     if attrs["allowzero"] not in (0, 1):
@@ -159,7 +160,7 @@ def _resolve_transpose(inputs, attrs):
 
 
 def _transpose(inputs, attrs):
-    x = inputs[0]
+    x = required(inputs[0])
     if x.shape is None:
         return [(None, x.dtype)]
     perm = attrs["perm"]
@@ -185,13 +186,13 @@ register(
 
 # ---------------------------------------------------------------- Squeeze, Unsqueeze
 def _squeeze(inputs, attrs, consts):
-    x = inputs[0]
+    x = required(inputs[0])
     a = inputs[1] if len(inputs) > 1 else None
     _need_index(a, "axes")
     _need_1d(a, "axes")
     if x.shape is None:
         return [(None, x.dtype)]
-    axes = _ints(consts[1]) if a is not None else None
+    axes: Sequence[int] | None = _ints(consts[1]) if a is not None else None
     if a is not None and axes is None:
         n = _length(a)
         return [(None if n is None else (None,) * (len(x.shape) - n), x.dtype)]
@@ -207,10 +208,10 @@ def _squeeze(inputs, attrs, consts):
 
 
 def _unsqueeze(inputs, attrs, consts):
-    x, a = inputs
+    x, a = required(inputs[0]), required(inputs[1])
     _need_index(a, "axes")
     _need_1d(a, "axes")
-    axes = _ints(consts[1])
+    axes: Sequence[int] | None = _ints(consts[1])
     if x.shape is None:
         return [(None, x.dtype)]
     if axes is None:
@@ -246,7 +247,7 @@ register(
 
 # ----------------------------------------------------------------------------- Shape
 def _shape(inputs, attrs):
-    x = inputs[0]
+    x = required(inputs[0])
     if x.shape is None:
         return [((None,), "int64")]
     r = len(x.shape)
@@ -268,7 +269,7 @@ register(
 
 # ---------------------------------------------------------------------------- Gather
 def _gather(inputs, attrs):
-    x, idx = inputs
+    x, idx = required(inputs[0]), required(inputs[1])
     _need_index(idx, "indices")
     if x.shape is None:
         return [(None, x.dtype)]
@@ -319,7 +320,9 @@ def _slice(inputs, attrs, consts):
         return [(None, x.dtype)]
     r = len(x.shape)
     starts, ends = _ints(consts[1]), _ints(consts[2])
-    axes = _ints(consts[3]) if len(consts) > 3 and axes_v is not None else None
+    axes: Sequence[int] | None = (
+        _ints(consts[3]) if len(consts) > 3 and axes_v is not None else None
+    )
     steps = _ints(consts[4]) if len(consts) > 4 and steps_v is not None else None
     if axes_v is not None and axes is None:  # run-time axes: any axis may shrink
         return [((None,) * r, x.dtype)]
@@ -365,7 +368,7 @@ PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
 
 def _pad(inputs, attrs, consts):
-    x, p = inputs[:2]
+    x, p = required(inputs[0]), required(inputs[1])
     cv = inputs[2] if len(inputs) > 2 else None
     axes_v = inputs[3] if len(inputs) > 3 else None
     if attrs["mode"] not in PAD_MODES:
@@ -385,6 +388,7 @@ def _pad(inputs, attrs, consts):
         return [(None, x.dtype)]
     r = len(x.shape)
     pads = _ints(consts[1])
+    axes: Sequence[int] | None
     if axes_v is not None:
         axes = _ints(consts[3])
         if axes is None:
@@ -448,36 +452,38 @@ def _resolve_cos(inputs, attrs):
 
 
 def _constant_of_shape(inputs, attrs, consts):
-    s = inputs[0]
+    s = required(inputs[0])
     if s.dtype != "int64":
         raise ShapeError(f"shape '{s.name}' must be int64, got {s.dtype}")
     _need_1d(s, "shape")
     dtype = str(attrs["value"].dtype)
-    dims = _ints(consts[0])
-    if dims is None:
+    target = _ints(consts[0])
+    if target is None:
         n = _length(s)
         return [(None if n is None else (None,) * n, dtype)]
-    if any(d < 0 for d in dims):
-        raise ShapeError(f"shape {dims} has a negative dim")
-    return [(tuple(dims), dtype)]
+    if any(d < 0 for d in target):
+        raise ShapeError(f"shape {target} has a negative dim")
+    return [(tuple(target), dtype)]
 
 
 def _expand(inputs, attrs, consts):
-    from graphnet.ops._shapes import broadcast
+    from graphnet.ops._shapes import broadcast, required
 
-    x, s = inputs
+    x, s = required(inputs[0]), required(inputs[1])
     if s.dtype != "int64":
         raise ShapeError(f"shape '{s.name}' must be int64, got {s.dtype}")
     _need_1d(s, "shape")
-    dims = _ints(consts[1])
-    if dims is None:
-        n = _length(s)
-        if n is None or x.shape is None:
-            return [(None, x.dtype)]
-        dims = [None] * n
-    elif x.shape is None:
+    given = _ints(consts[1])
+    if x.shape is None:
         return [(None, x.dtype)]
-    return [(broadcast(x.shape, dims), x.dtype)]
+    if given is None:
+        n = _length(s)
+        if n is None:
+            return [(None, x.dtype)]
+        target: list[Dim] = [None] * n
+    else:
+        target = list(given)
+    return [(broadcast(x.shape, target), x.dtype)]
 
 
 register(

@@ -41,7 +41,8 @@ REQUIRED: Any = _Required()
 
 TensorType = tuple  # (shape: tuple | None, dtype: str)
 
-InferFn = Callable[[Sequence["Value | None"], dict], list]
+# infer(inputs, attrs) or, for `consts` ops, infer(inputs, attrs, consts): two call forms.
+InferFn = Callable[..., list]
 ResolveFn = Callable[[Sequence["Value | None"], dict], dict]
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from graphnet import dims
 from graphnet.errors import AttributeValueError, ShapeError
-from graphnet.ops._shapes import broadcast
+from graphnet.ops._shapes import broadcast, known_shape, required
 from graphnet.ops.spec import REQUIRED, OpSpec, register
 from graphnet.value import Value, format_shape
 
@@ -18,10 +18,10 @@ __all__ = ["concat_shape", "flatten_shape"]
 
 
 def _binary(inputs, attrs):
-    a, b = inputs
+    a, b = required(inputs[0]), required(inputs[1])
     if a.dtype != b.dtype:
         raise ShapeError(f"dtypes differ: '{a.name}' is {a.dtype}, '{b.name}' is {b.dtype}")
-    return [(broadcast(a.shape, b.shape), a.dtype)]
+    return [(broadcast(known_shape(a, "A"), known_shape(b, "B")), a.dtype)]
 
 
 # Add's cost (one add per element) is negligible next to conv and matrix products: no MACs rule.
@@ -66,16 +66,15 @@ def _resolve_axis(lo_of, hi_of):
 def flatten_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     """(prod(d[:axis]), prod(d[axis:])): a symbolic dim makes its side an expression ("4*N"),
     an unknown one makes it unknown."""
-    (x,) = inputs
-    if x.shape is None:
-        raise ShapeError(f"input '{x.name}' has an unknown shape")
-    r = len(x.shape)
+    x = required(inputs[0])
+    shape = known_shape(x)
+    r = len(shape)
     try:
         axis = _normalize_axis(attrs["axis"], r, -r, r)
     except AttributeValueError as exc:
-        raise AttributeValueError(f"{exc}: X{format_shape(x.shape)}") from None
+        raise AttributeValueError(f"{exc}: X{format_shape(shape)}") from None
 
-    return [((dims.prod(x.shape[:axis]), dims.prod(x.shape[axis:])), x.dtype)]
+    return [((dims.prod(shape[:axis]), dims.prod(shape[axis:])), x.dtype)]
 
 
 register(
@@ -95,27 +94,26 @@ register(
 def concat_shape(inputs: Sequence[Value | None], attrs: dict) -> list:
     """Same rank and dtype everywhere, same dims except along `axis`, whose sizes add up (as
     expressions when symbolic: two batches N make 2*N)."""
-    first = inputs[0]
-    for v in inputs:
-        if v.shape is None:
-            raise ShapeError(f"input '{v.name}' has an unknown shape")
-    r = len(first.shape)
+    values = [required(v) for v in inputs]
+    shapes = [known_shape(v) for v in values]
+    first, first_shape = values[0], shapes[0]
+    r = len(first_shape)
     if r == 0:
         raise ShapeError(f"input '{first.name}' is a scalar; Concat needs rank >= 1")
     try:
         axis = _normalize_axis(attrs["axis"], r, -r, r - 1)
     except AttributeValueError as exc:
-        raise AttributeValueError(f"{exc}: {first.name}{format_shape(first.shape)}") from None
-    out = list(first.shape)
-    for v in inputs[1:]:
-        where = f"'{v.name}'{format_shape(v.shape)} vs '{first.name}'{format_shape(first.shape)}"
+        raise AttributeValueError(f"{exc}: {first.name}{format_shape(first_shape)}") from None
+    out = list(first_shape)
+    for v, shape in zip(values[1:], shapes[1:], strict=True):
+        where = f"'{v.name}'{format_shape(shape)} vs '{first.name}'{format_shape(first_shape)}"
         if v.dtype != first.dtype:
             raise ShapeError(
                 f"dtypes differ: '{first.name}' is {first.dtype}, '{v.name}' is {v.dtype}"
             )
-        if len(v.shape) != r:
+        if len(shape) != r:
             raise ShapeError(f"ranks differ: {where}")
-        for k, (d, o) in enumerate(zip(v.shape, out, strict=True)):
+        for k, (d, o) in enumerate(zip(shape, out, strict=True)):
             if k == axis:
                 out[k] = dims.add(o, d)
             elif dims.differ(d, o):
