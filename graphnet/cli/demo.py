@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _diff(a: np.ndarray, b: np.ndarray) -> str:
+def _diff(a: np.ndarray, b: np.ndarray) -> tuple[str, bool]:
     from graphnet.runtime.compare import compare_outputs
 
     c = compare_outputs({"y": a}, {"y": b}, rtol=CHECK_RTOL, atol=CHECK_ATOL)[0]
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_summary(graph))
     bn = [n for n in graph.nodes if n.op == "BatchNormalization"]
-    maps = [graph.values[n.inputs[1]].shape[0] for n in bn]
+    maps = [int(graph.params[n.inputs[1]].size) for n in bn]  # one scale per map
     print(f"BatchNorm: {len(bn)} layers, {sum(maps)} maps, {4 * sum(maps)} parameters (4 per map)")
 
     # Image-like inputs (pixel values in [0, 1]) so that the BatchNorm statistics move visibly.

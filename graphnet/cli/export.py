@@ -120,7 +120,8 @@ def _import_target(target: str) -> tuple[Any, str | None]:
         if spec is None or spec.loader is None:
             raise CliError(f"{mod_name}: not a Python module")
         module = importlib.util.module_from_spec(spec)
-        _in_user_code(lambda: spec.loader.exec_module(module), f"importing {mod_name}")
+        loader = spec.loader
+        _in_user_code(lambda: loader.exec_module(module), f"importing {mod_name}")
     else:
         sys.path.insert(0, os.getcwd())
         try:
@@ -139,7 +140,7 @@ def _import_target(target: str) -> tuple[Any, str | None]:
 
 def _to_graph(obj: Any, input_shape: tuple | None, label: str):
     from graphnet.ir import Graph
-    from graphnet.nn.core import Layer, Network
+    from graphnet.nn.core import Layer, Network, Sequential
 
     if isinstance(obj, Graph):
         return obj
@@ -148,7 +149,9 @@ def _to_graph(obj: Any, input_shape: tuple | None, label: str):
     if isinstance(obj, Layer):
         if input_shape is None:
             raise CliError(f"{type(obj).__name__} needs --input-shape (e.g. N,3,32,32)")
-        return _in_user_code(lambda: obj.build(input_shape), f"building {label}")
+        # A single layer is built as a one-layer Sequential (only Sequential has build()).
+        seq = obj if isinstance(obj, Sequential) else Sequential([obj])
+        return _in_user_code(lambda: seq.build(input_shape), f"building {label}")
     if callable(obj):
         return _to_graph(_in_user_code(obj, f"calling {label}"), input_shape, label)
     raise CliError(

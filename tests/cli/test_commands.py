@@ -129,6 +129,7 @@ def test_export_from_module(tmp_path, capsys):
     mod.write_text(
         "from graphnet import nn\n"
         "net = nn.Sequential([nn.Conv(4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2)])\n"
+        "relu = nn.ReLU()\n"
         "def build():\n    return net.build((None, 1, 6, 6))\n"
     )
     out_path = tmp_path / "out.onnx"
@@ -142,6 +143,11 @@ def test_export_from_module(tmp_path, capsys):
     assert code == 0, err
     code, _, err = _run(["export", f"{mod}:net", "-o", str(tmp_path / "o3.onnx")], capsys)
     assert code == 2 and "--input-shape" in err
+    # A single layer (not a Sequential) is exported as a one-layer network.
+    code, out, err = _run(
+        ["export", f"{mod}:relu", "-o", str(tmp_path / "o4.onnx"), "--input-shape", "N,3"], capsys
+    )
+    assert code == 0 and "1 nodes" in out, err
 
 
 @pytest.mark.parametrize(
