@@ -12,6 +12,7 @@ from graphnet.cli.common import (
     EXIT_OK,
     CliError,
     declared_mode,
+    describe_mode,
     load_graph,
     load_model,
     ort_outputs,
@@ -68,11 +69,7 @@ def run(args: argparse.Namespace) -> int:
         )
         declared = declared_mode(model)
         mode = args.mode or declared
-        notes = [
-            f"mode: {mode} ("
-            + ("declared by the model" if mode == declared else f"the model declares {declared}")
-            + ")"
-        ]
+        notes = [describe_mode(mode, declared, args.mode is not None)]
         stats: dict[str, str] = {}
         probe = graph.copy() if mode == "train" else graph
         if mode == "train":

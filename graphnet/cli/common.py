@@ -37,6 +37,7 @@ __all__ = [
     "onnx_softmax_outputs",
     "declares_training",
     "declared_mode",
+    "describe_mode",
     "write_text",
     "Steps",
     "steps",
@@ -167,6 +168,15 @@ def declares_training(model: Any) -> bool:
             if flag is None or bool(np.asarray(flag).reshape(-1)[0]):
                 return True
     return False
+
+
+def describe_mode(mode: str, declared: str, chosen: bool) -> str:
+    """The "mode: ..." line of `check` and `run`: the mode used and where it comes from."""
+    if chosen and mode != declared:
+        return f"mode: {mode} (--mode; the model itself is a {declared}-mode export)"
+    if declared == "train":
+        return f"mode: {mode} (the model has training-mode BatchNormalization or Dropout)"
+    return f"mode: {mode}"
 
 
 def declared_mode(model: Any) -> str:

@@ -178,7 +178,7 @@ def short_summary(report, elapsed: float) -> list[str]:
     )
     lines = [
         f"optimized '{report.graph}' (pipeline {report.pipeline}) in {elapsed * 1e3:.0f} ms: "
-        f"nodes {report.nodes_before:,} -> {report.nodes_after:,}, parameters "
+        f"nodes {report.nodes_before:,} -> {report.nodes_after:,}, stored parameters "
         f"{report.params_before:,} -> {report.params_after:,}, {watched}"
     ]
     declines = [d for p in report.passes for d in p.declines]

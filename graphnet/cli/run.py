@@ -15,6 +15,7 @@ from graphnet.cli.common import (
     check_inputs_exist,
     check_output,
     declared_mode,
+    describe_mode,
     load_graph,
     load_model,
 )
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                 if param in graph.params and key not in outs and key not in graph.values:
                     outs[key] = graph.params[param]
     _savez_atomic(args.output, outs)
-    print(f"mode: {mode}" + ("" if args.mode else " (declared by the model)"))
+    print(describe_mode(mode, declared_mode(model), args.mode is not None))
     for k, v in outs.items():
         print(f"{k}: {v.dtype}{tuple(v.shape)}")
     return EXIT_OK

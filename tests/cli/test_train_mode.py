@@ -27,7 +27,7 @@ def test_check_runs_a_training_export_in_train_mode(capsys):
     code, out, err = _run(["check", BN_TRAIN, "--batch", "3"], capsys)
     assert code == 0, out + err
     lines = out.splitlines()
-    assert lines[0] == "mode: train (declared by the model)"
+    assert lines[0] == "mode: train (the model has training-mode BatchNormalization or Dropout)"
     assert "1 Dropout compared with ratio 0 on both sides (their masks are random)" in out
     assert "bn.running_mean (updated)" in out and "bn.running_var (updated)" in out
     assert lines[-1].startswith("agree")
@@ -35,7 +35,7 @@ def test_check_runs_a_training_export_in_train_mode(capsys):
 
 def test_check_inference_mode_of_a_training_export(capsys):
     code, out, _ = _run(["check", BN_TRAIN, "--mode", "inference"], capsys)
-    assert code == 0 and "mode: inference (the model declares train)" in out
+    assert code == 0 and "mode: inference (--mode; the model itself is a train-mode export)" in out
     assert "(updated)" not in out and out.splitlines()[-1].startswith("agree")
 
 
@@ -72,7 +72,8 @@ def test_export_train_mode_then_check_agrees(tmp_path, capsys):
     assert code == 0, err
     code, out, _ = _run(["check", out_path, "--batch", "4"], capsys)
     assert code == 0, out
-    assert "mode: train (declared by the model)" in out and "1 Dropout compared with ratio 0" in out
+    assert "mode: train (the model has training-mode" in out
+    assert "1 Dropout compared with ratio 0" in out
     assert out.count("(updated)") == 4  # two BNs, two statistics each
 
 
@@ -84,7 +85,7 @@ def test_run_defaults_to_the_declared_mode_and_saves_the_updated_statistics(tmp_
         ["run", BN_TRAIN, "-i", f"input={tmp_path / 'x.npy'}", "-o", out], capsys
     )
     assert code == 0, err
-    assert "mode: train (declared by the model)" in text
+    assert "mode: train (the model has training-mode" in text
     got = np.load(out)
     # The same statistics onnxruntime computes in its training-mode step.
     ref_model, stats = onnx_updated_statistics(zero_onnx_dropout(onnx.load(BN_TRAIN))[0])
@@ -101,7 +102,9 @@ def test_run_defaults_to_the_declared_mode_and_saves_the_updated_statistics(tmp_
         ["run", BN_TRAIN, "-i", f"input={tmp_path / 'x.npy'}", "-o", out, "--mode", "inference"],
         capsys,
     )
-    assert code == 0 and text.startswith("mode: inference\n")
+    assert code == 0 and text.startswith(
+        "mode: inference (--mode; the model itself is a train-mode export)\n"
+    )
     assert sorted(np.load(out).files) == ["dropped", "features"]
 
 
