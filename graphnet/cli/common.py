@@ -146,10 +146,16 @@ def onnx_softmax_outputs(model: Any) -> dict[str, Any]:
 
 def declares_training(model: Any) -> bool:
     """Does the ONNX model run BatchNormalization or Dropout in training mode (PyTorch's TRAINING
-    export, graphnet's train-mode export)? Its declared mode is then "train"."""
+    export, graphnet's train-mode export)? Its declared mode is then "train". As the backend's
+    `model_mode`, and also when a Dropout's training_mode is computed at run time (it may be
+    true: its masks are random)."""
     from onnx import helper, numpy_helper
 
+    from graphnet.backend import model_mode
     from graphnet.onnx_io.decode import constant_value
+
+    if model_mode(model) == "train":  # includes opset 7-13 BN with statistics outputs
+        return True
 
     consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     consts.update(
