@@ -95,33 +95,34 @@ def test_check_agrees(tmp_path, capsys):
 
 
 @pytest.mark.slow  # the light SqueezeNet: 10 s
-def test_check_compares_a_softmax_through_its_logits(capsys):
+def test_check_compares_a_softmax_through_its_logits(capsys, monkeypatch):
     """The light SqueezeNet's weights are all 0.02: its logits are ~1e10 and equal, so which
-    classes each runtime's float32 softmax keeps depends on its BLAS. `check` compares the
-    logits (they agree) and says so, instead of reporting a false difference."""
+    classes each runtime's float32 softmax keeps depends on its BLAS (here they may or may not
+    agree). `check` agrees either way; and when the probabilities do differ (forced below by one
+    ulp of onnxruntime's logits, as another BLAS gives), it compares the logits and says so."""
+    import graphnet.cli.check as check
+
     path = os.path.join(
         os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_squeezenet.onnx"
     )
+    code, out, _ = _run(["check", path], capsys)
+    assert code == 0 and out.strip().endswith("agree (rtol 0.0001, atol 1e-05)"), out
+    real = check.ort_outputs
+
+    def another_blas(model, feeds, extra=()):
+        got = real(model, feeds, extra)
+        z = got["r65"].astype(np.float32)
+        z[:, ::3] = np.nextafter(z[:, ::3], np.float32(np.inf))  # a third of the classes +1 ulp
+        e = np.exp(z.astype(np.float64) - z.max())
+        got["r65"], got["softmaxout_1"] = z, (e / e.sum()).astype(np.float32)
+        return got
+
+    monkeypatch.setattr(check, "ort_outputs", another_blas)
     code, out, _ = _run(["check", path], capsys)
     assert code == 0, out
     assert "compared through 'r65'" in out and out.strip().endswith(
         "agree (rtol 0.0001, atol 1e-05)"
     )
-
-
-def test_check_sizes_symbolic_dims_with_dim(tmp_path, capsys):
-    from graphnet import nn
-
-    net = nn.Network("spatial", seed=0)
-    x = net.input("x", (None, 2, "H", "W"))
-    net.output(nn.Conv(3, 3)(x), name="y")
-    path = tmp_path / "m.onnx"
-    net.graph.save(str(path))
-    # With every symbol at --batch 1 the 3x3 kernel does not fit: say so, sized per symbol.
-    code, out, err = _run(["check", str(path), "--dim", "H=6", "--dim", "W=5"], capsys)
-    assert code == 0 and "y: shape (1, 3, 4, 3)" in out, out + err
-    code, _, err = _run(["check", str(path), "--dim", "D=6"], capsys)
-    assert code == 2 and "no dim named 'D' (symbolic dims: H, N, W)" in err
 
 
 def test_export_from_module(tmp_path, capsys):
