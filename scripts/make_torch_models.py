@@ -37,6 +37,8 @@ Models (all in eval mode except `bn_train`; channels 4-16, inputs about (N, 3, 1
   Its .npz also holds PyTorch's eval-mode outputs under `b{B}/eval/<output name>` (running
   statistics as stored in the file), i.e. what the graph computes in inference mode.
 - conv3d_video: Conv3d + BatchNorm3d + ReLU + MaxPool3d + AvgPool3d on (N, 3, 4, 8, 8).
+- gn_ln, gn_ln_op13: GroupNorm then LayerNorm over (C, H, W) (see `GroupNormLayerNorm`), at
+  opsets 17 and 13 (LayerNorm as primitive ops there).
 """
 
 from __future__ import annotations
@@ -201,6 +203,28 @@ class NormsActs(nn.Module):
         v = torch.tanh(self.conv_3x1(p))
         h = torch.flatten(F.adaptive_avg_pool2d(torch.cat([u, v], 1), 1), 1)
         return F.log_softmax(self.fc(h), dim=1), self.max(c)  # max: (N, 8, 8, 8)
+
+
+class GroupNormLayerNorm(nn.Module):
+    """GroupNorm, then a LayerNorm over (C, H, W): the TorchScript exporter writes GroupNorm as
+    Reshape -> InstanceNormalization -> Reshape back to a shape computed by Shape (its dims
+    unknown until run time), and at opset 13 LayerNorm as primitive ops (ReduceMean, Sub, Pow,
+    Sqrt, Div, Mul, Add with 0-d constants)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1, stride=2)
+        self.gn = nn.GroupNorm(4, 16)
+        self.ln = nn.LayerNorm([16, 8, 8])
+        self.fc = nn.Linear(16 * 8 * 8, 10)
+        with torch.no_grad():  # non-trivial affine parameters: a dropped scale would show
+            for norm in (self.gn, self.ln):
+                norm.weight.copy_(torch.rand(norm.weight.shape) + 0.5)
+                norm.bias.copy_(torch.randn(norm.bias.shape) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.ln(self.gn(self.conv(x))))
+        return self.fc(torch.flatten(h, 1))
 
 
 class WSConv2d(nn.Conv2d):
@@ -412,6 +436,8 @@ def main() -> None:
     export("ws_conv", _seeded(WSNet, 4), x2d, ["logits"], seed=4, fold=False)
     export("bn_train", _seeded(BNTrain, 5), x2d, ["features", "dropped"], seed=5, training=True)
     export("conv3d_video", _seeded(Video3D, 6), (1, 3, 4, 8, 8), ["features", "logits"], seed=6)
+    export("gn_ln", _seeded(GroupNormLayerNorm, 7), x2d, ["logits"], seed=7)
+    export("gn_ln_op13", _seeded(GroupNormLayerNorm, 7), x2d, ["logits"], seed=7, opset=13)
 
     too_big = []
     for f in sorted(os.listdir(OUT_DIR)):

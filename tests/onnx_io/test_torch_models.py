@@ -46,6 +46,8 @@ INFERENCE_MODELS = [
     "norms_acts",
     "ws_conv",
     "conv3d_video",
+    "gn_ln",  # GroupNorm's run-time Reshape, then LayerNorm over (C,H,W): unknown dims, not N
+    "gn_ln_op13",  # the same with LayerNorm as opset-13 primitive ops and 0-d constants
 ]
 ALL_MODELS = INFERENCE_MODELS + ["bn_train"]
 BN_TRAIN_DROPOUT = 0.25  # the Dropout ratio bn_train was exported with
