@@ -8,8 +8,14 @@
 - A `Graph` holds its input values, its nodes (kept in topological order), its output names and its
   parameters: NumPy arrays held by name, read by nodes like any other value (ONNX's initializers).
 
-Producer and consumer maps are derived from the nodes each time they are asked for; nothing keeps
-them by hand. `Graph.verify()` checks every invariant and names the node that breaks it.
+Def-use is kept by the graph: each value's producer and readers, and each node's place in the
+order, are updated by every mutation (`add_node`, `remove_node`, `set_input`, `set_inputs`,
+`set_outputs`, `replace_uses`, `rename_value`, `bypass`, `remove_unused`, `toposort`), so
+`producer(v)`, `readers(v)` and `node(name)` answer in O(1) (readers: O(readers)). A node's
+`inputs` and `outputs` are read-only lists and `graph.nodes` is a tuple: an edit that went around
+the graph's methods could not keep the maps right, so it raises instead. `Graph.verify()` checks
+every invariant, the maps against a recomputation from the nodes included, and names the node that
+breaks it.
 
 Layering: this module sits in the core with `graphnet.ops` (which it imports) and `graphnet.value`
 (`Value` and the shape helpers, re-exported here). `Graph.to_onnx` and `Graph.save` are the one
@@ -21,9 +27,8 @@ exactly this edge as ignored.
 from __future__ import annotations
 
 import copy as _copy
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -34,18 +39,64 @@ from graphnet.value import Shape, Value, dtype_name, format_shape
 __all__ = ["Value", "Node", "Graph", "Shape", "format_shape", "dtype_name"]
 
 
-@dataclass(eq=False)
-class Node:
-    """One op application: `outputs = op(inputs) {attrs}`. Nodes compare (and hash) by identity:
-    `graph.nodes.remove(node)` / `.index(node)` / `node in graph.nodes` mean THIS node, and a
-    field-by-field comparison per list entry made them the slowest part of optimizing a large
-    model (800k comparisons on DenseNet-121)."""
+class _Names(list):
+    """A node's input or output names: a list that refuses in-place changes (the graph's
+    producer and reader maps would go stale). Reading, comparing and copying work as for a list."""
 
-    op: str
-    inputs: list[str]
-    outputs: list[str]
-    attrs: dict[str, Any] = field(default_factory=dict)
-    name: str = ""
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise GraphError(
+            "a node's inputs and outputs are changed through its graph (set_input, set_inputs, "
+            "set_outputs, replace_uses, rename_value), which keeps producers and readers up to date"
+        )
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
+        return (_Names, (list(self),))
+
+
+class Node:
+    """One op application: `outputs = op(inputs) {attrs}`.
+
+    `op` and `attrs` may be changed in place; `name`, `inputs` and `outputs` only through the graph
+    that holds the node. Nodes compare (and hash) by identity: `a is b` is the only equality."""
+
+    __slots__ = ("op", "attrs", "_name", "_inputs", "_outputs", "_graph", "_prev", "_next", "_key")
+
+    def __init__(
+        self,
+        op: str,
+        inputs: Iterable[str],
+        outputs: Iterable[str],
+        attrs: dict[str, Any] | None = None,
+        name: str = "",
+    ) -> None:
+        self.op = op
+        self.attrs: dict[str, Any] = {} if attrs is None else attrs
+        self._name = name
+        self._inputs = _Names(inputs)
+        self._outputs = _Names(outputs)
+        # Set while the node is in a graph: the graph, its neighbours in the order, and a key
+        # that increases along the order (so two nodes are ordered in O(1)).
+        self._graph: Graph | None = None
+        self._prev: Node | None = None
+        self._next: Node | None = None
+        self._key = 0.0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def inputs(self) -> list[str]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[str]:
+        return self._outputs
 
     def __repr__(self) -> str:
         outs = ", ".join(f"%{o}" for o in self.outputs)
@@ -87,6 +138,10 @@ def _fmt_attr(v: Any) -> str:
     return repr(v)
 
 
+def _key(node: Node) -> float:
+    return node._key
+
+
 class Graph:
     """A computation graph: inputs, nodes in topological order, outputs, and parameters."""
 
@@ -94,7 +149,6 @@ class Graph:
         self.name = name
         self.inputs: list[str] = []
         self.outputs: list[str] = []
-        self.nodes: list[Node] = []
         self.params: dict[str, np.ndarray] = {}
         self.values: dict[str, Value] = {}
         # Where a graph came from (an ONNX import keeps opset, IR version and metadata here).
@@ -105,6 +159,17 @@ class Graph:
         # the whole graph per call; `verify()` remains the full check.
         self._names: set[str] = set()
         self._reserved: set[str] = set()
+        # The order: a doubly linked list of nodes (O(1) insert and remove) and, built on demand,
+        # the tuple `nodes` returns.
+        self._head: Node | None = None
+        self._tail: Node | None = None
+        self._count = 0
+        self._order: tuple[Node, ...] | None = ()
+        # Def-use: value -> the node that writes it; value -> {reader: how many of its inputs
+        # read the value} (insertion-ordered; `readers` sorts by position); node name -> node.
+        self._producer: dict[str, Node] = {}
+        self._readers: dict[str, dict[Node, int]] = {}
+        self._by_name: dict[str, Node] = {}
 
     # ----------------------------------------------------------------- building
     def add_input(self, name: str, shape: Shape | None, dtype: str = "float32") -> Value:
@@ -130,6 +195,11 @@ class Graph:
         self.params[name] = array
         self.values[name] = Value(name, tuple(array.shape), dtype_name(array.dtype))
 
+    def remove_param(self, name: str) -> None:
+        """Delete a parameter (and its Value); the caller made sure no node reads it."""
+        del self.params[name]
+        self.values.pop(name, None)
+
     def add_node(
         self,
         op: str,
@@ -139,13 +209,16 @@ class Graph:
         name: str,
         outputs: list[str] | None = None,
         infer: bool = True,
+        before: Node | None = None,
     ) -> Node:
-        """Append a node; with `infer` (the default) its output shapes are inferred at once,
-        so a wrong shape fails here, naming the node."""
-        if name in self._names and any(n.name == name for n in self.nodes):
+        """Add a node at the end, or just before node `before`; with `infer` (the default) its
+        output shapes are inferred at once, so a wrong shape fails here, naming the node."""
+        if name in self._by_name:
             raise GraphError(f"a node named '{name}' already exists in graph '{self.name}'")
-        self._names.add(name)
-        self._reserved.discard(name)
+        if not name:
+            raise GraphError(f"a node of op '{op}' needs a non-empty name")
+        if before is not None:
+            self._own(before)
         inputs = list(inputs)
         for i in inputs:
             if i and i not in self.values:
@@ -158,7 +231,9 @@ class Graph:
             outputs = [f"{name}.out"] if n_out == 1 else [f"{name}.out{k}" for k in range(n_out)]
         for o in outputs:
             self._claim(o, f"output of node '{name}'")
-        node = Node(op, inputs, list(outputs), dict(attrs or {}), name)
+        self._names.add(name)
+        self._reserved.discard(name)
+        node = Node(op, inputs, outputs, dict(attrs or {}), name)
         if infer:
             types = ops.infer(
                 node, [self.values.get(i) if i else None for i in inputs], self._consts(inputs)
@@ -168,7 +243,10 @@ class Graph:
         else:
             for o in outputs:
                 self.values.setdefault(o, Value(o, None, "float32"))
-        self.nodes.append(node)
+        self._link(node, before)
+        self._by_name[name] = node
+        self._add_defs(node, node.outputs)
+        self._add_uses(node, node.inputs)
         return node
 
     def _consts(self, inputs: Iterable[str]) -> list:
@@ -199,30 +277,294 @@ class Graph:
         self._reserved.add(name)
         return name
 
+    # ------------------------------------------------------------- mutation
+    def remove_node(self, node: Node) -> None:
+        """Remove a node, and the Values of its outputs that no node reads and that are not graph
+        outputs. The caller rewires the readers of its outputs (or renames a value onto them)."""
+        self._own(node)
+        self._unlink(node)
+        del self._by_name[node.name]
+        self._drop_defs(node, node.outputs)
+        self._drop_uses(node, node.inputs)
+        node._graph = None
+        for o in node.outputs:
+            if o and o not in self._readers and o not in self._producer and o not in self.outputs:
+                self.values.pop(o, None)
+
+    def set_input(self, node: Node, k: int, name: str) -> None:
+        """Make `node`'s k-th input read `name` ("" omits it); k may be one past the end or
+        further (the gap is filled with omitted inputs)."""
+        names = list(node.inputs)
+        names.extend([""] * (k + 1 - len(names)))
+        names[k] = name
+        self.set_inputs(node, names)
+
+    def set_inputs(self, node: Node, names: Sequence[str]) -> None:
+        """Replace `node`'s whole input list."""
+        self._own(node)
+        for i in names:
+            if i and i not in self.values:
+                raise GraphError(
+                    f"input '{i}' of node '{node.name}' ({node.op}) is not defined in graph "
+                    f"'{self.name}'"
+                )
+        self._drop_uses(node, node.inputs)
+        node._inputs = _Names(names)
+        self._add_uses(node, node._inputs)
+
+    def set_outputs(self, node: Node, names: Sequence[str]) -> None:
+        """Replace `node`'s output list. A name it no longer writes loses its Value unless some
+        node reads it or it is a graph output; a new name gets a Value of unknown shape unless it
+        has one (set `values[name]` after)."""
+        self._own(node)
+        old = list(node.outputs)
+        for o in names:
+            p = self._producer.get(o)
+            if o and p is not None and p is not node:
+                raise GraphError(
+                    f"output '{o}' of node '{node.name}' is already written by node '{p.name}'"
+                )
+        self._drop_defs(node, old)
+        node._outputs = _Names(names)
+        self._add_defs(node, node._outputs)
+        for o in names:
+            if o:
+                self._names.add(o)
+                self._reserved.discard(o)
+                self.values.setdefault(o, Value(o, None, "float32"))
+        for o in old:
+            if o and o not in self._producer and o not in self._readers and o not in self.outputs:
+                self.values.pop(o, None)
+
+    def replace_uses(self, old: str, new: str, *, keep: Node | None = None) -> None:
+        """Make every node that reads `old` (except `keep`) read `new` instead. Graph outputs
+        are not touched. O(readers of `old`)."""
+        if new and new not in self.values:
+            raise GraphError(f"cannot read '{new}' instead of '{old}': it is not defined")
+        for n in list(self._readers.get(old, ())):
+            if n is not keep:
+                self.set_inputs(n, [new if i == old else i for i in n.inputs])
+
+    def rename_value(self, old: str, new: str) -> None:
+        """Rename a value everywhere it is written or read (producer, readers, graph inputs and
+        outputs, parameters) to the unused name `new`."""
+        if new in self.values:
+            raise GraphError(f"cannot rename '{old}' to '{new}': that name is already used")
+        if old not in self.values:
+            raise GraphError(f"cannot rename '{old}': graph '{self.name}' has no such value")
+        v = self.values.pop(old)
+        self.values[new] = Value(new, v.shape, v.dtype)
+        self._names.add(new)
+        self._reserved.discard(new)
+        p = self._producer.pop(old, None)
+        if p is not None:
+            p._outputs = _Names(new if o == old else o for o in p.outputs)
+            self._producer[new] = p
+        users = self._readers.pop(old, None)
+        if users is not None:
+            for n in users:
+                n._inputs = _Names(new if i == old else i for i in n.inputs)
+            # Readers may already wait for `new` (a pass removed its producer and renames another
+            # value onto the name): merge.
+            waiting = self._readers.setdefault(new, {})
+            for n, count in users.items():
+                waiting[n] = waiting.get(n, 0) + count
+        if old in self.params:
+            self.params[new] = self.params.pop(old)
+        if old in self.inputs:
+            self.inputs = [new if i == old else i for i in self.inputs]
+        if old in self.outputs:
+            self.outputs = [new if o == old else o for o in self.outputs]
+
+    def bypass(self, node: Node, src: str, dst: str) -> str | None:
+        """Remove `node`, whose output `dst` equals its input `src`, by making `dst`'s readers read
+        `src`. Returns None when done, else the reason it is impossible (nothing changed then).
+
+        If `dst` is a graph output its name must survive: `src`'s producer is made to write `dst`
+        directly. That needs `src` to come from a node and not to be a graph output itself."""
+        if dst in self.outputs:
+            if src in self.inputs:
+                return (
+                    f"output '{dst}' would be graph input '{src}' unchanged; the node keeps "
+                    "both names apart"
+                )
+            if src in self.params:
+                return (
+                    f"output '{dst}' would be parameter '{src}' unchanged; the node keeps "
+                    "both names apart"
+                )
+            if src in self.outputs:
+                return f"'{src}' and '{dst}' are both graph outputs; the node keeps both names"
+            shape = self.values[dst].shape
+            self.replace_uses(dst, src, keep=node)
+            self.remove_node(node)
+            self.values.pop(dst, None)
+            self.rename_value(src, dst)
+            if self.values[dst].shape is None:  # keep the better-known shape
+                self.values[dst].shape = shape
+            return None
+        self.replace_uses(dst, src, keep=node)
+        self.remove_node(node)
+        return None
+
+    def _own(self, node: Node) -> None:
+        if node._graph is not self:
+            raise GraphError(f"node '{node.name}' ({node.op}) is not in graph '{self.name}'")
+
+    # ---------------------------------------------------------- def-use upkeep
+    def _add_defs(self, node: Node, names: Iterable[str]) -> None:
+        for o in names:
+            if o:
+                self._producer[o] = node
+
+    def _drop_defs(self, node: Node, names: Iterable[str]) -> None:
+        for o in names:
+            if o and self._producer.get(o) is node:
+                del self._producer[o]
+
+    def _add_uses(self, node: Node, names: Iterable[str]) -> None:
+        for i in names:
+            if i:
+                users = self._readers.get(i)
+                if users is None:
+                    self._readers[i] = {node: 1}
+                else:
+                    users[node] = users.get(node, 0) + 1
+
+    def _drop_uses(self, node: Node, names: Iterable[str]) -> None:
+        for i in names:
+            if i:
+                users = self._readers[i]
+                left = users[node] - 1
+                if left:
+                    users[node] = left
+                else:
+                    del users[node]
+                    if not users:
+                        del self._readers[i]
+
+    def _link(self, node: Node, before: Node | None) -> None:
+        """Put `node` at the end of the order or just before `before`."""
+        node._graph = self
+        if before is None:
+            prev, nxt = self._tail, None
+        else:
+            prev, nxt = before._prev, before
+        node._prev, node._next = prev, nxt
+        if prev is None:
+            self._head = node
+        else:
+            prev._next = node
+        if nxt is None:
+            self._tail = node
+        else:
+            nxt._prev = node
+        self._count += 1
+        self._order = None
+        if nxt is None:
+            node._key = prev._key + 1.0 if prev is not None else 0.0
+        else:
+            lo = prev._key if prev is not None else nxt._key - 2.0
+            node._key = (lo + nxt._key) / 2
+            if not lo < node._key < nxt._key:  # the gap is used up: number the order anew
+                self._renumber()
+
+    def _unlink(self, node: Node) -> None:
+        prev, nxt = node._prev, node._next
+        if prev is None:
+            self._head = nxt
+        else:
+            prev._next = nxt
+        if nxt is None:
+            self._tail = prev
+        else:
+            nxt._prev = prev
+        node._prev = node._next = None
+        self._count -= 1
+        self._order = None
+
+    def _renumber(self) -> None:
+        n, k = self._head, 0.0
+        while n is not None:
+            n._key = k
+            n, k = n._next, k + 1.0
+
+    def _set_order(self, nodes: Sequence[Node]) -> None:
+        """Relink the graph's nodes in the given order (the same nodes, reordered)."""
+        self._head = self._tail = None
+        self._count = 0
+        for n in nodes:
+            self._link(n, None)
+        self._order = tuple(nodes)
+
     # ---------------------------------------------------------------- queries
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """The nodes in order, as a tuple (built once per change of the order)."""
+        if self._order is None:
+            out = []
+            n = self._head
+            while n is not None:
+                out.append(n)
+                n = n._next
+            self._order = tuple(out)
+        return self._order
+
+    def producer(self, name: str) -> Node | None:
+        """The node that writes `name` (None for graph inputs, parameters and unknown names)."""
+        return self._producer.get(name) if name else None
+
+    def readers(self, name: str) -> list[Node]:
+        """The nodes that read `name`, in graph order, each once."""
+        users = self._readers.get(name)
+        if not users:
+            return []
+        if len(users) == 1:
+            return list(users)
+        return sorted(users, key=_key)
+
+    def num_readers(self, name: str) -> int:
+        """How many nodes read `name` (a node reading it twice counts once)."""
+        return len(self._readers.get(name, ()))
+
     def producers(self) -> dict[str, Node]:
         """Value name -> the node that writes it (inputs and parameters have none)."""
-        return {o: n for n in self.nodes for o in n.outputs}
+        return dict(self._producer)
 
     def consumers(self) -> dict[str, list[Node]]:
         """Value name -> the nodes that read it, in graph order."""
-        uses: dict[str, list[Node]] = {}
-        for n in self.nodes:
-            for i in dict.fromkeys(i for i in n.inputs if i):
-                uses.setdefault(i, []).append(n)
-        return uses
+        return {v: self.readers(v) for v in self._readers}
 
     def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise GraphError(f"graph '{self.name}' has no node named '{name}'")
+        """The node named `name`, or `GraphError`."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise GraphError(f"graph '{self.name}' has no node named '{name}'") from None
+
+    def has_node(self, name: str) -> bool:
+        return name in self._by_name
+
+    def comes_before(self, a: Node, b: Node) -> bool:
+        """Is node `a` earlier in the order than node `b`? O(1)."""
+        self._own(a)
+        self._own(b)
+        return a._key < b._key
+
+    def after(self, node: Node) -> Node | None:
+        """The node that follows `node` in the order (None for the last). O(1)."""
+        self._own(node)
+        return node._next
+
+    def __contains__(self, node: object) -> bool:
+        """`node in graph`: is this node (by identity) in the graph? O(1)."""
+        return isinstance(node, Node) and node._graph is self
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)
 
     def __len__(self) -> int:
-        return len(self.nodes)
+        return self._count
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -247,12 +589,12 @@ class Graph:
         import networkx as nx
 
         dg = nx.DiGraph()
-        prod = self.producers()
         for n in self.nodes:
             dg.add_node(n.name)
             for i in n.inputs:
-                if i in prod:
-                    dg.add_edge(prod[i].name, n.name, value=i)
+                p = self._producer.get(i) if i else None
+                if p is not None:
+                    dg.add_edge(p.name, n.name, value=i)
         return dg
 
     # ------------------------------------------------------------ maintenance
@@ -267,30 +609,28 @@ class Graph:
         except nx.NetworkXUnfeasible as exc:
             cycle = " -> ".join(u for u, _ in nx.find_cycle(dg))
             raise GraphError(f"graph '{self.name}' has a cycle: {cycle}") from exc
-        by_name = {n.name: n for n in self.nodes}
-        self.nodes = [by_name[name] for name in order]
+        self._set_order([self._by_name[name] for name in order])
 
     def remove_unused(self) -> tuple[list[Node], list[str]]:
         """Drop nodes that no graph output depends on, then parameters no node reads.
         Returns (removed nodes, removed parameter names)."""
         live = set(self.outputs)
-        keep: list[Node] = []
+        removed: list[Node] = []
         for n in reversed(self.nodes):
             if any(o in live for o in n.outputs):
-                keep.append(n)
                 live.update(i for i in n.inputs if i)
-        kept = {id(n) for n in keep}
-        removed = [n for n in self.nodes if id(n) not in kept]
-        self.nodes = list(reversed(keep))
+            else:
+                removed.append(n)
+        removed.reverse()
+        for n in removed:
+            self.remove_node(n)
         dead_params = [p for p in self.params if p not in live]
         for p in dead_params:
-            del self.params[p]
+            self.remove_param(p)
         for n in removed:
             for o in n.outputs:
                 if o not in live:
                     self.values.pop(o, None)
-        for p in dead_params:
-            self.values.pop(p, None)
         return removed, dead_params
 
     def verify(self) -> None:
@@ -300,7 +640,11 @@ class Graph:
             if p in defined:
                 raise GraphError(f"'{p}' is both a graph input and a parameter")
             defined[p] = "parameter"
-        prod = self.producers()
+        prod: dict[str, Node] = {}
+        for n in self.nodes:
+            for o in n.outputs:
+                if o:
+                    prod.setdefault(o, n)
         names: set[str] = set()
         for n in self.nodes:
             if n.name in names:
@@ -329,16 +673,62 @@ class Graph:
                 raise GraphError(f"graph output '{o}' is never defined")
         if len(set(self.outputs)) != len(self.outputs):
             raise GraphError(f"graph '{self.name}' lists an output twice: {self.outputs}")
+        self._verify_maps()
+
+    def _verify_maps(self) -> None:
+        """The kept order, producer, reader and name maps equal a recomputation from the nodes."""
+        where = f"graph '{self.name}'"
+        readers: dict[str, dict[Node, int]] = {}
+        prev: Node | None = None
+        for k, n in enumerate(self.nodes):
+            if n._graph is not self or n._prev is not prev:
+                raise GraphError(f"{where}: node '{n.name}' is not linked in at position {k}")
+            if prev is not None and not prev._key < n._key:
+                raise GraphError(f"{where}: the order keys of '{prev.name}', '{n.name}' are stale")
+            if self._by_name.get(n.name) is not n:
+                raise GraphError(f"{where}: the name map does not give node '{n.name}'")
+            for o in n.outputs:
+                if o and self._producer.get(o) is not n:
+                    other = self._producer.get(o)
+                    says = f"node '{other.name}'" if other is not None else "no producer"
+                    raise GraphError(
+                        f"{where}: the producer map is stale: '{o}' is written by node "
+                        f"'{n.name}', the map says {says}"
+                    )
+            for i in n.inputs:
+                if i:
+                    users = readers.setdefault(i, {})
+                    users[n] = users.get(n, 0) + 1
+            prev = n
+        if len(self.nodes) != self._count or len(self._by_name) != self._count:
+            raise GraphError(f"{where}: the node count or name map is stale")
+        written = sum(1 for n in self.nodes for o in n.outputs if o)
+        if len(self._producer) != written:
+            ghosts = sorted(set(self._producer) - {o for n in self.nodes for o in n.outputs})
+            raise GraphError(
+                f"{where}: the producer map is stale: it lists {ghosts} that no node writes"
+            )
+        if readers != self._readers:
+            for v in sorted(set(readers) | set(self._readers)):
+                have = {n.name: c for n, c in self._readers.get(v, {}).items()}
+                want = {n.name: c for n, c in readers.get(v, {}).items()}
+                if have != want:
+                    raise GraphError(
+                        f"{where}: the reader map is stale for '{v}': it lists {sorted(have)}, "
+                        f"the nodes that read it are {sorted(want)}"
+                    )
 
     def copy(self) -> Graph:
         """A deep copy (parameters copied too), so a pass can work on it freely."""
         g = Graph(self.name)
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)
-        g.nodes = [
-            Node(n.op, list(n.inputs), list(n.outputs), _copy_attrs(n.attrs), n.name)
-            for n in self.nodes
-        ]
+        for n in self.nodes:
+            c = Node(n.op, n.inputs, n.outputs, _copy_attrs(n.attrs), n.name)
+            g._link(c, None)
+            g._by_name[c.name] = c
+            g._add_defs(c, c.outputs)
+            g._add_uses(c, c.inputs)
         g.params = {k: v.copy() for k, v in self.params.items()}
         g.values = {k: Value(v.name, v.shape, v.dtype) for k, v in self.values.items()}
         g.meta = _copy.deepcopy(self.meta)

@@ -8,7 +8,6 @@ name instead (its producer writes the output directly).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,59 +16,25 @@ import numpy as np
 from graphnet import ops
 from graphnet.dims import is_static
 from graphnet.errors import GraphNetError
-from graphnet.ir import Graph, Node, Value
+from graphnet.ir import Graph, Node
 
 __all__ = [
-    "producer",
-    "readers",
     "other_uses",
-    "is_param",
-    "bypass",
-    "rename_value",
-    "remove_node",
-    "emit_at",
+    "sole_reader",
+    "after_removal",
     "write_param",
     "const_input",
     "constant_value",
     "resolved_attrs",
-    "fmt",
     "params_read",
     "drop_params_made_dead",
 ]
 
 
-_PRODUCERS: weakref.WeakKeyDictionary[Graph, dict[str, Node]] = weakref.WeakKeyDictionary()
-
-
-def producer(graph: Graph, name: str) -> Node | None:
-    """The node that writes `name` (None for graph inputs, parameters and unknown names).
-
-    Passes look producers up thousands of times on a large model, and a scan of every node per
-    lookup made folding DenseNet-121 quadratic. So a name -> node map is kept per graph and each
-    answer is CHECKED before it is returned: the node must still be in the graph (an identity
-    test, in C) and still list `name` among its outputs. A stale or missing entry rebuilds the
-    map from the nodes, so the answer is always the one a scan would give: nothing has to tell
-    the cache about rewrites."""
-    if not name or name in graph.params or name in graph.inputs:
-        return None
-    table = _PRODUCERS.get(graph)
-    node = table.get(name) if table is not None else None
-    if node is not None and name in node.outputs and node in graph.nodes:
-        return node
-    table = {o: n for n in graph.nodes for o in n.outputs}
-    _PRODUCERS[graph] = table
-    return table.get(name)
-
-
-def readers(graph: Graph, value: str) -> list[Node]:
-    """The nodes that read `value`, in graph order (each once)."""
-    return [n for n in graph.nodes if value in n.inputs]
-
-
 def other_uses(graph: Graph, value: str, node: Node) -> str | None:
     """Why `value` is not private to `node`: None if `node` is its only reader and it is not a
     graph output, else a phrase such as "also feeds add_7, relu2" or "is a graph output"."""
-    others = [n.name for n in readers(graph, value) if n is not node]
+    others = [n.name for n in graph.readers(value) if n is not node]
     why = []
     if others:
         why.append("also feeds " + ", ".join(others))
@@ -82,14 +47,10 @@ def sole_reader(graph: Graph, value: str) -> Node | str:
     """The one node that reads `value` (not a graph output), or why there is none."""
     if value in graph.outputs:
         return f"its output '{value}' is a graph output"
-    users = readers(graph, value)
+    users = graph.readers(value)
     if len(users) != 1:
         return f"its output feeds {len(users)} nodes" if users else "its output is not read"
     return users[0]
-
-
-def is_param(graph: Graph, name: str) -> bool:
-    return bool(name) and name in graph.params
 
 
 def const_input(graph: Graph, node: Node, k: int) -> np.ndarray | None:
@@ -114,7 +75,7 @@ def constant_value(
         return None
     if name in graph.params:
         return graph.params[name]
-    node = producer(graph, name)
+    node = graph.producer(name)
     if node is None or node.op == "Opaque" or _depth > 16:
         return None
     from graphnet.runtime.kernels import get_kernel, has_kernel
@@ -153,13 +114,9 @@ def resolved_attrs(graph: Graph, node: Node) -> dict[str, Any]:
     return ops.attrs_of(node, [graph.values.get(i) if i else None for i in node.inputs])
 
 
-def fmt(x: float) -> str:
-    return f"{x:.6g}"
-
-
 def params_read(graph: Graph) -> set[str]:
     """The parameters some node reads."""
-    return {i for n in graph.nodes for i in n.inputs if i in graph.params}
+    return {p for p in graph.params if graph.num_readers(p)}
 
 
 def drop_params_made_dead(
@@ -168,86 +125,27 @@ def drop_params_made_dead(
     """Delete the parameters a rewrite left unread: read before it, or made by it (folded
     intermediate results), and read by no node now (graph outputs are kept). Returns their names
     in the graph's parameter order."""
-    now = params_read(graph)
     dead = [
         p
         for p in graph.params
-        if (p in read_before or p not in existed_before) and p not in now and p not in graph.outputs
+        if (p in read_before or p not in existed_before)
+        and not graph.num_readers(p)
+        and p not in graph.outputs
     ]
     for p in dead:
-        del graph.params[p]
-        graph.values.pop(p, None)
+        graph.remove_param(p)
     return dead
 
 
-def remove_node(graph: Graph, node: Node) -> None:
-    """Drop a node and the values only it defined (the caller rewired their readers)."""
-    graph.nodes.remove(node)  # nodes compare by identity: this is THE node, found in C
-    for o in node.outputs:
-        if o and o not in graph.outputs and not readers(graph, o):
-            graph.values.pop(o, None)
-
-
-def rename_value(graph: Graph, old: str, new: str) -> None:
-    """Rename a value produced by a node (and every read of it) to the unused name `new`."""
-    v = graph.values.pop(old)
-    graph.values[new] = Value(new, v.shape, v.dtype)
-    for n in graph.nodes:  # rebuild only the lists that hold `old` (most hold nothing to change)
-        if old in n.inputs:
-            n.inputs = [new if i == old else i for i in n.inputs]
-        if old in n.outputs:
-            n.outputs = [new if o == old else o for o in n.outputs]
-    graph.outputs = [new if o == old else o for o in graph.outputs]
-
-
-def bypass(graph: Graph, node: Node, src: str, dst: str) -> str | None:
-    """Remove `node`, whose output `dst` equals its input `src`, by making `dst`'s readers read
-    `src`. Returns None when done, else the reason it is impossible (nothing changed then).
-
-    If `dst` is a graph output its name must survive: `src`'s producer is made to write `dst`
-    directly. That needs `src` to come from a node and not to be a graph output itself."""
-    if dst in graph.outputs:
-        if src in graph.inputs:
-            return (
-                f"output '{dst}' would be graph input '{src}' unchanged; the node keeps "
-                "both names apart"
-            )
-        if src in graph.params:
-            return (
-                f"output '{dst}' would be parameter '{src}' unchanged; the node keeps "
-                "both names apart"
-            )
-        if src in graph.outputs:
-            return f"'{src}' and '{dst}' are both graph outputs; the node keeps both names"
-        shape = graph.values[dst].shape
-        remove_node(graph, node)
-        graph.values.pop(dst, None)
-        rename_value(graph, src, dst)
-        if graph.values[dst].shape is None:  # keep the better-known shape
-            graph.values[dst].shape = shape
-        return None
-    for n in graph.nodes:
-        if n is not node and dst in n.inputs:
-            n.inputs = [src if i == dst else i for i in n.inputs]
-    remove_node(graph, node)
-    return None
-
-
-def emit_at(
-    graph: Graph,
-    index: int,
-    op: str,
-    inputs: Sequence[str],
-    attrs: dict[str, Any] | None,
-    *,
-    name: str,
-    outputs: list[str] | None = None,
-) -> Node:
-    """Add a node (shapes inferred, names checked) and move it to position `index`."""
-    node = graph.add_node(op, inputs, attrs or {}, name=graph.fresh_name(name), outputs=outputs)
-    graph.nodes.pop()
-    graph.nodes.insert(index, node)
-    return node
+def after_removal(graph: Graph, nodes: Sequence[Node]) -> Node | None:
+    """The first node after `nodes[0]` that is not in `nodes`: where nodes added with
+    `add_node(..., before=...)` take `nodes[0]`'s place once `nodes` are removed (None: at the
+    end)."""
+    gone = set(nodes)
+    after = graph.after(nodes[0])
+    while after is not None and after in gone:
+        after = graph.after(after)
+    return after
 
 
 def write_param(graph: Graph, node: Node, k: int, array: np.ndarray, hint: str) -> str | None:
@@ -260,13 +158,13 @@ def write_param(graph: Graph, node: Node, k: int, array: np.ndarray, hint: str) 
     old = node.inputs[k] if k < len(node.inputs) else ""
     if old and old in graph.params:
         array = np.asarray(array).astype(graph.params[old].dtype, copy=False)
-        others = [n.name for n in readers(graph, old) if n is not node]
+        others = [n.name for n in graph.readers(old) if n is not node]
         if not others and old not in graph.outputs and node.inputs.count(old) == 1:
             graph.set_param(old, array)
             return None
         name = graph.fresh_name(hint)
         graph.add_param(name, array)
-        node.inputs[k] = name
+        graph.set_input(node, k, name)
         users = others + (["a graph output"] if old in graph.outputs else [])
         return (
             f"'{old}' is shared with {', '.join(users) or 'another input of the same node'}, so "
@@ -274,7 +172,5 @@ def write_param(graph: Graph, node: Node, k: int, array: np.ndarray, hint: str) 
         )
     name = graph.fresh_name(hint)
     graph.add_param(name, np.asarray(array))
-    while len(node.inputs) <= k:
-        node.inputs.append("")
-    node.inputs[k] = name
+    graph.set_input(node, k, name)
     return None

@@ -33,12 +33,9 @@ from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.ops._shapes import broadcast
 from graphnet.passes._graph import (
+    after_removal,
     constant_value,
-    emit_at,
     other_uses,
-    producer,
-    readers,
-    rename_value,
     resolved_attrs,
     write_param,
 )
@@ -48,7 +45,6 @@ from graphnet.passes.bn_maths import feature_factor
 __all__ = [
     "Fill",
     "fill_of",
-    "producer_of",
     "fold_into_producer",
     "broadcasts_to",
     "did",
@@ -57,11 +53,6 @@ __all__ = [
 
 LINEAR_PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization")
 """Ops a per-feature affine map folds into (plus Add(MatMul, c), a MatMul's bias)."""
-
-
-def producer_of(graph: Graph, name: str) -> Node | None:
-    """The node that writes `name` (None for graph inputs and parameters)."""
-    return producer(graph, name)
 
 
 # ------------------------------------------------------------------------------ fills
@@ -83,7 +74,7 @@ class Fill:
 def fill_of(graph: Graph, name: str) -> Fill | None:
     """The fill that writes the value `name`, or None if `name` is not one (see the module
     docstring); its shape must be static and its vector of `name`'s dtype."""
-    node = producer_of(graph, name)
+    node = graph.producer(name)
     v = graph.values.get(name)
     if node is None or len(node.outputs) != 1 or v is None or v.shape is None:
         return None
@@ -123,13 +114,14 @@ def _write_fill(
         graph.add_param(vec_name, vec)
         op, inputs, attrs = "Expand", [vec_name, fill.shape_name], {}
     private = (
-        out not in graph.outputs and user.inputs.count(out) == 1 and readers(graph, out) == [user]
+        out not in graph.outputs and user.inputs.count(out) == 1 and graph.readers(out) == [user]
     )
     if private:
-        fill.node.op, fill.node.inputs, fill.node.attrs = op, inputs, attrs
+        graph.set_inputs(fill.node, inputs)
+        fill.node.op, fill.node.attrs = op, attrs
         return None
-    node = emit_at(graph, graph.nodes.index(user), op, inputs, attrs, name=hint)
-    user.inputs[k] = node.outputs[0]
+    node = graph.add_node(op, inputs, attrs, name=graph.fresh_name(hint), before=user)
+    graph.set_input(user, k, node.outputs[0])
     return f"the fill '{out}' is shared, so {user.name} got its own {node.name} ({op})"
 
 
@@ -166,7 +158,7 @@ def fold_into_producer(
     chain[-1].outputs[0], each node the only reader of the one before), into x's producer.
     None when done (the chain is gone, the producer writes y, the report says so), else why not
     (nothing changed)."""
-    prod = producer_of(graph, x)
+    prod = graph.producer(x)
     if prod is None:
         kind = "graph input" if x in graph.inputs else "parameter"
         return f"its input '{x}' is a {kind}"
@@ -311,17 +303,19 @@ def _into_matmul(graph, mm, x, chain, s, t, report, label) -> str | None:
     shift = graph.fresh_name(f"{chain[0].name}.shift")
     graph.add_param(shift, t.astype(dtype))
     y = chain[-1].outputs[0]
-    index = graph.nodes.index(chain[0])
+    after = after_removal(graph, chain)
     shape = graph.values[y].shape
     _remove_chain(graph, chain)
-    add = emit_at(graph, index, "Add", [x, shift], None, name=f"{chain[0].name}_bias", outputs=[y])
+    add = graph.add_node(
+        "Add", [x, shift], name=graph.fresh_name(f"{chain[0].name}_bias"), outputs=[y], before=after
+    )
     graph.values[y].shape = graph.values[y].shape or shape
     did(report, f"folded {label} into {mm.name} (MatMul) and a bias {add.name} (Add)", [note])
     return None
 
 
 def _into_matmul_add(graph, add, x, chain, s, t, report, label) -> str | None:
-    prods = [producer(graph, i) for i in add.inputs]
+    prods = [graph.producer(i) for i in add.inputs]
     mm_k = next((k for k, p in enumerate(prods) if p is not None and p.op == "MatMul"), None)
     if mm_k is None or len(add.inputs) != 2:
         return f"{add.name} (Add) does not add a bias to a MatMul"
@@ -377,8 +371,10 @@ def broadcasts_to(small: tuple, big: tuple) -> bool:
 
 
 def _remove_chain(graph: Graph, chain: list[Node]) -> None:
-    gone = {id(n) for n in chain}
-    graph.nodes = [n for n in graph.nodes if id(n) not in gone]
+    """Remove the chain and its outputs' values (the last one's name is written anew by the
+    caller: its readers keep reading it)."""
+    for n in chain:
+        graph.remove_node(n)
     for n in chain:
         graph.values.pop(n.outputs[0], None)
 
@@ -398,7 +394,7 @@ def _finish(
     y = chain[-1].outputs[0]
     shape = graph.values[y].shape
     _remove_chain(graph, chain)
-    rename_value(graph, x, y)
+    graph.rename_value(x, y)
     graph.values[y].shape = graph.values[y].shape or shape
     did(report, f"folded {label} into {what or f'{prod.name} ({prod.op})'}", notes)
 

@@ -47,7 +47,12 @@ from graphnet import ops
 from graphnet.dims import is_static, is_symbolic
 from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Node, Value, format_shape
-from graphnet.passes._graph import drop_params_made_dead, params_read, resolved_attrs, write_param
+from graphnet.passes._graph import (
+    drop_params_made_dead,
+    params_read,
+    resolved_attrs,
+    write_param,
+)
 from graphnet.passes.base import PassReport, register_pass
 from graphnet.passes.shape_arith import MOVERS, ShapeSymbols
 
@@ -83,7 +88,7 @@ def fold_constants(
     read_before, existed_before = params_read(graph), set(graph.params)
     symbols = ShapeSymbols()
     refined: set[str] = set()  # values whose shape this sweep made better known
-    for node in list(graph.nodes):
+    for node in graph.nodes:  # a snapshot: folding a node does not disturb the loop
         if refined:
             _refine_shapes(graph, node, refined)
         if node.op == "WSConv":
@@ -220,11 +225,7 @@ def _fold_node(graph: Graph, node: Node, report: PassReport, max_bytes: int | No
                 f"'{name}', but the graph says {v.dtype}{format_shape(v.shape)}"
             )
             return False
-    graph.nodes.remove(node)
-    for name, arr in zip(node.outputs, outs, strict=True):
-        if name:
-            graph.values.pop(name, None)
-            graph.add_param(name, arr)
+    _to_params(graph, node, outs)
     report.did(
         f"folded {node.name} ({node.op}) into constant(s) {', '.join(o for o in node.outputs if o)}"
     )
@@ -233,10 +234,8 @@ def _fold_node(graph: Graph, node: Node, report: PassReport, max_bytes: int | No
 
 def _refill(graph: Graph, node: Node, report: PassReport) -> bool:
     """`node` (a FILL_MOVER) reads a ConstantOfShape fill: make it a ConstantOfShape itself."""
-    from graphnet.passes._graph import emit_at, producer, readers
-
     src = node.inputs[0]
-    fill = producer(graph, src)
+    fill = graph.producer(src)
     if fill is None or fill.op != "ConstantOfShape":
         return False
     if not all(i in graph.params for i in node.inputs[1:] if i):
@@ -249,24 +248,22 @@ def _refill(graph: Graph, node: Node, report: PassReport) -> bool:
     value = np.asarray(resolved_attrs(graph, fill)["value"])
     if str(value.dtype) != out.dtype:
         return False
-    index = graph.nodes.index(node)
-    graph.nodes.remove(node)
-    graph.values.pop(out.name)
+    after = graph.after(node)
+    graph.remove_node(node)
+    graph.values.pop(out.name, None)
     shape = graph.fresh_name(f"{node.name}.shape")
     graph.add_param(shape, np.array(out.shape, np.int64))
-    emit_at(
-        graph,
-        index,
+    graph.add_node(
         "ConstantOfShape",
         [shape],
         {"value": value},
-        name=node.name,
+        name=graph.fresh_name(node.name),
         outputs=[out.name],
+        before=after,
     )
     gone = ""
-    if not readers(graph, src) and src not in graph.outputs:
-        graph.nodes.remove(fill)
-        graph.values.pop(src, None)
+    if not graph.num_readers(src) and src not in graph.outputs:
+        graph.remove_node(fill)
         gone = f"; {fill.name} is no longer read and was removed"
     report.did(
         f"{node.name} ({node.op} of the fill '{src}') became "
@@ -280,9 +277,7 @@ def _vector_to_param(graph: Graph, node: Node, vec: np.ndarray, report: PassRepo
     if _keeps_output(graph, node, report, f"its shape entries {vec.tolist()} are all static"):
         return False
     arr = np.array(vec.tolist(), dtype=np.dtype(graph.values[out].dtype))
-    graph.nodes.remove(node)
-    graph.values.pop(out, None)
-    graph.add_param(out, arr)
+    _to_params(graph, node, [arr])
     report.did(
         f"folded {node.name} ({node.op} of static shape entries) into the constant {arr.tolist()}"
     )
@@ -328,14 +323,21 @@ def _fold_shape(graph: Graph, node: Node, report: PassReport) -> bool:
     start = attrs.get("start", 0)
     end = attrs.get("end")
     dims = np.asarray(list(x.shape)[start:end], dtype=np.int64)
-    out = node.outputs[0]
-    graph.nodes.remove(node)
-    graph.values.pop(out, None)
-    graph.add_param(out, dims)
+    _to_params(graph, node, [dims])
     report.did(
         f"folded {node.name} (Shape of {format_shape(x.shape)}) into the constant {dims.tolist()}"
     )
     return True
+
+
+def _to_params(graph: Graph, node: Node, arrays: list[np.ndarray]) -> None:
+    """Replace `node` by parameters named like its outputs, holding `arrays` (its readers read
+    them unchanged)."""
+    graph.remove_node(node)
+    for name, arr in zip(node.outputs, arrays, strict=True):
+        if name:
+            graph.values.pop(name, None)
+            graph.add_param(name, arr)
 
 
 def _wsconv_to_conv(graph: Graph, node: Node, report: PassReport) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from graphnet import ops
 from graphnet.ir import Graph, Node
-from graphnet.passes._graph import rename_value, resolved_attrs
+from graphnet.passes._graph import resolved_attrs
 from graphnet.passes.base import PassReport, register_pass
 
 __all__ = ["cse", "param_key", "attrs_key"]
@@ -95,12 +95,9 @@ def _dedupe_params(graph: Graph, report: PassReport) -> dict[str, str]:
             merged[name] = keep
     if not merged:
         return merged
-    for n in graph.nodes:
-        if any(i in merged for i in n.inputs):
-            n.inputs = [merged.get(i, i) for i in n.inputs]
-    for name in merged:
-        del graph.params[name]
-        graph.values.pop(name, None)
+    for name, keep in merged.items():
+        graph.replace_uses(name, keep)
+        graph.remove_param(name)
     groups: dict[str, list[str]] = {}
     for dup, keep in merged.items():
         groups.setdefault(keep, []).append(dup)
@@ -117,11 +114,11 @@ def _merge_nodes(graph: Graph, report: PassReport) -> None:
     seen: dict[tuple, list[list]] = {}
     alias: dict[str, str] = {}  # output of a removed node -> the kept node's output
     named: dict[str, str] = {}  # kept output -> the graph output name it takes at the end
-    removed: set[int] = set()
+    removed: list[Node] = []
     opaque_pairs: list[str] = []
     for node in graph.nodes:
         if alias and any(i in alias for i in node.inputs):
-            node.inputs = [alias.get(i, i) for i in node.inputs]
+            graph.set_inputs(node, [alias.get(i, i) for i in node.inputs])
         spec = ops.get(node.op) if ops.has(node.op) else None
         if spec is None or spec.mode_dependent:
             continue
@@ -144,17 +141,17 @@ def _merge_nodes(graph: Graph, report: PassReport) -> None:
             if why:
                 report.declined(f"{node.name}: same as {keep.name}, but {why}")
                 break
-            removed.add(id(node))
+            removed.append(node)
             report.did(f"merged {node.name} into {keep.name} ({node.op})")
             break
         else:
             bucket.append(entry)
-    if removed:
-        graph.nodes = [n for n in graph.nodes if id(n) not in removed]
-        for d in alias:
-            graph.values.pop(d, None)
+    for n in removed:
+        graph.remove_node(n)
+    for d in alias:
+        graph.values.pop(d, None)  # a graph output name among them is taken over just below
     for k, d in named.items():  # a removed node's graph output name: the kept node writes it now
-        rename_value(graph, k, d)
+        graph.rename_value(k, d)
     if opaque_pairs:
         report.declined(
             "same op type, inputs and attributes, but Opaque nodes are kept (nothing proves them "

@@ -36,14 +36,10 @@ from graphnet import ops
 from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.passes._graph import (
-    bypass,
     const_input,
     drop_params_made_dead,
-    emit_at,
     other_uses,
     params_read,
-    producer,
-    readers,
     resolved_attrs,
     sole_reader,
     write_param,
@@ -77,11 +73,12 @@ def drop_dropout(graph: Graph, report: PassReport) -> None:
             _classic(graph, node, keep, report)
             continue
         what = f"{node.name} ({attrs['scheme']}, drop_prob {attrs['drop_prob']:g})"
-        reason = bypass(graph, node, x, y)
+        reason = graph.bypass(node, x, y)
         if reason is None:
             report.did(f"removed {what}: identity at inference")
         elif ops.has("Identity"):
-            node.op, node.attrs, node.inputs = "Identity", {}, node.inputs[:1]
+            graph.set_inputs(node, node.inputs[:1])
+            node.op, node.attrs = "Identity", {}
             report.did(f"replaced {what} by an Identity: {reason}")
         else:
             report.declined(f"{what}: {reason}")
@@ -95,9 +92,8 @@ def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
     if len(node.outputs) < 2 or not node.outputs[1]:
         return True
     mask = node.outputs[1]
-    if not readers(graph, mask) and mask not in graph.outputs:
-        node.outputs = node.outputs[:1]
-        graph.values.pop(mask, None)
+    if not graph.num_readers(mask) and mask not in graph.outputs:
+        graph.set_outputs(node, node.outputs[:1])
         return True
     x = graph.values[node.inputs[0]]
     missing = [op for op in ("ConstantOfShape", "Shape") if not ops.has(op)]
@@ -112,33 +108,29 @@ def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
         )
         return False
     dtype = graph.values[mask].dtype
-    index = graph.nodes.index(node) + 1
-    node.outputs = node.outputs[:1]
-    graph.values.pop(mask)
+    after = graph.after(node)
+    graph.set_outputs(node, node.outputs[:1])
+    graph.values.pop(mask, None)  # kept for its readers: the new ConstantOfShape writes it
     static = all(is_static(d) for d in x.shape)
     if static:
         shape = graph.fresh_name(f"{node.name}.mask_shape")
         graph.add_param(shape, np.asarray(x.shape, dtype=np.int64))
     else:
-        shape = emit_at(
-            graph,
-            index,
+        shape = graph.add_node(
             "Shape",
             [x.name],
-            None,
-            name=f"{node.name}_mask_shape",
+            name=graph.fresh_name(f"{node.name}_mask_shape"),
             outputs=[graph.fresh_name(f"{node.name}.mask_shape")],
+            before=after,
         ).outputs[0]
-        index += 1
     ones = np.ones(1, dtype=np.dtype(dtype))
-    cos = emit_at(
-        graph,
-        index,
+    cos = graph.add_node(
         "ConstantOfShape",
         [shape],
         {"value": ones},
-        name=f"{node.name}_mask",
+        name=graph.fresh_name(f"{node.name}_mask"),
         outputs=[mask],
+        before=after,
     )
     graph.values[mask].shape = x.shape  # Shape(x) is x's shape, symbolic dims included
     how = f"the static shape {format_shape(x.shape)}" if static else f"Shape({x.name})"
@@ -153,7 +145,7 @@ def _classic(graph: Graph, node: Node, keep: float, report: PassReport) -> None:
     x, y = node.inputs[0], node.outputs[0]
     why_before = _scale_producer(graph, node, keep)
     if isinstance(why_before, tuple):
-        bypass(graph, node, x, y)  # x is private to the Dropout (checked), so this cannot fail
+        graph.bypass(node, x, y)  # x is private to the Dropout (checked), so this cannot fail
         report.did(
             f"removed {node.name} (classic): its scale {keep:g} folded into {why_before[0]}"
             + (f" ({why_before[1]})" if why_before[1] else "")
@@ -161,7 +153,7 @@ def _classic(graph: Graph, node: Node, keep: float, report: PassReport) -> None:
         return
     why_after = _scale_consumer(graph, node, keep)
     if isinstance(why_after, tuple):
-        bypass(graph, node, x, y)
+        graph.bypass(node, x, y)
         report.declined(f"{node.name}: scale not folded into the layer before it: {why_before}")
         report.did(
             f"removed {node.name} (classic): its scale {keep:g} folded into the "
@@ -176,10 +168,12 @@ def _classic(graph: Graph, node: Node, keep: float, report: PassReport) -> None:
     xv = graph.values[x]
     k = graph.fresh_name(f"{node.name}.keep")
     graph.add_param(k, np.asarray(keep, dtype=np.dtype(xv.dtype)))
-    index = graph.nodes.index(node)
-    graph.nodes.remove(node)
-    graph.values.pop(y)
-    mul = emit_at(graph, index, "Mul", [x, k], None, name=f"{node.name}_scale", outputs=[y])
+    after = graph.after(node)
+    graph.remove_node(node)
+    graph.values.pop(y, None)
+    mul = graph.add_node(
+        "Mul", [x, k], name=graph.fresh_name(f"{node.name}_scale"), outputs=[y], before=after
+    )
     report.did(f"rewrote {node.name} (classic) as {mul.name} (Mul by keep = {keep:g})")
 
 
@@ -193,7 +187,7 @@ def _scale(graph: Graph, target: Node, k: int, keep: float) -> str | None:
 def _scale_producer(graph: Graph, node: Node, keep: float) -> tuple[str, str | None] | str:
     """Fold the scale into the node before; (its description, note) when done, else why not."""
     x = node.inputs[0]
-    prod = producer(graph, x)
+    prod = graph.producer(x)
     if prod is None:
         return f"its input '{x}' is a {'graph input' if x in graph.inputs else 'parameter'}"
     busy = other_uses(graph, x, node)

@@ -25,7 +25,7 @@ import numpy as np
 
 from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
-from graphnet.passes._graph import bypass, const_input, readers, resolved_attrs
+from graphnet.passes._graph import const_input, resolved_attrs
 from graphnet.passes.base import PassReport, register_pass
 
 __all__ = ["eliminate", "reshape_is_noop", "flatten_is_noop"]
@@ -98,19 +98,19 @@ def _shape(shape: tuple | None) -> str:
 def eliminate(graph: Graph, report: PassReport) -> None:
     """Remove identities, no-op Reshape/Flatten/Transpose/Cast, Dropout(p=0), dead nodes and
     unused parameters (mode-independent; graph output names kept)."""
-    for node in list(graph.nodes):
+    for node in graph.nodes:  # a snapshot: removing nodes does not disturb the loop
         why = _why_noop(graph, node)
         if why is None:
             continue
         if (
             len(node.outputs) > 1
             and node.outputs[1]
-            and (readers(graph, node.outputs[1]) or node.outputs[1] in graph.outputs)
+            and (graph.num_readers(node.outputs[1]) or node.outputs[1] in graph.outputs)
         ):
             report.declined(f"{node.name}: {why}, but its mask output '{node.outputs[1]}' is read")
             continue
         src, dst = node.inputs[0], node.outputs[0]
-        reason = bypass(graph, node, src, dst)
+        reason = graph.bypass(node, src, dst)
         if reason is None:
             report.did(f"removed {node.name}: {why}")
         else:

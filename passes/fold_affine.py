@@ -40,14 +40,12 @@ from graphnet import ops
 from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.passes._graph import (
-    bypass,
+    after_removal,
     constant_value,
     drop_params_made_dead,
-    emit_at,
     params_read,
-    remove_node,
 )
-from graphnet.passes._linear import LINEAR_PRODUCERS, fold_into_producer, producer_of
+from graphnet.passes._linear import LINEAR_PRODUCERS, fold_into_producer
 from graphnet.passes.base import PassReport, register_pass
 from graphnet.passes.bn_maths import per_channel_vector
 
@@ -108,7 +106,7 @@ def _is_constant(graph: Graph, name: str) -> bool:
     ConstantOfShape vectors that fold-constants keeps when they have more than 1024 elements)."""
     if name in graph.params:
         return True
-    prod = producer_of(graph, name)
+    prod = graph.producer(name)
     return (
         prod is not None
         and prod.op in _CONST_MAKERS
@@ -152,13 +150,12 @@ def fold_affine(graph: Graph, report: PassReport) -> None:
     steps = {id(n): st for n in graph.nodes if (st := affine_step(graph, n)) is not None}
     if not steps:
         return
-    # Chains are found before anything is rewritten (one consumer map instead of a scan per
-    # question): they are disjoint, and rewriting one never changes which nodes form another.
-    uses = graph.consumers()
+    # Chains are found before anything is rewritten: they are disjoint, and rewriting one never
+    # changes which nodes form another.
     chains = [
-        _chain_from(graph, n, steps, uses)
+        _chain_from(graph, n, steps)
         for n in graph.nodes
-        if id(n) in steps and not _continues_a_chain(graph, n, steps, uses)
+        if id(n) in steps and not _continues_a_chain(graph, n, steps)
     ]
     for chain in chains:
         _fold_chain(graph, chain, [steps[id(n)] for n in chain], report)
@@ -171,28 +168,30 @@ def _x(node: Node, steps: dict) -> str:
     return node.inputs[steps[id(node)].data]
 
 
-def _private(graph: Graph, value: str, node: Node, uses: dict[str, list[Node]]) -> bool:
+def _private(graph: Graph, value: str, node: Node) -> bool:
     return (
-        value not in graph.outputs and uses.get(value) == [node] and node.inputs.count(value) == 1
+        value not in graph.outputs
+        and graph.readers(value) == [node]
+        and node.inputs.count(value) == 1
     )
 
 
-def _continues_a_chain(graph: Graph, node: Node, steps: dict, uses: dict[str, list[Node]]) -> bool:
+def _continues_a_chain(graph: Graph, node: Node, steps: dict) -> bool:
     """Whether `node` reads a step whose only reader it is (then the chain starts earlier)."""
-    prod = producer_of(graph, _x(node, steps))
-    return prod is not None and id(prod) in steps and _private(graph, prod.outputs[0], node, uses)
+    prod = graph.producer(_x(node, steps))
+    return prod is not None and id(prod) in steps and _private(graph, prod.outputs[0], node)
 
 
-def _chain_from(graph: Graph, head: Node, steps: dict, uses: dict[str, list[Node]]) -> list[Node]:
+def _chain_from(graph: Graph, head: Node, steps: dict) -> list[Node]:
     """The steps from `head` on, each the only reader (as data) of the one before."""
     chain = [head]
     while True:
         out = chain[-1].outputs[0]
-        users = uses.get(out, [])
+        users = graph.readers(out)
         if (
             len(users) != 1
             or id(users[0]) not in steps
-            or not _private(graph, out, users[0], uses)
+            or not _private(graph, out, users[0])
             or _x(users[0], steps) != out
         ):
             return chain
@@ -203,7 +202,7 @@ def _fold_chain(graph: Graph, chain: list[Node], kinds: list[Step], report: Pass
     x = graph.values[chain[0].inputs[kinds[0].data]]
     s, t = compose_steps(kinds, int(x.shape[1]))
     label = ", ".join(f"{n.name} ({n.op})" for n in chain)
-    prod = producer_of(graph, x.name)
+    prod = graph.producer(x.name)
     if prod is not None and prod.op in LINEAR_PRODUCERS + ("Add", "WSConv"):
         why = fold_into_producer(graph, x.name, chain, s, t, report, label)
         if why is None:
@@ -241,10 +240,10 @@ def _canonical(
     xv = graph.values[x]
     dtype = np.dtype(xv.dtype)
     view = (s.shape[0],) + (1,) * (len(xv.shape) - 2)
-    index = graph.nodes.index(chain[0])
+    after = after_removal(graph, chain)
     shape = graph.values[y].shape
-    gone = {id(n) for n in chain}
-    graph.nodes = [n for n in graph.nodes if id(n) not in gone]
+    for n in chain:
+        graph.remove_node(n)
     for n in chain:
         graph.values.pop(n.outputs[0], None)
     src, made = x, []
@@ -255,17 +254,15 @@ def _canonical(
         c_name = graph.fresh_name(f"{chain[0].name}.{op.lower()}")
         graph.add_param(c_name, vec.reshape(view).astype(dtype))
         out = y if last else graph.fresh_name(f"{chain[0].name}.scaled")
-        node = emit_at(
-            graph,
-            index,
+        node = graph.add_node(
             op,
             [src, c_name],
-            None,
-            name=f"{chain[0].name}_{op.lower()}",
+            name=graph.fresh_name(f"{chain[0].name}_{op.lower()}"),
             outputs=[out],
+            before=after,
         )
         made.append(f"{node.name} ({op})")
-        src, index = out, index + 1
+        src = out
     graph.values[y].shape = graph.values[y].shape or shape
     report.did(f"merged {label} into {' -> '.join(made)}, constants {format_shape(view)}")
 
@@ -281,8 +278,8 @@ def _bypass_chain(
             f"(a graph input, parameter or output): the last node keeps both names"
         )
         return
-    chain[-1].inputs[data_k] = x
+    graph.set_input(chain[-1], data_k, x)
     for n in reversed(chain[:-1]):  # inner values are private to the chain: each dies with its node
-        remove_node(graph, n)
-    bypass(graph, chain[-1], x, y)  # cannot decline: checked above
+        graph.remove_node(n)
+    graph.bypass(chain[-1], x, y)  # cannot decline: checked above
     report.did(f"removed {label}: together they multiply by 1 and add 0")

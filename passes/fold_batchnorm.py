@@ -62,9 +62,7 @@ from graphnet.passes._graph import (
     const_input,
     constant_value,
     drop_params_made_dead,
-    emit_at,
     params_read,
-    readers,
     resolved_attrs,
     sole_reader,
     write_param,
@@ -103,7 +101,7 @@ def fold_batchnorm(graph: Graph, report: PassReport) -> None:
     # is a Mul + Add nothing folds into it); a Conv -> BN1 -> BN2 chain then folds BN1 into the
     # Conv.
     for bn in [n for n in reversed(graph.nodes) if n.op == "BatchNormalization"]:
-        if bn in graph.nodes:
+        if bn in graph:  # O(1): not removed by an earlier fold
             _fold_one(graph, bn, report)
     dead = drop_params_made_dead(graph, read_before, existed_before)
     if dead:
@@ -186,7 +184,7 @@ def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassRepo
     absorbed = False
     while True:
         y = bn.outputs[0]
-        users = readers(graph, y)
+        users = graph.readers(y)
         if y in graph.outputs or len(users) != 1 or users[0].op not in ("Mul", "Add"):
             break
         nxt = users[0]
@@ -203,9 +201,10 @@ def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassRepo
             beta = beta + vec
         # y is private to nxt: the BN writes nxt's output from now on (its readers, and a graph
         # output name, are untouched).
-        graph.nodes.remove(nxt)
-        graph.values.pop(y, None)
-        bn.outputs[0] = nxt.outputs[0]
+        out = graph.values[nxt.outputs[0]]
+        graph.remove_node(nxt)
+        graph.set_outputs(bn, [out.name, *bn.outputs[1:]])
+        graph.values[out.name] = out
         absorbed = True
         report.did(
             f"absorbed {nxt.name} ({nxt.op} by the per-channel constant '{other}') into "
@@ -285,19 +284,19 @@ def _into_consumer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | No
         # graph output keep it).
         out = nxt.outputs[0]
         mm_out = graph.fresh_name(f"{nxt.name}.nobias")
-        old = graph.values.pop(out)
+        old = graph.values[out]
+        after = graph.after(nxt)
+        graph.set_outputs(nxt, [mm_out, *nxt.outputs[1:]])
+        graph.values.pop(out, None)  # kept for its readers: the new Add writes it
         graph.values[mm_out] = Value(mm_out, old.shape, old.dtype)
-        nxt.outputs[0] = mm_out
         bias = graph.fresh_name(f"{bn.name}.shift")
         graph.add_param(bias, shift)
-        emit_at(
-            graph,
-            graph.nodes.index(nxt) + 1,
+        graph.add_node(
             "Add",
             [mm_out, bias],
-            None,
-            name=f"{nxt.name}_bias",
+            name=graph.fresh_name(f"{nxt.name}_bias"),
             outputs=[out],
+            before=after,
         )
     elif nxt.op in ("ConvTranspose", "WSConv"):
         why = (
@@ -308,9 +307,8 @@ def _into_consumer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | No
         return f"{nxt.name} is a {nxt.op}: {why}"
     else:
         return f"{nxt.name} is a {nxt.op}, not a Conv, Gemm or MatMul"
-    nxt.inputs[0] = bn.inputs[0]
-    graph.nodes.remove(bn)
-    graph.values.pop(bn.outputs[0], None)
+    graph.set_input(nxt, 0, bn.inputs[0])
+    graph.remove_node(bn)
     did(report, f"folded {bn.name} into the following {nxt.name} ({nxt.op})", notes)
     return None
 
@@ -330,20 +328,23 @@ def _to_affine(graph: Graph, bn: Node, s, t, report: PassReport) -> None:
     graph.add_param(s_name, s.reshape(view).astype(dtype))
     t_name = graph.fresh_name(f"{bn.name}.add")
     graph.add_param(t_name, t.reshape(view).astype(dtype))
-    index, y = graph.nodes.index(bn), bn.outputs[0]
-    graph.nodes.remove(bn)
-    shape = graph.values.pop(y).shape
-    mul = emit_at(
-        graph,
-        index,
+    after, y = graph.after(bn), bn.outputs[0]
+    shape = graph.values[y].shape
+    graph.remove_node(bn)
+    graph.values.pop(y, None)  # kept for its readers: the new Add writes it
+    mul = graph.add_node(
         "Mul",
         [x.name, s_name],
-        None,
-        name=f"{bn.name}_mul",
+        name=graph.fresh_name(f"{bn.name}_mul"),
         outputs=[graph.fresh_name(f"{bn.name}.scaled")],
+        before=after,
     )
-    add = emit_at(
-        graph, index + 1, "Add", [mul.outputs[0], t_name], None, name=f"{bn.name}_add", outputs=[y]
+    add = graph.add_node(
+        "Add",
+        [mul.outputs[0], t_name],
+        name=graph.fresh_name(f"{bn.name}_add"),
+        outputs=[y],
+        before=after,
     )
     graph.values[y].shape = graph.values[y].shape or shape
     report.did(

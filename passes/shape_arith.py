@@ -121,7 +121,7 @@ class ShapeSymbols:
         name = graph.fresh_name(f"{node.name}.shape")
         graph.add_param(name, const)
         old = node.inputs[1]
-        node.inputs[1] = name
+        graph.set_input(node, 1, name)
         # The target is now a constant: the output's static dims become known to later passes.
         from graphnet import ops
 

@@ -90,7 +90,7 @@ class Network:
         self._own(tensor, "output")
         if name is not None and name != tensor.name:
             old = tensor.name
-            rename_value(self.graph, old, name)
+            self.graph.rename_value(old, name)
             for k, v in self._renamed.items():  # earlier renames now end at the new name
                 if v == old:
                     self._renamed[k] = name
@@ -101,10 +101,10 @@ class Network:
 
     def unique(self, kind: str) -> str:
         """A fresh layer name: conv1, conv2, ..."""
-        while True:
+        while True:  # O(1) per try: the counter per kind and the graph's name maps
             self._counts[kind] = self._counts.get(kind, 0) + 1
             name = f"{kind}{self._counts[kind]}"
-            if name not in self.graph.values and all(n.name != name for n in self.graph.nodes):
+            if name not in self.graph.values and not self.graph.has_node(name):
                 return name
 
     def param(self, name: str, array: np.ndarray) -> str:
@@ -152,22 +152,6 @@ class Network:
                 f"{what}: tensor '{t.name}' belongs to network '{t.net.graph.name}', not "
                 f"'{self.graph.name}'"
             )
-
-
-def rename_value(graph: Graph, old: str, new: str) -> None:
-    """Rename a value everywhere it is read or written."""
-    if new in graph.values:
-        raise GraphError(f"cannot rename '{old}' to '{new}': that name is already used")
-    v = graph.values.pop(old)
-    v.name = new
-    graph.values[new] = v
-    for n in graph.nodes:
-        n.inputs = [new if i == old else i for i in n.inputs]
-        n.outputs = [new if o == old else o for o in n.outputs]
-    graph.inputs = [new if i == old else i for i in graph.inputs]
-    graph.outputs = [new if o == old else o for o in graph.outputs]
-    if old in graph.params:
-        graph.params[new] = graph.params.pop(old)
 
 
 class Layer:

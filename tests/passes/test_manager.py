@@ -172,10 +172,8 @@ def test_verify_tolerance_is_respected(throwaway):
 
 def test_verify_catches_a_changed_output_dtype(throwaway):
     def cast(graph: Graph, report: PassReport) -> None:
-        fc = graph.node("fc")
-        fc.outputs = ["pre"]
-        graph.values["pre"] = graph.values.pop("logits")
-        graph.values["pre"].name = "pre"
+        graph.rename_value("logits", "pre")
+        graph.outputs = ["logits"]  # the interface is kept: a Cast writes the output name
         graph.add_node("Cast", ["pre"], {"to": "float64"}, name="cast", outputs=["logits"])
         report.did("cast logits")
 
@@ -192,7 +190,7 @@ def test_verify_catches_a_changed_output_dtype(throwaway):
 
 def test_a_pass_that_breaks_the_graph_is_named(throwaway):
     def drop_first(graph: Graph, report: PassReport) -> None:
-        graph.nodes.pop(0)
+        graph.remove_node(graph.nodes[0])
         report.did("dropped a node")
 
     throwaway("test-drop", drop_first)
@@ -206,9 +204,7 @@ def test_a_pass_that_breaks_the_graph_is_named(throwaway):
 
 def test_a_pass_that_renames_a_graph_output_is_refused(throwaway):
     def rename(graph: Graph, report: PassReport) -> None:
-        from graphnet.nn.core import rename_value
-
-        rename_value(graph, "logits", "scores")
+        graph.rename_value("logits", "scores")
         report.did("renamed")
 
     throwaway("test-rename", rename)
