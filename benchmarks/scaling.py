@@ -11,11 +11,12 @@ about N nodes, and times each stage on it:
 - import:   `graphnet.load(model)` (ModelProto -> IR, ONNX shape inference included);
 - optimize: `passes.optimize(graph)`, the default `inference` pipeline (every BN folded).
 
-Each time is the median of --repeat runs (the first size is also run once untimed, to warm up
-imports). The table gives microseconds per node and, per stage, the ratio of its per-node cost
+Each time is the CPU time of this process (`time.process_time`: other load on a shared machine
+does not count), the median of --repeat runs; the first size is also run once untimed, to warm up
+imports. The table gives microseconds per node and, per stage, the ratio of its per-node cost
 to the one at the first size: 1.0 is linear, 2.0 is twice the cost per node. The target is a
-ratio of at most 2 at 20,000 nodes for every stage. Measure on a quiet machine; the ratios are
-taken within one run, so a machine's speed cancels out.
+ratio of at most 2 at 20,000 nodes for every stage. The ratios are taken within one run, so a
+machine's speed cancels out.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ def chain(num_nodes: int, channels: int = 4) -> nn.Sequential:
 def _median_time(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         out = fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return statistics.median(times), out
 
 
@@ -113,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         rows.append(measure(n, args.repeat))
         print(f"# {int(rows[-1]['nodes'])} nodes done", file=sys.stderr, flush=True)
-    print(f"# {machine()}; median of {args.repeat}; (x) = per-node cost / that at {sizes[0]:,}")
+    print(
+        f"# {machine()}; CPU time, median of {args.repeat}; "
+        f"(x) = per-node cost / that at {sizes[0]:,}"
+    )
     print(render(rows, args.markdown))
     return 0
 

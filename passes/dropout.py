@@ -13,6 +13,7 @@ inference is
     (W' = keep * W; exact even with padding: keep * 0 = 0), Gemm (alpha' = keep * alpha, whichever
     operand it is), MatMul with a constant other operand;
   - else a `Mul(x, keep)` with a scalar constant of x's dtype.
+  The two folds are the fold engine's (`passes.affine_fold`) with s = keep and no shift.
 - the optional mask output of an inference Dropout is all True: when something reads it (or it
   is a graph output) it is replaced by `ConstantOfShape(shape, value=True)` (bool), with the
   constant shape of x when x's shape is fully static, else with `Shape(x)`.
@@ -35,14 +36,13 @@ import numpy as np
 from graphnet import ops
 from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
-from graphnet.passes._graph import (
-    const_input,
-    drop_params_made_dead,
-    other_uses,
-    params_read,
-    resolved_attrs,
-    sole_reader,
-    write_param,
+from graphnet.passes._graph import drop_params_made_dead, params_read, resolved_attrs
+from graphnet.passes.affine_fold import (
+    Affine,
+    Folded,
+    did,
+    fold_into_consumer,
+    fold_into_producer,
 )
 from graphnet.passes.base import PassReport, register_pass
 
@@ -143,25 +143,27 @@ def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
 
 def _classic(graph: Graph, node: Node, keep: float, report: PassReport) -> None:
     x, y = node.inputs[0], node.outputs[0]
-    why_before = _scale_producer(graph, node, keep)
-    if isinstance(why_before, tuple):
-        graph.bypass(node, x, y)  # x is private to the Dropout (checked), so this cannot fail
-        report.did(
-            f"removed {node.name} (classic): its scale {keep:g} folded into {why_before[0]}"
-            + (f" ({why_before[1]})" if why_before[1] else "")
+    scale = Affine(np.asarray(keep, np.float64), None, tag="keep")
+    into_producer = fold_into_producer(graph, x, [node], scale)
+    if isinstance(into_producer, Folded):
+        did(
+            report,
+            f"removed {node.name} (classic): its scale {keep:g} folded into {into_producer.into}",
+            into_producer.notes,
         )
         return
-    why_after = _scale_consumer(graph, node, keep)
-    if isinstance(why_after, tuple):
-        graph.bypass(node, x, y)
-        report.declined(f"{node.name}: scale not folded into the layer before it: {why_before}")
-        report.did(
-            f"removed {node.name} (classic): its scale {keep:g} folded into the "
-            f"following {why_after[0]}" + (f" ({why_after[1]})" if why_after[1] else "")
+    into_consumer = fold_into_consumer(graph, node, scale)
+    if isinstance(into_consumer, Folded):
+        report.declined(f"{node.name}: scale not folded into the layer before it: {into_producer}")
+        did(
+            report,
+            f"removed {node.name} (classic): its scale {keep:g} folded into the following "
+            f"{into_consumer.into}",
+            into_consumer.notes,
         )
         return
-    report.declined(f"{node.name}: scale not folded into the layer before it: {why_before}")
-    report.declined(f"{node.name}: scale not folded into the layer after it: {why_after}")
+    report.declined(f"{node.name}: scale not folded into the layer before it: {into_producer}")
+    report.declined(f"{node.name}: scale not folded into the layer after it: {into_consumer}")
     if not ops.has("Mul"):
         report.declined(f"{node.name}: kept: op Mul is not in the op table")
         return
@@ -175,87 +177,3 @@ def _classic(graph: Graph, node: Node, keep: float, report: PassReport) -> None:
         "Mul", [x, k], name=graph.fresh_name(f"{node.name}_scale"), outputs=[y], before=after
     )
     report.did(f"rewrote {node.name} (classic) as {mul.name} (Mul by keep = {keep:g})")
-
-
-def _scale(graph: Graph, target: Node, k: int, keep: float) -> str | None:
-    arr = const_input(graph, target, k)
-    return write_param(
-        graph, target, k, np.asarray(arr, np.float64) * keep, f"{target.inputs[k]}_keep"
-    )
-
-
-def _scale_producer(graph: Graph, node: Node, keep: float) -> tuple[str, str | None] | str:
-    """Fold the scale into the node before; (its description, note) when done, else why not."""
-    x = node.inputs[0]
-    prod = graph.producer(x)
-    if prod is None:
-        return f"its input '{x}' is a {'graph input' if x in graph.inputs else 'parameter'}"
-    busy = other_uses(graph, x, node)
-    if busy:
-        return f"{prod.name} output {busy}"
-    if prod.outputs.index(x) != 0:
-        return f"'{x}' is not the main output of {prod.name}"
-    return _scale_linear(graph, prod, keep, before=True)
-
-
-def _scale_consumer(graph: Graph, node: Node, keep: float) -> tuple[str, str | None] | str:
-    y = node.outputs[0]
-    nxt = sole_reader(graph, y)
-    if isinstance(nxt, str):
-        return nxt
-    if nxt.inputs.count(y) != 1:
-        return f"{nxt.name} reads it twice"
-    if nxt.op in ("Conv", "ConvTranspose") and nxt.inputs[0] != y:
-        return f"{nxt.name} ({nxt.op}) reads it as its weight"
-    if nxt.op == "BatchNormalization":
-        return f"{nxt.name} is a BatchNormalization (folding would change its statistics)"
-    return _scale_linear(graph, nxt, keep, before=False, operand=nxt.inputs.index(y))
-
-
-def _scale_linear(graph: Graph, target: Node, keep: float, *, before: bool, operand: int = 0):
-    """Scale the output of the linear op `target` by keep (it is linear in each operand)."""
-    desc = f"{target.name} ({target.op})"
-    if target.op in ("Conv", "ConvTranspose"):
-        need = [1, 2] if before else [1]
-        bad = [
-            target.inputs[k]
-            for k in need
-            if k < len(target.inputs) and target.inputs[k] and target.inputs[k] not in graph.params
-        ]
-        if bad:
-            return f"{target.name}'s '{bad[0]}' is not a constant"
-        notes = [
-            _scale(graph, target, k, keep)
-            for k in need
-            if k < len(target.inputs) and target.inputs[k]
-        ]
-        return desc, "; ".join(n for n in notes if n) or None
-    if target.op == "Gemm":
-        attrs = resolved_attrs(graph, target)
-        if before or operand < 2:  # alpha * (keep A) B = (keep alpha) A B, likewise for B
-            target.attrs["alpha"] = float(attrs["alpha"]) * keep
-        if before or operand == 2:  # the whole output scales, bias term included; or C itself
-            target.attrs["beta"] = float(attrs["beta"]) * keep
-        return desc, None
-    if target.op == "MatMul":
-        other = 1 if (before or operand == 0) else 0
-        if target.inputs[other] not in graph.params:
-            if before and target.inputs[0] in graph.params:
-                other = 0
-            else:
-                return f"{target.name} (MatMul) has no constant operand to scale"
-        return desc, _scale(graph, target, other, keep)
-    if target.op == "BatchNormalization" and before:
-        bad = [target.inputs[k] for k in (1, 2) if target.inputs[k] not in graph.params]
-        if bad:
-            return f"{target.name}'s '{bad[0]}' is not a constant"
-        notes = [_scale(graph, target, k, keep) for k in (1, 2)]
-        return desc, "; ".join(n for n in notes if n) or None
-    if target.op == "WSConv":
-        return f"{target.name} is a WSConv: standardizing its weight would undo the scale"
-    kinds = (
-        "Conv, ConvTranspose, Gemm, MatMul or BatchNormalization"
-        if before
-        else "Conv, ConvTranspose, Gemm or MatMul"
-    )
-    return f"{target.name} is a {target.op}, not a {kinds}"

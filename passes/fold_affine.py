@@ -3,17 +3,19 @@ and merge a chain of them into one Mul + Add.
 
 The maths. A STEP is a node that applies one number per channel (axis 1, as BN does) to its data
 input x: `Mul(x, c)` / `Mul(c, x)`, `Add(x, c)` / `Add(c, x)`, `Sub(x, c)`, `Sub(c, x)`,
-`Div(x, c)`, c a constant that `passes.bn_maths.per_channel_vector` accepts (a scalar, (C, 1, 1),
-(1, C, 1, 1), ...: it never changes x's shape). Each step is y = a * x + b per channel, and a chain
-of steps (each the only reader of the one before) composes, in float64, into one map y = s * x + t:
+`Div(x, c)`, c a constant that `passes.affine_maths.per_channel_vector` accepts (a scalar,
+(C, 1, 1), (1, C, 1, 1), ...: it never changes x's shape). Each step is y = a * x + b per
+channel, and a chain of steps (each the only reader of the one before) composes, in float64, into
+one map y = s * x + t:
     Mul c: (s, t) -> (c s, c t);  Add c: t -> t + c;  Sub(x, c): t -> t - c;
     Sub(c, x): (s, t) -> (-s, c - t);  Div(x, c): (s, t) -> (s / c, t / c).
 Rewrites:
 1. the chain's input x is written by a Conv / ConvTranspose / Gemm / MatMul(+Add) /
    BatchNormalization that only the chain reads: the map folds into its weights and bias
-   (`passes._linear.fold_into_producer`: W' = W * s per output feature, b' = s * b + t; a weight
-   that is a ConstantOfShape / Expand fill stays a fill). This is DenseNet's Caffe2 scale layer
-   after a Conv, and what fold-batchnorm's Mul + Add would leave after a linear op;
+   (the fold engine's `passes.affine_fold.fold_into_producer`: W' = W * s per output feature,
+   b' = s * b + t; a weight that is a ConstantOfShape / Expand fill stays a fill). This is
+   DenseNet's Caffe2 scale layer after a Conv, and what fold-batchnorm's Mul + Add would leave
+   after a linear op;
 2. otherwise a chain of two or more steps that is longer than its canonical form becomes
    `Mul(x, s) -> Add(t)` with (C, 1, ..., 1) constants (the Mul left out when s = 1, the Add when
    t = 0); Mul -> Add or Add -> Mul of two real factors is already as short as it gets.
@@ -45,9 +47,15 @@ from graphnet.passes._graph import (
     drop_params_made_dead,
     params_read,
 )
-from graphnet.passes._linear import LINEAR_PRODUCERS, fold_into_producer
+from graphnet.passes.affine_fold import (
+    LINEAR_PRODUCERS,
+    Affine,
+    Folded,
+    did,
+    fold_into_producer,
+)
+from graphnet.passes.affine_maths import per_channel_vector
 from graphnet.passes.base import PassReport, register_pass
-from graphnet.passes.bn_maths import per_channel_vector
 
 __all__ = ["fold_affine", "affine_step", "compose_steps"]
 
@@ -204,8 +212,9 @@ def _fold_chain(graph: Graph, chain: list[Node], kinds: list[Step], report: Pass
     label = ", ".join(f"{n.name} ({n.op})" for n in chain)
     prod = graph.producer(x.name)
     if prod is not None and prod.op in LINEAR_PRODUCERS + ("Add", "WSConv"):
-        why = fold_into_producer(graph, x.name, chain, s, t, report, label)
-        if why is None:
+        why = fold_into_producer(graph, x.name, chain, Affine(s, t))
+        if isinstance(why, Folded):
+            did(report, f"folded {label} into {why.into}", why.notes)
             return
         if (
             prod.op != "Add" or "MatMul" not in why

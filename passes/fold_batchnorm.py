@@ -7,10 +7,10 @@ If X = W (*) A + b is linear in A with output feature c, then
     W' = W * s (per output feature),   b' = (b - mean) * s + beta = s * b + t,
 and if the BN feeds a linear op instead, Z = W (*) Y + b = (W * s_in) (*) X + (b + W (*) t),
 exact only when every output sees every tap (no padding: a padded zero of Y is not s*0 + t).
-The array maths are pure functions in `passes.bn_maths` (`bn_scale_shift`, `fuse_conv_bn_weights`,
-`fold_affine_into_conv`, `fold_affine_into_matrix`, `per_channel_vector`; re-exported here),
-float64 inside, cast back to the weight's dtype, tested on their own; this module is the graph
-surgery.
+The array maths are pure functions in `passes.affine_maths` (`bn_scale_shift`,
+`fuse_affine_weights`, `fold_affine_into_conv`, `fold_affine_into_matrix`, `per_channel_vector`;
+re-exported here), float64 inside, cast back to the weight's dtype, tested on their own; the
+surgery is the fold engine `passes.affine_fold` (shared with drop-dropout and fold-affine).
 
 Rewrites, for each BatchNormalization whose four statistics are constants (parameters, or
 per-channel vectors a constant sub-graph computes, such as the `ConstantOfShape` fills of the ONNX
@@ -27,7 +27,7 @@ zoo's light models, evaluated here with `passes._graph.constant_value`):
      c' = s * c + t;
    - another BatchNormalization (BN2 after BN1): gamma1' = s2 * gamma1, beta1' = s2 * beta1 + t2.
    BNs are visited last first, so Conv -> BN -> BN folds BN2 into BN1, then BN1 into the Conv.
-   This surgery is `passes._linear.fold_into_producer` (fold-affine uses it too); a weight that is
+   This is `passes.affine_fold.fold_into_producer`; a weight that is
    a ConstantOfShape / Expand fill (the zoo's) becomes `Expand(v * s', shape)`, not materialised.
 2. otherwise into the op that reads it, when that op is its only reader and reads it as data:
    - Conv whose pads are all zero (W' = W * s per input channel, b' = b + sum W * t);
@@ -57,29 +57,33 @@ import numpy as np
 
 from graphnet import ops
 from graphnet.dims import is_static
-from graphnet.ir import Graph, Node, Value, format_shape
+from graphnet.ir import Graph, Node, format_shape
 from graphnet.passes._graph import (
-    const_input,
     constant_value,
     drop_params_made_dead,
     params_read,
     resolved_attrs,
-    sole_reader,
     write_param,
 )
-from graphnet.passes._linear import did, fold_into_producer
-from graphnet.passes.base import PassReport, register_pass
-from graphnet.passes.bn_maths import (
+from graphnet.passes.affine_fold import (
+    Affine,
+    Folded,
+    did,
+    fold_into_consumer,
+    fold_into_producer,
+)
+from graphnet.passes.affine_maths import (
     bn_scale_shift,
     fold_affine_into_conv,
     fold_affine_into_matrix,
-    fuse_conv_bn_weights,
+    fuse_affine_weights,
     per_channel_vector,
 )
+from graphnet.passes.base import PassReport, register_pass
 
 __all__ = [
     "bn_scale_shift",
-    "fuse_conv_bn_weights",
+    "fuse_affine_weights",
     "fold_affine_into_conv",
     "fold_affine_into_matrix",
     "per_channel_vector",
@@ -142,15 +146,20 @@ def _fold_one(graph: Graph, bn: Node, report: PassReport) -> None:
     eps = float(resolved_attrs(graph, bn)["epsilon"])
     s, t = bn_scale_shift(mean, var, eps, gamma, beta)
 
-    why_not_before = _into_producer(graph, bn, s, t, report)
-    if why_not_before is None:
+    affine = Affine(s, t)
+    into_producer = fold_into_producer(graph, bn.inputs[0], [bn], affine)
+    if isinstance(into_producer, Folded):
+        did(report, f"folded {bn.name} into {into_producer.into}", into_producer.notes)
         return
-    why_not_after = _into_consumer(graph, bn, s, t, report)
-    if why_not_after is None:
-        report.declined(f"{bn.name}: not folded into the layer before it: {why_not_before}")
+    into_consumer = fold_into_consumer(graph, bn, affine)
+    if isinstance(into_consumer, Folded):
+        did(
+            report, f"folded {bn.name} into the following {into_consumer.into}", into_consumer.notes
+        )
+        report.declined(f"{bn.name}: not folded into the layer before it: {into_producer}")
         return
-    report.declined(f"{bn.name}: not folded into the layer before it: {why_not_before}")
-    report.declined(f"{bn.name}: not folded into the layer after it: {why_not_after}")
+    report.declined(f"{bn.name}: not folded into the layer before it: {into_producer}")
+    report.declined(f"{bn.name}: not folded into the layer after it: {into_consumer}")
     _to_affine(graph, bn, s, t, report)
 
 
@@ -214,103 +223,6 @@ def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassRepo
         write_param(graph, bn, 1, gamma.astype(dtype), f"{bn.name}.scale")
         write_param(graph, bn, 2, beta.astype(dtype), f"{bn.name}.B")
     return gamma, beta
-
-
-# ----------------------------------------------------------------- into the producer
-def _into_producer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | None:
-    """Fold into the node that writes the BN's input (`passes._linear`); None when done, else why
-    not."""
-    return fold_into_producer(graph, bn.inputs[0], [bn], s, t, report, bn.name)
-
-
-def _need_consts(graph: Graph, node: Node, which: dict[int, str]) -> str | None:
-    for k, what in which.items():
-        if k < len(node.inputs) and node.inputs[k] and node.inputs[k] not in graph.params:
-            return f"{node.name}'s {what} '{node.inputs[k]}' is not a constant"
-    return None
-
-
-# ----------------------------------------------------------------- into the consumer
-def _into_consumer(graph: Graph, bn: Node, s, t, report: PassReport) -> str | None:
-    y = bn.outputs[0]
-    nxt = sole_reader(graph, y)
-    if isinstance(nxt, str):
-        return nxt
-    if nxt.inputs.count(y) != 1 or nxt.inputs[0] != y:
-        return f"{nxt.name} ({nxt.op}) reads it other than as its data input"
-    rank = len(graph.values[y].shape)
-    notes: list[str | None] = []
-    if nxt.op == "Conv":
-        why = _need_consts(graph, nxt, {1: "weight", 2: "bias"})
-        if why:
-            return why
-        attrs = resolved_attrs(graph, nxt)
-        if any(attrs["pads"]):
-            return (
-                f"{nxt.name} (Conv) has pads {list(attrs['pads'])}: its padded zeros would not be "
-                f"shifted by the BN's t"
-            )
-        w_new, b_new = fold_affine_into_conv(
-            const_input(graph, nxt, 1), const_input(graph, nxt, 2), s, t, attrs["group"]
-        )
-        notes += [
-            write_param(graph, nxt, 1, w_new, f"{nxt.inputs[1]}_bn"),
-            write_param(graph, nxt, 2, b_new, f"{nxt.name}.bias_bn"),
-        ]
-    elif nxt.op == "Gemm":
-        why = _need_consts(graph, nxt, {1: "B", 2: "C"})
-        if why:
-            return why
-        attrs = resolved_attrs(graph, nxt)
-        if attrs["transA"]:
-            return f"{nxt.name} (Gemm) has transA=1: the BN's channels would be its output rows"
-        b = const_input(graph, nxt, 1)
-        c = const_input(graph, nxt, 2)
-        b_new, shift = fold_affine_into_matrix(b, s, t, in_axis=1 if attrs["transB"] else 0)
-        c64 = np.zeros(1) if c is None else float(attrs["beta"]) * np.asarray(c, np.float64)
-        c_new = (c64 + float(attrs["alpha"]) * np.asarray(shift, np.float64)).astype(b.dtype)
-        notes += [
-            write_param(graph, nxt, 1, b_new, f"{nxt.inputs[1]}_bn"),
-            write_param(graph, nxt, 2, c_new, f"{nxt.name}.C_bn"),
-        ]
-        nxt.attrs["beta"] = 1.0
-    elif nxt.op == "MatMul":
-        b = const_input(graph, nxt, 1)
-        if b is None or b.ndim != 2 or rank != 2:
-            return f"{nxt.name} (MatMul) does not multiply the 2-D BN output by a constant matrix"
-        b_new, shift = fold_affine_into_matrix(b, s, t, in_axis=0)
-        notes.append(write_param(graph, nxt, 1, b_new, f"{nxt.inputs[1]}_bn"))
-        # MatMul now writes a fresh value; a new Add(t @ B) writes the old name (readers and a
-        # graph output keep it).
-        out = nxt.outputs[0]
-        mm_out = graph.fresh_name(f"{nxt.name}.nobias")
-        old = graph.values[out]
-        after = graph.after(nxt)
-        graph.set_outputs(nxt, [mm_out, *nxt.outputs[1:]])
-        graph.values.pop(out, None)  # kept for its readers: the new Add writes it
-        graph.values[mm_out] = Value(mm_out, old.shape, old.dtype)
-        bias = graph.fresh_name(f"{bn.name}.shift")
-        graph.add_param(bias, shift)
-        graph.add_node(
-            "Add",
-            [mm_out, bias],
-            name=graph.fresh_name(f"{nxt.name}_bias"),
-            outputs=[out],
-            before=after,
-        )
-    elif nxt.op in ("ConvTranspose", "WSConv"):
-        why = (
-            "its border outputs see fewer taps, so t is not a per-channel bias"
-            if nxt.op == "ConvTranspose"
-            else "standardizing its weight would undo the scale"
-        )
-        return f"{nxt.name} is a {nxt.op}: {why}"
-    else:
-        return f"{nxt.name} is a {nxt.op}, not a Conv, Gemm or MatMul"
-    graph.set_input(nxt, 0, bn.inputs[0])
-    graph.remove_node(bn)
-    did(report, f"folded {bn.name} into the following {nxt.name} ({nxt.op})", notes)
-    return None
 
 
 # ----------------------------------------------------------------- per-channel affine

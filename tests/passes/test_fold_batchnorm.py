@@ -18,7 +18,7 @@ from graphnet.passes.fold_batchnorm import (
     bn_scale_shift,
     fold_affine_into_conv,
     fold_affine_into_matrix,
-    fuse_conv_bn_weights,
+    fuse_affine_weights,
 )
 from tests.helpers import add_bn, bn_reference, bn_stats, check_same, ops_of, param, run_on_copy
 from tests.helpers import feeds as _feeds
@@ -26,6 +26,11 @@ from tests.oracles import naive_conv, naive_conv_transpose
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOL64 = dict(rtol=1e-10, atol=1e-10)
+
+
+def fuse_conv_bn_weights(w, b, mean, var, eps, gamma, beta, axis=0, group=1):
+    """FX's signature, composed of the two functions the passes call."""
+    return fuse_affine_weights(w, b, *bn_scale_shift(mean, var, eps, gamma, beta), axis, group)
 
 
 def _stats64(rng, c):

@@ -1,7 +1,7 @@
 """The node-count gaps against onnxsim / onnxslim / onnxruntime (benchmarks/README.md):
 
 - BN / a per-channel scale after a Conv whose weight is a ConstantOfShape or Expand fill (the ONNX
-  zoo's light models): folded as Expand(v * s', shape), no weight materialised (passes/_linear.py);
+  zoo's light models): folded as Expand(v * s', shape), no weight materialised (passes/_fills.py);
 - opt-in materialisation, `optimize(max_constant_bytes=...)`: fills become initializers and fold
   like any weight;
 - Reshape targets computed from Shape(x) with one dynamic entry: a constant with -1
@@ -18,7 +18,7 @@ import pytest
 
 from graphnet import runtime
 from graphnet.ir import Graph
-from graphnet.passes._linear import fill_of
+from graphnet.passes._fills import fill_of
 from graphnet.passes.base import run_pass
 from graphnet.passes.manager import optimize
 from tests import helpers
