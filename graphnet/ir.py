@@ -28,13 +28,17 @@ from __future__ import annotations
 
 import copy as _copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 from graphnet import ops
 from graphnet.errors import GraphError
 from graphnet.value import Shape, Value, dtype_name, format_shape
+
+if TYPE_CHECKING:  # only for annotations: `import graphnet` loads neither
+    import networkx as nx
+    import onnx
 
 __all__ = ["Value", "Node", "Graph", "Shape", "format_shape", "dtype_name"]
 
@@ -51,8 +55,8 @@ class _Names(list):
             "set_outputs, replace_uses, rename_value), which keeps producers and readers up to date"
         )
 
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
-    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
 
     def __reduce__(self) -> tuple[type, tuple[list[str]]]:
         return (_Names, (list(self),))
@@ -117,7 +121,7 @@ _IMMUTABLE = (str, int, float, bool, bytes, type(None), np.generic)
 def _copy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of a node's attributes that shares what cannot change (strings, numbers,
     tuples of them): `copy.deepcopy` of every attribute dict was a tenth of `optimize`."""
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in attrs.items():
         if isinstance(v, _IMMUTABLE) or (
             type(v) is tuple and all(isinstance(x, _IMMUTABLE) for x in v)
@@ -583,7 +587,7 @@ class Graph:
 
         print_fn(format_summary(self))
 
-    def to_networkx(self):
+    def to_networkx(self) -> nx.DiGraph:
         """A `networkx.DiGraph` over node names; an edge per value passed from one node to
         another."""
         import networkx as nx
@@ -745,7 +749,9 @@ class Graph:
                 self.values[o] = Value(o, shape, dtype)
 
     # ------------------------------------------------------------------ output
-    def to_onnx(self, *, mode: str = "inference", opset: int | None = None, **kwargs: Any):
+    def to_onnx(
+        self, *, mode: str = "inference", opset: int | None = None, **kwargs: Any
+    ) -> onnx.ModelProto:
         """Export to an `onnx.ModelProto` (see `graphnet.onnx_io.export`). With `save`, the one
         place the core imports a layer above it (see the module docstring)."""
         from graphnet.onnx_io.export import to_onnx

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 __all__ = ["Value", "Shape", "format_shape", "dtype_name"]
 
@@ -18,7 +19,7 @@ Shape = tuple  # tuple[int | str | None, ...]: static, symbolic, unknown (graphn
 _DTYPE_NAMES: dict = {}
 
 
-def dtype_name(dtype) -> str:
+def dtype_name(dtype: DTypeLike) -> str:
     """`str(np.dtype(dtype))`, cached: NumPy builds the name anew on every call, and the IR asks
     for it once per value (a tenth of importing a 1,700-node model)."""
     try:

@@ -87,7 +87,7 @@ def constant_value(
         if o and v is not None and v.shape is not None and all(is_static(d) for d in v.shape):
             if int(np.prod(v.shape, dtype=np.int64)) > max_elements:
                 return None
-    args = []
+    args: list[np.ndarray | None] = []
     for i in node.inputs:
         if not i:
             args.append(None)

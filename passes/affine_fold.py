@@ -161,7 +161,7 @@ def _not_constant(node: Node, k: int, what: str) -> str:
     return f"{node.name}'s {what} '{node.inputs[k]}' is not a constant"
 
 
-def _into_conv(graph, prod, x, chain, a: Affine) -> Folded | str:
+def _into_conv(graph: Graph, prod: Node, x: str, chain: list[Node], a: Affine) -> Folded | str:
     group = resolved_attrs(graph, prod)["group"]
     # Output features: W is (M, C/g, k...) for Conv, (C, M/g, k...) for ConvTranspose.
     n = _features(graph, prod.inputs[1], *((0, 1) if prod.op == "Conv" else (1, group)))
@@ -184,7 +184,7 @@ def _into_conv(graph, prod, x, chain, a: Affine) -> Folded | str:
     return _finish(graph, prod, x, chain, notes)
 
 
-def _into_gemm(graph, prod, x, chain, a: Affine) -> Folded | str:
+def _into_gemm(graph: Graph, prod: Node, x: str, chain: list[Node], a: Affine) -> Folded | str:
     attrs = resolved_attrs(graph, prod)
     if a.uniform_scale:  # alpha A B + beta C scales as a whole: (k alpha) A B + (k beta) C
         prod.attrs["alpha"] = float(attrs["alpha"]) * float(a.s)
@@ -220,7 +220,7 @@ def _into_gemm(graph, prod, x, chain, a: Affine) -> Folded | str:
     return _finish(graph, prod, x, chain, notes)
 
 
-def _into_bn(graph, prod, x, chain, a: Affine) -> Folded | str:
+def _into_bn(graph: Graph, prod: Node, x: str, chain: list[Node], a: Affine) -> Folded | str:
     # s * (gamma1 (x - m1) / sd1 + beta1) + t: gamma1' = s gamma1, beta1' = s beta1 + t.
     n = _features(graph, prod.inputs[1], 0)
     gamma1, beta1 = (
@@ -263,7 +263,7 @@ def _scale_constant_operand(graph: Graph, node: Node, k: int, a: Affine) -> str 
     return write_param(graph, node, k, scaled, f"{node.inputs[k]}_{a.tag}")
 
 
-def _into_matmul(graph, mm, x, chain, a: Affine) -> Folded | str:
+def _into_matmul(graph: Graph, mm: Node, x: str, chain: list[Node], a: Affine) -> Folded | str:
     if a.uniform_scale:  # (k A) B = A (k B): either constant operand takes the factor
         k = next((k for k in (1, 0) if mm.inputs[k] in graph.params), None)
         if k is None:
@@ -295,12 +295,12 @@ def _into_matmul(graph, mm, x, chain, a: Affine) -> Folded | str:
     return _folded(f"{mm.name} (MatMul) and a bias {add.name} (Add)", [note])
 
 
-def _into_matmul_add(graph, add, x, chain, a: Affine) -> Folded | str:
+def _into_matmul_add(graph: Graph, add: Node, x: str, chain: list[Node], a: Affine) -> Folded | str:
     prods = [graph.producer(i) for i in add.inputs]
     mm_k = next((k for k, p in enumerate(prods) if p is not None and p.op == "MatMul"), None)
-    if mm_k is None or len(add.inputs) != 2:
+    mm = None if mm_k is None else prods[mm_k]
+    if mm is None or mm_k is None or len(add.inputs) != 2:
         return f"{add.name} (Add) does not add a bias to a MatMul"
-    mm = prods[mm_k]
     c = graph.params.get(add.inputs[1 - mm_k])
     if c is None:
         return f"{add.name} adds '{add.inputs[1 - mm_k]}', which is not a constant, to {mm.name}"
@@ -390,7 +390,7 @@ def _const(graph: Graph, node: Node, k: int) -> np.ndarray | None:
     return graph.params.get(node.inputs[k]) if k < len(node.inputs) and node.inputs[k] else None
 
 
-def _conv_after(graph, nxt, k, a: Affine) -> Folded | str:
+def _conv_after(graph: Graph, nxt: Node, k: int, a: Affine) -> Folded | str:
     if nxt.op == "ConvTranspose" and a.t is not None:
         return (
             f"{nxt.name} is a ConvTranspose: its border outputs see fewer taps, so t is not a "
@@ -405,18 +405,18 @@ def _conv_after(graph, nxt, k, a: Affine) -> Folded | str:
             f"{nxt.name} (Conv) has pads {list(attrs['pads'])}: its padded zeros would not be "
             f"shifted by the BN's t"
         )
-    w, b = _const(graph, nxt, 1), _const(graph, nxt, 2)
+    w, b = graph.params[nxt.inputs[1]], _const(graph, nxt, 2)  # the weight: checked just above
     group = attrs["group"]
     n = w.shape[0] if nxt.op == "ConvTranspose" else w.shape[1] * group  # input channels
     s, t = a.per_feature(n)
     w_new, b_new = fold_affine_into_conv(w, b, s, t, group, transpose=nxt.op == "ConvTranspose")
     notes = [write_param(graph, nxt, 1, w_new, _hint(nxt, 1, a))]
-    if b_new is not b:
+    if b_new is not None and b_new is not b:
         notes.append(write_param(graph, nxt, 2, b_new, f"{nxt.name}.bias_{a.tag}"))
     return _folded(f"{nxt.name} ({nxt.op})", notes)
 
 
-def _gemm_after(graph, nxt, k, a: Affine) -> Folded | str:
+def _gemm_after(graph: Graph, nxt: Node, k: int, a: Affine) -> Folded | str:
     attrs = resolved_attrs(graph, nxt)
     if a.uniform_scale:  # alpha (kA) B = (k alpha) A B; beta (k C) = (k beta) C
         key = "beta" if k == 2 else "alpha"
@@ -427,7 +427,7 @@ def _gemm_after(graph, nxt, k, a: Affine) -> Folded | str:
         return why
     if attrs["transA"]:
         return f"{nxt.name} (Gemm) has transA=1: the BN's channels would be its output rows"
-    b, c = _const(graph, nxt, 1), _const(graph, nxt, 2)
+    b, c = graph.params[nxt.inputs[1]], _const(graph, nxt, 2)  # B: checked just above
     in_axis = 1 if attrs["transB"] else 0
     s, t = a.per_feature(b.shape[in_axis])
     b_new, shift = fold_affine_into_matrix(b, s, t, in_axis=in_axis)
@@ -440,7 +440,7 @@ def _gemm_after(graph, nxt, k, a: Affine) -> Folded | str:
     return _folded(f"{nxt.name} ({nxt.op})", notes)
 
 
-def _matmul_after(graph, nxt, k, a: Affine) -> Folded | str:
+def _matmul_after(graph: Graph, nxt: Node, k: int, a: Affine) -> Folded | str:
     if a.uniform_scale:  # A (k B) = k (A B) = (k A) B
         if nxt.inputs[1 - k] not in graph.params:
             return f"{nxt.name} (MatMul) has no constant operand to scale"

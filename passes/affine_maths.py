@@ -8,7 +8,10 @@ weight's dtype. `t` may be None: a pure scale (no shift).
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "bn_scale_shift",
@@ -21,7 +24,9 @@ __all__ = [
 ]
 
 
-def bn_scale_shift(mean, var, eps: float, gamma, beta) -> tuple[np.ndarray, np.ndarray]:
+def bn_scale_shift(
+    mean: ArrayLike, var: ArrayLike, eps: float, gamma: ArrayLike, beta: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
     """(s, t) in float64 with BN(x) = s * x + t per channel: s = gamma / sqrt(var + eps),
     t = beta - mean * s."""
     mean, var, gamma, beta = (np.asarray(a, dtype=np.float64) for a in (mean, var, gamma, beta))
@@ -65,7 +70,15 @@ def fuse_affine_weights(
     return w_new, None if b_new is None else b_new.astype(dtype)
 
 
-def shift_bias(b, s: np.ndarray, t: np.ndarray | None) -> np.ndarray | None:
+@overload
+def shift_bias(b: np.ndarray, s: np.ndarray, t: np.ndarray | None) -> np.ndarray: ...
+@overload
+def shift_bias(b: np.ndarray | None, s: np.ndarray, t: np.ndarray) -> np.ndarray: ...
+@overload
+def shift_bias(b: None, s: np.ndarray, t: None) -> None: ...
+@overload
+def shift_bias(b: np.ndarray | None, s: np.ndarray, t: np.ndarray | None) -> np.ndarray | None: ...
+def shift_bias(b: np.ndarray | None, s: np.ndarray, t: np.ndarray | None) -> np.ndarray | None:
     """The bias of a linear op followed by y = s * x + t: s * b + t in float64 (b = 0 when None;
     None when b and t both are)."""
     if b is None and t is None:

@@ -70,7 +70,7 @@ def _why_noop(graph: Graph, node: Node) -> str | None:
         attrs = resolved_attrs(graph, node)
         if node.op == "Reshape":
             target = const_input(graph, node, 1)
-            if reshape_is_noop(x.shape, target, attrs.get("allowzero", 0)):
+            if target is not None and reshape_is_noop(x.shape, target, attrs.get("allowzero", 0)):
                 return f"Reshape of {_shape(x.shape)} to {list(map(int, target))} keeps the shape"
         elif node.op == "Flatten":
             if flatten_is_noop(x.shape, attrs["axis"]):

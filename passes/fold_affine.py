@@ -208,6 +208,7 @@ def _chain_from(graph: Graph, head: Node, steps: dict) -> list[Node]:
 
 def _fold_chain(graph: Graph, chain: list[Node], kinds: list[Step], report: PassReport) -> None:
     x = graph.values[chain[0].inputs[kinds[0].data]]
+    assert x.shape is not None  # affine_step accepts only inputs of known rank and channels
     s, t = compose_steps(kinds, int(x.shape[1]))
     label = ", ".join(f"{n.name} ({n.op})" for n in chain)
     prod = graph.producer(x.name)
@@ -247,6 +248,7 @@ def _canonical(
     ):
         return  # already as short as it gets (a lone step, Mul -> Add)
     xv = graph.values[x]
+    assert xv.shape is not None  # affine_step accepts only inputs of known rank and channels
     dtype = np.dtype(xv.dtype)
     view = (s.shape[0],) + (1,) * (len(xv.shape) - 2)
     after = after_removal(graph, chain)

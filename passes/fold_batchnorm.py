@@ -141,7 +141,7 @@ def _fold_one(graph: Graph, bn: Node, report: PassReport) -> None:
     if x.shape is None:
         report.declined(f"{bn.name}: the rank of its input '{x.name}' is unknown")
         return
-    gamma, beta, mean, var = stats
+    gamma, beta, mean, var = (a for a in stats if a is not None)  # all four: checked above
     gamma, beta = _absorb_affine_readers(graph, bn, gamma, beta, report)
     eps = float(resolved_attrs(graph, bn)["epsilon"])
     s, t = bn_scale_shift(mean, var, eps, gamma, beta)
@@ -176,7 +176,9 @@ def _channels(graph: Graph, bn: Node) -> int:
 
 
 # ------------------------------------------------------- per-channel Mul / Add after the BN
-def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassReport):
+def _absorb_affine_readers(
+    graph: Graph, bn: Node, gamma: np.ndarray, beta: np.ndarray, report: PassReport
+) -> tuple[np.ndarray, np.ndarray]:
     """Fold the Mul / Add by per-channel constants that follow the BN (Caffe2's BN -> scale
     layer, as DenseNet-121 and Inception v2 of the ONNX zoo write it: BN -> Mul(gamma2) ->
     Add(beta2)) into the BN itself:
@@ -188,7 +190,9 @@ def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassRepo
     the new gamma and beta are written into the BN once, after the last absorbed node.
     Returns the (possibly new) gamma and beta in float64."""
     gamma, beta = np.asarray(gamma, np.float64), np.asarray(beta, np.float64)
-    rank, channels = len(graph.values[bn.inputs[0]].shape), gamma.shape[0]
+    x_shape = graph.values[bn.inputs[0]].shape
+    assert x_shape is not None  # _fold_one declined an input of unknown rank
+    rank, channels = len(x_shape), gamma.shape[0]
     dtype = np.dtype(graph.values[bn.inputs[0]].dtype)
     absorbed = False
     while True:
@@ -226,7 +230,7 @@ def _absorb_affine_readers(graph: Graph, bn: Node, gamma, beta, report: PassRepo
 
 
 # ----------------------------------------------------------------- per-channel affine
-def _to_affine(graph: Graph, bn: Node, s, t, report: PassReport) -> None:
+def _to_affine(graph: Graph, bn: Node, s: np.ndarray, t: np.ndarray, report: PassReport) -> None:
     specs = ops.all_specs()
     if "Mul" not in specs or "Add" not in specs:
         report.declined(
@@ -234,6 +238,7 @@ def _to_affine(graph: Graph, bn: Node, s, t, report: PassReport) -> None:
         )
         return
     x = graph.values[bn.inputs[0]]
+    assert x.shape is not None  # _fold_one declined an input of unknown rank
     dtype = np.dtype(x.dtype)
     view = (s.shape[0],) + (1,) * (len(x.shape) - 2)
     s_name = graph.fresh_name(f"{bn.name}.mul")

@@ -168,7 +168,7 @@ def optimize(
         else:
             structure = None
         sizes = r.nodes_after, r.params_after, r.macs_after
-        if verify and r.changed:
+        if r.changed and feeds is not None and reference is not None:  # verify=True
             after = _run(g, feeds, f"the graph after {where}")
             _compare(reference, after, where, rtol, atol)
             reference = after
@@ -196,7 +196,7 @@ def _structure(g: Graph) -> tuple:
     return nodes, tuple(g.inputs), tuple(g.outputs)
 
 
-def _attr_key(v) -> object:
+def _attr_key(v: object) -> object:
     # Immutable values are kept as they are (comparing them is cheaper than rendering them, and
     # a NaN compares equal to itself inside a tuple: same object); mutable ones are rendered,
     # since a pass may change them in place.

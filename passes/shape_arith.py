@@ -76,7 +76,7 @@ class ShapeSymbols:
         if node.op not in MOVERS or not any(i in self.vectors for i in node.inputs):
             return None
         data_inputs = range(len(node.inputs)) if node.op == "Concat" else range(1)
-        args = []
+        args: list[np.ndarray | None] = []
         for k, name in enumerate(node.inputs):
             if not name:
                 args.append(None)
@@ -112,12 +112,13 @@ class ShapeSymbols:
             isinstance(e, (int, np.integer)) or (e.value == data and e.axis == k)
             for k, e in enumerate(target)
         )
+        const: np.ndarray | None
         if copies:
             const = np.array([0 if isinstance(e, Dim) else int(e) for e in target], dtype=np.int64)
         else:
             const = _minus_one_target(target)
-            if const is None:
-                return False
+        if const is None:
+            return False
         name = graph.fresh_name(f"{node.name}.shape")
         graph.add_param(name, const)
         old = node.inputs[1]
