@@ -9,7 +9,7 @@ read (shape tensors, the raw kernel before standardization), and integer constan
 axes, indices) are not parameters. So the rows add up to the total,
 and a model whose weights are generated counts its weights, not their shape vectors. A
 BatchNormalization counts its four per-channel arrays (scale, bias, running mean, running
-variance): 4 * C, as the lecture counts it. MACs are per example (every non-static dim counts
+variance): 4 * C, as docs/formulas.md counts it. MACs are per example (every non-static dim counts
 as 1), from each op's `macs` rule; ops without one count 0.
 """
 

@@ -7,8 +7,8 @@ Rewrites, in one sweep in topological order (so a chain folds link by link):
   -> Add -> Sqrt -> Div chain an exporter writes for weight standardization of a constant kernel;
 - `WSConv(X, W, B)` with a constant W becomes `Conv(X, W_hat, B)` with
   W_hat = (W - mean_k) / sqrt(var_k + eps) per output map k (biased variance over input maps and
-  taps; LECTURE.md), computed in float64 and cast back. Afterwards `fold-batchnorm` may scale the
-  plain Conv, which it must never do to a WSConv (standardization would undo the scale);
+  taps; docs/formulas.md), computed in float64 and cast back. Afterwards `fold-batchnorm` may
+  scale the plain Conv, which it must never do to a WSConv (standardization would undo the scale);
 - `Shape(x)` of a value whose shape is fully static becomes the constant int64 vector
   shape[start:end] (Python slicing clamps exactly like ONNX's `start`/`end`);
 - a Reshape / Flatten / Squeeze / Unsqueeze / Expand of a `ConstantOfShape` fill, with constant

@@ -1,7 +1,7 @@
 """drop-dropout: remove inference-mode Dropout.
 
-The maths (LECTURE.md, "Dropout"). With keep = 1 - drop_prob (the lecture's p), Dropout at
-inference is
+The maths (docs/formulas.md, "Dropout"). With keep = 1 - drop_prob (the keep probability),
+Dropout at inference is
 - inverted scheme (ONNX, PyTorch): y = x, an identity: the node is removed, its readers read x;
 - classic scheme: y = keep * x, a scale. A scale commutes with any linear map L:
   keep * L(x) = L(keep * x), so it folds into a neighbour instead of costing a multiply per element:
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphnet import ops
 from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.passes._graph import drop_params_made_dead, params_read, resolved_attrs
@@ -76,12 +75,10 @@ def drop_dropout(graph: Graph, report: PassReport) -> None:
         reason = graph.bypass(node, x, y)
         if reason is None:
             report.did(f"removed {what}: identity at inference")
-        elif ops.has("Identity"):
+        else:
             graph.set_inputs(node, node.inputs[:1])
             node.op, node.attrs = "Identity", {}
             report.did(f"replaced {what} by an Identity: {reason}")
-        else:
-            report.declined(f"{what}: {reason}")
     dead = drop_params_made_dead(graph, read_before, existed_before)
     if dead:
         report.did(f"dropped {len(dead)} parameter(s) the folds left unread: {', '.join(dead)}")
@@ -96,15 +93,10 @@ def _replace_mask(graph: Graph, node: Node, report: PassReport) -> bool:
         graph.set_outputs(node, node.outputs[:1])
         return True
     x = graph.values[node.inputs[0]]
-    missing = [op for op in ("ConstantOfShape", "Shape") if not ops.has(op)]
-    if missing or x.shape is None:
-        why = (
-            f"op(s) {missing} not in the op table"
-            if missing
-            else f"the rank of '{x.name}' is unknown"
-        )
+    if x.shape is None:
         report.declined(
-            f"{node.name}: its mask '{mask}' is read, and it cannot be made constant: {why}"
+            f"{node.name}: its mask '{mask}' is read, and it cannot be made constant: the rank "
+            f"of '{x.name}' is unknown"
         )
         return False
     dtype = graph.values[mask].dtype
@@ -164,9 +156,6 @@ def _classic(graph: Graph, node: Node, keep: float, report: PassReport) -> None:
         return
     report.declined(f"{node.name}: scale not folded into the layer before it: {into_producer}")
     report.declined(f"{node.name}: scale not folded into the layer after it: {into_consumer}")
-    if not ops.has("Mul"):
-        report.declined(f"{node.name}: kept: op Mul is not in the op table")
-        return
     xv = graph.values[x]
     k = graph.fresh_name(f"{node.name}.keep")
     graph.add_param(k, np.asarray(keep, dtype=np.dtype(xv.dtype)))

@@ -38,7 +38,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from graphnet import ops
 from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.passes._graph import (
@@ -241,11 +240,7 @@ def _canonical(
     if not need_mul and not need_add:
         _bypass_chain(graph, x, chain, data_k, label, report)
         return
-    if (
-        need_mul + need_add >= len(chain)
-        or "Mul" not in ops.all_specs()
-        or "Add" not in ops.all_specs()
-    ):
+    if need_mul + need_add >= len(chain):
         return  # already as short as it gets (a lone step, Mul -> Add)
     xv = graph.values[x]
     assert xv.shape is not None  # affine_step accepts only inputs of known rank and channels

@@ -1,6 +1,7 @@
 """fold-batchnorm: fold inference BatchNormalization into a neighbouring linear op.
 
-The maths (LECTURE.md, "Batch normalization"). At inference BN is an affine map per channel c:
+The maths (docs/formulas.md, "Batch normalization" and "Folding"). At inference BN is an affine
+map per channel c:
     Y = gamma * (X - mean) / sqrt(var + eps) + beta = s * X + t,
     s = gamma / sqrt(var + eps),   t = beta - mean * s.
 If X = W (*) A + b is linear in A with output feature c, then
@@ -55,7 +56,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphnet import ops
 from graphnet.dims import is_static
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.passes._graph import (
@@ -231,12 +231,6 @@ def _absorb_affine_readers(
 
 # ----------------------------------------------------------------- per-channel affine
 def _to_affine(graph: Graph, bn: Node, s: np.ndarray, t: np.ndarray, report: PassReport) -> None:
-    specs = ops.all_specs()
-    if "Mul" not in specs or "Add" not in specs:
-        report.declined(
-            f"{bn.name}: kept: ops Mul and Add are needed for the per-channel affine form"
-        )
-        return
     x = graph.values[bn.inputs[0]]
     assert x.shape is not None  # _fold_one declined an input of unknown rank
     dtype = np.dtype(x.dtype)

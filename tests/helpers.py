@@ -244,8 +244,8 @@ def bn_stats(rng: np.random.Generator, c: int, dtype: str = "float32") -> dict[s
 def bn_reference(
     x: np.ndarray, st: Mapping[str, np.ndarray], eps: float, axis: int = 1
 ) -> np.ndarray:
-    """The lecture's inference BN, written out: gamma * (x - mean) / sqrt(var + eps) + beta, per
-    channel on `axis`, in float64."""
+    """Inference BN (docs/formulas.md), written out: gamma * (x - mean) / sqrt(var + eps) + beta,
+    per channel on `axis`, in float64."""
     view = [1] * x.ndim
     view[axis] = -1
     g, b, m, v = (

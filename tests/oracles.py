@@ -4,7 +4,7 @@ tests; tests/test_oracles.py pins them to examples worked by hand.
 The references loop over every output position and every tap, written from the ONNX formulas:
 - Conv:          y[n, m, o] = b[m] + sum_{c in group(m), t} x[n, c, o*s + t*d - pad_b] * w[m, c, t]
 - ConvTranspose: y[n, m, i*s + t*d - pad_b] += x[n, c, i] * w[c, m', t]  (scatter of every input)
-- weight standardization (LECTURE.md): per output map k, over input maps and taps,
+- weight standardization (docs/formulas.md): per output map k, over input maps and taps,
   mu = mean(W^k), sigma2 = mean((W^k - mu)^2), W_hat = (W^k - mu) / sqrt(sigma2 + eps)
 They accumulate in float64 (Python floats), so they are the "exact" side of every comparison.
 """
@@ -88,7 +88,7 @@ def naive_conv_transpose(
 
 
 def naive_standardize(w, eps) -> np.ndarray:
-    """The lecture's weight standardization, one output map at a time (float64)."""
+    """Weight standardization (docs/formulas.md), one output map at a time (float64)."""
     out = np.empty(w.shape)
     for m in range(w.shape[0]):
         vals = [float(v) for v in np.ravel(w[m])]

@@ -1,4 +1,4 @@
-"""The Python DSL: layers, `Sequential`, the functional `Network`, and the lecture's template.
+"""The Python DSL: layers, `Sequential`, the functional `Network`, and the classic CNN template.
 
 Layers infer their input sizes (channels, features) from the tensor they are applied to, so only
 output sizes are given: `Conv(16, 3)`, `Linear(10)`.

@@ -2,7 +2,7 @@
 LogSoftmax and Dropout.
 
 Dropout takes exactly one of `drop=` (the DROP probability: ONNX `ratio`, PyTorch `p`, Keras
-`rate`) or `keep=` (the lecture's p, the KEEP probability), keyword-only, so that a bare
+`rate`) or `keep=` (the KEEP probability, docs/formulas.md), keyword-only, so that a bare
 `Dropout(0.8)` cannot be read one way and meant the other.
 """
 
@@ -66,7 +66,7 @@ class Tanh(_Elementwise):
 
 
 class LeakyReLU(_Elementwise):
-    """x if x >= 0 else alpha * x (the lecture's picture uses alpha = 0.1)."""
+    """x if x >= 0 else alpha * x (some texts draw it with alpha = 0.1)."""
 
     kind, op = "leakyrelu", "LeakyRelu"
 
@@ -147,9 +147,9 @@ class PReLU(Layer):
 
 
 class Dropout(Layer):
-    """Dropout with exactly one of `drop` (DROP probability) or `keep` (KEEP probability, the
-    lecture's p), keyword-only. `scheme="inverted"` scales kept units by 1/keep in training and is
-    the identity at inference (ONNX, PyTorch); `scheme="classic"` masks only in training and
+    """Dropout with exactly one of `drop` (DROP probability) or `keep` (KEEP probability; see
+    docs/formulas.md), keyword-only. `scheme="inverted"` scales kept units by 1/keep in training
+    and is the identity at inference (ONNX, PyTorch); `scheme="classic"` masks only in training and
     multiplies by keep at inference. With `return_mask=True` the layer returns (y, mask)."""
 
     kind = "dropout"
@@ -175,7 +175,7 @@ class Dropout(Layer):
         if (drop is None) == (keep is None):
             raise AttributeValueError(
                 "Dropout takes exactly one of drop= (the DROP probability, like ONNX ratio / "
-                "PyTorch p / Keras rate) or keep= (the KEEP probability, the lecture's p); got "
+                "PyTorch p / Keras rate) or keep= (the KEEP probability); got "
                 f"drop={drop!r}, keep={keep!r}"
             )
         given, value = ("drop", drop) if drop is not None else ("keep", keep)

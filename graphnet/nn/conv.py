@@ -234,7 +234,7 @@ class Conv3d(Conv):
 
 
 class WSConv(Conv):
-    """Weight-standardized conv (LECTURE.md): the kernel is standardized per output map,
+    """Weight-standardized conv (docs/formulas.md): the kernel is standardized per output map,
     W_hat = (W - mean) / sqrt(var + eps) over input maps and taps, before the conv. Same
     arguments as `Conv`, plus `eps`."""
 

@@ -71,11 +71,12 @@ class Linear(Layer):
 
 
 FC = Linear
-"""The lecture's name for a fully connected layer."""
+"""The textbook name (FC) for a fully connected layer."""
 
 
 class Maxout(Layer):
-    """The lecture's Maxout: y[n, o] = max_j (x @ W[j].T + B[j])[n, o] over `pieces` affine maps.
+    """Maxout (docs/formulas.md): y[n, o] = max_j (x @ W[j].T + B[j])[n, o] over `pieces` affine
+    maps.
 
     W has shape (pieces, out_features, in_features), B (pieces, out_features)."""
 

@@ -51,10 +51,10 @@ class _Norm(Layer):
 class BatchNorm(_Norm):
     """Batch normalization over the batch and spatial axes, per channel (2-D to 5-D inputs).
 
-    `smoothing` is the lecture's alpha (ONNX's `momentum`): running = alpha * running +
+    `smoothing` is alpha of docs/formulas.md (ONNX's `momentum`): running = alpha * running +
     (1 - alpha) * batch. `torch_momentum` is PyTorch's convention, 1 - alpha. Give at most one;
     the default is alpha = 0.9. Parameters: scale (gamma) 1, bias (beta) 0, running mean 0 and
-    running variance 1, the lecture's starting values: 4 * C numbers."""
+    running variance 1, the usual starting values: 4 * C numbers."""
 
     kind = "bn"
 
@@ -95,8 +95,8 @@ class BatchNorm(_Norm):
 
 
 class LayerNorm(_Norm):
-    """Layer normalization per example over ALL dims after the batch (the lecture's LN: all maps
-    and positions); with `affine`, a scale (1) and bias (0) of that whole shape."""
+    """Layer normalization per example over ALL dims after the batch (docs/formulas.md's layer
+    norm: all maps and positions); with `affine`, a scale (1) and bias (0) of that whole shape."""
 
     kind = "ln"
     ranks = range(2, 9)

@@ -104,8 +104,8 @@ class _WindowPool(Layer):
 
 
 class MaxPool(_WindowPool):
-    """Max pooling (ONNX MaxPool). `stride` defaults to `kernel_size` (PyTorch's and the
-    lecture's non-overlapping windows); padding never wins the max."""
+    """Max pooling (ONNX MaxPool). `stride` defaults to `kernel_size` (PyTorch's
+    non-overlapping windows); padding never wins the max."""
 
     def __init__(
         self,
@@ -151,7 +151,7 @@ class AvgPool(_WindowPool):
 
 
 class GlobalAvgPool(Layer):
-    """Mean over all spatial positions per channel, (N,C,H,W) -> (N,C,1,1): the lecture's
+    """Mean over all spatial positions per channel, (N,C,H,W) -> (N,C,1,1): the usual
     replacement for large FC layers."""
 
     kind = "gap"

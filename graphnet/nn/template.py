@@ -1,9 +1,9 @@
-"""The lecture's template of a deep CNN, as a `Sequential`:
+"""The classic template of a deep CNN, as a `Sequential`:
 
     INPUT -> [[CONV -> RELU] * N -> POOL?] * M -> [FC -> RELU] * K -> Softmax
 
-with optional BatchNorm after every conv (before its ReLU, as the lecture places it) and Dropout
-before every hidden FC layer.
+with optional BatchNorm after every conv (before its ReLU, where Ioffe and Szegedy place it) and
+Dropout before every hidden FC layer.
 """
 
 from __future__ import annotations

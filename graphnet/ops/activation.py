@@ -9,9 +9,10 @@ Conventions (they are the IR's, and close to ONNX's so that export and import ar
   broadcast along W, which is the classic export bug; `infer` rejects it with a hint unless W == C.
 - `Softmax` / `LogSoftmax`: opset-13 semantics, normalized along the single axis `axis`.
 - `Dropout`: `drop_prob` is the DROP probability (ONNX `ratio`, PyTorch `p`, Keras `rate`); the
-  lecture's p is the KEEP probability `1 - drop_prob`. `scheme` is "inverted" (train: x*mask/keep,
-  inference: x) or "classic" (train: x*mask, inference: x*keep). `drop_prob` lies in [0, 1): at 1
-  every unit is dropped, the inverted scale 1/keep is undefined and ONNX forbids ratio = 1.
+  KEEP probability is `1 - drop_prob` (docs/formulas.md, "Dropout"). `scheme` is "inverted"
+  (train: x*mask/keep, inference: x) or "classic" (train: x*mask, inference: x*keep).
+  `drop_prob` lies in [0, 1): at 1 every unit is dropped, the inverted scale 1/keep is undefined
+  and ONNX forbids ratio = 1.
   Two optional inputs, named and placed as in ONNX (opset 12+), exist only for imported models
   that compute them at run time (e.g. graph inputs): `ratio` (a scalar) replaces `drop_prob`, and
   `training_mode` (a scalar bool) replaces the mode the graph runs in, for this node only. A

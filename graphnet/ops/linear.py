@@ -5,7 +5,7 @@
   The DSL's `Linear` is a Gemm with transB=1 and W of shape (out, in), PyTorch's layout.
 - MatMul follows ONNX (= `numpy.matmul`): 1-D operands are promoted and the promoted axis removed,
   leading (batch) axes broadcast.
-- Maxout is the lecture's max over k affine pieces:
+- Maxout is the max over k affine pieces (docs/formulas.md):
   Y[n, o] = max_j (sum_i W[j, o, i] X[n, i] + B[j, o]), X (N, in), W (k, out, in), B (k, out).
   ONNX has no such op; it exports as Gemm -> Reshape -> ReduceMax.
 """

@@ -96,8 +96,8 @@ def dropout(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns (y, mask); mask is bool, True where a unit is kept (all True at inference).
 
-    keep = 1 - drop_prob (the lecture's p). A run-time `ratio` input replaces drop_prob and a
-    `training_mode` input replaces the run mode (ONNX's Dropout-12 inputs).
+    keep = 1 - drop_prob (docs/formulas.md, "Dropout"). A run-time `ratio` input replaces
+    drop_prob and a `training_mode` input replaces the run mode (ONNX's Dropout-12 inputs).
     - inference: inverted -> x; classic -> x * keep.
     - train: mask ~ Bernoulli(keep) drawn from `rng`; inverted -> x * mask / keep;
       classic -> x * mask.

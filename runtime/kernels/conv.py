@@ -113,7 +113,7 @@ def conv_transpose(
 
 
 def standardize_weight(w: np.ndarray, epsilon: float) -> np.ndarray:
-    """Weight standardization (LECTURE.md): per output map (axis 0), over input maps and taps,
+    """Weight standardization (docs/formulas.md): per output map (axis 0), over input maps and taps,
     W_hat = (W - mean) / sqrt(biased variance + eps). Computed in W's dtype."""
     axes = tuple(range(1, w.ndim))
     centered = w - w.mean(axis=axes, keepdims=True)

@@ -2,9 +2,9 @@
 GroupNormalization and LRN.
 
 All statistics go through one helper, `moments`: a two-pass mean and biased variance in float64
-(the lecture divides by the number of elements: H*W*T for BN, H*W*M for LN, ...). Results are cast
-back to the input dtype. Instance norm is group norm with one channel per group; layer norm is a
-reduction over the trailing axes from `axis`.
+(docs/formulas.md: divide by the number of elements, H*W*T for BN, H*W*M for LN, ...). Results are
+cast back to the input dtype. Instance norm is group norm with one channel per group; layer norm is
+a reduction over the trailing axes from `axis`.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def batch_normalization(
     the running statistics are returned unchanged.
 
     Train: Y is normalized with the BIASED batch statistics mu_B, sigma2_B over the batch and
-    spatial axes; the running statistics get the lecture's update
+    spatial axes; the running statistics get the update of docs/formulas.md
     running = alpha * running + (1 - alpha) * batch, alpha = `momentum` (ONNX's name)."""
     nd = x.ndim
     if not training:
@@ -97,8 +97,9 @@ def layer_normalization(
     epsilon: float,
     stash_type: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalize each example over the axes `axis..rank-1` (the lecture's LN is axis=1: all maps
-    and positions), then multiply by Scale and add B, both broadcast against X as ONNX does.
+    """Normalize each example over the axes `axis..rank-1` (docs/formulas.md's layer norm is
+    axis=1: all maps and positions), then multiply by Scale and add B, both broadcast against X
+    as ONNX does.
     Returns (Y, Mean, InvStdDev = 1 / sqrt(var + eps)), the statistics with the normalized axes
     kept as size 1 and in `stash_type`'s dtype (they are computed in float64 whatever it says)."""
     mean, var = moments(x, tuple(range(axis, x.ndim)))

@@ -48,7 +48,7 @@ def test_summary_table_and_json(tmp_path, capsys):
     assert conv["macs"] == 4 * 8 * 8 * 27 and conv["params"] == 4 * 27 + 4
     assert conv["output_shapes"] == [["N", 4, 8, 8]]
     bn = next(r for r in rows if r["op"] == "BatchNormalization")
-    assert bn["params"] == 4 * 4  # four arrays per map, as the lecture counts
+    assert bn["params"] == 4 * 4  # four arrays per map (docs/formulas.md)
     assert doc["params"] == sum(r["params"] for r in rows) == 153
     assert doc["param_bytes"] == 4 * 153 and doc["file_bytes"] == os.path.getsize(path)
     assert doc["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["N", 3, 8, 8]}]

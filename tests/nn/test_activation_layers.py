@@ -88,7 +88,7 @@ def test_prelu_per_channel_exports_c11_and_agrees_with_ort(shape):
     assert init.shape == (c,) + (1,) * (len(shape) - 2)
     x = np.random.default_rng(c).standard_normal(shape).astype(np.float32)
     expect = np.empty(shape)
-    for idx in np.ndindex(*shape):  # the lecture's PReLU with the slope of channel idx[1]
+    for idx in np.ndindex(*shape):  # PReLU (docs/formulas.md) with the slope of channel idx[1]
         v = float(x[idx])
         expect[idx] = v if v >= 0 else float(slopes[idx[1]]) * v
     assert_close(ort_run(model, {"input": x})["output"], expect, what="onnxruntime")
@@ -169,7 +169,7 @@ def test_dropout_drop_and_keep_describe_the_same_layer(kw, drop, keep):
     g = Sequential([layer]).build((None, 6))
     assert g.nodes[0].attrs == {"drop_prob": pytest.approx(drop, abs=1e-15), "scheme": "classic"}
     x = np.random.default_rng(3).standard_normal((2, 6)).astype(np.float32)
-    # classic at inference: x * keep (the lecture's p), whichever of drop/keep was given
+    # classic at inference: x * keep, whichever of drop/keep was given
     assert_close(
         runtime.run(g, {"input": x})["output"], x.astype(np.float64) * keep, rtol=3e-7, atol=0
     )
@@ -200,7 +200,7 @@ def test_errors_name_the_layer_and_the_shapes():
 
 
 def test_template_head_runs_in_both_modes():
-    """Dropout -> ReLU -> Softmax, as at the end of the lecture's template."""
+    """Dropout -> ReLU -> Softmax, as at the end of the classic template."""
     g = Sequential([Dropout(drop=0.5), ReLU(), Softmax()]).build((None, 8))
     x = np.random.default_rng(5).standard_normal((3, 8)).astype(np.float32)
     inf = compare_with_ort(g, {"input": x})["output"]

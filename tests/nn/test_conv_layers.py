@@ -140,7 +140,7 @@ def test_valid_and_explicit_padding_forms():
 
 # -------------------------------------------------------------------- layers vs onnxruntime
 def test_inception_factored_convs_and_residual_match_onnxruntime():
-    # 1x3 then 3x1 (the lecture's factored conv), a depthwise branch, concat, residual add.
+    # 1x3 then 3x1 (Inception's factored conv), a depthwise branch, concat, residual add.
     net = Network("inception", seed=1)
     x = net.input("x", (None, 4, 7, 7))
     a = Conv(4, (1, 3), padding=(0, 1))(x)

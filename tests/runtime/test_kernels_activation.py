@@ -1,6 +1,6 @@
 """Activation kernels (Relu, Sigmoid, Tanh, LeakyRelu, Elu, PRelu, Softmax, LogSoftmax): each is
-compared with the lecture's formula written plainly below (a Python loop over elements in float64,
-independent of the NumPy kernels) and with onnxruntime on the exported single-node model.
+compared with the formula of docs/formulas.md written plainly below (a Python loop over elements in
+float64, independent of the NumPy kernels) and with onnxruntime on the exported single-node model.
 
 Tolerances: float32 rtol 1e-5, atol 1e-6 (single element-wise ops and one-axis softmax); the
 float64 reference is exact to ~1e-16, so every difference is float32 rounding in the kernel.
@@ -41,7 +41,9 @@ def _sigmoid(v: float) -> float:
 SCALAR_REF = {
     "Relu": lambda v, a: max(0.0, v),
     "Sigmoid": lambda v, a: _sigmoid(v),
-    "Tanh": lambda v, a: 2.0 * _sigmoid(2.0 * v) - 1.0,  # the lecture's identity, not math.tanh
+    "Tanh": lambda v, a: (
+        2.0 * _sigmoid(2.0 * v) - 1.0
+    ),  # the identity of docs/formulas.md, not math.tanh
     "LeakyRelu": lambda v, a: v if v >= 0 else a["alpha"] * v,
     "Elu": lambda v, a: v if v >= 0 else a["alpha"] * (math.exp(v) - 1.0),
 }

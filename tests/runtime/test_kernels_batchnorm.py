@@ -1,9 +1,9 @@
-"""BatchNormalization: kernel vs the lecture's formulas, train-mode running statistics, the identity
-BN can learn, parameter count, ONNX export (inference and train) vs onnxruntime, import at opsets
-7-15+, and error messages.
+"""BatchNormalization: kernel vs the formulas of docs/formulas.md, train-mode running statistics,
+the identity BN can learn, parameter count, ONNX export (inference and train) vs onnxruntime,
+import at opsets 7-15+, and error messages.
 
 onnxruntime's training-mode BatchNormalization (checked on 1.32) updates the running variance with
-the BIASED batch variance, as the ONNX spec and the lecture say (PyTorch uses the unbiased one);
+the BIASED batch variance, as the ONNX spec and docs/formulas.md say (PyTorch: the unbiased one);
 `test_train_export_matches_onnxruntime` asserts that and that the two conventions differ there.
 """
 
@@ -25,7 +25,7 @@ from tests.helpers import ATOL32, RTOL32, assert_close, export_checked, ort_run,
 SHAPES = {2: (6, 3), 3: (4, 3, 7), 4: (3, 4, 5, 6), 5: (2, 3, 4, 3, 5)}
 
 
-# ------------------------------------------------------------------- references (lecture, plainly)
+# --------------------------------------------------------- references (docs/formulas.md, plainly)
 def batch_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """mu_B^m = 1/(HWT) sum_t sum_ij X_ij^mt; sigma2_B^m = 1/(HWT) sum (X - mu_B^m)^2, per map m."""
     c = x.shape[1]
@@ -140,7 +140,8 @@ def test_train_mode_keeps_float64():
 )
 @settings(max_examples=25, deadline=None)
 def test_identity_when_gamma_beta_undo_the_batch(n, c, hw, shift, spread):
-    """Lecture: with gamma = sqrt(sigma2_B + eps) and beta = mu_B, train-mode BN returns X."""
+    """With gamma = sqrt(sigma2_B + eps) and beta = mu_B, train-mode BN returns X
+    (docs/formulas.md)."""
     rng = np.random.default_rng(n * 100 + c * 10 + hw)
     x = (rng.standard_normal((n, c, hw, hw)) * spread + shift).astype(np.float32)
     mu_b, var_b = batch_stats(x)
@@ -384,9 +385,9 @@ def test_import_training_mode_with_unread_statistics_maps_to_the_ir_op():
 )
 def test_import_training_mode_with_read_statistics(opset, attrs):
     """A training BatchNormalization whose running statistics are graph outputs maps onto the IR
-    op with its optional outputs: train mode gives ONNX's values (the lecture's update with the
-    BIASED batch variance), inference mode gives Y from the running averages and the statistics
-    unchanged; both re-export as valid ONNX that onnxruntime runs to the same values."""
+    op with its optional outputs: train mode gives ONNX's values (the update of docs/formulas.md
+    with the BIASED batch variance), inference mode gives Y from the running averages and the
+    statistics unchanged; both re-export as valid ONNX that onnxruntime runs to the same values."""
     rng = np.random.default_rng(opset)
     shape, momentum = (4, 3, 5, 5), attrs.get("momentum", 0.9)
     # Opsets 7-13 write all five training outputs; the saved mean / variance are left unread here.

@@ -1,4 +1,5 @@
-"""Dropout: drop_prob is the DROP probability, keep = 1 - drop_prob is the lecture's p.
+"""Dropout: drop_prob is the DROP probability, keep = 1 - drop_prob the KEEP probability
+(docs/formulas.md).
 
 - inference: inverted -> x exactly; classic -> x * keep;
 - train: mask ~ Bernoulli(keep) from the seeded generator; inverted -> x * mask / keep; classic ->
@@ -89,7 +90,7 @@ def test_train_output_is_the_masked_formula(drop, scheme):
 @pytest.mark.parametrize("drop", [0.1, 0.5, 0.8])
 @pytest.mark.parametrize("scheme", ["inverted", "classic"])
 def test_train_statistics(drop, scheme):
-    """Fraction of zeros ~ drop; E[y] = keep * x (classic) or x (inverted), as the lecture says."""
+    """Fraction of zeros ~ drop; E[y] = keep * x (classic) or x (inverted) (docs/formulas.md)."""
     n = 200_000
     x = positive((n,), seed=4).astype(np.float64)
     y = runtime.run(
@@ -105,7 +106,7 @@ def test_train_statistics(drop, scheme):
     mean_expected = s * keep * x.sum()
     sd_sum = s * math.sqrt(keep * drop * float(np.sum(x * x)))
     assert abs(y.sum() - mean_expected) < SIGMAS * sd_sum, (y.sum(), mean_expected, sd_sum)
-    target = 1.0 if scheme == "inverted" else keep  # mean of y / x: the lecture's p*x for classic
+    target = 1.0 if scheme == "inverted" else keep  # mean of y / x: keep * x for classic
     assert abs(np.mean(y / x) - target) < SIGMAS * s * math.sqrt(keep * drop / n)
 
 

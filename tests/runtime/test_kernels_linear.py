@@ -88,7 +88,7 @@ def matmul_ref(a, b):
 
 
 def maxout_ref(x, w, b):
-    """The lecture's Maxout: max(w1.x + b1, ..., wk.x + bk), one affine piece at a time."""
+    """Maxout (docs/formulas.md): max(w1.x + b1, ..., wk.x + bk), one affine piece at a time."""
     x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
     best = None
     for j in range(w64.shape[0]):

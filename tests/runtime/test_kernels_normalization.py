@@ -1,6 +1,7 @@
-"""Layer, Instance and Group normalization and LRN: kernels vs the lecture's formulas written as
-plain loops, exported single-node models vs onnxruntime (2-D to 5-D), GroupNormalization import at
-opsets 18 (per-group scale) and 21 (per-channel), the non-affine export, and error messages.
+"""Layer, Instance and Group normalization and LRN: kernels vs the formulas of docs/formulas.md
+written as plain loops, exported single-node models vs onnxruntime (2-D to 5-D),
+GroupNormalization import at opsets 18 (per-group scale) and 21 (per-channel), the non-affine
+export, and error messages.
 BatchNormalization has its own file, tests/runtime/test_kernels_batchnorm.py.
 """
 
@@ -23,7 +24,7 @@ EPS = 2.0**-10  # exact in ONNX's float32 attribute, so float64 comparisons can 
 SHAPES = {2: (4, 6), 3: (2, 6, 7), 4: (2, 6, 5, 4), 5: (2, 6, 3, 4, 2)}
 
 
-# ------------------------------------------------------------- references: the lecture, as loops
+# ------------------------------------------------------ references: docs/formulas.md, as loops
 def standardize(vals: np.ndarray, eps: float) -> np.ndarray:
     """(v - mu) / sqrt(sigma2 + eps) with mu, sigma2 the plain (biased) mean and variance."""
     vals = vals.astype(np.float64)
@@ -54,7 +55,7 @@ def group_norm_ref(x, scale, bias, groups, eps):
 
 
 def instance_norm_ref(x, scale, bias, eps):
-    """Per example t and map m: mu^mt, sigma2^mt over the positions (the lecture's IN)."""
+    """Per example t and map m: mu^mt, sigma2^mt over the positions (instance norm)."""
     y = np.empty(x.shape, np.float64)
     for t in range(x.shape[0]):
         for m in range(x.shape[1]):
@@ -98,7 +99,7 @@ def check(g, x, expected, *, dtype="float32", ort=True, opset=None):
 @pytest.mark.parametrize("rank", [2, 3, 4, 5])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_layernorm_lecture_axis1(rank, dtype):
-    """The lecture's LN: per example over all maps and positions (axis=1)."""
+    """Layer norm (docs/formulas.md): per example over all maps and positions (axis=1)."""
     rng = np.random.default_rng(rank)
     shape = SHAPES[rank]
     scale, bias = rand(rng, *shape[1:], dtype=dtype), rand(rng, *shape[1:], dtype=dtype)
@@ -294,7 +295,7 @@ def test_groupnorm(rank, groups, scale, bias, opset):
 
 
 def test_groupnorm_limits_are_instance_and_layer_norm():
-    """One map per group is instance norm; one group (no affine) is the lecture's layer norm."""
+    """One map per group is instance norm; one group (no affine) is layer norm over all maps."""
     rng = np.random.default_rng(2)
     x = rand(rng, 2, 4, 3, 3)
 

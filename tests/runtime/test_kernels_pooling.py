@@ -85,7 +85,7 @@ def test_dynamic_dims_stay_dynamic():
 
 # --------------------------------------------------------------------------- literal examples
 def test_lecture_worked_example():
-    """LECTURE.md: 2x2 max pool, stride 2."""
+    """docs/formulas.md's example: 2x2 max pool, stride 2."""
     x = np.array([[1, 3, 2, 9], [7, 4, 1, 5], [8, 5, 2, 3], [4, 2, 1, 4]], dtype=np.float32)[
         None, None
     ]

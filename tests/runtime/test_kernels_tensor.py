@@ -507,7 +507,7 @@ def test_residual_block_with_add():
 
 def test_inception_block_with_concat_and_classifier():
     """Inception-style: 1x1, a 3x3 factored into 1x3 then 3x1, and a 3x3 branch, merged along
-    channels, then Flatten + Linear (the lecture's template tail)."""
+    channels, then Flatten + Linear (the classic template's tail)."""
     net = Network("inception", seed=2)
     x = net.input("x", (None, 3, 5, 5))
     b1 = ReLU()(Conv(2, 1)(x))
