@@ -12,7 +12,7 @@ __all__ = [
     "UnsupportedOpError",
     "KernelError",
     "PassError",
-    "ImportError_",
+    "ModelImportError",
 ]
 
 
@@ -48,5 +48,5 @@ class PassError(GraphNetError):
     """A pass failed or changed the graph's numerics beyond tolerance."""
 
 
-class ImportError_(GraphNetError):  # noqa: N801 - the builtin name is taken
+class ModelImportError(GraphNetError):
     """An ONNX model that cannot be read into the IR."""

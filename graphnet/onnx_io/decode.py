@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from graphnet.errors import ImportError_
+from graphnet.errors import ModelImportError
 
 __all__ = ["f32_decimal", "onnx_attrs", "constant_value"]
 
@@ -58,4 +58,4 @@ def constant_value(node) -> np.ndarray:
     ):
         if key in attrs:
             return np.asarray(attrs[key], dtype=dtype)
-    raise ImportError_(f"Constant '{node.output[0]}' has an unsupported form: {sorted(attrs)}")
+    raise ModelImportError(f"Constant '{node.output[0]}' has an unsupported form: {sorted(attrs)}")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from graphnet.dims import parse_dim
-from graphnet.errors import GraphNetError, ImportError_
+from graphnet.errors import GraphNetError, ModelImportError
 from graphnet.ir import Graph, Node
 from graphnet.onnx_io.decode import constant_value, f32_decimal, onnx_attrs
 from graphnet.onnx_io.registry import get_import_rule
@@ -139,7 +139,7 @@ def from_onnx(model) -> Graph:
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
-        raise ImportError_("the model imports no version of the default ONNX domain")
+        raise ModelImportError("the model imports no version of the default ONNX domain")
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:  # onnx's own inference has known bugs; shapes are a convenience here
@@ -183,12 +183,12 @@ def from_onnx(model) -> Graph:
             else:
                 rule(ctx, node)
         except GraphNetError as exc:
-            raise ImportError_(
+            raise ModelImportError(
                 f"ONNX node '{node.name or node.output[0]}' ({node.op_type}): {exc}"
             ) from exc
     for o in mg.output:
         if o.name not in g.values:
-            raise ImportError_(f"graph output '{o.name}' is not produced by any node")
+            raise ModelImportError(f"graph output '{o.name}' is not produced by any node")
         g.mark_output(o.name)
         if g.values[o.name].shape is None:
             g.values[o.name].shape = _dims(o.type)
@@ -203,11 +203,11 @@ def load(path_or_model) -> Graph:
     if isinstance(path_or_model, (str, os.PathLike)):
         path = os.fspath(path_or_model)
         if not os.path.exists(path):
-            raise ImportError_(f"no such file: {path}")
+            raise ModelImportError(f"no such file: {path}")
         try:
             model = onnx.load(path)
         except Exception as exc:
-            raise ImportError_(f"{path} is not a readable ONNX model: {exc}") from exc
+            raise ModelImportError(f"{path} is not a readable ONNX model: {exc}") from exc
     else:
         model = path_or_model
     return from_onnx(model)

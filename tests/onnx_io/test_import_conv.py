@@ -337,7 +337,7 @@ def test_imported_graph_matches_loop_reference(op):
 
 
 def test_malformed_attribute_is_an_import_error_naming_the_node():
-    from graphnet.errors import ImportError_
+    from graphnet.errors import ModelImportError
 
     model = _model(
         "Conv",
@@ -349,6 +349,6 @@ def test_malformed_attribute_is_an_import_error_naming_the_node():
         strides=[1],
     )
     with pytest.raises(
-        ImportError_, match=r"'node' \(Conv\).*strides=\[1\] has 1 values, expected 2"
+        ModelImportError, match=r"'node' \(Conv\).*strides=\[1\] has 1 values, expected 2"
     ):
         graphnet.load(model)
