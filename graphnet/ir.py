@@ -102,6 +102,11 @@ class Node:
     def outputs(self) -> list[str]:
         return self._outputs
 
+    def __reduce__(self) -> tuple[type[Node], tuple[Any, ...]]:
+        # The node alone: its links to neighbours belong to the graph that holds it (pickling them
+        # would recurse along the whole order).
+        return (Node, (self.op, list(self.inputs), list(self.outputs), self.attrs, self.name))
+
     def __repr__(self) -> str:
         outs = ", ".join(f"%{o}" for o in self.outputs)
         ins = ", ".join(f"%{i}" if i else "<none>" for i in self.inputs)
@@ -144,6 +149,10 @@ def _fmt_attr(v: Any) -> str:
 
 def _key(node: Node) -> float:
     return node._key
+
+
+# Graph fields rebuilt from the nodes (not pickled).
+_DERIVED = ("_head", "_tail", "_count", "_order", "_producer", "_readers", "_by_name")
 
 
 class Graph:
@@ -727,17 +736,37 @@ class Graph:
         g = Graph(self.name)
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)
-        for n in self.nodes:
-            c = Node(n.op, n.inputs, n.outputs, _copy_attrs(n.attrs), n.name)
-            g._link(c, None)
-            g._by_name[c.name] = c
-            g._add_defs(c, c.outputs)
-            g._add_uses(c, c.inputs)
+        g._adopt(Node(n.op, n.inputs, n.outputs, _copy_attrs(n.attrs), n.name) for n in self.nodes)
         g.params = {k: v.copy() for k, v in self.params.items()}
         g.values = {k: Value(v.name, v.shape, v.dtype) for k, v in self.values.items()}
         g.meta = _copy.deepcopy(self.meta)
         g._names, g._reserved = set(self._names), set(self._reserved)
         return g
+
+    def _adopt(self, nodes: Iterable[Node]) -> None:
+        """Link fresh nodes (in no graph) in this order and register their def-use."""
+        for n in nodes:
+            self._link(n, None)
+            self._by_name[n.name] = n
+            self._add_defs(n, n.outputs)
+            self._add_uses(n, n.inputs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Graph:
+        # The default would recurse from node to node along the order (deeper than Python allows
+        # on a large graph); `copy` is the deep copy.
+        return self.copy()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as its node list (nodes alone, without the links between them) and fields."""
+        state = {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
+        state["nodes"] = list(self.nodes)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        nodes = state.pop("nodes")
+        self.__init__(state["name"])  # type: ignore[misc]
+        self.__dict__.update(state)
+        self._adopt(nodes)
 
     def infer_shapes(self) -> None:
         """Re-run shape inference over every node in order (after a pass rewrote the graph)."""

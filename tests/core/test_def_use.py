@@ -237,3 +237,22 @@ def test_random_mutation_sequences_keep_the_maps(steps):
                 pass  # a cycle (a set_input can make one): nothing was reordered
         _same(g)
     _same(g.copy())
+
+
+def test_deepcopy_and_pickle_rebuild_the_maps_of_a_long_graph():
+    """Nodes are linked along the order: copying or pickling them one by one would recurse
+    through the whole graph (deeper than Python allows at a few thousand nodes)."""
+    import copy
+    import pickle
+
+    g = Graph("long")
+    g.add_input("x", (None, 3))
+    v = "x"
+    for k in range(3000):
+        v = g.add_node("Relu", [v], name=f"r{k}").outputs[0]
+    g.mark_output(v)
+    for h in (copy.deepcopy(g), pickle.loads(pickle.dumps(g)), g.copy()):
+        _same(h)
+        h.verify()
+        assert [n.name for n in h.nodes] == [n.name for n in g.nodes]
+        assert not any(n in g for n in h.nodes) and h.outputs == g.outputs
