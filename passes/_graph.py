@@ -1,4 +1,7 @@
-"""Graph surgery shared by the passes: who reads what, rewiring, copy-on-write parameters.
+"""Helpers shared by the passes: why a value is not private, copy-on-write parameters, constant
+inputs and small constant sub-graphs, parameters a rewrite left unread. Who reads and writes what,
+and every rewiring, are the graph's own (`Graph.readers`, `Graph.producer`, `Graph.bypass`, ...:
+it keeps def-use up to date).
 
 Every helper keeps the invariants `Graph.verify` checks (single producers, defined inputs, nodes
 in topological order) and one more the passes promise: graph output names never change. When a

@@ -30,7 +30,8 @@ zoo's light models, evaluated here with `passes._graph.constant_value`):
    BNs are visited last first, so Conv -> BN -> BN folds BN2 into BN1, then BN1 into the Conv.
    This is `passes.affine_fold.fold_into_producer`; a weight that is
    a ConstantOfShape / Expand fill (the zoo's) becomes `Expand(v * s', shape)`, not materialised.
-2. otherwise into the op that reads it, when that op is its only reader and reads it as data:
+2. otherwise into the op that reads it, when that op is its only reader and reads it as data
+   (`passes.affine_fold.fold_into_consumer`):
    - Conv whose pads are all zero (W' = W * s per input channel, b' = b + sum W * t);
    - Gemm with transA = 0 (B scaled on its K axis, C' = beta * C + alpha * t @ B');
    - MatMul(Y, B) of a 2-D Y with constant 2-D B (B' = s[:, None] * B, plus a fresh Add(t @ B)).
