@@ -48,13 +48,13 @@ def _kept(g: Graph) -> tuple[dict, dict, list]:
     names = {v for n in g.nodes for v in (*n.inputs, *n.outputs) if v}
     prod = {v: g.producer(v).name for v in names if g.producer(v) is not None}
     readers = {}
+    position = {n.name: k for k, n in enumerate(g.nodes)}
     for v in names:
         users = g.readers(v)
         if users:
             readers[v] = {u.name: u.inputs.count(v) for u in users}
-            # readers come in graph order
-            pos = [[n.name for n in g.nodes].index(u.name) for u in users]
-            assert pos == sorted(pos), (v, [u.name for u in users])
+            pos = [position[u.name] for u in users]
+            assert pos == sorted(pos), (v, [u.name for u in users])  # in graph order
     return prod, readers, [n.name for n in g.nodes]
 
 
