@@ -22,15 +22,21 @@ machine's speed cancels out.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
-import graphnet
-from graphnet import nn
-from graphnet.passes import optimize
+# The checkout's graphnet, even where another one is installed: the repository root first.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if sys.path[0] != _ROOT:
+    sys.path.insert(0, _ROOT)
+
+import graphnet  # noqa: E402
+from graphnet import nn  # noqa: E402
+from graphnet.passes import optimize  # noqa: E402
 
 __all__ = ["chain", "measure", "main"]
 
@@ -73,8 +79,6 @@ def measure(num_nodes: int, repeat: int = 3, channels: int = 4) -> dict[str, flo
 
 
 def machine() -> str:
-    import os
-
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python " + (
         platform.python_version()
     )
@@ -110,13 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.nodes.split(",")]
     measure(sizes[0], repeat=1)  # warm-up: imports, caches
+    here = os.path.abspath(graphnet.__file__).startswith(_ROOT + os.sep)
+    where = "this checkout" if here else "installed"
     rows = []
     for n in sizes:
         rows.append(measure(n, args.repeat))
         print(f"# {int(rows[-1]['nodes'])} nodes done", file=sys.stderr, flush=True)
     print(
-        f"# {machine()}; CPU time, median of {args.repeat}; "
-        f"(x) = per-node cost / that at {sizes[0]:,}"
+        f"# {machine()}; graphnet {graphnet.__version__} ({where}); CPU time, median of "
+        f"{args.repeat}; (x) = per-node cost / that at {sizes[0]:,}"
     )
     print(render(rows, args.markdown))
     return 0
