@@ -12,7 +12,9 @@ about N nodes, and times each stage on it:
 - optimize: `passes.optimize(graph)`, the default `inference` pipeline (every BN folded).
 
 Each time is the CPU time of this process (`time.process_time`: other load on a shared machine
-does not count), the median of --repeat runs; the first size is also run once untimed, to warm up
+does not count), the median of --repeat runs, each started with what is alive before it frozen
+out of the garbage collector's way (`gc.freeze`: the benchmark's other graphs are not the stage's
+cost); the first size is also run once untimed, to warm up
 imports. The table gives microseconds per node and, per stage, the ratio of its per-node cost
 to the one at the first size: 1.0 is linear, 2.0 is twice the cost per node. The target is a
 ratio of at most 2 at 20,000 nodes for every stage. The ratios are taken within one run, so a
@@ -22,6 +24,7 @@ machine's speed cancels out.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -54,9 +57,16 @@ def chain(num_nodes: int, channels: int = 4) -> nn.Sequential:
 def _median_time(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeat):
+        out = None
+        # Objects alive before the stage (the previous stages' graphs and models) are moved out of
+        # the garbage collector's reach: its full collections would rescan them, charging a stage
+        # for the size of what the benchmark happens to hold, not for its own work.
+        gc.collect()
+        gc.freeze()
         t0 = time.process_time()
         out = fn()
         times.append(time.process_time() - t0)
+        gc.unfreeze()
     return statistics.median(times), out
 
 
