@@ -1,7 +1,8 @@
 """The graphnet IR: a `Graph` of `Node`s that read and write named `Value`s.
 
-- A `Value` is a named tensor: its shape (a tuple whose entries are ints, or `None` for a dynamic
-  dim such as the batch) and its dtype (a NumPy dtype name, "float32" by default).
+- A `Value` is a named tensor: its shape (a tuple of dims: an int for a static dim, a symbol or
+  expression such as "N" or "4*N" for a dynamic one, None when unknown; see `graphnet.dims`) and
+  its dtype (a NumPy dtype name, "float32" by default).
 - A `Node` applies one op of the op table (`graphnet.ops`) to input values and defines output
   values. An empty string in `inputs` marks an omitted optional input. `attrs` holds only what
   differs from the op's defaults or what the builder chose to spell out.
