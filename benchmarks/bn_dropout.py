@@ -1,8 +1,8 @@
-"""The lecture's BatchNorm result, reproduced on the shipped digits, and what dropout does.
+"""Ioffe and Szegedy's BatchNorm result, reproduced on the shipped digits, and what dropout does.
 
     python benchmarks/bn_dropout.py [--seeds 3] [--epochs 20] [--baseline-epochs 60]
 
-Trains the lecture's template CNN (INPUT -> [[CONV -> (BN) -> RELU] * 2 -> POOL] * 2 -> FC ->
+Trains the template CNN (INPUT -> [[CONV -> (BN) -> RELU] * 2 -> POOL] * 2 -> FC ->
 RELU -> FC -> Softmax, 16/32 channels, 64 hidden) with SGD (momentum 0.9, batch 64) on the 1,438
 training digits, testing on the 359 held-out ones every 10 steps:
 - without BN at the base learning rate (for 3x as many epochs, so that its best accuracy is its

@@ -32,7 +32,7 @@ seeded random inputs (`runtime.feeds.random_inputs`), and the median wall time i
 
 Models: the committed PyTorch exports (tests/data/torch/*.onnx), the onnx package's light zoo
 models (weights stored as ConstantOfShape, so tools that fold constants materialise them), and
-the DSL's lecture template exported in inference form with BatchNorm and Dropout present (its
+the DSL's template CNN exported in inference form with BatchNorm and Dropout present (its
 BN statistics randomised, seeded, so that a wrong fold shows in the diff).
 
 This is a benchmark, not a test: it prints, and it exits 0 even when a tool fails on a model.
@@ -109,7 +109,7 @@ def _stem(path: str) -> str:
 
 
 def _template(workdir: str, seed: int) -> str:
-    """The lecture template CNN, exported for inference with its BatchNorm and Dropout nodes.
+    """The template CNN, exported for inference with its BatchNorm and Dropout nodes.
     A fresh net has identity BN statistics (mean 0, var 1, gamma 1, beta 0), with which a wrong
     fold could go unnoticed, so they are replaced by seeded random ones."""
     from graphnet import nn

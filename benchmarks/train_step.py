@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py [--batch 64] [--repeats 30]
 
-The lecture's template CNN (2 stages of 2 conv+BN+ReLU, max pools, dropout, FC 64, FC 10,
+The template CNN (2 stages of 2 conv+BN+ReLU, max pools, dropout, FC 64, FC 10,
 Softmax; 16/32 channels) on a batch of 8x8 digits:
 - inference forward: `runtime.Session.run` (NumPy runtime, inference mode);
 - train step: `Trainer.step` = recording forward in train mode + loss + backward + SGD update;

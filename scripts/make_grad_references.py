@@ -51,7 +51,7 @@ ADAM_ARGS = {"lr": 0.01, "weight_decay": 1e-3}
 
 
 class CnnBN(nn.Module):
-    """The lecture's template, small: [conv -> BN -> ReLU] x2 -> pool, strided grouped conv,
+    """The template CNN, small: [conv -> BN -> ReLU] x2 -> pool, strided grouped conv,
     FC -> ReLU -> FC -> Softmax (the loss fuses with the Softmax)."""
 
     def __init__(self) -> None:

@@ -1,6 +1,6 @@
 """The `graphnet` command (also `python -m graphnet`).
 
-    graphnet demo                     build, run and export the lecture's template network
+    graphnet demo                     build, run and export the template CNN
     graphnet summary MODEL.onnx       per-layer table: op, output shape, parameters, MACs
     graphnet run MODEL.onnx -i NAME=X.npy -o OUT.npz [--mode inference|train] [--seed S]
     graphnet check MODEL.onnx [--batch N] [--seed S]     NumPy runtime vs onnxruntime

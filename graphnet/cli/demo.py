@@ -1,4 +1,4 @@
-"""`graphnet demo`: build the lecture's template CNN, train its BatchNorm statistics for a few
+"""`graphnet demo`: build the template CNN, train its BatchNorm statistics for a few
 steps, run it, export it, compare with onnxruntime, optimize it and compare again; then train it
 on the shipped digits without and with BatchNorm for a few seconds, and check that the trained,
 optimized BN network predicts the same classes on onnxruntime."""
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _demo_train(steps: int, seed: int) -> bool:
-    """The lecture's BatchNorm result in miniature (benchmarks/bn_dropout.py is the full one),
+    """Ioffe and Szegedy's BatchNorm result in miniature (benchmarks/bn_dropout.py is the full one),
     then the trained BN network optimized and checked on onnxruntime."""
     from graphnet.train.experiment import deploy_check, short_demo
 

@@ -165,7 +165,7 @@ class Dropout(Layer):
     ) -> None:
         super().__init__(name=name)
         if positional:
-            # A bare number is ambiguous: the lecture's p keeps, PyTorch's p drops.
+            # A bare number is ambiguous: the textbook's p keeps, PyTorch's p drops.
             v = positional[0]
             raise TypeError(
                 f"Dropout takes its probability as a keyword, never positionally: "

@@ -37,8 +37,8 @@ def template(
 
     `channels` gives each stage's conv width (one per stage, or one for all); `hidden` gives each
     hidden FC width likewise. Dropout before each hidden FC layer is given as for `Dropout`: at
-    most one of `drop=` (the DROP probability) or `keep=` (the KEEP probability, the lecture's
-    p); neither gives drop=0.5, and drop=0 (or keep=1) gives no dropout layers.
+    most one of `drop=` (the DROP probability) or `keep=` (the KEEP probability; see
+    docs/formulas.md); neither gives drop=0.5, and drop=0 (or keep=1) gives no dropout layers.
     """
     from graphnet.nn import BatchNorm, Conv, Dropout, Flatten, Linear, MaxPool, ReLU, Softmax
 

@@ -1,7 +1,7 @@
 """The BatchNorm and dropout experiment on the shipped digits (benchmarks/bn_dropout.py runs the
 full version, `graphnet demo` a short one).
 
-BatchNorm: the lecture's template CNN without BN at a base learning rate, and with BN at 1x, 5x
+BatchNorm: the template CNN without BN at a base learning rate, and with BN at 1x, 5x
 and 30x that rate (Ioffe & Szegedy's comparison); for each seed, the number of steps each run
 takes to first reach the best test accuracy the no-BN run reaches, and the best accuracy it
 reaches. Dropout: the template with BN, with and without dropout, and the gap between training

@@ -1,7 +1,7 @@
 """`Trainer`: one training step and evaluation of a graph; `fit`: the epoch loop around it.
 
 The loss reads the model's output; when the graph ends in a Softmax over its last axis (the
-lecture's template) and the loss is cross-entropy, the loss reads the Softmax's input instead and
+template CNN) and the loss is cross-entropy, the loss reads the Softmax's input instead and
 fuses softmax and cross-entropy (stable, and its gradient is simply softmax - onehot). A step is:
 forward in train mode (BatchNorm batch statistics and running averages, dropout masks), the loss
 and its gradient, backward to every trainable parameter, one optimizer update written back with

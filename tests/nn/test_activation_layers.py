@@ -130,7 +130,7 @@ def test_dropout_takes_exactly_one_of_drop_or_keep():
         Dropout()
     with pytest.raises(AttributeValueError, match="exactly one of drop=.*got drop=0.2, keep=0.8"):
         Dropout(drop=0.2, keep=0.8)
-    # Positional: ambiguous (the lecture's p keeps, PyTorch's drops), so refused with both forms.
+    # Positional: ambiguous (the textbook's p keeps, PyTorch's drops), so refused with both forms.
     with pytest.raises(TypeError, match=r"Dropout\(drop=0.5\) drops .* Dropout\(keep=0.5\) keeps"):
         Dropout(0.5)
 

@@ -1,4 +1,4 @@
-"""`nn.template`: the lecture's INPUT -> [[CONV -> RELU] * N -> POOL?] * M -> [FC -> RELU] * K ->
+"""`nn.template`: the template CNN INPUT -> [[CONV -> RELU] * N -> POOL?] * M -> [FC -> RELU] * K ->
 Softmax, layer by layer, for several N, M, K and with or without pooling, BatchNorm, dropout."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from graphnet.nn import template
 
 
 def _expected(n, m, k, *, pool, bn, dropout):
-    """The layer sequence the lecture's template describes, written out independently."""
+    """The layer sequence the template (docs/formulas.md) describes, written out independently."""
     seq = []
     for _ in range(m):
         seq += (["Conv", "BatchNorm", "ReLU"] if bn else ["Conv", "ReLU"]) * n

@@ -55,7 +55,7 @@ def test_a_batchnorm_applied_twice_updates_its_statistics_twice_in_order():
     # The second application reads the first's update, not the stored statistics.
     first, second = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
     assert list(second.input[3:]) == list(first.output[1:])
-    # Two smoothing steps, one after the other (the lecture's update with alpha = 0.9, biased
+    # Two smoothing steps, one after the other (docs/formulas.md's update with alpha = 0.9, biased
     # batch variance), from the batch statistics of each application's input.
     env = runtime.run(g.copy(), {"x": feed}, mode="train", keep_all=True)
     c1, c2 = (env[n.inputs[0]] for n in g.nodes if n.op == "BatchNormalization")
