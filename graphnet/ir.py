@@ -18,23 +18,24 @@ the graph's methods could not keep the maps right, so it raises instead. `Graph.
 every invariant, the maps against a recomputation from the nodes included, and names the node that
 breaks it.
 
-Layering: this module sits in the core with `graphnet.ops` (which it imports) and `graphnet.value`
-(`Value` and the shape helpers, re-exported here). `Graph.to_onnx` and `Graph.save` are the one
-documented exception to "the core imports nothing above it": conveniences that forward to
-`graphnet.onnx_io.export`, imported when called; the import contract in pyproject.toml lists
-exactly this edge as ignored.
+Layering: this module sits in the core above `graphnet.ops` (which it imports), `graphnet.node`
+(`Node`) and `graphnet.value` (`Value` and the shape helpers); it re-exports `Node` and `Value`.
+`Graph.to_onnx` and `Graph.save` are the one documented exception to "the core imports nothing
+above it": conveniences that forward to `graphnet.onnx_io.export`, imported when called; the
+import contract in pyproject.toml lists exactly this edge as ignored.
 """
 
 from __future__ import annotations
 
 import copy as _copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from graphnet import ops
 from graphnet.errors import GraphError
+from graphnet.node import Names, Node, copy_attrs
 from graphnet.value import Shape, Value, dtype_name, format_shape
 
 if TYPE_CHECKING:  # only for annotations: `import graphnet` loads neither
@@ -42,110 +43,6 @@ if TYPE_CHECKING:  # only for annotations: `import graphnet` loads neither
     import onnx
 
 __all__ = ["Value", "Node", "Graph", "Shape", "format_shape", "dtype_name"]
-
-
-class _Names(list):
-    """A node's input or output names: a list that refuses in-place changes (the graph's
-    producer and reader maps would go stale). Reading, comparing and copying work as for a list."""
-
-    __slots__ = ()
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise GraphError(
-            "a node's inputs and outputs are changed through its graph (set_input, set_inputs, "
-            "set_outputs, replace_uses, rename_value), which keeps producers and readers up to date"
-        )
-
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
-    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
-
-    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
-        return (_Names, (list(self),))
-
-
-class Node:
-    """One op application: `outputs = op(inputs) {attrs}`.
-
-    `op` and `attrs` may be changed in place; `name`, `inputs` and `outputs` only through the graph
-    that holds the node. Nodes compare (and hash) by identity: `a is b` is the only equality."""
-
-    __slots__ = ("op", "attrs", "_name", "_inputs", "_outputs", "_graph", "_prev", "_next", "_key")
-
-    def __init__(
-        self,
-        op: str,
-        inputs: Iterable[str],
-        outputs: Iterable[str],
-        attrs: dict[str, Any] | None = None,
-        name: str = "",
-    ) -> None:
-        self.op = op
-        self.attrs: dict[str, Any] = {} if attrs is None else attrs
-        self._name = name
-        self._inputs = _Names(inputs)
-        self._outputs = _Names(outputs)
-        # Set while the node is in a graph: the graph, its neighbours in the order, and a key
-        # that increases along the order (so two nodes are ordered in O(1)).
-        self._graph: Graph | None = None
-        self._prev: Node | None = None
-        self._next: Node | None = None
-        self._key = 0.0
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def inputs(self) -> list[str]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[str]:
-        return self._outputs
-
-    def __reduce__(self) -> tuple[type[Node], tuple[Any, ...]]:
-        # The node alone: its links to neighbours belong to the graph that holds it (pickling them
-        # would recurse along the whole order).
-        return (Node, (self.op, list(self.inputs), list(self.outputs), self.attrs, self.name))
-
-    def __repr__(self) -> str:
-        outs = ", ".join(f"%{o}" for o in self.outputs)
-        ins = ", ".join(f"%{i}" if i else "<none>" for i in self.inputs)
-        attrs = ""
-        if self.op == "Opaque":
-            return f"{outs} = Opaque[{self.attrs.get('op_type')}]({ins})  # {self.name}"
-        if self.attrs:
-            attrs = (
-                " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(self.attrs.items())) + "}"
-            )
-        return f"{outs} = {self.op}({ins}){attrs}  # {self.name}"
-
-
-_IMMUTABLE = (str, int, float, bool, bytes, type(None), np.generic)
-
-
-def _copy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of a node's attributes that shares what cannot change (strings, numbers,
-    tuples of them): `copy.deepcopy` of every attribute dict was a tenth of `optimize`."""
-    out: dict[str, Any] = {}
-    for k, v in attrs.items():
-        if isinstance(v, _IMMUTABLE) or (
-            type(v) is tuple and all(isinstance(x, _IMMUTABLE) for x in v)
-        ):
-            out[k] = v
-        elif isinstance(v, np.ndarray):
-            out[k] = v.copy()
-        else:
-            out[k] = _copy.deepcopy(v)
-    return out
-
-
-def _fmt_attr(v: Any) -> str:
-    if isinstance(v, tuple):
-        return "[" + ", ".join(map(str, v)) + "]"
-    if isinstance(v, np.ndarray):
-        return f"array{format_shape(v.shape)}"
-    return repr(v)
 
 
 def _key(node: Node) -> float:
@@ -323,7 +220,7 @@ class Graph:
                     f"'{self.name}'"
                 )
         self._drop_uses(node, node.inputs)
-        node._inputs = _Names(names)
+        node._inputs = Names(names)
         self._add_uses(node, node._inputs)
 
     def set_outputs(self, node: Node, names: Sequence[str]) -> None:
@@ -339,7 +236,7 @@ class Graph:
                     f"output '{o}' of node '{node.name}' is already written by node '{p.name}'"
                 )
         self._drop_defs(node, old)
-        node._outputs = _Names(names)
+        node._outputs = Names(names)
         self._add_defs(node, node._outputs)
         for o in names:
             if o:
@@ -372,12 +269,12 @@ class Graph:
         self._reserved.discard(new)
         p = self._producer.pop(old, None)
         if p is not None:
-            p._outputs = _Names(new if o == old else o for o in p.outputs)
+            p._outputs = Names(new if o == old else o for o in p.outputs)
             self._producer[new] = p
         users = self._readers.pop(old, None)
         if users is not None:
             for n in users:
-                n._inputs = _Names(new if i == old else i for i in n.inputs)
+                n._inputs = Names(new if i == old else i for i in n.inputs)
             # Readers may already wait for `new` (a pass removed its producer and renames another
             # value onto the name): merge.
             waiting = self._readers.setdefault(new, {})
@@ -737,7 +634,7 @@ class Graph:
         g = Graph(self.name)
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)
-        g._adopt(Node(n.op, n.inputs, n.outputs, _copy_attrs(n.attrs), n.name) for n in self.nodes)
+        g._adopt(Node(n.op, n.inputs, n.outputs, copy_attrs(n.attrs), n.name) for n in self.nodes)
         g.params = {k: v.copy() for k, v in self.params.items()}
         g.values = {k: Value(v.name, v.shape, v.dtype) for k, v in self.values.items()}
         g.meta = _copy.deepcopy(self.meta)
