@@ -1,6 +1,11 @@
 """The executor: plan a graph once (node order, resolved attributes, when each buffer dies), then
 run it many times.
 
+Two plans, one API: `Session(graph)` compiles the fast plan (`graphnet.runtime.fast`: fast conv
+algorithms, fused epilogues, pooled buffers reused by liveness, in-place element-wise ops, batch
+slices on two threads); `Session(graph, plan="reference")` runs the plain kernels node by node,
+the oracle every fast path is tested against. `Session.describe()` says what runs for each node.
+
 - Inputs are checked by name, dtype and shape before anything runs.
 - Each intermediate value is released right after its last reader ran (unless `keep_all`).
 - A kernel failure is re-raised as `KernelError` naming the node, its op, input shapes and
@@ -22,11 +27,13 @@ from graphnet import ops
 from graphnet.dims import bind_shape
 from graphnet.errors import GraphNetError, InputError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
+from graphnet.runtime.fast.compile import CompiledPlan
 from graphnet.runtime.kernels import Kernel, get_kernel
 
 __all__ = ["Session", "run", "MODES"]
 
 MODES = ("inference", "train")
+PLANS = ("fast", "reference")
 
 
 @dataclass
@@ -47,11 +54,18 @@ class Session:
     statistics are seen by the next run. Rebuild the session after changing the graph's structure.
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, *, plan: str = "fast") -> None:
+        if plan not in PLANS:
+            raise InputError(f"plan must be one of {PLANS}, got {plan!r}")
+        self.plan = plan
         graph.verify()
         self.graph = graph
         self._rng = np.random.default_rng()
+        self._compiled: dict[tuple[bool, bool], CompiledPlan] = {}
         self._steps: list[_Step] = []
+        if plan == "fast":
+            self._fast(training=False, keep_all=False)  # compile errors surface here
+            return
         last_use: dict[str, int] = {}
         for k, n in enumerate(graph.nodes):
             for i in n.inputs:
@@ -83,6 +97,46 @@ class Session:
                 else {}
             )
             self._steps.append(_Step(n, kern, attrs, frees.get(k, []), state, extra))
+
+    def _fast(self, *, training: bool, keep_all: bool) -> CompiledPlan:
+        key = (training, keep_all)
+        if key not in self._compiled:
+            self._compiled[key] = CompiledPlan(
+                self.graph, training=training, fuse=not keep_all, reuse=not keep_all
+            )
+        return self._compiled[key]
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes the session keeps between runs for its own use (pooled activation buffers,
+        workspaces, prepared weights are not counted)."""
+        return sum(p.held_bytes() for p in self._compiled.values())
+
+    def describe(self, *, mode: str = "inference") -> str:
+        """What runs for each node, and why: a table (node, op, algorithm, fused nodes, why)."""
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+        if self.plan == "reference":
+            rows = [
+                (s.node.name, s.node.op, "kernel", "", "plain kernel (reference plan)")
+                for s in self._steps
+            ]
+        else:
+            rows = [
+                (r["node"], r["op"], r["algorithm"], "+".join(r["fused"]), r["why"])
+                for r in self._fast(training=mode == "train", keep_all=False).describe()
+            ]
+        head = ("node", "op", "algorithm", "fused", "why")
+        widths = [
+            max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+            for i, h in enumerate(head[:-1])
+        ]
+        lines = []
+        for r in [head, *rows]:
+            lines.append(
+                "  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+            )
+        return "\n".join(lines)
 
     def seed(self, seed: int | None) -> None:
         """Reset the generator that train-mode kernels (Dropout) draw from."""
@@ -140,6 +194,9 @@ class Session:
         if seed is not None:
             self.seed(seed)
         g = self.graph
+        if self.plan == "fast":
+            fed = self.check_inputs(feeds)
+            return self._fast(training=training, keep_all=keep_all).run(fed, self._rng, keep_all)
         env: dict[str, np.ndarray] = dict(self.check_inputs(feeds))
         params = g.params
         for step in self._steps:

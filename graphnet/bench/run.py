@@ -93,7 +93,10 @@ def bench_graph(
     for e in engines:
         if e.name in ("ort", "gemm floor", "ours[train]"):
             continue
-        checks[e.name] = {"max_diff": max_diff(ref, outputs[e.name]), "ok": _close(ref, outputs[e.name])}
+        checks[e.name] = {
+            "max_diff": max_diff(ref, outputs[e.name]),
+            "ok": _close(ref, outputs[e.name]),
+        }
 
     timings = interleaved(engines, rounds=rounds, block=block, pause=pause, progress=progress)
     ms = {k: t.median * 1e3 for k, t in timings.items()}

@@ -1,0 +1,410 @@
+"""Compile a graph into a fast plan: a list of steps over numbered value slots.
+
+At compile time (once per session and mode):
+- every node gets a step: a fast one where the op and its inputs allow it (Conv with a constant
+  weight: pointwise / Winograd / im2col; Gemm; element-wise ops with `out=`; inference
+  BatchNorm as an affine; MaxPool; views for Reshape / Flatten / (Un)Squeeze / inference
+  Dropout), otherwise the plain kernel with its resolved attributes;
+- a Conv or Gemm whose only reader is a ReLU / LeakyReLU (or, for a Conv, a residual Add and then
+  a ReLU) takes those nodes into its epilogue (`fuse`);
+- each value's last reader is known, so its buffer returns to the pool right after it; an
+  element-wise op on a value it reads last overwrites it in place (`reuse`).
+`keep_all` compiles with neither (every intermediate must survive, unfused).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from functools import partial
+
+import numpy as np
+
+from graphnet import ops
+from graphnet.errors import GraphNetError, KernelError, UnsupportedOpError
+from graphnet.ir import Graph, Node, format_shape
+from graphnet.runtime.fast.conv import ConvSpec, choose
+from graphnet.runtime.fast.memory import Pool
+from graphnet.runtime.fast.steps import (
+    AliasStep,
+    BatchNormStep,
+    BinaryStep,
+    ConvStep,
+    GemmStep,
+    KernelStep,
+    MaxPoolStep,
+    Run,
+    Step,
+    UnaryStep,
+)
+from graphnet.runtime.fast.threads import WORKERS, Parallel, blas_single_threaded
+from graphnet.runtime.kernels import get_kernel
+
+__all__ = ["CompiledPlan"]
+
+_FLOATS = ("float32", "float64")
+_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
+
+def _relu(x, y):
+    np.maximum(x, 0, out=y)
+
+
+def _leaky(alpha, x, y):
+    np.maximum(x, x * x.dtype.type(alpha), out=y)
+
+
+def _scale(k, x, y):
+    np.multiply(x, x.dtype.type(k), out=y)
+
+
+class CompiledPlan:
+    """The steps of one graph for one mode; `run(feeds)` executes them."""
+
+    def __init__(self, graph: Graph, *, training: bool, fuse: bool, reuse: bool) -> None:
+        self.graph = graph
+        self.training = training
+        self.fuse, self.reuse = fuse, reuse
+        self.pool = Pool()
+        self.parallel = Parallel(WORKERS)
+        self.slots: dict[str, int] = {}
+        for name in graph.inputs:
+            self._slot(name)
+        self.steps: list[Step] = []
+        self.frees: list[list[int]] = []
+        self._compile()
+
+    # ------------------------------------------------------------------ compile
+    def _slot(self, name: str) -> int:
+        if name not in self.slots:
+            self.slots[name] = len(self.slots)
+        return self.slots[name]
+
+    def _ref(self, name: str):
+        if not name:
+            return None
+        if name in self.graph.params and name not in self.slots:
+            return name
+        return self._slot(name)
+
+    def _readers(self) -> dict[str, list[Node]]:
+        readers: dict[str, list[Node]] = {}
+        for n in self.graph.nodes:
+            for i in dict.fromkeys(n.inputs):
+                if i:
+                    readers.setdefault(i, []).append(n)
+        return readers
+
+    def _compile(self) -> None:
+        g = self.graph
+        readers = self._readers()
+        order = {n.name: k for k, n in enumerate(g.nodes)}
+        outputs = set(g.outputs)
+        fused: set[str] = set()
+        for n in g.nodes:
+            if n.name in fused:
+                continue
+            if n.op == "Opaque":
+                domain = n.attrs.get("domain") or "ai.onnx"
+                raise UnsupportedOpError(
+                    f"no kernel for op '{n.attrs.get('op_type')}' ({domain}) at node '{n.name}'"
+                )
+            attrs = ops.attrs_of(n, [g.values.get(i) if i else None for i in n.inputs])
+            step = self._fast_step(n, attrs)
+            if step is None:
+                step = self._kernel_step(n, attrs)
+            if self.fuse and isinstance(step, (ConvStep, GemmStep)):
+                self._fuse(step, n, readers, order, outputs, fused)
+            self.steps.append(step)
+        self._liveness()
+
+    def _single_reader(self, value: str, readers, outputs) -> Node | None:
+        r = readers.get(value, [])
+        if len(r) != 1 or value in outputs:
+            return None
+        return r[0]
+
+    def _fuse(self, step, node, readers, order, outputs, fused) -> None:
+        """Take the element-wise nodes after a Conv / Gemm into its epilogue."""
+        g = self.graph
+        value = node.outputs[0]
+        nxt = self._single_reader(value, readers, outputs)
+        if (
+            isinstance(step, ConvStep)
+            and nxt is not None
+            and nxt.op == "Add"
+            and len(nxt.inputs) == 2
+            and nxt.inputs[0] != nxt.inputs[1]
+        ):
+            other = nxt.inputs[1] if nxt.inputs[0] == value else nxt.inputs[0]
+            ov, yv = g.values.get(other), g.values.get(value)
+            produced_before = other in g.inputs or any(
+                other in m.outputs for m in g.nodes[: order[node.name]]
+            )
+            same = (
+                ov is not None
+                and yv is not None
+                and ov.shape is not None
+                and ov.shape == yv.shape
+                and ov.dtype == yv.dtype
+                and all(isinstance(d, int) for d in ov.shape[1:])
+                and g.values[nxt.outputs[0]].shape == yv.shape
+            )
+            if same and produced_before and other not in g.params:
+                step.residual = self._ref(other)
+                step.fused.append(nxt.name)
+                fused.add(nxt.name)
+                value = nxt.outputs[0]
+                nxt = self._single_reader(value, readers, outputs)
+        act: tuple = ()
+        if nxt is not None and nxt.op == "Relu":
+            act = ("relu",)
+        elif nxt is not None and nxt.op == "LeakyRelu":
+            alpha = float(ops.attrs_of(nxt, [])["alpha"])
+            if 0.0 <= alpha <= 1.0:
+                act = ("leaky", alpha)
+        if act:
+            step.activation = act
+            step.fused.append(nxt.name)
+            fused.add(nxt.name)
+            value = nxt.outputs[0]
+        step.outputs = [self._slot(value)]
+
+    def _kernel_step(self, n: Node, attrs: dict) -> KernelStep:
+        spec = ops.get(n.op)
+        kern = get_kernel(n.op, n.name)
+        kw = dict(attrs)
+        if "num_outputs" in inspect.signature(kern.fn).parameters:
+            kw["num_outputs"] = len(n.outputs)
+        state = {}
+        for out_k, in_k in spec.state.items():
+            if in_k < len(n.inputs) and n.inputs[in_k] in self.graph.params:
+                state[out_k] = n.inputs[in_k]
+        return KernelStep(
+            n.name,
+            n.op,
+            [self._ref(i) for i in n.inputs],
+            [self._slot(o) if o else -1 for o in n.outputs],
+            algo="kernel",
+            why="plain kernel",
+            fn=kern.fn,
+            attrs=kw,
+            context=kern.context,
+            state=state,
+        )
+
+    def _fast_step(self, n: Node, attrs: dict) -> Step | None:
+        g = self.graph
+        ins = [g.values.get(i) if i else None for i in n.inputs]
+        x = ins[0] if ins else None
+        if x is None or x.dtype not in _FLOATS or x.shape is None:
+            return None
+        refs = [self._ref(i) for i in n.inputs]
+        outs = [self._slot(o) if o else -1 for o in n.outputs]
+        common = dict(name=n.name, op=n.op, inputs=refs, outputs=outs)
+        if n.op == "Conv":
+            return self._conv_step(n, attrs, common)
+        if n.op == "Gemm":
+            w = g.params.get(n.inputs[1])
+            c = g.params.get(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] else None
+            ok = (
+                float(attrs["alpha"]) == 1.0
+                and (c is None or float(attrs["beta"]) == 1.0)
+                and not attrs["transA"]
+                and len(x.shape) == 2
+                and w is not None
+                and w.ndim == 2
+                and (len(n.inputs) < 3 or not n.inputs[2] or (c is not None and c.ndim <= 2))
+            )
+            if not ok:
+                return None
+            return GemmStep(
+                **common,
+                algo="gemm",
+                why="one matmul, bias added in place",
+                trans_b=bool(attrs["transB"]),
+            )
+        if n.op == "Relu":
+            return UnaryStep(
+                **common, algo="ufunc", why="np.maximum(out=)", ufunc=_relu, inplace=self.reuse
+            )
+        if n.op == "LeakyRelu" and 0.0 <= float(attrs["alpha"]) <= 1.0:
+            return UnaryStep(
+                **common,
+                algo="ufunc",
+                why="max(x, alpha*x), out=",
+                ufunc=partial(_leaky, float(attrs["alpha"])),
+                inplace=self.reuse,
+            )
+        if n.op in _BINARY and len(ins) == 2 and ins[1] is not None and ins[1].dtype == x.dtype:
+            return BinaryStep(
+                **common, algo="ufunc", why="ufunc(out=)", ufunc=_BINARY[n.op], inplace=self.reuse
+            )
+        if n.op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
+            fn = partial(get_kernel(n.op).fn, **attrs)
+            return AliasStep(**common, algo="view", why="a view, no copy", view=fn)
+        if n.op == "Dropout" and not self.training and len(n.inputs) == 1:
+            if attrs["scheme"] == "inverted":
+                return AliasStep(
+                    **common, algo="view", why="inference: the identity", view=lambda a: a
+                )
+            if len(n.outputs) == 1:
+                keep = 1.0 - float(attrs["drop_prob"])
+                return UnaryStep(
+                    **common,
+                    algo="ufunc",
+                    why="inference: x * keep",
+                    ufunc=partial(_scale, keep),
+                    inplace=self.reuse,
+                )
+        if n.op == "BatchNormalization" and all(isinstance(r, str) for r in refs[1:5]):
+            train = self._kernel_step(n, attrs) if self.training else None
+            return BatchNormStep(
+                **common,
+                algo="affine",
+                why="inference: per-channel x*s + t, in place",
+                epsilon=float(attrs["epsilon"]),
+                train=train,
+            )
+        if n.op == "MaxPool" and len(n.outputs) == 1:
+            from graphnet.runtime.kernels.pooling import _window_view
+
+            window = partial(
+                _window_view,
+                kernel_shape=attrs["kernel_shape"],
+                strides=attrs["strides"],
+                pads=attrs["pads"],
+                dilations=attrs["dilations"],
+                ceil_mode=attrs["ceil_mode"],
+                value=-np.inf,
+            )
+            return MaxPoolStep(
+                **common,
+                algo="taps",
+                why="max over tap views, out=",
+                window=window,
+                ktaps=tuple(attrs["kernel_shape"]),
+            )
+        return None
+
+    def _conv_step(self, n: Node, attrs: dict, common: dict) -> Step | None:
+        g = self.graph
+        w = g.params.get(n.inputs[1])
+        x = g.values[n.inputs[0]]
+        if w is None or attrs.get("strides") is None or len(x.shape) != w.ndim:
+            return None
+        k = w.ndim - 2
+        spec = ConvSpec(
+            kernel=tuple(int(d) for d in w.shape[2:]),
+            strides=tuple(attrs["strides"]),
+            pads=tuple(attrs["pads"]),
+            dilations=tuple(attrs["dilations"]),
+            group=int(attrs["group"]),
+            c_in=int(w.shape[1]) * int(attrs["group"]),
+            c_out=int(w.shape[0]),
+        )
+        out = g.values[n.outputs[0]].shape or (None,) * (k + 2)
+        algo, why = choose(spec, out[2:])
+        if algo == "reference":
+            return None
+        bias = self._ref(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] else None
+        step = ConvStep(
+            **common, algo=algo, why=why, spec=spec, group=spec.group, epilogue_bias=bias
+        )
+        step.inputs = step.inputs[:2]
+        return step
+
+    def _liveness(self) -> None:
+        last: dict[int, int] = {}
+        for k, s in enumerate(self.steps):
+            reads = list(s.inputs)
+            if isinstance(s, ConvStep):
+                reads += [s.epilogue_bias, s.residual]
+            for r in reads:
+                if isinstance(r, int):
+                    last[r] = k
+        keep = {self.slots[o] for o in self.graph.outputs if o in self.slots}
+        self.frees = [[] for _ in self.steps]
+        if not self.reuse:
+            return
+        for slot, k in last.items():
+            if slot not in keep:
+                self.frees[k].append(slot)
+        # A step's own outputs that nothing reads (e.g. an unused Dropout mask) die at once.
+        read = set(last)
+        for k, s in enumerate(self.steps):
+            for o in s.outputs:
+                if o >= 0 and o not in read and o not in keep:
+                    self.frees[k].append(o)
+        for k, s in enumerate(self.steps):
+            if isinstance(s, (UnaryStep, BinaryStep, BatchNormStep)):
+                src = s.inputs[0]
+                s.inplace = (
+                    self.reuse
+                    and isinstance(src, int)
+                    and src in self.frees[k]
+                    and s.outputs[0] not in keep
+                )
+
+    # ---------------------------------------------------------------------- run
+    def run(
+        self, feeds: Mapping[str, np.ndarray], rng: np.random.Generator, keep_all: bool
+    ) -> dict[str, np.ndarray]:
+        g = self.graph
+        outputs = frozenset(self.slots[o] for o in g.outputs if o in self.slots)
+        run = Run(
+            len(self.slots),
+            self.pool,
+            self.parallel.scratch,
+            g.params,
+            self.training,
+            rng,
+            outputs,
+            self.parallel,
+        )
+        for name, arr in feeds.items():
+            run.env[self.slots[name]] = arr
+        batch = next(iter(feeds.values())).shape[0] if feeds else 1
+        split = WORKERS > 1 and batch >= 2
+        self.parallel.workers = WORKERS if split else 1
+        with blas_single_threaded(split):
+            for step, frees in zip(self.steps, self.frees, strict=True):
+                try:
+                    step(run)
+                except GraphNetError as exc:
+                    raise type(exc)(f"while executing {_where(step, run)}: {exc}") from exc
+                except Exception as exc:
+                    raise KernelError(
+                        f"while executing {_where(step, run)}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                for slot in frees:
+                    run.free(slot)
+        if keep_all:
+            return {name: run.env[s] for name, s in self.slots.items() if run.env[s] is not None}
+        result = {}
+        fed = {id(a) for a in feeds.values()}
+        for o in g.outputs:
+            arr = run.env[self.slots[o]] if o in self.slots else g.params[o]
+            if o not in self.slots or id(arr) in fed or not arr.flags.owndata:
+                arr = np.array(arr)  # never hand out a feed, a parameter or a view of either
+            result[o] = arr
+        return result
+
+    def held_bytes(self) -> int:
+        """Memory the plan keeps between runs: pooled activation buffers and scratch."""
+        return self.pool.held() + self.parallel.held()
+
+    def describe(self) -> list[dict]:
+        """One row per step: node, op, algorithm, why, fused nodes."""
+        return [
+            {"node": s.name, "op": s.op, "algorithm": s.algo, "why": s.why, "fused": list(s.fused)}
+            for s in self.steps
+        ]
+
+
+def _where(step: Step, run: Run) -> str:
+    shapes = []
+    for r in step.inputs:
+        a = run.get(r) if r is not None else None
+        shapes.append(format_shape(a.shape) if isinstance(a, np.ndarray) else "<none>")
+    return f"{step.name} ({step.op}, {step.algo}): inputs {' '.join(shapes)}"

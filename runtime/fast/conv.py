@@ -1,0 +1,256 @@
+"""Fast convolution algorithms for the compiled plan. NCHW in, NCHW out, no transpose after a GEMM:
+each algorithm writes the output's own layout straight from the GEMM (weights on the left).
+
+- `pointwise`: 1x1 kernel, no padding: Y[n] = W (M, C) @ X[n] (C, pixels); a stride is one
+  strided gather first. No im2col at all.
+- `winograd`: 3x3, stride 1, undilated, ungrouped (see `winograd.py`): F(4x4, 3x3) or
+  F(2x2, 3x3) when the output is small.
+- `im2col`: everything else (any rank, stride, dilation, group): the padded input's window view
+  copied once into (C/group * taps, pixels) columns, then Y[n, g] = W[g] @ cols[n, g].
+
+All three work on batch chunks sized so their workspaces stay near `WORKSPACE_BYTES` (the whole
+batch at once would need a 2-10x larger im2col matrix than the activations themselves: the peak
+memory target); workspaces come from a `Scratch` shared by all steps. The bias and a following
+element-wise op (ReLU, LeakyReLU, a residual Add) are applied to each chunk while it is in cache
+(an "epilogue").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from math import ceil, prod
+
+import numpy as np
+
+from graphnet.runtime.fast.memory import Scratch
+from graphnet.runtime.fast.winograd import TRANSFORMS, weight_transform
+
+__all__ = ["ConvSpec", "choose", "prepare_weight", "conv_chunked", "WORKSPACE_BYTES", "Epilogue"]
+
+WORKSPACE_BYTES = 4 << 20  # per chunk: a few MiB stays within L3 and bounds the peak memory
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """A Conv node's resolved, static facts the algorithm depends on."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
+    group: int
+    c_in: int
+    c_out: int
+
+
+@dataclass
+class Epilogue:
+    """What is applied to each output chunk after the GEMM, in order: bias (per output
+    channel), an optional residual added element-wise (a graph value, read per chunk), and an
+    activation ("relu" or ("leaky", alpha))."""
+
+    bias: np.ndarray | None = None
+    residual: Callable[[], np.ndarray] | None = None
+    activation: tuple = ()
+    names: list[str] = field(default_factory=list)  # fused nodes, for describe()
+
+
+def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str, str]:
+    """(algorithm, why) for a conv; `spatial_out` may hold non-int dims (dynamic)."""
+    k = len(spec.kernel)
+    if any(p < 0 for p in spec.pads):
+        return "reference", "negative pads (a crop) are left to the plain kernel"
+    if (
+        all(v == 1 for v in spec.kernel)
+        and not any(spec.pads)
+        and all(d == 1 for d in spec.dilations)
+    ):
+        return "pointwise", "1x1 kernel without padding: a plain matmul per image"
+    if (
+        k == 2
+        and spec.kernel == (3, 3)
+        and spec.strides == (1, 1)
+        and spec.dilations == (1, 1)
+        and spec.group == 1
+    ):
+        if spec.c_in < 8 or spec.c_out < 8:
+            return "im2col", "3x3 but under 8 input or output channels: transforms would dominate"
+        small = all(isinstance(d, int) for d in spatial_out) and min(spatial_out) < 8
+        if small:
+            return "winograd-f2", "3x3 stride 1, output under 8x8: F(2x2,3x3), 2.25x fewer MACs"
+        return "winograd-f4", "3x3 stride 1: F(4x4,3x3), 4x fewer multiplications in the GEMMs"
+    return "im2col", "general kernel/stride/dilation/group: im2col + one GEMM per group"
+
+
+def prepare_weight(algo: str, w: np.ndarray, group: int, dtype: np.dtype) -> np.ndarray:
+    """The weight in the layout `algo` multiplies with: (G, M/G, C/G * taps) for im2col and
+    pointwise, ((m+2)^2, M, C) transformed for Winograd."""
+    if algo.startswith("winograd"):
+        return weight_transform(w, 4 if algo.endswith("f4") else 2)
+    m = w.shape[0]
+    return np.ascontiguousarray(w.reshape(group, m // group, -1), dtype=dtype)
+
+
+def _epilogue(y: np.ndarray, epi: Epilogue, n0: int, n1: int, bias_done: bool) -> None:
+    if epi.bias is not None and not bias_done:
+        y += epi.bias.reshape((1, -1) + (1,) * (y.ndim - 2))
+    if epi.residual is not None:
+        y += epi.residual()[n0:n1]
+    if epi.activation:
+        if epi.activation[0] == "relu":
+            np.maximum(y, 0, out=y)
+        else:  # ("leaky", alpha): y if y >= 0 else alpha * y == max(y, alpha * y) for alpha <= 1
+            np.maximum(y, y * y.dtype.type(epi.activation[1]), out=y)
+
+
+def _padded(
+    x: np.ndarray, pads: Sequence[int], extra: Sequence[int], buf: np.ndarray
+) -> np.ndarray:
+    """x (b, C, *s) copied into `buf` with zero borders: `pads` (begins, ends) plus `extra` more
+    at each axis' end. Only the borders are zeroed (the scratch is shared)."""
+    k = x.ndim - 2
+    begins, ends = pads[:k], pads[k:]
+    shape = x.shape[:2] + tuple(x.shape[2 + i] + begins[i] + ends[i] + extra[i] for i in range(k))
+    xp = buf[: prod(shape)].reshape(shape)
+    inner = [slice(None), slice(None)]
+    for i in range(k):  # a loop over the spatial rank: zero the two borders of axis i
+        lo, hi = begins[i], begins[i] + x.shape[2 + i]
+        if lo:
+            xp[(*inner, slice(0, lo))] = 0
+        if hi < shape[2 + i]:
+            xp[(*inner, slice(hi, None))] = 0
+        inner.append(slice(None))
+    xp[
+        (
+            slice(None),
+            slice(None),
+            *[slice(b, b + n) for b, n in zip(begins, x.shape[2:], strict=True)],
+        )
+    ] = x
+    return xp
+
+
+def _chunk(per_item: int, n: int) -> int:
+    return max(1, min(n, WORKSPACE_BYTES // max(per_item, 1)))
+
+
+def conv_chunked(
+    algo: str,
+    spec: ConvSpec,
+    x: np.ndarray,
+    wp: np.ndarray,
+    out: np.ndarray,
+    epi: Epilogue,
+    scratch: Scratch,
+    lo: int = 0,
+    hi: int | None = None,
+) -> None:
+    """Y[lo:hi] = conv(X[lo:hi]) with the prepared weight `wp`, written into `out`
+    (N, M, *spatial_out). Disjoint [lo, hi) ranges may run in parallel threads, each with its
+    own `scratch`."""
+    hi = x.shape[0] if hi is None else hi
+    if algo == "pointwise":
+        _pointwise(spec, x, wp, out, epi, scratch, lo, hi)
+    elif algo.startswith("winograd"):
+        _winograd(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi)
+    else:
+        _im2col(spec, x, wp, out, epi, scratch, lo, hi)
+
+
+def _pointwise(spec, x, wp, out, epi, scratch, lo, hi) -> None:
+    x, out = x[lo:hi], out[lo:hi]
+    n, c = x.shape[:2]
+    g = spec.group
+    if any(s != 1 for s in spec.strides):
+        sl = (slice(None), slice(None), *[slice(None, None, s) for s in spec.strides])
+        sub = x[sl]
+        buf = scratch.take(0, sub.size, x.dtype)
+        xs = buf.reshape(sub.shape)
+        np.copyto(xs, sub)
+        x = xs
+    p = prod(out.shape[2:])
+    y = out.reshape(n, g, spec.c_out // g, p)
+    np.matmul(wp, x.reshape(n, g, c // g, p), out=y)
+    _epilogue(out, epi, lo, hi, False)
+
+
+def _im2col(spec, x, wp, out, epi, scratch, lo, hi) -> None:
+    from graphnet.runtime.kernels._windows import windows
+
+    n, c = x.shape[:2]
+    k = x.ndim - 2
+    g = spec.group
+    outs = out.shape[2:]
+    ks = spec.kernel
+    p = prod(outs)
+    taps = prod(ks)
+    padded = tuple(x.shape[2 + i] + spec.pads[i] + spec.pads[k + i] for i in range(k))
+    pad_size = c * prod(padded) if any(spec.pads) else 0
+    cols_size = c * taps * p
+    b = _chunk((pad_size + cols_size) * x.itemsize, hi - lo)
+    for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
+        n1 = min(hi, n0 + b)
+        xb = x[n0:n1]
+        if pad_size:
+            xb = _padded(xb, spec.pads, (0,) * k, scratch.take(0, (n1 - n0) * pad_size, x.dtype))
+        view = windows(xb, ks, spec.strides, spec.dilations, outs)  # (b, C, *out, *ks)
+        cols = scratch.take(1, (n1 - n0) * cols_size, x.dtype).reshape(
+            (n1 - n0, g, c // g, *ks, *outs)
+        )
+        v = view.reshape((n1 - n0, g, c // g, *outs, *ks))
+        perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
+        np.copyto(cols, v.transpose(perm))
+        yb = out[n0:n1]
+        np.matmul(
+            wp, cols.reshape(n1 - n0, g, (c // g) * taps, p), out=yb.reshape(n1 - n0, g, -1, p)
+        )
+        _epilogue(yb, epi, n0, n1, False)
+
+
+def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi) -> None:
+    kb, _, ka = TRANSFORMS[m]
+    t = m + 2
+    n, c = x.shape[:2]
+    mo = spec.c_out
+    ho, wo = out.shape[2:]
+    th, tw = ceil(ho / m), ceil(wo / m)
+    hp, wpad = th * m + 2, tw * m + 2
+    h, w = x.shape[2:]
+    extra = (hp - (h + spec.pads[0] + spec.pads[2]), wpad - (w + spec.pads[1] + spec.pads[3]))
+    tiles = th * tw
+    per_item = (c * hp * wpad + 2 * t * t * c * tiles + t * t * mo * tiles) * x.itemsize
+    per_item += max(0, m * m * mo * tiles - t * t * c * tiles) * x.itemsize
+    exact = ho == th * m and wo == tw * m
+    if not exact:
+        per_item += mo * th * m * tw * m * x.itemsize
+    b = _chunk(per_item, hi - lo)
+    bias = None if epi.bias is None else epi.bias.reshape(1, mo, 1, 1, 1, 1)
+    for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
+        n1 = min(hi, n0 + b)
+        nb = n1 - n0
+        xp = _padded(x[n0:n1], spec.pads, extra, scratch.take(0, nb * c * hp * wpad, x.dtype))
+        s = xp.strides
+        view = np.lib.stride_tricks.as_strided(
+            xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3]), writeable=False
+        )
+        d = scratch.take(1, t * t * c * nb * tiles, x.dtype)
+        np.copyto(d.reshape(t, t, c, nb, th, tw), view.transpose(4, 5, 1, 0, 2, 3))
+        v = scratch.take(2, t * t * c * nb * tiles, x.dtype).reshape(t * t, -1)
+        np.matmul(kb, d.reshape(t * t, -1), out=v)
+        mx = scratch.take(3, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
+        np.matmul(wp, v.reshape(t * t, c, nb * tiles), out=mx)
+        y = scratch.take(1, m * m * mo * nb * tiles, x.dtype).reshape(m * m, -1)  # reuses d
+        np.matmul(ka, mx.reshape(t * t, -1), out=y)
+        yv = y.reshape(m, m, mo, nb, th, tw).transpose(3, 2, 4, 0, 5, 1)  # (b, M, th, m, tw, m)
+        if exact:
+            dest = out[n0:n1].reshape(nb, mo, th, m, tw, m)
+        else:
+            dest = scratch.take(4, nb * mo * th * m * tw * m, x.dtype).reshape(nb, mo, th, m, tw, m)
+        if bias is not None:
+            np.add(yv, bias, out=dest)
+        else:
+            np.copyto(dest, yv)
+        if not exact:
+            np.copyto(out[n0:n1], dest.reshape(nb, mo, th * m, tw * m)[:, :, :ho, :wo])
+        _epilogue(out[n0:n1], epi, n0, n1, True)

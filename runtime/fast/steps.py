@@ -1,0 +1,361 @@
+"""The steps of a compiled plan. Each step reads its inputs from the run's value table, writes
+its outputs there, and says how (in `why`, for `Session.describe()`).
+
+Ownership: a value either lives in a buffer of the plan's `Pool` (it can be reused once every
+value viewing it is dead, or overwritten in place by the node that reads it last), or it is
+someone else's array (a feed, a parameter, a plain kernel's result that may be a view): those
+are never written to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from graphnet.runtime.fast.conv import ConvSpec, Epilogue, conv_chunked, prepare_weight
+from graphnet.runtime.fast.memory import Pool, Scratch
+
+__all__ = [
+    "Run",
+    "Step",
+    "KernelStep",
+    "ConvStep",
+    "GemmStep",
+    "UnaryStep",
+    "BinaryStep",
+    "AliasStep",
+    "BatchNormStep",
+    "MaxPoolStep",
+]
+
+
+class Run:
+    """The state of one run: values by slot, their buffers, the pool and scratch, the mode."""
+
+    __slots__ = (
+        "env",
+        "owner",
+        "refs",
+        "pool",
+        "scratch",
+        "params",
+        "training",
+        "rng",
+        "outputs",
+        "parallel",
+    )
+
+    def __init__(
+        self,
+        nslots: int,
+        pool: Pool,
+        scratch: list[Scratch],
+        params: dict,
+        training: bool,
+        rng: np.random.Generator,
+        outputs: frozenset,
+        parallel: Callable,
+    ) -> None:
+        self.env: list[Any] = [None] * nslots
+        self.owner: list[np.ndarray | None] = [None] * nslots
+        self.refs: dict[int, int] = {}
+        self.pool, self.scratch, self.params = pool, scratch, params
+        self.training, self.rng, self.outputs = training, rng, outputs
+        self.parallel = parallel
+
+    def alloc(self, slot: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        """A buffer for value `slot`: fresh for a graph output (the caller keeps it), else from
+        the pool."""
+        if slot in self.outputs:
+            arr = np.empty(shape, dtype)
+        else:
+            arr, buf = self.pool.take(shape, np.dtype(dtype))
+            self.owner[slot] = buf
+            self.refs[id(buf)] = 1
+        self.env[slot] = arr
+        return arr
+
+    def adopt(self, slot: int, arr: np.ndarray, inputs: list) -> None:
+        """Store a plain kernel's result; a fresh array (owns its data, is none of the inputs)
+        joins the pool when it dies."""
+        self.env[slot] = arr
+        if (
+            slot not in self.outputs
+            and isinstance(arr, np.ndarray)
+            and arr.flags.owndata
+            and arr.flags.c_contiguous
+            and not any(arr is a for a in inputs)
+        ):
+            buf = arr.reshape(-1)
+            self.owner[slot] = buf
+            self.refs[id(buf)] = 1
+
+    def alias(self, slot: int, arr: np.ndarray, src: int) -> None:
+        """Value `slot` is a view of value `src`: they share a buffer."""
+        self.env[slot] = arr
+        buf = self.owner[src]
+        if buf is not None:
+            self.owner[slot] = buf
+            self.refs[id(buf)] += 1
+
+    def steal(self, src: int, dst: int) -> np.ndarray:
+        """Value `dst` takes over `src`'s buffer (an in-place op on `src`'s last read)."""
+        arr = self.env[src]
+        self.owner[dst], self.owner[src] = self.owner[src], None
+        self.env[src] = None
+        self.env[dst] = arr
+        return arr
+
+    def writable(self, slot: int) -> bool:
+        """Whether value `slot` may be overwritten: it is in a pool buffer nothing else views."""
+        buf = self.owner[slot]
+        return buf is not None and self.refs[id(buf)] == 1
+
+    def free(self, slot: int) -> None:
+        buf = self.owner[slot]
+        self.env[slot] = None
+        if buf is not None:
+            self.owner[slot] = None
+            k = id(buf)
+            self.refs[k] -= 1
+            if self.refs[k] == 0:
+                del self.refs[k]
+                self.pool.give(buf)
+
+    def get(self, ref: int | str | None) -> Any:
+        """An input: a slot number, a parameter name, or None (omitted)."""
+        if ref is None:
+            return None
+        if isinstance(ref, str):
+            return self.params[ref]
+        return self.env[ref]
+
+
+@dataclass
+class Step:
+    """One node (or a node with the element-wise nodes fused into it)."""
+
+    name: str
+    op: str
+    inputs: list  # slot numbers, parameter names or None
+    outputs: list[int]
+    algo: str = "kernel"
+    why: str = ""
+    fused: list[str] = field(default_factory=list)
+
+    def __call__(self, run: Run) -> None:  # pragma: no cover - every step overrides it
+        raise NotImplementedError
+
+
+@dataclass
+class KernelStep(Step):
+    """The plain kernel of the op (the reference runtime's), with its resolved attributes."""
+
+    fn: Callable = print
+    attrs: dict = field(default_factory=dict)
+    context: bool = False
+    state: dict = field(default_factory=dict)  # kernel output index -> parameter name
+
+    def __call__(self, run: Run) -> None:
+        args = [run.get(i) for i in self.inputs]
+        kw = dict(self.attrs)
+        if self.context:
+            kw["training"] = run.training
+            kw["rng"] = run.rng
+        result = self.fn(*args, **kw)
+        outs = list(result) if isinstance(result, (tuple, list)) else [result]
+        for slot, arr in zip(self.outputs, outs, strict=False):
+            if slot >= 0:
+                run.adopt(slot, arr, args)
+        if run.training:
+            for k, pname in self.state.items():
+                run.params[pname] = outs[k].astype(run.params[pname].dtype, copy=False)
+
+
+@dataclass
+class AliasStep(Step):
+    """An op whose output is a view of its input (Reshape, Flatten, Squeeze, Unsqueeze, an
+    inference Dropout that is the identity): no copy."""
+
+    view: Callable = print
+
+    def __call__(self, run: Run) -> None:
+        src = self.inputs[0]
+        x = run.get(src)
+        y = self.view(x, *[run.get(i) for i in self.inputs[1:]])
+        if isinstance(src, int):
+            run.alias(self.outputs[0], y, src)
+        else:
+            run.env[self.outputs[0]] = y
+        for extra in self.outputs[1:]:  # Dropout's mask: all True at inference
+            if extra >= 0:
+                run.alloc(extra, x.shape, np.dtype(bool)).fill(True)
+
+
+@dataclass
+class ConvStep(Step):
+    """Conv with a fast algorithm (pointwise / winograd / im2col) and a fused epilogue."""
+
+    spec: ConvSpec | None = None
+    group: int = 1
+    epilogue_bias: int | str | None = None
+    residual: int | None = None
+    activation: tuple = ()
+    _cache: tuple = (None, None, None)
+
+    def weight(self, w: np.ndarray, dtype: np.dtype, training: bool) -> np.ndarray:
+        key = (id(w), w.ctypes.data, np.dtype(dtype))
+        if training or self._cache[0] != key:
+            self._cache = (key, w, prepare_weight(self.algo, w, self.group, dtype))
+        return self._cache[2]
+
+    def __call__(self, run: Run) -> None:
+        x = run.get(self.inputs[0])
+        w = run.get(self.inputs[1])
+        spec = self.spec
+        k = x.ndim - 2
+        outs = tuple(
+            (
+                x.shape[2 + i]
+                + spec.pads[i]
+                + spec.pads[k + i]
+                - spec.dilations[i] * (spec.kernel[i] - 1)
+                - 1
+            )
+            // spec.strides[i]
+            + 1
+            for i in range(k)
+        )
+        y = run.alloc(self.outputs[0], (x.shape[0], spec.c_out, *outs), x.dtype)
+        b = run.get(self.epilogue_bias)
+        epi = Epilogue(
+            bias=None if b is None else b.astype(x.dtype, copy=False),
+            residual=None if self.residual is None else (lambda: run.env[self.residual]),
+            activation=self.activation,
+        )
+        wp = self.weight(w, x.dtype, run.training)
+        run.parallel(
+            x.shape[0],
+            lambda lo, hi, scratch: conv_chunked(self.algo, spec, x, wp, y, epi, scratch, lo, hi),
+        )
+
+
+@dataclass
+class GemmStep(Step):
+    """Gemm with alpha = beta = 1, no transA, a 1-D or row bias: Y = A @ B' (+ bias) and a fused
+    activation, into a pooled buffer."""
+
+    trans_b: bool = False
+    activation: tuple = ()
+
+    def __call__(self, run: Run) -> None:
+        a = run.get(self.inputs[0])
+        w = run.get(self.inputs[1])
+        b = w.T if self.trans_b else w
+        y = run.alloc(self.outputs[0], (a.shape[0], b.shape[1]), a.dtype)
+        np.matmul(a, b.astype(a.dtype, copy=False), out=y)
+        if len(self.inputs) > 2 and self.inputs[2] is not None:
+            y += run.get(self.inputs[2]).astype(a.dtype, copy=False)
+        if self.activation:
+            _activate(y, self.activation)
+
+
+def _activate(y: np.ndarray, act: tuple) -> None:
+    if act[0] == "relu":
+        np.maximum(y, 0, out=y)
+    else:
+        np.maximum(y, y * y.dtype.type(act[1]), out=y)
+
+
+@dataclass
+class UnaryStep(Step):
+    """An element-wise op with an `out=` form, in place when its input dies here."""
+
+    ufunc: Callable = print
+    inplace: bool = False
+
+    def __call__(self, run: Run) -> None:
+        src = self.inputs[0]
+        x = run.get(src)
+        if self.inplace and run.writable(src):
+            y = run.steal(src, self.outputs[0])
+        else:
+            y = run.alloc(self.outputs[0], x.shape, x.dtype)
+        self.ufunc(x, y)
+
+
+@dataclass
+class BinaryStep(Step):
+    """Add / Sub / Mul / Div of same-dtype floats; in place in the first input when it dies here
+    and already has the output's shape."""
+
+    ufunc: Callable = np.add
+    inplace: bool = False
+
+    def __call__(self, run: Run) -> None:
+        a, b = run.get(self.inputs[0]), run.get(self.inputs[1])
+        shape = np.broadcast_shapes(a.shape, b.shape)
+        src = self.inputs[0]
+        if self.inplace and a.shape == shape and run.writable(src):
+            y = run.steal(src, self.outputs[0])
+        else:
+            y = run.alloc(self.outputs[0], shape, a.dtype)
+        self.ufunc(a, b, out=y)
+
+
+@dataclass
+class BatchNormStep(Step):
+    """Inference BatchNorm as the per-channel affine y = x * s + t, s = scale / sqrt(var + eps),
+    t = B - mean * s (computed in float64 from the parameters each run, cast to x's dtype), in
+    place when x dies here. Train mode takes the plain kernel (batch statistics, running-stat
+    updates) through `train`."""
+
+    epsilon: float = 1e-5
+    train: KernelStep | None = None
+    inplace: bool = False
+
+    def __call__(self, run: Run) -> None:
+        if run.training:
+            assert self.train is not None
+            self.train(run)
+            return
+        x = run.get(self.inputs[0])
+        scale, bias, mean, var = (run.get(i).astype(np.float64) for i in self.inputs[1:5])
+        s = scale / np.sqrt(var + self.epsilon)
+        t = bias - mean * s
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        src = self.inputs[0]
+        if self.inplace and run.writable(src):
+            y = run.steal(src, self.outputs[0])
+        else:
+            y = run.alloc(self.outputs[0], x.shape, x.dtype)
+        np.multiply(x, s.astype(x.dtype).reshape(shape), out=y)
+        y += t.astype(x.dtype).reshape(shape)
+        for k, slot in enumerate(self.outputs[1:], start=3):
+            if slot >= 0:  # optional running-stat outputs: unchanged at inference
+                run.env[slot] = run.get(self.inputs[k])
+
+
+@dataclass
+class MaxPoolStep(Step):
+    """MaxPool without Indices: the max over the window's taps as k^d strided views of the
+    padded input, each folded in with np.maximum(out=): no (N, C, out, kernel) temporary."""
+
+    window: Callable = print  # x -> (N, C, *out, *kernel) view (the plain kernel's own helper)
+    ktaps: tuple = ()
+
+    def __call__(self, run: Run) -> None:
+        x = run.get(self.inputs[0])
+        v = self.window(x)
+        k = len(self.ktaps)
+        y = run.alloc(self.outputs[0], v.shape[: v.ndim - k], x.dtype)
+        first = True
+        for tap in np.ndindex(*self.ktaps):  # a loop over the window's taps
+            if first:
+                np.copyto(y, v[(..., *tap)])
+                first = False
+            else:
+                np.maximum(y, v[(..., *tap)], out=y)

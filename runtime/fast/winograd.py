@@ -1,0 +1,85 @@
+"""Winograd minimal filtering F(m x m, 3 x 3) for 3x3, stride-1, undilated, ungrouped convs.
+
+For one output tile Y (m x m) of one (input, output) channel pair, with d the (m+2) x (m+2) input
+tile and g the 3 x 3 kernel (cross-correlation, as ONNX's Conv):
+
+    Y = A^T [ (G g G^T) . (B^T d B) ] A
+
+("." element-wise). Summed over input channels, the element-wise products become (m+2)^2
+independent GEMMs of (output channels x input channels) @ (input channels x tiles): 2.25x
+(F(2x2)) or 4x (F(4x4)) fewer multiplications than direct convolution. The transforms are done
+as GEMMs too, with the Kronecker products kron(B^T, B^T) and kron(A^T, A^T) acting on tiles laid
+out contiguously as ((m+2)^2, everything else): one BLAS call each instead of Python loops.
+
+The matrices are those of Lavin & Gray (2016), "Fast Algorithms for Convolutional Neural
+Networks", with interpolation points 0, +-1, +-2 (F(4x4)) and 0, +-1 (F(2x2)). F(4x4)'s
+transforms have entries up to 8 and 5: rounding grows with the tiles' dynamic range (max error
+~1e-4 relative on typical activations), which is inside the whole-model tolerance; F(2x2)'s are
+exact in float32 up to the GEMM's own rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["TRANSFORMS", "weight_transform"]
+
+
+def _f2() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bt = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+    at = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+    return bt, g, at
+
+
+def _f4() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bt = np.array(
+        [
+            [4, 0, -5, 0, 1, 0],
+            [0, -4, -4, 1, 1, 0],
+            [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0],
+            [0, 2, -1, -2, 1, 0],
+            [0, 4, 0, -5, 0, 1],
+        ],
+        np.float64,
+    )
+    g = np.array(
+        [
+            [1 / 4, 0, 0],
+            [-1 / 6, -1 / 6, -1 / 6],
+            [-1 / 6, 1 / 6, -1 / 6],
+            [1 / 24, 1 / 12, 1 / 6],
+            [1 / 24, -1 / 12, 1 / 6],
+            [0, 0, 1],
+        ],
+        np.float64,
+    )
+    at = np.array(
+        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+        np.float64,
+    )
+    return bt, g, at
+
+
+def _kron(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bt, g, at = _f2() if m == 2 else _f4()
+    # Tiles are flattened row-major (row i, column j -> i * t + j): B^T d B on the flattened tile
+    # is kron(B^T, B^T) @ vec(d); likewise G g G^T and A^T M A.
+    return (
+        np.kron(bt, bt).astype(np.float32),
+        np.kron(g, g),  # float64: the weight transform is done once, in float64
+        np.kron(at, at).astype(np.float32),
+    )
+
+
+TRANSFORMS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {m: _kron(m) for m in (2, 4)}
+"""m -> (kron(B^T, B^T) float32, kron(G, G) float64, kron(A^T, A^T) float32)."""
+
+
+def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
+    """U[xi, o, c] = (G w[o, c] G^T) flattened: ((m+2)^2, M, C) float32, computed in float64."""
+    kg = TRANSFORMS[m][1]
+    mo, c = w.shape[:2]
+    u = kg @ w.astype(np.float64).reshape(mo * c, 9).T  # (t^2, M*C)
+    return np.ascontiguousarray(u.reshape(-1, mo, c), dtype=np.float32)
