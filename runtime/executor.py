@@ -27,7 +27,7 @@ from graphnet import ops
 from graphnet.dims import bind_shape
 from graphnet.errors import GraphNetError, InputError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
-from graphnet.runtime.fast.compile import CompiledPlan
+from graphnet.runtime.fast.compile import CompiledPlan, describe_call
 from graphnet.runtime.kernels import Kernel, get_kernel
 
 __all__ = ["Session", "run", "MODES"]
@@ -229,14 +229,7 @@ class Session:
 
 
 def _describe(n: Node, args: list, attrs: Mapping[str, Any]) -> str:
-    spec = ops.get(n.op)
-    names = [s.strip("*?") for s in spec.inputs]
-    shapes = []
-    for k, a in enumerate(args):
-        label = names[k] if k < len(names) else names[-1] if names else f"in{k}"
-        shapes.append(f"{label.lower()}{format_shape(a.shape) if a is not None else '<none>'}")
-    at = " ".join(f"{k}={v}" for k, v in attrs.items())
-    return f"{n.name} ({n.op}): {' '.join(shapes)}{(' ' + at) if at else ''}"
+    return describe_call(n.name, n.op, args, attrs)
 
 
 def run(

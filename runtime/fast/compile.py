@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from graphnet.runtime.fast.steps import (
 from graphnet.runtime.fast.threads import WORKERS, Parallel, blas_single_threaded
 from graphnet.runtime.kernels import get_kernel
 
-__all__ = ["CompiledPlan"]
+__all__ = ["CompiledPlan", "describe_call"]
 
 _FLOATS = ("float32", "float64")
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
@@ -289,19 +290,27 @@ class CompiledPlan:
 
     def _conv_step(self, n: Node, attrs: dict, common: dict) -> Step | None:
         g = self.graph
-        w = g.params.get(n.inputs[1])
+        # The weight's shape must be static; its values may be computed at run time (a
+        # ConstantOfShape fill): then it is prepared on every run.
+        wv = g.params.get(n.inputs[1])
+        w_shape = wv.shape if wv is not None else getattr(g.values.get(n.inputs[1]), "shape", None)
         x = g.values[n.inputs[0]]
-        if w is None or attrs.get("strides") is None or len(x.shape) != w.ndim:
+        if (
+            w_shape is None
+            or not all(isinstance(d, int) for d in w_shape)
+            or attrs.get("strides") is None
+            or len(x.shape) != len(w_shape)
+        ):
             return None
-        k = w.ndim - 2
+        k = len(w_shape) - 2
         spec = ConvSpec(
-            kernel=tuple(int(d) for d in w.shape[2:]),
+            kernel=tuple(int(d) for d in w_shape[2:]),
             strides=tuple(attrs["strides"]),
             pads=tuple(attrs["pads"]),
             dilations=tuple(attrs["dilations"]),
             group=int(attrs["group"]),
-            c_in=int(w.shape[1]) * int(attrs["group"]),
-            c_out=int(w.shape[0]),
+            c_in=int(w_shape[1]) * int(attrs["group"]),
+            c_out=int(w_shape[0]),
         )
         out = g.values[n.outputs[0]].shape or (None,) * (k + 2)
         algo, why = choose(spec, out[2:])
@@ -309,7 +318,13 @@ class CompiledPlan:
             return None
         bias = self._ref(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] else None
         step = ConvStep(
-            **common, algo=algo, why=why, spec=spec, group=spec.group, epilogue_bias=bias
+            **common,
+            algo=algo,
+            why=why,
+            spec=spec,
+            group=spec.group,
+            epilogue_bias=bias,
+            const_weight=wv is not None,
         )
         step.inputs = step.inputs[:2]
         return step
@@ -364,7 +379,8 @@ class CompiledPlan:
         )
         for name, arr in feeds.items():
             run.env[self.slots[name]] = arr
-        batch = next(iter(feeds.values())).shape[0] if feeds else 1
+        first = next(iter(feeds.values()), None)
+        batch = first.shape[0] if first is not None and first.ndim else 1
         split = WORKERS > 1 and batch >= 2
         self.parallel.workers = WORKERS if split else 1
         with blas_single_threaded(split):
@@ -402,9 +418,20 @@ class CompiledPlan:
         ]
 
 
-def _where(step: Step, run: Run) -> str:
+def describe_call(name: str, op: str, args: list, attrs: Mapping[str, Any]) -> str:
+    """`conv3 (Conv): x(1,3,32,32) w(16,3,3,3) strides=(1, 1) ...`: a node, its op, its inputs'
+    shapes labelled with the op table's input names, its attributes (error messages)."""
+    names = [s.strip("*?") for s in ops.get(op).inputs]
     shapes = []
-    for r in step.inputs:
-        a = run.get(r) if r is not None else None
-        shapes.append(format_shape(a.shape) if isinstance(a, np.ndarray) else "<none>")
-    return f"{step.name} ({step.op}, {step.algo}): inputs {' '.join(shapes)}"
+    for k, a in enumerate(args):
+        label = names[k] if k < len(names) else names[-1] if names else f"in{k}"
+        shape = format_shape(a.shape) if isinstance(a, np.ndarray) else "<none>"
+        shapes.append(f"{label.lower()}{shape}")
+    at = " ".join(f"{k}={v}" for k, v in attrs.items())
+    return f"{name} ({op}): {' '.join(shapes)}{(' ' + at) if at else ''}"
+
+
+def _where(step: Step, run: Run) -> str:
+    args = [run.get(r) if r is not None else None for r in step.inputs]
+    attrs = step.attrs if isinstance(step, KernelStep) else {}
+    return describe_call(step.name, step.op, args, attrs) + f" [fast plan: {step.algo}]"

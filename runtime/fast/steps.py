@@ -206,9 +206,14 @@ class ConvStep(Step):
     activation: tuple = ()
     _cache: tuple = (None, None, None)
 
+    const_weight: bool = True
+
     def weight(self, w: np.ndarray, dtype: np.dtype, training: bool) -> np.ndarray:
+        """The prepared weight, cached while the parameter array stays the same object in
+        inference; prepared afresh in train mode (a trainer may update weights in place) and
+        for a weight computed by the graph."""
         key = (id(w), w.ctypes.data, np.dtype(dtype))
-        if training or self._cache[0] != key:
+        if training or not self.const_weight or self._cache[0] != key:
             self._cache = (key, w, prepare_weight(self.algo, w, self.group, dtype))
         return self._cache[2]
 
