@@ -1,0 +1,238 @@
+"""The compiled fast plan (`Session(graph)`) against its oracle, the reference plan
+(`Session(graph, plan="reference")`: the plain kernels node by node), and against onnxruntime.
+
+- Every conv algorithm (pointwise, Winograd F(4x4) / F(2x2), im2col) on odd shapes: 1-, 2- and
+  3-D, strides, dilations, groups, depthwise, asymmetric padding, batch 1 and odd batches. The
+  exact result is the float64 reference kernel; the bound is `float32_bound` (gamma_n times the
+  conv of |x| and |w|): an output that cancels to ~0 carries rounding relative to its terms.
+  Winograd F(4x4)'s transforms (entries up to 8) add up to ~40 u x (|x| * |w|) measured on random
+  data, independent of the number of terms: its bound counts 64 more terms.
+- Fusion (bias, residual Add, ReLU / LeakyReLU into a Conv or Gemm), in-place element-wise ops
+  and pooled buffers: values equal the reference plan's, feeds are never written, a second run
+  with other inputs is not polluted by the first, outputs of one run survive the next.
+- `keep_all` returns every intermediate, unfused, as the reference plan does.
+- Train mode: the same Dropout masks (same generator draws in the same order), BatchNorm outputs
+  and running-statistic updates as the reference plan.
+- The six benchmark-suite models (optimized and not) agree with the reference plan and
+  onnxruntime.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet import nn, runtime
+from graphnet.bench import suite
+from graphnet.ir import Graph
+from graphnet.passes.manager import optimize
+from graphnet.runtime.feeds import random_inputs
+from graphnet.runtime.kernels.conv import conv
+from tests.helpers import export_checked, ort_run
+from tests.oracles import float32_bound
+
+# Whole-model comparisons (float32, different algorithms and summation orders): the README's
+# whole-model tolerances.
+MODEL_RTOL, MODEL_ATOL = 1e-4, 1e-5
+
+
+def _conv_graph(x_shape, w, b, attrs) -> Graph:
+    g = Graph("conv")
+    g.add_input("x", x_shape)
+    g.add_param("w", w)
+    ins = ["x", "w"]
+    if b is not None:
+        g.add_param("b", b)
+        ins.append("b")
+    node = g.add_node("Conv", ins, attrs, name="conv")
+    g.mark_output(node.outputs[0])
+    return g
+
+
+# (x shape, out channels, kernel, strides, pads, dilations, group, expected algorithm)
+CONVS = [
+    ((3, 16, 13, 9), 24, (3, 3), (1, 1), (1, 0, 2, 1), (1, 1), 1, "winograd-f4"),
+    ((1, 8, 12, 12), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd-f4"),
+    ((5, 12, 6, 5), 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd-f2"),
+    ((2, 9, 6, 6), 16, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, "winograd-f2"),
+    ((3, 6, 11, 7), 5, (3, 3), (2, 1), (1, 1, 0, 2), (1, 1), 1, "im2col"),
+    ((2, 6, 11, 10), 4, (3, 2), (1, 1), (2, 1, 2, 1), (2, 3), 2, "im2col"),
+    ((3, 8, 9, 9), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8, "im2col"),  # depthwise
+    ((3, 3, 10, 10), 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "im2col"),  # 3 < 8 channels
+    ((1, 4, 7, 6), 6, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1), 1, "im2col"),
+    ((3, 10, 7, 6), 12, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "pointwise"),
+    ((5, 10, 7, 6), 12, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 2, "pointwise"),
+    ((3, 5, 17), 6, (4,), (3,), (2, 1), (2,), 1, "im2col"),  # 1-D
+    ((2, 4, 5, 6, 7), 6, (3, 2, 3), (1, 2, 1), (1, 0, 1, 1, 1, 0), (1, 1, 2), 2, "im2col"),
+    ((3, 6, 4, 5, 6), 8, (1, 1, 1), (1, 1, 1), (0,) * 6, (1, 1, 1), 1, "pointwise"),  # 3-D 1x1
+]
+
+
+@pytest.mark.parametrize("x_shape, m, k, s, p, d, g, algo", CONVS)
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_algorithms_match_float64_reference_and_onnxruntime(
+    x_shape, m, k, s, p, d, g, algo, bias
+):
+    rng = np.random.default_rng(len(x_shape) * 100 + m)
+    c = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((m, c // g, *k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    attrs = {"strides": list(s), "pads": list(p), "dilations": list(d), "group": g}
+    graph = _conv_graph((None, *x_shape[1:]), w, b, attrs)
+    sess = runtime.Session(graph)
+    assert algo in sess.describe()
+    got = sess.run({"x": x})[graph.outputs[0]]
+    kw = dict(strides=s, pads=p, dilations=d, group=g)
+    exact = conv(
+        x.astype(np.float64),
+        w.astype(np.float64),
+        None if b is None else b.astype(np.float64),
+        **kw,
+    )
+    mags = conv(
+        np.abs(x).astype(np.float64),
+        np.abs(w).astype(np.float64),
+        None if b is None else np.abs(b).astype(np.float64),
+        **kw,
+    )
+    terms = (c // g) * int(np.prod(k)) + (64 if algo == "winograd-f4" else 0)
+    err = np.abs(got.astype(np.float64) - exact)
+    assert got.dtype == np.float32 and got.shape == exact.shape
+    assert (err <= float32_bound(mags, terms)).all(), f"max error {err.max():.2e}"
+    plain = runtime.Session(graph, plan="reference").run({"x": x})[graph.outputs[0]]
+    assert (np.abs(got - plain) <= 2 * float32_bound(mags, terms)).all()
+    theirs = ort_run(export_checked(graph), {"x": x})[graph.outputs[0]]
+    assert (np.abs(got - theirs) <= 2 * float32_bound(mags, terms)).all()
+
+
+def _residual_net() -> Graph:
+    net = nn.Network("res", seed=3)
+    x = net.input("x", (None, 8, 9, 7))
+    y = nn.ReLU()(nn.Conv(8, 3, padding=1)(x))
+    y = nn.Conv(8, 3, padding=1)(y)
+    z = nn.ReLU()(nn.add(x, y))
+    z = nn.LeakyReLU(0.2)(nn.Conv(12, 1)(z))
+    z = nn.MaxPool(3, stride=2, padding=1)(z)
+    z = nn.ReLU()(nn.Linear(6)(nn.Flatten()(z)))
+    net.output(nn.add(z, z), name="out")
+    return net.graph
+
+
+def test_fused_epilogues_are_visible_and_exact():
+    g = _residual_net()
+    sess = runtime.Session(g)
+    text = sess.describe()
+    rows = {line.split()[0]: line for line in text.splitlines()[1:]}
+    fused = {name: row.split()[3] for name, row in rows.items() if row.split()[3] != "+"}
+    conv_rows = [r for r in rows.values() if r.split()[1] == "Conv"]
+    assert any("add" in r and "relu" in r for r in conv_rows), text  # residual Add + ReLU
+    assert any("leakyrelu" in r for r in conv_rows), text
+    assert any(r.split()[1] == "Gemm" and "relu" in r for r in rows.values()), text
+    assert fused
+    x = np.random.default_rng(0).standard_normal((5, 8, 9, 7)).astype(np.float32)
+    want = runtime.Session(g, plan="reference").run({"x": x})["out"]
+    np.testing.assert_allclose(sess.run({"x": x})["out"], want, rtol=MODEL_RTOL, atol=MODEL_ATOL)
+
+
+def test_buffers_reused_feeds_untouched_outputs_survive_the_next_run():
+    g = _residual_net()
+    sess = runtime.Session(g)
+    ref = runtime.Session(g, plan="reference")
+    rng = np.random.default_rng(1)
+    x1 = rng.standard_normal((3, 8, 9, 7)).astype(np.float32)
+    x2 = rng.standard_normal((3, 8, 9, 7)).astype(np.float32)
+    x1_copy = x1.copy()
+    out1 = sess.run({"x": x1})["out"]
+    kept = out1.copy()
+    plan = sess._fast(training=False, keep_all=False)
+    allocated = plan.pool.allocated
+    out2 = sess.run({"x": x2})["out"]
+    np.testing.assert_array_equal(x1, x1_copy)  # in-place ops never write a feed
+    np.testing.assert_array_equal(out1, kept)  # the next run does not reuse an output
+    np.testing.assert_allclose(out2, ref.run({"x": x2})["out"], rtol=MODEL_RTOL, atol=MODEL_ATOL)
+    assert plan.pool.allocated == allocated  # the second run took every buffer from the pool
+    # A batch of another size works with the same plan.
+    x3 = rng.standard_normal((1, 8, 9, 7)).astype(np.float32)
+    np.testing.assert_allclose(
+        sess.run({"x": x3})["out"], ref.run({"x": x3})["out"], rtol=MODEL_RTOL, atol=MODEL_ATOL
+    )
+
+
+def test_keep_all_returns_every_intermediate_like_the_reference_plan():
+    g = _residual_net()
+    x = np.random.default_rng(2).standard_normal((2, 8, 9, 7)).astype(np.float32)
+    fast = runtime.Session(g).run({"x": x}, keep_all=True)
+    ref = runtime.Session(g, plan="reference").run({"x": x}, keep_all=True)
+    assert set(fast) == set(ref)
+    for name in ref:
+        np.testing.assert_allclose(
+            fast[name], ref[name], rtol=MODEL_RTOL, atol=MODEL_ATOL, err_msg=name
+        )
+
+
+def test_replaced_parameter_is_seen_by_the_next_run():
+    g = _residual_net()
+    sess = runtime.Session(g)
+    x = np.random.default_rng(3).standard_normal((2, 8, 9, 7)).astype(np.float32)
+    before = sess.run({"x": x})["out"]
+    w = next(n.inputs[1] for n in g.nodes if n.op == "Conv")
+    g.set_param(w, g.params[w] * 2)
+    after = sess.run({"x": x})["out"]
+    assert not np.allclose(before, after)
+    want = runtime.Session(g, plan="reference").run({"x": x})["out"]
+    np.testing.assert_allclose(after, want, rtol=MODEL_RTOL, atol=MODEL_ATOL)
+
+
+def test_train_mode_same_masks_statistics_and_outputs_as_reference():
+    seq = nn.Sequential(
+        [
+            nn.Conv(8, 3, padding=1),
+            nn.BatchNorm(),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Dropout(drop=0.4),
+            nn.Linear(5),
+        ]
+    )
+    g_fast = seq.build((None, 3, 6, 6), seed=0)
+    g_ref = g_fast.copy()
+    x = np.random.default_rng(4).standard_normal((5, 3, 6, 6)).astype(np.float32)
+    fast, ref = runtime.Session(g_fast), runtime.Session(g_ref, plan="reference")
+    for step in range(2):
+        a = fast.run({"input": x}, mode="train", seed=step, keep_all=True)
+        b = ref.run({"input": x}, mode="train", seed=step, keep_all=True)
+        for name in b:
+            if b[name].dtype == bool:  # dropout masks: the same draws
+                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+            else:
+                np.testing.assert_allclose(
+                    a[name], b[name], rtol=MODEL_RTOL, atol=MODEL_ATOL, err_msg=name
+                )
+        y_fast = fast.run({"input": x}, mode="train", seed=7)
+        y_ref = ref.run({"input": x}, mode="train", seed=7)
+        for name in y_ref:
+            np.testing.assert_allclose(y_fast[name], y_ref[name], rtol=MODEL_RTOL, atol=MODEL_ATOL)
+    for name, arr in g_ref.params.items():  # running statistics updated alike
+        np.testing.assert_allclose(g_fast.params[name], arr, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("name", suite.suite_names())
+def test_suite_models_agree_with_reference_plan_and_onnxruntime(name):
+    g = suite.build(name)
+    opt, _ = optimize(g)
+    for graph, batch in ((opt, 3), (g, 1)):
+        feeds = random_inputs(graph, batch=batch, seed=5)
+        fast = runtime.Session(graph).run(feeds)
+        ref = runtime.Session(graph, plan="reference").run(feeds)
+        theirs = ort_run(export_checked(graph), feeds)
+        for out in graph.outputs:
+            np.testing.assert_allclose(fast[out], ref[out], rtol=MODEL_RTOL, atol=MODEL_ATOL)
+            np.testing.assert_allclose(fast[out], theirs[out], rtol=MODEL_RTOL, atol=MODEL_ATOL)
+
+
+def test_unknown_plan_is_a_clear_error():
+    from graphnet.errors import InputError
+
+    with pytest.raises(InputError, match="plan must be one of"):
+        runtime.Session(_residual_net(), plan="turbo")
