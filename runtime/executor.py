@@ -138,6 +138,29 @@ class Session:
             )
         return "\n".join(lines)
 
+    def profile(
+        self, feeds: Mapping[str, np.ndarray], *, runs: int = 5, mode: str = "inference"
+    ) -> list[tuple[str, str, str, float]]:
+        """Where a run's time goes: (node, op, algorithm, median ms over `runs` runs after one
+        warm-up) per step of the fast plan, in plan order (a fused node is timed with the node it
+        was fused into)."""
+        if self.plan != "fast":
+            raise InputError("profile() times the fast plan's steps; this session is 'reference'")
+        plan = self._fast(training=mode == "train", keep_all=False)
+        fed = self.check_inputs(feeds)
+        plan.run(fed, self._rng, False)
+        samples: dict[str, list[float]] = {}
+        for _ in range(runs):
+            t: dict[str, float] = {}
+            plan.run(fed, self._rng, False, timings=t)
+            for k, v in t.items():
+                samples.setdefault(k, []).append(v)
+        return [
+            (s.name, s.op, s.algo, float(np.median(samples[s.name])) * 1e3)
+            for s in plan.steps
+            if s.name in samples
+        ]
+
     def seed(self, seed: int | None) -> None:
         """Reset the generator that train-mode kernels (Dropout) draw from."""
         self._rng = np.random.default_rng(seed)

@@ -15,6 +15,7 @@ At compile time (once per session and mode):
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -363,8 +364,14 @@ class CompiledPlan:
 
     # ---------------------------------------------------------------------- run
     def run(
-        self, feeds: Mapping[str, np.ndarray], rng: np.random.Generator, keep_all: bool
+        self,
+        feeds: Mapping[str, np.ndarray],
+        rng: np.random.Generator,
+        keep_all: bool,
+        timings: dict[str, float] | None = None,
     ) -> dict[str, np.ndarray]:
+        """Execute the steps. With `timings`, each step's wall time (s) is added under its
+        node's name (profiling)."""
         g = self.graph
         outputs = frozenset(self.slots[o] for o in g.outputs if o in self.slots)
         run = Run(
@@ -379,14 +386,18 @@ class CompiledPlan:
         )
         for name, arr in feeds.items():
             run.env[self.slots[name]] = arr
-        first = next(iter(feeds.values()), None)
-        batch = first.shape[0] if first is not None and first.ndim else 1
-        split = WORKERS > 1 and batch >= 2
-        self.parallel.workers = WORKERS if split else 1
-        with blas_single_threaded(split):
+        self.parallel.workers = WORKERS
+        with blas_single_threaded():
             for step, frees in zip(self.steps, self.frees, strict=True):
                 try:
-                    step(run)
+                    if timings is None:
+                        step(run)
+                    else:
+                        t0 = time.perf_counter()
+                        step(run)
+                        timings[step.name] = timings.get(step.name, 0.0) + (
+                            time.perf_counter() - t0
+                        )
                 except GraphNetError as exc:
                     raise type(exc)(f"while executing {_where(step, run)}: {exc}") from exc
                 except Exception as exc:

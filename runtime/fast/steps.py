@@ -242,9 +242,11 @@ class ConvStep(Step):
             activation=self.activation,
         )
         wp = self.weight(w, x.dtype, run.training)
+        flops = 2.0 * y.size * (spec.c_in // spec.group) * float(np.prod(spec.kernel))
         run.parallel(
             x.shape[0],
             lambda lo, hi, scratch: conv_chunked(self.algo, spec, x, wp, y, epi, scratch, lo, hi),
+            flops,
         )
 
 
@@ -261,7 +263,9 @@ class GemmStep(Step):
         w = run.get(self.inputs[1])
         b = w.T if self.trans_b else w
         y = run.alloc(self.outputs[0], (a.shape[0], b.shape[1]), a.dtype)
-        np.matmul(a, b.astype(a.dtype, copy=False), out=y)
+        bt = b.astype(a.dtype, copy=False)
+        # Not split by rows (a batch of 32 is one small GEMM); a big one gets BLAS's threads.
+        run.parallel(1, lambda lo, hi, scratch: np.matmul(a, bt, out=y), 2.0 * y.size * a.shape[1])
         if len(self.inputs) > 2 and self.inputs[2] is not None:
             y += run.get(self.inputs[2]).astype(a.dtype, copy=False)
         if self.activation:
@@ -357,10 +361,14 @@ class MaxPoolStep(Step):
         v = self.window(x)
         k = len(self.ktaps)
         y = run.alloc(self.outputs[0], v.shape[: v.ndim - k], x.dtype)
-        first = True
-        for tap in np.ndindex(*self.ktaps):  # a loop over the window's taps
-            if first:
-                np.copyto(y, v[(..., *tap)])
-                first = False
-            else:
-                np.maximum(y, v[(..., *tap)], out=y)
+
+        def part(lo: int, hi: int, scratch) -> None:
+            first = True
+            for tap in np.ndindex(*self.ktaps):  # a loop over the window's taps
+                if first:
+                    np.copyto(y[lo:hi], v[(slice(lo, hi), Ellipsis, *tap)])
+                    first = False
+                else:
+                    np.maximum(y[lo:hi], v[(slice(lo, hi), Ellipsis, *tap)], out=y[lo:hi])
+
+        run.parallel(x.shape[0], part)

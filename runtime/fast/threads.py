@@ -6,7 +6,8 @@ of every call and spin while they wait. Measured on a busy 2-core machine, a 64x
 sgemm took 1.0 ms single-threaded and 20 ms with two OpenBLAS threads (the second thread was
 descheduled). Splitting the batch between two Python threads that each call single-threaded BLAS
 (NumPy releases the GIL inside matmul and ufuncs) uses both cores without that barrier. With a
-batch of 1 there is nothing to split: BLAS keeps its own threads.
+batch of 1 there is nothing to split: BLAS gets the threads back for the nodes whose GEMMs are
+big enough to gain from them (`BIG_GEMM_FLOPS`), and stays single-threaded for the small ones.
 """
 
 from __future__ import annotations
@@ -18,9 +19,23 @@ from contextlib import contextmanager
 
 from graphnet.runtime.fast.memory import Scratch
 
-__all__ = ["WORKERS", "blas_single_threaded", "Parallel"]
+__all__ = ["WORKERS", "BIG_GEMM_FLOPS", "blas_single_threaded", "Parallel"]
 
-WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+def _workers() -> int:
+    env = os.environ.get("GRAPHNET_NUM_THREADS", "")
+    if env.strip().isdigit() and int(env) >= 1:
+        return int(env)
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+WORKERS = _workers()
+"""Threads a plan uses: GRAPHNET_NUM_THREADS, else the CPU count capped at 2 (the pool splits a
+batch in this many slices; more than the cores only adds switching)."""
+
+BIG_GEMM_FLOPS = 50e6
+"""With nothing to split (batch 1), a node whose GEMMs do more than this lets BLAS use the
+threads itself: below it, the threads' start-up and barrier cost more than they save."""
 _executor: ThreadPoolExecutor | None = None
 _blas: list | None = None
 
@@ -51,6 +66,11 @@ def blas_single_threaded(enabled: bool = True):
             lib.set_num_threads(n)
 
 
+def _set_blas_threads(n: int) -> None:
+    for lib in _blas_libs():
+        lib.set_num_threads(n)
+
+
 class Parallel:
     """`parallel(n, fn)` runs fn(lo, hi, scratch) over [0, n) split into up to `workers` slices,
     each with its own scratch arena; inline when there is one worker or one item."""
@@ -59,10 +79,17 @@ class Parallel:
         self.workers = workers
         self.scratch = [Scratch() for _ in range(max(1, workers))]
 
-    def __call__(self, n: int, fn: Callable[[int, int, Scratch], None]) -> None:
+    def __call__(self, n: int, fn: Callable[[int, int, Scratch], None], flops: float = 0) -> None:
         w = min(self.workers, n)
         if w <= 1:
-            fn(0, n, self.scratch[0])
+            if self.workers > 1 and flops > BIG_GEMM_FLOPS:
+                _set_blas_threads(self.workers)  # one big image: let BLAS split its GEMMs
+                try:
+                    fn(0, n, self.scratch[0])
+                finally:
+                    _set_blas_threads(1)
+            else:
+                fn(0, n, self.scratch[0])
             return
         global _executor
         if _executor is None:
