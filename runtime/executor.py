@@ -27,7 +27,7 @@ from graphnet import ops
 from graphnet.dims import bind_shape
 from graphnet.errors import GraphNetError, InputError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
-from graphnet.runtime.fast.compile import CompiledPlan, describe_call
+from graphnet.runtime.fast.compile import CompiledPlan, describe_call, needs_late_resolve
 from graphnet.runtime.kernels import Kernel, get_kernel
 
 __all__ = ["Session", "run", "MODES"]
@@ -44,6 +44,7 @@ class _Step:
     free_after: list[str]  # values whose last reader is this node
     state: dict[int, str]  # train mode: extra kernel output index -> parameter name it replaces
     extra: dict[str, Any]  # {"num_outputs": n} for kernels that take it (skip optional outputs)
+    late: bool = False  # attributes resolved at run time (input ranks unknown when planned)
 
 
 class Session:
@@ -84,7 +85,8 @@ class Session:
                     f"no kernel for op '{n.attrs.get('op_type')}' ({domain}) at node '{n.name}'"
                 )
             kern = get_kernel(n.op, n.name)
-            attrs = ops.attrs_of(n, [graph.values.get(i) if i else None for i in n.inputs])
+            values = [graph.values.get(i) if i else None for i in n.inputs]
+            attrs = ops.attrs_of(n, values)
             state = {}
             for out_k, in_k in spec.state.items():
                 if in_k < len(n.inputs) and n.inputs[in_k] in graph.params:
@@ -96,7 +98,8 @@ class Session:
                 if "num_outputs" in inspect.signature(kern.fn).parameters
                 else {}
             )
-            self._steps.append(_Step(n, kern, attrs, frees.get(k, []), state, extra))
+            late = needs_late_resolve(spec, values)
+            self._steps.append(_Step(n, kern, attrs, frees.get(k, []), state, extra, late))
 
     def _fast(self, *, training: bool, keep_all: bool) -> CompiledPlan:
         key = (training, keep_all)
@@ -225,7 +228,8 @@ class Session:
         for step in self._steps:
             n = step.node
             args = [None if not i else (env[i] if i in env else params[i]) for i in n.inputs]
-            kwargs = dict(step.attrs, **step.extra)
+            attrs = ops.attrs_for_arrays(n, args) if step.late else step.attrs
+            kwargs = dict(attrs, **step.extra)
             if step.kernel.context:
                 kwargs["training"] = training
                 kwargs["rng"] = self._rng

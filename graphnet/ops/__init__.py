@@ -24,11 +24,24 @@ from graphnet.ops.spec import (
     REQUIRED,
     OpSpec,
     all_specs,
+    attrs_for_arrays,
     attrs_of,
     get,
     has,
     infer,
     register,
+    resolve_attrs,
 )
 
-__all__ = ["REQUIRED", "OpSpec", "all_specs", "attrs_of", "get", "has", "infer", "register"]
+__all__ = [
+    "REQUIRED",
+    "OpSpec",
+    "all_specs",
+    "attrs_for_arrays",
+    "attrs_of",
+    "get",
+    "has",
+    "infer",
+    "register",
+    "resolve_attrs",
+]

@@ -27,6 +27,8 @@ __all__ = [
     "all_specs",
     "infer",
     "attrs_of",
+    "attrs_for_arrays",
+    "resolve_attrs",
     "TensorType",
 ]
 
@@ -156,6 +158,27 @@ def attrs_of(node: Node, inputs: Sequence[Value | None]) -> dict:
         except (ShapeError, AttributeValueError) as exc:
             raise type(exc)(f"{_where(node)}: {exc}") from None
     return attrs
+
+
+def resolve_attrs(op: str, inputs: Sequence[Value | None], attrs: Mapping[str, Any]) -> dict:
+    """`attrs` with the op table's defaults filled in and resolved against `inputs` (no node
+    needed): what an import rule uses instead of writing a default of its own."""
+    spec = get(op)
+    full = dict(spec.attrs)
+    full.update(attrs)
+    return spec.resolve(inputs, full) if spec.resolve is not None else full
+
+
+def attrs_for_arrays(node: Node, arrays: Sequence[Any]) -> dict:
+    """`attrs_of` resolved against concrete input arrays: for a node whose inputs' ranks were
+    unknown when the graph was planned (kernels always get fully resolved attributes)."""
+    from graphnet.ir import Value
+
+    values = [
+        None if a is None else Value(f"in{k}", tuple(a.shape), str(a.dtype))
+        for k, a in enumerate(arrays)
+    ]
+    return attrs_of(node, values)
 
 
 def infer(node: Node, inputs: Sequence[Value | None], consts: Sequence | None = None) -> list:

@@ -42,7 +42,7 @@ from graphnet.runtime.fast.steps import (
 from graphnet.runtime.fast.threads import WORKERS, Parallel, blas_single_threaded
 from graphnet.runtime.kernels import get_kernel
 
-__all__ = ["CompiledPlan", "describe_call"]
+__all__ = ["CompiledPlan", "describe_call", "needs_late_resolve"]
 
 _FLOATS = ("float32", "float64")
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
@@ -182,6 +182,7 @@ class CompiledPlan:
         for out_k, in_k in spec.state.items():
             if in_k < len(n.inputs) and n.inputs[in_k] in self.graph.params:
                 state[out_k] = n.inputs[in_k]
+        values = [self.graph.values.get(i) if i else None for i in n.inputs]
         return KernelStep(
             n.name,
             n.op,
@@ -193,6 +194,7 @@ class CompiledPlan:
             attrs=kw,
             context=kern.context,
             state=state,
+            late=n if needs_late_resolve(spec, values) else None,
         )
 
     def _fast_step(self, n: Node, attrs: dict) -> Step | None:
@@ -427,6 +429,13 @@ class CompiledPlan:
             {"node": s.name, "op": s.op, "algorithm": s.algo, "why": s.why, "fused": list(s.fused)}
             for s in self.steps
         ]
+
+
+def needs_late_resolve(spec: ops.OpSpec, values: list) -> bool:
+    """Whether a node's attributes can only be resolved once its input arrays are known: its op
+    resolves rank-dependent defaults and some input's rank is unknown when the graph is planned
+    (an import whose shapes ONNX could not infer)."""
+    return spec.resolve is not None and any(v is not None and v.shape is None for v in values)
 
 
 def describe_call(name: str, op: str, args: list, attrs: Mapping[str, Any]) -> str:

@@ -158,10 +158,15 @@ class KernelStep(Step):
     attrs: dict = field(default_factory=dict)
     context: bool = False
     state: dict = field(default_factory=dict)  # kernel output index -> parameter name
+    late: Any = None  # the Node, when its attributes are resolved from the arrays at run time
 
     def __call__(self, run: Run) -> None:
         args = [run.get(i) for i in self.inputs]
         kw = dict(self.attrs)
+        if self.late is not None:
+            from graphnet import ops
+
+            kw.update(ops.attrs_for_arrays(self.late, args))
         if self.context:
             kw["training"] = run.training
             kw["rng"] = run.rng

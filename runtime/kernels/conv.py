@@ -19,29 +19,22 @@ from graphnet.runtime.kernels._windows import out_size, pad_spatial, windows
 __all__ = ["conv", "conv_transpose", "ws_conv", "standardize_weight"]
 
 
-def _full(value: Sequence[int] | None, k: int, default: int) -> tuple[int, ...]:
-    # Resolved attributes are always complete when shapes are known; an import whose shapes ONNX
-    # could not infer reaches the kernel with the ONNX defaults unfilled.
-    return (default,) * k if value is None else tuple(int(v) for v in value)
-
-
 @kernel("Conv")
 def conv(
     x: np.ndarray,
     w: np.ndarray,
     b: np.ndarray | None = None,
     *,
-    strides: Sequence[int] | None,
-    pads: Sequence[int] | None,
-    dilations: Sequence[int] | None,
-    group: int = 1,
-    kernel_shape: Sequence[int] | None = None,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+    kernel_shape: Sequence[int] | None,
 ) -> np.ndarray:
     """ONNX Conv: y[n, m, o...] = b[m] + sum_{c in group(m), t...} x_pad[n, c, o*s + t*d]
-    * w[m, c, t...]."""
+    * w[m, c, t...]. Attributes arrive resolved (the op table's defaults, one per axis); the
+    kernel's taps come from W (`kernel_shape`, when given, equals W's spatial shape)."""
     k = x.ndim - 2
-    strides, dilations = _full(strides, k, 1), _full(dilations, k, 1)
-    pads = _full(pads, 2 * k, 0)
     ks = w.shape[2:]
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -70,18 +63,16 @@ def conv_transpose(
     w: np.ndarray,
     b: np.ndarray | None = None,
     *,
-    strides: Sequence[int] | None,
-    pads: Sequence[int] | None,
-    dilations: Sequence[int] | None,
-    group: int = 1,
-    output_padding: Sequence[int] | None = None,
-    kernel_shape: Sequence[int] | None = None,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+    output_padding: Sequence[int],
+    kernel_shape: Sequence[int] | None,
 ) -> np.ndarray:
     """ONNX ConvTranspose: y[n, m, i*s + t*d - pad_b] += x[n, c, i...] * w[c, m', t...] for the
     input channels c of output channel m's group (m' its index in the group)."""
     k = x.ndim - 2
-    strides, dilations = _full(strides, k, 1), _full(dilations, k, 1)
-    pads, output_padding = _full(pads, 2 * k, 0), _full(output_padding, k, 0)
     n, c = x.shape[:2]
     ks = w.shape[2:]
     g = int(group)
@@ -109,6 +100,7 @@ def conv_transpose(
         pads=(0,) * (2 * k),
         dilations=dilations,
         group=g,
+        kernel_shape=None,
     )
 
 
@@ -129,12 +121,12 @@ def ws_conv(
     w: np.ndarray,
     b: np.ndarray | None = None,
     *,
-    strides: Sequence[int] | None,
-    pads: Sequence[int] | None,
-    dilations: Sequence[int] | None,
-    group: int = 1,
-    epsilon: float = 1e-5,
-    kernel_shape: Sequence[int] | None = None,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+    epsilon: float,
+    kernel_shape: Sequence[int] | None,
 ) -> np.ndarray:
     """Conv with the weight-standardized kernel `standardize_weight(w, epsilon)`."""
     return conv(
@@ -145,4 +137,5 @@ def ws_conv(
         pads=pads,
         dilations=dilations,
         group=group,
+        kernel_shape=kernel_shape,
     )

@@ -3,6 +3,8 @@ import rule, each found by name. Exceptions are listed here with their reason.""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from graphnet import ops
@@ -38,6 +40,28 @@ def test_every_op_is_complete(name, spec):
     # Training: a backward rule, or a reason why the op has none.
     reason = non_differentiable_ops().get(name, "").strip()
     assert has_gradient(name) or reason, f"no gradient for {name} and no reason why not"
+
+
+# Keyword arguments a kernel may take besides the op's attributes (runtime/kernels/__init__.py).
+KERNEL_CONTEXT = {"training", "rng", "num_outputs"}
+KERNELS = sorted(all_kernels().items())
+
+
+@pytest.mark.parametrize("name, kern", KERNELS, ids=[n for n, _ in KERNELS])
+def test_kernels_take_every_attribute_resolved_and_default_none(name, kern):
+    """Defaults live in the op table only: the executor passes every attribute, resolved, so a
+    kernel's keyword-only parameters are exactly the op's attributes (plus the run context) and
+    none has a default of its own that could drift from the table's."""
+    spec = ops.get(name)
+    params = inspect.signature(kern.fn).parameters.values()
+    keywords = {p.name: p for p in params if p.kind is p.KEYWORD_ONLY}
+    assert set(keywords) - KERNEL_CONTEXT == set(spec.attrs), (
+        f"{name}: kernel keywords {sorted(keywords)} vs op attributes {sorted(spec.attrs)}"
+    )
+    with_default = sorted(
+        n for n, p in keywords.items() if n in spec.attrs and p.default is not p.empty
+    )
+    assert not with_default, f"{name}: kernel defaults for attributes {with_default}"
 
 
 def test_no_kernel_without_an_op():

@@ -83,7 +83,7 @@ def test_conv_algorithms_match_float64_reference_and_onnxruntime(
     sess = runtime.Session(graph)
     assert algo in sess.describe()
     got = sess.run({"x": x})[graph.outputs[0]]
-    kw = dict(strides=s, pads=p, dilations=d, group=g)
+    kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
     exact = conv(
         x.astype(np.float64),
         w.astype(np.float64),
@@ -236,3 +236,30 @@ def test_unknown_plan_is_a_clear_error():
 
     with pytest.raises(InputError, match="plan must be one of"):
         runtime.Session(_residual_net(), plan="turbo")
+
+
+@pytest.mark.parametrize("plan", ["fast", "reference"])
+def test_conv_of_unknown_rank_is_resolved_from_the_arrays(plan):
+    """An imported Conv whose input rank ONNX could not infer: its strides / pads / dilations
+    defaults depend on the rank, so they are resolved when the arrays are known (kernels never
+    carry defaults of their own)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import graphnet
+
+    w = np.random.default_rng(6).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    g = graphnet.load(model)
+    assert g.values[g.inputs[0]].shape is None
+    x = np.random.default_rng(7).standard_normal((2, 3, 6, 5)).astype(np.float32)
+    got = runtime.Session(g, plan=plan).run({"x": x})["y"]
+    want = ort_run(onnx.shape_inference.infer_shapes(model), {"x": x})["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -94,7 +94,7 @@ def test_conv_impulse(c, m, group, sizes, kernel, strides, pads, dilations):
     cg, mg = c // group, m // group
     w = _powers_of_two((m, cg, *kernel))
     attrs = dict(strides=strides, pads=pads, dilations=dilations, group=group)
-    y = conv(x, w, strides=strides, pads=pads, dilations=dilations, group=group)
+    y = conv(x, w, **attrs, kernel_shape=None)
     outs = y.shape[2:]
     expected = np.zeros_like(y)
     for n, (ch, *pos) in enumerate(where):
@@ -140,7 +140,7 @@ def test_conv_transpose_impulse(
     attrs = dict(
         strides=strides, pads=pads, dilations=dilations, group=group, output_padding=output_padding
     )
-    y = conv_transpose(x, w, **attrs)
+    y = conv_transpose(x, w, **attrs, kernel_shape=None)
     outs = y.shape[2:]
     want = [
         (sizes[i] - 1) * strides[i]
@@ -259,10 +259,11 @@ def test_float64_stays_float64_and_matches_loops(transpose):
     if transpose:
         w, b = rng.standard_normal((4, 3, 2, 3)), rng.standard_normal(6)
         attrs["output_padding"] = (1, 0)
-        y, ref = conv_transpose(x, w, b, **attrs), naive_conv_transpose(x, w, b, **attrs)
+        y = conv_transpose(x, w, b, **attrs, kernel_shape=None)
+        ref = naive_conv_transpose(x, w, b, **attrs)
     else:
         w, b = rng.standard_normal((6, 2, 2, 3)), rng.standard_normal(6)
-        y, ref = conv(x, w, b, **attrs), naive_conv(x, w, b, **attrs)
+        y, ref = conv(x, w, b, **attrs, kernel_shape=None), naive_conv(x, w, b, **attrs)
     assert y.dtype == np.float64
     assert_close(y, ref, rtol=RTOL64, atol=ATOL64)
 
@@ -278,6 +279,7 @@ def test_bias_is_added_per_output_map():
         pads=(1, 1, 1, 1),
         dilations=(1, 1),
         group=1,
+        kernel_shape=None,
     )
     np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], (1, 3, 4, 4)))
 

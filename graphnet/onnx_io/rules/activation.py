@@ -114,9 +114,10 @@ def _import_plain(ctx, node):
 
 @import_rule("LeakyRelu", "Elu")
 def _import_alpha(ctx, node):
-    default = {"LeakyRelu": 0.01, "Elu": 1.0}[node.op_type]
-    alpha = f32_decimal(ctx.attrs(node).get("alpha", default))
-    ctx.add(node.op_type, node.input[:1], _outputs(node), {"alpha": alpha}, name=node.name)
+    # ONNX's defaults (LeakyRelu 0.01, Elu 1.0) are the op table's: an absent alpha stays absent.
+    a = ctx.attrs(node)
+    attrs = {"alpha": f32_decimal(a["alpha"])} if "alpha" in a else {}
+    ctx.add(node.op_type, node.input[:1], _outputs(node), attrs, name=node.name)
 
 
 @import_rule("PRelu")
@@ -184,10 +185,10 @@ def _import_dropout(ctx, node):
     if ctx.opset < 7 or (ctx.opset < 10 and len(outs) > 1):
         ctx.opaque(node)  # is_test attribute (< 7) / a float mask that is read (7-9)
         return
-    drop = 0.5
+    drop = ops.get("Dropout").attrs["drop_prob"]  # ONNX's default ratio is the table's, 0.5
     inputs = [node.input[0]]
     if ctx.opset < 12:
-        drop = f32_decimal(ctx.attrs(node).get("ratio", 0.5))
+        drop = f32_decimal(ctx.attrs(node).get("ratio", drop))
     else:
         ins = list(node.input) + ["", ""]
         runtime_inputs = ["", ""]  # ratio, training_mode: wired only when not constants

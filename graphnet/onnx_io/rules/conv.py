@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from graphnet import ops
 from graphnet.dims import is_static
+from graphnet.errors import AttributeValueError
 from graphnet.onnx_io.rules.table import export_rule, import_rule
 from graphnet.ops._shapes import same_pad
 
@@ -193,15 +195,19 @@ def _import_conv(ctx, node):
         ):
             # malformed: let the op table's check say which attribute has the wrong length
             return ctx.add(node.op_type, ins, list(node.output), attrs, name=node.name or None)
-        strides = attrs.get("strides", (1,) * k)
-        dilations = attrs.get("dilations", (1,) * k)
+        # The op table fills the defaults (strides, dilations 1, output_padding 0 per axis).
+        try:
+            full = ops.resolve_attrs(node.op_type, [xv, wv], attrs)
+        except AttributeValueError:  # let the op table's check name the attribute, on the node
+            return ctx.add(node.op_type, ins, list(node.output), attrs, name=node.name or None)
+        strides, dilations = full["strides"], full["dilations"]
         upper = auto_pad == "SAME_UPPER"
         if not transpose:
             pairs = [
                 same_pad(spatial[i], kernel[i], strides[i], dilations[i], upper) for i in range(k)
             ]
         else:
-            out_pad = attrs.get("output_padding", (0,) * k)
+            out_pad = full["output_padding"]
             if output_shape:
                 if len(output_shape) != k:  # spatial dims only, says the spec: do not guess
                     return ctx.opaque(node)

@@ -161,7 +161,8 @@ def _window_attrs(ctx, node, extra: tuple[str, ...]) -> dict[str, Any] | None:
     for key in ("strides", "dilations"):
         if key in a:
             attrs[key] = tuple(a[key])
-    attrs["ceil_mode"] = int(a.get("ceil_mode", 0))
+    if "ceil_mode" in a:  # absent: the op table's default (0, ONNX's too)
+        attrs["ceil_mode"] = int(a["ceil_mode"])
     for key in extra:
         if key in a:
             attrs[key] = int(a[key])
@@ -172,8 +173,13 @@ def _window_attrs(ctx, node, extra: tuple[str, ...]) -> dict[str, Any] | None:
     elif auto_pad == "VALID":
         attrs["pads"] = (0,) * (2 * k)
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        strides = attrs.get("strides", (1,) * k)
-        dilations = attrs.get("dilations", (1,) * k)
+        from graphnet import ops
+
+        try:  # the op table fills the defaults (strides and dilations 1 per axis)
+            full = ops.resolve_attrs(node.op_type, [None], attrs)
+        except (AttributeValueError, ShapeError):
+            return None
+        strides, dilations = full["strides"], full["dilations"]
         if any(d != 1 for d in dilations):
             return None
         x = ctx.graph.values.get(node.input[0])

@@ -89,7 +89,9 @@ def _export_flatten(ctx, node, attrs):
 @import_rule("Flatten")
 def _import_flatten(ctx, node):
     a = ctx.attrs(node)
-    ctx.add("Flatten", node.input, node.output, {"axis": int(a.get("axis", 1))}, name=node.name)
+    # An absent axis is the op table's default (1, ONNX's too).
+    attrs = {"axis": int(a["axis"])} if "axis" in a else {}
+    ctx.add("Flatten", node.input, node.output, attrs, name=node.name)
 
 
 @import_rule("Sum")
