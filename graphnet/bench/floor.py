@@ -53,7 +53,11 @@ def gemm_shapes(graph: Graph, shapes: Mapping[str, tuple]) -> list[tuple[int, in
 
 def gemm_engine(dims: list[tuple[int, int, int, int]], seed: int = 0):
     """A zero-argument function running every GEMM of `dims` once with np.matmul into
-    preallocated outputs (contiguous float32 operands), and the FLOPs of one call."""
+    preallocated outputs (contiguous float32 operands), and the FLOPs of one call. Threads as the
+    fast plan uses them: BLAS single-threaded, each GEMM's rows split over the plan's threads."""
+    from graphnet.runtime.fast.threads import WORKERS, Parallel, blas_single_threaded
+
+    parallel = Parallel(WORKERS)
     rng = np.random.default_rng(seed)
     ops = []
     flops = 0
@@ -64,8 +68,13 @@ def gemm_engine(dims: list[tuple[int, int, int, int]], seed: int = 0):
         flops += 2 * b * m * k * n
 
     def run() -> dict:
-        for a, w, y in ops:
-            np.matmul(a, w, out=y)
+        with blas_single_threaded():
+            for a, w, y in ops:
+                parallel(
+                    a.shape[1],
+                    lambda lo, hi, _s, a=a, w=w, y=y: np.matmul(a[:, lo:hi], w, out=y[:, lo:hi]),
+                    2.0 * a.size * w.shape[-1],
+                )
         return {}
 
     return run, flops

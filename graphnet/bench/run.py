@@ -120,6 +120,13 @@ def bench_graph(
                 "ok": _close(ref, outs),
             }
     ours = f"ours[{plans[0]}]"
+    from graphnet.summary import graph_macs
+
+    model_flops = 2.0 * graph_macs(opt) * batch
+    row["model_gflop"] = model_flops / 1e9
+    row["gflops"] = {
+        k: model_flops / (v / 1e3) / 1e9 for k, v in ms.items() if k != "gemm floor" and v > 0
+    }
     row["ratio_ort"] = ms[ours] / ms["ort"]
     row["ratio_floor"] = ms[ours] / ms["gemm floor"] if ms["gemm floor"] > 0 else None
     mem = memory_floor(opt, shapes, sizes)

@@ -7,6 +7,7 @@
     graphnet export MODULE:ATTR -o OUT.onnx              a network defined with the DSL
     graphnet optimize IN.onnx -o OUT.onnx [--passes a,b] [--verify] [--report R.json]
     graphnet train MODEL --data DATA.npz -o OUT.onnx [--epochs E] ...   backpropagation
+    graphnet bench MODEL.onnx | --suite [--batch 1,32] [--runs N] [--json FILE]
 
 One module per command (`graphnet.cli.<command>`: `add_arguments(parser)` and `run(args) -> exit
 code`); what they share (errors, exit codes, tolerances, file checks) is `graphnet.cli.common`.
@@ -27,7 +28,7 @@ from graphnet.cli.common import EXIT_BUG, EXIT_DIFF, EXIT_INTERRUPTED, EXIT_OK, 
 
 __all__ = ["main", "COMMANDS"]
 
-COMMANDS = ("demo", "summary", "run", "check", "export", "optimize", "train")
+COMMANDS = ("demo", "summary", "run", "check", "export", "optimize", "train", "bench")
 
 
 class _Parser(argparse.ArgumentParser):

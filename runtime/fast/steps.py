@@ -376,4 +376,4 @@ class MaxPoolStep(Step):
                 else:
                     np.maximum(y[lo:hi], v[(slice(lo, hi), Ellipsis, *tap)], out=y[lo:hi])
 
-        run.parallel(x.shape[0], part)
+        run.parallel(x.shape[0], part, float(v.size))  # one comparison per tap

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from graphnet.runtime.fast.memory import Scratch
 
-__all__ = ["WORKERS", "BIG_GEMM_FLOPS", "blas_single_threaded", "Parallel"]
+__all__ = ["WORKERS", "BIG_GEMM_FLOPS", "SPLIT_MIN_FLOPS", "blas_single_threaded", "Parallel"]
 
 
 def _workers() -> int:
@@ -32,6 +32,10 @@ def _workers() -> int:
 WORKERS = _workers()
 """Threads a plan uses: GRAPHNET_NUM_THREADS, else the CPU count capped at 2 (the pool splits a
 batch in this many slices; more than the cores only adds switching)."""
+
+SPLIT_MIN_FLOPS = 4e6
+"""A node with less work than this runs on the calling thread: handing a slice to another thread
+costs tens of microseconds (more on a busy machine), a 4 MFLOP GEMM slice about as much."""
 
 BIG_GEMM_FLOPS = 50e6
 """With nothing to split (batch 1), a node whose GEMMs do more than this lets BLAS use the
@@ -72,15 +76,16 @@ def _set_blas_threads(n: int) -> None:
 
 
 class Parallel:
-    """`parallel(n, fn)` runs fn(lo, hi, scratch) over [0, n) split into up to `workers` slices,
-    each with its own scratch arena; inline when there is one worker or one item."""
+    """`parallel(n, fn, flops)` runs fn(lo, hi, scratch) over [0, n) split into up to `workers`
+    slices, each with its own scratch arena; inline when there is one worker, one item, or less
+    work (`flops`, or any comparable count of element operations) than `SPLIT_MIN_FLOPS`."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.scratch = [Scratch() for _ in range(max(1, workers))]
 
     def __call__(self, n: int, fn: Callable[[int, int, Scratch], None], flops: float = 0) -> None:
-        w = min(self.workers, n)
+        w = min(self.workers, n) if flops >= SPLIT_MIN_FLOPS else 1
         if w <= 1:
             if self.workers > 1 and flops > BIG_GEMM_FLOPS:
                 _set_blas_threads(self.workers)  # one big image: let BLAS split its GEMMs

@@ -1,0 +1,80 @@
+"""`graphnet bench`: every engine's outputs compared on every run (a wrong fast kernel is exit
+1, not a win), JSON for scripts, clear errors for bad usage. Timings are tiny (one short block):
+these tests check what is reported, never how fast anything is."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from graphnet.cli import main
+from tests.helpers import small_onnx_model
+
+FAST = ["--runs", "1", "--block", "0.01", "--no-reference"]
+
+
+def test_suite_model_json_has_every_engine_checked(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(
+        ["bench", "--suite", "--models", "lenet5", "--batch", "1,3", *FAST, "--json", str(out)]
+    )
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(out.read_text())
+    assert data["machine"]["cores"] >= 1 and data["machine"]["blas_gflops"] > 0
+    assert [(r["model"], r["batch"]) for r in data["rows"]] == [("lenet5", 1), ("lenet5", 3)]
+    for row in data["rows"]:
+        engines = set(row["ms"])
+        assert {
+            "ours[fast]",
+            "ours[reference]",
+            "ours[original]",
+            "ort",
+            "ort[no-opt]",
+            "gemm floor",
+        } <= engines
+        assert set(row["checks"]) == {
+            "ours[fast]",
+            "ours[reference]",
+            "ours[original]",
+            "ort[no-opt]",
+        }
+        assert all(c["ok"] for c in row["checks"].values())
+        assert row["ratio_ort"] == pytest.approx(row["ms"]["ours[fast]"] / row["ms"]["ort"])
+        assert row["memory"]["ours_peak_mib"] > row["memory"]["params_mib"] > 0
+    text = capsys.readouterr().out
+    assert "lenet5" in text and "geometric mean" in text and "cores" in text
+
+
+def test_model_file_and_a_wrong_fast_kernel_is_a_failure(tmp_path, capsys, monkeypatch):
+    path = small_onnx_model(tmp_path / "m.onnx")
+    assert main(["bench", path, "--batch", "2", *FAST]) == 0, capsys.readouterr().err
+    from graphnet.runtime.fast import steps
+
+    real = steps.ConvStep.__call__
+
+    def off_by_a_bit(self, run):  # a fast kernel that is fast and wrong
+        real(self, run)
+        run.env[self.outputs[0]] += np.float32(0.5)
+
+    monkeypatch.setattr(steps.ConvStep, "__call__", off_by_a_bit)
+    capsys.readouterr()
+    assert main(["bench", path, "--batch", "2", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "outputs differ" in err and "ours[fast]" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench"], "give a MODEL.onnx or --suite"),
+        (["bench", "--suite", "--models", "alexnet"], "unknown suite model"),
+        (["bench", "--suite", "--batch", "0"], "--batch sizes must be >= 1"),
+        (["bench", "--suite", "--batch", "a"], "--batch must be comma-separated integers"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
