@@ -270,24 +270,16 @@ class CompiledPlan:
                 epsilon=float(attrs["epsilon"]),
                 train=train,
             )
-        if n.op == "MaxPool" and len(n.outputs) == 1:
-            from graphnet.runtime.kernels.pooling import _window_view
-
-            window = partial(
-                _window_view,
-                kernel_shape=attrs["kernel_shape"],
-                strides=attrs["strides"],
-                pads=attrs["pads"],
-                dilations=attrs["dilations"],
-                ceil_mode=attrs["ceil_mode"],
-                value=-np.inf,
-            )
+        if n.op == "MaxPool" and len(n.outputs) == 1 and min(attrs["pads"], default=0) >= 0:
             return MaxPoolStep(
                 **common,
                 algo="taps",
-                why="max over tap views, out=",
-                window=window,
-                ktaps=tuple(attrs["kernel_shape"]),
+                why="max over strided tap slices, out=",
+                kernel_shape=tuple(attrs["kernel_shape"]),
+                strides=tuple(attrs["strides"]),
+                pads=tuple(attrs["pads"]),
+                dilations=tuple(attrs["dilations"]),
+                ceil_mode=int(attrs["ceil_mode"]),
             )
         return None
 

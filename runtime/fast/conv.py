@@ -24,9 +24,17 @@ from math import ceil, prod
 import numpy as np
 
 from graphnet.runtime.fast.memory import Scratch
-from graphnet.runtime.fast.winograd import TRANSFORMS, weight_transform
+from graphnet.runtime.fast.winograd import SEPARABLE, weight_transform
 
-__all__ = ["ConvSpec", "choose", "prepare_weight", "conv_chunked", "WORKSPACE_BYTES", "Epilogue"]
+__all__ = [
+    "ConvSpec",
+    "choose",
+    "prepare_weight",
+    "conv_chunked",
+    "strided_windows",
+    "WORKSPACE_BYTES",
+    "Epilogue",
+]
 
 WORKSPACE_BYTES = 4 << 20  # per chunk: a few MiB stays within L3 and bounds the peak memory
 
@@ -74,8 +82,10 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
         and spec.dilations == (1, 1)
         and spec.group == 1
     ):
-        if spec.c_in < 8 or spec.c_out < 8:
-            return "im2col", "3x3 but under 8 input or output channels: transforms would dominate"
+        if spec.c_in < 32 or spec.c_out < 32:
+            # Per output and input channel, direct conv does 9*M multiplications; F(4x4) does
+            # 2.25*M in its GEMMs plus ~27 + 9*M/C in its transforms: no gain below ~32.
+            return "im2col", "3x3 with under 32 input or output channels: transforms would dominate"
         small = all(isinstance(d, int) for d in spatial_out) and min(spatial_out) < 8
         if small:
             return "winograd-f2", "3x3 stride 1, output under 8x8: F(2x2,3x3), 2.25x fewer MACs"
@@ -131,6 +141,29 @@ def _padded(
     return xp
 
 
+def strided_windows(
+    xp: np.ndarray,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    outs: Sequence[int],
+) -> np.ndarray:
+    """The (N, C, *out, *kernel) window view of a padded array, built directly from its strides
+    (the same view as `kernels._windows.windows`, without sliding_window_view's checks: this
+    runs once per conv per run)."""
+    st = xp.strides[2:]
+    return np.lib.stride_tricks.as_strided(
+        xp,
+        (*xp.shape[:2], *outs, *kernel),
+        (
+            *xp.strides[:2],
+            *(s * t for s, t in zip(strides, st, strict=True)),
+            *(d * t for d, t in zip(dilations, st, strict=True)),
+        ),
+        writeable=False,
+    )
+
+
 def _chunk(per_item: int, n: int) -> int:
     return max(1, min(n, WORKSPACE_BYTES // max(per_item, 1)))
 
@@ -176,8 +209,6 @@ def _pointwise(spec, x, wp, out, epi, scratch, lo, hi) -> None:
 
 
 def _im2col(spec, x, wp, out, epi, scratch, lo, hi) -> None:
-    from graphnet.runtime.kernels._windows import windows
-
     n, c = x.shape[:2]
     k = x.ndim - 2
     g = spec.group
@@ -194,7 +225,7 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi) -> None:
         xb = x[n0:n1]
         if pad_size:
             xb = _padded(xb, spec.pads, (0,) * k, scratch.take(0, (n1 - n0) * pad_size, x.dtype))
-        view = windows(xb, ks, spec.strides, spec.dilations, outs)  # (b, C, *out, *ks)
+        view = strided_windows(xb, ks, spec.strides, spec.dilations, outs)  # (b, C, *out, *ks)
         cols = scratch.take(1, (n1 - n0) * cols_size, x.dtype).reshape(
             (n1 - n0, g, c // g, *ks, *outs)
         )
@@ -209,7 +240,7 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi) -> None:
 
 
 def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi) -> None:
-    kb, _, ka = TRANSFORMS[m]
+    bt, at = SEPARABLE[m]
     t = m + 2
     n, c = x.shape[:2]
     mo = spec.c_out
@@ -234,14 +265,22 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi) -> None:
         view = np.lib.stride_tricks.as_strided(
             xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3]), writeable=False
         )
-        d = scratch.take(1, t * t * c * nb * tiles, x.dtype)
+        x_cols = c * nb * tiles
+        d = scratch.take(1, t * t * x_cols, x.dtype)
         np.copyto(d.reshape(t, t, c, nb, th, tw), view.transpose(4, 5, 1, 0, 2, 3))
-        v = scratch.take(2, t * t * c * nb * tiles, x.dtype).reshape(t * t, -1)
-        np.matmul(kb, d.reshape(t * t, -1), out=v)
+        # V = B^T d B: B^T on the first tile axis, then on the second (see winograd.py).
+        v1 = scratch.take(2, t * t * x_cols, x.dtype)
+        np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
+        v = d  # d is dead: V takes its place
+        np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
         mx = scratch.take(3, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
         np.matmul(wp, v.reshape(t * t, c, nb * tiles), out=mx)
-        y = scratch.take(1, m * m * mo * nb * tiles, x.dtype).reshape(m * m, -1)  # reuses d
-        np.matmul(ka, mx.reshape(t * t, -1), out=y)
+        # Y = A^T M A, one tile axis at a time again.
+        y_cols = mo * nb * tiles
+        y1 = scratch.take(2, m * t * y_cols, x.dtype)
+        np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
+        y = scratch.take(1, m * m * y_cols, x.dtype)
+        np.matmul(at, y1.reshape(m, t, y_cols), out=y.reshape(m, m, y_cols))
         yv = y.reshape(m, m, mo, nb, th, tw).transpose(3, 2, 4, 0, 5, 1)  # (b, M, th, m, tw, m)
         if exact:
             dest = out[n0:n1].reshape(nb, mo, th, m, tw, m)

@@ -9,6 +9,7 @@ are never written to.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -247,7 +248,7 @@ class ConvStep(Step):
             activation=self.activation,
         )
         wp = self.weight(w, x.dtype, run.training)
-        flops = 2.0 * y.size * (spec.c_in // spec.group) * float(np.prod(spec.kernel))
+        flops = 2.0 * y.size * (spec.c_in // spec.group) * math.prod(spec.kernel)
         run.parallel(
             x.shape[0],
             lambda lo, hi, scratch: conv_chunked(self.algo, spec, x, wp, y, epi, scratch, lo, hi),
@@ -355,25 +356,57 @@ class BatchNormStep(Step):
 
 @dataclass
 class MaxPoolStep(Step):
-    """MaxPool without Indices: the max over the window's taps as k^d strided views of the
-    padded input, each folded in with np.maximum(out=): no (N, C, out, kernel) temporary."""
+    """MaxPool without Indices: the max over the window's taps, each tap a strided slice of the
+    (padded) input folded in with np.maximum(out=): no (N, C, out, kernel) temporary. Output
+    sizes and the ceil_mode overhang follow the plain kernel's formula, cached per input shape."""
 
-    window: Callable = print  # x -> (N, C, *out, *kernel) view (the plain kernel's own helper)
-    ktaps: tuple = ()
+    kernel_shape: tuple = ()
+    strides: tuple = ()
+    pads: tuple = ()
+    dilations: tuple = ()
+    ceil_mode: int = 0
+    _shapes: dict = field(default_factory=dict)
+
+    def _geometry(self, sizes: tuple) -> tuple:
+        from graphnet.runtime.kernels._windows import out_size
+
+        k = len(self.kernel_shape)
+        begins, ends = self.pads[:k], self.pads[k:]
+        outs = tuple(
+            out_size(n, kk, s, d, b, e, ceil=bool(self.ceil_mode))
+            for n, kk, s, d, b, e in zip(
+                sizes, self.kernel_shape, self.strides, self.dilations, begins, ends, strict=True
+            )
+        )
+        widths = [(0, 0), (0, 0)]
+        for i in range(k):  # a loop over the spatial rank
+            reach = (outs[i] - 1) * self.strides[i] + self.dilations[i] * (self.kernel_shape[i] - 1)
+            end = max(ends[i], reach + 1 - sizes[i] - begins[i])
+            widths.append((begins[i], end))
+        taps = [
+            tuple(
+                slice(t * d, t * d + (o - 1) * s + 1, s)
+                for t, d, o, s in zip(tap, self.dilations, outs, self.strides, strict=True)
+            )
+            for tap in np.ndindex(*self.kernel_shape)  # a loop over the window's taps
+        ]
+        return outs, widths, taps
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
-        v = self.window(x)
-        k = len(self.ktaps)
-        y = run.alloc(self.outputs[0], v.shape[: v.ndim - k], x.dtype)
+        geo = self._shapes.get(x.shape[2:])
+        if geo is None:
+            geo = self._shapes[x.shape[2:]] = self._geometry(x.shape[2:])
+        outs, widths, taps = geo
+        if any(w != (0, 0) for w in widths):
+            low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+            x = np.pad(x, widths, constant_values=low)
+        y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
 
         def part(lo: int, hi: int, scratch) -> None:
-            first = True
-            for tap in np.ndindex(*self.ktaps):  # a loop over the window's taps
-                if first:
-                    np.copyto(y[lo:hi], v[(slice(lo, hi), Ellipsis, *tap)])
-                    first = False
-                else:
-                    np.maximum(y[lo:hi], v[(slice(lo, hi), Ellipsis, *tap)], out=y[lo:hi])
+            yp = y[lo:hi]
+            np.copyto(yp, x[(slice(lo, hi), slice(None), *taps[0])])
+            for tap in taps[1:]:  # a loop over the window's taps
+                np.maximum(yp, x[(slice(lo, hi), slice(None), *tap)], out=yp)
 
-        run.parallel(x.shape[0], part, float(v.size))  # one comparison per tap
+        run.parallel(x.shape[0], part, float(y.size * len(taps)))

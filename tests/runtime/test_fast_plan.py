@@ -51,14 +51,14 @@ def _conv_graph(x_shape, w, b, attrs) -> Graph:
 
 # (x shape, out channels, kernel, strides, pads, dilations, group, expected algorithm)
 CONVS = [
-    ((3, 16, 13, 9), 24, (3, 3), (1, 1), (1, 0, 2, 1), (1, 1), 1, "winograd-f4"),
-    ((1, 8, 12, 12), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd-f4"),
-    ((5, 12, 6, 5), 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd-f2"),
-    ((2, 9, 6, 6), 16, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, "winograd-f2"),
+    ((3, 32, 13, 9), 40, (3, 3), (1, 1), (1, 0, 2, 1), (1, 1), 1, "winograd-f4"),
+    ((1, 32, 12, 12), 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd-f4"),
+    ((5, 36, 6, 5), 33, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd-f2"),
+    ((2, 32, 6, 6), 48, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, "winograd-f2"),
     ((3, 6, 11, 7), 5, (3, 3), (2, 1), (1, 1, 0, 2), (1, 1), 1, "im2col"),
     ((2, 6, 11, 10), 4, (3, 2), (1, 1), (2, 1, 2, 1), (2, 3), 2, "im2col"),
     ((3, 8, 9, 9), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8, "im2col"),  # depthwise
-    ((3, 3, 10, 10), 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "im2col"),  # 3 < 8 channels
+    ((3, 16, 10, 10), 40, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "im2col"),  # < 32 channels
     ((1, 4, 7, 6), 6, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1), 1, "im2col"),
     ((3, 10, 7, 6), 12, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "pointwise"),
     ((5, 10, 7, 6), 12, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 2, "pointwise"),
@@ -108,9 +108,9 @@ def test_conv_algorithms_match_float64_reference_and_onnxruntime(
 
 def _residual_net() -> Graph:
     net = nn.Network("res", seed=3)
-    x = net.input("x", (None, 8, 9, 7))
-    y = nn.ReLU()(nn.Conv(8, 3, padding=1)(x))
-    y = nn.Conv(8, 3, padding=1)(y)
+    x = net.input("x", (None, 32, 9, 7))
+    y = nn.ReLU()(nn.Conv(32, 3, padding=1)(x))
+    y = nn.Conv(32, 3, padding=1)(y)
     z = nn.ReLU()(nn.add(x, y))
     z = nn.LeakyReLU(0.2)(nn.Conv(12, 1)(z))
     z = nn.MaxPool(3, stride=2, padding=1)(z)
@@ -130,7 +130,7 @@ def test_fused_epilogues_are_visible_and_exact():
     assert any("leakyrelu" in r for r in conv_rows), text
     assert any(r.split()[1] == "Gemm" and "relu" in r for r in rows.values()), text
     assert fused
-    x = np.random.default_rng(0).standard_normal((5, 8, 9, 7)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((5, 32, 9, 7)).astype(np.float32)
     want = runtime.Session(g, plan="reference").run({"x": x})["out"]
     np.testing.assert_allclose(sess.run({"x": x})["out"], want, rtol=MODEL_RTOL, atol=MODEL_ATOL)
 
@@ -140,8 +140,8 @@ def test_buffers_reused_feeds_untouched_outputs_survive_the_next_run():
     sess = runtime.Session(g)
     ref = runtime.Session(g, plan="reference")
     rng = np.random.default_rng(1)
-    x1 = rng.standard_normal((3, 8, 9, 7)).astype(np.float32)
-    x2 = rng.standard_normal((3, 8, 9, 7)).astype(np.float32)
+    x1 = rng.standard_normal((3, 32, 9, 7)).astype(np.float32)
+    x2 = rng.standard_normal((3, 32, 9, 7)).astype(np.float32)
     x1_copy = x1.copy()
     out1 = sess.run({"x": x1})["out"]
     kept = out1.copy()
@@ -153,7 +153,7 @@ def test_buffers_reused_feeds_untouched_outputs_survive_the_next_run():
     np.testing.assert_allclose(out2, ref.run({"x": x2})["out"], rtol=MODEL_RTOL, atol=MODEL_ATOL)
     assert plan.pool.allocated == allocated  # the second run took every buffer from the pool
     # A batch of another size works with the same plan.
-    x3 = rng.standard_normal((1, 8, 9, 7)).astype(np.float32)
+    x3 = rng.standard_normal((1, 32, 9, 7)).astype(np.float32)
     np.testing.assert_allclose(
         sess.run({"x": x3})["out"], ref.run({"x": x3})["out"], rtol=MODEL_RTOL, atol=MODEL_ATOL
     )
@@ -161,7 +161,7 @@ def test_buffers_reused_feeds_untouched_outputs_survive_the_next_run():
 
 def test_keep_all_returns_every_intermediate_like_the_reference_plan():
     g = _residual_net()
-    x = np.random.default_rng(2).standard_normal((2, 8, 9, 7)).astype(np.float32)
+    x = np.random.default_rng(2).standard_normal((2, 32, 9, 7)).astype(np.float32)
     fast = runtime.Session(g).run({"x": x}, keep_all=True)
     ref = runtime.Session(g, plan="reference").run({"x": x}, keep_all=True)
     assert set(fast) == set(ref)
@@ -174,7 +174,7 @@ def test_keep_all_returns_every_intermediate_like_the_reference_plan():
 def test_replaced_parameter_is_seen_by_the_next_run():
     g = _residual_net()
     sess = runtime.Session(g)
-    x = np.random.default_rng(3).standard_normal((2, 8, 9, 7)).astype(np.float32)
+    x = np.random.default_rng(3).standard_normal((2, 32, 9, 7)).astype(np.float32)
     before = sess.run({"x": x})["out"]
     w = next(n.inputs[1] for n in g.nodes if n.op == "Conv")
     g.set_param(w, g.params[w] * 2)
