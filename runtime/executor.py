@@ -53,6 +53,13 @@ class Session:
     `Session(graph).run({"x": array}, mode="train", seed=0)` returns {output name: array}.
     The session reads the graph's parameters at run time, so train-mode updates of BatchNorm
     statistics are seen by the next run. Rebuild the session after changing the graph's structure.
+
+    `plan="fast"` (the default) compiles the graph (see `graphnet.runtime.fast`; `describe()`
+    says what runs per node, `profile(feeds)` where the time goes); `plan="reference"` runs the
+    plain kernels node by node (the oracle, and for debugging). The fast plan keeps prepared
+    weights (Winograd-transformed kernels) between inference runs while a parameter stays the
+    same array object: replace a parameter with `graph.set_param` (or run in train mode, which
+    prepares them afresh) rather than writing into its array in place.
     """
 
     def __init__(self, graph: Graph, *, plan: str = "fast") -> None:
