@@ -262,13 +262,15 @@ class CompiledPlan:
                     inplace=self.reuse,
                 )
         if n.op == "BatchNormalization" and all(isinstance(r, str) for r in refs[1:5]):
-            train = self._kernel_step(n, attrs) if self.training else None
+            state = {1: n.inputs[3], 2: n.inputs[4]}
             return BatchNormStep(
                 **common,
                 algo="affine",
-                why="inference: per-channel x*s + t, in place",
+                why=("train: batch statistics in float64, then" if self.training else "inference:")
+                + " per-channel x*s + t, in place",
                 epsilon=float(attrs["epsilon"]),
-                train=train,
+                momentum=float(attrs["momentum"]),
+                state=state,
             )
         if n.op == "MaxPool" and len(n.outputs) == 1 and min(attrs["pads"], default=0) >= 0:
             return MaxPoolStep(

@@ -323,22 +323,39 @@ class BinaryStep(Step):
 
 @dataclass
 class BatchNormStep(Step):
-    """Inference BatchNorm as the per-channel affine y = x * s + t, s = scale / sqrt(var + eps),
-    t = B - mean * s (computed in float64 from the parameters each run, cast to x's dtype), in
-    place when x dies here. Train mode takes the plain kernel (batch statistics, running-stat
-    updates) through `train`."""
+    """BatchNorm as the per-channel affine y = x * s + t, s = scale / sqrt(var + eps),
+    t = B - mean * s (computed in float64 each run, cast to x's dtype), in place when x dies
+    here. Inference uses the running statistics; train mode the biased batch statistics, and
+    updates the running ones as the plain kernel does: running = momentum * running +
+    (1 - momentum) * batch."""
 
     epsilon: float = 1e-5
-    train: KernelStep | None = None
+    momentum: float = 0.9
+    state: dict = field(default_factory=dict)  # output index -> running-stat parameter name
     inplace: bool = False
 
     def __call__(self, run: Run) -> None:
-        if run.training:
-            assert self.train is not None
-            self.train(run)
-            return
         x = run.get(self.inputs[0])
         scale, bias, mean, var = (run.get(i).astype(np.float64) for i in self.inputs[1:5])
+        if run.training:
+            # Batch statistics, accumulated in float64 without a float64 copy of x (two passes:
+            # mean, then the mean of squared deviations, as `kernels.normalization.moments`).
+            axes = (0, *range(2, x.ndim))
+            mu = x.mean(axis=axes, dtype=np.float64)
+            dev = x - mu.astype(x.dtype).reshape((1, -1) + (1,) * (x.ndim - 2))
+            np.multiply(dev, dev, out=dev)
+            batch_var = dev.mean(axis=axes, dtype=np.float64)
+            del dev
+            new = {
+                1: self.momentum * mean + (1.0 - self.momentum) * mu,
+                2: self.momentum * var + (1.0 - self.momentum) * batch_var,
+            }
+            for k, pname in self.state.items():
+                run.params[pname] = new[k].astype(run.params[pname].dtype)
+            for k, slot in enumerate(self.outputs[1:], start=1):
+                if slot >= 0:
+                    run.env[slot] = new[k].astype(run.get(self.inputs[k + 2]).dtype)
+            mean, var = mu, batch_var
         s = scale / np.sqrt(var + self.epsilon)
         t = bias - mean * s
         shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -349,9 +366,10 @@ class BatchNormStep(Step):
             y = run.alloc(self.outputs[0], x.shape, x.dtype)
         np.multiply(x, s.astype(x.dtype).reshape(shape), out=y)
         y += t.astype(x.dtype).reshape(shape)
-        for k, slot in enumerate(self.outputs[1:], start=3):
-            if slot >= 0:  # optional running-stat outputs: unchanged at inference
-                run.env[slot] = run.get(self.inputs[k])
+        if not run.training:
+            for k, slot in enumerate(self.outputs[1:], start=3):
+                if slot >= 0:  # optional running-stat outputs: unchanged at inference
+                    run.env[slot] = run.get(self.inputs[k])
 
 
 @dataclass
