@@ -31,10 +31,12 @@ from graphnet.runtime.fast.steps import (
     AliasStep,
     BatchNormStep,
     BinaryStep,
+    ConcatStep,
     ConvStep,
     GemmStep,
     KernelStep,
     MaxPoolStep,
+    NormStep,
     Run,
     Step,
     UnaryStep,
@@ -52,8 +54,27 @@ def _relu(x, y):
     np.maximum(x, 0, out=y)
 
 
-def _leaky(alpha, x, y):
-    np.maximum(x, x * x.dtype.type(alpha), out=y)
+def _leaky(alpha, x, y, t):
+    np.multiply(x, x.dtype.type(alpha), out=t)
+    np.maximum(x, t, out=y)  # x if x >= 0 else alpha * x, for 0 <= alpha <= 1
+
+
+def _elu(alpha, x, y, t):
+    # x if x >= 0 else alpha * (exp(x) - 1) = max(x, 0) + alpha * expm1(min(x, 0)): the
+    # negative side sees only min(x, 0) (no overflow), the positive side adds alpha*expm1(0) = 0.
+    np.minimum(x, 0, out=t)
+    np.expm1(t, out=t)
+    t *= x.dtype.type(alpha)
+    np.maximum(x, 0, out=y)
+    y += t
+
+
+def _prelu(x, y, t, slope):
+    # x if x >= 0 else slope * x = max(x, 0) + slope * min(x, 0) (slope broadcast from the right)
+    np.minimum(x, 0, out=t)
+    t *= slope.astype(x.dtype, copy=False)
+    np.maximum(x, 0, out=y)
+    y += t
 
 
 def _scale(k, x, y):
@@ -238,7 +259,32 @@ class CompiledPlan:
                 algo="ufunc",
                 why="max(x, alpha*x), out=",
                 ufunc=partial(_leaky, float(attrs["alpha"])),
+                temp=True,
                 inplace=self.reuse,
+            )
+        if n.op == "Elu":
+            return UnaryStep(
+                **common,
+                algo="ufunc",
+                why="max(x,0) + alpha*expm1(min(x,0)), out=",
+                ufunc=partial(_elu, float(attrs["alpha"])),
+                inplace=self.reuse,
+                temp=True,
+            )
+        if (
+            n.op == "PRelu"
+            and ins[1] is not None
+            and ins[1].dtype == x.dtype
+            and ins[1].shape is not None
+            and len(ins[1].shape) <= len(x.shape)
+        ):
+            return UnaryStep(
+                **common,
+                algo="ufunc",
+                why="max(x,0) + slope*min(x,0), out=",
+                ufunc=_prelu,
+                inplace=self.reuse,
+                temp=True,
             )
         if n.op in _BINARY and len(ins) == 2 and ins[1] is not None and ins[1].dtype == x.dtype:
             return BinaryStep(
@@ -271,6 +317,29 @@ class CompiledPlan:
                 epsilon=float(attrs["epsilon"]),
                 momentum=float(attrs["momentum"]),
                 state=state,
+            )
+        if n.op in ("GroupNormalization", "InstanceNormalization") and len(x.shape) >= 3:
+            groups = int(attrs["num_groups"]) if n.op == "GroupNormalization" else 0
+            return NormStep(
+                **common,
+                algo="norm",
+                why="float64 mean, BLAS dot variance, in the output buffer",
+                kind="group",
+                groups=groups,
+                epsilon=float(attrs["epsilon"]),
+            )
+        if n.op == "LayerNormalization" and len(n.outputs) == 1:
+            return NormStep(
+                **common,
+                algo="norm",
+                why="float64 mean, BLAS dot variance, in the output buffer",
+                kind="layer",
+                axis=int(attrs["axis"]),
+                epsilon=float(attrs["epsilon"]),
+            )
+        if n.op == "Concat" and all(v is not None and v.dtype == x.dtype for v in ins):
+            return ConcatStep(
+                **common, algo="concat", why="into a pooled buffer", axis=int(attrs["axis"])
             )
         if n.op == "MaxPool" and len(n.outputs) == 1 and min(attrs["pads"], default=0) >= 0:
             return MaxPoolStep(

@@ -36,7 +36,7 @@ __all__ = [
     "Epilogue",
 ]
 
-WORKSPACE_BYTES = 4 << 20  # per chunk: a few MiB stays within L3 and bounds the peak memory
+WORKSPACE_BYTES = 1 << 20  # per chunk: stays in cache and bounds the peak memory
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ __all__ = [
     "AliasStep",
     "BatchNormStep",
     "MaxPoolStep",
+    "ConcatStep",
+    "NormStep",
 ]
 
 
@@ -40,6 +42,7 @@ class Run:
         "env",
         "owner",
         "refs",
+        "foreign",
         "pool",
         "scratch",
         "params",
@@ -63,6 +66,7 @@ class Run:
         self.env: list[Any] = [None] * nslots
         self.owner: list[np.ndarray | None] = [None] * nslots
         self.refs: dict[int, int] = {}
+        self.foreign: set[int] = set()  # adopted buffers: writable, but never pooled
         self.pool, self.scratch, self.params = pool, scratch, params
         self.training, self.rng, self.outputs = training, rng, outputs
         self.parallel = parallel
@@ -80,8 +84,10 @@ class Run:
         return arr
 
     def adopt(self, slot: int, arr: np.ndarray, inputs: list) -> None:
-        """Store a plain kernel's result; a fresh array (owns its data, is none of the inputs)
-        joins the pool when it dies."""
+        """Store a plain kernel's result. A fresh array (owns its data, is none of the inputs)
+        may be overwritten in place by the node that reads it last; it is dropped, not pooled,
+        when it dies (the kernel allocates it anew every run: pooling it would grow the pool by
+        one array per run)."""
         self.env[slot] = arr
         if (
             slot not in self.outputs
@@ -93,6 +99,7 @@ class Run:
             buf = arr.reshape(-1)
             self.owner[slot] = buf
             self.refs[id(buf)] = 1
+            self.foreign.add(id(buf))
 
     def alias(self, slot: int, arr: np.ndarray, src: int) -> None:
         """Value `slot` is a view of value `src`: they share a buffer."""
@@ -124,7 +131,10 @@ class Run:
             self.refs[k] -= 1
             if self.refs[k] == 0:
                 del self.refs[k]
-                self.pool.give(buf)
+                if k in self.foreign:
+                    self.foreign.discard(k)
+                else:
+                    self.pool.give(buf)
 
     def get(self, ref: int | str | None) -> Any:
         """An input: a slot number, a parameter name, or None (omitted)."""
@@ -291,15 +301,24 @@ class UnaryStep(Step):
 
     ufunc: Callable = print
     inplace: bool = False
+    temp: bool = False  # ufunc(x, y, t, *params) needs a scratch array t shaped like x
 
     def __call__(self, run: Run) -> None:
         src = self.inputs[0]
         x = run.get(src)
+        params = [run.get(i) for i in self.inputs[1:]]
+        t = buf = None
+        if self.temp:  # computed before y is written: y may be x itself
+            t, buf = run.pool.take(x.shape, x.dtype)
         if self.inplace and run.writable(src):
             y = run.steal(src, self.outputs[0])
         else:
             y = run.alloc(self.outputs[0], x.shape, x.dtype)
-        self.ufunc(x, y)
+        if self.temp:
+            self.ufunc(x, y, t, *params)
+            run.pool.give(buf)
+        else:
+            self.ufunc(x, y)
 
 
 @dataclass
@@ -428,3 +447,60 @@ class MaxPoolStep(Step):
                 np.maximum(yp, x[(slice(lo, hi), slice(None), *tap)], out=yp)
 
         run.parallel(x.shape[0], part, float(y.size * len(taps)))
+
+
+@dataclass
+class ConcatStep(Step):
+    """Concat written straight into a pooled buffer (np.concatenate(out=))."""
+
+    axis: int = 1
+
+    def __call__(self, run: Run) -> None:
+        xs = [run.get(i) for i in self.inputs]
+        axis = self.axis % xs[0].ndim
+        shape = list(xs[0].shape)
+        shape[axis] = sum(x.shape[axis] for x in xs)
+        y = run.alloc(self.outputs[0], tuple(shape), xs[0].dtype)
+        np.concatenate(xs, axis=axis, out=y)
+
+
+@dataclass
+class NormStep(Step):
+    """GroupNormalization / InstanceNormalization / LayerNormalization (Y only) without float64
+    copies: x viewed as (rows, groups, elements); the mean accumulated in float64, Y = x - mean
+    written into the output buffer, the biased variance as a float32 dot product of each row
+    with itself (BLAS), then Y *= 1 / sqrt(var + eps) and the scale and bias in place."""
+
+    kind: str = "group"  # "group" (per-channel affine), "layer" (affine broadcast from `axis`)
+    groups: int = 0  # group: number of groups (0: one per channel, instance norm)
+    axis: int = 1  # layer: first normalized axis
+    epsilon: float = 1e-5
+
+    def __call__(self, run: Run) -> None:
+        x = run.get(self.inputs[0])
+        scale = run.get(self.inputs[1]) if len(self.inputs) > 1 else None
+        bias = run.get(self.inputs[2]) if len(self.inputs) > 2 else None
+        if self.kind == "layer":
+            axis = self.axis % x.ndim
+            rows, g = math.prod(x.shape[:axis]), 1
+        else:
+            rows, g = x.shape[0], self.groups or x.shape[1]
+        xg = x.reshape(rows, g, -1)
+        y = run.alloc(self.outputs[0], x.shape, x.dtype)
+        yg = y.reshape(rows, g, -1)
+        mu = xg.mean(axis=2, dtype=np.float64, keepdims=True)
+        np.subtract(xg, mu.astype(x.dtype), out=yg)
+        var = np.matmul(yg[:, :, None, :], yg[:, :, :, None]).reshape(rows, g, 1) / yg.shape[2]
+        inv = 1.0 / np.sqrt(var.astype(np.float64) + self.epsilon)
+        yg *= inv.astype(x.dtype)
+        if self.kind == "layer":
+            if scale is not None:
+                y *= scale.astype(x.dtype, copy=False)
+            if bias is not None:
+                y += bias.astype(x.dtype, copy=False)
+        else:
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            if scale is not None:
+                y *= scale.astype(x.dtype, copy=False).reshape(shape)
+            if bias is not None:
+                y += bias.astype(x.dtype, copy=False).reshape(shape)
