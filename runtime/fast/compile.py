@@ -95,6 +95,7 @@ class CompiledPlan:
             self._slot(name)
         self.steps: list[Step] = []
         self.frees: list[list[int]] = []
+        self.static: set[int] = set()  # slots of constant steps' outputs (computed once)
         self._compile()
 
     # ------------------------------------------------------------------ compile
@@ -133,7 +134,7 @@ class CompiledPlan:
                     f"no kernel for op '{n.attrs.get('op_type')}' ({domain}) at node '{n.name}'"
                 )
             attrs = ops.attrs_of(n, [g.values.get(i) if i else None for i in n.inputs])
-            step = self._fast_step(n, attrs)
+            step = None if self._is_constant(n) else self._fast_step(n, attrs)
             if step is None:
                 step = self._kernel_step(n, attrs)
             if self.fuse and isinstance(step, (ConvStep, GemmStep)):
@@ -193,6 +194,14 @@ class CompiledPlan:
             value = nxt.outputs[0]
         step.outputs = [self._slot(value)]
 
+    def _is_constant(self, n: Node) -> bool:
+        """Every input is a parameter or a constant step's output, and the op computes the same
+        in both modes: computed once, on the first run (a weight generator, shape arithmetic)."""
+        if ops.get(n.op).mode_dependent or get_kernel(n.op, n.name).context or not n.inputs:
+            return False
+        refs = [self._ref(i) for i in n.inputs]
+        return all(r is None or isinstance(r, str) or r in self.static for r in refs)
+
     def _kernel_step(self, n: Node, attrs: dict) -> KernelStep:
         spec = ops.get(n.op)
         kern = get_kernel(n.op, n.name)
@@ -204,18 +213,22 @@ class CompiledPlan:
             if in_k < len(n.inputs) and n.inputs[in_k] in self.graph.params:
                 state[out_k] = n.inputs[in_k]
         values = [self.graph.values.get(i) if i else None for i in n.inputs]
+        constant = self._is_constant(n)
+        if constant:
+            self.static.update(self._slot(o) for o in n.outputs if o)
         return KernelStep(
             n.name,
             n.op,
             [self._ref(i) for i in n.inputs],
             [self._slot(o) if o else -1 for o in n.outputs],
             algo="kernel",
-            why="plain kernel",
             fn=kern.fn,
             attrs=kw,
             context=kern.context,
             state=state,
             late=n if needs_late_resolve(spec, values) else None,
+            constant=constant,
+            why="plain kernel, computed once (constant inputs)" if constant else "plain kernel",
         )
 
     def _fast_step(self, n: Node, attrs: dict) -> Step | None:
@@ -307,8 +320,12 @@ class CompiledPlan:
                     ufunc=partial(_scale, keep),
                     inplace=self.reuse,
                 )
-        if n.op == "BatchNormalization" and all(isinstance(r, str) for r in refs[1:5]):
-            state = {1: n.inputs[3], 2: n.inputs[4]}
+        if n.op == "BatchNormalization" and all(r is not None for r in refs[1:5]):
+            # Running statistics computed by the graph (not parameters) are not state: the plain
+            # kernel does not write them back either.
+            state = {
+                k: n.inputs[i] for k, i in ((1, 3), (2, 4)) if n.inputs[i] in self.graph.params
+            }
             return BatchNormStep(
                 **common,
                 algo="affine",
@@ -356,9 +373,12 @@ class CompiledPlan:
 
     def _conv_step(self, n: Node, attrs: dict, common: dict) -> Step | None:
         g = self.graph
-        # The weight's shape must be static; its values may be computed at run time (a
-        # ConstantOfShape fill): then it is prepared on every run.
+        # The weight's shape must be static; its values may be computed at run time (then it is
+        # prepared on every run), unless a constant step computes it once (a ConstantOfShape
+        # fill): then it is prepared once, like a parameter.
         wv = g.params.get(n.inputs[1])
+        if wv is None and self.slots.get(n.inputs[1]) in self.static:
+            wv = g.values[n.inputs[1]]
         w_shape = wv.shape if wv is not None else getattr(g.values.get(n.inputs[1]), "shape", None)
         x = g.values[n.inputs[0]]
         if (
@@ -382,6 +402,13 @@ class CompiledPlan:
         algo, why = choose(spec, out[2:])
         if algo == "reference":
             return None
+        if algo.startswith("winograd") and wv is None:
+            # A computed weight would be transformed on every run (for ResNet-50's 3x3 layers at
+            # batch 1, more than the convolutions themselves): im2col multiplies it as it is.
+            algo, why = (
+                "im2col",
+                "3x3, but the weight is computed at run time: no Winograd transform",
+            )
         bias = self._ref(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] else None
         step = ConvStep(
             **common,
@@ -477,14 +504,21 @@ class CompiledPlan:
         fed = {id(a) for a in feeds.values()}
         for o in g.outputs:
             arr = run.env[self.slots[o]] if o in self.slots else g.params[o]
-            if o not in self.slots or id(arr) in fed or not arr.flags.owndata:
+            if (
+                o not in self.slots
+                or id(arr) in fed
+                or not arr.flags.owndata
+                or self.slots[o] in self.static
+            ):
                 arr = np.array(arr)  # never hand out a feed, a parameter or a view of either
             result[o] = arr
         return result
 
     def held_bytes(self) -> int:
-        """Memory the plan keeps between runs: pooled activation buffers and scratch."""
-        return self.pool.held() + self.parallel.held()
+        """Memory the plan keeps between runs: pooled activation buffers, scratch, results of
+        constant steps."""
+        cached = sum(s.held() for s in self.steps if isinstance(s, KernelStep))
+        return self.pool.held() + self.parallel.held() + cached
 
     def describe(self) -> list[dict]:
         """One row per step: node, op, algorithm, why, fused nodes."""

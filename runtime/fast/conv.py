@@ -178,20 +178,46 @@ def conv_chunked(
     scratch: Scratch,
     lo: int = 0,
     hi: int | None = None,
+    split: Callable | None = None,
 ) -> None:
     """Y[lo:hi] = conv(X[lo:hi]) with the prepared weight `wp`, written into `out`
     (N, M, *spatial_out). Disjoint [lo, hi) ranges may run in parallel threads, each with its
-    own `scratch`."""
+    own `scratch`. With `split` (a `threads.Parallel`, when the batch is too small to split),
+    each GEMM is split by its output rows over the threads instead."""
     hi = x.shape[0] if hi is None else hi
+    gemm = _split_gemm(split)
     if algo == "pointwise":
-        _pointwise(spec, x, wp, out, epi, scratch, lo, hi)
+        _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     elif algo.startswith("winograd"):
-        _winograd(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi)
+        _winograd(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi, gemm)
     else:
-        _im2col(spec, x, wp, out, epi, scratch, lo, hi)
+        _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm)
 
 
-def _pointwise(spec, x, wp, out, epi, scratch, lo, hi) -> None:
+def _split_gemm(split: Callable | None) -> Callable:
+    """gemm(a, b, out, rows_axis): out = a @ b, split over a's (and out's) axis `rows_axis`
+    by `split`, else one call."""
+
+    def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
+        if split is None:
+            np.matmul(a, b, out=out)
+            return
+        rows = a.shape[axis]
+        flops = 2.0 * out.size * a.shape[-1]
+
+        def part(lo: int, hi: int, _scratch: object) -> None:
+            sl = (slice(None),) * axis + (slice(lo, hi),)
+            bs = b[sl] if b.ndim == a.ndim and axis < a.ndim - 2 else b
+            np.matmul(
+                a[sl], bs, out=out[(slice(None),) * (out.ndim - a.ndim + axis) + (slice(lo, hi),)]
+            )
+
+        split(rows, part, flops)
+
+    return gemm
+
+
+def _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     x, out = x[lo:hi], out[lo:hi]
     n, c = x.shape[:2]
     g = spec.group
@@ -204,11 +230,11 @@ def _pointwise(spec, x, wp, out, epi, scratch, lo, hi) -> None:
         x = xs
     p = prod(out.shape[2:])
     y = out.reshape(n, g, spec.c_out // g, p)
-    np.matmul(wp, x.reshape(n, g, c // g, p), out=y)
+    gemm(wp, x.reshape(n, g, c // g, p), y, 1)  # split by output channels of each group
     _epilogue(out, epi, lo, hi, False)
 
 
-def _im2col(spec, x, wp, out, epi, scratch, lo, hi) -> None:
+def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     n, c = x.shape[:2]
     k = x.ndim - 2
     g = spec.group
@@ -233,13 +259,11 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi) -> None:
         perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
         np.copyto(cols, v.transpose(perm))
         yb = out[n0:n1]
-        np.matmul(
-            wp, cols.reshape(n1 - n0, g, (c // g) * taps, p), out=yb.reshape(n1 - n0, g, -1, p)
-        )
+        gemm(wp, cols.reshape(n1 - n0, g, (c // g) * taps, p), yb.reshape(n1 - n0, g, -1, p), 1)
         _epilogue(yb, epi, n0, n1, False)
 
 
-def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi) -> None:
+def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     bt, at = SEPARABLE[m]
     t = m + 2
     n, c = x.shape[:2]
@@ -274,7 +298,7 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi) -> None:
         v = d  # d is dead: V takes its place
         np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
         mx = scratch.take(3, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
-        np.matmul(wp, v.reshape(t * t, c, nb * tiles), out=mx)
+        gemm(wp, v.reshape(t * t, c, nb * tiles), mx, 0)  # split by tile position
         # Y = A^T M A, one tile axis at a time again.
         y_cols = mo * nb * tiles
         y1 = scratch.take(2, m * t * y_cols, x.dtype)

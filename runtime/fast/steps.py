@@ -170,9 +170,36 @@ class KernelStep(Step):
     context: bool = False
     state: dict = field(default_factory=dict)  # kernel output index -> parameter name
     late: Any = None  # the Node, when its attributes are resolved from the arrays at run time
+    constant: bool = False  # every input is a parameter or another constant step's output
+    _cached: tuple = ((), None, None)
 
     def __call__(self, run: Run) -> None:
         args = [run.get(i) for i in self.inputs]
+        if self.constant:
+            # Same input arrays as last run (the cache holds them, so their ids stay theirs):
+            # the same result, computed once. A weight generator (ConstantOfShape) is not redone
+            # every run; its result is never written in place (it is not adopted).
+            key = tuple(
+                (id(a), a.ctypes.data) if isinstance(a, np.ndarray) else id(a) for a in args
+            )
+            if self._cached[0] != key:
+                self._cached = (key, args, self._compute(run, args))
+            for slot, arr in zip(self.outputs, self._cached[2], strict=False):
+                if slot >= 0:
+                    run.env[slot] = arr
+            return
+        outs = self._compute(run, args)
+        for slot, arr in zip(self.outputs, outs, strict=False):
+            if slot >= 0:
+                run.adopt(slot, arr, args)
+        if run.training:
+            for k, pname in self.state.items():
+                run.params[pname] = outs[k].astype(run.params[pname].dtype, copy=False)
+
+    def held(self) -> int:
+        return sum(a.nbytes for a in self._cached[2] or () if isinstance(a, np.ndarray))
+
+    def _compute(self, run: Run, args: list) -> list:
         kw = dict(self.attrs)
         if self.late is not None:
             from graphnet import ops
@@ -182,13 +209,7 @@ class KernelStep(Step):
             kw["training"] = run.training
             kw["rng"] = run.rng
         result = self.fn(*args, **kw)
-        outs = list(result) if isinstance(result, (tuple, list)) else [result]
-        for slot, arr in zip(self.outputs, outs, strict=False):
-            if slot >= 0:
-                run.adopt(slot, arr, args)
-        if run.training:
-            for k, pname in self.state.items():
-                run.params[pname] = outs[k].astype(run.params[pname].dtype, copy=False)
+        return list(result) if isinstance(result, (tuple, list)) else [result]
 
 
 @dataclass
@@ -259,11 +280,18 @@ class ConvStep(Step):
         )
         wp = self.weight(w, x.dtype, run.training)
         flops = 2.0 * y.size * (spec.c_in // spec.group) * math.prod(spec.kernel)
-        run.parallel(
-            x.shape[0],
-            lambda lo, hi, scratch: conv_chunked(self.algo, spec, x, wp, y, epi, scratch, lo, hi),
-            flops,
-        )
+        if x.shape[0] >= run.parallel.workers:  # split the batch
+            run.parallel(
+                x.shape[0],
+                lambda lo, hi, scratch: conv_chunked(
+                    self.algo, spec, x, wp, y, epi, scratch, lo, hi
+                ),
+                flops,
+            )
+        else:  # too few images: split each GEMM's output rows instead
+            conv_chunked(
+                self.algo, spec, x, wp, y, epi, run.parallel.scratch[0], split=run.parallel
+            )
 
 
 @dataclass
@@ -280,8 +308,12 @@ class GemmStep(Step):
         b = w.T if self.trans_b else w
         y = run.alloc(self.outputs[0], (a.shape[0], b.shape[1]), a.dtype)
         bt = b.astype(a.dtype, copy=False)
-        # Not split by rows (a batch of 32 is one small GEMM); a big one gets BLAS's threads.
-        run.parallel(1, lambda lo, hi, scratch: np.matmul(a, bt, out=y), 2.0 * y.size * a.shape[1])
+        # Split by output columns (a batch of 32 is too few rows to split).
+        run.parallel(
+            bt.shape[1],
+            lambda lo, hi, scratch: np.matmul(a, bt[:, lo:hi], out=y[:, lo:hi]),
+            2.0 * y.size * a.shape[1],
+        )
         if len(self.inputs) > 2 and self.inputs[2] is not None:
             y += run.get(self.inputs[2]).astype(a.dtype, copy=False)
         if self.activation:

@@ -6,8 +6,8 @@ of every call and spin while they wait. Measured on a busy 2-core machine, a 64x
 sgemm took 1.0 ms single-threaded and 20 ms with two OpenBLAS threads (the second thread was
 descheduled). Splitting the batch between two Python threads that each call single-threaded BLAS
 (NumPy releases the GIL inside matmul and ufuncs) uses both cores without that barrier. With a
-batch of 1 there is nothing to split: BLAS gets the threads back for the nodes whose GEMMs are
-big enough to gain from them (`BIG_GEMM_FLOPS`), and stays single-threaded for the small ones.
+batch smaller than the thread count, each big GEMM is split by its output rows (channels, or
+Winograd's tile positions) over the threads instead: BLAS stays single-threaded throughout.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from graphnet.runtime.fast.memory import Scratch
 
-__all__ = ["WORKERS", "BIG_GEMM_FLOPS", "SPLIT_MIN_FLOPS", "blas_single_threaded", "Parallel"]
+__all__ = ["WORKERS", "SPLIT_MIN_FLOPS", "blas_single_threaded", "Parallel"]
 
 
 def _workers() -> int:
@@ -37,9 +37,7 @@ SPLIT_MIN_FLOPS = 4e6
 """A node with less work than this runs on the calling thread: handing a slice to another thread
 costs tens of microseconds (more on a busy machine), a 4 MFLOP GEMM slice about as much."""
 
-BIG_GEMM_FLOPS = 50e6
-"""With nothing to split (batch 1), a node whose GEMMs do more than this lets BLAS use the
-threads itself: below it, the threads' start-up and barrier cost more than they save."""
+
 _executor: ThreadPoolExecutor | None = None
 _blas: list | None = None
 
@@ -70,11 +68,6 @@ def blas_single_threaded(enabled: bool = True):
             lib.set_num_threads(n)
 
 
-def _set_blas_threads(n: int) -> None:
-    for lib in _blas_libs():
-        lib.set_num_threads(n)
-
-
 class Parallel:
     """`parallel(n, fn, flops)` runs fn(lo, hi, scratch) over [0, n) split into up to `workers`
     slices, each with its own scratch arena; inline when there is one worker, one item, or less
@@ -87,14 +80,7 @@ class Parallel:
     def __call__(self, n: int, fn: Callable[[int, int, Scratch], None], flops: float = 0) -> None:
         w = min(self.workers, n) if flops >= SPLIT_MIN_FLOPS else 1
         if w <= 1:
-            if self.workers > 1 and flops > BIG_GEMM_FLOPS:
-                _set_blas_threads(self.workers)  # one big image: let BLAS split its GEMMs
-                try:
-                    fn(0, n, self.scratch[0])
-                finally:
-                    _set_blas_threads(1)
-            else:
-                fn(0, n, self.scratch[0])
+            fn(0, n, self.scratch[0])
             return
         global _executor
         if _executor is None:
