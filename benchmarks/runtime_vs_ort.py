@@ -1,7 +1,10 @@
 """Benchmark: graphnet's NumPy runtime against onnxruntime, inference latency and peak memory.
 
     python benchmarks/runtime_vs_ort.py [--models zoo/resnet,torch/] [--repeat 5] [--budget 5]
-                                        [--no-optimize] [--markdown]
+                                        [--no-optimize] [--markdown] [--plan fast|reference]
+
+The six-model DSL suite of issue 7 (with the GEMM floor, onnx.reference and interleaved timing)
+is `python -m graphnet bench --suite` (graphnet/bench); this script covers the model files.
 
 Same models as benchmarks/optimize_peers.py, same seeded random inputs. For each model:
 - graphnet: `graphnet.load(path)`, then (unless --no-optimize) `passes.manager.optimize(graph)`,
@@ -106,6 +109,9 @@ def measure(make: Callable[[], Callable[[], dict]], repeat: int, budget: float) 
     }
 
 
+PLAN = "fast"  # --plan: graphnet's fast plan or the reference plan (plain kernels)
+
+
 def _graphnet_runner(path: str, feeds: dict, optimize: bool) -> Callable[[], dict]:
     import graphnet
     from graphnet import runtime
@@ -114,7 +120,7 @@ def _graphnet_runner(path: str, feeds: dict, optimize: bool) -> Callable[[], dic
     graph = graphnet.load(path)
     if optimize:
         graph, _ = run_passes(graph, "inference")
-    sess = runtime.Session(graph)
+    sess = runtime.Session(graph, plan=PLAN)
     wanted = {k: v for k, v in feeds.items() if k in graph.inputs}
     return lambda: sess.run(wanted)
 
@@ -218,7 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--batch", type=int, default=1, help="size of dynamic dims in the random inputs"
     )
+    ap.add_argument(
+        "--plan",
+        choices=("fast", "reference"),
+        default="fast",
+        help="graphnet's compiled fast plan (default) or the plain kernels node by node",
+    )
     args = ap.parse_args(argv)
+    global PLAN
+    PLAN = args.plan
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
     wanted = (

@@ -498,8 +498,12 @@ class CompiledPlan:
                     ) from exc
                 for slot in frees:
                     run.free(slot)
-        if keep_all:
-            return {name: run.env[s] for name, s in self.slots.items() if run.env[s] is not None}
+        if keep_all:  # constant steps' results are the plan's own: the caller gets copies
+            return {
+                name: run.env[s].copy() if s in self.static else run.env[s]
+                for name, s in self.slots.items()
+                if run.env[s] is not None
+            }
         result = {}
         fed = {id(a) for a in feeds.values()}
         for o in g.outputs:
