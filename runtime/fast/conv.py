@@ -32,6 +32,7 @@ __all__ = [
     "prepare_weight",
     "conv_chunked",
     "strided_windows",
+    "padded",
     "WORKSPACE_BYTES",
     "Epilogue",
 ]
@@ -114,11 +115,11 @@ def _epilogue(y: np.ndarray, epi: Epilogue, n0: int, n1: int, bias_done: bool) -
             np.maximum(y, y * y.dtype.type(epi.activation[1]), out=y)
 
 
-def _padded(
-    x: np.ndarray, pads: Sequence[int], extra: Sequence[int], buf: np.ndarray
+def padded(
+    x: np.ndarray, pads: Sequence[int], extra: Sequence[int], buf: np.ndarray, value: float = 0
 ) -> np.ndarray:
-    """x (b, C, *s) copied into `buf` with zero borders: `pads` (begins, ends) plus `extra` more
-    at each axis' end. Only the borders are zeroed (the scratch is shared)."""
+    """x (b, C, *s) copied into `buf` with borders of `value`: `pads` (begins, ends) plus
+    `extra` more at each axis' end. Only the borders are written (the scratch is shared)."""
     k = x.ndim - 2
     begins, ends = pads[:k], pads[k:]
     shape = x.shape[:2] + tuple(x.shape[2 + i] + begins[i] + ends[i] + extra[i] for i in range(k))
@@ -127,9 +128,9 @@ def _padded(
     for i in range(k):  # a loop over the spatial rank: zero the two borders of axis i
         lo, hi = begins[i], begins[i] + x.shape[2 + i]
         if lo:
-            xp[(*inner, slice(0, lo))] = 0
+            xp[(*inner, slice(0, lo))] = value
         if hi < shape[2 + i]:
-            xp[(*inner, slice(hi, None))] = 0
+            xp[(*inner, slice(hi, None))] = value
         inner.append(slice(None))
     xp[
         (
@@ -242,15 +243,15 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     ks = spec.kernel
     p = prod(outs)
     taps = prod(ks)
-    padded = tuple(x.shape[2 + i] + spec.pads[i] + spec.pads[k + i] for i in range(k))
-    pad_size = c * prod(padded) if any(spec.pads) else 0
+    padded_sizes = tuple(x.shape[2 + i] + spec.pads[i] + spec.pads[k + i] for i in range(k))
+    pad_size = c * prod(padded_sizes) if any(spec.pads) else 0
     cols_size = c * taps * p
     b = _chunk((pad_size + cols_size) * x.itemsize, hi - lo)
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         xb = x[n0:n1]
         if pad_size:
-            xb = _padded(xb, spec.pads, (0,) * k, scratch.take(0, (n1 - n0) * pad_size, x.dtype))
+            xb = padded(xb, spec.pads, (0,) * k, scratch.take(0, (n1 - n0) * pad_size, x.dtype))
         view = strided_windows(xb, ks, spec.strides, spec.dilations, outs)  # (b, C, *out, *ks)
         cols = scratch.take(1, (n1 - n0) * cols_size, x.dtype).reshape(
             (n1 - n0, g, c // g, *ks, *outs)
@@ -284,7 +285,7 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         nb = n1 - n0
-        xp = _padded(x[n0:n1], spec.pads, extra, scratch.take(0, nb * c * hp * wpad, x.dtype))
+        xp = padded(x[n0:n1], spec.pads, extra, scratch.take(0, nb * c * hp * wpad, x.dtype))
         s = xp.strides
         view = np.lib.stride_tricks.as_strided(
             xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3]), writeable=False

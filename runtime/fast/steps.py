@@ -425,9 +425,10 @@ class BatchNormStep(Step):
 
 @dataclass
 class MaxPoolStep(Step):
-    """MaxPool without Indices: the max over the window's taps, each tap a strided slice of the
-    (padded) input folded in with np.maximum(out=): no (N, C, out, kernel) temporary. Output
-    sizes and the ceil_mode overhang follow the plain kernel's formula, cached per input shape."""
+    """MaxPool without Indices, separable: the max along the first spatial axis's taps (strided
+    slices folded in with np.maximum(out=)), then along the next, ... into pooled buffers (no
+    (N, C, out, kernel) temporary). Output sizes and the ceil_mode overhang follow the plain
+    kernel's formula, cached per input shape."""
 
     kernel_shape: tuple = ()
     strides: tuple = ()
@@ -447,38 +448,59 @@ class MaxPoolStep(Step):
                 sizes, self.kernel_shape, self.strides, self.dilations, begins, ends, strict=True
             )
         )
-        widths = [(0, 0), (0, 0)]
-        for i in range(k):  # a loop over the spatial rank
+        pad_end = []
+        for i in range(k):  # a loop over the spatial rank: end padding + the ceil_mode overhang
             reach = (outs[i] - 1) * self.strides[i] + self.dilations[i] * (self.kernel_shape[i] - 1)
-            end = max(ends[i], reach + 1 - sizes[i] - begins[i])
-            widths.append((begins[i], end))
-        taps = [
-            tuple(
-                slice(t * d, t * d + (o - 1) * s + 1, s)
-                for t, d, o, s in zip(tap, self.dilations, outs, self.strides, strict=True)
-            )
-            for tap in np.ndindex(*self.kernel_shape)  # a loop over the window's taps
-        ]
-        return outs, widths, taps
+            pad_end.append(max(ends[i], reach + 1 - sizes[i] - begins[i]))
+        return outs, tuple(begins) + tuple(pad_end)
 
     def __call__(self, run: Run) -> None:
+        from graphnet.runtime.fast.conv import padded
+
         x = run.get(self.inputs[0])
         geo = self._shapes.get(x.shape[2:])
         if geo is None:
             geo = self._shapes[x.shape[2:]] = self._geometry(x.shape[2:])
-        outs, widths, taps = geo
-        if any(w != (0, 0) for w in widths):
-            low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-            x = np.pad(x, widths, constant_values=low)
+        outs, pads = geo
+        k = len(outs)
         y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
+        low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+        temps = []
+        if any(pads):
+            xp_shape = (*x.shape[:2], *(x.shape[2 + i] + pads[i] + pads[k + i] for i in range(k)))
+            buf_arr, buf = run.pool.take((math.prod(xp_shape),), x.dtype)
+            temps.append(buf)
+            x = padded(x, pads, (0,) * k, buf_arr, low)
+        # Separable: the max over a box is the max along each axis in turn (k-1 np.maximum per
+        # axis instead of one per tap of the box: 4 instead of 8 for 3x3).
+        stages = []
+        shape = list(x.shape)
+        for i in range(k):  # a loop over the spatial rank
+            shape[2 + i] = outs[i]
+            if i == k - 1:
+                stages.append(y)
+            else:
+                arr, buf = run.pool.take(tuple(shape), x.dtype)
+                temps.append(buf)
+                stages.append(arr)
 
         def part(lo: int, hi: int, scratch) -> None:
-            yp = y[lo:hi]
-            np.copyto(yp, x[(slice(lo, hi), slice(None), *taps[0])])
-            for tap in taps[1:]:  # a loop over the window's taps
-                np.maximum(yp, x[(slice(lo, hi), slice(None), *tap)], out=yp)
+            src = x[lo:hi]
+            for i in range(k):  # a loop over the spatial rank
+                dst = stages[i][lo:hi]
+                kk, d, s, o = self.kernel_shape[i], self.dilations[i], self.strides[i], outs[i]
+                lead = (slice(None),) * (2 + i)
+                for t in range(kk):  # a loop over the window's taps along axis i
+                    tap = src[(*lead, slice(t * d, t * d + (o - 1) * s + 1, s))]
+                    if t == 0:
+                        np.copyto(dst, tap)
+                    else:
+                        np.maximum(dst, tap, out=dst)
+                src = dst
 
-        run.parallel(x.shape[0], part, float(y.size * len(taps)))
+        run.parallel(x.shape[0], part, float(y.size * sum(self.kernel_shape)))
+        for buf in temps:
+            run.pool.give(buf)
 
 
 @dataclass
