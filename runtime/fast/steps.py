@@ -232,6 +232,10 @@ class AliasStep(Step):
                 run.alloc(extra, x.shape, np.dtype(bool)).fill(True)
 
 
+TRAIN_WINOGRAD_BATCH = 8
+"""In train mode a batch smaller than this runs Winograd convs as im2col (see ConvStep)."""
+
+
 @dataclass
 class ConvStep(Step):
     """Conv with a fast algorithm (pointwise / winograd / im2col) and a fused epilogue."""
@@ -278,20 +282,23 @@ class ConvStep(Step):
             residual=None if self.residual is None else (lambda: run.env[self.residual]),
             activation=self.activation,
         )
-        wp = self.weight(w, x.dtype, run.training)
+        algo = self.algo
+        if run.training and algo.startswith("winograd") and x.shape[0] < TRAIN_WINOGRAD_BATCH:
+            # Train mode prepares the weight on every run; a Winograd transform of it costs more
+            # than it saves on a few images: multiply the weight as it is.
+            algo = "im2col"
+            wp = prepare_weight(algo, w, self.group, x.dtype)
+        else:
+            wp = self.weight(w, x.dtype, run.training)
         flops = 2.0 * y.size * (spec.c_in // spec.group) * math.prod(spec.kernel)
         if x.shape[0] >= run.parallel.workers:  # split the batch
             run.parallel(
                 x.shape[0],
-                lambda lo, hi, scratch: conv_chunked(
-                    self.algo, spec, x, wp, y, epi, scratch, lo, hi
-                ),
+                lambda lo, hi, scratch: conv_chunked(algo, spec, x, wp, y, epi, scratch, lo, hi),
                 flops,
             )
         else:  # too few images: split each GEMM's output rows instead
-            conv_chunked(
-                self.algo, spec, x, wp, y, epi, run.parallel.scratch[0], split=run.parallel
-            )
+            conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0], split=run.parallel)
 
 
 @dataclass

@@ -184,10 +184,14 @@ def test_replaced_parameter_is_seen_by_the_next_run():
     np.testing.assert_allclose(after, want, rtol=MODEL_RTOL, atol=MODEL_ATOL)
 
 
-def test_train_mode_same_masks_statistics_and_outputs_as_reference():
+@pytest.mark.parametrize("batch", [3, 9])  # under / over TRAIN_WINOGRAD_BATCH
+def test_train_mode_same_masks_statistics_and_outputs_as_reference(batch):
     seq = nn.Sequential(
         [
-            nn.Conv(8, 3, padding=1),
+            nn.Conv(32, 3, padding=1),
+            nn.BatchNorm(),
+            nn.ReLU(),
+            nn.Conv(32, 3, padding=1),  # 32 -> 32 channels, 3x3: Winograd
             nn.BatchNorm(),
             nn.ReLU(),
             nn.Flatten(),
@@ -197,7 +201,8 @@ def test_train_mode_same_masks_statistics_and_outputs_as_reference():
     )
     g_fast = seq.build((None, 3, 6, 6), seed=0)
     g_ref = g_fast.copy()
-    x = np.random.default_rng(4).standard_normal((5, 3, 6, 6)).astype(np.float32)
+    assert "winograd" in runtime.Session(g_fast).describe(mode="train")
+    x = np.random.default_rng(4).standard_normal((batch, 3, 6, 6)).astype(np.float32)
     fast, ref = runtime.Session(g_fast), runtime.Session(g_ref, plan="reference")
     for step in range(2):
         a = fast.run({"input": x}, mode="train", seed=step, keep_all=True)
