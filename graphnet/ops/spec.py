@@ -172,7 +172,7 @@ def resolve_attrs(op: str, inputs: Sequence[Value | None], attrs: Mapping[str, A
 def attrs_for_arrays(node: Node, arrays: Sequence[Any]) -> dict:
     """`attrs_of` resolved against concrete input arrays: for a node whose inputs' ranks were
     unknown when the graph was planned (kernels always get fully resolved attributes)."""
-    from graphnet.ir import Value
+    from graphnet.value import Value
 
     values = [
         None if a is None else Value(f"in{k}", tuple(a.shape), str(a.dtype))
