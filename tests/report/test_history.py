@@ -1,0 +1,66 @@
+"""Training histories in the accepted forms, and clear errors for the others."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from graphnet.errors import InputError
+from graphnet.report.history import history_charts, load_history
+
+EPOCHS = [
+    {"epoch": 1, "loss": 2.0, "accuracy": 0.3, "val_loss": 2.2, "val_accuracy": 0.25, "lr": 0.1},
+    {"epoch": 2, "loss": 1.2, "accuracy": 0.6, "val_loss": 1.4, "val_accuracy": 0.55, "lr": 0.05},
+    {"epoch": 3, "loss": 0.8, "accuracy": 0.8, "val_accuracy": 0.7, "lr": 0.05, "note": "x"},
+]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        EPOCHS,
+        {"history": EPOCHS, "model": "template"},
+        {"epochs": EPOCHS},
+    ],
+)
+def test_per_epoch_forms(data, tmp_path):
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps(data))
+    xs, series = load_history(str(path))
+    assert xs == [1.0, 2.0, 3.0]
+    assert set(series) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    assert series["val_loss"] == [2.2, 1.4, None]  # missing in epoch 3
+    charts = [ET.fromstring(c) for c in history_charts(xs, series)]
+    titles = [c.find("{http://www.w3.org/2000/svg}text").text for c in charts]
+    assert titles == ["loss", "accuracy", "other metrics"]
+
+
+def test_keras_style_lists_and_row_numbers():
+    xs, series = load_history({"loss": [3.0, 2.0], "acc": [0.1, 0.2]})
+    assert xs == [1.0, 2.0] and series == {"loss": [3.0, 2.0], "acc": [0.1, 0.2]}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "holds no epochs"),
+        ([1, 2], "entry 0 is int"),
+        (3.5, "got float"),
+        ({"model": "x"}, "expected a list"),
+        ([{"epoch": 1, "note": "x"}], "no numeric values"),
+    ],
+)
+def test_bad_histories(data, message):
+    with pytest.raises(InputError, match=message):
+        load_history(data)
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    with pytest.raises(InputError, match="cannot read training history '.*missing.json'"):
+        load_history(str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="bad.json' is not valid JSON"):
+        load_history(str(bad))
