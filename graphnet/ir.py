@@ -693,6 +693,17 @@ class Graph:
 
         save(self, path, mode=mode, opset=opset, **kwargs)
 
+    def report(self, path: str | None = None, **options: Any):
+        """A self-contained HTML report: the graph before and after optimize, the per-layer
+        table, activations, learning curves (see `graphnet.report.build_report` for `options`).
+        Written atomically to `path` when given; returns the `graphnet.report.Report`."""
+        from graphnet.report import build_report
+
+        report = build_report(self, **options)
+        if path is not None:
+            report.write(path)
+        return report
+
     def __repr__(self) -> str:
         lines = [f"graph {self.name}("]
         for i in self.inputs:

@@ -1,14 +1,110 @@
-"""Pictures of a network: the graph as a layered drawing (SVG) or as DOT text.
+"""Pictures of a network: a self-contained HTML report and the graph alone as SVG or DOT.
 
-    from graphnet.report import graph_svg, graph_dot
+    from graphnet.report import build_report, graph_svg, graph_dot
+    report = build_report(graph)            # optimize, run, draw: a Report
+    report.write("report.html")             # atomic; or graph.report("report.html")
     open("graph.svg", "w").write(graph_svg(graph))
 
-See `graphnet.report.layout` for how the graph is laid out.
+The report shows the graph before and after `optimize` (what each pass changed marked on the
+nodes), the per-layer table, the activations of every conv, pool and FC layer on one input
+(`inputs`, else a seeded random one), the class probabilities, BatchNorm statistics, and learning
+curves when a training history is given. See `graphnet.report.html` for the page and
+`graphnet.report.layout` for how the graph is laid out.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from graphnet.errors import GraphNetError
+from graphnet.ir import Graph
 from graphnet.report.drawing import Mark, draw_graph, graph_dot, graph_svg
 from graphnet.report.layout import Layout, layered_layout
 
-__all__ = ["graph_svg", "graph_dot", "draw_graph", "layered_layout", "Layout", "Mark"]
+__all__ = [
+    "Report",
+    "build_report",
+    "write_report",
+    "graph_svg",
+    "graph_dot",
+    "draw_graph",
+    "layered_layout",
+    "Layout",
+    "Mark",
+]
+
+
+@dataclass
+class Report:
+    """A built report: the page (`html`) and what it was made from."""
+
+    html: str
+    graph: Graph
+    optimized: Graph | None
+    pipeline: Any  # graphnet.passes.base.PipelineReport, or None
+    changes: Any  # graphnet.report.changes.Changes, or None
+    activations: Any  # graphnet.report.activations.Activations
+
+    def write(self, path: str | os.PathLike) -> None:
+        """Write the page atomically (a failure leaves no half-written file)."""
+        from graphnet.onnx_io.export import atomic_write
+
+        atomic_write(path, self.html.encode("utf-8"))
+
+
+def build_report(
+    graph: Graph,
+    *,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    seed: int = 0,
+    optimize: bool = True,
+    pipeline: str | Sequence[str] = "inference",
+    history: Any = None,
+    title: str | None = None,
+    source: str = "",
+    input_source: str | None = None,
+) -> Report:
+    """Build the report of `graph` (left unchanged).
+
+    `inputs`: arrays by input name for the activations (default: seeded standard-normal inputs,
+    `seed`, dynamic dims of size 1); a bad input raises `InputError` naming it. `optimize`: also
+    run the pass pipeline `pipeline` and show the optimized graph (a pass that fails is reported
+    on the page, not raised). `history`: a training history (path or parsed JSON, see
+    `graphnet.report.history`); a history that cannot be read raises `InputError`.
+    `title`/`source` head the page; `input_source` says where `inputs` came from."""
+    from graphnet.report.activations import compute_activations
+    from graphnet.report.changes import diff_graphs
+    from graphnet.report.history import history_charts, load_history
+    from graphnet.report.html import ReportParts, render_html
+
+    if inputs is not None:
+        from graphnet.runtime import Session
+
+        Session(graph).check_inputs(inputs)  # InputError naming the input, before any work
+    charts: list[str] = []
+    if history is not None:
+        charts = history_charts(*load_history(history))
+    parts = ReportParts(graph, title or f"graphnet report: {graph.name}", source, history=charts)
+    if optimize:
+        from graphnet.passes.manager import optimize as run_pipeline
+
+        try:
+            parts.after, parts.pipeline = run_pipeline(graph, pipeline)
+            parts.changes = diff_graphs(graph, parts.after, parts.pipeline)
+        except GraphNetError as exc:
+            parts.optimize_error = f"{type(exc).__name__}: {exc}"
+    parts.activations = compute_activations(graph, inputs, seed=seed, source=input_source)
+    html = render_html(parts)
+    return Report(html, graph, parts.after, parts.pipeline, parts.changes, parts.activations)
+
+
+def write_report(graph: Graph, path: str | os.PathLike, **options: Any) -> Report:
+    """`build_report(graph, **options)` written to `path` atomically."""
+    report = build_report(graph, **options)
+    report.write(path)
+    return report

@@ -42,6 +42,7 @@ _LAYER_MAX = 64 * 64 * 16  # a small model's layer shows at most this many pixel
 _LAYER_MIN = 2_048
 _MAX_SIDE = 48  # maps are shown at most this many pixels per side (bigger ones are averaged)
 _MIN_CHANNELS = 16  # shrink the maps before showing fewer channels than this
+_BN_BARS = 128  # BatchNorm statistics of more channels are averaged in groups (a DenseNet has 121)
 
 
 @dataclass
@@ -219,9 +220,9 @@ def _bn_visual(graph: Graph, n: Node, values: Mapping[str, np.ndarray]) -> Visua
     mean, var = (np.asarray(s, np.float64).ravel() for s in stats)
     html = (
         '<div class="bnrow"><span>running mean</span>'
-        + bar_strip_svg(mean, label=f"{n.name} running mean", height=40)
+        + bar_strip_svg(mean, label=f"{n.name} running mean", height=40, max_bars=_BN_BARS)
         + '</div><div class="bnrow"><span>running var</span>'
-        + bar_strip_svg(var, label=f"{n.name} running variance", height=40)
+        + bar_strip_svg(var, label=f"{n.name} running variance", height=40, max_bars=_BN_BARS)
         + "</div>"
     )
     caption = (

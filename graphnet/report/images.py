@@ -105,43 +105,46 @@ def _fmt(v: float) -> str:
 
 
 def bar_strip_svg(
-    values: np.ndarray, *, width: int = 320, height: int = 56, label: str = ""
+    values: np.ndarray,
+    *,
+    width: int = 320,
+    height: int = 56,
+    max_bars: int = 320,
+    label: str = "",
 ) -> str:
-    """Values as vertical bars around a zero line (positive up, negative down), at most `width`
-    bars (a longer vector is averaged in equal groups, and the title says so)."""
+    """Values as vertical bars around a zero line (positive up, negative down), at most
+    `max_bars` of them (a longer vector is averaged in equal groups, and the title says so),
+    drawn `width` x `height` px.
+
+    Compact on purpose (a DenseNet report holds hundreds of strips): one bar is one unit of
+    the drawing's x axis and the y axis runs over 0..100 (the SVG is stretched to its size), so
+    a bar is a vertical line with integer coordinates, "M12 40V71"."""
     v = np.asarray(values, np.float64).ravel()
     n_total = v.size
-    if v.size > width:
-        group = math.ceil(v.size / width)
+    group = math.ceil(v.size / max_bars) if v.size > max_bars else 1
+    if group > 1:
         pad = -v.size % group
         v = np.pad(v, (0, pad), mode="edge").reshape(-1, group).mean(axis=1)
     v = np.nan_to_num(v)
     top, bottom = max(float(v.max(initial=0.0)), 0.0), min(float(v.min(initial=0.0)), 0.0)
     span = (top - bottom) or 1.0
-    zero = 4 + (height - 8) * top / span
-    step = width / max(len(v), 1)
-    bar = max(step - (1 if step > 3 else 0), 0.6)
-    pos = []
-    neg = []
-    for k, x in enumerate(v):
-        hgt = (height - 8) * abs(x) / span
-        if hgt < 0.05:
-            continue
-        left = k * step
-        if x >= 0:
-            pos.append(f"M{left:.1f},{zero - hgt:.1f}h{bar:.1f}v{hgt:.1f}h{-bar:.1f}z")
-        else:
-            neg.append(f"M{left:.1f},{zero:.1f}h{bar:.1f}v{hgt:.1f}h{-bar:.1f}z")
-    note = f"{label}: {n_total} values" + (
-        f" (averaged in groups of {math.ceil(n_total / width)})" if n_total > width else ""
-    )
-    note += f", min {_fmt(float(np.min(values)))}, max {_fmt(float(np.max(values)))}"
+    zero = round(4 + 92 * top / span)
+    ends = np.round(zero - 92 * v / span).astype(int)
+    pos = "".join(f"M{k} {zero}V{e}" for k, e in enumerate(ends) if e < zero)
+    neg = "".join(f"M{k} {zero}V{e}" for k, e in enumerate(ends) if e > zero)
+    n = max(len(v), 1)
+    note = f"{label}: {n_total} values" + (f" (averaged in groups of {group})" if group > 1 else "")
+    if n_total:
+        note += f", min {_fmt(float(np.min(values)))}, max {_fmt(float(np.max(values)))}"
+    # Bar k is a line at x = k, 0.8 units wide; the view runs from -0.5 to n - 0.5.
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="bars" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}"><title>{escape(note)}</title>'
-        f'<path d="{"".join(pos)}" fill="#2f6db5"/><path d="{"".join(neg)}" fill="#c23b3d"/>'
-        f'<line x1="0" x2="{width}" y1="{zero:.1f}" y2="{zero:.1f}" stroke="#999" '
-        f'stroke-width="0.5"/></svg>'
+        f'height="{height}" viewBox="-0.5 0 {n} 100" preserveAspectRatio="none">'
+        f"<title>{escape(note)}</title>"
+        f'<path d="{pos}" stroke="#2f6db5" stroke-width="0.8"/>'
+        f'<path d="{neg}" stroke="#c23b3d" stroke-width="0.8"/>'
+        f'<path d="M-0.5 {zero}H{n}" stroke="#999" stroke-width="0.5" '
+        f'vector-effect="non-scaling-stroke"/></svg>'
     )
 
 

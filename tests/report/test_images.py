@@ -82,11 +82,16 @@ def test_mosaic_of_constant_maps_is_flat():
 def test_bar_strip_svg():
     v = np.array([1.0, -2.0, 0.5, 0.0])
     root = ET.fromstring(bar_strip_svg(v, width=40, height=28, label="fc"))
-    pos, neg = root.findall(f"{SVG}path")
-    assert pos.get("d").count("M") == 2 and neg.get("d").count("M") == 1
+    pos, neg, _ = root.findall(f"{SVG}path")
+    # y runs 0..100 with 4 units of margin: the zero line at 4 + 92 * 1/3, bars end at their
+    # value on that scale from the rounded zero (1.0 at the top, -2.0 at the bottom).
+    assert pos.get("d") == "M0 35V4M2 35V20"  # 35 - 92 * 0.5 / 3 = 19.7
+    assert neg.get("d") == "M1 35V96"
+    assert root.get("viewBox") == "-0.5 0 4 100"
     assert "4 values" in root.find(f"{SVG}title").text
-    many = ET.fromstring(bar_strip_svg(np.ones(1000), width=100))
+    many = ET.fromstring(bar_strip_svg(np.arange(1000.0), max_bars=100))
     assert "averaged in groups of 10" in many.find(f"{SVG}title").text
+    assert many.get("viewBox") == "-0.5 0 100 100"
 
 
 def test_probability_bars_are_the_top_classes_in_order():
