@@ -16,7 +16,7 @@ import graphnet
 from graphnet.errors import InputError
 from graphnet.report import build_report, graph_dot, graph_svg
 from tests.helpers import onnx_model, vi
-from tests.report.models import densenet_path, inception_graph, resnet_graph, template_graph
+from tests.report.models import inception_graph, resnet_graph, template_graph
 
 VOID = {"meta", "img", "input", "br", "hr", "link", "col", "wbr", "source", "area", "base"}
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -182,12 +182,8 @@ def test_names_are_escaped():
 
 
 @pytest.mark.slow
-def test_densenet_report_size():
-    path = densenet_path()
-    if path is None:
-        pytest.skip("this onnx build does not ship light_densenet121.onnx")
-    graph = graphnet.load(path)
-    r = build_report(graph, source=os.path.basename(path))
+def test_densenet_report_size(densenet_report):
+    graph, r = densenet_report
     page = check_page(r.html)
     assert page.node_views == {"before": len(graph.nodes), "after": len(r.optimized.nodes)}
     assert len(r.html.encode()) < 3_500_000, len(r.html)  # measured: 3.0 MB
