@@ -3,12 +3,15 @@
 Accepted forms (the first is the training loop's; the others are what hand-written or other
 tools' histories usually look like):
 
-- a list of per-epoch objects: `[{"epoch": 1, "loss": 2.1, "accuracy": 0.31, ...}, ...]`;
-- an object holding such a list under "history" or "epochs" (other keys are ignored);
+- an object holding a list of per-epoch objects under "epochs" (graphnet's `History.save`:
+  `{"config": {...}, "epochs": [{"epoch": 1, "loss": 2.1, "accuracy": 0.31, ...}], ...}`) or
+  "history" (other keys are ignored);
+- the list alone: `[{"epoch": 1, "loss": 2.1, ...}, ...]`;
 - an object of equal-length lists: `{"loss": [...], "val_loss": [...]}` (Keras' `history`).
 
-Every numeric key except the x axis ("epoch", else the row number from 1) is a series. Series
-whose name holds "loss" share one chart, those holding "acc" another, the rest a third.
+Every numeric key except the x axis ("epoch", else the row number from 1) and bookkeeping
+("steps", "seconds") is a series. Series whose name holds "loss" share one chart, those holding
+"acc" another, the rest (the learning rate) a third.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from graphnet.report.images import line_chart_svg
 __all__ = ["load_history", "history_charts"]
 
 _X_KEYS = ("epoch", "epochs", "step")
+# Bookkeeping per epoch (graphnet's trainer writes steps and seconds): not learning curves.
+_SKIP = {"steps", "step", "seconds", "time", "elapsed", "epoch", "epochs"}
 
 
 def _number(v: Any) -> float | None:
@@ -76,7 +81,7 @@ def load_history(source: str | os.PathLike | Any) -> tuple[list[float], dict[str
     names: dict[str, None] = {}
     for r in rows:
         for k, v in r.items():
-            if k != xkey and _number(v) is not None:
+            if k != xkey and k not in _SKIP and _number(v) is not None:
                 names[k] = None
     if not names:
         raise InputError(f"{where}: no numeric values (such as loss or accuracy) per epoch")
@@ -85,7 +90,8 @@ def load_history(source: str | os.PathLike | Any) -> tuple[list[float], dict[str
 
 
 def history_charts(xs: list[float], series: Mapping[str, list]) -> list[str]:
-    """SVG charts: losses together, accuracies together, anything else on a third chart."""
+    """SVG charts: losses together, accuracies together, anything else (the learning rate) on a
+    third chart."""
     groups: dict[str, dict[str, list]] = {"loss": {}, "accuracy": {}, "other": {}}
     for name, vals in series.items():
         low = name.lower()

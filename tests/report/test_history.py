@@ -13,7 +13,16 @@ from graphnet.report.history import history_charts, load_history
 EPOCHS = [
     {"epoch": 1, "loss": 2.0, "accuracy": 0.3, "val_loss": 2.2, "val_accuracy": 0.25, "lr": 0.1},
     {"epoch": 2, "loss": 1.2, "accuracy": 0.6, "val_loss": 1.4, "val_accuracy": 0.55, "lr": 0.05},
-    {"epoch": 3, "loss": 0.8, "accuracy": 0.8, "val_accuracy": 0.7, "lr": 0.05, "note": "x"},
+    {
+        "epoch": 3,
+        "loss": 0.8,
+        "accuracy": 0.8,
+        "val_accuracy": 0.7,
+        "lr": 0.05,
+        "note": "x",
+        "steps": 30,
+        "seconds": 1.5,
+    },
 ]
 
 
@@ -22,7 +31,7 @@ EPOCHS = [
     [
         EPOCHS,
         {"history": EPOCHS, "model": "template"},
-        {"epochs": EPOCHS},
+        {"config": {"epochs": 3}, "epochs": EPOCHS, "steps": [{"step": 10, "test_loss": 1.0}]},
     ],
 )
 def test_per_epoch_forms(data, tmp_path):
