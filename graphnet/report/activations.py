@@ -193,7 +193,8 @@ def _maps_visual(n: Node, out: np.ndarray, per_layer: int) -> Visual:
             f"{shape}: every value of {what} equals {lo:.4g}",
             f'<p class="flat">all values {lo:.4g}</p>',
         )
-    caption = f"{shape}: {what}, {size}; black {lo:.3g}, white {hi:.3g}"
+    black, white = _distinct(lo, hi)
+    caption = f"{shape}: {what}, {size}; black {black}, white {white}"
     # Small pictures are scaled up (pixelated, by a whole factor) to about 200 px across, so a
     # 7x7 map is visible.
     zoom = max(1, min(6, round(200 / grey.shape[1])))
@@ -202,6 +203,16 @@ def _maps_visual(n: Node, out: np.ndarray, per_layer: int) -> Visual:
         f'height="{grey.shape[0] * zoom}" src="{data_uri(png_bytes(grey, alpha))}">'
     )
     return Visual(n.name, n.op, "maps", caption, img)
+
+
+def _distinct(lo: float, hi: float) -> tuple[str, str]:
+    """The ends of a range with as many significant digits as it takes to tell them apart (3 to
+    9): a layer whose values span 0.10700 to 0.10702 must not read "0.107 to 0.107"."""
+    for digits in range(3, 10):
+        a, b = f"{lo:.{digits}g}", f"{hi:.{digits}g}"
+        if a != b:
+            return a, b
+    return a, b
 
 
 def _shown(h: int, w: int, side: int) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from graphnet import nn, runtime
-from graphnet.report.activations import compute_activations
+from graphnet.report.activations import _distinct, compute_activations
 from graphnet.runtime.feeds import random_inputs
 from tests.report.models import resnet_graph, template_graph
 from tests.report.pngdecode import decode_data_uri
@@ -47,6 +47,11 @@ def test_conv_maps_are_the_runtime_values():
             assert (n.name, "bars") in kinds
         if n.op == "BatchNormalization":
             assert (n.name, "bn") in kinds
+
+
+def test_caption_tells_close_ends_apart():
+    assert _distinct(0.107001, 0.107023) == ("0.107", "0.10702")  # 5 digits tell them apart
+    assert _distinct(-2.81234, 2.5678) == ("-2.81", "2.57")
 
 
 def test_bn_statistics_and_probabilities():

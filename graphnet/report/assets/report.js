@@ -90,8 +90,17 @@
     v.boxes = out;
     return out;
   }
+  // The minimap fits the graph's width; a graph taller than the minimap scrolls in it, keeping
+  // the viewport's rectangle in the middle (DenseNet-121 is 40 times taller than it is wide:
+  // fitting it whole would draw it two pixels wide).
   function miniScale(v) {
-    return Math.min(minimap.width / v.w, minimap.height / v.h);
+    return Math.min(minimap.width / v.w, 0.25 * (window.devicePixelRatio || 1));
+  }
+  function miniOffset(v, m) {
+    if (!v.box) return 0;
+    const rh = vp.clientHeight || 600;
+    const centre = (v.box.y + rh / v.box.s / 2) * m;
+    return Math.max(0, Math.min(centre - minimap.height / 2, v.h * m - minimap.height));
   }
   function drawMinimap() {
     if (!minimap) return;
@@ -102,15 +111,18 @@
     const ctx = minimap.getContext("2d");
     ctx.clearRect(0, 0, cw, ch);
     const m = miniScale(v);
+    const off = miniOffset(v, m);
     nodeBoxes(v).forEach(function (b) {
+      const y = b.y * m - off;
+      if (y + b.h * m < 0 || y > ch) return;
       ctx.fillStyle = b.g === selected ? "#ff2d95" : b.c;
-      ctx.fillRect(b.x * m, b.y * m, Math.max(1, b.w * m), Math.max(1, b.h * m));
+      ctx.fillRect(b.x * m, y, Math.max(1, b.w * m), Math.max(1, b.h * m));
     });
     if (v.box) {
       const rw = vp.clientWidth || 800, rh = vp.clientHeight || 600;
       ctx.strokeStyle = "#ff2d95";
       ctx.lineWidth = Math.max(1, dpr);
-      ctx.strokeRect(v.box.x * m, v.box.y * m, rw / v.box.s * m, rh / v.box.s * m);
+      ctx.strokeRect(v.box.x * m, v.box.y * m - off, rw / v.box.s * m, rh / v.box.s * m);
     }
   }
   let miniDrag = false;
@@ -119,7 +131,8 @@
     const r = minimap.getBoundingClientRect();
     const dpr = window.devicePixelRatio || 1;
     const m = miniScale(v);
-    centerOn(v, (e.clientX - r.left) * dpr / m, (e.clientY - r.top) * dpr / m, v.box.s);
+    const off = miniOffset(v, m);
+    centerOn(v, (e.clientX - r.left) * dpr / m, ((e.clientY - r.top) * dpr + off) / m, v.box.s);
   }
   if (minimap) {
     minimap.addEventListener("pointerdown", function (e) { miniDrag = true; miniJump(e); });
