@@ -57,6 +57,7 @@ _FAMILY_CSS = "".join(
 SVG_CSS = (
     _FAMILY_CSS
     + """
+svg.gn-graph { font-family: ui-sans-serif, system-ui, "DejaVu Sans", sans-serif; }
 svg.gn-graph .edge { fill: none; stroke: #8a8f98; stroke-width: 1.2; }
 svg.gn-graph .elabel { font-size: 9px; fill: #6a6f78; }
 svg.gn-graph .node rect, svg.gn-graph .io rect { stroke-width: 1.4; }
@@ -274,10 +275,15 @@ def draw_graph(
     for route in layout.edges:
         out.append(f'<path class="edge" d="{_path(route.points)}" marker-end="url(#{arrow})"/>')
     out.append("</g>")
-    # One label per value, under the box that produces it (a node's k-th output one line lower).
+    # One label per value, under the box that produces it (a node's k-th output one line lower),
+    # on the side of the start where no edge leaves: right of it unless only edges to the right
+    # leave (then left, right-aligned), so the label does not sit on a curve.
     out.append('<g class="elabels">')
     labelled: set[str] = set()
     out_index = {o: k for n in graph.nodes for k, o in enumerate(n.outputs)}
+    leaving: dict[object, list[float]] = {}
+    for route in layout.edges:
+        leaving.setdefault(route.src, []).append(route.points[1][0] - route.points[0][0])
     for u, _, value in edges:
         if value in labelled or u not in boxes:
             continue
@@ -285,11 +291,16 @@ def draw_graph(
         b = boxes[u]
         k = 0 if isinstance(u, tuple) else out_index.get(value, 0)
         v = graph.values.get(value)
-        text = format_shape(v.shape) if v is not None else "?"
-        out.append(
-            f'<text class="elabel" x="{b.x + 5:.0f}" y="{b.bottom + 11 + 10 * k:.0f}">'
-            f"{escape(text)}</text>"
-        )
+        text = escape(format_shape(v.shape) if v is not None else "?")
+        y = b.bottom + 11 + 10 * k
+        dx = leaving.get(u, [])
+        if any(d > 2 for d in dx) and not any(d < -2 for d in dx):
+            out.append(
+                f'<text class="elabel" x="{b.x - 5:.0f}" y="{y:.0f}" text-anchor="end">'
+                f"{text}</text>"
+            )
+        else:
+            out.append(f'<text class="elabel" x="{b.x + 5:.0f}" y="{y:.0f}">{text}</text>')
     out.append("</g>")
     out.append('<g class="nodes">')
     for key, b in boxes.items():
