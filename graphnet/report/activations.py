@@ -1,11 +1,12 @@
 """What every layer computes on one input, as pictures (values from the NumPy runtime, run once with
 `keep_all=True`):
 
-- conv and pool layers: the channel maps of the first batch item as a grid of grey images, one
-  grey scale per layer (black = the layer's minimum, white = its maximum), as ConvNetJS shows
-  them. A pixel budget for the whole report bounds the file: a layer shows at most as many
-  channels, at as many pixels per side, as its share of the budget allows (the caption says how
-  many of how many, and at which size: maps bigger than that are averaged over square blocks);
+- the graph's image inputs and its conv and pool layers: the channel maps of the first batch
+  item as a grid of grey images, one grey scale per layer (black = the layer's minimum, white =
+  its maximum), as ConvNetJS shows them. A pixel budget for the whole report bounds the file: a
+  layer shows at most as many channels, at as many pixels per side, as its share of the budget
+  allows (the caption says how many of how many, and at which size: maps bigger than that are
+  averaged over square blocks);
 - global pools and fully connected layers: a bar strip of the vector (positive up, negative down);
 - the graph's outputs: the ten most likely classes (a softmax is applied first when the output
   is not already a probability distribution, and the caption says so);
@@ -117,7 +118,14 @@ def compute_activations(
         for n in graph.nodes
         if _is_map_layer(n) and n.outputs[0] in values and _spatial(values[n.outputs[0]]) > 1
     ]
-    per_layer = int(min(_LAYER_MAX, max(_LAYER_MIN, pixel_budget // max(1, len(maps_nodes)))))
+    given = {k: np.asarray(v) for k, v in (feeds or {}).items()} if values else {}
+    images = [i for i, a in given.items() if a.dtype.kind == "f" and _spatial(a) > 1]
+    per_layer = int(
+        min(_LAYER_MAX, max(_LAYER_MIN, pixel_budget // max(1, len(maps_nodes) + len(images))))
+    )
+    # The input first, as ConvNetJS shows it: an image's channels (the first batch item).
+    for name in images:
+        result.visuals.append(_maps_visual(f"input:{name}", "input", given[name], per_layer))
     for n in graph.nodes:
         out = values.get(n.outputs[0]) if n.outputs else None
         if out is not None and np.asarray(out).dtype.kind == "f":
@@ -145,7 +153,7 @@ def _node_visual(n: Node, out: np.ndarray, per_layer: int) -> Visual | None:
     shape = format_shape(out.shape)
     if _is_map_layer(n) and out.ndim >= 3:
         if _spatial(out) > 1:
-            return _maps_visual(n, out, per_layer)
+            return _maps_visual(n.name, n.op, out, per_layer)
         vec = out[0].reshape(-1)
         return Visual(
             n.name,
@@ -165,7 +173,7 @@ def _node_visual(n: Node, out: np.ndarray, per_layer: int) -> Visual | None:
     return None
 
 
-def _maps_visual(n: Node, out: np.ndarray, per_layer: int) -> Visual:
+def _maps_visual(name: str, op: str, out: np.ndarray, per_layer: int) -> Visual:
     x = out[0]
     if x.ndim == 2:  # (C, L): each channel a one-pixel-high strip
         x = x[:, None, :]
@@ -187,8 +195,8 @@ def _maps_visual(n: Node, out: np.ndarray, per_layer: int) -> Visual:
     shape = format_shape(out.shape)
     if hi <= lo:
         return Visual(
-            n.name,
-            n.op,
+            name,
+            op,
             "maps",
             f"{shape}: every value of {what} equals {lo:.4g}",
             f'<p class="flat">all values {lo:.4g}</p>',
@@ -199,10 +207,10 @@ def _maps_visual(n: Node, out: np.ndarray, per_layer: int) -> Visual:
     # 7x7 map is visible.
     zoom = max(1, min(6, round(200 / grey.shape[1])))
     img = (
-        f'<img class="actmap" alt="{escape(n.name)} activations" width="{grey.shape[1] * zoom}" '
+        f'<img class="actmap" alt="{escape(name)} activations" width="{grey.shape[1] * zoom}" '
         f'height="{grey.shape[0] * zoom}" src="{data_uri(png_bytes(grey, alpha))}">'
     )
-    return Visual(n.name, n.op, "maps", caption, img)
+    return Visual(name, op, "maps", caption, img)
 
 
 def _distinct(lo: float, hi: float) -> tuple[str, str]:

@@ -208,7 +208,8 @@ def _activations_section(parts: ReportParts) -> str:
         return "".join(out)
     out.append(
         f"<p>Values of the original graph on {escape(acts.source)}, computed by graphnet's "
-        "NumPy runtime: channel maps of each conv and pool layer (first batch item; one grey "
+        "NumPy runtime: the input and the channel maps of each conv and pool layer (first batch "
+        "item; one grey "
         "scale per layer, black = its minimum, white = its maximum), the output vector of each "
         "fully connected layer, the most likely classes, and each BatchNormalization's running "
         "statistics.</p>"
@@ -217,7 +218,7 @@ def _activations_section(parts: ReportParts) -> str:
         out.append(f'<p class="error">{escape(acts.error)}</p>')
     out.append('<div class="acts">')
     for v in acts.visuals:
-        label = v.node if not v.node.startswith("output:") else v.node[len("output:") :]
+        label = v.node.split(":", 1)[1] if v.op in ("input", "output") else v.node
         kind = {"bn": "BatchNorm statistics", "probs": "class probabilities"}.get(v.kind, v.op)
         out.append(
             f'<figure class="act act-{v.kind}" data-node={quoteattr(v.node)}>'

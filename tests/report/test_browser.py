@@ -86,7 +86,7 @@ def look_at(browser, shots, graph, name: str, report=None) -> None:
     # The graph is on screen: the viewport has a view box and the minimap is drawn.
     assert page.evaluate("document.querySelector('#before').getAttribute('viewBox')")
     # Clicking a node opens its panel, with its activations when it has some.
-    first = maps[0].node
+    first = next(v.node for v in maps if not v.node.startswith("input:"))
     page.evaluate(
         "document.querySelector(`.view[data-view=before] g.node[data-node=${JSON.stringify("
         + json.dumps(first)

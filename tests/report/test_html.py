@@ -101,7 +101,8 @@ def test_report_page(build, tmp_path):
     # Sections: optimize totals, one table per view with a row per node, activations.
     assert "What optimize did" in html and "folded bn1 into conv1 (Conv)" in html
     assert html.count("<tr data-node=") == len(graph.nodes) + len(report.optimized.nodes)
-    assert html.count('class="actmap"') == sum(n.op in ("Conv", "MaxPool") for n in graph.nodes)
+    layers = sum(n.op in ("Conv", "MaxPool") for n in graph.nodes)
+    assert html.count('class="actmap"') == layers + 1  # and the input image
     assert 'id="history"' not in html
 
 
