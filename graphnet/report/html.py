@@ -209,10 +209,9 @@ def _activations_section(parts: ReportParts) -> str:
     out.append(
         f"<p>Values of the original graph on {escape(acts.source)}, computed by graphnet's "
         "NumPy runtime: the input and the channel maps of each conv and pool layer (first batch "
-        "item; one grey "
-        "scale per layer, black = its minimum, white = its maximum), the output vector of each "
-        "fully connected layer, the most likely classes, and each BatchNormalization's running "
-        "statistics.</p>"
+        "item; one grey scale per layer, black = its minimum, white = its maximum), the output "
+        "vector of each fully connected layer, the most likely classes, and each "
+        "BatchNormalization's running statistics.</p>"
     )
     if acts.error:
         out.append(f'<p class="error">{escape(acts.error)}</p>')
