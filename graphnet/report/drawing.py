@@ -369,9 +369,19 @@ def _dot_id(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def graph_dot(graph: Graph) -> str:
+_STATUS_DOT = {
+    "removed": 'color="#c0392b", style="rounded,filled,dashed", penwidth=2',
+    "changed": 'color="#e0a800", penwidth=3',
+    "added": 'color="#1e9e4a", penwidth=3',
+    "declined": 'color="#d35400", style="rounded,filled,dotted", penwidth=2.5',
+}
+
+
+def graph_dot(graph: Graph, *, marks: Mapping[str, Mark] | None = None) -> str:
     """The graph as Graphviz DOT text (`graphnet viz --format dot`): boxes filled by op family,
-    edges labelled with shapes; render it with `dot -Tsvg` where Graphviz is installed."""
+    edges labelled with shapes, `marks` as outlines (and badges in the label); render it with
+    `dot -Tsvg` where Graphviz is installed."""
+    marks = marks or {}
     lines = [
         f"digraph {_dot_id(graph.name)} {{",
         "  rankdir=TB;",
@@ -388,10 +398,13 @@ def graph_dot(graph: Graph) -> str:
         )
     for n in graph.nodes:
         stroke, fill = FAMILY_COLOURS.get(op_family(n), FAMILY_COLOURS["math"])
+        mark = marks.get(n.name)
         label = f"{op_label(graph, n)}\n{n.name}"
-        lines.append(
-            f'  {_dot_id(n.name)} [label={_dot_id(label)}, color="{stroke}", fillcolor="{fill}"];'
-        )
+        style = f'color="{stroke}"'
+        if mark is not None:
+            label += f"\n{mark.badge}" if mark.badge else ""
+            style = _STATUS_DOT.get(mark.status, style)
+        lines.append(f'  {_dot_id(n.name)} [label={_dot_id(label)}, {style}, fillcolor="{fill}"];')
         for i in dict.fromkeys(i for i in n.inputs if i):
             if i in source:
                 v = graph.values.get(i)

@@ -14,7 +14,9 @@ import pytest
 
 import graphnet
 from graphnet.errors import InputError
+from graphnet.passes.manager import optimize
 from graphnet.report import build_report, graph_dot, graph_svg
+from graphnet.report.changes import diff_graphs
 from tests.helpers import onnx_model, vi
 from tests.report.models import inception_graph, resnet_graph, template_graph
 
@@ -171,6 +173,20 @@ def test_standalone_svg_and_dot():
     assert len(node_lines) == len(graph.nodes) + len(graph.inputs) + len(graph.outputs)
     assert dot.count("->") == len(paths)
     assert '"conv4" [label="Conv 3\u00d73 /2\\nconv4"' in dot
+
+
+def test_marks_in_svg_and_dot():
+    graph = template_graph()
+    after, rep = optimize(graph)
+    marks = diff_graphs(graph, after, rep).after
+    root = ET.fromstring(graph_svg(after, marks=marks).encode())
+    conv1 = next(g for g in root.iter(f"{{{SVG_NS}}}g") if g.get("data-node") == "conv1")
+    assert "st-changed" in conv1.get("class").split()
+    assert "folded bn1 into conv1" in conv1.find(f"{{{SVG_NS}}}title").text
+    badge = next(g for g in conv1.iter(f"{{{SVG_NS}}}g") if g.get("class") == "badge")
+    assert badge.find(f"{{{SVG_NS}}}text").text == "+BN"
+    dot = graph_dot(after, marks=marks)
+    assert '"conv1" [label="Conv 3\u00d73\\nconv1\\n+BN", color="#e0a800", penwidth=3' in dot
 
 
 def test_names_are_escaped():
