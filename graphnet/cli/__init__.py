@@ -8,6 +8,8 @@
     graphnet optimize IN.onnx -o OUT.onnx [--passes a,b] [--verify] [--report R.json]
     graphnet train MODEL --data DATA.npz -o OUT.onnx [--epochs E] ...   backpropagation
     graphnet bench MODEL.onnx | --suite [--batch 1,32] [--runs N] [--json FILE]
+    graphnet report MODEL.onnx [-i NAME=X.npy] [-o REPORT.html]  HTML: graph, optimize, activations
+    graphnet viz MODEL.onnx -o GRAPH.svg [--format dot]           the graph alone
 
 One module per command (`graphnet.cli.<command>`: `add_arguments(parser)` and `run(args) -> exit
 code`); what they share (errors, exit codes, tolerances, file checks) is `graphnet.cli.common`.
@@ -28,7 +30,18 @@ from graphnet.cli.common import EXIT_BUG, EXIT_DIFF, EXIT_INTERRUPTED, EXIT_OK, 
 
 __all__ = ["main", "COMMANDS"]
 
-COMMANDS = ("demo", "summary", "run", "check", "export", "optimize", "train", "bench")
+COMMANDS = (
+    "demo",
+    "summary",
+    "run",
+    "check",
+    "export",
+    "optimize",
+    "train",
+    "bench",
+    "report",
+    "viz",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,7 +15,7 @@ curves when a training history is given. See `graphnet.report.html` for the page
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ def build_report(
     title: str | None = None,
     source: str = "",
     input_source: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Build the report of `graph` (left unchanged).
 
@@ -76,7 +77,8 @@ def build_report(
     run the pass pipeline `pipeline` and show the optimized graph (a pass that fails is reported
     on the page, not raised). `history`: a training history (path or parsed JSON, see
     `graphnet.report.history`); a history that cannot be read raises `InputError`.
-    `title`/`source` head the page; `input_source` says where `inputs` came from."""
+    `title`/`source` head the page; `input_source` says where `inputs` came from. `progress` is
+    called with the name of each step as it starts (the CLI's progress bar)."""
     from graphnet.report.activations import compute_activations
     from graphnet.report.changes import diff_graphs
     from graphnet.report.history import history_charts, load_history
@@ -90,15 +92,19 @@ def build_report(
     if history is not None:
         charts = history_charts(*load_history(history))
     parts = ReportParts(graph, title or f"graphnet report: {graph.name}", source, history=charts)
+    step = progress or (lambda what: None)
     if optimize:
         from graphnet.passes.manager import optimize as run_pipeline
 
+        step("optimizing")
         try:
             parts.after, parts.pipeline = run_pipeline(graph, pipeline)
             parts.changes = diff_graphs(graph, parts.after, parts.pipeline)
         except GraphNetError as exc:
             parts.optimize_error = f"{type(exc).__name__}: {exc}"
+    step("running the NumPy runtime")
     parts.activations = compute_activations(graph, inputs, seed=seed, source=input_source)
+    step("drawing")
     html = render_html(parts)
     return Report(html, graph, parts.after, parts.pipeline, parts.changes, parts.activations)
 

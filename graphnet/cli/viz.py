@@ -1,0 +1,56 @@
+"""`graphnet viz MODEL.onnx -o GRAPH.svg [--format svg|dot] [--optimized]`: the graph alone, as
+an SVG drawing (a layered layout, boxes coloured by op family, shapes on the edges) or as DOT text
+for Graphviz (`dot -Tpng`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from graphnet.cli.common import EXIT_OK, check_output, load_graph, write_text
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "draw a model's graph as SVG, or write it as Graphviz DOT text"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, metavar="GRAPH.svg", help='"-": stdout')
+    p.add_argument(
+        "--format",
+        choices=("svg", "dot"),
+        help="default: from the output's extension (.dot, .gv: dot), else svg",
+    )
+    p.add_argument(
+        "--optimized",
+        action="store_true",
+        help="draw the graph after optimize, with what each pass changed marked",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from graphnet.report import graph_dot, graph_svg
+
+    fmt = args.format
+    if fmt is None:
+        fmt = "dot" if os.path.splitext(args.output)[1].lower() in (".dot", ".gv") else "svg"
+    if args.output != "-":
+        check_output(args.output, inputs=[args.model])
+    graph = load_graph(args.model)
+    marks = None
+    if args.optimized:
+        from graphnet.passes.manager import optimize
+        from graphnet.report.changes import diff_graphs
+
+        after, rep = optimize(graph)
+        marks = diff_graphs(graph, after, rep).after
+        graph = after
+    if fmt == "dot":
+        text = graph_dot(graph, marks=marks)
+    else:
+        text = graph_svg(graph, marks=marks)
+    write_text(args.output, text)
+    if args.output != "-":
+        print(f"wrote {args.output}: {len(graph.nodes)} nodes ({fmt})")
+    return EXIT_OK
