@@ -109,9 +109,11 @@ def _changed(before: Graph, after: Graph, a: Node, b: Node) -> bool:
     if len(pa) != len(pb):
         return True
     for x, y in zip(pa, pb, strict=True):
-        if (x is None) != (y is None):
-            return True
-        if x is not None and (x.shape != y.shape or not np.array_equal(x, y, equal_nan=True)):
+        if x is None or y is None:
+            if (x is None) != (y is None):
+                return True
+            continue
+        if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
             return True
     return False
 

@@ -137,7 +137,7 @@ def op_label(graph: Graph, node: Node) -> str:
     fam = op_family(node)
     if fam in ("conv", "pooling") and attrs.get("kernel_shape"):
         label += " " + _dims(attrs["kernel_shape"])
-        strides = attrs.get("strides") or ()
+        strides = tuple(attrs.get("strides") or ())
         if any(int(s) != 1 for s in strides):
             label += " /" + (str(strides[0]) if len(set(strides)) == 1 else _dims(strides))
         if int(attrs.get("group", 1) or 1) != 1:

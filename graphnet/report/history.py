@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from graphnet.errors import InputError
@@ -39,10 +39,10 @@ def _number(v: Any) -> float | None:
 
 
 def load_history(source: str | os.PathLike | Any) -> tuple[list[float], dict[str, list]]:
-    """(x values, {series name: values with None for gaps}) from a path or parsed JSON data.
-    Raises `InputError` naming the file and what is wrong with it."""
+    """(x values, {series name: values with None for gaps}) from a path, parsed JSON data or a
+    `graphnet.train.History`. Raises `InputError` naming the file and what is wrong with it."""
     where = "training history"
-    data = source
+    data = source.to_dict() if hasattr(source, "to_dict") else source  # graphnet.train.History
     if isinstance(source, (str, os.PathLike)):
         where = f"training history '{os.fspath(source)}'"
         try:
@@ -64,7 +64,7 @@ def load_history(source: str | os.PathLike | Any) -> tuple[list[float], dict[str
             raise InputError(f"{where}: expected a list of per-epoch objects or of lists")
         n = max(len(v) for v in lists.values())
         rows = [{k: (v[i] if i < len(v) else None) for k, v in lists.items()} for i in range(n)]
-    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+    elif isinstance(data, list):
         rows = list(data)
         for i, r in enumerate(rows):
             if not isinstance(r, Mapping):

@@ -13,12 +13,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
 from graphnet.ir import Graph, format_shape
 from graphnet.report.activations import Activations
 from graphnet.report.changes import Changes
 from graphnet.report.drawing import FAMILY_COLOURS, SVG_CSS, draw_graph
+
+if TYPE_CHECKING:
+    from graphnet.passes.base import PipelineReport
 
 __all__ = ["ReportParts", "render_html"]
 
@@ -32,7 +36,7 @@ class ReportParts:
     title: str
     source: str = ""
     after: Graph | None = None
-    pipeline: object | None = None  # graphnet.passes.base.PipelineReport
+    pipeline: PipelineReport | None = None
     changes: Changes | None = None
     activations: Activations | None = None
     optimize_error: str | None = None

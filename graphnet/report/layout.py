@@ -263,13 +263,13 @@ def _reduce_crossings(layers: list[list], up: dict, down: dict) -> None:
 def _pav(target: list[float], weight: list[float]) -> list[float]:
     """Weighted isotonic regression: the non-decreasing sequence closest to `target` in weighted
     least squares (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [mean, weight, count]
+    blocks: list[tuple[float, float, int]] = []  # (mean, weight, count)
     for t, w in zip(target, weight, strict=True):
-        blocks.append([t, w, 1])
+        blocks.append((t, w, 1))
         while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
             m2, w2, c2 = blocks.pop()
             m1, w1, c1 = blocks[-1]
-            blocks[-1] = [(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2]
+            blocks[-1] = ((m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2)
     out: list[float] = []
     for m, _, c in blocks:
         out.extend([m] * c)

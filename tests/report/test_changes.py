@@ -3,6 +3,9 @@ concerns, with the pass's words."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from graphnet.ir import Graph
 from graphnet.passes.manager import optimize
 from graphnet.report.changes import _mentions, diff_graphs
 from tests.report.models import inception_graph, resnet_graph, template_graph
@@ -72,3 +75,20 @@ def test_mentions():
     assert _mentions("dropped: bn1.scale, bn1.bias", names) == ["bn1", "bn1"]
     assert _mentions("'a/b.c' output feeds relu.", names) == ["a/b.c", "relu"]
     assert _mentions("bn10 and conv12", names) == []
+
+
+def test_parameters_of_any_dtype_compare():
+    """An int64 shape and a string parameter are compared too (NumPy's NaN-aware comparison
+    raises on strings: it is asked for on float arrays only)."""
+    g = Graph("reshape")
+    g.add_input("x", (2, 3, 4))
+    g.add_param("shape", np.array([2, 12], np.int64))
+    g.add_node("Reshape", ["x", "shape"], name="r")
+    g.add_node("Relu", ["r.out"], name="relu")
+    g.mark_output("relu.out")
+    after, report = optimize(g)
+    ch = diff_graphs(g, after, report)
+    assert ch.before == {} and ch.after == {}
+    for graph in (g, after):
+        graph.set_param("shape", np.array(["2", "12"]))  # not a valid graph: only compared here
+    assert diff_graphs(g, after).before == {}

@@ -46,6 +46,17 @@ def test_per_epoch_forms(data, tmp_path):
     assert titles == ["loss", "accuracy", "other metrics"]
 
 
+def test_an_object_with_to_dict():
+    """graphnet.train.History (and anything else with to_dict) is read through to_dict()."""
+
+    class Hist:
+        def to_dict(self):
+            return {"config": {}, "epochs": EPOCHS[:2], "steps": []}
+
+    xs, series = load_history(Hist())
+    assert xs == [1.0, 2.0] and series["loss"] == [2.0, 1.2]
+
+
 def test_keras_style_lists_and_row_numbers():
     xs, series = load_history({"loss": [3.0, 2.0], "acc": [0.1, 0.2]})
     assert xs == [1.0, 2.0] and series == {"loss": [3.0, 2.0], "acc": [0.1, 0.2]}
