@@ -179,7 +179,8 @@ def _attach(
 
 
 def _badges(out: Changes, b_nodes: dict[str, Node], a_nodes: dict[str, Node]) -> None:
-    """A changed node named on the same line as removed nodes absorbed them: "+BN"."""
+    """A changed node named on the same line as removed nodes absorbed them: "+BN" (a removed
+    node of the same op was merged into it: "merged")."""
     absorbed: dict[str, list[str]] = {}
     for ch in out.lines:
         if ch.declined or len(ch.nodes) > _BADGE_MAX:
@@ -191,11 +192,16 @@ def _badges(out: Changes, b_nodes: dict[str, Node], a_nodes: dict[str, Node]) ->
         for k in kept:
             for g in gone:
                 op = b_nodes[g].op
-                label = _SHORT.get(op, op)
+                # A node merged into its twin (cse) is "merged", not "+Conv".
+                label = "merged" if op == b_nodes[k].op else _SHORT.get(op, op)
+                if len(label) > 8:
+                    label = label[:7] + "\u2026"
                 if label not in absorbed.setdefault(k, []):
                     absorbed[k].append(label)
     for name, labels in absorbed.items():
-        badge = "+" + "+".join(labels[:3]) + ("\u2026" if len(labels) > 3 else "")
+        plus = [lb for lb in labels if lb != "merged"]
+        badge = "+" + "+".join(plus[:3]) + ("\u2026" if len(plus) > 3 else "") if plus else ""
+        badge = " ".join(b for b in (badge, "merged" if "merged" in labels else "") if b)
         for marks in (out.before, out.after):
             if name in marks:
                 marks[name].badge = badge

@@ -92,3 +92,19 @@ def test_parameters_of_any_dtype_compare():
     for graph in (g, after):
         graph.set_param("shape", np.array(["2", "12"]))  # not a valid graph: only compared here
     assert diff_graphs(g, after).before == {}
+
+
+def test_cse_merge_badge():
+    """Two identical Convs reading the same input: cse keeps one, which is badged "merged"."""
+    from graphnet import nn
+
+    net = nn.Network("twins", seed=0)
+    x = net.input("x", (None, 2, 5, 5))
+    conv = nn.Conv(3, 3, padding="same")
+    net.output(nn.add(conv(x), conv(x)), name="y")  # the same layer twice: shared weights
+    graph = net.graph
+    after, report = optimize(graph)
+    ch = diff_graphs(graph, after, report)
+    kept = [k for k, m in ch.after.items() if m.badge]
+    assert len(kept) == 1 and ch.after[kept[0]].badge == "merged"
+    assert sum(m.status == "removed" for m in ch.before.values()) == 1
