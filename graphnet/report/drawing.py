@@ -73,6 +73,7 @@ svg.gn-graph .st-changed rect.box { stroke: #e0a800; stroke-width: 3; }
 svg.gn-graph .st-added rect.box { stroke: #1e9e4a; stroke-width: 3; }
 svg.gn-graph .st-declined rect.box { stroke: #d35400; stroke-dasharray: 2 2; stroke-width: 2.5; }
 svg.gn-graph .hl rect.box { stroke: #ff2d95; stroke-width: 4; }
+svg.gn-graph .edge.hl-edge { stroke: #ff2d95; stroke-width: 2.5; }
 """
 )
 
@@ -268,12 +269,20 @@ def draw_graph(
         out.append(f"<style>{SVG_CSS}</style>")
     arrow = f"{id_prefix}-arrow"
     out.append(
-        f'<defs><marker id="{arrow}" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" '
-        f'markerHeight="7" orient="auto"><path d="M0,0L8,4L0,8z" fill="#8a8f98"/></marker></defs>'
+        # Arrowheads in drawing units: a highlighted (thicker) edge keeps the same head.
+        f'<defs><marker id="{arrow}" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="8" '
+        f'markerHeight="8" markerUnits="userSpaceOnUse" orient="auto">'
+        f'<path d="M0,0L8,4L0,8z" fill="#8a8f98"/></marker></defs>'
     )
+    # Every drawn item has an index (data-k) and every edge names its two ends by index (data-e),
+    # so the page can light up a node's edges and list its neighbours.
+    index = {key: k for k, key in enumerate(boxes)}
     out.append('<g class="edges">')
     for route in layout.edges:
-        out.append(f'<path class="edge" d="{_path(route.points)}" marker-end="url(#{arrow})"/>')
+        out.append(
+            f'<path class="edge" data-e="{index[route.src]} {index[route.dst]}" '
+            f'd="{_path(route.points)}" marker-end="url(#{arrow})"/>'
+        )
     out.append("</g>")
     # One label per value, under the box that produces it (a node's k-th output one line lower),
     # on the side of the start where no edge leaves: right of it unless only edges to the right
@@ -307,7 +316,7 @@ def draw_graph(
         if isinstance(key, tuple):
             kind, name = key
             out.append(
-                f'<g class="io f-io io-{kind}" data-value={quoteattr(name)} '
+                f'<g class="io f-io io-{kind}" data-k="{index[key]}" data-value={quoteattr(name)} '
                 f'transform="translate({b.left:.0f},{b.y:.0f})">'
                 f'<rect class="box" width="{b.w:.0f}" height="{b.h:.0f}" rx="{b.h / 2:.0f}" '
                 f'fill="#fff" stroke="#444"/>'
@@ -326,7 +335,8 @@ def draw_graph(
         cls = f"node f-{fam}" + (f" st-{mark.status}" if mark and mark.status else "")
         title = node_title(graph, n, params_at.get(n.name, 0), node_macs(graph, n), mark)
         out.append(
-            f'<g class="{cls}" data-node={quoteattr(n.name)} data-op="{escape(n.op)}" '
+            f'<g class="{cls}" data-k="{index[n.name]}" data-node={quoteattr(n.name)} '
+            f'data-op="{escape(n.op)}" '
             f'transform="translate({b.left:.0f},{b.y:.0f})">'
             f"<title>{escape(title)}</title>"
             f'<rect class="box" width="{b.w:.0f}" height="{b.h:.0f}" rx="4"{colours}/>'

@@ -16,6 +16,7 @@ import struct
 import pytest
 
 from graphnet.report import build_report
+from graphnet.report.drawing import _layout_inputs
 from tests.report.browser import Chromium, chromium_path
 from tests.report.models import inception_graph, resnet_graph, template_graph
 
@@ -94,6 +95,16 @@ def look_at(browser, shots, graph, name: str, report=None) -> None:
     )
     assert page.evaluate("document.querySelector('#panel h3').textContent") == first
     assert page.evaluate("document.querySelectorAll('#panel img.actmap').length") == 1
+    # ... lights up its edges and lists its neighbours (inputs and readers).
+    _, edges, _ = _layout_inputs(graph)
+    pairs = {(u, v) for u, v, _ in edges}
+    ins = sorted(str(u[1] if isinstance(u, tuple) else u) for u, v in pairs if v == first)
+    outs = sorted(str(v[1] if isinstance(v, tuple) else v) for u, v in pairs if u == first)
+    lit = page.evaluate("document.querySelectorAll('.view[data-view=before] path.hl-edge').length")
+    assert lit == len(ins) + len(outs)
+    listed = page.evaluate("[...document.querySelectorAll('#panel p.nb')].map(p => p.textContent)")
+    assert len(listed) == 2
+    assert all(n in listed[0] for n in ins) and all(n in listed[1] for n in outs)
     # The toggle shows the optimized graph; a report line shows its nodes.
     page.evaluate("document.querySelector('[data-show=after]').click()")
     hidden = page.evaluate(

@@ -139,6 +139,6 @@ def test_densenet_report_size(densenet_report):
     graph, r = densenet_report
     page = check_page(r.html)
     assert page.node_views == {"before": len(graph.nodes), "after": len(r.optimized.nodes)}
-    assert len(r.html.encode()) < 3_500_000, len(r.html)  # measured: 3.0 MB
+    assert len(r.html.encode()) < 3_500_000, len(r.html)  # measured: 3.1 MB
     data = [json.loads(li) for li in re.findall(r"data-nodes='([^']*)'", r.html)]
     assert data  # report lines carry their nodes

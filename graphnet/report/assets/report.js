@@ -167,6 +167,40 @@
   }
   function clearHighlight() {
     document.querySelectorAll("g.hl").forEach(function (g) { g.classList.remove("hl"); });
+    document.querySelectorAll("path.hl-edge").forEach(function (p) { p.classList.remove("hl-edge"); });
+  }
+  // The edges of node g (lit up) and its neighbours: [items feeding it, items it feeds].
+  function neighbours(g) {
+    const svg = g.ownerSVGElement;
+    const k = g.dataset.k;
+    const ins = [], outs = [];
+    svg.querySelectorAll("path.edge").forEach(function (p) {
+      const e = p.dataset.e.split(" ");
+      if (e[0] !== k && e[1] !== k) return;
+      p.classList.add("hl-edge");
+      const other = svg.querySelector('[data-k="' + (e[0] === k ? e[1] : e[0]) + '"]');
+      if (other) (e[1] === k ? ins : outs).push(other);
+    });
+    return [ins, outs];
+  }
+  function neighbourList(label, items) {
+    const p = document.createElement("p");
+    p.className = "nb";
+    p.appendChild(document.createTextNode(label + ": "));
+    if (!items.length) p.appendChild(document.createTextNode("none"));
+    items.forEach(function (it, i) {
+      if (i) p.appendChild(document.createTextNode(", "));
+      if (it.classList.contains("node")) {
+        const a = document.createElement("a");
+        a.href = "#graph";
+        a.textContent = it.dataset.node + " (" + it.dataset.op + ")";
+        a.addEventListener("click", function (e) { e.preventDefault(); select(it, true); });
+        p.appendChild(a);
+      } else {
+        p.appendChild(document.createTextNode((it.classList.contains("io-in") ? "input " : "output ") + it.dataset.value));
+      }
+    });
+    return p;
   }
   function select(g, center) {
     clearHighlight();
@@ -180,6 +214,9 @@
     panel.innerHTML = html;
     panel.querySelector("h3").textContent = name;
     panel.querySelector("pre").textContent = title ? title.textContent : "";
+    const nb = neighbours(g);
+    panel.appendChild(neighbourList("from", nb[0]));
+    panel.appendChild(neighbourList("to", nb[1]));
     const status = ["removed", "changed", "added", "declined"].filter(function (s) {
       return g.classList.contains("st-" + s);
     });
