@@ -188,14 +188,18 @@ class Chromium:
         if nav.get("errorText"):
             raise BrowserError(f"cannot load {url}: {nav['errorText']}")
         self.wait_event("Page.loadEventFired", session=session)
-        return Page(self, session, url)
+        return Page(self, session, url, target)
 
 
 class Page:
     """A loaded tab: evaluate expressions, collect errors, take screenshots."""
 
-    def __init__(self, browser: Chromium, session: str, url: str) -> None:
-        self.browser, self.session, self.url = browser, session, url
+    def __init__(self, browser: Chromium, session: str, url: str, target: str) -> None:
+        self.browser, self.session, self.url, self.target = browser, session, url, target
+
+    def close(self) -> None:
+        """Close the tab."""
+        self.browser.send("Target.closeTarget", {"targetId": self.target})
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression (awaited if it is a promise); a thrown error

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+from urllib.parse import quote
 
 import pytest
 
@@ -123,9 +124,17 @@ def look_at(browser, shots, graph, name: str, report=None) -> None:
     page.evaluate("document.querySelector('.passes li.did').click()")
     assert page.evaluate("document.querySelectorAll('g.node.hl').length") >= 1
     assert page.errors == []
+    # A link can open the page on a node of either view.
+    last = report.optimized.nodes[-1].name
+    linked = browser.open(f"{path.as_uri()}#after:node={quote(last)}", width=WIDTH, height=HEIGHT)
+    assert linked.evaluate("document.querySelector('#panel h3').textContent") == last
+    assert linked.evaluate("document.querySelector('.view[data-view=after]').className") == "view"
+    assert linked.errors == []
+    linked.close()
     png = page.screenshot(str(shots / f"{name}.png"))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", png[16:24]) == (WIDTH, HEIGHT)
+    page.close()
     print(f"screenshot: {shots / (name + '.png')}")
 
 

@@ -332,5 +332,8 @@
 
   window.addEventListener("resize", function () { if (V().box) setBox(V(), V().box.x, V().box.y, V().box.s); });
   show(current);
+  // A link can open the page on a node: report.html#node=conv2 (or #after:node=conv2).
+  const deep = /^#(?:(before|after):)?node=(.+)$/.exec(window.location.hash);
+  if (deep) focusNode(deep[1] || "before", decodeURIComponent(deep[2]));
   window.graphnetReport = { ready: true, views: Object.keys(views), focus: focusNode, show: show };
 })();
