@@ -87,7 +87,7 @@ class Chromium:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=child_fds,  # noqa: PLW1509 (single-threaded here: the test process)
+            preexec_fn=child_fds,  # safe here: the test process starts it from one thread
             close_fds=False,
         )
         os.close(cmd_r)
