@@ -23,7 +23,8 @@ import numpy as np
 
 from graphnet.errors import GraphNetError
 from graphnet.ir import Graph
-from graphnet.report.drawing import Mark, draw_graph, graph_dot, graph_svg
+from graphnet.report.dot import graph_dot
+from graphnet.report.drawing import Mark, draw_graph, graph_svg
 from graphnet.report.layout import Layout, layered_layout
 
 __all__ = [

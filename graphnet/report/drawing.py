@@ -1,4 +1,5 @@
-"""The graph as a picture: an SVG of the layered layout, and DOT text for Graphviz users.
+"""The graph as a picture: an SVG of the layered layout (DOT text for Graphviz users is in
+`graphnet.report.dot`).
 
 Every node of the graph is one `<g class="node">` (so a test, or a script, counts the drawn nodes
 with one selector), coloured by its op family (the `family` of its entry in the op table), with
@@ -29,9 +30,9 @@ __all__ = [
     "FAMILY_COLOURS",
     "draw_graph",
     "graph_svg",
-    "graph_dot",
     "op_label",
     "op_family",
+    "io_label",
     "SVG_CSS",
 ]
 
@@ -162,7 +163,8 @@ def _short_name(name: str) -> str:
     return name if len(name) <= _NAME_MAX else name[: _NAME_MAX - 1] + "\u2026"
 
 
-def _io_label(graph: Graph, name: str) -> str:
+def io_label(graph: Graph, name: str) -> str:
+    """The text of a graph input's or output's pill: its name and shape."""
     v = graph.values.get(name)
     return f"{name} {format_shape(v.shape) if v is not None else '?'}"
 
@@ -201,11 +203,11 @@ def _layout_inputs(graph: Graph):
     floating nodes (those that no graph input reaches)."""
     sizes: dict = {}
     for i in graph.inputs:
-        sizes[("in", i)] = (max(60.0, len(_io_label(graph, i)) * 6.2 + 16), _IO_H)
+        sizes[("in", i)] = (max(60.0, len(io_label(graph, i)) * 6.2 + 16), _IO_H)
     for n in graph.nodes:
         sizes[n.name] = _node_size(graph, n)
     for o in graph.outputs:
-        sizes[("out", o)] = (max(60.0, len(_io_label(graph, o)) * 6.2 + 16), _IO_H)
+        sizes[("out", o)] = (max(60.0, len(io_label(graph, o)) * 6.2 + 16), _IO_H)
     source: dict[str, object] = {("in", i)[1]: ("in", i) for i in graph.inputs}
     edges: list[tuple[object, object, str]] = []
     reached = set(graph.inputs)
@@ -321,7 +323,7 @@ def draw_graph(
                 f'<rect class="box" width="{b.w:.0f}" height="{b.h:.0f}" rx="{b.h / 2:.0f}" '
                 f'fill="#fff" stroke="#444"/>'
                 f'<text x="{b.w / 2:g}" y="{b.h / 2 + 4:g}">'
-                f"{escape(_io_label(graph, name))}</text></g>"
+                f"{escape(io_label(graph, name))}</text></g>"
             )
     params_at = _params_per_node(graph)
     for n in graph.nodes:
@@ -373,64 +375,3 @@ def _params_per_node(graph: Graph) -> dict[str, int]:
 def graph_svg(graph: Graph, *, marks: Mapping[str, Mark] | None = None) -> str:
     """A standalone SVG document of the graph (`graphnet viz`)."""
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + draw_graph(graph, marks=marks).svg + "\n"
-
-
-def _dot_id(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-_STATUS_DOT = {
-    "removed": 'color="#c0392b", style="rounded,filled,dashed", penwidth=2',
-    "changed": 'color="#e0a800", penwidth=3',
-    "added": 'color="#1e9e4a", penwidth=3',
-    "declined": 'color="#d35400", style="rounded,filled,dotted", penwidth=2.5',
-}
-
-
-def graph_dot(graph: Graph, *, marks: Mapping[str, Mark] | None = None) -> str:
-    """The graph as Graphviz DOT text (`graphnet viz --format dot`): boxes filled by op family,
-    edges labelled with shapes, `marks` as outlines (and badges in the label); render it with
-    `dot -Tsvg` where Graphviz is installed."""
-    marks = marks or {}
-    lines = [
-        f"digraph {_dot_id(graph.name)} {{",
-        "  rankdir=TB;",
-        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
-        '  edge [fontname="Helvetica", fontsize=8, color="#8a8f98"];',
-    ]
-    source: dict[str, str] = {}
-    for i in graph.inputs:
-        key = f"in:{i}"
-        source[i] = key
-        lines.append(
-            f"  {_dot_id(key)} [label={_dot_id(_io_label(graph, i))}, shape=oval, "
-            'fillcolor="#ffffff"];'
-        )
-    for n in graph.nodes:
-        stroke, fill = FAMILY_COLOURS.get(op_family(n), FAMILY_COLOURS["math"])
-        mark = marks.get(n.name)
-        label = f"{op_label(graph, n)}\n{n.name}"
-        style = f'color="{stroke}"'
-        if mark is not None:
-            label += f"\n{mark.badge}" if mark.badge else ""
-            style = _STATUS_DOT.get(mark.status, style)
-        lines.append(f'  {_dot_id(n.name)} [label={_dot_id(label)}, {style}, fillcolor="{fill}"];')
-        for i in dict.fromkeys(i for i in n.inputs if i):
-            if i in source:
-                v = graph.values.get(i)
-                shape = format_shape(v.shape) if v is not None else "?"
-                lines.append(
-                    f"  {_dot_id(source[i])} -> {_dot_id(n.name)} [label={_dot_id(shape)}];"
-                )
-        for o in n.outputs:
-            source[o] = n.name
-    for o in graph.outputs:
-        key = f"out:{o}"
-        lines.append(
-            f"  {_dot_id(key)} [label={_dot_id(_io_label(graph, o))}, shape=oval, "
-            'fillcolor="#ffffff"];'
-        )
-        if o in source:
-            lines.append(f"  {_dot_id(source[o])} -> {_dot_id(key)};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
