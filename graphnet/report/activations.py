@@ -107,6 +107,7 @@ def compute_activations(
         result.source = source or f"seeded random input (seed {seed}, standard normal)"
     else:
         result.source = source or "the given input"
+        feeds = _first_item(graph, feeds)
     values: Mapping[str, np.ndarray] = {}
     if result.error is None:
         try:
@@ -143,6 +144,20 @@ def compute_activations(
             if v is not None:
                 result.visuals.append(v)
     return result
+
+
+def _first_item(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Only the first batch item is pictured: where an input's batch dim is dynamic, run on that
+    item alone (at inference each item is computed independently, so its values are the same,
+    and keeping every intermediate value of a batch of 64 would take 64 times the memory)."""
+    out = {}
+    for name, arr in feeds.items():
+        a = np.asarray(arr)
+        v = graph.values.get(name)
+        shape = v.shape if v is not None and v.shape else ()
+        dynamic = len(shape) == a.ndim > 0 and not isinstance(shape[0], int)
+        out[name] = a[:1] if dynamic and a.shape[0] > 1 else a
+    return out
 
 
 def _spatial(a: np.ndarray) -> int:
