@@ -10,7 +10,15 @@ import os
 
 import numpy as np
 
-from graphnet.cli.common import CHECK_ATOL, CHECK_RTOL, EXIT_DIFF, EXIT_OK, CliError, ort_outputs
+from graphnet.cli.common import (
+    CHECK_ATOL,
+    CHECK_RTOL,
+    EXIT_DIFF,
+    EXIT_OK,
+    CliError,
+    check_output,
+    ort_outputs,
+)
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -29,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=46,
         metavar="N",
         help="steps of the short BatchNorm training experiment on the digits (0: skip it)",
+    )
+    p.add_argument(
+        "--report",
+        metavar="DEMO.html",
+        help="also write the HTML report: the graph before/after optimize, its activations",
     )
 
 
@@ -52,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--batch must be >= 1, got {batch}")
     if args.save and os.path.exists(args.save) and not os.path.isdir(args.save):
         raise CliError(f"--save {args.save} is a file, not a folder")
+    if args.report:
+        check_output(args.report, flag="--report")
     net = template(
         n=2,
         m=2,
@@ -112,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     ok = _demo_optimize(graph, x, ours, args.save) and ok
     if args.train_steps > 0:
         ok = _demo_train(args.train_steps, seed) and ok
+    _demo_report(graph, x, args.report)
     return EXIT_OK if ok else EXIT_DIFF
 
 
@@ -129,6 +145,30 @@ def _demo_train(steps: int, seed: int) -> bool:
     ok = found.same_class == found.total
     print(f"the trained BN network: {found}  {'OK' if ok else 'MISMATCH'}")
     return ok
+
+
+def _demo_report(graph, x: np.ndarray, path: str | None) -> None:
+    """The HTML report of the template (or, without --report, how to get one)."""
+    if not path:
+        print(
+            "\npictures: graphnet demo --report demo.html writes an HTML report of this network "
+            "(graphnet report MODEL.onnx: of any model)"
+        )
+        return
+    from graphnet.report import build_report
+
+    report = build_report(
+        graph,
+        inputs={"input": x[:1]},
+        title="graphnet demo: the lecture's template CNN",
+        source="graphnet demo",
+        input_source="the demo's input (example 0)",
+    )
+    report.write(path)
+    print(
+        f"\nreport: wrote {path} ({len(report.html.encode()) / 1e6:.1f} MB; open it in a browser): "
+        "the graph before and after optimize, the per-layer table, every layer's activations"
+    )
 
 
 def _demo_optimize(graph, x: np.ndarray, reference: np.ndarray, save_dir: str | None) -> bool:

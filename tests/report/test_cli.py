@@ -102,3 +102,19 @@ def test_viz_command(model, tmp_path, capsys):
     assert out.startswith("digraph") and "+BN" in out
     code = main(["viz", str(path), "-o", str(path)])
     assert code == 2 and "refusing to overwrite an input" in capsys.readouterr().err
+
+
+def test_demo_report(tmp_path, capsys):
+    out = tmp_path / "demo.html"
+    assert main(["demo", "--report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"report: wrote {out}" in text
+    html = out.read_text("utf-8")
+    page = check_page(html)
+    assert page.node_views == {"before": 20, "after": 15}  # the template, then optimized
+    assert "on the demo's input (example 0)" in html
+    # Without --report the demo says how to get one; a bad --report is refused before any work.
+    assert main(["demo", "--batch", "1"]) == 0
+    assert "graphnet demo --report demo.html" in capsys.readouterr().out
+    assert main(["demo", "--report", str(tmp_path / "no" / "d.html")]) == 2
+    assert "does not exist" in capsys.readouterr().err
