@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,11 @@ from graphnet.ir import Graph
 from graphnet.report.dot import graph_dot
 from graphnet.report.drawing import Mark, draw_graph, graph_svg
 from graphnet.report.layout import Layout, layered_layout
+
+if TYPE_CHECKING:
+    from graphnet.passes.base import PipelineReport
+    from graphnet.report.activations import Activations
+    from graphnet.report.changes import Changes
 
 __all__ = [
     "Report",
@@ -47,9 +52,9 @@ class Report:
     html: str
     graph: Graph
     optimized: Graph | None
-    pipeline: Any  # graphnet.passes.base.PipelineReport, or None
-    changes: Any  # graphnet.report.changes.Changes, or None
-    activations: Any  # graphnet.report.activations.Activations
+    pipeline: PipelineReport | None
+    changes: Changes | None
+    activations: Activations
 
     def write(self, path: str | os.PathLike) -> None:
         """Write the page atomically (a failure leaves no half-written file)."""
