@@ -41,13 +41,15 @@ _SHORT = {
 
 @dataclass
 class Change:
-    """One report line: the pass that wrote it, the text, whether it is a decline, and the node
-    names it mentions (those of either graph)."""
+    """One report line: the pass that wrote it (and that pass's position in the pipeline: a pass
+    may run twice), the text, whether it is a decline, and the node names it mentions (those of
+    either graph)."""
 
     pass_name: str
     text: str
     declined: bool
     nodes: list[str] = field(default_factory=list)
+    pass_index: int = 0
 
 
 @dataclass
@@ -134,13 +136,13 @@ def diff_graphs(before: Graph, after: Graph, report=None) -> Changes:
         if name not in b_nodes:
             out.after[name] = Mark("added")
     names = set(b_nodes) | set(a_nodes)
-    for p in getattr(report, "passes", []) or []:
+    for k, p in enumerate(getattr(report, "passes", []) or []):
         for line in p.lines:
             declined = line.startswith(p.DECLINED)
             text = line[len(p.DECLINED) :] if declined else line
             mentions = _mentions(text, names)
             mentioned = list(dict.fromkeys(mentions))
-            out.lines.append(Change(p.name, text, declined, mentioned))
+            out.lines.append(Change(p.name, text, declined, mentioned, k))
             if len(mentions) <= _BULK:
                 _attach(out, p.name, text, declined, mentioned, b_nodes, a_nodes)
     _badges(out, b_nodes, a_nodes)

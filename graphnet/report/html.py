@@ -138,10 +138,8 @@ def _optimize_section(parts: ReportParts) -> str:
             "change (marked on the drawing).</p>"
         )
     lines_by_pass: dict[int, list] = {}
-    if ch is not None:
-        it = iter(ch.lines)
-        for k, p in enumerate(rep.passes):
-            lines_by_pass[k] = [next(it) for _ in p.lines]
+    for line in ch.lines if ch is not None else []:
+        lines_by_pass.setdefault(line.pass_index, []).append(line)
     out.append('<div class="passes">')
     for k, p in enumerate(rep.passes):
         summary = escape(p.summary())
