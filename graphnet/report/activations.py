@@ -205,7 +205,7 @@ def _maps_visual(name: str, op: str, out: np.ndarray, per_layer: int) -> Visual:
     small = downsample(x[:k], side)
     grey, alpha, cols, lo, hi = mosaic(small)
     sh, sw = small.shape[1:]
-    what = f"{k} of {c} channels" if k < c else f"all {c} channels"
+    what = f"{k} of {c} channels" if k < c else "1 channel" if c == 1 else f"all {c} channels"
     size = f"{h}\u00d7{w}" + (f" shown at {sh}\u00d7{sw}" if (sh, sw) != (h, w) else "")
     shape = format_shape(out.shape)
     if hi <= lo:
@@ -219,8 +219,8 @@ def _maps_visual(name: str, op: str, out: np.ndarray, per_layer: int) -> Visual:
     black, white = _distinct(lo, hi)
     caption = f"{shape}: {what}, {size}; black {black}, white {white}"
     # Small pictures are scaled up (pixelated, by a whole factor) to about 200 px across, so a
-    # 7x7 map is visible.
-    zoom = max(1, min(6, round(200 / grey.shape[1])))
+    # 7x7 map or an 8x8 digit is visible.
+    zoom = max(1, min(12, round(200 / grey.shape[1])))
     img = (
         f'<img class="actmap" alt="{escape(name)} activations" width="{grey.shape[1] * zoom}" '
         f'height="{grey.shape[0] * zoom}" src="{data_uri(png_bytes(grey, alpha))}">'
