@@ -166,7 +166,7 @@ def _demo_report(graph, x: np.ndarray, path: str | None) -> None:
     )
     report.write(path)
     print(
-        f"\nreport: wrote {path} ({len(report.html.encode()) / 1e6:.1f} MB; open it in a browser): "
+        f"\nreport: wrote {path} ({report.size}; open it in a browser): "
         "the graph before and after optimize, the per-layer table, every layer's activations"
     )
 

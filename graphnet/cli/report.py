@@ -79,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
         step("writing")
         report.write(out)
     after = f", {len(report.optimized.nodes)} after optimize" if report.optimized else ""
-    size = len(report.html.encode())
-    print(f"wrote {out} ({size / 1e6:.1f} MB): {len(graph.nodes)} nodes{after}")
+    print(f"wrote {out} ({report.size}): {len(graph.nodes)} nodes{after}")
     if report.activations.error:
         print(f"note: no activations: {report.activations.error}")
     return EXIT_OK

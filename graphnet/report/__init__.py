@@ -56,6 +56,12 @@ class Report:
     changes: Changes | None
     activations: Activations
 
+    @property
+    def size(self) -> str:
+        """The page's size for people: "85 KB", "3.1 MB"."""
+        n = len(self.html.encode("utf-8"))
+        return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{max(1, round(n / 1e3))} KB"
+
     def write(self, path: str | os.PathLike) -> None:
         """Write the page atomically (a failure leaves no half-written file)."""
         from graphnet.onnx_io.export import atomic_write
