@@ -210,8 +210,7 @@
     const name = g.dataset.node;
     const title = g.querySelector("title");
     const other = current === "before" ? "after" : "before";
-    let html = "<h3></h3><pre></pre>";
-    panel.innerHTML = html;
+    panel.innerHTML = "<h3></h3><pre></pre>";  // filled with textContent: names are not markup
     panel.querySelector("h3").textContent = name;
     panel.querySelector("pre").textContent = title ? title.textContent : "";
     const nb = neighbours(g);
@@ -284,8 +283,8 @@
   }
   const fit = document.getElementById("fit");
   if (fit) fit.addEventListener("click", function () { fitAll(V()); });
-  const top = document.getElementById("fitwidth");
-  if (top) top.addEventListener("click", function () { fitWidth(V()); });
+  const fitW = document.getElementById("fitwidth");
+  if (fitW) fitW.addEventListener("click", function () { fitWidth(V()); });
 
   // ---------------------------------------------------------------- report lines and tables
   document.querySelectorAll(".passes li[data-nodes]").forEach(function (li) {
@@ -311,7 +310,7 @@
       document.getElementById("graph").scrollIntoView();
     });
   });
-  document.querySelectorAll("table.sortable th").forEach(function (th, col) {
+  document.querySelectorAll("table.sortable th").forEach(function (th) {
     th.addEventListener("click", function () {
       const table = th.closest("table");
       const body = table.tBodies[0];
@@ -326,7 +325,6 @@
         return (x < y ? -1 : x > y ? 1 : 0) * dir;
       });
       rows.forEach(function (r) { body.appendChild(r); });
-      void col;
     });
   });
 
