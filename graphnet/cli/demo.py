@@ -125,13 +125,15 @@ def run(args: argparse.Namespace) -> int:
         os.makedirs(args.save, exist_ok=True)
         write_model(model, os.path.join(args.save, "lecture_template.onnx"))
     ok = _demo_optimize(graph, x, ours, args.save) and ok
+    trained = None
     if args.train_steps > 0:
-        ok = _demo_train(args.train_steps, seed) and ok
-    _demo_report(graph, x, args.report)
+        trained_ok, trained = _demo_train(args.train_steps, seed)
+        ok = trained_ok and ok
+    _demo_report(graph, x, trained, args.report)
     return EXIT_OK if ok else EXIT_DIFF
 
 
-def _demo_train(steps: int, seed: int) -> bool:
+def _demo_train(steps: int, seed: int) -> tuple[bool, tuple]:
     """Ioffe and Szegedy's BatchNorm result in miniature (benchmarks/bn_dropout.py is the full one),
     then the trained BN network optimized and checked on onnxruntime."""
     from graphnet.train.experiment import deploy_check, short_demo
@@ -144,11 +146,13 @@ def _demo_train(steps: int, seed: int) -> bool:
     found = deploy_check(graph, data.x_test)
     ok = found.same_class == found.total
     print(f"the trained BN network: {found}  {'OK' if ok else 'MISMATCH'}")
-    return ok
+    return ok, (graph, data)
 
 
-def _demo_report(graph, x: np.ndarray, path: str | None) -> None:
-    """The HTML report of the template (or, without --report, how to get one)."""
+def _demo_report(graph, x: np.ndarray, trained: tuple | None, path: str | None) -> None:
+    """The HTML report (or, without --report, how to get one): of the network trained on the
+    digits, on a real test digit, when the training step ran; else of the template on the demo's
+    input."""
     if not path:
         print(
             "\npictures: graphnet demo --report demo.html writes an HTML report of this network "
@@ -157,13 +161,23 @@ def _demo_report(graph, x: np.ndarray, path: str | None) -> None:
         return
     from graphnet.report import build_report
 
-    report = build_report(
-        graph,
-        inputs={"input": x[:1]},
-        title="graphnet demo: the lecture's template CNN",
-        source="graphnet demo",
-        input_source="the demo's input (example 0)",
-    )
+    if trained is not None:
+        net, data = trained
+        report = build_report(
+            net,
+            inputs={net.inputs[0]: data.x_test[:1]},
+            title="graphnet demo: the template trained on the digits",
+            source="graphnet demo",
+            input_source=f"the first test digit (a {int(data.y_test[0])})",
+        )
+    else:
+        report = build_report(
+            graph,
+            inputs={"input": x[:1]},
+            title="graphnet demo: the lecture's template CNN",
+            source="graphnet demo",
+            input_source="the demo's input (example 0)",
+        )
     report.write(path)
     print(
         f"\nreport: wrote {path} ({report.size}; open it in a browser): "

@@ -105,16 +105,20 @@ def test_viz_command(model, tmp_path, capsys):
 
 
 def test_demo_report(tmp_path, capsys):
+    """With its training step, the demo reports the network trained on the digits, on a real
+    test digit; without it, the template on the demo's input."""
     out = tmp_path / "demo.html"
     assert main(["demo", "--report", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert f"report: wrote {out}" in text
+    assert f"report: wrote {out}" in capsys.readouterr().out
     html = out.read_text("utf-8")
     page = check_page(html)
     assert page.node_views == {"before": 20, "after": 15}  # the template, then optimized
-    assert "on the demo's input (example 0)" in html
+    assert "trained on the digits" in html and "on the first test digit (a " in html
+    assert main(["demo", "--train-steps", "0", "--report", str(out)]) == 0
+    assert "on the demo's input (example 0)" in out.read_text("utf-8")
     # Without --report the demo says how to get one; a bad --report is refused before any work.
-    assert main(["demo", "--batch", "1"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--train-steps", "0", "--batch", "1"]) == 0
     assert "graphnet demo --report demo.html" in capsys.readouterr().out
     assert main(["demo", "--report", str(tmp_path / "no" / "d.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
