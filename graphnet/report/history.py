@@ -97,12 +97,15 @@ def history_charts(xs: list[float], series: Mapping[str, list]) -> list[str]:
         low = name.lower()
         key = "loss" if "loss" in low else "accuracy" if "acc" in low else "other"
         groups[key][name] = vals
+    only_lr = bool(groups["other"]) and all(
+        k.lower() in ("lr", "learning_rate") for k in groups["other"]
+    )
     return [
         line_chart_svg(xs, g, title=title)
         for title, g in (
             ("loss", groups["loss"]),
             ("accuracy", groups["accuracy"]),
-            ("other metrics", groups["other"]),
+            ("learning rate" if only_lr else "other metrics", groups["other"]),
         )
         if g
     ]

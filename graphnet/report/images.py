@@ -170,13 +170,15 @@ def probability_bars_svg(probs: np.ndarray, *, top: int = 10, width: int = 320) 
     return "".join(parts)
 
 
-def _ticks(lo: float, hi: float, n: int = 4) -> list[float]:
-    """About `n` round tick values covering [lo, hi]."""
+def _ticks(lo: float, hi: float, n: int = 4, *, whole: bool = False) -> list[float]:
+    """About `n` round tick values covering [lo, hi] (`whole`: steps of at least 1)."""
     if hi <= lo:
         return [lo]
     raw = (hi - lo) / n
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    if whole:
+        step = max(1.0, round(step))
     start = math.ceil(lo / step) * step
     out = []
     t = start
@@ -198,9 +200,10 @@ def line_chart_svg(
     width: int = 420,
     height: int = 220,
 ) -> str:
-    """Series against `x` on one chart with axes, round ticks and a legend (missing points, None,
-    break a line)."""
-    left, right, top, bottom = 48, 12, 24, 34
+    """Series against `x` on one chart with axes, round ticks and a legend above the plot
+    (missing points, None, break a line). Whole-number x values (epochs) get whole-number ticks;
+    a constant series sits mid-height in a range of half its value either side."""
+    left, right, top, bottom = 48, 12, 24 + 13 * ((len(series) + 2) // 3), 34
     pw, ph = width - left - right, height - top - bottom
     xs = [float(v) for v in x]
     ys = [float(v) for s in series.values() for v in s if v is not None and math.isfinite(v)]
@@ -209,7 +212,9 @@ def line_chart_svg(
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
     if y1 == y0:
-        y0, y1 = y0 - 0.5, y1 + 0.5
+        half = abs(y0) / 2 or 0.5
+        y0, y1 = y0 - half, y1 + half
+    whole = all(v == int(v) for v in xs)
 
     def sx(v: float) -> float:
         return left + (v - x0) / (x1 - x0) * pw
@@ -229,7 +234,7 @@ def line_chart_svg(
             f'stroke="#eee"/><text x="{left - 4}" y="{sy(t) + 3:.1f}" '
             f'text-anchor="end">{_fmt(t)}</text>'
         )
-    for t in _ticks(x0, x1):
+    for t in _ticks(x0, x1, whole=whole):
         parts.append(
             f'<text x="{sx(t):.1f}" y="{top + ph + 13}" text-anchor="middle">{_fmt(t)}</text>'
         )
@@ -253,10 +258,11 @@ def line_chart_svg(
                         f'<circle cx="{sx(xv):.1f}" cy="{sy(float(yv)):.1f}" r="2.2" '
                         f'fill="{colour}"/>'
                     )
-        ly = top + 12 + 13 * k
+        # The legend: three entries per row between the title and the plot.
+        lx, ly = left + (k % 3) * (pw // 3), 30 + 13 * (k // 3)
         parts.append(
-            f'<rect x="{left + pw - 110}" y="{ly - 8}" width="10" height="3" fill="{colour}"/>'
-            f'<text x="{left + pw - 96}" y="{ly - 4}">{escape(name)}</text>'
+            f'<rect x="{lx}" y="{ly - 5}" width="10" height="3" fill="{colour}"/>'
+            f'<text x="{lx + 14}" y="{ly}">{escape(name)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)

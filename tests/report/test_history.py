@@ -43,7 +43,7 @@ def test_per_epoch_forms(data, tmp_path):
     assert series["val_loss"] == [2.2, 1.4, None]  # missing in epoch 3
     charts = [ET.fromstring(c) for c in history_charts(xs, series)]
     titles = [c.find("{http://www.w3.org/2000/svg}text").text for c in charts]
-    assert titles == ["loss", "accuracy", "other metrics"]
+    assert titles == ["loss", "accuracy", "learning rate"]
 
 
 def test_an_object_with_to_dict():
@@ -84,3 +84,21 @@ def test_unreadable_files_name_the_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(InputError, match="bad.json' is not valid JSON"):
         load_history(str(bad))
+
+
+def test_the_trainers_history_file(tmp_path):
+    """What graphnet's training loop writes (fit(history=PATH)) is read as it is, and so is the
+    History object it returns."""
+    from graphnet import nn, train
+    from graphnet.data import digits
+
+    data = digits()
+    small = (data.x[:128], data.y[:128])
+    graph = nn.template(channels=(4, 8), hidden=(16,)).build((None, 1, 8, 8))
+    path = tmp_path / "h.json"
+    hist = train.fit(graph, small, epochs=2, history=str(path), progress=False)
+    xs, series = load_history(str(path))
+    assert xs == [1.0, 2.0]
+    assert series["loss"] == pytest.approx(hist.column("loss"))
+    assert "steps" not in series and "seconds" not in series
+    assert load_history(hist) == (xs, series)

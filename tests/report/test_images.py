@@ -111,3 +111,12 @@ def test_line_chart_svg():
     assert len(paths) == 2
     assert paths[0].get("d").count("L") == 1  # the gap (None) ends the first line
     assert paths[1].get("d").count("L") == 2
+
+
+def test_chart_ticks_and_legend():
+    root = ET.fromstring(line_chart_svg([1, 2, 3], {"lr": [0.05, 0.05, 0.05]}, title="lr"))
+    texts = [t.text for t in root.findall(f"{SVG}text")]
+    # Epochs are whole numbers: no 1.5 tick; the constant series gets a range around it.
+    assert "1.5" not in texts and {"1", "2", "3"} <= set(texts)
+    ticks = [float(t) for t in texts if t not in ("lr", "epoch", "1", "2", "3")]
+    assert min(ticks) < 0.05 < max(ticks) and "lr" in texts
