@@ -174,7 +174,7 @@ def _demo_report(graph, x: np.ndarray, trained: tuple | None, path: str | None) 
         report = build_report(
             graph,
             inputs={"input": x[:1]},
-            title="graphnet demo: the lecture's template CNN",
+            title="graphnet demo: the template CNN",
             source="graphnet demo",
             input_source="the demo's input (example 0)",
         )

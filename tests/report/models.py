@@ -1,4 +1,4 @@
-"""Small graphs the report tests draw: the lecture's template, a ResNet-style and an
+"""Small graphs the report tests draw: the template CNN (docs/formulas.md), a ResNet-style and an
 Inception-style network (built with the DSL; BatchNorm statistics made non-trivial, so that the
 folded parameters and the statistics charts differ from the identity), and the onnx package's
 light DenseNet-121."""
@@ -30,7 +30,7 @@ def randomize_bn(graph: Graph, seed: int = 0) -> Graph:
 
 
 def template_graph() -> Graph:
-    """The lecture's template on 1x28x28 inputs (conv-BN-ReLU x2, pool, twice; dropout, FC)."""
+    """The template CNN on 1x28x28 inputs (conv-BN-ReLU x2, pool, twice; dropout, FC)."""
     return randomize_bn(nn.template().build((None, 1, 28, 28)))
 
 
