@@ -71,6 +71,7 @@ class Chromium:
 
     def __enter__(self) -> Chromium:
         self._profile = tempfile.mkdtemp(prefix="graphnet-chromium-")
+        self._log = tempfile.TemporaryFile()
         cmd_r, self._cmd_w = os.pipe()  # we write commands, Chromium reads fd 3
         self._resp_r, resp_w = os.pipe()  # Chromium writes fd 4, we read
 
@@ -86,7 +87,9 @@ class Chromium:
             [self.executable, *FLAGS, f"--user-data-dir={self._profile}", "about:blank"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe: Chromium logs freely (D-Bus warnings...) and a pipe nobody
+            # reads would block it once its buffer filled.
+            stderr=self._log,
             preexec_fn=child_fds,  # safe here: the test process starts it from one thread
             close_fds=False,
         )
@@ -109,8 +112,7 @@ class Chromium:
                 os.close(fd)
             except OSError:
                 pass
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        self._log.close()
         shutil.rmtree(self._profile, ignore_errors=True)
 
     # ------------------------------------------------------------------ protocol
@@ -118,21 +120,27 @@ class Chromium:
         while b"\0" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BrowserError("timed out waiting for chromium")
+                raise BrowserError(
+                    f"timed out waiting for chromium; its log ends: {self.log_tail()}"
+                )
             ready, _, _ = select.select([self._resp_r], [], [], left)
             if not ready:
                 continue
             chunk = os.read(self._resp_r, 1 << 20)
             if not chunk:
-                err = (
-                    self.proc.stderr.read().decode(errors="replace")[-2000:]
-                    if (self.proc.poll() is not None and self.proc.stderr)
-                    else ""
+                raise BrowserError(
+                    f"chromium closed the pipe (exit {self.proc.poll()}): {self.log_tail()}"
                 )
-                raise BrowserError(f"chromium closed the pipe (exit {self.proc.poll()}): {err}")
             self._buffer += chunk
         msg, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(msg)
+
+    def log_tail(self, size: int = 2000) -> str:
+        """The end of what Chromium wrote to stderr."""
+        self._log.seek(0, os.SEEK_END)
+        end = self._log.tell()
+        self._log.seek(max(0, end - size))
+        return self._log.read().decode(errors="replace")
 
     def send(
         self,
