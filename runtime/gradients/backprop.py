@@ -24,6 +24,7 @@ import numpy as np
 from graphnet import ops
 from graphnet.errors import GraphNetError, KernelError, ShapeError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
+from graphnet.runtime.fast.threads import blas_single_threaded
 from graphnet.runtime.gradients import Gradient, get_gradient, has_gradient
 from graphnet.runtime.kernels import Kernel, get_kernel
 
@@ -54,6 +55,7 @@ class Tape:
     values: dict[str, np.ndarray]
     results: list[tuple] = field(default_factory=list)
     training: bool = True
+    records: dict[str, Any] = field(default_factory=dict)  # node -> what a fast step kept
 
 
 def _differentiable_slots(node: Node) -> list[int]:
@@ -188,6 +190,24 @@ class Backprop:
         unknown = [w for w in wrt if w not in tape.values and w not in self.graph.params]
         if unknown:
             raise GraphNetError(f"cannot differentiate with respect to unknown value(s) {unknown}")
+        # BLAS on one thread: the rules' products are small, and OpenBLAS's own threads spin and
+        # wait at the end of every call (a 64x256 @ 256x64 product measured 30x slower with two
+        # threads on a busy 2-core machine; see runtime/fast/threads.py).
+        with blas_single_threaded():
+            grads = self._walk(tape, seeds, wrt)
+        out = {}
+        for w in wrt:
+            if w in grads:
+                out[w] = grads[w]
+            else:
+                ref = tape.values[w] if w in tape.values else self.graph.params[w]
+                out[w] = np.zeros_like(ref)
+        return out
+
+    def _walk(
+        self, tape: Tape, seeds: Mapping[str, np.ndarray], wrt: list[str]
+    ) -> dict[str, np.ndarray]:
+        """The gradients of every value between `wrt` and the seeds, node by node in reverse."""
         req = self._requires_grad(frozenset(wrt))
         grads: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in seeds.items()}
         for k in range(len(self._steps) - 1, -1, -1):
@@ -216,7 +236,7 @@ class Backprop:
             if step.rule.takes_needs:
                 kwargs["needs"] = needs
             try:
-                result = step.rule.fn(dy, *args, **kwargs)
+                result = self._differentiate(k, step, dy, args, kwargs, tape, needs)
             except GraphNetError as exc:
                 raise type(exc)(f"while differentiating {_describe(n, args)}: {exc}") from exc
             except Exception as exc:
@@ -234,14 +254,22 @@ class Backprop:
                         f"{format_shape(arg.shape)}"
                     )
                 grads[name] = grads[name] + g if name in grads else g
-        out = {}
-        for w in wrt:
-            if w in grads:
-                out[w] = grads[w]
-            else:
-                ref = tape.values[w] if w in tape.values else self.graph.params[w]
-                out[w] = np.zeros_like(ref)
-        return out
+        return grads
+
+    def _differentiate(
+        self,
+        k: int,
+        step: _Step,
+        dy: np.ndarray,
+        args: list,
+        kwargs: dict,
+        tape: Tape,
+        needs: tuple[bool, ...],
+    ) -> Any:
+        """Node k's gradients: its rule called on dY, its inputs and the keyword arguments
+        (`needs` among them if the rule takes it)."""
+        assert step.rule is not None
+        return step.rule.fn(dy, *args, **kwargs)
 
 
 def _describe(n: Node, args: list) -> str:

@@ -19,10 +19,16 @@ from graphnet.runtime.gradients import gradient
 from graphnet.runtime.kernels._windows import pad_spatial, windows
 from graphnet.runtime.kernels.pooling import tap_counts
 
-__all__ = ["max_pool", "average_pool", "global_average_pool", "global_max_pool"]
+__all__ = [
+    "max_pool",
+    "average_pool",
+    "global_average_pool",
+    "global_max_pool",
+    "window_frame",
+]
 
 
-def _frame(
+def window_frame(
     sizes: Sequence[int],
     outs: Sequence[int],
     kernel_shape: Sequence[int],
@@ -86,7 +92,7 @@ def max_pool(
     as ONNX's Indices and PyTorch pick it) is element i. Padding is -inf: never a maximum."""
     k = len(kernel_shape)
     sizes, outs = x.shape[2:], dy.shape[2:]
-    frame = _frame(sizes, outs, kernel_shape, strides, dilations, pads)
+    frame = window_frame(sizes, outs, kernel_shape, strides, dilations, pads)
     ends = [frame[i] - sizes[i] - pads[i] for i in range(k)]
     xp = pad_spatial(x, tuple(pads[:k]) + tuple(ends), -np.inf)
     view = windows(xp, kernel_shape, strides, dilations, outs)  # (N, C, *out, *k)
@@ -138,7 +144,7 @@ def average_pool(
         )
         divisor = divisor * c.reshape((1,) * i + (-1,) + (1,) * (k - 1 - i))
     share = dy / divisor.astype(dy.dtype)
-    frame = _frame(sizes, outs, kernel_shape, strides, dilations, pads)
+    frame = window_frame(sizes, outs, kernel_shape, strides, dilations, pads)
     return (
         _scatter_taps(
             x.shape, frame, pads, kernel_shape, strides, dilations, lambda j: share, dy.dtype

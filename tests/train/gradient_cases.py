@@ -10,7 +10,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Case", "CASES"]
+from graphnet.ir import Graph
+from graphnet.runtime.gradients import get_gradient
+
+__all__ = ["Case", "CASES", "build_case"]
 
 
 @dataclass
@@ -433,3 +436,32 @@ CASES: list[Case] = (
     + _norm_cases()
     + _tensor_cases()
 )
+
+
+def build_case(
+    case: Case, dtype: str = "float64"
+) -> tuple[Graph, dict[str, np.ndarray], list[str]]:
+    """A one-node graph; the checked float inputs are graph inputs, the rest parameters. With
+    `dtype` float32, every float64 array of the case is cast to it."""
+    g = Graph(f"{case.op}-{case.id}")
+    names, feeds, checked = [], {}, []
+    rule = get_gradient(case.op)
+    for k, a in enumerate(case.inputs):
+        if a is None:
+            names.append("")
+            continue
+        name = f"in{k}"
+        a = np.asarray(a)
+        if a.dtype == np.float64:
+            a = a.astype(dtype)
+        is_checked = a.dtype.kind == "f" and k not in case.constant and k not in rule.nondiff
+        if is_checked:
+            g.add_input(name, a.shape, dtype)
+            feeds[name] = a
+            checked.append(name)
+        else:
+            g.add_param(name, a)
+        names.append(name)
+    node = g.add_node(case.op, names, case.attrs, name="node")
+    g.mark_output(node.outputs[0])
+    return g, feeds, checked

@@ -15,37 +15,12 @@ from graphnet.ir import Graph
 from graphnet.runtime.gradients import (
     Backprop,
     all_gradients,
-    get_gradient,
     non_differentiable_ops,
 )
-from tests.train.gradient_cases import CASES, Case
+from tests.train.gradient_cases import CASES, Case, build_case
 
 H = 1e-6
 RTOL, ATOL = 1e-6, 1e-7
-
-
-def _build(case: Case) -> tuple[Graph, dict[str, np.ndarray], list[str]]:
-    """A one-node graph; the checked float inputs are graph inputs, the rest parameters."""
-    g = Graph(f"{case.op}-{case.id}")
-    names, feeds, checked = [], {}, []
-    rule = get_gradient(case.op)
-    for k, a in enumerate(case.inputs):
-        if a is None:
-            names.append("")
-            continue
-        name = f"in{k}"
-        a = np.asarray(a)
-        is_checked = a.dtype.kind == "f" and k not in case.constant and k not in rule.nondiff
-        if is_checked:
-            g.add_input(name, a.shape, "float64")
-            feeds[name] = a
-            checked.append(name)
-        else:
-            g.add_param(name, a)
-        names.append(name)
-    node = g.add_node(case.op, names, case.attrs, name="node")
-    g.mark_output(node.outputs[0])
-    return g, feeds, checked
 
 
 def _loss(bp: Backprop, feeds: dict, case: Case, weights: np.ndarray) -> float:
@@ -58,7 +33,7 @@ def _loss(bp: Backprop, feeds: dict, case: Case, weights: np.ndarray) -> float:
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.op}-{c.id}" for c in CASES])
 def test_gradient_matches_finite_differences(case: Case) -> None:
-    g, feeds, checked = _build(case)
+    g, feeds, checked = build_case(case)
     assert checked, "a case must check at least one input"
     bp = Backprop(g)
     params = {k: v.copy() for k, v in g.params.items()}
@@ -103,7 +78,7 @@ def test_cases_cover_the_op_table() -> None:
 def test_gradients_are_float32_for_float32_inputs() -> None:
     """Training runs in float32: every rule keeps its operand's dtype (no silent float64)."""
     for case in CASES:
-        g, feeds, checked = _build(case)
+        g, feeds, checked = build_case(case)
         bp = Backprop(g)
         f32 = {k: v.astype(np.float32) for k, v in feeds.items()}
         params = {
