@@ -21,18 +21,22 @@ import numpy as np
 from graphnet.data import Dataset
 from graphnet.errors import AttributeValueError, InputError
 from graphnet.ir import Graph, format_shape
-from graphnet.runtime.gradients import Backprop, trainable_params
+from graphnet.runtime.gradients import Backprop, FastBackprop, trainable_params
 from graphnet.train.history import History
 from graphnet.train.losses import LOSSES, cross_entropy_from_probabilities
 from graphnet.train.optim import SGD, Optimizer, Schedule
 
-__all__ = ["Trainer", "fit"]
+__all__ = ["Trainer", "fit", "PLANS"]
+
+PLANS = ("fast", "reference")
 
 
 class Trainer:
     """Trains `graph` in place: `step(x, y)` runs one update, `evaluate(x, y)` measures in
     inference mode. `trainable` restricts which parameters learn (default: every float parameter
-    read at a differentiable input, see `trainable_params`)."""
+    read at a differentiable input, see `trainable_params`). `plan` "fast" (the default) runs
+    the step on the runtime's compiled fast plan with the fast backward rules (`FastBackprop`);
+    "reference" on the plain kernels and rules (`Backprop`, the oracle)."""
 
     def __init__(
         self,
@@ -42,7 +46,10 @@ class Trainer:
         optimizer: Optimizer | None = None,
         seed: int | None = 0,
         trainable: Sequence[str] | None = None,
+        plan: str = "fast",
     ) -> None:
+        if plan not in PLANS:
+            raise AttributeValueError(f"plan must be one of {PLANS}, got {plan!r}")
         if loss not in LOSSES:
             raise AttributeValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
@@ -67,7 +74,8 @@ class Trainer:
         if unknown:
             raise InputError(f"trainable parameter(s) {unknown} are not parameters of the graph")
         self.trainable = names
-        self.backprop = Backprop(graph)
+        self.plan = plan
+        self.backprop = FastBackprop(graph) if plan == "fast" else Backprop(graph)
         self.rng = np.random.default_rng(seed)  # dropout masks
         self.steps = 0
 
@@ -160,6 +168,7 @@ def fit(
     eval_train: bool = False,
     trainable: Sequence[str] | None = None,
     progress: bool | None = None,
+    plan: str = "fast",
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> History:
     """Train `graph` in place on `data` (a `Dataset` or (x, y)) and return its `History`.
@@ -177,6 +186,7 @@ def fit(
       `resume` an existing one is loaded and training continues where it stopped, exactly as
       if it had not.
     - `progress`: a tqdm bar on stderr; by default only when stderr is a terminal.
+    - `plan`: "fast" (default) or "reference", as for `Trainer`.
     """
     from graphnet.train import checkpoint as ckpt
 
@@ -196,6 +206,7 @@ def fit(
         optimizer=optimizer,
         seed=int(seeds[0].generate_state(1)[0]),
         trainable=trainable,
+        plan=plan,
     )
     order_rng = np.random.default_rng(seeds[1])
     base_lr = trainer.optimizer.lr

@@ -44,6 +44,7 @@ __all__ = [
     "non_differentiable_ops",
     "unbroadcast",
     "Backprop",
+    "FastBackprop",
     "Tape",
     "trainable_params",
 ]
@@ -138,5 +139,6 @@ from graphnet.runtime.gradients import (  # noqa: E402,F401
     tensor,
 )
 from graphnet.runtime.gradients.backprop import Backprop, Tape, trainable_params  # noqa: E402
+from graphnet.runtime.gradients.fast_plan import FastBackprop  # noqa: E402
 
 non_differentiable("Opaque", "an ONNX op graphnet has no mapping for: no semantics, no kernel")

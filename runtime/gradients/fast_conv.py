@@ -1,0 +1,197 @@
+"""Conv gradients for the fast training plan: the maths of `conv.py`'s rule (its oracle), laid out
+for speed. Y = conv(X, W) + B with W of shape (M, C/g, *k); every product is one GEMM per group
+and batch chunk, and the chunks run on the fast plan's worker threads with single-threaded BLAS
+and workspaces from each thread's scratch arena.
+
+Layout: batch last. A chunk of b images is copied once, padded, as (C, *padded spatial, b). In
+that layout a kernel tap's window over the chunk is, for every channel, a run of out_w * b
+contiguous numbers (b with a stride), where NCHW gives runs of out_w: on the small images of a
+digits CNN (4x4, 8x8) the im2col copies are a few times faster, and the GEMMs see the same
+operands (their inner dimension is positions * images, in either order).
+
+- dW[g] = dY[g] (M/g, P*b) @ cols[g]^T (P*b, C/g*taps), summed over the chunks (and threads).
+- dX, stride 1 with pads within the kernel's reach d*(k-1): the adjoint convolution
+  dX = conv(dY, W~), W~ the kernel flipped in space with input and output channels swapped per
+  group, pads d*(k-1) - p: the im2col of dY (batch last), one GEMM, then the (C, *X, b) result
+  written into dX's NCHW chunk.
+- dX otherwise (strides, wider pads): col2im: cols = W[g]^T @ dY[g] (one GEMM), then one strided
+  add per kernel tap into a zeroed padded frame, cropped into dX's NCHW chunk.
+- dB = sum of dY over batch and positions (in the rule).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from math import prod
+
+import numpy as np
+
+from graphnet.runtime.fast.conv import WORKSPACE_BYTES
+from graphnet.runtime.fast.memory import Scratch
+from graphnet.runtime.fast.threads import Parallel
+from graphnet.runtime.gradients.pooling import window_frame
+
+__all__ = ["conv_backward", "flipped_weight", "batch_last"]
+
+
+def flipped_weight(w: np.ndarray, group: int) -> np.ndarray:
+    """W (M, C/g, *k) -> W~ (C, M/g, *k): per group, input and output channels swapped, the
+    taps reversed in space (the kernel of the adjoint convolution)."""
+    m, cg = w.shape[:2]
+    ks = w.shape[2:]
+    wt = w.reshape(group, m // group, cg, *ks).swapaxes(1, 2).reshape(group * cg, m // group, *ks)
+    return wt[(slice(None), slice(None), *[slice(None, None, -1)] * len(ks))]
+
+
+def batch_last(
+    src: np.ndarray, begins: Sequence[int], ends: Sequence[int], buf: np.ndarray
+) -> np.ndarray:
+    """src (b, C, *S) copied into `buf` as (C, *(S + begins + ends), b) with zero borders. Only
+    the borders are zeroed (the scratch is shared)."""
+    b, c = src.shape[:2]
+    sizes = src.shape[2:]
+    k = len(sizes)
+    shape = (c, *[sizes[i] + begins[i] + ends[i] for i in range(k)], b)
+    out = buf[: prod(shape)].reshape(shape)
+    lead: list[slice] = [slice(None)]
+    for i in range(k):  # a loop over the spatial rank: zero the two borders of axis i
+        lo, hi = begins[i], begins[i] + sizes[i]
+        if lo:
+            out[(*lead, slice(0, lo))] = 0
+        if hi < shape[1 + i]:
+            out[(*lead, slice(hi, None))] = 0
+        lead.append(slice(None))
+    inner = tuple(slice(bg, bg + s) for bg, s in zip(begins, sizes, strict=True))
+    np.copyto(out[(slice(None), *inner, slice(None))], src.transpose(1, *range(2, 2 + k), 0))
+    return out
+
+
+def _windows(
+    xt: np.ndarray,
+    group: int,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    outs: Sequence[int],
+) -> np.ndarray:
+    """The read-only (g, C/g, *kernel, *outs, b) window view of a batch-last padded array
+    (C, *padded, b): view[g, c, t..., o..., n] = xt[g*C/g + c, o*stride + t*dilation ..., n]."""
+    st = xt.strides
+    k = len(kernel)
+    cg = xt.shape[0] // group
+    return np.lib.stride_tricks.as_strided(
+        xt,
+        (group, cg, *kernel, *outs, xt.shape[-1]),
+        (
+            cg * st[0],
+            st[0],
+            *(d * st[1 + i] for i, d in enumerate(dilations)),
+            *(s * st[1 + i] for i, s in enumerate(strides)),
+            st[1 + k],
+        ),
+        writeable=False,
+    )
+
+
+def conv_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    *,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+    need_dx: bool,
+    need_dw: bool,
+    parallel: Parallel,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(dX, dW) of Y = conv(X, W) (None where not needed). x, w and dy share one float dtype;
+    pads are non-negative."""
+    k = x.ndim - 2
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    ks = tuple(int(v) for v in w.shape[2:])
+    g = int(group)
+    cg, mg = c // g, m // g
+    xs, outs = x.shape[2:], dy.shape[2:]
+    p, taps, npix = prod(outs), prod(ks), prod(xs)
+    dtype = x.dtype
+    begins, ends = tuple(pads[:k]), tuple(pads[k:])
+    reach = [dilations[i] * (ks[i] - 1) for i in range(k)]
+    adj_begins = tuple(reach[i] - begins[i] for i in range(k))
+    adj_ends = tuple(reach[i] - ends[i] for i in range(k))
+    by_conv = all(s == 1 for s in strides) and min(adj_begins + adj_ends, default=0) >= 0
+
+    x_padded = prod(xs[i] + begins[i] + ends[i] for i in range(k))
+    adj_padded = prod(outs[i] + adj_begins[i] + adj_ends[i] for i in range(k))
+    per_image = m * p  # dY, batch last
+    if need_dw:
+        per_image += c * x_padded + c * taps * p
+    wt = wcol = None
+    frame: list[int] = []
+    if need_dx and by_conv:
+        # W~ per group as (g, C/g, M/g * taps): the adjoint conv's weight, ready for the GEMM
+        wt = np.ascontiguousarray(flipped_weight(w, g).reshape(g, cg, mg * taps))
+        per_image += m * adj_padded + m * taps * npix + c * npix
+    elif need_dx:
+        wcol = np.ascontiguousarray(w.reshape(g, mg, cg * taps).transpose(0, 2, 1))
+        frame = window_frame(xs, outs, ks, strides, dilations, pads)
+        per_image += c * taps * p + c * prod(frame)
+    chunk_images = max(1, WORKSPACE_BYTES // max(per_image * dtype.itemsize, 1))
+    dx = np.empty(x.shape, dtype) if need_dx else None
+    parts: dict[int, np.ndarray] = {}
+    nchw = (k + 1, 0, *range(1, k + 1))  # (C, *S, b) -> (b, C, *S)
+
+    def work(lo: int, hi: int, scratch: Scratch) -> None:
+        acc = np.zeros((g, mg, cg * taps), dtype) if need_dw else None
+        for n0 in range(lo, hi, chunk_images):  # a loop over batch CHUNKS sized by the workspace
+            n1 = min(hi, n0 + chunk_images)
+            b = n1 - n0
+            dyt = scratch.take(0, b * m * p, dtype).reshape(g, mg, p * b)
+            np.copyto(dyt.reshape(m, *outs, b), dy[n0:n1].transpose(1, *range(2, 2 + k), 0))
+            if acc is not None:
+                xt = batch_last(x[n0:n1], begins, ends, scratch.take(1, b * c * x_padded, dtype))
+                cols = scratch.take(2, b * c * taps * p, dtype).reshape(g, cg, *ks, *outs, b)
+                np.copyto(cols, _windows(xt, g, ks, strides, dilations, outs))
+                # the columns' transpose is a BLAS flag, not a copy
+                acc += np.matmul(dyt, cols.reshape(g, cg * taps, p * b).transpose(0, 2, 1))
+            if dx is None:
+                continue
+            if wt is not None:
+                dyp = batch_last(
+                    dy[n0:n1], adj_begins, adj_ends, scratch.take(3, b * m * adj_padded, dtype)
+                )
+                cols2 = scratch.take(4, b * m * taps * npix, dtype).reshape(g, mg, *ks, *xs, b)
+                np.copyto(cols2, _windows(dyp, g, ks, (1,) * k, dilations, xs))
+                dxt = scratch.take(5, b * c * npix, dtype).reshape(g, cg, npix * b)
+                np.matmul(wt, cols2.reshape(g, mg * taps, npix * b), out=dxt)
+                np.copyto(dx[n0:n1], dxt.reshape(c, *xs, b).transpose(nchw))
+            else:
+                assert wcol is not None
+                colt = scratch.take(3, b * c * taps * p, dtype).reshape(g, cg * taps, p * b)
+                np.matmul(wcol, dyt, out=colt)
+                dxp = scratch.take(4, b * c * prod(frame), dtype).reshape(c, *frame, b)
+                dxp.fill(0)
+                cv = colt.reshape(c, *ks, *outs, b)
+                for tap in itertools.product(*[range(kk) for kk in ks]):  # kernel taps
+                    index = tuple(
+                        slice(t * d, t * d + (o - 1) * s + 1, s)
+                        for t, d, o, s in zip(tap, dilations, outs, strides, strict=True)
+                    )
+                    dxp[(slice(None), *index)] += cv[(slice(None), *tap)]
+                crop = tuple(slice(bg, bg + s) for bg, s in zip(begins, xs, strict=True))
+                np.copyto(dx[n0:n1], dxp[(slice(None), *crop)].transpose(nchw))
+        if acc is not None:
+            parts[lo] = acc
+
+    flops = 2.0 * n * m * cg * taps * p * (int(need_dx) + int(need_dw))
+    parallel(n, work, flops)
+    dw = None
+    if need_dw:
+        total = np.zeros((g, mg, cg * taps), dtype)
+        for lo in sorted(parts):
+            total += parts[lo]
+        dw = total.reshape(w.shape)
+    return dx, dw

@@ -1,0 +1,177 @@
+"""`FastBackprop`: the training step on the fast plan. Same API and results as `Backprop` (the
+plain oracle, which it extends), faster:
+
+- `forward` runs the graph's compiled fast plan (`graphnet.runtime.fast`: its conv algorithms,
+  batch slices on the worker threads, single-threaded BLAS) compiled to keep every value (no
+  buffer reuse, no fused epilogues: the backward reads the intermediates). Two kinds of step
+  also keep what the backward needs besides the values: train-mode BatchNorm records its batch
+  mean, 1/std and x_hat; plain-kernel steps keep everything their kernel returned (a Dropout's
+  mask, drawn from the caller's generator exactly as the plain forward draws it).
+- `backward` walks the nodes as `Backprop.backward` does and calls the fast rule of a node's op
+  (`fast_rules`) where there is one, else its plain rule.
+
+A forward with `params` (float64 copies for a gradient check) runs the plain kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from graphnet.errors import GraphNetError, InputError
+from graphnet.ir import Graph
+from graphnet.runtime.fast.compile import CompiledPlan
+from graphnet.runtime.fast.steps import BatchNormStep, KernelStep, Run
+from graphnet.runtime.fast.threads import WORKERS, Parallel
+from graphnet.runtime.gradients.backprop import Backprop, Tape, _Step
+from graphnet.runtime.gradients.fast_rules import FastContext, get_fast_gradient
+
+__all__ = ["FastBackprop"]
+
+
+@dataclass
+class _KeepingKernel(KernelStep):
+    """A plain-kernel step that keeps everything its kernel returned in the last run (outputs
+    the node does not declare included: a Dropout's mask)."""
+
+    kept: tuple = ()
+
+    def _compute(self, run: Run, args: list) -> list:
+        outs = super()._compute(run, args)
+        self.kept = tuple(outs)
+        return outs
+
+
+@dataclass
+class _RecordingBatchNorm(BatchNormStep):
+    """Train-mode BatchNorm that keeps (batch mean, 1/sqrt(batch var + eps), x_hat) for the
+    backward: y = x_hat * scale + B with x_hat = (x - mean) * inv in x's dtype, the statistics
+    in float64 as the fast plan's own step takes them (mean accumulated in float64, then the
+    float64 mean of the squared float32 deviations). The running statistics are updated as the
+    plain kernel does, through `Graph.set_param`."""
+
+    graph: Graph | None = None
+    kept: tuple = ()
+
+    def __call__(self, run: Run) -> None:
+        if not run.training:
+            super().__call__(run)
+            return
+        x = run.get(self.inputs[0])
+        scale, bias, mean, var = (run.get(i).astype(np.float64) for i in self.inputs[1:5])
+        axes = (0, *range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mu = x.mean(axis=axes, dtype=np.float64)
+        x_hat = np.subtract(x, mu.astype(x.dtype).reshape(shape))
+        sq = np.multiply(x_hat, x_hat)
+        batch_var = sq.mean(axis=axes, dtype=np.float64)
+        del sq
+        inv = 1.0 / np.sqrt(batch_var + self.epsilon)
+        x_hat *= inv.astype(x.dtype).reshape(shape)
+        new = {
+            1: self.momentum * mean + (1.0 - self.momentum) * mu,
+            2: self.momentum * var + (1.0 - self.momentum) * batch_var,
+        }
+        for k, pname in self.state.items():
+            value = new[k].astype(run.params[pname].dtype)
+            if self.graph is not None:
+                self.graph.set_param(pname, value)
+            else:
+                run.params[pname] = value
+        for k, slot in enumerate(self.outputs[1:], start=1):
+            if slot >= 0:
+                run.env[slot] = new[k].astype(run.get(self.inputs[k + 2]).dtype)
+        y = run.alloc(self.outputs[0], x.shape, x.dtype)
+        np.multiply(x_hat, scale.astype(x.dtype).reshape(shape), out=y)
+        y += bias.astype(x.dtype).reshape(shape)
+        self.kept = (mu, inv, x_hat)
+
+
+def _copy_as(cls: type, step: Any, **extra: Any) -> Any:
+    """`step` re-made as its subclass `cls` (same field values)."""
+    kw = {f.name: getattr(step, f.name) for f in fields(step)}
+    return cls(**kw, **extra)
+
+
+class FastBackprop(Backprop):
+    """A graph planned for training on the fast plan (see the module docstring). Not for
+    concurrent use: a plan keeps its last run's records."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__(graph)
+        self.parallel = Parallel(WORKERS)
+        self._plans: dict[bool, CompiledPlan] = {}
+
+    def _plan(self, training: bool) -> CompiledPlan:
+        plan = self._plans.get(training)
+        if plan is None:
+            plan = CompiledPlan(self.graph, training=training, fuse=False, reuse=False)
+            for i, s in enumerate(plan.steps):
+                if type(s) is BatchNormStep and training:
+                    plan.steps[i] = _copy_as(_RecordingBatchNorm, s, graph=self.graph)
+                elif type(s) is KernelStep and not s.constant:
+                    plan.steps[i] = _copy_as(_KeepingKernel, s)
+            self._plans[training] = plan
+        return plan
+
+    def forward(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        *,
+        training: bool = True,
+        rng: np.random.Generator | None = None,
+        params: dict[str, np.ndarray] | None = None,
+    ) -> Tape:
+        """As `Backprop.forward`; on the fast plan unless `params` is given."""
+        if params is not None:
+            return super().forward(feeds, training=training, rng=rng, params=params)
+        g = self.graph
+        missing = [i for i in g.inputs if i not in feeds]
+        if missing:
+            raise GraphNetError(f"graph '{g.name}': missing input(s) {missing}")
+        fed = {}
+        for name in g.inputs:
+            arr = np.asarray(feeds[name])
+            want = g.values[name].dtype
+            if str(arr.dtype) != want:
+                raise InputError(f"input '{name}' must be {want}, got {arr.dtype}")
+            fed[name] = arr
+        rng = rng if rng is not None else np.random.default_rng()
+        plan = self._plan(training)
+        values: dict[str, np.ndarray] = dict(g.params)  # as read: before BN's updates
+        values.update(plan.run(fed, rng, keep_all=True))
+        values.update(fed)
+        tape = Tape(values, [], training)
+        by_node = {s.name: s for s in plan.steps}
+        for st in self._steps:
+            n = st.node
+            fs = by_node.get(n.name)
+            if isinstance(fs, _KeepingKernel):
+                tape.results.append(fs.kept)
+            else:
+                tape.results.append(tuple(values.get(o) if o else None for o in n.outputs))
+            if isinstance(fs, _RecordingBatchNorm) and training:
+                tape.records[n.name] = fs.kept
+        return tape
+
+    def _differentiate(
+        self,
+        k: int,
+        step: _Step,
+        dy: np.ndarray,
+        args: list,
+        kwargs: dict,
+        tape: Tape,
+        needs: tuple[bool, ...],
+    ) -> Any:
+        fast = get_fast_gradient(step.node.op)
+        if fast is not None:
+            kw = dict(kwargs, training=tape.training, needs=needs)
+            ctx = FastContext(self.parallel, tape.records.get(step.node.name))
+            result = fast(dy, *args, ctx=ctx, **kw)
+            if result is not NotImplemented:
+                return result
+        return super()._differentiate(k, step, dy, args, kwargs, tape, needs)

@@ -1,0 +1,224 @@
+"""Fast backward rules: second implementations of the heavy plain rules (Conv, BatchNormalization
+in train mode, MaxPool, Relu) for `FastBackprop`. The plain rules stay the oracle: tests compare
+the two on odd shapes, and a fast rule that does not cover a case returns `NotImplemented`, which
+sends the node to its plain rule.
+
+A fast rule is registered by op name like the plain ones and takes what the plain rule takes
+(dY, the inputs, `out`, the resolved attributes, `needs`, `training`) plus `ctx`: the plan's
+thread pool and what the recording forward kept for this node (BatchNorm's batch statistics).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from graphnet.runtime.fast.threads import Parallel
+from graphnet.runtime.gradients.fast_conv import conv_backward
+from graphnet.runtime.gradients.pooling import window_frame
+
+__all__ = ["FastContext", "fast_gradient", "get_fast_gradient", "all_fast_gradients"]
+
+_FAST: dict[str, Callable] = {}
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass
+class FastContext:
+    """What a fast rule gets besides the plain rule's arguments: the thread pool, and the
+    node's record from the forward (None if it kept none)."""
+
+    parallel: Parallel
+    record: Any = None
+
+
+def fast_gradient(op: str) -> Callable[[Callable], Callable]:
+    """Register `fn` as the fast backward rule of `op`."""
+
+    def deco(fn: Callable) -> Callable:
+        if op in _FAST:
+            raise ValueError(f"a fast gradient for op '{op}' is registered twice")
+        _FAST[op] = fn
+        return fn
+
+    return deco
+
+
+def get_fast_gradient(op: str) -> Callable | None:
+    return _FAST.get(op)
+
+
+def all_fast_gradients() -> dict[str, Callable]:
+    return dict(_FAST)
+
+
+def _same_float(*arrays: np.ndarray | None) -> bool:
+    """Every given array has the first one's dtype, float32 or float64."""
+    present = [a for a in arrays if a is not None]
+    return present[0].dtype in _FLOATS and all(a.dtype == present[0].dtype for a in present)
+
+
+@fast_gradient("Conv")
+def conv(
+    dy: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    out: tuple,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+    kernel_shape: Sequence[int] | None,
+    needs: tuple[bool, ...],
+    training: bool,
+    ctx: FastContext,
+) -> Any:
+    """dX, dW as in `fast_conv.conv_backward`; dB = sum of dY over batch and positions."""
+    if not _same_float(dy, x, w) or x.ndim < 3 or min(pads, default=0) < 0:
+        return NotImplemented
+    dx, dw = conv_backward(
+        dy,
+        x,
+        w,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        group=group,
+        need_dx=needs[0],
+        need_dw=needs[1],
+        parallel=ctx.parallel,
+    )
+    db = None
+    if b is not None and needs[2]:
+        db = dy.sum(axis=(0, *range(2, dy.ndim))).astype(b.dtype, copy=False)
+    return dx, dw, db
+
+
+@fast_gradient("Relu")
+def relu(dy: np.ndarray, x: np.ndarray, *, out: tuple, needs, training, ctx) -> Any:
+    """dx = dy * [x > 0] (one multiply by the boolean mask)."""
+    return (np.multiply(dy, x > 0),)
+
+
+def _channel_sums(a: np.ndarray) -> np.ndarray:
+    """Per-channel sums over batch and positions of an (N, C, ...) array, in float64."""
+    return a.reshape(a.shape[0], a.shape[1], -1).sum(axis=(0, 2), dtype=np.float64)
+
+
+@fast_gradient("BatchNormalization")
+def batch_normalization(
+    dy: np.ndarray,
+    x: np.ndarray,
+    scale: np.ndarray,
+    b: np.ndarray,
+    input_mean: np.ndarray,
+    input_var: np.ndarray,
+    *,
+    out: tuple,
+    epsilon: float,
+    momentum: float,
+    needs: tuple[bool, ...],
+    training: bool,
+    ctx: FastContext,
+) -> Any:
+    """Train mode, from the forward's record (batch mean, 1/sqrt(batch var + eps) in float64,
+    and x_hat = (x - mean) / sqrt(var + eps) in x's dtype), per channel over the n elements of
+    the batch and spatial axes:
+        dbeta = sum dy,  dgamma = sum dy * x_hat,
+        dx = gamma * inv * (dy - dbeta / n - x_hat * dgamma / n)
+    as dx = a * dy + b * x_hat + c with per-channel a, b, c computed in float64: two passes
+    over the activations after the two sums (which accumulate in float64)."""
+    rec = ctx.record
+    if not training or rec is None or not _same_float(dy, x) or x.ndim < 2:
+        return NotImplemented
+    _, inv, x_hat = rec
+    count = x.size // max(x.shape[1], 1)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    dbeta = _channel_sums(dy)
+    prod_ = np.multiply(dy, x_hat)
+    dgamma = _channel_sums(prod_)
+    a = scale.astype(np.float64) * inv
+    coef_xh = -a * dgamma / count
+    coef_c = -a * dbeta / count
+    dx = prod_  # the product is dead: dx takes its buffer
+    np.multiply(dy, a.astype(x.dtype).reshape(shape), out=dx)
+    dx += coef_c.astype(x.dtype).reshape(shape)
+    tmp = np.multiply(x_hat, coef_xh.astype(x.dtype).reshape(shape))
+    dx += tmp
+    return (
+        dx if needs[0] else None,
+        dgamma.astype(scale.dtype, copy=False),
+        dbeta.astype(b.dtype, copy=False),
+        None,
+        None,
+    )
+
+
+@fast_gradient("MaxPool")
+def max_pool(
+    dy: np.ndarray,
+    x: np.ndarray,
+    *,
+    out: tuple,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    ceil_mode: int,
+    storage_order: int,
+    needs: tuple[bool, ...],
+    training: bool,
+    ctx: FastContext,
+) -> Any:
+    """Each window's gradient goes to its first tap (row-major over the kernel) equal to the
+    window's maximum Y, found tap by tap with a mask of the windows already served: the same
+    choice as the plain rule's argmax, in a few element-wise passes per tap over dY-sized arrays
+    instead of an argmax over a strided window view. Windows that do not overlap (stride >= the
+    dilated kernel) write their taps' slices directly. A window whose maximum is NaN sends
+    nothing here, so NaN inputs go to the plain rule."""
+    y = out[0]
+    if not _same_float(dy, x, y) or np.isnan(y).any():
+        return NotImplemented
+    k = len(kernel_shape)
+    sizes, outs = x.shape[2:], dy.shape[2:]
+    frame = window_frame(sizes, outs, kernel_shape, strides, dilations, pads)
+    ends = [frame[i] - sizes[i] - pads[i] for i in range(k)]
+    begins = list(pads[:k])
+    inner = (slice(None), slice(None)) + tuple(
+        slice(b, b + s) for b, s in zip(begins, sizes, strict=True)
+    )
+    if any(begins) or any(ends):
+        xp = np.full((*x.shape[:2], *frame), -np.inf, x.dtype)  # padding is never a maximum
+        xp[inner] = x
+    else:
+        xp = x
+    disjoint = all(
+        s >= d * (kk - 1) + 1 for s, d, kk in zip(strides, dilations, kernel_shape, strict=True)
+    )
+    dxp = np.zeros((*x.shape[:2], *frame), dy.dtype)
+    served = np.zeros(dy.shape, bool)
+    hit = np.empty(dy.shape, bool)
+    taps = list(itertools.product(*[range(kk) for kk in kernel_shape]))
+    for j, tap in enumerate(taps):  # a loop over the window's taps, never over pixels
+        index = (slice(None), slice(None)) + tuple(
+            slice(t * d, t * d + (o - 1) * s + 1, s)
+            for t, d, o, s in zip(tap, dilations, outs, strides, strict=True)
+        )
+        np.equal(xp[index], y, out=hit)
+        if j:
+            hit &= ~served
+        if j < len(taps) - 1:
+            served |= hit
+        if disjoint:
+            np.multiply(dy, hit, out=dxp[index])
+        else:
+            dxp[index] += dy * hit
+    if xp is x:
+        return (dxp,)
+    return (np.ascontiguousarray(dxp[inner]),)
