@@ -150,7 +150,16 @@ def conv_backward(
             n1 = min(hi, n0 + chunk_images)
             b = n1 - n0
             dyt = scratch.take(0, b * m * p, dtype).reshape(g, mg, p * b)
-            np.copyto(dyt.reshape(m, *outs, b), dy[n0:n1].transpose(1, *range(2, 2 + k), 0))
+            dyp = None
+            if wt is not None:  # dY batch last and padded for the adjoint conv: transposed once
+                dyp = batch_last(
+                    dy[n0:n1], adj_begins, adj_ends, scratch.take(3, b * m * adj_padded, dtype)
+                )
+                if acc is not None:  # its interior (runs of out_w * b numbers) for the dW GEMM
+                    inner = tuple(slice(bg, bg + o) for bg, o in zip(adj_begins, outs, strict=True))
+                    np.copyto(dyt.reshape(m, *outs, b), dyp[(slice(None), *inner, slice(None))])
+            else:
+                np.copyto(dyt.reshape(m, *outs, b), dy[n0:n1].transpose(1, *range(2, 2 + k), 0))
             if acc is not None:
                 xt = batch_last(x[n0:n1], begins, ends, scratch.take(1, b * c * x_padded, dtype))
                 cols = scratch.take(2, b * c * taps * p, dtype).reshape(g, cg, *ks, *outs, b)
@@ -159,10 +168,7 @@ def conv_backward(
                 acc += np.matmul(dyt, cols.reshape(g, cg * taps, p * b).transpose(0, 2, 1))
             if dx is None:
                 continue
-            if wt is not None:
-                dyp = batch_last(
-                    dy[n0:n1], adj_begins, adj_ends, scratch.take(3, b * m * adj_padded, dtype)
-                )
+            if dyp is not None:
                 cols2 = scratch.take(4, b * m * taps * npix, dtype).reshape(g, mg, *ks, *xs, b)
                 np.copyto(cols2, _windows(dyp, g, ks, (1,) * k, dilations, xs))
                 dxt = scratch.take(5, b * c * npix, dtype).reshape(g, cg, npix * b)

@@ -27,6 +27,7 @@ from graphnet.runtime.fast.compile import CompiledPlan
 from graphnet.runtime.fast.steps import BatchNormStep, KernelStep, Run
 from graphnet.runtime.fast.threads import WORKERS, Parallel
 from graphnet.runtime.gradients.backprop import Backprop, Tape, _Step
+from graphnet.runtime.gradients.fast_norm import batch_norm_forward
 from graphnet.runtime.gradients.fast_rules import FastContext, get_fast_gradient
 
 __all__ = ["FastBackprop"]
@@ -48,10 +49,9 @@ class _KeepingKernel(KernelStep):
 @dataclass
 class _RecordingBatchNorm(BatchNormStep):
     """Train-mode BatchNorm that keeps (batch mean, 1/sqrt(batch var + eps), x_hat) for the
-    backward: y = x_hat * scale + B with x_hat = (x - mean) * inv in x's dtype, the statistics
-    in float64 as the fast plan's own step takes them (mean accumulated in float64, then the
-    float64 mean of the squared float32 deviations). The running statistics are updated as the
-    plain kernel does, through `Graph.set_param`."""
+    backward (`fast_norm.batch_norm_forward`). The running statistics are updated as the plain
+    kernel does (running = momentum * running + (1 - momentum) * batch, the batch variance
+    biased), through `Graph.set_param`."""
 
     graph: Graph | None = None
     kept: tuple = ()
@@ -61,19 +61,12 @@ class _RecordingBatchNorm(BatchNormStep):
             super().__call__(run)
             return
         x = run.get(self.inputs[0])
-        scale, bias, mean, var = (run.get(i).astype(np.float64) for i in self.inputs[1:5])
-        axes = (0, *range(2, x.ndim))
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        mu = x.mean(axis=axes, dtype=np.float64)
-        x_hat = np.subtract(x, mu.astype(x.dtype).reshape(shape))
-        sq = np.multiply(x_hat, x_hat)
-        batch_var = sq.mean(axis=axes, dtype=np.float64)
-        del sq
-        inv = 1.0 / np.sqrt(batch_var + self.epsilon)
-        x_hat *= inv.astype(x.dtype).reshape(shape)
+        scale, bias, mean, var = (run.get(i) for i in self.inputs[1:5])
+        y = run.alloc(self.outputs[0], x.shape, x.dtype)
+        mu, batch_var, inv, x_hat = batch_norm_forward(x, scale, bias, self.epsilon, y)
         new = {
-            1: self.momentum * mean + (1.0 - self.momentum) * mu,
-            2: self.momentum * var + (1.0 - self.momentum) * batch_var,
+            1: self.momentum * mean.astype(np.float64) + (1.0 - self.momentum) * mu,
+            2: self.momentum * var.astype(np.float64) + (1.0 - self.momentum) * batch_var,
         }
         for k, pname in self.state.items():
             value = new[k].astype(run.params[pname].dtype)
@@ -84,9 +77,6 @@ class _RecordingBatchNorm(BatchNormStep):
         for k, slot in enumerate(self.outputs[1:], start=1):
             if slot >= 0:
                 run.env[slot] = new[k].astype(run.get(self.inputs[k + 2]).dtype)
-        y = run.alloc(self.outputs[0], x.shape, x.dtype)
-        np.multiply(x_hat, scale.astype(x.dtype).reshape(shape), out=y)
-        y += bias.astype(x.dtype).reshape(shape)
         self.kept = (mu, inv, x_hat)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from graphnet.runtime.fast.threads import Parallel
 from graphnet.runtime.gradients.fast_conv import conv_backward
+from graphnet.runtime.gradients.fast_norm import batch_norm_backward
 from graphnet.runtime.gradients.pooling import window_frame
 
 __all__ = ["FastContext", "fast_gradient", "get_fast_gradient", "all_fast_gradients"]
@@ -106,11 +107,6 @@ def relu(dy: np.ndarray, x: np.ndarray, *, out: tuple, needs, training, ctx) -> 
     return (np.multiply(dy, x > 0),)
 
 
-def _channel_sums(a: np.ndarray) -> np.ndarray:
-    """Per-channel sums over batch and positions of an (N, C, ...) array, in float64."""
-    return a.reshape(a.shape[0], a.shape[1], -1).sum(axis=(0, 2), dtype=np.float64)
-
-
 @fast_gradient("BatchNormalization")
 def batch_normalization(
     dy: np.ndarray,
@@ -128,36 +124,14 @@ def batch_normalization(
     ctx: FastContext,
 ) -> Any:
     """Train mode, from the forward's record (batch mean, 1/sqrt(batch var + eps) in float64,
-    and x_hat = (x - mean) / sqrt(var + eps) in x's dtype), per channel over the n elements of
-    the batch and spatial axes:
-        dbeta = sum dy,  dgamma = sum dy * x_hat,
-        dx = gamma * inv * (dy - dbeta / n - x_hat * dgamma / n)
-    as dx = a * dy + b * x_hat + c with per-channel a, b, c computed in float64: two passes
-    over the activations after the two sums (which accumulate in float64)."""
+    x_hat in x's dtype): `fast_norm.batch_norm_backward`. Inference mode (a per-channel affine
+    of constants) and a forward that kept no record go to the plain rule."""
     rec = ctx.record
     if not training or rec is None or not _same_float(dy, x) or x.ndim < 2:
         return NotImplemented
     _, inv, x_hat = rec
-    count = x.size // max(x.shape[1], 1)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    dbeta = _channel_sums(dy)
-    prod_ = np.multiply(dy, x_hat)
-    dgamma = _channel_sums(prod_)
-    a = scale.astype(np.float64) * inv
-    coef_xh = -a * dgamma / count
-    coef_c = -a * dbeta / count
-    dx = prod_  # the product is dead: dx takes its buffer
-    np.multiply(dy, a.astype(x.dtype).reshape(shape), out=dx)
-    dx += coef_c.astype(x.dtype).reshape(shape)
-    tmp = np.multiply(x_hat, coef_xh.astype(x.dtype).reshape(shape))
-    dx += tmp
-    return (
-        dx if needs[0] else None,
-        dgamma.astype(scale.dtype, copy=False),
-        dbeta.astype(b.dtype, copy=False),
-        None,
-        None,
-    )
+    dx, dgamma, dbeta = batch_norm_backward(dy, x_hat, inv, scale, needs[0])
+    return dx, dgamma.astype(scale.dtype), dbeta.astype(b.dtype), None, None
 
 
 @fast_gradient("MaxPool")
@@ -201,7 +175,12 @@ def max_pool(
     disjoint = all(
         s >= d * (kk - 1) + 1 for s, d, kk in zip(strides, dilations, kernel_shape, strict=True)
     )
-    dxp = np.zeros((*x.shape[:2], *frame), dy.dtype)
+    # Windows that tile the frame exactly (stride = kernel, no dilation) write every element.
+    tiled = all(
+        s == kk and d == 1 and f == o * kk
+        for s, kk, d, f, o in zip(strides, kernel_shape, dilations, frame, outs, strict=True)
+    )
+    dxp = (np.empty if tiled else np.zeros)((*x.shape[:2], *frame), dy.dtype)
     served = np.zeros(dy.shape, bool)
     hit = np.empty(dy.shape, bool)
     taps = list(itertools.product(*[range(kk) for kk in kernel_shape]))
@@ -212,9 +191,9 @@ def max_pool(
         )
         np.equal(xp[index], y, out=hit)
         if j:
-            hit &= ~served
+            np.greater(hit, served, out=hit)  # hit and not served (booleans: 1 > 0 only)
         if j < len(taps) - 1:
-            served |= hit
+            np.logical_or(served, hit, out=served)
         if disjoint:
             np.multiply(dy, hit, out=dxp[index])
         else:
