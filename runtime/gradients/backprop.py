@@ -45,6 +45,7 @@ class _Step:
     rule: Gradient | None
     state: dict[int, str]  # train mode: kernel output index -> parameter it replaces
     extra: dict[str, Any]
+    slots: list[int] = field(default_factory=list)  # inputs that can carry a gradient
 
 
 @dataclass
@@ -105,7 +106,8 @@ class Backprop:
                 else {}
             )
             rule = get_gradient(n.op) if has_gradient(n.op) else None
-            self._steps.append(_Step(n, kern, attrs, rule, state, extra))
+            slots = _differentiable_slots(n)
+            self._steps.append(_Step(n, kern, attrs, rule, state, extra, slots))
         self._requires: dict[frozenset[str], dict[str, bool]] = {}
 
     # ---------------------------------------------------------------------------- forward
@@ -173,7 +175,7 @@ class Backprop:
         req = {name: True for name in wrt}
         for step in self._steps:
             n = step.node
-            if any(req.get(n.inputs[k], False) for k in _differentiable_slots(n)):
+            if any(req.get(n.inputs[k], False) for k in step.slots):
                 for o in n.outputs:
                     v = self.graph.values.get(o)
                     req[o] = v is None or _is_float(v.dtype)
@@ -213,8 +215,9 @@ class Backprop:
         for k in range(len(self._steps) - 1, -1, -1):
             step = self._steps[k]
             n = step.node
-            slots = _differentiable_slots(n)
-            if not any(req.get(n.inputs[s], False) for s in slots):
+            slots = step.slots
+            inputs = n.inputs
+            if not any(req.get(inputs[s], False) for s in slots):
                 continue
             dys = [grads.get(o) for o in n.outputs]
             if all(d is None for d in dys):

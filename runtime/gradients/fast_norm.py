@@ -35,9 +35,11 @@ def channel_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ncp,ncp->nc", _rows(a), _rows(b)).sum(axis=0, dtype=np.float64)
 
 
-def _per_channel(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A (C,) vector as (C, 1) in `dtype`, to broadcast against (N, C, P)."""
-    return v.astype(dtype).reshape(-1, 1)
+def _coef(v: np.ndarray, dtype: np.dtype, positions: int) -> np.ndarray:
+    """A per-channel (C,) vector repeated over the positions, (C*P,) in `dtype`: it broadcasts
+    against an (N, C*P) view with inner loops of C*P numbers (a (C, 1) vector against (N, C, P)
+    runs inner loops of P: measured 1.3-2x slower for P = 64 and 16)."""
+    return np.repeat(v.astype(dtype), positions)
 
 
 def batch_norm_forward(
@@ -46,16 +48,17 @@ def batch_norm_forward(
     """y (written in place, x's shape) = BatchNorm of x with its batch statistics; returns
     (batch mean, biased batch var, inv = 1/sqrt(var + eps), x_hat), the statistics float64 (C,),
     x_hat in x's dtype and shape."""
-    count = x.size // max(x.shape[1], 1)
-    x3 = _rows(x)
-    mean = channel_sums(x) / max(count, 1)
-    x_hat = np.subtract(x3, _per_channel(mean, x.dtype))
-    var = channel_dots(x_hat, x_hat) / max(count, 1)
+    n, c = x.shape[:2]
+    positions = x.size // max(n * c, 1)
+    count = max(n * positions, 1)
+    mean = channel_sums(x) / count
+    x_hat = np.subtract(x.reshape(n, -1), _coef(mean, x.dtype, positions))
+    var = channel_dots(x_hat.reshape(x.shape), x_hat.reshape(x.shape)) / count
     inv = 1.0 / np.sqrt(var + epsilon)
-    x_hat *= _per_channel(inv, x.dtype)
-    y3 = _rows(y)
-    np.multiply(x_hat, _per_channel(scale, x.dtype), out=y3)
-    y3 += _per_channel(bias, x.dtype)
+    x_hat *= _coef(inv, x.dtype, positions)
+    y2 = y.reshape(n, -1)
+    np.multiply(x_hat, _coef(scale, x.dtype, positions), out=y2)
+    y2 += _coef(bias, x.dtype, positions)
     return mean, var, inv, x_hat.reshape(x.shape)
 
 
@@ -64,16 +67,18 @@ def batch_norm_backward(
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """(dx or None, dgamma, dbeta) of train-mode BatchNorm; dgamma and dbeta float64 (C,). dx is
     a * dy + b * x_hat + c per channel: a = gamma * inv, b = -a * dgamma / n, c = -a * dbeta / n."""
-    count = dy.size // max(dy.shape[1], 1)
+    n, c = dy.shape[:2]
+    positions = dy.size // max(n * c, 1)
+    count = max(n * positions, 1)
     dbeta = channel_sums(dy)
     dgamma = channel_dots(dy, x_hat)
     if not need_dx:
         return None, dgamma, dbeta
     a = scale.astype(np.float64) * inv
     dx = np.empty(dy.shape, dy.dtype)
-    dx3 = _rows(dx)
-    np.multiply(_rows(dy), _per_channel(a, dy.dtype), out=dx3)
-    tmp = np.multiply(_rows(x_hat), _per_channel(-a * dgamma / max(count, 1), dy.dtype))
-    tmp += _per_channel(-a * dbeta / max(count, 1), dy.dtype)
-    dx3 += tmp
+    dx2 = dx.reshape(n, -1)
+    np.multiply(dy.reshape(n, -1), _coef(a, dy.dtype, positions), out=dx2)
+    tmp = np.multiply(x_hat.reshape(n, -1), _coef(-a * dgamma / count, dy.dtype, positions))
+    tmp += _coef(-a * dbeta / count, dy.dtype, positions)
+    dx2 += tmp
     return dx, dgamma, dbeta
