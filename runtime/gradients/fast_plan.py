@@ -145,6 +145,8 @@ class FastBackprop(Backprop):
                 tape.results.append(tuple(values.get(o) if o else None for o in n.outputs))
             if isinstance(fs, _RecordingBatchNorm) and training:
                 tape.records[n.name] = fs.kept
+            if isinstance(fs, (_KeepingKernel, _RecordingBatchNorm)):
+                fs.kept = ()  # the tape holds them now; the plan keeps nothing between steps
         return tape
 
     def _differentiate(
