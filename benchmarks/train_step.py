@@ -142,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
 
     print(f"machine: {machine()}")
-    print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
+    print(
+        "load average (1, 5, 15 min): before "
+        + ", ".join(f"{v:.2f}" for v in load_before)
+        + "; after "
+        + ", ".join(f"{v:.2f}" for v in load_after)
+    )
     print(
         f"template CNN (16/32 channels, FC 64), batch {args.batch} of 8x8 digits, "
         f"{args.repeats} interleaved rounds\n"
