@@ -63,3 +63,33 @@ def test_dropout_table_gap():
     rows = [{"train_eval_accuracy": 1.0, "test_accuracy": 0.99}]
     runs = [Run("BN, no dropout", s, 0.01, [(0, 0.0)], rows) for s in (0, 1)]
     assert "| 1.00 ± 0.00 |" in dropout_table(runs)
+
+
+def test_train_step_benchmark_runs_and_its_phases_add_up(capsys):
+    """benchmarks/train_step.py keeps working (2 rounds on 8 images; no time is asserted): its
+    table has every row, and the backward's op families plus the walk are the backward."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import train_step
+    finally:
+        sys.path.pop(0)
+    assert train_step.main(["--batch", "8", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 3 and cells[1] not in ("median (ms)", "---"):
+            rows[cells[0]] = float(cells[1])
+    for name in (
+        "inference forward (graphnet fast plan)",
+        "train step (graphnet fast plan)",
+        "train step (graphnet reference plan)",
+        "inference forward (onnxruntime, 1 thread)",
+        "backward: conv",
+    ):
+        assert name in rows, name
+    parts = [v for k, v in rows.items() if k.startswith("backward: ")]
+    # Of 2 rounds the median is the mean, which adds up: the parts' medians sum to the
+    # backward's, up to the printed rounding (0.005 ms per row).
+    assert abs(sum(parts) - rows["backward"]) <= 0.005 * (len(parts) + 1) + 1e-9
+    assert "train step (graphnet fast plan) / inference forward" in out
