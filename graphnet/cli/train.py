@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         history=args.history,
     )
     try:
-        train_model(graph, trainable, dataset, args.output, opts)
+        train_model(graph, trainable, dataset, args.output, opts, data_name=args.data)
     except FloatingPointError as exc:  # a diverging run: the user's learning rate, not a bug
         raise CliError(str(exc)) from None
     return EXIT_OK

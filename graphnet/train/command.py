@@ -12,6 +12,7 @@ atomically; the input file is never written.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,9 +40,19 @@ class TrainOptions:
     progress: bool | None = None
 
 
+def _check_number(flag: str, value: float | None, high: float = math.inf) -> None:
+    """A flag's value is a finite number in [0, high), or the error names the flag."""
+    if value is not None and not (0.0 <= value < high):
+        where = "[0, inf)" if high == math.inf else f"[0, {high:g})"
+        raise InputError(f"{flag} must be a number in {where}, got {value!r}")
+
+
 def _optimizer(opts: TrainOptions):
     from graphnet.train.optim import SGD, Adam
 
+    _check_number("--lr", opts.lr)
+    _check_number("--momentum", opts.momentum)
+    _check_number("--weight-decay", opts.weight_decay)
     if opts.optimizer == "sgd":
         return SGD(
             0.01 if opts.lr is None else opts.lr,
@@ -55,6 +66,29 @@ def _optimizer(opts: TrainOptions):
     raise InputError(f"--optimizer must be sgd or adam, got {opts.optimizer!r}")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _check_labels(graph: Graph, dataset: Dataset, data_name: str) -> None:
+    """Before any training: the labels are class indices of the model's output (N, K), checked
+    up front so that the error names the data file (the loss would only say so at the first
+    batch holding a bad label)."""
+    shape = graph.values[graph.outputs[0]].shape if len(graph.outputs) == 1 else None
+    if not shape or len(shape) != 2 or not isinstance(shape[1], int):
+        return  # the loss checks each batch against the output it gets
+    classes = shape[1]
+    for name, y in (("y", dataset.y), ("y_test", dataset.y_test)):
+        if y is None or not len(y):
+            continue
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise InputError(
+                f"{data_name}: {name} holds labels {low}..{high}, but the model has {classes} "
+                f"outputs: labels must be in [0, {classes})"
+            )
+
+
 def train_model(
     graph: Graph,
     trainable: list[str] | None,
@@ -63,6 +97,7 @@ def train_model(
     opts: TrainOptions,
     *,
     log: Callable[[str], None] = print,
+    data_name: str = "the data",
 ) -> History:
     """Train `graph` on `dataset` (`trainable`: the parameters that learn, None for all), then
     write it to `output`; returns the `History`. Nothing is written before training succeeded,
@@ -74,10 +109,11 @@ def train_model(
     if opts.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {opts.batch_size}")
     optimizer = _optimizer(opts)
+    _check_labels(graph, dataset, data_name)
     log(
         f"training '{graph.name}' on {len(dataset.x)} examples"
         + (f" ({len(dataset.x_test)} test)" if dataset.x_test is not None else "")
-        + f": {opts.epochs} epochs, batch {opts.batch_size}, {optimizer!r}"
+        + f": {_count(opts.epochs, 'epoch')}, batch {opts.batch_size}, {optimizer!r}"
     )
 
     def on_epoch(row: dict) -> None:
@@ -104,5 +140,5 @@ def train_model(
         on_epoch=on_epoch,
     )
     graph.save(output)
-    log(f"wrote {output}: {graph.num_params():,} parameters ({len(hist.epochs)} epochs)")
+    log(f"wrote {output}: {graph.num_params():,} parameters ({_count(len(hist.epochs), 'epoch')})")
     return hist

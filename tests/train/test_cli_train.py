@@ -100,7 +100,7 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, capsys):
         tmp_path,
         capsys,
         ["train", model, "--data", str(tmp_path / "labels.npz"), "-o", out],
-        "labels must be integers in [0, 10)",
+        "labels.npz: y holds labels 7..10, but the model has 10 outputs: labels must be in [0, 10)",
     )
     np.savez(tmp_path / "shape.npz", x=np.zeros((4, 64), np.float32), y=np.zeros(4, np.int64))
     _bad(
@@ -117,5 +117,12 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, capsys):
         ["train", model, "--data", str(ref), "-o", out, "--optimizer", "adam", "--momentum", "0.9"],
         "--momentum is for sgd",
     )
+    for flag, value in (("--lr", "-0.1"), ("--lr", "nan"), ("--weight-decay", "-1")):
+        _bad(
+            tmp_path,
+            capsys,
+            ["train", model, "--data", str(ref), "-o", out, flag, value],
+            f"{flag} must be a number in [0, inf), got {float(value)!r}",
+        )
     assert main(["train", model, "--data", str(ref), "-o", model]) == 2
     assert "refusing to overwrite an input" in capsys.readouterr().err
