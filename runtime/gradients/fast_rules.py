@@ -102,9 +102,24 @@ def conv(
 
 
 @fast_gradient("Relu")
-def relu(dy: np.ndarray, x: np.ndarray, *, out: tuple, needs, training, ctx) -> Any:
-    """dx = dy * [x > 0] (one multiply by the boolean mask)."""
-    return (np.multiply(dy, x > 0),)
+def relu(
+    dy: np.ndarray,
+    x: np.ndarray,
+    *,
+    out: tuple,
+    needs: tuple[bool, ...],
+    training: bool,
+    ctx: FastContext,
+) -> Any:
+    """dx = dy * [x > 0]: one multiply by the boolean mask (np.where, the plain rule's form,
+    measured 8x slower here). A multiply makes inf * 0 = NaN where the plain rule gives 0, so a
+    non-finite result (its sum says so, in one cheap pass) is redone as the plain rule does."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is handled below
+        dx = np.multiply(dy, x > 0)
+        finite = np.isfinite(dx.sum())
+    if not finite:
+        return NotImplemented
+    return (dx,)
 
 
 @fast_gradient("BatchNormalization")

@@ -239,3 +239,15 @@ def test_fast_forward_checks_its_feeds():
 def test_trainer_plan_is_checked():
     with pytest.raises(AttributeValueError, match="plan must be one of"):
         Trainer(_template(), plan="quick")
+
+
+def test_relu_of_an_infinite_gradient_is_the_plain_rule(monkeypatch):
+    """dY = inf where x < 0: the plain rule (and PyTorch) give 0 there, not inf * 0 = NaN."""
+    ran = _spy(monkeypatch)
+    g = nn.Sequential([nn.ReLU()]).build((None, 4))
+    x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    dy = np.array([[np.inf, 1.0, 2.0, -np.inf]], np.float32)
+    fb = FastBackprop(g)
+    got = fb.backward(fb.forward({"input": x}), {"output": dy}, ["input"])["input"]
+    np.testing.assert_array_equal(got, [[0.0, 1.0, 0.0, -np.inf]])
+    assert "Relu" not in ran
