@@ -230,6 +230,7 @@ class Backprop:
                 )
             assert step.rule is not None  # slots is empty for ops without a rule
             dy = dys[0]
+            assert dy is not None  # the two checks above leave only the first output's gradient
             outs = tape.results[k]
             args = [tape.values[i] if i else None for i in n.inputs]
             kwargs: dict[str, Any] = dict(step.attrs, out=outs)

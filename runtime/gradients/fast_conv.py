@@ -218,6 +218,7 @@ def conv_backward(
             if dx is None:
                 continue
             if dyp is not None:
+                assert wt is not None  # dyp is made only on the adjoint-conv path
                 cols2 = scratch.take(4, b * m * taps * npix, dtype).reshape(g, mg, *ks, *xs, b)
                 np.copyto(cols2, _windows(dyp, g, ks, (1,) * k, dilations, xs))
                 dxt = scratch.take(5, b * c * npix, dtype).reshape(g, cg, npix * b)
@@ -240,7 +241,8 @@ def conv_backward(
                         slice(t * d, t * d + (o - 1) * s + 1, s)
                         for t, d, o, s in zip(tap, dilations, outs, strides, strict=True)
                     )
-                    dxp[(slice(None), *index)] += cv[(slice(None), *tap)]
+                    at: tuple[slice | int, ...] = (slice(None), *tap)
+                    dxp[(slice(None), *index)] += cv[at]
                 crop = tuple(slice(bg, bg + s) for bg, s in zip(begins, xs, strict=True))
                 transpose_batch(
                     dxp[(slice(None), *crop)],
