@@ -102,7 +102,9 @@ def run_config(
     keep_graph: Callable[[Any], None] | None = None,
 ) -> Run:
     """Train the template (2 stages of 2 convs, one hidden FC) with SGD momentum 0.9 at
-    `base_lr * lr_multiple`; test accuracy every `eval_every` steps."""
+    `base_lr * lr_multiple`; test accuracy every `eval_every` steps. `dropout` is the drop
+    probability before the hidden FC; None: no dropout layer (the template's own default would
+    be 0.5)."""
     from graphnet.nn.template import template
 
     data = data if data is not None else digits()
@@ -114,7 +116,7 @@ def run_config(
         hidden=hidden,
         classes=10,
         batchnorm=batchnorm,
-        drop=dropout,
+        drop=0.0 if dropout is None else dropout,  # drop=0: no Dropout node
         name=name.replace(" ", "_").replace(",", ""),
     ).build((None,) + tuple(data.x.shape[1:]), seed=seed)
     lr = base_lr * lr_multiple

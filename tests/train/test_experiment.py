@@ -93,3 +93,22 @@ def test_train_step_benchmark_runs_and_its_phases_add_up(capsys):
     # backward's, up to the printed rounding (0.005 ms per row).
     assert abs(sum(parts) - rows["backward"]) <= 0.005 * (len(parts) + 1) + 1e-9
     assert "train step (graphnet fast plan) / inference forward" in out
+
+
+def test_configs_have_dropout_only_where_they_say():
+    """'no BN' and the BN configs train without a Dropout node, 'BN + dropout 0.5' with one of
+    drop 0.5 (the template's own default, drop=0.5 when not given, must not leak in)."""
+    from graphnet.data import Dataset, digits
+    from graphnet.train.experiment import BN_CONFIGS, DROPOUT_CONFIGS, run_config
+
+    d = digits()
+    tiny = Dataset(d.x[:8], d.y[:8], d.x_test[:8], d.y_test[:8])
+    for name, bn, drop, mult in BN_CONFIGS + DROPOUT_CONFIGS:
+        kept = []
+        run_config(name, bn, drop, mult, seed=0, epochs=0, data=tiny, keep_graph=kept.append)
+        ops = kept[0].op_counts()
+        assert ops.get("Dropout", 0) == (0 if drop is None else 1), name
+        assert ops.get("BatchNormalization", 0) == (4 if bn else 0), name
+        for n in kept[0].nodes:
+            if n.op == "Dropout":
+                assert n.attrs.get("drop_prob") == drop, name
