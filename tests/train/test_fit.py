@@ -16,7 +16,8 @@ from graphnet.train import SGD, Adam, StepLR, fit
 
 
 def _small(batchnorm=True, dropout=None):
-    return nn.template(channels=(8, 16), hidden=(32,), batchnorm=batchnorm, drop=dropout).build(
+    drop = 0.0 if dropout is None else dropout  # the template's default would be 0.5
+    return nn.template(channels=(8, 16), hidden=(32,), batchnorm=batchnorm, drop=drop).build(
         (None, 1, 8, 8), seed=0
     )
 
