@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from graphnet.data import Dataset
 from graphnet.errors import InputError
 from graphnet.ir import Graph
@@ -89,6 +91,21 @@ def _check_labels(graph: Graph, dataset: Dataset, data_name: str) -> None:
             )
 
 
+def _check_finite(dataset: Dataset, data_name: str) -> None:
+    """Before any training: the images hold only finite numbers (a NaN would otherwise surface
+    as a NaN loss at the first batch holding it, blamed on the learning rate)."""
+    for name, x in (("x", dataset.x), ("x_test", dataset.x_test)):
+        if x is None:
+            continue
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"{data_name}: {name} holds NaN or infinite values in "
+                f"{_count(int(bad.sum()), 'example')} (the first is example {first})"
+            )
+
+
 def train_model(
     graph: Graph,
     trainable: list[str] | None,
@@ -110,6 +127,7 @@ def train_model(
         raise InputError(f"--batch-size must be >= 1, got {opts.batch_size}")
     optimizer = _optimizer(opts)
     _check_labels(graph, dataset, data_name)
+    _check_finite(dataset, data_name)
     log(
         f"training '{graph.name}' on {len(dataset.x)} examples"
         + (f" ({len(dataset.x_test)} test)" if dataset.x_test is not None else "")

@@ -124,5 +124,15 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, capsys):
             ["train", model, "--data", str(ref), "-o", out, flag, value],
             f"{flag} must be a number in [0, inf), got {float(value)!r}",
         )
+    nan = np.zeros((4, 1, 8, 8), np.float32)
+    nan[2, 0, 3, 3] = np.nan
+    np.savez(tmp_path / "nan.npz", x=nan, y=np.zeros(4, np.int64))
+    _bad(
+        tmp_path,
+        capsys,
+        ["train", model, "--data", str(tmp_path / "nan.npz"), "-o", out],
+        "nan.npz: x holds NaN or infinite values in 1 example (the first is example 2)",
+    )
     assert main(["train", model, "--data", str(ref), "-o", model]) == 2
     assert "refusing to overwrite an input" in capsys.readouterr().err
+
