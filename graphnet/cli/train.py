@@ -19,25 +19,67 @@ import os
 
 from graphnet.cli.common import EXIT_OK, CliError, check_distinct, check_output
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "USAGE", "add_arguments", "run"]
 
-HELP = "train a model (ONNX file or MODULE:ATTR) on an .npz data set with backpropagation"
+HELP = "train a model (an ONNX file or module.py:attr) on an .npz data set with backpropagation"
+
+
+# The contract, word for word (scripts depend on it); argparse's own usage line would put
+# MODEL last and spell the metavars differently.
+USAGE = (
+    "%(prog)s MODEL --data DATA.npz -o OUT.onnx [--epochs E] [--batch-size B] [--lr LR]\n"
+    "       [--optimizer sgd|adam] [--momentum M] [--weight-decay W] [--no-shuffle] [--seed S]\n"
+    "       [--history H.json]"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="an .onnx file, or MODULE:ATTR as for export")
+    p.usage = USAGE
     p.add_argument(
-        "--data", required=True, metavar="DATA.npz", help="x (N, ...) float32, y (N,) labels"
+        "model",
+        metavar="MODEL",
+        help="an .onnx file (a PyTorch export in eval mode works: its BatchNorm layers train in "
+        "train mode), or module.py:attr (or dotted.module:attr) as for export",
     )
-    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="DATA.npz",
+        help="x (N, ...) float32 and y (N,) integer labels, optionally x_test and y_test",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT.onnx",
+        help="the trained model, parameter names kept (written atomically, after training)",
+    )
+    p.add_argument("--epochs", type=int, default=10, metavar="E", help="default 10")
+    p.add_argument("--batch-size", type=int, default=64, metavar="B", help="default 64")
     p.add_argument("--lr", type=float, default=None, help="default 0.01 (sgd), 0.001 (adam)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-    p.add_argument("--momentum", type=float, default=None, help="sgd only (default 0)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default="sgd",
+        metavar="sgd|adam",
+        help="PyTorch's SGD (default) or Adam (betas 0.9/0.999, eps 1e-8)",
+    )
+    p.add_argument("--momentum", type=float, default=None, metavar="M", help="sgd only (default 0)")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="added to the gradient as W * parameter (default 0)",
+    )
     p.add_argument("--no-shuffle", action="store_true", help="visit the examples in order")
-    p.add_argument("--seed", type=int, default=0, help="seeds the batch order and dropout masks")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seeds the batch order and dropout masks (default 0)",
+    )
     p.add_argument("--history", metavar="H.json", help="write the per-epoch metrics as JSON")
 
 

@@ -136,3 +136,56 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     assert main(["train", model, "--data", str(ref), "-o", model]) == 2
     assert "refusing to overwrite an input" in capsys.readouterr().err
 
+
+# The issue's contract, as the issue words it (scripts depend on it).
+CONTRACT = (
+    "graphnet train MODEL --data DATA.npz -o OUT.onnx [--epochs E] [--batch-size B] [--lr LR] "
+    "[--optimizer sgd|adam] [--momentum M] [--weight-decay W] [--no-shuffle] [--seed S] "
+    "[--history H.json]"
+)
+
+
+def test_usage_is_the_contract_and_every_flag_in_it_is_accepted(capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    usage = " ".join(out.split("\n\n")[0].split())
+    assert usage == "usage: " + CONTRACT
+    # Every flag of the contract, with a value where it takes one, parses as the usage says.
+    import graphnet.cli.train as command
+
+    seen = []
+    monkeypatch.setattr(command, "run", lambda args: seen.append(args) or 0)
+    argv = CONTRACT.replace("[", "").replace("]", "").split()[2:]
+    values = {"E": "2", "B": "8", "LR": "0.1", "sgd|adam": "adam", "M": "0.5", "W": "0.01"}
+    values.update({"S": "7", "MODEL": "m.onnx", "DATA.npz": "d.npz", "OUT.onnx": "o.onnx"})
+    assert main(["train"] + [values.get(a, a) for a in argv]) == 0
+    (args,) = seen
+    assert (args.model, args.data, args.output) == ("m.onnx", "d.npz", "o.onnx")
+    assert (args.epochs, args.batch_size, args.lr, args.optimizer) == (2, 8, 0.1, "adam")
+    assert (args.momentum, args.weight_decay, args.no_shuffle, args.seed) == (0.5, 0.01, True, 7)
+    assert args.history == "H.json"
+
+
+def test_seed_fixes_the_batch_order_and_dropout_masks(tmp_path):
+    """Same --seed: the same trained parameters; another seed: other batches, other masks."""
+    (tmp_path / "nets.py").write_text(
+        "from graphnet import nn\n"
+        "net = nn.Sequential([nn.Flatten(), nn.Dropout(drop=0.5), nn.Linear(10), nn.Softmax()])\n"
+    )
+    from graphnet.data import Dataset, digits, save
+
+    d = digits()
+    save(Dataset(d.x[:48], d.y[:48]), tmp_path / "d.npz")
+    trained = []
+    for i, seed in enumerate(("3", "3", "4")):
+        out = tmp_path / f"o{i}.onnx"
+        argv = ["train", f"{tmp_path / 'nets.py'}:net", "--data", str(tmp_path / "d.npz")]
+        assert (
+            main(argv + ["-o", str(out), "--epochs", "2", "--batch-size", "16", "--seed", seed])
+            == 0
+        )
+        trained.append(_initializers(out))
+    assert all(np.array_equal(trained[0][k], trained[1][k]) for k in trained[0])
+    assert not np.array_equal(trained[0]["fc1.W"], trained[2]["fc1.W"])
