@@ -112,7 +112,9 @@ def test_demo_report(tmp_path, capsys):
     assert f"report: wrote {out}" in capsys.readouterr().out
     html = out.read_text("utf-8")
     page = check_page(html)
-    assert page.node_views == {"before": 20, "after": 15}  # the template, then optimized
+    # The trained BN network (4 x Conv-BN-ReLU, 2 MaxPool, Flatten, Gemm-ReLU, Gemm, Softmax: no
+    # Dropout), then optimized (the 4 BN folded).
+    assert page.node_views == {"before": 19, "after": 15}
     assert "trained on the digits" in html and "on the first test digit (a " in html
     assert main(["demo", "--train-steps", "0", "--report", str(out)]) == 0
     assert "on the demo's input (example 0)" in out.read_text("utf-8")
