@@ -433,15 +433,10 @@ def test_import_sum_becomes_add_chain(opset, n_inputs):
 
 
 def test_import_single_input_sum():
-    """One-input Sum is the identity: imported as Identity where that op exists (it does once the
-    shape family is in), otherwise kept as an opaque node."""
+    """One-input Sum is the identity: imported as Identity."""
     node = helper.make_node("Sum", ["x"], ["y"])
     model = _model([node], [_f32("x", (2, 3))], [_f32("y", (2, 3))], 13)
-    if ops.has("Identity"):
-        _check_import(model, {"x": rand(RNG(0), 2, 3)}, ["Identity"])
-    else:
-        g = graphnet.load(model)
-        assert [(n.op, n.attrs["op_type"]) for n in g.nodes] == [("Opaque", "Sum")]
+    _check_import(model, {"x": rand(RNG(0), 2, 3)}, ["Identity"])
 
 
 def test_import_without_shape_information_runs_negative_axes():

@@ -6,7 +6,7 @@ Dropout-12 ratio/training_mode inputs). Import reads opsets 7 to 21+:
 - Softmax/LogSoftmax below opset 13 flattened the input to 2-D at `axis` (default 1) and
   normalized over all trailing dims at once. When every dim after `axis` is 1 (e.g. `axis` is
   the last axis) that is the one-axis op; otherwise it becomes Flatten + op(axis=-1) + Reshape
-  back, if the op table has Flatten and Reshape and at most one input dim is dynamic; else the
+  back when at most one input dim is dynamic (the shape written back may hold one -1); else the
   node stays opaque.
 - PRelu (opset 7+): the slope broadcasts unidirectionally from the right, as in the IR; 1:1.
   Before opset 7 the slope was per CHANNEL (size C, along axis 1) or shared (size 1), as PyTorch's
@@ -163,7 +163,7 @@ def _import_softmax(ctx, node):
         # Normalizing over d[a:] with every dim after `a` of size 1 is normalizing along `a`.
         ctx.add(op, [x], outs, {"axis": -1 if a == r - 1 else a}, name=node.name)
         return
-    if not (ops.has("Flatten") and ops.has("Reshape")) or sum(not is_static(d) for d in shape) > 1:
+    if sum(not is_static(d) for d in shape) > 1:  # Reshape's shape takes one -1 at most
         ctx.opaque(node)
         return
     base = node.name or outs[0]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphnet import ops
 from graphnet.onnx_io.rules.table import export_rule, import_rule
 
 __all__ = ["legacy_broadcast"]
@@ -97,14 +96,11 @@ def _import_flatten(ctx, node):
 @import_rule("Sum")
 def _import_sum(ctx, node):
     """Sum(x0, x1, ..., xn) -> Add(...Add(Add(x0, x1), x2)..., xn), the last Add writing Sum's
-    output. A one-input Sum is an Identity where that op exists, else it stays opaque."""
+    output. A one-input Sum is an Identity."""
     xs = list(node.input)
     base = node.name or node.output[0]
     if len(xs) == 1:
-        if ops.has("Identity"):
-            ctx.add("Identity", xs, node.output, name=base)
-        else:
-            ctx.opaque(node)
+        ctx.add("Identity", xs, node.output, name=base)
         return
     acc = xs[0]
     for k, x in enumerate(xs[1:], start=1):
