@@ -162,9 +162,15 @@ def summarize(graph: Graph) -> list[LayerRow]:
 
 
 def _values(graph: Graph, names: list[str]) -> str:
+    if not names:
+        return "(none)"
     return ", ".join(
         f"{i} {graph.values[i].dtype}{format_shape(graph.values[i].shape)}" for i in names
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _bytes(n: int) -> str:
@@ -185,7 +191,7 @@ def format_summary(
     total_params = sum(r.params for r in rows)
     total_bytes = sum(r.param_bytes for r in rows)
     total_macs = sum(r.macs for r in rows)
-    foot = ("total", f"{len(rows)} nodes", "", f"{total_params:,}", f"{total_macs:,}")
+    foot = ("total", _count(len(rows), "node"), "", f"{total_params:,}", f"{total_macs:,}")
     widths = [max(len(row[k]) for row in [head, *body, foot]) for k in range(5)]
 
     def line(row: tuple) -> str:
@@ -198,7 +204,8 @@ def format_summary(
         size += f"; file: {file_bytes:,} bytes ({_bytes(file_bytes)})"
     generated = sum(1 for r in rows if r.constant)
     if generated:
-        size += f"; {generated} nodes compute constants (counted where they are read)"
+        verb = "computes" if generated == 1 else "compute"
+        size += f"; {_count(generated, 'node')} {verb} constants (counted where they are read)"
     out = [
         f"graph '{graph.name}'",
         f"inputs:  {_values(graph, graph.inputs)}",

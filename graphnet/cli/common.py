@@ -39,6 +39,7 @@ __all__ = [
     "declared_mode",
     "describe_mode",
     "write_text",
+    "count",
     "Steps",
     "steps",
 ]
@@ -179,7 +180,8 @@ def declares_training(model: Any) -> bool:
 def describe_mode(mode: str, declared: str, chosen: bool) -> str:
     """The "mode: ..." line of `check` and `run`: the mode used and where it comes from."""
     if chosen and mode != declared:
-        return f"mode: {mode} (--mode; the model itself is a {declared}-mode export)"
+        article = "an" if declared == "inference" else "a"
+        return f"mode: {mode} (--mode; the model itself is {article} {declared}-mode export)"
     if declared == "train":
         return f"mode: {mode} (the model has training-mode BatchNormalization or Dropout)"
     return f"mode: {mode}"
@@ -238,6 +240,11 @@ def write_text(path: str, text: str) -> None:
     from graphnet.onnx_io.export import atomic_write
 
     atomic_write(path, text.encode())
+
+
+def count(n: int, noun: str) -> str:
+    """ "1 node", "2 nodes", "1,746 nodes": a count for a message."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 # --------------------------------------------------------------------------------- progress

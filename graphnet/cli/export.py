@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from graphnet.cli.common import EXIT_BUG, EXIT_OK, CliError, check_output
+from graphnet.cli.common import EXIT_BUG, EXIT_OK, CliError, check_output, count
 
 __all__ = ["HELP", "add_arguments", "run", "parse_shape"]
 
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.output}: graph '{graph.name}', input {ins}"
         + (f" ({conv})" if conv else "")
-        + f", {len(graph.nodes)} nodes, {graph.num_params():,} parameters, opset "
+        + f", {count(len(graph.nodes), 'node')}, {count(graph.num_params(), 'parameter')}, opset "
         f"{model.opset_import[0].version}, {args.mode} mode"
     )
     if shape is not None and None not in shape:

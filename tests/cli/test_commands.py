@@ -76,6 +76,41 @@ def test_summary_counts_generated_weights(capsys):
     assert all(r["params"] == 0 for r in doc["layers"] if r["op"] == "ConstantOfShape")
 
 
+def test_summary_counts_in_words(tmp_path, capsys):
+    """One node is "1 node", a graph without inputs says "(none)" (it printed an empty field)."""
+    from onnx import TensorProto, helper
+
+    relu = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    path = tmp_path / "one.onnx"
+    onnx.save(helper.make_model(relu, opset_imports=[helper.make_opsetid("", 17)]), path)
+    code, out, _ = _run(["summary", str(path)], capsys)
+    total = next(line for line in out.splitlines() if line.startswith("total"))
+    assert code == 0 and total.split()[1:3] == ["1", "node"], out
+    const = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["s"], ["y"])],
+        "gen",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [helper.make_tensor("s", TensorProto.INT64, [1], [2])],
+    )
+    onnx.save(helper.make_model(const, opset_imports=[helper.make_opsetid("", 17)]), path)
+    code, out, _ = _run(["summary", str(path)], capsys)
+    assert code == 0 and "inputs:  (none)" in out
+    assert "1 node computes constants" in out, out
+
+
+def test_mode_line_grammar():
+    from graphnet.cli.common import describe_mode
+
+    assert describe_mode("train", "inference", True).endswith("is an inference-mode export)")
+    assert describe_mode("inference", "train", True).endswith("is a train-mode export)")
+
+
 def test_run_writes_npz_keyed_by_output(tmp_path, capsys):
     path = small_onnx_model(tmp_path / "m.onnx")
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
@@ -148,7 +183,7 @@ def test_export_from_module(tmp_path, capsys):
     code, out, err = _run(
         ["export", f"{mod}:relu", "-o", str(tmp_path / "o4.onnx"), "--input-shape", "N,3"], capsys
     )
-    assert code == 0 and "1 nodes" in out, err
+    assert code == 0 and ", 1 node, 0 parameters, " in out, err
 
 
 @pytest.mark.parametrize(
