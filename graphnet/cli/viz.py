@@ -7,7 +7,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from graphnet.cli.common import EXIT_OK, check_output, load_graph, write_text
+from graphnet.cli.common import (
+    EXIT_OK,
+    CliError,
+    check_output,
+    count,
+    load_graph,
+    write_text,
+)
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -32,11 +39,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from graphnet.report import graph_dot, graph_svg
 
-    fmt = args.format
-    if fmt is None:
-        fmt = "dot" if os.path.splitext(args.output)[1].lower() in (".dot", ".gv") else "svg"
     if args.output != "-":
         check_output(args.output, inputs=[args.model])
+    fmt = args.format
+    ext = os.path.splitext(args.output)[1].lower()
+    if fmt is None:
+        if ext not in ("", ".svg", ".dot", ".gv"):  # e.g. g.png: SVG text in it would not open
+            raise CliError(
+                f"-o {args.output}: viz writes SVG (.svg) or DOT text (.dot, .gv), not {ext}; "
+                "give --format to write one of them under another name"
+            )
+        fmt = "dot" if ext in (".dot", ".gv") else "svg"
     graph = load_graph(args.model)
     marks = None
     if args.optimized:
@@ -52,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
         text = graph_svg(graph, marks=marks)
     write_text(args.output, text)
     if args.output != "-":
-        print(f"wrote {args.output}: {len(graph.nodes)} nodes ({fmt})")
+        print(f"wrote {args.output}: {count(len(graph.nodes), 'node')} ({fmt})")
     return EXIT_OK

@@ -124,3 +124,17 @@ def test_demo_report(tmp_path, capsys):
     assert "graphnet demo --report demo.html" in capsys.readouterr().out
     assert main(["demo", "--report", str(tmp_path / "no" / "d.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_viz_refuses_an_extension_it_does_not_write(model, tmp_path, capsys):
+    """`-o g.png` would get SVG text under a name no viewer opens as SVG: refused, nothing
+    written; --format says the user wants that text under that name anyway."""
+    _, path = model
+    png = tmp_path / "g.png"
+    assert main(["viz", str(path), "-o", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "viz writes SVG (.svg) or DOT text (.dot, .gv), not .png" in err, err
+    assert not png.exists()
+    assert main(["viz", str(path), "-o", str(png), "--format", "svg"]) == 0
+    assert ET.fromstring(png.read_bytes()).tag == f"{{{SVG_NS}}}svg"
+    assert f"wrote {png}: " in capsys.readouterr().out
