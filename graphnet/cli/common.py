@@ -34,6 +34,9 @@ __all__ = [
     "check_output",
     "check_distinct",
     "check_inputs_exist",
+    "input_paths",
+    "read_inputs",
+    "parse_passes",
     "onnx_softmax_outputs",
     "declares_training",
     "declared_mode",
@@ -70,11 +73,81 @@ class CliError(Exception):
 
 
 # ----------------------------------------------------------------------------------- inputs
+def _not_a_file(path: str) -> str | None:
+    """Why `path` cannot be read as an input file (None: it can be tried)."""
+    if os.path.isfile(path):
+        return None
+    if os.path.isdir(path):
+        return "is a folder, not a file"
+    return "is not a regular file" if os.path.exists(path) else "no such file"
+
+
 def check_inputs_exist(paths: Iterable[str]) -> None:
     for path in paths:
-        if not os.path.isfile(path):
-            what = "is a folder, not a file" if os.path.isdir(path) else "no such file"
+        what = _not_a_file(path)
+        if what:
             raise CliError(f"{path}: {what}")
+
+
+def input_paths(items: Sequence[str]) -> dict[str, str]:
+    """`-i NAME=PATH.npy` options -> {input name: path}, each file checked to exist."""
+    paths: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CliError(f"-i expects NAME=PATH.npy, got {item!r}")
+        if name in paths:
+            raise CliError(f"input '{name}' is given twice")
+        paths[name] = path
+    for name, path in paths.items():
+        what = _not_a_file(path)
+        if what:
+            raise CliError(f"input '{name}': {path}: {what}")
+    return paths
+
+
+def read_inputs(paths: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The arrays of `input_paths`' files (one array per .npy; never unpickled)."""
+    feeds = {}
+    for name, path in paths.items():
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise CliError(f"input '{name}': {path} is not a readable .npy file ({exc})") from None
+        if not isinstance(feeds[name], np.ndarray):
+            raise CliError(f"input '{name}': {path} holds several arrays (.npz); give one .npy")
+    return feeds
+
+
+def parse_passes(text: str | None) -> str | list[str]:
+    """`--passes a,b` -> pass names, pipeline names expanded (None or "": the `inference`
+    pipeline); an unknown name is a CliError with the closest known names ("did you mean")."""
+    import difflib
+
+    from graphnet.passes.base import all_passes
+    from graphnet.passes.manager import PIPELINES
+
+    if not text:
+        return "inference"
+    known = all_passes()
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part in PIPELINES:
+            names.extend(PIPELINES[part])
+        elif part in known:
+            names.append(part)
+        else:
+            close = difflib.get_close_matches(part, [*known, *PIPELINES], n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise CliError(
+                f"no pass named '{part}'{hint} (passes: {', '.join(sorted(known))}; pipelines: "
+                f"{', '.join(PIPELINES)}; see --list-passes)"
+            )
+    if not names:
+        raise CliError(f"--passes {text!r} names no pass")
+    return names
 
 
 def load_model(path: str):

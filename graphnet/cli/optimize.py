@@ -41,11 +41,12 @@ from graphnet.cli.common import (
     load_model,
     onnx_softmax_outputs,
     ort_outputs,
+    parse_passes,
     steps,
     write_text,
 )
 
-__all__ = ["HELP", "add_arguments", "run", "output_opset", "parse_passes"]
+__all__ = ["HELP", "add_arguments", "run", "output_opset"]
 
 HELP = "optimize an ONNX model for inference"
 
@@ -96,37 +97,6 @@ def output_opset(graph) -> int:
     from graphnet.onnx_io.export import MIN_OPSET
 
     return max(int(graph.meta.get("opset") or MIN_OPSET), MIN_OPSET)
-
-
-def parse_passes(text: str | None) -> str | list[str]:
-    """`--passes a,b` -> pass names, pipeline names expanded; an unknown name is a CliError
-    with the closest known names ("did you mean")."""
-    import difflib
-
-    from graphnet.passes.base import all_passes
-    from graphnet.passes.manager import PIPELINES
-
-    if not text:
-        return "inference"
-    known = all_passes()
-    names: list[str] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if part in PIPELINES:
-            names.extend(PIPELINES[part])
-        elif part in known:
-            names.append(part)
-        else:
-            close = difflib.get_close_matches(part, [*known, *PIPELINES], n=2, cutoff=0.6)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise CliError(
-                f"no pass named '{part}'{hint} (passes: {', '.join(sorted(known))}; pipelines: "
-                f"{', '.join(PIPELINES)}; see --list-passes)"
-            )
-    if not names:
-        raise CliError(f"--passes {text!r} names no pass")
-    return names
 
 
 def _full_check_ok(model) -> bool:

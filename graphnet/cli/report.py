@@ -10,10 +10,13 @@ import os
 
 from graphnet.cli.common import (
     EXIT_OK,
-    CliError,
     check_inputs_exist,
     check_output,
+    count,
+    input_paths,
     load_graph,
+    parse_passes,
+    read_inputs,
     steps,
 )
 
@@ -49,22 +52,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphnet.cli.run import _input_paths, _read_inputs
     from graphnet.report import build_report
 
-    paths = _input_paths(args.input)
-    for name, path in paths.items():
-        if not os.path.isfile(path):
-            raise CliError(f"input '{name}': {path}: no such file")
+    paths = input_paths(args.input)
     extra = [args.history] if args.history else []
     check_inputs_exist([args.model, *extra])
     out = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".html"
     check_output(out, inputs=[args.model, *paths.values(), *extra])
-    passes = args.passes.split(",") if "," in args.passes else args.passes
+    passes = parse_passes(args.passes)  # a misspelled name fails here, before any work
     with steps(5 if not args.no_optimize else 4, desc="report") as step:
         step("importing")
         graph = load_graph(args.model)
-        feeds = _read_inputs(paths) if paths else None
+        feeds = read_inputs(paths) if paths else None
         report = build_report(
             graph,
             inputs=feeds,
@@ -78,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
         )
         step("writing")
         report.write(out)
-    after = f", {len(report.optimized.nodes)} after optimize" if report.optimized else ""
-    print(f"wrote {out} ({report.size}): {len(graph.nodes)} nodes{after}")
+    after = f", {len(report.optimized.nodes):,} after optimize" if report.optimized else ""
+    print(f"wrote {out} ({report.size}): {count(len(graph.nodes), 'node')}{after}")
     if report.activations.error:
         print(f"note: no activations: {report.activations.error}")
     return EXIT_OK

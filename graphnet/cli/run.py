@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 
 import numpy as np
 
 from graphnet.cli.common import (
     EXIT_OK,
-    CliError,
     check_inputs_exist,
     check_output,
     declared_mode,
     describe_mode,
+    input_paths,
     load_graph,
     load_model,
+    read_inputs,
 )
 
 __all__ = ["HELP", "add_arguments", "run"]
@@ -39,43 +39,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
 
 
-def _input_paths(items: list[str]) -> dict[str, str]:
-    paths = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise CliError(f"-i expects NAME=PATH.npy, got {item!r}")
-        if name in paths:
-            raise CliError(f"input '{name}' is given twice")
-        paths[name] = path
-    return paths
-
-
-def _read_inputs(paths: dict[str, str]) -> dict[str, np.ndarray]:
-    feeds = {}
-    for name, path in paths.items():
-        try:
-            feeds[name] = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise CliError(f"input '{name}': {path} is not a readable .npy file ({exc})") from None
-        if not isinstance(feeds[name], np.ndarray):
-            raise CliError(f"input '{name}': {path} holds several arrays (.npz); give one .npy")
-    return feeds
-
-
 def run(args: argparse.Namespace) -> int:
     from graphnet import ops, runtime
 
-    paths = _input_paths(args.input)
-    for name, path in paths.items():
-        if not os.path.isfile(path):
-            raise CliError(f"input '{name}': {path}: no such file")
+    paths = input_paths(args.input)
     check_inputs_exist([args.model])
     check_output(args.output, inputs=[args.model, *paths.values()])
     model = load_model(args.model)
     graph = load_graph(args.model, model)
     mode = args.mode or declared_mode(model)
-    feeds = _read_inputs(paths)
+    feeds = read_inputs(paths)
     outs = runtime.Session(graph).run(feeds, mode=mode, seed=args.seed)
     if mode == "train":
         # The running statistics BatchNorm updated, also when the model does not output them.

@@ -190,6 +190,8 @@ def test_export_from_module(tmp_path, capsys):
     "argv, message",
     [
         (["summary", "does/not/exist.onnx"], "no such file"),
+        (["summary", "/dev/null"], "/dev/null: is not a regular file"),
+        (["run", "{model}", "-i", "x={tmp}", "-o", "{tmp}/o.npz"], "is a folder, not a file"),
         (["run", "{model}", "-i", "x", "-o", "{tmp}/o.npz"], "NAME=PATH.npy"),
         (["run", "{model}", "-o", "{tmp}/o.npz"], "missing input"),
         (["export", "nocolon", "-o", "{tmp}/o.onnx"], "MODULE:ATTR"),

@@ -62,7 +62,11 @@ def test_report_command(model, tmp_path, capsys, monkeypatch):
         (["-i", "image"], "-i expects NAME=PATH.npy"),
         (["--history", "nope.json"], "nope.json: no such file"),
         (["-o", "no/such/dir/r.html"], "does not exist"),
-        (["--passes", "fold-bn"], None),  # shown on the page, not an error
+        (["-i", "image=."], "input 'image': .: is a folder, not a file"),
+        (["-i", "image=/dev/null"], "input 'image': /dev/null: is not a regular file"),
+        # A misspelled pass is refused before any work, as by `optimize`.
+        (["--passes", "fold-bn"], "no pass named 'fold-bn'; did you mean 'fold-batchnorm'"),
+        (["--passes", "fold-batchnorm,cse"], None),
     ],
 )
 def test_report_errors(model, tmp_path, capsys, monkeypatch, extra, message):
