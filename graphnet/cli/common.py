@@ -283,11 +283,13 @@ def check_output(path: str, *, inputs: Sequence[str] = (), flag: str = "-o") -> 
             raise CliError(f"{flag} {path} is the input {i}: refusing to overwrite an input")
     if os.path.isdir(path):
         raise CliError(f"{flag} {path} is a folder; give a file name")
-    folder = os.path.dirname(os.path.abspath(path))
+    # The folder as written, not normalized: the system resolves `x/../out` through x, which
+    # must then exist (abspath would drop it).
+    folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
-        raise CliError(f"{flag} {path}: folder {os.path.dirname(path) or '.'} does not exist")
+        raise CliError(f"{flag} {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise CliError(f"{flag} {path}: cannot write to folder {os.path.dirname(path) or '.'}")
+        raise CliError(f"{flag} {path}: cannot write to folder {folder}")
     if os.path.exists(path) and not os.path.isfile(path):
         raise CliError(f"{flag} {path} exists and is not a regular file")
 

@@ -245,7 +245,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None
     never see a half-written file, and a failure (or Ctrl-C) leaves the old file as it was. The
     file gets the permissions of `file_mode`; an error names `path`, never the temporary file."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    # The folder as the system resolves it (`link/../out` goes through the link's target), so
+    # that the rename stays within one folder.
+    folder = os.path.dirname(path) or "."
     mode = file_mode(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".graphnet-", suffix=".tmp", dir=folder)
@@ -298,7 +300,7 @@ def write_model(model, path: str | os.PathLike, *, external_data: bool | None = 
         data = model.SerializeToString()
         atomic_write(path, data)
         return len(data)
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(path) or "."  # as in atomic_write
     name = os.path.basename(path)
     mode = file_mode(path)
     try:

@@ -106,6 +106,9 @@ def test_export_refuses_to_overwrite_the_module(tmp_path, capsys):
     "out, message",
     [
         ("nodir/x.onnx", "folder nodir does not exist"),
+        # The system resolves `nodir/..` through nodir: it fails (the check once normalized
+        # the path to `x.onnx`, passed, and the write failed after the work).
+        ("nodir/../x.onnx", "folder nodir/.. does not exist"),
         ("adir", "is a folder"),
     ],
 )
@@ -155,6 +158,35 @@ def test_atomic_write_errors_name_the_target_not_the_temporary_file(tmp_path):
         atomic_write(target, b"data")
     assert str(target) in str(err.value) and ".graphnet-" not in str(err.value)
     assert not (tmp_path / "nodir").exists()
+
+
+@pytest.mark.parametrize("external", [None, False, True])
+def test_the_temporary_file_is_beside_the_target_as_the_system_resolves_it(
+    tmp_path, monkeypatch, external
+):
+    """`link/../out` is `out` beside the link's target, not beside the link: the temporary
+    file (or folder, for external data) goes there, so the final rename never crosses folders
+    or file systems. (None: atomic_write itself; False/True: write_model.)"""
+    import tempfile
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "b")
+    made_in = []
+    for fn in ("mkstemp", "mkdtemp"):
+        real = getattr(tempfile, fn)
+        monkeypatch.setattr(
+            tempfile, fn, lambda *a, _real=real, **k: made_in.append(k["dir"]) or _real(*a, **k)
+        )
+    target = tmp_path / "link" / ".." / "out.onnx"
+    if external is None:
+        atomic_write(target, b"data")
+    else:
+        import onnx
+
+        model = onnx.load(small_onnx_model(tmp_path / "m.onnx"))
+        write_model(model, target, external_data=external)
+    assert (tmp_path / "a" / "out.onnx").is_file() and not (tmp_path / "out.onnx").exists()
+    assert made_in and all(os.path.samefile(d, tmp_path / "a") for d in made_in)
 
 
 # --------------------------------------------------------------------------------- permissions
