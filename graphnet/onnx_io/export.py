@@ -164,6 +164,11 @@ def to_onnx(
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < MIN_OPSET:
         raise GraphNetError(f"graphnet exports opset {MIN_OPSET} or newer, got opset {opset}")
+    newest = _newest_opset()
+    if opset > newest:
+        raise GraphNetError(
+            f"opset {opset} is newer than the installed onnx package knows (its newest is {newest})"
+        )
     graph.verify()
     ctx = ExportContext(graph, mode=mode, opset=opset)
     for name, arr in graph.params.items():
@@ -191,10 +196,17 @@ def to_onnx(
         opset_imports=opsets,
         producer_name=producer,
         producer_version=__version__,
-        ir_version=helper.find_min_ir_version_for(opsets),
+        # A custom domain's opset (an opaque node's) is unknown to onnx: it sets no minimum.
+        ir_version=helper.find_min_ir_version_for(opsets, ignore_unknown=True),
     )
     _fill_unknown_output_shapes(model)
     return model
+
+
+def _newest_opset() -> int:
+    from onnx import defs
+
+    return int(defs.onnx_opset_version())
 
 
 def _fill_unknown_output_shapes(model) -> None:

@@ -208,6 +208,21 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
     assert not (tmp_path / "o.npz").exists() and not (tmp_path / "o.onnx").exists()
 
 
+def test_export_refuses_an_opset_newer_than_onnx_knows(tmp_path, capsys):
+    """It was an internal error (exit 3: "Unsupported opset-version" from onnx's table)."""
+    from onnx import defs
+
+    newest = defs.onnx_opset_version()
+    mod = tmp_path / "nets.py"
+    mod.write_text("from graphnet import nn\nnet = nn.Sequential([nn.ReLU()])\n")
+    argv = ["export", f"{mod}:net", "--input-shape", "N,3", "-o", str(tmp_path / "o.onnx")]
+    code, _, err = _run([*argv, "--opset", str(newest + 1)], capsys)
+    assert code == 2 and f"opset {newest + 1} is newer than the installed onnx" in err, err
+    assert not (tmp_path / "o.onnx").exists()
+    code, _, err = _run([*argv, "--opset", str(newest)], capsys)
+    assert code == 0, err
+
+
 def test_version(capsys):
     from graphnet import __version__
 

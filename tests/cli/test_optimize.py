@@ -168,6 +168,38 @@ def test_opaque_model_is_optimized_and_verified_with_onnxruntime(tmp_path, capsy
     assert "Softplus" in ops and "BatchNormalization" not in ops
 
 
+def test_a_custom_domain_op_is_kept_with_its_domain(tmp_path, capsys):
+    """An op of a custom domain (its opset unknown to onnx) is written back with its domain;
+    the model's IR version comes from the default domain's opset (onnx's lookup raised
+    "Unsupported opset-version" on the custom one: exit 3 for any such model)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["h"]),
+            helper.make_node("Foo", ["h"], ["y"], domain="com.example"),
+        ],
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=opsets), src)
+    assert main(["optimize", str(src), "-o", str(out)]) == 0, capsys.readouterr().err
+    written = onnx.load(str(out))
+    onnx.checker.check_model(written)
+    assert {(o.domain, o.version) for o in written.opset_import} == {
+        ("", 17),
+        ("com.example", 1),
+    }
+    assert written.ir_version == helper.find_min_ir_version_for(opsets[:1])
+    assert [(n.op_type, n.domain) for n in written.graph.node] == [
+        ("Relu", ""),
+        ("Foo", "com.example"),
+    ]
+
+
 def test_list_passes(capsys):
     assert main(["optimize", "--list-passes"]) == 0
     out = capsys.readouterr().out
