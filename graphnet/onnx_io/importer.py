@@ -137,6 +137,8 @@ def from_onnx(model) -> Graph:
     import onnx
     from onnx import numpy_helper
 
+    if not model.HasField("graph"):
+        raise ModelImportError("the model has no graph (an empty file, or not an ONNX model)")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
         raise ModelImportError("the model imports no version of the default ONNX domain")
@@ -183,9 +185,10 @@ def from_onnx(model) -> Graph:
             else:
                 rule(ctx, node)
         except GraphNetError as exc:
-            raise ModelImportError(
-                f"ONNX node '{node.name or node.output[0]}' ({node.op_type}): {exc}"
-            ) from exc
+            label = node.name or node.output[0]
+            if str(exc).startswith(f"node '{label}' ({node.op_type})"):
+                raise ModelImportError(str(exc)) from exc  # it names the node already
+            raise ModelImportError(f"ONNX node '{label}' ({node.op_type}): {exc}") from exc
     for o in mg.output:
         if o.name not in g.values:
             raise ModelImportError(f"graph output '{o.name}' is not produced by any node")

@@ -329,6 +329,33 @@ def test_invalid_onnx_file(tmp_path, capsys):
     assert code == 2 and "not a readable ONNX model" in err and "Traceback" not in err
 
 
+def test_empty_file_says_it_holds_no_model(tmp_path, capsys):
+    """An empty file parses as an empty ModelProto: it said "the model imports no version of
+    the default ONNX domain"."""
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    code, _, err = _run(["summary", str(empty)], capsys)
+    assert code == 2 and "the model has no graph (an empty file, or not an ONNX model)" in err
+
+
+def test_an_import_error_names_the_node_once(tmp_path, capsys):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((4, 5, 3, 3), np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W"], ["y"], name="conv1")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    code, _, err = _run(["summary", str(path)], capsys)
+    assert code == 2 and err.count("conv1") == 1, err
+    assert "node 'conv1' (Conv): W(4,5,3,3) has 5 input channels per group" in err
+
+
 def test_python_dash_m_entry_point(tmp_path):
     path = small_onnx_model(tmp_path / "m.onnx")
     proc = subprocess.run(
