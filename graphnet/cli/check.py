@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
+    for flag, tol in (("--rtol", args.rtol), ("--atol", args.atol)):
+        if not tol >= 0:  # also NaN: a tolerance nothing could meet or that meets anything
+            raise CliError(f"{flag} must be a number >= 0, got {tol}")
     with steps(4, desc="check") as step:
         step("importing")
         model = load_model(args.model)
