@@ -79,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         report.write(out)
     after = f", {len(report.optimized.nodes):,} after optimize" if report.optimized else ""
     print(f"wrote {out} ({report.size}): {count(len(graph.nodes), 'node')}{after}")
+    if report.optimize_error:
+        print(
+            f"note: optimize failed, the report shows the graph as it is: {report.optimize_error}"
+        )
     if report.activations.error:
         print(f"note: no activations: {report.activations.error}")
     return EXIT_OK

@@ -47,7 +47,8 @@ __all__ = [
 
 @dataclass
 class Report:
-    """A built report: the page (`html`) and what it was made from."""
+    """A built report: the page (`html`) and what it was made from (`optimize_error`: why the
+    pipeline failed, when it did: the page then shows the graph as it is)."""
 
     html: str
     graph: Graph
@@ -55,6 +56,7 @@ class Report:
     pipeline: PipelineReport | None
     changes: Changes | None
     activations: Activations
+    optimize_error: str | None = None
 
     @property
     def size(self) -> str:
@@ -118,7 +120,15 @@ def build_report(
     parts.activations = compute_activations(graph, inputs, seed=seed, source=input_source)
     step("drawing")
     html = render_html(parts)
-    return Report(html, graph, parts.after, parts.pipeline, parts.changes, parts.activations)
+    return Report(
+        html,
+        graph,
+        parts.after,
+        parts.pipeline,
+        parts.changes,
+        parts.activations,
+        parts.optimize_error,
+    )
 
 
 def write_report(graph: Graph, path: str | os.PathLike, **options: Any) -> Report:

@@ -81,6 +81,24 @@ def test_report_errors(model, tmp_path, capsys, monkeypatch, extra, message):
     assert not (tmp_path / "resnet.html").exists()
 
 
+def test_report_says_when_optimize_failed(model, tmp_path, capsys, monkeypatch):
+    """A pass that fails is shown on the page and the graph as it is; the command says so too
+    (it printed "wrote ..." as if the optimized graph were there)."""
+    import graphnet.passes.manager as manager
+    from graphnet.errors import PassError
+
+    def broken(graph, pipeline="inference", **kw):
+        raise PassError("fold-batchnorm: a planted failure")
+
+    monkeypatch.setattr(manager, "optimize", broken)
+    _, path = model
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "note: optimize failed, the report shows the graph as it is: PassError: " in text
+    assert "a planted failure" in out.read_text("utf-8")
+
+
 def test_report_bad_input_shape(model, tmp_path, capsys):
     _, path = model
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
