@@ -95,7 +95,7 @@ def build_report(
     called with the name of each step as it starts (the CLI's progress bar)."""
     from graphnet.report.activations import compute_activations
     from graphnet.report.changes import diff_graphs
-    from graphnet.report.history import history_charts, load_history
+    from graphnet.report.history import history_charts, load_history, load_steps
     from graphnet.report.html import ReportParts, render_html
 
     if inputs is not None:
@@ -105,6 +105,9 @@ def build_report(
     charts: list[str] = []
     if history is not None:
         charts = history_charts(*load_history(history))
+        steps = load_steps(history)  # graphnet's fit(eval_every=k): test metrics every k steps
+        if steps is not None:
+            charts += history_charts(*steps, xlabel="step")
     parts = ReportParts(graph, title or f"graphnet report: {graph.name}", source, history=charts)
     step = progress or (lambda what: None)
     if optimize:

@@ -11,7 +11,8 @@ tools' histories usually look like):
 
 Every numeric key except the x axis ("epoch", else the row number from 1) and bookkeeping
 ("steps", "seconds") is a series. Series whose name holds "loss" share one chart, those holding
-"acc" another, the rest (the learning rate) a third.
+"acc" another, the rest (the learning rate) a third. A graphnet history whose "steps" list holds
+two or more evaluations (`fit(eval_every=k)`) also gets those curves against the step.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from graphnet.errors import InputError
 from graphnet.report.images import line_chart_svg
 
-__all__ = ["load_history", "history_charts"]
+__all__ = ["load_history", "load_steps", "history_charts"]
 
 _X_KEYS = ("epoch", "epochs", "step")
 # Bookkeeping per epoch (graphnet's trainer writes steps and seconds): not learning curves.
@@ -38,9 +39,9 @@ def _number(v: Any) -> float | None:
     return float(v) if math.isfinite(float(v)) else None
 
 
-def load_history(source: str | os.PathLike | Any) -> tuple[list[float], dict[str, list]]:
-    """(x values, {series name: values with None for gaps}) from a path, parsed JSON data or a
-    `graphnet.train.History`. Raises `InputError` naming the file and what is wrong with it."""
+def _read(source: str | os.PathLike | Any) -> tuple[Any, str]:
+    """(the parsed history, how to name it in an error) from a path, parsed JSON data or an
+    object with `to_dict()` (graphnet.train.History)."""
     where = "training history"
     data = source.to_dict() if hasattr(source, "to_dict") else source  # graphnet.train.History
     if isinstance(source, (str, os.PathLike)):
@@ -50,8 +51,36 @@ def load_history(source: str | os.PathLike | Any) -> tuple[list[float], dict[str
                 data = json.load(fh)
         except OSError as exc:
             raise InputError(f"cannot read {where}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:  # a binary file (an .npz, a model) given by mistake
+            raise InputError(f"{where} is not a JSON text file (it is not UTF-8 text)") from None
         except json.JSONDecodeError as exc:
             raise InputError(f"{where} is not valid JSON: {exc}") from None
+    return data, where
+
+
+def load_history(source: str | os.PathLike | Any) -> tuple[list[float], dict[str, list]]:
+    """(x values, {series name: values with None for gaps}) from a path, parsed JSON data or a
+    `graphnet.train.History`. Raises `InputError` naming the file and what is wrong with it."""
+    return _per_epoch(*_read(source))
+
+
+def load_steps(source: str | os.PathLike | Any) -> tuple[list[float], dict[str, list]] | None:
+    """The evaluations graphnet's `fit(eval_every=k)` records every k steps (the "steps" list of
+    its history: test loss and accuracy by step), as (steps, {series: values}); None when the
+    history has fewer than two of them (a short run's few epochs say little; its steps do)."""
+    data, _ = _read(source)
+    rows = data.get("steps") if isinstance(data, Mapping) else None
+    if not isinstance(rows, list) or len(rows) < 2:
+        return None
+    if not all(isinstance(r, Mapping) and _number(r.get("step")) is not None for r in rows):
+        return None
+    names = {k: None for r in rows for k, v in r.items() if k != "step" and _number(v) is not None}
+    if not names:
+        return None
+    return [float(r["step"]) for r in rows], {k: [_number(r.get(k)) for r in rows] for k in names}
+
+
+def _per_epoch(data: Any, where: str) -> tuple[list[float], dict[str, list]]:
     if isinstance(data, Mapping):
         for key in ("history", "epochs"):
             if isinstance(data.get(key), list):
@@ -89,9 +118,11 @@ def load_history(source: str | os.PathLike | Any) -> tuple[list[float], dict[str
     return xs, series
 
 
-def history_charts(xs: list[float], series: Mapping[str, list]) -> list[str]:
+def history_charts(
+    xs: list[float], series: Mapping[str, list], *, xlabel: str = "epoch"
+) -> list[str]:
     """SVG charts: losses together, accuracies together, anything else (the learning rate) on a
-    third chart."""
+    third chart; `xlabel` names the x axis (per-step charts: "step", titles "... by step")."""
     groups: dict[str, dict[str, list]] = {"loss": {}, "accuracy": {}, "other": {}}
     for name, vals in series.items():
         low = name.lower()
@@ -100,8 +131,9 @@ def history_charts(xs: list[float], series: Mapping[str, list]) -> list[str]:
     only_lr = bool(groups["other"]) and all(
         k.lower() in ("lr", "learning_rate") for k in groups["other"]
     )
+    by = "" if xlabel == "epoch" else f" by {xlabel}"
     return [
-        line_chart_svg(xs, g, title=title)
+        line_chart_svg(xs, g, title=title + by, xlabel=xlabel)
         for title, g in (
             ("loss", groups["loss"]),
             ("accuracy", groups["accuracy"]),

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from graphnet.errors import InputError
-from graphnet.report.history import history_charts, load_history
+from graphnet.report.history import history_charts, load_history, load_steps
 
 EPOCHS = [
     {"epoch": 1, "loss": 2.0, "accuracy": 0.3, "val_loss": 2.2, "val_accuracy": 0.25, "lr": 0.1},
@@ -84,6 +84,11 @@ def test_unreadable_files_name_the_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(InputError, match="bad.json' is not valid JSON"):
         load_history(str(bad))
+    # A binary file given by mistake (an .npz): it was a UnicodeDecodeError (a traceback).
+    binary = tmp_path / "h.npz"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x00")
+    with pytest.raises(InputError, match="h.npz' is not a JSON text file"):
+        load_history(str(binary))
 
 
 def test_the_trainers_history_file(tmp_path):
@@ -102,3 +107,28 @@ def test_the_trainers_history_file(tmp_path):
     assert series["loss"] == pytest.approx(hist.column("loss"))
     assert "steps" not in series and "seconds" not in series
     assert load_history(hist) == (xs, series)
+
+
+def test_the_evaluations_every_k_steps():
+    """fit(eval_every=k) records test metrics every k steps ("steps"): a short run's one or
+    two epochs say little, those points show the curve; charted against the step."""
+    hist = {
+        "epochs": [{"epoch": 1, "steps": 30, "loss": 1.5, "test_accuracy": 0.6}],
+        "steps": [
+            {"step": 10, "test_loss": 2.0, "test_accuracy": 0.3},
+            {"step": 20, "test_loss": 1.2, "test_accuracy": 0.5},
+            {"step": 30, "test_loss": 0.9, "test_accuracy": None},
+        ],
+    }
+    xs, series = load_steps(hist)
+    assert xs == [10.0, 20.0, 30.0]
+    assert series == {"test_loss": [2.0, 1.2, 0.9], "test_accuracy": [0.3, 0.5, None]}
+    charts = history_charts(xs, series, xlabel="step")
+    assert len(charts) == 2
+    assert ">loss by step<" in charts[0] and ">accuracy by step<" in charts[1]
+    assert all(">step<" in c for c in charts)  # the x axis's label
+    # Fewer than two evaluations, no steps list, or rows without a step: nothing to draw.
+    assert load_steps({**hist, "steps": hist["steps"][:1]}) is None
+    assert load_steps({"epochs": hist["epochs"]}) is None
+    assert load_steps([{"epoch": 1, "loss": 1.0}]) is None
+    assert load_steps({"steps": [{"loss": 1.0}, {"loss": 0.5}]}) is None
