@@ -142,17 +142,17 @@ def _demo_train(steps: int, seed: int) -> tuple[bool, tuple]:
         "\ntraining (backpropagation on the NumPy runtime) on the shipped UCI digits, without and "
         "with BatchNorm at the same learning rate:"
     )
-    graph, data = short_demo(print, steps=steps, seed=seed)
+    graph, data, history = short_demo(print, steps=steps, seed=seed)
     found = deploy_check(graph, data.x_test)
     ok = found.same_class == found.total
     print(f"the trained BN network: {found}  {'OK' if ok else 'MISMATCH'}")
-    return ok, (graph, data)
+    return ok, (graph, data, history)
 
 
 def _demo_report(graph, x: np.ndarray, trained: tuple | None, path: str | None) -> None:
     """The HTML report (or, without --report, how to get one): of the network trained on the
-    digits, on a real test digit, when the training step ran; else of the template on the demo's
-    input."""
+    digits, on a real test digit, with its learning curves, when the training step ran; else of
+    the template on the demo's input."""
     if not path:
         print(
             "\npictures: graphnet demo --report demo.html writes an HTML report of this network "
@@ -162,10 +162,11 @@ def _demo_report(graph, x: np.ndarray, trained: tuple | None, path: str | None) 
     from graphnet.report import build_report
 
     if trained is not None:
-        net, data = trained
+        net, data, history = trained
         report = build_report(
             net,
             inputs={net.inputs[0]: data.x_test[:1]},
+            history=history,
             title="graphnet demo: the template trained on the digits",
             source="graphnet demo",
             input_source=f"the first test digit (a {int(data.y_test[0])})",
@@ -179,9 +180,10 @@ def _demo_report(graph, x: np.ndarray, trained: tuple | None, path: str | None) 
             input_source="the demo's input (example 0)",
         )
     report.write(path)
+    curves = ", the learning curves" if trained is not None else ""
     print(
-        f"\nreport: wrote {path} ({report.size}; open it in a browser): "
-        "the graph before and after optimize, the per-layer table, every layer's activations"
+        f"\nreport: wrote {path} ({report.size}; open it in a browser): the graph before and "
+        f"after optimize, the per-layer table, every layer's activations{curves}"
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graphnet.data import Dataset, digits
+from graphnet.train.history import History
 from graphnet.train.optim import SGD
 from graphnet.train.trainer import fit
 
@@ -44,6 +45,7 @@ class Run:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, test accuracy)
     epochs: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    history: History | None = None  # what `fit` returned (the demo's report draws it)
 
     @property
     def best(self) -> float:
@@ -135,6 +137,7 @@ def run_config(
     run.curve = curve_of(hist.steps, hist.epochs)
     run.epochs = hist.epochs
     run.seconds = sum(e["seconds"] for e in hist.epochs)
+    run.history = hist
     if keep_graph is not None:
         keep_graph(graph)
     return run
@@ -196,11 +199,11 @@ def dropout_table(runs: Sequence[Run]) -> str:
 
 def short_demo(
     log: Callable[[str], None] = print, *, steps: int = 46, seed: int = 0, base_lr: float = 0.01
-) -> tuple[Any, Dataset]:
+) -> tuple[Any, Dataset, History | None]:
     """A seconds-long version of the BatchNorm experiment for `graphnet demo`: a small template
     (8/16 channels, 32 hidden) trained `steps` steps on the digits without and with BN at the
-    same learning rate; prints test accuracy along the way. Returns the trained BN graph and the
-    data, for the deployment check that follows in the demo."""
+    same learning rate; prints test accuracy along the way. Returns the trained BN graph, the
+    data and the BN run's history, for the deployment check and the report that follow."""
     import functools
     import time
 
@@ -209,6 +212,7 @@ def short_demo(
     epochs = max(1, -(-steps // per_epoch))
     every = max(1, steps // 4)
     kept: dict[str, Any] = {}
+    runs: dict[str, Run] = {}
     n_test = 0 if data.y_test is None else len(data.y_test)
     log(
         f"training the template (8/16 channels) on {len(data.x)} digits, {epochs * per_epoch} "
@@ -230,10 +234,12 @@ def short_demo(
             hidden=(32,),
             keep_graph=functools.partial(kept.__setitem__, name),
         )
+        runs[name] = run
         shown = [(s, a) for s, a in run.curve[1:] if s % every == 0 or s == run.curve[-1][0]]
         points = "  ".join(f"step {s}: {100 * a:5.1f}%" for s, a in shown)
         log(f"  {name:10s} lr {run.lr:<5g} {points}  ({time.perf_counter() - t0:.1f} s)")
-    return kept[BN_CONFIGS[1][0]], data
+    bn_run = runs[BN_CONFIGS[1][0]]
+    return kept[bn_run.name], data, bn_run.history
 
 
 @dataclass

@@ -131,15 +131,20 @@ def test_demo_report(tmp_path, capsys):
     test digit; without it, the template on the demo's input."""
     out = tmp_path / "demo.html"
     assert main(["demo", "--report", str(out)]) == 0
-    assert f"report: wrote {out}" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert f"report: wrote {out}" in text and "activations, the learning curves" in text
     html = out.read_text("utf-8")
     page = check_page(html)
     # The trained BN network (4 x Conv-BN-ReLU, 2 MaxPool, Flatten, Gemm-ReLU, Gemm, Softmax: no
     # Dropout), then optimized (the 4 BN folded).
     assert page.node_views == {"before": 19, "after": 15}
     assert "trained on the digits" in html and "on the first test digit (a " in html
+    # The short training's learning curves (they were missing: its history was dropped).
+    assert 'id="history"' in html and ">accuracy by step<" in html
     assert main(["demo", "--train-steps", "0", "--report", str(out)]) == 0
-    assert "on the demo's input (example 0)" in out.read_text("utf-8")
+    assert "learning curves" not in capsys.readouterr().out
+    html = out.read_text("utf-8")
+    assert "on the demo's input (example 0)" in html and 'id="history"' not in html
     # Without --report the demo says how to get one; a bad --report is refused before any work.
     capsys.readouterr()
     assert main(["demo", "--train-steps", "0", "--batch", "1"]) == 0
