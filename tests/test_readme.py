@@ -32,3 +32,9 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     assert first.endswith("graphnet demo") and "pytest" in second
     with open(os.path.join(ROOT, ".ci", "run")) as fh:
         assert second in fh.read().splitlines()
+
+
+def test_the_readme_does_not_cite_the_lecture():
+    """The course material is not in the repository: the README names docs/formulas.md or
+    says the thing itself."""
+    assert "lecture" not in _readme().lower()

@@ -22,7 +22,10 @@ from graphnet.cli.common import (
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-HELP = "build the lecture's template CNN, run it, export it, compare with onnxruntime"
+HELP = (
+    "build the template CNN (docs/formulas.md), train, run, export and optimize it, compare "
+    "with onnxruntime"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,11 +78,11 @@ def run(args: argparse.Namespace) -> int:
         hidden=(32,),
         classes=10,
         drop=0.5,
-        name="lecture_template",
+        name="template_cnn",
     )
     graph = net.build((None, 3, 32, 32), seed=seed)
     print(
-        "The lecture's template: INPUT -> [[CONV -> BN -> RELU] * 2 -> POOL] * 2 -> "
+        "The template CNN: INPUT -> [[CONV -> BN -> RELU] * 2 -> POOL] * 2 -> "
         "[DROPOUT -> FC -> RELU] * 1 -> FC -> Softmax"
     )
     print(format_summary(graph))
@@ -123,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         from graphnet.onnx_io.export import write_model
 
         os.makedirs(args.save, exist_ok=True)
-        write_model(model, os.path.join(args.save, "lecture_template.onnx"))
+        write_model(model, os.path.join(args.save, "template_cnn.onnx"))
     ok = _demo_optimize(graph, x, ours, args.save) and ok
     trained = None
     if args.train_steps > 0:
@@ -206,5 +209,5 @@ def _demo_optimize(graph, x: np.ndarray, reference: np.ndarray, save_dir: str | 
     if save_dir:
         from graphnet.onnx_io.export import write_model
 
-        write_model(model, os.path.join(save_dir, "lecture_template.optimized.onnx"))
+        write_model(model, os.path.join(save_dir, "template_cnn.optimized.onnx"))
     return ok1 and ok2

@@ -170,7 +170,8 @@ class Dropout(Layer):
             raise TypeError(
                 f"Dropout takes its probability as a keyword, never positionally: "
                 f"Dropout(drop={v!r}) drops {v!r} of the units (ONNX ratio, PyTorch p, Keras "
-                f"rate), Dropout(keep={v!r}) keeps {v!r} of them (the lecture's p)"
+                f"rate), Dropout(keep={v!r}) keeps {v!r} of them (the textbook's p; see "
+                "docs/formulas.md)"
             )
         if (drop is None) == (keep is None):
             raise AttributeValueError(

@@ -45,7 +45,7 @@ def template(
     if dropout is not None:
         raise AttributeValueError(
             f"template takes drop= (the DROP probability) or keep= (the KEEP probability, the "
-            f"lecture's p), not dropout={dropout!r}"
+            f"textbook's p; docs/formulas.md), not dropout={dropout!r}"
         )
     if drop is not None and keep is not None:
         raise AttributeValueError(f"template takes drop= or keep=, not both ({drop}, {keep})")

@@ -30,6 +30,11 @@ def test_demo_runs_and_agrees(capsys):
     assert code == 0, err
     assert "BatchNorm: 4 layers" in out and "(4 per map)" in out
     assert "NumPy runtime vs onnxruntime" in out and "MISMATCH" not in out
+    # The course material is not in the repository: the demo does not cite it.
+    assert "lecture" not in out.lower() and "The template CNN: INPUT -> " in out
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "lecture" not in capsys.readouterr().out.lower()
 
 
 def test_summary_table_and_json(tmp_path, capsys):

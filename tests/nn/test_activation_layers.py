@@ -131,8 +131,11 @@ def test_dropout_takes_exactly_one_of_drop_or_keep():
     with pytest.raises(AttributeValueError, match="exactly one of drop=.*got drop=0.2, keep=0.8"):
         Dropout(drop=0.2, keep=0.8)
     # Positional: ambiguous (the textbook's p keeps, PyTorch's drops), so refused with both forms.
-    with pytest.raises(TypeError, match=r"Dropout\(drop=0.5\) drops .* Dropout\(keep=0.5\) keeps"):
+    with pytest.raises(
+        TypeError, match=r"Dropout\(drop=0.5\) drops .* Dropout\(keep=0.5\) keeps"
+    ) as err:
         Dropout(0.5)
+    assert "docs/formulas.md" in str(err.value) and "lecture" not in str(err.value)
 
 
 @pytest.mark.parametrize(

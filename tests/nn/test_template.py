@@ -68,7 +68,8 @@ def test_dropout_is_given_as_drop_or_keep_never_bare():
     default = template(n=1, m=1, k=1, channels=8)
     assert [layer.drop for layer in default.layers if isinstance(layer, nn.Dropout)] == [0.5]
     assert not any(isinstance(layer, nn.Dropout) for layer in template(k=1, keep=1).layers)
-    with pytest.raises(AttributeValueError, match="drop= .* or keep= .*not dropout=0.5"):
+    with pytest.raises(AttributeValueError, match="drop= .* or keep= .*not dropout=0.5") as err:
         template(dropout=0.5)
+    assert "docs/formulas.md" in str(err.value) and "lecture" not in str(err.value)
     with pytest.raises(AttributeValueError, match="not both"):
         template(drop=0.5, keep=0.5)
