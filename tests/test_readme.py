@@ -38,3 +38,21 @@ def test_the_readme_does_not_cite_the_lecture():
     """The course material is not in the repository: the README names docs/formulas.md or
     says the thing itself."""
     assert "lecture" not in _readme().lower()
+
+
+def test_the_layout_names_each_folder_once():
+    """The Layout block describes each top-level folder once (two merged copies of it once
+    disagreed) and every package of graphnet/ in it."""
+    block = _readme().split("## Layout\n\n```\n", 1)[1].split("```", 1)[0]
+    heads = [line.split()[0] for line in block.splitlines() if line and not line[0].isspace()]
+    assert len(heads) == len(set(heads)), heads
+    for top in ("graphnet/", "runtime/", "passes/", "docs/", "tests/", "benchmarks/"):
+        assert top in heads
+    packages = sorted(
+        name
+        for name in os.listdir(os.path.join(ROOT, "graphnet"))
+        if os.path.isfile(os.path.join(ROOT, "graphnet", name, "__init__.py"))
+        and not os.path.islink(os.path.join(ROOT, "graphnet", name))
+    )
+    missing = [p for p in packages if f"{p}/" not in block]
+    assert not missing, missing
