@@ -328,6 +328,13 @@ def test_progress_bar_only_on_a_terminal(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(common, "_stderr_is_terminal", lambda: True)
     code, _, err = _run(["check", path], capsys)
     assert code == 0 and "check:" in err and "onnxruntime" in err
+    # The README lists the commands with a bar: report is one of them.
+    monkeypatch.setattr(common, "_stderr_is_terminal", lambda: False)
+    code, _, err = _run(["report", path, "-o", str(tmp_path / "r.html")], capsys)
+    assert code == 0 and err == ""
+    monkeypatch.setattr(common, "_stderr_is_terminal", lambda: True)
+    code, _, err = _run(["report", path, "-o", str(tmp_path / "r.html")], capsys)
+    assert code == 0 and "report:" in err and "drawing" in err
 
 
 def test_invalid_onnx_file(tmp_path, capsys):
