@@ -8,6 +8,8 @@ depend on the layer's own settings name the layer: "gn1 (GroupNorm): 6 channels 
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 
 from graphnet.dims import is_static
@@ -71,19 +73,25 @@ class BatchNorm(_Norm):
             raise AttributeValueError(
                 f"{self._label()}: give smoothing (alpha) or torch_momentum (1 - alpha), not both"
             )
+        for what, v in (("smoothing", smoothing), ("torch_momentum", torch_momentum)):
+            # Checked before any arithmetic: torch_momentum="0.1" was a bare TypeError.
+            if v is not None and (isinstance(v, bool) or not isinstance(v, Real)):
+                raise AttributeValueError(f"{self._label()}: {what} must be a number, got {v!r}")
         alpha = (
-            0.9
-            if smoothing is None and torch_momentum is None
-            else (smoothing if smoothing is not None else 1.0 - torch_momentum)
+            float(smoothing)
+            if smoothing is not None
+            else 1.0 - float(torch_momentum)
+            if torch_momentum is not None
+            else 0.9
         )
-        if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        if not 0.0 <= alpha <= 1.0:
             which = "smoothing" if smoothing is not None else "1 - torch_momentum"
             raise AttributeValueError(f"{self._label()}: {which} must be in [0, 1], got {alpha!r}")
         self.smoothing = float(alpha)
 
     def forward(self, net: Network, x: Tensor) -> Tensor:
         c = self._channels(x)
-        ins = [
+        ins: list[Tensor | str] = [
             x,
             self.param(net, "scale", lambda: np.ones(c, np.float32)),
             self.param(net, "bias", lambda: np.zeros(c, np.float32)),

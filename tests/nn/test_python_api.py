@@ -55,3 +55,17 @@ def test_none_in_an_input_shape_is_the_batch_on_axis_0_and_a_symbol_elsewhere():
     assert x.shape == ("N", 3, "x_2") and w.shape == ("N", 5)
     y = nn.Flatten()(x)
     assert y.shape == ("N", "3*x_2")
+
+
+@pytest.mark.parametrize(
+    "kw", [{"torch_momentum": "0.1"}, {"smoothing": "0.9"}, {"smoothing": True}]
+)
+def test_batchnorm_momentum_must_be_a_number(kw):
+    """torch_momentum="0.1" was a bare TypeError from `1.0 - "0.1"` (found by mypy)."""
+    from graphnet.errors import AttributeValueError
+
+    what = next(iter(kw))
+    with pytest.raises(AttributeValueError, match=rf"\(BatchNorm\): {what} must be a number, got"):
+        nn.BatchNorm(**kw)
+    assert nn.BatchNorm(torch_momentum=0.25).smoothing == 0.75
+
