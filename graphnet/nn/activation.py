@@ -40,7 +40,7 @@ class _Elementwise(Layer):
         return {}
 
     def forward(self, net: Network, x: Tensor) -> Tensor:
-        return net.emit(self.op, [x], self._attrs(), name=self.name)
+        return net.emit(self.op, [x], self._attrs(), name=self.node_name)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._attrs().items())
@@ -140,7 +140,7 @@ class PReLU(Layer):
                 )
             shape = (x.shape[1],) + (1,) * (len(x.shape) - 2)
         slope = self.param(net, "slope", lambda: np.full(shape, self.init, dtype=dtype))
-        return net.emit("PRelu", [x, slope], name=self.name)
+        return net.emit("PRelu", [x, slope], name=self.node_name)
 
     def __repr__(self) -> str:
         return f"PReLU(shared={self.shared!r}, init={self.init!r})"
@@ -195,17 +195,17 @@ class Dropout(Layer):
             raise AttributeValueError(
                 f"Dropout scheme must be one of {DROPOUT_SCHEMES}, got {scheme!r}"
             )
-        self.drop = value if given == "drop" else 1.0 - value
-        self.keep = value if given == "keep" else 1.0 - value
-        self.scheme = scheme
-        self.return_mask = return_mask
+        self.drop: float = value if given == "drop" else 1.0 - value
+        self.keep: float = value if given == "keep" else 1.0 - value
+        self.scheme: str = scheme
+        self.return_mask: bool = return_mask
 
     def forward(self, net: Network, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         attrs = {"drop_prob": self.drop, "scheme": self.scheme}
         if self.return_mask:
-            y, mask = net.emit("Dropout", [x], attrs, name=self.name, num_outputs=2)
+            y, mask = net.emit("Dropout", [x], attrs, name=self.node_name, num_outputs=2)
             return y, mask
-        return net.emit("Dropout", [x], attrs, name=self.name)
+        return net.emit("Dropout", [x], attrs, name=self.node_name)
 
     def __repr__(self) -> str:
         # Both probabilities, rounded for reading (1 - 0.7 prints 0.3, not 0.30000000000000004).

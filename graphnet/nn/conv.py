@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import prod, sqrt
+from typing import Any
 
 import numpy as np
 
@@ -73,8 +74,8 @@ class _ConvBase(Layer):
     def _where(self) -> str:
         return f"{self.name} ({type(self).__name__})"
 
-    def _per_axis(self, what: str, value: Size, k: int, minimum: int) -> tuple[int, ...]:
-        vals = (
+    def _per_axis(self, what: str, value: object, k: int, minimum: int) -> tuple[int, ...]:
+        vals: tuple[Any, ...] | None = (
             (value,) * k
             if _is_int(value)
             else tuple(value)
@@ -208,8 +209,11 @@ class Conv(_ConvBase):
     def forward(self, net: Network, x: Tensor) -> Tensor:
         attrs, c, kernel = self.conv_attrs(x)
         w_shape = (self.out_channels, c // self.groups, *kernel)
-        inputs = [x, *self._weights(net, w_shape, (c // self.groups) * prod(kernel))]
-        return net.emit(self.op, inputs, self._extra(attrs), name=self.name)
+        inputs: list[Tensor | str] = [
+            x,
+            *self._weights(net, w_shape, (c // self.groups) * prod(kernel)),
+        ]
+        return net.emit(self.op, inputs, self._extra(attrs), name=self.node_name)
 
     def _extra(self, attrs: dict) -> dict:
         return attrs
@@ -329,7 +333,7 @@ class ConvTranspose(_ConvBase):
                 )
         mg = self.out_channels // self.groups
         w_shape = (c, mg, *kernel)
-        inputs = [x, *self._weights(net, w_shape, mg * prod(kernel))]
+        inputs: list[Tensor | str] = [x, *self._weights(net, w_shape, mg * prod(kernel))]
         attrs = {
             "strides": strides,
             "pads": pads,
@@ -337,4 +341,4 @@ class ConvTranspose(_ConvBase):
             "group": self.groups,
             "output_padding": out_pad,
         }
-        return net.emit("ConvTranspose", inputs, attrs, name=self.name)
+        return net.emit("ConvTranspose", inputs, attrs, name=self.node_name)

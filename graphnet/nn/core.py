@@ -21,7 +21,7 @@ generator (reproducible); calling the same layer object again reuses (shares) it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -48,7 +48,10 @@ class Tensor:
 
     @property
     def shape(self) -> tuple:
-        return self.net.graph.values[self.name].shape
+        shape = self.net.graph.values[self.name].shape
+        if shape is None:  # the op table infers every shape the DSL emits: a bug if not
+            raise GraphError(f"tensor '{self.name}' has no inferred shape")
+        return shape
 
     @property
     def dtype(self) -> str:
@@ -112,6 +115,28 @@ class Network:
         self.graph.add_param(name, np.asarray(array))
         return name
 
+    @overload
+    def emit(
+        self,
+        op: str,
+        inputs: Sequence[Tensor | str | None],
+        attrs: dict[str, Any] | None = None,
+        *,
+        name: str,
+        num_outputs: None = None,
+    ) -> Tensor: ...
+
+    @overload
+    def emit(
+        self,
+        op: str,
+        inputs: Sequence[Tensor | str | None],
+        attrs: dict[str, Any] | None = None,
+        *,
+        name: str,
+        num_outputs: int,
+    ) -> list[Tensor]: ...
+
     def emit(
         self,
         op: str,
@@ -174,8 +199,17 @@ class Layer:
             self.name = net.unique(self.kind)
         return self.forward(net, *xs)
 
-    def forward(self, net: Network, *xs: Tensor) -> Tensor:  # pragma: no cover - abstract
+    # Each layer takes its own inputs (one tensor, two for add, a list for concat) and most
+    # return one tensor: the base accepts any signature.
+    def forward(self, net: Network, *xs: Any, **kw: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def node_name(self) -> str:
+        """The layer's name once applied to a tensor (its nodes' and parameters' prefix)."""
+        if self.name is None:
+            raise GraphError(f"{type(self).__name__} has no name until it is applied to a Tensor")
+        return self.name
 
     def param(self, net: Network, key: str, make, dtype: str | None = None) -> str:
         """The parameter `<layer>.<key>`, created on first use by calling `make()` (an array).
@@ -230,7 +264,7 @@ class _Add(Layer):
     kind = "add"
 
     def forward(self, net: Network, a: Tensor, b: Tensor) -> Tensor:
-        return net.emit("Add", [a, b], name=self.name)
+        return net.emit("Add", [a, b], name=self.node_name)
 
 
 class _Concat(Layer):
@@ -241,7 +275,7 @@ class _Concat(Layer):
         self.axis = axis
 
     def forward(self, net: Network, *xs: Tensor) -> Tensor:
-        return net.emit("Concat", list(xs), {"axis": self.axis}, name=self.name)
+        return net.emit("Concat", list(xs), {"axis": self.axis}, name=self.node_name)
 
 
 def add(a: Tensor, b: Tensor, *, name: str | None = None) -> Tensor:

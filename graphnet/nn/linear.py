@@ -64,10 +64,10 @@ class Linear(Layer):
     def forward(self, net: Network, x: Tensor) -> Tensor:
         n_in = _features(self, x)
         w = self.param(net, "W", _uniform(net, (self.out_features, n_in), n_in))
-        inputs = [x, w]
+        inputs: list[Tensor | str] = [x, w]
         if self.bias:
             inputs.append(self.param(net, "B", _uniform(net, (self.out_features,), n_in)))
-        return net.emit("Gemm", inputs, {"transB": 1}, name=self.name)
+        return net.emit("Gemm", inputs, {"transB": 1}, name=self.node_name)
 
 
 FC = Linear
@@ -94,10 +94,10 @@ class Maxout(Layer):
         n_in = _features(self, x)
         k, n_out = self.pieces, self.out_features
         w = self.param(net, "W", _uniform(net, (k, n_out, n_in), n_in))
-        inputs = [x, w]
+        inputs: list[Tensor | str] = [x, w]
         if self.bias:
             inputs.append(self.param(net, "B", _uniform(net, (k, n_out), n_in)))
-        return net.emit("Maxout", inputs, {"pieces": k}, name=self.name)
+        return net.emit("Maxout", inputs, {"pieces": k}, name=self.node_name)
 
 
 class Flatten(Layer):
@@ -113,4 +113,4 @@ class Flatten(Layer):
 
     def forward(self, net: Network, x: Tensor) -> Tensor:
         attrs = {} if self.axis == 1 else {"axis": self.axis}
-        return net.emit("Flatten", [x], attrs, name=self.name)
+        return net.emit("Flatten", [x], attrs, name=self.node_name)

@@ -99,7 +99,7 @@ class BatchNorm(_Norm):
             self.param(net, "running_var", lambda: np.ones(c, np.float32)),
         ]
         attrs = {"epsilon": self.eps, "momentum": self.smoothing}
-        return net.emit("BatchNormalization", ins, attrs, name=self.name)
+        return net.emit("BatchNormalization", ins, attrs, name=self.node_name)
 
 
 class LayerNorm(_Norm):
@@ -127,7 +127,9 @@ class LayerNorm(_Norm):
                 self.param(net, "scale", lambda: np.ones(shape, np.float32)),
                 self.param(net, "bias", lambda: np.zeros(shape, np.float32)),
             ]
-        return net.emit("LayerNormalization", ins, {"axis": 1, "epsilon": self.eps}, name=self.name)
+        return net.emit(
+            "LayerNormalization", ins, {"axis": 1, "epsilon": self.eps}, name=self.node_name
+        )
 
 
 class InstanceNorm(_Norm):
@@ -149,7 +151,7 @@ class InstanceNorm(_Norm):
                 self.param(net, "scale", lambda: np.ones(c, np.float32)),
                 self.param(net, "bias", lambda: np.zeros(c, np.float32)),
             ]
-        return net.emit("InstanceNormalization", ins, {"epsilon": self.eps}, name=self.name)
+        return net.emit("InstanceNormalization", ins, {"epsilon": self.eps}, name=self.node_name)
 
 
 class GroupNorm(_Norm):
@@ -183,7 +185,7 @@ class GroupNorm(_Norm):
                 self.param(net, "bias", lambda: np.zeros(c, np.float32)),
             ]
         attrs = {"num_groups": self.groups, "epsilon": self.eps}
-        return net.emit("GroupNormalization", ins, attrs, name=self.name)
+        return net.emit("GroupNormalization", ins, attrs, name=self.node_name)
 
 
 class LRN(_Norm):
@@ -213,4 +215,4 @@ class LRN(_Norm):
     def forward(self, net: Network, x: Tensor) -> Tensor:
         self._channels(x)
         attrs = {"size": self.size, "alpha": self.alpha, "beta": self.beta, "bias": self.bias}
-        return net.emit("LRN", [x], attrs, name=self.name)
+        return net.emit("LRN", [x], attrs, name=self.node_name)

@@ -120,7 +120,7 @@ class MaxPool(_WindowPool):
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode, name=name)
 
     def forward(self, net: Network, x: Tensor) -> Tensor:
-        return net.emit("MaxPool", [x], self.window_attrs(x), name=self.name)
+        return net.emit("MaxPool", [x], self.window_attrs(x), name=self.node_name)
 
 
 class AvgPool(_WindowPool):
@@ -147,7 +147,7 @@ class AvgPool(_WindowPool):
     def forward(self, net: Network, x: Tensor) -> Tensor:
         attrs = self.window_attrs(x)
         attrs["count_include_pad"] = int(self.count_include_pad)
-        return net.emit("AveragePool", [x], attrs, name=self.name)
+        return net.emit("AveragePool", [x], attrs, name=self.node_name)
 
 
 class GlobalAvgPool(Layer):
@@ -157,7 +157,7 @@ class GlobalAvgPool(Layer):
     kind = "gap"
 
     def forward(self, net: Network, x: Tensor) -> Tensor:
-        return net.emit("GlobalAveragePool", [x], name=self.name)
+        return net.emit("GlobalAveragePool", [x], name=self.node_name)
 
 
 class GlobalMaxPool(Layer):
@@ -166,4 +166,4 @@ class GlobalMaxPool(Layer):
     kind = "gmp"
 
     def forward(self, net: Network, x: Tensor) -> Tensor:
-        return net.emit("GlobalMaxPool", [x], name=self.name)
+        return net.emit("GlobalMaxPool", [x], name=self.node_name)

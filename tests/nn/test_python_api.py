@@ -69,3 +69,13 @@ def test_batchnorm_momentum_must_be_a_number(kw):
         nn.BatchNorm(**kw)
     assert nn.BatchNorm(torch_momentum=0.25).smoothing == 0.75
 
+
+def test_a_layer_has_a_node_name_once_applied():
+    from graphnet.errors import GraphError
+
+    conv = nn.Conv(4, 3)
+    with pytest.raises(GraphError, match="Conv has no name until it is applied to a Tensor"):
+        _ = conv.node_name
+    net = nn.Network("n")
+    conv(net.input("x", (None, 3, 8, 8)))
+    assert conv.node_name == conv.name == "conv1"
