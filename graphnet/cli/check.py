@@ -25,7 +25,7 @@ HELP = "compare the NumPy runtime with onnxruntime on seeded inputs"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
+    p.add_argument("model", help="the ONNX model to check (never modified)")
     p.add_argument("--batch", type=int, default=1, help="size of dynamic dims (default 1)")
     p.add_argument(
         "--dim",
@@ -34,9 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME=SIZE",
         help="size of the symbolic input dim NAME (e.g. --dim height=224); others take --batch",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rtol", type=float, default=CHECK_RTOL)
-    p.add_argument("--atol", type=float, default=CHECK_ATOL)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=CHECK_RTOL,
+        help=f"relative tolerance (default {CHECK_RTOL:g})",
+    )
+    p.add_argument(
+        "--atol",
+        type=float,
+        default=CHECK_ATOL,
+        help=f"absolute tolerance (default {CHECK_ATOL:g})",
+    )
     p.add_argument(
         "--mode",
         choices=("inference", "train"),

@@ -29,8 +29,10 @@ HELP = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the weights, inputs and training (default 0)"
+    )
+    p.add_argument("--batch", type=int, default=4, help="examples in the demo's input (default 4)")
     p.add_argument(
         "--save", metavar="DIR", help="also write the exported and optimized .onnx files here"
     )
@@ -44,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--report",
         metavar="DEMO.html",
-        help="also write the HTML report: the graph before/after optimize, its activations",
+        help="also write the HTML report: the graph before/after optimize, its activations, "
+        "the learning curves of the training step",
     )
 
 

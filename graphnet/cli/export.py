@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from graphnet.cli.common import EXIT_BUG, EXIT_OK, CliError, check_output, count
+from graphnet.onnx_io import DEFAULT_OPSET
+from graphnet.onnx_io.export import MIN_OPSET
 
 __all__ = ["HELP", "add_arguments", "run", "parse_shape"]
 
@@ -31,14 +33,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a module (dotted name or .py path) and a Graph, Network, Sequential or function "
         "in it",
     )
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the file to write")
     p.add_argument(
         "--input-shape",
         help="for a Sequential or layer: the input's shape WITH its batch dim, e.g. N,3,32,32 "
         "(N = dynamic batch)",
     )
-    p.add_argument("--mode", choices=("inference", "train"), default="inference")
-    p.add_argument("--opset", type=int, default=None)
+    p.add_argument(
+        "--mode",
+        choices=("inference", "train"),
+        default="inference",
+        help="train: BatchNormalization and Dropout in training mode, the updated running "
+        "statistics as extra outputs (default: inference)",
+    )
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=None,
+        help=f"the ONNX opset to write ({MIN_OPSET} or newer; default {DEFAULT_OPSET})",
+    )
 
 
 def parse_shape(text: str) -> tuple:

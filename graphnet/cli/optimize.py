@@ -80,7 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             "nodes, bigger file"
         ),
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of --verify's random inputs (default 0)"
+    )
     p.add_argument(
         "--list-passes", action="store_true", help="list the passes and pipelines, then exit"
     )

@@ -26,7 +26,7 @@ HELP = "an HTML report: the graph before/after optimize, layers, activations, le
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
+    p.add_argument("model", help="the ONNX model to report on (never modified)")
     p.add_argument(
         "-i",
         "--input",

@@ -26,9 +26,18 @@ HELP = "run a model on the NumPy runtime"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
-    p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=PATH.npy")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
+    p.add_argument("model", help="the ONNX model to run (never modified)")
+    p.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=PATH.npy",
+        help="an input array, once per model input",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT.npz", help="the outputs, keyed by name"
+    )
     p.add_argument(
         "--mode",
         choices=("inference", "train"),
@@ -36,7 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="default: the mode the model declares (train when it has training-mode "
         "BatchNormalization or Dropout)",
     )
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of train-mode Dropout masks (default: fresh)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ HELP = "per-layer table of an ONNX model: op, output shape, parameters, MACs"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
+    p.add_argument("model", help="an ONNX model")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

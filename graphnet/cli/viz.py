@@ -22,7 +22,7 @@ HELP = "draw a model's graph as SVG, or write it as Graphviz DOT text"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
+    p.add_argument("model", help="an ONNX model")
     p.add_argument("-o", "--output", required=True, metavar="GRAPH.svg", help='"-": stdout')
     p.add_argument(
         "--format",
