@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     seed, batch = args.seed, args.batch
     if batch < 1:
         raise CliError(f"--batch must be >= 1, got {batch}")
+    if args.train_steps < 0:  # it skipped the training as 0 does, saying nothing
+        raise CliError(f"--train-steps must be >= 0 (0 skips the training), got {args.train_steps}")
     if args.save and os.path.exists(args.save) and not os.path.isdir(args.save):
         raise CliError(f"--save {args.save} is a file, not a folder")
     if args.report:

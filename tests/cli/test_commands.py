@@ -201,6 +201,7 @@ def test_export_from_module(tmp_path, capsys):
         (["run", "{model}", "-o", "{tmp}/o.npz"], "missing input"),
         (["export", "nocolon", "-o", "{tmp}/o.onnx"], "MODULE:ATTR"),
         (["check", "{model}", "--batch", "0"], "--batch must be >= 1"),
+        (["demo", "--train-steps=-1"], "--train-steps must be >= 0 (0 skips the training)"),
         # A negative or NaN tolerance no output could meet (it reported "DIFFER").
         (["check", "{model}", "--rtol=-1e-4"], "--rtol must be a number >= 0, got -0.0001"),
         (["check", "{model}", "--atol", "nan"], "--atol must be a number >= 0, got nan"),
