@@ -34,6 +34,7 @@ __all__ = [
     "node_macs",
     "graph_macs",
     "constant_values",
+    "count",
 ]
 
 
@@ -169,7 +170,8 @@ def _values(graph: Graph, names: list[str]) -> str:
     )
 
 
-def _count(n: int, noun: str) -> str:
+def count(n: int, noun: str) -> str:
+    """ "1 node", "2 nodes", "1,746 nodes": a count in words, for messages and pages."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
@@ -191,7 +193,7 @@ def format_summary(
     total_params = sum(r.params for r in rows)
     total_bytes = sum(r.param_bytes for r in rows)
     total_macs = sum(r.macs for r in rows)
-    foot = ("total", _count(len(rows), "node"), "", f"{total_params:,}", f"{total_macs:,}")
+    foot = ("total", count(len(rows), "node"), "", f"{total_params:,}", f"{total_macs:,}")
     widths = [max(len(row[k]) for row in [head, *body, foot]) for k in range(5)]
 
     def line(row: tuple) -> str:
@@ -205,7 +207,7 @@ def format_summary(
     generated = sum(1 for r in rows if r.constant)
     if generated:
         verb = "computes" if generated == 1 else "compute"
-        size += f"; {_count(generated, 'node')} {verb} constants (counted where they are read)"
+        size += f"; {count(generated, 'node')} {verb} constants (counted where they are read)"
     out = [
         f"graph '{graph.name}'",
         f"inputs:  {_values(graph, graph.inputs)}",

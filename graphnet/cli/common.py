@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from graphnet.runtime.compare import WHOLE_MODEL_ATOL, WHOLE_MODEL_RTOL
+from graphnet.summary import count
 
 __all__ = [
     "EXIT_OK",
@@ -315,11 +316,6 @@ def write_text(path: str, text: str) -> None:
     from graphnet.onnx_io.export import atomic_write
 
     atomic_write(path, text.encode())
-
-
-def count(n: int, noun: str) -> str:
-    """ "1 node", "2 nodes", "1,746 nodes": a count for a message."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 # --------------------------------------------------------------------------------- progress

@@ -20,6 +20,7 @@ from graphnet.ir import Graph, format_shape
 from graphnet.report.activations import Activations
 from graphnet.report.changes import Changes
 from graphnet.report.drawing import FAMILY_COLOURS, SVG_CSS, draw_graph
+from graphnet.summary import count
 
 if TYPE_CHECKING:
     from graphnet.passes.base import PipelineReport
@@ -76,15 +77,15 @@ def _graph_section(parts: ReportParts) -> str:
     before = draw_graph(
         parts.graph, marks=ch.before if ch else None, id_prefix="before", standalone=False
     )
-    buttons = (
-        f'<button data-show="before" class="on">original ({len(parts.graph.nodes)} nodes)</button>'
-    )
+    n_before = count(len(parts.graph.nodes), "node")
+    buttons = f'<button data-show="before" class="on">original ({n_before})</button>'
     views = f'<div class="view" data-view="before">{before.svg}</div>'
     if parts.after is not None:
         after = draw_graph(
             parts.after, marks=ch.after if ch else None, id_prefix="after", standalone=False
         )
-        buttons += f'<button data-show="after">optimized ({len(parts.after.nodes)} nodes)</button>'
+        n_after = count(len(parts.after.nodes), "node")
+        buttons += f'<button data-show="after">optimized ({n_after})</button>'
         views += f'<div class="view hidden" data-view="after">{after.svg}</div>'
     colours = {fam: stroke for fam, (stroke, _) in FAMILY_COLOURS.items()}
     return (
@@ -133,7 +134,7 @@ def _optimize_section(parts: ReportParts) -> str:
     ch = parts.changes
     if ch is not None:
         out.append(
-            f"<p>{ch.count('removed')} nodes removed, {ch.count('changed')} changed, "
+            f"<p>{count(ch.count('removed'), 'node')} removed, {ch.count('changed')} changed, "
             f"{ch.count('added', after=True)} added, {ch.count('declined')} with a declined "
             "change (marked on the drawing).</p>"
         )
@@ -177,7 +178,7 @@ def _layers_table(graph: Graph, view: str, hidden: bool) -> str:
         )
     ins = ", ".join(f"{i}{format_shape(graph.values[i].shape)}" for i in graph.inputs)
     foot = (
-        f'<tr><td></td><td colspan="3">total: {len(rows)} nodes; inputs {escape(ins)}</td>'
+        f'<tr><td></td><td colspan="3">total: {count(len(rows), "node")}; inputs {escape(ins)}</td>'
         f'<td class="num">{_n(graph.num_params())}</td>'
         f'<td class="num">{_n(sum(r.macs for r in rows))}</td><td class="num">100%</td></tr>'
     )
@@ -248,13 +249,13 @@ def render_html(parts: ReportParts) -> str:
 
     g = parts.graph
     meta = (
-        f"{escape(parts.source) + ' · ' if parts.source else ''}{len(g.nodes)} nodes · "
-        f"{_n(g.num_params())} parameters · {_n(graph_macs(g))} MACs per example"
+        f"{escape(parts.source) + ' · ' if parts.source else ''}{count(len(g.nodes), 'node')} · "
+        f"{count(g.num_params(), 'parameter')} · {_n(graph_macs(g))} MACs per example"
     )
     if parts.after is not None:
         meta += (
-            f" · optimized: {len(parts.after.nodes)} nodes, "
-            f"{_n(parts.after.num_params())} parameters"
+            f" · optimized: {count(len(parts.after.nodes), 'node')}, "
+            f"{count(parts.after.num_params(), 'parameter')}"
         )
     nav = (
         '<nav><a href="#graph">graph</a><a href="#optimize">optimize</a>'

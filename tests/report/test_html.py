@@ -142,3 +142,14 @@ def test_densenet_report_size(densenet_report):
     assert len(r.html.encode()) < 3_500_000, len(r.html)  # measured: 3.1 MB
     data = [json.loads(li) for li in re.findall(r"data-nodes='([^']*)'", r.html)]
     assert data  # report lines carry their nodes
+
+
+def test_counts_in_words():
+    """A one-node graph's page says "1 node" (it said "1 nodes" in four places)."""
+    from graphnet import nn
+
+    graph = nn.Sequential([nn.ReLU()]).build((None, 3))
+    html = build_report(graph).html
+    assert "1 nodes" not in html
+    assert "original (1 node)" in html and "total: 1 node;" in html
+    assert "1 node · 0 parameters · " in html
