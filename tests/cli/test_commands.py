@@ -246,7 +246,7 @@ ROUTED_HELP = "routed to its owner: some of its options have no help text"
         "optimize",
         "report",
         "viz",
-        pytest.param("train", marks=pytest.mark.xfail(reason=ROUTED_HELP, strict=True)),
+        "train",
         pytest.param("bench", marks=pytest.mark.xfail(reason=ROUTED_HELP, strict=True)),
     ],
 )
