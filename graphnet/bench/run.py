@@ -57,13 +57,16 @@ def bench_graph(
     optimize: bool = True,
     reference: bool = True,
     train: bool = True,
+    torch: bool = True,
     plans: tuple[str, ...] = ("fast", "reference"),
     progress: Callable[[], None] | None = None,
 ) -> dict:
     """Benchmark `graph` (as given: unoptimized) at `batch`. Engines, all on the same seeded
     inputs: ours on the optimized graph (each plan of `plans`) and on the original, onnxruntime
     with all graph optimizations and with none (`threads` intra-op threads), the bare GEMM floor,
-    and once `onnx.reference` (skipped past `ref_cap` seconds). Returns a dict of milliseconds,
+    PyTorch eager on the optimized graph when it is installed and `torch` (see
+    `graphnet.bench.torch_engine`), and once `onnx.reference` (skipped past `ref_cap` seconds).
+    Returns a dict of milliseconds,
     ratios, memory and output checks."""
     from graphnet.passes.manager import optimize as run_passes
     from graphnet.runtime import Session
@@ -77,6 +80,13 @@ def bench_graph(
     engines.append(graphnet_engine("ours[original]", graph, feeds, plan=plans[0]))
     engines.append(ort_engine("ort", opt, feeds, optimize=True, threads=threads))
     engines.append(ort_engine("ort[no-opt]", opt, feeds, optimize=False, threads=threads))
+    torch_note = "not asked for (--no-torch)"
+    if torch:
+        from graphnet.bench.torch_engine import torch_engine
+
+        torch_run, torch_note = torch_engine(opt, feeds, threads=threads)
+        if torch_run is not None:
+            engines.append(Engine("pytorch", torch_run, torch_note))
     if train and any(n.op in ("BatchNormalization", "Dropout") for n in graph.nodes):
         engines.append(graphnet_engine("ours[train]", graph, feeds, plan=plans[0], mode="train"))
     all_values = Session(opt, plan="reference").run(feeds, keep_all=True)
@@ -109,6 +119,7 @@ def bench_graph(
         "runs": {k: len(t.times) for k, t in timings.items()},
         "checks": checks,
         "gemm_gflop": gemm_flops / 1e9,
+        "pytorch_note": torch_note,
     }
     if reference:
         seconds, outs, note = reference_evaluator_time(opt, feeds, cap=ref_cap)
@@ -128,6 +139,7 @@ def bench_graph(
         k: model_flops / (v / 1e3) / 1e9 for k, v in ms.items() if k != "gemm floor" and v > 0
     }
     row["ratio_ort"] = ms[ours] / ms["ort"]
+    row["ratio_torch"] = ms[ours] / ms["pytorch"] if "pytorch" in ms else None
     row["ratio_floor"] = ms[ours] / ms["gemm floor"] if ms["gemm floor"] > 0 else None
     mem = memory_floor(opt, shapes, sizes)
     fast = Session(opt, plan=plans[0])
@@ -153,6 +165,8 @@ def format_rows(rows: list[dict], *, markdown: bool = True) -> str:
         "ORT ms",
         "ORT no-opt ms",
         "ours / ORT",
+        "PyTorch ms",
+        "ours / PyTorch",
         "GEMM floor ms",
         "ours / floor",
         "onnx.reference ms",
@@ -177,6 +191,8 @@ def format_rows(rows: list[dict], *, markdown: bool = True) -> str:
                 f"{ms['ort']:.2f}",
                 f"{ms['ort[no-opt]']:.2f}",
                 f"{r['ratio_ort']:.2f}",
+                f"{ms['pytorch']:.2f}" if "pytorch" in ms else "",
+                "" if r.get("ratio_torch") is None else f"{r['ratio_torch']:.2f}",
                 f"{ms['gemm floor']:.2f}",
                 "" if r["ratio_floor"] is None else f"{r['ratio_floor']:.2f}",
                 f"{r['onnx_reference_ms']:.0f}"

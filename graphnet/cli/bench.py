@@ -4,8 +4,9 @@
 Engines, every one on the same seeded inputs: ours (the fast plan) on the optimized graph, the
 reference plan on it, ours on the original graph, ours in train mode (when the graph has
 BatchNorm or Dropout), onnxruntime with all graph optimizations and with none (2 intra-op
-threads), the bare GEMMs the convolutions need (the floor), and once `onnx.reference` (skipped
-past --ref-cap seconds). PyTorch is not an engine here: it would need a converter of our IR.
+threads), PyTorch eager on the optimized graph when it is installed (`graphnet.bench.torch_engine`
+converts our IR to torch.nn.functional; --no-torch leaves it out), the bare GEMMs the
+convolutions need (the floor), and once `onnx.reference` (skipped past --ref-cap seconds).
 Timing is in interleaved blocks (see `graphnet.bench.engines`); the table gives medians, the JSON
 medians, 25-75% spreads, run counts, GFLOP/s against the BLAS rate measured in the same run, and
 peak memory against the floor (parameters + the largest set of live activations).
@@ -43,7 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block", type=float, default=0.3, help="seconds per timing block")
     p.add_argument("--ref-cap", type=float, default=20.0, help="onnx.reference time cap (s)")
     p.add_argument("--no-reference", action="store_true", help="skip onnx.reference")
-    p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
+    p.add_argument(
+        "--threads", type=int, default=2, help="onnxruntime and PyTorch intra-op threads"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
@@ -103,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
                         threads=args.threads,
                         seed=args.seed,
                         reference=not args.no_reference,
+                        torch=not args.no_torch,
                         progress=lambda: step("timing"),
                     )
                 )
@@ -113,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
             "geomean_ours_over_ort": geomean(ratios),
             "worst_ours_over_ort": max(ratios),
         }
+        vs_torch = [r["ratio_torch"] for r in rows if r["batch"] == batch and r["ratio_torch"]]
+        if vs_torch:
+            summary[f"batch {batch}"]["geomean_ours_over_pytorch"] = geomean(vs_torch)
+            summary[f"batch {batch}"]["worst_ours_over_pytorch"] = max(vs_torch)
     result = {"machine": info, "tolerance": TOLERANCE, "rows": rows, "summary": summary}
     if args.json:
         write_text(args.json, json.dumps(result, indent=1, default=float) + "\n")
@@ -124,11 +133,19 @@ def run(args: argparse.Namespace) -> int:
             f"onnxruntime {info['onnxruntime']} ({args.threads} threads), load average "
             f"{info['load_average']:.1f}"
         )
+        notes = sorted({r["pytorch_note"] for r in rows})
+        print("PyTorch: " + "; ".join(notes))
         for label, s in summary.items():
-            print(
+            line = (
                 f"{label}: ours / onnxruntime geometric mean {s['geomean_ours_over_ort']:.2f}, "
                 f"worst {s['worst_ours_over_ort']:.2f}"
             )
+            if "geomean_ours_over_pytorch" in s:
+                line += (
+                    f"; ours / PyTorch geometric mean {s['geomean_ours_over_pytorch']:.2f}, "
+                    f"worst {s['worst_ours_over_pytorch']:.2f}"
+                )
+            print(line)
     bad = [
         f"{r['model']} batch {r['batch']}: {engine} (max |diff| {c['max_diff']:.1e})"
         for r in rows

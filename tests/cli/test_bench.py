@@ -12,7 +12,7 @@ import pytest
 from graphnet.cli import main
 from tests.helpers import small_onnx_model
 
-FAST = ["--runs", "1", "--block", "0.01", "--no-reference"]
+FAST = ["--runs", "1", "--block", "0.01", "--no-reference", "--no-torch"]
 
 
 def test_suite_model_json_has_every_engine_checked(tmp_path, capsys):
@@ -45,6 +45,18 @@ def test_suite_model_json_has_every_engine_checked(tmp_path, capsys):
         assert row["memory"]["ours_peak_mib"] > row["memory"]["params_mib"] > 0
     text = capsys.readouterr().out
     assert "lenet5" in text and "geometric mean" in text and "cores" in text
+
+
+def test_pytorch_engine_is_timed_and_checked_when_installed(tmp_path, capsys):
+    pytest.importorskip("torch", reason="PyTorch is optional (a benchmark engine only)")
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--suite", "--models", "lenet5", "--batch", "2", *FAST, "--json", str(out)]
+    argv.remove("--no-torch")
+    assert main(argv) == 0, capsys.readouterr().err
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["checks"]["pytorch"]["ok"] and row["pytorch_note"].startswith("PyTorch ")
+    assert row["ratio_torch"] == pytest.approx(row["ms"]["ours[fast]"] / row["ms"]["pytorch"])
+    assert "ours / PyTorch" in capsys.readouterr().out
 
 
 def test_model_file_and_a_wrong_fast_kernel_is_a_failure(tmp_path, capsys, monkeypatch):
