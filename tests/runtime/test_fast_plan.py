@@ -53,12 +53,14 @@ def _conv_graph(x_shape, w, b, attrs) -> Graph:
 CONVS = [
     ((3, 32, 13, 9), 40, (3, 3), (1, 1), (1, 0, 2, 1), (1, 1), 1, "winograd-f4"),
     ((1, 32, 12, 12), 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd-f4"),
-    ((5, 36, 6, 5), 33, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd-f2"),
-    ((2, 32, 6, 6), 48, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, "winograd-f2"),
+    ((5, 36, 6, 5), 33, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd-f4"),
+    ((2, 32, 5, 6), 48, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, "winograd-f2"),  # 3x4 out
+    ((3, 16, 7, 9), 17, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd-f4"),  # 16 in
+    ((40, 16, 5, 5), 16, (3, 3), (1, 1), (0, 1, 2, 0), (1, 1), 1, "winograd-f4"),  # 5x4 out
     ((3, 6, 11, 7), 5, (3, 3), (2, 1), (1, 1, 0, 2), (1, 1), 1, "im2col"),
     ((2, 6, 11, 10), 4, (3, 2), (1, 1), (2, 1, 2, 1), (2, 3), 2, "im2col"),
     ((3, 8, 9, 9), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8, "im2col"),  # depthwise
-    ((3, 16, 10, 10), 40, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "im2col"),  # < 32 channels
+    ((3, 15, 10, 10), 40, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "im2col"),  # < 16 channels
     ((1, 4, 7, 6), 6, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1), 1, "im2col"),
     ((3, 10, 7, 6), 12, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "pointwise"),
     ((5, 10, 7, 6), 12, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 2, "pointwise"),
@@ -104,6 +106,34 @@ def test_conv_algorithms_match_float64_reference_and_onnxruntime(
     assert (np.abs(got - plain) <= 2 * float32_bound(mags, terms)).all()
     theirs = ort_run(export_checked(graph), {"x": x})[graph.outputs[0]]
     assert (np.abs(got - theirs) <= 2 * float32_bound(mags, terms)).all()
+
+
+@pytest.mark.parametrize("algo", ["winograd-f4", "winograd-f2", "im2col", "pointwise"])
+def test_batch_chunks_and_thread_slices_cover_every_image(algo, monkeypatch):
+    """Workspaces of a few bytes: every image is its own chunk, and chunk edges (and the two
+    threads' slices) fall everywhere; the result must not change."""
+    from graphnet.runtime.fast import conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "WORKSPACE_BYTES", 16)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_WORKSPACE_BYTES", 16)
+    monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)
+    rng = np.random.default_rng(8)
+    hw = 3 if algo == "winograd-f2" else 6
+    k = 1 if algo == "pointwise" else 3
+    c = 3 if algo == "im2col" else 16
+    x = rng.standard_normal((7, c, hw, hw)).astype(np.float32)
+    w = rng.standard_normal((16, c, k, k)).astype(np.float32)
+    pads = [0, 0, 0, 0] if k == 1 or algo == "winograd-f2" else [1, 1, 1, 1]
+    attrs = {"strides": [1, 1], "pads": pads, "dilations": [1, 1], "group": 1}
+    graph = _conv_graph((None, c, hw, hw), w, None, attrs)
+    sess = runtime.Session(graph)
+    assert algo in sess.describe()
+    got = sess.run({"x": x})[graph.outputs[0]]
+    kw = dict(strides=(1, 1), pads=pads, dilations=(1, 1), group=1, kernel_shape=None)
+    exact = conv(x.astype(np.float64), w.astype(np.float64), None, **kw)
+    mags = conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), None, **kw)
+    terms = c * k * k + (64 if algo == "winograd-f4" else 0)
+    assert (np.abs(got - exact) <= float32_bound(mags, terms)).all()
 
 
 def _residual_net() -> Graph:
