@@ -33,6 +33,7 @@ __all__ = [
     "conv_chunked",
     "strided_windows",
     "padded",
+    "view",
     "WORKSPACE_BYTES",
     "Epilogue",
 ]
@@ -121,31 +122,59 @@ def _epilogue(y: np.ndarray, epi: Epilogue, n0: int, n1: int, bias_done: bool) -
             np.maximum(y, y * y.dtype.type(epi.activation[1]), out=y)
 
 
+_PAD_GEOMETRY: dict[tuple, tuple] = {}
+
+
+def _pad_geometry(shape: tuple, pads: tuple, extra: tuple) -> tuple:
+    """(padded shape, border index tuples, interior index tuple) of `padded`, computed once per
+    (shape, pads, extra): the plan calls it for every conv of every run."""
+    key = (shape, pads, extra)
+    geo = _PAD_GEOMETRY.get(key)
+    if geo is not None:
+        return geo
+    k = len(shape) - 2
+    begins, ends = pads[:k], pads[k:]
+    full = shape[:2] + tuple(shape[2 + i] + begins[i] + ends[i] + extra[i] for i in range(k))
+    borders = []
+    inner: list[slice] = [slice(None), slice(None)]
+    for i in range(k):  # a loop over the spatial rank: the two borders of axis i
+        lo, hi = begins[i], begins[i] + shape[2 + i]
+        if lo:
+            borders.append((*inner, slice(0, lo)))
+        if hi < full[2 + i]:
+            borders.append((*inner, slice(hi, None)))
+        inner.append(slice(None))
+    interior = (
+        slice(None),
+        slice(None),
+        *[slice(b, b + n) for b, n in zip(begins, shape[2:], strict=True)],
+    )
+    if len(_PAD_GEOMETRY) > 4096:  # shapes vary without bound only in odd uses: stay small
+        _PAD_GEOMETRY.clear()
+    geo = _PAD_GEOMETRY[key] = (full, tuple(borders), interior)
+    return geo
+
+
 def padded(
     x: np.ndarray, pads: Sequence[int], extra: Sequence[int], buf: np.ndarray, value: float = 0
 ) -> np.ndarray:
     """x (b, C, *s) copied into `buf` with borders of `value`: `pads` (begins, ends) plus
     `extra` more at each axis' end. Only the borders are written (the scratch is shared)."""
-    k = x.ndim - 2
-    begins, ends = pads[:k], pads[k:]
-    shape = x.shape[:2] + tuple(x.shape[2 + i] + begins[i] + ends[i] + extra[i] for i in range(k))
-    xp = buf[: prod(shape)].reshape(shape)
-    inner = [slice(None), slice(None)]
-    for i in range(k):  # a loop over the spatial rank: zero the two borders of axis i
-        lo, hi = begins[i], begins[i] + x.shape[2 + i]
-        if lo:
-            xp[(*inner, slice(0, lo))] = value
-        if hi < shape[2 + i]:
-            xp[(*inner, slice(hi, None))] = value
-        inner.append(slice(None))
-    xp[
-        (
-            slice(None),
-            slice(None),
-            *[slice(b, b + n) for b, n in zip(begins, x.shape[2:], strict=True)],
-        )
-    ] = x
+    full, borders, interior = _pad_geometry(x.shape, tuple(pads), tuple(extra))
+    xp = buf[: prod(full)].reshape(full)
+    for b in borders:
+        xp[b] = value
+    xp[interior] = x
     return xp
+
+
+def view(base: np.ndarray, shape: tuple, strides: tuple) -> np.ndarray:
+    """A strided view of `base` (its first element at the view's origin): `as_strided` without
+    its ~15 us of Python (an ndarray over base's buffer, the extent checked by NumPy); a
+    non-contiguous base goes through `as_strided`."""
+    if base.flags.c_contiguous:
+        return np.ndarray(shape, base.dtype, buffer=base, strides=strides)
+    return np.lib.stride_tricks.as_strided(base, shape, strides, writeable=False)
 
 
 def strided_windows(
@@ -159,7 +188,7 @@ def strided_windows(
     (the same view as `kernels._windows.windows`, without sliding_window_view's checks: this
     runs once per conv per run)."""
     st = xp.strides[2:]
-    return np.lib.stride_tricks.as_strided(
+    return view(
         xp,
         (*xp.shape[:2], *outs, *kernel),
         (
@@ -167,7 +196,6 @@ def strided_windows(
             *(s * t for s, t in zip(strides, st, strict=True)),
             *(d * t for d, t in zip(dilations, st, strict=True)),
         ),
-        writeable=False,
     )
 
 
@@ -258,11 +286,11 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         xb = x[n0:n1]
         if pad_size:
             xb = padded(xb, spec.pads, (0,) * k, scratch.take(0, (n1 - n0) * pad_size, x.dtype))
-        view = strided_windows(xb, ks, spec.strides, spec.dilations, outs)  # (b, C, *out, *ks)
+        windows = strided_windows(xb, ks, spec.strides, spec.dilations, outs)  # (b,C,*out,*ks)
         cols = scratch.take(1, (n1 - n0) * cols_size, x.dtype).reshape(
             (n1 - n0, g, c // g, *ks, *outs)
         )
-        v = view.reshape((n1 - n0, g, c // g, *outs, *ks))
+        v = windows.reshape((n1 - n0, g, c // g, *outs, *ks))
         perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
         np.copyto(cols, v.transpose(perm))
         yb = out[n0:n1]
@@ -296,12 +324,10 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         nb = n1 - n0
         xp = padded(x[n0:n1], spec.pads, extra, scratch.take(0, nb * c * hp * wpad, x.dtype))
         s = xp.strides
-        view = np.lib.stride_tricks.as_strided(
-            xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3]), writeable=False
-        )
+        tiles_view = view(xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3]))
         x_cols = c * nb * tiles
         d = scratch.take(1, t * t * x_cols, x.dtype)
-        np.copyto(d.reshape(t, t, c, nb, th, tw), view.transpose(4, 5, 1, 0, 2, 3))
+        np.copyto(d.reshape(t, t, c, nb, th, tw), tiles_view.transpose(4, 5, 1, 0, 2, 3))
         # V = B^T d B: B^T on the first tile axis, then on the second (see winograd.py).
         v1 = scratch.take(2, t * t * x_cols, x.dtype)
         np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))

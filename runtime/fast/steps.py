@@ -16,8 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from graphnet.runtime.fast.conv import ConvSpec, Epilogue, conv_chunked, prepare_weight
+from graphnet.runtime.fast import conv as _conv
+from graphnet.runtime.fast.conv import (
+    ConvSpec,
+    Epilogue,
+    conv_chunked,
+    prepare_weight,
+)
 from graphnet.runtime.fast.memory import Pool, Scratch
+from graphnet.runtime.fast.threads import SPLIT_MIN_FLOPS
 
 __all__ = [
     "Run",
@@ -245,27 +252,30 @@ class ConvStep(Step):
     epilogue_bias: int | str | None = None
     residual: int | None = None
     activation: tuple = ()
-    _cache: tuple = (None, None, None)
-
     const_weight: bool = True
+    # algorithm -> (weight array, dtype, prepared weight); input shape -> (output shape, flops,
+    # algorithm): per-run Python work done once (a batch-1 run is mostly such overhead).
+    _prepared: dict = field(default_factory=dict)
+    _shapes: dict = field(default_factory=dict)
+    ran: str = ""  # the algorithm of the last run (`algo`, or im2col for too few tiles)
 
-    def weight(self, w: np.ndarray, dtype: np.dtype, training: bool) -> np.ndarray:
-        """The prepared weight, cached while the parameter array stays the same object in
-        inference; prepared afresh in train mode (a trainer may update weights in place) and
-        for a weight computed by the graph."""
-        key = (id(w), w.ctypes.data, np.dtype(dtype))
-        if training or not self.const_weight or self._cache[0] != key:
-            self._cache = (key, w, prepare_weight(self.algo, w, self.group, dtype))
-        return self._cache[2]
+    def weight(self, w: np.ndarray, dtype: np.dtype, training: bool, algo: str = "") -> np.ndarray:
+        """The prepared weight for `algo` (default: the step's), cached while the parameter
+        array stays the same object in inference (the cache holds it: its id cannot be reused);
+        prepared afresh in train mode (a trainer may update weights in place) and for a weight
+        computed by the graph."""
+        algo = algo or self.algo
+        hit = self._prepared.get(algo)
+        if training or not self.const_weight or hit is None or hit[0] is not w or hit[1] != dtype:
+            hit = self._prepared[algo] = (w, dtype, prepare_weight(algo, w, self.group, dtype))
+        return hit[2]
 
-    def __call__(self, run: Run) -> None:
-        x = run.get(self.inputs[0])
-        w = run.get(self.inputs[1])
+    def _geometry(self, shape: tuple, training: bool) -> tuple:
         spec = self.spec
-        k = x.ndim - 2
+        k = len(shape) - 2
         outs = tuple(
             (
-                x.shape[2 + i]
+                shape[2 + i]
                 + spec.pads[i]
                 + spec.pads[k + i]
                 - spec.dilations[i] * (spec.kernel[i] - 1)
@@ -275,28 +285,47 @@ class ConvStep(Step):
             + 1
             for i in range(k)
         )
-        y = run.alloc(self.outputs[0], (x.shape[0], spec.c_out, *outs), x.dtype)
+        out_shape = (shape[0], spec.c_out, *outs)
+        flops = 2.0 * math.prod(out_shape) * (spec.c_in // spec.group) * math.prod(spec.kernel)
+        algo = self.algo
+        if algo.startswith("winograd"):
+            m = 4 if algo.endswith("f4") else 2
+            columns = shape[0] * math.prod(-(-o // m) for o in outs)
+            if columns < _conv.MIN_WINOGRAD_COLUMNS or (
+                training and shape[0] < TRAIN_WINOGRAD_BATCH
+            ):
+                # Too few tiles for its GEMMs (e.g. batch 1 at 16x16: 16 columns), or train
+                # mode, which prepares the weight on every run, on a few images: the transforms
+                # cost more than they save; im2col multiplies the weight as it is.
+                algo = "im2col"
+        return out_shape, flops, algo
+
+    def __call__(self, run: Run) -> None:
+        x = run.get(self.inputs[0])
+        w = run.get(self.inputs[1])
+        key = (x.shape, run.training)
+        geo = self._shapes.get(key)
+        if geo is None:
+            geo = self._shapes[key] = self._geometry(x.shape, run.training)
+        out_shape, flops, algo = geo
+        self.ran = algo
+        y = run.alloc(self.outputs[0], out_shape, x.dtype)
         b = run.get(self.epilogue_bias)
         epi = Epilogue(
             bias=None if b is None else b.astype(x.dtype, copy=False),
             residual=None if self.residual is None else (lambda: run.env[self.residual]),
             activation=self.activation,
         )
-        algo = self.algo
-        if run.training and algo.startswith("winograd") and x.shape[0] < TRAIN_WINOGRAD_BATCH:
-            # Train mode prepares the weight on every run; a Winograd transform of it costs more
-            # than it saves on a few images: multiply the weight as it is.
-            algo = "im2col"
-            wp = prepare_weight(algo, w, self.group, x.dtype)
-        else:
-            wp = self.weight(w, x.dtype, run.training)
-        flops = 2.0 * y.size * (spec.c_in // spec.group) * math.prod(spec.kernel)
+        wp = self.weight(w, x.dtype, run.training, algo)
+        spec = self.spec
         if x.shape[0] >= run.parallel.workers:  # split the batch
             run.parallel(
                 x.shape[0],
                 lambda lo, hi, scratch: conv_chunked(algo, spec, x, wp, y, epi, scratch, lo, hi),
                 flops,
             )
+        elif flops < SPLIT_MIN_FLOPS:  # too little work to hand any to another thread
+            conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0])
         else:  # too few images: split each GEMM's output rows instead
             conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0], split=run.parallel)
 

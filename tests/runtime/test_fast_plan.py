@@ -70,11 +70,30 @@ CONVS = [
 ]
 
 
+def _within_float32_bound(got, x, w, pads, algo) -> bool:
+    """`got` vs the float64 plain conv (stride 1, undilated, ungrouped), within the float32
+    rounding bound of its terms (+64 for Winograd F(4x4)'s transforms, as above)."""
+    kw = dict(strides=(1, 1), pads=pads, dilations=(1, 1), group=1, kernel_shape=None)
+    exact = conv(x.astype(np.float64), w.astype(np.float64), None, **kw)
+    mags = conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), None, **kw)
+    terms = int(np.prod(w.shape[1:])) + (64 if algo == "winograd-f4" else 0)
+    return bool((np.abs(got - exact) <= float32_bound(mags, terms)).all())
+
+
+def _ran(sess: runtime.Session) -> list[str]:
+    """The algorithm each conv step of the session's inference plan ran last."""
+    plan = sess._fast(training=False, keep_all=False)
+    return [st.ran for st in plan.steps if st.op == "Conv"]
+
+
 @pytest.mark.parametrize("x_shape, m, k, s, p, d, g, algo", CONVS)
 @pytest.mark.parametrize("bias", [False, True])
 def test_conv_algorithms_match_float64_reference_and_onnxruntime(
-    x_shape, m, k, s, p, d, g, algo, bias
+    x_shape, m, k, s, p, d, g, algo, bias, monkeypatch
 ):
+    from graphnet.runtime.fast import conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)  # Winograd on these small shapes
     rng = np.random.default_rng(len(x_shape) * 100 + m)
     c = x_shape[1]
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -85,6 +104,7 @@ def test_conv_algorithms_match_float64_reference_and_onnxruntime(
     sess = runtime.Session(graph)
     assert algo in sess.describe()
     got = sess.run({"x": x})[graph.outputs[0]]
+    assert _ran(sess) == [algo]
     kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
     exact = conv(
         x.astype(np.float64),
@@ -129,11 +149,24 @@ def test_batch_chunks_and_thread_slices_cover_every_image(algo, monkeypatch):
     sess = runtime.Session(graph)
     assert algo in sess.describe()
     got = sess.run({"x": x})[graph.outputs[0]]
-    kw = dict(strides=(1, 1), pads=pads, dilations=(1, 1), group=1, kernel_shape=None)
-    exact = conv(x.astype(np.float64), w.astype(np.float64), None, **kw)
-    mags = conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), None, **kw)
-    terms = c * k * k + (64 if algo == "winograd-f4" else 0)
-    assert (np.abs(got - exact) <= float32_bound(mags, terms)).all()
+    assert _ran(sess) == [algo]
+    assert _within_float32_bound(got, x, w, pads, algo)
+
+
+def test_winograd_with_too_few_tiles_runs_as_im2col():
+    """A 3x3 conv planned as Winograd runs im2col on a batch with under MIN_WINOGRAD_COLUMNS
+    tiles (batch 1 at 8x8: 4 tiles), Winograd on a larger batch; both agree with the plain
+    kernel."""
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    attrs = {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1}
+    graph = _conv_graph((None, 32, 8, 8), w, None, attrs)
+    sess = runtime.Session(graph)
+    for batch, algo in ((1, "im2col"), (16, "winograd-f4")):
+        x = rng.standard_normal((batch, 32, 8, 8)).astype(np.float32)
+        got = sess.run({"x": x})[graph.outputs[0]]
+        assert _ran(sess) == [algo]
+        assert _within_float32_bound(got, x, w, [1, 1, 1, 1], algo)
 
 
 def _residual_net() -> Graph:
