@@ -269,33 +269,82 @@ def _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     _epilogue(out, epi, lo, hi, False)
 
 
+MAX_WIDE_WASTE = 1.5
+"""`_im2col` computes each output row over the padded row's full width (then drops the extra
+columns) when that is at most this many times the output width: see `_im2col`."""
+
+
 def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     n, c = x.shape[:2]
     k = x.ndim - 2
     g = spec.group
     outs = out.shape[2:]
     ks = spec.kernel
-    p = prod(outs)
     taps = prod(ks)
     padded_sizes = tuple(x.shape[2 + i] + spec.pads[i] + spec.pads[k + i] for i in range(k))
-    pad_size = c * prod(padded_sizes) if any(spec.pads) else 0
+    # "Wide" columns: with a unit stride along the last axis, output row r's windows start at
+    # consecutive elements of the padded rows, so computing every row over the padded width
+    # (not just the output width) makes each tap's columns ONE contiguous run of the padded
+    # input per channel (rows x padded width) instead of one short run per output row: the
+    # copy runs at memcpy speed (measured 1.1-1.7x faster convs, LeNet's 5x5 and 3x3 at 8x8 to
+    # 32x32). The GEMM writes the wide rows to a workspace and the bias is added while the
+    # valid columns are copied out. Reads past a row's end land in the next row (dropped
+    # columns); the padded buffer has `slack` more elements for the last row's.
+    wide_w = padded_sizes[-1]
+    wide = spec.strides[-1] == 1 and wide_w <= MAX_WIDE_WASTE * outs[-1]
+    if wide:
+        p = prod(outs[:-1]) * wide_w
+        slack = (ks[-1] - 1) * spec.dilations[-1]
+        pad_size = c * prod(padded_sizes)
+        per_item = pad_size + c * taps * p + spec.c_out * p
+    else:
+        p = prod(outs)
+        slack = 0
+        pad_size = c * prod(padded_sizes) if any(spec.pads) else 0
+        per_item = pad_size + c * taps * p
     cols_size = c * taps * p
-    b = _chunk((pad_size + cols_size) * x.itemsize, hi - lo)
+    b = _chunk(per_item * x.itemsize, hi - lo)
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
+        nb = n1 - n0
         xb = x[n0:n1]
         if pad_size:
-            xb = padded(xb, spec.pads, (0,) * k, scratch.take(0, (n1 - n0) * pad_size, x.dtype))
-        windows = strided_windows(xb, ks, spec.strides, spec.dilations, outs)  # (b,C,*out,*ks)
-        cols = scratch.take(1, (n1 - n0) * cols_size, x.dtype).reshape(
-            (n1 - n0, g, c // g, *ks, *outs)
-        )
-        v = windows.reshape((n1 - n0, g, c // g, *outs, *ks))
+            buf = scratch.take(0, nb * pad_size + slack, x.dtype)
+            xb = padded(xb, spec.pads, (0,) * k, buf)
+        if wide:
+            st = xb.strides[2:]
+            windows = view(  # (b, C, *out[:-1], padded width, *ks)
+                buf,
+                (nb, c, *outs[:-1], wide_w, *ks),
+                (
+                    *xb.strides[:2],
+                    *(s * t for s, t in zip(spec.strides[:-1], st[:-1], strict=True)),
+                    st[-1],
+                    *(d * t for d, t in zip(spec.dilations, st, strict=True)),
+                ),
+            )
+            cols_shape = (nb, g, c // g, *ks, *outs[:-1], wide_w)
+        else:
+            windows = strided_windows(xb, ks, spec.strides, spec.dilations, outs)
+            cols_shape = (nb, g, c // g, *ks, *outs)
+        cols = scratch.take(1, nb * cols_size, x.dtype).reshape(cols_shape)
+        v = windows.reshape((nb, g, c // g, *cols_shape[3 + k :], *ks))
         perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
         np.copyto(cols, v.transpose(perm))
         yb = out[n0:n1]
-        gemm(wp, cols.reshape(n1 - n0, g, (c // g) * taps, p), yb.reshape(n1 - n0, g, -1, p), 1)
-        _epilogue(yb, epi, n0, n1, False)
+        cols2 = cols.reshape(nb, g, (c // g) * taps, p)
+        if not wide:
+            gemm(wp, cols2, yb.reshape(nb, g, -1, p), 1)
+            _epilogue(yb, epi, n0, n1, False)
+            continue
+        yw = scratch.take(2, nb * spec.c_out * p, x.dtype)
+        gemm(wp, cols2, yw.reshape(nb, g, -1, p), 1)
+        valid = yw.reshape(nb, spec.c_out, *outs[:-1], wide_w)[..., : outs[-1]]
+        if epi.bias is not None:
+            np.add(valid, epi.bias.reshape((1, -1) + (1,) * k), out=yb)
+        else:
+            np.copyto(yb, valid)
+        _epilogue(yb, epi, n0, n1, True)
 
 
 def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
