@@ -3,7 +3,7 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
 
 - `pointwise`: 1x1 kernel, no padding: Y[n] = W (M, C) @ X[n] (C, pixels); a stride is one
   strided gather first. No im2col at all.
-- `winograd`: 3x3, stride 1, undilated, ungrouped, 16+ channels (see `winograd.py`):
+- `winograd`: 3x3, stride 1, undilated, ungrouped, 48+ channels (see `winograd.py`):
   F(4x4, 3x3), or F(2x2, 3x3) when the output is under 4x4.
 - `im2col`: everything else (any rank, stride, dilation, group): the padded input's window view
   copied once into (C/group * taps, pixels) columns, then Y[n, g] = W[g] @ cols[n, g].
@@ -44,6 +44,7 @@ WINOGRAD_WORKSPACE_BYTES = 4 << 20
 under ~64 of them (e.g. 256 channels at 8x8: 4 tiles per image, 1 image per MiB) the GEMMs run
 at a fraction of BLAS's rate (measured: 19 ms at 1 MiB, 10 ms at 16 MiB for 16 images)."""
 MIN_WINOGRAD_COLUMNS = 64
+WINOGRAD_MIN_CHANNELS = 48
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,15 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
         and spec.dilations == (1, 1)
         and spec.group == 1
     ):
-        if spec.c_in < 16 or spec.c_out < 16:
+        if spec.c_in < WINOGRAD_MIN_CHANNELS or spec.c_out < WINOGRAD_MIN_CHANNELS:
             # Per output and input channel, direct conv does 9*M multiplications; F(4x4) does
-            # 2.25*M in its GEMMs plus ~27 + 9*M/C in its transforms: no gain below ~16
-            # (measured: equal at 16 channels, 10-45% faster from 32 on, batch 16).
-            return "im2col", "3x3 with under 16 input or output channels: transforms would dominate"
+            # 2.25*M in its GEMMs plus ~27 + 9*M/C in its transforms, which move 2.25x the
+            # input through memory several times: measured against im2col with wide rows at
+            # batch 16-32, equal at 16-32 channels, 1.1-2.5x faster from 64 on.
+            return "im2col", (
+                f"3x3 with under {WINOGRAD_MIN_CHANNELS} input or output channels: Winograd's "
+                "transforms would cost what they save"
+            )
         small = all(isinstance(d, int) for d in spatial_out) and min(spatial_out) < 4
         if small:
             return "winograd-f2", "3x3 stride 1, output under 4x4: F(2x2,3x3), 2.25x fewer MACs"
