@@ -106,13 +106,20 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
     return "im2col", "general kernel/stride/dilation/group: im2col + one GEMM per group"
 
 
-def prepare_weight(algo: str, w: np.ndarray, group: int, dtype: np.dtype) -> np.ndarray:
+def prepare_weight(
+    algo: str, w: np.ndarray, group: int, dtype: np.dtype, bias: np.ndarray | None = None
+) -> np.ndarray:
     """The weight in the layout `algo` multiplies with: (G, M/G, C/G * taps) for im2col and
-    pointwise, ((m+2)^2, M, C) transformed for Winograd."""
+    pointwise, ((m+2)^2, M, C) transformed for Winograd. With `bias` (im2col only), the bias is
+    one more column, (G, M/G, C/G * taps + 1), multiplied by a row of ones that `_im2col` adds
+    to the columns: the GEMM adds the bias, saving a pass over the output."""
     if algo.startswith("winograd"):
         return weight_transform(w, 4 if algo.endswith("f4") else 2)
     m = w.shape[0]
-    return np.ascontiguousarray(w.reshape(group, m // group, -1), dtype=dtype)
+    wg = w.reshape(group, m // group, -1)
+    if bias is not None and algo == "im2col":
+        wg = np.concatenate([wg, bias.reshape(group, m // group, 1).astype(wg.dtype)], axis=2)
+    return np.ascontiguousarray(wg, dtype=dtype)
 
 
 def _epilogue(y: np.ndarray, epi: Epilogue, n0: int, n1: int, bias_done: bool) -> None:
@@ -158,6 +165,15 @@ def _pad_geometry(shape: tuple, pads: tuple, extra: tuple) -> tuple:
         _PAD_GEOMETRY.clear()
     geo = _PAD_GEOMETRY[key] = (full, tuple(borders), interior)
     return geo
+
+
+def _activate(y: np.ndarray, act: tuple) -> None:
+    if not act:
+        return
+    if act[0] == "relu":
+        np.maximum(y, 0, out=y)
+    else:  # ("leaky", alpha): y if y >= 0 else alpha * y == max(y, alpha * y) for alpha <= 1
+        np.maximum(y, y * y.dtype.type(act[1]), out=y)
 
 
 def padded(
@@ -307,7 +323,11 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         slack = 0
         pad_size = c * prod(padded_sizes) if any(spec.pads) else 0
         per_item = pad_size + c * taps * p
-    cols_size = c * taps * p
+    kg = (c // g) * taps  # GEMM depth per group
+    augmented = wp.shape[-1] == kg + 1  # the bias is the weight's last column (prepare_weight)
+    rows = kg + augmented
+    cols_size = g * rows * p
+    per_item += g * augmented * p
     b = _chunk(per_item * x.itemsize, hi - lo)
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
@@ -332,21 +352,30 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         else:
             windows = strided_windows(xb, ks, spec.strides, spec.dilations, outs)
             cols_shape = (nb, g, c // g, *ks, *outs)
-        cols = scratch.take(1, nb * cols_size, x.dtype).reshape(cols_shape)
+        cols2 = scratch.take(1, nb * cols_size, x.dtype).reshape(nb, g, rows, p)
+        if augmented:
+            cols2[:, :, kg] = 1  # the row of ones the bias column multiplies
+        cols = cols2[:, :, :kg].reshape(cols_shape)
         v = windows.reshape((nb, g, c // g, *cols_shape[3 + k :], *ks))
         perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
         np.copyto(cols, v.transpose(perm))
         yb = out[n0:n1]
-        cols2 = cols.reshape(nb, g, (c // g) * taps, p)
         if not wide:
             gemm(wp, cols2, yb.reshape(nb, g, -1, p), 1)
-            _epilogue(yb, epi, n0, n1, False)
+            _epilogue(yb, epi, n0, n1, augmented)
             continue
         yw = scratch.take(2, nb * spec.c_out * p, x.dtype)
         gemm(wp, cols2, yw.reshape(nb, g, -1, p), 1)
         valid = yw.reshape(nb, spec.c_out, *outs[:-1], wide_w)[..., : outs[-1]]
-        if epi.bias is not None:
+        if epi.bias is not None and not augmented:
             np.add(valid, epi.bias.reshape((1, -1) + (1,) * k), out=yb)
+        elif epi.residual is not None:  # the crop, the bias (augmented) and the residual in one
+            np.add(valid, epi.residual()[n0:n1], out=yb)
+            _activate(yb, epi.activation)
+            continue
+        elif epi.activation and epi.activation[0] == "relu":  # the crop and ReLU in one pass
+            np.maximum(valid, 0, out=yb)
+            continue
         else:
             np.copyto(yb, valid)
         _epilogue(yb, epi, n0, n1, True)

@@ -24,7 +24,7 @@ from graphnet.runtime.fast.conv import (
     prepare_weight,
 )
 from graphnet.runtime.fast.memory import Pool, Scratch
-from graphnet.runtime.fast.threads import SPLIT_MIN_FLOPS
+from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS
 
 __all__ = [
     "Run",
@@ -259,16 +259,32 @@ class ConvStep(Step):
     _shapes: dict = field(default_factory=dict)
     ran: str = ""  # the algorithm of the last run (`algo`, or im2col for too few tiles)
 
-    def weight(self, w: np.ndarray, dtype: np.dtype, training: bool, algo: str = "") -> np.ndarray:
-        """The prepared weight for `algo` (default: the step's), cached while the parameter
-        array stays the same object in inference (the cache holds it: its id cannot be reused);
-        prepared afresh in train mode (a trainer may update weights in place) and for a weight
-        computed by the graph."""
+    def weight(
+        self,
+        w: np.ndarray,
+        dtype: np.dtype,
+        training: bool,
+        algo: str = "",
+        bias: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The prepared weight for `algo` (default: the step's), with `bias` as its last column
+        for im2col (see `prepare_weight`), cached while the parameter arrays stay the same
+        objects in inference (the cache holds them: their ids cannot be reused); prepared
+        afresh in train mode (a trainer may update weights in place) and for a weight computed
+        by the graph."""
         algo = algo or self.algo
         hit = self._prepared.get(algo)
-        if training or not self.const_weight or hit is None or hit[0] is not w or hit[1] != dtype:
-            hit = self._prepared[algo] = (w, dtype, prepare_weight(algo, w, self.group, dtype))
-        return hit[2]
+        if (
+            training
+            or not self.const_weight
+            or hit is None
+            or hit[0] is not w
+            or hit[1] is not bias
+            or hit[2] != dtype
+        ):
+            wp = prepare_weight(algo, w, self.group, dtype, bias)
+            hit = self._prepared[algo] = (w, bias, dtype, wp)
+        return hit[3]
 
     def _geometry(self, shape: tuple, training: bool) -> tuple:
         spec = self.spec
@@ -316,7 +332,10 @@ class ConvStep(Step):
             residual=None if self.residual is None else (lambda: run.env[self.residual]),
             activation=self.activation,
         )
-        wp = self.weight(w, x.dtype, run.training, algo)
+        # A parameter bias rides in the im2col GEMM (prepared once with the weight).
+        wp = self.weight(
+            w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
+        )
         spec = self.spec
         if x.shape[0] >= run.parallel.workers:  # split the batch
             run.parallel(
@@ -324,7 +343,7 @@ class ConvStep(Step):
                 lambda lo, hi, scratch: conv_chunked(algo, spec, x, wp, y, epi, scratch, lo, hi),
                 flops,
             )
-        elif flops < SPLIT_MIN_FLOPS:  # too little work to hand any to another thread
+        elif flops < ROW_SPLIT_MIN_FLOPS:  # too little work to hand any to another thread
             conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0])
         else:  # too few images: split each GEMM's output rows instead
             conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0], split=run.parallel)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from graphnet.runtime.fast.memory import Scratch
 
-__all__ = ["WORKERS", "SPLIT_MIN_FLOPS", "blas_single_threaded", "Parallel"]
+__all__ = ["WORKERS", "SPLIT_MIN_FLOPS", "ROW_SPLIT_MIN_FLOPS", "blas_single_threaded", "Parallel"]
 
 
 def _workers() -> int:
@@ -33,11 +33,14 @@ WORKERS = _workers()
 """Threads a plan uses: GRAPHNET_NUM_THREADS, else the CPU count capped at 2 (the pool splits a
 batch in this many slices; more than the cores only adds switching)."""
 
-SPLIT_MIN_FLOPS = 2e7
+SPLIT_MIN_FLOPS = 4e6
 """A node with less work than this runs on the calling thread: handing a slice to another thread
-costs tens of microseconds idle and ~0.1 ms on a busy machine (measured: a 4.7 MFLOP 16-channel
-3x3 conv at batch 1 took 0.17 ms inline and 0.27 ms split in two), about what a 20 MFLOP slice
-saves."""
+costs tens of microseconds (more on a busy machine), a 4 MFLOP GEMM slice about as much."""
+
+ROW_SPLIT_MIN_FLOPS = 2e7
+"""With fewer images than threads, a conv's GEMMs are split by output rows only above this:
+a split GEMM has thinner operands and waits for the slower thread (measured on a busy machine:
+a 4.7 MFLOP 16-channel 3x3 conv at batch 1 took 0.17 ms inline and 0.27 ms split in two)."""
 
 
 _executor: ThreadPoolExecutor | None = None

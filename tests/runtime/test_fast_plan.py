@@ -237,6 +237,21 @@ def test_keep_all_returns_every_intermediate_like_the_reference_plan():
         )
 
 
+def test_replaced_conv_bias_is_seen_by_the_next_run():
+    """im2col multiplies the bias as one more weight column (prepared once): a replaced bias
+    parameter must be re-prepared."""
+    rng = np.random.default_rng(10)
+    w = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
+    attrs = {"strides": [1, 1], "pads": [2, 2, 2, 2], "dilations": [1, 1], "group": 1}
+    g = _conv_graph((None, 3, 9, 8), w, np.ones(6, np.float32), attrs)
+    sess = runtime.Session(g)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    before = sess.run({"x": x})[g.outputs[0]]
+    g.set_param("b", np.full(6, 3.0, np.float32))
+    after = sess.run({"x": x})[g.outputs[0]]
+    np.testing.assert_allclose(after - before, 2.0, rtol=0, atol=1e-5)
+
+
 def test_replaced_parameter_is_seen_by_the_next_run():
     g = _residual_net()
     sess = runtime.Session(g)
