@@ -24,7 +24,7 @@ from graphnet.runtime.fast.conv import (
     prepare_weight,
 )
 from graphnet.runtime.fast.memory import Pool, Scratch
-from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS
+from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
 
 __all__ = [
     "Run",
@@ -480,10 +480,13 @@ class BatchNormStep(Step):
 
 @dataclass
 class MaxPoolStep(Step):
-    """MaxPool without Indices, separable: the max along the first spatial axis's taps (strided
-    slices folded in with np.maximum(out=)), then along the next, ... into pooled buffers (no
-    (N, C, out, kernel) temporary). Output sizes and the ceil_mode overhang follow the plain
-    kernel's formula, cached per input shape."""
+    """MaxPool without Indices, separable (the max over a box is the max along each spatial
+    axis in turn): along axis i, each tap is one strided slice of the previous stage, clipped
+    to the outputs whose window sees the input there, so no padded copy is made; the first two
+    taps that cover every output go into one np.maximum(out=), the others fold in with
+    np.maximum(out=) on their clipped ranges (outputs no tap reaches first get -inf, as over
+    -inf padding). Output sizes and the ceil_mode overhang follow the plain kernel's formula;
+    the slices are computed once per input shape."""
 
     kernel_shape: tuple = ()
     strides: tuple = ()
@@ -492,68 +495,145 @@ class MaxPoolStep(Step):
     ceil_mode: int = 0
     _shapes: dict = field(default_factory=dict)
 
+    def _taps(self, i: int, n: int, out: int) -> list[tuple[int, int, int]]:
+        """(tap offset on the input, first output it reaches, one past its last) for each tap
+        of axis i that reaches the input at all (input length n, `out` outputs)."""
+        kk, s, d, pb = self.kernel_shape[i], self.strides[i], self.dilations[i], self.pads[i]
+        taps = []
+        for t in range(kk):  # a loop over the window's taps along axis i
+            lo = max(0, -((t * d - pb) // s))  # first output whose tap t lands on the input
+            hi = min(out, (n - 1 - t * d + pb) // s + 1)  # one past the last
+            if hi > lo:
+                taps.append((t * d - pb, lo, hi))
+        return taps
+
+    def _axis_ops(self, i: int, n: int, out: int, first: int, last: int) -> list[tuple]:
+        """The operations computing outputs [first, last) of axis i: ("max2", dst, a, b),
+        ("copy", dst, a), ("fill", dst), ("max", dst, a); dst and a, b are slices of the
+        axis (the other axes whole)."""
+        s = self.strides[i]
+        taps = []
+        for off, lo, hi in self._taps(i, n, out):
+            lo, hi = max(lo, first), min(hi, last)
+            if hi > lo:
+                start = lo * s + off
+                taps.append((lo, hi, slice(start, start + (hi - lo - 1) * s + 1, s)))
+        if not taps:  # every window here lies in the padding (the kernel refuses it)
+            return [("fill", slice(first, last))]
+        # Taps covering every output first: they need no fill and can start with max2.
+        taps.sort(key=lambda tap: tap[1] - tap[0], reverse=True)
+        full = [tap for tap in taps if (tap[0], tap[1]) == (first, last)]
+        ops: list[tuple] = []
+        if len(full) >= 2:
+            ops.append(("max2", slice(first, last), full[0][2], full[1][2]))
+            rest = taps[2:]
+        else:
+            lo, hi, src = taps[0]
+            ops.append(("copy", slice(lo, hi), src))
+            if lo > first:
+                ops.append(("fill", slice(first, lo)))
+            if hi < last:
+                ops.append(("fill", slice(hi, last)))
+            rest = taps[1:]
+        ops.extend(("max", slice(lo, hi), src) for lo, hi, src in rest)
+        return ops
+
     def _geometry(self, sizes: tuple) -> tuple:
+        """Output sizes, and per spatial axis (ops on slices of it, flat pass or None). A
+        stride-1 axis whose output is as long as its input (a "same" pool) is done on the
+        flattened arrays: tap t is the whole array shifted by its offset times the block size
+        of the axis (contiguous 1-D np.maximum, ~4x faster than the same maximum over strided
+        slices); the few border planes whose windows leave the input, where the shift reads a
+        neighbouring row, are then recomputed from clipped slices."""
         from graphnet.runtime.kernels._windows import out_size
 
         k = len(self.kernel_shape)
-        begins, ends = self.pads[:k], self.pads[k:]
         outs = tuple(
             out_size(n, kk, s, d, b, e, ceil=bool(self.ceil_mode))
             for n, kk, s, d, b, e in zip(
-                sizes, self.kernel_shape, self.strides, self.dilations, begins, ends, strict=True
+                sizes,
+                self.kernel_shape,
+                self.strides,
+                self.dilations,
+                self.pads[:k],
+                self.pads[k:],
+                strict=True,
             )
         )
-        pad_end = []
-        for i in range(k):  # a loop over the spatial rank: end padding + the ceil_mode overhang
-            reach = (outs[i] - 1) * self.strides[i] + self.dilations[i] * (self.kernel_shape[i] - 1)
-            pad_end.append(max(ends[i], reach + 1 - sizes[i] - begins[i]))
-        return outs, tuple(begins) + tuple(pad_end)
+        plan = []
+        for i in range(k):  # a loop over the spatial rank
+            lead = (slice(None),) * (2 + i)
+            n, out = sizes[i], outs[i]
+            taps = self._taps(i, n, out)
+            left = max((lo for _, lo, _ in taps), default=out)
+            right = out - min((hi for _, _, hi in taps), default=0)
+            flat = None
+            if self.strides[i] == 1 and out == n and len(taps) >= 2 and left + right < out:
+                block = math.prod(sizes[i + 1 :])
+                flat = (left * block, right * block, [off * block for off, _, _ in taps])
+                ranges = [(0, left), (out - right, out)]
+            else:
+                ranges = [(0, out)]
+            ops = [
+                (op[0], *(lead + (sl,) for sl in op[1:]))
+                for first, last in ranges
+                if last > first
+                for op in self._axis_ops(i, n, out, first, last)
+            ]
+            plan.append((ops, flat))
+        return outs, plan
 
     def __call__(self, run: Run) -> None:
-        from graphnet.runtime.fast.conv import padded
-
         x = run.get(self.inputs[0])
         geo = self._shapes.get(x.shape[2:])
         if geo is None:
             geo = self._shapes[x.shape[2:]] = self._geometry(x.shape[2:])
-        outs, pads = geo
+        outs, plan = geo
         k = len(outs)
         y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
-        low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+        low = -np.inf
         temps = []
-        if any(pads):
-            xp_shape = (*x.shape[:2], *(x.shape[2 + i] + pads[i] + pads[k + i] for i in range(k)))
-            buf_arr, buf = run.pool.take((math.prod(xp_shape),), x.dtype)
-            temps.append(buf)
-            x = padded(x, pads, (0,) * k, buf_arr, low)
-        # Separable: the max over a box is the max along each axis in turn (k-1 np.maximum per
-        # axis instead of one per tap of the box: 4 instead of 8 for 3x3).
         stages = []
         shape = list(x.shape)
-        for i in range(k):  # a loop over the spatial rank
+        for i in range(k - 1):  # a loop over the spatial rank: the intermediate stages
             shape[2 + i] = outs[i]
-            if i == k - 1:
-                stages.append(y)
-            else:
-                arr, buf = run.pool.take(tuple(shape), x.dtype)
-                temps.append(buf)
-                stages.append(arr)
+            arr, buf = run.pool.take(tuple(shape), x.dtype)
+            temps.append(buf)
+            stages.append(arr)
+        stages.append(y)
+        maximum = np.maximum
 
-        def part(lo: int, hi: int, scratch) -> None:
-            src = x[lo:hi]
-            for i in range(k):  # a loop over the spatial rank
-                dst = stages[i][lo:hi]
-                kk, d, s, o = self.kernel_shape[i], self.dilations[i], self.strides[i], outs[i]
-                lead = (slice(None),) * (2 + i)
-                for t in range(kk):  # a loop over the window's taps along axis i
-                    tap = src[(*lead, slice(t * d, t * d + (o - 1) * s + 1, s))]
-                    if t == 0:
-                        np.copyto(dst, tap)
+        def part(src: np.ndarray, dsts: list) -> None:
+            for (ops, flat), dst in zip(plan, dsts, strict=True):  # a loop over the rank
+                if flat is not None:
+                    head, tail, offs = flat
+                    sf, df = src.reshape(-1), dst.reshape(-1)
+                    lo, hi = head, df.size - tail
+                    out = df[lo:hi]
+                    maximum(
+                        sf[lo + offs[0] : hi + offs[0]], sf[lo + offs[1] : hi + offs[1]], out=out
+                    )
+                    for off in offs[2:]:  # a loop over the window's taps
+                        maximum(out, sf[lo + off : hi + off], out=out)
+                for op in ops:  # a loop over the window's taps (of the border planes)
+                    kind = op[0]
+                    if kind == "max":
+                        maximum(dst[op[1]], src[op[2]], out=dst[op[1]])
+                    elif kind == "max2":
+                        maximum(src[op[2]], src[op[3]], out=dst[op[1]])
+                    elif kind == "copy":
+                        dst[op[1]] = src[op[2]]
                     else:
-                        np.maximum(dst, tap, out=dst)
+                        dst[op[1]] = low
                 src = dst
 
-        run.parallel(x.shape[0], part, float(y.size * sum(self.kernel_shape)))
+        work = float(y.size * sum(self.kernel_shape))
+        if x.shape[0] < 2 or work < SPLIT_MIN_FLOPS:
+            part(x, stages)
+        else:
+            run.parallel(
+                x.shape[0], lambda lo, hi, scratch: part(x[lo:hi], [a[lo:hi] for a in stages]), work
+            )
         for buf in temps:
             run.pool.give(buf)
 
