@@ -24,7 +24,7 @@ from graphnet.runtime.fast.conv import (
     prepare_weight,
 )
 from graphnet.runtime.fast.memory import Pool, Scratch
-from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
+from graphnet.runtime.fast.threads import ELEMENT_FLOPS, ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
 
 __all__ = [
     "Run",
@@ -401,11 +401,27 @@ class UnaryStep(Step):
             y = run.steal(src, self.outputs[0])
         else:
             y = run.alloc(self.outputs[0], x.shape, x.dtype)
-        if self.temp:
-            self.ufunc(x, y, t, *params)
-            run.pool.give(buf)
+        fn = self.ufunc
+        # Batch slices on the plan's threads (NumPy releases the GIL in ufuncs), unless a
+        # parameter varies along the batch axis itself.
+        batched = x.ndim >= 2 and all(p.ndim < x.ndim or p.shape[0] == 1 for p in params)
+        if not batched or x.shape[0] < 2 or x.size * ELEMENT_FLOPS < SPLIT_MIN_FLOPS:
+            if self.temp:
+                fn(x, y, t, *params)
+            else:
+                fn(x, y)
+        elif self.temp:
+            run.parallel(
+                x.shape[0],
+                lambda lo, hi, _: fn(x[lo:hi], y[lo:hi], t[lo:hi], *params),
+                x.size * ELEMENT_FLOPS,
+            )
         else:
-            self.ufunc(x, y)
+            run.parallel(
+                x.shape[0], lambda lo, hi, _: fn(x[lo:hi], y[lo:hi]), x.size * ELEMENT_FLOPS
+            )
+        if buf is not None:
+            run.pool.give(buf)
 
 
 @dataclass
@@ -627,7 +643,7 @@ class MaxPoolStep(Step):
                         dst[op[1]] = low
                 src = dst
 
-        work = float(y.size * sum(self.kernel_shape))
+        work = float(y.size * sum(self.kernel_shape)) * ELEMENT_FLOPS
         if x.shape[0] < 2 or work < SPLIT_MIN_FLOPS:
             part(x, stages)
         else:
@@ -655,10 +671,13 @@ class ConcatStep(Step):
 
 @dataclass
 class NormStep(Step):
-    """GroupNormalization / InstanceNormalization / LayerNormalization (Y only) without float64
-    copies: x viewed as (rows, groups, elements); the mean accumulated in float64, Y = x - mean
-    written into the output buffer, the biased variance as a float32 dot product of each row
-    with itself (BLAS), then Y *= 1 / sqrt(var + eps) and the scale and bias in place."""
+    """GroupNormalization / InstanceNormalization / LayerNormalization (Y only) in float32
+    without float64 copies, x viewed as (rows, groups, elements), by the corrected two-pass
+    algorithm: the mean m as a BLAS sum (x @ ones / n), D = x - m written into the output
+    buffer, then the residual r = sum(D) / n (what m's float32 rounding left over) and the
+    biased variance sum(D * D) / n - r**2 (BLAS dot products); Y = D * a + (B - r * a) with
+    a = scale / sqrt(var + eps) per row and channel, in place. The rows are split over the
+    plan's threads."""
 
     kind: str = "group"  # "group" (per-channel affine), "layer" (affine broadcast from `axis`)
     groups: int = 0  # group: number of groups (0: one per channel, instance norm)
@@ -669,27 +688,51 @@ class NormStep(Step):
         x = run.get(self.inputs[0])
         scale = run.get(self.inputs[1]) if len(self.inputs) > 1 else None
         bias = run.get(self.inputs[2]) if len(self.inputs) > 2 else None
+        dt = x.dtype
         if self.kind == "layer":
             axis = self.axis % x.ndim
             rows, g = math.prod(x.shape[:axis]), 1
         else:
             rows, g = x.shape[0], self.groups or x.shape[1]
         xg = x.reshape(rows, g, -1)
-        y = run.alloc(self.outputs[0], x.shape, x.dtype)
+        n = xg.shape[2]
+        y = run.alloc(self.outputs[0], x.shape, dt)
         yg = y.reshape(rows, g, -1)
-        mu = xg.mean(axis=2, dtype=np.float64, keepdims=True)
-        np.subtract(xg, mu.astype(x.dtype), out=yg)
-        var = np.matmul(yg[:, :, None, :], yg[:, :, :, None]).reshape(rows, g, 1) / yg.shape[2]
-        inv = 1.0 / np.sqrt(var.astype(np.float64) + self.epsilon)
-        yg *= inv.astype(x.dtype)
+        ones = np.ones(n, dt)
+        eps = self.epsilon
         if self.kind == "layer":
-            if scale is not None:
-                y *= scale.astype(x.dtype, copy=False)
-            if bias is not None:
-                y += bias.astype(x.dtype, copy=False)
+            sc = None if scale is None else scale.astype(dt, copy=False)
+            bi = None if bias is None else bias.astype(dt, copy=False)
         else:
-            shape = (1, -1) + (1,) * (x.ndim - 2)
-            if scale is not None:
-                y *= scale.astype(x.dtype, copy=False).reshape(shape)
-            if bias is not None:
-                y += bias.astype(x.dtype, copy=False).reshape(shape)
+            c = x.shape[1]
+            sc = np.ones(c) if scale is None else scale.astype(np.float64)
+            bi = np.zeros(c) if bias is None else bias.astype(np.float64)
+            tail = (1,) * (x.ndim - 2)
+
+        def part(lo: int, hi: int, _) -> None:
+            xs, ys = xg[lo:hi], yg[lo:hi]
+            m = np.matmul(xs, ones) / dt.type(n)  # (rows, g)
+            np.subtract(xs, m[:, :, None], out=ys)
+            r = np.matmul(ys, ones).astype(np.float64) / n
+            sq = np.matmul(ys[:, :, None, :], ys[:, :, :, None]).reshape(hi - lo, g)
+            var = np.maximum(sq.astype(np.float64) / n - r * r, 0.0)
+            inv = 1.0 / np.sqrt(var + eps)  # (rows, g), float64
+            if self.kind == "layer":
+                # Per row: D * inv - r * inv, then the element-wise affine of the normalized axes
+                ys *= inv.astype(dt)[:, :, None]
+                ys -= (r * inv).astype(dt)[:, :, None]
+                yv = y.reshape(rows, *x.shape[axis:])[lo:hi]
+                if sc is not None:
+                    yv *= sc
+                if bi is not None:
+                    yv += bi
+                return
+            # Per image and channel: a = scale * inv of the channel's group, b = B - r * a.
+            per = c // g
+            a = sc[None, :] * np.repeat(inv, per, axis=1)  # (rows, C)
+            b = bi[None, :] - np.repeat(r, per, axis=1) * a
+            yc = y[lo:hi]
+            yc *= a.astype(dt).reshape(hi - lo, c, *tail)
+            yc += b.astype(dt).reshape(hi - lo, c, *tail)
+
+        run.parallel(rows, part, x.size * 6 * ELEMENT_FLOPS)

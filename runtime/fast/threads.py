@@ -19,7 +19,14 @@ from contextlib import contextmanager
 
 from graphnet.runtime.fast.memory import Scratch
 
-__all__ = ["WORKERS", "SPLIT_MIN_FLOPS", "ROW_SPLIT_MIN_FLOPS", "blas_single_threaded", "Parallel"]
+__all__ = [
+    "WORKERS",
+    "SPLIT_MIN_FLOPS",
+    "ELEMENT_FLOPS",
+    "ROW_SPLIT_MIN_FLOPS",
+    "blas_single_threaded",
+    "Parallel",
+]
 
 
 def _workers() -> int:
@@ -36,6 +43,11 @@ batch in this many slices; more than the cores only adds switching)."""
 SPLIT_MIN_FLOPS = 4e6
 """A node with less work than this runs on the calling thread: handing a slice to another thread
 costs tens of microseconds (more on a busy machine), a 4 MFLOP GEMM slice about as much."""
+
+ELEMENT_FLOPS = 40.0
+"""What one element of an element-wise pass (a ufunc, a strided max) counts as against
+`SPLIT_MIN_FLOPS`: a pass runs at ~1 ns per element, a GEMM at ~40 flops per ns on one core, so a
+pass over 100k elements is worth a second thread like a 4 MFLOP GEMM."""
 
 ROW_SPLIT_MIN_FLOPS = 2e7
 """With fewer images than threads, a conv's GEMMs are split by output rows only above this:

@@ -16,7 +16,7 @@ import pytest
 from graphnet import runtime
 from graphnet.runtime.fast import steps as fast_steps
 from graphnet.runtime.fast import threads as fast_threads
-from tests.helpers import export_checked, ort_run, single_node
+from tests.helpers import assert_close, export_checked, ort_run, single_node
 from tests.oracles import naive_pool
 
 
@@ -73,3 +73,115 @@ def test_max_pool_equals_naive_loop_and_onnxruntime(
     assert np.array_equal(y, want)
     theirs = ort_run(export_checked(g), {"x": x})[g.outputs[0]]
     assert np.array_equal(y, theirs)
+
+
+def _norm64(x, groups, scale, bias, eps, axis=None):
+    """The normalization formula in float64: (x - mean) / sqrt(var + eps) * scale + bias over
+    groups of channels (axis None) or over the axes from `axis` (LayerNorm)."""
+    x64 = x.astype(np.float64)
+    if axis is None:
+        xg = x64.reshape(x.shape[0], groups, -1)
+        d = xg - xg.mean(axis=2, keepdims=True)
+        z = (d / np.sqrt((d * d).mean(axis=2, keepdims=True) + eps)).reshape(x.shape)
+        tail = (1,) * (x.ndim - 2)
+        return z * scale.reshape(-1, *tail) + bias.reshape(-1, *tail)
+    axes = tuple(range(axis, x.ndim))
+    d = x64 - x64.mean(axis=axes, keepdims=True)
+    return d / np.sqrt((d * d).mean(axis=axes, keepdims=True) + eps) * scale + bias
+
+
+# (op, x shape, groups or LayerNorm axis)
+NORMS = [
+    ("GroupNormalization", (3, 12, 5, 7), 4),
+    ("GroupNormalization", (3, 6, 9), 2),
+    ("InstanceNormalization", (3, 5, 6, 7), None),
+    ("InstanceNormalization", (2, 4, 3, 4, 5), None),
+    ("LayerNormalization", (3, 6, 5, 4), 1),
+    ("LayerNormalization", (3, 6, 5, 4), 2),
+    ("LayerNormalization", (3, 6, 5, 4), -1),
+]
+
+
+@pytest.mark.parametrize("op, shape, arg", NORMS)
+def test_normalizations_match_float64_formula_and_onnxruntime(split, op, shape, arg):
+    """Against float64 on data far from zero (mean 1000, std 1): the float32 mean is off by
+    more than the tolerance relative to the std, the corrected two-pass residual must take it
+    back. Against onnxruntime on centred data (its float32 GroupNormalization is itself off by
+    far off on the offset data)."""
+    rng = np.random.default_rng(5)
+    x = (1000.0 + rng.standard_normal(shape)).astype(np.float32)
+    eps = 1e-5
+    c = shape[1]
+    if op == "LayerNormalization":
+        axis = arg % len(shape)
+        pshape = shape[axis:]
+        attrs = {"axis": arg, "epsilon": eps}
+    else:
+        pshape = (c,)
+        attrs = {"epsilon": eps}
+        if op == "GroupNormalization":
+            attrs["num_groups"] = arg
+    scale = rng.uniform(0.5, 1.5, pshape).astype(np.float32)
+    bias = rng.normal(0.0, 1.0, pshape).astype(np.float32)
+    g = single_node(op, {"x": (None, *shape[1:])}, {"scale": scale, "bias": bias}, attrs=attrs)
+    got, sess = _ran_steps(g, {"x": x})
+    assert "norm" in sess.describe()
+    y = got[g.outputs[0]]
+    if op == "LayerNormalization":
+        want = _norm64(x, None, scale, bias, eps, axis=axis)
+    elif op == "GroupNormalization":
+        want = _norm64(x, arg, scale, bias, eps)
+    else:
+        want = _norm64(x, c, scale, bias, eps)
+    # Outputs of size ~3: float32 rounding of a normalized value (a few ulp of the data in
+    # the difference x - mean) stays under 1e-5 relative to the output scale.
+    assert_close(y, want.astype(np.float32), rtol=1e-5, atol=2e-5, what=f"{op} vs float64")
+    x0 = x - np.float32(1000.0)
+    y0 = sess.run({"x": x0})[g.outputs[0]]
+    theirs = ort_run(export_checked(g), {"x": x0})[g.outputs[0]]
+    assert_close(y0, theirs, rtol=1e-5, atol=1e-5, what=f"{op} vs onnxruntime")
+
+
+def _act64(op, x, alpha=None, slope=None):
+    x64 = x.astype(np.float64)
+    if op == "Elu":
+        return np.where(x64 >= 0, x64, alpha * np.expm1(np.minimum(x64, 0)))
+    if op == "LeakyRelu":
+        return np.where(x64 >= 0, x64, alpha * x64)
+    return np.where(x64 >= 0, x64, slope.astype(np.float64) * x64)
+
+
+# (op, alpha or slope kind)
+ACTS = [
+    ("Elu", 1.0),
+    ("Elu", 0.3),
+    ("Elu", 2.5),  # alpha > 1: not a max of the two branches
+    ("LeakyRelu", 0.1),
+    ("PRelu", "below one"),
+    ("PRelu", "above one"),
+    ("PRelu", "mixed"),
+]
+
+
+@pytest.mark.parametrize("op, arg", ACTS)
+def test_activations_match_formula_and_onnxruntime(split, op, arg):
+    rng = np.random.default_rng(6)
+    x = (3.0 * rng.standard_normal((3, 8, 5, 6))).astype(np.float32)
+    x[0, 0, 0, :3] = [0.0, -1e-7, 1e-7]  # around zero
+    params, attrs, slope = {}, {}, None
+    if op == "PRelu":
+        lo, hi = {"below one": (-0.5, 1.0), "above one": (1.0, 3.0), "mixed": (0.2, 2.0)}[arg]
+        slope = rng.uniform(lo, hi, (8, 1, 1)).astype(np.float32)
+        params = {"slope": slope}
+    else:
+        attrs = {"alpha": arg}
+    g = single_node(op, {"x": (None, 8, 5, 6)}, params, attrs=attrs)
+    got, sess = _ran_steps(g, {"x": x})
+    assert "ufunc" in sess.describe()
+    y = got[g.outputs[0]]
+    want = _act64(op, x, alpha=attrs.get("alpha"), slope=slope)
+    # Elu computes exp(x) - 1 in float32: an absolute error under alpha * 2**-23 near zero.
+    atol = 3e-7 * (arg if op == "Elu" else 1.0)
+    assert_close(y, want.astype(np.float32), rtol=1e-6, atol=atol, what=f"{op} vs formula")
+    theirs = ort_run(export_checked(g), {"x": x})[g.outputs[0]]
+    assert_close(y, theirs, rtol=1e-5, atol=1e-6, what=f"{op} vs onnxruntime")
