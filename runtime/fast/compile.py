@@ -34,10 +34,12 @@ from graphnet.runtime.fast.steps import (
     ConcatStep,
     ConvStep,
     GemmStep,
+    GlobalAveragePoolStep,
     KernelStep,
     MaxPoolStep,
     NormStep,
     Run,
+    SoftmaxStep,
     Step,
     UnaryStep,
 )
@@ -113,6 +115,7 @@ class CompiledPlan:
         self.frees: list[list[int]] = []
         self.static: set[int] = set()  # slots of constant steps' outputs (computed once)
         self._compile()
+        self._output_slots = frozenset(self.slots[o] for o in graph.outputs if o in self.slots)
 
     # ------------------------------------------------------------------ compile
     def _slot(self, name: str) -> int:
@@ -374,6 +377,14 @@ class CompiledPlan:
             return ConcatStep(
                 **common, algo="concat", why="into a pooled buffer", axis=int(attrs["axis"])
             )
+        if n.op == "Softmax" and x.shape is not None:
+            return SoftmaxStep(
+                **common, algo="ufunc", why="exp(x - max) / sum, out=", axis=int(attrs["axis"])
+            )
+        if n.op == "GlobalAveragePool" and len(x.shape) >= 3:
+            return GlobalAveragePoolStep(
+                **common, algo="reduce", why="pairwise row sums / size, out="
+            )
         if n.op == "MaxPool" and len(n.outputs) == 1 and min(attrs["pads"], default=0) >= 0:
             return MaxPoolStep(
                 **common,
@@ -481,7 +492,7 @@ class CompiledPlan:
         """Execute the steps. With `timings`, each step's wall time (s) is added under its
         node's name (profiling)."""
         g = self.graph
-        outputs = frozenset(self.slots[o] for o in g.outputs if o in self.slots)
+        outputs = self._output_slots
         run = Run(
             len(self.slots),
             self.pool,

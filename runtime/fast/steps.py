@@ -39,6 +39,8 @@ __all__ = [
     "MaxPoolStep",
     "ConcatStep",
     "NormStep",
+    "SoftmaxStep",
+    "GlobalAveragePoolStep",
 ]
 
 
@@ -363,12 +365,15 @@ class GemmStep(Step):
         b = w.T if self.trans_b else w
         y = run.alloc(self.outputs[0], (a.shape[0], b.shape[1]), a.dtype)
         bt = b.astype(a.dtype, copy=False)
-        # Split by output columns (a batch of 32 is too few rows to split).
-        run.parallel(
-            bt.shape[1],
-            lambda lo, hi, scratch: np.matmul(a, bt[:, lo:hi], out=y[:, lo:hi]),
-            2.0 * y.size * a.shape[1],
-        )
+        flops = 2.0 * y.size * a.shape[1]
+        if flops < SPLIT_MIN_FLOPS:  # a classifier at batch 1: one call, no slicing
+            np.matmul(a, bt, out=y)
+        else:  # split by output columns (a batch of 32 is too few rows to split)
+            run.parallel(
+                bt.shape[1],
+                lambda lo, hi, scratch: np.matmul(a, bt[:, lo:hi], out=y[:, lo:hi]),
+                flops,
+            )
         if len(self.inputs) > 2 and self.inputs[2] is not None:
             y += run.get(self.inputs[2]).astype(a.dtype, copy=False)
         if self.activation:
@@ -736,3 +741,35 @@ class NormStep(Step):
             yc += b.astype(dt).reshape(hi - lo, c, *tail)
 
         run.parallel(rows, part, x.size * 6 * ELEMENT_FLOPS)
+
+
+@dataclass
+class SoftmaxStep(Step):
+    """Softmax along one axis into a pooled buffer: y = exp(x - max) in place, then y /= sum
+    (the plain kernel's formula, float32 like it; the reductions as ufunc.reduce without
+    np.max / np.sum's Python wrappers, a classifier's output being a few dozen numbers)."""
+
+    axis: int = -1
+
+    def __call__(self, run: Run) -> None:
+        x = run.get(self.inputs[0])
+        axis = self.axis % x.ndim
+        y = run.alloc(self.outputs[0], x.shape, x.dtype)
+        np.subtract(x, np.maximum.reduce(x, axis=axis, keepdims=True), out=y)
+        np.exp(y, out=y)
+        y /= np.add.reduce(y, axis=axis, keepdims=True)
+
+
+@dataclass
+class GlobalAveragePoolStep(Step):
+    """The mean over every spatial axis, (N, C, 1, ..., 1), accumulated in x's dtype like the
+    plain kernel (NumPy's pairwise sum over each contiguous row), into a pooled buffer."""
+
+    def __call__(self, run: Run) -> None:
+        x = run.get(self.inputs[0])
+        n, c = x.shape[:2]
+        y = run.alloc(self.outputs[0], (n, c) + (1,) * (x.ndim - 2), x.dtype)
+        rows = x.reshape(n, c, -1)
+        y2 = y.reshape(n, c)
+        np.add.reduce(rows, axis=2, out=y2)
+        y2 /= x.dtype.type(rows.shape[2])

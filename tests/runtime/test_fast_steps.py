@@ -185,3 +185,57 @@ def test_activations_match_formula_and_onnxruntime(split, op, arg):
     assert_close(y, want.astype(np.float32), rtol=1e-6, atol=atol, what=f"{op} vs formula")
     theirs = ort_run(export_checked(g), {"x": x})[g.outputs[0]]
     assert_close(y, theirs, rtol=1e-5, atol=1e-6, what=f"{op} vs onnxruntime")
+
+
+@pytest.mark.parametrize(
+    "shape, axis", [((3, 10), -1), ((3, 10), 1), ((4, 5, 6), 1), ((4, 5, 6), 0)]
+)
+def test_softmax_matches_float64_formula_and_onnxruntime(shape, axis):
+    x = (4.0 * np.random.default_rng(7).standard_normal(shape)).astype(np.float32)
+    x.flat[0] = 80.0  # exp(80) overflows float32: the shift by the max must come first
+    g = single_node("Softmax", {"x": shape}, attrs={"axis": axis})
+    got, sess = _ran_steps(g, {"x": x})
+    assert "exp(x - max)" in sess.describe()
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(axis=axis, keepdims=True))
+    want = e / e.sum(axis=axis, keepdims=True)
+    y = got[g.outputs[0]]
+    assert_close(y, want.astype(np.float32), what="Softmax vs float64")
+    theirs = ort_run(export_checked(g), {"x": x})[g.outputs[0]]
+    assert_close(y, theirs, what="Softmax vs onnxruntime")
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (3, 4, 6, 5), (2, 3, 4, 3, 5)])
+def test_global_average_pool_matches_float64_mean_and_onnxruntime(shape):
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    g = single_node("GlobalAveragePool", {"x": (None, *shape[1:])})
+    got, sess = _ran_steps(g, {"x": x})
+    assert "pairwise row sums" in sess.describe()
+    axes = tuple(range(2, len(shape)))
+    want = x.astype(np.float64).mean(axis=axes, keepdims=True)
+    y = got[g.outputs[0]]
+    assert_close(y, want.astype(np.float32), what="GlobalAveragePool vs float64")
+    theirs = ort_run(export_checked(g), {"x": x})[g.outputs[0]]
+    assert_close(y, theirs, what="GlobalAveragePool vs onnxruntime")
+
+
+def test_blas_runs_single_threaded_inside_a_run_and_is_restored_after():
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="controls BLAS threads")
+    libs = fast_threads._blas_libs()
+    if not libs:
+        pytest.skip("threadpoolctl finds no BLAS library in this process")
+    seen = []
+    g = single_node("Relu", {"x": (2, 3)})
+    sess = runtime.Session(g)
+    plan = sess._fast(training=False, keep_all=False)
+    step = plan.steps[0]
+    plan.steps[0] = lambda run: (seen.append([lib.num_threads for lib in libs]), step(run))
+    x = np.ones((2, 3), np.float32)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = [lib.num_threads for lib in libs]
+        sess.run({"x": x})
+        assert [lib.num_threads for lib in libs] == before
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        sess.run({"x": x})
+        assert [lib.num_threads for lib in libs] == [1] * len(libs)
+    assert seen == [[1] * len(libs)] * 2
