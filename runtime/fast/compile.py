@@ -506,6 +506,8 @@ class CompiledPlan:
         for name, arr in feeds.items():
             run.env[self.slots[name]] = arr
         self.parallel.workers = WORKERS
+        if self.reuse:  # (keep_all hands every buffer to the caller: nothing is reused)
+            self.pool.begin(tuple((a.shape, a.dtype.str) for a in feeds.values()))
         with blas_single_threaded():
             for step, frees in zip(self.steps, self.frees, strict=True):
                 try:
@@ -518,13 +520,17 @@ class CompiledPlan:
                             time.perf_counter() - t0
                         )
                 except GraphNetError as exc:
+                    self.pool.abort()
                     raise type(exc)(f"while executing {_where(step, run)}: {exc}") from exc
                 except Exception as exc:
+                    self.pool.abort()
                     raise KernelError(
                         f"while executing {_where(step, run)}: {type(exc).__name__}: {exc}"
                     ) from exc
                 for slot in frees:
                     run.free(slot)
+        if self.reuse:
+            self.pool.end()
         if keep_all:  # constant steps' results are the plan's own: the caller gets copies
             return {
                 name: run.env[s].copy() if s in self.static else run.env[s]

@@ -1,11 +1,15 @@
-"""Memory of the compiled plan: a pool of activation buffers reused by liveness, and a scratch
-arena for kernel workspaces (im2col columns, Winograd tiles, padded inputs).
+"""Memory of the compiled plan: activation buffers placed by liveness, and a scratch arena for
+kernel workspaces (im2col columns, Winograd tiles, padded inputs).
 
-The pool hands out flat buffers viewed in the requested shape. A value's buffer goes back to the
-pool when the last value viewing it dies, so the next node (or the next run) reuses it: after the
-first run, a run allocates no activation memory at all except its outputs (which the caller
-keeps). A buffer is reused for a request of at least half its size (best fit), which keeps
-fragmentation, and so the peak, close to the largest set of simultaneously live values.
+Activation buffers: the first run with given input shapes takes them from a best-fit pool of flat
+buffers (a buffer goes back to the pool when the last value viewing it dies) and records every
+take and give. At its end the recorded lifetimes are packed into one arena, largest first, each
+at the lowest offset free for its whole lifetime (greedy by size), and the pool is emptied. The
+following runs with those shapes replay the same takes as views of the arena: the memory held is
+about the largest set of simultaneously live values (the pool alone held up to twice that, a
+request taking any free buffer up to twice its size), and a run allocates nothing but its
+outputs (which the caller keeps). A run whose takes differ from the record (sizes, count) takes
+the rest from fresh memory and is recorded again.
 """
 
 from __future__ import annotations
@@ -14,33 +18,107 @@ import bisect
 
 import numpy as np
 
-__all__ = ["Pool", "Scratch"]
+ALIGN = 64
+"""Arena offsets are multiples of this (a cache line: SIMD loads stay aligned)."""
+
+MAX_LAYOUTS = 16
+"""Input shapes whose arena layout a pool keeps (a new one past this replaces them all)."""
+
+__all__ = ["ALIGN", "MAX_LAYOUTS", "Pool", "Scratch"]
 
 
 class Pool:
-    """Flat buffers by dtype, sorted by size; `take` best-fits, `give` returns."""
+    """Flat buffers by dtype: `take` hands one out, `give` returns it. Between `begin(key)` and
+    `end()` (one run), takes follow the arena layout recorded for `key` when there is one, else
+    they come from the best-fit free lists and are recorded."""
 
     def __init__(self) -> None:
         self._free: dict[np.dtype, list[tuple[int, int, np.ndarray]]] = {}
         self._serial = 0
-        self.allocated = 0  # bytes ever allocated by this pool (held between runs)
+        self.allocated = 0  # bytes held by this pool (free lists and arena)
+        self._layouts: dict = {}  # key -> [(offset, nbytes, dtype), ...] in take order
+        self._arena = np.empty(0, np.uint8)
+        self._replay: list | None = None  # the layout being replayed
+        self._next = 0  # its next take
+        self._trace: list | None = None  # while recording: [nbytes, dtype, take, give]
+        self._open: dict[int, list] = {}  # id(buffer) -> its trace entry
+        self._clock = 0
+        self._key = None
 
+    # ------------------------------------------------------------------ per run
+    def begin(self, key) -> None:
+        """A run with inputs described by `key` starts."""
+        self._key, self._clock, self._next = key, 0, 0
+        self._replay = self._layouts.get(key)
+        self._trace = None if self._replay is not None else []
+        self._open = {}
+
+    def end(self) -> None:
+        """The run finished: a recorded run becomes a layout (and the arena grows to it)."""
+        trace, self._trace, self._replay = self._trace, None, None
+        if trace is None or self._key is None:
+            return
+        if len(self._layouts) >= MAX_LAYOUTS:
+            self._layouts.clear()
+        layout, size = _pack(trace, self._clock + 1)
+        self._layouts[self._key] = layout
+        self._key = None
+        # The free lists' buffers are no longer needed: replays use the arena.
+        self.allocated -= sum(b.nbytes for lst in self._free.values() for _, _, b in lst)
+        self._free.clear()
+        self._open = {}
+        if size > self._arena.nbytes:
+            self.allocated += size - self._arena.nbytes
+            self._arena = np.empty(size, np.uint8)
+
+    def abort(self) -> None:
+        """The run failed: record nothing."""
+        self._trace = self._replay = self._key = None
+        self._open = {}
+
+    # ------------------------------------------------------------------ buffers
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """(array of `shape`, the flat buffer behind it)."""
         need = 1
         for d in shape:
             need *= d
+        self._clock += 1
+        replay = self._replay
+        if replay is not None:
+            k = self._next
+            if k < len(replay) and replay[k][1] == need * dtype.itemsize and replay[k][2] == dtype:
+                self._next = k + 1
+                off = replay[k][0]
+                buf = self._arena[off : off + replay[k][1]].view(dtype)
+                return buf.reshape(shape), buf
+            # Not the recorded run (a shape computed from values?): no more arena views this
+            # run (lifetimes unknown from here on); the next run with this key records anew.
+            self._replay, self._trace = None, None
+            self._layouts.pop(self._key, None)
+        buf = self._take_free(need, dtype)
+        if self._trace is not None:
+            entry = [need * dtype.itemsize, dtype, self._clock, None]
+            self._trace.append(entry)
+            self._open[id(buf)] = entry
+        return buf[:need].reshape(shape), buf
+
+    def _take_free(self, need: int, dtype: np.dtype) -> np.ndarray:
         free = self._free.get(dtype)
         if free:
             i = bisect.bisect_left(free, (need, -1))
             if i < len(free) and free[i][0] <= 2 * need + 1024:
-                _, _, buf = free.pop(i)
-                return buf[:need].reshape(shape), buf
+                return free.pop(i)[2]
         buf = np.empty(max(need, 1), dtype)
         self.allocated += buf.nbytes
-        return buf[:need].reshape(shape), buf
+        return buf
 
     def give(self, buf: np.ndarray) -> None:
+        self._clock += 1
+        if buf.base is self._arena:
+            return  # an arena view: its place is the layout's
+        entry = self._open.pop(id(buf), None)
+        if entry is not None:
+            entry[3] = self._clock
         self._serial += 1
         bisect.insort(self._free.setdefault(buf.dtype, []), (buf.size, self._serial, buf))
 
@@ -49,7 +127,30 @@ class Pool:
         self.allocated -= nbytes
 
     def held(self) -> int:
-        return sum(b.nbytes for lst in self._free.values() for _, _, b in lst)
+        return sum(b.nbytes for lst in self._free.values() for _, _, b in lst) + self._arena.nbytes
+
+
+def _pack(trace: list, end: int) -> tuple[list, int]:
+    """Offsets for the recorded buffers ([nbytes, dtype, take, give or None]), in take order:
+    largest first, each at the lowest aligned offset where no placed buffer whose lifetime
+    overlaps its own sits (a buffer never given lives to `end`). Returns (layout, arena size)."""
+    order = sorted(range(len(trace)), key=lambda k: -trace[k][0])
+    placed: list[tuple[int, int, int, int]] = []  # (offset, nbytes, take, give)
+    offsets = [0] * len(trace)
+    size = 0
+    for k in order:  # a loop over the run's buffers (tens to hundreds)
+        nbytes, _, t0, t1 = trace[k]
+        t1 = end if t1 is None else t1
+        span = -(-nbytes // ALIGN) * ALIGN
+        off = 0
+        for p_off, p_span, *_ in sorted(p for p in placed if p[2] < t1 and t0 < p[3]):
+            if p_off - off >= span:
+                break
+            off = max(off, p_off + p_span)
+        placed.append((off, span, t0, t1))
+        offsets[k] = off
+        size = max(size, off + span)
+    return [(offsets[k], trace[k][0], trace[k][1]) for k in range(len(trace))], size
 
 
 class Scratch:

@@ -1,7 +1,7 @@
 """The fast plan's non-conv steps (MaxPool, normalizations, activations, Softmax, global
-pooling, Gemm, Concat) against independent formulas and onnxruntime, on odd shapes, inline and
-with the batch split over the plan's threads (the work threshold patched to 0, so even these
-small shapes take the threaded path).
+pooling) against independent formulas and onnxruntime, on odd shapes, inline and with the batch
+split over the plan's threads (the work threshold patched to 0, so even these small shapes take
+the threaded path); the BLAS thread control; the activation arena (packing, replay, recovery).
 
 MaxPool is exact (a max of float32 values): compared for equality with the naive loop. The
 other steps compute in float32 like onnxruntime; their bounds are the single-op tolerances of
@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 from graphnet import runtime
+from graphnet.bench import suite
+from graphnet.passes.manager import optimize
+from graphnet.runtime.fast import memory as fast_memory
 from graphnet.runtime.fast import steps as fast_steps
 from graphnet.runtime.fast import threads as fast_threads
 from tests.helpers import assert_close, export_checked, ort_run, single_node
@@ -48,7 +51,8 @@ POOLS = [
     ((10,), (3,), (1,), (1, 1), (1,), 0),  # 1-D "same"
     ((10,), (4,), (3,), (2, 1), (2,), 0),
     ((4, 6, 5), (3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), 0),  # 3-D "same"
-    ((4, 6, 5), (1, 2, 2), (1, 2, 2), (0,) * 6, (1, 1, 1), 0),  # video's
+    ((4, 6, 5), (1, 2, 2), (1, 2, 2), (0,) * 6, (1, 1, 1), 0),  # video's: no stage for T
+    ((5, 4), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 0),  # the identity: one copy
 ]
 
 
@@ -239,3 +243,65 @@ def test_blas_runs_single_threaded_inside_a_run_and_is_restored_after():
         sess.run({"x": x})
         assert [lib.num_threads for lib in libs] == [1] * len(libs)
     assert seen == [[1] * len(libs)] * 2
+
+
+def test_arena_packing_never_overlaps_live_buffers():
+    """Random lifetimes and sizes: two buffers alive at the same time never share a byte, every
+    offset is aligned, and the arena is no smaller than the largest live set."""
+    rng = np.random.default_rng(9)
+    for _ in range(50):
+        trace = []
+        for _ in range(int(rng.integers(1, 40))):
+            t0 = int(rng.integers(0, 100))
+            t1 = None if rng.random() < 0.1 else t0 + int(rng.integers(1, 30))
+            trace.append([int(rng.integers(1, 5000)), np.dtype(np.float32), t0, t1])
+        layout, size = fast_memory._pack(trace, 200)
+        spans = []
+        for (off, nbytes, _), (_, _, t0, t1) in zip(layout, trace, strict=True):
+            assert off % fast_memory.ALIGN == 0 and off + nbytes <= size
+            spans.append((off, off + nbytes, t0, 200 if t1 is None else t1))
+        for i, a in enumerate(spans):
+            for b in spans[i + 1 :]:
+                if a[2] < b[3] and b[2] < a[3]:  # alive together
+                    assert a[1] <= b[0] or b[1] <= a[0]
+        live = max(sum(e - s for s, e, t0, t1 in spans if t0 <= t < t1) for t in range(200))
+        assert size >= live
+
+
+def test_arena_replays_runs_and_recovers_from_a_diverging_run():
+    """The first run records, the next ones replay the arena (no new memory), results equal the
+    reference plan's and survive later runs; a batch of another size records its own layout; a
+    run whose takes differ from the record (a corrupted layout here) is still right and makes
+    the next run record again."""
+    g = optimize(suite.build("inception_bn"), "inference")[0]
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    plan = sess._fast(training=False, keep_all=False)
+    rng = np.random.default_rng(10)
+    name = g.inputs[0]
+
+    def check(batch):
+        x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        got = sess.run({name: x})
+        for k, v in ref.run({name: x}).items():
+            np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-5)
+        return got
+
+    first = check(2)
+    kept = {k: v.copy() for k, v in first.items()}
+    held = plan.pool.allocated
+    assert held == plan.pool.held() > 0  # the arena, nothing in the free lists
+    check(2)
+    assert plan.pool.allocated == held  # replayed: nothing allocated
+    for k, v in first.items():
+        np.testing.assert_array_equal(v, kept[k])  # outputs are never arena memory
+    check(3)
+    check(3)
+    assert len(plan.pool._layouts) == 2
+    key = next(iter(plan.pool._layouts))
+    off, nbytes, dtype = plan.pool._layouts[key][0]
+    plan.pool._layouts[key][0] = (off, nbytes + 4, dtype)
+    check(2)  # diverges at its first take
+    assert key not in plan.pool._layouts
+    check(2)  # records again
+    assert key in plan.pool._layouts
+    check(2)
