@@ -583,6 +583,9 @@ class MaxPoolStep(Step):
         )
         plan = []
         for i in range(k):  # a loop over the spatial rank
+            identity = self.kernel_shape[i] == 1 and self.strides[i] == 1
+            if identity and self.pads[i] == self.pads[k + i] == 0 and (plan or i < k - 1):
+                continue  # a video pool's (1, 2, 2): no stage (and no buffer) for axis T
             lead = (slice(None),) * (2 + i)
             n, out = sizes[i], outs[i]
             taps = self._taps(i, n, out)
@@ -601,7 +604,7 @@ class MaxPoolStep(Step):
                 if last > first
                 for op in self._axis_ops(i, n, out, first, last)
             ]
-            plan.append((ops, flat))
+            plan.append((i, ops, flat))
         return outs, plan
 
     def __call__(self, run: Run) -> None:
@@ -610,13 +613,12 @@ class MaxPoolStep(Step):
         if geo is None:
             geo = self._shapes[x.shape[2:]] = self._geometry(x.shape[2:])
         outs, plan = geo
-        k = len(outs)
         y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
         low = -np.inf
         temps = []
         stages = []
         shape = list(x.shape)
-        for i in range(k - 1):  # a loop over the spatial rank: the intermediate stages
+        for i, _, _ in plan[:-1]:  # a loop over the spatial rank: the intermediate stages
             shape[2 + i] = outs[i]
             arr, buf = run.pool.take(tuple(shape), x.dtype)
             temps.append(buf)
@@ -625,7 +627,7 @@ class MaxPoolStep(Step):
         maximum = np.maximum
 
         def part(src: np.ndarray, dsts: list) -> None:
-            for (ops, flat), dst in zip(plan, dsts, strict=True):  # a loop over the rank
+            for (_, ops, flat), dst in zip(plan, dsts, strict=True):  # a loop over the rank
                 if flat is not None:
                     head, tail, offs = flat
                     sf, df = src.reshape(-1), dst.reshape(-1)
