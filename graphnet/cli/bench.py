@@ -73,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("give a MODEL.onnx or --suite (not both)")
     if args.runs < 1:
         raise CliError(f"--runs must be >= 1, got {args.runs}")
+    if args.threads < 1:
+        raise CliError(f"--threads must be >= 1, got {args.threads}")
+    if not args.block > 0:
+        raise CliError(f"--block must be a positive number of seconds, got {args.block:g}")
+    if not args.ref_cap > 0:
+        raise CliError(f"--ref-cap must be a positive number of seconds, got {args.ref_cap:g}")
     batches = _batches(args.batch)
     if args.json and args.json != "-":
         check_output(args.json, inputs=[args.model] if args.model else [], flag="--json")

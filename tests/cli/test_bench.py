@@ -84,9 +84,26 @@ def test_model_file_and_a_wrong_fast_kernel_is_a_failure(tmp_path, capsys, monke
         (["bench", "--suite", "--models", "alexnet"], "unknown suite model"),
         (["bench", "--suite", "--batch", "0"], "--batch sizes must be >= 1"),
         (["bench", "--suite", "--batch", "a"], "--batch must be comma-separated integers"),
+        (["bench", "--suite", "--runs", "0"], "--runs must be >= 1"),
+        (["bench", "--suite", "--threads", "0"], "--threads must be >= 1"),
+        (["bench", "--suite", "--block", "-1"], "--block must be a positive number"),
+        (["bench", "--suite", "--ref-cap", "0"], "--ref-cap must be a positive number"),
+        (["bench", "missing.onnx"], "missing.onnx: no such file"),
+        (["bench", "missing.onnx", "--suite"], "not both"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_json_to_stdout_is_only_json_and_markdown_is_a_table(capsys):
+    argv = ["bench", "--suite", "--models", "lenet5", "--batch", "1", *FAST]
+    assert main([*argv, "--json", "-"]) == 0
+    result = json.loads(capsys.readouterr().out)  # nothing but the JSON on stdout
+    assert [(r["model"], r["batch"]) for r in result["rows"]] == [("lenet5", 1)]
+    assert main([*argv, "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| model | batch |") and lines[1].startswith("|---|")
+    assert lines[2].startswith("| lenet5 | 1 |")
