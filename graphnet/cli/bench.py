@@ -19,6 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 from graphnet.cli.common import (
     EXIT_DIFF,
@@ -29,6 +32,9 @@ from graphnet.cli.common import (
     steps,
     write_text,
 )
+
+if TYPE_CHECKING:
+    from graphnet.ir import Graph
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -90,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
             if unknown:
                 raise CliError(f"unknown suite model(s) {unknown}; the suite has {names}")
             names = wanted
-        models = [(n, lambda n=n: suite.build(n, args.seed)) for n in names]
+        models: list[tuple[str, Callable[[], Graph]]] = [
+            (n, partial(suite.build, n, args.seed)) for n in names
+        ]
     else:
         graph = load_graph(args.model)
         models = [(args.model, lambda: graph)]
