@@ -507,7 +507,7 @@ class CompiledPlan:
             run.env[self.slots[name]] = arr
         self.parallel.workers = WORKERS
         if self.reuse:  # (keep_all hands every buffer to the caller: nothing is reused)
-            self.pool.begin(tuple((a.shape, a.dtype.str) for a in feeds.values()))
+            self.pool.begin(tuple([(a.shape, a.dtype) for a in feeds.values()]))
         with blas_single_threaded():
             for step, frees in zip(self.steps, self.frees, strict=True):
                 try:
