@@ -663,7 +663,8 @@ class MaxPoolStep(Step):
 
 @dataclass
 class ConcatStep(Step):
-    """Concat written straight into a pooled buffer (np.concatenate(out=))."""
+    """Concat written straight into a pooled buffer (np.concatenate(out=)), batch slices on
+    the plan's threads when it is not along the batch axis."""
 
     axis: int = 1
 
@@ -673,7 +674,15 @@ class ConcatStep(Step):
         shape = list(xs[0].shape)
         shape[axis] = sum(x.shape[axis] for x in xs)
         y = run.alloc(self.outputs[0], tuple(shape), xs[0].dtype)
-        np.concatenate(xs, axis=axis, out=y)
+        work = y.size * ELEMENT_FLOPS
+        if axis == 0 or y.shape[0] < 2 or work < SPLIT_MIN_FLOPS:
+            np.concatenate(xs, axis=axis, out=y)
+        else:  # batch slices on the plan's threads (a copy releases the GIL)
+            run.parallel(
+                y.shape[0],
+                lambda lo, hi, _: np.concatenate([x[lo:hi] for x in xs], axis=axis, out=y[lo:hi]),
+                work,
+            )
 
 
 @dataclass

@@ -305,3 +305,19 @@ def test_arena_replays_runs_and_recovers_from_a_diverging_run():
     check(2)  # records again
     assert key in plan.pool._layouts
     check(2)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_concat_matches_numpy_and_onnxruntime(split, axis):
+    rng = np.random.default_rng(11)
+    shapes = {"a": [3, 2, 4, 5], "b": [3, 2, 4, 5], "c": [3, 2, 4, 5]}
+    widths = {"a": 1, "b": 3, "c": 2}
+    for k in shapes:
+        shapes[k][axis] = widths[k]
+    xs = {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+    g = single_node("Concat", {k: tuple(v) for k, v in shapes.items()}, attrs={"axis": axis})
+    got, sess = _ran_steps(g, xs)
+    assert "concat" in sess.describe()
+    y = got[g.outputs[0]]
+    assert np.array_equal(y, np.concatenate(list(xs.values()), axis=axis))
+    assert np.array_equal(y, ort_run(export_checked(g), xs)[g.outputs[0]])
