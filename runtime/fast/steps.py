@@ -452,8 +452,9 @@ class BinaryStep(Step):
 class BatchNormStep(Step):
     """BatchNorm as the per-channel affine y = x * s + t, s = scale / sqrt(var + eps),
     t = B - mean * s (computed in float64 each run, cast to x's dtype), in place when x dies
-    here. Inference uses the running statistics; train mode the biased batch statistics, and
-    updates the running ones as the plain kernel does: running = momentum * running +
+    here, batch slices on the plan's threads. Inference uses the running statistics; train
+    mode the biased batch statistics (corrected two-pass, float32 BLAS sums added in float64),
+    and updates the running ones as the plain kernel does: running = momentum * running +
     (1 - momentum) * batch."""
 
     epsilon: float = 1e-5
@@ -464,17 +465,46 @@ class BatchNormStep(Step):
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
         scale, bias, mean, var = (run.get(i).astype(np.float64) for i in self.inputs[1:5])
+        dt = x.dtype
+        n, c = x.shape[0], x.shape[1]
+        x3 = x.reshape(n, c, -1)
+        src = self.inputs[0]
+        if self.inplace and run.writable(src):
+            y = run.steal(src, self.outputs[0])
+        else:
+            y = run.alloc(self.outputs[0], x.shape, dt)
+        y3 = y.reshape(n, c, -1)
+        work = x.size * 3 * ELEMENT_FLOPS
         if run.training:
-            # Batch statistics, accumulated in float64 without a float64 copy of x (two passes:
-            # mean, then the mean of squared deviations, as `kernels.normalization.moments`).
-            axes = (0, *range(2, x.ndim))
-            mu = x.mean(axis=axes, dtype=np.float64)
-            dev = x - mu.astype(x.dtype).reshape((1, -1) + (1,) * (x.ndim - 2))
-            np.multiply(dev, dev, out=dev)
-            batch_var = dev.mean(axis=axes, dtype=np.float64)
-            del dev
+            # Batch statistics by the corrected two-pass algorithm (see NormStep), per channel
+            # over the images and positions: float32 BLAS sums per image and channel, added up
+            # in float64 over the images; D = x - mean is written into y and becomes y.
+            count = x3.shape[0] * x3.shape[2]
+            ones = np.ones(x3.shape[2], dt)
+            sums: dict[int, np.ndarray] = {}
+
+            def first(lo: int, hi: int, _) -> None:
+                sums[lo] = np.matmul(x3[lo:hi], ones).sum(axis=0, dtype=np.float64)
+
+            run.parallel(n, first, work)
+            mu = (sum(sums.values()) / count).astype(dt)
+            res: dict[int, tuple] = {}
+
+            def second(lo: int, hi: int, _) -> None:
+                d = y3[lo:hi]
+                np.subtract(x3[lo:hi], mu[None, :, None], out=d)
+                sq = np.matmul(d[:, :, None, :], d[:, :, :, None]).reshape(hi - lo, c)
+                res[lo] = (
+                    np.matmul(d, ones).sum(axis=0, dtype=np.float64),
+                    sq.sum(axis=0, dtype=np.float64),
+                )
+
+            run.parallel(n, second, work)
+            r = sum(v[0] for v in res.values()) / count  # the mean of D
+            batch_var = np.maximum(sum(v[1] for v in res.values()) / count - r * r, 0.0)
+            batch_mean = mu.astype(np.float64) + r
             new = {
-                1: self.momentum * mean + (1.0 - self.momentum) * mu,
+                1: self.momentum * mean + (1.0 - self.momentum) * batch_mean,
                 2: self.momentum * var + (1.0 - self.momentum) * batch_var,
             }
             for k, pname in self.state.items():
@@ -482,17 +512,22 @@ class BatchNormStep(Step):
             for k, slot in enumerate(self.outputs[1:], start=1):
                 if slot >= 0:
                     run.env[slot] = new[k].astype(run.get(self.inputs[k + 2]).dtype)
-            mean, var = mu, batch_var
-        s = scale / np.sqrt(var + self.epsilon)
-        t = bias - mean * s
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        src = self.inputs[0]
-        if self.inplace and run.writable(src):
-            y = run.steal(src, self.outputs[0])
+            s = scale / np.sqrt(batch_var + self.epsilon)
+            t = bias - r * s  # y = (D - r) * s + B
+            src3 = y3
         else:
-            y = run.alloc(self.outputs[0], x.shape, x.dtype)
-        np.multiply(x, s.astype(x.dtype).reshape(shape), out=y)
-        y += t.astype(x.dtype).reshape(shape)
+            s = scale / np.sqrt(var + self.epsilon)
+            t = bias - mean * s
+            src3 = x3
+        s32 = s.astype(dt)[None, :, None]
+        t32 = t.astype(dt)[None, :, None]
+
+        def affine(lo: int, hi: int, _) -> None:
+            out = y3[lo:hi]
+            np.multiply(src3[lo:hi], s32, out=out)
+            out += t32
+
+        run.parallel(n, affine, work)
         if not run.training:
             for k, slot in enumerate(self.outputs[1:], start=3):
                 if slot >= 0:  # optional running-stat outputs: unchanged at inference

@@ -321,3 +321,31 @@ def test_concat_matches_numpy_and_onnxruntime(split, axis):
     y = got[g.outputs[0]]
     assert np.array_equal(y, np.concatenate(list(xs.values()), axis=axis))
     assert np.array_equal(y, ort_run(export_checked(g), xs)[g.outputs[0]])
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 6, 7), (4, 3), (3, 2, 4, 3, 5)])
+def test_batchnorm_train_statistics_on_offset_data(split, shape):
+    """Train-mode BatchNorm on data far from zero (mean 1000, std 1): outputs and running
+    statistics against the float64 formula; inference with those statistics afterwards."""
+    rng = np.random.default_rng(12)
+    c = shape[1]
+    x = (1000.0 + rng.standard_normal(shape)).astype(np.float32)
+    params = {
+        "scale": rng.uniform(0.5, 1.5, c).astype(np.float32),
+        "B": rng.normal(0.0, 1.0, c).astype(np.float32),
+        "mean": rng.normal(0.0, 1.0, c).astype(np.float32),
+        "var": rng.uniform(0.5, 2.0, c).astype(np.float32),
+    }
+    start = {k: v.copy() for k, v in params.items()}
+    g = single_node("BatchNormalization", {"x": shape}, params, {"epsilon": 1e-5, "momentum": 0.9})
+    sess = runtime.Session(g)
+    y = sess.run({"x": x}, mode="train")[g.outputs[0]]
+    axes = (0, *range(2, len(shape)))
+    tail = (1,) * (len(shape) - 2)
+    x64 = x.astype(np.float64)
+    mu, var = x64.mean(axis=axes), x64.var(axis=axes)
+    want = (x64 - mu.reshape(-1, *tail)) / np.sqrt(var.reshape(-1, *tail) + 1e-5)
+    want = want * start["scale"].reshape(-1, *tail) + start["B"].reshape(-1, *tail)
+    assert_close(y, want.astype(np.float32), rtol=1e-5, atol=2e-5, what="train Y vs float64")
+    assert_close(g.params["mean"], 0.9 * start["mean"] + 0.1 * mu, what="running mean")
+    assert_close(g.params["var"], 0.9 * start["var"] + 0.1 * var, what="running var")
