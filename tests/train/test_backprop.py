@@ -68,13 +68,16 @@ def test_whole_network_gradient_matches_finite_differences():
 
 
 def test_train_forward_is_the_runtime_train_mode():
-    """Same outputs, same dropout masks (same seed), same running statistics afterwards."""
+    """Same outputs (up to float32 rounding), same dropout masks (same seed), same running
+    statistics afterwards."""
     g1 = _residual_net().graph
     g2 = _residual_net().graph
     x = np.random.default_rng(0).standard_normal((4, 2, 5, 5)).astype(np.float32)
     ours = Backprop(g1).forward({"x": x}, training=True, rng=np.random.default_rng(11))
     theirs = runtime.run(g2, {"x": x}, mode="train", seed=11)
-    np.testing.assert_array_equal(ours.values["y"], theirs["y"])
+    # The runtime's fast plan computes BatchNorm's statistics and affine in float32 (the plain
+    # kernels in float64): the same values up to float32 rounding.
+    np.testing.assert_allclose(ours.values["y"], theirs["y"], rtol=1e-6, atol=1e-7)
     for name in g1.params:
         np.testing.assert_array_equal(g1.params[name], g2.params[name], err_msg=name)
     moved = [n for n in g1.params if "running" in n]
