@@ -114,6 +114,7 @@ class CompiledPlan:
         self.steps: list[Step] = []
         self.frees: list[list[int]] = []
         self.static: set[int] = set()  # slots of constant steps' outputs (computed once)
+        self.placements: dict[int, tuple[int, int, int, int]] = {}
         self._compile()
         self._output_slots = frozenset(self.slots[o] for o in graph.outputs if o in self.slots)
 
@@ -159,7 +160,57 @@ class CompiledPlan:
             if self.fuse and isinstance(step, (ConvStep, GemmStep)):
                 self._fuse(step, n, readers, order, outputs, fused)
             self.steps.append(step)
+        self._place_concats()
         self._liveness()
+
+    def _place_concats(self) -> None:
+        """A Concat along the channels whose inputs are each the output of a Conv step (its
+        fused epilogue included) read by nothing else: the convolutions write into their
+        channel slices of the Concat's buffer (`Run.alloc`), which then copies nothing (an
+        Inception block's branches; for a batch above 1 the slices are strided, which every
+        conv algorithm writes through reshaped views)."""
+        if not self.fuse:
+            return
+        g = self.graph
+        names = {slot: name for name, slot in self.slots.items()}
+        readers = self._readers()
+        producer = {o: s for s in self.steps for o in s.outputs if o >= 0}
+        outputs = {self.slots[o] for o in g.outputs if o in self.slots}
+        for st in self.steps:
+            if not isinstance(st, ConcatStep):
+                continue
+            out = g.values.get(names[st.outputs[0]])
+            ins = st.inputs
+            if (
+                out is None
+                or out.shape is None
+                or st.axis % len(out.shape) != 1
+                or len(set(ins)) != len(ins)
+                or not all(isinstance(i, int) for i in ins)
+            ):
+                continue
+            chans = []
+            for i in ins:
+                p, v = producer.get(i), g.values.get(names[i])
+                if (
+                    not isinstance(p, ConvStep)
+                    or p.outputs[0] != i
+                    or i in outputs
+                    or i in self.placements
+                    or v is None
+                    or v.shape is None
+                    or not isinstance(v.shape[1], int)
+                    or len(readers.get(names[i], [])) != 1
+                ):
+                    break
+                chans.append(v.shape[1])
+            else:
+                c0, total = 0, sum(chans)
+                for i, c in zip(ins, chans, strict=True):
+                    self.placements[i] = (st.outputs[0], c0, c0 + c, total)
+                    c0 += c
+                st.placed = True
+                st.why = "no copy: its Conv inputs write into their channel slices"
 
     def _single_reader(self, value: str, readers, outputs) -> Node | None:
         r = readers.get(value, [])
@@ -502,6 +553,7 @@ class CompiledPlan:
             rng,
             outputs,
             self.parallel,
+            self.placements,
         )
         for name, arr in feeds.items():
             run.env[self.slots[name]] = arr

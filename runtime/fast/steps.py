@@ -59,6 +59,8 @@ class Run:
         "rng",
         "outputs",
         "parallel",
+        "placements",
+        "placed",
     )
 
     def __init__(
@@ -71,6 +73,7 @@ class Run:
         rng: np.random.Generator,
         outputs: frozenset,
         parallel: Callable,
+        placements: dict | None = None,
     ) -> None:
         self.env: list[Any] = [None] * nslots
         self.owner: list[np.ndarray | None] = [None] * nslots
@@ -79,10 +82,18 @@ class Run:
         self.pool, self.scratch, self.params = pool, scratch, params
         self.training, self.rng, self.outputs = training, rng, outputs
         self.parallel = parallel
+        # value slot -> (concat slot, first channel, end channel, concat's channels): the value
+        # is written straight into its channel slice of a Concat's buffer (see ConcatStep)
+        self.placements = placements or {}
+        self.placed: set[int] = set()
 
     def alloc(self, slot: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
-        """A buffer for value `slot`: fresh for a graph output (the caller keeps it), else from
-        the pool."""
+        """A buffer for value `slot`: fresh for a graph output (the caller keeps it), a channel
+        slice of its Concat's buffer when it is placed there, else from the pool."""
+        if self.placements and slot in self.placements:
+            view = self._place(slot, shape, np.dtype(dtype))
+            if view is not None:
+                return view
         if slot in self.outputs:
             arr = np.empty(shape, dtype)
         else:
@@ -91,6 +102,24 @@ class Run:
             self.refs[id(buf)] = 1
         self.env[slot] = arr
         return arr
+
+    def _place(self, slot: int, shape: tuple, dtype: np.dtype) -> np.ndarray | None:
+        """Value `slot` as its channel slice of the Concat's buffer (allocated by the first of
+        its inputs to be computed); None when the shapes do not fit (the Concat then copies)."""
+        target, c0, c1, total = self.placements[slot]
+        full = self.env[target]
+        if full is None:
+            full = self.alloc(target, (shape[0], total, *shape[2:]), dtype)
+        view = full[:, c0:c1]
+        if view.shape != tuple(shape) or full.dtype != dtype:
+            return None
+        self.env[slot] = view
+        buf = self.owner[target]
+        if buf is not None:  # the slice holds the buffer like a view (see `alias`)
+            self.owner[slot] = buf
+            self.refs[id(buf)] += 1
+        self.placed.add(slot)
+        return view
 
     def adopt(self, slot: int, arr: np.ndarray, inputs: list) -> None:
         """Store a plain kernel's result. A fresh array (owns its data, is none of the inputs)
@@ -699,16 +728,23 @@ class MaxPoolStep(Step):
 @dataclass
 class ConcatStep(Step):
     """Concat written straight into a pooled buffer (np.concatenate(out=)), batch slices on
-    the plan's threads when it is not along the batch axis."""
+    the plan's threads when it is not along the batch axis. When `placed` (see
+    `CompiledPlan._place_concats`), its inputs were written into their channel slices of its
+    buffer by the convolutions that computed them: nothing is left to copy."""
 
     axis: int = 1
+    placed: bool = False
 
     def __call__(self, run: Run) -> None:
+        if self.placed and all(i in run.placed for i in self.inputs):
+            return  # every input already sits in its slice of env[self.outputs[0]]
         xs = [run.get(i) for i in self.inputs]
         axis = self.axis % xs[0].ndim
         shape = list(xs[0].shape)
         shape[axis] = sum(x.shape[axis] for x in xs)
-        y = run.alloc(self.outputs[0], tuple(shape), xs[0].dtype)
+        y = run.env[self.outputs[0]]  # allocated already when some input was placed in it
+        if y is None or y.shape != tuple(shape):
+            y = run.alloc(self.outputs[0], tuple(shape), xs[0].dtype)
         work = y.size * ELEMENT_FLOPS
         if axis == 0 or y.shape[0] < 2 or work < SPLIT_MIN_FLOPS:
             np.concatenate(xs, axis=axis, out=y)

@@ -349,3 +349,66 @@ def test_batchnorm_train_statistics_on_offset_data(split, shape):
     assert_close(y, want.astype(np.float32), rtol=1e-5, atol=2e-5, what="train Y vs float64")
     assert_close(g.params["mean"], 0.9 * start["mean"] + 0.1 * mu, what="running mean")
     assert_close(g.params["var"], 0.9 * start["var"] + 0.1 * var, what="running var")
+
+
+def _concat_net():
+    """Convs of every algorithm (pointwise, Winograd F(4x4) on x, F(2x2) on the 3x3 input z,
+    im2col with and without wide rows, a fused residual and ReLU) -> channel Concats (placed:
+    no copy); another Concat of x itself, a conv output also read elsewhere and a conv (not
+    placed: it copies)."""
+    from graphnet.ir import Graph
+
+    rng = np.random.default_rng(13)
+    g = Graph("concat")
+    g.add_input("x", (None, 48, 6, 6))
+    g.add_input("z", (None, 48, 3, 3))
+
+    def conv(name, src, m, k, pads, act=None, residual=None):
+        g.add_param(f"{name}.w", (0.1 * rng.standard_normal((m, 48, k, k))).astype(np.float32))
+        g.add_param(f"{name}.b", rng.standard_normal(m).astype(np.float32))
+        attrs = {"pads": [pads] * 4, "strides": [1, 1]}
+        y = g.add_node("Conv", [src, f"{name}.w", f"{name}.b"], attrs, name=name).outputs[0]
+        if residual is not None:
+            y = g.add_node("Add", [y, residual], {}, name=f"{name}.add").outputs[0]
+        if act:
+            y = g.add_node(act, [y], {}, name=f"{name}.act").outputs[0]
+        return y
+
+    a = conv("pw", "x", 8, 1, 0, "Relu")
+    b = conv("wino4", "x", 48, 3, 1, "Relu", residual="x")
+    d = conv("im2col", "x", 5, 5, 2)
+    cat = g.add_node("Concat", [a, b, d], {"axis": 1}, name="cat").outputs[0]
+    g.mark_output(g.add_node("Relu", [cat], {}, name="after").outputs[0])
+    c = conv("wino2", "z", 48, 3, 1)
+    c2 = conv("pwz", "z", 3, 1, 0, "LeakyRelu")
+    g.mark_output(g.add_node("Concat", [c, c2], {"axis": 1}, name="catz").outputs[0])
+    e = conv("shared", "x", 4, 1, 0)
+    f = conv("f", "x", 4, 3, 1)
+    g.mark_output(g.add_node("Concat", ["x", e, f], {"axis": 1}, name="cat2").outputs[0])
+    g.mark_output(g.add_node("Neg", [e], {}, name="neg").outputs[0])
+    return g
+
+
+def test_concat_inputs_written_in_place_by_their_convs(split):
+    g = _concat_net()
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    rows = {line.split()[0]: line for line in sess.describe().splitlines() if line.strip()}
+    assert "no copy" in rows["cat"] and "no copy" in rows["catz"]
+    assert "no copy" not in rows["cat2"]
+    plan = sess._fast(training=False, keep_all=False)
+    rng = np.random.default_rng(14)
+    for batch in (1, 3, 3, 20):
+        feeds = {
+            "x": rng.standard_normal((batch, 48, 6, 6)).astype(np.float32),
+            "z": rng.standard_normal((batch, 48, 3, 3)).astype(np.float32),
+        }
+        got, want = sess.run(feeds), ref.run(feeds)
+        theirs = ort_run(export_checked(g), feeds)
+        # Winograd F(4x4)'s rounding: ~40 u times the conv of |x| and |w| (432 terms of ~0.08:
+        # ~35), so up to ~1e-4 absolute; a misplaced slice would be off by O(1).
+        for k in g.outputs:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=2e-4, err_msg=k)
+            np.testing.assert_allclose(got[k], theirs[k], rtol=1e-4, atol=2e-4, err_msg=k)
+    ran = {s.name: s.ran for s in plan.steps if s.op == "Conv"}
+    assert ran["pw"] == ran["pwz"] == "pointwise" and ran["im2col"] == "im2col"
+    assert ran["wino4"] == "winograd-f4" and ran["wino2"] == "winograd-f2"  # batch 20
