@@ -167,8 +167,7 @@ class CompiledPlan:
         """A Concat along the channels whose inputs are each the output of a Conv step (its
         fused epilogue included) read by nothing else: the convolutions write into their
         channel slices of the Concat's buffer (`Run.alloc`), which then copies nothing (an
-        Inception block's branches; for a batch above 1 the slices are strided, which every
-        conv algorithm writes through reshaped views)."""
+        Inception block's branches, at batch 1: see `Run._place`)."""
         if not self.fuse:
             return
         g = self.graph
@@ -210,7 +209,7 @@ class CompiledPlan:
                     self.placements[i] = (st.outputs[0], c0, c0 + c, total)
                     c0 += c
                 st.placed = True
-                st.why = "no copy: its Conv inputs write into their channel slices"
+                st.why = "batch 1: no copy, its Conv inputs write into their channel slices"
 
     def _single_reader(self, value: str, readers, outputs) -> Node | None:
         r = readers.get(value, [])

@@ -105,7 +105,12 @@ class Run:
 
     def _place(self, slot: int, shape: tuple, dtype: np.dtype) -> np.ndarray | None:
         """Value `slot` as its channel slice of the Concat's buffer (allocated by the first of
-        its inputs to be computed); None when the shapes do not fit (the Concat then copies)."""
+        its inputs to be computed); None when the shapes do not fit or for more than one image
+        (the Concat then copies). One image's slice is contiguous; with more, the slices are
+        strided GEMM outputs and the Concat's buffer lives from the first branch on: measured
+        on inception_bn@32, no gain and 7% more pooled memory."""
+        if shape[0] != 1:
+            return None
         target, c0, c1, total = self.placements[slot]
         full = self.env[target]
         if full is None:
