@@ -2,14 +2,18 @@
 
 At compile time (once per session and mode):
 - every node gets a step: a fast one where the op and its inputs allow it (Conv with a constant
-  weight: pointwise / Winograd / im2col; Gemm; element-wise ops with `out=`; inference
-  BatchNorm as an affine; MaxPool; views for Reshape / Flatten / (Un)Squeeze / inference
-  Dropout), otherwise the plain kernel with its resolved attributes;
+  weight: pointwise / Winograd / im2col; Gemm; element-wise ops with `out=`; BatchNorm as an
+  affine (batch statistics in train mode); Group/Instance/LayerNorm; MaxPool; Softmax;
+  GlobalAveragePool; Concat; views for Reshape / Flatten / (Un)Squeeze / inference Dropout),
+  otherwise the plain kernel with its resolved attributes;
 - a Conv or Gemm whose only reader is a ReLU / LeakyReLU (or, for a Conv, a residual Add and then
-  a ReLU) takes those nodes into its epilogue (`fuse`);
+  a ReLU) takes those nodes into its epilogue (`fuse`); a channel Concat of such Convs' outputs
+  has them written into its buffer (`_place_concats`);
 - each value's last reader is known, so its buffer returns to the pool right after it; an
-  element-wise op on a value it reads last overwrites it in place (`reuse`).
-`keep_all` compiles with neither (every intermediate must survive, unfused).
+  element-wise op on a value it reads last overwrites it in place (`reuse`); the first run with
+  given input shapes records the pool's takes, later ones replay them in one arena
+  (`memory.Pool`).
+`keep_all` compiles with none of these (every intermediate must survive, unfused).
 """
 
 from __future__ import annotations
