@@ -5,6 +5,11 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   strided gather first. No im2col at all.
 - `winograd`: 3x3, stride 1, undilated, ungrouped, 48+ channels (see `winograd.py`):
   F(4x4, 3x3), or F(2x2, 3x3) when the output is under 4x4.
+- `colstack`: 2-D, ungrouped, unit stride and dilation along the width, 16 to 47 input and
+  under 48 output channels (ResNet's narrow 3x3 convs): the kernel's columns stacked in
+  the GEMM's rows, Z (kw*M, pixels) = W' (kw*M, C*kh) @ rows (C*kh, pixels), then
+  Y = sum_j Z_j shifted by j along the width: a third of im2col's copy (kh row-shifted
+  copies, not kh*kw) and a GEMM kw times taller (M=16 GEMMs run at ~2/3 of BLAS's rate).
 - `im2col`: everything else (any rank, stride, dilation, group): the padded input's window view
   copied once into (C/group * taps, pixels) columns, then Y[n, g] = W[g] @ cols[n, g].
 
@@ -45,6 +50,15 @@ under ~64 of them (e.g. 256 channels at 8x8: 4 tiles per image, 1 image per MiB)
 at a fraction of BLAS's rate (measured: 19 ms at 1 MiB, 10 ms at 16 MiB for 16 images)."""
 MIN_WINOGRAD_COLUMNS = 64
 WINOGRAD_MIN_CHANNELS = 48
+COLSTACK_MIN_CHANNELS = 16
+COLSTACK_MIN_DEPTH = 48
+"""... and a GEMM depth (input channels x kernel rows) from this: 1x3 kernels at 8-16 channels
+(depth 8-16) ran 1.2-1.5x slower than im2col (thin GEMMs, and kw passes over the output)."""
+"""`colstack` from this many input channels, under Winograd's in and out: measured against im2col
+with wide rows at batch 16 (interleaved, one thread, min times): 0.84-0.87x the time at 16 ->
+16 channels (3x3, 32x32), 0.77x (5x5, 16x16), 0.93x at 32 -> 32 (16x16); equal from 48 output
+channels (im2col's GEMM is no longer thin); 1.3-1.6x slower at 1-6 input channels (its kw-1
+extra passes over the output then cost more than the copies it saves)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,12 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
         and spec.group == 1
     ):
         if spec.c_in < WINOGRAD_MIN_CHANNELS or spec.c_out < WINOGRAD_MIN_CHANNELS:
+            if _colstack_fits(spec):
+                return "colstack", (
+                    f"{spec.c_in} input channels: kernel columns stacked in the GEMM's rows "
+                    "(a third of im2col's copy, a taller GEMM); Winograd's transforms would "
+                    "cost what they save"
+                )
             # Per output and input channel, direct conv does 9*M multiplications; F(4x4) does
             # 2.25*M in its GEMMs plus ~27 + 9*M/C in its transforms, which move 2.25x the
             # input through memory several times: measured against im2col with wide rows at
@@ -103,19 +123,47 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
         if small:
             return "winograd-f2", "3x3 stride 1, output under 4x4: F(2x2,3x3), 2.25x fewer MACs"
         return "winograd-f4", "3x3 stride 1: F(4x4,3x3), 4x fewer multiplications in the GEMMs"
+    if _colstack_fits(spec):
+        return "colstack", (
+            f"{spec.c_in} input channels, unit stride along the width: kernel columns stacked "
+            "in the GEMM's rows (a third of im2col's copy, a taller GEMM)"
+        )
     return "im2col", "general kernel/stride/dilation/group: im2col + one GEMM per group"
+
+
+def _colstack_fits(spec: ConvSpec) -> bool:
+    return (
+        len(spec.kernel) == 2
+        and spec.kernel[1] > 1
+        and spec.c_in * spec.kernel[0] >= COLSTACK_MIN_DEPTH
+        and spec.strides[1] == 1
+        and spec.dilations[1] == 1
+        and spec.group == 1
+        and COLSTACK_MIN_CHANNELS <= spec.c_in < WINOGRAD_MIN_CHANNELS
+        and spec.c_out < WINOGRAD_MIN_CHANNELS
+    )
 
 
 def prepare_weight(
     algo: str, w: np.ndarray, group: int, dtype: np.dtype, bias: np.ndarray | None = None
 ) -> np.ndarray:
     """The weight in the layout `algo` multiplies with: (G, M/G, C/G * taps) for im2col and
-    pointwise, ((m+2)^2, M, C) transformed for Winograd. With `bias` (im2col only), the bias is
-    one more column, (G, M/G, C/G * taps + 1), multiplied by a row of ones that `_im2col` adds
-    to the columns: the GEMM adds the bias, saving a pass over the output."""
+    pointwise, ((m+2)^2, M, C) transformed for Winograd, (kw * M, C * kh) for colstack (row
+    (j, m), column (c, i) holds w[m, c, i, j]). With `bias` (im2col and colstack), the bias is
+    one more column, multiplied by a row of ones that the algorithm adds to its columns: the
+    GEMM adds the bias, saving a pass over the output (colstack: in the rows of kernel column
+    0 only, zeros in the others, as the shifted rows are summed)."""
     if algo.startswith("winograd"):
         return weight_transform(w, 4 if algo.endswith("f4") else 2)
     m = w.shape[0]
+    if algo == "colstack":
+        kw = w.shape[3]
+        ws = w.transpose(3, 0, 1, 2).reshape(kw * m, -1)
+        if bias is not None:
+            col = np.zeros((kw * m, 1), ws.dtype)
+            col[:m, 0] = bias
+            ws = np.concatenate([ws, col], axis=1)
+        return np.ascontiguousarray(ws, dtype=dtype)
     wg = w.reshape(group, m // group, -1)
     if bias is not None and algo == "im2col":
         wg = np.concatenate([wg, bias.reshape(group, m // group, 1).astype(wg.dtype)], axis=2)
@@ -246,6 +294,8 @@ def conv_chunked(
         _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     elif algo.startswith("winograd"):
         _winograd(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi, gemm)
+    elif algo == "colstack":
+        _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     else:
         _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm)
 
@@ -379,6 +429,68 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         else:
             np.copyto(yb, valid)
         _epilogue(yb, epi, n0, n1, True)
+
+
+def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+    # Output row r, column q (xp the padded input, sh / dh the row stride / dilation):
+    #   Y[m, r, q] = sum_j sum_(c, i) w[m, c, i, j] xp[c, r*sh + i*dh, q + j]
+    #              = sum_j Z[j, m, r, q + j],
+    #   Z[j, m, r, q'] = sum_(c, i) w[m, c, i, j] xp[c, r*sh + i*dh, q'].
+    # Z is one GEMM over "wide" rows (every column q' of the padded width, as `_im2col`'s wide
+    # rows): its operand holds, per channel, the kh row-shifted copies of the padded input
+    # (contiguous runs of rows x padded width). The shifted sum reads Z_j from offset j: with a
+    # unit stride along the width, q + j < padded width for every valid q, so no read crosses a
+    # row (nor the buffer's end).
+    n, c = x.shape[:2]
+    kh, kw = spec.kernel
+    mo = spec.c_out
+    ho, wo = out.shape[2:]
+    hp = x.shape[2] + spec.pads[0] + spec.pads[2]
+    wpad = x.shape[3] + spec.pads[1] + spec.pads[3]
+    p = ho * wpad
+    kg = c * kh
+    augmented = wp.shape[-1] == kg + 1  # the bias is the weight's last column (prepare_weight)
+    rows = kg + augmented
+    pad_size = c * hp * wpad if any(spec.pads) else 0
+    per_item = pad_size + rows * p + kw * mo * p
+    b = _chunk(per_item * x.itemsize, hi - lo)
+    item = x.itemsize
+    for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
+        n1 = min(hi, n0 + b)
+        nb = n1 - n0
+        xb = x[n0:n1]
+        if pad_size:
+            xb = padded(xb, spec.pads, (0, 0), scratch.take(0, nb * pad_size, x.dtype))
+        s = xb.strides
+        shifted = view(  # (b, C, kh, ho, padded width): row r*sh + i*dh of each channel
+            xb,
+            (nb, c, kh, ho, wpad),
+            (s[0], s[1], spec.dilations[0] * s[2], spec.strides[0] * s[2], s[3]),
+        )
+        cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
+        if augmented:
+            cols[:, kg] = 1  # the row of ones the bias column multiplies
+        np.copyto(cols[:, :kg].reshape(nb, c, kh, ho, wpad), shifted)
+        z = scratch.take(2, nb * kw * mo * p, x.dtype)
+        gemm(wp, cols, z.reshape(nb, kw * mo, p), 0)  # split by rows (output channels x j)
+        zs = [  # Z_j read from offset j: (b, M, ho, wo) views of the wide rows
+            np.ndarray(
+                (nb, mo, ho, wo),
+                x.dtype,
+                buffer=z,
+                offset=(j * mo * p + j) * item,
+                strides=(kw * mo * p * item, p * item, wpad * item, item),
+            )
+            for j in range(kw)
+        ]
+        yb = out[n0:n1]
+        if kw == 1:
+            np.copyto(yb, zs[0])
+        else:
+            np.add(zs[0], zs[1], out=yb)
+        for zj in zs[2:]:  # a loop over the kernel's columns
+            yb += zj
+        _epilogue(yb, epi, n0, n1, augmented)
 
 
 def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:

@@ -1,10 +1,11 @@
 """The compiled fast plan (`Session(graph)`) against its oracle, the reference plan
 (`Session(graph, plan="reference")`: the plain kernels node by node), and against onnxruntime.
 
-- Every conv algorithm (pointwise, Winograd F(4x4) / F(2x2), im2col) on odd shapes: 1-, 2- and
-  3-D, strides, dilations, groups, depthwise, asymmetric padding, batch 1 and odd batches. The
-  exact result is the float64 reference kernel; the bound is `float32_bound` (gamma_n times the
-  conv of |x| and |w|): an output that cancels to ~0 carries rounding relative to its terms.
+- Every conv algorithm (pointwise, Winograd F(4x4) / F(2x2), colstack, im2col) on odd shapes:
+  1-, 2- and 3-D, strides, dilations, groups, depthwise, asymmetric padding, batch 1 and odd
+  batches. The exact result is the float64 reference kernel; the bound is `float32_bound`
+  (gamma_n times the conv of |x| and |w|): an output that cancels to ~0 carries rounding
+  relative to its terms.
   Winograd F(4x4)'s transforms (entries up to 8) add up to ~40 u x (|x| * |w|) measured on random
   data, independent of the number of terms: its bound counts 64 more terms.
 - Fusion (bias, residual Add, ReLU / LeakyReLU into a Conv or Gemm), in-place element-wise ops
@@ -70,6 +71,13 @@ CONVS = [
     ((3, 1, 12, 11), 6, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1, "im2col"),  # LeNet's first
     ((2, 4, 5, 6, 7), 6, (3, 2, 3), (1, 2, 1), (1, 0, 1, 1, 1, 0), (1, 1, 2), 2, "im2col"),
     ((3, 6, 4, 5, 6), 8, (1, 1, 1), (1, 1, 1), (0,) * 6, (1, 1, 1), 1, "pointwise"),  # 3-D 1x1
+    ((3, 16, 9, 11), 20, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "colstack"),
+    ((2, 20, 10, 7), 12, (3, 4), (2, 1), (1, 0, 0, 2), (2, 1), 1, "colstack"),  # rows strided
+    ((1, 17, 6, 5), 47, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, "colstack"),  # no padding
+    ((2, 24, 5, 9), 9, (5, 2), (1, 1), (2, 0, 2, 1), (1, 1), 1, "colstack"),
+    ((2, 16, 8, 8), 16, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1), 1, "im2col"),  # depth 16 < 48
+    ((2, 16, 8, 8), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 2), 1, "im2col"),  # dilated columns
+    ((2, 32, 8, 8), 48, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "im2col"),  # 48 out
 ]
 
 
@@ -131,7 +139,7 @@ def test_conv_algorithms_match_float64_reference_and_onnxruntime(
     assert (np.abs(got - theirs) <= 2 * float32_bound(mags, terms)).all()
 
 
-@pytest.mark.parametrize("algo", ["winograd-f4", "winograd-f2", "im2col", "pointwise"])
+@pytest.mark.parametrize("algo", ["winograd-f4", "winograd-f2", "im2col", "pointwise", "colstack"])
 def test_batch_chunks_and_thread_slices_cover_every_image(algo, monkeypatch):
     """Workspaces of a few bytes: every image is its own chunk, and chunk edges (and the two
     threads' slices) fall everywhere; the result must not change."""
@@ -143,9 +151,10 @@ def test_batch_chunks_and_thread_slices_cover_every_image(algo, monkeypatch):
     rng = np.random.default_rng(8)
     hw = 3 if algo == "winograd-f2" else 6
     k = 1 if algo == "pointwise" else 3
-    c = 3 if algo == "im2col" else 48
+    c = {"im2col": 3, "colstack": 16}.get(algo, 48)
+    m = 20 if algo == "colstack" else 48
     x = rng.standard_normal((7, c, hw, hw)).astype(np.float32)
-    w = rng.standard_normal((48, c, k, k)).astype(np.float32)
+    w = rng.standard_normal((m, c, k, k)).astype(np.float32)
     pads = [0, 0, 0, 0] if k == 1 or algo == "winograd-f2" else [1, 1, 1, 1]
     attrs = {"strides": [1, 1], "pads": pads, "dilations": [1, 1], "group": 1}
     graph = _conv_graph((None, c, hw, hw), w, None, attrs)
