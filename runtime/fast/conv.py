@@ -48,7 +48,13 @@ WINOGRAD_WORKSPACE_BYTES = 4 << 20
 """Winograd's chunks are larger: its (m+2)^2 GEMMs have only `images x tiles` columns, and
 under ~64 of them (e.g. 256 channels at 8x8: 4 tiles per image, 1 image per MiB) the GEMMs run
 at a fraction of BLAS's rate (measured: 19 ms at 1 MiB, 10 ms at 16 MiB for 16 images)."""
-MIN_WINOGRAD_COLUMNS = 64
+WINOGRAD_CHUNK_COLUMNS = 64
+"""A Winograd batch chunk holds at least this many tile columns when the batch has them."""
+MIN_WINOGRAD_COLUMNS = 16
+"""Fewer tile columns in the whole batch than this (batch 1 at 8x8: 4 with F(4x4)) run im2col
+(ConvStep): measured at batch 1, one thread, interleaved min times, F(4x4) took 0.76-0.83x of
+im2col's time with 16 columns (64-128 channels at 16x16) and 1.3-1.5x with 4 (128-256 at
+8x8): its (m+2)^2 transformed weights are then read for too few columns."""
 WINOGRAD_MIN_CHANNELS = 48
 COLSTACK_MIN_CHANNELS = 16
 COLSTACK_MIN_DEPTH = 48
@@ -511,7 +517,7 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         per_item += mo * th * m * tw * m * x.itemsize
     b = max(
         _chunk(per_item, hi - lo, WINOGRAD_WORKSPACE_BYTES),
-        min(hi - lo, ceil(MIN_WINOGRAD_COLUMNS / tiles)),
+        min(hi - lo, ceil(WINOGRAD_CHUNK_COLUMNS / tiles)),
     )
     bias = None if epi.bias is None else epi.bias.reshape(1, mo, 1, 1, 1, 1)
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items

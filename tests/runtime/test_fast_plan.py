@@ -167,14 +167,15 @@ def test_batch_chunks_and_thread_slices_cover_every_image(algo, monkeypatch):
 
 def test_winograd_with_too_few_tiles_runs_as_im2col():
     """A 3x3 conv planned as Winograd runs im2col on a batch with under MIN_WINOGRAD_COLUMNS
-    tiles (batch 1 at 8x8: 4 tiles), Winograd on a larger batch; both agree with the plain
-    kernel."""
+    tiles (batch 1 at 8x8: 4 tiles; 16 is the threshold), Winograd from batch 4 (16 tiles);
+    both agree with the plain kernel."""
     rng = np.random.default_rng(9)
     w = rng.standard_normal((48, 48, 3, 3)).astype(np.float32)
     attrs = {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1}
     graph = _conv_graph((None, 48, 8, 8), w, None, attrs)
     sess = runtime.Session(graph)
-    for batch, algo in ((1, "im2col"), (16, "winograd-f4")):
+    assert runtime.fast.conv.MIN_WINOGRAD_COLUMNS == 16
+    for batch, algo in ((1, "im2col"), (3, "im2col"), (4, "winograd-f4"), (16, "winograd-f4")):
         x = rng.standard_normal((batch, 48, 8, 8)).astype(np.float32)
         got = sess.run({"x": x})[graph.outputs[0]]
         assert _ran(sess) == [algo]
