@@ -392,6 +392,9 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         if pad_size:
             buf = scratch.take(0, nb * pad_size + slack, x.dtype)
             xb = padded(xb, spec.pads, (0,) * k, buf)
+            # The slack is shared scratch: whatever a previous step left there (an inf, a NaN)
+            # would reach the dropped columns and raise NumPy's overflow / invalid warnings.
+            buf[nb * pad_size : nb * pad_size + slack] = 0
         if wide:
             st = xb.strides[2:]
             windows = view(  # (b, C, *out[:-1], padded width, *ks)

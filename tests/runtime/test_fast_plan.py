@@ -182,6 +182,30 @@ def test_winograd_with_too_few_tiles_runs_as_im2col():
         assert _within_float32_bound(got, x, w, [1, 1, 1, 1], algo)
 
 
+def test_wide_rows_ignore_what_the_scratch_held():
+    """im2col's wide rows read a few elements past the padded input (columns that are dropped):
+    huge values left in the shared scratch by an earlier step must not reach the GEMM (an
+    overflow warning, or worse) nor the output."""
+    import warnings
+
+    from graphnet.runtime.fast import conv as fast_conv
+    from graphnet.runtime.fast.memory import Scratch
+
+    scratch = Scratch()
+    for slot in range(3):
+        scratch.take(slot, 1 << 16, np.float32)[:] = np.float32(3e38)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    spec = fast_conv.ConvSpec((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 4, 5)
+    out = np.empty((2, 5, 6, 6), np.float32)
+    wp = fast_conv.prepare_weight("im2col", w, 1, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast_conv.conv_chunked("im2col", spec, x, wp, out, fast_conv.Epilogue(), scratch)
+    assert _within_float32_bound(out, x, w, [1, 1, 1, 1], "im2col")
+
+
 def _residual_net() -> Graph:
     net = nn.Network("res", seed=3)
     x = net.input("x", (None, 32, 9, 7))
