@@ -349,6 +349,17 @@ def _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
 MAX_WIDE_WASTE = 1.5
 """`_im2col` computes each output row over the padded row's full width (then drops the extra
 columns) when that is at most this many times the output width: see `_im2col`."""
+WIDE_MAX_OUT_CHANNELS = 128
+WIDE_MAX_OUT_PER_IN = 4
+"""... and when the output is not much larger than the copy the wide rows speed up: from this
+many output channels per group, or 16+ and this many per input channel of the group, exact
+columns.
+Wide rows waste (padded width / output width - 1) of the GEMM's work (25% at 8x8, 3x3) and add
+a pass over the output (the crop); measured at batch 1 and 16 (one thread, interleaved min
+times), exact columns took 0.88-0.95x the time from 128 output channels (128-256 in, 8x8-16x16)
+and with 3 input channels (16-64 out, 32x32: the crop moves 5-21x the input), 1.02-1.15x at
+1-64 channels with at most 2.7x as many out (LeNet's 5x5, ResNet's 16 and 64) and 1.04-1.07x
+for LeNet's first (1 -> 6 channels: a small output in absolute terms)."""
 
 
 def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
@@ -368,7 +379,13 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # valid columns are copied out. Reads past a row's end land in the next row (dropped
     # columns); the padded buffer has `slack` more elements for the last row's.
     wide_w = padded_sizes[-1]
-    wide = spec.strides[-1] == 1 and wide_w <= MAX_WIDE_WASTE * outs[-1]
+    mg, cg = spec.c_out // g, c // g
+    wide = (
+        spec.strides[-1] == 1
+        and wide_w <= MAX_WIDE_WASTE * outs[-1]
+        and mg < WIDE_MAX_OUT_CHANNELS
+        and (mg < WIDE_MAX_OUT_PER_IN * cg or mg < 16)
+    )
     if wide:
         p = prod(outs[:-1]) * wide_w
         slack = (ks[-1] - 1) * spec.dilations[-1]
