@@ -3,10 +3,10 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
 
 - `pointwise`: 1x1 kernel, no padding: Y[n] = W (M, C) @ X[n] (C, pixels); a stride is one
   strided gather first. No im2col at all.
-- `winograd`: 3x3, stride 1, undilated, ungrouped, 48+ channels (see `winograd.py`):
+- `winograd`: 3x3, stride 1, undilated, ungrouped, 24+ channels (see `winograd.py`):
   F(4x4, 3x3), or F(2x2, 3x3) when the output is under 4x4.
 - `colstack`: 2-D, ungrouped, unit stride and dilation along the width, 16 to 47 input and
-  under 48 output channels (ResNet's narrow 3x3 convs): the kernel's columns stacked in
+  under 48 output channels (ResNet's 16-channel 3x3 convs): the kernel's columns stacked in
   the GEMM's rows, Z (kw*M, pixels) = W' (kw*M, C*kh) @ rows (C*kh, pixels), then
   Y = sum_j Z_j shifted by j along the width: a third of im2col's copy (kh row-shifted
   copies, not kh*kw) and a GEMM kw times taller (M=16 GEMMs run at ~2/3 of BLAS's rate).
@@ -55,16 +55,21 @@ MIN_WINOGRAD_COLUMNS = 16
 (ConvStep): measured at batch 1, one thread, interleaved min times, F(4x4) took 0.76-0.83x of
 im2col's time with 16 columns (64-128 channels at 16x16) and 1.3-1.5x with 4 (128-256 at
 8x8): its (m+2)^2 transformed weights are then read for too few columns."""
-WINOGRAD_MIN_CHANNELS = 48
+WINOGRAD_MIN_CHANNELS = 24
+"""3x3 stride-1 convs run Winograd from this many input and output channels: measured against
+colstack and im2col at batch 16 (one thread, interleaved min times), F(4x4) took 0.92x of
+colstack's time at 24-32 -> 32 channels (16x16), 0.77-0.82x at 32 -> 48-64; at 16 -> 16
+(32x32) 1.19x (its GEMMs, 16 deep, are then too cheap to pay for the transforms)."""
 COLSTACK_MIN_CHANNELS = 16
+COLSTACK_MAX_CHANNELS = 48
+"""`colstack` from 16 input channels, under 48 in and out: measured against im2col with wide
+rows at batch 16 (interleaved, one thread, min times): 0.84-0.87x the time at 16 -> 16
+channels (3x3, 32x32), 0.77x (5x5, 16x16), 0.93x at 32 -> 32 (16x16); equal from 48 output
+channels (im2col's GEMM is no longer thin); 1.3-1.6x slower at 1-6 input channels (its kw-1
+extra passes over the output then cost more than the copies it saves)."""
 COLSTACK_MIN_DEPTH = 48
 """... and a GEMM depth (input channels x kernel rows) from this: 1x3 kernels at 8-16 channels
 (depth 8-16) ran 1.2-1.5x slower than im2col (thin GEMMs, and kw passes over the output)."""
-"""`colstack` from this many input channels, under Winograd's in and out: measured against im2col
-with wide rows at batch 16 (interleaved, one thread, min times): 0.84-0.87x the time at 16 ->
-16 channels (3x3, 32x32), 0.77x (5x5, 16x16), 0.93x at 32 -> 32 (16x16); equal from 48 output
-channels (im2col's GEMM is no longer thin); 1.3-1.6x slower at 1-6 input channels (its kw-1
-extra passes over the output then cost more than the copies it saves)."""
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,7 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
                 )
             # Per output and input channel, direct conv does 9*M multiplications; F(4x4) does
             # 2.25*M in its GEMMs plus ~27 + 9*M/C in its transforms, which move 2.25x the
-            # input through memory several times: measured against im2col with wide rows at
-            # batch 16-32, equal at 16-32 channels, 1.1-2.5x faster from 64 on.
+            # input through memory several times (see WINOGRAD_MIN_CHANNELS).
             return "im2col", (
                 f"3x3 with under {WINOGRAD_MIN_CHANNELS} input or output channels: Winograd's "
                 "transforms would cost what they save"
@@ -145,8 +149,8 @@ def _colstack_fits(spec: ConvSpec) -> bool:
         and spec.strides[1] == 1
         and spec.dilations[1] == 1
         and spec.group == 1
-        and COLSTACK_MIN_CHANNELS <= spec.c_in < WINOGRAD_MIN_CHANNELS
-        and spec.c_out < WINOGRAD_MIN_CHANNELS
+        and COLSTACK_MIN_CHANNELS <= spec.c_in < COLSTACK_MAX_CHANNELS
+        and spec.c_out < COLSTACK_MAX_CHANNELS
     )
 
 
