@@ -543,7 +543,7 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         _chunk(per_item, hi - lo, WINOGRAD_WORKSPACE_BYTES),
         min(hi - lo, ceil(WINOGRAD_CHUNK_COLUMNS / tiles)),
     )
-    bias = None if epi.bias is None else epi.bias.reshape(1, mo, 1, 1, 1, 1)
+    bias = None if epi.bias is None else epi.bias.reshape(mo, 1)
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         nb = n1 - n0
@@ -574,17 +574,27 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         y_cols = mo * nb * tiles
         y1 = scratch.take(2, m * t * y_cols, x.dtype)
         np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
+        if bias is not None:
+            # Y = Y1 A: A's row 1 (A^T's column 1) is all ones, so adding b to Y1's column 1
+            # adds b to every output of the tile: a pass over a sixth of Y1, not one over Y.
+            y1.reshape(m, t, mo, nb * tiles)[:, 1] += bias
         y = scratch.take(1, m * m * y_cols, x.dtype)
         np.matmul(y1.reshape(m, t, y_cols).transpose(0, 2, 1), at.T, out=y.reshape(m, y_cols, m))
         yv = y.reshape(m, mo, nb, th, tw, m).transpose(2, 1, 3, 0, 4, 5)  # (b, M, th, m, tw, m)
-        if exact:
-            dest = out[n0:n1].reshape(nb, mo, th, m, tw, m)
-        else:
+        yb = out[n0:n1]
+        if not exact:
             dest = scratch.take(4, nb * mo * th * m * tw * m, x.dtype).reshape(nb, mo, th, m, tw, m)
-        if bias is not None:
-            np.add(yv, bias, out=dest)
+            np.copyto(dest, yv)
+            np.copyto(yb, dest.reshape(nb, mo, th * m, tw * m)[:, :, :ho, :wo])
+            _epilogue(yb, epi, n0, n1, True)
+            continue
+        # The copy out to NCHW applies the residual or ReLU in the same pass.
+        dest = yb.reshape(nb, mo, th, m, tw, m)
+        if epi.residual is not None:
+            np.add(yv, epi.residual()[n0:n1].reshape(dest.shape), out=dest)
+            _activate(yb, epi.activation)
+        elif epi.activation and epi.activation[0] == "relu":
+            np.maximum(yv, 0, out=dest)
         else:
             np.copyto(dest, yv)
-        if not exact:
-            np.copyto(out[n0:n1], dest.reshape(nb, mo, th * m, tw * m)[:, :, :ho, :wo])
-        _epilogue(out[n0:n1], epi, n0, n1, True)
+            _activate(yb, epi.activation)

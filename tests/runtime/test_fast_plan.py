@@ -167,6 +167,16 @@ def test_batch_chunks_and_thread_slices_cover_every_image(algo, monkeypatch):
     assert _within_float32_bound(got, x, w, pads, algo)
 
 
+def test_winograd_bias_rides_on_the_ones_column_of_a_transposed():
+    """Winograd adds the bias to column 1 of A^T M (before the right multiplication by A): that
+    adds it to every output only because A^T's column 1 is all ones, in F(2x2) and F(4x4)."""
+    from graphnet.runtime.fast.winograd import SEPARABLE
+
+    for m in (2, 4):
+        at = SEPARABLE[m][1]
+        assert at.shape == (m, m + 2) and (at[:, 1] == 1).all()
+
+
 def test_winograd_with_too_few_tiles_runs_as_im2col():
     """A 3x3 conv planned as Winograd runs im2col on a batch with under MIN_WINOGRAD_COLUMNS
     tiles (batch 1 at 8x8: 4 tiles; 16 is the threshold), Winograd from batch 4 (16 tiles);
