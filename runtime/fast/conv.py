@@ -363,7 +363,8 @@ a pass over the output (the crop); measured at batch 1 and 16 (one thread, inter
 times), exact columns took 0.88-0.95x the time from 128 output channels (128-256 in, 8x8-16x16)
 and with 3 input channels (16-64 out, 32x32: the crop moves 5-21x the input), 1.02-1.15x at
 1-64 channels with at most 2.7x as many out (LeNet's 5x5, ResNet's 16 and 64) and 1.04-1.07x
-for LeNet's first (1 -> 6 channels: a small output in absolute terms)."""
+for LeNet's first (1 -> 6 channels: a small output in absolute terms). 1-D and 2-D only: a 3-D
+conv's exact columns are short runs along two axes (3 -> 16 channels, 8x32x32: 1.13x slower)."""
 
 
 def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
@@ -387,8 +388,7 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     wide = (
         spec.strides[-1] == 1
         and wide_w <= MAX_WIDE_WASTE * outs[-1]
-        and mg < WIDE_MAX_OUT_CHANNELS
-        and (mg < WIDE_MAX_OUT_PER_IN * cg or mg < 16)
+        and (k > 2 or (mg < WIDE_MAX_OUT_CHANNELS and (mg < WIDE_MAX_OUT_PER_IN * cg or mg < 16)))
     )
     if wide:
         p = prod(outs[:-1]) * wide_w
