@@ -44,10 +44,12 @@ __all__ = [
 ]
 
 WORKSPACE_BYTES = 1 << 20  # per chunk: stays in cache and bounds the peak memory
-WINOGRAD_WORKSPACE_BYTES = 4 << 20
+WINOGRAD_WORKSPACE_BYTES = 2 << 20
 """Winograd's chunks are larger: its (m+2)^2 GEMMs have only `images x tiles` columns, and
 under ~64 of them (e.g. 256 channels at 8x8: 4 tiles per image, 1 image per MiB) the GEMMs run
-at a fraction of BLAS's rate (measured: 19 ms at 1 MiB, 10 ms at 16 MiB for 16 images)."""
+at a fraction of BLAS's rate (measured: 19 ms at 1 MiB, 10 ms at 16 MiB for 16 images). With
+WINOGRAD_CHUNK_COLUMNS as the floor, 2 MiB was as fast as 4 MiB or faster (0.93-1.0x, 32-256
+channels at 8x8-32x32, batch 16, one thread) and holds half the scratch."""
 WINOGRAD_CHUNK_COLUMNS = 64
 """A Winograd batch chunk holds at least this many tile columns when the batch has them."""
 MIN_WINOGRAD_COLUMNS = 16
