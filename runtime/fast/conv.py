@@ -484,9 +484,9 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     augmented = wp.shape[-1] == kg + 1  # the bias is the weight's last column (prepare_weight)
     rows = kg + augmented
     pad_size = c * hp * wpad if any(spec.pads) else 0
-    per_item = pad_size + rows * p + kw * mo * p
+    ml = mo * p
+    per_item = pad_size + rows * p + (kw + 1) * ml
     b = _chunk(per_item * x.itemsize, hi - lo)
-    item = x.itemsize
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         nb = n1 - n0
@@ -505,24 +505,35 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         np.copyto(cols[:, :kg].reshape(nb, c, kh, ho, wpad), shifted)
         z = scratch.take(2, nb * kw * mo * p, x.dtype)
         gemm(wp, cols, z.reshape(nb, kw * mo, p), 0)  # split by rows (output channels x j)
-        zs = [  # Z_j read from offset j: (b, M, ho, wo) views of the wide rows
-            np.ndarray(
-                (nb, mo, ho, wo),
-                x.dtype,
-                buffer=z,
-                offset=(j * mo * p + j) * item,
-                strides=(kw * mo * p * item, p * item, wpad * item, item),
-            )
-            for j in range(kw)
-        ]
-        yb = out[n0:n1]
+        # The shifted sum over whole wide planes, each image's Z_j as one flat run: element f
+        # of Z_0 plus element f + j of Z_j (f = (m, r, q)); flat, the NumPy inner loops run
+        # over M x rows x padded width values instead of one output row (convs 0.94-1.0x the
+        # time of the sum over cropped 4-D views, batch 1-16). Sums at the last kw-1 positions read
+        # past the image's Z: they and every f with q >= wo are dropped by the crop below.
+        zf = z.reshape(nb, kw * ml)
+        n_ = ml - (kw - 1)
         if kw == 1:
-            np.copyto(yb, zs[0])
+            wide = zf
         else:
-            np.add(zs[0], zs[1], out=yb)
-        for zj in zs[2:]:  # a loop over the kernel's columns
-            yb += zj
-        _epilogue(yb, epi, n0, n1, augmented)
+            wide = scratch.take(3, nb * ml, x.dtype).reshape(nb, ml)
+            np.add(zf[:, :n_], zf[:, ml + 1 : ml + 1 + n_], out=wide[:, :n_])
+        for j in range(2, kw):  # a loop over the kernel's columns
+            np.add(wide[:, :n_], zf[:, j * ml + j : j * ml + j + n_], out=wide[:, :n_])
+        valid = wide.reshape(nb, mo, ho, wpad)[..., :wo]
+        yb = out[n0:n1]
+        # The crop to NCHW applies the bias, the residual or ReLU in the same pass.
+        if epi.bias is not None and not augmented:
+            np.add(valid, epi.bias.reshape(1, -1, 1, 1), out=yb)
+        elif epi.residual is not None:
+            np.add(valid, epi.residual()[n0:n1], out=yb)
+            _activate(yb, epi.activation)
+            continue
+        elif epi.activation and epi.activation[0] == "relu":
+            np.maximum(valid, 0, out=yb)
+            continue
+        else:
+            np.copyto(yb, valid)
+        _epilogue(yb, epi, n0, n1, True)
 
 
 def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:

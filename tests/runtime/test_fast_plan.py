@@ -167,6 +167,39 @@ def test_batch_chunks_and_thread_slices_cover_every_image(algo, monkeypatch):
     assert _within_float32_bound(got, x, w, pads, algo)
 
 
+@pytest.mark.parametrize(
+    "c, m, k, algo",
+    [
+        (3, 5, 3, "im2col"),
+        (16, 20, 3, "colstack"),
+        (24, 24, 3, "winograd-f4"),
+        (6, 4, 1, "pointwise"),
+    ],
+)
+@pytest.mark.parametrize("relu", [False, True])
+def test_computed_bias_is_added_in_the_epilogue(c, m, k, algo, relu):
+    """A bias computed by the graph (not a parameter) is not folded into the prepared weight:
+    each algorithm adds it to its output, before a fused ReLU."""
+    rng = np.random.default_rng(13)
+    g = Graph("computed_bias")
+    g.add_input("x", (None, c, 9, 10))
+    g.add_param("w", rng.standard_normal((m, c, k, k)).astype(np.float32))
+    g.add_param("b0", rng.standard_normal(m).astype(np.float32))
+    b = g.add_node("Add", ["b0", "b0"], {}, name="twice").outputs[0]
+    pad = k // 2
+    attrs = {"strides": [1, 1], "pads": [pad] * 4, "dilations": [1, 1], "group": 1}
+    y = g.add_node("Conv", ["x", "w", b], attrs, name="conv").outputs[0]
+    if relu:
+        y = g.add_node("Relu", [y], {}, name="relu").outputs[0]
+    g.mark_output(y)
+    x = rng.standard_normal((4, c, 9, 10)).astype(np.float32)
+    sess = runtime.Session(g)
+    got = sess.run({"x": x})[y]
+    assert _ran(sess) == [algo]
+    want = runtime.Session(g, plan="reference").run({"x": x})[y]
+    np.testing.assert_allclose(got, want, rtol=MODEL_RTOL, atol=1e-4)
+
+
 def test_winograd_bias_rides_on_the_ones_column_of_a_transposed():
     """Winograd adds the bias to column 1 of A^T M (before the right multiplication by A): that
     adds it to every output only because A^T's column 1 is all ones, in F(2x2) and F(4x4)."""
