@@ -200,6 +200,45 @@ def test_computed_bias_is_added_in_the_epilogue(c, m, k, algo, relu):
     np.testing.assert_allclose(got, want, rtol=MODEL_RTOL, atol=1e-4)
 
 
+@pytest.mark.parametrize("algo", ["winograd-f4", "winograd-f2", "im2col", "pointwise", "colstack"])
+def test_one_image_splits_each_gemm_over_the_threads(algo, monkeypatch):
+    """With fewer images than threads, each GEMM is split by its output rows (channels, kernel
+    columns x channels, or Winograd's tile positions) over two threads: every row must be
+    computed once, whatever the split."""
+    from graphnet.runtime.fast import compile as fast_compile
+    from graphnet.runtime.fast import conv as fast_conv
+    from graphnet.runtime.fast import steps as fast_steps
+    from graphnet.runtime.fast import threads
+
+    monkeypatch.setattr(fast_compile, "WORKERS", 2)
+    monkeypatch.setattr(fast_steps, "ROW_SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)
+    splits = []
+    call = threads.Parallel.__call__
+
+    def recording(self, n, fn, flops=0):
+        splits.append(n)
+        return call(self, n, fn, flops)
+
+    monkeypatch.setattr(threads.Parallel, "__call__", recording)
+    rng = np.random.default_rng(14)
+    hw = 3 if algo == "winograd-f2" else 7
+    k = 1 if algo == "pointwise" else 3
+    c = {"im2col": 3, "colstack": 16}.get(algo, 24)
+    m = 25
+    x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+    w = rng.standard_normal((m, c, k, k)).astype(np.float32)
+    pads = [0, 0, 0, 0] if k == 1 or algo == "winograd-f2" else [1, 1, 1, 1]
+    attrs = {"strides": [1, 1], "pads": pads, "dilations": [1, 1], "group": 1}
+    graph = _conv_graph((None, c, hw, hw), w, None, attrs)
+    sess = runtime.Session(graph)
+    got = sess.run({"x": x})[graph.outputs[0]]
+    assert _ran(sess) == [algo]
+    assert splits and all(n > 1 for n in splits)  # the GEMM's rows, split
+    assert _within_float32_bound(got, x, w, pads, algo)
+
+
 def test_winograd_bias_rides_on_the_ones_column_of_a_transposed():
     """Winograd adds the bias to column 1 of A^T M (before the right multiplication by A): that
     adds it to every output only because A^T's column 1 is all ones, in F(2x2) and F(4x4)."""
