@@ -41,6 +41,7 @@ __all__ = [
     "view",
     "WORKSPACE_BYTES",
     "Epilogue",
+    "wide_rows",
 ]
 
 WORKSPACE_BYTES = 1 << 20  # per chunk: stays in cache and bounds the peak memory
@@ -369,6 +370,19 @@ for LeNet's first (1 -> 6 channels: a small output in absolute terms). 1-D and 2
 conv's exact columns are short runs along two axes (3 -> 16 channels, 8x32x32: 1.13x slower)."""
 
 
+def wide_rows(spec: ConvSpec, padded_width: int, out_width: int) -> bool:
+    """Whether `_im2col` computes over wide rows (see MAX_WIDE_WASTE, WIDE_MAX_OUT_*)."""
+    mg, cg = spec.c_out // spec.group, spec.c_in // spec.group
+    return (
+        spec.strides[-1] == 1
+        and padded_width <= MAX_WIDE_WASTE * out_width
+        and (
+            len(spec.kernel) > 2
+            or (mg < WIDE_MAX_OUT_CHANNELS and (mg < WIDE_MAX_OUT_PER_IN * cg or mg < 16))
+        )
+    )
+
+
 def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     n, c = x.shape[:2]
     k = x.ndim - 2
@@ -386,12 +400,7 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # valid columns are copied out. Reads past a row's end land in the next row (dropped
     # columns); the padded buffer has `slack` more elements for the last row's.
     wide_w = padded_sizes[-1]
-    mg, cg = spec.c_out // g, c // g
-    wide = (
-        spec.strides[-1] == 1
-        and wide_w <= MAX_WIDE_WASTE * outs[-1]
-        and (k > 2 or (mg < WIDE_MAX_OUT_CHANNELS and (mg < WIDE_MAX_OUT_PER_IN * cg or mg < 16)))
-    )
+    wide = wide_rows(spec, wide_w, outs[-1])
     if wide:
         p = prod(outs[:-1]) * wide_w
         slack = (ks[-1] - 1) * spec.dilations[-1]

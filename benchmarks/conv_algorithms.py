@@ -1,0 +1,158 @@
+"""Benchmark: the fast plan's conv algorithms side by side, one conv at a time, one thread.
+
+    python benchmarks/conv_algorithms.py [--batch 1,16] [--rounds 20] [--shapes C,M,HW,K ...]
+
+The evidence behind `runtime/fast/conv.py`'s choices (WINOGRAD_MIN_CHANNELS, COLSTACK_*,
+MIN_WINOGRAD_COLUMNS, wide or exact im2col columns): for each conv shape (default: the 3x3
+and 5x5 convs of the benchmark suite's LeNet, VGG, ResNet and Inception models; stride 1,
+"same" padding, bias and a fused ReLU), every algorithm that applies runs through
+`conv_chunked` on the same input, BLAS on one thread, in interleaved rounds (each round runs
+each algorithm once, so a busy machine slows them alike); the table prints the minimum over
+the rounds in ms, each algorithm's time relative to the one the plan runs (`choose`, then
+ConvStep's fallback to im2col for too few Winograd tiles), and onnxruntime on
+a Conv + Relu model with one intra-op thread (same input and weights). Outputs are
+compared with exact im2col's (max |diff| printed: Winograd F(4x4) rounds to ~1e-4 relative).
+The machine is named above the table: ratios, not milliseconds, carry over to another one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from graphnet.bench.machine import machine  # noqa: E402
+from graphnet.runtime.fast import conv as fc  # noqa: E402
+from graphnet.runtime.fast.memory import Scratch  # noqa: E402
+from graphnet.runtime.fast.threads import blas_single_threaded  # noqa: E402
+
+# (input channels, output channels, image side, kernel side) of the suite's convs.
+SHAPES = [
+    (1, 6, 28, 5),  # LeNet
+    (6, 16, 14, 5),
+    (3, 16, 32, 3),  # ResNet-20
+    (16, 16, 32, 3),
+    (32, 32, 16, 3),
+    (64, 64, 8, 3),
+    (24, 32, 16, 3),  # Inception
+    (32, 48, 16, 3),
+    (3, 64, 32, 3),  # VGG
+    (64, 64, 32, 3),
+    (128, 128, 16, 3),
+    (256, 256, 8, 3),
+]
+
+
+def _candidates(spec: fc.ConvSpec) -> list[str]:
+    algos = ["im2col-wide", "im2col-exact"]
+    if spec.c_in * spec.kernel[0] >= fc.COLSTACK_MIN_DEPTH:
+        algos.append("colstack")
+    if spec.kernel == (3, 3):
+        algos += ["winograd-f4", "winograd-f2"]
+    return algos
+
+
+def _ort_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y0"], pads=[pad] * 4)
+    relu = helper.make_node("Relu", ["y0"], ["y"])
+    graph = helper.make_graph(
+        [node, relu],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [
+            helper.make_tensor_value_info(
+                "y", TensorProto.FLOAT, [x.shape[0], w.shape[0], *x.shape[2:]]
+            )
+        ],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, {"x": x})[0]
+
+
+def bench(c: int, m: int, hw: int, k: int, batch: int, rounds: int) -> str:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, c, hw, hw)).astype(np.float32)
+    w = (rng.standard_normal((m, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    pad = k // 2
+    spec = fc.ConvSpec((k, k), (1, 1), (pad,) * 4, (1, 1), 1, c, m)
+    chosen = fc.choose(spec, (hw, hw))[0]
+    if chosen.startswith("winograd"):  # too few tiles: the plan runs im2col (ConvStep)
+        tile = 4 if chosen.endswith("f4") else 2
+        if batch * (-(-hw // tile)) ** 2 < fc.MIN_WINOGRAD_COLUMNS:
+            chosen = "im2col"
+    if chosen == "im2col":
+        chosen = "im2col-wide" if fc.wide_rows(spec, hw + 2 * pad, hw) else "im2col-exact"
+    runs: dict[str, tuple] = {}
+    for name in _candidates(spec):
+        algo = "im2col" if name.startswith("im2col") else name
+        wp = fc.prepare_weight(
+            algo, w, 1, np.float32, b if algo in ("im2col", "colstack") else None
+        )
+        out = np.empty((batch, m, hw, hw), np.float32)
+        epi = fc.Epilogue(bias=b, activation=("relu",))
+        runs[name] = (algo, wp, out, epi, Scratch())
+
+    def run(name: str) -> np.ndarray:
+        algo, wp, out, epi, scratch = runs[name]
+        saved = fc.wide_rows
+        if name.startswith("im2col-"):  # force the wide or exact columns
+            fc.wide_rows = lambda *_: name == "im2col-wide"
+        try:
+            fc.conv_chunked(algo, spec, x, wp, out, epi, scratch)
+        finally:
+            fc.wide_rows = saved
+        return out
+
+    ort_run = _ort_conv(x, w, b, pad)
+    engines = {name: (lambda name=name: run(name)) for name in runs}
+    engines["onnxruntime"] = ort_run
+    want = run("im2col-exact").copy()
+    diffs = {name: float(np.abs(f() - want).max()) for name, f in engines.items()}
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    with blas_single_threaded():
+        for _ in range(rounds):  # interleaved: each round runs every engine once
+            for name, f in engines.items():
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+    best = {name: min(ts) * 1e3 for name, ts in times.items()}
+    ref = best[chosen]
+    cells = [
+        f"{name}{'*' if name == chosen else ''} {ms:.3f} ({ms / ref:.2f}, {diffs[name]:.0e})"
+        for name, ms in best.items()
+    ]
+    return f"{c:>3} -> {m:<3} {hw:>3}x{hw:<3} k{k} batch {batch:<3} " + " | ".join(cells)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", default="1,16", help="batch sizes, comma-separated")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--shapes", nargs="*", help="C,M,HW,K (default: the suite's convs)")
+    args = ap.parse_args()
+    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
+    info = machine()
+    print(", ".join(f"{k} {v}" for k, v in info.items()))
+    print("min ms over interleaved rounds (x the chosen algorithm *, max |diff| vs exact im2col)")
+    for batch in (int(v) for v in args.batch.split(",")):
+        for c, m, hw, k in shapes:
+            print(bench(c, m, hw, k, batch, args.rounds), flush=True)
+
+
+if __name__ == "__main__":
+    main()
