@@ -42,6 +42,7 @@ __all__ = [
     "WORKSPACE_BYTES",
     "Epilogue",
     "wide_rows",
+    "few_tiles_fallback",
 ]
 
 WORKSPACE_BYTES = 1 << 20  # per chunk: stays in cache and bounds the peak memory
@@ -142,6 +143,16 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
             "in the GEMM's rows (a third of im2col's copy, a taller GEMM)"
         )
     return "im2col", "general kernel/stride/dilation/group: im2col + one GEMM per group"
+
+
+def few_tiles_fallback(spec: ConvSpec) -> str:
+    """What a conv planned as Winograd runs on a batch with too few tiles (ConvStep): colstack
+    under 128 output channels, else im2col (with exact columns there, see `wide_rows`).
+    Measured at batch 1 (one thread, interleaved min times, benchmarks/conv_algorithms.py):
+    colstack took 0.81x of im2col's time at 64 -> 64 channels, 8x8; 1.12x at 256 -> 256."""
+    if spec.c_out < WIDE_MAX_OUT_CHANNELS and spec.c_in * spec.kernel[0] >= COLSTACK_MIN_DEPTH:
+        return "colstack"
+    return "im2col"
 
 
 def _colstack_fits(spec: ConvSpec) -> bool:

@@ -276,7 +276,8 @@ class AliasStep(Step):
 
 
 TRAIN_WINOGRAD_BATCH = 8
-"""In train mode a batch smaller than this runs Winograd convs as im2col (see ConvStep)."""
+"""In train mode a batch smaller than this runs Winograd convs as colstack or im2col (see
+ConvStep)."""
 
 
 @dataclass
@@ -348,8 +349,8 @@ class ConvStep(Step):
             ):
                 # Too few tiles for its GEMMs (e.g. batch 1 at 16x16: 16 columns), or train
                 # mode, which prepares the weight on every run, on a few images: the transforms
-                # cost more than they save; im2col multiplies the weight as it is.
-                algo = "im2col"
+                # cost more than they save; colstack or im2col multiplies the weight as it is.
+                algo = _conv.few_tiles_fallback(spec)
         return out_shape, flops, algo
 
     def __call__(self, run: Run) -> None:

@@ -249,21 +249,25 @@ def test_winograd_bias_rides_on_the_ones_column_of_a_transposed():
         assert at.shape == (m, m + 2) and (at[:, 1] == 1).all()
 
 
-def test_winograd_with_too_few_tiles_runs_as_im2col():
-    """A 3x3 conv planned as Winograd runs im2col on a batch with under MIN_WINOGRAD_COLUMNS
-    tiles (batch 1 at 8x8: 4 tiles; 16 is the threshold), Winograd from batch 4 (16 tiles);
-    both agree with the plain kernel."""
+def test_winograd_with_too_few_tiles_runs_colstack_or_im2col():
+    """A 3x3 conv planned as Winograd runs colstack (under 128 output channels) or im2col on a
+    batch with under MIN_WINOGRAD_COLUMNS tiles (batch 1 at 8x8: 4 tiles; 16 is the
+    threshold), Winograd from batch 4 (16 tiles); all agree with the plain kernel."""
     rng = np.random.default_rng(9)
-    w = rng.standard_normal((48, 48, 3, 3)).astype(np.float32)
     attrs = {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1}
-    graph = _conv_graph((None, 48, 8, 8), w, None, attrs)
-    sess = runtime.Session(graph)
     assert runtime.fast.conv.MIN_WINOGRAD_COLUMNS == 16
-    for batch, algo in ((1, "im2col"), (3, "im2col"), (4, "winograd-f4"), (16, "winograd-f4")):
-        x = rng.standard_normal((batch, 48, 8, 8)).astype(np.float32)
-        got = sess.run({"x": x})[graph.outputs[0]]
-        assert _ran(sess) == [algo]
-        assert _within_float32_bound(got, x, w, [1, 1, 1, 1], algo)
+    for c, runs in (
+        (48, ((1, "colstack"), (3, "colstack"), (4, "winograd-f4"), (16, "winograd-f4"))),
+        (128, ((1, "im2col"), (4, "winograd-f4"))),
+    ):
+        w = (rng.standard_normal((c, c, 3, 3)) / c).astype(np.float32)
+        graph = _conv_graph((None, c, 8, 8), w, None, attrs)
+        sess = runtime.Session(graph)
+        for batch, algo in runs:
+            x = rng.standard_normal((batch, c, 8, 8)).astype(np.float32)
+            got = sess.run({"x": x})[graph.outputs[0]]
+            assert _ran(sess) == [algo]
+            assert _within_float32_bound(got, x, w, [1, 1, 1, 1], algo)
 
 
 def test_wide_rows_ignore_what_the_scratch_held():
@@ -422,7 +426,7 @@ def test_train_mode_same_masks_statistics_and_outputs_as_reference(batch):
             np.testing.assert_allclose(y_fast[name], y_ref[name], rtol=MODEL_RTOL, atol=atol)
         plan = fast._fast(training=True, keep_all=False)
         ran = [s.ran for s in plan.steps if s.op == "Conv"]
-        assert ran == ["im2col", "im2col" if batch < 8 else "winograd-f4"]
+        assert ran == ["im2col", "colstack" if batch < 8 else "winograd-f4"]
     for name, arr in g_ref.params.items():  # running statistics updated alike
         np.testing.assert_allclose(g_fast.params[name], arr, rtol=1e-6, atol=1e-7, err_msg=name)
 
