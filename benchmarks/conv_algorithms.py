@@ -9,7 +9,7 @@ and 5x5 convs of the benchmark suite's LeNet, VGG, ResNet and Inception models; 
 `conv_chunked` on the same input, BLAS on one thread, in interleaved rounds (each round runs
 each algorithm once, so a busy machine slows them alike); the table prints the minimum over
 the rounds in ms, each algorithm's time relative to the one the plan runs (`choose`, then
-ConvStep's fallback to im2col for too few Winograd tiles), and onnxruntime on
+ConvStep's fallback for too few Winograd tiles), and onnxruntime on
 a Conv + Relu model with one intra-op thread (same input and weights). Outputs are
 compared with exact im2col's (max |diff| printed: Winograd F(4x4) rounds to ~1e-4 relative).
 The machine is named above the table: ratios, not milliseconds, carry over to another one.
@@ -91,10 +91,10 @@ def bench(c: int, m: int, hw: int, k: int, batch: int, rounds: int) -> str:
     pad = k // 2
     spec = fc.ConvSpec((k, k), (1, 1), (pad,) * 4, (1, 1), 1, c, m)
     chosen = fc.choose(spec, (hw, hw))[0]
-    if chosen.startswith("winograd"):  # too few tiles: the plan runs im2col (ConvStep)
+    if chosen.startswith("winograd"):  # too few tiles: the plan's fallback (ConvStep)
         tile = 4 if chosen.endswith("f4") else 2
         if batch * (-(-hw // tile)) ** 2 < fc.MIN_WINOGRAD_COLUMNS:
-            chosen = "im2col"
+            chosen = fc.few_tiles_fallback(spec)
     if chosen == "im2col":
         chosen = "im2col-wide" if fc.wide_rows(spec, hw + 2 * pad, hw) else "im2col-exact"
     runs: dict[str, tuple] = {}
