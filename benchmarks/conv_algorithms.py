@@ -96,7 +96,8 @@ def bench(c: int, m: int, hw: int, k: int, batch: int, rounds: int) -> str:
         if batch * (-(-hw // tile)) ** 2 < fc.MIN_WINOGRAD_COLUMNS:
             chosen = fc.few_tiles_fallback(spec)
     if chosen == "im2col":
-        chosen = "im2col-wide" if fc.wide_rows(spec, hw + 2 * pad, hw) else "im2col-exact"
+        wide = fc.wide_rows(spec, hw + 2 * pad, hw, batch)
+        chosen = "im2col-wide" if wide else "im2col-exact"
     runs: dict[str, tuple] = {}
     for name in _candidates(spec):
         algo = "im2col" if name.startswith("im2col") else name

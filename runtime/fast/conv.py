@@ -381,15 +381,23 @@ for LeNet's first (1 -> 6 channels: a small output in absolute terms). 1-D and 2
 conv's exact columns are short runs along two axes (3 -> 16 channels, 8x32x32: 1.13x slower)."""
 
 
-def wide_rows(spec: ConvSpec, padded_width: int, out_width: int) -> bool:
-    """Whether `_im2col` computes over wide rows (see MAX_WIDE_WASTE, WIDE_MAX_OUT_*)."""
+def wide_rows(spec: ConvSpec, padded_width: int, out_width: int, images: int) -> bool:
+    """Whether `_im2col` computes over wide rows (see MAX_WIDE_WASTE, WIDE_MAX_OUT_*) for a
+    slice of `images` images. In 1-D and 2-D, one image takes exact columns: measured at batch
+    1 (one thread, benchmarks/conv_algorithms.py), exact columns took 0.78-0.97x of wide rows'
+    time on every 2-D shape of the suite (LeNet's 5x5 convs 0.78-0.89x, lenet5@1 0.95x); 3-D
+    convs keep wide rows (video3d@1 was 1.06-1.11x slower with exact columns)."""
     mg, cg = spec.c_out // spec.group, spec.c_in // spec.group
     return (
         spec.strides[-1] == 1
         and padded_width <= MAX_WIDE_WASTE * out_width
         and (
             len(spec.kernel) > 2
-            or (mg < WIDE_MAX_OUT_CHANNELS and (mg < WIDE_MAX_OUT_PER_IN * cg or mg < 16))
+            or (
+                images > 1
+                and mg < WIDE_MAX_OUT_CHANNELS
+                and (mg < WIDE_MAX_OUT_PER_IN * cg or mg < 16)
+            )
         )
     )
 
@@ -411,7 +419,7 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # valid columns are copied out. Reads past a row's end land in the next row (dropped
     # columns); the padded buffer has `slack` more elements for the last row's.
     wide_w = padded_sizes[-1]
-    wide = wide_rows(spec, wide_w, outs[-1])
+    wide = wide_rows(spec, wide_w, outs[-1], hi - lo)
     if wide:
         p = prod(outs[:-1]) * wide_w
         slack = (ks[-1] - 1) * spec.dilations[-1]
