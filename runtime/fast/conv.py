@@ -6,7 +6,8 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
 - `winograd`: 3x3, stride 1, undilated, ungrouped, 24+ channels (see `winograd.py`):
   F(4x4, 3x3), or F(2x2, 3x3) when the output is under 4x4.
 - `colstack`: 2-D, ungrouped, unit stride and dilation along the width, 16 to 47 input and
-  under 48 output channels (ResNet's 16-channel 3x3 convs): the kernel's columns stacked in
+  under 48 output channels (ResNet's 16-channel 3x3 convs), or fewer input channels with a deep
+  enough GEMM (LeNet's 6 -> 16 5x5, see COLSTACK_NARROW_MIN_DEPTH): the kernel's columns stacked in
   the GEMM's rows, Z (kw*M, pixels) = W' (kw*M, C*kh) @ rows (C*kh, pixels), then
   Y = sum_j Z_j shifted by j along the width: a third of im2col's copy (kh row-shifted
   copies, not kh*kw) and a GEMM kw times taller (M=16 GEMMs run at ~2/3 of BLAS's rate).
@@ -74,6 +75,16 @@ extra passes over the output then cost more than the copies it saves)."""
 COLSTACK_MIN_DEPTH = 48
 """... and a GEMM depth (input channels x kernel rows) from this: 1x3 kernels at 8-16 channels
 (depth 8-16) ran 1.2-1.5x slower than im2col (thin GEMMs, and kw passes over the output)."""
+COLSTACK_NARROW_MIN_DEPTH = 30
+COLSTACK_DEPTH_PER_OUTPUT = 1.75
+"""Under 16 input channels, colstack from a depth of 30 that is also at least 1.75x the output
+channels: it saves kw-1 of kw copies of the input columns (c * kh rows each) and adds kw-1 passes
+over the output (M rows), so it wins when the depth is large against M. Measured against im2col
+(with the Z_0 in-place sum; one thread, 20 interleaved rounds, min times, batch 16 / batch 1):
+6 -> 16 5x5 at 14x14 (LeNet's second conv, depth 30) 0.87 / 0.88x, 12 -> 16 3x3 at 16x16
+0.87 / 0.82x, 12 -> 32 5x5 0.94 / 0.88x, 6 -> 6 5x5 0.71 / 0.73x; at depth / M of 1.1-1.5
+(6 or 8 -> 16 3x3) 0.98-0.99x at batch 16; below 1.3 slower (8 -> 32 5x5 1.05x, 3 -> 16 5x5
+1.15x, 1x3 kernels at 8-16 channels 1.07-1.27x)."""
 
 
 @dataclass(frozen=True)
@@ -156,16 +167,20 @@ def few_tiles_fallback(spec: ConvSpec) -> str:
 
 
 def _colstack_fits(spec: ConvSpec) -> bool:
-    return (
+    if not (
         len(spec.kernel) == 2
         and spec.kernel[1] > 1
-        and spec.c_in * spec.kernel[0] >= COLSTACK_MIN_DEPTH
         and spec.strides[1] == 1
         and spec.dilations[1] == 1
         and spec.group == 1
-        and COLSTACK_MIN_CHANNELS <= spec.c_in < COLSTACK_MAX_CHANNELS
+        and spec.c_in < COLSTACK_MAX_CHANNELS
         and spec.c_out < COLSTACK_MAX_CHANNELS
-    )
+    ):
+        return False
+    depth = spec.c_in * spec.kernel[0]
+    if spec.c_in >= COLSTACK_MIN_CHANNELS:
+        return depth >= COLSTACK_MIN_DEPTH
+    return depth >= COLSTACK_NARROW_MIN_DEPTH and depth >= COLSTACK_DEPTH_PER_OUTPUT * spec.c_out
 
 
 def prepare_weight(
