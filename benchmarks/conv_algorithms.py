@@ -50,7 +50,7 @@ SHAPES = [
 
 def _candidates(spec: fc.ConvSpec) -> list[str]:
     algos = ["im2col-wide", "im2col-exact"]
-    if spec.c_in * spec.kernel[0] >= fc.COLSTACK_MIN_DEPTH:
+    if spec.c_in * spec.kernel[0] >= fc.COLSTACK_NARROW_MIN_DEPTH:
         algos.append("colstack")
     if spec.kernel == (3, 3):
         algos += ["winograd-f4", "winograd-f2"]
