@@ -326,7 +326,12 @@ def conv_chunked(
     """Y[lo:hi] = conv(X[lo:hi]) with the prepared weight `wp`, written into `out`
     (N, M, *spatial_out). Disjoint [lo, hi) ranges may run in parallel threads, each with its
     own `scratch`. With `split` (a `threads.Parallel`, when the batch is too small to split),
-    each GEMM is split by its output rows over the threads instead."""
+    each GEMM is split by its output rows over the threads instead. Only the GEMMs: splitting
+    the whole conv (copies, transforms, epilogue) by output rows, or Winograd's output side by
+    output channels, was no faster at batch 1 (measured on this 2-core VM, 32-128 channels,
+    8x8-32x32): a part of ~20 NumPy calls waits on the other thread for the GIL between calls
+    (each half of a 32-channel 16x16 conv took 3-4x its time alone), and a part of a few large
+    calls gained nothing over the GEMM split."""
     hi = x.shape[0] if hi is None else hi
     gemm = _split_gemm(split)
     if algo == "pointwise":
