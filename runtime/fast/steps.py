@@ -635,7 +635,8 @@ class MaxPoolStep(Step):
         flattened arrays: tap t is the whole array shifted by its offset times the block size
         of the axis (contiguous 1-D np.maximum, ~4x faster than the same maximum over strided
         slices); the few border planes whose windows leave the input, where the shift reads a
-        neighbouring row, are then recomputed from clipped slices."""
+        neighbouring row, are then recomputed from clipped slices. A 3-wide pad-1 "same" pool
+        on every axis returns None for the axes: `_pairwise_part` does it without fix-ups."""
         from graphnet.runtime.kernels._windows import out_size
 
         k = len(self.kernel_shape)
@@ -651,6 +652,8 @@ class MaxPoolStep(Step):
                 strict=True,
             )
         )
+        if self._pairwise(sizes):
+            return outs, None  # see _pairwise_part
         plan = []
         for i in range(k):  # a loop over the spatial rank
             identity = self.kernel_shape[i] == 1 and self.strides[i] == 1
@@ -677,12 +680,60 @@ class MaxPoolStep(Step):
             plan.append((i, ops, flat))
         return outs, plan
 
+    def _pairwise(self, sizes: tuple) -> bool:
+        """Whether every spatial axis is a kernel-3, stride-1, pad-1 "same" pool (Inception's
+        pool branch) over at least 2 inputs: then `_pairwise_part` computes it."""
+        k = len(self.kernel_shape)
+        return all(
+            self.kernel_shape[i] == 3
+            and self.strides[i] == 1
+            and self.dilations[i] == 1
+            and self.pads[i] == self.pads[k + i] == 1
+            and sizes[i] >= 2
+            for i in range(k)
+        )
+
+    @staticmethod
+    def _pairwise_part(x: np.ndarray, a: np.ndarray, y: np.ndarray) -> None:
+        """The 3-wide "same" max along each axis (last first) in two contiguous flat passes and
+        no border fix-up: a[k] = max(src[k], src[k+B]) (B: the axis's block size), the last
+        row of every plane set to -inf (where the pair read the next plane: the -inf padding
+        instead), then y[k] = max(a[k-B], a[k]) (row 0 takes a's -inf row of the plane
+        before, and the very first row a itself). The flat pass over the three taps fixed its
+        first and last rows afterwards with strided maxima over every plane, which cost as much
+        as the flat passes themselves; this takes 0.6-0.75x of its time at batch 32 (16x16
+        and 8x8, 32-144 channels). Exact: max is."""
+        shape = x.shape
+        src, af, yf = x.reshape(-1), a.reshape(-1), y.reshape(-1)
+        size = af.size
+        for i in range(len(shape) - 1, 1, -1):  # a loop over the spatial rank
+            block, n = math.prod(shape[i + 1 :]), shape[i]
+            np.maximum(src[: size - block], src[block:], out=af[: size - block])
+            a.reshape(-1, n, block)[:, n - 1, :] = -np.inf
+            np.maximum(af[: size - block], af[block:], out=yf[block:])
+            yf[:block] = af[:block]
+            src = yf
+
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
         geo = self._shapes.get(x.shape[2:])
         if geo is None:
             geo = self._shapes[x.shape[2:]] = self._geometry(x.shape[2:])
         outs, plan = geo
+        if plan is None:  # the pairwise "same" pool
+            y = run.alloc(self.outputs[0], x.shape, x.dtype)
+            a, buf = run.pool.take(x.shape, x.dtype)
+            work = float(y.size * 2 * len(outs)) * ELEMENT_FLOPS
+            if x.shape[0] < 2 or work < SPLIT_MIN_FLOPS:
+                self._pairwise_part(x, a, y)
+            else:
+                run.parallel(
+                    x.shape[0],
+                    lambda lo, hi, _: self._pairwise_part(x[lo:hi], a[lo:hi], y[lo:hi]),
+                    work,
+                )
+            run.pool.give(buf)
+            return
         y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
         low = -np.inf
         temps = []

@@ -54,6 +54,10 @@ POOLS = [
     ((4, 6, 5), (3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), 0),  # 3-D "same"
     ((4, 6, 5), (1, 2, 2), (1, 2, 2), (0,) * 6, (1, 1, 1), 0),  # video's: no stage for T
     ((5, 4), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 0),  # the identity: one copy
+    ((2, 3), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0),  # pairwise "same" at its smallest
+    ((1, 6), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0),  # an axis of 1: the taps instead
+    ((2,), (3,), (1,), (1, 1), (1,), 0),
+    ((3, 2, 4), (3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), 0),
 ]
 
 
@@ -78,6 +82,24 @@ def test_max_pool_equals_naive_loop_and_onnxruntime(
     assert np.array_equal(y, want)
     theirs = ort_run(export_checked(g), {"x": x})[g.outputs[0]]
     assert np.array_equal(y, theirs)
+
+
+@pytest.mark.parametrize("sizes", [(6, 5), (2, 7), (9,), (3, 4, 2)])
+def test_same_max_pool_takes_the_pairwise_passes_with_infinities(split, sizes):
+    """3-wide pad-1 "same" pools run the pairwise flat passes (the -inf rows it writes must not
+    differ from the -inf padding even when the input holds infinities); exact against the naive
+    loop; the step's geometry records that path (no per-axis ops)."""
+    k = len(sizes)
+    attrs = {"kernel_shape": [3] * k, "strides": [1] * k, "pads": [1] * (2 * k)}
+    x = np.random.default_rng(4).standard_normal((3, 4, *sizes)).astype(np.float32)
+    x.reshape(-1)[::5] = -np.inf
+    x.reshape(-1)[::7] = np.inf
+    g = single_node("MaxPool", {"x": (None, 4, *sizes)}, attrs=attrs)
+    got, sess = _ran_steps(g, {"x": x})
+    want = naive_pool(x, (3,) * k, (1,) * k, (1,) * (2 * k), (1,) * k, 0, "max")
+    assert np.array_equal(got[g.outputs[0]], want.astype(np.float32))
+    (step,) = sess._fast(training=False, keep_all=False).steps
+    assert step._shapes[tuple(sizes)][1] is None
 
 
 def _norm64(x, groups, scale, bias, eps, axis=None):
