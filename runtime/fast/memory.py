@@ -168,5 +168,11 @@ class Scratch:
             self._slots[key] = buf
         return buf[:size]
 
+    def capacity(self, slot: int, dtype: np.dtype) -> int:
+        """Elements slot `slot` holds for `dtype` now (0 before its first take): a step whose
+        work can be chunked sizes its chunks to fit, adding no memory."""
+        buf = self._slots.get((slot, np.dtype(dtype)))
+        return 0 if buf is None else buf.size
+
     def held(self) -> int:
         return sum(b.nbytes for b in self._slots.values())

@@ -569,6 +569,22 @@ class BatchNormStep(Step):
                     run.env[slot] = run.get(self.inputs[k])
 
 
+POOL_CHUNK_BYTES = 1 << 20
+"""A tiling MaxPool split over threads works on chunks of at least this many input bytes, a
+quarter of it inline, more when its two scratch slots already hold more (a conv's workspaces):
+on two threads every NumPy call is a GIL hand-over (256 KiB chunks were slower than the strided
+passes there, 1 MiB chunks 0.8-0.9x); inline, small chunks cost little and hold less scratch."""
+
+TILED_MIN_ELEMENTS = 1 << 13
+"""Smaller tiling MaxPools keep the strided passes (fewer Python operations: LeNet's at batch 1
+took 1.08x as long the tiled way)."""
+
+TILED_SPLIT_MIN_ELEMENTS = 1 << 19
+"""A tiling MaxPool splits its batch over the threads from this many input elements: its
+few NumPy calls on small slices contend for the GIL (LeNet's 150k-element pools at batch 32 took
+1.9x longer on two threads than on one; 1M elements took 0.55x)."""
+
+
 @dataclass
 class MaxPoolStep(Step):
     """MaxPool without Indices, separable (the max over a box is the max along each spatial
@@ -629,8 +645,9 @@ class MaxPoolStep(Step):
         ops.extend(("max", slice(lo, hi), src) for lo, hi, src in rest)
         return ops
 
-    def _geometry(self, sizes: tuple) -> tuple:
-        """Output sizes, and per spatial axis (ops on slices of it, flat pass or None). A
+    def _geometry(self, sizes: tuple, pairwise: bool = True) -> tuple:
+        """Output sizes, per spatial axis (ops on slices of it, flat pass or None), and
+        `_tiled`'s answer. A
         stride-1 axis whose output is as long as its input (a "same" pool) is done on the
         flattened arrays: tap t is the whole array shifted by its offset times the block size
         of the axis (contiguous 1-D np.maximum, ~4x faster than the same maximum over strided
@@ -652,8 +669,9 @@ class MaxPoolStep(Step):
                 strict=True,
             )
         )
-        if self._pairwise(sizes):
-            return outs, None  # see _pairwise_part
+        tiled = self._tiled(sizes)
+        if pairwise and self._pairwise(sizes):
+            return outs, None, tiled  # see _pairwise_part
         plan = []
         for i in range(k):  # a loop over the spatial rank
             identity = self.kernel_shape[i] == 1 and self.strides[i] == 1
@@ -678,7 +696,7 @@ class MaxPoolStep(Step):
                 for op in self._axis_ops(i, n, out, first, last)
             ]
             plan.append((i, ops, flat))
-        return outs, plan
+        return outs, plan, tiled
 
     def _pairwise(self, sizes: tuple) -> bool:
         """Whether every spatial axis is a kernel-3, stride-1, pad-1 "same" pool (Inception's
@@ -714,12 +732,85 @@ class MaxPoolStep(Step):
             yf[:block] = af[:block]
             src = yf
 
+    def _tiled(self, sizes: tuple) -> tuple[int, int] | None:
+        """(kh, kw) when the pool tiles its last two axes exactly (kernel = stride, no padding,
+        no dilation, sizes divisible: LeNet's and VGG's 2x2 / 2) and every earlier spatial axis
+        is the identity (video's (1, 2, 2)): then `_tiled_part` computes it; else None."""
+        k = len(self.kernel_shape)
+        if k < 2 or any(p != 0 for p in self.pads) or any(d != 1 for d in self.dilations):
+            return None
+        if any(self.kernel_shape[i] != 1 or self.strides[i] != 1 for i in range(k - 2)):
+            return None
+        kh, kw = self.kernel_shape[-2:]
+        if (kh, kw) != self.strides[-2:] or sizes[-2] % kh or sizes[-1] % kw:
+            return None
+        return kh, kw
+
+    @staticmethod
+    def _tiled_part(
+        x: np.ndarray, y: np.ndarray, kh: int, kw: int, scratch: Scratch, chunk: int
+    ) -> None:
+        """A tiling kh x kw pool over chunks of whole (H, W) planes: m = the max of the kh
+        row-shifted flat planes, m2 = the max of the kw shifted flat m (both contiguous 1-D
+        passes: they also compute the windows between tiles, which are dropped), then one
+        strided copy of the tile corners into y: 0.7-0.9x the time of the two passes over
+        strided slices (2x2 pools at batch 32, 10x10-32x32, 6-144 channels; video3d's
+        (1, 2, 2) 0.7x), whose NumPy inner loops ran over one row (16-32 values) or over every
+        second value. Chunks of planes as large as the thread's scratch slots 1 and 2 already
+        hold, `POOL_CHUNK_BYTES` at least (no pooled memory)."""
+        h, w = x.shape[-2:]
+        plane = h * w
+        xp = x.reshape(-1, plane)
+        yp = y.reshape(-1, (h // kh) * (w // kw))
+        n = xp.shape[0]
+        room = min(scratch.capacity(1, x.dtype), scratch.capacity(2, x.dtype))
+        step = max(1, max(chunk // x.itemsize, room) // plane)
+        for p0 in range(0, n, step):  # a loop over chunks of planes sized by the scratch
+            p1 = min(n, p0 + step)
+            src = xp[p0:p1].reshape(-1)
+            rows = src.size - (kh - 1) * w
+            m = scratch.take(2, rows, x.dtype)
+            if kh > 1:
+                np.maximum(src[:rows], src[w : w + rows], out=m)
+                for t in range(2, kh):  # a loop over the window's rows
+                    np.maximum(m, src[t * w : t * w + rows], out=m)
+            else:
+                m = src
+            cols = rows - (kw - 1)
+            # m2 spans whole planes (its tail, past `cols`, is never computed nor read) so the
+            # tile corners are a reshape and a slice of it (as_strided costs ~10 us a call)
+            m2 = scratch.take(1, src.size, x.dtype)
+            if kw > 1:
+                np.maximum(m[:cols], m[1 : 1 + cols], out=m2[:cols])
+                for t in range(2, kw):  # a loop over the window's columns
+                    np.maximum(m2[:cols], m[t : t + cols], out=m2[:cols])
+            else:
+                m2[:cols] = m[:cols]
+            corners = m2.reshape(p1 - p0, h // kh, kh, w // kw, kw)[:, :, 0, :, 0]
+            np.copyto(yp[p0:p1].reshape(corners.shape), corners)
+
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
-        geo = self._shapes.get(x.shape[2:])
+        # the pairwise pass writes -inf rows: floating inputs only (MaxPool also takes ints)
+        key = (x.shape[2:], x.dtype.kind == "f")
+        geo = self._shapes.get(key)
         if geo is None:
-            geo = self._shapes[x.shape[2:]] = self._geometry(x.shape[2:])
-        outs, plan = geo
+            geo = self._shapes[key] = self._geometry(*key)
+        outs, plan, tiled = geo
+        if tiled is not None and x.flags.c_contiguous and x.size >= TILED_MIN_ELEMENTS:
+            y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
+            kh, kw = tiled
+            if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
+                self._tiled_part(x, y, kh, kw, run.scratch[0], POOL_CHUNK_BYTES // 4)
+            else:
+                run.parallel(
+                    x.shape[0],
+                    lambda lo, hi, sc: self._tiled_part(
+                        x[lo:hi], y[lo:hi], kh, kw, sc, POOL_CHUNK_BYTES
+                    ),
+                    SPLIT_MIN_FLOPS,
+                )
+            return
         if plan is None:  # the pairwise "same" pool
             y = run.alloc(self.outputs[0], x.shape, x.dtype)
             a, buf = run.pool.take(x.shape, x.dtype)

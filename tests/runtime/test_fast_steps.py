@@ -30,6 +30,8 @@ def split(request, monkeypatch):
     if request.param == "threads":
         monkeypatch.setattr(fast_threads, "SPLIT_MIN_FLOPS", 0)
         monkeypatch.setattr(fast_steps, "SPLIT_MIN_FLOPS", 0)
+        monkeypatch.setattr(fast_steps, "TILED_SPLIT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fast_steps, "TILED_MIN_ELEMENTS", 0)  # the small shapes here tile too
     return request.param
 
 
@@ -58,6 +60,10 @@ POOLS = [
     ((1, 6), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0),  # an axis of 1: the taps instead
     ((2,), (3,), (1,), (1, 1), (1,), 0),
     ((3, 2, 4), (3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), 0),
+    ((6, 9), (2, 3), (2, 3), (0, 0, 0, 0), (1, 1), 0),  # tiling: flat passes + corner copy
+    ((6, 4), (3, 1), (3, 1), (0, 0, 0, 0), (1, 1), 1),
+    ((2, 8), (1, 4), (1, 4), (0, 0, 0, 0), (1, 1), 0),
+    ((3, 4, 6), (1, 2, 3), (1, 2, 3), (0,) * 6, (1, 1, 1), 0),
 ]
 
 
@@ -99,7 +105,38 @@ def test_same_max_pool_takes_the_pairwise_passes_with_infinities(split, sizes):
     want = naive_pool(x, (3,) * k, (1,) * k, (1,) * (2 * k), (1,) * k, 0, "max")
     assert np.array_equal(got[g.outputs[0]], want.astype(np.float32))
     (step,) = sess._fast(training=False, keep_all=False).steps
-    assert step._shapes[tuple(sizes)][1] is None
+    assert step._shapes[tuple(sizes), True][1] is None  # no per-axis ops
+    xi = np.random.default_rng(4).integers(-128, 127, (3, 4, *sizes)).astype(np.int8)
+    gi = single_node("MaxPool", {"x": (None, 4, *sizes)}, attrs=attrs, dtype="int8")
+    got = _ran_steps(gi, {"x": xi})[0][gi.outputs[0]]  # the taps: no -inf rows in int8
+    want = naive_pool(xi, (3,) * k, (1,) * k, (1,) * (2 * k), (1,) * k, 0, "max")
+    assert got.dtype == np.int8 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("sizes, kernel", [((8, 6), (2, 2)), ((3, 4, 6), (1, 2, 3))])
+def test_tiling_max_pool_over_chunks_and_integers(split, monkeypatch, sizes, kernel):
+    """A pool whose kernel tiles the plane (kernel = stride) takes the flat passes over chunks
+    of planes: chunks of 1 and 3 planes inline (3 x 5 planes: a short last chunk; 4 and 12 on
+    threads), float32 with infinities and int8 (no -inf there), exact against the naive loop."""
+    k = len(sizes)
+    attrs = {"kernel_shape": list(kernel), "strides": list(kernel), "pads": [0] * (2 * k)}
+    plane = sizes[-1] * sizes[-2]
+    rng = np.random.default_rng(6)
+    for chunk in (1, 3):
+        monkeypatch.setattr(fast_steps, "POOL_CHUNK_BYTES", chunk * plane * 16)
+        x = rng.standard_normal((3, 5, *sizes)).astype(np.float32)
+        x.reshape(-1)[::5] = -np.inf
+        g = single_node("MaxPool", {"x": (None, 5, *sizes)}, attrs=attrs)
+        got, sess = _ran_steps(g, {"x": x})
+        want = naive_pool(x, kernel, kernel, (0,) * (2 * k), (1,) * k, 0, "max")
+        assert np.array_equal(got[g.outputs[0]], want.astype(np.float32))
+        (step,) = sess._fast(training=False, keep_all=False).steps
+        assert step._tiled(tuple(sizes)) == kernel[-2:]
+        xi = rng.integers(-128, 127, (3, 5, *sizes)).astype(np.int8)
+        gi = single_node("MaxPool", {"x": (None, 5, *sizes)}, attrs=attrs, dtype="int8")
+        got = _ran_steps(gi, {"x": xi})[0][gi.outputs[0]]
+        want = naive_pool(xi, kernel, kernel, (0,) * (2 * k), (1,) * k, 0, "max")
+        assert got.dtype == np.int8 and np.array_equal(got, want)
 
 
 def _norm64(x, groups, scale, bias, eps, axis=None):
