@@ -437,7 +437,7 @@ class CompiledPlan:
             )
         if n.op == "GlobalAveragePool" and len(x.shape) >= 3:
             return GlobalAveragePoolStep(
-                **common, algo="reduce", why="pairwise row sums / size, out="
+                **common, algo="gemv", why="row sums as a matrix-vector product / size"
             )
         if n.op == "MaxPool" and len(n.outputs) == 1 and min(attrs["pads"], default=0) >= 0:
             return MaxPoolStep(
