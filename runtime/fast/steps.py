@@ -570,19 +570,20 @@ class BatchNormStep(Step):
 
 
 POOL_CHUNK_BYTES = 1 << 20
-"""A tiling MaxPool split over threads works on chunks of at least this many input bytes, a
-quarter of it inline, more when its two scratch slots already hold more (a conv's workspaces):
-on two threads every NumPy call is a GIL hand-over (256 KiB chunks were slower than the strided
-passes there, 1 MiB chunks 0.8-0.9x); inline, small chunks cost little and hold less scratch."""
+"""A tiling or pairwise MaxPool split over threads works on chunks of at least this many input
+bytes, a quarter of it inline, more when its scratch slots already hold more (a conv's
+workspaces): on two threads every NumPy call is a GIL hand-over (256 KiB chunks were slower
+than the strided passes there, 1 MiB chunks 0.8-0.9x); inline, small chunks cost little and
+hold less scratch."""
 
 TILED_MIN_ELEMENTS = 1 << 13
 """Smaller tiling MaxPools keep the strided passes (fewer Python operations: LeNet's at batch 1
 took 1.08x as long the tiled way)."""
 
 TILED_SPLIT_MIN_ELEMENTS = 1 << 19
-"""A tiling MaxPool splits its batch over the threads from this many input elements: its
-few NumPy calls on small slices contend for the GIL (LeNet's 150k-element pools at batch 32 took
-1.9x longer on two threads than on one; 1M elements took 0.55x)."""
+"""A tiling or pairwise MaxPool splits its batch over the threads from this many input
+elements: its few NumPy calls on small slices contend for the GIL (LeNet's 150k-element pools
+at batch 32 took 1.9x longer on two threads than on one; 1M elements took 0.55x)."""
 
 
 @dataclass
@@ -712,25 +713,34 @@ class MaxPoolStep(Step):
         )
 
     @staticmethod
-    def _pairwise_part(x: np.ndarray, a: np.ndarray, y: np.ndarray) -> None:
+    def _pairwise_part(x: np.ndarray, y: np.ndarray, scratch: Scratch, chunk: int) -> None:
         """The 3-wide "same" max along each axis (last first) in two contiguous flat passes and
         no border fix-up: a[k] = max(src[k], src[k+B]) (B: the axis's block size), the last
         row of every plane set to -inf (where the pair read the next plane: the -inf padding
         instead), then y[k] = max(a[k-B], a[k]) (row 0 takes a's -inf row of the plane
         before, and the very first row a itself). The flat pass over the three taps fixed its
         first and last rows afterwards with strided maxima over every plane, which cost as much
-        as the flat passes themselves; this takes 0.6-0.75x of its time at batch 32 (16x16
-        and 8x8, 32-144 channels). Exact: max is."""
+        as the flat passes themselves; this takes 0.55-0.8x of its time (16x16 and 8x8, 32-144
+        channels, batch 1 and 32). Exact: max is. Over chunks of whole (image, channel)
+        volumes, `a` in the thread's scratch (as large as its slot 2 already is, `chunk` bytes
+        at least): no pooled temporary as large as the input."""
         shape = x.shape
-        src, af, yf = x.reshape(-1), a.reshape(-1), y.reshape(-1)
-        size = af.size
-        for i in range(len(shape) - 1, 1, -1):  # a loop over the spatial rank
-            block, n = math.prod(shape[i + 1 :]), shape[i]
-            np.maximum(src[: size - block], src[block:], out=af[: size - block])
-            a.reshape(-1, n, block)[:, n - 1, :] = -np.inf
-            np.maximum(af[: size - block], af[block:], out=yf[block:])
-            yf[:block] = af[:block]
-            src = yf
+        vol = math.prod(shape[2:])
+        xv, yv = x.reshape(-1, vol), y.reshape(-1, vol)
+        n = xv.shape[0]
+        step = max(1, max(chunk // x.itemsize, scratch.capacity(2, x.dtype)) // vol)
+        for p0 in range(0, n, step):  # a loop over chunks of volumes sized by the scratch
+            p1 = min(n, p0 + step)
+            src, yf = xv[p0:p1].reshape(-1), yv[p0:p1].reshape(-1)
+            size = src.size
+            af = scratch.take(2, size, x.dtype)
+            for i in range(len(shape) - 1, 1, -1):  # a loop over the spatial rank
+                block, m = math.prod(shape[i + 1 :]), shape[i]
+                np.maximum(src[: size - block], src[block:], out=af[: size - block])
+                af.reshape(-1, m, block)[:, m - 1, :] = -np.inf
+                np.maximum(af[: size - block], af[block:], out=yf[block:])
+                yf[:block] = af[:block]
+                src = yf
 
     def _tiled(self, sizes: tuple) -> tuple[int, int] | None:
         """(kh, kw) when the pool tiles its last two axes exactly (kernel = stride, no padding,
@@ -811,19 +821,19 @@ class MaxPoolStep(Step):
                     SPLIT_MIN_FLOPS,
                 )
             return
-        if plan is None:  # the pairwise "same" pool
+        if plan is None:  # the pairwise "same" pool, on flat views
+            x = np.ascontiguousarray(x)
             y = run.alloc(self.outputs[0], x.shape, x.dtype)
-            a, buf = run.pool.take(x.shape, x.dtype)
-            work = float(y.size * 2 * len(outs)) * ELEMENT_FLOPS
-            if x.shape[0] < 2 or work < SPLIT_MIN_FLOPS:
-                self._pairwise_part(x, a, y)
+            if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
+                self._pairwise_part(x, y, run.scratch[0], POOL_CHUNK_BYTES // 4)
             else:
                 run.parallel(
                     x.shape[0],
-                    lambda lo, hi, _: self._pairwise_part(x[lo:hi], a[lo:hi], y[lo:hi]),
-                    work,
+                    lambda lo, hi, sc: self._pairwise_part(
+                        x[lo:hi], y[lo:hi], sc, POOL_CHUNK_BYTES
+                    ),
+                    SPLIT_MIN_FLOPS,
                 )
-            run.pool.give(buf)
             return
         y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
         low = -np.inf

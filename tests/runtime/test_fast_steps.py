@@ -91,21 +91,25 @@ def test_max_pool_equals_naive_loop_and_onnxruntime(
 
 
 @pytest.mark.parametrize("sizes", [(6, 5), (2, 7), (9,), (3, 4, 2)])
-def test_same_max_pool_takes_the_pairwise_passes_with_infinities(split, sizes):
-    """3-wide pad-1 "same" pools run the pairwise flat passes (the -inf rows it writes must not
-    differ from the -inf padding even when the input holds infinities); exact against the naive
-    loop; the step's geometry records that path (no per-axis ops)."""
+def test_same_max_pool_takes_the_pairwise_passes_with_infinities(split, monkeypatch, sizes):
+    """3-wide pad-1 "same" pools run the pairwise flat passes over chunks of (image, channel)
+    volumes (1 and 3 of the 3 x 4 inline, 4 and 12 on threads; the -inf rows it writes must
+    not differ from the -inf padding even when the input holds infinities); exact against the
+    naive loop; the step's geometry records that path (no per-axis ops); int8 takes the taps."""
     k = len(sizes)
     attrs = {"kernel_shape": [3] * k, "strides": [1] * k, "pads": [1] * (2 * k)}
-    x = np.random.default_rng(4).standard_normal((3, 4, *sizes)).astype(np.float32)
-    x.reshape(-1)[::5] = -np.inf
-    x.reshape(-1)[::7] = np.inf
-    g = single_node("MaxPool", {"x": (None, 4, *sizes)}, attrs=attrs)
-    got, sess = _ran_steps(g, {"x": x})
-    want = naive_pool(x, (3,) * k, (1,) * k, (1,) * (2 * k), (1,) * k, 0, "max")
-    assert np.array_equal(got[g.outputs[0]], want.astype(np.float32))
-    (step,) = sess._fast(training=False, keep_all=False).steps
-    assert step._shapes[tuple(sizes), True][1] is None  # no per-axis ops
+    vol = int(np.prod(sizes))
+    for chunk in (1, 3):
+        monkeypatch.setattr(fast_steps, "POOL_CHUNK_BYTES", chunk * vol * 16)
+        x = np.random.default_rng(chunk).standard_normal((3, 4, *sizes)).astype(np.float32)
+        x.reshape(-1)[::5] = -np.inf
+        x.reshape(-1)[::7] = np.inf
+        g = single_node("MaxPool", {"x": (None, 4, *sizes)}, attrs=attrs)
+        got, sess = _ran_steps(g, {"x": x})
+        want = naive_pool(x, (3,) * k, (1,) * k, (1,) * (2 * k), (1,) * k, 0, "max")
+        assert np.array_equal(got[g.outputs[0]], want.astype(np.float32))
+        (step,) = sess._fast(training=False, keep_all=False).steps
+        assert step._shapes[tuple(sizes), True][1] is None  # no per-axis ops
     xi = np.random.default_rng(4).integers(-128, 127, (3, 4, *sizes)).astype(np.int8)
     gi = single_node("MaxPool", {"x": (None, 4, *sizes)}, attrs=attrs, dtype="int8")
     got = _ran_steps(gi, {"x": xi})[0][gi.outputs[0]]  # the taps: no -inf rows in int8
