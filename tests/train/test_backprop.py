@@ -88,7 +88,9 @@ def test_inference_forward_matches_the_runtime():
     g = _residual_net().graph
     x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
     ours = Backprop(g).forward({"x": x}, training=False).values["y"]
-    np.testing.assert_array_equal(ours, runtime.run(g, {"x": x})["y"])
+    # The fast plan's GlobalAveragePool sums rows with BLAS (the plain kernel pairwise): the
+    # same values up to float32 rounding.
+    np.testing.assert_allclose(ours, runtime.run(g, {"x": x})["y"], rtol=1e-6, atol=1e-7)
 
 
 def test_trainable_params_excludes_running_statistics():
