@@ -563,6 +563,8 @@ class CompiledPlan:
         self.parallel.workers = WORKERS
         if self.reuse:  # (keep_all hands every buffer to the caller: nothing is reused)
             self.pool.begin(tuple([(a.shape, a.dtype) for a in feeds.values()]))
+        for scratch in run.scratch:  # (a failed run may have left places)
+            scratch.reset()
         with blas_single_threaded():
             for step, frees in zip(self.steps, self.frees, strict=True):
                 try:
@@ -584,6 +586,8 @@ class CompiledPlan:
                     ) from exc
                 for slot in frees:
                     run.free(slot)
+                for scratch in run.scratch:  # the step's workspaces are free for the next one
+                    scratch.reset()
         if self.reuse:
             self.pool.end()
         if keep_all:  # constant steps' results are the plan's own: the caller gets copies

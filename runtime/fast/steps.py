@@ -571,7 +571,7 @@ class BatchNormStep(Step):
 
 POOL_CHUNK_BYTES = 1 << 20
 """A tiling or pairwise MaxPool split over threads works on chunks of at least this many input
-bytes, a quarter of it inline, more when its scratch slots already hold more (a conv's
+bytes, a quarter of it inline, more when its thread's scratch already holds more (a conv's
 workspaces): on two threads every NumPy call is a GIL hand-over (256 KiB chunks were slower
 than the strided passes there, 1 MiB chunks 0.8-0.9x); inline, small chunks cost little and
 hold less scratch."""
@@ -722,13 +722,13 @@ class MaxPoolStep(Step):
         first and last rows afterwards with strided maxima over every plane, which cost as much
         as the flat passes themselves; this takes 0.55-0.8x of its time (16x16 and 8x8, 32-144
         channels, batch 1 and 32). Exact: max is. Over chunks of whole (image, channel)
-        volumes, `a` in the thread's scratch (as large as its slot 2 already is, `chunk` bytes
+        volumes, `a` in the thread's scratch (as large as the scratch already is, `chunk` bytes
         at least): no pooled temporary as large as the input."""
         shape = x.shape
         vol = math.prod(shape[2:])
         xv, yv = x.reshape(-1, vol), y.reshape(-1, vol)
         n = xv.shape[0]
-        step = max(1, max(chunk // x.itemsize, scratch.capacity(2, x.dtype)) // vol)
+        step = max(1, max(chunk // x.itemsize, scratch.room(x.dtype)) // vol)
         for p0 in range(0, n, step):  # a loop over chunks of volumes sized by the scratch
             p1 = min(n, p0 + step)
             src, yf = xv[p0:p1].reshape(-1), yv[p0:p1].reshape(-1)
@@ -766,14 +766,14 @@ class MaxPoolStep(Step):
         strided copy of the tile corners into y: 0.7-0.9x the time of the two passes over
         strided slices (2x2 pools at batch 32, 10x10-32x32, 6-144 channels; video3d's
         (1, 2, 2) 0.7x), whose NumPy inner loops ran over one row (16-32 values) or over every
-        second value. Chunks of planes as large as the thread's scratch slots 1 and 2 already
+        second value. Chunks of planes as large as the thread's scratch already
         hold, `POOL_CHUNK_BYTES` at least (no pooled memory)."""
         h, w = x.shape[-2:]
         plane = h * w
         xp = x.reshape(-1, plane)
         yp = y.reshape(-1, (h // kh) * (w // kw))
         n = xp.shape[0]
-        room = min(scratch.capacity(1, x.dtype), scratch.capacity(2, x.dtype))
+        room = scratch.room(x.dtype) // 2  # for m and m2
         step = max(1, max(chunk // x.itemsize, room) // plane)
         for p0 in range(0, n, step):  # a loop over chunks of planes sized by the scratch
             p1 = min(n, p0 + step)

@@ -311,6 +311,42 @@ def test_blas_runs_single_threaded_inside_a_run_and_is_restored_after():
     assert seen == [[1] * len(libs)] * 2
 
 
+def test_scratch_places_a_steps_slots_apart_and_sizes_to_the_largest_step():
+    """Within a step, slots never overlap (also across dtypes); a slot taken again keeps its
+    data when it fits and moves when it grows; reset frees every place, and the buffer becomes
+    the largest step's total (not the sum of each slot's largest request)."""
+    sc = fast_memory.Scratch()
+
+    def step(sizes: dict) -> list:
+        arrs = []
+        for (slot, dt), n in sizes.items():
+            a = sc.take(slot, n, dt)
+            a[:] = slot + 1
+            arrs.append((slot, a))
+        for slot, a in arrs:  # no other slot wrote over it
+            assert (a == slot + 1).all()
+        return arrs
+
+    first = {(0, np.float32): 100, (1, np.float32): 5000, (2, np.float64): 30}
+    step(first)  # past the empty buffer: arrays of their own
+    assert sc.held() >= 5130 * 4
+    sc.reset()
+    total = sc.held()
+    assert total >= 100 * 4 + 5000 * 4 + 30 * 8
+    second = {(0, np.float32): 4000, (1, np.float32): 200, (3, np.float32): 700}
+    (_, a0), _, _ = step(second)
+    again = sc.take(0, 3000, np.float32)  # fits its place: the same memory, the data kept
+    assert np.shares_memory(again, a0) and (again == 1).all()
+    sc.reset()
+    assert sc.held() == total  # 19.6 kB fitted in the 20.7 kB of the first step
+    assert sc.held() < (4000 + 5000 + 700) * 4 + 30 * 8  # the per-slot maxima: 39 kB
+    assert sc.room(np.float32) == sc.held() // 4
+    (_, a0), _ = step({(0, np.float32): 10, (1, np.float32): 10})
+    grown = sc.take(0, 6000, np.float32)  # larger than its place: moved clear of slot 1
+    grown[:] = 9
+    assert not np.shares_memory(grown, a0) and (sc.take(1, 10, np.float32) == 2).all()
+
+
 def test_arena_packing_never_overlaps_live_buffers():
     """Random lifetimes and sizes: two buffers alive at the same time never share a byte, every
     offset is aligned, and the arena is no smaller than the largest live set."""
