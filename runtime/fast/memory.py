@@ -15,6 +15,7 @@ the rest from fresh memory and is recorded again.
 from __future__ import annotations
 
 import bisect
+from typing import Any
 
 import numpy as np
 
@@ -166,40 +167,42 @@ class Scratch:
 
     def __init__(self) -> None:
         self._buf = np.empty(0, np.uint8)
-        self._places: dict[tuple[int, np.dtype], tuple[int, int]] = {}  # -> (offset, nbytes)
-        self._own: dict[tuple[int, np.dtype], np.ndarray] = {}  # this step's arrays past _buf
-        self._end = 0  # bytes placed by this step (including `_own`'s, for the next size)
+        # (slot, dtype) -> (elements, the placed array): this step's places
+        self._places: dict[tuple[int, Any], tuple[int, np.ndarray]] = {}
+        self._end = 0  # bytes placed by this step (including arrays of their own)
         self._need = 0  # the largest step's total seen
+        self._own = 0  # bytes of this step's arrays past the buffer
+        self._views: dict[tuple[int, int, Any], np.ndarray] = {}  # (offset, elements, dtype)
 
-    def take(self, slot: int, size: int, dtype: np.dtype) -> np.ndarray:
-        dt = np.dtype(dtype)
-        key = (slot, dt)
-        nbytes = max(size, 1) * dt.itemsize
-        place = self._places.get(key)
-        if place is not None and place[1] >= nbytes:
-            own = self._own.get(key)
-            if own is not None:
-                return own[:size]
-            off = place[0]
-            return self._buf[off : off + nbytes].view(dt)[:size]
+    def take(self, slot: int, size: int, dtype: Any) -> np.ndarray:
+        place = self._places.get((slot, dtype))
+        if place is not None and place[0] >= size:  # taken again in this step: same memory
+            return place[1][:size]
+        n = max(size, 1)
         off = self._end
-        self._end = off + -(-nbytes // ALIGN) * ALIGN
-        self._need = max(self._need, self._end)
-        self._places[key] = (off, nbytes)
-        if self._end <= self._buf.nbytes:
-            self._own.pop(key, None)
-            return self._buf[off : off + nbytes].view(dt)[:size]
-        arr = self._own[key] = np.empty(max(size, 1), dt)
+        arr = self._views.get((off, n, dtype))  # the view this place had in an earlier step
+        if arr is not None:
+            self._end = off + -(-arr.nbytes // ALIGN) * ALIGN
+        else:
+            dt = np.dtype(dtype)
+            self._end = off + -(-(n * dt.itemsize) // ALIGN) * ALIGN
+            self._need = max(self._need, self._end)
+            if self._end <= self._buf.nbytes:
+                arr = self._views[off, n, dtype] = self._buf[off : off + n * dt.itemsize].view(dt)
+            else:  # past the buffer (it grows at the next reset): an array of its own
+                arr = np.empty(n, dt)
+                self._own += arr.nbytes
+        self._places[slot, dtype] = (n, arr)
         return arr[:size]
 
     def reset(self) -> None:
         """The step is over: its places are free; the buffer grows to the largest total seen."""
         if self._places:
             self._places.clear()
-            self._own.clear()
-            self._end = 0
+            self._end = self._own = 0
         if self._need > self._buf.nbytes:
             self._buf = np.empty(self._need, np.uint8)
+            self._views.clear()
 
     def room(self, dtype: np.dtype) -> int:
         """Elements of `dtype` the buffer holds past this step's places: a step whose work
@@ -207,4 +210,4 @@ class Scratch:
         return max(0, self._buf.nbytes - self._end) // np.dtype(dtype).itemsize
 
     def held(self) -> int:
-        return self._buf.nbytes + sum(a.nbytes for a in self._own.values())
+        return self._buf.nbytes + self._own
