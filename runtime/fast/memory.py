@@ -197,12 +197,12 @@ class Scratch:
 
     def reset(self) -> None:
         """The step is over: its places are free; the buffer grows to the largest total seen."""
-        if self._places:
+        if self._places:  # (most steps take no scratch: nothing else to do)
             self._places.clear()
             self._end = self._own = 0
-        if self._need > self._buf.nbytes:
-            self._buf = np.empty(self._need, np.uint8)
-            self._views.clear()
+            if self._need > self._buf.nbytes:
+                self._buf = np.empty(self._need, np.uint8)
+                self._views.clear()
 
     def room(self, dtype: np.dtype) -> int:
         """Elements of `dtype` the buffer holds past this step's places: a step whose work
