@@ -2,8 +2,8 @@
 run fast (the list and sizes are those of issue 7):
 
 - `lenet5`: LeNet-5 style, 1x28x28, conv 5x5 -> pool -> conv 5x5 -> pool -> 3 FC;
-- `vgg_bn`: the lecture template, VGG-like, BN after every conv and dropout before the hidden FC
-  (~1.6M parameters), 3x32x32;
+- `vgg_bn`: the template CNN of docs/formulas.md, VGG-like, BN after every conv and dropout
+  before the hidden FC (~1.6M parameters), 3x32x32;
 - `resnet20`: CIFAR ResNet-20 (3 stages of 3 basic blocks, 16/32/64 channels, BN), 3x32x32;
 - `inception_bn`: Inception-style blocks with 1x1, 1x3+3x1, 3x3 and pool branches, all with BN;
 - `norms_acts`: LayerNorm / GroupNorm / InstanceNorm with PReLU / ELU / LeakyReLU between convs;
@@ -64,8 +64,9 @@ def lenet5(seed: int = 0) -> Graph:
 
 
 def vgg_bn(seed: int = 0) -> Graph:
-    """The lecture template, VGG-like: 3 stages of 2 x (conv3x3 -> BN -> ReLU) + max pool,
-    64/128/256 channels, then dropout -> FC 128 -> ReLU -> FC 10 -> Softmax (~1.67M params)."""
+    """The template CNN (docs/formulas.md), VGG-like: 3 stages of 2 x (conv3x3 -> BN -> ReLU)
+    + max pool, 64/128/256 channels, then dropout -> FC 128 -> ReLU -> FC 10 -> Softmax
+    (~1.67M params)."""
     t = nn.template(n=2, m=3, k=1, channels=(64, 128, 256), hidden=(128,), name="vgg_bn")
     return _randomize_norms(t.build((None, 3, 32, 32), seed=seed), seed)
 

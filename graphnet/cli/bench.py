@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -54,7 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, default=2, help="onnxruntime and PyTorch intra-op threads"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the inputs and of the suite's weights (default 0)",
+    )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
 
@@ -101,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         ]
     else:
         graph = load_graph(args.model)
-        models = [(args.model, lambda: graph)]
+        # The table names the file, not its path (a path would make every row as wide).
+        models = [(os.path.basename(args.model), lambda: graph)]
     info = machine()
     info["blas_gflops"] = blas_gflops()
     rows = []
