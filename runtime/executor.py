@@ -60,7 +60,8 @@ class Session:
     plain kernels node by node (the oracle, and for debugging). The fast plan keeps prepared
     weights (Winograd-transformed kernels) between inference runs while a parameter stays the
     same array object: replace a parameter with `graph.set_param` (or run in train mode, which
-    prepares them afresh) rather than writing into its array in place.
+    prepares them afresh) rather than writing into its array in place. Threads may share a
+    session: its fast plan runs one call at a time (the others wait).
     """
 
     def __init__(self, graph: Graph, *, plan: str = "fast") -> None:

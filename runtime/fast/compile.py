@@ -19,6 +19,7 @@ At compile time (once per session and mode):
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -104,7 +105,9 @@ def _scale(k, x, y):
 
 
 class CompiledPlan:
-    """The steps of one graph for one mode; `run(feeds)` executes them."""
+    """The steps of one graph for one mode; `run(feeds)` executes them. Runs of one plan are
+    serialized (a lock): its buffer pool, arena and thread scratch serve one run at a time, so
+    threads sharing a Session wait for each other rather than write into each other's buffers."""
 
     def __init__(self, graph: Graph, *, training: bool, fuse: bool, reuse: bool) -> None:
         self.graph = graph
@@ -112,6 +115,7 @@ class CompiledPlan:
         self.fuse, self.reuse = fuse, reuse
         self.pool = Pool()
         self.parallel = Parallel(WORKERS)
+        self._lock = threading.Lock()
         self.slots: dict[str, int] = {}
         for name in graph.inputs:
             self._slot(name)
@@ -402,7 +406,11 @@ class CompiledPlan:
             return BatchNormStep(
                 **common,
                 algo="affine",
-                why=("train: batch statistics in float64, then" if self.training else "inference:")
+                why=(
+                    "train: batch statistics (float32 BLAS sums, float64 per-channel totals), then"
+                    if self.training
+                    else "inference:"
+                )
                 + " per-channel x*s + t, in place",
                 epsilon=float(attrs["epsilon"]),
                 momentum=float(attrs["momentum"]),
@@ -413,7 +421,7 @@ class CompiledPlan:
             return NormStep(
                 **common,
                 algo="norm",
-                why="float64 mean, BLAS dot variance, in the output buffer",
+                why="float32 BLAS statistics, mean's rounding corrected, in the output buffer",
                 kind="group",
                 groups=groups,
                 epsilon=float(attrs["epsilon"]),
@@ -422,7 +430,7 @@ class CompiledPlan:
             return NormStep(
                 **common,
                 algo="norm",
-                why="float64 mean, BLAS dot variance, in the output buffer",
+                why="float32 BLAS statistics, mean's rounding corrected, in the output buffer",
                 kind="layer",
                 axis=int(attrs["axis"]),
                 epsilon=float(attrs["epsilon"]),
@@ -544,7 +552,17 @@ class CompiledPlan:
         timings: dict[str, float] | None = None,
     ) -> dict[str, np.ndarray]:
         """Execute the steps. With `timings`, each step's wall time (s) is added under its
-        node's name (profiling)."""
+        node's name (profiling). One run at a time (see the class)."""
+        with self._lock:
+            return self._run(feeds, rng, keep_all, timings)
+
+    def _run(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        rng: np.random.Generator,
+        keep_all: bool,
+        timings: dict[str, float] | None,
+    ) -> dict[str, np.ndarray]:
         g = self.graph
         outputs = self._output_slots
         run = Run(

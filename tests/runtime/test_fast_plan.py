@@ -350,6 +350,34 @@ def test_buffers_reused_feeds_untouched_outputs_survive_the_next_run():
     )
 
 
+def test_threads_sharing_a_session_get_their_own_results():
+    """Two threads running one Session: each run sees only its own input (the plan's pool,
+    arena and scratch serve one run at a time; without the lock some runs came back with values
+    written by the other thread's run)."""
+    import threading
+
+    g = _residual_net()
+    sess = runtime.Session(g)
+    ref = runtime.Session(g, plan="reference")
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((3, 32, 9, 7)).astype(np.float32) for _ in range(2)]
+    expected = [ref.run({"x": x})["out"] for x in xs]
+    wrong = [0, 0]
+
+    def worker(i: int) -> None:
+        for _ in range(60):
+            out = sess.run({"x": xs[i]})["out"]
+            if not np.allclose(out, expected[i], rtol=MODEL_RTOL, atol=MODEL_ATOL):
+                wrong[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == [0, 0]
+
+
 def test_keep_all_returns_every_intermediate_like_the_reference_plan():
     g = _residual_net()
     x = np.random.default_rng(2).standard_normal((2, 32, 9, 7)).astype(np.float32)
