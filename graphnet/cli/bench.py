@@ -53,7 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reference", action="store_true", help="skip onnx.reference")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     p.add_argument(
-        "--threads", type=int, default=2, help="onnxruntime and PyTorch intra-op threads"
+        "--threads",
+        type=int,
+        default=2,
+        help="onnxruntime and PyTorch intra-op threads (graphnet's own: GRAPHNET_NUM_THREADS)",
     )
     p.add_argument(
         "--seed",
@@ -151,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"\n{info['date']}, {info['cpu']}, {info['cores']} cores ({info['simd']}), "
             f"{info['blas']}, BLAS {info['blas_gflops']:.0f} GFLOP/s (1024^3 sgemm), "
+            f"graphnet {info['graphnet_threads']} threads (GRAPHNET_NUM_THREADS), "
             f"onnxruntime {info['onnxruntime']} ({args.threads} threads), load average "
             f"{info['load_average']:.1f}"
         )

@@ -65,6 +65,10 @@ def test_model_file_and_a_wrong_fast_kernel_is_a_failure(tmp_path, capsys, monke
     table = capsys.readouterr().out
     # The model column names the file, not its whole path (which made the table very wide).
     assert "m.onnx" in table and str(tmp_path) not in table, table
+    # The footer says how many threads each side ran (--threads is onnxruntime's and PyTorch's).
+    from graphnet.runtime.fast.threads import WORKERS
+
+    assert f"graphnet {WORKERS} threads" in table and "(2 threads)" in table, table
     from graphnet.runtime.fast import steps
 
     real = steps.ConvStep.__call__
