@@ -11,10 +11,12 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   the GEMM's rows, Z (kw*M, pixels) = W' (kw*M, C*kh) @ rows (C*kh, pixels), then
   Y = sum_j Z_j shifted by j along the width: a third of im2col's copy (kh row-shifted
   copies, not kh*kw) and a GEMM kw times taller (M=16 GEMMs run at ~2/3 of BLAS's rate).
+  Also what a conv planned as Winograd runs, under 128 output channels, on a batch with too few
+  tiles (`few_tiles_fallback`).
 - `im2col`: everything else (any rank, stride, dilation, group): the padded input's window view
   copied once into (C/group * taps, pixels) columns, then Y[n, g] = W[g] @ cols[n, g].
 
-All three work on batch chunks sized so their workspaces stay near `WORKSPACE_BYTES` (the whole
+All four work on batch chunks sized so their workspaces stay near `WORKSPACE_BYTES` (the whole
 batch at once would need a 2-10x larger im2col matrix than the activations themselves: the peak
 memory target); workspaces come from a `Scratch` shared by all steps. The bias and a following
 element-wise op (ReLU, LeakyReLU, a residual Add) are applied to each chunk while it is in cache
