@@ -36,6 +36,7 @@ from graphnet.runtime.fast.winograd import SEPARABLE, weight_transform
 
 __all__ = [
     "ConvSpec",
+    "activate",
     "choose",
     "prepare_weight",
     "conv_chunked",
@@ -256,7 +257,8 @@ def _pad_geometry(shape: tuple, pads: tuple, extra: tuple) -> tuple:
     return geo
 
 
-def _activate(y: np.ndarray, act: tuple) -> None:
+def activate(y: np.ndarray, act: tuple) -> None:
+    """The fused activation `act` (() none, ("relu",), ("leaky", alpha)) applied to y in place."""
     if not act:
         return
     if act[0] == "relu":
@@ -503,7 +505,7 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             np.add(valid, epi.bias.reshape((1, -1) + (1,) * k), out=yb)
         elif epi.residual is not None:  # the crop, the bias (augmented) and the residual in one
             np.add(valid, epi.residual()[n0:n1], out=yb)
-            _activate(yb, epi.activation)
+            activate(yb, epi.activation)
             continue
         elif epi.activation and epi.activation[0] == "relu":  # the crop and ReLU in one pass
             np.maximum(valid, 0, out=yb)
@@ -575,7 +577,7 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             np.add(valid, epi.bias.reshape(1, -1, 1, 1), out=yb)
         elif epi.residual is not None:
             np.add(valid, epi.residual()[n0:n1], out=yb)
-            _activate(yb, epi.activation)
+            activate(yb, epi.activation)
             continue
         elif epi.activation and epi.activation[0] == "relu":
             np.maximum(valid, 0, out=yb)
@@ -654,9 +656,9 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         dest = yb.reshape(nb, mo, th, m, tw, m)
         if epi.residual is not None:
             np.add(yv, epi.residual()[n0:n1].reshape(dest.shape), out=dest)
-            _activate(yb, epi.activation)
+            activate(yb, epi.activation)
         elif epi.activation and epi.activation[0] == "relu":
             np.maximum(yv, 0, out=dest)
         else:
             np.copyto(dest, yv)
-            _activate(yb, epi.activation)
+            activate(yb, epi.activation)

@@ -123,10 +123,6 @@ class Pool:
         self._serial += 1
         bisect.insort(self._free.setdefault(buf.dtype, []), (buf.size, self._serial, buf))
 
-    def forget(self, nbytes: int) -> None:
-        """A buffer left the pool for good (handed to the caller as an output)."""
-        self.allocated -= nbytes
-
     def held(self) -> int:
         return sum(b.nbytes for lst in self._free.values() for _, _, b in lst) + self._arena.nbytes
 

@@ -412,14 +412,7 @@ class GemmStep(Step):
         if len(self.inputs) > 2 and self.inputs[2] is not None:
             y += run.get(self.inputs[2]).astype(a.dtype, copy=False)
         if self.activation:
-            _activate(y, self.activation)
-
-
-def _activate(y: np.ndarray, act: tuple) -> None:
-    if act[0] == "relu":
-        np.maximum(y, 0, out=y)
-    else:
-        np.maximum(y, y * y.dtype.type(act[1]), out=y)
+            _conv.activate(y, self.activation)
 
 
 @dataclass
