@@ -9,7 +9,10 @@ contiguous numbers (b with a stride), where NCHW gives runs of out_w: on the sma
 digits CNN (4x4, 8x8) the im2col copies are a few times faster, and the GEMMs see the same
 operands (their inner dimension is positions * images, in either order).
 
-- dW[g] = dY[g] (M/g, P*b) @ cols[g]^T (P*b, C/g*taps), summed over the chunks (and threads).
+- Y (the training forward, `conv_forward`) = W[g] (M/g, C/g*taps) @ cols[g] (C/g*taps, P*b),
+  the columns kept for the backward.
+- dW[g] = dY[g] (M/g, P*b) @ cols[g]^T (P*b, C/g*taps), summed over the chunks (and threads);
+  cols the forward's when it kept them, else built again from X.
 - dX, stride 1 with pads within the kernel's reach d*(k-1): the adjoint convolution
   dX = conv(dY, W~), W~ the kernel flipped in space with input and output channels swapped per
   group, pads d*(k-1) - p: the im2col of dY (batch last), one GEMM, then the (C, *X, b) result
@@ -22,7 +25,8 @@ operands (their inner dimension is positions * images, in either order).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from math import prod
 
 import numpy as np
@@ -32,6 +36,8 @@ from graphnet.runtime.fast.threads import Parallel
 from graphnet.runtime.gradients.pooling import window_frame
 
 __all__ = [
+    "ConvColumns",
+    "conv_forward",
     "conv_backward",
     "flipped_weight",
     "batch_last",
@@ -129,6 +135,77 @@ def _windows(
     )
 
 
+@dataclass
+class ConvColumns:
+    """What a recording conv forward keeps for dW: the im2col columns of every image, (g,
+    C/g * taps, P * N), laid out by the forward's batch chunks (chunk [n0, n1) holds columns
+    P*n0 .. P*n1, ordered (position, image)), and those chunks, in batch order."""
+
+    cols: np.ndarray
+    chunks: list[tuple[int, int]]
+    current: Callable[[], bool] = lambda: True
+    """False once the buffer holding `cols` was reused by a later forward (a stale tape)."""
+
+
+def conv_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    y: np.ndarray,
+    *,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+    parallel: Parallel,
+    buffer: np.ndarray | None = None,
+) -> ConvColumns:
+    """y = conv(x, w) + bias (y preallocated, x's dtype), by batch-last im2col and one GEMM per
+    group and chunk, keeping the columns: the backward's dW GEMM reads them instead of building
+    them again (the padded batch-last copy of X and the im2col copy were about a third of a
+    digits conv's backward). Costs the columns' memory (taps x the input) until the backward.
+    `buffer` (of `columns_shape` and x's dtype) receives the columns, else a new array."""
+    k = x.ndim - 2
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    ks = tuple(int(v) for v in w.shape[2:])
+    g = int(group)
+    cg, mg = c // g, m // g
+    xs, outs = x.shape[2:], y.shape[2:]
+    p, taps = prod(outs), prod(ks)
+    dtype = x.dtype
+    begins, ends = tuple(pads[:k]), tuple(pads[k:])
+    x_padded = prod(xs[i] + begins[i] + ends[i] for i in range(k))
+    spare = max(m, c) * max(p, prod(xs))  # the transposes' workspace
+    per_image = c * x_padded + m * p + spare
+    chunk_images = max(1, WORKSPACE_BYTES // max(per_image * dtype.itemsize, 1))
+    cols = np.empty((g, cg * taps, p * n), dtype) if buffer is None else buffer
+    wg = w.reshape(g, mg, cg * taps).astype(dtype, copy=False)
+    bg = None if bias is None else bias.astype(dtype, copy=False).reshape(g, mg, 1)
+    chunks: list[tuple[int, int]] = []
+
+    def work(lo: int, hi: int, scratch: Scratch) -> None:
+        for n0 in range(lo, hi, chunk_images):  # a loop over batch CHUNKS sized by the workspace
+            n1 = min(hi, n0 + chunk_images)
+            b = n1 - n0
+            tmp = scratch.take(6, b * spare, dtype)
+            xt = batch_last(x[n0:n1], begins, ends, scratch.take(1, b * c * x_padded, dtype), tmp)
+            block = cols[:, :, p * n0 : p * n1]
+            np.copyto(
+                block.reshape(g, cg, *ks, *outs, b), _windows(xt, g, ks, strides, dilations, outs)
+            )
+            yt = scratch.take(0, b * m * p, dtype).reshape(g, mg, p * b)
+            np.matmul(wg, block, out=yt)
+            if bg is not None:
+                yt += bg
+            transpose_batch(yt.reshape(m, *outs, b), y[n0:n1], tmp, to_last=False)
+            chunks.append((n0, n1))  # list.append is atomic: the threads share the list
+
+    parallel(n, work, 2.0 * n * m * cg * taps * p)
+    chunks.sort()
+    return ConvColumns(cols, chunks)
+
+
 def conv_backward(
     dy: np.ndarray,
     x: np.ndarray,
@@ -141,9 +218,11 @@ def conv_backward(
     need_dx: bool,
     need_dw: bool,
     parallel: Parallel,
+    kept: ConvColumns | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(dX, dW) of Y = conv(X, W) (None where not needed). x, w and dy share one float dtype;
-    pads are non-negative."""
+    pads are non-negative. With `kept` (the forward's columns, `conv_forward`), dW reads them
+    and the batch is walked in the forward's chunks."""
     k = x.ndim - 2
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -162,7 +241,7 @@ def conv_backward(
     x_padded = prod(xs[i] + begins[i] + ends[i] for i in range(k))
     adj_padded = prod(outs[i] + adj_begins[i] + adj_ends[i] for i in range(k))
     per_image = m * p + max(m, c) * max(p, npix)  # dY batch last; the transposes' workspace
-    if need_dw:
+    if need_dw and kept is None:
         per_image += c * x_padded + c * taps * p
     wt = wcol = None
     frame: list[int] = []
@@ -178,10 +257,19 @@ def conv_backward(
     dx = np.empty(x.shape, dtype) if need_dx else None
     parts: dict[int, np.ndarray] = {}
 
+    if kept is not None:
+        chunks = kept.chunks
+    else:  # the batch split between the threads, each slice in chunks sized by the workspace
+        w_ = max(1, min(parallel.workers, n))
+        chunks = [
+            (n0, min(hi, n0 + chunk_images))
+            for lo, hi in ((n * i // w_, n * (i + 1) // w_) for i in range(w_))
+            for n0 in range(lo, hi, chunk_images)
+        ]
+
     def work(lo: int, hi: int, scratch: Scratch) -> None:
         acc = np.zeros((g, mg, cg * taps), dtype) if need_dw else None
-        for n0 in range(lo, hi, chunk_images):  # a loop over batch CHUNKS sized by the workspace
-            n1 = min(hi, n0 + chunk_images)
+        for n0, n1 in chunks[lo:hi]:
             b = n1 - n0
             dyt = scratch.take(0, b * m * p, dtype).reshape(g, mg, p * b)
             dyp = None
@@ -203,7 +291,9 @@ def conv_backward(
                     scratch.take(6, b * max(m, c) * max(p, npix), dtype),
                     to_last=True,
                 )
-            if acc is not None:
+            if acc is not None and kept is not None:
+                acc += np.matmul(dyt, kept.cols[:, :, p * n0 : p * n1].transpose(0, 2, 1))
+            elif acc is not None:
                 xt = batch_last(
                     x[n0:n1],
                     begins,
@@ -254,7 +344,7 @@ def conv_backward(
             parts[lo] = acc
 
     flops = 2.0 * n * m * cg * taps * p * (int(need_dx) + int(need_dw))
-    parallel(n, work, flops)
+    parallel(len(chunks), work, flops)
     dw = None
     if need_dw:
         total = np.zeros((g, mg, cg * taps), dtype)

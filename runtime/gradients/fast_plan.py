@@ -3,10 +3,12 @@ plain oracle, which it extends), faster:
 
 - `forward` runs the graph's compiled fast plan (`graphnet.runtime.fast`: its conv algorithms,
   batch slices on the worker threads, single-threaded BLAS) compiled to keep every value (no
-  buffer reuse, no fused epilogues: the backward reads the intermediates). Two kinds of step
+  buffer reuse, no fused epilogues: the backward reads the intermediates). Three kinds of step
   also keep what the backward needs besides the values: train-mode BatchNorm records its batch
-  mean, 1/std and x_hat; plain-kernel steps keep everything their kernel returned (a Dropout's
-  mask, drawn from the caller's generator exactly as the plain forward draws it).
+  mean, 1/std and x_hat; Conv runs as batch-last im2col and keeps its columns for dW (in a
+  buffer the step reuses from one forward to the next); plain-kernel steps keep everything their
+  kernel returned (a Dropout's mask, drawn from the caller's generator exactly as the plain
+  forward draws it).
 - `backward` walks the nodes as `Backprop.backward` does and calls the fast rule of a node's op
   (`fast_rules`) where there is one, else its plain rule.
 
@@ -15,6 +17,7 @@ A forward with `params` (float64 copies for a gradient check) runs the plain ker
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -24,9 +27,10 @@ import numpy as np
 from graphnet.errors import GraphNetError, InputError
 from graphnet.ir import Graph
 from graphnet.runtime.fast.compile import CompiledPlan
-from graphnet.runtime.fast.steps import BatchNormStep, KernelStep, Run
+from graphnet.runtime.fast.steps import BatchNormStep, ConvStep, KernelStep, Run
 from graphnet.runtime.fast.threads import WORKERS, Parallel
 from graphnet.runtime.gradients.backprop import Backprop, Tape, _Step
+from graphnet.runtime.gradients.fast_conv import conv_forward
 from graphnet.runtime.gradients.fast_norm import batch_norm_forward
 from graphnet.runtime.gradients.fast_rules import FastContext, get_fast_gradient
 
@@ -80,6 +84,68 @@ class _RecordingBatchNorm(BatchNormStep):
         self.kept = (mu, inv, x_hat)
 
 
+@dataclass
+class _RecordingConv(ConvStep):
+    """Train-mode Conv by batch-last im2col (`fast_conv.conv_forward`), keeping its columns for
+    the backward's dW. A conv it does not cover (another dtype, negative pads, a fused
+    epilogue) runs as the plan compiled it and keeps nothing."""
+
+    kept: Any = None
+    # The columns' buffer, reused from step to step: a fresh multi-MiB array per step cost more
+    # in page faults (the allocator returns freed large blocks to the system) than the backward
+    # saves. A tape made before the buffer's reuse sees its record as stale (`generation`), and
+    # its backward builds the columns again.
+    buffer: np.ndarray | None = None
+    generation: int = 0
+
+    def __call__(self, run: Run) -> None:
+        x = run.get(self.inputs[0])
+        w = run.get(self.inputs[1])
+        spec = self.spec
+        if (
+            not run.training
+            or spec is None
+            or self.residual is not None
+            or self.activation
+            or x.dtype not in (np.float32, np.float64)
+            or w.dtype != x.dtype
+            or min(spec.pads, default=0) < 0
+        ):
+            super().__call__(run)
+            return
+        k = x.ndim - 2
+        outs = tuple(
+            (x.shape[2 + i] + spec.pads[i] + spec.pads[k + i] - spec.dilations[i] * (kk - 1) - 1)
+            // spec.strides[i]
+            + 1
+            for i, kk in enumerate(spec.kernel)
+        )
+        y = run.alloc(self.outputs[0], (x.shape[0], spec.c_out, *outs), x.dtype)
+        shape = (
+            spec.group,
+            spec.c_in // spec.group * math.prod(spec.kernel),
+            x.shape[0] * math.prod(outs),
+        )
+        if self.buffer is None or self.buffer.shape != shape or self.buffer.dtype != x.dtype:
+            self.buffer = np.empty(shape, x.dtype)
+        self.generation += 1
+        generation = self.generation
+        kept = conv_forward(
+            x,
+            w,
+            run.get(self.epilogue_bias),
+            y,
+            strides=spec.strides,
+            pads=spec.pads,
+            dilations=spec.dilations,
+            group=spec.group,
+            parallel=run.parallel,
+            buffer=self.buffer,
+        )
+        kept.current = lambda: self.generation == generation
+        self.kept = kept
+
+
 def _copy_as(cls: type, step: Any, **extra: Any) -> Any:
     """`step` re-made as its subclass `cls` (same field values)."""
     kw = {f.name: getattr(step, f.name) for f in fields(step)}
@@ -102,6 +168,8 @@ class FastBackprop(Backprop):
             for i, s in enumerate(plan.steps):
                 if type(s) is BatchNormStep and training:
                     plan.steps[i] = _copy_as(_RecordingBatchNorm, s, graph=self.graph)
+                elif type(s) is ConvStep and training:
+                    plan.steps[i] = _copy_as(_RecordingConv, s)
                 elif type(s) is KernelStep and not s.constant:
                     plan.steps[i] = _copy_as(_KeepingKernel, s)
             self._plans[training] = plan
@@ -143,10 +211,12 @@ class FastBackprop(Backprop):
                 tape.results.append(fs.kept)
             else:
                 tape.results.append(tuple(values.get(o) if o else None for o in n.outputs))
-            if isinstance(fs, _RecordingBatchNorm) and training:
+            if isinstance(fs, (_RecordingBatchNorm, _RecordingConv)) and training and fs.kept:
                 tape.records[n.name] = fs.kept
-            if isinstance(fs, (_KeepingKernel, _RecordingBatchNorm)):
-                fs.kept = ()  # the tape holds them now; the plan keeps nothing between steps
+            if isinstance(fs, _RecordingConv):
+                fs.kept = None
+            elif isinstance(fs, (_KeepingKernel, _RecordingBatchNorm)):
+                fs.kept = ()  # the tape holds them now (a conv keeps only its buffer)
         return tape
 
     def _differentiate(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from graphnet.runtime.fast.threads import Parallel
-from graphnet.runtime.gradients.fast_conv import conv_backward
+from graphnet.runtime.gradients.fast_conv import ConvColumns, conv_backward
 from graphnet.runtime.gradients.fast_norm import batch_norm_backward
 from graphnet.runtime.gradients.pooling import window_frame
 
@@ -94,6 +94,8 @@ def conv(
         need_dx=needs[0],
         need_dw=needs[1],
         parallel=ctx.parallel,
+        # the forward's columns, unless a later forward has reused their buffer
+        kept=ctx.record if isinstance(ctx.record, ConvColumns) and ctx.record.current() else None,
     )
     db = None
     if b is not None and needs[2]:
