@@ -7,9 +7,10 @@ channel are added in float64. The element-wise work is a few broadcast passes in
 per-channel coefficients computed in float64. The plain rule (`normalization.py`, all float64)
 is the oracle.
 
-Forward: mean = sum x / n, x_hat = (x - mean) * inv with inv = 1 / sqrt(var + eps) and the
-biased var = sum (x - mean)^2 / n (two passes, as the plain kernel's `moments`), y = gamma * x_hat
-+ beta. Backward: dbeta = sum dy, dgamma = sum dy * x_hat,
+Forward: mean = sum x / n, the centered xc = x - mean, the biased var = sum xc^2 / n (two
+passes, as the plain kernel's `moments`), inv = 1 / sqrt(var + eps), y = (gamma * inv) * xc + beta.
+The forward keeps xc, not x_hat = xc * inv (one pass fewer): the backward applies inv per channel.
+Backward: dbeta = sum dy, dgamma = sum dy * x_hat = inv * sum dy * xc,
 dx = gamma * inv * (dy - dbeta / n - x_hat * dgamma / n).
 """
 
@@ -46,39 +47,39 @@ def batch_norm_forward(
     x: np.ndarray, scale: np.ndarray, bias: np.ndarray, epsilon: float, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """y (written in place, x's shape) = BatchNorm of x with its batch statistics; returns
-    (batch mean, biased batch var, inv = 1/sqrt(var + eps), x_hat), the statistics float64 (C,),
-    x_hat in x's dtype and shape."""
+    (batch mean, biased batch var, inv = 1/sqrt(var + eps), xc = x - mean), the statistics
+    float64 (C,), xc in x's dtype and shape."""
     n, c = x.shape[:2]
     positions = x.size // max(n * c, 1)
     count = max(n * positions, 1)
     mean = channel_sums(x) / count
-    x_hat = np.subtract(x.reshape(n, -1), _coef(mean, x.dtype, positions))
-    var = channel_dots(x_hat.reshape(x.shape), x_hat.reshape(x.shape)) / count
+    xc = np.subtract(x.reshape(n, -1), _coef(mean, x.dtype, positions))
+    var = channel_dots(xc.reshape(x.shape), xc.reshape(x.shape)) / count
     inv = 1.0 / np.sqrt(var + epsilon)
-    x_hat *= _coef(inv, x.dtype, positions)
     y2 = y.reshape(n, -1)
-    np.multiply(x_hat, _coef(scale, x.dtype, positions), out=y2)
+    np.multiply(xc, _coef(scale.astype(np.float64) * inv, x.dtype, positions), out=y2)
     y2 += _coef(bias, x.dtype, positions)
-    return mean, var, inv, x_hat.reshape(x.shape)
+    return mean, var, inv, xc.reshape(x.shape)
 
 
 def batch_norm_backward(
-    dy: np.ndarray, x_hat: np.ndarray, inv: np.ndarray, scale: np.ndarray, need_dx: bool
+    dy: np.ndarray, xc: np.ndarray, inv: np.ndarray, scale: np.ndarray, need_dx: bool
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """(dx or None, dgamma, dbeta) of train-mode BatchNorm; dgamma and dbeta float64 (C,). dx is
-    a * dy + b * x_hat + c per channel: a = gamma * inv, b = -a * dgamma / n, c = -a * dbeta / n."""
+    """(dx or None, dgamma, dbeta) of train-mode BatchNorm from the centered input xc = x - mean
+    and inv (`batch_norm_forward`); dgamma and dbeta float64 (C,). dx is a * dy + b * xc + c per
+    channel: a = gamma * inv, b = -a * inv * dgamma / n, c = -a * dbeta / n."""
     n, c = dy.shape[:2]
     positions = dy.size // max(n * c, 1)
     count = max(n * positions, 1)
     dbeta = channel_sums(dy)
-    dgamma = channel_dots(dy, x_hat)
+    dgamma = channel_dots(dy, xc) * inv
     if not need_dx:
         return None, dgamma, dbeta
     a = scale.astype(np.float64) * inv
     dx = np.empty(dy.shape, dy.dtype)
     dx2 = dx.reshape(n, -1)
     np.multiply(dy.reshape(n, -1), _coef(a, dy.dtype, positions), out=dx2)
-    tmp = np.multiply(x_hat.reshape(n, -1), _coef(-a * dgamma / count, dy.dtype, positions))
+    tmp = np.multiply(xc.reshape(n, -1), _coef(-a * inv * dgamma / count, dy.dtype, positions))
     tmp += _coef(-a * dbeta / count, dy.dtype, positions)
     dx2 += tmp
     return dx, dgamma, dbeta

@@ -5,7 +5,7 @@ plain oracle, which it extends), faster:
   batch slices on the worker threads, single-threaded BLAS) compiled to keep every value (no
   buffer reuse, no fused epilogues: the backward reads the intermediates). Three kinds of step
   also keep what the backward needs besides the values: train-mode BatchNorm records its batch
-  mean, 1/std and x_hat; Conv runs as batch-last im2col and keeps its columns for dW (in a
+  mean, 1/std and x - mean; Conv runs as batch-last im2col and keeps its columns for dW (in a
   buffer the step reuses from one forward to the next); plain-kernel steps keep everything their
   kernel returned (a Dropout's mask, drawn from the caller's generator exactly as the plain
   forward draws it).
@@ -52,7 +52,7 @@ class _KeepingKernel(KernelStep):
 
 @dataclass
 class _RecordingBatchNorm(BatchNormStep):
-    """Train-mode BatchNorm that keeps (batch mean, 1/sqrt(batch var + eps), x_hat) for the
+    """Train-mode BatchNorm that keeps (batch mean, 1/sqrt(batch var + eps), x - mean) for the
     backward (`fast_norm.batch_norm_forward`). The running statistics are updated as the plain
     kernel does (running = momentum * running + (1 - momentum) * batch, the batch variance
     biased), through `Graph.set_param`."""
@@ -67,7 +67,7 @@ class _RecordingBatchNorm(BatchNormStep):
         x = run.get(self.inputs[0])
         scale, bias, mean, var = (run.get(i) for i in self.inputs[1:5])
         y = run.alloc(self.outputs[0], x.shape, x.dtype)
-        mu, batch_var, inv, x_hat = batch_norm_forward(x, scale, bias, self.epsilon, y)
+        mu, batch_var, inv, xc = batch_norm_forward(x, scale, bias, self.epsilon, y)
         new = {
             1: self.momentum * mean.astype(np.float64) + (1.0 - self.momentum) * mu,
             2: self.momentum * var.astype(np.float64) + (1.0 - self.momentum) * batch_var,
@@ -81,7 +81,7 @@ class _RecordingBatchNorm(BatchNormStep):
         for k, slot in enumerate(self.outputs[1:], start=1):
             if slot >= 0:
                 run.env[slot] = new[k].astype(run.get(self.inputs[k + 2]).dtype)
-        self.kept = (mu, inv, x_hat)
+        self.kept = (mu, inv, xc)
 
 
 @dataclass
