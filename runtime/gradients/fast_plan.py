@@ -28,13 +28,22 @@ from graphnet.errors import GraphNetError, InputError
 from graphnet.ir import Graph
 from graphnet.runtime.fast.compile import CompiledPlan
 from graphnet.runtime.fast.steps import BatchNormStep, ConvStep, KernelStep, Run
-from graphnet.runtime.fast.threads import WORKERS, Parallel
+from graphnet.runtime.fast.threads import Parallel
 from graphnet.runtime.gradients.backprop import Backprop, Tape, _Step
 from graphnet.runtime.gradients.fast_conv import conv_forward
 from graphnet.runtime.gradients.fast_norm import batch_norm_forward
 from graphnet.runtime.gradients.fast_rules import FastContext, get_fast_gradient
 
-__all__ = ["FastBackprop"]
+__all__ = ["FastBackprop", "CONV_WORKERS"]
+
+CONV_WORKERS = 1
+"""Threads for the training step's convolutions (the recording forward's and the backward's).
+One: measured on the 2-core machine of benchmarks/README.md (quiet), the template CNN's convs at
+batch 64 ran slower split over two threads than on one (16->16 channels at 8x8: forward 0.84 vs
+0.51 ms, backward 1.10 vs 0.96 ms; the whole step 10.4 -> 8.9 ms with every plan on one thread):
+their padded batch-last copies take about half their time and ran 2x slower per image on two
+threads (0.12 vs 0.06 ms for 64 images' copies), while their GEMMs alone scale. The inference
+plan keeps its own threads (`graphnet.runtime.fast.threads.WORKERS`)."""
 
 
 @dataclass
@@ -91,6 +100,7 @@ class _RecordingConv(ConvStep):
     epilogue) runs as the plan compiled it and keeps nothing."""
 
     kept: Any = None
+    parallel: Parallel | None = None  # the training step's conv threads, else the plan's
     # The columns' buffer, reused from step to step: a fresh multi-MiB array per step cost more
     # in page faults (the allocator returns freed large blocks to the system) than the backward
     # saves. A tape made before the buffer's reuse sees its record as stale (`generation`), and
@@ -139,7 +149,7 @@ class _RecordingConv(ConvStep):
             pads=spec.pads,
             dilations=spec.dilations,
             group=spec.group,
-            parallel=run.parallel,
+            parallel=self.parallel or run.parallel,
             buffer=self.buffer,
         )
         kept.current = lambda: self.generation == generation
@@ -156,9 +166,9 @@ class FastBackprop(Backprop):
     """A graph planned for training on the fast plan (see the module docstring). Not for
     concurrent use: a plan keeps its last run's records."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, *, conv_workers: int = CONV_WORKERS) -> None:
         super().__init__(graph)
-        self.parallel = Parallel(WORKERS)
+        self.parallel = Parallel(max(1, int(conv_workers)))  # the convs' threads (both ways)
         self._plans: dict[bool, CompiledPlan] = {}
 
     def _plan(self, training: bool) -> CompiledPlan:
@@ -169,7 +179,7 @@ class FastBackprop(Backprop):
                 if type(s) is BatchNormStep and training:
                     plan.steps[i] = _copy_as(_RecordingBatchNorm, s, graph=self.graph)
                 elif type(s) is ConvStep and training:
-                    plan.steps[i] = _copy_as(_RecordingConv, s)
+                    plan.steps[i] = _copy_as(_RecordingConv, s, parallel=self.parallel)
                 elif type(s) is KernelStep and not s.constant:
                     plan.steps[i] = _copy_as(_KeepingKernel, s)
             self._plans[training] = plan

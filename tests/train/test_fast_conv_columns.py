@@ -115,3 +115,24 @@ def test_a_stale_tape_builds_the_columns_again() -> None:
     for name in wrt:
         # float32, two summation orders; the second batch's columns would be off by O(1)
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_one_and_two_conv_threads_give_the_same_step() -> None:
+    """The convs' thread count (`conv_workers`) changes only the chunking: the same values and
+    gradients up to float32 summation order (dW sums per-thread partial products)."""
+    g1 = nn.template(channels=(4, 6), hidden=(8,), drop=0.0).build((None, 1, 8, 8), seed=3)
+    g2 = copy.deepcopy(g1)
+    x = np.random.default_rng(1).standard_normal((9, 1, 8, 8)).astype(np.float32)
+    tapes, grads = [], []
+    for g, workers in ((g1, 1), (g2, 2)):
+        fb = FastBackprop(g, conv_workers=workers)
+        t = fb.forward({"input": x}, rng=np.random.default_rng(2))
+        out = g.outputs[0]
+        seed = np.random.default_rng(4).standard_normal(t.values[out].shape).astype(np.float32)
+        tapes.append(t)
+        grads.append(fb.backward(t, {out: seed}, list(g.params)))
+    for name, value in tapes[0].values.items():
+        np.testing.assert_allclose(tapes[1].values[name], value, rtol=1e-5, atol=1e-6)
+    for name, value in grads[0].items():
+        scale = float(np.abs(value).max())
+        np.testing.assert_allclose(grads[1][name], value, rtol=1e-4, atol=1e-5 * scale)
