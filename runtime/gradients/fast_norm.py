@@ -7,10 +7,11 @@ channel are added in float64. The element-wise work is a few broadcast passes in
 per-channel coefficients computed in float64. The plain rule (`normalization.py`, all float64)
 is the oracle.
 
-Forward: mean = sum x / n, the centered xc = x - mean, the biased var = sum xc^2 / n (two
-passes, as the plain kernel's `moments`), inv = 1 / sqrt(var + eps), y = (gamma * inv) * xc + beta.
-The forward keeps xc, not x_hat = xc * inv (one pass fewer): the backward applies inv per channel.
-Backward: dbeta = sum dy, dgamma = sum dy * x_hat = inv * sum dy * xc,
+Forward: mean = sum x / n, the centered xc = x - mean (mean rounded to x's dtype) and its
+remaining mean r = sum xc / n, the biased var = sum xc^2 / n - r^2 (the corrected two-pass
+algorithm), inv = 1 / sqrt(var + eps), y = (gamma * inv) * (xc - r) + beta. The forward keeps xc
+and r, not x_hat = (xc - r) * inv (one pass fewer): the backward applies inv and r per channel.
+Backward: dbeta = sum dy, dgamma = sum dy * x_hat = inv * (sum dy * xc - r * dbeta),
 dx = gamma * inv * (dy - dbeta / n - x_hat * dgamma / n).
 """
 
@@ -45,41 +46,55 @@ def _coef(v: np.ndarray, dtype: np.dtype, positions: int) -> np.ndarray:
 
 def batch_norm_forward(
     x: np.ndarray, scale: np.ndarray, bias: np.ndarray, epsilon: float, y: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """y (written in place, x's shape) = BatchNorm of x with its batch statistics; returns
-    (batch mean, biased batch var, inv = 1/sqrt(var + eps), xc = x - mean), the statistics
-    float64 (C,), xc in x's dtype and shape."""
+    (batch mean, biased batch var, inv = 1/sqrt(var + eps), xc, r): xc = x - the mean rounded to
+    x's dtype, in x's dtype and shape, and r (C,) its remaining per-channel mean, the statistics,
+    inv and r float64. The corrected two-pass algorithm: with an offset (say 1e4 against a spread
+    of 0.1), the float32-rounded mean leaves xc a mean r far above its rounding; var = mean(xc^2)
+    - r^2 and x_hat = (xc - r) * inv are then exact to float32 rounding of xc, the r terms folded
+    into per-channel coefficients (no extra pass over the data)."""
     n, c = x.shape[:2]
     positions = x.size // max(n * c, 1)
     count = max(n * positions, 1)
-    mean = channel_sums(x) / count
+    mean = (channel_sums(x) / count).astype(x.dtype)  # the rounded mean xc is centered on
     xc = np.subtract(x.reshape(n, -1), _coef(mean, x.dtype, positions))
-    var = channel_dots(xc.reshape(x.shape), xc.reshape(x.shape)) / count
+    r = channel_sums(xc.reshape(x.shape)) / count
+    var = np.maximum(channel_dots(xc.reshape(x.shape), xc.reshape(x.shape)) / count - r * r, 0.0)
     inv = 1.0 / np.sqrt(var + epsilon)
+    a = scale.astype(np.float64) * inv
     y2 = y.reshape(n, -1)
-    np.multiply(xc, _coef(scale.astype(np.float64) * inv, x.dtype, positions), out=y2)
-    y2 += _coef(bias, x.dtype, positions)
-    return mean, var, inv, xc.reshape(x.shape)
+    np.multiply(xc, _coef(a, x.dtype, positions), out=y2)
+    y2 += _coef(bias.astype(np.float64) - a * r, x.dtype, positions)
+    return mean.astype(np.float64) + r, var, inv, xc.reshape(x.shape), r
 
 
 def batch_norm_backward(
-    dy: np.ndarray, xc: np.ndarray, inv: np.ndarray, scale: np.ndarray, need_dx: bool
+    dy: np.ndarray,
+    xc: np.ndarray,
+    inv: np.ndarray,
+    scale: np.ndarray,
+    need_dx: bool,
+    r: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """(dx or None, dgamma, dbeta) of train-mode BatchNorm from the centered input xc = x - mean
-    and inv (`batch_norm_forward`); dgamma and dbeta float64 (C,). dx is a * dy + b * xc + c per
-    channel: a = gamma * inv, b = -a * inv * dgamma / n, c = -a * dbeta / n."""
+    """(dx or None, dgamma, dbeta) of train-mode BatchNorm from `batch_norm_forward`'s xc, inv
+    and r (x_hat = (xc - r) * inv; r None: 0); dgamma and dbeta float64 (C,). dx is
+    a * dy + b * xc + c per channel: a = gamma * inv, b = -a * inv * dgamma / n,
+    c = -a * dbeta / n - b * r."""
     n, c = dy.shape[:2]
     positions = dy.size // max(n * c, 1)
     count = max(n * positions, 1)
     dbeta = channel_sums(dy)
-    dgamma = channel_dots(dy, xc) * inv
+    shift = np.zeros(c) if r is None else r
+    dgamma = (channel_dots(dy, xc) - shift * dbeta) * inv
     if not need_dx:
         return None, dgamma, dbeta
     a = scale.astype(np.float64) * inv
+    b = -a * inv * dgamma / count
     dx = np.empty(dy.shape, dy.dtype)
     dx2 = dx.reshape(n, -1)
     np.multiply(dy.reshape(n, -1), _coef(a, dy.dtype, positions), out=dx2)
-    tmp = np.multiply(xc.reshape(n, -1), _coef(-a * inv * dgamma / count, dy.dtype, positions))
-    tmp += _coef(-a * dbeta / count, dy.dtype, positions)
+    tmp = np.multiply(xc.reshape(n, -1), _coef(b, dy.dtype, positions))
+    tmp += _coef(-a * dbeta / count - b * shift, dy.dtype, positions)
     dx2 += tmp
     return dx, dgamma, dbeta

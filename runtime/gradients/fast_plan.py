@@ -61,7 +61,7 @@ class _KeepingKernel(KernelStep):
 
 @dataclass
 class _RecordingBatchNorm(BatchNormStep):
-    """Train-mode BatchNorm that keeps (batch mean, 1/sqrt(batch var + eps), x - mean) for the
+    """Train-mode BatchNorm that keeps (batch mean, 1/sqrt(batch var + eps), xc, r) for the
     backward (`fast_norm.batch_norm_forward`). The running statistics are updated as the plain
     kernel does (running = momentum * running + (1 - momentum) * batch, the batch variance
     biased), through `Graph.set_param`."""
@@ -76,7 +76,7 @@ class _RecordingBatchNorm(BatchNormStep):
         x = run.get(self.inputs[0])
         scale, bias, mean, var = (run.get(i) for i in self.inputs[1:5])
         y = run.alloc(self.outputs[0], x.shape, x.dtype)
-        mu, batch_var, inv, xc = batch_norm_forward(x, scale, bias, self.epsilon, y)
+        mu, batch_var, inv, xc, r = batch_norm_forward(x, scale, bias, self.epsilon, y)
         new = {
             1: self.momentum * mean.astype(np.float64) + (1.0 - self.momentum) * mu,
             2: self.momentum * var.astype(np.float64) + (1.0 - self.momentum) * batch_var,
@@ -90,7 +90,7 @@ class _RecordingBatchNorm(BatchNormStep):
         for k, slot in enumerate(self.outputs[1:], start=1):
             if slot >= 0:
                 run.env[slot] = new[k].astype(run.get(self.inputs[k + 2]).dtype)
-        self.kept = (mu, inv, xc)
+        self.kept = (mu, inv, xc, r)
 
 
 @dataclass

@@ -141,13 +141,14 @@ def batch_normalization(
     ctx: FastContext,
 ) -> Any:
     """Train mode, from the forward's record (batch mean, 1/sqrt(batch var + eps) in float64,
-    x - mean in x's dtype): `fast_norm.batch_norm_backward`. Inference mode (a per-channel affine
-    of constants) and a forward that kept no record go to the plain rule."""
+    xc and r as `fast_norm.batch_norm_forward` returns them): `fast_norm.batch_norm_backward`.
+    Inference mode (a per-channel affine of constants) and a forward that kept no record go to
+    the plain rule."""
     rec = ctx.record
     if not training or rec is None or not _same_float(dy, x) or x.ndim < 2:
         return NotImplemented
-    _, inv, xc = rec
-    dx, dgamma, dbeta = batch_norm_backward(dy, xc, inv, scale, needs[0])
+    _, inv, xc, r = rec
+    dx, dgamma, dbeta = batch_norm_backward(dy, xc, inv, scale, needs[0], r)
     return dx, dgamma.astype(scale.dtype), dbeta.astype(b.dtype), None, None
 
 

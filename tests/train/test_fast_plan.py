@@ -251,3 +251,45 @@ def test_relu_of_an_infinite_gradient_is_the_plain_rule(monkeypatch):
     got = fb.backward(fb.forward({"input": x}), {"output": dy}, ["input"])["input"]
     np.testing.assert_array_equal(got, [[0.0, 1.0, 0.0, -np.inf]])
     assert "Relu" not in ran
+
+
+@pytest.mark.parametrize("offset, spread", [(0.0, 1.0), (1e3, 0.1), (1e4, 0.01)])
+def test_fast_batch_norm_is_exact_on_offset_data(offset: float, spread: float) -> None:
+    """Train-mode BatchNorm forward and backward on data far from zero (a mean of 1e4 against a
+    spread of 0.01) against the float64 formulas: the float32-rounded mean leaves the centered
+    data a mean far above its rounding, which the corrected two-pass algorithm removes (without
+    it y was off by ~1e-2 at 1e4 / 0.01). Tolerances: a few float32 roundings of x_hat ~ 1
+    (x itself is exact in both: the float64 formula reads the same float32 data)."""
+    from graphnet.runtime.gradients.fast_norm import batch_norm_backward, batch_norm_forward
+
+    rng = np.random.default_rng(7)
+    shape = (16, 4, 8, 8)
+    x = (offset + spread * rng.standard_normal(shape)).astype(np.float32)
+    gamma = rng.uniform(0.5, 1.5, 4).astype(np.float32)
+    beta = rng.standard_normal(4).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    eps = 1e-5
+
+    y = np.empty_like(x)
+    mean, var, inv, xc, r = batch_norm_forward(x, gamma, beta, eps, y)
+    dx, dgamma, dbeta = batch_norm_backward(dy, xc, inv, gamma, True, r)
+
+    x64, dy64, axes = x.astype(np.float64), dy.astype(np.float64), (0, 2, 3)
+    mu64 = x64.mean(axis=axes)
+    var64 = x64.var(axis=axes)
+    c = (slice(None), None, None)
+    inv64 = 1 / np.sqrt(var64 + eps)
+    xhat64 = (x64 - mu64[c]) * inv64[c]
+    y64 = gamma.astype(np.float64)[c] * xhat64 + beta.astype(np.float64)[c]
+    n = x.size / 4
+    db64 = dy64.sum(axis=axes)
+    dg64 = (dy64 * xhat64).sum(axis=axes)
+    dx64 = (gamma * inv64)[c] * (dy64 - db64[c] / n - xhat64 * dg64[c] / n)
+
+    # The mean to float32 rounding of the spread (float32 sums of xc), not of the offset.
+    np.testing.assert_allclose(mean, mu64, rtol=1e-12, atol=1e-6 * spread)
+    np.testing.assert_allclose(var, var64, rtol=1e-5)
+    np.testing.assert_allclose(y, y64, atol=2e-5)
+    np.testing.assert_allclose(dbeta, db64, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dgamma, dg64, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dx, dx64, atol=2e-4 * float(np.abs(dx64).max()))
