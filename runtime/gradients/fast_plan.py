@@ -140,20 +140,31 @@ class _RecordingConv(ConvStep):
             self.buffer = np.empty(shape, x.dtype)
         self.generation += 1
         generation = self.generation
-        kept = conv_forward(
-            x,
-            w,
-            run.get(self.epilogue_bias),
-            y,
-            strides=spec.strides,
-            pads=spec.pads,
-            dilations=spec.dilations,
-            group=spec.group,
-            parallel=self.parallel or run.parallel,
-            buffer=self.buffer,
-        )
+        try:
+            kept = conv_forward(
+                x,
+                w,
+                run.get(self.epilogue_bias),
+                y,
+                strides=spec.strides,
+                pads=spec.pads,
+                dilations=spec.dilations,
+                group=spec.group,
+                parallel=self.parallel or run.parallel,
+                buffer=self.buffer,
+            )
+        finally:
+            if self.parallel is not None:  # the plan resets its own threads' scratch per step
+                _reset_scratch(self.parallel)
         kept.current = lambda: self.generation == generation
         self.kept = kept
+
+
+def _reset_scratch(parallel: Parallel) -> None:
+    """End a step's use of `parallel`'s thread scratch: its places are free again and each
+    buffer grows to the largest step's total (as the compiled plan does after every step)."""
+    for scratch in parallel.scratch:
+        scratch.reset()
 
 
 def _copy_as(cls: type, step: Any, **extra: Any) -> Any:
@@ -243,7 +254,10 @@ class FastBackprop(Backprop):
         if fast is not None:
             kw = dict(kwargs, training=tape.training, needs=needs)
             ctx = FastContext(self.parallel, tape.records.get(step.node.name))
-            result = fast(dy, *args, ctx=ctx, **kw)
+            try:
+                result = fast(dy, *args, ctx=ctx, **kw)
+            finally:  # a rule's workspaces live for its call only (the Scratch contract)
+                _reset_scratch(self.parallel)
             if result is not NotImplemented:
                 return result
         return super()._differentiate(k, step, dy, args, kwargs, tape, needs)
