@@ -263,20 +263,30 @@ def _scale_constant_operand(graph: Graph, node: Node, k: int, a: Affine) -> str 
     return write_param(graph, node, k, scaled, f"{node.inputs[k]}_{a.tag}")
 
 
+def _per_weight_column(
+    graph: Graph, mm: Node, out_shape: tuple | None, a: Affine
+) -> tuple[np.ndarray, np.ndarray | None] | str:
+    """(s, t) of `a` per column of MatMul `mm`'s constant weight B (K, F), or why not (B not a
+    usable constant for an output of `out_shape`)."""
+    why = _matmul_weight_ok(graph, mm, None if out_shape is None else len(out_shape))
+    if why:
+        return why
+    n = _features(graph, mm.inputs[1], 1)
+    if n is None:
+        return _not_constant(mm, 1, "weight")
+    return a.per_feature(n)
+
+
 def _into_matmul(graph: Graph, mm: Node, x: str, chain: list[Node], a: Affine) -> Folded | str:
     if a.uniform_scale:  # (k A) B = A (k B): either constant operand takes the factor
         k = next((k for k in (1, 0) if mm.inputs[k] in graph.params), None)
         if k is None:
             return f"{mm.name} (MatMul) has no constant operand to scale"
         return _finish(graph, mm, x, chain, [_scale_constant_operand(graph, mm, k, a)])
-    out = graph.values[mm.outputs[0]].shape
-    why = _matmul_weight_ok(graph, mm, None if out is None else len(out))
-    if why:
-        return why
-    n = _features(graph, mm.inputs[1], 1)
-    if n is None:
-        return _not_constant(mm, 1, "weight")
-    s, t = a.per_feature(n)
+    st = _per_weight_column(graph, mm, graph.values[mm.outputs[0]].shape, a)
+    if isinstance(st, str):
+        return st
+    s, t = st
     note, why = scale_weight(graph, mm, 1, s, 1, 1, _hint(mm, 1, a))  # B is (K, F)
     if why:
         return why
@@ -308,13 +318,10 @@ def _into_matmul_add(graph: Graph, add: Node, x: str, chain: list[Node], a: Affi
     if busy:
         return f"{mm.name} output {busy}"
     y_shape = graph.values[add.outputs[0]].shape
-    why = _matmul_weight_ok(graph, mm, None if y_shape is None else len(y_shape))
-    if why:
-        return why
-    n = _features(graph, mm.inputs[1], 1)
-    if n is None:
-        return _not_constant(mm, 1, "weight")
-    s, t = a.per_feature(n)
+    st = _per_weight_column(graph, mm, y_shape, a)
+    if isinstance(st, str):
+        return st
+    s, t = st
     c_new = shift_bias(np.asarray(c, np.float64), s, t).astype(c.dtype)
     if not broadcasts_to(c_new.shape, y_shape) or not broadcasts_to(
         c.shape, graph.values[mm.outputs[0]].shape
