@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 
 import numpy as np
 
 from graphnet.cli.common import (
     EXIT_OK,
+    CliError,
     check_inputs_exist,
     check_output,
     declared_mode,
@@ -36,7 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="an input array, once per model input",
     )
     p.add_argument(
-        "-o", "--output", required=True, metavar="OUT.npz", help="the outputs, keyed by name"
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT.npz",
+        help="the outputs, keyed by name (an .npz archive: np.load(OUT.npz)[name])",
     )
     p.add_argument(
         "--mode",
@@ -56,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
     paths = input_paths(args.input)
     check_inputs_exist([args.model])
     check_output(args.output, inputs=[args.model, *paths.values()])
+    ext = os.path.splitext(args.output)[1].lower()
+    if ext not in ("", ".npz"):  # e.g. out.npy or out.txt: an .npz archive under it misleads
+        raise CliError(
+            f"-o {args.output}: run writes an .npz archive of the outputs keyed by name, "
+            f"not {ext}; name it OUT.npz"
+        )
     model = load_model(args.model)
     graph = load_graph(args.model, model)
     mode = args.mode or declared_mode(model)

@@ -92,6 +92,18 @@ def test_run_refuses_to_overwrite_an_input_array(tmp_path, capsys, model):
     assert _sha(x) == before
 
 
+@pytest.mark.parametrize("name", ["y.npy", "y.txt", "y.NPY"])
+def test_run_refuses_an_output_name_that_is_not_an_npz(tmp_path, capsys, model, no_work, name):
+    """`-o y.npy` would get a zip archive under a name np.load reads as one array: refused
+    before any work, with the extension named, nothing written."""
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 3, 8, 8), np.float32))
+    out = tmp_path / name
+    code, _, err = _run(["run", model, "-i", f"x={x}", "-o", out], capsys)
+    assert code == 2 and f"not {os.path.splitext(name)[1].lower()}" in err and "OUT.npz" in err
+    assert not out.exists()
+
+
 def test_export_refuses_to_overwrite_the_module(tmp_path, capsys):
     mod = tmp_path / "nets.py"
     mod.write_text("from graphnet import nn\nnet = nn.Sequential([nn.ReLU()])\n")
