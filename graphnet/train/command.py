@@ -119,7 +119,7 @@ def train_model(
     """Train `graph` on `dataset` (`trainable`: the parameters that learn, None for all), then
     write it to `output`; returns the `History`. Nothing is written before training succeeded,
     and then atomically."""
-    from graphnet.train.trainer import fit
+    from graphnet.train.trainer import check_batch_shape, fit
 
     if opts.epochs < 1:
         raise InputError(f"--epochs must be >= 1, got {opts.epochs}")
@@ -128,6 +128,9 @@ def train_model(
     optimizer = _optimizer(opts)
     _check_labels(graph, dataset, data_name)
     _check_finite(dataset, data_name)
+    # Before the "training ..." line: a shape the model cannot take is the data's fault, found
+    # without a step (the first step would refuse it too, after announcing the training).
+    check_batch_shape(graph, dataset.x[: opts.batch_size])
     log(
         f"training '{graph.name}' on {len(dataset.x)} examples"
         + (f" ({len(dataset.x_test)} test)" if dataset.x_test is not None else "")

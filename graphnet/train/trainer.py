@@ -26,7 +26,7 @@ from graphnet.train.history import History
 from graphnet.train.losses import LOSSES, cross_entropy_from_probabilities
 from graphnet.train.optim import SGD, Optimizer, Schedule
 
-__all__ = ["Trainer", "fit", "PLANS"]
+__all__ = ["Trainer", "fit", "check_batch_shape", "PLANS"]
 
 PLANS = ("fast", "reference")
 
@@ -80,20 +80,7 @@ class Trainer:
         self.steps = 0
 
     def _check_batch(self, x: np.ndarray) -> None:
-        want = self.graph.values[self.input].shape
-        if want is None:
-            return
-        ok = len(want) == x.ndim and all(
-            not isinstance(d, int) or d == a for d, a in zip(want, x.shape, strict=True)
-        )
-        if not ok:
-            hint = ""
-            if len(want) == x.ndim and isinstance(want[0], int) and want[1:] == x.shape[1:]:
-                hint = " (a static batch dim: export the model with a dynamic batch axis)"
-            raise InputError(
-                f"input '{self.input}' of the model has shape {format_shape(want)}; the data "
-                f"gives batches of shape {format_shape(x.shape)}{hint}"
-            )
+        check_batch_shape(self.graph, x)
 
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """One update on a batch; returns (loss, number of correct predictions in train mode)."""
@@ -148,6 +135,26 @@ def _progress(total: int, desc: str, enabled: bool | None):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, unit="step")
+
+
+def check_batch_shape(graph: Graph, x: np.ndarray) -> None:
+    """Refuse a batch `x` whose shape the graph's first input cannot take (static dims must
+    match; every other dim is free), naming both shapes."""
+    name = graph.inputs[0]
+    want = graph.values[name].shape
+    if want is None:
+        return
+    ok = len(want) == x.ndim and all(
+        not isinstance(d, int) or d == a for d, a in zip(want, x.shape, strict=True)
+    )
+    if not ok:
+        hint = ""
+        if len(want) == x.ndim and isinstance(want[0], int) and want[1:] == x.shape[1:]:
+            hint = " (a static batch dim: export the model with a dynamic batch axis)"
+        raise InputError(
+            f"input '{name}' of the model has shape {format_shape(want)}; the data "
+            f"gives batches of shape {format_shape(x.shape)}{hint}"
+        )
 
 
 def fit(

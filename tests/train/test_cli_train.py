@@ -85,8 +85,10 @@ def test_trains_a_dsl_module_and_writes_history(tmp_path):
 
 def _bad(tmp_path, capsys, argv, message):
     assert main(argv) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert message in err and "Traceback" not in err
+    # Refused before training starts: no "training ..." line announces a run that never happens.
+    assert "training" not in out, out
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out.onnx").exists()
 
