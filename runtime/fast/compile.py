@@ -113,8 +113,8 @@ class CompiledPlan:
         self.graph = graph
         self.training = training
         self.fuse, self.reuse = fuse, reuse
-        self.pool = Pool()
         self.parallel = Parallel(WORKERS)
+        self.pool = Pool(self.parallel.scratch)  # (places the threads' workspaces too)
         self._lock = threading.Lock()
         self.slots: dict[str, int] = {}
         for name in graph.inputs:
@@ -584,7 +584,9 @@ class CompiledPlan:
         for scratch in run.scratch:  # (a failed run may have left places)
             scratch.reset()
         with blas_single_threaded():
-            for step, frees in zip(self.steps, self.frees, strict=True):
+            pool = self.pool
+            for k, (step, frees) in enumerate(zip(self.steps, self.frees, strict=True)):
+                pool.step_begin(k)
                 try:
                     if timings is None:
                         step(run)
@@ -602,10 +604,9 @@ class CompiledPlan:
                     raise KernelError(
                         f"while executing {_where(step, run)}: {type(exc).__name__}: {exc}"
                     ) from exc
+                pool.step_end(k)  # the step's workspaces are free for the next one
                 for slot in frees:
                     run.free(slot)
-                for scratch in run.scratch:  # the step's workspaces are free for the next one
-                    scratch.reset()
         if self.reuse:
             self.pool.end()
         if keep_all:  # constant steps' results are the plan's own: the caller gets copies

@@ -1,15 +1,19 @@
-"""Memory of the compiled plan: activation buffers placed by liveness, and a scratch arena for
-kernel workspaces (im2col columns, Winograd tiles, padded inputs).
+"""Memory of the compiled plan: activation buffers and kernel workspaces (im2col columns,
+Winograd tiles, padded inputs) placed by liveness in one arena.
 
 Activation buffers: the first run with given input shapes takes them from a best-fit pool of flat
 buffers (a buffer goes back to the pool when the last value viewing it dies) and records every
-take and give. At its end the recorded lifetimes are packed into one arena, largest first, each
-at the lowest offset free for its whole lifetime (greedy by size), and the pool is emptied. The
-following runs with those shapes replay the same takes as views of the arena: the memory held is
-about the largest set of simultaneously live values (the pool alone held up to twice that, a
-request taking any free buffer up to twice its size), and a run allocates nothing but its
-outputs (which the caller keeps). A run whose takes differ from the record (sizes, count) takes
-the rest from fresh memory and is recorded again.
+take and give; its workspaces come from each thread's own `Scratch` buffer, and each step's use
+of it is recorded as a buffer living for that step only. At its end the recorded lifetimes are
+packed into one arena, largest first, each at the lowest offset free for its whole lifetime
+(greedy by size); the pool is emptied and the threads' own scratch buffers are dropped. The
+following runs with those shapes replay the same takes as views of the arena, and each step's
+workspaces are views of its places there: the memory held is about the largest, over steps, of
+the values live at once plus that step's workspaces (the pool alone held up to twice the values, a
+request taking any free buffer up to twice its size, and scratch buffers sized to the largest
+step came on top), and a run allocates nothing but its outputs (which the caller keeps). A run
+whose takes or workspaces differ from the record (sizes, count) takes the rest from fresh memory
+and the next run with those shapes is recorded again.
 """
 
 from __future__ import annotations
@@ -28,22 +32,125 @@ MAX_LAYOUTS = 16
 __all__ = ["ALIGN", "MAX_LAYOUTS", "Pool", "Scratch"]
 
 
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+class Scratch:
+    """Workspaces of one thread for one step at a time. Within a step, the first take of slot k
+    (per dtype) places it after the slots the step placed before, at an aligned offset; later
+    takes of it reuse that place when they fit (the data stays), else move it to the end (a
+    step uses slots 0..4 at once, a larger take gets fresh contents as before). `reset()` after
+    each step frees every place.
+
+    The places are in the region of a `Pool`'s arena the step is bound to (`bind`, by a
+    replayed run), else in the scratch's own buffer, sized to the largest step's total (where
+    per-slot buffers held each slot's largest request over all steps: inception_bn@32 2.0 MiB
+    per thread for 3.0). A take past the region or buffer gets an array of its own; the own
+    buffer grows at the next reset (views of it may be alive until then)."""
+
+    def __init__(self) -> None:
+        self._buf = np.empty(0, np.uint8)
+        # (slot, dtype) -> (elements, the placed array): this step's places
+        self._places: dict[tuple[int, Any], tuple[int, np.ndarray]] = {}
+        self._end = 0  # bytes placed by this step (including arrays of their own)
+        self._need = 0  # the largest step's total seen (own buffer)
+        self._own = 0  # bytes of this step's arrays past the buffer or region
+        self._views: dict[tuple[int, int, Any], np.ndarray] = {}  # (offset, elements, dtype)
+        # the bound region: (arena, its first byte, its bytes), or no arena
+        self._arena: np.ndarray | None = None
+        self._base = self._size = 0
+        self._arena_views: dict[tuple[int, int, Any], np.ndarray] = {}  # offsets in the arena
+        self.lean = False  # room() is 0 (a recorded step takes no more than it must)
+
+    def take(self, slot: int, size: int, dtype: Any) -> np.ndarray:
+        place = self._places.get((slot, dtype))
+        if place is not None and place[0] >= size:  # taken again in this step: same memory
+            return place[1][:size]
+        n = max(size, 1)
+        off = self._end
+        if self._arena is not None:
+            src, views, limit, key = self._arena, self._arena_views, self._size, self._base + off
+        else:
+            src, views, limit, key = self._buf, self._views, self._buf.nbytes, off
+        arr = views.get((key, n, dtype))  # the view this place had in an earlier step
+        if arr is not None:
+            self._end = off + _aligned(arr.nbytes)
+        else:
+            dt = np.dtype(dtype)
+            self._end = off + _aligned(n * dt.itemsize)
+            if src is self._buf:
+                self._need = max(self._need, self._end)
+            if self._end <= limit:
+                arr = views[key, n, dtype] = src[key : key + n * dt.itemsize].view(dt)
+            else:  # past the buffer or region: an array of its own
+                arr = np.empty(n, dt)
+                self._own += arr.nbytes
+        self._places[slot, dtype] = (n, arr)
+        return arr[:size]
+
+    def reset(self) -> None:
+        """The step is over: its places are free (and the scratch bound to no region); the own
+        buffer grows to the largest total seen."""
+        self._arena = None
+        if self._places:  # (most steps take no scratch: nothing else to do)
+            self._places.clear()
+            self._end = self._own = 0
+            if self._need > self._buf.nbytes:
+                self._buf = np.empty(self._need, np.uint8)
+                self._views.clear()
+
+    def bind(self, arena: np.ndarray, offset: int, nbytes: int) -> None:
+        """This step's places are `arena[offset : offset + nbytes]` (until `reset`). The pool
+        `release`s the scratch before it replaces its arena: cached views are of this one."""
+        self._arena, self._base, self._size = arena, offset, nbytes
+
+    def used(self) -> int:
+        """Bytes this step has placed so far (the region it needs)."""
+        return self._end
+
+    def release(self) -> None:
+        """Drop the own buffer and every cached view (a pool's arena now holds the places)."""
+        self._buf = np.empty(0, np.uint8)
+        self._need = 0
+        self._views.clear()
+        self._arena_views.clear()
+
+    def room(self, dtype: np.dtype) -> int:
+        """Elements of `dtype` the region or buffer holds past this step's places: a step whose
+        work can be chunked sizes its chunks to fit, adding no memory (0 while `lean`)."""
+        if self.lean:
+            return 0
+        limit = self._size if self._arena is not None else self._buf.nbytes
+        return max(0, limit - self._end) // np.dtype(dtype).itemsize
+
+    def held(self) -> int:
+        return self._buf.nbytes + self._own
+
+
 class Pool:
     """Flat buffers by dtype: `take` hands one out, `give` returns it. Between `begin(key)` and
     `end()` (one run), takes follow the arena layout recorded for `key` when there is one, else
-    they come from the best-fit free lists and are recorded."""
+    they come from the best-fit free lists and are recorded; `step_begin(k)` / `step_end(k)`
+    around step k bind the threads' `scratch` to the step's places in the arena (replay) or
+    record what they used (recording)."""
 
-    def __init__(self) -> None:
+    def __init__(self, scratch: list[Scratch] | None = None) -> None:
         self._free: dict[np.dtype, list[tuple[int, int, np.ndarray]]] = {}
         self._serial = 0
         self.allocated = 0  # bytes held by this pool (free lists and arena)
+        self.scratch: list[Scratch] = scratch if scratch is not None else []
         self._layouts: dict = {}  # key -> [(offset, nbytes, dtype), ...] in take order
+        self._workspaces: dict = {}  # key -> {step: [(offset, nbytes) per scratch]}
         self._arena = np.empty(0, np.uint8)
         self._replay: list | None = None  # the layout being replayed
+        self._ws_replay: dict = {}  # its workspaces
         self._next = 0  # its next take
         self._trace: list | None = None  # while recording: [nbytes, dtype, take, give]
+        self._ws_trace: list = []  # while recording: [nbytes, None, begin, end, step, scratch]
         self._open: dict[int, list] = {}  # id(buffer) -> its trace entry
         self._clock = 0
+        self._t0 = 0
         self._key = None
 
     # ------------------------------------------------------------------ per run
@@ -51,23 +158,72 @@ class Pool:
         """A run with inputs described by `key` starts."""
         self._key, self._clock, self._next = key, 0, 0
         self._replay = self._layouts.get(key)
+        self._ws_replay = self._workspaces.get(key, {})
         self._trace = None if self._replay is not None else []
+        self._ws_trace = []
         self._open = {}
+        lean = self._trace is not None
+        for s in self.scratch:
+            s.lean = lean
+
+    def step_begin(self, k: int) -> None:
+        """Step k starts: in a replay, its workspaces are bound to their places."""
+        if self._trace is not None:
+            self._clock += 1
+            self._t0 = self._clock
+        elif self._ws_replay:
+            places = self._ws_replay.get(k)
+            if places is not None:
+                for s, (off, nbytes) in zip(self.scratch, places, strict=False):
+                    if nbytes:
+                        s.bind(self._arena, off, nbytes)
+
+    def step_end(self, k: int) -> None:
+        """Step k is over: record (or check) what its workspaces used; free their places."""
+        if self._trace is not None:
+            used = [s.used() for s in self.scratch]
+            if any(used):
+                self._clock += 1
+                for i, nbytes in enumerate(used):
+                    if nbytes:
+                        self._ws_trace.append([nbytes, None, self._t0, self._clock, k, i])
+        spilled = False
+        for s in self.scratch:  # (per step: plain attribute reads, no calls)
+            spilled = spilled or s._own > 0
+            s.reset()
+        if spilled and self._replay is not None:
+            # Past its places (a size computed from values?): right, but in fresh memory; the
+            # next run with this key records anew.
+            self._layouts.pop(self._key, None)
+            self._workspaces.pop(self._key, None)
 
     def end(self) -> None:
         """The run finished: a recorded run becomes a layout (and the arena grows to it)."""
         trace, self._trace, self._replay = self._trace, None, None
+        ws_trace, self._ws_trace, self._ws_replay = self._ws_trace, [], {}
+        for s in self.scratch:
+            s.lean = False
         if trace is None or self._key is None:
+            self._key = None
             return
         if len(self._layouts) >= MAX_LAYOUTS:
             self._layouts.clear()
-        layout, size = _pack(trace, self._clock + 1)
-        self._layouts[self._key] = layout
+            self._workspaces.clear()
+        layout, size = _pack(trace + ws_trace, self._clock + 1)
+        self._layouts[self._key] = layout[: len(trace)]
+        places: dict[int, list[tuple[int, int]]] = {}
+        for (off, nbytes, _), entry in zip(layout[len(trace) :], ws_trace, strict=True):
+            row = places.setdefault(entry[4], [(0, 0)] * len(self.scratch))
+            row[entry[5]] = (off, nbytes)
+        self._workspaces[self._key] = places
         self._key = None
-        # The free lists' buffers are no longer needed: replays use the arena.
+        # The free lists' buffers and the threads' own scratch are no longer needed: replays
+        # use the arena.
         self.allocated -= sum(b.nbytes for lst in self._free.values() for _, _, b in lst)
         self._free.clear()
         self._open = {}
+        for s in self.scratch:
+            s.release()
         if size > self._arena.nbytes:
             self.allocated += size - self._arena.nbytes
             self._arena = np.empty(size, np.uint8)
@@ -75,7 +231,11 @@ class Pool:
     def abort(self) -> None:
         """The run failed: record nothing."""
         self._trace = self._replay = self._key = None
+        self._ws_trace, self._ws_replay = [], {}
         self._open = {}
+        for s in self.scratch:
+            s.lean = False
+            s.reset()
 
     # ------------------------------------------------------------------ buffers
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -94,8 +254,9 @@ class Pool:
                 return buf.reshape(shape), buf
             # Not the recorded run (a shape computed from values?): no more arena views this
             # run (lifetimes unknown from here on); the next run with this key records anew.
-            self._replay, self._trace = None, None
+            self._replay, self._trace, self._ws_replay = None, None, {}
             self._layouts.pop(self._key, None)
+            self._workspaces.pop(self._key, None)
         buf = self._take_free(need, dtype)
         if self._trace is not None:
             entry = [need * dtype.itemsize, dtype, self._clock, None]
@@ -128,7 +289,7 @@ class Pool:
 
 
 def _pack(trace: list, end: int) -> tuple[list, int]:
-    """Offsets for the recorded buffers ([nbytes, dtype, take, give or None]), in take order:
+    """Offsets for the recorded buffers ([nbytes, dtype, take, give or None, ...]), in order:
     largest first, each at the lowest aligned offset where no placed buffer whose lifetime
     overlaps its own sits (a buffer never given lives to `end`). Returns (layout, arena size)."""
     order = sorted(range(len(trace)), key=lambda k: -trace[k][0])
@@ -136,9 +297,9 @@ def _pack(trace: list, end: int) -> tuple[list, int]:
     offsets = [0] * len(trace)
     size = 0
     for k in order:  # a loop over the run's buffers (tens to hundreds)
-        nbytes, _, t0, t1 = trace[k]
+        nbytes, _, t0, t1 = trace[k][:4]
         t1 = end if t1 is None else t1
-        span = -(-nbytes // ALIGN) * ALIGN
+        span = _aligned(nbytes)
         off = 0
         for p_off, p_span, *_ in sorted(p for p in placed if p[2] < t1 and t0 < p[3]):
             if p_off - off >= span:
@@ -148,62 +309,3 @@ def _pack(trace: list, end: int) -> tuple[list, int]:
         offsets[k] = off
         size = max(size, off + span)
     return [(offsets[k], trace[k][0], trace[k][1]) for k in range(len(trace))], size
-
-
-class Scratch:
-    """Workspaces of one thread: one flat byte buffer. Within a step, the first take of slot k
-    (per dtype) places it after the slots the step placed before, at an aligned offset; later
-    takes of it reuse that place when they fit (the data stays), else move it to the end (a
-    step uses slots 0..4 at once, a larger take gets fresh contents as before). Steps run one
-    at a time: `reset()` after each one frees every place. The buffer is sized to the largest
-    step's total, where per-slot buffers held each slot's largest request over all steps
-    (inception_bn@32: 2.0 MiB per thread for 3.0, lenet5@32 0.94 for 1.06). A take past the
-    buffer during a step gets its own array, and the buffer grows at the next reset (views of
-    it may be alive until then)."""
-
-    def __init__(self) -> None:
-        self._buf = np.empty(0, np.uint8)
-        # (slot, dtype) -> (elements, the placed array): this step's places
-        self._places: dict[tuple[int, Any], tuple[int, np.ndarray]] = {}
-        self._end = 0  # bytes placed by this step (including arrays of their own)
-        self._need = 0  # the largest step's total seen
-        self._own = 0  # bytes of this step's arrays past the buffer
-        self._views: dict[tuple[int, int, Any], np.ndarray] = {}  # (offset, elements, dtype)
-
-    def take(self, slot: int, size: int, dtype: Any) -> np.ndarray:
-        place = self._places.get((slot, dtype))
-        if place is not None and place[0] >= size:  # taken again in this step: same memory
-            return place[1][:size]
-        n = max(size, 1)
-        off = self._end
-        arr = self._views.get((off, n, dtype))  # the view this place had in an earlier step
-        if arr is not None:
-            self._end = off + -(-arr.nbytes // ALIGN) * ALIGN
-        else:
-            dt = np.dtype(dtype)
-            self._end = off + -(-(n * dt.itemsize) // ALIGN) * ALIGN
-            self._need = max(self._need, self._end)
-            if self._end <= self._buf.nbytes:
-                arr = self._views[off, n, dtype] = self._buf[off : off + n * dt.itemsize].view(dt)
-            else:  # past the buffer (it grows at the next reset): an array of its own
-                arr = np.empty(n, dt)
-                self._own += arr.nbytes
-        self._places[slot, dtype] = (n, arr)
-        return arr[:size]
-
-    def reset(self) -> None:
-        """The step is over: its places are free; the buffer grows to the largest total seen."""
-        if self._places:  # (most steps take no scratch: nothing else to do)
-            self._places.clear()
-            self._end = self._own = 0
-            if self._need > self._buf.nbytes:
-                self._buf = np.empty(self._need, np.uint8)
-                self._views.clear()
-
-    def room(self, dtype: np.dtype) -> int:
-        """Elements of `dtype` the buffer holds past this step's places: a step whose work
-        can be chunked sizes its chunks to fit, adding no memory."""
-        return max(0, self._buf.nbytes - self._end) // np.dtype(dtype).itemsize
-
-    def held(self) -> int:
-        return self._buf.nbytes + self._own

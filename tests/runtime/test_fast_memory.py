@@ -1,0 +1,174 @@
+"""The compiled plan's memory (`runtime/fast/memory.py`): kernel workspaces placed in the
+activation arena's gaps, the scratch's view cache, the pool's bookkeeping outside pooled runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet import runtime
+from graphnet.bench import suite
+from graphnet.passes.manager import optimize
+from graphnet.runtime.fast import memory as fast_memory
+
+MODEL_RTOL, MODEL_ATOL = 1e-4, 1e-5
+"""float32 plans against the reference plan: different summation orders (Winograd, BN folded
+into the weights) over a few hundred terms per output."""
+
+
+def _pool_with(threads: int = 2) -> tuple[fast_memory.Pool, list[fast_memory.Scratch]]:
+    scratch = [fast_memory.Scratch() for _ in range(threads)]
+    return fast_memory.Pool(scratch), scratch
+
+
+def _run(pool: fast_memory.Pool, steps: list) -> list[list[np.ndarray]]:
+    """One pooled run of synthetic steps: each is (takes, workspaces, gives): activation takes
+    (bytes, named), per-thread workspace bytes, names given after the step. Returns each step's
+    workspace arrays (filled, then checked untouched by the step's own takes)."""
+    pool.begin(("key",))
+    held: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    seen = []
+    for k, (takes, workspaces, gives) in enumerate(steps):
+        pool.step_begin(k)
+        for name, nbytes in takes:
+            held[name] = pool.take((nbytes // 4,), np.dtype(np.float32))
+            held[name][0][:] = k + 1
+        arrays = []
+        for i, nbytes in enumerate(workspaces):
+            if nbytes:
+                a = pool.scratch[i].take(0, nbytes // 4, np.float32)
+                a[:] = -(i + 1)
+                arrays.append(a)
+        for name, _ in takes:  # the workspaces never overlap the step's outputs...
+            assert (held[name][0] == k + 1).all()
+        for live, _ in held.values():  # ... nor a value alive during the step
+            assert not any(np.may_share_memory(live, a) for a in arrays)
+        for i in range(1, len(arrays)):  # ... nor another thread's
+            assert not np.may_share_memory(arrays[i], arrays[i - 1])
+        seen.append([a.copy() for a in arrays])
+        pool.step_end(k)
+        for name in gives:
+            pool.give(held.pop(name)[1])
+    pool.end()
+    return seen
+
+
+# Live values large where workspaces are small and small where they are large: a workspace
+# then fits in a gap of the activations. Alive at once: 8 kB in step 0, 4 + 1 + 6 = 11 kB in
+# step 1, 1 + 1 + 2 in step 2; the activations' arena (8 kB) and per-thread scratch buffers
+# (3 kB each) held 14 kB.
+STEPS = [
+    ([("a", 4096), ("b", 4096)], [0, 0], ["a"]),  # 8 kB alive, no workspace
+    ([("c", 1024)], [3072, 3072], ["b"]),  # 5 kB alive, 6 kB of workspaces
+    ([("d", 1024)], [2048, 0], ["c", "d"]),
+]
+
+
+def test_workspaces_are_placed_in_the_arena_gaps():
+    pool, scratch = _pool_with()
+    _run(pool, STEPS)  # records: the workspaces in the threads' own buffers
+    assert all(s.held() == 0 for s in scratch)  # dropped once the layout exists
+    arena = pool.held()
+    assert arena == 11264  # the max over steps of (values alive + that step's workspaces)
+    for _ in range(2):  # replays: every workspace a view of the arena, nothing allocated
+        allocated = pool.allocated
+        for arrays in _run(pool, STEPS):
+            assert all(a.size for a in arrays)
+        assert pool.allocated == allocated == arena
+        assert all(s.held() == 0 for s in scratch)
+
+
+def test_workspace_views_are_arena_memory_and_room_is_the_recorded_region():
+    pool, scratch = _pool_with()
+    _run(pool, STEPS)
+    pool.begin(("key",))
+    rooms = []
+    for k, (takes, workspaces, gives) in enumerate(STEPS):
+        pool.step_begin(k)
+        bufs = [pool.take((n // 4,), np.dtype(np.float32))[1] for _, n in takes]
+        rooms.append(scratch[0].room(np.float32))
+        if workspaces[0]:
+            a = scratch[0].take(0, workspaces[0] // 4, np.float32)
+            assert np.shares_memory(a, pool._arena)
+            assert scratch[0].room(np.float32) == 0  # the region is exactly what was used
+        pool.step_end(k)
+        for b in bufs[: len(gives)]:
+            pool.give(b)
+    pool.end()
+    assert rooms == [0, 3072 // 4, 2048 // 4]
+
+
+def test_recording_runs_are_lean_and_a_spilling_replay_records_again():
+    """While recording, `room()` is 0 (a chunked step takes only what it must: that is what the
+    layout places). A replayed step taking more than its region gets memory of its own (right
+    values) and the next run records anew."""
+    pool, scratch = _pool_with(1)
+    steps = [([("a", 1024)], [4096], ["a"])]
+    pool.begin(("key",))
+    pool.step_begin(0)
+    assert scratch[0].room(np.float32) == 0
+    pool.abort()
+    _run(pool, steps)
+    assert ("key",) in pool._layouts
+    bigger = [([("a", 1024)], [8192], ["a"])]
+    (arrays,) = _run(pool, bigger)
+    assert (arrays[0] == -1).all() and arrays[0].nbytes == 8192
+    assert ("key",) not in pool._layouts  # dropped: the next run records
+    _run(pool, bigger)
+    assert ("key",) in pool._layouts
+    _run(pool, bigger)
+    assert ("key",) in pool._layouts  # replayed without spilling
+
+
+def _watch(plan) -> list:
+    """Wrap the plan's steps and its threads' scratch: per step, (workspaces taken, arrays
+    alive before and after it)."""
+    events: list = []
+    for s in plan.parallel.scratch:
+        take = s.take
+
+        def watched(slot, size, dtype, take=take):
+            a = take(slot, size, dtype)
+            events[-1][1].append(a)
+            return a
+
+        s.take = watched
+    for k, step in enumerate(list(plan.steps)):
+
+        def wrapped(run, step=step):
+            events.append((step.name, [], [a for a in run.env if isinstance(a, np.ndarray)]))
+            step(run)
+            events[-1][2].extend(a for a in run.env if isinstance(a, np.ndarray))
+
+        plan.steps[k] = wrapped
+    return events
+
+
+@pytest.mark.parametrize(("model", "shape"), [("inception_bn", (3, 3, 32, 32)), ("video3d", None)])
+def test_replayed_workspaces_never_overlap_live_values(model, shape):
+    """On real plans (convs of every algorithm, pools, concat): in a replayed run every
+    workspace is arena memory overlapping no value alive during its step; an arena filled with
+    NaN before the run changes no output (no step reads what another left); the threads keep
+    no scratch of their own."""
+    g = optimize(suite.build(model), "inference")[0]
+    name = g.inputs[0]
+    if shape is None:
+        shape = (2, *g.values[name].shape[1:])
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    want = ref.run({name: x})
+    sess.run({name: x})  # records
+    plan = sess._fast(training=False, keep_all=False)
+    events = _watch(plan)
+    plan.pool._arena.view(np.float32)[:] = np.nan
+    got = sess.run({name: x})
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=MODEL_RTOL, atol=MODEL_ATOL)
+    used = 0
+    for step, workspaces, live in events:
+        for a in workspaces:
+            assert np.shares_memory(a, plan.pool._arena), step
+            assert not any(np.may_share_memory(a, v) for v in live), step
+            used += 1
+    assert used > 0
+    assert plan.parallel.held() == 0
