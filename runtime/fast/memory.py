@@ -133,7 +133,9 @@ class Pool:
     `end()` (one run), takes follow the arena layout recorded for `key` when there is one, else
     they come from the best-fit free lists and are recorded; `step_begin(k)` / `step_end(k)`
     around step k bind the threads' `scratch` to the step's places in the arena (replay) or
-    record what they used (recording)."""
+    record what they used (recording). `allocated` counts the bytes the pool holds or has
+    handed out to a recorded run; a run outside begin/end (keep_all: every buffer goes to the
+    caller) takes fresh arrays that are none of the pool's."""
 
     def __init__(self, scratch: list[Scratch] | None = None) -> None:
         self._free: dict[np.dtype, list[tuple[int, int, np.ndarray]]] = {}
@@ -257,6 +259,9 @@ class Pool:
             self._replay, self._trace, self._ws_replay = None, None, {}
             self._layouts.pop(self._key, None)
             self._workspaces.pop(self._key, None)
+        if self._key is None:  # not a pooled run (keep_all): the caller keeps every buffer
+            buf = np.empty(max(need, 1), dtype)
+            return buf[:need].reshape(shape), buf
         buf = self._take_free(need, dtype)
         if self._trace is not None:
             entry = [need * dtype.itemsize, dtype, self._clock, None]
@@ -278,6 +283,8 @@ class Pool:
         self._clock += 1
         if buf.base is self._arena:
             return  # an arena view: its place is the layout's
+        if self._key is None:
+            return  # not a pooled run: dropped
         entry = self._open.pop(id(buf), None)
         if entry is not None:
             entry[3] = self._clock

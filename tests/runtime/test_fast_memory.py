@@ -120,6 +120,18 @@ def test_recording_runs_are_lean_and_a_spilling_replay_records_again():
     assert ("key",) in pool._layouts  # replayed without spilling
 
 
+def test_keep_all_runs_leave_the_pool_empty():
+    """keep_all hands every buffer to the caller: the pool neither keeps nor counts them (its
+    `allocated` grew by each run's buffers)."""
+    g = optimize(suite.build("lenet5"), "inference")[0]
+    sess = runtime.Session(g)
+    x = np.random.default_rng(1).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    for _ in range(3):
+        sess.run({g.inputs[0]: x}, keep_all=True)
+    plan = sess._fast(training=False, keep_all=True)
+    assert plan.pool.allocated == plan.pool.held() == 0
+
+
 def _watch(plan) -> list:
     """Wrap the plan's steps and its threads' scratch: per step, (workspaces taken, arrays
     alive before and after it)."""
