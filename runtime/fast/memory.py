@@ -29,7 +29,12 @@ ALIGN = 64
 MAX_LAYOUTS = 16
 """Input shapes whose arena layout a pool keeps (a new one past this replaces them all)."""
 
-__all__ = ["ALIGN", "MAX_LAYOUTS", "Pool", "Scratch"]
+MAX_VIEWS = 256
+"""Views a `Scratch` keeps for reuse (a view costs ~0.5 us to make; a step takes up to 5): past
+this, the cache starts afresh, so a long-lived session seeing many batch sizes (each with its
+own chunk sizes and places) holds a bounded number of them."""
+
+__all__ = ["ALIGN", "MAX_LAYOUTS", "MAX_VIEWS", "Pool", "Scratch"]
 
 
 def _aligned(nbytes: int) -> int:
@@ -82,6 +87,8 @@ class Scratch:
             if src is self._buf:
                 self._need = max(self._need, self._end)
             if self._end <= limit:
+                if len(views) >= MAX_VIEWS:
+                    views.clear()
                 arr = views[key, n, dtype] = src[key : key + n * dt.itemsize].view(dt)
             else:  # past the buffer or region: an array of its own
                 arr = np.empty(n, dt)

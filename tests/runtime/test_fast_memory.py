@@ -120,6 +120,21 @@ def test_recording_runs_are_lean_and_a_spilling_replay_records_again():
     assert ("key",) in pool._layouts  # replayed without spilling
 
 
+def test_scratch_view_cache_is_capped():
+    """A long-lived plan seeing many batch sizes makes a view per (place, size): the cache of
+    them starts afresh past MAX_VIEWS, and the places stay right."""
+    sc = fast_memory.Scratch()
+    sc.take(0, 4096, np.float32)
+    sc.reset()
+    for n in range(1, 3 * fast_memory.MAX_VIEWS):
+        a = sc.take(0, n % 1000 + 1, np.float32)
+        b = sc.take(1, 7, np.float32)
+        assert not np.shares_memory(a, b)
+        assert len(sc._views) <= fast_memory.MAX_VIEWS
+        sc.reset()
+    assert sc.held() == 4096 * 4  # no array of its own: every place fitted the buffer
+
+
 def test_keep_all_runs_leave_the_pool_empty():
     """keep_all hands every buffer to the caller: the pool neither keeps nor counts them (its
     `allocated` grew by each run's buffers)."""
