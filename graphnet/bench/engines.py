@@ -159,11 +159,13 @@ def interleaved(
 
 
 def traced_peak(run: Callable[[], object]) -> int:
-    """Peak bytes NumPy/Python allocated during one call of `run` (tracemalloc: NumPy reports
+    """Peak bytes NumPy/Python held during a warm call of `run`, counting what the first call
+    allocated and kept (a fresh session's prepared weights, e.g. Winograd's transformed ones,
+    its arena and scratch) and not that call's own transient peak (tracemalloc: NumPy reports
     its buffers to it; onnxruntime's arena does not, so this is for our engines only)."""
-    run()
     tracemalloc.start()
     try:
+        run()
         tracemalloc.reset_peak()
         run()
         _, peak = tracemalloc.get_traced_memory()

@@ -9,7 +9,10 @@ converts our IR to torch.nn.functional; --no-torch leaves it out), the bare GEMM
 convolutions need (the floor), and once `onnx.reference` (skipped past --ref-cap seconds).
 Timing is in interleaved blocks (see `graphnet.bench.engines`); the table gives medians, the JSON
 medians, 25-75% spreads, run counts, GFLOP/s against the BLAS rate measured in the same run, and
-peak memory against the floor (parameters + the largest set of live activations).
+peak memory against the floor (parameters + the largest set of live activations); ours is the
+parameters + what a fresh session allocates and still holds at the peak of its second run:
+prepared weights (Winograd's transformed ones are 4x the parameters they replace), the arena of
+activations and workspaces, the run's outputs.
 Outputs of every engine are compared with onnxruntime's: a difference is exit code 1, whatever
 the speed.
 """
