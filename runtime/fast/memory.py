@@ -66,7 +66,7 @@ class Scratch:
         self._arena: np.ndarray | None = None
         self._base = self._size = 0
         self._arena_views: dict[tuple[int, int, Any], np.ndarray] = {}  # offsets in the arena
-        self.lean = False  # room() is 0 (a recorded step takes no more than it must)
+        self.lean = False  # room() is 0 (a pooled run: a step takes no more than it must)
 
     def take(self, slot: int, size: int, dtype: Any) -> np.ndarray:
         place = self._places.get((slot, dtype))
@@ -171,9 +171,8 @@ class Pool:
         self._trace = None if self._replay is not None else []
         self._ws_trace = []
         self._open = {}
-        lean = self._trace is not None
-        for s in self.scratch:
-            s.lean = lean
+        for s in self.scratch:  # chunk sizes from the shapes alone: a replay takes what the
+            s.lean = True  # recording took (room left by alignment could add a chunk's item)
 
     def step_begin(self, k: int) -> None:
         """Step k starts: in a replay, its workspaces are bound to their places."""

@@ -78,36 +78,35 @@ def test_workspaces_are_placed_in_the_arena_gaps():
         assert all(s.held() == 0 for s in scratch)
 
 
-def test_workspace_views_are_arena_memory_and_room_is_the_recorded_region():
+def test_workspace_views_are_arena_memory_and_pooled_runs_are_lean():
+    """A replayed step's workspaces are views of the arena. In pooled runs `room()` is 0 (a
+    chunked step's chunks follow from the shapes alone: the replay takes what the recording
+    took, where the room left in its places by alignment could fit one more item), outside
+    them the own buffer's free bytes."""
     pool, scratch = _pool_with()
     _run(pool, STEPS)
     pool.begin(("key",))
-    rooms = []
     for k, (takes, workspaces, gives) in enumerate(STEPS):
         pool.step_begin(k)
         bufs = [pool.take((n // 4,), np.dtype(np.float32))[1] for _, n in takes]
-        rooms.append(scratch[0].room(np.float32))
+        assert scratch[0].room(np.float32) == 0
         if workspaces[0]:
-            a = scratch[0].take(0, workspaces[0] // 4, np.float32)
+            a = scratch[0].take(0, workspaces[0] // 4 - 3, np.float32)
             assert np.shares_memory(a, pool._arena)
-            assert scratch[0].room(np.float32) == 0  # the region is exactly what was used
         pool.step_end(k)
         for b in bufs[: len(gives)]:
             pool.give(b)
     pool.end()
-    assert rooms == [0, 3072 // 4, 2048 // 4]
+    scratch[0].take(0, 1008, np.float32)
+    scratch[0].reset()  # the own buffer grows to 4032 bytes (a multiple of ALIGN)
+    assert scratch[0].room(np.float32) == 1008
 
 
-def test_recording_runs_are_lean_and_a_spilling_replay_records_again():
-    """While recording, `room()` is 0 (a chunked step takes only what it must: that is what the
-    layout places). A replayed step taking more than its region gets memory of its own (right
-    values) and the next run records anew."""
+def test_a_spilling_replay_records_again():
+    """A replayed step taking more than its region gets memory of its own (right values) and
+    the next run records anew."""
     pool, scratch = _pool_with(1)
     steps = [([("a", 1024)], [4096], ["a"])]
-    pool.begin(("key",))
-    pool.step_begin(0)
-    assert scratch[0].room(np.float32) == 0
-    pool.abort()
     _run(pool, steps)
     assert ("key",) in pool._layouts
     bigger = [([("a", 1024)], [8192], ["a"])]
@@ -186,6 +185,7 @@ def test_replayed_workspaces_never_overlap_live_values(model, shape):
     want = ref.run({name: x})
     sess.run({name: x})  # records
     plan = sess._fast(training=False, keep_all=False)
+    (layout,) = plan.pool._layouts.values()
     events = _watch(plan)
     plan.pool._arena.view(np.float32)[:] = np.nan
     got = sess.run({name: x})
@@ -199,6 +199,9 @@ def test_replayed_workspaces_never_overlap_live_values(model, shape):
             used += 1
     assert used > 0
     assert plan.parallel.held() == 0
+    sess.run({name: x})
+    (again,) = plan.pool._layouts.values()
+    assert again is layout  # replayed again: no step spilled (no new record)
 
 
 def test_bench_peak_counts_what_the_first_run_kept():
