@@ -151,6 +151,9 @@ def bench_graph(
         "params_mib": mem["params"] / 2**20,
         "live_activations_mib": mem["activations"] / 2**20,
         "ours_peak_mib": (mem["params"] + peak) / 2**20,
+        # of which the arena (activations and workspaces), scratch, constant results: the
+        # rest is prepared weights and the run's outputs
+        "held_mib": fast.held_bytes / 2**20,
         "ratio": (mem["params"] + peak) / (mem["params"] + mem["activations"]),
     }
     return row

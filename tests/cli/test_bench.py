@@ -43,6 +43,8 @@ def test_suite_model_json_has_every_engine_checked(tmp_path, capsys):
         assert all(c["ok"] for c in row["checks"].values())
         assert row["ratio_ort"] == pytest.approx(row["ms"]["ours[fast]"] / row["ms"]["ort"])
         assert row["memory"]["ours_peak_mib"] > row["memory"]["params_mib"] > 0
+        mem = row["memory"]  # the session's arena is within the peak, beside prepared weights
+        assert 0 < mem["held_mib"] < mem["ours_peak_mib"] - mem["params_mib"]
     text = capsys.readouterr().out
     assert "lenet5" in text and "geometric mean" in text and "cores" in text
 
