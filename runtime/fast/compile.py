@@ -11,8 +11,8 @@ At compile time (once per session and mode):
   has them written into its buffer (`_place_concats`);
 - each value's last reader is known, so its buffer returns to the pool right after it; an
   element-wise op on a value it reads last overwrites it in place (`reuse`); the first run with
-  given input shapes records the pool's takes, later ones replay them in one arena
-  (`memory.Pool`).
+  given input shapes records the pool's takes and each step's workspaces, later ones replay
+  them in one arena (`memory.Pool`).
 `keep_all` compiles with none of these (every intermediate must survive, unfused).
 """
 
@@ -630,8 +630,8 @@ class CompiledPlan:
         return result
 
     def held_bytes(self) -> int:
-        """Memory the plan keeps between runs: pooled activation buffers, scratch, results of
-        constant steps."""
+        """Memory the plan keeps between runs: the pool's arena (activation buffers and the
+        steps' workspaces), the threads' own scratch, results of constant steps."""
         cached = sum(s.held() for s in self.steps if isinstance(s, KernelStep))
         return self.pool.held() + self.parallel.held() + cached
 
