@@ -626,7 +626,10 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
         v = d  # d is dead: V takes its place
         np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
-        mx = scratch.take(3, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
+        # M in V1's place (dead), which holds it when M <= C; Y1 then in V's, Y in M's: three
+        # places of t^2 x tiles planes, where M's own made four (vgg_bn@1's 64-channel 32x32
+        # conv: 1.4 MiB of workspace for 2.0).
+        mx = scratch.take(2, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
         vt = v.reshape(t * t, nb * tiles, c).transpose(0, 2, 1)  # (t^2, C, tiles): a view
         gemm(wp, vt, mx, 0)  # split by tile position
         # Y = A^T M A, one tile axis at a time again: A^T on the tile rows, then A on the tile
@@ -636,13 +639,13 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         # moves whole runs (with the tile-column axis outermost, it gathered single values
         # from (m+2)^2 far-apart planes: 2-3x slower, measured at 16-32 channels).
         y_cols = mo * nb * tiles
-        y1 = scratch.take(2, m * t * y_cols, x.dtype)
+        y1 = scratch.take(1, m * t * y_cols, x.dtype)
         np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
         if bias is not None:
             # Y = Y1 A: A's row 1 (A^T's column 1) is all ones, so adding b to Y1's column 1
             # adds b to every output of the tile: a pass over a sixth of Y1, not one over Y.
             y1.reshape(m, t, mo, nb * tiles)[:, 1] += bias
-        y = scratch.take(1, m * m * y_cols, x.dtype)
+        y = scratch.take(2, m * m * y_cols, x.dtype)
         np.matmul(y1.reshape(m, t, y_cols).transpose(0, 2, 1), at.T, out=y.reshape(m, y_cols, m))
         yv = y.reshape(m, mo, nb, th, tw, m).transpose(2, 1, 3, 0, 4, 5)  # (b, M, th, m, tw, m)
         yb = out[n0:n1]

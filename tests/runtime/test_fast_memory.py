@@ -219,3 +219,46 @@ def test_bench_peak_counts_what_the_first_run_kept():
 
     peak = traced_peak(run)
     assert (3 << 20) <= peak < (3 << 20) + (1 << 16)
+
+
+@pytest.mark.parametrize(("c", "mo"), [(48, 48), (48, 24), (24, 40), (16, 64)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_winograd_reuses_dead_workspaces(c, mo, batch):
+    """Winograd F(4x4)'s transformed output M takes the place of V1 (dead once V is made), Y1
+    the place of V and Y that of M: with M <= C the step needs the padded input and two planes
+    of C x tiles x t^2, where M's own place made three; with more output channels, as before
+    (each stage moves past the places it does not fit). The scratch is NaN first: a stage
+    reading a dead place would show. The plain conv (float64) is the oracle."""
+    from graphnet.runtime.fast import conv as fast_conv
+    from graphnet.runtime.kernels.conv import conv
+    from tests.oracles import float32_bound
+
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((batch, c, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((mo, c, 3, 3)).astype(np.float32)
+    spec = fast_conv.ConvSpec((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, c, mo)
+    wp = fast_conv.prepare_weight("winograd-f4", w, 1, np.float32)
+    sc = fast_memory.Scratch()
+    sc.take(0, 1 << 20, np.float32)
+    sc.reset()
+    sc._buf.view(np.float32)[:] = np.nan
+    out = np.empty((batch, mo, 9, 11), np.float32)
+    fast_conv.conv_chunked("winograd-f4", spec, x, wp, out, fast_conv.Epilogue(), sc)
+    need = sc.used()  # this step's places, in bytes (before the reset frees them)
+    sc.reset()
+    kw = dict(strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), group=1, kernel_shape=None)
+    exact = conv(x.astype(np.float64), w.astype(np.float64), None, **kw)
+    mags = conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), None, **kw)
+    assert (np.abs(out - exact) <= float32_bound(mags, c * 9 + 64)).all()
+
+    def span(elements: int) -> int:
+        return -(-elements * 4 // fast_memory.ALIGN) * fast_memory.ALIGN
+
+    cols = batch * 3 * 3  # tiles: ceil(9 / 4) x ceil(11 / 4) per image
+    places = [batch * c * 14 * 14, 36 * c * cols, 36 * c * cols]  # padded input, D (then V), V1
+    if mo > c:
+        places.append(36 * mo * cols)  # M past V1's place
+    if 24 * mo > 36 * c:
+        places.append(24 * mo * cols)  # Y1 past V's place
+    places.append(batch * mo * 12 * 12)  # the whole tiles' outputs, before the crop to 9 x 11
+    assert need == sum(span(p) for p in places)
