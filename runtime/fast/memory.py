@@ -80,19 +80,22 @@ class Scratch:
             src, views, limit, key = self._buf, self._views, self._buf.nbytes, off
         arr = views.get((key, n, dtype))  # the view this place had in an earlier step
         if arr is not None:
-            self._end = off + _aligned(arr.nbytes)
-        else:
+            end = off + _aligned(arr.nbytes)
+            if end > limit:  # (an arena view another step's larger region held)
+                arr = None
+        if arr is None:
             dt = np.dtype(dtype)
-            self._end = off + _aligned(n * dt.itemsize)
+            end = off + _aligned(n * dt.itemsize)
             if src is self._buf:
-                self._need = max(self._need, self._end)
-            if self._end <= limit:
+                self._need = max(self._need, end)
+            if end <= limit:
                 if len(views) >= MAX_VIEWS:
                     views.clear()
                 arr = views[key, n, dtype] = src[key : key + n * dt.itemsize].view(dt)
             else:  # past the buffer or region: an array of its own
                 arr = np.empty(n, dt)
                 self._own += arr.nbytes
+        self._end = end
         self._places[slot, dtype] = (n, arr)
         return arr[:size]
 

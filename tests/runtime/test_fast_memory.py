@@ -119,6 +119,20 @@ def test_a_spilling_replay_records_again():
     assert ("key",) in pool._layouts  # replayed without spilling
 
 
+def test_a_bound_scratch_never_takes_past_its_region():
+    """A view cached for a place of a larger region (another step's, same offset) is not
+    reused past this step's region: the take gets an array of its own."""
+    arena = np.zeros(4096, np.uint8)
+    sc = fast_memory.Scratch()
+    sc.bind(arena, 0, 4096)
+    assert np.shares_memory(sc.take(0, 512, np.float32), arena)  # 2048 bytes: cached
+    sc.reset()
+    sc.bind(arena, 0, 1024)
+    a = sc.take(0, 512, np.float32)
+    assert not np.shares_memory(a, arena) and sc._own == a.nbytes
+    sc.reset()
+
+
 def test_scratch_view_cache_is_capped():
     """A long-lived plan seeing many batch sizes makes a view per (place, size): the cache of
     them starts afresh past MAX_VIEWS, and the places stay right."""
