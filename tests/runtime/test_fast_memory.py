@@ -133,6 +133,26 @@ def test_a_bound_scratch_never_takes_past_its_region():
     sc.reset()
 
 
+def test_a_recording_run_keeps_no_more_spare_buffers_than_it_holds():
+    """In a recorded run the free lists keep at most the bytes the run's takes still hold:
+    buffers of a size no later take fits (a net's early, large activations) are dropped, where
+    they stayed until the end of the run."""
+    pool = fast_memory.Pool()
+    f32 = np.dtype(np.float32)
+    pool.begin(("key",))
+    held = []
+    for n in (8000, 8000, 3000, 3000, 1000, 1000, 400, 400):  # the values shrink layer by layer
+        held.append(pool.take((n,), f32)[1])
+        if len(held) > 2:  # each value dies two takes later
+            pool.give(held.pop(0))
+        out = sum(b.nbytes for b in held)
+        assert pool.held() <= out and pool.allocated <= 2 * out
+    for b in held:
+        pool.give(b)
+    pool.end()
+    assert pool.held() == pool.allocated  # the arena, the free lists emptied
+
+
 def test_scratch_view_cache_is_capped():
     """A long-lived plan seeing many batch sizes makes a view per (place, size): the cache of
     them starts afresh past MAX_VIEWS, and the places stay right."""
