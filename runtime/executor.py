@@ -120,8 +120,9 @@ class Session:
 
     @property
     def held_bytes(self) -> int:
-        """Bytes the session keeps between runs for its own use (pooled activation buffers,
-        workspaces, prepared weights are not counted)."""
+        """Bytes the session keeps between runs for its own use: the arena of activation
+        buffers and conv workspaces, thread scratch, results of constant steps (prepared
+        weights are not counted: `graphnet bench` measures them with tracemalloc)."""
         return sum(p.held_bytes() for p in self._compiled.values())
 
     def describe(self, *, mode: str = "inference") -> str:
