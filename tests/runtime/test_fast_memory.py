@@ -296,3 +296,16 @@ def test_winograd_reuses_dead_workspaces(c, mo, batch):
         places.append(24 * mo * cols)  # Y1 past V's place
     places.append(batch * mo * 12 * 12)  # the whole tiles' outputs, before the crop to 9 x 11
     assert need == sum(span(p) for p in places)
+
+
+def test_memory_breakdown_parts_add_up_to_the_bench_peak():
+    """benchmarks/memory_breakdown.py splits `graphnet bench`'s peak: parameters + prepared
+    weights + arena + outputs is the peak the ratio divides, and the first run (it records the
+    arena, prepares the weights) peaks at least as high as what it keeps."""
+    from benchmarks.memory_breakdown import breakdown
+
+    row = breakdown("lenet5", 2)
+    ours = row["params"] + row["prepared"] + row["arena"] + row["outputs"]
+    assert ours / (row["params"] + row["activations"]) == pytest.approx(row["peak / floor"])
+    assert row["arena"] > 0 and row["outputs"] > 0 and row["prepared"] >= 0
+    assert row["first run"] >= row["prepared"] + row["arena"]

@@ -1,0 +1,91 @@
+"""Benchmark: where the fast plan's peak memory goes, per suite model and batch.
+
+    python benchmarks/memory_breakdown.py [--models lenet5,vgg_bn] [--batch 1,32]
+
+`graphnet bench` prints one number per row, peak / floor: the parameters + what a fresh session
+allocates and still holds at the peak of its second run (tracemalloc), against the parameters +
+the largest set of simultaneously live activations. This splits our side: the prepared weights
+(im2col/colstack copies with the bias column, Winograd's transformed weights), the arena of
+activation buffers and conv workspaces with the threads' scratch (`Session.held_bytes`), what
+the run allocates on top (its outputs), and the first run's own peak (it records the arena from
+a best-fit pool and the threads' own scratch buffers). onnxruntime's arena is not visible to
+tracemalloc: its memory is not compared here (benchmarks/runtime_vs_ort.py compares resident
+memory). The machine is named above the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tracemalloc
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from graphnet.bench.floor import memory_floor  # noqa: E402
+from graphnet.bench.machine import machine  # noqa: E402
+from graphnet.bench.suite import build, suite_names  # noqa: E402
+from graphnet.passes.manager import optimize  # noqa: E402
+from graphnet.runtime import Session  # noqa: E402
+from graphnet.runtime.feeds import random_inputs  # noqa: E402
+
+MIB = 2**20
+COLUMNS = ["params", "activations", "prepared", "arena", "outputs", "first run", "peak / floor"]
+
+
+def breakdown(name: str, batch: int) -> dict[str, float]:
+    """MiB of each part for one suite model at `batch` (and the bench's peak / floor ratio)."""
+    graph = build(name)
+    opt = optimize(graph, "inference")[0]
+    feeds = random_inputs(graph, batch=batch, seed=0)
+    values = Session(opt, plan="reference").run(feeds, keep_all=True)
+    shapes = {k: v.shape for k, v in values.items()}
+    shapes.update({k: v.shape for k, v in opt.params.items()})
+    floor = memory_floor(opt, shapes, {k: v.itemsize for k, v in values.items()})
+    wanted = {k: v for k, v in feeds.items() if k in opt.inputs}
+    session = Session(opt)
+    tracemalloc.start()
+    try:
+        session.run(wanted)
+        kept, first = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        session.run(wanted)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    held = session.held_bytes
+    return {
+        "params": floor["params"] / MIB,
+        "activations": floor["activations"] / MIB,
+        "prepared": (kept - held) / MIB,
+        "arena": held / MIB,
+        "outputs": (peak - kept) / MIB,
+        "first run": first / MIB,
+        "peak / floor": (floor["params"] + peak) / (floor["params"] + floor["activations"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default=",".join(suite_names()))
+    p.add_argument("--batch", default="1,32")
+    args = p.parse_args(argv)
+    Session(optimize(build("lenet5"), "inference")[0]).run(  # one-time imports and caches
+        {k: v for k, v in random_inputs(build("lenet5"), batch=1, seed=0).items()}
+    )
+    info = machine()
+    print(", ".join(f"{k} {v}" for k, v in info.items()))
+    print(
+        "MiB; prepared: the weights in the layouts the kernels read, beside the graph's own;"
+        " first run: its tracemalloc peak (parameters not included)"
+    )
+    print(f"{'model':13s} {'batch':>5s} " + " ".join(f"{c:>12s}" for c in COLUMNS))
+    for name in args.models.split(","):
+        for batch in (int(b) for b in args.batch.split(",")):
+            row = breakdown(name, batch)
+            cells = " ".join(f"{row[c]:12.2f}" for c in COLUMNS)
+            print(f"{name:13s} {batch:5d} {cells}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
