@@ -2,6 +2,8 @@
 
     python benchmarks/conv_algorithms.py [--batch 1,16] [--rounds 20] [--shapes C,M,HW,K ...]
 
+(K is the kernel's side, or KHxKW for a rectangular kernel: 16,16,16,1x3.)
+
 The evidence behind `runtime/fast/conv.py`'s choices (WINOGRAD_MIN_CHANNELS, COLSTACK_*,
 MIN_WINOGRAD_COLUMNS, wide or exact im2col columns): for each conv shape (default: the 3x3
 and 5x5 convs of the benchmark suite's LeNet, VGG, ResNet and Inception models; stride 1,
@@ -31,8 +33,9 @@ from graphnet.runtime.fast import conv as fc  # noqa: E402
 from graphnet.runtime.fast.memory import Scratch  # noqa: E402
 from graphnet.runtime.fast.threads import blas_single_threaded  # noqa: E402
 
-# (input channels, output channels, image side, kernel side) of the suite's convs.
-SHAPES = [
+# (input channels, output channels, image side, kernel side or (rows, columns)) of the suite's
+# convs.
+SHAPES: list[tuple[int, int, int, int | tuple[int, int]]] = [
     (1, 6, 28, 5),  # LeNet
     (6, 16, 14, 5),
     (3, 16, 32, 3),  # ResNet-20
@@ -41,6 +44,13 @@ SHAPES = [
     (64, 64, 8, 3),
     (24, 32, 16, 3),  # Inception
     (32, 48, 16, 3),
+    (8, 16, 16, (1, 3)),
+    (16, 16, 16, (3, 1)),
+    (16, 24, 16, (1, 3)),
+    (24, 24, 16, (3, 1)),
+    (16, 32, 8, (1, 3)),
+    (32, 32, 8, (3, 1)),
+    (3, 32, 32, 3),
     (3, 64, 32, 3),  # VGG
     (64, 64, 32, 3),
     (128, 128, 16, 3),
@@ -50,19 +60,19 @@ SHAPES = [
 
 def _candidates(spec: fc.ConvSpec) -> list[str]:
     algos = ["im2col-wide", "im2col-exact"]
-    if spec.c_in * spec.kernel[0] >= fc.COLSTACK_NARROW_MIN_DEPTH:
+    if spec.c_in * spec.kernel[0] >= fc.COLSTACK_NARROW_MIN_DEPTH or spec.kernel[1] == 1:
         algos.append("colstack")
-    if spec.kernel == (3, 3):
+    if spec.kernel == (3, 3):  # the candidates the plan may run for this shape
         algos += ["winograd-f4", "winograd-f2"]
     return algos
 
 
-def _ort_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int):
+def _ort_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pads: tuple[int, ...]):
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y0"], pads=[pad] * 4)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y0"], pads=list(pads))
     relu = helper.make_node("Relu", ["y0"], ["y"])
     graph = helper.make_graph(
         [node, relu],
@@ -83,20 +93,21 @@ def _ort_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int):
     return lambda: sess.run(None, {"x": x})[0]
 
 
-def bench(c: int, m: int, hw: int, k: int, batch: int, rounds: int) -> str:
+def bench(c: int, m: int, hw: int, k: tuple[int, int], batch: int, rounds: int) -> str:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, c, hw, hw)).astype(np.float32)
-    w = (rng.standard_normal((m, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
+    kh, kw = k
+    w = (rng.standard_normal((m, c, kh, kw)) / np.sqrt(c * kh * kw)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    pad = k // 2
-    spec = fc.ConvSpec((k, k), (1, 1), (pad,) * 4, (1, 1), 1, c, m)
+    pads = (kh // 2, kw // 2, kh // 2, kw // 2)
+    spec = fc.ConvSpec(k, (1, 1), pads, (1, 1), 1, c, m)
     chosen = fc.choose(spec, (hw, hw))[0]
     if chosen.startswith("winograd"):  # too few tiles: the plan's fallback (ConvStep)
         tile = 4 if chosen.endswith("f4") else 2
         if batch * (-(-hw // tile)) ** 2 < fc.MIN_WINOGRAD_COLUMNS:
             chosen = fc.few_tiles_fallback(spec)
     if chosen == "im2col":
-        wide = fc.wide_rows(spec, hw + 2 * pad, hw, batch)
+        wide = fc.wide_rows(spec, hw + 2 * pads[1], hw, batch)
         chosen = "im2col-wide" if wide else "im2col-exact"
     runs: dict[str, tuple] = {}
     for name in _candidates(spec):
@@ -119,7 +130,7 @@ def bench(c: int, m: int, hw: int, k: int, batch: int, rounds: int) -> str:
             fc.wide_rows = saved
         return out
 
-    ort_run = _ort_conv(x, w, b, pad)
+    ort_run = _ort_conv(x, w, b, pads)
     engines = {name: (lambda name=name: run(name)) for name in runs}
     engines["onnxruntime"] = ort_run
     want = run("im2col-exact").copy()
@@ -137,22 +148,30 @@ def bench(c: int, m: int, hw: int, k: int, batch: int, rounds: int) -> str:
         f"{name}{'*' if name == chosen else ''} {ms:.3f} ({ms / ref:.2f}, {diffs[name]:.0e})"
         for name, ms in best.items()
     ]
-    return f"{c:>3} -> {m:<3} {hw:>3}x{hw:<3} k{k} batch {batch:<3} " + " | ".join(cells)
+    side = f"{kh}" if kh == kw else f"{kh}x{kw}"
+    return f"{c:>3} -> {m:<3} {hw:>3}x{hw:<3} k{side} batch {batch:<3} " + " | ".join(cells)
+
+
+def _shape(text: str) -> tuple[int, int, int, int | tuple[int, int]]:
+    c, m, hw, k = text.split(",")
+    kh, _, kw = k.partition("x")
+    return int(c), int(m), int(hw), (int(kh), int(kw or kh))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", default="1,16", help="batch sizes, comma-separated")
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--shapes", nargs="*", help="C,M,HW,K (default: the suite's convs)")
+    ap.add_argument("--shapes", nargs="*", help="C,M,HW,K or C,M,HW,KHxKW (default: the suite's)")
     args = ap.parse_args()
-    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
+    shapes = [_shape(s) for s in args.shapes] if args.shapes else SHAPES
     info = machine()
     print(", ".join(f"{k} {v}" for k, v in info.items()))
     print("min ms over interleaved rounds (x the chosen algorithm *, max |diff| vs exact im2col)")
     for batch in (int(v) for v in args.batch.split(",")):
         for c, m, hw, k in shapes:
-            print(bench(c, m, hw, k, batch, args.rounds), flush=True)
+            kernel = (k, k) if isinstance(k, int) else k
+            print(bench(c, m, hw, kernel, batch, args.rounds), flush=True)
 
 
 if __name__ == "__main__":

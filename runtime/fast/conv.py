@@ -7,7 +7,8 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   F(4x4, 3x3), or F(2x2, 3x3) when the output is under 4x4.
 - `colstack`: 2-D, ungrouped, unit stride and dilation along the width, 16 to 47 input and
   under 48 output channels (ResNet's 16-channel 3x3 convs), or fewer input channels with a deep
-  enough GEMM (LeNet's 6 -> 16 5x5, see COLSTACK_NARROW_MIN_DEPTH): the kernel's columns stacked in
+  enough GEMM (LeNet's 6 -> 16 5x5, see COLSTACK_NARROW_MIN_DEPTH), or a kernel one column wide
+  (Inception's 3x1, any channels: see `_colstack_fits`): the kernel's columns stacked in
   the GEMM's rows, Z (kw*M, pixels) = W' (kw*M, C*kh) @ rows (C*kh, pixels), then
   Y = sum_j Z_j shifted by j along the width: a third of im2col's copy (kh row-shifted
   copies, not kh*kw) and a GEMM kw times taller (M=16 GEMMs run at ~2/3 of BLAS's rate).
@@ -152,6 +153,11 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
             return "winograd-f2", "3x3 stride 1, output under 4x4: F(2x2,3x3), 2.25x fewer MACs"
         return "winograd-f4", "3x3 stride 1: F(4x4,3x3), 4x fewer multiplications in the GEMMs"
     if _colstack_fits(spec):
+        if spec.kernel[1] == 1:
+            return "colstack", (
+                "kernel one column wide: its rows' shifted copies of the input, one contiguous "
+                "run per channel, as the GEMM's operand"
+            )
         return "colstack", (
             f"{spec.c_in} input channels, unit stride along the width: kernel columns stacked "
             "in the GEMM's rows (a third of im2col's copy, a taller GEMM)"
@@ -170,15 +176,25 @@ def few_tiles_fallback(spec: ConvSpec) -> str:
 
 
 def _colstack_fits(spec: ConvSpec) -> bool:
+    """Whether colstack runs this 2-D conv (see COLSTACK_*). A kx1 kernel (one column, k > 1
+    rows) runs it with any channel counts: Z is then the whole GEMM (no shifted sum) over
+    operand rows that are the kh row-shifted copies of the padded input, one contiguous run per
+    channel (exact im2col copies one output row at a time). Measured against im2col
+    (benchmarks/conv_algorithms.py, one thread, interleaved min times): Inception's 3x1 convs
+    (16-32 channels, 8x8-16x16) took 0.76-0.87x of wide rows' time and 0.93-0.95x of exact
+    columns' at batch 16, 0.80-0.85x of exact columns' at batch 1; 4 -> 8 and 8 -> 16 at 16x16
+    0.75-0.84x, 64 -> 64 at 8x8 0.86-0.90x, 3 -> 16 5x1 at 32x32 0.83-0.98x, 128 -> 128 7x1 at
+    8x8 0.97-1.0x (never slower)."""
     if not (
         len(spec.kernel) == 2
-        and spec.kernel[1] > 1
         and spec.strides[1] == 1
         and spec.dilations[1] == 1
         and spec.group == 1
-        and spec.c_in < COLSTACK_MAX_CHANNELS
-        and spec.c_out < COLSTACK_MAX_CHANNELS
     ):
+        return False
+    if spec.kernel[1] == 1:
+        return spec.kernel[0] > 1  # a kx1 kernel: measured above
+    if not (spec.c_in < COLSTACK_MAX_CHANNELS and spec.c_out < COLSTACK_MAX_CHANNELS):
         return False
     depth = spec.c_in * spec.kernel[0]
     if spec.c_in >= COLSTACK_MIN_CHANNELS:
@@ -392,17 +408,24 @@ MAX_WIDE_WASTE = 1.5
 """`_im2col` computes each output row over the padded row's full width (then drops the extra
 columns) when that is at most this many times the output width: see `_im2col`."""
 WIDE_MAX_OUT_CHANNELS = 128
-WIDE_MAX_OUT_PER_IN = 4
-"""... and when the output is not much larger than the copy the wide rows speed up: from this
-many output channels per group, or 16+ and this many per input channel of the group, exact
-columns.
+WIDE_MIN_DEPTH_PER_OUT = 3
+"""... and when the output is not large against the copy the wide rows speed up: from this
+many output channels per group, or with a GEMM depth (input channels of the group x taps)
+under WIDE_MIN_DEPTH_PER_OUT x the output channels of the group, exact columns.
 Wide rows waste (padded width / output width - 1) of the GEMM's work (25% at 8x8, 3x3) and add
 a pass over the output (the crop); measured at batch 1 and 16 (one thread, interleaved min
 times), exact columns took 0.88-0.95x the time from 128 output channels (128-256 in, 8x8-16x16)
 and with 3 input channels (16-64 out, 32x32: the crop moves 5-21x the input), 1.02-1.15x at
 1-64 channels with at most 2.7x as many out (LeNet's 5x5, ResNet's 16 and 64) and 1.04-1.07x
 for LeNet's first (1 -> 6 channels: a small output in absolute terms). 1-D and 2-D only: a 3-D
-conv's exact columns are short runs along two axes (3 -> 16 channels, 8x32x32: 1.13x slower)."""
+conv's exact columns are short runs along two axes (3 -> 16 channels, 8x32x32: 1.13x slower).
+The depth rule, measured at batch 16 (benchmarks/conv_algorithms.py): exact columns took
+0.81-0.93x of wide rows' time on Inception's 1x3 convs (8-16 -> 16-32 channels, depth 1.5-2x
+the output channels), 0.87x at 1 -> 6 3x3 (28x28, depth 1.5x), 0.91x at 3 -> 12 3x3,
+0.94-0.99x at 4 -> 8 1x5, 8 -> 8 1x3 and 8 -> 28 3x3 (depth 0.86-2.5x); equal at 1 -> 6 and
+2 -> 6 5x5 (depth 4.2-8.3x); wide rows 0.97-0.98x at 16 -> 16 and 32 -> 32 3x3 (depth 9x). The
+rule it replaces (wide under 4 output channels per input channel, or under 16) took wide rows
+for all of the 1x3 and small-channel shapes above."""
 
 
 def wide_rows(spec: ConvSpec, padded_width: int, out_width: int, images: int) -> bool:
@@ -420,7 +443,7 @@ def wide_rows(spec: ConvSpec, padded_width: int, out_width: int, images: int) ->
             or (
                 images > 1
                 and mg < WIDE_MAX_OUT_CHANNELS
-                and (mg < WIDE_MAX_OUT_PER_IN * cg or mg < 16)
+                and cg * prod(spec.kernel) >= WIDE_MIN_DEPTH_PER_OUT * mg
             )
         )
     )

@@ -67,7 +67,7 @@ CONVS = [
     ((3, 10, 7, 6), 12, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "pointwise"),
     ((5, 10, 7, 6), 12, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 2, "pointwise"),
     ((3, 5, 17), 6, (4,), (3,), (2, 1), (2,), 1, "im2col"),  # 1-D
-    ((2, 3, 20), 4, (3,), (1,), (1, 2), (1,), 1, "im2col"),  # 1-D, wide rows
+    ((2, 3, 20), 3, (3,), (1,), (1, 2), (1,), 1, "im2col"),  # 1-D, wide rows
     ((2, 4, 4, 5, 6), 6, (2, 3, 3), (2, 1, 1), (0, 1, 1, 1, 0, 1), (1, 2, 1), 2, "im2col"),
     ((3, 1, 12, 11), 6, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1, "im2col"),  # LeNet's first
     ((2, 3, 9, 8), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "im2col"),  # exact: 16 out of 3
@@ -83,6 +83,11 @@ CONVS = [
     ((2, 16, 8, 8), 16, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1), 1, "im2col"),  # depth 16 < 48
     ((2, 16, 8, 8), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 2), 1, "im2col"),  # dilated columns
     ((2, 20, 8, 8), 48, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "im2col"),  # 48 out
+    ((3, 16, 9, 8), 16, (3, 1), (1, 1), (1, 0, 1, 0), (1, 1), 1, "colstack"),  # Inception's 3x1
+    ((1, 4, 7, 6), 6, (3, 1), (2, 1), (1, 0, 0, 0), (2, 1), 1, "colstack"),  # kx1 rows strided
+    ((2, 5, 6, 7), 50, (2, 1), (1, 1), (0, 1, 1, 2), (1, 1), 1, "colstack"),  # kx1 width pads
+    ((2, 6, 5, 7), 4, (3, 1), (1, 1), (1, 0, 1, 0), (1, 1), 2, "im2col"),  # kx1 grouped
+    ((3, 8, 6, 9), 16, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1), 1, "im2col"),  # 1x3: exact columns
 ]
 
 
@@ -298,6 +303,7 @@ def test_wide_rows_ignore_what_the_scratch_held():
     w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
     spec = fast_conv.ConvSpec((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 4, 5)
     out = np.empty((2, 5, 6, 6), np.float32)
+    assert fast_conv.wide_rows(spec, 8, 6, 2)  # the path under test
     wp = fast_conv.prepare_weight("im2col", w, 1, np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
