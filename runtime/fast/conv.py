@@ -48,6 +48,7 @@ __all__ = [
     "Epilogue",
     "wide_rows",
     "few_tiles_fallback",
+    "relu_",
 ]
 
 WORKSPACE_BYTES = 1 << 20  # per chunk: stays in cache and bounds the peak memory
@@ -228,16 +229,38 @@ def prepare_weight(
     return np.ascontiguousarray(wg, dtype=dtype)
 
 
+RELU_BLOCK = 1 << 16
+"""ReLU runs as np.maximum(y, zeros) over blocks of this many elements of a contiguous y:
+NumPy's maximum against a scalar (a stride-0 operand) misses its SIMD loop (NumPy 2.4, AVX2)
+and ran 3.5-5x slower than against a contiguous array of zeros. Measured in place on random
+float32 data (min of 200 runs): blocks of 64K elements took 0.3x of np.maximum(y, 0)'s time at
+1 MiB, 0.34x at 8 MiB, 0.6-0.7x at 16-256 KiB; 4K-element blocks were 1.3x slower at 8 MiB
+(per-call cost), 32K-64K the fastest. The zeros are one read-only block per dtype (256 KiB)."""
+_ZEROS: dict[np.dtype, np.ndarray] = {}
+
+
+def relu_(y: np.ndarray) -> None:
+    """y = max(y, 0) in place, elementwise as np.maximum (a NaN stays NaN), see RELU_BLOCK."""
+    if not y.flags.c_contiguous:
+        np.maximum(y, 0, out=y)
+        return
+    zeros = _ZEROS.get(y.dtype)
+    if zeros is None or zeros.size < RELU_BLOCK:
+        zeros = np.zeros(RELU_BLOCK, y.dtype)
+        zeros.flags.writeable = False
+        _ZEROS[y.dtype] = zeros
+    flat = y.reshape(-1)
+    for i in range(0, flat.size, RELU_BLOCK):  # a loop over fixed-size memory blocks
+        part = flat[i : i + RELU_BLOCK]
+        np.maximum(part, zeros[: part.size], out=part)
+
+
 def _epilogue(y: np.ndarray, epi: Epilogue, n0: int, n1: int, bias_done: bool) -> None:
     if epi.bias is not None and not bias_done:
         y += epi.bias.reshape((1, -1) + (1,) * (y.ndim - 2))
     if epi.residual is not None:
         y += epi.residual()[n0:n1]
-    if epi.activation:
-        if epi.activation[0] == "relu":
-            np.maximum(y, 0, out=y)
-        else:  # ("leaky", alpha): y if y >= 0 else alpha * y == max(y, alpha * y) for alpha <= 1
-            np.maximum(y, y * y.dtype.type(epi.activation[1]), out=y)
+    activate(y, epi.activation)
 
 
 _PAD_GEOMETRY: dict[tuple, tuple] = {}
@@ -278,7 +301,7 @@ def activate(y: np.ndarray, act: tuple) -> None:
     if not act:
         return
     if act[0] == "relu":
-        np.maximum(y, 0, out=y)
+        relu_(y)
     else:  # ("leaky", alpha): y if y >= 0 else alpha * y == max(y, alpha * y) for alpha <= 1
         np.maximum(y, y * y.dtype.type(act[1]), out=y)
 
@@ -530,8 +553,11 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             np.add(valid, epi.residual()[n0:n1], out=yb)
             activate(yb, epi.activation)
             continue
-        elif epi.activation and epi.activation[0] == "relu":  # the crop and ReLU in one pass
-            np.maximum(valid, 0, out=yb)
+        elif epi.activation and epi.activation[0] == "relu":
+            # The crop, then ReLU in place: 0.4x the time of np.maximum(valid, 0, out=yb)
+            # (its strided operand and scalar both miss NumPy's SIMD loop; see RELU_BLOCK).
+            np.copyto(yb, valid)
+            relu_(yb)
             continue
         else:
             np.copyto(yb, valid)
@@ -595,15 +621,16 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             np.add(wide[:, :n_], zf[:, j * ml + j : j * ml + j + n_], out=wide[:, :n_])
         valid = wide.reshape(nb, mo, ho, wpad)[..., :wo]
         yb = out[n0:n1]
-        # The crop to NCHW applies the bias, the residual or ReLU in the same pass.
+        # The crop to NCHW applies the bias or the residual in the same pass (ReLU after it).
         if epi.bias is not None and not augmented:
             np.add(valid, epi.bias.reshape(1, -1, 1, 1), out=yb)
         elif epi.residual is not None:
             np.add(valid, epi.residual()[n0:n1], out=yb)
             activate(yb, epi.activation)
             continue
-        elif epi.activation and epi.activation[0] == "relu":
-            np.maximum(valid, 0, out=yb)
+        elif epi.activation and epi.activation[0] == "relu":  # see _im2col
+            np.copyto(yb, valid)
+            relu_(yb)
             continue
         else:
             np.copyto(yb, valid)
@@ -678,13 +705,14 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             np.copyto(yb, dest.reshape(nb, mo, th * m, tw * m)[:, :, :ho, :wo])
             _epilogue(yb, epi, n0, n1, True)
             continue
-        # The copy out to NCHW applies the residual or ReLU in the same pass.
+        # The copy out to NCHW applies the residual in the same pass (ReLU after it).
         dest = yb.reshape(nb, mo, th, m, tw, m)
         if epi.residual is not None:
             np.add(yv, epi.residual()[n0:n1].reshape(dest.shape), out=dest)
             activate(yb, epi.activation)
-        elif epi.activation and epi.activation[0] == "relu":
-            np.maximum(yv, 0, out=dest)
+        elif epi.activation and epi.activation[0] == "relu":  # see _im2col
+            np.copyto(dest, yv)
+            relu_(yb)
         else:
             np.copyto(dest, yv)
             activate(yb, epi.activation)

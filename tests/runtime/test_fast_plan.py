@@ -247,6 +247,32 @@ def test_one_image_splits_each_gemm_over_the_threads(algo, monkeypatch):
     assert _within_float32_bound(got, x, w, pads, algo)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("block", [7, 1 << 16])
+def test_relu_matches_numpy_maximum_across_blocks(dtype, block, monkeypatch):
+    """The blocked ReLU (np.maximum against a block of zeros) gives np.maximum(y, 0)'s values
+    bit for bit, NaN, infinities and signed zeros included, on sizes that end mid-block, on
+    non-contiguous views (the plain form) and on empty arrays."""
+    from graphnet.runtime.fast import conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "RELU_BLOCK", block)
+    rng = np.random.default_rng(15)
+    special = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45], dtype)
+    for size in (0, 5, block, 3 * block + 2):
+        y = rng.standard_normal(size).astype(dtype)
+        y[: min(size, special.size)] = special[: min(size, special.size)]
+        want = np.maximum(y, 0)
+        got = y.reshape(-1, 1)  # any contiguous shape
+        fast_conv.relu_(got)
+        np.testing.assert_array_equal(got.reshape(-1), want)
+        assert np.array_equal(np.signbit(got.reshape(-1)), np.signbit(want))
+    z = rng.standard_normal((6, 9)).astype(dtype)
+    want, untouched = np.maximum(z, 0), z[:, 1::2].copy()
+    fast_conv.relu_(z[:, ::2])  # non-contiguous: the plain np.maximum, in place on the view
+    np.testing.assert_array_equal(z[:, ::2], want[:, ::2])
+    np.testing.assert_array_equal(z[:, 1::2], untouched)
+
+
 def test_winograd_bias_rides_on_the_ones_column_of_a_transposed():
     """Winograd adds the bias to column 1 of A^T M (before the right multiplication by A): that
     adds it to every output only because A^T's column 1 is all ones, in F(2x2) and F(4x4)."""
