@@ -239,20 +239,22 @@ float32 data (min of 200 runs): blocks of 64K elements took 0.3x of np.maximum(y
 _ZEROS: dict[np.dtype, np.ndarray] = {}
 
 
-def relu_(y: np.ndarray) -> None:
-    """y = max(y, 0) in place, elementwise as np.maximum (a NaN stays NaN), see RELU_BLOCK."""
-    if not y.flags.c_contiguous:
-        np.maximum(y, 0, out=y)
+def relu_(y: np.ndarray, x: np.ndarray | None = None) -> None:
+    """y = max(x, 0) (x defaults to y: in place), elementwise as np.maximum (a NaN stays NaN),
+    see RELU_BLOCK; x and y of the same shape and dtype."""
+    x = y if x is None else x
+    if not (y.flags.c_contiguous and x.flags.c_contiguous and x.dtype == y.dtype):
+        np.maximum(x, 0, out=y)
         return
     zeros = _ZEROS.get(y.dtype)
     if zeros is None or zeros.size < RELU_BLOCK:
         zeros = np.zeros(RELU_BLOCK, y.dtype)
         zeros.flags.writeable = False
         _ZEROS[y.dtype] = zeros
-    flat = y.reshape(-1)
-    for i in range(0, flat.size, RELU_BLOCK):  # a loop over fixed-size memory blocks
-        part = flat[i : i + RELU_BLOCK]
-        np.maximum(part, zeros[: part.size], out=part)
+    src, dst = x.reshape(-1), y.reshape(-1)
+    for i in range(0, dst.size, RELU_BLOCK):  # a loop over fixed-size memory blocks
+        part = dst[i : i + RELU_BLOCK]
+        np.maximum(src[i : i + RELU_BLOCK], zeros[: part.size], out=part)
 
 
 def _epilogue(y: np.ndarray, epi: Epilogue, n0: int, n1: int, bias_done: bool) -> None:

@@ -261,11 +261,15 @@ def test_relu_matches_numpy_maximum_across_blocks(dtype, block, monkeypatch):
     for size in (0, 5, block, 3 * block + 2):
         y = rng.standard_normal(size).astype(dtype)
         y[: min(size, special.size)] = special[: min(size, special.size)]
-        want = np.maximum(y, 0)
+        want, source = np.maximum(y, 0), y.copy()
         got = y.reshape(-1, 1)  # any contiguous shape
         fast_conv.relu_(got)
         np.testing.assert_array_equal(got.reshape(-1), want)
         assert np.array_equal(np.signbit(got.reshape(-1)), np.signbit(want))
+        into, kept = np.full(size, 7, dtype), source.copy()  # out of place: source unchanged
+        fast_conv.relu_(into, source)
+        np.testing.assert_array_equal(into, want)
+        np.testing.assert_array_equal(source, kept)
     z = rng.standard_normal((6, 9)).astype(dtype)
     want, untouched = np.maximum(z, 0), z[:, 1::2].copy()
     fast_conv.relu_(z[:, ::2])  # non-contiguous: the plain np.maximum, in place on the view
