@@ -453,6 +453,13 @@ rule it replaces (wide under 4 output channels per input channel, or under 16) t
 for all of the 1x3 and small-channel shapes above."""
 
 
+SLAB_MIN_COLUMNS = 1024
+"""`_im2col`'s slabs of one image hold at least this many GEMM columns: video3d's second conv
+(16 -> 32 channels, 4x16x16, 288 wide columns per depth plane) ran 1.09x slower in slabs of one
+plane than whole (one thread, batch 1); its first (1088 columns per plane) in one-plane slabs
+took the time of the whole image (1.00x) in 0.95 MiB of scratch instead of 3.4."""
+
+
 def wide_rows(spec: ConvSpec, padded_width: int, out_width: int, images: int) -> bool:
     """Whether `_im2col` computes over wide rows (see MAX_WIDE_WASTE, WIDE_MAX_OUT_*) for a
     slice of `images` images. In 1-D and 2-D, one image takes exact columns: measured at batch
@@ -508,6 +515,15 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     cols_size = g * rows * p
     per_item += g * augmented * p
     b = _chunk(per_item * x.itemsize, hi - lo)
+    # An image whose columns alone pass the budget (video3d's first conv: 3.5 MiB of columns
+    # and GEMM output for a 0.5 MiB output) runs in slabs of output rows (depth planes in
+    # 3-D): the workspace stays near the budget instead of growing with the image.
+    slab = 0
+    if k >= 2 and per_item * x.itemsize > WORKSPACE_BYTES:
+        per_row = (per_item - pad_size + (0 if wide else spec.c_out * p)) // outs[0]
+        slab = max(1, (WORKSPACE_BYTES // x.itemsize - pad_size) // per_row)
+        slab = max(slab, -(-SLAB_MIN_COLUMNS // (p // outs[0])))
+        slab = 0 if slab >= outs[0] else slab
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         nb = n1 - n0
@@ -534,6 +550,9 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         else:
             windows = strided_windows(xb, ks, spec.strides, spec.dilations, outs)
             cols_shape = (nb, g, c // g, *ks, *outs)
+        if slab:
+            _im2col_slabs(spec, windows, cols_shape[3 + k :], wp, out, epi, scratch, n0, slab, gemm)
+            continue
         cols2 = scratch.take(1, nb * cols_size, x.dtype).reshape(nb, g, rows, p)
         if augmented:
             cols2[:, :, kg] = 1  # the row of ones the bias column multiplies
@@ -564,6 +583,34 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         else:
             np.copyto(yb, valid)
         _epilogue(yb, epi, n0, n1, True)
+
+
+def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, gemm) -> None:
+    """`_im2col` for the one image n0, `slab` output rows (first spatial axis) at a time:
+    `windows` (1, C, *dims, *kernel) is its window view (`dims` the output's, wide or exact),
+    each slab's columns and GEMM output are workspaces, copied out into its rows of `out`; the
+    epilogue runs once over the image after the last slab."""
+    c, g, ks, k = spec.c_in, spec.group, spec.kernel, len(dims)
+    kg = (c // g) * prod(ks)
+    augmented = wp.shape[-1] == kg + 1
+    rows = kg + augmented
+    yb = out[n0 : n0 + 1]
+    rest = prod(dims[1:])
+    perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
+    for r0 in range(0, dims[0], slab):  # a loop over slabs of output rows sized by the budget
+        r1 = min(dims[0], r0 + slab)
+        sp = (r1 - r0) * rest
+        cols2 = scratch.take(1, g * rows * sp, out.dtype).reshape(1, g, rows, sp)
+        if augmented:
+            cols2[:, :, kg] = 1  # the row of ones the bias column multiplies
+        cols = cols2[:, :, :kg].reshape((1, g, c // g, *ks, r1 - r0, *dims[1:]))
+        v = windows[:, :, r0:r1].reshape((1, g, c // g, r1 - r0, *dims[1:], *ks))
+        np.copyto(cols, v.transpose(perm))
+        yw = scratch.take(2, spec.c_out * sp, out.dtype)
+        gemm(wp, cols2, yw.reshape(1, g, -1, sp), 1)
+        valid = yw.reshape(1, spec.c_out, r1 - r0, *dims[1:])[..., : yb.shape[-1]]
+        np.copyto(yb[:, :, r0:r1], valid)
+    _epilogue(yb, epi, n0, n0 + 1, augmented)
 
 
 def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:

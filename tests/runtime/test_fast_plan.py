@@ -149,6 +149,51 @@ def test_conv_algorithms_match_float64_reference_and_onnxruntime(
     assert (np.abs(got - theirs) <= 2 * float32_bound(mags, terms)).all()
 
 
+SLABBED = [c for c in CONVS if c[-1] == "im2col" and len(c[0]) > 3]
+
+
+@pytest.mark.parametrize("x_shape, m, k, s, p, d, g, algo", SLABBED)
+def test_im2col_slabs_of_output_rows_cover_the_image(x_shape, m, k, s, p, d, g, algo, monkeypatch):
+    """An image whose im2col workspace passes the budget runs in slabs of output rows (depth
+    planes in 3-D): with a budget of a few bytes every slab is one row, wide or exact columns,
+    strided, dilated, grouped, with the bias in the GEMM and a fused ReLU; the result is the
+    float64 conv's within the float32 bound, and every image went through the slabs."""
+    from graphnet.runtime.fast import conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "WORKSPACE_BYTES", 16)
+    monkeypatch.setattr(fast_conv, "SLAB_MIN_COLUMNS", 1)
+    slabbed = []
+    slabs = fast_conv._im2col_slabs
+    monkeypatch.setattr(fast_conv, "_im2col_slabs", lambda *a: slabbed.append(a[7]) or slabs(*a))
+    rng = np.random.default_rng(16)
+    c = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((m, c // g, *k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    g_ = Graph("slabs")
+    g_.add_input("x", (None, *x_shape[1:]))
+    g_.add_param("w", w)
+    g_.add_param("b", b)
+    attrs = {"strides": list(s), "pads": list(p), "dilations": list(d), "group": g}
+    y = g_.add_node("Conv", ["x", "w", "b"], attrs, name="conv").outputs[0]
+    y = g_.add_node("Relu", [y], {}, name="relu").outputs[0]
+    g_.mark_output(y)
+    got = runtime.Session(g_).run({"x": x})[y]
+    assert sorted(slabbed) == list(range(x_shape[0]))  # each image, in slabs
+    kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
+    exact = np.maximum(
+        conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw), 0
+    )
+    mags = conv(
+        np.abs(x).astype(np.float64),
+        np.abs(w).astype(np.float64),
+        np.abs(b).astype(np.float64),
+        **kw,
+    )
+    terms = (c // g) * int(np.prod(k))
+    assert (np.abs(got - exact) <= float32_bound(mags, terms)).all()
+
+
 @pytest.mark.parametrize("algo", ["winograd-f4", "winograd-f2", "im2col", "pointwise", "colstack"])
 def test_batch_chunks_and_thread_slices_cover_every_image(algo, monkeypatch):
     """Workspaces of a few bytes: every image is its own chunk, and chunk edges (and the two
