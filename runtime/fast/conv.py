@@ -19,9 +19,11 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
 
 All four work on batch chunks sized so their workspaces stay near `WORKSPACE_BYTES` (the whole
 batch at once would need a 2-10x larger im2col matrix than the activations themselves: the peak
-memory target); workspaces come from a `Scratch` shared by all steps. The bias and a following
-element-wise op (ReLU, LeakyReLU, a residual Add) are applied to each chunk while it is in cache
-(an "epilogue").
+memory target); im2col splits an image too large for it into slabs of output rows
+(SLAB_MIN_COLUMNS). Workspaces come from a `Scratch` shared by all steps. The bias and a
+following element-wise op (ReLU, LeakyReLU, a residual Add) are applied to each chunk while it
+is in cache (an "epilogue"); ReLU as `relu_`, NumPy's maximum against a block of zeros
+(RELU_BLOCK: against the scalar 0 it misses NumPy's SIMD loop).
 """
 
 from __future__ import annotations
