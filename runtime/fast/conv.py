@@ -71,7 +71,13 @@ WINOGRAD_MIN_CHANNELS = 24
 """3x3 stride-1 convs run Winograd from this many input and output channels: measured against
 colstack and im2col at batch 16 (one thread, interleaved min times), F(4x4) took 0.92x of
 colstack's time at 24-32 -> 32 channels (16x16), 0.77-0.82x at 32 -> 48-64; at 16 -> 16
-(32x32) 1.19x (its GEMMs, 16 deep, are then too cheap to pay for the transforms)."""
+(32x32) 1.19x (its GEMMs, 16 deep, are then too cheap to pay for the transforms).
+Re-measured at 16 -> 16 (32x32, batch 16): F(4x4) 1.24x colstack's time, F(2x2) 1.9x. F(4x4)'s
+parts for the 16 images: GEMMs 0.5 ms, the tile copy 0.3-0.7, input transform 0.9, output
+transform 0.45-0.8, copy out 0.2-0.4; colstack's GEMM alone takes 1.2 ms (72 GFLOP/s, near
+BLAS's 85 on one core), the rest 0.9. An HWNC tile layout made F(4x4)'s transforms 1.5-2x
+cheaper, but the NCHW <-> HWNC transposes at both ends cost more than that (a prototype took
+1.5x colstack's time): Winograd would pay at 16 channels inside a channels-last stage only."""
 COLSTACK_MIN_CHANNELS = 16
 COLSTACK_MAX_CHANNELS = 48
 """`colstack` from 16 input channels, under 48 in and out: measured against im2col with wide
