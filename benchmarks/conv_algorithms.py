@@ -128,6 +128,7 @@ def bench(c: int, m: int, hw: int, k: tuple[int, int], batch: int, rounds: int) 
             fc.conv_chunked(algo, spec, x, wp, out, epi, scratch)
         finally:
             fc.wide_rows = saved
+        scratch.reset()  # as the plan does after every step
         return out
 
     ort_run = _ort_conv(x, w, b, pads)

@@ -85,6 +85,8 @@ rows at batch 16 (interleaved, one thread, min times): 0.84-0.87x the time at 16
 channels (3x3, 32x32), 0.77x (5x5, 16x16), 0.93x at 32 -> 32 (16x16); equal from 48 output
 channels (im2col's GEMM is no longer thin); 1.3-1.6x slower at 1-6 input channels (its kw-1
 extra passes over the output then cost more than the copies it saves)."""
+COLSTACK_ONE_COLUMN_MAX_OUT = 128
+"""A kx1 kernel runs colstack under this many output channels (see `_colstack_fits`)."""
 COLSTACK_MIN_DEPTH = 48
 """... and a GEMM depth (input channels x kernel rows) from this: 1x3 kernels at 8-16 channels
 (depth 8-16) ran 1.2-1.5x slower than im2col (thin GEMMs, and kw passes over the output)."""
@@ -193,7 +195,9 @@ def _colstack_fits(spec: ConvSpec) -> bool:
     (16-32 channels, 8x8-16x16) took 0.76-0.87x of wide rows' time and 0.93-0.95x of exact
     columns' at batch 16, 0.80-0.85x of exact columns' at batch 1; 4 -> 8 and 8 -> 16 at 16x16
     0.75-0.84x, 64 -> 64 at 8x8 0.86-0.90x, 3 -> 16 5x1 at 32x32 0.83-0.98x, 128 -> 128 7x1 at
-    8x8 0.97-1.0x (never slower)."""
+    8x8 0.97-1.0x. From COLSTACK_ONE_COLUMN_MAX_OUT output channels its pass from Z to the
+    output costs what the copy saves: Inception-v3's 7x1 at 17x17 to 192 channels took 1.0x
+    (128 or 192 in) and 1.07x (32 in) of exact columns' time at batch 16: im2col there."""
     if not (
         len(spec.kernel) == 2
         and spec.strides[1] == 1
@@ -202,7 +206,7 @@ def _colstack_fits(spec: ConvSpec) -> bool:
     ):
         return False
     if spec.kernel[1] == 1:
-        return spec.kernel[0] > 1  # a kx1 kernel: measured above
+        return spec.kernel[0] > 1 and spec.c_out < COLSTACK_ONE_COLUMN_MAX_OUT  # kx1: above
     if not (spec.c_in < COLSTACK_MAX_CHANNELS and spec.c_out < COLSTACK_MAX_CHANNELS):
         return False
     depth = spec.c_in * spec.kernel[0]
