@@ -8,8 +8,8 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
 - `colstack`: 2-D, ungrouped, unit stride and dilation along the width, 16 to 47 input and
   under 48 output channels (ResNet's 16-channel 3x3 convs), or fewer input channels with a deep
   enough GEMM (LeNet's 6 -> 16 5x5, see COLSTACK_NARROW_MIN_DEPTH), or a kernel one column wide
-  (Inception's 3x1, any channels: see `_colstack_fits`): the kernel's columns stacked in
-  the GEMM's rows, Z (kw*M, pixels) = W' (kw*M, C*kh) @ rows (C*kh, pixels), then
+  (Inception's 3x1, under 128 output channels: see `_colstack_fits`): the kernel's columns
+  stacked in the GEMM's rows, Z (kw*M, pixels) = W' (kw*M, C*kh) @ rows (C*kh, pixels), then
   Y = sum_j Z_j shifted by j along the width: a third of im2col's copy (kh row-shifted
   copies, not kh*kw) and a GEMM kw times taller (M=16 GEMMs run at ~2/3 of BLAS's rate).
   Also what a conv planned as Winograd runs, under 128 output channels, on a batch with too few
@@ -188,7 +188,7 @@ def few_tiles_fallback(spec: ConvSpec) -> str:
 
 def _colstack_fits(spec: ConvSpec) -> bool:
     """Whether colstack runs this 2-D conv (see COLSTACK_*). A kx1 kernel (one column, k > 1
-    rows) runs it with any channel counts: Z is then the whole GEMM (no shifted sum) over
+    rows) runs it with any input channels: Z is then the whole GEMM (no shifted sum) over
     operand rows that are the kh row-shifted copies of the padded input, one contiguous run per
     channel (exact im2col copies one output row at a time). Measured against im2col
     (benchmarks/conv_algorithms.py, one thread, interleaved min times): Inception's 3x1 convs
