@@ -398,7 +398,7 @@ def conv_chunked(
     elif algo == "colstack":
         _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     else:
-        _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split)
 
 
 def _split_gemm(split: Callable | None) -> Callable:
@@ -493,7 +493,7 @@ def wide_rows(spec: ConvSpec, padded_width: int, out_width: int, images: int) ->
     )
 
 
-def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
     n, c = x.shape[:2]
     k = x.ndim - 2
     g = spec.group
@@ -529,9 +529,13 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     b = _chunk(per_item * x.itemsize, hi - lo)
     # An image whose columns alone pass the budget (video3d's first conv: 3.5 MiB of columns
     # and GEMM output for a 0.5 MiB output) runs in slabs of output rows (depth planes in
-    # 3-D): the workspace stays near the budget instead of growing with the image.
+    # 3-D): the workspace stays near the budget instead of growing with the image. Not when
+    # its GEMMs are split over the threads (`split`: one image, a big conv): a split GEMM per
+    # slab paid a thread handoff each (video3d@1 1.04-1.06x the time, interleaved in-process
+    # runs), and whole slabs per thread held a slab's workspace in each thread's scratch (the
+    # same memory as the whole image's).
     slab = 0
-    if k >= 2 and per_item * x.itemsize > WORKSPACE_BYTES:
+    if k >= 2 and split is None and per_item * x.itemsize > WORKSPACE_BYTES:
         per_row = (per_item - pad_size + (0 if wide else spec.c_out * p)) // outs[0]
         slab = max(1, (WORKSPACE_BYTES // x.itemsize - pad_size) // per_row)
         slab = max(slab, -(-SLAB_MIN_COLUMNS // (p // outs[0])))
