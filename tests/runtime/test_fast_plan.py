@@ -302,6 +302,7 @@ def test_relu_matches_numpy_maximum_across_blocks(dtype, block, monkeypatch):
     from graphnet.runtime.fast import conv as fast_conv
 
     monkeypatch.setattr(fast_conv, "RELU_BLOCK", block)
+    monkeypatch.setattr(fast_conv, "RELU_MIN_BLOCKED", 0)  # the blocked form on every size
     rng = np.random.default_rng(15)
     special = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45], dtype)
     for size in (0, 5, block, 3 * block + 2):
