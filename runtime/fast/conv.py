@@ -47,6 +47,7 @@ __all__ = [
     "padded",
     "view",
     "WORKSPACE_BYTES",
+    "BIAS_COLUMN_MAX_DEPTH",
     "Epilogue",
     "wide_rows",
     "few_tiles_fallback",
@@ -223,7 +224,9 @@ def prepare_weight(
     (j, m), column (c, i) holds w[m, c, i, j]). With `bias` (im2col and colstack), the bias is
     one more column, multiplied by a row of ones that the algorithm adds to its columns: the
     GEMM adds the bias, saving a pass over the output (colstack: in the rows of kernel column
-    0 only, zeros in the others, as the shifted rows are summed)."""
+    0 only, zeros in the others, as the shifted rows are summed). im2col takes the bias column
+    only under BIAS_COLUMN_MAX_DEPTH: deeper, its weight is a view of `w` (no copy when `w` is
+    contiguous and of `dtype`) and the kernel adds the bias in its epilogue."""
     if algo.startswith("winograd"):
         return weight_transform(w, 4 if algo.endswith("f4") else 2)
     m = w.shape[0]
@@ -236,10 +239,23 @@ def prepare_weight(
             ws = np.concatenate([ws, col], axis=1)
         return np.ascontiguousarray(ws, dtype=dtype)
     wg = w.reshape(group, m // group, -1)
-    if bias is not None and algo == "im2col":
+    if bias is not None and algo == "im2col" and wg.shape[-1] < BIAS_COLUMN_MAX_DEPTH:
         wg = np.concatenate([wg, bias.reshape(group, m // group, 1).astype(wg.dtype)], axis=2)
     return np.ascontiguousarray(wg, dtype=dtype)
 
+
+BIAS_COLUMN_MAX_DEPTH = 256
+"""im2col's weight carries the bias column (a copy of the weight) only for a GEMM depth (input
+channels per group x taps) under this; deeper, the weight is a view of the parameter and the
+bias is added in the epilogue (in the crop of wide rows, or a pass over each output chunk).
+The pass costs about as much per output as a few GEMM terms, so it matters only for shallow
+GEMMs, while the copy grows with the depth (vgg_bn@1's two im2col convs, depth 1152 and 2304:
+3.4 MiB, half its parameters). Measured per conv against the bias column (one thread, 30
+interleaved rounds, min times, batch 1 / 8, bias + fused ReLU): depth 25-27 (LeNet's and
+VGG's first) 1.05-1.09 / 1.08-1.22x the time; depth 81-2304 (video3d's, ResNet-20's strided
+convs, VGG's 128-256 channels at 4x4-8x8) 0.98-1.03 / 0.99-1.03x. The weight of a conv that
+shallow is small (64 x 27 floats for VGG's first), so it keeps its column. The depth, not the
+output pixels, decides: the weight is prepared once for every input shape."""
 
 RELU_BLOCK = 1 << 16
 """ReLU runs as np.maximum(y, zeros) over blocks of this many elements of a contiguous y:

@@ -195,6 +195,85 @@ def test_im2col_slabs_of_output_rows_cover_the_image(x_shape, m, k, s, p, d, g, 
     assert (np.abs(got - exact) <= float32_bound(mags, terms)).all()
 
 
+IM2COL = [c for c in CONVS if c[-1] == "im2col"]
+
+
+@pytest.mark.parametrize("x_shape, m, k, s, p, d, g, algo", IM2COL)
+@pytest.mark.parametrize("column", [False, True])
+def test_im2col_bias_in_the_epilogue_or_the_gemm(
+    x_shape, m, k, s, p, d, g, algo, column, monkeypatch
+):
+    """im2col adds a parameter bias either as the prepared weight's extra column (GEMM depth
+    under BIAS_COLUMN_MAX_DEPTH) or, deeper, in the epilogue with the weight a view of the
+    parameter: both ways (the limit forced) on every im2col shape of the table (1-3-D,
+    strided, dilated, grouped, depthwise, wide and exact columns), with a fused ReLU, at batch
+    1 (exact columns in 2-D) and the table's batch, equal the reference plan and onnxruntime
+    within the float32 bound."""
+    from graphnet.runtime.fast import conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "BIAS_COLUMN_MAX_DEPTH", 1 << 30 if column else 0)
+    rng = np.random.default_rng(17 + m)
+    c = x_shape[1]
+    w = rng.standard_normal((m, c // g, *k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    graph = Graph("bias")
+    graph.add_input("x", (None, *x_shape[1:]))
+    graph.add_param("w", w)
+    graph.add_param("b", b)
+    attrs = {"strides": list(s), "pads": list(p), "dilations": list(d), "group": g}
+    y = graph.add_node("Conv", ["x", "w", "b"], attrs, name="conv").outputs[0]
+    y = graph.add_node("Relu", [y], {}, name="relu").outputs[0]
+    graph.mark_output(y)
+    sess = runtime.Session(graph)
+    step = next(st for st in sess._fast(training=False, keep_all=False).steps if st.op == "Conv")
+    kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
+    terms = (c // g) * int(np.prod(k))
+    for batch in sorted({1, x_shape[0]}):
+        x = rng.standard_normal((batch, *x_shape[1:])).astype(np.float32)
+        got = sess.run({"x": x})[y]
+        assert _ran(sess) == ["im2col"]
+        wp = step._prepared["im2col"][3]
+        assert wp.shape[-1] == terms + column  # the bias column, or none
+        assert np.shares_memory(wp, graph.params["w"]) != column  # no copy without it
+        mags = conv(
+            np.abs(x).astype(np.float64),
+            np.abs(w).astype(np.float64),
+            np.abs(b).astype(np.float64),
+            **kw,
+        )
+        bound = float32_bound(mags, terms)
+        plain = runtime.Session(graph, plan="reference").run({"x": x})[y]
+        assert (np.abs(got - plain) <= 2 * bound).all()
+        theirs = ort_run(export_checked(graph), {"x": x})[y]
+        assert (np.abs(got - theirs) <= 2 * bound).all()
+
+
+def test_deep_im2col_weight_is_the_parameter_itself():
+    """A GEMM depth from BIAS_COLUMN_MAX_DEPTH (here 32 channels x 9 taps, strided: im2col)
+    prepares no copy of the weight: the plan holds a view of the parameter and adds the bias
+    in the epilogue; a shallow one (3 channels x 9) carries the bias column (a copy)."""
+    from graphnet.runtime.fast import conv as fast_conv
+
+    rng = np.random.default_rng(18)
+    for c, column in ((32, False), (3, True)):
+        assert (c * 9 < fast_conv.BIAS_COLUMN_MAX_DEPTH) == column
+        w = rng.standard_normal((20, c, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(20).astype(np.float32)
+        attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1}
+        graph = _conv_graph((None, c, 9, 8), w, b, attrs)
+        sess = runtime.Session(graph)
+        x = rng.standard_normal((3, c, 9, 8)).astype(np.float32)
+        got = sess.run({"x": x})[graph.outputs[0]]
+        assert _ran(sess) == ["im2col"]
+        step = next(
+            st for st in sess._fast(training=False, keep_all=False).steps if st.op == "Conv"
+        )
+        wp = step._prepared["im2col"][3]
+        assert np.shares_memory(wp, graph.params["w"]) != column
+        want = runtime.Session(graph, plan="reference").run({"x": x})[graph.outputs[0]]
+        np.testing.assert_allclose(got, want, rtol=MODEL_RTOL, atol=MODEL_ATOL)
+
+
 @pytest.mark.parametrize("algo", ["winograd-f4", "winograd-f2", "im2col", "pointwise", "colstack"])
 def test_batch_chunks_and_thread_slices_cover_every_image(algo, monkeypatch):
     """Workspaces of a few bytes: every image is its own chunk, and chunk edges (and the two
