@@ -405,7 +405,8 @@ def conv_chunked(
     """Y[lo:hi] = conv(X[lo:hi]) with the prepared weight `wp`, written into `out`
     (N, M, *spatial_out). Disjoint [lo, hi) ranges may run in parallel threads, each with its
     own `scratch`. With `split` (a `threads.Parallel`, when the batch is too small to split),
-    each GEMM is split by its output rows over the threads instead. Only the GEMMs: splitting
+    each GEMM is split by its output rows over the threads instead (an im2col image in slabs:
+    the threads share out its slabs, see `_im2col_slabs`). Only the GEMMs: splitting
     the whole conv (copies, transforms, epilogue) by output rows, or Winograd's output side by
     output channels, was no faster at batch 1 (measured on this 2-core VM, 32-128 channels,
     8x8-32x32): a part of ~20 NumPy calls waits on the other thread for the GIL between calls
@@ -492,6 +493,13 @@ SLAB_MIN_COLUMNS = 1024
 (16 -> 32 channels, 4x16x16, 288 wide columns per depth plane) ran 1.09x slower in slabs of one
 plane than whole (one thread, batch 1); its first (1088 columns per plane) in one-plane slabs
 took the time of the whole image (1.00x) in 0.95 MiB of scratch instead of 3.4."""
+SHARED_SLAB_MIN_COLUMNS = 256
+"""... and from this many when the threads share out one image's slabs (`_im2col_slabs`): each
+thread's slab GEMMs run while the other thread copies its columns. Measured on video3d@1
+(in-process, interleaved against the whole image's split GEMMs, 40 rounds): slabs of at least
+1024 columns took 0.93x the time in the same 4.65 MiB (the second conv's 4-plane slabs, one
+per thread, hold what the whole image did), 512: 0.90-0.95x in 2.61 MiB, 256 (one plane of
+each conv): 0.95-0.96x in 1.59 MiB."""
 
 
 def wide_rows(spec: ConvSpec, padded_width: int, out_width: int, images: int) -> bool:
@@ -551,16 +559,17 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
     b = _chunk(per_item * x.itemsize, hi - lo)
     # An image whose columns alone pass the budget (video3d's first conv: 3.5 MiB of columns
     # and GEMM output for a 0.5 MiB output) runs in slabs of output rows (depth planes in
-    # 3-D): the workspace stays near the budget instead of growing with the image. Not when
-    # its GEMMs are split over the threads (`split`: one image, a big conv): a split GEMM per
-    # slab paid a thread handoff each (video3d@1 1.04-1.06x the time, interleaved in-process
-    # runs), and whole slabs per thread held a slab's workspace in each thread's scratch (the
-    # same memory as the whole image's).
+    # 3-D): the workspace stays near the budget instead of growing with the image. When its
+    # GEMMs would be split over the threads (`split`: one image, a big conv), the threads
+    # share out the slabs instead, each with its own scratch, and the budget is split between
+    # them (see `_im2col_slabs`).
     slab = 0
-    if k >= 2 and split is None and per_item * x.itemsize > WORKSPACE_BYTES:
+    if k >= 2 and per_item * x.itemsize > WORKSPACE_BYTES:
+        threads = 1 if split is None else max(1, getattr(split, "workers", 1))
         per_row = (per_item - pad_size + (0 if wide else spec.c_out * p)) // outs[0]
-        slab = max(1, (WORKSPACE_BYTES // x.itemsize - pad_size) // per_row)
-        slab = max(slab, -(-SLAB_MIN_COLUMNS // (p // outs[0])))
+        slab = max(1, (WORKSPACE_BYTES // threads // x.itemsize - pad_size) // per_row)
+        least = SLAB_MIN_COLUMNS if split is None else SHARED_SLAB_MIN_COLUMNS
+        slab = max(slab, -(-least // (p // outs[0])))
         slab = 0 if slab >= outs[0] else slab
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
@@ -589,7 +598,8 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
             windows = strided_windows(xb, ks, spec.strides, spec.dilations, outs)
             cols_shape = (nb, g, c // g, *ks, *outs)
         if slab:
-            _im2col_slabs(spec, windows, cols_shape[3 + k :], wp, out, epi, scratch, n0, slab, gemm)
+            dims = cols_shape[3 + k :]
+            _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split)
             continue
         cols2 = scratch.take(1, nb * cols_size, x.dtype).reshape(nb, g, rows, p)
         if augmented:
@@ -623,11 +633,15 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
         _epilogue(yb, epi, n0, n1, True)
 
 
-def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, gemm) -> None:
+def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split=None) -> None:
     """`_im2col` for the one image n0, `slab` output rows (first spatial axis) at a time:
     `windows` (1, C, *dims, *kernel) is its window view (`dims` the output's, wide or exact),
     each slab's columns and GEMM output are workspaces, copied out into its rows of `out`; the
-    epilogue runs once over the image after the last slab."""
+    epilogue runs once over the image after the last slab. With `split` (a `threads.Parallel`)
+    the threads take contiguous runs of the slabs, each in its own scratch, each slab's GEMM
+    whole on its thread: one handoff per conv. A split GEMM per slab paid a handoff per slab
+    (video3d@1 1.04-1.06x the time of the whole image's split GEMM), and the whole image's
+    workspace held 3.4 MiB for video3d's first conv where its one-plane slabs hold 2 x 0.4."""
     c, g, ks, k = spec.c_in, spec.group, spec.kernel, len(dims)
     kg = (c // g) * prod(ks)
     augmented = wp.shape[-1] == kg + 1
@@ -635,19 +649,27 @@ def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, gemm) ->
     yb = out[n0 : n0 + 1]
     rest = prod(dims[1:])
     perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
-    for r0 in range(0, dims[0], slab):  # a loop over slabs of output rows sized by the budget
-        r1 = min(dims[0], r0 + slab)
-        sp = (r1 - r0) * rest
-        cols2 = scratch.take(1, g * rows * sp, out.dtype).reshape(1, g, rows, sp)
-        if augmented:
-            cols2[:, :, kg] = 1  # the row of ones the bias column multiplies
-        cols = cols2[:, :, :kg].reshape((1, g, c // g, *ks, r1 - r0, *dims[1:]))
-        v = windows[:, :, r0:r1].reshape((1, g, c // g, r1 - r0, *dims[1:], *ks))
-        np.copyto(cols, v.transpose(perm))
-        yw = scratch.take(2, spec.c_out * sp, out.dtype)
-        gemm(wp, cols2, yw.reshape(1, g, -1, sp), 1)
-        valid = yw.reshape(1, spec.c_out, r1 - r0, *dims[1:])[..., : yb.shape[-1]]
-        np.copyto(yb[:, :, r0:r1], valid)
+
+    def part(s0: int, s1: int, scratch: Scratch) -> None:
+        for r0 in range(s0 * slab, min(dims[0], s1 * slab), slab):  # a loop over row slabs
+            r1 = min(dims[0], r0 + slab)
+            sp = (r1 - r0) * rest
+            cols2 = scratch.take(1, g * rows * sp, out.dtype).reshape(1, g, rows, sp)
+            if augmented:
+                cols2[:, :, kg] = 1  # the row of ones the bias column multiplies
+            cols = cols2[:, :, :kg].reshape((1, g, c // g, *ks, r1 - r0, *dims[1:]))
+            v = windows[:, :, r0:r1].reshape((1, g, c // g, r1 - r0, *dims[1:], *ks))
+            np.copyto(cols, v.transpose(perm))
+            yw = scratch.take(2, spec.c_out * sp, out.dtype)
+            np.matmul(wp, cols2, out=yw.reshape(1, g, -1, sp))
+            valid = yw.reshape(1, spec.c_out, r1 - r0, *dims[1:])[..., : yb.shape[-1]]
+            np.copyto(yb[:, :, r0:r1], valid)
+
+    slabs = -(-dims[0] // slab)
+    if split is None:
+        part(0, slabs, scratch)
+    else:
+        split(slabs, part, 2.0 * spec.c_out * kg * prod(dims))
     _epilogue(yb, epi, n0, n0 + 1, augmented)
 
 

@@ -195,6 +195,65 @@ def test_im2col_slabs_of_output_rows_cover_the_image(x_shape, m, k, s, p, d, g, 
     assert (np.abs(got - exact) <= float32_bound(mags, terms)).all()
 
 
+@pytest.mark.parametrize("x_shape, m, k, s, p, d, g, algo", SLABBED)
+def test_one_image_shares_its_slabs_out_over_the_threads(
+    x_shape, m, k, s, p, d, g, algo, monkeypatch
+):
+    """One image whose im2col workspace passes the budget, with its GEMMs split over two
+    threads: the threads take runs of its one-row slabs (each in its own scratch); every slab
+    is computed once (wide or exact columns, strided, dilated, grouped, bias in the GEMM or
+    the epilogue, fused ReLU): the float64 conv's values within the float32 bound."""
+    from graphnet.runtime.fast import compile as fast_compile
+    from graphnet.runtime.fast import conv as fast_conv
+    from graphnet.runtime.fast import steps as fast_steps
+    from graphnet.runtime.fast import threads
+
+    monkeypatch.setattr(fast_compile, "WORKERS", 2)
+    monkeypatch.setattr(fast_steps, "ROW_SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(fast_conv, "WORKSPACE_BYTES", 16)
+    monkeypatch.setattr(fast_conv, "SHARED_SLAB_MIN_COLUMNS", 1)
+    shared = []
+    call = threads.Parallel.__call__
+
+    def recording(self, n, fn, flops=0):
+        shared.append((n, fn.__name__))
+        return call(self, n, fn, flops)
+
+    monkeypatch.setattr(threads.Parallel, "__call__", recording)
+    rng = np.random.default_rng(19)
+    c = x_shape[1]
+    x = rng.standard_normal((1, *x_shape[1:])).astype(np.float32)
+    kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
+    w = rng.standard_normal((m, c // g, *k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    for column in (1 << 30, 0):
+        monkeypatch.setattr(fast_conv, "BIAS_COLUMN_MAX_DEPTH", column)
+        shared.clear()
+        graph = Graph("shared_slabs")
+        graph.add_input("x", (None, *x_shape[1:]))
+        graph.add_param("w", w)
+        graph.add_param("b", b)
+        attrs = {"strides": list(s), "pads": list(p), "dilations": list(d), "group": g}
+        y = graph.add_node("Conv", ["x", "w", "b"], attrs, name="conv").outputs[0]
+        y = graph.add_node("Relu", [y], {}, name="relu").outputs[0]
+        graph.mark_output(y)
+        got = runtime.Session(graph).run({"x": x})[y]
+        rows = conv(x, w, None, **kw).shape[2]
+        assert shared == [(rows, "part")]  # one row per slab, shared out once
+        exact = np.maximum(
+            conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw), 0
+        )
+        mags = conv(
+            np.abs(x).astype(np.float64),
+            np.abs(w).astype(np.float64),
+            np.abs(b).astype(np.float64),
+            **kw,
+        )
+        terms = (c // g) * int(np.prod(k))
+        assert (np.abs(got - exact) <= float32_bound(mags, terms)).all()
+
+
 IM2COL = [c for c in CONVS if c[-1] == "im2col"]
 
 
