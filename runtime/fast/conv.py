@@ -244,18 +244,21 @@ def prepare_weight(
     return np.ascontiguousarray(wg, dtype=dtype)
 
 
-BIAS_COLUMN_MAX_DEPTH = 256
+BIAS_COLUMN_MAX_DEPTH = 1024
 """im2col's weight carries the bias column (a copy of the weight) only for a GEMM depth (input
 channels per group x taps) under this; deeper, the weight is a view of the parameter and the
-bias is added in the epilogue (in the crop of wide rows, or a pass over each output chunk).
-The pass costs about as much per output as a few GEMM terms, so it matters only for shallow
-GEMMs, while the copy grows with the depth (vgg_bn@1's two im2col convs, depth 1152 and 2304:
-3.4 MiB, half its parameters). Measured per conv against the bias column (one thread, 30
-interleaved rounds, min times, batch 1 / 8, bias + fused ReLU): depth 25-27 (LeNet's and
-VGG's first) 1.05-1.09 / 1.08-1.22x the time; depth 81-2304 (video3d's, ResNet-20's strided
-convs, VGG's 128-256 channels at 4x4-8x8) 0.98-1.03 / 0.99-1.03x. The weight of a conv that
-shallow is small (64 x 27 floats for VGG's first), so it keeps its column. The depth, not the
-output pixels, decides: the weight is prepared once for every input shape."""
+bias is added in the epilogue (in the crop of wide rows or a slab's copy out, else a pass over
+each output chunk). The pass costs time in proportion to the output (M x pixels), the copy
+memory in proportion to the weight (M x depth): dropping the column pays most where the depth
+is large against the pixels, the late convs of a net (VGG's 128-256 channels at 4x4-8x8, the
+few-tiles fallback at batch 1: depth 1152-2304, 3.4 MiB of copies, half of vgg_bn's
+parameters). The weight is prepared once for every input shape, so the depth alone decides.
+Measured per conv against the bias column (one thread, 30 interleaved rounds, min times, batch
+1 / 8, bias + fused ReLU): depth 25-27 1.05-1.09 / 1.08-1.22x the time, 81-864 (video3d's,
+ResNet-20's strided) 0.98-1.03 / 1.01-1.03x, 1152-2304 1.00-1.03 / 0.99-1.02x; whole models
+(in-process, interleaved, 40 rounds; an A/A pair of the same plan differed by up to 7% in min
+time on this busy VM): vgg_bn@1 1.00-1.12x min, 0.96-1.03x median for peak/floor 2.29 ->
+1.80; views from depth 256 also took video3d@32 1.05-1.07x (0.26 MiB saved of 32)."""
 
 RELU_BLOCK = 1 << 16
 """ReLU runs as np.maximum(y, zeros) over blocks of this many elements of a contiguous y:
@@ -649,6 +652,8 @@ def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split=No
     yb = out[n0 : n0 + 1]
     rest = prod(dims[1:])
     perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
+    # Without the bias column, the copy out adds the bias (no pass of its own).
+    bias = None if augmented or epi.bias is None else epi.bias.reshape((1, -1) + (1,) * k)
 
     def part(s0: int, s1: int, scratch: Scratch) -> None:
         for r0 in range(s0 * slab, min(dims[0], s1 * slab), slab):  # a loop over row slabs
@@ -663,14 +668,17 @@ def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split=No
             yw = scratch.take(2, spec.c_out * sp, out.dtype)
             np.matmul(wp, cols2, out=yw.reshape(1, g, -1, sp))
             valid = yw.reshape(1, spec.c_out, r1 - r0, *dims[1:])[..., : yb.shape[-1]]
-            np.copyto(yb[:, :, r0:r1], valid)
+            if bias is None:
+                np.copyto(yb[:, :, r0:r1], valid)
+            else:
+                np.add(valid, bias, out=yb[:, :, r0:r1])
 
     slabs = -(-dims[0] // slab)
     if split is None:
         part(0, slabs, scratch)
     else:
         split(slabs, part, 2.0 * spec.c_out * kg * prod(dims))
-    _epilogue(yb, epi, n0, n0 + 1, augmented)
+    _epilogue(yb, epi, n0, n0 + 1, True)
 
 
 def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:

@@ -154,13 +154,18 @@ SLABBED = [c for c in CONVS if c[-1] == "im2col" and len(c[0]) > 3]
 
 
 @pytest.mark.parametrize("x_shape, m, k, s, p, d, g, algo", SLABBED)
-def test_im2col_slabs_of_output_rows_cover_the_image(x_shape, m, k, s, p, d, g, algo, monkeypatch):
+@pytest.mark.parametrize("column", [False, True])
+def test_im2col_slabs_of_output_rows_cover_the_image(
+    x_shape, m, k, s, p, d, g, algo, column, monkeypatch
+):
     """An image whose im2col workspace passes the budget runs in slabs of output rows (depth
     planes in 3-D): with a budget of a few bytes every slab is one row, wide or exact columns,
-    strided, dilated, grouped, with the bias in the GEMM and a fused ReLU; the result is the
-    float64 conv's within the float32 bound, and every image went through the slabs."""
+    strided, dilated, grouped, with the bias in the GEMM or added in the copy out, and a fused
+    ReLU; the result is the float64 conv's within the float32 bound, and every image went
+    through the slabs."""
     from graphnet.runtime.fast import conv as fast_conv
 
+    monkeypatch.setattr(fast_conv, "BIAS_COLUMN_MAX_DEPTH", 1 << 30 if column else 0)
     monkeypatch.setattr(fast_conv, "WORKSPACE_BYTES", 16)
     monkeypatch.setattr(fast_conv, "SLAB_MIN_COLUMNS", 1)
     slabbed = []
@@ -308,13 +313,13 @@ def test_im2col_bias_in_the_epilogue_or_the_gemm(
 
 
 def test_deep_im2col_weight_is_the_parameter_itself():
-    """A GEMM depth from BIAS_COLUMN_MAX_DEPTH (here 32 channels x 9 taps, strided: im2col)
+    """A GEMM depth from BIAS_COLUMN_MAX_DEPTH (here 128 channels x 9 taps, strided: im2col)
     prepares no copy of the weight: the plan holds a view of the parameter and adds the bias
     in the epilogue; a shallow one (3 channels x 9) carries the bias column (a copy)."""
     from graphnet.runtime.fast import conv as fast_conv
 
     rng = np.random.default_rng(18)
-    for c, column in ((32, False), (3, True)):
+    for c, column in ((128, False), (3, True)):
         assert (c * 9 < fast_conv.BIAS_COLUMN_MAX_DEPTH) == column
         w = rng.standard_normal((20, c, 3, 3)).astype(np.float32)
         b = rng.standard_normal(20).astype(np.float32)
