@@ -5,7 +5,8 @@
 `graphnet bench` prints one number per row, peak / floor: the parameters + what a fresh session
 allocates and still holds at the peak of its second run (tracemalloc), against the parameters +
 the largest set of simultaneously live activations. This splits our side: the prepared weights
-(im2col/colstack copies with the bias column, Winograd's transformed weights), the arena of
+(colstack's transposed copies, im2col's copies with the bias column under a GEMM depth of
+BIAS_COLUMN_MAX_DEPTH (views of the parameters above), Winograd's transformed weights), the arena of
 activation buffers and conv workspaces with the threads' scratch (`Session.held_bytes`), what
 the run allocates on top (its outputs), and the first run's own peak (it records the arena from
 a best-fit pool and the threads' own scratch buffers). onnxruntime's arena is not visible to
