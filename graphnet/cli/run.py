@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     check_inputs_exist([args.model])
     check_output(args.output, inputs=[args.model, *paths.values()])
     ext = os.path.splitext(args.output)[1].lower()
-    if ext not in ("", ".npz"):  # e.g. out.npy or out.txt: an .npz archive under it misleads
+    # np.load reads the archive whatever its name, but people and tools go by the extension:
+    # a zip of arrays named out.npy or out.txt is a trap (viz refuses g.png the same way).
+    if ext not in ("", ".npz"):
         raise CliError(
             f"-o {args.output}: run writes an .npz archive of the outputs keyed by name, "
             f"not {ext}; name it OUT.npz"

@@ -79,12 +79,9 @@ class Trainer:
         self.rng = np.random.default_rng(seed)  # dropout masks
         self.steps = 0
 
-    def _check_batch(self, x: np.ndarray) -> None:
-        check_batch_shape(self.graph, x)
-
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """One update on a batch; returns (loss, number of correct predictions in train mode)."""
-        self._check_batch(x)
+        check_batch_shape(self.graph, x)
         # Overflow shows up as a non-finite loss, reported below with its likely cause; NumPy's
         # own warnings (one per kernel) would only bury that message.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -109,7 +106,7 @@ class Trainer:
         """(mean loss, accuracy) in inference mode on the NumPy runtime (accuracy NaN for MSE)."""
         from graphnet import runtime
 
-        self._check_batch(x[:1])
+        check_batch_shape(self.graph, x[:1])
         session = runtime.Session(self.graph)  # rebuilt: a plan may cache parameters
         total, correct = 0.0, 0
         for lo in range(0, len(x), batch_size):

@@ -266,7 +266,8 @@ NumPy's maximum against a scalar (a stride-0 operand) misses its SIMD loop (NumP
 and ran 3.5-5x slower than against a contiguous array of zeros. Measured in place on random
 float32 data (min of 200 runs): blocks of 64K elements took 0.3x of np.maximum(y, 0)'s time at
 1 MiB, 0.34x at 8 MiB, 0.6-0.7x at 16-256 KiB; 4K-element blocks were 1.3x slower at 8 MiB
-(per-call cost), 32K-64K the fastest. The zeros are one read-only block per dtype (256 KiB).
+(per-call cost), 32K-64K the fastest. The zeros are one read-only block per dtype (RELU_BLOCK
+elements: 256 KiB of float32).
 Under RELU_MIN_BLOCKED elements the plain np.maximum(y, 0) is faster (the blocked form's Python
 costs ~2 us: 2.1 against 4.6 us at 256 elements, equal at ~4.7K, 8.3 against 13.8 at 16K),
 so LeNet's batch-1 convs keep it."""

@@ -128,7 +128,10 @@ class Scratch:
 
     def room(self, dtype: np.dtype) -> int:
         """Elements of `dtype` the region or buffer holds past this step's places: a step whose
-        work can be chunked sizes its chunks to fit, adding no memory (0 while `lean`)."""
+        work can be chunked sizes its chunks to fit, adding no memory. 0 while `lean`, i.e. in
+        every pooled run (the default inference plan): there a chunk size must follow from the
+        shapes alone, so a replay asks for exactly what its recording took; the room is used
+        only by runs outside the pool (keep_all, reuse=False, training)."""
         if self.lean:
             return 0
         limit = self._size if self._arena is not None else self._buf.nbytes
