@@ -4,12 +4,14 @@
 
 `graphnet bench` prints one number per row, peak / floor: the parameters + what a fresh session
 allocates and still holds at the peak of its second run (tracemalloc), against the parameters +
-the largest set of simultaneously live activations. This splits our side: the prepared weights
-(colstack's transposed copies, im2col's copies with the bias column under a GEMM depth of
-BIAS_COLUMN_MAX_DEPTH (views of the parameters above), Winograd's transformed weights), the arena of
-activation buffers and conv workspaces with the threads' scratch (`Session.held_bytes`), what
-the run allocates on top (its outputs), and the first run's own peak (it records the arena from
-a best-fit pool and the threads' own scratch buffers). onnxruntime's arena is not visible to
+the largest set of simultaneously live activations. This splits our side: what the first run
+kept beside the arena ("kept": mostly the prepared weights: colstack's transposed copies,
+im2col's copies with the bias column under a GEMM depth of BIAS_COLUMN_MAX_DEPTH (views of the
+parameters above), Winograd's transformed weights; also the ReLU zeros block and small caches),
+the arena of activation buffers and conv workspaces with the threads' scratch
+(`Session.held_bytes`), what a warm run allocates on top ("run's own": its outputs and the
+temporaries of steps that allocate), and the first run's own peak (it records the arena from a
+best-fit pool and the threads' own scratch buffers). onnxruntime's arena is not visible to
 tracemalloc: its memory is not compared here (benchmarks/runtime_vs_ort.py compares resident
 memory). The machine is named above the table.
 """
@@ -31,7 +33,7 @@ from graphnet.runtime import Session  # noqa: E402
 from graphnet.runtime.feeds import random_inputs  # noqa: E402
 
 MIB = 2**20
-COLUMNS = ["params", "activations", "prepared", "arena", "outputs", "first run", "peak / floor"]
+COLUMNS = ["params", "activations", "kept", "arena", "run's own", "first run", "peak / floor"]
 
 
 def breakdown(name: str, batch: int) -> dict[str, float]:
@@ -58,9 +60,9 @@ def breakdown(name: str, batch: int) -> dict[str, float]:
     return {
         "params": floor["params"] / MIB,
         "activations": floor["activations"] / MIB,
-        "prepared": (kept - held) / MIB,
+        "kept": (kept - held) / MIB,
         "arena": held / MIB,
-        "outputs": (peak - kept) / MIB,
+        "run's own": (peak - kept) / MIB,
         "first run": first / MIB,
         "peak / floor": (floor["params"] + peak) / (floor["params"] + floor["activations"]),
     }
@@ -77,8 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print(", ".join(f"{k} {v}" for k, v in info.items()))
     print(
-        "MiB; prepared: the weights in the layouts the kernels read, beside the graph's own;"
-        " first run: its tracemalloc peak (parameters not included)"
+        "MiB; kept: what the first run kept beside the arena (mostly the weights in the layouts"
+        " the kernels read, beside the graph's own); run's own: a warm run's allocations on top"
+        " (outputs, temporaries); first run: its tracemalloc peak (parameters not included)"
     )
     print(f"{'model':13s} {'batch':>5s} " + " ".join(f"{c:>12s}" for c in COLUMNS))
     for name in args.models.split(","):

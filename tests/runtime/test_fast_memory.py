@@ -303,14 +303,31 @@ def test_winograd_reuses_dead_workspaces(c, mo, batch):
     assert need == sum(span(p) for p in places)
 
 
-def test_memory_breakdown_parts_add_up_to_the_bench_peak():
-    """benchmarks/memory_breakdown.py splits `graphnet bench`'s peak: parameters + prepared
-    weights + arena + outputs is the peak the ratio divides, and the first run (it records the
-    arena, prepares the weights) peaks at least as high as what it keeps."""
+def test_memory_breakdown_parts_match_what_the_plan_holds():
+    """benchmarks/memory_breakdown.py splits `graphnet bench`'s peak (its parts add up to it by
+    construction); each part is checked here against what the plan independently holds: "kept"
+    covers the prepared conv weights (those not sharing memory with a parameter), "run's own"
+    covers the run's outputs, "arena" is the pool's arena plus the threads' scratch."""
     from benchmarks.memory_breakdown import breakdown
 
-    row = breakdown("lenet5", 2)
-    ours = row["params"] + row["prepared"] + row["arena"] + row["outputs"]
-    assert ours / (row["params"] + row["activations"]) == pytest.approx(row["peak / floor"])
-    assert row["arena"] > 0 and row["outputs"] > 0 and row["prepared"] >= 0
-    assert row["first run"] >= row["prepared"] + row["arena"]
+    name, batch = "vgg_bn", 1  # Winograd and im2col convs: prepared copies and views both
+    row = breakdown(name, batch)
+    g = optimize(suite.build(name), "inference")[0]
+    x = np.random.default_rng(0).standard_normal((batch, *g.values[g.inputs[0]].shape[1:]))
+    sess = runtime.Session(g)
+    out = sess.run({g.inputs[0]: x.astype(np.float32)})
+    plan = sess._fast(training=False, keep_all=False)
+    prepared = 0
+    for step in plan.steps:
+        for *_, wp in getattr(step, "_prepared", {}).values():
+            if not any(np.shares_memory(wp, p) for p in g.params.values()):
+                prepared += wp.nbytes
+    mib = 2**20
+    assert prepared > mib  # the check below means something: Winograd's weights are MiBs
+    # Beside the prepared weights the first run keeps the FC layers' copies and, when it is
+    # the process's first run, module state (the ReLU zeros block, 256 KiB of float32; cached
+    # geometry): measured 0.02-0.5 MiB on this model, so 1 MiB of slack.
+    assert prepared / mib <= row["kept"] <= prepared / mib + 1.0
+    assert row["run's own"] >= sum(o.nbytes for o in out.values()) / mib
+    assert row["arena"] * mib == pytest.approx(plan.pool.held() + plan.parallel.held())
+    assert row["first run"] >= row["kept"] + row["arena"]
