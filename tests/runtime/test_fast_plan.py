@@ -404,11 +404,11 @@ def test_one_image_splits_each_gemm_over_the_threads(algo, monkeypatch):
     computed once, whatever the split."""
     from graphnet.runtime.fast import compile as fast_compile
     from graphnet.runtime.fast import conv as fast_conv
-    from graphnet.runtime.fast import steps as fast_steps
     from graphnet.runtime.fast import threads
+    from graphnet.runtime.fast.steps import linear as fast_linear
 
     monkeypatch.setattr(fast_compile, "WORKERS", 2)
-    monkeypatch.setattr(fast_steps, "ROW_SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(fast_linear, "ROW_SPLIT_MIN_FLOPS", 0)
     monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
     monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)
     splits = []

@@ -18,8 +18,11 @@ from graphnet.bench import suite
 from graphnet.passes.manager import optimize
 from graphnet.runtime.fast import conv as fast_conv
 from graphnet.runtime.fast import memory as fast_memory
-from graphnet.runtime.fast import steps as fast_steps
 from graphnet.runtime.fast import threads as fast_threads
+from graphnet.runtime.fast.steps import base as fast_base
+from graphnet.runtime.fast.steps import elementwise as fast_elementwise
+from graphnet.runtime.fast.steps import linear as fast_linear
+from graphnet.runtime.fast.steps import pool as fast_pool
 from tests.helpers import assert_close, export_checked, ort_run, single_node
 from tests.oracles import naive_pool
 
@@ -29,9 +32,10 @@ def split(request, monkeypatch):
     """Run each test twice: as the plan decides, and with every batch split over threads."""
     if request.param == "threads":
         monkeypatch.setattr(fast_threads, "SPLIT_MIN_FLOPS", 0)
-        monkeypatch.setattr(fast_steps, "SPLIT_MIN_FLOPS", 0)
-        monkeypatch.setattr(fast_steps, "TILED_SPLIT_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(fast_steps, "TILED_MIN_ELEMENTS", 0)  # the small shapes here tile too
+        for module in (fast_base, fast_elementwise, fast_linear, fast_pool):
+            monkeypatch.setattr(module, "SPLIT_MIN_FLOPS", 0)
+        monkeypatch.setattr(fast_pool, "TILED_SPLIT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fast_pool, "TILED_MIN_ELEMENTS", 0)  # the small shapes here tile too
     return request.param
 
 
@@ -100,7 +104,7 @@ def test_same_max_pool_takes_the_pairwise_passes_with_infinities(split, monkeypa
     attrs = {"kernel_shape": [3] * k, "strides": [1] * k, "pads": [1] * (2 * k)}
     vol = int(np.prod(sizes))
     for chunk in (1, 3):
-        monkeypatch.setattr(fast_steps, "POOL_CHUNK_BYTES", chunk * vol * 16)
+        monkeypatch.setattr(fast_pool, "POOL_CHUNK_BYTES", chunk * vol * 16)
         x = np.random.default_rng(chunk).standard_normal((3, 4, *sizes)).astype(np.float32)
         x.reshape(-1)[::5] = -np.inf
         x.reshape(-1)[::7] = np.inf
@@ -127,7 +131,7 @@ def test_tiling_max_pool_over_chunks_and_integers(split, monkeypatch, sizes, ker
     plane = sizes[-1] * sizes[-2]
     rng = np.random.default_rng(6)
     for chunk in (1, 3):
-        monkeypatch.setattr(fast_steps, "POOL_CHUNK_BYTES", chunk * plane * 16)
+        monkeypatch.setattr(fast_pool, "POOL_CHUNK_BYTES", chunk * plane * 16)
         x = rng.standard_normal((3, 5, *sizes)).astype(np.float32)
         x.reshape(-1)[::5] = -np.inf
         g = single_node("MaxPool", {"x": (None, 5, *sizes)}, attrs=attrs)
@@ -502,7 +506,7 @@ def test_concat_inputs_written_in_place_by_their_convs(split, monkeypatch):
             copied.append(out.shape[1])
         return concatenate(xs, axis=axis, out=out, **kw)
 
-    monkeypatch.setattr(fast_steps.np, "concatenate", spy)
+    monkeypatch.setattr(np, "concatenate", spy)
     monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)  # Winograd at batch 1 too
     g = _concat_net()
     sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")

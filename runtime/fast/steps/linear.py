@@ -1,0 +1,155 @@
+"""Conv (a fast algorithm with a fused epilogue) and Gemm steps."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graphnet.runtime.fast import conv as _conv
+from graphnet.runtime.fast.conv import ConvSpec, Epilogue, conv_chunked, prepare_weight
+from graphnet.runtime.fast.steps.base import Run, Step
+from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
+
+__all__ = ["TRAIN_WINOGRAD_BATCH", "ConvStep", "GemmStep"]
+
+
+TRAIN_WINOGRAD_BATCH = 8
+"""In train mode a batch smaller than this runs Winograd convs as colstack or im2col (see
+ConvStep)."""
+
+
+@dataclass
+class ConvStep(Step):
+    """Conv with a fast algorithm (pointwise / winograd / im2col) and a fused epilogue."""
+
+    spec: ConvSpec | None = None
+    group: int = 1
+    epilogue_bias: int | str | None = None
+    residual: int | None = None
+    activation: tuple = ()
+    const_weight: bool = True
+    # algorithm -> (weight array, dtype, prepared weight); input shape -> (output shape, flops,
+    # algorithm): per-run Python work done once (a batch-1 run is mostly such overhead).
+    _prepared: dict = field(default_factory=dict)
+    _shapes: dict = field(default_factory=dict)
+    ran: str = ""  # the algorithm of the last run (`algo`, or im2col for too few tiles)
+
+    def weight(
+        self,
+        w: np.ndarray,
+        dtype: np.dtype,
+        training: bool,
+        algo: str = "",
+        bias: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The prepared weight for `algo` (default: the step's), with `bias` as its last column
+        for im2col (see `prepare_weight`), cached while the parameter arrays stay the same
+        objects in inference (the cache holds them: their ids cannot be reused); prepared
+        afresh in train mode (a trainer may update weights in place) and for a weight computed
+        by the graph."""
+        algo = algo or self.algo
+        hit = self._prepared.get(algo)
+        if (
+            training
+            or not self.const_weight
+            or hit is None
+            or hit[0] is not w
+            or hit[1] is not bias
+            or hit[2] != dtype
+        ):
+            wp = prepare_weight(algo, w, self.group, dtype, bias)
+            hit = self._prepared[algo] = (w, bias, dtype, wp)
+        return hit[3]
+
+    def _geometry(self, shape: tuple, training: bool) -> tuple:
+        spec = self.spec
+        k = len(shape) - 2
+        outs = tuple(
+            (
+                shape[2 + i]
+                + spec.pads[i]
+                + spec.pads[k + i]
+                - spec.dilations[i] * (spec.kernel[i] - 1)
+                - 1
+            )
+            // spec.strides[i]
+            + 1
+            for i in range(k)
+        )
+        out_shape = (shape[0], spec.c_out, *outs)
+        flops = 2.0 * math.prod(out_shape) * (spec.c_in // spec.group) * math.prod(spec.kernel)
+        algo = self.algo
+        if algo.startswith("winograd"):
+            m = 4 if algo.endswith("f4") else 2
+            columns = shape[0] * math.prod(-(-o // m) for o in outs)
+            if columns < _conv.MIN_WINOGRAD_COLUMNS or (
+                training and shape[0] < TRAIN_WINOGRAD_BATCH
+            ):
+                # Too few tiles for its GEMMs (e.g. batch 1 at 16x16: 16 columns), or train
+                # mode, which prepares the weight on every run, on a few images: the transforms
+                # cost more than they save; colstack or im2col multiplies the weight as it is.
+                algo = _conv.few_tiles_fallback(spec)
+        return out_shape, flops, algo
+
+    def __call__(self, run: Run) -> None:
+        x = run.get(self.inputs[0])
+        w = run.get(self.inputs[1])
+        key = (x.shape, run.training)
+        geo = self._shapes.get(key)
+        if geo is None:
+            geo = self._shapes[key] = self._geometry(x.shape, run.training)
+        out_shape, flops, algo = geo
+        self.ran = algo
+        y = run.alloc(self.outputs[0], out_shape, x.dtype)
+        b = run.get(self.epilogue_bias)
+        epi = Epilogue(
+            bias=None if b is None else b.astype(x.dtype, copy=False),
+            residual=None if self.residual is None else (lambda: run.env[self.residual]),
+            activation=self.activation,
+        )
+        # A parameter bias rides in the im2col GEMM (prepared once with the weight).
+        wp = self.weight(
+            w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
+        )
+        spec = self.spec
+        if x.shape[0] >= run.parallel.workers:  # split the batch
+            run.parallel(
+                x.shape[0],
+                lambda lo, hi, scratch: conv_chunked(algo, spec, x, wp, y, epi, scratch, lo, hi),
+                flops,
+            )
+        elif flops < ROW_SPLIT_MIN_FLOPS:  # too little work to hand any to another thread
+            conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0])
+        else:  # too few images: split each GEMM's output rows instead
+            conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0], split=run.parallel)
+
+
+@dataclass
+class GemmStep(Step):
+    """Gemm with alpha = beta = 1, no transA, a 1-D or row bias: Y = A @ B' (+ bias) and a fused
+    activation, into a pooled buffer."""
+
+    trans_b: bool = False
+    activation: tuple = ()
+
+    def __call__(self, run: Run) -> None:
+        a = run.get(self.inputs[0])
+        w = run.get(self.inputs[1])
+        b = w.T if self.trans_b else w
+        y = run.alloc(self.outputs[0], (a.shape[0], b.shape[1]), a.dtype)
+        bt = b.astype(a.dtype, copy=False)
+        flops = 2.0 * y.size * a.shape[1]
+        if flops < SPLIT_MIN_FLOPS:  # a classifier at batch 1: one call, no slicing
+            np.matmul(a, bt, out=y)
+        else:  # split by output columns (a batch of 32 is too few rows to split)
+            run.parallel(
+                bt.shape[1],
+                lambda lo, hi, scratch: np.matmul(a, bt[:, lo:hi], out=y[:, lo:hi]),
+                flops,
+            )
+        if len(self.inputs) > 2 and self.inputs[2] is not None:
+            y += run.get(self.inputs[2]).astype(a.dtype, copy=False)
+        if self.activation:
+            _conv.activate(y, self.activation)

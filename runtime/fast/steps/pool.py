@@ -1,0 +1,333 @@
+"""MaxPool: separable tap slices, the pairwise "same" pool and the tiling pool on flat views."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graphnet.runtime.fast.memory import Scratch
+from graphnet.runtime.fast.steps.base import Run, Step
+from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
+
+__all__ = [
+    "POOL_CHUNK_BYTES",
+    "TILED_MIN_ELEMENTS",
+    "TILED_SPLIT_MIN_ELEMENTS",
+    "MaxPoolStep",
+]
+
+
+POOL_CHUNK_BYTES = 1 << 20
+"""A tiling or pairwise MaxPool split over threads works on chunks of at least this many input
+bytes, a quarter of it inline, more when its thread's scratch already holds more (a conv's
+workspaces): on two threads every NumPy call is a GIL hand-over (256 KiB chunks were slower
+than the strided passes there, 1 MiB chunks 0.8-0.9x); inline, small chunks cost little and
+hold less scratch."""
+
+TILED_MIN_ELEMENTS = 1 << 13
+"""Smaller tiling MaxPools keep the strided passes (fewer Python operations: LeNet's at batch 1
+took 1.08x as long the tiled way)."""
+
+TILED_SPLIT_MIN_ELEMENTS = 1 << 19
+"""A tiling or pairwise MaxPool splits its batch over the threads from this many input
+elements: its few NumPy calls on small slices contend for the GIL (LeNet's 150k-element pools
+at batch 32 took 1.9x longer on two threads than on one; 1M elements took 0.55x)."""
+
+
+@dataclass
+class MaxPoolStep(Step):
+    """MaxPool without Indices, separable (the max over a box is the max along each spatial
+    axis in turn): along axis i, each tap is one strided slice of the previous stage, clipped
+    to the outputs whose window sees the input there, so no padded copy is made; the first two
+    taps that cover every output go into one np.maximum(out=), the others fold in with
+    np.maximum(out=) on their clipped ranges (outputs no tap reaches first get -inf, as over
+    -inf padding). Output sizes and the ceil_mode overhang follow the plain kernel's formula;
+    the slices are computed once per input shape."""
+
+    kernel_shape: tuple = ()
+    strides: tuple = ()
+    pads: tuple = ()
+    dilations: tuple = ()
+    ceil_mode: int = 0
+    _shapes: dict = field(default_factory=dict)
+
+    def _taps(self, i: int, n: int, out: int) -> list[tuple[int, int, int]]:
+        """(tap offset on the input, first output it reaches, one past its last) for each tap
+        of axis i that reaches the input at all (input length n, `out` outputs)."""
+        kk, s, d, pb = self.kernel_shape[i], self.strides[i], self.dilations[i], self.pads[i]
+        taps = []
+        for t in range(kk):  # a loop over the window's taps along axis i
+            lo = max(0, -((t * d - pb) // s))  # first output whose tap t lands on the input
+            hi = min(out, (n - 1 - t * d + pb) // s + 1)  # one past the last
+            if hi > lo:
+                taps.append((t * d - pb, lo, hi))
+        return taps
+
+    def _axis_ops(self, i: int, n: int, out: int, first: int, last: int) -> list[tuple]:
+        """The operations computing outputs [first, last) of axis i: ("max2", dst, a, b),
+        ("copy", dst, a), ("fill", dst), ("max", dst, a); dst and a, b are slices of the
+        axis (the other axes whole)."""
+        s = self.strides[i]
+        taps = []
+        for off, lo, hi in self._taps(i, n, out):
+            lo, hi = max(lo, first), min(hi, last)
+            if hi > lo:
+                start = lo * s + off
+                taps.append((lo, hi, slice(start, start + (hi - lo - 1) * s + 1, s)))
+        if not taps:  # every window here lies in the padding (the kernel refuses it)
+            return [("fill", slice(first, last))]
+        # Taps covering every output first: they need no fill and can start with max2.
+        taps.sort(key=lambda tap: tap[1] - tap[0], reverse=True)
+        full = [tap for tap in taps if (tap[0], tap[1]) == (first, last)]
+        ops: list[tuple] = []
+        if len(full) >= 2:
+            ops.append(("max2", slice(first, last), full[0][2], full[1][2]))
+            rest = taps[2:]
+        else:
+            lo, hi, src = taps[0]
+            ops.append(("copy", slice(lo, hi), src))
+            if lo > first:
+                ops.append(("fill", slice(first, lo)))
+            if hi < last:
+                ops.append(("fill", slice(hi, last)))
+            rest = taps[1:]
+        ops.extend(("max", slice(lo, hi), src) for lo, hi, src in rest)
+        return ops
+
+    def _geometry(self, sizes: tuple, pairwise: bool = True) -> tuple:
+        """Output sizes, per spatial axis (ops on slices of it, flat pass or None), and
+        `_tiled`'s answer. A
+        stride-1 axis whose output is as long as its input (a "same" pool) is done on the
+        flattened arrays: tap t is the whole array shifted by its offset times the block size
+        of the axis (contiguous 1-D np.maximum, ~4x faster than the same maximum over strided
+        slices); the few border planes whose windows leave the input, where the shift reads a
+        neighbouring row, are then recomputed from clipped slices. A 3-wide pad-1 "same" pool
+        on every axis returns None for the axes: `_pairwise_part` does it without fix-ups."""
+        from graphnet.runtime.kernels._windows import out_size
+
+        k = len(self.kernel_shape)
+        outs = tuple(
+            out_size(n, kk, s, d, b, e, ceil=bool(self.ceil_mode))
+            for n, kk, s, d, b, e in zip(
+                sizes,
+                self.kernel_shape,
+                self.strides,
+                self.dilations,
+                self.pads[:k],
+                self.pads[k:],
+                strict=True,
+            )
+        )
+        tiled = self._tiled(sizes)
+        if pairwise and self._pairwise(sizes):
+            return outs, None, tiled  # see _pairwise_part
+        plan = []
+        for i in range(k):  # a loop over the spatial rank
+            identity = self.kernel_shape[i] == 1 and self.strides[i] == 1
+            if identity and self.pads[i] == self.pads[k + i] == 0 and (plan or i < k - 1):
+                continue  # a video pool's (1, 2, 2): no stage (and no buffer) for axis T
+            lead = (slice(None),) * (2 + i)
+            n, out = sizes[i], outs[i]
+            taps = self._taps(i, n, out)
+            left = max((lo for _, lo, _ in taps), default=out)
+            right = out - min((hi for _, _, hi in taps), default=0)
+            flat = None
+            if self.strides[i] == 1 and out == n and len(taps) >= 2 and left + right < out:
+                block = math.prod(sizes[i + 1 :])
+                flat = (left * block, right * block, [off * block for off, _, _ in taps])
+                ranges = [(0, left), (out - right, out)]
+            else:
+                ranges = [(0, out)]
+            ops = [
+                (op[0], *(lead + (sl,) for sl in op[1:]))
+                for first, last in ranges
+                if last > first
+                for op in self._axis_ops(i, n, out, first, last)
+            ]
+            plan.append((i, ops, flat))
+        return outs, plan, tiled
+
+    def _pairwise(self, sizes: tuple) -> bool:
+        """Whether every spatial axis is a kernel-3, stride-1, pad-1 "same" pool (Inception's
+        pool branch) over at least 2 inputs: then `_pairwise_part` computes it."""
+        k = len(self.kernel_shape)
+        return all(
+            self.kernel_shape[i] == 3
+            and self.strides[i] == 1
+            and self.dilations[i] == 1
+            and self.pads[i] == self.pads[k + i] == 1
+            and sizes[i] >= 2
+            for i in range(k)
+        )
+
+    @staticmethod
+    def _pairwise_part(x: np.ndarray, y: np.ndarray, scratch: Scratch, chunk: int) -> None:
+        """The 3-wide "same" max along each axis (last first) in two contiguous flat passes and
+        no border fix-up: a[k] = max(src[k], src[k+B]) (B: the axis's block size), the last
+        row of every plane set to -inf (where the pair read the next plane: the -inf padding
+        instead), then y[k] = max(a[k-B], a[k]) (row 0 takes a's -inf row of the plane
+        before, and the very first row a itself). The flat pass over the three taps fixed its
+        first and last rows afterwards with strided maxima over every plane, which cost as much
+        as the flat passes themselves; this takes 0.55-0.8x of its time (16x16 and 8x8, 32-144
+        channels, batch 1 and 32). Exact: max is. Over chunks of whole (image, channel)
+        volumes, `a` in the thread's scratch (as large as the scratch already is, `chunk` bytes
+        at least): no pooled temporary as large as the input."""
+        shape = x.shape
+        vol = math.prod(shape[2:])
+        xv, yv = x.reshape(-1, vol), y.reshape(-1, vol)
+        n = xv.shape[0]
+        step = max(1, max(chunk // x.itemsize, scratch.room(x.dtype)) // vol)
+        for p0 in range(0, n, step):  # a loop over chunks of volumes sized by the scratch
+            p1 = min(n, p0 + step)
+            src, yf = xv[p0:p1].reshape(-1), yv[p0:p1].reshape(-1)
+            size = src.size
+            af = scratch.take(2, size, x.dtype)
+            for i in range(len(shape) - 1, 1, -1):  # a loop over the spatial rank
+                block, m = math.prod(shape[i + 1 :]), shape[i]
+                np.maximum(src[: size - block], src[block:], out=af[: size - block])
+                af.reshape(-1, m, block)[:, m - 1, :] = -np.inf
+                np.maximum(af[: size - block], af[block:], out=yf[block:])
+                yf[:block] = af[:block]
+                src = yf
+
+    def _tiled(self, sizes: tuple) -> tuple[int, int] | None:
+        """(kh, kw) when the pool tiles its last two axes exactly (kernel = stride, no padding,
+        no dilation, sizes divisible: LeNet's and VGG's 2x2 / 2) and every earlier spatial axis
+        is the identity (video's (1, 2, 2)): then `_tiled_part` computes it; else None."""
+        k = len(self.kernel_shape)
+        if k < 2 or any(p != 0 for p in self.pads) or any(d != 1 for d in self.dilations):
+            return None
+        if any(self.kernel_shape[i] != 1 or self.strides[i] != 1 for i in range(k - 2)):
+            return None
+        kh, kw = self.kernel_shape[-2:]
+        if (kh, kw) != self.strides[-2:] or sizes[-2] % kh or sizes[-1] % kw:
+            return None
+        return kh, kw
+
+    @staticmethod
+    def _tiled_part(
+        x: np.ndarray, y: np.ndarray, kh: int, kw: int, scratch: Scratch, chunk: int
+    ) -> None:
+        """A tiling kh x kw pool over chunks of whole (H, W) planes: m = the max of the kh
+        row-shifted flat planes, m2 = the max of the kw shifted flat m (both contiguous 1-D
+        passes: they also compute the windows between tiles, which are dropped), then one
+        strided copy of the tile corners into y: 0.7-0.9x the time of the two passes over
+        strided slices (2x2 pools at batch 32, 10x10-32x32, 6-144 channels; video3d's
+        (1, 2, 2) 0.7x), whose NumPy inner loops ran over one row (16-32 values) or over every
+        second value. Chunks of planes as large as the thread's scratch already
+        hold, `POOL_CHUNK_BYTES` at least (no pooled memory)."""
+        h, w = x.shape[-2:]
+        plane = h * w
+        xp = x.reshape(-1, plane)
+        yp = y.reshape(-1, (h // kh) * (w // kw))
+        n = xp.shape[0]
+        room = scratch.room(x.dtype) // 2  # for m and m2
+        step = max(1, max(chunk // x.itemsize, room) // plane)
+        for p0 in range(0, n, step):  # a loop over chunks of planes sized by the scratch
+            p1 = min(n, p0 + step)
+            src = xp[p0:p1].reshape(-1)
+            rows = src.size - (kh - 1) * w
+            m = scratch.take(2, rows, x.dtype)
+            if kh > 1:
+                np.maximum(src[:rows], src[w : w + rows], out=m)
+                for t in range(2, kh):  # a loop over the window's rows
+                    np.maximum(m, src[t * w : t * w + rows], out=m)
+            else:
+                m = src
+            cols = rows - (kw - 1)
+            # m2 spans whole planes (its tail, past `cols`, is never computed nor read) so the
+            # tile corners are a reshape and a slice of it (as_strided costs ~10 us a call)
+            m2 = scratch.take(1, src.size, x.dtype)
+            if kw > 1:
+                np.maximum(m[:cols], m[1 : 1 + cols], out=m2[:cols])
+                for t in range(2, kw):  # a loop over the window's columns
+                    np.maximum(m2[:cols], m[t : t + cols], out=m2[:cols])
+            else:
+                m2[:cols] = m[:cols]
+            corners = m2.reshape(p1 - p0, h // kh, kh, w // kw, kw)[:, :, 0, :, 0]
+            np.copyto(yp[p0:p1].reshape(corners.shape), corners)
+
+    def __call__(self, run: Run) -> None:
+        x = run.get(self.inputs[0])
+        # the pairwise pass writes -inf rows: floating inputs only (MaxPool also takes ints)
+        key = (x.shape[2:], x.dtype.kind == "f")
+        geo = self._shapes.get(key)
+        if geo is None:
+            geo = self._shapes[key] = self._geometry(*key)
+        outs, plan, tiled = geo
+        if tiled is not None and x.flags.c_contiguous and x.size >= TILED_MIN_ELEMENTS:
+            y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
+            kh, kw = tiled
+            if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
+                self._tiled_part(x, y, kh, kw, run.scratch[0], POOL_CHUNK_BYTES // 4)
+            else:
+                run.parallel(
+                    x.shape[0],
+                    lambda lo, hi, sc: self._tiled_part(
+                        x[lo:hi], y[lo:hi], kh, kw, sc, POOL_CHUNK_BYTES
+                    ),
+                    SPLIT_MIN_FLOPS,
+                )
+            return
+        if plan is None:  # the pairwise "same" pool, on flat views
+            x = np.ascontiguousarray(x)
+            y = run.alloc(self.outputs[0], x.shape, x.dtype)
+            if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
+                self._pairwise_part(x, y, run.scratch[0], POOL_CHUNK_BYTES // 4)
+            else:
+                run.parallel(
+                    x.shape[0],
+                    lambda lo, hi, sc: self._pairwise_part(
+                        x[lo:hi], y[lo:hi], sc, POOL_CHUNK_BYTES
+                    ),
+                    SPLIT_MIN_FLOPS,
+                )
+            return
+        y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
+        low = -np.inf
+        temps = []
+        stages = []
+        shape = list(x.shape)
+        for i, _, _ in plan[:-1]:  # a loop over the spatial rank: the intermediate stages
+            shape[2 + i] = outs[i]
+            arr, buf = run.pool.take(tuple(shape), x.dtype)
+            temps.append(buf)
+            stages.append(arr)
+        stages.append(y)
+        maximum = np.maximum
+
+        def part(src: np.ndarray, dsts: list) -> None:
+            for (_, ops, flat), dst in zip(plan, dsts, strict=True):  # a loop over the rank
+                if flat is not None:
+                    head, tail, offs = flat
+                    sf, df = src.reshape(-1), dst.reshape(-1)
+                    lo, hi = head, df.size - tail
+                    out = df[lo:hi]
+                    maximum(
+                        sf[lo + offs[0] : hi + offs[0]], sf[lo + offs[1] : hi + offs[1]], out=out
+                    )
+                    for off in offs[2:]:  # a loop over the window's taps
+                        maximum(out, sf[lo + off : hi + off], out=out)
+                for op in ops:  # a loop over the window's taps (of the border planes)
+                    kind = op[0]
+                    if kind == "max":
+                        maximum(dst[op[1]], src[op[2]], out=dst[op[1]])
+                    elif kind == "max2":
+                        maximum(src[op[2]], src[op[3]], out=dst[op[1]])
+                    elif kind == "copy":
+                        dst[op[1]] = src[op[2]]
+                    else:
+                        dst[op[1]] = low
+                src = dst
+
+        work = float(y.size * sum(self.kernel_shape)) * ELEMENT_FLOPS
+        if x.shape[0] < 2 or work < SPLIT_MIN_FLOPS:
+            part(x, stages)
+        else:
+            run.parallel(
+                x.shape[0], lambda lo, hi, scratch: part(x[lo:hi], [a[lo:hi] for a in stages]), work
+            )
+        for buf in temps:
+            run.pool.give(buf)
