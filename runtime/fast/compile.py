@@ -42,6 +42,7 @@ from graphnet.runtime.fast.steps import (
     GlobalAveragePoolStep,
     KernelStep,
     MaxPoolStep,
+    MergedPointwiseStep,
     NormStep,
     Run,
     SoftmaxStep,
@@ -168,8 +169,68 @@ class CompiledPlan:
             if self.fuse and isinstance(step, (ConvStep, GemmStep)):
                 self._fuse(step, n, readers, order, outputs, fused)
             self.steps.append(step)
+        self._merge_pointwise()
         self._place_concats()
         self._liveness()
+
+    def _merge_pointwise(self) -> None:
+        """1x1 convs of the same input with the same strides (parameter weights, no residual,
+        outputs no graph output) become one `MergedPointwiseStep` at the first one's place:
+        computing a later conv's output earlier is sound (its input and weights exist
+        already); its value lives a few steps longer."""
+        if not self.fuse:
+            return
+        outputs = {self.slots[o] for o in self.graph.outputs if o in self.slots}
+        groups: dict[tuple, list[ConvStep]] = {}
+        for st in self.steps:
+            if (
+                type(st) is ConvStep
+                and st.algo == "pointwise"
+                and st.spec is not None
+                and st.group == 1
+                and st.residual is None
+                and st.const_weight
+                and isinstance(st.inputs[0], int)
+                and isinstance(st.inputs[1], str)
+                and (st.epilogue_bias is None or isinstance(st.epilogue_bias, str))
+                and st.outputs[0] not in outputs
+            ):
+                spec = st.spec
+                key = (st.inputs[0], spec.kernel, spec.strides, spec.c_in)
+                groups.setdefault(key, []).append(st)
+        for convs in groups.values():
+            if len(convs) < 2:
+                continue
+            first = convs[0]
+            spec = first.spec
+            assert spec is not None  # (checked above)
+            total = sum(c.spec.c_out for c in convs if c.spec is not None)
+            others = [c.name for c in convs[1:]]
+            merged = MergedPointwiseStep(
+                name=first.name,
+                op="Conv",
+                inputs=[first.inputs[0], *[c.inputs[1] for c in convs]],
+                outputs=[c.outputs[0] for c in convs] + [self._slot(f"{first.name}:merged")],
+                algo="pointwise",
+                why=f"1x1 convs of one input as one GEMM (with {', '.join(others)}): "
+                "weights stacked, outputs channel slices",
+                fused=[f for c in convs for f in ([c.name] if c is not first else []) + c.fused],
+                spec=ConvSpec(
+                    kernel=spec.kernel,
+                    strides=spec.strides,
+                    pads=spec.pads,
+                    dilations=spec.dilations,
+                    group=1,
+                    c_in=spec.c_in,
+                    c_out=total,
+                ),
+                weights=[c.inputs[1] for c in convs],
+                biases=[c.epilogue_bias for c in convs],
+                activations=[c.activation for c in convs],
+                channels=[c.spec.c_out for c in convs if c.spec is not None],
+            )
+            drop = {id(c) for c in convs[1:]}
+            self.steps = [merged if s is first else s for s in self.steps if id(s) not in drop]
 
     def _place_concats(self) -> None:
         """A Concat along the channels whose inputs are each the output of a Conv step (its
@@ -201,6 +262,7 @@ class CompiledPlan:
                 p, v = producer.get(i), g.values.get(names[i])
                 if (
                     not isinstance(p, ConvStep)
+                    or isinstance(p, MergedPointwiseStep)
                     or p.outputs[0] != i
                     or i in outputs
                     or i in self.placements

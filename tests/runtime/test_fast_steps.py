@@ -469,10 +469,11 @@ def _concat_net():
     g.add_input("x", (None, 48, 6, 6))
     g.add_input("z", (None, 48, 3, 3))
 
-    def conv(name, src, m, k, pads, act=None, residual=None):
-        g.add_param(f"{name}.w", (0.1 * rng.standard_normal((m, 48, k, k))).astype(np.float32))
+    def conv(name, src, m, k, pads, act=None, residual=None, group=1):
+        w = 0.1 * rng.standard_normal((m, 48 // group, k, k))
+        g.add_param(f"{name}.w", w.astype(np.float32))
         g.add_param(f"{name}.b", rng.standard_normal(m).astype(np.float32))
-        attrs = {"pads": [pads] * 4, "strides": [1, 1]}
+        attrs = {"pads": [pads] * 4, "strides": [1, 1], "group": group}
         y = g.add_node("Conv", [src, f"{name}.w", f"{name}.b"], attrs, name=name).outputs[0]
         if residual is not None:
             y = g.add_node("Add", [y, residual], {}, name=f"{name}.add").outputs[0]
@@ -488,7 +489,7 @@ def _concat_net():
     c = conv("wino2", "z", 48, 3, 1)
     c2 = conv("pwz", "z", 3, 1, 0, "LeakyRelu")
     g.mark_output(g.add_node("Concat", [c, c2], {"axis": 1}, name="catz").outputs[0])
-    e = conv("shared", "x", 4, 1, 0)
+    e = conv("shared", "x", 4, 1, 0, group=2)  # (grouped: not merged with "pw")
     f = conv("f", "x", 4, 3, 1)
     g.mark_output(g.add_node("Concat", ["x", e, f], {"axis": 1}, name="cat2").outputs[0])
     g.mark_output(g.add_node("Neg", [e], {}, name="neg").outputs[0])

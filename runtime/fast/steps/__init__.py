@@ -15,7 +15,7 @@ from graphnet.runtime.fast.steps.elementwise import (
     SoftmaxStep,
     UnaryStep,
 )
-from graphnet.runtime.fast.steps.linear import ConvStep, GemmStep
+from graphnet.runtime.fast.steps.linear import ConvStep, GemmStep, MergedPointwiseStep
 from graphnet.runtime.fast.steps.pool import MaxPoolStep
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "KernelStep",
     "ConvStep",
     "GemmStep",
+    "MergedPointwiseStep",
     "UnaryStep",
     "BinaryStep",
     "AliasStep",

@@ -12,7 +12,7 @@ from graphnet.runtime.fast.conv import ConvSpec, Epilogue, conv_chunked, prepare
 from graphnet.runtime.fast.steps.base import Run, Step
 from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
 
-__all__ = ["TRAIN_WINOGRAD_BATCH", "ConvStep", "GemmStep"]
+__all__ = ["TRAIN_WINOGRAD_BATCH", "ConvStep", "GemmStep", "MergedPointwiseStep"]
 
 
 TRAIN_WINOGRAD_BATCH = 8
@@ -113,6 +113,20 @@ class ConvStep(Step):
         wp = self.weight(
             w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
         )
+        self._convolve(run, algo, x, wp, y, epi, flops)
+
+    def _convolve(
+        self,
+        run: Run,
+        algo: str,
+        x: np.ndarray,
+        wp: np.ndarray,
+        y: np.ndarray,
+        epi: Epilogue,
+        flops: float,
+    ) -> None:
+        """y = conv(x) by `algo` with the prepared weight, on the plan's threads: batch slices,
+        or each GEMM's output rows when there are fewer images than threads."""
         spec = self.spec
         if x.shape[0] >= run.parallel.workers:  # split the batch
             run.parallel(
@@ -153,3 +167,69 @@ class GemmStep(Step):
             y += run.get(self.inputs[2]).astype(a.dtype, copy=False)
         if self.activation:
             _conv.activate(y, self.activation)
+
+
+@dataclass
+class MergedPointwiseStep(ConvStep):
+    """Several 1x1 convs of one input (same strides, no padding, ungrouped, parameter weights,
+    no residual) as one pointwise GEMM: their weights stacked along the output channels, their
+    biases likewise (zeros for a conv without one), Y (N, sum M_i, ...) = W @ X into one pooled
+    buffer, and each conv's output a view of its channel slice. `outputs` holds the convs'
+    slots, then the whole buffer's (read by nothing: it dies at once, the slices keep the
+    buffer). Each conv keeps its fused activation (one pass over Y when they all agree).
+
+    Why: an Inception block's branches open with thin 1x1 convs of the same input (8-48
+    output channels); one GEMM with M = sum M_i runs at a higher BLAS rate than several thin
+    ones, reads X once, and pays the step's Python overhead once. At batch > 1 the slices are
+    strided (one image's channels after another's): their readers (convs, Concat, element-wise
+    steps) read strided arrays, and no step overwrites one in place (`Run.writable`)."""
+
+    weights: list = field(default_factory=list)  # parameter names, one per conv
+    biases: list = field(default_factory=list)  # parameter names, or None for no bias
+    activations: list = field(default_factory=list)  # each conv's fused activation
+    channels: list = field(default_factory=list)  # each conv's output channels
+    _stack: tuple = ((), (), None, None)  # (key, the arrays, stacked weight, stacked bias)
+
+    def stacked(self, run: Run, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray | None]:
+        """(prepared stacked weight, stacked bias or None) in `dtype`, built once while the
+        parameter arrays stay the same objects in inference (the cache holds them, so their ids
+        stay theirs); afresh in train mode (a trainer may update weights in place)."""
+        ws = [run.get(w) for w in self.weights]
+        bs = [None if b is None else run.get(b) for b in self.biases]
+        key = (*(id(a) for a in ws), *(id(b) for b in bs), np.dtype(dtype).str)
+        if run.training or self._stack[0] != key:
+            w = np.concatenate([a.astype(np.float64) for a in ws], axis=0)
+            wp = prepare_weight("pointwise", w, 1, dtype)
+            b = None
+            if any(v is not None for v in bs):
+                b = np.concatenate(
+                    [
+                        np.zeros(c) if v is None else v.astype(np.float64).reshape(-1)
+                        for v, c in zip(bs, self.channels, strict=True)
+                    ]
+                ).astype(dtype)
+            self._stack = (key, (ws, bs), wp, b)
+        return self._stack[2], self._stack[3]
+
+    def __call__(self, run: Run) -> None:
+        x = run.get(self.inputs[0])
+        key = (x.shape, run.training)
+        geo = self._shapes.get(key)
+        if geo is None:
+            geo = self._shapes[key] = self._geometry(x.shape, run.training)
+        out_shape, flops, algo = geo
+        self.ran = algo
+        wp, b = self.stacked(run, x.dtype)
+        whole = self.outputs[-1]
+        y = run.alloc(whole, out_shape, x.dtype)
+        acts = self.activations
+        same = all(a == acts[0] for a in acts)
+        epi = Epilogue(bias=b, activation=acts[0] if same else ())
+        self._convolve(run, algo, x, wp, y, epi, flops)
+        c0 = 0
+        for slot, c, act in zip(self.outputs[:-1], self.channels, acts, strict=True):
+            part = y[:, c0 : c0 + c]
+            if not same:
+                _conv.activate(part, act)
+            run.alias(slot, part, whole)
+            c0 += c

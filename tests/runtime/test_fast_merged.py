@@ -1,0 +1,135 @@
+"""1x1 convs of one input merged into one GEMM by the compiled plan (`MergedPointwiseStep`):
+compared with the unmerged plan, the reference plan and onnxruntime, at batch 1 (contiguous
+channel slices) and 3 (strided slices), in inference and train mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet import runtime
+from graphnet.ir import Graph
+from graphnet.runtime.fast import compile as fast_compile
+from graphnet.runtime.fast.steps import MergedPointwiseStep
+from tests.helpers import add_bn, export_checked, ort_run
+
+# float32 sums of 12-108 products of O(1) terms: ~1e-6 relative each; a wrong channel slice,
+# bias or activation would be off by O(0.1).
+RTOL, ATOL = 1e-5, 1e-5
+
+
+def _branches(seed: int = 3) -> Graph:
+    """Inception-like: x (N, 12, 5, 7) read by 1x1 convs a (bias, ReLU) -> Concat, b (no bias)
+    -> BatchNorm -> 3x3 conv -> Concat, f (bias, LeakyReLU) -> Add x-derived -> ReLU -> Concat;
+    the Add's other input a 1x1 conv of z (alone: not merged); two stride-2 1x1 convs (a second
+    merge group: s1 -> Neg, s2 -> ReLU -> BatchNorm -> Mul: the BatchNorm reads s2 last, once
+    s1 has died, when in-place is considered); a 1x1 conv with a residual Add and one that is a
+    graph output (neither merged)."""
+    rng = np.random.default_rng(seed)
+    g = Graph("branches")
+    g.add_input("x", (None, 12, 5, 7))
+    g.add_input("z", (None, 12, 5, 7))
+
+    def conv(name, src, m, k=1, stride=1, bias=True, pads=0):
+        ins = [src, f"{name}.w"]
+        g.add_param(f"{name}.w", (0.3 * rng.standard_normal((m, 12, k, k))).astype(np.float32))
+        if bias:
+            g.add_param(f"{name}.b", rng.standard_normal(m).astype(np.float32))
+            ins.append(f"{name}.b")
+        attrs = {"pads": [pads] * 4, "strides": [stride, stride]}
+        return g.add_node("Conv", ins, attrs, name=name).outputs[0]
+
+    def node(op, ins, name, **attrs):
+        return g.add_node(op, ins, attrs, name=name).outputs[0]
+
+    a = node("Relu", [conv("a", "x", 5)], "a.relu")
+    b = add_bn(g, conv("b", "x", 12, bias=False), "b.bn", rng)
+    b = node("Relu", [conv("b3", b, 6, k=3, pads=1)], "b3.relu")
+    f = node("LeakyRelu", [conv("f", "x", 4)], "f.leaky", alpha=0.1)
+    f = node(
+        "Relu", [node("Add", [f, node("Neg", [conv("zz", "z", 4)], "zz.neg")], "f.add")], "f.relu"
+    )
+    g.mark_output(node("Concat", [a, b, f], "cat", axis=1))
+    s1 = node("Neg", [conv("s1", "x", 3, stride=2)], "s1.neg")
+    s2 = add_bn(g, node("Relu", [conv("s2", "x", 2, stride=2)], "s2.relu"), "s2.bn", rng)
+    g.mark_output(s1)
+    g.mark_output(node("Mul", [s2, s2], "s2.sq"))
+    g.mark_output(node("Add", [conv("r", "x", 12), "x"], "r.add"))  # a residual Add
+    g.mark_output(conv("out", "x", 2))  # a graph output
+    return g
+
+
+def _unmerged(monkeypatch, g: Graph) -> runtime.Session:
+    """A session whose plan merges nothing (compiled with the merge pass disabled)."""
+    with monkeypatch.context() as m:
+        m.setattr(fast_compile.CompiledPlan, "_merge_pointwise", lambda self: None)
+        sess = runtime.Session(g)
+        sess._fast(training=False, keep_all=False)
+        sess._fast(training=True, keep_all=False)
+    return sess
+
+
+def _feeds(batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal((batch, 12, 5, 7)).astype(np.float32) for k in ("x", "z")}
+
+
+def test_merge_groups_and_what_stays_alone():
+    """Structure: a, b, f form one step (the first conv's), s1 and s2 another; r (residual),
+    out (graph output) and zz (another input) stay plain convs."""
+    plan = runtime.Session(_branches())._fast(training=False, keep_all=False)
+    merged = {s.name: s for s in plan.steps if isinstance(s, MergedPointwiseStep)}
+    assert sorted(merged) == ["a", "s1"]
+    assert merged["a"].channels == [5, 12, 4] and merged["s1"].channels == [3, 2]
+    assert merged["a"].activations == [("relu",), (), ("leaky", 0.1)]
+    assert merged["a"].biases == ["a.b", None, "f.b"]
+    assert {"b", "f", "a.relu", "f.leaky"} <= set(merged["a"].fused)
+    names = [s.name for s in plan.steps]
+    assert not {"b", "f", "s2"} & set(names)
+    assert {"r", "out", "zz"} <= set(names)
+    assert "one GEMM" in runtime.Session(_branches()).describe()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_merged_matches_unmerged_reference_and_onnxruntime(monkeypatch, batch):
+    """Inference at batch 1 (contiguous slices) and 3 (strided slices), twice per session (the
+    second run replays the arena); against the unmerged plan, the plain kernels and ORT."""
+    g = _branches()
+    sess, unmerged = runtime.Session(g), _unmerged(monkeypatch, g)
+    assert not any(
+        isinstance(s, MergedPointwiseStep)
+        for s in unmerged._fast(training=False, keep_all=False).steps
+    )
+    ref = runtime.Session(g, plan="reference")
+    model = export_checked(g)
+    for seed in (0, 1):
+        feeds = _feeds(batch, seed)
+        got = sess.run(feeds)
+        for want in (unmerged.run(feeds), ref.run(feeds), ort_run(model, feeds)):
+            assert set(want) == set(got)
+            for k in got:
+                np.testing.assert_allclose(got[k], want[k], rtol=RTOL, atol=ATOL, err_msg=k)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_merged_in_train_mode_matches_reference(monkeypatch, batch):
+    """Train mode (BatchNorm on batch statistics reads the strided slice of b, updates its
+    running statistics): the merged plan, the unmerged plan and the reference plan, each on
+    its own copy of the graph, agree on the outputs and the updated statistics."""
+    graphs = [_branches() for _ in range(3)]
+    sessions = [
+        runtime.Session(graphs[0]),
+        _unmerged(monkeypatch, graphs[1]),
+        runtime.Session(graphs[2], plan="reference"),
+    ]
+    for seed in (0, 1):
+        feeds = _feeds(batch, seed)
+        outs = [s.run(feeds, mode="train") for s in sessions]
+        for other in outs[1:]:
+            for k in outs[0]:
+                np.testing.assert_allclose(outs[0][k], other[k], rtol=1e-4, atol=1e-4, err_msg=k)
+    for name in ("b.bn.mean", "b.bn.var", "s2.bn.mean", "s2.bn.var"):
+        for other in graphs[1:]:
+            np.testing.assert_allclose(
+                graphs[0].params[name], other.params[name], rtol=1e-5, atol=1e-6, err_msg=name
+            )
