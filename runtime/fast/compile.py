@@ -30,7 +30,7 @@ import numpy as np
 from graphnet import ops
 from graphnet.errors import GraphNetError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
-from graphnet.runtime.fast.conv import ConvSpec, choose
+from graphnet.runtime.fast.conv import ConvSpec, choose, relu_
 from graphnet.runtime.fast.memory import Pool
 from graphnet.runtime.fast.steps import (
     AliasStep,
@@ -59,7 +59,7 @@ _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divi
 
 
 def _relu(x, y):
-    np.maximum(x, 0, out=y)
+    relu_(y, x)  # (against a block of zeros: np.maximum with the scalar 0 misses NumPy's SIMD)
 
 
 def _leaky(alpha, x, y, t):
@@ -82,7 +82,7 @@ def _elu(alpha, x, y, t):
         np.maximum(x, t, out=y)
     else:
         t *= x.dtype.type(alpha)
-        np.maximum(x, 0, out=y)
+        relu_(y, x)
         y += t
 
 
@@ -97,7 +97,7 @@ def _prelu(x, y, t, slope):
     else:
         np.minimum(x, 0, out=t)
         t *= s
-        np.maximum(x, 0, out=y)
+        relu_(y, x)
         y += t
 
 
@@ -403,7 +403,11 @@ class CompiledPlan:
             )
         if n.op == "Relu":
             return UnaryStep(
-                **common, algo="ufunc", why="np.maximum(out=)", ufunc=_relu, inplace=self.reuse
+                **common,
+                algo="ufunc",
+                why="np.maximum against zeros, out=",
+                ufunc=_relu,
+                inplace=self.reuse,
             )
         if n.op == "LeakyRelu" and 0.0 <= float(attrs["alpha"]) <= 1.0:
             return UnaryStep(
