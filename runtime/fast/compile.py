@@ -174,13 +174,12 @@ class CompiledPlan:
         self._liveness()
 
     def _merge_pointwise(self) -> None:
-        """1x1 convs of the same input with the same strides (parameter weights, no residual,
-        outputs no graph output) become one `MergedPointwiseStep` at the first one's place:
-        computing a later conv's output earlier is sound (its input and weights exist
-        already); its value lives a few steps longer."""
+        """1x1 convs of the same input with the same strides (parameter weights, no residual)
+        become one `MergedPointwiseStep` at the first one's place: computing a later conv's
+        output earlier is sound (its input and weights exist already); its value lives a few
+        steps longer."""
         if not self.fuse:
             return
-        outputs = {self.slots[o] for o in self.graph.outputs if o in self.slots}
         groups: dict[tuple, list[ConvStep]] = {}
         for st in self.steps:
             if (
@@ -193,7 +192,6 @@ class CompiledPlan:
                 and isinstance(st.inputs[0], int)
                 and isinstance(st.inputs[1], str)
                 and (st.epilogue_bias is None or isinstance(st.epilogue_bias, str))
-                and st.outputs[0] not in outputs
             ):
                 spec = st.spec
                 key = (st.inputs[0], spec.kernel, spec.strides, spec.c_in)
@@ -210,10 +208,10 @@ class CompiledPlan:
                 name=first.name,
                 op="Conv",
                 inputs=[first.inputs[0], *[c.inputs[1] for c in convs]],
-                outputs=[c.outputs[0] for c in convs] + [self._slot(f"{first.name}:merged")],
+                outputs=[c.outputs[0] for c in convs],
                 algo="pointwise",
                 why=f"1x1 convs of one input as one GEMM (with {', '.join(others)}): "
-                "weights stacked, outputs channel slices",
+                "weights stacked, each output's channels copied out",
                 fused=[f for c in convs for f in ([c.name] if c is not first else []) + c.fused],
                 spec=ConvSpec(
                     kernel=spec.kernel,
@@ -262,8 +260,7 @@ class CompiledPlan:
                 p, v = producer.get(i), g.values.get(names[i])
                 if (
                     not isinstance(p, ConvStep)
-                    or isinstance(p, MergedPointwiseStep)
-                    or p.outputs[0] != i
+                    or (p.outputs[0] != i and not isinstance(p, MergedPointwiseStep))
                     or i in outputs
                     or i in self.placements
                     or v is None

@@ -22,9 +22,8 @@ def _branches(seed: int = 3) -> Graph:
     """Inception-like: x (N, 12, 5, 7) read by 1x1 convs a (bias, ReLU) -> Concat, b (no bias)
     -> BatchNorm -> 3x3 conv -> Concat, f (bias, LeakyReLU) -> Add x-derived -> ReLU -> Concat;
     the Add's other input a 1x1 conv of z (alone: not merged); two stride-2 1x1 convs (a second
-    merge group: s1 -> Neg, s2 -> ReLU -> BatchNorm -> Mul: the BatchNorm reads s2 last, once
-    s1 has died, when in-place is considered); a 1x1 conv with a residual Add and one that is a
-    graph output (neither merged)."""
+    merge group: s1 -> Neg, s2 -> ReLU -> BatchNorm -> Mul); a 1x1 conv with a residual Add
+    (not merged) and one that is a graph output (merged with a, b, f)."""
     rng = np.random.default_rng(seed)
     g = Graph("branches")
     g.add_input("x", (None, 12, 5, 7))
@@ -75,18 +74,18 @@ def _feeds(batch: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def test_merge_groups_and_what_stays_alone():
-    """Structure: a, b, f form one step (the first conv's), s1 and s2 another; r (residual),
-    out (graph output) and zz (another input) stay plain convs."""
+    """Structure: a, b, f and out (a graph output) form one step (the first conv's), s1 and s2
+    another; r (residual) and zz (another input) stay plain convs."""
     plan = runtime.Session(_branches())._fast(training=False, keep_all=False)
     merged = {s.name: s for s in plan.steps if isinstance(s, MergedPointwiseStep)}
     assert sorted(merged) == ["a", "s1"]
-    assert merged["a"].channels == [5, 12, 4] and merged["s1"].channels == [3, 2]
-    assert merged["a"].activations == [("relu",), (), ("leaky", 0.1)]
-    assert merged["a"].biases == ["a.b", None, "f.b"]
-    assert {"b", "f", "a.relu", "f.leaky"} <= set(merged["a"].fused)
+    assert merged["a"].channels == [5, 12, 4, 2] and merged["s1"].channels == [3, 2]
+    assert merged["a"].activations == [("relu",), (), ("leaky", 0.1), ()]
+    assert merged["a"].biases == ["a.b", None, "f.b", "out.b"]
+    assert {"b", "f", "out", "a.relu", "f.leaky"} <= set(merged["a"].fused)
     names = [s.name for s in plan.steps]
-    assert not {"b", "f", "s2"} & set(names)
-    assert {"r", "out", "zz"} <= set(names)
+    assert not {"b", "f", "out", "s2"} & set(names)
+    assert {"r", "zz"} <= set(names)
     assert "one GEMM" in runtime.Session(_branches()).describe()
 
 
@@ -133,3 +132,59 @@ def test_merged_in_train_mode_matches_reference(monkeypatch, batch):
             np.testing.assert_allclose(
                 graphs[0].params[name], other.params[name], rtol=1e-5, atol=1e-6, err_msg=name
             )
+
+
+def _placed_net() -> Graph:
+    """x -> 1x1 conv p (ReLU) -> Concat; x -> 1x1 conv q -> 3x3 conv k -> Concat: p and q merge,
+    and the Concat's inputs are conv outputs read by nothing else (placed at batch 1)."""
+    rng = np.random.default_rng(8)
+    g = Graph("placed")
+    g.add_input("x", (None, 6, 4, 5))
+    for name, m, c, k in (("p", 3, 6, 1), ("q", 4, 6, 1), ("k", 5, 4, 3)):
+        g.add_param(f"{name}.w", (0.4 * rng.standard_normal((m, c, k, k))).astype(np.float32))
+        g.add_param(f"{name}.b", rng.standard_normal(m).astype(np.float32))
+    conv = {"strides": [1, 1], "pads": [0] * 4}
+    p = g.add_node("Conv", ["x", "p.w", "p.b"], conv, name="p").outputs[0]
+    p = g.add_node("Relu", [p], {}, name="p.relu").outputs[0]
+    q = g.add_node("Conv", ["x", "q.w", "q.b"], conv, name="q").outputs[0]
+    k = g.add_node("Conv", [q, "k.w", "k.b"], {**conv, "pads": [1] * 4}, name="k").outputs[0]
+    g.mark_output(g.add_node("Concat", [p, k], {"axis": 1}, name="cat").outputs[0])
+    return g
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_merged_output_placed_in_concat_and_chunked(monkeypatch, split):
+    """At batch 1 the merged conv writes p's channels straight into the Concat's buffer (the
+    Concat copies nothing); at batch 5, in chunks of one image (a tiny workspace), inline or
+    on two threads, the Concat copies. Against the reference plan and onnxruntime."""
+    from graphnet.runtime.fast import threads
+    from graphnet.runtime.fast.steps import base, linear
+
+    monkeypatch.setattr(linear, "WORKSPACE_BYTES", 1)  # one image per chunk
+    if split:
+        for module in (threads, base, linear):
+            monkeypatch.setattr(module, "SPLIT_MIN_FLOPS", 0)
+    copied = []
+    concatenate = np.concatenate
+
+    def spy(xs, axis=0, out=None, **kw):
+        if out is not None and out.ndim == 4:  # a Concat step's copy
+            copied.append(out.shape)
+        return concatenate(xs, axis=axis, out=out, **kw)
+
+    monkeypatch.setattr(np, "concatenate", spy)
+    g = _placed_net()
+    sess = runtime.Session(g)
+    rows = {r.split()[0]: r for r in sess.describe().splitlines()[1:]}
+    assert "one GEMM" in rows["p"] and "no copy" in rows["cat"] and "q" not in rows
+    ref, model = runtime.Session(g, plan="reference"), export_checked(g)
+    for batch in (1, 5, 1):
+        feeds = {"x": np.random.default_rng(batch).standard_normal((batch, 6, 4, 5))}
+        feeds = {k: v.astype(np.float32) for k, v in feeds.items()}
+        copied.clear()
+        got = sess.run(feeds)
+        # (on two threads, the Concat copies its batch slices: 2 and 3 images)
+        assert sum(shape[0] for shape in copied) == (0 if batch == 1 else batch)
+        for want in (ref.run(feeds), ort_run(model, feeds)):
+            out = g.outputs[0]
+            np.testing.assert_allclose(got[out], want[out], rtol=RTOL, atol=ATOL)

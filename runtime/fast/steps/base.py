@@ -136,12 +136,9 @@ class Run:
         return arr
 
     def writable(self, slot: int) -> bool:
-        """Whether value `slot` may be overwritten: it is in a pool buffer nothing else views,
-        and contiguous. A strided channel slice (see `MergedPointwiseStep`) is not offered: an
-        in-place step writing through a reshape of its output that cannot be a view (e.g. a
-        flat `reshape(-1)`) would write into a copy."""
+        """Whether value `slot` may be overwritten: it is in a pool buffer nothing else views."""
         buf = self.owner[slot]
-        return buf is not None and self.refs[id(buf)] == 1 and self.env[slot].flags.c_contiguous
+        return buf is not None and self.refs[id(buf)] == 1
 
     def free(self, slot: int) -> None:
         buf = self.owner[slot]
