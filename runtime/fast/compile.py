@@ -7,8 +7,9 @@ At compile time (once per session and mode):
   GlobalAveragePool; Concat; views for Reshape / Flatten / (Un)Squeeze / inference Dropout),
   otherwise the plain kernel with its resolved attributes;
 - a Conv or Gemm whose only reader is a ReLU / LeakyReLU (or, for a Conv, a residual Add and then
-  a ReLU) takes those nodes into its epilogue (`fuse`); a channel Concat of such Convs' outputs
-  has them written into its buffer (`_place_concats`);
+  a ReLU) takes those nodes into its epilogue (`fuse`); 1x1 Convs of one input become one
+  stacked GEMM (`_merge_pointwise`); a channel Concat of such Convs' outputs has them written
+  into its buffer at batch 1 (`_place_concats`);
 - each value's last reader is known, so its buffer returns to the pool right after it; an
   element-wise op on a value it reads last overwrites it in place (`reuse`); the first run with
   given input shapes records the pool's takes and each step's workspaces, later ones replay
