@@ -244,7 +244,7 @@ class MergedPointwiseStep(ConvStep):
         per_image = math.prod(out_shape[1:]) * x.itemsize
 
         def part(lo: int, hi: int, scratch) -> None:
-            step = max(1, WORKSPACE_BYTES // per_image)
+            step = max(1, WORKSPACE_BYTES // max(per_image, 1))
             for n0 in range(lo, hi, step):  # a loop over chunks of images
                 n1 = min(hi, n0 + step)
                 z = scratch.take(MERGED_SCRATCH_SLOT, (n1 - n0) * per_image // x.itemsize, x.dtype)
