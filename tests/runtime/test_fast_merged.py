@@ -188,3 +188,35 @@ def test_merged_output_placed_in_concat_and_chunked(monkeypatch, split):
         for want in (ref.run(feeds), ort_run(model, feeds)):
             out = g.outputs[0]
             np.testing.assert_allclose(got[out], want[out], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_inception_blocks_merge_their_bn_folded_branches(batch):
+    """The suite's inception_bn after `optimize` (BatchNorm folded into each conv's bias, ReLU
+    fused): each of its three blocks opens with one merged step for the three 1x1 convs of the
+    block input (the pool branch's reads the pooled input: alone); the whole net against the
+    plain kernels (the reference plan) and onnxruntime."""
+    from graphnet.bench.suite import build
+    from graphnet.passes.manager import optimize
+
+    g = optimize(build("inception_bn"), "inference")[0]
+    sess = runtime.Session(g)
+    merged = [
+        s
+        for s in sess._fast(training=False, keep_all=False).steps
+        if isinstance(s, MergedPointwiseStep)
+    ]
+    assert [len(s.channels) for s in merged] == [3, 3, 3]
+    assert all(b is not None for s in merged for b in s.biases)  # the folded BN shifts
+    assert all(a == ("relu",) for s in merged for a in s.activations)
+    x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    feeds = {g.inputs[0]: x}
+    got = sess.run(feeds)
+    for want in (
+        runtime.Session(g, plan="reference").run(feeds),
+        ort_run(export_checked(g), feeds),
+    ):
+        # softmax probabilities of a 10-class net: Winograd's float32 rounding (~1e-5 on the
+        # logits) moves them by ~1e-6; a wrong channel slice or bias moves them by ~1e-1
+        for k in g.outputs:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
