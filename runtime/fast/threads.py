@@ -49,10 +49,15 @@ ELEMENT_FLOPS = 40.0
 `SPLIT_MIN_FLOPS`: a pass runs at ~1 ns per element, a GEMM at ~40 flops per ns on one core, so a
 pass over 100k elements is worth a second thread like a 4 MFLOP GEMM."""
 
-ROW_SPLIT_MIN_FLOPS = 2e7
+ROW_SPLIT_MIN_FLOPS = 2e8
 """With fewer images than threads, a conv's GEMMs are split by output rows only above this:
-a split GEMM has thinner operands and waits for the slower thread (measured on a busy machine:
-a 4.7 MFLOP 16-channel 3x3 conv at batch 1 took 0.17 ms inline and 0.27 ms split in two)."""
+a split GEMM has thinner operands, the conv's transforms and copies are not split, and the
+caller waits for the slower thread. Re-checked with `benchmarks/thread_thresholds.py` on the
+2-core machine with another process on one core (load 1.3-1.5): single convs of 5-75 MFLOP at
+batch 1 took 1.02-1.47x as long split; whole runs with no row split took 0.92x (vgg_bn@1,
+up to 75 MFLOP per conv, min time unchanged) and 0.86x (video3d@1) the median time of the
+former 2e7 (load 3: 0.92x and 0.67x). The suite's batch-1 convs (75 MFLOP at most) now run
+inline; larger ones (ResNet-50's at 224x224: 100-230 MFLOP) still split."""
 
 
 _executor: ThreadPoolExecutor | None = None
