@@ -210,11 +210,11 @@ def test_one_image_shares_its_slabs_out_over_the_threads(
     the epilogue, fused ReLU): the float64 conv's values within the float32 bound."""
     from graphnet.runtime.fast import compile as fast_compile
     from graphnet.runtime.fast import conv as fast_conv
-    from graphnet.runtime.fast import steps as fast_steps
     from graphnet.runtime.fast import threads
+    from graphnet.runtime.fast.steps import linear as fast_linear
 
     monkeypatch.setattr(fast_compile, "WORKERS", 2)
-    monkeypatch.setattr(fast_steps, "ROW_SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(fast_linear, "ROW_SPLIT_MIN_FLOPS", 0)
     monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
     monkeypatch.setattr(fast_conv, "WORKSPACE_BYTES", 16)
     monkeypatch.setattr(fast_conv, "SHARED_SLAB_MIN_COLUMNS", 1)
