@@ -68,6 +68,12 @@ MIN_WINOGRAD_COLUMNS = 16
 (ConvStep): measured at batch 1, one thread, interleaved min times, F(4x4) took 0.76-0.83x of
 im2col's time with 16 columns (64-128 channels at 16x16) and 1.3-1.5x with 4 (128-256 at
 8x8): its (m+2)^2 transformed weights are then read for too few columns."""
+NARROW_MIN_WINOGRAD_COLUMNS = 32
+"""... and this many for a narrow conv (input and output channels under COLSTACK_MAX_CHANNELS,
+which the fallback runs as colstack): at batch 1 with 16 columns (32 channels at 16x16) colstack
+was faster; whole-model A/B in one process (interleaved, min of 10 runs, 30 rounds, AMD EPYC 2
+cores): resnet20@1 0.93x and inception_bn@1 0.96x the time with 16 columns sent to colstack,
+while vgg_bn@1's 64-128 channel convs were 1.05x slower sent to im2col (hence narrow only)."""
 WINOGRAD_MIN_CHANNELS = 24
 """3x3 stride-1 convs run Winograd from this many input and output channels: measured against
 colstack and im2col at batch 16 (one thread, interleaved min times), F(4x4) took 0.92x of

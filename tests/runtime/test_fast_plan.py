@@ -116,6 +116,8 @@ def test_conv_algorithms_match_float64_reference_and_onnxruntime(
     from graphnet.runtime.fast import conv as fast_conv
 
     monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)  # Winograd on these small shapes
+
+    monkeypatch.setattr(fast_conv, "NARROW_MIN_WINOGRAD_COLUMNS", 1)
     rng = np.random.default_rng(len(x_shape) * 100 + m)
     c = x_shape[1]
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -347,6 +349,7 @@ def test_batch_chunks_and_thread_slices_cover_every_image(algo, monkeypatch):
     monkeypatch.setattr(fast_conv, "WORKSPACE_BYTES", 16)
     monkeypatch.setattr(fast_conv, "WINOGRAD_WORKSPACE_BYTES", 16)
     monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)
+    monkeypatch.setattr(fast_conv, "NARROW_MIN_WINOGRAD_COLUMNS", 1)
     rng = np.random.default_rng(8)
     hw = 3 if algo == "winograd-f2" else 6
     k = 1 if algo == "pointwise" else 3
@@ -411,6 +414,7 @@ def test_one_image_splits_each_gemm_over_the_threads(algo, monkeypatch):
     monkeypatch.setattr(fast_linear, "ROW_SPLIT_MIN_FLOPS", 0)
     monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
     monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)
+    monkeypatch.setattr(fast_conv, "NARROW_MIN_WINOGRAD_COLUMNS", 1)
     splits = []
     call = threads.Parallel.__call__
 
@@ -480,11 +484,14 @@ def test_winograd_bias_rides_on_the_ones_column_of_a_transposed():
 def test_winograd_with_too_few_tiles_runs_colstack_or_im2col():
     """A 3x3 conv planned as Winograd runs colstack (under 128 output channels) or im2col on a
     batch with under MIN_WINOGRAD_COLUMNS tiles (batch 1 at 8x8: 4 tiles; 16 is the
-    threshold), Winograd from batch 4 (16 tiles); all agree with the plain kernel."""
+    threshold), Winograd from batch 4 (16 tiles); a narrow conv (under 48 channels) needs
+    NARROW_MIN_WINOGRAD_COLUMNS (32: batch 8); all agree with the plain kernel."""
     rng = np.random.default_rng(9)
     attrs = {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1}
     assert runtime.fast.conv.MIN_WINOGRAD_COLUMNS == 16
+    assert runtime.fast.conv.NARROW_MIN_WINOGRAD_COLUMNS == 32
     for c, runs in (
+        (32, ((1, "colstack"), (4, "colstack"), (7, "colstack"), (8, "winograd-f4"))),
         (48, ((1, "colstack"), (3, "colstack"), (4, "winograd-f4"), (16, "winograd-f4"))),
         (128, ((1, "im2col"), (4, "winograd-f4"))),
     ):

@@ -509,6 +509,7 @@ def test_concat_inputs_written_in_place_by_their_convs(split, monkeypatch):
 
     monkeypatch.setattr(np, "concatenate", spy)
     monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)  # Winograd at batch 1 too
+    monkeypatch.setattr(fast_conv, "NARROW_MIN_WINOGRAD_COLUMNS", 1)
     g = _concat_net()
     sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
     rows = {line.split()[0]: line for line in sess.describe().splitlines() if line.strip()}

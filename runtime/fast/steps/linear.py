@@ -90,12 +90,13 @@ class ConvStep(Step):
         if algo.startswith("winograd"):
             m = 4 if algo.endswith("f4") else 2
             columns = shape[0] * math.prod(-(-o // m) for o in outs)
-            if columns < _conv.MIN_WINOGRAD_COLUMNS or (
-                training and shape[0] < TRAIN_WINOGRAD_BATCH
-            ):
-                # Too few tiles for its GEMMs (e.g. batch 1 at 16x16: 16 columns), or train
-                # mode, which prepares the weight on every run, on a few images: the transforms
-                # cost more than they save; colstack or im2col multiplies the weight as it is.
+            narrow = max(spec.c_in, spec.c_out) < _conv.COLSTACK_MAX_CHANNELS
+            least = _conv.NARROW_MIN_WINOGRAD_COLUMNS if narrow else _conv.MIN_WINOGRAD_COLUMNS
+            if columns < least or (training and shape[0] < TRAIN_WINOGRAD_BATCH):
+                # Too few tiles for its GEMMs (e.g. batch 1 at 8x8: 4 columns; a narrow conv
+                # at 16x16: 16, where colstack is faster), or train mode, which prepares the
+                # weight on every run, on a few images: the transforms cost more than they
+                # save; colstack or im2col multiplies the weight as it is.
                 algo = _conv.few_tiles_fallback(spec)
         return out_shape, flops, algo
 
