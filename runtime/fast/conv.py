@@ -309,6 +309,29 @@ def _epilogue(y: np.ndarray, epi: Epilogue, n0: int, n1: int, bias_done: bool) -
     activate(y, epi.activation)
 
 
+def _crop(
+    valid: np.ndarray, yb: np.ndarray, epi: Epilogue, n0: int, n1: int, augmented: bool
+) -> None:
+    """yb = the epilogue applied to `valid` (a strided crop of a wide GEMM result): the crop
+    applies the bias (when the weight has no bias column) or the residual in the same pass,
+    then the activation. A ReLU after a plain crop runs in place on the contiguous copy: 0.4x
+    the time of np.maximum(valid, 0, out=yb) (its strided operand and scalar both miss NumPy's
+    SIMD loop; see RELU_BLOCK)."""
+    if epi.bias is not None and not augmented:
+        np.add(valid, epi.bias.reshape((1, -1) + (1,) * (valid.ndim - 2)), out=yb)
+    elif epi.residual is not None:  # the crop, the bias (augmented) and the residual in one
+        np.add(valid, epi.residual()[n0:n1], out=yb)
+        activate(yb, epi.activation)
+        return
+    elif epi.activation and epi.activation[0] == "relu":
+        np.copyto(yb, valid)
+        relu_(yb)
+        return
+    else:
+        np.copyto(yb, valid)
+    _epilogue(yb, epi, n0, n1, True)
+
+
 _PAD_GEOMETRY: dict[tuple, tuple] = {}
 
 
@@ -626,21 +649,7 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
         yw = scratch.take(2, nb * spec.c_out * p, x.dtype)
         gemm(wp, cols2, yw.reshape(nb, g, -1, p), 1)
         valid = yw.reshape(nb, spec.c_out, *outs[:-1], wide_w)[..., : outs[-1]]
-        if epi.bias is not None and not augmented:
-            np.add(valid, epi.bias.reshape((1, -1) + (1,) * k), out=yb)
-        elif epi.residual is not None:  # the crop, the bias (augmented) and the residual in one
-            np.add(valid, epi.residual()[n0:n1], out=yb)
-            activate(yb, epi.activation)
-            continue
-        elif epi.activation and epi.activation[0] == "relu":
-            # The crop, then ReLU in place: 0.4x the time of np.maximum(valid, 0, out=yb)
-            # (its strided operand and scalar both miss NumPy's SIMD loop; see RELU_BLOCK).
-            np.copyto(yb, valid)
-            relu_(yb)
-            continue
-        else:
-            np.copyto(yb, valid)
-        _epilogue(yb, epi, n0, n1, True)
+        _crop(valid, yb, epi, n0, n1, augmented)
 
 
 def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split=None) -> None:
@@ -745,20 +754,7 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             np.add(wide[:, :n_], zf[:, j * ml + j : j * ml + j + n_], out=wide[:, :n_])
         valid = wide.reshape(nb, mo, ho, wpad)[..., :wo]
         yb = out[n0:n1]
-        # The crop to NCHW applies the bias or the residual in the same pass (ReLU after it).
-        if epi.bias is not None and not augmented:
-            np.add(valid, epi.bias.reshape(1, -1, 1, 1), out=yb)
-        elif epi.residual is not None:
-            np.add(valid, epi.residual()[n0:n1], out=yb)
-            activate(yb, epi.activation)
-            continue
-        elif epi.activation and epi.activation[0] == "relu":  # see _im2col
-            np.copyto(yb, valid)
-            relu_(yb)
-            continue
-        else:
-            np.copyto(yb, valid)
-        _epilogue(yb, epi, n0, n1, True)
+        _crop(valid, yb, epi, n0, n1, augmented)
 
 
 def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
