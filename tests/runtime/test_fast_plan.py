@@ -102,6 +102,18 @@ def _within_float32_bound(got, x, w, pads, algo) -> bool:
     return bool((np.abs(got - exact) <= float32_bound(mags, terms)).all())
 
 
+def _exact_and_mags(x, w, b, kw) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 plain conv of (x, w, b) and the same conv of their magnitudes, whose
+    float32_bound is the rounding bound of a float32 result."""
+
+    def f64(a, magnitude=False):
+        return None if a is None else (np.abs(a) if magnitude else a).astype(np.float64)
+
+    exact = conv(f64(x), f64(w), f64(b), **kw)
+    mags = conv(f64(x, True), f64(w, True), f64(b, True), **kw)
+    return exact, mags
+
+
 def _ran(sess: runtime.Session) -> list[str]:
     """The algorithm each conv step of the session's inference plan ran last."""
     plan = sess._fast(training=False, keep_all=False)
@@ -130,18 +142,7 @@ def test_conv_algorithms_match_float64_reference_and_onnxruntime(
     got = sess.run({"x": x})[graph.outputs[0]]
     assert _ran(sess) == [algo]
     kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
-    exact = conv(
-        x.astype(np.float64),
-        w.astype(np.float64),
-        None if b is None else b.astype(np.float64),
-        **kw,
-    )
-    mags = conv(
-        np.abs(x).astype(np.float64),
-        np.abs(w).astype(np.float64),
-        None if b is None else np.abs(b).astype(np.float64),
-        **kw,
-    )
+    exact, mags = _exact_and_mags(x, w, b, kw)
     terms = (c // g) * int(np.prod(k)) + (64 if algo == "winograd-f4" else 0)
     err = np.abs(got.astype(np.float64) - exact)
     assert got.dtype == np.float32 and got.shape == exact.shape
@@ -189,15 +190,8 @@ def test_im2col_slabs_of_output_rows_cover_the_image(
     got = runtime.Session(g_).run({"x": x})[y]
     assert sorted(slabbed) == list(range(x_shape[0]))  # each image, in slabs
     kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
-    exact = np.maximum(
-        conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw), 0
-    )
-    mags = conv(
-        np.abs(x).astype(np.float64),
-        np.abs(w).astype(np.float64),
-        np.abs(b).astype(np.float64),
-        **kw,
-    )
+    exact, mags = _exact_and_mags(x, w, b, kw)
+    exact = np.maximum(exact, 0)  # the fused ReLU
     terms = (c // g) * int(np.prod(k))
     assert (np.abs(got - exact) <= float32_bound(mags, terms)).all()
 
@@ -248,15 +242,8 @@ def test_one_image_shares_its_slabs_out_over_the_threads(
         got = runtime.Session(graph).run({"x": x})[y]
         rows = conv(x, w, None, **kw).shape[2]
         assert shared == [(rows, "part")]  # one row per slab, shared out once
-        exact = np.maximum(
-            conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw), 0
-        )
-        mags = conv(
-            np.abs(x).astype(np.float64),
-            np.abs(w).astype(np.float64),
-            np.abs(b).astype(np.float64),
-            **kw,
-        )
+        exact, mags = _exact_and_mags(x, w, b, kw)
+        exact = np.maximum(exact, 0)  # the fused ReLU
         terms = (c // g) * int(np.prod(k))
         assert (np.abs(got - exact) <= float32_bound(mags, terms)).all()
 
@@ -301,12 +288,7 @@ def test_im2col_bias_in_the_epilogue_or_the_gemm(
         wp = step._prepared["im2col"][3]
         assert wp.shape[-1] == terms + column  # the bias column, or none
         assert np.shares_memory(wp, graph.params["w"]) != column  # no copy without it
-        mags = conv(
-            np.abs(x).astype(np.float64),
-            np.abs(w).astype(np.float64),
-            np.abs(b).astype(np.float64),
-            **kw,
-        )
+        _, mags = _exact_and_mags(x, w, b, kw)
         bound = float32_bound(mags, terms)
         plain = runtime.Session(graph, plan="reference").run({"x": x})[y]
         assert (np.abs(got - plain) <= 2 * bound).all()
