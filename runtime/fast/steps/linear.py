@@ -100,14 +100,18 @@ class ConvStep(Step):
                 algo = _conv.few_tiles_fallback(spec)
         return out_shape, flops, algo
 
+    def _cached_geometry(self, shape: tuple, training: bool) -> tuple:
+        """`_geometry`, computed once per (input shape, mode): every run asks for it."""
+        key = (shape, training)
+        geo = self._shapes.get(key)
+        if geo is None:
+            geo = self._shapes[key] = self._geometry(shape, training)
+        return geo
+
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
         w = run.get(self.inputs[1])
-        key = (x.shape, run.training)
-        geo = self._shapes.get(key)
-        if geo is None:
-            geo = self._shapes[key] = self._geometry(x.shape, run.training)
-        out_shape, flops, algo = geo
+        out_shape, flops, algo = self._cached_geometry(x.shape, run.training)
         self.ran = algo
         y = run.alloc(self.outputs[0], out_shape, x.dtype)
         b = run.get(self.epilogue_bias)
@@ -227,11 +231,7 @@ class MergedPointwiseStep(ConvStep):
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
-        key = (x.shape, run.training)
-        geo = self._shapes.get(key)
-        if geo is None:
-            geo = self._shapes[key] = self._geometry(x.shape, run.training)
-        out_shape, flops, _ = geo
+        out_shape, flops, _ = self._cached_geometry(x.shape, run.training)
         self.ran = "pointwise"
         wp, b = self.stacked(run, x.dtype)
         acts = self.activations
