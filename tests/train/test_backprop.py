@@ -68,8 +68,8 @@ def test_whole_network_gradient_matches_finite_differences():
 
 
 def test_train_forward_is_the_runtime_train_mode():
-    """Same outputs (up to float32 rounding), same dropout masks (same seed), same running
-    statistics afterwards."""
+    """Same outputs and running statistics afterwards (up to float32 rounding), same dropout
+    masks (same seed)."""
     g1 = _residual_net().graph
     g2 = _residual_net().graph
     x = np.random.default_rng(0).standard_normal((4, 2, 5, 5)).astype(np.float32)
@@ -78,8 +78,16 @@ def test_train_forward_is_the_runtime_train_mode():
     # The runtime's fast plan computes BatchNorm's statistics and affine in float32 (the plain
     # kernels in float64): the same values up to float32 rounding.
     np.testing.assert_allclose(ours.values["y"], theirs["y"], rtol=1e-6, atol=1e-7)
+    # Running statistics: the batch mean is the float32 shift plus the mean of x - shift,
+    # summed by BLAS in float32 (~1e-9 off; one float32 rounding of a ~5e-3 value flipped),
+    # the same floor as tests/train/test_fast_plan.py; every other parameter is untouched.
     for name in g1.params:
-        np.testing.assert_array_equal(g1.params[name], g2.params[name], err_msg=name)
+        if "running" in name:
+            np.testing.assert_allclose(
+                g1.params[name], g2.params[name], rtol=1e-6, atol=1e-7, err_msg=name
+            )
+        else:
+            np.testing.assert_array_equal(g1.params[name], g2.params[name], err_msg=name)
     moved = [n for n in g1.params if "running" in n]
     assert moved and not np.allclose(g1.params[moved[0]], _residual_net().graph.params[moved[0]])
 
