@@ -169,6 +169,13 @@ class CompiledPlan:
                 step = self._kernel_step(n, attrs)
             if self.fuse and isinstance(step, (ConvStep, GemmStep)):
                 self._fuse(step, n, readers, order, outputs, fused)
+            elif self.fuse and isinstance(step, BatchNormStep):
+                nxt = self._single_reader(n.outputs[0], readers, outputs)
+                if nxt is not None and nxt.op == "Relu":  # (train mode: no Conv took the BN)
+                    step.relu = True
+                    step.fused.append(nxt.name)
+                    fused.add(nxt.name)
+                    step.outputs[0] = self._slot(nxt.outputs[0])
             self.steps.append(step)
         self._merge_pointwise()
         self._place_concats()

@@ -457,6 +457,58 @@ def test_batchnorm_train_statistics_on_offset_data(split, shape):
     assert_close(g.params["var"], 0.9 * start["var"] + 0.1 * var, what="running var")
 
 
+@pytest.mark.parametrize("shape", [(1, 5, 6, 7), (3, 4, 5, 3), (1, 3, 1, 1), (2, 3)])
+@pytest.mark.parametrize("mode", ["train", "inference"])
+def test_batchnorm_with_fused_relu_matches_the_plain_kernels(split, shape, mode):
+    """BatchNorm -> Relu as one step (the Relu in its epilogue), batch 1 (per-channel columns)
+    and more (per-channel rows), against the plain kernels node by node: Y and the running
+    statistics, on data far from zero (the offset test above gives the float64 bound); a
+    second reader of the BN's output keeps the Relu apart."""
+    rng = np.random.default_rng(13)
+    c = shape[1]
+    x = (500.0 + 3.0 * rng.standard_normal(shape)).astype(np.float32)
+    params = {
+        "scale": rng.uniform(0.5, 1.5, c).astype(np.float32),
+        "B": rng.normal(0.0, 1.0, c).astype(np.float32),
+        "mean": rng.normal(500.0, 1.0, c).astype(np.float32),
+        "var": rng.uniform(5.0, 12.0, c).astype(np.float32),
+    }
+    g = single_node("BatchNormalization", {"x": shape}, params, {"epsilon": 1e-5, "momentum": 0.8})
+    (bn_out,) = g.outputs
+    relu = g.add_node("Relu", [bn_out], {}, name="relu")
+    g.outputs.remove(bn_out)
+    g.mark_output(relu.outputs[0])
+    ref_graph = g.copy()
+    sess, ref = runtime.Session(g), runtime.Session(ref_graph, plan="reference")
+    rows = sess._fast(training=mode == "train", keep_all=False).describe()
+    assert [r["op"] for r in rows] == ["BatchNormalization"] and rows[0]["fused"] == ["relu"]
+    for _ in range(2):  # the second run starts from the updated running statistics
+        got = sess.run({"x": x}, mode=mode)[relu.outputs[0]]
+        want = ref.run({"x": x}, mode=mode)[relu.outputs[0]]
+        assert (got >= 0).all() and ((got == 0) == (want == 0)).mean() > 0.99
+        # outputs of size ~1: the float64 bound of the offset test (rtol 1e-5, atol 2e-5)
+        assert_close(got, want, rtol=1e-5, atol=2e-5, what=f"{mode} BN+Relu vs plain kernels")
+        for k in ("mean", "var"):
+            # float64 arithmetic both, one float32 rounding each: a few ulp of ~500 or ~10
+            assert_close(g.params[k], ref_graph.params[k], rtol=1e-6, atol=0, what=k)
+
+
+def test_batchnorm_read_twice_keeps_its_relu_apart():
+    rng = np.random.default_rng(14)
+    params = {k: rng.uniform(0.5, 1.5, 3).astype(np.float32) for k in ("scale", "B", "m", "v")}
+    g = single_node("BatchNormalization", {"x": (2, 3, 4, 4)}, params)
+    (bn_out,) = g.outputs
+    relu = g.add_node("Relu", [bn_out], {}, name="relu")
+    g.mark_output(relu.outputs[0])
+    rows = runtime.Session(g)._fast(training=True, keep_all=False).describe()
+    assert [r["op"] for r in rows] == ["BatchNormalization", "Relu"] and rows[0]["fused"] == []
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    got = runtime.Session(g).run({"x": x}, mode="train")
+    want = runtime.Session(g, plan="reference").run({"x": x}, mode="train")
+    for k in g.outputs:
+        assert_close(got[k], want[k], rtol=1e-5, atol=2e-6, what=k)
+
+
 def _concat_net():
     """Convs of every algorithm (pointwise, Winograd F(4x4) on x, F(2x2) on the 3x3 input z,
     im2col with and without wide rows, a fused residual and ReLU) -> channel Concats (placed:
