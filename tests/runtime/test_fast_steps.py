@@ -457,7 +457,9 @@ def test_batchnorm_train_statistics_on_offset_data(split, shape):
     assert_close(g.params["var"], 0.9 * start["var"] + 0.1 * var, what="running var")
 
 
-@pytest.mark.parametrize("shape", [(1, 5, 6, 7), (3, 4, 5, 3), (1, 3, 1, 1), (2, 3)])
+@pytest.mark.parametrize(
+    "shape", [(1, 5, 6, 7), (3, 4, 5, 3), (1, 3, 1, 1), (2, 3), (1, 4), (1, 3, 2, 3, 4)]
+)
 @pytest.mark.parametrize("mode", ["train", "inference"])
 def test_batchnorm_with_fused_relu_matches_the_plain_kernels(split, shape, mode):
     """BatchNorm -> Relu as one step (the Relu in its epilogue), batch 1 (per-channel columns)
