@@ -203,10 +203,7 @@ class BatchNormStep(Step):
                 np.matmul(d, ones, out=flat[1, lo * c : hi * c])
                 np.matmul(d[:, None, :], d[:, :, None], out=flat[2, lo * c : hi * c, None, None])
 
-            if inline:
-                first(0, n, None)
-            else:
-                run.parallel(n, first, work)
+            first(0, n, None)  # (one read pass: not worth a wait for the other thread)
             m = np.add.reduce(sums[0], axis=0)  # the float32 shift: the sum of the parts
             mv = _per_channel(m, length, rows)
             if inline:
