@@ -10,6 +10,8 @@ At compile time (once per session and mode):
   a ReLU) takes those nodes into its epilogue (`fuse`); 1x1 Convs of one input become one
   stacked GEMM (`_merge_pointwise`); a channel Concat of such Convs' outputs has them written
   into its buffer at batch 1 (`_place_concats`);
+- an inference plan runs its steps in the topological order that lowers the peak of live
+  activations, when one does (`_schedule`: Inception's pool branches first);
 - each value's last reader is known, so its buffer returns to the pool right after it; an
   element-wise op on a value it reads last overwrites it in place (`reuse`); the first run with
   given input shapes records the pool's takes and each step's workspaces, later ones replay
@@ -20,6 +22,7 @@ At compile time (once per session and mode):
 from __future__ import annotations
 
 import inspect
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from graphnet import ops
+from graphnet.dims import BATCH, evaluate
 from graphnet.errors import GraphNetError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.runtime.fast.conv import ConvSpec, choose, relu_
@@ -56,6 +60,10 @@ from graphnet.runtime.kernels import get_kernel
 __all__ = ["CompiledPlan", "describe_call", "needs_late_resolve"]
 
 _FLOATS = ("float32", "float64")
+
+SCHEDULE_BATCH = 32
+"""The batch size at which `CompiledPlan._schedule` compares orders (every activation of a CNN
+scales with it; a value without the batch axis weighs as it is)."""
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
 
@@ -179,6 +187,7 @@ class CompiledPlan:
             self.steps.append(step)
         self._merge_pointwise()
         self._place_concats()
+        self._schedule()
         self._liveness()
 
     def _merge_pointwise(self) -> None:
@@ -285,6 +294,131 @@ class CompiledPlan:
                     c0 += c
                 st.placed = True
                 st.why = "batch 1: no copy, its Conv inputs write into their channel slices"
+
+    def _reads(self, step: Step) -> list[int]:
+        """The value slots a step reads (its inputs, and a conv's epilogue operands)."""
+        reads = list(step.inputs)
+        if isinstance(step, ConvStep):
+            reads += [step.epilogue_bias, step.residual]
+        return [r for r in reads if isinstance(r, int)]
+
+    def _schedule(self) -> None:
+        """Reorder the steps of an inference plan to lower the peak of live activations: list
+        scheduling that runs next, of the steps whose inputs exist, the one that adds the
+        fewest bytes (its outputs, less the inputs it reads last), ties in graph order; kept
+        only when its simulated peak (value sizes at batch SCHEDULE_BATCH) is lower than graph
+        order's. E.g. an Inception block's pool branch: its MaxPool is the last reader of the
+        block's input and its 1x1 conv shrinks the pool's output, so both run before the 3x3
+        branch's Winograd conv (and its workspaces) instead of after it: inception_bn@32's
+        arena peaked at that conv with the block input and the full-width pool output alive.
+        Train mode keeps graph order (the Dropout masks are drawn in that order)."""
+        if self.training or not self.reuse or not self.fuse:
+            return
+        names = {slot: name for name, slot in self.slots.items()}
+        size: dict[int, int] = {}
+        for slot, name in names.items():
+            v = self.graph.values.get(name)
+            if v is None or v.shape is None:
+                return
+            dims = [evaluate(d, {BATCH: SCHEDULE_BATCH}) for d in v.shape]
+            if any(d is None for d in dims):
+                return  # a size unknown at compile time: keep graph order
+            try:
+                itemsize = np.dtype(v.dtype).itemsize
+            except TypeError:
+                itemsize = 8
+            # (a constant step's result is computed once and held by the step, not pooled)
+            size[slot] = 0 if slot in self.static else math.prod(dims) * itemsize
+        steps = self.steps
+        producer = {o: k for k, st in enumerate(steps) for o in st.outputs if o >= 0}
+        reads = [sorted(set(self._reads(st))) for st in steps]
+        keep = {self.slots[o] for o in self.graph.outputs if o in self.slots}
+        order = self._greedy_order(steps, reads, producer, size, keep)
+        if order is None:
+            return
+        identity = list(range(len(steps)))
+        if order == identity:
+            return
+        peak = self._simulated_peak
+        if peak(steps, order, reads, size, keep) < peak(steps, identity, reads, size, keep):
+            self.steps = [steps[k] for k in order]
+
+    def _greedy_order(self, steps, reads, producer, size, keep) -> list[int] | None:
+        """The list schedule of `_schedule` (step indices), or None when it could not place
+        every step (a step waiting on itself: impossible in a plan compiled from a valid
+        graph, then graph order stays)."""
+        readers: dict[int, int] = {}
+        for rs in reads:
+            for r in rs:
+                readers[r] = readers.get(r, 0) + 1
+        waiting = [sum(1 for r in rs if r in producer) for rs in reads]
+        users: dict[int, list[int]] = {}
+        for k, rs in enumerate(reads):
+            for r in rs:
+                if r in producer:
+                    users.setdefault(producer[r], []).append(k)
+        ready = [k for k, w in enumerate(waiting) if w == 0]
+        left = dict(readers)
+        order: list[int] = []
+
+        def grow(k: int, done: int = -1) -> int:
+            """Bytes step k adds (outputs less the inputs it reads last), after `done` ran."""
+            g = sum(size[o] for o in steps[k].outputs if o >= 0)
+            for r in reads[k]:
+                n = left[r] - (1 if done >= 0 and r in reads[done] else 0)
+                if r in producer and r not in keep and n == 1:
+                    g -= size[r]
+            return g
+
+        while ready:  # a loop over the steps (quadratic in the ready ones: a few per block)
+            best, best_key = -1, None
+            for k in ready:
+                # One step of lookahead: a step whose follower frees memory at once (a pool
+                # and the 1x1 conv that shrinks its output) counts with that follower.
+                after = [
+                    grow(u, k)
+                    for u in dict.fromkeys(users.get(k, []))
+                    if waiting[u] == sum(1 for r in reads[u] if producer.get(r) == k)
+                ]
+                key = (grow(k) + min([0, *after]), k)
+                if best_key is None or key < best_key:
+                    best, best_key = k, key
+            ready.remove(best)
+            order.append(best)
+            for r in reads[best]:
+                left[r] -= 1
+            for u in dict.fromkeys(users.get(best, [])):
+                waiting[u] -= sum(1 for r in reads[u] if producer.get(r) == best)
+                if waiting[u] == 0:
+                    ready.append(u)
+        return order if len(order) == len(steps) else None
+
+    @staticmethod
+    def _simulated_peak(steps, order, reads, size, keep) -> int:
+        """The largest total size of the values steps produce alive at once when they run in
+        `order` (a value lives from its step to its last reader; a graph output to the end)."""
+        last: dict[int, int] = {}
+        for t, k in enumerate(order):
+            for r in reads[k]:
+                last[r] = t
+        dies: dict[int, list[int]] = {}
+        for slot, t in last.items():
+            dies.setdefault(t, []).append(slot)
+        live = peak = 0
+        born: set[int] = set()
+        for t, k in enumerate(order):
+            for o in steps[k].outputs:
+                if o >= 0 and o not in born:
+                    born.add(o)
+                    live += size[o]
+            peak = max(peak, live)
+            for o in steps[k].outputs:  # read by nothing: dies at once
+                if o >= 0 and o not in last and o not in keep:
+                    live -= size[o]
+            for slot in dies.get(t, []):
+                if slot in born and slot not in keep:
+                    live -= size[slot]
+        return peak
 
     def _single_reader(self, value: str, readers, outputs) -> Node | None:
         r = readers.get(value, [])
