@@ -305,13 +305,14 @@ class CompiledPlan:
     def _schedule(self) -> None:
         """Reorder the steps of an inference plan to lower the peak of live activations: list
         scheduling that runs next, of the steps whose inputs exist, the one that adds the
-        fewest bytes (its outputs, less the inputs it reads last), ties in graph order; kept
-        only when its simulated peak (value sizes at batch SCHEDULE_BATCH) is lower than graph
-        order's. E.g. an Inception block's pool branch: its MaxPool is the last reader of the
-        block's input and its 1x1 conv shrinks the pool's output, so both run before the 3x3
-        branch's Winograd conv (and its workspaces) instead of after it: inception_bn@32's
-        arena peaked at that conv with the block input and the full-width pool output alive.
-        Train mode keeps graph order (the Dropout masks are drawn in that order)."""
+        fewest bytes (its outputs, less the inputs it reads last; one step of lookahead),
+        ties in graph order; kept only when its simulated peak (value sizes at batch
+        SCHEDULE_BATCH) is lower than graph order's, or as low with less memory alive over
+        the steps. E.g. an Inception block's pool branch (the MaxPool and the 1x1 conv that
+        shrinks its output) runs first: the block's input can die with
+        its last other reader, before the 3x3 branch's Winograd conv and its workspaces
+        (inception_bn@32's arena peaked there with the block input alive). Train mode keeps
+        graph order (the Dropout masks are drawn in that order)."""
         if self.training or not self.reuse or not self.fuse:
             return
         names = {slot: name for name, slot in self.slots.items()}
@@ -339,8 +340,9 @@ class CompiledPlan:
         identity = list(range(len(steps)))
         if order == identity:
             return
-        peak = self._simulated_peak
-        if peak(steps, order, reads, size, keep) < peak(steps, identity, reads, size, keep):
+        new = self._simulated_peak(steps, order, reads, size, keep)
+        old = self._simulated_peak(steps, identity, reads, size, keep)
+        if new[0] <= old[0] and new < old:
             self.steps = [steps[k] for k in order]
 
     def _greedy_order(self, steps, reads, producer, size, keep) -> list[int] | None:
@@ -394,9 +396,12 @@ class CompiledPlan:
         return order if len(order) == len(steps) else None
 
     @staticmethod
-    def _simulated_peak(steps, order, reads, size, keep) -> int:
-        """The largest total size of the values steps produce alive at once when they run in
-        `order` (a value lives from its step to its last reader; a graph output to the end)."""
+    def _simulated_peak(steps, order, reads, size, keep) -> tuple[int, int]:
+        """(The largest total size of the values steps produce alive at once when they run in
+        `order`, the sum over the steps of that total): a value lives from its step to its
+        last reader, a graph output to the end. The sum breaks ties of the peak: the conv
+        workspaces the simulation leaves out may put the arena's peak elsewhere (Inception's
+        3x3 branches), where fewer values alive still lower it."""
         last: dict[int, int] = {}
         for t, k in enumerate(order):
             for r in reads[k]:
@@ -404,7 +409,7 @@ class CompiledPlan:
         dies: dict[int, list[int]] = {}
         for slot, t in last.items():
             dies.setdefault(t, []).append(slot)
-        live = peak = 0
+        live = peak = area = 0
         born: set[int] = set()
         for t, k in enumerate(order):
             for o in steps[k].outputs:
@@ -412,13 +417,14 @@ class CompiledPlan:
                     born.add(o)
                     live += size[o]
             peak = max(peak, live)
+            area += live
             for o in steps[k].outputs:  # read by nothing: dies at once
                 if o >= 0 and o not in last and o not in keep:
                     live -= size[o]
             for slot in dies.get(t, []):
                 if slot in born and slot not in keep:
                     live -= size[slot]
-        return peak
+        return peak, area
 
     def _single_reader(self, value: str, readers, outputs) -> Node | None:
         r = readers.get(value, [])
