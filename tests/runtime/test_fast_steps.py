@@ -36,6 +36,7 @@ def split(request, monkeypatch):
             monkeypatch.setattr(module, "SPLIT_MIN_FLOPS", 0)
         monkeypatch.setattr(fast_pool, "TILED_SPLIT_MIN_ELEMENTS", 0)
     monkeypatch.setattr(fast_pool, "TILED_MIN_ELEMENTS", 0)  # the small shapes here tile too
+    monkeypatch.setattr(fast_pool, "TILED_SLABS_MIN_ELEMENTS", 0)
     return request.param
 
 
@@ -121,11 +122,16 @@ def test_same_max_pool_takes_the_pairwise_passes_with_infinities(split, monkeypa
     assert got.dtype == np.int8 and np.array_equal(got, want)
 
 
-@pytest.mark.parametrize("sizes, kernel", [((8, 6), (2, 2)), ((3, 4, 6), (1, 2, 3))])
+@pytest.mark.parametrize(
+    "sizes, kernel",
+    [((8, 6), (2, 2)), ((3, 4, 6), (1, 2, 3)), ((4, 6, 4), (2, 2, 2)), ((6, 4, 6), (3, 2, 3))],
+)
 def test_tiling_max_pool_over_chunks_and_integers(split, monkeypatch, sizes, kernel):
-    """A pool whose kernel tiles the plane (kernel = stride) takes the flat passes over chunks
+    """A pool whose kernel tiles the input (kernel = stride) takes the flat passes over chunks
     of planes: chunks of 1 and 3 planes inline (3 x 5 planes: a short last chunk; 4 and 12 on
-    threads), float32 with infinities and int8 (no -inf there), exact against the naive loop."""
+    threads), of whole volumes when an earlier axis is pooled too (video's 2x2x2: its slabs
+    first, kernel 2 and 3 along T), float32 with infinities and int8 (no -inf there), exact
+    against the naive loop."""
     k = len(sizes)
     attrs = {"kernel_shape": list(kernel), "strides": list(kernel), "pads": [0] * (2 * k)}
     plane = sizes[-1] * sizes[-2]
@@ -139,7 +145,7 @@ def test_tiling_max_pool_over_chunks_and_integers(split, monkeypatch, sizes, ker
         want = naive_pool(x, kernel, kernel, (0,) * (2 * k), (1,) * k, 0, "max")
         assert np.array_equal(got[g.outputs[0]], want.astype(np.float32))
         (step,) = sess._fast(training=False, keep_all=False).steps
-        assert step._tiled(tuple(sizes)) == kernel[-2:]
+        assert step._tiled(tuple(sizes)) == kernel
         xi = rng.integers(-128, 127, (3, 5, *sizes)).astype(np.int8)
         gi = single_node("MaxPool", {"x": (None, 5, *sizes)}, attrs=attrs, dtype="int8")
         got = _ran_steps(gi, {"x": xi})[0][gi.outputs[0]]

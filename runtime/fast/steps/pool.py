@@ -14,6 +14,7 @@ from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 __all__ = [
     "POOL_CHUNK_BYTES",
     "TILED_MIN_ELEMENTS",
+    "TILED_SLABS_MIN_ELEMENTS",
     "TILED_SPLIT_MIN_ELEMENTS",
     "MaxPoolStep",
 ]
@@ -29,6 +30,12 @@ hold less scratch."""
 TILED_MIN_ELEMENTS = 1 << 13
 """Smaller tiling MaxPools keep the strided passes (fewer Python operations: LeNet's at batch 1
 took 1.08x as long the tiled way)."""
+
+TILED_SLABS_MIN_ELEMENTS = 1 << 17
+"""A tiling MaxPool that pools an earlier axis too (video's 2x2x2) takes the flat passes from
+this many input elements: single-thread, in-process A/B (30 rounds, min of 5 runs) against
+the strided passes: 0.75x the time at batch 32 on (32, 8, 16, 16) and 0.80x on (64, 4, 8, 8),
+but 0.99-1.09x at batch 1 (65k and 16k elements: its slab pass is one more NumPy call)."""
 
 TILED_SPLIT_MIN_ELEMENTS = 1 << 19
 """A tiling or pairwise MaxPool splits its batch over the threads from this many input
@@ -192,48 +199,70 @@ class MaxPoolStep(Step):
                 yf[:block] = af[:block]
                 src = yf
 
-    def _tiled(self, sizes: tuple) -> tuple[int, int] | None:
-        """(kh, kw) when the pool tiles its last two axes exactly (kernel = stride, no padding,
-        no dilation, sizes divisible: LeNet's and VGG's 2x2 / 2) and every earlier spatial axis
-        is the identity (video's (1, 2, 2)): then `_tiled_part` computes it; else None."""
+    def _tiled(self, sizes: tuple) -> tuple[int, ...] | None:
+        """The kernel when the pool tiles its input exactly (kernel = stride on every spatial
+        axis, no padding, no dilation, sizes divisible: LeNet's and VGG's 2x2 / 2, video's
+        (1, 2, 2) and 2x2x2 / 2): then `_tiled_part` computes it; else None."""
         k = len(self.kernel_shape)
         if k < 2 or any(p != 0 for p in self.pads) or any(d != 1 for d in self.dilations):
             return None
-        if any(self.kernel_shape[i] != 1 or self.strides[i] != 1 for i in range(k - 2)):
+        if tuple(self.kernel_shape) != tuple(self.strides):
             return None
-        kh, kw = self.kernel_shape[-2:]
-        if (kh, kw) != self.strides[-2:] or sizes[-2] % kh or sizes[-1] % kw:
+        if any(n % kk for n, kk in zip(sizes, self.kernel_shape, strict=True)):
             return None
-        return kh, kw
+        return tuple(self.kernel_shape)
 
     @staticmethod
     def _tiled_part(
-        x: np.ndarray, y: np.ndarray, kh: int, kw: int, scratch: Scratch, chunk: int
+        x: np.ndarray, y: np.ndarray, kernel: tuple, scratch: Scratch, chunk: int
     ) -> None:
-        """A tiling kh x kw pool over chunks of whole (H, W) planes: m = the max of the kh
-        row-shifted flat planes, m2 = the max of the kw shifted flat m (both contiguous 1-D
-        passes: they also compute the windows between tiles, which are dropped), then one
-        strided copy of the tile corners into y: 0.7-0.9x the time of the two passes over
-        strided slices (2x2 pools at batch 32, 10x10-32x32, 6-144 channels; video3d's
-        (1, 2, 2) 0.7x), whose NumPy inner loops ran over one row (16-32 values) or over every
-        second value. Chunks of planes as large as the thread's scratch already
-        hold, `POOL_CHUNK_BYTES` at least (no pooled memory)."""
-        h, w = x.shape[-2:]
+        """A tiling pool over chunks of whole volumes (of (H, W) planes when every earlier axis
+        is the identity). An earlier axis with a kernel kt > 1 (video's T) goes first: the max
+        of its kt strided slabs, each a contiguous run of the later axes (H * W values or
+        more), into the scratch: kt - 1 passes that leave 1/kt of the data for the planes.
+        Then, on the planes: m = the max of the kh row-shifted flat planes, m2 = the max of
+        the kw shifted flat m (both contiguous 1-D passes: they also compute the windows
+        between tiles, which are dropped), then one strided copy of the tile corners into y:
+        0.7-0.9x the time of the two passes over strided slices (2x2 pools at batch 32,
+        10x10-32x32, 6-144 channels; video3d's (1, 2, 2) 0.7x), whose NumPy inner loops ran
+        over one row (16-32 values) or over every second value. Chunks as large as the
+        thread's scratch already holds, `POOL_CHUNK_BYTES` at least (no pooled memory)."""
+        sizes = x.shape[2:]
+        h, w = sizes[-2:]
+        kh, kw = kernel[-2:]
+        lead = kernel[:-2]
         plane = h * w
-        xp = x.reshape(-1, plane)
-        yp = y.reshape(-1, (h // kh) * (w // kw))
+        # the unit of a chunk: a whole volume when an earlier axis is pooled, else a plane
+        vol = math.prod(sizes) if any(kk > 1 for kk in lead) else plane
+        outs = math.prod(n // kk for n, kk in zip(sizes, kernel, strict=True))
+        xp = x.reshape(-1, vol)
+        yp = y.reshape(-1, (h // kh) * (w // kw) if vol == plane else outs)
         n = xp.shape[0]
         room = scratch.room(x.dtype) // 2  # for m and m2
-        step = max(1, max(chunk // x.itemsize, room) // plane)
-        for p0 in range(0, n, step):  # a loop over chunks of planes sized by the scratch
+        step = max(1, max(chunk // x.itemsize, room) // vol)
+        for p0 in range(0, n, step):  # a loop over chunks of volumes sized by the scratch
             p1 = min(n, p0 + step)
             src = xp[p0:p1].reshape(-1)
+            dims = [p1 - p0, *sizes] if vol != plane else [p1 - p0]
+            for i, kk in enumerate(lead if vol != plane else ()):  # the earlier axes
+                if kk == 1:
+                    continue
+                outer, inner = math.prod(dims[: i + 1]), math.prod(dims[i + 2 :])
+                slabs = src.reshape(outer, dims[i + 1] // kk, kk, inner)
+                t = scratch.take(3 + i % 2, slabs[:, :, 0].size, x.dtype)
+                tv = t.reshape(slabs[:, :, 0].shape)
+                np.maximum(slabs[:, :, 0], slabs[:, :, 1], out=tv)
+                for j in range(2, kk):  # a loop over the window's slabs
+                    np.maximum(tv, slabs[:, :, j], out=tv)
+                dims[i + 1] //= kk
+                src = t
+            planes = src.size // plane
             rows = src.size - (kh - 1) * w
             m = scratch.take(2, rows, x.dtype)
             if kh > 1:
                 np.maximum(src[:rows], src[w : w + rows], out=m)
-                for t in range(2, kh):  # a loop over the window's rows
-                    np.maximum(m, src[t * w : t * w + rows], out=m)
+                for t_ in range(2, kh):  # a loop over the window's rows
+                    np.maximum(m, src[t_ * w : t_ * w + rows], out=m)
             else:
                 m = src
             cols = rows - (kw - 1)
@@ -242,11 +271,11 @@ class MaxPoolStep(Step):
             m2 = scratch.take(1, src.size, x.dtype)
             if kw > 1:
                 np.maximum(m[:cols], m[1 : 1 + cols], out=m2[:cols])
-                for t in range(2, kw):  # a loop over the window's columns
-                    np.maximum(m2[:cols], m[t : t + cols], out=m2[:cols])
+                for t_ in range(2, kw):  # a loop over the window's columns
+                    np.maximum(m2[:cols], m[t_ : t_ + cols], out=m2[:cols])
             else:
                 m2[:cols] = m[:cols]
-            corners = m2.reshape(p1 - p0, h // kh, kh, w // kw, kw)[:, :, 0, :, 0]
+            corners = m2.reshape(planes, h // kh, kh, w // kw, kw)[:, :, 0, :, 0]
             np.copyto(yp[p0:p1].reshape(corners.shape), corners)
 
     def __call__(self, run: Run) -> None:
@@ -257,16 +286,17 @@ class MaxPoolStep(Step):
         if geo is None:
             geo = self._shapes[key] = self._geometry(*key)
         outs, plan, tiled = geo
-        if tiled is not None and x.flags.c_contiguous and x.size >= TILED_MIN_ELEMENTS:
+        slabs = tiled is not None and max(tiled[:-2], default=1) > 1
+        least = TILED_SLABS_MIN_ELEMENTS if slabs else TILED_MIN_ELEMENTS
+        if tiled is not None and x.flags.c_contiguous and x.size >= least:
             y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
-            kh, kw = tiled
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
-                self._tiled_part(x, y, kh, kw, run.scratch[0], POOL_CHUNK_BYTES // 4)
+                self._tiled_part(x, y, tiled, run.scratch[0], POOL_CHUNK_BYTES // 4)
             else:
                 run.parallel(
                     x.shape[0],
                     lambda lo, hi, sc: self._tiled_part(
-                        x[lo:hi], y[lo:hi], kh, kw, sc, POOL_CHUNK_BYTES
+                        x[lo:hi], y[lo:hi], tiled, sc, POOL_CHUNK_BYTES
                     ),
                     SPLIT_MIN_FLOPS,
                 )
