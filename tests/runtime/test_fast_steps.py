@@ -359,7 +359,8 @@ def test_scratch_places_a_steps_slots_apart_and_sizes_to_the_largest_step():
 
 def test_arena_packing_never_overlaps_live_buffers():
     """Random lifetimes and sizes: two buffers alive at the same time never share a byte, every
-    offset is aligned, and the arena is no smaller than the largest live set."""
+    offset is aligned, and the arena is no smaller than the largest live set, nor larger than
+    the largest-first packing's."""
     rng = np.random.default_rng(9)
     for _ in range(50):
         trace = []
@@ -378,6 +379,8 @@ def test_arena_packing_never_overlaps_live_buffers():
                     assert a[1] <= b[0] or b[1] <= a[0]
         live = max(sum(e - s for s, e, t0, t1 in spans if t0 <= t < t1) for t in range(200))
         assert size >= live
+        by_size = sorted(range(len(trace)), key=lambda k: -trace[k][0])
+        assert size <= fast_memory._pack_in(trace, 200, by_size)[1]  # the better of two orders
 
 
 def test_arena_replays_runs_and_recovers_from_a_diverging_run():
