@@ -136,6 +136,7 @@ def test_tiling_max_pool_over_chunks_and_integers(split, monkeypatch, sizes, ker
     attrs = {"kernel_shape": list(kernel), "strides": list(kernel), "pads": [0] * (2 * k)}
     plane = sizes[-1] * sizes[-2]
     rng = np.random.default_rng(6)
+    monkeypatch.setattr(fast_pool, "PAIRS_MAX_ELEMENTS", -1)  # (see the next test)
     for chunk in (1, 3):
         monkeypatch.setattr(fast_pool, "POOL_CHUNK_BYTES", chunk * plane * 16)
         x = rng.standard_normal((3, 5, *sizes)).astype(np.float32)
@@ -151,6 +152,51 @@ def test_tiling_max_pool_over_chunks_and_integers(split, monkeypatch, sizes, ker
         got = _ran_steps(gi, {"x": xi})[0][gi.outputs[0]]
         want = naive_pool(xi, kernel, kernel, (0,) * (2 * k), (1,) * k, 0, "max")
         assert got.dtype == np.int8 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "sizes, kernel",
+    [((28, 28), (2, 2)), ((6, 9), (3, 3)), ((6, 8), (3, 2)), ((2, 8), (1, 4)), ((6, 5), (2, 1))]
+    + [((3, 4, 6), (1, 2, 3)), ((3, 5, 5), (1, 5, 5))],
+)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_small_tiling_max_pool_takes_two_strided_passes(monkeypatch, sizes, kernel, batch):
+    """A small tiling pool (every earlier axis the identity) takes `_pairs_part`: the rows of
+    each window, then its columns, as strided maxima; float32 with infinities exact against
+    the naive loop (int8 too, which the plain kernel runs); a pool larger than
+    PAIRS_MAX_ELEMENTS or pooling an earlier axis does not take it."""
+    calls = []
+    pairs = fast_pool.MaxPoolStep._pairs_part
+    monkeypatch.setattr(
+        fast_pool.MaxPoolStep,
+        "_pairs_part",
+        staticmethod(lambda *a: (calls.append(a[0].shape), pairs(*a))[1]),
+    )
+    k = len(sizes)
+    attrs = {"kernel_shape": list(kernel), "strides": list(kernel), "pads": [0] * (2 * k)}
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((batch, 5, *sizes)).astype(np.float32)
+    x.reshape(-1)[::5] = -np.inf
+    x.reshape(-1)[::7] = np.inf
+    xi = rng.integers(-128, 127, (batch, 5, *sizes)).astype(np.int8)
+    for arr, dtype in ((x, "float32"), (xi, "int8")):
+        g = single_node("MaxPool", {"x": (None, 5, *sizes)}, attrs=attrs, dtype=dtype)
+        got = _ran_steps(g, {"x": arr})[0][g.outputs[0]]
+        want = naive_pool(arr, kernel, kernel, (0,) * (2 * k), (1,) * k, 0, "max")
+        assert got.dtype == arr.dtype and np.array_equal(got, want.astype(arr.dtype))
+    assert len(calls) == 1  # (float32 only: the fast plan takes floats)
+    monkeypatch.setattr(fast_pool, "PAIRS_MAX_ELEMENTS", x.size - 1)
+    g = single_node("MaxPool", {"x": (None, 5, *sizes)}, attrs=attrs)
+    got = _ran_steps(g, {"x": x})[0][g.outputs[0]]
+    want = naive_pool(x, kernel, kernel, (0,) * (2 * k), (1,) * k, 0, "max")
+    assert np.array_equal(got, want.astype(np.float32)) and len(calls) == 1
+    g = single_node(
+        "MaxPool",
+        {"x": (None, 5, 4, 6, 8)},
+        attrs=dict(attrs, kernel_shape=[2, 2, 2], strides=[2, 2, 2], pads=[0] * 6),
+    )
+    _ran_steps(g, {"x": rng.standard_normal((1, 5, 4, 6, 8)).astype(np.float32)})
+    assert len(calls) == 1  # video's 2x2x2: not this path
 
 
 def _norm64(x, groups, scale, bias, eps, axis=None):

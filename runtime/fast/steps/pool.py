@@ -13,6 +13,7 @@ from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 
 __all__ = [
     "POOL_CHUNK_BYTES",
+    "PAIRS_MAX_ELEMENTS",
     "TILED_MIN_ELEMENTS",
     "TILED_SLABS_MIN_ELEMENTS",
     "TILED_SPLIT_MIN_ELEMENTS",
@@ -36,6 +37,12 @@ TILED_SLABS_MIN_ELEMENTS = 1 << 17
 this many input elements: single-thread, in-process A/B (30 rounds, min of 5 runs) against
 the strided passes: 0.75x the time at batch 32 on (32, 8, 16, 16) and 0.80x on (64, 4, 8, 8),
 but 0.99-1.09x at batch 1 (65k and 16k elements: its slab pass is one more NumPy call)."""
+
+PAIRS_MAX_ELEMENTS = 1 << 14
+"""A tiling MaxPool of at most this many input elements (every earlier axis the identity) takes
+`_pairs_part`: two NumPy calls for a 2x2 pool, where the flat passes pay ~9 us of fixed costs
+(single thread, min of 300 calls, 2x2 / 2 at 8x8-32x32: 0.3-0.5x the flat passes' time up to
+~3k elements, 0.55-0.8x up to 13k, 0.85-1.25x around 25-50k, 1.1-1.45x beyond)."""
 
 TILED_SPLIT_MIN_ELEMENTS = 1 << 19
 """A tiling or pairwise MaxPool splits its batch over the threads from this many input
@@ -278,6 +285,29 @@ class MaxPoolStep(Step):
             corners = m2.reshape(planes, h // kh, kh, w // kw, kw)[:, :, 0, :, 0]
             np.copyto(yp[p0:p1].reshape(corners.shape), corners)
 
+    @staticmethod
+    def _pairs_part(x: np.ndarray, y: np.ndarray, kh: int, kw: int, scratch: Scratch) -> None:
+        """A small tiling kh x kw pool in two strided passes over the whole input: the max of
+        each window's kh rows (x viewed as (rows / kh, kh, W): whole rows of W values) into
+        the scratch, then the max of each kw values of that (viewed as (-1, kw)) into y."""
+        w = x.shape[-1]
+        src = x.reshape(-1, kh, w)
+        if kh > 1:
+            t = scratch.take(2, src.shape[0] * w, x.dtype).reshape(-1, w)
+            np.maximum(src[:, 0], src[:, 1], out=t)
+            for j in range(2, kh):  # a loop over the window's rows
+                np.maximum(t, src[:, j], out=t)
+        else:
+            t = src[:, 0]
+        cols = t.reshape(-1, kw)
+        yf = y.reshape(-1)
+        if kw > 1:
+            np.maximum(cols[:, 0], cols[:, 1], out=yf)
+            for j in range(2, kw):  # a loop over the window's columns
+                np.maximum(yf, cols[:, j], out=yf)
+        else:
+            np.copyto(yf, cols[:, 0])
+
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
         # the pairwise pass writes -inf rows: floating inputs only (MaxPool also takes ints)
@@ -288,6 +318,11 @@ class MaxPoolStep(Step):
         outs, plan, tiled = geo
         slabs = tiled is not None and max(tiled[:-2], default=1) > 1
         least = TILED_SLABS_MIN_ELEMENTS if slabs else TILED_MIN_ELEMENTS
+        if tiled is not None and not slabs and x.size <= PAIRS_MAX_ELEMENTS:
+            x = np.ascontiguousarray(x)
+            y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
+            self._pairs_part(x, y, tiled[-2], tiled[-1], run.scratch[0])
+            return
         if tiled is not None and x.flags.c_contiguous and x.size >= least:
             y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
