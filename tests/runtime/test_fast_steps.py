@@ -430,10 +430,11 @@ def test_arena_packing_never_overlaps_live_buffers():
 
 
 def test_arena_replays_runs_and_recovers_from_a_diverging_run():
-    """The first run records, the next ones replay the arena (no new memory), results equal the
-    reference plan's and survive later runs; a batch of another size records its own layout; a
-    run whose takes differ from the record (a corrupted layout here) is still right and makes
-    the next run record again."""
+    """The first run records, the next ones replay the arena (no new memory, the same views of
+    it), results equal the reference plan's and survive later runs; a batch of another size
+    records its own layout (a larger arena: the first layout's views are made anew); a run
+    whose takes differ from the record (a corrupted layout here) is still right and makes the
+    next run record again."""
     g = optimize(suite.build("inception_bn"), "inference")[0]
     sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
     plan = sess._fast(training=False, keep_all=False)
@@ -455,12 +456,19 @@ def test_arena_replays_runs_and_recovers_from_a_diverging_run():
     assert plan.pool.allocated == held  # replayed: nothing allocated
     for k, v in first.items():
         np.testing.assert_array_equal(v, kept[k])  # outputs are never arena memory
+    layout = next(iter(plan.pool._layouts.values()))
+    views = [e[4] for e in layout]
+    check(2)
+    assert all(e[4] is v for e, v in zip(layout, views, strict=True))  # the same views again
     check(3)
     check(3)
     assert len(plan.pool._layouts) == 2
+    check(2)  # the arena grew for batch 3: batch 2's views are made anew, of the new arena
+    assert all(e[5].base is plan.pool._arena for e in layout)
+    assert plan.pool.allocated == plan.pool.held()
     key = next(iter(plan.pool._layouts))
-    off, nbytes, dtype = plan.pool._layouts[key][0]
-    plan.pool._layouts[key][0] = (off, nbytes + 4, dtype)
+    off, nbytes, dtype = plan.pool._layouts[key][0][:3]
+    plan.pool._layouts[key][0] = [off, nbytes + 4, dtype, None, None, None]
     check(2)  # diverges at its first take
     assert key not in plan.pool._layouts
     check(2)  # records again
