@@ -245,7 +245,7 @@ class MaxPoolStep(Step):
         xp = x.reshape(-1, vol)
         yp = y.reshape(-1, (h // kh) * (w // kw) if vol == plane else outs)
         n = xp.shape[0]
-        room = scratch.room(x.dtype) // 2  # for m and m2
+        room = scratch.room(x.dtype) // (2 if vol == plane else 3)  # for m, m2 (and a slab)
         step = max(1, max(chunk // x.itemsize, room) // vol)
         for p0 in range(0, n, step):  # a loop over chunks of volumes sized by the scratch
             p1 = min(n, p0 + step)
