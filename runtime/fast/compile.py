@@ -64,6 +64,7 @@ _FLOATS = ("float32", "float64")
 SCHEDULE_BATCH = 32
 """The batch size at which `CompiledPlan._schedule` compares orders (every activation of a CNN
 scales with it; a value without the batch axis weighs as it is)."""
+
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
 
@@ -309,10 +310,10 @@ class CompiledPlan:
         ties in graph order; kept only when its simulated peak (value sizes at batch
         SCHEDULE_BATCH) is lower than graph order's, or as low with less memory alive over
         the steps. E.g. an Inception block's pool branch (the MaxPool and the 1x1 conv that
-        shrinks its output) runs first: the block's input can die with
-        its last other reader, before the 3x3 branch's Winograd conv and its workspaces
-        (inception_bn@32's arena peaked there with the block input alive). Train mode keeps
-        graph order (the Dropout masks are drawn in that order)."""
+        shrinks its output) runs first: the block's input can die with its last other reader,
+        before the 3x3 branch's Winograd conv and its workspaces (inception_bn@32's arena
+        peaked there with the block input alive). Train mode keeps graph order (the Dropout
+        masks are drawn in that order)."""
         if self.training or not self.reuse or not self.fuse:
             return
         names = {slot: name for name, slot in self.slots.items()}
@@ -725,12 +726,8 @@ class CompiledPlan:
     def _liveness(self) -> None:
         last: dict[int, int] = {}
         for k, s in enumerate(self.steps):
-            reads = list(s.inputs)
-            if isinstance(s, ConvStep):
-                reads += [s.epilogue_bias, s.residual]
-            for r in reads:
-                if isinstance(r, int):
-                    last[r] = k
+            for r in self._reads(s):
+                last[r] = k
         keep = {self.slots[o] for o in self.graph.outputs if o in self.slots}
         self.frees = [[] for _ in self.steps]
         if not self.reuse:
