@@ -159,7 +159,6 @@ class Pool:
         self._layouts: dict = {}  # key -> [[offset, nbytes, dtype, ...], ...] in take order
         self._workspaces: dict = {}  # key -> {step: [(offset, nbytes) per scratch]}
         self._arena = np.empty(0, np.uint8)
-        self._generation = 0  # counts the arenas: views of an earlier one are not reused
         self._replay: list | None = None  # the layout being replayed
         self._ws_replay: dict = {}  # its workspaces
         self._next = 0  # its next take
@@ -226,8 +225,8 @@ class Pool:
             self._layouts.clear()
             self._workspaces.clear()
         layout, size = _pack(trace + ws_trace, self._clock + 1)
-        # [offset, nbytes, dtype, then (shape, dtype, arena generation), array, buffer of its
-        # last take]: a replay hands out the same views again (making them took ~2 us a take)
+        # [offset, nbytes, dtype, then (shape, dtype), array, buffer of its last take]: a
+        # replay hands out the same views of the arena again (making them took ~2 us a take)
         self._layouts[self._key] = [[*e, None, None, None] for e in layout[: len(trace)]]
         places: dict[int, list[tuple[int, int]]] = {}
         for (off, nbytes, _), entry in zip(layout[len(trace) :], ws_trace, strict=True):
@@ -246,7 +245,9 @@ class Pool:
         if size > self._arena.nbytes:
             self.allocated += size - self._arena.nbytes
             self._arena = np.empty(size, np.uint8)
-            self._generation += 1  # (the views layouts keep are of the former arena)
+            for kept in self._layouts.values():  # their views are of the former arena: drop
+                for entry in kept:  # them (they would keep it alive) and make them anew
+                    entry[3:] = None, None, None
 
     def abort(self) -> None:
         """The run failed: record nothing."""
@@ -269,7 +270,7 @@ class Pool:
             k = self._next
             entry = replay[k] if k < len(replay) else None
             if entry is not None:
-                view = (shape, dtype, self._generation)
+                view = (shape, dtype)
                 if entry[3] == view:  # the arrays this take returned in the previous replay
                     self._next = k + 1
                     return entry[4], entry[5]
