@@ -1,0 +1,72 @@
+"""Winograd's GEMM operand layouts (`runtime/fast/conv.py`, `_winograd`): a small GEMM takes V
+copied to (C, tiles) planes (WINOGRAD_TRANSPOSE_MAX_MNK), a larger one V's (tiles, C) planes as
+a transposed view. Both are checked against the plain conv in float64, on odd shapes, with every
+epilogue, and on a NaN-filled scratch (a stage reading a dead place would show)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet.runtime.fast import conv as fast_conv
+from graphnet.runtime.fast import memory as fast_memory
+from graphnet.runtime.kernels.conv import conv
+from tests.oracles import float32_bound
+
+TRANSFORM_TERMS = {"winograd-f4": 64, "winograd-f2": 0}
+"""Terms added to the rounding bound's count for the transforms (as in test_fast_plan): F(4x4)'s
+have entries up to 8 and 5 (its rounding grows with the tiles' range), F(2x2)'s are exact."""
+
+
+def _conv_and_bound(x, w, b, residual, pads):
+    """The float64 plain conv (+ bias + residual, then ReLU) and the float32 rounding bound of its
+    terms (ReLU only shrinks an error)."""
+    kw = dict(strides=(1, 1), pads=pads, dilations=(1, 1), group=1, kernel_shape=None)
+    f64 = np.float64
+    exact = conv(x.astype(f64), w.astype(f64), b.astype(f64), **kw) + residual
+    mags = conv(np.abs(x).astype(f64), np.abs(w).astype(f64), np.abs(b).astype(f64), **kw)
+    return np.maximum(exact, 0), mags + np.abs(residual)
+
+
+@pytest.mark.parametrize("transposed_copy", [True, False])
+@pytest.mark.parametrize(
+    ("batch", "c", "mo", "hw", "pads", "algo"),
+    [
+        (1, 24, 40, (9, 11), (1, 1, 1, 1), "winograd-f4"),  # M > C: M moves past V's place
+        (3, 48, 24, (13, 7), (1, 0, 2, 1), "winograd-f4"),  # asymmetric pads, cropped tiles
+        (2, 33, 33, (8, 8), (1, 1, 1, 1), "winograd-f4"),  # exact tiles
+        (5, 25, 31, (5, 6), (0, 0, 0, 0), "winograd-f2"),  # 3x4 out
+        (1, 40, 56, (6, 7), (1, 1, 1, 1), "winograd-f2"),
+    ],
+)
+def test_winograd_operand_layouts_match_the_plain_conv(
+    batch, c, mo, hw, pads, algo, transposed_copy, monkeypatch
+):
+    monkeypatch.setattr(
+        fast_conv, "WINOGRAD_TRANSPOSE_MAX_MNK", (1 << 40) if transposed_copy else 0
+    )
+    rng = np.random.default_rng(batch * 1000 + c)
+    x = rng.standard_normal((batch, c, *hw)).astype(np.float32)
+    w = rng.standard_normal((mo, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(mo).astype(np.float32)
+    ho, wo = hw[0] + pads[0] + pads[2] - 2, hw[1] + pads[1] + pads[3] - 2
+    residual = rng.standard_normal((batch, mo, ho, wo)).astype(np.float32)
+    spec = fast_conv.ConvSpec((3, 3), (1, 1), pads, (1, 1), 1, c, mo)
+    wp = fast_conv.prepare_weight(algo, w, 1, np.float32)
+    sc = fast_memory.Scratch()
+    sc.take(0, 1 << 20, np.float32)
+    sc.reset()
+    sc._buf.view(np.float32)[:] = np.nan
+    epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
+    out = np.full((batch, mo, ho, wo), np.nan, np.float32)
+    fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
+    exact, mags = _conv_and_bound(x, w, b, residual.astype(np.float64), pads)
+    # Terms: the 9 C products, the transforms', the bias and the residual.
+    bound = float32_bound(mags, 9 * c + TRANSFORM_TERMS[algo] + 2)
+    assert (np.abs(out - exact) <= bound).all()
+
+
+def test_winograd_small_gemms_take_the_transposed_copy():
+    """The bound is on M * C * tiles of one chunk's GEMMs: vgg_bn@1's 64 -> 64 conv at 32x32
+    (64 tiles, 262k) copies, a 256 -> 256 conv on 64 tiles (4.2M) takes the view."""
+    assert 64 * 64 * 64 <= fast_conv.WINOGRAD_TRANSPOSE_MAX_MNK < 256 * 256 * 64
