@@ -86,6 +86,15 @@ medians of ratios, AMD EPYC): batch 1 0.80-0.85x the time (64 -> 64 at 32x32, 64
 at 16x16 with 64 columns, 1.05M) 0.99x, 256 -> 256 at 8x8 (4.2M) 1.06x: packed GEMMs take the
 transposed operand at full speed and the copy is extra. vgg_bn@1 0.87x the time (whole model,
 20 interleaved rounds)."""
+WINOGRAD_ALIASED_PLANE_BYTES = 4096
+"""Winograd pads its input channels-last, (b, hp, wpad, C), so that the tile gather copies
+runs of C contiguous values (from NCHW its inner loop read one value per channel plane), unless
+an input plane's bytes are a multiple of this: the transposing copy then reads C values 4 KiB
+apart (32x32 float32 planes), which alias in the cache (measured 4-9x slower than the padded
+NCHW copy at 64 channels, 32x32, batch 1-4; 24x24, 28x28 and 40x40 planes transposed fast).
+Pad and gather together took 0.44-0.87x the time of NCHW's (8x8-28x28, 32-256 channels, batch 1
+and 16); whole convs (one thread, interleaved, medians of ratios): 0.85-0.96x at batch 16
+(24-64 channels, 8x8-16x16), 0.86x at 256 channels 8x8 batch 1, others equal."""
 WINOGRAD_MIN_CHANNELS = 24
 """3x3 stride-1 convs run Winograd from this many input and output channels: measured against
 colstack and im2col at batch 16 (one thread, interleaved min times), F(4x4) took 0.92x of
@@ -769,6 +778,27 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         _crop(valid, yb, epi, n0, n1, augmented)
 
 
+def _padded_channels_last(
+    x: np.ndarray, pads: Sequence[int], size: tuple[int, int], buf: np.ndarray
+) -> np.ndarray:
+    """x (b, C, h, w) transposed into `buf` as (b, hp, wpad, C) = `size`, zero borders: `pads`
+    (top, left, bottom, right) and up to `size` at the ends. Only the borders are written."""
+    nb, c, h, w = x.shape
+    top, left = pads[0], pads[1]
+    xp = buf[: nb * size[0] * size[1] * c].reshape(nb, size[0], size[1], c)
+    if top:
+        xp[:, :top] = 0
+    if top + h < size[0]:
+        xp[:, top + h :] = 0
+    rows = xp[:, top : top + h]
+    if left:
+        rows[:, :, :left] = 0
+    if left + w < size[1]:
+        rows[:, :, left + w :] = 0
+    np.copyto(rows[:, :, left : left + w], x.transpose(0, 2, 3, 1))
+    return xp
+
+
 def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     bt, at = SEPARABLE[m]
     t = m + 2
@@ -790,20 +820,32 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         min(hi - lo, ceil(WINOGRAD_CHUNK_COLUMNS / tiles)),
     )
     bias = None if epi.bias is None else epi.bias.reshape(mo, 1)
+    channels_last = (h * w * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         nb = n1 - n0
-        xp = padded(x[n0:n1], spec.pads, extra, scratch.take(0, nb * c * hp * wpad, x.dtype))
-        s = xp.strides
-        tiles_view = view(xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3]))
+        buf = scratch.take(0, nb * c * hp * wpad, x.dtype)
+        if channels_last:
+            xp = _padded_channels_last(x[n0:n1], spec.pads, (hp, wpad), buf)  # (b, hp, wpad, C)
+            s = xp.strides
+            tiles_view = view(
+                xp, (nb, th, tw, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3])
+            ).transpose(3, 4, 0, 1, 2, 5)
+        else:
+            xp = padded(x[n0:n1], spec.pads, extra, buf)
+            s = xp.strides
+            tiles_view = view(
+                xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3])
+            ).transpose(4, 5, 0, 2, 3, 1)
         x_cols = c * nb * tiles
         # The tiles with the channel innermost, (t, t, b, th, tw, C): the copy's inner loop runs
         # over the C channels of one tile element (channels first, its inner loop had the tw
-        # tiles of a row: 4-8 values per NumPy inner loop at 16x16-32x32, measured 2-3x slower).
+        # tiles of a row: 4-8 values per NumPy inner loop at 16x16-32x32, measured 2-3x slower),
+        # contiguous in a channels-last padded input (see WINOGRAD_ALIASED_PLANE_BYTES).
         # The GEMM takes V's (tiles, C) planes transposed, as BLAS's own operand layout, or
         # copied to (C, tiles) when it is small (see WINOGRAD_TRANSPOSE_MAX_MNK).
         d = scratch.take(1, t * t * x_cols, x.dtype)
-        np.copyto(d.reshape(t, t, nb, th, tw, c), tiles_view.transpose(4, 5, 0, 2, 3, 1))
+        np.copyto(d.reshape(t, t, nb, th, tw, c), tiles_view)
         # V = B^T d B: B^T on the first tile axis, then on the second (see winograd.py).
         v1 = scratch.take(2, t * t * x_cols, x.dtype)
         np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))

@@ -1,7 +1,8 @@
-"""Winograd's GEMM operand layouts (`runtime/fast/conv.py`, `_winograd`): a small GEMM takes V
-copied to (C, tiles) planes (WINOGRAD_TRANSPOSE_MAX_MNK), a larger one V's (tiles, C) planes as
-a transposed view. Both are checked against the plain conv in float64, on odd shapes, with every
-epilogue, and on a NaN-filled scratch (a stage reading a dead place would show)."""
+"""Winograd's layouts (`runtime/fast/conv.py`, `_winograd`): the input padded channels-last or
+NCHW (WINOGRAD_ALIASED_PLANE_BYTES); a small GEMM takes V copied to (C, tiles) planes
+(WINOGRAD_TRANSPOSE_MAX_MNK), a larger one V's (tiles, C) planes as a transposed view. Each
+combination is checked against the plain conv in float64, on odd shapes, with every epilogue,
+and on a NaN-filled scratch (a stage reading a dead place or an unwritten border would show)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def _conv_and_bound(x, w, b, residual, pads):
     return np.maximum(exact, 0), mags + np.abs(residual)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("transposed_copy", [True, False])
 @pytest.mark.parametrize(
     ("batch", "c", "mo", "hw", "pads", "algo"),
@@ -37,13 +39,18 @@ def _conv_and_bound(x, w, b, residual, pads):
         (2, 33, 33, (8, 8), (1, 1, 1, 1), "winograd-f4"),  # exact tiles
         (5, 25, 31, (5, 6), (0, 0, 0, 0), "winograd-f2"),  # 3x4 out
         (1, 40, 56, (6, 7), (1, 1, 1, 1), "winograd-f2"),
+        (2, 24, 24, (7, 8), (2, 0, 0, 1), "winograd-f4"),  # a pad of 2, none on two sides
     ],
 )
 def test_winograd_operand_layouts_match_the_plain_conv(
-    batch, c, mo, hw, pads, algo, transposed_copy, monkeypatch
+    batch, c, mo, hw, pads, algo, transposed_copy, channels_last, monkeypatch
 ):
     monkeypatch.setattr(
         fast_conv, "WINOGRAD_TRANSPOSE_MAX_MNK", (1 << 40) if transposed_copy else 0
+    )
+    # Every plane's bytes are a multiple of 1 (NCHW), none of 2^40 (channels-last).
+    monkeypatch.setattr(
+        fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", (1 << 40) if channels_last else 1
     )
     rng = np.random.default_rng(batch * 1000 + c)
     x = rng.standard_normal((batch, c, *hw)).astype(np.float32)
@@ -70,3 +77,10 @@ def test_winograd_small_gemms_take_the_transposed_copy():
     """The bound is on M * C * tiles of one chunk's GEMMs: vgg_bn@1's 64 -> 64 conv at 32x32
     (64 tiles, 262k) copies, a 256 -> 256 conv on 64 tiles (4.2M) takes the view."""
     assert 64 * 64 * 64 <= fast_conv.WINOGRAD_TRANSPOSE_MAX_MNK < 256 * 256 * 64
+
+
+def test_winograd_pads_channels_last_unless_planes_alias():
+    """32x32 float32 planes (4 KiB apart) stay NCHW; 16x16, 28x28 and 8x8 go channels-last."""
+    alias = fast_conv.WINOGRAD_ALIASED_PLANE_BYTES
+    assert (32 * 32 * 4) % alias == 0
+    assert all((n * n * 4) % alias for n in (8, 16, 28))
