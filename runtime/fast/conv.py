@@ -74,18 +74,20 @@ which the fallback runs as colstack): at batch 1 with 16 columns (32 channels at
 was faster; whole-model A/B in one process (interleaved, min of 10 runs, 30 rounds, AMD EPYC 2
 cores): resnet20@1 0.93x and inception_bn@1 0.96x the time with 16 columns sent to colstack,
 while vgg_bn@1's 64-128 channel convs were 1.05x slower sent to im2col (hence narrow only)."""
-WINOGRAD_TRANSPOSE_MAX_MNK = 1_000_000
-"""A Winograd GEMM (M x C) @ (C x tiles) of at most this many M*C*tiles copies its (tiles, C)
-operand planes to (C, tiles) first instead of passing them transposed: OpenBLAS runs such small
-GEMMs (up to 100^3, its SkylakeX small-matrix kernels) without packing, and its kernel for a
-transposed right operand ran 1.3-1.8x slower than the plain one (64-128 channels, 16-64 tile
-columns, one thread). Whole convs with the copy (bias + ReLU, one thread, 40 interleaved rounds,
-medians of ratios, AMD EPYC): batch 1 0.80-0.85x the time (64 -> 64 at 32x32, 64 -> 128 and
-128 -> 128 at 16x16), 0.92x (256 -> 256 at 8x8, noisy); batch 16 0.85-0.89x (32 -> 32/48 at
-16x16, 48/64 -> 64 at 8x8, 64 -> 64 at 32x32), 0.96x (24 -> 32); above the bound (128 -> 128
-at 16x16 with 64 columns, 1.05M) 0.99x, 256 -> 256 at 8x8 (4.2M) 1.06x: packed GEMMs take the
-transposed operand at full speed and the copy is extra. vgg_bn@1 0.87x the time (whole model,
-20 interleaved rounds)."""
+WINOGRAD_GEMM_MAX_MNK = 1_000_000
+WINOGRAD_GEMM_MIN_ROWS = 16
+"""Winograd's GEMMs (M x C) @ (C x tiles) run on contiguous (C, tiles) planes (V copied from its
+(tiles, C) layout) in blocks of output channels of at most this many M*C*tiles (and at least
+WINOGRAD_GEMM_MIN_ROWS rows): OpenBLAS runs GEMMs up to 100^3 with its SkylakeX small-matrix
+kernels, without packing: ~105 GFLOP/s on one core where the packed path ran 68-90 (256 x 256
+by 15 columns: 300 us, by 16: 426), and its small kernel for a transposed right operand (V's
+planes passed as a view) 45-74. Row-blocked plain GEMMs took 0.65-0.85x the time of the one
+transposed-operand GEMM (36 positions, 64-256 channels, 4-256 columns), equal at 256 x 256 by
+128. Whole convs against the former (the view, copied only under 1M; one thread, 30
+interleaved rounds, medians of ratios): 0.87x at 256 -> 256 8x8 batch 16, 0.70x at batch 4,
+0.70x at 512 -> 512 4x4, 0.88x at 128 -> 128 16x16 batch 16, equal where the copy already ran.
+Against the transposed view alone, the copy made small convs 0.80-0.85x at batch 1 (64-128
+channels, 16x16-32x32) and 0.85-0.89x at batch 16 (32-64 channels): vgg_bn@1 0.87x."""
 WINOGRAD_ALIASED_PLANE_BYTES = 4096
 """Winograd pads its input channels-last, (b, hp, wpad, C), so that the tile gather copies
 runs of C contiguous values (from NCHW its inner loop read one value per channel plane), unless
@@ -778,6 +780,16 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         _crop(valid, yb, epi, n0, n1, augmented)
 
 
+def _gemm_rows(mo: int, kn: int) -> int:
+    """Output channels per Winograd GEMM block, for GEMMs of depth x columns = `kn`: equal
+    blocks of at most WINOGRAD_GEMM_MAX_MNK // kn rows, or WINOGRAD_GEMM_MIN_ROWS when that is
+    fewer (the last block holds the rest)."""
+    rows = WINOGRAD_GEMM_MAX_MNK // kn
+    if rows < WINOGRAD_GEMM_MIN_ROWS:
+        return WINOGRAD_GEMM_MIN_ROWS
+    return -(-mo // -(-mo // rows))
+
+
 def _padded_channels_last(
     x: np.ndarray, pads: Sequence[int], size: tuple[int, int], buf: np.ndarray
 ) -> np.ndarray:
@@ -842,8 +854,6 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         # over the C channels of one tile element (channels first, its inner loop had the tw
         # tiles of a row: 4-8 values per NumPy inner loop at 16x16-32x32, measured 2-3x slower),
         # contiguous in a channels-last padded input (see WINOGRAD_ALIASED_PLANE_BYTES).
-        # The GEMM takes V's (tiles, C) planes transposed, as BLAS's own operand layout, or
-        # copied to (C, tiles) when it is small (see WINOGRAD_TRANSPOSE_MAX_MNK).
         d = scratch.take(1, t * t * x_cols, x.dtype)
         np.copyto(d.reshape(t, t, nb, th, tw, c), tiles_view)
         # V = B^T d B: B^T on the first tile axis, then on the second (see winograd.py).
@@ -851,21 +861,16 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
         v = d  # d is dead: V takes its place
         np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
-        # M in V1's place (dead), which holds it when M <= C; Y1 then in V's, Y in M's: three
-        # places of t^2 x tiles planes, where M's own made four (vgg_bn@1's 64-channel 32x32
-        # conv: 1.4 MiB of workspace for 2.0). With V copied to (C, tiles) into V1's place, the
-        # roles of the two places swap.
-        vt = v.reshape(t * t, nb * tiles, c).transpose(0, 2, 1)  # (t^2, C, tiles): a view
-        if mo * c * nb * tiles <= WINOGRAD_TRANSPOSE_MAX_MNK:
-            vc = v1.reshape(t * t, c, nb * tiles)
-            np.copyto(vc, vt)
-            mx = scratch.take(1, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
-            gemm(wp, vc, mx, 0)  # split by tile position
-            y1_slot, y_slot = 2, 1
-        else:
-            mx = scratch.take(2, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
-            gemm(wp, vt, mx, 0)
-            y1_slot, y_slot = 1, 2
+        # V's (tiles, C) planes copied to (C, tiles) in V1's dead place, M in V's, Y1 in V1's, Y
+        # in M's: three places of t^2 x tiles planes, where M's own made four (vgg_bn@1's
+        # 64-channel 32x32 conv: 1.4 MiB of workspace for 2.0). The GEMMs run on blocks of
+        # output channels (see WINOGRAD_GEMM_MAX_MNK): wp's and M's row blocks are contiguous.
+        vc = v1.reshape(t * t, c, nb * tiles)
+        np.copyto(vc, v.reshape(t * t, nb * tiles, c).transpose(0, 2, 1))
+        mx = scratch.take(1, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
+        rows = _gemm_rows(mo, c * nb * tiles)
+        for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
+            gemm(wp[:, m0 : m0 + rows], vc, mx[:, m0 : m0 + rows], 0)  # split by tile position
         # Y = A^T M A, one tile axis at a time again: A^T on the tile rows, then A on the tile
         # columns from the right (Y1^T's operand is a transposed view: BLAS takes it as it is),
         # which leaves each tile's columns innermost: an output row of a tile row is one
@@ -873,13 +878,13 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         # moves whole runs (with the tile-column axis outermost, it gathered single values
         # from (m+2)^2 far-apart planes: 2-3x slower, measured at 16-32 channels).
         y_cols = mo * nb * tiles
-        y1 = scratch.take(y1_slot, m * t * y_cols, x.dtype)
+        y1 = scratch.take(2, m * t * y_cols, x.dtype)
         np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
         if bias is not None:
             # Y = Y1 A: A's row 1 (A^T's column 1) is all ones, so adding b to Y1's column 1
             # adds b to every output of the tile: a pass over a sixth of Y1, not one over Y.
             y1.reshape(m, t, mo, nb * tiles)[:, 1] += bias
-        y = scratch.take(y_slot, m * m * y_cols, x.dtype)
+        y = scratch.take(1, m * m * y_cols, x.dtype)
         np.matmul(y1.reshape(m, t, y_cols).transpose(0, 2, 1), at.T, out=y.reshape(m, y_cols, m))
         yv = y.reshape(m, mo, nb, th, tw, m).transpose(2, 1, 3, 0, 4, 5)  # (b, M, th, m, tw, m)
         yb = out[n0:n1]

@@ -1,8 +1,8 @@
 """Winograd's layouts (`runtime/fast/conv.py`, `_winograd`): the input padded channels-last or
-NCHW (WINOGRAD_ALIASED_PLANE_BYTES); a small GEMM takes V copied to (C, tiles) planes
-(WINOGRAD_TRANSPOSE_MAX_MNK), a larger one V's (tiles, C) planes as a transposed view. Each
-combination is checked against the plain conv in float64, on odd shapes, with every epilogue,
-and on a NaN-filled scratch (a stage reading a dead place or an unwritten border would show)."""
+NCHW (WINOGRAD_ALIASED_PLANE_BYTES); the GEMMs in one block or in blocks of output channels
+(WINOGRAD_GEMM_MAX_MNK). Each combination is checked against the plain conv in float64, on odd
+shapes, with every epilogue, and on a NaN-filled scratch (a stage reading a dead place or an
+unwritten border would show)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _conv_and_bound(x, w, b, residual, pads):
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-@pytest.mark.parametrize("transposed_copy", [True, False])
+@pytest.mark.parametrize("row_blocks", [True, False])
 @pytest.mark.parametrize(
     ("batch", "c", "mo", "hw", "pads", "algo"),
     [
@@ -43,11 +43,11 @@ def _conv_and_bound(x, w, b, residual, pads):
     ],
 )
 def test_winograd_operand_layouts_match_the_plain_conv(
-    batch, c, mo, hw, pads, algo, transposed_copy, channels_last, monkeypatch
+    batch, c, mo, hw, pads, algo, row_blocks, channels_last, monkeypatch
 ):
-    monkeypatch.setattr(
-        fast_conv, "WINOGRAD_TRANSPOSE_MAX_MNK", (1 << 40) if transposed_copy else 0
-    )
+    # Blocks of 7 output channels or fewer (the last one smaller), or one block of all.
+    monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MAX_MNK", 0 if row_blocks else 1 << 40)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MIN_ROWS", 7)
     # Every plane's bytes are a multiple of 1 (NCHW), none of 2^40 (channels-last).
     monkeypatch.setattr(
         fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", (1 << 40) if channels_last else 1
@@ -73,10 +73,14 @@ def test_winograd_operand_layouts_match_the_plain_conv(
     assert (np.abs(out - exact) <= bound).all()
 
 
-def test_winograd_small_gemms_take_the_transposed_copy():
-    """The bound is on M * C * tiles of one chunk's GEMMs: vgg_bn@1's 64 -> 64 conv at 32x32
-    (64 tiles, 262k) copies, a 256 -> 256 conv on 64 tiles (4.2M) takes the view."""
-    assert 64 * 64 * 64 <= fast_conv.WINOGRAD_TRANSPOSE_MAX_MNK < 256 * 256 * 64
+def test_winograd_gemm_blocks_stay_under_the_small_matrix_bound():
+    """vgg_bn@1's 64 -> 64 conv at 32x32 (64 tiles, 262k) runs one block; 256 -> 256 on 64 tiles
+    (4.2M) five equal blocks (61 rows fit: 52, the last 48); a 1-column GEMM one block."""
+    rows = fast_conv._gemm_rows
+    assert rows(64, 64 * 64) == 64
+    assert rows(256, 256 * 64) == 52 and 52 * 256 * 64 <= fast_conv.WINOGRAD_GEMM_MAX_MNK
+    assert rows(256, 256) == 256
+    assert rows(40, 1 << 30) == fast_conv.WINOGRAD_GEMM_MIN_ROWS
 
 
 def test_winograd_pads_channels_last_unless_planes_alias():
