@@ -88,3 +88,22 @@ def test_winograd_pads_channels_last_unless_planes_alias():
     alias = fast_conv.WINOGRAD_ALIASED_PLANE_BYTES
     assert (32 * 32 * 4) % alias == 0
     assert all((n * n * 4) % alias for n in (8, 16, 28))
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize(("mo", "c"), [(1, 1), (5, 7), (33, 24)])
+def test_weight_transform_matches_the_kronecker_form_in_float64(m, mo, c):
+    """weight_transform (separable, float32) against kron(G, G) @ vec(w) in float64, within the
+    float32 rounding bound of its terms: each U element sums 9 products of two G entries and a
+    weight (G's entries such as 1/6 rounded to float32 too: 9 + 2 roundings of the sums)."""
+    from graphnet.runtime.fast.winograd import TRANSFORMS, weight_transform
+
+    w = np.random.default_rng(mo * 100 + c).standard_normal((mo, c, 3, 3)).astype(np.float32)
+    kg = TRANSFORMS[m][1]
+    flat = w.astype(np.float64).reshape(mo * c, 9).T
+    exact = (kg @ flat).reshape(-1, mo, c)
+    mags = (np.abs(kg) @ np.abs(flat)).reshape(-1, mo, c)
+    got = weight_transform(w, m)
+    assert got.dtype == np.float32 and got.shape == ((m + 2) ** 2, mo, c)
+    assert got.flags.c_contiguous
+    assert (np.abs(got - exact) <= float32_bound(mags, 9 + 2)).all()
