@@ -21,9 +21,12 @@ from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
 __all__ = ["TRAIN_WINOGRAD_BATCH", "ConvStep", "GemmStep", "MergedPointwiseStep"]
 
 
-TRAIN_WINOGRAD_BATCH = 8
+TRAIN_WINOGRAD_BATCH = 1
 """In train mode a batch smaller than this runs Winograd convs as colstack or im2col (see
-ConvStep)."""
+ConvStep): train mode transforms the weights on every run. It was 8; with the separable float32
+weight transform (winograd.py), Winograd paid in train mode from batch 1 (train forward, 16
+interleaved rounds, medians of ratios, against 8): vgg_bn 0.91x the time at batch 1, 0.82x at
+2, 0.74x at 4; resnet20 0.97-0.98x, inception_bn 1.00-0.97x (the few-tile rules still apply)."""
 
 
 @dataclass
