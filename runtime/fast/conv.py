@@ -469,24 +469,68 @@ def conv_chunked(
     (each half of a 32-channel 16x16 conv took 3-4x its time alone), and a part of a few large
     calls gained nothing over the GEMM split."""
     hi = x.shape[0] if hi is None else hi
-    gemm = _split_gemm(split)
+    if algo.startswith("winograd"):
+        gemm = _split_gemm(split)
+        _winograd(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        return
+    gemm = _split_gemm(split, blocked=True)
     if algo == "pointwise":
         _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm)
-    elif algo.startswith("winograd"):
-        _winograd(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi, gemm)
     elif algo == "colstack":
         _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     else:
         _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split)
 
 
-def _split_gemm(split: Callable | None) -> Callable:
+SMALL_GEMM_MNK = 1_000_000
+"""OpenBLAS (SkylakeX kernels) multiplies without packing its operands when M x N x K is at most
+100^3 (its small-matrix kernels); above, it packs both, which costs as much as the products when
+M is small (a thin GEMM: each packed element of the columns is used M times). `blocked_matmul`
+therefore cuts a larger GEMM along N into blocks under this size. Measured (one thread, in-process
+interleaved medians, 4 MFLOP per call; GFLOP/s whole -> in blocks): 16 x 145 x 1024 (ResNet's
+16-channel 3x3 as im2col) 46-49 -> 103-108 (blocks of 256, 128 or 64 columns alike), 48 x 49 x
+1088 (its colstack) 93 -> 108, 32 x 145 x 256 85 -> 111, 32 x 289 x 256 89 -> 110, 64 x 64 x
+1024 70 -> 101, 128 x 49 x 1024 64 -> 86, 16 x 81 x 8192 38 -> 86; where M x K x block stayed
+above 1e6, the blocks ran at the whole GEMM's rate (64-128 x 145-577: 72-79 either way)."""
+GEMM_BLOCK_STEP = 64
+"""The blocks' columns are a multiple of this: 64 to 384 columns ran at 103-112 GFLOP/s alike
+(16-128 x 27-289), 96 and 160 at 88-107, 48 at 61-95, 416 (with a 192-column remainder) at 81.
+A GEMM with M x K over SMALL_GEMM_MNK / GEMM_BLOCK_STEP (no block fits) runs whole."""
+
+
+def blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ b (a (..., M, K), b (..., K, N), out (..., M, N), broadcast like np.matmul),
+    cut along N into blocks of at most SMALL_GEMM_MNK / (M x K) columns (see SMALL_GEMM_MNK):
+    one np.matmul over the whole blocks (views: a block axis before the matrix axes), one more
+    for the remainder."""
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    blk = SMALL_GEMM_MNK // max(m * k, 1) // GEMM_BLOCK_STEP * GEMM_BLOCK_STEP
+    if m * k * n <= SMALL_GEMM_MNK or blk == 0:
+        np.matmul(a, b, out=out)
+        return
+    whole = n // blk
+    full = whole * blk
+    # Splitting the last axis in two is a view of any strided operand (copy=False: never a
+    # silent copy, which for `out` would lose the result); the block axis then goes before the
+    # matrix axes, the matrices are (M, blk) and (K, blk) with the operand's own row strides.
+    bv = b[..., :full].reshape((*b.shape[:-1], whole, blk), copy=False)
+    ov = out[..., :full].reshape((*out.shape[:-1], whole, blk), copy=False)
+    np.matmul(a[..., None, :, :], bv.swapaxes(-2, -3), out=ov.swapaxes(-2, -3))
+    if full < n:
+        np.matmul(a, b[..., full:], out=out[..., full:])
+
+
+def _split_gemm(split: Callable | None, blocked: bool = False) -> Callable:
     """gemm(a, b, out, rows_axis): out = a @ b, split over a's (and out's) axis `rows_axis`
-    by `split`, else one call."""
+    by `split`, else one call (`blocked`: in blocks of columns, see `blocked_matmul`)."""
 
     def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
         if split is None:
-            np.matmul(a, b, out=out)
+            if blocked:
+                blocked_matmul(a, b, out)
+            else:
+                np.matmul(a, b, out=out)
             return
         rows = a.shape[axis]
         flops = 2.0 * out.size * a.shape[-1]
@@ -705,7 +749,7 @@ def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split=No
             v = windows[:, :, r0:r1].reshape((1, g, c // g, r1 - r0, *dims[1:], *ks))
             np.copyto(cols, v.transpose(perm))
             yw = scratch.take(2, spec.c_out * sp, out.dtype)
-            np.matmul(wp, cols2, out=yw.reshape(1, g, -1, sp))
+            blocked_matmul(wp, cols2, yw.reshape(1, g, -1, sp))
             valid = yw.reshape(1, spec.c_out, r1 - r0, *dims[1:])[..., : yb.shape[-1]]
             if bias is None:
                 np.copyto(yb[:, :, r0:r1], valid)

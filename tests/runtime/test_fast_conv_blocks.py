@@ -1,0 +1,149 @@
+"""GEMMs cut into blocks of columns (`conv.blocked_matmul`, see SMALL_GEMM_MNK) against the
+float64 product, and the conv algorithms that use them (im2col, its slabs, colstack, pointwise)
+with blocks forced on small shapes against the float64 plain conv.
+
+Tolerances: a float32 GEMM of depth K is within Higham's gamma_(K+2) times the product of the
+magnitudes (`float32_bound`); blocks only change which BLAS kernel computes each column, so the
+same bound holds. The convs use the bound of their terms as in test_fast_plan.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet.runtime.fast import conv as fc
+from graphnet.runtime.fast.memory import Scratch
+from graphnet.runtime.kernels.conv import conv
+from tests.oracles import float32_bound
+
+
+def _check_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    exact = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    mags = np.matmul(np.abs(a).astype(np.float64), np.abs(b).astype(np.float64))
+    err = np.abs(out.astype(np.float64) - exact)
+    assert (err <= float32_bound(mags, a.shape[-1])).all(), f"max error {err.max():.2e}"
+
+
+@pytest.mark.parametrize(
+    "a_shape, b_shape",
+    [
+        ((5, 7), (3, 7, 200)),  # 3 whole blocks of 64 + 8 columns
+        ((2, 5, 7), (3, 2, 7, 128)),  # groups broadcast over a batch, exact multiple
+        ((1, 9, 3), (4, 1, 3, 63)),  # under one block: one plain call
+        ((6, 11), (11, 1000)),  # 2-D
+    ],
+)
+def test_blocked_matmul_matches_the_float64_product(a_shape, b_shape, monkeypatch):
+    m, k = a_shape[-2:]
+    monkeypatch.setattr(fc, "SMALL_GEMM_MNK", m * k * fc.GEMM_BLOCK_STEP)  # blocks of 64
+    rng = np.random.default_rng(sum(b_shape))
+    a = rng.standard_normal(a_shape).astype(np.float32)
+    b = rng.standard_normal(b_shape).astype(np.float32)
+    out = np.full(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]) + (m, b_shape[-1]), np.nan)
+    out = out.astype(np.float32)
+    fc.blocked_matmul(a, b, out)
+    _check_product(a, b, out)
+
+
+def test_blocked_matmul_takes_strided_operands_and_writes_only_its_output(monkeypatch):
+    """A transposed operand (as Winograd's) and an output that is a slice of a larger array:
+    the blocks are views of both (never a copy that would lose the result), and the columns
+    outside the slice are left alone."""
+    monkeypatch.setattr(fc, "SMALL_GEMM_MNK", 4 * 6 * 64)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2, 4, 6)).astype(np.float32)
+    b = rng.standard_normal((2, 150, 6)).astype(np.float32).transpose(0, 2, 1)  # (2, 6, 150)
+    big = np.full((2, 4, 170), 7.0, np.float32)
+    out = big[:, :, 10:160]
+    fc.blocked_matmul(a, b, out)
+    _check_product(a, b, out)
+    assert (big[:, :, :10] == 7).all() and (big[:, :, 160:] == 7).all()
+
+
+def test_blocks_are_a_multiple_of_the_step_under_the_small_gemm_size():
+    """Which calls block: M x K x N over SMALL_GEMM_MNK with room for one block of
+    GEMM_BLOCK_STEP columns; the blocks are the largest multiple of the step that fits."""
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def matmul(a, b, out):
+            calls.append(b.shape)
+            return np.matmul(a, b, out=out)
+
+    saved = fc.np
+    fc.np = Spy()
+    try:
+        m, k = 16, 145  # ResNet's 16-channel 3x3 conv as im2col: blocks of 384 columns
+        a = np.ones((m, k), np.float32)
+        fc.blocked_matmul(a, np.ones((2, k, 1024), np.float32), np.empty((2, m, 1024), np.float32))
+        assert calls == [(2, 2, k, 384), (2, k, 256)]
+        calls.clear()
+        fc.blocked_matmul(a, np.ones((k, 400), np.float32), np.empty((m, 400), np.float32))
+        assert calls == [(k, 400)]  # 0.93e6 multiply-adds: small enough whole
+        calls.clear()
+        deep = np.ones((64, 577), np.float32)  # no block of 64 columns under the size
+        fc.blocked_matmul(deep, np.ones((577, 1024), np.float32), np.empty((64, 1024), np.float32))
+        assert calls == [(577, 1024)]
+    finally:
+        fc.np = saved
+
+
+# (x shape, out channels, kernel, pads, algorithm): stride 1, undilated, ungrouped, bias + ReLU
+CONVS = [
+    ((3, 1, 12, 11), 6, (5, 5), (2, 2, 2, 2), "im2col"),  # LeNet's first, wide rows
+    ((2, 3, 9, 8), 16, (3, 3), (1, 1, 1, 1), "im2col"),  # exact columns
+    ((3, 16, 9, 11), 20, (3, 3), (1, 1, 1, 1), "colstack"),
+    ((3, 6, 9, 10), 16, (5, 5), (2, 1, 0, 2), "colstack"),
+    ((3, 10, 7, 6), 12, (1, 1), (0, 0, 0, 0), "pointwise"),
+    ((2, 3, 5, 9, 10), 8, (3, 3, 3), (1,) * 6, "im2col"),  # 3-D: wide rows
+]
+
+
+@pytest.mark.parametrize("x_shape, m, k, pads, algo", CONVS)
+@pytest.mark.parametrize("slabs", [False, True])
+def test_conv_algorithms_in_blocks_match_the_float64_conv(
+    x_shape, m, k, pads, algo, slabs, monkeypatch
+):
+    """Blocks forced on small shapes (each GEMM has a few blocks and a remainder); with
+    `slabs`, a workspace budget so small that im2col runs one image in slabs of output rows
+    (their GEMMs in blocks too)."""
+    c = x_shape[1]
+    taps = int(np.prod(k))
+    # The conv's GEMM: (M, K) = (m, c x taps + the bias column), colstack's (kw x m, c x kh + 1),
+    # pointwise's (m, c): blocks of 7 columns (a step of 1) and a remainder.
+    mk = {"im2col": m * (c * taps + 1), "colstack": k[-1] * m * (c * k[0] + 1), "pointwise": m * c}
+    monkeypatch.setattr(fc, "GEMM_BLOCK_STEP", 1)
+    monkeypatch.setattr(fc, "SMALL_GEMM_MNK", 7 * mk[algo])
+    if slabs:
+        monkeypatch.setattr(fc, "WORKSPACE_BYTES", 1 << 10)
+        monkeypatch.setattr(fc, "SLAB_MIN_COLUMNS", 1)
+    rng = np.random.default_rng(len(x_shape) * 10 + m)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((m, c, *k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    nd = len(k)
+    spec = fc.ConvSpec(k, (1,) * nd, pads, (1,) * nd, 1, c, m)
+    outs = tuple(x_shape[2 + i] + pads[i] + pads[nd + i] - k[i] + 1 for i in range(nd))
+    wp = fc.prepare_weight(algo, w, 1, np.float32, b)
+    got = np.full((x_shape[0], m, *outs), np.nan, np.float32)
+    blocked = []
+    real = fc.blocked_matmul
+
+    def spy(a, bb, out):
+        blocked.append(a.shape[-2] * a.shape[-1] * bb.shape[-1] > fc.SMALL_GEMM_MNK)
+        real(a, bb, out)
+
+    monkeypatch.setattr(fc, "blocked_matmul", spy)
+    fc.conv_chunked(algo, spec, x, wp, got, fc.Epilogue(bias=b, activation=("relu",)), Scratch())
+    assert blocked and all(blocked)  # every GEMM of the conv ran in blocks
+    kw = dict(strides=(1,) * nd, pads=pads, dilations=(1,) * nd, group=1, kernel_shape=None)
+    f64 = [v.astype(np.float64) for v in (x, w, b)]
+    exact = np.maximum(conv(*f64, **kw), 0)
+    mags = conv(*[np.abs(v) for v in f64], **kw)
+    err = np.abs(got.astype(np.float64) - exact)
+    assert (err <= float32_bound(mags, c * taps)).all(), f"max error {err.max():.2e}"
