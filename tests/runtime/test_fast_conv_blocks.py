@@ -36,6 +36,7 @@ def _check_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 )
 def test_blocked_matmul_matches_the_float64_product(a_shape, b_shape, monkeypatch):
     m, k = a_shape[-2:]
+    monkeypatch.setattr(fc, "BLOCKED_GEMMS", True)  # whatever kernels this machine's BLAS runs
     monkeypatch.setattr(fc, "SMALL_GEMM_MNK", m * k * fc.GEMM_BLOCK_STEP)  # blocks of 64
     rng = np.random.default_rng(sum(b_shape))
     a = rng.standard_normal(a_shape).astype(np.float32)
@@ -50,6 +51,7 @@ def test_blocked_matmul_takes_strided_operands_and_writes_only_its_output(monkey
     """A transposed operand (as Winograd's) and an output that is a slice of a larger array:
     the blocks are views of both (never a copy that would lose the result), and the columns
     outside the slice are left alone."""
+    monkeypatch.setattr(fc, "BLOCKED_GEMMS", True)
     monkeypatch.setattr(fc, "SMALL_GEMM_MNK", 4 * 6 * 64)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((2, 4, 6)).astype(np.float32)
@@ -61,9 +63,10 @@ def test_blocked_matmul_takes_strided_operands_and_writes_only_its_output(monkey
     assert (big[:, :, :10] == 7).all() and (big[:, :, 160:] == 7).all()
 
 
-def test_blocks_are_a_multiple_of_the_step_under_the_small_gemm_size():
+def test_blocks_are_a_multiple_of_the_step_under_the_small_gemm_size(monkeypatch):
     """Which calls block: M x K x N over SMALL_GEMM_MNK with room for one block of
     GEMM_BLOCK_STEP columns; the blocks are the largest multiple of the step that fits."""
+    monkeypatch.setattr(fc, "BLOCKED_GEMMS", True)
     calls = []
 
     class Spy:
@@ -117,6 +120,7 @@ def test_conv_algorithms_in_blocks_match_the_float64_conv(
     # The conv's GEMM: (M, K) = (m, c x taps + the bias column), colstack's (kw x m, c x kh + 1),
     # pointwise's (m, c): blocks of 7 columns (a step of 1) and a remainder.
     mk = {"im2col": m * (c * taps + 1), "colstack": k[-1] * m * (c * k[0] + 1), "pointwise": m * c}
+    monkeypatch.setattr(fc, "BLOCKED_GEMMS", True)
     monkeypatch.setattr(fc, "GEMM_BLOCK_STEP", 1)
     monkeypatch.setattr(fc, "SMALL_GEMM_MNK", 7 * mk[algo])
     if slabs:
@@ -147,3 +151,38 @@ def test_conv_algorithms_in_blocks_match_the_float64_conv(
     mags = conv(*[np.abs(v) for v in f64], **kw)
     err = np.abs(got.astype(np.float64) - exact)
     assert (err <= float32_bound(mags, c * taps)).all(), f"max error {err.max():.2e}"
+
+
+def test_other_blas_kernels_multiply_whole(monkeypatch):
+    """Without small-matrix kernels (BLOCKED_GEMMS false), one plain np.matmul."""
+    monkeypatch.setattr(fc, "BLOCKED_GEMMS", False)
+    monkeypatch.setattr(fc, "SMALL_GEMM_MNK", 64)
+    calls = []
+    real = np.matmul
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def matmul(a, b, out):
+            calls.append(b.shape)
+            return real(a, b, out=out)
+
+    monkeypatch.setattr(fc, "np", Spy())
+    a = np.ones((2, 3), np.float32)
+    b = np.ones((3, 500), np.float32)
+    out = np.empty((2, 500), np.float32)
+    fc.blocked_matmul(a, b, out)
+    assert calls == [(3, 500)] and (out == 3).all()
+
+
+def test_blocked_gemms_follow_the_blas_kernels(monkeypatch):
+    """The first call asks threadpoolctl: blocks with SkylakeX-family OpenBLAS kernels only."""
+    import threadpoolctl
+
+    for arch, want in (("SkylakeX", True), ("Haswell", False)):
+        info = [{"user_api": "blas", "internal_api": "openblas", "architecture": arch}]
+        monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda info=info: info)
+        monkeypatch.setattr(fc, "BLOCKED_GEMMS", None)
+        assert fc._blocked_gemms() is want
