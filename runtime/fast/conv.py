@@ -537,12 +537,13 @@ def blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         return
     whole = n // blk
     full = whole * blk
-    # Splitting the last axis in two is a view of any strided operand (copy=False: never a
-    # silent copy, which for `out` would lose the result); the block axis then goes before the
-    # matrix axes, the matrices are (M, blk) and (K, blk) with the operand's own row strides.
-    bv = b[..., :full].reshape((*b.shape[:-1], whole, blk), copy=False)
-    ov = out[..., :full].reshape((*out.shape[:-1], whole, blk), copy=False)
-    np.matmul(a[..., None, :, :], bv.swapaxes(-2, -3), out=ov.swapaxes(-2, -3))
+    # Splitting the last axis in two is a view of any strided operand (NumPy never copies to
+    # split one uniformly strided axis: `out` is written in place); the block axis then goes
+    # before the matrix axes, the matrices are (M, blk) and (K, blk) with the operand's own row
+    # strides.
+    bv = b[..., :full].reshape(*b.shape[:-1], whole, blk).swapaxes(-2, -3)
+    ov = out[..., :full].reshape(*out.shape[:-1], whole, blk).swapaxes(-2, -3)
+    np.matmul(a[..., None, :, :], bv, out=ov)
     if full < n:
         np.matmul(a, b[..., full:], out=out[..., full:])
 
