@@ -12,6 +12,8 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   stacked in the GEMM's rows, Z (kw*M, pixels) = W' (kw*M, C*kh) @ rows (C*kh, pixels), then
   Y = sum_j Z_j shifted by j along the width: a third of im2col's copy (kh row-shifted
   copies, not kh*kw) and a GEMM kw times taller (M=16 GEMMs run at ~2/3 of BLAS's rate).
+  The rows are the input's own when the width's pads are a large enough part of it (no padded
+  copy: the shifted sum's reads past a row's ends land on zeroed columns), else padded rows.
   Also what a conv planned as Winograd runs, under 128 output channels, on a batch with too few
   tiles (`few_tiles_fallback`).
 - `im2col`: everything else (any rank, stride, dilation, group): the padded input's window view
@@ -115,6 +117,14 @@ rows at batch 16 (interleaved, one thread, min times): 0.84-0.87x the time at 16
 channels (3x3, 32x32), 0.77x (5x5, 16x16), 0.93x at 32 -> 32 (16x16); equal from 48 output
 channels (im2col's GEMM is no longer thin); 1.3-1.6x slower at 1-6 input channels (its kw-1
 extra passes over the output then cost more than the copies it saves)."""
+COLSTACK_UNPADDED_MIN_PADS = 0.1
+"""`_colstack` multiplies the input's own rows (no padded copy, see there) when the width's
+pads are at least this fraction of the width; else the padded rows. Measured against the padded
+rows (one thread, in-process interleaved medians, 3x3 pads 1, bias + ReLU): 16 channels at
+16x16 (pads 12.5% of the width) 0.80-0.87x the time at batch 16, 0.99x at batch 1; 32 at 16x16
+and 64 at 8x8 at batch 1 (ResNet-20's few-tiles fallbacks) 0.84-0.95x; 6 -> 16 5x5 pads 2 at
+14x14 0.94x; 1x3 pads 1 at 16x16 0.75x; but 16 at 32x32 (6%) 0.98x at batch 16 and 1.04-1.2x
+at batch 1 (its shifted sum then writes misaligned: one add in two)."""
 COLSTACK_ONE_COLUMN_MAX_OUT = 128
 """A kx1 kernel runs colstack under this many output channels (see `_colstack_fits`)."""
 COLSTACK_MIN_DEPTH = 48
@@ -792,6 +802,85 @@ def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split=No
 
 
 def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+    # The input's own rows, no padded copy: Z_j's columns are the input's width w (not the
+    # padded width), and output column q reads Z_j at column q + j - pl (pl the left pad):
+    #   Y[m, r, q] = sum_j Z[j, m, r, q + j - pl],
+    #   Z[j, m, r, c] = sum_(c', i) w[m, c', i, j] x[c', r*sh + i*dh - pt, c]
+    # (rows outside the input: zeros in the operand, the top / bottom padding). With the
+    # planes flat, a read at q + j - pl outside [0, w) lands in the row before or after: in a
+    # column that no output reads legitimately (it would be input column < 0 or >= w), which is
+    # zeroed first, so the wrapped read adds the padding's zero. The sum accumulates into Z_pl
+    # (shift 0). The bias (the weight's last column, in kernel column 0's rows as prepared) is
+    # added by the crop, or, when the crop adds a residual, moves to column pl's rows in a copy
+    # of the weight (kw*M x depth: a few KiB). Compared with
+    # the padded rows below: no pass over the input to pad it, and (pl + pr) fewer GEMM columns
+    # per row. Output rows wider than the input (pads wider than the kernel) take those.
+    ho, wo = out.shape[2:]
+    n, c, h, w = x.shape
+    if wo > w or spec.pads[1] + spec.pads[3] < COLSTACK_UNPADDED_MIN_PADS * w:
+        _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        return
+    kh, kw = spec.kernel
+    mo = spec.c_out
+    pt, pl = spec.pads[0], spec.pads[1]
+    sh, dh = spec.strides[0], spec.dilations[0]
+    p = ho * w
+    kg = c * kh
+    augmented = wp.shape[-1] == kg + 1  # the bias is the weight's last column (prepare_weight)
+    if augmented and pl and epi.residual is None:
+        wp, augmented = wp[:, :kg], False  # the crop adds the bias, in the pass of its copy
+    elif augmented and pl:  # (the crop adds the residual: the bias rides in the GEMM)
+        wq = scratch.take(3, wp.size, wp.dtype).reshape(wp.shape)
+        np.copyto(wq, wp)
+        wq[pl * mo : (pl + 1) * mo, kg] = wp[:mo, kg]
+        wq[:mo, kg] = 0
+        wp = wq
+    rows = kg + augmented
+    ml = mo * p
+    b = _chunk((rows * p + kw * ml) * x.itemsize, hi - lo)
+    spans = []  # per kernel row i: output rows [r0, r1) read input rows y0, y0 + sh, ...
+    for i in range(kh):  # a loop over the kernel's rows
+        y0 = i * dh - pt  # the input row output row 0 reads
+        r0 = min(ho, max(0, -(y0 // sh)))  # ceil(-y0 / sh): the first row inside the input
+        r1 = max(r0, min(ho, -((y0 - h) // sh)))  # ceil((h - y0) / sh): the first one past it
+        spans.append((r0, r1, y0 + r0 * sh))
+    for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
+        n1 = min(hi, n0 + b)
+        nb = n1 - n0
+        xb = x[n0:n1]
+        cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
+        if augmented:
+            cols[:, kg] = 1  # the row of ones the bias column multiplies
+        shifted = cols[:, :kg].reshape(nb, c, kh, ho, w)
+        for i, (r0, r1, ya) in enumerate(spans):  # kernel rows: one copy for every channel
+            if r0:
+                shifted[:, :, i, :r0] = 0
+            if r1 < ho:
+                shifted[:, :, i, r1:] = 0
+            if r1 > r0:
+                np.copyto(shifted[:, :, i, r0:r1], xb[:, :, ya : ya + (r1 - r0 - 1) * sh + 1 : sh])
+        z = scratch.take(2, nb * kw * ml, x.dtype)
+        gemm(wp, cols, z.reshape(nb, kw * mo, p), 0)  # split by rows (output channels x j)
+        zf = z.reshape(nb, kw * ml)
+        z5 = z.reshape(nb, kw, mo, ho, w)
+        acc = zf[:, pl * ml : (pl + 1) * ml]
+        for j in range(kw):  # a loop over the kernel's columns
+            sft = j - pl
+            zj = zf[:, j * ml : (j + 1) * ml]
+            if sft > 0:
+                if wo + sft > w:  # columns the last outputs of the row before read
+                    z5[:, j, :, :, : wo + sft - w] = 0
+                np.add(acc[:, : ml - sft], zj[:, sft:], out=acc[:, : ml - sft])
+            elif sft < 0:
+                z5[:, j, :, :, w + sft :] = 0  # columns the first outputs of the next row read
+                np.add(acc[:, -sft:], zj[:, : ml + sft], out=acc[:, -sft:])
+        if wo == w and epi.residual is None:  # planes: the bias add's inner loop is a plane
+            _crop(acc.reshape(nb, mo, p), out[n0:n1].reshape(nb, mo, p), epi, n0, n1, augmented)
+        else:
+            _crop(acc.reshape(nb, mo, ho, w)[..., :wo], out[n0:n1], epi, n0, n1, augmented)
+
+
+def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # Output row r, column q (xp the padded input, sh / dh the row stride / dilation):
     #   Y[m, r, q] = sum_j sum_(c, i) w[m, c, i, j] xp[c, r*sh + i*dh, q + j]
     #              = sum_j Z[j, m, r, q + j],

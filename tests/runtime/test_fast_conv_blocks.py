@@ -186,3 +186,59 @@ def test_blocked_gemms_follow_the_blas_kernels(monkeypatch):
         monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda info=info: info)
         monkeypatch.setattr(fc, "BLOCKED_GEMMS", None)
         assert fc._blocked_gemms() is want
+
+
+# (x shape, out channels, kernel, strides, pads, dilations, own rows): colstack on the input's
+# own rows (width pads at least COLSTACK_UNPADDED_MIN_PADS of the width) or on padded rows.
+COLSTACK = [
+    ((3, 16, 9, 11), 20, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), True),  # pads 1
+    ((2, 6, 9, 10), 16, (5, 5), (1, 1), (2, 1, 0, 2), (1, 1), True),  # left 1, right 2
+    ((2, 20, 10, 7), 12, (3, 4), (2, 1), (1, 0, 0, 2), (2, 1), True),  # right pad only
+    ((2, 12, 7, 6), 20, (3, 3), (2, 1), (1, 1, 1, 1), (1, 1), True),  # strided rows
+    ((2, 16, 8, 9), 16, (5, 3), (1, 1), (0, 2, 4, 0), (2, 1), True),  # left pads only
+    ((2, 16, 6, 40), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False),  # pads 5% of the width
+    ((2, 5, 6, 7), 50, (2, 1), (1, 1), (0, 1, 1, 2), (1, 1), False),  # output wider than input
+]
+
+
+@pytest.mark.parametrize("x_shape, m, k, s, p, d, own", COLSTACK)
+@pytest.mark.parametrize("bias, residual", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("chunks", [False, True])
+def test_colstack_rows_with_bias_residual_and_relu_match_the_float64_conv(
+    x_shape, m, k, s, p, d, own, bias, residual, chunks, monkeypatch
+):
+    """The epilogue's three forms on both colstack paths: the bias in the GEMM (moved to the
+    rows of kernel column pl when the sum's base is column pl), in the crop, with a residual
+    added by the crop; a ReLU after. The crop's output is compared on every element (NaN-filled
+    before): the zeroed columns of the wrapped reads and the rows of the top / bottom padding.
+    With `chunks`, one image per batch chunk (the shifted sums stay inside each image)."""
+    if chunks:
+        monkeypatch.setattr(fc, "WORKSPACE_BYTES", 1)
+    rng = np.random.default_rng(sum(x_shape) + m)
+    c = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((m, c, *k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    kw = dict(strides=s, pads=p, dilations=d, group=1, kernel_shape=None)
+    f64 = [None if v is None else v.astype(np.float64) for v in (x, w, b)]
+    exact = conv(*f64, **kw)
+    mags = conv(*[None if v is None else np.abs(v) for v in f64], **kw)
+    res = rng.standard_normal(exact.shape).astype(np.float32) if residual else None
+    if residual:
+        exact = exact + res
+        mags = mags + np.abs(res)
+    exact = np.maximum(exact, 0)
+    spec = fc.ConvSpec(k, s, p, d, 1, c, m)
+    assert fc.choose(spec, exact.shape[2:])[0] == "colstack"
+    wp = fc.prepare_weight("colstack", w, 1, np.float32, b)
+    epi = fc.Epilogue(bias=b, residual=None if res is None else (lambda: res), activation=("relu",))
+    got = np.full(exact.shape, np.nan, np.float32)
+    padded_rows = []
+    real = fc._colstack_padded
+    monkeypatch.setattr(fc, "_colstack_padded", lambda *a: padded_rows.append(1) or real(*a))
+    scratch = Scratch()
+    fc.conv_chunked("colstack", spec, x, wp, got, epi, scratch)
+    scratch.reset()
+    assert bool(padded_rows) is not own
+    err = np.abs(got.astype(np.float64) - exact)
+    assert (err <= float32_bound(mags, c * int(np.prod(k)) + 1)).all(), f"max error {err.max():.2e}"
