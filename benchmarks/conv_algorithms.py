@@ -60,7 +60,7 @@ SHAPES: list[tuple[int, int, int, int | tuple[int, int]]] = [
 
 def _candidates(spec: fc.ConvSpec) -> list[str]:
     algos = ["im2col-wide", "im2col-exact"]
-    if spec.c_in * spec.kernel[0] >= fc.COLSTACK_NARROW_MIN_DEPTH or spec.kernel[1] == 1:
+    if spec.c_in * spec.kernel[0] >= fc.COLSTACK_NARROW_MIN_DEPTH or 1 in spec.kernel:
         algos.append("colstack")
     if spec.kernel == (3, 3):  # the candidates the plan may run for this shape
         algos += ["winograd-f4", "winograd-f2"]

@@ -125,6 +125,15 @@ rows (one thread, in-process interleaved medians, 3x3 pads 1, bias + ReLU): 16 c
 and 64 at 8x8 at batch 1 (ResNet-20's few-tiles fallbacks) 0.84-0.95x; 6 -> 16 5x5 pads 2 at
 14x14 0.94x; 1x3 pads 1 at 16x16 0.75x; but 16 at 32x32 (6%) 0.98x at batch 16 and 1.04-1.2x
 at batch 1 (its shifted sum then writes misaligned: one add in two)."""
+COLSTACK_ONE_ROW = 0.7
+"""A 1xk kernel (one row, no row padding or stride) runs colstack on the input itself (its
+rows are the GEMM's operand: no copy at all, see `_colstack`) when the copy im2col makes (c_in x
+k rows) is at least this fraction of the passes colstack adds over its GEMM's output (c_out x
+(k - 1) rows): measured against im2col's exact columns (one thread, in-process interleaved
+medians, batch 16 / 1): 16 -> 24 1x3 at 16x16 0.75 / 0.81x, 16 -> 32 at 8x8 0.89 / 0.80x,
+8 -> 16 at 16x16 0.94 / 0.84x, 64 -> 64 at 8x8 0.64 / 0.74x, 256 -> 256 at 8x8 0.89 / 0.89x,
+128 -> 128 1x7 at 17x17 0.91 / 0.90x, 64 -> 64 at 32x32 0.95x; below it slower: 4 -> 8 1x5
+1.36x, 32 -> 192 1x7 at 17x17 1.31x, 3 -> 16 1x3 1.9x (padded rows there)."""
 COLSTACK_ONE_COLUMN_MAX_OUT = 128
 """A kx1 kernel runs colstack under this many output channels (see `_colstack_fits`)."""
 COLSTACK_MIN_DEPTH = 48
@@ -247,6 +256,12 @@ def _colstack_fits(spec: ConvSpec) -> bool:
         return False
     if spec.kernel[1] == 1:
         return spec.kernel[0] > 1 and spec.c_out < COLSTACK_ONE_COLUMN_MAX_OUT  # kx1: above
+    if spec.kernel[0] == 1:  # 1xk: the input itself is the GEMM's operand (see COLSTACK_ONE_ROW)
+        return (
+            spec.strides[0] == 1
+            and not (spec.pads[0] or spec.pads[2])
+            and spec.c_in * spec.kernel[1] >= COLSTACK_ONE_ROW * spec.c_out * (spec.kernel[1] - 1)
+        )
     if not (spec.c_in < COLSTACK_MAX_CHANNELS and spec.c_out < COLSTACK_MAX_CHANNELS):
         return False
     depth = spec.c_in * spec.kernel[0]
@@ -817,7 +832,8 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # per row. Output rows wider than the input (pads wider than the kernel) take those.
     ho, wo = out.shape[2:]
     n, c, h, w = x.shape
-    if wo > w or spec.pads[1] + spec.pads[3] < COLSTACK_UNPADDED_MIN_PADS * w:
+    one_row = spec.kernel[0] == 1 and spec.strides[0] == 1 and not (spec.pads[0] or spec.pads[2])
+    if wo > w or not (one_row or spec.pads[1] + spec.pads[3] >= COLSTACK_UNPADDED_MIN_PADS * w):
         _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm)
         return
     kh, kw = spec.kernel
@@ -844,21 +860,27 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         r0 = min(ho, max(0, -(y0 // sh)))  # ceil(-y0 / sh): the first row inside the input
         r1 = max(r0, min(ho, -((y0 - h) // sh)))  # ceil((h - y0) / sh): the first one past it
         spans.append((r0, r1, y0 + r0 * sh))
+    # A 1xk kernel over every input row (no row padding or stride) multiplies the input itself.
+    itself = one_row and not augmented
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         nb = n1 - n0
         xb = x[n0:n1]
-        cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
-        if augmented:
-            cols[:, kg] = 1  # the row of ones the bias column multiplies
-        shifted = cols[:, :kg].reshape(nb, c, kh, ho, w)
-        for i, (r0, r1, ya) in enumerate(spans):  # kernel rows: one copy for every channel
-            if r0:
-                shifted[:, :, i, :r0] = 0
-            if r1 < ho:
-                shifted[:, :, i, r1:] = 0
-            if r1 > r0:
-                np.copyto(shifted[:, :, i, r0:r1], xb[:, :, ya : ya + (r1 - r0 - 1) * sh + 1 : sh])
+        if itself:
+            cols = xb.reshape(nb, c, p)
+        else:
+            cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
+            if augmented:
+                cols[:, kg] = 1  # the row of ones the bias column multiplies
+            shifted = cols[:, :kg].reshape(nb, c, kh, ho, w)
+            for i, (r0, r1, ya) in enumerate(spans):  # kernel rows: one copy for every channel
+                if r0:
+                    shifted[:, :, i, :r0] = 0
+                if r1 < ho:
+                    shifted[:, :, i, r1:] = 0
+                if r1 > r0:
+                    src = xb[:, :, ya : ya + (r1 - r0 - 1) * sh + 1 : sh]
+                    np.copyto(shifted[:, :, i, r0:r1], src)
         z = scratch.take(2, nb * kw * ml, x.dtype)
         gemm(wp, cols, z.reshape(nb, kw * mo, p), 0)  # split by rows (output channels x j)
         zf = z.reshape(nb, kw * ml)

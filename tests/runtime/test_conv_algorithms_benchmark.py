@@ -21,7 +21,8 @@ def test_shapes_parse_square_and_rectangular_kernels():
     "c, m, hw, kernel, chosen",
     [
         (16, 16, 8, (3, 1), "colstack"),
-        (8, 16, 6, (1, 3), "im2col-exact"),
+        (8, 16, 6, (1, 3), "colstack"),
+        (4, 16, 6, (1, 3), "im2col-exact"),
         (24, 24, 8, (3, 3), None),
     ],
 )
