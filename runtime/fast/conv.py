@@ -8,7 +8,8 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
 - `colstack`: 2-D, ungrouped, unit stride and dilation along the width, 16 to 47 input and
   under 48 output channels (ResNet's 16-channel 3x3 convs), or fewer input channels with a deep
   enough GEMM (LeNet's 6 -> 16 5x5, see COLSTACK_NARROW_MIN_DEPTH), or a kernel one column wide
-  (Inception's 3x1, under 128 output channels: see `_colstack_fits`): the kernel's columns
+  (Inception's 3x1, under 128 output channels: see `_colstack_fits`), or one row wide
+  (Inception's 1x3: the input itself is the operand, see COLSTACK_ONE_ROW): the kernel's columns
   stacked in the GEMM's rows, Z (kw*M, pixels) = W' (kw*M, C*kh) @ rows (C*kh, pixels), then
   Y = sum_j Z_j shifted by j along the width: a third of im2col's copy (kh row-shifted
   copies, not kh*kw) and a GEMM kw times taller (M=16 GEMMs run at ~2/3 of BLAS's rate).
@@ -123,8 +124,10 @@ pads are at least this fraction of the width; else the padded rows. Measured aga
 rows (one thread, in-process interleaved medians, 3x3 pads 1, bias + ReLU): 16 channels at
 16x16 (pads 12.5% of the width) 0.80-0.87x the time at batch 16, 0.99x at batch 1; 32 at 16x16
 and 64 at 8x8 at batch 1 (ResNet-20's few-tiles fallbacks) 0.84-0.95x; 6 -> 16 5x5 pads 2 at
-14x14 0.94x; 1x3 pads 1 at 16x16 0.75x; but 16 at 32x32 (6%) 0.98x at batch 16 and 1.04-1.2x
-at batch 1 (its shifted sum then writes misaligned: one add in two)."""
+14x14 0.94x; 1x3 pads 1 at 16x16 0.75x; but 16 at 32x32 (6%) 0.93-0.98x at batch 16, 1.00x at
+batch 2 and 1.03-1.06x at batch 1, and no clear change on resnet20@32 (its six such convs 0.87-1.0x
+on a loaded machine, the whole run 1.01x): padded rows there. kx1 kernels (no width pads) stay on
+padded rows too: own rows took 0.95-1.0x at batch 16, 1.07-1.08x at batch 1."""
 COLSTACK_ONE_ROW = 0.7
 """A 1xk kernel (one row, no row padding or stride) runs colstack on the input itself (its
 rows are the GEMM's operand: no copy at all, see `_colstack`) when the copy im2col makes (c_in x
