@@ -118,16 +118,6 @@ rows at batch 16 (interleaved, one thread, min times): 0.84-0.87x the time at 16
 channels (3x3, 32x32), 0.77x (5x5, 16x16), 0.93x at 32 -> 32 (16x16); equal from 48 output
 channels (im2col's GEMM is no longer thin); 1.3-1.6x slower at 1-6 input channels (its kw-1
 extra passes over the output then cost more than the copies it saves)."""
-COLSTACK_UNPADDED_MIN_PADS = 0.1
-"""`_colstack` multiplies the input's own rows (no padded copy, see there) when the width's
-pads are at least this fraction of the width; else the padded rows. Measured against the padded
-rows (one thread, in-process interleaved medians, 3x3 pads 1, bias + ReLU): 16 channels at
-16x16 (pads 12.5% of the width) 0.80-0.87x the time at batch 16, 0.99x at batch 1; 32 at 16x16
-and 64 at 8x8 at batch 1 (ResNet-20's few-tiles fallbacks) 0.84-0.95x; 6 -> 16 5x5 pads 2 at
-14x14 0.94x; 1x3 pads 1 at 16x16 0.75x; but 16 at 32x32 (6%) 0.93-0.98x at batch 16, 1.00x at
-batch 2 and 1.03-1.06x at batch 1, and no clear change on resnet20@32 (its six such convs 0.87-1.0x
-on a loaded machine, the whole run 1.01x): padded rows there. kx1 kernels (no width pads) stay on
-padded rows too: own rows took 0.95-1.0x at batch 16, 1.07-1.08x at batch 1."""
 COLSTACK_ONE_ROW = 0.7
 """A 1xk kernel (one row, no row padding or stride) runs colstack on the input itself (its
 rows are the GEMM's operand: no copy at all, see `_colstack`) when the copy im2col makes (c_in x
@@ -280,8 +270,9 @@ def prepare_weight(
     pointwise, ((m+2)^2, M, C) transformed for Winograd, (kw * M, C * kh) for colstack (row
     (j, m), column (c, i) holds w[m, c, i, j]). With `bias` (im2col and colstack), the bias is
     one more column, multiplied by a row of ones that the algorithm adds to its columns: the
-    GEMM adds the bias, saving a pass over the output (colstack: in the rows of kernel column
-    0 only, zeros in the others, as the shifted rows are summed). im2col takes the bias column
+    GEMM adds the bias, saving a pass over the output (colstack: in the rows of the middle
+    kernel column kw // 2 only, zeros in the others, as the shifted rows are summed: the base of
+    the sum on the input's own rows with "same" padding). im2col takes the bias column
     only under BIAS_COLUMN_MAX_DEPTH: deeper, its weight is a view of `w` (no copy when `w` is
     contiguous and of `dtype`) and the kernel adds the bias in its epilogue."""
     if algo.startswith("winograd"):
@@ -290,9 +281,9 @@ def prepare_weight(
     if algo == "colstack":
         kw = w.shape[3]
         ws = w.transpose(3, 0, 1, 2).reshape(kw * m, -1)
-        if bias is not None:
+        if bias is not None:  # in the rows of the middle kernel column (see `_colstack`)
             col = np.zeros((kw * m, 1), ws.dtype)
-            col[:m, 0] = bias
+            col[kw // 2 * m : (kw // 2 + 1) * m, 0] = bias
             ws = np.concatenate([ws, col], axis=1)
         return np.ascontiguousarray(ws, dtype=dtype)
     wg = w.reshape(group, m // group, -1)
@@ -828,15 +819,25 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # planes flat, a read at q + j - pl outside [0, w) lands in the row before or after: in a
     # column that no output reads legitimately (it would be input column < 0 or >= w), which is
     # zeroed first, so the wrapped read adds the padding's zero. The sum accumulates into Z_pl
-    # (shift 0). The bias (the weight's last column, in kernel column 0's rows as prepared) is
-    # added by the crop, or, when the crop adds a residual, moves to column pl's rows in a copy
-    # of the weight (kw*M x depth: a few KiB). Compared with
-    # the padded rows below: no pass over the input to pad it, and (pl + pr) fewer GEMM columns
-    # per row. Output rows wider than the input (pads wider than the kernel) take those.
+    # (shift 0), whose rows carry the bias column's values when pl is the middle column, as
+    # prepared (else the bias is added after). When the output is as wide as the input ("same"
+    # padding), Z_pl is the output itself: its GEMM writes there and the other columns' are
+    # added in place (no crop). Compared with the padded rows below: no pass over the input to
+    # pad it, and (pl + pr) fewer GEMM columns per row. Output rows wider than the input (pads
+    # wider than the kernel) take those.
+    # Which rows: the input's own when the width is padded (or the kernel is one row: the
+    # input itself), else the padded rows. Measured against the padded rows (one thread,
+    # in-process interleaved medians, 3x3 pads 1, bias + ReLU; batch 16 / 2 / 1): 16 channels
+    # at 32x32 (ResNet-20's) 0.93 / 0.93 / 0.96x, 32 at 16x16 0.85x / - / 0.91x, 64 at 8x8
+    # (ResNet-20's few-tiles fallbacks at batch 1) 0.82x at batch 1, 6 -> 16 5x5 pads 2 at
+    # 14x14 0.95x; 16 at 16x16 0.83x at batch 16 but 1.1x at batch 1 (a 40 us conv: its three
+    # GEMM calls). Without width pads: LeNet's 6 -> 16 5x5 (its output narrower than the
+    # input: Z_pl and a crop) took 1.12 / - / 1.36x on its own rows, a 3x1 kernel with row
+    # pads 0.82x at batch 16 but 1.08x at batch 1: padded rows there.
     ho, wo = out.shape[2:]
     n, c, h, w = x.shape
     one_row = spec.kernel[0] == 1 and spec.strides[0] == 1 and not (spec.pads[0] or spec.pads[2])
-    if wo > w or not (one_row or spec.pads[1] + spec.pads[3] >= COLSTACK_UNPADDED_MIN_PADS * w):
+    if wo > w or not (one_row or spec.pads[1] or spec.pads[3]):
         _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm)
         return
     kh, kw = spec.kernel
@@ -846,30 +847,25 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     p = ho * w
     kg = c * kh
     augmented = wp.shape[-1] == kg + 1  # the bias is the weight's last column (prepare_weight)
-    if augmented and pl and epi.residual is None:
-        wp, augmented = wp[:, :kg], False  # the crop adds the bias, in the pass of its copy
-    elif augmented and pl:  # (the crop adds the residual: the bias rides in the GEMM)
-        wq = scratch.take(3, wp.size, wp.dtype).reshape(wp.shape)
-        np.copyto(wq, wp)
-        wq[pl * mo : (pl + 1) * mo, kg] = wp[:mo, kg]
-        wq[:mo, kg] = 0
-        wp = wq
+    if augmented and (one_row or pl != kw // 2):
+        # (a 1xk kernel multiplies the input itself, below: no row of ones) the epilogue adds it
+        wp, augmented = wp[:, :kg], False
+    isz = out.itemsize
+    direct = wo == w and out.strides[1:] == (p * isz, w * isz, isz)
     rows = kg + augmented
     ml = mo * p
-    b = _chunk((rows * p + kw * ml) * x.itemsize, hi - lo)
+    b = _chunk((rows * p + (kw - direct) * ml) * x.itemsize, hi - lo)
     spans = []  # per kernel row i: output rows [r0, r1) read input rows y0, y0 + sh, ...
     for i in range(kh):  # a loop over the kernel's rows
         y0 = i * dh - pt  # the input row output row 0 reads
         r0 = min(ho, max(0, -(y0 // sh)))  # ceil(-y0 / sh): the first row inside the input
         r1 = max(r0, min(ho, -((y0 - h) // sh)))  # ceil((h - y0) / sh): the first one past it
         spans.append((r0, r1, y0 + r0 * sh))
-    # A 1xk kernel over every input row (no row padding or stride) multiplies the input itself.
-    itself = one_row and not augmented
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         nb = n1 - n0
         xb = x[n0:n1]
-        if itself:
+        if one_row:  # a 1xk kernel over every input row multiplies the input itself
             cols = xb.reshape(nb, c, p)
         else:
             cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
@@ -884,25 +880,33 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
                 if r1 > r0:
                     src = xb[:, :, ya : ya + (r1 - r0 - 1) * sh + 1 : sh]
                     np.copyto(shifted[:, :, i, r0:r1], src)
-        z = scratch.take(2, nb * kw * ml, x.dtype)
-        gemm(wp, cols, z.reshape(nb, kw * mo, p), 0)  # split by rows (output channels x j)
-        zf = z.reshape(nb, kw * ml)
-        z5 = z.reshape(nb, kw, mo, ho, w)
-        acc = zf[:, pl * ml : (pl + 1) * ml]
+        yb = out[n0:n1]
+        z = scratch.take(2, nb * (kw - direct) * ml, x.dtype).reshape(nb, -1)
+        if direct:  # kernel column pl's GEMM into the output, the others' (j < pl, j > pl) to z
+            gemm(wp[pl * mo : (pl + 1) * mo], cols, yb.reshape(nb, mo, p), 0)
+            for part, j0, j1 in ((0, 0, pl), (pl * ml, pl + 1, kw)):  # the two sides of pl
+                if j1 > j0:
+                    zs = z[:, part : part + (j1 - j0) * ml].reshape(nb, (j1 - j0) * mo, p)
+                    gemm(wp[j0 * mo : j1 * mo], cols, zs, 0)
+            acc = yb.reshape(nb, ml)
+            planes = {j: z[:, (j - (j > pl)) * ml : (j - (j > pl) + 1) * ml] for j in range(kw)}
+        else:
+            gemm(wp, cols, z.reshape(nb, kw * mo, p), 0)  # split by rows (output channels x j)
+            acc = z[:, pl * ml : (pl + 1) * ml]
+            planes = {j: z[:, j * ml : (j + 1) * ml] for j in range(kw)}
         for j in range(kw):  # a loop over the kernel's columns
-            sft = j - pl
-            zj = zf[:, j * ml : (j + 1) * ml]
+            sft, zj = j - pl, planes[j]
             if sft > 0:
                 if wo + sft > w:  # columns the last outputs of the row before read
-                    z5[:, j, :, :, : wo + sft - w] = 0
+                    zj.reshape(nb, mo, ho, w)[..., : wo + sft - w] = 0
                 np.add(acc[:, : ml - sft], zj[:, sft:], out=acc[:, : ml - sft])
-            elif sft < 0:
-                z5[:, j, :, :, w + sft :] = 0  # columns the first outputs of the next row read
+            elif sft < 0:  # columns the first outputs of the next row read
+                zj.reshape(nb, mo, ho, w)[..., w + sft :] = 0
                 np.add(acc[:, -sft:], zj[:, : ml + sft], out=acc[:, -sft:])
-        if wo == w and epi.residual is None:  # planes: the bias add's inner loop is a plane
-            _crop(acc.reshape(nb, mo, p), out[n0:n1].reshape(nb, mo, p), epi, n0, n1, augmented)
+        if direct:
+            _epilogue(yb, epi, n0, n1, augmented)
         else:
-            _crop(acc.reshape(nb, mo, ho, w)[..., :wo], out[n0:n1], epi, n0, n1, augmented)
+            _crop(acc.reshape(nb, mo, ho, w)[..., :wo], yb, epi, n0, n1, augmented)
 
 
 def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:

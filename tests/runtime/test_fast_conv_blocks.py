@@ -189,14 +189,16 @@ def test_blocked_gemms_follow_the_blas_kernels(monkeypatch):
 
 
 # (x shape, out channels, kernel, strides, pads, dilations, own rows): colstack on the input's
-# own rows (width pads at least COLSTACK_UNPADDED_MIN_PADS of the width) or on padded rows.
+# own rows (a padded width, or a 1xk kernel: the input itself) or on padded rows.
 COLSTACK = [
     ((3, 16, 9, 11), 20, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), True),  # pads 1
     ((2, 6, 9, 10), 16, (5, 5), (1, 1), (2, 1, 0, 2), (1, 1), True),  # left 1, right 2
     ((2, 20, 10, 7), 12, (3, 4), (2, 1), (1, 0, 0, 2), (2, 1), True),  # right pad only
     ((2, 12, 7, 6), 20, (3, 3), (2, 1), (1, 1, 1, 1), (1, 1), True),  # strided rows
     ((2, 16, 8, 9), 16, (5, 3), (1, 1), (0, 2, 4, 0), (2, 1), True),  # left pads only
-    ((2, 16, 6, 40), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False),  # pads 5% of the width
+    ((2, 16, 6, 40), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), True),  # pads 5% of the width
+    ((2, 6, 9, 10), 16, (5, 5), (1, 1), (0, 0, 0, 0), (1, 1), False),  # no width pads
+    ((2, 16, 7, 6), 16, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1), True),  # 1x3: the input itself
     ((2, 5, 6, 7), 50, (2, 1), (1, 1), (0, 1, 1, 2), (1, 1), False),  # output wider than input
 ]
 
