@@ -851,7 +851,8 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         # (a 1xk kernel multiplies the input itself, below: no row of ones) the epilogue adds it
         wp, augmented = wp[:, :kg], False
     isz = out.itemsize
-    direct = wo == w and out.strides[1:] == (p * isz, w * isz, isz)
+    # (a 1xk kernel's GEMMs are small: one call, and the bias in the crop's pass)
+    direct = wo == w and out.strides[1:] == (p * isz, w * isz, isz) and not one_row
     rows = kg + augmented
     ml = mo * p
     b = _chunk((rows * p + (kw - direct) * ml) * x.itemsize, hi - lo)
