@@ -200,6 +200,10 @@ COLSTACK = [
     ((2, 6, 9, 10), 16, (5, 5), (1, 1), (0, 0, 0, 0), (1, 1), False),  # no width pads
     ((2, 16, 7, 6), 16, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1), True),  # 1x3: the input itself
     ((2, 5, 6, 7), 50, (2, 1), (1, 1), (0, 1, 1, 2), (1, 1), False),  # output wider than input
+    # pads wider than the input (shifts of a whole row or more: those columns read only padding)
+    ((1, 16, 3, 2), 16, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), True),
+    ((2, 16, 5, 2), 16, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), True),
+    ((2, 8, 1, 2), 1, (1, 7), (1, 1), (0, 3, 0, 3), (1, 1), True),  # 1x7, one output channel
 ]
 
 
