@@ -107,6 +107,34 @@ def float32_bound(abs_result: np.ndarray, terms: int) -> np.ndarray:
     return (n * U32 / (1 - n * U32)) * abs_result + 1e-6
 
 
+def winograd_bound(x, w, pads, m: int, extra=0.0) -> np.ndarray:
+    """Elementwise rounding bound of a float32 Winograd F(m x m, 3 x 3) conv of x (N, C, H, W)
+    and w (M, C, 3, 3) (stride 1), plus `extra` (|bias| + |residual|, added before the final
+    rounding). Its error is relative to the transformed tiles, not to the plain conv's terms
+    (F(4x4)'s B^T and A^T have entries up to 5 and 8): the componentwise bound of the chain
+    Y = A^T [sum_c (G g G^T) . (B^T d B)] A is gamma_n times the same chain on magnitudes,
+    |A^T| [sum_c (|G| |g| |G^T|) . (|B^T| |d| |B|)] |A|, with n the longest chain of roundings
+    one output sees: the C-term sum, two 1-D passes of each transform (m + 2 or 3 terms each),
+    the bias / residual adds and the final cast. Computed in float64 on every tile."""
+    from graphnet.runtime.fast import winograd
+
+    bt, g, at = (np.abs(a) for a in (winograd._f2() if m == 2 else winograd._f4()))
+    t = m + 2
+    n, c, h, wd = x.shape
+    ho, wo = h + pads[0] + pads[2] - 2, wd + pads[1] + pads[3] - 2
+    th, tw = -(-ho // m), -(-wo // m)
+    xp = np.zeros((n, c, th * m + 2, tw * m + 2))
+    src = np.abs(x).astype(np.float64)[:, :, : th * m + 2 - pads[0], : tw * m + 2 - pads[1]]
+    xp[:, :, pads[0] : pads[0] + src.shape[2], pads[1] : pads[1] + src.shape[3]] = src
+    tiles = np.lib.stride_tricks.sliding_window_view(xp, (t, t), axis=(2, 3))[:, :, ::m, ::m]
+    v = np.einsum("ai,ncyxij,bj->ncyxab", bt, tiles, bt)
+    u = np.einsum("ai,mcij,bj->mcab", g, np.abs(w).astype(np.float64), g)
+    y = np.einsum("ai,nmyxij,bj->nmyxab", at, np.einsum("ncyxij,mcij->nmyxij", v, u), at)
+    mags = y.transpose(0, 1, 2, 4, 3, 5).reshape(n, w.shape[0], th * m, tw * m)[..., :ho, :wo]
+    terms = c + 2 * t + 2 * 3 + 2 * t + 2
+    return float32_bound(mags + extra, terms)
+
+
 # ------------------------------------------------------------------ pooling
 def naive_out_len(n: int, k: int, s: int, d: int, pb: int, pe: int, ceil: bool) -> int:
     """ONNX's output length, written from the spec text (ceil_mode: drop a window that would

@@ -6,8 +6,8 @@
   batches. The exact result is the float64 reference kernel; the bound is `float32_bound`
   (gamma_n times the conv of |x| and |w|): an output that cancels to ~0 carries rounding
   relative to its terms.
-  Winograd F(4x4)'s transforms (entries up to 8) add up to ~40 u x (|x| * |w|) measured on random
-  data, independent of the number of terms: its bound counts 64 more terms.
+  Winograd's error is relative to its transformed tiles (F(4x4)'s transforms have entries up to
+  8): its bound is `winograd_bound`, gamma_n times the Winograd chain run on magnitudes.
 - Fusion (bias, residual Add, ReLU / LeakyReLU into a Conv or Gemm), in-place element-wise ops
   and pooled buffers: values equal the reference plan's, feeds are never written, a second run
   with other inputs is not polluted by the first, outputs of one run survive the next.
@@ -30,7 +30,7 @@ from graphnet.passes.manager import optimize
 from graphnet.runtime.feeds import random_inputs
 from graphnet.runtime.kernels.conv import conv
 from tests.helpers import export_checked, ort_run
-from tests.oracles import float32_bound
+from tests.oracles import float32_bound, winograd_bound
 
 # Whole-model comparisons (float32, different algorithms and summation orders): the README's
 # whole-model tolerances.
@@ -92,14 +92,23 @@ CONVS = [
 ]
 
 
+def _conv_bound(algo, x, w, b, pads, mags, extra=0.0) -> np.ndarray:
+    """The float32 rounding bound of `algo`'s conv of (x, w, b) (+ `extra`, |residual|):
+    Winograd's from its transformed tiles (`winograd_bound`: stride 1, ungrouped), any other
+    algorithm's from the plain conv's terms (`mags`: the conv of the magnitudes, bias included)."""
+    if algo.startswith("winograd"):
+        bias = 0.0 if b is None else np.abs(b.astype(np.float64))[:, None, None]
+        return winograd_bound(x, w, pads, int(algo[-1]), bias + extra)
+    return float32_bound(mags + extra, int(np.prod(w.shape[1:])))
+
+
 def _within_float32_bound(got, x, w, pads, algo) -> bool:
     """`got` vs the float64 plain conv (stride 1, undilated, ungrouped), within the float32
-    rounding bound of its terms (+64 for Winograd F(4x4)'s transforms, as above)."""
+    rounding bound of `algo` (`_conv_bound`)."""
     kw = dict(strides=(1, 1), pads=pads, dilations=(1, 1), group=1, kernel_shape=None)
     exact = conv(x.astype(np.float64), w.astype(np.float64), None, **kw)
     mags = conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), None, **kw)
-    terms = int(np.prod(w.shape[1:])) + (64 if algo == "winograd-f4" else 0)
-    return bool((np.abs(got - exact) <= float32_bound(mags, terms)).all())
+    return bool((np.abs(got - exact) <= _conv_bound(algo, x, w, None, pads, mags)).all())
 
 
 def _exact_and_mags(x, w, b, kw) -> tuple[np.ndarray, np.ndarray]:
@@ -143,14 +152,16 @@ def test_conv_algorithms_match_float64_reference_and_onnxruntime(
     assert _ran(sess) == [algo]
     kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
     exact, mags = _exact_and_mags(x, w, b, kw)
-    terms = (c // g) * int(np.prod(k)) + (64 if algo == "winograd-f4" else 0)
+    ours = _conv_bound(algo, x, w, b, p, mags)
     err = np.abs(got.astype(np.float64) - exact)
     assert got.dtype == np.float32 and got.shape == exact.shape
-    assert (err <= float32_bound(mags, terms)).all(), f"max error {err.max():.2e}"
+    assert (err <= ours).all(), f"max error {err.max():.2e}"
+    # the plain kernel and onnxruntime round too: their own bound from the plain terms
+    both = ours + float32_bound(mags, (c // g) * int(np.prod(k)))
     plain = runtime.Session(graph, plan="reference").run({"x": x})[graph.outputs[0]]
-    assert (np.abs(got - plain) <= 2 * float32_bound(mags, terms)).all()
+    assert (np.abs(got - plain) <= both).all()
     theirs = ort_run(export_checked(graph), {"x": x})[graph.outputs[0]]
-    assert (np.abs(got - theirs) <= 2 * float32_bound(mags, terms)).all()
+    assert (np.abs(got - theirs) <= both).all()
 
 
 SLABBED = [c for c in CONVS if c[-1] == "im2col" and len(c[0]) > 3]
@@ -382,11 +393,13 @@ def test_computed_bias_is_added_in_the_epilogue(c, m, k, algo, relu):
     # bound of its terms (a plain tolerance failed on an output that cancels to ~0.1 out of
     # terms of ~15: Winograd F(4x4)'s rounding is relative to the terms, not to the result).
     kw = dict(strides=(1, 1), pads=(pad,) * 4, dilations=(1, 1), group=1, kernel_shape=None)
-    exact, mags = _exact_and_mags(x, g.params["w"], 2 * g.params["b0"], kw)
+    bias = 2 * g.params["b0"]
+    exact, mags = _exact_and_mags(x, g.params["w"], bias, kw)
     if relu:
         exact = np.maximum(exact, 0)
-    terms = c * k * k + (64 if algo == "winograd-f4" else 0)
-    assert (np.abs(got - exact) <= float32_bound(mags, terms)).all()
+    assert (
+        np.abs(got - exact) <= _conv_bound(algo, x, g.params["w"], bias, (pad,) * 4, mags)
+    ).all()
 
 
 @pytest.mark.parametrize("algo", ["winograd-f4", "winograd-f2", "im2col", "pointwise", "colstack"])

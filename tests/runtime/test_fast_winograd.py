@@ -12,21 +12,18 @@ import pytest
 from graphnet.runtime.fast import conv as fast_conv
 from graphnet.runtime.fast import memory as fast_memory
 from graphnet.runtime.kernels.conv import conv
-from tests.oracles import float32_bound
-
-TRANSFORM_TERMS = {"winograd-f4": 64, "winograd-f2": 0}
-"""Terms added to the rounding bound's count for the transforms (as in test_fast_plan): F(4x4)'s
-have entries up to 8 and 5 (its rounding grows with the tiles' range), F(2x2)'s are exact."""
+from tests.oracles import float32_bound, winograd_bound
 
 
-def _conv_and_bound(x, w, b, residual, pads):
-    """The float64 plain conv (+ bias + residual, then ReLU) and the float32 rounding bound of its
-    terms (ReLU only shrinks an error)."""
+def _conv_and_bound(x, w, b, residual, pads, m):
+    """The float64 plain conv (+ bias + residual, then ReLU) and the float32 rounding bound of
+    Winograd F(m x m)'s (`winograd_bound`: relative to the transformed tiles; ReLU only shrinks
+    an error)."""
     kw = dict(strides=(1, 1), pads=pads, dilations=(1, 1), group=1, kernel_shape=None)
     f64 = np.float64
     exact = conv(x.astype(f64), w.astype(f64), b.astype(f64), **kw) + residual
-    mags = conv(np.abs(x).astype(f64), np.abs(w).astype(f64), np.abs(b).astype(f64), **kw)
-    return np.maximum(exact, 0), mags + np.abs(residual)
+    extra = np.abs(b.astype(f64))[:, None, None] + np.abs(residual)
+    return np.maximum(exact, 0), winograd_bound(x, w, pads, m, extra)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -67,9 +64,7 @@ def test_winograd_operand_layouts_match_the_plain_conv(
     epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
     out = np.full((batch, mo, ho, wo), np.nan, np.float32)
     fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
-    exact, mags = _conv_and_bound(x, w, b, residual.astype(np.float64), pads)
-    # Terms: the 9 C products, the transforms', the bias and the residual.
-    bound = float32_bound(mags, 9 * c + TRANSFORM_TERMS[algo] + 2)
+    exact, bound = _conv_and_bound(x, w, b, residual.astype(np.float64), pads, int(algo[-1]))
     assert (np.abs(out - exact) <= bound).all()
 
 
