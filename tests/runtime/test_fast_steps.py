@@ -552,8 +552,9 @@ def test_batchnorm_with_fused_relu_matches_the_plain_kernels(split, shape, mode)
     for _ in range(2):  # the second run starts from the updated running statistics
         got = sess.run({"x": x}, mode=mode)[relu.outputs[0]]
         want = ref.run({"x": x}, mode=mode)[relu.outputs[0]]
-        assert (got >= 0).all() and ((got == 0) == (want == 0)).mean() > 0.99
-        # outputs of size ~1: the float64 bound of the offset test (rtol 1e-5, atol 2e-5)
+        assert (got >= 0).all()
+        # outputs of size ~1: the float64 bound of the offset test (rtol 1e-5, atol 2e-5); a
+        # value the ReLU zeroed on one side only is within atol of zero on the other
         assert_close(got, want, rtol=1e-5, atol=2e-5, what=f"{mode} BN+Relu vs plain kernels")
         for k in ("mean", "var"):
             # float64 arithmetic both, one float32 rounding each: a few ulp of ~500 or ~10
@@ -572,7 +573,7 @@ def test_batchnorm_read_twice_keeps_its_relu_apart():
     x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
     got = runtime.Session(g).run({"x": x}, mode="train")
     want = runtime.Session(g, plan="reference").run({"x": x}, mode="train")
-    for k in g.outputs:
+    for k in g.outputs:  # standard normal data, outputs ~1: a few float32 ulps (1 ulp 1.2e-7)
         assert_close(got[k], want[k], rtol=1e-5, atol=2e-6, what=k)
 
 
