@@ -38,7 +38,6 @@ from math import ceil, prod
 import numpy as np
 
 from graphnet.runtime.fast.memory import Scratch
-from graphnet.runtime.fast.threads import blas_threads
 from graphnet.runtime.fast.winograd import SEPARABLE, weight_transform
 
 __all__ = [
@@ -56,7 +55,6 @@ __all__ = [
     "wide_rows",
     "few_tiles_fallback",
     "relu_",
-    "split_gemm_rows",
 ]
 
 WORKSPACE_BYTES = 1 << 20  # per chunk: stays in cache and bounds the peak memory
@@ -483,8 +481,7 @@ def conv_chunked(
     (N, M, *spatial_out). Disjoint [lo, hi) ranges may run in parallel threads, each with its
     own `scratch`. With `split` (a `threads.Parallel`, when the batch is too small to split),
     each GEMM is split by its output rows over the threads instead (an im2col image in slabs:
-    the threads share out its slabs, see `_im2col_slabs`; im2col's GEMM otherwise runs on BLAS's
-    threads, see BLAS_THREADED_IM2COL). Only the GEMMs: splitting
+    the threads share out its slabs, see `_im2col_slabs`). Only the GEMMs: splitting
     the whole conv (copies, transforms, epilogue) by output rows, or Winograd's output side by
     output channels, was no faster at batch 1 (measured on this 2-core VM, 32-128 channels,
     8x8-32x32): a part of ~20 NumPy calls waits on the other thread for the GIL between calls
@@ -495,10 +492,7 @@ def conv_chunked(
         gemm = _split_gemm(split)
         _winograd(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi, gemm)
         return
-    if algo == "im2col" and split is not None and BLAS_THREADED_IM2COL:
-        gemm = _blas_threaded_gemm(getattr(split, "workers", 1))
-    else:
-        gemm = _split_gemm(split, blocked=True)
+    gemm = _split_gemm(split, blocked=True)
     if algo == "pointwise":
         _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     elif algo == "colstack":
@@ -571,47 +565,6 @@ def blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     np.matmul(a[..., None, :, :], bv, out=ov)
     if full < n:
         np.matmul(a, b[..., full:], out=out[..., full:])
-
-
-IM2COL_ROW_SPLIT_MIN_FLOPS = 3e7
-"""With fewer images than threads, an im2col conv uses the threads from this many flops
-(`split_gemm_rows`; other algorithms from the plan's ROW_SPLIT_MIN_FLOPS, 2e8): its GEMM is
-most of its time (the copy is 1/M of the GEMM's work), and runs as one call with BLAS on the
-plan's threads (BLAS_THREADED_IM2COL). Measured at batch 1 (3x3, bias + ReLU, in-process
-interleaved medians of ratios against one thread, 2-core VM): 256 -> 256 at 8x8 (75 MFLOP)
-0.73x the time, 128 -> 256 at 8x8 (38) 0.80x, 256 -> 512 at 4x4 (38) 0.63x, 128 -> 128 at
-16x16 (75) 0.77x, 256 -> 256 at 4x4 (19) 0.73x but 128 -> 128 at 8x8 (19) 1.03x, 64 -> 128 at
-8x8 (9) 1.06x. Our own threads splitting the GEMM's rows took 1.08-1.32x on the same shapes
-(two handoffs per call). Whole vgg_bn@1 (its two 8x8 convs, 38 and 75 MFLOP): 0.84-0.96x
-(idle machine, 40 rounds, several runs), 0.84x with two nice-19 spinning processes; 1.22x
-with a spinning process at normal priority (BLAS's threads wait for each other at the end of
-each call: the second one is descheduled; our split 1.00x there). Winograd convs keep the
-higher bound: their transforms are not split, and split GEMMs made them 1.11-1.74x slower
-(32-128 channels, 16x16-32x32, 19-75 MFLOP of direct conv); 256 -> 256 at 16x16 (302) 0.88x."""
-
-BLAS_THREADED_IM2COL = True
-"""An im2col conv on fewer images than threads, large enough to use them (`split_gemm_rows`,
-or the plan's ROW_SPLIT_MIN_FLOPS), runs its GEMM as one call with BLAS on the plan's threads
-(see IM2COL_ROW_SPLIT_MIN_FLOPS) instead of splitting its rows over them; an image in slabs
-still shares its slabs out over the plan's threads (`_im2col_slabs`)."""
-
-
-def split_gemm_rows(algo: str, flops: float) -> bool:
-    """Whether a conv run by `algo` with `flops` (direct conv's count) on fewer images than
-    threads splits its GEMMs by output rows below the plan's general bound (see
-    IM2COL_ROW_SPLIT_MIN_FLOPS)."""
-    return algo == "im2col" and flops >= IM2COL_ROW_SPLIT_MIN_FLOPS
-
-
-def _blas_threaded_gemm(workers: int) -> Callable:
-    """gemm(a, b, out, rows_axis): out = a @ b in one call with BLAS on `workers` threads (see
-    BLAS_THREADED_IM2COL)."""
-
-    def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
-        with blas_threads(workers):
-            np.matmul(a, b, out=out)
-
-    return gemm
 
 
 def _split_gemm(split: Callable | None, blocked: bool = False) -> Callable:

@@ -7,9 +7,7 @@ sgemm took 1.0 ms single-threaded and 20 ms with two OpenBLAS threads (the secon
 descheduled). Splitting the batch between two Python threads that each call single-threaded BLAS
 (NumPy releases the GIL inside matmul and ufuncs) uses both cores without that barrier. With a
 batch smaller than the thread count, each big GEMM is split by its output rows (channels, or
-Winograd's tile positions) over the threads instead; the exception is a large im2col GEMM at
-batch 1, one call with BLAS on the plan's threads (`blas_threads`, see conv.py's
-IM2COL_ROW_SPLIT_MIN_FLOPS: cheaper than two handoffs of our own on a quiet machine).
+Winograd's tile positions) over the threads instead: BLAS stays single-threaded throughout.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ __all__ = [
     "ELEMENT_FLOPS",
     "ROW_SPLIT_MIN_FLOPS",
     "blas_single_threaded",
-    "blas_threads",
     "Parallel",
 ]
 
@@ -110,24 +107,6 @@ def blas_single_threaded(enabled: bool = True):
     finally:
         for set_, n in changed:
             set_(n)
-
-
-@contextmanager
-def blas_threads(n: int):
-    """BLAS on `n` threads inside the block (restored after): for one large GEMM that the
-    plan's own threads would split at a higher cost (see conv.py's IM2COL_ROW_SPLIT_MIN_FLOPS)."""
-    libs = _blas_libs()
-    changed = []
-    for get, set_ in libs:
-        old = get()
-        if old != n:
-            set_(n)
-            changed.append((set_, old))
-    try:
-        yield
-    finally:
-        for set_, old in changed:
-            set_(old)
 
 
 class Parallel:

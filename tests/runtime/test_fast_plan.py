@@ -417,7 +417,6 @@ def test_one_image_splits_each_gemm_over_the_threads(algo, monkeypatch):
     monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
     monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)
     monkeypatch.setattr(fast_conv, "NARROW_MIN_WINOGRAD_COLUMNS", 1)
-    monkeypatch.setattr(fast_conv, "BLAS_THREADED_IM2COL", False)  # see the test below
     splits = []
     call = threads.Parallel.__call__
 
@@ -441,65 +440,6 @@ def test_one_image_splits_each_gemm_over_the_threads(algo, monkeypatch):
     assert _ran(sess) == [algo]
     assert splits and all(n > 1 for n in splits)  # the GEMM's rows, split
     assert _within_float32_bound(got, x, w, pads, algo)
-
-
-@pytest.mark.parametrize("x_shape, m, k, s, p, d, g, algo", IM2COL)
-@pytest.mark.parametrize("column", [False, True])
-def test_one_image_im2col_runs_its_gemm_on_blas_threads(
-    x_shape, m, k, s, p, d, g, algo, column, monkeypatch
-):
-    """One image of a conv large enough to split (`split_gemm_rows`, the bound forced) runs
-    im2col's GEMM as one call with BLAS on the plan's two threads (no split of our own) on
-    every im2col shape of the table (1-3-D, strided, dilated, grouped, depthwise), the bias in
-    the GEMM or the epilogue, a fused ReLU: the float64 conv's values within the float32
-    bound, and BLAS's threads as they were after the run."""
-    from graphnet.runtime.fast import compile as fast_compile
-    from graphnet.runtime.fast import conv as fast_conv
-    from graphnet.runtime.fast import threads
-
-    monkeypatch.setattr(fast_compile, "WORKERS", 2)
-    monkeypatch.setattr(fast_conv, "IM2COL_ROW_SPLIT_MIN_FLOPS", 0)
-    monkeypatch.setattr(fast_conv, "BIAS_COLUMN_MAX_DEPTH", 1 << 30 if column else 0)
-    entered = []
-    blas = fast_conv.blas_threads
-
-    def recording(n):
-        entered.append(n)
-        return blas(n)
-
-    monkeypatch.setattr(fast_conv, "blas_threads", recording)
-    splits = []
-    call = threads.Parallel.__call__
-
-    def splitting(self, n, fn, flops=0):
-        splits.append(n)
-        return call(self, n, fn, flops)
-
-    monkeypatch.setattr(threads.Parallel, "__call__", splitting)
-    rng = np.random.default_rng(23 + m)
-    c = x_shape[1]
-    x = rng.standard_normal((1, *x_shape[1:])).astype(np.float32)
-    w = rng.standard_normal((m, c // g, *k)).astype(np.float32)
-    b = rng.standard_normal(m).astype(np.float32)
-    graph = Graph("blas_threads")
-    graph.add_input("x", (None, *x_shape[1:]))
-    graph.add_param("w", w)
-    graph.add_param("b", b)
-    attrs = {"strides": list(s), "pads": list(p), "dilations": list(d), "group": g}
-    y = graph.add_node("Conv", ["x", "w", "b"], attrs, name="conv").outputs[0]
-    y = graph.add_node("Relu", [y], {}, name="relu").outputs[0]
-    graph.mark_output(y)
-    sess = runtime.Session(graph)
-    before = [get() for get, _ in threads._blas_libs()]
-    got = sess.run({"x": x})[y]
-    assert _ran(sess) == ["im2col"]
-    assert entered and set(entered) == {2} and not splits
-    assert [get() for get, _ in threads._blas_libs()] == before  # restored
-    kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
-    exact, mags = _exact_and_mags(x, w, b, kw)
-    exact = np.maximum(exact, 0)  # the fused ReLU
-    terms = (c // g) * int(np.prod(k)) + 1  # + the bias
-    assert (np.abs(got - exact) <= float32_bound(mags, terms)).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

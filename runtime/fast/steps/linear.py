@@ -148,8 +148,7 @@ class ConvStep(Step):
                 lambda lo, hi, scratch: conv_chunked(algo, spec, x, wp, y, epi, scratch, lo, hi),
                 flops,
             )
-        elif flops < ROW_SPLIT_MIN_FLOPS and not _conv.split_gemm_rows(algo, flops):
-            # too little work to hand any to another thread
+        elif flops < ROW_SPLIT_MIN_FLOPS:  # too little work to hand any to another thread
             conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0])
         else:  # too few images: split each GEMM's output rows instead
             conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0], split=run.parallel)
