@@ -486,7 +486,13 @@ def conv_chunked(
     output channels, was no faster at batch 1 (measured on this 2-core VM, 32-128 channels,
     8x8-32x32): a part of ~20 NumPy calls waits on the other thread for the GIL between calls
     (each half of a 32-channel 16x16 conv took 3-4x its time alone), and a part of a few large
-    calls gained nothing over the GEMM split."""
+    calls gained nothing over the GEMM split.
+    Nor does BLAS thread a GEMM here (see `threads`): one im2col GEMM on OpenBLAS's two threads
+    at batch 1 took 0.63-0.80x of one thread's time alone (128-512 channels at 4x4-16x16,
+    38-75 MFLOP; our row split 1.08-1.32x there) and vgg_bn@1 0.84-0.96x on a quiet machine,
+    but 1.96x (video3d@1 1.18x) while another session's process ran (a nice level does not
+    reach across sessions' autogroups): its threads spin at the end of every call, waiting for
+    the descheduled one. Winograd's transforms gained nothing from BLAS's threads (1.0x)."""
     hi = x.shape[0] if hi is None else hi
     if algo.startswith("winograd"):
         gemm = _split_gemm(split)
@@ -510,7 +516,10 @@ interleaved medians, 4 MFLOP per call; GFLOP/s whole -> in blocks): 16 x 145 x 1
 16-channel 3x3 as im2col) 46-49 -> 103-108 (blocks of 256, 128 or 64 columns alike), 48 x 49 x
 1088 (its colstack) 93 -> 108, 32 x 145 x 256 85 -> 111, 32 x 289 x 256 89 -> 110, 64 x 64 x
 1024 70 -> 101, 128 x 49 x 1024 64 -> 86, 16 x 81 x 8192 38 -> 86; where M x K x block stayed
-above 1e6, the blocks ran at the whole GEMM's rate (64-128 x 145-577: 72-79 either way)."""
+above 1e6, the blocks ran at the whole GEMM's rate (64-128 x 145-577: 72-79 either way).
+Blocks along K instead (M x N too large for column blocks: batch-1 im2col, 128-256 x 64-256
+columns, depth 1152-2304), accumulated in place or summed from a stack, took 1.06-1.25x of the
+whole GEMM's time (one thread, interleaved medians)."""
 GEMM_BLOCK_STEP = 64
 """The blocks' columns are a multiple of this: 64 to 384 columns ran at 103-112 GFLOP/s alike
 (16-128 x 27-289), 96 and 160 at 88-107, 48 at 61-95, 416 (with a 192-column remainder) at 81.
@@ -594,6 +603,10 @@ def _split_gemm(split: Callable | None, blocked: bool = False) -> Callable:
 
 
 def _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+    # The whole slice at once, the epilogue after it: in batch chunks of 0.25-1 MiB of output
+    # (the epilogue on each while in cache) the convs took 1.0-1.08x the time (1.2x at 256 KiB;
+    # 16-128 channels at 8x8-32x32, batch 16, one thread, interleaved medians): the chunks'
+    # extra GEMM calls cost more than the cached passes save.
     x, out = x[lo:hi], out[lo:hi]
     n, c = x.shape[:2]
     g = spec.group
@@ -741,6 +754,11 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
             )
             cols_shape = (nb, g, c // g, *ks, *outs[:-1], wide_w)
         else:
+            # A stride along the width makes these columns short strided runs. Copying the
+            # input's stride phases first (each tap's columns then one contiguous run per
+            # channel of a phase, wide or exact) took 1.08-1.32x this time (3-64 -> 16-128
+            # channels, 3x3 stride 2, 8x8-32x32, batch 1 and 16): the phase copies and the
+            # memset cost more than the strided gather.
             windows = strided_windows(xb, ks, spec.strides, spec.dilations, outs)
             cols_shape = (nb, g, c // g, *ks, *outs)
         if slab:
