@@ -77,20 +77,6 @@ which the fallback runs as colstack): at batch 1 with 16 columns (32 channels at
 was faster; whole-model A/B in one process (interleaved, min of 10 runs, 30 rounds, AMD EPYC 2
 cores): resnet20@1 0.93x and inception_bn@1 0.96x the time with 16 columns sent to colstack,
 while vgg_bn@1's 64-128 channel convs were 1.05x slower sent to im2col (hence narrow only)."""
-WINOGRAD_GEMM_MAX_MNK = 1_000_000
-WINOGRAD_GEMM_MIN_ROWS = 16
-"""Winograd's GEMMs (M x C) @ (C x tiles) run on contiguous (C, tiles) planes (V copied from its
-(tiles, C) layout) in blocks of output channels of at most this many M*C*tiles (and at least
-WINOGRAD_GEMM_MIN_ROWS rows): OpenBLAS runs GEMMs up to 100^3 with its SkylakeX small-matrix
-kernels, without packing: ~105 GFLOP/s on one core where the packed path ran 68-90 (256 x 256
-by 15 columns: 300 us, by 16: 426), and its small kernel for a transposed right operand (V's
-planes passed as a view) 45-74. Row-blocked plain GEMMs took 0.65-0.85x the time of the one
-transposed-operand GEMM (36 positions, 64-256 channels, 4-256 columns), equal at 256 x 256 by
-128. Whole convs against the former (the view, copied only under 1M; one thread, 30
-interleaved rounds, medians of ratios): 0.87x at 256 -> 256 8x8 batch 16, 0.70x at batch 4,
-0.70x at 512 -> 512 4x4, 0.88x at 128 -> 128 16x16 batch 16, equal where the copy already ran.
-Against the transposed view alone, the copy made small convs 0.80-0.85x at batch 1 (64-128
-channels, 16x16-32x32) and 0.85-0.89x at batch 16 (32-64 channels): vgg_bn@1 0.87x."""
 WINOGRAD_ALIASED_PLANE_BYTES = 4096
 """Winograd pads its input channels-last, (b, hp, wpad, C), so that the tile gather copies
 runs of C contiguous values (from NCHW its inner loop read one value per channel plane), unless
@@ -535,17 +521,42 @@ BLOCKED_GEMMS: bool | None = None
 threadpoolctl which OpenBLAS kernels NumPy runs (see SMALL_GEMM_CORES)."""
 
 
+WINOGRAD_GEMM_MAX_MNK = SMALL_GEMM_MNK  # the same OpenBLAS bound
+WINOGRAD_GEMM_MIN_ROWS = 16
+"""Winograd's GEMMs (M x C) @ (C x tiles) run on contiguous (C, tiles) planes (V copied from its
+(tiles, C) layout) in blocks of output channels of at most this many M*C*tiles (and at least
+WINOGRAD_GEMM_MIN_ROWS rows): OpenBLAS runs GEMMs up to 100^3 with its SkylakeX small-matrix
+kernels, without packing: ~105 GFLOP/s on one core where the packed path ran 68-90 (256 x 256
+by 15 columns: 300 us, by 16: 426), and its small kernel for a transposed right operand (V's
+planes passed as a view) 45-74. Row-blocked plain GEMMs took 0.65-0.85x the time of the one
+transposed-operand GEMM (36 positions, 64-256 channels, 4-256 columns), equal at 256 x 256 by
+128. Whole convs against the former (the view, copied only under 1M; one thread, 30
+interleaved rounds, medians of ratios): 0.87x at 256 -> 256 8x8 batch 16, 0.70x at batch 4,
+0.70x at 512 -> 512 4x4, 0.88x at 128 -> 128 16x16 batch 16, equal where the copy already ran.
+Against the transposed view alone, the copy made small convs 0.80-0.85x at batch 1 (64-128
+channels, 16x16-32x32) and 0.85-0.89x at batch 16 (32-64 channels): vgg_bn@1 0.87x. The
+blocks only where the BLAS has those kernels (BLOCKED_GEMMS): under OPENBLAS_CORETYPE=Haswell
+on the same machine they took 1.00-1.08x of one GEMM's time (16 x 256 x 8x8 the 1.08x)."""
+
+
 def _blocked_gemms() -> bool:
     global BLOCKED_GEMMS
     if BLOCKED_GEMMS is None:
         try:
             from threadpoolctl import threadpool_info
 
-            BLOCKED_GEMMS = any(
-                i.get("internal_api") == "openblas"
-                and str(i.get("architecture", "")).lower() in SMALL_GEMM_CORES
+            # NumPy's BLAS must be OpenBLAS, and every OpenBLAS loaded (another package may
+            # bring its own: which one NumPy calls is not reported) on a small-matrix core
+            blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+            cores = [
+                str(i.get("architecture", "")).lower()
                 for i in threadpool_info()
-                if i.get("user_api") == "blas"
+                if i.get("internal_api") == "openblas"
+            ]
+            BLOCKED_GEMMS = (
+                "openblas" in str(blas).lower()
+                and bool(cores)
+                and all(c in SMALL_GEMM_CORES for c in cores)
             )
         except Exception:  # threadpoolctl missing or unable to inspect: plain GEMMs
             BLOCKED_GEMMS = False
@@ -1078,7 +1089,7 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         vc = v1.reshape(t * t, c, nb * tiles)
         np.copyto(vc, v.reshape(t * t, nb * tiles, c).transpose(0, 2, 1))
         mx = scratch.take(1, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
-        rows = _gemm_rows(mo, c * nb * tiles)
+        rows = _gemm_rows(mo, c * nb * tiles) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
         for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
             gemm(wp[:, m0 : m0 + rows], vc, mx[:, m0 : m0 + rows], 0)  # split by tile position
         # Y = A^T M A, one tile axis at a time again: A^T on the tile rows, then A on the tile

@@ -177,15 +177,29 @@ def test_other_blas_kernels_multiply_whole(monkeypatch):
     assert calls == [(3, 500)] and (out == 3).all()
 
 
-def test_blocked_gemms_follow_the_blas_kernels(monkeypatch):
-    """The first call asks threadpoolctl: blocks with SkylakeX-family OpenBLAS kernels only."""
+@pytest.mark.parametrize(
+    ("numpy_blas", "cores", "want"),
+    [
+        ("scipy-openblas", ["SkylakeX"], True),
+        ("openblas", ["Cooperlake"], True),
+        ("scipy-openblas", ["Haswell"], False),
+        ("scipy-openblas", ["SkylakeX", "Haswell"], False),  # another package's OpenBLAS too
+        ("scipy-openblas", [], False),  # threadpoolctl sees no OpenBLAS
+        ("mkl-sdl", ["SkylakeX"], False),  # NumPy on MKL, some other package's OpenBLAS loaded
+    ],
+)
+def test_blocked_gemms_follow_the_blas_kernels(numpy_blas, cores, want, monkeypatch):
+    """The first call asks NumPy which BLAS it was built with and threadpoolctl which kernels
+    every loaded OpenBLAS runs: blocks only when NumPy's is OpenBLAS and all of them run
+    SkylakeX-family kernels."""
     import threadpoolctl
 
-    for arch, want in (("SkylakeX", True), ("Haswell", False)):
-        info = [{"user_api": "blas", "internal_api": "openblas", "architecture": arch}]
-        monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda info=info: info)
-        monkeypatch.setattr(fc, "BLOCKED_GEMMS", None)
-        assert fc._blocked_gemms() is want
+    info = [{"user_api": "blas", "internal_api": "openblas", "architecture": a} for a in cores]
+    config = {"Build Dependencies": {"blas": {"name": numpy_blas}}}
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: info)
+    monkeypatch.setattr(np, "show_config", lambda mode=None: config)
+    monkeypatch.setattr(fc, "BLOCKED_GEMMS", None)
+    assert fc._blocked_gemms() is want
 
 
 # (x shape, out channels, kernel, strides, pads, dilations, own rows): colstack on the input's

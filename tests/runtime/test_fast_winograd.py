@@ -44,6 +44,7 @@ def test_winograd_operand_layouts_match_the_plain_conv(
 ):
     # Blocks of 7 output channels or fewer (the last one smaller), or one block of all.
     monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MAX_MNK", 0 if row_blocks else 1 << 40)
+    monkeypatch.setattr(fast_conv, "BLOCKED_GEMMS", True)  # whatever kernels this BLAS runs
     monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MIN_ROWS", 7)
     # Every plane's bytes are a multiple of 1 (NCHW), none of 2^40 (channels-last).
     monkeypatch.setattr(
