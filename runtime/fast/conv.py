@@ -13,8 +13,9 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   stacked in the GEMM's rows, Z (kw*M, pixels) = W' (kw*M, C*kh) @ rows (C*kh, pixels), then
   Y = sum_j Z_j shifted by j along the width: a third of im2col's copy (kh row-shifted
   copies, not kh*kw) and a GEMM kw times taller (M=16 GEMMs run at ~2/3 of BLAS's rate).
-  The rows are the input's own when the width's pads are a large enough part of it (no padded
-  copy: the shifted sum's reads past a row's ends land on zeroed columns), else padded rows.
+  The rows are the input's own whenever the width is padded (no padded copy: the shifted
+  sum's reads past a row's ends land on zeroed columns) or the kernel is one row (the input
+  itself), else padded rows.
   Also what a conv planned as Winograd runs, under 128 output channels, on a batch with too few
   tiles (`few_tiles_fallback`).
 - `im2col`: everything else (any rank, stride, dilation, group): the padded input's window view
@@ -116,8 +117,10 @@ medians, batch 16 / 1): 16 -> 24 1x3 at 16x16 0.75 / 0.81x, 16 -> 32 at 8x8 0.89
 COLSTACK_ONE_COLUMN_MAX_OUT = 128
 """A kx1 kernel runs colstack under this many output channels (see `_colstack_fits`)."""
 COLSTACK_MIN_DEPTH = 48
-"""... and a GEMM depth (input channels x kernel rows) from this: 1x3 kernels at 8-16 channels
-(depth 8-16) ran 1.2-1.5x slower than im2col (thin GEMMs, and kw passes over the output)."""
+"""... and a GEMM depth (input channels x kernel rows) from this (kernels of more than one row):
+1x3 kernels at 8-16 channels on padded rows (depth 8-16) ran 1.2-1.5x slower than im2col (thin
+GEMMs, and kw passes over the output); a 1xk kernel on the input itself goes by
+COLSTACK_ONE_ROW instead."""
 COLSTACK_NARROW_MIN_DEPTH = 30
 COLSTACK_DEPTH_PER_OUTPUT = 1.75
 """Under 16 input channels, colstack from a depth of 30 that is also at least 1.75x the output
@@ -127,7 +130,7 @@ over the output (M rows), so it wins when the depth is large against M. Measured
 6 -> 16 5x5 at 14x14 (LeNet's second conv, depth 30) 0.87 / 0.88x, 12 -> 16 3x3 at 16x16
 0.87 / 0.82x, 12 -> 32 5x5 0.94 / 0.88x, 6 -> 6 5x5 0.71 / 0.73x; at depth / M of 1.1-1.5
 (6 or 8 -> 16 3x3) 0.98-0.99x at batch 16; below 1.3 slower (8 -> 32 5x5 1.05x, 3 -> 16 5x5
-1.15x, 1x3 kernels at 8-16 channels 1.07-1.27x)."""
+1.15x, 1x3 kernels at 8-16 channels on padded rows 1.07-1.27x)."""
 
 
 @dataclass(frozen=True)

@@ -227,11 +227,12 @@ COLSTACK = [
 def test_colstack_rows_with_bias_residual_and_relu_match_the_float64_conv(
     x_shape, m, k, s, p, d, own, bias, residual, chunks, monkeypatch
 ):
-    """The epilogue's three forms on both colstack paths: the bias in the GEMM (moved to the
-    rows of kernel column pl when the sum's base is column pl), in the crop, with a residual
-    added by the crop; a ReLU after. The crop's output is compared on every element (NaN-filled
-    before): the zeroed columns of the wrapped reads and the rows of the top / bottom padding.
-    With `chunks`, one image per batch chunk (the shifted sums stay inside each image)."""
+    """The epilogue's three forms on both colstack paths: the bias in the GEMM (prepared in the
+    rows of the middle kernel column, kept when the sum's base pl is that column), in the crop,
+    with a residual added by the crop; a ReLU after. The crop's output is compared on every
+    element (NaN-filled before): the zeroed columns of the wrapped reads and the rows of the top
+    / bottom padding. With `chunks`, one image per batch chunk (the shifted sums stay inside
+    each image)."""
     if chunks:
         monkeypatch.setattr(fc, "WORKSPACE_BYTES", 1)
     rng = np.random.default_rng(sum(x_shape) + m)
