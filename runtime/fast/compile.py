@@ -13,7 +13,8 @@ At compile time (once per session and mode):
 - an inference plan runs its steps in the topological order that lowers the peak of live
   activations, when one does (`_schedule`: Inception's pool branches first);
 - each value's last reader is known, so its buffer returns to the pool right after it; an
-  element-wise op on a value it reads last overwrites it in place (`reuse`); the first run with
+  element-wise op on a value it reads last overwrites it in place (`reuse`), and so does a conv
+  the residual it adds (see `conv.overwrites_residual`); the first run with
   given input shapes records the pool's takes and each step's workspaces, later ones replay
   them in one arena (`memory.Pool`).
 `keep_all` compiles with none of these (every intermediate must survive, unfused).
@@ -742,6 +743,15 @@ class CompiledPlan:
                 if o >= 0 and o not in read and o not in keep:
                     self.frees[k].append(o)
         for k, s in enumerate(self.steps):
+            if isinstance(s, ConvStep) and isinstance(s.residual, int):
+                # The residual dies here: the conv may write its output over it (when its
+                # algorithm adds the residual while copying out of a workspace, see ConvStep).
+                s.overwrite = (
+                    s.residual in self.frees[k]
+                    and s.residual not in s.inputs
+                    and s.outputs[0] not in keep
+                    and s.outputs[0] not in self.placements
+                )
             if isinstance(s, (UnaryStep, BinaryStep, BatchNormStep)):
                 src = s.inputs[0]
                 s.inplace = (

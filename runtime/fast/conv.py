@@ -52,9 +52,11 @@ __all__ = [
     "view",
     "WORKSPACE_BYTES",
     "BIAS_COLUMN_MAX_DEPTH",
+    "COLSTACK_OVERWRITE_MIN_BATCH",
     "Epilogue",
     "wide_rows",
     "few_tiles_fallback",
+    "overwrites_residual",
     "relu_",
 ]
 
@@ -156,6 +158,35 @@ class Epilogue:
     residual: Callable[[], np.ndarray] | None = None
     activation: tuple = ()
     names: list[str] = field(default_factory=list)  # fused nodes, for describe()
+    aliased: bool = False
+    """The output is the residual's own buffer (the residual dies at this conv, which writes over
+    it: see `overwrites_residual`): a chunk's residual is read before its output is written."""
+
+
+COLSTACK_OVERWRITE_MIN_BATCH = 8
+"""colstack writes over a dying residual (`overwrites_residual`) from this many images: over
+it, its own rows cannot take the output as the sum's base (a third GEMM output plane in the
+workspace instead). Measured (16 -> 16 channels 3x3 at 32x32, bias + residual + ReLU, one
+thread, in-process interleaved medians of ratios, over the residual / into a buffer of its
+own): 1.025x the time at batch 1, 1.027x at 2, 1.013x at 4, 0.997x at 16; 32 channels at 16x16
+batch 4 0.98x. Under 8 images resnet20's arena peak is at its convs' workspaces, not at a block
+(the same arena at batch 1-4 either way; 3.40 -> 2.90 MiB at batch 8, 7.90 -> 6.52 at 32)."""
+
+
+def overwrites_residual(algo: str, spec: ConvSpec, out_shape: Sequence[int]) -> bool:
+    """Whether `algo` writes its output over the residual's buffer (`Epilogue.aliased`) when
+    the residual dies at the conv: it adds the residual while copying a chunk's result out of
+    a workspace, never writing the output first. colstack (its own rows without the output as
+    the sum's base, or padded rows: a crop; from COLSTACK_OVERWRITE_MIN_BATCH images) and an
+    exact Winograd (tiles that cover the output: the copy out adds it; 0.99x the time at 64
+    channels 8x8 batch 16) do; pointwise, exact-column im2col and a cropped Winograd write
+    their GEMM or tiles into the output first, then add the residual."""
+    if algo == "colstack":
+        return out_shape[0] >= COLSTACK_OVERWRITE_MIN_BATCH
+    if algo.startswith("winograd") and len(out_shape) == 4:
+        m = 4 if algo.endswith("f4") else 2
+        return out_shape[2] % m == 0 and out_shape[3] % m == 0
+    return False
 
 
 def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str, str]:
@@ -348,12 +379,14 @@ def _crop(
     then the activation. A ReLU after a plain crop runs in place on the contiguous copy: 0.4x
     the time of np.maximum(valid, 0, out=yb) (its strided operand and scalar both miss NumPy's
     SIMD loop; see RELU_BLOCK)."""
-    if epi.bias is not None and not augmented:
-        np.add(valid, epi.bias.reshape((1, -1) + (1,) * (valid.ndim - 2)), out=yb)
-    elif epi.residual is not None:  # the crop, the bias (augmented) and the residual in one
-        np.add(valid, epi.residual()[n0:n1], out=yb)
+    if epi.residual is not None:  # the crop, the bias (augmented) and the residual in one
+        np.add(valid, epi.residual()[n0:n1], out=yb)  # (first: yb may be the residual's buffer)
+        if epi.bias is not None and not augmented:
+            yb += epi.bias.reshape((1, -1) + (1,) * (valid.ndim - 2))
         activate(yb, epi.activation)
         return
+    if epi.bias is not None and not augmented:
+        np.add(valid, epi.bias.reshape((1, -1) + (1,) * (valid.ndim - 2)), out=yb)
     elif epi.activation and epi.activation[0] == "relu":
         np.copyto(yb, valid)
         relu_(yb)
@@ -884,7 +917,10 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         wp, augmented = wp[:, :kg], False
     isz = out.itemsize
     # (a 1xk kernel's GEMMs are small: one call, and the bias in the crop's pass)
-    direct = wo == w and out.strides[1:] == (p * isz, w * isz, isz) and not one_row
+    # (not over the residual's own buffer: its GEMM would write there before the sum reads it)
+    direct = (
+        wo == w and out.strides[1:] == (p * isz, w * isz, isz) and not one_row and not epi.aliased
+    )
     rows = kg + augmented
     ml = mo * p
     b = _chunk((rows * p + (kw - direct) * ml) * x.itemsize, hi - lo)

@@ -357,3 +357,129 @@ def test_a_warm_inference_run_allocates_little_beside_its_outputs(model):
     finally:
         tracemalloc.stop()
     assert peak - sum(v.nbytes for v in outs.values()) < 128 * 1024
+
+
+def _residual_block(c: int, hw: tuple[int, int], kernel, pads) -> tuple:
+    """x -> h = ReLU(conv3x3(x)), r = ReLU(conv(x)) shaped like conv_b's output;
+    out = MaxPool(ReLU(conv_b(h) + r)): conv_b's residual r dies there, r is no feed (a pooled
+    buffer) and conv_b's output no graph output. Returns (graph, conv_b's node name)."""
+    from graphnet import nn
+
+    net = nn.Network("res", seed=7)
+    x = net.input("x", (None, c, *hw))
+    h = nn.ReLU()(nn.Conv(c, 3, padding=1)(x))
+    # r (before conv_b: a fused residual is produced first): a conv of x with conv_b's output
+    # shape (the rows / columns conv_b's kernel drops beyond its pads)
+    ks = (kernel, kernel) if isinstance(kernel, int) else kernel
+    ps = (pads, pads) if isinstance(pads, int) else pads
+    r = nn.ReLU()(nn.Conv(c, (ks[0] - 2 * ps[0], ks[1] - 2 * ps[1]))(x))
+    y = nn.Conv(c, kernel, padding=pads, name="conv_b")(h)
+    z = nn.ReLU()(nn.add(y, r))
+    net.output(nn.MaxPool(2)(z), name="out")
+    return net.graph, "conv_b"
+
+
+@pytest.mark.parametrize(
+    ("c", "hw", "kernel", "pads", "batch", "algo", "overwrites"),
+    [
+        # colstack on its own rows (not the output as the sum's base)
+        (16, (12, 10), 3, 1, 3, "colstack", True),
+        (16, (12, 10), 3, 1, 1, "colstack", True),
+        (16, (9, 7), (1, 3), (0, 1), 2, "colstack", True),  # 1x3: the input is the operand
+        (16, (9, 8), 3, (1, 0), 3, "colstack", True),  # padded rows (no width pads): a crop
+        (16, (11, 9), 5, 2, 2, "colstack", True),  # 5x5, own rows
+        (48, (8, 8), 3, 1, 5, "winograd-f4", True),  # tiles cover the output: copied out
+        (48, (6, 10), 3, 1, 4, "winograd-f4", False),  # tiles past the output: crop, then add
+        (8, (9, 7), 3, 1, 3, "im2col", False),  # exact columns: the GEMM writes the output
+        (16, (9, 7), 1, 0, 3, "pointwise", False),  # the GEMM writes the output first
+    ],
+)
+def test_conv_writes_over_a_residual_that_dies_there(
+    c, hw, kernel, pads, batch, algo, overwrites, monkeypatch
+):
+    """A conv with a fused residual Add whose residual dies there takes the residual's buffer
+    for its output, when its algorithm adds the residual while copying each chunk out of a
+    workspace (`conv.overwrites_residual`); results equal the reference plan's (a replayed
+    run, arena filled with NaN first, included). Every split is forced: the batch over the
+    threads, or one image's GEMM rows; colstack overwrites from one image here."""
+    from graphnet.runtime.fast import conv as fast_conv
+    from graphnet.runtime.fast import threads
+    from graphnet.runtime.fast.steps import linear
+
+    monkeypatch.setattr(fast_conv, "COLSTACK_OVERWRITE_MIN_BATCH", 1)
+    monkeypatch.setattr(linear, "ROW_SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
+    g, name = _residual_block(c, hw, kernel, pads)
+    x = np.random.default_rng(4).standard_normal((batch, c, *hw)).astype(np.float32)
+    want = runtime.Session(g, plan="reference").run({"x": x})["out"]
+    sess, plain = runtime.Session(g), runtime.Session(g)
+    plan = sess._fast(training=False, keep_all=False)
+    (step,) = [s for s in plan.steps if s.name == name]
+    assert step.overwrite and step.residual is not None
+    for s in plain._fast(training=False, keep_all=False).steps:
+        if hasattr(s, "overwrite"):
+            s.overwrite = False  # the same plan writing every output to a buffer of its own
+    shared = []
+    run_step = step.__call__
+
+    def watched(run):
+        res = run.env[step.residual]
+        run_step(run)
+        shared.append(np.shares_memory(run.env[step.outputs[0]], res))
+
+    plan.steps[plan.steps.index(step)] = watched
+    for k in range(3):
+        if k == 2:
+            plan.pool._arena.view(np.float32)[:] = np.nan
+        got = sess.run({"x": x})["out"]
+        np.testing.assert_allclose(got, want, rtol=MODEL_RTOL, atol=MODEL_ATOL)
+        plain.run({"x": x})
+    assert step.ran == algo
+    assert shared == [overwrites] * 3
+
+
+def test_resnet_blocks_write_over_their_inputs():
+    """resnet20: each block's second conv writes over the block's input (colstack at 16
+    channels, Winograd at 32-64): the arena's peak (a block's input, the first conv's output,
+    the second's, and its workspaces) loses one activation; outputs equal the reference's."""
+    g = optimize(suite.build("resnet20"), "inference")[0]
+    name = g.inputs[0]
+    x = np.random.default_rng(6).standard_normal((8, *g.values[name].shape[1:]))
+    feeds = {name: x.astype(np.float32)}
+    sess, plain = runtime.Session(g), runtime.Session(g)
+    steps = sess._fast(training=False, keep_all=False).steps
+    assert sum(getattr(s, "overwrite", False) for s in steps) >= 6
+    for s in plain._fast(training=False, keep_all=False).steps:
+        if hasattr(s, "overwrite"):
+            s.overwrite = False
+    want = runtime.Session(g, plan="reference").run(feeds)
+    for k, v in sess.run(feeds).items():
+        np.testing.assert_allclose(v, want[k], rtol=MODEL_RTOL, atol=MODEL_ATOL)
+    plain.run(feeds)
+    activation = 8 * 16 * 32 * 32 * 4  # bytes of one 16-channel 32x32 activation (under 8
+    # images the workspaces of the convs, not the blocks, make the peak)
+    assert sess.held_bytes <= plain.held_bytes - activation
+
+
+def test_no_overwrite_where_the_residual_lives_on_or_is_the_input():
+    """conv(x) + x (the residual is the conv's own input) and a residual still read after the
+    conv: the output gets a buffer of its own."""
+    from graphnet import nn
+
+    net = nn.Network("res", seed=8)
+    x0 = net.input("x", (None, 16, 10, 10))
+    x = nn.ReLU()(nn.Conv(16, 3, padding=1)(x0))
+    y = nn.ReLU()(nn.add(nn.Conv(16, 3, padding=1, name="own")(x), x))
+    z = nn.add(nn.Conv(16, 3, padding=1, name="lives")(y), y)
+    net.output(nn.MaxPool(2)(nn.add(z, y)), name="out")
+    g = net.graph
+    sess = runtime.Session(g)
+    plan = sess._fast(training=False, keep_all=False)
+    steps = {s.name: s for s in plan.steps}
+    assert steps["own"].residual is not None and not steps["own"].overwrite
+    assert steps["lives"].residual is not None and not steps["lives"].overwrite
+    x_in = np.random.default_rng(5).standard_normal((2, 16, 10, 10)).astype(np.float32)
+    want = runtime.Session(g, plan="reference").run({"x": x_in})["out"]
+    for _ in range(2):
+        got = sess.run({"x": x_in})["out"]
+        np.testing.assert_allclose(got, want, rtol=MODEL_RTOL, atol=MODEL_ATOL)
