@@ -36,7 +36,7 @@ from graphnet import ops
 from graphnet.dims import BATCH, evaluate
 from graphnet.errors import GraphNetError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
-from graphnet.runtime.fast.conv import ConvSpec, choose, relu_
+from graphnet.runtime.fast.conv import ConvSpec, choose, overwrites_residual, relu_
 from graphnet.runtime.fast.memory import Pool
 from graphnet.runtime.fast.steps import (
     AliasStep,
@@ -188,6 +188,7 @@ class CompiledPlan:
                     step.outputs[0] = self._slot(nxt.outputs[0])
             self.steps.append(step)
         self._merge_pointwise()
+        self._topological()
         self._place_concats()
         self._schedule()
         self._liveness()
@@ -443,6 +444,7 @@ class CompiledPlan:
             isinstance(step, ConvStep)
             and nxt is not None
             and nxt.op == "Add"
+            and nxt.name not in fused  # (taken by the conv on its other input)
             and len(nxt.inputs) == 2
             and nxt.inputs[0] != nxt.inputs[1]
         ):
@@ -451,6 +453,9 @@ class CompiledPlan:
             produced_before = other in g.inputs or any(
                 other in m.outputs for m in g.nodes[: order[node.name]]
             )
+            if not produced_before and nxt.name not in fused:
+                # (the projection shortcut computed after this conv: it runs first instead)
+                produced_before = self._shortcut_first(step, node, nxt, other, readers, order)
             same = (
                 ov is not None
                 and yv is not None
@@ -479,6 +484,56 @@ class CompiledPlan:
             fused.add(nxt.name)
             value = nxt.outputs[0]
         step.outputs = [self._slot(value)]
+
+    def _shortcut_first(self, step, node, add, other, readers, order) -> bool:
+        """Whether the residual Add `add` after conv `node` (whose algorithm can write over a
+        residual that dies there, see `conv.overwrites_residual`) may take as its residual
+        `other`, computed later in graph order by a 1x1 Conv (ResNet's projection shortcut,
+        which adds a residual only after its GEMM wrote the output) whose inputs exist before
+        `node` and whose output only the Add reads: that conv then runs first (`_topological`).
+        Inference plans only (train mode keeps graph order). ResNet's downsampling blocks
+        then hold the block's input, the first conv's output, the shortcut's (the second conv
+        writes over it), not the input beside both convs' outputs and the Winograd workspaces:
+        resnet20@32's arena 6.52 -> 5.52 MiB."""
+        g = self.graph
+        spec, out = step.spec, g.values[node.outputs[0]].shape
+        if self.training or spec is None or out is None:
+            return False
+        batch = evaluate(out[0], {BATCH: SCHEDULE_BATCH})
+        if batch is None or not all(isinstance(d, int) for d in out[1:]):
+            return False
+        if not overwrites_residual(step.algo, spec, (batch, *out[1:])):
+            return False
+        producer = next((m for m in g.nodes if other in m.outputs), None)
+        if (
+            producer is None
+            or producer.op != "Conv"
+            or [r.name for r in readers.get(other, [])] != [add.name]
+            or other in g.outputs
+        ):
+            return False
+        w = g.params.get(producer.inputs[1])
+        if w is None or any(d != 1 for d in w.shape[2:]):
+            return False
+        before = {o for m in g.nodes[: order[node.name]] for o in m.outputs}
+        return all(not i or i in g.inputs or i in g.params or i in before for i in producer.inputs)
+
+    def _topological(self) -> None:
+        """Restore a topological order of the steps after `_shortcut_first` (a step reads a
+        value a later step computes): each step runs as early as its inputs allow, else in its
+        place (stable)."""
+        steps = self.steps
+        producer = {o: k for k, st in enumerate(steps) for o in st.outputs if o >= 0}
+        reads = [[producer[r] for r in self._reads(st) if r in producer] for st in steps]
+        if all(p < k for k, ps in enumerate(reads) for p in ps):
+            return
+        done: set[int] = set()
+        order: list[int] = []
+        while len(order) < len(steps):  # a loop over the steps (quadratic: a rare fix)
+            k = next(k for k in range(len(steps)) if k not in done and set(reads[k]) <= done)
+            done.add(k)
+            order.append(k)
+        self.steps = [steps[k] for k in order]
 
     def _is_constant(self, n: Node) -> bool:
         """Every input is a parameter or a constant step's output, and the op computes the same

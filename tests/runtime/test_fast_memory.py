@@ -483,3 +483,53 @@ def test_no_overwrite_where_the_residual_lives_on_or_is_the_input():
     for _ in range(2):
         got = sess.run({"x": x_in})["out"]
         np.testing.assert_allclose(got, want, rtol=MODEL_RTOL, atol=MODEL_ATOL)
+
+
+def _downsampling_block() -> object:
+    """ResNet's downsampling block: h = ReLU(conv3x3/2(x)), t = conv3x3(h), the projection
+    shortcut s = conv1x1/2(x) after them in graph order, out = ReLU(t + s)."""
+    from graphnet import nn
+
+    net = nn.Network("down", seed=9)
+    x0 = net.input("x", (None, 16, 16, 16))
+    x = nn.ReLU()(nn.Conv(16, 3, padding=1)(x0))
+    h = nn.ReLU()(nn.Conv(32, 3, stride=2, padding=1)(x))
+    t = nn.Conv(32, 3, padding=1, name="second")(h)
+    s = nn.Conv(32, 1, stride=2, name="shortcut")(x)
+    z = nn.ReLU()(nn.add(t, s))
+    net.output(nn.MaxPool(2)(z), name="out")
+    return net.graph
+
+
+@pytest.mark.parametrize("batch", [8, 3])
+def test_projection_shortcut_runs_first_and_is_written_over(batch):
+    """The block's second conv takes the Add with the shortcut's output as its residual: the
+    1x1 shortcut runs first (the block's input dies there, before the second conv and its
+    workspaces) and the second conv writes over the shortcut's output when its algorithm can
+    (Winograd at 8 images; at 3 its few tiles run colstack, under its overwrite batch). Values
+    equal the reference plan's; train mode keeps graph order (the shortcut adds t)."""
+    g = _downsampling_block()
+    x = np.random.default_rng(7).standard_normal((batch, 16, 16, 16)).astype(np.float32)
+    want = runtime.Session(g, plan="reference").run({"x": x})["out"]
+    sess = runtime.Session(g)
+    plan = sess._fast(training=False, keep_all=False)
+    names = [s.name for s in plan.steps]
+    k, k2 = names.index("shortcut"), names.index("second")
+    shortcut, second = plan.steps[k], plan.steps[k2]
+    assert k < k2 and shortcut.inputs[0] in plan.frees[k]  # the block's input dies there
+    assert second.residual == shortcut.outputs[0] and second.overwrite
+    shared = []
+
+    def watched(run, step=second):
+        res = run.env[step.residual]
+        step(run)
+        shared.append(np.shares_memory(run.env[step.outputs[0]], res))
+
+    plan.steps[k2] = watched
+    for _ in range(2):
+        np.testing.assert_allclose(
+            sess.run({"x": x})["out"], want, rtol=MODEL_RTOL, atol=MODEL_ATOL
+        )
+    assert shared == [batch >= 8] * 2
+    train = [s.name for s in sess._fast(training=True, keep_all=False).steps]
+    assert train.index("second") < train.index("shortcut")
