@@ -10,10 +10,10 @@ im2col's copies with the bias column under a GEMM depth of BIAS_COLUMN_MAX_DEPTH
 parameters above), Winograd's transformed weights; also the ReLU zeros block and small caches),
 the arena of activation buffers and conv workspaces with the threads' scratch
 (`Session.held_bytes`), what a warm run allocates on top ("run's own": its outputs and the
-temporaries of steps that allocate), and the first run's own peak (it records the arena from a
-best-fit pool and the threads' own scratch buffers). onnxruntime's arena is not visible to
-tracemalloc: its memory is not compared here (benchmarks/runtime_vs_ort.py compares resident
-memory). The machine is named above the table.
+temporaries of steps that allocate), and the first run's own peak (it records the arena: each
+value and workspace in fresh memory while it lives, so about the arena and the kept weights).
+onnxruntime's arena is not visible to tracemalloc: its memory is not compared here
+(benchmarks/runtime_vs_ort.py compares resident memory). The machine is named above the table.
 """
 
 from __future__ import annotations
