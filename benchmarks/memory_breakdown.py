@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 import tracemalloc
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -34,10 +35,14 @@ from graphnet.runtime.feeds import random_inputs  # noqa: E402
 
 MIB = 2**20
 COLUMNS = ["params", "activations", "kept", "arena", "run's own", "first run", "peak / floor"]
+PEAK = "arena's peak at"
+"""The step where the recorded run's live bytes peaked (the arena's lower bound): its node,
+algorithm, MiB of values + MiB of the threads' workspaces alive then."""
 
 
-def breakdown(name: str, batch: int) -> dict[str, float]:
-    """MiB of each part for one suite model at `batch` (and the bench's peak / floor ratio)."""
+def breakdown(name: str, batch: int) -> dict[str, Any]:
+    """MiB of each part for one suite model at `batch`, the bench's peak / floor ratio, and the
+    step where the arena's live bytes peak (`Pool.peaks`)."""
     graph = build(name)
     opt = optimize(graph, "inference")[0]
     feeds = random_inputs(graph, batch=batch, seed=0)
@@ -57,6 +62,9 @@ def breakdown(name: str, batch: int) -> dict[str, float]:
     finally:
         tracemalloc.stop()
     held = session.held_bytes
+    plan = session._fast(training=False, keep_all=False)
+    k, values, workspaces = next(iter(plan.pool.peaks.values()))
+    step = plan.steps[k]
     return {
         "params": floor["params"] / MIB,
         "activations": floor["activations"] / MIB,
@@ -65,6 +73,8 @@ def breakdown(name: str, batch: int) -> dict[str, float]:
         "run's own": (peak - kept) / MIB,
         "first run": first / MIB,
         "peak / floor": (floor["params"] + peak) / (floor["params"] + floor["activations"]),
+        "arena's peak at": f"{step.name} ({getattr(step, 'ran', '') or step.algo}):"
+        f" {values / MIB:.2f} + {workspaces / MIB:.2f}",
     }
 
 
@@ -81,14 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "MiB; kept: what the first run kept beside the arena (mostly the weights in the layouts"
         " the kernels read, beside the graph's own); run's own: a warm run's allocations on top"
-        " (outputs, temporaries); first run: its tracemalloc peak (parameters not included)"
+        " (outputs, temporaries); first run: its tracemalloc peak (parameters not included);"
+        " arena's peak at: the step, values + workspaces alive there"
     )
-    print(f"{'model':13s} {'batch':>5s} " + " ".join(f"{c:>12s}" for c in COLUMNS))
+    print(f"{'model':13s} {'batch':>5s} " + " ".join(f"{c:>12s}" for c in COLUMNS) + f"  {PEAK}")
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batch.split(",")):
             row = breakdown(name, batch)
             cells = " ".join(f"{row[c]:12.2f}" for c in COLUMNS)
-            print(f"{name:13s} {batch:5d} {cells}", flush=True)
+            print(f"{name:13s} {batch:5d} {cells}  {row[PEAK]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -174,6 +174,10 @@ class Pool:
         self._open: dict[int, list] = {}  # id(buffer) -> its trace entry
         self._clock = 0
         self._t0 = 0
+        self._starts: list[tuple[int, int]] = []  # while recording: (clock, step) per step
+        # key -> (step, bytes of values, bytes of workspaces) where the recorded run's live
+        # bytes peaked (benchmarks/memory_breakdown.py: what sets the arena)
+        self.peaks: dict = {}
         self._key = None
 
     # ------------------------------------------------------------------ per run
@@ -185,6 +189,7 @@ class Pool:
         self._trace = None if self._replay is not None else []
         self._ws_trace = []
         self._open = {}
+        self._starts = []
         for s in self.scratch:  # chunk sizes from the shapes alone: a replay takes what the
             s.lean = True  # recording took (room left by alignment could add a chunk's item)
 
@@ -193,6 +198,7 @@ class Pool:
         if self._trace is not None:
             self._clock += 1
             self._t0 = self._clock
+            self._starts.append((self._clock, k))
         elif self._ws_replay:
             places = self._ws_replay.get(k)
             if places is not None:
@@ -232,6 +238,9 @@ class Pool:
             self._layouts.clear()
             self._workspaces.clear()
         layout, size = _pack(trace + ws_trace, self._clock + 1)
+        if len(self.peaks) >= MAX_LAYOUTS:
+            self.peaks.clear()
+        self.peaks[self._key] = _peak(trace, ws_trace, self._clock + 1, self._starts)
         # [offset, nbytes, dtype, then (shape, dtype), array, buffer of its last take]: a
         # replay hands out the same views of the arena again (making them took ~2 us a take)
         self._layouts[self._key] = [[*e, None, None, None] for e in layout[: len(trace)]]
@@ -346,6 +355,27 @@ class Pool:
 
     def held(self) -> int:
         return sum(b.nbytes for lst in self._free.values() for _, _, b in lst) + self._arena.nbytes
+
+
+def _peak(trace: list, ws_trace: list, end: int, starts: list) -> tuple[int, int, int]:
+    """(Step, bytes of values, bytes of workspaces) at the recorded run's peak of live bytes
+    (the arena's lower bound; `_pack` places them at most as high): a sweep over the takes
+    and gives, a buffer alive over [take, give)."""
+    events: dict[int, list[int]] = {}
+    for entries, kind in ((trace, 0), (ws_trace, 1)):
+        for e in entries:
+            t1 = end if e[3] is None else e[3]
+            events.setdefault(e[2], [0, 0])[kind] += e[0]
+            events.setdefault(t1, [0, 0])[kind] -= e[0]
+    live = [0, 0]
+    best = (-1, 0, 0)
+    for t in sorted(events):  # a loop over the run's takes and gives
+        live[0] += events[t][0]
+        live[1] += events[t][1]
+        if live[0] + live[1] > best[1] + best[2]:
+            best = (t, live[0], live[1])
+    i = bisect.bisect_right(starts, (best[0], len(starts) + 1)) - 1
+    return (starts[i][1] if i >= 0 else -1), best[1], best[2]
 
 
 def _pack(trace: list, end: int) -> tuple[list, int]:

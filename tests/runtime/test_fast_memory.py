@@ -70,6 +70,7 @@ def test_workspaces_are_placed_in_the_arena_gaps():
     assert all(s.held() == 0 for s in scratch)  # dropped once the layout exists
     arena = pool.held()
     assert arena == 11264  # the max over steps of (values alive + that step's workspaces)
+    assert pool.peaks[("key",)] == (1, 4096 + 1024, 2 * 3072)  # where: step 1, values + ws
     for _ in range(2):  # replays: every workspace a view of the arena, nothing allocated
         allocated = pool.allocated
         for arrays in _run(pool, STEPS):
@@ -327,6 +328,9 @@ def test_memory_breakdown_parts_match_what_the_plan_holds():
         for *_, wp in getattr(step, "_prepared", {}).values():
             if not any(np.shares_memory(wp, p) for p in g.params.values()):
                 prepared += wp.nbytes
+    k, values, workspaces = next(iter(plan.pool.peaks.values()))
+    assert row["arena's peak at"].startswith(plan.steps[k].name + " (")
+    assert values + workspaces <= plan.pool._arena.nbytes  # (the packing's lower bound)
     mib = 2**20
     assert prepared > mib  # the check below means something: Winograd's weights are MiBs
     # Beside the prepared weights the first run keeps the FC layers' copies and, when it is
