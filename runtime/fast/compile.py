@@ -135,6 +135,7 @@ class CompiledPlan:
         self.frees: list[list[int]] = []
         self.static: set[int] = set()  # slots of constant steps' outputs (computed once)
         self.placements: dict[int, tuple[int, int, int, int]] = {}
+        self._runs_first: dict[str, str] = {}  # shortcut conv -> the conv it runs before
         self._compile()
         self._output_slots = frozenset(self.slots[o] for o in graph.outputs if o in self.slots)
 
@@ -187,6 +188,9 @@ class CompiledPlan:
                     fused.add(nxt.name)
                     step.outputs[0] = self._slot(nxt.outputs[0])
             self.steps.append(step)
+        for st in self.steps:
+            if st.name in self._runs_first:
+                st.why += f"; runs before {self._runs_first[st.name]} (its residual there)"
         self._merge_pointwise()
         self._topological()
         self._place_concats()
@@ -516,7 +520,10 @@ class CompiledPlan:
         if w is None or any(d != 1 for d in w.shape[2:]):
             return False
         before = {o for m in g.nodes[: order[node.name]] for o in m.outputs}
-        return all(not i or i in g.inputs or i in g.params or i in before for i in producer.inputs)
+        if not all(not i or i in g.inputs or i in g.params or i in before for i in producer.inputs):
+            return False
+        self._runs_first[producer.name] = node.name
+        return True
 
     def _topological(self) -> None:
         """Restore a topological order of the steps after `_shortcut_first` (a step reads a
@@ -810,6 +817,8 @@ class CompiledPlan:
                     and s.outputs[0] not in keep
                     and s.outputs[0] not in self.placements
                 )
+                if s.overwrite:
+                    s.why += "; over its residual's buffer where the algorithm allows"
             if isinstance(s, (UnaryStep, BinaryStep, BatchNormStep)):
                 src = s.inputs[0]
                 s.inplace = (

@@ -527,6 +527,9 @@ def test_projection_shortcut_runs_first_and_is_written_over(batch):
     shortcut, second = plan.steps[k], plan.steps[k2]
     assert k < k2 and shortcut.inputs[0] in plan.frees[k]  # the block's input dies there
     assert second.residual == shortcut.outputs[0] and second.overwrite
+    rows = {line.split()[0]: line for line in sess.describe().splitlines()[1:]}
+    assert "runs before second" in rows["shortcut"]  # both choices visible
+    assert "over its residual's buffer" in rows["second"]
     shared = []
 
     def watched(run, step=second):
