@@ -1,0 +1,125 @@
+"""The plan's thread pool (`runtime.fast.threads.Parallel`): every index of a split call is
+computed exactly once, by the caller or a helper thread, whichever claims its slice; errors
+reach the caller only after every started slice has ended; calls from inside a slice or from
+another thread run inline. `_cpu` is patched: to -1 (unknown: helpers always claim slices) or
+to a constant (helpers always on the caller's CPU: the caller computes every slice alone)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from graphnet.runtime.fast import threads
+
+
+@pytest.fixture(params=["helpers", "caller_alone"])
+def cpu(request, monkeypatch):
+    same = request.param == "caller_alone"
+    monkeypatch.setattr(threads, "_cpu", (lambda: 0) if same else (lambda: -1))
+    return request.param
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("per_worker", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 32])
+def test_every_index_is_computed_once(cpu, workers, per_worker, n, monkeypatch):
+    monkeypatch.setattr(threads, "SLICES_PER_WORKER", per_worker)
+    par = threads.Parallel(workers)
+    for _ in range(20):  # helpers woken for a call the caller finished alone wake to the next
+        counts = np.zeros(n, int)
+        seen = []
+
+        def fn(lo, hi, scratch, counts=counts, seen=seen):
+            assert 0 <= lo < hi <= n
+            counts[lo:hi] += 1  # (slices are disjoint: no two threads write one element)
+            seen.append(id(scratch))
+
+        par(n, fn, flops=threads.SPLIT_MIN_FLOPS)
+        assert (counts == 1).all()
+        assert set(seen) <= {id(s) for s in par.scratch}
+        w = min(workers, n)
+        assert len(seen) == (1 if w == 1 else min(n, w * per_worker))
+
+
+def test_under_the_threshold_one_inline_call():
+    par = threads.Parallel(2)
+    calls = []
+    par(32, lambda lo, hi, s: calls.append((lo, hi, threading.get_ident())), flops=0)
+    assert calls == [(0, 32, threading.get_ident())]
+
+
+def test_helper_error_reaches_the_caller_after_every_slice_ended(monkeypatch):
+    monkeypatch.setattr(threads, "_cpu", lambda: -1)
+    monkeypatch.setattr(threads, "SLICES_PER_WORKER", 1)
+    par = threads.Parallel(2)
+    ended = []
+    caller = threading.get_ident()
+
+    def fn(lo, hi, scratch):
+        if threading.get_ident() != caller:
+            raise ValueError("in a helper")
+        time.sleep(0.02)  # the helper fails first; the caller's slice must still end
+        ended.append(lo)
+
+    for _ in range(5):  # (a helper that wakes late finds no slice left: no error then)
+        ended.clear()
+        try:
+            par(2, fn, flops=threads.SPLIT_MIN_FLOPS)
+        except ValueError:
+            assert len(ended) == 1
+            break
+        assert len(ended) == 2
+    par(2, lambda lo, hi, s: None, flops=threads.SPLIT_MIN_FLOPS)  # usable after an error
+
+
+def test_caller_error_waits_for_the_helpers_slices(monkeypatch):
+    monkeypatch.setattr(threads, "_cpu", lambda: -1)
+    par = threads.Parallel(2)
+    caller = threading.get_ident()
+    running = []
+
+    def fn(lo, hi, scratch):
+        if threading.get_ident() == caller:
+            raise KeyError("in the caller")
+        running.append(1)
+        time.sleep(0.02)
+        running.pop()
+
+    with pytest.raises(KeyError):
+        par(8, fn, flops=threads.SPLIT_MIN_FLOPS)
+    assert running == []  # no helper slice still writing when the error is raised
+
+
+def test_nested_and_concurrent_calls_run_inline(monkeypatch):
+    monkeypatch.setattr(threads, "_cpu", lambda: -1)
+    par, other = threads.Parallel(2), threads.Parallel(2)
+    out = np.zeros((4, 6), int)
+
+    def inner(row):
+        def fn(lo, hi, scratch):
+            out[row, lo:hi] += 1
+
+        return fn
+
+    def outer(lo, hi, scratch):
+        for r in range(lo, hi):  # a loop over rows, each row split again (inline)
+            par(6, inner(r), flops=threads.SPLIT_MIN_FLOPS)
+
+    results = []
+
+    def in_thread():
+        y = np.zeros(10, int)
+        for _ in range(50):
+            other(10, lambda lo, hi, s: y.__setitem__(slice(lo, hi), y[lo:hi] + 1), 1e30)
+        results.append(y)
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    for _ in range(20):
+        par(4, outer, flops=threads.SPLIT_MIN_FLOPS)
+    t.join()
+    assert (out == 20).all()
+    assert (results[0] == 50).all()
