@@ -108,11 +108,6 @@ def blas_single_threaded(enabled: bool = True):
             set_(n)
 
 
-SLICES_PER_WORKER = 1
-"""A split call is cut into this many slices per thread; each thread claims the next unclaimed
-slice until none is left (see `Parallel`)."""
-
-
 def _cpu_reader() -> Callable[[], int]:
     """sched_getcpu (~0.2 us through ctypes): the CPU the calling thread runs on; -1 where the
     C library has none."""
@@ -131,14 +126,13 @@ _cpu = _cpu_reader()
 
 
 class _Task:
-    """One split call: its slices, claimed under `mutex` by whichever thread comes first;
-    `running` counts the slices a helper is computing, `finished` wakes the caller waiting for
-    them."""
+    """One split call: its slices (lo, hi, scratch), claimed under `mutex` by whichever thread
+    comes first; `running` counts the slices a helper is computing, `finished` wakes the caller
+    waiting for them."""
 
     __slots__ = (
         "fn",
         "slices",
-        "scratch",
         "cpu",
         "mutex",
         "running",
@@ -147,8 +141,8 @@ class _Task:
         "error",
     )
 
-    def __init__(self, fn: Callable, slices: list, scratch: list) -> None:
-        self.fn, self.slices, self.scratch = fn, slices, scratch
+    def __init__(self, fn: Callable, slices: list) -> None:
+        self.fn, self.slices = fn, slices
         self.cpu = _cpu()  # the caller's CPU
         self.mutex = threading.Lock()
         self.running = 0
@@ -157,7 +151,7 @@ class _Task:
         self.finished.acquire()
         self.error: BaseException | None = None
 
-    def claim(self, helper: bool) -> tuple[int, int] | None:
+    def claim(self, helper: bool) -> tuple[int, int, Scratch] | None:
         with self.mutex:
             if not self.slices or self.error is not None:
                 return None
@@ -165,8 +159,8 @@ class _Task:
                 self.running += 1
             return self.slices.pop()
 
-    def work(self, index: int) -> None:
-        """A helper's part: claim and compute slices (with scratch `index`) until none is left;
+    def work(self) -> None:
+        """A helper's part: claim and compute slices until none is left;
         nothing when it was woken on the caller's CPU (the other core is busy elsewhere): there
         the two threads would take turns on one core and pass the GIL between every NumPy
         call."""
@@ -177,7 +171,7 @@ class _Task:
             if got is None:
                 return
             try:
-                self.fn(got[0], got[1], self.scratch[index])
+                self.fn(*got)
             except BaseException as exc:  # handed to the caller
                 self.error = exc
             with self.mutex:
@@ -205,8 +199,7 @@ class _Helper:
     already and has not looked yet; a thread that wakes to a task the caller finished alone
     finds no slice left and sleeps again."""
 
-    def __init__(self, index: int) -> None:
-        self.index = index  # the scratch it computes with
+    def __init__(self) -> None:
         self.go = threading.Lock()
         self.go.acquire()
         self.signalled = False
@@ -219,7 +212,7 @@ class _Helper:
             self.signalled = False
             task = self.task
             if task is not None:
-                task.work(self.index)
+                task.work()
 
     def wake(self, task: _Task) -> None:
         self.task = task  # before the test: a thread already awake reads this task
@@ -244,16 +237,19 @@ if hasattr(os, "register_at_fork"):
 
 class Parallel:
     """`parallel(n, fn, flops)` runs fn(lo, hi, scratch) over [0, n) split into slices, each
-    thread with its own scratch arena; inline when there is one worker, one item, or less work
+    with its own scratch arena; inline when there is one worker, one item, or less work
     (`flops`, or any comparable count of element operations) than `SPLIT_MIN_FLOPS`.
 
+    One slice per thread, slice i always computed with scratch i, whichever thread claims it
+    (a workspace recorded in the arena for a step, `memory.Pool`, is the same in every run).
     The calling thread wakes up to `workers - 1` persistent helper threads (shared by every
-    plan), then claims and computes slices itself; a helper claims what is left when it gets
-    a core. The caller waits only for slices a helper has started: on a busy machine, where a
-    woken thread may wait milliseconds for a core, it does the rest alone instead of waiting
-    (a split of a fixed half, handed over through ThreadPoolExecutor, made lenet5@32 1.2-1.35x
-    slower than no split at all). While one call is split, a call from another thread (another
-    session's run) or from inside a slice runs inline."""
+    plan), then claims and computes slices itself, the first one first; a helper claims what
+    is left when it gets a core. The caller waits only for slices a helper has started: on a
+    busy machine, where a woken thread may wait milliseconds for a core, it does the rest
+    alone instead of waiting (a split of a fixed half, handed over through
+    ThreadPoolExecutor, made lenet5@32 1.2-1.35x slower than no split at all). While one call
+    is split, a call from another thread (another session's run) or from inside a slice runs
+    inline."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -265,12 +261,11 @@ class Parallel:
             fn(0, n, self.scratch[0])
             return
         try:
-            k = min(n, w * SLICES_PER_WORKER)
-            bounds = [n * i // k for i in range(k + 1)]
-            slices = [(bounds[i], bounds[i + 1]) for i in range(k - 1, -1, -1)]  # (popped)
-            task = _Task(fn, slices, self.scratch)
+            bounds = [n * i // w for i in range(w + 1)]
+            sc = self.scratch
+            task = _Task(fn, [(bounds[i], bounds[i + 1], sc[i]) for i in range(w - 1, -1, -1)])
             while len(_helpers) < w - 1:
-                _helpers.append(_Helper(len(_helpers) + 1))
+                _helpers.append(_Helper())
             for h in _helpers[: w - 1]:
                 h.wake(task)
             try:
@@ -278,7 +273,7 @@ class Parallel:
                     got = task.claim(False)
                     if got is None:
                         break
-                    fn(got[0], got[1], self.scratch[0])
+                    fn(*got)
             finally:
                 task.wait()
         finally:
