@@ -40,14 +40,23 @@ WORKERS = _workers()
 """Threads a plan uses: GRAPHNET_NUM_THREADS, else the CPU count capped at 2 (the pool splits a
 batch in this many slices; more than the cores only adds switching)."""
 
-SPLIT_MIN_FLOPS = 4e6
-"""A node with less work than this runs on the calling thread: handing a slice to another thread
-costs tens of microseconds (more on a busy machine), a 4 MFLOP GEMM slice about as much."""
+SPLIT_MIN_FLOPS = 2e7
+"""A node with less work than this runs on the calling thread. A split pays only when the
+second core is free and the work outlasts the handover: waking a thread, and then the two
+threads passing the GIL between their NumPy calls, costs tens of microseconds on the 2-core VM
+(more when another process holds a core). Measured with the helper threads of `Parallel`
+(in-process, interleaved, medians of ratios, load 2-3 with one core busy elsewhere): lenet5@32
+(convs of 7.5 and 15 MFLOP, 0.33 and 0.36 ms on one thread, each 0.05-0.07 ms slower split)
+took 0.74x the time of the former 4e6 with 2e7, 0.78x with no split at all; resnet20@32 0.98x
+and inception_bn@32 0.935x-0.95x (no split at all: 0.95x and 0.91x; on a quiet machine their
+big convs, 40-150 MFLOP, run up to 2x faster on two threads, so they keep the split)."""
 
-ELEMENT_FLOPS = 40.0
+ELEMENT_FLOPS = 12.0
 """What one element of an element-wise pass (a ufunc, a strided max) counts as against
-`SPLIT_MIN_FLOPS`: a pass runs at ~1 ns per element, a GEMM at ~40 flops per ns on one core, so a
-pass over 100k elements is worth a second thread like a 4 MFLOP GEMM."""
+`SPLIT_MIN_FLOPS`: a ReLU pass over 524k float32 elements took 0.15 ms on one core (~0.3 ns an
+element), a GEMM runs at ~40 flops per ns, so a pass splits from ~1.7M elements (was 40:
+resnet20@32's 524k-element BN and ReLU passes took 0.25 vs 0.15 ms split; with 12, resnet20@32
+0.995x and inception_bn@32 0.99x the time with 40, same threshold)."""
 
 ROW_SPLIT_MIN_FLOPS = 2e8
 """With fewer images than threads, a conv's GEMMs are split by output rows only above this:
