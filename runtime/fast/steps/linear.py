@@ -53,6 +53,7 @@ class ConvStep(Step):
     _prepared: dict = field(default_factory=dict)
     _shapes: dict = field(default_factory=dict)
     ran: str = ""  # the algorithm of the last run (`algo`, or im2col for too few tiles)
+    _epi: tuple = (None, None)  # (bias array, its Epilogue): see `_epilogue`
 
     def weight(
         self,
@@ -126,11 +127,7 @@ class ConvStep(Step):
         out_shape, flops, algo = self._cached_geometry(x.shape, run.training)
         self.ran = algo
         b = run.get(self.epilogue_bias)
-        epi = Epilogue(
-            bias=None if b is None else b.astype(x.dtype, copy=False),
-            residual=None if self.residual is None else (lambda: run.env[self.residual]),
-            activation=self.activation,
-        )
+        epi = self._epilogue(run, b, x.dtype)  # (a fresh one when there is a residual)
         r = self.residual
         if (
             self.overwrite
@@ -150,6 +147,23 @@ class ConvStep(Step):
             w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
         )
         self._convolve(run, algo, x, wp, y, epi, flops)
+
+    def _epilogue(self, run: Run, b: np.ndarray | None, dtype: np.dtype) -> Epilogue:
+        """The step's Epilogue; without a residual (which reads this run's values) and with the
+        bias already in `dtype` (used as it is, not a converted copy that could go stale), the
+        one of the last run: a batch-1 run is mostly such per-step Python."""
+        if self.residual is None and (b is None or b.dtype == dtype):
+            hit = self._epi
+            if hit[0] is b and hit[1] is not None and hit[1].activation == self.activation:
+                return hit[1]
+            epi = Epilogue(bias=b, activation=self.activation)
+            self._epi = (b, epi)
+            return epi
+        return Epilogue(
+            bias=None if b is None else b.astype(dtype, copy=False),
+            residual=None if self.residual is None else (lambda: run.env[self.residual]),
+            activation=self.activation,
+        )
 
     def _convolve(
         self,
