@@ -54,9 +54,14 @@ CASES: list[tuple[str, tuple[int, ...], dict]] = [
         ("Conv", (1, c, hw, hw), {"kernel_shape": [3, 3], "pads": [1] * 4, "strides": [1, 1]})
         for c, hw in ((16, 32), (32, 32), (64, 16), (64, 32), (128, 16))
     ],
+    *[
+        ("Conv", (32, c, hw, hw), {"kernel_shape": [3, 3], "pads": [1] * 4, "strides": [1, 1]})
+        for c, hw in ((6, 14), (8, 16), (16, 16), (16, 32))
+    ],
 ]
 """(op, input shape, attributes): element-wise and pooling steps at batch 32, convs (c -> c
-channels, 3x3) at batch 1, from below to above the thresholds."""
+channels, 3x3) at batch 1 (split by GEMM rows) and at batch 32 (split by images), from below
+to above the thresholds."""
 
 
 def _graph(op: str, shape: tuple[int, ...], attrs: dict) -> Graph:
@@ -121,8 +126,8 @@ def measure(op: str, shape: tuple[int, ...], attrs: dict, runs: int) -> dict:
 
 def _size(op: str, shape: tuple[int, ...]) -> str:
     if op == "Conv":
-        c, hw = shape[1], shape[2] * shape[3]
-        return f"{2 * c * c * 9 * hw / 1e6:.0f} MFLOP"
+        n, c, hw = shape[0], shape[1], shape[2] * shape[3]
+        return f"{2 * n * c * c * 9 * hw / 1e6:.0f} MFLOP"
     return f"{int(np.prod(shape)) // 1000}k elements"
 
 
