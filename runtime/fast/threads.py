@@ -143,6 +143,7 @@ class _Task:
         "fn",
         "slices",
         "cpu",
+        "claimed",
         "mutex",
         "running",
         "waiting",
@@ -153,6 +154,7 @@ class _Task:
     def __init__(self, fn: Callable, slices: list) -> None:
         self.fn, self.slices = fn, slices
         self.cpu = _cpu()  # the caller's CPU
+        self.claimed = False  # by a helper
         self.mutex = threading.Lock()
         self.running = 0
         self.waiting = False
@@ -166,6 +168,7 @@ class _Task:
                 return None
             if helper:
                 self.running += 1
+                self.claimed = True
             return self.slices.pop()
 
     def work(self) -> None:
@@ -231,6 +234,18 @@ class _Helper:
 
 
 _helpers: list[_Helper] = []
+
+BACKOFF_MAX = 64
+"""After k split calls in a row that no helper took part in (each woken on the caller's CPU,
+or too late), the next min(2^k, BACKOFF_MAX) - 1 split calls wake no helper: the caller
+computes every slice (each with its own scratch, as when split). A wake that finds no free
+core costs the caller tens of microseconds (context switches on its core, the GIL handed back
+and forth); one claim resets the count. In-process A/B against waking every time (load 1.5-2.4,
+helpers claiming no slice): inception_bn@32 0.825x / 0.84x the time, resnet20@32 0.94x /
+0.976x, vgg_bn@32 0.91x (no split at all: 0.92x / 0.89x, 0.92x / 0.95x, 0.93x)."""
+
+_misses = 0  # split calls in a row no helper took part in
+_skip = 0  # split calls left that wake no helper
 _dispatch = threading.Lock()  # one split at a time: another caller (thread) runs inline
 
 
@@ -269,9 +284,15 @@ class Parallel:
         if w <= 1 or not _dispatch.acquire(blocking=False):
             fn(0, n, self.scratch[0])
             return
+        global _misses, _skip
         try:
             bounds = [n * i // w for i in range(w + 1)]
             sc = self.scratch
+            if _skip > 0:  # helpers found no core lately: every slice here, in order
+                _skip -= 1
+                for i in range(w):  # a loop over the threads' slices
+                    fn(bounds[i], bounds[i + 1], sc[i])
+                return
             task = _Task(fn, [(bounds[i], bounds[i + 1], sc[i]) for i in range(w - 1, -1, -1)])
             while len(_helpers) < w - 1:
                 _helpers.append(_Helper())
@@ -285,6 +306,11 @@ class Parallel:
                     fn(*got)
             finally:
                 task.wait()
+            if task.claimed:
+                _misses = 0
+            else:
+                _misses = min(_misses + 1, BACKOFF_MAX.bit_length())
+                _skip = min(1 << _misses, BACKOFF_MAX) - 1
         finally:
             _dispatch.release()
 

@@ -15,6 +15,13 @@ import pytest
 from graphnet.runtime.fast import threads
 
 
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    """Each test starts with helpers woken (no backoff left over from an earlier test)."""
+    monkeypatch.setattr(threads, "_skip", 0)
+    monkeypatch.setattr(threads, "_misses", 0)
+
+
 @pytest.fixture(params=["helpers", "caller_alone"])
 def cpu(request, monkeypatch):
     same = request.param == "caller_alone"
@@ -122,3 +129,34 @@ def test_nested_and_concurrent_calls_run_inline(monkeypatch):
     t.join()
     assert (out == 20).all()
     assert (results[0] == 50).all()
+
+
+def test_backoff_after_calls_no_helper_took_part_in(monkeypatch):
+    """Helpers always on the caller's CPU: after k such calls the next 2^k - 1 (at most
+    BACKOFF_MAX - 1) wake no helper, slice i still with scratch i; a helper's claim resets."""
+    monkeypatch.setattr(threads, "_cpu", lambda: 0)
+    woken = []
+    wake = threads._Helper.wake
+    monkeypatch.setattr(threads._Helper, "wake", lambda h, t: (woken.append(1), wake(h, t)))
+    par = threads.Parallel(2)
+    seen = []
+
+    def fn(lo, hi, scratch):
+        seen.append((lo, hi, id(scratch)))
+
+    pattern = []
+    for _ in range(15):  # wakes: the 1st call, then one after each skip of 1, 3, 7 calls
+        woken.clear()
+        par(10, fn, flops=threads.SPLIT_MIN_FLOPS)
+        pattern.append(len(woken))
+    assert pattern == [1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert sorted(set(seen)) == sorted({(0, 5, id(par.scratch[0])), (5, 10, id(par.scratch[1]))})
+    assert len(seen) == 2 * len(pattern)
+    monkeypatch.setattr(threads, "_cpu", lambda: -1)  # helpers claim again (when in time)
+    monkeypatch.setattr(threads, "_skip", 0)
+
+    def slow(lo, hi, scratch):
+        time.sleep(0.01)  # the caller's slice outlasts the helper's wake-up
+
+    par(2, slow, flops=threads.SPLIT_MIN_FLOPS)
+    assert threads._misses == 0 and threads._skip == 0
