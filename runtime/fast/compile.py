@@ -487,6 +487,18 @@ class CompiledPlan:
             step.fused.append(nxt.name)
             fused.add(nxt.name)
             value = nxt.outputs[0]
+        if (
+            isinstance(step, ConvStep)
+            and step.algo == "im2col"
+            and step.residual is None
+            and not self.training
+        ):
+            pool = self._tiling_pool(value, self._single_reader(value, readers, outputs))
+            if pool:  # (im2col pools the GEMM's result: see conv._pool_tiles)
+                step.pool = pool[0]
+                step.fused.append(pool[1].name)
+                fused.add(pool[1].name)
+                value = pool[1].outputs[0]
         step.outputs = [self._slot(value)]
 
     def _shortcut_first(self, step, node, add, other, readers, order) -> bool:
@@ -544,6 +556,28 @@ class CompiledPlan:
             done.add(k)
             order.append(k)
         self.steps = [steps[k] for k in order]
+
+    def _tiling_pool(self, value: str, nxt: Node | None) -> tuple | None:
+        """((kh, kw), node) when `nxt` is a 2-D MaxPool tiling `value` (a conv's output) exactly:
+        kernel = strides, no padding or dilation, static sizes divisible by the kernel."""
+        g = self.graph
+        if nxt is None or nxt.op != "MaxPool" or len(nxt.outputs) != 1:
+            return None
+        yv = g.values.get(value)
+        if yv is None or yv.shape is None or len(yv.shape) != 4:
+            return None
+        a = ops.attrs_of(nxt, [yv])
+        kernel = tuple(a["kernel_shape"])
+        sizes = yv.shape[2:]
+        ok = (
+            len(kernel) == 2
+            and tuple(a["strides"]) == kernel
+            and not any(a["pads"])
+            and all(d == 1 for d in a["dilations"])
+            and all(isinstance(n, int) and n % k == 0 for n, k in zip(sizes, kernel, strict=True))
+            and min(kernel) >= 2  # (a 1-wide axis: the flat passes' shifts need 2)
+        )
+        return (kernel, nxt) if ok else None
 
     def _is_constant(self, n: Node) -> bool:
         """Every input is a parameter or a constant step's output, and the op computes the same

@@ -45,6 +45,7 @@ class ConvStep(Step):
     epilogue_bias: int | str | None = None
     residual: int | None = None
     activation: tuple = ()
+    pool: tuple = ()  # (kh, kw) of a fused tiling MaxPool (im2col only): see conv.Epilogue
     const_weight: bool = True
     # the residual dies here (set by the plan): the output may take its buffer (see __call__)
     overwrite: bool = False
@@ -99,6 +100,9 @@ class ConvStep(Step):
         )
         out_shape = (shape[0], spec.c_out, *outs)
         flops = 2.0 * math.prod(out_shape) * (spec.c_in // spec.group) * math.prod(spec.kernel)
+        if self.pool:  # the output holds the pooled conv
+            pooled = (o // kk for o, kk in zip(outs[-2:], self.pool, strict=True))
+            out_shape = (*out_shape[:-2], *pooled)
         algo = self.algo
         if algo.startswith("winograd"):
             m = 4 if algo.endswith("f4") else 2
@@ -155,14 +159,16 @@ class ConvStep(Step):
         if self.residual is None and (b is None or b.dtype == dtype):
             hit = self._epi
             if hit[0] is b and hit[1] is not None and hit[1].activation == self.activation:
+                # (the fused pool is set at compile time, like the activation)
                 return hit[1]
-            epi = Epilogue(bias=b, activation=self.activation)
+            epi = Epilogue(bias=b, activation=self.activation, pool=self.pool)
             self._epi = (b, epi)
             return epi
         return Epilogue(
             bias=None if b is None else b.astype(dtype, copy=False),
             residual=None if self.residual is None else (lambda: run.env[self.residual]),
             activation=self.activation,
+            pool=self.pool,
         )
 
     def _convolve(

@@ -1,0 +1,91 @@
+"""A tiling MaxPool after an im2col Conv (and its ReLU / LeakyReLU) fused into the conv
+(`CompiledPlan._tiling_pool`, `conv._pool_tiles`): the conv's output is never written, the
+GEMM's result is pooled straight into the pool's output, bias and activation after the max.
+
+Oracle: the same plan with the fusion off (the conv's im2col and the MaxPool step): the same
+GEMM, and max, bias and the activations are exact on float32, so the outputs are equal; and
+the reference plan (plain kernels) within float32 conv rounding, on odd shapes: batch 1 (exact
+columns) and more (wide rows, odd wide widths too), kernel 2x2, 3x3, 2x3, bias or none, split
+over the threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet import runtime
+from graphnet.ir import Graph
+from graphnet.runtime.fast import compile as fast_compile
+from graphnet.runtime.fast import threads
+
+# (input C, H, W), (out channels, kernel, pads), pool kernel
+CASES = [
+    ((1, 28, 28), (6, 5, 2), (2, 2)),  # LeNet's first: wide rows of 32
+    ((1, 12, 9), (4, 3, 1), (2, 3)),  # wide rows of 11: not a multiple of 2 (strided maxima)
+    ((3, 14, 11), (5, 3, 0), (3, 3)),  # 12 x 9 out, rows of 11 (no padding)
+    ((2, 10, 14), (3, 3, 2), (3, 2)),  # 12 x 16 out
+]
+
+
+def _graph(c, h, w, m, k, p, pool, bias, act):
+    rng = np.random.default_rng(c * 100 + h * 10 + w + m)
+    g = Graph("conv_pool")
+    g.add_input("x", (None, c, h, w))
+    g.add_param("w", (rng.standard_normal((m, c, k, k)) / (c * k * k) ** 0.5).astype(np.float32))
+    ins = ["x", "w"]
+    if bias:
+        g.add_param("b", rng.standard_normal(m).astype(np.float32))
+        ins.append("b")
+    y = g.add_node("Conv", ins, {"pads": [p] * 4}, name="conv").outputs[0]
+    if act == "relu":
+        y = g.add_node("Relu", [y], {}, name="act").outputs[0]
+    elif act == "leaky":
+        y = g.add_node("LeakyRelu", [y], {"alpha": 0.1}, name="act").outputs[0]
+    y = g.add_node("MaxPool", [y], {"kernel_shape": list(pool), "strides": list(pool)}, name="pool")
+    g.mark_output(y.outputs[0])
+    return g, y.outputs[0]
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("act", ["relu", "leaky", ""])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch", [1, 2, 5])
+@pytest.mark.parametrize("shape, conv, pool", CASES)
+def test_fused_pool_equals_unfused_plan_and_reference(
+    shape, conv, pool, batch, bias, act, split, monkeypatch
+):
+    if split:
+        monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
+        monkeypatch.setattr(threads, "_cpu", lambda: -1)
+        monkeypatch.setattr(threads, "_skip", 0)
+    g, out = _graph(*shape, *conv, pool, bias, act)
+    x = np.random.default_rng(batch).standard_normal((batch, *shape)).astype(np.float32)
+    fused = runtime.Session(g)
+    got = fused.run({"x": x})[out]
+    steps = fused._fast(training=False, keep_all=False).steps
+    assert [s.op for s in steps] == ["Conv"] and steps[0].algo == "im2col"
+    assert steps[0].pool == tuple(pool) and "pool" in steps[0].fused
+    assert np.array_equal(fused.run({"x": x})[out], got)  # (a replayed run)
+    with monkeypatch.context() as m:
+        m.setattr(fast_compile.CompiledPlan, "_tiling_pool", lambda self, v, n: None)
+        plain = runtime.Session(g)
+        want = plain.run({"x": x})[out]
+        assert [s.op for s in plain._fast(training=False, keep_all=False).steps][-1] == "MaxPool"
+    assert got.shape == want.shape and np.array_equal(got, want)
+    ref = runtime.Session(g, plan="reference").run({"x": x})[out]
+    # float32 conv of c*k*k terms of |x w| <~ 4 * 1 / sqrt(c k k) each: well within 1e-5
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_no_fusion_in_train_mode_or_for_overlapping_pools():
+    g, out = _graph(1, 12, 12, 4, 3, 1, (2, 2), True, "relu")
+    train = runtime.Session(g)._fast(training=True, keep_all=False)
+    assert "MaxPool" in [s.op for s in train.steps]
+    g2 = Graph("overlap")
+    g2.add_input("x", (None, 1, 12, 12))
+    g2.add_param("w", np.ones((4, 1, 3, 3), np.float32))
+    y = g2.add_node("Conv", ["x", "w"], {"pads": [1] * 4}, name="conv").outputs[0]
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2]}
+    g2.mark_output(g2.add_node("MaxPool", [y], attrs, name="pool").outputs[0])
+    plan = runtime.Session(g2)._fast(training=False, keep_all=False)
+    assert [s.op for s in plan.steps] == ["Conv", "MaxPool"]
