@@ -7,7 +7,8 @@ At compile time (once per session and mode):
   GlobalAveragePool; Concat; views for Reshape / Flatten / (Un)Squeeze / inference Dropout),
   otherwise the plain kernel with its resolved attributes;
 - a Conv or Gemm whose only reader is a ReLU / LeakyReLU (or, for a Conv, a residual Add and then
-  a ReLU) takes those nodes into its epilogue (`fuse`); 1x1 Convs of one input become one
+  a ReLU) takes those nodes into its epilogue (`fuse`), an inference im2col Conv also a MaxPool
+  tiling its output (`_tiling_pool`); 1x1 Convs of one input become one
   stacked GEMM (`_merge_pointwise`); a channel Concat of such Convs' outputs has them written
   into its buffer at batch 1 (`_place_concats`);
 - an inference plan runs its steps in the topological order that lowers the peak of live
