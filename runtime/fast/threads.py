@@ -225,6 +225,7 @@ class _Helper:
             task = self.task
             if task is not None:
                 task.work()
+            task = None  # asleep, hold no task: its closure holds the step's arrays
 
     def wake(self, task: _Task) -> None:
         self.task = task  # before the test: a thread already awake reads this task
@@ -306,6 +307,9 @@ class Parallel:
                     fn(*got)
             finally:
                 task.wait()
+                for h in _helpers[: w - 1]:  # (a late helper then finds no task: sleeps again)
+                    if h.task is task:  # its closure holds the step's arrays (a recording
+                        h.task = None  # run's fresh workspaces): not kept past the run
             if task.claimed:
                 _misses = 0
             else:
