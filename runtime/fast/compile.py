@@ -14,8 +14,8 @@ At compile time (once per session and mode):
 - an inference plan runs its steps in the topological order that lowers the peak of live
   activations, when one does (`_schedule`: Inception's pool branches first);
 - each value's last reader is known, so its buffer returns to the pool right after it; an
-  element-wise op on a value it reads last overwrites it in place (`reuse`), and so does a conv
-  the residual it adds (see `conv.overwrites_residual`); the first run with
+  element-wise op on a value it reads last overwrites it in place (`reuse`), and a conv writes
+  its output over the residual it adds there (see `conv.overwrites_residual`); the first run with
   given input shapes records the pool's takes and each step's workspaces, later ones replay
   them in one arena (`memory.Pool`).
 `keep_all` compiles with none of these (every intermediate must survive, unfused).
@@ -458,9 +458,11 @@ class CompiledPlan:
             produced_before = other in g.inputs or any(
                 other in m.outputs for m in g.nodes[: order[node.name]]
             )
+            shortcut = None
             if not produced_before and nxt.name not in fused:
                 # (the projection shortcut computed after this conv: it runs first instead)
-                produced_before = self._shortcut_first(step, node, nxt, other, readers, order)
+                shortcut = self._shortcut_first(step, node, nxt, other, readers, order)
+                produced_before = shortcut is not None
             same = (
                 ov is not None
                 and yv is not None
@@ -471,6 +473,8 @@ class CompiledPlan:
                 and g.values[nxt.outputs[0]].shape == yv.shape
             )
             if same and produced_before and other not in g.params:
+                if shortcut is not None:  # (noted only when the Add is fused: it moves then)
+                    self._runs_first[shortcut] = node.name
                 step.residual = self._ref(other)
                 step.fused.append(nxt.name)
                 fused.add(nxt.name)
@@ -502,8 +506,9 @@ class CompiledPlan:
                 value = pool[1].outputs[0]
         step.outputs = [self._slot(value)]
 
-    def _shortcut_first(self, step, node, add, other, readers, order) -> bool:
-        """Whether the residual Add `add` after conv `node` (whose algorithm can write over a
+    def _shortcut_first(self, step, node, add, other, readers, order) -> str | None:
+        """The name of the conv computing `other` when the residual Add `add` after conv `node`
+        (whose algorithm can write over a
         residual that dies there, see `conv.overwrites_residual`) may take as its residual
         `other`, computed later in graph order by a 1x1 Conv (ResNet's projection shortcut,
         which adds a residual only after its GEMM wrote the output) whose inputs exist before
@@ -511,16 +516,16 @@ class CompiledPlan:
         Inference plans only (train mode keeps graph order). ResNet's downsampling blocks
         then hold the block's input, the first conv's output, the shortcut's (the second conv
         writes over it), not the input beside both convs' outputs and the Winograd workspaces:
-        resnet20@32's arena 6.52 -> 5.90 MiB."""
+        resnet20@32's arena 6.52 -> 5.90 MiB. None otherwise."""
         g = self.graph
         spec, out = step.spec, g.values[node.outputs[0]].shape
         if self.training or spec is None or out is None:
-            return False
+            return None
         batch = evaluate(out[0], {BATCH: SCHEDULE_BATCH})
         if batch is None or not all(isinstance(d, int) for d in out[1:]):
-            return False
+            return None
         if not overwrites_residual(step.algo, spec, (batch, *out[1:])):
-            return False
+            return None
         producer = next((m for m in g.nodes if other in m.outputs), None)
         if (
             producer is None
@@ -528,15 +533,14 @@ class CompiledPlan:
             or [r.name for r in readers.get(other, [])] != [add.name]
             or other in g.outputs
         ):
-            return False
+            return None
         w = g.params.get(producer.inputs[1])
         if w is None or any(d != 1 for d in w.shape[2:]):
-            return False
+            return None
         before = {o for m in g.nodes[: order[node.name]] for o in m.outputs}
         if not all(not i or i in g.inputs or i in g.params or i in before for i in producer.inputs):
-            return False
-        self._runs_first[producer.name] = node.name
-        return True
+            return None
+        return producer.name
 
     def _topological(self) -> None:
         """Restore a topological order of the steps after `_shortcut_first` (a step reads a
@@ -847,7 +851,8 @@ class CompiledPlan:
                 # The residual dies here: the conv may write its output over it (when its
                 # algorithm adds the residual while copying out of a workspace, see ConvStep).
                 s.overwrite = (
-                    s.residual in self.frees[k]
+                    (s.algo == "colstack" or s.algo.startswith("winograd"))  # (the only ones)
+                    and s.residual in self.frees[k]
                     and s.residual not in s.inputs
                     and s.outputs[0] not in keep
                     and s.outputs[0] not in self.placements

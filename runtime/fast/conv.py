@@ -184,8 +184,8 @@ def overwrites_residual(algo: str, spec: ConvSpec, out_shape: Sequence[int]) -> 
     a workspace, never writing the output first. colstack (its own rows without the output as
     the sum's base, or padded rows: a crop; from COLSTACK_OVERWRITE_MIN_BATCH images) and an
     exact Winograd (tiles that cover the output: the copy out adds it; 0.99x the time at 64
-    channels 8x8 batch 16) do; pointwise, exact-column im2col and a cropped Winograd write
-    their GEMM or tiles into the output first, then add the residual."""
+    channels 8x8 batch 16) do; pointwise, im2col and a cropped Winograd write their GEMM or
+    tiles into the output first, then add the residual."""
     if algo == "colstack":
         return out_shape[0] >= COLSTACK_OVERWRITE_MIN_BATCH
     if algo.startswith("winograd") and len(out_shape) == 4:
@@ -597,8 +597,9 @@ SMALL_GEMM_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 list). With other kernels the blocks only add calls: with OPENBLAS_CORETYPE=Haswell on the same
 machine, blocks of 384 columns ran at 0.94-0.95x of the whole GEMMs' rate."""
 BLOCKED_GEMMS: bool | None = None
-"""Whether `blocked_matmul` cuts GEMMs into blocks: None until the first call, which asks
-threadpoolctl which OpenBLAS kernels NumPy runs (see SMALL_GEMM_CORES)."""
+"""Whether `blocked_matmul` (and Winograd's row blocks) cut GEMMs into blocks: None until the
+first call, which asks NumPy which BLAS it was built with and threadpoolctl which kernels every
+loaded OpenBLAS runs (blocks when NumPy's is OpenBLAS and all run one of SMALL_GEMM_CORES)."""
 
 
 WINOGRAD_GEMM_MAX_MNK = SMALL_GEMM_MNK  # the same OpenBLAS bound

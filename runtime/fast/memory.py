@@ -160,7 +160,7 @@ class Pool:
     def __init__(self, scratch: list[Scratch] | None = None) -> None:
         self._free: dict[np.dtype, list[tuple[int, int, np.ndarray]]] = {}
         self._serial = 0
-        self.allocated = 0  # bytes held by this pool (free lists and arena)
+        self.allocated = 0  # bytes held: free lists, arena, a recording run's live fresh takes
         self._out = self._spare = 0  # bytes of this run's takes not given back, of free lists
         self.scratch: list[Scratch] = scratch if scratch is not None else []
         self._layouts: dict = {}  # key -> [[offset, nbytes, dtype, ...], ...] in take order
