@@ -31,6 +31,7 @@ from math import prod
 
 import numpy as np
 
+from graphnet.runtime.fast import conv as _fast
 from graphnet.runtime.fast.memory import Scratch
 from graphnet.runtime.fast.threads import Parallel
 from graphnet.runtime.gradients.pooling import window_frame
@@ -195,7 +196,7 @@ def conv_forward(
                 block.reshape(g, cg, *ks, *outs, b), _windows(xt, g, ks, strides, dilations, outs)
             )
             yt = scratch.take(0, b * m * p, dtype).reshape(g, mg, p * b)
-            np.matmul(wg, block, out=yt)
+            _fast.blocked_matmul(wg, block, yt)
             if bg is not None:
                 yt += bg
             transpose_batch(yt.reshape(m, *outs, b), y[n0:n1], tmp, to_last=False)
@@ -312,7 +313,7 @@ def conv_backward(
                 cols2 = scratch.take(4, b * m * taps * npix, dtype).reshape(g, mg, *ks, *xs, b)
                 np.copyto(cols2, _windows(dyp, g, ks, (1,) * k, dilations, xs))
                 dxt = scratch.take(5, b * c * npix, dtype).reshape(g, cg, npix * b)
-                np.matmul(wt, cols2.reshape(g, mg * taps, npix * b), out=dxt)
+                _fast.blocked_matmul(wt, cols2.reshape(g, mg * taps, npix * b), dxt)
                 transpose_batch(
                     dxt.reshape(c, *xs, b),
                     dx[n0:n1],
@@ -322,7 +323,7 @@ def conv_backward(
             else:
                 assert wcol is not None
                 colt = scratch.take(3, b * c * taps * p, dtype).reshape(g, cg * taps, p * b)
-                np.matmul(wcol, dyt, out=colt)
+                _fast.blocked_matmul(wcol, dyt, colt)
                 dxp = scratch.take(4, b * c * prod(frame), dtype).reshape(c, *frame, b)
                 dxp.fill(0)
                 cv = colt.reshape(c, *ks, *outs, b)

@@ -42,11 +42,19 @@ def _attrs(w, strides, pads, dilations, group) -> dict:
     )
 
 
+@pytest.mark.parametrize("blocks", [False, True], ids=["whole-gemms", "gemm-blocks"])
 @pytest.mark.parametrize("workspace", [64, 1 << 22], ids=["1-image-chunks", "whole-slices"])
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_forward_and_kept_columns_match_the_oracle(shape, workspace, monkeypatch) -> None:
+def test_forward_and_kept_columns_match_the_oracle(shape, workspace, blocks, monkeypatch) -> None:
+    from graphnet.runtime.fast import conv as fc
+
     xs, ws, strides, pads, dil, group = shape
     monkeypatch.setattr(fast_conv, "WORKSPACE_BYTES", workspace)  # chunks of one image, or few
+    # the forward's and dX's GEMMs in column blocks (`blocked_matmul`, on SkylakeX-family
+    # OpenBLAS kernels), forced on these small shapes: blocks of 400 // (M x K) columns
+    monkeypatch.setattr(fc, "BLOCKED_GEMMS", blocks)
+    monkeypatch.setattr(fc, "SMALL_GEMM_MNK", 400 if blocks else fc.SMALL_GEMM_MNK)
+    monkeypatch.setattr(fc, "GEMM_BLOCK_STEP", 1 if blocks else fc.GEMM_BLOCK_STEP)
     rng = np.random.default_rng(3)
     x = rng.standard_normal(xs)
     w = rng.standard_normal(ws)
