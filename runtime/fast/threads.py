@@ -200,7 +200,17 @@ class _Task:
             block = self.running > 0
             self.waiting = block
         if block:
-            self.finished.acquire()
+            # Not interruptible: a KeyboardInterrupt here returned while a helper still wrote
+            # into the output and its scratch (the next run's): it is raised once they ended.
+            interrupted: BaseException | None = None
+            while True:  # (one acquire, retried only after an interrupt)
+                try:
+                    self.finished.acquire()
+                    break
+                except BaseException as exc:
+                    interrupted = exc
+            if interrupted is not None:
+                raise interrupted
         if self.error is not None:
             raise self.error
 
@@ -274,7 +284,8 @@ class Parallel:
     alone instead of waiting (a split of a fixed half, handed over through
     ThreadPoolExecutor, made lenet5@32 1.2-1.35x slower than no split at all). While one call
     is split, a call from another thread (another session's run) or from inside a slice runs
-    inline."""
+    inline, on scratch 0: a slice must not make such a call while it holds scratch 0's takes
+    (no step nests calls)."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers

@@ -86,17 +86,64 @@ def test_caller_error_waits_for_the_helpers_slices(monkeypatch):
     par = threads.Parallel(2)
     caller = threading.get_ident()
     running = []
+    started = threading.Event()
 
     def fn(lo, hi, scratch):
         if threading.get_ident() == caller:
+            started.wait(1.0)  # (a helper is inside its slice when the caller fails)
             raise KeyError("in the caller")
         running.append(1)
+        started.set()
         time.sleep(0.02)
         running.pop()
 
     with pytest.raises(KeyError):
         par(8, fn, flops=threads.SPLIT_MIN_FLOPS)
-    assert running == []  # no helper slice still writing when the error is raised
+    assert started.is_set()  # the helper's slice had started ...
+    assert running == []  # ... and had ended when the error was raised
+
+
+def test_an_interrupted_wait_still_waits_for_the_helpers_slices(monkeypatch):
+    """A KeyboardInterrupt while the caller waits (Ctrl-C) is raised only after the helper's
+    slice ended: it returned with the helper still writing into the output (and its scratch,
+    the next run's)."""
+    monkeypatch.setattr(threads, "_cpu", lambda: -1)
+    made = threads._Task.__init__
+
+    class InterruptedOnce:
+        def __init__(self, lock):
+            self.lock, self.raised = lock, False
+
+        def acquire(self):
+            if not self.raised:
+                self.raised = True
+                raise KeyboardInterrupt
+            return self.lock.acquire()
+
+        def release(self):
+            self.lock.release()
+
+    def init(task, fn, slices):
+        made(task, fn, slices)
+        task.finished = InterruptedOnce(task.finished)
+
+    monkeypatch.setattr(threads._Task, "__init__", init)
+    par = threads.Parallel(2)
+    caller = threading.get_ident()
+    started = threading.Event()
+    y = np.zeros(2, int)
+
+    def fn(lo, hi, scratch):
+        if threading.get_ident() == caller:
+            started.wait(1.0)  # the helper is inside its slice when the caller waits
+            return
+        started.set()
+        time.sleep(0.05)
+        y[lo:hi] = 99
+
+    with pytest.raises(KeyboardInterrupt):
+        par(2, fn, flops=threads.SPLIT_MIN_FLOPS)
+    assert started.is_set() and (y == 99).sum() == 1  # the helper's slice ended first
 
 
 def test_nested_and_concurrent_calls_run_inline(monkeypatch):

@@ -216,8 +216,8 @@ GEMM_SCRATCH_SLOT = 0
 class GemmStep(Step):
     """Gemm with alpha = beta = 1, no transA, a bias broadcast to the output (or none): Y = A @ B'
     (+ bias) and a fused activation, into a pooled buffer. A transposed B (transB, the weight
-    as (N, K)) with `TRANSPOSED_GEMM_MIN_ROWS` rows or more: Y' = B @ A' into the scratch, then
-    Y = Y' transposed + bias in one pass."""
+    as (N, K)) with `TRANSPOSED_GEMM_MIN_ROWS` rows or more and `TRANSPOSED_GEMM_MIN_COLUMNS`
+    columns or more: Y' = B @ A' into the scratch, then Y = Y' transposed + bias in one pass."""
 
     trans_b: bool = False
     activation: tuple = ()
