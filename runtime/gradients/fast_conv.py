@@ -12,7 +12,10 @@ operands (their inner dimension is positions * images, in either order).
 - Y (the training forward, `conv_forward`) = W[g] (M/g, C/g*taps) @ cols[g] (C/g*taps, P*b),
   the columns kept for the backward.
 - dW[g] = dY[g] (M/g, P*b) @ cols[g]^T (P*b, C/g*taps), summed over the chunks (and threads);
-  cols the forward's when it kept them, else built again from X.
+  cols the forward's when it kept them, else built again from X. Computed transposed, as
+  cols[g] @ dY[g]^T (C/g*taps, M/g), and transposed once at the end: OpenBLAS ran that form
+  1.5-2.3x faster on the template CNN's shapes (its long inner dimension P*b in both operands'
+  rows, the thin M/g as the output's columns).
 - dX, stride 1 with pads within the kernel's reach d*(k-1): the adjoint convolution
   dX = conv(dY, W~), W~ the kernel flipped in space with input and output channels swapped per
   group, pads d*(k-1) - p: the im2col of dY (batch last), one GEMM, then the (C, *X, b) result
@@ -269,7 +272,8 @@ def conv_backward(
         ]
 
     def work(lo: int, hi: int, scratch: Scratch) -> None:
-        acc = np.zeros((g, mg, cg * taps), dtype) if need_dw else None
+        # dW^T per group (C/g * taps, M/g): the GEMM as cols @ dY^T (the module's note on dW)
+        acc = np.zeros((g, cg * taps, mg), dtype) if need_dw else None
         for n0, n1 in chunks[lo:hi]:
             b = n1 - n0
             dyt = scratch.take(0, b * m * p, dtype).reshape(g, mg, p * b)
@@ -293,7 +297,7 @@ def conv_backward(
                     to_last=True,
                 )
             if acc is not None and kept is not None:
-                acc += np.matmul(dyt, kept.cols[:, :, p * n0 : p * n1].transpose(0, 2, 1))
+                acc += np.matmul(kept.cols[:, :, p * n0 : p * n1], dyt.transpose(0, 2, 1))
             elif acc is not None:
                 xt = batch_last(
                     x[n0:n1],
@@ -304,8 +308,8 @@ def conv_backward(
                 )
                 cols = scratch.take(2, b * c * taps * p, dtype).reshape(g, cg, *ks, *outs, b)
                 np.copyto(cols, _windows(xt, g, ks, strides, dilations, outs))
-                # the columns' transpose is a BLAS flag, not a copy
-                acc += np.matmul(dyt, cols.reshape(g, cg * taps, p * b).transpose(0, 2, 1))
+                # dY's transpose is a BLAS flag, not a copy
+                acc += np.matmul(cols.reshape(g, cg * taps, p * b), dyt.transpose(0, 2, 1))
             if dx is None:
                 continue
             if dyp is not None:
@@ -348,8 +352,8 @@ def conv_backward(
     parallel(len(chunks), work, flops)
     dw = None
     if need_dw:
-        total = np.zeros((g, mg, cg * taps), dtype)
+        total = np.zeros((g, cg * taps, mg), dtype)
         for lo in sorted(parts):
             total += parts[lo]
-        dw = total.reshape(w.shape)
+        dw = np.ascontiguousarray(total.transpose(0, 2, 1)).reshape(w.shape)
     return dx, dw
