@@ -25,6 +25,25 @@ def _check_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     assert (err <= float32_bound(mags, a.shape[-1])).all(), f"max error {err.max():.2e}"
 
 
+def _spy_matmul(monkeypatch) -> list:
+    """conv.py's `np` replaced by a stand-in whose matmul records each right operand's shape
+    (then multiplies with NumPy's own); returns the list of shapes."""
+    calls: list = []
+    real = np.matmul
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def matmul(a, b, out):
+            calls.append(b.shape)
+            return real(a, b, out=out)
+
+    monkeypatch.setattr(fc, "np", Spy())
+    return calls
+
+
 @pytest.mark.parametrize(
     "a_shape, b_shape",
     [
@@ -67,33 +86,18 @@ def test_blocks_are_a_multiple_of_the_step_under_the_small_gemm_size(monkeypatch
     """Which calls block: M x K x N over SMALL_GEMM_MNK with room for one block of
     GEMM_BLOCK_STEP columns; the blocks are the largest multiple of the step that fits."""
     monkeypatch.setattr(fc, "BLOCKED_GEMMS", True)
-    calls = []
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(np, name)
-
-        @staticmethod
-        def matmul(a, b, out):
-            calls.append(b.shape)
-            return np.matmul(a, b, out=out)
-
-    saved = fc.np
-    fc.np = Spy()
-    try:
-        m, k = 16, 145  # ResNet's 16-channel 3x3 conv as im2col: blocks of 384 columns
-        a = np.ones((m, k), np.float32)
-        fc.blocked_matmul(a, np.ones((2, k, 1024), np.float32), np.empty((2, m, 1024), np.float32))
-        assert calls == [(2, 2, k, 384), (2, k, 256)]
-        calls.clear()
-        fc.blocked_matmul(a, np.ones((k, 400), np.float32), np.empty((m, 400), np.float32))
-        assert calls == [(k, 400)]  # 0.93e6 multiply-adds: small enough whole
-        calls.clear()
-        deep = np.ones((64, 577), np.float32)  # no block of 64 columns under the size
-        fc.blocked_matmul(deep, np.ones((577, 1024), np.float32), np.empty((64, 1024), np.float32))
-        assert calls == [(577, 1024)]
-    finally:
-        fc.np = saved
+    calls = _spy_matmul(monkeypatch)
+    m, k = 16, 145  # ResNet's 16-channel 3x3 conv as im2col: blocks of 384 columns
+    a = np.ones((m, k), np.float32)
+    fc.blocked_matmul(a, np.ones((2, k, 1024), np.float32), np.empty((2, m, 1024), np.float32))
+    assert calls == [(2, 2, k, 384), (2, k, 256)]
+    calls.clear()
+    fc.blocked_matmul(a, np.ones((k, 400), np.float32), np.empty((m, 400), np.float32))
+    assert calls == [(k, 400)]  # 0.93e6 multiply-adds: small enough whole
+    calls.clear()
+    deep = np.ones((64, 577), np.float32)  # no block of 64 columns under the size
+    fc.blocked_matmul(deep, np.ones((577, 1024), np.float32), np.empty((64, 1024), np.float32))
+    assert calls == [(577, 1024)]
 
 
 # (x shape, out channels, kernel, pads, algorithm): stride 1, undilated, ungrouped, bias + ReLU
@@ -157,19 +161,7 @@ def test_other_blas_kernels_multiply_whole(monkeypatch):
     """Without small-matrix kernels (BLOCKED_GEMMS false), one plain np.matmul."""
     monkeypatch.setattr(fc, "BLOCKED_GEMMS", False)
     monkeypatch.setattr(fc, "SMALL_GEMM_MNK", 64)
-    calls = []
-    real = np.matmul
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(np, name)
-
-        @staticmethod
-        def matmul(a, b, out):
-            calls.append(b.shape)
-            return real(a, b, out=out)
-
-    monkeypatch.setattr(fc, "np", Spy())
+    calls = _spy_matmul(monkeypatch)
     a = np.ones((2, 3), np.float32)
     b = np.ones((3, 500), np.float32)
     out = np.empty((2, 500), np.float32)

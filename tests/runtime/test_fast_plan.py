@@ -37,7 +37,8 @@ from tests.oracles import float32_bound, winograd_bound
 MODEL_RTOL, MODEL_ATOL = 1e-4, 1e-5
 
 
-def _conv_graph(x_shape, w, b, attrs) -> Graph:
+def _conv_graph(x_shape, w, b, attrs, relu: bool = False) -> Graph:
+    """x -> Conv(w, b) named "conv" (-> Relu named "relu") -> the one output."""
     g = Graph("conv")
     g.add_input("x", x_shape)
     g.add_param("w", w)
@@ -45,8 +46,10 @@ def _conv_graph(x_shape, w, b, attrs) -> Graph:
     if b is not None:
         g.add_param("b", b)
         ins.append("b")
-    node = g.add_node("Conv", ins, attrs, name="conv")
-    g.mark_output(node.outputs[0])
+    y = g.add_node("Conv", ins, attrs, name="conv").outputs[0]
+    if relu:
+        y = g.add_node("Relu", [y], {}, name="relu").outputs[0]
+    g.mark_output(y)
     return g
 
 
@@ -190,14 +193,9 @@ def test_im2col_slabs_of_output_rows_cover_the_image(
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal((m, c // g, *k)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    g_ = Graph("slabs")
-    g_.add_input("x", (None, *x_shape[1:]))
-    g_.add_param("w", w)
-    g_.add_param("b", b)
     attrs = {"strides": list(s), "pads": list(p), "dilations": list(d), "group": g}
-    y = g_.add_node("Conv", ["x", "w", "b"], attrs, name="conv").outputs[0]
-    y = g_.add_node("Relu", [y], {}, name="relu").outputs[0]
-    g_.mark_output(y)
+    g_ = _conv_graph((None, *x_shape[1:]), w, b, attrs, relu=True)
+    (y,) = g_.outputs
     got = runtime.Session(g_).run({"x": x})[y]
     assert sorted(slabbed) == list(range(x_shape[0]))  # each image, in slabs
     kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
@@ -242,14 +240,9 @@ def test_one_image_shares_its_slabs_out_over_the_threads(
     for column in (1 << 30, 0):
         monkeypatch.setattr(fast_conv, "BIAS_COLUMN_MAX_DEPTH", column)
         shared.clear()
-        graph = Graph("shared_slabs")
-        graph.add_input("x", (None, *x_shape[1:]))
-        graph.add_param("w", w)
-        graph.add_param("b", b)
         attrs = {"strides": list(s), "pads": list(p), "dilations": list(d), "group": g}
-        y = graph.add_node("Conv", ["x", "w", "b"], attrs, name="conv").outputs[0]
-        y = graph.add_node("Relu", [y], {}, name="relu").outputs[0]
-        graph.mark_output(y)
+        graph = _conv_graph((None, *x_shape[1:]), w, b, attrs, relu=True)
+        (y,) = graph.outputs
         got = runtime.Session(graph).run({"x": x})[y]
         rows = conv(x, w, None, **kw).shape[2]
         assert shared == [(rows, "part")]  # one row per slab, shared out once
@@ -280,14 +273,9 @@ def test_im2col_bias_in_the_epilogue_or_the_gemm(
     c = x_shape[1]
     w = rng.standard_normal((m, c // g, *k)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    graph = Graph("bias")
-    graph.add_input("x", (None, *x_shape[1:]))
-    graph.add_param("w", w)
-    graph.add_param("b", b)
     attrs = {"strides": list(s), "pads": list(p), "dilations": list(d), "group": g}
-    y = graph.add_node("Conv", ["x", "w", "b"], attrs, name="conv").outputs[0]
-    y = graph.add_node("Relu", [y], {}, name="relu").outputs[0]
-    graph.mark_output(y)
+    graph = _conv_graph((None, *x_shape[1:]), w, b, attrs, relu=True)
+    (y,) = graph.outputs
     sess = runtime.Session(graph)
     step = next(st for st in sess._fast(training=False, keep_all=False).steps if st.op == "Conv")
     kw = dict(strides=s, pads=p, dilations=d, group=g, kernel_shape=None)
