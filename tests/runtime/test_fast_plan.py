@@ -170,6 +170,27 @@ def test_conv_algorithms_match_float64_reference_and_onnxruntime(
 SLABBED = [c for c in CONVS if c[-1] == "im2col" and len(c[0]) > 3]
 
 
+def _split_and_record(monkeypatch) -> list[tuple[int, str]]:
+    """Two threads, every split forced (batch slices, and one image's GEMM rows); returns the
+    list that each `Parallel` call appends (items split, the slice function's name) to."""
+    from graphnet.runtime.fast import compile as fast_compile
+    from graphnet.runtime.fast import threads
+    from graphnet.runtime.fast.steps import linear as fast_linear
+
+    monkeypatch.setattr(fast_compile, "WORKERS", 2)
+    monkeypatch.setattr(fast_linear, "ROW_SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
+    calls: list[tuple[int, str]] = []
+    call = threads.Parallel.__call__
+
+    def recording(self, n, fn, flops=0):
+        calls.append((n, fn.__name__))
+        return call(self, n, fn, flops)
+
+    monkeypatch.setattr(threads.Parallel, "__call__", recording)
+    return calls
+
+
 @pytest.mark.parametrize("x_shape, m, k, s, p, d, g, algo", SLABBED)
 @pytest.mark.parametrize("column", [False, True])
 def test_im2col_slabs_of_output_rows_cover_the_image(
@@ -213,24 +234,11 @@ def test_one_image_shares_its_slabs_out_over_the_threads(
     threads: the threads take runs of its one-row slabs (each in its own scratch); every slab
     is computed once (wide or exact columns, strided, dilated, grouped, bias in the GEMM or
     the epilogue, fused ReLU): the float64 conv's values within the float32 bound."""
-    from graphnet.runtime.fast import compile as fast_compile
     from graphnet.runtime.fast import conv as fast_conv
-    from graphnet.runtime.fast import threads
-    from graphnet.runtime.fast.steps import linear as fast_linear
 
-    monkeypatch.setattr(fast_compile, "WORKERS", 2)
-    monkeypatch.setattr(fast_linear, "ROW_SPLIT_MIN_FLOPS", 0)
-    monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
+    shared = _split_and_record(monkeypatch)
     monkeypatch.setattr(fast_conv, "WORKSPACE_BYTES", 16)
     monkeypatch.setattr(fast_conv, "SHARED_SLAB_MIN_COLUMNS", 1)
-    shared = []
-    call = threads.Parallel.__call__
-
-    def recording(self, n, fn, flops=0):
-        shared.append((n, fn.__name__))
-        return call(self, n, fn, flops)
-
-    monkeypatch.setattr(threads.Parallel, "__call__", recording)
     rng = np.random.default_rng(19)
     c = x_shape[1]
     x = rng.standard_normal((1, *x_shape[1:])).astype(np.float32)
@@ -395,24 +403,11 @@ def test_one_image_splits_each_gemm_over_the_threads(algo, monkeypatch):
     """With fewer images than threads, each GEMM is split by its output rows (channels, kernel
     columns x channels, or Winograd's tile positions) over two threads: every row must be
     computed once, whatever the split."""
-    from graphnet.runtime.fast import compile as fast_compile
     from graphnet.runtime.fast import conv as fast_conv
-    from graphnet.runtime.fast import threads
-    from graphnet.runtime.fast.steps import linear as fast_linear
 
-    monkeypatch.setattr(fast_compile, "WORKERS", 2)
-    monkeypatch.setattr(fast_linear, "ROW_SPLIT_MIN_FLOPS", 0)
-    monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
+    calls = _split_and_record(monkeypatch)
     monkeypatch.setattr(fast_conv, "MIN_WINOGRAD_COLUMNS", 1)
     monkeypatch.setattr(fast_conv, "NARROW_MIN_WINOGRAD_COLUMNS", 1)
-    splits = []
-    call = threads.Parallel.__call__
-
-    def recording(self, n, fn, flops=0):
-        splits.append(n)
-        return call(self, n, fn, flops)
-
-    monkeypatch.setattr(threads.Parallel, "__call__", recording)
     rng = np.random.default_rng(14)
     hw = 3 if algo == "winograd-f2" else 7
     k = 1 if algo == "pointwise" else 3
@@ -426,7 +421,7 @@ def test_one_image_splits_each_gemm_over_the_threads(algo, monkeypatch):
     sess = runtime.Session(graph)
     got = sess.run({"x": x})[graph.outputs[0]]
     assert _ran(sess) == [algo]
-    assert splits and all(n > 1 for n in splits)  # the GEMM's rows, split
+    assert calls and all(n > 1 for n, _ in calls)  # the GEMM's rows, split
     assert _within_float32_bound(got, x, w, pads, algo)
 
 
