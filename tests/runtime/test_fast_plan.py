@@ -466,28 +466,51 @@ def test_winograd_bias_rides_on_the_ones_column_of_a_transposed():
         assert at.shape == (m, m + 2) and (at[:, 1] == 1).all()
 
 
-def test_winograd_with_too_few_tiles_runs_colstack_or_im2col():
-    """A 3x3 conv planned as Winograd runs colstack (under 128 output channels) or im2col on a
-    batch with under MIN_WINOGRAD_COLUMNS tiles (batch 1 at 8x8: 4 tiles; 16 is the
-    threshold), Winograd from batch 4 (16 tiles); a narrow conv (under 48 channels) needs
-    NARROW_MIN_WINOGRAD_COLUMNS (32: batch 8); all agree with the plain kernel."""
+@pytest.mark.parametrize("hw", [8, 7])
+def test_winograd_with_too_few_tiles_runs_f2_colstack_or_im2col(hw):
+    """A 3x3 conv planned as F(4x4) Winograd runs F(2x2) on a batch with under
+    MIN_WINOGRAD_COLUMNS F(4x4) tiles (batch 1 at 8x8 or 7x7: 4 tiles; 16 is the threshold)
+    when F(2x2) has 16 (a cropped last tile at 7x7) and the conv is wide enough (128 output
+    channels, or both counts from FEW_TILES_F2_MIN_CHANNELS = 96); else colstack (under 128
+    output channels) or im2col (4x4: 4 F(2x2) tiles); F(4x4) from batch 4 (16 tiles); a narrow
+    conv (under 48 channels) needs NARROW_MIN_WINOGRAD_COLUMNS (32: batch 8); train mode (the
+    weight transformed on every run) takes the fallback; all agree with the plain kernel."""
+    from graphnet.runtime.fast.steps import linear as fast_linear
+
     rng = np.random.default_rng(9)
     attrs = {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1}
     assert runtime.fast.conv.MIN_WINOGRAD_COLUMNS == 16
     assert runtime.fast.conv.NARROW_MIN_WINOGRAD_COLUMNS == 32
-    for c, runs in (
-        (32, ((1, "colstack"), (4, "colstack"), (7, "colstack"), (8, "winograd-f4"))),
-        (48, ((1, "colstack"), (3, "colstack"), (4, "winograd-f4"), (16, "winograd-f4"))),
-        (128, ((1, "im2col"), (4, "winograd-f4"))),
+    assert fast_linear.FEW_TILES_F2_MIN_CHANNELS == 96
+    for c, m, size, runs in (
+        (32, 32, hw, ((1, "colstack"), (4, "colstack"), (7, "colstack"), (8, "winograd-f4"))),
+        (48, 48, hw, ((1, "colstack"), (3, "colstack"), (4, "winograd-f4"), (16, "winograd-f4"))),
+        (64, 64, hw, ((1, "colstack"), (4, "winograd-f4"))),
+        (96, 96, hw, ((1, "winograd-f2"), (4, "winograd-f4"))),
+        (64, 128, hw, ((1, "winograd-f2"), (4, "winograd-f4"))),
+        (128, 128, hw, ((1, "winograd-f2"), (4, "winograd-f4"))),
+        (128, 128, 4, ((1, "im2col"), (3, "im2col"), (4, "winograd-f2"))),
     ):
-        w = (rng.standard_normal((c, c, 3, 3)) / c).astype(np.float32)
-        graph = _conv_graph((None, c, 8, 8), w, None, attrs)
+        w = (rng.standard_normal((m, c, 3, 3)) / c).astype(np.float32)
+        graph = _conv_graph((None, c, size, size), w, None, attrs)
         sess = runtime.Session(graph)
         for batch, algo in runs:
-            x = rng.standard_normal((batch, c, 8, 8)).astype(np.float32)
+            x = rng.standard_normal((batch, c, size, size)).astype(np.float32)
             got = sess.run({"x": x})[graph.outputs[0]]
             assert _ran(sess) == [algo]
             assert _within_float32_bound(got, x, w, [1, 1, 1, 1], algo)
+    w = (rng.standard_normal((128, 128, 3, 3)) / 128).astype(np.float32)
+    graph = _conv_graph((None, 128, hw, hw), w, None, attrs)
+    sess = runtime.Session(graph)
+    x = rng.standard_normal((1, 128, hw, hw)).astype(np.float32)
+    got = sess.run({"x": x}, mode="train")[graph.outputs[0]]
+    assert _ran_train(sess) == ["im2col"]
+    assert _within_float32_bound(got, x, w, [1, 1, 1, 1], "im2col")
+
+
+def _ran_train(sess: runtime.Session) -> list[str]:
+    plan = sess._fast(training=True, keep_all=False)
+    return [st.ran for st in plan.steps if st.op == "Conv"]
 
 
 def test_wide_rows_ignore_what_the_scratch_held():

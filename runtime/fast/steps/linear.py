@@ -36,6 +36,28 @@ interleaved rounds, medians of ratios, against 8): vgg_bn 0.91x the time at batc
 2, 0.74x at 4; resnet20 0.97-0.98x, inception_bn 1.00-0.97x (the few-tile rules still apply)."""
 
 
+FEW_TILES_F2_MIN_CHANNELS = 96
+"""A conv planned as F(4x4) Winograd with too few tiles for it (MIN_WINOGRAD_COLUMNS: batch 1 at
+8x8) runs F(2x2) when that has MIN_WINOGRAD_COLUMNS tiles (8x8 at batch 1: 16) and its fallback
+would be im2col (128 output channels or more) or both channel counts are at least this (colstack
+is faster on thinner ones). F(2x2)'s GEMMs do 2.25x fewer multiplications than im2col's and
+its transforms are cheap at 8x8. Measured at batch 1 (one thread, in-process interleaved
+medians of ratios, 3x3 pads 1, bias + ReLU, against im2col): 128 -> 256 and 256 -> 256 at 8x8
+(vgg_bn's last convs) 0.72x and 0.68x, 128 -> 128 0.64x, 64 -> 128 0.75x (colstack 0.93x),
+96 -> 96 0.73x (colstack 0.87x); thinner, colstack wins: 64 -> 64 0.79x (colstack 0.77x),
+48 -> 48 0.86x (0.80x), 32 -> 32 1.06x (0.95x); 4 tiles (4x4 outputs) 1.16x. In train mode
+the weight is transformed on every run: the fallback stays. The transformed weight is 16/9 of
+the conv's (kept, like F(4x4)'s: vgg_bn@1 +6.3 MiB for its two 8x8 convs)."""
+
+
+def _few_tiles_f2(spec: ConvSpec, fallback: str, columns: int) -> bool:
+    """Whether a conv with too few F(4x4) tiles runs F(2x2) on its `columns` F(2x2) tiles
+    rather than `fallback` (see FEW_TILES_F2_MIN_CHANNELS)."""
+    return columns >= _conv.MIN_WINOGRAD_COLUMNS and (
+        fallback == "im2col" or min(spec.c_in, spec.c_out) >= FEW_TILES_F2_MIN_CHANNELS
+    )
+
+
 @dataclass
 class ConvStep(Step):
     """Conv with a fast algorithm (pointwise / winograd / im2col) and a fused epilogue."""
@@ -113,8 +135,12 @@ class ConvStep(Step):
                 # Too few tiles for its GEMMs (e.g. batch 1 at 8x8: 4 columns; a narrow conv
                 # at 16x16: 16, where colstack is faster), or train mode, which prepares the
                 # weight on every run, on a few images: the transforms cost more than they
-                # save; colstack or im2col multiplies the weight as it is.
+                # save; colstack or im2col multiplies the weight as it is, or F(2x2) with
+                # enough of its smaller tiles (see FEW_TILES_F2_MIN_CHANNELS).
                 algo = _conv.few_tiles_fallback(spec)
+                f2 = shape[0] * math.prod(-(-o // 2) for o in outs)
+                if m == 4 and not training and _few_tiles_f2(spec, algo, f2):
+                    algo = "winograd-f2"
         return out_shape, flops, algo
 
     def _cached_geometry(self, shape: tuple, training: bool) -> tuple:
