@@ -31,7 +31,9 @@ def _shape(kind, m, n):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("bias", BIASES)
 @pytest.mark.parametrize("trans_b", [1, 0])
-@pytest.mark.parametrize("m, k, n", [(1, 7, 5), (3, 9, 4), (4, 5, 3), (5, 13, 11), (33, 17, 9)])
+@pytest.mark.parametrize(
+    "m, k, n", [(1, 7, 5), (2, 6, 7), (3, 9, 4), (4, 5, 3), (5, 13, 11), (33, 17, 9)]
+)
 def test_gemm_step_matches_float64_formula(m, k, n, trans_b, bias, relu, split, monkeypatch):
     monkeypatch.setattr(fast_linear, "TRANSPOSED_GEMM_MIN_COLUMNS", 3)
     if split:  # every Gemm split over the threads, helpers taking slices wherever they run

@@ -222,11 +222,15 @@ class ConvStep(Step):
             conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0], split=run.parallel)
 
 
-TRANSPOSED_GEMM_MIN_ROWS = 4
+TRANSPOSED_GEMM_MIN_ROWS = 2
 TRANSPOSED_GEMM_MIN_COLUMNS = 16
 """With a transposed weight (transB), at least this many rows and output columns, GemmStep
 computes Y' = W @ A' (the weight as stored, row-major) and adds the bias while copying Y' out
 transposed; otherwise (a GEMV, a classifier's few columns) it multiplies by W's transposed view.
+Two and three rows were on the view (min 4): there OpenBLAS took 2.5-3x as long as Y' = W @ A'
+(one thread, in-process interleaved medians, GEMM + bias: 2x4096x128 338 vs 111 us, 3x4096x128
+381 vs 164, 3x1024x512 382 vs 157, 2x2048x1000 1374 vs 526 us), equal on small ones (2x400x120
+1.00x, 2x120x84 1.05x, 2x84x10 1.02x: 3 us calls).
 OpenBLAS multiplies by a transposed B slowly (one thread, in-process interleaved medians, GEMM
 + bias, against A @ W' + bias): 32x400x120 (LeNet's fc1) took 0.74x the time, 32x120x84 0.87x,
 16x256x128 0.62x, 4x4096x128 0.36x, 32x4096x128 0.70x; 2x400x120 1.03x, 32x84x10 1.09x (in
