@@ -399,6 +399,8 @@ def _residual_block(c: int, hw: tuple[int, int], kernel, pads) -> tuple:
         (16, (11, 9), 5, 2, 2, "colstack", True),  # 5x5, own rows
         (48, (8, 8), 3, 1, 5, "winograd-f4", True),  # tiles cover the output: copied out
         (48, (6, 10), 3, 1, 4, "winograd-f4", False),  # tiles past the output: crop, then add
+        (96, (8, 8), 3, 1, 1, "winograd-f2", True),  # too few F(4x4) tiles: F(2x2), exact
+        (96, (7, 9), 3, 1, 1, "winograd-f2", False),  # ... its tiles past the output
         (8, (9, 7), 3, 1, 3, "im2col", False),  # exact columns: the GEMM writes the output
         (16, (9, 7), 1, 0, 3, "pointwise", False),  # the GEMM writes the output first
     ],
