@@ -552,7 +552,14 @@ def conv_chunked(
     output channels, was no faster at batch 1 (measured on this 2-core VM, 32-128 channels,
     8x8-32x32): a part of ~20 NumPy calls waits on the other thread for the GIL between calls
     (each half of a 32-channel 16x16 conv took 3-4x its time alone), and a part of a few large
-    calls gained nothing over the GEMM split.
+    calls gained nothing over the GEMM split. Re-measured (each thread the whole conv of its
+    output rows, or Winograd tile rows, as a conv of its own with the pads its rows read; one
+    conv at batch 1, in-process interleaved medians of ratios against one thread, load 0.2-0.5):
+    F(4x4) 64 -> 64 at 32x32 1.06x, 64 -> 128 at 16x16 1.55x, 128 -> 128 1.17x (the GEMM split
+    0.98x, 1.09x, 0.96x), im2col 128 -> 256 at 8x8 0.86x, 256 -> 256 0.70-1.14x (the GEMM split
+    0.65-1.02x); vgg_bn@1 1.30x (load 1.4). A split call hands the GIL over at every NumPy call
+    of the two parts: a woken thread starts ~15-30 us late on this VM, the caller waits ~15-27 us
+    more for the helper's end, so only a few large calls per part can pay.
     Nor does BLAS thread a GEMM here (see `threads`): one im2col GEMM on OpenBLAS's two threads
     at batch 1 took 0.63-0.80x of one thread's time alone (128-512 channels at 4x4-16x16,
     38-75 MFLOP; our row split 1.08-1.32x there) and vgg_bn@1 0.84-0.96x on a quiet machine,

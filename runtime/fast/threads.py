@@ -66,7 +66,12 @@ caller waits for the slower thread. Re-checked with `benchmarks/thread_threshold
 batch 1 took 1.02-1.47x as long split; whole runs with no row split took 0.92x (vgg_bn@1,
 up to 75 MFLOP per conv, min time unchanged) and 0.86x (video3d@1) the median time of the
 former 2e7 (load 3: 0.92x and 0.67x). The suite's batch-1 convs (75 MFLOP at most) now run
-inline; larger ones (ResNet-50's at 224x224: 100-230 MFLOP) still split."""
+inline; larger ones (ResNet-50's at 224x224: 100-230 MFLOP) still split. Inside a row split,
+each GEMM call still goes by SPLIT_MIN_FLOPS: Winograd's at batch 1 (vgg_bn's 17-19 MFLOP a
+call) run inline. Forcing those split too (one conv at batch 1, in-process interleaved medians,
+load 0.5-1): F(4x4) 64 -> 64 at 32x32 0.95-1.07x, 64 -> 128 at 16x16 1.11-1.38x, 128 -> 128
+0.95-1.23x, F(2x2) 128 -> 256 at 8x8 1.02-1.31x, 256 -> 256 0.95-0.97x; vgg_bn@1 1.01x (quartiles
+0.95-1.05, load 1): not done."""
 
 
 _blas: list | None = None
