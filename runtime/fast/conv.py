@@ -4,7 +4,8 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
 - `pointwise`: 1x1 kernel, no padding: Y[n] = W (M, C) @ X[n] (C, pixels); a stride is one
   strided gather first. No im2col at all.
 - `winograd`: 3x3, stride 1, undilated, ungrouped, 24+ channels (see `winograd.py`):
-  F(4x4, 3x3), or F(2x2, 3x3) when the output is under 4x4.
+  F(4x4, 3x3), or F(2x2, 3x3) when the output is under 4x4 or, for a wide conv, when a batch
+  has too few F(4x4) tiles but enough of F(2x2)'s (steps.linear.FEW_TILES_F2_MIN_CHANNELS).
 - `colstack`: 2-D, ungrouped, unit stride and dilation along the width, 16 to 47 input and
   under 48 output channels (ResNet's 16-channel 3x3 convs), or fewer input channels with a deep
   enough GEMM (LeNet's 6 -> 16 5x5, see COLSTACK_NARROW_MIN_DEPTH), or a kernel one column wide
@@ -244,8 +245,9 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
 
 
 def few_tiles_fallback(spec: ConvSpec) -> str:
-    """What a conv planned as Winograd runs on a batch with too few tiles (ConvStep): colstack
-    under 128 output channels, else im2col (with exact columns there, see `wide_rows`).
+    """What a conv planned as Winograd runs on a batch with too few tiles (ConvStep), unless
+    F(2x2) has enough (see steps.linear.FEW_TILES_F2_MIN_CHANNELS): colstack under 128 output
+    channels, else im2col (with exact columns there, see `wide_rows`).
     Measured at batch 1 (one thread, interleaved min times, benchmarks/conv_algorithms.py):
     colstack took 0.81x of im2col's time at 64 -> 64 channels, 8x8; 1.12x at 256 -> 256."""
     if spec.c_out < WIDE_MAX_OUT_CHANNELS and spec.c_in * spec.kernel[0] >= COLSTACK_MIN_DEPTH:
