@@ -52,7 +52,7 @@ CASES: list[tuple[str, tuple[int, ...], dict]] = [
     ],
     *[
         ("Conv", (1, c, hw, hw), {"kernel_shape": [3, 3], "pads": [1] * 4, "strides": [1, 1]})
-        for c, hw in ((16, 32), (32, 32), (64, 16), (64, 32), (128, 16))
+        for c, hw in ((16, 32), (32, 32), (64, 16), (64, 32), (128, 16), (128, 8), (256, 8))
     ],
     *[
         ("Conv", (32, c, hw, hw), {"kernel_shape": [3, 3], "pads": [1] * 4, "strides": [1, 1]})
@@ -60,8 +60,8 @@ CASES: list[tuple[str, tuple[int, ...], dict]] = [
     ],
 ]
 """(op, input shape, attributes): element-wise and pooling steps at batch 32, convs (c -> c
-channels, 3x3) at batch 1 (split by GEMM rows) and at batch 32 (split by images), from below
-to above the thresholds."""
+channels, 3x3) at batch 1 (split by GEMM rows; 128-256 channels at 8x8 run F(2x2), vgg_bn's
+last convs) and at batch 32 (split by images), from below to above the thresholds."""
 
 
 def _graph(op: str, shape: tuple[int, ...], attrs: dict) -> Graph:
