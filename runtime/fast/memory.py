@@ -49,8 +49,10 @@ class Scratch:
     """Workspaces of one thread for one step at a time. Within a step, the first take of slot k
     (per dtype) places it after the slots the step placed before, at an aligned offset; later
     takes of it reuse that place when they fit (the data stays), else move it to the end (a
-    step uses slots 0..4 at once, a larger take gets fresh contents as before). `reset()` after
-    each step frees every place.
+    step uses slots 0..4 at once, a larger take gets fresh contents as before), or grow it
+    where it is when it is the last place (nothing placed after it: a step's first take of a
+    slot another computation of the step took before, e.g. Winograd's weight transform, wastes
+    no room). `reset()` after each step frees every place.
 
     The places are in the region of a `Pool`'s arena the step is bound to (`bind`, by a
     replayed run), else in the scratch's own buffer, sized to the largest step's total (where
@@ -62,8 +64,9 @@ class Scratch:
 
     def __init__(self) -> None:
         self._buf = np.empty(0, np.uint8)
-        # (slot, dtype) -> (elements, the placed array): this step's places
-        self._places: dict[tuple[int, Any], tuple[int, np.ndarray]] = {}
+        # (slot, dtype) -> (elements, the placed array, its first and end offsets): this step's
+        # places
+        self._places: dict[tuple[int, Any], tuple[int, np.ndarray, int, int]] = {}
         self._end = 0  # bytes placed by this step (including arrays of their own)
         self._need = 0  # the largest step's total seen (own buffer)
         self._own = 0  # bytes of this step's arrays past the buffer or region
@@ -80,6 +83,8 @@ class Scratch:
             return place[1][:size]
         n = max(size, 1)
         off = self._end
+        if place is not None and place[3] == off:  # the last place: it grows where it is
+            off = place[2]
         if self._arena is not None:
             src, views, limit, key = self._arena, self._arena_views, self._size, self._base + off
         else:
@@ -101,8 +106,8 @@ class Scratch:
             else:  # past the buffer or region: an array of its own
                 arr = np.empty(n, dt)
                 self._own += arr.nbytes
+        self._places[slot, dtype] = (n, arr, off, end)
         self._end = end
-        self._places[slot, dtype] = (n, arr)
         return arr if n == size else arr[:size]  # (a slice is a new view: ~0.2 us)
 
     def reset(self) -> None:

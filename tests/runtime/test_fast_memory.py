@@ -571,3 +571,20 @@ def test_a_shortcut_whose_add_stays_apart_is_not_said_to_move():
     xin = np.random.default_rng(0).standard_normal((8, 16, 8, 8)).astype(np.float32)
     want = runtime.Session(net.graph, plan="reference").run({"x": xin})["out"]
     np.testing.assert_allclose(sess.run({"x": xin})["out"], want, rtol=MODEL_RTOL, atol=MODEL_ATOL)
+
+
+def test_the_last_place_grows_where_it_is():
+    """A slot taken again larger grows in place when nothing was placed after it (its data
+    stays, the step's total is the larger size, not both), and moves past the others otherwise."""
+    sc = fast_memory.Scratch()
+    sc.take(0, 4096, np.float32)
+    sc.reset()  # the own buffer: 16 KiB
+    a = sc.take(5, 100, np.float32)
+    b = sc.take(0, 200, np.float32)
+    b[:] = 7
+    grown = sc.take(0, 1000, np.float32)
+    assert np.shares_memory(grown, b) and (grown[:200] == 7).all()
+    assert sc.used() == fast_memory._aligned(400) + fast_memory._aligned(4000)
+    a2 = sc.take(5, 300, np.float32)  # not the last place: moved past slot 0
+    assert not np.shares_memory(a2, a) and not np.shares_memory(a2, grown)
+    assert sc.used() == fast_memory._aligned(400) + fast_memory._aligned(4000) + 1216
