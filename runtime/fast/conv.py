@@ -68,8 +68,14 @@ under ~64 of them (e.g. 256 channels at 8x8: 4 tiles per image, 1 image per MiB)
 at a fraction of BLAS's rate (measured: 19 ms at 1 MiB, 10 ms at 16 MiB for 16 images). With
 WINOGRAD_CHUNK_COLUMNS as the floor, 2 MiB was as fast as 4 MiB or faster (0.93-1.0x, 32-256
 channels at 8x8-32x32, batch 16, one thread) and holds half the scratch."""
-WINOGRAD_CHUNK_COLUMNS = 64
-"""A Winograd batch chunk holds at least this many tile columns when the batch has them."""
+WINOGRAD_CHUNK_COLUMNS = 32
+"""A Winograd batch chunk holds at least this many tile columns when the batch has them. It was
+64: vgg_bn@32's 256-channel 8x8 convs then took 16 images a chunk, 7 MiB of workspace per
+thread, which with their transformed weights in the step's workspace (winograd.PER_RUN_MIN_COLUMNS,
+9 MiB for 256 -> 256) set the arena (27 MiB, for 18.8 at its 16 MiB of activations); with 32,
+21 MiB. 32 against 64 (two threads, whole batch, 40 interleaved rounds, medians of ratios):
+0.93x at 256 -> 256 8x8 batch 32, 0.98x 128 -> 256 8x8, 0.90x 128 -> 128 16x16, 1.01x 256 ->
+256 8x8 batch 16, 0.99x at batch 8."""
 MIN_WINOGRAD_COLUMNS = 16
 """Fewer tile columns in the whole batch than this (batch 1 at 8x8: 4 with F(4x4)) run im2col
 (ConvStep): measured at batch 1, one thread, interleaved min times, F(4x4) took 0.76-0.83x of

@@ -22,9 +22,22 @@ exact in float32 up to the GEMM's own rounding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from math import ceil
+
 import numpy as np
 
-__all__ = ["TRANSFORMS", "SEPARABLE", "weight_transform"]
+from graphnet.runtime.fast.memory import Scratch
+from graphnet.runtime.fast.threads import ELEMENT_FLOPS
+
+__all__ = [
+    "PER_RUN_MIN_COLUMNS",
+    "TRANSFORMS",
+    "SEPARABLE",
+    "per_run",
+    "transformed",
+    "weight_transform",
+]
 
 
 def _f2() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,3 +118,82 @@ def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
     rows = g @ w9.reshape(3, 3 * mo * c)  # (t, 3, M*C): G on the kernel rows
     u = np.matmul(g, rows.reshape(t, 3, mo * c))  # (t, t, M*C): and on its columns
     return u.reshape(t * t, mo, c)
+
+
+PER_RUN_MIN_COLUMNS = 128
+"""In inference, a Winograd conv whose GEMMs have at least this many columns (images x tiles:
+batch 32 at 8x8 output, batch 2 at 32x32) transforms its weights on every run into a workspace
+(`transformed`) instead of keeping U, (m+2)^2 / 9 = 4x (F(4x4)) the kernel's bytes, beside the
+parameters for the session's life: vgg_bn@32 kept 17.4 MiB of U next to 6.4 MiB of parameters
+and 16 MiB of activations. In the arena U lives during its step only, and the convs with the
+largest U (the most channels) run late, where the activations are small: the arena's peak
+stays where it was (conv2's, 16 MiB of values) or grows by a small U. The transform writes
+U once and its GEMMs read it once per chunk: against those GEMMs, (m+2)^2 x M x C x columns
+multiply-adds, its cost falls as 1 / columns. Under this many columns (batch 1 at 32x32 has 64,
+at 16x16 16) the transform would cost 5-15% of the conv and a batch-1 run races PyTorch: U is
+kept (ConvStep's prepared-weight cache)."""
+
+TRANSFORM_BLOCK_BYTES = 1 << 20
+"""`transform_into` works on blocks of output channels whose two temporaries (the kernel re-laid,
+9 x M_block x C, and G applied to its rows, 3(m+2) x M_block x C) take at most this many bytes:
+they stay in cache, and only U goes to memory. 256 -> 256 F(4x4) into a warm U (one thread,
+medians of 30): 1.84 ms in one block (temporaries of 7 MiB), 0.71 in blocks of 1 MiB, 0.85 in
+512 KiB, 0.94 in 256 KiB; into a fresh U (the cached path's) 1.71. 128 -> 128: 0.18, 0.16, 0.18,
+0.18 and 0.21 ms. vgg_bn's 64-channel conv, the arena's peak, needs 0.43 MiB in one block."""
+
+U_SLOT, TEMP_SLOT = 8, 0
+"""Scratch slots: U (in scratch 0, read by every thread's slice of the conv: past the slots the
+conv kernels take, 0-7) and the transform's temporaries (in the scratch of the thread that
+computes a block): slot 0, the conv's first take, which then grows where they were (see
+`Scratch.take`) rather than being placed after them."""
+
+
+TRANSFORM_PASSES = 3
+"""A transform counts as this many element-wise passes over U against the threads' split
+threshold (its temporaries written and read, U written): from 128 -> 128 channels (F(4x4)) it is
+split over two threads. Split against one thread (warm scratch, in-process interleaved medians
+of 60, load 0.8): 64 -> 64 1.64x the time (0.10 vs 0.06 ms: the hand-off), 128 -> 128 0.80x,
+256 -> 128 0.68x, 256 -> 256 0.69x (0.57 vs 0.80 ms)."""
+
+
+def per_run(batch: int, out_hw: tuple, m: int) -> bool:
+    """Whether a Winograd F(m x m) conv with this batch and output height and width transforms
+    its weights on every run (see PER_RUN_MIN_COLUMNS)."""
+    return batch * ceil(out_hw[0] / m) * ceil(out_hw[1] / m) >= PER_RUN_MIN_COLUMNS
+
+
+def transform_into(
+    w: np.ndarray, m: int, u: np.ndarray, lo: int, hi: int, scratch: Scratch
+) -> None:
+    """u[:, lo:hi] = weight_transform(w)[:, lo:hi] (u: ((m+2)^2, M, C) float32), in blocks of
+    output channels whose temporaries fit TRANSFORM_BLOCK_BYTES, taken from `scratch`. The same
+    operations as `weight_transform` on a block's kernels: the same float32 results."""
+    g = _G32[m]
+    t = m + 2
+    mo, c = w.shape[:2]
+    step = max(1, TRANSFORM_BLOCK_BYTES // (3 * (3 + t) * c * 4))
+    uf = u.reshape(t, t, mo * c)
+    for o0 in range(lo, hi, step):  # a loop over blocks of output channels
+        o1 = min(hi, o0 + step)
+        n = (o1 - o0) * c
+        temp = scratch.take(TEMP_SLOT, (9 + 3 * t) * n, np.float32)
+        w9 = temp[: 9 * n].reshape(9, n)
+        np.copyto(w9, w[o0:o1].reshape(n, 9).T)
+        rows = temp[9 * n :].reshape(t, 3 * n)
+        np.matmul(g, w9.reshape(3, 3 * n), out=rows)
+        np.matmul(g, rows.reshape(t, 3, n), out=uf[:, :, o0 * c : o1 * c])
+
+
+def transformed(w: np.ndarray, m: int, parallel: Callable, scratch: Scratch) -> np.ndarray:
+    """U of `w` (as `weight_transform`) in `scratch`'s U_SLOT (the plan's scratch 0, alive for
+    the step), computed over `parallel`'s threads by blocks of output channels (see
+    TRANSFORM_PASSES)."""
+    t = m + 2
+    mo, c = w.shape[:2]
+    u = scratch.take(U_SLOT, t * t * mo * c, np.float32).reshape(t * t, mo, c)
+    parallel(
+        mo,
+        lambda lo, hi, s: transform_into(w, m, u, lo, hi, s),
+        TRANSFORM_PASSES * ELEMENT_FLOPS * u.size,
+    )
+    return u

@@ -103,3 +103,69 @@ def test_weight_transform_matches_the_kronecker_form_in_float64(m, mo, c):
     assert got.dtype == np.float32 and got.shape == ((m + 2) ** 2, mo, c)
     assert got.flags.c_contiguous
     assert (np.abs(got - exact) <= float32_bound(mags, 9 + 2)).all()
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize(
+    ("mo", "c", "dtype"), [(1, 1, np.float32), (13, 7, np.float32), (33, 24, np.float64)]
+)
+def test_weight_transform_in_blocks_over_threads_matches_the_one_piece(
+    m, mo, c, dtype, monkeypatch
+):
+    """`transformed` (U in scratch 0, blocks of output channels split over two threads: blocks
+    of 2 channels here, the last one smaller for odd M) gives `weight_transform`'s U, also from
+    a float64 kernel: both within the float32 bound of the Kronecker form in float64, and equal
+    to each other within it (the same operations on each block's kernels). The scratches are
+    NaN-filled first: an unwritten element of U would show."""
+    from graphnet.runtime.fast import threads as fast_threads
+    from graphnet.runtime.fast import winograd
+
+    monkeypatch.setattr(fast_threads, "SPLIT_MIN_FLOPS", 0)  # every transform split
+    monkeypatch.setattr(winograd, "TRANSFORM_BLOCK_BYTES", 2 * (9 + 3 * (m + 2)) * c * 4)
+    w = np.random.default_rng(mo * 100 + c).standard_normal((mo, c, 3, 3)).astype(dtype)
+    par = fast_threads.Parallel(2)
+    for sc in par.scratch:
+        sc.take(0, 1 << 16, np.float32)
+        sc.reset()
+        sc._buf.view(np.float32)[:] = np.nan
+    got = winograd.transformed(w, m, par, par.scratch[0])
+    kg = winograd.TRANSFORMS[m][1]
+    flat = w.astype(np.float64).reshape(mo * c, 9).T
+    exact = (kg @ flat).reshape(-1, mo, c)
+    bound = float32_bound((np.abs(kg) @ np.abs(flat)).reshape(-1, mo, c), 9 + 2)
+    assert got.dtype == np.float32 and got.shape == ((m + 2) ** 2, mo, c)
+    assert (np.abs(got - exact) <= bound).all()
+    assert (np.abs(got - winograd.weight_transform(w, m)) <= bound).all()
+    assert np.shares_memory(got, par.scratch[0].take(winograd.U_SLOT, got.size, np.float32))
+
+
+def test_winograd_weights_kept_only_for_few_columns():
+    """A 32 -> 40 3x3 conv on 16x16 (F(4x4): 16 tiles an image): at batch 2 (32 columns, under
+    PER_RUN_MIN_COLUMNS) its U stays in the step's prepared-weight cache; at batch 8 (128) it
+    is transformed on every run into the step's workspace and not kept. Both match the plain
+    conv within Winograd's float32 bound, the first run (recorded) and the replays alike."""
+    from graphnet import runtime
+    from graphnet.ir import Graph
+    from graphnet.runtime.fast import winograd
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((40, 32, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    g = Graph("conv")
+    g.add_input("x", (None, 32, 16, 16))
+    g.add_param("w", w)
+    g.add_param("b", b)
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    y = g.add_node("Conv", ["x", "w", "b"], attrs, name="conv").outputs[0]
+    g.mark_output(g.add_node("Relu", [y], {}, name="relu").outputs[0])
+    for batch, kept in ((2, True), (8, False)):
+        assert winograd.per_run(batch, (16, 16), 4) is not kept
+        x = rng.standard_normal((batch, 32, 16, 16)).astype(np.float32)
+        exact, bound = _conv_and_bound(x, w, b, 0.0, (1, 1, 1, 1), 4)
+        sess = runtime.Session(g)
+        for _ in range(3):  # recorded, then replayed from the arena
+            out = sess.run({"x": x})[g.outputs[0]]
+            assert (np.abs(out - exact) <= bound).all()
+        step = next(s for s in sess._fast(training=False, keep_all=False).steps if s.name == "conv")
+        assert step.ran == "winograd-f4"
+        assert ("winograd-f4" in step._prepared) is kept

@@ -17,6 +17,7 @@ from graphnet.runtime.fast.conv import (
 )
 from graphnet.runtime.fast.steps.base import Run, Step
 from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
+from graphnet.runtime.fast.winograd import per_run, transformed
 
 __all__ = [
     "TRAIN_WINOGRAD_BATCH",
@@ -77,6 +78,7 @@ class ConvStep(Step):
     _shapes: dict = field(default_factory=dict)
     ran: str = ""  # the algorithm of the last run (`algo`, or im2col for too few tiles)
     _epi: tuple = (None, None)  # (bias array, its Epilogue): see `_epilogue`
+    _per_run: dict = field(default_factory=dict)  # input shape -> Winograd U in a workspace?
 
     def weight(
         self,
@@ -172,11 +174,26 @@ class ConvStep(Step):
             epi.residual, epi.aliased = (lambda: y), True
         else:
             y = run.alloc(self.outputs[0], out_shape, x.dtype)
-        # A parameter bias rides in the im2col GEMM (prepared once with the weight).
-        wp = self.weight(
-            w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
-        )
+        if (
+            algo.startswith("winograd")
+            and not run.training
+            and self._winograd_per_run(x.shape, out_shape, algo)
+        ):
+            # U in this step's workspace, not kept (see winograd.PER_RUN_MIN_COLUMNS)
+            wp = transformed(w, 4 if algo[-1] == "4" else 2, run.parallel, run.parallel.scratch[0])
+        else:  # A parameter bias rides in the im2col GEMM (prepared once with the weight).
+            wp = self.weight(
+                w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
+            )
         self._convolve(run, algo, x, wp, y, epi, flops)
+
+    def _winograd_per_run(self, shape: tuple, out_shape: tuple, algo: str) -> bool:
+        hit = self._per_run.get(shape)
+        if hit is None:
+            hit = self._per_run[shape] = per_run(
+                shape[0], out_shape[2:], 4 if algo[-1] == "4" else 2
+            )
+        return hit
 
     def _epilogue(self, run: Run, b: np.ndarray | None, dtype: np.dtype) -> Epilogue:
         """The step's Epilogue; without a residual (which reads this run's values) and with the
