@@ -7,8 +7,10 @@ allocates and still holds at the peak of its second run (tracemalloc), against t
 the largest set of simultaneously live activations. This splits our side: what the first run
 kept beside the arena ("kept": mostly the prepared weights: colstack's transposed copies,
 im2col's copies with the bias column under a GEMM depth of BIAS_COLUMN_MAX_DEPTH (views of the
-parameters above), Winograd's transformed weights; also the ReLU zeros block and small caches),
-the arena of activation buffers and conv workspaces with the threads' scratch
+parameters above), Winograd's transformed weights where its GEMMs have few columns (at batch 1;
+with more, winograd.PER_RUN_MIN_COLUMNS, a step transforms them into its workspace on every
+run); also the ReLU zeros block and small caches), the arena of activation buffers and conv
+workspaces (those per-run transformed weights among them) with the threads' scratch
 (`Session.held_bytes`), what a warm run allocates on top ("run's own": its outputs and the
 temporaries of steps that allocate), and the first run's own peak (it records the arena: each
 value and workspace in fresh memory while it lives, so about the arena and the kept weights).

@@ -18,6 +18,10 @@ Networks", with interpolation points 0, +-1, +-2 (F(4x4)) and 0, +-1 (F(2x2)). F
 transforms have entries up to 8 and 5: rounding grows with the tiles' dynamic range (max error
 ~1e-4 relative on typical activations), which is inside the whole-model tolerance; F(2x2)'s are
 exact in float32 up to the GEMM's own rounding.
+
+The transformed weights U are kept (ConvStep's prepared-weight cache) only for GEMMs with few
+columns; with more, a step transforms them on every run into its workspace
+(PER_RUN_MIN_COLUMNS, `transformed`).
 """
 
 from __future__ import annotations
@@ -122,16 +126,24 @@ def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
 
 PER_RUN_MIN_COLUMNS = 128
 """In inference, a Winograd conv whose GEMMs have at least this many columns (images x tiles:
-batch 32 at 8x8 output, batch 2 at 32x32) transforms its weights on every run into a workspace
-(`transformed`) instead of keeping U, (m+2)^2 / 9 = 4x (F(4x4)) the kernel's bytes, beside the
-parameters for the session's life: vgg_bn@32 kept 17.4 MiB of U next to 6.4 MiB of parameters
-and 16 MiB of activations. In the arena U lives during its step only, and the convs with the
-largest U (the most channels) run late, where the activations are small: the arena's peak
-stays where it was (conv2's, 16 MiB of values) or grows by a small U. The transform writes
-U once and its GEMMs read it once per chunk: against those GEMMs, (m+2)^2 x M x C x columns
-multiply-adds, its cost falls as 1 / columns. Under this many columns (batch 1 at 32x32 has 64,
-at 16x16 16) the transform would cost 5-15% of the conv and a batch-1 run races PyTorch: U is
-kept (ConvStep's prepared-weight cache)."""
+batch 32 at 8x8 output, batch 2 at 32x32) transforms its weights on every run into its step's
+workspace (`transformed`) instead of keeping U, (m+2)^2 / 9 = 4x (F(4x4)) the kernel's bytes,
+beside the parameters for the session's life. In the arena U lives during its step only, and
+the convs with the largest U (the most channels) run late, where the activations are small.
+Measured (benchmarks/memory_breakdown.py, peak / floor): vgg_bn@32 1.91 -> 1.23 (17.4 MiB of U
+kept beside 6.4 of parameters and 16 of activations; the arena 18.8 -> 21.0 MiB, its peak now
+at the 256 -> 256 conv: 4 MiB of values, 9 of U, 8 of chunks, see conv.WINOGRAD_CHUNK_COLUMNS),
+resnet20@32 1.52 -> 1.02, inception_bn@32 1.20 -> 1.16. Time: the transform writes U once
+(its GEMMs read it once per chunk): against them, (m+2)^2 x M x C x columns multiply-adds, its
+cost falls as 1 / columns. Whole models against U kept (in-process interleaved, medians of
+ratios, 300-400 rounds, a noisy shared machine): vgg_bn@32 1.03x (load 1.5) and 1.00x (load 3),
+resnet20@32 1.01x, inception_bn@32 0.99x; in the model the transforms took ~1-2 ms of vgg_bn@32's
+~45 (64 -> 64 0.1 ms ... 256 -> 256 0.6-1.0 ms on two threads). Under this many columns U is
+kept (ConvStep's prepared-weight cache): a batch-1 run races PyTorch, and there every Winograd
+conv of the suite is under it (64 tiles at 32x32, 16 at 16x16). Transforming at batch 1 too:
+vgg_bn@1 1.08x the time for peak / floor 1.79 -> 1.66; inception_bn@1 1.03x and norms_acts@1
+1.08x for a higher peak (2.20 -> 2.48, 2.53 -> 2.96: U and the temporaries beside tiny
+activations)."""
 
 TRANSFORM_BLOCK_BYTES = 1 << 20
 """`transform_into` works on blocks of output channels whose two temporaries (the kernel re-laid,
@@ -166,8 +178,8 @@ def transform_into(
     w: np.ndarray, m: int, u: np.ndarray, lo: int, hi: int, scratch: Scratch
 ) -> None:
     """u[:, lo:hi] = weight_transform(w)[:, lo:hi] (u: ((m+2)^2, M, C) float32), in blocks of
-    output channels whose temporaries fit TRANSFORM_BLOCK_BYTES, taken from `scratch`. The same
-    operations as `weight_transform` on a block's kernels: the same float32 results."""
+    output channels whose temporaries fit TRANSFORM_BLOCK_BYTES, taken from `scratch`: the same
+    operations as `weight_transform`, on a block's kernels."""
     g = _G32[m]
     t = m + 2
     mo, c = w.shape[:2]
