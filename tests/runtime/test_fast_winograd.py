@@ -143,7 +143,8 @@ def test_winograd_weights_kept_only_for_few_columns():
     """A 32 -> 40 3x3 conv on 16x16 (F(4x4): 16 tiles an image): at batch 2 (32 columns, under
     PER_RUN_MIN_COLUMNS) its U stays in the step's prepared-weight cache; at batch 8 (128) it
     is transformed on every run into the step's workspace and not kept. Both match the plain
-    conv within Winograd's float32 bound, the first run (recorded) and the replays alike."""
+    conv within Winograd's float32 bound, the first run (recorded) and the replays alike, also
+    in one session alternating the two batches."""
     from graphnet import runtime
     from graphnet.ir import Graph
     from graphnet.runtime.fast import winograd
@@ -169,3 +170,9 @@ def test_winograd_weights_kept_only_for_few_columns():
         step = next(s for s in sess._fast(training=False, keep_all=False).steps if s.name == "conv")
         assert step.ran == "winograd-f4"
         assert ("winograd-f4" in step._prepared) is kept
+    # One session alternating the two batches (one arena layout each; U kept from batch 2 on)
+    sess = runtime.Session(g)
+    xs = {n: rng.standard_normal((n, 32, 16, 16)).astype(np.float32) for n in (2, 8)}
+    for n in (8, 2, 8, 2, 8):
+        exact, bound = _conv_and_bound(xs[n], w, b, 0.0, (1, 1, 1, 1), 4)
+        assert (np.abs(sess.run({"x": xs[n]})[g.outputs[0]] - exact) <= bound).all()
