@@ -7,8 +7,8 @@ At compile time (once per session and mode):
   GlobalAveragePool; Concat; views for Reshape / Flatten / (Un)Squeeze / inference Dropout),
   otherwise the plain kernel with its resolved attributes;
 - a Conv or Gemm whose only reader is a ReLU / LeakyReLU (or, for a Conv, a residual Add and then
-  a ReLU) takes those nodes into its epilogue (`fuse`), an inference im2col Conv also a MaxPool
-  tiling its output (`_tiling_pool`); 1x1 Convs of one input become one
+  a ReLU) takes those nodes into its epilogue (`fuse`), an inference im2col or colstack Conv
+  also a MaxPool tiling its output (`_tiling_pool`); 1x1 Convs of one input become one
   stacked GEMM (`_merge_pointwise`); a channel Concat of such Convs' outputs has them written
   into its buffer at batch 1 (`_place_concats`);
 - an inference plan runs its steps in the topological order that lowers the peak of live
@@ -494,12 +494,12 @@ class CompiledPlan:
             value = nxt.outputs[0]
         if (
             isinstance(step, ConvStep)
-            and step.algo == "im2col"
+            and step.algo in ("im2col", "colstack")
             and step.residual is None
             and not self.training
         ):
             pool = self._tiling_pool(value, self._single_reader(value, readers, outputs))
-            if pool:  # (im2col pools the GEMM's result: see conv._pool_tiles)
+            if pool:  # (im2col and colstack pool their GEMM's result: see conv._pool_tiles)
                 step.pool = pool[0]
                 step.fused.append(pool[1].name)
                 fused.add(pool[1].name)
