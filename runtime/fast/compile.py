@@ -37,7 +37,13 @@ from graphnet import ops
 from graphnet.dims import BATCH, evaluate
 from graphnet.errors import GraphNetError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
-from graphnet.runtime.fast.conv import ConvSpec, choose, overwrites_residual, relu_
+from graphnet.runtime.fast.conv import (
+    ConvSpec,
+    choose,
+    overwrites_residual,
+    phase_pool,
+    relu_,
+)
 from graphnet.runtime.fast.memory import Pool
 from graphnet.runtime.fast.steps import (
     AliasStep,
@@ -504,6 +510,12 @@ class CompiledPlan:
                 step.fused.append(pool[1].name)
                 fused.add(pool[1].name)
                 value = pool[1].outputs[0]
+                phases = phase_pool(step.spec, step.pool) if step.algo == "im2col" else ""
+                if phases:
+                    step.algo = phases
+                    step.why = (
+                        "a few output channels under a tiling MaxPool: its phases in the GEMM"
+                    )
         step.outputs = [self._slot(value)]
 
     def _shortcut_first(self, step, node, add, other, readers, order) -> str | None:

@@ -19,10 +19,13 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   itself), else padded rows.
   Also what a conv planned as Winograd runs, under 128 output channels, on a batch with too few
   tiles (`few_tiles_fallback`).
+- `phasepool`: a 2-D conv with under 8 output channels whose output a fused MaxPool tiles
+  (LeNet's first): the pool's tile positions stacked in the GEMM's rows over one operand of
+  the input's phases, the pool a max over the GEMM's row blocks (see `_phase_pool`).
 - `im2col`: everything else (any rank, stride, dilation, group): the padded input's window view
   copied once into (C/group * taps, pixels) columns, then Y[n, g] = W[g] @ cols[n, g].
 
-All four work on batch chunks sized so their workspaces stay near `WORKSPACE_BYTES` (the whole
+All five work on batch chunks sized so their workspaces stay near `WORKSPACE_BYTES` (the whole
 batch at once would need a 2-10x larger im2col matrix than the activations themselves: the peak
 memory target); im2col splits an image too large for it into slabs of output rows
 (SLAB_MIN_COLUMNS). Workspaces come from a `Scratch` shared by all steps. The bias and a
@@ -59,6 +62,7 @@ __all__ = [
     "few_tiles_fallback",
     "overwrites_residual",
     "relu_",
+    "phase_pool",
 ]
 
 WORKSPACE_BYTES = 1 << 20  # per chunk: stays in cache and bounds the peak memory
@@ -311,6 +315,8 @@ def prepare_weight(
     if algo.startswith("winograd"):
         return weight_transform(w, 4 if algo.endswith("f4") else 2)
     m = w.shape[0]
+    if algo.startswith("phasepool"):
+        return _phase_pool_weight(w, _phase_pool_tile(algo), dtype, bias)
     if algo == "colstack":
         kw = w.shape[3]
         ws = w.transpose(3, 0, 1, 2).reshape(kw * m, -1)
@@ -591,6 +597,8 @@ def conv_chunked(
         _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     elif algo == "colstack":
         _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+    elif algo.startswith("phasepool"):
+        _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     else:
         _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split)
 
@@ -1244,3 +1252,127 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         else:
             np.copyto(dest, yv)
             activate(yb, epi.activation)
+
+
+PHASE_POOL_MAX_OUT = 8
+"""A 2-D conv (unit stride and dilation, ungrouped) with a fused tiling MaxPool runs
+`_phase_pool` under this many output channels (else im2col with `_pool_tiles`): its GEMM does
+(U1 * kh_pool * V1 * kw_pool) / (kh * kw) times the conv's multiplications (1.44x for 5x5
+under a 2x2 pool) for a copy of a third of im2col's columns and no pass of its own for the
+pool's rows and columns: it pays where the GEMM is thin (a few output channels) and the copy
+and the pool are most of the time. Measured against im2col with its fused pool (one thread,
+in-process interleaved medians, bias + ReLU, 2x2 pool): LeNet's first conv (1 -> 6 5x5 pads 2,
+28x28) 0.93x the time at batch 32, 0.80x at batch 1; 3 -> 6 5x5 at batch 8 0.76x; slower from
+16 output channels: 3 -> 16 3x3 at 32x32 1.05-1.1x, 6 -> 16 5x5 at 14x14 1.2-1.3x. Whole
+models (in-process, interleaved, 40 rounds, medians of ratios, with the bias as a GEMM
+column): lenet5@32 0.93x, lenet5@1 0.92x the time; the bias column against a pass over the
+pooled output 0.99x / 0.97x."""
+
+
+def phase_pool(spec: ConvSpec, pool: tuple) -> str:
+    """The algorithm name of `_phase_pool` for `spec` under a fused `pool` (kh, kw), or ""
+    when it does not apply (see PHASE_POOL_MAX_OUT)."""
+    fits = (
+        len(spec.kernel) == 2
+        and len(pool) == 2
+        and spec.strides == (1, 1)
+        and spec.dilations == (1, 1)
+        and spec.group == 1
+        and spec.c_out < PHASE_POOL_MAX_OUT
+        and min(spec.pads) >= 0
+    )
+    return f"phasepool-{pool[0]}x{pool[1]}" if fits else ""
+
+
+def _phase_pool_tile(algo: str) -> tuple[int, int]:
+    ph, pw = algo.split("-")[1].split("x")
+    return int(ph), int(pw)
+
+
+def _phase_pool_weight(
+    w: np.ndarray, pool: tuple[int, int], dtype: np.dtype, bias: np.ndarray | None
+) -> np.ndarray:
+    """(kh_p * kw_p * M, C * U1 * kh_p * V1 * kw_p) for `_phase_pool`: row (a, b, m) holds the
+    kernel of output channel m placed at offset (a, b) in a (U1 * kh_p, V1 * kw_p) window of
+    zeros, columns ordered (c, u1, u0, v1, v0) for the window's row u1 * kh_p + u0 and column
+    v1 * kw_p + v0; with `bias`, one more column holding b[m] in every row (m's bias is the
+    same at every tile position: the max adds it once)."""
+    m, c, kh, kw = w.shape
+    ph, pw = pool
+    u1, v1 = -(-(ph + kh - 1) // ph), -(-(pw + kw - 1) // pw)
+    full = np.zeros((ph, pw, m, c, u1 * ph, v1 * pw), np.float64)
+    for a in range(ph):  # a loop over the pool tile's rows
+        for b in range(pw):  # ... and columns: each output phase's placed kernel
+            full[a, b, :, :, a : a + kh, b : b + kw] = w
+    wp = full.reshape(ph * pw * m, -1)
+    if bias is not None:
+        wp = np.concatenate([wp, np.tile(bias.astype(np.float64), ph * pw)[:, None]], axis=1)
+    return np.ascontiguousarray(wp, dtype=dtype)
+
+
+def _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+    # A conv whose output a kh_p x kw_p MaxPool tiles, with the pool's tile positions (a, b)
+    # (the output's phases) stacked in the GEMM's rows. Output pixel (kh_p R + a, kw_p Q + b)
+    # at tap (i, j) reads the padded input at row kh_p R + u, column kw_p Q + v (u = a + i,
+    # v = b + j), and with u = kh_p u1 + u0 that is phase (u0, v0) of the input at (R + u1,
+    # Q + v1): every output phase reads the same operand, the input's phases (a copy of the
+    # input, each phase a plane of hq x wq) at the window offsets (u1, v1), U1 x V1 of them, and
+    # the phases differ in their weights only (zeros at the window taps outside their kernel,
+    # see `_phase_pool_weight`). Per image, Z (kh_p kw_p M, pooled rows x wq) = W' @ cols, the
+    # operand's rows each one contiguous run of the phase plane (wide rows: wq columns of
+    # which the pooled width are valid, as `_im2col`'s), then the pool is the max over Z's
+    # kh_p kw_p row blocks, the last into the output, and the epilogue (the activation, and the
+    # bias unless it rode in the GEMM as a column: see `_phase_pool_weight`) runs on the
+    # pooled output.
+    n, c, h, w = x.shape
+    ph, pw = epi.pool
+    kh, kw = spec.kernel
+    mo = spec.c_out
+    hr, wr = out.shape[2:]
+    u1, v1 = -(-(ph + kh - 1) // ph), -(-(pw + kw - 1) // pw)
+    hq, wq = hr + u1 - 1, wr + v1 - 1
+    plane = hq * wq
+    pt, pl = spec.pads[0], spec.pads[1]
+    k = c * u1 * ph * v1 * pw
+    augmented = wp.shape[-1] == k + 1  # the bias is the weight's last column
+    rows = k + augmented
+    p = hr * wq
+    phases = ph * pw
+    per_item = c * phases * plane + rows * p + phases * mo * p
+    b = _chunk(per_item * x.itemsize, hi - lo)
+    slack = v1 - 1  # the last wide row's reads past the last plane (dropped columns)
+    it = x.itemsize
+    for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
+        n1 = min(hi, n0 + b)
+        nb = n1 - n0
+        size = nb * c * phases * plane
+        buf = scratch.take(0, size + slack, x.dtype)
+        buf[:] = 0  # the padding (and the windows' rows and columns past it)
+        xq = buf[:size].reshape(nb, c, ph, pw, hq, wq)
+        for u0 in range(ph):  # a loop over the input's phases: rows
+            r0 = max(0, -((u0 - pt) // ph))  # the first phase row inside the input
+            r1 = min(hq, -((u0 - pt - h) // ph))
+            for v0 in range(pw):  # ... and columns
+                q0 = max(0, -((v0 - pl) // pw))
+                q1 = min(wq, -((v0 - pl - w) // pw))
+                if r1 > r0 and q1 > q0:
+                    ys, xs = ph * r0 + u0 - pt, pw * q0 + v0 - pl
+                    src = x[n0:n1, :, ys::ph, xs::pw][:, :, : r1 - r0, : q1 - q0]
+                    xq[:, :, u0, v0, r0:r1, q0:q1] = src
+        s = xq.strides
+        windows = view(  # (b, C, u1, u0, v1, v0, pooled rows, wq): rows of phase planes
+            buf, (nb, c, u1, ph, v1, pw, hr, wq), (s[0], s[1], wq * it, s[2], it, s[3], wq * it, it)
+        )
+        cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
+        if augmented:
+            cols[:, k] = 1  # the row of ones the bias column multiplies
+        np.copyto(cols[:, :k].reshape(windows.shape), windows)
+        z = scratch.take(2, nb * phases * mo * p, x.dtype).reshape(nb, phases, mo * p)
+        gemm(wp, cols, z.reshape(nb, phases * mo, p), 0)  # split by rows
+        acc = z[:, 0]
+        for t in range(1, phases - 1):  # a loop over the pool tile's positions
+            np.maximum(acc, z[:, t], out=acc)
+        yb = out[n0:n1]
+        last = z[:, phases - 1].reshape(nb, mo, hr, wq)[..., :wr]
+        np.maximum(acc.reshape(nb, mo, hr, wq)[..., :wr], last, out=yb)
+        _epilogue(yb, epi, n0, n1, augmented)

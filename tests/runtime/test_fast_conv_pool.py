@@ -7,7 +7,9 @@ Oracle: the same plan with the fusion off (the conv's im2col and the MaxPool ste
 GEMM, and max, bias and the activations are exact on float32, so the outputs are equal; and
 the reference plan (plain kernels) within float32 conv rounding, on odd shapes: batch 1 (exact
 columns) and more (wide rows, odd wide widths too), kernel 2x2, 3x3, 2x3, bias or none, split
-over the threads; colstack on LeNet's second conv and on padded rows of odd width."""
+over the threads; colstack on LeNet's second conv and on padded rows of odd width; the pool's
+phases in the GEMM's rows (`conv._phase_pool`, under 8 output channels), also on its own against
+im2col's fused pool with uneven pads."""
 
 from __future__ import annotations
 
@@ -21,10 +23,14 @@ from graphnet.runtime.fast import threads
 
 # (input C, H, W), (out channels, kernel, pads), pool kernel, the conv's algorithm
 CASES = [
-    ((1, 28, 28), (6, 5, 2), (2, 2), "im2col"),  # LeNet's first: wide rows of 32
-    ((1, 12, 9), (4, 3, 1), (2, 3), "im2col"),  # wide rows of 11: not a multiple of 2
-    ((3, 14, 11), (5, 3, 0), (3, 3), "im2col"),  # 12 x 9 out, rows of 11 (no padding)
-    ((2, 10, 14), (3, 3, 2), (3, 2), "im2col"),  # 12 x 16 out
+    ((1, 28, 28), (8, 5, 2), (2, 2), "im2col"),  # wide rows of 32
+    ((1, 12, 9), (9, 3, 1), (2, 3), "im2col"),  # wide rows of 11: not a multiple of 2
+    ((3, 14, 11), (10, 3, 0), (3, 3), "im2col"),  # 12 x 9 out, rows of 11 (no padding)
+    ((2, 10, 14), (8, 3, 2), (3, 2), "im2col"),  # 12 x 16 out
+    ((1, 28, 28), (6, 5, 2), (2, 2), "phasepool-2x2"),  # LeNet's first
+    ((1, 12, 9), (4, 3, 1), (2, 3), "phasepool-2x3"),  # wide phase rows
+    ((3, 14, 11), (5, 3, 0), (3, 3), "phasepool-3x3"),  # no padding
+    ((2, 10, 14), (3, 3, 2), (3, 2), "phasepool-3x2"),
     ((6, 14, 14), (16, 5, 0), (2, 2), "colstack"),  # LeNet's second: rows of 14, 10 valid
     ((6, 10, 9), (16, 5, 2), (2, 3), "colstack"),  # 10 x 9 out, padded rows of 13 (odd)
     ((16, 9, 12), (20, 3, 1), (3, 2), "colstack"),  # 9 x 12 out, padded rows of 14
@@ -76,10 +82,11 @@ def test_fused_pool_equals_unfused_plan_and_reference(
         want = plain.run({"x": x})[out]
         assert [s.op for s in plain._fast(training=False, keep_all=False).steps][-1] == "MaxPool"
     assert got.shape == want.shape
-    if algo == "im2col" or not conv[2]:
+    if algo == "im2col" or (algo == "colstack" and not conv[2]):
         assert np.array_equal(got, want)
-    else:  # unfused, colstack sums a padded width on the input's own rows (another order)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # (as the reference's)
+    else:  # unfused, colstack sums a padded width on the input's own rows (another order);
+        # phasepool's GEMM has other (and zero) terms: both as close as the reference's
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     ref = runtime.Session(g, plan="reference").run({"x": x})[out]
     # float32 conv of c*k*k terms of |x w| <~ 4 * 1 / sqrt(c k k) each: well within 1e-5
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
@@ -97,3 +104,45 @@ def test_no_fusion_in_train_mode_or_for_overlapping_pools():
     g2.mark_output(g2.add_node("MaxPool", [y], attrs, name="pool").outputs[0])
     plan = runtime.Session(g2)._fast(training=False, keep_all=False)
     assert [s.op for s in plan.steps] == ["Conv", "MaxPool"]
+
+
+@pytest.mark.parametrize(
+    "c, m, hw, k, pads, pool",
+    [
+        (1, 6, (28, 28), (5, 5), (2, 2, 2, 2), (2, 2)),  # LeNet's first
+        (2, 5, (11, 9), (3, 5), (2, 1, 0, 3), (2, 2)),  # uneven pads, a 3x5 kernel
+        (3, 7, (9, 12), (2, 3), (0, 0, 1, 0), (2, 3)),  # pads at one end only
+        (1, 3, (7, 7), (5, 5), (4, 4, 3, 4), (3, 2)),  # pads wider than the kernel's reach
+    ],
+)
+@pytest.mark.parametrize("bias_column", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_phase_pool_against_im2col_pool(c, m, hw, k, pads, pool, batch, bias_column):
+    from graphnet.runtime.fast import conv as fc
+    from graphnet.runtime.fast.memory import Scratch
+
+    rng = np.random.default_rng(c * 10 + m + batch)
+    spec = fc.ConvSpec(k, (1, 1), pads, (1, 1), 1, c, m)
+    ho = hw[0] + pads[0] + pads[2] - k[0] + 1
+    wo = hw[1] + pads[1] + pads[3] - k[1] + 1
+    ho, wo = ho - ho % pool[0], wo - wo % pool[1]  # (a tiling pool: crop the input to fit)
+    x = rng.standard_normal((batch, c, hw[0], hw[1])).astype(np.float32)
+    x = np.ascontiguousarray(x[:, :, : ho + k[0] - 1 - pads[0] - pads[2]])
+    x = np.ascontiguousarray(x[..., : wo + k[1] - 1 - pads[1] - pads[3]])
+    w = (rng.standard_normal((m, c, *k)) / (c * k[0] * k[1]) ** 0.5).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    algo = fc.phase_pool(spec, pool)
+    assert algo
+    got = np.full((batch, m, ho // pool[0], wo // pool[1]), np.nan, np.float32)
+    want = np.empty_like(got)
+    epi = fc.Epilogue(bias=b, activation=("relu",), pool=pool)
+    scratch = Scratch()
+    scratch.take(0, 1 << 16, np.float32)[:] = np.nan  # the workspace is not assumed zeroed
+    scratch.reset()
+    wp = fc.prepare_weight(algo, w, 1, np.float32, b if bias_column else None)
+    fc.conv_chunked(algo, spec, x, wp, got, epi, scratch)
+    scratch.reset()
+    wi = fc.prepare_weight("im2col", w, 1, np.float32, b)
+    fc.conv_chunked("im2col", spec, x, wi, want, epi, scratch)
+    # c*kh*kw float32 terms of |x w| <~ 4 / sqrt(c kh kw) each (and exact zeros): within 1e-5
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
