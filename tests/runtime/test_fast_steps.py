@@ -287,10 +287,12 @@ ACTS = [
 ]
 
 
+# the second shape passes UnaryStep's ROW_MIN_IMAGES and ROW_MIN_ELEMENTS: PReLU's slope as a row
+@pytest.mark.parametrize("shape", [(3, 8, 5, 6), (5, 8, 40, 41)])
 @pytest.mark.parametrize("op, arg", ACTS)
-def test_activations_match_formula_and_onnxruntime(split, op, arg):
+def test_activations_match_formula_and_onnxruntime(split, op, arg, shape):
     rng = np.random.default_rng(6)
-    x = (3.0 * rng.standard_normal((3, 8, 5, 6))).astype(np.float32)
+    x = (3.0 * rng.standard_normal(shape)).astype(np.float32)
     x[0, 0, 0, :3] = [0.0, -1e-7, 1e-7]  # around zero
     params, attrs, slope = {}, {}, None
     if op == "PRelu":
@@ -299,7 +301,7 @@ def test_activations_match_formula_and_onnxruntime(split, op, arg):
         params = {"slope": slope}
     else:
         attrs = {"alpha": arg}
-    g = single_node(op, {"x": (None, 8, 5, 6)}, params, attrs=attrs)
+    g = single_node(op, {"x": (None, *shape[1:])}, params, attrs=attrs)
     got, sess = _ran_steps(g, {"x": x})
     assert "ufunc" in sess.describe()
     y = got[g.outputs[0]]
