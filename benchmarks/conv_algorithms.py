@@ -1,8 +1,12 @@
 """Benchmark: the fast plan's conv algorithms side by side, one conv at a time, one thread.
 
     python benchmarks/conv_algorithms.py [--batch 1,16] [--rounds 20] [--shapes C,M,HW,K ...]
+                                         [--pool 2]
 
-(K is the kernel's side, or KHxKW for a rectangular kernel: 16,16,16,1x3.)
+(K is the kernel's side, or KHxKW for a rectangular kernel: 16,16,16,1x3.) With --pool P, each
+conv is followed by a fused P x P tiling MaxPool, as the plan fuses one into an im2col or
+colstack conv (`phasepool` joins the candidates where it applies: PHASE_POOL_MAX_OUT); shapes
+the plan runs otherwise (Winograd, then a MaxPool step) are skipped.
 
 The evidence behind `runtime/fast/conv.py`'s choices (WINOGRAD_MIN_CHANNELS, COLSTACK_*,
 MIN_WINOGRAD_COLUMNS, wide or exact im2col columns): for each conv shape (default: the 3x3
@@ -58,31 +62,40 @@ SHAPES: list[tuple[int, int, int, int | tuple[int, int]]] = [
 ]
 
 
-def _candidates(spec: fc.ConvSpec) -> list[str]:
+def _candidates(spec: fc.ConvSpec, pool: tuple[int, int] | None = None) -> list[str]:
     algos = ["im2col-wide", "im2col-exact"]
     if spec.c_in * spec.kernel[0] >= fc.COLSTACK_NARROW_MIN_DEPTH or 1 in spec.kernel:
         algos.append("colstack")
+    if pool:  # (a fused pool: im2col, colstack, the pool's phases; no Winograd)
+        phases = fc.phase_pool(spec, pool)
+        return algos + ([phases] if phases else [])
     if spec.kernel == (3, 3):  # the candidates the plan may run for this shape
         algos += ["winograd-f4", "winograd-f2"]
     return algos
 
 
-def _ort_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pads: tuple[int, ...]):
+def _ort_conv(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    pads: tuple[int, ...],
+    pool: tuple[int, int] | None = None,
+):
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     node = helper.make_node("Conv", ["x", "w", "b"], ["y0"], pads=list(pads))
-    relu = helper.make_node("Relu", ["y0"], ["y"])
+    nodes = [node, helper.make_node("Relu", ["y0"], ["y1" if pool else "y"])]
+    sizes = list(x.shape[2:])
+    if pool:
+        nodes.append(helper.make_node("MaxPool", ["y1"], ["y"], kernel_shape=pool, strides=pool))
+        sizes = [n // p for n, p in zip(sizes, pool, strict=True)]
     graph = helper.make_graph(
-        [node, relu],
+        nodes,
         "conv",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-        [
-            helper.make_tensor_value_info(
-                "y", TensorProto.FLOAT, [x.shape[0], w.shape[0], *x.shape[2:]]
-            )
-        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [x.shape[0], w.shape[0], *sizes])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -93,7 +106,15 @@ def _ort_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pads: tuple[int, ...]
     return lambda: sess.run(None, {"x": x})[0]
 
 
-def bench(c: int, m: int, hw: int, k: tuple[int, int], batch: int, rounds: int) -> str:
+def bench(
+    c: int,
+    m: int,
+    hw: int,
+    k: tuple[int, int],
+    batch: int,
+    rounds: int,
+    pool: tuple[int, int] | None = None,
+) -> str:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, c, hw, hw)).astype(np.float32)
     kh, kw = k
@@ -101,22 +122,30 @@ def bench(c: int, m: int, hw: int, k: tuple[int, int], batch: int, rounds: int) 
     b = rng.standard_normal(m).astype(np.float32)
     pads = (kh // 2, kw // 2, kh // 2, kw // 2)
     spec = fc.ConvSpec(k, (1, 1), pads, (1, 1), 1, c, m)
-    chosen = fc.choose(spec, (hw, hw))[0]
+    chosen = planned = fc.choose(spec, (hw, hw))[0]
     if chosen.startswith("winograd"):  # too few tiles: the plan's fallback (ConvStep)
         tile = 4 if chosen.endswith("f4") else 2
         if batch * (-(-hw // tile)) ** 2 < fc.MIN_WINOGRAD_COLUMNS:
             chosen = fc.few_tiles_fallback(spec)
+    side = f"{kh}" if kh == kw else f"{kh}x{kw}"
+    head = f"{c:>3} -> {m:<3} {hw:>3}x{hw:<3} k{side} batch {batch:<3} "
+    if pool and planned not in ("im2col", "colstack"):  # (fused at compile time only)
+        return head + f"skipped: the plan runs {planned} and a MaxPool step"
+    if pool and hw % pool[0]:
+        return head + f"skipped: a {pool[0]}x{pool[1]} pool does not tile {hw}x{hw}"
+    if chosen == "im2col" and pool and fc.phase_pool(spec, pool):
+        chosen = fc.phase_pool(spec, pool)
     if chosen == "im2col":
         wide = fc.wide_rows(spec, hw + 2 * pads[1], hw, batch)
         chosen = "im2col-wide" if wide else "im2col-exact"
+    side_out = hw // pool[0] if pool else hw
     runs: dict[str, tuple] = {}
-    for name in _candidates(spec):
+    for name in _candidates(spec, pool):
         algo = "im2col" if name.startswith("im2col") else name
-        wp = fc.prepare_weight(
-            algo, w, 1, np.float32, b if algo in ("im2col", "colstack") else None
-        )
-        out = np.empty((batch, m, hw, hw), np.float32)
-        epi = fc.Epilogue(bias=b, activation=("relu",))
+        biased = algo in ("im2col", "colstack") or algo.startswith("phasepool")
+        wp = fc.prepare_weight(algo, w, 1, np.float32, b if biased else None)
+        out = np.empty((batch, m, side_out, side_out), np.float32)
+        epi = fc.Epilogue(bias=b, activation=("relu",), pool=pool or ())
         runs[name] = (algo, wp, out, epi, Scratch())
 
     def run(name: str) -> np.ndarray:
@@ -131,7 +160,7 @@ def bench(c: int, m: int, hw: int, k: tuple[int, int], batch: int, rounds: int) 
         scratch.reset()  # as the plan does after every step
         return out
 
-    ort_run = _ort_conv(x, w, b, pads)
+    ort_run = _ort_conv(x, w, b, pads, pool)
     engines = {name: (lambda name=name: run(name)) for name in runs}
     engines["onnxruntime"] = ort_run
     want = run("im2col-exact").copy()
@@ -149,8 +178,7 @@ def bench(c: int, m: int, hw: int, k: tuple[int, int], batch: int, rounds: int) 
         f"{name}{'*' if name == chosen else ''} {ms:.3f} ({ms / ref:.2f}, {diffs[name]:.0e})"
         for name, ms in best.items()
     ]
-    side = f"{kh}" if kh == kw else f"{kh}x{kw}"
-    return f"{c:>3} -> {m:<3} {hw:>3}x{hw:<3} k{side} batch {batch:<3} " + " | ".join(cells)
+    return head + " | ".join(cells)
 
 
 def _shape(text: str) -> tuple[int, int, int, int | tuple[int, int]]:
@@ -164,7 +192,9 @@ def main() -> None:
     ap.add_argument("--batch", default="1,16", help="batch sizes, comma-separated")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--shapes", nargs="*", help="C,M,HW,K or C,M,HW,KHxKW (default: the suite's)")
+    ap.add_argument("--pool", type=int, default=0, help="a fused P x P tiling MaxPool after each")
     args = ap.parse_args()
+    pool = (args.pool, args.pool) if args.pool else None
     shapes = [_shape(s) for s in args.shapes] if args.shapes else SHAPES
     info = machine()
     print(", ".join(f"{k} {v}" for k, v in info.items()))
@@ -172,7 +202,7 @@ def main() -> None:
     for batch in (int(v) for v in args.batch.split(",")):
         for c, m, hw, k in shapes:
             kernel = (k, k) if isinstance(k, int) else k
-            print(bench(c, m, hw, kernel, batch, args.rounds), flush=True)
+            print(bench(c, m, hw, kernel, batch, args.rounds, pool), flush=True)
 
 
 if __name__ == "__main__":
