@@ -90,7 +90,7 @@ def _elu(alpha, x, y, t):
     # exp - 1 rather than the plain kernel's expm1: NumPy's float32 exp is vectorized, its
     # expm1 is not (4x slower over a whole activation); the difference is an absolute error
     # under alpha * 2**-23 near x = 0 (onnxruntime computes exp(x) - 1 too).
-    np.minimum(x, 0, out=t)
+    relu_(t, x, np.minimum)  # min(x, 0): against zeros, see relu_
     np.exp(t, out=t)
     t -= x.dtype.type(1)
     if 0.0 <= alpha <= 1.0:
@@ -113,7 +113,7 @@ def _prelu(x, y, t, slope):
         np.multiply(x, s, out=t)
         (np.maximum if hi <= 1.0 else np.minimum)(x, t, out=y)
     else:
-        np.minimum(x, 0, out=t)
+        relu_(t, x, np.minimum)  # min(x, 0): against zeros, see relu_
         t *= s
         relu_(y, x)
         y += t
