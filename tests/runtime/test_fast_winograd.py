@@ -79,6 +79,39 @@ def test_winograd_gemm_blocks_stay_under_the_small_matrix_bound():
     assert rows(40, 1 << 30) == fast_conv.WINOGRAD_GEMM_MIN_ROWS
 
 
+@pytest.mark.parametrize("ways", [1, 8])
+@pytest.mark.parametrize(
+    ("batch", "c", "hw", "pads", "size"),
+    [
+        (1, 37, (16, 16), (1, 1, 1, 1), (18, 18)),  # blocks of 4 (ways 1), the last one of 1
+        (3, 9, (8, 5), (2, 0, 0, 1), (12, 9)),  # 160 B planes; borders past the pads
+        (2, 70, (32, 32), (0, 0, 0, 0), (34, 34)),  # blocks of 1 or 8 channels
+    ],
+)
+def test_padded_channels_last_in_channel_blocks_matches_numpy_pad(
+    batch, c, hw, pads, size, ways, monkeypatch
+):
+    """`_padded_channels_last` copies the channels in blocks (`transpose_block`: here as few
+    ways as 1, blocks of one channel for 4 KiB planes): exactly np.pad's values, transposed,
+    into a NaN-filled buffer (an unwritten border or channel would show)."""
+    monkeypatch.setattr(fast_conv, "TRANSPOSE_L1_WAYS", ways)
+    x = np.random.default_rng(c).standard_normal((batch, c, *hw)).astype(np.float32)
+    buf = np.full(batch * c * size[0] * size[1] + 5, np.nan, np.float32)
+    got = fast_conv._padded_channels_last(x, pads, size, buf)
+    after = (size[0] - hw[0] - pads[0], size[1] - hw[1] - pads[1])
+    want = np.pad(x, ((0, 0), (0, 0), (pads[0], after[0]), (pads[1], after[1])))
+    assert got.shape == (batch, *size, c)
+    assert np.array_equal(got, want.transpose(0, 2, 3, 1))
+
+
+def test_transpose_blocks_keep_one_pixels_lines_in_l1():
+    """Planes 4 KiB apart share one L1 set (8 channels a block), 1 KiB four (32), 256 B
+    sixteen (128); planes whose lines spread over all 64 sets (28x28, 3136 B) make blocks of
+    512 channels."""
+    blk = fast_conv.transpose_block
+    assert [blk(n * n * 4) for n in (32, 16, 8, 28)] == [8, 32, 128, 512]
+
+
 def test_winograd_pads_channels_last_unless_planes_alias():
     """32x32 float32 planes (4 KiB apart) stay NCHW; 16x16, 28x28 and 8x8 go channels-last."""
     alias = fast_conv.WINOGRAD_ALIASED_PLANE_BYTES
