@@ -1225,14 +1225,17 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             s = xp.strides
             tiles_view = view(
                 xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3])
-            ).transpose(4, 5, 0, 2, 3, 1)
+            ).transpose(4, 5, 1, 0, 2, 3)
         x_cols = c * nb * tiles
-        # The tiles with the channel innermost, (t, t, b, th, tw, C): the copy's inner loop runs
-        # over the C channels of one tile element (channels first, its inner loop had the tw
-        # tiles of a row: 4-8 values per NumPy inner loop at 16x16-32x32, measured 2-3x slower),
-        # contiguous in a channels-last padded input (see WINOGRAD_ALIASED_PLANE_BYTES).
+        # With a channels-last input, the tiles with the channel innermost, (t, t, b, th, tw, C):
+        # the copy's inner loop runs over the C channels of one tile element, contiguous (from
+        # NCHW, its inner loop has the tw tiles of a row: 4-8 values, measured 1.4-1.9x the time
+        # of the channels-last pad, gather and V's copy below at 8x8-16x16). Planes that alias
+        # (see WINOGRAD_ALIASED_PLANE_BYTES) are gathered from NCHW straight into the GEMMs'
+        # (t, t, C, b, th, tw) order: 0.88x the time of an NCHW pad, a channel-innermost gather
+        # and V's copy (64 channels at 32x32, batch 1, one thread, in-process interleaved).
         d = scratch.take(1, t * t * x_cols, x.dtype)
-        np.copyto(d.reshape(t, t, nb, th, tw, c), tiles_view)
+        np.copyto(d.reshape(tiles_view.shape), tiles_view)
         # V = B^T d B: B^T on the first tile axis, then on the second (see winograd.py).
         v1 = scratch.take(2, t * t * x_cols, x.dtype)
         np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
@@ -1240,11 +1243,17 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
         # V's (tiles, C) planes copied to (C, tiles) in V1's dead place, M in V's, Y1 in V1's, Y
         # in M's: three places of t^2 x tiles planes, where M's own made four (vgg_bn@1's
-        # 64-channel 32x32 conv: 1.4 MiB of workspace for 2.0). The GEMMs run on blocks of
-        # output channels (see WINOGRAD_GEMM_MAX_MNK): wp's and M's row blocks are contiguous.
-        vc = v1.reshape(t * t, c, nb * tiles)
-        np.copyto(vc, v.reshape(t * t, nb * tiles, c).transpose(0, 2, 1))
-        mx = scratch.take(1, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
+        # 64-channel 32x32 conv: 1.4 MiB of workspace for 2.0). Already (C, tiles) (from NCHW),
+        # V stays and the places swap: M in V1's, Y1 in V's, Y in M's. The GEMMs run on blocks
+        # of output channels (see WINOGRAD_GEMM_MAX_MNK): wp's and M's row blocks are contiguous.
+        if channels_last:
+            vc = v1.reshape(t * t, c, nb * tiles)
+            np.copyto(vc, v.reshape(t * t, nb * tiles, c).transpose(0, 2, 1))
+            m_slot, y1_slot = 1, 2
+        else:
+            vc = v.reshape(t * t, c, nb * tiles)
+            m_slot, y1_slot = 2, 1
+        mx = scratch.take(m_slot, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
         rows = _gemm_rows(mo, c * nb * tiles) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
         for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
             gemm(wp[:, m0 : m0 + rows], vc, mx[:, m0 : m0 + rows], 0)  # split by tile position
@@ -1255,13 +1264,13 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         # moves whole runs (with the tile-column axis outermost, it gathered single values
         # from (m+2)^2 far-apart planes: 2-3x slower, measured at 16-32 channels).
         y_cols = mo * nb * tiles
-        y1 = scratch.take(2, m * t * y_cols, x.dtype)
+        y1 = scratch.take(y1_slot, m * t * y_cols, x.dtype)
         np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
         if bias is not None:
             # Y = Y1 A: A's row 1 (A^T's column 1) is all ones, so adding b to Y1's column 1
             # adds b to every output of the tile: a pass over a sixth of Y1, not one over Y.
             y1.reshape(m, t, mo, nb * tiles)[:, 1] += bias
-        y = scratch.take(1, m * m * y_cols, x.dtype)
+        y = scratch.take(m_slot, m * m * y_cols, x.dtype)
         np.matmul(y1.reshape(m, t, y_cols).transpose(0, 2, 1), at.T, out=y.reshape(m, y_cols, m))
         yv = y.reshape(m, mo, nb, th, tw, m).transpose(2, 1, 3, 0, 4, 5)  # (b, M, th, m, tw, m)
         yb = out[n0:n1]
