@@ -10,9 +10,11 @@ per-round ratios (under 1: the variant is faster):
   and as contiguous planes in blocks of output channels of at most `WINOGRAD_GEMM_MAX_MNK`
   M*C*tiles (what `_winograd` runs): OpenBLAS runs GEMMs up to 100^3 with small-matrix kernels
   without packing, and its small kernel for a transposed right operand is slow.
-- pad + gather: the input padded NCHW and its tiles gathered with the channel innermost (a
-  strided copy, one value per channel plane) against the input padded channels-last first
-  (`WINOGRAD_ALIASED_PLANE_BYTES`: not for planes a multiple of 4 KiB apart).
+- pad + gather: the input padded NCHW and its tiles gathered straight into the GEMMs' (C, tiles)
+  order (inner loops of a tile row's tiles) against the input padded channels-last first, its
+  tiles gathered channel-innermost and copied to (C, tiles) (`WINOGRAD_ALIASED_PLANE_BYTES`:
+  NCHW for planes a multiple of 4 KiB apart), with the channels-last pad's transposing copy in
+  channel blocks (`transpose_block`) and in one.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ GEMMS = [  # (positions, M, C, tiles): F(4x4) at batch 1 and chunks of 64 column
     (36, 256, 256, 64),
     (36, 64, 64, 256),
 ]
-PADS = [(16, 32, 16), (16, 64, 8), (1, 128, 16), (1, 64, 32), (1, 64, 28)]  # (batch, C, size)
+# (batch, C, size)
+PADS = [(16, 32, 16), (16, 64, 8), (1, 128, 16), (1, 256, 8), (1, 64, 32), (1, 64, 28)]
 
 
 def interleaved(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
@@ -84,29 +87,49 @@ def gemm_variants(pos: int, mo: int, c: int, tiles: int) -> dict[str, Callable[[
 
 
 def pad_variants(nb: int, c: int, size: int) -> dict[str, Callable[[], object]]:
+    """The input side up to the GEMMs' (t, t, C, tiles) operand, without the B^T transforms
+    (the same two GEMMs in every variant): NCHW padded, its tiles gathered straight into that
+    order (what `_winograd` runs for aliasing planes); channels-last padded (the transposing
+    copy in channel blocks, `transpose_block`), the tiles gathered channel-innermost, then
+    copied to (C, tiles) (the V copy); the same with the pad's transposing copy in one block."""
     m, t = 4, 6
     th = ceil(size / m)
     hp = th * m + 2
     x = np.random.default_rng(0).standard_normal((nb, c, size, size)).astype(np.float32)
     buf = np.empty(nb * c * hp * hp, np.float32)
     d = np.empty((t, t, nb, th, th, c), np.float32)
+    vc = np.empty((t, t, c, nb, th, th), np.float32)
     extra = (hp - size - 2,) * 2
 
     def nchw() -> np.ndarray:
         xp = conv.padded(x, (1, 1, 1, 1), extra, buf)
         s = xp.strides
         shape, strides = (nb, c, th, th, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3])
-        np.copyto(d, conv.view(xp, shape, strides).transpose(4, 5, 0, 2, 3, 1))
-        return d
+        np.copyto(vc, conv.view(xp, shape, strides).transpose(4, 5, 1, 0, 2, 3))
+        return vc
 
-    def channels_last() -> np.ndarray:
-        xp = conv._padded_channels_last(x, (1, 1, 1, 1), (hp, hp), buf)
-        s = xp.strides
-        shape, strides = (nb, th, th, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3])
-        np.copyto(d, conv.view(xp, shape, strides).transpose(3, 4, 0, 1, 2, 5))
-        return d
+    def channels_last(blocks: bool) -> Callable[[], np.ndarray]:
+        def run() -> np.ndarray:
+            ways = conv.TRANSPOSE_L1_WAYS
+            conv.TRANSPOSE_L1_WAYS = ways if blocks else 1 << 30  # one block of all channels
+            try:
+                xp = conv._padded_channels_last(x, (1, 1, 1, 1), (hp, hp), buf)
+            finally:
+                conv.TRANSPOSE_L1_WAYS = ways
+            s = xp.strides
+            shape, strides = (nb, th, th, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3])
+            np.copyto(d, conv.view(xp, shape, strides).transpose(3, 4, 0, 1, 2, 5))
+            planes = d.reshape(t * t, nb * th * th, c).transpose(0, 2, 1)
+            np.copyto(vc.reshape(t * t, c, nb * th * th), planes)
+            return vc
 
-    return {"NCHW": nchw, "channels-last": channels_last}
+        return run
+
+    return {
+        "NCHW": nchw,
+        "channels-last": channels_last(True),
+        "channels-last, one block": channels_last(False),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -99,7 +99,11 @@ apart (32x32 float32 planes), which alias in the cache (measured 4-9x slower tha
 NCHW copy at 64 channels, 32x32, batch 1-4; 24x24, 28x28 and 40x40 planes transposed fast).
 Pad and gather together took 0.44-0.87x the time of NCHW's (8x8-28x28, 32-256 channels, batch 1
 and 16); whole convs (one thread, interleaved, medians of ratios): 0.85-0.96x at batch 16
-(24-64 channels, 8x8-16x16), 0.86x at 256 channels 8x8 batch 1, others equal."""
+(24-64 channels, 8x8-16x16), 0.86x at 256 channels 8x8 batch 1, others equal. Aliasing planes
+now gather straight into the GEMMs' (C, tiles) order (no V copy): against that, channels-last
+with its pad in channel blocks (`transpose_block`), its gather and V's copy took 1.11x the time
+(64 channels, 32x32, batch 1; 2.4x with the pad in one block), at 16x16 and 8x8 0.28-0.63x
+(benchmarks/winograd_layouts.py)."""
 WINOGRAD_MIN_CHANNELS = 24
 """3x3 stride-1 convs run Winograd from this many input and output channels: measured against
 colstack and im2col at batch 16 (one thread, interleaved min times), F(4x4) took 0.92x of
