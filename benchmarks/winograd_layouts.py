@@ -35,7 +35,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if sys.path[0] != _ROOT:
     sys.path.insert(0, _ROOT)
 
-from graphnet.runtime.fast import conv  # noqa: E402
+from graphnet.runtime.fast import conv, winograd  # noqa: E402
 from graphnet.runtime.fast.threads import blas_single_threaded  # noqa: E402
 
 __all__ = ["GEMMS", "PADS", "interleaved", "gemm_variants", "pad_variants", "main"]
@@ -110,12 +110,12 @@ def pad_variants(nb: int, c: int, size: int) -> dict[str, Callable[[], object]]:
 
     def channels_last(blocks: bool) -> Callable[[], np.ndarray]:
         def run() -> np.ndarray:
-            ways = conv.TRANSPOSE_L1_WAYS
-            conv.TRANSPOSE_L1_WAYS = ways if blocks else 1 << 30  # one block of all channels
+            ways = winograd.TRANSPOSE_L1_WAYS
+            winograd.TRANSPOSE_L1_WAYS = ways if blocks else 1 << 30  # one block of all channels
             try:
                 xp = conv._padded_channels_last(x, (1, 1, 1, 1), (hp, hp), buf)
             finally:
-                conv.TRANSPOSE_L1_WAYS = ways
+                winograd.TRANSPOSE_L1_WAYS = ways
             s = xp.strides
             shape, strides = (nb, th, th, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3])
             np.copyto(d, conv.view(xp, shape, strides).transpose(3, 4, 0, 1, 2, 5))

@@ -20,14 +20,14 @@ def test_gemm_variants_agree(monkeypatch):
 
 
 def test_pad_variants_gather_the_same_tiles(monkeypatch):
-    from graphnet.runtime.fast import conv
+    from graphnet.runtime.fast import winograd
 
-    monkeypatch.setattr(conv, "TRANSPOSE_L1_WAYS", 1)  # blocks of 1 channel (4 KiB planes)
+    monkeypatch.setattr(winograd, "TRANSPOSE_L1_WAYS", 1)  # blocks of 1 channel (4 KiB planes)
     tiles = [np.array(run()) for run in bench.pad_variants(2, 5, 32).values()]
     assert len(tiles) == 3
     for t in tiles[1:]:
         np.testing.assert_array_equal(t, tiles[0])  # copies: exactly equal
-    assert conv.TRANSPOSE_L1_WAYS == 1  # restored after the one-block variant
+    assert winograd.TRANSPOSE_L1_WAYS == 1  # restored after the one-block variant
 
 
 def test_main_prints_both_tables(capsys):

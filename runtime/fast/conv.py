@@ -38,12 +38,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from math import ceil, gcd, prod
+from math import ceil, prod
 
 import numpy as np
 
 from graphnet.runtime.fast.memory import Scratch
-from graphnet.runtime.fast.winograd import SEPARABLE, weight_transform
+from graphnet.runtime.fast.winograd import SEPARABLE, transpose_block, weight_transform
 
 __all__ = [
     "ConvSpec",
@@ -308,7 +308,7 @@ def prepare_weight(
     algo: str, w: np.ndarray, group: int, dtype: np.dtype, bias: np.ndarray | None = None
 ) -> np.ndarray:
     """The weight in the layout `algo` multiplies with: (G, M/G, C/G * taps) for im2col and
-    pointwise, ((m+2)^2, M, C) transformed for Winograd, (kw * M, C * kh) for colstack (row
+    pointwise, ((m+2)^2, C, M) transformed (U^T) for Winograd, (kw * M, C * kh) for colstack (row
     (j, m), column (c, i) holds w[m, c, i, j]). With `bias` (im2col and colstack), the bias is
     one more column, multiplied by a row of ones that the algorithm adds to its columns: the
     GEMM adds the bias, saving a pass over the output (colstack: in the rows of the middle
@@ -317,7 +317,7 @@ def prepare_weight(
     only under BIAS_COLUMN_MAX_DEPTH: deeper, its weight is a view of `w` (no copy when `w` is
     contiguous and of `dtype`) and the kernel adds the bias in its epilogue."""
     if algo.startswith("winograd"):
-        return weight_transform(w, 4 if algo.endswith("f4") else 2)
+        return weight_transform(w, 4 if algo.endswith("f4") else 2, transposed=True)
     m = w.shape[0]
     if algo.startswith("phasepool"):
         return _phase_pool_weight(w, _phase_pool_tile(algo), dtype, bias)
@@ -641,9 +641,11 @@ loaded OpenBLAS runs (blocks when NumPy's is OpenBLAS and all run one of SMALL_G
 
 WINOGRAD_GEMM_MAX_MNK = SMALL_GEMM_MNK  # the same OpenBLAS bound
 WINOGRAD_GEMM_MIN_ROWS = 16
-"""Winograd's GEMMs (M x C) @ (C x tiles) run on contiguous (C, tiles) planes (V copied from its
-(tiles, C) layout) in blocks of output channels of at most this many M*C*tiles (and at least
-WINOGRAD_GEMM_MIN_ROWS rows): OpenBLAS runs GEMMs up to 100^3 with its SkylakeX small-matrix
+"""Winograd's GEMMs run in blocks of output channels of at most this many M*C*tiles (and at
+least WINOGRAD_GEMM_MIN_ROWS): (tiles x C) @ (C x M) on V's planes as they are and U^T's column
+blocks from a channels-last input (`_winograd_cl`), (M x C) @ (C x tiles) on contiguous (C,
+tiles) planes from NCHW (`_winograd_nchw`; there V was formerly copied from (tiles, C) planes).
+OpenBLAS runs GEMMs up to 100^3 with its SkylakeX small-matrix
 kernels, without packing: ~105 GFLOP/s on one core where the packed path ran 68-90 (256 x 256
 by 15 columns: 300 us, by 16: 426), and its small kernel for a transposed right operand (V's
 planes passed as a view) 45-74. Row-blocked plain GEMMs took 0.65-0.85x the time of the one
@@ -1144,30 +1146,6 @@ def _gemm_rows(mo: int, kn: int) -> int:
     return -(-mo // -(-mo // rows))
 
 
-TRANSPOSE_L1_SETS, TRANSPOSE_L1_WAYS, CACHE_LINE = 64, 8, 64
-"""The L1 data cache's geometry (32 KiB, 8 ways of 64 sets of 64-byte lines: AMD EPYC and Intel
-cores alike). A transposing copy into channels-last reads one value of each channel plane per
-pixel: the planes' lines share the few sets their stride allows (planes 1 KiB apart map to 4 of
-the 64 sets, 4 KiB apart to one), and more channels than those sets' ways hold evict each other
-before the next pixels' values, on the same lines, are read. `transpose_block` therefore copies
-the channels in blocks of as many as the sets' ways hold."""
-
-
-def transpose_block(plane_bytes: int) -> int:
-    """Channels per block of a transposing copy whose planes are `plane_bytes` apart: the lines
-    of one pixel's values then stay in L1 (see TRANSPOSE_L1_SETS). Measured (`_padded_channels
-    _last`, one thread, in-process interleaved medians of ratios against one copy of all
-    channels): 16x16 planes (1 KiB) blocks of 32: 0.55-0.60x the time at 128 channels batch 1-2
-    and 64 channels batch 4 (blocks of 16: 0.60-0.70x, 64: 1.0x); 8x8 (256 B) blocks of 128:
-    0.63-0.77x at 256 channels batch 1-8 (32: 0.73-1.11x); 32x32 (4 KiB) blocks of 8: 0.24-0.39x
-    at 32-64 channels batch 1-2 (4: 0.41-0.65x, 16: 0.36-0.56x); 28x28 and 24x24 planes at 32-64
-    channels were slower in blocks of 8-32 (1.05-1.9x): their lines spread over 64 and 16 sets,
-    which hold 512 and 128 channels."""
-    lines = CACHE_LINE * TRANSPOSE_L1_SETS
-    sets = min(TRANSPOSE_L1_SETS, lines // max(CACHE_LINE, gcd(plane_bytes, lines)))
-    return TRANSPOSE_L1_WAYS * sets
-
-
 def _padded_channels_last(
     x: np.ndarray, pads: Sequence[int], size: tuple[int, int], buf: np.ndarray
 ) -> np.ndarray:
@@ -1187,13 +1165,15 @@ def _padded_channels_last(
         rows[:, :, left + w :] = 0
     inner, xt = rows[:, :, left : left + w], x.transpose(0, 2, 3, 1)
     block = transpose_block(h * w * x.itemsize)
-    for c0 in range(0, c, block):  # a loop over blocks of channels (see TRANSPOSE_L1_SETS)
+    for c0 in range(0, c, block):  # a loop over blocks of channels (see transpose_block)
         np.copyto(inner[..., c0 : c0 + block], xt[..., c0 : c0 + block])
     return xp
 
 
 def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
-    bt, at = SEPARABLE[m]
+    """Y = conv(X) by F(m x m, 3 x 3) with U^T (`wp`: ((m+2)^2, C, M), see winograd.py), on
+    batch chunks: `_winograd_cl` from a channels-last padded input, `_winograd_nchw` where the
+    input's planes alias (see WINOGRAD_ALIASED_PLANE_BYTES)."""
     t = m + 2
     n, c = x.shape[:2]
     mo = spec.c_out
@@ -1201,100 +1181,175 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     th, tw = ceil(ho / m), ceil(wo / m)
     hp, wpad = th * m + 2, tw * m + 2
     h, w = x.shape[2:]
-    extra = (hp - (h + spec.pads[0] + spec.pads[2]), wpad - (w + spec.pads[1] + spec.pads[3]))
     tiles = th * tw
     per_item = (c * hp * wpad + 2 * t * t * c * tiles + t * t * mo * tiles) * x.itemsize
     per_item += max(0, m * m * mo * tiles - t * t * c * tiles) * x.itemsize
     exact = ho == th * m and wo == tw * m
-    if not exact:
+    channels_last = (h * w * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
+    if not exact and not channels_last:
         per_item += mo * th * m * tw * m * x.itemsize
     b = max(
         _chunk(per_item, hi - lo, WINOGRAD_WORKSPACE_BYTES),
         min(hi - lo, ceil(WINOGRAD_CHUNK_COLUMNS / tiles)),
     )
-    bias = None if epi.bias is None else epi.bias.reshape(mo, 1)
-    channels_last = (h * w * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
+    chunk = _winograd_cl if channels_last else _winograd_nchw
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
-        n1 = min(hi, n0 + b)
-        nb = n1 - n0
-        buf = scratch.take(0, nb * c * hp * wpad, x.dtype)
-        if channels_last:
-            xp = _padded_channels_last(x[n0:n1], spec.pads, (hp, wpad), buf)  # (b, hp, wpad, C)
-            s = xp.strides
-            tiles_view = view(
-                xp, (nb, th, tw, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3])
-            ).transpose(3, 4, 0, 1, 2, 5)
-        else:
-            xp = padded(x[n0:n1], spec.pads, extra, buf)
-            s = xp.strides
-            tiles_view = view(
-                xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3])
-            ).transpose(4, 5, 1, 0, 2, 3)
-        x_cols = c * nb * tiles
-        # With a channels-last input, the tiles with the channel innermost, (t, t, b, th, tw, C):
-        # the copy's inner loop runs over the C channels of one tile element, contiguous (from
-        # NCHW, its inner loop has the tw tiles of a row: 4-8 values, measured 1.4-1.9x the time
-        # of the channels-last pad, gather and V's copy below at 8x8-16x16). Planes that alias
-        # (see WINOGRAD_ALIASED_PLANE_BYTES) are gathered from NCHW straight into the GEMMs'
-        # (t, t, C, b, th, tw) order: 0.88x the time of an NCHW pad, a channel-innermost gather
-        # and V's copy (64 channels at 32x32, batch 1, one thread, in-process interleaved).
-        d = scratch.take(1, t * t * x_cols, x.dtype)
-        np.copyto(d.reshape(tiles_view.shape), tiles_view)
-        # V = B^T d B: B^T on the first tile axis, then on the second (see winograd.py).
-        v1 = scratch.take(2, t * t * x_cols, x.dtype)
-        np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
-        v = d  # d is dead: V takes its place
-        np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
-        # V's (tiles, C) planes copied to (C, tiles) in V1's dead place, M in V's, Y1 in V1's, Y
-        # in M's: three places of t^2 x tiles planes, where M's own made four (vgg_bn@1's
-        # 64-channel 32x32 conv: 1.4 MiB of workspace for 2.0). Already (C, tiles) (from NCHW),
-        # V stays and the places swap: M in V1's, Y1 in V's, Y in M's. The GEMMs run on blocks
-        # of output channels (see WINOGRAD_GEMM_MAX_MNK): wp's and M's row blocks are contiguous.
-        if channels_last:
-            vc = v1.reshape(t * t, c, nb * tiles)
-            np.copyto(vc, v.reshape(t * t, nb * tiles, c).transpose(0, 2, 1))
-            m_slot, y1_slot = 1, 2
-        else:
-            vc = v.reshape(t * t, c, nb * tiles)
-            m_slot, y1_slot = 2, 1
-        mx = scratch.take(m_slot, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
-        rows = _gemm_rows(mo, c * nb * tiles) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
-        for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
-            gemm(wp[:, m0 : m0 + rows], vc, mx[:, m0 : m0 + rows], 0)  # split by tile position
-        # Y = A^T M A, one tile axis at a time again: A^T on the tile rows, then A on the tile
-        # columns from the right (Y1^T's operand is a transposed view: BLAS takes it as it is),
-        # which leaves each tile's columns innermost: an output row of a tile row is one
-        # contiguous run of tw * m values in both Y and the NCHW output, and the copy out below
-        # moves whole runs (with the tile-column axis outermost, it gathered single values
-        # from (m+2)^2 far-apart planes: 2-3x slower, measured at 16-32 channels).
-        y_cols = mo * nb * tiles
-        y1 = scratch.take(y1_slot, m * t * y_cols, x.dtype)
-        np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
-        if bias is not None:
-            # Y = Y1 A: A's row 1 (A^T's column 1) is all ones, so adding b to Y1's column 1
-            # adds b to every output of the tile: a pass over a sixth of Y1, not one over Y.
-            y1.reshape(m, t, mo, nb * tiles)[:, 1] += bias
-        y = scratch.take(m_slot, m * m * y_cols, x.dtype)
-        np.matmul(y1.reshape(m, t, y_cols).transpose(0, 2, 1), at.T, out=y.reshape(m, y_cols, m))
-        yv = y.reshape(m, mo, nb, th, tw, m).transpose(2, 1, 3, 0, 4, 5)  # (b, M, th, m, tw, m)
-        yb = out[n0:n1]
-        if not exact:
-            dest = scratch.take(4, nb * mo * th * m * tw * m, x.dtype).reshape(nb, mo, th, m, tw, m)
-            np.copyto(dest, yv)
-            np.copyto(yb, dest.reshape(nb, mo, th * m, tw * m)[:, :, :ho, :wo])
-            _epilogue(yb, epi, n0, n1, True)
-            continue
-        # The copy out to NCHW applies the residual in the same pass (ReLU after it).
-        dest = yb.reshape(nb, mo, th, m, tw, m)
-        if epi.residual is not None:
-            np.add(yv, epi.residual()[n0:n1].reshape(dest.shape), out=dest)
-            activate(yb, epi.activation)
-        elif epi.activation and epi.activation[0] == "relu":  # see _im2col
-            np.copyto(dest, yv)
-            relu_(yb)
-        else:
-            np.copyto(dest, yv)
-            activate(yb, epi.activation)
+        chunk(m, spec, x, wp, out, epi, scratch, n0, min(hi, n0 + b), gemm)
+
+
+def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
+    """Images n0:n1 from a channels-last padded input: the tiles gathered channel-innermost
+    (contiguous runs of C), V = B^T d B, each tile position's GEMM V (tiles, C) @ U^T (C, M)
+    (M^T: V's planes as they are, where M = U V needed them copied to (C, tiles) first),
+    Y = A^T M A, Y re-laid channels-last (b, H, W, M) and transposed into the NCHW output in
+    blocks of rows. Whole convs against that former (U V after V's copy; one thread,
+    in-process interleaved, 80-150 rounds, medians of ratios, bias + ReLU): batch 1 0.92-0.94x
+    at 128 -> 128 16x16, 0.94-1.0x 64 -> 128, F(2x2) 0.90-0.96x 128 -> 256 and 0.95x 256 -> 256
+    at 8x8; in chunks of 2-16 images 0.91x 64 -> 64 16x16 (batch 4), 0.94-0.97x 128 -> 128
+    16x16 (batch 2-16), 0.98x 64 -> 128 16x16 at batch 6 but 1.05x at 16, 0.83x 128 -> 256 8x8,
+    0.96x 256 -> 256 8x8, 0.91x 32 -> 32 16x16 + residual, 0.83x 64 -> 64 8x8 + residual, 0.89x
+    48 -> 40 13x13 (cropped tiles)."""
+    bt, at = SEPARABLE[m]
+    t = m + 2
+    nb, c = n1 - n0, x.shape[1]
+    mo = spec.c_out
+    ho, wo = out.shape[2:]
+    th, tw = ceil(ho / m), ceil(wo / m)
+    hp, wpad = th * m + 2, tw * m + 2
+    buf = scratch.take(0, nb * c * hp * wpad, x.dtype)
+    xp = _padded_channels_last(x[n0:n1], spec.pads, (hp, wpad), buf)  # (b, hp, wpad, C)
+    s = xp.strides
+    tiles_view = view(
+        xp, (nb, th, tw, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3])
+    ).transpose(3, 4, 0, 1, 2, 5)
+    cols = nb * th * tw
+    x_cols = c * cols
+    # The tiles with the channel innermost, (t, t, b, th, tw, C): the copy's inner loop runs
+    # over the C channels of one tile element (from NCHW, its inner loop had the tw tiles of a
+    # row: 4-8 values per NumPy inner loop at 16x16-32x32, measured 2-3x slower).
+    d = scratch.take(1, t * t * x_cols, x.dtype)
+    np.copyto(d.reshape(t, t, nb, th, tw, c), tiles_view)
+    # V = B^T d B: B^T on the first tile axis, then on the second (see winograd.py).
+    v1 = scratch.take(2, t * t * x_cols, x.dtype)
+    np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
+    v = d  # d is dead: V takes its place
+    np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
+    # M^T in V1's dead place, in blocks of output channels (U^T's and M^T's column blocks, see
+    # WINOGRAD_GEMM_MAX_MNK), split by tile position over threads.
+    vt = v.reshape(t * t, cols, c)
+    mx = scratch.take(2, t * t * cols * mo, x.dtype).reshape(t * t, cols, mo)
+    rows = _gemm_rows(mo, c * cols) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
+    for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
+        gemm(vt, wp[:, :, m0 : m0 + rows], mx[:, :, m0 : m0 + rows], 0)
+    # Y = A^T M A, one tile axis at a time (two GEMMs on contiguous operands, K = t): Y1 in V's
+    # place, Y (m, m, b, th, tw, M) in M's.
+    y_cols = cols * mo
+    y1 = scratch.take(1, m * t * y_cols, x.dtype)
+    np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
+    if epi.bias is not None:  # (see _winograd_nchw)
+        y1.reshape(m, t, cols, mo)[:, 1] += epi.bias
+    y = scratch.take(2, m * m * y_cols, x.dtype)
+    np.matmul(at, y1.reshape(m, t, y_cols), out=y.reshape(m, m, y_cols))
+    # Channels-last (b, th, m, tw, m, M) in Y1's dead place (runs of M values copied whole),
+    # then the NCHW output, cropped to ho x wo, from its transposed view, adding the residual in
+    # the same pass. That copy's inner loop runs over an output plane's pixels, reading values M
+    # apart: in blocks of output rows whose pixels' lines stay in L1 (`transpose_block` of M
+    # values apart, as the input's pad by channels): 0.46-0.64x the time of whole planes (or
+    # of blocks of channels) at 128-256 channels 8x8-16x16, batch 1-8, equal at 64 and 8x8.
+    ycl = scratch.take(1, m * m * y_cols, x.dtype).reshape(nb, th, m, tw, m, mo)
+    np.copyto(ycl, y.reshape(m, m, nb, th, tw, mo).transpose(2, 3, 0, 4, 1, 5))
+    src = ycl.reshape(nb, th * m, tw * m, mo)[:, :ho, :wo].transpose(0, 3, 1, 2)
+    yb = out[n0:n1]
+    res = None if epi.residual is None else epi.residual()[n0:n1]
+    block = max(1, transpose_block(mo * x.itemsize) // wo)
+    for r0 in range(0, ho, block):  # a loop over blocks of output rows
+        part = (slice(None), slice(None), slice(r0, r0 + block))
+        if res is None:
+            np.copyto(yb[part], src[part])
+        else:  # (elementwise: yb may be the residual's own buffer)
+            np.add(src[part], res[part], out=yb[part])
+    if epi.activation and epi.activation[0] == "relu":  # contiguous: see _crop
+        relu_(yb)
+    else:
+        activate(yb, epi.activation)
+
+
+def _winograd_nchw(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
+    """Images n0:n1 from an NCHW padded input (planes that alias, see
+    WINOGRAD_ALIASED_PLANE_BYTES): the tiles gathered straight into the GEMMs' (t, t, C,
+    tiles) order, V = B^T d B, M = U V per tile position (U: U^T's transposed view, 1.01-1.02x
+    the time of a contiguous U at 32-128 channels, 64-256 columns), Y = A^T M A copied out.
+    Against `_winograd_cl` here: 0.98x (64 -> 64 32x32, batch 1-2), 0.95x 32 -> 32 and
+    64 -> 128, 0.88x 16 -> 32 batch 4 (one thread, in-process interleaved, 80 rounds)."""
+    bt, at = SEPARABLE[m]
+    t = m + 2
+    nb, c = n1 - n0, x.shape[1]
+    mo = spec.c_out
+    ho, wo = out.shape[2:]
+    th, tw = ceil(ho / m), ceil(wo / m)
+    hp, wpad = th * m + 2, tw * m + 2
+    h, w = x.shape[2:]
+    extra = (hp - (h + spec.pads[0] + spec.pads[2]), wpad - (w + spec.pads[1] + spec.pads[3]))
+    tiles = th * tw
+    buf = scratch.take(0, nb * c * hp * wpad, x.dtype)
+    xp = padded(x[n0:n1], spec.pads, extra, buf)
+    s = xp.strides
+    tiles_view = view(
+        xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3])
+    ).transpose(4, 5, 1, 0, 2, 3)
+    x_cols = c * nb * tiles
+    # Gathered from NCHW straight into (t, t, C, b, th, tw): 0.88x the time of an NCHW pad, a
+    # channel-innermost gather and V's copy to (C, tiles) (64 channels at 32x32, batch 1, one
+    # thread, in-process interleaved).
+    d = scratch.take(1, t * t * x_cols, x.dtype)
+    np.copyto(d.reshape(tiles_view.shape), tiles_view)
+    # V = B^T d B: B^T on the first tile axis, then on the second (see winograd.py).
+    v1 = scratch.take(2, t * t * x_cols, x.dtype)
+    np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
+    v = d  # d is dead: V takes its place
+    np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
+    # M in V1's place, Y1 in V's, Y in M's: three places of t^2 x tiles planes. The GEMMs run
+    # on blocks of output channels (see WINOGRAD_GEMM_MAX_MNK).
+    vc = v.reshape(t * t, c, nb * tiles)
+    u = wp.transpose(0, 2, 1)  # (t^2, M, C)
+    mx = scratch.take(2, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
+    rows = _gemm_rows(mo, c * nb * tiles) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
+    for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
+        gemm(u[:, m0 : m0 + rows], vc, mx[:, m0 : m0 + rows], 0)  # split by tile position
+    # Y = A^T M A, one tile axis at a time again: A^T on the tile rows, then A on the tile
+    # columns from the right (Y1^T's operand is a transposed view: BLAS takes it as it is),
+    # which leaves each tile's columns innermost: an output row of a tile row is one
+    # contiguous run of tw * m values in both Y and the NCHW output, and the copy out below
+    # moves whole runs (with the tile-column axis outermost, it gathered single values
+    # from (m+2)^2 far-apart planes: 2-3x slower, measured at 16-32 channels).
+    y_cols = mo * nb * tiles
+    y1 = scratch.take(1, m * t * y_cols, x.dtype)
+    np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
+    if epi.bias is not None:
+        # Y = Y1 A: A's row 1 (A^T's column 1) is all ones, so adding b to Y1's column 1
+        # adds b to every output of the tile: a pass over a sixth of Y1, not one over Y.
+        y1.reshape(m, t, mo, nb * tiles)[:, 1] += epi.bias.reshape(mo, 1)
+    y = scratch.take(2, m * m * y_cols, x.dtype)
+    np.matmul(y1.reshape(m, t, y_cols).transpose(0, 2, 1), at.T, out=y.reshape(m, y_cols, m))
+    yv = y.reshape(m, mo, nb, th, tw, m).transpose(2, 1, 3, 0, 4, 5)  # (b, M, th, m, tw, m)
+    yb = out[n0:n1]
+    if not (ho == th * m and wo == tw * m):
+        dest = scratch.take(4, nb * mo * th * m * tw * m, x.dtype).reshape(nb, mo, th, m, tw, m)
+        np.copyto(dest, yv)
+        np.copyto(yb, dest.reshape(nb, mo, th * m, tw * m)[:, :, :ho, :wo])
+        _epilogue(yb, epi, n0, n1, True)
+        return
+    # The copy out to NCHW applies the residual in the same pass (ReLU after it).
+    dest = yb.reshape(nb, mo, th, m, tw, m)
+    if epi.residual is not None:
+        np.add(yv, epi.residual()[n0:n1].reshape(dest.shape), out=dest)
+        activate(yb, epi.activation)
+    elif epi.activation and epi.activation[0] == "relu":  # see _im2col
+        np.copyto(dest, yv)
+        relu_(yb)
+    else:
+        np.copyto(dest, yv)
+        activate(yb, epi.activation)
 
 
 PHASE_POOL_MAX_OUT = 8

@@ -19,15 +19,18 @@ transforms have entries up to 8 and 5: rounding grows with the tiles' dynamic ra
 ~1e-4 relative on typical activations), which is inside the whole-model tolerance; F(2x2)'s are
 exact in float32 up to the GEMM's own rounding.
 
-The transformed weights U are kept (ConvStep's prepared-weight cache) only for GEMMs with few
+The 2-D convs multiply U^T, ((m+2)^2, C, M) (`weight_transform(..., transposed=True)`):
+conv._winograd_cl runs V (tiles, C) @ U^T (C, M) on V's planes as the transforms leave them.
+The transformed weights are kept (ConvStep's prepared-weight cache) only for GEMMs with few
 columns; with more, a step transforms them on every run into its workspace
-(PER_RUN_MIN_COLUMNS, `transformed`).
+(PER_RUN_MIN_COLUMNS, `transformed`): U^T there took 1.1-1.2x the time of U (its kernels
+re-laid (3, 3, C, M), a copy reading C x 9 values apart; 64-256 channels, one thread).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from math import ceil
+from math import ceil, gcd
 
 import numpy as np
 
@@ -42,6 +45,30 @@ __all__ = [
     "transformed",
     "weight_transform",
 ]
+
+
+TRANSPOSE_L1_SETS, TRANSPOSE_L1_WAYS, CACHE_LINE = 64, 8, 64
+"""The L1 data cache's geometry (32 KiB, 8 ways of 64 sets of 64-byte lines: AMD EPYC and Intel
+cores alike). A transposing copy into channels-last reads one value of each channel plane per
+pixel: the planes' lines share the few sets their stride allows (planes 1 KiB apart map to 4 of
+the 64 sets, 4 KiB apart to one), and more channels than those sets' ways hold evict each other
+before the next pixels' values, on the same lines, are read. `transpose_block` therefore copies
+the channels in blocks of as many as the sets' ways hold."""
+
+
+def transpose_block(plane_bytes: int) -> int:
+    """Channels per block of a transposing copy whose planes are `plane_bytes` apart: the lines
+    of one pixel's values then stay in L1 (see TRANSPOSE_L1_SETS). Measured (`conv._padded_
+    channels_last`, one thread, in-process interleaved medians of ratios against one copy of all
+    channels): 16x16 planes (1 KiB) blocks of 32: 0.55-0.60x the time at 128 channels batch 1-2
+    and 64 channels batch 4 (blocks of 16: 0.60-0.70x, 64: 1.0x); 8x8 (256 B) blocks of 128:
+    0.63-0.77x at 256 channels batch 1-8 (32: 0.73-1.11x); 32x32 (4 KiB) blocks of 8: 0.24-0.39x
+    at 32-64 channels batch 1-2 (4: 0.41-0.65x, 16: 0.36-0.56x); 28x28 and 24x24 planes at 32-64
+    channels were slower in blocks of 8-32 (1.05-1.9x): their lines spread over 64 and 16 sets,
+    which hold 512 and 128 channels."""
+    lines = CACHE_LINE * TRANSPOSE_L1_SETS
+    sets = min(TRANSPOSE_L1_SETS, lines // max(CACHE_LINE, gcd(plane_bytes, lines)))
+    return TRANSPOSE_L1_WAYS * sets
 
 
 def _f2() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,7 +132,7 @@ SEPARABLE: dict[int, tuple[np.ndarray, np.ndarray]] = {
 _G32: dict[int, np.ndarray] = {m: f()[1].astype(np.float32) for m, f in ((2, _f2), (4, _f4))}
 
 
-def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
+def weight_transform(w: np.ndarray, m: int, transposed: bool = False) -> np.ndarray:
     """U[xi, o, c] = (G w[o, c] G^T) flattened: ((m+2)^2, M, C) float32. The kernel re-laid as
     (3, 3, M*C) (one copy), then G on its rows (one GEMM, K = 3) and on its columns (a stack of
     t GEMMs): 324 multiply-adds per kernel where the Kronecker form kron(G, G) @ vec(w) took
@@ -118,10 +145,13 @@ def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
     g = _G32[m]
     t = m + 2
     mo, c = w.shape[:2]
-    w9 = np.ascontiguousarray(w.reshape(mo * c, 9).T, dtype=np.float32)  # (3 rows, 3 cols, M*C)
+    if transposed:  # U^T[xi] (C, M): the kernel re-laid as (3, 3, C*M)
+        w9 = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(9, c * mo), dtype=np.float32)
+    else:  # (3 rows, 3 cols, M*C)
+        w9 = np.ascontiguousarray(w.reshape(mo * c, 9).T, dtype=np.float32)
     rows = g @ w9.reshape(3, 3 * mo * c)  # (t, 3, M*C): G on the kernel rows
     u = np.matmul(g, rows.reshape(t, 3, mo * c))  # (t, t, M*C): and on its columns
-    return u.reshape(t * t, mo, c)
+    return u.reshape(t * t, c, mo) if transposed else u.reshape(t * t, mo, c)
 
 
 PER_RUN_MIN_COLUMNS = 128
@@ -175,37 +205,54 @@ def per_run(batch: int, out_hw: tuple, m: int) -> bool:
 
 
 def transform_into(
-    w: np.ndarray, m: int, u: np.ndarray, lo: int, hi: int, scratch: Scratch
+    w: np.ndarray,
+    m: int,
+    u: np.ndarray,
+    lo: int,
+    hi: int,
+    scratch: Scratch,
+    transposed: bool = False,
 ) -> None:
-    """u[:, lo:hi] = weight_transform(w)[:, lo:hi] (u: ((m+2)^2, M, C) float32), in blocks of
-    output channels whose temporaries fit TRANSFORM_BLOCK_BYTES, taken from `scratch`: the same
-    operations as `weight_transform`, on a block's kernels."""
+    """u[:, lo:hi] = weight_transform(w, m, transposed)[:, lo:hi] (u: ((m+2)^2, M, C), or
+    ((m+2)^2, C, M) `transposed`, float32), in blocks of output channels (input channels when
+    `transposed`: U^T's rows) whose temporaries fit TRANSFORM_BLOCK_BYTES, taken from `scratch`:
+    the same operations as `weight_transform`, on a block's kernels."""
     g = _G32[m]
     t = m + 2
     mo, c = w.shape[:2]
-    step = max(1, TRANSFORM_BLOCK_BYTES // (3 * (3 + t) * c * 4))
+    inner = mo if transposed else c  # the other channel count: a block row's length
+    step = max(1, TRANSFORM_BLOCK_BYTES // (3 * (3 + t) * inner * 4))
     uf = u.reshape(t, t, mo * c)
-    for o0 in range(lo, hi, step):  # a loop over blocks of output channels
+    for o0 in range(lo, hi, step):  # a loop over blocks of (output or input) channels
         o1 = min(hi, o0 + step)
-        n = (o1 - o0) * c
+        n = (o1 - o0) * inner
         temp = scratch.take(TEMP_SLOT, (9 + 3 * t) * n, np.float32)
         w9 = temp[: 9 * n].reshape(9, n)
-        np.copyto(w9, w[o0:o1].reshape(n, 9).T)
+        if transposed:  # (3, 3, C block, M), in blocks of output channels (kernels C x 9 apart)
+            w9t, wt = w9.reshape(3, 3, o1 - o0, mo), w[:, o0:o1].transpose(2, 3, 1, 0)
+            ob = transpose_block(c * 9 * w.itemsize)
+            for q0 in range(0, mo, ob):  # a loop over blocks of output channels
+                np.copyto(w9t[..., q0 : q0 + ob], wt[..., q0 : q0 + ob])
+        else:
+            np.copyto(w9, w[o0:o1].reshape(n, 9).T)
         rows = temp[9 * n :].reshape(t, 3 * n)
         np.matmul(g, w9.reshape(3, 3 * n), out=rows)
-        np.matmul(g, rows.reshape(t, 3, n), out=uf[:, :, o0 * c : o1 * c])
+        np.matmul(g, rows.reshape(t, 3, n), out=uf[:, :, o0 * inner : o1 * inner])
 
 
-def transformed(w: np.ndarray, m: int, parallel: Callable, scratch: Scratch) -> np.ndarray:
-    """U of `w` (as `weight_transform`) in `scratch`'s U_SLOT (the plan's scratch 0, alive for
-    the step), computed over `parallel`'s threads by blocks of output channels (see
-    TRANSFORM_PASSES)."""
+def transformed(
+    w: np.ndarray, m: int, parallel: Callable, scratch: Scratch, transposed: bool = False
+) -> np.ndarray:
+    """U of `w` (as `weight_transform`, U^T when `transposed`) in `scratch`'s U_SLOT (the
+    plan's scratch 0, alive for the step), computed over `parallel`'s threads by blocks of
+    output channels (input channels for U^T; see TRANSFORM_PASSES)."""
     t = m + 2
     mo, c = w.shape[:2]
-    u = scratch.take(U_SLOT, t * t * mo * c, np.float32).reshape(t * t, mo, c)
+    u = scratch.take(U_SLOT, t * t * mo * c, np.float32)
+    u = u.reshape((t * t, c, mo) if transposed else (t * t, mo, c))
     parallel(
-        mo,
-        lambda lo, hi, s: transform_into(w, m, u, lo, hi, s),
+        c if transposed else mo,
+        lambda lo, hi, s: transform_into(w, m, u, lo, hi, s, transposed),
         TRANSFORM_PASSES * ELEMENT_FLOPS * u.size,
     )
     return u

@@ -271,11 +271,13 @@ def test_bench_peak_counts_what_the_first_run_kept():
 @pytest.mark.parametrize(("c", "mo"), [(48, 48), (48, 24), (24, 40), (16, 64)])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_winograd_reuses_dead_workspaces(c, mo, batch):
-    """Winograd F(4x4)'s transformed output M takes the place of V1 (dead once V is made), Y1
-    the place of V and Y that of M: with M <= C the step needs the padded input and two planes
-    of C x tiles x t^2, where M's own place made three; with more output channels, as before
-    (each stage moves past the places it does not fit). The scratch is NaN first: a stage
-    reading a dead place would show. The plain conv (float64) is the oracle."""
+    """Winograd F(4x4)'s transformed output M^T takes the place of V1 (dead once V is made,
+    grown where it is for more output channels: the last place), Y1 the place of V, Y that of
+    M^T and the channels-last Y Y1's: with M <= C the step needs the padded input and two
+    planes of C x tiles x t^2, where M's own place made three; Y1 moves past the places when it
+    does not fit V's. The crop to 9 x 11 happens in the copy out (no place for the whole tiles'
+    outputs). The scratch is NaN first: a stage reading a dead place would show. The plain
+    conv (float64) is the oracle."""
     from graphnet.runtime.fast import conv as fast_conv
     from graphnet.runtime.kernels.conv import conv
     from tests.oracles import float32_bound
@@ -302,12 +304,10 @@ def test_winograd_reuses_dead_workspaces(c, mo, batch):
         return -(-elements * 4 // fast_memory.ALIGN) * fast_memory.ALIGN
 
     cols = batch * 3 * 3  # tiles: ceil(9 / 4) x ceil(11 / 4) per image
-    places = [batch * c * 14 * 14, 36 * c * cols, 36 * c * cols]  # padded input, D (then V), V1
-    if mo > c:
-        places.append(36 * mo * cols)  # M past V1's place
+    # padded input, D (then V), V1 (then M^T)
+    places = [batch * c * 14 * 14, 36 * c * cols, 36 * max(c, mo) * cols]
     if 24 * mo > 36 * c:
         places.append(24 * mo * cols)  # Y1 past V's place
-    places.append(batch * mo * 12 * 12)  # the whole tiles' outputs, before the crop to 9 x 11
     assert need == sum(span(p) for p in places)
 
 

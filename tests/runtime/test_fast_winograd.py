@@ -94,7 +94,9 @@ def test_padded_channels_last_in_channel_blocks_matches_numpy_pad(
     """`_padded_channels_last` copies the channels in blocks (`transpose_block`: here as few
     ways as 1, blocks of one channel for 4 KiB planes): exactly np.pad's values, transposed,
     into a NaN-filled buffer (an unwritten border or channel would show)."""
-    monkeypatch.setattr(fast_conv, "TRANSPOSE_L1_WAYS", ways)
+    from graphnet.runtime.fast import winograd
+
+    monkeypatch.setattr(winograd, "TRANSPOSE_L1_WAYS", ways)
     x = np.random.default_rng(c).standard_normal((batch, c, *hw)).astype(np.float32)
     buf = np.full(batch * c * size[0] * size[1] + 5, np.nan, np.float32)
     got = fast_conv._padded_channels_last(x, pads, size, buf)
@@ -138,38 +140,56 @@ def test_weight_transform_matches_the_kronecker_form_in_float64(m, mo, c):
     assert (np.abs(got - exact) <= float32_bound(mags, 9 + 2)).all()
 
 
+@pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize(
     ("mo", "c", "dtype"), [(1, 1, np.float32), (13, 7, np.float32), (33, 24, np.float64)]
 )
 def test_weight_transform_in_blocks_over_threads_matches_the_one_piece(
-    m, mo, c, dtype, monkeypatch
+    m, mo, c, dtype, transposed, monkeypatch
 ):
     """`transformed` (U in scratch 0, blocks of output channels split over two threads: blocks
-    of 2 channels here, the last one smaller for odd M) gives `weight_transform`'s U, also from
-    a float64 kernel: both within the float32 bound of the Kronecker form in float64, and equal
-    to each other within it (the same operations on each block's kernels). The scratches are
-    NaN-filled first: an unwritten element of U would show."""
+    of 2 channels here, the last one smaller for odd M; U^T ((m+2)^2, C, M) `transposed`, in
+    blocks of input channels) gives `weight_transform`'s U (U^T), also from a float64 kernel:
+    both within the float32 bound of the Kronecker form in float64, and equal to each other
+    within it (the same operations on each block's kernels). The scratches are NaN-filled
+    first: an unwritten element of U would show."""
     from graphnet.runtime.fast import threads as fast_threads
     from graphnet.runtime.fast import winograd
 
     monkeypatch.setattr(fast_threads, "SPLIT_MIN_FLOPS", 0)  # every transform split
-    monkeypatch.setattr(winograd, "TRANSFORM_BLOCK_BYTES", 2 * (9 + 3 * (m + 2)) * c * 4)
+    inner = mo if transposed else c  # blocks of 2 (input or output) channels
+    monkeypatch.setattr(winograd, "TRANSFORM_BLOCK_BYTES", 2 * (9 + 3 * (m + 2)) * inner * 4)
     w = np.random.default_rng(mo * 100 + c).standard_normal((mo, c, 3, 3)).astype(dtype)
     par = fast_threads.Parallel(2)
     for sc in par.scratch:
         sc.take(0, 1 << 16, np.float32)
         sc.reset()
         sc._buf.view(np.float32)[:] = np.nan
-    got = winograd.transformed(w, m, par, par.scratch[0])
+    got = winograd.transformed(w, m, par, par.scratch[0], transposed)
     kg = winograd.TRANSFORMS[m][1]
     flat = w.astype(np.float64).reshape(mo * c, 9).T
     exact = (kg @ flat).reshape(-1, mo, c)
     bound = float32_bound((np.abs(kg) @ np.abs(flat)).reshape(-1, mo, c), 9 + 2)
-    assert got.dtype == np.float32 and got.shape == ((m + 2) ** 2, mo, c)
+    if transposed:
+        exact, bound = exact.transpose(0, 2, 1), bound.transpose(0, 2, 1)
+    assert got.dtype == np.float32 and got.shape == exact.shape
     assert (np.abs(got - exact) <= bound).all()
-    assert (np.abs(got - winograd.weight_transform(w, m)) <= bound).all()
+    assert (np.abs(got - winograd.weight_transform(w, m, transposed)) <= bound).all()
     assert np.shares_memory(got, par.scratch[0].take(winograd.U_SLOT, got.size, np.float32))
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_weight_transform_transposed_is_u_transposed(m):
+    """U^T (`transposed`, contiguous ((m+2)^2, C, M)): U's planes transposed (the same float32
+    operations on each kernel, in another order of the kernels: BLAS may round the 3-term sums
+    differently for other operand widths, hence 1e-6 for entries up to ~4)."""
+    from graphnet.runtime.fast.winograd import weight_transform
+
+    w = np.random.default_rng(m).standard_normal((11, 6, 3, 3)).astype(np.float32)
+    got = weight_transform(w, m, transposed=True)
+    assert got.flags.c_contiguous and got.shape == ((m + 2) ** 2, 6, 11)
+    np.testing.assert_allclose(got, weight_transform(w, m).transpose(0, 2, 1), rtol=0, atol=1e-6)
 
 
 def test_winograd_weights_kept_only_for_few_columns():

@@ -180,7 +180,8 @@ class ConvStep(Step):
             and self._winograd_per_run(x.shape, out_shape, algo)
         ):
             # U in this step's workspace, not kept (see winograd.PER_RUN_MIN_COLUMNS)
-            wp = transformed(w, 4 if algo[-1] == "4" else 2, run.parallel, run.parallel.scratch[0])
+            m = 4 if algo[-1] == "4" else 2
+            wp = transformed(w, m, run.parallel, run.parallel.scratch[0], transposed=True)
         else:  # A parameter bias rides in the im2col GEMM (prepared once with the weight).
             wp = self.weight(
                 w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
