@@ -570,6 +570,7 @@ def conv_chunked(
     lo: int = 0,
     hi: int | None = None,
     split: Callable | None = None,
+    u_transposed: bool = True,
 ) -> None:
     """Y[lo:hi] = conv(X[lo:hi]) with the prepared weight `wp`, written into `out`
     (N, M, *spatial_out). Disjoint [lo, hi) ranges may run in parallel threads, each with its
@@ -597,7 +598,8 @@ def conv_chunked(
     hi = x.shape[0] if hi is None else hi
     if algo.startswith("winograd"):
         gemm = _split_gemm(split)
-        _winograd(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        m = 4 if algo.endswith("f4") else 2
+        _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed)
         return
     gemm = _split_gemm(split, blocked=True)
     if algo == "pointwise":
@@ -644,7 +646,8 @@ WINOGRAD_GEMM_MIN_ROWS = 16
 """Winograd's GEMMs run in blocks of output channels of at most this many M*C*tiles (and at
 least WINOGRAD_GEMM_MIN_ROWS): (tiles x C) @ (C x M) on V's planes as they are and U^T's column
 blocks from a channels-last input (`_winograd_cl`), (M x C) @ (C x tiles) on contiguous (C,
-tiles) planes from NCHW (`_winograd_nchw`; there V was formerly copied from (tiles, C) planes).
+tiles) planes (`_winograd_m`: gathered so from NCHW, copied from (tiles, C) planes from
+channels-last).
 OpenBLAS runs GEMMs up to 100^3 with its SkylakeX small-matrix
 kernels, without packing: ~105 GFLOP/s on one core where the packed path ran 68-90 (256 x 256
 by 15 columns: 300 us, by 16: 426), and its small kernel for a transposed right operand (V's
@@ -1170,10 +1173,18 @@ def _padded_channels_last(
     return xp
 
 
-def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
-    """Y = conv(X) by F(m x m, 3 x 3) with U^T (`wp`: ((m+2)^2, C, M), see winograd.py), on
-    batch chunks: `_winograd_cl` from a channels-last padded input, `_winograd_nchw` where the
-    input's planes alias (see WINOGRAD_ALIASED_PLANE_BYTES)."""
+def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed=True) -> None:
+    """Y = conv(X) by F(m x m, 3 x 3) with U^T (`wp`: ((m+2)^2, C, M), see winograd.py) or U
+    (((m+2)^2, M, C), not `u_transposed`), on batch chunks: `_winograd_cl` from a channels-last
+    padded input with U^T, else `_winograd_m` (channels-last, or NCHW where the input's planes
+    alias: WINOGRAD_ALIASED_PLANE_BYTES). ConvStep passes U where it transforms the weights on
+    every run (winograd.PER_RUN_MIN_COLUMNS: batch 32) into more than L2's bytes
+    (winograd.PER_RUN_TRANSPOSED_MAX_BYTES): U^T there took 1.2-1.4x the transform's
+    time (its kernels re-laid (3, 3, C, M)) and `_winograd_cl` missed the warm U the old order
+    reads (256 -> 256 8x8 at batch 16, one thread: 6.0 ms after a per-run U^T, 6.0 with a kept
+    one; `_winograd_m` 5.7 after a per-run U, 6.3 with a kept one): whole convs with their
+    per-run transform took 1.07-1.11x the time at 128 -> 256 and 256 -> 256 8x8, 1.05x
+    64 -> 128 16x16, 0.98x 128 -> 128 16x16 (batch 16, in-process interleaved)."""
     t = m + 2
     n, c = x.shape[:2]
     mo = spec.c_out
@@ -1186,15 +1197,19 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     per_item += max(0, m * m * mo * tiles - t * t * c * tiles) * x.itemsize
     exact = ho == th * m and wo == tw * m
     channels_last = (h * w * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
-    if not exact and not channels_last:
+    if not exact and not (channels_last and u_transposed):
         per_item += mo * th * m * tw * m * x.itemsize
     b = max(
         _chunk(per_item, hi - lo, WINOGRAD_WORKSPACE_BYTES),
         min(hi - lo, ceil(WINOGRAD_CHUNK_COLUMNS / tiles)),
     )
-    chunk = _winograd_cl if channels_last else _winograd_nchw
+    u = wp if not u_transposed else wp.transpose(0, 2, 1)  # (t^2, M, C) for `_winograd_m`
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
-        chunk(m, spec, x, wp, out, epi, scratch, n0, min(hi, n0 + b), gemm)
+        n1 = min(hi, n0 + b)
+        if channels_last and u_transposed:
+            _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm)
+        else:
+            _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last)
 
 
 def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
@@ -1246,7 +1261,7 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     y_cols = cols * mo
     y1 = scratch.take(1, m * t * y_cols, x.dtype)
     np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
-    if epi.bias is not None:  # (see _winograd_nchw)
+    if epi.bias is not None:  # (see _winograd_m)
         y1.reshape(m, t, cols, mo)[:, 1] += epi.bias
     y = scratch.take(2, m * m * y_cols, x.dtype)
     np.matmul(at, y1.reshape(m, t, y_cols), out=y.reshape(m, m, y_cols))
@@ -1274,13 +1289,15 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
         activate(yb, epi.activation)
 
 
-def _winograd_nchw(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
-    """Images n0:n1 from an NCHW padded input (planes that alias, see
-    WINOGRAD_ALIASED_PLANE_BYTES): the tiles gathered straight into the GEMMs' (t, t, C,
-    tiles) order, V = B^T d B, M = U V per tile position (U: U^T's transposed view, 1.01-1.02x
-    the time of a contiguous U at 32-128 channels, 64-256 columns), Y = A^T M A copied out.
-    Against `_winograd_cl` here: 0.98x (64 -> 64 32x32, batch 1-2), 0.95x 32 -> 32 and
-    64 -> 128, 0.88x 16 -> 32 batch 4 (one thread, in-process interleaved, 80 rounds)."""
+def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last) -> None:
+    """Images n0:n1, M = U V per tile position (U: ((m+2)^2, M, C), a transposed view of U^T
+    at 1.01-1.02x the time of a contiguous U at 32-128 channels, 64-256 columns) on (C, tiles)
+    planes: from an NCHW padded input (planes that alias, see WINOGRAD_ALIASED_PLANE_BYTES) the
+    tiles gathered straight into the GEMMs' (t, t, C, tiles) order; from channels-last
+    (per-run U, see WINOGRAD_PER_RUN_U) gathered channel-innermost, V's (tiles, C) planes then
+    copied to (C, tiles). V = B^T d B, Y = A^T M A copied out to NCHW.
+    From NCHW against `_winograd_cl` here: 0.98x (64 -> 64 32x32, batch 1-2), 0.95x 32 -> 32
+    and 64 -> 128, 0.88x 16 -> 32 batch 4 (one thread, in-process interleaved, 80 rounds)."""
     bt, at = SEPARABLE[m]
     t = m + 2
     nb, c = n1 - n0, x.shape[1]
@@ -1292,13 +1309,20 @@ def _winograd_nchw(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     extra = (hp - (h + spec.pads[0] + spec.pads[2]), wpad - (w + spec.pads[1] + spec.pads[3]))
     tiles = th * tw
     buf = scratch.take(0, nb * c * hp * wpad, x.dtype)
-    xp = padded(x[n0:n1], spec.pads, extra, buf)
-    s = xp.strides
-    tiles_view = view(
-        xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3])
-    ).transpose(4, 5, 1, 0, 2, 3)
+    if channels_last:
+        xp = _padded_channels_last(x[n0:n1], spec.pads, (hp, wpad), buf)  # (b, hp, wpad, C)
+        s = xp.strides
+        tiles_view = view(
+            xp, (nb, th, tw, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3])
+        ).transpose(3, 4, 0, 1, 2, 5)
+    else:
+        xp = padded(x[n0:n1], spec.pads, extra, buf)
+        s = xp.strides
+        tiles_view = view(
+            xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3])
+        ).transpose(4, 5, 1, 0, 2, 3)
     x_cols = c * nb * tiles
-    # Gathered from NCHW straight into (t, t, C, b, th, tw): 0.88x the time of an NCHW pad, a
+    # From NCHW straight into (t, t, C, b, th, tw): 0.88x the time of an NCHW pad, a
     # channel-innermost gather and V's copy to (C, tiles) (64 channels at 32x32, batch 1, one
     # thread, in-process interleaved).
     d = scratch.take(1, t * t * x_cols, x.dtype)
@@ -1308,11 +1332,16 @@ def _winograd_nchw(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
     v = d  # d is dead: V takes its place
     np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
-    # M in V1's place, Y1 in V's, Y in M's: three places of t^2 x tiles planes. The GEMMs run
-    # on blocks of output channels (see WINOGRAD_GEMM_MAX_MNK).
-    vc = v.reshape(t * t, c, nb * tiles)
-    u = wp.transpose(0, 2, 1)  # (t^2, M, C)
-    mx = scratch.take(2, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
+    if channels_last:  # V's (tiles, C) planes copied to (C, tiles) in V1's dead place
+        vc = v1.reshape(t * t, c, nb * tiles)
+        np.copyto(vc, v.reshape(t * t, nb * tiles, c).transpose(0, 2, 1))
+        m_slot, y1_slot = 1, 2
+    else:
+        vc = v.reshape(t * t, c, nb * tiles)
+        m_slot, y1_slot = 2, 1
+    # M in V1's (or V's) dead place, Y1 in V's (V1's), Y in M's: three places of t^2 x tiles
+    # planes. The GEMMs run on blocks of output channels (see WINOGRAD_GEMM_MAX_MNK).
+    mx = scratch.take(m_slot, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
     rows = _gemm_rows(mo, c * nb * tiles) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
     for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
         gemm(u[:, m0 : m0 + rows], vc, mx[:, m0 : m0 + rows], 0)  # split by tile position
@@ -1323,13 +1352,13 @@ def _winograd_nchw(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     # moves whole runs (with the tile-column axis outermost, it gathered single values
     # from (m+2)^2 far-apart planes: 2-3x slower, measured at 16-32 channels).
     y_cols = mo * nb * tiles
-    y1 = scratch.take(1, m * t * y_cols, x.dtype)
+    y1 = scratch.take(y1_slot, m * t * y_cols, x.dtype)
     np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
     if epi.bias is not None:
         # Y = Y1 A: A's row 1 (A^T's column 1) is all ones, so adding b to Y1's column 1
         # adds b to every output of the tile: a pass over a sixth of Y1, not one over Y.
         y1.reshape(m, t, mo, nb * tiles)[:, 1] += epi.bias.reshape(mo, 1)
-    y = scratch.take(2, m * m * y_cols, x.dtype)
+    y = scratch.take(m_slot, m * m * y_cols, x.dtype)
     np.matmul(y1.reshape(m, t, y_cols).transpose(0, 2, 1), at.T, out=y.reshape(m, y_cols, m))
     yv = y.reshape(m, mo, nb, th, tw, m).transpose(2, 1, 3, 0, 4, 5)  # (b, M, th, m, tw, m)
     yb = out[n0:n1]

@@ -42,6 +42,7 @@ __all__ = [
     "TRANSFORMS",
     "SEPARABLE",
     "per_run",
+    "per_run_transposed",
     "transformed",
     "weight_transform",
 ]
@@ -196,6 +197,21 @@ threshold (its temporaries written and read, U written): from 128 -> 128 channel
 split over two threads. Split against one thread (warm scratch, in-process interleaved medians
 of 60, load 0.8): 64 -> 64 1.64x the time (0.10 vs 0.06 ms: the hand-off), 128 -> 128 0.80x,
 256 -> 128 0.68x, 256 -> 256 0.69x (0.57 vs 0.80 ms)."""
+
+
+PER_RUN_TRANSPOSED_MAX_BYTES = 1 << 20
+"""A per-run transform writes U^T (conv._winograd_cl's layout) when it takes at most this many
+bytes (the L2 cache of one core), else U (conv._winograd_m's): a larger U^T costs 1.2-1.4x
+U's transform and its GEMMs miss the warm U that U's order reads (see conv._winograd). Whole
+models, per-run U^T everywhere against U everywhere (two sessions alternated, 40 rounds,
+medians of ratios, load 1-2): resnet20@32 (32 and 64 channels: U^T of 147 and 590 KiB)
+0.95-0.97x, vgg_bn@32 1.01-1.02x."""
+
+
+def per_run_transposed(c: int, mo: int, m: int) -> bool:
+    """Whether a per-run transform of a C -> M conv's weights writes U^T (see
+    PER_RUN_TRANSPOSED_MAX_BYTES; float32)."""
+    return (m + 2) ** 2 * c * mo * 4 <= PER_RUN_TRANSPOSED_MAX_BYTES
 
 
 def per_run(batch: int, out_hw: tuple, m: int) -> bool:

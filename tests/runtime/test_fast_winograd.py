@@ -26,6 +26,7 @@ def _conv_and_bound(x, w, b, residual, pads, m):
     return np.maximum(exact, 0), winograd_bound(x, w, pads, m, extra)
 
 
+@pytest.mark.parametrize("u_transposed", [True, False])
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("row_blocks", [True, False])
 @pytest.mark.parametrize(
@@ -40,8 +41,10 @@ def _conv_and_bound(x, w, b, residual, pads, m):
     ],
 )
 def test_winograd_operand_layouts_match_the_plain_conv(
-    batch, c, mo, hw, pads, algo, row_blocks, channels_last, monkeypatch
+    batch, c, mo, hw, pads, algo, row_blocks, channels_last, u_transposed, monkeypatch
 ):
+    """Every path of `_winograd`: channels-last with U^T (`_winograd_cl`) or U (`_winograd_m`,
+    a per-run transform's), NCHW with U^T's transposed view or U."""
     # Blocks of 7 output channels or fewer (the last one smaller), or one block of all.
     monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MAX_MNK", 0 if row_blocks else 1 << 40)
     monkeypatch.setattr(fast_conv, "BLOCKED_GEMMS", True)  # whatever kernels this BLAS runs
@@ -58,13 +61,17 @@ def test_winograd_operand_layouts_match_the_plain_conv(
     residual = rng.standard_normal((batch, mo, ho, wo)).astype(np.float32)
     spec = fast_conv.ConvSpec((3, 3), (1, 1), pads, (1, 1), 1, c, mo)
     wp = fast_conv.prepare_weight(algo, w, 1, np.float32)
+    if not u_transposed:
+        from graphnet.runtime.fast.winograd import weight_transform
+
+        wp = weight_transform(w, int(algo[-1]))
     sc = fast_memory.Scratch()
     sc.take(0, 1 << 20, np.float32)
     sc.reset()
     sc._buf.view(np.float32)[:] = np.nan
     epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
     out = np.full((batch, mo, ho, wo), np.nan, np.float32)
-    fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
+    fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc, u_transposed=u_transposed)
     exact, bound = _conv_and_bound(x, w, b, residual.astype(np.float64), pads, int(algo[-1]))
     assert (np.abs(out - exact) <= bound).all()
 
@@ -229,3 +236,13 @@ def test_winograd_weights_kept_only_for_few_columns():
     for n in (8, 2, 8, 2, 8):
         exact, bound = _conv_and_bound(xs[n], w, b, 0.0, (1, 1, 1, 1), 4)
         assert (np.abs(sess.run({"x": xs[n]})[g.outputs[0]] - exact) <= bound).all()
+
+
+def test_per_run_transforms_write_u_transposed_only_when_small():
+    """U^T ((m+2)^2 x C x M float32) up to PER_RUN_TRANSPOSED_MAX_BYTES: ResNet's 32- and
+    64-channel F(4x4) (144 and 576 KiB), not VGG's 64 -> 128 (1.1 MiB) or 128 -> 128."""
+    from graphnet.runtime.fast.winograd import per_run_transposed
+
+    assert per_run_transposed(32, 32, 4) and per_run_transposed(64, 64, 4)
+    assert not per_run_transposed(64, 128, 4) and not per_run_transposed(128, 128, 4)
+    assert per_run_transposed(128, 128, 2)  # F(2x2): 16 planes, 1 MiB

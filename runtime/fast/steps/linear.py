@@ -17,7 +17,7 @@ from graphnet.runtime.fast.conv import (
 )
 from graphnet.runtime.fast.steps.base import Run, Step
 from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
-from graphnet.runtime.fast.winograd import per_run, transformed
+from graphnet.runtime.fast.winograd import per_run, per_run_transposed, transformed
 
 __all__ = [
     "TRAIN_WINOGRAD_BATCH",
@@ -179,13 +179,17 @@ class ConvStep(Step):
             and not run.training
             and self._winograd_per_run(x.shape, out_shape, algo)
         ):
-            # U in this step's workspace, not kept (see winograd.PER_RUN_MIN_COLUMNS)
+            # U in this step's workspace, not kept (see winograd.PER_RUN_MIN_COLUMNS); U^T only
+            # when small (see winograd.PER_RUN_TRANSPOSED_MAX_BYTES)
             m = 4 if algo[-1] == "4" else 2
-            wp = transformed(w, m, run.parallel, run.parallel.scratch[0], transposed=True)
-        else:  # A parameter bias rides in the im2col GEMM (prepared once with the weight).
-            wp = self.weight(
-                w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
-            )
+            ut = per_run_transposed(self.spec.c_in, self.spec.c_out, m)
+            wp = transformed(w, m, run.parallel, run.parallel.scratch[0], ut)
+            self._convolve(run, algo, x, wp, y, epi, flops, u_transposed=ut)
+            return
+        # A parameter bias rides in the im2col GEMM (prepared once with the weight).
+        wp = self.weight(
+            w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
+        )
         self._convolve(run, algo, x, wp, y, epi, flops)
 
     def _winograd_per_run(self, shape: tuple, out_shape: tuple, algo: str) -> bool:
@@ -224,20 +228,24 @@ class ConvStep(Step):
         y: np.ndarray,
         epi: Epilogue,
         flops: float,
+        u_transposed: bool = True,
     ) -> None:
         """y = conv(x) by `algo` with the prepared weight, on the plan's threads: batch slices,
-        or each GEMM's output rows when there are fewer images than threads."""
+        or each GEMM's output rows when there are fewer images than threads (`u_transposed`:
+        see conv._winograd)."""
         spec = self.spec
+        ut = u_transposed
         if x.shape[0] >= run.parallel.workers:  # split the batch
             run.parallel(
                 x.shape[0],
-                lambda lo, hi, scratch: conv_chunked(algo, spec, x, wp, y, epi, scratch, lo, hi),
+                lambda lo, hi, sc: conv_chunked(algo, spec, x, wp, y, epi, sc, lo, hi, None, ut),
                 flops,
             )
         elif flops < ROW_SPLIT_MIN_FLOPS:  # too little work to hand any to another thread
-            conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0])
+            conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0], u_transposed=ut)
         else:  # too few images: split each GEMM's output rows instead
-            conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0], split=run.parallel)
+            sc = run.parallel.scratch[0]
+            conv_chunked(algo, spec, x, wp, y, epi, sc, split=run.parallel, u_transposed=ut)
 
 
 TRANSPOSED_GEMM_MIN_ROWS = 2
