@@ -40,6 +40,7 @@ from graphnet.ir import Graph, Node, format_shape
 from graphnet.runtime.fast.conv import (
     ConvSpec,
     choose,
+    few_tiles_fallback,
     overwrites_residual,
     phase_pool,
     relu_,
@@ -820,6 +821,14 @@ class CompiledPlan:
         algo, why = choose(spec, out[2:])
         if algo == "reference":
             return None
+        if algo.startswith("winograd") and x.dtype != "float32":
+            # Its transformed weights and transforms are float32 (winograd.weight_transform):
+            # a float64 graph would get float32's rounding (6e-7 relative, measured at 64
+            # channels) where every other algorithm keeps float64's.
+            algo, why = (
+                few_tiles_fallback(spec),
+                f"3x3, but {x.dtype}: Winograd's transforms round in float32",
+            )
         if algo.startswith("winograd") and wv is None:
             # A computed weight would be transformed on every run (for ResNet-50's 3x3 layers at
             # batch 1, more than the convolutions themselves): im2col multiplies it as it is.

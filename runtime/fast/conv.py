@@ -18,7 +18,8 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   sum's reads past a row's ends land on zeroed columns) or the kernel is one row (the input
   itself), else padded rows.
   Also what a conv planned as Winograd runs, under 128 output channels, on a batch with too few
-  tiles (`few_tiles_fallback`).
+  tiles (`few_tiles_fallback`), unless F(2x2) has enough tiles and the conv is wide (ConvStep,
+  FEW_TILES_F2_MIN_CHANNELS); and a float64 graph's 3x3 convs (Winograd rounds in float32).
 - `phasepool`: a 2-D conv with under 8 output channels whose output a fused MaxPool tiles
   (LeNet's first): the pool's tile positions stacked in the GEMM's rows over one operand of
   the input's phases, the pool a max over the GEMM's row blocks (see `_phase_pool`).
@@ -337,9 +338,10 @@ channels per group x taps) under this; deeper, the weight is a view of the param
 bias is added in the epilogue (in the crop of wide rows or a slab's copy out, else a pass over
 each output chunk). The pass costs time in proportion to the output (M x pixels), the copy
 memory in proportion to the weight (M x depth): dropping the column pays most where the depth
-is large against the pixels, the late convs of a net (VGG's 128-256 channels at 4x4-8x8, the
-few-tiles fallback at batch 1: depth 1152-2304, 3.4 MiB of copies, half of vgg_bn's
-parameters). The weight is prepared once for every input shape, so the depth alone decides.
+is large against the pixels, the late convs of a net (VGG's 128-256 channels at 4x4-8x8, depth
+1152-2304: 3.4 MiB of copies, half of vgg_bn's parameters, when its 8x8 convs ran im2col at
+batch 1; they run F(2x2) there now, see ConvStep). The weight is prepared once for every
+input shape, so the depth alone decides.
 Measured per conv against the bias column (one thread, 30 interleaved rounds, min times, batch
 1 / 8, bias + fused ReLU): depth 25-27 1.05-1.09 / 1.08-1.22x the time, 81-864 (video3d's,
 ResNet-20's strided) 0.98-1.03 / 1.01-1.03x, 1152-2304 1.00-1.03 / 0.99-1.02x; whole models

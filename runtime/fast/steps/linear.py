@@ -61,7 +61,8 @@ def _few_tiles_f2(spec: ConvSpec, fallback: str, columns: int) -> bool:
 
 @dataclass
 class ConvStep(Step):
-    """Conv with a fast algorithm (pointwise / winograd / im2col) and a fused epilogue."""
+    """Conv with a fast algorithm (pointwise / winograd / colstack / im2col / phasepool) and a
+    fused epilogue."""
 
     spec: ConvSpec | None = None
     group: int = 1
@@ -76,7 +77,7 @@ class ConvStep(Step):
     # algorithm): per-run Python work done once (a batch-1 run is mostly such overhead).
     _prepared: dict = field(default_factory=dict)
     _shapes: dict = field(default_factory=dict)
-    ran: str = ""  # the algorithm of the last run (`algo`, or im2col for too few tiles)
+    ran: str = ""  # the algorithm of the last run (`algo`, or its fallback for too few tiles)
     _epi: tuple = (None, None)  # (bias array, its Epilogue): see `_epilogue`
     _per_run: dict = field(default_factory=dict)  # input shape -> Winograd U in a workspace?
 
