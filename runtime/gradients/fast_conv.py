@@ -125,9 +125,13 @@ def _windows(
     st = xt.strides
     k = len(kernel)
     cg = xt.shape[0] // group
-    return np.lib.stride_tricks.as_strided(
-        xt,
+    # The ndarray constructor over xt's memory: the view as_strided makes, at ~1 us instead of
+    # ~6 (a conv's forward and backward make up to three of these per batch chunk).
+    view = np.ndarray(
         (group, cg, *kernel, *outs, xt.shape[-1]),
+        xt.dtype,
+        xt,
+        0,
         (
             cg * st[0],
             st[0],
@@ -135,8 +139,9 @@ def _windows(
             *(s * st[1 + i] for i, s in enumerate(strides)),
             st[1 + k],
         ),
-        writeable=False,
     )
+    view.flags.writeable = False  # overlapping windows: never written through
+    return view
 
 
 @dataclass
