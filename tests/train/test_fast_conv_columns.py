@@ -144,3 +144,24 @@ def test_one_and_two_conv_threads_give_the_same_step() -> None:
     for name, value in grads[0].items():
         scale = float(np.abs(value).max())
         np.testing.assert_allclose(grads[1][name], value, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_window_view_is_the_strided_window_and_read_only(group: int) -> None:
+    """`_windows` (the ndarray constructor over the padded batch-last copy) reads the elements
+    the definition names, view[g, c, t..., o..., n] = xt[g*C/g + c, o*stride + t*dilation, n],
+    checked by fancy indexing, and cannot be written through (its windows overlap)."""
+    xt = np.arange(4 * 9 * 8 * 3, dtype=np.float32).reshape(4, 9, 8, 3)
+    kernel, strides, dilations, outs = (2, 3), (2, 1), (3, 2), (3, 4)
+    view = fast_conv._windows(xt, group, kernel, strides, dilations, outs)
+    g, c, t0, t1, o0, o1, n = np.indices(view.shape)
+    want = xt[
+        g * (4 // group) + c,
+        o0 * strides[0] + t0 * dilations[0],
+        o1 * strides[1] + t1 * dilations[1],
+        n,
+    ]
+    np.testing.assert_array_equal(view, want)
+    assert not view.flags.writeable
+    with pytest.raises(ValueError):  # a window reaching past the array is refused, not read
+        fast_conv._windows(xt, group, kernel, strides, dilations, (4, 4))
