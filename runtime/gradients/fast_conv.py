@@ -10,7 +10,7 @@ digits CNN (4x4, 8x8) the im2col copies are a few times faster, and the GEMMs se
 operands (their inner dimension is positions * images, in either order).
 
 - Y (the training forward, `conv_forward`) = W[g] (M/g, C/g*taps) @ cols[g] (C/g*taps, P*b),
-  the columns kept for the backward.
+  the columns kept for the backward when small (`fast_plan.KEEP_COLUMNS`).
 - dW[g] = dY[g] (M/g, P*b) @ cols[g]^T (P*b, C/g*taps), summed over the chunks (and threads);
   cols the forward's when it kept them, else built again from X. Computed transposed, as
   cols[g] @ dY[g]^T (C/g*taps, M/g), and transposed once at the end: OpenBLAS ran that form
@@ -168,12 +168,15 @@ def conv_forward(
     group: int,
     parallel: Parallel,
     buffer: np.ndarray | None = None,
-) -> ConvColumns:
+    keep: bool = True,
+) -> ConvColumns | None:
     """y = conv(x, w) + bias (y preallocated, x's dtype), by batch-last im2col and one GEMM per
-    group and chunk, keeping the columns: the backward's dW GEMM reads them instead of building
-    them again (the padded batch-last copy of X and the im2col copy were about a third of a
-    digits conv's backward). Costs the columns' memory (taps x the input) until the backward.
-    `buffer` (of `columns_shape` and x's dtype) receives the columns, else a new array."""
+    group and chunk. With `keep`, the columns are kept for the backward's dW GEMM, which then
+    reads them instead of building them again: `buffer` (of the columns' shape and x's dtype)
+    receives them, else a new array. Without, each chunk's columns live in the thread's
+    scratch during that chunk only (the chunks sized with them in the workspace) and the result
+    is None. Keeping costs the columns' memory (taps x the input) until the backward, and
+    their trip through memory: see `fast_plan.KEEP_COLUMNS` for which pays."""
     k = x.ndim - 2
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -186,9 +189,11 @@ def conv_forward(
     begins, ends = tuple(pads[:k]), tuple(pads[k:])
     x_padded = prod(xs[i] + begins[i] + ends[i] for i in range(k))
     spare = max(m, c) * max(p, prod(xs))  # the transposes' workspace
-    per_image = c * x_padded + m * p + spare
+    per_image = c * x_padded + m * p + spare + (0 if keep else c * taps * p)
     chunk_images = max(1, WORKSPACE_BYTES // max(per_image * dtype.itemsize, 1))
-    cols = np.empty((g, cg * taps, p * n), dtype) if buffer is None else buffer
+    cols = None
+    if keep:
+        cols = np.empty((g, cg * taps, p * n), dtype) if buffer is None else buffer
     wg = w.reshape(g, mg, cg * taps).astype(dtype, copy=False)
     bg = None if bias is None else bias.astype(dtype, copy=False).reshape(g, mg, 1)
     chunks: list[tuple[int, int]] = []
@@ -199,7 +204,10 @@ def conv_forward(
             b = n1 - n0
             tmp = scratch.take(6, b * spare, dtype)
             xt = batch_last(x[n0:n1], begins, ends, scratch.take(1, b * c * x_padded, dtype), tmp)
-            block = cols[:, :, p * n0 : p * n1]
+            if cols is None:
+                block = scratch.take(2, b * c * taps * p, dtype).reshape(g, cg * taps, p * b)
+            else:
+                block = cols[:, :, p * n0 : p * n1]
             np.copyto(
                 block.reshape(g, cg, *ks, *outs, b), _windows(xt, g, ks, strides, dilations, outs)
             )
@@ -211,6 +219,8 @@ def conv_forward(
             chunks.append((n0, n1))  # list.append is atomic: the threads share the list
 
     parallel(n, work, 2.0 * n * m * cg * taps * p)
+    if cols is None:
+        return None
     chunks.sort()
     return ConvColumns(cols, chunks)
 
