@@ -213,6 +213,7 @@ class Backprop:
         req = self._requires_grad(frozenset(wrt))
         grads: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in seeds.items()}
         values = tape.values
+        wanted = set(wrt)
         for k in range(len(self._steps) - 1, -1, -1):
             step = self._steps[k]
             n = step.node
@@ -241,6 +242,10 @@ class Backprop:
                 kwargs["training"] = tape.training
             if step.rule.takes_needs:
                 kwargs["needs"] = tuple(needs)
+            if outputs[0] not in wanted:
+                # dY is read by this node only: dropped from the walk (once the rule is done
+                # with it, its memory is free for the next rule's arrays, still in cache)
+                del grads[outputs[0]]
             try:
                 result = self._differentiate(k, step, dy, args, kwargs, tape, tuple(needs))
             except GraphNetError as exc:
