@@ -267,6 +267,8 @@ def conv_backward(
     if need_dx and by_conv:
         # W~ per group as (g, C/g, M/g * taps): the adjoint conv's weight, ready for the GEMM
         wt = np.ascontiguousarray(flipped_weight(w, g).reshape(g, cg, mg * taps))
+        # (dX's columns take dW's place in the scratch, but the chunks stay sized for both:
+        # measured, the larger chunks of counting one gained less, 0.98-0.99x against 0.96)
         per_image += m * adj_padded + m * taps * npix + c * npix
     elif need_dx:
         wcol = np.ascontiguousarray(w.reshape(g, mg, cg * taps).transpose(0, 2, 1))
@@ -329,7 +331,8 @@ def conv_backward(
                 continue
             if dyp is not None:
                 assert wt is not None  # dyp is made only on the adjoint-conv path
-                cols2 = scratch.take(4, b * m * taps * npix, dtype).reshape(g, mg, *ks, *xs, b)
+                # in the place of dW's columns (done with): a smaller scratch stays in cache
+                cols2 = scratch.take(2, b * m * taps * npix, dtype).reshape(g, mg, *ks, *xs, b)
                 np.copyto(cols2, _windows(dyp, g, ks, (1,) * k, dilations, xs))
                 dxt = scratch.take(5, b * c * npix, dtype).reshape(g, cg, npix * b)
                 _fast.blocked_matmul(wt, cols2.reshape(g, mg * taps, npix * b), dxt)
