@@ -47,6 +47,7 @@ __all__ = [
     "batch_last",
     "transpose_batch",
     "WORKSPACE_BYTES",
+    "FORWARD_WORKSPACE_BYTES",
 ]
 
 WORKSPACE_BYTES = 4 << 20
@@ -55,6 +56,14 @@ copies). Larger than the inference plan's 1 MiB: batch-last runs are out_w * ima
 the template CNN's backward convs (batch 64, 8x8 and 4x4) measured 1.2-1.4x faster with 4 MiB
 chunks than with 1 MiB ones (no further gain at 16 MiB). Training keeps every activation for the
 backward anyway; two threads' workspaces add 8 MiB."""
+
+FORWARD_WORKSPACE_BYTES = 2 << 20
+"""Workspace per thread and batch chunk of a forward that does not keep its columns (they are
+in it, with the padded batch-last copy of X and the GEMM's output). Measured on the template
+CNN's training step at batch 64 (in-process A/B, thread CPU time, 800-1,200 rounds, load
+~3): 2 MiB took 0.974x and 0.981x the time of 4 MiB (one chunk for the 16->16 conv on 8x8),
+1 MiB 0.979x, 512 KiB 1.030x (more, smaller GEMMs). The backward's chunks stayed at
+`WORKSPACE_BYTES` (2 MiB there: 1.034x)."""
 
 
 def flipped_weight(w: np.ndarray, group: int) -> np.ndarray:
@@ -190,7 +199,8 @@ def conv_forward(
     x_padded = prod(xs[i] + begins[i] + ends[i] for i in range(k))
     spare = max(m, c) * max(p, prod(xs))  # the transposes' workspace
     per_image = c * x_padded + m * p + spare + (0 if keep else c * taps * p)
-    chunk_images = max(1, WORKSPACE_BYTES // max(per_image * dtype.itemsize, 1))
+    budget = WORKSPACE_BYTES if keep else FORWARD_WORKSPACE_BYTES
+    chunk_images = max(1, budget // max(per_image * dtype.itemsize, 1))
     cols = None
     if keep:
         cols = np.empty((g, cg * taps, p * n), dtype) if buffer is None else buffer

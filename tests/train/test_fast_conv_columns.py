@@ -50,6 +50,7 @@ def test_forward_and_kept_columns_match_the_oracle(shape, workspace, blocks, mon
 
     xs, ws, strides, pads, dil, group = shape
     monkeypatch.setattr(fast_conv, "WORKSPACE_BYTES", workspace)  # chunks of one image, or few
+    monkeypatch.setattr(fast_conv, "FORWARD_WORKSPACE_BYTES", workspace)  # (without keeping)
     # the forward's and dX's GEMMs in column blocks (`blocked_matmul`, on SkylakeX-family
     # OpenBLAS kernels), forced on these small shapes: blocks of 400 // (M x K) columns
     monkeypatch.setattr(fc, "BLOCKED_GEMMS", blocks)
