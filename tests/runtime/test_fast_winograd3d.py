@@ -34,6 +34,7 @@ def _bound(x, w, pads, m, extra):
     return b2 + float32_bound(extra, terms)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("row_blocks", [True, False])
 @pytest.mark.parametrize(
     ("batch", "c", "mo", "size", "pads", "algo"),
@@ -45,7 +46,12 @@ def _bound(x, w, pads, m, extra):
         (1, 16, 8, (1, 4, 6), (1, 1, 1, 1, 1, 1), "wino3d-f2"),  # one frame
     ],
 )
-def test_winograd3d_matches_the_plain_conv(batch, c, mo, size, pads, algo, row_blocks, monkeypatch):
+def test_winograd3d_matches_the_plain_conv(
+    batch, c, mo, size, pads, algo, row_blocks, channels_last, monkeypatch
+):
+    # Channels-last from 0 channels (no volume's bytes a multiple of 2^40), or never.
+    monkeypatch.setattr(fast_conv, "WINOGRAD3D_CHANNELS_LAST_MIN", 0 if channels_last else 1 << 30)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", 1 << 40)
     monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MAX_MNK", 0 if row_blocks else 1 << 40)
     monkeypatch.setattr(fast_conv, "BLOCKED_GEMMS", True)
     monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MIN_ROWS", 5)
