@@ -1453,6 +1453,8 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     c = x.shape[1]
     mo = spec.c_out
     to, ho, wo = out.shape[2:]
+    if epi.pool:  # the output holds the pooled conv: the conv's own sizes are k times
+        to, ho, wo = (o * k for o, k in zip(out.shape[2:], epi.pool, strict=True))
     th, tw = ceil(ho / m), ceil(wo / m)
     hp, wpad = th * m + 2, tw * m + 2
     tf, h, w = x.shape[2:]
@@ -1530,6 +1532,10 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             np.copyto(yb, dest.reshape(nb, mo, to, th * m, tw * m)[..., :ho, :wo])
             _epilogue(yb, epi, n0, n1, True)
             continue
+        if epi.pool:  # the max over the pool's tiles straight from Y (exact tiles)
+            _pool_tiles3d(yv, epi.pool, yb, scratch)
+            activate(yb, epi.activation)
+            continue
         dest = yb.reshape(nb, mo, to, th, m, tw, m)
         if epi.residual is not None:
             np.add(yv, epi.residual()[n0:n1].reshape(dest.shape), out=dest)
@@ -1540,3 +1546,40 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         else:
             np.copyto(dest, yv)
             activate(yb, epi.activation)
+
+
+def _pool_tiles3d(yv: np.ndarray, pool: tuple, yb: np.ndarray, scratch: Scratch) -> None:
+    """yb (b, M, T / kt, H / kh, W / kw) = the max over kt x kh x kw tiles of the conv's output,
+    given as Winograd's Y view `yv` (b, M, T, th, m, tw, m) with exact tiles and kh, kw dividing
+    m: one axis at a time (kw, kh, then kt), each a running np.maximum of the window's strided
+    slices into a workspace (the last axis with a window into yb). Replaces the copy out of the
+    whole output, its activation and the MaxPool step's pass (bias and activation are monotone
+    per channel: the caller applies the activation after the max)."""
+    nb, mo, to, th, m, tw, _ = yv.shape
+    kt, kh, kw = pool
+    # (the axis split into (size / k, k) and the window's position axis, per stage)
+    stages = [
+        (k, shape, axis)
+        for k, shape, axis in (
+            (kw, (nb, mo, to, th, m, tw, m // kw, kw), 7),
+            (kh, (nb, mo, to, th, m // kh, kh, tw, m // kw), 5),
+            (kt, (nb, mo, to // kt, kt, th, m // kh, tw, m // kw), 3),
+        )
+        if k > 1
+    ]
+    cur = yv
+    if not stages:
+        np.copyto(yb.reshape(yv.shape), yv)
+        return
+    for i, (k, shape, axis) in enumerate(stages):  # a loop over the pool's axes
+        win = cur.reshape(shape)
+        lead = (slice(None),) * axis
+        dshape = shape[:axis] + shape[axis + 1 :]
+        if i == len(stages) - 1:
+            dst = yb.reshape(dshape)
+        else:
+            dst = scratch.take(3 + i, prod(dshape), yv.dtype).reshape(dshape)
+        np.maximum(win[(*lead, 0)], win[(*lead, 1)], out=dst)
+        for j in range(2, k):  # a loop over the pool window along this axis
+            np.maximum(dst, win[(*lead, j)], out=dst)
+        cur = dst

@@ -165,3 +165,82 @@ def test_winograd3d_gemms_split_over_threads_match_one_thread():
     split.workers = 2  # type: ignore[attr-defined]
     fast_conv.conv_chunked("wino3d-f4", spec, x, wp, two, epi, par.scratch[0], split=split)
     np.testing.assert_array_equal(one, two)
+
+
+def _conv_pool3d(c, size, m, pool, act, bias):
+    from graphnet.ir import Graph
+
+    rng = np.random.default_rng(c * 100 + m)
+    g = Graph("conv_pool3d")
+    g.add_input("x", (None, c, *size))
+    g.add_param("w", (rng.standard_normal((m, c, 3, 3, 3)) / (27 * c) ** 0.5).astype(np.float32))
+    ins = ["x", "w"]
+    if bias:
+        g.add_param("b", rng.standard_normal(m).astype(np.float32))
+        ins.append("b")
+    y = g.add_node("Conv", ins, {"pads": [1] * 6}, name="conv").outputs[0]
+    if act:
+        y = g.add_node("Relu", [y], name="relu").outputs[0]
+    out = g.add_node(
+        "MaxPool", [y], {"kernel_shape": list(pool), "strides": list(pool)}, name="pool"
+    )
+    g.mark_output(out.outputs[0])
+    return g, out.outputs[0]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize(
+    ("c", "size", "m", "pool", "act", "bias"),
+    [
+        (3, (4, 8, 12), 5, (1, 2, 2), True, True),  # video3d's first pool
+        (4, (6, 8, 8), 6, (2, 2, 2), True, False),
+        (2, (3, 4, 8), 7, (3, 4, 2), False, True),  # 3 frames, a 4-wide window
+        (5, (2, 12, 4), 3, (2, 1, 4), True, True),
+        (3, (5, 4, 4), 4, (5, 1, 1), True, True),  # over frames only
+    ],
+)
+def test_pool_fused_into_wino3d_equals_unfused_plan_and_reference(
+    batch, c, size, m, pool, act, bias, monkeypatch
+):
+    """A tiling 3-D MaxPool after a wino3d-f4 conv (`CompiledPlan._tile_pool3d`,
+    `conv._pool_tiles3d`): the max over the pool's windows straight from Winograd's Y, bias
+    (in Y) and ReLU after the max: equal to the plan with the fusion off (max and ReLU are
+    exact), and to the reference plan within F(4x4)'s float32 rounding."""
+    from graphnet import runtime
+    from graphnet.runtime.fast import compile as fast_compile
+
+    g, out = _conv_pool3d(c, size, m, pool, act, bias)
+    x = np.random.default_rng(batch).standard_normal((batch, c, *size)).astype(np.float32)
+    fused = runtime.Session(g)
+    got = fused.run({"x": x})[out]
+    steps = fused._fast(training=False, keep_all=False).steps
+    assert [s.op for s in steps] == ["Conv"] and steps[0].algo == "wino3d-f4"
+    assert steps[0].pool == pool and "pool" in steps[0].fused
+    with monkeypatch.context() as mp:
+        mp.setattr(fast_compile.CompiledPlan, "_tile_pool3d", lambda self, v, n: None)
+        plain = runtime.Session(g)
+        want = plain.run({"x": x})[out]
+        assert [s.op for s in plain._fast(training=False, keep_all=False).steps][-1] == "MaxPool"
+    assert got.shape == want.shape and np.array_equal(got, want)
+    ref = runtime.Session(g, plan="reference").run({"x": x})[out]
+    # 27 c terms of |x w| ~ 1 / sqrt(27 c) each, F(4x4)'s transforms amplify the rounding up
+    # to ~1e2 x float32's: well within 1e-4
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("size", "pool"),
+    [((4, 6, 8), (1, 2, 2)), ((4, 12, 12), (1, 3, 3)), ((3, 8, 8), (2, 2, 2))],
+)
+def test_no_3d_pool_fusion_past_whole_tiles(size, pool):
+    """Heights or widths not a multiple of 4 (cropped tiles), windows not dividing 4, frames
+    not divisible: the MaxPool stays a step of its own."""
+    from graphnet import runtime
+
+    g, out = _conv_pool3d(2, size, 3, pool, True, True)
+    sess = runtime.Session(g)
+    x = np.random.default_rng(0).standard_normal((2, 2, *size)).astype(np.float32)
+    got = sess.run({"x": x})[out]
+    assert [s.op for s in sess._fast(training=False, keep_all=False).steps][-1] == "MaxPool"
+    ref = runtime.Session(g, plan="reference").run({"x": x})[out]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)

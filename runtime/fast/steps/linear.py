@@ -69,7 +69,7 @@ class ConvStep(Step):
     epilogue_bias: int | str | None = None
     residual: int | None = None
     activation: tuple = ()
-    pool: tuple = ()  # (kh, kw) of a fused tiling MaxPool (im2col only): see conv.Epilogue
+    pool: tuple = ()  # a fused tiling MaxPool's kernel (im2col, wino3d): see conv.Epilogue
     const_weight: bool = True
     # the residual dies here (set by the plan): the output may take its buffer (see __call__)
     overwrite: bool = False
@@ -125,9 +125,10 @@ class ConvStep(Step):
         )
         out_shape = (shape[0], spec.c_out, *outs)
         flops = 2.0 * math.prod(out_shape) * (spec.c_in // spec.group) * math.prod(spec.kernel)
-        if self.pool:  # the output holds the pooled conv
-            pooled = (o // kk for o, kk in zip(outs[-2:], self.pool, strict=True))
-            out_shape = (*out_shape[:-2], *pooled)
+        if self.pool:  # the output holds the pooled conv (its last len(pool) axes)
+            kp = len(self.pool)
+            pooled = (o // kk for o, kk in zip(outs[-kp:], self.pool, strict=True))
+            out_shape = (*out_shape[:-kp], *pooled)
         algo = self.algo
         if algo.startswith("winograd"):
             m = 4 if algo.endswith("f4") else 2
