@@ -1418,6 +1418,14 @@ ratios, batch 1 / 16): 32 -> 64 at 4x8x8 0.74 / 0.77x, 16 -> 32 at 8x16x16 0.97 
 3 -> 16 at 8x32x32 1.18 / 1.37x."""
 
 
+WINOGRAD3D_BLOCKED_TRANSFORMS = True
+"""`_winograd3d` applies B^T and A^T (6 x 6 and 4 x 6 on the left of a (6, columns) operand) by
+`blocked_matmul`: over 100^3 multiply-adds OpenBLAS packs both operands, which for a 4- or 6-row
+product costs more than the product. Measured alone (one thread, in-process interleaved
+medians): A^T on 49K columns (video3d's first conv at batch 1) 0.50x the time, B^T 0.73x; on
+786K columns (batch 16) 0.48x both."""
+
+
 def _padded_channels_last3(
     x: np.ndarray, pads: Sequence[int], size: tuple[int, int, int], buf: np.ndarray
 ) -> np.ndarray:
@@ -1469,6 +1477,7 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         per_item += mo * to * th * m * tw * m
     b = _chunk(per_item * x.itemsize, hi - lo, WINOGRAD_WORKSPACE_BYTES)
     bias = None if epi.bias is None else epi.bias.reshape(mo, 1)
+    transform = blocked_matmul if WINOGRAD3D_BLOCKED_TRANSFORMS else np.matmul
     channels_last = (
         c >= WINOGRAD3D_CHANNELS_LAST_MIN
         and (tf * h * w * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
@@ -1496,9 +1505,9 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             ).transpose(5, 6, 1, 0, 2, 3, 4)
             np.copyto(d.reshape(t, t, c, nb, tp, th, tw), tiles_view)
         v1 = scratch.take(2, t * t * x_cols, x.dtype)
-        np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
+        transform(bt, d.reshape(t, -1), v1.reshape(t, -1))
         v = d  # (d is dead)
-        np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
+        transform(bt, v1.reshape(t, t, x_cols), v.reshape(t, t, x_cols))
         # S (t^2, 3, C, b, to, tiles): frame t + dt of V for row (dt, c), in V1's dead place
         # (channels-last, the copy transposes V's (tiles, C) planes too)
         cols = nb * to * tiles
@@ -1517,7 +1526,7 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             gemm(wp[:, m0 : m0 + rows], sc, mx[:, m0 : m0 + rows], 0)
         y_cols = mo * cols
         y1 = scratch.take(2, m * t * y_cols, x.dtype)
-        np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
+        transform(at, mx.reshape(t, -1), y1.reshape(m, -1))
         if bias is not None:  # (see `_winograd`: A's row 1 is all ones)
             y1.reshape(m, t, mo, cols)[:, 1] += bias
         y = scratch.take(1, m * m * y_cols, x.dtype)

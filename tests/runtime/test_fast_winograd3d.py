@@ -55,6 +55,8 @@ def test_winograd3d_matches_the_plain_conv(
     monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MAX_MNK", 0 if row_blocks else 1 << 40)
     monkeypatch.setattr(fast_conv, "BLOCKED_GEMMS", True)
     monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MIN_ROWS", 5)
+    # with the row blocks, the transforms in blocks of 64 columns too (blocked_matmul)
+    monkeypatch.setattr(fast_conv, "SMALL_GEMM_MNK", 36 * 64 if row_blocks else 1 << 40)
     rng = np.random.default_rng(batch * 1000 + c)
     x = rng.standard_normal((batch, c, *size)).astype(np.float32)
     w = rng.standard_normal((mo, c, 3, 3, 3)).astype(np.float32)
