@@ -1426,6 +1426,27 @@ medians): A^T on 49K columns (video3d's first conv at batch 1) 0.50x the time, B
 786K columns (batch 16) 0.48x both."""
 
 
+def _row_blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ b for a (B, R, K) (any strides), b (K, N) small, out (B, R, N) contiguous: in
+    blocks of rows of at most SMALL_GEMM_MNK multiply-adds each (a block axis before the
+    matrix axes, one np.matmul over the whole blocks, one for the rest), so that OpenBLAS
+    runs its small-matrix kernels instead of packing a many-row, N-column product (see
+    WINOGRAD3D_BLOCKED_TRANSFORMS)."""
+    nb_, r, k = a.shape
+    n = b.shape[1]
+    blk = SMALL_GEMM_MNK // max(k * n, 1)
+    if r * k * n <= SMALL_GEMM_MNK or blk == 0 or not (BLOCKED_GEMMS or _blocked_gemms()):
+        np.matmul(a, b, out=out)
+        return
+    whole = r // blk
+    full = whole * blk
+    np.matmul(
+        a[:, :full].reshape(nb_, whole, blk, k), b, out=out[:, :full].reshape(nb_, whole, blk, n)
+    )
+    if full < r:
+        np.matmul(a[:, full:], b, out=out[:, full:])
+
+
 def _padded_channels_last3(
     x: np.ndarray, pads: Sequence[int], size: tuple[int, int, int], buf: np.ndarray
 ) -> np.ndarray:
@@ -1530,7 +1551,11 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         if bias is not None:  # (see `_winograd`: A's row 1 is all ones)
             y1.reshape(m, t, mo, cols)[:, 1] += bias
         y = scratch.take(1, m * m * y_cols, x.dtype)
-        np.matmul(y1.reshape(m, t, y_cols).transpose(0, 2, 1), at.T, out=y.reshape(m, y_cols, m))
+        y1t = y1.reshape(m, t, y_cols).transpose(0, 2, 1)
+        if WINOGRAD3D_BLOCKED_TRANSFORMS:
+            _row_blocked_matmul(y1t, at.T, y.reshape(m, y_cols, m))
+        else:
+            np.matmul(y1t, at.T, out=y.reshape(m, y_cols, m))
         # (b, M, frames, th, m, tw, m)
         yv = y.reshape(m, mo, nb, to, th, tw, m).transpose(2, 1, 3, 4, 0, 5, 6)
         yb = out[n0:n1]
