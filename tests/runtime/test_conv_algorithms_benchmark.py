@@ -42,3 +42,13 @@ def test_one_round_agrees_with_exact_im2col(c, m, hw, kernel, pool, chosen):
 def test_a_pooled_winograd_conv_is_skipped():
     line = bench.bench(24, 24, 8, (3, 3), batch=2, rounds=1, pool=(2, 2))
     assert "skipped" in line and "winograd" in line
+
+
+def test_one_3d_round_agrees_with_im2col():
+    """A 3x3x3 conv: im2col, wino3d F(4x4) (the plan's, starred) and F(2x2) and onnxruntime
+    agree with im2col (F(4x4) over 27 C terms of O(1): bound 1e-3)."""
+    line = bench.bench3d(3, 4, 3, 8, batch=2, rounds=1)
+    cells = re.findall(r"([a-z0-9-]+)(\*?) [0-9.]+ \([0-9.]+, ([0-9.e+-]+)\)", line)
+    assert {name for name, _, _ in cells} == {"im2col", "wino3d-f4", "wino3d-f2", "onnxruntime"}
+    assert all(float(diff) <= 1e-3 for _, _, diff in cells), line
+    assert [name for name, star, _ in cells if star] == ["wino3d-f4"], line
