@@ -6,12 +6,13 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
 - `winograd`: 3x3, stride 1, undilated, ungrouped, 24+ channels (see `winograd.py`):
   F(4x4, 3x3), or F(2x2, 3x3) when the output is under 4x4 or, for a wide conv, when a batch
   has too few F(4x4) tiles but enough of F(2x2)'s (steps.linear.FEW_TILES_F2_MIN_CHANNELS).
-- `wino3d`: 3x3x3, stride 1, undilated, ungrouped (any channels): F(4x4) (F(2x2) under 4
-  output rows or columns) over (H, W) with the 3 temporal taps stacked in the GEMM's depth (see
-  `_winograd3d`). Measured against im2col (wide rows; one thread, in-process interleaved
-  medians of ratios, 30 rounds, pads 1, bias + ReLU; batch 1 / 16): video3d's convs 3 -> 16 at
-  8x32x32 0.87 / 0.91x, 16 -> 32 at 8x16x16 0.55 / 0.53x, 32 -> 64 at 4x8x8 0.52 / 0.49x;
-  F(2x2) 1.38 / 1.31x, 0.78 / 0.77x, 0.57 / 0.57x.
+- `wino3d`: kt x 3 x 3, stride 1, undilated, ungrouped (kt >= 3, or 32+ input channels: see
+  WINOGRAD3D_FEW_TAPS_MIN_CHANNELS): F(4x4) (F(2x2) under 4 output rows or columns) over (H, W)
+  with the kt temporal taps stacked in the GEMM's depth (see `_winograd3d`). Measured against
+  im2col (wide rows; one thread, in-process interleaved medians of ratios, 30 rounds, pads 1,
+  bias + ReLU; batch 1 / 16): video3d's convs 3 -> 16 at 8x32x32 0.87 / 0.91x, 16 -> 32 at
+  8x16x16 0.55 / 0.53x, 32 -> 64 at 4x8x8 0.52 / 0.49x; F(2x2) 1.38 / 1.31x, 0.78 / 0.77x,
+  0.57 / 0.57x.
 - `colstack`: 2-D, ungrouped, unit stride and dilation along the width, 16 to 47 input and
   under 48 output channels (ResNet's 16-channel 3x3 convs), or fewer input channels with a deep
   enough GEMM (LeNet's 6 -> 16 5x5, see COLSTACK_NARROW_MIN_DEPTH), or a kernel one column wide
@@ -225,15 +226,16 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
         return "pointwise", "1x1 kernel without padding: a plain matmul per image"
     if (
         k == 3
-        and spec.kernel == (3, 3, 3)
+        and spec.kernel[1:] == (3, 3)
         and spec.strides == (1, 1, 1)
         and spec.dilations == (1, 1, 1)
         and spec.group == 1
+        and (spec.kernel[0] >= 3 or spec.c_in >= WINOGRAD3D_FEW_TAPS_MIN_CHANNELS)
     ):
         small = all(isinstance(d, int) for d in spatial_out) and min(spatial_out[1:]) < 4
         return ("wino3d-f2" if small else "wino3d-f4"), (
-            "3x3x3 stride 1: a 2-D Winograd over (H, W), the 3 temporal taps stacked in the "
-            "GEMM's depth (see `_winograd3d`)"
+            f"{spec.kernel[0]}x3x3 stride 1: a 2-D Winograd over (H, W), the temporal taps "
+            "stacked in the GEMM's depth (see `_winograd3d`)"
         )
     if (
         k == 2
@@ -335,7 +337,7 @@ def prepare_weight(
         return weight_transform(w, 4 if algo.endswith("f4") else 2)
     if algo.startswith("wino3d"):  # U'[p, m, (dt, c)]: each temporal tap's 3x3 transformed
         mo, c = w.shape[:2]
-        w2 = w.transpose(0, 2, 1, 3, 4).reshape(mo, 3 * c, 3, 3)
+        w2 = w.transpose(0, 2, 1, 3, 4).reshape(mo, w.shape[2] * c, 3, 3)
         return np.ascontiguousarray(weight_transform(w2, 4 if algo.endswith("f4") else 2), dtype)
     m = w.shape[0]
     if algo.startswith("phasepool"):
@@ -1409,6 +1411,13 @@ def _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         _epilogue(yb, epi, n0, n1, augmented)
 
 
+WINOGRAD3D_FEW_TAPS_MIN_CHANNELS = 32
+"""A kt x 3 x 3 conv runs `_winograd3d` with kt >= 3 temporal taps whatever its channels, with
+1 or 2 (a GEMM depth of kt x C) from this many input channels, else im2col. Measured against
+im2col (one thread, in-process interleaved medians, pads kt // 2 and 1, bias + ReLU; batch 1 /
+8): 3x3x3 3 -> 16 at 8x32x32 0.87-0.91x (see the module's list), 8 -> 8 at 8x16x16 0.85 /
+0.85x, 5x3x3 3 -> 16 0.64 / 0.56x, 16 -> 32 at 8x16x16 0.26 / 0.41x; 1x3x3 3 -> 16 1.39 /
+1.45x, 16 -> 32 0.94 / 1.41x, 32 -> 64 at 4x8x8 0.63 / 0.57x, 64 -> 64 0.49 / 0.17x."""
 WINOGRAD3D_CHANNELS_LAST_MIN = 32
 """`_winograd3d` pads its input channels-last, (b, frames, hp, wpad, C), from this many input
 channels (unless a volume's bytes alias, see WINOGRAD_ALIASED_PLANE_BYTES): the tile gather
@@ -1468,13 +1477,13 @@ def _padded_channels_last3(
 
 
 def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
-    """A 3x3x3 conv (stride 1, undilated, ungrouped) as a 2-D Winograd F(m x m, 3x3) over
-    (H, W) with the three temporal taps stacked in the GEMM's depth:
+    """A kt x 3 x 3 conv (stride 1, undilated, ungrouped) as a 2-D Winograd F(m x m, 3x3) over
+    (H, W) with the kt temporal taps stacked in the GEMM's depth:
       Y[:, t] = sum_dt conv2d(X[:, t + dt], w[:, :, dt])
-    so at tile position p, M[p] (M, cols) = U'[p] (M, 3C) @ S[p] (3C, cols), the rows of S
+    so at tile position p, M[p] (M, cols) = U'[p] (M, kt C) @ S[p] (kt C, cols), the rows of S
     (dt, c) holding V[p] of input frame t + dt for the column (image, frame t, tile), U' the
     weight transformed per temporal tap (`prepare_weight`). V is computed once per padded input
-    frame (B^T d B as in `_winograd`, layout (t^2, C, b, frames, tiles)); S is its three
+    frame (B^T d B as in `_winograd`, layout (t^2, C, b, frames, tiles)); S is its kt
     frame-shifted views copied side by side (runs of frames x tiles values); the output
     transform and copy out as `_winograd`'s, with a frame axis."""
     bt, at = SEPARABLE[m]
@@ -1488,11 +1497,12 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     hp, wpad = th * m + 2, tw * m + 2
     tf, h, w = x.shape[2:]
     tp = tf + spec.pads[0] + spec.pads[3]
+    kt = spec.kernel[0]
     extra = (0, hp - (h + spec.pads[1] + spec.pads[4]), wpad - (w + spec.pads[2] + spec.pads[5]))
     tiles = th * tw
     exact = ho == th * m and wo == tw * m
-    # per image: padded input, d / V (t^2 x C x frames x tiles) twice, S (3x V), M and Y
-    per_item = c * tp * hp * wpad + 2 * t * t * c * tp * tiles + 3 * t * t * c * to * tiles
+    # per image: padded input, d / V (t^2 x C x frames x tiles) twice, S (kt x V), M and Y
+    per_item = c * tp * hp * wpad + 2 * t * t * c * tp * tiles + kt * t * t * c * to * tiles
     per_item += max(t * t, 2 * m * t) * mo * to * tiles
     if not exact:
         per_item += mo * to * th * m * tw * m
@@ -1537,12 +1547,12 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             st = (c * nb * tp * tiles, tiles * c, 1, tp * tiles * c, tiles * c, c)
         else:  # V (t^2, C, b, frames, tiles)
             st = (c * nb * tp * tiles, tiles, nb * tp * tiles, tp * tiles, tiles, 1)
-        shifted = view(v, (t * t, 3, c, nb, to, tiles), tuple(e * it for e in st))
-        sc = scratch.take(2, t * t * 3 * c * cols, x.dtype)
-        np.copyto(sc.reshape(t * t, 3, c, nb, to, tiles), shifted)
-        sc = sc.reshape(t * t, 3 * c, cols)
+        shifted = view(v, (t * t, kt, c, nb, to, tiles), tuple(e * it for e in st))
+        sc = scratch.take(2, t * t * kt * c * cols, x.dtype)
+        np.copyto(sc.reshape(t * t, kt, c, nb, to, tiles), shifted)
+        sc = sc.reshape(t * t, kt * c, cols)
         mx = scratch.take(1, t * t * mo * cols, x.dtype).reshape(t * t, mo, cols)
-        rows = _gemm_rows(mo, 3 * c * cols) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
+        rows = _gemm_rows(mo, kt * c * cols) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
         for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
             gemm(wp[:, m0 : m0 + rows], sc, mx[:, m0 : m0 + rows], 0)
         y_cols = mo * cols

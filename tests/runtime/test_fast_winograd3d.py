@@ -17,20 +17,21 @@ from tests.oracles import float32_bound, winograd_bound
 
 def _bound(x, w, pads, m, extra):
     """The float32 rounding bound of the 3-D form: each output frame t is a 2-D Winograd conv
-    of the 3C channels (frame t + dt of the temporally padded input, channel c) with the kernel
-    w[:, c, dt] (that is the GEMM's depth), so `winograd_bound` of that 2-D conv applies (its
-    C-term sum then has 3C terms)."""
-    n, c, tf = x.shape[:3]
+    of the kt C channels (frame t + dt of the temporally padded input, channel c) with the
+    kernel w[:, c, dt] (that is the GEMM's depth), so `winograd_bound` of that 2-D conv applies
+    (its C-term sum then has kt C terms)."""
+    n, c = x.shape[:2]
+    kt = w.shape[2]
     xt = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[3]), (0, 0), (0, 0)))
-    to = xt.shape[2] - 2
-    frames = np.stack([xt[:, :, t : t + 3] for t in range(to)], axis=1)  # (n, to, C, 3, H, W)
-    x2 = frames.transpose(0, 1, 3, 2, 4, 5).reshape(n * to, 3 * c, *x.shape[3:])
-    w2 = w.transpose(0, 2, 1, 3, 4).reshape(w.shape[0], 3 * c, 3, 3)
+    to = xt.shape[2] - kt + 1
+    frames = np.stack([xt[:, :, t : t + kt] for t in range(to)], axis=1)  # (n, to, C, kt, H, W)
+    x2 = frames.transpose(0, 1, 3, 2, 4, 5).reshape(n * to, kt * c, *x.shape[3:])
+    w2 = w.transpose(0, 2, 1, 3, 4).reshape(w.shape[0], kt * c, 3, 3)
     b2 = winograd_bound(x2, w2, (pads[1], pads[2], pads[4], pads[5]), m)
     b2 = b2.reshape(n, to, *b2.shape[1:]).transpose(0, 2, 1, 3, 4)
     # (the bound is linear in the magnitudes plus `extra`: the 2-D one with extra 0, plus
     # extra times the same gamma factor, which float32_bound(extra) gives alone)
-    terms = 3 * c + 2 * (m + 2) + 2 * 3 + 2 * (m + 2) + 2
+    terms = kt * c + 2 * (m + 2) + 2 * 3 + 2 * (m + 2) + 2
     return b2 + float32_bound(extra, terms)
 
 
@@ -44,6 +45,9 @@ def _bound(x, w, pads, m, extra):
         (2, 8, 12, (4, 8, 8), (1, 1, 1, 1, 1, 1), "wino3d-f4"),  # exact tiles
         (2, 6, 9, (3, 5, 5), (2, 0, 1, 0, 1, 1), "wino3d-f2"),  # a temporal pad of 2
         (1, 16, 8, (1, 4, 6), (1, 1, 1, 1, 1, 1), "wino3d-f2"),  # one frame
+        (2, 4, 6, (6, 5, 7), (2, 1, 1, 2, 1, 1), "wino3d-f4(5)"),  # 5x3x3
+        (1, 5, 3, (4, 6, 5), (0, 1, 1, 0, 1, 1), "wino3d-f4(1)"),  # 1x3x3: per frame
+        (3, 3, 4, (5, 4, 4), (1, 0, 0, 0, 0, 0), "wino3d-f2(2)"),  # 2x3x3, no spatial pads
     ],
 )
 def test_winograd3d_matches_the_plain_conv(
@@ -57,13 +61,16 @@ def test_winograd3d_matches_the_plain_conv(
     monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MIN_ROWS", 5)
     # with the row blocks, the transforms in blocks of 64 columns too (blocked_matmul)
     monkeypatch.setattr(fast_conv, "SMALL_GEMM_MNK", 36 * 64 if row_blocks else 1 << 40)
+    algo, _, taps = algo.partition("(")  # "wino3d-f4(5)": a 5x3x3 kernel
+    kt = int(taps.rstrip(")") or 3)
     rng = np.random.default_rng(batch * 1000 + c)
     x = rng.standard_normal((batch, c, *size)).astype(np.float32)
-    w = rng.standard_normal((mo, c, 3, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((mo, c, kt, 3, 3)).astype(np.float32)
     b = rng.standard_normal(mo).astype(np.float32)
-    outs = tuple(size[i] + pads[i] + pads[3 + i] - 2 for i in range(3))
+    ks = (kt, 3, 3)
+    outs = tuple(size[i] + pads[i] + pads[3 + i] - ks[i] + 1 for i in range(3))
     residual = rng.standard_normal((batch, mo, *outs)).astype(np.float32)
-    spec = fast_conv.ConvSpec((3, 3, 3), (1, 1, 1), pads, (1, 1, 1), 1, c, mo)
+    spec = fast_conv.ConvSpec(ks, (1, 1, 1), pads, (1, 1, 1), 1, c, mo)
     wp = fast_conv.prepare_weight(algo, w, 1, np.float32)
     sc = fast_memory.Scratch()
     sc.take(0, 1 << 20, np.float32)
@@ -103,10 +110,13 @@ def test_winograd3d_without_bias_or_activation():
     [
         ((3, 3, 3), (1, 1, 1), (1, 1, 1), 1, (8, 32, 32), "wino3d-f4"),
         ((3, 3, 3), (1, 1, 1), (1, 1, 1), 1, (4, 3, 8), "wino3d-f2"),  # under 4 rows
+        ((5, 3, 3), (1, 1, 1), (1, 1, 1), 1, (8, 16, 16), "wino3d-f4"),
         ((3, 3, 3), (1, 2, 2), (1, 1, 1), 1, (8, 16, 16), "im2col"),
         ((3, 3, 3), (1, 1, 1), (2, 1, 1), 1, (8, 16, 16), "im2col"),
         ((3, 3, 3), (1, 1, 1), (1, 1, 1), 2, (8, 16, 16), "im2col"),
-        ((1, 3, 3), (1, 1, 1), (1, 1, 1), 1, (8, 16, 16), "im2col"),
+        ((1, 3, 3), (1, 1, 1), (1, 1, 1), 1, (8, 16, 16), "im2col"),  # 4 channels, 1 tap
+        ((2, 3, 3), (1, 1, 1), (1, 1, 1), 1, (8, 16, 16), "im2col"),
+        ((3, 5, 5), (1, 1, 1), (1, 1, 1), 1, (8, 16, 16), "im2col"),
     ],
 )
 def test_choose_runs_3x3x3_stride_1_convs_as_winograd3d(
@@ -115,6 +125,10 @@ def test_choose_runs_3x3x3_stride_1_convs_as_winograd3d(
     pads = tuple(k // 2 for k in kernel) * 2
     spec = fast_conv.ConvSpec(kernel, strides, pads, dilations, group, 4, 8)
     assert fast_conv.choose(spec, out)[0] == want
+    # 1 or 2 temporal taps from WINOGRAD3D_FEW_TAPS_MIN_CHANNELS input channels
+    wide = fast_conv.ConvSpec(kernel, strides, pads, dilations, group, 32, 8)
+    if kernel[0] < 3 and kernel[1:] == (3, 3):
+        assert fast_conv.choose(wide, out)[0] == "wino3d-f4"
 
 
 @pytest.mark.parametrize("batch", [1, 3])
