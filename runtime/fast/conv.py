@@ -27,6 +27,11 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   Also what a conv planned as Winograd runs, under 128 output channels, on a batch with too few
   tiles (`few_tiles_fallback`), unless F(2x2) has enough tiles and the conv is wide (ConvStep,
   FEW_TILES_F2_MIN_CHANNELS); and a float64 graph's 3x3 convs (Winograd rounds in float32).
+
+
+  tiles (`few_tiles_fallback`). Under a fused tiling MaxPool, from BATCH_LAST_MIN_IMAGES images
+  (LeNet's second conv at batch 32), `_im2col_batch_last` instead: exact im2col columns of an
+  images-innermost copy of the input (each a run of output width x images values).
 - `phasepool`: a 2-D conv with under 8 output channels whose output a fused MaxPool tiles
   (LeNet's first): the pool's tile positions stacked in the GEMM's rows over one operand of
   the input's phases, the pool a max over the GEMM's row blocks (see `_phase_pool`).
@@ -1104,6 +1109,9 @@ def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # (contiguous runs of rows x padded width). The shifted sum reads Z_j from offset j: with a
     # unit stride along the width, q + j < padded width for every valid q, so no read crosses a
     # row (nor the buffer's end).
+    if epi.pool and min(epi.pool) > 1 and hi - lo >= BATCH_LAST_MIN_IMAGES:
+        _im2col_batch_last(spec, x, _batch_last_weight(wp, spec), out, epi, scratch, lo, hi, gemm)
+        return
     n, c = x.shape[:2]
     kh, kw = spec.kernel
     mo = spec.c_out
@@ -1627,3 +1635,97 @@ def _pool_tiles3d(yv: np.ndarray, pool: tuple, yb: np.ndarray, scratch: Scratch)
         for j in range(2, k):  # a loop over the pool window along this axis
             np.maximum(dst, win[(*lead, j)], out=dst)
         cur = dst
+
+
+BATCH_LAST_MIN_IMAGES = 4
+"""A 2-D conv under a fused tiling MaxPool that colstack would run (LeNet's second) runs
+`_im2col_batch_last` on slices of at least this many images. Measured against colstack with
+its fused pool (LeNet's 6 -> 16 5x5 at 14x14, bias + ReLU + 2x2 pool, one thread, in-process
+interleaved medians of ratios, 100 rounds): 0.70x the time at batch 32, 0.79x at 16, 0.91x at
+8, 0.94x at 4, 1.09x at 2. The same path for LeNet's first conv (1 -> 6, pads 2, 28x28:
+phasepool's) took 1.0x phasepool's time at batch 8-32 (its larger output's pool and transposing
+copy cost what the exact GEMM saves), 1.08-1.25x at 2-4: not taken there."""
+BATCH_LAST_WORKSPACE_BYTES = 4 << 20
+"""`_im2col_batch_last`'s chunks of images hold up to this much workspace: its copy's runs are
+(output width x images) long, so larger chunks copy faster (and make fewer calls). lenet5@32
+(interleaved, 30 rounds, medians of ratios against colstack): 0.86x the time with 4 MiB (one
+chunk of 32 images, 2.4 MiB), 0.92x with 2 MiB (two of 16), ~0.95x with 1 MiB (three of 11);
+conv2 alone 0.73x / 0.81x / 0.90x, 512 KiB 1.11x."""
+_BATCH_LAST_WEIGHTS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _batch_last_weight(wp: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The plain (M, C * kh * kw) weight, columns (c, i, j), from colstack's prepared weight
+    `wp` ((kw * M, C * kh [+ 1]): w[m, c, i, j] at row (j, m), column (c, i)); computed once
+    per prepared array (kept while it lives)."""
+    hit = _BATCH_LAST_WEIGHTS.get(id(wp))
+    if hit is not None and hit[0] is wp:
+        return hit[1]
+    mo, c, (kh, kw) = spec.c_out, spec.c_in, spec.kernel
+    w4 = wp[:, : c * kh].reshape(kw, mo, c, kh)
+    w = np.ascontiguousarray(w4.transpose(1, 2, 3, 0).reshape(mo, -1))
+    if len(_BATCH_LAST_WEIGHTS) > 64:  # (a few per plan: holds them past their plan)
+        _BATCH_LAST_WEIGHTS.clear()
+    _BATCH_LAST_WEIGHTS[id(wp)] = (wp, w)
+    return w
+
+
+def _im2col_batch_last(spec, x, w, out, epi, scratch, lo, hi, gemm) -> None:
+    # A conv under a fused kh_p x kw_p tiling MaxPool with the images innermost: the chunk's
+    # input copied to (C, padded rows, padded width, b), so that each exact im2col row (c, i,
+    # j) is, per output row, ONE contiguous run of (output width x b) values of that copy
+    # (NCHW's exact columns are runs of the output width: 10 values for LeNet's second conv,
+    # wide rows or colstack compute 1.4x the products there). One GEMM (M, C kh kw) @ (C kh
+    # kw, rows x width x b) gives the conv batch-last, (M, rows, width, b): the pool's maxima
+    # run over contiguous runs (a pair of output rows, then of b-value pixel columns), and the
+    # pooled (M, rows, width, b) is copied to NCHW with the bias, then the activation runs in
+    # place. Only the rows and columns the pool tiles are computed.
+    n, c, h, wi = x.shape
+    kh, kw = spec.kernel
+    ph, pw = epi.pool
+    mo = spec.c_out
+    hr, wr = out.shape[2:]
+    ho, wo = hr * ph, wr * pw
+    pt, pl = spec.pads[0], spec.pads[1]
+    sh, dh = spec.strides[0], spec.dilations[0]  # (unit along the width: colstack's)
+    hp, wpad = (ho - 1) * sh + (kh - 1) * dh + 1, wo + kw - 1  # the padded input the outputs read
+    if hr == 0 or wr == 0 or hi <= lo:
+        return
+    kg = c * kh * kw
+    per_item = c * hp * wpad + kg * ho * wo + mo * ho * wo + mo * hr * wo + mo * hr * wr
+    nb = _chunk(per_item * x.itemsize, hi - lo, BATCH_LAST_WORKSPACE_BYTES)
+    nb = -(-(hi - lo) // -(-(hi - lo) // nb))  # equal chunks
+    r0, r1 = max(0, pt), min(hp, pt + h)  # the padded rows and columns inside the input
+    q0, q1 = max(0, pl), min(wpad, pl + wi)
+    bias = None if epi.bias is None else epi.bias.astype(x.dtype, copy=False).reshape(1, mo, 1, 1)
+    for n0 in range(lo, hi, nb):  # a loop over batch CHUNKS sized by the workspace, not items
+        n1 = min(hi, n0 + nb)
+        b = n1 - n0
+        xt = scratch.take(0, c * hp * wpad * b, x.dtype).reshape(c, hp, wpad, b)
+        if r0 > 0 or r1 < hp or q0 > 0 or q1 < wpad:
+            xt[...] = 0  # the padding
+        if r1 > r0 and q1 > q0:
+            src = x[n0:n1, :, r0 - pt : r1 - pt, q0 - pl : q1 - pl]
+            np.copyto(xt[:, r0:r1, q0:q1], src.transpose(1, 2, 3, 0))
+        s = xt.strides
+        windows = view(xt, (c, kh, kw, ho, wo * b), (s[0], dh * s[1], s[2], sh * s[1], s[3]))
+        cols = scratch.take(1, kg * ho * wo * b, x.dtype)
+        np.copyto(cols.reshape(windows.shape), windows)
+        y = scratch.take(2, mo * ho * wo * b, x.dtype)
+        gemm(w, cols.reshape(kg, -1), y.reshape(mo, -1), 0)
+        yr = y.reshape(mo, hr, ph, wo * b)
+        m1 = scratch.take(3, mo * hr * wo * b, x.dtype).reshape(mo, hr, wo * b)
+        np.maximum(yr[:, :, 0], yr[:, :, 1], out=m1)
+        for t in range(2, ph):  # a loop over the pool tile's rows
+            np.maximum(m1, yr[:, :, t], out=m1)
+        mc = m1.reshape(mo, hr, wr, pw, b)
+        m2 = scratch.take(4, mo * hr * wr * b, x.dtype).reshape(mo, hr, wr, b)
+        np.maximum(mc[..., 0, :], mc[..., 1, :], out=m2)
+        for t in range(2, pw):  # a loop over the pool tile's columns
+            np.maximum(m2, mc[..., t, :], out=m2)
+        yb = out[n0:n1]
+        if bias is None:
+            np.copyto(yb, m2.transpose(3, 0, 1, 2))
+        else:
+            np.add(m2.transpose(3, 0, 1, 2), bias, out=yb)
+        activate(yb, epi.activation)

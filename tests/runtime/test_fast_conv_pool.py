@@ -9,7 +9,8 @@ the reference plan (plain kernels) within float32 conv rounding, on odd shapes: 
 columns) and more (wide rows, odd wide widths too), kernel 2x2, 3x3, 2x3, bias or none, split
 over the threads; colstack on LeNet's second conv and on padded rows of odd width; the pool's
 phases in the GEMM's rows (`conv._phase_pool`, under 8 output channels), also on its own against
-im2col's fused pool with uneven pads."""
+im2col's fused pool with uneven pads; from 5 images, colstack's batch-last path
+(`conv._im2col_batch_last`, tested on its own in test_fast_conv_batch_last.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 from graphnet import runtime
 from graphnet.ir import Graph
 from graphnet.runtime.fast import compile as fast_compile
+from graphnet.runtime.fast import conv as conv_mod
 from graphnet.runtime.fast import threads
 
 # (input C, H, W), (out channels, kernel, pads), pool kernel, the conv's algorithm
@@ -82,10 +84,13 @@ def test_fused_pool_equals_unfused_plan_and_reference(
         want = plain.run({"x": x})[out]
         assert [s.op for s in plain._fast(training=False, keep_all=False).steps][-1] == "MaxPool"
     assert got.shape == want.shape
-    if algo == "im2col" or (algo == "colstack" and not conv[2]):
+    batch_last = algo == "colstack" and batch >= conv_mod.BATCH_LAST_MIN_IMAGES
+    if algo == "im2col" or (algo == "colstack" and not conv[2] and not batch_last):
         assert np.array_equal(got, want)
     else:  # unfused, colstack sums a padded width on the input's own rows (another order);
-        # phasepool's GEMM has other (and zero) terms: both as close as the reference's
+        # phasepool's GEMM has other (and zero) terms, and from BATCH_LAST_MIN_IMAGES images
+        # the fused colstack runs `_im2col_batch_last` (another GEMM): as close as the
+        # reference's
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     ref = runtime.Session(g, plan="reference").run({"x": x})[out]
     # float32 conv of c*k*k terms of |x w| <~ 4 * 1 / sqrt(c k k) each: well within 1e-5

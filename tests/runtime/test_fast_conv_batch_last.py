@@ -1,0 +1,111 @@
+"""`conv._im2col_batch_last`: a colstack conv under a fused tiling MaxPool on a slice of at
+least BATCH_LAST_MIN_IMAGES images (LeNet's second conv at batch 32), images innermost.
+
+Oracles: colstack's own fused pool (the same conv with the threshold out of reach) and a float64
+conv + bias + activation + max pool in plain NumPy, on odd shapes: row strides and dilations,
+uneven pads (and none), kernels of 2x3 to 5x5, pools 2x2 / 3x2 / 2x3 (with the conv's rows and
+columns past the last tile dropped), bias or none, ReLU / LeakyReLU / none, slices [lo, hi) and
+chunks of unequal size (a small workspace budget), a NaN-filled scratch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet.runtime.fast import conv as fc
+from graphnet.runtime.fast.memory import Scratch
+
+
+def _reference(x, w, b, pads, strides, dilations, pool, act):
+    """float64 conv (zero padding), bias, activation, then the tiling max pool."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    n, c, h, wi = x.shape
+    m, _, kh, kw = w.shape
+    xp = np.zeros((n, c, h + pads[0] + pads[2], wi + pads[1] + pads[3]))
+    xp[:, :, pads[0] : pads[0] + h, pads[1] : pads[1] + wi] = x
+    ho = (xp.shape[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    wo = (xp.shape[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    y = np.zeros((n, m, ho, wo))
+    for i in range(kh):  # a loop over the kernel's taps (a test oracle)
+        for j in range(kw):
+            r, q = i * dilations[0], j * dilations[1]
+            patch = xp[:, :, r : r + strides[0] * (ho - 1) + 1 : strides[0]]
+            patch = patch[..., q : q + strides[1] * (wo - 1) + 1 : strides[1]]
+            y += np.einsum("nchw,mc->nmhw", patch, w[:, :, i, j])
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    if act == "relu":
+        y = np.maximum(y, 0)
+    elif act == "leaky":
+        y = np.maximum(y, 0.1 * y)
+    ph, pw = pool
+    hr, wr = ho // ph, wo // pw
+    t = y[:, :, : hr * ph, : wr * pw].reshape(n, m, hr, ph, wr, pw)
+    return t.max(axis=(3, 5))
+
+
+# (C, M, (H, W), kernel, pads, row stride, row dilation, pool)
+CASES = [
+    (6, 16, (14, 14), (5, 5), (0, 0, 0, 0), 1, 1, (2, 2)),  # LeNet's second
+    (6, 16, (10, 9), (5, 5), (2, 2, 2, 2), 1, 1, (2, 3)),  # 10 x 9 out: a column dropped
+    (3, 7, (13, 11), (3, 2), (1, 0, 2, 1), 1, 1, (3, 2)),  # uneven pads, 2 rows dropped
+    (4, 5, (15, 12), (3, 3), (1, 1, 0, 1), 2, 1, (2, 2)),  # row stride 2
+    (2, 9, (17, 10), (2, 3), (0, 2, 1, 0), 1, 2, (2, 2)),  # row dilation 2
+]
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky", ""])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch, lo, hi, budget", [(4, 0, 4, None), (7, 0, 7, 1), (9, 2, 8, 1)])
+@pytest.mark.parametrize("c, m, hw, k, pads, sh, dh, pool", CASES)
+def test_batch_last_against_colstack_and_float64(
+    c, m, hw, k, pads, sh, dh, pool, batch, lo, hi, budget, bias, act, monkeypatch
+):
+    rng = np.random.default_rng(c * 100 + m + batch)
+    spec = fc.ConvSpec(k, (sh, 1), pads, (dh, 1), 1, c, m)
+    x = rng.standard_normal((batch, c, *hw)).astype(np.float32)
+    w = (rng.standard_normal((m, c, *k)) / (c * k[0] * k[1]) ** 0.5).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    hp, wp_ = hw[0] + pads[0] + pads[2], hw[1] + pads[1] + pads[3]
+    ho, wo = (hp - dh * (k[0] - 1) - 1) // sh + 1, wp_ - k[1] + 1
+    shape = (batch, m, ho // pool[0], wo // pool[1])
+    activation = {"relu": ("relu",), "leaky": ("leaky", 0.1), "": ()}[act]
+    epi = fc.Epilogue(bias=b, activation=activation, pool=pool)
+    wp = fc.prepare_weight("colstack", w, 1, np.float32, b)
+    if budget is not None:  # chunks of 2-3 images: uneven ones too
+        per_image = 4 * (c * hp * wp_ + c * k[0] * k[1] * ho * wo + 3 * m * ho * wo)
+        monkeypatch.setattr(fc, "BATCH_LAST_WORKSPACE_BYTES", 2 * per_image + budget)
+    runs = {}
+    for name, least in (("batch_last", 1), ("colstack", 10**9)):
+        monkeypatch.setattr(fc, "BATCH_LAST_MIN_IMAGES", least)
+        got = np.full(shape, np.nan, np.float32)
+        scratch = Scratch()
+        scratch.take(0, 1 << 16, np.float32)[:] = np.nan  # the workspace is not assumed zeroed
+        scratch.reset()
+        fc.conv_chunked("colstack", spec, x, wp, got, epi, scratch, lo, hi)
+        assert not np.isnan(got[lo:hi]).any() and np.isnan(got[:lo]).all()
+        assert np.isnan(got[hi:]).all()
+        runs[name] = got[lo:hi]
+    ref = _reference(x[lo:hi], w, b, pads, (sh, 1), (dh, 1), pool, act)
+    # c*kh*kw float32 products of |x w| <~ 4 / sqrt(c kh kw) each, summed in another order by
+    # each GEMM: both within 1e-5 of the float64 result and of each other
+    np.testing.assert_allclose(runs["batch_last"], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(runs["colstack"], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(runs["batch_last"], runs["colstack"], rtol=1e-5, atol=1e-5)
+
+
+def test_batch_last_runs_from_the_threshold_only(monkeypatch):
+    """Under BATCH_LAST_MIN_IMAGES images the colstack path runs (its own workspace slots)."""
+    calls = []
+    real = fc._im2col_batch_last
+    monkeypatch.setattr(fc, "_im2col_batch_last", lambda *a: calls.append(a[7] - a[6]) or real(*a))
+    spec = fc.ConvSpec((5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1, 6, 16)
+    w = np.ones((16, 6, 5, 5), np.float32)
+    wp = fc.prepare_weight("colstack", w, 1, np.float32, None)
+    epi = fc.Epilogue(pool=(2, 2))
+    for batch in (fc.BATCH_LAST_MIN_IMAGES - 1, fc.BATCH_LAST_MIN_IMAGES):
+        x = np.ones((batch, 6, 14, 14), np.float32)
+        out = np.empty((batch, 16, 5, 5), np.float32)
+        fc.conv_chunked("colstack", spec, x, wp, out, epi, Scratch())
+        assert (out == 150).all()
+    assert calls == [fc.BATCH_LAST_MIN_IMAGES]
