@@ -1,11 +1,14 @@
-"""`conv._im2col_batch_last`: a colstack conv under a fused tiling MaxPool on a slice of at
-least BATCH_LAST_MIN_IMAGES images (LeNet's second conv at batch 32), images innermost.
+"""The batch-last paths of convs under a fused tiling MaxPool (images innermost):
+`conv._im2col_batch_last`, a colstack conv on a slice of at least BATCH_LAST_MIN_IMAGES images
+(LeNet's second conv at batch 32), and `conv._phase_pool_batch_last`, phasepool's from
+PHASE_POOL_BATCH_LAST_MIN_IMAGES (LeNet's first).
 
-Oracles: colstack's own fused pool (the same conv with the threshold out of reach) and a float64
-conv + bias + activation + max pool in plain NumPy, on odd shapes: row strides and dilations,
-uneven pads (and none), kernels of 2x3 to 5x5, pools 2x2 / 3x2 / 2x3 (with the conv's rows and
-columns past the last tile dropped), bias or none, ReLU / LeakyReLU / none, slices [lo, hi) and
-chunks of unequal size (a small workspace budget), a NaN-filled scratch."""
+Oracles: colstack's own fused pool, or the per-image phasepool (the same conv with the threshold
+out of reach), and a float64 conv + bias + activation + max pool in plain NumPy, on odd shapes:
+row strides and dilations, uneven pads (and none), kernels of 2x3 to 5x5, pools 2x2 / 3x2 / 2x3
+(with the conv's rows and columns past the last tile dropped), bias or none (phasepool: also as
+the weight's column), ReLU / LeakyReLU / none, slices [lo, hi) and chunks of unequal size, a
+NaN-filled scratch."""
 
 from __future__ import annotations
 
@@ -56,10 +59,10 @@ CASES = [
 
 @pytest.mark.parametrize("act", ["relu", "leaky", ""])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("batch, lo, hi, budget", [(4, 0, 4, None), (7, 0, 7, 1), (9, 2, 8, 1)])
+@pytest.mark.parametrize("batch, lo, hi, chunk", [(4, 0, 4, None), (7, 0, 7, 2), (9, 2, 8, 3)])
 @pytest.mark.parametrize("c, m, hw, k, pads, sh, dh, pool", CASES)
 def test_batch_last_against_colstack_and_float64(
-    c, m, hw, k, pads, sh, dh, pool, batch, lo, hi, budget, bias, act, monkeypatch
+    c, m, hw, k, pads, sh, dh, pool, batch, lo, hi, chunk, bias, act, monkeypatch
 ):
     rng = np.random.default_rng(c * 100 + m + batch)
     spec = fc.ConvSpec(k, (sh, 1), pads, (dh, 1), 1, c, m)
@@ -72,9 +75,8 @@ def test_batch_last_against_colstack_and_float64(
     activation = {"relu": ("relu",), "leaky": ("leaky", 0.1), "": ()}[act]
     epi = fc.Epilogue(bias=b, activation=activation, pool=pool)
     wp = fc.prepare_weight("colstack", w, 1, np.float32, b)
-    if budget is not None:  # chunks of 2-3 images: uneven ones too
-        per_image = 4 * (c * hp * wp_ + c * k[0] * k[1] * ho * wo + 3 * m * ho * wo)
-        monkeypatch.setattr(fc, "BATCH_LAST_WORKSPACE_BYTES", 2 * per_image + budget)
+    if chunk is not None:  # a workspace of `chunk` images: 7 of them in 2, 2, 2, 1
+        monkeypatch.setattr(fc, "_chunk", lambda per_item, n, budget=None: min(n, chunk))
     runs = {}
     for name, least in (("batch_last", 1), ("colstack", 10**9)):
         monkeypatch.setattr(fc, "BATCH_LAST_MIN_IMAGES", least)
@@ -109,3 +111,51 @@ def test_batch_last_runs_from_the_threshold_only(monkeypatch):
         fc.conv_chunked("colstack", spec, x, wp, out, epi, Scratch())
         assert (out == 150).all()
     assert calls == [fc.BATCH_LAST_MIN_IMAGES]
+
+
+# (C, M, (H, W), kernel, pads, pool): phasepool's convs (under 8 output channels)
+PHASE_CASES = [
+    (1, 6, (28, 28), (5, 5), (2, 2, 2, 2), (2, 2)),  # LeNet's first
+    (2, 5, (11, 9), (3, 5), (2, 1, 0, 3), (2, 2)),  # uneven pads, a 3x5 kernel, odd sizes
+    (3, 7, (9, 12), (2, 3), (0, 0, 1, 0), (2, 3)),  # pads at one end only
+    (1, 3, (7, 7), (5, 5), (4, 4, 3, 4), (3, 2)),  # pads wider than the kernel's reach
+]
+
+
+@pytest.mark.parametrize("act", ["relu", ""])
+@pytest.mark.parametrize("bias, bias_column", [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize("batch, lo, hi, chunk", [(4, 0, 4, None), (7, 0, 7, 2), (9, 2, 8, 3)])
+@pytest.mark.parametrize("c, m, hw, k, pads, pool", PHASE_CASES)
+def test_phase_pool_batch_last_against_per_image_and_float64(
+    c, m, hw, k, pads, pool, batch, lo, hi, chunk, bias, bias_column, act, monkeypatch
+):
+    rng = np.random.default_rng(c * 100 + m + batch)
+    spec = fc.ConvSpec(k, (1, 1), pads, (1, 1), 1, c, m)
+    x = rng.standard_normal((batch, c, *hw)).astype(np.float32)
+    w = (rng.standard_normal((m, c, *k)) / (c * k[0] * k[1]) ** 0.5).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    ho = hw[0] + pads[0] + pads[2] - k[0] + 1
+    wo = hw[1] + pads[1] + pads[3] - k[1] + 1
+    shape = (batch, m, ho // pool[0], wo // pool[1])
+    epi = fc.Epilogue(bias=b, activation=("relu",) if act else (), pool=pool)
+    algo = fc.phase_pool(spec, pool)
+    wp = fc.prepare_weight(algo, w, 1, np.float32, b if bias_column else None)
+    if chunk is not None:  # a workspace of `chunk` images: 7 of them in 2, 2, 2, 1
+        monkeypatch.setattr(fc, "_chunk", lambda per_item, n, budget=None: min(n, chunk))
+    runs = {}
+    for name, least in (("batch_last", 1), ("per_image", 10**9)):
+        monkeypatch.setattr(fc, "PHASE_POOL_BATCH_LAST_MIN_IMAGES", least)
+        got = np.full(shape, np.nan, np.float32)
+        scratch = Scratch()
+        scratch.take(0, 1 << 16, np.float32)[:] = np.nan  # the workspace is not assumed zeroed
+        scratch.reset()
+        fc.conv_chunked(algo, spec, x, wp, got, epi, scratch, lo, hi)
+        assert not np.isnan(got[lo:hi]).any() and np.isnan(got[:lo]).all()
+        assert np.isnan(got[hi:]).all()
+        runs[name] = got[lo:hi]
+    ref = _reference(x[lo:hi], w, b, pads, (1, 1), (1, 1), pool, act)
+    # c*kh*kw float32 products of |x w| <~ 4 / sqrt(c kh kw) each (and exact zeros, the
+    # phases' padded kernel), in another order by each GEMM: within 1e-5 of float64's
+    np.testing.assert_allclose(runs["batch_last"], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(runs["per_image"], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(runs["batch_last"], runs["per_image"], rtol=1e-5, atol=1e-5)

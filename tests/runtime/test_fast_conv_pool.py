@@ -9,8 +9,9 @@ the reference plan (plain kernels) within float32 conv rounding, on odd shapes: 
 columns) and more (wide rows, odd wide widths too), kernel 2x2, 3x3, 2x3, bias or none, split
 over the threads; colstack on LeNet's second conv and on padded rows of odd width; the pool's
 phases in the GEMM's rows (`conv._phase_pool`, under 8 output channels), also on its own against
-im2col's fused pool with uneven pads; from 5 images, colstack's batch-last path
-(`conv._im2col_batch_last`, tested on its own in test_fast_conv_batch_last.py)."""
+im2col's fused pool with uneven pads; at batch 5, colstack's and phasepool's batch-last paths
+(`conv._im2col_batch_last`, `conv._phase_pool_batch_last`: tested on their own in
+test_fast_conv_batch_last.py)."""
 
 from __future__ import annotations
 
