@@ -1650,12 +1650,15 @@ interleaved medians of ratios, 100 rounds): 0.70x the time at batch 32, 0.79x at
 8, 0.94x at 4, 1.09x at 2. The same path for LeNet's first conv (1 -> 6, pads 2, 28x28:
 phasepool's) took 1.0x phasepool's time at batch 8-32 (its larger output's pool and transposing
 copy cost what the exact GEMM saves), 1.08-1.25x at 2-4: not taken there."""
-BATCH_LAST_WORKSPACE_BYTES = 4 << 20
-"""`_im2col_batch_last`'s chunks of images hold up to this much workspace: its copy's runs are
-(output width x images) long, so larger chunks copy faster (and make fewer calls). lenet5@32
-(interleaved, 30 rounds, medians of ratios against colstack): 0.86x the time with 4 MiB (one
-chunk of 32 images, 2.4 MiB), 0.92x with 2 MiB (two of 16), ~0.95x with 1 MiB (three of 11);
-conv2 alone 0.73x / 0.81x / 0.90x, 512 KiB 1.11x."""
+BATCH_LAST_WORKSPACE_BYTES = WORKSPACE_BYTES
+"""`_im2col_batch_last`'s workspace: chunks of as many images as leave room for a slab of one
+pool tile's rows each, then slabs of as many such rows as fit (its copy's runs are output
+width x images long: all of a chunk's images in each slab's runs). LeNet's second conv at batch
+32 (one thread, in-process interleaved, 100 rounds, medians of ratios against colstack): 0.78x
+the time with 1 MiB (32 images in 5 slabs of 2 output rows), 0.73x with 2 MiB (slabs of 6 and
+4 rows) or 4 MiB (the whole batch at once, 2.3 MiB), 0.86x with 512 KiB; chunks of 11 images
+whole (1 MiB before the slabs) took 0.90x. The 2.3 MiB made lenet5@32's arena peak / floor 2.24
+(1.36 before); with 1 MiB and both batch-last paths 0.96."""
 _BATCH_LAST_WEIGHTS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -1673,6 +1676,13 @@ def _batch_last_weight(wp: np.ndarray, spec: ConvSpec) -> np.ndarray:
         _BATCH_LAST_WEIGHTS.clear()
     _BATCH_LAST_WEIGHTS[id(wp)] = (wp, w)
     return w
+
+
+def _batch_last_slab(budget: int, images: int, whole: int, per_row: int, rows: int) -> int:
+    """Rows per slab of the batch-last paths: as many of `rows` as fit in `budget` elements
+    beside `whole` per image (at least one), in equal slabs."""
+    slab = max(1, min(rows, (budget - images * whole) // (images * per_row)))
+    return -(-rows // -(-rows // slab))
 
 
 def _im2col_batch_last(spec, x, w, out, epi, scratch, lo, hi, gemm) -> None:
@@ -1697,9 +1707,15 @@ def _im2col_batch_last(spec, x, w, out, epi, scratch, lo, hi, gemm) -> None:
     if hr == 0 or wr == 0 or hi <= lo:
         return
     kg = c * kh * kw
-    per_item = c * hp * wpad + kg * ho * wo + mo * ho * wo + mo * hr * wo + mo * hr * wr
-    nb = _chunk(per_item * x.itemsize, hi - lo, BATCH_LAST_WORKSPACE_BYTES)
+    # Workspace per image: the input copy and the pooled rows (whole), and per slab of ph
+    # output rows, its columns and GEMM result. A chunk holds as many images as leave room
+    # for one such slab each, then its slabs as many rows as fit (long runs: all images).
+    whole = c * hp * wpad + mo * hr * wo + mo * hr * wr
+    pair = ph * wo * (kg + mo)
+    budget = BATCH_LAST_WORKSPACE_BYTES // x.itemsize
+    nb = _chunk(whole + pair, hi - lo, budget)
     nb = -(-(hi - lo) // -(-(hi - lo) // nb))  # equal chunks
+    pairs = _batch_last_slab(budget, nb, whole, pair, hr)
     r0, r1 = max(0, pt), min(hp, pt + h)  # the padded rows and columns inside the input
     q0, q1 = max(0, pl), min(wpad, pl + wi)
     bias = None if epi.bias is None else epi.bias.astype(x.dtype, copy=False).reshape(1, mo, 1, 1)
@@ -1714,15 +1730,19 @@ def _im2col_batch_last(spec, x, w, out, epi, scratch, lo, hi, gemm) -> None:
             np.copyto(xt[:, r0:r1, q0:q1], src.transpose(1, 2, 3, 0))
         s = xt.strides
         windows = view(xt, (c, kh, kw, ho, wo * b), (s[0], dh * s[1], s[2], sh * s[1], s[3]))
-        cols = scratch.take(1, kg * ho * wo * b, x.dtype)
-        np.copyto(cols.reshape(windows.shape), windows)
-        y = scratch.take(2, mo * ho * wo * b, x.dtype)
-        gemm(w, cols.reshape(kg, -1), y.reshape(mo, -1), 0)
-        yr = y.reshape(mo, hr, ph, wo * b)
         m1 = scratch.take(3, mo * hr * wo * b, x.dtype).reshape(mo, hr, wo * b)
-        np.maximum(yr[:, :, 0], yr[:, :, 1], out=m1)
-        for t in range(2, ph):  # a loop over the pool tile's rows
-            np.maximum(m1, yr[:, :, t], out=m1)
+        for g0 in range(0, hr, pairs):  # a loop over slabs of pooled rows (ph output rows each)
+            g1 = min(hr, g0 + pairs)
+            rs = (g1 - g0) * ph
+            cols = scratch.take(1, kg * rs * wo * b, x.dtype)
+            np.copyto(cols.reshape(c, kh, kw, rs, wo * b), windows[:, :, :, g0 * ph : g1 * ph])
+            y = scratch.take(2, mo * rs * wo * b, x.dtype)
+            gemm(w, cols.reshape(kg, -1), y.reshape(mo, -1), 0)
+            yr = y.reshape(mo, g1 - g0, ph, wo * b)
+            ms = m1[:, g0:g1]
+            np.maximum(yr[:, :, 0], yr[:, :, 1], out=ms)
+            for t in range(2, ph):  # a loop over the pool tile's rows
+                np.maximum(ms, yr[:, :, t], out=ms)
         mc = m1.reshape(mo, hr, wr, pw, b)
         m2 = scratch.take(4, mo * hr * wr * b, x.dtype).reshape(mo, hr, wr, b)
         np.maximum(mc[..., 0, :], mc[..., 1, :], out=m2)
@@ -1741,11 +1761,14 @@ PHASE_POOL_BATCH_LAST_MIN_IMAGES = 4
 against the per-image phasepool (LeNet's first conv, 1 -> 6 5x5 pads 2 at 28x28, bias + ReLU +
 2x2 pool, one thread, in-process interleaved medians of ratios, 100 rounds): 0.72x the time at
 batch 32, 0.82x at 16, 0.89x at 8, 0.97x at 4, 1.09x at 2."""
-PHASE_POOL_BATCH_LAST_BYTES = 2 << 20
-"""... in chunks of images of up to this much workspace (52 KiB an image for LeNet's first
-conv). lenet5@32 (in-process interleaved, 30 rounds, medians of ratios, against the per-image
-phasepool): 0.87x the time with 2 or 4 MiB (one chunk of 32 images, 1.7 MiB), 0.915x with 1
-MiB (two of 16)."""
+PHASE_POOL_BATCH_LAST_BYTES = WORKSPACE_BYTES
+"""... its workspace, in chunks of images and slabs of pooled rows as `_im2col_batch_last`'s
+(BATCH_LAST_WORKSPACE_BYTES). LeNet's first conv at batch 32 (one thread, interleaved, 100
+rounds, medians of ratios against the per-image phasepool): 0.72x the time with 1 MiB (32
+images in 2 slabs of 7 pooled rows), 0.68x with 2 MiB (all 14 rows, 1.7 MiB), 0.79x with 512
+KiB. lenet5@32 with both paths (in-process interleaved, 30 rounds, medians of ratios, load
+2.8, against neither): 0.82x the time with 1 MiB, 0.78x with 2 MiB, 0.76x with 4 MiB (arena
+peak / floor 0.96 with 1 MiB, 1.67 with 2 MiB for the phases and 4 MiB for colstack's)."""
 
 
 def _phase_pool_batch_last(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
@@ -1769,11 +1792,16 @@ def _phase_pool_batch_last(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None
     k = c * u1 * ph * v1 * pw
     augmented = wp.shape[-1] == k + 1  # the bias is the weight's last column
     rows = k + augmented
-    p = hr * wr
     phases = ph * pw
-    per_item = c * phases * hq * wq + rows * p + phases * mo * p
-    b = _chunk(per_item * x.itemsize, hi - lo, PHASE_POOL_BATCH_LAST_BYTES)
+    # Workspace per image: the phases (whole), and per pooled row its columns and GEMM result;
+    # a chunk holds as many images as leave room for one pooled row each, then its slabs as
+    # many pooled rows as fit (runs over all of the chunk's images).
+    whole = c * phases * hq * wq
+    row = (rows + phases * mo) * wr
+    budget = PHASE_POOL_BATCH_LAST_BYTES // x.itemsize
+    b = _chunk(whole + row, hi - lo, budget)
     b = -(-(hi - lo) // -(-(hi - lo) // b))  # equal chunks
+    slab = _batch_last_slab(budget, b, whole, row, hr)
     it = x.itemsize
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
@@ -1794,16 +1822,20 @@ def _phase_pool_batch_last(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None
         windows = view(  # (C, u1, u0, v1, v0, pooled rows, pooled width x b)
             xq, (c, u1, ph, v1, pw, hr, wr * nb), (s[0], s[3], s[1], s[4], s[2], s[3], it)
         )
-        cols = scratch.take(1, rows * p * nb, x.dtype).reshape(rows, p * nb)
-        if augmented:
-            cols[k] = 1  # the row of ones the bias column multiplies
-        np.copyto(cols[:k].reshape(windows.shape), windows)
-        z = scratch.take(2, phases * mo * p * nb, x.dtype).reshape(phases, mo * p * nb)
-        gemm(wp, cols, z.reshape(phases * mo, p * nb), 0)
-        acc = z[0]
-        for t in range(1, phases - 1):  # a loop over the pool tile's positions
-            np.maximum(acc, z[t], out=acc)
         yb = out[n0:n1]
-        last = z[phases - 1].reshape(mo, hr, wr, nb)
-        np.maximum(acc.reshape(mo, hr, wr, nb), last, out=yb.transpose(1, 2, 3, 0))
+        yt = yb.transpose(1, 2, 3, 0)
+        for g0 in range(0, hr, slab):  # a loop over slabs of pooled rows
+            g1 = min(hr, g0 + slab)
+            ps = (g1 - g0) * wr * nb
+            cols = scratch.take(1, rows * ps, x.dtype).reshape(rows, ps)
+            if augmented:
+                cols[k] = 1  # the row of ones the bias column multiplies
+            np.copyto(cols[:k].reshape(c, u1, ph, v1, pw, g1 - g0, -1), windows[..., g0:g1, :])
+            z = scratch.take(2, phases * mo * ps, x.dtype).reshape(phases, mo * ps)
+            gemm(wp, cols, z.reshape(phases * mo, ps), 0)
+            acc = z[0]
+            for t in range(1, phases - 1):  # a loop over the pool tile's positions
+                np.maximum(acc, z[t], out=acc)
+            last = z[phases - 1].reshape(mo, g1 - g0, wr, nb)
+            np.maximum(acc.reshape(mo, g1 - g0, wr, nb), last, out=yt[:, g0:g1])
         _epilogue(yb, epi, n0, n1, augmented)

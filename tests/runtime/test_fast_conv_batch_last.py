@@ -7,8 +7,8 @@ Oracles: colstack's own fused pool, or the per-image phasepool (the same conv wi
 out of reach), and a float64 conv + bias + activation + max pool in plain NumPy, on odd shapes:
 row strides and dilations, uneven pads (and none), kernels of 2x3 to 5x5, pools 2x2 / 3x2 / 2x3
 (with the conv's rows and columns past the last tile dropped), bias or none (phasepool: also as
-the weight's column), ReLU / LeakyReLU / none, slices [lo, hi) and chunks of unequal size, a
-NaN-filled scratch."""
+the weight's column), ReLU / LeakyReLU / none, slices [lo, hi), chunks of images and slabs of
+rows of unequal size, a NaN-filled scratch."""
 
 from __future__ import annotations
 
@@ -59,10 +59,12 @@ CASES = [
 
 @pytest.mark.parametrize("act", ["relu", "leaky", ""])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("batch, lo, hi, chunk", [(4, 0, 4, None), (7, 0, 7, 2), (9, 2, 8, 3)])
+@pytest.mark.parametrize(
+    "batch, lo, hi, chunk, slab", [(4, 0, 4, None, None), (7, 0, 7, 2, 1), (9, 2, 8, 3, 2)]
+)
 @pytest.mark.parametrize("c, m, hw, k, pads, sh, dh, pool", CASES)
 def test_batch_last_against_colstack_and_float64(
-    c, m, hw, k, pads, sh, dh, pool, batch, lo, hi, chunk, bias, act, monkeypatch
+    c, m, hw, k, pads, sh, dh, pool, batch, lo, hi, chunk, slab, bias, act, monkeypatch
 ):
     rng = np.random.default_rng(c * 100 + m + batch)
     spec = fc.ConvSpec(k, (sh, 1), pads, (dh, 1), 1, c, m)
@@ -77,6 +79,8 @@ def test_batch_last_against_colstack_and_float64(
     wp = fc.prepare_weight("colstack", w, 1, np.float32, b)
     if chunk is not None:  # a workspace of `chunk` images: 7 of them in 2, 2, 2, 1
         monkeypatch.setattr(fc, "_chunk", lambda per_item, n, budget=None: min(n, chunk))
+    if slab is not None:  # slabs of `slab` pooled rows: uneven ones too (5 rows in 2, 2, 1)
+        monkeypatch.setattr(fc, "_batch_last_slab", lambda *a: slab)
     runs = {}
     for name, least in (("batch_last", 1), ("colstack", 10**9)):
         monkeypatch.setattr(fc, "BATCH_LAST_MIN_IMAGES", least)
@@ -124,10 +128,12 @@ PHASE_CASES = [
 
 @pytest.mark.parametrize("act", ["relu", ""])
 @pytest.mark.parametrize("bias, bias_column", [(True, True), (True, False), (False, False)])
-@pytest.mark.parametrize("batch, lo, hi, chunk", [(4, 0, 4, None), (7, 0, 7, 2), (9, 2, 8, 3)])
+@pytest.mark.parametrize(
+    "batch, lo, hi, chunk, slab", [(4, 0, 4, None, None), (7, 0, 7, 2, 1), (9, 2, 8, 3, 2)]
+)
 @pytest.mark.parametrize("c, m, hw, k, pads, pool", PHASE_CASES)
 def test_phase_pool_batch_last_against_per_image_and_float64(
-    c, m, hw, k, pads, pool, batch, lo, hi, chunk, bias, bias_column, act, monkeypatch
+    c, m, hw, k, pads, pool, batch, lo, hi, chunk, slab, bias, bias_column, act, monkeypatch
 ):
     rng = np.random.default_rng(c * 100 + m + batch)
     spec = fc.ConvSpec(k, (1, 1), pads, (1, 1), 1, c, m)
@@ -142,6 +148,8 @@ def test_phase_pool_batch_last_against_per_image_and_float64(
     wp = fc.prepare_weight(algo, w, 1, np.float32, b if bias_column else None)
     if chunk is not None:  # a workspace of `chunk` images: 7 of them in 2, 2, 2, 1
         monkeypatch.setattr(fc, "_chunk", lambda per_item, n, budget=None: min(n, chunk))
+    if slab is not None:  # slabs of `slab` pooled rows: uneven ones too (5 rows in 2, 2, 1)
+        monkeypatch.setattr(fc, "_batch_last_slab", lambda *a: slab)
     runs = {}
     for name, least in (("batch_last", 1), ("per_image", 10**9)):
         monkeypatch.setattr(fc, "PHASE_POOL_BATCH_LAST_MIN_IMAGES", least)
