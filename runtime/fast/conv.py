@@ -1111,7 +1111,7 @@ def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # (contiguous runs of rows x padded width). The shifted sum reads Z_j from offset j: with a
     # unit stride along the width, q + j < padded width for every valid q, so no read crosses a
     # row (nor the buffer's end).
-    if epi.pool and min(epi.pool) > 1 and hi - lo >= BATCH_LAST_MIN_IMAGES:
+    if epi.pool and min(epi.pool) > 1 and _batch_last(x, hi - lo, BATCH_LAST_MIN_IMAGES):
         _im2col_batch_last(spec, x, _batch_last_weight(wp, spec), out, epi, scratch, lo, hi, gemm)
         return
     n, c = x.shape[:2]
@@ -1367,7 +1367,7 @@ def _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # kh_p kw_p row blocks, the last into the output, and the epilogue (the activation, and the
     # bias unless it rode in the GEMM as a column: see `_phase_pool_weight`) runs on the
     # pooled output.
-    if hi - lo >= PHASE_POOL_BATCH_LAST_MIN_IMAGES:
+    if _batch_last(x, hi - lo, PHASE_POOL_BATCH_LAST_MIN_IMAGES):
         _phase_pool_batch_last(spec, x, wp, out, epi, scratch, lo, hi, gemm)
         return
     n, c, h, w = x.shape
@@ -1676,6 +1676,20 @@ def _batch_last_weight(wp: np.ndarray, spec: ConvSpec) -> np.ndarray:
         _BATCH_LAST_WEIGHTS.clear()
     _BATCH_LAST_WEIGHTS[id(wp)] = (wp, w)
     return w
+
+
+def _batch_last(x: np.ndarray, images: int, least: int) -> bool:
+    """Whether a batch-last path runs on `images` images of x (at least `least`): not when x's
+    planes are a multiple of WINOGRAD_ALIASED_PLANE_BYTES, where the transposing copy of the
+    input (the images innermost) reads values that alias in the cache. Measured (one thread,
+    interleaved min times, benchmarks/conv_algorithms.py --pool 2, batch 32; with "same" pads),
+    the batch-last path against the NCHW one at 32x32 planes: 1 -> 6 3x3 1.26x the time, 3 -> 6
+    3x3 1.32x, 3 -> 6 5x5 1.14x; 1 -> 4 5x5 at 64x64 1.76x; elsewhere 0.6-0.9x (16x16-28x28:
+    1-4 -> 6 5x5, 3 -> 6 3x3, 6-8 -> 16 5x5), but 8 -> 6 3x3 at 16x16 1.07x."""
+    return (
+        images >= least
+        and (x.shape[2] * x.shape[3] * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
+    )
 
 
 def _batch_last_slab(budget: int, images: int, whole: int, per_row: int, rows: int) -> int:

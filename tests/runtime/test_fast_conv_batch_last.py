@@ -167,3 +167,26 @@ def test_phase_pool_batch_last_against_per_image_and_float64(
     np.testing.assert_allclose(runs["batch_last"], ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(runs["per_image"], ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(runs["batch_last"], runs["per_image"], rtol=1e-5, atol=1e-5)
+
+
+def test_no_batch_last_on_aliased_planes(monkeypatch):
+    """32x32 float32 planes (4 KiB: conv.WINOGRAD_ALIASED_PLANE_BYTES) keep the NCHW paths."""
+    calls = []
+    for name in ("_im2col_batch_last", "_phase_pool_batch_last"):
+        real = getattr(fc, name)
+        monkeypatch.setattr(fc, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    rng = np.random.default_rng(0)
+    for c, m, algo in ((6, 16, "colstack"), (1, 6, "phasepool-2x2")):
+        spec = fc.ConvSpec((5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1, c, m)
+        w = rng.standard_normal((m, c, 5, 5)).astype(np.float32)
+        wp = fc.prepare_weight(algo, w, 1, np.float32, None)
+        epi = fc.Epilogue(pool=(2, 2))
+        for hw, batch_last in ((32, False), (30, True)):
+            x = rng.standard_normal((8, c, hw, hw)).astype(np.float32)
+            out = np.empty((8, m, (hw - 4) // 2, (hw - 4) // 2), np.float32)
+            fc.conv_chunked(algo, spec, x, wp, out, epi, Scratch())
+            assert bool(calls) == batch_last
+            ref = _reference(x, w, None, (0, 0, 0, 0), (1, 1), (1, 1), (2, 2), "")
+            # 25 c float32 products of |x w| <~ 4 each: sums of ~10, rounding ~1e-5
+            np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+            calls.clear()
