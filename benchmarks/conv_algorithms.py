@@ -10,6 +10,12 @@ the plan runs otherwise (Winograd, then a MaxPool step) are skipped. --shapes3d:
 on T frames of HW x HW, default video3d's; `--shapes3d` alone or with --shapes skips the other
 kind's defaults.
 
+
+colstack conv (`phasepool` joins the candidates where it applies: PHASE_POOL_MAX_OUT; both run
+batch-last from a few images, BATCH_LAST_MIN_IMAGES and PHASE_POOL_BATCH_LAST_MIN_IMAGES, and
+their NCHW paths are the candidates "-nchw"); shapes the plan runs otherwise (Winograd, then a
+MaxPool step) are skipped.
+
 The evidence behind `runtime/fast/conv.py`'s choices (WINOGRAD_MIN_CHANNELS, COLSTACK_*,
 MIN_WINOGRAD_COLUMNS, wide or exact im2col columns): for each conv shape (default: the 3x3
 and 5x5 convs of the benchmark suite's LeNet, VGG, ResNet and Inception models; stride 1,
@@ -78,7 +84,10 @@ def _candidates(spec: fc.ConvSpec, pool: tuple[int, int] | None = None) -> list[
         algos.append("colstack")
     if pool:  # (a fused pool: im2col, colstack, the pool's phases; no Winograd)
         phases = fc.phase_pool(spec, pool)
-        return algos + ([phases] if phases else [])
+        algos += [phases] if phases else []
+        # colstack and phasepool run batch-last from a few images (conv.BATCH_LAST_*): their
+        # NCHW paths too, "-nchw"
+        return algos + [a + "-nchw" for a in algos if a == "colstack" or a.startswith("phase")]
     if spec.kernel == (3, 3):  # the candidates the plan may run for this shape
         algos += ["winograd-f4", "winograd-f2"]
     return algos
@@ -151,7 +160,7 @@ def bench(
     side_out = hw // pool[0] if pool else hw
     runs: dict[str, tuple] = {}
     for name in _candidates(spec, pool):
-        algo = "im2col" if name.startswith("im2col") else name
+        algo = "im2col" if name.startswith("im2col") else name.removesuffix("-nchw")
         biased = algo in ("im2col", "colstack") or algo.startswith("phasepool")
         wp = fc.prepare_weight(algo, w, 1, np.float32, b if biased else None)
         out = np.empty((batch, m, side_out, side_out), np.float32)
@@ -160,13 +169,15 @@ def bench(
 
     def run(name: str) -> np.ndarray:
         algo, wp, out, epi, scratch = runs[name]
-        saved = fc.wide_rows
+        saved = fc.wide_rows, fc.BATCH_LAST_MIN_IMAGES, fc.PHASE_POOL_BATCH_LAST_MIN_IMAGES
         if name.startswith("im2col-"):  # force the wide or exact columns
             fc.wide_rows = lambda *_: name == "im2col-wide"
+        if name.endswith("-nchw"):  # the batch-last paths out of reach
+            fc.BATCH_LAST_MIN_IMAGES = fc.PHASE_POOL_BATCH_LAST_MIN_IMAGES = 1 << 62
         try:
             fc.conv_chunked(algo, spec, x, wp, out, epi, scratch)
         finally:
-            fc.wide_rows = saved
+            fc.wide_rows, fc.BATCH_LAST_MIN_IMAGES, fc.PHASE_POOL_BATCH_LAST_MIN_IMAGES = saved
         scratch.reset()  # as the plan does after every step
         return out
 

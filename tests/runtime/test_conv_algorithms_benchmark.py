@@ -1,8 +1,8 @@
 """benchmarks/conv_algorithms.py keeps working: its shape parser, and one interleaved round on
 small shapes (a rectangular kernel, a 3x3 one; with a fused 2x2 pool: the pool's phases,
-colstack, a Winograd conv skipped) whose table names the plan's algorithm and shows every
-algorithm agreeing with exact im2col (max |diff|, float32 rounding of O(1) sums; Winograd
-F(4x4) ~1e-5: bound 1e-3). No timing is asserted."""
+colstack and their NCHW paths, batch-last at batch 5; a Winograd conv skipped) whose table
+names the plan's algorithm and shows every algorithm agreeing with exact im2col (max |diff|,
+float32 rounding of O(1) sums; Winograd F(4x4) ~1e-5: bound 1e-3). No timing is asserted."""
 
 from __future__ import annotations
 
@@ -29,14 +29,17 @@ def test_shapes_parse_square_and_rectangular_kernels():
         (6, 16, 6, (5, 5), (2, 2), "colstack"),
     ],
 )
-def test_one_round_agrees_with_exact_im2col(c, m, hw, kernel, pool, chosen):
-    line = bench.bench(c, m, hw, kernel, batch=2, rounds=1, pool=pool)
+@pytest.mark.parametrize("batch", [2, 5])
+def test_one_round_agrees_with_exact_im2col(c, m, hw, kernel, pool, chosen, batch):
+    line = bench.bench(c, m, hw, kernel, batch=batch, rounds=1, pool=pool)
     cells = re.findall(r"([a-z0-9-]+)(\*?) [0-9.]+ \([0-9.]+, ([0-9.e+-]+)\)", line)
     names = {name for name, _, _ in cells}
     assert {"im2col-wide", "im2col-exact", "onnxruntime"} <= names
     assert all(float(diff) <= 1e-3 for _, _, diff in cells), line
     marked = [name for name, star, _ in cells if star]
     assert len(marked) == 1 and (chosen is None or marked == [chosen]), line
+    if pool:  # the batch-last paths' NCHW ones beside them
+        assert chosen + "-nchw" in names, line
 
 
 def test_a_pooled_winograd_conv_is_skipped():
