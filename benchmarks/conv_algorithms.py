@@ -5,16 +5,11 @@
 
 (K is the kernel's side, or KHxKW for a rectangular kernel: 16,16,16,1x3.) With --pool P, each
 conv is followed by a fused P x P tiling MaxPool, as the plan fuses one into an im2col or
-colstack conv (`phasepool` joins the candidates where it applies: PHASE_POOL_MAX_OUT); shapes
-the plan runs otherwise (Winograd, then a MaxPool step) are skipped. --shapes3d: 3x3x3 convs
-on T frames of HW x HW, default video3d's; `--shapes3d` alone or with --shapes skips the other
-kind's defaults.
-
-
 colstack conv (`phasepool` joins the candidates where it applies: PHASE_POOL_MAX_OUT; both run
 batch-last from a few images, BATCH_LAST_MIN_IMAGES and PHASE_POOL_BATCH_LAST_MIN_IMAGES, and
 their NCHW paths are the candidates "-nchw"); shapes the plan runs otherwise (Winograd, then a
-MaxPool step) are skipped.
+MaxPool step) are skipped. --shapes3d: 3x3x3 convs on T frames of HW x HW, default video3d's;
+`--shapes3d` alone or with --shapes skips the other kind's defaults.
 
 The evidence behind `runtime/fast/conv.py`'s choices (WINOGRAD_MIN_CHANNELS, COLSTACK_*,
 MIN_WINOGRAD_COLUMNS, wide or exact im2col columns): for each conv shape (default: the 3x3
