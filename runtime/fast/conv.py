@@ -27,9 +27,7 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   Also what a conv planned as Winograd runs, under 128 output channels, on a batch with too few
   tiles (`few_tiles_fallback`), unless F(2x2) has enough tiles and the conv is wide (ConvStep,
   FEW_TILES_F2_MIN_CHANNELS); and a float64 graph's 3x3 convs (Winograd rounds in float32).
-
-
-  tiles (`few_tiles_fallback`). Under a fused tiling MaxPool, from BATCH_LAST_MIN_IMAGES images
+  Under a fused tiling MaxPool, from BATCH_LAST_MIN_IMAGES images
   (LeNet's second conv at batch 32), `_im2col_batch_last` instead: exact im2col columns of an
   images-innermost copy of the input (each a run of output width x images values).
 - `phasepool`: a 2-D conv with under 8 output channels whose output a fused MaxPool tiles
