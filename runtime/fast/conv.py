@@ -186,9 +186,9 @@ class Epilogue:
     """The output is the residual's own buffer (the residual dies at this conv, which writes over
     it: see `overwrites_residual`): a chunk's residual is read before its output is written."""
 
-    # (kh, kw) of a MaxPool tiling the output (kernel = stride, no padding), fused by im2col:
-    # the output holds the pooled values; bias and activation go after the max (both
-    # monotone per channel), no residual
+    # (kh, kw) of a MaxPool tiling the output (kernel = stride, no padding), fused by im2col,
+    # colstack, phasepool ((kt, kh, kw) by wino3d): the output holds the pooled values; bias
+    # and activation go after the max (both monotone per channel), no residual
     pool: tuple = ()
 
 
@@ -636,7 +636,16 @@ def conv_chunked(
     elif algo == "colstack":
         _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     elif algo.startswith("phasepool"):
-        _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        # Its GEMM multiplies window taps outside each phase's kernel by zero weights: an inf
+        # or NaN input there would make NaN where the conv has none (0 * inf), so a chunk with
+        # one runs im2col (a sum is finite only if every value is: overflow just falls back).
+        with np.errstate(invalid="ignore", over="ignore"):  # (inf - inf, overflow)
+            finite = np.isfinite(np.add.reduce(x[lo:hi], axis=None))
+        if finite:
+            _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        else:
+            w = _phase_pool_plain_weight(wp, spec, epi.pool)
+            _im2col(spec, x, w, out, epi, scratch, lo, hi, gemm, split)
     else:
         _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split)
 
@@ -1312,7 +1321,7 @@ pooled output 0.99x / 0.97x."""
 
 def phase_pool(spec: ConvSpec, pool: tuple) -> str:
     """The algorithm name of `_phase_pool` for `spec` under a fused `pool` (kh, kw), or ""
-    when it does not apply (see PHASE_POOL_MAX_OUT)."""
+    when it does not apply (see PHASE_POOL_MAX_OUT, PHASE_POOL_MAX_WORK)."""
     fits = (
         len(spec.kernel) == 2
         and len(pool) == 2
@@ -1322,7 +1331,42 @@ def phase_pool(spec: ConvSpec, pool: tuple) -> str:
         and spec.c_out < PHASE_POOL_MAX_OUT
         and min(spec.pads) >= 0
     )
-    return f"phasepool-{pool[0]}x{pool[1]}" if fits else ""
+    if not fits:
+        return ""
+    (kh, kw), (ph, pw) = spec.kernel, pool
+    window = -(-(ph + kh - 1) // ph) * ph * -(-(pw + kw - 1) // pw) * pw
+    return f"phasepool-{ph}x{pw}" if window <= PHASE_POOL_MAX_WORK * kh * kw else ""
+
+
+PHASE_POOL_MAX_WORK = 2.0
+"""`_phase_pool`'s GEMM multiplies each pool phase's kernel placed in a (U1 kh_p) x (V1 kw_p)
+window of zeros: that many over kh x kw times the conv's products. It runs up to this ratio:
+5x5 under a 2x2 pool 1.44 (LeNet's first conv), 3x3 under 2x2 1.78 (0.96x im2col's time with
+its fused pool); 3x3 under 4x4 (7.1) took 2.44x, under 8x8 8.3x (one thread, 3 -> 6 channels
+at 64x64, batch 8, min of 7)."""
+
+
+def _phase_pool_plain_weight(wp: np.ndarray, spec: ConvSpec, pool: tuple) -> np.ndarray:
+    """im2col's (1, M, C * kh * kw [+ 1]) weight from `_phase_pool_weight`'s `wp`: the first
+    phase's rows hold the kernel at the window's corner (and the bias column, if any); computed
+    once per prepared array (kept while it lives). For chunks with non-finite inputs."""
+    hit = _PLAIN_WEIGHTS.get(id(wp))
+    if hit is not None and hit[0] is wp:
+        return hit[1]
+    mo, c, (kh, kw), (ph, pw) = spec.c_out, spec.c_in, spec.kernel, pool
+    u1, v1 = -(-(ph + kh - 1) // ph), -(-(pw + kw - 1) // pw)
+    k = c * u1 * ph * v1 * pw
+    win = wp[:mo, :k].reshape(mo, c, u1 * ph, v1 * pw)[:, :, :kh, :kw].reshape(mo, -1)
+    if wp.shape[1] == k + 1:  # the bias column
+        win = np.concatenate([win, wp[:mo, k:]], axis=1)
+    w = np.ascontiguousarray(win).reshape(1, mo, -1)
+    if len(_PLAIN_WEIGHTS) > 64:  # (a few per plan: holds them past their plan)
+        _PLAIN_WEIGHTS.clear()
+    _PLAIN_WEIGHTS[id(wp)] = (wp, w)
+    return w
+
+
+_PLAIN_WEIGHTS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _phase_pool_tile(algo: str) -> tuple[int, int]:

@@ -69,7 +69,7 @@ class ConvStep(Step):
     epilogue_bias: int | str | None = None
     residual: int | None = None
     activation: tuple = ()
-    pool: tuple = ()  # a fused tiling MaxPool's kernel (im2col, wino3d): see conv.Epilogue
+    pool: tuple = ()  # a fused tiling MaxPool's kernel: see conv.Epilogue
     const_weight: bool = True
     # the residual dies here (set by the plan): the output may take its buffer (see __call__)
     overwrite: bool = False
