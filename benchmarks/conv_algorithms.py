@@ -1,12 +1,15 @@
 """Benchmark: the fast plan's conv algorithms side by side, one conv at a time, one thread.
 
     python benchmarks/conv_algorithms.py [--batch 1,16] [--rounds 20] [--shapes C,M,HW,K ...]
-                                         [--pool 2]
+                                         [--pool 2] [--shapes3d C,M,T,HW ...]
 
 (K is the kernel's side, or KHxKW for a rectangular kernel: 16,16,16,1x3.) With --pool P, each
 conv is followed by a fused P x P tiling MaxPool, as the plan fuses one into an im2col or
-colstack conv (`phasepool` joins the candidates where it applies: PHASE_POOL_MAX_OUT); shapes
-the plan runs otherwise (Winograd, then a MaxPool step) are skipped.
+colstack conv (`phasepool` joins the candidates where it applies: PHASE_POOL_MAX_OUT; both run
+batch-last from a few images, BATCH_LAST_MIN_IMAGES and PHASE_POOL_BATCH_LAST_MIN_IMAGES, and
+their NCHW paths are the candidates "-nchw"); shapes the plan runs otherwise (Winograd, then a
+MaxPool step) are skipped. --shapes3d: 3x3x3 convs on T frames of HW x HW, default video3d's;
+`--shapes3d` alone or with --shapes skips the other kind's defaults.
 
 The evidence behind `runtime/fast/conv.py`'s choices (WINOGRAD_MIN_CHANNELS, COLSTACK_*,
 MIN_WINOGRAD_COLUMNS, wide or exact im2col columns): for each conv shape (default: the 3x3
@@ -62,13 +65,24 @@ SHAPES: list[tuple[int, int, int, int | tuple[int, int]]] = [
 ]
 
 
+# (input channels, output channels, frames, image side) of the suite's 3x3x3 convs (video3d).
+SHAPES_3D: list[tuple[int, int, int, int]] = [
+    (3, 16, 8, 32),
+    (16, 32, 8, 16),
+    (32, 64, 4, 8),
+]
+
+
 def _candidates(spec: fc.ConvSpec, pool: tuple[int, int] | None = None) -> list[str]:
     algos = ["im2col-wide", "im2col-exact"]
     if spec.c_in * spec.kernel[0] >= fc.COLSTACK_NARROW_MIN_DEPTH or 1 in spec.kernel:
         algos.append("colstack")
     if pool:  # (a fused pool: im2col, colstack, the pool's phases; no Winograd)
         phases = fc.phase_pool(spec, pool)
-        return algos + ([phases] if phases else [])
+        algos += [phases] if phases else []
+        # colstack and phasepool run batch-last from a few images (conv.BATCH_LAST_*): their
+        # NCHW paths too, "-nchw"
+        return algos + [a + "-nchw" for a in algos if a == "colstack" or a.startswith("phase")]
     if spec.kernel == (3, 3):  # the candidates the plan may run for this shape
         algos += ["winograd-f4", "winograd-f2"]
     return algos
@@ -141,7 +155,7 @@ def bench(
     side_out = hw // pool[0] if pool else hw
     runs: dict[str, tuple] = {}
     for name in _candidates(spec, pool):
-        algo = "im2col" if name.startswith("im2col") else name
+        algo = "im2col" if name.startswith("im2col") else name.removesuffix("-nchw")
         biased = algo in ("im2col", "colstack") or algo.startswith("phasepool")
         wp = fc.prepare_weight(algo, w, 1, np.float32, b if biased else None)
         out = np.empty((batch, m, side_out, side_out), np.float32)
@@ -150,13 +164,15 @@ def bench(
 
     def run(name: str) -> np.ndarray:
         algo, wp, out, epi, scratch = runs[name]
-        saved = fc.wide_rows
+        saved = fc.wide_rows, fc.BATCH_LAST_MIN_IMAGES, fc.PHASE_POOL_BATCH_LAST_MIN_IMAGES
         if name.startswith("im2col-"):  # force the wide or exact columns
             fc.wide_rows = lambda *_: name == "im2col-wide"
+        if name.endswith("-nchw"):  # the batch-last paths out of reach
+            fc.BATCH_LAST_MIN_IMAGES = fc.PHASE_POOL_BATCH_LAST_MIN_IMAGES = 1 << 62
         try:
             fc.conv_chunked(algo, spec, x, wp, out, epi, scratch)
         finally:
-            fc.wide_rows = saved
+            fc.wide_rows, fc.BATCH_LAST_MIN_IMAGES, fc.PHASE_POOL_BATCH_LAST_MIN_IMAGES = saved
         scratch.reset()  # as the plan does after every step
         return out
 
@@ -181,6 +197,50 @@ def bench(
     return head + " | ".join(cells)
 
 
+def bench3d(c: int, m: int, frames: int, hw: int, batch: int, rounds: int) -> str:
+    """As `bench` for a 3x3x3 conv (pads 1, bias, ReLU) on `frames` frames of hw x hw: im2col
+    (wide rows), wino3d F(4x4) and F(2x2) (`conv._winograd3d`) and onnxruntime; diffs against
+    im2col."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, c, frames, hw, hw)).astype(np.float32)
+    w = (rng.standard_normal((m, c, 3, 3, 3)) / np.sqrt(27 * c)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    pads = (1,) * 6
+    spec = fc.ConvSpec((3, 3, 3), (1, 1, 1), pads, (1, 1, 1), 1, c, m)
+    chosen = fc.choose(spec, (frames, hw, hw))[0]
+    runs: dict[str, tuple] = {}
+    for algo in ("im2col", "wino3d-f4", "wino3d-f2"):
+        wp = fc.prepare_weight(algo, w, 1, np.float32, b if algo == "im2col" else None)
+        out = np.empty((batch, m, frames, hw, hw), np.float32)
+        runs[algo] = (wp, out, fc.Epilogue(bias=b, activation=("relu",)), Scratch())
+
+    def run(name: str) -> np.ndarray:
+        wp, out, epi, scratch = runs[name]
+        fc.conv_chunked(name, spec, x, wp, out, epi, scratch)
+        scratch.reset()
+        return out
+
+    engines = {name: (lambda name=name: run(name)) for name in runs}
+    engines["onnxruntime"] = _ort_conv(x, w, b, pads)
+    want = run("im2col").copy()
+    diffs = {name: float(np.abs(f() - want).max()) for name, f in engines.items()}
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    with blas_single_threaded():
+        for _ in range(rounds):  # interleaved: each round runs every engine once
+            for name, f in engines.items():
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+    best = {name: min(ts) * 1e3 for name, ts in times.items()}
+    ref = best[chosen]
+    cells = [
+        f"{name}{'*' if name == chosen else ''} {ms:.3f} ({ms / ref:.2f}, {diffs[name]:.0e})"
+        for name, ms in best.items()
+    ]
+    size = f"{frames}x{hw}x{hw}"
+    return f"{c:>3} -> {m:<3} {size:>9} k3x3x3 batch {batch:<3} " + " | ".join(cells)
+
+
 def _shape(text: str) -> tuple[int, int, int, int | tuple[int, int]]:
     c, m, hw, k = text.split(",")
     kh, _, kw = k.partition("x")
@@ -193,9 +253,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--shapes", nargs="*", help="C,M,HW,K or C,M,HW,KHxKW (default: the suite's)")
     ap.add_argument("--pool", type=int, default=0, help="a fused P x P tiling MaxPool after each")
+    ap.add_argument("--shapes3d", nargs="*", help="C,M,T,HW: 3x3x3 convs (default: video3d's)")
     args = ap.parse_args()
     pool = (args.pool, args.pool) if args.pool else None
-    shapes = [_shape(s) for s in args.shapes] if args.shapes else SHAPES
+    only3d = args.shapes3d is not None and args.shapes is None
+    shapes = [_shape(s) for s in args.shapes] if args.shapes else ([] if only3d else SHAPES)
+    if args.shapes3d:
+        shapes3d = [tuple(int(v) for v in s.split(",")) for s in args.shapes3d]
+    else:
+        shapes3d = [] if args.shapes is not None or pool else SHAPES_3D
     info = machine()
     print(", ".join(f"{k} {v}" for k, v in info.items()))
     print("min ms over interleaved rounds (x the chosen algorithm *, max |diff| vs exact im2col)")
@@ -203,6 +269,8 @@ def main() -> None:
         for c, m, hw, k in shapes:
             kernel = (k, k) if isinstance(k, int) else k
             print(bench(c, m, hw, kernel, batch, args.rounds, pool), flush=True)
+        for c, m, frames, hw in shapes3d:
+            print(bench3d(c, m, frames, hw, batch, args.rounds), flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ Timing is in interleaved blocks (see `graphnet.bench.engines`); the table gives 
 medians, 25-75% spreads, run counts, GFLOP/s against the BLAS rate measured in the same run, and
 peak memory against the floor (parameters + the largest set of live activations); ours is the
 parameters + what a fresh session allocates and still holds at the peak of its second run:
-prepared weights (Winograd's transformed ones are 4x the parameters they replace), the arena of
+prepared weights (Winograd's transformed ones, 4x the kernels, only for convs with too few tiles
+to transform them every run: batch 1), the arena of
 activations and workspaces, the run's outputs.
 Outputs of every engine are compared with onnxruntime's: a difference is exit code 1, whatever
 the speed.

@@ -82,6 +82,8 @@ class Trainer:
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """One update on a batch; returns (loss, number of correct predictions in train mode)."""
         check_batch_shape(self.graph, x)
+        if len(x) == 0:  # its mean loss is NaN: reported as a diverging learning rate below
+            raise InputError(f"an empty batch (shape {format_shape(x.shape)}): nothing to learn")
         # Overflow shows up as a non-finite loss, reported below with its likely cause; NumPy's
         # own warnings (one per kernel) would only bury that message.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -107,6 +109,10 @@ class Trainer:
         from graphnet import runtime
 
         check_batch_shape(self.graph, x[:1])
+        if len(x) == 0:
+            raise InputError(
+                "evaluate() got no examples: the mean loss and accuracy of none are undefined"
+            )
         session = runtime.Session(self.graph)  # rebuilt: a plan may cache parameters
         total, correct = 0.0, 0
         for lo in range(0, len(x), batch_size):

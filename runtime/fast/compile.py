@@ -40,6 +40,7 @@ from graphnet.ir import Graph, Node, format_shape
 from graphnet.runtime.fast.conv import (
     ConvSpec,
     choose,
+    few_tiles_fallback,
     overwrites_residual,
     phase_pool,
     relu_,
@@ -500,12 +501,17 @@ class CompiledPlan:
             value = nxt.outputs[0]
         if (
             isinstance(step, ConvStep)
-            and step.algo in ("im2col", "colstack")
+            and step.algo in ("im2col", "colstack", "wino3d-f4")
             and step.residual is None
             and not self.training
         ):
-            pool = self._tiling_pool(value, self._single_reader(value, readers, outputs))
-            if pool:  # (im2col and colstack pool their GEMM's result: see conv._pool_tiles)
+            nxt = self._single_reader(value, readers, outputs)
+            if step.algo.startswith("wino3d"):
+                pool = self._tile_pool3d(value, nxt)
+            else:
+                pool = self._tiling_pool(value, nxt)
+            if pool:  # (im2col and colstack pool their GEMM's result: see conv._pool_tiles;
+                # wino3d its tiles)
                 step.pool = pool[0]
                 step.fused.append(pool[1].name)
                 fused.add(pool[1].name)
@@ -593,6 +599,31 @@ class CompiledPlan:
             and all(d == 1 for d in a["dilations"])
             and all(isinstance(n, int) and n % k == 0 for n, k in zip(sizes, kernel, strict=True))
             and min(kernel) >= 2  # (a 1-wide axis: the flat passes' shifts need 2)
+        )
+        return (kernel, nxt) if ok else None
+
+    def _tile_pool3d(self, value: str, nxt: Node | None) -> tuple | None:
+        """((kt, kh, kw), node) when `nxt` is a 3-D MaxPool tiling `value` (a wino3d-f4 conv's
+        output, see conv.`_winograd3d`) inside its F(4x4) tiles: kernel = strides, no padding
+        or dilation, kh and kw dividing 4, static sizes with whole tiles (heights and widths
+        multiples of 4) and frames divisible by kt."""
+        g = self.graph
+        if nxt is None or nxt.op != "MaxPool" or len(nxt.outputs) != 1:
+            return None
+        yv = g.values.get(value)
+        if yv is None or yv.shape is None or len(yv.shape) != 5:
+            return None
+        a = ops.attrs_of(nxt, [yv])
+        kernel = tuple(a["kernel_shape"])
+        sizes = yv.shape[2:]
+        ok = (
+            len(kernel) == 3
+            and tuple(a["strides"]) == kernel
+            and not any(a["pads"])
+            and all(d == 1 for d in a["dilations"])
+            and all(isinstance(n, int) for n in sizes)
+            and sizes[0] % kernel[0] == 0
+            and all(n % 4 == 0 and 4 % k == 0 for n, k in zip(sizes[1:], kernel[1:], strict=True))
         )
         return (kernel, nxt) if ok else None
 
@@ -820,7 +851,15 @@ class CompiledPlan:
         algo, why = choose(spec, out[2:])
         if algo == "reference":
             return None
-        if algo.startswith("winograd") and wv is None:
+        if algo.startswith(("winograd", "wino3d")) and x.dtype != "float32":
+            # Its transformed weights and transforms are float32 (winograd.weight_transform):
+            # a float64 graph would get float32's rounding (6e-7 relative, measured at 64
+            # channels) where every other algorithm keeps float64's.
+            algo, why = (
+                few_tiles_fallback(spec) if algo.startswith("winograd") else "im2col",
+                f"{x.dtype}: Winograd's transforms round in float32",
+            )
+        if algo.startswith(("winograd", "wino3d")) and wv is None:
             # A computed weight would be transformed on every run (for ResNet-50's 3x3 layers at
             # batch 1, more than the convolutions themselves): im2col multiplies it as it is.
             algo, why = (

@@ -6,6 +6,13 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
 - `winograd`: 3x3, stride 1, undilated, ungrouped, 24+ channels (see `winograd.py`):
   F(4x4, 3x3), or F(2x2, 3x3) when the output is under 4x4 or, for a wide conv, when a batch
   has too few F(4x4) tiles but enough of F(2x2)'s (steps.linear.FEW_TILES_F2_MIN_CHANNELS).
+- `wino3d`: kt x 3 x 3, stride 1, undilated, ungrouped (kt >= 3, or 32+ input channels: see
+  WINOGRAD3D_FEW_TAPS_MIN_CHANNELS): F(4x4) (F(2x2) under 4 output rows or columns) over (H, W)
+  with the kt temporal taps stacked in the GEMM's depth (see `_winograd3d`). Measured against
+  im2col (wide rows; one thread, in-process interleaved medians of ratios, 30 rounds, pads 1,
+  bias + ReLU; batch 1 / 16): video3d's convs 3 -> 16 at 8x32x32 0.87 / 0.91x, 16 -> 32 at
+  8x16x16 0.55 / 0.53x, 32 -> 64 at 4x8x8 0.52 / 0.49x; F(2x2) 1.38 / 1.31x, 0.78 / 0.77x,
+  0.57 / 0.57x.
 - `colstack`: 2-D, ungrouped, unit stride and dilation along the width, 16 to 47 input and
   under 48 output channels (ResNet's 16-channel 3x3 convs), or fewer input channels with a deep
   enough GEMM (LeNet's 6 -> 16 5x5, see COLSTACK_NARROW_MIN_DEPTH), or a kernel one column wide
@@ -18,10 +25,16 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   sum's reads past a row's ends land on zeroed columns) or the kernel is one row (the input
   itself), else padded rows.
   Also what a conv planned as Winograd runs, under 128 output channels, on a batch with too few
-  tiles (`few_tiles_fallback`).
+  tiles (`few_tiles_fallback`), unless F(2x2) has enough tiles and the conv is wide (ConvStep,
+  FEW_TILES_F2_MIN_CHANNELS); and a float64 graph's 3x3 convs (Winograd rounds in float32).
+  Under a fused tiling MaxPool, from BATCH_LAST_MIN_IMAGES images
+  (LeNet's second conv at batch 32), `_im2col_batch_last` instead: exact im2col columns of an
+  images-innermost copy of the input (each a run of output width x images values).
 - `phasepool`: a 2-D conv with under 8 output channels whose output a fused MaxPool tiles
   (LeNet's first): the pool's tile positions stacked in the GEMM's rows over one operand of
-  the input's phases, the pool a max over the GEMM's row blocks (see `_phase_pool`).
+  the input's phases, the pool a max over the GEMM's row blocks (see `_phase_pool`); from
+  PHASE_POOL_BATCH_LAST_MIN_IMAGES images with the images innermost (exact columns, one GEMM
+  over the chunk: `_phase_pool_batch_last`).
 - `im2col`: everything else (any rank, stride, dilation, group): the padded input's window view
   copied once into (C/group * taps, pixels) columns, then Y[n, g] = W[g] @ cols[n, g].
 
@@ -177,9 +190,9 @@ class Epilogue:
     """The output is the residual's own buffer (the residual dies at this conv, which writes over
     it: see `overwrites_residual`): a chunk's residual is read before its output is written."""
 
-    # (kh, kw) of a MaxPool tiling the output (kernel = stride, no padding), fused by im2col:
-    # the output holds the pooled values; bias and activation go after the max (both
-    # monotone per channel), no residual
+    # (kh, kw) of a MaxPool tiling the output (kernel = stride, no padding), fused by im2col,
+    # colstack, phasepool ((kt, kh, kw) by wino3d): the output holds the pooled values; bias
+    # and activation go after the max (both monotone per channel), no residual
     pool: tuple = ()
 
 
@@ -220,6 +233,19 @@ def choose(spec: ConvSpec, spatial_out: Sequence[int | str | None]) -> tuple[str
         and all(d == 1 for d in spec.dilations)
     ):
         return "pointwise", "1x1 kernel without padding: a plain matmul per image"
+    if (
+        k == 3
+        and spec.kernel[1:] == (3, 3)
+        and spec.strides == (1, 1, 1)
+        and spec.dilations == (1, 1, 1)
+        and spec.group == 1
+        and (spec.kernel[0] >= 3 or spec.c_in >= WINOGRAD3D_FEW_TAPS_MIN_CHANNELS)
+    ):
+        small = all(isinstance(d, int) for d in spatial_out) and min(spatial_out[1:]) < 4
+        return ("wino3d-f2" if small else "wino3d-f4"), (
+            f"{spec.kernel[0]}x3x3 stride 1: a 2-D Winograd over (H, W), the temporal taps "
+            "stacked in the GEMM's depth (see `_winograd3d`)"
+        )
     if (
         k == 2
         and spec.kernel == (3, 3)
@@ -318,6 +344,10 @@ def prepare_weight(
     contiguous and of `dtype`) and the kernel adds the bias in its epilogue."""
     if algo.startswith("winograd"):
         return weight_transform(w, 4 if algo.endswith("f4") else 2, transposed=True)
+    if algo.startswith("wino3d"):  # U'[p, m, (dt, c)]: each temporal tap's 3x3 transformed
+        mo, c = w.shape[:2]
+        w2 = w.transpose(0, 2, 1, 3, 4).reshape(mo, w.shape[2] * c, 3, 3)
+        return np.ascontiguousarray(weight_transform(w2, 4 if algo.endswith("f4") else 2), dtype)
     m = w.shape[0]
     if algo.startswith("phasepool"):
         return _phase_pool_weight(w, _phase_pool_tile(algo), dtype, bias)
@@ -341,9 +371,10 @@ channels per group x taps) under this; deeper, the weight is a view of the param
 bias is added in the epilogue (in the crop of wide rows or a slab's copy out, else a pass over
 each output chunk). The pass costs time in proportion to the output (M x pixels), the copy
 memory in proportion to the weight (M x depth): dropping the column pays most where the depth
-is large against the pixels, the late convs of a net (VGG's 128-256 channels at 4x4-8x8, the
-few-tiles fallback at batch 1: depth 1152-2304, 3.4 MiB of copies, half of vgg_bn's
-parameters). The weight is prepared once for every input shape, so the depth alone decides.
+is large against the pixels, the late convs of a net (VGG's 128-256 channels at 4x4-8x8, depth
+1152-2304: 3.4 MiB of copies, half of vgg_bn's parameters, when its 8x8 convs ran im2col at
+batch 1; they run F(2x2) there now, see ConvStep). The weight is prepared once for every
+input shape, so the depth alone decides.
 Measured per conv against the bias column (one thread, 30 interleaved rounds, min times, batch
 1 / 8, bias + fused ReLU): depth 25-27 1.05-1.09 / 1.08-1.22x the time, 81-864 (video3d's,
 ResNet-20's strided) 0.98-1.03 / 1.01-1.03x, 1152-2304 1.00-1.03 / 0.99-1.02x; whole models
@@ -596,6 +627,10 @@ def conv_chunked(
     reach across sessions' autogroups): its threads spin at the end of every call, waiting for
     the descheduled one. Winograd's transforms gained nothing from BLAS's threads (1.0x)."""
     hi = x.shape[0] if hi is None else hi
+    if algo.startswith("wino3d"):
+        gemm = _split_gemm(split)
+        _winograd3d(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        return
     if algo.startswith("winograd"):
         gemm = _split_gemm(split)
         m = 4 if algo.endswith("f4") else 2
@@ -607,7 +642,16 @@ def conv_chunked(
     elif algo == "colstack":
         _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     elif algo.startswith("phasepool"):
-        _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        # Its GEMM multiplies window taps outside each phase's kernel by zero weights: an inf
+        # or NaN input there would make NaN where the conv has none (0 * inf), so a chunk with
+        # one runs im2col (a sum is finite only if every value is: overflow just falls back).
+        with np.errstate(invalid="ignore", over="ignore"):  # (inf - inf, overflow)
+            finite = np.isfinite(np.add.reduce(x[lo:hi], axis=None))
+        if finite:
+            _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        else:
+            w = _phase_pool_plain_weight(wp, spec, epi.pool)
+            _im2col(spec, x, w, out, epi, scratch, lo, hi, gemm, split)
     else:
         _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split)
 
@@ -1083,6 +1127,9 @@ def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # (contiguous runs of rows x padded width). The shifted sum reads Z_j from offset j: with a
     # unit stride along the width, q + j < padded width for every valid q, so no read crosses a
     # row (nor the buffer's end).
+    if epi.pool and min(epi.pool) > 1 and _batch_last(x, hi - lo, BATCH_LAST_MIN_IMAGES):
+        _im2col_batch_last(spec, x, _batch_last_weight(wp, spec), out, epi, scratch, lo, hi, gemm)
+        return
     n, c = x.shape[:2]
     kh, kw = spec.kernel
     mo = spec.c_out
@@ -1398,7 +1445,7 @@ pooled output 0.99x / 0.97x."""
 
 def phase_pool(spec: ConvSpec, pool: tuple) -> str:
     """The algorithm name of `_phase_pool` for `spec` under a fused `pool` (kh, kw), or ""
-    when it does not apply (see PHASE_POOL_MAX_OUT)."""
+    when it does not apply (see PHASE_POOL_MAX_OUT, PHASE_POOL_MAX_WORK)."""
     fits = (
         len(spec.kernel) == 2
         and len(pool) == 2
@@ -1408,7 +1455,42 @@ def phase_pool(spec: ConvSpec, pool: tuple) -> str:
         and spec.c_out < PHASE_POOL_MAX_OUT
         and min(spec.pads) >= 0
     )
-    return f"phasepool-{pool[0]}x{pool[1]}" if fits else ""
+    if not fits:
+        return ""
+    (kh, kw), (ph, pw) = spec.kernel, pool
+    window = -(-(ph + kh - 1) // ph) * ph * -(-(pw + kw - 1) // pw) * pw
+    return f"phasepool-{ph}x{pw}" if window <= PHASE_POOL_MAX_WORK * kh * kw else ""
+
+
+PHASE_POOL_MAX_WORK = 2.0
+"""`_phase_pool`'s GEMM multiplies each pool phase's kernel placed in a (U1 kh_p) x (V1 kw_p)
+window of zeros: that many over kh x kw times the conv's products. It runs up to this ratio:
+5x5 under a 2x2 pool 1.44 (LeNet's first conv), 3x3 under 2x2 1.78 (0.96x im2col's time with
+its fused pool); 3x3 under 4x4 (7.1) took 2.44x, under 8x8 8.3x (one thread, 3 -> 6 channels
+at 64x64, batch 8, min of 7)."""
+
+
+def _phase_pool_plain_weight(wp: np.ndarray, spec: ConvSpec, pool: tuple) -> np.ndarray:
+    """im2col's (1, M, C * kh * kw [+ 1]) weight from `_phase_pool_weight`'s `wp`: the first
+    phase's rows hold the kernel at the window's corner (and the bias column, if any); computed
+    once per prepared array (kept while it lives). For chunks with non-finite inputs."""
+    hit = _PLAIN_WEIGHTS.get(id(wp))
+    if hit is not None and hit[0] is wp:
+        return hit[1]
+    mo, c, (kh, kw), (ph, pw) = spec.c_out, spec.c_in, spec.kernel, pool
+    u1, v1 = -(-(ph + kh - 1) // ph), -(-(pw + kw - 1) // pw)
+    k = c * u1 * ph * v1 * pw
+    win = wp[:mo, :k].reshape(mo, c, u1 * ph, v1 * pw)[:, :, :kh, :kw].reshape(mo, -1)
+    if wp.shape[1] == k + 1:  # the bias column
+        win = np.concatenate([win, wp[:mo, k:]], axis=1)
+    w = np.ascontiguousarray(win).reshape(1, mo, -1)
+    if len(_PLAIN_WEIGHTS) > 64:  # (a few per plan: holds them past their plan)
+        _PLAIN_WEIGHTS.clear()
+    _PLAIN_WEIGHTS[id(wp)] = (wp, w)
+    return w
+
+
+_PLAIN_WEIGHTS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _phase_pool_tile(algo: str) -> tuple[int, int]:
@@ -1451,6 +1533,9 @@ def _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # kh_p kw_p row blocks, the last into the output, and the epilogue (the activation, and the
     # bias unless it rode in the GEMM as a column: see `_phase_pool_weight`) runs on the
     # pooled output.
+    if _batch_last(x, hi - lo, PHASE_POOL_BATCH_LAST_MIN_IMAGES):
+        _phase_pool_batch_last(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        return
     n, c, h, w = x.shape
     ph, pw = epi.pool
     kh, kw = spec.kernel
@@ -1502,4 +1587,435 @@ def _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         yb = out[n0:n1]
         last = z[:, phases - 1].reshape(nb, mo, hr, wq)[..., :wr]
         np.maximum(acc.reshape(nb, mo, hr, wq)[..., :wr], last, out=yb)
+        _epilogue(yb, epi, n0, n1, augmented)
+
+
+WINOGRAD3D_FEW_TAPS_MIN_CHANNELS = 32
+"""A kt x 3 x 3 conv runs `_winograd3d` with kt >= 3 temporal taps whatever its channels, with
+1 or 2 (a GEMM depth of kt x C) from this many input channels, else im2col. Measured against
+im2col (one thread, in-process interleaved medians, pads kt // 2 and 1, bias + ReLU; batch 1 /
+8): 3x3x3 3 -> 16 at 8x32x32 0.87-0.91x (see the module's list), 8 -> 8 at 8x16x16 0.85 /
+0.85x, 5x3x3 3 -> 16 0.64 / 0.56x, 16 -> 32 at 8x16x16 0.26 / 0.41x; 1x3x3 3 -> 16 1.39 /
+1.45x, 16 -> 32 0.94 / 1.41x, 32 -> 64 at 4x8x8 0.63 / 0.57x, 64 -> 64 0.49 / 0.17x."""
+WINOGRAD3D_CHANNELS_LAST_MIN = 32
+"""`_winograd3d` pads its input channels-last, (b, frames, hp, wpad, C), from this many input
+channels (unless a volume's bytes alias, see WINOGRAD_ALIASED_PLANE_BYTES): the tile gather
+then copies runs of C values (NCHW: runs of the tw tiles of a row) and the stacking copy
+transposes V's planes. Measured against NCHW (one thread, in-process interleaved medians of
+ratios, batch 1 / 16): 32 -> 64 at 4x8x8 0.74 / 0.77x, 16 -> 32 at 8x16x16 0.97 / 1.06x,
+3 -> 16 at 8x32x32 1.18 / 1.37x."""
+
+
+WINOGRAD3D_BLOCKED_TRANSFORMS = True
+"""`_winograd3d` applies B^T and A^T (6 x 6 and 4 x 6 on the left of a (6, columns) operand) by
+`blocked_matmul`: over 100^3 multiply-adds OpenBLAS packs both operands, which for a 4- or 6-row
+product costs more than the product. Measured alone (one thread, in-process interleaved
+medians): A^T on 49K columns (video3d's first conv at batch 1) 0.50x the time, B^T 0.73x; on
+786K columns (batch 16) 0.48x both."""
+
+
+def _row_blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ b for a (B, R, K) (any strides), b (K, N) small, out (B, R, N) contiguous: in
+    blocks of rows of at most SMALL_GEMM_MNK multiply-adds each (a block axis before the
+    matrix axes, one np.matmul over the whole blocks, one for the rest), so that OpenBLAS
+    runs its small-matrix kernels instead of packing a many-row, N-column product (see
+    WINOGRAD3D_BLOCKED_TRANSFORMS)."""
+    nb_, r, k = a.shape
+    n = b.shape[1]
+    blk = SMALL_GEMM_MNK // max(k * n, 1)
+    if r * k * n <= SMALL_GEMM_MNK or blk == 0 or not (BLOCKED_GEMMS or _blocked_gemms()):
+        np.matmul(a, b, out=out)
+        return
+    whole = r // blk
+    full = whole * blk
+    np.matmul(
+        a[:, :full].reshape(nb_, whole, blk, k), b, out=out[:, :full].reshape(nb_, whole, blk, n)
+    )
+    if full < r:
+        np.matmul(a[:, full:], b, out=out[:, full:])
+
+
+def _padded_channels_last3(
+    x: np.ndarray, pads: Sequence[int], size: tuple[int, int, int], buf: np.ndarray
+) -> np.ndarray:
+    """x (b, C, f, h, w) transposed into `buf` as (b, *size, C), zero borders: `pads` (front,
+    top, left, ...) and up to `size` at the ends. Only the borders are written."""
+    nb, c, f, h, w = x.shape
+    front, top, left = pads[0], pads[1], pads[2]
+    xp = buf[: nb * prod(size) * c].reshape(nb, *size, c)
+    xp[:, :front] = 0
+    xp[:, front + f :] = 0
+    frames = xp[:, front : front + f]
+    frames[:, :, :top] = 0
+    frames[:, :, top + h :] = 0
+    rows = frames[:, :, top : top + h]
+    rows[:, :, :, :left] = 0
+    rows[:, :, :, left + w :] = 0
+    np.copyto(rows[:, :, :, left : left + w], x.transpose(0, 2, 3, 4, 1))
+    return xp
+
+
+def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+    """A kt x 3 x 3 conv (stride 1, undilated, ungrouped) as a 2-D Winograd F(m x m, 3x3) over
+    (H, W) with the kt temporal taps stacked in the GEMM's depth:
+      Y[:, t] = sum_dt conv2d(X[:, t + dt], w[:, :, dt])
+    so at tile position p, M[p] (M, cols) = U'[p] (M, kt C) @ S[p] (kt C, cols), the rows of S
+    (dt, c) holding V[p] of input frame t + dt for the column (image, frame t, tile), U' the
+    weight transformed per temporal tap (`prepare_weight`). V is computed once per padded input
+    frame (B^T d B as in `_winograd`, layout (t^2, C, b, frames, tiles)); S is its kt
+    frame-shifted views copied side by side (runs of frames x tiles values); the output
+    transform and copy out as `_winograd`'s, with a frame axis."""
+    bt, at = SEPARABLE[m]
+    t = m + 2
+    c = x.shape[1]
+    mo = spec.c_out
+    to, ho, wo = out.shape[2:]
+    if epi.pool:  # the output holds the pooled conv: the conv's own sizes are k times
+        to, ho, wo = (o * k for o, k in zip(out.shape[2:], epi.pool, strict=True))
+    th, tw = ceil(ho / m), ceil(wo / m)
+    hp, wpad = th * m + 2, tw * m + 2
+    tf, h, w = x.shape[2:]
+    tp = tf + spec.pads[0] + spec.pads[3]
+    kt = spec.kernel[0]
+    extra = (0, hp - (h + spec.pads[1] + spec.pads[4]), wpad - (w + spec.pads[2] + spec.pads[5]))
+    tiles = th * tw
+    exact = ho == th * m and wo == tw * m
+    # per image: padded input, d / V (t^2 x C x frames x tiles) twice, S (kt x V), M and Y
+    per_item = c * tp * hp * wpad + 2 * t * t * c * tp * tiles + kt * t * t * c * to * tiles
+    per_item += max(t * t, 2 * m * t) * mo * to * tiles
+    if not exact:
+        per_item += mo * to * th * m * tw * m
+    b = _chunk(per_item * x.itemsize, hi - lo, WINOGRAD_WORKSPACE_BYTES)
+    bias = None if epi.bias is None else epi.bias.reshape(mo, 1)
+    transform = blocked_matmul if WINOGRAD3D_BLOCKED_TRANSFORMS else np.matmul
+    channels_last = (
+        c >= WINOGRAD3D_CHANNELS_LAST_MIN
+        and (tf * h * w * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
+    )
+    for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
+        n1 = min(hi, n0 + b)
+        nb = n1 - n0
+        buf = scratch.take(0, nb * c * tp * hp * wpad, x.dtype)
+        x_cols = c * nb * tp * tiles
+        d = scratch.take(1, t * t * x_cols, x.dtype)
+        if channels_last:  # (b, frames, hp, wpad, C): the gather copies runs of C values
+            xp = _padded_channels_last3(x[n0:n1], spec.pads, (tp, hp, wpad), buf)
+            s = xp.strides
+            tiles_view = view(
+                xp,
+                (nb, tp, th, tw, t, t, c),
+                (s[0], s[1], m * s[2], m * s[3], s[2], s[3], s[4]),
+            ).transpose(4, 5, 0, 1, 2, 3, 6)
+            np.copyto(d.reshape(t, t, nb, tp, th, tw, c), tiles_view)
+        else:  # (b, C, frames, hp, wpad): runs of tw values
+            xp = padded(x[n0:n1], spec.pads, extra, buf)
+            s = xp.strides
+            tiles_view = view(
+                xp, (nb, c, tp, th, tw, t, t), (s[0], s[1], s[2], m * s[3], m * s[4], s[3], s[4])
+            ).transpose(5, 6, 1, 0, 2, 3, 4)
+            np.copyto(d.reshape(t, t, c, nb, tp, th, tw), tiles_view)
+        v1 = scratch.take(2, t * t * x_cols, x.dtype)
+        transform(bt, d.reshape(t, -1), v1.reshape(t, -1))
+        v = d  # (d is dead)
+        transform(bt, v1.reshape(t, t, x_cols), v.reshape(t, t, x_cols))
+        # S (t^2, 3, C, b, to, tiles): frame t + dt of V for row (dt, c), in V1's dead place
+        # (channels-last, the copy transposes V's (tiles, C) planes too)
+        cols = nb * to * tiles
+        it = v.itemsize
+        if channels_last:  # V (t^2, b, frames, tiles, C)
+            st = (c * nb * tp * tiles, tiles * c, 1, tp * tiles * c, tiles * c, c)
+        else:  # V (t^2, C, b, frames, tiles)
+            st = (c * nb * tp * tiles, tiles, nb * tp * tiles, tp * tiles, tiles, 1)
+        shifted = view(v, (t * t, kt, c, nb, to, tiles), tuple(e * it for e in st))
+        sc = scratch.take(2, t * t * kt * c * cols, x.dtype)
+        np.copyto(sc.reshape(t * t, kt, c, nb, to, tiles), shifted)
+        sc = sc.reshape(t * t, kt * c, cols)
+        mx = scratch.take(1, t * t * mo * cols, x.dtype).reshape(t * t, mo, cols)
+        rows = _gemm_rows(mo, kt * c * cols) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
+        for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
+            gemm(wp[:, m0 : m0 + rows], sc, mx[:, m0 : m0 + rows], 0)
+        y_cols = mo * cols
+        y1 = scratch.take(2, m * t * y_cols, x.dtype)
+        transform(at, mx.reshape(t, -1), y1.reshape(m, -1))
+        if bias is not None:  # (see `_winograd`: A's row 1 is all ones)
+            y1.reshape(m, t, mo, cols)[:, 1] += bias
+        y = scratch.take(1, m * m * y_cols, x.dtype)
+        y1t = y1.reshape(m, t, y_cols).transpose(0, 2, 1)
+        if WINOGRAD3D_BLOCKED_TRANSFORMS:
+            _row_blocked_matmul(y1t, at.T, y.reshape(m, y_cols, m))
+        else:
+            np.matmul(y1t, at.T, out=y.reshape(m, y_cols, m))
+        # (b, M, frames, th, m, tw, m)
+        yv = y.reshape(m, mo, nb, to, th, tw, m).transpose(2, 1, 3, 4, 0, 5, 6)
+        yb = out[n0:n1]
+        if not exact:
+            dest = scratch.take(4, nb * mo * to * th * m * tw * m, x.dtype)
+            dest = dest.reshape(nb, mo, to, th, m, tw, m)
+            np.copyto(dest, yv)
+            np.copyto(yb, dest.reshape(nb, mo, to, th * m, tw * m)[..., :ho, :wo])
+            _epilogue(yb, epi, n0, n1, True)
+            continue
+        if epi.pool:  # the max over the pool's tiles straight from Y (exact tiles)
+            _pool_tiles3d(yv, epi.pool, yb, scratch)
+            activate(yb, epi.activation)
+            continue
+        dest = yb.reshape(nb, mo, to, th, m, tw, m)
+        if epi.residual is not None:
+            np.add(yv, epi.residual()[n0:n1].reshape(dest.shape), out=dest)
+            activate(yb, epi.activation)
+        elif epi.activation and epi.activation[0] == "relu":
+            np.copyto(dest, yv)
+            relu_(yb)
+        else:
+            np.copyto(dest, yv)
+            activate(yb, epi.activation)
+
+
+def _pool_tiles3d(yv: np.ndarray, pool: tuple, yb: np.ndarray, scratch: Scratch) -> None:
+    """yb (b, M, T / kt, H / kh, W / kw) = the max over kt x kh x kw tiles of the conv's output,
+    given as Winograd's Y view `yv` (b, M, T, th, m, tw, m) with exact tiles and kh, kw dividing
+    m: one axis at a time (kw, kh, then kt), each a running np.maximum of the window's strided
+    slices into a workspace (the last axis with a window into yb). Replaces the copy out of the
+    whole output, its activation and the MaxPool step's pass (bias and activation are monotone
+    per channel: the caller applies the activation after the max)."""
+    nb, mo, to, th, m, tw, _ = yv.shape
+    kt, kh, kw = pool
+    # (the axis split into (size / k, k) and the window's position axis, per stage)
+    stages = [
+        (k, shape, axis)
+        for k, shape, axis in (
+            (kw, (nb, mo, to, th, m, tw, m // kw, kw), 7),
+            (kh, (nb, mo, to, th, m // kh, kh, tw, m // kw), 5),
+            (kt, (nb, mo, to // kt, kt, th, m // kh, tw, m // kw), 3),
+        )
+        if k > 1
+    ]
+    cur = yv
+    if not stages:
+        np.copyto(yb.reshape(yv.shape), yv)
+        return
+    for i, (k, shape, axis) in enumerate(stages):  # a loop over the pool's axes
+        win = cur.reshape(shape)
+        lead = (slice(None),) * axis
+        dshape = shape[:axis] + shape[axis + 1 :]
+        if i == len(stages) - 1:
+            dst = yb.reshape(dshape)
+        else:
+            dst = scratch.take(3 + i, prod(dshape), yv.dtype).reshape(dshape)
+        np.maximum(win[(*lead, 0)], win[(*lead, 1)], out=dst)
+        for j in range(2, k):  # a loop over the pool window along this axis
+            np.maximum(dst, win[(*lead, j)], out=dst)
+        cur = dst
+
+
+BATCH_LAST_MIN_IMAGES = 4
+"""A 2-D conv under a fused tiling MaxPool that colstack would run (LeNet's second) runs
+`_im2col_batch_last` on slices of at least this many images. Measured against colstack with
+its fused pool (LeNet's 6 -> 16 5x5 at 14x14, bias + ReLU + 2x2 pool, one thread, in-process
+interleaved medians of ratios, 100 rounds): 0.70x the time at batch 32, 0.79x at 16, 0.91x at
+8, 0.94x at 4, 1.09x at 2. The same path for LeNet's first conv (1 -> 6, pads 2, 28x28:
+phasepool's) took 1.0x phasepool's time at batch 8-32 (its larger output's pool and transposing
+copy cost what the exact GEMM saves), 1.08-1.25x at 2-4: not taken there."""
+BATCH_LAST_WORKSPACE_BYTES = WORKSPACE_BYTES
+"""`_im2col_batch_last`'s workspace: chunks of as many images as leave room for a slab of one
+pool tile's rows each, then slabs of as many such rows as fit (its copy's runs are output
+width x images long: all of a chunk's images in each slab's runs). LeNet's second conv at batch
+32 (one thread, in-process interleaved, 100 rounds, medians of ratios against colstack): 0.78x
+the time with 1 MiB (32 images in 5 slabs of 2 output rows), 0.73x with 2 MiB (slabs of 6 and
+4 rows) or 4 MiB (the whole batch at once, 2.3 MiB), 0.86x with 512 KiB; chunks of 11 images
+whole (1 MiB before the slabs) took 0.90x. The 2.3 MiB made lenet5@32's arena peak / floor 2.24
+(1.36 before); with 1 MiB and both batch-last paths 0.96."""
+_BATCH_LAST_WEIGHTS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _batch_last_weight(wp: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The plain (M, C * kh * kw) weight, columns (c, i, j), from colstack's prepared weight
+    `wp` ((kw * M, C * kh [+ 1]): w[m, c, i, j] at row (j, m), column (c, i)); computed once
+    per prepared array (kept while it lives)."""
+    hit = _BATCH_LAST_WEIGHTS.get(id(wp))
+    if hit is not None and hit[0] is wp:
+        return hit[1]
+    mo, c, (kh, kw) = spec.c_out, spec.c_in, spec.kernel
+    w4 = wp[:, : c * kh].reshape(kw, mo, c, kh)
+    w = np.ascontiguousarray(w4.transpose(1, 2, 3, 0).reshape(mo, -1))
+    if len(_BATCH_LAST_WEIGHTS) > 64:  # (a few per plan: holds them past their plan)
+        _BATCH_LAST_WEIGHTS.clear()
+    _BATCH_LAST_WEIGHTS[id(wp)] = (wp, w)
+    return w
+
+
+def _batch_last(x: np.ndarray, images: int, least: int) -> bool:
+    """Whether a batch-last path runs on `images` images of x (at least `least`): not when x's
+    planes are a multiple of WINOGRAD_ALIASED_PLANE_BYTES, where the transposing copy of the
+    input (the images innermost) reads values that alias in the cache. Measured (one thread,
+    interleaved min times, benchmarks/conv_algorithms.py --pool 2, batch 32; with "same" pads),
+    the batch-last path against the NCHW one at 32x32 planes: 1 -> 6 3x3 1.26x the time, 3 -> 6
+    3x3 1.32x, 3 -> 6 5x5 1.14x; 1 -> 4 5x5 at 64x64 1.76x; elsewhere 0.6-0.9x (16x16-28x28:
+    1-4 -> 6 5x5, 3 -> 6 3x3, 6-8 -> 16 5x5), but 8 -> 6 3x3 at 16x16 1.07x."""
+    return (
+        images >= least
+        and (x.shape[2] * x.shape[3] * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
+    )
+
+
+def _batch_last_slab(budget: int, images: int, whole: int, per_row: int, rows: int) -> int:
+    """Rows per slab of the batch-last paths: as many of `rows` as fit in `budget` elements
+    beside `whole` per image (at least one), in equal slabs."""
+    slab = max(1, min(rows, (budget - images * whole) // (images * per_row)))
+    return -(-rows // -(-rows // slab))
+
+
+def _im2col_batch_last(spec, x, w, out, epi, scratch, lo, hi, gemm) -> None:
+    # A conv under a fused kh_p x kw_p tiling MaxPool with the images innermost: the chunk's
+    # input copied to (C, padded rows, padded width, b), so that each exact im2col row (c, i,
+    # j) is, per output row, ONE contiguous run of (output width x b) values of that copy
+    # (NCHW's exact columns are runs of the output width: 10 values for LeNet's second conv,
+    # wide rows or colstack compute 1.4x the products there). One GEMM (M, C kh kw) @ (C kh
+    # kw, rows x width x b) gives the conv batch-last, (M, rows, width, b): the pool's maxima
+    # run over contiguous runs (a pair of output rows, then of b-value pixel columns), and the
+    # pooled (M, rows, width, b) is copied to NCHW with the bias, then the activation runs in
+    # place. Only the rows and columns the pool tiles are computed.
+    n, c, h, wi = x.shape
+    kh, kw = spec.kernel
+    ph, pw = epi.pool
+    mo = spec.c_out
+    hr, wr = out.shape[2:]
+    ho, wo = hr * ph, wr * pw
+    pt, pl = spec.pads[0], spec.pads[1]
+    sh, dh = spec.strides[0], spec.dilations[0]  # (unit along the width: colstack's)
+    hp, wpad = (ho - 1) * sh + (kh - 1) * dh + 1, wo + kw - 1  # the padded input the outputs read
+    if hr == 0 or wr == 0 or hi <= lo:
+        return
+    kg = c * kh * kw
+    # Workspace per image: the input copy and the pooled rows (whole), and per slab of ph
+    # output rows, its columns and GEMM result. A chunk holds as many images as leave room
+    # for one such slab each, then its slabs as many rows as fit (long runs: all images).
+    whole = c * hp * wpad + mo * hr * wo + mo * hr * wr
+    pair = ph * wo * (kg + mo)
+    budget = BATCH_LAST_WORKSPACE_BYTES // x.itemsize
+    nb = _chunk(whole + pair, hi - lo, budget)
+    nb = -(-(hi - lo) // -(-(hi - lo) // nb))  # equal chunks
+    pairs = _batch_last_slab(budget, nb, whole, pair, hr)
+    r0, r1 = max(0, pt), min(hp, pt + h)  # the padded rows and columns inside the input
+    q0, q1 = max(0, pl), min(wpad, pl + wi)
+    bias = None if epi.bias is None else epi.bias.astype(x.dtype, copy=False).reshape(1, mo, 1, 1)
+    for n0 in range(lo, hi, nb):  # a loop over batch CHUNKS sized by the workspace, not items
+        n1 = min(hi, n0 + nb)
+        b = n1 - n0
+        xt = scratch.take(0, c * hp * wpad * b, x.dtype).reshape(c, hp, wpad, b)
+        if r0 > 0 or r1 < hp or q0 > 0 or q1 < wpad:
+            xt[...] = 0  # the padding
+        if r1 > r0 and q1 > q0:
+            src = x[n0:n1, :, r0 - pt : r1 - pt, q0 - pl : q1 - pl]
+            np.copyto(xt[:, r0:r1, q0:q1], src.transpose(1, 2, 3, 0))
+        s = xt.strides
+        windows = view(xt, (c, kh, kw, ho, wo * b), (s[0], dh * s[1], s[2], sh * s[1], s[3]))
+        m1 = scratch.take(3, mo * hr * wo * b, x.dtype).reshape(mo, hr, wo * b)
+        for g0 in range(0, hr, pairs):  # a loop over slabs of pooled rows (ph output rows each)
+            g1 = min(hr, g0 + pairs)
+            rs = (g1 - g0) * ph
+            cols = scratch.take(1, kg * rs * wo * b, x.dtype)
+            np.copyto(cols.reshape(c, kh, kw, rs, wo * b), windows[:, :, :, g0 * ph : g1 * ph])
+            y = scratch.take(2, mo * rs * wo * b, x.dtype)
+            gemm(w, cols.reshape(kg, -1), y.reshape(mo, -1), 0)
+            yr = y.reshape(mo, g1 - g0, ph, wo * b)
+            ms = m1[:, g0:g1]
+            np.maximum(yr[:, :, 0], yr[:, :, 1], out=ms)
+            for t in range(2, ph):  # a loop over the pool tile's rows
+                np.maximum(ms, yr[:, :, t], out=ms)
+        mc = m1.reshape(mo, hr, wr, pw, b)
+        m2 = scratch.take(4, mo * hr * wr * b, x.dtype).reshape(mo, hr, wr, b)
+        np.maximum(mc[..., 0, :], mc[..., 1, :], out=m2)
+        for t in range(2, pw):  # a loop over the pool tile's columns
+            np.maximum(m2, mc[..., t, :], out=m2)
+        yb = out[n0:n1]
+        if bias is None:
+            np.copyto(yb, m2.transpose(3, 0, 1, 2))
+        else:
+            np.add(m2.transpose(3, 0, 1, 2), bias, out=yb)
+        activate(yb, epi.activation)
+
+
+PHASE_POOL_BATCH_LAST_MIN_IMAGES = 4
+"""`_phase_pool` runs `_phase_pool_batch_last` on slices of at least this many images. Measured
+against the per-image phasepool (LeNet's first conv, 1 -> 6 5x5 pads 2 at 28x28, bias + ReLU +
+2x2 pool, one thread, in-process interleaved medians of ratios, 100 rounds): 0.72x the time at
+batch 32, 0.82x at 16, 0.89x at 8, 0.97x at 4, 1.09x at 2."""
+PHASE_POOL_BATCH_LAST_BYTES = WORKSPACE_BYTES
+"""... its workspace, in chunks of images and slabs of pooled rows as `_im2col_batch_last`'s
+(BATCH_LAST_WORKSPACE_BYTES). LeNet's first conv at batch 32 (one thread, interleaved, 100
+rounds, medians of ratios against the per-image phasepool): 0.72x the time with 1 MiB (32
+images in 2 slabs of 7 pooled rows), 0.68x with 2 MiB (all 14 rows, 1.7 MiB), 0.79x with 512
+KiB. lenet5@32 with both paths (in-process interleaved, 30 rounds, medians of ratios, load
+2.8, against neither): 0.82x the time with 1 MiB, 0.78x with 2 MiB, 0.76x with 4 MiB (arena
+peak / floor 0.96 with 1 MiB, 1.67 with 2 MiB for the phases and 4 MiB for colstack's)."""
+
+
+def _phase_pool_batch_last(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+    # `_phase_pool` with the images innermost: the input's phases copied to (C, kh_p, kw_p,
+    # phase rows, phase columns, b), so that an operand row (c, u1, u0, v1, v0) is, per pooled
+    # row, ONE contiguous run of (pooled width x b) values: exact columns (NCHW's contiguous
+    # runs needed wide phase rows, wq of which the pooled width are valid: 16 for 14 in LeNet's
+    # first conv, 1.14x the GEMM's columns). One GEMM (kh_p kw_p M, rows) @ (rows, pooled
+    # pixels x b) over the chunk; each pool position's result is one contiguous block, the max
+    # over them runs on whole blocks, the last into the NCHW output (transposing).
+    n, c, h, w = x.shape
+    ph, pw = epi.pool
+    kh, kw = spec.kernel
+    mo = spec.c_out
+    hr, wr = out.shape[2:]
+    if hr == 0 or wr == 0 or hi <= lo:
+        return
+    u1, v1 = -(-(ph + kh - 1) // ph), -(-(pw + kw - 1) // pw)
+    hq, wq = hr + u1 - 1, wr + v1 - 1
+    pt, pl = spec.pads[0], spec.pads[1]
+    k = c * u1 * ph * v1 * pw
+    augmented = wp.shape[-1] == k + 1  # the bias is the weight's last column
+    rows = k + augmented
+    phases = ph * pw
+    # Workspace per image: the phases (whole), and per pooled row its columns and GEMM result;
+    # a chunk holds as many images as leave room for one pooled row each, then its slabs as
+    # many pooled rows as fit (runs over all of the chunk's images).
+    whole = c * phases * hq * wq
+    row = (rows + phases * mo) * wr
+    budget = PHASE_POOL_BATCH_LAST_BYTES // x.itemsize
+    b = _chunk(whole + row, hi - lo, budget)
+    b = -(-(hi - lo) // -(-(hi - lo) // b))  # equal chunks
+    slab = _batch_last_slab(budget, b, whole, row, hr)
+    it = x.itemsize
+    for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
+        n1 = min(hi, n0 + b)
+        nb = n1 - n0
+        xq = scratch.take(0, c * phases * hq * wq * nb, x.dtype).reshape(c, ph, pw, hq, wq, nb)
+        xq[...] = 0  # the padding (and the windows' rows and columns past it)
+        for u0 in range(ph):  # a loop over the input's phases: rows
+            r0 = max(0, -((u0 - pt) // ph))  # the first phase row inside the input
+            r1 = min(hq, -((u0 - pt - h) // ph))
+            for v0 in range(pw):  # ... and columns
+                q0 = max(0, -((v0 - pl) // pw))
+                q1 = min(wq, -((v0 - pl - w) // pw))
+                if r1 > r0 and q1 > q0:
+                    ys, xs = ph * r0 + u0 - pt, pw * q0 + v0 - pl
+                    src = x[n0:n1, :, ys::ph, xs::pw][:, :, : r1 - r0, : q1 - q0]
+                    np.copyto(xq[:, u0, v0, r0:r1, q0:q1], src.transpose(1, 2, 3, 0))
+        s = xq.strides
+        windows = view(  # (C, u1, u0, v1, v0, pooled rows, pooled width x b)
+            xq, (c, u1, ph, v1, pw, hr, wr * nb), (s[0], s[3], s[1], s[4], s[2], s[3], it)
+        )
+        yb = out[n0:n1]
+        yt = yb.transpose(1, 2, 3, 0)
+        for g0 in range(0, hr, slab):  # a loop over slabs of pooled rows
+            g1 = min(hr, g0 + slab)
+            ps = (g1 - g0) * wr * nb
+            cols = scratch.take(1, rows * ps, x.dtype).reshape(rows, ps)
+            if augmented:
+                cols[k] = 1  # the row of ones the bias column multiplies
+            np.copyto(cols[:k].reshape(c, u1, ph, v1, pw, g1 - g0, -1), windows[..., g0:g1, :])
+            z = scratch.take(2, phases * mo * ps, x.dtype).reshape(phases, mo * ps)
+            gemm(wp, cols, z.reshape(phases * mo, ps), 0)
+            acc = z[0]
+            for t in range(1, phases - 1):  # a loop over the pool tile's positions
+                np.maximum(acc, z[t], out=acc)
+            last = z[phases - 1].reshape(mo, g1 - g0, wr, nb)
+            np.maximum(acc.reshape(mo, g1 - g0, wr, nb), last, out=yt[:, g0:g1])
         _epilogue(yb, epi, n0, n1, augmented)

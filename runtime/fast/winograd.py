@@ -161,10 +161,11 @@ batch 32 at 8x8 output, batch 2 at 32x32) transforms its weights on every run in
 workspace (`transformed`) instead of keeping U, (m+2)^2 / 9 = 4x (F(4x4)) the kernel's bytes,
 beside the parameters for the session's life. In the arena U lives during its step only, and
 the convs with the largest U (the most channels) run late, where the activations are small.
-Measured (benchmarks/memory_breakdown.py, peak / floor): vgg_bn@32 1.91 -> 1.23 (17.4 MiB of U
-kept beside 6.4 of parameters and 16 of activations; the arena 18.8 -> 21.0 MiB, its peak now
-at the 256 -> 256 conv: 4 MiB of values, 9 of U, 8 of chunks, see conv.WINOGRAD_CHUNK_COLUMNS),
-resnet20@32 1.52 -> 1.02, inception_bn@32 1.20 -> 1.16. Time: the transform writes U once
+Measured (benchmarks/memory_breakdown.py, peak / floor): vgg_bn@32 1.91 -> 1.16 (17.4 MiB of U
+kept beside 6.4 of parameters and 16 of activations; the arena 18.8 -> 19.5 MiB, its peak at
+conv2 again: 16 MiB of values, 3.5 of workspace; see conv.WINOGRAD_CHUNK_COLUMNS for the
+256 -> 256 conv's U beside its chunks), resnet20@32 1.52 -> 1.02, inception_bn@32 1.20 -> 1.14
+(with the transform's scratch in the conv's dtype key, F32). Time: the transform writes U once
 (its GEMMs read it once per chunk): against them, (m+2)^2 x M x C x columns multiply-adds, its
 cost falls as 1 / columns. Whole models against U kept (in-process interleaved, medians of
 ratios, 300-400 rounds, a noisy shared machine): vgg_bn@32 1.03x (load 1.5) and 1.00x (load 3),
@@ -172,9 +173,10 @@ resnet20@32 1.01x, inception_bn@32 0.99x; in the model the transforms took ~1-2 
 ~45 (64 -> 64 0.1 ms ... 256 -> 256 0.6-1.0 ms on two threads). Under this many columns U is
 kept (ConvStep's prepared-weight cache): a batch-1 run races PyTorch, and there every Winograd
 conv of the suite is under it (64 tiles at 32x32, 16 at 16x16). Transforming at batch 1 too:
-vgg_bn@1 1.08x the time for peak / floor 1.79 -> 1.66; inception_bn@1 1.03x and norms_acts@1
-1.08x for a higher peak (2.20 -> 2.48, 2.53 -> 2.96: U and the temporaries beside tiny
-activations)."""
+vgg_bn@1 1.08x the time for peak / floor 1.79 -> 1.66 (measured before its 8x8 convs ran
+F(2x2) at batch 1, whose kept U made it 2.71; transformed every run 1.92); inception_bn@1 1.03x
+and norms_acts@1 1.08x for a higher peak (2.20 -> 2.48, 2.53 -> 2.96: U and the temporaries
+beside tiny activations)."""
 
 TRANSFORM_BLOCK_BYTES = 1 << 20
 """`transform_into` works on blocks of output channels whose two temporaries (the kernel re-laid,
@@ -183,6 +185,12 @@ they stay in cache, and only U goes to memory. 256 -> 256 F(4x4) into a warm U (
 medians of 30): 1.84 ms in one block (temporaries of 7 MiB), 0.71 in blocks of 1 MiB, 0.85 in
 512 KiB, 0.94 in 256 KiB; into a fresh U (the cached path's) 1.71. 128 -> 128: 0.18, 0.16, 0.18,
 0.18 and 0.21 ms. vgg_bn's 64-channel conv, the arena's peak, needs 0.43 MiB in one block."""
+
+F32 = np.dtype(np.float32)
+"""The dtype the transform takes its scratch in: a dtype object, as the conv kernels' takes
+(x.dtype) are. Scratch places are keyed by (slot, dtype), and np.float32 (the type) hashes
+apart from np.dtype(np.float32): with the type, the conv's slot 0 was a place of its own after
+the temporaries instead of growing over them (vgg_bn@32's arena 21.0 MiB instead of 19.5)."""
 
 U_SLOT, TEMP_SLOT = 8, 0
 """Scratch slots: U (in scratch 0, read by every thread's slice of the conv: past the slots the
@@ -242,7 +250,7 @@ def transform_into(
     for o0 in range(lo, hi, step):  # a loop over blocks of (output or input) channels
         o1 = min(hi, o0 + step)
         n = (o1 - o0) * inner
-        temp = scratch.take(TEMP_SLOT, (9 + 3 * t) * n, np.float32)
+        temp = scratch.take(TEMP_SLOT, (9 + 3 * t) * n, F32)
         w9 = temp[: 9 * n].reshape(9, n)
         if transposed:  # (3, 3, C block, M), in blocks of output channels (kernels C x 9 apart)
             w9t, wt = w9.reshape(3, 3, o1 - o0, mo), w[:, o0:o1].transpose(2, 3, 1, 0)
@@ -264,7 +272,7 @@ def transformed(
     output channels (input channels for U^T; see TRANSFORM_PASSES)."""
     t = m + 2
     mo, c = w.shape[:2]
-    u = scratch.take(U_SLOT, t * t * mo * c, np.float32)
+    u = scratch.take(U_SLOT, t * t * mo * c, F32)
     u = u.reshape((t * t, c, mo) if transposed else (t * t, mo, c))
     parallel(
         c if transposed else mo,

@@ -212,35 +212,42 @@ class Backprop:
         """The gradients of every value between `wrt` and the seeds, node by node in reverse."""
         req = self._requires_grad(frozenset(wrt))
         grads: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in seeds.items()}
+        values = tape.values
+        wanted = set(wrt)
         for k in range(len(self._steps) - 1, -1, -1):
             step = self._steps[k]
             n = step.node
-            slots = step.slots
             inputs = n.inputs
-            if not any(req.get(inputs[s], False) for s in slots):
+            # (one flag per input: the slots that carry a gradient and lead to `wrt`)
+            needs = [False] * len(inputs)
+            for s in step.slots:
+                needs[s] = req.get(inputs[s], False)
+            if not any(needs):
                 continue
-            dys = [grads.get(o) for o in n.outputs]
-            if all(d is None for d in dys):
+            outputs = n.outputs
+            dy = grads.get(outputs[0])
+            if len(outputs) > 1:
+                extra = [o for o in outputs[1:] if o in grads]
+                if extra:
+                    raise UnsupportedOpError(
+                        f"node '{n.name}' ({n.op}): the loss depends on its output(s) {extra}; "
+                        "only the gradient of its first output is defined"
+                    )
+            if dy is None:
                 continue
-            if any(d is not None for d in dys[1:]):
-                extra = [o for o, d in zip(n.outputs[1:], dys[1:], strict=True) if d is not None]
-                raise UnsupportedOpError(
-                    f"node '{n.name}' ({n.op}): the loss depends on its output(s) {extra}; only "
-                    "the gradient of its first output is defined"
-                )
             assert step.rule is not None  # slots is empty for ops without a rule
-            dy = dys[0]
-            assert dy is not None  # the two checks above leave only the first output's gradient
-            outs = tape.results[k]
-            args = [tape.values[i] if i else None for i in n.inputs]
-            kwargs: dict[str, Any] = dict(step.attrs, out=outs)
-            needs = tuple(s in slots and req.get(n.inputs[s], False) for s in range(len(args)))
+            args = [values[i] if i else None for i in inputs]
+            kwargs: dict[str, Any] = dict(step.attrs, out=tape.results[k])
             if step.rule.context:
                 kwargs["training"] = tape.training
             if step.rule.takes_needs:
-                kwargs["needs"] = needs
+                kwargs["needs"] = tuple(needs)
+            if outputs[0] not in wanted:
+                # dY is read by this node only: dropped from the walk (once the rule is done
+                # with it, its memory is free for the next rule's arrays, still in cache)
+                del grads[outputs[0]]
             try:
-                result = self._differentiate(k, step, dy, args, kwargs, tape, needs)
+                result = self._differentiate(k, step, dy, args, kwargs, tape, tuple(needs))
             except GraphNetError as exc:
                 raise type(exc)(f"while differentiating {_describe(n, args)}: {exc}") from exc
             except Exception as exc:

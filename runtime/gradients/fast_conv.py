@@ -10,7 +10,7 @@ digits CNN (4x4, 8x8) the im2col copies are a few times faster, and the GEMMs se
 operands (their inner dimension is positions * images, in either order).
 
 - Y (the training forward, `conv_forward`) = W[g] (M/g, C/g*taps) @ cols[g] (C/g*taps, P*b),
-  the columns kept for the backward.
+  the columns kept for the backward when small (`fast_plan.KEEP_COLUMNS`).
 - dW[g] = dY[g] (M/g, P*b) @ cols[g]^T (P*b, C/g*taps), summed over the chunks (and threads);
   cols the forward's when it kept them, else built again from X. Computed transposed, as
   cols[g] @ dY[g]^T (C/g*taps, M/g), and transposed once at the end: OpenBLAS ran that form
@@ -47,6 +47,7 @@ __all__ = [
     "batch_last",
     "transpose_batch",
     "WORKSPACE_BYTES",
+    "FORWARD_WORKSPACE_BYTES",
 ]
 
 WORKSPACE_BYTES = 4 << 20
@@ -55,6 +56,14 @@ copies). Larger than the inference plan's 1 MiB: batch-last runs are out_w * ima
 the template CNN's backward convs (batch 64, 8x8 and 4x4) measured 1.2-1.4x faster with 4 MiB
 chunks than with 1 MiB ones (no further gain at 16 MiB). Training keeps every activation for the
 backward anyway; two threads' workspaces add 8 MiB."""
+
+FORWARD_WORKSPACE_BYTES = 2 << 20
+"""Workspace per thread and batch chunk of a forward that does not keep its columns (they are
+in it, with the padded batch-last copy of X and the GEMM's output). Measured on the template
+CNN's training step at batch 64 (in-process A/B, thread CPU time, 800-1,200 rounds, load
+~3): 2 MiB took 0.974x and 0.981x the time of 4 MiB (one chunk for the 16->16 conv on 8x8),
+1 MiB 0.979x, 512 KiB 1.030x (more, smaller GEMMs). The backward's chunks stayed at
+`WORKSPACE_BYTES` (2 MiB there: 1.034x)."""
 
 
 def flipped_weight(w: np.ndarray, group: int) -> np.ndarray:
@@ -125,9 +134,13 @@ def _windows(
     st = xt.strides
     k = len(kernel)
     cg = xt.shape[0] // group
-    return np.lib.stride_tricks.as_strided(
-        xt,
+    # The ndarray constructor over xt's memory: the view as_strided makes, at ~1 us instead of
+    # ~6 (a conv's forward and backward make up to three of these per batch chunk).
+    view = np.ndarray(
         (group, cg, *kernel, *outs, xt.shape[-1]),
+        xt.dtype,
+        xt,
+        0,
         (
             cg * st[0],
             st[0],
@@ -135,8 +148,9 @@ def _windows(
             *(s * st[1 + i] for i, s in enumerate(strides)),
             st[1 + k],
         ),
-        writeable=False,
     )
+    view.flags.writeable = False  # overlapping windows: never written through
+    return view
 
 
 @dataclass
@@ -163,12 +177,15 @@ def conv_forward(
     group: int,
     parallel: Parallel,
     buffer: np.ndarray | None = None,
-) -> ConvColumns:
+    keep: bool = True,
+) -> ConvColumns | None:
     """y = conv(x, w) + bias (y preallocated, x's dtype), by batch-last im2col and one GEMM per
-    group and chunk, keeping the columns: the backward's dW GEMM reads them instead of building
-    them again (the padded batch-last copy of X and the im2col copy were about a third of a
-    digits conv's backward). Costs the columns' memory (taps x the input) until the backward.
-    `buffer` (of `columns_shape` and x's dtype) receives the columns, else a new array."""
+    group and chunk. With `keep`, the columns are kept for the backward's dW GEMM, which then
+    reads them instead of building them again: `buffer` (of the columns' shape and x's dtype)
+    receives them, else a new array. Without, each chunk's columns live in the thread's
+    scratch during that chunk only (the chunks sized with them in the workspace) and the result
+    is None. Keeping costs the columns' memory (taps x the input) until the backward, and
+    their trip through memory: see `fast_plan.KEEP_COLUMNS` for which pays."""
     k = x.ndim - 2
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -181,9 +198,12 @@ def conv_forward(
     begins, ends = tuple(pads[:k]), tuple(pads[k:])
     x_padded = prod(xs[i] + begins[i] + ends[i] for i in range(k))
     spare = max(m, c) * max(p, prod(xs))  # the transposes' workspace
-    per_image = c * x_padded + m * p + spare
-    chunk_images = max(1, WORKSPACE_BYTES // max(per_image * dtype.itemsize, 1))
-    cols = np.empty((g, cg * taps, p * n), dtype) if buffer is None else buffer
+    per_image = c * x_padded + m * p + spare + (0 if keep else c * taps * p)
+    budget = WORKSPACE_BYTES if keep else FORWARD_WORKSPACE_BYTES
+    chunk_images = max(1, budget // max(per_image * dtype.itemsize, 1))
+    cols = None
+    if keep:
+        cols = np.empty((g, cg * taps, p * n), dtype) if buffer is None else buffer
     wg = w.reshape(g, mg, cg * taps).astype(dtype, copy=False)
     bg = None if bias is None else bias.astype(dtype, copy=False).reshape(g, mg, 1)
     chunks: list[tuple[int, int]] = []
@@ -194,7 +214,10 @@ def conv_forward(
             b = n1 - n0
             tmp = scratch.take(6, b * spare, dtype)
             xt = batch_last(x[n0:n1], begins, ends, scratch.take(1, b * c * x_padded, dtype), tmp)
-            block = cols[:, :, p * n0 : p * n1]
+            if cols is None:
+                block = scratch.take(2, b * c * taps * p, dtype).reshape(g, cg * taps, p * b)
+            else:
+                block = cols[:, :, p * n0 : p * n1]
             np.copyto(
                 block.reshape(g, cg, *ks, *outs, b), _windows(xt, g, ks, strides, dilations, outs)
             )
@@ -206,6 +229,8 @@ def conv_forward(
             chunks.append((n0, n1))  # list.append is atomic: the threads share the list
 
     parallel(n, work, 2.0 * n * m * cg * taps * p)
+    if cols is None:
+        return None
     chunks.sort()
     return ConvColumns(cols, chunks)
 
@@ -252,6 +277,8 @@ def conv_backward(
     if need_dx and by_conv:
         # W~ per group as (g, C/g, M/g * taps): the adjoint conv's weight, ready for the GEMM
         wt = np.ascontiguousarray(flipped_weight(w, g).reshape(g, cg, mg * taps))
+        # (dX's columns take dW's place in the scratch, but the chunks stay sized for both:
+        # measured, the larger chunks of counting one gained less, 0.98-0.99x against 0.96)
         per_image += m * adj_padded + m * taps * npix + c * npix
     elif need_dx:
         wcol = np.ascontiguousarray(w.reshape(g, mg, cg * taps).transpose(0, 2, 1))
@@ -314,7 +341,8 @@ def conv_backward(
                 continue
             if dyp is not None:
                 assert wt is not None  # dyp is made only on the adjoint-conv path
-                cols2 = scratch.take(4, b * m * taps * npix, dtype).reshape(g, mg, *ks, *xs, b)
+                # in the place of dW's columns (done with): a smaller scratch stays in cache
+                cols2 = scratch.take(2, b * m * taps * npix, dtype).reshape(g, mg, *ks, *xs, b)
                 np.copyto(cols2, _windows(dyp, g, ks, (1,) * k, dilations, xs))
                 dxt = scratch.take(5, b * c * npix, dtype).reshape(g, cg, npix * b)
                 _fast.blocked_matmul(wt, cols2.reshape(g, mg * taps, npix * b), dxt)

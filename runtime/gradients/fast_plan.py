@@ -5,10 +5,10 @@ plain oracle, which it extends), faster:
   batch slices on the worker threads, single-threaded BLAS) compiled to keep every value (no
   buffer reuse, no fused epilogues: the backward reads the intermediates). Three kinds of step
   also keep what the backward needs besides the values: train-mode BatchNorm records its batch
-  mean, 1/std and x - mean; Conv runs as batch-last im2col and keeps its columns for dW (in a
-  buffer the step reuses from one forward to the next); plain-kernel steps keep everything their
-  kernel returned (a Dropout's mask, drawn from the caller's generator exactly as the plain
-  forward draws it).
+  mean, 1/std and x - mean; Conv runs as batch-last im2col (and keeps its columns for dW, in a
+  buffer the step reuses from one forward to the next, when they are small: `KEEP_COLUMNS`);
+  plain-kernel steps keep everything their kernel returned (a Dropout's mask, drawn from the
+  caller's generator exactly as the plain forward draws it).
 - `backward` walks the nodes as `Backprop.backward` does and calls the fast rule of a node's op
   (`fast_rules`) where there is one, else its plain rule.
 
@@ -34,7 +34,21 @@ from graphnet.runtime.gradients.fast_conv import conv_forward
 from graphnet.runtime.gradients.fast_norm import batch_norm_forward
 from graphnet.runtime.gradients.fast_rules import FastContext, get_fast_gradient
 
-__all__ = ["FastBackprop", "CONV_WORKERS"]
+__all__ = ["FastBackprop", "CONV_WORKERS", "KEEP_COLUMNS"]
+
+KEEP_COLUMNS = 512 << 10
+"""The recording forward keeps a conv's im2col columns for the backward's dW (which otherwise
+builds them again from X, chunk by chunk in its thread's scratch) when they take at most this
+many bytes. Measured on the 2-core machine of benchmarks/README.md shared with other jobs
+(in-process A/B of the template CNN's training step at batch 64, interleaved rounds, medians of
+ratios): never keeping against always keeping took 0.92-0.97x the time at load 2.1-2.4 (four
+runs of 300-600 rounds) and 0.99-1.0x at load 3.4-5 (1,000-1,500 rounds, wall and thread CPU
+time); this threshold against always, 0.95-1.0x at load 2.4-5 (five runs of 400-1,500
+rounds: 0.946, 0.960, 0.976, 0.990, 0.999), batch 1 unchanged (0.993). Large columns (9x
+the conv's input: 2.4 MiB for the template's 16->16 conv on 8x8 images, batch 64) go to memory
+in the forward and come back in the backward, where columns rebuilt in the reused scratch stay
+in cache; and the step holds 4.2 MiB less. Small ones stay kept (batch 1 never keeping:
+1.063x the time, rebuilding them costs more Python than it saves)."""
 
 CONV_WORKERS = 1
 """Threads for the training step's convolutions (the recording forward's and the backward's).
@@ -96,8 +110,9 @@ class _RecordingBatchNorm(BatchNormStep):
 @dataclass
 class _RecordingConv(ConvStep):
     """Train-mode Conv by batch-last im2col (`fast_conv.conv_forward`), keeping its columns for
-    the backward's dW. A conv it does not cover (another dtype, negative pads, a fused
-    epilogue) runs as the plan compiled it and keeps nothing."""
+    the backward's dW when they fit in `KEEP_COLUMNS` bytes (read at each run). A conv it does
+    not cover (another dtype, negative pads, a fused epilogue) runs as the plan compiled it and
+    keeps nothing."""
 
     kept: Any = None
     parallel: Parallel | None = None  # the training step's conv threads, else the plan's
@@ -136,7 +151,10 @@ class _RecordingConv(ConvStep):
             spec.c_in // spec.group * math.prod(spec.kernel),
             x.shape[0] * math.prod(outs),
         )
-        if self.buffer is None or self.buffer.shape != shape or self.buffer.dtype != x.dtype:
+        keep = math.prod(shape) * x.dtype.itemsize <= KEEP_COLUMNS
+        if not keep:
+            self.buffer = None
+        elif self.buffer is None or self.buffer.shape != shape or self.buffer.dtype != x.dtype:
             self.buffer = np.empty(shape, x.dtype)
         self.generation += 1
         generation = self.generation
@@ -152,11 +170,13 @@ class _RecordingConv(ConvStep):
                 group=spec.group,
                 parallel=self.parallel or run.parallel,
                 buffer=self.buffer,
+                keep=keep,
             )
         finally:
             if self.parallel is not None:  # the plan resets its own threads' scratch per step
                 _reset_scratch(self.parallel)
-        kept.current = lambda: self.generation == generation
+        if kept is not None:
+            kept.current = lambda: self.generation == generation
         self.kept = kept
 
 

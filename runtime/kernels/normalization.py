@@ -17,6 +17,7 @@ from graphnet.ops.normalization import STASH_DTYPES
 from graphnet.runtime.kernels import kernel
 
 __all__ = [
+    "check_batch_statistics",
     "moments",
     "batch_normalization",
     "layer_normalization",
@@ -36,6 +37,17 @@ def moments(x: np.ndarray, axes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]
     dev = x64 - mean
     var = np.mean(dev * dev, axis=tuple(axes), keepdims=True)
     return mean, var
+
+
+def check_batch_statistics(x: np.ndarray) -> None:
+    """Train-mode BatchNorm's batch statistics need a value per channel: an empty batch (or
+    empty maps) has none, and its mean would turn the running statistics into NaN for good."""
+    if x.ndim >= 2 and x.size == 0:
+        raise ValueError(
+            f"train-mode batch statistics of an empty input (shape {tuple(x.shape)}) are "
+            "undefined: the running mean and variance would become NaN (run it in inference "
+            "mode, or leave empty batches out of training)"
+        )
 
 
 def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -79,6 +91,7 @@ def batch_normalization(
         inv = 1.0 / np.sqrt(_per_channel(input_var, nd) + epsilon)
         y = (x.astype(np.float64, copy=False) - _per_channel(input_mean, nd)) * inv
         return _scale_shift(y, scale, b, nd).astype(x.dtype, copy=False), input_mean, input_var
+    check_batch_statistics(x)
     mu, var = moments(x, (0,) + tuple(range(2, nd)))
     y = (x.astype(np.float64, copy=False) - mu) / np.sqrt(var + epsilon)
     y = _scale_shift(y, scale, b, nd).astype(x.dtype, copy=False)

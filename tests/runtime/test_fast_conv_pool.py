@@ -9,7 +9,9 @@ the reference plan (plain kernels) within float32 conv rounding, on odd shapes: 
 columns) and more (wide rows, odd wide widths too), kernel 2x2, 3x3, 2x3, bias or none, split
 over the threads; colstack on LeNet's second conv and on padded rows of odd width; the pool's
 phases in the GEMM's rows (`conv._phase_pool`, under 8 output channels), also on its own against
-im2col's fused pool with uneven pads."""
+im2col's fused pool with uneven pads; at batch 5, colstack's and phasepool's batch-last paths
+(`conv._im2col_batch_last`, `conv._phase_pool_batch_last`: tested on their own in
+test_fast_conv_batch_last.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pytest
 from graphnet import runtime
 from graphnet.ir import Graph
 from graphnet.runtime.fast import compile as fast_compile
+from graphnet.runtime.fast import conv as conv_mod
 from graphnet.runtime.fast import threads
 
 # (input C, H, W), (out channels, kernel, pads), pool kernel, the conv's algorithm
@@ -28,9 +31,10 @@ CASES = [
     ((3, 14, 11), (10, 3, 0), (3, 3), "im2col"),  # 12 x 9 out, rows of 11 (no padding)
     ((2, 10, 14), (8, 3, 2), (3, 2), "im2col"),  # 12 x 16 out
     ((1, 28, 28), (6, 5, 2), (2, 2), "phasepool-2x2"),  # LeNet's first
-    ((1, 12, 9), (4, 3, 1), (2, 3), "phasepool-2x3"),  # wide phase rows
-    ((3, 14, 11), (5, 3, 0), (3, 3), "phasepool-3x3"),  # no padding
-    ((2, 10, 14), (3, 3, 2), (3, 2), "phasepool-3x2"),
+    ((1, 14, 12), (4, 7, 3), (2, 3), "phasepool-2x3"),  # wide phase rows
+    ((3, 15, 12), (5, 7, 0), (3, 3), "phasepool-3x3"),  # no padding
+    ((2, 11, 14), (3, 7, 2), (3, 2), "phasepool-3x2"),
+    ((3, 14, 11), (5, 3, 0), (3, 3), "im2col"),  # phasepool's window 4x the kernel's products
     ((6, 14, 14), (16, 5, 0), (2, 2), "colstack"),  # LeNet's second: rows of 14, 10 valid
     ((6, 10, 9), (16, 5, 2), (2, 3), "colstack"),  # 10 x 9 out, padded rows of 13 (odd)
     ((16, 9, 12), (20, 3, 1), (3, 2), "colstack"),  # 9 x 12 out, padded rows of 14
@@ -82,14 +86,56 @@ def test_fused_pool_equals_unfused_plan_and_reference(
         want = plain.run({"x": x})[out]
         assert [s.op for s in plain._fast(training=False, keep_all=False).steps][-1] == "MaxPool"
     assert got.shape == want.shape
-    if algo == "im2col" or (algo == "colstack" and not conv[2]):
+    batch_last = algo == "colstack" and batch >= conv_mod.BATCH_LAST_MIN_IMAGES
+    if algo == "im2col" or (algo == "colstack" and not conv[2] and not batch_last):
         assert np.array_equal(got, want)
     else:  # unfused, colstack sums a padded width on the input's own rows (another order);
-        # phasepool's GEMM has other (and zero) terms: both as close as the reference's
+        # phasepool's GEMM has other (and zero) terms, and from BATCH_LAST_MIN_IMAGES images
+        # the fused colstack runs `_im2col_batch_last` (another GEMM): as close as the
+        # reference's
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     ref = runtime.Session(g, plan="reference").run({"x": x})[out]
     # float32 conv of c*k*k terms of |x w| <~ 4 * 1 / sqrt(c k k) each: well within 1e-5
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_phase_pool_keeps_non_finite_inputs_where_the_conv_has_them(batch, bad):
+    """phasepool's GEMM multiplies window taps outside a phase's kernel by zero weights (0 * inf
+    = NaN): a chunk with a non-finite input runs im2col, so the output's non-finite values are
+    where the plain conv + pool has them (an inf pixel used to make 30 NaN in LeNet's first
+    conv at batch 2 where onnxruntime and the reference made none)."""
+    g, out = _graph(1, 28, 28, 6, 5, 2, (2, 2), True, "relu")
+    x = np.random.default_rng(3).standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    x[-1, 0, 13, 6] = bad
+    x[-1, 0, 27, 27] = -bad
+    sess = runtime.Session(g)
+    assert sess._fast(training=False, keep_all=False).steps[0].algo == "phasepool-2x2"
+    got = sess.run({"x": x})[out]
+    want = runtime.Session(g, plan="reference").run({"x": x})[out]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5)
+    clean = x[:1].copy()
+    clean[np.isfinite(clean) == 0] = 0
+    assert np.isfinite(sess.run({"x": clean})[out]).all()
+
+
+@pytest.mark.parametrize(
+    "kernel, pool, phases",
+    [
+        ((5, 5), (2, 2), True),
+        ((3, 3), (2, 2), True),
+        ((3, 3), (3, 3), False),
+        ((3, 3), (4, 4), False),
+    ],
+)
+def test_phase_pool_only_where_its_window_stays_small(kernel, pool, phases):
+    """phase_pool's GEMM does window / kernel times the conv's products (PHASE_POOL_MAX_WORK)."""
+    spec = conv_mod.ConvSpec(kernel, (1, 1), (1, 1, 1, 1), (1, 1), 1, 3, 6)
+    assert bool(conv_mod.phase_pool(spec, pool)) is phases
 
 
 def test_no_fusion_in_train_mode_or_for_overlapping_pools():
@@ -131,12 +177,13 @@ def test_phase_pool_against_im2col_pool(c, m, hw, k, pads, pool, batch, bias_col
     x = np.ascontiguousarray(x[..., : wo + k[1] - 1 - pads[1] - pads[3]])
     w = (rng.standard_normal((m, c, *k)) / (c * k[0] * k[1]) ** 0.5).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    algo = fc.phase_pool(spec, pool)
-    assert algo
+    algo = f"phasepool-{pool[0]}x{pool[1]}"  # the kernel on any pool (phase_pool's rule aside)
     got = np.full((batch, m, ho // pool[0], wo // pool[1]), np.nan, np.float32)
     want = np.empty_like(got)
     epi = fc.Epilogue(bias=b, activation=("relu",), pool=pool)
     scratch = Scratch()
+    scratch.take(0, 1 << 16, np.float32)  # (a fresh scratch's first reset makes its buffer)
+    scratch.reset()
     scratch.take(0, 1 << 16, np.float32)[:] = np.nan  # the workspace is not assumed zeroed
     scratch.reset()
     wp = fc.prepare_weight(algo, w, 1, np.float32, b if bias_column else None)

@@ -212,8 +212,8 @@ def _watch(plan) -> list:
 
 @pytest.mark.parametrize(
     ("model", "shape"),
-    # video3d at batch 1: its first conv's im2col slabs are shared out over the threads (one
-    # image's GEMMs split), each thread's slabs in its own part of the arena; vgg_bn at batch 4:
+    # video3d at batch 1 and 2: its 3x3x3 convs as wino3d (conv.py: 3-D padded input, frames'
+    # tiles, stacked taps, in the arena); vgg_bn at batch 4:
     # its first Winograd conv (256 columns) transforms its weights into the arena, the others
     # (16-64 columns) keep them (winograd.PER_RUN_MIN_COLUMNS)
     [("inception_bn", (3, 3, 32, 32)), ("video3d", 2), ("video3d", 1), ("vgg_bn", 4)],

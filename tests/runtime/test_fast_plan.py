@@ -513,6 +513,33 @@ def _ran_train(sess: runtime.Session) -> list[str]:
     return [st.ran for st in plan.steps if st.op == "Conv"]
 
 
+@pytest.mark.parametrize("x_shape", [(8, 48, 16, 16), (1, 128, 8, 8), (2, 32, 4, 8, 8)])
+def test_float64_3x3_convs_keep_float64_rounding(x_shape):
+    """Winograd's transforms and transformed weights are float32: a float64 graph's 3x3(x3)
+    convs (planned Winograd in float32: F(4x4) at 16x16, F(2x2) for batch 1 at 8x8, wino3d for
+    3x3x3) run colstack or im2col, within float64's rounding bound of the plain float64 conv
+    (Winograd's float32 tiles were off by 6e-7 of the largest output: ~1e6 times the bound)."""
+    rng = np.random.default_rng(7)
+    c, k = x_shape[1], len(x_shape) - 2
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal((c, c) + (3,) * k)
+    g = Graph("conv64")
+    g.add_input("x", (None, *x_shape[1:]), dtype="float64")
+    g.add_param("w", w)
+    y = g.add_node("Conv", ["x", "w"], {"pads": [1] * 2 * k}, name="conv").outputs[0]
+    g.mark_output(y)
+    sess = runtime.Session(g)
+    got = sess.run({"x": x})[y]
+    assert got.dtype == np.float64
+    assert not any(a.startswith("wino") for a in _ran(sess))
+    kw = dict(strides=(1,) * k, pads=(1,) * 2 * k, dilations=(1,) * k, group=1, kernel_shape=None)
+    exact = conv(x, w, None, **kw)
+    mags = conv(np.abs(x), np.abs(w), None, **kw)
+    n = c * 3**k + 1  # the products' sum and the final store
+    u64 = 2.0**-53
+    assert (np.abs(got - exact) <= n * u64 / (1 - n * u64) * mags).all()
+
+
 def test_wide_rows_ignore_what_the_scratch_held():
     """im2col's wide rows read a few elements past the padded input (columns that are dropped):
     huge values left in the shared scratch by an earlier step must not reach the GEMM (an

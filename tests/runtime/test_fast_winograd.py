@@ -183,7 +183,31 @@ def test_weight_transform_in_blocks_over_threads_matches_the_one_piece(
     assert got.dtype == np.float32 and got.shape == exact.shape
     assert (np.abs(got - exact) <= bound).all()
     assert (np.abs(got - winograd.weight_transform(w, m, transposed)) <= bound).all()
-    assert np.shares_memory(got, par.scratch[0].take(winograd.U_SLOT, got.size, np.float32))
+    assert np.shares_memory(got, par.scratch[0].take(winograd.U_SLOT, got.size, winograd.F32))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_conv_workspace_grows_over_the_weight_transforms_temporaries(workers, monkeypatch):
+    """U sits in scratch 0 before the transform's temporaries (slot 0); the conv's first take,
+    slot 0 in its input's dtype (a dtype object, not the np.float32 type), is the same place
+    grown where it is: scratch 0 holds U plus the larger of the two, not their sum (with the
+    type as the key the conv's slot was a place of its own after the temporaries: 1 MiB more
+    per thread in vgg_bn@32's arena)."""
+    from graphnet.runtime.fast import threads as fast_threads
+    from graphnet.runtime.fast import winograd
+    from graphnet.runtime.fast.memory import ALIGN
+
+    monkeypatch.setattr(fast_threads, "SPLIT_MIN_FLOPS", 0)
+    w = np.random.default_rng(5).standard_normal((64, 48, 3, 3)).astype(np.float32)
+    par = fast_threads.Parallel(workers)
+    sc = par.scratch[0]
+    u = winograd.transformed(w, 4, par, sc)
+    u_bytes = -(-u.nbytes // ALIGN) * ALIGN
+    temps = sc.used() - u_bytes
+    x = np.zeros((2, 48, 16, 16), np.float32)
+    conv_bytes = 4 * temps  # larger than the temporaries
+    sc.take(0, conv_bytes // 4, x.dtype)
+    assert temps > 0 and sc.used() == u_bytes + conv_bytes
 
 
 @pytest.mark.parametrize("m", [2, 4])

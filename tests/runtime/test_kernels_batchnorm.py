@@ -9,6 +9,8 @@ the BIASED batch variance, as the ONNX spec and docs/formulas.md say (PyTorch: t
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -18,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphnet
 from graphnet import runtime
-from graphnet.errors import AttributeValueError, ShapeError, UnsupportedOpError
+from graphnet.errors import AttributeValueError, KernelError, ShapeError, UnsupportedOpError
 from graphnet.nn import BatchNorm, Network, ReLU, Sequential
 from tests.helpers import ATOL32, RTOL32, assert_close, export_checked, ort_run, rand, single_node
 
@@ -129,6 +131,25 @@ def test_train_mode_keeps_float64():
     mu_b, var_b = batch_stats(x)
     assert y.dtype == np.float64 and g.params["var"].dtype == np.float64
     assert_close(y, bn_formula(x, p["scale"], p["B"], mu_b, var_b, 1e-5), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("plan", ["fast", "reference"])
+@pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 3, 0, 5)])
+def test_train_mode_refuses_an_empty_input_and_keeps_the_running_statistics(plan, shape):
+    """Batch statistics of no values are undefined (their mean would make the running mean and
+    variance NaN for good): both plans name the layer and the shape, and the graph's running
+    statistics stay as they were. Inference on the same input is an empty output."""
+    rng = np.random.default_rng(4)
+    g, p = bn_graph((None, 3, None, 5), rng)
+    x = np.zeros(shape, np.float32)
+    sess = runtime.Session(g, plan=plan)
+    with pytest.raises(
+        KernelError, match=r"batchnormalization.*empty input \(shape " + re.escape(str(shape))
+    ):
+        sess.run({"x": x}, mode="train")
+    np.testing.assert_array_equal(g.params["mean"], p["mean"])
+    np.testing.assert_array_equal(g.params["var"], p["var"])
+    assert sess.run({"x": x})["batchnormalization.out"].shape == shape
 
 
 @given(

@@ -138,3 +138,33 @@ def test_unknown_value_is_a_clear_error():
     tape = bp.forward({"input": np.ones((1, 3), np.float32)})
     with pytest.raises(GraphNetError, match="unknown value"):
         bp.backward(tape, {"output": np.ones((1, 2), np.float32)}, ["nope"])
+
+
+def test_the_walk_releases_each_gradient_after_its_node():
+    """A value's gradient lives until the node that produced it has run, then only the values
+    asked for stay: on a chain of four ReLUs (x -> a -> b -> c -> y), asked for x and b, the
+    gradient of c is freed before the node that made b runs, b's stays, and both asked-for
+    gradients are returned."""
+    import weakref
+
+    g = nn.Sequential([nn.ReLU(), nn.ReLU(), nn.ReLU(), nn.ReLU()]).build((None, 6))
+    bp = Backprop(g)
+    x = np.random.default_rng(0).standard_normal((3, 6)).astype(np.float32)
+    tape = bp.forward({"input": x})
+    refs: dict[str, weakref.ref] = {}  # value -> its gradient, as the node producing it got it
+    dead: dict[str, list[str]] = {}  # node -> the gradients already freed when it ran
+    plain = bp._differentiate
+
+    def spy(k, step, dy, *a):
+        dead[step.node.name] = sorted(v for v, r in refs.items() if r() is None)
+        refs[step.node.outputs[0]] = weakref.ref(dy)
+        return plain(k, step, dy, *a)
+
+    bp._differentiate = spy  # type: ignore[method-assign]
+    n1, n2, n3, n4 = g.nodes
+    b, c = n2.outputs[0], n3.outputs[0]
+    seed = np.ones((3, 6), np.float32)  # the caller holds it: never freed
+    grads = bp.backward(tape, {"output": seed}, ["input", b])
+    assert dead == {n4.name: [], n3.name: [], n2.name: [c], n1.name: [c]}
+    assert refs[b]() is grads[b]
+    np.testing.assert_array_equal(grads["input"], seed * (x > 0))

@@ -50,6 +50,7 @@ def test_forward_and_kept_columns_match_the_oracle(shape, workspace, blocks, mon
 
     xs, ws, strides, pads, dil, group = shape
     monkeypatch.setattr(fast_conv, "WORKSPACE_BYTES", workspace)  # chunks of one image, or few
+    monkeypatch.setattr(fast_conv, "FORWARD_WORKSPACE_BYTES", workspace)  # (without keeping)
     # the forward's and dX's GEMMs in column blocks (`blocked_matmul`, on SkylakeX-family
     # OpenBLAS kernels), forced on these small shapes: blocks of 400 // (M x K) columns
     monkeypatch.setattr(fc, "BLOCKED_GEMMS", blocks)
@@ -77,6 +78,10 @@ def test_forward_and_kept_columns_match_the_oracle(shape, workspace, blocks, mon
     np.testing.assert_allclose(dw_b, plain[1], **TOL)
     np.testing.assert_allclose(dx_k, plain[0], **TOL)
     np.testing.assert_allclose(dx_b, plain[0], **TOL)
+    # not keeping: the columns of each chunk in the scratch only, the same output, no record
+    y2 = np.empty(want.shape)
+    assert fast_conv.conv_forward(x, w, b, y2, keep=False, **attrs) is None
+    np.testing.assert_allclose(y2, want, **TOL)
 
 
 def test_the_template_backward_reads_the_kept_columns(monkeypatch) -> None:
@@ -97,6 +102,43 @@ def test_the_template_backward_reads_the_kept_columns(monkeypatch) -> None:
     fb.backward(tape, {out: np.ones_like(tape.values[out])}, [n for n in g.params][:4])
     fb.backward(tape, {out: np.ones_like(tape.values[out])}, list(g.params))
     assert seen and all(seen)
+
+
+@pytest.mark.parametrize("limit", [0, 12_000, 1 << 40], ids=["none", "small-ones", "all"])
+def test_which_convs_keep_their_columns(limit: int, monkeypatch) -> None:
+    """The recording forward keeps a conv's columns when they fit in `KEEP_COLUMNS` bytes
+    (batch 5, float32, 3x3 taps x positions x images x 4 bytes: 1 -> 4 channels on 8x8 11,520
+    bytes, 4 -> 4 46,080, 4 -> 6 on 4x4 11,520, 6 -> 6 17,280); the others' backward builds
+    them again. Either way the gradients are the plain
+    rules' (float32, two summation orders)."""
+    from graphnet.runtime.gradients import fast_plan
+
+    monkeypatch.setattr(fast_plan, "KEEP_COLUMNS", limit)
+    seen = []
+    original = fast_rules.conv_backward
+
+    def spy(*a, kept=None, **k):
+        seen.append(kept is not None)
+        return original(*a, kept=kept, **k)
+
+    monkeypatch.setattr(fast_rules, "conv_backward", spy)
+    g1 = nn.template(channels=(4, 6), hidden=(8,), drop=0.0).build((None, 1, 8, 8), seed=2)
+    g2 = copy.deepcopy(g1)
+    x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
+    fb = FastBackprop(g1)
+    tape = fb.forward({"input": x}, rng=np.random.default_rng(1))
+    out = g1.outputs[0]
+    seed = np.random.default_rng(2).standard_normal(tape.values[out].shape).astype(np.float32)
+    got = fb.backward(tape, {out: seed}, list(g1.params))
+    want_kept = {0: [False] * 4, 12_000: [True, False, True, False], 1 << 40: [True] * 4}[limit]
+    assert seen == want_kept[::-1]  # the backward meets the convs last to first
+    bp = Backprop(g2)
+    want = bp.backward(
+        bp.forward({"input": x}, rng=np.random.default_rng(1)), {out: seed}, list(g2.params)
+    )
+    for name, value in want.items():
+        scale = float(np.abs(value).max())
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
 
 
 def test_a_stale_tape_builds_the_columns_again() -> None:
@@ -144,3 +186,24 @@ def test_one_and_two_conv_threads_give_the_same_step() -> None:
     for name, value in grads[0].items():
         scale = float(np.abs(value).max())
         np.testing.assert_allclose(grads[1][name], value, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_window_view_is_the_strided_window_and_read_only(group: int) -> None:
+    """`_windows` (the ndarray constructor over the padded batch-last copy) reads the elements
+    the definition names, view[g, c, t..., o..., n] = xt[g*C/g + c, o*stride + t*dilation, n],
+    checked by fancy indexing, and cannot be written through (its windows overlap)."""
+    xt = np.arange(4 * 9 * 8 * 3, dtype=np.float32).reshape(4, 9, 8, 3)
+    kernel, strides, dilations, outs = (2, 3), (2, 1), (3, 2), (3, 4)
+    view = fast_conv._windows(xt, group, kernel, strides, dilations, outs)
+    g, c, t0, t1, o0, o1, n = np.indices(view.shape)
+    want = xt[
+        g * (4 // group) + c,
+        o0 * strides[0] + t0 * dilations[0],
+        o1 * strides[1] + t1 * dilations[1],
+        n,
+    ]
+    np.testing.assert_array_equal(view, want)
+    assert not view.flags.writeable
+    with pytest.raises(ValueError):  # a window reaching past the array is refused, not read
+        fast_conv._windows(xt, group, kernel, strides, dilations, (4, 4))

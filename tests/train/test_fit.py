@@ -120,6 +120,27 @@ def test_adam_and_mse_train():
     assert last < first / 2
 
 
+@pytest.mark.parametrize("plan", ["fast", "reference"])
+def test_an_empty_batch_is_refused_by_name(plan):
+    """A batch of no examples has a NaN mean loss, which `step` would report as a diverging
+    learning rate; `evaluate` would divide by zero: both say what is wrong instead, and the
+    parameters stay as they were."""
+    from graphnet.train import Trainer
+
+    g = nn.Sequential([nn.Conv(4, 3), nn.ReLU(), nn.MaxPool(2), nn.Flatten(), nn.Linear(10)])
+    g = g.build((None, 1, 8, 8))
+    before = {k: v.copy() for k, v in g.params.items()}
+    tr = Trainer(g, plan=plan)
+    empty = np.zeros((0, 1, 8, 8), np.float32)
+    labels = np.zeros(0, np.int64)
+    with pytest.raises(InputError, match=r"empty batch \(shape \(0,1,8,8\)\)"):
+        tr.step(empty, labels)
+    with pytest.raises(InputError, match="no examples"):
+        tr.evaluate(empty, labels)
+    for k, v in before.items():
+        np.testing.assert_array_equal(g.params[k], v, err_msg=k)
+
+
 def test_data_round_trip_and_errors(tmp_path):
     data = digits()
     assert data.x.shape == (1438, 1, 8, 8) and data.x_test.shape == (359, 1, 8, 8)

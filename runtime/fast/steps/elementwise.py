@@ -12,6 +12,7 @@ import numpy as np
 from graphnet.runtime.fast.conv import relu_
 from graphnet.runtime.fast.steps.base import Run, Step
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
+from graphnet.runtime.kernels.normalization import check_batch_statistics
 
 __all__ = [
     "ROW_MIN_ELEMENTS",
@@ -157,6 +158,8 @@ class BatchNormStep(Step):
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
+        if run.training:
+            check_batch_statistics(x)
         params = tuple(run.get(i) for i in self.inputs[1:5])
         src = self.inputs[0]
         if self.inplace and run.writable(src):

@@ -66,14 +66,15 @@ def _few_tiles_f2(spec: ConvSpec, fallback: str, columns: int) -> bool:
 
 @dataclass
 class ConvStep(Step):
-    """Conv with a fast algorithm (pointwise / winograd / im2col) and a fused epilogue."""
+    """Conv with a fast algorithm (pointwise / winograd / colstack / im2col / phasepool) and a
+    fused epilogue."""
 
     spec: ConvSpec | None = None
     group: int = 1
     epilogue_bias: int | str | None = None
     residual: int | None = None
     activation: tuple = ()
-    pool: tuple = ()  # (kh, kw) of a fused tiling MaxPool (im2col only): see conv.Epilogue
+    pool: tuple = ()  # a fused tiling MaxPool's kernel: see conv.Epilogue
     const_weight: bool = True
     # the residual dies here (set by the plan): the output may take its buffer (see __call__)
     overwrite: bool = False
@@ -81,7 +82,7 @@ class ConvStep(Step):
     # algorithm): per-run Python work done once (a batch-1 run is mostly such overhead).
     _prepared: dict = field(default_factory=dict)
     _shapes: dict = field(default_factory=dict)
-    ran: str = ""  # the algorithm of the last run (`algo`, or im2col for too few tiles)
+    ran: str = ""  # the algorithm of the last run (`algo`, or its fallback for too few tiles)
     _epi: tuple = (None, None)  # (bias array, its Epilogue): see `_epilogue`
     _per_run: dict = field(default_factory=dict)  # input shape -> Winograd U in a workspace?
 
@@ -129,9 +130,10 @@ class ConvStep(Step):
         )
         out_shape = (shape[0], spec.c_out, *outs)
         flops = 2.0 * math.prod(out_shape) * (spec.c_in // spec.group) * math.prod(spec.kernel)
-        if self.pool:  # the output holds the pooled conv
-            pooled = (o // kk for o, kk in zip(outs[-2:], self.pool, strict=True))
-            out_shape = (*out_shape[:-2], *pooled)
+        if self.pool:  # the output holds the pooled conv (its last len(pool) axes)
+            kp = len(self.pool)
+            pooled = (o // kk for o, kk in zip(outs[-kp:], self.pool, strict=True))
+            out_shape = (*out_shape[:-kp], *pooled)
         algo = self.algo
         if algo.startswith("winograd"):
             m = 4 if algo.endswith("f4") else 2

@@ -1,0 +1,262 @@
+"""The 3x3x3 conv as a 2-D Winograd over (H, W) with the temporal taps in the GEMM's depth
+(`runtime/fast/conv.py`, `_winograd3d`): against the plain conv in float64 on odd shapes (odd
+frames, heights and widths, asymmetric pads, cropped tiles, batch 1 and > 1) with every
+epilogue, on a NaN-filled scratch; the algorithm `choose` gives 3-D convs; a whole 5-D net
+against the reference plan and onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet.runtime.fast import conv as fast_conv
+from graphnet.runtime.fast import memory as fast_memory
+from graphnet.runtime.kernels.conv import conv
+from tests.oracles import float32_bound, winograd_bound
+
+
+def _bound(x, w, pads, m, extra):
+    """The float32 rounding bound of the 3-D form: each output frame t is a 2-D Winograd conv
+    of the kt C channels (frame t + dt of the temporally padded input, channel c) with the
+    kernel w[:, c, dt] (that is the GEMM's depth), so `winograd_bound` of that 2-D conv applies
+    (its C-term sum then has kt C terms)."""
+    n, c = x.shape[:2]
+    kt = w.shape[2]
+    xt = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[3]), (0, 0), (0, 0)))
+    to = xt.shape[2] - kt + 1
+    frames = np.stack([xt[:, :, t : t + kt] for t in range(to)], axis=1)  # (n, to, C, kt, H, W)
+    x2 = frames.transpose(0, 1, 3, 2, 4, 5).reshape(n * to, kt * c, *x.shape[3:])
+    w2 = w.transpose(0, 2, 1, 3, 4).reshape(w.shape[0], kt * c, 3, 3)
+    b2 = winograd_bound(x2, w2, (pads[1], pads[2], pads[4], pads[5]), m)
+    b2 = b2.reshape(n, to, *b2.shape[1:]).transpose(0, 2, 1, 3, 4)
+    # (the bound is linear in the magnitudes plus `extra`: the 2-D one with extra 0, plus
+    # extra times the same gamma factor, which float32_bound(extra) gives alone)
+    terms = kt * c + 2 * (m + 2) + 2 * 3 + 2 * (m + 2) + 2
+    return b2 + float32_bound(extra, terms)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("row_blocks", [True, False])
+@pytest.mark.parametrize(
+    ("batch", "c", "mo", "size", "pads", "algo"),
+    [
+        (1, 3, 16, (5, 9, 11), (1, 1, 1, 1, 1, 1), "wino3d-f4"),  # 3 channels, cropped tiles
+        (3, 5, 7, (3, 7, 6), (0, 1, 2, 1, 0, 1), "wino3d-f4"),  # asymmetric, no temporal pad
+        (2, 8, 12, (4, 8, 8), (1, 1, 1, 1, 1, 1), "wino3d-f4"),  # exact tiles
+        (2, 6, 9, (3, 5, 5), (2, 0, 1, 0, 1, 1), "wino3d-f2"),  # a temporal pad of 2
+        (1, 16, 8, (1, 4, 6), (1, 1, 1, 1, 1, 1), "wino3d-f2"),  # one frame
+        (2, 4, 6, (6, 5, 7), (2, 1, 1, 2, 1, 1), "wino3d-f4(5)"),  # 5x3x3
+        (1, 5, 3, (4, 6, 5), (0, 1, 1, 0, 1, 1), "wino3d-f4(1)"),  # 1x3x3: per frame
+        (3, 3, 4, (5, 4, 4), (1, 0, 0, 0, 0, 0), "wino3d-f2(2)"),  # 2x3x3, no spatial pads
+    ],
+)
+def test_winograd3d_matches_the_plain_conv(
+    batch, c, mo, size, pads, algo, row_blocks, channels_last, monkeypatch
+):
+    # Channels-last from 0 channels (no volume's bytes a multiple of 2^40), or never.
+    monkeypatch.setattr(fast_conv, "WINOGRAD3D_CHANNELS_LAST_MIN", 0 if channels_last else 1 << 30)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", 1 << 40)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MAX_MNK", 0 if row_blocks else 1 << 40)
+    monkeypatch.setattr(fast_conv, "BLOCKED_GEMMS", True)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MIN_ROWS", 5)
+    # with the row blocks, the transforms in blocks of 64 columns too (blocked_matmul)
+    monkeypatch.setattr(fast_conv, "SMALL_GEMM_MNK", 36 * 64 if row_blocks else 1 << 40)
+    algo, _, taps = algo.partition("(")  # "wino3d-f4(5)": a 5x3x3 kernel
+    kt = int(taps.rstrip(")") or 3)
+    rng = np.random.default_rng(batch * 1000 + c)
+    x = rng.standard_normal((batch, c, *size)).astype(np.float32)
+    w = rng.standard_normal((mo, c, kt, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(mo).astype(np.float32)
+    ks = (kt, 3, 3)
+    outs = tuple(size[i] + pads[i] + pads[3 + i] - ks[i] + 1 for i in range(3))
+    residual = rng.standard_normal((batch, mo, *outs)).astype(np.float32)
+    spec = fast_conv.ConvSpec(ks, (1, 1, 1), pads, (1, 1, 1), 1, c, mo)
+    wp = fast_conv.prepare_weight(algo, w, 1, np.float32)
+    sc = fast_memory.Scratch()
+    sc.take(0, 1 << 20, np.float32)
+    sc.reset()
+    sc._buf.view(np.float32)[:] = np.nan
+    epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
+    out = np.full((batch, mo, *outs), np.nan, np.float32)
+    # batch chunks of one image when the workspace is small (the loop over chunks)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_WORKSPACE_BYTES", 1 if batch > 2 else 2 << 20)
+    fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
+    f64 = np.float64
+    kw = dict(strides=(1, 1, 1), pads=pads, dilations=(1, 1, 1), group=1, kernel_shape=None)
+    exact = conv(x.astype(f64), w.astype(f64), b.astype(f64), **kw) + residual
+    extra = np.abs(b.astype(f64))[:, None, None, None] + np.abs(residual.astype(f64))
+    bound = _bound(x, w, pads, int(algo[-1]), extra)
+    assert (np.abs(out - np.maximum(exact, 0)) <= bound).all()
+
+
+def test_winograd3d_without_bias_or_activation():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 3, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((5, 4, 3, 3, 3)).astype(np.float32)
+    pads = (1,) * 6
+    spec = fast_conv.ConvSpec((3, 3, 3), (1, 1, 1), pads, (1, 1, 1), 1, 4, 5)
+    out = np.empty((2, 5, 3, 6, 7), np.float32)
+    wp = fast_conv.prepare_weight("wino3d-f4", w, 1, np.float32)
+    fast_conv.conv_chunked(
+        "wino3d-f4", spec, x, wp, out, fast_conv.Epilogue(), fast_memory.Scratch()
+    )
+    kw = dict(strides=(1, 1, 1), pads=pads, dilations=(1, 1, 1), group=1, kernel_shape=None)
+    exact = conv(x.astype(np.float64), w.astype(np.float64), None, **kw)
+    assert (np.abs(out - exact) <= _bound(x, w, pads, 4, 0.0)).all()
+
+
+@pytest.mark.parametrize(
+    ("kernel", "strides", "dilations", "group", "out", "want"),
+    [
+        ((3, 3, 3), (1, 1, 1), (1, 1, 1), 1, (8, 32, 32), "wino3d-f4"),
+        ((3, 3, 3), (1, 1, 1), (1, 1, 1), 1, (4, 3, 8), "wino3d-f2"),  # under 4 rows
+        ((5, 3, 3), (1, 1, 1), (1, 1, 1), 1, (8, 16, 16), "wino3d-f4"),
+        ((3, 3, 3), (1, 2, 2), (1, 1, 1), 1, (8, 16, 16), "im2col"),
+        ((3, 3, 3), (1, 1, 1), (2, 1, 1), 1, (8, 16, 16), "im2col"),
+        ((3, 3, 3), (1, 1, 1), (1, 1, 1), 2, (8, 16, 16), "im2col"),
+        ((1, 3, 3), (1, 1, 1), (1, 1, 1), 1, (8, 16, 16), "im2col"),  # 4 channels, 1 tap
+        ((2, 3, 3), (1, 1, 1), (1, 1, 1), 1, (8, 16, 16), "im2col"),
+        ((3, 5, 5), (1, 1, 1), (1, 1, 1), 1, (8, 16, 16), "im2col"),
+    ],
+)
+def test_choose_runs_3x3x3_stride_1_convs_as_winograd3d(
+    kernel, strides, dilations, group, out, want
+):
+    pads = tuple(k // 2 for k in kernel) * 2
+    spec = fast_conv.ConvSpec(kernel, strides, pads, dilations, group, 4, 8)
+    assert fast_conv.choose(spec, out)[0] == want
+    # 1 or 2 temporal taps from WINOGRAD3D_FEW_TAPS_MIN_CHANNELS input channels
+    wide = fast_conv.ConvSpec(kernel, strides, pads, dilations, group, 32, 8)
+    if kernel[0] < 3 and kernel[1:] == (3, 3):
+        assert fast_conv.choose(wide, out)[0] == "wino3d-f4"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_video3d_matches_the_reference_plan_and_onnxruntime(batch):
+    """The suite's video3d (three 3x3x3 convs, BN folded, ReLU, 3-D pools) on the fast plan:
+    every conv runs wino3d; outputs against the reference plan and onnxruntime (the softmax's
+    probabilities: well conditioned; the tolerance covers F(4x4)'s float32 rounding, ~1e-5 of
+    the logits' scale, through three convs)."""
+    ort = pytest.importorskip("onnxruntime")
+    from graphnet import runtime
+    from graphnet.bench import suite
+    from graphnet.onnx_io.export import to_onnx
+    from graphnet.passes.manager import optimize
+
+    g = optimize(suite.build("video3d"), "inference")[0]
+    name = g.inputs[0]
+    x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 32, 32)).astype(np.float32)
+    sess = runtime.Session(g)
+    got = sess.run({name: x})
+    algos = {s.algo for s in sess._fast(training=False, keep_all=False).steps if s.op == "Conv"}
+    assert algos == {"wino3d-f4"}
+    want = runtime.Session(g, plan="reference").run({name: x})
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-5)
+    model = to_onnx(g)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (o,) = ref.run(None, {name: x})
+    np.testing.assert_allclose(next(iter(got.values())), o, rtol=1e-4, atol=1e-5)
+
+
+def test_winograd3d_gemms_split_over_threads_match_one_thread():
+    """One image with `split` (ConvStep's batch-1 path for a large conv): the GEMMs of each
+    block split by tile position over two threads; the same result as one thread's."""
+    from graphnet.runtime.fast.threads import Parallel
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 6, 5, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((11, 6, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(11).astype(np.float32)
+    spec = fast_conv.ConvSpec((3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), 1, 6, 11)
+    wp = fast_conv.prepare_weight("wino3d-f4", w, 1, np.float32)
+    one, two = (np.empty((1, 11, 5, 9, 10), np.float32) for _ in range(2))
+    epi = fast_conv.Epilogue(bias=b, activation=("relu",))
+    fast_conv.conv_chunked("wino3d-f4", spec, x, wp, one, epi, fast_memory.Scratch())
+    par = Parallel(2)
+
+    def split(n, fn, flops):  # always past the threads' thresholds
+        par(n, fn, 1e12)
+
+    split.workers = 2  # type: ignore[attr-defined]
+    fast_conv.conv_chunked("wino3d-f4", spec, x, wp, two, epi, par.scratch[0], split=split)
+    np.testing.assert_array_equal(one, two)
+
+
+def _conv_pool3d(c, size, m, pool, act, bias):
+    from graphnet.ir import Graph
+
+    rng = np.random.default_rng(c * 100 + m)
+    g = Graph("conv_pool3d")
+    g.add_input("x", (None, c, *size))
+    g.add_param("w", (rng.standard_normal((m, c, 3, 3, 3)) / (27 * c) ** 0.5).astype(np.float32))
+    ins = ["x", "w"]
+    if bias:
+        g.add_param("b", rng.standard_normal(m).astype(np.float32))
+        ins.append("b")
+    y = g.add_node("Conv", ins, {"pads": [1] * 6}, name="conv").outputs[0]
+    if act:
+        y = g.add_node("Relu", [y], name="relu").outputs[0]
+    out = g.add_node(
+        "MaxPool", [y], {"kernel_shape": list(pool), "strides": list(pool)}, name="pool"
+    )
+    g.mark_output(out.outputs[0])
+    return g, out.outputs[0]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize(
+    ("c", "size", "m", "pool", "act", "bias"),
+    [
+        (3, (4, 8, 12), 5, (1, 2, 2), True, True),  # video3d's first pool
+        (4, (6, 8, 8), 6, (2, 2, 2), True, False),
+        (2, (3, 4, 8), 7, (3, 4, 2), False, True),  # 3 frames, a 4-wide window
+        (5, (2, 12, 4), 3, (2, 1, 4), True, True),
+        (3, (5, 4, 4), 4, (5, 1, 1), True, True),  # over frames only
+    ],
+)
+def test_pool_fused_into_wino3d_equals_unfused_plan_and_reference(
+    batch, c, size, m, pool, act, bias, monkeypatch
+):
+    """A tiling 3-D MaxPool after a wino3d-f4 conv (`CompiledPlan._tile_pool3d`,
+    `conv._pool_tiles3d`): the max over the pool's windows straight from Winograd's Y, bias
+    (in Y) and ReLU after the max: equal to the plan with the fusion off (max and ReLU are
+    exact), and to the reference plan within F(4x4)'s float32 rounding."""
+    from graphnet import runtime
+    from graphnet.runtime.fast import compile as fast_compile
+
+    g, out = _conv_pool3d(c, size, m, pool, act, bias)
+    x = np.random.default_rng(batch).standard_normal((batch, c, *size)).astype(np.float32)
+    fused = runtime.Session(g)
+    got = fused.run({"x": x})[out]
+    steps = fused._fast(training=False, keep_all=False).steps
+    assert [s.op for s in steps] == ["Conv"] and steps[0].algo == "wino3d-f4"
+    assert steps[0].pool == pool and "pool" in steps[0].fused
+    with monkeypatch.context() as mp:
+        mp.setattr(fast_compile.CompiledPlan, "_tile_pool3d", lambda self, v, n: None)
+        plain = runtime.Session(g)
+        want = plain.run({"x": x})[out]
+        assert [s.op for s in plain._fast(training=False, keep_all=False).steps][-1] == "MaxPool"
+    assert got.shape == want.shape and np.array_equal(got, want)
+    ref = runtime.Session(g, plan="reference").run({"x": x})[out]
+    # 27 c terms of |x w| ~ 1 / sqrt(27 c) each, F(4x4)'s transforms amplify the rounding up
+    # to ~1e2 x float32's: well within 1e-4
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("size", "pool"),
+    [((4, 6, 8), (1, 2, 2)), ((4, 12, 12), (1, 3, 3)), ((3, 8, 8), (2, 2, 2))],
+)
+def test_no_3d_pool_fusion_past_whole_tiles(size, pool):
+    """Heights or widths not a multiple of 4 (cropped tiles), windows not dividing 4, frames
+    not divisible: the MaxPool stays a step of its own."""
+    from graphnet import runtime
+
+    g, out = _conv_pool3d(2, size, 3, pool, True, True)
+    sess = runtime.Session(g)
+    x = np.random.default_rng(0).standard_normal((2, 2, *size)).astype(np.float32)
+    got = sess.run({"x": x})[out]
+    assert [s.op for s in sess._fast(training=False, keep_all=False).steps][-1] == "MaxPool"
+    ref = runtime.Session(g, plan="reference").run({"x": x})[out]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
