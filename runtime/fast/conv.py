@@ -55,7 +55,7 @@ from math import ceil, prod
 
 import numpy as np
 
-from graphnet.runtime.fast.memory import Scratch
+from graphnet.runtime.fast.memory import ALIGN, Scratch
 from graphnet.runtime.fast.winograd import SEPARABLE, transpose_block, weight_transform
 
 __all__ = [
@@ -1655,6 +1655,44 @@ def _padded_channels_last3(
     return xp
 
 
+WINOGRAD3D_FRAME_BYTES = 4 * WINOGRAD_WORKSPACE_BYTES
+"""`_winograd3d` runs an image whose workspaces exceed this in chunks of output frames that fit
+it (F output frames read F + kt - 1 padded input frames: the kt - 1 shared with the next chunk
+are gathered and transformed again; chunks of images fit WINOGRAD_WORKSPACE_BYTES). Measured
+(one thread, in-process interleaved medians of ratios): video3d@1 with its first conv (2.26 MiB
+for one image) in two chunks of 4 frames at 2 MiB took 1.18x the time of the whole image."""
+
+
+def _winograd3d_slots(
+    m: int, c: int, mo: int, kt: int, tp: int, to: int, tiles: int, big: int, pool: tuple
+) -> tuple[int, ...]:
+    """Elements of `_winograd3d`'s scratch slots 0-4 for ONE image of tp padded input frames and
+    to output frames (`big`: the padded input's elements per frame): 0 the padded input; 1 d,
+    then V in its place, M, Y; 2 V1, then S, Y1 (each taken at its largest size first, so later
+    takes reuse the place: a slot that grew in stages moved to the end and left its earlier
+    places empty, 3.15 MiB for 2.26 at video3d's first conv); 3 and 4 the fused pool's
+    intermediate axes (`_pool_tiles3d`), or 4 the uncropped output (`big` < 0: inexact tiles).
+    Every slot but 0 scales with the frames: the caller's chunks over frames rely on it."""
+    t = m + 2
+    exact = big >= 0
+    ys = mo * to * tiles * m * m  # Y (and the output's uncropped tiles)
+    s1 = t * t * tiles * max(c * tp, mo * to)
+    s2 = max(t * t * c * tp * tiles, t * t * kt * c * to * tiles, m * t * mo * to * tiles)
+    s3 = s4 = 0
+    if not exact:
+        s4 = ys
+    elif pool:
+        ks = [k for k in reversed(pool) if k > 1]  # (kw, kh, kt: the stages' order)
+        left = ys
+        for i, k in enumerate(ks[:-1]):  # the intermediate stages (the last writes the output)
+            left //= k
+            if i == 0:
+                s3 = left
+            else:
+                s4 = left
+    return (c * tp * abs(big), s1, s2, s3, s4)
+
+
 def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     """A kt x 3 x 3 conv (stride 1, undilated, ungrouped) as a 2-D Winograd F(m x m, 3x3) over
     (H, W) with the kt temporal taps stacked in the GEMM's depth:
@@ -1664,111 +1702,170 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     weight transformed per temporal tap (`prepare_weight`). V is computed once per padded input
     frame (B^T d B as in `_winograd`, layout (t^2, C, b, frames, tiles)); S is its kt
     frame-shifted views copied side by side (runs of frames x tiles values); the output
-    transform and copy out as `_winograd`'s, with a frame axis."""
-    bt, at = SEPARABLE[m]
-    t = m + 2
+    transform and copy out as `_winograd`'s, with a frame axis.
+    Chunks of images whose workspaces (`_winograd3d_slots`) fit WINOGRAD_WORKSPACE_BYTES; an
+    image past WINOGRAD3D_FRAME_BYTES runs in chunks of output frames (F of them read F + kt - 1
+    padded input frames: the kt - 1 shared with the next chunk are gathered and transformed
+    again)."""
     c = x.shape[1]
     mo = spec.c_out
     to, ho, wo = out.shape[2:]
-    if epi.pool:  # the output holds the pooled conv: the conv's own sizes are k times
-        to, ho, wo = (o * k for o, k in zip(out.shape[2:], epi.pool, strict=True))
+    pool = epi.pool
+    if pool:  # the output holds the pooled conv: the conv's own sizes are k times
+        to, ho, wo = (o * k for o, k in zip(out.shape[2:], pool, strict=True))
     th, tw = ceil(ho / m), ceil(wo / m)
     hp, wpad = th * m + 2, tw * m + 2
     tf, h, w = x.shape[2:]
-    tp = tf + spec.pads[0] + spec.pads[3]
+    front = spec.pads[0]
+    tp = tf + front + spec.pads[3]
     kt = spec.kernel[0]
     extra = (0, hp - (h + spec.pads[1] + spec.pads[4]), wpad - (w + spec.pads[2] + spec.pads[5]))
     tiles = th * tw
     exact = ho == th * m and wo == tw * m
-    # per image: padded input, d / V (t^2 x C x frames x tiles) twice, S (kt x V), M and Y
-    per_item = c * tp * hp * wpad + 2 * t * t * c * tp * tiles + kt * t * t * c * to * tiles
-    per_item += max(t * t, 2 * m * t) * mo * to * tiles
-    if not exact:
-        per_item += mo * to * th * m * tw * m
-    b = _chunk(per_item * x.itemsize, hi - lo, WINOGRAD_WORKSPACE_BYTES)
+    big = hp * wpad if exact else -hp * wpad
+    it = x.itemsize
+    one = sum(_winograd3d_slots(m, c, mo, kt, tp, to, tiles, big, pool)) * it  # one image
+    b = _chunk(one, hi - lo, WINOGRAD_WORKSPACE_BYTES - 5 * ALIGN)  # (the slots are aligned)
+    frames = to
+    if one > WINOGRAD3D_FRAME_BYTES:  # the most frames of one image that fit, at least a pool's
+        step = pool[0] if pool else 1  # (whole pool windows)
+        lo_f, hi_f = step, to
+        while lo_f < hi_f:  # a bisection over frame counts (planning, not a kernel loop)
+            mid = max(lo_f + step, (lo_f + hi_f + 1) // 2 // step * step)
+            if mid > hi_f:
+                break
+            need = sum(_winograd3d_slots(m, c, mo, kt, mid + kt - 1, mid, tiles, big, pool))
+            if need * it <= WINOGRAD3D_FRAME_BYTES - 5 * ALIGN:
+                lo_f = mid
+            else:
+                hi_f = mid - 1
+        frames = lo_f
     bias = None if epi.bias is None else epi.bias.reshape(mo, 1)
     transform = blocked_matmul if WINOGRAD3D_BLOCKED_TRANSFORMS else np.matmul
     channels_last = (
-        c >= WINOGRAD3D_CHANNELS_LAST_MIN
-        and (tf * h * w * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
+        c >= WINOGRAD3D_CHANNELS_LAST_MIN and (tf * h * w * it) % WINOGRAD_ALIASED_PLANE_BYTES != 0
     )
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
-        nb = n1 - n0
-        buf = scratch.take(0, nb * c * tp * hp * wpad, x.dtype)
-        x_cols = c * nb * tp * tiles
-        d = scratch.take(1, t * t * x_cols, x.dtype)
-        if channels_last:  # (b, frames, hp, wpad, C): the gather copies runs of C values
-            xp = _padded_channels_last3(x[n0:n1], spec.pads, (tp, hp, wpad), buf)
-            s = xp.strides
-            tiles_view = view(
-                xp,
-                (nb, tp, th, tw, t, t, c),
-                (s[0], s[1], m * s[2], m * s[3], s[2], s[3], s[4]),
-            ).transpose(4, 5, 0, 1, 2, 3, 6)
-            np.copyto(d.reshape(t, t, nb, tp, th, tw, c), tiles_view)
-        else:  # (b, C, frames, hp, wpad): runs of tw values
-            xp = padded(x[n0:n1], spec.pads, extra, buf)
-            s = xp.strides
-            tiles_view = view(
-                xp, (nb, c, tp, th, tw, t, t), (s[0], s[1], s[2], m * s[3], m * s[4], s[3], s[4])
-            ).transpose(5, 6, 1, 0, 2, 3, 4)
-            np.copyto(d.reshape(t, t, c, nb, tp, th, tw), tiles_view)
-        v1 = scratch.take(2, t * t * x_cols, x.dtype)
-        transform(bt, d.reshape(t, -1), v1.reshape(t, -1))
-        v = d  # (d is dead)
-        transform(bt, v1.reshape(t, t, x_cols), v.reshape(t, t, x_cols))
-        # S (t^2, 3, C, b, to, tiles): frame t + dt of V for row (dt, c), in V1's dead place
-        # (channels-last, the copy transposes V's (tiles, C) planes too)
-        cols = nb * to * tiles
-        it = v.itemsize
-        if channels_last:  # V (t^2, b, frames, tiles, C)
-            st = (c * nb * tp * tiles, tiles * c, 1, tp * tiles * c, tiles * c, c)
-        else:  # V (t^2, C, b, frames, tiles)
-            st = (c * nb * tp * tiles, tiles, nb * tp * tiles, tp * tiles, tiles, 1)
-        shifted = view(v, (t * t, kt, c, nb, to, tiles), tuple(e * it for e in st))
-        sc = scratch.take(2, t * t * kt * c * cols, x.dtype)
-        np.copyto(sc.reshape(t * t, kt, c, nb, to, tiles), shifted)
-        sc = sc.reshape(t * t, kt * c, cols)
-        mx = scratch.take(1, t * t * mo * cols, x.dtype).reshape(t * t, mo, cols)
-        rows = _gemm_rows(mo, kt * c * cols) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
-        for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
-            gemm(wp[:, m0 : m0 + rows], sc, mx[:, m0 : m0 + rows], 0)
-        y_cols = mo * cols
-        y1 = scratch.take(2, m * t * y_cols, x.dtype)
-        transform(at, mx.reshape(t, -1), y1.reshape(m, -1))
-        if bias is not None:  # (see `_winograd`: A's row 1 is all ones)
-            y1.reshape(m, t, mo, cols)[:, 1] += bias
-        y = scratch.take(1, m * m * y_cols, x.dtype)
-        y1t = y1.reshape(m, t, y_cols).transpose(0, 2, 1)
-        if WINOGRAD3D_BLOCKED_TRANSFORMS:
-            _row_blocked_matmul(y1t, at.T, y.reshape(m, y_cols, m))
+        for f0 in range(0, to, frames):  # a loop over frame CHUNKS (one, unless b == 1)
+            f1 = min(to, f0 + frames)
+            _winograd3d_chunk(
+                m, spec, x, wp, out, epi, scratch, gemm, transform, bias, channels_last,
+                (n0, n1, f0, f1), (tp, to, th, tw, hp, wpad, extra, exact, big),
+            )  # fmt: skip
+
+
+def _winograd3d_chunk(
+    m, spec, x, wp, out, epi, scratch, gemm, transform, bias, channels_last, part, geo
+) -> None:
+    """`_winograd3d` on images [n0, n1) and output frames [f0, f1) (of the unpooled conv)."""
+    n0, n1, f0, f1 = part
+    tp_all, to_all, th, tw, hp, wpad, extra, exact, big = geo
+    bt, at = SEPARABLE[m]
+    t = m + 2
+    c = x.shape[1]
+    mo = spec.c_out
+    kt = spec.kernel[0]
+    tf = x.shape[2]
+    front = spec.pads[0]
+    nb = n1 - n0
+    tiles = th * tw
+    to = f1 - f0
+    tp = to + kt - 1  # the padded input frames [f0, f1 + kt - 1) this chunk reads
+    pool = epi.pool
+    sizes = _winograd3d_slots(m, c, mo, kt, tp, to, tiles, big, pool)
+    xs, xe = max(0, f0 - front), min(tf, f1 + kt - 1 - front)
+    xe = max(xe, xs)
+    fp = max(0, front - f0)
+    pads = (fp, *spec.pads[1:3], tp - fp - (xe - xs), *spec.pads[4:6])
+    xc = x[n0:n1, :, xs:xe] if (xs, xe) != (0, tf) else x[n0:n1]
+    buf = scratch.take(0, nb * sizes[0], x.dtype)
+    d = scratch.take(1, nb * sizes[1], x.dtype)  # (at their largest first: see the slots)
+    v1 = scratch.take(2, nb * sizes[2], x.dtype)
+    x_cols = c * nb * tp * tiles
+    if channels_last:  # (b, frames, hp, wpad, C): the gather copies runs of C values
+        xp = _padded_channels_last3(xc, pads, (tp, hp, wpad), buf)
+        s = xp.strides
+        tiles_view = view(
+            xp,
+            (nb, tp, th, tw, t, t, c),
+            (s[0], s[1], m * s[2], m * s[3], s[2], s[3], s[4]),
+        ).transpose(4, 5, 0, 1, 2, 3, 6)
+        np.copyto(d[: t * t * x_cols].reshape(t, t, nb, tp, th, tw, c), tiles_view)
+    else:  # (b, C, frames, hp, wpad): runs of tw values
+        xp = padded(xc, pads, extra, buf)
+        s = xp.strides
+        tiles_view = view(
+            xp, (nb, c, tp, th, tw, t, t), (s[0], s[1], s[2], m * s[3], m * s[4], s[3], s[4])
+        ).transpose(5, 6, 1, 0, 2, 3, 4)
+        np.copyto(d[: t * t * x_cols].reshape(t, t, c, nb, tp, th, tw), tiles_view)
+    d = d[: t * t * x_cols]
+    v1 = v1[: t * t * x_cols]
+    transform(bt, d.reshape(t, -1), v1.reshape(t, -1))
+    v = d  # (d is dead)
+    transform(bt, v1.reshape(t, t, x_cols), v.reshape(t, t, x_cols))
+    # S (t^2, 3, C, b, to, tiles): frame t + dt of V for row (dt, c), in V1's dead place
+    # (channels-last, the copy transposes V's (tiles, C) planes too)
+    cols = nb * to * tiles
+    it = v.itemsize
+    if channels_last:  # V (t^2, b, frames, tiles, C)
+        st = (c * nb * tp * tiles, tiles * c, 1, tp * tiles * c, tiles * c, c)
+    else:  # V (t^2, C, b, frames, tiles)
+        st = (c * nb * tp * tiles, tiles, nb * tp * tiles, tp * tiles, tiles, 1)
+    shifted = view(v, (t * t, kt, c, nb, to, tiles), tuple(e * it for e in st))
+    sc = scratch.take(2, t * t * kt * c * cols, x.dtype)
+    np.copyto(sc.reshape(t * t, kt, c, nb, to, tiles), shifted)
+    sc = sc.reshape(t * t, kt * c, cols)
+    mx = scratch.take(1, t * t * mo * cols, x.dtype).reshape(t * t, mo, cols)
+    rows = _gemm_rows(mo, kt * c * cols) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
+    for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
+        gemm(wp[:, m0 : m0 + rows], sc, mx[:, m0 : m0 + rows], 0)
+    y_cols = mo * cols
+    y1 = scratch.take(2, m * t * y_cols, x.dtype)
+    transform(at, mx.reshape(t, -1), y1.reshape(m, -1))
+    if bias is not None:  # (see `_winograd`: A's row 1 is all ones)
+        y1.reshape(m, t, mo, cols)[:, 1] += bias
+    y = scratch.take(1, m * m * y_cols, x.dtype)
+    y1t = y1.reshape(m, t, y_cols).transpose(0, 2, 1)
+    if WINOGRAD3D_BLOCKED_TRANSFORMS:
+        _row_blocked_matmul(y1t, at.T, y.reshape(m, y_cols, m))
+    else:
+        np.matmul(y1t, at.T, out=y.reshape(m, y_cols, m))
+    # (b, M, frames, th, m, tw, m)
+    yv = y.reshape(m, mo, nb, to, th, tw, m).transpose(2, 1, 3, 4, 0, 5, 6)
+    k0 = pool[0] if pool else 1
+    whole = (f0, f1) == (0, to_all)
+    yb = out[n0:n1] if whole else out[n0:n1, :, f0 // k0 : f1 // k0]
+    res = None
+    if epi.residual is not None:
+        res = epi.residual()[n0:n1]
+        res = res if whole else res[:, :, f0:f1]
+    if not exact:
+        dest = scratch.take(4, nb * mo * to * th * m * tw * m, x.dtype)
+        dest = dest.reshape(nb, mo, to, th, m, tw, m)
+        np.copyto(dest, yv)
+        ho, wo = yb.shape[3:]  # (a fused pool takes exact tiles only)
+        valid = dest.reshape(nb, mo, to, th * m, tw * m)[..., :ho, :wo]
+        if res is not None:
+            np.add(valid, res, out=yb)
         else:
-            np.matmul(y1t, at.T, out=y.reshape(m, y_cols, m))
-        # (b, M, frames, th, m, tw, m)
-        yv = y.reshape(m, mo, nb, to, th, tw, m).transpose(2, 1, 3, 4, 0, 5, 6)
-        yb = out[n0:n1]
-        if not exact:
-            dest = scratch.take(4, nb * mo * to * th * m * tw * m, x.dtype)
-            dest = dest.reshape(nb, mo, to, th, m, tw, m)
-            np.copyto(dest, yv)
-            np.copyto(yb, dest.reshape(nb, mo, to, th * m, tw * m)[..., :ho, :wo])
-            _epilogue(yb, epi, n0, n1, True)
-            continue
-        if epi.pool:  # the max over the pool's tiles straight from Y (exact tiles)
-            _pool_tiles3d(yv, epi.pool, yb, scratch)
-            activate(yb, epi.activation)
-            continue
-        dest = yb.reshape(nb, mo, to, th, m, tw, m)
-        if epi.residual is not None:
-            np.add(yv, epi.residual()[n0:n1].reshape(dest.shape), out=dest)
-            activate(yb, epi.activation)
-        elif epi.activation and epi.activation[0] == "relu":
-            np.copyto(dest, yv)
-            relu_(yb)
-        else:
-            np.copyto(dest, yv)
-            activate(yb, epi.activation)
+            np.copyto(yb, valid)
+        activate(yb, epi.activation)
+        return
+    if pool:  # the max over the pool's tiles straight from Y (exact tiles)
+        _pool_tiles3d(yv, pool, yb, scratch)
+        activate(yb, epi.activation)
+        return
+    dest = yb.reshape(nb, mo, to, th, m, tw, m)  # (a view: only axes split)
+    if res is not None:
+        np.add(yv, res.reshape(dest.shape), out=dest)
+        activate(yb, epi.activation)
+    elif epi.activation and epi.activation[0] == "relu":
+        np.copyto(dest, yv)
+        relu_(yb)
+    else:
+        np.copyto(dest, yv)
+        activate(yb, epi.activation)
 
 
 def _pool_tiles3d(yv: np.ndarray, pool: tuple, yb: np.ndarray, scratch: Scratch) -> None:

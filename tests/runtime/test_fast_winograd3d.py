@@ -260,3 +260,118 @@ def test_no_3d_pool_fusion_past_whole_tiles(size, pool):
     assert [s.op for s in sess._fast(training=False, keep_all=False).steps][-1] == "MaxPool"
     ref = runtime.Session(g, plan="reference").run({"x": x})[out]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_winograd3d_workspace_is_each_slot_at_its_largest():
+    """video3d's first conv at batch 1 (3 -> 16 at 8x32x32, pads 1, its fused 1x2x2 pool): each
+    scratch slot placed once at its largest size (t = 6, 8 x 8 tiles of 4 x 4, 10 padded
+    frames): 0 the padded input 3 x 10 x 34 x 34 = 34680 values; 1 d / V / M / Y, the largest M
+    36 x 16 x 8 x 64 = 294912; 2 V1 / S / Y1, the largest Y1 4 x 6 x 16 x 8 x 64 = 196608; 3 the
+    pool's width stage, Y / 2 = 16 x 8 x 32 x 32 / 2 = 65536. 591736 float32 = 2.26 MiB (the
+    slots growing in stages, each move to the end leaving its earlier place empty: 3.15)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 3, 8, 32, 32)).astype(np.float32)
+    w = rng.standard_normal((16, 3, 3, 3, 3)).astype(np.float32)
+    spec = fast_conv.ConvSpec((3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), 1, 3, 16)
+    wp = fast_conv.prepare_weight("wino3d-f4", w, 1, np.float32)
+    out = np.empty((1, 16, 8, 16, 16), np.float32)
+    sc = fast_memory.Scratch()
+    epi = fast_conv.Epilogue(activation=("relu",), pool=(1, 2, 2))
+    fast_conv.conv_chunked("wino3d-f4", spec, x, wp, out, epi, sc)
+    sizes = (34680, 294912, 196608, 65536)
+    assert sc.used() == sum(-(-4 * s // fast_memory.ALIGN) * fast_memory.ALIGN for s in sizes)
+
+
+@pytest.mark.parametrize(("batch", "frames", "hw"), [(7, 8, 12), (1, 40, 24)])
+def test_winograd3d_chunks_stay_within_their_budgets(batch, frames, hw):
+    """Chunks of images within WINOGRAD_WORKSPACE_BYTES (8 -> 8 at 8x12x12: 0.40 MiB an image,
+    5 images a chunk, then 2), and a video too large for one in chunks of frames within
+    WINOGRAD3D_FRAME_BYTES (1 MiB here; 40 frames at 24x24 take ~7.5 MiB)."""
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, 8, frames, hw, hw)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3, 3)).astype(np.float32)
+    spec = fast_conv.ConvSpec((3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), 1, 8, 8)
+    wp = fast_conv.prepare_weight("wino3d-f4", w, 1, np.float32)
+    out = np.empty((batch, 8, frames, hw, hw), np.float32)
+    sc = fast_memory.Scratch()
+    budget = fast_conv.WINOGRAD_WORKSPACE_BYTES if batch > 1 else 1 << 20
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast_conv, "WINOGRAD3D_FRAME_BYTES", 1 << 20)
+        fast_conv.conv_chunked("wino3d-f4", spec, x, wp, out, fast_conv.Epilogue(), sc)
+    assert budget // 2 < sc.used() <= budget
+    kw = dict(strides=(1, 1, 1), pads=(1,) * 6, dilations=(1, 1, 1), group=1, kernel_shape=None)
+    exact = conv(x.astype(np.float64), w.astype(np.float64), None, **kw)
+    assert (np.abs(out - exact) <= _bound(x, w, (1,) * 6, 4, 0.0)).all()
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize(
+    ("batch", "c", "mo", "size", "pads", "algo"),
+    [
+        (1, 3, 7, (11, 9, 11), (1, 1, 1, 1, 1, 1), "wino3d-f4"),  # cropped tiles
+        (2, 5, 6, (9, 8, 8), (2, 1, 0, 0, 1, 2), "wino3d-f4"),  # a front pad of 2, none at the end
+        (1, 4, 5, (7, 5, 6), (0, 1, 1, 0, 1, 1), "wino3d-f2"),  # no temporal pads
+        (1, 4, 6, (8, 6, 7), (2, 1, 1, 2, 1, 1), "wino3d-f4(5)"),  # 5x3x3
+    ],
+)
+def test_winograd3d_in_chunks_of_frames_matches_the_plain_conv(
+    batch, c, mo, size, pads, algo, channels_last, monkeypatch
+):
+    """An image past WINOGRAD3D_FRAME_BYTES (1 byte: one output frame a chunk, reading kt
+    padded input frames, some of them the pads) against the plain conv in float64, with bias,
+    residual and ReLU (the residual read per frame chunk), on a NaN-filled scratch."""
+    monkeypatch.setattr(fast_conv, "WINOGRAD3D_CHANNELS_LAST_MIN", 0 if channels_last else 1 << 30)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", 1 << 40)
+    monkeypatch.setattr(fast_conv, "WINOGRAD3D_FRAME_BYTES", 1)
+    algo, _, taps = algo.partition("(")
+    kt = int(taps.rstrip(")") or 3)
+    rng = np.random.default_rng(batch * 100 + c)
+    x = rng.standard_normal((batch, c, *size)).astype(np.float32)
+    w = rng.standard_normal((mo, c, kt, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(mo).astype(np.float32)
+    ks = (kt, 3, 3)
+    outs = tuple(size[i] + pads[i] + pads[3 + i] - ks[i] + 1 for i in range(3))
+    residual = rng.standard_normal((batch, mo, *outs)).astype(np.float32)
+    spec = fast_conv.ConvSpec(ks, (1, 1, 1), pads, (1, 1, 1), 1, c, mo)
+    wp = fast_conv.prepare_weight(algo, w, 1, np.float32)
+    sc = fast_memory.Scratch()
+    sc.take(0, 1 << 20, np.float32)
+    sc.reset()
+    sc._buf.view(np.float32)[:] = np.nan
+    epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
+    out = np.full((batch, mo, *outs), np.nan, np.float32)
+    fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
+    f64 = np.float64
+    kw = dict(strides=(1, 1, 1), pads=pads, dilations=(1, 1, 1), group=1, kernel_shape=None)
+    exact = conv(x.astype(f64), w.astype(f64), b.astype(f64), **kw) + residual
+    extra = np.abs(b.astype(f64))[:, None, None, None] + np.abs(residual.astype(f64))
+    bound = _bound(x, w, pads, int(algo[-1]), extra)
+    assert (np.abs(out - np.maximum(exact, 0)) <= bound).all()
+
+
+@pytest.mark.parametrize("pool", [(2, 2, 2), (3, 1, 2)])
+def test_winograd3d_fused_pool_in_chunks_of_frames(pool, monkeypatch):
+    """The fused pool with frame chunks (each a whole number of pool windows over frames)
+    against the max over windows of the float64 conv: a max moves by at most the largest
+    error in its window (so the conv's bound's window maxima bound it)."""
+    monkeypatch.setattr(fast_conv, "WINOGRAD3D_FRAME_BYTES", 1)
+    rng = np.random.default_rng(sum(pool))
+    kt, kh, kw_ = pool
+    size = (4 * kt, 8, 8)
+    x = rng.standard_normal((2, 4, *size)).astype(np.float32)
+    w = rng.standard_normal((5, 4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    spec = fast_conv.ConvSpec((3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), 1, 4, 5)
+    wp = fast_conv.prepare_weight("wino3d-f4", w, 1, np.float32)
+    pooled = tuple(s // k for s, k in zip(size, pool, strict=True))
+    out = np.full((2, 5, *pooled), np.nan, np.float32)
+    epi = fast_conv.Epilogue(bias=b, activation=("relu",), pool=pool)
+    fast_conv.conv_chunked("wino3d-f4", spec, x, wp, out, epi, fast_memory.Scratch())
+    kw = dict(strides=(1, 1, 1), pads=(1,) * 6, dilations=(1, 1, 1), group=1, kernel_shape=None)
+    exact = conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
+    bound = _bound(x, w, (1,) * 6, 4, np.abs(b.astype(np.float64))[:, None, None, None])
+
+    def windows(a):
+        return a.reshape(2, 5, pooled[0], kt, pooled[1], kh, pooled[2], kw_).max(axis=(3, 5, 7))
+
+    assert (np.abs(out - np.maximum(windows(exact), 0)) <= windows(bound)).all()
