@@ -375,3 +375,38 @@ def test_winograd3d_fused_pool_in_chunks_of_frames(pool, monkeypatch):
         return a.reshape(2, 5, pooled[0], kt, pooled[1], kh, pooled[2], kw_).max(axis=(3, 5, 7))
 
     assert (np.abs(out - np.maximum(windows(exact), 0)) <= windows(bound)).all()
+
+
+def test_winograd3d_weights_transformed_per_run_past_the_bound(monkeypatch):
+    """An 8 -> 16 3x3x3 conv at 5x8x8 (20 F(4x4) columns an image, 36 x 16 x 24 x 20 = 276480
+    GEMM multiply-adds each) with WINO3D_PER_RUN_MIN_MACS at 4 images' worth: at batch 2 U'
+    stays in the step's prepared-weight cache; at batch 4 the step transforms the weights on
+    every run (the kernel re-laid into its workspace) and keeps none. Both match the plain conv
+    within the 3-D Winograd bound, the first (recorded) run and the replays."""
+    from graphnet import runtime
+    from graphnet.ir import Graph
+    from graphnet.runtime.fast.steps import linear
+
+    monkeypatch.setattr(linear, "WINO3D_PER_RUN_MIN_MACS", 4 * 276480)
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((16, 8, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    g = Graph("conv3d")
+    g.add_input("x", (None, 8, 5, 8, 8))
+    g.add_param("w", w)
+    g.add_param("b", b)
+    y = g.add_node("Conv", ["x", "w", "b"], {"pads": [1] * 6}, name="conv").outputs[0]
+    g.mark_output(g.add_node("Relu", [y], {}, name="relu").outputs[0])
+    pads = (1,) * 6
+    kw = dict(strides=(1, 1, 1), pads=pads, dilations=(1, 1, 1), group=1, kernel_shape=None)
+    for batch, kept in ((2, True), (4, False)):
+        x = rng.standard_normal((batch, 8, 5, 8, 8)).astype(np.float32)
+        exact = conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
+        bound = _bound(x, w, pads, 4, np.abs(b.astype(np.float64))[:, None, None, None])
+        sess = runtime.Session(g)
+        for _ in range(3):  # recorded, then replayed from the arena
+            out = sess.run({"x": x})[g.outputs[0]]
+            assert (np.abs(out - np.maximum(exact, 0)) <= bound).all()
+        step = next(s for s in sess._fast(training=False, keep_all=False).steps if s.name == "conv")
+        assert step.ran == "wino3d-f4"
+        assert ("wino3d-f4" in step._prepared) is kept

@@ -64,6 +64,36 @@ def _few_tiles_f2(spec: ConvSpec, fallback: str, columns: int) -> bool:
     )
 
 
+WINO3D_PER_RUN_MIN_MACS = 1 << 24
+"""In inference, a wino3d conv whose GEMMs do at least this many multiply-adds ((m+2)^2 x M x
+kt C x images x output frames x tiles) transforms its weights on every run into its step's
+workspace (as winograd.PER_RUN_MIN_COLUMNS for 2-D convs), else keeps U', 4x the kernel. The
+per-run transform costs ~20-30 us of fixed work per conv (the kernel re-laid, the transform's
+calls), against the conv's GEMMs: a bound on their size, not on their columns (video3d@1 has
+512 and 128 columns in its first two convs, each well under 1 ms). Measured on video3d (whole
+model, in-process interleaved medians of ratios, 200 rounds, load 1.0-1.3) against U' kept,
+per-run from 128 columns (its first two convs at batch 1-4, all three from 8): batch 1 1.03-1.04x
+the time, 2 1.02x, 4 1.00x, 8 0.98-1.04x, 32 0.99x (kept U' 1.07 MiB). With this bound: the
+first two convs keep U' up to batch 2 (2.6-14 M multiply-adds), the third (32 -> 64 at 4x8x8,
+U' 0.84 MiB) up to batch 4 (28 M at batch 8)."""
+WINO3D_KERNEL_SLOT = 9
+"""Scratch slot (of the plan's scratch 0) of a wino3d conv's kernel re-laid as a 2-D one,
+(M, kt x C, 3, 3), which `transformed` reads when the step transforms its weights per run:
+past the conv kernels' slots 0-7 and the transform's U (winograd.U_SLOT)."""
+
+
+def _wino3d_transformed(w: np.ndarray, m: int, run: Run) -> np.ndarray:
+    """A wino3d conv's U' (`conv.prepare_weight`'s) in the step's workspace: the kernel re-laid
+    with each temporal tap's channels stacked ((M, C, kt, 3, 3) -> (M, kt C, 3, 3), a copy of the
+    kernel's size), then `transformed` as a 2-D F(m x m) weight (see PER_RUN_MIN_COLUMNS in
+    winograd.py: the GEMMs' columns are images x output frames x tiles)."""
+    mo, c, kt = w.shape[:3]
+    scratch = run.parallel.scratch[0]
+    w2 = scratch.take(WINO3D_KERNEL_SLOT, w.size, np.dtype(np.float32))
+    np.copyto(w2.reshape(mo, kt, c, 3, 3), w.transpose(0, 2, 1, 3, 4))
+    return transformed(w2.reshape(mo, kt * c, 3, 3), m, run.parallel, scratch)
+
+
 @dataclass
 class ConvStep(Step):
     """Conv with a fast algorithm (pointwise / winograd / colstack / im2col / phasepool) and a
@@ -195,6 +225,15 @@ class ConvStep(Step):
             wp = transformed(w, m, run.parallel, run.parallel.scratch[0], ut)
             self._convolve(run, algo, x, wp, y, epi, flops, u_transposed=ut)
             return
+        if (
+            algo.startswith("wino3d")
+            and not run.training
+            and x.dtype == np.float32
+            and self._winograd_per_run(x.shape, out_shape, algo)
+        ):  # U' in this step's workspace, not kept (see WINO3D_PER_RUN_MIN_MACS)
+            wp = _wino3d_transformed(w, 4 if algo[-1] == "4" else 2, run)
+            self._convolve(run, algo, x, wp, y, epi, flops)
+            return
         # A parameter bias rides in the im2col GEMM (prepared once with the weight).
         wp = self.weight(
             w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
@@ -204,9 +243,17 @@ class ConvStep(Step):
     def _winograd_per_run(self, shape: tuple, out_shape: tuple, algo: str) -> bool:
         hit = self._per_run.get(shape)
         if hit is None:
-            hit = self._per_run[shape] = per_run(
-                shape[0], out_shape[2:], 4 if algo[-1] == "4" else 2
-            )
+            m = 4 if algo[-1] == "4" else 2
+            if algo.startswith("wino3d"):  # GEMM columns: images x output frames x tiles
+                outs = out_shape[2:]
+                if self.pool:  # (the output holds the pooled conv)
+                    outs = tuple(o * k for o, k in zip(outs, self.pool, strict=True))
+                columns = shape[0] * outs[0] * math.ceil(outs[1] / m) * math.ceil(outs[2] / m)
+                depth = self.spec.kernel[0] * self.spec.c_in
+                hit = (m + 2) ** 2 * self.spec.c_out * depth * columns >= WINO3D_PER_RUN_MIN_MACS
+            else:
+                hit = per_run(shape[0], out_shape[2:], m)
+            self._per_run[shape] = hit
         return hit
 
     def _epilogue(self, run: Run, b: np.ndarray | None, dtype: np.dtype) -> Epilogue:
