@@ -9,7 +9,8 @@ colstack conv (`phasepool` joins the candidates where it applies: PHASE_POOL_MAX
 batch-last from a few images, BATCH_LAST_MIN_IMAGES and PHASE_POOL_BATCH_LAST_MIN_IMAGES, and
 their NCHW paths are the candidates "-nchw"); shapes the plan runs otherwise (Winograd, then a
 MaxPool step) are skipped. --shapes3d: 3x3x3 convs on T frames of HW x HW, default video3d's;
-`--shapes3d` alone or with --shapes skips the other kind's defaults.
+`--shapes3d` alone or with --shapes skips the other kind's defaults (with --pool, 3-D shapes
+given print "skipped": the pool is a 2-D one).
 
 The evidence behind `runtime/fast/conv.py`'s choices (WINOGRAD_MIN_CHANNELS, COLSTACK_*,
 MIN_WINOGRAD_COLUMNS, wide or exact im2col columns): for each conv shape (default: the 3x3
@@ -197,14 +198,29 @@ def bench(
     return head + " | ".join(cells)
 
 
-def bench3d(c: int, m: int, frames: int, hw: int, batch: int, rounds: int) -> str:
-    """As `bench` for a 3x3x3 conv (pads 1, bias, ReLU) on `frames` frames of hw x hw: im2col
-    (wide rows), wino3d F(4x4) and F(2x2) (`conv._winograd3d`) and onnxruntime; diffs against
-    im2col."""
+def inputs3d(
+    c: int, m: int, frames: int, hw: int, batch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`bench3d`'s input, kernel (terms of O(1 / sqrt(27 C))) and bias, from a fixed seed."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, c, frames, hw, hw)).astype(np.float32)
     w = (rng.standard_normal((m, c, 3, 3, 3)) / np.sqrt(27 * c)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
+    return x, w, b
+
+
+def bench3d(
+    c: int, m: int, frames: int, hw: int, batch: int, rounds: int, pool: tuple | None = None
+) -> str:
+    """As `bench` for a 3x3x3 conv (pads 1, bias, ReLU) on `frames` frames of hw x hw: im2col
+    (wide rows), wino3d F(4x4) and F(2x2) (`conv._winograd3d`) and onnxruntime; diffs against
+    im2col. With a `pool` (--pool, a 2-D P x P one) the line says "skipped": a 3-D conv's fused
+    pool is the plan's (CompiledPlan._tile_pool3d), not measured here."""
+    size = f"{frames}x{hw}x{hw}"
+    head = f"{c:>3} -> {m:<3} {size:>9} k3x3x3 batch {batch:<3} "
+    if pool:
+        return head + f"skipped: --pool ({pool[0]}x{pool[1]}) applies to 2-D convs only"
+    x, w, b = inputs3d(c, m, frames, hw, batch)
     pads = (1,) * 6
     spec = fc.ConvSpec((3, 3, 3), (1, 1, 1), pads, (1, 1, 1), 1, c, m)
     chosen = fc.choose(spec, (frames, hw, hw))[0]
@@ -237,8 +253,7 @@ def bench3d(c: int, m: int, frames: int, hw: int, batch: int, rounds: int) -> st
         f"{name}{'*' if name == chosen else ''} {ms:.3f} ({ms / ref:.2f}, {diffs[name]:.0e})"
         for name, ms in best.items()
     ]
-    size = f"{frames}x{hw}x{hw}"
-    return f"{c:>3} -> {m:<3} {size:>9} k3x3x3 batch {batch:<3} " + " | ".join(cells)
+    return head + " | ".join(cells)
 
 
 def _shape(text: str) -> tuple[int, int, int, int | tuple[int, int]]:
@@ -270,7 +285,7 @@ def main() -> None:
             kernel = (k, k) if isinstance(k, int) else k
             print(bench(c, m, hw, kernel, batch, args.rounds, pool), flush=True)
         for c, m, frames, hw in shapes3d:
-            print(bench3d(c, m, frames, hw, batch, args.rounds), flush=True)
+            print(bench3d(c, m, frames, hw, batch, args.rounds, pool), flush=True)
 
 
 if __name__ == "__main__":
