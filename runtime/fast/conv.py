@@ -1658,9 +1658,14 @@ def _padded_channels_last3(
 WINOGRAD3D_FRAME_BYTES = 4 * WINOGRAD_WORKSPACE_BYTES
 """`_winograd3d` runs an image whose workspaces exceed this in chunks of output frames that fit
 it (F output frames read F + kt - 1 padded input frames: the kt - 1 shared with the next chunk
-are gathered and transformed again; chunks of images fit WINOGRAD_WORKSPACE_BYTES). Measured
-(one thread, in-process interleaved medians of ratios): video3d@1 with its first conv (2.26 MiB
-for one image) in two chunks of 4 frames at 2 MiB took 1.18x the time of the whole image."""
+are gathered and transformed again; chunks of images fit WINOGRAD_WORKSPACE_BYTES), and when
+the fewest frames (one, or a fused pool's window) do not fit, in bands of tile rows of them (R
+tile rows read R m + 2 padded input rows). Measured (one thread, in-process interleaved medians
+of ratios against the whole image): video3d@1 with its first conv (2.26 MiB for one image) in
+two chunks of 4 frames at 2 MiB took 1.18x the time, hence 4x the images' budget; 64 -> 64 at
+16x56x56 batch 1 (128.5 MiB for the whole image) 1.04x in bands at 8 MiB (7.35 MiB used),
+1.12x at 2 MiB (1.90 MiB); one frame a chunk (12.8 MiB) 1.02x; 3 -> 64 at 16x112x112 0.92x
+(186 -> 11.9 MiB), 32 -> 32 at 16x64x64 1.08x (84 -> 8.4 MiB)."""
 
 
 def _winograd3d_slots(
@@ -1706,7 +1711,8 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     Chunks of images whose workspaces (`_winograd3d_slots`) fit WINOGRAD_WORKSPACE_BYTES; an
     image past WINOGRAD3D_FRAME_BYTES runs in chunks of output frames (F of them read F + kt - 1
     padded input frames: the kt - 1 shared with the next chunk are gathered and transformed
-    again)."""
+    again), and one frame past it in bands of tile rows (the two rows of input between bands
+    likewise)."""
     c = x.shape[1]
     mo = spec.c_out
     to, ho, wo = out.shape[2:]
@@ -1719,7 +1725,6 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     front = spec.pads[0]
     tp = tf + front + spec.pads[3]
     kt = spec.kernel[0]
-    extra = (0, hp - (h + spec.pads[1] + spec.pads[4]), wpad - (w + spec.pads[2] + spec.pads[5]))
     tiles = th * tw
     exact = ho == th * m and wo == tw * m
     big = hp * wpad if exact else -hp * wpad
@@ -1740,6 +1745,20 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             else:
                 hi_f = mid - 1
         frames = lo_f
+    band = th  # tile rows a chunk: all, unless one chunk of the fewest frames is too large
+    if frames == (pool[0] if pool else 1) and one > WINOGRAD3D_FRAME_BYTES:
+        lo_r, hi_r = 1, th
+        while lo_r < hi_r:  # a bisection over tile rows (planning, not a kernel loop)
+            mid = (lo_r + hi_r + 1) // 2
+            rows_big = (mid * m + 2) * wpad * (1 if exact else -1)
+            need = sum(
+                _winograd3d_slots(m, c, mo, kt, frames + kt - 1, frames, mid * tw, rows_big, pool)
+            )
+            if need * it <= WINOGRAD3D_FRAME_BYTES - 5 * ALIGN:
+                lo_r = mid
+            else:
+                hi_r = mid - 1
+        band = lo_r
     bias = None if epi.bias is None else epi.bias.reshape(mo, 1)
     transform = blocked_matmul if WINOGRAD3D_BLOCKED_TRANSFORMS else np.matmul
     channels_last = (
@@ -1749,25 +1768,30 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         n1 = min(hi, n0 + b)
         for f0 in range(0, to, frames):  # a loop over frame CHUNKS (one, unless b == 1)
             f1 = min(to, f0 + frames)
-            _winograd3d_chunk(
-                m, spec, x, wp, out, epi, scratch, gemm, transform, bias, channels_last,
-                (n0, n1, f0, f1), (tp, to, th, tw, hp, wpad, extra, exact, big),
-            )  # fmt: skip
+            for r0 in range(0, th, band):  # a loop over bands of tile rows (one, unless ...)
+                _winograd3d_chunk(
+                    m, spec, x, wp, out, epi, scratch, gemm, transform, bias, channels_last,
+                    (n0, n1, f0, f1, r0, min(th, r0 + band)), (to, th, tw, wpad, exact),
+                )  # fmt: skip
 
 
 def _winograd3d_chunk(
     m, spec, x, wp, out, epi, scratch, gemm, transform, bias, channels_last, part, geo
 ) -> None:
-    """`_winograd3d` on images [n0, n1) and output frames [f0, f1) (of the unpooled conv)."""
-    n0, n1, f0, f1 = part
-    tp_all, to_all, th, tw, hp, wpad, extra, exact, big = geo
+    """`_winograd3d` on images [n0, n1), output frames [f0, f1) and tile rows [r0, r1) (of the
+    unpooled conv: output rows [r0 m, r1 m))."""
+    n0, n1, f0, f1, r0, r1 = part
+    to_all, th_all, tw, wpad, exact = geo
+    th = r1 - r0
+    hp = th * m + 2  # the padded input rows [r0 m, r1 m + 2) this chunk reads
+    big = hp * wpad if exact else -hp * wpad
     bt, at = SEPARABLE[m]
     t = m + 2
     c = x.shape[1]
     mo = spec.c_out
     kt = spec.kernel[0]
-    tf = x.shape[2]
-    front = spec.pads[0]
+    tf, h, w = x.shape[2:]
+    front, top, left = spec.pads[:3]
     nb = n1 - n0
     tiles = th * tw
     to = f1 - f0
@@ -1777,14 +1801,18 @@ def _winograd3d_chunk(
     xs, xe = max(0, f0 - front), min(tf, f1 + kt - 1 - front)
     xe = max(xe, xs)
     fp = max(0, front - f0)
-    pads = (fp, *spec.pads[1:3], tp - fp - (xe - xs), *spec.pads[4:6])
-    xc = x[n0:n1, :, xs:xe] if (xs, xe) != (0, tf) else x[n0:n1]
+    ys, ye = max(0, r0 * m - top), min(h, r0 * m + hp - top)
+    ye = max(ye, ys)
+    rp = max(0, top - r0 * m)
+    pads = (fp, rp, left, tp - fp - (xe - xs), hp - rp - (ye - ys), spec.pads[5])
+    extra = (0, 0, wpad - (w + left + spec.pads[5]))
+    xc = x[n0:n1] if (xs, xe, ys, ye) == (0, tf, 0, h) else x[n0:n1, :, xs:xe, ys:ye]
     buf = scratch.take(0, nb * sizes[0], x.dtype)
     d = scratch.take(1, nb * sizes[1], x.dtype)  # (at their largest first: see the slots)
     v1 = scratch.take(2, nb * sizes[2], x.dtype)
     x_cols = c * nb * tp * tiles
     if channels_last:  # (b, frames, hp, wpad, C): the gather copies runs of C values
-        xp = _padded_channels_last3(xc, pads, (tp, hp, wpad), buf)
+        xp = _padded_channels_last3(xc, pads[:3], (tp, hp, wpad), buf)
         s = xp.strides
         tiles_view = view(
             xp,
@@ -1833,13 +1861,15 @@ def _winograd3d_chunk(
         np.matmul(y1t, at.T, out=y.reshape(m, y_cols, m))
     # (b, M, frames, th, m, tw, m)
     yv = y.reshape(m, mo, nb, to, th, tw, m).transpose(2, 1, 3, 4, 0, 5, 6)
-    k0 = pool[0] if pool else 1
-    whole = (f0, f1) == (0, to_all)
-    yb = out[n0:n1] if whole else out[n0:n1, :, f0 // k0 : f1 // k0]
+    k0, k1 = pool[:2] if pool else (1, 1)
+    whole = (f0, f1, r0, r1) == (0, to_all, 0, th_all)
+    yb = out[n0:n1]
+    if not whole:  # (NumPy clips the last band's rows to the output's)
+        yb = yb[:, :, f0 // k0 : f1 // k0, r0 * m // k1 : r1 * m // k1]
     res = None
     if epi.residual is not None:
         res = epi.residual()[n0:n1]
-        res = res if whole else res[:, :, f0:f1]
+        res = res if whole else res[:, :, f0:f1, r0 * m : r1 * m]
     if not exact:
         dest = scratch.take(4, nb * mo * to * th * m * tw * m, x.dtype)
         dest = dest.reshape(nb, mo, to, th, m, tw, m)

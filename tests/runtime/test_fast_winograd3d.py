@@ -282,11 +282,15 @@ def test_winograd3d_workspace_is_each_slot_at_its_largest():
     assert sc.used() == sum(-(-4 * s // fast_memory.ALIGN) * fast_memory.ALIGN for s in sizes)
 
 
-@pytest.mark.parametrize(("batch", "frames", "hw"), [(7, 8, 12), (1, 40, 24)])
-def test_winograd3d_chunks_stay_within_their_budgets(batch, frames, hw):
+@pytest.mark.parametrize(
+    ("batch", "frames", "hw", "frame_bytes"),
+    [(7, 8, 12, 1 << 20), (1, 40, 24, 1 << 20), (1, 3, 64, 1 << 18)],
+)
+def test_winograd3d_chunks_stay_within_their_budgets(batch, frames, hw, frame_bytes):
     """Chunks of images within WINOGRAD_WORKSPACE_BYTES (8 -> 8 at 8x12x12: 0.40 MiB an image,
-    5 images a chunk, then 2), and a video too large for one in chunks of frames within
-    WINOGRAD3D_FRAME_BYTES (1 MiB here; 40 frames at 24x24 take ~7.5 MiB)."""
+    5 images a chunk, then 2), a video too large for one in chunks of frames within
+    WINOGRAD3D_FRAME_BYTES (1 MiB here; 40 frames at 24x24 take ~7.5 MiB), and one whose single
+    frame is too large in bands of tile rows (at 64x64 one frame takes ~1.6 MiB; 256 KiB)."""
     rng = np.random.default_rng(batch)
     x = rng.standard_normal((batch, 8, frames, hw, hw)).astype(np.float32)
     w = rng.standard_normal((8, 8, 3, 3, 3)).astype(np.float32)
@@ -294,9 +298,9 @@ def test_winograd3d_chunks_stay_within_their_budgets(batch, frames, hw):
     wp = fast_conv.prepare_weight("wino3d-f4", w, 1, np.float32)
     out = np.empty((batch, 8, frames, hw, hw), np.float32)
     sc = fast_memory.Scratch()
-    budget = fast_conv.WINOGRAD_WORKSPACE_BYTES if batch > 1 else 1 << 20
+    budget = fast_conv.WINOGRAD_WORKSPACE_BYTES if batch > 1 else frame_bytes
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fast_conv, "WINOGRAD3D_FRAME_BYTES", 1 << 20)
+        mp.setattr(fast_conv, "WINOGRAD3D_FRAME_BYTES", frame_bytes)
         fast_conv.conv_chunked("wino3d-f4", spec, x, wp, out, fast_conv.Epilogue(), sc)
     assert budget // 2 < sc.used() <= budget
     kw = dict(strides=(1, 1, 1), pads=(1,) * 6, dilations=(1, 1, 1), group=1, kernel_shape=None)
@@ -304,6 +308,7 @@ def test_winograd3d_chunks_stay_within_their_budgets(batch, frames, hw):
     assert (np.abs(out - exact) <= _bound(x, w, (1,) * 6, 4, 0.0)).all()
 
 
+@pytest.mark.parametrize("rows", [True, False])
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize(
     ("batch", "c", "mo", "size", "pads", "algo"),
@@ -315,16 +320,24 @@ def test_winograd3d_chunks_stay_within_their_budgets(batch, frames, hw):
     ],
 )
 def test_winograd3d_in_chunks_of_frames_matches_the_plain_conv(
-    batch, c, mo, size, pads, algo, channels_last, monkeypatch
+    batch, c, mo, size, pads, algo, channels_last, rows, monkeypatch
 ):
-    """An image past WINOGRAD3D_FRAME_BYTES (1 byte: one output frame a chunk, reading kt
-    padded input frames, some of them the pads) against the plain conv in float64, with bias,
-    residual and ReLU (the residual read per frame chunk), on a NaN-filled scratch."""
+    """An image past WINOGRAD3D_FRAME_BYTES in chunks of output frames (two of them a chunk,
+    reading kt + 1 padded input frames, some of them the pads), or with 1 byte in chunks of one
+    frame and one row of tiles (`rows`: bands reading 6 padded input rows, some of them the
+    pads), against the plain conv in float64, with bias, residual and ReLU (the residual read
+    per chunk), on a NaN-filled scratch."""
     monkeypatch.setattr(fast_conv, "WINOGRAD3D_CHANNELS_LAST_MIN", 0 if channels_last else 1 << 30)
     monkeypatch.setattr(fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", 1 << 40)
-    monkeypatch.setattr(fast_conv, "WINOGRAD3D_FRAME_BYTES", 1)
     algo, _, taps = algo.partition("(")
     kt = int(taps.rstrip(")") or 3)
+    m = int(algo[-1])
+    th, tw = (-(-(size[i] + pads[i] + pads[3 + i] - 2) // m) for i in (1, 2))
+    exact = all((size[i] + pads[i] + pads[3 + i] - 2) % m == 0 for i in (1, 2))
+    big = (th * m + 2) * (tw * m + 2) * (1 if exact else -1)
+    two = fast_conv._winograd3d_slots(m, c, mo, kt, kt + 1, 2, th * tw, big, ())
+    frame_bytes = 1 if rows else 4 * sum(two) + 5 * fast_memory.ALIGN
+    monkeypatch.setattr(fast_conv, "WINOGRAD3D_FRAME_BYTES", frame_bytes)
     rng = np.random.default_rng(batch * 100 + c)
     x = rng.standard_normal((batch, c, *size)).astype(np.float32)
     w = rng.standard_normal((mo, c, kt, 3, 3)).astype(np.float32)
