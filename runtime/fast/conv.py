@@ -1224,8 +1224,10 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed=True
     """Y = conv(X) by F(m x m, 3 x 3) with U^T (`wp`: ((m+2)^2, C, M), see winograd.py) or U
     (((m+2)^2, M, C), not `u_transposed`), on batch chunks: `_winograd_cl` from a channels-last
     padded input with U^T, else `_winograd_m` (channels-last, or NCHW where the input's planes
-    alias: WINOGRAD_ALIASED_PLANE_BYTES). ConvStep passes U where it transforms the weights on
-    every run (winograd.PER_RUN_MIN_COLUMNS: batch 32) into more than L2's bytes
+    alias: WINOGRAD_ALIASED_PLANE_BYTES). ConvStep passes U in train mode (which transforms the
+    weights on every run: U^T took 1.13-1.2x that transform's time) and where inference
+    transforms them on every run (winograd.PER_RUN_MIN_COLUMNS: batch 32) into more than L2's
+    bytes
     (winograd.PER_RUN_TRANSPOSED_MAX_BYTES): U^T there took 1.2-1.4x the transform's
     time (its kernels re-laid (3, 3, C, M)) and `_winograd_cl` missed the warm U the old order
     reads (256 -> 256 8x8 at batch 16, one thread: 6.0 ms after a per-run U^T, 6.0 with a kept
@@ -1340,9 +1342,9 @@ def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last) -
     """Images n0:n1, M = U V per tile position (U: ((m+2)^2, M, C), a transposed view of U^T
     at 1.01-1.02x the time of a contiguous U at 32-128 channels, 64-256 columns) on (C, tiles)
     planes: from an NCHW padded input (planes that alias, see WINOGRAD_ALIASED_PLANE_BYTES) the
-    tiles gathered straight into the GEMMs' (t, t, C, tiles) order; from channels-last
-    (per-run U, see WINOGRAD_PER_RUN_U) gathered channel-innermost, V's (tiles, C) planes then
-    copied to (C, tiles). V = B^T d B, Y = A^T M A copied out to NCHW.
+    tiles gathered straight into the GEMMs' (t, t, C, tiles) order; from channels-last (train
+    mode, and per-run U past winograd.PER_RUN_TRANSPOSED_MAX_BYTES) gathered channel-innermost,
+    V's (tiles, C) planes then copied to (C, tiles). V = B^T d B, Y = A^T M A copied out to NCHW.
     From NCHW against `_winograd_cl` here: 0.98x (64 -> 64 32x32, batch 1-2), 0.95x 32 -> 32
     and 64 -> 128, 0.88x 16 -> 32 batch 4 (one thread, in-process interleaved, 80 rounds)."""
     bt, at = SEPARABLE[m]
@@ -1759,6 +1761,8 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             else:
                 hi_r = mid - 1
         band = lo_r
+    if frames < to or band < th:  # chunks of one image: the frame budget is per image
+        b = 1
     bias = None if epi.bias is None else epi.bias.reshape(mo, 1)
     transform = blocked_matmul if WINOGRAD3D_BLOCKED_TRANSFORMS else np.matmul
     channels_last = (

@@ -354,6 +354,8 @@ def test_winograd3d_in_chunks_of_frames_matches_the_plain_conv(
     epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
     out = np.full((batch, mo, *outs), np.nan, np.float32)
     fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
+    if not rows:  # chunks of frames ran: the workspace stayed within the frame budget
+        assert sc.used() <= frame_bytes
     f64 = np.float64
     kw = dict(strides=(1, 1, 1), pads=pads, dilations=(1, 1, 1), group=1, kernel_shape=None)
     exact = conv(x.astype(f64), w.astype(f64), b.astype(f64), **kw) + residual
