@@ -23,8 +23,10 @@ The 2-D convs multiply U^T, ((m+2)^2, C, M) (`weight_transform(..., transposed=T
 conv._winograd_cl runs V (tiles, C) @ U^T (C, M) on V's planes as the transforms leave them.
 The transformed weights are kept (ConvStep's prepared-weight cache) only for GEMMs with few
 columns; with more, a step transforms them on every run into its workspace
-(PER_RUN_MIN_COLUMNS, `transformed`): U^T there took 1.1-1.2x the time of U (its kernels
-re-laid (3, 3, C, M), a copy reading C x 9 values apart; 64-256 channels, one thread).
+(PER_RUN_MIN_COLUMNS, `transformed`), as U^T only while that fits L2
+(PER_RUN_TRANSPOSED_MAX_BYTES), else as U, ((m+2)^2, M, C), for conv._winograd_m: a large U^T
+took 1.1-1.2x the time of U (its kernels re-laid (3, 3, C, M), a copy reading C x 9 values
+apart; 64-256 channels, one thread). Train mode transforms U on every run too.
 """
 
 from __future__ import annotations
@@ -179,8 +181,9 @@ and norms_acts@1 1.08x for a higher peak (2.20 -> 2.48, 2.53 -> 2.96: U and the 
 beside tiny activations)."""
 
 TRANSFORM_BLOCK_BYTES = 1 << 20
-"""`transform_into` works on blocks of output channels whose two temporaries (the kernel re-laid,
-9 x M_block x C, and G applied to its rows, 3(m+2) x M_block x C) take at most this many bytes:
+"""`transform_into` works on blocks of output channels (of input channels for U^T) whose two
+temporaries (the kernel re-laid, 9 x M_block x C, and G applied to its rows, 3(m+2) x M_block x
+C) take at most this many bytes:
 they stay in cache, and only U goes to memory. 256 -> 256 F(4x4) into a warm U (one thread,
 medians of 30): 1.84 ms in one block (temporaries of 7 MiB), 0.71 in blocks of 1 MiB, 0.85 in
 512 KiB, 0.94 in 256 KiB; into a fresh U (the cached path's) 1.71. 128 -> 128: 0.18, 0.16, 0.18,

@@ -214,13 +214,19 @@ def test_conv_workspace_grows_over_the_weight_transforms_temporaries(workers, mo
 def test_weight_transform_transposed_is_u_transposed(m):
     """U^T (`transposed`, contiguous ((m+2)^2, C, M)): U's planes transposed (the same float32
     operations on each kernel, in another order of the kernels: BLAS may round the 3-term sums
-    differently for other operand widths, hence 1e-6 for entries up to ~4)."""
+    differently for other operand widths: within float32's bound of each)."""
+    from graphnet.runtime.fast import winograd
     from graphnet.runtime.fast.winograd import weight_transform
 
     w = np.random.default_rng(m).standard_normal((11, 6, 3, 3)).astype(np.float32)
     got = weight_transform(w, m, transposed=True)
     assert got.flags.c_contiguous and got.shape == ((m + 2) ** 2, 6, 11)
-    np.testing.assert_allclose(got, weight_transform(w, m).transpose(0, 2, 1), rtol=0, atol=1e-6)
+    # each is within float32's bound of kron(G, G) vec(w) in float64 (two 3-term passes and
+    # the stores): their difference within twice it
+    kg = np.abs(winograd.TRANSFORMS[m][1])
+    mags = (kg @ np.abs(w.astype(np.float64)).reshape(66, 9).T).reshape(-1, 11, 6)
+    bound = 2 * float32_bound(mags.transpose(0, 2, 1), 9 + 2)
+    assert (np.abs(got - weight_transform(w, m).transpose(0, 2, 1)) <= bound).all()
 
 
 def test_winograd_weights_kept_only_for_few_columns():
@@ -260,6 +266,39 @@ def test_winograd_weights_kept_only_for_few_columns():
     for n in (8, 2, 8, 2, 8):
         exact, bound = _conv_and_bound(xs[n], w, b, 0.0, (1, 1, 1, 1), 4)
         assert (np.abs(sess.run({"x": xs[n]})[g.outputs[0]] - exact) <= bound).all()
+
+
+@pytest.mark.parametrize(("c", "transposed"), [(64, True), (128, False)])
+def test_square_conv_per_run_layouts_across_modes_and_batches(c, transposed):
+    """A square C -> C 3x3 conv on 8x8 (C == M: a U / U^T mix-up gives wrong numbers, not a
+    shape error): at batch 32 (128 columns) its weights are transformed every run, as U^T for
+    64 channels (576 KiB), as U for 128 (2.25 MiB, over PER_RUN_TRANSPOSED_MAX_BYTES); at
+    batch 4 kept; train mode (U on every run) in between. Every run within Winograd's float32
+    bound of the float64 conv."""
+    from graphnet import runtime
+    from graphnet.ir import Graph
+    from graphnet.runtime.fast.winograd import per_run, per_run_transposed
+
+    assert per_run(32, (8, 8), 4) and not per_run(4, (8, 8), 4)
+    assert per_run_transposed(c, c, 4) is transposed
+    rng = np.random.default_rng(c)
+    w = (rng.standard_normal((c, c, 3, 3)) / (3 * c**0.5)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    g = Graph("square")
+    g.add_input("x", (None, c, 8, 8))
+    g.add_param("w", w)
+    g.add_param("b", b)
+    y = g.add_node("Conv", ["x", "w", "b"], {"pads": [1, 1, 1, 1]}, name="conv").outputs[0]
+    g.mark_output(g.add_node("Relu", [y], {}, name="relu").outputs[0])
+    sess = runtime.Session(g)
+    xs = {n: rng.standard_normal((n, c, 8, 8)).astype(np.float32) for n in (4, 32)}
+    for n, mode in ((32, "inference"), (4, "inference"), (32, "train"), (32, "inference"),
+                    (4, "train"), (4, "inference"), (32, "inference")):  # fmt: skip
+        exact, bound = _conv_and_bound(xs[n], w, b, 0.0, (1, 1, 1, 1), 4)
+        out = sess.run({"x": xs[n]}, mode=mode)[g.outputs[0]]
+        assert (np.abs(out - exact) <= bound).all(), (n, mode)
+    step = next(s for s in sess._fast(training=False, keep_all=False).steps if s.name == "conv")
+    assert step.ran == "winograd-f4"
 
 
 def test_per_run_transforms_write_u_transposed_only_when_small():

@@ -74,8 +74,8 @@ calls), against the conv's GEMMs: a bound on their size, not on their columns (v
 model, in-process interleaved medians of ratios, 200 rounds, load 1.0-1.3) against U' kept,
 per-run from 128 columns (its first two convs at batch 1-4, all three from 8): batch 1 1.03-1.04x
 the time, 2 1.02x, 4 1.00x, 8 0.98-1.04x, 32 0.99x (kept U' 1.07 MiB). With this bound: the
-first two convs keep U' up to batch 2 (2.6-14 M multiply-adds), the third (32 -> 64 at 4x8x8,
-U' 0.84 MiB) up to batch 4 (28 M at batch 8)."""
+first conv (3 -> 16, 2.65 M multiply-adds an image) keeps U' up to batch 4, the second up to
+batch 2 (7-14 M), the third (32 -> 64 at 4x8x8, U' 0.84 MiB) up to batch 4 (28 M at batch 8)."""
 WINO3D_KERNEL_SLOT = 9
 """Scratch slot (of the plan's scratch 0) of a wino3d conv's kernel re-laid as a 2-D one,
 (M, kt x C, 3, 3), which `transformed` reads when the step transforms its weights per run:
