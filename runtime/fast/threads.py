@@ -194,7 +194,8 @@ class _Task:
             with self.mutex:
                 self.running -= 1
                 wake = self.running == 0 and self.waiting
-                self.waiting = False
+                if wake:  # (only the last one: an earlier one clearing it left the caller
+                    self.waiting = False  # waiting for a release nobody would make)
             if wake:
                 self.finished.release()
 

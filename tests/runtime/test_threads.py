@@ -51,6 +51,31 @@ def test_every_index_is_computed_once_slice_i_with_scratch_i(cpu, workers, n):
         assert sorted(seen) == sorted(want)
 
 
+@pytest.mark.parametrize("workers", [3, 4])
+def test_the_caller_waits_for_the_last_of_several_helpers(monkeypatch, workers):
+    """GRAPHNET_NUM_THREADS=3+: the caller, done with its slice, waits while two helpers still
+    compute theirs; the first helper to finish must leave the caller's wait to the last one
+    (it cleared the flag, and the last one then released nobody: the run hung for good). The
+    calls run on a daemon thread, so a hang fails the test instead of the suite."""
+    monkeypatch.setattr(threads, "_cpu", lambda: -1)  # helpers work on any CPU
+    par = threads.Parallel(workers)
+    naps = {0: 0.002}  # the caller's slice (claimed first) ends before the helpers' slices
+    done = []
+
+    def fn(lo, hi, scratch):
+        time.sleep(naps.get(lo, 0.004 + 0.003 * lo))
+
+    def calls():
+        for _ in range(20):
+            par(workers, fn, flops=threads.SPLIT_MIN_FLOPS)
+        done.append(True)
+
+    t = threading.Thread(target=calls, daemon=True)
+    t.start()
+    t.join(30)
+    assert done, "a split call never returned"
+
+
 def test_under_the_threshold_one_inline_call():
     par = threads.Parallel(2)
     calls = []
