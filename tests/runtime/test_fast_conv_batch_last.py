@@ -47,6 +47,42 @@ def _reference(x, w, b, pads, strides, dilations, pool, act):
     return t.max(axis=(3, 5))
 
 
+def _nan_scratch() -> Scratch:
+    """A scratch whose buffer (the one the kernel's takes get) is NaN-filled: the workspace is
+    not assumed zeroed. (A fresh scratch makes its buffer at its first reset.)"""
+    scratch = Scratch()
+    scratch.take(0, 1 << 16, np.float32)
+    scratch.reset()
+    scratch.take(0, 1 << 16, np.float32)[:] = np.nan
+    scratch.reset()
+    return scratch
+
+
+def _spy(monkeypatch, name: str) -> list:
+    """Records each call of conv.`name` (then runs it)."""
+    calls: list = []
+    real = getattr(fc, name)
+    monkeypatch.setattr(fc, name, lambda *a: calls.append(a[6:8]) or real(*a))
+    return calls
+
+
+def test_derived_weights_go_with_their_prepared_weight():
+    """The batch-last weight derived from a colstack prepared weight is cached per prepared
+    array, weakly: it goes when that array does (a dead plan's weights are not kept)."""
+    import gc
+
+    spec = fc.ConvSpec((5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1, 6, 16)
+    w = np.random.default_rng(1).standard_normal((16, 6, 5, 5)).astype(np.float32)
+    wp = fc.prepare_weight("colstack", w, 1, np.float32, None)
+    before = len(fc._BATCH_LAST_WEIGHTS)
+    got = fc._batch_last_weight(wp, spec)
+    assert fc._batch_last_weight(wp, spec) is got and len(fc._BATCH_LAST_WEIGHTS) == before + 1
+    np.testing.assert_array_equal(got, w.reshape(16, -1))
+    del wp
+    gc.collect()
+    assert len(fc._BATCH_LAST_WEIGHTS) == before
+
+
 # (C, M, (H, W), kernel, pads, row stride, row dilation, pool)
 CASES = [
     (6, 16, (14, 14), (5, 5), (0, 0, 0, 0), 1, 1, (2, 2)),  # LeNet's second
@@ -82,16 +118,17 @@ def test_batch_last_against_colstack_and_float64(
     if slab is not None:  # slabs of `slab` pooled rows: uneven ones too (5 rows in 2, 2, 1)
         monkeypatch.setattr(fc, "_batch_last_slab", lambda *a: slab)
     runs = {}
+    calls = _spy(monkeypatch, "_im2col_batch_last")
     for name, least in (("batch_last", 1), ("colstack", 10**9)):
         monkeypatch.setattr(fc, "BATCH_LAST_MIN_IMAGES", least)
         got = np.full(shape, np.nan, np.float32)
-        scratch = Scratch()
-        scratch.take(0, 1 << 16, np.float32)[:] = np.nan  # the workspace is not assumed zeroed
-        scratch.reset()
+        scratch = _nan_scratch()
         fc.conv_chunked("colstack", spec, x, wp, got, epi, scratch, lo, hi)
         assert not np.isnan(got[lo:hi]).any() and np.isnan(got[:lo]).all()
         assert np.isnan(got[hi:]).all()
         runs[name] = got[lo:hi]
+        assert bool(calls) is (name == "batch_last")  # the path under test ran (only there)
+        calls.clear()
     ref = _reference(x[lo:hi], w, b, pads, (sh, 1), (dh, 1), pool, act)
     # c*kh*kw float32 products of |x w| <~ 4 / sqrt(c kh kw) each, summed in another order by
     # each GEMM: both within 1e-5 of the float64 result and of each other
@@ -144,23 +181,24 @@ def test_phase_pool_batch_last_against_per_image_and_float64(
     wo = hw[1] + pads[1] + pads[3] - k[1] + 1
     shape = (batch, m, ho // pool[0], wo // pool[1])
     epi = fc.Epilogue(bias=b, activation=("relu",) if act else (), pool=pool)
-    algo = fc.phase_pool(spec, pool)
+    algo = f"phasepool-{pool[0]}x{pool[1]}"  # the kernel on any pool (phase_pool's rule aside)
     wp = fc.prepare_weight(algo, w, 1, np.float32, b if bias_column else None)
     if chunk is not None:  # a workspace of `chunk` images: 7 of them in 2, 2, 2, 1
         monkeypatch.setattr(fc, "_chunk", lambda per_item, n, budget=None: min(n, chunk))
     if slab is not None:  # slabs of `slab` pooled rows: uneven ones too (5 rows in 2, 2, 1)
         monkeypatch.setattr(fc, "_batch_last_slab", lambda *a: slab)
     runs = {}
+    calls = _spy(monkeypatch, "_phase_pool_batch_last")
     for name, least in (("batch_last", 1), ("per_image", 10**9)):
         monkeypatch.setattr(fc, "PHASE_POOL_BATCH_LAST_MIN_IMAGES", least)
         got = np.full(shape, np.nan, np.float32)
-        scratch = Scratch()
-        scratch.take(0, 1 << 16, np.float32)[:] = np.nan  # the workspace is not assumed zeroed
-        scratch.reset()
+        scratch = _nan_scratch()
         fc.conv_chunked(algo, spec, x, wp, got, epi, scratch, lo, hi)
         assert not np.isnan(got[lo:hi]).any() and np.isnan(got[:lo]).all()
         assert np.isnan(got[hi:]).all()
         runs[name] = got[lo:hi]
+        assert bool(calls) is (name == "batch_last")  # the path under test ran (only there)
+        calls.clear()
     ref = _reference(x[lo:hi], w, b, pads, (1, 1), (1, 1), pool, act)
     # c*kh*kw float32 products of |x w| <~ 4 / sqrt(c kh kw) each (and exact zeros, the
     # phases' padded kernel), in another order by each GEMM: within 1e-5 of float64's
