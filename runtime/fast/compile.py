@@ -583,21 +583,12 @@ class CompiledPlan:
     def _tiling_pool(self, value: str, nxt: Node | None) -> tuple | None:
         """((kh, kw), node) when `nxt` is a 2-D MaxPool tiling `value` (a conv's output) exactly:
         kernel = strides, no padding or dilation, static sizes divisible by the kernel."""
-        g = self.graph
-        if nxt is None or nxt.op != "MaxPool" or len(nxt.outputs) != 1:
+        got = self._pool_after(value, nxt, 2)
+        if got is None:
             return None
-        yv = g.values.get(value)
-        if yv is None or yv.shape is None or len(yv.shape) != 4:
-            return None
-        a = ops.attrs_of(nxt, [yv])
-        kernel = tuple(a["kernel_shape"])
-        sizes = yv.shape[2:]
+        kernel, sizes = got
         ok = (
-            len(kernel) == 2
-            and tuple(a["strides"]) == kernel
-            and not any(a["pads"])
-            and all(d == 1 for d in a["dilations"])
-            and all(isinstance(n, int) and n % k == 0 for n, k in zip(sizes, kernel, strict=True))
+            all(isinstance(n, int) and n % k == 0 for n, k in zip(sizes, kernel, strict=True))
             and min(kernel) >= 2  # (a 1-wide axis: the flat passes' shifts need 2)
         )
         return (kernel, nxt) if ok else None
@@ -607,25 +598,34 @@ class CompiledPlan:
         output, see conv.`_winograd3d`) inside its F(4x4) tiles: kernel = strides, no padding
         or dilation, kh and kw dividing 4, static sizes with whole tiles (heights and widths
         multiples of 4) and frames divisible by kt."""
-        g = self.graph
-        if nxt is None or nxt.op != "MaxPool" or len(nxt.outputs) != 1:
+        got = self._pool_after(value, nxt, 3)
+        if got is None:
             return None
-        yv = g.values.get(value)
-        if yv is None or yv.shape is None or len(yv.shape) != 5:
-            return None
-        a = ops.attrs_of(nxt, [yv])
-        kernel = tuple(a["kernel_shape"])
-        sizes = yv.shape[2:]
+        kernel, sizes = got
         ok = (
-            len(kernel) == 3
-            and tuple(a["strides"]) == kernel
-            and not any(a["pads"])
-            and all(d == 1 for d in a["dilations"])
-            and all(isinstance(n, int) for n in sizes)
+            all(isinstance(n, int) for n in sizes)
             and sizes[0] % kernel[0] == 0
             and all(n % 4 == 0 and 4 % k == 0 for n, k in zip(sizes[1:], kernel[1:], strict=True))
         )
         return (kernel, nxt) if ok else None
+
+    def _pool_after(self, value: str, nxt: Node | None, rank: int) -> tuple | None:
+        """(kernel, spatial sizes of `value`) when `nxt` is a MaxPool of `value` (rank spatial
+        dims) with one output, kernel = strides, no padding, no dilation; else None."""
+        if nxt is None or nxt.op != "MaxPool" or len(nxt.outputs) != 1:
+            return None
+        yv = self.graph.values.get(value)
+        if yv is None or yv.shape is None or len(yv.shape) != rank + 2:
+            return None
+        a = ops.attrs_of(nxt, [yv])
+        kernel = tuple(a["kernel_shape"])
+        ok = (
+            len(kernel) == rank
+            and tuple(a["strides"]) == kernel
+            and not any(a["pads"])
+            and all(d == 1 for d in a["dilations"])
+        )
+        return (kernel, yv.shape[2:]) if ok else None
 
     def _is_constant(self, n: Node) -> bool:
         """Every input is a parameter or a constant step's output, and the op computes the same
