@@ -35,6 +35,28 @@ def _bound(x, w, pads, m, extra):
     return b2 + float32_bound(extra, terms)
 
 
+def _case(batch, c, mo, size, pads, algo, kt, seed):
+    """A kt x 3 x 3 conv's random x, w, bias and residual (`seed`: batch * seed + c), its spec and
+    prepared weight, a NaN-filled scratch, the Epilogue (bias, residual, ReLU) and a NaN-filled
+    output."""
+    rng = np.random.default_rng(batch * seed + c)
+    x = rng.standard_normal((batch, c, *size)).astype(np.float32)
+    w = rng.standard_normal((mo, c, kt, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(mo).astype(np.float32)
+    ks = (kt, 3, 3)
+    outs = tuple(size[i] + pads[i] + pads[3 + i] - ks[i] + 1 for i in range(3))
+    residual = rng.standard_normal((batch, mo, *outs)).astype(np.float32)
+    spec = fast_conv.ConvSpec(ks, (1, 1, 1), pads, (1, 1, 1), 1, c, mo)
+    wp = fast_conv.prepare_weight(algo, w, 1, np.float32)
+    sc = fast_memory.Scratch()
+    sc.take(0, 1 << 20, np.float32)
+    sc.reset()
+    sc._buf.view(np.float32)[:] = np.nan
+    epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
+    out = np.full((batch, mo, *outs), np.nan, np.float32)
+    return x, w, b, residual, spec, wp, sc, epi, out
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("row_blocks", [True, False])
 @pytest.mark.parametrize(
@@ -63,21 +85,7 @@ def test_winograd3d_matches_the_plain_conv(
     monkeypatch.setattr(fast_conv, "SMALL_GEMM_MNK", 36 * 64 if row_blocks else 1 << 40)
     algo, _, taps = algo.partition("(")  # "wino3d-f4(5)": a 5x3x3 kernel
     kt = int(taps.rstrip(")") or 3)
-    rng = np.random.default_rng(batch * 1000 + c)
-    x = rng.standard_normal((batch, c, *size)).astype(np.float32)
-    w = rng.standard_normal((mo, c, kt, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(mo).astype(np.float32)
-    ks = (kt, 3, 3)
-    outs = tuple(size[i] + pads[i] + pads[3 + i] - ks[i] + 1 for i in range(3))
-    residual = rng.standard_normal((batch, mo, *outs)).astype(np.float32)
-    spec = fast_conv.ConvSpec(ks, (1, 1, 1), pads, (1, 1, 1), 1, c, mo)
-    wp = fast_conv.prepare_weight(algo, w, 1, np.float32)
-    sc = fast_memory.Scratch()
-    sc.take(0, 1 << 20, np.float32)
-    sc.reset()
-    sc._buf.view(np.float32)[:] = np.nan
-    epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
-    out = np.full((batch, mo, *outs), np.nan, np.float32)
+    x, w, b, residual, spec, wp, sc, epi, out = _case(batch, c, mo, size, pads, algo, kt, 1000)
     # batch chunks of one image when the workspace is small (the loop over chunks)
     monkeypatch.setattr(fast_conv, "WINOGRAD_WORKSPACE_BYTES", 1 if batch > 2 else 2 << 20)
     fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
@@ -338,21 +346,7 @@ def test_winograd3d_in_chunks_of_frames_matches_the_plain_conv(
     two = fast_conv._winograd3d_slots(m, c, mo, kt, kt + 1, 2, th * tw, big, ())
     frame_bytes = 1 if rows else 4 * sum(two) + 5 * fast_memory.ALIGN
     monkeypatch.setattr(fast_conv, "WINOGRAD3D_FRAME_BYTES", frame_bytes)
-    rng = np.random.default_rng(batch * 100 + c)
-    x = rng.standard_normal((batch, c, *size)).astype(np.float32)
-    w = rng.standard_normal((mo, c, kt, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(mo).astype(np.float32)
-    ks = (kt, 3, 3)
-    outs = tuple(size[i] + pads[i] + pads[3 + i] - ks[i] + 1 for i in range(3))
-    residual = rng.standard_normal((batch, mo, *outs)).astype(np.float32)
-    spec = fast_conv.ConvSpec(ks, (1, 1, 1), pads, (1, 1, 1), 1, c, mo)
-    wp = fast_conv.prepare_weight(algo, w, 1, np.float32)
-    sc = fast_memory.Scratch()
-    sc.take(0, 1 << 20, np.float32)
-    sc.reset()
-    sc._buf.view(np.float32)[:] = np.nan
-    epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
-    out = np.full((batch, mo, *outs), np.nan, np.float32)
+    x, w, b, residual, spec, wp, sc, epi, out = _case(batch, c, mo, size, pads, algo, kt, 100)
     fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
     if not rows:  # chunks of frames ran: the workspace stayed within the frame budget
         assert sc.used() <= frame_bytes
