@@ -84,9 +84,9 @@ def test_forward_and_kept_columns_match_the_oracle(shape, workspace, blocks, mon
     np.testing.assert_allclose(y2, want, **TOL)
 
 
-def test_the_template_backward_reads_the_kept_columns(monkeypatch) -> None:
-    """Every conv of the template CNN gets its forward's columns in the backward."""
-    seen = []
+def _spy_kept(monkeypatch) -> list[bool]:
+    """A list that records, for each conv_backward call, whether it got forward columns."""
+    seen: list[bool] = []
     original = fast_rules.conv_backward
 
     def spy(*a, kept=None, **k):
@@ -94,6 +94,12 @@ def test_the_template_backward_reads_the_kept_columns(monkeypatch) -> None:
         return original(*a, kept=kept, **k)
 
     monkeypatch.setattr(fast_rules, "conv_backward", spy)
+    return seen
+
+
+def test_the_template_backward_reads_the_kept_columns(monkeypatch) -> None:
+    """Every conv of the template CNN gets its forward's columns in the backward."""
+    seen = _spy_kept(monkeypatch)
     g = nn.template(channels=(4, 6), hidden=(8,), drop=0.0).build((None, 1, 8, 8), seed=2)
     fb = FastBackprop(g)
     x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
@@ -114,14 +120,7 @@ def test_which_convs_keep_their_columns(limit: int, monkeypatch) -> None:
     from graphnet.runtime.gradients import fast_plan
 
     monkeypatch.setattr(fast_plan, "KEEP_COLUMNS", limit)
-    seen = []
-    original = fast_rules.conv_backward
-
-    def spy(*a, kept=None, **k):
-        seen.append(kept is not None)
-        return original(*a, kept=kept, **k)
-
-    monkeypatch.setattr(fast_rules, "conv_backward", spy)
+    seen = _spy_kept(monkeypatch)
     g1 = nn.template(channels=(4, 6), hidden=(8,), drop=0.0).build((None, 1, 8, 8), seed=2)
     g2 = copy.deepcopy(g1)
     x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
