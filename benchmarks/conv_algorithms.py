@@ -181,21 +181,7 @@ def bench(
     engines = {name: (lambda name=name: run(name)) for name in runs}
     engines["onnxruntime"] = ort_run
     want = run("im2col-exact").copy()
-    diffs = {name: float(np.abs(f() - want).max()) for name, f in engines.items()}
-    times: dict[str, list[float]] = {name: [] for name in engines}
-    with blas_single_threaded():
-        for _ in range(rounds):  # interleaved: each round runs every engine once
-            for name, f in engines.items():
-                t0 = time.perf_counter()
-                f()
-                times[name].append(time.perf_counter() - t0)
-    best = {name: min(ts) * 1e3 for name, ts in times.items()}
-    ref = best[chosen]
-    cells = [
-        f"{name}{'*' if name == chosen else ''} {ms:.3f} ({ms / ref:.2f}, {diffs[name]:.0e})"
-        for name, ms in best.items()
-    ]
-    return head + " | ".join(cells)
+    return head + _race(engines, want, chosen, rounds)
 
 
 def inputs3d(
@@ -239,6 +225,12 @@ def bench3d(
     engines = {name: (lambda name=name: run(name)) for name in runs}
     engines["onnxruntime"] = _ort_conv(x, w, b, pads)
     want = run("im2col").copy()
+    return head + _race(engines, want, chosen, rounds)
+
+
+def _race(engines: dict, want: np.ndarray, chosen: str, rounds: int) -> str:
+    """Each engine's max |diff| against `want`, then `rounds` interleaved rounds on one BLAS
+    thread: the table's cells, min ms (x the chosen engine's, the diff) per engine."""
     diffs = {name: float(np.abs(f() - want).max()) for name, f in engines.items()}
     times: dict[str, list[float]] = {name: [] for name in engines}
     with blas_single_threaded():
@@ -249,11 +241,10 @@ def bench3d(
                 times[name].append(time.perf_counter() - t0)
     best = {name: min(ts) * 1e3 for name, ts in times.items()}
     ref = best[chosen]
-    cells = [
+    return " | ".join(
         f"{name}{'*' if name == chosen else ''} {ms:.3f} ({ms / ref:.2f}, {diffs[name]:.0e})"
         for name, ms in best.items()
-    ]
-    return head + " | ".join(cells)
+    )
 
 
 def _shape(text: str) -> tuple[int, int, int, int | tuple[int, int]]:
