@@ -57,6 +57,16 @@ def _case(batch, c, mo, size, pads, algo, kt, seed):
     return x, w, b, residual, spec, wp, sc, epi, out
 
 
+def _assert_within_bound(out, x, w, b, residual, pads, m):
+    """`out` is ReLU(conv(x, w) + b + residual) of the float64 plain conv within F(m)'s float32
+    bound (`_bound`, with |b| + |residual| added before the last rounding)."""
+    f64 = np.float64
+    kw = dict(strides=(1, 1, 1), pads=pads, dilations=(1, 1, 1), group=1, kernel_shape=None)
+    exact = conv(x.astype(f64), w.astype(f64), b.astype(f64), **kw) + residual
+    extra = np.abs(b.astype(f64))[:, None, None, None] + np.abs(residual.astype(f64))
+    assert (np.abs(out - np.maximum(exact, 0)) <= _bound(x, w, pads, m, extra)).all()
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("row_blocks", [True, False])
 @pytest.mark.parametrize(
@@ -89,12 +99,7 @@ def test_winograd3d_matches_the_plain_conv(
     # batch chunks of one image when the workspace is small (the loop over chunks)
     monkeypatch.setattr(fast_conv, "WINOGRAD_WORKSPACE_BYTES", 1 if batch > 2 else 2 << 20)
     fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
-    f64 = np.float64
-    kw = dict(strides=(1, 1, 1), pads=pads, dilations=(1, 1, 1), group=1, kernel_shape=None)
-    exact = conv(x.astype(f64), w.astype(f64), b.astype(f64), **kw) + residual
-    extra = np.abs(b.astype(f64))[:, None, None, None] + np.abs(residual.astype(f64))
-    bound = _bound(x, w, pads, int(algo[-1]), extra)
-    assert (np.abs(out - np.maximum(exact, 0)) <= bound).all()
+    _assert_within_bound(out, x, w, b, residual, pads, int(algo[-1]))
 
 
 def test_winograd3d_without_bias_or_activation():
@@ -350,12 +355,7 @@ def test_winograd3d_in_chunks_of_frames_matches_the_plain_conv(
     fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
     if not rows:  # chunks of frames ran: the workspace stayed within the frame budget
         assert sc.used() <= frame_bytes
-    f64 = np.float64
-    kw = dict(strides=(1, 1, 1), pads=pads, dilations=(1, 1, 1), group=1, kernel_shape=None)
-    exact = conv(x.astype(f64), w.astype(f64), b.astype(f64), **kw) + residual
-    extra = np.abs(b.astype(f64))[:, None, None, None] + np.abs(residual.astype(f64))
-    bound = _bound(x, w, pads, int(algo[-1]), extra)
-    assert (np.abs(out - np.maximum(exact, 0)) <= bound).all()
+    _assert_within_bound(out, x, w, b, residual, pads, int(algo[-1]))
 
 
 @pytest.mark.parametrize("pool", [(2, 2, 2), (3, 1, 2)])
