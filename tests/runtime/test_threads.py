@@ -56,24 +56,32 @@ def test_the_caller_waits_for_the_last_of_several_helpers(monkeypatch, workers):
     """GRAPHNET_NUM_THREADS=3+: the caller, done with its slice, waits while two helpers still
     compute theirs; the first helper to finish must leave the caller's wait to the last one
     (it cleared the flag, and the last one then released nobody: the run hung for good). The
-    calls run on a daemon thread, so a hang fails the test instead of the suite."""
+    caller's slice ends only once every helper has started one (so the helpers surely take
+    part), the helpers' slices end one after another; the calls run on a daemon thread, so a
+    hang fails the test instead of the suite."""
     monkeypatch.setattr(threads, "_cpu", lambda: -1)  # helpers work on any CPU
     par = threads.Parallel(workers)
-    naps = {0: 0.002}  # the caller's slice (claimed first) ends before the helpers' slices
-    done = []
-
-    def fn(lo, hi, scratch):
-        time.sleep(naps.get(lo, 0.004 + 0.003 * lo))
+    done, all_started = [], []
 
     def calls():
         for _ in range(20):
+            started = threading.Semaphore(0)
+
+            def fn(lo, hi, scratch, started=started):
+                if lo == 0:  # the caller's slice (claimed first): wait for every helper's
+                    all_started.append(all(started.acquire(timeout=10) for _ in range(workers - 1)))
+                else:
+                    started.release()
+                    time.sleep(0.002 * lo)
+
             par(workers, fn, flops=threads.SPLIT_MIN_FLOPS)
         done.append(True)
 
     t = threading.Thread(target=calls, daemon=True)
     t.start()
-    t.join(30)
+    t.join(60)
     assert done, "a split call never returned"
+    assert all(all_started) and len(all_started) == 20  # the helpers took part every time
 
 
 def test_under_the_threshold_one_inline_call():
