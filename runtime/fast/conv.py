@@ -1998,6 +1998,15 @@ def _batch_last(x: np.ndarray, images: int, least: int) -> bool:
     )
 
 
+def _batch_last_chunks(budget: int, n: int, whole: int, per_row: int, rows: int) -> tuple:
+    """(images a chunk, rows a slab) of the batch-last paths for `n` images within `budget`
+    elements: `whole` per image plus `per_row` per image and slab row. Chunks of as many images
+    as leave room for a one-row slab each, in equal chunks; then the slabs (`_batch_last_slab`)."""
+    images = _chunk(whole + per_row, n, budget)
+    images = -(-n // -(-n // images))  # equal chunks
+    return images, _batch_last_slab(budget, images, whole, per_row, rows)
+
+
 def _batch_last_slab(budget: int, images: int, whole: int, per_row: int, rows: int) -> int:
     """Rows per slab of the batch-last paths: as many of `rows` as fit in `budget` elements
     beside `whole` per image (at least one), in equal slabs."""
@@ -2032,10 +2041,9 @@ def _im2col_batch_last(spec, x, w, out, epi, scratch, lo, hi, gemm) -> None:
     # for one such slab each, then its slabs as many rows as fit (long runs: all images).
     whole = c * hp * wpad + mo * hr * wo + mo * hr * wr
     pair = ph * wo * (kg + mo)
-    budget = BATCH_LAST_WORKSPACE_BYTES // x.itemsize
-    nb = _chunk(whole + pair, hi - lo, budget)
-    nb = -(-(hi - lo) // -(-(hi - lo) // nb))  # equal chunks
-    pairs = _batch_last_slab(budget, nb, whole, pair, hr)
+    nb, pairs = _batch_last_chunks(
+        BATCH_LAST_WORKSPACE_BYTES // x.itemsize, hi - lo, whole, pair, hr
+    )
     r0, r1 = max(0, pt), min(hp, pt + h)  # the padded rows and columns inside the input
     q0, q1 = max(0, pl), min(wpad, pl + wi)
     bias = None if epi.bias is None else epi.bias.astype(x.dtype, copy=False).reshape(1, mo, 1, 1)
@@ -2118,10 +2126,7 @@ def _phase_pool_batch_last(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None
     # many pooled rows as fit (runs over all of the chunk's images).
     whole = c * phases * hq * wq
     row = (rows + phases * mo) * wr
-    budget = PHASE_POOL_BATCH_LAST_BYTES // x.itemsize
-    b = _chunk(whole + row, hi - lo, budget)
-    b = -(-(hi - lo) // -(-(hi - lo) // b))  # equal chunks
-    slab = _batch_last_slab(budget, b, whole, row, hr)
+    b, slab = _batch_last_chunks(PHASE_POOL_BATCH_LAST_BYTES // x.itemsize, hi - lo, whole, row, hr)
     it = x.itemsize
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
