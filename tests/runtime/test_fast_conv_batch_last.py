@@ -66,6 +66,25 @@ def _spy(monkeypatch, name: str) -> list:
     return calls
 
 
+def _both_paths(monkeypatch, path: str, threshold: str, other: str, conv: tuple) -> dict:
+    """The conv (algo, spec, x, wp, output shape, epi, lo, hi) run with conv.`threshold` at 1
+    ("batch_last": conv.`path` runs) and out of reach (`other`: it does not), each into a
+    NaN-filled output on a NaN-filled scratch: images lo:hi written, the others untouched."""
+    algo, spec, x, wp, shape, epi, lo, hi = conv
+    runs = {}
+    calls = _spy(monkeypatch, path)
+    for name, least in (("batch_last", 1), (other, 10**9)):
+        monkeypatch.setattr(fc, threshold, least)
+        got = np.full(shape, np.nan, np.float32)
+        fc.conv_chunked(algo, spec, x, wp, got, epi, _nan_scratch(), lo, hi)
+        assert not np.isnan(got[lo:hi]).any() and np.isnan(got[:lo]).all()
+        assert np.isnan(got[hi:]).all()
+        runs[name] = got[lo:hi]
+        assert bool(calls) is (name == "batch_last")  # the path under test ran (only there)
+        calls.clear()
+    return runs
+
+
 def test_derived_weights_go_with_their_prepared_weight():
     """The batch-last weight derived from a colstack prepared weight is cached per prepared
     array, weakly: it goes when that array does (a dead plan's weights are not kept)."""
@@ -117,18 +136,8 @@ def test_batch_last_against_colstack_and_float64(
         monkeypatch.setattr(fc, "_chunk", lambda per_item, n, budget=None: min(n, chunk))
     if slab is not None:  # slabs of `slab` pooled rows: uneven ones too (5 rows in 2, 2, 1)
         monkeypatch.setattr(fc, "_batch_last_slab", lambda *a: slab)
-    runs = {}
-    calls = _spy(monkeypatch, "_im2col_batch_last")
-    for name, least in (("batch_last", 1), ("colstack", 10**9)):
-        monkeypatch.setattr(fc, "BATCH_LAST_MIN_IMAGES", least)
-        got = np.full(shape, np.nan, np.float32)
-        scratch = _nan_scratch()
-        fc.conv_chunked("colstack", spec, x, wp, got, epi, scratch, lo, hi)
-        assert not np.isnan(got[lo:hi]).any() and np.isnan(got[:lo]).all()
-        assert np.isnan(got[hi:]).all()
-        runs[name] = got[lo:hi]
-        assert bool(calls) is (name == "batch_last")  # the path under test ran (only there)
-        calls.clear()
+    runs = _both_paths(monkeypatch, "_im2col_batch_last", "BATCH_LAST_MIN_IMAGES", "colstack",
+                       ("colstack", spec, x, wp, shape, epi, lo, hi))  # fmt: skip
     ref = _reference(x[lo:hi], w, b, pads, (sh, 1), (dh, 1), pool, act)
     # c*kh*kw float32 products of |x w| <~ 4 / sqrt(c kh kw) each, summed in another order by
     # each GEMM: both within 1e-5 of the float64 result and of each other
@@ -187,18 +196,8 @@ def test_phase_pool_batch_last_against_per_image_and_float64(
         monkeypatch.setattr(fc, "_chunk", lambda per_item, n, budget=None: min(n, chunk))
     if slab is not None:  # slabs of `slab` pooled rows: uneven ones too (5 rows in 2, 2, 1)
         monkeypatch.setattr(fc, "_batch_last_slab", lambda *a: slab)
-    runs = {}
-    calls = _spy(monkeypatch, "_phase_pool_batch_last")
-    for name, least in (("batch_last", 1), ("per_image", 10**9)):
-        monkeypatch.setattr(fc, "PHASE_POOL_BATCH_LAST_MIN_IMAGES", least)
-        got = np.full(shape, np.nan, np.float32)
-        scratch = _nan_scratch()
-        fc.conv_chunked(algo, spec, x, wp, got, epi, scratch, lo, hi)
-        assert not np.isnan(got[lo:hi]).any() and np.isnan(got[:lo]).all()
-        assert np.isnan(got[hi:]).all()
-        runs[name] = got[lo:hi]
-        assert bool(calls) is (name == "batch_last")  # the path under test ran (only there)
-        calls.clear()
+    runs = _both_paths(monkeypatch, "_phase_pool_batch_last", "PHASE_POOL_BATCH_LAST_MIN_IMAGES",
+                       "per_image", (algo, spec, x, wp, shape, epi, lo, hi))  # fmt: skip
     ref = _reference(x[lo:hi], w, b, pads, (1, 1), (1, 1), pool, act)
     # c*kh*kw float32 products of |x w| <~ 4 / sqrt(c kh kw) each (and exact zeros, the
     # phases' padded kernel), in another order by each GEMM: within 1e-5 of float64's
