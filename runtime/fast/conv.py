@@ -1307,13 +1307,13 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     rows = _gemm_rows(mo, c * cols) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
     for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
         gemm(vt, wp[:, :, m0 : m0 + rows], mx[:, :, m0 : m0 + rows], 0)
+    if epi.bias is not None:  # (see _winograd_m)
+        mx[t + 1] += epi.bias
     # Y = A^T M A, one tile axis at a time (two GEMMs on contiguous operands, K = t): Y1 in V's
     # place, Y (m, m, b, th, tw, M) in M's.
     y_cols = cols * mo
     y1 = scratch.take(1, m * t * y_cols, x.dtype)
     np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
-    if epi.bias is not None:  # (see _winograd_m)
-        y1.reshape(m, t, cols, mo)[:, 1] += epi.bias
     y = scratch.take(2, m * m * y_cols, x.dtype)
     np.matmul(at, y1.reshape(m, t, y_cols), out=y.reshape(m, m, y_cols))
     # Channels-last (b, th, m, tw, m, M) in Y1's dead place (runs of M values copied whole),
@@ -1396,6 +1396,11 @@ def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last) -
     rows = _gemm_rows(mo, c * nb * tiles) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
     for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
         gemm(u[:, m0 : m0 + rows], vc, mx[:, m0 : m0 + rows], 0)  # split by tile position
+    if epi.bias is not None:
+        # Y = A^T M A, and A's row 1 (A^T's column 1) is all ones: b added at tile position
+        # (1, 1) of M adds b to every output of the tile: a pass over one of M's (m+2)^2
+        # planes, where Y1's column 1 (after A^T on the tile rows) held m times its values.
+        mx[t + 1] += epi.bias.reshape(mo, 1)
     # Y = A^T M A, one tile axis at a time again: A^T on the tile rows, then A on the tile
     # columns from the right (Y1^T's operand is a transposed view: BLAS takes it as it is),
     # which leaves each tile's columns innermost: an output row of a tile row is one
@@ -1405,10 +1410,6 @@ def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last) -
     y_cols = mo * nb * tiles
     y1 = scratch.take(y1_slot, m * t * y_cols, x.dtype)
     np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
-    if epi.bias is not None:
-        # Y = Y1 A: A's row 1 (A^T's column 1) is all ones, so adding b to Y1's column 1
-        # adds b to every output of the tile: a pass over a sixth of Y1, not one over Y.
-        y1.reshape(m, t, mo, nb * tiles)[:, 1] += epi.bias.reshape(mo, 1)
     y = scratch.take(m_slot, m * m * y_cols, x.dtype)
     np.matmul(y1.reshape(m, t, y_cols).transpose(0, 2, 1), at.T, out=y.reshape(m, y_cols, m))
     yv = y.reshape(m, mo, nb, th, tw, m).transpose(2, 1, 3, 0, 4, 5)  # (b, M, th, m, tw, m)
