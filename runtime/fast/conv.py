@@ -87,7 +87,11 @@ WINOGRAD_WORKSPACE_BYTES = 2 << 20
 under ~64 of them (e.g. 256 channels at 8x8: 4 tiles per image, 1 image per MiB) the GEMMs run
 at a fraction of BLAS's rate (measured: 19 ms at 1 MiB, 10 ms at 16 MiB for 16 images). With
 WINOGRAD_CHUNK_COLUMNS as the floor, 2 MiB was as fast as 4 MiB or faster (0.93-1.0x, 32-256
-channels at 8x8-32x32, batch 16, one thread) and holds half the scratch."""
+channels at 8x8-32x32, batch 16, one thread) and holds half the scratch. Re-checked on two
+threads at batch 32 (resnet20's 32 -> 32 16x16 and 64 -> 64 8x8, bias + residual + ReLU,
+interleaved medians of ratios, load 4-5): 1 MiB 1.05-1.07x the time, 3 MiB 1.01-1.10x, 4 MiB
+1.01-1.02x; even chunk sizes (8 + 8 images instead of 15 + 1, as many chunks) 0.99x at 32
+channels but 1.05x at 64 channels 8x8 (one thread, batch 16)."""
 WINOGRAD_CHUNK_COLUMNS = 32
 """A Winograd batch chunk holds at least this many tile columns when the batch has them. It was
 64: vgg_bn@32's 256-channel 8x8 convs then took 16 images a chunk, 7 MiB of workspace per
@@ -130,7 +134,14 @@ parts for the 16 images: GEMMs 0.5 ms, the tile copy 0.3-0.7, input transform 0.
 transform 0.45-0.8, copy out 0.2-0.4; colstack's GEMM alone takes 1.2 ms (72 GFLOP/s, near
 BLAS's 85 on one core), the rest 0.9. An HWNC tile layout made F(4x4)'s transforms 1.5-2x
 cheaper, but the NCHW <-> HWNC transposes at both ends cost more than that (a prototype took
-1.5x colstack's time): Winograd would pay at 16 channels inside a channels-last stage only."""
+1.5x colstack's time): Winograd would pay at 16 channels inside a channels-last stage only.
+Re-measured with the bias added in M (resnet20's 16 -> 16 at 32x32, bias + residual + ReLU,
+in-process interleaved medians of ratios, a loaded machine): F(4x4) 1.07-1.13x colstack's time
+on one thread (batch 16), 0.97-1.07x on two (batch 32), F(2x2) 1.34-1.42x; forced channels-last
+1.27-1.29x. F(4x4)'s parts (NCHW, batch 16, one thread): the tile gather 30% (NumPy inner loops
+of tw = 8 values 16 bytes apart), the two B^T GEMMs 21%, the GEMMs 14%, the pad 8%, the copy out
+with the residual 8%; channels-last, without its two transposes, the rest still took ~1.2x
+colstack's whole time (one run): a channels-last stage alone would not make it pay either."""
 COLSTACK_MIN_CHANNELS = 16
 COLSTACK_MAX_CHANNELS = 48
 """`colstack` from 16 input channels, under 48 in and out: measured against im2col with wide
