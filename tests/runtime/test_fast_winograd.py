@@ -309,3 +309,48 @@ def test_per_run_transforms_write_u_transposed_only_when_small():
     assert per_run_transposed(32, 32, 4) and per_run_transposed(64, 64, 4)
     assert not per_run_transposed(64, 128, 4) and not per_run_transposed(128, 128, 4)
     assert per_run_transposed(128, 128, 2)  # F(2x2): 16 planes, 1 MiB
+
+
+@pytest.mark.parametrize(
+    ("batch", "per_chunk", "chunks"),
+    [
+        (17, 8, [(0, 9), (9, 17)]),  # a last image joins: 9 + 8, not 8 + 8 + 1
+        (13, 6, [(0, 7), (7, 13)]),
+        (9, 4, [(0, 4), (4, 8), (8, 9)]),  # a quarter of 4: stays a chunk of its own
+        (12, 4, [(0, 4), (4, 8), (8, 12)]),  # no remainder
+    ],
+)
+def test_winograd_small_last_chunk_joins_the_one_before(batch, per_chunk, chunks, monkeypatch):
+    """A last chunk under a quarter of the others' images is spread over them (`_winograd`),
+    and the conv still matches the plain one (NaN-filled scratch: a chunk reading past what
+    it wrote would show)."""
+    # 8x8 outputs: 4 F(4x4) tiles an image; chunks of `per_chunk` images by the column floor
+    monkeypatch.setattr(fast_conv, "WINOGRAD_WORKSPACE_BYTES", 1)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_CHUNK_COLUMNS", 4 * per_chunk)
+    seen = []
+    real = fast_conv._winograd_cl
+
+    def spy(m, spec, x, wp, out, epi, scratch, n0, n1, gemm):
+        seen.append((n0, n1))
+        real(m, spec, x, wp, out, epi, scratch, n0, n1, gemm)
+
+    monkeypatch.setattr(fast_conv, "_winograd_cl", spy)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", 1 << 40)  # channels-last
+    rng = np.random.default_rng(batch)
+    c, mo, pads = 5, 7, (1, 1, 1, 1)
+    x = rng.standard_normal((batch, c, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((mo, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(mo).astype(np.float32)
+    residual = rng.standard_normal((batch, mo, 8, 8)).astype(np.float32)
+    spec = fast_conv.ConvSpec((3, 3), (1, 1), pads, (1, 1), 1, c, mo)
+    wp = fast_conv.prepare_weight("winograd-f4", w, 1, np.float32)
+    sc = fast_memory.Scratch()
+    sc.take(0, 1 << 20, np.float32)
+    sc.reset()
+    sc._buf.view(np.float32)[:] = np.nan
+    epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
+    out = np.full((batch, mo, 8, 8), np.nan, np.float32)
+    fast_conv.conv_chunked("winograd-f4", spec, x, wp, out, epi, sc)
+    assert seen == chunks
+    exact, bound = _conv_and_bound(x, w, b, residual.astype(np.float64), pads, 4)
+    assert (np.abs(out - exact) <= bound).all()
