@@ -59,10 +59,10 @@ class Session:
     says what runs per node, `profile(feeds)` where the time goes); `plan="reference"` runs the
     plain kernels node by node (the oracle, and for debugging). The fast plan keeps prepared
     weights (re-laid kernels; Winograd-transformed ones on batches with few tiles, larger ones
-    transform theirs every run) between inference runs while a parameter stays the same array
-    object: replace a parameter with `graph.set_param` (or run in train mode, which prepares
-    them afresh) rather than writing into its array in place (a batch that reads the kept copy
-    and one that does not would disagree). Threads may share a
+    transform theirs every run) between runs, in either mode, while a parameter stays the same
+    array object: replace a parameter with `graph.set_param` (as the Trainer does) rather than
+    writing into its array in place (a batch that reads the kept copy and one that does not
+    would disagree). Threads may share a
     session: its fast plan runs one call at a time (the others wait).
     """
 

@@ -467,14 +467,15 @@ def test_winograd_bias_rides_on_the_ones_column_of_a_transposed():
 
 
 @pytest.mark.parametrize("hw", [8, 7])
-def test_winograd_with_too_few_tiles_runs_f2_colstack_or_im2col(hw):
+def test_winograd_with_too_few_tiles_runs_f2_colstack_or_im2col(hw, monkeypatch):
     """A 3x3 conv planned as F(4x4) Winograd runs F(2x2) on a batch with under
     MIN_WINOGRAD_COLUMNS F(4x4) tiles (batch 1 at 8x8 or 7x7: 4 tiles; 16 is the threshold)
     when F(2x2) has 16 (a cropped last tile at 7x7) and the conv is wide enough (128 output
     channels, or both counts from FEW_TILES_F2_MIN_CHANNELS = 96); else colstack (under 128
     output channels) or im2col (4x4: 4 F(2x2) tiles); F(4x4) from batch 4 (16 tiles); a narrow
-    conv (under 48 channels) needs NARROW_MIN_WINOGRAD_COLUMNS (32: batch 8); train mode (the
-    weight transformed on every run) takes the fallback; all agree with the plain kernel."""
+    conv (under 48 channels) needs NARROW_MIN_WINOGRAD_COLUMNS (32: batch 8); train mode (which
+    keeps U too, see TRAIN_KEEP_WEIGHTS) runs F(2x2) as well, and without kept weights the
+    fallback; all agree with the plain kernel."""
     from graphnet.runtime.fast.steps import linear as fast_linear
 
     rng = np.random.default_rng(9)
@@ -503,6 +504,11 @@ def test_winograd_with_too_few_tiles_runs_f2_colstack_or_im2col(hw):
     graph = _conv_graph((None, 128, hw, hw), w, None, attrs)
     sess = runtime.Session(graph)
     x = rng.standard_normal((1, 128, hw, hw)).astype(np.float32)
+    got = sess.run({"x": x}, mode="train")[graph.outputs[0]]
+    assert _ran_train(sess) == ["winograd-f2"]
+    assert _within_float32_bound(got, x, w, [1, 1, 1, 1], "winograd-f2")
+    monkeypatch.setattr(fast_linear, "TRAIN_KEEP_WEIGHTS", False)
+    sess = runtime.Session(graph)
     got = sess.run({"x": x}, mode="train")[graph.outputs[0]]
     assert _ran_train(sess) == ["im2col"]
     assert _within_float32_bound(got, x, w, [1, 1, 1, 1], "im2col")

@@ -25,6 +25,7 @@ from graphnet.runtime.fast.winograd import (
 )
 
 __all__ = [
+    "TRAIN_KEEP_WEIGHTS",
     "TRAIN_WINOGRAD_BATCH",
     "TRANSPOSED_GEMM_MIN_COLUMNS",
     "TRANSPOSED_GEMM_MIN_ROWS",
@@ -36,10 +37,27 @@ __all__ = [
 
 TRAIN_WINOGRAD_BATCH = 1
 """In train mode a batch smaller than this runs Winograd convs as colstack or im2col (see
-ConvStep): train mode transforms the weights on every run. It was 8; with the separable float32
-weight transform (winograd.py), Winograd paid in train mode from batch 1 (train forward, 16
-interleaved rounds, medians of ratios, against 8): vgg_bn 0.91x the time at batch 1, 0.82x at
-2, 0.74x at 4; resnet20 0.97-0.98x, inception_bn 1.00-0.97x (the few-tile rules still apply)."""
+ConvStep). It was 8 while train mode transformed the weights on every run; with the separable
+float32 weight transform (winograd.py), Winograd paid in train mode from batch 1 (train forward,
+16 interleaved rounds, medians of ratios, against 8): vgg_bn 0.91x the time at batch 1, 0.82x at
+2, 0.74x at 4; resnet20 0.97-0.98x, inception_bn 1.00-0.97x (the few-tile rules still apply).
+(Measured while train mode transformed the weights on every run; it now keeps them, see
+TRAIN_KEEP_WEIGHTS.)"""
+
+TRAIN_KEEP_WEIGHTS = True
+"""Train mode keeps each conv's prepared weight (Winograd's U^T, colstack's or im2col's re-laid
+kernel) between runs while the parameter stays the same array object, as inference does, and
+runs the same algorithms (F(2x2) for too few F(4x4) tiles; U transformed every run into the
+step's workspace where inference does so, see `winograd.PER_RUN_MIN_COLUMNS`). An update is seen
+by the next run when it replaces the array (`Graph.set_param`, as the Trainer does with the
+optimizer's new arrays), not when it writes into it in place (the Session's rule in both modes).
+It had prepared afresh on every run. Measured (train forward, in-process interleaved, medians of
+ratios against False, 15-40 rounds, load 0.1-0.7): vgg_bn@1 0.79x the time (train / inference
+1.51 -> 1.20), inception_bn@1 0.94x, resnet20@1 0.96x, vgg_bn@32 0.94x, resnet20@32 1.03x
+(q25-75 0.94-1.05: noise). A check of the contents against a copy on every run (bit for bit:
+in-place writes seen) cost ~0.5 ms of vgg_bn@1's 3.4 (the weights and copies read from memory:
+~9 MiB), most of the gain: not done. False: every weight prepared afresh on every run, Winograd
+from U (not U^T), convs with too few F(4x4) tiles on the fallback (colstack or im2col)."""
 
 
 FEW_TILES_F2_MIN_CHANNELS = 96
@@ -126,18 +144,17 @@ class ConvStep(Step):
     ) -> np.ndarray:
         """The prepared weight for `algo` (default: the step's), with `bias` as its last column
         for im2col (see `prepare_weight`), cached while the parameter arrays stay the same
-        objects in inference (the cache holds them: their ids cannot be reused); prepared
-        afresh in train mode (a trainer may update weights in place) and for a weight computed
-        by the graph."""
+        objects (the cache holds them: their ids cannot be reused), in train mode too (see
+        TRAIN_KEEP_WEIGHTS); prepared afresh for a weight computed by the graph."""
         algo = algo or self.algo
         hit = self._prepared.get(algo)
         if (
-            training
-            or not self.const_weight
+            not self.const_weight
             or hit is None
             or hit[0] is not w
             or hit[1] is not bias
             or hit[2] != dtype
+            or (training and not TRAIN_KEEP_WEIGHTS)
         ):
             wp = prepare_weight(algo, w, self.group, dtype, bias)
             hit = self._prepared[algo] = (w, bias, dtype, wp)
@@ -172,13 +189,17 @@ class ConvStep(Step):
             least = _conv.NARROW_MIN_WINOGRAD_COLUMNS if narrow else _conv.MIN_WINOGRAD_COLUMNS
             if columns < least or (training and shape[0] < TRAIN_WINOGRAD_BATCH):
                 # Too few tiles for its GEMMs (e.g. batch 1 at 8x8: 4 columns; a narrow conv
-                # at 16x16: 16, where colstack is faster), or train mode, which prepares the
-                # weight on every run, on a few images: the transforms cost more than they
-                # save; colstack or im2col multiplies the weight as it is, or F(2x2) with
-                # enough of its smaller tiles (see FEW_TILES_F2_MIN_CHANNELS).
+                # at 16x16: 16, where colstack is faster), or train mode on fewer images than
+                # TRAIN_WINOGRAD_BATCH: the transforms cost more than they save; colstack or
+                # im2col multiplies the weight as it is, or F(2x2) with enough of its smaller
+                # tiles (see FEW_TILES_F2_MIN_CHANNELS; train mode too: it keeps U).
                 algo = _conv.few_tiles_fallback(spec)
                 f2 = shape[0] * math.prod(-(-o // 2) for o in outs)
-                if m == 4 and not training and _few_tiles_f2(spec, algo, f2):
+                if (
+                    m == 4
+                    and (TRAIN_KEEP_WEIGHTS or not training)
+                    and _few_tiles_f2(spec, algo, f2)
+                ):
                     algo = "winograd-f2"
         return out_shape, flops, algo
 
@@ -211,9 +232,9 @@ class ConvStep(Step):
             epi.residual, epi.aliased = (lambda: y), True
         else:
             y = run.alloc(self.outputs[0], out_shape, x.dtype)
-        if algo.startswith("winograd") and run.training:
-            # U, transformed on every run (a trainer may update the weights in place): U^T
-            # took 1.13-1.2x its time (32-256 channels, one thread; see conv._winograd)
+        if algo.startswith("winograd") and run.training and not TRAIN_KEEP_WEIGHTS:
+            # U, transformed on every run (U^T took 1.13-1.2x its time, 32-256 channels, one
+            # thread; see conv._winograd)
             wp = weight_transform(w, 4 if algo[-1] == "4" else 2)
             self._convolve(run, algo, x, wp, y, epi, flops, u_transposed=False)
             return
@@ -227,7 +248,7 @@ class ConvStep(Step):
             return
         if (
             algo.startswith("wino3d")
-            and not run.training
+            and (TRAIN_KEEP_WEIGHTS or not run.training)
             and x.dtype == np.float32
             and self._winograd_per_run(x.shape, out_shape, algo)
         ):  # U' in this step's workspace, not kept (see WINO3D_PER_RUN_MIN_MACS)
@@ -405,12 +426,12 @@ class MergedPointwiseStep(ConvStep):
 
     def stacked(self, run: Run, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray | None]:
         """(prepared stacked weight, stacked bias or None) in `dtype`, built once while the
-        parameter arrays stay the same objects in inference (the cache holds them, so their ids
-        stay theirs); afresh in train mode (a trainer may update weights in place)."""
+        parameter arrays stay the same objects (the cache holds them, so their ids stay
+        theirs), in either mode (see TRAIN_KEEP_WEIGHTS)."""
         ws = [run.get(w) for w in self.weights]
         bs = [None if b is None else run.get(b) for b in self.biases]
         key = (*(id(a) for a in ws), *(id(b) for b in bs), np.dtype(dtype).str)
-        if run.training or self._stack[0] != key:
+        if (run.training and not TRAIN_KEEP_WEIGHTS) or self._stack[0] != key:
             w = np.concatenate([a.astype(np.float64) for a in ws], axis=0)
             wp = prepare_weight("pointwise", w, 1, dtype)
             b = None
