@@ -1241,8 +1241,9 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed=True
     """Y = conv(X) by F(m x m, 3 x 3) with U^T (`wp`: ((m+2)^2, C, M), see winograd.py) or U
     (((m+2)^2, M, C), not `u_transposed`), on batch chunks: `_winograd_cl` from a channels-last
     padded input with U^T, else `_winograd_m` (channels-last, or NCHW where the input's planes
-    alias: WINOGRAD_ALIASED_PLANE_BYTES). ConvStep passes U in train mode (which transforms the
-    weights on every run: U^T took 1.13-1.2x that transform's time) and where inference
+    alias: WINOGRAD_ALIASED_PLANE_BYTES). ConvStep passes U in train mode without kept weights
+    (TRAIN_KEEP_WEIGHTS off: it transforms them on every run; U^T took 1.13-1.2x that
+    transform's time) and where inference
     transforms them on every run (winograd.PER_RUN_MIN_COLUMNS: batch 32) into more than L2's
     bytes
     (winograd.PER_RUN_TRANSPOSED_MAX_BYTES): U^T there took 1.2-1.4x the transform's

@@ -141,8 +141,8 @@ def weight_transform(w: np.ndarray, m: int, transposed: bool = False) -> np.ndar
     t GEMMs): 324 multiply-adds per kernel where the Kronecker form kron(G, G) @ vec(w) took
     648, in float32 on contiguous operands where that ran in float64 on a transposed one: 0.6x
     the time at 32 -> 32 channels, 0.4x at 64-128, 0.6x at 256 (one thread, min of 20; 3.1 ms
-    for 256 x 256 became 1.9: writing U, 4x the kernel, is most of it), which train mode pays on
-    every run (Winograd from batch 1 there, see TRAIN_WINOGRAD_BATCH). Its rounding stays
+    for 256 x 256 became 1.9: writing U, 4x the kernel, is most of it), which train mode paid on
+    every run before it kept U (see TRAIN_KEEP_WEIGHTS in steps/linear.py). Its rounding stays
     float32's: 2.6e-8 of the largest value, where float64 rounded once gave 1.3e-8 (256 x 256
     random kernels)."""
     g = _G32[m]
