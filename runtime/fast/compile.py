@@ -10,7 +10,9 @@ At compile time (once per session and mode):
   a ReLU) takes those nodes into its epilogue (`fuse`), an inference im2col or colstack Conv
   also a MaxPool tiling its output (`_tiling_pool`); 1x1 Convs of one input become one
   stacked GEMM (`_merge_pointwise`); a channel Concat of such Convs' outputs has them written
-  into its buffer at batch 1 (`_place_concats`);
+  into its buffer at batch 1 (`_place_concats`); a conv with a fused pool whose readers all
+  take it batch-last (a conv's batch-last path, a Flatten read by Gemms) writes its output so
+  (`_batch_last_handoffs`: LeNet's two convs);
 - an inference plan runs its steps in the topological order that lowers the peak of live
   activations, when one does (`_schedule`: Inception's pool branches first);
 - each value's last reader is known, so its buffer returns to the pool right after it; an
@@ -44,6 +46,7 @@ from graphnet.runtime.fast.conv import (
     overwrites_residual,
     phase_pool,
     relu_,
+    takes_batch_last,
 )
 from graphnet.runtime.fast.memory import Pool
 from graphnet.runtime.fast.steps import (
@@ -204,6 +207,58 @@ class CompiledPlan:
         self._place_concats()
         self._schedule()
         self._liveness()
+        self._batch_last_handoffs()
+
+    def _batch_last_handoffs(self) -> None:
+        """A conv under a fused tiling pool whose every reader takes its output batch-last
+        writes it so (ConvStep.batch_last: (C, H, W, N), held as its NCHW view): a conv whose
+        batch-last path reads it as it lies (conv.`takes_batch_last`: LeNet's second), or a
+        Flatten from axis 1 (a view of the batch-last array: (N, C*H*W) with the images
+        innermost, the transposed operand of a GEMM) read only by Gemms. Any other reader, a
+        graph output or a Concat's slice gets NCHW."""
+        if self.training or not self.fuse:
+            return
+        readers: dict[int, list[Step]] = {}
+        for s in self.steps:
+            for r in dict.fromkeys(self._reads(s)):
+                readers.setdefault(r, []).append(s)
+        nodes = {n.name: n for n in self.graph.nodes}
+        keep = {self.slots[o] for o in self.graph.outputs if o in self.slots}
+
+        def takes(step: Step, slot: int) -> bool:
+            if slot in keep or slot in self.placements:
+                return False
+            if isinstance(step, ConvStep):
+                return (
+                    step.inputs[0] == slot
+                    and slot not in self._reads(step)[1:]
+                    and takes_batch_last(step.algo, step.pool)
+                )
+            node = nodes.get(step.name)
+            if isinstance(step, AliasStep) and step.op == "Flatten" and node is not None:
+                axis = ops.attrs_of(node, [self.graph.values.get(node.inputs[0])])["axis"]
+                out = step.outputs[0]
+                return (
+                    axis == 1
+                    and out not in keep
+                    and bool(readers.get(out))
+                    and all(
+                        isinstance(r, GemmStep) and r.inputs[0] == out and out not in r.inputs[1:]
+                        for r in readers[out]
+                    )
+                )
+            return False
+
+        for s in self.steps:
+            if not (isinstance(s, ConvStep) and takes_batch_last(s.algo, s.pool)):
+                continue
+            slot = s.outputs[0]
+            rs = readers.get(slot, [])
+            if rs and all(takes(r, slot) for r in rs):
+                s.batch_last = True
+                s.why += "; its output batch-last (images innermost) for " + ", ".join(
+                    r.name for r in rs
+                )
 
     def _merge_pointwise(self) -> None:
         """1x1 convs of the same input with the same strides (parameter weights, no residual)

@@ -37,6 +37,9 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
   over the GEMM's row blocks (see `_phase_pool`); from PHASE_POOL_BATCH_LAST_MIN_IMAGES images
   with the images innermost (exact columns, one GEMM over the chunk: `_phase_pool_batch_last`);
   a chunk with an inf or NaN input runs im2col (the phases' zero taps would make 0 * inf).
+  Both batch-last paths also read an input and write an output held batch-last (the plan's
+  hand-off between LeNet's two convs and into its first Gemm, see `images_innermost`): no
+  transposing copy at either end.
 - `im2col`: everything else (any rank, stride, dilation, group): the padded input's window view
   copied once into (C/group * taps, pixels) columns, then Y[n, g] = W[g] @ cols[n, g].
 
@@ -2005,6 +2008,35 @@ def _batch_last_weight(wp: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return _derived(_BATCH_LAST_WEIGHTS, wp, make)
 
 
+BATCH_LAST_HANDOFF_MIN_IMAGES = 4
+"""A conv whose readers all take a batch-last input (`takes_batch_last`; the plan decides, see
+compile.`CompiledPlan._batch_last_handoffs`) writes its output batch-last from this many images
+(the batch-last paths' own threshold): the phasepool's or im2col's batch-last paths then keep
+the images innermost end to end (no transposing copy out of the first conv nor into the
+second, the Flatten a view whose transpose is the first Gemm's contiguous operand). lenet5
+against the same plan without the hand-off (in-process interleaved, 400 rounds, medians of
+ratios, load 6): 0.93x the time at batch 32 (min 621 vs 660 us), 0.96x at 8, 1.00x at 1."""
+
+
+def images_innermost(x: np.ndarray) -> bool:
+    """Whether `x` (N, C, *spatial) is the NCHW view of a contiguous batch-last array (C,
+    *spatial, N): a batch-last hand-off between two steps (see BATCH_LAST_HANDOFF_MIN_IMAGES)."""
+    return (
+        x.ndim >= 2
+        and x.strides[0] == x.itemsize
+        and (x.transpose(*range(1, x.ndim), 0).flags.c_contiguous)
+    )
+
+
+def takes_batch_last(algo: str, pool: tuple) -> bool:
+    """Whether a conv planned as `algo` under a fused `pool` reads a batch-last input without a
+    transposing copy from BATCH_LAST_HANDOFF_MIN_IMAGES images: phasepool's and
+    `_im2col_batch_last`'s copies of the input read it as it lies."""
+    if len(pool) != 2:
+        return False
+    return algo.startswith("phasepool") or (algo == "colstack" and min(pool) > 1)
+
+
 def _batch_last(x: np.ndarray, images: int, least: int) -> bool:
     """Whether a batch-last path runs on `images` images of x (at least `least`): not when x's
     planes are a multiple of WINOGRAD_ALIASED_PLANE_BYTES, where the transposing copy of the
@@ -2013,9 +2045,9 @@ def _batch_last(x: np.ndarray, images: int, least: int) -> bool:
     the batch-last path against the NCHW one at 32x32 planes: 1 -> 6 3x3 1.26x the time, 3 -> 6
     3x3 1.32x, 3 -> 6 5x5 1.14x; 1 -> 4 5x5 at 64x64 1.76x; elsewhere 0.6-0.9x (16x16-28x28:
     1-4 -> 6 5x5, 3 -> 6 3x3, 6-8 -> 16 5x5), but 8 -> 6 3x3 at 16x16 1.07x."""
-    return (
-        images >= least
-        and (x.shape[2] * x.shape[3] * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
+    return images >= least and (
+        (x.shape[2] * x.shape[3] * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
+        or images_innermost(x)  # (already batch-last: no transposing copy)
     )
 
 
@@ -2068,23 +2100,28 @@ def _im2col_batch_last(spec, x, w, out, epi, scratch, lo, hi, gemm) -> None:
     r0, r1 = max(0, pt), min(hp, pt + h)  # the padded rows and columns inside the input
     q0, q1 = max(0, pl), min(wpad, pl + wi)
     bias = None if epi.bias is None else epi.bias.astype(x.dtype, copy=False).reshape(1, mo, 1, 1)
+    # A batch-last input (a hand-off: images_innermost) needing no padding is read as it lies
+    inner = r0 == 0 and r1 == hp and q0 == 0 and q1 == wpad and images_innermost(x)
     for n0 in range(lo, hi, nb):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + nb)
         b = n1 - n0
-        xt = scratch.take(0, c * hp * wpad * b, x.dtype).reshape(c, hp, wpad, b)
-        if r0 > 0 or r1 < hp or q0 > 0 or q1 < wpad:
-            xt[...] = 0  # the padding
-        if r1 > r0 and q1 > q0:
-            src = x[n0:n1, :, r0 - pt : r1 - pt, q0 - pl : q1 - pl]
-            np.copyto(xt[:, r0:r1, q0:q1], src.transpose(1, 2, 3, 0))
-        s = xt.strides
-        windows = view(xt, (c, kh, kw, ho, wo * b), (s[0], dh * s[1], s[2], sh * s[1], s[3]))
+        if inner:
+            xt = x[n0:n1, :, :hp, :wpad].transpose(1, 2, 3, 0)
+        else:
+            xt = scratch.take(0, c * hp * wpad * b, x.dtype).reshape(c, hp, wpad, b)
+            if r0 > 0 or r1 < hp or q0 > 0 or q1 < wpad:
+                xt[...] = 0  # the padding
+            if r1 > r0 and q1 > q0:
+                src = x[n0:n1, :, r0 - pt : r1 - pt, q0 - pl : q1 - pl]
+                np.copyto(xt[:, r0:r1, q0:q1], src.transpose(1, 2, 3, 0))
+        s = xt.strides  # (its width and images axes merge in the copy: NumPy coalesces them)
+        windows = view(xt, (c, kh, kw, ho, wo, b), (s[0], dh * s[1], s[2], sh * s[1], s[2], s[3]))
         m1 = scratch.take(3, mo * hr * wo * b, x.dtype).reshape(mo, hr, wo * b)
         for g0 in range(0, hr, pairs):  # a loop over slabs of pooled rows (ph output rows each)
             g1 = min(hr, g0 + pairs)
             rs = (g1 - g0) * ph
             cols = scratch.take(1, kg * rs * wo * b, x.dtype)
-            np.copyto(cols.reshape(c, kh, kw, rs, wo * b), windows[:, :, :, g0 * ph : g1 * ph])
+            np.copyto(cols.reshape(c, kh, kw, rs, wo, b), windows[:, :, :, g0 * ph : g1 * ph])
             y = scratch.take(2, mo * rs * wo * b, x.dtype)
             gemm(w, cols.reshape(kg, -1), y.reshape(mo, -1), 0)
             yr = y.reshape(mo, g1 - g0, ph, wo * b)
@@ -2093,11 +2130,20 @@ def _im2col_batch_last(spec, x, w, out, epi, scratch, lo, hi, gemm) -> None:
             for t in range(2, ph):  # a loop over the pool tile's rows
                 np.maximum(ms, yr[:, :, t], out=ms)
         mc = m1.reshape(mo, hr, wr, pw, b)
+        yb = out[n0:n1]
+        yt = yb.transpose(1, 2, 3, 0)
+        if yt.flags.c_contiguous:  # a batch-last output (a hand-off): no transposing copy
+            np.maximum(mc[..., 0, :], mc[..., 1, :], out=yt)  # (the columns' max into it)
+            for t in range(2, pw):  # a loop over the pool tile's columns
+                np.maximum(yt, mc[..., t, :], out=yt)
+            if bias is not None:
+                yt += bias.reshape(mo, 1, 1, 1)
+            activate(yt, epi.activation)
+            continue
         m2 = scratch.take(4, mo * hr * wr * b, x.dtype).reshape(mo, hr, wr, b)
         np.maximum(mc[..., 0, :], mc[..., 1, :], out=m2)
         for t in range(2, pw):  # a loop over the pool tile's columns
             np.maximum(m2, mc[..., t, :], out=m2)
-        yb = out[n0:n1]
         if bias is None:
             np.copyto(yb, m2.transpose(3, 0, 1, 2))
         else:
@@ -2184,4 +2230,7 @@ def _phase_pool_batch_last(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None
                 np.maximum(acc, z[t], out=acc)
             last = z[phases - 1].reshape(mo, g1 - g0, wr, nb)
             np.maximum(acc.reshape(mo, g1 - g0, wr, nb), last, out=yt[:, g0:g1])
-        _epilogue(yb, epi, n0, n1, augmented)
+        if yt.flags.c_contiguous:  # a batch-last output (a hand-off): the epilogue on it
+            _epilogue(yt[None], epi, n0, n1, augmented)  # (the channels on axis 1)
+        else:
+            _epilogue(yb, epi, n0, n1, augmented)

@@ -227,3 +227,66 @@ def test_no_batch_last_on_aliased_planes(monkeypatch):
             # 25 c float32 products of |x w| <~ 4 each: sums of ~10, rounding ~1e-5
             np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
             calls.clear()
+
+
+def _images_innermost(a: np.ndarray, fill: float | None = None) -> np.ndarray:
+    """The NCHW view of a batch-last (C, H, W, N) copy of `a` (or of an array of `fill`): the
+    layout a batch-last hand-off between two plan steps holds (conv.images_innermost)."""
+    bl = np.ascontiguousarray(a.transpose(1, 2, 3, 0))
+    if fill is not None:
+        bl.fill(fill)
+    view = bl.transpose(3, 0, 1, 2)
+    assert fc.images_innermost(view) and not fc.images_innermost(np.ascontiguousarray(view))
+    return view
+
+
+@pytest.mark.parametrize("layout_in, layout_out", [("nchw", "bl"), ("bl", "nchw"), ("bl", "bl")])
+@pytest.mark.parametrize(
+    "batch, lo, hi, chunk, slab", [(5, 0, 5, None, None), (7, 0, 7, 2, 1), (9, 2, 8, 3, 2)]
+)
+@pytest.mark.parametrize(
+    "algo, case",
+    [("colstack", c) for c in CASES[:3]] + [("phasepool", c) for c in PHASE_CASES[:3]],
+)
+def test_batch_last_input_and_output_as_nchw(
+    algo, case, batch, lo, hi, chunk, slab, layout_in, layout_out, monkeypatch
+):
+    """Both batch-last paths read an input held batch-last (a hand-off's NCHW view: LeNet's
+    second conv reads its first's output so, unpadded, with no copy) and write an output held
+    so, in whole chunks and in slices of the batch (strided runs of the chunk's images): the
+    same values as from and into NCHW arrays (the same operands and GEMMs: equal), images
+    outside [lo, hi) untouched; the unpadded input read as it lies (no transposing copy)."""
+    if algo == "colstack":
+        c, m, hw, k, pads, sh, dh, pool = case
+        algo_, least = "colstack", "BATCH_LAST_MIN_IMAGES"
+    else:
+        (c, m, hw, k, pads, pool), sh, dh = case, 1, 1
+        algo_, least = f"phasepool-{pool[0]}x{pool[1]}", "PHASE_POOL_BATCH_LAST_MIN_IMAGES"
+    monkeypatch.setattr(fc, least, 1)
+    rng = np.random.default_rng(c * 10 + m + batch)
+    spec = fc.ConvSpec(k, (sh, 1), pads, (dh, 1), 1, c, m)
+    x = rng.standard_normal((batch, c, *hw)).astype(np.float32)
+    w = (rng.standard_normal((m, c, *k)) / (c * k[0] * k[1]) ** 0.5).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    ho = (hw[0] + pads[0] + pads[2] - dh * (k[0] - 1) - 1) // sh + 1
+    wo = hw[1] + pads[1] + pads[3] - k[1] + 1
+    shape = (batch, m, ho // pool[0], wo // pool[1])
+    epi = fc.Epilogue(bias=b, activation=("relu",), pool=pool)
+    wp = fc.prepare_weight(algo_, w, 1, np.float32, None)
+    if chunk is not None:  # a workspace of `chunk` images: 7 of them in 2, 2, 2, 1
+        monkeypatch.setattr(fc, "_chunk", lambda per_item, n, budget=None: min(n, chunk))
+    if slab is not None:
+        monkeypatch.setattr(fc, "_batch_last_slab", lambda *a: slab)
+    want = np.full(shape, np.nan, np.float32)
+    fc.conv_chunked(algo_, spec, x, wp, want, epi, _nan_scratch(), lo, hi)
+    xin = _images_innermost(x) if layout_in == "bl" else x
+    got = _images_innermost(want, np.nan) if layout_out == "bl" else np.full(shape, np.nan)
+    got = got.astype(np.float32, copy=False)
+    seen: list = []
+    real = fc.images_innermost
+    monkeypatch.setattr(fc, "images_innermost", lambda a: seen.append(real(a)) or seen[-1])
+    fc.conv_chunked(algo_, spec, xin, wp, got, epi, _nan_scratch(), lo, hi)
+    np.testing.assert_array_equal(got[lo:hi], want[lo:hi])
+    assert np.isnan(got[:lo]).all() and np.isnan(got[hi:]).all()
+    if algo == "colstack" and not any(pads):  # read as it lies: the spy saw it batch-last
+        assert (True in seen) is (layout_in == "bl")

@@ -126,6 +126,9 @@ class ConvStep(Step):
     const_weight: bool = True
     # the residual dies here (set by the plan): the output may take its buffer (see __call__)
     overwrite: bool = False
+    # every reader takes a batch-last input (set by the plan): the output is written batch-last
+    # from conv.BATCH_LAST_HANDOFF_MIN_IMAGES images, held as its NCHW view (see conv)
+    batch_last: bool = False
     # algorithm -> (weight array, dtype, prepared weight); input shape -> (output shape, flops,
     # algorithm): per-run Python work done once (a batch-1 run is mostly such overhead).
     _prepared: dict = field(default_factory=dict)
@@ -230,6 +233,9 @@ class ConvStep(Step):
             # arena 7.90 -> 6.52 MiB); the conv adds each chunk's residual as it writes it.
             y = run.steal(r, self.outputs[0])
             epi.residual, epi.aliased = (lambda: y), True
+        elif self.batch_last and x.shape[0] >= _conv.BATCH_LAST_HANDOFF_MIN_IMAGES:
+            yl = run.alloc(self.outputs[0], (*out_shape[1:], out_shape[0]), x.dtype)
+            y = run.env[self.outputs[0]] = yl.transpose(yl.ndim - 1, *range(yl.ndim - 1))
         else:
             y = run.alloc(self.outputs[0], out_shape, x.dtype)
         if algo.startswith("winograd") and run.training and not TRAIN_KEEP_WEIGHTS:
