@@ -169,6 +169,7 @@ PHASE_CASES = [
     (2, 5, (11, 9), (3, 5), (2, 1, 0, 3), (2, 2)),  # uneven pads, a 3x5 kernel, odd sizes
     (3, 7, (9, 12), (2, 3), (0, 0, 1, 0), (2, 3)),  # pads at one end only
     (1, 3, (7, 7), (5, 5), (4, 4, 3, 4), (3, 2)),  # pads wider than the kernel's reach
+    (2, 5, (12, 9), (3, 3), (2, 3, 1, 0), (2, 3)),  # pads and sizes multiples of the pool's
 ]
 
 
