@@ -2011,7 +2011,10 @@ width x images long: all of a chunk's images in each slab's runs). LeNet's secon
 the time with 1 MiB (32 images in 5 slabs of 2 output rows), 0.73x with 2 MiB (slabs of 6 and
 4 rows) or 4 MiB (the whole batch at once, 2.3 MiB), 0.86x with 512 KiB; chunks of 11 images
 whole (1 MiB before the slabs) took 0.90x. The 2.3 MiB made lenet5@32's arena peak / floor 2.24
-(1.36 before); with 1 MiB and both batch-last paths 0.96."""
+(1.36 before); with 1 MiB and both batch-last paths 0.96. An input read as it lies (the
+plan's batch-last hand-off) takes no room: LeNet's second conv at batch 32 then runs 3 slabs of
+up to 4 output rows instead of 5 of 2, lenet5@32 0.98x the time (in-process interleaved, 800
+rounds, medians of ratios, load 3-4), 1.00x at 16."""
 _BATCH_LAST_WEIGHTS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 
 
@@ -2109,19 +2112,20 @@ def _im2col_batch_last(spec, x, w, out, epi, scratch, lo, hi, gemm) -> None:
     if hr == 0 or wr == 0 or hi <= lo:
         return
     kg = c * kh * kw
-    # Workspace per image: the input copy and the pooled rows (whole), and per slab of ph
-    # output rows, its columns and GEMM result. A chunk holds as many images as leave room
-    # for one such slab each, then its slabs as many rows as fit (long runs: all images).
-    whole = c * hp * wpad + mo * hr * wo + mo * hr * wr
-    pair = ph * wo * (kg + mo)
-    nb, pairs = _batch_last_chunks(
-        BATCH_LAST_WORKSPACE_BYTES // x.itemsize, hi - lo, whole, pair, hr
-    )
     r0, r1 = max(0, pt), min(hp, pt + h)  # the padded rows and columns inside the input
     q0, q1 = max(0, pl), min(wpad, pl + wi)
     bias = None if epi.bias is None else epi.bias.astype(x.dtype, copy=False).reshape(1, mo, 1, 1)
     # A batch-last input (a hand-off: images_innermost) needing no padding is read as it lies
     inner = r0 == 0 and r1 == hp and q0 == 0 and q1 == wpad and images_innermost(x)
+    # Workspace per image: the input copy (unless read as it lies) and the pooled rows
+    # (whole), and per slab of ph output rows, its columns and GEMM result. A chunk holds as
+    # many images as leave room for one such slab each, then its slabs as many rows as fit
+    # (long runs: all images).
+    whole = (0 if inner else c * hp * wpad) + mo * hr * wo + mo * hr * wr
+    pair = ph * wo * (kg + mo)
+    nb, pairs = _batch_last_chunks(
+        BATCH_LAST_WORKSPACE_BYTES // x.itemsize, hi - lo, whole, pair, hr
+    )
     for n0 in range(lo, hi, nb):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + nb)
         b = n1 - n0
