@@ -130,3 +130,18 @@ def test_handoff_shown_and_not_in_train_mode():
     assert "batch-last (images innermost) for flat" in sess.describe()
     train = sess._fast(training=True, keep_all=False).steps
     assert not any(getattr(s, "batch_last", False) for s in train)
+
+
+def test_one_session_across_batch_sizes(monkeypatch):
+    """One session run at 5, 2 (NCHW: under the hand-off's batch size), 33 and 5 again (the
+    arena re-recorded for each new shape): the same outputs as the plan without the hand-off."""
+    g = _net()
+    sess = runtime.Session(g)
+    with monkeypatch.context() as m:
+        m.setattr(fast_compile.CompiledPlan, "_batch_last_handoffs", lambda self: None)
+        nchw = runtime.Session(g)
+    for batch in (5, 2, 33, 5):
+        x = np.random.default_rng(batch).standard_normal((batch, 2, 16, 20)).astype(np.float32)
+        got, want = sess.run({"x": x}), nchw.run({"x": x})
+        for k in got:
+            np.testing.assert_allclose(got[k], want[k], rtol=RTOL, atol=ATOL, err_msg=k)
