@@ -10,9 +10,10 @@ At compile time (once per session and mode):
   a ReLU) takes those nodes into its epilogue (`fuse`), an inference im2col or colstack Conv
   also a MaxPool tiling its output (`_tiling_pool`); 1x1 Convs of one input become one
   stacked GEMM (`_merge_pointwise`); a channel Concat of such Convs' outputs has them written
-  into its buffer at batch 1 (`_place_concats`); a conv with a fused pool whose readers all
-  take it batch-last (a conv's batch-last path, a Flatten read by Gemms) writes its output so
-  (`_batch_last_handoffs`: LeNet's two convs);
+  into its buffer at batch 1 (`_place_concats`); a channel Concat read only by a MaxPool tiling
+  it pools each input into its slice of the pool's output instead (`_pool_concats`); a conv with
+  a fused pool whose readers all take it batch-last (a conv's batch-last path, a Flatten read by
+  Gemms) writes its output so (`_batch_last_handoffs`: LeNet's two convs);
 - an inference plan runs its steps in the topological order that lowers the peak of live
   activations, when one does (`_schedule`: Inception's pool branches first);
 - each value's last reader is known, so its buffer returns to the pool right after it; an
@@ -204,6 +205,7 @@ class CompiledPlan:
                 st.why += f"; runs before {self._runs_first[st.name]} (its residual there)"
         self._merge_pointwise()
         self._topological()
+        self._pool_concats()
         self._place_concats()
         self._schedule()
         self._liveness()
@@ -364,6 +366,46 @@ class CompiledPlan:
                     c0 += c
                 st.placed = True
                 st.why = "batch 1: no copy, its Conv inputs write into their channel slices"
+
+    def _pool_concats(self) -> None:
+        """An inference channel Concat (4-D) whose only reader is a MaxPool tiling it (kernel =
+        strides, static sizes divisible by it) takes the pool: each input is pooled into its
+        channel slice of the pool's output and the concatenation is not made (inception_bn's
+        second block and the 2x2 pool after it; see `ConcatStep.pool`). A Concat placed at
+        batch 1 (`_place_concats`) still is, there: the pool then runs on it."""
+        if not self.fuse or self.training:
+            return
+        g = self.graph
+        names = {slot: name for name, slot in self.slots.items()}
+        readers = self._readers()
+        outputs = {self.slots[o] for o in g.outputs if o in self.slots}
+        pools = {st.inputs[0]: st for st in self.steps if isinstance(st, MaxPoolStep)}
+        fused: set[int] = set()
+        for st in self.steps:
+            if not isinstance(st, ConcatStep) or len(st.outputs) != 1:
+                continue
+            slot = st.outputs[0]
+            out = g.values.get(names[slot])
+            pool = pools.get(slot)
+            if (
+                pool is None
+                or slot in outputs
+                or len(readers.get(names[slot], [])) != 1
+                or len(pool.outputs) != 1
+                or out is None
+                or out.shape is None
+                or len(out.shape) != 4
+                or st.axis % 4 != 1
+                or not all(isinstance(d, int) for d in out.shape[2:])
+                or pool.pooled_sizes(tuple(out.shape[2:])) is None
+            ):
+                continue
+            st.pool = pool
+            st.outputs = [slot, pool.outputs[0]]
+            st.fused += [pool.name, *pool.fused]
+            st.why += f"; {pool.name} fused: each input pooled into its channel slice"
+            fused.add(id(pool))
+        self.steps = [s for s in self.steps if id(s) not in fused]
 
     def _reads(self, step: Step) -> list[int]:
         """The value slots a step reads (its inputs, and a conv's epilogue operands)."""

@@ -261,11 +261,21 @@ class ConcatStep(Step):
 
     axis: int = 1
     placed: bool = False
+    pool: Any = None
+    """The MaxPool step reading the concatenation, when it is fused here (see
+    `CompiledPlan._pool_concats`; outputs are then [concatenation, pooled]): each input is
+    pooled into its channel slice of the pooled output (`MaxPoolStep.pool_channels`) and the
+    concatenation is never made, unless its inputs were placed in it (batch 1: the pool then
+    runs on it)."""
 
     def __call__(self, run: Run) -> None:
         if self.placed and all(i in run.placed for i in self.inputs):
+            if self.pool is not None:
+                self.pool(run)  # on the concatenation its inputs were written into
             return  # every input already sits in its slice of env[self.outputs[0]]
         xs = [run.get(i) for i in self.inputs]
+        if self.pool is not None and self._pool_inputs(run, xs):
+            return
         axis = self.axis % xs[0].ndim
         shape = list(xs[0].shape)
         shape[axis] = sum(x.shape[axis] for x in xs)
@@ -281,3 +291,19 @@ class ConcatStep(Step):
                 lambda lo, hi, _: np.concatenate([x[lo:hi] for x in xs], axis=axis, out=y[lo:hi]),
                 work,
             )
+        if self.pool is not None:
+            self.pool(run)
+
+    def _pool_inputs(self, run: Run, xs: list) -> bool:
+        """The fused pool of the inputs into its output (allocated here), or False when the
+        concatenation is needed (a pool that does not tile them, a partly placed batch)."""
+        if run.env[self.outputs[0]] is not None or any(x.ndim != 4 for x in xs):
+            return False
+        pool = self.pool
+        shape = (xs[0].shape[0], sum(x.shape[1] for x in xs), *xs[0].shape[2:])
+        outs = pool.pooled_sizes(shape[2:])
+        if outs is None:
+            return False
+        y = run.alloc(self.outputs[1], (*shape[:2], *outs), xs[0].dtype)
+        pool.pool_channels(run, xs, y)
+        return True

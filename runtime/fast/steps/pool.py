@@ -221,7 +221,7 @@ class MaxPoolStep(Step):
 
     @staticmethod
     def _tiled_part(
-        x: np.ndarray, y: np.ndarray, kernel: tuple, scratch: Scratch, chunk: int
+        x: np.ndarray, y: np.ndarray, kernel: tuple, scratch: Scratch, chunk: int, images: int = 0
     ) -> None:
         """A tiling pool over chunks of whole volumes (of (H, W) planes when every earlier axis
         is the identity). An earlier axis with a kernel kt > 1 (video's T) goes first: the max
@@ -243,10 +243,15 @@ class MaxPoolStep(Step):
         vol = math.prod(sizes) if any(kk > 1 for kk in lead) else plane
         outs = math.prod(n // kk for n, kk in zip(sizes, kernel, strict=True))
         xp = x.reshape(-1, vol)
-        yp = y.reshape(-1, (h // kh) * (w // kw) if vol == plane else outs)
+        # y may be a channel slice of a larger output (`pool_channels`): its images are then
+        # apart, so chunks are of whole images (`images` of them when given) and each chunk's
+        # corners go to its images
+        whole = y.flags.c_contiguous
+        yp = y.reshape(-1, (h // kh) * (w // kw) if vol == plane else outs) if whole else y
+        per = 1 if whole else xp.shape[0] // max(1, x.shape[0])  # volumes per image
         n = xp.shape[0]
         room = scratch.room(x.dtype) // (2 if vol == plane else 3)  # for m, m2 (and a slab)
-        step = max(1, max(chunk // x.itemsize, room) // vol)
+        step = (images or max(1, max(chunk // x.itemsize, room) // vol // per)) * per
         for p0 in range(0, n, step):  # a loop over chunks of volumes sized by the scratch
             p1 = min(n, p0 + step)
             src = xp[p0:p1].reshape(-1)
@@ -283,7 +288,10 @@ class MaxPoolStep(Step):
             else:
                 m2[:cols] = m[:cols]
             corners = m2.reshape(planes, h // kh, kh, w // kw, kw)[:, :, 0, :, 0]
-            np.copyto(yp[p0:p1].reshape(corners.shape), corners)
+            if whole:
+                np.copyto(yp[p0:p1].reshape(corners.shape), corners)
+            else:  # (a split of the first axis: a view)
+                np.copyto(y[p0 // per : p1 // per], corners.reshape(-1, *y.shape[1:]))
 
     @staticmethod
     def _pairs_part(x: np.ndarray, y: np.ndarray, kh: int, kw: int, scratch: Scratch) -> None:
@@ -307,6 +315,47 @@ class MaxPoolStep(Step):
                 np.maximum(yf, cols[:, j], out=yf)
         else:
             np.copyto(yf, cols[:, 0])
+
+    def pooled_sizes(self, sizes: tuple) -> tuple | None:
+        """The output's spatial sizes when this pool tiles 2-D inputs of `sizes` exactly (then
+        `pool_channels` computes it), else None."""
+        tiled = self._tiled(sizes)
+        if tiled is None or len(sizes) != 2:
+            return None
+        return tuple(n // k for n, k in zip(sizes, tiled, strict=True))
+
+    def pool_channels(self, run: Run, xs: list, y: np.ndarray) -> None:
+        """y = this pool of the channel concatenation of `xs` (ConcatStep with the pool fused,
+        see `CompiledPlan._pool_concats`): each input pooled straight into its channel slice of
+        y by `_tiled_part`, no concatenated copy (the max is per channel plane). Only where
+        `pooled_sizes` gives y's sizes. Threads over images as `__call__` from
+        TILED_SPLIT_MIN_ELEMENTS input elements in all."""
+        tiled = self._tiled(xs[0].shape[2:])
+        assert tiled is not None  # (see pooled_sizes)
+        parts = []
+        c0 = 0
+        for x in xs:  # a loop over the concatenated inputs (a few branches)
+            c = x.shape[1]
+            parts.append((np.ascontiguousarray(x), y[:, c0 : c0 + c]))
+            c0 += c
+        # Chunks of the same images for every input, the widest input first: the later ones'
+        # workspaces fit in its places (a larger later take would move its slot past the
+        # others: 1 MiB more arena on inception_bn@32).
+        parts.sort(key=lambda p: -p[0].shape[1])
+        image = xs[0].itemsize * math.prod(xs[0].shape[2:]) * parts[0][0].shape[1]
+        n = y.shape[0]
+        if n < 2 or sum(x.size for x in xs) < TILED_SPLIT_MIN_ELEMENTS:
+            images = max(1, POOL_CHUNK_BYTES // 4 // image)
+            for x, yc in parts:  # a loop over the inputs
+                self._tiled_part(x, yc, tiled, run.scratch[0], 0, images)
+        else:
+            images = max(1, POOL_CHUNK_BYTES // image)
+
+            def part(lo: int, hi: int, sc: Scratch) -> None:
+                for x, yc in parts:  # a loop over the inputs
+                    self._tiled_part(x[lo:hi], yc[lo:hi], tiled, sc, 0, images)
+
+            run.parallel(n, part, SPLIT_MIN_FLOPS)
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])

@@ -1,0 +1,168 @@
+"""A channel Concat whose only reader is a MaxPool tiling it takes the pool
+(`CompiledPlan._pool_concats`, `ConcatStep.pool`, `MaxPoolStep.pool_channels`): each input is
+pooled into its channel slice of the pooled output, no concatenation made. The max is exact, so
+the fused plan must equal the plan without the fusion bit for bit (the same convs run in both);
+against the plain kernels and onnxruntime within the convs' float32 rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet import runtime
+from graphnet.ir import Graph
+from graphnet.runtime.fast import compile as fast_compile
+from graphnet.runtime.fast import threads as fast_threads
+from graphnet.runtime.fast.memory import Scratch
+from graphnet.runtime.fast.steps import ConcatStep, MaxPoolStep
+from graphnet.runtime.fast.steps import base as fast_base
+from graphnet.runtime.fast.steps import pool as fast_pool
+from tests.helpers import export_checked, ort_run
+from tests.oracles import naive_pool
+
+# Convs of 5-54 products of O(0.3) weights and O(1) inputs: float32 rounding ~1e-6 relative;
+# a misplaced channel slice or a wrong window is off by O(0.1).
+RTOL, ATOL = 1e-5, 1e-5
+
+
+def _net(kernel: tuple, sizes: tuple = (8, 6), cat_readers: int = 1, pads: int = 0) -> Graph:
+    """x (N, 5, *sizes) -> branches of every kind -> channel Concat -> MaxPool(kernel, stride
+    kernel, `pads`) -> output: a 1x1 conv with ReLU, a 3x3 conv, a 3x1 conv, a "same" 3x3
+    MaxPool, x itself (a graph input: someone else's array) and a Relu of x. With
+    `cat_readers` 2 the Concat is also negated into a second output."""
+    rng = np.random.default_rng(21)
+    g = Graph("concat_pool")
+    g.add_input("x", (None, 5, *sizes))
+
+    def conv(name, m, kh, kw, act=True):
+        g.add_param(f"{name}.w", (0.3 * rng.standard_normal((m, 5, kh, kw))).astype(np.float32))
+        g.add_param(f"{name}.b", rng.standard_normal(m).astype(np.float32))
+        attrs = {"pads": [kh // 2, kw // 2, kh // 2, kw // 2], "strides": [1, 1]}
+        y = g.add_node("Conv", ["x", f"{name}.w", f"{name}.b"], attrs, name=name).outputs[0]
+        return g.add_node("Relu", [y], {}, name=f"{name}.relu").outputs[0] if act else y
+
+    same = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
+    ins = [
+        conv("pw", 3, 1, 1),
+        conv("c33", 7, 3, 3, act=False),
+        conv("c31", 4, 3, 1),
+        g.add_node("MaxPool", ["x"], same, name="same").outputs[0],
+        "x",
+        g.add_node("Relu", ["x"], {}, name="rx").outputs[0],
+    ]
+    cat = g.add_node("Concat", ins, {"axis": 1}, name="cat").outputs[0]
+    attrs = {"kernel_shape": list(kernel), "strides": list(kernel), "pads": [pads] * 4}
+    g.mark_output(g.add_node("MaxPool", [cat], attrs, name="pool").outputs[0])
+    if cat_readers > 1:
+        g.mark_output(g.add_node("Neg", [cat], {}, name="neg").outputs[0])
+    return g
+
+
+def _unfused(g: Graph, monkeypatch) -> runtime.Session:
+    with monkeypatch.context() as m:
+        m.setattr(fast_compile.CompiledPlan, "_pool_concats", lambda self: None)
+        sess = runtime.Session(g)
+        sess._fast(training=False, keep_all=False)  # compiled now, without the fusion
+    return sess
+
+
+@pytest.fixture(params=["inline", "threads"])
+def split(request, monkeypatch):
+    """As the plan decides, and with every batch split over the threads."""
+    if request.param == "threads":
+        monkeypatch.setattr(fast_threads, "SPLIT_MIN_FLOPS", 0)
+        for module in (fast_base, fast_pool):
+            monkeypatch.setattr(module, "SPLIT_MIN_FLOPS", 0)
+        monkeypatch.setattr(fast_pool, "TILED_SPLIT_MIN_ELEMENTS", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("kernel, sizes", [((2, 2), (8, 6)), ((2, 3), (6, 9)), ((3, 1), (9, 4))])
+@pytest.mark.parametrize("chunk", ["planes", "default"])
+def test_concat_takes_its_tiling_pool(split, monkeypatch, kernel, sizes, chunk):
+    """The pool is fused into the Concat (the plan has no MaxPool step for it, describe() says
+    so); at batch 1 (the convs placed in the Concat's buffer: the pool runs on it), 3, 5 and
+    batch 1 again (one plan), with chunks of a few planes (a chunk is then rounded to whole
+    images of a channel slice) or the default: bit for bit the unfused plan's output, and the
+    plain kernels' and onnxruntime's within the convs' rounding; inputs with -inf and +inf."""
+    g = _net(kernel, sizes)
+    sess, plain = runtime.Session(g), _unfused(g, monkeypatch)
+    steps = sess._fast(training=False, keep_all=False).steps
+    (cat,) = [s for s in steps if isinstance(s, ConcatStep)]
+    assert cat.pool is not None and cat.pool.name == "pool" and "pool" in cat.fused
+    assert [s.name for s in steps if isinstance(s, MaxPoolStep)] == ["same"]
+    if chunk == "planes":  # chunks of one image per input, however many channels it has
+        monkeypatch.setattr(fast_pool, "POOL_CHUNK_BYTES", 4)
+    row = next(line for line in sess.describe().splitlines() if line.startswith("cat "))
+    assert "pool fused" in row
+    ref = runtime.Session(g, plan="reference")
+    rng = np.random.default_rng(22)
+    for batch in (1, 3, 5, 1):
+        x = rng.standard_normal((batch, 5, *sizes)).astype(np.float32)
+        x.reshape(-1)[::7] = -np.inf  # (the convs see finite values: -inf only in the pools)
+        x.reshape(-1)[::11] = np.inf
+        xs = {"x": np.where(np.isfinite(x), x, 0).astype(np.float32)}
+        for feeds in ({"x": x}, xs):
+            with np.errstate(invalid="ignore"):  # (inf - inf in the convs: NaN, both plans)
+                got = sess.run(feeds)[g.outputs[0]]
+                assert np.array_equal(got, plain.run(feeds)[g.outputs[0]], equal_nan=True)
+        got = sess.run(xs)[g.outputs[0]]
+        for want in (ref.run(xs)[g.outputs[0]], ort_run(export_checked(g), xs)[g.outputs[0]]):
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "kernel, pads, readers",
+    [((3, 3), 0, 1), ((2, 2), 1, 1), ((2, 2), 0, 2)],
+)
+def test_concat_keeps_a_pool_it_cannot_take(monkeypatch, kernel, pads, readers):
+    """Not fused: a pool that does not tile the Concat (3x3 / 3 on 8x6; a padded 2x2) or a
+    Concat read by another node too; the results as the plain kernels'."""
+    g = _net(kernel, (8, 6), cat_readers=readers, pads=pads)
+    sess = runtime.Session(g)
+    steps = sess._fast(training=False, keep_all=False).steps
+    (cat,) = [s for s in steps if isinstance(s, ConcatStep)]
+    assert cat.pool is None and "pool" in [s.name for s in steps]
+    x = np.random.default_rng(23).standard_normal((3, 5, 8, 6)).astype(np.float32)
+    got, want = sess.run({"x": x}), runtime.Session(g, plan="reference").run({"x": x})
+    for k in g.outputs:
+        np.testing.assert_allclose(got[k], want[k], rtol=RTOL, atol=ATOL, err_msg=k)
+
+
+def test_inception_second_block_pools_its_branches(monkeypatch):
+    """inception_bn: the second block's Concat takes the 2x2 pool after it; at batch 3 the
+    whole net equals the unfused plan's bit for bit."""
+    from graphnet.bench import suite
+    from graphnet.passes.manager import optimize
+
+    g = optimize(suite.build("inception_bn"), "inference")[0]
+    sess, plain = runtime.Session(g), _unfused(g, monkeypatch)
+    fused = [
+        s.name
+        for s in sess._fast(training=False, keep_all=False).steps
+        if isinstance(s, ConcatStep) and s.pool is not None
+    ]
+    assert len(fused) == 1
+    x = np.random.default_rng(24).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    got, want = sess.run({g.inputs[0]: x}), plain.run({g.inputs[0]: x})
+    for k in g.outputs:
+        assert np.array_equal(got[k], want[k]), k
+
+
+@pytest.mark.parametrize(
+    "planes, images", [(1, 0), (4, 0), (7, 0), (12, 0), (100, 0)] + [(0, 1), (0, 2), (0, 5)]
+)
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 2), (1, 3)])
+def test_tiled_part_writes_a_channel_slice_in_chunks_of_whole_images(planes, images, kernel):
+    """`_tiled_part` into a channel slice of a larger output (its images apart): chunks of
+    `planes` planes rounded to whole images (5 planes an image: 1 -> 1 image, 7 -> 1, 12 -> 2
+    with a short last chunk, 100 -> all) or of `images` images as given, exact against the
+    naive loop; the channels around the slice untouched."""
+    rng = np.random.default_rng(25)
+    x = rng.standard_normal((3, 5, 6, 6)).astype(np.float32)
+    x.reshape(-1)[::9] = -np.inf
+    out = np.full((3, 9, 6 // kernel[0], 6 // kernel[1]), 7.0, np.float32)
+    MaxPoolStep._tiled_part(x, out[:, 2:7], kernel, Scratch(), planes * 36 * 4, images)
+    want = naive_pool(x, kernel, kernel, (0,) * 4, (1, 1), 0, "max")
+    assert np.array_equal(out[:, 2:7], want.astype(np.float32))
+    assert (out[:, :2] == 7).all() and (out[:, 7:] == 7).all()
