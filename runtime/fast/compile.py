@@ -368,12 +368,13 @@ class CompiledPlan:
                 st.why = "batch 1: no copy, its Conv inputs write into their channel slices"
 
     def _pool_concats(self) -> None:
-        """An inference channel Concat (4-D) whose only reader is a MaxPool tiling it (kernel =
-        strides, static sizes divisible by it) takes the pool: each input is pooled into its
-        channel slice of the pool's output and the concatenation is not made (inception_bn's
-        second block and the 2x2 pool after it; see `ConcatStep.pool`). A Concat placed at
-        batch 1 (`_place_concats`) still is, there: the pool then runs on it."""
-        if not self.fuse or self.training:
+        """A channel Concat (4-D) whose only reader is a MaxPool tiling it (kernel = strides,
+        static sizes divisible by it) takes the pool: each input is pooled into its channel
+        slice of the pool's output and the concatenation is not made (inception_bn's second
+        block and the 2x2 pool after it; see `ConcatStep.pool`). A Concat placed at batch 1
+        (`_place_concats`) still is, there: the pool then runs on it. Both ops compute the same
+        in train mode (its forward fuses too; the backward's plan fuses nothing)."""
+        if not self.fuse:
             return
         g = self.graph
         names = {slot: name for name, slot in self.slots.items()}

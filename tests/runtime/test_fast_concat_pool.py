@@ -62,7 +62,8 @@ def _unfused(g: Graph, monkeypatch) -> runtime.Session:
     with monkeypatch.context() as m:
         m.setattr(fast_compile.CompiledPlan, "_pool_concats", lambda self: None)
         sess = runtime.Session(g)
-        sess._fast(training=False, keep_all=False)  # compiled now, without the fusion
+        for training in (False, True):  # compiled now, without the fusion
+            sess._fast(training=training, keep_all=False)
     return sess
 
 
@@ -109,6 +110,11 @@ def test_concat_takes_its_tiling_pool(split, monkeypatch, kernel, sizes, chunk):
         got = sess.run(xs)[g.outputs[0]]
         for want in (ref.run(xs)[g.outputs[0]], ort_run(export_checked(g), xs)[g.outputs[0]]):
             np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+        # train mode's forward fuses it too (no op here depends on the mode)
+        got = sess.run(xs, mode="train")[g.outputs[0]]
+        assert np.array_equal(got, plain.run(xs, mode="train")[g.outputs[0]])
+    train = sess._fast(training=True, keep_all=False).steps
+    assert [s.name for s in train if isinstance(s, MaxPoolStep)] == ["same"]
 
 
 @pytest.mark.parametrize(
@@ -131,22 +137,28 @@ def test_concat_keeps_a_pool_it_cannot_take(monkeypatch, kernel, pads, readers):
 
 def test_inception_second_block_pools_its_branches(monkeypatch):
     """inception_bn: the second block's Concat takes the 2x2 pool after it; at batch 3 the
-    whole net equals the unfused plan's bit for bit."""
+    whole net equals the unfused plan's bit for bit, optimized in inference and as built
+    (BatchNorm steps) in train mode."""
     from graphnet.bench import suite
     from graphnet.passes.manager import optimize
 
-    g = optimize(suite.build("inception_bn"), "inference")[0]
-    sess, plain = runtime.Session(g), _unfused(g, monkeypatch)
-    fused = [
-        s.name
-        for s in sess._fast(training=False, keep_all=False).steps
-        if isinstance(s, ConcatStep) and s.pool is not None
-    ]
-    assert len(fused) == 1
     x = np.random.default_rng(24).standard_normal((3, 3, 32, 32)).astype(np.float32)
-    got, want = sess.run({g.inputs[0]: x}), plain.run({g.inputs[0]: x})
-    for k in g.outputs:
-        assert np.array_equal(got[k], want[k]), k
+    for g, mode in (
+        (optimize(suite.build("inception_bn"), "inference")[0], "inference"),
+        (suite.build("inception_bn"), "train"),
+    ):
+        sess, plain = runtime.Session(g), _unfused(g, monkeypatch)
+        fused = [
+            s.name
+            for s in sess._fast(training=mode == "train", keep_all=False).steps
+            if isinstance(s, ConcatStep) and s.pool is not None
+        ]
+        assert len(fused) == 1
+        # (train mode updates the BatchNorm running statistics: its forward reads none)
+        got = sess.run({g.inputs[0]: x}, mode=mode)
+        want = plain.run({g.inputs[0]: x}, mode=mode)
+        for k in g.outputs:
+            assert np.array_equal(got[k], want[k]), k
 
 
 @pytest.mark.parametrize(
