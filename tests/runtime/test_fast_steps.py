@@ -106,6 +106,7 @@ def test_same_max_pool_takes_the_pairwise_passes_with_infinities(split, monkeypa
     vol = int(np.prod(sizes))
     for chunk in (1, 3):
         monkeypatch.setattr(fast_pool, "POOL_CHUNK_BYTES", chunk * vol * 16)
+        monkeypatch.setattr(fast_pool, "PAIRWISE_INLINE_CHUNK_BYTES", chunk * vol * 4)
         x = np.random.default_rng(chunk).standard_normal((3, 4, *sizes)).astype(np.float32)
         x.reshape(-1)[::5] = -np.inf
         x.reshape(-1)[::7] = np.inf

@@ -14,6 +14,7 @@ from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 __all__ = [
     "POOL_CHUNK_BYTES",
     "PAIRS_MAX_ELEMENTS",
+    "PAIRWISE_INLINE_CHUNK_BYTES",
     "TILED_MIN_ELEMENTS",
     "TILED_SLABS_MIN_ELEMENTS",
     "TILED_SPLIT_MIN_ELEMENTS",
@@ -23,10 +24,19 @@ __all__ = [
 
 POOL_CHUNK_BYTES = 1 << 20
 """A tiling or pairwise MaxPool split over threads works on chunks of at least this many input
-bytes, a quarter of it inline, more when its thread's scratch already holds more (a conv's
-workspaces): on two threads every NumPy call is a GIL hand-over (256 KiB chunks were slower
-than the strided passes there, 1 MiB chunks 0.8-0.9x); inline, small chunks cost little and
-hold less scratch."""
+bytes, a quarter of it inline (a tiling pool; a pairwise one: PAIRWISE_INLINE_CHUNK_BYTES),
+more when its thread's scratch already holds more (a conv's workspaces): on two threads every
+NumPy call is a GIL hand-over (256 KiB chunks were slower than the strided passes there, 1 MiB
+chunks 0.8-0.9x); inline, small chunks cost little and hold less scratch."""
+
+PAIRWISE_INLINE_CHUNK_BYTES = POOL_CHUNK_BYTES
+"""An inline pairwise "same" pool (`_pairwise_part`) works on chunks of this many input bytes,
+not a quarter: its two passes per axis, a fill and a copy cost fixed Python per chunk. Measured
+(one thread, MaxPool sessions in-process interleaved, 300 rounds, medians of ratios, against
+256 KiB, two runs): 0.87-0.915x the time on Inception's (32, 32, 16, 16), 0.89-0.91x on (32,
+128, 8, 8), for 1 MiB of workspace instead of 256 KiB (inception_bn@32's arena unchanged: its
+peak is elsewhere); an input under 256 KiB (batch 1-4) runs as one chunk either way (1.02x
+there: the harness's bias between two identical sessions)."""
 
 TILED_MIN_ELEMENTS = 1 << 13
 """Smaller tiling MaxPools keep the strided passes (fewer Python operations: LeNet's at batch 1
@@ -389,7 +399,7 @@ class MaxPoolStep(Step):
             x = np.ascontiguousarray(x)
             y = run.alloc(self.outputs[0], x.shape, x.dtype)
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
-                self._pairwise_part(x, y, run.scratch[0], POOL_CHUNK_BYTES // 4)
+                self._pairwise_part(x, y, run.scratch[0], PAIRWISE_INLINE_CHUNK_BYTES)
             else:
                 run.parallel(
                     x.shape[0],
