@@ -104,8 +104,13 @@ class Graph:
         return value
 
     def set_param(self, name: str, array: np.ndarray) -> None:
-        """Replace a parameter's array; its Value follows the new shape and dtype."""
+        """Replace a parameter's array; its Value follows the new shape and dtype. The array the
+        graph already holds, edited in place, counts as a new one: a view of it is stored, a new
+        object, so what a session prepared from the old contents (kept while the parameter stays
+        the same object) is prepared again."""
         array = np.asarray(array)
+        if array is self.params.get(name):
+            array = array.view()
         self.params[name] = array
         self.values[name] = Value(name, tuple(array.shape), dtype_name(array.dtype))
 

@@ -60,10 +60,10 @@ class Session:
     plain kernels node by node (the oracle, and for debugging). The fast plan keeps prepared
     weights (re-laid kernels; Winograd-transformed ones on batches with few tiles, larger ones
     transform theirs every run) between runs, in either mode, while a parameter stays the same
-    array object: replace a parameter with `graph.set_param` (as the Trainer does) rather than
-    writing into its array in place (a batch that reads the kept copy and one that does not
-    would disagree). Threads may share a
-    session: its fast plan runs one call at a time (the others wait).
+    array object: replace a parameter with `graph.set_param` (as the Trainer does; after an
+    in-place edit, `set_param` with the same array) rather than only writing into its array in
+    place (a batch that reads the kept copy and one that does not would disagree). Threads may
+    share a session: its fast plan runs one call at a time (the others wait).
     """
 
     def __init__(self, graph: Graph, *, plan: str = "fast") -> None:

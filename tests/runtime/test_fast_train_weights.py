@@ -186,3 +186,23 @@ def test_trainer_step_is_seen_by_the_next_train_forward():
     # the BN-normalized unit-scale values, carried through the Linear layer's unit-scale sum:
     # atol 1e-4 (as in test_fast_plan's train-mode test).
     np.testing.assert_allclose(after, want[g.outputs[0]], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_set_param_with_the_same_array_edited_in_place_is_seen(training):
+    """`set_param(name, g.params[name])` after an in-place edit: the kept prepared weight (keyed
+    on the array object) is not reused; the run agrees bit for bit with a fresh session's."""
+    rng = np.random.default_rng(3)
+    x_shape = (3, 48, 9, 10)  # Winograd F(4x4), U^T kept
+    g = _graph(x_shape, 40, (3, 3), (1, 1), (1, 1, 1, 1), rng)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    sess = runtime.Session(g)
+    mode = "train" if training else "inference"
+    before = sess.run({"x": x}, mode=mode)[g.outputs[0]]
+    w = g.params["w"]
+    w *= 2.0
+    g.set_param("w", w)
+    after = sess.run({"x": x}, mode=mode)[g.outputs[0]]
+    fresh = runtime.Session(g).run({"x": x}, mode=mode)[g.outputs[0]]
+    assert not np.allclose(after, before)
+    np.testing.assert_array_equal(after, fresh)
