@@ -124,6 +124,10 @@ def _prelu(x, y, t, slope):
         y += t
 
 
+def _untemp(fn, x, y, t):
+    fn(x, y)  # an activation without a scratch array, called as one with (see NormStep)
+
+
 def _scale(k, x, y):
     np.multiply(x, x.dtype.type(k), out=y)
 
@@ -199,6 +203,8 @@ class CompiledPlan:
                     step.fused.append(nxt.name)
                     fused.add(nxt.name)
                     step.outputs[0] = self._slot(nxt.outputs[0])
+            elif self.fuse and isinstance(step, NormStep):
+                self._fuse_norm_activation(step, n, readers, outputs, fused)
             self.steps.append(step)
         for st in self.steps:
             if st.name in self._runs_first:
@@ -261,6 +267,36 @@ class CompiledPlan:
                 s.why += "; its output batch-last (images innermost) for " + ", ".join(
                     r.name for r in rs
                 )
+
+    def _fuse_norm_activation(self, step: NormStep, node: Node, readers, outputs, fused) -> None:
+        """The activation after a Group / Instance / Layer normalization (PReLU, ELU,
+        LeakyReLU; Relu), when it is the norm's only reader and its parameters are the graph's,
+        in the norm's last pass: in place on the norm's output, no step or buffer of its own
+        (a step's calls and buffer hand-off are worth a pass over a batch-1 activation)."""
+        nxt = self._single_reader(node.outputs[0], readers, outputs)
+        if nxt is None or nxt.op not in ("PRelu", "Elu", "LeakyRelu", "Relu"):
+            return
+        g = self.graph
+        act = self._fast_step(
+            nxt, ops.attrs_of(nxt, [g.values.get(i) if i else None for i in nxt.inputs])
+        )
+        yv, av = g.values.get(node.outputs[0]), g.values.get(nxt.outputs[0])
+        if (
+            not isinstance(act, UnaryStep)
+            or not all(isinstance(i, str) for i in act.inputs[1:])  # parameters only
+            or yv is None
+            or av is None
+            or yv.shape is None
+            or yv.dtype != av.dtype
+            or yv.shape != av.shape
+        ):
+            return
+        step.activation = act.ufunc if act.temp else partial(_untemp, act.ufunc)
+        step.act_inputs = len(act.inputs) - 1
+        step.inputs.extend(act.inputs[1:])
+        step.outputs[0] = act.outputs[0]
+        step.fused.append(nxt.name)
+        fused.add(nxt.name)
 
     def _merge_pointwise(self) -> None:
         """1x1 convs of the same input with the same strides (parameter weights, no residual)

@@ -224,6 +224,9 @@ NORMS = [
     ("LayerNormalization", (3, 6, 5, 4), 1),
     ("LayerNormalization", (3, 6, 5, 4), 2),
     ("LayerNormalization", (3, 6, 5, 4), -1),
+    ("GroupNormalization", (1, 12, 5, 7), 4),  # batch 1: one image's (C, pixels) planes
+    ("InstanceNormalization", (1, 5, 6, 7), None),
+    ("LayerNormalization", (1, 6, 5, 4), 1),  # one row: the Python-scalar statistics
 ]
 
 
@@ -659,3 +662,81 @@ def test_concat_inputs_written_in_place_by_their_convs(split, monkeypatch):
             ran = {s.name: s.ran for s in plan.steps if s.op == "Conv"}
             assert ran["pw"] == ran["pwz"] == "pointwise" and ran["im2col"] == "im2col"
             assert ran["wino4"] == "winograd-f4" and ran["wino2"] == "winograd-f2"
+
+
+# (norm op, x shape without the batch, groups or LayerNorm axis)
+NORM_ACT_NORMS = [
+    ("GroupNormalization", (6, 5, 7), 3),
+    ("InstanceNormalization", (5, 3, 9), None),
+    ("LayerNormalization", (4, 5, 3), 1),  # one row per image: the Python-scalar statistics
+    ("LayerNormalization", (4, 5, 3), -1),  # rows of 3: (rows, 1) columns
+]
+NORM_ACT_ACTS = [("PRelu", "below one"), ("PRelu", "mixed"), ("Elu", 1.0), ("Elu", 2.5)]
+NORM_ACT_ACTS += [("LeakyRelu", 0.1), ("Relu", None)]
+
+
+def _norm_act_graph(op, shape, arg, act, act_arg, rng, second_reader=False):
+    """norm -> activation (the activation's output the graph's; with `second_reader` the
+    norm's output too)."""
+    c = shape[0]
+    if op == "LayerNormalization":
+        axis = arg % (len(shape) + 1)
+        pshape = (None, *shape)[axis:]
+        attrs = {"axis": arg, "epsilon": 1e-5}
+    else:
+        pshape = (c,)
+        attrs = {"epsilon": 1e-5} | ({"num_groups": arg} if arg else {})
+    params = {
+        "scale": rng.uniform(0.5, 1.5, pshape).astype(np.float32),
+        "bias": rng.normal(0.0, 1.0, pshape).astype(np.float32),
+    }
+    g = single_node(op, {"x": (None, *shape)}, params, attrs=attrs)
+    (out,) = g.outputs
+    if act == "PRelu":
+        lo, hi = {"below one": (-0.5, 1.0), "mixed": (0.2, 2.0)}[act_arg]
+        g.add_param("slope", rng.uniform(lo, hi, (c,) + (1,) * (len(shape) - 1)).astype("f4"))
+        node = g.add_node("PRelu", [out, "slope"], {}, name="act")
+    else:
+        node = g.add_node(act, [out], {} if act_arg is None else {"alpha": act_arg}, name="act")
+    if not second_reader:
+        g.outputs.remove(out)
+    g.mark_output(node.outputs[0])
+    return g, node.outputs[0]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("act, act_arg", NORM_ACT_ACTS)
+@pytest.mark.parametrize("op, shape, arg", NORM_ACT_NORMS)
+def test_norm_with_fused_activation_matches_plain_kernels_and_onnxruntime(
+    split, op, shape, arg, act, act_arg, batch
+):
+    """Group / Instance / Layer normalization -> PReLU / ELU / LeakyReLU / Relu as one step (the
+    activation in place on the norm's output), batch 1 and 3, on data far from zero (mean 100),
+    against the plain kernels node by node and onnxruntime."""
+    rng = np.random.default_rng(21)
+    g, y = _norm_act_graph(op, shape, arg, act, act_arg, rng)
+    sess = runtime.Session(g)
+    rows = sess._fast(training=False, keep_all=False).describe()
+    assert [r["op"] for r in rows] == [op] and rows[0]["fused"] == ["act"]
+    x = (100.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+    got = sess.run({"x": x})[y]
+    want = runtime.Session(g, plan="reference").run({"x": x})[y]
+    # Normalized outputs of size ~3 (times a slope up to 2, or ELU's alpha): the bound of the
+    # offset normalization test (rtol 1e-5, atol 2e-5) scaled by the activation's factor 2.5
+    assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"{op}+{act} vs plain kernels")
+    theirs = ort_run(export_checked(g), {"x": x - np.float32(100.0)})[y]
+    mine = sess.run({"x": x - np.float32(100.0)})[y]
+    assert_close(mine, theirs, rtol=1e-5, atol=5e-5, what=f"{op}+{act} vs onnxruntime")
+
+
+def test_norm_read_twice_keeps_its_activation_apart():
+    rng = np.random.default_rng(22)
+    g, y = _norm_act_graph("GroupNormalization", (4, 3, 5), 2, "PRelu", "mixed", rng, True)
+    sess = runtime.Session(g)
+    rows = sess._fast(training=False, keep_all=False).describe()
+    assert [r["op"] for r in rows] == ["GroupNormalization", "PRelu"] and rows[0]["fused"] == []
+    x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    got = sess.run({"x": x})
+    want = runtime.Session(g, plan="reference").run({"x": x})
+    for k in g.outputs:  # standard normal data, outputs ~2: a few float32 ulps
+        assert_close(got[k], want[k], rtol=1e-5, atol=2e-6, what=k)

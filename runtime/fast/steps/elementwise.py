@@ -303,70 +303,129 @@ class BatchNormStep(Step):
 @dataclass
 class NormStep(Step):
     """GroupNormalization / InstanceNormalization / LayerNormalization (Y only) in float32
-    without float64 copies, x viewed as (rows, groups, elements), by the corrected two-pass
-    algorithm: the mean m as a BLAS sum (x @ ones / n), D = x - m written into the output
+    without float64 copies, x viewed as (rows * groups, elements), by the corrected two-pass
+    algorithm: the shift m = x . (1/n) (a BLAS dot product), D = x - m written into the output
     buffer, then the residual r = sum(D) / n (what m's float32 rounding left over) and the
-    biased variance sum(D * D) / n - r**2 (BLAS dot products); Y = D * a + (B - r * a) with
-    a = scale / sqrt(var + eps) per row and channel, in place. The rows are split over the
-    plan's threads."""
+    biased variance sum(D * D) / n - r**2 (BLAS dot products, added up in float64); Y = D * a +
+    (B - r * a) with a = scale / sqrt(var + eps) per row and channel, in place. Then the fused
+    activation (`activation`, a PReLU / ELU / LeakyReLU node after it: `UnaryStep`'s ufunc, in
+    place, its parameters the last `act_inputs` inputs). The rows are split over the plan's
+    threads.
+
+    Few NumPy calls: at batch 1 a norm is one row of 4k-33k elements, where a call's overhead
+    (~1 us) is worth a pass's arithmetic. The three per-row sums go into one (3, rows * groups)
+    array, the 1/n and ones vectors are kept between runs, the affine of one image multiplies
+    (C, length) planes by (C, 1) columns."""
 
     kind: str = "group"  # "group" (per-channel affine), "layer" (affine broadcast from `axis`)
     groups: int = 0  # group: number of groups (0: one per channel, instance norm)
     axis: int = 1  # layer: first normalized axis
     epsilon: float = 1e-5
+    activation: Callable | None = None  # fn(x, y, t, *params): a fused activation, in place
+    act_inputs: int = 0  # how many of the last inputs are the activation's parameters
+    _ones: dict = field(default_factory=dict)
 
     def __call__(self, run: Run) -> None:
-        x = run.get(self.inputs[0])
-        scale = run.get(self.inputs[1]) if len(self.inputs) > 1 else None
-        bias = run.get(self.inputs[2]) if len(self.inputs) > 2 else None
+        ins = self.inputs
+        nin = len(ins) - self.act_inputs
+        x = run.get(ins[0])
+        scale = run.get(ins[1]) if nin > 1 else None
+        bias = run.get(ins[2]) if nin > 2 else None
         dt = x.dtype
+        shape = x.shape
         if self.kind == "layer":
             axis = self.axis % x.ndim
-            rows, g = math.prod(x.shape[:axis]), 1
+            rows, g = math.prod(shape[:axis]), 1
         else:
-            rows, g = x.shape[0], self.groups or x.shape[1]
-        xg = x.reshape(rows, g, -1)
-        n = xg.shape[2]
-        y = run.alloc(self.outputs[0], x.shape, dt)
-        yg = y.reshape(rows, g, -1)
-        ones = np.ones(n, dt)
+            rows, g = shape[0], self.groups or shape[1]
+        y = run.alloc(self.outputs[0], shape, dt)
+        if x.size == 0:
+            return
+        n = x.size // (rows * g)
+        x2, y2 = x.reshape(rows * g, n), y.reshape(rows * g, n)
+        key = (n, dt)
+        hit = self._ones.get(key)
+        if hit is None:
+            hit = self._ones[key] = (np.full(n, 1.0 / n, dt), np.ones(n, dt))
+        w, ones = hit
+        sums = np.empty((3, rows * g), dt)  # per row and group: x . w (the shift), D . 1, D . D
         eps = self.epsilon
-        if self.kind == "layer":
+        layer = self.kind == "layer"
+        if layer:
             sc = None if scale is None else scale.astype(dt, copy=False)
             bi = None if bias is None else bias.astype(dt, copy=False)
+            yl = y.reshape(rows, *shape[axis:])
         else:
-            c = x.shape[1]
-            sc = np.ones(c) if scale is None else scale.astype(np.float64)
-            bi = np.zeros(c) if bias is None else bias.astype(np.float64)
-            tail = (1,) * (x.ndim - 2)
+            c = shape[1]
+            per = c // g
+            sc3 = (np.ones(c) if scale is None else scale.astype(np.float64)).reshape(g, per)
+            bi3 = (np.zeros(c) if bias is None else bias.astype(np.float64)).reshape(g, per)
+            yc = y.reshape(rows, c, -1)  # (images, channels, pixels)
+        act = self.activation
+        params = [run.get(i) for i in ins[nin:]]
+        t = buf = None
+        if act is not None:
+            t, buf = run.pool.take(shape, dt)
 
         def part(lo: int, hi: int, _) -> None:
-            xs, ys = xg[lo:hi], yg[lo:hi]
-            m = np.matmul(xs, ones) / dt.type(n)  # (rows, g)
-            np.subtract(xs, m[:, :, None], out=ys)
-            r = np.matmul(ys, ones).astype(np.float64) / n
-            sq = np.matmul(ys[:, :, None, :], ys[:, :, :, None]).reshape(hi - lo, g)
-            var = np.maximum(sq.astype(np.float64) / n - r * r, 0.0)
-            inv = 1.0 / np.sqrt(var + eps)  # (rows, g), float64
-            if self.kind == "layer":
-                # Per row: D * inv - r * inv, then the element-wise affine of the normalized axes
-                ys *= inv.astype(dt)[:, :, None]
-                ys -= (r * inv).astype(dt)[:, :, None]
-                yv = y.reshape(rows, *x.shape[axis:])[lo:hi]
+            a, b = lo * g, hi * g
+            xs, ys = x2[a:b], y2[a:b]
+            np.matmul(xs, w, out=sums[0, a:b])
+            np.subtract(xs, sums[0, a:b, None], out=ys)
+            np.matmul(ys, ones, out=sums[1, a:b])
+            np.matmul(ys[:, None, :], ys[:, :, None], out=sums[2, a:b, None, None])
+            if layer and b - a == 1:
+                # One row: its statistics as Python floats (no small-array calls), then
+                # (D - r) * inv with NumPy's scalar loops, then the element-wise affine
+                r1 = float(sums[1, a]) / n
+                inv1 = 1.0 / math.sqrt(max(float(sums[2, a]) / n - r1 * r1, 0.0) + eps)
+                ys -= dt.type(r1)
+                ys *= dt.type(inv1)
+                yv = yl[lo:hi]
                 if sc is not None:
                     yv *= sc
                 if bi is not None:
                     yv += bi
                 return
-            # Per image and channel: a = scale * inv of the channel's group, b = B - r * a.
-            per = c // g
-            a = sc[None, :] * np.repeat(inv, per, axis=1)  # (rows, C)
-            b = bi[None, :] - np.repeat(r, per, axis=1) * a
-            yc = y[lo:hi]
-            yc *= a.astype(dt).reshape(hi - lo, c, *tail)
-            yc += b.astype(dt).reshape(hi - lo, c, *tail)
+            # float64 per row and group: r = sum(D) / n, var = sum(D * D) / n - r**2, then
+            # 1 / sqrt(max(var, 0) + eps) as (var + eps) clamped at eps, to the power -1/2
+            tot = np.multiply(sums[1:, a:b], 1.0 / n, dtype=np.float64)
+            r, var = tot[0], tot[1]
+            var -= r * r
+            var += eps
+            np.maximum(var, eps, out=var)
+            inv = np.power(var, -0.5, out=var)
+            if layer:
+                # Per row: (D - r) * inv as (rows, 1) columns, then the element-wise affine
+                ys -= r.astype(dt)[:, None]
+                ys *= inv.astype(dt)[:, None]
+                yv = yl[lo:hi]
+                if sc is not None:
+                    yv *= sc
+                if bi is not None:
+                    yv += bi
+            else:
+                # Per image and channel: s = scale * inv of the channel's group, b = B - r * s
+                # (float64, as (images, groups, channels of a group) against the groups' values)
+                k = hi - lo
+                aff64 = np.empty((2, k, c))
+                s3, b3 = aff64[0].reshape(k, g, per), aff64[1].reshape(k, g, per)
+                np.multiply(inv.reshape(k, g, 1), sc3, out=s3)
+                np.multiply(r.reshape(k, g, 1), s3, out=b3)
+                np.subtract(bi3, b3, out=b3)
+                aff = aff64.astype(dt).reshape(2, k, c, 1)
+                yv = yc[lo:hi]
+                yv *= aff[0]
+                yv += aff[1]
+                if act is not None:  # (rows are images here)
+                    yv = y[lo:hi]
+                    act(yv, yv, t[lo:hi], *params)
 
         run.parallel(rows, part, x.size * 6 * ELEMENT_FLOPS)
+        if layer and act is not None:  # (rows are not images: its parameters broadcast to y)
+            act(y, y, t, *params)
+        if buf is not None:
+            run.pool.give(buf)
 
 
 @dataclass
