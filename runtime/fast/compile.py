@@ -196,6 +196,8 @@ class CompiledPlan:
                 step = self._kernel_step(n, attrs)
             if self.fuse and isinstance(step, (ConvStep, GemmStep)):
                 self._fuse(step, n, readers, order, outputs, fused)
+                if isinstance(step, GemmStep):
+                    self._fuse_softmax(step, readers, outputs, fused)
             elif self.fuse and isinstance(step, BatchNormStep):
                 nxt = self._single_reader(n.outputs[0], readers, outputs)
                 if nxt is not None and nxt.op == "Relu":  # (train mode: no Conv took the BN)
@@ -205,6 +207,8 @@ class CompiledPlan:
                     step.outputs[0] = self._slot(nxt.outputs[0])
             elif self.fuse and isinstance(step, NormStep):
                 self._fuse_norm_activation(step, n, readers, outputs, fused)
+            elif self.fuse and isinstance(step, GlobalAveragePoolStep):
+                self._fuse_flatten(step, n, readers, outputs, fused)
             self.steps.append(step)
         for st in self.steps:
             if st.name in self._runs_first:
@@ -295,6 +299,40 @@ class CompiledPlan:
         step.act_inputs = len(act.inputs) - 1
         step.inputs.extend(act.inputs[1:])
         step.outputs[0] = act.outputs[0]
+        step.fused.append(nxt.name)
+        fused.add(nxt.name)
+
+    def _fuse_flatten(
+        self, step: GlobalAveragePoolStep, node: Node, readers, outputs, fused
+    ) -> None:
+        """A Flatten (axis 1) that is the only reader of a GlobalAveragePool's output: the pool
+        writes (N, C) directly (a view step less in every CNN's classifier tail)."""
+        nxt = self._single_reader(node.outputs[0], readers, outputs)
+        yv = self.graph.values.get(node.outputs[0])
+        if nxt is None or nxt.op != "Flatten" or yv is None or yv.shape is None:
+            return
+        if int(ops.attrs_of(nxt, [yv])["axis"]) % len(yv.shape) != 1:
+            return
+        step.flat = True
+        step.outputs[0] = self._slot(nxt.outputs[0])
+        step.fused.append(nxt.name)
+        fused.add(nxt.name)
+
+    def _fuse_softmax(self, step: GemmStep, readers, outputs, fused) -> None:
+        """A Softmax along the last axis that is the only reader of a Gemm's (2-D) output, in
+        the Gemm's epilogue, in place on Y: a classifier's tail is one step (at batch 1 a step's
+        calls and buffer hand-off are worth more than a softmax of a few numbers)."""
+        g = self.graph
+        value = next(k for k, v in self.slots.items() if v == step.outputs[0])
+        nxt = self._single_reader(value, readers, outputs)
+        if nxt is None or nxt.op != "Softmax" or nxt.name in fused:
+            return
+        yv, sv = g.values.get(value), g.values.get(nxt.outputs[0])
+        axis = int(ops.attrs_of(nxt, [yv])["axis"])
+        if yv is None or sv is None or yv.dtype != sv.dtype or axis not in (-1, 1):
+            return
+        step.softmax = True
+        step.outputs = [self._slot(nxt.outputs[0])]
         step.fused.append(nxt.name)
         fused.add(nxt.name)
 

@@ -16,7 +16,7 @@ import pytest
 from graphnet import runtime
 from graphnet.runtime.fast import threads
 from graphnet.runtime.fast.steps import linear as fast_linear
-from tests.helpers import single_node
+from tests.helpers import assert_close, export_checked, ort_run, single_node
 
 EPS32 = 2.0**-24
 
@@ -72,3 +72,63 @@ def test_gemm_step_matches_float64_formula(m, k, n, trans_b, bias, relu, split, 
     bound = 2 * (k + 1) * EPS32 * size
     assert got.shape == (m, n) and got.dtype == np.float32
     assert (np.abs(got - want) <= bound).all()
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("m, k, n", [(1, 7, 5), (3, 9, 4), (5, 13, 11), (33, 17, 10)])
+def test_gemm_with_fused_softmax_matches_plain_kernels_and_onnxruntime(
+    m, k, n, axis, relu, split, monkeypatch
+):
+    """Gemm (-> Relu) -> Softmax along the last axis as one step (the softmax in place on Y),
+    batch 1 and more, inline and split, against the plain kernels node by node and
+    onnxruntime. Logits of size ~5: their float32 error (the bound above, ~1e-6) changes a
+    probability p by about p * 2e-6; exp and the sum add a few ulp of p."""
+    monkeypatch.setattr(fast_linear, "TRANSPOSED_GEMM_MIN_COLUMNS", 3)
+    if split:
+        monkeypatch.setattr(fast_linear, "SPLIT_MIN_FLOPS", 0)
+        monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
+        monkeypatch.setattr(threads, "_cpu", lambda: -1)
+    rng = np.random.default_rng(m + 7 * n)
+    params = {
+        "B": rng.standard_normal((n, k)).astype(np.float32),
+        "C": rng.standard_normal(n).astype(np.float32),
+    }
+    g = single_node("Gemm", {"A": (None, k)}, params, {"transB": 1})
+    out = g.nodes[0].outputs[0]
+    names = ["gemm"]
+    if relu:
+        out = g.add_node("Relu", [out], {}, name="relu").outputs[0]
+        names.append("relu")
+    out = g.add_node("Softmax", [out], {"axis": axis}, name="softmax").outputs[0]
+    g.outputs.clear()
+    g.mark_output(out)
+    sess = runtime.Session(g)
+    rows = sess._fast(training=False, keep_all=False).describe()
+    assert [r["node"] for r in rows] == ["gemm"] and rows[0]["fused"] == names[1:] + ["softmax"]
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    got = sess.run({"A": a})[out]
+    want = runtime.Session(g, plan="reference").run({"A": a})[out]
+    assert_close(got, want, rtol=1e-5, atol=1e-7, what="Gemm+Softmax vs plain kernels")
+    theirs = ort_run(export_checked(g), {"A": a})[out]
+    assert_close(got, theirs, rtol=1e-5, atol=1e-7, what="Gemm+Softmax vs onnxruntime")
+
+
+def test_gemm_softmax_along_the_batch_or_read_twice_stays_a_step():
+    rng = np.random.default_rng(3)
+    params = {"B": rng.standard_normal((4, 6)).astype(np.float32)}
+    for axis, second in ((0, False), (-1, True)):
+        g = single_node("Gemm", {"A": (None, 6)}, params, {"transB": 1})
+        logits = g.nodes[0].outputs[0]
+        out = g.add_node("Softmax", [logits], {"axis": axis}, name="softmax").outputs[0]
+        if not second:
+            g.outputs.clear()
+        g.mark_output(out)
+        sess = runtime.Session(g)
+        rows = sess._fast(training=False, keep_all=False).describe()
+        assert [r["op"] for r in rows] == ["Gemm", "Softmax"]
+        a = rng.standard_normal((3, 6)).astype(np.float32)
+        got, want = sess.run({"A": a}), runtime.Session(g, plan="reference").run({"A": a})
+        for name in g.outputs:  # standard normal logits: a few float32 ulps
+            assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, what=name)

@@ -740,3 +740,31 @@ def test_norm_read_twice_keeps_its_activation_apart():
     want = runtime.Session(g, plan="reference").run({"x": x})
     for k in g.outputs:  # standard normal data, outputs ~2: a few float32 ulps
         assert_close(got[k], want[k], rtol=1e-5, atol=2e-6, what=k)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 3, 7), (3, 4, 6, 5), (2, 3, 4, 3, 5)])
+@pytest.mark.parametrize("also_output", [False, True])
+def test_global_average_pool_with_fused_flatten(shape, also_output):
+    """GlobalAveragePool -> Flatten as one step writing (N, C), batch 1 and more, 2-D and 3-D
+    pools, against the plain kernels and onnxruntime; the pool's output also a graph output
+    keeps the Flatten a step of its own."""
+    x = np.random.default_rng(9).standard_normal(shape).astype(np.float32)
+    g = single_node("GlobalAveragePool", {"x": (None, *shape[1:])})
+    (pooled,) = g.outputs
+    flat = g.add_node("Flatten", [pooled], {"axis": 1}, name="flatten").outputs[0]
+    if not also_output:
+        g.outputs.clear()
+    g.mark_output(flat)
+    sess = runtime.Session(g)
+    rows = sess._fast(training=False, keep_all=False).describe()
+    if also_output:
+        assert [r["op"] for r in rows] == ["GlobalAveragePool", "Flatten"]
+    else:
+        assert [r["op"] for r in rows] == ["GlobalAveragePool"] and rows[0]["fused"] == ["flatten"]
+    got = sess.run({"x": x})
+    want = runtime.Session(g, plan="reference").run({"x": x})
+    theirs = ort_run(export_checked(g), {"x": x})
+    for name in g.outputs:  # means of standard normal data: a few float32 ulps
+        assert got[name].shape == want[name].shape
+        assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, what=name)
+        assert_close(got[name], theirs[name], rtol=1e-5, atol=1e-6, what=name)

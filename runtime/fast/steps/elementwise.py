@@ -23,6 +23,7 @@ __all__ = [
     "NormStep",
     "SoftmaxStep",
     "GlobalAveragePoolStep",
+    "softmax",
 ]
 
 
@@ -438,11 +439,15 @@ class SoftmaxStep(Step):
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
-        axis = self.axis % x.ndim
-        y = run.alloc(self.outputs[0], x.shape, x.dtype)
-        np.subtract(x, np.maximum.reduce(x, axis=axis, keepdims=True), out=y)
-        np.exp(y, out=y)
-        y /= np.add.reduce(y, axis=axis, keepdims=True)
+        softmax(x, run.alloc(self.outputs[0], x.shape, x.dtype), self.axis % x.ndim)
+
+
+def softmax(x: np.ndarray, y: np.ndarray, axis: int) -> None:
+    """y = softmax(x) along `axis` (y may be x): exp(x - max) / sum, float32 like the plain
+    kernel (SoftmaxStep, and GemmStep's fused Softmax)."""
+    np.subtract(x, np.maximum.reduce(x, axis=axis, keepdims=True), out=y)
+    np.exp(y, out=y)
+    y /= np.add.reduce(y, axis=axis, keepdims=True)
 
 
 @dataclass
@@ -453,12 +458,13 @@ class GlobalAveragePoolStep(Step):
     whose pairwise sum ran one NumPy inner loop per row of 4-64 values; the same float32
     error against the float64 mean), then divided by the row length."""
 
+    flat: bool = False  # a Flatten (axis 1) fused: the output is (N, C)
     _ones: dict = field(default_factory=dict)
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
         n, c = x.shape[:2]
-        y = run.alloc(self.outputs[0], (n, c) + (1,) * (x.ndim - 2), x.dtype)
+        y = run.alloc(self.outputs[0], (n, c) + (() if self.flat else (1,) * (x.ndim - 2)), x.dtype)
         rows = x.reshape(n * c, -1)
         length = rows.shape[1]
         ones = self._ones.get((length, x.dtype))

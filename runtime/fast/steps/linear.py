@@ -16,6 +16,7 @@ from graphnet.runtime.fast.conv import (
     prepare_weight,
 )
 from graphnet.runtime.fast.steps.base import Run, Step
+from graphnet.runtime.fast.steps.elementwise import softmax
 from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
 from graphnet.runtime.fast.winograd import (
     per_run,
@@ -360,6 +361,7 @@ class GemmStep(Step):
 
     trans_b: bool = False
     activation: tuple = ()
+    softmax: bool = False  # a Softmax along the last axis fused (in place on Y; see compile)
 
     def __call__(self, run: Run) -> None:
         a = run.get(self.inputs[0])
@@ -400,6 +402,8 @@ class GemmStep(Step):
                 y += bias
         if self.activation:
             _conv.activate(y, self.activation)
+        if self.softmax:
+            softmax(y, y, 1)
 
 
 MERGED_SCRATCH_SLOT = 7
