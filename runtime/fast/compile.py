@@ -213,6 +213,7 @@ class CompiledPlan:
         for st in self.steps:
             if st.name in self._runs_first:
                 st.why += f"; runs before {self._runs_first[st.name]} (its residual there)"
+        self._flatten_into_gemm(readers, outputs)
         self._merge_pointwise()
         self._topological()
         self._pool_concats()
@@ -317,6 +318,35 @@ class CompiledPlan:
         step.outputs[0] = self._slot(nxt.outputs[0])
         step.fused.append(nxt.name)
         fused.add(nxt.name)
+
+    def _flatten_into_gemm(self, readers, outputs) -> None:
+        """A Flatten (axis 1) whose output only a GemmStep reads, as its first input: the Gemm
+        takes the Flatten's input and views it as (N, -1) itself (a view step less before a
+        classifier: vgg_bn, lenet5)."""
+        if not self.fuse:
+            return
+        g = self.graph
+        nodes = {n.name: n for n in g.nodes}
+        gemms = {st.name: st for st in self.steps if isinstance(st, GemmStep)}
+        drop = set()
+        for st in self.steps:
+            node = nodes.get(st.name)
+            if not isinstance(st, AliasStep) or st.op != "Flatten" or node is None:
+                continue
+            xv = g.values.get(node.inputs[0])
+            if xv is None or xv.shape is None or len(xv.shape) < 2:
+                continue
+            if int(ops.attrs_of(node, [xv])["axis"]) % len(xv.shape) != 1:
+                continue
+            nxt = self._single_reader(node.outputs[0], readers, outputs)
+            gemm = gemms.get(nxt.name) if nxt is not None else None
+            if gemm is None or gemm.inputs[0] != st.outputs[0] or st.outputs[0] in gemm.inputs[1:]:
+                continue
+            gemm.inputs[0] = st.inputs[0]
+            gemm.flatten = True
+            gemm.fused.insert(0, st.name)
+            drop.add(id(st))
+        self.steps = [st for st in self.steps if id(st) not in drop]
 
     def _fuse_softmax(self, step: GemmStep, readers, outputs, fused) -> None:
         """A Softmax along the last axis that is the only reader of a Gemm's (2-D) output, in

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from graphnet import runtime
+from graphnet.ir import Graph
 from graphnet.runtime.fast import threads
 from graphnet.runtime.fast.steps import linear as fast_linear
 from tests.helpers import assert_close, export_checked, ort_run, single_node
@@ -132,3 +133,37 @@ def test_gemm_softmax_along_the_batch_or_read_twice_stays_a_step():
         got, want = sess.run({"A": a}), runtime.Session(g, plan="reference").run({"A": a})
         for name in g.outputs:  # standard normal logits: a few float32 ulps
             assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, what=name)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("axis, second", [(1, False), (-3, False), (2, False), (1, True)])
+def test_flatten_into_gemm(batch, axis, second):
+    """Flatten (axis 1) -> Gemm as one step (the Gemm views its input as (N, -1)), batch 1 and
+    3, against the plain kernels and onnxruntime; a Flatten along another axis, or whose output
+    is also a graph output, stays a step. Standard normal data, K = 60: the bound above is
+    ~1e-5 of sum |a_k b_k| ~ 50, outputs ~8."""
+    rng = np.random.default_rng(11)
+    shape = (batch, 4, 3, 5)
+    k = 60 if axis % 4 == 1 else 15
+    g = Graph("flatten_gemm")
+    g.add_input("x", (None, 4, 3, 5), "float32")
+    g.add_param("w", rng.standard_normal((7, k)).astype(np.float32))
+    g.add_param("b", rng.standard_normal(7).astype(np.float32))
+    flat = g.add_node("Flatten", ["x"], {"axis": axis}, name="flatten").outputs[0]
+    out = g.add_node("Gemm", [flat, "w", "b"], {"transB": 1}, name="fc").outputs[0]
+    g.mark_output(out)
+    if second:
+        g.mark_output(flat)
+    sess = runtime.Session(g)
+    rows = sess._fast(training=False, keep_all=False).describe()
+    if axis % 4 == 1 and not second:
+        assert [r["op"] for r in rows] == ["Gemm"] and rows[0]["fused"] == ["flatten"]
+    else:
+        assert [r["op"] for r in rows] == ["Flatten", "Gemm"]
+    x = rng.standard_normal(shape).astype(np.float32)
+    got = sess.run({"x": x})
+    want = runtime.Session(g, plan="reference").run({"x": x})
+    theirs = ort_run(export_checked(g), {"x": x})
+    for name in g.outputs:
+        assert_close(got[name], want[name], rtol=1e-5, atol=1e-5, what=name)
+        assert_close(got[name], theirs[name], rtol=1e-5, atol=1e-5, what=name)

@@ -362,9 +362,12 @@ class GemmStep(Step):
     trans_b: bool = False
     activation: tuple = ()
     softmax: bool = False  # a Softmax along the last axis fused (in place on Y; see compile)
+    flatten: bool = False  # A is a Flatten's input (axis 1), viewed here as (N, -1)
 
     def __call__(self, run: Run) -> None:
         a = run.get(self.inputs[0])
+        if self.flatten:
+            a = a.reshape(a.shape[0], math.prod(a.shape[1:]))
         w = run.get(self.inputs[1]).astype(a.dtype, copy=False)
         c = run.get(self.inputs[2]) if len(self.inputs) > 2 else None
         bias = None if c is None else c.astype(a.dtype, copy=False)
