@@ -704,23 +704,25 @@ def _norm_act_graph(op, shape, arg, act, act_arg, rng, second_reader=False):
     return g, node.outputs[0]
 
 
+@pytest.mark.parametrize("mode", ["inference", "train"])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("act, act_arg", NORM_ACT_ACTS)
 @pytest.mark.parametrize("op, shape, arg", NORM_ACT_NORMS)
 def test_norm_with_fused_activation_matches_plain_kernels_and_onnxruntime(
-    split, op, shape, arg, act, act_arg, batch
+    split, op, shape, arg, act, act_arg, batch, mode
 ):
     """Group / Instance / Layer normalization -> PReLU / ELU / LeakyReLU / Relu as one step (the
-    activation in place on the norm's output), batch 1 and 3, on data far from zero (mean 100),
-    against the plain kernels node by node and onnxruntime."""
+    activation in place on the norm's output), batch 1 and 3, inference and train mode (the
+    same computation), on data far from zero (mean 100), against the plain kernels node by node
+    and onnxruntime."""
     rng = np.random.default_rng(21)
     g, y = _norm_act_graph(op, shape, arg, act, act_arg, rng)
     sess = runtime.Session(g)
-    rows = sess._fast(training=False, keep_all=False).describe()
+    rows = sess._fast(training=mode == "train", keep_all=False).describe()
     assert [r["op"] for r in rows] == [op] and rows[0]["fused"] == ["act"]
     x = (100.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
-    got = sess.run({"x": x})[y]
-    want = runtime.Session(g, plan="reference").run({"x": x})[y]
+    got = sess.run({"x": x}, mode=mode)[y]
+    want = runtime.Session(g, plan="reference").run({"x": x}, mode=mode)[y]
     # Normalized outputs of size ~3 (times a slope up to 2, or ELU's alpha): the bound of the
     # offset normalization test (rtol 1e-5, atol 2e-5) scaled by the activation's factor 2.5
     assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"{op}+{act} vs plain kernels")
