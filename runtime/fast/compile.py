@@ -1112,7 +1112,7 @@ class CompiledPlan:
                 )
                 if s.overwrite:
                     s.why += "; over its residual's buffer where the algorithm allows"
-            if isinstance(s, (UnaryStep, BinaryStep, BatchNormStep)):
+            if isinstance(s, (UnaryStep, BinaryStep, BatchNormStep, NormStep)):
                 src = s.inputs[0]
                 s.inplace = (
                     self.reuse

@@ -15,6 +15,7 @@ import pytest
 
 from graphnet import runtime
 from graphnet.bench import suite
+from graphnet.ir import Graph
 from graphnet.passes.manager import optimize
 from graphnet.runtime.fast import conv as fast_conv
 from graphnet.runtime.fast import memory as fast_memory
@@ -770,3 +771,39 @@ def test_global_average_pool_with_fused_flatten(shape, also_output):
         assert got[name].shape == want[name].shape
         assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, what=name)
         assert_close(got[name], theirs[name], rtol=1e-5, atol=1e-6, what=name)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("op, shape, arg", NORM_ACT_NORMS)
+def test_norm_writes_over_an_input_that_dies_there(split, op, shape, arg, batch):
+    """A norm whose input is a pooled value read last by it writes D and Y over that input (in
+    place), against the plain kernels; a second reader of the input keeps it apart. Data far
+    from zero (mean 100): the bound of the fused test."""
+    rng = np.random.default_rng(23)
+    c = shape[0]
+    if op == "LayerNormalization":
+        pshape = (None, *shape)[arg % (len(shape) + 1) :]
+        attrs = {"axis": arg, "epsilon": 1e-5}
+    else:
+        pshape = (c,)
+        attrs = {"epsilon": 1e-5} | ({"num_groups": arg} if arg else {})
+    for second in (False, True):
+        g = Graph("scaled_norm")
+        g.add_input("x", (None, *shape), "float32")
+        g.add_param("k", np.float32(1.5))
+        g.add_param("scale", rng.uniform(0.5, 1.5, pshape).astype(np.float32))
+        g.add_param("bias", rng.normal(0.0, 1.0, pshape).astype(np.float32))
+        scaled = g.add_node("Mul", ["x", "k"], {}, name="mul").outputs[0]
+        y = g.add_node(op, [scaled, "scale", "bias"], attrs, name="norm").outputs[0]
+        g.mark_output(g.add_node("Mul", [y, "k"], {}, name="mul2").outputs[0])  # (an output
+        # is a fresh array: the norm's own output must not be one)
+        if second:
+            g.mark_output(scaled)
+        sess = runtime.Session(g)
+        plan = sess._fast(training=False, keep_all=False)
+        step = next(st for st in plan.steps if st.op == op)
+        assert step.inplace != second
+        x = (100.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+        got, want = sess.run({"x": x}), runtime.Session(g, plan="reference").run({"x": x})
+        for name in g.outputs:
+            assert_close(got[name], want[name], rtol=1e-5, atol=5e-5, what=f"{op} {name}")

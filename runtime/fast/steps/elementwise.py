@@ -324,6 +324,7 @@ class NormStep(Step):
     epsilon: float = 1e-5
     activation: Callable | None = None  # fn(x, y, t, *params): a fused activation, in place
     act_inputs: int = 0  # how many of the last inputs are the activation's parameters
+    inplace: bool = False  # x dies here: D and Y written over it (x is read only before D)
     _ones: dict = field(default_factory=dict)
 
     def __call__(self, run: Run) -> None:
@@ -339,7 +340,10 @@ class NormStep(Step):
             rows, g = math.prod(shape[:axis]), 1
         else:
             rows, g = shape[0], self.groups or shape[1]
-        y = run.alloc(self.outputs[0], shape, dt)
+        if self.inplace and run.writable(ins[0]):
+            y = run.steal(ins[0], self.outputs[0])
+        else:
+            y = run.alloc(self.outputs[0], shape, dt)
         if x.size == 0:
             return
         n = x.size // (rows * g)
