@@ -167,3 +167,32 @@ def test_flatten_into_gemm(batch, axis, second):
     for name in g.outputs:
         assert_close(got[name], want[name], rtol=1e-5, atol=1e-5, what=name)
         assert_close(got[name], theirs[name], rtol=1e-5, atol=1e-5, what=name)
+
+
+@pytest.mark.parametrize("trans_b", [1, 0])
+@pytest.mark.parametrize("m, k, n", [(1, 37, 9), (1, 8, 2), (1, 5, 40), (2, 21, 9)])
+def test_gemv_of_a_large_weight_is_split_over_the_threads(m, k, n, trans_b, monkeypatch):
+    """With GEMV_SPLIT_MIN_BYTES at 0 every weight counts as large: a product of few rows is
+    split by output columns over the threads (helpers taking slices wherever they run),
+    against the float64 bound of the first test."""
+    monkeypatch.setattr(fast_linear, "GEMV_SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(threads, "_cpu", lambda: -1)
+    calls = []
+    real = threads.Parallel.__call__
+
+    def spy(self, count, fn, flops=0):
+        calls.append((count, flops))
+        return real(self, count, fn, flops)
+
+    monkeypatch.setattr(threads.Parallel, "__call__", spy)
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    c = rng.standard_normal(n).astype(np.float32)
+    g = single_node("Gemm", {"A": (None, k)}, {"B": w, "C": c}, {"transB": trans_b})
+    got = runtime.Session(g).run({"A": a})[g.outputs[0]]
+    assert calls and all(count == n and flops >= threads.SPLIT_MIN_FLOPS for count, flops in calls)
+    wt = (w.T if trans_b else w).astype(np.float64)
+    want = a.astype(np.float64) @ wt + c
+    bound = 2 * (k + 1) * EPS32 * (np.abs(a.astype(np.float64)) @ np.abs(wt) + np.abs(c))
+    assert (np.abs(got - want) <= bound).all()

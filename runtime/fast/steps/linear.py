@@ -351,6 +351,14 @@ m x n floats of the thread's scratch."""
 
 GEMM_SCRATCH_SLOT = 0
 
+GEMV_SPLIT_MIN_BYTES = 1 << 20
+"""GemmStep multiplies by a weight of this many bytes or more split by output columns over the
+plan's threads whatever its flops (a batch-1 GEMV): reading the weight, evicted from the caches
+by the convs between runs, is its time, and two cores read faster. vgg_bn@1 (fc1, 4096 x 128
+float32, 2 MiB, ~0.12 ms of ~3.2): bias-cancelled in-process A/B 0.962-0.972 on a quiet machine,
+0.971-0.973 with one core busy (a spinning process), but 1.03-1.05 at load 4-6 (both cores
+taken by other processes)."""
+
 
 @dataclass
 class GemmStep(Step):
@@ -393,13 +401,15 @@ class GemmStep(Step):
                 run.parallel(n, part, flops)
         else:
             bt = w.T if self.trans_b else w
-            if flops < SPLIT_MIN_FLOPS:  # a classifier at batch 1: one call, no slicing
+            # a large weight at a small batch: reading it is the time (see GEMV_SPLIT_MIN_BYTES)
+            work = SPLIT_MIN_FLOPS if w.nbytes >= GEMV_SPLIT_MIN_BYTES and n >= 2 else flops
+            if work < SPLIT_MIN_FLOPS:  # a classifier at batch 1: one call, no slicing
                 np.matmul(a, bt, out=y)
             else:  # split by output columns (a batch of 32 is too few rows to split)
                 run.parallel(
                     n,
                     lambda lo, hi, scratch: np.matmul(a, bt[:, lo:hi], out=y[:, lo:hi]),
-                    flops,
+                    max(flops, work),
                 )
             if bias is not None:
                 y += bias
