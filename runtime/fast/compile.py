@@ -227,7 +227,8 @@ class CompiledPlan:
         writes it so (ConvStep.batch_last: (C, H, W, N), held as its NCHW view): a conv whose
         batch-last path reads it as it lies (conv.`takes_batch_last`: LeNet's second), or a
         Flatten from axis 1 (a view of the batch-last array: (N, C*H*W) with the images
-        innermost, the transposed operand of a GEMM) read only by Gemms. Any other reader, a
+        innermost, the transposed operand of a GEMM) read only by Gemms, or a Gemm that took
+        such a Flatten in (`_flatten_into_gemm`: the same view). Any other reader, a
         graph output or a Concat's slice gets NCHW."""
         if self.training or not self.fuse:
             return
@@ -247,6 +248,8 @@ class CompiledPlan:
                     and slot not in self._reads(step)[1:]
                     and takes_batch_last(step.algo, step.pool)
                 )
+            if isinstance(step, GemmStep):  # a Flatten taken in (`_flatten_into_gemm`)
+                return step.flatten and step.inputs[0] == slot and slot not in step.inputs[1:]
             node = nodes.get(step.name)
             if isinstance(step, AliasStep) and step.op == "Flatten" and node is not None:
                 axis = ops.attrs_of(node, [self.graph.values.get(node.inputs[0])])["axis"]

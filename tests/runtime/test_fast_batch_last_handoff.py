@@ -127,7 +127,8 @@ def test_handoff_matches_nchw_plan_reference_and_onnxruntime(
 def test_handoff_shown_and_not_in_train_mode():
     sess = runtime.Session(_net())
     assert "batch-last (images innermost) for conv2" in sess.describe()
-    assert "batch-last (images innermost) for flat" in sess.describe()
+    # fc1 took the Flatten in (`_flatten_into_gemm`): it reads conv2's output batch-last itself
+    assert "batch-last (images innermost) for fc1" in sess.describe()
     train = sess._fast(training=True, keep_all=False).steps
     assert not any(getattr(s, "batch_last", False) for s in train)
 
