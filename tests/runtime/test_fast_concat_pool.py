@@ -25,10 +25,17 @@ from tests.oracles import naive_pool
 RTOL, ATOL = 1e-5, 1e-5
 
 
-def _net(kernel: tuple, sizes: tuple = (8, 6), cat_readers: int = 1, pads: int = 0) -> Graph:
+def _net(
+    kernel: tuple,
+    sizes: tuple = (8, 6),
+    cat_readers: int = 1,
+    pads: int = 0,
+    convs_only: bool = False,
+) -> Graph:
     """x (N, 5, *sizes) -> branches of every kind -> channel Concat -> MaxPool(kernel, stride
     kernel, `pads`) -> output: a 1x1 conv with ReLU, a 3x3 conv, a 3x1 conv, a "same" 3x3
-    MaxPool, x itself (a graph input: someone else's array) and a Relu of x. With
+    MaxPool, x itself (a graph input: someone else's array) and a Relu of x (`convs_only`:
+    the three convs, which a batch-1 plan places in the Concat's buffer). With
     `cat_readers` 2 the Concat is also negated into a second output."""
     rng = np.random.default_rng(21)
     g = Graph("concat_pool")
@@ -42,14 +49,13 @@ def _net(kernel: tuple, sizes: tuple = (8, 6), cat_readers: int = 1, pads: int =
         return g.add_node("Relu", [y], {}, name=f"{name}.relu").outputs[0] if act else y
 
     same = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
-    ins = [
-        conv("pw", 3, 1, 1),
-        conv("c33", 7, 3, 3, act=False),
-        conv("c31", 4, 3, 1),
-        g.add_node("MaxPool", ["x"], same, name="same").outputs[0],
-        "x",
-        g.add_node("Relu", ["x"], {}, name="rx").outputs[0],
-    ]
+    ins = [conv("pw", 3, 1, 1), conv("c33", 7, 3, 3, act=False), conv("c31", 4, 3, 1)]
+    if not convs_only:
+        ins += [
+            g.add_node("MaxPool", ["x"], same, name="same").outputs[0],
+            "x",
+            g.add_node("Relu", ["x"], {}, name="rx").outputs[0],
+        ]
     cat = g.add_node("Concat", ins, {"axis": 1}, name="cat").outputs[0]
     attrs = {"kernel_shape": list(kernel), "strides": list(kernel), "pads": [pads] * 4}
     g.mark_output(g.add_node("MaxPool", [cat], attrs, name="pool").outputs[0])
@@ -82,10 +88,11 @@ def split(request, monkeypatch):
 @pytest.mark.parametrize("chunk", ["planes", "default"])
 def test_concat_takes_its_tiling_pool(split, monkeypatch, kernel, sizes, chunk):
     """The pool is fused into the Concat (the plan has no MaxPool step for it, describe() says
-    so); at batch 1 (the convs placed in the Concat's buffer: the pool runs on it), 3, 5 and
-    batch 1 again (one plan), with chunks of a few planes (a chunk is then rounded to whole
-    images of a channel slice) or the default: bit for bit the unfused plan's output, and the
-    plain kernels' and onnxruntime's within the convs' rounding; inputs with -inf and +inf."""
+    so; its inputs are not all convs, so it is never placed: see the placed test below); at
+    batch 1, 3, 5 and batch 1 again (one plan), with chunks of a few planes (a chunk is then
+    rounded to whole images of a channel slice) or the default: bit for bit the unfused plan's
+    output, and the plain kernels' and onnxruntime's within the convs' rounding; inputs with
+    -inf and +inf."""
     g = _net(kernel, sizes)
     sess, plain = runtime.Session(g), _unfused(g, monkeypatch)
     steps = sess._fast(training=False, keep_all=False).steps
@@ -178,3 +185,63 @@ def test_tiled_part_writes_a_channel_slice_in_chunks_of_whole_images(planes, ima
     want = naive_pool(x, kernel, kernel, (0,) * 4, (1, 1), 0, "max")
     assert np.array_equal(out[:, 2:7], want.astype(np.float32))
     assert (out[:, :2] == 7).all() and (out[:, 7:] == 7).all()
+
+
+def test_placed_concat_at_batch_1_runs_its_pool_on_the_concatenation(monkeypatch):
+    """A Concat of convs only: at batch 1 the convs write into their slices of its buffer
+    (placed), and the fused pool then runs on that concatenation (not `pool_channels`); at
+    batch 3 the inputs are pooled into their slices. Both bit for bit the unfused plan's, and
+    the plain kernels' within the convs' rounding."""
+    g = _net((2, 2), (8, 6), convs_only=True)
+    sess, plain = runtime.Session(g), _unfused(g, monkeypatch)
+    ref = runtime.Session(g, plan="reference")
+    steps = sess._fast(training=False, keep_all=False).steps
+    (cat,) = [s for s in steps if isinstance(s, ConcatStep)]
+    assert cat.pool is not None and cat.placed
+    calls = {"pool": 0, "pool_channels": 0}
+    whole, channels = MaxPoolStep.__call__, MaxPoolStep.pool_channels
+
+    def count(name, fn):
+        def wrapped(self, *args):
+            calls[name] += 1
+            return fn(self, *args)
+
+        return wrapped
+
+    monkeypatch.setattr(MaxPoolStep, "__call__", count("pool", whole))
+    monkeypatch.setattr(MaxPoolStep, "pool_channels", count("pool_channels", channels))
+    rng = np.random.default_rng(26)
+    for batch, want in ((1, {"pool": 1, "pool_channels": 0}), (3, {"pool": 0, "pool_channels": 1})):
+        x = rng.standard_normal((batch, 5, 8, 6)).astype(np.float32)
+        calls.update(pool=0, pool_channels=0)
+        got = sess.run({"x": x})[g.outputs[0]]
+        assert calls == want
+        assert np.array_equal(got, plain.run({"x": x})[g.outputs[0]])
+        np.testing.assert_allclose(got, ref.run({"x": x})[g.outputs[0]], rtol=RTOL, atol=ATOL)
+
+
+class _CountingScratch(Scratch):
+    """A Scratch that counts `_tiled_part`'s chunks (one take of slot 1, m2, per chunk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks = 0
+
+    def take(self, slot, size, dtype):
+        self.chunks += slot == 1
+        return super().take(slot, size, dtype)
+
+
+@pytest.mark.parametrize("images", [1, 2, 4])
+def test_tiled_part_into_a_whole_output_chunks_whole_images(images):
+    """`_tiled_part` with `images` given and a contiguous output (a batch-1 or one-image thread
+    slice of `pool_channels`): chunks of `images` whole images (all their channel planes), not
+    of `images` planes (a fused Concat + pool ran 1.5-4x slower in one-plane chunks); exact
+    against the naive pool."""
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal((4, 64, 8, 8)).astype(np.float32)
+    y = np.empty((4, 64, 4, 4), np.float32)
+    scratch = _CountingScratch()
+    MaxPoolStep._tiled_part(x, y, (2, 2), scratch, 0, images)
+    assert scratch.chunks == -(-4 // images)
+    assert np.array_equal(y, naive_pool(x, (2, 2), (2, 2), (0,) * 4, (1, 1), 0, "max"))

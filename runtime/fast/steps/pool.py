@@ -258,10 +258,14 @@ class MaxPoolStep(Step):
         # corners go to its images
         whole = y.flags.c_contiguous
         yp = y.reshape(-1, (h // kh) * (w // kw) if vol == plane else outs) if whole else y
-        per = 1 if whole else xp.shape[0] // max(1, x.shape[0])  # volumes per image
+        per_image = xp.shape[0] // max(1, x.shape[0])  # volumes per image
+        per = 1 if whole else per_image  # the unit a chunk is a multiple of
         n = xp.shape[0]
         room = scratch.room(x.dtype) // (2 if vol == plane else 3)  # for m, m2 (and a slab)
-        step = (images or max(1, max(chunk // x.itemsize, room) // vol // per)) * per
+        if images:  # whole images, contiguous y or not
+            step = images * per_image
+        else:
+            step = max(1, max(chunk // x.itemsize, room) // vol // per) * per
         for p0 in range(0, n, step):  # a loop over chunks of volumes sized by the scratch
             p1 = min(n, p0 + step)
             src = xp[p0:p1].reshape(-1)
