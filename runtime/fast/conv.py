@@ -1087,6 +1087,26 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         r0 = min(ho, max(0, -(y0 // sh)))  # ceil(-y0 / sh): the first row inside the input
         r1 = max(r0, min(ho, -((y0 - h) // sh)))  # ceil((h - y0) / sh): the first one past it
         spans.append((r0, r1, y0 + r0 * sh))
+    # The side columns' GEMM (every j but pl, into z in the order of j) as one call when they
+    # are evenly spaced (3x3: j = 0 and 2; pl at an end), on a stack of their weight rows (a
+    # view of the prepared weight); else one call for each side of pl.
+    w3 = None
+    if direct and kw > 1 and (pl in (0, kw - 1) or kw == 3):
+        sides = slice(1, kw) if pl == 0 else slice(0, pl) if pl == kw - 1 else slice(0, 3, 2)
+        w3 = wp.reshape(kw, mo, rows)[sides]
+    # Per kernel column j != pl: (shift j - pl, z's plane, the columns zeroed there: those the
+    # flat shifted sum reads across a row's end, or None); columns shifted by the whole width
+    # or more read only padding (wo <= w): no sum.
+    adds = []
+    for j in range(kw):  # a loop over the kernel's columns
+        sft = j - pl
+        if j == pl or abs(sft) >= w:
+            continue
+        if sft > 0:  # columns the last outputs of the row before read
+            zero = slice(None, wo + sft - w) if wo + sft > w else None
+        else:  # columns the first outputs of the next row read
+            zero = slice(w + sft, None)
+        adds.append((sft, j - (j > pl) if direct else j, zero))
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         nb = n1 - n0
@@ -1095,14 +1115,16 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             cols = xb.reshape(nb, c, p)
         else:
             cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
-            if augmented:
-                cols[:, kg] = 1  # the row of ones the bias column multiplies
             shifted = cols[:, :kg].reshape(nb, c, kh, ho, w)
+            if n0 == lo:  # the rows of ones and of zeros: later chunks take the same memory
+                if augmented:
+                    cols[:, kg] = 1  # the row of ones the bias column multiplies
+                for i, (r0, r1, _) in enumerate(spans):  # kernel rows' top / bottom padding
+                    if r0:
+                        shifted[:, :, i, :r0] = 0
+                    if r1 < ho:
+                        shifted[:, :, i, r1:] = 0
             for i, (r0, r1, ya) in enumerate(spans):  # kernel rows: one copy for every channel
-                if r0:
-                    shifted[:, :, i, :r0] = 0
-                if r1 < ho:
-                    shifted[:, :, i, r1:] = 0
                 if r1 > r0:
                     src = xb[:, :, ya : ya + (r1 - r0 - 1) * sh + 1 : sh]
                     np.copyto(shifted[:, :, i, r0:r1], src)
@@ -1110,26 +1132,25 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         z = scratch.take(2, nb * (kw - direct) * ml, x.dtype).reshape(nb, -1)
         if direct:  # kernel column pl's GEMM into the output, the others' (j < pl, j > pl) to z
             gemm(wp[pl * mo : (pl + 1) * mo], cols, yb.reshape(nb, mo, p), 0)
-            for part, j0, j1 in ((0, 0, pl), (pl * ml, pl + 1, kw)):  # the two sides of pl
-                if j1 > j0:
-                    zs = z[:, part : part + (j1 - j0) * ml].reshape(nb, (j1 - j0) * mo, p)
-                    gemm(wp[j0 * mo : j1 * mo], cols, zs, 0)
+            if w3 is not None:
+                gemm(w3, cols[:, None], z.reshape(nb, kw - 1, mo, p), 1)
+            else:
+                for part, j0, j1 in ((0, 0, pl), (pl * ml, pl + 1, kw)):  # the two sides of pl
+                    if j1 > j0:
+                        zs = z[:, part : part + (j1 - j0) * ml].reshape(nb, (j1 - j0) * mo, p)
+                        gemm(wp[j0 * mo : j1 * mo], cols, zs, 0)
             acc = yb.reshape(nb, ml)
-            planes = {j: z[:, (j - (j > pl)) * ml : (j - (j > pl) + 1) * ml] for j in range(kw)}
         else:
             gemm(wp, cols, z.reshape(nb, kw * mo, p), 0)  # split by rows (output channels x j)
             acc = z[:, pl * ml : (pl + 1) * ml]
-            planes = {j: z[:, j * ml : (j + 1) * ml] for j in range(kw)}
-        for j in range(kw):  # a loop over the kernel's columns
-            sft, zj = j - pl, planes[j]
-            if abs(sft) >= w:  # every output column reads padding there (wo <= w): adds 0
-                continue
+        zp = z.reshape(nb, -1, ml) if adds else z
+        for sft, t, zero in adds:  # a loop over the kernel's columns
+            zj = zp[:, t]
+            if zero is not None:
+                zj.reshape(nb, mo, ho, w)[..., zero] = 0
             if sft > 0:
-                if wo + sft > w:  # columns the last outputs of the row before read
-                    zj.reshape(nb, mo, ho, w)[..., : wo + sft - w] = 0
                 np.add(acc[:, : ml - sft], zj[:, sft:], out=acc[:, : ml - sft])
-            elif sft < 0:  # columns the first outputs of the next row read
-                zj.reshape(nb, mo, ho, w)[..., w + sft :] = 0
+            else:
                 np.add(acc[:, -sft:], zj[:, : ml + sft], out=acc[:, -sft:])
         if direct:
             _epilogue(yb, epi, n0, n1, augmented)
