@@ -184,6 +184,16 @@ over the output (M rows), so it wins when the depth is large against M. Measured
 1.15x, 1x3 kernels at 8-16 channels on padded rows 1.07-1.27x)."""
 
 
+COLSTACK_STACKED_MIN_MNK = 500_000
+"""colstack's GEMM (kw x M rows) runs as kw GEMMs of M rows each, one stacked np.matmul, when
+each is of at least this size (M x depth x columns) and at most SMALL_GEMM_MNK (unblocked: the
+small-matrix kernels). Measured against the one GEMM cut into blocks of columns (one thread,
+in-process interleaved medians of ratios, GEMMs alone): 16 x 49 x 1024 (ResNet-20's 16 -> 16,
+2-3 images) 0.96-0.97x the time, 32 x 97 x 256 0.99x, 32 x 73 x 256 0.99x, 64 x 193 x 64
+(8 images) 0.86x; from 1.2M (48 x 97 x 256) 1.015x; under 100K (LeNet's 16 x 31 x 140, 20 x
+49 x 99) 1.04-1.05x: more and smaller calls."""
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """A Conv node's resolved, static facts the algorithm depends on."""
@@ -1107,6 +1117,7 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         else:  # columns the first outputs of the next row read
             zero = slice(w + sft, None)
         adds.append((sft, j - (j > pl) if direct else j, zero))
+    stacked = COLSTACK_STACKED_MIN_MNK <= mo * rows * p <= SMALL_GEMM_MNK
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         nb = n1 - n0
@@ -1140,6 +1151,9 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
                         zs = z[:, part : part + (j1 - j0) * ml].reshape(nb, (j1 - j0) * mo, p)
                         gemm(wp[j0 * mo : j1 * mo], cols, zs, 0)
             acc = yb.reshape(nb, ml)
+        elif stacked:  # a GEMM per kernel column (split by output channels)
+            gemm(wp.reshape(kw, mo, rows), cols[:, None], z.reshape(nb, kw, mo, p), 1)
+            acc = z[:, pl * ml : (pl + 1) * ml]
         else:
             gemm(wp, cols, z.reshape(nb, kw * mo, p), 0)  # split by rows (output channels x j)
             acc = z[:, pl * ml : (pl + 1) * ml]
