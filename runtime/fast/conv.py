@@ -574,14 +574,21 @@ def activate(y: np.ndarray, act: tuple) -> None:
 
 
 def padded(
-    x: np.ndarray, pads: Sequence[int], extra: Sequence[int], buf: np.ndarray, value: float = 0
+    x: np.ndarray,
+    pads: Sequence[int],
+    extra: Sequence[int],
+    buf: np.ndarray,
+    value: float = 0,
+    borders: bool = True,
 ) -> np.ndarray:
     """x (b, C, *s) copied into `buf` with borders of `value`: `pads` (begins, ends) plus
-    `extra` more at each axis' end. Only the borders are written (the scratch is shared)."""
-    full, borders, interior = _pad_geometry(x.shape, tuple(pads), tuple(extra))
+    `extra` more at each axis' end. Only the borders are written (the scratch is shared); not
+    even those without `borders` (a later batch chunk in the same memory: the first wrote them)."""
+    full, edges, interior = _pad_geometry(x.shape, tuple(pads), tuple(extra))
     xp = buf[: prod(full)].reshape(full)
-    for b in borders:
-        xp[b] = value
+    if borders:
+        for b in edges:
+            xp[b] = value
     xp[interior] = x
     return xp
 
@@ -946,7 +953,8 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
         xb = x[n0:n1]
         if pad_size:
             buf = scratch.take(0, nb * pad_size + slack, x.dtype)
-            xb = padded(xb, spec.pads, (0,) * k, buf)
+            # (later chunks take the same memory: the first one's borders are still there)
+            xb = padded(xb, spec.pads, (0,) * k, buf, borders=n0 == lo)
             # The slack is shared scratch: whatever a previous step left there (an inf, a NaN)
             # would reach the dropped columns and raise NumPy's overflow / invalid warnings.
             buf[nb * pad_size : nb * pad_size + slack] = 0
@@ -976,7 +984,7 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
             _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split)
             continue
         cols2 = scratch.take(1, nb * cols_size, x.dtype).reshape(nb, g, rows, p)
-        if augmented:
+        if augmented and n0 == lo:  # (later chunks take the same memory)
             cols2[:, :, kg] = 1  # the row of ones the bias column multiplies
         cols = cols2[:, :, :kg].reshape(cols_shape)
         v = windows.reshape((nb, g, c // g, *cols_shape[3 + k :], *ks))
@@ -1205,8 +1213,9 @@ def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         n1 = min(hi, n0 + b)
         nb = n1 - n0
         xb = x[n0:n1]
-        if pad_size:
-            xb = padded(xb, spec.pads, (0, 0), scratch.take(0, nb * pad_size, x.dtype))
+        if pad_size:  # (later chunks take the same memory: the first one's borders are there)
+            buf = scratch.take(0, nb * pad_size, x.dtype)
+            xb = padded(xb, spec.pads, (0, 0), buf, borders=n0 == lo)
         s = xb.strides
         shifted = view(  # (b, C, kh, ho, padded width): row r*sh + i*dh of each channel
             xb,
@@ -1214,7 +1223,7 @@ def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             (s[0], s[1], spec.dilations[0] * s[2], spec.strides[0] * s[2], s[3]),
         )
         cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
-        if augmented:
+        if augmented and n0 == lo:  # (later chunks take the same memory)
             cols[:, kg] = 1  # the row of ones the bias column multiplies
         np.copyto(cols[:, :kg].reshape(nb, c, kh, ho, wpad), shifted)
         z = scratch.take(2, nb * kw * mo * p, x.dtype)
