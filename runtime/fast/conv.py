@@ -947,6 +947,7 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
         least = SLAB_MIN_COLUMNS if split is None else SHARED_SLAB_MIN_COLUMNS
         slab = max(slab, -(-least // (p // outs[0])))
         slab = 0 if slab >= outs[0] or epi.pool else slab
+    windows_all = None
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         nb = n1 - n0
@@ -958,18 +959,22 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
             # The slack is shared scratch: whatever a previous step left there (an inf, a NaN)
             # would reach the dropped columns and raise NumPy's overflow / invalid warnings.
             buf[nb * pad_size : nb * pad_size + slack] = 0
+        # The window view is made once per call (~6 us each): over the padded copy, which
+        # every chunk writes into the same memory, or over the input's [lo, hi) images.
         if wide:
-            st = xb.strides[2:]
-            windows = view(  # (b, C, *out[:-1], padded width, *ks)
-                buf,
-                (nb, c, *outs[:-1], wide_w, *ks),
-                (
-                    *xb.strides[:2],
-                    *(s * t for s, t in zip(spec.strides[:-1], st[:-1], strict=True)),
-                    st[-1],
-                    *(d * t for d, t in zip(spec.dilations, st, strict=True)),
-                ),
-            )
+            if windows_all is None:
+                st = xb.strides[2:]
+                windows_all = view(  # (b, C, *out[:-1], padded width, *ks)
+                    buf,
+                    (nb, c, *outs[:-1], wide_w, *ks),
+                    (
+                        *xb.strides[:2],
+                        *(s * t for s, t in zip(spec.strides[:-1], st[:-1], strict=True)),
+                        st[-1],
+                        *(d * t for d, t in zip(spec.dilations, st, strict=True)),
+                    ),
+                )
+            windows = windows_all[:nb]
             cols_shape = (nb, g, c // g, *ks, *outs[:-1], wide_w)
         else:
             # A stride along the width makes these columns short strided runs. Copying the
@@ -977,7 +982,10 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
             # channel of a phase, wide or exact) took 1.08-1.32x this time (3-64 -> 16-128
             # channels, 3x3 stride 2, 8x8-32x32, batch 1 and 16): the phase copies and the
             # memset cost more than the strided gather.
-            windows = strided_windows(xb, ks, spec.strides, spec.dilations, outs)
+            if windows_all is None:
+                src = xb if pad_size else x[lo:hi]
+                windows_all = strided_windows(src, ks, spec.strides, spec.dilations, outs)
+            windows = windows_all[:nb] if pad_size else windows_all[n0 - lo : n1 - lo]
             cols_shape = (nb, g, c // g, *ks, *outs)
         if slab:
             dims = cols_shape[3 + k :]
