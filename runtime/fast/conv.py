@@ -2112,6 +2112,16 @@ def takes_batch_last(algo: str, pool: tuple) -> bool:
     return algo.startswith("phasepool") or (algo == "colstack" and min(pool) > 1)
 
 
+def writes_batch_last(x: np.ndarray) -> bool:
+    """Whether a conv the plan hands off batch-last (`CompiledPlan._batch_last_handoffs`) writes
+    its output so on input x: from BATCH_LAST_HANDOFF_MIN_IMAGES images, and only when its own
+    batch-last path runs on x (`_batch_last`: not on planes that alias in the cache, where it
+    runs per image and a batch-last output would be a strided write; lenet5-shaped at 32x32,
+    batch 32, in-process interleaved: 1.05x the time of NCHW). Else NCHW: every reader takes
+    either (a batch-last output is held as its NCHW view)."""
+    return _batch_last(x, x.shape[0], BATCH_LAST_HANDOFF_MIN_IMAGES)
+
+
 def _batch_last(x: np.ndarray, images: int, least: int) -> bool:
     """Whether a batch-last path runs on `images` images of x (at least `least`): not when x's
     planes are a multiple of WINOGRAD_ALIASED_PLANE_BYTES, where the transposing copy of the

@@ -26,14 +26,14 @@ from tests.helpers import export_checked, ort_run
 RTOL, ATOL = 1e-5, 1e-5
 
 
-def _net(pads2=(0, 0, 0, 0), extra: str = "", trans_b: int = 1) -> Graph:
-    """x (N, 2, 16, 20) -> conv 5x5 pads 2 (7 channels, ReLU) -> max 2x2 -> conv 5x5 `pads2` (4
+def _net(pads2=(0, 0, 0, 0), extra: str = "", trans_b: int = 1, hw=(16, 20)) -> Graph:
+    """x (N, 2, *hw) -> conv 5x5 pads 2 (7 channels, ReLU) -> max 2x2 -> conv 5x5 `pads2` (4
     channels, ReLU) -> max 2x2 -> Flatten -> Gemm 20 (ReLU) -> Gemm 9. `extra`: "pool1_out"
     (the first pool's output is a graph output too), "relu_flat" (the Flatten is read by a
     Relu as well), "flatten2" (Flatten from axis 2: not a view of the batch-last array)."""
     rng = np.random.default_rng(5)
     g = Graph("lenet_like")
-    g.add_input("x", (None, 2, 16, 20))
+    g.add_input("x", (None, 2, *hw))
 
     def p(name, shape, fan):
         g.add_param(name, (rng.standard_normal(shape) / fan**0.5).astype(np.float32))
@@ -45,7 +45,7 @@ def _net(pads2=(0, 0, 0, 0), extra: str = "", trans_b: int = 1) -> Graph:
     pool = {"kernel_shape": [2, 2], "strides": [2, 2]}
     y = g.add_node("Conv", ["x", "w1", "b1"], {"pads": [2] * 4}, name="conv1").outputs[0]
     y = g.add_node("Relu", [y], {}, name="relu1").outputs[0]
-    y1 = g.add_node("MaxPool", [y], pool, name="pool1").outputs[0]  # (N, 7, 8, 10)
+    y1 = g.add_node("MaxPool", [y], pool, name="pool1").outputs[0]  # (N, 7, 8, 10) at 16x20
     y = g.add_node("Conv", [y1, "w2", "b2"], {"pads": list(pads2)}, name="conv2").outputs[0]
     y = g.add_node("Relu", [y], {}, name="relu2").outputs[0]
     y = g.add_node("MaxPool", [y], pool, name="pool2").outputs[0]
@@ -144,5 +144,27 @@ def test_one_session_across_batch_sizes(monkeypatch):
     for batch in (5, 2, 33, 5):
         x = np.random.default_rng(batch).standard_normal((batch, 2, 16, 20)).astype(np.float32)
         got, want = sess.run({"x": x}), nchw.run({"x": x})
+        for k in got:
+            np.testing.assert_allclose(got[k], want[k], rtol=RTOL, atol=ATOL, err_msg=k)
+
+
+def test_a_conv_on_aliasing_planes_writes_nchw(monkeypatch):
+    """32x32 input planes (4 KiB: conv1's batch-last path does not run on them, see
+    conv._batch_last): conv1 writes NCHW although the plan hands it off (a strided batch-last
+    write from its per-image path was slower), conv2 still writes batch-last for fc1; the
+    outputs as the plan without the hand-off and the reference plan."""
+    g = _net(hw=(32, 32))
+    sess = runtime.Session(g)
+    assert _handoffs(sess) == {"conv1": True, "conv2": True}
+    with monkeypatch.context() as m:
+        m.setattr(fast_compile.CompiledPlan, "_batch_last_handoffs", lambda self: None)
+        nchw = runtime.Session(g)
+    seen: list = []
+    real = fc.writes_batch_last
+    monkeypatch.setattr(fc, "writes_batch_last", lambda a: seen.append(real(a)) or seen[-1])
+    x = np.random.default_rng(6).standard_normal((8, 2, 32, 32)).astype(np.float32)
+    got = sess.run({"x": x})
+    assert seen == [False, True]  # conv1, conv2
+    for want in (nchw.run({"x": x}), runtime.Session(g, plan="reference").run({"x": x})):
         for k in got:
             np.testing.assert_allclose(got[k], want[k], rtol=RTOL, atol=ATOL, err_msg=k)

@@ -234,7 +234,7 @@ class ConvStep(Step):
             # arena 7.90 -> 6.52 MiB); the conv adds each chunk's residual as it writes it.
             y = run.steal(r, self.outputs[0])
             epi.residual, epi.aliased = (lambda: y), True
-        elif self.batch_last and x.shape[0] >= _conv.BATCH_LAST_HANDOFF_MIN_IMAGES:
+        elif self.batch_last and _conv.writes_batch_last(x):
             yl = run.alloc(self.outputs[0], (*out_shape[1:], out_shape[0]), x.dtype)
             y = run.env[self.outputs[0]] = yl.transpose(yl.ndim - 1, *range(yl.ndim - 1))
         else:
