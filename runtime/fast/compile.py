@@ -300,6 +300,7 @@ class CompiledPlan:
         ):
             return
         step.activation = act.ufunc if act.temp else partial(_untemp, act.ufunc)
+        step.act_temp = act.temp
         step.act_inputs = len(act.inputs) - 1
         step.inputs.extend(act.inputs[1:])
         step.outputs[0] = act.outputs[0]

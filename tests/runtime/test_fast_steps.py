@@ -775,11 +775,20 @@ def test_global_average_pool_with_fused_flatten(shape, also_output):
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("op, shape, arg", NORM_ACT_NORMS)
-def test_norm_writes_over_an_input_that_dies_there(split, op, shape, arg, batch):
+def test_norm_writes_over_an_input_that_dies_there(split, op, shape, arg, batch, monkeypatch):
     """A norm whose input is a pooled value read last by it writes D and Y over that input (in
-    place), against the plain kernels; a second reader of the input keeps it apart. Data far
-    from zero (mean 100): the bound of the fused test."""
+    place: its output in the input's memory), against the plain kernels; a second reader of
+    the input keeps it apart. Data far from zero (mean 100): the bound of the fused test."""
     rng = np.random.default_rng(23)
+    seen: list = []
+    real = fast_elementwise.NormStep.__call__
+
+    def spy(self, run):
+        x = run.get(self.inputs[0])
+        real(self, run)
+        seen.append(np.shares_memory(x, run.get(self.outputs[0])))
+
+    monkeypatch.setattr(fast_elementwise.NormStep, "__call__", spy)
     c = shape[0]
     if op == "LayerNormalization":
         pshape = (None, *shape)[arg % (len(shape) + 1) :]
@@ -804,6 +813,54 @@ def test_norm_writes_over_an_input_that_dies_there(split, op, shape, arg, batch)
         step = next(st for st in plan.steps if st.op == op)
         assert step.inplace != second
         x = (100.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+        seen.clear()
         got, want = sess.run({"x": x}), runtime.Session(g, plan="reference").run({"x": x})
+        assert seen == [not second]
         for name in g.outputs:
             assert_close(got[name], want[name], rtol=1e-5, atol=5e-5, what=f"{op} {name}")
+
+
+@pytest.mark.parametrize("op, arg", [("GroupNormalization", 3), ("InstanceNormalization", None)])
+def test_norm_with_a_prelu_slope_along_the_batch_axis(split, op, arg):
+    """PReLU's slope may broadcast along the batch axis too ((N, C, 1, 1), valid ONNX): fused
+    into the norm, each thread's images take their own rows of it (a whole slope against a
+    slice of the images raised a broadcasting error); against the plain kernels and
+    onnxruntime (standard normal data, outputs ~2 times a slope up to 2: a few float32 ulps)."""
+    rng = np.random.default_rng(31)
+    shape = (3, 6, 5, 7)
+    params = {
+        "scale": rng.uniform(0.5, 1.5, 6).astype(np.float32),
+        "bias": rng.normal(0.0, 1.0, 6).astype(np.float32),
+    }
+    attrs = {"epsilon": 1e-5} | ({"num_groups": arg} if arg else {})
+    g = single_node(op, {"x": shape}, params, attrs=attrs)
+    (out,) = g.outputs
+    g.add_param("slope", rng.uniform(-0.5, 2.0, (3, 6, 1, 1)).astype(np.float32))
+    y = g.add_node("PRelu", [out, "slope"], {}, name="act").outputs[0]
+    g.outputs.remove(out)
+    g.mark_output(y)
+    sess = runtime.Session(g)
+    rows = sess._fast(training=False, keep_all=False).describe()
+    assert rows[0]["fused"] == ["act"]
+    x = rng.standard_normal(shape).astype(np.float32)
+    got = sess.run({"x": x})[y]
+    want = runtime.Session(g, plan="reference").run({"x": x})[y]
+    assert_close(got, want, rtol=1e-5, atol=1e-5, what="vs plain kernels")
+    theirs = ort_run(export_checked(g), {"x": x})[y]
+    assert_close(got, theirs, rtol=1e-5, atol=1e-5, what="vs onnxruntime")
+
+
+@pytest.mark.parametrize("name", ["lenet5", "vgg_bn", "resnet20", "inception_bn", "norms_acts"])
+def test_suite_models_run_an_empty_batch(name):
+    """Batch 0 in inference (an empty request is valid input): every step of the optimized
+    suite models (a fused Concat + MaxPool, GlobalAveragePool, the norms, Gemms) gives the
+    plain kernels' empty outputs, shapes and dtypes (a chunk of 0 images or an ambiguous
+    reshape(0, -1) raised before)."""
+    g = optimize(suite.build(name), "inference")[0]
+    (inp,) = g.inputs
+    shape = tuple(0 if not isinstance(d, int) else d for d in g.values[inp].shape)
+    x = np.zeros(shape, np.float32)
+    got = runtime.Session(g).run({inp: x})
+    want = runtime.Session(g, plan="reference").run({inp: x})
+    for k in want:
+        assert got[k].shape == want[k].shape and got[k].dtype == want[k].dtype, k

@@ -324,6 +324,7 @@ class NormStep(Step):
     epsilon: float = 1e-5
     activation: Callable | None = None  # fn(x, y, t, *params): a fused activation, in place
     act_inputs: int = 0  # how many of the last inputs are the activation's parameters
+    act_temp: bool = False  # the activation takes a scratch array t (ELU, PReLU)
     inplace: bool = False  # x dies here: D and Y written over it (x is read only before D)
     _ones: dict = field(default_factory=dict)
 
@@ -368,8 +369,11 @@ class NormStep(Step):
             yc = y.reshape(rows, c, -1)  # (images, channels, pixels)
         act = self.activation
         params = [run.get(i) for i in ins[nin:]]
+        # a parameter with the batch axis (PReLU's slope of shape (N, C, 1, 1)) is sliced
+        # with the images of a thread's part
+        batched = [p.ndim == y.ndim and p.shape[0] != 1 for p in params]
         t = buf = None
-        if act is not None:
+        if act is not None and self.act_temp:
             t, buf = run.pool.take(shape, dt)
 
         def part(lo: int, hi: int, _) -> None:
@@ -424,7 +428,8 @@ class NormStep(Step):
                 yv += aff[1]
                 if act is not None:  # (rows are images here)
                     yv = y[lo:hi]
-                    act(yv, yv, t[lo:hi], *params)
+                    ps = [p[lo:hi] if bt else p for p, bt in zip(params, batched, strict=True)]
+                    act(yv, yv, None if t is None else t[lo:hi], *ps)
 
         run.parallel(rows, part, x.size * 6 * ELEMENT_FLOPS)
         if layer and act is not None:  # (rows are not images: its parameters broadcast to y)
@@ -469,8 +474,8 @@ class GlobalAveragePoolStep(Step):
         x = run.get(self.inputs[0])
         n, c = x.shape[:2]
         y = run.alloc(self.outputs[0], (n, c) + (() if self.flat else (1,) * (x.ndim - 2)), x.dtype)
-        rows = x.reshape(n * c, -1)
-        length = rows.shape[1]
+        length = math.prod(x.shape[2:])
+        rows = x.reshape(n * c, length)  # (explicit: -1 is ambiguous at batch 0)
         ones = self._ones.get((length, x.dtype))
         if ones is None:
             ones = self._ones[length, x.dtype] = np.ones(length, x.dtype)

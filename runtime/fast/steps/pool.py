@@ -262,8 +262,8 @@ class MaxPoolStep(Step):
         per = 1 if whole else per_image  # the unit a chunk is a multiple of
         n = xp.shape[0]
         room = scratch.room(x.dtype) // (2 if vol == plane else 3)  # for m, m2 (and a slab)
-        if images:  # whole images, contiguous y or not
-            step = images * per_image
+        if images:  # whole images, contiguous y or not (at least 1: batch 0 has no images)
+            step = max(1, images * per_image)
         else:
             step = max(1, max(chunk // x.itemsize, room) // vol // per) * per
         for p0 in range(0, n, step):  # a loop over chunks of volumes sized by the scratch
