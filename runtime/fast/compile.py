@@ -199,7 +199,8 @@ class CompiledPlan:
                 if isinstance(step, GemmStep):
                     self._fuse_softmax(step, readers, outputs, fused)
             elif self.fuse and isinstance(step, BatchNormStep):
-                nxt = self._single_reader(n.outputs[0], readers, outputs)
+                value = self._fuse_bn_residual(step, n, readers, order, outputs, fused)
+                nxt = self._single_reader(value, readers, outputs)
                 if nxt is not None and nxt.op == "Relu":  # (train mode: no Conv took the BN)
                     step.relu = True
                     step.fused.append(nxt.name)
@@ -275,6 +276,51 @@ class CompiledPlan:
                 s.why += "; its output batch-last (images innermost) for " + ", ".join(
                     r.name for r in rs
                 )
+
+    def _fuse_bn_residual(self, step: BatchNormStep, node: Node, readers, order, outputs, fused):
+        """Train mode: the residual Add after a BatchNorm (ResNet's block end: BN -> Add ->
+        Relu) in the BN's affine pass, when the Add is the BN's only reader, its other input
+        (not the BN's input, not a parameter) is computed before the BN in graph order and
+        has the same static shape and dtype: y = x * s + t, then y += residual, as the Add
+        would (same float32 operations: the same bits), one step and buffer hand-off less.
+        The residual becomes the BN's sixth input. Returns the value the BN now writes."""
+        value = node.outputs[0]
+        nxt = self._single_reader(value, readers, outputs)
+        if (
+            not self.training
+            or nxt is None
+            or nxt.op != "Add"
+            or nxt.name in fused
+            or len(nxt.inputs) != 2
+            or nxt.inputs[0] == nxt.inputs[1]
+        ):
+            return value
+        g = self.graph
+        other = nxt.inputs[1] if nxt.inputs[0] == value else nxt.inputs[0]
+        ov, yv, av = g.values.get(other), g.values.get(value), g.values.get(nxt.outputs[0])
+        if (
+            other == node.inputs[0]
+            or other in g.params
+            or ov is None
+            or yv is None
+            or av is None
+            or ov.shape is None
+            or ov.shape != yv.shape
+            or av.shape != yv.shape
+            or not (ov.dtype == yv.dtype == av.dtype)
+            or not all(isinstance(d, int) for d in ov.shape[1:])
+            or not (
+                other in g.inputs or any(other in m.outputs for m in g.nodes[: order[node.name]])
+            )
+        ):
+            return value
+        step.inputs.append(self._ref(other))
+        step.residual = True
+        step.fused.append(nxt.name)
+        fused.add(nxt.name)
+        step.outputs[0] = self._slot(nxt.outputs[0])
+        step.why += ", + the residual"
+        return nxt.outputs[0]
 
     def _fuse_norm_activation(self, step: NormStep, node: Node, readers, outputs, fused) -> None:
         """The activation after a Group / Instance / Layer normalization (PReLU, ELU,

@@ -864,3 +864,109 @@ def test_suite_models_run_an_empty_batch(name):
     want = runtime.Session(g, plan="reference").run({inp: x})
     for k in want:
         assert got[k].shape == want[k].shape and got[k].dtype == want[k].dtype, k
+
+
+def _bn_residual_graph(shape, *, relu: bool, bn_first: bool, late: bool = False) -> Graph:
+    """x -> BatchNorm -> Add(., residual) [-> Relu], the residual Relu(r) computed before the
+    BN (ResNet's block end), or after it in graph order with `late` (a Neg node added last)."""
+    rng = np.random.default_rng(15)
+    c = shape[1]
+    g = Graph("bn_residual")
+    g.add_input("x", shape, "float32")
+    g.add_input("r", shape, "float32")
+    params = {
+        "scale": rng.uniform(0.5, 1.5, c).astype(np.float32),
+        "B": rng.normal(0.0, 1.0, c).astype(np.float32),
+        "mean": rng.normal(500.0, 1.0, c).astype(np.float32),
+        "var": rng.uniform(5.0, 12.0, c).astype(np.float32),
+    }
+    for k, v in params.items():
+        g.add_param(k, v)
+    res = None if late else g.add_node("Relu", ["r"], {}, name="res").outputs[0]
+    bn = g.add_node(
+        "BatchNormalization", ["x", *params], {"epsilon": 1e-5, "momentum": 0.8}, name="bn"
+    )
+    if late:
+        res = g.add_node("Neg", ["r"], {}, name="res").outputs[0]
+    pair = [bn.outputs[0], res] if bn_first else [res, bn.outputs[0]]
+    out = g.add_node("Add", pair, {}, name="add").outputs[0]
+    if relu:
+        out = g.add_node("Relu", [out], {}, name="relu").outputs[0]
+    g.mark_output(out)
+    return g
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 5, 6, 7), (3, 4, 5, 3), (1, 3, 1, 1), (2, 3), (1, 3, 2, 3, 4)]
+)
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("bn_first", [True, False])
+def test_batchnorm_with_fused_residual_matches_the_plain_kernels(split, shape, relu, bn_first):
+    """Train mode: BatchNorm -> Add(residual) [-> Relu] as one step (the Add's operand order
+    either way), batch 1 (per-channel columns) and more (rows), against the plain kernels:
+    Y and the running statistics over two runs; inference keeps the Add apart (BN folds into
+    a conv there); the fused step gives the same bits as the unfused steps (the BN's output
+    also a graph output keeps the Add apart: the same float32 operations in the same order)."""
+    g = _bn_residual_graph(shape, relu=relu, bn_first=bn_first)
+    ref_graph, plain_graph = g.copy(), g.copy()
+    plain_graph.mark_output(next(n for n in g.nodes if n.name == "bn").outputs[0])
+    sess, ref = runtime.Session(g), runtime.Session(ref_graph, plan="reference")
+    plain = runtime.Session(plain_graph)
+    rows = sess._fast(training=True, keep_all=False).describe()
+    want_fused = ["add", "relu"] if relu else ["add"]
+    assert [r["op"] for r in rows] == ["Relu", "BatchNormalization"]
+    assert rows[1]["fused"] == want_fused
+    rows = plain._fast(training=True, keep_all=False).describe()
+    assert "Add" in [r["op"] for r in rows]
+    rows = sess._fast(training=False, keep_all=False).describe()
+    assert "Add" in [r["op"] for r in rows]
+    rng = np.random.default_rng(16)
+    x = (500.0 + 3.0 * rng.standard_normal(shape)).astype(np.float32)
+    r = rng.standard_normal(shape).astype(np.float32)
+    out = g.outputs[0]
+    for _ in range(2):  # the second run starts from the updated running statistics
+        got = sess.run({"x": x, "r": r}, mode="train")[out]
+        want = ref.run({"x": x, "r": r}, mode="train")[out]
+        same = plain.run({"x": x, "r": r}, mode="train")[out]
+        # outputs of size ~1 (normalized, plus a residual ~1): the float64 bound of the offset
+        # test (rtol 1e-5, atol 2e-5); a value the ReLU zeroed on one side only is within atol
+        assert_close(got, want, rtol=1e-5, atol=2e-5, what="train BN+Add vs plain kernels")
+        np.testing.assert_array_equal(got, same)
+        for k in ("mean", "var"):
+            # float64 arithmetic both, one float32 rounding each: a few ulp of ~500 or ~10
+            assert_close(g.params[k], ref_graph.params[k], rtol=1e-6, atol=0, what=k)
+            np.testing.assert_array_equal(g.params[k], plain_graph.params[k])
+    got = sess.run({"x": x, "r": r})[out]  # inference: the running statistics
+    want = ref.run({"x": x, "r": r})[out]
+    assert_close(got, want, rtol=1e-5, atol=2e-5, what="inference BN+Add vs plain kernels")
+
+
+def test_batchnorm_keeps_a_residual_computed_later_apart():
+    """The Add's other operand computed after the BN in graph order (train mode keeps graph
+    order) is no residual for the BN: the Add stays a step."""
+    g = _bn_residual_graph((2, 3, 4, 4), relu=True, bn_first=True, late=True)
+    assert [n.op for n in g.nodes] == ["BatchNormalization", "Neg", "Add", "Relu"]
+    rows = runtime.Session(g)._fast(training=True, keep_all=False).describe()
+    assert [r["op"] for r in rows] == ["BatchNormalization", "Neg", "Add", "Relu"]
+    rng = np.random.default_rng(17)
+    feeds = {k: rng.standard_normal((2, 3, 4, 4)).astype(np.float32) for k in ("x", "r")}
+    got = runtime.Session(g).run(feeds, mode="train")[g.outputs[0]]
+    want = runtime.Session(g.copy(), plan="reference").run(feeds, mode="train")[g.outputs[0]]
+    # standard normal data, outputs ~1: a few float32 ulps (1 ulp 1.2e-7)
+    assert_close(got, want, rtol=1e-5, atol=2e-6, what="BN, Neg, Add + Relu")
+
+
+def test_batchnorm_does_not_take_its_own_input_as_residual():
+    """Add(BN(x), x): x is the BN's input (its buffer may hold the BN's output): not fused."""
+    rng = np.random.default_rng(18)
+    params = {k: rng.uniform(0.5, 1.5, 3).astype(np.float32) for k in ("scale", "B", "m", "v")}
+    g = single_node("BatchNormalization", {"x": (1, 3, 4, 4)}, params)
+    (bn_out,) = g.outputs
+    g.outputs.remove(bn_out)
+    g.mark_output(g.add_node("Add", [bn_out, "x"], {}, name="add").outputs[0])
+    rows = runtime.Session(g)._fast(training=True, keep_all=False).describe()
+    assert [r["op"] for r in rows] == ["BatchNormalization", "Add"]
+    x = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    got = runtime.Session(g).run({"x": x}, mode="train")[g.outputs[0]]
+    want = runtime.Session(g.copy(), plan="reference").run({"x": x}, mode="train")
+    assert_close(got, want[g.outputs[0]], rtol=1e-5, atol=2e-6, what="BN + x")

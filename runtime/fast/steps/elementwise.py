@@ -142,7 +142,8 @@ class BatchNormStep(Step):
     the float32 mean m, D = x - m written into y, then the residual r = mean(D) and
     var = mean(D * D) - r**2; float32 BLAS sums per image and channel, added up in float64 over
     the images), and updates the running ones as the plain kernel does:
-    running = momentum * running + (1 - momentum) * batch.
+    running = momentum * running + (1 - momentum) * batch. Train mode may fuse the residual
+    Add after it (`residual`: y += inputs[5] in the affine's pass, before the ReLU).
 
     Few NumPy calls: a batch-1 BN of 16-64 channels is ~10k elements, where a call's overhead
     (~1 us) is worth more than its arithmetic. The per-image sums go into one (3, N, C) array,
@@ -155,6 +156,7 @@ class BatchNormStep(Step):
     state: dict = field(default_factory=dict)  # output index -> running-stat parameter name
     inplace: bool = False
     relu: bool = False  # a following Relu fused: y = max(x * s + t, 0)
+    residual: bool = False  # a following Add fused (train mode): y = x * s + t + inputs[5]
     _ones: dict = field(default_factory=dict)
 
     def __call__(self, run: Run) -> None:
@@ -207,6 +209,8 @@ class BatchNormStep(Step):
             src = x2
         np.multiply(src, s.astype(dt)[:, None], out=y2)
         y2 += t.astype(dt)[:, None]
+        if self.residual:
+            y2 += run.get(self.inputs[5]).reshape(c, length)
         if self.relu:
             relu_(y2)
 
@@ -259,11 +263,14 @@ class BatchNormStep(Step):
         sv = _per_channel(run, 1, s.astype(dt), length, rows)
         tv = _per_channel(run, 2, t.astype(dt), length, rows)
         relu = self.relu
+        res = run.get(self.inputs[5]).reshape(shape) if self.residual else None
 
         def affine(lo: int, hi: int, _) -> None:
             out = yv[lo:hi]
             np.multiply(xv[lo:hi], sv, out=out)
             out += tv
+            if res is not None:
+                out += res[lo:hi]
             if relu:
                 relu_(out)
 
