@@ -12,6 +12,7 @@ from graphnet.runtime.fast.steps.elementwise import (
     BinaryStep,
     GlobalAveragePoolStep,
     NormStep,
+    RunningStats,
     SoftmaxStep,
     UnaryStep,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "BinaryStep",
     "AliasStep",
     "BatchNormStep",
+    "RunningStats",
     "MaxPoolStep",
     "ConcatStep",
     "NormStep",
