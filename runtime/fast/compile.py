@@ -519,7 +519,8 @@ class CompiledPlan:
 
     def _place_concats(self) -> None:
         """A Concat along the channels whose inputs are each the output of a Conv step (its
-        fused epilogue included) read by nothing else: the convolutions write into their
+        fused epilogue included) or of a BatchNorm step (train mode: not folded; it then
+        does not write over its input) read by nothing else: the convolutions write into their
         channel slices of the Concat's buffer (`Run.alloc`), which then copies nothing (an
         Inception block's branches, at batch 1: see `Run._place`)."""
         if not self.fuse:
@@ -546,7 +547,7 @@ class CompiledPlan:
             for i in ins:
                 p, v = producer.get(i), g.values.get(names[i])
                 if (
-                    not isinstance(p, ConvStep)
+                    not isinstance(p, (ConvStep, BatchNormStep))  # (train mode: a BN's)
                     or (p.outputs[0] != i and not isinstance(p, MergedPointwiseStep))
                     or i in outputs
                     or i in self.placements
@@ -563,7 +564,7 @@ class CompiledPlan:
                     self.placements[i] = (st.outputs[0], c0, c0 + c, total)
                     c0 += c
                 st.placed = True
-                st.why = "batch 1: no copy, its Conv inputs write into their channel slices"
+                st.why = "batch 1: no copy, its Conv / BN inputs write into their channel slices"
 
     def _pool_concats(self) -> None:
         """A channel Concat (4-D) whose only reader is a MaxPool tiling it (kernel = strides,

@@ -1046,3 +1046,56 @@ def test_batchnorm_running_statistics_updated_at_once(split, shape):
             np.testing.assert_array_equal(g.params[k], plain_graph.params[k])
             # float64 arithmetic both, one float32 rounding each: a few ulp
             assert_close(g.params[k], ref_graph.params[k], rtol=1e-6, atol=1e-7, what=k)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_batchnorm_outputs_placed_in_their_concat(split, batch):
+    """Train mode: Conv -> BN [-> Relu] branches into a channel Concat: at batch 1 each BN
+    writes into its channel slice of the Concat's buffer (not over its conv's output: the
+    Concat copies nothing), at batch 2 the Concat copies; against the plain kernels and
+    the running statistics over two runs."""
+    rng = np.random.default_rng(21)
+    g = Graph("bn_concat")
+    g.add_input("x", (batch, 3, 5, 7), "float32")
+    branches = []
+    for name, c, relu in (("a", 4, True), ("b", 3, False), ("c", 5, True)):
+        g.add_param(f"{name}.w", rng.standard_normal((c, 3, 3, 3)).astype(np.float32))
+        conv = g.add_node(
+            "Conv", ["x", f"{name}.w"], {"pads": [1, 1, 1, 1]}, name=f"{name}.conv"
+        ).outputs[0]
+        for k, v in {
+            "scale": rng.uniform(0.5, 1.5, c),
+            "B": rng.normal(0.0, 1.0, c),
+            "mean": rng.normal(0.0, 1.0, c),
+            "var": rng.uniform(0.5, 2.0, c),
+        }.items():
+            g.add_param(f"{name}.{k}", v.astype(np.float32))
+        ins = [conv, *(f"{name}.{k}" for k in ("scale", "B", "mean", "var"))]
+        out = g.add_node("BatchNormalization", ins, {}, name=f"{name}.bn").outputs[0]
+        if relu:
+            out = g.add_node("Relu", [out], {}, name=f"{name}.relu").outputs[0]
+        branches.append(out)
+    cat = g.add_node("Concat", branches, {"axis": 1}, name="cat").outputs[0]
+    g.mark_output(g.add_node("Relu", [cat], {}, name="after").outputs[0])
+    ref_graph = g.copy()
+    sess, ref = runtime.Session(g), runtime.Session(ref_graph, plan="reference")
+    plan = sess._fast(training=True, keep_all=False)
+    concat = next(s for s in plan.steps if isinstance(s, fast_base.ConcatStep))
+    assert concat.placed and all(i in plan.placements for i in concat.inputs)
+    copies = []
+    real = np.concatenate
+    for _ in range(2):
+        x = rng.standard_normal((batch, 3, 5, 7)).astype(np.float32)
+        # (the Concat's copy: np.concatenate(..., out=); RunningStats' gathering has none)
+        np.concatenate = lambda *a, **k: copies.append("out" in k) or real(*a, **k)  # noqa: B023
+        try:
+            got = sess.run({"x": x}, mode="train")[g.outputs[0]]
+        finally:
+            np.concatenate = real
+        want = ref.run({"x": x}, mode="train")[g.outputs[0]]
+        # normalized outputs ~1: a few float32 ulps of the conv sums and the affine
+        assert_close(got, want, rtol=1e-5, atol=2e-5, what="placed BN branches")
+        for k in g.params:
+            # float64 arithmetic both, one float32 rounding each
+            assert_close(g.params[k], ref_graph.params[k], rtol=1e-6, atol=1e-7, what=k)
+    assert any(copies) == (batch > 1)

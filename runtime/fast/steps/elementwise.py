@@ -215,9 +215,9 @@ class BatchNormStep(Step):
             check_batch_statistics(x)
         params = tuple(run.get(i) for i in self.inputs[1:5])
         src = self.inputs[0]
-        if self.inplace and run.writable(src):
+        if self.inplace and run.writable(src) and self.outputs[0] not in run.placements:
             y = run.steal(src, self.outputs[0])
-        else:
+        else:  # (a channel slice of a Concat's buffer when placed there: see Run.alloc)
             y = run.alloc(self.outputs[0], x.shape, x.dtype)
         if not run.training:
             for k, slot in enumerate(self.outputs[1:], start=3):
