@@ -63,7 +63,6 @@ from graphnet.runtime.fast.steps import (
     MergedPointwiseStep,
     NormStep,
     Run,
-    RunningStats,
     SoftmaxStep,
     Step,
     UnaryStep,
@@ -223,49 +222,6 @@ class CompiledPlan:
         self._schedule()
         self._liveness()
         self._batch_last_handoffs()
-        self._share_running_stats()
-
-    def _share_running_stats(self) -> None:
-        """Train mode (the forward of `Session.run`; the gradient plan's keeps each step's
-        own): the BatchNorm steps that update a float32 running mean and variance, read by no
-        other node and not graph outputs, with no running-stat outputs in use, update them all
-        at once in the last such step of the plan (see `RunningStats`)."""
-        if not self.training or not self.fuse:
-            return
-        g = self.graph
-        uses: dict[str, int] = {}
-        for n in g.nodes:
-            for i in set(n.inputs):
-                uses[i] = uses.get(i, 0) + 1
-        members = []
-        for st in self.steps:
-            if not isinstance(st, BatchNormStep) or set(st.state) != {1, 2}:
-                continue
-            mean, var = st.state[1], st.state[2]
-            if (
-                mean == var
-                or uses.get(mean) != 1
-                or uses.get(var) != 1
-                or mean in g.outputs
-                or var in g.outputs
-                or max(st.outputs[1:], default=-1) >= 0
-                or g.params[mean].dtype != np.float32
-                or g.params[var].dtype != np.float32
-                or g.params[mean].shape != g.params[var].shape
-                or g.params[mean].ndim != 1
-            ):
-                continue
-            members.append(st)
-        if not members:
-            return
-        shared = RunningStats(
-            [(st.state[1], st.state[2], g.params[st.state[1]].size, st.momentum) for st in members]
-        )
-        for st, lo in zip(members, shared.offsets, strict=True):
-            st.shared = shared
-            st.columns = shared.rows[:, lo : lo + g.params[st.state[1]].size]
-            st.why += "; running statistics updated with the others' by the last BN"
-        members[-1].flush = True
 
     def _batch_last_handoffs(self) -> None:
         """A conv under a fused tiling pool whose every reader takes its output batch-last

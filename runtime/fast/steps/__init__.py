@@ -12,7 +12,6 @@ from graphnet.runtime.fast.steps.elementwise import (
     BinaryStep,
     GlobalAveragePoolStep,
     NormStep,
-    RunningStats,
     SoftmaxStep,
     UnaryStep,
 )
@@ -30,7 +29,6 @@ __all__ = [
     "BinaryStep",
     "AliasStep",
     "BatchNormStep",
-    "RunningStats",
     "MaxPoolStep",
     "ConcatStep",
     "NormStep",

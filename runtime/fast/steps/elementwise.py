@@ -20,7 +20,6 @@ __all__ = [
     "UnaryStep",
     "BinaryStep",
     "BatchNormStep",
-    "RunningStats",
     "NormStep",
     "SoftmaxStep",
     "GlobalAveragePoolStep",
@@ -134,52 +133,6 @@ def _per_channel(run: Run, k: int, v: np.ndarray, length: int, rows: bool) -> np
     return row
 
 
-class RunningStats:
-    """Train mode: the running-statistics updates of a plan's BatchNorm steps made at once
-    (`BatchNormStep.shared`). Each step writes its batch mean and variance into its columns of
-    `rows` (float64, (2, channels of all the steps)); the last of them in the plan (`flush`)
-    updates every running mean and variance in five NumPy calls, the same float64 operations
-    as a step's own update (running * momentum + batch * (1 - momentum), one rounding to
-    float32: the same bits), and hands each parameter a slice of one new float32 array.
-    A step updating its own made ~6 NumPy calls (~5 us at batch 1): resnet20@1 in train mode
-    ran 0.95x the time with no update at all (21 steps). A run that fails before the last
-    step updates none (the plain kernels: those before the failing node)."""
-
-    def __init__(self, members: list[tuple[str, str, int, float]]) -> None:
-        """members: (running mean's name, running var's name, channels, momentum) per step,
-        in plan order."""
-        total = sum(m[2] for m in members)
-        mom = np.concatenate([np.full(c, momentum) for _, _, c, momentum in members])
-        self.momentum = np.concatenate([mom, mom])  # per column of the flattened rows
-        self.keep = 1.0 - self.momentum
-        self.batch = np.empty(2 * total)
-        self.rows = self.batch.reshape(2, total)  # the steps' (mean, var) columns
-        self.names: list[str] = []
-        self.slices: list[tuple[str, slice]] = []
-        self.offsets: list[int] = []
-        lo = 0
-        for row in (0, 1):
-            for member in members:
-                c = member[2]
-                if row == 0:
-                    self.offsets.append(lo)
-                self.names.append(member[row])
-                self.slices.append((member[row], slice(lo, lo + c)))
-                lo += c
-
-    def flush(self, params: dict) -> None:
-        """running = running * momentum + batch * (1 - momentum) for every member, in float64,
-        then float32."""
-        old = np.concatenate([params[n] for n in self.names], dtype=np.float64)
-        old *= self.momentum
-        batch = self.batch
-        batch *= self.keep
-        batch += old
-        new = batch.astype(np.float32)
-        for name, cols in self.slices:
-            params[name] = new[cols]
-
-
 @dataclass
 class BatchNormStep(Step):
     """BatchNorm as the per-channel affine y = x * s + t, s = scale / sqrt(var + eps),
@@ -204,9 +157,6 @@ class BatchNormStep(Step):
     inplace: bool = False
     relu: bool = False  # a following Relu fused: y = max(x * s + t, 0)
     residual: bool = False  # a following Add fused (train mode): y = x * s + t + inputs[5]
-    shared: RunningStats | None = None  # train mode: running statistics updated at once
-    columns: np.ndarray | None = None  # this step's (2, C) columns of shared.rows
-    flush: bool = False  # the last step of `shared`: it updates them all
     _ones: dict = field(default_factory=dict)
 
     def __call__(self, run: Run) -> None:
@@ -338,19 +288,13 @@ class BatchNormStep(Step):
         scale, bias, mean, var = params
         tot /= count
         r = tot[0]  # the mean of D
-        batch = self.columns
-        if batch is None:
-            batch = np.empty((2, len(m)))
-        # the batch mean m + r and variance mean(D * D) - r**2
+        batch = np.empty((2, len(m)))  # the batch mean m + r and variance mean(D * D) - r**2
         np.add(r, m, out=batch[0])
         np.subtract(tot[1], r * r, out=batch[1])
         np.maximum(batch[1], 0.0, out=batch[1])
         s = scale / np.sqrt(batch[1] + self.epsilon)
         t = bias - r * s  # y = (D - r) * s + B
-        if self.shared is not None:
-            if self.flush:
-                self.shared.flush(run.params)
-        elif self.state or max(self.outputs[1:], default=-1) >= 0:
+        if self.state or max(self.outputs[1:], default=-1) >= 0:
             old = np.array((mean, var), dtype=np.float64)
             old *= self.momentum
             batch *= 1.0 - self.momentum
