@@ -941,6 +941,35 @@ def test_batchnorm_with_fused_residual_matches_the_plain_kernels(split, shape, r
     assert_close(got, want, rtol=1e-5, atol=2e-5, what="inference BN+Add vs plain kernels")
 
 
+@pytest.mark.parametrize(
+    "x_shape, r_shape",
+    [((3, 3, 1, 1), (1, 3, 1, 1)), ((4, 2, 1, 2), (1, 2, 1, 2)), ((1, 3, 4, 4), (2, 3, 4, 4))],
+)
+def test_batchnorm_fused_residual_broadcast_along_a_dynamic_batch(split, x_shape, r_shape):
+    """x and the residual declared with an unknown batch (None: equal static shapes, so the
+    Add is fused) but fed different batches, 1 broadcasting against 2-4: the output has the
+    broadcast shape and the plain kernels' values (the fused pass had read the residual as
+    x's shape: wrong values where C * H * W equals the batch, an error elsewhere)."""
+    shape = (None, *x_shape[1:])
+    g = _bn_residual_graph(shape, relu=True, bn_first=True)
+    rows = runtime.Session(g)._fast(training=True, keep_all=False).describe()
+    assert rows[1]["fused"] == ["add", "relu"]
+    ref_graph = g.copy()
+    sess, ref = runtime.Session(g), runtime.Session(ref_graph, plan="reference")
+    rng = np.random.default_rng(17)
+    feeds = {
+        "x": (500.0 + 3.0 * rng.standard_normal(x_shape)).astype(np.float32),
+        "r": rng.standard_normal(r_shape).astype(np.float32),
+    }
+    out = g.outputs[0]
+    got, want = sess.run(feeds, mode="train")[out], ref.run(feeds, mode="train")[out]
+    assert got.shape == want.shape == np.broadcast_shapes(x_shape, r_shape)
+    # the bound of the fused test above (outputs ~1, float64 statistics both)
+    assert_close(got, want, rtol=1e-5, atol=2e-5, what="broadcast residual")
+    for k in ("mean", "var"):
+        assert_close(g.params[k], ref_graph.params[k], rtol=1e-6, atol=0, what=k)
+
+
 def test_batchnorm_keeps_a_residual_computed_later_apart():
     """The Add's other operand computed after the BN in graph order (train mode keeps graph
     order) is no residual for the BN: the Add stays a step."""

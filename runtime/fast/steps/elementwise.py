@@ -164,6 +164,9 @@ class BatchNormStep(Step):
         if run.training:
             check_batch_statistics(x)
         params = tuple(run.get(i) for i in self.inputs[1:5])
+        if self.residual and run.get(self.inputs[5]).shape != x.shape:
+            self._broadcast_residual(run, x, params)
+            return
         src = self.inputs[0]
         if self.inplace and run.writable(src) and self.outputs[0] not in run.placements:
             y = run.steal(src, self.outputs[0])
@@ -178,6 +181,23 @@ class BatchNormStep(Step):
         else:
             self._batch(run, x, y, params)
 
+    def _broadcast_residual(self, run: Run, x: np.ndarray, params: tuple) -> None:
+        """The fused Add's residual broadcasts against x (its static shape equals x's, but a
+        dynamic batch dimension took another size in this run, e.g. 1 against 3): the BN into
+        a temporary, then the Add (and the ReLU) as the plain kernels do them, into an output
+        of the broadcast shape."""
+        res = run.get(self.inputs[5])
+        t, buf = run.pool.take(x.shape, x.dtype)
+        if x.shape[0] == 1 and x.size:
+            self._single(run, x, t, params, fused=False)
+        else:
+            self._batch(run, x, t, params, fused=False)
+        y = run.alloc(self.outputs[0], np.broadcast_shapes(x.shape, res.shape), x.dtype)
+        np.add(t, res, out=y)
+        if self.relu:
+            relu_(y)
+        run.pool.give(buf)
+
     def _vectors(self, length: int, count: int, dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """(w, ones) of `length`: x . w with w = 1 / count gives an image's part of the mean
         (the shift m); D . ones the sums of D as BLAS adds them (r's float32 error stays that
@@ -188,7 +208,9 @@ class BatchNormStep(Step):
             hit = self._ones[key] = (np.full(length, 1.0 / count, dt), np.ones(length, dt))
         return hit
 
-    def _single(self, run: Run, x: np.ndarray, y: np.ndarray, params: tuple) -> None:
+    def _single(
+        self, run: Run, x: np.ndarray, y: np.ndarray, params: tuple, fused: bool = True
+    ) -> None:
         """One image, on this thread, as (C, length) matrices: the batch-1 path in straight
         line (it spent ~9 of 36 us in the general path's closures, views and checks)."""
         c = x.shape[1]
@@ -209,9 +231,9 @@ class BatchNormStep(Step):
             src = x2
         np.multiply(src, s.astype(dt)[:, None], out=y2)
         y2 += t.astype(dt)[:, None]
-        if self.residual:
+        if self.residual and fused:
             y2 += run.get(self.inputs[5]).reshape(c, length)
-        if self.relu:
+        if self.relu and fused:
             relu_(y2)
 
     def _affine(self, params: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +242,9 @@ class BatchNormStep(Step):
         s = scale / np.sqrt(var.astype(np.float64) + self.epsilon)
         return s, bias - mean * s
 
-    def _batch(self, run: Run, x: np.ndarray, y: np.ndarray, params: tuple) -> None:
+    def _batch(
+        self, run: Run, x: np.ndarray, y: np.ndarray, params: tuple, fused: bool = True
+    ) -> None:
         """Any batch, slices of images on the plan's threads; per-channel operands as whole
         image rows (see `_per_channel`) when there is more than one image."""
         dt = x.dtype
@@ -262,8 +286,8 @@ class BatchNormStep(Step):
             s, t = self._affine(params)
         sv = _per_channel(run, 1, s.astype(dt), length, rows)
         tv = _per_channel(run, 2, t.astype(dt), length, rows)
-        relu = self.relu
-        res = run.get(self.inputs[5]).reshape(shape) if self.residual else None
+        relu = self.relu and fused
+        res = run.get(self.inputs[5]).reshape(shape) if self.residual and fused else None
 
         def affine(lo: int, hi: int, _) -> None:
             out = yv[lo:hi]
