@@ -343,6 +343,12 @@ class CompiledPlan:
             or yv.shape is None
             or yv.dtype != av.dtype
             or yv.shape != av.shape
+            # a parameter along the batch axis ((N, C, 1, 1) slope) would broadcast the
+            # output past the norm's when the run's batch differs: the PReLU step keeps it
+            or any(
+                g.params[i].ndim == len(yv.shape) and g.params[i].shape[0] != 1
+                for i in act.inputs[1:]
+            )
         ):
             return
         step.activation = act.ufunc if act.temp else partial(_untemp, act.ufunc)

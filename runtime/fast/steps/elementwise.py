@@ -400,9 +400,6 @@ class NormStep(Step):
             yc = y.reshape(rows, c, -1)  # (images, channels, pixels)
         act = self.activation
         params = [run.get(i) for i in ins[nin:]]
-        # a parameter with the batch axis (PReLU's slope of shape (N, C, 1, 1)) is sliced
-        # with the images of a thread's part
-        batched = [p.ndim == y.ndim and p.shape[0] != 1 for p in params]
         t = buf = None
         if act is not None and self.act_temp:
             t, buf = run.pool.take(shape, dt)
@@ -459,8 +456,7 @@ class NormStep(Step):
                 yv += aff[1]
                 if act is not None:  # (rows are images here)
                     yv = y[lo:hi]
-                    ps = [p[lo:hi] if bt else p for p, bt in zip(params, batched, strict=True)]
-                    act(yv, yv, None if t is None else t[lo:hi], *ps)
+                    act(yv, yv, None if t is None else t[lo:hi], *params)
 
         run.parallel(rows, part, x.size * 6 * ELEMENT_FLOPS)
         if layer and act is not None:  # (rows are not images: its parameters broadcast to y)
