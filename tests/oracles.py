@@ -107,6 +107,26 @@ def float32_bound(abs_result: np.ndarray, terms: int) -> np.ndarray:
     return (n * U32 / (1 - n * U32)) * abs_result + 1e-6
 
 
+def random_conv_case(rng, x_shape, m, kernel, strides, pads, dilations, bias: bool) -> tuple:
+    """(x, w, b, exact, mags): standard normal float32 x (x_shape), w (m, C, *kernel) and b (m,
+    or None without `bias`); the float64 plain conv of them (`exact`) and of their magnitudes
+    (`mags`, the input of `float32_bound`)."""
+
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((m, x_shape[1], *kernel)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    return (x, w, b, *conv_and_magnitudes(x, w, b, strides, pads, dilations))
+
+
+def conv_and_magnitudes(x, w, b, strides, pads, dilations) -> tuple:
+    """(exact, mags): the float64 plain conv of (x, w, b) and of their magnitudes."""
+    from graphnet.runtime.kernels.conv import conv
+
+    kw = dict(strides=strides, pads=pads, dilations=dilations, group=1, kernel_shape=None)
+    f64 = [None if v is None else v.astype(np.float64) for v in (x, w, b)]
+    return conv(*f64, **kw), conv(*[None if v is None else np.abs(v) for v in f64], **kw)
+
+
 def winograd_bound(x, w, pads, m: int, extra=0.0) -> np.ndarray:
     """Elementwise rounding bound of a float32 Winograd F(m x m, 3 x 3) conv of x (N, C, H, W)
     and w (M, C, 3, 3) (stride 1), plus `extra` (|bias| + |residual|, added before the final

@@ -18,8 +18,7 @@ import pytest
 
 from graphnet.runtime.fast import conv as fc
 from graphnet.runtime.fast.memory import Scratch
-from graphnet.runtime.kernels.conv import conv
-from tests.oracles import float32_bound
+from tests.oracles import conv_and_magnitudes, float32_bound, random_conv_case
 
 # (x shape, output channels, kernel, strides, pads, dilations): colstack on the input's own
 # rows (width pads), 3x3 (side columns 0 and 2: one GEMM), 5x5 (0, 1, 3, 4: two), 2x2 pads
@@ -91,14 +90,8 @@ def test_chunks_of_images_match_the_float64_conv(
     monkeypatch.setattr(fc, "_chunk", two)
     rng = np.random.default_rng(sum(x_shape) + m + 7 * bias + 5 * residual + 3 * aliased)
     c = x_shape[1]
+    x, w, b, exact, mags = random_conv_case(rng, x_shape, m, k, s, p, d, bias)
     spec = fc.ConvSpec(k, s, p, d, 1, c, m)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal((m, c, *k)).astype(np.float32)
-    b = rng.standard_normal(m).astype(np.float32) if bias else None
-    kw = dict(strides=s, pads=p, dilations=d, group=1, kernel_shape=None)
-    f64 = [None if v is None else v.astype(np.float64) for v in (x, w, b)]
-    exact = conv(*f64, **kw)
-    mags = conv(*[None if v is None else np.abs(v) for v in f64], **kw)
     algo = fc.choose(spec, exact.shape[2:])[0]
     assert algo in ("colstack", "im2col")
     assert not aliased or fc.overwrites_residual(algo, spec, (8,))  # (see CASES)
@@ -135,10 +128,7 @@ def test_chunks_of_images_match_the_float64_conv(
     assert (err <= bound).all(), f"max error {np.nanmax(err):.2e}, NaN: {np.isnan(got).sum()}"
     # a second call on the same scratch (the workspace as the first left it) and a new input
     x2 = rng.standard_normal(x_shape).astype(np.float32)
-    exact2 = conv(x2.astype(np.float64), f64[1], f64[2], **kw)
-    mags2 = conv(
-        *[None if v is None else np.abs(v) for v in (x2.astype(np.float64), *f64[1:])], **kw
-    )
+    exact2, mags2 = conv_and_magnitudes(x2, w, b, s, p, d)
     if res is not None:
         exact2 = exact2 + res
         mags2 = mags2 + np.abs(res)

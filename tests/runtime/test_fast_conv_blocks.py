@@ -15,7 +15,7 @@ import pytest
 from graphnet.runtime.fast import conv as fc
 from graphnet.runtime.fast.memory import Scratch
 from graphnet.runtime.kernels.conv import conv
-from tests.oracles import float32_bound
+from tests.oracles import float32_bound, random_conv_case
 
 
 def _check_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
@@ -229,13 +229,7 @@ def test_colstack_rows_with_bias_residual_and_relu_match_the_float64_conv(
         monkeypatch.setattr(fc, "WORKSPACE_BYTES", 1)
     rng = np.random.default_rng(sum(x_shape) + m)
     c = x_shape[1]
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal((m, c, *k)).astype(np.float32)
-    b = rng.standard_normal(m).astype(np.float32) if bias else None
-    kw = dict(strides=s, pads=p, dilations=d, group=1, kernel_shape=None)
-    f64 = [None if v is None else v.astype(np.float64) for v in (x, w, b)]
-    exact = conv(*f64, **kw)
-    mags = conv(*[None if v is None else np.abs(v) for v in f64], **kw)
+    x, w, b, exact, mags = random_conv_case(rng, x_shape, m, k, s, p, d, bias)
     res = rng.standard_normal(exact.shape).astype(np.float32) if residual else None
     if residual:
         exact = exact + res
