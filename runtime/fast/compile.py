@@ -1287,11 +1287,18 @@ def needs_late_resolve(spec: ops.OpSpec, values: list) -> bool:
 
 def describe_call(name: str, op: str, args: list, attrs: Mapping[str, Any]) -> str:
     """`conv3 (Conv): x(1,3,32,32) w(16,3,3,3) strides=(1, 1) ...`: a node, its op, its inputs'
-    shapes labelled with the op table's input names, its attributes (error messages)."""
-    names = [s.strip("*?") for s in ops.get(op).inputs]
+    shapes labelled with the op table's input names, its attributes (error messages). Inputs
+    past the op's own (a fast step's fused nodes' operands: a residual, a PReLU slope) are
+    labelled `fused`."""
+    declared = ops.get(op).inputs
+    names = [s.strip("*?") for s in declared]
+    variadic = bool(declared) and declared[-1].startswith("*")
     shapes = []
     for k, a in enumerate(args):
-        label = names[k] if k < len(names) else names[-1] if names else f"in{k}"
+        if k < len(names):
+            label = names[k]
+        else:
+            label = names[-1] if variadic else "fused"
         shape = format_shape(a.shape) if isinstance(a, np.ndarray) else "<none>"
         shapes.append(f"{label.lower()}{shape}")
     at = " ".join(f"{k}={v}" for k, v in attrs.items())
@@ -1301,4 +1308,5 @@ def describe_call(name: str, op: str, args: list, attrs: Mapping[str, Any]) -> s
 def _where(step: Step, run: Run) -> str:
     args = [run.get(r) if r is not None else None for r in step.inputs]
     attrs = step.attrs if isinstance(step, KernelStep) else {}
-    return describe_call(step.name, step.op, args, attrs) + f" [fast plan: {step.algo}]"
+    fused = f", fused: {', '.join(step.fused)}" if step.fused else ""
+    return describe_call(step.name, step.op, args, attrs) + f" [fast plan: {step.algo}{fused}]"

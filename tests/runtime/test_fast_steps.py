@@ -971,6 +971,21 @@ def test_batchnorm_fused_residual_broadcast_along_a_dynamic_batch(split, x_shape
         assert_close(g.params[k], ref_graph.params[k], rtol=1e-6, atol=0, what=k)
 
 
+def test_a_fused_step_error_names_its_fused_input_and_nodes():
+    """A residual that does not broadcast against x (batch 3 against 2): the KernelError names
+    the step, labels the fused operand `fused` (not as one of BatchNormalization's own
+    inputs) and lists the fused nodes."""
+    from graphnet.errors import KernelError
+
+    g = _bn_residual_graph((None, 3, 4, 5), relu=True, bn_first=True)
+    feeds = {"x": np.ones((2, 3, 4, 5), np.float32), "r": np.ones((3, 3, 4, 5), np.float32)}
+    with pytest.raises(KernelError) as err:
+        runtime.Session(g).run(feeds, mode="train")
+    msg = str(err.value)
+    assert "while executing bn (BatchNormalization)" in msg
+    assert "input_var(3) fused(3,3,4,5)" in msg and "fused: add, relu]" in msg
+
+
 def test_batchnorm_keeps_a_residual_computed_later_apart():
     """The Add's other operand computed after the BN in graph order (train mode keeps graph
     order) is no residual for the BN: the Add stays a step."""
