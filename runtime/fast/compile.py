@@ -253,12 +253,10 @@ class CompiledPlan:
             if isinstance(step, GemmStep):  # a Flatten taken in (`_flatten_into_gemm`)
                 return step.flatten and step.inputs[0] == slot and slot not in step.inputs[1:]
             node = nodes.get(step.name)
-            if isinstance(step, AliasStep) and step.op == "Flatten" and node is not None:
-                axis = ops.attrs_of(node, [self.graph.values.get(node.inputs[0])])["axis"]
+            if isinstance(step, AliasStep) and node is not None and self._flattens_rows(node):
                 out = step.outputs[0]
                 return (
-                    axis == 1
-                    and out not in keep
+                    out not in keep
                     and bool(readers.get(out))
                     and all(
                         isinstance(r, GemmStep) and r.inputs[0] == out and out not in r.inputs[1:]
@@ -366,10 +364,7 @@ class CompiledPlan:
         """A Flatten (axis 1) that is the only reader of a GlobalAveragePool's output: the pool
         writes (N, C) directly (a view step less in every CNN's classifier tail)."""
         nxt = self._single_reader(node.outputs[0], readers, outputs)
-        yv = self.graph.values.get(node.outputs[0])
-        if nxt is None or nxt.op != "Flatten" or yv is None or yv.shape is None:
-            return
-        if int(ops.attrs_of(nxt, [yv])["axis"]) % len(yv.shape) != 1:
+        if nxt is None or not self._flattens_rows(nxt):
             return
         step.flat = True
         step.outputs[0] = self._slot(nxt.outputs[0])
@@ -382,18 +377,12 @@ class CompiledPlan:
         classifier: vgg_bn, lenet5)."""
         if not self.fuse:
             return
-        g = self.graph
-        nodes = {n.name: n for n in g.nodes}
+        nodes = {n.name: n for n in self.graph.nodes}
         gemms = {st.name: st for st in self.steps if isinstance(st, GemmStep)}
         drop = set()
         for st in self.steps:
             node = nodes.get(st.name)
-            if not isinstance(st, AliasStep) or st.op != "Flatten" or node is None:
-                continue
-            xv = g.values.get(node.inputs[0])
-            if xv is None or xv.shape is None or len(xv.shape) < 2:
-                continue
-            if int(ops.attrs_of(node, [xv])["axis"]) % len(xv.shape) != 1:
+            if not isinstance(st, AliasStep) or node is None or not self._flattens_rows(node):
                 continue
             nxt = self._single_reader(node.outputs[0], readers, outputs)
             gemm = gemms.get(nxt.name) if nxt is not None else None
@@ -404,6 +393,16 @@ class CompiledPlan:
             gemm.fused.insert(0, st.name)
             drop.add(id(st))
         self.steps = [st for st in self.steps if id(st) not in drop]
+
+    def _flattens_rows(self, node: Node) -> bool:
+        """Whether `node` is a Flatten from axis 1 (negative: counted from the end) of a value
+        of known rank: (N, the rest), each image's values one row."""
+        if node.op != "Flatten":
+            return False
+        xv = self.graph.values.get(node.inputs[0])
+        if xv is None or xv.shape is None or len(xv.shape) < 2:
+            return False
+        return int(ops.attrs_of(node, [xv])["axis"]) % len(xv.shape) == 1
 
     def _fuse_softmax(self, step: GemmStep, readers, outputs, fused) -> None:
         """A Softmax along the last axis that is the only reader of a Gemm's (2-D) output, in
@@ -652,22 +651,22 @@ class CompiledPlan:
                     g -= size[r]
             return g
 
+        def key(k: int) -> tuple[int, int]:
+            """Bytes step k adds, with one step of lookahead: a step whose follower frees
+            memory at once (a pool and the 1x1 conv that shrinks its output) counts with that
+            follower; ties go to graph order."""
+            after = [
+                grow(u, k)
+                for u in dict.fromkeys(users.get(k, []))
+                if waiting[u] == sum(1 for r in reads[u] if producer.get(r) == k)
+            ]
+            return grow(k) + min([0, *after]), k
+
         while ready or ready_free:  # a loop over the steps (quadratic in the ready ones)
-            best, best_key = -1, None
             if ready_free:
                 best = ready_free.popleft()
-            for k in ready if best < 0 else ():
-                # One step of lookahead: a step whose follower frees memory at once (a pool
-                # and the 1x1 conv that shrinks its output) counts with that follower.
-                after = [
-                    grow(u, k)
-                    for u in dict.fromkeys(users.get(k, []))
-                    if waiting[u] == sum(1 for r in reads[u] if producer.get(r) == k)
-                ]
-                key = (grow(k) + min([0, *after]), k)
-                if best_key is None or key < best_key:
-                    best, best_key = k, key
-            if best_key is not None:
+            else:
+                best = min(ready, key=key)
                 ready.remove(best)
             order.append(best)
             for r in reads[best]:
