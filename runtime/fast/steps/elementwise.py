@@ -176,10 +176,17 @@ class BatchNormStep(Step):
             for k, slot in enumerate(self.outputs[1:], start=3):
                 if slot >= 0:  # optional running-stat outputs: unchanged at inference
                     run.env[slot] = run.get(self.inputs[k])
+        self._normalize(run, x, y, params)
+
+    def _normalize(
+        self, run: Run, x: np.ndarray, y: np.ndarray, params: tuple, fused: bool = True
+    ) -> None:
+        """y = BN(x) (and, when `fused`, the fused residual and ReLU): one image on this
+        thread's straight-line path, else the batch path."""
         if x.shape[0] == 1 and x.size:
-            self._single(run, x, y, params)
+            self._single(run, x, y, params, fused)
         else:
-            self._batch(run, x, y, params)
+            self._batch(run, x, y, params, fused)
 
     def _broadcast_residual(self, run: Run, x: np.ndarray, params: tuple) -> None:
         """The fused Add's residual broadcasts against x (its static shape equals x's, but a
@@ -188,10 +195,7 @@ class BatchNormStep(Step):
         of the broadcast shape."""
         res = run.get(self.inputs[5])
         t, buf = run.pool.take(x.shape, x.dtype)
-        if x.shape[0] == 1 and x.size:
-            self._single(run, x, t, params, fused=False)
-        else:
-            self._batch(run, x, t, params, fused=False)
+        self._normalize(run, x, t, params, fused=False)
         y = run.alloc(self.outputs[0], np.broadcast_shapes(x.shape, res.shape), x.dtype)
         np.add(t, res, out=y)
         if self.relu:
