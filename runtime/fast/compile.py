@@ -129,6 +129,16 @@ def _untemp(fn, x, y, t):
     fn(x, y)  # an activation without a scratch array, called as one with (see NormStep)
 
 
+def _may_grow(x_shape: tuple, p_shape: tuple) -> bool:
+    """Whether a parameter of shape `p_shape` may broadcast an element-wise op's output past
+    its input's `x_shape` in some run: unless every parameter dim (aligned from the right) is 1
+    or the same int as x's."""
+    tail = x_shape[len(x_shape) - len(p_shape) :]
+    return len(p_shape) > len(x_shape) or not all(
+        p == 1 or (isinstance(p, int) and p == d) for p, d in zip(p_shape, tail, strict=True)
+    )
+
+
 def _scale(k, x, y):
     np.multiply(x, x.dtype.type(k), out=y)
 
@@ -348,6 +358,7 @@ class CompiledPlan:
                 g.params[i].ndim == len(yv.shape) and g.params[i].shape[0] != 1
                 for i in act.inputs[1:]
             )
+            or act.grows  # so would one on a dim known at run time only ((C, H, 1) slope)
         ):
             return
         step.activation = act.ufunc if act.temp else partial(_untemp, act.ufunc)
@@ -1002,6 +1013,7 @@ class CompiledPlan:
                 ufunc=_prelu,
                 inplace=self.reuse,
                 temp=True,
+                grows=_may_grow(x.shape, ins[1].shape),
             )
         if n.op in _BINARY and len(ins) == 2 and ins[1] is not None and ins[1].dtype == x.dtype:
             return BinaryStep(

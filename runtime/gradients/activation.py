@@ -57,9 +57,10 @@ def elu(dy: np.ndarray, x: np.ndarray, *, out: tuple, alpha: float) -> tuple:
 @gradient("PRelu")
 def prelu(dy: np.ndarray, x: np.ndarray, slope: np.ndarray, *, out: tuple) -> tuple:
     """dx = dy if x >= 0 else slope * dy;  dslope = sum over the broadcast axes of
-    dy * min(x, 0) (x where x < 0, else 0)."""
+    dy * min(x, 0) (x where x < 0, else 0). Both summed over the axes along which the other
+    operand stretched them (a slope may broadcast the output past x, as the kernel does)."""
     pos = x >= 0
-    dx = np.where(pos, dy, dy * slope.astype(dy.dtype, copy=False))
+    dx = unbroadcast(np.where(pos, dy, dy * slope.astype(dy.dtype, copy=False)), x.shape)
     dslope = unbroadcast(np.where(pos, np.zeros((), dy.dtype), dy * x), slope.shape)
     return dx, dslope.astype(slope.dtype, copy=False)
 

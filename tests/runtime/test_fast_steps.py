@@ -318,6 +318,55 @@ def test_activations_match_formula_and_onnxruntime(split, op, arg, shape):
     assert_close(y, theirs, rtol=1e-5, atol=1e-6, what=f"{op} vs onnxruntime")
 
 
+# (x's declared shape, its shape in the run, the slope's shape): the slope broadcasts the
+# output past x along a dim known only at run time (the shape rule accepts a dynamic dim)
+PRELU_GROWS = [
+    ((None, 3, None, None), (2, 3, 1, 5), (3, 4, 1)),  # H: 1 -> 4
+    ((None, 3, 4, 5), (1, 3, 4, 5), (2, 3, 1, 1)),  # the batch: 1 -> 2
+    ((None, 3, None, 5), (3, 3, 1, 5), (3, 1, 1, 1)),  # the batch axis itself: kept 3
+    ((None, 3, None, None), (2, 3, 4, 5), (3, 4, 1)),  # no growth this run
+]
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+@pytest.mark.parametrize("norm", [False, True])
+@pytest.mark.parametrize("declared, shape, slope_shape", PRELU_GROWS)
+def test_prelu_slope_broadcasting_the_output_past_x(
+    split, declared, shape, slope_shape, norm, mode
+):
+    """A PRelu whose slope broadcasts the output past x in a run (the plain kernel,
+    onnxruntime and onnx.reference broadcast both ways; the fast step raised 'non-broadcastable
+    output operand'): the fast plan gives the plain kernels' output, alone and after a
+    GroupNormalization (which then keeps the PRelu a step of its own), in both modes."""
+    rng = np.random.default_rng(23)
+    slope = rng.uniform(-0.5, 2.0, slope_shape).astype(np.float32)  # mixed: max+min branch
+    if norm:
+        params = {"scale": np.ones(3, np.float32), "bias": np.zeros(3, np.float32)}
+        attrs = {"num_groups": 3, "epsilon": 1e-5}
+        g = single_node("GroupNormalization", {"x": declared}, params, attrs=attrs)
+        (out,) = g.outputs
+        g.outputs.remove(out)
+    else:
+        g = Graph("prelu_grows")
+        out = g.add_input("x", declared, "float32").name
+    g.add_param("slope", slope)
+    y = g.add_node("PRelu", [out, "slope"], {}, name="act").outputs[0]
+    g.mark_output(y)
+    sess = runtime.Session(g)
+    rows = sess._fast(training=mode == "train", keep_all=False).describe()
+    assert rows[-1]["op"] == "PRelu" and rows[0]["fused"] == []
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[..., 0] = 0.0  # an image of zeros per row group: GroupNorm's eps-dominated case
+    want = runtime.Session(g, plan="reference").run({"x": x}, mode=mode)[y]
+    assert want.shape == np.broadcast_shapes(shape, slope_shape)
+    for _ in range(2):  # the recorded run, then the arena's replay
+        got = sess.run({"x": x}, mode=mode)[y]
+        # the same float32 operations as the plain kernels on outputs ~3: a few ulps
+        assert_close(got, want, rtol=1e-6, atol=1e-6, what="PRelu vs plain kernels")
+    theirs = ort_run(export_checked(g), {"x": x})[y]
+    assert_close(got, theirs, rtol=1e-5, atol=1e-5, what="PRelu vs onnxruntime")
+
+
 @pytest.mark.parametrize(
     "shape, axis", [((3, 10), -1), ((3, 10), 1), ((4, 5, 6), 1), ((4, 5, 6), 0)]
 )

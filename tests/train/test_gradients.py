@@ -108,3 +108,38 @@ def test_max_pool_tie_goes_to_the_first_maximum():
     want = np.zeros((4, 4), np.float32)
     want[0, 0] = want[0, 2] = want[2, 0] = want[3, 3] = 1.0
     np.testing.assert_array_equal(dx[0, 0], want)
+
+
+def test_prelu_gradient_where_the_slope_broadcasts_the_output_past_x():
+    """x (2, 3, 1, 4) against a (3, 5, 1) slope: Y is (2, 3, 5, 4) (the kernel broadcasts as
+    onnxruntime does; the graph declares H dynamic, so the shape rule lets it through). dX sums
+    over the broadcast H (it had Y's shape and the walk raised a ShapeError), dslope over N and
+    W; both against central differences in float64 (tolerances of the cases above)."""
+    g = Graph("prelu_grows")
+    g.add_input("x", (2, 3, None, 4), "float64")
+    g.add_input("slope", (3, 5, 1), "float64")
+    node = g.add_node("PRelu", ["x", "slope"], {}, name="act")
+    g.mark_output(node.outputs[0])
+    rng = np.random.default_rng(5)
+    feeds = {
+        "x": rng.choice([-1.0, 1.0], (2, 3, 1, 4)) * rng.uniform(0.1, 1.1, (2, 3, 1, 4)),
+        "slope": rng.uniform(-0.5, 2.0, (3, 5, 1)),
+    }
+    bp = Backprop(g)
+    tape = bp.forward(feeds)
+    y = tape.values[node.outputs[0]]
+    assert y.shape == (2, 3, 5, 4)
+    weights = rng.standard_normal(y.shape)
+    grads = bp.backward(tape, {node.outputs[0]: weights}, ["x", "slope"])
+
+    def loss(fed: dict) -> float:
+        return float(np.sum(bp.forward(fed).values[node.outputs[0]] * weights))
+
+    for name, v in feeds.items():
+        numeric = np.zeros_like(v)
+        for idx in np.ndindex(v.shape):  # one perturbation per element
+            for sign in (1, -1):
+                moved = v.copy()
+                moved[idx] += sign * H
+                numeric[idx] += sign * loss(dict(feeds, **{name: moved})) / (2 * H)
+        np.testing.assert_allclose(grads[name], numeric, rtol=RTOL, atol=ATOL, err_msg=name)

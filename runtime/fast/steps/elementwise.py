@@ -42,10 +42,17 @@ class UnaryStep(Step):
     ufunc: Callable = print
     inplace: bool = False
     temp: bool = False  # ufunc(x, y, t, *params) needs a scratch array t shaped like x
+    grows: bool = False
+    """A parameter may broadcast the output past x's shape (a slope dim > 1 against a dim of
+    x known only at run time, e.g. a (C, H, 1) slope on x (N, C, 1, W)): each run checks it,
+    and such a run takes `_broadcast` (the plain kernel, onnxruntime and onnx.reference
+    broadcast both ways; ONNX's spec asks for a slope that broadcasts to X)."""
 
     def __call__(self, run: Run) -> None:
         src = self.inputs[0]
         x = run.get(src)
+        if self.grows and self._broadcast(run, x):
+            return
         params = [self._row(run, k, run.get(i), x) for k, i in enumerate(self.inputs[1:])]
         t = buf = None
         if self.temp:  # computed before y is written: y may be x itself
@@ -75,6 +82,23 @@ class UnaryStep(Step):
             )
         if buf is not None:
             run.pool.give(buf)
+
+    def _broadcast(self, run: Run, x: np.ndarray) -> bool:
+        """When the parameters broadcast the output past x's shape: the ufunc on x broadcast to
+        it (a read-only view), never in place, inline, and True; else False (the usual path)."""
+        params = [run.get(i) for i in self.inputs[1:]]
+        shape = np.broadcast_shapes(x.shape, *[p.shape for p in params])
+        if shape == x.shape:
+            return False
+        y = run.alloc(self.outputs[0], shape, x.dtype)
+        xb = np.broadcast_to(x, shape)
+        if self.temp:
+            t, buf = run.pool.take(shape, x.dtype)
+            self.ufunc(xb, y, t, *params)
+            run.pool.give(buf)
+        else:
+            self.ufunc(xb, y)
+        return True
 
     @staticmethod
     def _row(run: Run, k: int, p: np.ndarray, x: np.ndarray) -> np.ndarray:
