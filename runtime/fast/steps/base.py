@@ -7,7 +7,7 @@ those are never written to.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,19 +101,25 @@ class Run:
         self.placed.add(slot)
         return view
 
-    def adopt(self, slot: int, arr: np.ndarray, inputs: list) -> None:
+    def adopt(self, slot: int, arr: np.ndarray, inputs: list, refs: Sequence = ()) -> None:
         """Store a plain kernel's result. A fresh array (owns its data, is none of the inputs)
         may be overwritten in place by the node that reads it last; it is dropped, not pooled,
         when it dies (the kernel allocates it anew every run: pooling it would grow the pool by
-        one array per run)."""
-        self.env[slot] = arr
-        if (
-            slot not in self.outputs
-            and isinstance(arr, np.ndarray)
-            and arr.flags.owndata
-            and arr.flags.c_contiguous
-            and not any(arr is a for a in inputs)
+        one array per run). A view of an input held in a buffer (`refs`: the inputs' slots; a
+        Transpose of a pooled value, a Reshape the plan could not make a view step) is copied
+        first: once that input dies its buffer is reused (the arena's next take there, from
+        the second run on) or written in place by its last reader, while the view lives on."""
+        if not isinstance(arr, np.ndarray):
+            self.env[slot] = arr
+            return
+        fresh = arr.flags.owndata and not any(arr is a for a in inputs)
+        if not fresh and any(
+            r.__class__ is int and self.owner[r] is not None and np.may_share_memory(arr, a)
+            for r, a in zip(refs, inputs, strict=False)
         ):
+            arr, fresh = arr.copy(), True
+        self.env[slot] = arr
+        if fresh and slot not in self.outputs and arr.flags.c_contiguous:
             buf = arr.reshape(-1)
             self.owner[slot] = buf
             self.refs[id(buf)] = 1
@@ -211,7 +217,7 @@ class KernelStep(Step):
         outs = self._compute(run, args)
         for slot, arr in zip(self.outputs, outs, strict=False):
             if slot >= 0:
-                run.adopt(slot, arr, args)
+                run.adopt(slot, arr, args, self.inputs)
         if run.training:
             for k, pname in self.state.items():
                 run.params[pname] = outs[k].astype(run.params[pname].dtype, copy=False)
