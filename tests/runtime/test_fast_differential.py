@@ -15,6 +15,8 @@ example prints its seed, and `_random_graph(seed)` rebuilds it exactly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -31,19 +33,19 @@ unit scale, and a train-mode statistic covers at least 3 x 1 x 1 values) over at
 layers: ~1e-5. A wrong tap, pad or fused term is an O(1) error."""
 
 
-def _random_graph(seed: int) -> tuple[Graph, list[str]]:
+def _random_graph(seed: int, dtype: str = "float32") -> tuple[Graph, list[str]]:
     rng = np.random.default_rng(seed)
     g = Graph(f"differential{seed}")
     c, h, w = (int(v) for v in rng.integers((1, 3, 3), (9, 15, 15)))
-    x = g.add_input("x", (None, c, h, w), "float32").name
+    x = g.add_input("x", (None, c, h, w), dtype).name
     values = [x]  # 4-D values, for residuals and concats
     k = 0
 
-    def param(stem: str, arr: np.ndarray, dtype: type = np.float32) -> str:
+    def param(stem: str, arr: np.ndarray, kind: Any = dtype) -> str:
         nonlocal k
         k += 1
         name = f"{stem}{k}"
-        g.add_param(name, arr.astype(dtype))
+        g.add_param(name, arr.astype(kind))
         return name
 
     def node(op: str, ins: list[str], attrs: dict) -> str:
