@@ -18,11 +18,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from graphnet import runtime
 from graphnet.ir import Graph
+from graphnet.runtime.fast import conv as fast_conv
+from graphnet.runtime.fast import threads as fast_threads
+from graphnet.runtime.fast.steps import base as fast_base
+from graphnet.runtime.fast.steps import elementwise as fast_elementwise
+from graphnet.runtime.fast.steps import linear as fast_linear
+from graphnet.runtime.fast.steps import pool as fast_pool
 
 RTOL = 1e-4
 """Relative to each output's largest magnitude. The two plans sum the same float32 products in
@@ -204,10 +211,44 @@ def _check(got: dict, want: dict, what: str) -> None:
         assert err <= RTOL, f"{what}: output {name}: max |diff| / max |ref| = {err:.2e}"
 
 
+def _force_every_path(m: pytest.MonkeyPatch) -> None:
+    """The fast paths of larger shapes on these small ones: batch slices on the threads for any
+    work, Winograd and the column stack from one channel, batch-last convs from one image,
+    workspaces of a few KiB (every conv and pool in several chunks)."""
+    for module in (fast_threads, fast_base, fast_elementwise, fast_linear, fast_pool):
+        m.setattr(module, "SPLIT_MIN_FLOPS", 0)
+    for name in ("TILED_SPLIT_MIN_ELEMENTS", "TILED_MIN_ELEMENTS", "TILED_SLABS_MIN_ELEMENTS"):
+        m.setattr(fast_pool, name, 0)
+    m.setattr(fast_pool, "POOL_CHUNK_BYTES", 256)
+    for name in (
+        "WINOGRAD_MIN_CHANNELS",
+        "COLSTACK_MIN_CHANNELS",
+        "COLSTACK_MIN_DEPTH",
+        "COLSTACK_NARROW_MIN_DEPTH",
+        "BATCH_LAST_MIN_IMAGES",
+        "BATCH_LAST_HANDOFF_MIN_IMAGES",
+        "PHASE_POOL_BATCH_LAST_MIN_IMAGES",
+        "MIN_WINOGRAD_COLUMNS",
+        "NARROW_MIN_WINOGRAD_COLUMNS",
+    ):
+        m.setattr(fast_conv, name, 1)
+    for name in ("WORKSPACE_BYTES", "WINOGRAD_WORKSPACE_BYTES", "BATCH_LAST_WORKSPACE_BYTES"):
+        m.setattr(fast_conv, name, 4096)
+    m.setattr(fast_conv, "WINOGRAD_CHUNK_COLUMNS", 2)
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["as-planned", "every-path"])
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**31 - 1))
-@example(132)  # a Transpose (a view of a pooled value) read after its buffer was reused
-def test_fast_plan_matches_the_reference_plan_on_random_graphs(seed):
+@given(seed=st.integers(0, 2**31 - 1))
+@example(seed=132)  # a Transpose (a view of a pooled value) read after its buffer was reused
+def test_fast_plan_matches_the_reference_plan_on_random_graphs(forced, seed):
+    with pytest.MonkeyPatch.context() as m:
+        if forced:
+            _force_every_path(m)
+        _differential(seed)
+
+
+def _differential(seed: int) -> None:
     g, _ = _random_graph(seed)
     c, h, w = g.values["x"].shape[1:]
     rng = np.random.default_rng(seed)
