@@ -7,7 +7,8 @@ element-wise ops (Sigmoid, Tanh, Neg), a Reshape (a view step) and a Transpose (
 view), and a GlobalAveragePool -> Flatten -> Gemm -> Softmax head; one or two intermediate
 values are extra outputs (they change what is fused and what runs in place). Each graph runs in
 inference at batch 3, 1, 3, 1 (a recorded arena layout per batch, then its replay), with
-keep_all at batch 1 (the unfused plan, nothing reused) and in train mode at batch 3.
+keep_all at batch 1 (the unfused plan, nothing reused) and in train mode at batch 3; once as
+planned, once with the thresholds of the larger shapes' paths lowered (`_force_every_path`).
 
 `_random_graph(seed)` draws every choice from `numpy.random.default_rng(seed)`: a failing
 example prints its seed, and `_random_graph(seed)` rebuilds it exactly.
