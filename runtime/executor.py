@@ -28,7 +28,12 @@ from graphnet import ops
 from graphnet.dims import bind_shape
 from graphnet.errors import GraphNetError, InputError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
-from graphnet.runtime.fast.compile import CompiledPlan, describe_call, needs_late_resolve
+from graphnet.runtime.fast.compile import (
+    MEMORY_PLANS,
+    CompiledPlan,
+    describe_call,
+    needs_late_resolve,
+)
 from graphnet.runtime.kernels import Kernel, get_kernel
 
 __all__ = ["Session", "run", "MODES"]
@@ -64,12 +69,19 @@ class Session:
     in-place edit, `set_param` with the same array) rather than only writing into its array in
     place (a batch that reads the kept copy and one that does not would disagree). Threads may
     share a session: its fast plan runs one call at a time (the others wait).
+    `memory="lean"` plans the fast plan under a memory budget (at batch 1, 1.25x the parameters
+    and the largest set of live activations: weights multiplied as views of the parameters
+    where the budget has no room for a prepared copy, smaller workspaces; slower: see
+    `graphnet.runtime.fast.lean`); "default" spends memory for speed.
     """
 
-    def __init__(self, graph: Graph, *, plan: str = "fast") -> None:
+    def __init__(self, graph: Graph, *, plan: str = "fast", memory: str = "default") -> None:
         if plan not in PLANS:
             raise InputError(f"plan must be one of {PLANS}, got {plan!r}")
+        if memory not in MEMORY_PLANS:
+            raise InputError(f"memory must be one of {MEMORY_PLANS}, got {memory!r}")
         self.plan = plan
+        self.memory = memory
         graph.verify()
         self.graph = graph
         self._rng = np.random.default_rng()
@@ -116,7 +128,11 @@ class Session:
         key = (training, keep_all)
         if key not in self._compiled:
             self._compiled[key] = CompiledPlan(
-                self.graph, training=training, fuse=not keep_all, reuse=not keep_all
+                self.graph,
+                training=training,
+                fuse=not keep_all,
+                reuse=not keep_all,
+                memory=self.memory,
             )
         return self._compiled[key]
 

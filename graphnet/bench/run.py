@@ -59,14 +59,16 @@ def bench_graph(
     train: bool = True,
     torch: bool = True,
     plans: tuple[str, ...] = ("fast", "reference"),
+    lean: bool = False,
     progress: Callable[[], None] | None = None,
 ) -> dict:
     """Benchmark `graph` (as given: unoptimized) at `batch`. Engines, all on the same seeded
     inputs: ours on the optimized graph (each plan of `plans`) and on the original, onnxruntime
     with all graph optimizations and with none (`threads` intra-op threads), the bare GEMM floor,
     PyTorch eager on the optimized graph when it is installed and `torch` (see
-    `graphnet.bench.torch_engine`), and once `onnx.reference` (skipped past `ref_cap` seconds).
-    Returns a dict of milliseconds,
+    `graphnet.bench.torch_engine`), and once `onnx.reference` (skipped past `ref_cap` seconds);
+    with `lean`, the fast plan under its memory budget too (`Session(memory="lean")`: its time,
+    ratio to PyTorch and peak memory). Returns a dict of milliseconds,
     ratios, memory and output checks."""
     from graphnet.passes.manager import optimize as run_passes
     from graphnet.runtime import Session
@@ -77,6 +79,8 @@ def bench_graph(
     engines: list[Engine] = []
     for plan in plans:
         engines.append(graphnet_engine(f"ours[{plan}]", opt, feeds, plan=plan))
+    if lean:
+        engines.append(graphnet_engine("ours[lean]", opt, feeds, plan="fast", memory="lean"))
     engines.append(graphnet_engine("ours[original]", graph, feeds, plan=plans[0]))
     engines.append(ort_engine("ort", opt, feeds, optimize=True, threads=threads))
     engines.append(ort_engine("ort[no-opt]", opt, feeds, optimize=False, threads=threads))
@@ -147,6 +151,7 @@ def bench_graph(
     # A fresh session: its first run prepares the weights (counted: the graph's parameters
     # stay, so prepared copies are memory on top of them) and records the arena.
     peak = traced_peak(lambda: fast.run(wanted))
+    floor = mem["params"] + mem["activations"]
     row["memory"] = {
         "params_mib": mem["params"] / 2**20,
         "live_activations_mib": mem["activations"] / 2**20,
@@ -154,8 +159,14 @@ def bench_graph(
         # of which the arena (activations and workspaces), scratch, constant results: the
         # rest is prepared weights and the run's outputs
         "held_mib": fast.held_bytes / 2**20,
-        "ratio": (mem["params"] + peak) / (mem["params"] + mem["activations"]),
+        "ratio": (mem["params"] + peak) / floor,
     }
+    if lean:
+        slim = Session(opt, memory="lean")
+        lean_peak = traced_peak(lambda: slim.run(wanted))
+        row["memory"]["lean_peak_mib"] = (mem["params"] + lean_peak) / 2**20
+        row["memory"]["lean_ratio"] = (mem["params"] + lean_peak) / floor
+        row["ratio_torch_lean"] = ms["ours[lean]"] / ms["pytorch"] if "pytorch" in ms else None
     return row
 
 
@@ -178,10 +189,16 @@ def format_rows(rows: list[dict], *, markdown: bool = True) -> str:
         "peak / floor mem",
         "outputs",
     ]
+    # with lean rows (bench_graph(lean=True)): the lean plan's time, against PyTorch, its peak
+    lean = any("ours[lean]" in r["ms"] for r in rows)
+    if lean:
+        header[-1:-1] = ["lean ms", "lean / PyTorch", "lean peak / floor"]
     lines = []
     for r in rows:
         ms = r["ms"]
-        ours = next(k for k in ms if k.startswith("ours[") and k != "ours[original]")
+        ours = next(
+            k for k in ms if k.startswith("ours[") and k not in ("ours[original]", "ours[lean]")
+        )
         ref_plan = ms.get("ours[reference]")
         train = ms.get("ours[train]")
         ok = all(c["ok"] for c in r["checks"].values())
@@ -207,6 +224,13 @@ def format_rows(rows: list[dict], *, markdown: bool = True) -> str:
                 ("ok" if ok else "DIFFER") + f" ({worst:.1e})",
             ]
         )
+        if lean:
+            slim = ms.get("ours[lean]")
+            lines[-1][-1:-1] = [
+                "" if slim is None else f"{slim:.2f}",
+                "" if r.get("ratio_torch_lean") is None else f"{r['ratio_torch_lean']:.2f}",
+                "" if slim is None else f"{r['memory']['lean_ratio']:.2f}",
+            ]
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(line) + " |" for line in lines]

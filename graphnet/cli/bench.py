@@ -57,6 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reference", action="store_true", help="skip onnx.reference")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     p.add_argument(
+        "--lean",
+        action="store_true",
+        help="also time the lean memory plan (Session(memory='lean')) and give its peak memory",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=2,
@@ -136,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
                         seed=args.seed,
                         reference=not args.no_reference,
                         torch=not args.no_torch,
+                        lean=args.lean,
                         progress=lambda: step("timing"),
                     )
                 )

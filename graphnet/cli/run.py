@@ -54,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seed", type=int, default=None, help="seed of train-mode Dropout masks (default: fresh)"
     )
+    p.add_argument(
+        "--memory",
+        choices=("default", "lean"),
+        default="default",
+        help="lean: run under a memory budget (weights as views of the parameters where a "
+        "prepared copy does not fit, smaller workspaces; slower)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     graph = load_graph(args.model, model)
     mode = args.mode or declared_mode(model)
     feeds = read_inputs(paths)
-    outs = runtime.Session(graph).run(feeds, mode=mode, seed=args.seed)
+    outs = runtime.Session(graph, memory=args.memory).run(feeds, mode=mode, seed=args.seed)
     if mode == "train":
         # The running statistics BatchNorm updated, also when the model does not output them.
         for n in graph.nodes:

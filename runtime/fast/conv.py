@@ -640,6 +640,7 @@ def conv_chunked(
     hi: int | None = None,
     split: Callable | None = None,
     u_transposed: bool = True,
+    workspace: int | None = None,
 ) -> None:
     """Y[lo:hi] = conv(X[lo:hi]) with the prepared weight `wp`, written into `out`
     (N, M, *spatial_out). Disjoint [lo, hi) ranges may run in parallel threads, each with its
@@ -663,7 +664,9 @@ def conv_chunked(
     38-75 MFLOP; our row split 1.08-1.32x there) and vgg_bn@1 0.84-0.96x on a quiet machine,
     but 1.96x (video3d@1 1.18x) while another session's process ran (a nice level does not
     reach across sessions' autogroups): its threads spin at the end of every call, waiting for
-    the descheduled one. Winograd's transforms gained nothing from BLAS's threads (1.0x)."""
+    the descheduled one. Winograd's transforms gained nothing from BLAS's threads (1.0x).
+    `workspace`: im2col's workspace budget in bytes (the lean plan's, see `lean`), else
+    WORKSPACE_BYTES."""
     hi = x.shape[0] if hi is None else hi
     if algo.startswith("wino3d"):
         gemm = _split_gemm(split)
@@ -688,9 +691,9 @@ def conv_chunked(
             _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm)
         else:
             w = _phase_pool_plain_weight(wp, spec, epi.pool)
-            _im2col(spec, x, w, out, epi, scratch, lo, hi, gemm, split)
+            _im2col(spec, x, w, out, epi, scratch, lo, hi, gemm, split, workspace)
     else:
-        _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split)
+        _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split, workspace)
 
 
 SMALL_GEMM_MNK = 1_000_000
@@ -876,6 +879,11 @@ per thread, hold what the whole image did), 512: 0.90-0.95x in 2.61 MiB, 256 (on
 each conv): 0.95-0.96x in 1.59 MiB."""
 
 
+LEAN_SLAB_MIN_COLUMNS = 64
+"""... and from this many under the lean plan's workspace budget (`lean`; a slab of the budget's
+size may have fewer columns than SLAB_MIN_COLUMNS: slower GEMMs, less memory)."""
+
+
 def wide_rows(spec: ConvSpec, padded_width: int, out_width: int, images: int) -> bool:
     """Whether `_im2col` computes over wide rows (see MAX_WIDE_WASTE, WIDE_MAX_OUT_*) for a
     slice of `images` images. In 1-D and 2-D, one image takes exact columns: measured at batch
@@ -897,7 +905,7 @@ def wide_rows(spec: ConvSpec, padded_width: int, out_width: int, images: int) ->
     )
 
 
-def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
+def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None, workspace=None) -> None:
     n, c = x.shape[:2]
     k = x.ndim - 2
     g = spec.group
@@ -932,7 +940,8 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
     rows = kg + augmented
     cols_size = g * rows * p
     per_item += g * augmented * p
-    b = _chunk(per_item * x.itemsize, hi - lo)
+    budget = workspace or WORKSPACE_BYTES
+    b = _chunk(per_item * x.itemsize, hi - lo, budget)
     # An image whose columns alone pass the budget (video3d's first conv: 3.5 MiB of columns
     # and GEMM output for a 0.5 MiB output) runs in slabs of output rows (depth planes in
     # 3-D): the workspace stays near the budget instead of growing with the image. When its
@@ -940,11 +949,13 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None) -> None:
     # share out the slabs instead, each with its own scratch, and the budget is split between
     # them (see `_im2col_slabs`).
     slab = 0
-    if k >= 2 and per_item * x.itemsize > WORKSPACE_BYTES:
+    if k >= 2 and per_item * x.itemsize > budget:
         threads = 1 if split is None else max(1, getattr(split, "workers", 1))
         per_row = (per_item - pad_size + (0 if wide else spec.c_out * p)) // outs[0]
-        slab = max(1, (WORKSPACE_BYTES // threads // x.itemsize - pad_size) // per_row)
+        slab = max(1, (budget // threads // x.itemsize - pad_size) // per_row)
         least = SLAB_MIN_COLUMNS if split is None else SHARED_SLAB_MIN_COLUMNS
+        if workspace is not None:  # (a lean budget: thinner slabs, see LEAN_SLAB_MIN_COLUMNS)
+            least = min(least, LEAN_SLAB_MIN_COLUMNS)
         slab = max(slab, -(-least // (p // outs[0])))
         slab = 0 if slab >= outs[0] or epi.pool else slab
     windows_all = None

@@ -116,3 +116,24 @@ def test_json_to_stdout_is_only_json_and_markdown_is_a_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| model | batch |") and lines[1].startswith("|---|")
     assert lines[2].startswith("| lenet5 | 1 |")
+
+
+def test_lean_flag_times_the_lean_plan_and_reports_its_peak(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--suite", "--models", "resnet20", "--batch", "1", *FAST, "--lean"]
+    assert main([*argv, "--json", str(out), "--markdown"]) == 0, capsys.readouterr().err
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["checks"]["ours[lean]"]["ok"]
+    mem = row["memory"]  # memory is deterministic: the lean plan's budget holds (fast.lean)
+    assert mem["lean_ratio"] <= 1.3 < mem["ratio"]
+    assert mem["lean_peak_mib"] == pytest.approx(
+        mem["lean_ratio"] * mem["ours_peak_mib"] / mem["ratio"]
+    )
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert header[-4:] == ["lean ms", "lean / PyTorch", "lean peak / floor", "outputs"]
+    assert float(cells[header.index("lean peak / floor")]) == pytest.approx(
+        mem["lean_ratio"], abs=0.01
+    )
+    assert cells[header.index("lean / PyTorch")] == ""  # (--no-torch)

@@ -130,6 +130,10 @@ class ConvStep(Step):
     # every reader takes a batch-last input (set by the plan): the output is written batch-last
     # from conv.BATCH_LAST_HANDOFF_MIN_IMAGES images, held as its NCHW view (see conv)
     batch_last: bool = False
+    # the lean plan (see fast.lean): im2col's workspace budget in bytes (None: the default), and
+    # whether a parameter bias rides in im2col's GEMM as a weight column (a copy of the weight)
+    workspace: int | None = None
+    bias_column: bool = True
     # algorithm -> (weight array, dtype, prepared weight); input shape -> (output shape, flops,
     # algorithm): per-run Python work done once (a batch-1 run is mostly such overhead).
     _prepared: dict = field(default_factory=dict)
@@ -263,9 +267,8 @@ class ConvStep(Step):
             self._convolve(run, algo, x, wp, y, epi, flops)
             return
         # A parameter bias rides in the im2col GEMM (prepared once with the weight).
-        wp = self.weight(
-            w, x.dtype, run.training, algo, b if isinstance(self.epilogue_bias, str) else None
-        )
+        column = self.bias_column and isinstance(self.epilogue_bias, str)
+        wp = self.weight(w, x.dtype, run.training, algo, b if column else None)
         self._convolve(run, algo, x, wp, y, epi, flops)
 
     def _winograd_per_run(self, shape: tuple, out_shape: tuple, algo: str) -> bool:
@@ -318,18 +321,23 @@ class ConvStep(Step):
         or each GEMM's output rows when there are fewer images than threads (`u_transposed`:
         see conv._winograd)."""
         spec = self.spec
-        ut = u_transposed
+        ut, ws = u_transposed, self.workspace
         if x.shape[0] >= run.parallel.workers:  # split the batch
             run.parallel(
                 x.shape[0],
-                lambda lo, hi, sc: conv_chunked(algo, spec, x, wp, y, epi, sc, lo, hi, None, ut),
+                lambda lo, hi, sc: conv_chunked(
+                    algo, spec, x, wp, y, epi, sc, lo, hi, None, ut, ws
+                ),
                 flops,
             )
         elif flops < ROW_SPLIT_MIN_FLOPS:  # too little work to hand any to another thread
-            conv_chunked(algo, spec, x, wp, y, epi, run.parallel.scratch[0], u_transposed=ut)
+            sc = run.parallel.scratch[0]
+            conv_chunked(algo, spec, x, wp, y, epi, sc, u_transposed=ut, workspace=ws)
         else:  # too few images: split each GEMM's output rows instead
             sc = run.parallel.scratch[0]
-            conv_chunked(algo, spec, x, wp, y, epi, sc, split=run.parallel, u_transposed=ut)
+            conv_chunked(
+                algo, spec, x, wp, y, epi, sc, split=run.parallel, u_transposed=ut, workspace=ws
+            )
 
 
 TRANSPOSED_GEMM_MIN_ROWS = 2

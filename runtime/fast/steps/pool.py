@@ -75,6 +75,9 @@ class MaxPoolStep(Step):
     pads: tuple = ()
     dilations: tuple = ()
     ceil_mode: int = 0
+    # the lean plan's (fast.lean) workspace budget in bytes for an inline tiling or pairwise
+    # pool's chunks (None: POOL_CHUNK_BYTES // 4, PAIRWISE_INLINE_CHUNK_BYTES)
+    workspace: int | None = None
     _shapes: dict = field(default_factory=dict)
 
     def _taps(self, i: int, n: int, out: int) -> list[tuple[int, int, int]]:
@@ -389,7 +392,9 @@ class MaxPoolStep(Step):
         if tiled is not None and x.flags.c_contiguous and x.size >= least:
             y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
-                self._tiled_part(x, y, tiled, run.scratch[0], POOL_CHUNK_BYTES // 4)
+                # (a lean budget holds the chunk's two workspaces, m and m2)
+                chunk = self.workspace // 2 if self.workspace else POOL_CHUNK_BYTES // 4
+                self._tiled_part(x, y, tiled, run.scratch[0], chunk)
             else:
                 run.parallel(
                     x.shape[0],
@@ -403,7 +408,8 @@ class MaxPoolStep(Step):
             x = np.ascontiguousarray(x)
             y = run.alloc(self.outputs[0], x.shape, x.dtype)
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
-                self._pairwise_part(x, y, run.scratch[0], PAIRWISE_INLINE_CHUNK_BYTES)
+                chunk = self.workspace or PAIRWISE_INLINE_CHUNK_BYTES
+                self._pairwise_part(x, y, run.scratch[0], chunk)
             else:
                 run.parallel(
                     x.shape[0],
