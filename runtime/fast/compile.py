@@ -1146,15 +1146,7 @@ class CompiledPlan:
         ):
             return None
         k = len(w_shape) - 2
-        spec = ConvSpec(
-            kernel=tuple(int(d) for d in w_shape[2:]),
-            strides=tuple(attrs["strides"]),
-            pads=tuple(attrs["pads"]),
-            dilations=tuple(attrs["dilations"]),
-            group=int(attrs["group"]),
-            c_in=int(w_shape[1]) * int(attrs["group"]),
-            c_out=int(w_shape[0]),
-        )
+        spec = _conv_spec(w_shape, attrs)
         out = g.values[n.outputs[0]].shape or (None,) * (k + 2)
         algo, why = choose(spec, out[2:])
         if algo == "reference":
@@ -1204,15 +1196,7 @@ class CompiledPlan:
             attrs = ops.attrs_of(n, [x, g.values.get(n.inputs[1])])
             if attrs.get("strides") is None or len(x.shape) != w.ndim:
                 continue
-            spec = ConvSpec(
-                kernel=tuple(int(d) for d in w.shape[2:]),
-                strides=tuple(attrs["strides"]),
-                pads=tuple(attrs["pads"]),
-                dilations=tuple(attrs["dilations"]),
-                group=int(attrs["group"]),
-                c_in=int(w.shape[1]) * int(attrs["group"]),
-                c_out=int(w.shape[0]),
-            )
+            spec = _conv_spec(w.shape, attrs)
             shapes = [tuple(evaluate(d, {BATCH: 1}) for d in v.shape) for v in (x, y)]
             if any(d is None for s in shapes for d in s):
                 continue
@@ -1401,6 +1385,19 @@ class CompiledPlan:
             {"node": s.name, "op": s.op, "algorithm": s.algo, "why": s.why, "fused": list(s.fused)}
             for s in self.steps
         ]
+
+
+def _conv_spec(w_shape: tuple, attrs: Mapping[str, Any]) -> ConvSpec:
+    """A Conv node's ConvSpec from its static weight shape and resolved attributes."""
+    return ConvSpec(
+        kernel=tuple(int(d) for d in w_shape[2:]),
+        strides=tuple(attrs["strides"]),
+        pads=tuple(attrs["pads"]),
+        dilations=tuple(attrs["dilations"]),
+        group=int(attrs["group"]),
+        c_in=int(w_shape[1]) * int(attrs["group"]),
+        c_out=int(w_shape[0]),
+    )
 
 
 def needs_late_resolve(spec: ops.OpSpec, values: list) -> bool:

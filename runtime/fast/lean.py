@@ -8,18 +8,25 @@ memory floor (the parameters + the largest set of activations alive at once; vgg
 video3d 3.02). The lean plan holds the peak under `LEAN_RATIO` x that floor at batch 1:
 
 - the budget: LEAN_RATIO x (parameters + the largest live set at batch 1, graph order, from the
-  graph's static shapes) - the parameters, for everything the plan holds;
-- im2col multiplies a conv's weight as a view of the parameter (OIHW reshaped, the bias added in
-  the epilogue): no copy; its workspace (`workspace`) is what the budget leaves after the live
-  set, half of it at most to workspaces (an image's columns that pass it run in slabs of output
-  rows, `conv._im2col`), the rest to prepared weights;
-- those prepared weights go to the convs whose own algorithm buys the most time per byte
-  (estimated: the conv's multiply-adds at batch 1 x the share of im2col's time its algorithm
-  saves, LEAN_GAIN, over its prepared weight's bytes), greedily while they fit, and only when
-  that algorithm's own workspace at batch 1 (`workspace_estimate`) fits the workspace budget;
+  graph's static shapes, `static_floor`) - the parameters, for everything the plan holds; its
+  room: the budget less the live set;
+- the default plan itself when all its prepared weights and its largest workspace (estimated
+  from above, `workspace_estimate`) fit the room under DEFAULT_RATIO (LeNet);
+- else im2col multiplies a conv's weight as a view of the parameter (OIHW reshaped, the bias
+  added in the epilogue): no copy. Prepared weights go to the convs whose own algorithm buys the
+  most time per byte (the conv's multiply-adds at batch 1 x LEAN_GAIN, the share of im2col's
+  time its algorithm saves, over its prepared weight's bytes), greedily while the weights and
+  the largest workspace of the granted convs (at least half the room) fit the room;
+- im2col's workspace budget (`ConvStep.workspace`, an inline MaxPool's chunks too) is
+  LEAN_WORKSPACE_SHARE of what the granted weights leave: an image's columns past it run in
+  slabs of output rows (`conv._im2col`, from LEAN_SLAB_MIN_COLUMNS columns);
 - a MaxPool tiling an im2col conv's output is fused only when an image's columns fit the
   workspace (the fused pool takes the whole image's GEMM output: no slabs);
-- no merged 1x1 convs (their stacked weight is a copy).
+- no merged 1x1 convs (their stacked weight is a copy), no Concat written in place by its
+  branches (`CompiledPlan._place_concats`: its buffer lives from the first branch on).
+
+A graph whose sizes are unknown at compile time (a dimension that is neither static nor an
+expression of the batch) keeps the default plan.
 
 Measured at batch 1 (see README, runtime section) against the default plan and PyTorch eager.
 """
@@ -72,6 +79,12 @@ LEAN_WORKSPACE_SHARE = 0.75
 """im2col's workspace budget is this share of what the budget leaves beside the live set and
 the granted weights (the rest: a run's outputs and temporaries, other steps' workspaces, the
 arena's packing; with all of it, resnet20@1 peaked at 1.32x its floor)."""
+
+LEAN_RESERVE = 0.5
+"""Prepared weights are granted while this share of the room (at least) stays for the
+workspaces (im2col's, in slabs, and the granted convs' own). With 0.25, vgg_bn@1 kept conv3's
+F(4x4) weights (1.15 MiB; peak / floor 1.15 -> 1.24) for 0.995x the time (in-process
+interleaved, medians of ratios, 20 rounds, load 3-4): not worth its memory."""
 
 LEAN_MIN_WORKSPACE = 16 << 10
 """The lean workspace budget is at least this (a smaller one runs im2col in slabs too thin for
@@ -220,11 +233,11 @@ def lean_plan(graph: Graph, choices: dict[str, tuple[ConvSpec, str, tuple, tuple
         plan.weights = sum(r[1] for r in ranked)
         plan.workspace = None
         return plan
-    # Else the weights that buy the most time per byte, within half the room (the other half
-    # at least for im2col's workspaces)
+    # Else the weights that buy the most time per byte, leaving LEAN_RESERVE of the room at
+    # least for the workspaces
     largest = 0
     for _, nbytes, ws, name, algo in sorted(ranked, reverse=True):
-        if plan.weights + nbytes + max(largest, ws, room // 2) <= room:
+        if plan.weights + nbytes + max(largest, ws, int(LEAN_RESERVE * room)) <= room:
             plan.weights += nbytes
             largest = max(largest, ws)
             plan.algorithms[name] = algo

@@ -124,3 +124,20 @@ def test_suite_peak_at_batch_1_is_within_the_target_and_outputs_agree(name):
         got = lean.run(x)
         for k in want:  # whole-model float32 tolerance (README): Winograd against im2col
             np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5)
+
+
+def test_lean_train_mode_and_keep_all_agree_with_the_default_plan():
+    g = suite.build("resnet20")  # (unoptimized: BatchNorm with batch statistics in train mode)
+    x = {k: v for k, v in random_inputs(g, batch=2, seed=3).items() if k in g.inputs}
+    lean, default = runtime.Session(g, memory="lean"), runtime.Session(g)
+    params = {k: v.copy() for k, v in g.params.items()}
+    want = default.run(x, mode="train")
+    for k, v in params.items():  # (the train run updated the running statistics)
+        g.set_param(k, v.copy())
+    got = lean.run(x, mode="train")
+    for k in want:  # whole-model float32 tolerance (README): Winograd against im2col
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5)
+    every = lean.run(x, keep_all=True)
+    out = runtime.Session(g).run(x)
+    for k in out:
+        np.testing.assert_allclose(every[k], out[k], rtol=1e-4, atol=1e-5)
