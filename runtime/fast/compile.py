@@ -42,6 +42,7 @@ from graphnet.dims import BATCH, evaluate
 from graphnet.errors import GraphNetError, KernelError, UnsupportedOpError
 from graphnet.ir import Graph, Node, format_shape
 from graphnet.runtime.fast.conv import (
+    TAPS_MAX_CHANNELS,
     ConvSpec,
     choose,
     few_tiles_fallback,
@@ -49,6 +50,7 @@ from graphnet.runtime.fast.conv import (
     phase_pool,
     relu_,
     takes_batch_last,
+    taps_workspace,
 )
 from graphnet.runtime.fast.lean import (
     LeanPlan,
@@ -1219,16 +1221,47 @@ class CompiledPlan:
         epilogue; im2col's workspace budget."""
         assert self.lean is not None and self.lean.workspace is not None
         step.workspace = self.lean.workspace
+        budget = f"{self.lean.budget / 2**20:.2f} MiB"
         if node.name in self.lean.algorithms:  # (its prepared weight, bias column and all)
+            step.why += f"; its prepared weight within the lean budget of {budget}"
             return
         step.bias_column = False
         if step.algo in ("pointwise", "im2col") or not step.const_weight:
+            if step.algo == "im2col":
+                step.why += f"; lean: {self.lean.workspace // 1024} KiB of workspace (slabs)"
+            return
+        kib = self.lean.workspace // 1024
+        if self._lean_taps(step, node):
+            step.why = (
+                f"lean memory plan: a GEMM per kernel tap on views of the padded input and of "
+                f"the parameter, in {kib} KiB of workspace ({step.algo}'s prepared weight is not "
+                f"within the budget of {budget})"
+            )
+            step.algo = "tapgemm"
             return
         step.why = (
-            f"lean memory plan: im2col on the parameter's own weight ({step.algo}'s prepared "
-            f"weight is not within the budget of {self.lean.budget / 2**20:.2f} MiB)"
+            f"lean memory plan: im2col on the parameter's own weight in {kib} KiB of workspace "
+            f"({step.algo}'s prepared weight is not within the budget of {budget})"
         )
         step.algo = "im2col"
+
+    def _lean_taps(self, step: ConvStep, node: Node) -> bool:
+        """Whether a conv the lean budget sends off its algorithm runs `conv._taps` (2-D, unit
+        strides, ungrouped, an image's padded input and wide outputs within the workspace)
+        rather than im2col."""
+        spec = step.spec
+        if spec is None or len(spec.kernel) != 2 or spec.strides != (1, 1) or spec.group != 1:
+            return False
+        if max(spec.c_in, spec.c_out) >= TAPS_MAX_CHANNELS:
+            return False
+        shapes = [self.graph.values.get(v) for v in (node.inputs[0], node.outputs[0])]
+        if any(v is None or v.shape is None for v in shapes):
+            return False
+        dims = [evaluate(d, {BATCH: 1}) for v in shapes for d in v.shape[2:]]  # type: ignore[union-attr]
+        if any(d is None for d in dims):
+            return False
+        need = taps_workspace(spec, dims[:2], dims[2]) * 4  # type: ignore[arg-type]
+        return self.lean is not None and need <= (self.lean.workspace or 0)
 
     def _lean_pools(self, step: Step, node: Node) -> bool:
         """Whether a tiling MaxPool may fuse into `step` under the lean plan: always for an

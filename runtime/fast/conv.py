@@ -82,6 +82,8 @@ __all__ = [
     "overwrites_residual",
     "relu_",
     "phase_pool",
+    "taps_workspace",
+    "TAPS_MAX_CHANNELS",
 ]
 
 WORKSPACE_BYTES = 1 << 20  # per chunk: stays in cache and bounds the peak memory
@@ -375,6 +377,8 @@ def prepare_weight(
     contiguous and of `dtype`) and the kernel adds the bias in its epilogue."""
     if algo.startswith("winograd"):
         return weight_transform(w, 4 if algo.endswith("f4") else 2, transposed=True)
+    if algo == "tapgemm":  # the kernel as it is: each tap's (M, C) matrix a view of it
+        return w.astype(dtype, copy=False)
     if algo.startswith("wino3d"):  # U'[p, m, (dt, c)]: each temporal tap's 3x3 transformed
         mo, c = w.shape[:2]
         w2 = w.transpose(0, 2, 1, 3, 4).reshape(mo, w.shape[2] * c, 3, 3)
@@ -682,6 +686,8 @@ def conv_chunked(
         _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm)
     elif algo == "colstack":
         _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+    elif algo == "tapgemm":
+        _taps(spec, x, wp, out, epi, scratch, lo, hi, workspace)
     elif algo.startswith("phasepool"):
         # Its GEMM multiplies window taps outside each phase's kernel by zero weights: an inf
         # or NaN input there would make NaN where the conv has none (0 * inf), so a chunk with
@@ -1022,6 +1028,69 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None, workspace=
             continue
         valid = yw.reshape(nb, spec.c_out, *outs[:-1], wide_w)[..., : outs[-1]]
         _crop(valid, yb, epi, n0, n1, augmented)
+
+
+TAPS_MAX_CHANNELS = 48
+"""The lean plan runs `_taps` rather than im2col under this many input and output channels.
+Measured per conv against im2col in the lean plan (one thread at batch 1, `Session.profile`
+medians of 15 interleaved rounds): ResNet-20's 16 -> 16 at 32x32 0.82-0.84x the time, 32 -> 32
+at 16x16 0.85-0.86x; Inception's 48 -> 64 at 8x8 0.98x, 16 -> 32 1x3 0.99x; 64 -> 64 1.0-1.07x
+(32x32 and 8x8), VGG's 64 -> 128 to 256 -> 256 1.10-1.43x (nine GEMMs and eight passes over the
+output against one deep GEMM)."""
+
+
+def taps_workspace(spec: ConvSpec, in_hw: Sequence[int], out_h: int) -> int:
+    """Elements of `_taps`'s workspace for one image: the padded input (with the last row's
+    slack) and two wide outputs (the sum and one tap's product)."""
+    hp = in_hw[0] + spec.pads[0] + spec.pads[2]
+    wp = in_hw[1] + spec.pads[1] + spec.pads[3]
+    return spec.c_in * hp * wp + 2 * spec.c_out * out_h * wp
+
+
+def _taps(spec, x, w, out, epi, scratch, lo, hi, workspace=None) -> None:
+    """A 2-D conv with unit strides, ungrouped, as a sum over the kernel's taps of GEMMs on the
+    padded input's wide rows: Y (M, H x Wp) = sum_ij w[:, :, i, j] (M, C) @ Xp[:, shift_ij :
+    shift_ij + H x Wp] (shift_ij = (i x Wp + j) x dilation), each tap's operand a view of the
+    padded input (rows of Wp values: reads past a row's end land in the next row's, columns
+    the crop drops) and its weight a strided view of the kernel: no im2col columns (kh x kw
+    copies of the input) and no prepared weight. Its workspace: the padded input and two wide
+    outputs (`taps_workspace`). The lean plan's algorithm for convs whose own prepared weight
+    does not fit its budget (`lean`). Measured against im2col (one thread, batch 1, medians):
+    16 -> 16 3x3 at 32x32 104 against 169 us."""
+    n, c = x.shape[:2]
+    kh, kw = spec.kernel
+    dh, dw = spec.dilations
+    h_out, w_out = out.shape[2:]
+    hp = x.shape[2] + spec.pads[0] + spec.pads[2]
+    wpad = x.shape[3] + spec.pads[1] + spec.pads[3]
+    slack = (kw - 1) * dw
+    length = h_out * wpad  # one image's wide output
+    per_item = taps_workspace(spec, x.shape[2:], h_out) * x.itemsize
+    b = _chunk(per_item, hi - lo, workspace)
+    plane = c * hp * wpad
+    for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
+        n1 = min(hi, n0 + b)
+        nb = n1 - n0
+        buf = scratch.take(0, nb * plane + slack, x.dtype)
+        padded(x[n0:n1], spec.pads, (0, 0), buf, borders=n0 == lo)
+        buf[nb * plane :] = 0  # (the slack: see _im2col)
+        xf = view(
+            buf,
+            (nb, c, plane // c + slack),
+            (plane * x.itemsize, hp * wpad * x.itemsize, x.itemsize),
+        )
+        ys = scratch.take(2, 2 * nb * spec.c_out * length, x.dtype).reshape(
+            2, nb, spec.c_out, length
+        )
+        y, t = ys[0], ys[1]
+        for k in range(kh * kw):  # a loop over the kernel's taps (GEMMs of the whole chunk)
+            i, j = divmod(k, kw)
+            off = i * dh * wpad + j * dw
+            np.matmul(w[:, :, i, j], xf[:, :, off : off + length], out=y if k == 0 else t)
+            if k:
+                y += t
+        valid = y.reshape(nb, spec.c_out, h_out, wpad)[..., :w_out]
+        _crop(valid, out[n0:n1], epi, n0, n1, False)
 
 
 def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split=None) -> None:

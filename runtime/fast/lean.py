@@ -13,10 +13,14 @@ video3d 3.02). The lean plan holds the peak under `LEAN_RATIO` x that floor at b
 - the default plan itself when all its prepared weights and its largest workspace (estimated
   from above, `workspace_estimate`) fit the room under DEFAULT_RATIO (LeNet);
 - else im2col multiplies a conv's weight as a view of the parameter (OIHW reshaped, the bias
-  added in the epilogue): no copy. Prepared weights go to the convs whose own algorithm buys the
-  most time per byte (the conv's multiply-adds at batch 1 x LEAN_GAIN, the share of im2col's
-  time its algorithm saves, over its prepared weight's bytes), greedily while the weights and
-  the largest workspace of the granted convs (at least half the room) fit the room;
+  added in the epilogue): no copy; a conv sent off its own algorithm with unit strides, no
+  groups and under conv.TAPS_MAX_CHANNELS channels runs `conv._taps` instead when an image's
+  padded input and two wide outputs fit the workspace (a GEMM per kernel tap on views: no
+  columns, no copy; CompiledPlan._lean_taps);
+- prepared weights go to the convs whose own algorithm buys the most time per byte (the conv's
+  multiply-adds at batch 1 x LEAN_GAIN, the share of im2col's time its algorithm saves, over
+  its prepared weight's bytes), greedily while the weights and the largest workspace of the
+  granted convs (at least LEAN_RESERVE of the room) fit the room;
 - im2col's workspace budget (`ConvStep.workspace`, an inline MaxPool's chunks too) is
   LEAN_WORKSPACE_SHARE of what the granted weights leave: an image's columns past it run in
   slabs of output rows (`conv._im2col`, from LEAN_SLAB_MIN_COLUMNS columns);
