@@ -128,6 +128,19 @@ def test_run_writes_npz_keyed_by_output(tmp_path, capsys):
     np.testing.assert_allclose(got, ort_run(onnx.load(path), {"x": x})["y"], rtol=1e-4, atol=1e-5)
 
 
+def test_run_memory_lean_agrees_with_onnxruntime(tmp_path, capsys):
+    path = small_onnx_model(tmp_path / "m.onnx")
+    x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = str(tmp_path / "out.npz")
+    code, _, err = _run(
+        ["run", path, "-i", f"x={tmp_path / 'x.npy'}", "-o", out, "--memory", "lean"], capsys
+    )
+    assert code == 0, err
+    got = np.load(out)["y"]
+    np.testing.assert_allclose(got, ort_run(onnx.load(path), {"x": x})["y"], rtol=1e-4, atol=1e-5)
+
+
 def test_check_agrees(tmp_path, capsys):
     path = small_onnx_model(tmp_path / "m.onnx")
     code, out, _ = _run(["check", path, "--batch", "3"], capsys)
