@@ -1179,3 +1179,64 @@ def test_batchnorm_outputs_placed_in_their_concat(split, batch):
             # float64 arithmetic both, one float32 rounding each
             assert_close(g.params[k], ref_graph.params[k], rtol=1e-6, atol=1e-7, what=k)
     assert any(copies) == (batch > 1)
+
+
+# (op, one image's shape, groups or LayerNorm axis, activation, its argument): rows of 561-4050
+# elements, past UNBUFFERED_MIN_ROW and no multiple of 16 (NumPy's buffer size must be one)
+NORM_LONG_ROWS = [
+    ("GroupNormalization", (12, 23, 29), 4, "PRelu", "mixed"),
+    ("InstanceNormalization", (5, 33, 17), 0, "Elu", 2.5),
+    ("LayerNormalization", (6, 25, 27), 1, "LeakyRelu", 0.1),
+    ("LayerNormalization", (6, 25, 27), 2, "PRelu", "below one"),  # the activation after
+]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("op, shape, arg, act, act_arg", NORM_LONG_ROWS)
+def test_norm_over_long_rows_with_numpy_unbuffered(split, op, shape, arg, act, act_arg, batch):
+    """Norms whose row-wise operands broadcast along rows of 512 elements or more run with
+    NumPy's ufunc buffer at the row length (`_unbuffered`; not a one-row layer norm, whose
+    operands are scalars and its affine's whole rows): bit for bit the default buffer's
+    results (the same float32 operations), against the plain kernels (data far from zero:
+    the bound of the fused test) and onnxruntime; the thread's buffer size is restored."""
+    rng = np.random.default_rng(41)
+    g, y = _norm_act_graph(op, shape, arg, act, act_arg, rng)
+    x = (100.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+    calls: list = []
+    real = fast_elementwise._unbuffered
+
+    def spy(fn, row, lo, hi, sc):
+        calls.append(row)
+        real(fn, row, lo, hi, sc)
+
+    default = np.getbufsize()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast_elementwise, "_unbuffered", spy)
+        got = runtime.Session(g).run({"x": x})[y]
+    one_row = op == "LayerNormalization" and arg == 1 and batch == 1  # (scalar operands)
+    assert bool(calls) != one_row and min(calls, default=1 << 30) >= 512
+    assert np.getbufsize() == default
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast_elementwise, "UNBUFFERED_MIN_ROW", 1 << 30)  # the buffered passes
+        buffered = runtime.Session(g).run({"x": x})[y]
+    np.testing.assert_array_equal(got, buffered)
+    want = runtime.Session(g, plan="reference").run({"x": x})[y]
+    assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"{op}+{act} vs plain kernels")
+    x0 = x - np.float32(100.0)
+    theirs = ort_run(export_checked(g), {"x": x0})[y]
+    assert_close(runtime.Session(g).run({"x": x0})[y], theirs, rtol=1e-5, atol=5e-5, what="ort")
+
+
+def test_unbuffered_restores_the_buffer_size_after_an_error():
+    """`_unbuffered` sets the buffer to the row length rounded down to a multiple of 16 for
+    the call only, and restores it when the call raises."""
+    default = np.getbufsize()
+    seen: list = []
+
+    def fails(lo, hi, sc):
+        seen.append((np.getbufsize(), lo, hi, sc))
+        raise ValueError("inside")
+
+    with pytest.raises(ValueError, match="inside"):
+        fast_elementwise._unbuffered(fails, 675, 2, 5, None)
+    assert seen == [(672, 2, 5, None)] and np.getbufsize() == default
