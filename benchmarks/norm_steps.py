@@ -1,0 +1,162 @@
+"""Benchmark: the fast plan's normalization steps (Group / Instance / Layer norm with the fused
+activation) on the bench suite's shapes, against the variants they replaced.
+
+    python benchmarks/norm_steps.py [--runs 200] [--markdown]
+
+For each case, a graph x -> Mul -> norm -> activation -> GlobalAveragePool (the norm writes over
+the Mul's output, as in a CNN; a small graph output) is compiled once, and its norm step is
+timed (`Session.profile`, one run per sample) as compiled and with NumPy's default ufunc buffer
+(`elementwise.UNBUFFERED_MIN_ROW` out of reach: see `elementwise._unbuffered`), the two
+interleaved sample by sample; the table prints the median of the ratios. Then the fused ELU's
+function (`elementwise.elu_expm1`) against the former exp - 1 formulation (the ELU step's,
+`compile._elu`) over the instance norm's output, one thread, interleaved. Ratios under 1: the
+compiled step is faster. Both are taken within one process, so the machine's speed cancels
+out, but not its load (printed with the table): the plan's second thread helps only when a
+core is free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from functools import partial
+
+import numpy as np
+
+# The checkout's graphnet, even where another one is installed: the repository root first.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if sys.path[0] != _ROOT:
+    sys.path.insert(0, _ROOT)
+
+from graphnet.ir import Graph  # noqa: E402
+from graphnet.runtime import Session  # noqa: E402
+from graphnet.runtime.fast import compile as fast_compile  # noqa: E402
+from graphnet.runtime.fast import threads  # noqa: E402
+from graphnet.runtime.fast.steps import elementwise  # noqa: E402
+
+__all__ = ["CASES", "measure", "elu_ratio", "main"]
+
+CASES: list[tuple[str, tuple[int, ...], int, str]] = [
+    (op, (n, *shape), arg, act)
+    for n in (32, 1)
+    for op, shape, arg, act in (
+        ("GroupNormalization", (32, 32, 32), 8, "PRelu"),
+        ("InstanceNormalization", (64, 16, 16), 0, "Elu"),
+        ("LayerNormalization", (64, 8, 8), 1, "LeakyRelu"),
+    )
+]
+"""(op, input shape, groups or LayerNorm axis, activation): norms_acts' three norms and their
+activations, at batch 32 and 1."""
+
+
+def _graph(op: str, shape: tuple[int, ...], arg: int, act: str) -> Graph:
+    rng = np.random.default_rng(0)
+    c = shape[1]
+    g = Graph(f"norm_{op}")
+    g.add_input("x", (None, *shape[1:]))
+    g.add_param("k", np.float32(1.5))
+    if op == "LayerNormalization":
+        pshape: tuple[int, ...] = shape[arg:]
+        attrs: dict = {"axis": arg, "epsilon": 1e-5}
+    else:
+        pshape = (c,)
+        attrs = {"epsilon": 1e-5} | ({"num_groups": arg} if arg else {})
+    g.add_param("scale", rng.uniform(0.5, 1.5, pshape).astype(np.float32))
+    g.add_param("bias", rng.normal(0.0, 1.0, pshape).astype(np.float32))
+    x = g.add_node("Mul", ["x", "k"], {}, name="mul").outputs[0]
+    y = g.add_node(op, [x, "scale", "bias"], attrs, name="norm").outputs[0]
+    if act == "PRelu":
+        g.add_param("slope", rng.uniform(0.0, 0.5, (c, 1, 1)).astype(np.float32))
+        y = g.add_node("PRelu", [y, "slope"], {}, name="act").outputs[0]
+    else:
+        y = g.add_node(act, [y], {"alpha": 1.0 if act == "Elu" else 0.1}, name="act").outputs[0]
+    g.mark_output(g.add_node("GlobalAveragePool", [y], {}, name="gap").outputs[0])
+    return g
+
+
+def measure(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int) -> dict:
+    """Interleaved times (seconds) of the norm step as compiled and with NumPy's default
+    ufunc buffer."""
+    saved = elementwise.UNBUFFERED_MIN_ROW
+    sess = Session(_graph(op, shape, arg, act))
+    feeds = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
+    times: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for _ in range(runs):
+            for default in (False, True):
+                elementwise.UNBUFFERED_MIN_ROW = 1 << 62 if default else saved
+                rows = sess.profile(feeds, runs=1)
+                times[default].append(next(ms for name, *_, ms in rows if name == "norm"))
+    finally:
+        elementwise.UNBUFFERED_MIN_ROW = saved
+    ours, default = times[False], times[True]
+    return {
+        "ms": statistics.median(ours),
+        "default_ms": statistics.median(default),
+        "ratio": statistics.median(a / b for a, b in zip(ours, default, strict=True)),
+    }
+
+
+def elu_ratio(shape: tuple[int, ...], runs: int) -> tuple[float, float]:
+    """(median ms of `elu_expm1`, median ratio to the exp - 1 formulation) on normal data."""
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    y, t = np.empty_like(x), np.empty_like(x)
+    fns = {"expm1": partial(elementwise.elu_expm1, 1.0), "exp": partial(fast_compile._elu, 1.0)}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(x, y, t)
+            times[k].append(time.perf_counter() - t0)
+    ratio = statistics.median(a / b for a, b in zip(times["expm1"], times["exp"], strict=True))
+    return statistics.median(times["expm1"]) * 1e3, ratio
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+    head = ["step", "input", "ms", "NumPy's default buffer ms", "ratio (median)"]
+    rows = []
+    load0 = os.getloadavg()[0]
+    for op, shape, arg, act in CASES:
+        r = measure(op, shape, arg, act, args.runs)
+        rows.append(
+            [
+                f"{op.replace('Normalization', 'Norm')} + {act}",
+                "x".join(map(str, shape)),
+                f"{r['ms']:.3f}",
+                f"{r['default_ms']:.3f}",
+                f"{r['ratio']:.2f}",
+            ]
+        )
+    for n in (32, 1):
+        shape = (n, 64, 16, 16)
+        ms, ratio = elu_ratio(shape, args.runs)
+        rows.append(
+            ["Elu: expm1 / exp - 1", "x".join(map(str, shape)), f"{ms:.3f}", "", f"{ratio:.2f}"]
+        )
+    if args.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+        for row in [head, *rows]:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    print(
+        f"\n{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {threads.WORKERS} plan threads, load average "
+        f"{load0:.1f} -> {os.getloadavg()[0]:.1f}; numpy {np.__version__}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

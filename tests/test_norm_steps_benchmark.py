@@ -1,0 +1,34 @@
+"""benchmarks/norm_steps.py keeps working: its graphs compile the norm with its activation fused
+as the suite's, its measurement restores the module setting it varies, and its table prints
+(timings themselves are not checked: speed lives in the benchmark's output)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks import norm_steps as bench
+from graphnet.runtime import Session
+from graphnet.runtime.fast.steps import elementwise
+
+
+def test_graphs_fuse_the_activation_into_the_norm():
+    for op, shape, arg, act in bench.CASES[:3]:
+        sess = Session(bench._graph(op, shape, arg, act))
+        rows = sess._fast(training=False, keep_all=False).describe()
+        norm = next(r for r in rows if r["op"] == op)
+        assert norm["fused"] == ["act"], (op, rows)
+        x = np.random.default_rng(0).standard_normal((2, *shape[1:])).astype(np.float32)
+        got = sess.run({"x": x})
+        want = Session(bench._graph(op, shape, arg, act), plan="reference").run({"x": x})
+        for k in want:  # means of normalized values: a few float32 ulps
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+
+
+def test_main_prints_the_table_and_restores_the_buffer_threshold(capsys):
+    before = elementwise.UNBUFFERED_MIN_ROW
+    bench.main(["--runs", "1", "--markdown"])
+    assert elementwise.UNBUFFERED_MIN_ROW == before
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert len(rows) == len(bench.CASES) + 3  # the head, the cases, two ELU rows
+    assert "GroupNorm + PRelu | 32x32x32x32" in out and "Elu: expm1 / exp - 1" in out
