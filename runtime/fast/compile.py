@@ -13,7 +13,10 @@ At compile time (once per session and mode):
   into its buffer at batch 1 (`_place_concats`); a channel Concat read only by a MaxPool tiling
   it pools each input into its slice of the pool's output instead (`_pool_concats`); a conv with
   a fused pool whose readers all take it batch-last (a conv's batch-last path, a Flatten read by
-  Gemms) writes its output so (`_batch_last_handoffs`: LeNet's two convs);
+  Gemms) writes its output so (`_batch_last_handoffs`: LeNet's two convs); a Group / Instance /
+  Layer norm takes the activation that alone reads it into its last pass, and a MaxPool that
+  alone reads that (`_fuse_norm_activation`, `_fuse_norm_pool`: a monotone activation then
+  runs on the pooled values);
 - an inference plan runs its steps in the topological order that lowers the peak of live
   activations, when one does (`_schedule`: Inception's pool branches first);
 - each value's last reader is known, so its buffer returns to the pool right after it; an
@@ -395,6 +398,35 @@ class CompiledPlan:
         step.act_inputs = len(act.inputs) - 1
         step.inputs.extend(act.inputs[1:])
         step.outputs[0] = act.outputs[0]
+        step.fused.append(nxt.name)
+        fused.add(nxt.name)
+        self._fuse_norm_pool(step, nxt, readers, outputs, fused)
+
+    def _fuse_norm_pool(self, step: NormStep, act: Node, readers, outputs, fused) -> None:
+        """A MaxPool (its fast step) that alone reads the norm's fused activation, into the norm
+        step (NormStep.pool): a monotone activation then runs on the pooled values only
+        (max(f(a), f(b)) = f(max(a, b)) for a non-decreasing f, over any window of at least
+        one input, padded or not: a quarter of them under a 2 x 2 pool, norms_acts' GroupNorm +
+        PReLU and InstanceNorm + ELU). Not when an activation parameter varies along a
+        spatial axis (it would not broadcast against the pooled values)."""
+        nxt = self._single_reader(act.outputs[0], readers, outputs)
+        if nxt is None or nxt.op != "MaxPool":
+            return
+        g = self.graph
+        vals = [g.values.get(i) if i else None for i in nxt.inputs]
+        pool = self._fast_step(nxt, ops.attrs_of(nxt, vals))
+        v = g.values.get(act.outputs[0])
+        if not isinstance(pool, MaxPoolStep) or v is None or v.shape is None:
+            return
+        spatial = v.shape[2:]
+        alpha = float(act.attrs.get("alpha", 0.0)) if act.op in ("LeakyRelu", "Elu") else 0.0
+        params = [g.params[i] for i in step.inputs[len(step.inputs) - step.act_inputs :]]
+        if alpha < 0 or any(any(d != 1 for d in p.shape[-len(spatial) :]) for p in params):
+            return
+        step.pool = pool
+        step.sink = "slopes" if act.op == "PRelu" else "always"
+        step.why += "; the pool after it fused, the activation on the pooled values"
+        step.outputs[0] = pool.outputs[0]
         step.fused.append(nxt.name)
         fused.add(nxt.name)
 

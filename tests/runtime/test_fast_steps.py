@@ -1267,3 +1267,119 @@ def test_norm_elu_against_float64_near_zero(alpha):
     np.testing.assert_array_equal(y, z)
     # expm1 within ~2 ulp (NumPy's float32 SIMD), alpha's product one rounding more: 4 ulp
     np.testing.assert_allclose(y, want, rtol=4 * 2.0**-24, atol=0, equal_nan=True)
+
+
+def _norm_act_pool_graph(op, shape, arg, act, act_arg, kernel, rng, *, scaled=False):
+    """[x * 1.5 ->] norm -> activation -> MaxPool (`kernel`: kernel = stride, or the pool's
+    attributes), the pool's output the graph's; `scaled`: the norm reads a Mul's output,
+    which dies there."""
+    c = shape[0]
+    g = Graph("norm_act_pool")
+    g.add_input("x", (None, *shape), "float32")
+    if op == "LayerNormalization":
+        pshape = (None, *shape)[arg % (len(shape) + 1) :]
+        attrs = {"axis": arg, "epsilon": 1e-5}
+    else:
+        pshape = (c,)
+        attrs = {"epsilon": 1e-5} | ({"num_groups": arg} if arg else {})
+    g.add_param("scale", rng.uniform(0.5, 1.5, pshape).astype(np.float32))
+    g.add_param("bias", rng.normal(0.0, 1.0, pshape).astype(np.float32))
+    x = "x"
+    if scaled:
+        g.add_param("k", np.float32(1.5))
+        x = g.add_node("Mul", ["x", "k"], {}, name="mul").outputs[0]
+    out = g.add_node(op, [x, "scale", "bias"], attrs, name="norm").outputs[0]
+    if act == "PRelu":
+        lo, hi = {"below one": (-0.5, 1.0), "mixed": (0.2, 2.0)}[act_arg]
+        g.add_param("slope", rng.uniform(lo, hi, (c,) + (1,) * (len(shape) - 1)).astype("f4"))
+        node = g.add_node("PRelu", [out, "slope"], {}, name="act")
+    else:
+        node = g.add_node(act, [out], {} if act_arg is None else {"alpha": act_arg}, name="act")
+    if isinstance(kernel, dict):  # the pool's attributes
+        attrs = kernel
+    else:  # kernel = stride, no pads
+        attrs = {"kernel_shape": list(kernel), "strides": list(kernel)}
+    pooled = g.add_node("MaxPool", [node.outputs[0]], attrs, name="pool").outputs[0]
+    g.mark_output(pooled)
+    return g, pooled
+
+
+_PADDED_POOL = {
+    "kernel_shape": [3, 2],
+    "strides": [2, 1],
+    "pads": [1, 0, 1, 1],
+    "dilations": [1, 2],
+    "ceil_mode": 1,
+}
+# (op, one image's shape, groups / axis, activation, its argument, pool kernel or attributes,
+# whether the pool is fused)
+NORM_ACT_POOLS = [
+    ("GroupNormalization", (6, 10, 14), 3, "PRelu", "mixed", (2, 2), True),  # slopes > 0
+    ("GroupNormalization", (6, 10, 14), 3, "PRelu", "below one", (2, 2), True),  # some < 0
+    ("InstanceNormalization", (5, 9, 6), None, "Elu", 1.0, (3, 3), True),
+    ("InstanceNormalization", (5, 8, 6), None, "Elu", 2.5, (2, 1), True),
+    ("LayerNormalization", (4, 6, 8), 1, "LeakyRelu", 0.1, (2, 2), True),
+    ("LayerNormalization", (4, 6, 8), -1, "Relu", None, (2, 4), True),
+    ("GroupNormalization", (6, 10, 14), 2, "Elu", -0.5, (2, 2), False),  # alpha < 0: not monotone
+    ("InstanceNormalization", (5, 9, 7), None, "Elu", 1.0, (3, 3), True),  # 7 % 3: no tiling
+    ("GroupNormalization", (6, 11, 9), 3, "PRelu", "mixed", _PADDED_POOL, True),
+    ("InstanceNormalization", (5, 11, 9), None, "LeakyRelu", 0.1, _PADDED_POOL, True),
+]
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("op, shape, arg, act, act_arg, kernel, pooled", NORM_ACT_POOLS)
+def test_norm_with_fused_activation_and_pool(
+    split, op, shape, arg, act, act_arg, kernel, pooled, scaled, batch, mode
+):
+    """norm -> activation -> tiling MaxPool as one step: the activation on the pooled values
+    where it is non-decreasing (it commutes with the max: Relu, LeakyRelu / Elu with alpha >=
+    0, PRelu when every slope is >= 0 in the run), else before the pool; over the norm's input
+    when it dies there (`scaled`), else in a temporary. Against the plain kernels node by node
+    and onnxruntime (data far from zero: the bound of the fused norm test), pools that tile and
+    padded, strided, dilated, ceil_mode ones; a decreasing activation keeps the pool a step of
+    its own."""
+    rng = np.random.default_rng(47)
+    g, y = _norm_act_pool_graph(op, shape, arg, act, act_arg, kernel, rng, scaled=scaled)
+    sess = runtime.Session(g)
+    rows = sess._fast(training=mode == "train", keep_all=False).describe()
+    norm = next(r for r in rows if r["op"] == op)
+    assert norm["fused"] == (["act", "pool"] if pooled else ["act"])
+    assert ("Mul" in [r["op"] for r in rows]) == scaled
+    assert ("MaxPool" in [r["op"] for r in rows]) != pooled
+    x = (100.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+    got = sess.run({"x": x}, mode=mode)[y]
+    want = runtime.Session(g, plan="reference").run({"x": x}, mode=mode)[y]
+    assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"{op}+{act}+pool vs plain kernels")
+    x0 = x - np.float32(100.0)
+    theirs = ort_run(export_checked(g), {"x": x0})[y]
+    assert_close(sess.run({"x": x0})[y], theirs, rtol=1e-5, atol=5e-5, what="vs onnxruntime")
+
+
+def test_norm_pool_fusion_follows_prelu_slopes_set_after_compiling():
+    """The plan decides per run whether PReLU commutes with the pool: slopes set negative
+    after the plan was compiled (set_param) put the activation before the pool again; a slope
+    varying along a spatial axis keeps the pool a step of its own (it would not broadcast
+    against the pooled values)."""
+    rng = np.random.default_rng(48)
+    g, y = _norm_act_pool_graph("GroupNormalization", (6, 8, 10), 3, "PRelu", "mixed", (2, 2), rng)
+    sess = runtime.Session(g)
+    x = rng.standard_normal((2, 6, 8, 10)).astype(np.float32)
+    for slope in (0.5, -0.5, -3.0, 2.0):
+        g.set_param("slope", np.full((6, 1, 1), slope, np.float32))
+        got = sess.run({"x": x})[y]
+        want = runtime.Session(g, plan="reference").run({"x": x})[y]
+        assert_close(got, want, rtol=1e-5, atol=1e-5, what=f"slope {slope}")
+    assert "act+pool" in sess.describe()
+    g2, y2 = _norm_act_pool_graph(
+        "GroupNormalization", (6, 8, 10), 3, "PRelu", "mixed", (2, 2), rng
+    )
+    g2.set_param("slope", rng.uniform(0.1, 0.9, (6, 8, 10)).astype(np.float32))
+    rows = runtime.Session(g2)._fast(training=False, keep_all=False).describe()
+    assert [r["op"] for r in rows] == ["GroupNormalization", "MaxPool"]
+    assert rows[0]["fused"] == ["act"]
+    got = runtime.Session(g2).run({"x": x})[y2]
+    want = runtime.Session(g2, plan="reference").run({"x": x})[y2]
+    assert_close(got, want, rtol=1e-5, atol=1e-5, what="spatial slope")
