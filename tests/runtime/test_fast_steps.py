@@ -17,6 +17,7 @@ from graphnet import runtime
 from graphnet.bench import suite
 from graphnet.ir import Graph
 from graphnet.passes.manager import optimize
+from graphnet.runtime.fast import compile as fast_compile
 from graphnet.runtime.fast import conv as fast_conv
 from graphnet.runtime.fast import memory as fast_memory
 from graphnet.runtime.fast import threads as fast_threads
@@ -1356,22 +1357,30 @@ def test_norm_with_fused_activation_and_pool(
     x0 = x - np.float32(100.0)
     theirs = ort_run(export_checked(g), {"x": x0})[y]
     assert_close(sess.run({"x": x0})[y], theirs, rtol=1e-5, atol=5e-5, what="vs onnxruntime")
+    if act != "Elu":  # the pool before a monotone affine and activation: the same bits
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(fast_compile.CompiledPlan, "_fuse_norm_pool", lambda *a: None)
+            apart = runtime.Session(g).run({"x": x}, mode=mode)[y]
+        np.testing.assert_array_equal(got, apart)
 
 
-def test_norm_pool_fusion_follows_prelu_slopes_set_after_compiling():
+def test_norm_pool_fusion_follows_prelu_slopes_and_scales_set_after_compiling():
     """The plan decides per run whether PReLU commutes with the pool: slopes set negative
-    after the plan was compiled (set_param) put the activation before the pool again; a slope
+    after the plan was compiled (set_param) put the activation before the pool again, and a
+    negative scale the affine (a group norm's affine runs on the pooled values too); a slope
     varying along a spatial axis keeps the pool a step of its own (it would not broadcast
     against the pooled values)."""
     rng = np.random.default_rng(48)
     g, y = _norm_act_pool_graph("GroupNormalization", (6, 8, 10), 3, "PRelu", "mixed", (2, 2), rng)
     sess = runtime.Session(g)
     x = rng.standard_normal((2, 6, 8, 10)).astype(np.float32)
-    for slope in (0.5, -0.5, -3.0, 2.0):
+    scale = g.params["scale"]
+    for slope, sign in ((0.5, 1), (-0.5, 1), (0.5, -1), (-3.0, -1), (2.0, 1)):
         g.set_param("slope", np.full((6, 1, 1), slope, np.float32))
+        g.set_param("scale", (sign * scale).astype(np.float32))  # (max and min then swap)
         got = sess.run({"x": x})[y]
         want = runtime.Session(g, plan="reference").run({"x": x})[y]
-        assert_close(got, want, rtol=1e-5, atol=1e-5, what=f"slope {slope}")
+        assert_close(got, want, rtol=1e-5, atol=1e-5, what=f"slope {slope}, scale {sign}")
     assert "act+pool" in sess.describe()
     g2, y2 = _norm_act_pool_graph(
         "GroupNormalization", (6, 8, 10), 3, "PRelu", "mixed", (2, 2), rng

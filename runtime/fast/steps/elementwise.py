@@ -466,7 +466,15 @@ class NormStep(Step):
         after = self.sink == "always" or (
             self.sink == "slopes" and all(float(p.min()) >= 0.0 for p in params)
         )
-        self._normalize(run, x, pre, None if after else self.activation)
+        # The affine D * a + b too commutes with the max where every factor a >= 0 (a =
+        # scale / std: every scale >= 0), per image and channel in group norms: on the pooled
+        # values then (the same bits: fl(fl(D * a) + b) is non-decreasing in D)
+        coefficients = None
+        if after and self.kind == "group":
+            scale = run.get(self.inputs[1]) if len(self.inputs) - self.act_inputs > 1 else None
+            if scale is None or float(scale.min()) >= 0.0:
+                coefficients = np.empty((2, *x.shape[:2]), x.dtype)
+        self._normalize(run, x, pre, None if after else self.activation, coefficients)
         slot = self.pool.inputs[0]
         run.env[slot] = pre
         try:
@@ -477,20 +485,36 @@ class NormStep(Step):
             run.pool.give(buf)
         act = self.activation
         y = run.get(self.outputs[0])
-        if after and act is not None and y.size:
+        if after and (act is not None or coefficients is not None) and y.size:
             t = tb = None
-            if self.act_temp:
+            if act is not None and self.act_temp:
                 t, tb = run.pool.take(y.shape, y.dtype)
+            if coefficients is not None:
+                coefficients = coefficients.reshape(*coefficients.shape, *(1,) * (y.ndim - 2))
 
             def part(lo: int, hi: int, _) -> None:
-                act(y[lo:hi], y[lo:hi], None if t is None else t[lo:hi], *params)
+                yv = y[lo:hi]
+                if coefficients is not None:
+                    yv *= coefficients[0, lo:hi]
+                    yv += coefficients[1, lo:hi]
+                if act is not None:
+                    act(yv, yv, None if t is None else t[lo:hi], *params)
 
             run.parallel(y.shape[0], part, y.size * 2 * ELEMENT_FLOPS)
             if tb is not None:
                 run.pool.give(tb)
 
-    def _normalize(self, run: Run, x: np.ndarray, y: np.ndarray, act: Callable | None) -> None:
-        """y = the norm of x (y may be x), then the activation `act` if any."""
+    def _normalize(
+        self,
+        run: Run,
+        x: np.ndarray,
+        y: np.ndarray,
+        act: Callable | None,
+        coefficients: np.ndarray | None = None,
+    ) -> None:
+        """y = the norm of x (y may be x), then the activation `act` if any. With
+        `coefficients` ((2, images, C), group kind), y = the centred D only, and the affine's
+        factors and terms (y = D * a + b) go there."""
         ins = self.inputs
         nin = len(ins) - self.act_inputs
         scale = run.get(ins[1]) if nin > 1 else None
@@ -584,6 +608,9 @@ class NormStep(Step):
                 np.multiply(inv.reshape(k, g, 1), sc3, out=s3)
                 np.multiply(r.reshape(k, g, 1), s3, out=b3)
                 np.subtract(bi3, b3, out=b3)
+                if coefficients is not None:  # (the caller applies them: D stays in y)
+                    coefficients[:, lo:hi] = aff64
+                    return
                 aff = aff64.astype(dt).reshape(2, k, c, 1)
                 yv = yc[lo:hi]
                 yv *= aff[0]
