@@ -1312,6 +1312,7 @@ _PADDED_POOL = {
     "dilations": [1, 2],
     "ceil_mode": 1,
 }
+_GROWING_POOL = {"kernel_shape": [2, 2], "strides": [1, 1], "pads": [1, 1, 1, 1]}  # (5, 4)
 # (op, one image's shape, groups / axis, activation, its argument, pool kernel or attributes,
 # whether the pool is fused)
 NORM_ACT_POOLS = [
@@ -1325,6 +1326,7 @@ NORM_ACT_POOLS = [
     ("InstanceNormalization", (5, 9, 7), None, "Elu", 1.0, (3, 3), True),  # 7 % 3: no tiling
     ("GroupNormalization", (6, 11, 9), 3, "PRelu", "mixed", _PADDED_POOL, True),
     ("InstanceNormalization", (5, 11, 9), None, "LeakyRelu", 0.1, _PADDED_POOL, True),
+    ("InstanceNormalization", (5, 4, 3), None, "Elu", 0.5, _GROWING_POOL, True),
 ]
 
 

@@ -481,13 +481,13 @@ class NormStep(Step):
             self.pool(run)
         finally:
             run.env[slot] = None
-        if buf is not None:
-            run.pool.give(buf)
         act = self.activation
         y = run.get(self.outputs[0])
         if after and (act is not None or coefficients is not None) and y.size:
             t = tb = None
-            if act is not None and self.act_temp:
+            if act is not None and self.act_temp and y.size <= pre.size:
+                t = pre.reshape(-1)[: y.size].reshape(y.shape)  # (pooled: read)
+            elif act is not None and self.act_temp:  # (padding grew the output)
                 t, tb = run.pool.take(y.shape, y.dtype)
             if coefficients is not None:
                 coefficients = coefficients.reshape(*coefficients.shape, *(1,) * (y.ndim - 2))
@@ -503,6 +503,8 @@ class NormStep(Step):
             run.parallel(y.shape[0], part, y.size * 2 * ELEMENT_FLOPS)
             if tb is not None:
                 run.pool.give(tb)
+        if buf is not None:
+            run.pool.give(buf)
 
     def _normalize(
         self,
