@@ -414,6 +414,11 @@ class NormStep(Step):
     place, its parameters the last `act_inputs` inputs). The rows are split over the plan's
     threads.
 
+    A MaxPool that alone reads the activation is fused too (`pool`): the pool then runs before
+    the activation and, in group norms, before the affine, where they commute with the max
+    (see `_pooled`). Passes whose row-wise operands broadcast along rows of 512+ elements run
+    unbuffered (see `_unbuffered`).
+
     Few NumPy calls: at batch 1 a norm is one row of 4k-33k elements, where a call's overhead
     (~1 us) is worth a pass's arithmetic. The three per-row sums go into one (3, rows * groups)
     array, the 1/n and ones vectors are kept between runs, the affine of one image multiplies
@@ -451,11 +456,12 @@ class NormStep(Step):
         """The norm with its activation and pool fused (see `pool`): normalized over x when x
         dies here, else into a temporary; pooled into the output by the pool step's own code
         (the pre-pool value handed to it in its input's slot); the activation on the pooled
-        values when it commutes with the max. One thread, one image and 16 (in-process
-        interleaved medians of ratios against the norm step, then the pool step): GroupNorm +
-        PReLU + 2 x 2 pool on 32 x 32 x 32 1.01x / 0.83x, InstanceNorm + ELU on 64 x 16 x 16
-        0.93x / 0.78x (the same bits: only where the float32 activation is not monotone could
-        a result differ, by an ulp)."""
+        values when it commutes with the max, and a group norm's affine too (every scale >=
+        0). One thread, one image and 16 (in-process interleaved medians of ratios against
+        the norm step, then the pool step, positive scales): GroupNorm + PReLU + 2 x 2 pool on
+        32 x 32 x 32 1.02x / 0.79x, InstanceNorm + ELU on 64 x 16 x 16 0.94x / 0.65x (the same
+        bits: only where the float32 activation is not monotone, ELU's expm1, could a result
+        differ, by an ulp)."""
         x = run.get(self.inputs[0])
         params = [run.get(i) for i in self.inputs[len(self.inputs) - self.act_inputs :]]
         buf = None
