@@ -408,9 +408,11 @@ class CompiledPlan:
         (max(f(a), f(b)) = f(max(a, b)) for a non-decreasing f, over any window of at least
         one input, padded or not: a quarter of them under a 2 x 2 pool, norms_acts' GroupNorm +
         PReLU and InstanceNorm + ELU). Not when an activation parameter varies along a
-        spatial axis (it would not broadcast against the pooled values)."""
+        spatial axis (it would not broadcast against the pooled values), nor under the lean
+        plan (the whole pre-pool activation is the step's scratch: the separate pool takes its
+        chunks within the budget's workspace)."""
         nxt = self._single_reader(act.outputs[0], readers, outputs)
-        if nxt is None or nxt.op != "MaxPool":
+        if nxt is None or nxt.op != "MaxPool" or self.memory == "lean":
             return
         g = self.graph
         vals = [g.values.get(i) if i else None for i in nxt.inputs]
