@@ -280,7 +280,7 @@ def test_winograd3d_workspace_is_each_slot_at_its_largest():
     scratch slot placed once at its largest size (t = 6, 8 x 8 tiles of 4 x 4, 10 padded
     frames): 0 the padded input 3 x 10 x 34 x 34 = 34680 values; 1 d / V / M / Y, the largest M
     36 x 16 x 8 x 64 = 294912; 2 V1 / S / Y1, the largest Y1 4 x 6 x 16 x 8 x 64 = 196608; 3 the
-    pool's width stage, Y / 2 = 16 x 8 x 32 x 32 / 2 = 65536. 591736 float32 = 2.26 MiB (the
+    pool's tile-row stage, Y / 2 = 16 x 8 x 32 x 32 / 2 = 65536. 591736 float32 = 2.26 MiB (the
     slots growing in stages, each move to the end leaving its earlier place empty: 3.15)."""
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1, 3, 8, 32, 32)).astype(np.float32)
@@ -384,6 +384,28 @@ def test_winograd3d_fused_pool_in_chunks_of_frames(pool, monkeypatch):
         return a.reshape(2, 5, pooled[0], kt, pooled[1], kh, pooled[2], kw_).max(axis=(3, 5, 7))
 
     assert (np.abs(out - np.maximum(windows(exact), 0)) <= windows(bound)).all()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("pool", [(1, 2, 2), (2, 2, 2), (3, 4, 1), (1, 1, 4), (2, 1, 1), (1, 1, 1)])
+def test_pool_tiles3d_is_the_max_over_windows_into_a_strided_output(batch, pool):
+    """`_pool_tiles3d` from Winograd's Y layout (m, M, b, T, th, tw, m) equals the max over the
+    pool's windows of the output it stands for (b, M, T, th * m, tw * m), written into a frame
+    and row band of a larger NaN-filled array (a chunk's strided view of the output); nothing
+    outside the band is written. Max is exact: equality."""
+    m, mo, kt, kh, kw = 4, 3, *pool
+    to, th, tw = 2 * kt, 2, 3
+    rng = np.random.default_rng(sum(pool) + batch)
+    y = rng.standard_normal((m, mo, batch, to, th, tw, m)).astype(np.float32)
+    full = y.transpose(2, 1, 3, 4, 0, 5, 6).reshape(batch, mo, to, th * m, tw * m)
+    want = full.reshape(batch, mo, to // kt, kt, th * m // kh, kh, tw * m // kw, kw)
+    want = want.max(axis=(3, 5, 7))
+    big = np.full((batch + 1, mo, to // kt + 2, th * m // kh + 3, tw * m // kw), np.nan, np.float32)
+    band = big[1:, :, 1 : 1 + to // kt, 2 : 2 + th * m // kh]
+    sc = fast_memory.Scratch()
+    fast_conv._pool_tiles3d(y, pool, band, sc)
+    assert np.array_equal(band, want)
+    assert np.isnan(big).sum() == big.size - band.size
 
 
 def test_winograd3d_weights_transformed_per_run_past_the_bound(monkeypatch):
