@@ -425,11 +425,23 @@ float32 data (min of 200 runs): blocks of 64K elements took 0.3x of np.maximum(y
 1 MiB, 0.34x at 8 MiB, 0.6-0.7x at 16-256 KiB; 4K-element blocks were 1.3x slower at 8 MiB
 (per-call cost), 32K-64K the fastest. The zeros are one read-only block per dtype (RELU_BLOCK
 elements: 256 KiB of float32).
-Under RELU_MIN_BLOCKED elements the plain np.maximum(y, 0) is faster (the blocked form's Python
-costs ~2 us: 2.1 against 4.6 us at 256 elements, equal at ~4.7K, 8.3 against 13.8 at 16K),
-so LeNet's batch-1 convs keep it."""
-RELU_MIN_BLOCKED = 4096
+An array of at most one block (batch 1's activations) takes one call against the zeros viewed
+in its shape (`_ZERO_VIEWS`): the block loop's Python cost ~1.5 us there, and np.maximum(y, 0)
+ran 2.1 against 0.8 us at 4K elements."""
 _ZEROS: dict[np.dtype, np.ndarray] = {}
+_ZERO_VIEWS: dict[tuple, np.ndarray] = {}
+"""(shape, dtype) -> the zeros block viewed in that shape: a contiguous array of at most
+RELU_BLOCK elements takes its ReLU in one call against it."""
+
+
+def _zeros(dtype: np.dtype) -> np.ndarray:
+    zeros = _ZEROS.get(dtype)
+    if zeros is None or zeros.size < RELU_BLOCK:
+        zeros = np.zeros(RELU_BLOCK, dtype)
+        zeros.flags.writeable = False
+        _ZEROS[dtype] = zeros
+        _ZERO_VIEWS.clear()  # (views of a smaller block, RELU_BLOCK patched by a test)
+    return zeros
 
 
 def relu_(y: np.ndarray, x: np.ndarray | None = None, ufunc: np.ufunc = np.maximum) -> None:
@@ -437,18 +449,25 @@ def relu_(y: np.ndarray, x: np.ndarray | None = None, ufunc: np.ufunc = np.maxim
     see RELU_BLOCK; x and y of the same shape and dtype. With `ufunc` np.minimum, y = min(x, 0)
     (ELU's and PReLU's negative part: 0.44x the time of np.minimum(x, 0) on 32 x 64 x 16 x 16
     float32; ELU steps, in-process interleaved medians of ratios, 40 rounds: 0.81x the time
-    there, 0.84x on 32 x 32 x 32 x 32, 0.93x on 1 x 64 x 16 x 16)."""
+    there, 0.84x on 32 x 32 x 32 x 32, 0.93x on 1 x 64 x 16 x 16).
+    Contiguous arrays of at most one block (batch 1's activations) take one call against the
+    zeros block viewed in their shape (a view kept per shape): 0.35-0.5x the time of the
+    block loop or the scalar form there (4K-16K elements: 0.8-1.0 us against 2.3; see
+    `_ZERO_VIEWS`)."""
     x = y if x is None else x
-    if y.size < RELU_MIN_BLOCKED or not (
-        y.flags.c_contiguous and x.flags.c_contiguous and x.dtype == y.dtype
-    ):
+    if not (y.flags.c_contiguous and x.flags.c_contiguous and x.dtype == y.dtype):
         ufunc(x, 0, out=y)
         return
-    zeros = _ZEROS.get(y.dtype)
-    if zeros is None or zeros.size < RELU_BLOCK:
-        zeros = np.zeros(RELU_BLOCK, y.dtype)
-        zeros.flags.writeable = False
-        _ZEROS[y.dtype] = zeros
+    if y.size <= RELU_BLOCK:
+        key = (y.shape, y.dtype)
+        zv = _ZERO_VIEWS.get(key)
+        if zv is None:
+            if len(_ZERO_VIEWS) >= 1024:  # (shapes vary without bound only in odd uses)
+                _ZERO_VIEWS.clear()
+            zv = _ZERO_VIEWS[key] = _zeros(y.dtype)[: y.size].reshape(y.shape)
+        ufunc(x, zv, out=y)
+        return
+    zeros = _zeros(y.dtype)
     src, dst = x.reshape(-1), y.reshape(-1)
     for i in range(0, dst.size, RELU_BLOCK):  # a loop over fixed-size memory blocks
         part = dst[i : i + RELU_BLOCK]

@@ -430,11 +430,11 @@ def test_one_image_splits_each_gemm_over_the_threads(algo, monkeypatch):
 def test_relu_matches_numpy_maximum_across_blocks(dtype, block, monkeypatch):
     """The blocked ReLU (np.maximum against a block of zeros) gives np.maximum(y, 0)'s values
     bit for bit, NaN, infinities and signed zeros included, on sizes that end mid-block, on
-    non-contiguous views (the plain form) and on empty arrays."""
+    one block or less (the zeros viewed in the array's shape), on non-contiguous views (the
+    plain form) and on empty arrays."""
     from graphnet.runtime.fast import conv as fast_conv
 
     monkeypatch.setattr(fast_conv, "RELU_BLOCK", block)
-    monkeypatch.setattr(fast_conv, "RELU_MIN_BLOCKED", 0)  # the blocked form on every size
     rng = np.random.default_rng(15)
     special = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45], dtype)
     for size in (0, 5, block, 3 * block + 2):
@@ -454,6 +454,27 @@ def test_relu_matches_numpy_maximum_across_blocks(dtype, block, monkeypatch):
     fast_conv.relu_(z[:, ::2])  # non-contiguous: the plain np.maximum, in place on the view
     np.testing.assert_array_equal(z[:, ::2], want[:, ::2])
     np.testing.assert_array_equal(z[:, 1::2], untouched)
+
+
+@pytest.mark.parametrize("ufunc", [np.maximum, np.minimum])
+def test_relu_of_one_block_against_zeros_viewed_in_each_shape(ufunc):
+    """Arrays of one block or less take the zeros viewed in their shape (kept per shape and
+    dtype): several shapes of one size, two dtypes, in place and out of place, max and min
+    (ELU's and PReLU's negative part) equal the ufunc against the scalar 0, and the zeros
+    stay zeros."""
+    from graphnet.runtime.fast import conv as fast_conv
+
+    rng = np.random.default_rng(16)
+    for dtype in (np.float32, np.float64):
+        for shape in ((2, 3, 4), (4, 3, 2), (24,), (1, 24, 1, 1), (0, 3)):
+            x = rng.standard_normal(shape).astype(dtype)
+            want = ufunc(x, 0)
+            y = np.full(shape, np.nan, dtype)
+            fast_conv.relu_(y, x, ufunc)
+            np.testing.assert_array_equal(y, want)
+            fast_conv.relu_(x, None, ufunc)
+            np.testing.assert_array_equal(x, want)
+    assert not any(v.any() for v in fast_conv._ZERO_VIEWS.values())
 
 
 def test_winograd_bias_rides_on_the_ones_column_of_a_transposed():
