@@ -1157,6 +1157,50 @@ def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split=No
     _epilogue(yb, epi, n0, n0 + 1, True)
 
 
+_COLSTACK_GEOMETRY: dict[tuple, tuple] = {}
+
+
+def _colstack_geometry(spec: ConvSpec, h: int, w: int, ho: int, wo: int, direct: bool) -> tuple:
+    """`_colstack`'s (spans, sides, adds) for an input of h x w and an output of ho x wo,
+    computed once per (spec, sizes, direct): every run asks for them (a batch-1 run of
+    resnet20 16 times). spans: per kernel row i, the output rows [r0, r1) inside the input
+    and the input row r0 reads; sides: the slice of kernel columns whose GEMMs run stacked
+    (direct), or None; adds: per kernel column j != pl, (shift j - pl, z's plane, the columns
+    zeroed there: those the flat shifted sum reads across a row's end, or None)."""
+    # (the fields it reads: a frozen dataclass hashes through Python, ~1 us)
+    key = (spec.kernel, spec.pads, spec.strides, spec.dilations, h, w, ho, wo, direct)
+    geo = _COLSTACK_GEOMETRY.get(key)
+    if geo is not None:
+        return geo
+    kh, kw = spec.kernel
+    pt, pl = spec.pads[0], spec.pads[1]
+    sh, dh = spec.strides[0], spec.dilations[0]
+    spans = []  # per kernel row i: output rows [r0, r1) read input rows y0, y0 + sh, ...
+    for i in range(kh):  # a loop over the kernel's rows
+        y0 = i * dh - pt  # the input row output row 0 reads
+        r0 = min(ho, max(0, -(y0 // sh)))  # ceil(-y0 / sh): the first row inside the input
+        r1 = max(r0, min(ho, -((y0 - h) // sh)))  # ceil((h - y0) / sh): the first one past it
+        spans.append((r0, r1, y0 + r0 * sh))
+    sides = None
+    if direct and kw > 1 and (pl in (0, kw - 1) or kw == 3):
+        sides = slice(1, kw) if pl == 0 else slice(0, pl) if pl == kw - 1 else slice(0, 3, 2)
+    # Columns shifted by the whole width or more read only padding (wo <= w): no sum.
+    adds = []
+    for j in range(kw):  # a loop over the kernel's columns
+        sft = j - pl
+        if j == pl or abs(sft) >= w:
+            continue
+        if sft > 0:  # columns the last outputs of the row before read
+            zero = slice(None, wo + sft - w) if wo + sft > w else None
+        else:  # columns the first outputs of the next row read
+            zero = slice(w + sft, None)
+        adds.append((sft, j - (j > pl) if direct else j, zero))
+    if len(_COLSTACK_GEOMETRY) > 4096:  # shapes vary without bound only in odd uses
+        _COLSTACK_GEOMETRY.clear()
+    geo = _COLSTACK_GEOMETRY[key] = (tuple(spans), sides, tuple(adds))
+    return geo
+
+
 def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # The input's own rows, no padded copy: Z_j's columns are the input's width w (not the
     # padded width), and output column q reads Z_j at column q + j - pl (pl the left pad):
@@ -1189,8 +1233,7 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         return
     kh, kw = spec.kernel
     mo = spec.c_out
-    pt, pl = spec.pads[0], spec.pads[1]
-    sh, dh = spec.strides[0], spec.dilations[0]
+    pl, sh = spec.pads[1], spec.strides[0]
     p = ho * w
     kg = c * kh
     augmented = wp.shape[-1] == kg + 1  # the bias is the weight's last column (prepare_weight)
@@ -1206,32 +1249,11 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     rows = kg + augmented
     ml = mo * p
     b = _chunk((rows * p + (kw - direct) * ml) * x.itemsize, hi - lo)
-    spans = []  # per kernel row i: output rows [r0, r1) read input rows y0, y0 + sh, ...
-    for i in range(kh):  # a loop over the kernel's rows
-        y0 = i * dh - pt  # the input row output row 0 reads
-        r0 = min(ho, max(0, -(y0 // sh)))  # ceil(-y0 / sh): the first row inside the input
-        r1 = max(r0, min(ho, -((y0 - h) // sh)))  # ceil((h - y0) / sh): the first one past it
-        spans.append((r0, r1, y0 + r0 * sh))
+    spans, sides, adds = _colstack_geometry(spec, h, w, ho, wo, direct)
     # The side columns' GEMM (every j but pl, into z in the order of j) as one call when they
     # are evenly spaced (3x3: j = 0 and 2; pl at an end), on a stack of their weight rows (a
     # view of the prepared weight); else one call for each side of pl.
-    w3 = None
-    if direct and kw > 1 and (pl in (0, kw - 1) or kw == 3):
-        sides = slice(1, kw) if pl == 0 else slice(0, pl) if pl == kw - 1 else slice(0, 3, 2)
-        w3 = wp.reshape(kw, mo, rows)[sides]
-    # Per kernel column j != pl: (shift j - pl, z's plane, the columns zeroed there: those the
-    # flat shifted sum reads across a row's end, or None); columns shifted by the whole width
-    # or more read only padding (wo <= w): no sum.
-    adds = []
-    for j in range(kw):  # a loop over the kernel's columns
-        sft = j - pl
-        if j == pl or abs(sft) >= w:
-            continue
-        if sft > 0:  # columns the last outputs of the row before read
-            zero = slice(None, wo + sft - w) if wo + sft > w else None
-        else:  # columns the first outputs of the next row read
-            zero = slice(w + sft, None)
-        adds.append((sft, j - (j > pl) if direct else j, zero))
+    w3 = None if sides is None else wp.reshape(kw, mo, rows)[sides]
     stacked = COLSTACK_STACKED_MIN_MNK <= mo * rows * p <= SMALL_GEMM_MNK
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
