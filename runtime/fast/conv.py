@@ -819,17 +819,22 @@ def blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         np.matmul(a, b[..., full:], out=out[..., full:])
 
 
+def _plain_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
+    np.matmul(a, b, out=out)
+
+
+def _blocked_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
+    blocked_matmul(a, b, out)
+
+
 def _split_gemm(split: Callable | None, blocked: bool = False) -> Callable:
     """gemm(a, b, out, rows_axis): out = a @ b, split over a's (and out's) axis `rows_axis`
-    by `split`, else one call (`blocked`: in blocks of columns, see `blocked_matmul`)."""
+    by `split`, else one call (`blocked`: in blocks of columns, see `blocked_matmul`; without
+    a split, a module function: no closure made for every conv call)."""
+    if split is None:
+        return _blocked_gemm if blocked else _plain_gemm
 
     def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
-        if split is None:
-            if blocked:
-                blocked_matmul(a, b, out)
-            else:
-                np.matmul(a, b, out=out)
-            return
         rows = a.shape[axis]
         flops = 2.0 * out.size * a.shape[-1]
 
@@ -853,7 +858,7 @@ def _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     x, out = x[lo:hi], out[lo:hi]
     n, c = x.shape[:2]
     g = spec.group
-    if any(s != 1 for s in spec.strides):
+    if max(spec.strides) > 1:
         sl = (slice(None), slice(None), *[slice(None, None, s) for s in spec.strides])
         sub = x[sl]
         buf = scratch.take(0, sub.size, x.dtype)
