@@ -1166,10 +1166,11 @@ _COLSTACK_GEOMETRY: dict[tuple, tuple] = {}
 
 
 def _colstack_geometry(spec: ConvSpec, h: int, w: int, ho: int, wo: int, direct: bool) -> tuple:
-    """`_colstack`'s (spans, sides, adds) for an input of h x w and an output of ho x wo,
-    computed once per (spec, sizes, direct): every run asks for them (a batch-1 run of
-    resnet20 16 times). spans: per kernel row i, the output rows [r0, r1) inside the input
-    and the input row r0 reads; sides: the slice of kernel columns whose GEMMs run stacked
+    """`_colstack`'s (fills, copies, sides, adds) for an input of h x w and an output of ho x
+    wo, computed once per (spec, sizes, direct): every run asks for them (a batch-1 run of
+    resnet20 16 times). fills: (kernel row i, the output rows outside the input: its top /
+    bottom padding, zeros); copies: (kernel row i, the output rows [r0, r1) inside the input,
+    the input rows they read); sides: the slice of kernel columns whose GEMMs run stacked
     (direct), or None; adds: per kernel column j != pl, (shift j - pl, z's plane, the columns
     zeroed there: those the flat shifted sum reads across a row's end, or None)."""
     # (the fields it reads: a frozen dataclass hashes through Python, ~1 us)
@@ -1180,12 +1181,18 @@ def _colstack_geometry(spec: ConvSpec, h: int, w: int, ho: int, wo: int, direct:
     kh, kw = spec.kernel
     pt, pl = spec.pads[0], spec.pads[1]
     sh, dh = spec.strides[0], spec.dilations[0]
-    spans = []  # per kernel row i: output rows [r0, r1) read input rows y0, y0 + sh, ...
+    fills, copies = [], []  # kernel row i: output rows [r0, r1) read input rows y0, y0 + sh, ...
     for i in range(kh):  # a loop over the kernel's rows
         y0 = i * dh - pt  # the input row output row 0 reads
         r0 = min(ho, max(0, -(y0 // sh)))  # ceil(-y0 / sh): the first row inside the input
         r1 = max(r0, min(ho, -((y0 - h) // sh)))  # ceil((h - y0) / sh): the first one past it
-        spans.append((r0, r1, y0 + r0 * sh))
+        if r0:
+            fills.append((i, slice(0, r0)))
+        if r1 < ho:
+            fills.append((i, slice(r1, None)))
+        if r1 > r0:
+            ya = y0 + r0 * sh
+            copies.append((i, slice(r0, r1), slice(ya, ya + (r1 - r0 - 1) * sh + 1, sh)))
     sides = None
     if direct and kw > 1 and (pl in (0, kw - 1) or kw == 3):
         sides = slice(1, kw) if pl == 0 else slice(0, pl) if pl == kw - 1 else slice(0, 3, 2)
@@ -1202,7 +1209,7 @@ def _colstack_geometry(spec: ConvSpec, h: int, w: int, ho: int, wo: int, direct:
         adds.append((sft, j - (j > pl) if direct else j, zero))
     if len(_COLSTACK_GEOMETRY) > 4096:  # shapes vary without bound only in odd uses
         _COLSTACK_GEOMETRY.clear()
-    geo = _COLSTACK_GEOMETRY[key] = (tuple(spans), sides, tuple(adds))
+    geo = _COLSTACK_GEOMETRY[key] = (tuple(fills), tuple(copies), sides, tuple(adds))
     return geo
 
 
@@ -1238,7 +1245,7 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         return
     kh, kw = spec.kernel
     mo = spec.c_out
-    pl, sh = spec.pads[1], spec.strides[0]
+    pl = spec.pads[1]
     p = ho * w
     kg = c * kh
     augmented = wp.shape[-1] == kg + 1  # the bias is the weight's last column (prepare_weight)
@@ -1254,7 +1261,7 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     rows = kg + augmented
     ml = mo * p
     b = _chunk((rows * p + (kw - direct) * ml) * x.itemsize, hi - lo)
-    spans, sides, adds = _colstack_geometry(spec, h, w, ho, wo, direct)
+    fills, copies, sides, adds = _colstack_geometry(spec, h, w, ho, wo, direct)
     # The side columns' GEMM (every j but pl, into z in the order of j) as one call when they
     # are evenly spaced (3x3: j = 0 and 2; pl at an end), on a stack of their weight rows (a
     # view of the prepared weight); else one call for each side of pl.
@@ -1272,15 +1279,10 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             if n0 == lo:  # the rows of ones and of zeros: later chunks take the same memory
                 if augmented:
                     cols[:, kg] = 1  # the row of ones the bias column multiplies
-                for i, (r0, r1, _) in enumerate(spans):  # kernel rows' top / bottom padding
-                    if r0:
-                        shifted[:, :, i, :r0] = 0
-                    if r1 < ho:
-                        shifted[:, :, i, r1:] = 0
-            for i, (r0, r1, ya) in enumerate(spans):  # kernel rows: one copy for every channel
-                if r1 > r0:
-                    src = xb[:, :, ya : ya + (r1 - r0 - 1) * sh + 1 : sh]
-                    np.copyto(shifted[:, :, i, r0:r1], src)
+                for i, rows_out in fills:  # kernel rows' top / bottom padding
+                    shifted[:, :, i, rows_out] = 0
+            for i, rows_out, rows_in in copies:  # kernel rows: one copy for every channel
+                np.copyto(shifted[:, :, i, rows_out], xb[:, :, rows_in])
         yb = out[n0:n1]
         z = scratch.take(2, nb * (kw - direct) * ml, x.dtype).reshape(nb, -1)
         if direct:  # kernel column pl's GEMM into the output, the others' (j < pl, j > pl) to z
