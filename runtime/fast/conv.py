@@ -423,8 +423,8 @@ NumPy's maximum against a scalar (a stride-0 operand) misses its SIMD loop (NumP
 and ran 3.5-5x slower than against a contiguous array of zeros. Measured in place on random
 float32 data (min of 200 runs): blocks of 64K elements took 0.3x of np.maximum(y, 0)'s time at
 1 MiB, 0.34x at 8 MiB, 0.6-0.7x at 16-256 KiB; 4K-element blocks were 1.3x slower at 8 MiB
-(per-call cost), 32K-64K the fastest. The zeros are one read-only block per dtype (RELU_BLOCK
-elements: 256 KiB of float32).
+(per-call cost), 32K-64K the fastest. The zeros are one read-only block per dtype, as large as
+the largest array seen up to RELU_BLOCK elements (256 KiB of float32; see `_zeros`).
 An array of at most one block (batch 1's activations) takes one call against the zeros viewed
 in its shape (`_ZERO_VIEWS`): the block loop's Python cost ~1.5 us there, and np.maximum(y, 0)
 ran 2.1 against 0.8 us at 4K elements."""
@@ -434,13 +434,16 @@ _ZERO_VIEWS: dict[tuple, np.ndarray] = {}
 RELU_BLOCK elements takes its ReLU in one call against it."""
 
 
-def _zeros(dtype: np.dtype) -> np.ndarray:
+def _zeros(dtype: np.dtype, n: int) -> np.ndarray:
+    """The read-only zeros of `dtype`, at least n of them: the block grows to the largest
+    array seen (up to RELU_BLOCK: LeNet's batch-1 ReLUs hold 4.6 KiB of zeros, not 256 KiB
+    allocated at the first call, which `graphnet bench`'s traced peak counts)."""
     zeros = _ZEROS.get(dtype)
-    if zeros is None or zeros.size < RELU_BLOCK:
-        zeros = np.zeros(RELU_BLOCK, dtype)
+    if zeros is None or zeros.size < n:
+        zeros = np.zeros(n, dtype)
         zeros.flags.writeable = False
         _ZEROS[dtype] = zeros
-        _ZERO_VIEWS.clear()  # (views of a smaller block, RELU_BLOCK patched by a test)
+        _ZERO_VIEWS.clear()  # (views of the smaller block: let it go)
     return zeros
 
 
@@ -464,10 +467,11 @@ def relu_(y: np.ndarray, x: np.ndarray | None = None, ufunc: np.ufunc = np.maxim
         if zv is None:
             if len(_ZERO_VIEWS) >= 1024:  # (shapes vary without bound only in odd uses)
                 _ZERO_VIEWS.clear()
-            zv = _ZERO_VIEWS[key] = _zeros(y.dtype)[: y.size].reshape(y.shape)
+            zv = _zeros(y.dtype, y.size)[: y.size].reshape(y.shape)
+            _ZERO_VIEWS[key] = zv
         ufunc(x, zv, out=y)
         return
-    zeros = _zeros(y.dtype)
+    zeros = _zeros(y.dtype, RELU_BLOCK)
     src, dst = x.reshape(-1), y.reshape(-1)
     for i in range(0, dst.size, RELU_BLOCK):  # a loop over fixed-size memory blocks
         part = dst[i : i + RELU_BLOCK]

@@ -477,6 +477,27 @@ def test_relu_of_one_block_against_zeros_viewed_in_each_shape(ufunc):
     assert not any(v.any() for v in fast_conv._ZERO_VIEWS.values())
 
 
+def test_relu_zeros_grow_to_the_largest_array_seen(monkeypatch):
+    """The block of zeros is as large as the largest contiguous array seen (up to RELU_BLOCK):
+    LeNet's batch-1 ReLUs (6 x 14 x 14) hold 1176 zeros, not a whole block (the bench's traced
+    peak counts it); a larger array grows it and the zero views of the smaller block go."""
+    from graphnet.runtime.fast import conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "_ZEROS", {})
+    monkeypatch.setattr(fast_conv, "_ZERO_VIEWS", {})
+    y = np.random.default_rng(17).standard_normal((1, 6, 14, 14)).astype(np.float32)
+    want = np.maximum(y, 0)
+    fast_conv.relu_(y)
+    np.testing.assert_array_equal(y, want)
+    assert fast_conv._ZEROS[np.dtype(np.float32)].size == 6 * 14 * 14
+    big = np.random.default_rng(18).standard_normal(fast_conv.RELU_BLOCK + 5).astype(np.float32)
+    want = np.maximum(big, 0)
+    fast_conv.relu_(big)
+    np.testing.assert_array_equal(big, want)
+    assert fast_conv._ZEROS[np.dtype(np.float32)].size == fast_conv.RELU_BLOCK
+    assert not fast_conv._ZERO_VIEWS
+
+
 def test_winograd_bias_rides_on_the_ones_column_of_a_transposed():
     """Winograd adds the bias to column 1 of A^T M (before the right multiplication by A): that
     adds it to every output only because A^T's column 1 is all ones, in F(2x2) and F(4x4)."""
