@@ -1917,9 +1917,10 @@ def _winograd3d_slots(
     to output frames (`big`: the padded input's elements per frame): 0 the padded input; 1 d,
     then V in its place, M, Y; 2 V1, then S, Y1 (each taken at its largest size first, so later
     takes reuse the place: a slot that grew in stages moved to the end and left its earlier
-    places empty, 3.15 MiB for 2.26 at video3d's first conv); 3 and 4 the fused pool's
-    intermediate axes (`_pool_tiles3d`), or 4 the uncropped output (`big` < 0: inexact tiles).
-    Every slot but 0 scales with the frames: the caller's chunks over frames rely on it."""
+    places empty, 3.15 MiB for 2.26 at video3d's first conv); the fused pool's first
+    intermediate axis (`_pool_tiles3d`) in slot 2 (Y1 is dead by then, and larger), its second
+    in 3; 4 the uncropped output (`big` < 0: inexact tiles). Every slot but 0 scales with the
+    frames: the caller's chunks over frames rely on it."""
     t = m + 2
     exact = big >= 0
     ys = mo * to * tiles * m * m  # Y (and the output's uncropped tiles)
@@ -1930,13 +1931,8 @@ def _winograd3d_slots(
         s4 = ys
     elif pool:
         ks = [k for k in (pool[1], pool[0], pool[2]) if k > 1]  # (kh, kt, kw: the stages' order)
-        left = ys
-        for i, k in enumerate(ks[:-1]):  # the intermediate stages (the last writes the output)
-            left //= k
-            if i == 0:
-                s3 = left
-            else:
-                s4 = left
+        if len(ks) == 3:  # (the first of two intermediate stages is in slot 2: ys / k <= s2)
+            s3 = ys // ks[0] // ks[1]
     return (c * tp * abs(big), s1, s2, s3, s4)
 
 
@@ -2156,7 +2152,8 @@ def _pool_tiles3d(y: np.ndarray, pool: tuple, yb: np.ndarray, scratch: Scratch) 
     that time (56 vs 93 us, 35 vs 75, 21 vs 41); kw first (stride-kw reads over all of Y)
     0.77-0.82x. Replaces the copy out of the whole output, its activation and the MaxPool
     step's pass (bias and activation are monotone per channel: the caller applies the
-    activation after the max)."""
+    activation after the max). The intermediate stages take scratch slots 2 and 3: `y` is
+    not in them (`_winograd3d_chunk`'s Y is slot 1, its dead Y1 slot 2)."""
     m, mo, nb, to, th, tw, _ = y.shape
     kt, kh, kw = pool
     # yb as (m / kh, M, b, T / kt, th, tw, m / kw), the order of y's axes (only split and
@@ -2175,9 +2172,9 @@ def _pool_tiles3d(y: np.ndarray, pool: tuple, yb: np.ndarray, scratch: Scratch) 
         lead = (slice(None),) * (axis + 1)
         if i == len(stages) - 1:
             dst = dst_all
-        else:
+        else:  # (the first in slot 2, the output transform's dead Y1: no room of its own)
             dshape = (*shape[:axis], shape[axis] // k, *shape[axis + 1 :])
-            dst = scratch.take(3 + i, prod(dshape), y.dtype).reshape(dshape)
+            dst = scratch.take(2 + i, prod(dshape), y.dtype).reshape(dshape)
         np.maximum(win[(*lead, 0)], win[(*lead, 1)], out=dst)
         for j in range(2, k):  # a loop over the pool window along this axis
             np.maximum(dst, win[(*lead, j)], out=dst)
