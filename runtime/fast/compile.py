@@ -408,7 +408,10 @@ class CompiledPlan:
         (max(f(a), f(b)) = f(max(a, b)) for a non-decreasing f, over any window of at least
         one input, padded or not: a quarter of them under a 2 x 2 pool, norms_acts' GroupNorm +
         PReLU and InstanceNorm + ELU). Not when an activation parameter varies along a
-        spatial axis (it would not broadcast against the pooled values), nor under the lean
+        spatial axis (it would not broadcast against the pooled values), nor where a window
+        could see padding only (dilated or ceil_mode pools; pads are narrower than the kernel:
+        the max there is -inf, which the activation would turn into f(-inf); NormStep checks
+        for an empty spatial axis at run time), nor under the lean
         plan (the whole pre-pool activation is the step's scratch: the separate pool takes its
         chunks within the budget's workspace)."""
         nxt = self._single_reader(act.outputs[0], readers, outputs)
@@ -420,6 +423,8 @@ class CompiledPlan:
         v = g.values.get(act.outputs[0])
         if not isinstance(pool, MaxPoolStep) or v is None or v.shape is None:
             return
+        if pool.ceil_mode or any(d != 1 for d in pool.dilations):
+            return  # (a window could hold padding only: -inf there, not f(-inf))
         spatial = v.shape[2:]
         alpha = float(act.attrs.get("alpha", 0.0)) if act.op in ("LeakyRelu", "Elu") else 0.0
         params = [g.params[i] for i in step.inputs[len(step.inputs) - step.act_inputs :]]

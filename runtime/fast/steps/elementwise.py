@@ -34,6 +34,7 @@ UNBUFFERED_MIN_ROW = 512
 """`NormStep` runs its passes with NumPy's ufunc buffer at the row length from rows of this many
 elements (see `_unbuffered`)."""
 
+
 ROW_MIN_IMAGES = 4
 ROW_MIN_ELEMENTS = 1 << 16
 """`UnaryStep` expands a per-channel parameter into one image's row from this many images and
@@ -469,8 +470,9 @@ class NormStep(Step):
             pre = x  # (x dies here: nothing else views its buffer)
         else:
             pre, buf = run.pool.take(x.shape, x.dtype)
-        after = self.sink == "always" or (
-            self.sink == "slopes" and all(float(p.min()) >= 0.0 for p in params)
+        after = x.size > 0 and (  # (an empty plane: a window of padding only gives -inf)
+            self.sink == "always"
+            or (self.sink == "slopes" and all(float(p.min()) >= 0.0 for p in params))
         )
         # The affine D * a + b too commutes with the max where every factor a >= 0 (a =
         # scale / std: every scale >= 0), per image and channel in group norms: on the pooled
