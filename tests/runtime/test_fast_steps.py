@@ -1228,6 +1228,33 @@ def test_norm_over_long_rows_with_numpy_unbuffered(split, op, shape, arg, act, a
     assert_close(runtime.Session(g).run({"x": x0})[y], theirs, rtol=1e-5, atol=5e-5, what="ort")
 
 
+def test_norm_over_planes_longer_than_numpy_buffer_keeps_its_buffering():
+    """Rows at least as long as NumPy's ufunc buffer (8192 elements) are not buffered by NumPy:
+    the norm leaves its buffer alone there (it set the buffer to the row length, and NumPy
+    refuses buffers past 10**7 elements: an InstanceNorm over a 3200 x 3200 plane raised).
+    Against the plain kernel (data far from zero, as in the tests above)."""
+    rng = np.random.default_rng(42)
+    calls: list = []
+    real = fast_elementwise._unbuffered
+
+    def spy(fn, row, lo, hi, sc):
+        calls.append(row)
+        real(fn, row, lo, hi, sc)
+
+    for shape in ((1, 3200, 3200), (2, 96, 96)):  # 10.24M and 9216 elements a plane
+        g, y = _norm_act_graph("InstanceNormalization", shape, None, "Relu", None, rng)
+        x = (100.0 + rng.standard_normal((1, *shape))).astype(np.float32)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(fast_elementwise, "_unbuffered", spy)
+            got = runtime.Session(g).run({"x": x})[y]
+        want = runtime.Session(g, plan="reference").run({"x": x})[y]
+        # the float32 BLAS statistics over 10M elements: the std within ~2e-5 (measured; a
+        # blocked dot product's rounding grows about with sqrt(n) * 6e-8 = 2e-4 at most)
+        rtol = 1e-4 if x.size > 1e6 else 1e-5
+        assert_close(got, want, rtol=rtol, atol=5e-5, what=f"plane {shape[1:]}")
+    assert not calls and np.getbufsize() == fast_elementwise.NUMPY_BUFSIZE
+
+
 def test_unbuffered_restores_the_buffer_size_after_an_error():
     """`_unbuffered` sets the buffer to the row length rounded down to a multiple of 16 for
     the call only, and restores it when the call raises."""

@@ -34,6 +34,11 @@ UNBUFFERED_MIN_ROW = 512
 """`NormStep` runs its passes with NumPy's ufunc buffer at the row length from rows of this many
 elements (see `_unbuffered`)."""
 
+NUMPY_BUFSIZE = np.getbufsize()
+"""NumPy's default ufunc buffer (8192 elements): `NormStep` leaves rows at least this long to it
+(NumPy does not buffer them, and it refuses a buffer past 10**7 elements: planes that long
+raised)."""
+
 
 ROW_MIN_IMAGES = 4
 ROW_MIN_ELEMENTS = 1 << 16
@@ -631,7 +636,7 @@ class NormStep(Step):
         # slope) broadcasts along rows of `plane` elements (a layer norm's one row: scalars)
         plane = n if layer else x.size // (rows * shape[1])
         flops = x.size * 6 * ELEMENT_FLOPS
-        if plane >= UNBUFFERED_MIN_ROW and (rows > 1 or not layer):
+        if UNBUFFERED_MIN_ROW <= plane < NUMPY_BUFSIZE and (rows > 1 or not layer):
             run.parallel(rows, partial(_unbuffered, part, plane), flops)
         else:
             run.parallel(rows, part, flops)
