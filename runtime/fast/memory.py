@@ -15,14 +15,22 @@ arena, and each step's workspaces are views of its places there: the memory held
 largest, over steps, of the values live at once plus that step's workspaces (the pool alone held up
 to twice the values, a request taking any free buffer up to twice its size, and scratch buffers
 sized to the largest step came on top), and a run allocates nothing but its outputs (which the
-caller keeps). A run whose takes or workspaces differ from the record (sizes, count) takes the rest
-from fresh memory (values from the best-fit pool) and the next run with those shapes is recorded
-again.
+caller keeps). Steps decide per run (a NormStep's fused PReLU before or after its pool by the
+slopes' signs, threads splitting or not), so a run with recorded shapes may take, give and use
+workspaces otherwise, with the same sizes: a replay checks each take (its place in the recorded
+sequence, size, dtype), each give (the take the recorded run gave there) and the bounds of each
+step with workspaces against the recorded run (a list index and a comparison each: LeNet@1's 20
+pool calls took 0.35 us more, 0.3% of its run). At the first difference, or a workspace past its
+place, it takes the rest from fresh memory (values from the best-fit pool): the values placed so
+far are where and as long alive as in the recording, so no value gets a place another live one
+holds (checking sizes alone, a run with the other PReLU decision wrote a pooled output over the
+values it read); the next run with those shapes is recorded again.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +45,12 @@ MAX_VIEWS = 256
 """Views a `Scratch` keeps for reuse (a view costs ~0.5 us to make; a step takes up to 5): past
 this, the cache starts afresh, so a long-lived session seeing many batch sizes (each with its
 own chunk sizes and places) holds a bounded number of them."""
+
+_NONE = float("nan")
+"""An event no take or give of a replay matches (equal to no index, not < 0)."""
+_STEP = 0.5
+"""The end of a step with workspaces in a recorded run's events (see `Pool`)."""
+_NO_EVENTS = (_NONE,)
 
 __all__ = ["ALIGN", "MAX_LAYOUTS", "MAX_VIEWS", "Pool", "Scratch"]
 
@@ -155,8 +169,8 @@ class Scratch:
 class Pool:
     """Flat buffers by dtype: `take` hands one out, `give` returns it. Between `begin(key)` and
     `end()` (one run), takes follow the arena layout recorded for `key` when there is one, else
-    they are fresh arrays, recorded (a replay that left its layout takes from the best-fit
-    free lists); `step_begin(k)` / `step_end(k)`
+    they are fresh arrays, recorded (a replay that departs from the recorded run's events, see
+    `_leave`, takes the rest from the best-fit free lists); `step_begin(k)` / `step_end(k)`
     around step k bind the threads' `scratch` to the step's places in the arena (replay) or
     record what they used (recording). `allocated` counts the bytes the pool holds or has
     handed out to a recorded run; a run outside begin/end (keep_all: every buffer goes to the
@@ -174,12 +188,23 @@ class Pool:
         self._replay: list | None = None  # the layout being replayed
         self._ws_replay: dict = {}  # its workspaces
         self._next = 0  # its next take
+        # key -> the recorded run's events: [_NONE, then per take or give in order: take k
+        # as k, the give of take k as ~k, _STEP where a step with workspaces ended, _NONE for
+        # a give of none of the run's takes; _NONE past the end]. A replay checks each of its
+        # own against them (its clock counts them) and leaves the arena at the first that
+        # differs.
+        self._events: dict = {}
+        self._expect: Sequence = _NO_EVENTS  # the replayed run's
+        self._trace_events: list = [_NONE]  # while recording
+        self._ev0 = 0  # while recording: the events before the step
+        self._ws_open = False  # in a replay: the step's workspaces are bound
         self._trace: list | None = None  # while recording: [nbytes, dtype, take, give]
         self._ws_trace: list = []  # while recording: [nbytes, None, begin, end, step, scratch]
-        self._open: dict[int, list] = {}  # id(buffer) -> its trace entry
+        self._open: dict[int, tuple[list, int]] = {}  # id(buffer) -> (its trace entry, index)
         self._clock = 0
         self._t0 = 0
         self._starts: list[tuple[int, int]] = []  # while recording: (clock, step) per step
+        self._ws_starts: dict[int, int] = {}  # while recording: step -> the events before it
         # key -> (step, bytes of values, bytes of workspaces) where the recorded run's live
         # bytes peaked (benchmarks/memory_breakdown.py: what sets the arena)
         self.peaks: dict = {}
@@ -191,7 +216,12 @@ class Pool:
         self._key, self._clock, self._next, self._out = key, 0, 0, 0
         self._replay = self._layouts.get(key)
         self._ws_replay = self._workspaces.get(key, {})
-        self._trace = None if self._replay is not None else []
+        self._expect = self._events.get(key, _NO_EVENTS)
+        self._ws_open = False
+        if self._replay is None:
+            self._trace, self._trace_events, self._ws_starts = [], [_NONE], {}
+        else:
+            self._trace = None
         self._ws_trace = []
         self._open = {}
         self._starts = []
@@ -199,15 +229,21 @@ class Pool:
             s.lean = True  # recording took (room left by alignment could add a chunk's item)
 
     def step_begin(self, k: int) -> None:
-        """Step k starts: in a replay, its workspaces are bound to their places."""
+        """Step k starts: in a replay that has followed its recording so far, its workspaces
+        are bound to their places."""
         if self._trace is not None:
             self._clock += 1
             self._t0 = self._clock
             self._starts.append((self._clock, k))
+            self._ev0 = len(self._trace_events) - 1
         elif self._ws_replay:
             places = self._ws_replay.get(k)
             if places is not None:
-                for s, (off, nbytes) in zip(self.scratch, places, strict=False):
+                if self._clock != places[1]:  # (the events before it: the recorded ones)
+                    self._leave()
+                    return
+                self._ws_open = True
+                for s, (off, nbytes) in zip(self.scratch, places[0], strict=False):
                     if nbytes:
                         s.bind(self._arena, off, nbytes)
 
@@ -220,6 +256,13 @@ class Pool:
                 for i, nbytes in enumerate(used):
                     if nbytes:
                         self._ws_trace.append([nbytes, None, self._t0, self._clock, k, i])
+                self._trace_events.append(_STEP)  # (a replay's takes stay in the step)
+                self._ws_starts[k] = self._ev0
+        elif self._ws_open:
+            self._ws_open = False
+            self._clock += 1
+            if self._replay is not None and self._expect[self._clock] is not _STEP:
+                self._leave()
         spilled = False
         for s in self.scratch:  # (per step: plain attribute reads, no calls)
             spilled = spilled or s._own > 0
@@ -227,8 +270,23 @@ class Pool:
         if spilled and self._replay is not None:
             # Past its places (a size computed from values?): right, but in fresh memory; the
             # next run with this key records anew.
-            self._layouts.pop(self._key, None)
-            self._workspaces.pop(self._key, None)
+            self._forget()
+
+    def _forget(self) -> None:
+        """The layout of this run's key is dropped: the next run with it records anew."""
+        self._layouts.pop(self._key, None)
+        self._workspaces.pop(self._key, None)
+        self._events.pop(self._key, None)
+
+    def _leave(self) -> None:
+        """The replayed run differs from its recording at this event (a step's per-run decision
+        took other buffers, or gave them in another order: equal sizes would hand a value a
+        place another live one holds): no more arena places this run (the values placed so
+        far are where the recording had them, their lifetimes the recording's up to here),
+        the rest from the free lists; the next run with this key records anew."""
+        self._replay, self._trace, self._ws_replay = None, None, {}
+        self._expect, self._ws_open = _NO_EVENTS, False
+        self._forget()
 
     def end(self) -> None:
         """The run finished: a recorded run becomes a layout (and the arena grows to it)."""
@@ -242,6 +300,7 @@ class Pool:
         if len(self._layouts) >= MAX_LAYOUTS:
             self._layouts.clear()
             self._workspaces.clear()
+            self._events.clear()
         layout, size = _pack(trace + ws_trace, self._clock + 1)
         if len(self.peaks) >= MAX_LAYOUTS:
             self.peaks.clear()
@@ -253,7 +312,10 @@ class Pool:
         for (off, nbytes, _), entry in zip(layout[len(trace) :], ws_trace, strict=True):
             row = places.setdefault(entry[4], [(0, 0)] * len(self.scratch))
             row[entry[5]] = (off, nbytes)
-        self._workspaces[self._key] = places
+        self._workspaces[self._key] = {k: (row, self._ws_starts[k]) for k, row in places.items()}
+        self._events[self._key] = [*self._trace_events, _NONE]
+        self._trace_events = [_NONE]
+        self._ws_starts = {}
         self._key = None
         # The free lists' buffers and the threads' own scratch are no longer needed: replays
         # use the arena.
@@ -273,7 +335,8 @@ class Pool:
     def abort(self) -> None:
         """The run failed: record nothing."""
         self._trace = self._replay = self._key = None
-        self._ws_trace, self._ws_replay = [], {}
+        self._ws_trace, self._ws_replay, self._expect = [], {}, _NO_EVENTS
+        self._ws_open, self._trace_events, self._ws_starts = False, [_NONE], {}
         self._open = {}
         for s in self.scratch:
             s.lean = False
@@ -289,8 +352,8 @@ class Pool:
         replay = self._replay
         if replay is not None:
             k = self._next
-            entry = replay[k] if k < len(replay) else None
-            if entry is not None:
+            if self._expect[self._clock] == k:  # take k where the recorded run took it
+                entry = replay[k]
                 view = (shape, dtype)
                 if entry[3] == view:  # the arrays this take returned in the previous replay
                     self._next = k + 1
@@ -304,9 +367,7 @@ class Pool:
                     return arr, buf
             # Not the recorded run (a shape computed from values?): no more arena views this
             # run (lifetimes unknown from here on); the next run with this key records anew.
-            self._replay, self._trace, self._ws_replay = None, None, {}
-            self._layouts.pop(self._key, None)
-            self._workspaces.pop(self._key, None)
+            self._leave()
         if self._key is None:  # not a pooled run (keep_all): the caller keeps every buffer
             buf = np.empty(max(need, 1), dtype)
             return buf[:need].reshape(shape), buf
@@ -314,8 +375,9 @@ class Pool:
             buf = np.empty(max(need, 1), dtype)
             self.allocated += buf.nbytes
             entry = [need * dtype.itemsize, dtype, self._clock, None]
+            self._trace_events.append(len(self._trace))
+            self._open[id(buf)] = entry, len(self._trace)
             self._trace.append(entry)
-            self._open[id(buf)] = entry
         else:
             buf = self._take_free(need, dtype)
         return buf[:need].reshape(shape), buf
@@ -336,15 +398,23 @@ class Pool:
 
     def give(self, buf: np.ndarray) -> None:
         self._clock += 1
+        if self._replay is not None:
+            code = self._expect[self._clock]
+            if code < 0 and self._replay[~code][5] is buf:
+                return  # the take the recorded run gave here: its place is the layout's
+            self._leave()
+        elif self._trace is not None:
+            hit = self._open.pop(id(buf), None)
+            if hit is not None:  # a recorded take: only its lifetime matters (see `take`)
+                hit[0][3] = self._clock
+                self._trace_events.append(~hit[1])
+                self.allocated -= buf.nbytes
+                return
+            self._trace_events.append(_NONE)  # (none of this run's takes: never replayed)
         if buf.base is self._arena:
             return  # an arena view: its place is the layout's
         if self._key is None:
             return  # not a pooled run: dropped
-        entry = self._open.pop(id(buf), None)
-        if entry is not None:  # a recorded take: only its lifetime matters (see `take`)
-            entry[3] = self._clock
-            self.allocated -= buf.nbytes
-            return
         self._serial += 1
         free = self._free.setdefault(buf.dtype, [])
         bisect.insort(free, (buf.size, self._serial, buf))
