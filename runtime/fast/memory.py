@@ -20,11 +20,12 @@ slopes' signs, threads splitting or not), so a run with recorded shapes may take
 workspaces otherwise, with the same sizes: a replay checks each take (its place in the recorded
 sequence, size, dtype), each give (the take the recorded run gave there) and the bounds of each
 step with workspaces against the recorded run (a list index and a comparison each: LeNet@1's 20
-pool calls took 0.35 us more, 0.3% of its run). At the first difference, or a workspace past its
-place, it takes the rest from fresh memory (values from the best-fit pool): the values placed so
-far are where and as long alive as in the recording, so no value gets a place another live one
-holds (checking sizes alone, a run with the other PReLU decision wrote a pooled output over the
-values it read); the next run with those shapes is recorded again.
+pool calls took 0.35 us more, 0.3% of its run). At the first difference it takes the rest from
+fresh memory (values from the best-fit pool): the values placed so far are where and as long
+alive as in the recording, so no value gets a place another live one holds (checking sizes
+alone, a run with the other PReLU decision wrote a pooled output over the values it read); the
+next run with those shapes is recorded again. A step's workspaces past their places (threads
+inline) are arrays of their own; `SPILLS_TO_RECORD` such runs in a row record again.
 """
 
 from __future__ import annotations
@@ -52,7 +53,18 @@ _STEP = 0.5
 """The end of a step with workspaces in a recorded run's events (see `Pool`)."""
 _NO_EVENTS = (_NONE,)
 
-__all__ = ["ALIGN", "MAX_LAYOUTS", "MAX_VIEWS", "Pool", "Scratch"]
+SPILLS_TO_RECORD = 16
+"""Replayed runs in a row whose workspaces went past their places (each step's past ones in
+fresh memory) before the layout is recorded anew. A split call runs inline, every slice on
+scratch 0, while another thread's split holds the threads (two sessions running at once), so
+scratch 0 then needs more than its recorded place: recording anew after each such run made
+25 of 80 runs of two inception_bn@8 sessions in two threads record (a recording run took
+7.5 ms where a replay took 5.5), none with 16. Two sessions in two threads (in-process,
+interleaved rounds, time per run against recording after each spilling run): inception_bn@8
+0.84x, resnet20@8 0.93x, norms_acts@8 0.88x (after 2 runs: 0.93x / 0.92x, 8: 0.82-0.92x /
+0.97x, never: 0.87x / 0.85x). A session alone splits every run: none spills."""
+
+__all__ = ["ALIGN", "MAX_LAYOUTS", "MAX_VIEWS", "SPILLS_TO_RECORD", "Pool", "Scratch"]
 
 
 def _aligned(nbytes: int) -> int:
@@ -198,6 +210,8 @@ class Pool:
         self._trace_events: list = [_NONE]  # while recording
         self._ev0 = 0  # while recording: the events before the step
         self._ws_open = False  # in a replay: the step's workspaces are bound
+        self._spilled = False  # in a replay: a step's workspaces went past their places
+        self._spills: dict = {}  # key -> its replayed runs in a row that spilled
         self._trace: list | None = None  # while recording: [nbytes, dtype, take, give]
         self._ws_trace: list = []  # while recording: [nbytes, None, begin, end, step, scratch]
         self._open: dict[int, tuple[list, int]] = {}  # id(buffer) -> (its trace entry, index)
@@ -214,6 +228,7 @@ class Pool:
     def begin(self, key) -> None:
         """A run with inputs described by `key` starts."""
         self._key, self._clock, self._next, self._out = key, 0, 0, 0
+        self._spilled = False
         self._replay = self._layouts.get(key)
         self._ws_replay = self._workspaces.get(key, {})
         self._expect = self._events.get(key, _NO_EVENTS)
@@ -268,15 +283,16 @@ class Pool:
             spilled = spilled or s._own > 0
             s.reset()
         if spilled and self._replay is not None:
-            # Past its places (a size computed from values?): right, but in fresh memory; the
-            # next run with this key records anew.
-            self._forget()
+            # Past its places (threads inline, see `SPILLS_TO_RECORD`, or a size computed from
+            # values?): right, but in fresh memory
+            self._spilled = True
 
     def _forget(self) -> None:
         """The layout of this run's key is dropped: the next run with it records anew."""
         self._layouts.pop(self._key, None)
         self._workspaces.pop(self._key, None)
         self._events.pop(self._key, None)
+        self._spills.pop(self._key, None)
 
     def _leave(self) -> None:
         """The replayed run differs from its recording at this event (a step's per-run decision
@@ -295,6 +311,14 @@ class Pool:
         for s in self.scratch:
             s.lean = False
         if trace is None or self._key is None:
+            if self._spilled and self._key in self._layouts:
+                n = self._spills.get(self._key, 0) + 1
+                if n >= SPILLS_TO_RECORD:
+                    self._forget()  # the next run with this key records anew
+                else:
+                    self._spills[self._key] = n
+            elif self._spills:
+                self._spills.pop(self._key, None)  # (runs in a row)
             self._key = None
             return
         if len(self._layouts) >= MAX_LAYOUTS:

@@ -10,7 +10,9 @@ from graphnet import runtime
 from graphnet.bench import suite
 from graphnet.ir import Graph
 from graphnet.passes.manager import optimize
+from graphnet.runtime.fast import compile as fast_compile
 from graphnet.runtime.fast import memory as fast_memory
+from graphnet.runtime.fast import threads as fast_threads
 
 MODEL_RTOL, MODEL_ATOL = 1e-4, 1e-5
 """float32 plans against the reference plan: different summation orders (Winograd, BN folded
@@ -106,20 +108,71 @@ def test_workspace_views_are_arena_memory_and_pooled_runs_are_lean():
 
 
 def test_a_spilling_replay_records_again():
-    """A replayed step taking more than its region gets memory of its own (right values) and
-    the next run records anew."""
+    """A replayed step taking more than its region gets memory of its own (right values); a
+    run that does not spill in between keeps the layout, `SPILLS_TO_RECORD` spilling runs in
+    a row drop it and the next run records anew."""
     pool, scratch = _pool_with(1)
     steps = [([("a", 1024)], [4096], ["a"])]
     _run(pool, steps)
-    assert ("key",) in pool._layouts
+    layout = pool._layouts[("key",)]
     bigger = [([("a", 1024)], [8192], ["a"])]
-    (arrays,) = _run(pool, bigger)
-    assert (arrays[0] == -1).all() and arrays[0].nbytes == 8192
+    for _ in range(3):  # spilling runs, each followed by one that fits: the layout stays
+        for _ in range(fast_memory.SPILLS_TO_RECORD - 1):
+            (arrays,) = _run(pool, bigger)
+            assert (arrays[0] == -1).all() and arrays[0].nbytes == 8192
+            assert not np.shares_memory(arrays[0], pool._arena)
+        _run(pool, steps)
+        assert pool._layouts[("key",)] is layout
+    for _ in range(fast_memory.SPILLS_TO_RECORD):
+        assert ("key",) in pool._layouts
+        _run(pool, bigger)
     assert ("key",) not in pool._layouts  # dropped: the next run records
     _run(pool, bigger)
     assert ("key",) in pool._layouts
     _run(pool, bigger)
-    assert ("key",) in pool._layouts  # replayed without spilling
+    assert ("key",) in pool._layouts and not pool._spills  # replayed without spilling
+
+
+@pytest.mark.parametrize("model", ["inception_bn", "norms_acts"])
+def test_runs_alternating_split_and_inline_keep_their_layout(model):
+    """While another thread's split call holds the threads (`threads._dispatch`), a plan's
+    split calls run inline, every slice on scratch 0, past its recorded place: such runs are
+    right (fresh memory for the rest), keep the layout when they alternate with split runs
+    (two sessions in two threads re-recorded a run in three), and a session that stays inline
+    records its own layout after `SPILLS_TO_RECORD` of them."""
+    g = optimize(suite.build(model), "inference")[0]
+    name = g.inputs[0]
+    x = np.random.default_rng(3).standard_normal((8, *g.values[name].shape[1:])).astype("f4")
+    want = runtime.Session(g, plan="reference").run({name: x})
+    sess = runtime.Session(g)
+    plan = sess._fast(training=False, keep_all=False)
+    plan.parallel.workers = 2  # (splits whatever the machine: set again by each run)
+
+    def check(inline: bool) -> None:
+        if inline:
+            fast_threads._dispatch.acquire()
+        try:
+            got = sess.run({name: x})
+        finally:
+            if inline:
+                fast_threads._dispatch.release()
+        for k, v in want.items():
+            np.testing.assert_allclose(got[k], v, rtol=MODEL_RTOL, atol=MODEL_ATOL)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast_compile, "WORKERS", 2)
+        mp.setattr(fast_threads, "_skip", 0)
+        check(False)  # records, split
+        (layout,) = plan.pool._layouts.values()
+        for k in range(2 * fast_memory.SPILLS_TO_RECORD):
+            check(inline=k % 2 == 1)
+            assert plan.pool._layouts[next(iter(plan.pool._layouts))] is layout
+        spilled = bool(plan.pool._spills)  # (after an inline run)
+        for _ in range(fast_memory.SPILLS_TO_RECORD + 2):
+            check(inline=True)
+        assert spilled  # (the inline runs went past scratch 0's places)
+        (again,) = plan.pool._layouts.values()
+        assert again is not layout and not plan.pool._spills  # recorded inline
 
 
 def test_a_bound_scratch_never_takes_past_its_region():
