@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,8 @@ class Session:
             raise InputError(f"plan must be one of {PLANS}, got {plan!r}")
         if memory not in MEMORY_PLANS:
             raise InputError(f"memory must be one of {MEMORY_PLANS}, got {memory!r}")
+        if plan != "fast" and memory != "default":
+            raise InputError(f"memory={memory!r} plans the fast plan; plan={plan!r} has no plan")
         self.plan = plan
         self.memory = memory
         graph.verify()
@@ -88,7 +91,9 @@ class Session:
         self._compiled: dict[tuple[bool, bool], CompiledPlan] = {}
         self._steps: list[_Step] = []
         if plan == "fast":
-            self._fast(training=False, keep_all=False)  # compile errors surface here
+            off = self.lean_off  # (compile errors surface here)
+            if off:
+                warnings.warn(f"memory={memory!r} is off: {off}", RuntimeWarning, stacklevel=2)
             return
         last_use: dict[str, int] = {}
         for k, n in enumerate(graph.nodes):
@@ -137,6 +142,13 @@ class Session:
         return self._compiled[key]
 
     @property
+    def lean_off(self) -> str:
+        """Why `memory="lean"` could not plan its budget (the default plan runs then: a value
+        whose size is unknown at batch 1 at compile time), "" when it did or was not asked."""
+        budget = self._fast(training=False, keep_all=False).budget
+        return budget.off if budget is not None else ""
+
+    @property
     def held_bytes(self) -> int:
         """Bytes the session keeps between runs for its own use: the arena of activation
         buffers and conv workspaces, thread scratch, results of constant steps (prepared
@@ -163,6 +175,8 @@ class Session:
             for i, h in enumerate(head[:-1])
         ]
         lines = []
+        if self.plan == "fast" and self.lean_off:
+            lines.append(f"(memory={self.memory!r} is off: {self.lean_off}; the default plan)")
         for r in [head, *rows]:
             lines.append(
                 "  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]

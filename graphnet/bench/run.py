@@ -166,6 +166,7 @@ def bench_graph(
         lean_peak = traced_peak(lambda: slim.run(wanted))
         row["memory"]["lean_peak_mib"] = (mem["params"] + lean_peak) / 2**20
         row["memory"]["lean_ratio"] = (mem["params"] + lean_peak) / floor
+        row["memory"]["lean_off"] = slim.lean_off  # ("": the budget was planned)
         row["ratio_torch_lean"] = ms["ours[lean]"] / ms["pytorch"] if "pytorch" in ms else None
     return row
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import warnings
 
 import numpy as np
 
@@ -81,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
     graph = load_graph(args.model, model)
     mode = args.mode or declared_mode(model)
     feeds = read_inputs(paths)
-    outs = runtime.Session(graph, memory=args.memory).run(feeds, mode=mode, seed=args.seed)
+    with warnings.catch_warnings():  # (lean off: said below, on stdout with the rest)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        session = runtime.Session(graph, memory=args.memory)
+    outs = session.run(feeds, mode=mode, seed=args.seed)
     if mode == "train":
         # The running statistics BatchNorm updated, also when the model does not output them.
         for n in graph.nodes:
@@ -92,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
                     outs[key] = graph.params[param]
     _savez_atomic(args.output, outs)
     print(describe_mode(mode, declared_mode(model), args.mode is not None))
+    if session.lean_off:
+        print(f"memory {args.memory} is off: {session.lean_off}; the default plan ran")
     for k, v in outs.items():
         print(f"{k}: {v.dtype}{tuple(v.shape)}")
     return EXIT_OK

@@ -57,6 +57,7 @@ from graphnet.runtime.fast.conv import (
 )
 from graphnet.runtime.fast.lean import (
     LeanPlan,
+    batch_shapes,
     lean_plan,
     pooled_algorithm,
     workspace_estimate,
@@ -173,6 +174,7 @@ class CompiledPlan:
         self.memory = memory
         self.budget: LeanPlan | None = None  # the lean budget (memory="lean"): `_lean_plan`
         self.lean: LeanPlan | None = None  # ... when it changes the default plan
+        self._b1: dict[str, tuple[int, ...]] = {}  # (lean: each value's shape at batch 1)
         self.parallel = Parallel(WORKERS)
         self.pool = Pool(self.parallel.scratch)  # (places the threads' workspaces too)
         self._lock = threading.Lock()
@@ -1230,21 +1232,19 @@ class CompiledPlan:
     def _lean_plan(self, readers, outputs) -> LeanPlan:
         """The lean budget (`fast.lean`) from the algorithm the default plan would give each
         conv with a parameter weight (phasepool for one under a tiling MaxPool where it
-        applies) and its batch-1 shapes."""
+        applies) and its batch-1 shapes (`batch_shapes`: each input's leading dim is 1)."""
         g = self.graph
+        self._b1, off = batch_shapes(g, 1)
         choices = {}
         for n in g.nodes:
             w = g.params.get(n.inputs[1]) if n.op == "Conv" and len(n.inputs) > 1 else None
-            x, y = g.values.get(n.inputs[0]), g.values.get(n.outputs[0])
-            if w is None or x is None or y is None or x.shape is None or y.shape is None:
+            shapes = self._lean_shapes(n)
+            if w is None or shapes is None or len(shapes[0]) != w.ndim:
                 continue
-            attrs = ops.attrs_of(n, [x, g.values.get(n.inputs[1])])
-            if attrs.get("strides") is None or len(x.shape) != w.ndim:
+            attrs = ops.attrs_of(n, [g.values.get(n.inputs[0]), g.values.get(n.inputs[1])])
+            if attrs.get("strides") is None:
                 continue
             spec = _conv_spec(w.shape, attrs)
-            shapes = [tuple(evaluate(d, {BATCH: 1}) for d in v.shape) for v in (x, y)]
-            if any(d is None for s in shapes for d in s):
-                continue
             algo = choose(spec, shapes[1][2:])[0]
             if algo == "im2col" and not self.training:
                 nxt = self._single_reader(n.outputs[0], readers, outputs)
@@ -1256,7 +1256,13 @@ class CompiledPlan:
                 if pool:
                     algo = pooled_algorithm(spec, pool[0])
             choices[n.name] = (spec, algo, *shapes)
-        return lean_plan(g, choices)
+        return lean_plan(g, choices, self._b1, off)
+
+    def _lean_shapes(self, node: Node) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """`node`'s first input's and output's shapes at batch 1 (`batch_shapes`), None when
+        either is unknown."""
+        x, y = (self._b1.get(v) for v in (node.inputs[0], node.outputs[0]))
+        return None if x is None or y is None else (x, y)
 
     def _lean_step(self, step: ConvStep, node: Node) -> None:
         """A conv under the lean budget: its algorithm where the budget grants its prepared
@@ -1297,13 +1303,11 @@ class CompiledPlan:
             return False
         if max(spec.c_in, spec.c_out) >= TAPS_MAX_CHANNELS:
             return False
-        shapes = [self.graph.values.get(v) for v in (node.inputs[0], node.outputs[0])]
-        if any(v is None or v.shape is None for v in shapes):
+        shapes = self._lean_shapes(node)
+        if shapes is None:
             return False
-        dims = [evaluate(d, {BATCH: 1}) for v in shapes for d in v.shape[2:]]  # type: ignore[union-attr]
-        if any(d is None for d in dims):
-            return False
-        need = taps_workspace(spec, dims[:2], dims[2]) * 4  # type: ignore[arg-type]
+        dims = [*shapes[0][2:], shapes[1][2]]  # (in H, in W, out H)
+        need = taps_workspace(spec, dims[:2], dims[2]) * 4
         return self.lean is not None and need <= (self.lean.workspace or 0)
 
     def _lean_pools(self, step: Step, node: Node) -> bool:
@@ -1314,11 +1318,8 @@ class CompiledPlan:
             return True
         if node.name in self.lean.algorithms or step.algo != "im2col":
             return True
-        shapes = [self.graph.values.get(v) for v in (node.inputs[0], node.outputs[0])]
-        if any(v is None or v.shape is None for v in shapes):
-            return False
-        dims = [tuple(evaluate(d, {BATCH: 1}) for d in v.shape) for v in shapes]  # type: ignore[union-attr]
-        if any(d is None for s in dims for d in s):
+        dims = self._lean_shapes(node)
+        if dims is None:
             return False
         need = workspace_estimate("im2col", step.spec, dims[0], dims[1], 4)
         return need <= (self.lean.workspace or 0)

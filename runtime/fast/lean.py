@@ -29,27 +29,35 @@ video3d 3.02). The lean plan holds the peak under `LEAN_RATIO` x that floor at b
 - no merged 1x1 convs (their stacked weight is a copy), no Concat written in place by its
   branches (`CompiledPlan._place_concats`: its buffer lives from the first branch on).
 
-A graph whose sizes are unknown at compile time (a dimension that is neither static nor an
-expression of the batch) keeps the default plan.
+The batch is each graph input's leading dim, whatever its name ("N", "batch_size", unnamed):
+1 for the budget; the other sizes come from shape inference at batch 1 with shape arithmetic
+folded (`batch_shapes`: a Reshape to `(x.size(0), -1)` is sized). A graph with a value still
+unsized (an input's dim other than the batch unknown, a data-dependent shape) keeps the default
+plan and says so: `LeanPlan.off`, in describe(), a warning from `Session(memory="lean")`.
 
 Measured at batch 1 (see README, runtime section) against the default plan and PyTorch eager.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphnet.dims import BATCH, evaluate
-from graphnet.ir import Graph
+from graphnet import ops
+from graphnet.dims import is_static
+from graphnet.errors import GraphNetError
+from graphnet.ir import Graph, Value
 from graphnet.runtime.fast.conv import WORKSPACE_BYTES, ConvSpec, phase_pool
+from graphnet.runtime.kernels import get_kernel
 
 __all__ = [
     "LEAN_RATIO",
     "LEAN_GAIN",
     "LeanPlan",
+    "batch_shapes",
     "lean_plan",
     "pooled_algorithm",
     "static_floor",
@@ -106,6 +114,7 @@ class LeanPlan:
     workspace: int | None = None  # None: the default plan's
     weights: int = 0  # bytes of the prepared weights granted
     algorithms: dict[str, str] = field(default_factory=dict)
+    off: str = ""  # why the budget could not be planned (sizes unknown): the default plan runs
 
 
 def _itemsize(dtype: str | None) -> int:
@@ -115,18 +124,104 @@ def _itemsize(dtype: str | None) -> int:
         return 8
 
 
-def _shape(graph: Graph, name: str, batch: int) -> tuple[int, ...] | None:
-    v = graph.values.get(name)
-    if v is None or v.shape is None:
-        return None
-    dims = [evaluate(d, {BATCH: batch}) for d in v.shape]
-    return None if any(d is None for d in dims) else tuple(int(d) for d in dims)  # type: ignore[arg-type]
+Shapes = dict[str, tuple[int, ...]]
+
+FOLD_MAX = 1024
+"""`batch_shapes` evaluates a node whose inputs are all known (parameters, folded values) when
+they hold at most this many elements: shape arithmetic (Shape, Gather, Concat, ...) that feeds
+a Reshape, as `x.view(x.size(0), -1)` exports."""
 
 
-def static_floor(graph: Graph, batch: int = 1) -> tuple[int, int] | None:
+def batch_shapes(graph: Graph, batch: int = 1) -> tuple[Shapes, str]:
+    """Every value's shape when each graph input's leading dim (the batch, whatever its name,
+    or unnamed) is `batch`: shape inference over the graph in order (the graph is not changed),
+    with shape arithmetic folded (`FOLD_MAX`). Returns (name -> shape of the values sized,
+    why not every value is: "" when all are)."""
+    values: dict[str, Value] = {}
+    consts: dict[str, np.ndarray] = dict(graph.params)
+    for name, a in graph.params.items():
+        values[name] = Value(name, tuple(a.shape), str(a.dtype))
+    for name in graph.inputs:
+        v = graph.values[name]
+        if v.shape is None:
+            return {}, f"input '{name}' has no declared shape"
+        lead = v.shape[0] if v.shape and is_static(v.shape[0]) else batch
+        shape = (lead, *v.shape[1:]) if v.shape else ()
+        values[name] = Value(name, shape, v.dtype)
+    for n in graph.nodes:
+        ins = [values.get(i) if i else None for i in n.inputs]
+        try:
+            types = ops.infer(n, ins, [consts.get(i) if i else None for i in n.inputs])
+        except GraphNetError:  # (a rule that needs what is unknown here: the node stays unsized)
+            types = [(None, None)] * len(n.outputs)
+        for o, (shape, dtype) in zip(n.outputs, types, strict=False):
+            if o:
+                values[o] = Value(o, shape, dtype)
+        _fold(n, values, consts)
+    shapes: Shapes = {}
+    missing = []
+    for name, v in values.items():
+        if v.shape is not None and all(is_static(d) for d in v.shape):
+            shapes[name] = tuple(int(d) for d in v.shape)  # type: ignore[arg-type]
+        elif name not in graph.params:
+            missing.append(name)
+    why = ""
+    if missing:
+        v = values[missing[0]]
+        shape = "unknown" if v.shape is None else "(" + ", ".join(map(str, v.shape)) + ")"
+        why = (
+            f"the size of {len(missing)} value(s) is unknown at batch {batch} at compile time "
+            f"(first: '{missing[0]}', shape {shape})"
+        )
+    return shapes, why
+
+
+def _fold(n, values: dict[str, Value], consts: dict[str, np.ndarray]) -> None:
+    """Evaluate `n` into `consts` when its inputs are known and small (`batch_shapes`); a Shape
+    reads its input's static shape (a zero-stride array of it: no memory)."""
+    spec = ops.get(n.op)
+    if spec.mode_dependent or n.op == "Opaque" or not n.inputs:
+        return
+    args: list = []
+    for k, i in enumerate(n.inputs):
+        if not i:
+            args.append(None)
+        elif i in consts and consts[i].size <= FOLD_MAX:
+            args.append(consts[i])
+        elif n.op == "Shape" and k == 0 and i in values:
+            shape = values[i].shape
+            if shape is None or not all(is_static(d) for d in shape):
+                return
+            args.append(np.broadcast_to(np.zeros((), np.float32), shape))
+        else:
+            return
+    try:
+        kern = get_kernel(n.op, n.name)
+        if kern.context:
+            return
+        kw = dict(ops.attrs_for_arrays(n, args))
+        if "num_outputs" in inspect.signature(kern.fn).parameters:
+            kw["num_outputs"] = len(n.outputs)
+        result = kern.fn(*args, **kw)
+    except Exception:  # (not foldable here: the node keeps what inference gave)
+        return
+    outs = list(result) if isinstance(result, (tuple, list)) else [result]
+    for o, a in zip(n.outputs, outs, strict=False):
+        a = np.asarray(a)  # (a kernel may give a NumPy scalar)
+        if o and a.dtype != object and a.size <= FOLD_MAX:
+            consts[o] = a
+            values[o] = Value(o, tuple(a.shape), str(a.dtype))
+
+
+def static_floor(
+    graph: Graph, batch: int = 1, shapes: Shapes | None = None
+) -> tuple[int, int] | None:
     """(parameter bytes, the largest bytes of activations alive at once in graph order) at
-    `batch`, from the graph's static shapes (`bench.floor.memory_floor` on a run's shapes);
-    None when a value's size is unknown at compile time."""
+    `batch` (each input's leading dim), from the graph's shapes (`batch_shapes`, or `shapes`
+    from it; `bench.floor.memory_floor` on a run's shapes); None when a value's size is unknown
+    at compile time."""
+    if shapes is None:
+        shapes = batch_shapes(graph, batch)[0]
     params = sum(int(a.nbytes) for a in graph.params.values())
     last: dict[str, int] = {}
     for k, node in enumerate(graph.nodes):
@@ -138,7 +233,7 @@ def static_floor(graph: Graph, batch: int = 1) -> tuple[int, int] | None:
     live: dict[str, int] = {}
 
     def size(name: str) -> int | None:
-        s = _shape(graph, name, batch)
+        s = shapes.get(name)
         return None if s is None else math.prod(s) * _itemsize(graph.values[name].dtype)
 
     for i in graph.inputs:
@@ -203,14 +298,21 @@ def workspace_estimate(
     return (padded + columns + m * pixels) * itemsize
 
 
-def lean_plan(graph: Graph, choices: dict[str, tuple[ConvSpec, str, tuple, tuple]]) -> LeanPlan:
+def lean_plan(
+    graph: Graph,
+    choices: dict[str, tuple[ConvSpec, str, tuple, tuple]],
+    shapes: Shapes | None = None,
+    off: str = "",
+) -> LeanPlan:
     """The lean budget for `graph` (see the module docstring). `choices`: conv node name ->
     (spec, the algorithm the default plan picks, batch-1 input shape, batch-1 output shape)
     for the convs with parameter weights; an algorithm "phasepool" means a fused pool that
-    phasepool would run."""
-    floor = static_floor(graph, 1)
-    if floor is None:  # sizes unknown at compile time: views and the default workspace
-        return LeanPlan()
+    phasepool would run. `shapes`, `off`: `batch_shapes(graph, 1)`'s."""
+    if shapes is None:
+        shapes, off = batch_shapes(graph, 1)
+    floor = None if off else static_floor(graph, 1, shapes)
+    if floor is None:  # sizes unknown at compile time: the default plan, and it says why
+        return LeanPlan(off=off or "the memory floor is unknown at compile time")
     params, live = floor
     budget = int(LEAN_RATIO * (params + live)) - params
     room = max(0, budget - live)

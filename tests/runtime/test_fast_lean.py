@@ -155,3 +155,61 @@ def test_lean_train_mode_and_keep_all_agree_with_the_default_plan():
     out = runtime.Session(g).run(x)
     for k in out:
         np.testing.assert_allclose(every[k], out[k], rtol=1e-4, atol=1e-5)
+
+
+def test_reference_plan_with_lean_memory_is_an_input_error():
+    with pytest.raises(InputError, match="plans the fast plan"):
+        runtime.Session(_graph(CASES[0]), plan="reference", memory="lean")
+
+
+def _flattening(batch) -> Graph:
+    """A conv (32 -> 32, 3x3 at 24x24: Winograd's in the default plan) and a Reshape to
+    (x.size(0), -1) through shape arithmetic (Shape, Gather, Unsqueeze, Concat), as a
+    PyTorch export of `x.view(x.size(0), -1)`: its output's shape is (None, None)."""
+    rng = np.random.default_rng(5)
+    g = Graph("flat")
+    g.add_input("x", (batch, 32, 24, 24))
+    g.add_param("w", (rng.standard_normal((32, 32, 3, 3)) / 17).astype(np.float32))
+    y = g.add_node("Conv", ["x", "w"], {"pads": [1] * 4}, name="conv").outputs[0]
+    y = g.add_node("Relu", [y], {}, name="relu").outputs[0]
+    shape = g.add_node("Shape", [y], {}, name="shape").outputs[0]
+    g.add_param("i0", np.array(0, np.int64))
+    g.add_param("axes", np.array([0], np.int64))
+    g.add_param("rest", np.array([-1], np.int64))
+    n = g.add_node("Gather", [shape, "i0"], {"axis": 0}, name="gather").outputs[0]
+    n = g.add_node("Unsqueeze", [n, "axes"], {}, name="unsqueeze").outputs[0]
+    target = g.add_node("Concat", [n, "rest"], {"axis": 0}, name="concat").outputs[0]
+    g.mark_output(g.add_node("Reshape", [y, target], {}, name="flat").outputs[0])
+    return g
+
+
+@pytest.mark.parametrize("batch", ["N", "batch_size", None])
+def test_the_batch_is_each_inputs_leading_dim_whatever_its_name(batch):
+    g = _flattening(batch)
+    assert g.values["flat.out"].shape == (None, None)  # (sized by folding the shape arithmetic)
+    # (the peak: at the Reshape, its input, its output and the target shape of 2 int64s)
+    assert static_floor(g, 1) == (32 * 32 * 9 * 4 + 3 * 8, 2 * 32 * 24 * 24 * 4 + 2 * 8)
+    lean = runtime.Session(g, memory="lean")
+    plan = lean._fast(training=False, keep_all=False)
+    assert lean.lean_off == "" and plan.lean is not None
+    conv = next(s for s in plan.steps if isinstance(s, ConvStep))
+    assert conv.algo in ("im2col", "tapgemm") and conv.workspace == plan.lean.workspace
+    x = np.random.default_rng(2).standard_normal((3, 32, 24, 24)).astype(np.float32)
+    want = runtime.Session(g, plan="reference").run({"x": x})["flat.out"]
+    # sums of 288 unit-scale products (weights ~ 1/17): float32 rounding far under 3e-5
+    np.testing.assert_allclose(lean.run({"x": x})["flat.out"], want, rtol=1e-5, atol=3e-5)
+
+
+def test_lean_off_is_said_not_silent():
+    g = _graph(CASES[0])
+    g.values["x"].shape = ("N", 3, "H", "W")  # (a height and width unknown at compile time)
+    g.infer_shapes()
+    with pytest.warns(RuntimeWarning, match="memory='lean' is off: the size of"):
+        lean = runtime.Session(g, memory="lean")
+    assert "(first: 'x', shape (1, 3, H, W))" in lean.lean_off
+    assert lean.describe().startswith("(memory='lean' is off: ")
+    x = np.random.default_rng(0).standard_normal((1, 3, 40, 37)).astype(np.float32)
+    want = runtime.Session(g, plan="reference").run({"x": x})
+    got = lean.run({"x": x})  # (the default plan)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=3e-5)
