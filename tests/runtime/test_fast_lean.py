@@ -36,8 +36,22 @@ CASES = [
     ((24, 18, 18), (32, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1), 1), None, False),  # 1x3
     ((4, 36, 30), (6, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1), (2, 2), False),  # phasepool's
     ((16, 32, 30), (24, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1), (2, 3), False),
-    ((12, 21, 19), (20, (3, 5), (1, 1), (2, 1, 0, 3), (2, 1), 1), None, False),  # tapgemm
+    ((12, 21, 19), (20, (3, 5), (1, 1), (2, 1, 0, 3), (2, 1), 1), None, False),  # colstack's
     ((20, 17, 23), (16, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1), None, False),  # colstack's
+    ((3, 10, 10), (4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1), (2, 2), False),  # phasepool's
+]
+
+# What a case runs under the lean plan at a ballast (CASES index, ballast bytes, the conv's
+# algorithm, the pool fused into it, the lean plan on: else the default plan fits the budget)
+CLAIMS = [
+    (0, 0, "im2col", False, True),  # in slabs (test_lean_im2col_runs_in_slabs...)
+    (1, 1 << 20, "tapgemm", False, True),  # colstack's weight not within the budget
+    (2, 1 << 20, "tapgemm", False, True),  # Winograd's
+    (2, 0, "im2col", False, True),  # (the taps' workspace not within the budget either)
+    (8, 512 << 10, "tapgemm", False, True),  # dilated, uneven pads
+    (9, 1 << 20, "tapgemm", False, True),  # 5x5
+    (6, 1 << 20, "phasepool-2x2", True, False),  # the default plan fits: its fused pool
+    (10, 0, "im2col", True, True),  # phasepool's weight not within; an image's columns fit
 ]
 
 
@@ -90,6 +104,15 @@ def test_lean_plan_agrees_with_the_reference_plan(case, batch, ballast):
     if conv.algo in ("im2col", "pointwise", "tapgemm"):  # the parameter's view multiplied
         prepared = [hit[3] for hit in conv._prepared.values()]
         assert prepared and all(np.shares_memory(wp, g.params["w"]) for wp in prepared)
+
+
+@pytest.mark.parametrize("claim", CLAIMS, ids=lambda c: f"case{c[0]}-{c[1] >> 10}K-{c[2]}")
+def test_each_case_runs_the_algorithm_it_claims(claim):
+    index, ballast, algo, pooled, on = claim
+    g = _graph(CASES[index], ballast)
+    plan = runtime.Session(g, memory="lean")._fast(training=False, keep_all=False)
+    conv = next(s for s in plan.steps if isinstance(s, ConvStep))
+    assert (conv.algo, "pool" in conv.fused, plan.lean is not None) == (algo, pooled, on)
 
 
 def test_lean_im2col_runs_in_slabs_within_its_workspace():
