@@ -59,6 +59,7 @@ from graphnet.runtime.fast.lean import (
     LeanPlan,
     batch_shapes,
     lean_plan,
+    pool_workspace,
     pooled_algorithm,
     workspace_estimate,
 )
@@ -1256,7 +1257,12 @@ class CompiledPlan:
                 if pool:
                     algo = pooled_algorithm(spec, pool[0])
             choices[n.name] = (spec, algo, *shapes)
-        return lean_plan(g, choices, self._b1, off)
+        pools = [  # (a MaxPool's workspace in the default plan: see MaxPoolStep.__call__)
+            pool_workspace(self._b1[n.inputs[0]], 4)
+            for n in g.nodes
+            if n.op == "MaxPool" and n.inputs[0] in self._b1
+        ]
+        return lean_plan(g, choices, self._b1, off, pools)
 
     def _lean_shapes(self, node: Node) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """`node`'s first input's and output's shapes at batch 1 (`batch_shapes`), None when

@@ -57,6 +57,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from math import ceil, prod
 
 import numpy as np
@@ -983,7 +984,25 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None, workspace=
     # share out the slabs instead, each with its own scratch, and the budget is split between
     # them (see `_im2col_slabs`).
     slab = 0
-    if k >= 2 and per_item * x.itemsize > budget:
+    # (the lean plan's exact columns: slabs that pad only their own input rows, in 1-D too)
+    lean_rows = workspace is not None and not wide and not epi.pool
+    if lean_rows and per_item * x.itemsize > budget:
+        threads = 1 if split is None else max(1, getattr(split, "workers", 1))
+        room = budget // threads // x.itemsize
+        slab = lean_slab_rows(spec, x.shape[2:], outs, room, augmented)
+        # Slabs beside the image's padded copy where that takes no more slabs (fewer NumPy
+        # calls a slab: norms_acts@1 took 1.13x the time with every slab padding its rows)
+        per_row = (per_item - pad_size + spec.c_out * p) // outs[0]
+        whole = (room - pad_size) // per_row
+        if whole >= 1 and -(-outs[0] // whole) <= -(-outs[0] // slab):
+            slab = whole
+        elif slab < outs[0]:
+            for n0 in range(lo, hi):
+                rows_of = partial(_padded_rows, spec, x, n0, outs)
+                _im2col_slabs(spec, rows_of, outs, wp, out, epi, scratch, n0, slab, split)
+            return
+        slab = 0 if slab >= outs[0] else slab
+    elif k >= 2 and per_item * x.itemsize > budget:
         threads = 1 if split is None else max(1, getattr(split, "workers", 1))
         per_row = (per_item - pad_size + (0 if wide else spec.c_out * p)) // outs[0]
         slab = max(1, (budget // threads // x.itemsize - pad_size) // per_row)
@@ -1034,7 +1053,8 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None, workspace=
             cols_shape = (nb, g, c // g, *ks, *outs)
         if slab:
             dims = cols_shape[3 + k :]
-            _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split)
+            rows_of = partial(_window_rows, windows)
+            _im2col_slabs(spec, rows_of, dims, wp, out, epi, scratch, n0, slab, split)
             continue
         cols2 = scratch.take(1, nb * cols_size, x.dtype).reshape(nb, g, rows, p)
         if augmented and n0 == lo:  # (later chunks take the same memory)
@@ -1121,9 +1141,50 @@ def _taps(spec, x, w, out, epi, scratch, lo, hi, workspace=None) -> None:
         _crop(valid, out[n0:n1], epi, n0, n1, False)
 
 
-def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split=None) -> None:
+def lean_slab_rows(
+    spec: ConvSpec, in_sizes: Sequence[int], outs: Sequence[int], room: int, bias_row: bool
+) -> int:
+    """Output rows (first spatial axis) per slab of `_padded_rows`' slabs in `room` elements
+    (at least 1: one row past the room runs anyway): a slab of r rows takes its columns and
+    GEMM output, r x (depth + C_out) x the row's pixels, and the padded input rows its
+    windows read, C x ((r - 1) x stride + the kernel's span) x the padded row's size."""
+    k = len(outs)
+    q = prod(outs[1:])
+    rest = prod(in_sizes[i] + spec.pads[i] + spec.pads[k + i] for i in range(1, k))
+    span = (spec.kernel[0] - 1) * spec.dilations[0] + 1
+    s0 = spec.strides[0]
+    depth = (spec.c_in // spec.group) * prod(spec.kernel) + bias_row  # (the bias column's)
+    per_row = spec.group * depth * q + spec.c_out * q + spec.c_in * s0 * rest
+    return max(1, (room - spec.c_in * (span - s0) * rest) // per_row)
+
+
+def _window_rows(windows, r0, r1, scratch) -> np.ndarray:
+    """Output rows [r0, r1) of a whole image's window view (`_im2col_slabs`)."""
+    return windows[:, :, r0:r1]
+
+
+def _padded_rows(spec, x, n0, outs, r0, r1, scratch) -> np.ndarray:
+    """The window view (1, C, r1 - r0, *outs[1:], *kernel) of output rows [r0, r1) of image
+    n0 over a padded copy of only the input rows they read (scratch 0), for the lean plan's
+    slabs: no padded copy of the whole image beside its slabs' columns."""
+    k = len(outs)
+    s0, pt = spec.strides[0], spec.pads[0]
+    first = r0 * s0 - pt
+    end = (r1 - 1) * s0 + (spec.kernel[0] - 1) * spec.dilations[0] - pt + 1
+    lo_r, hi_r = min(max(first, 0), x.shape[2]), max(min(end, x.shape[2]), 0)
+    lo_r = min(lo_r, hi_r)
+    pads = (lo_r - first, *spec.pads[1:k], end - hi_r, *spec.pads[k + 1 :])
+    rest = prod(x.shape[3 + i] + spec.pads[1 + i] + spec.pads[k + 1 + i] for i in range(k - 1))
+    buf = scratch.take(0, x.shape[1] * (end - first) * rest, x.dtype)
+    xp = padded(x[n0 : n0 + 1, :, lo_r:hi_r], pads, (0,) * k, buf)
+    return strided_windows(xp, spec.kernel, spec.strides, spec.dilations, (r1 - r0, *outs[1:]))
+
+
+def _im2col_slabs(spec, rows_of, dims, wp, out, epi, scratch, n0, slab, split=None) -> None:
     """`_im2col` for the one image n0, `slab` output rows (first spatial axis) at a time:
-    `windows` (1, C, *dims, *kernel) is its window view (`dims` the output's, wide or exact),
+    `rows_of(r0, r1, scratch)` is the window view (1, C, r1 - r0, *dims[1:], *kernel) of
+    output rows [r0, r1) (`dims` the output's, wide or exact: `_window_rows` of the image's,
+    or `_padded_rows`),
     each slab's columns and GEMM output are workspaces, copied out into its rows of `out`; the
     epilogue runs once over the image after the last slab. With `split` (a `threads.Parallel`)
     the threads take contiguous runs of the slabs, each in its own scratch, each slab's GEMM
@@ -1148,7 +1209,7 @@ def _im2col_slabs(spec, windows, dims, wp, out, epi, scratch, n0, slab, split=No
             if augmented:
                 cols2[:, :, kg] = 1  # the row of ones the bias column multiplies
             cols = cols2[:, :, :kg].reshape((1, g, c // g, *ks, r1 - r0, *dims[1:]))
-            v = windows[:, :, r0:r1].reshape((1, g, c // g, r1 - r0, *dims[1:], *ks))
+            v = rows_of(r0, r1, scratch).reshape((1, g, c // g, r1 - r0, *dims[1:], *ks))
             np.copyto(cols, v.transpose(perm))
             yw = scratch.take(2, spec.c_out * sp, out.dtype)
             blocked_matmul(wp, cols2, yw.reshape(1, g, -1, sp))

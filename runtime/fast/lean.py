@@ -51,6 +51,7 @@ from graphnet.dims import is_static
 from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Value
 from graphnet.runtime.fast.conv import WORKSPACE_BYTES, ConvSpec, phase_pool
+from graphnet.runtime.fast.steps.pool import POOL_CHUNK_BYTES
 from graphnet.runtime.kernels import get_kernel
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "LeanPlan",
     "batch_shapes",
     "lean_plan",
+    "pool_workspace",
     "pooled_algorithm",
     "static_floor",
     "workspace_estimate",
@@ -303,11 +305,15 @@ def lean_plan(
     choices: dict[str, tuple[ConvSpec, str, tuple, tuple]],
     shapes: Shapes | None = None,
     off: str = "",
+    pools: list[int] | None = None,
 ) -> LeanPlan:
     """The lean budget for `graph` (see the module docstring). `choices`: conv node name ->
     (spec, the algorithm the default plan picks, batch-1 input shape, batch-1 output shape)
     for the convs with parameter weights; an algorithm "phasepool" means a fused pool that
-    phasepool would run. `shapes`, `off`: `batch_shapes(graph, 1)`'s."""
+    phasepool would run. `shapes`, `off`: `batch_shapes(graph, 1)`'s; `pools`: the default
+    plan's workspace bytes of each MaxPool (`pool_workspace`): a graph whose pools' workspaces
+    pass the budget gets the lean workspace for them too (a lone 16x64x64 pool: 1.82x the floor
+    with its default chunks)."""
     if shapes is None:
         shapes, off = batch_shapes(graph, 1)
     floor = None if off else static_floor(graph, 1, shapes)
@@ -333,6 +339,7 @@ def lean_plan(
     # weights take what the budget leaves beside both. The default plan when all of them fit
     # beside the default workspaces (LeNet: its 20 KiB of prepared weights).
     every = [ws for _, _, ws, _, _ in ranked] + [min(WORKSPACE_BYTES, w) for w in im2col_ws]
+    every += pools or []
     loose = int(DEFAULT_RATIO * (params + live)) - params - live
     if sum(r[1] for r in ranked) + max(every, default=0) <= loose:
         plan.algorithms = {name: algo for _, _, _, name, algo in ranked}
@@ -350,6 +357,13 @@ def lean_plan(
     spare = int(LEAN_WORKSPACE_SHARE * (room - plan.weights))
     plan.workspace = max(LEAN_MIN_WORKSPACE, min(WORKSPACE_BYTES, spare))
     return plan
+
+
+def pool_workspace(in_shape: tuple[int, ...], itemsize: int) -> int:
+    """An estimate (from above) of a MaxPool's workspace in the default plan at batch 1: its
+    tiling chunks' two planes (m, m2: `POOL_CHUNK_BYTES` / 4 of input a chunk), at most two
+    copies of the input."""
+    return 2 * min(math.prod(in_shape) * itemsize, POOL_CHUNK_BYTES // 4)
 
 
 def pooled_algorithm(spec: ConvSpec, pool: tuple) -> str:

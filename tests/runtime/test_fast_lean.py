@@ -22,7 +22,9 @@ from graphnet.bench.floor import memory_floor
 from graphnet.errors import InputError
 from graphnet.ir import Graph
 from graphnet.passes.manager import optimize
-from graphnet.runtime.fast.lean import static_floor
+from graphnet.runtime.fast import conv as fast_conv
+from graphnet.runtime.fast import lean as fast_lean
+from graphnet.runtime.fast.lean import LEAN_RATIO, static_floor
 from graphnet.runtime.fast.steps import ConvStep
 from graphnet.runtime.feeds import random_inputs
 
@@ -236,3 +238,98 @@ def test_lean_off_is_said_not_silent():
     got = lean.run({"x": x})  # (the default plan)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=3e-5)
+
+
+def _lone(c: int, sizes: tuple, m: int, k: int) -> Graph:
+    """x (N, c, *sizes) -> Conv m x c x k^d ("same" pads) -> ReLU; m = 0: a 2x2 MaxPool alone."""
+    rng = np.random.default_rng(c + m + k)
+    g = Graph("lone")
+    g.add_input("x", ("N", c, *sizes))
+    if not m:
+        pool = {"kernel_shape": [2, 2], "strides": [2, 2]}
+        g.mark_output(g.add_node("MaxPool", ["x"], pool, name="pool").outputs[0])
+        return g
+    fan = c * k ** len(sizes)
+    g.add_param("w", (rng.standard_normal((m, c, *[k] * len(sizes))) / fan**0.5).astype(np.float32))
+    y = g.add_node("Conv", ["x", "w"], {"pads": [k // 2] * 2 * len(sizes)}, name="conv").outputs[0]
+    g.mark_output(g.add_node("Relu", [y], {}, name="relu").outputs[0])
+    return g
+
+
+@pytest.mark.parametrize(
+    "shape, bound",
+    [
+        ((32, (4096,), 32, 9), LEAN_RATIO),  # 1-D: slabs of the length (5.36x without)
+        ((64, (32, 32), 64, 3), LEAN_RATIO),  # the image's padded copy alone passed the room
+        ((128, (32, 32), 128, 3), LEAN_RATIO),
+        ((256, (16, 16), 256, 3), LEAN_RATIO),
+        ((32, (64, 64), 32, 5), LEAN_RATIO),
+        ((16, (64, 64), 0, 0), LEAN_RATIO),  # no conv: the pool's chunks (1.82x without)
+        # One output row's columns (64 x 25 x 32 values, 200 KiB) pass the 171 KiB workspace:
+        # a slab is a row at least (the bound's one exception: it would take column slabs)
+        ((64, (32, 32), 64, 5), 1.3),
+    ],
+    ids=lambda v: str(v),
+)
+def test_lean_peak_holds_the_budget_outside_the_suite(shape, bound):
+    c, sizes, m, k = shape
+    g = _lone(c, sizes, m, k)
+    x = np.random.default_rng(0).standard_normal((1, c, *sizes)).astype(np.float32)
+    runtime.Session(g, memory="lean").run({"x": x})  # (first calls' lazy imports)
+    lean = runtime.Session(g, memory="lean")
+    peak = traced_peak(lambda: lean.run({"x": x}))
+    floor = static_floor(g, 1)
+    assert floor is not None and lean._fast(training=False, keep_all=False).lean is not None
+    params, live = floor
+    assert (params + peak) / (params + live) <= bound
+    for batch in (1, 3):  # (and the slabs agree with the plain kernels)
+        xb = np.random.default_rng(batch).standard_normal((batch, c, *sizes)).astype(np.float32)
+        want = runtime.Session(g, plan="reference").run({"x": xb})
+        got = lean.run({"x": xb})
+        for name in want:  # sums of up to 1600 unit-scale products (weights / sqrt(fan-in))
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-4)
+
+
+def _conv1d(c, length, m, k, stride, pads, dilation, group) -> Graph:
+    rng = np.random.default_rng(c + length + m)
+    g = Graph("conv1d")
+    g.add_input("x", ("N", c, length))
+    fan = c // group * k
+    g.add_param("w", (rng.standard_normal((m, c // group, k)) / fan**0.5).astype(np.float32))
+    g.add_param("b", rng.standard_normal(m).astype(np.float32))
+    attrs = {"strides": [stride], "pads": list(pads), "dilations": [dilation], "group": group}
+    y = g.add_node("Conv", ["x", "w", "b"], attrs, name="conv").outputs[0]
+    g.mark_output(g.add_node("Relu", [y], {}, name="relu").outputs[0])
+    return g
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda case=case: _graph(case) for case in CASES[:6] + CASES[7:10]]
+    + [
+        lambda: _conv1d(5, 301, 7, 5, 1, (2, 2), 1, 1),
+        lambda: _conv1d(6, 257, 9, 3, 2, (0, 3), 3, 3),  # strided, dilated, uneven, grouped
+        lambda: _conv1d(4, 97, 4, 7, 3, (5, 1), 1, 2),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_lean_slabs_pad_only_their_rows_and_agree(make, batch, monkeypatch):
+    """The lean workspace made tiny (LEAN_MIN_WORKSPACE): im2col runs slabs of output rows
+    that each pad only the input rows their windows read (`conv._padded_rows`), down to one
+    row a slab; odd strides, dilations, uneven pads, groups, 1-D and 2-D; batch 3 too (each
+    image's slabs, or wide rows)."""
+    monkeypatch.setattr(fast_lean, "LEAN_MIN_WORKSPACE", 256)
+    calls = []
+    real = fast_conv._padded_rows
+    monkeypatch.setattr(fast_conv, "_padded_rows", lambda *a: calls.append(a[-3:-1]) or real(*a))
+    g = make()
+    lean = runtime.Session(g, memory="lean")
+    x = np.random.default_rng(batch).standard_normal((batch, *g.values["x"].shape[1:]))
+    x = x.astype(np.float32)
+    want = runtime.Session(g, plan="reference").run({"x": x})
+    for _ in range(2):  # (and a replay of the recorded arena)
+        got = lean.run({"x": x})
+        for name in want:  # (as test_lean_plan_agrees_with_the_reference_plan)
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=3e-5)
+    if batch == 1:  # (at batch 3 most 2-D cases take wide rows: the image's padded copy)
+        assert calls and min(r1 - r0 for r0, r1 in calls) >= 1

@@ -75,8 +75,9 @@ class MaxPoolStep(Step):
     pads: tuple = ()
     dilations: tuple = ()
     ceil_mode: int = 0
-    # the lean plan's (fast.lean) workspace budget in bytes for an inline tiling or pairwise
-    # pool's chunks (None: POOL_CHUNK_BYTES // 4, PAIRWISE_INLINE_CHUNK_BYTES)
+    # the lean plan's (fast.lean) workspace budget in bytes for a tiling or pairwise pool's
+    # chunks, inline or each thread's (None: POOL_CHUNK_BYTES // 4 inline, POOL_CHUNK_BYTES a
+    # thread; PAIRWISE_INLINE_CHUNK_BYTES)
     workspace: int | None = None
     _shapes: dict = field(default_factory=dict)
 
@@ -399,7 +400,7 @@ class MaxPoolStep(Step):
                 run.parallel(
                     x.shape[0],
                     lambda lo, hi, sc: self._tiled_part(
-                        x[lo:hi], y[lo:hi], tiled, sc, POOL_CHUNK_BYTES
+                        x[lo:hi], y[lo:hi], tiled, sc, self.workspace or POOL_CHUNK_BYTES
                     ),
                     SPLIT_MIN_FLOPS,
                 )
@@ -414,7 +415,7 @@ class MaxPoolStep(Step):
                 run.parallel(
                     x.shape[0],
                     lambda lo, hi, sc: self._pairwise_part(
-                        x[lo:hi], y[lo:hi], sc, POOL_CHUNK_BYTES
+                        x[lo:hi], y[lo:hi], sc, self.workspace or POOL_CHUNK_BYTES
                     ),
                     SPLIT_MIN_FLOPS,
                 )
