@@ -838,13 +838,7 @@ class CompiledPlan:
                 fused.add(nxt.name)
                 value = nxt.outputs[0]
                 nxt = self._single_reader(value, readers, outputs)
-        act: tuple = ()
-        if nxt is not None and nxt.op == "Relu":
-            act = ("relu",)
-        elif nxt is not None and nxt.op == "LeakyRelu":
-            alpha = float(ops.attrs_of(nxt, [])["alpha"])
-            if 0.0 <= alpha <= 1.0:
-                act = ("leaky", alpha)
+        act = self._fused_activation(nxt)
         if act:
             step.activation = act
             step.fused.append(nxt.name)
@@ -878,6 +872,18 @@ class CompiledPlan:
                         "a few output channels under a tiling MaxPool: its phases in the GEMM"
                     )
         step.outputs = [self._slot(value)]
+
+    @staticmethod
+    def _fused_activation(nxt: Node | None) -> tuple:
+        """The activation a conv / Gemm epilogue takes from `nxt` (its output's single reader):
+        ("relu",), ("leaky", alpha) for 0 <= alpha <= 1, else ()."""
+        if nxt is not None and nxt.op == "Relu":
+            return ("relu",)
+        if nxt is not None and nxt.op == "LeakyRelu":
+            alpha = float(ops.attrs_of(nxt, [])["alpha"])
+            if 0.0 <= alpha <= 1.0:
+                return ("leaky", alpha)
+        return ()
 
     def _shortcut_first(self, step, node, add, other, readers, order) -> str | None:
         """The name of the conv computing `other` when the residual Add `add` after conv `node`
@@ -1248,9 +1254,11 @@ class CompiledPlan:
             spec = _conv_spec(w.shape, attrs)
             algo = choose(spec, shapes[1][2:])[0]
             if algo == "im2col" and not self.training:
+                # (as `_fuse`: a residual Add after the conv keeps the pool apart)
                 nxt = self._single_reader(n.outputs[0], readers, outputs)
                 value = n.outputs[0]
-                if nxt is not None and nxt.op in ("Relu", "LeakyRelu"):
+                if self._fused_activation(nxt):
+                    assert nxt is not None
                     value = nxt.outputs[0]
                     nxt = self._single_reader(value, readers, outputs)
                 pool = self._tiling_pool(value, nxt)

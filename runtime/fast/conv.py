@@ -915,8 +915,9 @@ each conv): 0.95-0.96x in 1.59 MiB."""
 
 
 LEAN_SLAB_MIN_COLUMNS = 64
-"""... and from this many under the lean plan's workspace budget (`lean`; a slab of the budget's
-size may have fewer columns than SLAB_MIN_COLUMNS: slower GEMMs, less memory)."""
+"""... and from this many under the lean plan's workspace budget on wide rows (`lean`; 3-D
+convs: a slab of the budget's size may have fewer columns than SLAB_MIN_COLUMNS: slower GEMMs,
+less memory). Exact columns under the lean budget take `lean_slab_rows` (at least a row)."""
 
 
 def wide_rows(spec: ConvSpec, padded_width: int, out_width: int, images: int) -> bool:

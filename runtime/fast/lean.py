@@ -21,9 +21,12 @@ video3d 3.02). The lean plan holds the peak under `LEAN_RATIO` x that floor at b
   multiply-adds at batch 1 x LEAN_GAIN, the share of im2col's time its algorithm saves, over
   its prepared weight's bytes), greedily while the weights and the largest workspace of the
   granted convs (at least LEAN_RESERVE of the room) fit the room;
-- im2col's workspace budget (`ConvStep.workspace`, an inline MaxPool's chunks too) is
-  LEAN_WORKSPACE_SHARE of what the granted weights leave: an image's columns past it run in
-  slabs of output rows (`conv._im2col`, from LEAN_SLAB_MIN_COLUMNS columns);
+- im2col's workspace budget (`ConvStep.workspace`, a MaxPool's chunks too, inline or each
+  thread's) is LEAN_WORKSPACE_SHARE of what the granted weights leave: an image's columns past
+  it run in slabs of output rows (`conv._im2col`; exact columns, 1-D too: `conv.lean_slab_rows`
+  rows a slab, at least one, each slab padding only the input rows it reads where the image's
+  padded copy would take more slabs; wide rows, 3-D: from LEAN_SLAB_MIN_COLUMNS columns);
+- MaxPools' default workspaces (`pool_workspace`) count in whether the default plan fits;
 - a MaxPool tiling an im2col conv's output is fused only when an image's columns fit the
   workspace (the fused pool takes the whole image's GEMM output: no slabs);
 - no merged 1x1 convs (their stacked weight is a copy), no Concat written in place by its

@@ -333,3 +333,28 @@ def test_lean_slabs_pad_only_their_rows_and_agree(make, batch, monkeypatch):
             np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=3e-5)
     if batch == 1:  # (at batch 3 most 2-D cases take wide rows: the image's padded copy)
         assert calls and min(r1 - r0 for r0, r1 in calls) >= 1
+
+
+@pytest.mark.parametrize("act, pooled", [("Relu", True), ("LeakyRelu", False), ("Add", False)])
+def test_the_budget_sees_the_pool_fusion_the_plan_makes(act, pooled):
+    """The budget ranks a conv under a tiling MaxPool as phasepool only where `_fuse` would
+    fuse the pool: through a Relu, not a LeakyRelu of alpha 2 (not fused) nor a residual Add
+    (the rough check before took both for phasepool: a prepared weight counted for nothing)."""
+    rng = np.random.default_rng(0)
+    g = Graph("act")
+    g.add_input("x", (None, 4, 24, 24))
+    g.add_param("ballast", np.zeros(1 << 18, np.float32))  # (the default plan fits: ranked)
+    g.add_param("w", (rng.standard_normal((4, 4, 5, 5)) / 10).astype(np.float32))
+    y = g.add_node("Conv", ["x", "w"], {"pads": [2] * 4}, name="conv").outputs[0]
+    inputs = [y, "x"] if act == "Add" else [y]
+    attrs = {"alpha": 2.0} if act == "LeakyRelu" else {}
+    y = g.add_node(act, inputs, attrs, name="act").outputs[0]
+    pool = {"kernel_shape": [2, 2], "strides": [2, 2]}
+    g.mark_output(g.add_node("MaxPool", [y], pool, name="pool").outputs[0])
+    lean = runtime.Session(g, memory="lean")
+    plan = lean._fast(training=False, keep_all=False)
+    assert plan.budget is not None
+    assert plan.budget.algorithms.get("conv", "").startswith("phasepool") == pooled
+    x = rng.standard_normal((2, 4, 24, 24)).astype(np.float32)
+    want = runtime.Session(g, plan="reference").run({"x": x})["pool.out"]
+    np.testing.assert_allclose(lean.run({"x": x})["pool.out"], want, rtol=1e-5, atol=3e-5)
