@@ -28,6 +28,11 @@ __all__ = ["HELP", "add_arguments", "run"]
 HELP = "run a model on the NumPy runtime"
 
 
+MEMORY_CHOICES = ("default", "lean")
+"""`--memory`'s choices: the runtime's MEMORY_PLANS (not imported here: the CLI imports the
+runtime only when a command runs; tests/cli/test_commands.py checks they agree)."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the ONNX model to run (never modified)")
     p.add_argument(
@@ -57,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--memory",
-        choices=("default", "lean"),
+        choices=MEMORY_CHOICES,
         default="default",
         help="lean: run under a memory budget (weights as views of the parameters where a "
         "prepared copy does not fit, smaller workspaces; slower)",

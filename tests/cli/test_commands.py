@@ -427,3 +427,33 @@ def test_python_dash_m_entry_point(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "Gemm" in proc.stdout
+
+
+def test_run_memory_choices_are_the_runtimes():
+    import argparse
+
+    from graphnet.cli.run import add_arguments
+    from graphnet.runtime.fast.compile import MEMORY_PLANS
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    action = next(a for a in p._actions if a.dest == "memory")
+    assert tuple(action.choices) == MEMORY_PLANS
+
+
+def test_run_memory_lean_says_when_it_is_off(tmp_path, capsys):
+    path = small_onnx_model(tmp_path / "m.onnx")
+    model = onnx.load(path)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"  # (sizes unknown at compile time)
+    onnx.save(model, path)
+    x = np.random.default_rng(3).standard_normal((1, 3, 9, 7)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = str(tmp_path / "out.npz")
+    code, text, err = _run(
+        ["run", path, "-i", f"x={tmp_path / 'x.npy'}", "-o", out, "--memory", "lean"], capsys
+    )
+    assert code == 0, err
+    assert "memory lean is off: the size of" in text and "the default plan ran" in text
+    got = np.load(out)["y"]
+    np.testing.assert_allclose(got, ort_run(onnx.load(path), {"x": x})["y"], rtol=1e-4, atol=1e-5)
