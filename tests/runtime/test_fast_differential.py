@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from graphnet import runtime
 from graphnet.ir import Graph
 from graphnet.runtime.fast import conv as fast_conv
+from graphnet.runtime.fast import lean as fast_lean
 from graphnet.runtime.fast import threads as fast_threads
 from graphnet.runtime.fast.steps import ConvStep
 from graphnet.runtime.fast.steps import base as fast_base
@@ -239,17 +240,21 @@ def _force_every_path(m: pytest.MonkeyPatch) -> None:
     m.setattr(fast_conv, "WINOGRAD_CHUNK_COLUMNS", 2)
 
 
-@pytest.mark.parametrize("variant", ["as-planned", "every-path", "lean"])
+@pytest.mark.parametrize("variant", ["as-planned", "every-path", "lean", "lean-slabs"])
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
 @example(seed=132)  # a Transpose (a view of a pooled value) read after its buffer was reused
 def test_fast_plan_matches_the_reference_plan_on_random_graphs(variant, seed):
     """`lean`: the plan under its memory budget (`Session(memory="lean")`): views of the
-    weights, tap GEMMs, im2col slabs where the small graphs' workspaces exceed it."""
+    weights, tap GEMMs, im2col slabs where the small graphs' workspaces exceed it;
+    `lean-slabs`: its workspace budget made tiny, so im2col runs slabs of a row or a few, each
+    padding its own input rows (`conv._padded_rows`), pools in small chunks."""
     with pytest.MonkeyPatch.context() as m:
         if variant == "every-path":
             _force_every_path(m)
-        _differential(seed, memory="lean" if variant == "lean" else "default")
+        if variant == "lean-slabs":
+            m.setattr(fast_lean, "LEAN_MIN_WORKSPACE", 256)
+        _differential(seed, memory="lean" if variant.startswith("lean") else "default")
 
 
 def test_the_lean_variant_plans_lean_steps():
