@@ -998,9 +998,10 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None, workspace=
         if whole >= 1 and -(-outs[0] // whole) <= -(-outs[0] // slab):
             slab = whole
         elif slab < outs[0]:
+            chunk = 0 if augmented or slab > 1 else lean_depth_chunk(spec, x.shape[2:], outs, room)
             for n0 in range(lo, hi):
                 rows_of = partial(_padded_rows, spec, x, n0, outs)
-                _im2col_slabs(spec, rows_of, outs, wp, out, epi, scratch, n0, slab, split)
+                _im2col_slabs(spec, rows_of, outs, wp, out, epi, scratch, n0, slab, split, chunk)
             return
         slab = 0 if slab >= outs[0] else slab
     elif k >= 2 and per_item * x.itemsize > budget:
@@ -1159,6 +1160,23 @@ def lean_slab_rows(
     return max(1, (room - spec.c_in * (span - s0) * rest) // per_row)
 
 
+def lean_depth_chunk(
+    spec: ConvSpec, in_sizes: Sequence[int], outs: Sequence[int], room: int
+) -> int:
+    """Input channels per GEMM of a one-row slab whose whole depth of columns passes `room`
+    elements (`_im2col_slabs`' depth chunks: the GEMM's products over channel chunks, summed),
+    0 when the row fits whole or the conv is grouped. A chunk takes its columns, the row's GEMM
+    output and one partial product (2 x C_out x the row's pixels) beside the padded rows."""
+    k = len(outs)
+    q = prod(outs[1:])
+    taps = prod(spec.kernel)
+    rest = prod(in_sizes[i] + spec.pads[i] + spec.pads[k + i] for i in range(1, k))
+    padded = spec.c_in * ((spec.kernel[0] - 1) * spec.dilations[0] + 1) * rest
+    if spec.group != 1 or spec.c_in * taps * q + spec.c_out * q + padded <= room:
+        return 0
+    return min(spec.c_in - 1, max(1, (room - 2 * spec.c_out * q - padded) // (taps * q)))
+
+
 def _window_rows(windows, r0, r1, scratch) -> np.ndarray:
     """Output rows [r0, r1) of a whole image's window view (`_im2col_slabs`)."""
     return windows[:, :, r0:r1]
@@ -1181,7 +1199,9 @@ def _padded_rows(spec, x, n0, outs, r0, r1, scratch) -> np.ndarray:
     return strided_windows(xp, spec.kernel, spec.strides, spec.dilations, (r1 - r0, *outs[1:]))
 
 
-def _im2col_slabs(spec, rows_of, dims, wp, out, epi, scratch, n0, slab, split=None) -> None:
+def _im2col_slabs(
+    spec, rows_of, dims, wp, out, epi, scratch, n0, slab, split=None, chunk=0
+) -> None:
     """`_im2col` for the one image n0, `slab` output rows (first spatial axis) at a time:
     `rows_of(r0, r1, scratch)` is the window view (1, C, r1 - r0, *dims[1:], *kernel) of
     output rows [r0, r1) (`dims` the output's, wide or exact: `_window_rows` of the image's,
@@ -1206,6 +1226,14 @@ def _im2col_slabs(spec, rows_of, dims, wp, out, epi, scratch, n0, slab, split=No
         for r0 in range(s0 * slab, min(dims[0], s1 * slab), slab):  # a loop over row slabs
             r1 = min(dims[0], r0 + slab)
             sp = (r1 - r0) * rest
+            if chunk:
+                yw = _depth_chunks(spec, rows_of(r0, r1, scratch), wp, scratch, sp, chunk, perm)
+                valid = yw.reshape(1, spec.c_out, r1 - r0, *dims[1:])[..., : yb.shape[-1]]
+                if bias is None:
+                    np.copyto(yb[:, :, r0:r1], valid)
+                else:
+                    np.add(valid, bias, out=yb[:, :, r0:r1])
+                continue
             cols2 = scratch.take(1, g * rows * sp, out.dtype).reshape(1, g, rows, sp)
             if augmented:
                 cols2[:, :, kg] = 1  # the row of ones the bias column multiplies
@@ -1277,6 +1305,33 @@ def _colstack_geometry(spec: ConvSpec, h: int, w: int, ho: int, wo: int, direct:
         _COLSTACK_GEOMETRY.clear()
     geo = _COLSTACK_GEOMETRY[key] = (tuple(fills), tuple(copies), sides, tuple(adds))
     return geo
+
+
+def _depth_chunks(spec, v, wp, scratch, sp, chunk, perm) -> np.ndarray:
+    """The GEMM output (1, 1, C_out, sp) of one slab's windows `v` (1, C, rows, ..., *kernel),
+    ungrouped, without a bias column: the products of `chunk` input channels' columns at a time
+    (scratch 1) with their columns of the weight, summed into scratch 2 (each later one's in
+    scratch 3): the lean plan's slabs of one row whose whole depth passes the workspace."""
+    c, ks, taps = spec.c_in, spec.kernel, prod(spec.kernel)
+    rows = v.shape[2]
+    yw = scratch.take(2, spec.c_out * sp, v.dtype).reshape(1, 1, spec.c_out, sp)
+    for c0 in range(0, c, chunk):  # a loop over the channel chunks (a few)
+        c1 = min(c, c0 + chunk)
+        d = (c1 - c0) * taps
+        cols = scratch.take(1, d * sp, v.dtype).reshape(1, 1, d, sp)
+        part = v[:, c0:c1].reshape((1, 1, c1 - c0, *v.shape[2:]))
+        np.copyto(
+            cols.reshape((1, 1, c1 - c0, *ks, rows, *v.shape[3 : 2 + len(ks)])),
+            part.transpose(perm),
+        )
+        wk = wp[..., c0 * taps : c1 * taps]
+        if c0 == 0:
+            blocked_matmul(wk, cols, yw)
+        else:
+            t = scratch.take(3, spec.c_out * sp, v.dtype).reshape(yw.shape)
+            blocked_matmul(wk, cols, t)
+            np.add(yw, t, out=yw)
+    return yw
 
 
 def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:

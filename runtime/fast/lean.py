@@ -25,7 +25,8 @@ video3d 3.02). The lean plan holds the peak under `LEAN_RATIO` x that floor at b
   thread's) is LEAN_WORKSPACE_SHARE of what the granted weights leave: an image's columns past
   it run in slabs of output rows (`conv._im2col`; exact columns, 1-D too: `conv.lean_slab_rows`
   rows a slab, at least one, each slab padding only the input rows it reads where the image's
-  padded copy would take more slabs; wide rows, 3-D: from LEAN_SLAB_MIN_COLUMNS columns);
+  padded copy would take more slabs; a one-row slab still past it: its GEMM over chunks of
+  input channels, `conv.lean_depth_chunk`; wide rows, 3-D: from LEAN_SLAB_MIN_COLUMNS columns);
 - MaxPools' default workspaces (`pool_workspace`) count in whether the default plan fits;
 - a MaxPool tiling an im2col conv's output is fused only when an image's columns fit the
   workspace (the fused pool takes the whole image's GEMM output: no slabs);
