@@ -325,6 +325,8 @@ class Pool:
             self._layouts.clear()
             self._workspaces.clear()
             self._events.clear()
+            self._spills.clear()  # (counts of layouts gone: a new one starts from none)
+        self._spills.pop(self._key, None)
         layout, size = _pack(trace + ws_trace, self._clock + 1)
         if len(self.peaks) >= MAX_LAYOUTS:
             self.peaks.clear()

@@ -133,6 +133,38 @@ def test_a_spilling_replay_records_again():
     assert ("key",) in pool._layouts and not pool._spills  # replayed without spilling
 
 
+def test_a_new_layout_starts_its_spill_count_anew():
+    """A key's spilling replays count against its layout only: a layout recorded anew (after
+    MAX_LAYOUTS other keys evicted it) starts from none, and evicted layouts' counts go with
+    them (found by review: a stale count of 15 dropped a fresh layout after one spilling run,
+    and 2,000 keys that spilled once kept 2,000 counts)."""
+    pool, _ = _pool_with(1)
+
+    def run(key, workspace: int) -> None:
+        pool.begin(key)
+        pool.step_begin(0)
+        _, buf = pool.take((256,), np.dtype(np.float32))
+        pool.scratch[0].take(0, workspace // 4, np.float32)
+        pool.step_end(0)
+        pool.give(buf)
+        pool.end()
+
+    run("A", 4096)  # recorded
+    for _ in range(fast_memory.SPILLS_TO_RECORD - 1):
+        run("A", 8192)  # spilling replays, one short of recording again
+    assert pool._spills == {"A": fast_memory.SPILLS_TO_RECORD - 1}
+    for i in range(fast_memory.MAX_LAYOUTS):
+        run(("B", i), 4096)  # the layouts are evicted on the way
+    assert "A" not in pool._layouts and "A" not in pool._spills
+    run("A", 4096)  # recorded anew
+    run("A", 8192)
+    assert "A" in pool._layouts and pool._spills == {"A": 1}
+    for i in range(3 * fast_memory.MAX_LAYOUTS):
+        run(("K", i), 4096)
+        run(("K", i), 8192)
+    assert len(pool._spills) <= len(pool._layouts) <= fast_memory.MAX_LAYOUTS
+
+
 @pytest.mark.parametrize("model", ["inception_bn", "norms_acts"])
 def test_runs_alternating_split_and_inline_keep_their_layout(model):
     """While another thread's split call holds the threads (`threads._dispatch`), a plan's
