@@ -359,7 +359,11 @@ class Pool:
                     entry[3:] = None, None, None
 
     def abort(self) -> None:
-        """The run failed: record nothing."""
+        """The run failed: record nothing. Its takes not given back go with the run's values
+        (no longer the pool's: `allocated` drops them)."""
+        live = sum(max(e[0], e[1].itemsize) for e, _ in self._open.values())
+        self.allocated -= live + max(self._out, 0)
+        self._out = 0
         self._trace = self._replay = self._key = None
         self._ws_trace, self._ws_replay, self._expect = [], {}, _NO_EVENTS
         self._ws_open, self._trace_events, self._ws_starts = False, [_NONE], {}

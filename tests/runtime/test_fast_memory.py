@@ -165,6 +165,28 @@ def test_a_new_layout_starts_its_spill_count_anew():
     assert len(pool._spills) <= len(pool._layouts) <= fast_memory.MAX_LAYOUTS
 
 
+def test_failed_runs_leave_the_pools_count_of_bytes_as_it_was():
+    """A run that fails (abort) drops its takes not given back with its values: `allocated`
+    stays what the pool holds, whether the run was recording, or replaying and had left its
+    recording (fresh buffers from then on). It grew by each failed run's takes (found by
+    review: 30 KiB -> 786 KiB over 150 runs of which a third failed)."""
+    pool, _ = _pool_with(1)
+    _run(pool, [([("a", 1024), ("b", 2048)], [0], ["a", "b"])])  # recorded
+    base = pool.allocated
+    for k in range(20):
+        pool.begin(("key",) if k % 2 else ("other", k))  # a replay / a recording run
+        pool.step_begin(0)
+        kept = [  # (held, as a run's values are, until it fails)
+            pool.take((512 + k,), np.dtype(np.float32)),  # (the replay leaves its recording)
+            pool.take((64,), np.dtype(np.float32)),
+        ]
+        pool.abort()
+        del kept
+        assert pool.allocated == base, k
+    _run(pool, [([("a", 1024), ("b", 2048)], [0], ["a", "b"])])  # still replayed right
+    assert pool.allocated == base == pool.held()
+
+
 @pytest.mark.parametrize("model", ["inception_bn", "norms_acts"])
 def test_runs_alternating_split_and_inline_keep_their_layout(model):
     """While another thread's split call holds the threads (`threads._dispatch`), a plan's
