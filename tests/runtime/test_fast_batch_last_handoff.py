@@ -87,6 +87,7 @@ def test_handoff_matches_nchw_plan_reference_and_onnxruntime(
     pads2, extra, trans_b, planned, batch, split, monkeypatch
 ):
     if split:  # two threads over the images, each its own slice
+        monkeypatch.setattr(fast_compile, "WORKERS", 2)  # (whatever the machine)
         monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
         monkeypatch.setattr(threads, "_cpu", lambda: -1)
         monkeypatch.setattr(threads, "_skip", 0)
