@@ -2027,6 +2027,46 @@ two chunks of 4 frames at 2 MiB took 1.18x the time, hence 4x the images' budget
 (186 -> 11.9 MiB), 32 -> 32 at 16x64x64 1.08x (84 -> 8.4 MiB)."""
 
 
+WINOGRAD3D_TAKE_MAX_TILES_ACROSS = 4
+"""`_winograd3d` gathers an NCHW-padded input's tiles by `np.take` over precomputed indices
+(`_tile_row_index`: one take per tile row offset, mode "wrap": NumPy's fast path without a
+bounds branch) when a padded row holds at most this many tiles: the strided copy's inner loop
+then ran over tw values (4 at video3d's second conv, 16 -> 32 at 8x16x16), NumPy's per-loop
+overhead paid for every 4 values. Measured alone (one thread, in-process interleaved medians,
+batch 1): 16 channels 8x16x16 0.54x the copy's time (51 vs 94 us), 32 at 4x8x8 (tw 2) 0.43x; 3
+at 8x32x32 (tw 8) 1.08x: not taken there."""
+WINOGRAD3D_TAKE_MAX_INDEX = 1 << 15
+"""`_winograd3d`'s take gather (WINOGRAD3D_TAKE_MAX_TILES_ACROSS) only while one tile row's
+index holds at most this many entries (intp: 256 KiB), cached per geometry (video3d@1's second
+conv 15,360 entries, 120 KiB); larger chunks (batch 32) copy as before."""
+_TILE_ROW_INDEX: dict[tuple, np.ndarray] = {}
+
+
+def _tile_row_index(shape: tuple, m: int, th: int, tw: int) -> np.ndarray:
+    """Flat indices into a C-contiguous padded input of `shape` (b, C, frames, hp, wpad) of
+    Winograd's tiles' first rows in the gather's layout (t, C, b, frames, th, tw): tile (i, j)
+    of input row offset `i` is the take at flat offset i * wpad (`_winograd3d_chunk`). Cached
+    per geometry (a few such shapes per plan)."""
+    key = (shape, m, th, tw)
+    idx = _TILE_ROW_INDEX.get(key)
+    if idx is None:
+        nb, c, tp, hp, wpad = shape
+        t = m + 2
+        o = (
+            np.arange(t).reshape(t, 1, 1, 1, 1, 1)
+            + np.arange(c).reshape(1, c, 1, 1, 1, 1) * (tp * hp * wpad)
+            + np.arange(nb).reshape(1, 1, nb, 1, 1, 1) * (c * tp * hp * wpad)
+            + np.arange(tp).reshape(1, 1, 1, tp, 1, 1) * (hp * wpad)
+            + np.arange(th).reshape(1, 1, 1, 1, th, 1) * (m * wpad)
+            + np.arange(tw).reshape(1, 1, 1, 1, 1, tw) * m
+        )
+        idx = np.ascontiguousarray(o.reshape(-1), dtype=np.intp)
+        if len(_TILE_ROW_INDEX) >= 64:  # (a bound for processes compiling many shapes)
+            _TILE_ROW_INDEX.clear()
+        _TILE_ROW_INDEX[key] = idx
+    return idx
+
+
 def _winograd3d_slots(
     m: int, c: int, mo: int, kt: int, tp: int, to: int, tiles: int, big: int, pool: tuple
 ) -> tuple[int, ...]:
@@ -2177,6 +2217,13 @@ def _winograd3d_chunk(
             (s[0], s[1], m * s[2], m * s[3], s[2], s[3], s[4]),
         ).transpose(4, 5, 0, 1, 2, 3, 6)
         np.copyto(d[: t * t * x_cols].reshape(t, t, nb, tp, th, tw, c), tiles_view)
+    elif tw <= WINOGRAD3D_TAKE_MAX_TILES_ACROSS and t * x_cols <= WINOGRAD3D_TAKE_MAX_INDEX:
+        xp = padded(xc, pads, extra, buf)  # (b, C, frames, hp, wpad): gathered by indices
+        flat = xp.reshape(-1)
+        idx = _tile_row_index(xp.shape, m, th, tw)
+        rows = d[: t * t * x_cols].reshape(t, -1)
+        for i in range(t):  # a loop over the tile's rows (t = m + 2 takes)
+            np.take(flat[i * wpad :], idx, out=rows[i], mode="wrap")
     else:  # (b, C, frames, hp, wpad): runs of tw values
         xp = padded(xc, pads, extra, buf)
         s = xp.strides

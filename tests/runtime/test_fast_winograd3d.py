@@ -67,7 +67,7 @@ def _assert_within_bound(out, x, w, b, residual, pads, m):
     assert (np.abs(out - np.maximum(exact, 0)) <= _bound(x, w, pads, m, extra)).all()
 
 
-@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("gather", ["channels_last", "take", "copy"])
 @pytest.mark.parametrize("row_blocks", [True, False])
 @pytest.mark.parametrize(
     ("batch", "c", "mo", "size", "pads", "algo"),
@@ -83,11 +83,9 @@ def _assert_within_bound(out, x, w, b, residual, pads, m):
     ],
 )
 def test_winograd3d_matches_the_plain_conv(
-    batch, c, mo, size, pads, algo, row_blocks, channels_last, monkeypatch
+    batch, c, mo, size, pads, algo, row_blocks, gather, monkeypatch
 ):
-    # Channels-last from 0 channels (no volume's bytes a multiple of 2^40), or never.
-    monkeypatch.setattr(fast_conv, "WINOGRAD3D_CHANNELS_LAST_MIN", 0 if channels_last else 1 << 30)
-    monkeypatch.setattr(fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", 1 << 40)
+    takes = _gather(gather, monkeypatch)
     monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MAX_MNK", 0 if row_blocks else 1 << 40)
     monkeypatch.setattr(fast_conv, "BLOCKED_GEMMS", True)
     monkeypatch.setattr(fast_conv, "WINOGRAD_GEMM_MIN_ROWS", 5)
@@ -99,7 +97,44 @@ def test_winograd3d_matches_the_plain_conv(
     # batch chunks of one image when the workspace is small (the loop over chunks)
     monkeypatch.setattr(fast_conv, "WINOGRAD_WORKSPACE_BYTES", 1 if batch > 2 else 2 << 20)
     fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
+    assert bool(takes) == (gather == "take")  # (the gather the case claims to test ran)
     _assert_within_bound(out, x, w, b, residual, pads, int(algo[-1]))
+
+
+def _gather(gather: str, monkeypatch) -> list:
+    """Forces `_winograd3d`'s tile gather: "channels_last" (from 0 channels: no volume's bytes a
+    multiple of 2^40), or NCHW by "take" (`np.take` over `_tile_row_index`, any tiles across) or
+    the strided "copy"; returns the list of the index geometries the takes used."""
+    cl = gather == "channels_last"
+    monkeypatch.setattr(fast_conv, "WINOGRAD3D_CHANNELS_LAST_MIN", 0 if cl else 1 << 30)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", 1 << 40)
+    take = gather == "take"
+    monkeypatch.setattr(fast_conv, "WINOGRAD3D_TAKE_MAX_TILES_ACROSS", 1 << 30 if take else 0)
+    takes: list = []
+    index = fast_conv._tile_row_index
+
+    def spy(*args):
+        takes.append(args)
+        return index(*args)
+
+    monkeypatch.setattr(fast_conv, "_tile_row_index", spy)
+    return takes
+
+
+def test_tile_row_index_is_the_strided_gather():
+    """`_tile_row_index` at row offset i picks what the strided tile view holds (odd sizes,
+    batch 2): the flat indices of xp[n, c, f, th m + i, tw m + j] in (j, c, n, f, th, tw)."""
+    shape, m, th, tw = (2, 3, 5, 11, 12), 4, 2, 2
+    xp = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    s = xp.strides
+    t = m + 2
+    tiles = np.lib.stride_tricks.as_strided(
+        xp, (2, 3, 5, th, tw, t, t), (s[0], s[1], s[2], m * s[3], m * s[4], s[3], s[4])
+    ).transpose(5, 6, 1, 0, 2, 3, 4)
+    idx = fast_conv._tile_row_index(shape, m, th, tw)
+    for i in range(t):
+        got = np.take(xp.reshape(-1)[i * shape[4] :], idx, mode="wrap")
+        np.testing.assert_array_equal(got, tiles[i].reshape(-1))
 
 
 def test_winograd3d_without_bias_or_activation():
@@ -323,7 +358,7 @@ def test_winograd3d_chunks_stay_within_their_budgets(batch, frames, hw, frame_by
 
 
 @pytest.mark.parametrize("rows", [True, False])
-@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("gather", ["channels_last", "take", "copy"])
 @pytest.mark.parametrize(
     ("batch", "c", "mo", "size", "pads", "algo"),
     [
@@ -334,15 +369,14 @@ def test_winograd3d_chunks_stay_within_their_budgets(batch, frames, hw, frame_by
     ],
 )
 def test_winograd3d_in_chunks_of_frames_matches_the_plain_conv(
-    batch, c, mo, size, pads, algo, channels_last, rows, monkeypatch
+    batch, c, mo, size, pads, algo, gather, rows, monkeypatch
 ):
     """An image past WINOGRAD3D_FRAME_BYTES in chunks of output frames (two of them a chunk,
     reading kt + 1 padded input frames, some of them the pads), or with 1 byte in chunks of one
     frame and one row of tiles (`rows`: bands reading 6 padded input rows, some of them the
     pads), against the plain conv in float64, with bias, residual and ReLU (the residual read
-    per chunk), on a NaN-filled scratch."""
-    monkeypatch.setattr(fast_conv, "WINOGRAD3D_CHANNELS_LAST_MIN", 0 if channels_last else 1 << 30)
-    monkeypatch.setattr(fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", 1 << 40)
+    per chunk), on a NaN-filled scratch; each tile gather (`_gather`)."""
+    takes = _gather(gather, monkeypatch)
     algo, _, taps = algo.partition("(")
     kt = int(taps.rstrip(")") or 3)
     m = int(algo[-1])
@@ -356,6 +390,7 @@ def test_winograd3d_in_chunks_of_frames_matches_the_plain_conv(
     fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc)
     if not rows:  # chunks of frames ran: the workspace stayed within the frame budget
         assert sc.used() <= frame_bytes
+    assert bool(takes) == (gather == "take")
     _assert_within_bound(out, x, w, b, residual, pads, int(algo[-1]))
 
 
