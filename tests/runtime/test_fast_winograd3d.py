@@ -422,13 +422,18 @@ def test_winograd3d_fused_pool_in_chunks_of_frames(pool, monkeypatch):
     assert (np.abs(out - np.maximum(windows(exact), 0)) <= windows(bound)).all()
 
 
+@pytest.mark.parametrize("shifted", [True, False])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("pool", [(1, 2, 2), (2, 2, 2), (3, 4, 1), (1, 1, 4), (2, 1, 1), (1, 1, 1)])
-def test_pool_tiles3d_is_the_max_over_windows_into_a_strided_output(batch, pool):
+def test_pool_tiles3d_is_the_max_over_windows_into_a_strided_output(
+    batch, pool, shifted, monkeypatch
+):
     """`_pool_tiles3d` from Winograd's Y layout (m, M, b, T, th, tw, m) equals the max over the
     pool's windows of the output it stands for (b, M, T, th * m, tw * m), written into a frame
     and row band of a larger NaN-filled array (a chunk's strided view of the output); nothing
-    outside the band is written. Max is exact: equality."""
+    outside the band is written; the kw stage by shifted maxima or strided windows
+    (WINOGRAD3D_POOL_SHIFTED_MAX). Max is exact: equality."""
+    monkeypatch.setattr(fast_conv, "WINOGRAD3D_POOL_SHIFTED_MAX", shifted)
     m, mo, kt, kh, kw = 4, 3, *pool
     to, th, tw = 2 * kt, 2, 3
     rng = np.random.default_rng(sum(pool) + batch)
