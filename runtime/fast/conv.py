@@ -2027,6 +2027,13 @@ two chunks of 4 frames at 2 MiB took 1.18x the time, hence 4x the images' budget
 (186 -> 11.9 MiB), 32 -> 32 at 16x64x64 1.08x (84 -> 8.4 MiB)."""
 
 
+WINOGRAD3D_ONE_CHUNK_ONLY = True
+"""`_winograd3d`'s take gather (WINOGRAD3D_TAKE_MAX_TILES_ACROSS) and its pool's shifted kw
+stage (WINOGRAD3D_POOL_SHIFTED_MAX) run only when the call is one chunk (all its images, frames
+and tile rows at once: batch 1 and small slices; tests lift it to run them in chunks): at
+video3d@32 (one image a chunk at its second conv, both cores) they took 1.013x and 1.004x the
+time (in-process interleaved, 300 rounds, medians of ratios; 1.028x together) where video3d@1
+took 0.970x and 0.980x."""
 WINOGRAD3D_TAKE_MAX_TILES_ACROSS = 4
 """`_winograd3d` gathers an NCHW-padded input's tiles by `np.take` over precomputed indices
 (`_tile_row_index`: one take per tile row offset, mode "wrap": NumPy's fast path without a
@@ -2161,6 +2168,7 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     channels_last = (
         c >= WINOGRAD3D_CHANNELS_LAST_MIN and (tf * h * w * it) % WINOGRAD_ALIASED_PLANE_BYTES != 0
     )
+    one_chunk = not WINOGRAD3D_ONE_CHUNK_ONLY or (b >= hi - lo and frames >= to and band >= th)
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         for f0 in range(0, to, frames):  # a loop over frame CHUNKS (one, unless b == 1)
@@ -2168,7 +2176,7 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             for r0 in range(0, th, band):  # a loop over bands of tile rows (one, unless ...)
                 _winograd3d_chunk(
                     m, spec, x, wp, out, epi, scratch, gemm, transform, bias, channels_last,
-                    (n0, n1, f0, f1, r0, min(th, r0 + band)), (to, th, tw, wpad, exact),
+                    (n0, n1, f0, f1, r0, min(th, r0 + band)), (to, th, tw, wpad, exact, one_chunk),
                 )  # fmt: skip
 
 
@@ -2178,7 +2186,7 @@ def _winograd3d_chunk(
     """`_winograd3d` on images [n0, n1), output frames [f0, f1) and tile rows [r0, r1) (of the
     unpooled conv: output rows [r0 m, r1 m))."""
     n0, n1, f0, f1, r0, r1 = part
-    to_all, th_all, tw, wpad, exact = geo
+    to_all, th_all, tw, wpad, exact, one_chunk = geo
     th = r1 - r0
     hp = th * m + 2  # the padded input rows [r0 m, r1 m + 2) this chunk reads
     big = hp * wpad if exact else -hp * wpad
@@ -2217,7 +2225,11 @@ def _winograd3d_chunk(
             (s[0], s[1], m * s[2], m * s[3], s[2], s[3], s[4]),
         ).transpose(4, 5, 0, 1, 2, 3, 6)
         np.copyto(d[: t * t * x_cols].reshape(t, t, nb, tp, th, tw, c), tiles_view)
-    elif tw <= WINOGRAD3D_TAKE_MAX_TILES_ACROSS and t * x_cols <= WINOGRAD3D_TAKE_MAX_INDEX:
+    elif (
+        one_chunk
+        and tw <= WINOGRAD3D_TAKE_MAX_TILES_ACROSS
+        and t * x_cols <= WINOGRAD3D_TAKE_MAX_INDEX
+    ):
         xp = padded(xc, pads, extra, buf)  # (b, C, frames, hp, wpad): gathered by indices
         flat = xp.reshape(-1)
         idx = _tile_row_index(xp.shape, m, th, tw)
@@ -2287,7 +2299,7 @@ def _winograd3d_chunk(
         activate(yb, epi.activation)
         return
     if pool:  # the max over the pool's tiles straight from Y (exact tiles)
-        _pool_tiles3d(y.reshape(m, mo, nb, to, th, tw, m), pool, yb, scratch)
+        _pool_tiles3d(y.reshape(m, mo, nb, to, th, tw, m), pool, yb, scratch, one_chunk)
         activate(yb, epi.activation)
         return
     dest = yb.reshape(nb, mo, to, th, m, tw, m)  # (a view: only axes split)
@@ -2311,7 +2323,9 @@ alone (one thread, in-process interleaved medians): video3d's first conv's kw st
 in, 32K out) 0.58x the time (21.7 vs 37.2 us)."""
 
 
-def _pool_tiles3d(y: np.ndarray, pool: tuple, yb: np.ndarray, scratch: Scratch) -> None:
+def _pool_tiles3d(
+    y: np.ndarray, pool: tuple, yb: np.ndarray, scratch: Scratch, shifted: bool = True
+) -> None:
     """yb (b, M, T / kt, H / kh, W / kw) = the max over kt x kh x kw tiles of the conv's output,
     given as Winograd's Y `y` (m, M, b, T, th, tw, m) as its output transform leaves it (tile
     row, channel, image, frame, tile position, tile column; exact tiles, kh and kw dividing m):
@@ -2341,7 +2355,7 @@ def _pool_tiles3d(y: np.ndarray, pool: tuple, yb: np.ndarray, scratch: Scratch) 
     cur = y
     for i, (k, axis) in enumerate(stages):  # a loop over the pool's axes
         shape = cur.shape
-        if axis == 6 and WINOGRAD3D_POOL_SHIFTED_MAX:  # (the last stage: see the constant)
+        if axis == 6 and shifted and WINOGRAD3D_POOL_SHIFTED_MAX:  # (the last stage: see it)
             flat = cur.reshape(-1)  # (contiguous: Y or a stage's workspace)
             n = flat.size - k + 1
             # the dead slot: Y1's (2) when Y is `cur` or the first stage's is dead, else Y's

@@ -110,6 +110,7 @@ def _gather(gather: str, monkeypatch) -> list:
     monkeypatch.setattr(fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", 1 << 40)
     take = gather == "take"
     monkeypatch.setattr(fast_conv, "WINOGRAD3D_TAKE_MAX_TILES_ACROSS", 1 << 30 if take else 0)
+    monkeypatch.setattr(fast_conv, "WINOGRAD3D_ONE_CHUNK_ONLY", False)  # (takes in chunks too)
     takes: list = []
     index = fast_conv._tile_row_index
 
