@@ -109,25 +109,6 @@ def _leaky(alpha, x, y, t):
     np.maximum(x, t, out=y)  # x if x >= 0 else alpha * x, for 0 <= alpha <= 1
 
 
-def _elu(alpha, x, y, t):
-    # x if x >= 0 else alpha * (exp(x) - 1). The exponent sees only min(x, 0) (no overflow).
-    # exp - 1 rather than the plain kernel's expm1: NumPy's float32 exp is vectorized, its
-    # expm1 is not (4x slower over a whole activation); the difference is an absolute error
-    # under alpha * 2**-23 near x = 0 (onnxruntime computes exp(x) - 1 too).
-    relu_(t, x, np.minimum)  # min(x, 0): against zeros, see relu_
-    np.exp(t, out=t)
-    t -= x.dtype.type(1)
-    if 0.0 <= alpha <= 1.0:
-        # alpha * (exp(x) - 1) >= x for x < 0 (and is 0 <= x for x >= 0): one max selects.
-        if alpha != 1.0:
-            t *= x.dtype.type(alpha)
-        np.maximum(x, t, out=y)
-    else:
-        t *= x.dtype.type(alpha)
-        relu_(y, x)
-        y += t
-
-
 def _prelu(x, y, t, slope):
     # x if x >= 0 else slope * x: with every slope <= 1 that is max(x, slope * x), with every
     # slope >= 1 min(x, slope * x) (two passes); mixed slopes: max(x, 0) + slope * min(x, 0).
@@ -1078,7 +1059,7 @@ class CompiledPlan:
                 **common,
                 algo="ufunc",
                 why="max(x, alpha*(exp(min(x,0)) - 1)), out=",
-                ufunc=partial(_elu, float(attrs["alpha"])),
+                ufunc=partial(elu_expm1, float(attrs["alpha"])),
                 inplace=self.reuse,
                 temp=True,
             )
