@@ -726,6 +726,18 @@ NORM_ACT_ACTS = [("PRelu", "below one"), ("PRelu", "mixed"), ("Elu", 1.0), ("Elu
 NORM_ACT_ACTS += [("LeakyRelu", 0.1), ("Relu", None)]
 
 
+def _activation(g, x, act, act_arg, shape, rng):
+    """act(x) named "act" (PRelu: slopes per channel of one image's `shape`, "below one" or
+    "mixed"; others: `act_arg` its alpha, or None)."""
+    if act == "PRelu":
+        lo, hi = {"below one": (-0.5, 1.0), "mixed": (0.2, 2.0)}[act_arg]
+        g.add_param(
+            "slope", rng.uniform(lo, hi, (shape[0],) + (1,) * (len(shape) - 1)).astype("f4")
+        )
+        return g.add_node("PRelu", [x, "slope"], {}, name="act")
+    return g.add_node(act, [x], {} if act_arg is None else {"alpha": act_arg}, name="act")
+
+
 def _norm_act_graph(op, shape, arg, act, act_arg, rng, second_reader=False):
     """norm -> activation (the activation's output the graph's; with `second_reader` the
     norm's output too)."""
@@ -743,12 +755,7 @@ def _norm_act_graph(op, shape, arg, act, act_arg, rng, second_reader=False):
     }
     g = single_node(op, {"x": (None, *shape)}, params, attrs=attrs)
     (out,) = g.outputs
-    if act == "PRelu":
-        lo, hi = {"below one": (-0.5, 1.0), "mixed": (0.2, 2.0)}[act_arg]
-        g.add_param("slope", rng.uniform(lo, hi, (c,) + (1,) * (len(shape) - 1)).astype("f4"))
-        node = g.add_node("PRelu", [out, "slope"], {}, name="act")
-    else:
-        node = g.add_node(act, [out], {} if act_arg is None else {"alpha": act_arg}, name="act")
+    node = _activation(g, out, act, act_arg, shape, rng)
     if not second_reader:
         g.outputs.remove(out)
     g.mark_output(node.outputs[0])
@@ -1317,12 +1324,7 @@ def _norm_act_pool_graph(op, shape, arg, act, act_arg, kernel, rng, *, scaled=Fa
         g.add_param("k", np.float32(1.5))
         x = g.add_node("Mul", ["x", "k"], {}, name="mul").outputs[0]
     out = g.add_node(op, [x, "scale", "bias"], attrs, name="norm").outputs[0]
-    if act == "PRelu":
-        lo, hi = {"below one": (-0.5, 1.0), "mixed": (0.2, 2.0)}[act_arg]
-        g.add_param("slope", rng.uniform(lo, hi, (c,) + (1,) * (len(shape) - 1)).astype("f4"))
-        node = g.add_node("PRelu", [out, "slope"], {}, name="act")
-    else:
-        node = g.add_node(act, [out], {} if act_arg is None else {"alpha": act_arg}, name="act")
+    node = _activation(g, out, act, act_arg, shape, rng)
     if isinstance(kernel, dict):  # the pool's attributes
         attrs = kernel
     else:  # kernel = stride, no pads
@@ -1419,11 +1421,7 @@ def test_norm_pool_fusion_leaves_windows_of_padding_only_at_minus_inf(
     g.add_param("bias", rng.normal(0.0, 1.0, (4,)).astype(np.float32))
     attrs = {"epsilon": 1e-5}
     out = g.add_node("InstanceNormalization", ["x", "scale", "bias"], attrs, name="norm").outputs[0]
-    if act == "PRelu":
-        g.add_param("slope", rng.uniform(0.2, 2.0, (4, 1, 1)).astype(np.float32))
-        a = g.add_node("PRelu", [out, "slope"], {}, name="act").outputs[0]
-    else:
-        a = g.add_node(act, [out], {} if arg is None else {"alpha": arg}, name="act").outputs[0]
+    a = _activation(g, out, act, arg, (4, 1, 1), rng).outputs[0]
     y = g.add_node("MaxPool", [a], pool, name="pool").outputs[0]
     g.mark_output(y)
     sess = runtime.Session(g)
