@@ -128,16 +128,21 @@ def test_run_writes_npz_keyed_by_output(tmp_path, capsys):
     np.testing.assert_allclose(got, ort_run(onnx.load(path), {"x": x})["y"], rtol=1e-4, atol=1e-5)
 
 
-def test_run_memory_lean_agrees_with_onnxruntime(tmp_path, capsys):
-    path = small_onnx_model(tmp_path / "m.onnx")
-    x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+def _run_lean(path, x, tmp_path, capsys):
+    """`graphnet run PATH -i x=... -o ... --memory lean`: (its output y, what it printed)."""
     np.save(tmp_path / "x.npy", x)
     out = str(tmp_path / "out.npz")
-    code, _, err = _run(
+    code, text, err = _run(
         ["run", path, "-i", f"x={tmp_path / 'x.npy'}", "-o", out, "--memory", "lean"], capsys
     )
     assert code == 0, err
-    got = np.load(out)["y"]
+    return np.load(out)["y"], text
+
+
+def test_run_memory_lean_agrees_with_onnxruntime(tmp_path, capsys):
+    path = small_onnx_model(tmp_path / "m.onnx")
+    x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    got, _ = _run_lean(path, x, tmp_path, capsys)
     np.testing.assert_allclose(got, ort_run(onnx.load(path), {"x": x})["y"], rtol=1e-4, atol=1e-5)
 
 
@@ -448,12 +453,6 @@ def test_run_memory_lean_says_when_it_is_off(tmp_path, capsys):
     dims[2].dim_param, dims[3].dim_param = "H", "W"  # (sizes unknown at compile time)
     onnx.save(model, path)
     x = np.random.default_rng(3).standard_normal((1, 3, 9, 7)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    out = str(tmp_path / "out.npz")
-    code, text, err = _run(
-        ["run", path, "-i", f"x={tmp_path / 'x.npy'}", "-o", out, "--memory", "lean"], capsys
-    )
-    assert code == 0, err
+    got, text = _run_lean(path, x, tmp_path, capsys)
     assert "memory lean is off: the size of" in text and "the default plan ran" in text
-    got = np.load(out)["y"]
     np.testing.assert_allclose(got, ort_run(onnx.load(path), {"x": x})["y"], rtol=1e-4, atol=1e-5)
