@@ -8,18 +8,17 @@ the Mul's output, as in a CNN; a small graph output) is compiled once, and its n
 timed (`Session.profile`, one run per sample) as compiled and with NumPy's default ufunc buffer
 (`elementwise.UNBUFFERED_MIN_ROW` out of reach: see `elementwise._unbuffered`), the two
 interleaved sample by sample; the table prints the median of the ratios. Then the fused ELU's
-function (`elementwise.elu_expm1`) against the former exp - 1 formulation (the ELU step's,
-`compile._elu`) over the instance norm's output, one thread, interleaved. Ratios under 1: the
-compiled step is faster. Both are taken within one process, so the machine's speed cancels
-out, but not its load (printed with the table): the plan's second thread helps only when a
-core is free.
+function (`elementwise.elu_expm1`, now the Elu step's too) against the former exp - 1
+formulation (`_elu_exp_minus_1` here) over the instance norm's output, one thread,
+interleaved. Ratios under 1: the compiled step is faster. Both are taken within one process,
+so the machine's speed cancels out, but not its load (printed with the table): the plan's
+second thread helps only when a core is free.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,10 +31,9 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if sys.path[0] != _ROOT:
     sys.path.insert(0, _ROOT)
 
+from benchmarks.thread_thresholds import print_table  # noqa: E402
 from graphnet.ir import Graph  # noqa: E402
 from graphnet.runtime import Session  # noqa: E402
-from graphnet.runtime.fast import compile as fast_compile  # noqa: E402
-from graphnet.runtime.fast import threads  # noqa: E402
 from graphnet.runtime.fast.steps import elementwise  # noqa: E402
 
 __all__ = ["CASES", "measure", "elu_ratio", "main"]
@@ -51,6 +49,16 @@ CASES: list[tuple[str, tuple[int, ...], int, str]] = [
 ]
 """(op, input shape, groups or LayerNorm axis, activation): norms_acts' three norms and their
 activations, at batch 32 and 1."""
+
+
+def _elu_exp_minus_1(alpha: float, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:
+    """The Elu step's former formulation, alpha * (exp(x) - 1) for x < 0: the baseline."""
+    elementwise.relu_(t, x, np.minimum)  # min(x, 0)
+    np.exp(t, out=t)
+    t -= x.dtype.type(1)
+    if alpha != 1.0:
+        t *= x.dtype.type(alpha)
+    np.maximum(x, t, out=y)  # (0 <= alpha <= 1)
 
 
 def _graph(op: str, shape: tuple[int, ...], arg: int, act: str) -> Graph:
@@ -105,7 +113,7 @@ def elu_ratio(shape: tuple[int, ...], runs: int) -> tuple[float, float]:
     """(median ms of `elu_expm1`, median ratio to the exp - 1 formulation) on normal data."""
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     y, t = np.empty_like(x), np.empty_like(x)
-    fns = {"expm1": partial(elementwise.elu_expm1, 1.0), "exp": partial(fast_compile._elu, 1.0)}
+    fns = {"expm1": partial(elementwise.elu_expm1, 1.0), "exp": partial(_elu_exp_minus_1, 1.0)}
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(runs):
         for k, fn in fns.items():
@@ -141,20 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             ["Elu: expm1 / exp - 1", "x".join(map(str, shape)), f"{ms:.3f}", "", f"{ratio:.2f}"]
         )
-    if args.markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "---|" * len(head))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-        for row in [head, *rows]:
-            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-    print(
-        f"\n{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {threads.WORKERS} plan threads, load average "
-        f"{load0:.1f} -> {os.getloadavg()[0]:.1f}; numpy {np.__version__}"
-    )
+    print_table(head, rows, markdown=args.markdown, load0=load0)
     return 0
 
 

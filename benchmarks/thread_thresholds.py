@@ -131,6 +131,25 @@ def _size(op: str, shape: tuple[int, ...]) -> str:
     return f"{int(np.prod(shape)) // 1000}k elements"
 
 
+def print_table(head: list[str], rows: list[list[str]], *, markdown: bool, load0: float) -> None:
+    """The rows as a markdown or aligned text table, then the date, machine, plan threads and the
+    load average from `load0` (taken before the measurements) to now."""
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+        for row in [head, *rows]:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    print(
+        f"\n{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {threads.WORKERS} plan threads, load average "
+        f"{load0:.1f} -> {os.getloadavg()[0]:.1f}; numpy {np.__version__}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=200)
@@ -152,20 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['ratio_median']:.2f}",
             ]
         )
-    if args.markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "---|" * len(head))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-        for row in [head, *rows]:
-            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-    print(
-        f"\n{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {threads.WORKERS} plan threads, load average "
-        f"{load0:.1f} -> {os.getloadavg()[0]:.1f}; numpy {np.__version__}"
-    )
+    print_table(head, rows, markdown=args.markdown, load0=load0)
     return 0
 
 
