@@ -56,9 +56,11 @@ from graphnet.runtime.fast.conv import (
     taps_workspace,
 )
 from graphnet.runtime.fast.lean import (
+    LEAN_BUFSIZE,
     LeanPlan,
     batch_shapes,
     lean_plan,
+    lean_ufunc_state,
     pool_workspace,
     pooled_algorithm,
     workspace_estimate,
@@ -1253,6 +1255,28 @@ class CompiledPlan:
         ]
         return lean_plan(g, choices, self._b1, off, pools)
 
+    def _lean_run(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        rng: np.random.Generator,
+        keep_all: bool,
+        timings: dict[str, float] | None,
+    ) -> dict[str, np.ndarray]:
+        """A run of the lean plan: NumPy's ufunc buffers at `LEAN_BUFSIZE` elements (they are
+        outside every workspace; see there)."""
+        state = lean_ufunc_state()
+        if state is None:  # pragma: no cover - (NumPy without the context variable)
+            old = np.setbufsize(LEAN_BUFSIZE)
+            try:
+                return self._run(feeds, rng, keep_all, timings)
+            finally:
+                np.setbufsize(old)
+        token = state[0].set(state[1])
+        try:
+            return self._run(feeds, rng, keep_all, timings)
+        finally:
+            state[0].reset(token)
+
     def _lean_shapes(self, node: Node) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """`node`'s first input's and output's shapes at batch 1 (`batch_shapes`), None when
         either is unknown."""
@@ -1370,6 +1394,8 @@ class CompiledPlan:
         """Execute the steps. With `timings`, each step's wall time (s) is added under its
         node's name (profiling). One run at a time (see the class)."""
         with self._lock:
+            if self.budget is not None:  # memory="lean"
+                return self._lean_run(feeds, rng, keep_all, timings)
             return self._run(feeds, rng, keep_all, timings)
 
     def _run(

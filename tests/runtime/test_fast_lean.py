@@ -240,8 +240,9 @@ def test_lean_off_is_said_not_silent():
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=3e-5)
 
 
-def _lone(c: int, sizes: tuple, m: int, k: int) -> Graph:
-    """x (N, c, *sizes) -> Conv m x c x k^d ("same" pads) -> ReLU; m = 0: a 2x2 MaxPool alone."""
+def _lone(c: int, sizes: tuple, m: int, k: int, pool: bool = False) -> Graph:
+    """x (N, c, *sizes) -> Conv m x c x k^d ("same" pads) -> ReLU (-> a 2x2 MaxPool with `pool`);
+    m = 0: a 2x2 MaxPool alone."""
     rng = np.random.default_rng(c + m + k)
     g = Graph("lone")
     g.add_input("x", ("N", c, *sizes))
@@ -252,7 +253,11 @@ def _lone(c: int, sizes: tuple, m: int, k: int) -> Graph:
     fan = c * k ** len(sizes)
     g.add_param("w", (rng.standard_normal((m, c, *[k] * len(sizes))) / fan**0.5).astype(np.float32))
     y = g.add_node("Conv", ["x", "w"], {"pads": [k // 2] * 2 * len(sizes)}, name="conv").outputs[0]
-    g.mark_output(g.add_node("Relu", [y], {}, name="relu").outputs[0])
+    y = g.add_node("Relu", [y], {}, name="relu").outputs[0]
+    if pool:
+        attrs = {"kernel_shape": [2, 2], "strides": [2, 2]}
+        y = g.add_node("MaxPool", [y], attrs, name="pool").outputs[0]
+    g.mark_output(y)
     return g
 
 
@@ -269,15 +274,21 @@ def _lone(c: int, sizes: tuple, m: int, k: int) -> Graph:
         # its GEMM in chunks of input channels (conv._depth_chunks; 2.00x, then 1.28x without)
         ((64, (32, 32), 64, 5), LEAN_RATIO),
         ((96, (40, 40), 64, 7), LEAN_RATIO),
+        # A small conv feeding an unfused MaxPool: NumPy's ufunc buffers (8192 values per
+        # strided operand: 64 KiB for the pool's row pairs) were outside the budget, in the
+        # recording run and in replays (1.42x, 1.44x: fast.lean.LEAN_BUFSIZE)
+        ((3, (64, 64), 4, 3, "pool"), LEAN_RATIO),
+        ((3, (40, 37), 8, 3, "pool"), LEAN_RATIO),  # (W odd: the pool's strided stages)
+        ((3, (96, 96), 8, 3, "pool"), LEAN_RATIO),
     ],
     ids=lambda v: str(v),
 )
 def test_lean_peak_holds_the_budget_outside_the_suite(shape, bound, monkeypatch):
-    c, sizes, m, k = shape
+    c, sizes, m, k, *pool = shape
     chunks = []
     real = fast_conv._depth_chunks
     monkeypatch.setattr(fast_conv, "_depth_chunks", lambda *a: chunks.append(a[5]) or real(*a))
-    g = _lone(c, sizes, m, k)
+    g = _lone(c, sizes, m, k, bool(pool))
     x = np.random.default_rng(0).standard_normal((1, c, *sizes)).astype(np.float32)
     runtime.Session(g, memory="lean").run({"x": x})  # (first calls' lazy imports)
     lean = runtime.Session(g, memory="lean")
@@ -294,6 +305,37 @@ def test_lean_peak_holds_the_budget_outside_the_suite(shape, bound, monkeypatch)
         got = lean.run({"x": xb})
         for name in want:  # sums of up to 1600 unit-scale products (weights / sqrt(fan-in))
             np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-4)
+
+
+def test_a_lean_run_leaves_numpys_ufunc_state_as_it_was():
+    g = _lone(3, (40, 37), 8, 3, pool=True)
+    x = np.random.default_rng(0).standard_normal((1, 3, 40, 37)).astype(np.float32)
+    lean = runtime.Session(g, memory="lean")
+    before = np.getbufsize()
+    seen = []
+    real = fast_lean.lean_ufunc_state
+
+    def spy():
+        state = real()
+        seen.append(state[1])
+        return state
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("graphnet.runtime.fast.compile.lean_ufunc_state", spy)
+        with np.errstate(over="raise"):  # (the caller's error modes hold in the run and after)
+            lean.run({"x": x})
+            assert np.geterr()["over"] == "raise"
+            assert np.getbufsize() == before
+        lean.run({"x": x})
+        with pytest.raises(InputError):  # (and after a failed run)
+            lean.run({"x": x[:, :2]})
+    assert np.getbufsize() == before and np.geterr()["over"] != "raise"
+    assert len(seen) == 2 and seen[0] is not seen[1]  # (one state per caller's state)
+    token = fast_lean._UFUNC_STATE.set(seen[0])
+    try:
+        assert np.getbufsize() == fast_lean.LEAN_BUFSIZE and np.geterr()["over"] == "raise"
+    finally:
+        fast_lean._UFUNC_STATE.reset(token)
 
 
 def _conv1d(c, length, m, k, stride, pads, dilation, group) -> Graph:
