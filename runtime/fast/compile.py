@@ -59,6 +59,7 @@ from graphnet.runtime.fast.lean import (
     LEAN_BUFSIZE,
     LeanPlan,
     batch_shapes,
+    lean_itemsize,
     lean_plan,
     lean_ufunc_state,
     pool_workspace,
@@ -1249,11 +1250,16 @@ class CompiledPlan:
                     algo = pooled_algorithm(spec, pool[0])
             choices[n.name] = (spec, algo, *shapes)
         pools = [  # (a MaxPool's workspace in the default plan: see MaxPoolStep.__call__)
-            pool_workspace(self._b1[n.inputs[0]], 4)
+            pool_workspace(self._b1[n.inputs[0]], self._itemsize(n.inputs[0]))
             for n in g.nodes
             if n.op == "MaxPool" and n.inputs[0] in self._b1
         ]
         return lean_plan(g, choices, self._b1, off, pools)
+
+    def _itemsize(self, value: str) -> int:
+        """Bytes of an element of `value` (its declared dtype; 8 when unknown: from above)."""
+        v = self.graph.values.get(value)
+        return 8 if v is None else lean_itemsize(v.dtype)
 
     def _lean_run(
         self,
@@ -1326,7 +1332,7 @@ class CompiledPlan:
         if shapes is None:
             return False
         dims = [*shapes[0][2:], shapes[1][2]]  # (in H, in W, out H)
-        need = taps_workspace(spec, dims[:2], dims[2]) * 4
+        need = taps_workspace(spec, dims[:2], dims[2]) * self._itemsize(node.inputs[0])
         return self.lean is not None and need <= (self.lean.workspace or 0)
 
     def _lean_pools(self, step: Step, node: Node) -> bool:
@@ -1340,7 +1346,8 @@ class CompiledPlan:
         dims = self._lean_shapes(node)
         if dims is None:
             return False
-        need = workspace_estimate("im2col", step.spec, dims[0], dims[1], 4)
+        itemsize = self._itemsize(node.inputs[0])
+        need = workspace_estimate("im2col", step.spec, dims[0], dims[1], itemsize)
         return need <= (self.lean.workspace or 0)
 
     def _liveness(self) -> None:

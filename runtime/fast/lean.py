@@ -62,6 +62,7 @@ __all__ = [
     "LEAN_RATIO",
     "LEAN_GAIN",
     "LEAN_BUFSIZE",
+    "lean_itemsize",
     "lean_ufunc_state",
     "LeanPlan",
     "batch_shapes",
@@ -165,7 +166,8 @@ class LeanPlan:
     off: str = ""  # why the budget could not be planned (sizes unknown): the default plan runs
 
 
-def _itemsize(dtype: str | None) -> int:
+def lean_itemsize(dtype: str | None) -> int:
+    """Bytes of an element of a value's declared `dtype` (8 when unknown: from above)."""
     try:
         return np.dtype(dtype).itemsize
     except TypeError:
@@ -282,7 +284,7 @@ def static_floor(
 
     def size(name: str) -> int | None:
         s = shapes.get(name)
-        return None if s is None else math.prod(s) * _itemsize(graph.values[name].dtype)
+        return None if s is None else math.prod(s) * lean_itemsize(graph.values[name].dtype)
 
     for i in graph.inputs:
         n = size(i)
@@ -309,10 +311,10 @@ def _prepared_bytes(algo: str, spec: ConvSpec, itemsize: int) -> int:
     depth = spec.c_in // spec.group * taps + 1
     if algo.startswith("winograd"):
         m = 4 if algo.endswith("f4") else 2
-        return (m + 2) ** 2 * spec.c_in * spec.c_out * 4
+        return (m + 2) ** 2 * spec.c_in * spec.c_out * itemsize
     if algo.startswith("wino3d"):
         m = 4 if algo.endswith("f4") else 2
-        return (m + 2) ** 2 * spec.kernel[0] * spec.c_in * spec.c_out * 4
+        return (m + 2) ** 2 * spec.kernel[0] * spec.c_in * spec.c_out * itemsize
     if algo.startswith("phasepool"):
         ph, pw = (int(v) for v in algo.split("-")[1].split("x"))
         kh, kw = spec.kernel
@@ -334,7 +336,7 @@ def workspace_estimate(
         mm = 4 if algo.endswith("f4") else 2
         tiles = math.prod(-(-s // mm) for s in spatial_out[-2:]) * math.prod(spatial_out[:-2])
         depth = c * (spec.kernel[0] if algo.startswith("wino3d") else 1)
-        return ((mm + 2) ** 2 * (depth + m) * tiles + padded) * 4
+        return ((mm + 2) ** 2 * (depth + m) * tiles + padded) * itemsize
     pixels = math.prod(spatial_out)
     columns = (c // spec.group) * math.prod(spec.kernel) * pixels
     if algo == "colstack":  # kh row-shifted copies and kw GEMM planes, over padded rows
@@ -371,12 +373,14 @@ def lean_plan(
     plan = LeanPlan(budget=budget, floor=params + live)
     ranked = []
     im2col_ws = []  # the workspace of each conv that runs im2col (or pointwise) anyway
+    inputs = {n.name: n.inputs[0] for n in graph.nodes}
     for name, (spec, algo, x_shape, y_shape) in choices.items():
+        x = graph.values.get(inputs.get(name, ""))
+        itemsize = lean_itemsize(x.dtype) if x is not None else 4  # (the conv's input's)
         gain = next((g for a, g in LEAN_GAIN.items() if algo.startswith(a)), 0.0)
         if not gain:  # im2col, pointwise: views already
-            im2col_ws.append(workspace_estimate(algo, spec, x_shape, y_shape, 4))
+            im2col_ws.append(workspace_estimate(algo, spec, x_shape, y_shape, itemsize))
             continue
-        itemsize = 4
         nbytes = _prepared_bytes(algo, spec, itemsize)
         ws = workspace_estimate(algo, spec, x_shape, y_shape, itemsize)
         macs = math.prod(y_shape) * spec.c_in // spec.group * math.prod(spec.kernel)

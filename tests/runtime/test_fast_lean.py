@@ -25,7 +25,8 @@ from graphnet.passes.manager import optimize
 from graphnet.runtime.fast import conv as fast_conv
 from graphnet.runtime.fast import lean as fast_lean
 from graphnet.runtime.fast.lean import LEAN_RATIO, static_floor
-from graphnet.runtime.fast.steps import ConvStep
+from graphnet.runtime.fast.steps import ConvStep, MaxPoolStep
+from graphnet.runtime.fast.steps import pool as fast_pool
 from graphnet.runtime.feeds import random_inputs
 
 # (C, H, W), (M, kernel, strides, pads, dilations, group), a tiling pool after the ReLU, residual
@@ -336,6 +337,55 @@ def test_a_lean_run_leaves_numpys_ufunc_state_as_it_was():
         assert np.getbufsize() == fast_lean.LEAN_BUFSIZE and np.geterr()["over"] == "raise"
     finally:
         fast_lean._UFUNC_STATE.reset(token)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_budget_counts_the_values_itemsize(dtype):
+    # 1 -> 64 channels, 3x3 at 16x16: im2col's workspace estimate (10 + 64 values a pixel) fits
+    # the default plan's 0.3 x floor (1 + 2 x 64 values a pixel) counted at 4 bytes a value,
+    # not at float64's 8: a float64 graph kept the default plan by the 4-byte estimate
+    g = Graph("f")
+    g.add_input("x", ("N", 1, 16, 16), dtype)
+    g.add_param("w", (np.random.default_rng(1).standard_normal((64, 1, 3, 3)) / 3).astype(dtype))
+    y = g.add_node("Conv", ["x", "w"], {"pads": [1] * 4}, name="conv").outputs[0]
+    g.mark_output(g.add_node("Relu", [y], {}, name="relu").outputs[0])
+    x = np.random.default_rng(0).standard_normal((1, 1, 16, 16)).astype(dtype)
+    runtime.Session(g, memory="lean").run({"x": x})  # (first calls' lazy imports)
+    lean = runtime.Session(g, memory="lean")
+    plan = lean._fast(training=False, keep_all=False)
+    assert plan.lean is not None  # (the lean plan, float32 or float64)
+    peak = traced_peak(lambda: lean.run({"x": x}))
+    floor = static_floor(g, 1)
+    assert floor is not None and (floor[0] + peak) / sum(floor) <= LEAN_RATIO
+    want = runtime.Session(g, plan="reference").run({"x": x})
+    for name, got in lean.run({"x": x}).items():  # (sums of 9 unit-scale products)
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, want[name], rtol=1e-5, atol=1e-5)
+
+
+def test_lean_pool_chunks_hold_its_workspace_inline_and_split(monkeypatch):
+    # a tiling pool's chunk takes two workspaces (m, m2): half the lean workspace each, in a
+    # call split over images (batch 8: TILED_SPLIT_MIN_ELEMENTS) as inline (batch 1); the split
+    # passed the whole workspace a chunk (each thread twice the budget's workspace)
+    chunks = []
+    real = MaxPoolStep._tiled_part
+    monkeypatch.setattr(
+        MaxPoolStep, "_tiled_part", staticmethod(lambda *a: chunks.append(a[4]) or real(*a))
+    )
+    g = _lone(16, (64, 64), 0, 0)
+    lean = runtime.Session(g, memory="lean")
+    plan = lean._fast(training=False, keep_all=False)
+    (step,) = plan.steps
+    assert plan.lean is not None and step.workspace == plan.lean.workspace
+    for batch in (1, 8):
+        assert batch * 16 * 64 * 64 >= fast_pool.TILED_SPLIT_MIN_ELEMENTS or batch == 1
+        x = np.random.default_rng(batch).standard_normal((batch, 16, 64, 64)).astype(np.float32)
+        chunks.clear()
+        got = lean.run({"x": x})
+        assert chunks and all(0 < c <= step.workspace // 2 for c in chunks)
+        want = runtime.Session(g, plan="reference").run({"x": x})
+        for name in want:  # (maxima: exact)
+            np.testing.assert_array_equal(got[name], want[name])
 
 
 def _conv1d(c, length, m, k, stride, pads, dilation, group) -> Graph:

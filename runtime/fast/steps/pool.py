@@ -392,16 +392,16 @@ class MaxPoolStep(Step):
             return
         if tiled is not None and x.flags.c_contiguous and x.size >= least:
             y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
+            # (a lean budget holds a chunk's two workspaces, m and m2, inline or each thread's)
+            lean = (self.workspace or 0) // 2
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
-                # (a lean budget holds the chunk's two workspaces, m and m2)
-                chunk = self.workspace // 2 if self.workspace else POOL_CHUNK_BYTES // 4
+                chunk = lean or POOL_CHUNK_BYTES // 4
                 self._tiled_part(x, y, tiled, run.scratch[0], chunk)
             else:
+                chunk = lean or POOL_CHUNK_BYTES
                 run.parallel(
                     x.shape[0],
-                    lambda lo, hi, sc: self._tiled_part(
-                        x[lo:hi], y[lo:hi], tiled, sc, self.workspace or POOL_CHUNK_BYTES
-                    ),
+                    lambda lo, hi, sc: self._tiled_part(x[lo:hi], y[lo:hi], tiled, sc, chunk),
                     SPLIT_MIN_FLOPS,
                 )
             return
