@@ -26,7 +26,6 @@ from graphnet.runtime.fast import conv as fast_conv
 from graphnet.runtime.fast import lean as fast_lean
 from graphnet.runtime.fast.lean import LEAN_RATIO, static_floor
 from graphnet.runtime.fast.steps import ConvStep, MaxPoolStep
-from graphnet.runtime.fast.steps import pool as fast_pool
 from graphnet.runtime.feeds import random_inputs
 
 # (C, H, W), (M, kernel, strides, pads, dilations, group), a tiling pool after the ReLU, residual
@@ -363,29 +362,45 @@ def test_the_budget_counts_the_values_itemsize(dtype):
         np.testing.assert_allclose(got, want[name], rtol=1e-5, atol=1e-5)
 
 
-def test_lean_pool_chunks_hold_its_workspace_inline_and_split(monkeypatch):
+@pytest.mark.parametrize(
+    "shape, batches",
+    [
+        ((16, (64, 64), 0, 0), (1, 8)),  # batch 8: split over images (TILED_SPLIT_MIN_ELEMENTS)
+        # A plane past half the workspace: chunks of bands of kh rows (a plane each took 2x
+        # the workspace or more: 256x256, 2 channels: 511 KiB for 192)
+        ((2, (128, 128), 2, 3, "pool"), (1, 3)),
+        ((1, (256, 256), 2, 3, "pool"), (1, 2)),
+        ((1, (96, 96), 1, 3, "pool"), (1, 3)),  # the pairs' scratch past it: tiled chunks
+    ],
+    ids=str,
+)
+def test_lean_pool_chunks_hold_its_workspace(shape, batches, monkeypatch):
     # a tiling pool's chunk takes two workspaces (m, m2): half the lean workspace each, in a
-    # call split over images (batch 8: TILED_SPLIT_MIN_ELEMENTS) as inline (batch 1); the split
-    # passed the whole workspace a chunk (each thread twice the budget's workspace)
-    chunks = []
+    # call split over images as inline; the split passed the whole workspace a chunk (each
+    # thread twice the budget's workspace), and a chunk was of whole planes
+    used = []
     real = MaxPoolStep._tiled_part
-    monkeypatch.setattr(
-        MaxPoolStep, "_tiled_part", staticmethod(lambda *a: chunks.append(a[4]) or real(*a))
-    )
-    g = _lone(16, (64, 64), 0, 0)
+
+    def spy(*a):
+        real(*a)
+        used.append(a[3].used())  # (the bytes of the scratch's places in this step)
+
+    monkeypatch.setattr(MaxPoolStep, "_tiled_part", staticmethod(spy))
+    c, sizes, m, k, *pool = shape
+    g = _lone(c, sizes, m, k, bool(pool))
     lean = runtime.Session(g, memory="lean")
     plan = lean._fast(training=False, keep_all=False)
-    (step,) = plan.steps
-    assert plan.lean is not None and step.workspace == plan.lean.workspace
-    for batch in (1, 8):
-        assert batch * 16 * 64 * 64 >= fast_pool.TILED_SPLIT_MIN_ELEMENTS or batch == 1
-        x = np.random.default_rng(batch).standard_normal((batch, 16, 64, 64)).astype(np.float32)
-        chunks.clear()
+    step = plan.steps[-1]
+    assert plan.lean is not None and isinstance(step, MaxPoolStep)
+    assert step.workspace == plan.lean.workspace
+    for batch in batches:
+        x = np.random.default_rng(batch).standard_normal((batch, c, *sizes)).astype(np.float32)
+        used.clear()
         got = lean.run({"x": x})
-        assert chunks and all(0 < c <= step.workspace // 2 for c in chunks)
+        assert used and max(used) <= step.workspace
         want = runtime.Session(g, plan="reference").run({"x": x})
-        for name in want:  # (maxima: exact)
-            np.testing.assert_array_equal(got[name], want[name])
+        for name in want:  # (maxima of the same conv sums: as the suite test's tolerance)
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
 
 
 def _conv1d(c, length, m, k, stride, pads, dilation, group) -> Graph:

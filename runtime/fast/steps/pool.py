@@ -77,7 +77,9 @@ class MaxPoolStep(Step):
     ceil_mode: int = 0
     # the lean plan's (fast.lean) workspace budget in bytes for a tiling or pairwise pool's
     # chunks, inline or each thread's (None: POOL_CHUNK_BYTES // 4 inline, POOL_CHUNK_BYTES a
-    # thread; PAIRWISE_INLINE_CHUNK_BYTES)
+    # thread; PAIRWISE_INLINE_CHUNK_BYTES). With it, a tiling pool's pairs pass (its scratch
+    # a whole input / kh) runs only within it, and a plane past half of it is chunked in bands
+    # of kh rows (else a chunk's m and m2 took two planes at least)
     workspace: int | None = None
     _shapes: dict = field(default_factory=dict)
 
@@ -385,23 +387,32 @@ class MaxPoolStep(Step):
         outs, plan, tiled = geo
         slabs = tiled is not None and max(tiled[:-2], default=1) > 1
         least = TILED_SLABS_MIN_ELEMENTS if slabs else TILED_MIN_ELEMENTS
+        # (a lean budget holds a chunk's two workspaces, m and m2, inline or each thread's)
+        lean = (self.workspace or 0) // 2
         if tiled is not None and not slabs and x.size <= PAIRS_MAX_ELEMENTS:
-            x = np.ascontiguousarray(x)
-            y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
-            self._pairs_part(x, y, tiled[-2], tiled[-1], run.scratch[0])
-            return
+            if not lean or x.size // tiled[-2] * x.itemsize <= 2 * lean:
+                x = np.ascontiguousarray(x)
+                y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
+                self._pairs_part(x, y, tiled[-2], tiled[-1], run.scratch[0])
+                return
+            least = 0  # (lean: the pairs' scratch passes the workspace: the tiled chunks)
         if tiled is not None and x.flags.c_contiguous and x.size >= least:
             y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
-            # (a lean budget holds a chunk's two workspaces, m and m2, inline or each thread's)
-            lean = (self.workspace or 0) // 2
+            xs, ys, kernel = x, y, tiled
+            if lean and not slabs and x.itemsize * x.shape[-2] * x.shape[-1] > lean:
+                # (lean: a plane passes a chunk: chunks of bands of kh rows, an output row each)
+                kh, kw = tiled[-2:]
+                xs = x.reshape(x.shape[0], -1, kh, x.shape[-1])
+                ys = y.reshape(y.shape[0], -1, 1, y.shape[-1])
+                kernel = (kh, kw)
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
                 chunk = lean or POOL_CHUNK_BYTES // 4
-                self._tiled_part(x, y, tiled, run.scratch[0], chunk)
+                self._tiled_part(xs, ys, kernel, run.scratch[0], chunk)
             else:
                 chunk = lean or POOL_CHUNK_BYTES
                 run.parallel(
                     x.shape[0],
-                    lambda lo, hi, sc: self._tiled_part(x[lo:hi], y[lo:hi], tiled, sc, chunk),
+                    lambda lo, hi, sc: self._tiled_part(xs[lo:hi], ys[lo:hi], kernel, sc, chunk),
                     SPLIT_MIN_FLOPS,
                 )
             return
