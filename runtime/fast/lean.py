@@ -27,7 +27,11 @@ video3d 3.02). The lean plan holds the peak under `LEAN_RATIO` x that floor at b
   rows a slab, at least one, each slab padding only the input rows it reads where the image's
   padded copy would take more slabs; a one-row slab still past it: its GEMM over chunks of
   input channels, `conv.lean_depth_chunk`; wide rows, 3-D: from LEAN_SLAB_MIN_COLUMNS columns);
-- MaxPools' default workspaces (`pool_workspace`) count in whether the default plan fits;
+- MaxPools' default workspaces (`pool_workspace`) count in whether the default plan fits; under
+  the lean workspace a pool's chunks are bands of kh rows where a plane passes half of it;
+- NumPy's ufunc buffers (per strided operand of a call, outside every workspace) at
+  `LEAN_BUFSIZE` elements while the plan runs;
+- sizes at each value's itemsize;
 - a MaxPool tiling an im2col conv's output is fused only when an image's columns fit the
   workspace (the fused pool takes the whole image's GEMM output: no slabs);
 - no merged 1x1 convs (their stacked weight is a copy), no Concat written in place by its
