@@ -61,7 +61,6 @@ from graphnet.runtime.fast.lean import (
     batch_shapes,
     lean_itemsize,
     lean_plan,
-    lean_ufunc_state,
     pool_workspace,
     pooled_algorithm,
     workspace_estimate,
@@ -1269,19 +1268,12 @@ class CompiledPlan:
         timings: dict[str, float] | None,
     ) -> dict[str, np.ndarray]:
         """A run of the lean plan: NumPy's ufunc buffers at `LEAN_BUFSIZE` elements (they are
-        outside every workspace; see there)."""
-        state = lean_ufunc_state()
-        if state is None:  # pragma: no cover - (NumPy without the context variable)
-            old = np.setbufsize(LEAN_BUFSIZE)
-            try:
-                return self._run(feeds, rng, keep_all, timings)
-            finally:
-                np.setbufsize(old)
-        token = state[0].set(state[1])
+        outside every workspace; see there), the caller's error modes kept."""
+        old = np.setbufsize(LEAN_BUFSIZE)
         try:
             return self._run(feeds, rng, keep_all, timings)
         finally:
-            state[0].reset(token)
+            np.setbufsize(old)
 
     def _lean_shapes(self, node: Node) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """`node`'s first input's and output's shapes at batch 1 (`batch_shapes`), None when

@@ -67,7 +67,6 @@ __all__ = [
     "LEAN_GAIN",
     "LEAN_BUFSIZE",
     "lean_itemsize",
-    "lean_ufunc_state",
     "LeanPlan",
     "batch_shapes",
     "lean_plan",
@@ -118,38 +117,8 @@ allocates a buffer of up to that many elements per operand for the call, outside
 workspace: 64 KiB for two float32 operands, most of what a small graph's first run held past
 its budget (x(1, 3, 64, 64) -> 3x3 conv, 4 channels -> ReLU -> 2x2 MaxPool: peak / floor 1.42,
 a conv of 8 channels on 40x37: 1.44; 0.99 / 1.03 with 1024, and replays too: they held the
-arena plus these buffers). Set per run (`CompiledPlan.run`), in the thread that runs it (threads
-split work only past batch 1): `lean_ufunc_state`."""
-
-try:  # NumPy's ufunc state (error modes, buffer size): a context variable since NumPy 2.0
-    from numpy._core._ufunc_config import _extobj_contextvar as _UFUNC_STATE
-except ImportError:  # pragma: no cover - (then np.setbufsize around each run)
-    _UFUNC_STATE = None
-
-_LEAN_STATES: dict = {}  # the caller's ufunc state -> the same with LEAN_BUFSIZE
-
-
-def lean_ufunc_state() -> tuple:
-    """(NumPy's ufunc-state context variable, its current value with `LEAN_BUFSIZE`), or None
-    without the variable. A run sets the variable and resets it after (0.1-0.2 us: np.setbufsize
-    twice a run took 3.6% of lenet5@1's 0.125 ms; it builds the state anew each call); the
-    caller's error modes (np.errstate) stay, one state per caller's state, cached."""
-    if _UFUNC_STATE is None:
-        return None
-    cur = _UFUNC_STATE.get()
-    lean = _LEAN_STATES.get(cur)
-    if lean is None:
-        token = _UFUNC_STATE.set(cur)
-        try:
-            np.setbufsize(LEAN_BUFSIZE)
-            lean = _UFUNC_STATE.get()
-        finally:
-            _UFUNC_STATE.reset(token)
-        if len(_LEAN_STATES) >= 8:  # (errstate contexts each make one: a bounded cache)
-            _LEAN_STATES.clear()
-        _LEAN_STATES[cur] = lean
-    return _UFUNC_STATE, lean
-
+arena plus these buffers). Set per run (`CompiledPlan._lean_run`, np.setbufsize: ~2 us a call),
+in the thread that runs it (threads split work only past batch 1)."""
 
 LEAN_MIN_WORKSPACE = 16 << 10
 """The lean workspace budget is at least this (a smaller one runs im2col in slabs too thin for

@@ -307,35 +307,29 @@ def test_lean_peak_holds_the_budget_outside_the_suite(shape, bound, monkeypatch)
             np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-4)
 
 
-def test_a_lean_run_leaves_numpys_ufunc_state_as_it_was():
+def test_a_lean_run_uses_small_ufunc_buffers_and_leaves_numpys_state_as_it_was():
     g = _lone(3, (40, 37), 8, 3, pool=True)
     x = np.random.default_rng(0).standard_normal((1, 3, 40, 37)).astype(np.float32)
     lean = runtime.Session(g, memory="lean")
-    before = np.getbufsize()
+    step = lean._fast(training=False, keep_all=False).steps[0]
+    real = type(step).__call__
     seen = []
-    real = fast_lean.lean_ufunc_state
 
-    def spy():
-        state = real()
-        seen.append(state[1])
-        return state
+    def spy(self, run):
+        seen.append((np.getbufsize(), np.geterr()["over"]))
+        return real(self, run)
 
+    before = np.getbufsize()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("graphnet.runtime.fast.compile.lean_ufunc_state", spy)
+        mp.setattr(type(step), "__call__", spy)
         with np.errstate(over="raise"):  # (the caller's error modes hold in the run and after)
             lean.run({"x": x})
-            assert np.geterr()["over"] == "raise"
-            assert np.getbufsize() == before
+            assert np.geterr()["over"] == "raise" and np.getbufsize() == before
         lean.run({"x": x})
         with pytest.raises(InputError):  # (and after a failed run)
             lean.run({"x": x[:, :2]})
     assert np.getbufsize() == before and np.geterr()["over"] != "raise"
-    assert len(seen) == 2 and seen[0] is not seen[1]  # (one state per caller's state)
-    token = fast_lean._UFUNC_STATE.set(seen[0])
-    try:
-        assert np.getbufsize() == fast_lean.LEAN_BUFSIZE and np.geterr()["over"] == "raise"
-    finally:
-        fast_lean._UFUNC_STATE.reset(token)
+    assert seen[:2] == [(fast_lean.LEAN_BUFSIZE, "raise"), (fast_lean.LEAN_BUFSIZE, "warn")]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
