@@ -1060,7 +1060,7 @@ class CompiledPlan:
             return UnaryStep(
                 **common,
                 algo="ufunc",
-                why="max(x, alpha*(exp(min(x,0)) - 1)), out=",
+                why="x if x >= 0 else alpha * expm1(x) (elu_expm1), out=",
                 ufunc=partial(elu_expm1, float(attrs["alpha"])),
                 inplace=self.reuse,
                 temp=True,
