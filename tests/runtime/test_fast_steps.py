@@ -726,6 +726,14 @@ NORM_ACT_ACTS = [("PRelu", "below one"), ("PRelu", "mixed"), ("Elu", 1.0), ("Elu
 NORM_ACT_ACTS += [("LeakyRelu", 0.1), ("Relu", None)]
 
 
+def _norm_attrs(op, shape, arg):
+    """(the scale's and bias's shape, the attributes) of norm `op` over one image's `shape`:
+    LayerNormalization from axis `arg`, a GroupNormalization of `arg` groups, else per channel."""
+    if op == "LayerNormalization":
+        return (None, *shape)[arg % (len(shape) + 1) :], {"axis": arg, "epsilon": 1e-5}
+    return (shape[0],), {"epsilon": 1e-5} | ({"num_groups": arg} if arg else {})
+
+
 def _activation(g, x, act, act_arg, shape, rng):
     """act(x) named "act" (PRelu: slopes per channel of one image's `shape`, "below one" or
     "mixed"; others: `act_arg` its alpha, or None)."""
@@ -741,14 +749,7 @@ def _activation(g, x, act, act_arg, shape, rng):
 def _norm_act_graph(op, shape, arg, act, act_arg, rng, second_reader=False):
     """norm -> activation (the activation's output the graph's; with `second_reader` the
     norm's output too)."""
-    c = shape[0]
-    if op == "LayerNormalization":
-        axis = arg % (len(shape) + 1)
-        pshape = (None, *shape)[axis:]
-        attrs = {"axis": arg, "epsilon": 1e-5}
-    else:
-        pshape = (c,)
-        attrs = {"epsilon": 1e-5} | ({"num_groups": arg} if arg else {})
+    pshape, attrs = _norm_attrs(op, shape, arg)
     params = {
         "scale": rng.uniform(0.5, 1.5, pshape).astype(np.float32),
         "bias": rng.normal(0.0, 1.0, pshape).astype(np.float32),
@@ -846,13 +847,7 @@ def test_norm_writes_over_an_input_that_dies_there(split, op, shape, arg, batch,
         seen.append(np.shares_memory(x, run.get(self.outputs[0])))
 
     monkeypatch.setattr(fast_elementwise.NormStep, "__call__", spy)
-    c = shape[0]
-    if op == "LayerNormalization":
-        pshape = (None, *shape)[arg % (len(shape) + 1) :]
-        attrs = {"axis": arg, "epsilon": 1e-5}
-    else:
-        pshape = (c,)
-        attrs = {"epsilon": 1e-5} | ({"num_groups": arg} if arg else {})
+    pshape, attrs = _norm_attrs(op, shape, arg)
     for second in (False, True):
         g = Graph("scaled_norm")
         g.add_input("x", (None, *shape), "float32")
@@ -1308,15 +1303,9 @@ def _norm_act_pool_graph(op, shape, arg, act, act_arg, kernel, rng, *, scaled=Fa
     """[x * 1.5 ->] norm -> activation -> MaxPool (`kernel`: kernel = stride, or the pool's
     attributes), the pool's output the graph's; `scaled`: the norm reads a Mul's output,
     which dies there."""
-    c = shape[0]
     g = Graph("norm_act_pool")
     g.add_input("x", (None, *shape), "float32")
-    if op == "LayerNormalization":
-        pshape = (None, *shape)[arg % (len(shape) + 1) :]
-        attrs = {"axis": arg, "epsilon": 1e-5}
-    else:
-        pshape = (c,)
-        attrs = {"epsilon": 1e-5} | ({"num_groups": arg} if arg else {})
+    pshape, attrs = _norm_attrs(op, shape, arg)
     g.add_param("scale", rng.uniform(0.5, 1.5, pshape).astype(np.float32))
     g.add_param("bias", rng.normal(0.0, 1.0, pshape).astype(np.float32))
     x = "x"
