@@ -28,7 +28,10 @@ video3d 3.02). The lean plan holds the peak under `LEAN_RATIO` x that floor at b
   padded copy would take more slabs; a one-row slab still past it: its GEMM over chunks of
   input channels, `conv.lean_depth_chunk`; wide rows, 3-D: from LEAN_SLAB_MIN_COLUMNS columns);
 - MaxPools' default workspaces (`pool_workspace`) count in whether the default plan fits; under
-  the lean workspace a pool's chunks are bands of kh rows where a plane passes half of it;
+  the lean workspace a pool's chunks are bands of kh rows where a plane passes half of it, a
+  3 x 3 stride-1 "same" pool's (the pairwise pass) bands of output rows with a one-row halo
+  where a volume passes it (`MaxPoolStep._pairwise_bands`; one 256 x 256 channel after a conv:
+  1.51 -> 1.20x the floor);
 - NumPy's ufunc buffers (per strided operand of a call, outside every workspace) at
   `LEAN_BUFSIZE` elements while the plan runs;
 - sizes at each value's itemsize;
@@ -43,12 +46,9 @@ folded (`batch_shapes`: a Reshape to `(x.size(0), -1)` is sized). A graph with a
 unsized (an input's dim other than the batch unknown, a data-dependent shape) keeps the default
 plan and says so: `LeanPlan.off`, in describe(), a warning from `Session(memory="lean")`.
 
-Not held yet (found by review, left for a later change): a 3 x 3 stride-1 "same" MaxPool runs
-its pairwise pass over whole planes, whose scratch is a plane per chunk whatever the workspace
-(one channel of 256 x 256 after a conv: 1.51x the floor; a band of rows with a one-row halo
-would hold it); a Concat read by a pool (`pool_channels`) chunks by whole images of its widest
-branch (within the bound in every shape tried); float16 graphs run the plain kernels, whose
-temporaries no budget sizes.
+Not held yet (found by review, left for a later change): a Concat read by a pool
+(`pool_channels`) chunks by whole images of its widest branch (within the bound in every shape
+tried); float16 graphs run the plain kernels, whose temporaries no budget sizes.
 
 Measured at batch 1 (see README, runtime section) against the default plan and PyTorch eager.
 """

@@ -25,6 +25,7 @@ from graphnet.passes.manager import optimize
 from graphnet.runtime.fast import conv as fast_conv
 from graphnet.runtime.fast import lean as fast_lean
 from graphnet.runtime.fast.lean import LEAN_RATIO, static_floor
+from graphnet.runtime.fast.memory import ALIGN, Scratch
 from graphnet.runtime.fast.steps import ConvStep, MaxPoolStep
 from graphnet.runtime.feeds import random_inputs
 
@@ -240,9 +241,9 @@ def test_lean_off_is_said_not_silent():
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=3e-5)
 
 
-def _lone(c: int, sizes: tuple, m: int, k: int, pool: bool = False) -> Graph:
-    """x (N, c, *sizes) -> Conv m x c x k^d ("same" pads) -> ReLU (-> a 2x2 MaxPool with `pool`);
-    m = 0: a 2x2 MaxPool alone."""
+def _lone(c: int, sizes: tuple, m: int, k: int, pool: bool | str = False) -> Graph:
+    """x (N, c, *sizes) -> Conv m x c x k^d ("same" pads) -> ReLU (-> a 2x2 MaxPool with `pool`,
+    a 3x3 stride-1 pad-1 "same" one with pool="same"); m = 0: a 2x2 MaxPool alone."""
     rng = np.random.default_rng(c + m + k)
     g = Graph("lone")
     g.add_input("x", ("N", c, *sizes))
@@ -254,7 +255,10 @@ def _lone(c: int, sizes: tuple, m: int, k: int, pool: bool = False) -> Graph:
     g.add_param("w", (rng.standard_normal((m, c, *[k] * len(sizes))) / fan**0.5).astype(np.float32))
     y = g.add_node("Conv", ["x", "w"], {"pads": [k // 2] * 2 * len(sizes)}, name="conv").outputs[0]
     y = g.add_node("Relu", [y], {}, name="relu").outputs[0]
-    if pool:
+    if pool == "same":
+        attrs = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
+        y = g.add_node("MaxPool", [y], attrs, name="pool").outputs[0]
+    elif pool:
         attrs = {"kernel_shape": [2, 2], "strides": [2, 2]}
         y = g.add_node("MaxPool", [y], attrs, name="pool").outputs[0]
     g.mark_output(y)
@@ -280,6 +284,11 @@ def _lone(c: int, sizes: tuple, m: int, k: int, pool: bool = False) -> Graph:
         ((3, (64, 64), 4, 3, "pool"), LEAN_RATIO),
         ((3, (40, 37), 8, 3, "pool"), LEAN_RATIO),  # (W odd: the pool's strided stages)
         ((3, (96, 96), 8, 3, "pool"), LEAN_RATIO),
+        # A 3x3 stride-1 "same" MaxPool (the pairwise pass) on planes past the workspace: bands
+        # of rows (a plane of scratch each: 1.51x on one channel, 1.26x on two, without)
+        ((1, (256, 256), 1, 3, "same"), LEAN_RATIO),
+        ((2, (256, 256), 2, 3, "same"), LEAN_RATIO),
+        ((3, (128, 128), 4, 3, "same"), LEAN_RATIO),
     ],
     ids=lambda v: str(v),
 )
@@ -288,7 +297,7 @@ def test_lean_peak_holds_the_budget_outside_the_suite(shape, bound, monkeypatch)
     chunks = []
     real = fast_conv._depth_chunks
     monkeypatch.setattr(fast_conv, "_depth_chunks", lambda *a: chunks.append(a[5]) or real(*a))
-    g = _lone(c, sizes, m, k, bool(pool))
+    g = _lone(c, sizes, m, k, pool[0] if pool else False)
     x = np.random.default_rng(0).standard_normal((1, c, *sizes)).astype(np.float32)
     runtime.Session(g, memory="lean").run({"x": x})  # (first calls' lazy imports)
     lean = runtime.Session(g, memory="lean")
@@ -465,3 +474,64 @@ def test_the_budget_sees_the_pool_fusion_the_plan_makes(act, pooled):
     x = rng.standard_normal((2, 4, 24, 24)).astype(np.float32)
     want = runtime.Session(g, plan="reference").run({"x": x})["pool.out"]
     np.testing.assert_allclose(lean.run({"x": x})["pool.out"], want, rtol=1e-5, atol=3e-5)
+
+
+def _same_pool_oracle(x: np.ndarray) -> np.ndarray:
+    """The 3-wide stride-1 pad-1 max over every spatial axis of x, over a -inf padded copy."""
+    k = x.ndim - 2
+    pad = np.pad(x, [(0, 0)] * 2 + [(1, 1)] * k, constant_values=-np.inf)
+    win = np.lib.stride_tricks.sliding_window_view(pad, (3,) * k, axis=tuple(range(2, x.ndim)))
+    return win.max(axis=tuple(range(x.ndim, x.ndim + k)))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1, 2, 3), (3, 2, 7, 5), (1, 3, 11, 2), (2, 1, 5, 4, 3), (1, 2, 9), (3, 5, 2, 9)],
+    ids=str,
+)
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8, 100])
+def test_lean_pairwise_pool_bands_agree_exactly(shape, rows):
+    # a volume past the lean chunk runs in bands of rows of its first spatial axis (one-row
+    # halo); `rows` sets the chunk: bands of 1 output row (the 3-row minimum) to one band of
+    # several volumes. Exact: a max of the same values, whatever the order (planes of 2 rows,
+    # 3-D and 1-D pools, odd sizes, batch 1 and 3)
+    x = np.random.default_rng(len(shape) + rows).standard_normal(shape).astype(np.float32)
+    want = _same_pool_oracle(x)
+    row = x.itemsize * int(np.prod(shape[3:]))
+    chunk = 2 * rows * row
+    y = np.full_like(x, np.nan)
+    scratch = Scratch()
+    MaxPoolStep._pairwise_part(x, y, scratch, chunk, bands=True)
+    np.testing.assert_array_equal(y, want)
+    # (two workspaces, each half the chunk or 3 rows of one volume, each aligned up)
+    assert scratch.used() <= 2 * max(chunk // 2, 3 * row) + 2 * ALIGN
+    plain = np.full_like(x, np.nan)  # (the default plan's whole volumes agree too)
+    MaxPoolStep._pairwise_part(x, plain, Scratch(), chunk)
+    np.testing.assert_array_equal(plain, want)
+
+
+@pytest.mark.parametrize("batches", [(1, 3), (8,)], ids=str)
+def test_lean_same_pool_runs_in_bands_within_its_workspace(batches, monkeypatch):
+    # the review's shape: one 256x256 channel, its pool's scratch was a plane (256 KiB) for a
+    # 96 KiB workspace; batch 8 splits over images (TILED_SPLIT_MIN_ELEMENTS)
+    used = []
+    real = MaxPoolStep._pairwise_part
+
+    def spy(*a):
+        real(*a)
+        used.append(a[2].used())
+
+    monkeypatch.setattr(MaxPoolStep, "_pairwise_part", staticmethod(spy))
+    g = _lone(1, (256, 256), 1, 3, "same")
+    lean = runtime.Session(g, memory="lean")
+    plan = lean._fast(training=False, keep_all=False)
+    step = plan.steps[-1]
+    assert plan.lean is not None and isinstance(step, MaxPoolStep)
+    for batch in batches:
+        x = np.random.default_rng(batch).standard_normal((batch, 1, 256, 256)).astype(np.float32)
+        used.clear()
+        got = lean.run({"x": x})
+        assert used and max(used) <= step.workspace
+        want = runtime.Session(g, plan="reference").run({"x": x})
+        for name in want:  # (maxima of the same conv sums: as the suite test's tolerance)
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)

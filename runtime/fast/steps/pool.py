@@ -193,7 +193,9 @@ class MaxPoolStep(Step):
         )
 
     @staticmethod
-    def _pairwise_part(x: np.ndarray, y: np.ndarray, scratch: Scratch, chunk: int) -> None:
+    def _pairwise_part(
+        x: np.ndarray, y: np.ndarray, scratch: Scratch, chunk: int, bands: bool = False
+    ) -> None:
         """The 3-wide "same" max along each axis (last first) in two contiguous flat passes and
         no border fix-up: a[k] = max(src[k], src[k+B]) (B: the axis's block size), the last
         row of every plane set to -inf (where the pair read the next plane: the -inf padding
@@ -203,9 +205,14 @@ class MaxPoolStep(Step):
         as the flat passes themselves; this takes 0.55-0.8x of its time (16x16 and 8x8, 32-144
         channels, batch 1 and 32). Exact: max is. Over chunks of whole (image, channel)
         volumes, `a` in the thread's scratch (as large as the scratch already is, `chunk` bytes
-        at least): no pooled temporary as large as the input."""
+        at least): no pooled temporary as large as the input. With `bands` (the lean plan) a
+        volume past `chunk` bytes runs in bands of its first spatial axis
+        (`_pairwise_bands`)."""
         shape = x.shape
         vol = math.prod(shape[2:])
+        if bands and vol * x.itemsize > chunk:
+            MaxPoolStep._pairwise_bands(x, y, scratch, chunk)
+            return
         xv, yv = x.reshape(-1, vol), y.reshape(-1, vol)
         n = xv.shape[0]
         step = max(1, max(chunk // x.itemsize, scratch.room(x.dtype)) // vol)
@@ -221,6 +228,56 @@ class MaxPoolStep(Step):
                 np.maximum(af[: size - block], af[block:], out=yf[block:])
                 yf[:block] = af[:block]
                 src = yf
+
+    @staticmethod
+    def _pairwise_bands(x: np.ndarray, y: np.ndarray, scratch: Scratch, chunk: int) -> None:
+        """`_pairwise_part` for volumes past `chunk` bytes (the lean plan): bands of output rows
+        [r0, r1) of the first spatial axis over a group of (image, channel) volumes at once,
+        each band's input rows [r0 - 1, r1 + 1) clipped to the volume copied into a workspace
+        `b`; the later axes pooled in place there (the flat passes, pairs in `a`), then the
+        first axis's pairs into `a` and y's rows the max of two of them (a volume's first and
+        last rows take one pair: -inf beyond its edges). Two workspaces of half the chunk
+        each at most (at least 3 rows of one volume). Exact: max is."""
+        shape = x.shape
+        n, h = math.prod(shape[:2]), shape[2]
+        block = math.prod(shape[3:])
+        xv, yv = x.reshape(n, h, block), y.reshape(n, h, block)
+        row = block * x.itemsize
+        half = chunk // 2
+        planes = max(1, min(n, half // (4 * row)))  # (4 rows a volume at least: 2 out + halo)
+        rows = min(h, max(3, half // (planes * row)))  # input rows of a band, its halo in
+        out = max(1, rows - 2)
+        size = planes * rows * block
+        bf, af = scratch.take(3, size, x.dtype), scratch.take(2, size, x.dtype)
+        for p0 in range(0, n, planes):  # a loop over groups of volumes sized by the chunk
+            p1 = min(n, p0 + planes)
+            for r0 in range(0, h, out):  # a loop over bands of rows
+                r1 = min(h, r0 + out)
+                lo, hi = max(0, r0 - 1), min(h, r1 + 1)
+                hb = hi - lo
+                m = (p1 - p0) * hb * block
+                b, a = bf[:m], af[:m]
+                b3, a3 = b.reshape(-1, hb, block), a.reshape(-1, hb, block)
+                b3[...] = xv[p0:p1, lo:hi]
+                for i in range(len(shape) - 1, 2, -1):  # a loop over the later spatial axes
+                    blk, k = math.prod(shape[i + 1 :]), shape[i]
+                    np.maximum(b[: m - blk], b[blk:], out=a[: m - blk])
+                    a.reshape(-1, k, blk)[:, k - 1, :] = -np.inf
+                    np.maximum(a[: m - blk], a[blk:], out=b[blk:])
+                    b[:blk] = a[:blk]
+                np.maximum(b3[:, :-1], b3[:, 1:], out=a3[:, :-1])  # pairs (j, j + 1)
+                yb = yv[p0:p1, r0:r1]
+                s, e = r0 - lo, r1 - lo  # y's rows in the band
+                if r0 == 0:  # the volume's first row: rows 0 and 1
+                    yb[:, 0] = a3[:, 0]
+                    s += 1
+                if r1 == h:  # its last row: rows h - 2 and h - 1
+                    yb[:, -1] = a3[:, hb - 2]
+                    e -= 1
+                if e > s:
+                    np.maximum(
+                        a3[:, s - 1 : e - 1], a3[:, s:e], out=yb[:, s - (r0 - lo) : e - (r0 - lo)]
+                    )
 
     def _tiled(self, sizes: tuple) -> tuple[int, ...] | None:
         """The kernel when the pool tiles its input exactly (kernel = stride on every spatial
@@ -421,12 +478,16 @@ class MaxPoolStep(Step):
             y = run.alloc(self.outputs[0], x.shape, x.dtype)
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
                 chunk = self.workspace or PAIRWISE_INLINE_CHUNK_BYTES
-                self._pairwise_part(x, y, run.scratch[0], chunk)
+                self._pairwise_part(x, y, run.scratch[0], chunk, bool(self.workspace))
             else:
                 run.parallel(
                     x.shape[0],
                     lambda lo, hi, sc: self._pairwise_part(
-                        x[lo:hi], y[lo:hi], sc, self.workspace or POOL_CHUNK_BYTES
+                        x[lo:hi],
+                        y[lo:hi],
+                        sc,
+                        self.workspace or POOL_CHUNK_BYTES,
+                        bool(self.workspace),
                     ),
                     SPLIT_MIN_FLOPS,
                 )
