@@ -365,6 +365,33 @@ def test_the_budget_counts_the_values_itemsize(dtype):
         np.testing.assert_allclose(got, want[name], rtol=1e-5, atol=1e-5)
 
 
+def _pool_within_its_workspace(g, image, batches, part, scratch_arg, monkeypatch):
+    """Runs lean `g` (its last step a MaxPool) at each batch with the pool's `part` spied: the
+    bytes its scratch (argument `scratch_arg`) holds in each call stay within the step's
+    workspace (the lean plan's), and the outputs agree with the plain kernels."""
+    used = []
+    real = getattr(MaxPoolStep, part)
+
+    def spy(*a, **kw):
+        real(*a, **kw)
+        used.append(a[scratch_arg].used())  # (the bytes of the scratch's places in this step)
+
+    monkeypatch.setattr(MaxPoolStep, part, staticmethod(spy))
+    lean = runtime.Session(g, memory="lean")
+    plan = lean._fast(training=False, keep_all=False)
+    step = plan.steps[-1]
+    assert plan.lean is not None and isinstance(step, MaxPoolStep)
+    assert step.workspace == plan.lean.workspace
+    for batch in batches:
+        x = np.random.default_rng(batch).standard_normal((batch, *image)).astype(np.float32)
+        used.clear()
+        got = lean.run({"x": x})
+        assert used and max(used) <= step.workspace
+        want = runtime.Session(g, plan="reference").run({"x": x})
+        for name in want:  # (maxima of the same conv sums: as the suite test's tolerance)
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "shape, batches",
     [
@@ -381,29 +408,9 @@ def test_lean_pool_chunks_hold_its_workspace(shape, batches, monkeypatch):
     # a tiling pool's chunk takes two workspaces (m, m2): half the lean workspace each, in a
     # call split over images as inline; the split passed the whole workspace a chunk (each
     # thread twice the budget's workspace), and a chunk was of whole planes
-    used = []
-    real = MaxPoolStep._tiled_part
-
-    def spy(*a):
-        real(*a)
-        used.append(a[3].used())  # (the bytes of the scratch's places in this step)
-
-    monkeypatch.setattr(MaxPoolStep, "_tiled_part", staticmethod(spy))
     c, sizes, m, k, *pool = shape
     g = _lone(c, sizes, m, k, bool(pool))
-    lean = runtime.Session(g, memory="lean")
-    plan = lean._fast(training=False, keep_all=False)
-    step = plan.steps[-1]
-    assert plan.lean is not None and isinstance(step, MaxPoolStep)
-    assert step.workspace == plan.lean.workspace
-    for batch in batches:
-        x = np.random.default_rng(batch).standard_normal((batch, c, *sizes)).astype(np.float32)
-        used.clear()
-        got = lean.run({"x": x})
-        assert used and max(used) <= step.workspace
-        want = runtime.Session(g, plan="reference").run({"x": x})
-        for name in want:  # (maxima of the same conv sums: as the suite test's tolerance)
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+    _pool_within_its_workspace(g, (c, *sizes), batches, "_tiled_part", 3, monkeypatch)
 
 
 def _conv1d(c, length, m, k, stride, pads, dilation, group) -> Graph:
@@ -514,24 +521,5 @@ def test_lean_pairwise_pool_bands_agree_exactly(shape, rows):
 def test_lean_same_pool_runs_in_bands_within_its_workspace(batches, monkeypatch):
     # the review's shape: one 256x256 channel, its pool's scratch was a plane (256 KiB) for a
     # 96 KiB workspace; batch 8 splits over images (TILED_SPLIT_MIN_ELEMENTS)
-    used = []
-    real = MaxPoolStep._pairwise_part
-
-    def spy(*a):
-        real(*a)
-        used.append(a[2].used())
-
-    monkeypatch.setattr(MaxPoolStep, "_pairwise_part", staticmethod(spy))
     g = _lone(1, (256, 256), 1, 3, "same")
-    lean = runtime.Session(g, memory="lean")
-    plan = lean._fast(training=False, keep_all=False)
-    step = plan.steps[-1]
-    assert plan.lean is not None and isinstance(step, MaxPoolStep)
-    for batch in batches:
-        x = np.random.default_rng(batch).standard_normal((batch, 1, 256, 256)).astype(np.float32)
-        used.clear()
-        got = lean.run({"x": x})
-        assert used and max(used) <= step.workspace
-        want = runtime.Session(g, plan="reference").run({"x": x})
-        for name in want:  # (maxima of the same conv sums: as the suite test's tolerance)
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+    _pool_within_its_workspace(g, (1, 256, 256), batches, "_pairwise_part", 2, monkeypatch)
