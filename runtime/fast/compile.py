@@ -1260,21 +1260,6 @@ class CompiledPlan:
         v = self.graph.values.get(value)
         return 8 if v is None else lean_itemsize(v.dtype)
 
-    def _lean_run(
-        self,
-        feeds: Mapping[str, np.ndarray],
-        rng: np.random.Generator,
-        keep_all: bool,
-        timings: dict[str, float] | None,
-    ) -> dict[str, np.ndarray]:
-        """A run of the lean plan: NumPy's ufunc buffers at `LEAN_BUFSIZE` elements (they are
-        outside every workspace; see there), the caller's error modes kept."""
-        old = np.setbufsize(LEAN_BUFSIZE)
-        try:
-            return self._run(feeds, rng, keep_all, timings)
-        finally:
-            np.setbufsize(old)
-
     def _lean_shapes(self, node: Node) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """`node`'s first input's and output's shapes at batch 1 (`batch_shapes`), None when
         either is unknown."""
@@ -1393,9 +1378,15 @@ class CompiledPlan:
         """Execute the steps. With `timings`, each step's wall time (s) is added under its
         node's name (profiling). One run at a time (see the class)."""
         with self._lock:
-            if self.budget is not None:  # memory="lean"
-                return self._lean_run(feeds, rng, keep_all, timings)
-            return self._run(feeds, rng, keep_all, timings)
+            if self.budget is None:
+                return self._run(feeds, rng, keep_all, timings)
+            # memory="lean": NumPy's ufunc buffers at `LEAN_BUFSIZE` elements (they are outside
+            # every workspace; see there), the caller's error modes kept
+            old = np.setbufsize(LEAN_BUFSIZE)
+            try:
+                return self._run(feeds, rng, keep_all, timings)
+            finally:
+                np.setbufsize(old)
 
     def _run(
         self,

@@ -124,7 +124,7 @@ allocates a buffer of up to that many elements per operand for the call, outside
 workspace: 64 KiB for two float32 operands, most of what a small graph's first run held past
 its budget (x(1, 3, 64, 64) -> 3x3 conv, 4 channels -> ReLU -> 2x2 MaxPool: peak / floor 1.42,
 a conv of 8 channels on 40x37: 1.44; 0.99 / 1.03 with 1024, and replays too: they held the
-arena plus these buffers). Set per run (`CompiledPlan._lean_run`, np.setbufsize: ~2 us a call),
+arena plus these buffers). Set per run (`CompiledPlan.run`, np.setbufsize: ~2 us a call),
 in the thread that runs it (threads split work only past batch 1)."""
 
 LEAN_MIN_WORKSPACE = 16 << 10
