@@ -551,7 +551,9 @@ def test_concat_matches_numpy_and_onnxruntime(split, axis):
     assert np.array_equal(y, ort_run(export_checked(g), xs)[g.outputs[0]])
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 6, 7), (4, 3), (3, 2, 4, 3, 5)])
+@pytest.mark.parametrize(
+    "shape", [(3, 5, 6, 7), (4, 3), (3, 2, 4, 3, 5), (1, 3, 24, 23), (1, 2, 1, 8191)]
+)
 def test_batchnorm_train_statistics_on_offset_data(split, shape):
     """Train-mode BatchNorm on data far from zero (mean 1000, std 1): outputs and running
     statistics against the float64 formula; inference with those statistics afterwards."""
@@ -580,7 +582,10 @@ def test_batchnorm_train_statistics_on_offset_data(split, shape):
 
 
 @pytest.mark.parametrize(
-    "shape", [(1, 5, 6, 7), (3, 4, 5, 3), (1, 3, 1, 1), (2, 3), (1, 4), (1, 3, 2, 3, 4)]
+    "shape",
+    # (batch 1 with 552- and 8191-element rows: its passes unbuffered at the row length)
+    [(1, 5, 6, 7), (3, 4, 5, 3), (1, 3, 1, 1), (2, 3), (1, 4), (1, 3, 2, 3, 4), (1, 3, 24, 23)]
+    + [(1, 2, 8191)],
 )
 @pytest.mark.parametrize("mode", ["train", "inference"])
 def test_batchnorm_with_fused_relu_matches_the_plain_kernels(split, shape, mode):

@@ -198,9 +198,9 @@ class BatchNormStep(Step):
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
-        if run.training:
+        if run.training and not x.size:
             check_batch_statistics(x)
-        params = tuple(run.get(i) for i in self.inputs[1:5])
+        params = tuple(map(run.get, self.inputs[1:5]))
         if self.residual and run.get(self.inputs[5]).shape != x.shape:
             self._broadcast_residual(run, x, params)
             return
@@ -253,19 +253,35 @@ class BatchNormStep(Step):
         self, run: Run, x: np.ndarray, y: np.ndarray, params: tuple, fused: bool = True
     ) -> None:
         """One image, on this thread, as (C, length) matrices: the batch-1 path in straight
-        line (it spent ~9 of 36 us in the general path's closures, views and checks)."""
+        line (it spent ~9 of 36 us in the general path's closures, views and checks). Its
+        passes with a per-channel (C, 1) operand run unbuffered at the row length from rows
+        of UNBUFFERED_MIN_ROW elements (see `_unbuffered`)."""
+        length = x.size // x.shape[1]
+        if UNBUFFERED_MIN_ROW <= length < np.getbufsize():  # (never above a lean run's)
+            old = np.setbufsize(length - length % 16)
+            try:
+                self._single_passes(run, x, y, params, fused)
+            finally:
+                np.setbufsize(old)
+        else:
+            self._single_passes(run, x, y, params, fused)
+
+    def _single_passes(
+        self, run: Run, x: np.ndarray, y: np.ndarray, params: tuple, fused: bool
+    ) -> None:
         c = x.shape[1]
         length = x.size // c
         dt = x.dtype
         x2, y2 = x.reshape(c, length), y.reshape(c, length)
         if run.training:
             w, ones = self._vectors(length, length, dt)
-            sums = np.empty((3, c), dt)  # x . w (the shift m), D . 1, D . D
-            np.matmul(x2, w, out=sums[0])
-            np.subtract(x2, sums[0, :, None], out=y2)
-            np.matmul(y2, ones, out=sums[1])
-            np.matmul(y2[:, None, :], y2[:, :, None], out=sums[2, :, None, None])
-            s, t = self._train_affine(run, sums[0], sums[1:].astype(np.float64), length, params)
+            m = np.matmul(x2, w)  # the shift
+            np.subtract(x2, m[:, None], out=y2)
+            sums = np.empty((2, c), dt)  # D . 1, D . D
+            np.matmul(y2, ones, out=sums[0])
+            np.vecdot(y2, y2, out=sums[1])  # (BLAS sdot per row, as the stacked matmul was)
+            tot = np.multiply(sums, 1.0 / length, dtype=np.float64)
+            s, t = self._train_affine(run, m, tot, params)
             src = y2
         else:
             s, t = self._affine(params)
@@ -321,7 +337,8 @@ class BatchNormStep(Step):
             else:
                 run.parallel(n, second, work)
             tot = np.add.reduce(sums[1:], axis=1, dtype=np.float64)
-            s, t = self._train_affine(run, m, tot, n * length, params)
+            tot *= 1.0 / (n * length)
+            s, t = self._train_affine(run, m, tot, params)
             xv = yv  # D = x - m
         else:
             s, t = self._affine(params)
@@ -345,32 +362,55 @@ class BatchNormStep(Step):
             run.parallel(n, affine, work)
 
     def _train_affine(
-        self, run: Run, m: np.ndarray, tot: np.ndarray, count: int, params: tuple
+        self, run: Run, m: np.ndarray, tot: np.ndarray, params: tuple
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(s, t) of the train-mode affine of D = x - m from `tot`, the float64 sums of D and
-        D * D per channel over `count` values; the running statistics updated. m is any
-        float32 shift near the mean (the residual r = mean(D) takes back what it misses)."""
-        scale, bias, mean, var = params
-        tot /= count
-        r = tot[0]  # the mean of D
-        batch = np.empty((2, len(m)))  # the batch mean m + r and variance mean(D * D) - r**2
-        np.add(r, m, out=batch[0])
-        np.subtract(tot[1], r * r, out=batch[1])
-        np.maximum(batch[1], 0.0, out=batch[1])
-        s = scale / np.sqrt(batch[1] + self.epsilon)
-        t = bias - r * s  # y = (D - r) * s + B
+        """(s, t) of the train-mode affine of D = x - m from `tot`, the float64 means of D and
+        D * D per channel; the running statistics updated. m is any float32 shift near the
+        mean (the residual r = mean(D) takes back what it misses)."""
+        s, t, batch = self._batch_statistics(m, tot, params)
         if self.state or max(self.outputs[1:], default=-1) >= 0:
-            old = np.array((mean, var), dtype=np.float64)
-            old *= self.momentum
-            batch *= 1.0 - self.momentum
-            batch += old
-            olds = (None, mean, var)
-            for k, pname in self.state.items():
-                run.params[pname] = batch[k - 1].astype(run.params[pname].dtype)
-            for k, slot in enumerate(self.outputs[1:], start=1):
-                if slot >= 0:
-                    run.env[slot] = batch[k - 1].astype(olds[k].dtype)
+            self._running(run, self._blend(batch, params), params)
         return s, t
+
+    def _batch_statistics(
+        self, m: np.ndarray, tot: np.ndarray, params: tuple
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(s, t, batch) from the shift m and `tot` (see `_train_affine`): batch is (2, C),
+        the batch mean m + r and the biased variance mean(D * D) - r**2, float64. Few calls
+        on the (C,) vectors: each ~0.5 us, a batch-1 BN's arithmetic is ~10 us."""
+        scale, bias = params[0], params[1]
+        r = tot[0]  # the mean of D
+        batch = np.empty((2, len(m)))
+        np.add(r, m, out=batch[0])
+        v = batch[1]
+        np.multiply(r, r, out=v)
+        np.subtract(tot[1], v, out=v)
+        np.maximum(v, 0.0, out=v)
+        s = v + self.epsilon
+        np.sqrt(s, out=s)
+        np.divide(scale, s, out=s)
+        t = r * s
+        np.subtract(bias, t, out=t)  # y = (D - r) * s + B
+        return s, t, batch
+
+    def _blend(self, batch: np.ndarray, params: tuple) -> np.ndarray:
+        """The new running statistics (2, C), as the plain kernel computes them:
+        momentum * running + (1 - momentum) * batch, float64 (batch is overwritten)."""
+        old = np.array((params[2], params[3]), dtype=np.float64)
+        old *= self.momentum
+        batch *= 1.0 - self.momentum
+        batch += old
+        return batch
+
+    def _running(self, run: Run, new: np.ndarray, params: tuple) -> None:
+        """Store the new running statistics `new` (2, C) in the parameters (`state`) and the
+        optional outputs, each in the dtype of the statistic it replaces."""
+        olds = (None, params[2], params[3])
+        for k, pname in self.state.items():
+            run.params[pname] = new[k - 1].astype(run.params[pname].dtype)
+        for k, slot in enumerate(self.outputs[1:], start=1):
+            if slot >= 0:
+                run.env[slot] = new[k - 1].astype(olds[k].dtype)
 
 
 def elu_expm1(alpha: float, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:
