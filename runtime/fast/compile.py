@@ -68,6 +68,7 @@ from graphnet.runtime.fast.lean import (
 from graphnet.runtime.fast.memory import Pool
 from graphnet.runtime.fast.steps import (
     AliasStep,
+    BatchNormGroupStep,
     BatchNormStep,
     BinaryStep,
     ConcatStep,
@@ -84,6 +85,7 @@ from graphnet.runtime.fast.steps import (
     UnaryStep,
 )
 from graphnet.runtime.fast.steps.elementwise import elu_expm1
+from graphnet.runtime.fast.steps.trainfuse import ConvBatchNormStep
 from graphnet.runtime.fast.threads import WORKERS, Parallel, blas_single_threaded
 from graphnet.runtime.kernels import get_kernel
 
@@ -242,6 +244,7 @@ class CompiledPlan:
                 if isinstance(st, MaxPoolStep):
                     st.workspace = self.lean.workspace
         self._merge_pointwise()
+        self._group_batchnorms()
         self._topological()
         self._pool_concats()
         self._place_concats()
@@ -544,6 +547,83 @@ class CompiledPlan:
             drop = {id(c) for c in convs[1:]}
             self.steps = [merged if s is first else s for s in self.steps if id(s) not in drop]
 
+    def _group_batchnorms(self) -> None:
+        """Train mode: the BatchNorms reading the outputs of one `MergedPointwiseStep` (each
+        output read only by its BN, the BN with no residual and no statistics outputs, all
+        with the same epsilon and momentum) become one `BatchNormGroupStep` at the first
+        BN's place (the merged conv computed all their inputs before it)."""
+        if not (self.training and self.fuse):
+            return
+        keep = {self.slots[o] for o in self.graph.outputs if o in self.slots}
+        readers: dict[int, list[Step]] = {}
+        for st in self.steps:
+            for r in set(self._reads(st)):
+                readers.setdefault(r, []).append(st)
+        drop: dict[int, Step | None] = {}
+        for st in self.steps:
+            if not isinstance(st, MergedPointwiseStep):
+                continue
+            members = []
+            for o in st.outputs:
+                rs = readers.get(o, [])
+                b = rs[0] if len(rs) == 1 else None
+                if (
+                    type(b) is BatchNormStep
+                    and b.inputs[0] == o
+                    and not b.residual
+                    and o not in keep
+                    and all(k < 0 for k in b.outputs[1:])
+                    and b.inputs.count(o) == 1
+                ):
+                    members.append(b)
+            members = [
+                b
+                for b in members
+                if (b.epsilon, b.momentum) == (members[0].epsilon, members[0].momentum)
+            ]
+            if len(members) < 2:
+                continue
+            first = members[0]
+            group = BatchNormGroupStep(
+                name=first.name,
+                op="BatchNormalization",
+                inputs=[i for b in members for i in b.inputs],
+                outputs=[b.outputs[0] for b in members],
+                algo="affine",
+                why=f"{first.why}; with {', '.join(b.name for b in members[1:])} (the "
+                "BNs of one merged 1x1 conv): batch 1's per-channel arithmetic once",
+                fused=[f for b in members for f in ([b.name] if b is not first else []) + b.fused],
+                epsilon=first.epsilon,
+                momentum=first.momentum,
+                members=members,
+            )
+            drop.update((id(b), None) for b in members[1:])
+            spec = st.spec
+            if (
+                spec is not None
+                and [b.inputs[0] for b in members] == st.outputs
+                and not any(st.activations)
+                and all(v == 1 for v in spec.strides)
+                and not any(spec.pads)
+            ):
+                drop[id(first)] = None
+                drop[id(st)] = ConvBatchNormStep(
+                    name=st.name,
+                    op="Conv",
+                    inputs=[*st.inputs, *[i for b in members for i in b.inputs[1:]]],
+                    outputs=[*group.outputs, *st.outputs],
+                    algo="pointwise",
+                    why=f"{st.why}; train mode, with the BNs of its outputs ({group.name}): "
+                    "batch 1 normalizes the stacked GEMM result in place, then copies out",
+                    fused=[*st.fused, group.name, *group.fused],
+                    conv=st,
+                    group=group,
+                )
+            else:
+                drop[id(first)] = group
+        if drop:
+            self.steps = [drop.get(id(s), s) for s in self.steps if drop.get(id(s), s) is not None]
+
     def _place_concats(self) -> None:
         """A Concat along the channels whose inputs are each the output of a Conv step (its
         fused epilogue included) or of a BatchNorm step (train mode: not folded; it then
@@ -576,8 +656,13 @@ class CompiledPlan:
             for i in ins:
                 p, v = producer.get(i), g.values.get(names[i])
                 if (
-                    not isinstance(p, (ConvStep, BatchNormStep))  # (train mode: a BN's)
-                    or (p.outputs[0] != i and not isinstance(p, MergedPointwiseStep))
+                    not isinstance(p, (ConvStep, BatchNormStep, ConvBatchNormStep))  # (train: BN)
+                    or (
+                        p.outputs[0] != i
+                        and not isinstance(
+                            p, (MergedPointwiseStep, BatchNormGroupStep, ConvBatchNormStep)
+                        )
+                    )
                     or i in outputs
                     or i in self.placements
                     or v is None
@@ -1358,6 +1443,13 @@ class CompiledPlan:
                 )
                 if s.overwrite:
                     s.why += "; over its residual's buffer where the algorithm allows"
+            grp = s.group if isinstance(s, ConvBatchNormStep) else s
+            for b in grp.members if isinstance(grp, BatchNormGroupStep) else ():
+                b.inplace = (
+                    isinstance(b.inputs[0], int)
+                    and b.inputs[0] in self.frees[k]
+                    and b.outputs[0] not in keep
+                )
             if isinstance(s, (UnaryStep, BinaryStep, BatchNormStep, NormStep)):
                 src = s.inputs[0]
                 s.inplace = (

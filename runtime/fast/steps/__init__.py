@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from graphnet.runtime.fast.steps.base import AliasStep, ConcatStep, KernelStep, Run, Step
 from graphnet.runtime.fast.steps.elementwise import (
+    BatchNormGroupStep,
     BatchNormStep,
     BinaryStep,
     GlobalAveragePoolStep,
@@ -29,6 +30,7 @@ __all__ = [
     "BinaryStep",
     "AliasStep",
     "BatchNormStep",
+    "BatchNormGroupStep",
     "MaxPoolStep",
     "ConcatStep",
     "NormStep",

@@ -22,6 +22,7 @@ __all__ = [
     "UnaryStep",
     "BinaryStep",
     "BatchNormStep",
+    "BatchNormGroupStep",
     "NormStep",
     "elu_expm1",
     "SoftmaxStep",
@@ -411,6 +412,75 @@ class BatchNormStep(Step):
         for k, slot in enumerate(self.outputs[1:], start=1):
             if slot >= 0:
                 run.env[slot] = new[k - 1].astype(olds[k].dtype)
+
+
+@dataclass
+class BatchNormGroupStep(BatchNormStep):
+    """Train mode: the BatchNorms of the outputs of one `MergedPointwiseStep` (an Inception
+    block's sibling 1x1 convs, each output read only by its BN) as one step at the first BN's
+    place (`CompiledPlan._group_batchnorms`). At batch 1 the per-channel arithmetic (the
+    batch statistics, s and t, the running statistics: ~20 calls on (C,) vectors) runs once
+    on the members' channels stacked, and the step's Python once; each member's passes
+    over its own buffers are the single-image BN's (`BatchNormStep._single`), and its
+    running statistics its own slice of the stacked ones (the same float64 operations per
+    channel as alone: the same bits). Any other batch runs the members one after the other,
+    each as its own step would. `inputs` and `outputs` are the members' (their liveness);
+    the members' `inplace` is set per member by `CompiledPlan._liveness`."""
+
+    members: list = field(default_factory=list)
+
+    def __call__(self, run: Run) -> None:
+        members = self.members
+        xs = [run.get(b.inputs[0]) for b in members]
+        x0 = xs[0]
+        if (
+            not run.training
+            or x0.ndim < 2
+            or any(
+                x.shape[0] != 1 or x.shape[2:] != x0.shape[2:] or x.dtype != x0.dtype or not x.size
+                for x in xs
+            )
+        ):
+            for b in members:
+                b(run)
+            return
+        dt = x0.dtype
+        length = x0.size // x0.shape[1]
+        total = sum(x.shape[1] for x in xs)
+        w, ones = self._vectors(length, length, dt)
+        m = np.empty(total, dt)  # the shift x . w
+        sums = np.empty((2, total), dt)  # D . 1, D . D
+        outs = []
+        c0 = 0
+        for b, x in zip(members, xs, strict=True):  # (a loop over the 2-4 members)
+            c1 = c0 + x.shape[1]
+            src = b.inputs[0]
+            if b.inplace and run.writable(src) and b.outputs[0] not in run.placements:
+                y = run.steal(src, b.outputs[0])
+            else:  # (a channel slice of a Concat's buffer when placed there)
+                y = run.alloc(b.outputs[0], x.shape, dt)
+            x2, y2 = x.reshape(-1, length), y.reshape(-1, length)
+            mi = m[c0:c1]
+            np.matmul(x2, w, out=mi)
+            np.subtract(x2, mi[:, None], out=y2)
+            np.matmul(y2, ones, out=sums[0, c0:c1])
+            np.vecdot(y2, y2, out=sums[1, c0:c1])
+            outs.append((b, y2, c0, c1))
+            c0 = c1
+        params = np.concatenate(
+            [run.get(b.inputs[k]) for k in range(1, 5) for b in members]
+        ).reshape(4, total)  # scale, bias, running mean, running var (stacked)
+        s, t, batch = self._batch_statistics(
+            m, np.multiply(sums, 1.0 / length, dtype=np.float64), params
+        )
+        new = self._blend(batch, params)
+        s, t = s.astype(dt)[:, None], t.astype(dt)[:, None]
+        for b, y2, c0, c1 in outs:
+            np.multiply(y2, s[c0:c1], out=y2)
+            y2 += t[c0:c1]
+            if b.relu:
+                relu_(y2)
+            b._running(run, new[:, c0:c1], params[:, c0:c1])
 
 
 def elu_expm1(alpha: float, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:

@@ -1,0 +1,105 @@
+"""Train-mode fusion of a merged 1x1 conv with the BatchNorms of its outputs (`ConvBatchNormStep`).
+
+Inference folds each BatchNorm into the conv before it; train mode cannot (the statistics are
+the batch's), so an Inception block's sibling 1x1 convs (one `MergedPointwiseStep`) are each
+followed by a BatchNorm step: at batch 1 each of those is a few dozen NumPy calls on a few
+thousand values, where a call's overhead is worth more than its arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from graphnet.runtime.fast.conv import Epilogue, conv_chunked, relu_
+from graphnet.runtime.fast.steps.base import Run, Step
+from graphnet.runtime.fast.steps.elementwise import (
+    UNBUFFERED_MIN_ROW,
+    BatchNormGroupStep,
+)
+from graphnet.runtime.fast.steps.linear import MERGED_SCRATCH_SLOT, MergedPointwiseStep
+
+__all__ = ["ConvBatchNormStep"]
+
+
+@dataclass
+class ConvBatchNormStep(Step):
+    """Train mode: a `MergedPointwiseStep` (stride 1, no padding, no fused activation) and the
+    `BatchNormGroupStep` of its outputs as one step at the conv's place
+    (`CompiledPlan._group_batchnorms`). At batch 1 the stacked GEMM result Z (all the convs'
+    channels, in the thread's scratch, as the merged conv computes it) is normalized there as
+    one (channels, pixels) matrix: the shift, D = Z - m, the BLAS sums of D and D * D, the
+    per-channel arithmetic, the affine and the ReLU in place, 7 passes over Z instead of 7 over
+    each member's buffer; then each BN's channels are copied out into its output (a pooled
+    buffer, or its slice of a Concat's), the copy the merged conv made of the raw rows. The
+    convs' outputs are never made. Any other batch runs the conv, then the group, as their
+    own steps would (the convs' output slots are this step's outputs too: nothing reads them,
+    so they die here, see `CompiledPlan._liveness`). `outputs`: the BNs', then the convs'."""
+
+    conv: Any = None  # the MergedPointwiseStep
+    group: Any = None  # the BatchNormGroupStep of its outputs
+
+    def __call__(self, run: Run) -> None:
+        conv: MergedPointwiseStep = self.conv
+        group: BatchNormGroupStep = self.group
+        x = run.get(conv.inputs[0])
+        if not run.training or x.shape[0] != 1 or not x.size:
+            conv(run)
+            group(run)
+            return
+        out_shape = conv._cached_geometry(x.shape, True)[0]
+        conv.ran = "pointwise"
+        dt = x.dtype
+        wp, b = conv.stacked(run, dt)
+        scratch = run.parallel.scratch[0]
+        total, length = out_shape[1], math.prod(out_shape[2:])
+        z = scratch.take(MERGED_SCRATCH_SLOT, total * length, dt).reshape(out_shape)
+        conv_chunked("pointwise", conv.spec, x, wp, z, Epilogue(bias=b), scratch)
+        z2 = z.reshape(total, length)
+        if UNBUFFERED_MIN_ROW <= length < np.getbufsize():  # (never above a lean run's)
+            old = np.setbufsize(length - length % 16)  # (see BatchNormStep._single)
+            try:
+                self._normalize(run, z2, length)
+            finally:
+                np.setbufsize(old)
+        else:
+            self._normalize(run, z2, length)
+        c0 = 0
+        for bn, c in zip(group.members, conv.channels, strict=True):  # (2-4 members)
+            y = run.alloc(bn.outputs[0], (1, c, *out_shape[2:]), dt)
+            np.copyto(y, z[:, c0 : c0 + c])
+            c0 += c
+
+    def _normalize(self, run: Run, z2: np.ndarray, length: int) -> None:
+        """The group's train-mode BN of the stacked (channels, pixels) matrix z2, in place
+        (with each member's ReLU), and the members' running statistics."""
+        group: BatchNormGroupStep = self.group
+        members = group.members
+        dt = z2.dtype
+        total = z2.shape[0]
+        w, ones = group._vectors(length, length, dt)
+        m = np.matmul(z2, w)  # the shift
+        np.subtract(z2, m[:, None], out=z2)
+        sums = np.empty((2, total), dt)  # D . 1, D . D
+        np.matmul(z2, ones, out=sums[0])
+        np.vecdot(z2, z2, out=sums[1])
+        params = np.concatenate(
+            [run.get(b.inputs[k]) for k in range(1, 5) for b in members]
+        ).reshape(4, total)  # scale, bias, running mean, running var (stacked)
+        tot = np.multiply(sums, 1.0 / length, dtype=np.float64)
+        s, t, batch = group._batch_statistics(m, tot, params)
+        new = group._blend(batch, params)
+        np.multiply(z2, s.astype(dt)[:, None], out=z2)
+        z2 += t.astype(dt)[:, None]
+        relus = [b.relu for b in members]
+        c0 = 0
+        for b, c in zip(members, self.conv.channels, strict=True):
+            if b.relu and not all(relus):
+                relu_(z2[c0 : c0 + c])
+            b._running(run, new[:, c0 : c0 + c], params[:, c0 : c0 + c])
+            c0 += c
+        if all(relus):
+            relu_(z2)

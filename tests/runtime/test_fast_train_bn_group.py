@@ -1,0 +1,229 @@
+"""Train mode: the BatchNorms of one merged 1x1 conv's outputs as one step (`BatchNormGroupStep`)
+or fused with the conv (`ConvBatchNormStep`, batch 1 normalizes the stacked GEMM result).
+Outputs and running statistics against the plan without the grouping (each BN its own step),
+the reference plan (plain kernels) and a float64 formula, at batch 1 and 3 on one session
+(1 -> 3 -> 1: the fused path, the fallback, the fused path again), odd sizes, data far from
+zero, rows long enough for the unbuffered passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet import runtime
+from graphnet.ir import Graph
+from graphnet.runtime.fast import compile as fast_compile
+from graphnet.runtime.fast.steps import BatchNormGroupStep
+from graphnet.runtime.fast.steps.trainfuse import ConvBatchNormStep
+from tests.helpers import assert_close
+
+CHANNELS = (3, 5, 4)  # the three 1x1 convs' output channels
+
+
+def _block(
+    hw: tuple[int, int] = (5, 7),
+    stride: int = 1,
+    relus: tuple[bool, ...] = (True, True, False),
+    eps: tuple[float, ...] = (1e-5, 1e-5, 1e-5),
+    raw_output: bool = False,
+    seed: int = 4,
+) -> Graph:
+    """x (N, 6, H, W) -> three 1x1 convs (the second with a bias) of `stride` -> each a
+    train-mode BatchNorm (momentum 0.8, epsilon `eps`) [-> Relu per `relus`] -> one Concat (the
+    output). `raw_output`: the second conv's output is a graph output too (its BN is then not
+    the only reader)."""
+    rng = np.random.default_rng(seed)
+    g = Graph("bn_group")
+    g.add_input("x", (None, 6, *hw))
+    ys = []
+    for k, (m, relu, e) in enumerate(zip(CHANNELS, relus, eps, strict=True)):
+        name = f"c{k}"
+        g.add_param(f"{name}.w", (0.5 * rng.standard_normal((m, 6, 1, 1))).astype(np.float32))
+        ins = ["x", f"{name}.w"]
+        if k == 1:
+            g.add_param(f"{name}.b", rng.standard_normal(m).astype(np.float32))
+            ins.append(f"{name}.b")
+        attrs = {"strides": [stride, stride], "pads": [0] * 4}
+        y = g.add_node("Conv", ins, attrs, name=name).outputs[0]
+        if raw_output and k == 1:
+            g.mark_output(y)
+        bn = [y]
+        for p, arr in (
+            ("scale", rng.uniform(0.5, 1.5, m)),
+            ("B", rng.normal(0.0, 1.0, m)),
+            ("mean", rng.normal(0.0, 1.0, m)),
+            ("var", rng.uniform(0.5, 2.0, m)),
+        ):
+            g.add_param(f"{name}.{p}", arr.astype(np.float32))
+            bn.append(f"{name}.{p}")
+        y = g.add_node(
+            "BatchNormalization", bn, {"epsilon": e, "momentum": 0.8}, name=f"{name}.bn"
+        ).outputs[0]
+        if relu:
+            y = g.add_node("Relu", [y], {}, name=f"{name}.relu").outputs[0]
+        ys.append(y)
+    g.mark_output(g.add_node("Concat", ys, {"axis": 1}, name="cat").outputs[0])
+    return g
+
+
+def _ungrouped(monkeypatch, g: Graph) -> runtime.Session:
+    """A session whose train plan groups nothing (each BN its own step)."""
+    with monkeypatch.context() as m:
+        m.setattr(fast_compile.CompiledPlan, "_group_batchnorms", lambda self: None)
+        sess = runtime.Session(g)
+        sess._fast(training=True, keep_all=False)
+    return sess
+
+
+def _kinds(sess: runtime.Session) -> list[str]:
+    return [type(s).__name__ for s in sess._fast(training=True, keep_all=False).steps]
+
+
+def _feeds(batch: int, hw: tuple[int, int], offset: float, seed: int) -> dict[str, np.ndarray]:
+    x = offset + np.random.default_rng(seed).standard_normal((batch, 6, *hw))
+    return {"x": x.astype(np.float32)}
+
+
+def _float64_block(g: Graph, start: dict, x: np.ndarray, stride: int, relus) -> tuple:
+    """The block in float64 from the parameters `start` (before the run): the Concat and the
+    new running statistics {param name: value}."""
+    xs = x.astype(np.float64)[:, :, ::stride, ::stride]
+    ys, running = [], {}
+    for k in range(len(CHANNELS)):
+        p = {n: start[f"c{k}.{n}"].astype(np.float64) for n in ("w", "scale", "B", "mean", "var")}
+        y = np.einsum("mc,nchw->nmhw", p["w"][:, :, 0, 0], xs)
+        if k == 1:
+            y += start["c1.b"].astype(np.float64)[None, :, None, None]
+        mu, var = y.mean(axis=(0, 2, 3)), y.var(axis=(0, 2, 3))
+        col = (slice(None), None, None)
+        y = (y - mu[col]) / np.sqrt(var[col] + 1e-5) * p["scale"][col] + p["B"][col]
+        ys.append(np.maximum(y, 0.0) if relus[k] else y)
+        running[f"c{k}.mean"] = 0.8 * p["mean"] + 0.2 * mu
+        running[f"c{k}.var"] = 0.8 * p["var"] + 0.2 * var
+    return np.concatenate(ys, axis=1), running
+
+
+@pytest.mark.parametrize(
+    ("hw", "stride", "kind"),
+    [
+        ((5, 7), 1, ConvBatchNormStep),  # fused with the conv
+        ((24, 23), 1, ConvBatchNormStep),  # 552-element rows: the unbuffered passes
+        ((5, 7), 2, BatchNormGroupStep),  # stride 2: the conv apart, the BNs grouped
+        ((47, 25), 2, BatchNormGroupStep),  # 24 x 13 outputs
+        ((47, 45), 2, BatchNormGroupStep),  # 24 x 23 = 552-element rows
+    ],
+)
+@pytest.mark.parametrize("offset", [0.0, 100.0])
+def test_grouped_batchnorms_match_ungrouped_reference_and_float64(
+    monkeypatch, hw, stride, kind, offset
+):
+    """Batch 1 -> 3 -> 1 on one session (each run starts from the running statistics the last
+    one wrote): outputs and running statistics against the ungrouped plan and the reference
+    plan, each on its own copy of the graph, and the float64 formula."""
+    relus = (True, True, False)
+    graphs = [_block(hw, stride, relus) for _ in range(3)]
+    sess = runtime.Session(graphs[0])
+    kinds = _kinds(sess)
+    assert kind.__name__ in kinds and "BatchNormStep" not in kinds
+    assert ("MergedPointwiseStep" in kinds) == (kind is BatchNormGroupStep)
+    others = [_ungrouped(monkeypatch, graphs[1]), runtime.Session(graphs[2], plan="reference")]
+    assert "BatchNormStep" in _kinds(others[0])
+    out = graphs[0].outputs[0]
+    for batch in (1, 3, 1):
+        feeds = _feeds(batch, hw, offset, seed=batch)
+        start = dict(graphs[0].params)
+        got = sess.run(feeds, mode="train")[out]
+        want, running = _float64_block(graphs[0], start, feeds["x"], stride, relus)
+        # Y ~ 1: the conv's float32 sums of 6 products of size ~|offset| round by ~1e-7 of
+        # it (4e-5 at offset 100 against a channel std >= ~0.5: 1e-4); the BN's corrected
+        # two-pass statistics keep ~1e-6 of Y (the offset BN test's bound)
+        tol = 2e-5 + 1e-6 * offset
+        assert_close(got, want.astype(np.float32), rtol=1e-5, atol=tol, what="Y vs float64")
+        for name, value in running.items():  # float64 blends of float32 statistics
+            assert_close(graphs[0].params[name], value, rtol=1e-5, atol=tol, what=name)
+        for other, g in zip(others, graphs[1:], strict=True):
+            y = other.run(feeds, mode="train")[out]
+            assert_close(got, y, rtol=1e-5, atol=tol, what="Y vs ungrouped / reference")
+            for name in running:
+                assert_close(graphs[0].params[name], g.params[name], rtol=1e-5, atol=tol)
+
+
+def test_fused_block_writes_its_concat_in_place_and_stays_correct_after_a_failed_run(
+    monkeypatch,
+):
+    """Batch 1: the fused step writes each BN's channels into its slice of the Concat's buffer
+    (the Concat copies nothing); a run that fails (an error injected in its normalization)
+    leaves nothing stale: the next runs match the reference plan."""
+    g, ref_g = _block(), _block()
+    sess, ref = runtime.Session(g), runtime.Session(ref_g, plan="reference")
+    rows = {r.split()[0]: r for r in sess.describe(mode="train").splitlines()[1:]}
+    assert "no copy" in rows["cat"] and "BNs of its outputs" in rows["c0"]
+    feeds = _feeds(1, (5, 7), 0.0, seed=9)
+    calls = {"n": 0}
+    normalize = ConvBatchNormStep._normalize
+
+    def failing(self, run, z2, length):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise FloatingPointError("injected")
+        normalize(self, run, z2, length)
+
+    monkeypatch.setattr(ConvBatchNormStep, "_normalize", failing)
+    out = g.outputs[0]
+    for k in range(4):
+        if k == 1:
+            with pytest.raises(Exception, match="injected"):
+                sess.run(feeds, mode="train")
+            continue
+        got = sess.run(feeds, mode="train")[out]
+        want = ref.run(feeds, mode="train")[out]
+        assert_close(got, want, rtol=1e-5, atol=2e-5, what=f"run {k}")
+    assert calls["n"] == 4
+
+
+@pytest.mark.parametrize(
+    ("relus", "eps", "raw_output", "grouped"),
+    [
+        ((False, False, False), (1e-5, 1e-5, 1e-5), False, ["c0.bn", "c1.bn", "c2.bn"]),
+        ((True, True, True), (1e-5, 1e-3, 1e-5), False, ["c0.bn", "c2.bn"]),
+        ((True, False, True), (1e-5, 1e-5, 1e-5), True, ["c0.bn", "c2.bn"]),
+    ],
+)
+def test_what_groups_and_what_fuses(monkeypatch, relus, eps, raw_output, grouped):
+    """Mixed ReLUs fuse; a BN with another epsilon, or one whose conv output has another
+    reader, stays its own step, and the rest group without the conv (it must make every
+    output); the result matches the ungrouped and reference plans at batch 1 and 3."""
+    graphs = [_block(relus=relus, eps=eps, raw_output=raw_output) for _ in range(3)]
+    sess = runtime.Session(graphs[0])
+    steps = sess._fast(training=True, keep_all=False).steps
+    groups = [s for s in steps if isinstance(s, (BatchNormGroupStep, ConvBatchNormStep))]
+    assert len(groups) == 1
+    group = groups[0].group if isinstance(groups[0], ConvBatchNormStep) else groups[0]
+    assert [b.name for b in group.members] == grouped
+    assert isinstance(groups[0], ConvBatchNormStep) == (len(grouped) == 3)
+    others = [_ungrouped(monkeypatch, graphs[1]), runtime.Session(graphs[2], plan="reference")]
+    for batch in (1, 3):
+        feeds = _feeds(batch, (5, 7), 0.0, seed=batch)
+        got = sess.run(feeds, mode="train")
+        for other in others:
+            want = other.run(feeds, mode="train")
+            assert set(got) == set(want)
+            for k in got:  # (see the float64 test: Y ~ 1, float32 sums of 6 products)
+                assert_close(got[k], want[k], rtol=1e-5, atol=2e-5, what=k)
+    for name in graphs[0].params:
+        for g in graphs[1:]:
+            assert_close(graphs[0].params[name], g.params[name], rtol=1e-5, atol=2e-5)
+
+
+def test_inference_and_unfused_plans_do_not_group():
+    """Inference folds the BNs (no BN steps); keep_all (fuse off) and the lean plan keep
+    each BN its own step."""
+    g = _block()
+    sess = runtime.Session(g)
+    assert not {"BatchNormGroupStep", "ConvBatchNormStep"} & {
+        type(s).__name__ for s in sess._fast(training=False, keep_all=False).steps
+    }
+    kept = sess._fast(training=True, keep_all=True).steps
+    assert [type(s).__name__ for s in kept].count("BatchNormStep") == 3
+    lean = runtime.Session(_block(), memory="lean")._fast(training=True, keep_all=False)
+    assert not any(isinstance(s, (BatchNormGroupStep, ConvBatchNormStep)) for s in lean.steps)
