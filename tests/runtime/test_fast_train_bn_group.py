@@ -227,3 +227,28 @@ def test_inference_and_unfused_plans_do_not_group():
     assert [type(s).__name__ for s in kept].count("BatchNormStep") == 3
     lean = runtime.Session(_block(), memory="lean")._fast(training=True, keep_all=False)
     assert not any(isinstance(s, (BatchNormGroupStep, ConvBatchNormStep)) for s in lean.steps)
+
+
+@pytest.mark.parametrize("vecdot", [True, False])
+def test_row_dots_with_and_without_numpy_vecdot(monkeypatch, vecdot):
+    """The BN steps' per-row sums of squares: np.vecdot (NumPy 2) or the stacked matmul (NumPy
+    1.x, forced here), into a strided row of a (2, rows) array, against float64 (float32 BLAS
+    dots of 1..300 terms of size ~1-10: within 1e-6 relative); a train-mode batch-1 block on
+    either path matches the reference plan."""
+    from graphnet.runtime.fast.steps import elementwise
+
+    if not vecdot:
+        monkeypatch.setattr(elementwise, "_VECDOT", None)
+    rng = np.random.default_rng(5)
+    for rows, n in ((1, 1), (7, 13), (5, 300)):
+        a = (3.0 + rng.standard_normal((rows, n))).astype(np.float32)
+        out = np.zeros((2, rows), np.float32)
+        elementwise.row_dots(a, out[1])
+        want = (a.astype(np.float64) ** 2).sum(axis=1)
+        assert_close(out[1], want, rtol=1e-6, atol=0, what=f"row dots {rows}x{n}")
+        assert not out[0].any()
+    g, ref_g = _block(), _block()
+    feeds = _feeds(1, (5, 7), 0.0, seed=2)
+    got = runtime.Session(g).run(feeds, mode="train")[g.outputs[0]]
+    want = runtime.Session(ref_g, plan="reference").run(feeds, mode="train")[g.outputs[0]]
+    assert_close(got, want, rtol=1e-5, atol=2e-5, what="block Y")

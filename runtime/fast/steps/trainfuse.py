@@ -19,6 +19,7 @@ from graphnet.runtime.fast.steps.base import Run, Step
 from graphnet.runtime.fast.steps.elementwise import (
     UNBUFFERED_MIN_ROW,
     BatchNormGroupStep,
+    row_dots,
 )
 from graphnet.runtime.fast.steps.linear import MERGED_SCRATCH_SLOT, MergedPointwiseStep
 
@@ -85,7 +86,7 @@ class ConvBatchNormStep(Step):
         np.subtract(z2, m[:, None], out=z2)
         sums = np.empty((2, total), dt)  # D . 1, D . D
         np.matmul(z2, ones, out=sums[0])
-        np.vecdot(z2, z2, out=sums[1])
+        row_dots(z2, sums[1])
         params = np.concatenate(
             [run.get(b.inputs[k]) for k in range(1, 5) for b in members]
         ).reshape(4, total)  # scale, bias, running mean, running var (stacked)
