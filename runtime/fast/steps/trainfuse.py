@@ -87,12 +87,13 @@ class ConvBatchNormStep(Step):
         sums = np.empty((2, total), dt)  # D . 1, D . D
         np.matmul(z2, ones, out=sums[0])
         row_dots(z2, sums[1])
-        params = np.concatenate(
-            [run.get(b.inputs[k]) for k in range(1, 5) for b in members]
+        p64 = np.concatenate(
+            [run.get(b.inputs[k]) for k in range(1, 5) for b in members], dtype=np.float64
         ).reshape(4, total)  # scale, bias, running mean, running var (stacked)
-        tot = np.multiply(sums, 1.0 / length, dtype=np.float64)
-        s, t, batch = group._batch_statistics(m, tot, params)
-        new = group._blend(batch, params)
+        tot = sums.astype(np.float64)
+        tot *= 1.0 / length
+        s, t, batch = group._batch_statistics(m, tot, p64)
+        new = group._blend(batch, p64)
         np.multiply(z2, s.astype(dt)[:, None], out=z2)
         z2 += t.astype(dt)[:, None]
         relus = [b.relu for b in members]
@@ -100,7 +101,7 @@ class ConvBatchNormStep(Step):
         for b, c in zip(members, self.conv.channels, strict=True):
             if b.relu and not all(relus):
                 relu_(z2[c0 : c0 + c])
-            b._running(run, new[:, c0 : c0 + c], params[:, c0 : c0 + c])
+            b._running(run, new[:, c0 : c0 + c], ())  # (no statistics outputs: see grouping)
             c0 += c
         if all(relus):
             relu_(z2)
