@@ -252,3 +252,34 @@ def test_row_dots_with_and_without_numpy_vecdot(monkeypatch, vecdot):
     got = runtime.Session(g).run(feeds, mode="train")[g.outputs[0]]
     want = runtime.Session(ref_g, plan="reference").run(feeds, mode="train")[g.outputs[0]]
     assert_close(got, want, rtol=1e-5, atol=2e-5, what="block Y")
+
+
+def test_threads_sharing_a_session_in_train_mode():
+    """Two threads running one session's train plan (the fused step's GEMM result lives in the
+    plan's thread scratch between its passes): each run's output is its own input's, as the
+    reference plan computes it (train-mode outputs depend on the batch only)."""
+    import threading
+
+    g = _block(hw=(24, 23))
+    sess = runtime.Session(g)
+    ref = runtime.Session(_block(hw=(24, 23)), plan="reference")
+    out = g.outputs[0]
+    xs = [_feeds(1, (24, 23), 0.0, seed=k) for k in range(2)]
+    expected = [ref.run(f, mode="train")[out] for f in xs]
+    wrong = [0, 0]
+
+    def worker(i: int) -> None:
+        for _ in range(40):
+            got = sess.run(xs[i], mode="train")[out]
+            # (see the float64 test: Y ~ 1, float32 sums of 6 products)
+            if not np.allclose(got, expected[i], rtol=1e-5, atol=2e-5):
+                wrong[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == [0, 0]
+    rows = runtime.Session(g).profile(xs[0], runs=2, mode="train")
+    assert [r[0] for r in rows if r[1] == "Conv"] == ["c0"]  # the fused step, timed as c0
