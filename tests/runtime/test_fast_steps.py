@@ -1391,6 +1391,50 @@ def test_norm_with_fused_activation_and_pool(
 
 
 @pytest.mark.parametrize(
+    "op, shape, arg, act, act_arg, kernel",
+    [
+        ("GroupNormalization", (6, 10, 14), 3, "PRelu", "mixed", (2, 2)),
+        ("InstanceNormalization", (5, 9, 6), None, "Relu", None, (3, 3)),
+        ("GroupNormalization", (4, 8, 9), 2, "LeakyRelu", 0.1, (2, 3)),
+    ],
+)
+def test_norm_fused_pool_rebinds_its_views(op, shape, arg, act, act_arg, kernel, monkeypatch):
+    """The fused pool's passes on views made once per arrays (`NormStep._tile_max`): one session
+    run at batch 1 -> 3 -> 1 -> 2 -> 1, new data each run, and with the inline limit between
+    the batches' sizes (the larger ones then go to the pool step, the smaller ones bind again):
+    every output equals the unfused plan's bits (the pool commutes with the monotone affine and
+    activation: max(f(a), f(b)) = f(max(a, b))) and the plain kernels' within the fused norm
+    tests' bound; a run after the views changed reads no view of an earlier run's arrays."""
+    rng = np.random.default_rng(50)
+    g, y = _norm_act_pool_graph(op, shape, arg, act, act_arg, kernel, rng, scaled=True)
+    one = 4 * int(np.prod(shape))  # bytes of one image's pre-pool value
+    calls = []
+    real = fast_elementwise.NormStep._tile_max
+
+    def spy(self, run, pre):
+        out = real(self, run, pre)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(fast_elementwise.NormStep, "_tile_max", spy)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast_compile.CompiledPlan, "_fuse_norm_pool", lambda *a: None)
+        apart = runtime.Session(g)
+    reference = runtime.Session(g, plan="reference")
+    for limit in (1 << 18, 2 * one):
+        monkeypatch.setattr(fast_elementwise, "FUSED_POOL_INLINE_BYTES", limit)
+        sess = runtime.Session(g)
+        for batch in (1, 3, 1, 2, 1, 1):
+            calls.clear()
+            x = (100.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+            got = sess.run({"x": x})[y]
+            assert calls == [batch * one <= limit]
+            np.testing.assert_array_equal(got, apart.run({"x": x})[y])
+            want = reference.run({"x": x})[y]
+            assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"batch {batch}, limit {limit}")
+
+
+@pytest.mark.parametrize(
     "pool, fused, pad_only",  # (pad_only: a height where some window holds padding only)
     [
         ({"kernel_shape": [2, 1], "pads": [1, 0, 1, 0], "dilations": [2, 1]}, False, 1),
