@@ -10,6 +10,8 @@ tests/helpers.py unless a test says why it needs more.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -1275,6 +1277,38 @@ def test_unbuffered_restores_the_buffer_size_after_an_error():
     with pytest.raises(ValueError, match="inside"):
         fast_elementwise._unbuffered(fails, 675, 2, 5, None)
     assert seen == [(672, 2, 5, None)] and np.getbufsize() == default
+
+
+@pytest.mark.parametrize("through_setbufsize", [False, True])
+def test_unbuffered_keeps_the_callers_error_state_and_buffer(through_setbufsize, monkeypatch):
+    """`_unbuffered` sets the buffer through NumPy's ufunc state with extobjs it keeps: under
+    a caller's np.errstate and buffer size, the call sees that error state with the row's
+    buffer (an extobj kept from another state would reset the error handling), and both
+    are the caller's again after it, also on a second call (a kept extobj) and after an
+    error; np.setbufsize the same where NumPy has no such state."""
+    if through_setbufsize:
+        monkeypatch.setattr(fast_elementwise, "_EXTOBJ", None)
+    seen: list = []
+
+    def look(lo, hi, sc):
+        seen.append((np.getbufsize(), np.geterr()["over"], np.geterr()["divide"]))
+
+    def fails(lo, hi, sc):
+        look(lo, hi, sc)
+        raise ValueError("inside")
+
+    fast_elementwise._unbuffered(look, 1040, 0, 1, None)  # (kept under the default state)
+    with np.errstate(over="raise", divide="ignore"):
+        old = np.setbufsize(4096)
+        try:
+            for fn in (look, look, fails):  # (the second call: the kept extobj)
+                with pytest.raises(ValueError) if fn is fails else contextlib.nullcontext():
+                    fast_elementwise._unbuffered(fn, 1040, 0, 1, None)
+                assert (np.getbufsize(), np.geterr()["over"]) == (4096, "raise")
+        finally:
+            np.setbufsize(old)
+    assert seen[1:] == [(1040, "raise", "ignore")] * 3
+    assert seen[0][0] == 1040 and np.geterr()["over"] != "raise"
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.3, 0.0, 2.5])
