@@ -1468,6 +1468,35 @@ def test_norm_fused_pool_rebinds_its_views(op, shape, arg, act, act_arg, kernel,
             assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"batch {batch}, limit {limit}")
 
 
+@pytest.mark.parametrize("batch", [3, 4, 7])
+def test_norm_fused_pool_prelu_slope_as_one_images_row(split, batch, monkeypatch):
+    """The PReLU after a fused pool takes its per-channel slope as one image's row from
+    ROW_MIN_IMAGES images (`UnaryStep._row`, here with ROW_MIN_ELEMENTS lowered to the odd
+    shape's size): the same bits as the unfused plan (the pool commutes with the monotone
+    affine and PReLU), the plain kernels' values within the fused norm tests' bound."""
+    rng = np.random.default_rng(51)
+    shape = (6, 10, 14)
+    g, y = _norm_act_pool_graph("GroupNormalization", shape, 3, "PRelu", "mixed", (2, 2), rng)
+    monkeypatch.setattr(fast_elementwise, "ROW_MIN_ELEMENTS", 64)
+    rows = []
+    real = fast_elementwise.UnaryStep._row
+
+    def spy(run, k, p, x):
+        out = real(run, k, p, x)
+        rows.append(out.shape)
+        return out
+
+    monkeypatch.setattr(fast_elementwise.UnaryStep, "_row", staticmethod(spy))
+    x = (100.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+    got = runtime.Session(g).run({"x": x})[y]
+    assert rows == [(6, 5, 7) if batch >= fast_elementwise.ROW_MIN_IMAGES else (6, 1, 1)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast_compile.CompiledPlan, "_fuse_norm_pool", lambda *a: None)
+        np.testing.assert_array_equal(got, runtime.Session(g).run({"x": x})[y])
+    want = runtime.Session(g, plan="reference").run({"x": x})[y]
+    assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"batch {batch}")
+
+
 @pytest.mark.parametrize(
     "pool, fused, pad_only",  # (pad_only: a height where some window holds padding only)
     [

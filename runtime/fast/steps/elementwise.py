@@ -669,6 +669,8 @@ class NormStep(Step):
                 t, tb = run.pool.take(y.shape, y.dtype)
             if coefficients is not None:
                 coefficients = coefficients.reshape(*coefficients.shape, *(1,) * (y.ndim - 2))
+            # (a per-channel slope as one image's row from several images: see UnaryStep._row)
+            params = [UnaryStep._row(run, k, p, y) for k, p in enumerate(params)]
 
             def part(lo: int, hi: int, _) -> None:
                 yv = y[lo:hi]
