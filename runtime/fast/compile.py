@@ -84,7 +84,7 @@ from graphnet.runtime.fast.steps import (
     Step,
     UnaryStep,
 )
-from graphnet.runtime.fast.steps.elementwise import elu_expm1
+from graphnet.runtime.fast.steps.elementwise import elu_expm1, greatest, least
 from graphnet.runtime.fast.steps.trainfuse import ConvBatchNormStep
 from graphnet.runtime.fast.threads import WORKERS, Parallel, blas_single_threaded
 from graphnet.runtime.kernels import get_kernel
@@ -117,7 +117,7 @@ def _prelu(x, y, t, slope):
     # x if x >= 0 else slope * x: with every slope <= 1 that is max(x, slope * x), with every
     # slope >= 1 min(x, slope * x) (two passes); mixed slopes: max(x, 0) + slope * min(x, 0).
     s = slope.astype(x.dtype, copy=False)
-    lo, hi = float(s.min()), float(s.max())
+    lo, hi = least(s), greatest(s)  # (argmin / argmax: see `least`)
     if hi <= 1.0 or lo >= 1.0:
         np.multiply(x, s, out=t)
         (np.maximum if hi <= 1.0 else np.minimum)(x, t, out=y)

@@ -1279,6 +1279,27 @@ def test_unbuffered_restores_the_buffer_size_after_an_error():
     assert seen == [(672, 2, 5, None)] and np.getbufsize() == default
 
 
+@pytest.mark.parametrize(
+    "a",
+    [
+        np.array([[0.5], [-2.0], [3.0]], np.float32),
+        np.array([1.0, np.nan, -4.0, np.nan], np.float32),  # NaN: as min() / max()
+        np.array([-np.inf, 2.0, np.inf], np.float64),
+        np.arange(24, dtype=np.float16).reshape(2, 3, 4)[:, ::2, 1:],  # not contiguous
+        np.array([7.0], np.float32),
+    ],
+)
+def test_least_and_greatest_are_min_and_max(a):
+    """`least` / `greatest` (argmin / argmax, the per-run checks of slopes and scales): min()
+    and max() as floats, NaN where a holds one."""
+    for got, want in (
+        (fast_elementwise.least(a), a.min()),
+        (fast_elementwise.greatest(a), a.max()),
+    ):
+        assert type(got) is float
+        np.testing.assert_array_equal(got, float(want))
+
+
 @pytest.mark.parametrize("through_setbufsize", [False, True])
 def test_unbuffered_keeps_the_callers_error_state_and_buffer(through_setbufsize, monkeypatch):
     """`_unbuffered` sets the buffer through NumPy's ufunc state with extobjs it keeps: under
