@@ -622,11 +622,11 @@ def _group_affine(
     return out
 
 
-def _tile_passes(pre: np.ndarray, y: np.ndarray, m, m2, tiled: tuple) -> tuple:
-    """The NumPy calls of a tiling kh x kw pool of `pre`'s (h, w) planes into y, as
+def _tile_passes(pre: np.ndarray, m, m2, tiled: tuple) -> tuple:
+    """The NumPy calls of a tiling kh x kw pool of `pre`'s (h, w) planes, as
     `MaxPoolStep._tiled_part` makes them in one chunk: (the (a, b, out) of each np.maximum,
-    (y's view, the tile corners' view of m2)); m, m2 its scratch (flat, `pre.size - (kh - 1)
-    * w` and `pre.size` elements)."""
+    the tile corners' view of m2); m, m2 its scratch (flat, `pre.size - (kh - 1) * w` and
+    `pre.size` elements). Not of the output: a graph output is a fresh array every run."""
     (h, w), (kh, kw) = pre.shape[2:], tiled
     rows = pre.size - (kh - 1) * w
     cols = rows - (kw - 1)
@@ -635,15 +635,14 @@ def _tile_passes(pre: np.ndarray, y: np.ndarray, m, m2, tiled: tuple) -> tuple:
     passes += [(m, src[t * w : t * w + rows], m) for t in range(2, kh)]
     passes += [(m[:cols], m[1 : 1 + cols], m2[:cols])]
     passes += [(m2[:cols], m[t : t + cols], m2[:cols]) for t in range(2, kw)]
-    corners = m2.reshape(-1, h // kh, kh, w // kw, kw)[:, :, 0, :, 0]
-    return passes, (y.reshape(corners.shape), corners)
+    return passes, m2.reshape(-1, h // kh, kh, w // kw, kw)[:, :, 0, :, 0]
 
 
-def _tile_max_passes(calls: tuple) -> None:
-    """Runs `_tile_passes`' calls: the window's rows, its columns, then the corners' copy."""
+def _tile_max_passes(calls: tuple, y: np.ndarray) -> None:
+    """Runs `_tile_passes`' calls: the window's rows, its columns, then the corners into y."""
     for a, b, out in calls[0]:  # (a loop over the window's rows, then its columns)
         np.maximum(a, b, out=out)
-    np.copyto(*calls[1])
+    np.copyto(y.reshape(calls[1].shape), calls[1])
 
 
 @dataclass
@@ -684,9 +683,9 @@ class NormStep(Step):
     pool: Any = None
     sink: str = ""
     _ones: dict = field(default_factory=dict)
-    # `_tile_max`'s arrays (pre-pool value, output, scratch) and its NumPy calls' views of them
+    # `_tile_max`'s arrays (pre-pool value, scratch) and its NumPy calls' views of them
     _tiles: tuple | None = field(default=None, repr=False, compare=False)
-    # `_small_group`'s arrays (input, pre-pool value, output, scratch) and its views of them
+    # `_small_group`'s arrays (input, pre-pool value, scratch) and its views of them
     _bound: tuple | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, run: Run) -> None:
@@ -789,11 +788,11 @@ class NormStep(Step):
         sc = run.scratch[0]
         m = sc.take(2, pre.size - (kh - 1) * w, pre.dtype)  # (`_tiled_part`'s slots, sizes)
         m2 = sc.take(1, pre.size, pre.dtype)
-        arrays = (pre, y, m, m2)
+        arrays = (pre, m, m2)
         hit = self._tiles
         if hit is None or any(a is not b for a, b in zip(hit[0], arrays, strict=True)):
-            hit = self._tiles = (arrays, _tile_passes(pre, y, m, m2, (kh, kw)))
-        _tile_max_passes(hit[1])
+            hit = self._tiles = (arrays, _tile_passes(pre, m, m2, (kh, kw)))
+        _tile_max_passes(hit[1], y)
         return y
 
     def _weights(self, n: int, dt: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -831,10 +830,10 @@ class NormStep(Step):
         sc = run.scratch[0]
         m = sc.take(2, x.size - (kh - 1) * w, dt)  # (`_tile_max`'s scratch)
         m2 = sc.take(1, x.size, dt)
-        arrays = (x, pre, y, m, m2)
+        arrays = (x, pre, m, m2)  # (not y: a graph output is a fresh array every run)
         hit = self._bound
         if hit is None or any(a is not b for a, b in zip(hit[0], arrays, strict=True)):
-            hit = self._bound = (arrays, self._bind_small(x, pre, y, m, m2, tiled))
+            hit = self._bound = (arrays, self._bind_small(x, pre, y.size, m, m2, tiled))
         b = hit[1]
         n, g = b["n"], b["g"]
         np.matmul(b["x2"], b["w"], out=b["s0"])
@@ -849,16 +848,15 @@ class NormStep(Step):
         r, inv = _shift_and_inverse(b["sums"][1:], n, self.epsilon)
         _group_affine(r, inv, *_group_params(scale, bias, c, g), b["aff64"])
         np.copyto(b["co"], b["aff64"])  # (float64 -> x's dtype)
-        _tile_max_passes(b["pool"])
+        _tile_max_passes(b["pool"], y)
         y *= b["co0"]
         y += b["co1"]
         if self.activation is not None:  # (a per-channel slope as it is: under ROW_MIN_ELEMENTS)
-            self.activation(y, y, b["t"], *params)
+            t = b["t"]
+            self.activation(y, y, None if t is None else t.reshape(y.shape), *params)
         return True
 
-    def _bind_small(
-        self, x: np.ndarray, pre: np.ndarray, y: np.ndarray, m, m2, tiled: tuple
-    ) -> dict:
+    def _bind_small(self, x: np.ndarray, pre: np.ndarray, pooled: int, m, m2, tiled: tuple) -> dict:
         """`_small_group`'s views of its arrays and its own small ones (sums, affine)."""
         dt = x.dtype
         images, c = x.shape[:2]
@@ -871,7 +869,7 @@ class NormStep(Step):
         co = np.empty((2, images, c), dt)
         plane = x.size // (images * c)
         s0c = sums[0, :, None]
-        t = pre.reshape(-1)[: y.size].reshape(y.shape) if self.act_temp else None
+        t = pre.reshape(-1)[:pooled] if self.act_temp else None
         return {
             "n": n,
             "g": g,
@@ -891,7 +889,7 @@ class NormStep(Step):
             "co": co,
             "co0": co[0].reshape(images, c, 1, 1),
             "co1": co[1].reshape(images, c, 1, 1),
-            "pool": _tile_passes(pre, y, m, m2, tiled),
+            "pool": _tile_passes(pre, m, m2, tiled),
             "t": t,  # (the activation's scratch: pre's head, read by the pool before)
         }
 
