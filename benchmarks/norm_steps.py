@@ -10,9 +10,11 @@ timed (`Session.profile`, one run per sample) as compiled and with NumPy's defau
 interleaved sample by sample; the table prints the median of the ratios. Then the fused ELU's
 function (`elementwise.elu_expm1`, now the Elu step's too) against the former exp - 1
 formulation (`_elu_exp_minus_1` here) over the instance norm's output, one thread,
-interleaved. Ratios under 1: the compiled step is faster. Both are taken within one process,
-so the machine's speed cancels out, but not its load (printed with the table): the plan's
-second thread helps only when a core is free.
+interleaved. Then, at batch 1, the group norms with a 2 x 2 MaxPool after the activation (fused
+into the norm step) as compiled (their NumPy calls bound once per arrays) against the general
+path (`bound_ratio`). Ratios under 1: the compiled step is faster. Both are taken within one
+process, so the machine's speed cancels out, but not its load (printed with the table): the
+plan's second thread helps only when a core is free.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def _elu_exp_minus_1(alpha: float, x: np.ndarray, y: np.ndarray, t: np.ndarray) 
     np.maximum(x, t, out=y)  # (0 <= alpha <= 1)
 
 
-def _graph(op: str, shape: tuple[int, ...], arg: int, act: str) -> Graph:
+def _graph(op: str, shape: tuple[int, ...], arg: int, act: str, pool: bool = False) -> Graph:
+    """x -> Mul -> norm -> activation -> GlobalAveragePool, or (`pool`) -> a 2 x 2 MaxPool."""
     rng = np.random.default_rng(0)
     c = shape[1]
     g = Graph(f"norm_{op}")
@@ -82,7 +85,11 @@ def _graph(op: str, shape: tuple[int, ...], arg: int, act: str) -> Graph:
         y = g.add_node("PRelu", [y, "slope"], {}, name="act").outputs[0]
     else:
         y = g.add_node(act, [y], {"alpha": 1.0 if act == "Elu" else 0.1}, name="act").outputs[0]
-    g.mark_output(g.add_node("GlobalAveragePool", [y], {}, name="gap").outputs[0])
+    if pool:
+        attrs = {"kernel_shape": [2, 2], "strides": [2, 2]}
+        g.mark_output(g.add_node("MaxPool", [y], attrs, name="pool").outputs[0])
+    else:
+        g.mark_output(g.add_node("GlobalAveragePool", [y], {}, name="gap").outputs[0])
     return g
 
 
@@ -106,6 +113,35 @@ def measure(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int) -> d
         "ms": statistics.median(ours),
         "default_ms": statistics.median(default),
         "ratio": statistics.median(a / b for a, b in zip(ours, default, strict=True)),
+    }
+
+
+def bound_ratio(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int) -> dict:
+    """The norm + activation + 2 x 2 pool step (the pool fused) as compiled (at batch-1 sizes
+    `NormStep._small_group`, its NumPy calls bound once per arrays) against the general path
+    (`elementwise.FUSED_POOL_INLINE_BYTES` 0: `_normalize`, the pool step, the affine and
+    activation after it): one session each (each records its own arena), interleaved."""
+    saved = elementwise.FUSED_POOL_INLINE_BYTES
+    feeds = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
+    sessions = {}
+    times: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for general in (False, True):
+            elementwise.FUSED_POOL_INLINE_BYTES = 0 if general else saved
+            sessions[general] = Session(_graph(op, shape, arg, act, pool=True))
+            sessions[general].run(feeds)
+        for _ in range(runs):
+            for general in (False, True):
+                elementwise.FUSED_POOL_INLINE_BYTES = 0 if general else saved
+                rows = sessions[general].profile(feeds, runs=1)
+                times[general].append(next(ms for name, *_, ms in rows if name == "norm"))
+    finally:
+        elementwise.FUSED_POOL_INLINE_BYTES = saved
+    ours, general = times[False], times[True]
+    return {
+        "ms": statistics.median(ours),
+        "general_ms": statistics.median(general),
+        "ratio": statistics.median(a / b for a, b in zip(ours, general, strict=True)),
     }
 
 
@@ -149,6 +185,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             ["Elu: expm1 / exp - 1", "x".join(map(str, shape)), f"{ms:.3f}", "", f"{ratio:.2f}"]
         )
+    print_table(head, rows, markdown=args.markdown, load0=load0)
+    head = ["step (+ 2x2 MaxPool fused)", "input", "ms", "general path ms", "ratio (median)"]
+    rows = []
+    load0 = os.getloadavg()[0]
+    for op, shape, arg, act in CASES:
+        if shape[0] != 1 or op == "LayerNormalization":  # (batch-1 group norms: bound)
+            continue
+        r = bound_ratio(op, shape, arg, act, args.runs)
+        name = f"{op.replace('Normalization', 'Norm')} + {act} + pool"
+        shown = "x".join(map(str, shape))
+        rows.append([name, shown, f"{r['ms']:.3f}", f"{r['general_ms']:.3f}", f"{r['ratio']:.2f}"])
     print_table(head, rows, markdown=args.markdown, load0=load0)
     return 0
 
