@@ -1512,6 +1512,54 @@ def test_norm_fused_pool_rebinds_its_views(op, shape, arg, act, act_arg, kernel,
     assert not binds
 
 
+@pytest.mark.parametrize(
+    "shape, axis, act, act_arg",
+    [
+        ((4, 6, 8), 1, "LeakyRelu", 0.1),
+        ((4, 6, 8), 1, "PRelu", "mixed"),
+        ((7,), -1, "Elu", 1.0),
+        ((5, 3, 4), 2, "Relu", None),  # (rows of one image: the general path)
+    ],
+)
+@pytest.mark.parametrize("scaled", [False, True])
+def test_layer_norm_of_one_row_runs_straight(shape, axis, act, act_arg, scaled, monkeypatch):
+    """A layer norm of one row (batch 1 from axis 1, or of a 1-D image) takes its straight
+    path (`NormStep._one_row`): one session at batch 1 -> 2 -> 1 -> 1 -> 3 -> 1, new
+    data each run, the norm's output a graph output (a fresh array every run) or written over
+    a dying Mul's output (`scaled`): the bits of the general path (`_normalize`) every time,
+    the plain kernels' values within the fused norm tests' bound, and the bound path taken
+    exactly for one-row runs."""
+    rng = np.random.default_rng(52)
+    g, y = _norm_act_graph("LayerNormalization", shape, axis, act, act_arg, rng)
+    if scaled:  # x * 1.5 -> the norm (the Mul's output dies there: the norm writes over it)
+        g.add_param("k", np.float32(1.5))
+        node = next(n for n in g.nodes if n.op == "LayerNormalization")
+        mul = g.add_node("Mul", ["x", "k"], {}, name="mul", before=node)
+        g.set_input(node, 0, mul.outputs[0])
+    bound = []
+    real = fast_elementwise.NormStep._one_row
+
+    def spy(self, *args):
+        out = real(self, *args)
+        bound.append(out)
+        return out
+
+    monkeypatch.setattr(fast_elementwise.NormStep, "_one_row", spy)
+    sess = runtime.Session(g)
+    reference = runtime.Session(g, plan="reference")
+    for batch in (1, 2, 1, 1, 3, 1):
+        bound.clear()
+        x = (100.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+        got = sess.run({"x": x})[y]
+        one_row = batch == 1 and (axis == 1 or len(shape) == 1)
+        assert bound == [one_row]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(fast_elementwise.NormStep, "_one_row", lambda *a: False)
+            np.testing.assert_array_equal(got, runtime.Session(g).run({"x": x})[y])
+        want = reference.run({"x": x})[y]
+        assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"batch {batch}")
+
+
 @pytest.mark.parametrize("batch", [3, 4, 7])
 def test_norm_fused_pool_prelu_slope_as_one_images_row(split, batch, monkeypatch):
     """The PReLU after a fused pool takes its per-channel slope as one image's row from
