@@ -251,6 +251,50 @@ class CompiledPlan:
         self._schedule()
         self._liveness()
         self._batch_last_handoffs()
+        self._channels_last_handoffs()
+
+    def _channels_last_handoffs(self) -> None:
+        """A 2-D Winograd conv whose every reader is another one, reading its output as the
+        input or the residual, writes it channels-last (ConvStep.channels_last: (N, H, W, M),
+        held as its NCHW view) when it runs Winograd: its output transform lays the tiles out
+        channels-last, which then goes into the output as it is (no transposing copy out), and
+        the reader's channels-last padded input is a plain copy of it (no transposing copy in).
+        A reader that runs another algorithm on a batch (too few tiles) reads the view as any
+        strided input. Inference only; not a graph output or a Concat's slice (NCHW there)."""
+        if self.training or not self.fuse:
+            return
+        readers: dict[int, list[Step]] = {}
+        for s in self.steps:
+            for r in dict.fromkeys(self._reads(s)):
+                readers.setdefault(r, []).append(s)
+        keep = {self.slots[o] for o in self.graph.outputs if o in self.slots}
+
+        def winograd(step: Step) -> bool:
+            return (
+                isinstance(step, ConvStep)
+                and step.algo.startswith("winograd")
+                and not step.pool
+                and not step.batch_last
+            )
+
+        def takes(step: Step, slot: int) -> bool:
+            return (
+                winograd(step)
+                and slot not in step.inputs[1:]
+                and step.epilogue_bias != slot
+                and (step.inputs[0] == slot or step.residual == slot)
+            )
+
+        for s in self.steps:
+            if not winograd(s):
+                continue
+            slot = s.outputs[0]
+            rs = readers.get(slot, [])
+            if slot in keep or slot in self.placements or not rs:
+                continue
+            if all(takes(r, slot) for r in rs):
+                s.channels_last = True
+                s.why += "; its output channels-last for " + ", ".join(r.name for r in rs)
 
     def _batch_last_handoffs(self) -> None:
         """A conv under a fused tiling pool whose every reader takes its output batch-last

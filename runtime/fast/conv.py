@@ -6,6 +6,8 @@ each algorithm writes the output's own layout straight from the GEMM (weights on
 - `winograd`: 3x3, stride 1, undilated, ungrouped, 24+ channels (see `winograd.py`):
   F(4x4, 3x3), or F(2x2, 3x3) when the output is under 4x4 or, for a wide conv, when a batch
   has too few F(4x4) tiles but enough of F(2x2)'s (steps.linear.FEW_TILES_F2_MIN_CHANNELS).
+  Takes and writes channels-last arrays held as NCHW views (`is_channels_last`): the plan's
+  hand-off between Winograd convs (CHANNELS_LAST_MIN_IMAGES), no transposing copy at either end.
 - `wino3d`: kt x 3 x 3, stride 1, undilated, ungrouped (kt >= 3, or 32+ input channels: see
   WINOGRAD3D_FEW_TAPS_MIN_CHANNELS): F(4x4) (F(2x2) under 4 output rows or columns) over (H, W)
   with the kt temporal taps stacked in the GEMM's depth (see `_winograd3d`). Measured against
@@ -80,6 +82,8 @@ __all__ = [
     "Epilogue",
     "wide_rows",
     "few_tiles_fallback",
+    "is_channels_last",
+    "CHANNELS_LAST_MIN_IMAGES",
     "overwrites_residual",
     "relu_",
     "phase_pool",
@@ -134,6 +138,18 @@ now gather straight into the GEMMs' (C, tiles) order (no V copy): against that, 
 with its pad in channel blocks (`transpose_block`), its gather and V's copy took 1.11x the time
 (64 channels, 32x32, batch 1; 2.4x with the pad in one block), at 16x16 and 8x8 0.28-0.63x
 (benchmarks/winograd_layouts.py)."""
+CHANNELS_LAST_MIN_IMAGES = 2
+"""A Winograd conv the plan hands off channels-last (ConvStep.channels_last: every reader is
+another Winograd conv) writes its output so from this many images, else NCHW (either layout
+goes to any reader, see `is_channels_last`). Channels-last in and out, one conv (one thread,
+in-process interleaved medians of ratios, 40-400 rounds; `_winograd_cl`): 0.83x the time at
+32 -> 32 16x16 batch 16 with a residual (0.90x without), 0.89x 64 -> 64 8x8 batch 16 (0.90x at
+batch 1), 0.83x 128 -> 128 16x16 batch 16, 0.94x at batch 1, 0.95x F(2x2) 256 -> 256 8x8 batch 1;
+with U (`_winograd_m`, per-run weights past winograd.PER_RUN_TRANSPOSED_MAX_BYTES) 0.95-1.04x.
+Whole models (two sessions, in-process interleaved, medians of ratios; a loaded machine, load
+2-4): resnet20@32 0.956-0.982x (its 32- and 64-channel convs per step 0.91-0.96x), vgg_bn@32
+0.97x; vgg_bn@1 1.04-1.07x, where the same harness put two equal sessions 0.96-1.01x apart:
+batch 1 (the PyTorch race) keeps NCHW until measured on a quiet machine."""
 WINOGRAD_MIN_CHANNELS = 24
 """3x3 stride-1 convs run Winograd from this many input and output channels: measured against
 colstack and im2col at batch 16 (one thread, interleaved min times), F(4x4) took 0.92x of
@@ -1535,6 +1551,9 @@ def _padded_channels_last(
     if left + w < size[1]:
         rows[:, :, left + w :] = 0
     inner, xt = rows[:, :, left : left + w], x.transpose(0, 2, 3, 1)
+    if xt.flags.c_contiguous:  # x is channels-last already (`is_channels_last`): a plain copy
+        np.copyto(inner, xt)
+        return xp
     block = transpose_block(h * w * x.itemsize)
     for c0 in range(0, c, block):  # a loop over blocks of channels (see transpose_block)
         np.copyto(inner[..., c0 : c0 + block], xt[..., c0 : c0 + block])
@@ -1567,7 +1586,7 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed=True
     per_item = (c * hp * wpad + 2 * t * t * c * tiles + t * t * mo * tiles) * x.itemsize
     per_item += max(0, m * m * mo * tiles - t * t * c * tiles) * x.itemsize
     exact = ho == th * m and wo == tw * m
-    channels_last = (h * w * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0
+    channels_last = (h * w * x.itemsize) % WINOGRAD_ALIASED_PLANE_BYTES != 0 or is_channels_last(x)
     if not exact and not (channels_last and u_transposed):
         per_item += mo * th * m * tw * m * x.itemsize
     b = max(
@@ -1640,6 +1659,10 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
     y = scratch.take(2, m * m * y_cols, x.dtype)
     np.matmul(at, y1.reshape(m, t, y_cols), out=y.reshape(m, m, y_cols))
+    yb = out[n0:n1]
+    if is_channels_last(yb):
+        _winograd_out_cl(m, y, yb, epi, scratch, n0, n1, th, tw)
+        return
     # Channels-last (b, th, m, tw, m, M) in Y1's dead place (runs of M values copied whole),
     # then the NCHW output, cropped to ho x wo, from its transposed view, adding the residual in
     # the same pass. That copy's inner loop runs over an output plane's pixels, reading values M
@@ -1649,7 +1672,6 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     ycl = scratch.take(1, m * m * y_cols, x.dtype).reshape(nb, th, m, tw, m, mo)
     np.copyto(ycl, y.reshape(m, m, nb, th, tw, mo).transpose(2, 3, 0, 4, 1, 5))
     src = ycl.reshape(nb, th * m, tw * m, mo)[:, :ho, :wo].transpose(0, 3, 1, 2)
-    yb = out[n0:n1]
     res = None if epi.residual is None else epi.residual()[n0:n1]
     block = max(1, transpose_block(mo * x.itemsize) // wo)
     for r0 in range(0, ho, block):  # a loop over blocks of output rows
@@ -1662,6 +1684,38 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
         relu_(yb)
     else:
         activate(yb, epi.activation)
+
+
+def is_channels_last(y: np.ndarray) -> bool:
+    """Whether `y` (N, C, H, W) is the NCHW view of a contiguous channels-last (N, H, W, C)
+    array (a Winograd conv's hand-off to another, see ConvStep.channels_last)."""
+    return y.ndim == 4 and y.shape[1] > 1 and y.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def _winograd_out_cl(m, y, yb, epi, scratch, n0, n1, th, tw) -> None:
+    """`_winograd_cl`'s output side into a channels-last `yb` (see `is_channels_last`): Y (m, m,
+    b, th, tw, M) re-laid (b, th, m, tw, m, M) straight into yb's (b, H, W, M) array when the
+    tiles cover it exactly (with the residual added in the same pass), else through a
+    channels-last workspace cropped into it; then the activation over the contiguous array."""
+    nb, mo, ho, wo = yb.shape
+    dest = yb.transpose(0, 2, 3, 1)  # (b, H, W, M), contiguous
+    yv = y[: m * m * nb * th * tw * mo].reshape(m, m, nb, th, tw, mo).transpose(2, 3, 0, 4, 1, 5)
+    res = None if epi.residual is None else epi.residual()[n0:n1].transpose(0, 2, 3, 1)
+    if ho == th * m and wo == tw * m:
+        d6 = dest.reshape(nb, th, m, tw, m, mo)
+        if res is None:
+            np.copyto(d6, yv)
+        else:  # (elementwise: yb may be the residual's own buffer)
+            np.add(yv, res.reshape(d6.shape), out=d6)
+    else:
+        ycl = scratch.take(1, m * m * nb * th * tw * mo, yb.dtype).reshape(nb, th, m, tw, m, mo)
+        np.copyto(ycl, yv)
+        src = ycl.reshape(nb, th * m, tw * m, mo)[:, :ho, :wo]
+        if res is None:
+            np.copyto(dest, src)
+        else:
+            np.add(src, res, out=dest)
+    activate(dest, epi.activation)
 
 
 def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last) -> None:

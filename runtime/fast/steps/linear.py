@@ -130,6 +130,9 @@ class ConvStep(Step):
     # every reader takes a batch-last input (set by the plan): the output is written batch-last
     # from conv.BATCH_LAST_HANDOFF_MIN_IMAGES images, held as its NCHW view (see conv)
     batch_last: bool = False
+    # every reader is a Winograd conv (set by the plan): a Winograd run writes the output
+    # channels-last, (N, H, W, M) held as its NCHW view (see conv.is_channels_last)
+    channels_last: bool = False
     # the lean plan (see fast.lean): im2col's workspace budget in bytes (None: the default), and
     # whether a parameter bias rides in im2col's GEMM as a weight column (a copy of the weight)
     workspace: int | None = None
@@ -233,6 +236,7 @@ class ConvStep(Step):
             and run.env[r].shape == out_shape
             and run.env[r].dtype == x.dtype
             and _conv.overwrites_residual(algo, self.spec, out_shape)
+            and (algo.startswith("winograd") or not _conv.is_channels_last(run.env[r]))
         ):
             # The output over the residual's buffer (one activation less alive: resnet20@32's
             # arena 7.90 -> 6.52 MiB); the conv adds each chunk's residual as it writes it.
@@ -241,6 +245,13 @@ class ConvStep(Step):
         elif self.batch_last and _conv.writes_batch_last(x):
             yl = run.alloc(self.outputs[0], (*out_shape[1:], out_shape[0]), x.dtype)
             y = run.env[self.outputs[0]] = yl.transpose(yl.ndim - 1, *range(yl.ndim - 1))
+        elif (
+            self.channels_last
+            and algo.startswith("winograd")  # (only Winograd writes it)
+            and out_shape[0] >= _conv.CHANNELS_LAST_MIN_IMAGES
+        ):
+            yl = run.alloc(self.outputs[0], (out_shape[0], *out_shape[2:], out_shape[1]), x.dtype)
+            y = run.env[self.outputs[0]] = yl.transpose(0, 3, 1, 2)
         else:
             y = run.alloc(self.outputs[0], out_shape, x.dtype)
         if algo.startswith("winograd") and run.training and not TRAIN_KEEP_WEIGHTS:
