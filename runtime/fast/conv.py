@@ -138,7 +138,7 @@ now gather straight into the GEMMs' (C, tiles) order (no V copy): against that, 
 with its pad in channel blocks (`transpose_block`), its gather and V's copy took 1.11x the time
 (64 channels, 32x32, batch 1; 2.4x with the pad in one block), at 16x16 and 8x8 0.28-0.63x
 (benchmarks/winograd_layouts.py)."""
-CHANNELS_LAST_MIN_IMAGES = 2
+CHANNELS_LAST_MIN_IMAGES = 1
 """A Winograd conv the plan hands off channels-last (ConvStep.channels_last: every reader is
 another Winograd conv) writes its output so from this many images, else NCHW (either layout
 goes to any reader, see `is_channels_last`). Channels-last in and out, one conv (one thread,
@@ -146,10 +146,11 @@ in-process interleaved medians of ratios, 40-400 rounds; `_winograd_cl`): 0.83x 
 32 -> 32 16x16 batch 16 with a residual (0.90x without), 0.89x 64 -> 64 8x8 batch 16 (0.90x at
 batch 1), 0.83x 128 -> 128 16x16 batch 16, 0.94x at batch 1, 0.95x F(2x2) 256 -> 256 8x8 batch 1;
 with U (`_winograd_m`, per-run weights past winograd.PER_RUN_TRANSPOSED_MAX_BYTES) 0.95-1.04x.
-Whole models (two sessions, in-process interleaved, medians of ratios; a loaded machine, load
-2-4): resnet20@32 0.956-0.982x (its 32- and 64-channel convs per step 0.91-0.96x), vgg_bn@32
-0.97x; vgg_bn@1 1.04-1.07x, where the same harness put two equal sessions 0.96-1.01x apart:
-batch 1 (the PyTorch race) keeps NCHW until measured on a quiet machine."""
+Whole models (in-process interleaved medians of ratios, a loaded machine, load 2-4):
+resnet20@32 0.956-0.982x (two sessions; its 32- and 64-channel convs per step 0.91-0.96x),
+vgg_bn@32 0.97x; vgg_bn@1 0.974-0.982x (one session, the steps' flags toggled between runs,
+600-800 rounds; min times 0.98-1.01x), where two sessions each way differed by up to 4% from
+the arena's placement alone (four sessions: on / off 0.955-1.016, off / off 1.036)."""
 WINOGRAD_MIN_CHANNELS = 24
 """3x3 stride-1 convs run Winograd from this many input and output channels: measured against
 colstack and im2col at batch 16 (one thread, interleaved min times), F(4x4) took 0.92x of
