@@ -118,13 +118,19 @@ MIN_WINOGRAD_COLUMNS = 16
 """Fewer tile columns in the whole batch than this (batch 1 at 8x8: 4 with F(4x4)) run im2col
 (ConvStep): measured at batch 1, one thread, interleaved min times, F(4x4) took 0.76-0.83x of
 im2col's time with 16 columns (64-128 channels at 16x16) and 1.3-1.5x with 4 (128-256 at
-8x8): its (m+2)^2 transformed weights are then read for too few columns."""
+8x8): its (m+2)^2 transformed weights are then read for too few columns. Re-measured with 4
+columns at 64 channels (resnet20@1's 64 -> 64 8x8, colstack's fallback; bias + residual +
+ReLU): F(4x4) alone 0.77-0.80x colstack's time (U hot in L2), but resnet20@1 with its five
+such convs on F(4x4) 0.987-0.995x (two sessions, in-process interleaved, 400-600 rounds,
+quartiles 0.91-1.08) for 2.2 MiB more kept weights (U, 4x the kernel): not taken."""
 NARROW_MIN_WINOGRAD_COLUMNS = 32
 """... and this many for a narrow conv (input and output channels under COLSTACK_MAX_CHANNELS,
 which the fallback runs as colstack): at batch 1 with 16 columns (32 channels at 16x16) colstack
 was faster; whole-model A/B in one process (interleaved, min of 10 runs, 30 rounds, AMD EPYC 2
 cores): resnet20@1 0.93x and inception_bn@1 0.96x the time with 16 columns sent to colstack,
-while vgg_bn@1's 64-128 channel convs were 1.05x slower sent to im2col (hence narrow only)."""
+while vgg_bn@1's 64-128 channel convs were 1.05x slower sent to im2col (hence narrow only).
+Re-measured: resnet20@1's 32 -> 32 16x16 convs alone on F(4x4) 0.91x colstack's time (bias +
+residual + ReLU), the model 1.006x with 16 columns (600 rounds): unchanged."""
 WINOGRAD_ALIASED_PLANE_BYTES = 4096
 """Winograd pads its input channels-last, (b, hp, wpad, C), so that the tile gather copies
 runs of C contiguous values (from NCHW its inner loop read one value per channel plane), unless
