@@ -1548,15 +1548,22 @@ def _padded_channels_last(
     nb, c, h, w = x.shape
     top, left = pads[0], pads[1]
     xp = buf[: nb * size[0] * size[1] * c].reshape(nb, size[0], size[1], c)
-    if top:
-        xp[:, :top] = 0
-    if top + h < size[0]:
-        xp[:, top + h :] = 0
+    bottom, right = size[0] - top - h, size[1] - left - w
+    if top == bottom == 1:  # ("same" pads on exact tiles: the first and last rows, one call)
+        xp[:, :: size[0] - 1] = 0
+    else:
+        if top:
+            xp[:, :top] = 0
+        if bottom > 0:
+            xp[:, top + h :] = 0
     rows = xp[:, top : top + h]
-    if left:
-        rows[:, :, :left] = 0
-    if left + w < size[1]:
-        rows[:, :, left + w :] = 0
+    if left == right == 1:  # (the first and last columns, one call)
+        rows[:, :, :: size[1] - 1] = 0
+    else:
+        if left:
+            rows[:, :, :left] = 0
+        if right > 0:
+            rows[:, :, left + w :] = 0
     inner, xt = rows[:, :, left : left + w], x.transpose(0, 2, 3, 1)
     if xt.flags.c_contiguous:  # x is channels-last already (`is_channels_last`): a plain copy
         np.copyto(inner, xt)

@@ -93,6 +93,8 @@ def test_winograd_gemm_blocks_stay_under_the_small_matrix_bound():
         (1, 37, (16, 16), (1, 1, 1, 1), (18, 18)),  # blocks of 4 (ways 1), the last one of 1
         (3, 9, (8, 5), (2, 0, 0, 1), (12, 9)),  # 160 B planes; borders past the pads
         (2, 70, (32, 32), (0, 0, 0, 0), (34, 34)),  # blocks of 1 or 8 channels
+        (1, 3, (6, 6), (1, 0, 1, 2), (8, 8)),  # one row each end (one call), columns apart
+        (2, 4, (5, 6), (2, 1, 0, 1), (7, 8)),  # one column each end, rows apart
     ],
 )
 def test_padded_channels_last_in_channel_blocks_matches_numpy_pad(
