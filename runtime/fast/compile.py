@@ -171,6 +171,7 @@ class CompiledPlan:
         self.frees: list[list[int]] = []
         self.static: set[int] = set()  # slots of constant steps' outputs (computed once)
         self.placements: dict[int, tuple[int, int, int, int]] = {}
+        self._placed_views: dict[int, tuple] = {}  # see Run.views
         self._runs_first: dict[str, str] = {}  # shortcut conv -> the conv it runs before
         self._compile()
         self._output_slots = frozenset(self.slots[o] for o in graph.outputs if o in self.slots)
@@ -1543,6 +1544,7 @@ class CompiledPlan:
             outputs,
             self.parallel,
             self.placements,
+            self._placed_views,
         )
         for name, arr in feeds.items():
             run.env[self.slots[name]] = arr
@@ -1576,7 +1578,10 @@ class CompiledPlan:
                 for slot in frees:
                     run.free(slot)
         if self.reuse:
+            arena = self.pool.arena
             self.pool.end()
+            if self.pool.arena is not arena:  # (views of the former one: drop them)
+                self.unbind()
         if keep_all:  # constant steps' results are the plan's own: the caller gets copies
             return {
                 name: run.env[s].copy() if s in self.static else run.env[s]
@@ -1596,6 +1601,14 @@ class CompiledPlan:
                 arr = np.array(arr)  # never hand out a feed, a parameter or a view of either
             result[o] = arr
         return result
+
+    def unbind(self) -> None:
+        """Forget every step's calls bound to arrays (ConvStep's `_bound`) and the Concat slices
+        kept (`Run.views`): they hold views of the pool's arena, which was replaced."""
+        self._placed_views.clear()
+        for s in self.steps:
+            if getattr(s, "_bound", None) is not None:
+                s._bound = None  # type: ignore[attr-defined]
 
     def held_bytes(self) -> int:
         """Memory the plan keeps between runs: the pool's arena (activation buffers and the

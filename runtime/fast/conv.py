@@ -471,7 +471,44 @@ def _zeros(dtype: np.dtype, n: int) -> np.ndarray:
     return zeros
 
 
-def relu_(y: np.ndarray, x: np.ndarray | None = None, ufunc: np.ufunc = np.maximum) -> None:
+BIND_ALGORITHMS = ("pointwise", "colstack", "im2col", "phasepool-2x2", "phasepool-3x3")
+"""Algorithms whose NumPy calls `conv_chunked` records (`rec`) for a step to replay them bound
+to their arrays (see ConvStep in steps.linear): a batch-1 call is mostly Python that resolves
+views, branches and chunk sizes, the same on every run with the same arrays."""
+
+
+def _call(rec: list | None, fn: Callable, *args: object, **kw: object) -> None:
+    """fn(*args, **kw), recorded in `rec` (when given) as a call bound to these arguments."""
+    fn(*args, **kw)
+    if rec is not None:
+        rec.append(partial(fn, *args, **kw))
+
+
+def _unbound(rec: list | None) -> None:
+    """A path whose calls are not recorded (threads, slabs, batch-last): no replay."""
+    if rec is not None:
+        rec.append(None)
+
+
+def _fill(a: np.ndarray, value: float) -> None:
+    a[...] = value
+
+
+def _finite(x: np.ndarray) -> bool:
+    """A replayed phasepool's guard: False (stop the replay) when x has an inf or a NaN."""
+    return bool(np.isfinite(x).all())
+
+
+def _leaky(y: np.ndarray, alpha: float) -> None:
+    np.maximum(y, y * y.dtype.type(alpha), out=y)
+
+
+def relu_(
+    y: np.ndarray,
+    x: np.ndarray | None = None,
+    ufunc: np.ufunc = np.maximum,
+    rec: list | None = None,
+) -> None:
     """y = max(x, 0) (x defaults to y: in place), elementwise as np.maximum (a NaN stays NaN),
     see RELU_BLOCK; x and y of the same shape and dtype. With `ufunc` np.minimum, y = min(x, 0)
     (ELU's and PReLU's negative part: 0.44x the time of np.minimum(x, 0) on 32 x 64 x 16 x 16
@@ -483,7 +520,7 @@ def relu_(y: np.ndarray, x: np.ndarray | None = None, ufunc: np.ufunc = np.maxim
     `_ZERO_VIEWS`)."""
     x = y if x is None else x
     if not (y.flags.c_contiguous and x.flags.c_contiguous and x.dtype == y.dtype):
-        ufunc(x, 0, out=y)
+        _call(rec, ufunc, x, 0, out=y)
         return
     if y.size <= RELU_BLOCK:
         key = (y.shape, y.dtype)
@@ -493,24 +530,33 @@ def relu_(y: np.ndarray, x: np.ndarray | None = None, ufunc: np.ufunc = np.maxim
                 _ZERO_VIEWS.clear()
             zv = _zeros(y.dtype, y.size)[: y.size].reshape(y.shape)
             _ZERO_VIEWS[key] = zv
-        ufunc(x, zv, out=y)
+        _call(rec, ufunc, x, zv, out=y)
         return
     zeros = _zeros(y.dtype, RELU_BLOCK)
     src, dst = x.reshape(-1), y.reshape(-1)
     for i in range(0, dst.size, RELU_BLOCK):  # a loop over fixed-size memory blocks
         part = dst[i : i + RELU_BLOCK]
-        ufunc(src[i : i + RELU_BLOCK], zeros[: part.size], out=part)
+        _call(rec, ufunc, src[i : i + RELU_BLOCK], zeros[: part.size], out=part)
 
 
-def _epilogue(y: np.ndarray, epi: Epilogue, n0: int, n1: int, bias_done: bool) -> None:
+def _epilogue(
+    y: np.ndarray, epi: Epilogue, n0: int, n1: int, bias_done: bool, rec: list | None = None
+) -> None:
     if epi.bias is not None and not bias_done:
-        y += epi.bias.reshape((1, -1) + (1,) * (y.ndim - 2))
+        _call(rec, np.add, y, epi.bias.reshape((1, -1) + (1,) * (y.ndim - 2)), out=y)
     if epi.residual is not None:
-        y += epi.residual()[n0:n1]
-    activate(y, epi.activation)
+        _call(rec, np.add, y, epi.residual()[n0:n1], out=y)
+    activate(y, epi.activation, rec)
 
 
-def _pool_tiles(z: np.ndarray, valid: int, pool: tuple, yb: np.ndarray, scratch: Scratch) -> None:
+def _pool_tiles(
+    z: np.ndarray,
+    valid: int,
+    pool: tuple,
+    yb: np.ndarray,
+    scratch: Scratch,
+    rec: list | None = None,
+) -> None:
     """yb (b, M, H / kh, valid / kw) = the max over kh x kw tiles of z (b, M, H, W)[..., :valid]
     (a GEMM result or colstack's wide sums: each image's (M, H, W) contiguous, the images
     possibly apart; W >= valid: a wide one's extra columns are never read). With W a multiple
@@ -527,15 +573,15 @@ def _pool_tiles(z: np.ndarray, valid: int, pool: tuple, yb: np.ndarray, scratch:
     if w % kw:  # (an odd wide row) the max of each tile's rows, then strided column maxima
         rows2 = z.reshape(nb, -1, kh, w)
         t2 = scratch.take(3, nb * rows2.shape[1] * w, z.dtype).reshape(nb, -1, w)
-        np.maximum(rows2[:, :, 0], rows2[:, :, 1], out=t2)
+        _call(rec, np.maximum, rows2[:, :, 0], rows2[:, :, 1], out=t2)
         for t in range(2, kh):  # a loop over the tile's rows
-            np.maximum(t2, rows2[:, :, t], out=t2)
+            _call(rec, np.maximum, t2, rows2[:, :, t], out=t2)
         it = t2.itemsize
         tiles = view(t2, (nb, t2.shape[1], valid // kw, kw), (*t2.strides[:2], kw * it, it))
         yv = yb.reshape(nb, t2.shape[1], valid // kw)
-        np.maximum(tiles[..., 0], tiles[..., 1], out=yv)
+        _call(rec, np.maximum, tiles[..., 0], tiles[..., 1], out=yv)
         for t in range(2, kw):  # a loop over the tile's columns
-            np.maximum(yv, tiles[..., t], out=yv)
+            _call(rec, np.maximum, yv, tiles[..., t], out=yv)
         return
     # one flat run of the whole batch when z is contiguous (im2col's GEMM result: per image,
     # conv1 of lenet5@32 took 1.03x the time), else one per image
@@ -544,20 +590,26 @@ def _pool_tiles(z: np.ndarray, valid: int, pool: tuple, yb: np.ndarray, scratch:
     src = z.reshape(runs, size)
     rows = size - (kh - 1) * w
     m = scratch.take(3, runs * rows, z.dtype).reshape(runs, rows)
-    np.maximum(src[:, :rows], src[:, w : w + rows], out=m)
+    _call(rec, np.maximum, src[:, :rows], src[:, w : w + rows], out=m)
     for t in range(2, kh):  # a loop over the tile's rows
-        np.maximum(m, src[:, t * w : t * w + rows], out=m)
+        _call(rec, np.maximum, m, src[:, t * w : t * w + rows], out=m)
     cols = rows - (kw - 1)
     m2 = src  # (z is read no more) whole planes: the corners are a reshape of it
-    np.maximum(m[:, :cols], m[:, 1 : 1 + cols], out=m2[:, :cols])
+    _call(rec, np.maximum, m[:, :cols], m[:, 1 : 1 + cols], out=m2[:, :cols])
     for t in range(2, kw):  # a loop over the tile's columns
-        np.maximum(m2[:, :cols], m[:, t : t + cols], out=m2[:, :cols])
+        _call(rec, np.maximum, m2[:, :cols], m[:, t : t + cols], out=m2[:, :cols])
     corners = m2.reshape(nb, mo, h // kh, kh, w // kw, kw)[:, :, :, 0, : valid // kw, 0]
-    np.copyto(yb, corners)
+    _call(rec, np.copyto, yb, corners)
 
 
 def _crop(
-    valid: np.ndarray, yb: np.ndarray, epi: Epilogue, n0: int, n1: int, augmented: bool
+    valid: np.ndarray,
+    yb: np.ndarray,
+    epi: Epilogue,
+    n0: int,
+    n1: int,
+    augmented: bool,
+    rec: list | None = None,
 ) -> None:
     """yb = the epilogue applied to `valid` (a strided crop of a wide GEMM result): the crop
     applies the bias (when the weight has no bias column) or the residual in the same pass,
@@ -565,20 +617,21 @@ def _crop(
     the time of np.maximum(valid, 0, out=yb) (its strided operand and scalar both miss NumPy's
     SIMD loop; see RELU_BLOCK)."""
     if epi.residual is not None:  # the crop, the bias (augmented) and the residual in one
-        np.add(valid, epi.residual()[n0:n1], out=yb)  # (first: yb may be the residual's buffer)
+        # (first: yb may be the residual's buffer)
+        _call(rec, np.add, valid, epi.residual()[n0:n1], out=yb)
         if epi.bias is not None and not augmented:
-            yb += epi.bias.reshape((1, -1) + (1,) * (valid.ndim - 2))
-        activate(yb, epi.activation)
+            _call(rec, np.add, yb, epi.bias.reshape((1, -1) + (1,) * (valid.ndim - 2)), out=yb)
+        activate(yb, epi.activation, rec)
         return
     if epi.bias is not None and not augmented:
-        np.add(valid, epi.bias.reshape((1, -1) + (1,) * (valid.ndim - 2)), out=yb)
+        _call(rec, np.add, valid, epi.bias.reshape((1, -1) + (1,) * (valid.ndim - 2)), out=yb)
     elif epi.activation and epi.activation[0] == "relu":
-        np.copyto(yb, valid)
-        relu_(yb)
+        _call(rec, np.copyto, yb, valid)
+        relu_(yb, rec=rec)
         return
     else:
-        np.copyto(yb, valid)
-    _epilogue(yb, epi, n0, n1, True)
+        _call(rec, np.copyto, yb, valid)
+    _epilogue(yb, epi, n0, n1, True, rec)
 
 
 _PAD_GEOMETRY: dict[tuple, tuple] = {}
@@ -614,14 +667,14 @@ def _pad_geometry(shape: tuple, pads: tuple, extra: tuple) -> tuple:
     return geo
 
 
-def activate(y: np.ndarray, act: tuple) -> None:
+def activate(y: np.ndarray, act: tuple, rec: list | None = None) -> None:
     """The fused activation `act` (() none, ("relu",), ("leaky", alpha)) applied to y in place."""
     if not act:
         return
     if act[0] == "relu":
-        relu_(y)
+        relu_(y, rec=rec)
     else:  # ("leaky", alpha): y if y >= 0 else alpha * y == max(y, alpha * y) for alpha <= 1
-        np.maximum(y, y * y.dtype.type(act[1]), out=y)
+        _call(rec, _leaky, y, act[1])
 
 
 def padded(
@@ -631,6 +684,7 @@ def padded(
     buf: np.ndarray,
     value: float = 0,
     borders: bool = True,
+    rec: list | None = None,
 ) -> np.ndarray:
     """x (b, C, *s) copied into `buf` with borders of `value`: `pads` (begins, ends) plus
     `extra` more at each axis' end. Only the borders are written (the scratch is shared); not
@@ -639,8 +693,11 @@ def padded(
     xp = buf[: prod(full)].reshape(full)
     if borders:
         for b in edges:
-            xp[b] = value
-    xp[interior] = x
+            _call(rec, _fill, xp[b], value)
+    if rec is None:
+        xp[interior] = x
+    else:
+        _call(rec, np.copyto, xp[interior], x)
     return xp
 
 
@@ -692,6 +749,7 @@ def conv_chunked(
     split: Callable | None = None,
     u_transposed: bool = True,
     workspace: int | None = None,
+    rec: list | None = None,
 ) -> None:
     """Y[lo:hi] = conv(X[lo:hi]) with the prepared weight `wp`, written into `out`
     (N, M, *spatial_out). Disjoint [lo, hi) ranges may run in parallel threads, each with its
@@ -717,8 +775,15 @@ def conv_chunked(
     reach across sessions' autogroups): its threads spin at the end of every call, waiting for
     the descheduled one. Winograd's transforms gained nothing from BLAS's threads (1.0x).
     `workspace`: im2col's workspace budget in bytes (the lean plan's, see `lean`), else
-    WORKSPACE_BYTES."""
+    WORKSPACE_BYTES. `rec`: a list that gets the NumPy calls made, each bound to its arrays
+    (`functools.partial`; a guard returns False when the replay must stop), or None for a
+    path that does not record them (see BIND_ALGORITHMS): calling them in order again
+    recomputes Y[lo:hi] as long as the arrays (x, wp, out, the bias, the residual, the
+    scratch's) are the same objects."""
     hi = x.shape[0] if hi is None else hi
+    if rec is not None and (split is not None or algo not in BIND_ALGORITHMS):
+        _unbound(rec)
+        rec = None
     if algo.startswith("wino3d"):
         gemm = _split_gemm(split)
         _winograd3d(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi, gemm)
@@ -728,11 +793,11 @@ def conv_chunked(
         m = 4 if algo.endswith("f4") else 2
         _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed)
         return
-    gemm = _split_gemm(split, blocked=True)
+    gemm = _split_gemm(split, blocked=True) if rec is None else _recorded_gemm(rec)
     if algo == "pointwise":
-        _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec)
     elif algo == "colstack":
-        _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec)
     elif algo == "tapgemm":
         _taps(spec, x, wp, out, epi, scratch, lo, hi, workspace)
     elif algo.startswith("phasepool"):
@@ -741,12 +806,15 @@ def conv_chunked(
         # one runs im2col. (isfinite(x).all(): 1.5 us for LeNet's 1x28x28 image, 3.4 for 32 of
         # them, ~4% / 1.5% of that conv; a sum under np.errstate took 2.6 and 6.7 us.)
         if np.isfinite(x[lo:hi]).all():
-            _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+            if rec is not None:
+                rec.append(partial(_finite, x[lo:hi]))
+            _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec)
         else:
+            _unbound(rec)
             w = _phase_pool_plain_weight(wp, spec, epi.pool)
             _im2col(spec, x, w, out, epi, scratch, lo, hi, gemm, split, workspace)
     else:
-        _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split, workspace)
+        _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split, workspace, rec)
 
 
 SMALL_GEMM_MNK = 1_000_000
@@ -823,7 +891,7 @@ def _blocked_gemms() -> bool:
     return BLOCKED_GEMMS
 
 
-def blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+def blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, rec: list | None = None) -> None:
     """out = a @ b (a (..., M, K), b (..., K, N), out (..., M, N), broadcast like np.matmul),
     cut along N into blocks of at most SMALL_GEMM_MNK / (M x K) columns (see SMALL_GEMM_MNK):
     one np.matmul over the whole blocks (views: a block axis before the matrix axes), one more
@@ -832,7 +900,7 @@ def blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     n = b.shape[-1]
     blk = SMALL_GEMM_MNK // max(m * k, 1) // GEMM_BLOCK_STEP * GEMM_BLOCK_STEP
     if m * k * n <= SMALL_GEMM_MNK or blk == 0 or not (BLOCKED_GEMMS or _blocked_gemms()):
-        np.matmul(a, b, out=out)
+        _call(rec, np.matmul, a, b, out=out)
         return
     whole = n // blk
     full = whole * blk
@@ -842,9 +910,9 @@ def blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     # strides.
     bv = b[..., :full].reshape(*b.shape[:-1], whole, blk).swapaxes(-2, -3)
     ov = out[..., :full].reshape(*out.shape[:-1], whole, blk).swapaxes(-2, -3)
-    np.matmul(a[..., None, :, :], bv, out=ov)
+    _call(rec, np.matmul, a[..., None, :, :], bv, out=ov)
     if full < n:
-        np.matmul(a, b[..., full:], out=out[..., full:])
+        _call(rec, np.matmul, a, b[..., full:], out=out[..., full:])
 
 
 def _plain_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
@@ -853,6 +921,15 @@ def _plain_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> Non
 
 def _blocked_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
     blocked_matmul(a, b, out)
+
+
+def _recorded_gemm(rec: list) -> Callable:
+    """gemm(a, b, out, rows_axis) for one thread, in blocks (`blocked_matmul`), recorded."""
+
+    def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
+        blocked_matmul(a, b, out, rec)
+
+    return gemm
 
 
 def _split_gemm(split: Callable | None, blocked: bool = False) -> Callable:
@@ -878,7 +955,7 @@ def _split_gemm(split: Callable | None, blocked: bool = False) -> Callable:
     return gemm
 
 
-def _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+def _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec=None) -> None:
     # The whole slice at once, the epilogue after it: in batch chunks of 0.25-1 MiB of output
     # (the epilogue on each while in cache) the convs took 1.0-1.08x the time (1.2x at 256 KiB;
     # 16-128 channels at 8x8-32x32, batch 16, one thread, interleaved medians): the chunks'
@@ -891,12 +968,12 @@ def _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         sub = x[sl]
         buf = scratch.take(0, sub.size, x.dtype)
         xs = buf.reshape(sub.shape)
-        np.copyto(xs, sub)
+        _call(rec, np.copyto, xs, sub)
         x = xs
     p = prod(out.shape[2:])
     y = out.reshape(n, g, spec.c_out // g, p)
     gemm(wp, x.reshape(n, g, c // g, p), y, 1)  # split by output channels of each group
-    _epilogue(out, epi, lo, hi, False)
+    _epilogue(out, epi, lo, hi, False, rec)
 
 
 MAX_WIDE_WASTE = 1.5
@@ -964,7 +1041,9 @@ def wide_rows(spec: ConvSpec, padded_width: int, out_width: int, images: int) ->
     )
 
 
-def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None, workspace=None) -> None:
+def _im2col(
+    spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None, workspace=None, rec=None
+) -> None:
     n, c = x.shape[:2]
     k = x.ndim - 2
     g = spec.group
@@ -1021,6 +1100,7 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None, workspace=
         if whole >= 1 and -(-outs[0] // whole) <= -(-outs[0] // slab):
             slab = whole
         elif slab < outs[0]:
+            _unbound(rec)
             chunk = 0 if augmented or slab > 1 else lean_depth_chunk(spec, x.shape[2:], outs, room)
             for n0 in range(lo, hi):
                 rows_of = partial(_padded_rows, spec, x, n0, outs)
@@ -1044,10 +1124,10 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None, workspace=
         if pad_size:
             buf = scratch.take(0, nb * pad_size + slack, x.dtype)
             # (later chunks take the same memory: the first one's borders are still there)
-            xb = padded(xb, spec.pads, (0,) * k, buf, borders=n0 == lo)
+            xb = padded(xb, spec.pads, (0,) * k, buf, borders=n0 == lo, rec=rec)
             # The slack is shared scratch: whatever a previous step left there (an inf, a NaN)
             # would reach the dropped columns and raise NumPy's overflow / invalid warnings.
-            buf[nb * pad_size : nb * pad_size + slack] = 0
+            _call(rec, _fill, buf[nb * pad_size : nb * pad_size + slack], 0)
         # The window view is made once per call (~6 us each): over the padded copy, which
         # every chunk writes into the same memory, or over the input's [lo, hi) images.
         if wide:
@@ -1077,30 +1157,32 @@ def _im2col(spec, x, wp, out, epi, scratch, lo, hi, gemm, split=None, workspace=
             windows = windows_all[:nb] if pad_size else windows_all[n0 - lo : n1 - lo]
             cols_shape = (nb, g, c // g, *ks, *outs)
         if slab:
+            _unbound(rec)
             dims = cols_shape[3 + k :]
             rows_of = partial(_window_rows, windows)
             _im2col_slabs(spec, rows_of, dims, wp, out, epi, scratch, n0, slab, split)
             continue
         cols2 = scratch.take(1, nb * cols_size, x.dtype).reshape(nb, g, rows, p)
         if augmented and n0 == lo:  # (later chunks take the same memory)
-            cols2[:, :, kg] = 1  # the row of ones the bias column multiplies
+            _call(rec, _fill, cols2[:, :, kg], 1)  # the row of ones the bias column multiplies
         cols = cols2[:, :, :kg].reshape(cols_shape)
         v = windows.reshape((nb, g, c // g, *cols_shape[3 + k :], *ks))
         perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
-        np.copyto(cols, v.transpose(perm))
+        _call(rec, np.copyto, cols, v.transpose(perm))
         yb = out[n0:n1]
         if not wide and not epi.pool:
             gemm(wp, cols2, yb.reshape(nb, g, -1, p), 1)
-            _epilogue(yb, epi, n0, n1, augmented)
+            _epilogue(yb, epi, n0, n1, augmented, rec)
             continue
         yw = scratch.take(2, nb * spec.c_out * p, x.dtype)
         gemm(wp, cols2, yw.reshape(nb, g, -1, p), 1)
         if epi.pool:  # the max over the pool's tiles straight from the GEMM's result
-            _pool_tiles(yw.reshape(nb, spec.c_out, *outs[:-1], -1), outs[-1], epi.pool, yb, scratch)
-            _epilogue(yb, epi, n0, n1, augmented)
+            zw = yw.reshape(nb, spec.c_out, *outs[:-1], -1)
+            _pool_tiles(zw, outs[-1], epi.pool, yb, scratch, rec)
+            _epilogue(yb, epi, n0, n1, augmented, rec)
             continue
         valid = yw.reshape(nb, spec.c_out, *outs[:-1], wide_w)[..., : outs[-1]]
-        _crop(valid, yb, epi, n0, n1, augmented)
+        _crop(valid, yb, epi, n0, n1, augmented, rec)
 
 
 TAPS_MAX_CHANNELS = 48
@@ -1357,7 +1439,7 @@ def _depth_chunks(spec, v, wp, scratch, sp, chunk, perm) -> np.ndarray:
     return yw
 
 
-def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec=None) -> None:
     # The input's own rows, no padded copy: Z_j's columns are the input's width w (not the
     # padded width), and output column q reads Z_j at column q + j - pl (pl the left pad):
     #   Y[m, r, q] = sum_j Z[j, m, r, q + j - pl],
@@ -1385,7 +1467,7 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     n, c, h, w = x.shape
     one_row = spec.kernel[0] == 1 and spec.strides[0] == 1 and not (spec.pads[0] or spec.pads[2])
     if epi.pool or wo > w or not (one_row or spec.pads[1] or spec.pads[3]):
-        _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec)
         return
     kh, kw = spec.kernel
     mo = spec.c_out
@@ -1422,11 +1504,11 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
             shifted = cols[:, :kg].reshape(nb, c, kh, ho, w)
             if n0 == lo:  # the rows of ones and of zeros: later chunks take the same memory
                 if augmented:
-                    cols[:, kg] = 1  # the row of ones the bias column multiplies
+                    _call(rec, _fill, cols[:, kg], 1)  # the row of ones the bias column multiplies
                 for i, rows_out in fills:  # kernel rows' top / bottom padding
-                    shifted[:, :, i, rows_out] = 0
+                    _call(rec, _fill, shifted[:, :, i, rows_out], 0)
             for i, rows_out, rows_in in copies:  # kernel rows: one copy for every channel
-                np.copyto(shifted[:, :, i, rows_out], xb[:, :, rows_in])
+                _call(rec, np.copyto, shifted[:, :, i, rows_out], xb[:, :, rows_in])
         yb = out[n0:n1]
         z = scratch.take(2, nb * (kw - direct) * ml, x.dtype).reshape(nb, -1)
         if direct:  # kernel column pl's GEMM into the output, the others' (j < pl, j > pl) to z
@@ -1449,18 +1531,18 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         for sft, t, zero in adds:  # a loop over the kernel's columns
             zj = zp[:, t]
             if zero is not None:
-                zj.reshape(nb, mo, ho, w)[..., zero] = 0
+                _call(rec, _fill, zj.reshape(nb, mo, ho, w)[..., zero], 0)
             if sft > 0:
-                np.add(acc[:, : ml - sft], zj[:, sft:], out=acc[:, : ml - sft])
+                _call(rec, np.add, acc[:, : ml - sft], zj[:, sft:], out=acc[:, : ml - sft])
             else:
-                np.add(acc[:, -sft:], zj[:, : ml + sft], out=acc[:, -sft:])
+                _call(rec, np.add, acc[:, -sft:], zj[:, : ml + sft], out=acc[:, -sft:])
         if direct:
-            _epilogue(yb, epi, n0, n1, augmented)
+            _epilogue(yb, epi, n0, n1, augmented, rec)
         else:
-            _crop(acc.reshape(nb, mo, ho, w)[..., :wo], yb, epi, n0, n1, augmented)
+            _crop(acc.reshape(nb, mo, ho, w)[..., :wo], yb, epi, n0, n1, augmented, rec)
 
 
-def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec=None) -> None:
     # Output row r, column q (xp the padded input, sh / dh the row stride / dilation):
     #   Y[m, r, q] = sum_j sum_(c, i) w[m, c, i, j] xp[c, r*sh + i*dh, q + j]
     #              = sum_j Z[j, m, r, q + j],
@@ -1471,6 +1553,7 @@ def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # unit stride along the width, q + j < padded width for every valid q, so no read crosses a
     # row (nor the buffer's end).
     if epi.pool and min(epi.pool) > 1 and _batch_last(x, hi - lo, BATCH_LAST_MIN_IMAGES):
+        _unbound(rec)
         _im2col_batch_last(spec, x, _batch_last_weight(wp, spec), out, epi, scratch, lo, hi, gemm)
         return
     n, c = x.shape[:2]
@@ -1495,7 +1578,7 @@ def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         xb = x[n0:n1]
         if pad_size:  # (later chunks take the same memory: the first one's borders are there)
             buf = scratch.take(0, nb * pad_size, x.dtype)
-            xb = padded(xb, spec.pads, (0, 0), buf, borders=n0 == lo)
+            xb = padded(xb, spec.pads, (0, 0), buf, borders=n0 == lo, rec=rec)
         s = xb.strides
         shifted = view(  # (b, C, kh, ho, padded width): row r*sh + i*dh of each channel
             xb,
@@ -1504,8 +1587,8 @@ def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         )
         cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
         if augmented and n0 == lo:  # (later chunks take the same memory)
-            cols[:, kg] = 1  # the row of ones the bias column multiplies
-        np.copyto(cols[:, :kg].reshape(nb, c, kh, ho, wpad), shifted)
+            _call(rec, _fill, cols[:, kg], 1)  # the row of ones the bias column multiplies
+        _call(rec, np.copyto, cols[:, :kg].reshape(nb, c, kh, ho, wpad), shifted)
         z = scratch.take(2, nb * kw * mo * p, x.dtype)
         gemm(wp, cols, z.reshape(nb, kw * mo, p), 0)  # split by rows (output channels x j)
         # The shifted sum over whole wide planes, each image's Z_j as one flat run: element f
@@ -1520,14 +1603,14 @@ def _colstack_padded(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         n_ = ml - (kw - 1)
         wide = zf[:, :ml]
         for j in range(1, kw):  # a loop over the kernel's columns
-            np.add(wide[:, :n_], zf[:, j * ml + j : j * ml + j + n_], out=wide[:, :n_])
+            _call(rec, np.add, wide[:, :n_], zf[:, j * ml + j : j * ml + j + n_], out=wide[:, :n_])
         yb = out[n0:n1]
         if epi.pool:  # the max over the pool's tiles straight from the wide sums
-            _pool_tiles(wide.reshape(nb, mo, ho, wpad), wo, epi.pool, yb, scratch)
-            _epilogue(yb, epi, n0, n1, augmented)
+            _pool_tiles(wide.reshape(nb, mo, ho, wpad), wo, epi.pool, yb, scratch, rec)
+            _epilogue(yb, epi, n0, n1, augmented, rec)
             continue
         valid = wide.reshape(nb, mo, ho, wpad)[..., :wo]
-        _crop(valid, yb, epi, n0, n1, augmented)
+        _crop(valid, yb, epi, n0, n1, augmented, rec)
 
 
 def _gemm_rows(mo: int, kn: int) -> int:
@@ -1926,7 +2009,9 @@ def _phase_pool_weight(
     return np.ascontiguousarray(wp, dtype=dtype)
 
 
-def _copy_phases(xb: np.ndarray, xq: np.ndarray, pt: int, pl: int, pool: tuple) -> None:
+def _copy_phases(
+    xb: np.ndarray, xq: np.ndarray, pt: int, pl: int, pool: tuple, rec: list | None = None
+) -> None:
     """xq (b, C, kh_p, kw_p, hq, wq), any strides, gets the pool's phases of xb (b, C, h, w)
     at the pads' offsets: xq[:, :, u0, v0, r, q] = xb[:, :, kh_p r + u0 - pt, kw_p q + v0 - pl]
     wherever that is inside xb (the rest is left: the caller zeroed it). With the pads and sizes
@@ -1941,7 +2026,9 @@ def _copy_phases(xb: np.ndarray, xq: np.ndarray, pt: int, pl: int, pool: tuple) 
         nr, nq = min(hq - r0, h // ph), min(wq - q0, w // pw)
         if nr > 0 and nq > 0:
             src = xb[:, :, : nr * ph, : nq * pw].reshape(*xb.shape[:2], nr, ph, nq, pw)
-            np.copyto(xq[..., r0 : r0 + nr, q0 : q0 + nq], src.transpose(0, 1, 3, 5, 2, 4))
+            _call(
+                rec, np.copyto, xq[..., r0 : r0 + nr, q0 : q0 + nq], src.transpose(0, 1, 3, 5, 2, 4)
+            )
         return
     for u0 in range(ph):  # a loop over the input's phases: rows
         r0 = max(0, -((u0 - pt) // ph))  # the first phase row inside the input
@@ -1952,10 +2039,10 @@ def _copy_phases(xb: np.ndarray, xq: np.ndarray, pt: int, pl: int, pool: tuple) 
             if r1 > r0 and q1 > q0:
                 ys, xs = ph * r0 + u0 - pt, pw * q0 + v0 - pl
                 src = xb[:, :, ys::ph, xs::pw][:, :, : r1 - r0, : q1 - q0]
-                np.copyto(xq[:, :, u0, v0, r0:r1, q0:q1], src)
+                _call(rec, np.copyto, xq[:, :, u0, v0, r0:r1, q0:q1], src)
 
 
-def _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+def _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec=None) -> None:
     # A conv whose output a kh_p x kw_p MaxPool tiles, with the pool's tile positions (a, b)
     # (the output's phases) stacked in the GEMM's rows. Output pixel (kh_p R + a, kw_p Q + b)
     # at tap (i, j) reads the padded input at row kh_p R + u, column kw_p Q + v (u = a + i,
@@ -1970,6 +2057,7 @@ def _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
     # bias unless it rode in the GEMM as a column: see `_phase_pool_weight`) runs on the
     # pooled output.
     if _batch_last(x, hi - lo, PHASE_POOL_BATCH_LAST_MIN_IMAGES):
+        _unbound(rec)
         _phase_pool_batch_last(spec, x, wp, out, epi, scratch, lo, hi, gemm)
         return
     n, c, h, w = x.shape
@@ -1995,26 +2083,26 @@ def _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         nb = n1 - n0
         size = nb * c * phases * plane
         buf = scratch.take(0, size + slack, x.dtype)
-        buf[:] = 0  # the padding (and the windows' rows and columns past it)
+        _call(rec, _fill, buf, 0)  # the padding (and the windows' rows and columns past it)
         xq = buf[:size].reshape(nb, c, ph, pw, hq, wq)
-        _copy_phases(x[n0:n1], xq, pt, pl, (ph, pw))
+        _copy_phases(x[n0:n1], xq, pt, pl, (ph, pw), rec)
         s = xq.strides
         windows = view(  # (b, C, u1, u0, v1, v0, pooled rows, wq): rows of phase planes
             buf, (nb, c, u1, ph, v1, pw, hr, wq), (s[0], s[1], wq * it, s[2], it, s[3], wq * it, it)
         )
         cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
         if augmented:
-            cols[:, k] = 1  # the row of ones the bias column multiplies
-        np.copyto(cols[:, :k].reshape(windows.shape), windows)
+            _call(rec, _fill, cols[:, k], 1)  # the row of ones the bias column multiplies
+        _call(rec, np.copyto, cols[:, :k].reshape(windows.shape), windows)
         z = scratch.take(2, nb * phases * mo * p, x.dtype).reshape(nb, phases, mo * p)
         gemm(wp, cols, z.reshape(nb, phases * mo, p), 0)  # split by rows
         acc = z[:, 0]
         for t in range(1, phases - 1):  # a loop over the pool tile's positions
-            np.maximum(acc, z[:, t], out=acc)
+            _call(rec, np.maximum, acc, z[:, t], out=acc)
         yb = out[n0:n1]
         last = z[:, phases - 1].reshape(nb, mo, hr, wq)[..., :wr]
-        np.maximum(acc.reshape(nb, mo, hr, wq)[..., :wr], last, out=yb)
-        _epilogue(yb, epi, n0, n1, augmented)
+        _call(rec, np.maximum, acc.reshape(nb, mo, hr, wq)[..., :wr], last, out=yb)
+        _epilogue(yb, epi, n0, n1, augmented, rec)
 
 
 WINOGRAD3D_FEW_TAPS_MIN_CHANNELS = 32

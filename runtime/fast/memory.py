@@ -224,6 +224,17 @@ class Pool:
         self.peaks: dict = {}
         self._key = None
 
+    @property
+    def arena(self) -> np.ndarray:
+        """The arena (replaced by a larger one when a recorded layout needs more)."""
+        return self._arena
+
+    @property
+    def replaying(self) -> bool:
+        """Whether this run replays its recorded layout (so far): a step's arrays (values and
+        workspaces) are the views the previous replay handed out."""
+        return self._replay is not None
+
     # ------------------------------------------------------------------ per run
     def begin(self, key) -> None:
         """A run with inputs described by `key` starts."""

@@ -16,7 +16,36 @@ import numpy as np
 from graphnet.runtime.fast.memory import Pool, Scratch
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 
-__all__ = ["Run", "Step", "KernelStep", "AliasStep", "ConcatStep"]
+__all__ = ["Run", "Step", "KernelStep", "AliasStep", "ConcatStep", "TakeLog", "retaken"]
+
+
+class TakeLog:
+    """A thread's `Scratch` whose takes are logged (slot, size, dtype, the array returned): a
+    step recording its NumPy calls for a replay (see ConvStep) takes them again there and
+    replays only when it gets the same arrays (`retaken`)."""
+
+    __slots__ = ("scratch", "takes")
+
+    def __init__(self, scratch: Scratch) -> None:
+        self.scratch = scratch
+        self.takes: list[tuple[int, int, Any, np.ndarray]] = []
+
+    def take(self, slot: int, size: int, dtype: Any) -> np.ndarray:
+        arr = self.scratch.take(slot, size, dtype)
+        self.takes.append((slot, size, dtype, arr))
+        return arr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scratch, name)
+
+
+def retaken(scratch: Scratch, takes: Sequence[tuple[int, int, Any, np.ndarray]]) -> bool:
+    """Whether `scratch` hands out the logged arrays again, taking them in the logged order
+    (a replayed run's workspaces: the same places of the same arena)."""
+    for slot, size, dtype, arr in takes:  # a loop over a step's few takes
+        if scratch.take(slot, size, dtype) is not arr:
+            return False
+    return True
 
 
 class Run:
@@ -36,6 +65,7 @@ class Run:
         "parallel",
         "placements",
         "placed",
+        "views",
     )
 
     def __init__(
@@ -49,6 +79,7 @@ class Run:
         outputs: frozenset,
         parallel: Callable,
         placements: dict | None = None,
+        views: dict | None = None,
     ) -> None:
         self.env: list[Any] = [None] * nslots
         self.owner: list[np.ndarray | None] = [None] * nslots
@@ -61,6 +92,10 @@ class Run:
         # is written straight into its channel slice of a Concat's buffer (see ConcatStep)
         self.placements = placements or {}
         self.placed: set[int] = set()
+        # value slot -> (the Concat's buffer, the slot's slice of it) of an earlier run (the
+        # plan's, kept between runs): a replayed run's buffer is the same array, and so is the
+        # slice (a replayed step finds the output it bound its calls to; see ConvStep)
+        self.views = {} if views is None else views
 
     def alloc(self, slot: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
         """A buffer for value `slot`: fresh for a graph output (the caller keeps it), a channel
@@ -90,7 +125,12 @@ class Run:
         full = self.env[target]
         if full is None:
             full = self.alloc(target, (shape[0], total, *shape[2:]), dtype)
-        view = full[:, c0:c1]
+        hit = self.views.get(slot)
+        if hit is not None and hit[0] is full:
+            view = hit[1]
+        else:
+            view = full[:, c0:c1]
+            self.views[slot] = (full, view)
         if view.shape != tuple(shape) or full.dtype != dtype:
             return None
         self.env[slot] = view

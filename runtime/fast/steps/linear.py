@@ -15,7 +15,7 @@ from graphnet.runtime.fast.conv import (
     conv_chunked,
     prepare_weight,
 )
-from graphnet.runtime.fast.steps.base import Run, Step
+from graphnet.runtime.fast.steps.base import Run, Step, TakeLog, retaken
 from graphnet.runtime.fast.steps.elementwise import softmax
 from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
 from graphnet.runtime.fast.winograd import (
@@ -59,6 +59,13 @@ ratios against False, 15-40 rounds, load 0.1-0.7): vgg_bn@1 0.79x the time (trai
 in-place writes seen) cost ~0.5 ms of vgg_bn@1's 3.4 (the weights and copies read from memory:
 ~9 MiB), most of the gain: not done. False: every weight prepared afresh on every run, Winograd
 from U (not U^T), convs with too few F(4x4) tiles on the fallback (colstack or im2col)."""
+
+
+BIND_CALLS = True
+"""A batch-1 conv on one thread (see `conv.BIND_ALGORITHMS`) records its NumPy calls, bound to
+their arrays, in a replayed run, and the next runs with the same arrays replay them (ConvStep's
+`_replay`): no per-call Python of the algorithm (views, branches, chunk sizes, epilogue). False:
+every run computes afresh (the oracle of the tests)."""
 
 
 FEW_TILES_F2_MIN_CHANNELS = 96
@@ -144,6 +151,7 @@ class ConvStep(Step):
     ran: str = ""  # the algorithm of the last run (`algo`, or its fallback for too few tiles)
     _epi: tuple = (None, None)  # (bias array, its Epilogue): see `_epilogue`
     _per_run: dict = field(default_factory=dict)  # input shape -> Winograd U in a workspace?
+    _bound: tuple | None = None  # the last replay's calls bound to their arrays: see `_replay`
 
     def weight(
         self,
@@ -224,13 +232,52 @@ class ConvStep(Step):
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
+        bound = self._bound
+        if bound is not None and x is bound[0] and self._replay(run, x, bound):
+            return
+        self._compute(run, x)
+
+    def _replay(self, run: Run, x: np.ndarray, bound: tuple) -> bool:
+        """The NumPy calls the step made in the run that bound them (`_compute`), again: the
+        same input, weight, bias, residual, output and workspace arrays (the same objects, so
+        the same memory and shapes: a replayed run's arena views), mode and threads. False
+        (nothing done) when an input differs; else the step is done (computed afresh into the
+        output it took when the output or a workspace differs)."""
+        _, w, b, res, training, workers, out_shape, y0, takes, calls, algo, steal = bound
+        r = self.residual
+        if (
+            run.get(self.inputs[1]) is not w
+            or run.get(self.epilogue_bias) is not b
+            or run.training is not training
+            or run.parallel.workers != workers
+            or (r is not None and (run.env[r] is not res or (steal and run.writable(r))))
+        ):
+            return False
+        y = run.alloc(self.outputs[0], out_shape, x.dtype)
+        if y is y0 and retaken(run.parallel.scratch[0], takes):
+            self.ran = algo
+            for call in calls:  # a loop over the step's NumPy calls
+                if call() is False:  # a guard (phasepool's finite input) says no
+                    break
+            else:
+                return True
+        self._bound = None
+        self._compute(run, x, y)
+        return True
+
+    def _compute(self, run: Run, x: np.ndarray, given: np.ndarray | None = None) -> None:
+        """The step, resolving its algorithm, weight, epilogue and output (`given`: the output
+        already allocated); its NumPy calls are recorded for `_replay` where they can be."""
         w = run.get(self.inputs[1])
         out_shape, flops, algo = self._cached_geometry(x.shape, run.training)
         self.ran = algo
         b = run.get(self.epilogue_bias)
         epi = self._epilogue(run, b, x.dtype)  # (a fresh one when there is a residual)
         r = self.residual
-        if (
+        plain = False  # the output in a buffer of its own (not the residual's, not batch-last)
+        if given is not None:
+            y, plain = given, True
+        elif (
             self.overwrite
             and run.writable(r)
             and run.env[r].shape == out_shape
@@ -253,7 +300,7 @@ class ConvStep(Step):
             yl = run.alloc(self.outputs[0], (out_shape[0], *out_shape[2:], out_shape[1]), x.dtype)
             y = run.env[self.outputs[0]] = yl.transpose(0, 3, 1, 2)
         else:
-            y = run.alloc(self.outputs[0], out_shape, x.dtype)
+            y, plain = run.alloc(self.outputs[0], out_shape, x.dtype), True
         if algo.startswith("winograd") and run.training and not TRAIN_KEEP_WEIGHTS:
             # U, transformed on every run (U^T took 1.13-1.2x its time, 32-256 channels, one
             # thread; see conv._winograd)
@@ -280,6 +327,36 @@ class ConvStep(Step):
         # A parameter bias rides in the im2col GEMM (prepared once with the weight).
         column = self.bias_column and isinstance(self.epilogue_bias, str)
         wp = self.weight(w, x.dtype, run.training, algo, b if column else None)
+        if (
+            BIND_CALLS
+            and run.pool.replaying
+            and algo in _conv.BIND_ALGORITHMS
+            and self.const_weight
+            and (TRAIN_KEEP_WEIGHTS or not run.training)
+            and (b is None or b.dtype == x.dtype)
+            and plain
+            and x.shape[0] < run.parallel.workers
+            and flops < ROW_SPLIT_MIN_FLOPS
+        ):  # one call on this thread: recorded, replayed by the next runs (see `_replay`)
+            sc = TakeLog(run.parallel.scratch[0])
+            rec: list = []
+            conv_chunked(algo, self.spec, x, wp, y, epi, sc, workspace=self.workspace, rec=rec)  # type: ignore[arg-type]
+            steal = (
+                self.overwrite
+                and r is not None
+                and run.env[r] is not None
+                and run.env[r].shape == out_shape
+                and run.env[r].dtype == x.dtype
+                and _conv.overwrites_residual(algo, self.spec, out_shape)
+            )
+            self._bound = None
+            if None not in rec:
+                res = None if r is None else run.env[r]
+                self._bound = (
+                    *(x, w, b, res, run.training, run.parallel.workers, out_shape, y),
+                    *(tuple(sc.takes), tuple(rec), algo, steal),
+                )
+            return
         self._convolve(run, algo, x, wp, y, epi, flops)
 
     def _winograd_per_run(self, shape: tuple, out_shape: tuple, algo: str) -> bool:
@@ -391,51 +468,85 @@ class GemmStep(Step):
     softmax: bool = False  # a Softmax along the last axis fused (in place on Y; see compile)
     flatten: bool = False  # A is a Flatten's input (axis 1), viewed here as (N, -1)
 
+    _bound: tuple | None = None  # the last replay's calls bound to their arrays (see ConvStep)
+
     def __call__(self, run: Run) -> None:
         a = run.get(self.inputs[0])
+        bound = self._bound
+        if (
+            bound is not None
+            and a is bound[0]
+            and run.get(self.inputs[1]) is bound[1]
+            and (len(self.inputs) < 3 or run.get(self.inputs[2]) is bound[2])
+        ):
+            y = run.alloc(self.outputs[0], bound[3], a.dtype)
+            if y is bound[4] and retaken(run.parallel.scratch[0], bound[5]):
+                for call in bound[6]:  # a loop over the step's NumPy calls
+                    call()
+                return
+            self._bound = None
+            self._compute(run, a, y)
+            return
+        self._compute(run, a)
+
+    def _compute(self, run: Run, a0: np.ndarray, given: np.ndarray | None = None) -> None:
+        """The step (`given`: its output already allocated); without a split over the threads,
+        its NumPy calls are recorded for the next runs to replay (see ConvStep._replay)."""
+        a = a0
         if self.flatten:
             a = a.reshape(a.shape[0], math.prod(a.shape[1:]))
-        w = run.get(self.inputs[1]).astype(a.dtype, copy=False)
+        w0 = run.get(self.inputs[1])
+        w = w0.astype(a.dtype, copy=False)
         c = run.get(self.inputs[2]) if len(self.inputs) > 2 else None
         bias = None if c is None else c.astype(a.dtype, copy=False)
         m = a.shape[0]
         n = w.shape[0] if self.trans_b else w.shape[1]
-        y = run.alloc(self.outputs[0], (m, n), a.dtype)
+        y = run.alloc(self.outputs[0], (m, n), a.dtype) if given is None else given
         flops = 2.0 * m * n * a.shape[1]
+        # (calls bound to the parameters themselves, not to converted copies)
+        rec: list | None = None
+        sc = run.parallel.scratch[0]
+        if BIND_CALLS and run.pool.replaying and w is w0 and bias is c:
+            rec, sc = [], TakeLog(sc)
         if self.trans_b and m >= TRANSPOSED_GEMM_MIN_ROWS and n >= TRANSPOSED_GEMM_MIN_COLUMNS:
             # a column slice of the bias where it has one value per column, else all of it
             per_column = bias is not None and bias.ndim > 0 and bias.shape[-1] != 1
 
             def part(lo: int, hi: int, scratch) -> None:
                 yt = scratch.take(GEMM_SCRATCH_SLOT, (hi - lo) * m, a.dtype).reshape(hi - lo, m)
-                np.matmul(w[lo:hi], a.T, out=yt)
+                _conv._call(rec, np.matmul, w[lo:hi], a.T, out=yt)
                 if bias is None:
-                    np.copyto(y[:, lo:hi], yt.T)
+                    _conv._call(rec, np.copyto, y[:, lo:hi], yt.T)
                 else:
-                    np.add(yt.T, bias[..., lo:hi] if per_column else bias, out=y[:, lo:hi])
+                    sl = bias[..., lo:hi] if per_column else bias
+                    _conv._call(rec, np.add, yt.T, sl, out=y[:, lo:hi])
 
             if flops < SPLIT_MIN_FLOPS:
-                part(0, n, run.parallel.scratch[0])
+                part(0, n, sc)
             else:  # split by output columns (Y's rows are too few to split)
+                rec = None
                 run.parallel(n, part, flops)
         else:
             bt = w.T if self.trans_b else w
             # a large weight at a small batch: reading it is the time (see GEMV_SPLIT_MIN_BYTES)
             work = SPLIT_MIN_FLOPS if w.nbytes >= GEMV_SPLIT_MIN_BYTES and n >= 2 else flops
             if work < SPLIT_MIN_FLOPS:  # a classifier at batch 1: one call, no slicing
-                np.matmul(a, bt, out=y)
+                _conv._call(rec, np.matmul, a, bt, out=y)
             else:  # split by output columns (a batch of 32 is too few rows to split)
+                rec = None
                 run.parallel(
                     n,
                     lambda lo, hi, scratch: np.matmul(a, bt[:, lo:hi], out=y[:, lo:hi]),
                     max(flops, work),
                 )
             if bias is not None:
-                y += bias
+                _conv._call(rec, np.add, y, bias, out=y)
         if self.activation:
-            _conv.activate(y, self.activation)
+            _conv.activate(y, self.activation, rec)
         if self.softmax:
-            softmax(y, y, 1)
+            _conv._call(rec, softmax, y, y, 1)
+        if rec is not None:
+            self._bound = (a0, w0, c, (m, n), y, tuple(sc.takes), tuple(rec))  # type: ignore[union-attr]
 
 
 MERGED_SCRATCH_SLOT = 7
@@ -489,18 +600,44 @@ class MergedPointwiseStep(ConvStep):
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
+        bound = self._bound
+        if (
+            bound is not None
+            and x is bound[0]
+            and run.training is bound[1]
+            and run.parallel.workers == bound[2]
+        ):
+            wp, _ = self.stacked(run, x.dtype)
+            if wp is bound[3]:  # (the same weights: see `stacked`)
+                outs = [run.alloc(slot, shape, x.dtype) for slot, shape in bound[4]]
+                if all(y is y0 for y, y0 in zip(outs, bound[5], strict=True)) and retaken(
+                    run.parallel.scratch[0], bound[6]
+                ):
+                    for call in bound[7]:  # a loop over the step's NumPy calls
+                        call()
+                    return
+                self._bound = None
+                self._compute(run, x, outs)
+                return
+        self._compute(run, x)
+
+    def _compute(self, run: Run, x: np.ndarray, given: list | None = None) -> None:  # type: ignore[override]
+        """The step (`given`: its outputs already allocated); one image on this thread records
+        its NumPy calls for the next runs to replay (see ConvStep._replay)."""
         out_shape, flops, _ = self._cached_geometry(x.shape, run.training)
         self.ran = "pointwise"
         wp, b = self.stacked(run, x.dtype)
         acts = self.activations
         same = all(a == acts[0] for a in acts)
         epi = Epilogue(bias=b, activation=acts[0] if same else ())
-        outs = [
-            run.alloc(slot, (out_shape[0], c, *out_shape[2:]), x.dtype)
+        shapes = [
+            (slot, (out_shape[0], c, *out_shape[2:]))
             for slot, c in zip(self.outputs, self.channels, strict=True)
         ]
+        outs = given or [run.alloc(slot, shape, x.dtype) for slot, shape in shapes]
         spec = self.spec
         per_image = math.prod(out_shape[1:]) * x.itemsize
+        rec: list | None = None
 
         def part(lo: int, hi: int, scratch) -> None:
             step = max(1, WORKSPACE_BYTES // max(per_image, 1))
@@ -508,15 +645,27 @@ class MergedPointwiseStep(ConvStep):
                 n1 = min(hi, n0 + step)
                 z = scratch.take(MERGED_SCRATCH_SLOT, (n1 - n0) * per_image // x.itemsize, x.dtype)
                 z = z.reshape(n1 - n0, *out_shape[1:])
-                conv_chunked("pointwise", spec, x[n0:n1], wp, z, epi, scratch)
+                conv_chunked("pointwise", spec, x[n0:n1], wp, z, epi, scratch, rec=rec)
                 c0 = 0
                 for y, c, act in zip(outs, self.channels, acts, strict=True):  # over the convs
-                    np.copyto(y[n0:n1], z[:, c0 : c0 + c])
+                    _conv._call(rec, np.copyto, y[n0:n1], z[:, c0 : c0 + c])
                     if not same:
-                        _conv.activate(y[n0:n1], act)
+                        _conv.activate(y[n0:n1], act, rec)
                     c0 += c
 
         if x.shape[0] >= run.parallel.workers:  # split the batch
             run.parallel(x.shape[0], part, flops)
+        elif (
+            BIND_CALLS and run.pool.replaying and (TRAIN_KEEP_WEIGHTS or not run.training)
+        ):  # recorded, replayed by the next runs
+            sc = TakeLog(run.parallel.scratch[0])
+            rec = []
+            part(0, x.shape[0], sc)
+            self._bound = None
+            if None not in rec:
+                self._bound = (
+                    *(x, run.training, run.parallel.workers, wp, shapes, outs),
+                    *(tuple(sc.takes), tuple(rec)),
+                )
         else:
             part(0, x.shape[0], run.parallel.scratch[0])

@@ -1,0 +1,165 @@
+"""Convs replaying their NumPy calls bound to their arrays (ConvStep's `_replay`, see
+`steps.linear.BIND_CALLS`): a batch-1 conv on one thread records the calls it makes in a
+replayed run, and the next runs with the same arrays (input, weight, bias, residual, output,
+workspaces: the arena's views) replay them without the algorithm's Python.
+
+Oracles: the same plan without binding (BIND_CALLS False: the same NumPy calls, so the outputs
+are equal bit for bit) and the reference plan (plain kernels; float32 convs summed in another
+order: the differential tests' relative bound, 1e-4 of the output's largest magnitude). One
+session runs batch 1, 3 and 1 again (two recorded layouts, the arena replaced by a larger one in
+between), so bound calls meet other arrays and must compute afresh."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet import runtime
+from graphnet.bench import suite
+from graphnet.ir import Graph
+from graphnet.passes import optimize
+from graphnet.runtime.fast.steps import ConvStep
+from graphnet.runtime.fast.steps import linear as fast_linear
+from tests.runtime.test_fast_differential import _random_graph
+
+RTOL = 1e-4  # |fast - reference| / max |reference|, as the differential tests
+
+
+def _close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    scale = max(float(np.abs(want).max()), 1e-3)
+    err = float(np.abs(got - want).max()) / scale
+    assert err <= RTOL, f"{what}: max |diff| / max |ref| = {err:.2e}"
+
+
+def _bound(sess: runtime.Session, mode: str = "inference") -> list[str]:
+    plan = sess._fast(training=mode == "train", keep_all=False)
+    return [s.name for s in plan.steps if isinstance(s, ConvStep) and s._bound is not None]
+
+
+def _runs(g: Graph, feeds: dict, order: tuple, mode: str = "inference") -> None:
+    """Runs `order` (batch sizes) on one session with binding and one without, each output
+    equal bit for bit between them and close to the reference plan's."""
+    on, off = runtime.Session(g), runtime.Session(g)
+    ref = runtime.Session(g, plan="reference")
+    start = dict(g.params)
+    for k, n in enumerate(order):
+        got = {}
+        for name, sess, bind in (("on", on, True), ("off", off, False)):
+            fast_linear.BIND_CALLS = bind
+            try:
+                got[name] = sess.run(feeds[n], mode=mode)
+            finally:
+                fast_linear.BIND_CALLS = True
+            for p, arr in start.items():  # (train mode's running statistics: the same arrays)
+                if g.params[p] is not arr:
+                    g.set_param(p, arr)
+        want = ref.run(feeds[n], mode=mode)
+        for p, arr in start.items():
+            if g.params[p] is not arr:
+                g.set_param(p, arr)
+        for o in g.outputs:
+            what = f"{g.name} {mode} run {k} batch {n} output {o}"
+            np.testing.assert_array_equal(got["on"][o], got["off"][o], err_msg=what)
+            _close(got["on"][o], want[o], what)
+    assert not _bound(off, mode)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "inception_bn", "resnet20", "norms_acts"])
+def test_suite_models_replay_bound_calls(name):
+    """Every algorithm that binds (pointwise, colstack on its own rows and padded, im2col wide
+    and exact with a fused pool, phasepool) at the suite's shapes, batch 1 -> 3 -> 1."""
+    g = optimize(suite.build(name))[0]
+    inp = g.inputs[0]
+    shape = g.values[inp].shape
+    rng = np.random.default_rng(7)
+    feeds = {n: {inp: rng.standard_normal((n, *shape[1:])).astype(np.float32)} for n in (1, 3)}
+    _runs(g, feeds, (1, 1, 1, 3, 3, 1, 1))
+    sess = runtime.Session(g)
+    for _ in range(3):
+        sess.run(feeds[1])
+    assert _bound(sess), "no conv bound its calls: the test would be vacuous"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_graphs_replay_bound_calls(seed):
+    """Random small graphs (odd sizes, strides, dilations, groups, pads, residuals, leaky
+    activations; see the differential tests), inference and train mode, batch 1 -> 3 -> 1."""
+    g, _ = _random_graph(seed)
+    c, h, w = g.values["x"].shape[1:]
+    rng = np.random.default_rng(seed)
+    feeds = {n: {"x": rng.standard_normal((n, c, h, w)).astype(np.float32)} for n in (1, 3)}
+    _runs(g, feeds, (1, 1, 1, 3, 1, 1))
+    _runs(g, feeds, (1, 1, 3, 1, 1), mode="train")
+
+
+def test_random_graphs_bind_some_convs():
+    """The random graphs' convs bind (the test above is not vacuous)."""
+    bound = 0
+    for seed in range(12):
+        g, _ = _random_graph(seed)
+        c, h, w = g.values["x"].shape[1:]
+        x = np.random.default_rng(seed).standard_normal((1, c, h, w)).astype(np.float32)
+        sess = runtime.Session(g)
+        for _ in range(3):
+            sess.run({"x": x})
+        bound += len(_bound(sess))
+    assert bound >= 6
+
+
+def test_a_rebound_step_reads_no_stale_array():
+    """After its calls are bound: a new feed array (another object), new values written into
+    the fed array itself, a replaced weight (`set_param`) and a larger batch in between (the
+    arena replaced): every output is the reference plan's for what was fed then."""
+    g = optimize(suite.build("lenet5"))[0]
+    inp = g.inputs[0]
+    shape = g.values[inp].shape[1:]
+    rng = np.random.default_rng(11)
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    out = g.outputs[0]
+    x = rng.standard_normal((1, *shape)).astype(np.float32)
+
+    def check(feed: np.ndarray, what: str) -> None:
+        _close(sess.run({inp: feed})[out], ref.run({inp: feed.copy()})[out], what)
+
+    for k in range(3):
+        check(x, f"bound {k}")
+    assert _bound(sess)
+    y = rng.standard_normal((1, *shape)).astype(np.float32)
+    check(y, "another feed array")
+    check(x, "the first feed again")
+    x[...] = rng.standard_normal(x.shape).astype(np.float32)  # the same array, new values
+    check(x, "new values in the fed array")
+    conv_w = next(p for p in g.params if g.params[p].ndim == 4)
+    g.set_param(conv_w, (g.params[conv_w] * -0.5).astype(np.float32))
+    check(x, "a replaced weight")
+    check(x, "a replaced weight, bound again")
+    check(rng.standard_normal((3, *shape)).astype(np.float32), "batch 3")
+    check(x, "batch 1 after 3")
+    check(x, "batch 1 after 3, bound again")
+
+
+def test_a_bound_phasepool_sees_a_non_finite_input():
+    """LeNet's first conv (phasepool: taps outside a phase's kernel multiply by zero weights)
+    replays a guard first: an inf in the fed array (the same object as bound) stops the replay
+    and the conv runs as im2col, as without binding (no NaN where the conv has none)."""
+    g = optimize(suite.build("lenet5"))[0]
+    inp = g.inputs[0]
+    plan_algos = {
+        r["algorithm"] for r in runtime.Session(g)._fast(training=False, keep_all=False).describe()
+    }
+    assert any(a.startswith("phasepool") for a in plan_algos)
+    x = np.random.default_rng(5).standard_normal((1, *g.values[inp].shape[1:])).astype(np.float32)
+    sess, off = runtime.Session(g), runtime.Session(g)
+    for _ in range(3):
+        sess.run({inp: x})
+    assert _bound(sess)
+    x[0, 0, 3, 4] = np.inf
+    with np.errstate(invalid="ignore"):  # (inf - inf in the later layers: both plans)
+        got = sess.run({inp: x})
+        fast_linear.BIND_CALLS = False
+        try:
+            want = off.run({inp: x})
+        finally:
+            fast_linear.BIND_CALLS = True
+    for o in g.outputs:
+        np.testing.assert_array_equal(got[o], want[o], err_msg=o)
