@@ -1555,9 +1555,11 @@ class CompiledPlan:
             scratch.reset()
         with blas_single_threaded():
             pool = self.pool
-            for k, (step, frees) in enumerate(zip(self.steps, self.frees, strict=True)):
-                pool.step_begin(k)
-                try:
+            free = run.free
+            step = self.steps[0] if self.steps else None
+            try:
+                for k, (step, frees) in enumerate(zip(self.steps, self.frees, strict=True)):
+                    pool.step_begin(k)
                     if timings is None:
                         step(run)
                     else:
@@ -1566,17 +1568,17 @@ class CompiledPlan:
                         timings[step.name] = timings.get(step.name, 0.0) + (
                             time.perf_counter() - t0
                         )
-                except GraphNetError as exc:
-                    self.pool.abort()
-                    raise type(exc)(f"while executing {_where(step, run)}: {exc}") from exc
-                except Exception as exc:
-                    self.pool.abort()
-                    raise KernelError(
-                        f"while executing {_where(step, run)}: {type(exc).__name__}: {exc}"
-                    ) from exc
-                pool.step_end(k)  # the step's workspaces are free for the next one
-                for slot in frees:
-                    run.free(slot)
+                    pool.step_end(k)  # the step's workspaces are free for the next one
+                    for slot in frees:
+                        free(slot)
+            except GraphNetError as exc:
+                self.pool.abort()
+                raise type(exc)(f"while executing {_where(step, run)}: {exc}") from exc
+            except Exception as exc:
+                self.pool.abort()
+                raise KernelError(
+                    f"while executing {_where(step, run)}: {type(exc).__name__}: {exc}"
+                ) from exc
         if self.reuse:
             arena = self.pool.arena
             self.pool.end()

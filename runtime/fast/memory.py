@@ -152,6 +152,18 @@ class Scratch:
         `release`s the scratch before it replaces its arena: cached views are of this one."""
         self._arena, self._base, self._size = arena, offset, nbytes
 
+    def region(self) -> tuple[np.ndarray, int] | None:
+        """(arena, first byte) of the region this step's places are in, when every take so far
+        was placed there (no array of its own); else None."""
+        if self._arena is None or self._own:
+            return None
+        return self._arena, self._base
+
+    def in_region(self, region: tuple[np.ndarray, int]) -> bool:
+        """Whether this step is bound to `region` (a `region()` of an earlier run): the places
+        the step's takes would get, in the order it took them then, are the same memory."""
+        return self._arena is region[0] and self._base == region[1]
+
     def used(self) -> int:
         """Bytes this step has placed so far (the region it needs)."""
         return self._end
@@ -291,8 +303,9 @@ class Pool:
                 self._leave()
         spilled = False
         for s in self.scratch:  # (per step: plain attribute reads, no calls)
-            spilled = spilled or s._own > 0
-            s.reset()
+            if s._places or s._arena is not None:  # (else nothing to reset)
+                spilled = spilled or s._own > 0
+                s.reset()
         if spilled and self._replay is not None:
             # Past its places (threads inline, see `SPILLS_TO_RECORD`, or a size computed from
             # values?): right, but in fresh memory
@@ -387,9 +400,6 @@ class Pool:
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """(array of `shape`, the flat buffer behind it)."""
         self._clock += 1
-        need = 1
-        for d in shape:
-            need *= d
         replay = self._replay
         if replay is not None:
             k = self._next
@@ -399,6 +409,7 @@ class Pool:
                 if entry[3] == view:  # the arrays this take returned in the previous replay
                     self._next = k + 1
                     return entry[4], entry[5]
+                need = _size(shape)
                 if entry[1] == need * dtype.itemsize and entry[2] == dtype:
                     self._next = k + 1
                     off = entry[0]
@@ -409,6 +420,7 @@ class Pool:
             # Not the recorded run (a shape computed from values?): no more arena views this
             # run (lifetimes unknown from here on); the next run with this key records anew.
             self._leave()
+        need = _size(shape)
         if self._key is None:  # not a pooled run (keep_all): the caller keeps every buffer
             buf = np.empty(max(need, 1), dtype)
             return buf[:need].reshape(shape), buf
@@ -471,6 +483,13 @@ class Pool:
 
     def held(self) -> int:
         return sum(b.nbytes for lst in self._free.values() for _, _, b in lst) + self._arena.nbytes
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    need = 1
+    for d in shape:  # (a loop over the axes: math.prod goes through Python's number protocol)
+        need *= d
+    return need
 
 
 def _peak(trace: list, ws_trace: list, end: int, starts: list) -> tuple[int, int, int]:

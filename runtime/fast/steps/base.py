@@ -38,14 +38,20 @@ class TakeLog:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.scratch, name)
 
+    def places(self) -> tuple | None:
+        """What a replay of the logged takes needs: () for none, the scratch's `region()`
+        when they were all placed in a pool's arena, else None (not replayable)."""
+        if not self.takes:
+            return ()
+        return self.scratch.region()
 
-def retaken(scratch: Scratch, takes: Sequence[tuple[int, int, Any, np.ndarray]]) -> bool:
-    """Whether `scratch` hands out the logged arrays again, taking them in the logged order
-    (a replayed run's workspaces: the same places of the same arena)."""
-    for slot, size, dtype, arr in takes:  # a loop over a step's few takes
-        if scratch.take(slot, size, dtype) is not arr:
-            return False
-    return True
+
+def retaken(scratch: Scratch, places: tuple) -> bool:
+    """Whether the step's takes, logged while recording its calls (`TakeLog.places`), get the
+    same memory now: none, or the same region of the same arena (a replayed run binds each
+    step's workspaces to their recorded places; a take's place depends on the takes before it
+    in the step alone, see `Scratch.take`). The replay then uses the logged arrays."""
+    return not places or scratch.in_region(places)
 
 
 class Run:

@@ -335,6 +335,7 @@ class ConvStep(Step):
             and (TRAIN_KEEP_WEIGHTS or not run.training)
             and (b is None or b.dtype == x.dtype)
             and plain
+            and self.outputs[0] not in run.outputs  # (a graph output: a fresh array every run)
             and x.shape[0] < run.parallel.workers
             and flops < ROW_SPLIT_MIN_FLOPS
         ):  # one call on this thread: recorded, replayed by the next runs (see `_replay`)
@@ -350,11 +351,12 @@ class ConvStep(Step):
                 and _conv.overwrites_residual(algo, self.spec, out_shape)
             )
             self._bound = None
-            if None not in rec:
+            places = sc.places()
+            if None not in rec and places is not None:
                 res = None if r is None else run.env[r]
                 self._bound = (
                     *(x, w, b, res, run.training, run.parallel.workers, out_shape, y),
-                    *(tuple(sc.takes), tuple(rec), algo, steal),
+                    *(places, tuple(rec), algo, steal),
                 )
             return
         self._convolve(run, algo, x, wp, y, epi, flops)
@@ -506,7 +508,13 @@ class GemmStep(Step):
         # (calls bound to the parameters themselves, not to converted copies)
         rec: list | None = None
         sc = run.parallel.scratch[0]
-        if BIND_CALLS and run.pool.replaying and w is w0 and bias is c:
+        if (
+            BIND_CALLS
+            and run.pool.replaying
+            and w is w0
+            and bias is c
+            and self.outputs[0] not in run.outputs  # (a graph output: a fresh array every run)
+        ):
             rec, sc = [], TakeLog(sc)
         if self.trans_b and m >= TRANSPOSED_GEMM_MIN_ROWS and n >= TRANSPOSED_GEMM_MIN_COLUMNS:
             # a column slice of the bias where it has one value per column, else all of it
@@ -546,7 +554,9 @@ class GemmStep(Step):
         if self.softmax:
             _conv._call(rec, softmax, y, y, 1)
         if rec is not None:
-            self._bound = (a0, w0, c, (m, n), y, tuple(sc.takes), tuple(rec))  # type: ignore[union-attr]
+            places = sc.places()  # type: ignore[union-attr]
+            if places is not None:
+                self._bound = (a0, w0, c, (m, n), y, places, tuple(rec))
 
 
 MERGED_SCRATCH_SLOT = 7
@@ -656,16 +666,20 @@ class MergedPointwiseStep(ConvStep):
         if x.shape[0] >= run.parallel.workers:  # split the batch
             run.parallel(x.shape[0], part, flops)
         elif (
-            BIND_CALLS and run.pool.replaying and (TRAIN_KEEP_WEIGHTS or not run.training)
+            BIND_CALLS
+            and run.pool.replaying
+            and (TRAIN_KEEP_WEIGHTS or not run.training)
+            and not any(slot in run.outputs for slot in self.outputs)  # (fresh every run)
         ):  # recorded, replayed by the next runs
             sc = TakeLog(run.parallel.scratch[0])
             rec = []
             part(0, x.shape[0], sc)
             self._bound = None
-            if None not in rec:
+            places = sc.places()
+            if None not in rec and places is not None:
                 self._bound = (
                     *(x, run.training, run.parallel.workers, wp, shapes, outs),
-                    *(tuple(sc.takes), tuple(rec)),
+                    *(places, tuple(rec)),
                 )
         else:
             part(0, x.shape[0], run.parallel.scratch[0])
