@@ -477,11 +477,20 @@ to their arrays (see ConvStep in steps.linear): a batch-1 call is mostly Python 
 views, branches and chunk sizes, the same on every run with the same arrays."""
 
 
+_POSITIONAL_OUT = frozenset({np.add, np.subtract, np.multiply, np.matmul})
+"""Ufuncs a recorded call passes `out` to as a positional argument: NumPy parses a keyword `out`
+per call (a bound np.add on 16 floats: 0.77 us positional, 1.26 us with out=). np.maximum and
+np.minimum take it as a keyword only (positional out is deprecated there)."""
+
+
 def _call(rec: list | None, fn: Callable, *args: object, **kw: object) -> None:
     """fn(*args, **kw), recorded in `rec` (when given) as a call bound to these arguments."""
     fn(*args, **kw)
     if rec is not None:
-        rec.append(partial(fn, *args, **kw))
+        if fn in _POSITIONAL_OUT and len(kw) == 1 and "out" in kw:
+            rec.append(partial(fn, *args, kw["out"]))
+        else:
+            rec.append(partial(fn, *args, **kw))
 
 
 def _unbound(rec: list | None) -> None:

@@ -1,5 +1,5 @@
 """Convs replaying their NumPy calls bound to their arrays (ConvStep's `_replay`, see
-`steps.linear.BIND_CALLS`): a batch-1 conv on one thread records the calls it makes in a
+`steps.base.BIND_CALLS`): a batch-1 conv on one thread records the calls it makes in a
 replayed run, and the next runs with the same arrays (input, weight, bias, residual, output,
 workspaces: the arena's views) replay them without the algorithm's Python.
 
@@ -19,7 +19,7 @@ from graphnet.bench import suite
 from graphnet.ir import Graph
 from graphnet.passes import optimize
 from graphnet.runtime.fast.steps import ConvStep
-from graphnet.runtime.fast.steps import linear as fast_linear
+from graphnet.runtime.fast.steps import base as fast_base
 from tests.runtime.test_fast_differential import _random_graph
 
 RTOL = 1e-4  # |fast - reference| / max |reference|, as the differential tests
@@ -45,11 +45,11 @@ def _runs(g: Graph, feeds: dict, order: tuple, mode: str = "inference") -> None:
     for k, n in enumerate(order):
         got = {}
         for name, sess, bind in (("on", on, True), ("off", off, False)):
-            fast_linear.BIND_CALLS = bind
+            fast_base.BIND_CALLS = bind
             try:
                 got[name] = sess.run(feeds[n], mode=mode)
             finally:
-                fast_linear.BIND_CALLS = True
+                fast_base.BIND_CALLS = True
             for p, arr in start.items():  # (train mode's running statistics: the same arrays)
                 if g.params[p] is not arr:
                     g.set_param(p, arr)
@@ -156,10 +156,10 @@ def test_a_bound_phasepool_sees_a_non_finite_input():
     x[0, 0, 3, 4] = np.inf
     with np.errstate(invalid="ignore"):  # (inf - inf in the later layers: both plans)
         got = sess.run({inp: x})
-        fast_linear.BIND_CALLS = False
+        fast_base.BIND_CALLS = False
         try:
             want = off.run({inp: x})
         finally:
-            fast_linear.BIND_CALLS = True
+            fast_base.BIND_CALLS = True
     for o in g.outputs:
         np.testing.assert_array_equal(got[o], want[o], err_msg=o)

@@ -16,7 +16,23 @@ import numpy as np
 from graphnet.runtime.fast.memory import Pool, Scratch
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 
-__all__ = ["Run", "Step", "KernelStep", "AliasStep", "ConcatStep", "TakeLog", "retaken"]
+__all__ = [
+    "BIND_CALLS",
+    "Run",
+    "Step",
+    "KernelStep",
+    "AliasStep",
+    "ConcatStep",
+    "TakeLog",
+    "retaken",
+]
+
+BIND_CALLS = True
+"""A step on one thread (a batch-1 conv, see `conv.BIND_ALGORITHMS`; a merged pointwise conv, a
+Gemm, a pairwise MaxPool) records its NumPy calls, bound to their arrays, in a replayed run, and
+the next runs with the same arrays replay them (ConvStep's `_replay`): no per-call Python of
+the algorithm (views, branches, chunk sizes, epilogue). False: every run computes afresh (the
+oracle of the tests)."""
 
 
 class TakeLog:

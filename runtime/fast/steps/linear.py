@@ -15,6 +15,7 @@ from graphnet.runtime.fast.conv import (
     conv_chunked,
     prepare_weight,
 )
+from graphnet.runtime.fast.steps import base as _base
 from graphnet.runtime.fast.steps.base import Run, Step, TakeLog, retaken
 from graphnet.runtime.fast.steps.elementwise import softmax
 from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
@@ -59,13 +60,6 @@ ratios against False, 15-40 rounds, load 0.1-0.7): vgg_bn@1 0.79x the time (trai
 in-place writes seen) cost ~0.5 ms of vgg_bn@1's 3.4 (the weights and copies read from memory:
 ~9 MiB), most of the gain: not done. False: every weight prepared afresh on every run, Winograd
 from U (not U^T), convs with too few F(4x4) tiles on the fallback (colstack or im2col)."""
-
-
-BIND_CALLS = True
-"""A batch-1 conv on one thread (see `conv.BIND_ALGORITHMS`) records its NumPy calls, bound to
-their arrays, in a replayed run, and the next runs with the same arrays replay them (ConvStep's
-`_replay`): no per-call Python of the algorithm (views, branches, chunk sizes, epilogue). False:
-every run computes afresh (the oracle of the tests)."""
 
 
 FEW_TILES_F2_MIN_CHANNELS = 96
@@ -328,7 +322,7 @@ class ConvStep(Step):
         column = self.bias_column and isinstance(self.epilogue_bias, str)
         wp = self.weight(w, x.dtype, run.training, algo, b if column else None)
         if (
-            BIND_CALLS
+            _base.BIND_CALLS
             and run.pool.replaying
             and algo in _conv.BIND_ALGORITHMS
             and self.const_weight
@@ -509,7 +503,7 @@ class GemmStep(Step):
         rec: list | None = None
         sc = run.parallel.scratch[0]
         if (
-            BIND_CALLS
+            _base.BIND_CALLS
             and run.pool.replaying
             and w is w0
             and bias is c
@@ -666,7 +660,7 @@ class MergedPointwiseStep(ConvStep):
         if x.shape[0] >= run.parallel.workers:  # split the batch
             run.parallel(x.shape[0], part, flops)
         elif (
-            BIND_CALLS
+            _base.BIND_CALLS
             and run.pool.replaying
             and (TRAIN_KEEP_WEIGHTS or not run.training)
             and not any(slot in run.outputs for slot in self.outputs)  # (fresh every run)

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from graphnet.runtime.fast.conv import _call, _fill
 from graphnet.runtime.fast.memory import Scratch
-from graphnet.runtime.fast.steps.base import Run, Step
+from graphnet.runtime.fast.steps import base as _base
+from graphnet.runtime.fast.steps.base import Run, Step, TakeLog, retaken
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 
 __all__ = [
@@ -82,6 +84,9 @@ class MaxPoolStep(Step):
     # of kh rows (else a chunk's m and m2 took two planes at least)
     workspace: int | None = None
     _shapes: dict = field(default_factory=dict)
+    # the pairwise pool's NumPy calls bound to their arrays in a replayed run, replayed by the
+    # next runs with the same arrays (see ConvStep._replay): (x, y, workspace places, calls)
+    _bound: tuple | None = None
 
     def _taps(self, i: int, n: int, out: int) -> list[tuple[int, int, int]]:
         """(tap offset on the input, first output it reaches, one past its last) for each tap
@@ -194,7 +199,12 @@ class MaxPoolStep(Step):
 
     @staticmethod
     def _pairwise_part(
-        x: np.ndarray, y: np.ndarray, scratch: Scratch, chunk: int, bands: bool = False
+        x: np.ndarray,
+        y: np.ndarray,
+        scratch: Scratch,
+        chunk: int,
+        bands: bool = False,
+        rec: list | None = None,
     ) -> None:
         """The 3-wide "same" max along each axis (last first) in two contiguous flat passes and
         no border fix-up: a[k] = max(src[k], src[k+B]) (B: the axis's block size), the last
@@ -211,6 +221,8 @@ class MaxPoolStep(Step):
         shape = x.shape
         vol = math.prod(shape[2:])
         if bands and vol * x.itemsize > chunk:
+            if rec is not None:
+                rec.append(None)  # (not recorded)
             MaxPoolStep._pairwise_bands(x, y, scratch, chunk)
             return
         xv, yv = x.reshape(-1, vol), y.reshape(-1, vol)
@@ -223,10 +235,10 @@ class MaxPoolStep(Step):
             af = scratch.take(2, size, x.dtype)
             for i in range(len(shape) - 1, 1, -1):  # a loop over the spatial rank
                 block, m = math.prod(shape[i + 1 :]), shape[i]
-                np.maximum(src[: size - block], src[block:], out=af[: size - block])
-                af.reshape(-1, m, block)[:, m - 1, :] = -np.inf
-                np.maximum(af[: size - block], af[block:], out=yf[block:])
-                yf[:block] = af[:block]
+                _call(rec, np.maximum, src[: size - block], src[block:], out=af[: size - block])
+                _call(rec, _fill, af.reshape(-1, m, block)[:, m - 1, :], -np.inf)
+                _call(rec, np.maximum, af[: size - block], af[block:], out=yf[block:])
+                _call(rec, np.copyto, yf[:block], af[:block])
                 src = yf
 
     @staticmethod
@@ -436,6 +448,22 @@ class MaxPoolStep(Step):
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
+        bound = self._bound
+        if bound is not None and x is bound[0]:
+            y = run.alloc(self.outputs[0], x.shape, x.dtype)
+            if y is bound[1] and retaken(run.scratch[0], bound[2]):
+                for call in bound[3]:  # a loop over the step's NumPy calls
+                    call()
+                return
+            self._bound = None
+            self._pairwise_part(
+                x,
+                y,
+                run.scratch[0],
+                self.workspace or PAIRWISE_INLINE_CHUNK_BYTES,
+                bool(self.workspace),
+            )
+            return
         # the pairwise pass writes -inf rows: floating inputs only (MaxPool also takes ints)
         key = (x.shape[2:], x.dtype.kind == "f")
         geo = self._shapes.get(key)
@@ -478,7 +506,15 @@ class MaxPoolStep(Step):
             y = run.alloc(self.outputs[0], x.shape, x.dtype)
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
                 chunk = self.workspace or PAIRWISE_INLINE_CHUNK_BYTES
-                self._pairwise_part(x, y, run.scratch[0], chunk, bool(self.workspace))
+                bands = bool(self.workspace)
+                if _base.BIND_CALLS and run.pool.replaying and self.outputs[0] not in run.outputs:
+                    sc, rec = TakeLog(run.scratch[0]), []  # recorded, replayed by next runs
+                    self._pairwise_part(x, y, sc, chunk, bands, rec)  # type: ignore[arg-type]
+                    places = sc.places()
+                    ok = None not in rec and places is not None and x is run.get(self.inputs[0])
+                    self._bound = (x, y, places, tuple(rec)) if ok else None
+                    return
+                self._pairwise_part(x, y, run.scratch[0], chunk, bands)
             else:
                 run.parallel(
                     x.shape[0],
