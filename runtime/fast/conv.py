@@ -493,10 +493,15 @@ def _call(rec: list | None, fn: Callable, *args: object, **kw: object) -> None:
             rec.append(partial(fn, *args, **kw))
 
 
-def _unbound(rec: list | None) -> None:
-    """A path whose calls are not recorded (threads, slabs, batch-last): no replay."""
+def _unbound(rec: list | None, marker: object = None) -> None:
+    """A path whose calls are not recorded (threads, slabs, batch-last): no replay (`marker`
+    AGAIN: this run's values chose it; the next run may record)."""
     if rec is not None:
-        rec.append(None)
+        rec.append(marker)
+
+
+AGAIN = False
+"""`_unbound`'s marker of a path chosen by the values (phasepool's non-finite input)."""
 
 
 def _fill(a: np.ndarray, value: float) -> None:
@@ -819,7 +824,7 @@ def conv_chunked(
                 rec.append(partial(_finite, x[lo:hi]))
             _phase_pool(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec)
         else:
-            _unbound(rec)
+            _unbound(rec, AGAIN)
             w = _phase_pool_plain_weight(wp, spec, epi.pool)
             _im2col(spec, x, w, out, epi, scratch, lo, hi, gemm, split, workspace)
     else:

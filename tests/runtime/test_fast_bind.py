@@ -163,3 +163,21 @@ def test_a_bound_phasepool_sees_a_non_finite_input():
             fast_base.BIND_CALLS = True
     for o in g.outputs:
         np.testing.assert_array_equal(got[o], want[o], err_msg=o)
+
+
+def test_a_step_fed_new_arrays_backs_off_recording():
+    """A conv whose input is a new array every run (the caller's feed) never replays: it stops
+    recording for 1, 2, 4, ... runs (steps.base.may_record), and its outputs stay right."""
+    g = optimize(suite.build("lenet5"))[0]
+    inp = g.inputs[0]
+    rng = np.random.default_rng(13)
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    first = sess._fast(training=False, keep_all=False).steps[0]
+    assert isinstance(first, ConvStep)
+    skipped = 0
+    for k in range(12):
+        x = rng.standard_normal((1, *g.values[inp].shape[1:])).astype(np.float32)
+        for o, want in ref.run({inp: x}).items():
+            _close(sess.run({inp: x})[o], want, f"run {k}")
+        skipped += first._bound is None
+    assert first._no_record and skipped >= 4

@@ -24,6 +24,8 @@ __all__ = [
     "AliasStep",
     "ConcatStep",
     "TakeLog",
+    "may_record",
+    "no_record",
     "retaken",
 ]
 
@@ -60,6 +62,36 @@ class TakeLog:
         if not self.takes:
             return ()
         return self.scratch.region()
+
+
+RECORD_BACKOFF_MAX = 64
+"""A step whose recorded calls were never replayed (an input that is a new array every run: a
+batch-last view made anew, a feed the caller allocates each time) records again after 1, 2, 4,
+... up to this many runs with the same input shape: the recording's cost (~0.3 us a call) is
+paid that rarely."""
+
+
+def may_record(step: Any, key: tuple) -> bool:
+    """Whether `step` (with `_bound`, `_replayed`, `_no_record`) records its calls in a run
+    with `key` (its input's shape, the mode): not while it backs off (`RECORD_BACKOFF_MAX`,
+    `no_record`)."""
+    if step._bound is not None and not step._replayed:  # its last recording never replayed
+        no_record(step, key)
+        return False
+    skip = step._no_record
+    if skip and skip[0] == key and skip[1] > 0:
+        step._no_record = (key, skip[1] - 1, skip[2])
+        return False
+    return True
+
+
+def no_record(step: Any, key: tuple, runs: int = 0) -> None:
+    """`step` records no calls in the next `runs` runs with `key` (default: twice as many as
+    the last time, at most RECORD_BACKOFF_MAX)."""
+    last = step._no_record
+    if not runs:
+        runs = min(2 * last[2], RECORD_BACKOFF_MAX) if last and last[0] == key else 1
+    step._bound, step._no_record = None, (key, runs, runs)
 
 
 def retaken(scratch: Scratch, places: tuple) -> bool:

@@ -16,7 +16,14 @@ from graphnet.runtime.fast.conv import (
     prepare_weight,
 )
 from graphnet.runtime.fast.steps import base as _base
-from graphnet.runtime.fast.steps.base import Run, Step, TakeLog, retaken
+from graphnet.runtime.fast.steps.base import (
+    Run,
+    Step,
+    TakeLog,
+    may_record,
+    no_record,
+    retaken,
+)
 from graphnet.runtime.fast.steps.elementwise import softmax
 from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
 from graphnet.runtime.fast.winograd import (
@@ -146,6 +153,8 @@ class ConvStep(Step):
     _epi: tuple = (None, None)  # (bias array, its Epilogue): see `_epilogue`
     _per_run: dict = field(default_factory=dict)  # input shape -> Winograd U in a workspace?
     _bound: tuple | None = None  # the last replay's calls bound to their arrays: see `_replay`
+    _no_record: tuple = ()  # (input shape, mode) whose calls are not recorded (`may_record`)
+    _replayed: bool = False  # the bound calls were replayed at least once
 
     def weight(
         self,
@@ -254,6 +263,7 @@ class ConvStep(Step):
                 if call() is False:  # a guard (phasepool's finite input) says no
                     break
             else:
+                self._replayed = True
                 return True
         self._bound = None
         self._compute(run, x, y)
@@ -330,8 +340,11 @@ class ConvStep(Step):
             and (b is None or b.dtype == x.dtype)
             and plain
             and self.outputs[0] not in run.outputs  # (a graph output: a fresh array every run)
-            and x.shape[0] < run.parallel.workers
-            and flops < ROW_SPLIT_MIN_FLOPS
+            and may_record(self, (x.shape, run.training))
+            and (
+                run.parallel.workers == 1  # (`_convolve` then calls it inline, whatever the batch)
+                or (x.shape[0] < run.parallel.workers and flops < ROW_SPLIT_MIN_FLOPS)
+            )
         ):  # one call on this thread: recorded, replayed by the next runs (see `_replay`)
             sc = TakeLog(run.parallel.scratch[0])
             rec: list = []
@@ -346,8 +359,11 @@ class ConvStep(Step):
             )
             self._bound = None
             places = sc.places()
-            if None not in rec and places is not None:
+            if None in rec:  # (a batch-last or slab path: every run with this shape)
+                no_record(self, (x.shape, run.training), 1 << 30)
+            elif _conv.AGAIN not in rec and places is not None:
                 res = None if r is None else run.env[r]
+                self._replayed = False
                 self._bound = (
                     *(x, w, b, res, run.training, run.parallel.workers, out_shape, y),
                     *(places, tuple(rec), algo, steal),
@@ -465,6 +481,8 @@ class GemmStep(Step):
     flatten: bool = False  # A is a Flatten's input (axis 1), viewed here as (N, -1)
 
     _bound: tuple | None = None  # the last replay's calls bound to their arrays (see ConvStep)
+    _replayed: bool = False
+    _no_record: tuple = ()
 
     def __call__(self, run: Run) -> None:
         a = run.get(self.inputs[0])
@@ -479,6 +497,7 @@ class GemmStep(Step):
             if y is bound[4] and retaken(run.parallel.scratch[0], bound[5]):
                 for call in bound[6]:  # a loop over the step's NumPy calls
                     call()
+                self._replayed = True
                 return
             self._bound = None
             self._compute(run, a, y)
@@ -508,6 +527,7 @@ class GemmStep(Step):
             and w is w0
             and bias is c
             and self.outputs[0] not in run.outputs  # (a graph output: a fresh array every run)
+            and may_record(self, (a0.shape, False))
         ):
             rec, sc = [], TakeLog(sc)
         if self.trans_b and m >= TRANSPOSED_GEMM_MIN_ROWS and n >= TRANSPOSED_GEMM_MIN_COLUMNS:
@@ -550,7 +570,7 @@ class GemmStep(Step):
         if rec is not None:
             places = sc.places()  # type: ignore[union-attr]
             if places is not None:
-                self._bound = (a0, w0, c, (m, n), y, places, tuple(rec))
+                self._bound, self._replayed = (a0, w0, c, (m, n), y, places, tuple(rec)), False
 
 
 MERGED_SCRATCH_SLOT = 7
@@ -619,6 +639,7 @@ class MergedPointwiseStep(ConvStep):
                 ):
                     for call in bound[7]:  # a loop over the step's NumPy calls
                         call()
+                    self._replayed = True
                     return
                 self._bound = None
                 self._compute(run, x, outs)
@@ -657,13 +678,14 @@ class MergedPointwiseStep(ConvStep):
                         _conv.activate(y[n0:n1], act, rec)
                     c0 += c
 
-        if x.shape[0] >= run.parallel.workers:  # split the batch
+        if x.shape[0] >= run.parallel.workers > 1:  # split the batch
             run.parallel(x.shape[0], part, flops)
         elif (
             _base.BIND_CALLS
             and run.pool.replaying
             and (TRAIN_KEEP_WEIGHTS or not run.training)
             and not any(slot in run.outputs for slot in self.outputs)  # (fresh every run)
+            and may_record(self, (x.shape, run.training))
         ):  # recorded, replayed by the next runs
             sc = TakeLog(run.parallel.scratch[0])
             rec = []
@@ -675,5 +697,6 @@ class MergedPointwiseStep(ConvStep):
                     *(x, run.training, run.parallel.workers, wp, shapes, outs),
                     *(places, tuple(rec)),
                 )
+                self._replayed = False
         else:
             part(0, x.shape[0], run.parallel.scratch[0])

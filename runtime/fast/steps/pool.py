@@ -10,7 +10,7 @@ import numpy as np
 from graphnet.runtime.fast.conv import _call, _fill
 from graphnet.runtime.fast.memory import Scratch
 from graphnet.runtime.fast.steps import base as _base
-from graphnet.runtime.fast.steps.base import Run, Step, TakeLog, retaken
+from graphnet.runtime.fast.steps.base import Run, Step, TakeLog, may_record, retaken
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 
 __all__ = [
@@ -87,6 +87,8 @@ class MaxPoolStep(Step):
     # the pairwise pool's NumPy calls bound to their arrays in a replayed run, replayed by the
     # next runs with the same arrays (see ConvStep._replay): (x, y, workspace places, calls)
     _bound: tuple | None = None
+    _replayed: bool = False
+    _no_record: tuple = ()  # (see steps.base.may_record)
 
     def _taps(self, i: int, n: int, out: int) -> list[tuple[int, int, int]]:
         """(tap offset on the input, first output it reaches, one past its last) for each tap
@@ -454,6 +456,7 @@ class MaxPoolStep(Step):
             if y is bound[1] and retaken(run.scratch[0], bound[2]):
                 for call in bound[3]:  # a loop over the step's NumPy calls
                     call()
+                self._replayed = True
                 return
             self._bound = None
             self._pairwise_part(
@@ -507,12 +510,18 @@ class MaxPoolStep(Step):
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
                 chunk = self.workspace or PAIRWISE_INLINE_CHUNK_BYTES
                 bands = bool(self.workspace)
-                if _base.BIND_CALLS and run.pool.replaying and self.outputs[0] not in run.outputs:
+                if (
+                    _base.BIND_CALLS
+                    and run.pool.replaying
+                    and self.outputs[0] not in run.outputs
+                    and may_record(self, (x.shape, False))
+                ):
                     sc, rec = TakeLog(run.scratch[0]), []  # recorded, replayed by next runs
                     self._pairwise_part(x, y, sc, chunk, bands, rec)  # type: ignore[arg-type]
                     places = sc.places()
                     ok = None not in rec and places is not None and x is run.get(self.inputs[0])
                     self._bound = (x, y, places, tuple(rec)) if ok else None
+                    self._replayed = False
                     return
                 self._pairwise_part(x, y, run.scratch[0], chunk, bands)
             else:
