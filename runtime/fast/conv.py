@@ -487,7 +487,9 @@ def _call(rec: list | None, fn: Callable, *args: object, **kw: object) -> None:
     """fn(*args, **kw), recorded in `rec` (when given) as a call bound to these arguments."""
     fn(*args, **kw)
     if rec is not None:
-        if fn in _POSITIONAL_OUT and len(kw) == 1 and "out" in kw:
+        if fn is _fill:  # (the array's own method: 0.29-0.42 us a call against 0.46-0.67)
+            rec.append(partial(args[0].fill, args[1]))  # type: ignore[attr-defined]
+        elif fn in _POSITIONAL_OUT and len(kw) == 1 and "out" in kw:
             rec.append(partial(fn, *args, kw["out"]))
         else:
             rec.append(partial(fn, *args, **kw))
@@ -505,7 +507,7 @@ AGAIN = False
 
 
 def _fill(a: np.ndarray, value: float) -> None:
-    a[...] = value
+    a.fill(value)
 
 
 def _finite(x: np.ndarray) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -308,7 +309,13 @@ class MaxPoolStep(Step):
 
     @staticmethod
     def _tiled_part(
-        x: np.ndarray, y: np.ndarray, kernel: tuple, scratch: Scratch, chunk: int, images: int = 0
+        x: np.ndarray,
+        y: np.ndarray,
+        kernel: tuple,
+        scratch: Scratch,
+        chunk: int,
+        images: int = 0,
+        rec: list | None = None,
     ) -> None:
         """A tiling pool over chunks of whole volumes (of (H, W) planes when every earlier axis
         is the identity). An earlier axis with a kernel kt > 1 (video's T) goes first: the max
@@ -354,18 +361,18 @@ class MaxPoolStep(Step):
                 slabs = src.reshape(outer, dims[i + 1] // kk, kk, inner)
                 t = scratch.take(3 + i % 2, slabs[:, :, 0].size, x.dtype)
                 tv = t.reshape(slabs[:, :, 0].shape)
-                np.maximum(slabs[:, :, 0], slabs[:, :, 1], out=tv)
+                _call(rec, np.maximum, slabs[:, :, 0], slabs[:, :, 1], out=tv)
                 for j in range(2, kk):  # a loop over the window's slabs
-                    np.maximum(tv, slabs[:, :, j], out=tv)
+                    _call(rec, np.maximum, tv, slabs[:, :, j], out=tv)
                 dims[i + 1] //= kk
                 src = t
             planes = src.size // plane
             rows = src.size - (kh - 1) * w
             m = scratch.take(2, rows, x.dtype)
             if kh > 1:
-                np.maximum(src[:rows], src[w : w + rows], out=m)
+                _call(rec, np.maximum, src[:rows], src[w : w + rows], out=m)
                 for t_ in range(2, kh):  # a loop over the window's rows
-                    np.maximum(m, src[t_ * w : t_ * w + rows], out=m)
+                    _call(rec, np.maximum, m, src[t_ * w : t_ * w + rows], out=m)
             else:
                 m = src
             cols = rows - (kw - 1)
@@ -373,19 +380,41 @@ class MaxPoolStep(Step):
             # tile corners are a reshape and a slice of it (as_strided costs ~10 us a call)
             m2 = scratch.take(1, src.size, x.dtype)
             if kw > 1:
-                np.maximum(m[:cols], m[1 : 1 + cols], out=m2[:cols])
+                _call(rec, np.maximum, m[:cols], m[1 : 1 + cols], out=m2[:cols])
                 for t_ in range(2, kw):  # a loop over the window's columns
-                    np.maximum(m2[:cols], m[t_ : t_ + cols], out=m2[:cols])
+                    _call(rec, np.maximum, m2[:cols], m[t_ : t_ + cols], out=m2[:cols])
             else:
-                m2[:cols] = m[:cols]
+                _call(rec, np.copyto, m2[:cols], m[:cols])
             corners = m2.reshape(planes, h // kh, kh, w // kw, kw)[:, :, 0, :, 0]
             if whole:
-                np.copyto(yp[p0:p1].reshape(corners.shape), corners)
+                _call(rec, np.copyto, yp[p0:p1].reshape(corners.shape), corners)
             else:  # (a split of the first axis: a view)
-                np.copyto(y[p0 // per : p1 // per], corners.reshape(-1, *y.shape[1:]))
+                _call(rec, np.copyto, y[p0 // per : p1 // per], corners.reshape(-1, *y.shape[1:]))
+
+    def _recorded(self, run: Run, x: np.ndarray, y: np.ndarray, part: Callable) -> None:
+        """part(x, y, scratch, rec) on this thread: its NumPy calls recorded (`rec`) in a
+        replayed run, for the next runs with the same x, y and workspace region to replay them
+        (see `__call__`, ConvStep._replay)."""
+        if (
+            _base.BIND_CALLS
+            and run.pool.replaying
+            and self.outputs[0] not in run.outputs
+            and x is run.get(self.inputs[0])
+            and may_record(self, (x.shape, False))
+        ):
+            sc, rec = TakeLog(run.scratch[0]), []  # type: ignore[var-annotated]
+            part(x, y, sc, rec)
+            places = sc.places()
+            ok = None not in rec and places is not None
+            self._bound = (x, y.shape, y, places, tuple(rec), part) if ok else None
+            self._replayed = False
+            return
+        part(x, y, run.scratch[0])
 
     @staticmethod
-    def _pairs_part(x: np.ndarray, y: np.ndarray, kh: int, kw: int, scratch: Scratch) -> None:
+    def _pairs_part(
+        x: np.ndarray, y: np.ndarray, kh: int, kw: int, scratch: Scratch, rec: list | None = None
+    ) -> None:
         """A small tiling kh x kw pool in two strided passes over the whole input: the max of
         each window's kh rows (x viewed as (rows / kh, kh, W): whole rows of W values) into
         the scratch, then the max of each kw values of that (viewed as (-1, kw)) into y."""
@@ -393,19 +422,19 @@ class MaxPoolStep(Step):
         src = x.reshape(-1, kh, w)
         if kh > 1:
             t = scratch.take(2, src.shape[0] * w, x.dtype).reshape(-1, w)
-            np.maximum(src[:, 0], src[:, 1], out=t)
+            _call(rec, np.maximum, src[:, 0], src[:, 1], out=t)
             for j in range(2, kh):  # a loop over the window's rows
-                np.maximum(t, src[:, j], out=t)
+                _call(rec, np.maximum, t, src[:, j], out=t)
         else:
             t = src[:, 0]
         cols = t.reshape(-1, kw)
         yf = y.reshape(-1)
         if kw > 1:
-            np.maximum(cols[:, 0], cols[:, 1], out=yf)
+            _call(rec, np.maximum, cols[:, 0], cols[:, 1], out=yf)
             for j in range(2, kw):  # a loop over the window's columns
-                np.maximum(yf, cols[:, j], out=yf)
+                _call(rec, np.maximum, yf, cols[:, j], out=yf)
         else:
-            np.copyto(yf, cols[:, 0])
+            _call(rec, np.copyto, yf, cols[:, 0])
 
     def pooled_sizes(self, sizes: tuple) -> tuple | None:
         """The output's spatial sizes when this pool tiles 2-D inputs of `sizes` exactly (then
@@ -452,20 +481,14 @@ class MaxPoolStep(Step):
         x = run.get(self.inputs[0])
         bound = self._bound
         if bound is not None and x is bound[0]:
-            y = run.alloc(self.outputs[0], x.shape, x.dtype)
-            if y is bound[1] and retaken(run.scratch[0], bound[2]):
-                for call in bound[3]:  # a loop over the step's NumPy calls
+            y = run.alloc(self.outputs[0], bound[1], x.dtype)
+            if y is bound[2] and retaken(run.scratch[0], bound[3]):
+                for call in bound[4]:  # a loop over the step's NumPy calls
                     call()
                 self._replayed = True
                 return
             self._bound = None
-            self._pairwise_part(
-                x,
-                y,
-                run.scratch[0],
-                self.workspace or PAIRWISE_INLINE_CHUNK_BYTES,
-                bool(self.workspace),
-            )
+            bound[5](x, y, run.scratch[0])  # (the path's computation, afresh)
             return
         # the pairwise pass writes -inf rows: floating inputs only (MaxPool also takes ints)
         key = (x.shape[2:], x.dtype.kind == "f")
@@ -481,7 +504,10 @@ class MaxPoolStep(Step):
             if not lean or x.size // tiled[-2] * x.itemsize <= 2 * lean:
                 x = np.ascontiguousarray(x)
                 y = run.alloc(self.outputs[0], (*x.shape[:2], *outs), x.dtype)
-                self._pairs_part(x, y, tiled[-2], tiled[-1], run.scratch[0])
+                kh, kw = tiled[-2:]
+                self._recorded(
+                    run, x, y, lambda x, y, sc, rec=None: self._pairs_part(x, y, kh, kw, sc, rec)
+                )
                 return
             least = 0  # (lean: the pairs' scratch passes the workspace: the tiled chunks)
         if tiled is not None and x.flags.c_contiguous and x.size >= least:
@@ -495,7 +521,17 @@ class MaxPoolStep(Step):
                 kernel = (kh, kw)
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
                 chunk = lean or POOL_CHUNK_BYTES // 4
-                self._tiled_part(xs, ys, kernel, run.scratch[0], chunk)
+                if xs is x and ys is y:  # (not the lean plan's bands)
+                    self._recorded(
+                        run,
+                        x,
+                        y,
+                        lambda x, y, sc, rec=None: self._tiled_part(
+                            x, y, kernel, sc, chunk, 0, rec
+                        ),
+                    )
+                else:
+                    self._tiled_part(xs, ys, kernel, run.scratch[0], chunk)
             else:
                 chunk = lean or POOL_CHUNK_BYTES
                 run.parallel(
@@ -510,20 +546,12 @@ class MaxPoolStep(Step):
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
                 chunk = self.workspace or PAIRWISE_INLINE_CHUNK_BYTES
                 bands = bool(self.workspace)
-                if (
-                    _base.BIND_CALLS
-                    and run.pool.replaying
-                    and self.outputs[0] not in run.outputs
-                    and may_record(self, (x.shape, False))
-                ):
-                    sc, rec = TakeLog(run.scratch[0]), []  # recorded, replayed by next runs
-                    self._pairwise_part(x, y, sc, chunk, bands, rec)  # type: ignore[arg-type]
-                    places = sc.places()
-                    ok = None not in rec and places is not None and x is run.get(self.inputs[0])
-                    self._bound = (x, y, places, tuple(rec)) if ok else None
-                    self._replayed = False
-                    return
-                self._pairwise_part(x, y, run.scratch[0], chunk, bands)
+                self._recorded(
+                    run,
+                    x,
+                    y,
+                    lambda x, y, sc, rec=None: self._pairwise_part(x, y, sc, chunk, bands, rec),
+                )
             else:
                 run.parallel(
                     x.shape[0],
