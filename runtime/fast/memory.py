@@ -152,17 +152,19 @@ class Scratch:
         `release`s the scratch before it replaces its arena: cached views are of this one."""
         self._arena, self._base, self._size = arena, offset, nbytes
 
-    def region(self) -> tuple[np.ndarray, int] | None:
-        """(arena, first byte) of the region this step's places are in, when every take so far
-        was placed there (no array of its own); else None."""
+    def region(self) -> tuple[np.ndarray, int, int] | None:
+        """(arena, first byte, bytes) of the region this step's places are in, when every take
+        so far was placed there (no array of its own); else None."""
         if self._arena is None or self._own:
             return None
-        return self._arena, self._base
+        return self._arena, self._base, self._size
 
-    def in_region(self, region: tuple[np.ndarray, int]) -> bool:
+    def in_region(self, region: tuple[np.ndarray, int, int]) -> bool:
         """Whether this step is bound to `region` (a `region()` of an earlier run): the places
-        the step's takes would get, in the order it took them then, are the same memory."""
-        return self._arena is region[0] and self._base == region[1]
+        the step's takes would get, in the order it took them then, are the same memory, and
+        the layout gives the step that memory now (a layout recorded anew in the same arena
+        may place the step elsewhere, or give it a region of another size)."""
+        return self._arena is region[0] and self._base == region[1] and self._size == region[2]
 
     def used(self) -> int:
         """Bytes this step has placed so far (the region it needs)."""
