@@ -20,6 +20,7 @@ from graphnet.ir import Graph
 from graphnet.passes import optimize
 from graphnet.runtime.fast.steps import ConvStep
 from graphnet.runtime.fast.steps import base as fast_base
+from graphnet.runtime.fast.steps import linear as fast_linear
 from tests.runtime.test_fast_differential import _random_graph
 
 RTOL = 1e-4  # |fast - reference| / max |reference|, as the differential tests
@@ -187,3 +188,25 @@ def test_a_step_fed_new_arrays_backs_off_recording():
             _close(sess.run({inp: x})[o], want, f"run {k}")
         skipped += first._bound is None
     assert first._no_record and skipped >= 4
+
+
+def test_a_graph_output_gemm_replays_into_its_own_buffer():
+    """LeNet's last Gemm (with its Softmax) writes the graph output, a fresh array every run:
+    its bound calls write a buffer of its own, copied into each run's output. The caller gets a
+    new array each run; writing into it changes nothing the next run computes."""
+    g = optimize(suite.build("lenet5"))[0]
+    inp = g.inputs[0]
+    out = g.outputs[0]
+    x = np.random.default_rng(17).standard_normal((1, *g.values[inp].shape[1:]))
+    x = x.astype(np.float32)
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    want = ref.run({inp: x})[out]
+    got = [sess.run({inp: x})[out] for _ in range(4)]
+    last = sess._fast(training=False, keep_all=False).steps[-1]
+    assert isinstance(last, fast_linear.GemmStep)
+    assert last._bound is not None and last._bound[7] is not None
+    assert got[-1] is not got[-2] and got[-1] is not last._bound[7]
+    got[-1][...] = np.nan  # the caller's array
+    again = sess.run({inp: x})[out]
+    for k, arr in enumerate([*got[:-1], again]):
+        _close(arr, want, f"run {k}")

@@ -494,9 +494,12 @@ class GemmStep(Step):
             and (len(self.inputs) < 3 or run.get(self.inputs[2]) is bound[2])
         ):
             y = run.alloc(self.outputs[0], bound[3], a.dtype)
-            if y is bound[4] and retaken(run.parallel.scratch[0], bound[5]):
+            own = bound[7]  # (a graph output: the calls write the step's own buffer)
+            if (y is bound[4] or own is not None) and retaken(run.parallel.scratch[0], bound[5]):
                 for call in bound[6]:  # a loop over the step's NumPy calls
                     call()
+                if own is not None:
+                    np.copyto(y, own)
                 self._replayed = True
                 return
             self._bound = None
@@ -521,15 +524,19 @@ class GemmStep(Step):
         # (calls bound to the parameters themselves, not to converted copies)
         rec: list | None = None
         sc = run.parallel.scratch[0]
+        result, own = y, None
+        output = self.outputs[0] in run.outputs  # (a fresh array every run)
         if (
             _base.BIND_CALLS
             and run.pool.replaying
             and w is w0
             and bias is c
-            and self.outputs[0] not in run.outputs  # (a graph output: a fresh array every run)
+            and (not output or y.nbytes <= GEMM_OWN_OUTPUT_MAX_BYTES)
             and may_record(self, (a0.shape, False))
         ):
             rec, sc = [], TakeLog(sc)
+            if output:  # the calls write a buffer of the step's own (see GEMM_OWN_OUTPUT_...)
+                y = own = np.empty(y.shape, y.dtype)
         if self.trans_b and m >= TRANSPOSED_GEMM_MIN_ROWS and n >= TRANSPOSED_GEMM_MIN_COLUMNS:
             # a column slice of the bias where it has one value per column, else all of it
             per_column = bias is not None and bias.ndim > 0 and bias.shape[-1] != 1
@@ -567,10 +574,20 @@ class GemmStep(Step):
             _conv.activate(y, self.activation, rec)
         if self.softmax:
             _conv._call(rec, softmax, y, y, 1)
+        if own is not None:
+            np.copyto(result, own)
         if rec is not None:
             places = sc.places()  # type: ignore[union-attr]
             if places is not None:
-                self._bound, self._replayed = (a0, w0, c, (m, n), y, places, tuple(rec)), False
+                bound = (a0, w0, c, (m, n), y, places, tuple(rec), own)
+                self._bound, self._replayed = bound, False
+
+
+GEMM_OWN_OUTPUT_MAX_BYTES = 1 << 16
+"""A Gemm writing a graph output (a fresh array every run, which bound calls cannot name) of at
+most this many bytes (a classifier's logits) records its calls into an output buffer of its own
+and copies that into the run's output: the replay then pays one small copy instead of the
+step's Python (lenet5@1's fc3 with its Softmax)."""
 
 
 MERGED_SCRATCH_SLOT = 7
