@@ -596,7 +596,23 @@ class CompiledPlan:
         """Train mode: the BatchNorms reading the outputs of one `MergedPointwiseStep` (each
         output read only by its BN, the BN with no residual and no statistics outputs, all
         with the same epsilon and momentum) become one `BatchNormGroupStep` at the first
-        BN's place (the merged conv computed all their inputs before it)."""
+        BN's place (the merged conv computed all their inputs before it).
+
+        The group computes every member at that place (the fused `ConvBatchNormStep` at the
+        conv's), earlier than the graph puts the later members, which is the same computation
+        only when nothing a member reads or writes besides its input and output is shared:
+        each member's scale, bias, running mean and variance is a graph parameter (not a
+        computed value: it could depend on another member's output) read by no other node
+        (no node can see a running statistic before or after its update other than in graph
+        order; two BNs tied to one running mean update it one after the other). Then moving
+        a member earlier changes nothing another step sees: its output only exists sooner (its
+        readers come after its graph place), and a BN draws no random numbers (the Dropout
+        masks keep graph order). The members must also run in conv-stacking order in the
+        graph: the group then sits at the earliest one's place (a later place would make a
+        reader of an earlier member's output move past other steps, e.g. Dropouts), and writes
+        the running statistics in graph order (`_running`, member by member: a run failing
+        inside the step keeps the statistics of the members written before, as the
+        reference plan keeps those of the BNs that ran before the failing node)."""
         if not (self.training and self.fuse):
             return
         keep = {self.slots[o] for o in self.graph.outputs if o in self.slots}
@@ -604,6 +620,10 @@ class CompiledPlan:
         for st in self.steps:
             for r in set(self._reads(st)):
                 readers.setdefault(r, []).append(st)
+        param_readers = {
+            name: len(nodes) for name, nodes in self._readers().items() if name in self.graph.params
+        }
+        place = {id(st): k for k, st in enumerate(self.steps)}
         drop: dict[int, Step | None] = {}
         for st in self.steps:
             if not isinstance(st, MergedPointwiseStep):
@@ -619,6 +639,8 @@ class CompiledPlan:
                     and o not in keep
                     and all(k < 0 for k in b.outputs[1:])
                     and b.inputs.count(o) == 1
+                    and len(b.inputs) == 5
+                    and all(param_readers.get(p) == 1 for p in b.inputs[1:])  # (str: a param)
                 ):
                     members.append(b)
             members = [
@@ -626,7 +648,8 @@ class CompiledPlan:
                 for b in members
                 if (b.epsilon, b.momentum) == (members[0].epsilon, members[0].momentum)
             ]
-            if len(members) < 2:
+            places = [place[id(b)] for b in members]
+            if len(members) < 2 or places != sorted(places):
                 continue
             first = members[0]
             group = BatchNormGroupStep(

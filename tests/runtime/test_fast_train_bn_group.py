@@ -3,7 +3,9 @@ or fused with the conv (`ConvBatchNormStep`, batch 1 normalizes the stacked GEMM
 Outputs and running statistics against the plan without the grouping (each BN its own step),
 the reference plan (plain kernels) and a float64 formula, at batch 1 and 3 on one session
 (1 -> 3 -> 1: the fused path, the fallback, the fused path again), odd sizes, data far from
-zero, rows long enough for the unbuffered passes."""
+zero, rows long enough for the unbuffered passes. What the grouping refuses (it would change
+the graph's semantics: other Dropout masks, a cycle, running statistics shared or read by
+another node), against the reference plan."""
 
 from __future__ import annotations
 
@@ -283,3 +285,88 @@ def test_threads_sharing_a_session_in_train_mode():
     assert wrong == [0, 0]
     rows = runtime.Session(g).profile(xs[0], runs=2, mode="train")
     assert [r[0] for r in rows if r[1] == "Conv"] == ["c0"]  # the fused step, timed as c0
+
+
+# --- the grouping keeps the graph's semantics (each case: the plan that grouped it differed
+# from the reference plan): the members run at the first one's place, so only BNs whose
+# running statistics and affine parameters are their own graph parameters, in conv order
+
+
+def _sibling_bns(
+    stride: int, bn_order: tuple[int, int], between: str = "", tied: bool = False
+) -> Graph:
+    """x (N, 4, 6, 6) -> two 1x1 convs c0, c1 (5 channels, `stride`; one merged step) -> their
+    BNs bn0, bn1 in `bn_order` (graph order), each read by a Dropout and a graph output.
+    `between` (after the first BN in graph order): "dropout" a Dropout of x (an output),
+    "peek" a node reading bn1's running mean (z + bn1.mean, an output), "scale" bn1's scale
+    computed from bn0's output (its mean over N, H, W). `tied`: both BNs share one running
+    mean and variance."""
+    rng = np.random.default_rng(0)
+    g = Graph("siblings")
+    g.add_input("x", (None, 4, 6, 6))
+    g.add_input("z", (5,))
+    for k in range(2):
+        g.add_param(f"c{k}.w", (0.5 * rng.standard_normal((5, 4, 1, 1))).astype(np.float32))
+        attrs = {"strides": [stride, stride], "pads": [0] * 4}
+        g.add_node("Conv", ["x", f"c{k}.w"], attrs, name=f"c{k}")
+        for p, arr in (
+            ("scale", rng.uniform(0.5, 1.5, 5)),
+            ("B", rng.normal(0.0, 1.0, 5)),
+            ("mean", rng.normal(0.0, 1.0, 5)),
+            ("var", rng.uniform(0.5, 2.0, 5)),
+        ):
+            g.add_param(f"bn{k}.{p}", arr.astype(np.float32))
+    g.add_param("axes", np.array([0, 2, 3], np.int64))
+    outs, computed = [], None
+    for j, k in enumerate(bn_order):
+        stats = ["bn0.mean", "bn0.var"] if tied else [f"bn{k}.mean", f"bn{k}.var"]
+        scale = computed if k == 1 and computed else f"bn{k}.scale"
+        ins = [f"c{k}.out", scale, f"bn{k}.B", *stats]
+        y = g.add_node("BatchNormalization", ins, {"epsilon": 1e-5, "momentum": 0.8}, name=f"bn{k}")
+        outs.append(g.add_node("Dropout", y.outputs, {"drop_prob": 0.5}, name=f"d{k}").outputs[0])
+        if j == 0 and between == "dropout":
+            outs.append(g.add_node("Dropout", ["x"], {"drop_prob": 0.5}, name="dx").outputs[0])
+        if j == 0 and between == "peek":
+            outs.append(g.add_node("Add", ["z", "bn1.mean"], {}, name="peek").outputs[0])
+        if j == 0 and between == "scale":
+            mean = g.add_node("ReduceMean", [y.outputs[0], "axes"], {"keepdims": 0}, name="m0")
+            computed = mean.outputs[0]
+    for o in outs:
+        g.mark_output(o)
+    return g
+
+
+@pytest.mark.parametrize("stride", [1, 2])  # 1: fused with the conv; 2: the BNs grouped
+@pytest.mark.parametrize(
+    ("case", "grouped"),
+    [
+        # bn1 first in graph order: at bn0's place, its Dropout moved past dx (other masks)
+        ({"bn_order": (1, 0), "between": "dropout"}, False),
+        ({"bn_order": (0, 1), "between": "dropout"}, True),  # in order: masks drawn as before
+        # bn1's scale is the mean of bn0's output: one step would read its own output
+        ({"bn_order": (0, 1), "between": "scale"}, False),
+        # one running mean and variance: bn1 blends into what bn0 just wrote
+        ({"bn_order": (0, 1), "tied": True}, False),
+        # peek reads bn1's running mean before bn1 updates it
+        ({"bn_order": (0, 1), "between": "peek"}, False),
+    ],
+)
+def test_grouping_keeps_the_graph_semantics(stride, case, grouped):
+    """Sibling BNs group only when running them all at the first one's place changes nothing:
+    their parameters their own (no other node reads them, none computed), their graph order
+    the conv's. Batch 1 -> 3 -> 1, one seed a run: outputs (the Dropout masks too) and
+    parameters as the reference plan's."""
+    g, ref_g = _sibling_bns(stride, **case), _sibling_bns(stride, **case)
+    sess, ref = runtime.Session(g), runtime.Session(ref_g, plan="reference")
+    kinds = _kinds(sess)
+    assert kinds.count("BatchNormStep") == (0 if grouped else 2)
+    for k, batch in enumerate((1, 3, 1)):
+        x = 1.0 + np.random.default_rng(k).standard_normal((batch, 4, 6, 6))
+        feeds = {"x": x.astype(np.float32), "z": np.zeros(5, np.float32)}
+        got = sess.run(feeds, mode="train", seed=k)
+        want = ref.run(feeds, mode="train", seed=k)
+        assert set(got) == set(want)
+        for name in want:  # (Y ~ 1, float32 sums of 4 products, kept ones scaled by 2)
+            assert_close(got[name], want[name], rtol=1e-5, atol=4e-5, what=f"run {k} {name}")
+        for name in ref_g.params:  # (float64 blends of float32 statistics)
+            assert_close(g.params[name], ref_g.params[name], rtol=1e-5, atol=2e-5, what=name)
