@@ -5,7 +5,8 @@ the reference plan (plain kernels) and a float64 formula, at batch 1 and 3 on on
 (1 -> 3 -> 1: the fused path, the fallback, the fused path again), odd sizes, data far from
 zero, rows long enough for the unbuffered passes. What the grouping refuses (it would change
 the graph's semantics: other Dropout masks, a cycle, running statistics shared or read by
-another node), against the reference plan."""
+another node) and what a failed train run leaves in the running statistics, against the
+reference plan."""
 
 from __future__ import annotations
 
@@ -29,16 +30,19 @@ def _block(
     eps: tuple[float, ...] = (1e-5, 1e-5, 1e-5),
     raw_output: bool = False,
     seed: int = 4,
+    momenta: tuple[float, ...] = (0.8, 0.8, 0.8),
+    stats_out: bool = False,
 ) -> Graph:
     """x (N, 6, H, W) -> three 1x1 convs (the second with a bias) of `stride` -> each a
-    train-mode BatchNorm (momentum 0.8, epsilon `eps`) [-> Relu per `relus`] -> one Concat (the
-    output). `raw_output`: the second conv's output is a graph output too (its BN is then not
-    the only reader)."""
+    train-mode BatchNorm (momentum `momenta`, epsilon `eps`) [-> Relu per `relus`] -> one
+    Concat (the output). `raw_output`: the second conv's output is a graph output too (its BN
+    is then not the only reader); `stats_out`: the second BN's running mean and variance
+    outputs are graph outputs."""
     rng = np.random.default_rng(seed)
     g = Graph("bn_group")
     g.add_input("x", (None, 6, *hw))
     ys = []
-    for k, (m, relu, e) in enumerate(zip(CHANNELS, relus, eps, strict=True)):
+    for k, (m, relu, e, mom) in enumerate(zip(CHANNELS, relus, eps, momenta, strict=True)):
         name = f"c{k}"
         g.add_param(f"{name}.w", (0.5 * rng.standard_normal((m, 6, 1, 1))).astype(np.float32))
         ins = ["x", f"{name}.w"]
@@ -58,9 +62,18 @@ def _block(
         ):
             g.add_param(f"{name}.{p}", arr.astype(np.float32))
             bn.append(f"{name}.{p}")
-        y = g.add_node(
-            "BatchNormalization", bn, {"epsilon": e, "momentum": 0.8}, name=f"{name}.bn"
-        ).outputs[0]
+        stats = stats_out and k == 1
+        node = g.add_node(
+            "BatchNormalization",
+            bn,
+            {"epsilon": e, "momentum": mom},
+            name=f"{name}.bn",
+            **({"outputs": [f"{name}.y", f"{name}.rm", f"{name}.rv"]} if stats else {}),
+        )
+        y = node.outputs[0]
+        if stats:
+            g.mark_output(node.outputs[1])
+            g.mark_output(node.outputs[2])
         if relu:
             y = g.add_node("Relu", [y], {}, name=f"{name}.relu").outputs[0]
         ys.append(y)
@@ -150,52 +163,111 @@ def test_grouped_batchnorms_match_ungrouped_reference_and_float64(
                 assert_close(graphs[0].params[name], g.params[name], rtol=1e-5, atol=tol)
 
 
-def test_fused_block_writes_its_concat_in_place_and_stays_correct_after_a_failed_run(
-    monkeypatch,
+@pytest.mark.parametrize(
+    ("stride", "where", "ref_node"),
+    [
+        # fused (batch 1): c0.bn's statistics written, c1.bn's not = the reference failing in c1.bn
+        (1, "running", "c1.bn"),
+        # fused: the copy-out runs after every member's write = the reference failing after them
+        (1, "alloc", "cat"),
+        (2, "running", "c1.bn"),  # grouped (batch 1): as fused
+        # grouped: the members' outputs are allocated before any write = failing in c0.bn
+        (2, "alloc", "c0.bn"),
+    ],
+)
+def test_a_failed_train_run_keeps_the_reference_running_statistics(
+    monkeypatch, stride, where, ref_node
 ):
-    """Batch 1: the fused step writes each BN's channels into its slice of the Concat's buffer
-    (the Concat copies nothing); a run that fails (an error injected in its normalization)
-    leaves nothing stale: the next runs match the reference plan."""
-    g, ref_g = _block(), _block()
+    """A train run that fails keeps the running statistics of the BNs that finished before the
+    failure, in graph order, and no other (the reference plan writes each BN's as it returns;
+    `CompiledPlan._group_batchnorms`). An error injected inside the batch-1 group step (when
+    c1.bn writes its running statistics, or when its output is allocated) against the
+    reference plan failing in the node at the same point of graph order: the parameters after
+    the failure and after the good runs that follow, and those runs' outputs, are the
+    reference's (nothing stale left behind). Batch 1 at stride 1 also writes each BN's
+    channels into its slice of the Concat's buffer (the Concat copies nothing)."""
+    import dataclasses
+
+    from graphnet.runtime.fast.steps import BatchNormStep, Run
+
+    g, ref_g = _block(stride=stride), _block(stride=stride)
     sess, ref = runtime.Session(g), runtime.Session(ref_g, plan="reference")
-    rows = {r.split()[0]: r for r in sess.describe(mode="train").splitlines()[1:]}
-    assert "no copy" in rows["cat"] and "BNs of its outputs" in rows["c0"]
-    feeds = _feeds(1, (5, 7), 0.0, seed=9)
-    calls = {"n": 0}
-    normalize = ConvBatchNormStep._normalize
+    if stride == 1:
+        rows = {r.split()[0]: r for r in sess.describe(mode="train").splitlines()[1:]}
+        assert "no copy" in rows["cat"] and "BNs of its outputs" in rows["c0"]
+    steps = sess._fast(training=True, keep_all=False).steps
+    (group,) = [s for s in steps if isinstance(s, (BatchNormGroupStep, ConvBatchNormStep))]
+    group = group.group if isinstance(group, ConvBatchNormStep) else group
+    target = group.members[1].outputs[0]  # (c1.bn's, its Relu fused)
+    armed = {"on": False, "fired": 0}
 
-    def failing(self, run, z2, length):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise FloatingPointError("injected")
-        normalize(self, run, z2, length)
+    def fire() -> None:
+        armed["on"] = False
+        armed["fired"] += 1
+        raise FloatingPointError("injected")
 
-    monkeypatch.setattr(ConvBatchNormStep, "_normalize", failing)
+    running, alloc = BatchNormStep._running, Run.alloc
+
+    def failing_running(self, run, new, params):
+        if armed["on"] and self.name == "c1.bn":
+            fire()
+        running(self, run, new, params)
+
+    def failing_alloc(self, slot, shape, dtype):
+        if armed["on"] and slot == target:
+            fire()
+        return alloc(self, slot, shape, dtype)
+
+    if where == "running":
+        monkeypatch.setattr(BatchNormStep, "_running", failing_running)
+    else:
+        monkeypatch.setattr(Run, "alloc", failing_alloc)
+    k_ref = next(k for k, st in enumerate(ref._steps) if st.node.name == ref_node)
+    good = ref._steps[k_ref]
+
+    def raising(*args, **kwargs):
+        raise FloatingPointError("injected")
+
     out = g.outputs[0]
     for k in range(4):
+        feeds = _feeds(1, (5, 7), 0.0, seed=9 + k)
         if k == 1:
-            with pytest.raises(Exception, match="injected"):
-                sess.run(feeds, mode="train")
-            continue
-        got = sess.run(feeds, mode="train")[out]
-        want = ref.run(feeds, mode="train")[out]
-        assert_close(got, want, rtol=1e-5, atol=2e-5, what=f"run {k}")
-    assert calls["n"] == 4
+            armed["on"] = True
+            ref._steps[k_ref] = dataclasses.replace(
+                good, kernel=dataclasses.replace(good.kernel, fn=raising)
+            )
+            for s in (sess, ref):
+                with pytest.raises(Exception, match="injected"):
+                    s.run(feeds, mode="train")
+            ref._steps[k_ref] = good
+        else:
+            got = sess.run(feeds, mode="train")[out]
+            want = ref.run(feeds, mode="train")[out]
+            # (see the float64 test: Y ~ 1, float32 sums of 6 products)
+            assert_close(got, want, rtol=1e-5, atol=2e-5, what=f"run {k}")
+        for name in ref_g.params:  # (float64 blends of float32 statistics)
+            assert_close(g.params[name], ref_g.params[name], rtol=1e-5, atol=2e-5, what=name)
+    assert armed["fired"] == 1
 
 
 @pytest.mark.parametrize(
-    ("relus", "eps", "raw_output", "grouped"),
+    ("relus", "eps", "raw_output", "extra", "grouped"),
     [
-        ((False, False, False), (1e-5, 1e-5, 1e-5), False, ["c0.bn", "c1.bn", "c2.bn"]),
-        ((True, True, True), (1e-5, 1e-3, 1e-5), False, ["c0.bn", "c2.bn"]),
-        ((True, False, True), (1e-5, 1e-5, 1e-5), True, ["c0.bn", "c2.bn"]),
+        ((False, False, False), (1e-5, 1e-5, 1e-5), False, {}, ["c0.bn", "c1.bn", "c2.bn"]),
+        ((True, True, True), (1e-5, 1e-3, 1e-5), False, {}, ["c0.bn", "c2.bn"]),
+        ((True, False, True), (1e-5, 1e-5, 1e-5), True, {}, ["c0.bn", "c2.bn"]),
+        # (grouped: c1's running statistics blended with 0.8, off by ~1)
+        ((True, True, False), (1e-5,) * 3, False, {"momenta": (0.8, 0.3, 0.8)}, ["c0.bn", "c2.bn"]),
+        # (grouped: IndexError, the group writes no statistics outputs)
+        ((True, True, False), (1e-5,) * 3, False, {"stats_out": True}, ["c0.bn", "c2.bn"]),
     ],
 )
-def test_what_groups_and_what_fuses(monkeypatch, relus, eps, raw_output, grouped):
-    """Mixed ReLUs fuse; a BN with another epsilon, or one whose conv output has another
-    reader, stays its own step, and the rest group without the conv (it must make every
-    output); the result matches the ungrouped and reference plans at batch 1 and 3."""
-    graphs = [_block(relus=relus, eps=eps, raw_output=raw_output) for _ in range(3)]
+def test_what_groups_and_what_fuses(monkeypatch, relus, eps, raw_output, extra, grouped):
+    """Mixed ReLUs fuse; a BN with another epsilon or momentum, one whose conv output has
+    another reader, or one with running-statistics outputs stays its own step, and the rest
+    group without the conv (it must make every output); the result (outputs and parameters)
+    matches the ungrouped and reference plans at batch 1 and 3."""
+    graphs = [_block(relus=relus, eps=eps, raw_output=raw_output, **extra) for _ in range(3)]
     sess = runtime.Session(graphs[0])
     steps = sess._fast(training=True, keep_all=False).steps
     groups = [s for s in steps if isinstance(s, (BatchNormGroupStep, ConvBatchNormStep))]
@@ -257,9 +329,11 @@ def test_row_dots_with_and_without_numpy_vecdot(monkeypatch, vecdot):
 
 
 def test_threads_sharing_a_session_in_train_mode():
-    """Two threads running one session's train plan (the fused step's GEMM result lives in the
-    plan's thread scratch between its passes): each run's output is its own input's, as the
-    reference plan computes it (train-mode outputs depend on the batch only)."""
+    """Two threads running one session's train plan: each run's output is its own input's, as
+    the reference plan computes it (train-mode outputs depend on the batch only). The plan
+    serializes its runs (a per-plan lock, `CompiledPlan`), so this cannot catch two runs
+    sharing the fused step's scratch (its GEMM result between its passes): it checks that
+    concurrent callers each get their own, correct results."""
     import threading
 
     g = _block(hw=(24, 23))
