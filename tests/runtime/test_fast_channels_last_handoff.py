@@ -235,10 +235,11 @@ def _block() -> Graph:
 @pytest.mark.parametrize("fallback", [True, False])
 def test_a_conv_writes_over_a_channels_last_residual_only_by_winograd(fallback, monkeypatch):
     """conv3 dies with its residual a (conv1's channels-last output) and from 8 images both an
-    exact Winograd and colstack would write their output over a's buffer
-    (conv.overwrites_residual). Winograd does (adding a as it copies out); forced to run
-    colstack (which writes NCHW: a strided write into a's buffer) conv3 takes an NCHW buffer of
-    its own instead. Outputs equal the reference plan's either way."""
+    exact Winograd and colstack could write their output over a's buffer
+    (conv.overwrites_residual). Neither does: conv3's reader (a MaxPool) takes NCHW, so its
+    output must not be channels-last (see the norms test below), and colstack writes NCHW (a
+    strided write into a's buffer); conv3 takes an NCHW buffer of its own. Outputs equal the
+    reference plan's either way."""
     from graphnet.runtime.fast.steps import linear
 
     geometry = linear.ConvStep._geometry
@@ -259,3 +260,54 @@ def test_a_conv_writes_over_a_channels_last_residual_only_by_winograd(fallback, 
     oracle = runtime.Session(g, plan="reference").run({"x": x})
     for name, y in got.items():
         np.testing.assert_allclose(y, oracle[name], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "norm", ["InstanceNormalization", "GroupNormalization", "BatchNormalization"]
+)
+def test_a_conv_over_a_channels_last_residual_read_by_an_in_place_norm(norm):
+    """relu(conv3(relu(conv2(a))) + a), a = relu(conv1(x)) channels-last (only Winograd convs
+    read it), then a norm that runs in place (its output read by a Mul, not a graph output):
+    conv3 may write over a's buffer, but its output then would be channels-last, and the norm
+    writes through a reshape of its NCHW view (a copy for that layout: the result was lost,
+    |fast - reference| up to 27). conv3 is not marked channels-last (a norm reads it), so it
+    writes NCHW into a buffer of its own. Oracle: the reference plan (Winograd's float32
+    rounding: RTOL / ATOL), batch 1 -> 2 -> 8 on one session."""
+    rng = np.random.default_rng(7)
+    g = Graph("wino_norm")
+    g.add_input("x", (None, 64, 16, 16))
+    for i in (1, 2, 3):
+        g.add_param(f"w{i}", (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32))
+        g.add_param(f"b{i}", rng.standard_normal(64).astype(np.float32))
+    same = {"pads": [1] * 4}
+
+    names = iter(range(100))
+
+    def node(op, ins, attrs=None, name=None):
+        name = name or f"{op.lower()}{next(names)}"
+        return g.add_node(op, ins, attrs or {}, name=name).outputs[0]
+
+    a = node("Relu", [node("Conv", ["x", "w1", "b1"], same, "conv1")])
+    y = node("Relu", [node("Conv", [a, "w2", "b2"], same, "conv2")])
+    y = node("Relu", [node("Add", [node("Conv", [y, "w3", "b3"], same, "conv3"), a])])
+    g.add_param("s", rng.standard_normal(64).astype(np.float32))
+    g.add_param("bb", rng.standard_normal(64).astype(np.float32))
+    if norm == "BatchNormalization":
+        g.add_param("mu", rng.standard_normal(64).astype(np.float32))
+        g.add_param("var", (rng.random(64) + 0.5).astype(np.float32))
+        y = node(norm, [y, "s", "bb", "mu", "var"], name="norm")
+    else:
+        attrs = {"num_groups": 8} if norm == "GroupNormalization" else {}
+        y = node(norm, [y, "s", "bb"], attrs, name="norm")
+    g.add_param("two", np.full((1,), 2.0, np.float32))
+    g.mark_output(node("Mul", [y, "two"], name="mul"))
+    fast, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    for batch in (1, 2, 8):
+        x = np.random.default_rng(batch).standard_normal((batch, 64, 16, 16)).astype(np.float32)
+        got, want = fast.run({"x": x}), ref.run({"x": x})
+        for name, v in got.items():
+            np.testing.assert_allclose(
+                v, want[name], rtol=RTOL, atol=ATOL, err_msg=f"batch {batch}"
+            )
+    steps = {st.name: st for st in fast._fast(training=False, keep_all=False).steps}
+    assert steps["conv1"].channels_last and not steps["conv3"].channels_last

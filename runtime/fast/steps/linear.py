@@ -287,8 +287,11 @@ class ConvStep(Step):
             and run.env[r].shape == out_shape
             and run.env[r].dtype == x.dtype
             and _conv.overwrites_residual(algo, self.spec, out_shape)
-            and (algo.startswith("winograd") or not _conv.is_channels_last(run.env[r]))
-        ):
+            and (
+                not _conv.is_channels_last(run.env[r])
+                or (self.channels_last and algo.startswith("winograd"))
+            )
+        ):  # (over a channels-last residual only a conv whose readers take channels-last)
             # The output over the residual's buffer (one activation less alive: resnet20@32's
             # arena 7.90 -> 6.52 MiB); the conv adds each chunk's residual as it writes it.
             y = run.steal(r, self.outputs[0])
