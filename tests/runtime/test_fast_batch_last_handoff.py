@@ -1,7 +1,8 @@
 """The batch-last hand-off (`CompiledPlan._batch_last_handoffs`): a conv under a fused tiling
 pool whose readers all take its output batch-last (LeNet's first, read by its second; its
 second, read by a Flatten that only Gemms read) writes it as (C, H, W, N), held as its NCHW
-view (`ConvStep.batch_last`); any other reader, a graph output or a training plan keeps NCHW.
+view (`ConvStep.batch_last`), in train mode too; any other reader, a graph output or a keep_all
+plan keeps NCHW.
 
 Oracles: the same plan with the hand-off off (NCHW everywhere), the reference plan and
 onnxruntime, on LeNet-shaped nets with odd sizes, at batches 1 and 3 (under
@@ -125,13 +126,16 @@ def test_handoff_matches_nchw_plan_reference_and_onnxruntime(
         np.testing.assert_allclose(got[k], theirs[k], rtol=RTOL, atol=ATOL, err_msg=k)
 
 
-def test_handoff_shown_and_not_in_train_mode():
+def test_handoff_shown_and_in_train_mode_not_with_keep_all():
     sess = runtime.Session(_net())
     assert "batch-last (images innermost) for conv2" in sess.describe()
     # fc1 took the Flatten in (`_flatten_into_gemm`): it reads conv2's output batch-last itself
     assert "batch-last (images innermost) for fc1" in sess.describe()
-    train = sess._fast(training=True, keep_all=False).steps
-    assert not any(getattr(s, "batch_last", False) for s in train)
+    train = sess._fast(training=True, keep_all=False).steps  # (the same forward)
+    assert [s.name for s in train if getattr(s, "batch_last", False)] == ["conv1", "conv2"]
+    for mode in (True, False):
+        every = sess._fast(training=mode, keep_all=True).steps
+        assert not any(getattr(s, "batch_last", False) for s in every)
 
 
 def test_one_session_across_batch_sizes(monkeypatch):

@@ -138,10 +138,14 @@ def test_phase_pool_only_where_its_window_stays_small(kernel, pool, phases):
     assert bool(conv_mod.phase_pool(spec, pool)) is phases
 
 
-def test_no_fusion_in_train_mode_or_for_overlapping_pools():
+def test_fused_in_train_mode_not_for_keep_all_or_overlapping_pools():
+    """Train mode fuses as inference does (the same forward; see test_fast_train_fusions.py);
+    keep_all (every intermediate asked for) and overlapping windows keep the MaxPool step."""
     g, out = _graph(1, 12, 12, 4, 3, 1, (2, 2), True, "relu")
     train = runtime.Session(g)._fast(training=True, keep_all=False)
-    assert "MaxPool" in [s.op for s in train.steps]
+    assert [s.op for s in train.steps] == ["Conv"] and train.steps[0].pool == (2, 2)
+    every = runtime.Session(g)._fast(training=True, keep_all=True)
+    assert "MaxPool" in [s.op for s in every.steps]
     g2 = Graph("overlap")
     g2.add_input("x", (None, 1, 12, 12))
     g2.add_param("w", np.ones((4, 1, 3, 3), np.float32))
