@@ -35,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import fields
 from functools import partial
 from typing import Any
 
@@ -85,7 +86,7 @@ from graphnet.runtime.fast.steps import (
     UnaryStep,
 )
 from graphnet.runtime.fast.steps.elementwise import elu_expm1, greatest, least
-from graphnet.runtime.fast.steps.trainfuse import ConvBatchNormStep
+from graphnet.runtime.fast.steps.trainfuse import AffineMaxPoolStep, ConvBatchNormStep
 from graphnet.runtime.fast.threads import WORKERS, Parallel, blas_single_threaded
 from graphnet.runtime.kernels import get_kernel
 
@@ -249,6 +250,7 @@ class CompiledPlan:
         self._topological()
         self._pool_concats()
         self._place_concats()
+        self._defer_bn_affines()
         self._schedule()
         self._liveness()
         self._batch_last_handoffs()
@@ -296,6 +298,42 @@ class CompiledPlan:
             if all(takes(r, slot) for r in rs):
                 s.channels_last = True
                 s.why += "; its output channels-last for " + ", ".join(r.name for r in rs)
+
+    def _defer_bn_affines(self) -> None:
+        """Train mode: a MaxPool whose input a BatchNorm step writes (its ReLU fused or not; no
+        residual, no statistics outputs), read by nothing else (not a graph output, not a
+        Concat's slice), becomes an `AffineMaxPoolStep`: the BN leaves x - m there and the
+        pool applies the affine and the ReLU to its max when every scale is positive (VGG's
+        block ends, Inception's stem)."""
+        if not (self.training and self.fuse):
+            return
+        keep = {self.slots[o] for o in self.graph.outputs if o in self.slots}
+        reads: dict[int, int] = {}
+        for st in self.steps:
+            for r in self._reads(st):
+                reads[r] = reads.get(r, 0) + 1
+        producer = {o: st for st in self.steps for o in st.outputs if o >= 0}
+        for k, pool in enumerate(self.steps):
+            if type(pool) is not MaxPoolStep:
+                continue
+            slot = pool.inputs[0]
+            bn = producer.get(slot)
+            if (
+                type(bn) is not BatchNormStep
+                or bn.residual
+                or bn.outputs[0] != slot
+                or any(o >= 0 for o in bn.outputs[1:])
+                or slot in keep
+                or slot in self.placements
+                or reads.get(slot) != 1
+            ):
+                continue
+            bn.defer = True
+            kept = {f.name: getattr(pool, f.name) for f in fields(pool) if f.init}
+            what = "affine and ReLU" if bn.relu else "affine"
+            self.steps[k] = AffineMaxPoolStep(**kept, bn=bn)
+            self.steps[k].why += f"; {bn.name}'s {what} after the max (see its step)"
+            bn.why += f"; its {what} in {pool.name}, after the max, when every scale is > 0"
 
     def _batch_last_handoffs(self) -> None:
         """A conv under a fused tiling pool whose every reader takes its output batch-last

@@ -49,6 +49,15 @@ FUSED_POOL_INLINE_BYTES = 1 << 18
 """`NormStep._tile_max` pools a pre-pool value of at most this many bytes (the pool step's inline
 chunk, `POOL_CHUNK_BYTES // 4`): batch-1 sizes."""
 
+DEFER_MIN_ELEMENTS = 1 << 16
+DEFER_MIN_ELEMENTS_SINGLE = 1 << 17
+"""A train-mode BatchNorm read only by a MaxPool (`BatchNormStep.defer`) leaves its affine and
+ReLU to the pool from this many input elements (DEFER_MIN_ELEMENTS_SINGLE for one image: its
+straight-line passes cost less per element). Below, the pool's extra calls cost what the
+skipped passes save. Measured on the 2-core machine (loaded), in-process interleaved, the BN
+and pool steps' medians, deferred / not: 64K elements in 2-4 images 0.84-0.96 (VGG's, the
+Inception stem's, video3d's), 32K 1.03 (VGG@2's third block); one image: 64K under a 2x2
+pool 1.08 (VGG@1's first block), 131K under a 2x2x2 pool 0.944 (video3d@1)."""
 
 ROW_MIN_IMAGES = 4
 ROW_MIN_ELEMENTS = 1 << 16
@@ -217,9 +226,16 @@ class BatchNormStep(Step):
     inplace: bool = False
     relu: bool = False  # a following Relu fused: y = max(x * s + t, 0)
     residual: bool = False  # a following Add fused (train mode): y = x * s + t + inputs[5]
+    # train mode, the output read only by a MaxPool (`trainfuse.AffineMaxPoolStep`): when every
+    # scale s is > 0 (in x's dtype) and x is large enough (DEFER_MIN_ELEMENTS), y is left as
+    # D = x - m and the pool applies the affine (and the ReLU) to its max, `deferred` =
+    # (s, t, relu) for it; else y = BN(x) as usual
+    defer: bool = False
+    deferred: tuple | None = None
     _ones: dict = field(default_factory=dict)
 
     def __call__(self, run: Run) -> None:
+        self.deferred = None
         x = run.get(self.inputs[0])
         if run.training and not x.size:
             check_batch_statistics(x)
@@ -306,6 +322,13 @@ class BatchNormStep(Step):
             tot = sums.astype(np.float64)
             tot *= 1.0 / length
             s, t = self._train_affine(run, m, tot, params)
+            if (
+                self.defer
+                and fused
+                and x.size >= DEFER_MIN_ELEMENTS_SINGLE
+                and self._deferring(s, t, dt)
+            ):
+                return  # (y holds D: the pool applies the affine)
             src = y2
         else:
             s, t = self._affine(params)
@@ -316,6 +339,17 @@ class BatchNormStep(Step):
             y2 += run.get(self.inputs[5]).reshape(c, length)
         if self.relu and fused:
             relu_(y2)
+
+    def _deferring(self, s: np.ndarray, t: np.ndarray, dt: np.dtype) -> bool:
+        """Whether the affine (and ReLU) waits for the MaxPool reading y (`defer`): every
+        scale in `dt` is > 0 (not NaN), so x * s + t and the ReLU are non-decreasing in x,
+        rounding included, and commute with the max: max(D) * s + t, then the ReLU, is the
+        pool of BN(x), bit for bit. Sets `deferred` then."""
+        s32 = s.astype(dt)
+        if not (s32 > 0).all():
+            return False
+        self.deferred = (s32, t.astype(dt), self.relu)
+        return True
 
     def _affine(self, params: tuple) -> tuple[np.ndarray, np.ndarray]:
         """(s, t) of inference: the running statistics, float64."""
@@ -363,6 +397,8 @@ class BatchNormStep(Step):
             tot = np.add.reduce(sums[1:], axis=1, dtype=np.float64)
             tot *= 1.0 / (n * length)
             s, t = self._train_affine(run, m, tot, params)
+            if self.defer and fused and x.size >= DEFER_MIN_ELEMENTS and self._deferring(s, t, dt):
+                return  # (y holds D: the pool applies the affine)
             xv = yv  # D = x - m
         else:
             s, t = self._affine(params)

@@ -1,4 +1,6 @@
-"""Train-mode fusion of a merged 1x1 conv with the BatchNorms of its outputs (`ConvBatchNormStep`).
+"""Train-mode fusions: a merged 1x1 conv with the BatchNorms of its outputs
+(`ConvBatchNormStep`); a BatchNorm's affine (and ReLU) after the MaxPool reading it
+(`AffineMaxPoolStep`).
 
 Inference folds each BatchNorm into the conv before it; train mode cannot (the statistics are
 the batch's), so an Inception block's sibling 1x1 convs (one `MergedPointwiseStep`) are each
@@ -19,11 +21,13 @@ from graphnet.runtime.fast.steps.base import Run, Step
 from graphnet.runtime.fast.steps.elementwise import (
     UNBUFFERED_MIN_ROW,
     BatchNormGroupStep,
+    BatchNormStep,
     row_dots,
 )
 from graphnet.runtime.fast.steps.linear import MERGED_SCRATCH_SLOT, MergedPointwiseStep
+from graphnet.runtime.fast.steps.pool import MaxPoolStep
 
-__all__ = ["ConvBatchNormStep"]
+__all__ = ["AffineMaxPoolStep", "ConvBatchNormStep"]
 
 
 @dataclass
@@ -105,3 +109,36 @@ class ConvBatchNormStep(Step):
             c0 += c
         if all(relus):
             relu_(z2)
+
+
+@dataclass
+class AffineMaxPoolStep(MaxPoolStep):
+    """Train mode: a MaxPool whose input only a BatchNorm step `bn` (no residual, no statistics
+    outputs) writes, the pool its only reader (`CompiledPlan._defer_bn_affines`). When every
+    scale s of the run's batch statistics is > 0, the BN leaves D = x - m in its output and
+    hands (s, t, relu) over (`BatchNormStep.deferred`): the pool takes the max of D, then
+    y * s + t and the ReLU on the pooled output, a quarter of the BN's passes under a 2x2
+    pool (the same bits: those operations are non-decreasing in D for s > 0, see
+    `BatchNormStep._deferring`). Else the BN applied its affine itself: a plain pool."""
+
+    bn: Any = None  # the BatchNormStep
+
+    def __call__(self, run: Run) -> None:
+        super().__call__(run)
+        bn: BatchNormStep = self.bn
+        got = bn.deferred
+        if got is None:
+            return
+        bn.deferred = None
+        s, t, relu = got
+        y = run.get(self.outputs[0])
+        if y.flags.c_contiguous:  # (N, C, pixels): one inner loop per image and channel
+            y = y.reshape(y.shape[0], y.shape[1], -1)
+            s, t = s[:, None], t[:, None]
+        else:  # (a Concat's channel slice)
+            axes = (-1,) + (1,) * (y.ndim - 2)
+            s, t = s.reshape(axes), t.reshape(axes)
+        np.multiply(y, s, out=y)
+        y += t
+        if relu:
+            relu_(y)
