@@ -88,6 +88,7 @@ class Session:
         graph.verify()
         self.graph = graph
         self._rng = np.random.default_rng()
+        self._seeded: tuple[int, dict] | None = None  # (the last int seed, its initial state)
         self._compiled: dict[tuple[bool, bool], CompiledPlan] = {}
         self._steps: list[_Step] = []
         if plan == "fast":
@@ -207,8 +208,17 @@ class Session:
         ]
 
     def seed(self, seed: int | None) -> None:
-        """Reset the generator that train-mode kernels (Dropout) draw from."""
+        """Reset the generator that train-mode kernels (Dropout) draw from. The int seed of the
+        last reset again restores the initial state kept then (the same generator as a fresh
+        np.random.default_rng(seed): its bit generator's state is all it holds), 1 us against
+        10-20 for a fresh one: a batch-1 LeNet train run (seeded every call by the bench) is
+        ~130 us."""
+        hit = self._seeded
+        if hit is not None and type(seed) is int and hit[0] == seed:
+            self._rng.bit_generator.state = hit[1]
+            return
         self._rng = np.random.default_rng(seed)
+        self._seeded = (seed, self._rng.bit_generator.state) if type(seed) is int else None
 
     def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate the feeds against the graph's inputs; return them as arrays."""

@@ -72,6 +72,29 @@ def test_train_is_reproducible_with_a_seed(scheme):
     assert not np.array_equal(first, second)
 
 
+@pytest.mark.parametrize("plan", ["fast", "reference"])
+def test_reseeding_one_session_draws_as_a_fresh_one(plan):
+    """Session.seed restores a repeated int seed's kept initial state: each run equals a fresh
+    session's with that seed, whatever ran between (other seeds, unseeded runs)."""
+    g = dropout_graph((4, 8, 8), 0.4, "inverted")
+    x = positive((4, 8, 8))
+
+    def fresh(seed):
+        return runtime.Session(g, plan=plan).run({"x": x}, mode="train", seed=seed)["y0"]
+
+    sess = runtime.Session(g, plan=plan)
+    for seed in (7, 7, 8, 7, None, 7, 7):
+        got = sess.run({"x": x}, mode="train", seed=seed)["y0"]
+        if seed is None:  # (the generator moved on from seed 7's first draw)
+            assert not np.array_equal(got, fresh(7))
+            continue
+        np.testing.assert_array_equal(got, fresh(seed))
+        again = sess.run({"x": x}, mode="train")["y0"]  # (no reseed: its second draw)
+        fresh_sess = runtime.Session(g, plan=plan)
+        fresh_sess.run({"x": x}, mode="train", seed=seed)
+        np.testing.assert_array_equal(again, fresh_sess.run({"x": x}, mode="train")["y0"])
+
+
 @pytest.mark.parametrize("drop", [0.1, 0.5, 0.8])
 @pytest.mark.parametrize("scheme", ["inverted", "classic"])
 def test_train_output_is_the_masked_formula(drop, scheme):
