@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from graphnet import runtime
+from graphnet.bench import suite
 from graphnet.ir import Graph
 from graphnet.runtime.fast import compile as fast_compile
 from graphnet.runtime.fast import threads
@@ -167,3 +168,32 @@ def test_training_step_gradients_unchanged():
     got, want = fast.backward(tape, seeds, wrt), plain.backward(ref, seeds, wrt)
     for k in wrt:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4, err_msg=k)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_lean_train_plan_fuses_and_agrees(batch):
+    """memory="lean" plans train mode as inference (`_lean_plan` mirrors `_fuse`: here its
+    budget keeps the pools apart in both modes): its train outputs equal the default plan's
+    within rounding."""
+    g = _net()
+    lean = runtime.Session(g, memory="lean")
+    steps = lean._fast(training=True, keep_all=False).steps
+    infer = lean._fast(training=False, keep_all=False).steps
+    assert [(s.name, s.algo, s.fused) for s in steps if s.name != "drop"] == [
+        (s.name, s.algo, s.fused) for s in infer if s.name != "drop"
+    ]
+    x = _x(batch)
+    _close(lean.run(x, mode="train", seed=SEED), runtime.Session(g).run(x, mode="train", seed=SEED))
+
+
+def test_lean_lenet_fuses_its_pools_in_train_mode():
+    """LeNet under the lean budget: both convs take their pools in train mode as at inference
+    (the first as phasepool, its weight a prepared copy the budget granted)."""
+    g = suite.build("lenet5")
+    lean = runtime.Session(g, memory="lean")
+    train = lean._fast(training=True, keep_all=False).steps
+    infer = lean._fast(training=False, keep_all=False).steps
+    assert [(s.name, s.algo, s.fused) for s in train] == [(s.name, s.algo, s.fused) for s in infer]
+    assert [s.op for s in train].count("MaxPool") == 0
+    x = {g.inputs[0]: np.random.default_rng(2).standard_normal((3, 1, 28, 28), np.float32)}
+    _close(lean.run(x, mode="train"), runtime.Session(g, plan="reference").run(x, mode="train"))
