@@ -85,6 +85,7 @@ def _ungrouped(monkeypatch, g: Graph) -> runtime.Session:
     """A session whose train plan groups nothing (each BN its own step)."""
     with monkeypatch.context() as m:
         m.setattr(fast_compile.CompiledPlan, "_group_batchnorms", lambda self: None)
+        m.setattr(fast_compile.CompiledPlan, "_group_concat_batchnorms", lambda self: None)
         sess = runtime.Session(g)
         sess._fast(training=True, keep_all=False)
     return sess
