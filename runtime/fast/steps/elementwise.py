@@ -611,10 +611,12 @@ def _unbuffered(fn: Callable, row: int, lo: int, hi: int, sc) -> None:
         _EXTOBJ.reset(token)
 
 
-try:  # NumPy 2's ufunc state (see `_unbuffered`)
+try:  # NumPy 2's ufunc state (see `_unbuffered`): private names, so probed as used here
     from numpy._core._ufunc_config import _extobj_contextvar as _EXTOBJ
     from numpy._core._ufunc_config import _make_extobj
-except ImportError:  # pragma: no cover (another NumPy: np.setbufsize)
+
+    _EXTOBJ.reset(_EXTOBJ.set(_make_extobj(bufsize=NUMPY_BUFSIZE)))
+except Exception:  # pragma: no cover (another NumPy, or these changed: np.setbufsize)
     _EXTOBJ = None
 _EXTOBJS: dict = {}
 """`_unbuffered`'s extobjs by (the state they were made from, buffer size)."""
