@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ class Session:
         graph.verify()
         self.graph = graph
         self._rng = np.random.default_rng()
-        self._seeded: tuple[int, dict] | None = None  # (the last int seed, its initial state)
+        self._seeded = threading.local()  # .hit: (this thread's last int seed, its state, rng)
         self._compiled: dict[tuple[bool, bool], CompiledPlan] = {}
         self._steps: list[_Step] = []
         if plan == "fast":
@@ -207,18 +208,24 @@ class Session:
             if s.name in samples
         ]
 
-    def seed(self, seed: int | None) -> None:
-        """Reset the generator that train-mode kernels (Dropout) draw from. The int seed of the
-        last reset again restores the initial state kept then (the same generator as a fresh
-        np.random.default_rng(seed): its bit generator's state is all it holds), 1 us against
-        10-20 for a fresh one: a batch-1 LeNet train run (seeded every call by the bench) is
-        ~130 us."""
-        hit = self._seeded
+    def seed(self, seed: int | None) -> np.random.Generator:
+        """Reset the generator that train-mode kernels (Dropout) draw from; returns it. The int
+        seed of this thread's last reset again restores the initial state kept then in that
+        thread's generator (the same generator as a fresh np.random.default_rng(seed): its bit
+        generator's state is all it holds), 1 us against 10-20 for a fresh one: a batch-1 LeNet
+        train run (seeded every call by the bench) is ~130 us. Per thread: two threads running
+        one session with seeds each draw from their own generator (a shared one reset in place
+        by one thread while the other's run drew from it gave wrong masks)."""
+        local = self._seeded
+        hit = getattr(local, "hit", None)
         if hit is not None and type(seed) is int and hit[0] == seed:
-            self._rng.bit_generator.state = hit[1]
-            return
-        self._rng = np.random.default_rng(seed)
-        self._seeded = (seed, self._rng.bit_generator.state) if type(seed) is int else None
+            rng = hit[2]
+            rng.bit_generator.state = hit[1]
+        else:
+            rng = np.random.default_rng(seed)
+            local.hit = (seed, rng.bit_generator.state, rng) if type(seed) is int else None
+        self._rng = rng
+        return rng
 
     def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate the feeds against the graph's inputs; return them as arrays."""
@@ -270,12 +277,11 @@ class Session:
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         training = mode == "train"
-        if seed is not None:
-            self.seed(seed)
+        rng = self._rng if seed is None else self.seed(seed)  # (this run's: not re-read)
         g = self.graph
         if self.plan == "fast":
             fed = self.check_inputs(feeds)
-            return self._fast(training=training, keep_all=keep_all).run(fed, self._rng, keep_all)
+            return self._fast(training=training, keep_all=keep_all).run(fed, rng, keep_all)
         env: dict[str, np.ndarray] = dict(self.check_inputs(feeds))
         params = g.params
         for step in self._steps:
@@ -285,7 +291,7 @@ class Session:
             kwargs = dict(attrs, **step.extra)
             if step.kernel.context:
                 kwargs["training"] = training
-                kwargs["rng"] = self._rng
+                kwargs["rng"] = rng
             try:
                 result = step.kernel.fn(*args, **kwargs)
             except GraphNetError as exc:
