@@ -502,6 +502,15 @@ def _unbound(rec: list | None, marker: object = None) -> None:
         rec.append(marker)
 
 
+def _view(rec: list | None, a: np.ndarray, *shape: int) -> np.ndarray:
+    """a.reshape(shape) for the calls that read it; when NumPy has to copy (a strided `a`,
+    e.g. a Fortran-ordered feed) a replay would read this run's values: not recorded."""
+    v = a.reshape(shape)
+    if rec is not None and v.size and not np.may_share_memory(v, a):
+        _unbound(rec)
+    return v
+
+
 AGAIN = False
 """`_unbound`'s marker of a path chosen by the values (phasepool's non-finite input)."""
 
@@ -988,7 +997,7 @@ def _pointwise(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec=None) -> None:
         x = xs
     p = prod(out.shape[2:])
     y = out.reshape(n, g, spec.c_out // g, p)
-    gemm(wp, x.reshape(n, g, c // g, p), y, 1)  # split by output channels of each group
+    gemm(wp, _view(rec, x, n, g, c // g, p), y, 1)  # split by output channels of each group
     _epilogue(out, epi, lo, hi, False, rec)
 
 
@@ -1514,7 +1523,7 @@ def _colstack(spec, x, wp, out, epi, scratch, lo, hi, gemm, rec=None) -> None:
         nb = n1 - n0
         xb = x[n0:n1]
         if one_row:  # a 1xk kernel over every input row multiplies the input itself
-            cols = xb.reshape(nb, c, p)
+            cols = _view(rec, xb, nb, c, p)
         else:
             cols = scratch.take(1, nb * rows * p, x.dtype).reshape(nb, rows, p)
             shifted = cols[:, :kg].reshape(nb, c, kh, ho, w)

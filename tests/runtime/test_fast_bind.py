@@ -210,3 +210,38 @@ def test_a_graph_output_gemm_replays_into_its_own_buffer():
     again = sess.run({inp: x})[out]
     for k, arr in enumerate([*got[:-1], again]):
         _close(arr, want, f"run {k}")
+
+
+def _strided_feed_net(kind: str) -> Graph:
+    from graphnet import nn
+
+    b = nn.Network(f"strided_{kind}", seed=0)
+    x = b.input("x", (None, 8, 6, 6))
+    # (the step reading x is not the graph's output step: those are not bound)
+    if kind == "pointwise":  # (a 1x1 conv: its GEMM reads x reshaped to (n, c, h * w))
+        y = nn.Conv(4, 3, padding=1)(nn.ReLU()(nn.Conv(16, 1)(x)))
+    elif kind == "merged":  # (two 1x1 convs of one input: one merged GEMM)
+        y = nn.Conv(4, 3, padding=1)(nn.concat([nn.Conv(6, 1)(x), nn.Conv(5, 1)(x)]))
+    elif kind == "one_row":  # (colstack's 1xk kernel over whole rows: x reshaped)
+        y = nn.Conv(4, 3, padding=1)(nn.ReLU()(nn.Conv(5, (1, 3))(x)))
+    else:  # "flatten": a Gemm reading the flattened input
+        y = nn.Linear(7)(nn.Flatten()(x))
+    b.output(y, name="y")
+    return b.graph
+
+
+@pytest.mark.parametrize("kind", ["pointwise", "merged", "one_row", "flatten"])
+def test_a_strided_feed_updated_in_place_is_read_every_run(kind):
+    """A Fortran-ordered feed (the same array every run, its values updated in place) read by
+    a bound step whose calls reshape it: the reshape is a copy, so the recorded calls would read
+    the first run's copy ever after (|fast - reference| 0.3-1.1 from the third run, a read-only
+    review's repro). Such a recording is not replayed (conv._view, GemmStep's check). Oracle:
+    the reference plan every run."""
+    g = _strided_feed_net(kind)
+    fast, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    rng = np.random.default_rng(0)
+    feed = np.asfortranarray(rng.standard_normal((1, 8, 6, 6)).astype(np.float32))
+    for k in range(6):
+        feed[...] = rng.standard_normal(feed.shape)
+        got, want = fast.run({"x": feed})["y"], ref.run({"x": feed})["y"]
+        _close(got, want, f"{kind} run {k}")

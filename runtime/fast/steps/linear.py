@@ -534,6 +534,7 @@ class GemmStep(Step):
             and run.pool.replaying
             and w is w0
             and bias is c
+            and (a is a0 or np.may_share_memory(a, a0))  # (a flatten's copy: this run's values)
             and (not output or y.nbytes <= GEMM_OWN_OUTPUT_MAX_BYTES)
             and may_record(self, (a0.shape, False))
         ):
