@@ -640,7 +640,13 @@ class CompiledPlan:
         1's per-channel arithmetic and the step's Python once. Nothing reads their outputs
         before the Concat, so each BN may run later; their inputs live until then (not
         under the lean budget, planned on graph order's lifetimes; the default arena held the
-        same: inception_bn@32 10.25 MiB)."""
+        same: inception_bn@32 10.25 MiB). Their scale, bias and running statistics must be
+        parameters that no other step reads (as `_group_batchnorms`): a step between a member's
+        place and the group's (another BN's running mean as its scale) would otherwise see them
+        before or after this run's update where graph order has the other. One divergence is
+        left: a train run that raises between the members leaves the earlier members' running
+        statistics as they were, where the reference plan had updated them (a failed run leaves
+        them partly updated in either plan)."""
         if not (self.training and self.fuse) or self.budget is not None:
             return
         keep = {self.slots[o] for o in self.graph.outputs if o in self.slots}
@@ -664,8 +670,8 @@ class CompiledPlan:
                     and r not in keep
                     and not b.residual
                     and all(k < 0 for k in b.outputs[1:])
-                    and all(params.get(v, 0) == 1 for v in b.state.values())
-                ):
+                    and all(isinstance(v, str) and params.get(v, 0) == 1 for v in b.inputs[1:5])
+                ):  # (scale, bias and running stats: parameters only it reads, see the doc)
                     members.append(b)
             members = [
                 b
