@@ -245,3 +245,32 @@ def test_a_strided_feed_updated_in_place_is_read_every_run(kind):
         feed[...] = rng.standard_normal(feed.shape)
         got, want = fast.run({"x": feed})["y"], ref.run({"x": feed})["y"]
         _close(got, want, f"{kind} run {k}")
+
+
+def test_convs_into_a_graph_output_concat_back_off_from_recording(monkeypatch):
+    """Convs placed into a Concat that is a graph output get a new output slice every run, so
+    their recordings never replay: they record after 1, 2, 4, ... runs (RECORD_BACKOFF_MAX),
+    not every run (99 recordings in 50 runs before, a read-only review's probe). Outputs against
+    the reference plan every run."""
+    from graphnet import nn
+
+    b = nn.Network("cat_out", seed=0)
+    x = b.input("x", (None, 8, 8, 8))
+    h = nn.ReLU()(nn.Conv(8, 3, padding=1)(x))
+    b.output(nn.concat([nn.Conv(4, 3, padding=1)(h), nn.Conv(4, (1, 3), padding="same")(h)]), "y")
+    g = b.graph
+    recordings = [0]
+    chunked = fast_linear.conv_chunked
+
+    def spy(*args, **kw):
+        recordings[0] += kw.get("rec") is not None
+        return chunked(*args, **kw)
+
+    monkeypatch.setattr(fast_linear, "conv_chunked", spy)
+    fast, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    feed = {"x": np.random.default_rng(0).standard_normal((1, 8, 8, 8)).astype(np.float32)}
+    want = ref.run(feed)["y"]
+    for k in range(50):
+        _close(fast.run(feed)["y"], want, f"run {k}")
+    # conv1 once; each Concat conv at runs 1, 3, 6, 11, 20, 37 at most (backoff 1, 2, 4 ...)
+    assert recordings[0] <= 1 + 2 * 7, recordings[0]

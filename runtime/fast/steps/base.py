@@ -27,6 +27,7 @@ __all__ = [
     "may_record",
     "no_record",
     "retaken",
+    "unbind",
 ]
 
 BIND_CALLS = True
@@ -93,6 +94,16 @@ def no_record(step: Any, key: tuple, runs: int = 0) -> None:
     if not runs:
         runs = min(2 * last[2], RECORD_BACKOFF_MAX) if last and last[0] == key else 1
     step._bound, step._no_record = None, (key, runs, runs)
+
+
+def unbind(step: Any, key: tuple) -> None:
+    """`step`'s bound calls did not fit this run (another output or workspace): dropped; when
+    they never replayed (an output that is a new array every run: a Concat slice of a graph
+    output), the step backs off from recording as `may_record` does (`no_record`)."""
+    if step._replayed:
+        step._bound = None
+    else:
+        no_record(step, key)
 
 
 def retaken(scratch: Scratch, places: tuple) -> bool:

@@ -23,6 +23,7 @@ from graphnet.runtime.fast.steps.base import (
     may_record,
     no_record,
     retaken,
+    unbind,
 )
 from graphnet.runtime.fast.steps.elementwise import softmax
 from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
@@ -265,7 +266,7 @@ class ConvStep(Step):
             else:
                 self._replayed = True
                 return True
-        self._bound = None
+        unbind(self, (x.shape, run.training))
         self._compute(run, x, y)
         return True
 
@@ -505,7 +506,7 @@ class GemmStep(Step):
                     np.copyto(y, own)
                 self._replayed = True
                 return
-            self._bound = None
+            unbind(self, (a.shape, False))
             self._compute(run, a, y)
             return
         self._compute(run, a)
@@ -662,7 +663,7 @@ class MergedPointwiseStep(ConvStep):
                         call()
                     self._replayed = True
                     return
-                self._bound = None
+                unbind(self, (x.shape, run.training))
                 self._compute(run, x, outs)
                 return
         self._compute(run, x)
