@@ -471,7 +471,10 @@ def _zeros(dtype: np.dtype, n: int) -> np.ndarray:
     return zeros
 
 
-BIND_ALGORITHMS = ("pointwise", "colstack", "im2col", "phasepool-2x2", "phasepool-3x3")
+BIND_ALGORITHMS = (
+    *("pointwise", "colstack", "im2col", "phasepool-2x2", "phasepool-3x3"),
+    *("winograd-f2", "winograd-f4"),
+)
 """Algorithms whose NumPy calls `conv_chunked` records (`rec`) for a step to replay them bound
 to their arrays (see ConvStep in steps.linear): a batch-1 call is mostly Python that resolves
 views, branches and chunk sizes, the same on every run with the same arrays."""
@@ -814,9 +817,9 @@ def conv_chunked(
         _winograd3d(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi, gemm)
         return
     if algo.startswith("winograd"):
-        gemm = _split_gemm(split)
+        gemm = _split_gemm(split) if rec is None else _recorded_plain_gemm(rec)
         m = 4 if algo.endswith("f4") else 2
-        _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed)
+        _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed, rec)
         return
     gemm = _split_gemm(split, blocked=True) if rec is None else _recorded_gemm(rec)
     if algo == "pointwise":
@@ -953,6 +956,15 @@ def _recorded_gemm(rec: list) -> Callable:
 
     def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
         blocked_matmul(a, b, out, rec)
+
+    return gemm
+
+
+def _recorded_plain_gemm(rec: list) -> Callable:
+    """gemm(a, b, out, rows_axis) for one thread, one np.matmul (as `_plain_gemm`), recorded."""
+
+    def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int) -> None:
+        _call(rec, np.matmul, a, b, out=out)
 
     return gemm
 
@@ -1649,40 +1661,45 @@ def _gemm_rows(mo: int, kn: int) -> int:
 
 
 def _padded_channels_last(
-    x: np.ndarray, pads: Sequence[int], size: tuple[int, int], buf: np.ndarray
+    x: np.ndarray,
+    pads: Sequence[int],
+    size: tuple[int, int],
+    buf: np.ndarray,
+    rec: list | None = None,
 ) -> np.ndarray:
     """x (b, C, h, w) transposed into `buf` as (b, hp, wpad, C) = `size`, zero borders: `pads`
-    (top, left, bottom, right) and up to `size` at the ends. Only the borders are written."""
+    (top, left, bottom, right) and up to `size` at the ends. Only the borders are written.
+    `rec`: see `conv_chunked`."""
     nb, c, h, w = x.shape
     top, left = pads[0], pads[1]
     xp = buf[: nb * size[0] * size[1] * c].reshape(nb, size[0], size[1], c)
     bottom, right = size[0] - top - h, size[1] - left - w
     if top == bottom == 1:  # ("same" pads on exact tiles: the first and last rows, one call)
-        xp[:, :: size[0] - 1] = 0
+        _call(rec, _fill, xp[:, :: size[0] - 1], 0)
     else:
         if top:
-            xp[:, :top] = 0
+            _call(rec, _fill, xp[:, :top], 0)
         if bottom > 0:
-            xp[:, top + h :] = 0
+            _call(rec, _fill, xp[:, top + h :], 0)
     rows = xp[:, top : top + h]
     if left == right == 1:  # (the first and last columns, one call)
-        rows[:, :, :: size[1] - 1] = 0
+        _call(rec, _fill, rows[:, :, :: size[1] - 1], 0)
     else:
         if left:
-            rows[:, :, :left] = 0
+            _call(rec, _fill, rows[:, :, :left], 0)
         if right > 0:
-            rows[:, :, left + w :] = 0
+            _call(rec, _fill, rows[:, :, left + w :], 0)
     inner, xt = rows[:, :, left : left + w], x.transpose(0, 2, 3, 1)
     if xt.flags.c_contiguous:  # x is channels-last already (`is_channels_last`): a plain copy
-        np.copyto(inner, xt)
+        _call(rec, np.copyto, inner, xt)
         return xp
     block = transpose_block(h * w * x.itemsize)
     for c0 in range(0, c, block):  # a loop over blocks of channels (see transpose_block)
-        np.copyto(inner[..., c0 : c0 + block], xt[..., c0 : c0 + block])
+        _call(rec, np.copyto, inner[..., c0 : c0 + block], xt[..., c0 : c0 + block])
     return xp
 
 
-def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed=True) -> None:
+def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed=True, rec=None) -> None:
     """Y = conv(X) by F(m x m, 3 x 3) with U^T (`wp`: ((m+2)^2, C, M), see winograd.py) or U
     (((m+2)^2, M, C), not `u_transposed`), on batch chunks: `_winograd_cl` from a channels-last
     padded input with U^T, else `_winograd_m` (channels-last, or NCHW where the input's planes
@@ -1723,12 +1740,12 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed=True
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
         if channels_last and u_transposed:
-            _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm)
+            _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm, rec)
         else:
-            _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last)
+            _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last, rec)
 
 
-def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
+def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm, rec=None) -> None:
     """Images n0:n1 from a channels-last padded input: the tiles gathered channel-innermost
     (contiguous runs of C), V = B^T d B, each tile position's GEMM V (tiles, C) @ U^T (C, M)
     (M^T: V's planes as they are, where M = U V needed them copied to (C, tiles) first),
@@ -1748,7 +1765,7 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     th, tw = ceil(ho / m), ceil(wo / m)
     hp, wpad = th * m + 2, tw * m + 2
     buf = scratch.take(0, nb * c * hp * wpad, x.dtype)
-    xp = _padded_channels_last(x[n0:n1], spec.pads, (hp, wpad), buf)  # (b, hp, wpad, C)
+    xp = _padded_channels_last(x[n0:n1], spec.pads, (hp, wpad), buf, rec)  # (b, hp, wpad, C)
     s = xp.strides
     tiles_view = view(
         xp, (nb, th, tw, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3])
@@ -1759,12 +1776,12 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     # over the C channels of one tile element (from NCHW, its inner loop had the tw tiles of a
     # row: 4-8 values per NumPy inner loop at 16x16-32x32, measured 2-3x slower).
     d = scratch.take(1, t * t * x_cols, x.dtype)
-    np.copyto(d.reshape(t, t, nb, th, tw, c), tiles_view)
+    _call(rec, np.copyto, d.reshape(t, t, nb, th, tw, c), tiles_view)
     # V = B^T d B: B^T on the first tile axis, then on the second (see winograd.py).
     v1 = scratch.take(2, t * t * x_cols, x.dtype)
-    np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
+    _call(rec, np.matmul, bt, d.reshape(t, -1), out=v1.reshape(t, -1))
     v = d  # d is dead: V takes its place
-    np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
+    _call(rec, np.matmul, bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
     # M^T in V1's dead place, in blocks of output channels (U^T's and M^T's column blocks, see
     # WINOGRAD_GEMM_MAX_MNK), split by tile position over threads.
     vt = v.reshape(t * t, cols, c)
@@ -1773,17 +1790,17 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
         gemm(vt, wp[:, :, m0 : m0 + rows], mx[:, :, m0 : m0 + rows], 0)
     if epi.bias is not None:  # (see _winograd_m)
-        mx[t + 1] += epi.bias
+        _call(rec, np.add, mx[t + 1], epi.bias, out=mx[t + 1])
     # Y = A^T M A, one tile axis at a time (two GEMMs on contiguous operands, K = t): Y1 in V's
     # place, Y (m, m, b, th, tw, M) in M's.
     y_cols = cols * mo
     y1 = scratch.take(1, m * t * y_cols, x.dtype)
-    np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
+    _call(rec, np.matmul, at, mx.reshape(t, -1), out=y1.reshape(m, -1))
     y = scratch.take(2, m * m * y_cols, x.dtype)
-    np.matmul(at, y1.reshape(m, t, y_cols), out=y.reshape(m, m, y_cols))
+    _call(rec, np.matmul, at, y1.reshape(m, t, y_cols), out=y.reshape(m, m, y_cols))
     yb = out[n0:n1]
     if is_channels_last(yb):
-        _winograd_out_cl(m, y, yb, epi, scratch, n0, n1, th, tw)
+        _winograd_out_cl(m, y, yb, epi, scratch, n0, n1, th, tw, rec)
         return
     # Channels-last (b, th, m, tw, m, M) in Y1's dead place (runs of M values copied whole),
     # then the NCHW output, cropped to ho x wo, from its transposed view, adding the residual in
@@ -1792,20 +1809,20 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm) -> None:
     # values apart, as the input's pad by channels): 0.46-0.64x the time of whole planes (or
     # of blocks of channels) at 128-256 channels 8x8-16x16, batch 1-8, equal at 64 and 8x8.
     ycl = scratch.take(1, m * m * y_cols, x.dtype).reshape(nb, th, m, tw, m, mo)
-    np.copyto(ycl, y.reshape(m, m, nb, th, tw, mo).transpose(2, 3, 0, 4, 1, 5))
+    _call(rec, np.copyto, ycl, y.reshape(m, m, nb, th, tw, mo).transpose(2, 3, 0, 4, 1, 5))
     src = ycl.reshape(nb, th * m, tw * m, mo)[:, :ho, :wo].transpose(0, 3, 1, 2)
     res = None if epi.residual is None else epi.residual()[n0:n1]
     block = max(1, transpose_block(mo * x.itemsize) // wo)
     for r0 in range(0, ho, block):  # a loop over blocks of output rows
         part = (slice(None), slice(None), slice(r0, r0 + block))
         if res is None:
-            np.copyto(yb[part], src[part])
+            _call(rec, np.copyto, yb[part], src[part])
         else:  # (elementwise: yb may be the residual's own buffer)
-            np.add(src[part], res[part], out=yb[part])
+            _call(rec, np.add, src[part], res[part], out=yb[part])
     if epi.activation and epi.activation[0] == "relu":  # contiguous: see _crop
-        relu_(yb)
+        relu_(yb, rec=rec)
     else:
-        activate(yb, epi.activation)
+        activate(yb, epi.activation, rec)
 
 
 def is_channels_last(y: np.ndarray) -> bool:
@@ -1814,7 +1831,7 @@ def is_channels_last(y: np.ndarray) -> bool:
     return y.ndim == 4 and y.shape[1] > 1 and y.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
-def _winograd_out_cl(m, y, yb, epi, scratch, n0, n1, th, tw) -> None:
+def _winograd_out_cl(m, y, yb, epi, scratch, n0, n1, th, tw, rec=None) -> None:
     """`_winograd_cl`'s output side into a channels-last `yb` (see `is_channels_last`): Y (m, m,
     b, th, tw, M) re-laid (b, th, m, tw, m, M) straight into yb's (b, H, W, M) array when the
     tiles cover it exactly (with the residual added in the same pass), else through a
@@ -1826,21 +1843,21 @@ def _winograd_out_cl(m, y, yb, epi, scratch, n0, n1, th, tw) -> None:
     if ho == th * m and wo == tw * m:
         d6 = dest.reshape(nb, th, m, tw, m, mo)
         if res is None:
-            np.copyto(d6, yv)
+            _call(rec, np.copyto, d6, yv)
         else:  # (elementwise: yb may be the residual's own buffer)
-            np.add(yv, res.reshape(d6.shape), out=d6)
+            _call(rec, np.add, yv, res.reshape(d6.shape), out=d6)
     else:
         ycl = scratch.take(1, m * m * nb * th * tw * mo, yb.dtype).reshape(nb, th, m, tw, m, mo)
-        np.copyto(ycl, yv)
+        _call(rec, np.copyto, ycl, yv)
         src = ycl.reshape(nb, th * m, tw * m, mo)[:, :ho, :wo]
         if res is None:
-            np.copyto(dest, src)
+            _call(rec, np.copyto, dest, src)
         else:
-            np.add(src, res, out=dest)
-    activate(dest, epi.activation)
+            _call(rec, np.add, src, res, out=dest)
+    activate(dest, epi.activation, rec)
 
 
-def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last) -> None:
+def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last, rec=None) -> None:
     """Images n0:n1, M = U V per tile position (U: ((m+2)^2, M, C), a transposed view of U^T
     at 1.01-1.02x the time of a contiguous U at 32-128 channels, 64-256 columns) on (C, tiles)
     planes: from an NCHW padded input (planes that alias, see WINOGRAD_ALIASED_PLANE_BYTES) the
@@ -1861,13 +1878,13 @@ def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last) -
     tiles = th * tw
     buf = scratch.take(0, nb * c * hp * wpad, x.dtype)
     if channels_last:
-        xp = _padded_channels_last(x[n0:n1], spec.pads, (hp, wpad), buf)  # (b, hp, wpad, C)
+        xp = _padded_channels_last(x[n0:n1], spec.pads, (hp, wpad), buf, rec)  # (b, hp, wpad, C)
         s = xp.strides
         tiles_view = view(
             xp, (nb, th, tw, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3])
         ).transpose(3, 4, 0, 1, 2, 5)
     else:
-        xp = padded(x[n0:n1], spec.pads, extra, buf)
+        xp = padded(x[n0:n1], spec.pads, extra, buf, rec=rec)
         s = xp.strides
         tiles_view = view(
             xp, (nb, c, th, tw, t, t), (s[0], s[1], m * s[2], m * s[3], s[2], s[3])
@@ -1877,15 +1894,15 @@ def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last) -
     # channel-innermost gather and V's copy to (C, tiles) (64 channels at 32x32, batch 1, one
     # thread, in-process interleaved).
     d = scratch.take(1, t * t * x_cols, x.dtype)
-    np.copyto(d.reshape(tiles_view.shape), tiles_view)
+    _call(rec, np.copyto, d.reshape(tiles_view.shape), tiles_view)
     # V = B^T d B: B^T on the first tile axis, then on the second (see winograd.py).
     v1 = scratch.take(2, t * t * x_cols, x.dtype)
-    np.matmul(bt, d.reshape(t, -1), out=v1.reshape(t, -1))
+    _call(rec, np.matmul, bt, d.reshape(t, -1), out=v1.reshape(t, -1))
     v = d  # d is dead: V takes its place
-    np.matmul(bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
+    _call(rec, np.matmul, bt, v1.reshape(t, t, x_cols), out=v.reshape(t, t, x_cols))
     if channels_last:  # V's (tiles, C) planes copied to (C, tiles) in V1's dead place
         vc = v1.reshape(t * t, c, nb * tiles)
-        np.copyto(vc, v.reshape(t * t, nb * tiles, c).transpose(0, 2, 1))
+        _call(rec, np.copyto, vc, v.reshape(t * t, nb * tiles, c).transpose(0, 2, 1))
         m_slot, y1_slot = 1, 2
     else:
         vc = v.reshape(t * t, c, nb * tiles)
@@ -1900,7 +1917,7 @@ def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last) -
         # Y = A^T M A, and A's row 1 (A^T's column 1) is all ones: b added at tile position
         # (1, 1) of M adds b to every output of the tile: a pass over one of M's (m+2)^2
         # planes, where Y1's column 1 (after A^T on the tile rows) held m times its values.
-        mx[t + 1] += epi.bias.reshape(mo, 1)
+        _call(rec, np.add, mx[t + 1], epi.bias.reshape(mo, 1), out=mx[t + 1])
     # Y = A^T M A, one tile axis at a time again: A^T on the tile rows, then A on the tile
     # columns from the right (Y1^T's operand is a transposed view: BLAS takes it as it is),
     # which leaves each tile's columns innermost: an output row of a tile row is one
@@ -1909,28 +1926,34 @@ def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last) -
     # from (m+2)^2 far-apart planes: 2-3x slower, measured at 16-32 channels).
     y_cols = mo * nb * tiles
     y1 = scratch.take(y1_slot, m * t * y_cols, x.dtype)
-    np.matmul(at, mx.reshape(t, -1), out=y1.reshape(m, -1))
+    _call(rec, np.matmul, at, mx.reshape(t, -1), out=y1.reshape(m, -1))
     y = scratch.take(m_slot, m * m * y_cols, x.dtype)
-    np.matmul(y1.reshape(m, t, y_cols).transpose(0, 2, 1), at.T, out=y.reshape(m, y_cols, m))
+    _call(
+        rec,
+        np.matmul,
+        y1.reshape(m, t, y_cols).transpose(0, 2, 1),
+        at.T,
+        out=y.reshape(m, y_cols, m),
+    )
     yv = y.reshape(m, mo, nb, th, tw, m).transpose(2, 1, 3, 0, 4, 5)  # (b, M, th, m, tw, m)
     yb = out[n0:n1]
     if not (ho == th * m and wo == tw * m):
         dest = scratch.take(4, nb * mo * th * m * tw * m, x.dtype).reshape(nb, mo, th, m, tw, m)
-        np.copyto(dest, yv)
-        np.copyto(yb, dest.reshape(nb, mo, th * m, tw * m)[:, :, :ho, :wo])
-        _epilogue(yb, epi, n0, n1, True)
+        _call(rec, np.copyto, dest, yv)
+        _call(rec, np.copyto, yb, dest.reshape(nb, mo, th * m, tw * m)[:, :, :ho, :wo])
+        _epilogue(yb, epi, n0, n1, True, rec)
         return
     # The copy out to NCHW applies the residual in the same pass (ReLU after it).
     dest = yb.reshape(nb, mo, th, m, tw, m)
     if epi.residual is not None:
-        np.add(yv, epi.residual()[n0:n1].reshape(dest.shape), out=dest)
-        activate(yb, epi.activation)
+        _call(rec, np.add, yv, epi.residual()[n0:n1].reshape(dest.shape), out=dest)
+        activate(yb, epi.activation, rec)
     elif epi.activation and epi.activation[0] == "relu":  # see _im2col
-        np.copyto(dest, yv)
-        relu_(yb)
+        _call(rec, np.copyto, dest, yv)
+        relu_(yb, rec=rec)
     else:
-        np.copyto(dest, yv)
-        activate(yb, epi.activation)
+        _call(rec, np.copyto, dest, yv)
+        activate(yb, epi.activation, rec)
 
 
 PHASE_POOL_MAX_OUT = 8

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphnet import runtime
+from graphnet import nn, runtime
 from graphnet.bench import suite
 from graphnet.ir import Graph
 from graphnet.passes import optimize
@@ -274,3 +274,104 @@ def test_convs_into_a_graph_output_concat_back_off_from_recording(monkeypatch):
         _close(fast.run(feed)["y"], want, f"run {k}")
     # conv1 once; each Concat conv at runs 1, 3, 6, 11, 20, 37 at most (backoff 1, 2, 4 ...)
     assert recordings[0] <= 1 + 2 * 7, recordings[0]
+
+
+def _winograd_net() -> Graph:
+    """Winograd convs on every path that binds at batch 1: `_winograd_m` from NCHW (32x32
+    planes of 4 KiB alias, see conv.WINOGRAD_ALIASED_PLANE_BYTES) writing a channels-last
+    hand-off, `_winograd_cl` reading it with a residual added (over its own buffer or not),
+    cropped tiles (30x30 and 13x13 outputs under F(4x4)), a bias and ReLU, LeakyReLU, no
+    activation, a stride-2 conv (not Winograd) in between."""
+    net = nn.Network("wino_bind", seed=3)
+    x = net.input("x", (None, 32, 32, 32))
+    y1 = nn.ReLU()(nn.Conv(48, 3, padding=1)(x))
+    y2 = nn.ReLU()(nn.add(y1, nn.Conv(48, 3, padding=1, bias=False)(y1)))
+    y3 = nn.Conv(56, 3, padding=0)(y2)  # 30x30: cropped tiles
+    y4 = nn.LeakyReLU(0.1)(nn.Conv(56, 3, padding=1)(y3))
+    y5 = nn.Conv(64, 3, stride=2, padding=0)(y4)  # 14x14
+    y6 = nn.ReLU()(nn.Conv(64, 3, padding=0)(y5))  # 12x12
+    y7 = nn.Conv(64, 3, padding=(1, 1))(nn.Conv(64, 3, padding=1)(y6))
+    y = nn.Linear(10)(nn.Flatten()(nn.GlobalAvgPool()(nn.add(y6, y7))))
+    net.output(y, name="out")
+    return net.graph
+
+
+def _winograd_bound(sess: runtime.Session) -> list[str]:
+    plan = sess._fast(training=False, keep_all=False)
+    return [
+        s.name
+        for s in plan.steps
+        if isinstance(s, ConvStep)
+        and s._bound is not None
+        and str(s._bound[10]).startswith("winograd")
+    ]
+
+
+def test_winograd_convs_replay_bound_calls():
+    """Winograd's bound calls (conv.BIND_ALGORITHMS) bit-equal to the unbound plan and close
+    to the reference across batch 1 -> 3 -> 1 -> 2 on one session; most of the net's Winograd
+    convs bind (the test is not vacuous), channels-last hand-offs among them."""
+    g = optimize(_winograd_net())[0]
+    rng = np.random.default_rng(19)
+    feeds = {n: {"x": rng.standard_normal((n, 32, 32, 32)).astype(np.float32)} for n in (1, 2, 3)}
+    _runs(g, feeds, (1, 1, 1, 3, 3, 1, 1, 2, 2, 1, 1))
+    sess = runtime.Session(g)
+    for _ in range(3):
+        sess.run(feeds[1])
+    bound = _winograd_bound(sess)
+    assert len(bound) >= 4, bound
+    plan = sess._fast(training=False, keep_all=False)
+    handoffs = [s for s in plan.steps if s.name in bound and s._bound[12] is not None]
+    assert handoffs, "no channels-last output bound"
+
+
+def test_bound_winograd_reads_no_stale_array():
+    """After the Winograd convs bound their calls: the fed array mutated in place, a new feed
+    array, replaced weights (`set_param`), a larger batch, an exception mid-run (a bound
+    step's replay raises in a replayed run), then good runs: every output is the reference
+    plan's for what was fed then."""
+    g = optimize(_winograd_net())[0]
+    rng = np.random.default_rng(23)
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    x = rng.standard_normal((1, 32, 32, 32)).astype(np.float32)
+
+    def check(feed: np.ndarray, what: str) -> None:
+        _close(sess.run({"x": feed})["out"], ref.run({"x": feed.copy()})["out"], what)
+
+    for k in range(3):
+        check(x, f"bound {k}")
+    assert _winograd_bound(sess)
+    x[...] = rng.standard_normal(x.shape).astype(np.float32)
+    check(x, "new values in the fed array")
+    check(rng.standard_normal(x.shape).astype(np.float32), "another feed array")
+    check(x, "the first feed again")
+    check(x, "the first feed, bound again")
+    conv_w = [p for p in g.params if g.params[p].ndim == 4]
+    for p in (conv_w[1], conv_w[-1]):
+        g.set_param(p, (g.params[p] * -0.5).astype(np.float32))
+    check(x, "replaced weights")
+    check(x, "replaced weights, bound again")
+    check(rng.standard_normal((3, 32, 32, 32)).astype(np.float32), "batch 3")
+    plan = sess._fast(training=False, keep_all=False)
+    names = _winograd_bound_names(sess, x)
+    victim = [s for s in plan.steps if s.name in names][-1]  # (the steps before it replayed)
+    original = victim._replay
+
+    def boom(*args: object) -> bool:
+        raise RuntimeError("mid-run")
+
+    victim._replay = boom  # type: ignore[method-assign]
+    with pytest.raises(Exception, match="mid-run"):
+        sess.run({"x": x})
+    victim._replay = original  # type: ignore[method-assign]
+    for k in range(3):
+        check(x, f"after an exception {k}")
+    assert _winograd_bound(sess)
+
+
+def _winograd_bound_names(sess: runtime.Session, x: np.ndarray) -> list[str]:
+    for _ in range(3):
+        sess.run({"x": x})
+    names = _winograd_bound(sess)
+    assert names
+    return names

@@ -332,9 +332,9 @@ def test_winograd_small_last_chunk_joins_the_one_before(batch, per_chunk, chunks
     seen = []
     real = fast_conv._winograd_cl
 
-    def spy(m, spec, x, wp, out, epi, scratch, n0, n1, gemm):
+    def spy(m, spec, x, wp, out, epi, scratch, n0, n1, gemm, rec=None):
         seen.append((n0, n1))
-        real(m, spec, x, wp, out, epi, scratch, n0, n1, gemm)
+        real(m, spec, x, wp, out, epi, scratch, n0, n1, gemm, rec)
 
     monkeypatch.setattr(fast_conv, "_winograd_cl", spy)
     monkeypatch.setattr(fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", 1 << 40)  # channels-last

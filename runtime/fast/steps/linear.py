@@ -247,7 +247,7 @@ class ConvStep(Step):
         the same memory and shapes: a replayed run's arena views), mode and threads. False
         (nothing done) when an input differs; else the step is done (computed afresh into the
         output it took when the output or a workspace differs)."""
-        _, w, b, res, training, workers, out_shape, y0, takes, calls, algo, steal = bound
+        _, w, b, res, training, workers, out_shape, y0, takes, calls, algo, steal, yt = bound
         r = self.residual
         if (
             run.get(self.inputs[1]) is not w
@@ -257,8 +257,10 @@ class ConvStep(Step):
             or (r is not None and (run.env[r] is not res or (steal and run.writable(r))))
         ):
             return False
-        y = run.alloc(self.outputs[0], out_shape, x.dtype)
+        y = run.alloc(self.outputs[0], out_shape, x.dtype)  # (channels-last: (N, H, W, C))
         if y is y0 and retaken(run.parallel.scratch[0], takes):
+            if yt is not None:  # its NCHW view, the same object as in the bound run
+                run.env[self.outputs[0]] = yt
             self.ran = algo
             for call in calls:  # a loop over the step's NumPy calls
                 if call() is False:  # a guard (phasepool's finite input) says no
@@ -267,12 +269,23 @@ class ConvStep(Step):
                 self._replayed = True
                 return True
         unbind(self, (x.shape, run.training))
-        self._compute(run, x, y)
+        if yt is not None:
+            run.env[self.outputs[0]] = yt = y.transpose(0, 3, 1, 2)
+            self._compute(run, x, yt, y)
+        else:
+            self._compute(run, x, y)
         return True
 
-    def _compute(self, run: Run, x: np.ndarray, given: np.ndarray | None = None) -> None:
+    def _compute(
+        self,
+        run: Run,
+        x: np.ndarray,
+        given: np.ndarray | None = None,
+        given_base: np.ndarray | None = None,
+    ) -> None:
         """The step, resolving its algorithm, weight, epilogue and output (`given`: the output
-        already allocated); its NumPy calls are recorded for `_replay` where they can be."""
+        already allocated, `given_base` its channels-last array when it is a channels-last
+        view); its NumPy calls are recorded for `_replay` where they can be."""
         w = run.get(self.inputs[1])
         out_shape, flops, algo = self._cached_geometry(x.shape, run.training)
         self.ran = algo
@@ -280,8 +293,9 @@ class ConvStep(Step):
         epi = self._epilogue(run, b, x.dtype)  # (a fresh one when there is a residual)
         r = self.residual
         plain = False  # the output in a buffer of its own (not the residual's, not batch-last)
+        base = None  # a channels-last output's (N, H, W, C) array (y: its NCHW view)
         if given is not None:
-            y, plain = given, True
+            y, plain, base = given, True, given_base
         elif (
             self.overwrite
             and run.writable(r)
@@ -307,6 +321,7 @@ class ConvStep(Step):
         ):
             yl = run.alloc(self.outputs[0], (out_shape[0], *out_shape[2:], out_shape[1]), x.dtype)
             y = run.env[self.outputs[0]] = yl.transpose(0, 3, 1, 2)
+            plain, base = True, yl
         else:
             y, plain = run.alloc(self.outputs[0], out_shape, x.dtype), True
         if algo.startswith("winograd") and run.training and not TRAIN_KEEP_WEIGHTS:
@@ -368,9 +383,12 @@ class ConvStep(Step):
             elif _conv.AGAIN not in rec and places is not None:
                 res = None if r is None else run.env[r]
                 self._replayed = False
+                shape, y0, yt = out_shape, y, None
+                if base is not None:  # channels-last: the replay allocates base, sets y
+                    shape, y0, yt = base.shape, base, y
                 self._bound = (
-                    *(x, w, b, res, run.training, run.parallel.workers, out_shape, y),
-                    *(places, tuple(rec), algo, steal),
+                    *(x, w, b, res, run.training, run.parallel.workers, shape, y0),
+                    *(places, tuple(rec), algo, steal, yt),
                 )
             return
         self._convolve(run, algo, x, wp, y, epi, flops)
