@@ -473,7 +473,7 @@ def _zeros(dtype: np.dtype, n: int) -> np.ndarray:
 
 BIND_ALGORITHMS = (
     *("pointwise", "colstack", "im2col", "phasepool-2x2", "phasepool-3x3"),
-    *("winograd-f2", "winograd-f4"),
+    *("winograd-f2", "winograd-f4", "wino3d-f2", "wino3d-f4"),
 )
 """Algorithms whose NumPy calls `conv_chunked` records (`rec`) for a step to replay them bound
 to their arrays (see ConvStep in steps.linear): a batch-1 call is mostly Python that resolves
@@ -813,8 +813,9 @@ def conv_chunked(
         _unbound(rec)
         rec = None
     if algo.startswith("wino3d"):
-        gemm = _split_gemm(split)
-        _winograd3d(4 if algo.endswith("f4") else 2, spec, x, wp, out, epi, scratch, lo, hi, gemm)
+        gemm = _split_gemm(split) if rec is None else _recorded_plain_gemm(rec)
+        m = 4 if algo.endswith("f4") else 2
+        _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, rec)
         return
     if algo.startswith("winograd"):
         gemm = _split_gemm(split) if rec is None else _recorded_plain_gemm(rec)
@@ -2177,7 +2178,9 @@ medians): A^T on 49K columns (video3d's first conv at batch 1) 0.50x the time, B
 786K columns (batch 16) 0.48x both."""
 
 
-def _row_blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+def _row_blocked_matmul(
+    a: np.ndarray, b: np.ndarray, out: np.ndarray, rec: list | None = None
+) -> None:
     """out = a @ b for a (B, R, K) (any strides), b (K, N) small, out (B, R, N) contiguous: in
     blocks of rows of at most SMALL_GEMM_MNK multiply-adds each (a block axis before the
     matrix axes, one np.matmul over the whole blocks, one for the rest), so that OpenBLAS
@@ -2187,34 +2190,42 @@ def _row_blocked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     n = b.shape[1]
     blk = SMALL_GEMM_MNK // max(k * n, 1)
     if r * k * n <= SMALL_GEMM_MNK or blk == 0 or not (BLOCKED_GEMMS or _blocked_gemms()):
-        np.matmul(a, b, out=out)
+        _call(rec, np.matmul, a, b, out=out)
         return
     whole = r // blk
     full = whole * blk
-    np.matmul(
-        a[:, :full].reshape(nb_, whole, blk, k), b, out=out[:, :full].reshape(nb_, whole, blk, n)
+    _call(
+        rec,
+        np.matmul,
+        a[:, :full].reshape(nb_, whole, blk, k),
+        b,
+        out=out[:, :full].reshape(nb_, whole, blk, n),
     )
     if full < r:
-        np.matmul(a[:, full:], b, out=out[:, full:])
+        _call(rec, np.matmul, a[:, full:], b, out=out[:, full:])
 
 
 def _padded_channels_last3(
-    x: np.ndarray, pads: Sequence[int], size: tuple[int, int, int], buf: np.ndarray
+    x: np.ndarray,
+    pads: Sequence[int],
+    size: tuple[int, int, int],
+    buf: np.ndarray,
+    rec: list | None = None,
 ) -> np.ndarray:
     """x (b, C, f, h, w) transposed into `buf` as (b, *size, C), zero borders: `pads` (front,
     top, left, ...) and up to `size` at the ends. Only the borders are written."""
     nb, c, f, h, w = x.shape
     front, top, left = pads[0], pads[1], pads[2]
     xp = buf[: nb * prod(size) * c].reshape(nb, *size, c)
-    xp[:, :front] = 0
-    xp[:, front + f :] = 0
+    _call(rec, _fill, xp[:, :front], 0)
+    _call(rec, _fill, xp[:, front + f :], 0)
     frames = xp[:, front : front + f]
-    frames[:, :, :top] = 0
-    frames[:, :, top + h :] = 0
+    _call(rec, _fill, frames[:, :, :top], 0)
+    _call(rec, _fill, frames[:, :, top + h :], 0)
     rows = frames[:, :, top : top + h]
-    rows[:, :, :, :left] = 0
-    rows[:, :, :, left + w :] = 0
-    np.copyto(rows[:, :, :, left : left + w], x.transpose(0, 2, 3, 4, 1))
+    _call(rec, _fill, rows[:, :, :, :left], 0)
+    _call(rec, _fill, rows[:, :, :, left + w :], 0)
+    _call(rec, np.copyto, rows[:, :, :, left : left + w], x.transpose(0, 2, 3, 4, 1))
     return xp
 
 
@@ -2304,7 +2315,7 @@ def _winograd3d_slots(
     return (c * tp * abs(big), s1, s2, s3, s4)
 
 
-def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
+def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, rec=None) -> None:
     """A kt x 3 x 3 conv (stride 1, undilated, ungrouped) as a 2-D Winograd F(m x m, 3x3) over
     (H, W) with the kt temporal taps stacked in the GEMM's depth:
       Y[:, t] = sum_dt conv2d(X[:, t + dt], w[:, :, dt])
@@ -2369,6 +2380,8 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
         b = 1
     bias = None if epi.bias is None else epi.bias.reshape(mo, 1)
     transform = blocked_matmul if WINOGRAD3D_BLOCKED_TRANSFORMS else np.matmul
+    if rec is not None:
+        transform = _recorded_transform(rec)
     channels_last = (
         c >= WINOGRAD3D_CHANNELS_LAST_MIN and (tf * h * w * it) % WINOGRAD_ALIASED_PLANE_BYTES != 0
     )
@@ -2381,11 +2394,24 @@ def _winograd3d(m, spec, x, wp, out, epi, scratch, lo, hi, gemm) -> None:
                 _winograd3d_chunk(
                     m, spec, x, wp, out, epi, scratch, gemm, transform, bias, channels_last,
                     (n0, n1, f0, f1, r0, min(th, r0 + band)), (to, th, tw, wpad, exact, one_chunk),
+                    rec,
                 )  # fmt: skip
 
 
+def _recorded_transform(rec: list) -> Callable:
+    """`_winograd3d`'s transform(a, b, out) (WINOGRAD3D_BLOCKED_TRANSFORMS), recorded."""
+
+    def transform(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        if WINOGRAD3D_BLOCKED_TRANSFORMS:
+            blocked_matmul(a, b, out, rec)
+        else:
+            _call(rec, np.matmul, a, b, out=out)
+
+    return transform
+
+
 def _winograd3d_chunk(
-    m, spec, x, wp, out, epi, scratch, gemm, transform, bias, channels_last, part, geo
+    m, spec, x, wp, out, epi, scratch, gemm, transform, bias, channels_last, part, geo, rec=None
 ) -> None:
     """`_winograd3d` on images [n0, n1), output frames [f0, f1) and tile rows [r0, r1) (of the
     unpooled conv: output rows [r0 m, r1 m))."""
@@ -2421,32 +2447,33 @@ def _winograd3d_chunk(
     v1 = scratch.take(2, nb * sizes[2], x.dtype)
     x_cols = c * nb * tp * tiles
     if channels_last:  # (b, frames, hp, wpad, C): the gather copies runs of C values
-        xp = _padded_channels_last3(xc, pads[:3], (tp, hp, wpad), buf)
+        xp = _padded_channels_last3(xc, pads[:3], (tp, hp, wpad), buf, rec)
         s = xp.strides
         tiles_view = view(
             xp,
             (nb, tp, th, tw, t, t, c),
             (s[0], s[1], m * s[2], m * s[3], s[2], s[3], s[4]),
         ).transpose(4, 5, 0, 1, 2, 3, 6)
-        np.copyto(d[: t * t * x_cols].reshape(t, t, nb, tp, th, tw, c), tiles_view)
+        _call(rec, np.copyto, d[: t * t * x_cols].reshape(t, t, nb, tp, th, tw, c), tiles_view)
     elif (
         one_chunk
         and tw <= WINOGRAD3D_TAKE_MAX_TILES_ACROSS
         and t * x_cols <= WINOGRAD3D_TAKE_MAX_INDEX
     ):
-        xp = padded(xc, pads, extra, buf)  # (b, C, frames, hp, wpad): gathered by indices
+        # (b, C, frames, hp, wpad): gathered by indices
+        xp = padded(xc, pads, extra, buf, rec=rec)
         flat = xp.reshape(-1)
         idx = _tile_row_index(xp.shape, m, th, tw)
         rows = d[: t * t * x_cols].reshape(t, -1)
         for i in range(t):  # a loop over the tile's rows (t = m + 2 takes)
-            np.take(flat[i * wpad :], idx, out=rows[i], mode="wrap")
+            _call(rec, np.take, flat[i * wpad :], idx, out=rows[i], mode="wrap")
     else:  # (b, C, frames, hp, wpad): runs of tw values
-        xp = padded(xc, pads, extra, buf)
+        xp = padded(xc, pads, extra, buf, rec=rec)
         s = xp.strides
         tiles_view = view(
             xp, (nb, c, tp, th, tw, t, t), (s[0], s[1], s[2], m * s[3], m * s[4], s[3], s[4])
         ).transpose(5, 6, 1, 0, 2, 3, 4)
-        np.copyto(d[: t * t * x_cols].reshape(t, t, c, nb, tp, th, tw), tiles_view)
+        _call(rec, np.copyto, d[: t * t * x_cols].reshape(t, t, c, nb, tp, th, tw), tiles_view)
     d = d[: t * t * x_cols]
     v1 = v1[: t * t * x_cols]
     transform(bt, d.reshape(t, -1), v1.reshape(t, -1))
@@ -2462,23 +2489,24 @@ def _winograd3d_chunk(
         st = (c * nb * tp * tiles, tiles, nb * tp * tiles, tp * tiles, tiles, 1)
     shifted = view(v, (t * t, kt, c, nb, to, tiles), tuple(e * it for e in st))
     sc = scratch.take(2, t * t * kt * c * cols, x.dtype)
-    np.copyto(sc.reshape(t * t, kt, c, nb, to, tiles), shifted)
+    _call(rec, np.copyto, sc.reshape(t * t, kt, c, nb, to, tiles), shifted)
     sc = sc.reshape(t * t, kt * c, cols)
     mx = scratch.take(1, t * t * mo * cols, x.dtype).reshape(t * t, mo, cols)
     rows = _gemm_rows(mo, kt * c * cols) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
     for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
         gemm(wp[:, m0 : m0 + rows], sc, mx[:, m0 : m0 + rows], 0)
     if bias is not None:  # at M's tile position (1, 1): see `_winograd` (A's row 1 is all
-        mx[t + 1] += bias  # ones); Y1's column 1 held m times as many values (video3d@1 0.98x)
+        # ones); Y1's column 1 held m times as many values (video3d@1 0.98x)
+        _call(rec, np.add, mx[t + 1], bias, out=mx[t + 1])
     y_cols = mo * cols
     y1 = scratch.take(2, m * t * y_cols, x.dtype)
     transform(at, mx.reshape(t, -1), y1.reshape(m, -1))
     y = scratch.take(1, m * m * y_cols, x.dtype)
     y1t = y1.reshape(m, t, y_cols).transpose(0, 2, 1)
     if WINOGRAD3D_BLOCKED_TRANSFORMS:
-        _row_blocked_matmul(y1t, at.T, y.reshape(m, y_cols, m))
+        _row_blocked_matmul(y1t, at.T, y.reshape(m, y_cols, m), rec)
     else:
-        np.matmul(y1t, at.T, out=y.reshape(m, y_cols, m))
+        _call(rec, np.matmul, y1t, at.T, out=y.reshape(m, y_cols, m))
     # (b, M, frames, th, m, tw, m)
     yv = y.reshape(m, mo, nb, to, th, tw, m).transpose(2, 1, 3, 4, 0, 5, 6)
     k0, k1 = pool[:2] if pool else (1, 1)
@@ -2493,29 +2521,29 @@ def _winograd3d_chunk(
     if not exact:
         dest = scratch.take(4, nb * mo * to * th * m * tw * m, x.dtype)
         dest = dest.reshape(nb, mo, to, th, m, tw, m)
-        np.copyto(dest, yv)
+        _call(rec, np.copyto, dest, yv)
         ho, wo = yb.shape[3:]  # (a fused pool takes exact tiles only)
         valid = dest.reshape(nb, mo, to, th * m, tw * m)[..., :ho, :wo]
         if res is not None:
-            np.add(valid, res, out=yb)
+            _call(rec, np.add, valid, res, out=yb)
         else:
-            np.copyto(yb, valid)
-        activate(yb, epi.activation)
+            _call(rec, np.copyto, yb, valid)
+        activate(yb, epi.activation, rec)
         return
     if pool:  # the max over the pool's tiles straight from Y (exact tiles)
-        _pool_tiles3d(y.reshape(m, mo, nb, to, th, tw, m), pool, yb, scratch, one_chunk)
-        activate(yb, epi.activation)
+        _pool_tiles3d(y.reshape(m, mo, nb, to, th, tw, m), pool, yb, scratch, one_chunk, rec)
+        activate(yb, epi.activation, rec)
         return
     dest = yb.reshape(nb, mo, to, th, m, tw, m)  # (a view: only axes split)
     if res is not None:
-        np.add(yv, res.reshape(dest.shape), out=dest)
-        activate(yb, epi.activation)
+        _call(rec, np.add, yv, res.reshape(dest.shape), out=dest)
+        activate(yb, epi.activation, rec)
     elif epi.activation and epi.activation[0] == "relu":
-        np.copyto(dest, yv)
-        relu_(yb)
+        _call(rec, np.copyto, dest, yv)
+        relu_(yb, rec=rec)
     else:
-        np.copyto(dest, yv)
-        activate(yb, epi.activation)
+        _call(rec, np.copyto, dest, yv)
+        activate(yb, epi.activation, rec)
 
 
 WINOGRAD3D_POOL_SHIFTED_MAX = True
@@ -2528,7 +2556,12 @@ in, 32K out) 0.58x the time (21.7 vs 37.2 us)."""
 
 
 def _pool_tiles3d(
-    y: np.ndarray, pool: tuple, yb: np.ndarray, scratch: Scratch, shifted: bool = True
+    y: np.ndarray,
+    pool: tuple,
+    yb: np.ndarray,
+    scratch: Scratch,
+    shifted: bool = True,
+    rec: list | None = None,
 ) -> None:
     """yb (b, M, T / kt, H / kh, W / kw) = the max over kt x kh x kw tiles of the conv's output,
     given as Winograd's Y `y` (m, M, b, T, th, tw, m) as its output transform leaves it (tile
@@ -2554,7 +2587,7 @@ def _pool_tiles3d(
     )
     stages = [(k, axis) for k, axis in ((kh, 0), (kt, 3), (kw, 6)) if k > 1]
     if not stages:
-        np.copyto(dst_all, y)
+        _call(rec, np.copyto, dst_all, y)
         return
     cur = y
     for i, (k, axis) in enumerate(stages):  # a loop over the pool's axes
@@ -2564,10 +2597,10 @@ def _pool_tiles3d(
             n = flat.size - k + 1
             # the dead slot: Y1's (2) when Y is `cur` or the first stage's is dead, else Y's
             tmp = scratch.take(1 if len(stages) == 2 else 2, flat.size, y.dtype)
-            np.maximum(flat[:n], flat[1 : n + 1], out=tmp[:n])
+            _call(rec, np.maximum, flat[:n], flat[1 : n + 1], out=tmp[:n])
             for j in range(2, k):  # a loop over the pool window along W
-                np.maximum(tmp[:n], flat[j : n + j], out=tmp[:n])
-            np.copyto(dst_all, tmp.reshape(*shape[:6], shape[6] // k, k)[..., 0])
+                _call(rec, np.maximum, tmp[:n], flat[j : n + j], out=tmp[:n])
+            _call(rec, np.copyto, dst_all, tmp.reshape(*shape[:6], shape[6] // k, k)[..., 0])
             return
         win = cur.reshape(*shape[:axis], shape[axis] // k, k, *shape[axis + 1 :])
         lead = (slice(None),) * (axis + 1)
@@ -2576,9 +2609,9 @@ def _pool_tiles3d(
         else:  # (the first in slot 2, the output transform's dead Y1: no room of its own)
             dshape = (*shape[:axis], shape[axis] // k, *shape[axis + 1 :])
             dst = scratch.take(2 + i, prod(dshape), y.dtype).reshape(dshape)
-        np.maximum(win[(*lead, 0)], win[(*lead, 1)], out=dst)
+        _call(rec, np.maximum, win[(*lead, 0)], win[(*lead, 1)], out=dst)
         for j in range(2, k):  # a loop over the pool window along this axis
-            np.maximum(dst, win[(*lead, j)], out=dst)
+            _call(rec, np.maximum, dst, win[(*lead, j)], out=dst)
         cur = dst
 
 

@@ -70,11 +70,14 @@ def _runs(g: Graph, feeds: dict, order: tuple, mode: str = "inference") -> None:
     assert not _bound(off, mode, convs=False)
 
 
-@pytest.mark.parametrize("name", ["lenet5", "inception_bn", "resnet20", "norms_acts", "vgg_bn"])
+@pytest.mark.parametrize(
+    "name", ["lenet5", "inception_bn", "resnet20", "norms_acts", "vgg_bn", "video3d"]
+)
 def test_suite_models_replay_bound_calls(name):
     """Every algorithm that binds (pointwise, colstack on its own rows and padded, im2col wide
-    and exact with a fused pool, phasepool; Gemm; the pairwise, pairs and tiled pools, one
-    fused in a Concat) at the suite's shapes, batch 1 -> 3 -> 1."""
+    and exact with a fused pool, phasepool, Winograd F(4x4) and F(2x2), wino3d with its fused
+    pools; Gemm; the pairwise, pairs and tiled pools, one fused in a Concat) at the suite's
+    shapes, batch 1 -> 3 -> 1."""
     g = optimize(suite.build(name))[0]
     inp = g.inputs[0]
     shape = g.values[inp].shape
@@ -375,3 +378,52 @@ def _winograd_bound_names(sess: runtime.Session, x: np.ndarray) -> list[str]:
     names = _winograd_bound(sess)
     assert names
     return names
+
+
+def _wino3d_net() -> Graph:
+    """wino3d convs (kt x 3 x 3) on the paths that bind at batch 1: a channels-last gather
+    (32+ channels, planes that do not alias), the NCHW gather by indices (16-24 channels, 3
+    tiles across), cropped tiles (10x10 outputs under F(4x4)), a residual, a bias or none,
+    ReLU, LeakyReLU or no activation, a fused max pool on exact tiles."""
+    net = nn.Network("wino3d_bind", seed=5)
+    x = net.input("x", (None, 36, 5, 12, 12))
+    y1 = nn.ReLU()(nn.Conv(40, 3, padding=(1, 0, 0))(x))  # 5 x 10 x 10
+    y2 = nn.ReLU()(nn.add(y1, nn.Conv(40, 3, padding=1, bias=False)(y1)))
+    y3 = nn.LeakyReLU(0.2)(nn.Conv(16, 3, padding=1)(y2))
+    y4 = nn.ReLU()(nn.Conv(16, 3, padding=(1, 2, 2))(y3))  # 5 x 12 x 12
+    y5 = nn.Conv(24, 3, padding=(1, 0, 0))(y4)  # 5 x 10 x 10
+    y6 = nn.MaxPool((1, 2, 2))(nn.ReLU()(nn.Conv(16, 3, padding=(1, 0, 0))(y5)))  # 8x8 -> 4x4
+    y = nn.Linear(10)(nn.Flatten()(nn.GlobalAvgPool()(y6)))
+    net.output(y, name="out")
+    return net.graph
+
+
+def test_wino3d_convs_replay_bound_calls():
+    """wino3d's bound calls bit-equal to the unbound plan and close to the reference across
+    batch 1 -> 3 -> 1 -> 2 on one session; then a feed mutated in place, a replaced weight
+    and a larger batch on a bound session stay the reference's."""
+    g = optimize(_wino3d_net())[0]
+    rng = np.random.default_rng(29)
+    shape = (36, 5, 12, 12)
+    feeds = {n: {"x": rng.standard_normal((n, *shape)).astype(np.float32)} for n in (1, 2, 3)}
+    _runs(g, feeds, (1, 1, 1, 3, 3, 1, 1, 2, 2, 1, 1))
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    x = feeds[1]["x"].copy()
+
+    def check(feed: np.ndarray, what: str) -> None:
+        _close(sess.run({"x": feed})["out"], ref.run({"x": feed.copy()})["out"], what)
+
+    for k in range(3):
+        check(x, f"bound {k}")
+    plan = sess._fast(training=False, keep_all=False)
+    bound = [s for s in plan.steps if isinstance(s, ConvStep) and s._bound is not None]
+    assert len([s for s in bound if s._bound[10].startswith("wino3d")]) >= 4, bound
+    x[...] = rng.standard_normal(x.shape).astype(np.float32)
+    check(x, "new values in the fed array")
+    conv_w = [p for p in g.params if g.params[p].ndim == 5]
+    g.set_param(conv_w[2], (g.params[conv_w[2]] * -0.5).astype(np.float32))
+    check(x, "a replaced weight")
+    check(x, "a replaced weight, bound again")
+    check(feeds[3]["x"], "batch 3")
+    check(x, "batch 1 after 3")
+    check(x, "batch 1 after 3, bound again")
