@@ -427,3 +427,39 @@ def test_wino3d_convs_replay_bound_calls():
     check(feeds[3]["x"], "batch 3")
     check(x, "batch 1 after 3")
     check(x, "batch 1 after 3, bound again")
+
+
+def test_a_bound_merged_pointwise_sees_replaced_weights():
+    """Inception's merged 1x1 convs (MergedPointwiseStep, its stacked weight checked by the
+    parameters' identity) after binding: a replaced weight, a replaced bias, then the original
+    arrays back (the stack rebuilt twice since the calls were bound): every output is the
+    reference plan's for the parameters then."""
+    g = optimize(suite.build("inception_bn"))[0]
+    inp = g.inputs[0]
+    out = g.outputs[0]
+    x = np.random.default_rng(31).standard_normal((1, *g.values[inp].shape[1:]))
+    x = x.astype(np.float32)
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+
+    def check(what: str) -> None:
+        _close(sess.run({inp: x})[out], ref.run({inp: x})[out], what)
+
+    for k in range(3):
+        check(f"bound {k}")
+    plan = sess._fast(training=False, keep_all=False)
+    merged = [s for s in plan.steps if isinstance(s, fast_linear.MergedPointwiseStep)]
+    assert merged and all(s._bound is not None for s in merged)
+    step = merged[0]
+    w_name = step.weights[-1]
+    b_name = next(b for b in step.biases if b is not None)
+    w0, b0 = g.params[w_name], g.params[b_name]
+    g.set_param(w_name, (w0 * -0.5).astype(np.float32))
+    check("a replaced weight")
+    check("a replaced weight, bound again")
+    g.set_param(b_name, (b0 + 1).astype(np.float32))
+    check("a replaced bias")
+    check("a replaced bias, bound again")
+    g.set_param(w_name, w0)
+    g.set_param(b_name, b0)
+    for k in range(3):
+        check(f"the original arrays back {k}")
