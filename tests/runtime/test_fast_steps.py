@@ -1662,3 +1662,99 @@ def test_norm_pool_fusion_follows_prelu_slopes_and_scales_set_after_compiling():
     got = runtime.Session(g2).run({"x": x})[y2]
     want = runtime.Session(g2, plan="reference").run({"x": x})[y2]
     assert_close(got, want, rtol=1e-5, atol=1e-5, what="spatial slope")
+
+
+@pytest.mark.parametrize(
+    "op, shape, arg, act, act_arg",
+    [
+        ("GroupNormalization", (6, 10, 14), 3, "PRelu", "mixed"),
+        ("InstanceNormalization", (5, 8, 6), None, "Elu", 1.0),  # (a 2 x 2 pool tiles it)
+    ],
+)
+def test_bound_group_norm_reads_parameters_set_between_runs(op, shape, arg, act, act_arg):
+    """`_small_group`'s bound calls read the scale and bias arrays each run and bind again to
+    new ones: batch 1 with scale and bias set (set_param) between runs, to new values, back to
+    old ones, to the same values as new arrays, then a run at batch 2 and back at 1: each output
+    bit-equal to the session without bound calls (BIND_CALLS False: the same operations) and
+    close to the reference plan (the fused norm tests' bound; scales > 0: the affine runs on
+    the pooled values, the path that binds)."""
+    rng = np.random.default_rng(61)
+    g, y = _norm_act_pool_graph(op, shape, arg, act, act_arg, (2, 2), rng, scaled=True)
+    on, off = runtime.Session(g), runtime.Session(g)
+    reference = runtime.Session(g, plan="reference")
+    scale0, bias0 = g.params["scale"], g.params["bias"]
+    bound = 0
+    for k, batch in enumerate((1, 1, 1, 1, 1, 2, 1, 1)):
+        if k in (1, 3):
+            g.set_param("scale", rng.uniform(0.25, 2.0, scale0.shape).astype(np.float32))
+            g.set_param("bias", rng.normal(0.0, 3.0, bias0.shape).astype(np.float32))
+        elif k == 2:
+            g.set_param("scale", scale0)
+            g.set_param("bias", bias0)
+        elif k == 4:  # (the same values, new arrays)
+            g.set_param("scale", g.params["scale"].copy())
+        x = (50.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+        got = on.run({"x": x})[y]
+        fast_base.BIND_CALLS = False
+        try:
+            plain = off.run({"x": x})[y]
+        finally:
+            fast_base.BIND_CALLS = True
+        np.testing.assert_array_equal(got, plain, err_msg=f"run {k}")
+        want = reference.run({"x": x})[y]
+        assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"run {k}")
+        steps = on._fast(training=False, keep_all=False).steps
+        bound += any(getattr(s, "_bound", None) is not None for s in steps)
+    assert bound, "the bound path was never taken: the test would be vacuous"
+
+
+@pytest.mark.parametrize(
+    "shape, act, act_arg",
+    [((4, 6, 8), "LeakyRelu", 0.1), ((4, 6, 8), "Elu", 1.0), ((7,), "PRelu", "mixed")],
+)
+def test_bound_layer_norm_of_one_row(shape, act, act_arg):
+    """`_one_row`'s bound calls (a layer norm over one image whose input and output are pooled
+    values: the same buffers every replayed run): one session at batch 1 -> 1 -> 2 -> 1 -> 1 with
+    scale and bias set (set_param) to new values, back, and to the same values as new arrays
+    between runs; each output bit-equal to the session without bound calls (BIND_CALLS False:
+    the same operations) and close to the reference plan (the fused norm tests' bound)."""
+    rng = np.random.default_rng(62)
+    g = Graph("layer_norm_row")
+    g.add_input("x", (None, *shape), "float32")
+    pshape, attrs = _norm_attrs("LayerNormalization", shape, 1)
+    g.add_param("scale", rng.uniform(0.5, 1.5, pshape).astype(np.float32))
+    g.add_param("bias", rng.normal(0.0, 1.0, pshape).astype(np.float32))
+    g.add_param("k", np.float32(1.5))
+    h = g.add_node("Mul", ["x", "k"], {}, name="pre").outputs[0]  # (a pooled input, not a feed)
+    out = g.add_node("LayerNormalization", [h, "scale", "bias"], attrs, name="norm").outputs[0]
+    node = _activation(g, out, act, act_arg, shape, rng)
+    y = g.add_node("Mul", [node.outputs[0], "k"], {}, name="mul").outputs[0]
+    g.mark_output(y)
+    on, off = runtime.Session(g), runtime.Session(g)
+    reference = runtime.Session(g, plan="reference")
+    scale0, bias0 = g.params["scale"], g.params["bias"]
+    bound = 0
+    for k, batch in enumerate((1, 1, 1, 2, 1, 1, 1)):
+        if k in (1, 4):
+            g.set_param("scale", rng.uniform(0.25, 2.0, scale0.shape).astype(np.float32))
+            g.set_param("bias", rng.normal(0.0, 3.0, bias0.shape).astype(np.float32))
+        elif k == 2:
+            g.set_param("scale", scale0)
+            g.set_param("bias", bias0)
+        elif k == 5:  # (the same values, new arrays)
+            g.set_param("bias", g.params["bias"].copy())
+        x = (50.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+        got = on.run({"x": x})[y]
+        fast_base.BIND_CALLS = False
+        try:
+            plain = off.run({"x": x})[y]
+        finally:
+            fast_base.BIND_CALLS = True
+        np.testing.assert_array_equal(got, plain, err_msg=f"run {k}")
+        want = reference.run({"x": x})[y]
+        assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"run {k}")
+        steps = on._fast(training=False, keep_all=False).steps
+        bound += any(getattr(s, "_row", None) is not None for s in steps)
+    off_steps = off._fast(training=False, keep_all=False).steps
+    assert not any(getattr(s, "_row", None) is not None for s in off_steps)
+    assert bound, "the bound path was never taken: the test would be vacuous"
