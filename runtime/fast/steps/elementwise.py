@@ -13,7 +13,7 @@ import numpy as np
 
 from graphnet.runtime.fast.conv import relu_
 from graphnet.runtime.fast.steps import base as _base
-from graphnet.runtime.fast.steps.base import Run, Step
+from graphnet.runtime.fast.steps.base import Run, Step, may_record, no_record
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 from graphnet.runtime.kernels.normalization import check_batch_statistics
 
@@ -32,6 +32,9 @@ __all__ = [
     "GlobalAveragePoolStep",
     "softmax",
     "row_dots",
+    "pass_calls",
+    "bound_calls",
+    "running_stacked",
 ]
 
 
@@ -233,10 +236,17 @@ class BatchNormStep(Step):
     defer: bool = False
     deferred: tuple | None = None
     _ones: dict = field(default_factory=dict)
+    _bound: tuple | None = None  # train mode, one image: the calls bound to arrays (`_replay`)
+    _no_record: tuple = ()  # (input shape, mode) whose calls are not recorded (`may_record`)
+    _replayed: bool = False  # the bound calls were replayed at least once
+    _stats: tuple = ()  # the running mean and variance arrays this step stored last (bound)
 
     def __call__(self, run: Run) -> None:
         self.deferred = None
         x = run.get(self.inputs[0])
+        bound = self._bound
+        if bound is not None and x is bound[0] and run.training and self._replay(run, x, bound):
+            return
         if run.training and not x.size:
             check_batch_statistics(x)
         params = tuple(map(run.get, self.inputs[1:5]))
@@ -313,6 +323,9 @@ class BatchNormStep(Step):
         dt = x.dtype
         x2, y2 = x.reshape(c, length), y.reshape(c, length)
         if run.training:
+            if fused and self._may_bind(run, x, y):
+                self._bind(run, x, y)
+                return
             w, ones = self._vectors(length, length, dt)
             m = np.matmul(x2, w)  # the shift
             np.subtract(x2, m[:, None], out=y2)
@@ -339,6 +352,87 @@ class BatchNormStep(Step):
             y2 += run.get(self.inputs[5]).reshape(c, length)
         if self.relu and fused:
             relu_(y2)
+
+    def _may_bind(self, run: Run, x: np.ndarray, y: np.ndarray) -> bool:
+        """Whether this train-mode single-image run records its calls bound to its arrays
+        (`_bind`): a replayed run (the arena's arrays are the last replay's), the running
+        statistics both parameters updated here and no statistics outputs, no deferred affine
+        (its choice depends on the values), a float dtype (the float64 arithmetic below),
+        contiguous arrays (their (C, length) views are views, not copies)."""
+        return (
+            _base.BIND_CALLS
+            and run.pool.replaying
+            and x.flags.c_contiguous
+            and y.flags.c_contiguous
+            and (not self.residual or run.get(self.inputs[5]).flags.c_contiguous)
+            and not (self.defer and x.size >= DEFER_MIN_ELEMENTS_SINGLE)
+            and self.state == {1: self.inputs[3], 2: self.inputs[4]}
+            and max(self.outputs[1:], default=-1) < 0
+            and self.outputs[0] not in run.outputs  # (a graph output: a fresh array every run)
+            and x.dtype in (np.float32, np.float64)
+            and may_record(self, (x.shape, True))
+        )
+
+    def _bind(self, run: Run, x: np.ndarray, y: np.ndarray) -> None:
+        """The train-mode single-image BN (`_single_passes`'s, the same operations in the same
+        dtypes: the same bits) as NumPy calls bound to x, y, the parameters and workspaces of
+        this step's own (per-channel vectors, ~1 KB), run now and by the next runs with the
+        same arrays (`_replay`): no per-call Python (see `_vector_calls`)."""
+        c = x.shape[1]
+        length = x.size // c
+        dt = x.dtype
+        x2, y2 = x.reshape(c, length), y.reshape(c, length)
+        scale, bias, mean, var = (run.get(i) for i in self.inputs[1:5])
+        res = run.get(self.inputs[5]) if self.residual else None
+        w, ones = self._vectors(length, length, dt)
+        vec, ws = _vector_calls(c, dt, scale, bias, self.epsilon, self.momentum, length)
+        m, sums, q, st_dt, momenta = ws
+        rec: list = pass_calls(x2, y2, w, ones, m, sums)
+        rec += [
+            *vec,
+            partial(np.multiply, y2, st_dt[0, :, None], y2),
+            partial(np.add, y2, st_dt[1, :, None], y2),
+        ]
+        if res is not None:
+            rec.append(partial(np.add, y2, res.reshape(c, length), y2))
+        self._bound = None
+        bound_calls(rec, length)
+        if self.relu:
+            relu_(y2, rec=rec)  # (run, then recorded)
+        bound = (x, y, scale, bias, res, tuple(rec), q, momenta, length, [(self, 0, c)])
+        running_stacked(run, q, momenta, bound[9])
+        self._bound, self._replayed = bound, False
+
+    def _replay(self, run: Run, x: np.ndarray, bound: tuple) -> bool:
+        """The calls `_bind` bound, again: the same input, scale, bias, residual and output
+        arrays, and the running statistics this step stored last run. False (nothing done)
+        when an input differs; else the step is done (computed afresh into the output it
+        took when that differs)."""
+        _, y0, scale, bias, res = bound[:5]
+        get = run.get
+        inputs = self.inputs
+        mean, var = get(inputs[3]), get(inputs[4])
+        if (
+            get(inputs[1]) is not scale
+            or get(inputs[2]) is not bias
+            or (res is not None and get(inputs[5]) is not res)
+            or self._stats[0] is not mean
+            or self._stats[1] is not var
+        ):
+            return False
+        src = inputs[0]
+        if self.inplace and run.writable(src) and self.outputs[0] not in run.placements:
+            y = run.steal(src, self.outputs[0])
+        else:
+            y = run.alloc(self.outputs[0], x.shape, x.dtype)
+        if y is not y0:  # (e.g. a slice of a graph output's buffer: fresh every run)
+            no_record(self, (x.shape, True))
+            self._normalize(run, x, y, (scale, bias, mean, var))
+            return True
+        bound_calls(bound[5], bound[8])
+        running_stacked(run, bound[6], bound[7], bound[9])
+        self._replayed = True
+        return True
 
     def _deferring(self, s: np.ndarray, t: np.ndarray, dt: np.dtype) -> bool:
         """Whether the affine (and ReLU) waits for the MaxPool reading y (`defer`): every
@@ -494,6 +588,9 @@ class BatchNormGroupStep(BatchNormStep):
     def __call__(self, run: Run) -> None:
         members = self.members
         xs = [run.get(b.inputs[0]) for b in members]
+        bound = self._bound
+        if bound is not None and run.training and self._replay_group(run, xs, bound):
+            return
         x0 = xs[0]
         if (
             not run.training
@@ -506,6 +603,17 @@ class BatchNormGroupStep(BatchNormStep):
             for b in members:
                 b(run)
             return
+        ys = [_member_output(run, b, x) for b, x in zip(members, xs, strict=True)]
+        if self._may_bind_group(run, xs, ys):
+            self._bind_group(run, xs, ys)
+        else:
+            self._grouped(run, xs, ys)
+
+    def _grouped(self, run: Run, xs: list, ys: list) -> None:
+        """Batch 1: each member's passes over its buffers, the per-channel arithmetic once on
+        the members' channels stacked."""
+        members = self.members
+        x0 = xs[0]
         dt = x0.dtype
         length = x0.size // x0.shape[1]
         total = sum(x.shape[1] for x in xs)
@@ -514,13 +622,8 @@ class BatchNormGroupStep(BatchNormStep):
         sums = np.empty((2, total), dt)  # D . 1, D . D
         outs = []
         c0 = 0
-        for b, x in zip(members, xs, strict=True):  # (a loop over the 2-4 members)
+        for b, x, y in zip(members, xs, ys, strict=True):  # (a loop over the 2-4 members)
             c1 = c0 + x.shape[1]
-            src = b.inputs[0]
-            if b.inplace and run.writable(src) and b.outputs[0] not in run.placements:
-                y = run.steal(src, b.outputs[0])
-            else:  # (a channel slice of a Concat's buffer when placed there)
-                y = run.alloc(b.outputs[0], x.shape, dt)
             x2, y2 = x.reshape(-1, length), y.reshape(-1, length)
             mi = m[c0:c1]
             np.matmul(x2, w, out=mi)
@@ -543,6 +646,211 @@ class BatchNormGroupStep(BatchNormStep):
             if b.relu:
                 relu_(y2)
             b._running(run, new[:, c0:c1], ())  # (no statistics outputs: see grouping)
+
+    def _may_bind_group(self, run: Run, xs: list, ys: list) -> bool:
+        """Whether this batch-1 run records its calls bound to its arrays (`_bind_group`; as
+        `BatchNormStep._may_bind`, for every member)."""
+        return (
+            _base.BIND_CALLS
+            and run.pool.replaying
+            and all(x.flags.c_contiguous for x in xs)
+            and all(y.flags.c_contiguous for y in ys)
+            and xs[0].dtype in (np.float32, np.float64)
+            and all(
+                b.state == {1: b.inputs[3], 2: b.inputs[4]}
+                and max(b.outputs[1:], default=-1) < 0
+                and b.outputs[0] not in run.outputs
+                for b in self.members
+            )
+            and may_record(self, (xs[0].shape, True))
+        )
+
+    def _bind_group(self, run: Run, xs: list, ys: list) -> None:
+        """`_grouped` as NumPy calls bound to the members' inputs, outputs, parameters and
+        workspaces of this step's own, run now and replayed by the next runs with the same
+        arrays (`_replay_group`; the same operations in the same dtypes as `_grouped`: the
+        scale and bias stacked in float64 by copies, as the concatenation cast them)."""
+        dt = xs[0].dtype
+        length = xs[0].size // xs[0].shape[1]
+        w, ones = self._vectors(length, length, dt)
+        vec, ws, params, spans = self.vector_calls(run, [x.shape[1] for x in xs], dt, length)
+        m, sums, q, st_dt, momenta = ws
+        rec: list = []
+        rows = []
+        for x, y, (_, c0, c1) in zip(xs, ys, spans, strict=True):  # (over the 2-4 members)
+            x2, y2 = x.reshape(-1, length), y.reshape(-1, length)
+            rec += pass_calls(x2, y2, w, ones, m[c0:c1], sums[:, c0:c1])
+            rows.append(y2)
+        rec += vec
+        self._bound = None
+        done = 0
+        for (b, c0, c1), y2 in zip(spans, rows, strict=True):
+            rec += [
+                partial(np.multiply, y2, st_dt[0, c0:c1, None], y2),
+                partial(np.add, y2, st_dt[1, c0:c1, None], y2),
+            ]
+            if b.relu:
+                bound_calls(rec[done:], length)  # (the calls so far; relu_ runs its own)
+                relu_(y2, rec=rec)
+                done = len(rec)
+        bound_calls(rec[done:], length)
+        bound = (xs, ys, params, tuple(rec), q, momenta, length, spans)
+        running_stacked(run, q, momenta, spans)
+        self._bound, self._replayed = bound, False
+
+    def vector_calls(self, run: Run, channels: list, dt: np.dtype, length: int) -> tuple:
+        """The bound calls of the per-channel arithmetic on the members' channels stacked
+        (`channels`: each member's count; rows of `length`): the members' scale and bias
+        copied into one float64 (2, total) array (as `_grouped`'s concatenation casts them),
+        then `_vector_calls`'s. (calls, ws, params, spans): ws `_vector_calls`'s, params each
+        member's (scale, bias) arrays, spans (member, c0, c1)."""
+        total = sum(channels)
+        sb = np.empty((2, total))  # the members' scale and bias, float64
+        calls: list = []
+        params, spans = [], []
+        c0 = 0
+        for b, c in zip(self.members, channels, strict=True):  # (a loop over the 2-4 members)
+            c1 = c0 + c
+            scale, bias = run.get(b.inputs[1]), run.get(b.inputs[2])
+            calls += [
+                partial(np.copyto, sb[0, c0:c1], scale),
+                partial(np.copyto, sb[1, c0:c1], bias),
+            ]
+            params.append((scale, bias))
+            spans.append((b, c0, c1))
+            c0 = c1
+        vec, ws = _vector_calls(total, dt, sb[0], sb[1], self.epsilon, self.momentum, length)
+        return calls + vec, ws, params, spans
+
+    def _replay_group(self, run: Run, xs: list, bound: tuple) -> bool:
+        """The calls `_bind_group` bound, again (as `BatchNormStep._replay`, for every
+        member): False (nothing done) when an input differs; else the step is done."""
+        bxs, bys, params = bound[:3]
+        get = run.get
+        members = self.members
+        for b, x, bx, (scale, bias) in zip(members, xs, bxs, params, strict=True):
+            stats = b._stats
+            if (
+                x is not bx
+                or get(b.inputs[1]) is not scale
+                or get(b.inputs[2]) is not bias
+                or not stats
+                or get(b.inputs[3]) is not stats[0]
+                or get(b.inputs[4]) is not stats[1]
+            ):
+                return False
+        ys = [_member_output(run, b, x) for b, x in zip(members, xs, strict=True)]
+        if any(y is not by for y, by in zip(ys, bys, strict=True)):  # (see `_replay`)
+            no_record(self, (xs[0].shape, True))
+            self._grouped(run, xs, ys)
+            return True
+        bound_calls(bound[3], bound[6])
+        running_stacked(run, bound[4], bound[5], bound[7])
+        self._replayed = True
+        return True
+
+
+def _member_output(run: Run, b: BatchNormStep, x: np.ndarray) -> np.ndarray:
+    """A grouped BN's output: over its input when it dies here, else allocated (a channel
+    slice of a Concat's buffer when placed there)."""
+    src = b.inputs[0]
+    if b.inplace and run.writable(src) and b.outputs[0] not in run.placements:
+        return run.steal(src, b.outputs[0])
+    return run.alloc(b.outputs[0], x.shape, x.dtype)
+
+
+def pass_calls(
+    x2: np.ndarray, y2: np.ndarray, w: np.ndarray, ones: np.ndarray, m: np.ndarray, sums: np.ndarray
+) -> list:
+    """A train BN's first passes over its (C, length) rows as bound calls: the shift m = x . w,
+    D = x - m into y, the sums D . 1 and D . D into `sums` (2, C) (`_single_passes`'s)."""
+    return [
+        partial(np.matmul, x2, w, m),
+        partial(np.subtract, x2, m[:, None], y2),
+        partial(np.matmul, y2, ones, sums[0]),
+        partial(_VECDOT, y2, y2, out=sums[1])
+        if _VECDOT is not None
+        else partial(np.matmul, y2[:, None, :], y2[:, :, None], out=sums[1, :, None, None]),
+    ]
+
+
+def _vector_calls(
+    total: int,
+    dt: np.dtype,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    eps: float,
+    momentum: float,
+    length: int,
+) -> tuple[list, tuple]:
+    """A train BN's per-channel arithmetic (`BatchNormStep._batch_statistics`: the same float64
+    operations: the same bits) as calls bound to workspaces of its own, for `total` channels
+    of rows of `length`: (calls, ws) with ws = (m, sums, q, st, momenta). m (total,) and sums
+    (2, total), in `dt`, are for `pass_calls` to fill; q (4 * total,) float64 ends as the
+    batch mean and variance times 1 - momentum, then the running ones (`running_stacked`);
+    st (2, total) in `dt`: s and t of y = D * s + t. Few, cheap calls (~0.25 us each on 16-64
+    floats against ~1 us for a mixed float32 / float64 operand or a 2-D one): the float32
+    m and sums cast to float64 in one copy (as the promotions did), the constants as
+    float64 vectors (the same products and sums as the scalars)."""
+    c = total
+    f32 = np.empty(3 * c, dt)  # m, sum of D, sum of D * D
+    f64 = np.empty(3 * c)
+    q = np.empty(4 * c)
+    st = np.empty((2, c))  # s, t (float64)
+    st_dt = np.empty((2, c), dt)
+    m64, tot = f64[:c], f64[c:]
+    r, e2 = tot[:c], tot[c:]  # the means of D and D * D
+    v, s, t = q[c : 2 * c], st[0], st[1]
+    calls = [
+        partial(np.copyto, f64, f32),
+        partial(np.multiply, tot, np.full(2 * c, 1.0 / length), tot),
+        partial(np.add, r, m64, q[:c]),  # the batch mean m + r
+        partial(np.multiply, r, r, v),
+        partial(np.subtract, e2, v, v),
+        partial(np.maximum, v, 0.0, out=v),  # the biased variance
+        partial(np.add, v, np.full(c, eps), s),
+        partial(np.sqrt, s, s),
+        partial(np.divide, scale, s, s),
+        partial(np.multiply, r, s, t),
+        partial(np.subtract, bias, t, t),  # y = (D - r) * s + B
+        partial(np.copyto, st_dt, st),
+        partial(np.multiply, q[: 2 * c], np.full(2 * c, 1.0 - momentum), q[: 2 * c]),
+    ]
+    ws = (f32[:c], f32[c:].reshape(2, c), q, st_dt, np.full(2 * c, momentum))
+    return calls, ws
+
+
+def running_stacked(run: Run, q: np.ndarray, momenta: np.ndarray, spans: list) -> None:
+    """After a BN's or a group's bound calls (`_vector_calls`): each member's running
+    statistics (`spans`: (member, c0, c1), its channels of the stacked q) blended in, as the
+    plain kernel: momentum * running (float64) + (1 - momentum) * batch, and stored as new
+    arrays (`BatchNormStep._running`) in graph order."""
+    c = len(q) // 4
+    params = run.params
+    for b, c0, c1 in spans:
+        np.copyto(q[2 * c + c0 : 2 * c + c1], params[b.state[1]])
+        np.copyto(q[3 * c + c0 : 3 * c + c1], params[b.state[2]])
+    np.multiply(q[2 * c :], momenta, q[2 * c :])
+    np.add(q[: 2 * c], q[2 * c :], q[: 2 * c])
+    new = q[: 2 * c].reshape(2, c)
+    for b, c0, c1 in spans:
+        b._running(run, new[:, c0:c1], ())  # (no statistics outputs: see the binds)
+        b._stats = (params[b.state[1]], params[b.state[2]])
+
+
+def bound_calls(calls: Any, length: int) -> None:
+    """A BN step's bound calls, NumPy's ufunc buffer at the row length for rows of `length`
+    (see `BatchNormStep._single`)."""
+    if UNBUFFERED_MIN_ROW <= length < np.getbufsize():
+        old = np.setbufsize(length - length % 16)
+        try:
+            for call in calls:  # a loop over the step's NumPy calls
+                call()
+        finally:
+            np.setbufsize(old)
+    else:
+        for call in calls:
+            call()
 
 
 def least(a: np.ndarray) -> float:

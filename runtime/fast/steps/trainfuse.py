@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from graphnet.runtime.fast.conv import Epilogue, conv_chunked, relu_
-from graphnet.runtime.fast.steps.base import Run, Step
+from graphnet.runtime.fast.conv import AGAIN, Epilogue, conv_chunked, relu_
+from graphnet.runtime.fast.steps import base as _base
+from graphnet.runtime.fast.steps import linear as _linear
+from graphnet.runtime.fast.steps.base import Run, Step, TakeLog, may_record, retaken
 from graphnet.runtime.fast.steps.elementwise import (
     UNBUFFERED_MIN_ROW,
     BatchNormGroupStep,
     BatchNormStep,
+    bound_calls,
+    pass_calls,
     row_dots,
+    running_stacked,
 )
 from graphnet.runtime.fast.steps.linear import MERGED_SCRATCH_SLOT, MergedPointwiseStep
 from graphnet.runtime.fast.steps.pool import MaxPoolStep
@@ -47,10 +53,17 @@ class ConvBatchNormStep(Step):
     conv: Any = None  # the MergedPointwiseStep
     group: Any = None  # the BatchNormGroupStep of its outputs
 
+    _bound: tuple | None = None  # batch 1: the calls bound to their arrays (`_replay`)
+    _no_record: tuple = ()  # (input shape, mode) whose calls are not recorded (`may_record`)
+    _replayed: bool = False  # the bound calls were replayed at least once
+
     def __call__(self, run: Run) -> None:
         conv: MergedPointwiseStep = self.conv
         group: BatchNormGroupStep = self.group
         x = run.get(conv.inputs[0])
+        bound = self._bound
+        if bound is not None and x is bound[0] and run.training and self._replay(run, bound):
+            return
         if not run.training or x.shape[0] != 1 or not x.size:
             conv(run)
             group(run)
@@ -60,11 +73,17 @@ class ConvBatchNormStep(Step):
         dt = x.dtype
         wp, b = conv.stacked(run, dt)
         scratch = run.parallel.scratch[0]
+        record = self._may_bind(run, x)
+        sc = TakeLog(scratch) if record else scratch
+        rec: list | None = [] if record else None
         total, length = out_shape[1], math.prod(out_shape[2:])
-        z = scratch.take(MERGED_SCRATCH_SLOT, total * length, dt).reshape(out_shape)
-        conv_chunked("pointwise", conv.spec, x, wp, z, Epilogue(bias=b), scratch)
+        z = sc.take(MERGED_SCRATCH_SLOT, total * length, dt).reshape(out_shape)
+        conv_chunked("pointwise", conv.spec, x, wp, z, Epilogue(bias=b), sc, rec=rec)  # type: ignore[arg-type]
         z2 = z.reshape(total, length)
-        if UNBUFFERED_MIN_ROW <= length < np.getbufsize():  # (never above a lean run's)
+        places = sc.places() if isinstance(sc, TakeLog) else None
+        if rec is not None and None not in rec and AGAIN not in rec and places is not None:
+            self._bind(run, x, wp, z, length, rec, places)
+        elif UNBUFFERED_MIN_ROW <= length < np.getbufsize():  # (never above a lean run's)
             old = np.setbufsize(length - length % 16)  # (see BatchNormStep._single)
             try:
                 self._normalize(run, z2, length)
@@ -72,11 +91,100 @@ class ConvBatchNormStep(Step):
                 np.setbufsize(old)
         else:
             self._normalize(run, z2, length)
+        self._copy_out(run, z)
+
+    def _copy_out(self, run: Run, z: np.ndarray) -> None:
+        """Each BN's channels of the normalized Z into its output."""
         c0 = 0
-        for bn, c in zip(group.members, conv.channels, strict=True):  # (2-4 members)
-            y = run.alloc(bn.outputs[0], (1, c, *out_shape[2:]), dt)
+        for bn, c in zip(self.group.members, self.conv.channels, strict=True):  # (2-4 members)
+            y = run.alloc(bn.outputs[0], (1, c, *z.shape[2:]), z.dtype)
             np.copyto(y, z[:, c0 : c0 + c])
             c0 += c
+
+    def _may_bind(self, run: Run, x: np.ndarray) -> bool:
+        """Whether this batch-1 run records its calls bound to their arrays (`_bind`): a
+        replayed run, the members' running statistics parameters updated here (no statistics
+        outputs), a float dtype, the prepared weights kept between runs."""
+        return (
+            _base.BIND_CALLS
+            and run.pool.replaying
+            and _linear.TRAIN_KEEP_WEIGHTS
+            and x.dtype in (np.float32, np.float64)
+            and all(
+                b.state == {1: b.inputs[3], 2: b.inputs[4]} and max(b.outputs[1:], default=-1) < 0
+                for b in self.group.members
+            )
+            and may_record(self, (x.shape, True))
+        )
+
+    def _bind(
+        self,
+        run: Run,
+        x: np.ndarray,
+        wp: np.ndarray,
+        z: np.ndarray,
+        length: int,
+        rec: list,
+        places: tuple,
+    ) -> None:
+        """`_normalize` as NumPy calls bound to Z (the scratch region the conv's recorded
+        calls wrote it in), the members' parameters and workspaces of this step's own (the same
+        operations in the same dtypes: `BatchNormGroupStep._bind_group`), run now; the conv's
+        calls `rec` and these are replayed by the next runs with the same arrays (`_replay`).
+        The copies into the outputs stay unbound (after the running statistics, as here)."""
+        group: BatchNormGroupStep = self.group
+        dt = z.dtype
+        z2 = z.reshape(-1, length)
+        w, ones = group._vectors(length, length, dt)
+        channels = list(self.conv.channels)
+        vec, ws, params, spans = group.vector_calls(run, channels, dt, length)
+        m, sums, q, st_dt, momenta = ws
+        calls = pass_calls(z2, z2, w, ones, m, sums)
+        calls += [
+            *vec,
+            partial(np.multiply, z2, st_dt[0, :, None], z2),
+            partial(np.add, z2, st_dt[1, :, None], z2),
+        ]
+        self._bound = None
+        bound_calls(calls, length)
+        relus = [b.relu for b, _, _ in spans]
+        if all(relus):
+            relu_(z2, rec=calls)  # (run, then recorded)
+        else:
+            for b, c0, c1 in spans:
+                if b.relu:
+                    relu_(z2[c0:c1], rec=calls)
+        running_stacked(run, q, momenta, spans)
+        bound = (x, wp, params, places, (*rec, *calls), q, momenta, length, spans, z)
+        self._bound, self._replayed = bound, False
+
+    def _replay(self, run: Run, bound: tuple) -> bool:
+        """The calls `_bind` bound, again: the same input, prepared weights, members' scale and
+        bias, the running statistics they stored last run, and scratch region. False (nothing
+        done) when one differs; else the step is done."""
+        _, wp, params, places, calls, q, momenta, length, spans, z = bound
+        conv: MergedPointwiseStep = self.conv
+        if conv.stacked(run, z.dtype)[0] is not wp:
+            return False
+        get = run.get
+        for (b, _, _), (scale, bias) in zip(spans, params, strict=True):
+            stats = b._stats
+            if (
+                get(b.inputs[1]) is not scale
+                or get(b.inputs[2]) is not bias
+                or not stats
+                or get(b.inputs[3]) is not stats[0]
+                or get(b.inputs[4]) is not stats[1]
+            ):
+                return False
+        if not retaken(run.parallel.scratch[0], places):
+            return False
+        conv.ran = "pointwise"
+        bound_calls(calls, length)
+        running_stacked(run, q, momenta, spans)
+        self._copy_out(run, z)
+        self._replayed = True
+        return True
 
     def _normalize(self, run: Run, z2: np.ndarray, length: int) -> None:
         """The group's train-mode BN of the stacked (channels, pixels) matrix z2, in place

@@ -1,0 +1,204 @@
+"""Train-mode BatchNorm steps replaying their NumPy calls bound to their arrays
+(`BatchNormStep._bind` / `_replay`, see `steps.base.BIND_CALLS`): a single-image BN records its
+calls in a replayed run, and the next runs with the same input, scale, bias, residual and output
+arrays (and the running statistics it stored itself) replay them.
+
+Oracles: the same plan without binding (BIND_CALLS False: the same float operations in the same
+dtypes, so outputs and running statistics are equal bit for bit), the reference plan (plain
+kernels: another summation order; the bound of the train BN tests) and, through the reference,
+the float64 formula those tests check. One session runs batch 1 -> 3 -> 1 -> 2 -> 1 (two arenas:
+bound arrays meet other arrays and must compute afresh), each copy of the graph starting from the
+same parameters and carrying its own running statistics from run to run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphnet import runtime
+from graphnet.bench import suite
+from graphnet.ir import Graph
+from graphnet.runtime.fast.steps import BatchNormStep
+from graphnet.runtime.fast.steps import base as fast_base
+from tests.helpers import assert_close
+
+ORDER = (1, 1, 1, 3, 1, 1, 2, 1, 1)
+
+
+def _net(hw: tuple[int, int], channels: int = 6, seed: int = 3) -> Graph:
+    """x (N, 3, H, W) -> conv 3x3 -> BN -> Relu (r1) -> conv 3x3 -> BN -> Add r1 -> Relu ->
+    conv 1x1 -> BN -> MaxPool 2x2 (the output). Momentum 0.8, epsilon 1e-3, the statistics far
+    from the initial running ones."""
+    rng = np.random.default_rng(seed)
+    g = Graph("bn_bind")
+    g.add_input("x", (None, 3, *hw))
+    y, r1 = "x", ""
+    for k, (cin, ks) in enumerate(((3, 3), (channels, 3), (channels, 1))):
+        g.add_param(f"w{k}", (rng.standard_normal((channels, cin, ks, ks)) / ks).astype(np.float32))
+        pad = ks // 2
+        y = g.add_node("Conv", [y, f"w{k}"], {"pads": [pad] * 4}, name=f"conv{k}").outputs[0]
+        for p, arr in (
+            ("scale", rng.uniform(0.5, 1.5, channels)),
+            ("B", rng.normal(0.0, 1.0, channels)),
+            ("mean", rng.normal(0.0, 1.0, channels)),
+            ("var", rng.uniform(0.5, 2.0, channels)),
+        ):
+            g.add_param(f"bn{k}.{p}", arr.astype(np.float32))
+        bn = [y, *(f"bn{k}.{p}" for p in ("scale", "B", "mean", "var"))]
+        attrs = {"epsilon": 1e-3, "momentum": 0.8}
+        y = g.add_node("BatchNormalization", bn, attrs, name=f"bn{k}").outputs[0]
+        if k == 1:
+            y = g.add_node("Add", [y, r1], {}, name="add").outputs[0]
+        if k < 2:
+            y = g.add_node("Relu", [y], {}, name=f"relu{k}").outputs[0]
+        r1 = r1 or y
+    attrs = {"kernel_shape": [2, 2], "strides": [2, 2]}
+    g.mark_output(g.add_node("MaxPool", [y], attrs, name="pool").outputs[0])
+    return g
+
+
+def _run(sess: runtime.Session, feeds: dict, bind: bool) -> dict:
+    fast_base.BIND_CALLS = bind
+    try:
+        return sess.run(feeds, mode="train")
+    finally:
+        fast_base.BIND_CALLS = True
+
+
+def _replayed(sess: runtime.Session) -> list[str]:
+    plan = sess._fast(training=True, keep_all=False)
+    return [
+        s.name
+        for s in plan.steps
+        if isinstance(s, BatchNormStep) and s._bound is not None and s._replayed
+    ]
+
+
+def _check_equal(graphs: list[Graph], got: list[dict], what: str) -> None:
+    """The bound session's outputs and parameters equal the unbound one's, bit for bit."""
+    for o in got[0]:
+        np.testing.assert_array_equal(got[0][o], got[1][o], err_msg=f"{what} {o}")
+    for p, arr in graphs[0].params.items():
+        np.testing.assert_array_equal(arr, graphs[1].params[p], err_msg=f"{what} {p}")
+
+
+@pytest.mark.parametrize("hw", [(5, 7), (23, 25), (16, 16)])
+@pytest.mark.parametrize("offset", [0.0, 30.0])
+def test_bound_batchnorms_equal_unbound_and_reference(hw, offset):
+    """Rows of 35 elements, of 575 (the unbuffered passes) and a power of two; data near and far
+    from zero. Bound vs unbound bit for bit; vs the reference plan: Y ~ 1 after each BN, the
+    convs' float32 sums of <= 54 products of size ~|offset| round to ~1e-7 of it (3e-6 at
+    offset 30, against channel stds ~0.5-2), the corrected two-pass statistics keep ~1e-6 of Y
+    and the blend of the float64 running statistics ~1e-7 of them: 1e-5 + 2e-7 * offset."""
+    graphs = [_net(hw) for _ in range(3)]
+    on, off = runtime.Session(graphs[0]), runtime.Session(graphs[1])
+    ref = runtime.Session(graphs[2], plan="reference")
+    tol = 1e-5 + 2e-7 * offset
+    rng = np.random.default_rng(hw[0])
+    for k, n in enumerate(ORDER):
+        feeds = {"x": (offset + rng.standard_normal((n, 3, *hw))).astype(np.float32)}
+        got = [_run(on, feeds, True), _run(off, feeds, False)]
+        want = ref.run(feeds, mode="train")
+        what = f"run {k} batch {n}"
+        _check_equal(graphs, got, what)
+        for o in want:
+            assert_close(got[0][o], want[o], rtol=1e-4, atol=tol * 10, what=f"{what} {o}")
+        for p, arr in graphs[2].params.items():
+            assert_close(graphs[0].params[p], arr, rtol=1e-5, atol=tol, what=f"{what} {p}")
+    assert len(_replayed(on)) == 3, "the BNs did not replay: the test would be vacuous"
+
+
+def test_suite_resnet20_bound_equals_unbound():
+    """ResNet-20's 21 train BNs (residual Adds and ReLUs fused, 1024-element rows unbuffered)
+    replay at batch 1; outputs and running statistics bit for bit across 1 -> 3 -> 1."""
+    graphs = [suite.build("resnet20") for _ in range(2)]
+    on, off = runtime.Session(graphs[0]), runtime.Session(graphs[1])
+    inp = graphs[0].inputs[0]
+    rng = np.random.default_rng(5)
+    for k, n in enumerate((1, 1, 1, 3, 1, 1)):
+        feeds = {inp: rng.standard_normal((n, 3, 32, 32)).astype(np.float32)}
+        got = [_run(on, feeds, True), _run(off, feeds, False)]
+        _check_equal(graphs, got, f"run {k} batch {n}")
+    assert len(_replayed(on)) >= 20
+
+
+def test_a_bound_batchnorm_sees_new_parameters_and_feeds():
+    """After the calls are bound: a new scale (`set_param`), a running mean edited in place, the
+    fed array edited in place, a new feed array, a rejected feed: each run equals the unbound
+    session's under the same changes, bit for bit."""
+    hw = (9, 11)
+    graphs = [_net(hw, channels=5, seed=8) for _ in range(2)]
+    sessions = [runtime.Session(g) for g in graphs]
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 3, *hw)).astype(np.float32)
+    feeds = [{"x": x}, {"x": x.copy()}]
+
+    def check(what: str) -> None:
+        got = [_run(s, f, b) for s, f, b in zip(sessions, feeds, (True, False), strict=True)]
+        _check_equal(graphs, got, what)
+
+    for k in range(3):
+        check(f"bound {k}")
+    assert len(_replayed(sessions[0])) == 3
+    new = rng.uniform(0.5, 1.5, 5).astype(np.float32)
+    for g in graphs:
+        g.set_param("bn1.scale", new.copy())
+    check("a new scale")
+    check("a new scale, bound again")
+    for g in graphs:
+        g.params["bn0.mean"][...] = 3.0  # (the array the BN stored last run)
+    check("a running mean edited in place")
+    y = rng.standard_normal(x.shape).astype(np.float32)
+    for f in feeds:
+        f["x"][...] = y
+    check("the fed array edited in place")
+    for f in feeds:
+        f["x"] = (y + 1.0).astype(np.float32)
+    check("a new feed array")
+    check("a new feed array again")
+    for s, f, b in zip(sessions, feeds, (True, False), strict=True):
+        with pytest.raises(Exception):  # noqa: B017,PT011 - whichever error the check raises
+            _run(s, {"x": f["x"][:, :2]}, b)
+    check("after a rejected feed")
+    check("after a rejected feed, bound again")
+    assert len(_replayed(sessions[0])) == 3
+
+
+@pytest.mark.parametrize(
+    ("hw", "stride", "relus"),
+    [
+        ((5, 7), 1, (True, True, False)),  # ConvBatchNormStep: per-member ReLUs on Z's rows
+        ((24, 23), 1, (True, True, True)),  # one ReLU over Z, 552-element rows (unbuffered)
+        ((5, 7), 2, (True, True, False)),  # BatchNormGroupStep
+        ((47, 45), 2, (False, True, True)),  # 24 x 23 = 552-element rows
+    ],
+)
+def test_bound_grouped_batchnorms_equal_unbound(hw, stride, relus):
+    """An Inception-like block's BNs grouped (stride 2) or fused with their merged 1x1 convs
+    (stride 1) replay their calls at batch 1 (the fused step reads the feed: one array per batch
+    size, new values written into it); outputs and running statistics equal the unbound
+    session's bit for bit across 1 -> 3 -> 1 -> 2 -> 1, and stay close to the reference plan's
+    (the group tests' bound: Y ~ 1, float32 sums of 6 products)."""
+    from graphnet.runtime.fast.steps import BatchNormGroupStep
+    from graphnet.runtime.fast.steps.trainfuse import ConvBatchNormStep
+    from tests.runtime.test_fast_train_bn_group import _block, _feeds
+
+    graphs = [_block(hw, stride, relus) for _ in range(3)]
+    for g in graphs:  # (the Concat no graph output: its buffer, the BNs' outputs, pooled)
+        g.outputs = [g.add_node("Relu", [g.outputs[0]], {}, name="last").outputs[0]]
+    on, off = runtime.Session(graphs[0]), runtime.Session(graphs[1])
+    ref = runtime.Session(graphs[2], plan="reference")
+    kind = ConvBatchNormStep if stride == 1 else BatchNormGroupStep
+    (step,) = [s for s in on._fast(training=True, keep_all=False).steps if isinstance(s, kind)]
+    fed: dict[int, dict] = {}  # one array per batch size, new values written into it
+    for k, n in enumerate(ORDER):
+        feeds = fed.setdefault(n, _feeds(n, hw, 0.0, seed=k))
+        feeds["x"][...] = _feeds(n, hw, 0.0, seed=k)["x"]
+        got = [_run(on, feeds, True), _run(off, feeds, False)]
+        _check_equal(graphs, got, f"run {k} batch {n}")
+        want = ref.run(feeds, mode="train")
+        for o in want:
+            assert_close(got[0][o], want[o], rtol=1e-5, atol=2e-5, what=f"run {k} {o}")
+        for p, arr in graphs[2].params.items():
+            assert_close(graphs[0].params[p], arr, rtol=1e-5, atol=2e-5, what=f"run {k} {p}")
+    assert step._bound is not None and step._replayed, "no replay: the test would be vacuous"
