@@ -202,3 +202,49 @@ def test_bound_grouped_batchnorms_equal_unbound(hw, stride, relus):
         for p, arr in graphs[2].params.items():
             assert_close(graphs[0].params[p], arr, rtol=1e-5, atol=2e-5, what=f"run {k} {p}")
     assert step._bound is not None and step._replayed, "no replay: the test would be vacuous"
+
+
+@pytest.mark.parametrize(("hw", "offset"), [((5, 7), 0.0), ((24, 23), 50.0)])
+def test_a_bound_batchnorm_matches_float64(hw, offset):
+    """x (the feed: one array, new values written into it each run) -> BN -> Relu -> MaxPool:
+    the bound BN's output and running statistics against the float64 formula run after run
+    (each from the running statistics the last run stored). Tolerances: the corrected
+    two-pass statistics keep ~1e-6 of Y ~ 1 whatever the offset (the float32 x itself is
+    exact here); the running mean ~ offset, blended in float64 and rounded to float32:
+    1e-6 relative; the variance ~1."""
+    c = 5
+    rng = np.random.default_rng(1)
+    g = Graph("bn_feed")
+    g.add_input("x", (None, c, *hw))
+    start = {
+        "scale": rng.uniform(0.5, 1.5, c),
+        "B": rng.normal(0.0, 1.0, c),
+        "mean": rng.normal(0.0, 1.0, c),
+        "var": rng.uniform(0.5, 2.0, c),
+    }
+    for p, arr in start.items():
+        g.add_param(f"bn.{p}", arr.astype(np.float32))
+    attrs = {"epsilon": 1e-3, "momentum": 0.8}
+    y = g.add_node("BatchNormalization", ["x", *(f"bn.{p}" for p in start)], attrs, name="bn")
+    r = g.add_node("Relu", [y.outputs[0]], {}, name="relu").outputs[0]
+    pool = {"kernel_shape": [2, 2], "strides": [2, 2]}
+    g.mark_output(g.add_node("MaxPool", [r], pool, name="pool").outputs[0])
+    sess = runtime.Session(g)
+    x = np.empty((1, c, *hw), np.float32)
+    for k in range(6):
+        x[...] = offset + rng.standard_normal(x.shape) * rng.uniform(0.5, 2.0, (1, c, 1, 1))
+        old = {p: g.params[f"bn.{p}"].astype(np.float64) for p in ("mean", "var")}
+        got = sess.run({"x": x}, mode="train")[g.outputs[0]]
+        x64 = x.astype(np.float64)
+        mu, var = x64.mean(axis=(0, 2, 3)), x64.var(axis=(0, 2, 3))
+        col = (slice(None), None, None)
+        scale, bias = (g.params[f"bn.{p}"].astype(np.float64) for p in ("scale", "B"))
+        want = np.maximum((x64 - mu[col]) / np.sqrt(var[col] + 1e-3) * scale[col] + bias[col], 0)
+        n, _, h, w = want.shape
+        want = want[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2)
+        assert_close(got, want.max(axis=(3, 5)), rtol=1e-5, atol=1e-5, what=f"run {k} Y")
+        for p, stat in (("mean", mu), ("var", var)):
+            blended = 0.8 * old[p] + 0.2 * stat
+            assert_close(g.params[f"bn.{p}"], blended, rtol=1e-6, atol=1e-6, what=f"run {k} {p}")
+    (bn,) = [s for s in sess._fast(training=True, keep_all=False).steps if s.name == "bn"]
+    assert bn._bound is not None and bn._replayed, "no replay: the test would be vacuous"

@@ -35,6 +35,7 @@ __all__ = [
     "pass_calls",
     "bound_calls",
     "running_stacked",
+    "running_tail",
 ]
 
 
@@ -399,8 +400,9 @@ class BatchNormStep(Step):
         bound_calls(rec, length)
         if self.relu:
             relu_(y2, rec=rec)  # (run, then recorded)
-        bound = (x, y, scale, bias, res, tuple(rec), q, momenta, length, [(self, 0, c)])
-        running_stacked(run, q, momenta, bound[9])
+        tail = running_tail(q, momenta, [(self, 0, c)])
+        bound = (x, y, scale, bias, res, tuple(rec), tail, length)
+        running_stacked(run, tail)
         self._bound, self._replayed = bound, False
 
     def _replay(self, run: Run, x: np.ndarray, bound: tuple) -> bool:
@@ -429,8 +431,8 @@ class BatchNormStep(Step):
             no_record(self, (x.shape, True))
             self._normalize(run, x, y, (scale, bias, mean, var))
             return True
-        bound_calls(bound[5], bound[8])
-        running_stacked(run, bound[6], bound[7], bound[9])
+        bound_calls(bound[5], bound[7])
+        running_stacked(run, bound[6])
         self._replayed = True
         return True
 
@@ -694,8 +696,9 @@ class BatchNormGroupStep(BatchNormStep):
                 relu_(y2, rec=rec)
                 done = len(rec)
         bound_calls(rec[done:], length)
-        bound = (xs, ys, params, tuple(rec), q, momenta, length, spans)
-        running_stacked(run, q, momenta, spans)
+        tail = running_tail(q, momenta, spans)
+        bound = (xs, ys, params, tuple(rec), tail, length)
+        running_stacked(run, tail)
         self._bound, self._replayed = bound, False
 
     def vector_calls(self, run: Run, channels: list, dt: np.dtype, length: int) -> tuple:
@@ -744,8 +747,8 @@ class BatchNormGroupStep(BatchNormStep):
             no_record(self, (xs[0].shape, True))
             self._grouped(run, xs, ys)
             return True
-        bound_calls(bound[3], bound[6])
-        running_stacked(run, bound[4], bound[5], bound[7])
+        bound_calls(bound[3], bound[5])
+        running_stacked(run, bound[4])
         self._replayed = True
         return True
 
@@ -820,22 +823,35 @@ def _vector_calls(
     return calls, ws
 
 
-def running_stacked(run: Run, q: np.ndarray, momenta: np.ndarray, spans: list) -> None:
-    """After a BN's or a group's bound calls (`_vector_calls`): each member's running
-    statistics (`spans`: (member, c0, c1), its channels of the stacked q) blended in, as the
-    plain kernel: momentum * running (float64) + (1 - momentum) * batch, and stored as new
-    arrays (`BatchNormStep._running`) in graph order."""
+def running_tail(q: np.ndarray, momenta: np.ndarray, spans: list) -> tuple:
+    """What `running_stacked` needs, made once at binding: the views of q (`_vector_calls`)
+    and, per member of `spans` ((member, c0, c1): its channels), its statistics' parameter
+    names, its rows of q for them and its (2, channels) view of the new statistics."""
     c = len(q) // 4
-    params = run.params
-    for b, c0, c1 in spans:
-        np.copyto(q[2 * c + c0 : 2 * c + c1], params[b.state[1]])
-        np.copyto(q[3 * c + c0 : 3 * c + c1], params[b.state[2]])
-    np.multiply(q[2 * c :], momenta, q[2 * c :])
-    np.add(q[: 2 * c], q[2 * c :], q[: 2 * c])
     new = q[: 2 * c].reshape(2, c)
-    for b, c0, c1 in spans:
-        b._running(run, new[:, c0:c1], ())  # (no statistics outputs: see the binds)
-        b._stats = (params[b.state[1]], params[b.state[2]])
+    rows = [
+        (b, b.state[1], b.state[2], q[2 * c + c0 : 2 * c + c1], q[3 * c + c0 : 3 * c + c1])
+        + (new[:, c0:c1],)
+        for b, c0, c1 in spans
+    ]
+    return q[2 * c :], q[: 2 * c], momenta, rows
+
+
+def running_stacked(run: Run, tail: tuple) -> None:
+    """After a BN's or a group's bound calls (`_vector_calls`): each member's running
+    statistics blended in, as the plain kernel: momentum * running (float64) + (1 - momentum)
+    * batch, and stored as new arrays (`BatchNormStep._running`) in graph order (`tail`:
+    `running_tail`'s views)."""
+    old, new, momenta, rows = tail
+    params = run.params
+    for _, mean, var, to_mean, to_var, _ in rows:
+        np.copyto(to_mean, params[mean])
+        np.copyto(to_var, params[var])
+    np.multiply(old, momenta, old)
+    np.add(new, old, new)
+    for b, mean, var, _, _, stats in rows:
+        b._running(run, stats, ())  # (no statistics outputs: see the binds)
+        b._stats = (params[mean], params[var])
 
 
 def bound_calls(calls: Any, length: int) -> None:

@@ -29,6 +29,7 @@ from graphnet.runtime.fast.steps.elementwise import (
     pass_calls,
     row_dots,
     running_stacked,
+    running_tail,
 )
 from graphnet.runtime.fast.steps.linear import MERGED_SCRATCH_SLOT, MergedPointwiseStep
 from graphnet.runtime.fast.steps.pool import MaxPoolStep
@@ -154,15 +155,16 @@ class ConvBatchNormStep(Step):
             for b, c0, c1 in spans:
                 if b.relu:
                     relu_(z2[c0:c1], rec=calls)
-        running_stacked(run, q, momenta, spans)
-        bound = (x, wp, params, places, (*rec, *calls), q, momenta, length, spans, z)
+        tail = running_tail(q, momenta, spans)
+        running_stacked(run, tail)
+        bound = (x, wp, params, places, (*rec, *calls), tail, length, spans, z)
         self._bound, self._replayed = bound, False
 
     def _replay(self, run: Run, bound: tuple) -> bool:
         """The calls `_bind` bound, again: the same input, prepared weights, members' scale and
         bias, the running statistics they stored last run, and scratch region. False (nothing
         done) when one differs; else the step is done."""
-        _, wp, params, places, calls, q, momenta, length, spans, z = bound
+        _, wp, params, places, calls, tail, length, spans, z = bound
         conv: MergedPointwiseStep = self.conv
         if conv.stacked(run, z.dtype)[0] is not wp:
             return False
@@ -181,7 +183,7 @@ class ConvBatchNormStep(Step):
             return False
         conv.ran = "pointwise"
         bound_calls(calls, length)
-        running_stacked(run, q, momenta, spans)
+        running_stacked(run, tail)
         self._copy_out(run, z)
         self._replayed = True
         return True
