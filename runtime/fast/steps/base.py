@@ -31,12 +31,12 @@ __all__ = [
 ]
 
 BIND_CALLS = True
-"""A step on one thread (a batch-1 conv, see `conv.BIND_ALGORITHMS`; a merged pointwise conv, a
-Gemm, a pairwise MaxPool) records its NumPy calls, bound to their arrays, in a replayed run, and
-the next runs with the same arrays replay them (ConvStep's `_replay`): no per-call Python of
-the algorithm (views, branches, chunk sizes, epilogue). NormStep's batch-1 group norm under a
-fused pool (`_small_group`) binds its views to its arrays likewise. False: every run computes
-afresh (the oracle of the tests)."""
+"""A step on one thread (a batch-1 conv, see `conv.BIND_ALGORITHMS`, Winograd included; a merged
+pointwise conv, a Gemm, a max pool; a train-mode BatchNorm, its groups and the conv + BN step;
+NormStep's batch-1 group norm under a fused pool and one-row layer norm) records its NumPy
+calls, bound to their arrays, in a replayed run, and the next runs with the same arrays replay
+them (ConvStep's `_replay`): no per-call Python of the algorithm (views, branches, chunk sizes,
+epilogue). False: every run computes afresh (the oracle of the tests)."""
 
 
 class TakeLog:
