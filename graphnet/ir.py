@@ -104,14 +104,14 @@ class Graph:
         return value
 
     def set_param(self, name: str, array: np.ndarray) -> None:
-        """Replace a parameter's array; its Value follows the new shape and dtype. The array the
-        graph already holds, edited in place, counts as a new one: a view of it is stored, a new
-        object, so what a session prepared from the old contents (kept while the parameter stays
-        the same object) is prepared again."""
-        array = np.asarray(array)
-        if array is self.params.get(name):
-            array = array.view()
-        self.params[name] = array
+        """Replace a parameter's array; its Value follows the new shape and dtype. Every call
+        stores a new object (a view of `array`): a session keeps what it prepared from a
+        parameter (Winograd's transformed weights, bound calls) while the graph holds the same
+        object, so after any set_param, also with an array edited in place, twice in a row or
+        one the graph held before, it prepares again (storing `array` itself when it is not
+        the held one let a second edit-and-set_param hand back the object a session had
+        prepared from)."""
+        self.params[name] = array = np.asarray(array).view()
         self.values[name] = Value(name, tuple(array.shape), dtype_name(array.dtype))
 
     def remove_param(self, name: str) -> None:

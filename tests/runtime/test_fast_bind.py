@@ -463,3 +463,38 @@ def test_a_bound_merged_pointwise_sees_replaced_weights():
     g.set_param(b_name, b0)
     for k in range(3):
         check(f"the original arrays back {k}")
+
+
+def test_edited_weights_set_again_are_prepared_again():
+    """The set_param contract (ir.Graph.set_param: every call stores a new object) against a
+    Winograd conv's kept transformed weights and bound calls, two ways the graph used to hand
+    back the object a session had prepared from: (1) a weight edited in place and set_param'd
+    twice with no run between (the first stored a view, the second the array itself);
+    (2) a weight replaced by another, edited while not installed, then installed again (a
+    batch-3 run between: the batch-1 replay kept the old transform). Both read stale weights
+    (|fast - reference| / max 0.1-0.2, a read-only review's repros). Oracle: the reference
+    plan after every change."""
+    g = optimize(_winograd_net())[0]
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((1, 32, 32, 32)).astype(np.float32)
+    x3 = rng.standard_normal((3, 32, 32, 32)).astype(np.float32)
+    fast, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+
+    def check(x, what):
+        _close(fast.run({"x": x})["out"], ref.run({"x": x})["out"], what)
+
+    for k in range(3):
+        check(x1, f"run {k}")
+    name = "conv1.weight"
+    a = g.params[name]
+    a *= -1.0
+    g.set_param(name, a)
+    a *= 3.0
+    g.set_param(name, a)
+    check(x1, "edited twice, set_param twice")
+    a = g.params[name]
+    g.set_param(name, (a * 0.5).astype(np.float32))
+    check(x3, "another weight, batch 3")
+    a[...] = -2.0 * a  # (not the graph's parameter now)
+    g.set_param(name, a)
+    check(x1, "the edited first weight installed again")
