@@ -88,7 +88,8 @@ class Session:
         self.memory = memory
         graph.verify()
         self.graph = graph
-        self._rng = np.random.default_rng()
+        self._rng = np.random.default_rng()  # unseeded runs draw from it (see `seed`)
+        self._pending: np.random.Generator | None = None  # the last seed's, not yet continued
         self._seeded = threading.local()  # .hit: (this thread's last int seed, its state, rng)
         self._compiled: dict[tuple[bool, bool], CompiledPlan] = {}
         self._steps: list[_Step] = []
@@ -195,11 +196,12 @@ class Session:
             raise InputError("profile() times the fast plan's steps; this session is 'reference'")
         plan = self._fast(training=mode == "train", keep_all=False)
         fed = self.check_inputs(feeds)
-        plan.run(fed, self._rng, False)
+        rng = self._current()
+        plan.run(fed, rng, False)
         samples: dict[str, list[float]] = {}
         for _ in range(runs):
             t: dict[str, float] = {}
-            plan.run(fed, self._rng, False, timings=t)
+            plan.run(fed, rng, False, timings=t)
             for k, v in t.items():
                 samples.setdefault(k, []).append(v)
         return [
@@ -213,9 +215,11 @@ class Session:
         seed of this thread's last reset again restores the initial state kept then in that
         thread's generator (the same generator as a fresh np.random.default_rng(seed): its bit
         generator's state is all it holds), 1 us against 10-20 for a fresh one: a batch-1 LeNet
-        train run (seeded every call by the bench) is ~130 us. Per thread: two threads running
-        one session with seeds each draw from their own generator (a shared one reset in place
-        by one thread while the other's run drew from it gave wrong masks)."""
+        train run (seeded every call by the bench) is ~130 us. The generator is the seeding
+        thread's alone: a seeded run draws from it and no other run does (unseeded runs
+        continue from a copy of its state, `_current`), so threads sharing a session get their
+        seeds' masks whatever the others run (a generator reset in place by one thread while
+        another's run drew from it gave wrong masks)."""
         local = self._seeded
         hit = getattr(local, "hit", None)
         if hit is not None and type(seed) is int and hit[0] == seed:
@@ -224,8 +228,23 @@ class Session:
         else:
             rng = np.random.default_rng(seed)
             local.hit = (seed, rng.bit_generator.state, rng) if type(seed) is int else None
-        self._rng = rng
+        self._pending = rng
         return rng
+
+    def _current(self) -> np.random.Generator:
+        """The generator an unseeded run draws from: after a seed, a new one with the state the
+        seeded generator has now (where a fresh default_rng(seed) would be after the same
+        draws), made once; else the session's."""
+        p = self._pending
+        if p is not None:
+            self._pending = None
+            bg = p.bit_generator
+            with bg.lock:  # (not mid-draw of a seeded run in another thread)
+                state = bg.state
+            rng = np.random.Generator(type(bg)())
+            rng.bit_generator.state = state
+            self._rng = rng
+        return self._rng
 
     def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate the feeds against the graph's inputs; return them as arrays."""
@@ -277,7 +296,7 @@ class Session:
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         training = mode == "train"
-        rng = self._rng if seed is None else self.seed(seed)  # (this run's: not re-read)
+        rng = self._current() if seed is None else self.seed(seed)  # (this run's: not re-read)
         g = self.graph
         if self.plan == "fast":
             fed = self.check_inputs(feeds)

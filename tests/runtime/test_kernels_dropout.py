@@ -496,13 +496,15 @@ def test_train_export_import_round_trip():
     )
 
 
+@pytest.mark.parametrize("others", ["seeded", "unseeded"])
 @pytest.mark.parametrize("plan", ["fast", "reference"])
-def test_threads_seeding_one_session_each_get_the_seeds_masks(plan):
-    """Threads sharing a session, each running train mode with seed=0 (in a loop, so their
-    seeds and draws interleave): every run equals a fresh session's seed-0 run. Before, the
-    seed restored one shared generator's state in place (or swapped the session's generator
-    before the other thread's run read it): a thread could draw from the state the other's
-    draws had moved on (4 of 5 trials wrong in a read-only review's repro)."""
+def test_threads_seeding_one_session_each_get_the_seeds_masks(plan, others):
+    """Threads sharing a session, one running train mode with seed=0 in a loop, two others
+    with seed=0 too or unseeded (their runs and the seeded ones interleave): every seeded run
+    equals a fresh session's seed-0 run. Before, the seed restored one shared generator's state
+    in place, or the unseeded runs drew from the seeded thread's generator: a run could draw
+    from a state another thread's draws had moved on (4 of 5 trials, then 515 of 3000 runs
+    wrong in read-only reviews' repros)."""
     import threading
 
     g = dropout_graph((8, 32, 32), 0.5, "inverted")
@@ -510,16 +512,26 @@ def test_threads_seeding_one_session_each_get_the_seeds_masks(plan):
     want = runtime.Session(g, plan=plan).run({"x": x}, mode="train", seed=0)["y0"]
     sess = runtime.Session(g, plan=plan)
     wrong: list[int] = []
+    done = threading.Event()
 
-    def work() -> None:
-        for _ in range(200):
+    def seeded() -> None:
+        for _ in range(300):
             got = sess.run({"x": x}, mode="train", seed=0)["y0"]
             if not np.array_equal(got, want):
                 wrong.append(1)
 
-    threads = [threading.Thread(target=work) for _ in range(3)]
+    def other() -> None:
+        if others == "seeded":
+            seeded()
+            return
+        while not done.is_set():
+            sess.run({"x": x}, mode="train")
+
+    threads = [threading.Thread(target=other) for _ in range(2)]
     for t in threads:
         t.start()
+    seeded()
+    done.set()
     for t in threads:
         t.join()
-    assert not wrong, f"{len(wrong)} of 600 seeded runs drew another mask"
+    assert not wrong, f"{len(wrong)} seeded runs drew another mask"
