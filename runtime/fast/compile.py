@@ -119,7 +119,13 @@ def _prelu(x, y, t, slope):
     # slope >= 1 min(x, slope * x) (two passes); mixed slopes: max(x, 0) + slope * min(x, 0).
     s = slope.astype(x.dtype, copy=False)
     lo, hi = least(s), greatest(s)  # (argmin / argmax: see `least`)
-    if hi <= 1.0 or lo >= 1.0:
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # an inf or NaN slope: x where x >= 0
+        np.multiply(x, s, out=t)  # (inf * 0 is NaN in both formulas below)
+        negative = np.less(x, 0)
+        if y is not x:
+            np.copyto(y, x)
+        np.copyto(y, t, where=negative)
+    elif hi <= 1.0 or lo >= 1.0:
         np.multiply(x, s, out=t)
         (np.maximum if hi <= 1.0 else np.minimum)(x, t, out=y)
     else:

@@ -1758,3 +1758,38 @@ def test_bound_layer_norm_of_one_row(shape, act, act_arg):
     off_steps = off._fast(training=False, keep_all=False).steps
     assert not any(getattr(s, "_row", None) is not None for s in off_steps)
     assert bound, "the bound path was never taken: the test would be vacuous"
+
+
+@pytest.mark.parametrize("norm", [False, True])
+@pytest.mark.parametrize(
+    "slopes",
+    [(np.nan, 0.5, 2.0), (-np.inf, 0.5, 0.25), (np.inf, 0.5, 2.0), (np.inf, np.inf, np.inf)],
+    ids=["nan", "-inf <= 1", "inf mixed", "all inf"],
+)
+def test_prelu_non_finite_slopes_keep_x_where_x_is_not_negative(slopes, norm):
+    """ONNX's PRelu is x where x >= 0 whatever the slope; the fast step's max(x, s * x),
+    min(x, s * x) and relu(x) + s * min(x, 0) gave NaN there for an inf or NaN slope (inf * 0;
+    a read-only review's repro). Oracle: the formula np.where(x < 0, s * x, x) in float64 and
+    the reference plan, alone and after a GroupNormalization (its fused activation)."""
+    g = Graph("prelu_nonfinite")
+    g.add_input("x", (None, 3, 2, 2))
+    src = "x"
+    if norm:
+        g.add_param("gs", np.ones(3, np.float32))
+        g.add_param("gb", np.zeros(3, np.float32))
+        src = g.add_node("GroupNormalization", ["x", "gs", "gb"], {"num_groups": 3}, name="gn")
+        src = src.outputs[0]
+    g.add_param("slope", np.array(slopes, np.float32).reshape(3, 1, 1))
+    y = g.add_node("PRelu", [src, "slope"], {}, name="act").outputs[0]
+    g.mark_output(g.add_node("Relu", [y], {}, name="r").outputs[0])  # (PRelu not an output)
+    x = np.array([[1.0, 0.0], [2.0, -1.0]], np.float32)[None, None].repeat(3, axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        fast = runtime.Session(g).run({"x": x}, keep_all=False)
+        pre = runtime.Session(g, plan="reference").run({"x": x}, keep_all=True)
+        ref = {k: pre[k] for k in fast}
+        z = pre[src].astype(np.float64)
+        s = np.array(slopes, np.float64).reshape(3, 1, 1)
+        want = np.maximum(np.where(z < 0, s * z, z), 0)
+    for k, v in fast.items():
+        np.testing.assert_allclose(v, want, rtol=1e-6, atol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(v, ref[k], rtol=1e-6, atol=1e-6, equal_nan=True)
