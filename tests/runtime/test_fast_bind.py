@@ -498,3 +498,26 @@ def test_edited_weights_set_again_are_prepared_again():
     a[...] = -2.0 * a  # (not the graph's parameter now)
     g.set_param(name, a)
     check(x1, "the edited first weight installed again")
+
+
+@pytest.mark.parametrize("name", ["wino", "lenet5", "resnet20"])
+def test_a_conv_bias_set_between_runs_is_read(name):
+    """Every conv bias replaced (set_param, new values) between replayed runs at batch 1: the
+    bound calls check the bias's identity and compute afresh (without that check the replay
+    added the old bias: 0.26 of the output's magnitude in a read-only review's mutation).
+    Oracle: the reference plan after every change."""
+    g = optimize(_winograd_net())[0] if name == "wino" else optimize(suite.build(name))[0]
+    inp = g.inputs[0]
+    shape = tuple(1 if not isinstance(d, int) else d for d in g.values[inp].shape)
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    fast, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    (out,) = g.outputs
+    rng = np.random.default_rng(6)
+    biases = [n.inputs[2] for n in g.nodes if n.op == "Conv" and len(n.inputs) > 2 and n.inputs[2]]
+    assert biases
+    for k in range(4):
+        _close(fast.run({inp: x})[out], ref.run({inp: x})[out], f"{name} run {k}")
+        if k >= 1:  # (after a replayed run)
+            for b in biases:
+                old = g.params[b]
+                g.set_param(b, (old + rng.uniform(0.5, 1.0, old.shape)).astype(old.dtype))
