@@ -179,6 +179,7 @@ class CompiledPlan:
         self.static: set[int] = set()  # slots of constant steps' outputs (computed once)
         self.placements: dict[int, tuple[int, int, int, int]] = {}
         self._placed_views: dict[int, tuple] = {}  # see Run.views
+        self._feeds: dict[str, tuple] = {}  # input -> (last array, shape, strides, its view)
         self._runs_first: dict[str, str] = {}  # shortcut conv -> the conv it runs before
         self._compile()
         self._output_slots = frozenset(self.slots[o] for o in graph.outputs if o in self.slots)
@@ -1683,8 +1684,16 @@ class CompiledPlan:
             self.placements,
             self._placed_views,
         )
+        # The steps read a feed through a view of the plan's own, the same object while the
+        # caller passes the same array with the same shape and strides: a step replaying calls
+        # bound to it (ConvStep._replay) then knows its layout too (an array given a new shape
+        # in place, `x.shape = ...`, is a new view).
+        seen = self._feeds
         for name, arr in feeds.items():
-            run.env[self.slots[name]] = arr
+            last = seen.get(name)
+            if last is None or last[0] is not arr or last[1:3] != (arr.shape, arr.strides):
+                last = seen[name] = (arr, arr.shape, arr.strides, arr.view())
+            run.env[self.slots[name]] = last[3]
         self.parallel.workers = WORKERS
         if self.reuse:  # (keep_all hands every buffer to the caller: nothing is reused)
             self.pool.begin(tuple([(a.shape, a.dtype) for a in feeds.values()]))

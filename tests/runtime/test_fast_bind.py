@@ -521,3 +521,29 @@ def test_a_conv_bias_set_between_runs_is_read(name):
             for b in biases:
                 old = g.params[b]
                 g.set_param(b, (old + rng.uniform(0.5, 1.0, old.shape)).astype(old.dtype))
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_a_feed_reshaped_in_place_between_runs(mode):
+    """The same feed array given a new shape in place (x.shape = ...) between runs, dynamic H
+    and W: the steps that bound their calls to it (the merged 1x1 convs here) saw the same
+    object and replayed the old shape's calls ("could not broadcast", a read-only review's
+    repro). The plan hands the steps a view of its own per (array, shape, strides). Oracle:
+    the reference plan."""
+    rng = np.random.default_rng(4)
+    g = Graph("reshaped_feed")
+    g.add_input("x", (None, 6, None, None))
+    ys = []
+    for k, m in enumerate((4, 5, 3)):
+        g.add_param(f"c{k}.w", (0.5 * rng.standard_normal((m, 6, 1, 1))).astype(np.float32))
+        ys.append(g.add_node("Conv", ["x", f"c{k}.w"], {}, name=f"c{k}").outputs[0])
+    c = g.add_node("Concat", ys, {"axis": 1}, name="cat").outputs[0]
+    g.mark_output(g.add_node("Relu", [c], {}, name="last").outputs[0])
+    fast, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    x = rng.standard_normal((1, 6, 6, 10)).astype(np.float32)
+    for k in range(5):
+        if k == 3:
+            x.shape = (1, 6, 10, 6)
+        (got,), (want,) = (s.run({"x": x}, mode=mode).values() for s in (fast, ref))
+        assert got.shape == want.shape
+        _close(got, want, f"run {k}")
