@@ -1680,32 +1680,7 @@ def test_bound_group_norm_reads_parameters_set_between_runs(op, shape, arg, act,
     the pooled values, the path that binds)."""
     rng = np.random.default_rng(61)
     g, y = _norm_act_pool_graph(op, shape, arg, act, act_arg, (2, 2), rng, scaled=True)
-    on, off = runtime.Session(g), runtime.Session(g)
-    reference = runtime.Session(g, plan="reference")
-    scale0, bias0 = g.params["scale"], g.params["bias"]
-    bound = 0
-    for k, batch in enumerate((1, 1, 1, 1, 1, 2, 1, 1)):
-        if k in (1, 3):
-            g.set_param("scale", rng.uniform(0.25, 2.0, scale0.shape).astype(np.float32))
-            g.set_param("bias", rng.normal(0.0, 3.0, bias0.shape).astype(np.float32))
-        elif k == 2:
-            g.set_param("scale", scale0)
-            g.set_param("bias", bias0)
-        elif k == 4:  # (the same values, new arrays)
-            g.set_param("scale", g.params["scale"].copy())
-        x = (50.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
-        got = on.run({"x": x})[y]
-        fast_base.BIND_CALLS = False
-        try:
-            plain = off.run({"x": x})[y]
-        finally:
-            fast_base.BIND_CALLS = True
-        np.testing.assert_array_equal(got, plain, err_msg=f"run {k}")
-        want = reference.run({"x": x})[y]
-        assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"run {k}")
-        steps = on._fast(training=False, keep_all=False).steps
-        bound += any(getattr(s, "_bound", None) is not None for s in steps)
-    assert bound, "the bound path was never taken: the test would be vacuous"
+    _set_param_runs(g, y, shape, rng, (1, 1, 1, 1, 1, 2, 1, 1), (1, 3), (4, "scale"), "_bound")
 
 
 @pytest.mark.parametrize(
@@ -1730,34 +1705,7 @@ def test_bound_layer_norm_of_one_row(shape, act, act_arg):
     node = _activation(g, out, act, act_arg, shape, rng)
     y = g.add_node("Mul", [node.outputs[0], "k"], {}, name="mul").outputs[0]
     g.mark_output(y)
-    on, off = runtime.Session(g), runtime.Session(g)
-    reference = runtime.Session(g, plan="reference")
-    scale0, bias0 = g.params["scale"], g.params["bias"]
-    bound = 0
-    for k, batch in enumerate((1, 1, 1, 2, 1, 1, 1)):
-        if k in (1, 4):
-            g.set_param("scale", rng.uniform(0.25, 2.0, scale0.shape).astype(np.float32))
-            g.set_param("bias", rng.normal(0.0, 3.0, bias0.shape).astype(np.float32))
-        elif k == 2:
-            g.set_param("scale", scale0)
-            g.set_param("bias", bias0)
-        elif k == 5:  # (the same values, new arrays)
-            g.set_param("bias", g.params["bias"].copy())
-        x = (50.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
-        got = on.run({"x": x})[y]
-        fast_base.BIND_CALLS = False
-        try:
-            plain = off.run({"x": x})[y]
-        finally:
-            fast_base.BIND_CALLS = True
-        np.testing.assert_array_equal(got, plain, err_msg=f"run {k}")
-        want = reference.run({"x": x})[y]
-        assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"run {k}")
-        steps = on._fast(training=False, keep_all=False).steps
-        bound += any(getattr(s, "_row", None) is not None for s in steps)
-    off_steps = off._fast(training=False, keep_all=False).steps
-    assert not any(getattr(s, "_row", None) is not None for s in off_steps)
-    assert bound, "the bound path was never taken: the test would be vacuous"
+    _set_param_runs(g, y, shape, rng, (1, 1, 1, 2, 1, 1, 1), (1, 4), (5, "bias"), "_row")
 
 
 @pytest.mark.parametrize("norm", [False, True])
@@ -1793,3 +1741,39 @@ def test_prelu_non_finite_slopes_keep_x_where_x_is_not_negative(slopes, norm):
     for k, v in fast.items():
         np.testing.assert_allclose(v, want, rtol=1e-6, atol=1e-6, equal_nan=True)
         np.testing.assert_allclose(v, ref[k], rtol=1e-6, atol=1e-6, equal_nan=True)
+
+
+def _set_param_runs(g, y, shape, rng, batches, new, same, attr):
+    """Runs `batches` (batch sizes) on one session with bound calls and one without
+    (BIND_CALLS False): new scale and bias values before the runs in `new`, the first ones back
+    before the run after the first of them, and at run same[0] parameter same[1]'s values in a
+    new array. Each output equal bit for bit between the sessions and close to the reference
+    plan; some run took the bound path (a step with `attr` set), the unbound session never."""
+    on, off = runtime.Session(g), runtime.Session(g)
+    reference = runtime.Session(g, plan="reference")
+    scale0, bias0 = g.params["scale"], g.params["bias"]
+    bound = 0
+    for k, batch in enumerate(batches):
+        if k in new:
+            g.set_param("scale", rng.uniform(0.25, 2.0, scale0.shape).astype(np.float32))
+            g.set_param("bias", rng.normal(0.0, 3.0, bias0.shape).astype(np.float32))
+        elif k == new[0] + 1:
+            g.set_param("scale", scale0)
+            g.set_param("bias", bias0)
+        elif k == same[0]:  # (the same values, new arrays)
+            g.set_param(same[1], g.params[same[1]].copy())
+        x = (50.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+        got = on.run({"x": x})[y]
+        fast_base.BIND_CALLS = False
+        try:
+            plain = off.run({"x": x})[y]
+        finally:
+            fast_base.BIND_CALLS = True
+        np.testing.assert_array_equal(got, plain, err_msg=f"run {k}")
+        want = reference.run({"x": x})[y]
+        assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"run {k}")
+        steps = on._fast(training=False, keep_all=False).steps
+        bound += any(getattr(s, attr, None) is not None for s in steps)
+    off_steps = off._fast(training=False, keep_all=False).steps
+    assert not any(getattr(s, attr, None) is not None for s in off_steps)
+    assert bound, "the bound path was never taken: the test would be vacuous"
