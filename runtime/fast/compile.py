@@ -135,6 +135,24 @@ def _prelu(x, y, t, slope):
         y += t
 
 
+def _bn_group(members: list, head: BatchNormStep, what: str) -> BatchNormGroupStep:
+    """One step for the train-mode BatchNorms `members` (the same epsilon and momentum), named
+    and placed as `head`, one of them (`_group_concat_batchnorms`, `_group_batchnorms`)."""
+    others = ", ".join(b.name for b in members if b is not head)
+    return BatchNormGroupStep(
+        name=head.name,
+        op="BatchNormalization",
+        inputs=[i for b in members for i in b.inputs],
+        outputs=[b.outputs[0] for b in members],
+        algo="affine",
+        why=f"{head.why}; with {others} ({what}): batch 1's per-channel arithmetic once",
+        fused=[f for b in members for f in ([b.name] if b is not head else []) + b.fused],
+        epsilon=head.epsilon,
+        momentum=head.momentum,
+        members=members,
+    )
+
+
 def _untemp(fn, x, y, t):
     fn(x, y)  # an activation without a scratch array, called as one with (see NormStep)
 
@@ -690,19 +708,7 @@ class CompiledPlan:
             order = {id(st): k for k, st in enumerate(self.steps)}
             members.sort(key=lambda b: order[id(b)])
             last = members[-1]
-            group = BatchNormGroupStep(
-                name=last.name,
-                op="BatchNormalization",
-                inputs=[i for b in members for i in b.inputs],
-                outputs=[b.outputs[0] for b in members],
-                algo="affine",
-                why=f"{last.why}; with {', '.join(b.name for b in members[:-1])} (the BNs of "
-                f"{cat.name}'s inputs): batch 1's per-channel arithmetic once",
-                fused=[f for b in members for f in ([b.name] if b is not last else []) + b.fused],
-                epsilon=last.epsilon,
-                momentum=last.momentum,
-                members=members,
-            )
+            group = _bn_group(members, last, f"the BNs of {cat.name}'s inputs")
             gone = {id(b) for b in members[:-1]}
             self.steps = [group if st is last else st for st in self.steps if id(st) not in gone]
 
@@ -766,19 +772,7 @@ class CompiledPlan:
             if len(members) < 2 or places != sorted(places):
                 continue
             first = members[0]
-            group = BatchNormGroupStep(
-                name=first.name,
-                op="BatchNormalization",
-                inputs=[i for b in members for i in b.inputs],
-                outputs=[b.outputs[0] for b in members],
-                algo="affine",
-                why=f"{first.why}; with {', '.join(b.name for b in members[1:])} (the "
-                "BNs of one merged 1x1 conv): batch 1's per-channel arithmetic once",
-                fused=[f for b in members for f in ([b.name] if b is not first else []) + b.fused],
-                epsilon=first.epsilon,
-                momentum=first.momentum,
-                members=members,
-            )
+            group = _bn_group(members, first, "the BNs of one merged 1x1 conv")
             drop.update((id(b), None) for b in members[1:])
             spec = st.spec
             if (
