@@ -587,6 +587,21 @@ class BatchNormGroupStep(BatchNormStep):
 
     members: list = field(default_factory=list)
 
+    def _statistics(
+        self, run: Run, m: np.ndarray, sums: np.ndarray, length: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(s, t, the new running statistics) of the members' channels stacked, from the
+        shifts `m` and the float32 (2, channels) sums of D and D * D over `length` elements
+        each, their parameters read as one (4, channels) float64 array (scale, bias, running
+        mean, running var)."""
+        p64 = np.concatenate(
+            [run.get(b.inputs[k]) for k in range(1, 5) for b in self.members], dtype=np.float64
+        ).reshape(4, sums.shape[-1])
+        tot = sums.astype(np.float64)
+        tot *= 1.0 / length
+        s, t, batch = self._batch_statistics(m, tot, p64)
+        return s, t, self._blend(batch, p64)
+
     def __call__(self, run: Run) -> None:
         members = self.members
         xs = [run.get(b.inputs[0]) for b in members]
@@ -634,13 +649,7 @@ class BatchNormGroupStep(BatchNormStep):
             row_dots(y2, sums[1, c0:c1])
             outs.append((b, y2, c0, c1))
             c0 = c1
-        p64 = np.concatenate(
-            [run.get(b.inputs[k]) for k in range(1, 5) for b in members], dtype=np.float64
-        ).reshape(4, total)  # scale, bias, running mean, running var (stacked)
-        tot = sums.astype(np.float64)
-        tot *= 1.0 / length
-        s, t, batch = self._batch_statistics(m, tot, p64)
-        new = self._blend(batch, p64)
+        s, t, new = self._statistics(run, m, sums, length)
         s, t = s.astype(dt)[:, None], t.astype(dt)[:, None]
         for b, y2, c0, c1 in outs:
             np.multiply(y2, s[c0:c1], out=y2)
@@ -1122,15 +1131,8 @@ class NormStep(Step):
             yl *= scale.astype(dt, copy=False)
         if bias is not None:
             yl += bias.astype(dt, copy=False)
-        act = self.activation
-        if act is not None:
-            params = [run.get(i) for i in ins[nin:]]
-            t = buf = None
-            if self.act_temp:
-                t, buf = run.pool.take(x.shape, dt)
-            act(y, y, t, *params)
-            if buf is not None:
-                run.pool.give(buf)
+        if self.activation is not None:
+            self._activate(run, y, [run.get(i) for i in ins[nin:]])
         return True
 
     def _bind_row(self, x: np.ndarray, y: np.ndarray, scale: Any, bias: Any, axis: int) -> tuple:
@@ -1167,16 +1169,18 @@ class NormStep(Step):
         d *= dt.type(inv1)
         for call in b[7]:
             call()
-        act = self.activation
-        if act is not None:
+        if self.activation is not None:
             ins = self.inputs
-            params = [run.get(i) for i in ins[len(ins) - self.act_inputs :]]
-            t = buf = None
-            if self.act_temp:
-                t, buf = run.pool.take(y.shape, dt)
-            act(y, y, t, *params)
-            if buf is not None:
-                run.pool.give(buf)
+            self._activate(run, y, [run.get(i) for i in ins[len(ins) - self.act_inputs :]])
+
+    def _activate(self, run: Run, y: np.ndarray, params: list) -> None:
+        """The fused activation on `y` in place (its scratch from the pool when it needs one)."""
+        t = buf = None
+        if self.act_temp:
+            t, buf = run.pool.take(y.shape, y.dtype)
+        self.activation(y, y, t, *params)
+        if buf is not None:
+            run.pool.give(buf)
 
     def _pooled(self, run: Run) -> None:
         """The norm with its activation and pool fused (see `pool`): normalized over x when x

@@ -201,13 +201,7 @@ class ConvBatchNormStep(Step):
         sums = np.empty((2, total), dt)  # D . 1, D . D
         np.matmul(z2, ones, out=sums[0])
         row_dots(z2, sums[1])
-        p64 = np.concatenate(
-            [run.get(b.inputs[k]) for k in range(1, 5) for b in members], dtype=np.float64
-        ).reshape(4, total)  # scale, bias, running mean, running var (stacked)
-        tot = sums.astype(np.float64)
-        tot *= 1.0 / length
-        s, t, batch = group._batch_statistics(m, tot, p64)
-        new = group._blend(batch, p64)
+        s, t, new = group._statistics(run, m, sums, length)
         np.multiply(z2, s.astype(dt)[:, None], out=z2)
         z2 += t.astype(dt)[:, None]
         relus = [b.relu for b in members]
