@@ -211,9 +211,10 @@ def test_no_handoff_to_other_readers_or_in_training():
     assert not any(getattr(s, "channels_last", False) for s in train.steps)
 
 
-def _block() -> Graph:
+def _block(norm: str | None = None) -> Graph:
     """x (N, 64, 16, 16) -> a = relu(conv1) -> relu(conv2) -> relu(conv3 + a) -> MaxPool 1x1
-    (ResNet's basic block after its first conv: the residual a dies at conv3)."""
+    (ResNet's basic block after its first conv: the residual a dies at conv3); with `norm`, that
+    norm (its output read by a Mul, so it runs in place) instead of the MaxPool."""
     rng = np.random.default_rng(7)
     g = Graph("wino_block")
     g.add_input("x", (None, 64, 16, 16))
@@ -228,7 +229,19 @@ def _block() -> Graph:
     y = g.add_node("Conv", [y, "w3", "b3"], same, name="conv3").outputs[0]
     y = g.add_node("Add", [y, a], {}, name="add").outputs[0]
     y = g.add_node("Relu", [y], {}, name="relu3").outputs[0]
-    g.mark_output(g.add_node("MaxPool", [y], {"kernel_shape": [1, 1]}, name="pool").outputs[0])
+    if norm is None:
+        g.mark_output(g.add_node("MaxPool", [y], {"kernel_shape": [1, 1]}, name="pool").outputs[0])
+        return g
+    g.add_param("s", rng.standard_normal(64).astype(np.float32))
+    g.add_param("bb", rng.standard_normal(64).astype(np.float32))
+    ins, attrs = [y, "s", "bb"], {"num_groups": 8} if norm == "GroupNormalization" else {}
+    if norm == "BatchNormalization":
+        g.add_param("mu", rng.standard_normal(64).astype(np.float32))
+        g.add_param("var", (rng.random(64) + 0.5).astype(np.float32))
+        ins += ["mu", "var"]
+    y = g.add_node(norm, ins, attrs, name="norm").outputs[0]
+    g.add_param("two", np.full((1,), 2.0, np.float32))
+    g.mark_output(g.add_node("Mul", [y, "two"], {}, name="mul").outputs[0])
     return g
 
 
@@ -273,34 +286,7 @@ def test_a_conv_over_a_channels_last_residual_read_by_an_in_place_norm(norm):
     |fast - reference| up to 27). conv3 is not marked channels-last (a norm reads it), so it
     writes NCHW into a buffer of its own. Oracle: the reference plan (Winograd's float32
     rounding: RTOL / ATOL), batch 1 -> 2 -> 8 on one session."""
-    rng = np.random.default_rng(7)
-    g = Graph("wino_norm")
-    g.add_input("x", (None, 64, 16, 16))
-    for i in (1, 2, 3):
-        g.add_param(f"w{i}", (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32))
-        g.add_param(f"b{i}", rng.standard_normal(64).astype(np.float32))
-    same = {"pads": [1] * 4}
-
-    names = iter(range(100))
-
-    def node(op, ins, attrs=None, name=None):
-        name = name or f"{op.lower()}{next(names)}"
-        return g.add_node(op, ins, attrs or {}, name=name).outputs[0]
-
-    a = node("Relu", [node("Conv", ["x", "w1", "b1"], same, "conv1")])
-    y = node("Relu", [node("Conv", [a, "w2", "b2"], same, "conv2")])
-    y = node("Relu", [node("Add", [node("Conv", [y, "w3", "b3"], same, "conv3"), a])])
-    g.add_param("s", rng.standard_normal(64).astype(np.float32))
-    g.add_param("bb", rng.standard_normal(64).astype(np.float32))
-    if norm == "BatchNormalization":
-        g.add_param("mu", rng.standard_normal(64).astype(np.float32))
-        g.add_param("var", (rng.random(64) + 0.5).astype(np.float32))
-        y = node(norm, [y, "s", "bb", "mu", "var"], name="norm")
-    else:
-        attrs = {"num_groups": 8} if norm == "GroupNormalization" else {}
-        y = node(norm, [y, "s", "bb"], attrs, name="norm")
-    g.add_param("two", np.full((1,), 2.0, np.float32))
-    g.mark_output(node("Mul", [y, "two"], name="mul"))
+    g = _block(norm)
     fast, ref = runtime.Session(g), runtime.Session(g, plan="reference")
     for batch in (1, 2, 8):
         x = np.random.default_rng(batch).standard_normal((batch, 64, 16, 16)).astype(np.float32)
