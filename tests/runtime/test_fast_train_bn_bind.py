@@ -248,3 +248,174 @@ def test_a_bound_batchnorm_matches_float64(hw, offset):
             assert_close(g.params[f"bn.{p}"], blended, rtol=1e-6, atol=1e-6, what=f"run {k} {p}")
     (bn,) = [s for s in sess._fast(training=True, keep_all=False).steps if s.name == "bn"]
     assert bn._bound is not None and bn._replayed, "no replay: the test would be vacuous"
+
+
+class _Lockstep:
+    """Three copies of a graph run in lockstep, the same changes made to each between runs: the
+    default plan binding its calls, the same plan with BIND_CALLS False (the same float
+    operations: outputs and running statistics equal bit for bit) and the reference plan (an
+    independent oracle: plain kernels, another summation order; the bound of the train BN
+    tests above: Y ~ 1 after each BN, float32 sums of <= 6 products, 2e-5)."""
+
+    def __init__(self, make) -> None:
+        self.graphs = [make() for _ in range(3)]
+        self.sessions = [
+            runtime.Session(self.graphs[0]),
+            runtime.Session(self.graphs[1]),
+            runtime.Session(self.graphs[2], plan="reference"),
+        ]
+
+    def set_param(self, name: str, value: np.ndarray) -> None:
+        for g in self.graphs:  # (a new array for each copy)
+            g.set_param(name, value.copy())
+
+    def check(self, feeds: dict, what: str) -> None:
+        on, off, ref = self.sessions
+        got = [_run(on, feeds, True), _run(off, feeds, False)]
+        _check_equal(self.graphs[:2], got, what)
+        want = ref.run(feeds, mode="train")
+        for o in want:
+            assert_close(got[0][o], want[o], rtol=1e-5, atol=2e-5, what=f"{what} {o}")
+        for p, arr in self.graphs[2].params.items():
+            assert_close(self.graphs[0].params[p], arr, rtol=1e-5, atol=2e-5, what=f"{what} {p}")
+
+    def steps(self, kind: type) -> list:
+        plan = self.sessions[0]._fast(training=True, keep_all=False)
+        return [s for s in plan.steps if isinstance(s, kind)]
+
+
+def _feed_bn(c: int = 4, hw: tuple[int, int] = (6, 7)) -> Graph:
+    """x (the feed) -> BN -> Add r (a second feed: the residual) -> Relu -> MaxPool 2x2 (the
+    output)."""
+    rng = np.random.default_rng(3)
+    g = Graph("bn_feed_res")
+    g.add_input("x", (None, c, *hw))
+    g.add_input("r", (None, c, *hw))
+    for p, arr in (
+        ("scale", rng.uniform(0.5, 1.5, c)),
+        ("B", rng.normal(0.0, 1.0, c)),
+        ("mean", rng.normal(0.0, 1.0, c)),
+        ("var", rng.uniform(0.5, 2.0, c)),
+    ):
+        g.add_param(f"bn.{p}", arr.astype(np.float32))
+    ins = ["x", *(f"bn.{p}" for p in ("scale", "B", "mean", "var"))]
+    y = g.add_node("BatchNormalization", ins, {"epsilon": 1e-3, "momentum": 0.8}, name="bn")
+    y = g.add_node("Add", [y.outputs[0], "r"], {}, name="add").outputs[0]
+    y = g.add_node("Relu", [y], {}, name="relu").outputs[0]
+    pool = {"kernel_shape": [2, 2], "strides": [2, 2]}
+    g.mark_output(g.add_node("MaxPool", [y], pool, name="pool").outputs[0])
+    return g
+
+
+def test_a_replayed_batchnorm_reads_new_parameters_and_residual():
+    """One BN (the residual Add and ReLU fused) replaying at batch 1; between runs a new array
+    (`set_param`) for its bias, its running mean and variance, its scale, then a new residual
+    array: each run against the unbound session and the reference plan, twice (the second run
+    replays what the first bound)."""
+    ls = _Lockstep(lambda: _feed_bn())
+    rng = np.random.default_rng(11)
+    x, r = (rng.standard_normal((1, 4, 6, 7)).astype(np.float32) for _ in range(2))
+    feeds = {"x": x, "r": r}
+    for k in range(3):
+        ls.check(feeds, f"warm {k}")
+    (bn,) = ls.steps(BatchNormStep)
+    assert bn._bound is not None and bn._replayed, "no replay: the test would be vacuous"
+    changes = [
+        ("bn.B", rng.normal(3.0, 1.0, 4)),
+        ("bn.mean", rng.normal(5.0, 1.0, 4)),
+        ("bn.var", rng.uniform(4.0, 9.0, 4)),
+        ("bn.scale", rng.uniform(-2.0, -0.5, 4)),
+    ]
+    for name, value in changes:
+        ls.set_param(name, value.astype(np.float32))
+        for k in range(2):
+            ls.check(feeds, f"new {name} {k}")
+    for k in range(2):
+        feeds = {"x": x, "r": (rng.standard_normal(x.shape) + 2.0).astype(np.float32)}
+        ls.check(feeds, f"new residual array {k}")
+        ls.check(feeds, f"new residual array {k} again")
+    assert bn._replayed
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_replayed_grouped_batchnorms_read_new_weights_scale_and_bias(stride):
+    """An Inception-like block (a ReLU after its Concat); its BNs grouped (stride 2) or fused
+    with their merged 1x1 convs (stride 1), replaying at batch 1. Between runs a new array for
+    a member's scale, a member's bias, the first conv's weights, the second conv's bias, a
+    member's running mean: each run against the unbound session and the reference plan."""
+    from graphnet.runtime.fast.steps import BatchNormGroupStep
+    from graphnet.runtime.fast.steps.trainfuse import ConvBatchNormStep
+    from tests.runtime.test_fast_train_bn_group import _block, _feeds
+
+    kind = ConvBatchNormStep if stride == 1 else BatchNormGroupStep
+    hw = (5, 7) if stride == 1 else (9, 11)
+
+    def make() -> Graph:
+        g = _block(hw, stride, (True, False, True))
+        g.outputs = [g.add_node("Relu", [g.outputs[0]], {}, name="last").outputs[0]]
+        return g
+
+    ls = _Lockstep(make)
+    feeds = _feeds(1, hw, 0.0, seed=5)
+    for k in range(3):
+        ls.check(feeds, f"warm {k}")
+    (step,) = ls.steps(kind)
+    assert step._bound is not None and step._replayed, "no replay: the test would be vacuous"
+    rng = np.random.default_rng(stride)
+    g = ls.graphs[0]
+    changes = [
+        ("c2.scale", rng.uniform(-2.0, -0.5, g.params["c2.scale"].shape)),
+        ("c0.B", rng.normal(5.0, 1.0, g.params["c0.B"].shape)),
+        ("c0.w", 2.0 * g.params["c0.w"]),
+        ("c1.b", rng.normal(3.0, 1.0, g.params["c1.b"].shape)),
+        ("c1.mean", rng.normal(4.0, 1.0, g.params["c1.mean"].shape)),
+    ]
+    for name, value in changes:
+        ls.set_param(name, value.astype(np.float32))
+        for k in range(2):
+            ls.check(feeds, f"new {name} {k}")
+    assert step._replayed
+
+
+def test_grouped_batchnorms_into_a_concat_output_after_a_failed_run(monkeypatch):
+    """Grouped BNs (stride 2, batch 1) writing slices of a Concat that is the graph output (a
+    fresh buffer every run), the train runs 1 and 3 failing when the second member's output is
+    allocated (before any running statistics are written: as the reference not run): the group
+    binds its calls in a run and the next run, its outputs other arrays, must compute afresh
+    (`_replay_group`'s output check), not replay into the former buffer. Each good run against
+    the unbound session and the reference plan."""
+    from graphnet.errors import KernelError
+    from graphnet.runtime.fast.steps import BatchNormGroupStep, Run
+    from tests.runtime.test_fast_train_bn_group import _block
+
+    ls = _Lockstep(lambda: _block((5, 7), 2))
+    (step,) = ls.steps(BatchNormGroupStep)
+    target = step.members[1].outputs[0]
+    armed = {"on": False}
+    alloc, replay = Run.alloc, BatchNormGroupStep._replay_group
+    replays = []
+
+    def failing_alloc(self, slot, shape, dtype):
+        if armed["on"] and slot == target:
+            raise FloatingPointError("injected")
+        return alloc(self, slot, shape, dtype)
+
+    def counted(self, run, xs, bound):
+        done = replay(self, run, xs, bound)
+        replays.append(done)
+        return done
+
+    monkeypatch.setattr(Run, "alloc", failing_alloc)
+    monkeypatch.setattr(BatchNormGroupStep, "_replay_group", counted)
+    rng = np.random.default_rng(9)
+    for k in range(6):
+        feeds = {"x": rng.standard_normal((1, 6, 5, 7)).astype(np.float32)}
+        if k in (1, 3):
+            armed["on"] = True
+            for s, b in zip(ls.sessions[:2], (True, False), strict=True):
+                with pytest.raises(KernelError, match="injected"):
+                    _run(s, feeds, b)
+            armed["on"] = False
+        else:
+            ls.check(feeds, f"run {k}")
+    assert any(replays), "the bound group never met its arrays again: the test would be vacuous"
