@@ -36,7 +36,9 @@ pointwise conv, a Gemm, a max pool; a train-mode BatchNorm, its groups and the c
 NormStep's batch-1 group norm under a fused pool and one-row layer norm) records its NumPy
 calls, bound to their arrays, in a replayed run, and the next runs with the same arrays replay
 them (ConvStep's `_replay`): no per-call Python of the algorithm (views, branches, chunk sizes,
-epilogue). False: every run computes afresh (the oracle of the tests)."""
+epilogue). False: every run computes afresh (the oracle of the tests). Read when a step
+records: a step that bound its calls before the switch went off keeps replaying them (the
+tests give the unbound runs a session of their own)."""
 
 
 class TakeLog:
