@@ -90,6 +90,7 @@ class Session:
         self.graph = graph
         self._rng = np.random.default_rng()  # unseeded runs draw from it (see `seed`)
         self._pending: np.random.Generator | None = None  # the last seed's, not yet continued
+        self._continuing = threading.Lock()  # (one thread makes `_current`'s copy)
         self._seeded = threading.local()  # .hit: (this thread's last int seed, its state, rng)
         self._compiled: dict[tuple[bool, bool], CompiledPlan] = {}
         self._steps: list[_Step] = []
@@ -235,16 +236,19 @@ class Session:
         """The generator an unseeded run draws from: after a seed, a new one with the state the
         seeded generator has now (where a fresh default_rng(seed) would be after the same
         draws), made once; else the session's."""
-        p = self._pending
-        if p is not None:
-            self._pending = None
-            bg = p.bit_generator
-            with bg.lock:  # (not mid-draw of a seeded run in another thread)
-                state = bg.state
-            rng = np.random.Generator(type(bg)())
-            rng.bit_generator.state = state
-            self._rng = rng
-        return self._rng
+        if self._pending is None:
+            return self._rng
+        with self._continuing:  # (another thread waits for the copy, then draws from it too)
+            p = self._pending
+            if p is not None:
+                bg = p.bit_generator
+                with bg.lock:  # (not mid-draw of a seeded run in another thread)
+                    state = bg.state
+                rng = np.random.Generator(type(bg)())
+                rng.bit_generator.state = state
+                self._rng = rng  # (before `_pending` clears: a reader without the lock)
+                self._pending = None
+            return self._rng
 
     def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate the feeds against the graph's inputs; return them as arrays."""

@@ -535,3 +535,44 @@ def test_threads_seeding_one_session_each_get_the_seeds_masks(plan, others):
     for t in threads:
         t.join()
     assert not wrong, f"{len(wrong)} seeded runs drew another mask"
+
+
+@pytest.mark.parametrize("plan", ["fast", "reference"])
+def test_two_threads_continuing_one_seed_draw_its_first_two_masks(plan):
+    """seed(7), then two threads each run one unseeded train run at once (a barrier): between
+    them they draw a fresh seed-7 session's first and second masks. Before, the first thread
+    to continue cleared the pending seed before it published its copy, so the other could
+    draw from the generator before the seed (a read-only review's repro: 244 of 2000 trials).
+    A small switch interval makes the threads interleave often."""
+    import sys
+    import threading
+
+    g = dropout_graph((1, 64), 0.5, "inverted")
+    x = positive((1, 64))
+    fresh = runtime.Session(g, plan=plan)
+    first = fresh.run({"x": x}, mode="train", seed=7)["y0"]
+    second = fresh.run({"x": x}, mode="train")["y0"]
+    want = sorted([first.tobytes(), second.tobytes()])
+    sess = runtime.Session(g, plan=plan)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    wrong = 0
+    try:
+        for _ in range(300):
+            sess.seed(7)
+            barrier = threading.Barrier(2)
+            got: list[bytes] = []
+
+            def work(barrier: threading.Barrier, got: list[bytes]) -> None:
+                barrier.wait()
+                got.append(sess.run({"x": x}, mode="train")["y0"].tobytes())
+
+            threads = [threading.Thread(target=work, args=(barrier, got)) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wrong += sorted(got) != want
+    finally:
+        sys.setswitchinterval(interval)
+    assert not wrong, f"{wrong} of 300 pairs drew outside seed 7's first two masks"
