@@ -33,6 +33,7 @@ import inspect
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import fields
@@ -197,7 +198,7 @@ class CompiledPlan:
         self.static: set[int] = set()  # slots of constant steps' outputs (computed once)
         self.placements: dict[int, tuple[int, int, int, int]] = {}
         self._placed_views: dict[int, tuple] = {}  # see Run.views
-        self._feeds: dict[str, tuple] = {}  # input -> (last array, shape, strides, its view)
+        self._feeds: dict[str, tuple] = {}  # input -> weakly (last array, shape, strides, view)
         self._runs_first: dict[str, str] = {}  # shortcut conv -> the conv it runs before
         self._compile()
         self._output_slots = frozenset(self.slots[o] for o in graph.outputs if o in self.slots)
@@ -1682,12 +1683,18 @@ class CompiledPlan:
         # caller passes the same array with the same shape and strides: a step replaying calls
         # bound to it (ConvStep._replay) then knows its layout too (an array given a new shape
         # in place, `x.shape = ...`, is a new view).
+        # (weak references: a feed nothing else holds is not kept alive by the plan; its view
+        # lives on only where a bound step holds it)
         seen = self._feeds
         for name, arr in feeds.items():
             last = seen.get(name)
-            if last is None or last[0] is not arr or last[1:3] != (arr.shape, arr.strides):
-                last = seen[name] = (arr, arr.shape, arr.strides, arr.view())
-            run.env[self.slots[name]] = last[3]
+            view = None
+            if last is not None and last[0]() is arr and last[1:3] == (arr.shape, arr.strides):
+                view = last[3]()
+            if view is None:
+                view = arr.view()
+                seen[name] = (weakref.ref(arr), arr.shape, arr.strides, weakref.ref(view))
+            run.env[self.slots[name]] = view
         self.parallel.workers = WORKERS
         if self.reuse:  # (keep_all hands every buffer to the caller: nothing is reused)
             self.pool.begin(tuple([(a.shape, a.dtype) for a in feeds.values()]))

@@ -547,3 +547,21 @@ def test_a_feed_reshaped_in_place_between_runs(mode):
         (got,), (want,) = (s.run({"x": x}, mode=mode).values() for s in (fast, ref))
         assert got.shape == want.shape
         _close(got, want, f"run {k}")
+
+
+def test_the_plan_keeps_no_feed_alive():
+    """A feed the caller drops after a run (batch 64: nothing binds) is freed: the plan's
+    record of the last feed (its view handed to the steps) holds it weakly (c0d9b58 had kept
+    each input's last array alive until the next run; a read-only review's repro)."""
+    import gc
+    import weakref
+
+    g = optimize(suite.build("lenet5"))[0]
+    inp = g.inputs[0]
+    sess = runtime.Session(g)
+    x = np.random.default_rng(0).standard_normal((64, 1, 28, 28)).astype(np.float32)
+    sess.run({inp: x})
+    alive = weakref.ref(x)
+    del x
+    gc.collect()
+    assert alive() is None
