@@ -21,10 +21,10 @@ from graphnet import runtime
 from graphnet.ir import Graph
 from graphnet.runtime.fast import compile as fast_compile
 from graphnet.runtime.fast import conv as fast_conv
-from graphnet.runtime.fast import memory as fast_memory
 from graphnet.runtime.kernels.conv import conv
 from tests.helpers import export_checked, ort_run
 from tests.oracles import winograd_bound
+from tests.runtime.test_fast_winograd import winograd_case
 
 
 def _cl(a: np.ndarray) -> np.ndarray:
@@ -64,22 +64,10 @@ def test_winograd_takes_and_writes_channels_last(
     """`_winograd` with a channels-last input, output or residual (`res` "out": the output
     written over the residual's own channels-last buffer, as ConvStep's overwrite does) against
     the float64 plain conv + bias + residual, then ReLU."""
-    rng = np.random.default_rng(batch * 100 + c)
-    x = rng.standard_normal((batch, c, *hw)).astype(np.float32)
-    w = rng.standard_normal((mo, c, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(mo).astype(np.float32)
-    ho, wo = hw[0] + pads[0] + pads[2] - 2, hw[1] + pads[1] + pads[3] - 2
-    residual = rng.standard_normal((batch, mo, ho, wo)).astype(np.float32)
-    spec = fast_conv.ConvSpec((3, 3), (1, 1), pads, (1, 1), 1, c, mo)
-    wp = fast_conv.prepare_weight(algo, w, 1, np.dtype(np.float32))
-    if not u_transposed:
-        from graphnet.runtime.fast.winograd import weight_transform
-
-        wp = weight_transform(w, int(algo[-1]))
-    sc = fast_memory.Scratch()
-    sc.take(0, 1 << 20, np.float32)
-    sc.reset()
-    sc._buf.view(np.float32)[:] = np.nan  # a read of a dead place or an unwritten border shows
+    x, w, b, residual, spec, wp, sc = winograd_case(
+        batch, c, mo, hw, pads, algo, u_transposed, seed=batch * 100 + c
+    )
+    ho, wo = residual.shape[2:]
     out = np.full((batch, mo, ho, wo), np.nan, np.float32)
     out = _cl(out) if out_cl else out
     if res == "out":  # the output over the residual's buffer

@@ -11,8 +11,32 @@ import pytest
 
 from graphnet.runtime.fast import conv as fast_conv
 from graphnet.runtime.fast import memory as fast_memory
+from graphnet.runtime.fast.winograd import weight_transform
 from graphnet.runtime.kernels.conv import conv
 from tests.oracles import float32_bound, winograd_bound
+
+
+def winograd_case(batch, c, mo, hw, pads, algo, u_transposed, seed):
+    """The operands of a Winograd kernel test: x (batch, c, *hw), w (mo, c, 3, 3), bias,
+    residual (the output's shape), the ConvSpec (stride 1, `pads`), the prepared weight (U^T as
+    the plan keeps it, or U as a per-run transform gives it) and a scratch whose memory is NaN
+    (a read of a dead place or an unwritten border shows in the output)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, c, *hw)).astype(np.float32)
+    w = rng.standard_normal((mo, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(mo).astype(np.float32)
+    ho, wo = hw[0] + pads[0] + pads[2] - 2, hw[1] + pads[1] + pads[3] - 2
+    residual = rng.standard_normal((batch, mo, ho, wo)).astype(np.float32)
+    spec = fast_conv.ConvSpec((3, 3), (1, 1), pads, (1, 1), 1, c, mo)
+    if u_transposed:
+        wp = fast_conv.prepare_weight(algo, w, 1, np.dtype(np.float32))
+    else:
+        wp = weight_transform(w, int(algo[-1]))
+    sc = fast_memory.Scratch()
+    sc.take(0, 1 << 20, np.float32)
+    sc.reset()
+    sc._buf.view(np.float32)[:] = np.nan
+    return x, w, b, residual, spec, wp, sc
 
 
 def _conv_and_bound(x, w, b, residual, pads, m):
@@ -53,24 +77,11 @@ def test_winograd_operand_layouts_match_the_plain_conv(
     monkeypatch.setattr(
         fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", (1 << 40) if channels_last else 1
     )
-    rng = np.random.default_rng(batch * 1000 + c)
-    x = rng.standard_normal((batch, c, *hw)).astype(np.float32)
-    w = rng.standard_normal((mo, c, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(mo).astype(np.float32)
-    ho, wo = hw[0] + pads[0] + pads[2] - 2, hw[1] + pads[1] + pads[3] - 2
-    residual = rng.standard_normal((batch, mo, ho, wo)).astype(np.float32)
-    spec = fast_conv.ConvSpec((3, 3), (1, 1), pads, (1, 1), 1, c, mo)
-    wp = fast_conv.prepare_weight(algo, w, 1, np.float32)
-    if not u_transposed:
-        from graphnet.runtime.fast.winograd import weight_transform
-
-        wp = weight_transform(w, int(algo[-1]))
-    sc = fast_memory.Scratch()
-    sc.take(0, 1 << 20, np.float32)
-    sc.reset()
-    sc._buf.view(np.float32)[:] = np.nan
+    x, w, b, residual, spec, wp, sc = winograd_case(
+        batch, c, mo, hw, pads, algo, u_transposed, seed=batch * 1000 + c
+    )
     epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
-    out = np.full((batch, mo, ho, wo), np.nan, np.float32)
+    out = np.full(residual.shape, np.nan, np.float32)
     fast_conv.conv_chunked(algo, spec, x, wp, out, epi, sc, u_transposed=u_transposed)
     exact, bound = _conv_and_bound(x, w, b, residual.astype(np.float64), pads, int(algo[-1]))
     assert (np.abs(out - exact) <= bound).all()
