@@ -1560,6 +1560,98 @@ def test_layer_norm_of_one_row_runs_straight(shape, axis, act, act_arg, scaled, 
         assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"batch {batch}")
 
 
+@pytest.mark.parametrize("kh", [2, 3, 4])
+@pytest.mark.parametrize("images, c, w", [(1, 1, 2), (3, 5, 14), (2, 4, 32), (1, 3, 6)])
+def test_halving_pool_matches_the_tile_passes_and_a_naive_pool(kh, images, c, w):
+    """`_halving_pool` (the kh x 2 tiling max of `NormStep._chunked`: rows, the window rows'
+    maxima copied as void rows, columns, the even positions by an int64 -> int32 cast): the
+    same bits as `_tile_passes`' flat passes (the same maxima in the same order: signed
+    zeros and NaNs included) and the values of a naive pool (window maxima by reshape), on
+    planes of odd row counts (kh 3) and widths 2-32, with NaN, +-inf and -0.0 in the data;
+    scratch past the passes' reach NaN-filled (no read of stale values)."""
+    rng = np.random.default_rng(60)
+    h = kh * 3
+    x = rng.standard_normal((images, c, h, w)).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, max(1, flat.size // 40), replace=False)] = np.nan
+    flat[rng.choice(flat.size, max(1, flat.size // 40), replace=False)] = -np.inf
+    flat[rng.choice(flat.size, max(1, flat.size // 40), replace=False)] = np.inf
+    flat[rng.choice(flat.size, max(1, flat.size // 20), replace=False)] = -0.0
+    y = np.full((images, c, h // kh, w // 2), 7.0, np.float32)
+    m = np.full(x.size + 5, np.nan, np.float32)[: x.size]
+    m2 = np.full(x.size // kh + 3, np.nan, np.float32)[: x.size // kh]
+    fast_elementwise._halving_pool(x, y, kh, m, m2)
+    naive = x.reshape(images, c, h // kh, kh, w // 2, 2)
+    with np.errstate(invalid="ignore"):
+        want = np.maximum.reduce(np.maximum.reduce(naive, axis=5), axis=3)
+    np.testing.assert_array_equal(y, want)
+    calls = fast_elementwise._tile_passes(
+        x, np.empty(x.size - (kh - 1) * w, np.float32), np.empty(x.size, np.float32), (kh, 2)
+    )
+    tiles = np.empty_like(y)
+    fast_elementwise._tile_max_passes(calls, tiles)
+    np.testing.assert_array_equal(y.view(np.int32), tiles.view(np.int32))  # (the bits)
+
+
+# (op, one image's shape, groups, activation, its argument, pool kernel)
+CHUNKED_NORMS = [
+    ("GroupNormalization", (6, 10, 14), 3, "PRelu", "mixed", (2, 2)),
+    ("GroupNormalization", (6, 9, 8), 1, "LeakyRelu", 0.1, (3, 2)),  # one group, odd H
+    ("GroupNormalization", (4, 6, 10), 4, "Relu", None, (2, 2)),  # a group per channel
+    ("InstanceNormalization", (5, 8, 6), None, "Elu", 1.0, (2, 2)),
+    ("InstanceNormalization", (5, 9, 6), None, "PRelu", "mixed", (3, 3)),  # `_tile_passes`
+]
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+@pytest.mark.parametrize("chunk", [1, 2, None])  # images a chunk (None: the default bytes)
+@pytest.mark.parametrize("batch", [2, 5])
+@pytest.mark.parametrize("op, shape, arg, act, act_arg, kernel", CHUNKED_NORMS)
+def test_norm_pool_chunked_matches_the_whole_batch_passes(
+    split, op, shape, arg, act, act_arg, kernel, batch, chunk, mode, monkeypatch
+):
+    """A group / instance norm + monotone activation + tiling pool over several images (past
+    the batch-1 sizes of `_small_group`) in chunks of whole images (`NormStep._chunked`:
+    each chunk's statistics, then its pool; the kh x 2 pools by `_halving_pool`), one image
+    a chunk, two (a last chunk of one), or the default: against the whole-batch statistics
+    then the pool step (`CHUNKED` off, the former path) and the plain kernels. The two paths
+    run the same operations per row and pooled value, but BLAS computes the shift m = x .
+    (1/n) over other row blocks and may round it apart by a float32 ulp of m (the data are
+    ~100: m is within 2^-17 of the mean); the residual r = sum(x - m) / n carries that to
+    the output within a few float32 ulps of its O(1) normalized values: atol 2^-20. Against
+    the plain kernels within the fused norm tests' bound."""
+    rng = np.random.default_rng(61)
+    g, y = _norm_act_pool_graph(op, shape, arg, act, act_arg, kernel, rng, scaled=True)
+    one = 4 * int(np.prod(shape))
+    if chunk is not None:
+        monkeypatch.setattr(fast_elementwise, "NORM_CHUNK_BYTES", chunk * one)
+    monkeypatch.setattr(fast_elementwise, "FUSED_POOL_INLINE_BYTES", 0)  # (no batch-1 path)
+    done = []
+    real = fast_elementwise.NormStep._chunked
+
+    def spy(self, *args):
+        out = real(self, *args)
+        done.append(out is not None)
+        return out
+
+    monkeypatch.setattr(fast_elementwise.NormStep, "_chunked", spy)
+    x = (100.0 + rng.standard_normal((batch, *shape))).astype(np.float32)
+    sess = runtime.Session(g)
+    got = sess.run({"x": x}, mode=mode)[y]
+    assert done == [True]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast_elementwise, "CHUNKED", False)
+        apart = runtime.Session(g).run({"x": x}, mode=mode)[y]
+    np.testing.assert_allclose(got, apart, rtol=0, atol=2.0**-20)
+    want = runtime.Session(g, plan="reference").run({"x": x}, mode=mode)[y]
+    assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"{op}+{act}+pool chunked vs plain")
+    x2 = (100.0 + rng.standard_normal((batch + 1, *shape))).astype(np.float32)
+    got2 = sess.run({"x": x2}, mode=mode)[y]  # (another batch on the same session)
+    want2 = runtime.Session(g, plan="reference").run({"x": x2}, mode=mode)[y]
+    assert_close(got2, want2, rtol=1e-5, atol=5e-5, what="the next batch")
+    np.testing.assert_array_equal(sess.run({"x": x}, mode=mode)[y], got)
+
+
 @pytest.mark.parametrize("batch", [3, 4, 7])
 def test_norm_fused_pool_prelu_slope_as_one_images_row(split, batch, monkeypatch):
     """The PReLU after a fused pool takes its per-channel slope as one image's row from
