@@ -12,7 +12,10 @@ function (`elementwise.elu_expm1`, now the Elu step's too) against the former ex
 formulation (`_elu_exp_minus_1` here) over the instance norm's output, one thread,
 interleaved. Then, at batch 1, the group norms with a 2 x 2 MaxPool after the activation (fused
 into the norm step) as compiled (their NumPy calls bound once per arrays) against the general
-path (`bound_ratio`). Ratios under 1: the compiled step is faster. Both are taken within one
+path (`bound_ratio`); at batch 32, the same steps as compiled (`NormStep._chunked`: statistics
+and pool in one split, the pool by `elementwise._halving_pool`) against the former path (the
+statistics over the whole batch, then the pool step: `chunked_ratio`). Ratios under 1: the
+compiled step is faster. Both are taken within one
 process, so the machine's speed cancels out, but not its load (printed with the table): the
 plan's second thread helps only when a core is free.
 """
@@ -38,7 +41,7 @@ from graphnet.ir import Graph  # noqa: E402
 from graphnet.runtime import Session  # noqa: E402
 from graphnet.runtime.fast.steps import elementwise  # noqa: E402
 
-__all__ = ["CASES", "measure", "elu_ratio", "main"]
+__all__ = ["CASES", "measure", "chunked_ratio", "elu_ratio", "main"]
 
 CASES: list[tuple[str, tuple[int, ...], int, str]] = [
     (op, (n, *shape), arg, act)
@@ -145,6 +148,39 @@ def bound_ratio(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int) 
     }
 
 
+def chunked_ratio(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int) -> dict:
+    """The norm + activation + 2 x 2 pool step (the pool fused) past batch-1 sizes as compiled
+    (`NormStep._chunked`: the statistics and the pool in one split, over chunks of images; the
+    pool by `elementwise._halving_pool`) against the former path (`elementwise.CHUNKED` and
+    `HALVING` off: the statistics over the whole batch, then the pool step): two sessions a
+    variant (an arena layout's bias cancels), interleaved, medians of each round's ratio of
+    the variants' means."""
+    saved = elementwise.CHUNKED, elementwise.HALVING
+    feeds = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
+    order = (True, False, False, True)
+    sessions = []
+    times: list[list[float]] = [[] for _ in order]
+    try:
+        for on in order:
+            elementwise.CHUNKED, elementwise.HALVING = on, on and saved[1]
+            sessions.append(Session(_graph(op, shape, arg, act, pool=True)))
+            sessions[-1].run(feeds)
+        for _ in range(runs):
+            for i, on in enumerate(order):
+                elementwise.CHUNKED, elementwise.HALVING = on, on and saved[1]
+                rows = sessions[i].profile(feeds, runs=1)
+                times[i].append(next(ms for name, *_, ms in rows if name == "norm"))
+    finally:
+        elementwise.CHUNKED, elementwise.HALVING = saved
+    ours = [(a + b) / 2 for a, b in zip(times[0], times[3], strict=True)]
+    former = [(a + b) / 2 for a, b in zip(times[1], times[2], strict=True)]
+    return {
+        "ms": statistics.median(ours),
+        "former_ms": statistics.median(former),
+        "ratio": statistics.median(a / b for a, b in zip(ours, former, strict=True)),
+    }
+
+
 def elu_ratio(shape: tuple[int, ...], runs: int) -> tuple[float, float]:
     """(median ms of `elu_expm1`, median ratio to the exp - 1 formulation) on normal data."""
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
@@ -196,6 +232,17 @@ def main(argv: list[str] | None = None) -> int:
         name = f"{op.replace('Normalization', 'Norm')} + {act} + pool"
         shown = "x".join(map(str, shape))
         rows.append([name, shown, f"{r['ms']:.3f}", f"{r['general_ms']:.3f}", f"{r['ratio']:.2f}"])
+    print_table(head, rows, markdown=args.markdown, load0=load0)
+    head = ["step (+ 2x2 MaxPool fused)", "input", "ms", "former path ms", "ratio (median)"]
+    rows = []
+    load0 = os.getloadavg()[0]
+    for op, shape, arg, act in CASES:
+        if shape[0] == 1 or op == "LayerNormalization":  # (past batch 1: chunked)
+            continue
+        r = chunked_ratio(op, shape, arg, act, args.runs)
+        name = f"{op.replace('Normalization', 'Norm')} + {act} + pool"
+        shown = "x".join(map(str, shape))
+        rows.append([name, shown, f"{r['ms']:.3f}", f"{r['former_ms']:.3f}", f"{r['ratio']:.2f}"])
     print_table(head, rows, markdown=args.markdown, load0=load0)
     return 0
 

@@ -25,15 +25,20 @@ def test_graphs_fuse_the_activation_into_the_norm():
 
 
 def test_main_prints_the_tables_and_restores_the_settings_it_varies(capsys):
-    before = elementwise.UNBUFFERED_MIN_ROW, elementwise.FUSED_POOL_INLINE_BYTES
+    def settings():
+        e = elementwise
+        return e.UNBUFFERED_MIN_ROW, e.FUSED_POOL_INLINE_BYTES, e.CHUNKED, e.HALVING
+
+    before = settings()
     bench.main(["--runs", "1", "--markdown"])
-    assert (elementwise.UNBUFFERED_MIN_ROW, elementwise.FUSED_POOL_INLINE_BYTES) == before
+    assert settings() == before
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ")]
-    # the heads, the cases, two ELU rows, the batch-1 group norms with a pool
-    assert len(rows) == len(bench.CASES) + 3 + 3
+    # the heads, the cases, two ELU rows, the batch-1 and the batch-32 group norms with a pool
+    assert len(rows) == len(bench.CASES) + 3 + 3 + 3
     assert "GroupNorm + PRelu | 32x32x32x32" in out and "Elu: expm1 / exp - 1" in out
     assert "GroupNorm + PRelu + pool | 1x32x32x32" in out
+    assert "GroupNorm + PRelu + pool | 32x32x32x32" in out
 
 
 def test_pooled_graphs_fuse_the_pool_and_bind_at_batch_1():
