@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 import threading
 import time
 import weakref
@@ -91,7 +92,16 @@ from graphnet.runtime.fast.steps.trainfuse import AffineMaxPoolStep, ConvBatchNo
 from graphnet.runtime.fast.threads import WORKERS, Parallel, blas_single_threaded
 from graphnet.runtime.kernels import get_kernel
 
-__all__ = ["CompiledPlan", "MEMORY_PLANS", "describe_call", "needs_late_resolve"]
+__all__ = ["CompiledPlan", "MEMORY_PLANS", "REPLAY_RUNS", "describe_call", "needs_late_resolve"]
+
+REPLAY_RUNS = True
+"""Whole-run replay: after an inference run in which every step replayed its bound calls
+(`steps.base.taped`: the same arena, feeds and parameters as when they bound), the next runs
+with the same feed arrays (the same objects, shapes and strides), the same parameter objects,
+threads and arena make those calls as one flat list: no Run, no pool takes and gives, no
+per-step checks. At the first difference (a guard among the calls says no, a call raises) the
+run starts over by the normal path, which computes every value afresh from the feeds. False:
+every run by the normal path (the tests' oracle); read at each run."""
 
 MEMORY_PLANS = ("default", "lean")
 """`memory=` of a plan: "default" spends memory for speed (prepared weights, 1 MiB
@@ -172,6 +182,39 @@ def _scale(k, x, y):
     np.multiply(x, x.dtype.type(k), out=y)
 
 
+class _Tape:
+    """A whole-run replay (see `REPLAY_RUNS`): the run's calls, where its graph outputs are
+    (arrays the calls write; the caller gets copies) and what it is valid for."""
+
+    __slots__ = ("calls", "outputs", "feeds", "params", "values", "arena", "workers")
+
+    def __init__(self, calls: tuple, outputs: tuple, feeds: tuple, params: dict, arena) -> None:
+        self.calls, self.outputs, self.feeds = calls, outputs, feeds
+        # (the parameter objects, by identity: set_param stores a new one; a train run's
+        # running statistics are new arrays)
+        self.params, self.values = params, tuple(params.values())
+        self.arena, self.workers = arena, WORKERS
+
+    def valid(self, feeds: Mapping[str, np.ndarray], params: dict, arena) -> bool:
+        """Whether a run with `feeds` would replay every step's calls as the recorded run
+        did: the same feed objects, shapes and strides (weakly held: an array given a new
+        shape in place is the same object), parameter objects, threads and arena."""
+        if (
+            params is not self.params
+            or arena is not self.arena
+            or WORKERS != self.workers
+            or len(feeds) != len(self.feeds)
+            or len(params) != len(self.values)
+            or not all(map(operator.is_, params.values(), self.values))
+        ):
+            return False
+        for name, ref, shape, strides in self.feeds:  # (a loop over the graph's inputs)
+            arr = feeds.get(name)
+            if arr is None or ref() is not arr or arr.shape != shape or arr.strides != strides:
+                return False
+        return True
+
+
 class CompiledPlan:
     """The steps of one graph for one mode; `run(feeds)` executes them. Runs of one plan are
     serialized (a lock): its buffer pool, arena and thread scratch serve one run at a time, so
@@ -200,6 +243,8 @@ class CompiledPlan:
         self._placed_views: dict[int, tuple] = {}  # see Run.views
         self._feeds: dict[str, tuple] = {}  # input -> weakly (last array, shape, strides, view)
         self._runs_first: dict[str, str] = {}  # shortcut conv -> the conv it runs before
+        self._tape: _Tape | None = None  # the whole-run replay (see REPLAY_RUNS)
+        self.replayed_runs = 0  # runs made by the whole-run replay (tests, profiling)
         self._compile()
         self._output_slots = frozenset(self.slots[o] for o in graph.outputs if o in self.slots)
 
@@ -1666,6 +1711,15 @@ class CompiledPlan:
         timings: dict[str, float] | None,
     ) -> dict[str, np.ndarray]:
         g = self.graph
+        tape = self._tape
+        if tape is not None and timings is None and not keep_all:
+            self._tape = None  # (until the replay succeeds)
+            if REPLAY_RUNS and tape.valid(feeds, g.params, self.pool.arena):
+                result = self._replay(tape)
+                if result is not None:
+                    self._tape = tape
+                    self.replayed_runs += 1
+                    return result
         outputs = self._output_slots
         run = Run(
             len(self.slots),
@@ -1700,6 +1754,15 @@ class CompiledPlan:
             self.pool.begin(tuple([(a.shape, a.dtype) for a in feeds.values()]))
         for scratch in run.scratch:  # (a failed run may have left places)
             scratch.reset()
+        if (
+            REPLAY_RUNS
+            and self.reuse
+            and not self.training
+            and not keep_all
+            and timings is None
+            and self.pool.replaying
+        ):
+            run.tape = []  # (every step's bound calls, when each replays them: `taped`)
         with blas_single_threaded():
             pool = self.pool
             free = run.free
@@ -1709,6 +1772,8 @@ class CompiledPlan:
                     pool.step_begin(k)
                     if timings is None:
                         step(run)
+                        if run.tape is not None and (not run.tape or run.tape[-1][0] is not step):
+                            run.tape = None  # (the step did not replay bound calls alone)
                     else:
                         t0 = time.perf_counter()
                         step(run)
@@ -1728,9 +1793,12 @@ class CompiledPlan:
                 ) from exc
         if self.reuse:
             arena = self.pool.arena
+            replayed = self.pool.replaying  # (the recorded layout to the end)
             self.pool.end()
             if self.pool.arena is not arena:  # (views of the former one: drop them)
                 self.unbind()
+            elif run.tape is not None and replayed:
+                self._tape = self._taped(run.tape, feeds)
         if keep_all:  # constant steps' results are the plan's own: the caller gets copies
             return {
                 name: run.env[s].copy() if s in self.static else run.env[s]
@@ -1751,9 +1819,42 @@ class CompiledPlan:
             result[o] = arr
         return result
 
+    def _taped(self, tape: list, feeds: Mapping[str, np.ndarray]) -> _Tape | None:
+        """The whole-run replay of a run whose every step replayed its bound calls (`tape`:
+        see `steps.base.taped`), or None when a graph output is not an array of a step's own
+        (the calls cannot name the fresh array a run hands out)."""
+        written: dict[int, np.ndarray] = {}
+        for _, _, out in tape:
+            if out:
+                written.update(out)
+        outputs = []
+        for o in self.graph.outputs:
+            arr = written.get(self.slots.get(o, -1))
+            if arr is None:
+                return None
+            outputs.append((o, arr))
+        seen = self._feeds
+        fed = tuple((name, seen[name][0], arr.shape, arr.strides) for name, arr in feeds.items())
+        calls = tuple([c for _, cs, _ in tape for c in cs])
+        return _Tape(calls, tuple(outputs), fed, self.graph.params, self.pool.arena)
+
+    def _replay(self, tape: _Tape) -> dict[str, np.ndarray] | None:
+        """The run by `tape`'s calls (see REPLAY_RUNS); None when a guard said no or a call
+        raised (the values computed so far are recomputed by the normal path)."""
+        with blas_single_threaded():
+            try:
+                for call in tape.calls:  # (one flat list: every step's calls in order)
+                    if call() is False:
+                        return None
+            except Exception:
+                return None
+        return {name: arr.copy() for name, arr in tape.outputs}
+
     def unbind(self) -> None:
         """Forget every step's calls bound to arrays (ConvStep's `_bound`) and the Concat slices
-        kept (`Run.views`): they hold views of the pool's arena, which was replaced."""
+        kept (`Run.views`): they hold views of the pool's arena, which was replaced; and the
+        whole-run replay."""
+        self._tape = None
         self._placed_views.clear()
         for s in self.steps:
             if getattr(s, "_bound", None) is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "may_record",
     "no_record",
     "retaken",
+    "taped",
     "unbind",
 ]
 
@@ -116,6 +117,19 @@ def retaken(scratch: Scratch, places: tuple) -> bool:
     return not places or scratch.in_region(places)
 
 
+def taped(run: Run, step: Any, calls: tuple, out: dict | None = None) -> None:
+    """`step` ran as `calls` alone in this run (its bound calls, replayed; nothing else it did
+    matters to a rerun with the same arrays: no value computed by Python in between, no take
+    from the pool): noted for the plan's whole-run replay (`Run.tape`, see compile.py's
+    `_Tape`). `calls` are callables of no arguments (a guard among them returns False when it
+    says no); `out`: graph output slot -> the step's own array the calls write it into (the
+    run hands the caller a copy). A step calls this last, after its replay; a step fusing
+    another (a Concat's pool) calls it after the fused step did."""
+    tape = run.tape
+    if tape is not None:
+        tape.append((step, calls, out))
+
+
 class Run:
     """The state of one run: values by slot, their buffers, the pool and scratch, the mode."""
 
@@ -134,6 +148,7 @@ class Run:
         "placements",
         "placed",
         "views",
+        "tape",
     )
 
     def __init__(
@@ -164,6 +179,9 @@ class Run:
         # plan's, kept between runs): a replayed run's buffer is the same array, and so is the
         # slice (a replayed step finds the output it bound its calls to; see ConvStep)
         self.views = {} if views is None else views
+        # (step, calls, outputs) per step that replayed its bound calls in this run, while the
+        # plan records a whole-run replay (see `taped`); None: not recording
+        self.tape: list | None = None
 
     def alloc(self, slot: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
         """A buffer for value `slot`: fresh for a graph output (the caller keeps it), a channel
@@ -384,8 +402,13 @@ class ConcatStep(Step):
 
     def __call__(self, run: Run) -> None:
         if self.placed and all(i in run.placed for i in self.inputs):
-            if self.pool is not None:
+            if self.pool is None:
+                taped(run, self, ())  # (nothing to do)
+            else:
                 self.pool(run)  # on the concatenation its inputs were written into
+                tape = run.tape
+                if tape and tape[-1][0] is self.pool:  # (its calls are the step's)
+                    taped(run, self, ())
             return  # every input already sits in its slice of env[self.outputs[0]]
         xs = [run.get(i) for i in self.inputs]
         if self.pool is not None and self._pool_inputs(run, xs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -14,7 +14,7 @@ import numpy as np
 
 from graphnet.runtime.fast.conv import relu_
 from graphnet.runtime.fast.steps import base as _base
-from graphnet.runtime.fast.steps.base import Run, Step, may_record, no_record
+from graphnet.runtime.fast.steps.base import Run, Step, may_record, no_record, taped
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 from graphnet.runtime.kernels.normalization import check_batch_statistics
 
@@ -1208,7 +1208,25 @@ class NormStep(Step):
 
     def _row_bound(self, run: Run, b: tuple) -> None:
         """`_one_row` with its bound calls (`_bind_row`): the same operations, the same bits."""
-        y, sums, d = b[1], b[5], b[6]
+        if self.activation is None:
+            self._row_calls(b)
+            taped(run, self, (partial(self._row_calls, b),))
+            return
+        ins = self.inputs
+        params = tuple(run.get(i) for i in ins[len(ins) - self.act_inputs :])
+        t = buf = None
+        if self.act_temp:  # (its scratch from the pool: a replayed run's arena view)
+            t, buf = run.pool.take(b[1].shape, b[1].dtype)
+        call = partial(self._row_calls, b, params, t)
+        call()
+        if buf is not None:
+            run.pool.give(buf)
+        taped(run, self, (call,))
+
+    def _row_calls(self, b: tuple, params: tuple | None = None, t: Any = None) -> None:
+        """`_row_bound`'s calls, then the activation with `params` (not None) and its scratch
+        `t` (see `_activate`)."""
+        sums, d = b[5], b[6]
         for call in b[4]:
             call()
         n, dt = d.size, d.dtype
@@ -1218,9 +1236,8 @@ class NormStep(Step):
         d *= dt.type(inv1)
         for call in b[7]:
             call()
-        if self.activation is not None:
-            ins = self.inputs
-            self._activate(run, y, [run.get(i) for i in ins[len(ins) - self.act_inputs :]])
+        if params is not None:
+            self.activation(b[1], b[1], t, *params)  # type: ignore[misc]
 
     def _activate(self, run: Run, y: np.ndarray, params: list) -> None:
         """The fused activation on `y` in place (its scratch from the pool when it needs one)."""
@@ -1468,7 +1485,28 @@ class NormStep(Step):
                 self._bind_small(arrays, y.size, tiled),
                 (yshape, msize, tiled),
             )
-        calls, corners, co0, co1, t = hit[1]
+        self._small_calls(hit[1], y, params)
+        if self.outputs[0] not in run.outputs:  # (y: a replayed run's arena view)
+            taped(run, self, (partial(self._small_taped, hit[1], y, scale, tuple(params)),))
+        return True
+
+    def _small_taped(
+        self, bound: tuple, y: np.ndarray, scale: np.ndarray | None, params: Sequence
+    ) -> bool:
+        """`_small_calls` in a whole-run replay (see `taped`), after `_pooled`'s checks: every
+        slope and scale still >= 0 (False, nothing done: they no longer commute with the
+        max; `_pooled` decides otherwise)."""
+        if self.sink == "slopes" and not all(least(p) >= 0.0 for p in params):
+            return False
+        if scale is not None and least(scale) < 0.0:
+            return False
+        self._small_calls(bound, y, params)
+        return True
+
+    def _small_calls(self, bound: tuple, y: np.ndarray, params: Sequence) -> None:
+        """`_small_group`'s calls: `_bind_small`'s, then the affine and the activation on the
+        pooled output y."""
+        calls, corners, co0, co1, t = bound
         for call in calls:
             call()
         if corners.dtype == np.int64:  # (`_halving_calls`' pairs: their first halves)
@@ -1479,7 +1517,6 @@ class NormStep(Step):
         y += co1
         if self.activation is not None:  # (a per-channel slope as it is: under ROW_MIN_ELEMENTS)
             self.activation(y, y, None if t is None else t.reshape(y.shape), *params)
-        return True
 
     def _bind_small(self, arrays: tuple, pooled: int, tiled: tuple) -> tuple:
         """`_small_group`'s NumPy calls bound to its arrays (x, pre, scratch m and m2, scale,
@@ -1687,16 +1724,37 @@ class GlobalAveragePoolStep(Step):
 
     flat: bool = False  # a Flatten (axis 1) fused: the output is (N, C)
     _ones: dict = field(default_factory=dict)
+    # (x, y, the two calls bound to them): a replayed run's arena views, the same objects in
+    # the next replayed runs, which make the calls again without the views and lookups
+    _bound: tuple | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
+        bound = self._bound
+        if bound is not None and x is bound[0]:
+            y = run.alloc(self.outputs[0], bound[1].shape, x.dtype)
+            if y is bound[1]:
+                for call in bound[2]:  # (two)
+                    call()
+                taped(run, self, bound[2])
+                return
+        else:
+            n, c = x.shape[:2]
+            shape = (n, c) + (() if self.flat else (1,) * (x.ndim - 2))
+            y = run.alloc(self.outputs[0], shape, x.dtype)
+        self._bound = None
         n, c = x.shape[:2]
-        y = run.alloc(self.outputs[0], (n, c) + (() if self.flat else (1,) * (x.ndim - 2)), x.dtype)
         length = math.prod(x.shape[2:])
         rows = x.reshape(n * c, length)  # (explicit: -1 is ambiguous at batch 0)
         ones = self._ones.get((length, x.dtype))
         if ones is None:
             ones = self._ones[length, x.dtype] = np.ones(length, x.dtype)
         y1 = y.reshape(n * c)
-        np.matmul(rows, ones, out=y1)
-        y1 /= x.dtype.type(length)
+        calls = (
+            partial(np.matmul, rows, ones, out=y1),
+            partial(np.true_divide, y1, x.dtype.type(length), out=y1),  # (y1 /= length)
+        )
+        for call in calls:
+            call()
+        if _base.BIND_CALLS and run.pool.replaying and self.outputs[0] not in run.outputs:
+            self._bound = (x, y, calls)

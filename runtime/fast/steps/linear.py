@@ -23,6 +23,7 @@ from graphnet.runtime.fast.steps.base import (
     may_record,
     no_record,
     retaken,
+    taped,
     unbind,
 )
 from graphnet.runtime.fast.steps.elementwise import softmax
@@ -267,6 +268,7 @@ class ConvStep(Step):
                     break
             else:
                 self._replayed = True
+                taped(run, self, calls)
                 return True
         unbind(self, (x.shape, run.training))
         if yt is not None:
@@ -523,6 +525,7 @@ class GemmStep(Step):
                 if own is not None:
                     np.copyto(y, own)
                 self._replayed = True
+                taped(run, self, bound[6], None if own is None else {self.outputs[0]: own})
                 return
             unbind(self, (a.shape, False))
             self._compute(run, a, y)
@@ -697,6 +700,7 @@ class MergedPointwiseStep(ConvStep):
                     for call in bound[7]:  # a loop over the step's NumPy calls
                         call()
                     self._replayed = True
+                    taped(run, self, bound[7])
                     return
                 unbind(self, (x.shape, run.training))
                 self._compute(run, x, outs)

@@ -11,7 +11,7 @@ import numpy as np
 from graphnet.runtime.fast.conv import _call, _fill
 from graphnet.runtime.fast.memory import Scratch
 from graphnet.runtime.fast.steps import base as _base
-from graphnet.runtime.fast.steps.base import Run, Step, TakeLog, may_record, retaken
+from graphnet.runtime.fast.steps.base import Run, Step, TakeLog, may_record, retaken, taped
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 
 __all__ = [
@@ -486,6 +486,7 @@ class MaxPoolStep(Step):
                 for call in bound[4]:  # a loop over the step's NumPy calls
                     call()
                 self._replayed = True
+                taped(run, self, bound[4])
                 return
             self._bound = None
             bound[5](x, y, run.scratch[0])  # (the path's computation, afresh)
