@@ -1712,9 +1712,9 @@ class CompiledPlan:
     ) -> dict[str, np.ndarray]:
         g = self.graph
         tape = self._tape
-        if tape is not None and timings is None and not keep_all:
+        if tape is not None and REPLAY_RUNS and timings is None and not keep_all:
             self._tape = None  # (until the replay succeeds)
-            if REPLAY_RUNS and tape.valid(feeds, g.params, self.pool.arena):
+            if tape.valid(feeds, g.params, self.pool.arena):
                 result = self._replay(tape)
                 if result is not None:
                     self._tape = tape

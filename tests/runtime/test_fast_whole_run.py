@@ -1,0 +1,305 @@
+"""The whole-run replay (compile.REPLAY_RUNS): after an inference run whose every step replayed
+its bound calls, the next runs with the same feed arrays, parameters, threads and arena make
+only those calls, as one flat list.
+
+Oracles: the same session's normal path (REPLAY_RUNS False: the same NumPy calls step by step,
+so equal bit for bit), the unbound plan (BIND_CALLS False too: the same operations, bit for bit
+as test_fast_bind proves), and the reference plan (plain kernels, float32 convs summed in
+another order: the differential tests' bound, 1e-4 of the output's largest magnitude). Every
+test checks that the replay ran (`CompiledPlan.replayed_runs`): none is vacuous."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from graphnet import runtime
+from graphnet.bench import suite
+from graphnet.ir import Graph
+from graphnet.passes import optimize
+from graphnet.runtime.fast import compile as fast_compile
+from graphnet.runtime.fast.steps import base as fast_base
+
+RTOL = 1e-4  # |fast - reference| / max |reference|, as the differential tests
+
+
+def _close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    scale = max(float(np.abs(want).max()), 1e-3)
+    err = float(np.abs(got - want).max()) / scale
+    assert err <= RTOL, f"{what}: max |diff| / max |ref| = {err:.2e}"
+
+
+def _replayed(sess: runtime.Session) -> int:
+    return sess._fast(training=False, keep_all=False).replayed_runs
+
+
+def _oracle(sess: runtime.Session, feeds: dict, bind: bool = True) -> dict:
+    """A run of `sess` by the normal path (and without bound calls unless `bind`)."""
+    old = fast_compile.REPLAY_RUNS, fast_base.BIND_CALLS
+    fast_compile.REPLAY_RUNS, fast_base.BIND_CALLS = False, bind
+    try:
+        return sess.run(feeds)
+    finally:
+        fast_compile.REPLAY_RUNS, fast_base.BIND_CALLS = old
+
+
+def _suite_feed(g: Graph, n: int, seed: int) -> dict:
+    inp = g.inputs[0]
+    shape = tuple(n if not isinstance(d, int) else d for d in g.values[inp].shape)
+    return {inp: np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
+
+
+# the suite models whose every step binds at batch 1 (VGG's 2 MiB GEMV splits over threads)
+TAPED = ["lenet5", "inception_bn", "norms_acts", "resnet20", "video3d"]
+
+
+@pytest.mark.parametrize("name", [*TAPED, "vgg_bn"])
+def test_suite_models_whole_run_replay(name):
+    """Batch 1 -> 3 -> 1 -> 2 -> 1 on one session (layouts recorded anew, the arena replaced
+    by a larger one in between), new values in the fed arrays now and then: each output
+    equal bit for bit to the same session's normal path and to a session without bound
+    calls, close to the reference plan; the outputs handed out earlier unchanged by the
+    later runs (each run's are fresh arrays)."""
+    g = optimize(suite.build(name))[0]
+    sess, off = runtime.Session(g), runtime.Session(g)
+    ref = runtime.Session(g, plan="reference")
+    feeds = {n: _suite_feed(g, n, n) for n in (1, 2, 3)}
+    kept = []
+    rng = np.random.default_rng(9)
+    for k, n in enumerate((1, 1, 1, 1, 3, 1, 1, 1, 1, 2, 1, 1, 1, 1)):
+        if k in (3, 8, 13):  # (new values in the same feed arrays)
+            for x in feeds[n].values():
+                x[...] = rng.standard_normal(x.shape).astype(np.float32)
+        got = sess.run(feeds[n])
+        kept.append((got, {o: a.copy() for o, a in got.items()}))
+        normal = _oracle(sess, feeds[n])
+        unbound = _oracle(off, feeds[n], bind=False)
+        want = ref.run(feeds[n])
+        for o in g.outputs:
+            what = f"{name} run {k} batch {n} output {o}"
+            np.testing.assert_array_equal(got[o], normal[o], err_msg=what)
+            np.testing.assert_array_equal(got[o], unbound[o], err_msg=what)
+            _close(got[o], want[o], what)
+    for k, (got, copies) in enumerate(kept):
+        for o in g.outputs:
+            np.testing.assert_array_equal(got[o], copies[o], err_msg=f"run {k}'s {o} changed")
+    if name in TAPED:
+        assert _replayed(sess) >= 4, "the whole-run replay ran too rarely"
+
+
+def _dynamic_net() -> Graph:
+    """Two 1x1 convs of the input (merged) and a 3x3 one, ReLU (the outputs placed in their
+    Concat's buffer at batch 1), global average pool, Gemm: every step binds; H and W
+    dynamic."""
+    rng = np.random.default_rng(4)
+    g = Graph("whole_run")
+    g.add_input("x", (None, 6, None, None))
+    ys = []
+    for k, (m, h) in enumerate(((4, 1), (5, 1), (3, 3))):
+        g.add_param(f"c{k}.w", (0.5 * rng.standard_normal((m, 6, h, h))).astype(np.float32))
+        g.add_param(f"c{k}.b", rng.standard_normal(m).astype(np.float32))
+        pads = {"pads": [h // 2] * 4}
+        conv = g.add_node("Conv", ["x", f"c{k}.w", f"c{k}.b"], pads, name=f"c{k}").outputs[0]
+        ys.append(g.add_node("Relu", [conv], {}, name=f"r{k}").outputs[0])
+    c = g.add_node("Concat", ys, {"axis": 1}, name="cat").outputs[0]
+    p = g.add_node("GlobalAveragePool", [c], {}, name="gap").outputs[0]
+    f = g.add_node("Flatten", [p], {}, name="flat").outputs[0]
+    g.add_param("fc.w", rng.standard_normal((7, 12)).astype(np.float32))
+    g.add_param("fc.b", rng.standard_normal(7).astype(np.float32))
+    y = g.add_node("Gemm", [f, "fc.w", "fc.b"], {"transB": 1}, name="fc").outputs[0]
+    g.mark_output(y)
+    return optimize(g)[0]
+
+
+def _check(sess: runtime.Session, ref: runtime.Session, x: np.ndarray, what: str) -> dict:
+    got = sess.run({"x": x})
+    normal = _oracle(sess, {"x": x})
+    want = ref.run({"x": x.copy()})
+    for o, arr in got.items():
+        np.testing.assert_array_equal(arr, normal[o], err_msg=what)
+        _close(arr, want[o], what)
+    return got
+
+
+def test_whole_run_replay_follows_the_feeds():
+    """The feed mutated in place, replaced by another array, a view of another array (held,
+    the other array mutated), a new view each run, reshaped in place (x.shape = ...): every
+    output is the normal path's and the reference's for what was fed then."""
+    g = _dynamic_net()
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 6, 6, 10)).astype(np.float32)
+    for k in range(4):
+        _check(sess, ref, x, f"same feed {k}")
+    start = _replayed(sess)
+    assert start >= 2
+    x[...] = rng.standard_normal(x.shape).astype(np.float32)
+    _check(sess, ref, x, "new values in the fed array")
+    assert _replayed(sess) == start + 1  # (the replay reads the feed's memory)
+    other = rng.standard_normal(x.shape).astype(np.float32)
+    for k in range(3):
+        _check(sess, ref, other, f"another array {k}")
+    big = rng.standard_normal((3, 6, 6, 10)).astype(np.float32)
+    view = big[1:2]
+    for k in range(3):
+        big[...] = rng.standard_normal(big.shape).astype(np.float32)
+        _check(sess, ref, view, f"a view of another array {k}")
+    for k in range(3):
+        _check(sess, ref, big[2:3], f"a new view each run {k}")
+    before = _replayed(sess)
+    for k in range(6):
+        _check(sess, ref, x, f"the first feed again {k}")
+    assert _replayed(sess) > before
+    before = _replayed(sess)
+    x.shape = (1, 6, 10, 6)
+    for k in range(3):
+        _check(sess, ref, x, f"reshaped in place {k}")
+    t = np.ascontiguousarray(x.transpose(0, 1, 3, 2))
+    x.shape = (1, 6, 6, 10)
+    x[...] = t  # (the first shape again, new values)
+    _check(sess, ref, x, "reshaped back")
+    assert _replayed(sess) > before
+
+
+def test_whole_run_replay_reads_set_params():
+    """set_param between runs (a conv's weight and bias, the Gemm's weight; an array edited in
+    place and set again): the next run computes with the new arrays."""
+    g = _dynamic_net()
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 6, 5, 7)).astype(np.float32)
+    for k in range(3):
+        _check(sess, ref, x, f"start {k}")
+    for p in [n for n in g.params if n.startswith(("c1", "fc"))]:
+        old = g.params[p]
+        g.set_param(p, (old * -0.75 + 0.25).astype(np.float32))
+        before = _replayed(sess)
+        for k in range(3):
+            _check(sess, ref, x, f"{p} replaced, run {k}")
+        assert _replayed(sess) > before
+    arr = g.params["c0.w"]
+    arr *= -1.0  # (edited in place, then set: a new view, prepared again)
+    g.set_param("c0.w", arr)
+    for k in range(3):
+        _check(sess, ref, x, f"c0.w edited and set, run {k}")
+
+
+def test_whole_run_replay_falls_back_mid_run():
+    """A guard among the calls saying no (lenet5's phase-pool conv: a non-finite input), and
+    a call raising mid-run: the run is made by the normal path (the values the replay wrote
+    are computed again), the outputs the normal path's; the replay runs again afterwards. An
+    exception in a normal run then good runs."""
+    g = optimize(suite.build("lenet5"))[0]
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    (inp,) = g.inputs
+    x = _suite_feed(g, 1, 7)[inp]
+    for _ in range(4):
+        sess.run({inp: x})
+    plan = sess._fast(training=False, keep_all=False)
+    start = plan.replayed_runs
+    assert start >= 1
+    x[0, 0, 3, 4] = np.nan  # (the phase-pool's finite-input guard says no)
+    got = sess.run({inp: x})
+    want = _oracle(sess, {inp: x})
+    for o in g.outputs:
+        np.testing.assert_array_equal(got[o], want[o])
+        np.testing.assert_array_equal(np.isnan(got[o]), np.isnan(ref.run({inp: x})[o]))
+    assert plan.replayed_runs == start
+    x[0, 0, 3, 4] = 0.5
+    for _ in range(4):
+        got = sess.run({inp: x})
+    want = ref.run({inp: x.copy()})
+    for o in g.outputs:
+        _close(got[o], want[o], "finite again")
+    assert plan.replayed_runs > start
+
+    tape = plan._tape
+    assert tape is not None
+    calls = list(tape.calls)
+    raised = []
+
+    def boom() -> None:
+        raised.append(1)
+        raise RuntimeError("mid-run")
+
+    calls.insert(len(calls) // 2, boom)
+    tape.calls = tuple(calls)
+    n = plan.replayed_runs
+    got = sess.run({inp: x})
+    assert raised and plan.replayed_runs == n
+    for o in g.outputs:
+        np.testing.assert_array_equal(got[o], _oracle(sess, {inp: x})[o])
+        _close(got[o], ref.run({inp: x.copy()})[o], "a call raised mid-run")
+    for _ in range(4):
+        got = sess.run({inp: x})
+    assert len(raised) == 1 and plan.replayed_runs > n  # (recorded anew, without boom)
+
+    step = plan.steps[2]
+    cls = type(step)
+
+    class Boom(cls):  # type: ignore[misc, valid-type]
+        def __call__(self, run):
+            raise RuntimeError("mid-run")
+
+    step.__class__ = Boom
+    with pytest.raises(Exception, match="mid-run"):  # (another array: by the normal path)
+        sess.run({inp: x.copy()})
+    step.__class__ = cls
+    n = plan.replayed_runs
+    for k in range(8):  # (steps that recorded for the copy back off from recording: 1, 2 runs)
+        got = sess.run({inp: x})
+        for o in g.outputs:
+            _close(got[o], ref.run({inp: x.copy()})[o], f"after an exception {k}")
+    assert plan.replayed_runs > n
+
+
+def test_whole_run_replay_with_train_runs_between():
+    """Train runs (another plan, on the same feed array) between inference runs: the next
+    inference runs replay, and compute what the normal path does."""
+    g = optimize(suite.build("inception_bn"))[0]
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    feeds = _suite_feed(g, 1, 8)
+    for _ in range(3):
+        sess.run(feeds)
+    for k in range(3):
+        sess.run(feeds, mode="train", seed=k)
+        n = _replayed(sess)
+        for j in range(3):
+            got = sess.run(feeds)
+            for o in g.outputs:
+                np.testing.assert_array_equal(got[o], _oracle(sess, feeds)[o])
+                _close(got[o], ref.run(feeds)[o], f"after train run {k}, run {j}")
+        assert _replayed(sess) > n
+
+
+def test_whole_run_replay_two_threads_share_a_session():
+    """Two threads running one session, each with its own feed (and then the same one),
+    behind a barrier: each gets its own feed's outputs every run (the runs are serialized;
+    a feed that is not the recorded one runs by the normal path and records)."""
+    g = optimize(suite.build("inception_bn"))[0]
+    sess = runtime.Session(g)
+    (inp,) = g.inputs
+    xs = [_suite_feed(g, 1, 20 + k)[inp] for k in range(2)]
+    want = [_oracle(runtime.Session(g), {inp: x}, bind=False) for x in xs]
+    for shared in (False, True):
+        errors: list = []
+        barrier = threading.Barrier(2)
+
+        def work(k: int, shared: bool = shared, errors: list = errors, barrier=barrier) -> None:
+            x = xs[0] if shared else xs[k]
+            w = want[0] if shared else want[k]
+            barrier.wait()
+            for _ in range(40):
+                got = sess.run({inp: x})
+                if not all(np.array_equal(got[o], w[o]) for o in g.outputs):
+                    errors.append(k)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+    assert _replayed(sess) >= 10
