@@ -20,6 +20,7 @@ import functools
 import inspect
 import threading
 import warnings
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,7 @@ class Session:
         self._continuing = threading.Lock()  # (one thread makes `_current`'s copy)
         self._seeded = threading.local()  # .hit: (this thread's last int seed, its state, rng)
         self._compiled: dict[tuple[bool, bool], CompiledPlan] = {}
+        self._checked: tuple = ()  # the last feeds `check_inputs` passed (see `_checked_again`)
         self._steps: list[_Step] = []
         if plan == "fast":
             off = self.lean_off  # (compile errors surface here)
@@ -252,6 +254,9 @@ class Session:
 
     def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate the feeds against the graph's inputs; return them as arrays."""
+        again = self._checked_again(feeds)
+        if again is not None:
+            return again
         g = self.graph
         if not isinstance(feeds, Mapping):
             example = ", ".join(f"{i!r}: ..." for i in g.inputs)
@@ -284,7 +289,37 @@ class Session:
                         f"{format_shape(arr.shape)} ({wrong})"
                     )
             out[name] = arr
+        if type(feeds) is dict and all(feeds[name] is out[name] for name in g.inputs):
+            self._checked = tuple(
+                (name, weakref.ref(a), a.shape, a.dtype, v, v.shape, v.dtype)
+                for name, a in out.items()
+                for v in (g.values[name],)
+            )
         return out
+
+    def _checked_again(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The feeds as `check_inputs` returns them when they are the arrays it passed last
+        (the same objects, shapes and dtypes, against the same input Values, shapes and
+        dtypes): a batch-1 run repeats its ~5 us of checks otherwise (lenet5@1 runs in ~50).
+        None: check them."""
+        last = self._checked
+        g = self.graph
+        if type(feeds) is not dict or len(feeds) != len(last) or len(g.inputs) != len(last):
+            return None
+        values = g.values
+        for name, ref, shape, dtype, v, vshape, vdtype in last:  # (a loop over the inputs)
+            a = feeds.get(name)
+            if (
+                a is None
+                or ref() is not a
+                or a.shape != shape
+                or a.dtype != dtype
+                or values.get(name) is not v
+                or v.shape != vshape
+                or v.dtype != vdtype
+            ):
+                return None
+        return dict(feeds)
 
     def run(
         self,

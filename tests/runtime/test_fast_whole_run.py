@@ -17,6 +17,7 @@ import pytest
 
 from graphnet import runtime
 from graphnet.bench import suite
+from graphnet.errors import InputError
 from graphnet.ir import Graph
 from graphnet.passes import optimize
 from graphnet.runtime.fast import compile as fast_compile
@@ -303,3 +304,42 @@ def test_whole_run_replay_two_threads_share_a_session():
             t.join()
         assert not errors
     assert _replayed(sess) >= 10
+
+
+def test_feeds_checked_again_after_a_change():
+    """Session.check_inputs passes the last feeds it passed without checking them again
+    (`_checked_again`): the same array given a wrong shape or dtype in place, an unknown or a
+    missing input, an input added to the graph, the graph's input Value edited in place: all
+    still refused; a feed that is not an array is converted."""
+    g = _dynamic_net()
+    sess = runtime.Session(g)
+    x = np.random.default_rng(10).standard_normal((1, 6, 4, 5)).astype(np.float32)
+    for _ in range(3):
+        sess.run({"x": x})
+    assert sess._checked_again({"x": x}) is not None  # (the test is not vacuous)
+    x.shape = (1, 5, 4, 6)
+    with pytest.raises(InputError, match="shape"):
+        sess.run({"x": x})
+    x.shape = (1, 6, 4, 5)
+    sess.run({"x": x})
+    x.dtype = np.int32
+    with pytest.raises(InputError, match="float32"):
+        sess.run({"x": x})
+    x.dtype = np.float32
+    sess.run({"x": x})
+    with pytest.raises(InputError, match="unknown"):
+        sess.run({"x": x, "y": x})
+    with pytest.raises(InputError, match="missing"):
+        sess.run({})
+    want = sess.run({"x": x})
+    got = sess.run({"x": memoryview(x)})  # (not an array: converted, as before)
+    np.testing.assert_array_equal(got[g.outputs[0]], want[g.outputs[0]])
+    sess.run({"x": x})
+    g.add_input("z", (1,))  # (the graph edited: one more input)
+    with pytest.raises(InputError, match="missing"):
+        sess.run({"x": x})
+    g.inputs.remove("z")
+    sess.run({"x": x})
+    g.values["x"].shape = (None, 6, 4, 4)  # (the graph's input edited in place)
+    with pytest.raises(InputError, match="shape"):
+        sess.run({"x": x})
