@@ -588,8 +588,11 @@ class GemmStep(Step):
             if work < SPLIT_MIN_FLOPS:  # a classifier at batch 1: one call, no slicing
                 _conv._call(rec, np.matmul, a, bt, out=y)
             else:  # split by output columns (a batch of 32 is too few rows to split)
-                rec = None
-                run.parallel(
+                # (recorded as one call: the split's slices take no workspace, and compute
+                # the same bits inline or on the threads)
+                _conv._call(
+                    rec,
+                    run.parallel,
                     n,
                     lambda lo, hi, scratch: np.matmul(a, bt[:, lo:hi], out=y[:, lo:hi]),
                     max(flops, work),
