@@ -343,3 +343,64 @@ def test_feeds_checked_again_after_a_change():
     g.values["x"].shape = (None, 6, 4, 4)  # (the graph's input edited in place)
     with pytest.raises(InputError, match="shape"):
         sess.run({"x": x})
+
+
+def _elementwise_net() -> Graph:
+    """Steps of their own for the element-wise ops (a Mul of the feed by a parameter, PReLU
+    after a max pool, a Sub of a parameter, ELU: UnaryStep / BinaryStep) and a Softmax over
+    the channels writing the graph output (SoftmaxStep): they bind too, so the run replays
+    whole."""
+    rng = np.random.default_rng(3)
+    g = Graph("elementwise_whole_run")
+    g.add_input("x", (None, 4, 9, 11))
+    g.add_param("s", rng.uniform(0.5, 1.5, (4, 1, 1)).astype(np.float32))
+    m = g.add_node("Mul", ["x", "s"], {}, name="scale").outputs[0]
+    g.add_param("w", (0.3 * rng.standard_normal((6, 4, 3, 3))).astype(np.float32))
+    c = g.add_node("Conv", [m, "w"], {"pads": [1, 1, 1, 1]}, name="conv").outputs[0]
+    pool = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
+    p = g.add_node("MaxPool", [c], pool, name="pool").outputs[0]
+    g.add_param("slope", rng.uniform(-0.5, 0.5, (6, 1, 1)).astype(np.float32))
+    r = g.add_node("PRelu", [p, "slope"], {}, name="prelu").outputs[0]
+    g.add_param("t", rng.standard_normal((6, 9, 11)).astype(np.float32))
+    a = g.add_node("Sub", [r, "t"], {}, name="shift").outputs[0]
+    e = g.add_node("Elu", [a], {"alpha": 0.7}, name="elu").outputs[0]
+    g.mark_output(g.add_node("Softmax", [e], {"axis": 1}, name="soft").outputs[0])
+    return g
+
+
+def test_whole_run_replay_of_elementwise_steps():
+    """The element-wise steps' and Softmax's bound calls in the whole-run replay: batch 1 ->
+    2 -> 1, new values in the fed array, another array, set_param of each parameter between
+    runs: every output equal bit for bit to the normal path's and the unbound plan's, close
+    to the reference; outputs handed out earlier unchanged."""
+    g = _elementwise_net()
+    sess, off = runtime.Session(g), runtime.Session(g)
+    ref = runtime.Session(g, plan="reference")
+    (out,) = g.outputs
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, 4, 9, 11)).astype(np.float32)
+    x2 = rng.standard_normal((2, 4, 9, 11)).astype(np.float32)
+    other = rng.standard_normal(x.shape).astype(np.float32)
+    plan = [x] * 4 + [x2] * 2 + [x] * 4 + [other] * 4 + [x] * 4
+    kept = []
+
+    def check(feed: np.ndarray, what: str) -> None:
+        got = sess.run({"x": feed})[out]
+        kept.append((got, got.copy()))
+        np.testing.assert_array_equal(got, _oracle(sess, {"x": feed})[out], err_msg=what)
+        np.testing.assert_array_equal(got, _oracle(off, {"x": feed}, bind=False)[out], what)
+        _close(got, ref.run({"x": feed.copy()})[out], what)
+
+    for k, feed in enumerate(plan):
+        if k == 8:
+            x[...] = rng.standard_normal(x.shape).astype(np.float32)
+        check(feed, f"run {k}")
+    n = _replayed(sess)
+    assert n >= 4
+    for p in ("s", "slope", "t", "w"):
+        g.set_param(p, (g.params[p] * -1.5).astype(np.float32))
+        for k in range(4):
+            check(x, f"{p} replaced, run {k}")
+    assert _replayed(sess) > n
+    for got, copy in kept:
+        np.testing.assert_array_equal(got, copy)

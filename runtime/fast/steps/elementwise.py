@@ -4,6 +4,7 @@ Instance / Layer normalization, Softmax, GlobalAveragePool)."""
 from __future__ import annotations
 
 import math
+import operator
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 from graphnet.runtime.kernels.normalization import check_batch_statistics
 
 __all__ = [
+    "OWN_OUTPUT_MAX_BYTES",
     "ROW_MIN_ELEMENTS",
     "ROW_MIN_IMAGES",
     "UnaryStep",
@@ -98,6 +100,10 @@ class UnaryStep(Step):
     x known only at run time, e.g. a (C, H, 1) slope on x (N, C, 1, W)): each run checks it,
     and such a run takes `_broadcast` (the plain kernel, onnxruntime and onnx.reference
     broadcast both ways; ONNX's spec asks for a slope that broadcasts to X)."""
+    # (x, y, t, parameters) of the last inline run in a replayed layout and its call bound to
+    # them: a run with the same arrays (every one an arena view, a feed's or a parameter)
+    # makes the call again and notes it for the whole-run replay (`taped`)
+    _bound: tuple | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, run: Run) -> None:
         src = self.inputs[0]
@@ -117,10 +123,22 @@ class UnaryStep(Step):
         # parameter varies along the batch axis itself.
         batched = x.ndim >= 2 and all(p.ndim < x.ndim or p.shape[0] == 1 for p in params)
         if not batched or x.shape[0] < 2 or x.size * ELEMENT_FLOPS < SPLIT_MIN_FLOPS:
-            if self.temp:
-                fn(x, y, t, *params)
+            arrays = (x, y, t, *params)
+            bound = self._bound
+            if bound is not None and all(map(operator.is_, bound[0], arrays)):
+                bound[1]()  # (the arrays of the last run: `taped`)
+                taped(run, self, (bound[1],))
             else:
-                fn(x, y)
+                call = partial(fn, x, y, t, *params) if self.temp else partial(fn, x, y)
+                call()
+                self._bound = None
+                if (
+                    _base.BIND_CALLS
+                    and run.pool.replaying
+                    and self.outputs[0] not in run.outputs
+                    and all(p is run.get(i) for p, i in zip(params, self.inputs[1:], strict=True))
+                ):  # (the parameters as they are, not rows in a workspace)
+                    self._bound = (arrays, call)
         elif self.temp:
             run.parallel(
                 x.shape[0],
@@ -181,6 +199,8 @@ class BinaryStep(Step):
 
     ufunc: Callable = np.add
     inplace: bool = False
+    # (a, b, y) of the last run in a replayed layout and its call bound to them (see UnaryStep)
+    _bound: tuple | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, run: Run) -> None:
         a, b = run.get(self.inputs[0]), run.get(self.inputs[1])
@@ -190,7 +210,15 @@ class BinaryStep(Step):
             y = run.steal(src, self.outputs[0])
         else:
             y = run.alloc(self.outputs[0], shape, a.dtype)
+        bound = self._bound
+        if bound is not None and bound[0] is a and bound[1] is b and bound[2] is y:
+            bound[3]()
+            taped(run, self, (bound[3],))
+            return
         self.ufunc(a, b, out=y)
+        self._bound = None
+        if _base.BIND_CALLS and run.pool.replaying and self.outputs[0] not in run.outputs:
+            self._bound = (a, b, y, partial(self.ufunc, a, b, y))  # (out positional: faster)
 
 
 def _per_channel(run: Run, k: int, v: np.ndarray, length: int, rows: bool) -> np.ndarray:
@@ -1693,6 +1721,13 @@ class NormStep(Step):
             run.pool.give(buf)
 
 
+OWN_OUTPUT_MAX_BYTES = 1 << 16
+"""A step writing a graph output (a fresh array every run, which bound calls cannot name) of at
+most this many bytes (a classifier's probabilities) computes it into a buffer of its own and
+copies that out: its calls can then be bound (SoftmaxStep; GemmStep's
+GEMM_OWN_OUTPUT_MAX_BYTES)."""
+
+
 @dataclass
 class SoftmaxStep(Step):
     """Softmax along one axis into a pooled buffer: y = exp(x - max) in place, then y /= sum
@@ -1700,10 +1735,34 @@ class SoftmaxStep(Step):
     np.max / np.sum's Python wrappers, a classifier's output being a few dozen numbers)."""
 
     axis: int = -1
+    # (x, y) of the last run in a replayed layout and its call bound to them (see UnaryStep)
+    _bound: tuple | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, run: Run) -> None:
         x = run.get(self.inputs[0])
-        softmax(x, run.alloc(self.outputs[0], x.shape, x.dtype), self.axis % x.ndim)
+        y = run.alloc(self.outputs[0], x.shape, x.dtype)
+        bound = self._bound
+        if bound is not None and bound[0] is x and (bound[1] is y or bound[3]):
+            bound[2]()
+            if bound[3]:  # a graph output: the call writes the step's own buffer
+                np.copyto(y, bound[1])
+                taped(run, self, (bound[2],), {self.outputs[0]: bound[1]})
+            else:
+                taped(run, self, (bound[2],))
+            return
+        self._bound = None
+        own = (
+            self.outputs[0] in run.outputs
+            and y.nbytes <= OWN_OUTPUT_MAX_BYTES
+            and y.flags.c_contiguous
+        )
+        z = np.empty_like(y) if own else y
+        call = partial(softmax, x, z, self.axis % x.ndim)
+        call()
+        if own:
+            np.copyto(y, z)
+        if _base.BIND_CALLS and run.pool.replaying and (own or self.outputs[0] not in run.outputs):
+            self._bound = (x, z, call, own)
 
 
 def softmax(x: np.ndarray, y: np.ndarray, axis: int) -> None:

@@ -26,7 +26,7 @@ from graphnet.runtime.fast.steps.base import (
     taped,
     unbind,
 )
-from graphnet.runtime.fast.steps.elementwise import softmax
+from graphnet.runtime.fast.steps.elementwise import OWN_OUTPUT_MAX_BYTES, softmax
 from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
 from graphnet.runtime.fast.winograd import (
     per_run,
@@ -612,7 +612,7 @@ class GemmStep(Step):
                 self._bound, self._replayed = bound, False
 
 
-GEMM_OWN_OUTPUT_MAX_BYTES = 1 << 16
+GEMM_OWN_OUTPUT_MAX_BYTES = OWN_OUTPUT_MAX_BYTES
 """A Gemm writing a graph output (a fresh array every run, which bound calls cannot name) of at
 most this many bytes (a classifier's logits) records its calls into an output buffer of its own
 and copies that into the run's output: the replay then pays one small copy instead of the
