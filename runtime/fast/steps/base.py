@@ -124,7 +124,12 @@ def taped(run: Run, step: Any, calls: tuple, out: dict | None = None) -> None:
     `_Tape`). `calls` are callables of no arguments (a guard among them returns False when it
     says no); `out`: graph output slot -> the step's own array the calls write it into (the
     run hands the caller a copy). A step calls this last, after its replay; a step fusing
-    another (a Concat's pool) calls it after the fused step did."""
+    another (a Concat's pool) calls it after the fused step did.
+    The calls may name only arrays every run with the same feeds, parameters and arena gives
+    the step again: the arena's views (a replayed layout's), the plan's view of a feed, the
+    parameters, arrays of the step's own; never a graph output or another array made anew
+    each run (a step replaying calls it bound in an earlier run, to the same input objects,
+    has none: such an array is never the same object twice)."""
     tape = run.tape
     if tape is not None:
         tape.append((step, calls, out))
