@@ -188,6 +188,23 @@ def _scale(k, x, y):
     np.multiply(x, x.dtype.type(k), out=y)
 
 
+_DISPATCHED = type(np.copyto)
+"""NumPy's functions with __array_function__ dispatch (np.copyto, np.take, ...): each call runs
+a Python dispatcher first. A whole-run replay calls their `_implementation` (the C function
+itself: the same operation, ~0.14 us less a call; its arrays are plain ndarrays, which
+dispatch to it anyway): np.copyto on 128 floats 0.31 -> 0.17 us (in-process, interleaved)."""
+
+
+def _direct(call: Any) -> Any:
+    """`call` (a bound call of a whole-run replay) without NumPy's dispatch, when it has one
+    (see `_DISPATCHED`)."""
+    if isinstance(call, partial) and type(call.func) is _DISPATCHED:
+        impl = getattr(call.func, "_implementation", None)
+        if impl is not None:
+            return partial(impl, *call.args, **call.keywords)
+    return call
+
+
 class _Tape:
     """A whole-run replay (see `REPLAY_RUNS`): the run's calls, where its graph outputs are
     (arrays the calls write; the caller gets copies) and what it is valid for."""
@@ -1841,7 +1858,7 @@ class CompiledPlan:
             outputs.append((o, arr))
         seen = self._feeds
         fed = tuple((name, seen[name][0], arr.shape, arr.strides) for name, arr in feeds.items())
-        calls = tuple([c for _, cs, _ in tape for c in cs])
+        calls = tuple([_direct(c) for _, cs, _ in tape for c in cs])
         return _Tape(calls, tuple(outputs), fed, self.graph.params, self.pool.arena)
 
     def _replay(self, tape: _Tape) -> dict[str, np.ndarray] | None:
