@@ -347,9 +347,9 @@ def test_feeds_checked_again_after_a_change():
 
 def _elementwise_net() -> Graph:
     """Steps of their own for the element-wise ops (a Mul of the feed by a parameter, PReLU
-    after a max pool, a Sub of a parameter, ELU: UnaryStep / BinaryStep) and a Softmax over
-    the channels writing the graph output (SoftmaxStep): they bind too, so the run replays
-    whole."""
+    after a max pool, a Sub of a parameter, ELU: UnaryStep / BinaryStep), a Reshape (a view:
+    AliasStep) and a Softmax over the channels writing the graph output (SoftmaxStep): they
+    bind too (the view is the same object while its input is), so the run replays whole."""
     rng = np.random.default_rng(3)
     g = Graph("elementwise_whole_run")
     g.add_input("x", (None, 4, 9, 11))
@@ -364,7 +364,9 @@ def _elementwise_net() -> Graph:
     g.add_param("t", rng.standard_normal((6, 9, 11)).astype(np.float32))
     a = g.add_node("Sub", [r, "t"], {}, name="shift").outputs[0]
     e = g.add_node("Elu", [a], {"alpha": 0.7}, name="elu").outputs[0]
-    g.mark_output(g.add_node("Softmax", [e], {"axis": 1}, name="soft").outputs[0])
+    g.add_param("shape", np.array([0, 6, -1], np.int64))
+    r = g.add_node("Reshape", [e, "shape"], {}, name="rows").outputs[0]  # (a view: AliasStep)
+    g.mark_output(g.add_node("Softmax", [r], {"axis": 1}, name="soft").outputs[0])
     return g
 
 
@@ -397,8 +399,9 @@ def test_whole_run_replay_of_elementwise_steps():
         check(feed, f"run {k}")
     n = _replayed(sess)
     assert n >= 4
-    for p in ("s", "slope", "t", "w"):
-        g.set_param(p, (g.params[p] * -1.5).astype(np.float32))
+    for p in ("s", "slope", "t", "w", "shape"):
+        new = g.params[p] * -1.5 if p != "shape" else np.array([0, 3, -1], np.int64)
+        g.set_param(p, new.astype(g.params[p].dtype))
         for k in range(4):
             check(x, f"{p} replaced, run {k}")
     assert _replayed(sess) > n

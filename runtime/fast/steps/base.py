@@ -375,18 +375,39 @@ class AliasStep(Step):
     inference Dropout that is the identity): no copy."""
 
     view: Callable = print
+    # (the inputs of the last run, its view; x in the arena): the same input objects give the
+    # same view object again, so the steps reading it can replay calls bound to it (`taped`)
+    _last: tuple = field(default=((), None), repr=False, compare=False)
 
     def __call__(self, run: Run) -> None:
         src = self.inputs[0]
-        x = run.get(src)
-        y = self.view(x, *[run.get(i) for i in self.inputs[1:]])
+        args = [run.get(i) for i in self.inputs]
+        x = args[0]
+        last = self._last
+        if len(last[0]) == len(args) and all(a is b for a, b in zip(last[0], args, strict=True)):
+            y = last[1]
+            again = True
+        else:
+            y = self.view(*args)
+            again, self._last = False, ((), None)
+            if (
+                BIND_CALLS
+                and run.pool.replaying
+                and src.__class__ is int
+                and run.owner[src] is not None
+            ):
+                self._last = (tuple(args), y)  # (x in the arena: kept between runs anyway)
         if isinstance(src, int):
             run.alias(self.outputs[0], y, src)
         else:
             run.env[self.outputs[0]] = y
+        extras = False
         for extra in self.outputs[1:]:  # Dropout's mask: all True at inference
             if extra >= 0:
                 run.alloc(extra, x.shape, np.dtype(bool)).fill(True)
+                extras = True
+        if again and not extras and self.outputs[0] not in run.outputs:
+            taped(run, self, ())  # (a view: nothing to compute)
 
 
 @dataclass
