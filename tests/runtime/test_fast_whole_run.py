@@ -407,3 +407,41 @@ def test_whole_run_replay_of_elementwise_steps():
     assert _replayed(sess) > n
     for got, copy in kept:
         np.testing.assert_array_equal(got, copy)
+
+
+def test_whole_run_replay_of_a_concat_it_copies():
+    """A Concat whose inputs are not written into its buffer (the feed beside a conv of it;
+    a conv of that beside it): its np.concatenate call binds too; batch 1 -> 2 -> 1, feeds
+    changed in place and replaced, set_param: bit-equal to the normal path and the unbound
+    plan, close to the reference."""
+    rng = np.random.default_rng(12)
+    g = Graph("concat_copy")
+    g.add_input("x", (None, 3, 8, 10))
+    g.add_param("w", (0.4 * rng.standard_normal((5, 3, 3, 3))).astype(np.float32))
+    c = g.add_node("Conv", ["x", "w"], {"pads": [1, 1, 1, 1]}, name="conv").outputs[0]
+    p = g.add_node("Concat", ["x", c], {"axis": 1}, name="cat").outputs[0]
+    g.add_param("w2", (0.4 * rng.standard_normal((4, 8, 1, 1))).astype(np.float32))
+    c2 = g.add_node("Conv", [p, "w2"], {}, name="conv2").outputs[0]
+    cat2 = g.add_node("Concat", [c2, p], {"axis": 1}, name="cat2").outputs[0]
+    gap = g.add_node("GlobalAveragePool", [cat2], {}, name="gap").outputs[0]
+    f = g.add_node("Flatten", [gap], {}, name="flat").outputs[0]
+    g.add_param("fc", rng.standard_normal((7, 12)).astype(np.float32))
+    g.mark_output(g.add_node("Gemm", [f, "fc"], {"transB": 1}, name="out").outputs[0])
+    sess, off = runtime.Session(g), runtime.Session(g)
+    ref = runtime.Session(g, plan="reference")
+    (out,) = g.outputs
+    x = rng.standard_normal((1, 3, 8, 10)).astype(np.float32)
+    x2 = rng.standard_normal((2, 3, 8, 10)).astype(np.float32)
+    other = rng.standard_normal(x.shape).astype(np.float32)
+    for k, feed in enumerate([x] * 4 + [x2] * 2 + [x] * 4 + [other] * 3 + [x] * 4):
+        if k == 9:
+            x[...] = rng.standard_normal(x.shape).astype(np.float32)
+        if k == 15:
+            g.set_param("w", (g.params["w"] * -1.0).astype(np.float32))
+        got = sess.run({"x": feed})[out]
+        np.testing.assert_array_equal(got, _oracle(sess, {"x": feed})[out])
+        np.testing.assert_array_equal(got, _oracle(off, {"x": feed}, bind=False)[out])
+        _close(got, ref.run({"x": feed.copy()})[out], f"run {k}")
+    plan = sess._fast(training=False, keep_all=False)
+    assert any(type(s).__name__ == "ConcatStep" and not s.placed for s in plan.steps)
+    assert _replayed(sess) >= 2

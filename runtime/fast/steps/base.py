@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -425,6 +426,9 @@ class ConcatStep(Step):
     pooled into its channel slice of the pooled output (`MaxPoolStep.pool_channels`) and the
     concatenation is never made, unless its inputs were placed in it (batch 1: the pool then
     runs on it)."""
+    _bound: tuple | None = field(default=None, repr=False, compare=False)
+    """(inputs, output, the np.concatenate call bound to them) of the last inline run in a
+    replayed layout: a run with the same arrays makes the call again (see `taped`)."""
 
     def __call__(self, run: Run) -> None:
         if self.placed and all(i in run.placed for i in self.inputs):
@@ -446,16 +450,36 @@ class ConcatStep(Step):
         if y is None or y.shape != tuple(shape):
             y = run.alloc(self.outputs[0], tuple(shape), xs[0].dtype)
         work = y.size * ELEMENT_FLOPS
+        again = False
         if axis == 0 or y.shape[0] < 2 or work < SPLIT_MIN_FLOPS:
-            np.concatenate(xs, axis=axis, out=y)
+            bound = self._bound
+            if (
+                bound is not None
+                and bound[1] is y
+                and len(bound[0]) == len(xs)
+                and all(a is b for a, b in zip(bound[0], xs, strict=True))
+            ):  # (the arrays of the last run: its call again, see `taped`)
+                bound[2]()
+                again = True
+            else:
+                call = partial(np.concatenate, tuple(xs), axis=axis, out=y)
+                call()
+                self._bound = None
+                if BIND_CALLS and run.pool.replaying and self.outputs[0] not in run.outputs:
+                    self._bound = (tuple(xs), y, call)
         else:  # batch slices on the plan's threads (a copy releases the GIL)
             run.parallel(
                 y.shape[0],
                 lambda lo, hi, _: np.concatenate([x[lo:hi] for x in xs], axis=axis, out=y[lo:hi]),
                 work,
             )
+        if again:  # (with a pool: the pool's calls next, the step whole only when it taped)
+            taped(run, self if self.pool is None else None, (self._bound[2],))  # type: ignore[index]
         if self.pool is not None:
             self.pool(run)
+            tape = run.tape
+            if again and tape and tape[-1][0] is self.pool:
+                taped(run, self, ())
 
     def _pool_inputs(self, run: Run, xs: list) -> bool:
         """The fused pool of the inputs into its output (allocated here), or False when the
