@@ -377,27 +377,32 @@ class AliasStep(Step):
 
     view: Callable = print
     # (the inputs of the last run, its view; x in the arena): the same input objects give the
-    # same view object again, so the steps reading it can replay calls bound to it (`taped`)
-    _last: tuple = field(default=((), None), repr=False, compare=False)
+    # same view object again, so the steps reading it can replay calls bound to it (`taped`);
+    # dropped with the arena (CompiledPlan.unbind)
+    _bound: tuple | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, run: Run) -> None:
         src = self.inputs[0]
         args = [run.get(i) for i in self.inputs]
         x = args[0]
-        last = self._last
-        if len(last[0]) == len(args) and all(a is b for a, b in zip(last[0], args, strict=True)):
+        last = self._bound
+        if (
+            last is not None
+            and len(last[0]) == len(args)
+            and all(a is b for a, b in zip(last[0], args, strict=True))
+        ):
             y = last[1]
             again = True
         else:
             y = self.view(*args)
-            again, self._last = False, ((), None)
+            again, self._bound = False, None
             if (
                 BIND_CALLS
                 and run.pool.replaying
                 and src.__class__ is int
                 and run.owner[src] is not None
             ):
-                self._last = (tuple(args), y)  # (x in the arena: kept between runs anyway)
+                self._bound = (tuple(args), y)  # (x in the arena: kept between runs anyway)
         if isinstance(src, int):
             run.alias(self.outputs[0], y, src)
         else:
