@@ -445,3 +445,21 @@ def test_whole_run_replay_of_a_concat_it_copies():
     plan = sess._fast(training=False, keep_all=False)
     assert any(type(s).__name__ == "ConcatStep" and not s.placed for s in plan.steps)
     assert _replayed(sess) >= 2
+
+
+def test_whole_run_replay_under_the_lean_plan():
+    """memory="lean" (its ufunc buffer size set around each run, the replay included): LeNet's
+    lean plan replays whole, bit-equal to its normal path, close to the reference."""
+    g = optimize(suite.build("lenet5"))[0]
+    sess = runtime.Session(g, memory="lean")
+    ref = runtime.Session(g, plan="reference")
+    feeds = _suite_feed(g, 1, 13)
+    (x,) = feeds.values()
+    for k in range(8):
+        if k == 5:
+            x[...] = np.random.default_rng(k).standard_normal(x.shape).astype(np.float32)
+        got = sess.run(feeds)
+        for o in g.outputs:
+            np.testing.assert_array_equal(got[o], _oracle(sess, feeds)[o])
+            _close(got[o], ref.run(feeds)[o], f"lean run {k}")
+    assert _replayed(sess) >= 3
