@@ -463,3 +463,30 @@ def test_whole_run_replay_under_the_lean_plan():
             np.testing.assert_array_equal(got[o], _oracle(sess, feeds)[o])
             _close(got[o], ref.run(feeds)[o], f"lean run {k}")
     assert _replayed(sess) >= 3
+
+
+def test_whole_run_replay_runs_blas_on_one_thread_and_restores_it():
+    """The replay's calls run with BLAS on one thread (as a run's steps do), and the caller's
+    thread count is back after it."""
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="controls BLAS threads")
+    from graphnet.runtime.fast import threads as fast_threads
+
+    if not fast_threads._blas_libs():
+        pytest.skip("threadpoolctl finds no BLAS library in this process")
+    libs = [c for c in threadpoolctl.ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    g = optimize(suite.build("lenet5"))[0]
+    sess = runtime.Session(g)
+    feeds = _suite_feed(g, 1, 14)
+    for _ in range(4):
+        sess.run(feeds)
+    plan = sess._fast(training=False, keep_all=False)
+    assert plan._tape is not None
+    seen: list = []
+    plan._tape.calls = (lambda: seen.append([lib.num_threads for lib in libs]), *plan._tape.calls)
+    n = plan.replayed_runs
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = [lib.num_threads for lib in libs]
+        sess.run(feeds)
+        assert [lib.num_threads for lib in libs] == before
+    assert plan.replayed_runs == n + 1
+    assert seen == [[1] * len(libs)]
