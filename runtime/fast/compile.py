@@ -1602,17 +1602,28 @@ class CompiledPlan:
         weight, else im2col (pointwise stays) on a view of the parameter, the bias in the
         epilogue; im2col's workspace budget."""
         assert self.lean is not None and self.lean.workspace is not None
-        step.workspace = self.lean.workspace
+        step.workspace = self.lean.workspaces.get(node.name, self.lean.workspace)
         budget = f"{self.lean.budget / 2**20:.2f} MiB"
         if node.name in self.lean.algorithms:  # (its prepared weight, bias column and all)
             step.why += f"; its prepared weight within the lean budget of {budget}"
             return
         step.bias_column = False
+        shapes = self._lean_shapes(node)
+        if node.name in self.lean.blocks and step.const_weight and shapes is not None:
+            step.blocks = self.lean.blocks[node.name]  # (where a batch-1 run takes Winograd:
+            if not step._geometry(shapes[0], False)[2].startswith("winograd"):  # else as before)
+                step.blocks = 0
+        if step.blocks:
+            step.why += (
+                f"; lean: its weight transformed on every run in blocks of output channels "
+                f"(within the budget of {budget}; none kept)"
+            )
+            return
         if step.algo in ("pointwise", "im2col") or not step.const_weight:
             if step.algo == "im2col":
-                step.why += f"; lean: {self.lean.workspace // 1024} KiB of workspace (slabs)"
+                step.why += f"; lean: {step.workspace // 1024} KiB of workspace (slabs)"
             return
-        kib = self.lean.workspace // 1024
+        kib = step.workspace // 1024
         if self._lean_taps(step, node):
             step.why = (
                 f"lean memory plan: a GEMM per kernel tap on views of the padded input and of "
@@ -1641,7 +1652,7 @@ class CompiledPlan:
             return False
         dims = [*shapes[0][2:], shapes[1][2]]  # (in H, in W, out H)
         need = taps_workspace(spec, dims[:2], dims[2]) * self._itemsize(node.inputs[0])
-        return self.lean is not None and need <= (self.lean.workspace or 0)
+        return self.lean is not None and need <= (step.workspace or 0)
 
     def _lean_pools(self, step: Step, node: Node) -> bool:
         """Whether a tiling MaxPool may fuse into `step` under the lean plan: always for an
@@ -1656,7 +1667,7 @@ class CompiledPlan:
             return False
         itemsize = self._itemsize(node.inputs[0])
         need = workspace_estimate("im2col", step.spec, dims[0], dims[1], itemsize)
-        return need <= (self.lean.workspace or 0)
+        return need <= (step.workspace or 0)
 
     def _liveness(self) -> None:
         last: dict[int, int] = {}

@@ -65,7 +65,13 @@ from math import ceil, prod
 import numpy as np
 
 from graphnet.runtime.fast.memory import ALIGN, Scratch
-from graphnet.runtime.fast.winograd import SEPARABLE, transpose_block, weight_transform
+from graphnet.runtime.fast.winograd import (
+    SEPARABLE,
+    KernelBlocks,
+    transform_block,
+    transpose_block,
+    weight_transform,
+)
 
 __all__ = [
     "ConvSpec",
@@ -1737,10 +1743,11 @@ def _winograd(m, spec, x, wp, out, epi, scratch, lo, hi, gemm, u_transposed=True
     if tail and tail * 4 < b:  # a small last chunk: spread over the others (see
         # WINOGRAD_WORKSPACE_BYTES)
         b += ceil(tail / ((hi - lo) // b))
-    u = wp if not u_transposed else wp.transpose(0, 2, 1)  # (t^2, M, C) for `_winograd_m`
+    blocks = isinstance(wp, KernelBlocks)  # (U transformed block by block: `_u_block`)
+    u = wp if blocks or not u_transposed else wp.transpose(0, 2, 1)  # (t^2, M, C): `_winograd_m`
     for n0 in range(lo, hi, b):  # a loop over batch CHUNKS sized by the workspace, not items
         n1 = min(hi, n0 + b)
-        if channels_last and u_transposed:
+        if channels_last and (u_transposed or blocks):
             _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm, rec)
         else:
             _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last, rec)
@@ -1788,8 +1795,15 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm, rec=None) -> N
     vt = v.reshape(t * t, cols, c)
     mx = scratch.take(2, t * t * cols * mo, x.dtype).reshape(t * t, cols, mo)
     rows = _gemm_rows(mo, c * cols) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
+    blocks = isinstance(wp, KernelBlocks)
+    if blocks:
+        rows = min(rows, wp.rows)
     for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
-        gemm(vt, wp[:, :, m0 : m0 + rows], mx[:, :, m0 : m0 + rows], 0)
+        if blocks:  # U^T's block: a transposed view of U's, as the transform leaves it
+            ub = _u_block(wp, m, m0, min(mo, m0 + rows), scratch, rec).transpose(0, 2, 1)
+        else:
+            ub = wp[:, :, m0 : m0 + rows]
+        gemm(vt, ub, mx[:, :, m0 : m0 + rows], 0)
     if epi.bias is not None:  # (see _winograd_m)
         _call(rec, np.add, mx[t + 1], epi.bias, out=mx[t + 1])
     # Y = A^T M A, one tile axis at a time (two GEMMs on contiguous operands, K = t): Y1 in V's
@@ -1824,6 +1838,12 @@ def _winograd_cl(m, spec, x, wp, out, epi, scratch, n0, n1, gemm, rec=None) -> N
         relu_(yb, rec=rec)
     else:
         activate(yb, epi.activation, rec)
+
+
+def _u_block(wb: KernelBlocks, m: int, m0: int, m1: int, scratch, rec=None) -> np.ndarray:
+    """U's block ((m+2)^2, m1 - m0, C) of a kernel transformed block by block (the lean plan's
+    Winograd: `winograd.KernelBlocks`), its calls recorded for a replay (`rec`)."""
+    return transform_block(wb, m, m0, m1, scratch, partial(_call, rec))
 
 
 def is_channels_last(y: np.ndarray) -> bool:
@@ -1912,8 +1932,15 @@ def _winograd_m(m, spec, x, u, out, epi, scratch, n0, n1, gemm, channels_last, r
     # planes. The GEMMs run on blocks of output channels (see WINOGRAD_GEMM_MAX_MNK).
     mx = scratch.take(m_slot, t * t * mo * nb * tiles, x.dtype).reshape(t * t, mo, nb * tiles)
     rows = _gemm_rows(mo, c * nb * tiles) if (BLOCKED_GEMMS or _blocked_gemms()) else mo
+    blocks = isinstance(u, KernelBlocks)
+    if blocks:
+        rows = min(rows, u.rows)
     for m0 in range(0, mo, rows):  # a loop over GEMM blocks of output channels
-        gemm(u[:, m0 : m0 + rows], vc, mx[:, m0 : m0 + rows], 0)  # split by tile position
+        if blocks:  # (U's block, transformed here)
+            ub = _u_block(u, m, m0, min(mo, m0 + rows), scratch, rec)
+        else:
+            ub = u[:, m0 : m0 + rows]
+        gemm(ub, vc, mx[:, m0 : m0 + rows], 0)  # split by tile position
     if epi.bias is not None:
         # Y = A^T M A, and A's row 1 (A^T's column 1) is all ones: b added at tile position
         # (1, 1) of M adds b to every output of the tile: a pass over one of M's (m+2)^2

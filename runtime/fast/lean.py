@@ -21,6 +21,15 @@ video3d 3.02). The lean plan holds the peak under `LEAN_RATIO` x that floor at b
   multiply-adds at batch 1 x LEAN_GAIN, the share of im2col's time its algorithm saves, over
   its prepared weight's bytes), greedily while the weights and the largest workspace of the
   granted convs (at least LEAN_RESERVE of the room) fit the room;
+- a 2-D Winograd conv without a kept U runs Winograd still where its workspace and a block of U
+  fit beside the activations alive at it (LEAN_BLOCKS_SHARE): its weight transformed on every
+  run block by block of output channels (winograd.KernelBlocks: a block's transform, then its
+  GEMMs; the block in cache, none kept). vgg_bn@1: 1.9 -> 1.4x the default plan's time;
+  against a kept U a conv takes 1.1x (64 -> 64 at 32x32) to 1.7x (128 -> 128 at 16x16, 256 ->
+  256 at 8x8): the transform re-lays the kernel (a strided copy, ~10 GB/s) and writes U, 16/9
+  or 4x its bytes, every run;
+- each conv's im2col workspace is its own (LEAN_STEP_SHARE of what the budget leaves beside
+  the activations alive at it: early convs' large activations no longer shrink the late ones');
 - im2col's workspace budget (`ConvStep.workspace`, a MaxPool's chunks too, inline or each
   thread's) is LEAN_WORKSPACE_SHARE of what the granted weights leave: an image's columns past
   it run in slabs of output rows (`conv._im2col`; exact columns, 1-D too: `conv.lean_slab_rows`
@@ -65,8 +74,16 @@ from graphnet import ops
 from graphnet.dims import is_static
 from graphnet.errors import GraphNetError
 from graphnet.ir import Graph, Value
-from graphnet.runtime.fast.conv import WORKSPACE_BYTES, ConvSpec, phase_pool
+from graphnet.runtime.fast.conv import (
+    COLSTACK_MAX_CHANNELS,
+    MIN_WINOGRAD_COLUMNS,
+    NARROW_MIN_WINOGRAD_COLUMNS,
+    WORKSPACE_BYTES,
+    ConvSpec,
+    phase_pool,
+)
 from graphnet.runtime.fast.steps.pool import POOL_CHUNK_BYTES
+from graphnet.runtime.fast.winograd import BLOCK_BYTES, block_bytes
 from graphnet.runtime.kernels import get_kernel
 
 __all__ = [
@@ -76,6 +93,7 @@ __all__ = [
     "lean_itemsize",
     "LeanPlan",
     "batch_shapes",
+    "batch1_tile",
     "lean_plan",
     "pool_workspace",
     "pooled_algorithm",
@@ -127,6 +145,27 @@ a conv of 8 channels on 40x37: 1.44; 0.99 / 1.03 with 1024, and replays too: the
 arena plus these buffers). Set per run (`CompiledPlan.run`, np.setbufsize: ~2 us a call),
 in the thread that runs it (threads split work only past batch 1)."""
 
+LEAN_STEP_SHARE = 0.55
+"""A conv's im2col workspace budget (`LeanPlan.workspaces`) is this share of what the budget
+leaves beside the kept weights and the activations alive at the conv (graph order, batch 1),
+at least the plan-wide one (`LeanPlan.workspace`, sized beside the largest live set): the
+arena's packing and what no estimate sizes take the rest. Peak / floor at batch 1 with shares
+0 (the plan-wide workspace only) / 0.4 / 0.55 / 0.75, time against the default plan
+(in-process interleaved, medians of ratios, 12 rounds): norms_acts 1.24 / 1.24 / 1.24 / 1.31
+at 2.38 / 2.30 / 1.87 / 1.75x, inception_bn 1.26 / 1.25 / 1.26 / 1.34 at 2.15 / 2.07 / 1.75 /
+1.73x; the others unchanged (lenet5 keeps the default plan; vgg_bn 1.15-1.18, resnet20 1.22,
+video3d 1.10)."""
+
+LEAN_BLOCKS_SHARE = 1.0
+"""A 2-D Winograd conv without a kept U transforms its weights block by block on every run
+(`LeanPlan.blocks`, winograd.KernelBlocks) where its Winograd workspace (`workspace_estimate`,
+at the tile a batch-1 run takes) and a block of at least winograd.BLOCK_MIN_ROWS output
+channels fit this share of what the budget leaves beside the kept weights and the activations
+alive at the conv: the estimates are the Winograd kernels' own sizes (`conv._winograd_cl` /
+`_winograd_m`'s places), the block's from above. vgg_bn@1 with shares 0.55 / 0.7 / 0.85 / 1.0:
+peak / floor 1.16 / 1.19 / 1.21 / 1.25 at 1.71 / 1.77 / 1.68 / 1.44x the default plan's time
+(its 64 -> 64 32x32 conv took blocks only at 1.0); the other suite models unchanged (no conv
+runs Winograd at batch 1 in their budgets)."""
 LEAN_MIN_WORKSPACE = 16 << 10
 """The lean workspace budget is at least this (a smaller one runs im2col in slabs too thin for
 its GEMMs)."""
@@ -143,6 +182,13 @@ class LeanPlan:
     workspace: int | None = None  # None: the default plan's
     weights: int = 0  # bytes of the prepared weights granted
     algorithms: dict[str, str] = field(default_factory=dict)
+    # the 2-D Winograd convs without a kept weight that transform it block by block on every
+    # run (winograd.KernelBlocks) where its blocks and their workspace fit beside the
+    # activations alive at the conv
+    blocks: dict[str, int] = field(default_factory=dict)  # name -> bytes of its U block
+    # conv node name -> its workspace budget: LEAN_WORKSPACE_SHARE of what the budget leaves
+    # beside the kept weights and the activations alive at the conv (`workspace` past it)
+    workspaces: dict[str, int] = field(default_factory=dict)
     off: str = ""  # why the budget could not be planned (sizes unknown): the default plan runs
 
 
@@ -244,12 +290,16 @@ def _fold(n, values: dict[str, Value], consts: dict[str, np.ndarray]) -> None:
 
 
 def static_floor(
-    graph: Graph, batch: int = 1, shapes: Shapes | None = None
+    graph: Graph,
+    batch: int = 1,
+    shapes: Shapes | None = None,
+    at: dict[str, int] | None = None,
 ) -> tuple[int, int] | None:
     """(parameter bytes, the largest bytes of activations alive at once in graph order) at
     `batch` (each input's leading dim), from the graph's shapes (`batch_shapes`, or `shapes`
     from it; `bench.floor.memory_floor` on a run's shapes); None when a value's size is unknown
-    at compile time."""
+    at compile time. `at`: gets each node's bytes alive while it runs (its inputs and
+    outputs among them)."""
     if shapes is None:
         shapes = batch_shapes(graph, batch)[0]
     params = sum(int(a.nbytes) for a in graph.params.values())
@@ -279,7 +329,10 @@ def static_floor(
                 if n is None:
                     return None
                 live[o] = n
-        peak = max(peak, sum(live.values()))
+        alive = sum(live.values())
+        peak = max(peak, alive)
+        if at is not None:
+            at[node.name] = alive
         for name in [v for v in live if last.get(v, -1) <= k]:
             del live[name]
     return params, peak
@@ -344,7 +397,8 @@ def lean_plan(
     with its default chunks)."""
     if shapes is None:
         shapes, off = batch_shapes(graph, 1)
-    floor = None if off else static_floor(graph, 1, shapes)
+    alive: dict[str, int] = {}
+    floor = None if off else static_floor(graph, 1, shapes, alive)
     if floor is None:  # sizes unknown at compile time: the default plan, and it says why
         return LeanPlan(off=off or "the memory floor is unknown at compile time")
     params, live = floor
@@ -386,7 +440,32 @@ def lean_plan(
             plan.algorithms[name] = algo
     spare = int(LEAN_WORKSPACE_SHARE * (room - plan.weights))
     plan.workspace = max(LEAN_MIN_WORKSPACE, min(WORKSPACE_BYTES, spare))
+    # The other 2-D Winograd convs transform their weights block by block on every run where
+    # the blocks and the Winograd workspace fit what the budget leaves beside the kept
+    # weights and the activations alive at the conv (LEAN_WORKSPACE_SHARE of it, as im2col's)
+    for name, (spec, algo, x_shape, y_shape) in choices.items():
+        here = int(LEAN_STEP_SHARE * (budget - plan.weights - alive.get(name, live)))
+        plan.workspaces[name] = max(plan.workspace, min(WORKSPACE_BYTES, here))
+        if name in plan.algorithms or not algo.startswith("winograd") or len(spec.kernel) != 2:
+            continue
+        x = graph.values.get(inputs.get(name, ""))
+        itemsize = lean_itemsize(None if x is None else x.dtype)
+        here = int(LEAN_BLOCKS_SHARE * (budget - plan.weights - alive.get(name, live)))
+        m = batch1_tile(spec, y_shape)
+        ws = workspace_estimate(f"winograd-f{m}", spec, x_shape, y_shape, itemsize)
+        blk = max(0, min(BLOCK_BYTES, here - ws))
+        if ws + block_bytes(spec.c_in, spec.c_out, m, blk) <= here:
+            plan.blocks[name] = blk or BLOCK_BYTES
     return plan
+
+
+def batch1_tile(spec: ConvSpec, out_shape: tuple) -> int:
+    """The tile (4 or 2) of a 2-D Winograd conv at batch 1 (as ConvStep picks it: F(2x2) for
+    too few F(4x4) tiles)."""
+    h, w = out_shape[-2:]
+    narrow = max(spec.c_in, spec.c_out) < COLSTACK_MAX_CHANNELS
+    least = NARROW_MIN_WINOGRAD_COLUMNS if narrow else MIN_WINOGRAD_COLUMNS
+    return 4 if math.ceil(h / 4) * math.ceil(w / 4) >= least else 2
 
 
 def pool_workspace(in_shape: tuple[int, ...], itemsize: int) -> int:

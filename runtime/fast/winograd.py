@@ -32,6 +32,7 @@ apart; 64-256 channels, one thread). Train mode transforms U on every run too.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from math import ceil, gcd
 
 import numpy as np
@@ -40,6 +41,11 @@ from graphnet.runtime.fast.memory import Scratch
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS
 
 __all__ = [
+    "BLOCK_BYTES",
+    "KernelBlocks",
+    "block_bytes",
+    "block_rows",
+    "transform_block",
     "PER_RUN_MIN_COLUMNS",
     "TRANSFORMS",
     "SEPARABLE",
@@ -283,3 +289,80 @@ def transformed(
         TRANSFORM_PASSES * ELEMENT_FLOPS * u.size,
     )
     return u
+
+
+BLOCK_BYTES = 1 << 20
+"""A conv whose weight the lean plan transforms block by block (`KernelBlocks`) takes U in
+blocks of output channels whose U block and transform temporaries take at most this many bytes
+(or the plan's smaller budget for the conv; at least BLOCK_MIN_ROWS channels): the block stays
+in cache between its transform and its GEMMs, and only one block is ever in memory (no U of
+(m+2)^2 / 9 times the kernel kept, nor a whole one in the workspace)."""
+
+BLOCK_MIN_ROWS = 8
+"""Output channels of a U block at least (fewer make GEMMs too thin for BLAS: a stack of
+(m+2)^2 of them per block)."""
+
+
+@dataclass(frozen=True)
+class KernelBlocks:
+    """A 2-D Winograd conv's kernel `w` (M, C, 3, 3), transformed on every run block by block of
+    `rows` output channels as the conv's GEMMs need them (conv._u_block: U's block
+    ((m+2)^2, rows, C) in the conv's workspace, then that block's GEMMs): the lean plan's
+    Winograd, with no transformed weight kept beside the parameters. Each block runs
+    `transform_into`'s operations (non-transposed) on its kernels."""
+
+    w: np.ndarray
+    rows: int
+
+
+def _row_bytes(c: int, m: int) -> int:
+    """Bytes of one output channel's U block row and its transform temporaries (float32)."""
+    t = m + 2
+    return (t * t + 3 * t) * c * 4
+
+
+def block_rows(c: int, mo: int, m: int, budget: int = BLOCK_BYTES) -> int:
+    """Output channels per U block of a C -> M F(m x m) conv: equal blocks whose U and
+    temporaries take at most `budget` bytes (at least BLOCK_MIN_ROWS channels, all M when
+    fewer)."""
+    rows = max(BLOCK_MIN_ROWS, min(budget, BLOCK_BYTES) // _row_bytes(c, m))
+    if rows >= mo:
+        return mo
+    return -(-mo // -(-mo // rows))
+
+
+def block_bytes(c: int, mo: int, m: int, budget: int = BLOCK_BYTES) -> int:
+    """Workspace bytes of a `KernelBlocks` conv's block (`block_rows`): U's block and its
+    transform's two temporaries (the kernels re-laid, 9 x rows x C, and G applied to their
+    rows, 3(m+2) x rows x C), from above (the temporaries take the padded input's dead place
+    where it fits)."""
+    return _row_bytes(c, m) * block_rows(c, mo, m, budget)
+
+
+U_BLOCK_SLOT, U_BLOCK_TEMP_SLOT = 6, 0
+"""Scratch slots of a `KernelBlocks` conv's U block (past the slots the 2-D Winograd kernels
+take, 0-4) and its transform's temporaries: slot 0, the padded input's, dead once the tiles
+are gathered (before the GEMMs); it grows where it is or moves past the others when they do
+not fit (see `Scratch.take`)."""
+
+
+def transform_block(
+    wb: KernelBlocks, m: int, m0: int, m1: int, scratch: Scratch, call: Callable
+) -> np.ndarray:
+    """U's block for output channels m0:m1 of `wb`'s kernel, ((m+2)^2, m1 - m0, C) float32 in
+    `scratch` (U_BLOCK_SLOT): `transform_into`'s operations on the block's kernels, every NumPy
+    call made through `call(fn, *args, **kw)` (conv's recording `_call`): the kernels re-laid
+    (3, 3, rows, C) from a view of the parameter (no copy of it), G on their rows (one GEMM,
+    K = 3), G on their columns (a stack of m+2 GEMMs) into the block."""
+    g = _G32[m]
+    t = m + 2
+    w = wb.w
+    c = w.shape[1]
+    n = (m1 - m0) * c
+    u = scratch.take(U_BLOCK_SLOT, t * t * n, F32)
+    w9 = u[: 9 * n]  # (the re-laid kernels in the block's place: dead once G took their rows)
+    call(np.copyto, w9.reshape(3, 3, m1 - m0, c), w[m0:m1].transpose(2, 3, 0, 1))
+    rows = scratch.take(U_BLOCK_TEMP_SLOT, 3 * t * n, F32).reshape(t, 3 * n)
+    call(np.matmul, g, w9.reshape(3, 3 * n), out=rows)
+    call(np.matmul, g, rows.reshape(t, 3, n), out=u.reshape(t, t, n))
+    return u.reshape(t * t, m1 - m0, c)

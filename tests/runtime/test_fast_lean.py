@@ -103,7 +103,8 @@ def test_lean_plan_agrees_with_the_reference_plan(case, batch, ballast):
     if plan.lean is None:  # (the default plan fits the budget: kept as it is)
         assert conv.workspace is None and conv.bias_column
         return
-    assert conv.workspace == plan.lean.workspace
+    # (its own: LEAN_STEP_SHARE of what the budget leaves beside the activations alive there)
+    assert conv.workspace == plan.lean.workspaces[conv.name] >= plan.lean.workspace
     if conv.algo in ("im2col", "pointwise", "tapgemm"):  # the parameter's view multiplied
         prepared = [hit[3] for hit in conv._prepared.values()]
         assert prepared and all(np.shares_memory(wp, g.params["w"]) for wp in prepared)
@@ -523,3 +524,61 @@ def test_lean_same_pool_runs_in_bands_within_its_workspace(batches, monkeypatch)
     # 96 KiB workspace; batch 8 splits over images (TILED_SPLIT_MIN_ELEMENTS)
     g = _lone(1, (256, 256), 1, 3, "same")
     _pool_within_its_workspace(g, (1, 256, 256), batches, "_pairwise_part", 2, monkeypatch)
+
+
+def _two_winograd(ballast: int) -> Graph:
+    """x (N, 64, 16, 16) -> 3x3 conv to 96 channels + bias -> ReLU -> 3x3 conv to 64: two convs
+    that run F(4x4) at batch 1 (16 tiles), whose U (4x the kernel, 0.84 MiB each) the budget
+    cannot keep; `ballast` bytes of an unread parameter give the budget room for their
+    workspaces."""
+    rng = np.random.default_rng(5)
+    g = Graph("wino")
+    g.add_input("x", ("N", 64, 16, 16))
+    g.add_param("ballast", np.zeros(ballast // 4, np.float32))
+    for name, (m, c) in (("w1", (96, 64)), ("w2", (64, 96))):
+        w = rng.standard_normal((m, c, 3, 3)) / (9 * c) ** 0.5
+        g.add_param(name, w.astype(np.float32))
+    g.add_param("b1", rng.standard_normal(96).astype(np.float32))
+    y = g.add_node("Conv", ["x", "w1", "b1"], {"pads": [1] * 4}, name="conv1").outputs[0]
+    y = g.add_node("Relu", [y], {}, name="relu").outputs[0]
+    g.mark_output(g.add_node("Conv", [y, "w2"], {"pads": [1] * 4}, name="conv2").outputs[0])
+    return g
+
+
+def test_lean_winograd_transforms_its_weights_in_blocks_within_the_budget():
+    """Where U is not within the budget but the Winograd workspace and a block of U are (beside
+    the activations alive at the conv), the lean plan runs Winograd on the parameter's own
+    kernel, transformed block by block on every run (winograd.KernelBlocks): no copy kept, the
+    peak within the target, outputs close to the reference plan at batch 1 -> 3 -> 1 (a replay
+    bit-equal to the run that recorded it), a set_param seen by the next run."""
+    g = _two_winograd(4 << 20)
+    x = {b: np.random.default_rng(b).standard_normal((b, 64, 16, 16), np.float32) for b in (1, 3)}
+    runtime.Session(g, memory="lean").run({"x": x[1]})  # (first calls' lazy imports)
+    lean = runtime.Session(g, memory="lean")
+    peak = traced_peak(lambda: lean.run({"x": x[1]}))
+    floor = static_floor(g, 1)
+    assert floor is not None
+    assert (floor[0] + peak) / sum(floor) <= 1.3
+    plan = lean._fast(training=False, keep_all=False)
+    assert plan.lean is not None and set(plan.lean.blocks) == {"conv1", "conv2"}
+    convs = [s for s in plan.steps if isinstance(s, ConvStep)]
+    runs = [(s.algo, s.ran, s.blocks > 0) for s in convs]
+    assert runs == [("winograd-f4", "winograd-f4", True)] * 2
+    for s in convs:  # (the kernel as it is: a view of the parameter, no U kept)
+        ((w, _, _, kb),) = s._prepared.values()
+        assert kb.w is w and w is g.params[s.inputs[1]] and kb.rows <= s.spec.c_out
+
+    def check(feeds, graph):
+        want = runtime.Session(graph, plan="reference").run(feeds)
+        got = lean.run(feeds)
+        again = lean.run(feeds)  # (a replay of the bound calls where the batch is 1)
+        for k in want:
+            # F(4x4) on sums of 576-864 unit-scale products: float32 rounding of the transformed
+            # tiles (entries up to 8x the inputs; tests/oracles.winograd_bound) stays < 1e-4.
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+            assert np.array_equal(got[k], again[k])
+
+    for b in (1, 3, 1):
+        check({"x": x[b]}, g)
+    g.set_param("w2", (g.params["w2"] * -0.5).astype(np.float32))  # (the reference reads it too)
+    check({"x": x[1]}, g)

@@ -1,8 +1,9 @@
 """Winograd's layouts (`runtime/fast/conv.py`, `_winograd`): the input padded channels-last or
 NCHW (WINOGRAD_ALIASED_PLANE_BYTES); the GEMMs in one block or in blocks of output channels
-(WINOGRAD_GEMM_MAX_MNK). Each combination is checked against the plain conv in float64, on odd
-shapes, with every epilogue, and on a NaN-filled scratch (a stage reading a dead place or an
-unwritten border would show)."""
+(WINOGRAD_GEMM_MAX_MNK), with a kept U^T, a per-run U, or U transformed block by block on every
+run (`winograd.KernelBlocks`, the lean plan's). Each combination is checked against the plain
+conv in float64, on odd shapes, with every epilogue, and on a NaN-filled scratch (a stage
+reading a dead place or an unwritten border would show)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from graphnet.runtime.fast import conv as fast_conv
 from graphnet.runtime.fast import memory as fast_memory
-from graphnet.runtime.fast.winograd import weight_transform
+from graphnet.runtime.fast.winograd import KernelBlocks, transform_block, weight_transform
 from graphnet.runtime.kernels.conv import conv
 from tests.oracles import float32_bound, winograd_bound
 
@@ -367,3 +368,65 @@ def test_winograd_small_last_chunk_joins_the_one_before(batch, per_chunk, chunks
     assert seen == chunks
     exact, bound = _conv_and_bound(x, w, b, residual.astype(np.float64), pads, 4)
     assert (np.abs(out - exact) <= bound).all()
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize(("mo", "c", "rows"), [(40, 24, 7), (33, 33, 33), (64, 48, 16)])
+def test_weight_blocks_are_the_whole_transforms_columns_exactly(m, mo, c, rows):
+    """`transform_block` (the lean plan's per-run blocks) runs `weight_transform`'s operations
+    on a block's kernels: the same U, bit for bit, whatever the block (the last one smaller),
+    in a NaN-filled scratch (its temporaries in the padded input's slot, taken larger before)."""
+    w = np.random.default_rng(mo + c).standard_normal((mo, c, 3, 3)).astype(np.float32)
+    want = weight_transform(w, m)
+    sc = fast_memory.Scratch()
+    calls: list = []
+    for m0 in range(0, mo, rows):  # a loop over the blocks
+        sc.take(0, 1 << 16, np.float32)[:] = np.nan
+        m1 = min(mo, m0 + rows)
+        got = transform_block(
+            KernelBlocks(w, rows), m, m0, m1, sc, lambda f, *a, **k: calls.append(f) or f(*a, **k)
+        )
+        assert got.shape == ((m + 2) ** 2, m1 - m0, c)
+        assert np.array_equal(got, want[:, m0:m1])
+        sc.reset()
+    assert len(calls) == 3 * -(-mo // rows)  # (the re-laying copy and two GEMMs a block)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("rows", [5, 16, 1000])
+@pytest.mark.parametrize(
+    ("batch", "c", "mo", "hw", "pads", "algo"),
+    [
+        (1, 24, 40, (9, 11), (1, 1, 1, 1), "winograd-f4"),  # M > C: M moves past V's place
+        (3, 48, 24, (13, 7), (1, 0, 2, 1), "winograd-f4"),  # asymmetric pads, cropped tiles
+        (2, 33, 33, (8, 8), (1, 1, 1, 1), "winograd-f4"),  # exact tiles
+        (1, 40, 56, (6, 7), (1, 1, 1, 1), "winograd-f2"),
+    ],
+)
+def test_winograd_on_weight_blocks_matches_the_plain_conv_and_replays(
+    batch, c, mo, hw, pads, algo, rows, channels_last, monkeypatch
+):
+    """A conv whose kernel is transformed block by block (winograd.KernelBlocks: the lean plan's
+    Winograd without a kept U), on both layouts (`_winograd_cl`: U^T's blocks as transposed
+    views; `_winograd_m`: U's), in blocks of 5 output channels (the last one smaller), 16, or
+    all: within Winograd's float32 bound of the float64 plain conv (the blocks are U's columns
+    exactly, see above), on a NaN-filled scratch; its recorded calls replayed into a fresh
+    output give the same values bit for bit."""
+    monkeypatch.setattr(
+        fast_conv, "WINOGRAD_ALIASED_PLANE_BYTES", (1 << 40) if channels_last else 1
+    )
+    x, w, b, residual, spec, _, sc = winograd_case(
+        batch, c, mo, hw, pads, algo, True, seed=batch * 1000 + c + rows
+    )
+    epi = fast_conv.Epilogue(bias=b, residual=lambda: residual, activation=("relu",))
+    out = np.full(residual.shape, np.nan, np.float32)
+    rec: list = []
+    kb = KernelBlocks(w, rows)
+    fast_conv.conv_chunked(algo, spec, x, kb, out, epi, sc, rec=rec)
+    exact, bound = _conv_and_bound(x, w, b, residual.astype(np.float64), pads, int(algo[-1]))
+    assert (np.abs(out - exact) <= bound).all()
+    first = out.copy()
+    out[:] = np.nan
+    for call in rec:  # (the arrays are the same objects: a replay)
+        call()
+    assert np.array_equal(out, first)

@@ -29,6 +29,8 @@ from graphnet.runtime.fast.steps.base import (
 from graphnet.runtime.fast.steps.elementwise import OWN_OUTPUT_MAX_BYTES, softmax
 from graphnet.runtime.fast.threads import ROW_SPLIT_MIN_FLOPS, SPLIT_MIN_FLOPS
 from graphnet.runtime.fast.winograd import (
+    KernelBlocks,
+    block_rows,
     per_run,
     per_run_transposed,
     transformed,
@@ -147,6 +149,10 @@ class ConvStep(Step):
     # whether a parameter bias rides in im2col's GEMM as a weight column (a copy of the weight)
     workspace: int | None = None
     bias_column: bool = True
+    # the lean plan's Winograd (see fast.lean): U transformed on every run block by block of
+    # output channels (winograd.KernelBlocks), none kept; where the run's shape takes another
+    # algorithm than Winograd, im2col on the parameter's view
+    blocks: int = 0  # (bytes of a block: winograd.block_rows; 0: off)
     # algorithm -> (weight array, dtype, prepared weight); input shape -> (output shape, flops,
     # algorithm): per-run Python work done once (a batch-1 run is mostly such overhead).
     _prepared: dict = field(default_factory=dict)
@@ -172,6 +178,13 @@ class ConvStep(Step):
         TRAIN_KEEP_WEIGHTS); prepared afresh for a weight computed by the graph."""
         algo = algo or self.algo
         hit = self._prepared.get(algo)
+        if self.blocks and algo.startswith("winograd"):  # (no copy: a view of the parameter)
+            if hit is None or hit[0] is not w:
+                m = 4 if algo[-1] == "4" else 2
+                spec = self.spec
+                rows = block_rows(spec.c_in, spec.c_out, m, self.blocks)  # type: ignore[union-attr]
+                hit = self._prepared[algo] = (w, None, dtype, KernelBlocks(w, rows))
+            return hit[3]
         if (
             not self.const_weight
             or hit is None
@@ -225,6 +238,8 @@ class ConvStep(Step):
                     and _few_tiles_f2(spec, algo, f2)
                 ):
                     algo = "winograd-f2"
+            if self.blocks and not algo.startswith("winograd"):
+                algo = "im2col"  # (the lean plan: no prepared weight for the fallback)
         return out_shape, flops, algo
 
     def _cached_geometry(self, shape: tuple, training: bool) -> tuple:
@@ -326,13 +341,22 @@ class ConvStep(Step):
             plain, base = True, yl
         else:
             y, plain = run.alloc(self.outputs[0], out_shape, x.dtype), True
-        if algo.startswith("winograd") and run.training and not TRAIN_KEEP_WEIGHTS:
+        if (
+            algo.startswith("winograd")
+            and run.training
+            and not TRAIN_KEEP_WEIGHTS
+            and not self.blocks
+        ):
             # U, transformed on every run (U^T took 1.13-1.2x its time, 32-256 channels, one
             # thread; see conv._winograd)
             wp = weight_transform(w, 4 if algo[-1] == "4" else 2)
             self._convolve(run, algo, x, wp, y, epi, flops, u_transposed=False)
             return
-        if algo.startswith("winograd") and self._winograd_per_run(x.shape, out_shape, algo):
+        if (
+            algo.startswith("winograd")
+            and not self.blocks
+            and self._winograd_per_run(x.shape, out_shape, algo)
+        ):
             # U in this step's workspace, not kept (see winograd.PER_RUN_MIN_COLUMNS); U^T only
             # when small (see winograd.PER_RUN_TRANSPOSED_MAX_BYTES)
             m = 4 if algo[-1] == "4" else 2
