@@ -453,10 +453,22 @@ def lean_plan(
         here = int(LEAN_BLOCKS_SHARE * (budget - plan.weights - alive.get(name, live)))
         m = batch1_tile(spec, y_shape)
         ws = workspace_estimate(f"winograd-f{m}", spec, x_shape, y_shape, itemsize)
+        ws += _winograd_moved(m, spec, y_shape, itemsize)
         blk = max(0, min(BLOCK_BYTES, here - ws))
         if ws + block_bytes(spec.c_in, spec.c_out, m, blk) <= here:
             plan.blocks[name] = blk or BLOCK_BYTES
     return plan
+
+
+def _winograd_moved(m: int, spec: ConvSpec, out_shape: tuple, itemsize: int) -> int:
+    """Bytes a 2-D Winograd conv's workspace takes past `workspace_estimate` at batch 1: Y1 (A^T
+    on M's tile rows, m(m+2) x tiles x M) is taken in the tiles' place (slot 1, (m+2)^2 x tiles
+    x C), and moves past the other places where it does not fit there (M > (m+2) / m x C: a
+    32 -> 64 conv at 16x16 took 96 KiB more than estimated)."""
+    t = m + 2
+    tiles = math.prod(-(-s // m) for s in out_shape[-2:])
+    y1, d = m * t * tiles * spec.c_out, t * t * tiles * spec.c_in
+    return y1 * itemsize if y1 > d else 0
 
 
 def batch1_tile(spec: ConvSpec, out_shape: tuple) -> int:

@@ -582,3 +582,14 @@ def test_lean_winograd_transforms_its_weights_in_blocks_within_the_budget():
         check({"x": x[b]}, g)
     g.set_param("w2", (g.params["w2"] * -0.5).astype(np.float32))  # (the reference reads it too)
     check({"x": x[1]}, g)
+
+
+def test_winograd_blocks_count_the_places_that_move_past_the_estimate():
+    """A conv with more output than input channels takes Y1 (A^T on M's tile rows) past its
+    tiles' place: norms_acts' 32 -> 64 conv at 16x16 (F(4x4), 16 tiles) 96 KiB more than
+    `workspace_estimate`, which the blocks' check adds (with LEAN_BLOCKS_SHARE 1.15, norms_acts@1
+    peaked at 1.74x its floor without it, 1.24x with it); none where Y1 fits (64 -> 64)."""
+    spec = fast_conv.ConvSpec((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 32, 64)
+    assert fast_lean._winograd_moved(4, spec, (1, 64, 16, 16), 4) == 4 * 6 * 16 * 64 * 4
+    same = fast_conv.ConvSpec((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 64, 64)
+    assert fast_lean._winograd_moved(4, same, (1, 64, 16, 16), 4) == 0
