@@ -30,6 +30,7 @@ video3d 3.02). The lean plan holds the peak under `LEAN_RATIO` x that floor at b
   or 4x its bytes, every run;
 - each conv's im2col workspace is its own (LEAN_STEP_SHARE of what the budget leaves beside
   the activations alive at it: early convs' large activations no longer shrink the late ones');
+  a norm step takes its MaxPool where its pre-pool activation fits that share at the norm;
 - im2col's workspace budget (`ConvStep.workspace`, a MaxPool's chunks too, inline or each
   thread's) is LEAN_WORKSPACE_SHARE of what the granted weights leave: an image's columns past
   it run in slabs of output rows (`conv._im2col`; exact columns, 1-D too: `conv.lean_slab_rows`
@@ -189,6 +190,9 @@ class LeanPlan:
     # conv node name -> its workspace budget: LEAN_WORKSPACE_SHARE of what the budget leaves
     # beside the kept weights and the activations alive at the conv (`workspace` past it)
     workspaces: dict[str, int] = field(default_factory=dict)
+    # node name -> bytes the budget leaves beside the kept weights and the activations alive
+    # at the node (graph order, batch 1)
+    room_at: dict[str, int] = field(default_factory=dict)
     off: str = ""  # why the budget could not be planned (sizes unknown): the default plan runs
 
 
@@ -443,6 +447,7 @@ def lean_plan(
     # The other 2-D Winograd convs transform their weights block by block on every run where
     # the blocks and the Winograd workspace fit what the budget leaves beside the kept
     # weights and the activations alive at the conv (LEAN_WORKSPACE_SHARE of it, as im2col's)
+    plan.room_at = {k: budget - plan.weights - v for k, v in alive.items()}
     for name, (spec, algo, x_shape, y_shape) in choices.items():
         here = int(LEAN_STEP_SHARE * (budget - plan.weights - alive.get(name, live)))
         plan.workspaces[name] = max(plan.workspace, min(WORKSPACE_BYTES, here))

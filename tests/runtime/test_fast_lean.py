@@ -593,3 +593,22 @@ def test_winograd_blocks_count_the_places_that_move_past_the_estimate():
     assert fast_lean._winograd_moved(4, spec, (1, 64, 16, 16), 4) == 4 * 6 * 16 * 64 * 4
     same = fast_conv.ConvSpec((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 64, 64)
     assert fast_lean._winograd_moved(4, same, (1, 64, 16, 16), 4) == 0
+
+
+def test_lean_norm_takes_its_pool_where_the_pre_pool_activation_fits_the_room():
+    """norms_acts under the lean budget: the InstanceNorm + ELU (16x16x64 at batch 1, 64 KiB of
+    scratch for the pre-pool activation) takes its 2x2 MaxPool, which fits LEAN_STEP_SHARE of
+    the room beside the activations alive there; the GroupNorm + PReLU (32x32x32, 128 KiB) does
+    not, its pool runs in the budget's chunks. Outputs agree with the default plan at batch 1
+    and 3, train mode too; the peak stays within the target."""
+    g = optimize(suite.build("norms_acts"), "inference")[0]
+    plan = runtime.Session(g, memory="lean")._fast(training=False, keep_all=False)
+    fused = {s.name: s.fused for s in plan.steps}
+    assert fused["in1"] == ["elu1", "pool2"] and fused["gn1"] == ["prelu1"] and "pool1" in fused
+    lean, default = runtime.Session(g, memory="lean"), runtime.Session(g)
+    for batch in (1, 3, 1):
+        x = {k: v for k, v in random_inputs(g, batch=batch, seed=batch).items() if k in g.inputs}
+        for mode in ("inference", "train"):
+            want, got = default.run(x, mode=mode), lean.run(x, mode=mode)
+            for k in want:  # (whole-model float32 tolerance: Winograd against im2col)
+                np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5)
