@@ -16,6 +16,7 @@ import numpy as np
 from graphnet.runtime.fast.conv import relu_
 from graphnet.runtime.fast.steps import base as _base
 from graphnet.runtime.fast.steps.base import Run, Step, may_record, no_record, taped
+from graphnet.runtime.fast.steps.pool import halving_calls as _halving_calls
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 from graphnet.runtime.kernels.normalization import check_batch_statistics
 
@@ -1068,23 +1069,6 @@ def _halving_pool(pre: np.ndarray, y: np.ndarray, kh: int, m: np.ndarray, m2: np
     for call in calls:  # (a loop over the pool's passes)
         call()
     np.copyto(y.reshape(-1).view(np.int32), pairs, casting="unsafe")
-
-
-def _halving_calls(pre: np.ndarray, m: np.ndarray, m2: np.ndarray, kh: int) -> tuple:
-    """`_halving_pool`'s passes but the last as NumPy calls bound to their views, and the
-    int64 view of m whose low halves the last one casts into the output's int32 view."""
-    w, size = pre.shape[-1], pre.size
-    src = pre.reshape(-1)
-    rows = size - (kh - 1) * w
-    calls = [partial(np.maximum, src[:rows], src[w : w + rows], out=m[:rows])]
-    calls += [
-        partial(np.maximum, m[:rows], src[t * w : t * w + rows], out=m[:rows]) for t in range(2, kh)
-    ]
-    half = size // kh
-    row = np.dtype((np.void, w * pre.itemsize))
-    calls.append(partial(np.copyto, m2[:half].view(row), m[:size].view(row)[::kh]))
-    calls.append(partial(np.maximum, m2[: half - 1], m2[1:half], out=m[: half - 1]))
-    return calls, m[:half].view(np.int64)
 
 
 def _tile_max_passes(calls: tuple, y: np.ndarray) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from graphnet.runtime.fast.steps.base import Run, Step, TakeLog, may_record, ret
 from graphnet.runtime.fast.threads import ELEMENT_FLOPS, SPLIT_MIN_FLOPS
 
 __all__ = [
+    "HALVING",
     "POOL_CHUNK_BYTES",
     "PAIRS_MAX_ELEMENTS",
     "PAIRWISE_INLINE_CHUNK_BYTES",
@@ -22,8 +25,14 @@ __all__ = [
     "TILED_SLABS_MIN_ELEMENTS",
     "TILED_SPLIT_MIN_ELEMENTS",
     "MaxPoolStep",
+    "halving_calls",
 ]
 
+
+HALVING = sys.byteorder == "little"
+"""A tiling MaxPool of float32 with kh x 2 windows (kh >= 2) over several images pools its
+planes by `halving_calls` (its int64 -> int32 cast keeps the first float of each pair on a
+little-endian machine only); False: the tile passes (the tests' other path)."""
 
 POOL_CHUNK_BYTES = 1 << 20
 """A tiling or pairwise MaxPool split over threads works on chunks of at least this many input
@@ -61,6 +70,48 @@ TILED_SPLIT_MIN_ELEMENTS = 1 << 19
 """A tiling or pairwise MaxPool splits its batch over the threads from this many input
 elements: its few NumPy calls on small slices contend for the GIL (LeNet's 150k-element pools
 at batch 32 took 1.9x longer on two threads than on one; 1M elements took 0.55x)."""
+
+
+def halving_views(m: np.ndarray, m2: np.ndarray, size: int, w: int, kh: int) -> tuple:
+    """The views of `halving_calls`' passes on its scratch m and m2 (`size - (kh - 1) * w` and
+    `size // kh` elements at least) for `size` input values in planes of width w: (m2's rows
+    and every kh-th row of m as void items of w floats, the 1-shifted pair of m2 and m's part
+    they max into, the int64 view of m whose low halves are the pooled values)."""
+    half = size // kh
+    row = np.dtype((np.void, w * m.itemsize))
+    return (
+        m2[:half].view(row),
+        m[: size - (kh - 1) * w].view(row)[::kh],  # (rows 0, kh, ..., the last window's first)
+        m2[: half - 1],
+        m2[1:half],
+        m[: half - 1],
+        m[:half].view(np.int64),
+    )
+
+
+def halving_calls(pre: np.ndarray, m: np.ndarray, m2: np.ndarray, kh: int) -> tuple:
+    """A kh x 2 tiling max pool (kh >= 2) of `pre`'s contiguous float32 (h, w) planes (h a
+    multiple of kh, w even) as NumPy calls bound to their views, through m (`pre.size - (kh -
+    1) * w` elements, as the tile passes' m) and m2 (`pre.size // kh`): m = the max of the
+    kh row-shifted flat `pre` (its window rows' maxima at every kh-th row), those rows copied
+    into m2 as blocks of w * 4 bytes (one void item a row), m = the max of the 1-shifted flat
+    m2 (the window's maxima at its even positions); and the int64 view of m whose low halves
+    are the pooled values: the last call, np.copyto(the output's int32 view, it,
+    casting="unsafe") (little-endian), is a contiguous loop where the strided copy of the tile
+    corners (16-value inner loops at stride 2) took as long as a whole pass over `pre`. The
+    same values as the tile passes (the same np.maximum operands in the same order; bits
+    copied)."""
+    w, size = pre.shape[-1], pre.size
+    src = pre.reshape(-1)
+    rows = size - (kh - 1) * w
+    calls = [partial(np.maximum, src[:rows], src[w : w + rows], out=m[:rows])]
+    calls += [
+        partial(np.maximum, m[:rows], src[t * w : t * w + rows], out=m[:rows]) for t in range(2, kh)
+    ]
+    rows2, corners, a, b, out, pairs = halving_views(m, m2, size, w, kh)
+    calls.append(partial(np.copyto, rows2, corners))
+    calls.append(partial(np.maximum, a, b, out=out))
+    return calls, pairs
 
 
 @dataclass
@@ -308,6 +359,18 @@ class MaxPoolStep(Step):
         return tuple(self.kernel_shape)
 
     @staticmethod
+    def _halves(x: np.ndarray, kernel: tuple) -> bool:
+        """Whether `_tiled_part` pools x's planes by `halving_calls`: float32, kh x 2 windows
+        (kh >= 2), several images (batch 1 keeps the tile passes: one call fewer)."""
+        return (
+            HALVING
+            and x.dtype == np.float32
+            and x.shape[0] >= 2
+            and kernel[-1] == 2
+            and kernel[-2] >= 2
+        )
+
+    @staticmethod
     def _tiled_part(
         x: np.ndarray,
         y: np.ndarray,
@@ -316,6 +379,7 @@ class MaxPoolStep(Step):
         chunk: int,
         images: int = 0,
         rec: list | None = None,
+        halving: bool = False,
     ) -> None:
         """A tiling pool over chunks of whole volumes (of (H, W) planes when every earlier axis
         is the identity). An earlier axis with a kernel kt > 1 (video's T) goes first: the max
@@ -346,6 +410,8 @@ class MaxPoolStep(Step):
         per = 1 if whole else per_image  # the unit a chunk is a multiple of
         n = xp.shape[0]
         room = scratch.room(x.dtype) // (2 if vol == plane else 3)  # for m, m2 (and a slab)
+        views = None
+        y32 = (yp if whole else y).view(np.int32) if halving else None
         if images:  # whole images, contiguous y or not (at least 1: batch 0 has no images)
             step = max(1, images * per_image)
         else:
@@ -367,6 +433,23 @@ class MaxPoolStep(Step):
                 dims[i + 1] //= kk
                 src = t
             planes = src.size // plane
+            if halving:  # (`halving_calls`' passes; the caller checked: float32, kh x 2)
+                size = src.size
+                rows = size - (kh - 1) * w
+                if views is None or views[0] != size:  # (the scratch's views: once a size)
+                    # (the tile passes' takes: the same workspace places either way)
+                    m = scratch.take(2, rows, x.dtype)
+                    m2 = scratch.take(1, size, x.dtype)
+                    views = (size, m[:rows], *halving_views(m, m2, size, w, kh))
+                mr = views[1]
+                _call(rec, np.maximum, src[:rows], src[w : w + rows], out=mr)
+                for t_ in range(2, kh):  # a loop over the window's rows
+                    _call(rec, np.maximum, mr, src[t_ * w : t_ * w + rows], out=mr)
+                _call(rec, np.copyto, views[2], views[3])
+                _call(rec, np.maximum, views[4], views[5], out=views[6])
+                dst = y32[p0:p1] if whole else y32[p0 // per : p1 // per]
+                _call(rec, np.copyto, dst, views[7].reshape(dst.shape), casting="unsafe")
+                continue
             rows = src.size - (kh - 1) * w
             m = scratch.take(2, rows, x.dtype)
             if kh > 1:
@@ -464,16 +547,17 @@ class MaxPoolStep(Step):
         parts.sort(key=lambda p: -p[0].shape[1])
         image = xs[0].itemsize * math.prod(xs[0].shape[2:]) * parts[0][0].shape[1]
         n = y.shape[0]
+        halves = self._halves(parts[0][0], tiled)
         if n < 2 or sum(x.size for x in xs) < TILED_SPLIT_MIN_ELEMENTS:
             images = max(1, POOL_CHUNK_BYTES // 4 // image)
             for x, yc in parts:  # a loop over the inputs
-                self._tiled_part(x, yc, tiled, run.scratch[0], 0, images)
+                self._tiled_part(x, yc, tiled, run.scratch[0], 0, images, None, halves)
         else:
             images = max(1, POOL_CHUNK_BYTES // image)
 
             def part(lo: int, hi: int, sc: Scratch) -> None:
                 for x, yc in parts:  # a loop over the inputs
-                    self._tiled_part(x[lo:hi], yc[lo:hi], tiled, sc, 0, images)
+                    self._tiled_part(x[lo:hi], yc[lo:hi], tiled, sc, 0, images, None, halves)
 
             run.parallel(n, part, SPLIT_MIN_FLOPS)
 
@@ -520,6 +604,7 @@ class MaxPoolStep(Step):
                 xs = x.reshape(x.shape[0], -1, kh, x.shape[-1])
                 ys = y.reshape(y.shape[0], -1, 1, y.shape[-1])
                 kernel = (kh, kw)
+            halves = self._halves(x, kernel)
             if x.shape[0] < 2 or x.size < TILED_SPLIT_MIN_ELEMENTS:
                 chunk = lean or POOL_CHUNK_BYTES // 4
                 if xs is x and ys is y:  # (not the lean plan's bands)
@@ -528,16 +613,18 @@ class MaxPoolStep(Step):
                         x,
                         y,
                         lambda x, y, sc, rec=None: self._tiled_part(
-                            x, y, kernel, sc, chunk, 0, rec
+                            x, y, kernel, sc, chunk, 0, rec, halves
                         ),
                     )
                 else:
-                    self._tiled_part(xs, ys, kernel, run.scratch[0], chunk)
+                    self._tiled_part(xs, ys, kernel, run.scratch[0], chunk, 0, None, halves)
             else:
                 chunk = lean or POOL_CHUNK_BYTES
                 run.parallel(
                     x.shape[0],
-                    lambda lo, hi, sc: self._tiled_part(xs[lo:hi], ys[lo:hi], kernel, sc, chunk),
+                    lambda lo, hi, sc: self._tiled_part(
+                        xs[lo:hi], ys[lo:hi], kernel, sc, chunk, 0, None, halves
+                    ),
                     SPLIT_MIN_FLOPS,
                 )
             return
