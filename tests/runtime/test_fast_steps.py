@@ -1652,6 +1652,82 @@ def test_norm_pool_chunked_matches_the_whole_batch_passes(
     np.testing.assert_array_equal(sess.run({"x": x}, mode=mode)[y], got)
 
 
+# How the norm's rows sit: every row's squared mean under ONE_PASS_MAX_RATIO times its variance
+# ("near"), some rows past it gathered ("gathered"), most rows past it (a chunk falls back),
+# past ONE_PASS_FOLD_MAX_RATIO ("too far"), a NaN (the last two: a row in every image)
+ONE_PASS_DATA = ["near", "gathered", "most far", "too far", "nan"]
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+@pytest.mark.parametrize("batch", [2, 5])
+@pytest.mark.parametrize("op, shape, arg, act, act_arg, kernel", CHUNKED_NORMS)
+@pytest.mark.parametrize("data", ONE_PASS_DATA)
+def test_norm_pool_one_pass_statistics(
+    split, data, op, shape, arg, act, act_arg, kernel, batch, mode, monkeypatch
+):
+    """`NormStep._chunked` with `_one_pass` (x . 1 and x . x, the pool on x, the mean folded
+    into the affine's term; rows past ONE_PASS_MAX_RATIO by the shifted passes on a gathered
+    copy), an image a chunk, against `ONE_PASS` off (the former path: D = x - m written and
+    pooled) and the plain kernels. Where it falls back (most rows far, one too far, NaN), the
+    former path's bits, the step's later chunks and the next ONE_PASS_BACKOFF runs without the
+    attempt. Else within the two ways' rounding: var's relative error at most 4x the two
+    passes' bound (both ~1e-7 here, x . x and D . D over at most 840 values), the folded term
+    rounded at |mean| / std <= 8 times Y - B's size: a few float32 ulps of Y's O(4) values;
+    atol 2^-18 (~4e-6, 16 ulps of 4) bounds both; a wrong shift, sum or row is off by O(1)."""
+    rng = np.random.default_rng(62)
+    g, y = _norm_act_pool_graph(op, shape, arg, act, act_arg, kernel, rng, scaled=True)
+    monkeypatch.setattr(fast_elementwise, "NORM_CHUNK_BYTES", 4 * int(np.prod(shape)))
+    monkeypatch.setattr(fast_elementwise, "FUSED_POOL_INLINE_BYTES", 0)  # (no batch-1 path)
+    if data in ("gathered", "too far"):  # (any number of rows gathered: not why it falls back)
+        monkeypatch.setattr(fast_elementwise, "ONE_PASS_GATHER_PART", 1)
+    passes = []
+    real = fast_elementwise.NormStep._one_pass
+    monkeypatch.setattr(
+        fast_elementwise.NormStep,
+        "_one_pass",
+        staticmethod(lambda *a: passes.append(real(*a)) or passes[-1]),
+    )
+    groups = arg or shape[0]
+    x = rng.standard_normal((batch, *shape)).astype(np.float32)
+    rows = x.reshape(batch * groups, -1)  # (the norm's rows; x * 1.5 keeps their ratios)
+    if data == "near":
+        rows += rng.uniform(-1.0, 1.0, (rows.shape[0], 1)).astype(np.float32)  # ratio <= 1
+    elif data == "gathered":
+        rows[::2] += 5.0  # ratio ~25: past 3, under 64
+    elif data == "most far":
+        rows += 5.0
+    elif data == "too far":  # (in every image: every chunk falls back, on any thread)
+        rows[groups - 1 :: groups] += 40.0  # ratio ~1600
+    else:
+        rows[groups - 1 :: groups, 3] = np.nan
+    sess = runtime.Session(g)
+    steps = sess._fast(training=mode == "train", keep_all=False).steps
+    (step,) = [s for s in steps if isinstance(s, fast_elementwise.NormStep)]
+    with np.errstate(invalid="ignore"):
+        got = sess.run({"x": x}, mode=mode)[y]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(fast_elementwise, "ONE_PASS", False)
+            former = runtime.Session(g).run({"x": x}, mode=mode)[y]
+    if data in ("near", "gathered"):
+        assert passes == [True] * batch and step._fold_skip == 0
+        np.testing.assert_allclose(got, former, rtol=0, atol=2.0**-18)
+        want = runtime.Session(g, plan="reference").run({"x": x}, mode=mode)[y]
+        assert_close(got, want, rtol=1e-5, atol=5e-5, what=f"{op}+{act}+pool one pass")
+        if mode == "inference":
+            want = ort_run(export_checked(g), {"x": x})[y]
+            assert_close(got, want, rtol=1e-5, atol=5e-5, what="one pass vs onnxruntime")
+        return
+    # the first chunk of each thread's part tried (2 threads at most), the others not
+    assert False in passes and passes.count(False) <= 2
+    assert step._fold_skip == fast_elementwise.ONE_PASS_BACKOFF
+    np.testing.assert_array_equal(got, former)
+    passes.clear()
+    with np.errstate(invalid="ignore"):
+        again = sess.run({"x": x}, mode=mode)[y]
+    assert passes == [] and step._fold_skip == fast_elementwise.ONE_PASS_BACKOFF - 1
+    np.testing.assert_array_equal(again, former)
+
+
 @pytest.mark.parametrize("batch", [3, 4, 7])
 def test_norm_fused_pool_prelu_slope_as_one_images_row(split, batch, monkeypatch):
     """The PReLU after a fused pool takes its per-channel slope as one image's row from

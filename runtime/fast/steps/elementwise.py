@@ -71,6 +71,27 @@ HALVING = sys.byteorder == "little"
 """`NormStep._chunked` pools kh x 2 windows of float32 by `_halving_pool` (its int64 -> int32
 cast keeps the first float of each pair on a little-endian machine only)."""
 
+ONE_PASS = True
+"""`NormStep._chunked` pools x itself and folds the mean into the affine's term (`_one_pass`:
+x . 1 and x . x, no D = x - m written) where ONE_PASS_FOLD_MAX_RATIO allows; False: D
+written and pooled (the former path: the tests' other one)."""
+
+ONE_PASS_MAX_RATIO = 3.0
+ONE_PASS_FOLD_MAX_RATIO = 64.0
+ONE_PASS_GATHER_PART = 16
+ONE_PASS_BACKOFF = 16
+"""`NormStep._one_pass`: a row's variance from x . x / n - mean**2 (float32 sums, float64
+arithmetic) where mean**2 <= ONE_PASS_MAX_RATIO * var: x . x's rounding is relative to var +
+mean**2 <= 4 var, so var's relative error is at most 4x D . D's bound (measured on norms_acts's
+rows: 1e-7 to 3e-7 against the float64 variance, the two passes' 2e-7 to 7e-7: their D = x - m
+rounds too); rows past it take the two passes (on a gathered copy). Every row pooled on x:
+Y = fl(x * s) + (B - mean * s) rounds terms up to |mean| / std <= sqrt(64) = 8 times Y - B's
+size (a few float32 ulps of the normalized value). A row past ONE_PASS_FOLD_MAX_RATIO, or
+more than 1 / ONE_PASS_GATHER_PART of a chunk's rows past ONE_PASS_MAX_RATIO (the gathered
+passes then cost more than the one pass saves: norms_acts's instance norm, a quarter of its
+rows, 1.26x the step's time), send the chunk down the former path (D written, pooled), and
+the step's next chunks and ONE_PASS_BACKOFF runs too (one wasted pair of passes)."""
+
 DEFER_MIN_ELEMENTS = 1 << 16
 DEFER_MIN_ELEMENTS_SINGLE = 1 << 17
 """A train-mode BatchNorm read only by a MaxPool (`BatchNormStep.defer`) leaves its affine and
@@ -1122,6 +1143,8 @@ class NormStep(Step):
     _bound: tuple | None = field(default=None, repr=False, compare=False)
     # `_one_row`'s arrays (input, output, scale, bias) and its calls bound to them
     _row: tuple | None = field(default=None, repr=False, compare=False)
+    # runs of `_chunked` left without `_one_pass` (ONE_PASS_BACKOFF after one fell back)
+    _fold_skip: int = field(default=0, repr=False, compare=False)
 
     def __call__(self, run: Run) -> None:
         if self.pool is not None:
@@ -1361,22 +1384,24 @@ class NormStep(Step):
     def _chunked(
         self, run: Run, x: np.ndarray, pre: np.ndarray, coefficients: np.ndarray
     ) -> np.ndarray | None:
-        """`_pooled`'s group norm with the affine after the pool (`coefficients`, as
-        `_normalize` fills them) when its pool tiles x's (H, W) planes (kernel = stride, 2+
-        rows and columns) and there are several images: in one split over the plan's threads
-        (where the statistics and the pool step were a split each), over chunks of whole
-        images (`NORM_CHUNK_BYTES`), each chunk's statistics (`_normalize`'s calls on its rows,
-        D = x - m written into `pre`; D . D by `row_dots`) and then its pool on D (kh x 2
-        windows of float32 by `_halving_pool`, others by `_tile_max`'s passes); the affine's
-        per-row float64 arithmetic once after. The pooled output (None: not done, nothing
-        done). The same operations per row and pooled value as `_normalize` + the pool step,
-        the same bits here; BLAS computes the shift m = x . (1/n) over other row blocks (it may
-        round a row's dot product apart by its blocking). Measured (the step alone, x * 1.5 ->
-        norm + activation + 2 x 2 pool; two sessions a variant, in-process interleaved, 80
-        rounds, medians of ratios): GroupNorm + PReLU (8, 32, 32, 32) 0.87x, (32, 32, 32, 32)
-        0.90x; InstanceNorm + ELU (8, 64, 16, 16) 0.88x, (32, 64, 16, 16) 0.88x. In
-        norms_acts (its step times, two sessions a variant, 40-80 rounds): at batch 32
-        GroupNorm 0.965x, InstanceNorm 0.91x; at batch 8 0.99x (the run ~1x: within noise)."""
+        """`_pooled`'s group norm with the affine after the pool (`coefficients`, as `_normalize`
+        fills them) when its pool tiles x's (H, W) planes (kernel = stride, 2+ rows and columns) and
+        there are several images: in one split over the plan's threads (where the statistics and the
+        pool step were a split each), over chunks of whole images (`NORM_CHUNK_BYTES`), each chunk's
+        statistics (`_normalize`'s calls on its rows, D = x - m written into `pre`; D . D by
+        `row_dots`) and then its pool on D (kh x 2 windows of float32 by `_halving_pool`, others by
+        `_tile_max`'s passes); the affine's per-row float64 arithmetic once after. Where `_one_pass`
+        allows (float32 rows whose squared means are small against their variances:
+        ONE_PASS_MAX_RATIO), a chunk's statistics are x . 1 and x . x and its pool runs on x (no
+        shift pass, no D written), the means folded into the affine's term. The pooled output (None:
+        not done, nothing done). Without it, the same operations per row and pooled value as
+        `_normalize` + the pool step, the same bits here; BLAS computes the shift m = x . (1/n) over
+        other row blocks (it may round a row's dot product apart by its blocking). Measured (the
+        step alone, x * 1.5 -> norm + activation + 2 x 2 pool; two sessions a variant, in-process
+        interleaved, 80 rounds, medians of ratios): GroupNorm + PReLU (8, 32, 32, 32) 0.87x, (32,
+        32, 32, 32) 0.90x; InstanceNorm + ELU (8, 64, 16, 16) 0.88x, (32, 64, 16, 16) 0.88x. In
+        norms_acts (its step times, two sessions a variant, 40-80 rounds): at batch 32 GroupNorm
+        0.965x, InstanceNorm 0.91x; at batch 8 0.99x (the run ~1x: within noise)."""
         if not CHUNKED or x.ndim != 4 or x.shape[0] < 2 or x.size == 0:
             return None
         if not (x.flags.c_contiguous and pre.flags.c_contiguous):
@@ -1387,6 +1412,10 @@ class NormStep(Step):
         images, c, h, w = x.shape
         (kh, kw), dt = tiled, x.dtype
         halving = HALVING and kw == 2 and dt == np.float32
+        folding = ONE_PASS and dt == np.float32 and not self._fold_skip
+        if ONE_PASS and self._fold_skip:
+            self._fold_skip -= 1
+        trying = [folding]
         g = self.groups or c
         n = x.size // (images * g)
         y = run.alloc(self.outputs[0], (images, c, h // kh, w // kw), dt)
@@ -1403,15 +1432,24 @@ class NormStep(Step):
                 i1 = min(hi, i0 + step)
                 a, b = i0 * g, i1 * g
                 xs, ds = x2[a:b], d2[a:b]
-                np.matmul(xs, wv, out=sums[0, a:b])
-                np.subtract(xs, sums[0, a:b, None], out=ds)
-                np.matmul(ds, ones, out=sums[1, a:b])
-                row_dots(ds, sums[2, a:b])
+                src = pre
+                if trying[0] and self._one_pass(xs, wv, ones, sums[:, a:b]):
+                    src = x  # (no D written: the pool on x, the shift in the affine's term)
+                else:
+                    if trying[0]:  # (this data's rows too far: the next chunks and runs not)
+                        trying[0] = False
+                        self._fold_skip = ONE_PASS_BACKOFF
+                    np.matmul(xs, wv, out=sums[0, a:b])
+                    np.subtract(xs, sums[0, a:b, None], out=ds)
+                    np.matmul(ds, ones, out=sums[1, a:b])
+                    row_dots(ds, sums[2, a:b])
+                    if folding:  # (pooled on D: no shift to add)
+                        sums[0, a:b] = 0.0
                 size = (i1 - i0) * c * h * w
                 if halving:
-                    _halving_pool(pre[i0:i1], y[i0:i1], kh, m2[:size], m[: size // kh])
+                    _halving_pool(src[i0:i1], y[i0:i1], kh, m2[:size], m[: size // kh])
                     continue
-                calls = _tile_passes(pre[i0:i1], m[: size - (kh - 1) * w], m2[:size], tiled)
+                calls = _tile_passes(src[i0:i1], m[: size - (kh - 1) * w], m2[:size], tiled)
                 _tile_max_passes(calls, y[i0:i1])
 
         plane = h * w
@@ -1426,8 +1464,49 @@ class NormStep(Step):
         bias = run.get(ins[2]) if nin > 2 else None
         sc3, bi3 = _group_params(scale, bias, c, g)
         r, inv = _shift_and_inverse(sums[1:], n, self.epsilon)
+        if folding:  # (the shift of a chunk pooled on x: sums[0] there, else 0)
+            r += sums[0]
         coefficients[...] = _group_affine(r, inv, sc3, bi3, np.empty((2, images, c)))
         return y
+
+    @staticmethod
+    def _one_pass(xs: np.ndarray, wv: np.ndarray, ones: np.ndarray, sums: np.ndarray) -> bool:
+        """`_chunked`'s statistics of the rows `xs` with the pool on x itself (no D = x - m
+        written): sums[1] = x . 1 and sums[2] = x . x, sums[0] = 0 (the shift); rows whose
+        squared mean passes ONE_PASS_MAX_RATIO times their variance (where x . x's rounding,
+        relative to var + mean**2, would cost var more than the two passes' bound allows)
+        get the shifted two passes on a gathered copy of them: sums[0] = m = x . (1/n),
+        sums[1] = D . 1, sums[2] = D . D of D = x - m (the caller adds the shift to the
+        mean). False (sums overwritten, nothing else done: the caller's shifted passes and
+        the pool on D) when a row's squared mean passes ONE_PASS_FOLD_MAX_RATIO times its
+        variance or a sum is not finite (NaN, inf: the former path's results)."""
+        s1, s2 = sums[1], sums[2]
+        np.matmul(xs, ones, out=s1)
+        row_dots(xs, s2)
+        if not math.isfinite(s2.max()):  # (x . x >= 0: inf or NaN)
+            return False
+        z = s1.astype(np.float64)  # z = n * mean**2 / x . x = mean**2 / (var + mean**2)
+        z *= z
+        z /= s2 * float(xs.shape[1]) + 1e-300  # (a zero row: 0)
+        top = z.max()
+        r = ONE_PASS_FOLD_MAX_RATIO  # (mean**2 <= r * var  <=>  z <= r / (r + 1))
+        if not top <= r / (r + 1.0):
+            return False
+        r = ONE_PASS_MAX_RATIO
+        far = np.flatnonzero(z > r / (r + 1.0)) if top > r / (r + 1.0) else z[:0]
+        if far.size * ONE_PASS_GATHER_PART > z.size:
+            return False
+        sums[0] = 0.0
+        if far.size:
+            d = xs[far]  # (a copy: these rows' D in place)
+            m = d @ wv
+            d -= m[:, None]
+            sums[0, far] = m
+            sums[1, far] = d @ ones
+            t = np.empty(far.size, xs.dtype)
+            row_dots(d, t)
+            sums[2, far] = t
+        return True
 
     def _weights(self, n: int, dt: Any) -> tuple[np.ndarray, np.ndarray]:
         """The (1/n) weights and the ones of n elements in dtype dt, kept between runs."""
