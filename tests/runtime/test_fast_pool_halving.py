@@ -49,6 +49,7 @@ CASES = [
     ((2, 4, 8, 32), (4, 2), 0, 0, False),  # kh 4
     ((5, 3, 6, 10), (2, 2), 3 * 60 * 4, 0, False),  # chunks of 3 planes: a short last one
     ((4, 6, 4, 6), (2, 2), 1, 0, False),  # a plane a chunk
+    ((3, 12, 2, 10), (2, 2), 0, 0, False),  # planes of kh rows (the lean plan's bands)
     ((3, 5, 6, 6), (2, 2), 0, 1, True),  # into a channel slice, an image a chunk
     ((3, 5, 6, 6), (3, 2), 0, 2, True),  # (two images, then one)
     ((2, 3, 4, 6, 8), (2, 2, 2), 0, 0, False),  # video's 2x2x2: the slab pass first
