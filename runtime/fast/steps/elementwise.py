@@ -72,14 +72,17 @@ HALVING = sys.byteorder == "little"
 cast keeps the first float of each pair on a little-endian machine only)."""
 
 ONE_PASS = True
-"""`NormStep._chunked` pools x itself and folds the mean into the affine's term (`_one_pass`:
-x . 1 and x . x, no D = x - m written) where ONE_PASS_FOLD_MAX_RATIO allows; False: D
-written and pooled (the former path: the tests' other one)."""
+"""`NormStep._chunked` of a group norm with several channels a group pools x itself and folds
+the mean into the affine's term (`_one_pass`: x . 1 and x . x, no D = x - m written) where
+ONE_PASS_FOLD_MAX_RATIO allows; False: D written and pooled (the former path: the tests'
+other one). Not an instance norm (or a group a channel): a quarter of norms_acts's instance
+rows have squared means past ONE_PASS_MAX_RATIO times their variances (a channel's mean
+after a conv's bias; a group's rows span channels, whose means add to its variance), and a
+chunk that falls back pays the one pass's two passes for nothing."""
 
 ONE_PASS_MAX_RATIO = 3.0
 ONE_PASS_FOLD_MAX_RATIO = 64.0
 ONE_PASS_GATHER_PART = 16
-ONE_PASS_BACKOFF = 16
 """`NormStep._one_pass`: a row's variance from x . x / n - mean**2 (float32 sums, float64
 arithmetic) where mean**2 <= ONE_PASS_MAX_RATIO * var: x . x's rounding is relative to var +
 mean**2 <= 4 var, so var's relative error is at most 4x D . D's bound (measured on norms_acts's
@@ -89,8 +92,10 @@ Y = fl(x * s) + (B - mean * s) rounds terms up to |mean| / std <= sqrt(64) = 8 t
 size (a few float32 ulps of the normalized value). A row past ONE_PASS_FOLD_MAX_RATIO, or
 more than 1 / ONE_PASS_GATHER_PART of a chunk's rows past ONE_PASS_MAX_RATIO (the gathered
 passes then cost more than the one pass saves: norms_acts's instance norm, a quarter of its
-rows, 1.26x the step's time), send the chunk down the former path (D written, pooled), and
-the step's next chunks and ONE_PASS_BACKOFF runs too (one wasted pair of passes)."""
+rows, 1.26x the step's time), send the chunk down the former path (D written, pooled: one
+wasted pair of passes). The choice is each chunk's own, from its data alone (not from earlier
+chunks or runs): the same input gives the same bits whatever ran before and in whichever
+order the threads take the chunks."""
 
 DEFER_MIN_ELEMENTS = 1 << 16
 DEFER_MIN_ELEMENTS_SINGLE = 1 << 17
@@ -1143,8 +1148,6 @@ class NormStep(Step):
     _bound: tuple | None = field(default=None, repr=False, compare=False)
     # `_one_row`'s arrays (input, output, scale, bias) and its calls bound to them
     _row: tuple | None = field(default=None, repr=False, compare=False)
-    # runs of `_chunked` left without `_one_pass` (ONE_PASS_BACKOFF after one fell back)
-    _fold_skip: int = field(default=0, repr=False, compare=False)
 
     def __call__(self, run: Run) -> None:
         if self.pool is not None:
@@ -1412,11 +1415,13 @@ class NormStep(Step):
         images, c, h, w = x.shape
         (kh, kw), dt = tiled, x.dtype
         halving = HALVING and kw == 2 and dt == np.float32
-        folding = ONE_PASS and dt == np.float32 and not self._fold_skip
-        if ONE_PASS and self._fold_skip:
-            self._fold_skip -= 1
-        trying = [folding]
         g = self.groups or c
+        # (see ONE_PASS; not at the sizes `_small_group` takes where calls are bound: its
+        # two passes, the same bits with the plan's bound calls on or off)
+        small = (
+            pre.nbytes <= FUSED_POOL_INLINE_BYTES and x.size * 6 * ELEMENT_FLOPS < SPLIT_MIN_FLOPS
+        )
+        folding = ONE_PASS and dt == np.float32 and g < c and not small
         n = x.size // (images * g)
         y = run.alloc(self.outputs[0], (images, c, h // kh, w // kw), dt)
         x2, d2 = x.reshape(images * g, n), pre.reshape(images * g, n)
@@ -1433,12 +1438,9 @@ class NormStep(Step):
                 a, b = i0 * g, i1 * g
                 xs, ds = x2[a:b], d2[a:b]
                 src = pre
-                if trying[0] and self._one_pass(xs, wv, ones, sums[:, a:b]):
+                if folding and self._one_pass(xs, wv, ones, sums[:, a:b]):
                     src = x  # (no D written: the pool on x, the shift in the affine's term)
-                else:
-                    if trying[0]:  # (this data's rows too far: the next chunks and runs not)
-                        trying[0] = False
-                        self._fold_skip = ONE_PASS_BACKOFF
+                else:  # (this chunk's rows too far, or no one pass: the shifted passes)
                     np.matmul(xs, wv, out=sums[0, a:b])
                     np.subtract(xs, sums[0, a:b, None], out=ds)
                     np.matmul(ds, ones, out=sums[1, a:b])
