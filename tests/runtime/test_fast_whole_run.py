@@ -490,3 +490,34 @@ def test_whole_run_replay_runs_blas_on_one_thread_and_restores_it():
         assert [lib.num_threads for lib in libs] == before
     assert plan.replayed_runs == n + 1
     assert seen == [[1] * len(libs)]
+
+
+@pytest.mark.parametrize("replay", [True, False])
+def test_reshape_to_a_fed_shape_changed_in_place(replay, monkeypatch):
+    """A Reshape whose shape is a graph input the caller changes in place between runs (the
+    same array object): the fast plan's view takes the new shape, with the whole-run replay
+    on (its guard says no) and off (AliasStep's kept view is not handed out again). A stale
+    view of shape (1, 4, 4, 4) gives the Softmax another axis: off by O(1), another shape."""
+    monkeypatch.setattr(fast_compile, "REPLAY_RUNS", replay)
+    rng = np.random.default_rng(0)
+    g = Graph("reshape_fed")
+    g.add_input("x", (1, 2, 4, 4))
+    g.add_input("s", (4,), "int64")
+    g.add_param("w", rng.standard_normal((4, 2, 1, 1)).astype(np.float32))
+    c = g.add_node("Conv", ["x", "w"], {}, name="c").outputs[0]
+    r = g.add_node("Reshape", [c, "s"], {}, name="r").outputs[0]
+    y = g.add_node("Softmax", [r], {"axis": -1}, name="sm").outputs[0]
+    g.mark_output(y)
+    sess, ref = runtime.Session(g), runtime.Session(g, plan="reference")
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    shape = np.array([1, 4, 4, 4], np.int64)
+    for _ in range(4):
+        sess.run({"x": x, "s": shape})
+    for new in ([1, 4, 16, 1], [1, 16, 4, 1], [1, 4, 4, 4]):
+        shape[...] = new
+        for _ in range(3):  # (then the view kept for the new values, then a replay)
+            got, want = sess.run({"x": x, "s": shape})[y], ref.run({"x": x, "s": shape})[y]
+            assert got.shape == want.shape == tuple(new)
+            _close(got, want, f"shape {new}")
+    if replay:
+        assert _replayed(sess) >= 4

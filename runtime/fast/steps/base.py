@@ -376,9 +376,10 @@ class AliasStep(Step):
     inference Dropout that is the identity): no copy."""
 
     view: Callable = print
-    # (the inputs of the last run, its view; x in the arena): the same input objects give the
-    # same view object again, so the steps reading it can replay calls bound to it (`taped`);
-    # dropped with the arena (CompiledPlan.unbind)
+    # (the inputs of the last run, its view, the values of its other inputs; x in the arena):
+    # the same input objects with the same shape / axes values give the same view object
+    # again, so the steps reading it can replay calls bound to it (`taped`); dropped with the
+    # arena (CompiledPlan.unbind)
     _bound: tuple | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, run: Run) -> None:
@@ -390,6 +391,7 @@ class AliasStep(Step):
             last is not None
             and len(last[0]) == len(args)
             and all(a is b for a, b in zip(last[0], args, strict=True))
+            and _values(args) == last[2]  # (a shape fed, changed in place: a new view)
         ):
             y = last[1]
             again = True
@@ -402,7 +404,8 @@ class AliasStep(Step):
                 and src.__class__ is int
                 and run.owner[src] is not None
             ):
-                self._bound = (tuple(args), y)  # (x in the arena: kept between runs anyway)
+                # (x in the arena: kept between runs anyway)
+                self._bound = (tuple(args), y, _values(args))
         if isinstance(src, int):
             run.alias(self.outputs[0], y, src)
         else:
@@ -413,7 +416,20 @@ class AliasStep(Step):
                 run.alloc(extra, x.shape, np.dtype(bool)).fill(True)
                 extras = True
         if again and not extras and self.outputs[0] not in run.outputs:
-            taped(run, self, ())  # (a view: nothing to compute)
+            # (a view: nothing to compute; the shape / axes inputs' values checked again)
+            taped(run, self, (partial(_same_values, args, last[2]),) if last[2] else ())
+
+
+def _values(args: list) -> tuple:
+    """The values of an alias op's inputs past its first (a Reshape's shape, Squeeze's axes):
+    they decide the view's geometry, and a fed one can change in place."""
+    return tuple(a.tolist() if isinstance(a, np.ndarray) else a for a in args[1:])
+
+
+def _same_values(args: list, values: tuple) -> bool:
+    """A whole-run replay's guard for an alias step's view (see `taped`): False when a shape
+    or axes input's values changed since it was made."""
+    return _values(args) == values
 
 
 @dataclass
