@@ -1676,6 +1676,7 @@ def test_norm_pool_one_pass_statistics(
     passes' bound (both ~1e-7 here, x . x and D . D over at most 840 values), the folded term
     rounded at |mean| / std <= 8 times Y - B's size: a few float32 ulps of Y's O(4) values;
     atol 2^-18 (~4e-6, 16 ulps of 4) bounds both; a wrong shift, sum or row is off by O(1)."""
+    monkeypatch.setattr(fast_elementwise, "ONE_PASS", True)  # (an option: see ONE_PASS)
     rng = np.random.default_rng(62)
     g, y = _norm_act_pool_graph(op, shape, arg, act, act_arg, kernel, rng, scaled=True)
     monkeypatch.setattr(fast_elementwise, "NORM_CHUNK_BYTES", 4 * int(np.prod(shape)))
@@ -1739,6 +1740,33 @@ def test_norm_pool_one_pass_statistics(
         again = sess.run({"x": x}, mode=mode)[y]
     assert passes == [False] * batch
     np.testing.assert_array_equal(again, former)
+
+
+def test_norm_pool_one_pass_bits_whatever_the_split(monkeypatch):
+    """The one pass's choice is a chunk's (its images share it), so the chunks are a grid from
+    image 0 whichever way the threads split the batch: a far image (its rows' squared means
+    past ONE_PASS_FOLD_MAX_RATIO times their variances: its chunk falls back) at each place of
+    a batch of 7 in chunks of 2 (two threads: images 0-2 and 3-6), the same bits with the
+    batch split over the threads and run inline (a chunk grid from each thread's first image
+    gave the far image's neighbours the other way in one of them: ~5e-7 apart)."""
+    monkeypatch.setattr(fast_elementwise, "ONE_PASS", True)  # (an option: see ONE_PASS)
+    rng = np.random.default_rng(63)
+    shape = (8, 6, 10)
+    g, y = _norm_act_pool_graph("GroupNormalization", shape, 2, "Relu", None, (2, 2), rng)
+    monkeypatch.setattr(fast_elementwise, "NORM_CHUNK_BYTES", 2 * 4 * int(np.prod(shape)))
+    monkeypatch.setattr(fast_elementwise, "FUSED_POOL_INLINE_BYTES", 0)  # (no batch-1 path)
+    for far in range(7):
+        x = rng.standard_normal((7, *shape)).astype(np.float32)
+        x[far] += 40.0
+        got = {}
+        for how, least in (("inline", 1 << 60), ("threads", 0)):
+            with pytest.MonkeyPatch.context() as mp:
+                for module in (fast_threads, fast_elementwise):
+                    mp.setattr(module, "SPLIT_MIN_FLOPS", least)
+                got[how] = runtime.Session(g).run({"x": x})[y]
+        np.testing.assert_array_equal(got["threads"], got["inline"], err_msg=f"far image {far}")
+        want = runtime.Session(g, plan="reference").run({"x": x})[y]
+        assert_close(got["inline"], want, rtol=1e-5, atol=5e-5, what=f"far image {far}")
 
 
 @pytest.mark.parametrize("batch", [3, 4, 7])

@@ -71,14 +71,18 @@ HALVING = sys.byteorder == "little"
 """`NormStep._chunked` pools kh x 2 windows of float32 by `_halving_pool` (its int64 -> int32
 cast keeps the first float of each pair on a little-endian machine only)."""
 
-ONE_PASS = True
-"""`NormStep._chunked` of a group norm with several channels a group pools x itself and folds
-the mean into the affine's term (`_one_pass`: x . 1 and x . x, no D = x - m written) where
-ONE_PASS_FOLD_MAX_RATIO allows; False: D written and pooled (the former path: the tests'
-other one). Not an instance norm (or a group a channel): a quarter of norms_acts's instance
-rows have squared means past ONE_PASS_MAX_RATIO times their variances (a channel's mean
-after a conv's bias; a group's rows span channels, whose means add to its variance), and a
-chunk that falls back pays the one pass's two passes for nothing."""
+ONE_PASS = False
+"""Off by default (an option, tested): on, `NormStep._chunked` of a group norm with several
+channels a group pools x itself and folds the mean into the affine's term (`_one_pass`: x . 1
+and x . x, no D = x - m written) where ONE_PASS_FOLD_MAX_RATIO allows; off: D written and pooled
+(the former path: the tests' other one). Not an instance norm (or a group a channel): a quarter
+of norms_acts's instance rows have squared means past ONE_PASS_MAX_RATIO times their variances
+(a channel's mean after a conv's bias; a group's rows span channels, whose means add to its
+variance), and a chunk that falls back pays the one pass's two passes for nothing. Why off: it
+saved 2% of norms_acts@32 (GroupNorm step 0.92x, the run 0.977x, in-process), while its results
+depend on the chunk an image shares (one far image sends its chunk's near ones down the shifted
+passes) and differ in the last bits from the unfused norm + pool's (the pool commutes with the
+affine only on the two passes' values); a per-image choice would remove the first."""
 
 ONE_PASS_MAX_RATIO = 3.0
 ONE_PASS_FOLD_MAX_RATIO = 64.0
@@ -95,7 +99,9 @@ passes then cost more than the one pass saves: norms_acts's instance norm, a qua
 rows, 1.26x the step's time), send the chunk down the former path (D written, pooled: one
 wasted pair of passes). The choice is each chunk's own, from its data alone (not from earlier
 chunks or runs): the same input gives the same bits whatever ran before and in whichever
-order the threads take the chunks."""
+order the threads take the chunks, whatever the thread count (the threads split whole chunks
+of a grid from image 0). An image's bits do depend on the other images of its chunk (one far
+image sends its chunk's near ones down the shifted passes too: within the bound above)."""
 
 DEFER_MIN_ELEMENTS = 1 << 16
 DEFER_MIN_ELEMENTS_SINGLE = 1 << 17
@@ -1454,12 +1460,19 @@ class NormStep(Step):
                 calls = _tile_passes(src[i0:i1], m[: size - (kh - 1) * w], m2[:size], tiled)
                 _tile_max_passes(calls, y[i0:i1])
 
+        def chunks(lo: int, hi: int, sc) -> None:  # (chunks lo..hi of the grid from image 0)
+            part(lo * step, min(hi * step, images), sc)
+
+        # (one pass: the threads split whole chunks of the grid from image 0, so a chunk's
+        # choice, which its images share, is the same whatever the split: one thread or two,
+        # inline when the threads are busy)
+        work, count = (chunks, -(-images // step)) if folding else (part, images)
         plane = h * w
         flops = x.size * 6 * ELEMENT_FLOPS  # (as `_normalize`: the pool step splits later)
         if UNBUFFERED_MIN_ROW <= plane < NUMPY_BUFSIZE:  # (as `_normalize`)
-            run.parallel(images, partial(_unbuffered, part, plane), flops)
+            run.parallel(count, partial(_unbuffered, work, plane), flops)
         else:
-            run.parallel(images, part, flops)
+            run.parallel(count, work, flops)
         ins = self.inputs
         nin = len(ins) - self.act_inputs
         scale = run.get(ins[1]) if nin > 1 else None
