@@ -96,6 +96,16 @@ def _graph(op: str, shape: tuple[int, ...], arg: int, act: str, pool: bool = Fal
     return g
 
 
+def _summary(ours: list[float], other: list[float], name: str) -> dict:
+    """Medians of our step's times, of the other variant's (`name`_ms) and of their ratios
+    (the rounds paired)."""
+    return {
+        "ms": statistics.median(ours),
+        f"{name}_ms": statistics.median(other),
+        "ratio": statistics.median(a / b for a, b in zip(ours, other, strict=True)),
+    }
+
+
 def measure(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int) -> dict:
     """Interleaved times (seconds) of the norm step as compiled and with NumPy's default
     ufunc buffer."""
@@ -112,11 +122,7 @@ def measure(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int) -> d
     finally:
         elementwise.UNBUFFERED_MIN_ROW = saved
     ours, default = times[False], times[True]
-    return {
-        "ms": statistics.median(ours),
-        "default_ms": statistics.median(default),
-        "ratio": statistics.median(a / b for a, b in zip(ours, default, strict=True)),
-    }
+    return _summary(ours, default, "default")
 
 
 def bound_ratio(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int) -> dict:
@@ -141,11 +147,7 @@ def bound_ratio(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int) 
     finally:
         elementwise.FUSED_POOL_INLINE_BYTES = saved
     ours, general = times[False], times[True]
-    return {
-        "ms": statistics.median(ours),
-        "general_ms": statistics.median(general),
-        "ratio": statistics.median(a / b for a, b in zip(ours, general, strict=True)),
-    }
+    return _summary(ours, general, "general")
 
 
 def chunked_ratio(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int) -> dict:
@@ -174,11 +176,7 @@ def chunked_ratio(op: str, shape: tuple[int, ...], arg: int, act: str, runs: int
         elementwise.CHUNKED, elementwise.HALVING = saved
     ours = [(a + b) / 2 for a, b in zip(times[0], times[3], strict=True)]
     former = [(a + b) / 2 for a, b in zip(times[1], times[2], strict=True)]
-    return {
-        "ms": statistics.median(ours),
-        "former_ms": statistics.median(former),
-        "ratio": statistics.median(a / b for a, b in zip(ours, former, strict=True)),
-    }
+    return _summary(ours, former, "former")
 
 
 def elu_ratio(shape: tuple[int, ...], runs: int) -> tuple[float, float]:
