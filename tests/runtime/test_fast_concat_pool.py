@@ -12,10 +12,8 @@ import pytest
 from graphnet import runtime
 from graphnet.ir import Graph
 from graphnet.runtime.fast import compile as fast_compile
-from graphnet.runtime.fast import threads as fast_threads
 from graphnet.runtime.fast.memory import Scratch
 from graphnet.runtime.fast.steps import ConcatStep, MaxPoolStep
-from graphnet.runtime.fast.steps import base as fast_base
 from graphnet.runtime.fast.steps import pool as fast_pool
 from tests.helpers import export_checked, ort_run
 from tests.oracles import naive_pool
@@ -73,22 +71,11 @@ def _unfused(g: Graph, monkeypatch) -> runtime.Session:
     return sess
 
 
-@pytest.fixture(params=["inline", "threads"])
-def split(request, monkeypatch):
-    """As the plan decides, and with every batch split over the threads."""
-    if request.param == "threads":
-        monkeypatch.setattr(fast_threads, "SPLIT_MIN_FLOPS", 0)
-        for module in (fast_base, fast_pool):
-            monkeypatch.setattr(module, "SPLIT_MIN_FLOPS", 0)
-        monkeypatch.setattr(fast_pool, "TILED_SPLIT_MIN_ELEMENTS", 0)
-    return request.param
-
-
 # inf - inf in the convs on a helper thread, where the caller's np.errstate does not reach
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("kernel, sizes", [((2, 2), (8, 6)), ((2, 3), (6, 9)), ((3, 1), (9, 4))])
 @pytest.mark.parametrize("chunk", ["planes", "default"])
-def test_concat_takes_its_tiling_pool(split, monkeypatch, kernel, sizes, chunk):
+def test_concat_takes_its_tiling_pool(pool_split, monkeypatch, kernel, sizes, chunk):
     """The pool is fused into the Concat (the plan has no MaxPool step for it, describe() says
     so; its inputs are not all convs, so it is never placed: see the placed test below); at
     batch 1, 3, 5 and batch 1 again (one plan), with chunks of a few planes (a chunk is then

@@ -11,9 +11,7 @@ import pytest
 
 from graphnet import runtime
 from graphnet.ir import Graph
-from graphnet.runtime.fast import threads as fast_threads
 from graphnet.runtime.fast.memory import Scratch
-from graphnet.runtime.fast.steps import base as fast_base
 from graphnet.runtime.fast.steps import pool as fast_pool
 from graphnet.runtime.fast.steps.pool import MaxPoolStep
 from tests.helpers import export_checked, ort_run
@@ -103,17 +101,6 @@ def _pool_net(c: int, sizes: tuple, kernel: tuple) -> Graph:
     return g
 
 
-@pytest.fixture(params=["inline", "threads"])
-def split(request, monkeypatch):
-    """As the plan decides, and with every batch split over the threads."""
-    if request.param == "threads":
-        monkeypatch.setattr(fast_threads, "SPLIT_MIN_FLOPS", 0)
-        for module in (fast_base, fast_pool):
-            monkeypatch.setattr(module, "SPLIT_MIN_FLOPS", 0)
-        monkeypatch.setattr(fast_pool, "TILED_SPLIT_MIN_ELEMENTS", 0)
-    return request.param
-
-
 @pytest.mark.parametrize(
     "c, sizes, kernel, small",
     [
@@ -124,7 +111,7 @@ def split(request, monkeypatch):
     ],
 )
 @pytest.mark.parametrize("mode", ["inference", "train"])
-def test_maxpool_step_halves_past_batch_1(split, monkeypatch, c, sizes, kernel, small, mode):
+def test_maxpool_step_halves_past_batch_1(pool_split, monkeypatch, c, sizes, kernel, small, mode):
     """The MaxPool step over batches 1, 3, 1, 2, 5, 2 on one session: the halving passes at 2+
     images only (batch 1 keeps the tile passes, bound); bit for bit a session with
     `HALVING` off at every batch (NaN, +-inf, -0.0 in the data), and equal to the reference
