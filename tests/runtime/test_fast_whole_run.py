@@ -52,6 +52,20 @@ def _suite_feed(g: Graph, n: int, seed: int) -> dict:
     return {inp: np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
 
 
+def _run_checked(sess, off, ref, g: Graph, feeds: dict, what: str) -> dict:
+    """`sess`'s run of `feeds`, each output bit-equal to the same session's normal path and to
+    `off` without bound calls (the unbound plan), close to `ref` (the reference plan)."""
+    got = sess.run(feeds)
+    normal = _oracle(sess, feeds)
+    unbound = _oracle(off, feeds, bind=False)
+    want = ref.run(feeds)
+    for o in g.outputs:
+        np.testing.assert_array_equal(got[o], normal[o], err_msg=f"{what} output {o}")
+        np.testing.assert_array_equal(got[o], unbound[o], err_msg=f"{what} output {o}")
+        _close(got[o], want[o], f"{what} output {o}")
+    return got
+
+
 # the suite models whose every step binds at batch 1 (VGG's 2 MiB GEMV split over threads too)
 TAPED = ["lenet5", "inception_bn", "norms_acts", "resnet20", "video3d", "vgg_bn"]
 
@@ -73,16 +87,8 @@ def test_suite_models_whole_run_replay(name):
         if k in (3, 8, 13):  # (new values in the same feed arrays)
             for x in feeds[n].values():
                 x[...] = rng.standard_normal(x.shape).astype(np.float32)
-        got = sess.run(feeds[n])
+        got = _run_checked(sess, off, ref, g, feeds[n], f"{name} run {k} batch {n}")
         kept.append((got, {o: a.copy() for o, a in got.items()}))
-        normal = _oracle(sess, feeds[n])
-        unbound = _oracle(off, feeds[n], bind=False)
-        want = ref.run(feeds[n])
-        for o in g.outputs:
-            what = f"{name} run {k} batch {n} output {o}"
-            np.testing.assert_array_equal(got[o], normal[o], err_msg=what)
-            np.testing.assert_array_equal(got[o], unbound[o], err_msg=what)
-            _close(got[o], want[o], what)
     for k, (got, copies) in enumerate(kept):
         for o in g.outputs:
             np.testing.assert_array_equal(got[o], copies[o], err_msg=f"run {k}'s {o} changed")
@@ -471,15 +477,7 @@ def test_whole_run_replay_under_the_lean_plan(name):
         if k == 8:  # (a conv's weight replaced: the bound calls read the old one's view)
             p = convs[len(convs) // 2]
             g.set_param(p, (g.params[p] * -0.75 + 0.01).astype(np.float32))
-        got = sess.run(feeds[n])
-        normal = _oracle(sess, feeds[n])
-        unbound = _oracle(off, feeds[n], bind=False)
-        want = ref.run(feeds[n])
-        for o in g.outputs:
-            what = f"{name} lean run {k} batch {n} output {o}"
-            np.testing.assert_array_equal(got[o], normal[o], err_msg=what)
-            np.testing.assert_array_equal(got[o], unbound[o], err_msg=what)
-            _close(got[o], want[o], what)
+        _run_checked(sess, off, ref, g, feeds[n], f"{name} lean run {k} batch {n}")
     assert _replayed(sess) >= 3, "the whole-run replay ran too rarely"
 
 
