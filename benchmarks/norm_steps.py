@@ -220,28 +220,22 @@ def main(argv: list[str] | None = None) -> int:
             ["Elu: expm1 / exp - 1", "x".join(map(str, shape)), f"{ms:.3f}", "", f"{ratio:.2f}"]
         )
     print_table(head, rows, markdown=args.markdown, load0=load0)
-    head = ["step (+ 2x2 MaxPool fused)", "input", "ms", "general path ms", "ratio (median)"]
-    rows = []
-    load0 = os.getloadavg()[0]
-    for op, shape, arg, act in CASES:
-        if shape[0] != 1 or op == "LayerNormalization":  # (batch-1 group norms: bound)
-            continue
-        r = bound_ratio(op, shape, arg, act, args.runs)
-        name = f"{op.replace('Normalization', 'Norm')} + {act} + pool"
-        shown = "x".join(map(str, shape))
-        rows.append([name, shown, f"{r['ms']:.3f}", f"{r['general_ms']:.3f}", f"{r['ratio']:.2f}"])
-    print_table(head, rows, markdown=args.markdown, load0=load0)
-    head = ["step (+ 2x2 MaxPool fused)", "input", "ms", "former path ms", "ratio (median)"]
-    rows = []
-    load0 = os.getloadavg()[0]
-    for op, shape, arg, act in CASES:
-        if shape[0] == 1 or op == "LayerNormalization":  # (past batch 1: chunked)
-            continue
-        r = chunked_ratio(op, shape, arg, act, args.runs)
-        name = f"{op.replace('Normalization', 'Norm')} + {act} + pool"
-        shown = "x".join(map(str, shape))
-        rows.append([name, shown, f"{r['ms']:.3f}", f"{r['former_ms']:.3f}", f"{r['ratio']:.2f}"])
-    print_table(head, rows, markdown=args.markdown, load0=load0)
+    # the fused-pool steps: at batch 1 (bound) against the general path, past it (chunked)
+    # against the former path
+    for batch1, fn, other in ((True, bound_ratio, "general"), (False, chunked_ratio, "former")):
+        head = ["step (+ 2x2 MaxPool fused)", "input", "ms", f"{other} path ms", "ratio (median)"]
+        rows = []
+        load0 = os.getloadavg()[0]
+        for op, shape, arg, act in CASES:
+            if (shape[0] == 1) != batch1 or op == "LayerNormalization":
+                continue
+            r = fn(op, shape, arg, act, args.runs)
+            name = f"{op.replace('Normalization', 'Norm')} + {act} + pool"
+            shown = "x".join(map(str, shape))
+            rows.append(
+                [name, shown, f"{r['ms']:.3f}", f"{r[other + '_ms']:.3f}", f"{r['ratio']:.2f}"]
+            )
+        print_table(head, rows, markdown=args.markdown, load0=load0)
     return 0
 
 
